@@ -1,0 +1,1 @@
+"""tether: the operations layer for always-on AI agent loops."""

@@ -1,0 +1,121 @@
+"""Journal events and the hash chains that make them tamper-evident.
+
+Each run's events form a chain: an event's ``hash`` is the SHA-256 of the
+canonical encoding of all its fields but ``hash``, where the payload is
+replaced by the payload's own SHA-256 and ``prev`` is the previous event's
+hash (the first event links to :func:`genesis`). Replacing the payload by its
+hash lets a payload be erased later (privacy, secrets) without breaking the
+chain. Each group commit also appends one link to a store-wide chain of
+batches, naming (run, seq, hash) of every event it committed, so a truncated
+or deleted run is detected too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from tether.core.canonical import digest, dumps
+
+KINDS: Final = frozenset({
+    "run.started", "step.started", "step.finished", "model.called", "tool.called",
+    "effect.intent", "effect.done", "effect.failed", "effect.in_doubt", "effect.resolved",
+    "checkpoint", "budget.exceeded", "budget.changed", "run.paused", "run.resumed",
+    "run.stopped", "run.done", "run.failed", "run.sleeping", "command", "clock.read",
+    "random.read", "nondeterminism",
+})
+"""Every event kind tether writes; docs/events.md describes each payload."""
+
+
+def genesis(run: str) -> str:
+    """The hash the first event of ``run`` links to."""
+    return hashlib.sha256(b"tether.run:" + run.encode()).hexdigest()
+
+
+BATCH_GENESIS: Final = hashlib.sha256(b"tether.store").hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One append-only journal record."""
+
+    id: str
+    """Sortable unique id (ULID form), the same form in every backend."""
+    run: str
+    """Run the event belongs to."""
+    seq: int
+    """Position in the run's chain, from 1."""
+    epoch: int
+    """Incremented by every rollback or fork; (run, epoch, step) names a step uniquely."""
+    step: int
+    """Step the event belongs to (0 before the first step)."""
+    kind: str
+    """What happened: one of :data:`KINDS`."""
+    time: str
+    """ISO-8601 UTC time from the run's clock."""
+    actor: str
+    """Who did it: ``agent:NAME``, ``human:USER`` or ``system``."""
+    causes: tuple[str, ...]
+    """Ids of the events this one depends on (in this run or another)."""
+    payload: Any
+    """Kind-specific JSON value; ``None`` once erased."""
+    payload_hash: str
+    """SHA-256 of the canonical payload; kept when the payload is erased."""
+    prev: str
+    """Hash of the previous event of the run (or the run's genesis hash)."""
+    hash: str = field(default="")
+    """Hash of this event: see the module docstring."""
+
+    def to_json(self) -> dict[str, Any]:
+        """The public JSON form (``tether events --json``)."""
+        return {
+            "id": self.id, "run": self.run, "seq": self.seq, "epoch": self.epoch,
+            "step": self.step, "kind": self.kind, "time": self.time, "actor": self.actor,
+            "causes": list(self.causes), "payload": self.payload, "hash": self.hash,
+        }
+
+
+def event_hash(e: Event) -> str:
+    """Compute the chained hash of ``e`` from its fields (payload by hash)."""
+    return digest({
+        "id": e.id, "run": e.run, "seq": e.seq, "epoch": e.epoch, "step": e.step,
+        "kind": e.kind, "time": e.time, "actor": e.actor, "causes": list(e.causes),
+        "payload": e.payload_hash, "prev": e.prev,
+    })
+
+
+def payload_digest(payload: Any) -> str:
+    """SHA-256 of a payload's canonical encoding."""
+    return hashlib.sha256(dumps(payload)).hexdigest()
+
+
+def batch_hash(prev: str, entries: list[tuple[str, int, str]]) -> str:
+    """Hash of one commit batch: the previous batch's hash and (run, seq, hash) of each event."""
+    return digest({"prev": prev, "entries": [list(x) for x in entries]})
+
+
+@dataclass(slots=True)
+class Chain:
+    """The head of one run's chain; builds the next event. Pure, owned by one writer."""
+
+    run: str
+    seq: int = 0
+    head: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.head:
+            self.head = genesis(self.run)
+
+    def make(self, *, id: str, kind: str, time: str, epoch: int, step: int, actor: str,
+             payload: Any, causes: tuple[str, ...] = ()) -> Event:
+        """Create the next event of the chain and advance the head."""
+        if kind not in KINDS:
+            raise ValueError(f"unknown event kind {kind!r} for run {self.run}")
+        e = Event(id=id, run=self.run, seq=self.seq + 1, epoch=epoch, step=step, kind=kind,
+                  time=time, actor=actor, causes=causes, payload=payload,
+                  payload_hash=payload_digest(payload), prev=self.head)
+        h = event_hash(e)
+        object.__setattr__(e, "hash", h)
+        self.seq, self.head = e.seq, h
+        return e

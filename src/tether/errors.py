@@ -1,0 +1,103 @@
+"""One exception tree for tether.
+
+    TetherError
+    ├── UsageError                  the caller asked for something wrong; fix the input
+    │   ├── NotFound                unknown run, effect, event or step
+    │   ├── InvalidState            state that is not JSON-serialisable (names key and step)
+    │   └── ToolDefinitionError     a tool whose signature cannot be turned into a schema
+    ├── StoreError                  the journal cannot be used as asked
+    │   ├── StoreLocked             another process holds the write lock too long
+    │   ├── StoreCorrupt            the file is not a tether store, or is damaged
+    │   ├── SchemaTooNew            written by a newer tether; upgrade tether
+    │   └── LeaseLost               this process no longer owns the run (fenced off)
+    ├── ModelError                  a model provider failed after retries (pauses the run)
+    ├── ToolFailed                  a tool raised; the model is told, the loop goes on
+    └── Signal                      control flow, not failures
+        ├── PauseRequested          the run must pause (command, budget, nondeterminism)
+        ├── StopRequested           the run must stop now
+        └── BudgetExceeded          a budget cap or window is exhausted
+
+Every message names the run, step, effect or event it is about and says how to
+fix it, so an operator reading a log at 3 a.m. knows what to do next.
+"""
+
+from __future__ import annotations
+
+
+class TetherError(Exception):
+    """Base of every error tether raises on purpose."""
+
+
+class UsageError(TetherError):
+    """The caller asked for something wrong; the message says how to fix it."""
+
+
+class NotFound(UsageError):
+    """An unknown run, effect, event or step id."""
+
+
+class InvalidState(UsageError):
+    """A run's state cannot be checkpointed (not JSON-serialisable)."""
+
+
+class ToolDefinitionError(UsageError):
+    """A tool cannot be registered as declared."""
+
+
+class StoreError(TetherError):
+    """The journal cannot be used as asked."""
+
+
+class StoreLocked(StoreError):
+    """The store's write lock was held by another process for too long."""
+
+
+class StoreCorrupt(StoreError):
+    """The file is not a tether store, or it is damaged."""
+
+
+class SchemaTooNew(StoreError):
+    """The store was written by a newer version of tether."""
+
+
+class LeaseLost(StoreError):
+    """This process no longer owns the run; its writes are refused (fencing)."""
+
+
+class ModelError(TetherError):
+    """A model call failed after its retries.
+
+    Attributes:
+        provider_message: what the provider said, shown to the operator.
+        retryable: whether trying again later may succeed.
+    """
+
+    def __init__(self, message: str, *, provider_message: str = "", retryable: bool = True):
+        super().__init__(message)
+        self.provider_message = provider_message
+        self.retryable = retryable
+
+
+class ToolFailed(TetherError):
+    """A tool raised. The model is told; the loop goes on."""
+
+
+class Signal(TetherError):  # noqa: N818 - a control-flow signal, not an error condition
+    """Control flow raised through user code; never a failure of the run."""
+
+
+class PauseRequested(Signal):
+    """The run must pause at this point (operator, budget, nondeterminism, in-doubt effect)."""
+
+    def __init__(self, reason: str, *, detail: dict[str, object] | None = None):
+        super().__init__(reason)
+        self.reason = reason
+        self.detail = detail or {}
+
+
+class StopRequested(Signal):
+    """The run must stop now."""
+
+
+class BudgetExceeded(PauseRequested):
+    """A budget cap or rolling window is exhausted; the run pauses until raised."""

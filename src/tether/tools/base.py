@@ -1,0 +1,181 @@
+"""Tools: functions an agent may call, each with an effect class.
+
+``read`` tools change nothing; ``reversible`` tools register their own undo
+while they run (:func:`register_undo`); ``irreversible`` tools cannot be
+undone. A tool that declares nothing is irreversible: the safe assumption.
+An ``idempotent`` tool may be retried after a crash with the same idempotency
+key (:func:`current`), which it should pass on to the system it changes.
+
+The argument schema comes from the signature and type hints through pydantic,
+which also validates what a model sends before anything runs.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, overload
+
+import pydantic
+
+from tether.errors import ToolDefinitionError, UsageError
+
+Effect = Literal["read", "reversible", "irreversible"]
+EFFECTS: tuple[Effect, ...] = ("read", "reversible", "irreversible")
+
+
+@dataclass(frozen=True, slots=True)
+class Undo:
+    """The compensating call a reversible tool registered: itself a tool call."""
+
+    tool: str
+    arguments: dict[str, Any]
+
+
+@dataclass(slots=True)
+class ToolContext:
+    """What a running tool can see: who calls it and where it may act."""
+
+    run: str
+    step: int
+    effect_id: str | None
+    """Id of the ``effect.intent`` event (None for read tools)."""
+    idempotency_key: str | None
+    """Stable across retries of the same effect; pass it to the system you change."""
+    workspace: Path | None
+    """Root the built-in file tools are confined to."""
+    undo: Undo | None = None
+    after: dict[str, Any] = field(default_factory=dict)
+    """Extra facts a tool records in its result event (e.g. after-image hashes)."""
+
+
+_current: contextvars.ContextVar[ToolContext] = contextvars.ContextVar("tether_tool_context")
+
+
+def current() -> ToolContext:
+    """The context of the tool call in progress.
+
+    Raises:
+        UsageError: outside a tool call run by tether.
+    """
+    try:
+        return _current.get()
+    except LookupError:
+        raise UsageError("tether.tools.current() was called outside a tool call run by tether; "
+                         "call the tool through ctx.call(...) or an agent") from None
+
+
+def register_undo(tool: Tool | str, **arguments: Any) -> None:
+    """Register how to undo the effect of the reversible tool now running.
+
+    The arguments carry the before-image, so the undo needs nothing else.
+    """
+    ctx = current()
+    name = tool if isinstance(tool, str) else tool.name
+    ctx.undo = Undo(name, dict(arguments))
+
+
+def record_after(**facts: Any) -> None:
+    """Record facts about the world after this effect (kept in ``effect.done``)."""
+    current().after.update(facts)
+
+
+@dataclass(frozen=True, slots=True)
+class Tool:
+    """A callable an agent may use, with its effect class and argument schema."""
+
+    name: str
+    fn: Callable[..., Any]
+    effect: Effect
+    idempotent: bool
+    description: str
+    schema: dict[str, Any]
+    model: type[pydantic.BaseModel]
+    is_async: bool
+
+    def spec(self) -> dict[str, Any]:
+        """The tool as offered to a model."""
+        return {"name": self.name, "description": self.description, "parameters": self.schema}
+
+    def validate(self, arguments: Any) -> dict[str, Any]:
+        """Check arguments against the schema; return them coerced.
+
+        Raises:
+            UsageError: naming the tool and what is wrong, in words a model can act on.
+        """
+        if not isinstance(arguments, dict):
+            raise UsageError(f"tool {self.name}: arguments must be a JSON object, "
+                             f"got {type(arguments).__name__}")
+        try:
+            m = self.model.model_validate(arguments)
+        except pydantic.ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in err['loc']) or '(arguments)'}: {err['msg']}"
+                for err in exc.errors())
+            raise UsageError(f"tool {self.name}: invalid arguments: {problems}") from None
+        return {k: getattr(m, k) for k in type(m).model_fields}
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        # Calling a tool directly (outside tether) runs the function: handy in tests.
+        return self.fn(*args, **kwargs)
+
+
+def _build(fn: Callable[..., Any], name: str | None, effect: Effect, idempotent: bool,
+           description: str | None) -> Tool:
+    if effect not in EFFECTS:
+        raise ToolDefinitionError(f"tool {name or fn.__name__}: effect must be one of "
+                                  f"{', '.join(EFFECTS)}, not {effect!r}")
+    tool_name = name or fn.__name__
+    sig = inspect.signature(fn)
+    try:
+        hints = inspect.get_annotations(fn, eval_str=True)
+    except Exception as exc:
+        raise ToolDefinitionError(f"tool {tool_name}: cannot read its type hints: {exc}") from exc
+    fields: dict[str, Any] = {}
+    for p in sig.parameters.values():
+        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            raise ToolDefinitionError(f"tool {tool_name}: *args and **kwargs cannot be described "
+                                      "to a model; name every parameter")
+        ann = hints.get(p.name, Any)
+        fields[p.name] = (ann, ... if p.default is p.empty else p.default)
+    try:
+        model = pydantic.create_model(f"{tool_name}_args", __config__=pydantic.ConfigDict(
+            extra="forbid"), **fields)
+        schema = model.model_json_schema()
+    except Exception as exc:
+        raise ToolDefinitionError(f"tool {tool_name}: cannot derive an argument schema: {exc}") \
+            from exc
+    schema.pop("title", None)
+    doc = description or inspect.getdoc(fn) or tool_name
+    return Tool(name=tool_name, fn=fn, effect=effect, idempotent=idempotent,
+                description=doc.strip(), schema=schema, model=model,
+                is_async=inspect.iscoroutinefunction(fn))
+
+
+@overload
+def tool(fn: Callable[..., Any], /) -> Tool: ...
+@overload
+def tool(*, effect: Effect = "irreversible", idempotent: bool = False, name: str | None = None,
+         description: str | None = None) -> Callable[[Callable[..., Any]], Tool]: ...
+
+
+def tool(fn: Callable[..., Any] | None = None, /, *, effect: Effect = "irreversible",
+         idempotent: bool = False, name: str | None = None,
+         description: str | None = None) -> Tool | Callable[[Callable[..., Any]], Tool]:
+    """Declare a tool.
+
+    Example:
+        >>> @tool(effect="read")
+        ... def lookup(city: str) -> str:
+        ...     "Current weather for a city."
+        ...     return "sunny"
+    """
+    if fn is not None:
+        return _build(fn, name, effect, idempotent, description)
+
+    def deco(f: Callable[..., Any]) -> Tool:
+        return _build(f, name, effect, idempotent, description)
+    return deco
