@@ -82,7 +82,7 @@ class ToolFailed(TetherError):
     """A tool raised. The model is told; the loop goes on."""
 
 
-class Signal(TetherError):  # noqa: N818 - a control-flow signal, not an error condition
+class Signal(TetherError):
     """Control flow raised through user code; never a failure of the run."""
 
 

@@ -13,8 +13,6 @@ from typing import Any
 import orjson
 
 
-
-
 def dumps(value: Any) -> bytes:
     """Encode ``value`` canonically. Raises TypeError for anything not JSON."""
     return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)

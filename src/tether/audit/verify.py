@@ -1,0 +1,116 @@
+"""Walk every run's chain and the store's batch chain; name the first bad event.
+
+What is detected:
+
+* a changed byte in any field of an event: its hash no longer matches (or its
+  payload no longer matches the payload hash);
+* an inserted, removed or reordered event inside a run: seq gaps or broken links;
+* the last events of a run deleted (truncation): a batch names seqs that are gone;
+* a whole run deleted: a batch names a run with no events;
+* a changed, removed or reordered batch: the batch chain breaks.
+
+An erased payload (NULL, kept hash) is allowed: that is what payload hashing is for.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from tether.core.events import BATCH_GENESIS, batch_hash, event_hash, genesis, payload_digest
+from tether.store.protocol import Store
+
+_NULL_DIGEST = payload_digest(None)
+
+
+@dataclass(slots=True)
+class VerifyReport:
+    """Outcome of :func:`verify_store`."""
+
+    runs: int = 0
+    events: int = 0
+    batches: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    @property
+    def first_bad(self) -> str | None:
+        return self.problems[0] if self.problems else None
+
+
+def verify_store(store: Store, *, progress: Callable[[int, int], None] | None = None) -> VerifyReport:
+    """Verify every chain in ``store``. ``progress(done, total)`` is called per run."""
+    rep = VerifyReport()
+    hashes: dict[str, dict[int, str]] = {}
+    runs = store.all_run_ids()
+    for i, run in enumerate(runs):
+        hashes[run] = _verify_run(store, run, rep)
+        rep.runs += 1
+        if progress:
+            progress(i + 1, len(runs))
+    covered: dict[str, set[int]] = {}
+    prev = BATCH_GENESIS
+    for b in store.batches():
+        rep.batches += 1
+        if b.prev != prev:
+            rep.problems.append(f"batch {b.n}: links to {b.prev[:12]}, expected {prev[:12]} "
+                                "(a batch was removed, reordered or changed)")
+        listed: list[tuple[str, int, str]] = []
+        for run, first, last in b.entries:
+            chain = hashes.get(run)
+            if chain is None:
+                rep.problems.append(f"batch {b.n}: names run {run}, which has no events "
+                                    "(the run was deleted)")
+                continue
+            for seq in range(first, last + 1):
+                h = chain.get(seq)
+                if h is None:
+                    rep.problems.append(f"batch {b.n}: names event {run}#{seq}, which is missing "
+                                        "(the run was truncated)")
+                    break
+                listed.append((run, seq, h))
+                covered.setdefault(run, set()).add(seq)
+        if b.hash != batch_hash(b.prev, listed):
+            rep.problems.append(f"batch {b.n}: hash does not match its events "
+                                "(an event or the batch was changed)")
+        prev = b.hash
+    for run, chain in hashes.items():
+        missing = set(chain) - covered.get(run, set())
+        if missing:
+            rep.problems.append(f"run {run}: events {sorted(missing)[:5]} are in no commit batch "
+                                "(inserted outside tether)")
+    return rep
+
+
+def _verify_run(store: Store, run: str, rep: VerifyReport) -> dict[int, str]:
+    chain: dict[int, str] = {}
+    prev = genesis(run)
+    expected = 1
+    bad = False
+    for e in store.events(run):
+        rep.events += 1
+        chain[e.seq] = e.hash
+        if bad:
+            continue
+        where = f"run {run} event #{e.seq} ({e.kind}, id {e.id})"
+        if e.seq != expected:
+            rep.problems.append(f"{where}: seq {e.seq} follows #{expected - 1} "
+                                "(events were removed or inserted)")
+            bad = True
+            continue
+        expected += 1
+        if event_hash(dataclasses.replace(e, prev=prev, hash="")) != e.hash:
+            rep.problems.append(f"{where}: hash mismatch (the event or its predecessor was changed)")
+            bad = True
+            continue
+        erased = e.payload is None and e.payload_hash != _NULL_DIGEST
+        if not erased and payload_digest(e.payload) != e.payload_hash:
+            rep.problems.append(f"{where}: payload does not match its hash (payload changed)")
+            bad = True
+            continue
+        prev = e.hash
+    return chain

@@ -1,0 +1,1 @@
+"""The runtime: workers, the step executor, replay, leases and group commit."""

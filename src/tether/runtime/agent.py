@@ -1,0 +1,170 @@
+"""Agents: the built-in tool-calling agent and custom step functions.
+
+An agent has a name, tools, optionally a model, and a ``step(ctx, state)``
+that mutates ``state`` in place and returns an outcome. The runtime journals
+what the step does through ``ctx`` and checkpoints the state after it.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from tether.core.canonical import digest
+from tether.errors import ToolFailed, UsageError
+from tether.models.base import Model, ToolCall
+from tether.runtime.outcome import Continue, Done, Outcome
+from tether.tools.base import Tool
+
+if TYPE_CHECKING:
+    from tether.runtime.context import StepContext
+
+
+@runtime_checkable
+class AgentLike(Protocol):
+    """What the runtime needs of an agent."""
+
+    name: str
+    tools: Sequence[Tool]
+    model: Model | None
+    budget: Mapping[str, float] | None
+
+    def initial_state(self, goal: str) -> dict[str, Any]: ...
+
+    def is_async(self) -> bool: ...
+
+    def definition_hash(self) -> str: ...
+
+
+class Agent:
+    """The built-in tool-calling agent: one model call per step plus the tools it asks for.
+
+    The conversation lives in ``state["messages"]``. The run is done when the
+    model answers without asking for a tool.
+
+    Example:
+        >>> agent = Agent("helper", model=ScriptedModel([...]),
+        ...               instructions="Tidy the notes.", tools=FILE_TOOLS)
+    """
+
+    def __init__(self, name: str, *, model: Model, instructions: str,
+                 tools: Sequence[Tool] = (), budget: Mapping[str, float] | None = None) -> None:
+        self.name = name
+        self.model: Model | None = model
+        self.instructions = instructions
+        self.tools = tuple(tools)
+        self.budget = dict(budget) if budget else None
+        names = [t.name for t in self.tools]
+        if len(set(names)) != len(names):
+            raise UsageError(f"agent {name}: two tools share a name: {sorted(names)}")
+        self._by_name = {t.name: t for t in self.tools}
+
+    def initial_state(self, goal: str) -> dict[str, Any]:
+        return {"messages": [{"role": "system", "content": self.instructions},
+                             {"role": "user", "content": goal}]}
+
+    def is_async(self) -> bool:
+        return True
+
+    def definition_hash(self) -> str:
+        return digest({"instructions": self.instructions,
+                       "model": self.model.name if self.model else None,
+                       "tools": [t.spec() for t in self.tools]})
+
+    async def step(self, ctx: StepContext, state: dict[str, Any]) -> Outcome:
+        messages = state.setdefault("messages", [])
+        resp = await ctx.model(messages, self.tools)
+        messages.append(resp.as_message())
+        if not resp.tool_calls:
+            return Done(resp.content)
+        for call in resp.tool_calls:
+            content = await self._call(ctx, call)
+            messages.append({"role": "tool", "tool_call_id": call.id, "content": content})
+        return Continue()
+
+    async def _call(self, ctx: StepContext, call: ToolCall) -> str:
+        tool = self._by_name.get(call.name)
+        if tool is None:
+            return ctx.reject(call.name, call.arguments,
+                              f"unknown tool {call.name!r}; available: "
+                              f"{', '.join(sorted(self._by_name)) or 'none'}")
+        try:
+            args = json_loads_object(call.arguments)
+        except ValueError as exc:
+            return ctx.reject(call.name, call.arguments, str(exc))
+        try:
+            result = await ctx.call(tool, **args)
+        except (ToolFailed, UsageError) as exc:
+            return f"error: {exc}"
+        return result if isinstance(result, str) else _compact(result)
+
+
+def json_loads_object(text: str) -> dict[str, Any]:
+    """Parse a model's tool arguments; ValueError in words the model can act on."""
+    import orjson
+    if not text or not text.strip():
+        return {}
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise ValueError(f"arguments are not valid JSON ({exc}); send a JSON object") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"arguments must be a JSON object, got {type(value).__name__}")
+    return value
+
+
+def _compact(value: Any) -> str:
+    import orjson
+    return orjson.dumps(value).decode()
+
+
+StepFn = Callable[..., Any]
+
+
+class StepAgent:
+    """An agent defined by a step function ``step(ctx, state)``, sync or async.
+
+    Example:
+        >>> @step_agent(tools=[fetch])
+        ... async def watcher(ctx, state):
+        ...     state["seen"] = await ctx.call(fetch, url="...")
+        ...     return SleepUntil(await ctx.now() + 3600)
+    """
+
+    def __init__(self, fn: StepFn, *, name: str | None = None, tools: Sequence[Tool] = (),
+                 model: Model | None = None, budget: Mapping[str, float] | None = None,
+                 init: Callable[[str], dict[str, Any]] | None = None) -> None:
+        self.fn = fn
+        self.name = name or fn.__name__
+        self.tools = tuple(tools)
+        self.model = model
+        self.budget = dict(budget) if budget else None
+        self._init = init
+
+    def initial_state(self, goal: str) -> dict[str, Any]:
+        return self._init(goal) if self._init else {"goal": goal}
+
+    def is_async(self) -> bool:
+        return inspect.iscoroutinefunction(self.fn)
+
+    def definition_hash(self) -> str:
+        try:
+            src = inspect.getsource(self.fn)
+        except (OSError, TypeError):
+            src = self.fn.__qualname__
+        return digest({"source": src, "model": self.model.name if self.model else None,
+                       "tools": [t.spec() for t in self.tools]})
+
+    def step(self, ctx: Any, state: dict[str, Any]) -> Any:
+        return self.fn(ctx, state)
+
+
+def step_agent(fn: StepFn | None = None, /, **options: Any) -> Any:
+    """Decorator form of :class:`StepAgent`."""
+    if fn is not None:
+        return StepAgent(fn, **options)
+    return lambda f: StepAgent(f, **options)
+
+
+__all__ = ["Agent", "AgentLike", "Continue", "Done", "StepAgent", "step_agent"]

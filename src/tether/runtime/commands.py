@@ -1,0 +1,61 @@
+"""Operators' commands, applied by whoever owns the run at a safe point.
+
+A command is written to the command table by any process (CLI now, web
+later), never into the run's chain directly: only the lease holder appends to
+a chain. Applying one journals a ``command`` event naming who asked, then the
+status change it implies.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from tether.core import budget as budgets
+from tether.runtime.journal import RunJournal
+from tether.store.records import Command
+
+KINDS: Final = ("pause", "resume", "stop", "budget")
+TERMINAL: Final = ("stopped", "done")
+
+
+def apply(j: RunJournal, c: Command, *, step: int | None = None) -> str:
+    """Journal and apply ``c`` to the run behind ``j``; return what happened."""
+    status = j.row.status
+    outcome = _decide(c, status)
+    ev = j.append("command", {"command": c.id, "kind": c.kind, "args": c.args,
+                              "outcome": outcome}, step=step, actor=c.actor)
+    j.command_applied(c.id)
+    if outcome != "applied":
+        return outcome
+    who = c.actor
+    if c.kind == "pause":
+        j.append("run.paused", {"reason": f"paused by {who}"}, step=step, causes=(ev.id,))
+        j.update(status="paused", reason=f"paused by {who}")
+    elif c.kind == "resume":
+        j.append("run.resumed", {"by": who, "from": status}, step=step, causes=(ev.id,))
+        j.update(status="running", reason="", wake_at=None)
+    elif c.kind == "stop":
+        j.append("run.stopped", {"reason": f"stopped by {who}"}, step=step, causes=(ev.id,))
+        j.update(status="stopped", reason=f"stopped by {who}")
+    elif c.kind == "budget":
+        old = dict(j.row.budget)
+        new = dict(old)
+        new.update(budgets.validate(c.args.get("set", {})))
+        for k in c.args.get("unset", []):
+            new.pop(k, None)
+        j.append("budget.changed", {"old": old, "new": new, "by": who}, step=step,
+                 causes=(ev.id,))
+        j.update(budget=new)
+    return outcome
+
+
+def _decide(c: Command, status: str) -> str:
+    if c.kind not in KINDS:
+        return f"ignored: unknown command {c.kind!r}"
+    if status in TERMINAL and c.kind != "budget":
+        return f"ignored: the run is {status}"
+    if c.kind == "pause" and status not in ("running", "sleeping"):
+        return f"ignored: the run is {status}"
+    if c.kind == "resume" and status in ("running", "sleeping"):
+        return f"ignored: the run is already {status}"
+    return "applied"

@@ -1,0 +1,106 @@
+"""Group commit: one writer thread batches the commits of many concurrent runs.
+
+Runs hand their writes to :meth:`GroupCommitter.submit` and await the result.
+The writer takes everything queued since its last commit and commits it in one
+transaction, so a hundred runs that finish a step together pay for one fsync,
+not a hundred. The transaction runs in a thread so the event loop keeps
+scheduling steps while the disk syncs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import threading
+from dataclasses import dataclass
+
+from tether.store.protocol import Store
+from tether.store.records import Write
+
+_STOP = object()
+
+
+@dataclass(slots=True)
+class _Item:
+    write: Write
+    future: asyncio.Future[None]
+    loop: asyncio.AbstractEventLoop
+
+
+class GroupCommitter:
+    """Batches writes from coroutines into shared store transactions.
+
+    Args:
+        store: where to commit.
+        max_batch: the most writes in one transaction.
+    """
+
+    def __init__(self, store: Store, *, max_batch: int = 512) -> None:
+        self.store = store
+        self.max_batch = max_batch
+        self._q: queue.SimpleQueue[_Item | object] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="tether-writer", daemon=True)
+        self._started = False
+        self.batches = 0
+        self.writes = 0
+
+    def start(self) -> None:
+        if not self._started:
+            self._started = True
+            self._thread.start()
+
+    async def submit(self, write: Write) -> None:
+        """Commit ``write`` durably; raises what the store refused it with."""
+        self.start()
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+        self._q.put(_Item(write, fut, loop))
+        # Shielded: a cancelled run must still learn whether its write landed, so
+        # the caller decides what to journal next; the write itself cannot be recalled.
+        await asyncio.shield(fut)
+
+    def close(self) -> None:
+        """Finish queued writes and stop the writer thread."""
+        if self._started:
+            self._q.put(_STOP)
+            self._thread.join()
+            self._started = False
+
+    def _run(self) -> None:
+        while True:
+            first = self._q.get()
+            if first is _STOP:
+                return
+            items = [first]
+            stop = False
+            while len(items) < self.max_batch:
+                try:
+                    nxt = self._q.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is _STOP:
+                    stop = True
+                    break
+                items.append(nxt)
+            self._commit([i for i in items if isinstance(i, _Item)])
+            if stop:
+                return
+
+    def _commit(self, items: list[_Item]) -> None:
+        try:
+            results = self.store.commit([i.write for i in items])
+        except BaseException as exc:  # the whole transaction failed: tell every waiter
+            results = [exc] * len(items)
+        self.batches += 1
+        self.writes += len(items)
+        for item, err in zip(items, results, strict=True):
+            item.loop.call_soon_threadsafe(_settle, item.future, err)
+
+
+def _settle(fut: asyncio.Future[None], err: BaseException | None) -> None:
+    if fut.done():
+        return
+    if err is None:
+        fut.set_result(None)
+    else:
+        fut.set_exception(err)

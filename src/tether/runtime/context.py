@@ -1,0 +1,252 @@
+"""The step context: how a step talks to the world, journaled and replayable.
+
+Every call a step makes through ``ctx`` gets an index within the step. Live,
+the call runs and its result is appended to the journal before the step sees
+it. On replay (the step re-run after a crash or pause) a call whose index is
+already journaled returns the recorded result instead of running again,
+provided its fingerprint matches; otherwise the run pauses with a
+nondeterminism error. Effects are write-ahead: ``effect.intent`` is durable
+before the tool runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random as _random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from tether.core.canonical import digest, dumps, loads
+from tether.core.events import Event
+from tether.core.fingerprint import fingerprint
+from tether.errors import ModelError, PauseRequested, ToolFailed, UsageError
+from tether.models.base import Message, Model, ModelResponse, ToolSpec
+from tether.runtime.outcome import SleepUntil
+from tether.tools.base import Tool, ToolContext
+
+if TYPE_CHECKING:
+    from tether.runtime.executor import RunExecutor
+
+CALL_KINDS = ("model.called", "tool.called", "effect.intent", "clock.read", "random.read")
+RESULT_KINDS = ("effect.done", "effect.failed", "effect.in_doubt", "effect.resolved")
+
+
+@dataclass(slots=True)
+class Recorded:
+    """A journaled call of the in-flight step and its latest result event."""
+
+    call: Event
+    result: Event | None = None
+
+
+def json_safe(value: Any) -> Any:
+    """The value as the journal keeps it, so live and replayed calls return the same."""
+    return loads(dumps(value)) if _plain(value) else loads(_dumps_lenient(value))
+
+
+def _plain(value: Any) -> bool:
+    return value is None or isinstance(value, str | int | float | bool)
+
+
+def _dumps_lenient(value: Any) -> bytes:
+    import orjson
+    return orjson.dumps(value, default=str, option=orjson.OPT_SORT_KEYS)
+
+
+class StepContext:
+    """Passed to ``step(ctx, state)`` of async agents. Methods are coroutines."""
+
+    def __init__(self, ex: RunExecutor, step: int) -> None:
+        self._ex = ex
+        self.step = step
+        self._i = 0
+
+    @property
+    def run_id(self) -> str:
+        return self._ex.journal.run
+
+    @property
+    def goal(self) -> str:
+        return self._ex.journal.row.goal
+
+    @property
+    def name(self) -> str:
+        return self._ex.journal.row.name
+
+    def _next(self) -> int:
+        i = self._i
+        self._i += 1
+        return i
+
+    def _recorded(self, i: int, kind: str, fp: str, what: str) -> Recorded | None:
+        rec = self._ex.replay.get(i)
+        if rec is None:
+            return None
+        got = rec.call.payload.get("fp")
+        if rec.call.kind != kind or got != fp:
+            self._ex.nondeterminism(self.step, i, expected=f"{rec.call.kind} {got}",
+                                    got=f"{kind} {fp} ({what})")
+        return rec
+
+    async def now(self) -> float:
+        """The run's clock, journaled: a replayed step sees the same time."""
+        i = self._next()
+        rec = self._recorded(i, "clock.read", "clock", "ctx.now()")
+        if rec is not None:
+            return float(rec.call.payload["value"])
+        t = self._ex.clock()
+        self._ex.journal.append("clock.read", {"i": i, "fp": "clock", "value": t}, step=self.step)
+        return t
+
+    async def random(self) -> float:
+        """A random float in [0, 1), journaled."""
+        i = self._next()
+        rec = self._recorded(i, "random.read", "random", "ctx.random()")
+        if rec is not None:
+            return float(rec.call.payload["value"])
+        v = _random.random()
+        self._ex.journal.append("random.read", {"i": i, "fp": "random", "value": v},
+                                step=self.step)
+        return v
+
+    async def sleep_for(self, seconds: float) -> SleepUntil:
+        """An outcome that sleeps ``seconds`` from now on the run's clock."""
+        return SleepUntil(await self.now() + seconds)
+
+    async def model(self, messages: Sequence[Message], tools: Sequence[Tool | ToolSpec] = (),
+                    *, model: Model | None = None) -> ModelResponse:
+        """Ask the model; the response is journaled before it is returned."""
+        ex = self._ex
+        m = model or ex.agent.model
+        if m is None:
+            raise UsageError(f"run {self.run_id} step {self.step}: ctx.model() needs a model; "
+                             "give the agent model=... or pass model=")
+        specs = [t.spec() if isinstance(t, Tool) else t for t in tools]
+        i = self._next()
+        fp = fingerprint("model", m.name, digest([ex.hasher.digest(messages), specs]))
+        rec = self._recorded(i, "model.called", fp, f"model {m.name}")
+        if rec is not None:
+            return ModelResponse.from_json(rec.call.payload["response"])
+        await ex.safe_point(self.step)
+        t0 = asyncio.get_running_loop().time()
+        ex.in_call = True
+        try:
+            resp = await m.complete(messages, specs)
+        except ModelError as exc:
+            raise PauseRequested(
+                f"model {m.name} failed at step {self.step}: {exc}; the run is paused, "
+                "resume it with `tether resume` once the provider is back",
+                detail={"provider_message": exc.provider_message, "retryable": exc.retryable},
+            ) from exc
+        finally:
+            ex.in_call = False
+        latency = asyncio.get_running_loop().time() - t0
+        cost = ex.prices.cost(resp.model or m.name, resp.usage.input_tokens,
+                              resp.usage.output_tokens)
+        ex.journal.append("model.called", {
+            "i": i, "fp": fp, "model": m.name, "response": resp.to_json(), "cost_usd": cost,
+            "latency_s": round(latency, 6)}, step=self.step, actor=f"agent:{ex.agent.name}")
+        ex.count({"input_tokens": resp.usage.input_tokens,
+                  "output_tokens": resp.usage.output_tokens, "cost_usd": cost})
+        return resp
+
+    def reject(self, tool: str, raw_arguments: str, error: str) -> str:
+        """Journal a tool call refused before it ran (malformed arguments, unknown tool)
+        and return the error message for the model."""
+        i = self._next()
+        fp = fingerprint("tool", tool, digest(raw_arguments))
+        msg = f"error: tool {tool}: {error}"
+        if self._recorded(i, "tool.called", fp, f"rejected call of {tool}") is None:
+            self._ex.journal.append("tool.called", {
+                "i": i, "fp": fp, "tool": tool, "raw_arguments": raw_arguments, "error": msg,
+                "rejected": True}, step=self.step, actor=f"agent:{self._ex.agent.name}")
+        return msg
+
+    async def call(self, tool: Tool | str, /, **arguments: Any) -> Any:
+        """Call a tool. Read tools are journaled after they run; effects are
+        journaled before (intent, durable) and after (done / failed).
+
+        Raises:
+            UsageError: arguments do not match the tool's schema (nothing ran).
+            ToolFailed: the tool raised (journaled as ``effect.failed``).
+        """
+        ex = self._ex
+        t = ex.tool(tool)
+        try:
+            args = t.validate(arguments)
+        except UsageError as exc:
+            raise UsageError(f"run {self.run_id} step {self.step}: {exc}") from None
+        i = self._next()
+        args_json = json_safe(args)
+        fp = fingerprint("tool" if t.effect == "read" else "effect", t.name, digest(args_json))
+        kind = "tool.called" if t.effect == "read" else "effect.intent"
+        rec = self._recorded(i, kind, fp, f"tool {t.name}")
+        if rec is not None:
+            return await ex.effects.replay(t, args, rec, self.step)
+        await ex.safe_point(self.step)
+        ex.check_budget(tool_call=True)
+        ex.count({"tool_calls": 1})
+        if t.effect == "read":
+            tc = ToolContext(self.run_id, self.step, None, None, ex.workspace)
+            try:
+                result = json_safe(await ex.effects.run_tool(t, args, tc))
+            except Exception as exc:  # the tool's own failure: the model is told
+                msg = f"tool {t.name} failed: {type(exc).__name__}: {exc}"
+                ex.journal.append("tool.called", {"i": i, "fp": fp, "tool": t.name,
+                                                  "arguments": args_json, "error": msg},
+                                  step=self.step)
+                raise ToolFailed(msg) from exc
+            ex.journal.append("tool.called", {"i": i, "fp": fp, "tool": t.name,
+                                              "arguments": args_json, "result": result},
+                              step=self.step)
+            return result
+        intent = await ex.effects.intend(t, args_json, i, fp, self.step)
+        return await ex.effects.execute(t, args, intent, self.step)
+
+
+class SyncStepContext:
+    """Passed to sync step functions, which run in a worker thread: each method
+    runs the async one on the event loop and waits for it."""
+
+    def __init__(self, inner: StepContext, loop: asyncio.AbstractEventLoop) -> None:
+        self._inner = inner
+        self._loop = loop
+        self.step = inner.step
+
+    @property
+    def run_id(self) -> str:
+        return self._inner.run_id
+
+    @property
+    def goal(self) -> str:
+        return self._inner.goal
+
+    def _wait(self, coro: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+
+    def now(self) -> float:
+        return float(self._wait(self._inner.now()))
+
+    def random(self) -> float:
+        return float(self._wait(self._inner.random()))
+
+    def sleep_for(self, seconds: float) -> SleepUntil:
+        r: SleepUntil = self._wait(self._inner.sleep_for(seconds))
+        return r
+
+    def model(self, messages: Sequence[Message], tools: Sequence[Tool | ToolSpec] = (),
+              *, model: Model | None = None) -> ModelResponse:
+        r: ModelResponse = self._wait(self._inner.model(messages, tools, model=model))
+        return r
+
+    def call(self, tool: Tool | str, /, **arguments: Any) -> Any:
+        return self._wait(self._inner.call(tool, **arguments))
+
+    def reject(self, tool: str, raw_arguments: str, error: str) -> str:
+        r: str = self._wait(_as_coro(self._inner.reject, tool, raw_arguments, error))
+        return r
+
+
+async def _as_coro(fn: Any, *args: Any) -> Any:
+    return fn(*args)

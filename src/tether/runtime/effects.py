@@ -1,0 +1,134 @@
+"""Write-ahead effects: intent before the tool runs, result after, doubt in between.
+
+An effect runs at most once. If a crash (or a stop that abandons a sync tool
+still running in a thread) leaves an intent with no result, the effect is *in
+doubt*: an idempotent tool is retried with the same idempotency key; any other
+is never run again automatically. The run pauses with ``effect.in_doubt``
+until an operator settles it (``tether resolve EFFECT --done|--not-done|--retry``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import traceback
+from typing import TYPE_CHECKING, Any
+
+from tether.core.events import Event
+from tether.errors import PauseRequested, ToolFailed
+from tether.store.records import EffectRow
+from tether.tools.base import Tool, ToolContext, _current
+
+if TYPE_CHECKING:
+    from tether.runtime.context import Recorded
+    from tether.runtime.executor import RunExecutor
+
+
+class EffectRunner:
+    """Runs tools for one executor and journals their effects."""
+
+    def __init__(self, ex: RunExecutor) -> None:
+        self._ex = ex
+        # Set while a sync tool runs in a thread: a stop must mark it in doubt.
+        self.in_flight: tuple[Event, Tool] | None = None
+
+    async def run_tool(self, t: Tool, args: dict[str, Any], tc: ToolContext) -> Any:
+        token = _current.set(tc)
+        self._ex.in_call = True
+        try:
+            if t.is_async:
+                return await t.fn(**args)
+            # to_thread copies the context, so the thread sees ``tc`` too.
+            return await asyncio.to_thread(t.fn, **args)
+        finally:
+            self._ex.in_call = False
+            _current.reset(token)
+
+    async def intend(self, t: Tool, args_json: dict[str, Any], i: int, fp: str,
+                     step: int) -> Event:
+        """Journal the intent and make it durable before anything runs."""
+        j = self._ex.journal
+        intent = j.append("effect.intent", {
+            "i": i, "fp": fp, "tool": t.name, "effect": t.effect, "idempotent": t.idempotent,
+            "arguments": args_json}, step=step, actor=f"agent:{self._ex.agent.name}")
+        j.effect(self._row(intent, t, args_json, "intent"))
+        await self._ex.flush()
+        return intent
+
+    def _row(self, intent: Event, t: Tool, args_json: dict[str, Any], status: str,
+             result: Any = None, undo: dict[str, Any] | None = None) -> EffectRow:
+        return EffectRow(id=intent.id, run=intent.run, epoch=intent.epoch, step=intent.step,
+                         idx=int(intent.payload["i"]), tool=t.name, effect=t.effect,
+                         idempotent=t.idempotent, key=intent.id, status=status,
+                         arguments=args_json, result=result, undo=undo,
+                         updated=self._ex.clock())
+
+    async def execute(self, t: Tool, args: dict[str, Any], intent: Event, step: int) -> Any:
+        """Run the tool for a durable intent and journal its result."""
+        from tether.runtime.context import json_safe
+        ex = self._ex
+        tc = ToolContext(intent.run, step, intent.id, intent.id, ex.workspace)
+        args_json = intent.payload["arguments"]
+        self.in_flight = (intent, t)
+        try:
+            raw = await self.run_tool(t, args, tc)
+        except asyncio.CancelledError:
+            self.mark_in_doubt("cancelled while running (stop or shutdown)")
+            raise
+        except Exception as exc:
+            self.in_flight = None
+            msg = f"tool {t.name} failed: {type(exc).__name__}: {exc}"
+            ex.journal.append("effect.failed", {
+                "i": intent.payload["i"], "error": msg,
+                "traceback": traceback.format_exc(limit=8)}, step=step, causes=(intent.id,))
+            ex.journal.effect(self._row(intent, t, args_json, "failed", result={"error": msg}))
+            raise ToolFailed(msg) from exc
+        self.in_flight = None
+        result = json_safe(raw)
+        undo = {"tool": tc.undo.tool, "arguments": json_safe(tc.undo.arguments)} if tc.undo else None
+        ex.journal.append("effect.done", {
+            "i": intent.payload["i"], "result": result, "undo": undo,
+            "after": json_safe(tc.after)}, step=step, causes=(intent.id,))
+        ex.journal.effect(self._row(intent, t, args_json, "done", result=result, undo=undo))
+        return result
+
+    def mark_in_doubt(self, why: str) -> None:
+        """Journal that the in-flight effect may or may not have happened."""
+        if self.in_flight is None:
+            return
+        intent, t = self.in_flight
+        self.in_flight = None
+        j = self._ex.journal
+        j.append("effect.in_doubt", {"i": intent.payload["i"], "tool": t.name, "reason": why},
+                 step=intent.step, causes=(intent.id,))
+        j.effect(self._row(intent, t, intent.payload["arguments"], "in_doubt"))
+
+    async def replay(self, t: Tool, args: dict[str, Any], rec: Recorded, step: int) -> Any:
+        """Return what a journaled call returned, or settle an effect left in doubt."""
+        call, res = rec.call, rec.result
+        if call.kind == "tool.called":
+            if "error" in call.payload:
+                raise ToolFailed(call.payload["error"])
+            return call.payload["result"]
+        if res is not None and res.kind == "effect.done":
+            return res.payload["result"]
+        if res is not None and res.kind == "effect.failed":
+            raise ToolFailed(res.payload["error"])
+        if res is not None and res.kind == "effect.resolved":
+            how = res.payload["resolution"]
+            if how == "done":
+                return res.payload.get("result")
+            if how == "not_done":
+                raise ToolFailed(f"tool {t.name} was not performed (an operator resolved "
+                                 f"effect {call.id} as not done)")
+            return await self.execute(t, args, call, step)  # retry, as the operator asked
+        if res is None and t.idempotent:
+            # Safe to repeat: the tool gets the same idempotency key as the first attempt.
+            return await self.execute(t, args, call, step)
+        if res is None:
+            self.in_flight = (call, t)
+            self.mark_in_doubt("the process stopped after the intent was journaled and before "
+                               "the result was")
+        raise PauseRequested(
+            f"effect {call.id} ({t.name}, run {call.run} step {step}) is in doubt: it may or may "
+            f"not have happened. Check, then `tether resolve {call.id} --done|--not-done|--retry`",
+            detail={"effect": call.id, "in_doubt": True})

@@ -1,0 +1,276 @@
+"""Drives one run: restore, replay the in-flight step, then step until it sleeps,
+pauses, stops, fails or is done. Every exit is journaled and made durable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from tether.core import budget as budgets
+from tether.core.checkpoint import CheckpointEncoder, restore
+from tether.core.fingerprint import ConversationHasher
+from tether.core.pricing import PriceTable
+from tether.errors import (
+    BudgetExceeded,
+    InvalidState,
+    LeaseLost,
+    PauseRequested,
+    Signal,
+    StopRequested,
+    TetherError,
+    UsageError,
+)
+from tether.runtime import commands as cmds
+from tether.runtime import outcome as outcomes
+from tether.runtime.agent import AgentLike
+from tether.runtime.committer import GroupCommitter
+from tether.runtime.context import CALL_KINDS, RESULT_KINDS, Recorded, StepContext, SyncStepContext
+from tether.runtime.effects import EffectRunner
+from tether.runtime.journal import RunJournal
+from tether.store.records import Command
+from tether.tools.base import Tool
+
+
+class Drain(Signal):
+    """The worker is shutting down: leave the run as it is at this safe point."""
+
+
+class RunExecutor:
+    """One run, owned by this process under a fenced lease."""
+
+    def __init__(self, journal: RunJournal, agent: AgentLike, committer: GroupCommitter, *,
+                 clock: Callable[[], float], prices: PriceTable, keyframe_every: int = 32) -> None:
+        self.journal = journal
+        self.agent = agent
+        self.committer = committer
+        self.clock = clock
+        self.prices = prices
+        self.hasher = ConversationHasher()
+        self.effects = EffectRunner(self)
+        self.replay: dict[int, Recorded] = {}
+        self.encoder = CheckpointEncoder(keyframe_every=keyframe_every, run=journal.run)
+        self.state: dict[str, Any] = {}
+        self._tools = {t.name: t for t in agent.tools}
+        self._commands: list[Command] = []
+        self._window_base: dict[float, dict[str, float]] = {}
+        self._swarm_budget: dict[str, float] = {}
+        self._swarm_base: tuple[dict[str, float], dict[float, dict[str, float]]] = ({}, {})
+        self._accrued: dict[str, float] = {}
+        self.step_started = False
+        self.draining = False
+        self.in_call = False
+        ws = journal.row.spec.get("workspace")
+        self.workspace = Path(ws) if ws else None
+
+    # -- lookups -------------------------------------------------------------
+    def tool(self, tool: Tool | str) -> Tool:
+        name = tool if isinstance(tool, str) else tool.name
+        t = self._tools.get(name)
+        if t is None:
+            if isinstance(tool, Tool):
+                return tool  # a tool passed directly need not be declared on the agent
+            raise UsageError(f"run {self.journal.run}: unknown tool {name!r}; the agent "
+                             f"{self.agent.name} has {', '.join(sorted(self._tools)) or 'none'}")
+        return t
+
+    async def flush(self) -> None:
+        await self.journal.flush(self.committer)
+
+    def count(self, counts: dict[str, float]) -> None:
+        self.journal.add_usage(counts)
+        budgets.add(self._accrued, counts)
+
+    # -- restore -------------------------------------------------------------
+    def load(self, tail: list[Any], swarm_budget: dict[str, float] | None) -> None:
+        """Restore the last checkpoint and index the in-flight step's journaled calls."""
+        row = self.journal.row
+        store = self.journal.store
+        chain = store.checkpoint_chain(row.id, row.epoch, row.step)
+        if chain is None:
+            raise InvalidState(f"run {row.id}: no checkpoint for epoch {row.epoch} step "
+                               f"{row.step}; the store is incomplete")
+        self.state = restore(chain.key_body, store.chunk, chain.deltas)
+        self.encoder.prime(self.state, last_key_step=chain.key_step)
+        self._swarm_budget = dict(swarm_budget or {})
+        step = row.step + 1
+        for e in tail:
+            if e.epoch != row.epoch or e.step != step:
+                continue
+            if e.kind == "step.started":
+                self.step_started = True
+            elif e.kind in CALL_KINDS:
+                self.replay[int(e.payload["i"])] = Recorded(e)
+            elif e.kind in RESULT_KINDS and e.causes:
+                for rec in self.replay.values():
+                    if rec.call.id == e.causes[0]:
+                        rec.result = e
+
+    # -- control -------------------------------------------------------------
+    def deliver(self, commands: list[Command]) -> None:
+        """Queue operator commands; they are applied at the next safe point."""
+        self._commands.extend(commands)
+
+    async def safe_point(self, step: int) -> None:
+        """Apply queued commands; raise to pause or stop the run here."""
+        if self.draining:
+            raise Drain()
+        if self._commands:
+            pending, self._commands = self._commands, []
+            for c in pending:
+                cmds.apply(self.journal, c, step=step)
+            if any(c.kind == "stop" for c in pending):
+                raise StopRequested(f"run {self.journal.run}: stopped by an operator")
+            if self.journal.row.status == "paused":
+                raise PauseRequested("paused by an operator", detail={"by_command": True})
+
+    def nondeterminism(self, step: int, i: int, *, expected: str, got: str) -> None:
+        msg = (f"nondeterminism in run {self.journal.run} step {step} call #{i}: the journal "
+               f"recorded {expected} but the step now makes {got}. The agent's code, tools or "
+               "inputs changed since this step started; restore the old code and resume, or "
+               "roll the run back")
+        self.journal.append("nondeterminism", {"i": i, "expected": expected, "got": got},
+                            step=step)
+        raise PauseRequested(msg, detail={"nondeterminism": True})
+
+    # -- budgets -------------------------------------------------------------
+    def refresh_budget_windows(self) -> None:
+        """Read rolling-window usage once per step; calls inside the step add to it."""
+        row = self.journal.row
+        store, now = self.journal.store, self.clock()
+        self._accrued = {}
+        b = row.budget
+        self._window_base = {w: store.usage_since(run=row.id, since=now - w)
+                             for w in budgets.window_lengths(b)}
+        if self._swarm_budget and row.swarm:
+            sb = self._swarm_budget
+            self._swarm_base = (store.swarm_usage(row.swarm),
+                                {w: store.usage_since(swarm=row.swarm, since=now - w)
+                                 for w in budgets.window_lengths(sb)})
+
+    def check_budget(self, *, tool_call: bool = False) -> None:
+        row = self.journal.row
+        windows = {w: _plus(u, self._accrued) for w, u in self._window_base.items()}
+        hit = budgets.exceeded(row.budget, row.usage, windows)
+        scope = "run"
+        if hit is None and self._swarm_budget:
+            life, wins = self._swarm_base
+            hit = budgets.exceeded(self._swarm_budget, _plus(life, self._accrued),
+                                   {w: _plus(u, self._accrued) for w, u in wins.items()})
+            scope = f"swarm {row.swarm}"
+        if hit is None:
+            return
+        lim, used = hit
+        cap = (row.budget if scope == "run" else self._swarm_budget)[lim.key]
+        self.journal.append("budget.exceeded", {"scope": scope, "limit": lim.key, "cap": cap,
+                                                "used": used})
+        raise BudgetExceeded(
+            f"run {row.id}: {scope} budget {lim.key}={cap:g} reached (used {used:g}); raise it "
+            f"with `tether budget {row.id} --set {lim.key}=...` and `tether resume {row.id}`",
+            detail={"limit": lim.key, "scope": scope})
+
+    # -- the loop ------------------------------------------------------------
+    async def drive(self) -> str:
+        """Step until the run leaves ``running``; return the final status."""
+        j = self.journal
+        try:
+            if j.row.status == "sleeping":
+                j.update(status="running", wake_at=None)
+            while True:
+                await self.safe_point(j.row.step + 1)
+                if j.row.status != "running":
+                    break
+                self.refresh_budget_windows()
+                self.check_budget()
+                await self._step()
+                if j.row.status != "running":
+                    break
+        except Drain:
+            pass  # shutdown: the step is abandoned and re-run (with replay) by the next owner
+        except PauseRequested as p:
+            self._pause(p)
+        except StopRequested as s:
+            self.effects.mark_in_doubt("stopped while running")
+            j.append("run.stopped", {"reason": str(s)})
+            j.update(status="stopped", reason=str(s))
+        except asyncio.CancelledError:
+            # Shutdown or a stop that could not wait: an effect still running is in doubt.
+            self.effects.mark_in_doubt("abandoned while running (stop or shutdown)")
+            if any(c.kind == "stop" for c in self._commands):
+                pending, self._commands = self._commands, []
+                for c in pending:
+                    cmds.apply(j, c, step=j.row.step + 1)
+                j.append("run.stopped", {"reason": "stopped by an operator"})
+                j.update(status="stopped", reason="stopped by an operator")
+            await self._final_flush()
+            raise
+        except LeaseLost:
+            raise
+        except TetherError as exc:
+            self._fail(exc)
+        except Exception as exc:  # the agent's own code raised: the run fails, named
+            self._fail(exc)
+        await self._final_flush()
+        return j.row.status
+
+    async def _final_flush(self) -> None:
+        with contextlib.suppress(LeaseLost):
+            await self.flush()
+
+    def _pause(self, p: PauseRequested) -> None:
+        j = self.journal
+        if not p.detail.get("by_command"):
+            j.append("run.paused", {"reason": str(p), **p.detail})
+        j.update(status="paused", reason=str(p))
+
+    def _fail(self, exc: BaseException) -> None:
+        j = self.journal
+        step = j.row.step + 1
+        msg = f"run {j.run} step {step}: {type(exc).__name__}: {exc}"
+        j.append("run.failed", {"error": msg, "traceback": traceback.format_exc(limit=12)})
+        j.update(status="failed", reason=msg + "; fix the agent, then `tether resume` re-runs "
+                 "the step from its checkpoint (effects already done are not repeated)")
+
+    async def _step(self) -> None:
+        j = self.journal
+        step = j.row.step + 1
+        if not self.step_started:
+            j.append("step.started", {}, step=step, actor=f"agent:{self.agent.name}")
+        ctx = StepContext(self, step)
+        t0 = time.monotonic()
+        if self.agent.is_async():
+            raw = await self.agent.step(ctx, self.state)  # type: ignore[attr-defined]
+        else:
+            loop = asyncio.get_running_loop()
+            raw = await asyncio.to_thread(self.agent.step,  # type: ignore[attr-defined]
+                                          SyncStepContext(ctx, loop), self.state)
+        out = outcomes.normalize(raw, run=j.run, step=step)
+        ck = self.encoder.encode(step, self.state)
+        j.checkpoint(ck)
+        self.count({"steps": 1, "wall_seconds": time.monotonic() - t0})
+        j.append("step.finished", {
+            **outcomes.to_json(out),
+            "checkpoint": {"kind": ck.kind, "hash": hashlib.sha256(ck.body).hexdigest(),
+                           "bytes": len(ck.body)}}, step=step)
+        j.update(step=step)
+        if isinstance(out, outcomes.Done):
+            j.append("run.done", {"result": out.result}, step=step)
+            j.update(status="done", reason="")
+        elif isinstance(out, outcomes.SleepUntil):
+            j.append("run.sleeping", {"until": out.at}, step=step)
+            j.update(status="sleeping", wake_at=out.at)
+        self.replay = {}
+        self.step_started = False
+        await self.flush()
+
+
+def _plus(a: dict[str, float], b: dict[str, float]) -> dict[str, float]:
+    out = dict(a)
+    budgets.add(out, b)
+    return out

@@ -1,0 +1,119 @@
+"""A run's journal as its owner sees it: the chain head, buffered events, projections.
+
+Events are appended to a buffer (cheap) and become durable at the next flush,
+which writes them with the run's projection row, effect rows, checkpoint and
+usage in one :class:`~tether.store.records.Write`, fenced by the lease token.
+Used by workers (through the group committer) and by the CLI (directly).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from tether.core import budget as budgets
+from tether.core.checkpoint import Checkpoint
+from tether.core.events import Chain, Event
+from tether.core.ids import UlidSource, iso
+from tether.runtime.committer import GroupCommitter
+from tether.store.protocol import Store
+from tether.store.records import EffectRow, RunRow, UsageDelta, Write
+
+
+class RunJournal:
+    """Buffered, fenced writer of one run's events and projections."""
+
+    def __init__(self, store: Store, row: RunRow, fence: int | None, ids: UlidSource,
+                 now: Any) -> None:
+        self.store = store
+        self.row = row
+        self.fence = fence
+        self.ids = ids
+        self._now = now
+        self.chain = Chain(row.id, row.seq, row.head) if row.seq else Chain(row.id)
+        self._events: list[Event] = []
+        self._effects: dict[str, EffectRow] = {}
+        self._checkpoint: tuple[int, Checkpoint] | None = None
+        self._usage: dict[str, float] = {}
+        self._usage_bucket: int | None = None
+        self._commands: list[int] = []
+        self._dirty = False
+
+    @property
+    def run(self) -> str:
+        return self.row.id
+
+    def now(self) -> float:
+        t: float = self._now()
+        return t
+
+    def append(self, kind: str, payload: Any, *, step: int | None = None, actor: str = "system",
+               causes: tuple[str, ...] = ()) -> Event:
+        """Add an event to the buffer; it becomes durable at the next flush."""
+        t = self.now()
+        e = self.chain.make(id=self.ids.new(), kind=kind, time=iso(t), epoch=self.row.epoch,
+                            step=self.row.step + 1 if step is None else step, actor=actor,
+                            payload=payload, causes=causes)
+        self._events.append(e)
+        self._dirty = True
+        return e
+
+    def update(self, **changes: Any) -> None:
+        """Change fields of the run's projection row (written at the next flush)."""
+        self.row = dataclasses.replace(self.row, **changes)
+        self._dirty = True
+
+    def effect(self, row: EffectRow) -> None:
+        self._effects[row.id] = row
+        self._dirty = True
+
+    def checkpoint(self, ck: Checkpoint) -> None:
+        self._checkpoint = (self.row.epoch, ck)
+        self._dirty = True
+
+    def add_usage(self, counts: dict[str, float]) -> None:
+        """Count usage (lifetime in the row, per-minute bucket for rolling windows)."""
+        # A flush carries one minute bucket; usage buffered across a minute boundary
+        # is counted in the later minute, which shifts a rolling window by < 1 minute.
+        self._usage_bucket = int(self.now() // 60)
+        budgets.add(self._usage, counts)
+        usage = dict(self.row.usage)
+        budgets.add(usage, counts)
+        self.update(usage=usage)
+
+    def pending_usage(self) -> dict[str, float]:
+        return dict(self._usage)
+
+    def command_applied(self, cid: int) -> None:
+        self._commands.append(cid)
+        self._dirty = True
+
+    @property
+    def dirty(self) -> bool:
+        return self._dirty
+
+    def take(self) -> Write:
+        """Build the write for everything buffered and reset the buffer."""
+        self.row = dataclasses.replace(self.row, seq=self.chain.seq, head=self.chain.head,
+                                       updated=self.now())
+        w = Write(run=self.row.id, fence=self.fence, events=tuple(self._events), run_row=self.row,
+                  effects=tuple(self._effects.values()), checkpoint=self._checkpoint,
+                  usage=UsageDelta(self._usage_bucket, dict(self._usage))
+                  if self._usage and self._usage_bucket is not None else None,
+                  commands_applied=tuple(self._commands), swarm=self.row.swarm)
+        self._events, self._effects, self._checkpoint = [], {}, None
+        self._usage, self._usage_bucket, self._commands = {}, None, []
+        self._dirty = False
+        return w
+
+    async def flush(self, committer: GroupCommitter) -> None:
+        """Make everything buffered durable (through the group committer)."""
+        if self._dirty:
+            await committer.submit(self.take())
+
+    def flush_sync(self) -> None:
+        """Make everything buffered durable, committing directly (CLI, tests)."""
+        if self._dirty:
+            err = self.store.commit([self.take()])[0]
+            if err is not None:
+                raise err

@@ -1,0 +1,75 @@
+"""Starting runs and finding the agent behind a run."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from tether.core import budget as budgets
+from tether.core.checkpoint import CheckpointEncoder
+from tether.core.ids import Clock, UlidSource
+from tether.errors import UsageError
+from tether.runtime.agent import AgentLike
+from tether.runtime.journal import RunJournal
+from tether.store.protocol import Store
+from tether.store.records import RunRow
+
+
+def load_agent(ref: str, registry: Mapping[str, AgentLike] | None = None) -> AgentLike:
+    """The agent named ``ref``: from ``registry`` by name, else imported as ``module:attr``."""
+    if registry and ref in registry:
+        return registry[ref]
+    if ":" not in ref:
+        raise UsageError(f"agent {ref!r} is not registered with this worker and is not a "
+                         "module:attr reference (e.g. mypkg.agents:triage)")
+    mod_name, _, attr = ref.partition(":")
+    try:
+        mod = importlib.import_module(mod_name)
+    except ImportError as exc:
+        raise UsageError(f"cannot import module {mod_name!r} for agent {ref!r}: {exc}; "
+                         "run from the folder that holds it or install it") from exc
+    obj: Any = mod
+    for part in attr.split("."):
+        obj = getattr(obj, part, None)
+        if obj is None:
+            raise UsageError(f"module {mod_name} has no attribute {attr!r} (agent {ref!r})")
+    if not isinstance(obj, AgentLike):
+        raise UsageError(f"{ref} is a {type(obj).__name__}, not an agent; wrap a step "
+                         "function with tether.step_agent or build a tether.Agent")
+    return obj
+
+
+def start_run(store: Store, agent: AgentLike, *, agent_ref: str, goal: str,
+              name: str | None = None, budget: Mapping[str, float] | None = None,
+              swarm: str | None = None, workspace: str | Path | None = None,
+              state: dict[str, Any] | None = None, clock: Clock | None = None,
+              ids: UlidSource | None = None, actor: str = "system",
+              options: Mapping[str, Any] | None = None) -> str:
+    """Create a run: its ``run.started`` event, projection row and step-0 checkpoint.
+
+    Returns:
+        The new run's id.
+    """
+    clk = clock or Clock()
+    src = ids or UlidSource(clk.now)
+    run_id = src.new()
+    b = budgets.validate({**(agent.budget or {}), **(budget or {})})
+    init = state if state is not None else agent.initial_state(goal)
+    ws = str(Path(workspace).resolve()) if workspace is not None else None
+    if ws is not None:
+        Path(ws).mkdir(parents=True, exist_ok=True)
+    now = clk.now()
+    spec = {"agent": agent_ref, "workspace": ws, "definition": agent.definition_hash(),
+            **(options or {})}
+    row = RunRow(id=run_id, name=name or f"{agent.name}-{run_id[-6:].lower()}", agent=agent_ref,
+                 swarm=swarm, goal=goal, status="running", epoch=0, step=0, seq=0, head="",
+                 spec=spec, budget=b, usage={}, wake_at=None, created=now, updated=now)
+    j = RunJournal(store, row, None, src, clk.now)
+    j.append("run.started", {"name": row.name, "agent": agent_ref, "goal": goal, "swarm": swarm,
+                             "budget": b, "spec": spec}, step=0, actor=actor)
+    ck = CheckpointEncoder(run=run_id).encode(0, init, force_key=True)
+    j.checkpoint(ck)
+    j.flush_sync()
+    return run_id

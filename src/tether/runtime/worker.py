@@ -1,0 +1,222 @@
+"""The worker: many runs in one process, each under a fenced lease.
+
+It asks the store for runnable runs (running, or sleeping and due), takes
+their leases, and drives each in its own task. A sleeping, paused or waiting
+run holds no task and no memory beyond its rows. A heartbeat renews leases;
+a run whose lease is lost is abandoned at once (the store would refuse its
+writes anyway). Operators' commands are polled and delivered to the owning
+executor; ``stop`` also cancels an in-flight async call at once. On SIGTERM or
+SIGINT the worker drains: every run stops at its next safe point, flushes what
+it journaled and releases its lease.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from tether.core.ids import Clock, UlidSource
+from tether.core.pricing import PriceTable
+from tether.errors import LeaseLost, TetherError
+from tether.runtime.agent import AgentLike
+from tether.runtime.committer import GroupCommitter
+from tether.runtime.executor import RunExecutor
+from tether.runtime.journal import RunJournal
+from tether.runtime.runs import load_agent
+from tether.store.protocol import Store
+
+log = logging.getLogger("tether.worker")
+
+
+@dataclass(slots=True)
+class WorkerStats:
+    """What a worker did, for the CLI and the benchmark."""
+
+    runs_driven: int = 0
+    finished: dict[str, int] | None = None
+
+
+class Worker:
+    """Runs every runnable run of a store until told to stop.
+
+    Args:
+        store: the journal.
+        agents: agents by reference, tried before importing ``module:attr``.
+        clock: the runs' clock (inject one to simulate time).
+        concurrency: the most runs driven at once.
+        lease_ttl: seconds a lease lasts without a heartbeat.
+    """
+
+    def __init__(self, store: Store, *, agents: Mapping[str, AgentLike] | None = None,
+                 clock: Clock | None = None, prices: PriceTable | None = None,
+                 concurrency: int = 1000, lease_ttl: float = 30.0, poll_interval: float = 0.05,
+                 owner: str | None = None, keyframe_every: int = 32) -> None:
+        self.store = store
+        self.agents = dict(agents or {})
+        self.clock = clock or Clock()
+        self.prices = prices or PriceTable()
+        self.concurrency = concurrency
+        self.lease_ttl = lease_ttl
+        self.poll = poll_interval
+        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
+        self.keyframe_every = keyframe_every
+        self.ids = UlidSource(self.clock.now)
+        self.committer = GroupCommitter(store)
+        self.active: dict[str, tuple[asyncio.Task[str], RunExecutor]] = {}
+        self.finished: dict[str, int] = {}
+        self.runs_driven = 0
+        self._draining = False
+        self._wake = asyncio.Event()
+        self._delivered: set[int] = set()
+
+    # -- public ---------------------------------------------------------------
+    async def run(self, *, until_idle: bool = False, stop: asyncio.Event | None = None,
+                  handle_signals: bool = False, grace: float = 10.0) -> WorkerStats:
+        """Drive runs until ``stop`` is set (or, with ``until_idle``, nothing is runnable)."""
+        self._wake = asyncio.Event()
+        stop = stop or asyncio.Event()
+        if handle_signals:
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, stop.set)
+        bg = [asyncio.create_task(self._heartbeat()), asyncio.create_task(self._poll_commands())]
+        try:
+            while not stop.is_set():
+                started = self._fill()
+                if until_idle and not self.active and not started:
+                    break
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self.poll)
+                self._wake.clear()
+        finally:
+            await self._drain(grace)
+            for t in bg:
+                t.cancel()
+            for t in bg:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await t
+            self.committer.close()
+            if handle_signals:
+                loop = asyncio.get_running_loop()
+                for sig in (signal.SIGTERM, signal.SIGINT):
+                    loop.remove_signal_handler(sig)
+        return WorkerStats(self.runs_driven, dict(self.finished))
+
+    # -- scheduling -----------------------------------------------------------
+    def _fill(self) -> int:
+        free = self.concurrency - len(self.active)
+        if free <= 0 or self._draining:
+            return 0
+        started = 0
+        for rid in self.store.runnable(self.clock.now(), free):
+            if rid in self.active:
+                continue
+            token = self.store.acquire(rid, self.owner, self.lease_ttl, time.time())
+            if token is None:
+                continue
+            try:
+                ex = self._executor(rid, token)
+            except LeaseLost:
+                continue
+            task = asyncio.create_task(self._drive(rid, token, ex), name=f"run:{rid}")
+            self.active[rid] = (task, ex)
+            self.runs_driven += 1
+            started += 1
+        return started
+
+    def _executor(self, rid: str, token: int) -> RunExecutor:
+        row = self.store.get_run(rid)
+        if row is None:
+            raise LeaseLost(f"run {rid} vanished")
+        j = RunJournal(self.store, row, token, self.ids, self.clock.now)
+        try:
+            agent = load_agent(row.agent, self.agents)
+        except TetherError as exc:
+            # The run cannot be driven here: say why in its journal, keep it for later.
+            j.append("run.paused", {"reason": str(exc)})
+            j.update(status="paused", reason=str(exc))
+            j.flush_sync()
+            self.store.release(rid, self.owner, token)
+            raise LeaseLost(str(exc)) from exc
+        ex = RunExecutor(j, agent, self.committer, clock=self.clock.now, prices=self.prices,
+                         keyframe_every=self.keyframe_every)
+        ex.load(self.store.tail_events(rid, row.epoch, row.step + 1),
+                self.store.swarm_budget(row.swarm) if row.swarm else None)
+        return ex
+
+    async def _drive(self, rid: str, token: int, ex: RunExecutor) -> str:
+        status = "abandoned"
+        try:
+            status = await ex.drive()
+        except LeaseLost as exc:
+            log.warning("run %s: %s", rid, exc)
+        except asyncio.CancelledError:
+            status = ex.journal.row.status
+        finally:
+            self.active.pop(rid, None)
+            with contextlib.suppress(TetherError):
+                self.store.release(rid, self.owner, token)
+            self.finished[status] = self.finished.get(status, 0) + 1
+            self._wake.set()
+        return status
+
+    async def _drain(self, grace: float) -> None:
+        self._draining = True
+        for _, ex in self.active.values():
+            ex.draining = True
+        tasks = [t for t, _ in self.active.values()]
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=grace)
+            for t in pending:
+                t.cancel()
+            if pending:
+                await asyncio.wait(pending)
+
+    # -- background -----------------------------------------------------------
+    async def _heartbeat(self) -> None:
+        while True:
+            await asyncio.sleep(self.lease_ttl / 3)
+            held = {rid: ex.journal.fence for rid, (_, ex) in self.active.items()
+                    if ex.journal.fence is not None}
+            if not held:
+                continue
+            lost = await asyncio.to_thread(self.store.renew, held, self.owner,
+                                           self.lease_ttl, time.time())
+            for rid in lost:
+                log.warning("run %s: lease lost; abandoning it", rid)
+                entry = self.active.get(rid)
+                if entry:
+                    entry[0].cancel()
+
+    async def _poll_commands(self) -> None:
+        while True:
+            await asyncio.sleep(max(self.poll, 0.02))
+            if not self.active:
+                continue
+            for c in self.store.pending_commands(list(self.active)):
+                if c.id in self._delivered:
+                    continue
+                entry = self.active.get(c.run)
+                if entry is None:
+                    continue
+                self._delivered.add(c.id)
+                task, ex = entry
+                ex.deliver([c])
+                if c.kind == "stop" and ex.in_call:
+                    task.cancel()  # stop means now: cancel the in-flight model or tool call
+
+
+def run_worker(store: Store, *, until_idle: bool = False, handle_signals: bool = True,
+               on_start: Callable[[Worker], None] | None = None, **options: object) -> WorkerStats:
+    """Run a worker on a fresh event loop (the CLI's entry point)."""
+    w = Worker(store, **options)  # type: ignore[arg-type]
+    if on_start:
+        on_start(w)
+    return asyncio.run(w.run(until_idle=until_idle, handle_signals=handle_signals))

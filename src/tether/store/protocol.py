@@ -1,0 +1,157 @@
+"""The one storage protocol every backend implements.
+
+Kept narrow on purpose: a PostgreSQL store implements the same methods and
+passes the same conformance suite (``tests/store_conformance.py``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Protocol
+
+from tether.core.events import Event
+from tether.store.records import (
+    Batch,
+    CheckpointChain,
+    Command,
+    EffectRow,
+    RunRow,
+    Write,
+)
+
+
+class Store(Protocol):
+    """A journal of events plus the projections written with them."""
+
+    url: str
+
+    # -- writing ---------------------------------------------------------
+    def commit(self, writes: Sequence[Write]) -> list[BaseException | None]:
+        """Commit ``writes`` in one transaction with one batch-chain link.
+
+        A write whose fence no longer matches the run's lease is left out and
+        its slot in the result holds a LeaseLost; the others commit.
+        """
+        ...
+
+    # -- leases ----------------------------------------------------------
+    def acquire(self, run: str, owner: str, ttl: float, now: float) -> int | None:
+        """Take the run's lease if free or expired; return the new fencing token."""
+        ...
+
+    def renew(self, leases: dict[str, int], owner: str, ttl: float, now: float) -> list[str]:
+        """Extend the leases (run -> token) held by ``owner``; return runs that were lost."""
+        ...
+
+    def release(self, run: str, owner: str, token: int) -> None:
+        """Give a lease back (no-op when it is no longer ours)."""
+        ...
+
+    def lease_of(self, run: str) -> tuple[str, int, float] | None:
+        """(owner, token, expires) of the run's lease, if any."""
+        ...
+
+    def runnable(self, now: float, limit: int) -> list[str]:
+        """Runs that are running, or sleeping and due, and not leased by a live owner."""
+        ...
+
+    def next_wake(self) -> float | None:
+        """Earliest wake time among sleeping runs."""
+        ...
+
+    # -- commands --------------------------------------------------------
+    def add_command(self, run: str, kind: str, args: dict[str, object], actor: str,
+                    now: float) -> int:
+        """Queue an operator's command for the run's owner."""
+        ...
+
+    def pending_commands(self, runs: Sequence[str] | None = None) -> list[Command]:
+        """Commands not yet applied, oldest first (for ``runs``, or all)."""
+        ...
+
+    # -- reading ---------------------------------------------------------
+    def get_run(self, run: str) -> RunRow | None:
+        """The run's projection row."""
+        ...
+
+    def find_runs(self, prefix: str) -> list[str]:
+        """Ids or names starting with ``prefix`` (for short ids on the CLI)."""
+        ...
+
+    def list_runs(self, *, status: str | None = None, swarm: str | None = None) -> list[RunRow]:
+        """All runs, newest first."""
+        ...
+
+    def events(self, run: str, *, after_seq: int = 0, limit: int | None = None) -> list[Event]:
+        """The run's events in seq order."""
+        ...
+
+    def tail_events(self, run: str, epoch: int, step: int) -> list[Event]:
+        """The events of (epoch, step) at the end of the run's chain (the in-flight step)."""
+        ...
+
+    def event(self, event_id: str) -> Event | None:
+        """One event by id."""
+        ...
+
+    def all_run_ids(self) -> list[str]:
+        """Every run that has events (for audit)."""
+        ...
+
+    def batches(self) -> Iterator[Batch]:
+        """The batch chain in order."""
+        ...
+
+    def effect(self, effect_id: str) -> EffectRow | None:
+        """One effect by its intent event id."""
+        ...
+
+    def effects(self, *, run: str | None = None, status: str | None = None) -> list[EffectRow]:
+        """Effects, oldest first."""
+        ...
+
+    def checkpoint_chain(self, run: str, epoch: int, step: int) -> CheckpointChain | None:
+        """The keyframe at or before ``step`` in ``epoch`` and the deltas up to ``step``."""
+        ...
+
+    def checkpoint_steps(self, run: str, epoch: int) -> list[tuple[int, str, int]]:
+        """(step, kind, bytes) of every checkpoint of the run's epoch."""
+        ...
+
+    def chunk(self, digest: str) -> bytes:
+        """A content-addressed chunk."""
+        ...
+
+    def usage_since(self, *, run: str | None = None, swarm: str | None = None,
+                    since: float) -> dict[str, float]:
+        """Usage counters summed over minute buckets at or after ``since``."""
+        ...
+
+    def swarm_usage(self, swarm: str) -> dict[str, float]:
+        """Lifetime usage summed over a swarm's runs."""
+        ...
+
+    def get_meta(self, key: str) -> str | None:
+        """A value an application keeps in the store (e.g. the demo's clock)."""
+        ...
+
+    def set_meta(self, key: str, value: str) -> None:
+        """Keep a small application value in the store."""
+        ...
+
+    def swarm_budget(self, swarm: str) -> dict[str, float]:
+        """The budget shared by a swarm's runs (empty when none is set)."""
+        ...
+
+    def set_swarm_budget(self, swarm: str, budget: dict[str, float], now: float) -> None:
+        """Set a swarm's shared budget (caps and rolling windows)."""
+        ...
+
+    # -- maintenance -----------------------------------------------------
+    def backup(self, path: str) -> None:
+        """Write a consistent online copy of the store to ``path``."""
+        ...
+
+    def close(self) -> None:
+        """Release connections."""
+        ...

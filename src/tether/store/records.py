@@ -1,0 +1,130 @@
+"""Records the store reads and writes: frozen, typed, one shape for every backend."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from tether.core.checkpoint import Checkpoint
+from tether.core.events import Event
+
+RUN_STATUSES = ("running", "sleeping", "paused", "awaiting_approval", "stopped", "failed", "done")
+ACTIVE_STATUSES = ("running", "sleeping")
+USAGE_KEYS = ("steps", "input_tokens", "output_tokens", "cost_usd", "tool_calls", "wall_seconds")
+EFFECT_STATUSES = ("intent", "done", "failed", "in_doubt", "resolved_done", "resolved_not_done")
+
+
+@dataclass(frozen=True, slots=True)
+class RunRow:
+    """The runs projection: one row per run, rewritten with each of its commits."""
+
+    id: str
+    name: str
+    agent: str
+    """Agent reference (``module:attr``) or a built-in name."""
+    swarm: str | None
+    goal: str
+    status: str
+    epoch: int
+    step: int
+    """Last completed step."""
+    seq: int
+    """Seq of the run's last event."""
+    head: str
+    """Hash of the run's last event."""
+    spec: dict[str, Any]
+    """How to rebuild the agent and its settings (agent ref, workspace, options)."""
+    budget: dict[str, float]
+    """Caps and windows, e.g. ``{"steps": 100, "cost_usd_per_day": 5}``."""
+    usage: dict[str, float]
+    """Lifetime counters: steps, input_tokens, output_tokens, cost_usd, tool_calls, wall_seconds."""
+    wake_at: float | None
+    created: float
+    updated: float
+    reason: str = ""
+    """Why the run is paused, failed or stopped."""
+    parent: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EffectRow:
+    """The effects projection: one row per effect, keyed by its intent event id."""
+
+    id: str
+    run: str
+    epoch: int
+    step: int
+    idx: int
+    """Position of the call within its step."""
+    tool: str
+    effect: str
+    idempotent: bool
+    key: str
+    """Idempotency key given to the tool."""
+    status: str
+    arguments: dict[str, Any]
+    result: Any = None
+    undo: dict[str, Any] | None = None
+    updated: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """An operator's request, written by any process, applied by the run's owner."""
+
+    id: int
+    run: str
+    kind: str
+    args: dict[str, Any]
+    actor: str
+    created: float
+    applied: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class UsageDelta:
+    """Counters to add to the run's usage for the minute ``bucket`` (rolling windows)."""
+
+    bucket: int
+    counts: dict[str, float]
+
+
+@dataclass(frozen=True, slots=True)
+class Write:
+    """Everything one run commits atomically: events and the projections they imply.
+
+    ``fence`` is the lease token the writer holds; the store refuses the write
+    (LeaseLost) when another process has taken the run since. ``fence=None``
+    creates a new run and fails if the id exists.
+    """
+
+    run: str
+    fence: int | None
+    events: tuple[Event, ...]
+    run_row: RunRow | None = None
+    effects: tuple[EffectRow, ...] = ()
+    checkpoint: tuple[int, Checkpoint] | None = None
+    """(epoch, checkpoint)."""
+    usage: UsageDelta | None = None
+    commands_applied: tuple[int, ...] = ()
+    swarm: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """One link of the store-wide chain of commit batches."""
+
+    n: int
+    prev: str
+    hash: str
+    entries: tuple[tuple[str, int, int], ...]
+    """(run, first seq, last seq) of each run's events in the batch."""
+
+
+@dataclass(slots=True)
+class CheckpointChain:
+    """What restoring a step needs: its keyframe and the deltas after it, in order."""
+
+    key_step: int
+    key_body: bytes
+    deltas: list[bytes] = field(default_factory=list)

@@ -1,0 +1,58 @@
+"""Versioned schema migrations of the SQLite store.
+
+Each migration is applied once, in order, inside one transaction, and the
+store records its version in ``meta``. A store whose version is newer than
+this code knows is refused (SchemaTooNew) rather than misread.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+MIGRATIONS: Final[tuple[str, ...]] = (
+    # 1: the journal, its projections, leases, commands and checkpoints.
+    """
+    CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+    CREATE TABLE events(
+        run TEXT NOT NULL, seq INTEGER NOT NULL, id TEXT NOT NULL, epoch INTEGER NOT NULL,
+        step INTEGER NOT NULL, kind TEXT NOT NULL, time TEXT NOT NULL, actor TEXT NOT NULL,
+        causes TEXT NOT NULL, payload BLOB, payload_hash BLOB NOT NULL, hash BLOB NOT NULL,
+        PRIMARY KEY(run, seq)) WITHOUT ROWID;
+    CREATE UNIQUE INDEX events_id ON events(id);
+    CREATE TABLE batches(n INTEGER PRIMARY KEY, prev BLOB NOT NULL, hash BLOB NOT NULL,
+        entries BLOB NOT NULL);
+    CREATE TABLE runs(
+        id TEXT PRIMARY KEY, name TEXT NOT NULL, agent TEXT NOT NULL, swarm TEXT,
+        goal TEXT NOT NULL, status TEXT NOT NULL, epoch INTEGER NOT NULL, step INTEGER NOT NULL,
+        seq INTEGER NOT NULL, head TEXT NOT NULL, spec BLOB NOT NULL, budget BLOB NOT NULL,
+        usage BLOB NOT NULL, wake_at REAL, created REAL NOT NULL, updated REAL NOT NULL,
+        reason TEXT NOT NULL DEFAULT '', parent TEXT) WITHOUT ROWID;
+    CREATE INDEX runs_status ON runs(status, wake_at);
+    CREATE INDEX runs_name ON runs(name);
+    CREATE TABLE leases(run TEXT PRIMARY KEY, owner TEXT NOT NULL, token INTEGER NOT NULL,
+        expires REAL NOT NULL) WITHOUT ROWID;
+    CREATE TABLE effects(
+        id TEXT PRIMARY KEY, run TEXT NOT NULL, epoch INTEGER NOT NULL, step INTEGER NOT NULL,
+        idx INTEGER NOT NULL, tool TEXT NOT NULL, effect TEXT NOT NULL, idempotent INTEGER NOT NULL,
+        key TEXT NOT NULL, status TEXT NOT NULL, arguments BLOB NOT NULL, result BLOB,
+        undo BLOB, updated REAL NOT NULL) WITHOUT ROWID;
+    CREATE INDEX effects_run ON effects(run, status);
+    CREATE TABLE checkpoints(run TEXT NOT NULL, epoch INTEGER NOT NULL, step INTEGER NOT NULL,
+        kind TEXT NOT NULL, body BLOB NOT NULL, PRIMARY KEY(run, epoch, step)) WITHOUT ROWID;
+    CREATE TABLE chunks(hash TEXT PRIMARY KEY, body BLOB NOT NULL) WITHOUT ROWID;
+    CREATE TABLE commands(id INTEGER PRIMARY KEY AUTOINCREMENT, run TEXT NOT NULL,
+        kind TEXT NOT NULL, args BLOB NOT NULL, actor TEXT NOT NULL, created REAL NOT NULL,
+        applied REAL);
+    CREATE INDEX commands_pending ON commands(applied, run);
+    CREATE TABLE usage(run TEXT NOT NULL, bucket INTEGER NOT NULL, swarm TEXT,
+        steps REAL NOT NULL DEFAULT 0, input_tokens REAL NOT NULL DEFAULT 0,
+        output_tokens REAL NOT NULL DEFAULT 0, cost_usd REAL NOT NULL DEFAULT 0,
+        tool_calls REAL NOT NULL DEFAULT 0, wall_seconds REAL NOT NULL DEFAULT 0,
+        PRIMARY KEY(run, bucket)) WITHOUT ROWID;
+    CREATE INDEX usage_swarm ON usage(swarm, bucket);
+    CREATE TABLE swarms(name TEXT PRIMARY KEY, budget BLOB NOT NULL, updated REAL NOT NULL)
+        WITHOUT ROWID;
+    """,
+)
+
+VERSION: Final = len(MIGRATIONS)

@@ -1,0 +1,476 @@
+"""The embedded default store: one SQLite file in WAL mode.
+
+Discipline (after datasette and sqlite-utils): WAL so readers never block the
+writer; ``BEGIN IMMEDIATE`` so a writer takes the lock up front instead of
+failing half-way on upgrade; a busy timeout; one connection per thread.
+``synchronous=FULL`` by default so a commit survives power loss, ``NORMAL`` as
+an option (survives a process crash, may lose the last commits on power loss).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from tether.core.canonical import dumps, loads
+from tether.core.events import BATCH_GENESIS, Event, batch_hash
+from tether.errors import (
+    LeaseLost,
+    NotFound,
+    SchemaTooNew,
+    StoreCorrupt,
+    StoreError,
+    StoreLocked,
+    UsageError,
+)
+from tether.store import schema
+from tether.store.records import (
+    USAGE_KEYS,
+    Batch,
+    CheckpointChain,
+    Command,
+    EffectRow,
+    RunRow,
+    Write,
+)
+
+_EVENT_COLS = "run, seq, id, epoch, step, kind, time, actor, causes, payload, payload_hash, hash"
+_RUN_COLS = ("id, name, agent, swarm, goal, status, epoch, step, seq, head, spec, budget, usage, "
+             "wake_at, created, updated, reason, parent")
+_EFFECT_COLS = ("id, run, epoch, step, idx, tool, effect, idempotent, key, status, arguments, "
+                "result, undo, updated")
+
+
+def _row_event(r: sqlite3.Row | tuple[Any, ...], prev: str = "") -> Event:
+    payload = loads(r[9]) if r[9] is not None else None
+    return Event(id=r[2], run=r[0], seq=r[1], epoch=r[3], step=r[4], kind=r[5], time=r[6],
+                 actor=r[7], causes=tuple(loads(r[8])), payload=payload,
+                 payload_hash=bytes(r[10]).hex(), prev=prev, hash=bytes(r[11]).hex())
+
+
+def _row_run(r: tuple[Any, ...]) -> RunRow:
+    return RunRow(id=r[0], name=r[1], agent=r[2], swarm=r[3], goal=r[4], status=r[5],
+                  epoch=r[6], step=r[7], seq=r[8], head=r[9], spec=loads(r[10]),
+                  budget=loads(r[11]), usage=loads(r[12]), wake_at=r[13], created=r[14],
+                  updated=r[15], reason=r[16], parent=r[17])
+
+
+def _row_effect(r: tuple[Any, ...]) -> EffectRow:
+    return EffectRow(id=r[0], run=r[1], epoch=r[2], step=r[3], idx=r[4], tool=r[5], effect=r[6],
+                     idempotent=bool(r[7]), key=r[8], status=r[9], arguments=loads(r[10]),
+                     result=loads(r[11]) if r[11] is not None else None,
+                     undo=loads(r[12]) if r[12] is not None else None, updated=r[13])
+
+
+class SQLiteStore:
+    """A tether store in one SQLite file.
+
+    Args:
+        path: the database file.
+        create: create the file if it is missing (otherwise StoreError).
+        synchronous: ``FULL`` (default, durable on power loss) or ``NORMAL``.
+        busy_timeout: seconds to wait for another writer before StoreLocked.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, create: bool = True,
+                 synchronous: str = "FULL", busy_timeout: float = 10.0) -> None:
+        self.path = Path(path)
+        self.url = f"sqlite:///{self.path}"
+        if synchronous.upper() not in ("FULL", "NORMAL"):
+            raise UsageError(f"synchronous must be FULL or NORMAL, not {synchronous!r}")
+        self._sync = synchronous.upper()
+        self._busy = busy_timeout
+        if not self.path.exists() and not create:
+            raise StoreError(f"no tether store at {self.path}; start a run first "
+                             "(tether run / tether demo) or pass --store / TETHER_STORE")
+        if create:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        self._conns: list[sqlite3.Connection] = []
+        self._conns_lock = threading.Lock()
+        self._migrate()
+
+    # -- connections -----------------------------------------------------
+    def _conn(self) -> sqlite3.Connection:
+        c: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if c is None:
+            try:
+                c = sqlite3.connect(self.path, isolation_level=None, timeout=self._busy,
+                                    check_same_thread=False)
+                c.execute("PRAGMA journal_mode=WAL")
+                c.execute(f"PRAGMA synchronous={self._sync}")
+                c.execute("PRAGMA foreign_keys=OFF")
+            except sqlite3.DatabaseError as exc:
+                raise self._translate(exc) from exc
+            self._local.conn = c
+            with self._conns_lock:
+                self._conns.append(c)
+        return c
+
+    def _translate(self, exc: sqlite3.Error) -> StoreError:
+        msg = str(exc)
+        if "locked" in msg or "busy" in msg:
+            return StoreLocked(f"store {self.path} is locked by another process for more than "
+                               f"{self._busy:.0f}s; retry, or find the stuck process")
+        if isinstance(exc, sqlite3.DatabaseError) and ("not a database" in msg or "malformed" in msg):
+            return StoreCorrupt(f"{self.path} is not a tether store or is damaged ({msg}); "
+                                "restore it from a backup (tether store backup)")
+        return StoreError(f"store {self.path}: {msg}")
+
+    @contextlib.contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        c = self._conn()
+        try:
+            c.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise self._translate(exc) from exc
+        try:
+            yield c
+        except BaseException:
+            c.execute("ROLLBACK")
+            raise
+        try:
+            c.execute("COMMIT")
+        except sqlite3.Error as exc:
+            with contextlib.suppress(sqlite3.Error):
+                c.execute("ROLLBACK")
+            raise self._translate(exc) from exc
+
+    def _read(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        try:
+            return self._conn().execute(sql, args).fetchall()
+        except sqlite3.Error as exc:
+            raise self._translate(exc) from exc
+
+    def _migrate(self) -> None:
+        c = self._conn()
+        try:
+            tables = {r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        except sqlite3.DatabaseError as exc:
+            raise self._translate(exc) from exc
+        if tables and "meta" not in tables:
+            raise StoreCorrupt(f"{self.path} is an SQLite file but not a tether store "
+                               "(no meta table); pass the right --store")
+        with self._tx() as c:
+            version = 0
+            if "meta" in tables:
+                row = c.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+                version = int(row[0]) if row else 0
+            if version > schema.VERSION:
+                raise SchemaTooNew(f"store {self.path} has schema version {version}, this tether "
+                                   f"knows up to {schema.VERSION}; upgrade tether")
+            for i in range(version, schema.VERSION):
+                for stmt in schema.MIGRATIONS[i].split(";"):
+                    if stmt.strip():
+                        c.execute(stmt)
+                c.execute("INSERT OR REPLACE INTO meta VALUES('schema_version', ?)", (str(i + 1),))
+
+    def close(self) -> None:
+        with self._conns_lock:
+            for c in self._conns:
+                with contextlib.suppress(sqlite3.Error):
+                    c.close()
+            self._conns.clear()
+        self._local = threading.local()
+
+    # -- writing ---------------------------------------------------------
+    def commit(self, writes: Sequence[Write]) -> list[BaseException | None]:
+        results: list[BaseException | None] = [None] * len(writes)
+        with self._tx() as c:
+            entries: list[tuple[str, int, int]] = []
+            hashes: list[tuple[str, int, str]] = []
+            for i, w in enumerate(writes):
+                err = self._check_fence(c, w)
+                if err is not None:
+                    results[i] = err
+                    continue
+                self._apply(c, w)
+                if w.events:
+                    entries.append((w.run, w.events[0].seq, w.events[-1].seq))
+                    hashes.extend((e.run, e.seq, e.hash) for e in w.events)
+            if entries:
+                row = c.execute("SELECT n, hash FROM batches ORDER BY n DESC LIMIT 1").fetchone()
+                n, prev = (row[0] + 1, bytes(row[1]).hex()) if row else (1, BATCH_GENESIS)
+                h = batch_hash(prev, hashes)
+                c.execute("INSERT INTO batches VALUES(?,?,?,?)",
+                          (n, bytes.fromhex(prev), bytes.fromhex(h), dumps(entries)))
+        return results
+
+    def _check_fence(self, c: sqlite3.Connection, w: Write) -> BaseException | None:
+        row = c.execute("SELECT r.seq, l.token FROM runs r LEFT JOIN leases l ON l.run = r.id "
+                        "WHERE r.id = ?", (w.run,)).fetchone()
+        if w.fence is None:
+            if row is not None:
+                return UsageError(f"run {w.run} already exists")
+            return None
+        if row is None:
+            return NotFound(f"run {w.run} does not exist")
+        if row[1] != w.fence:
+            return LeaseLost(f"run {w.run}: this process's lease (token {w.fence}) was taken over "
+                             f"(token now {row[1]}); its writes are refused")
+        if w.events and w.events[0].seq != row[0] + 1:
+            return LeaseLost(f"run {w.run}: expected next seq {row[0] + 1}, got "
+                             f"{w.events[0].seq}; another writer appended to this run")
+        return None
+
+    def _apply(self, c: sqlite3.Connection, w: Write) -> None:
+        c.executemany(
+            f"INSERT INTO events({_EVENT_COLS}) VALUES(?,?,?,?,?,?,?,?,?,?,?,?)",
+            [(e.run, e.seq, e.id, e.epoch, e.step, e.kind, e.time, e.actor, dumps(list(e.causes)),
+              dumps(e.payload), bytes.fromhex(e.payload_hash), bytes.fromhex(e.hash))
+             for e in w.events])
+        if w.run_row is not None:
+            r = w.run_row
+            c.execute(f"INSERT OR REPLACE INTO runs({_RUN_COLS}) "
+                      "VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                      (r.id, r.name, r.agent, r.swarm, r.goal, r.status, r.epoch, r.step, r.seq,
+                       r.head, dumps(r.spec), dumps(r.budget), dumps(r.usage), r.wake_at,
+                       r.created, r.updated, r.reason, r.parent))
+        for f in w.effects:
+            c.execute(f"INSERT OR REPLACE INTO effects({_EFFECT_COLS}) "
+                      "VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                      (f.id, f.run, f.epoch, f.step, f.idx, f.tool, f.effect, int(f.idempotent),
+                       f.key, f.status, dumps(f.arguments),
+                       None if f.result is None else dumps(f.result),
+                       None if f.undo is None else dumps(f.undo), f.updated))
+        if w.checkpoint is not None:
+            epoch, ck = w.checkpoint
+            c.executemany("INSERT OR IGNORE INTO chunks VALUES(?,?)", ck.chunks)
+            c.execute("INSERT OR REPLACE INTO checkpoints VALUES(?,?,?,?,?)",
+                      (w.run, epoch, ck.step, ck.kind, ck.body))
+        if w.usage is not None:
+            vals = [w.usage.counts.get(k, 0) for k in USAGE_KEYS]
+            sets = ", ".join(f"{k} = {k} + excluded.{k}" for k in USAGE_KEYS)
+            c.execute(f"INSERT INTO usage(run, bucket, swarm, {', '.join(USAGE_KEYS)}) "
+                      f"VALUES(?,?,?,{','.join('?' * len(USAGE_KEYS))}) "
+                      f"ON CONFLICT(run, bucket) DO UPDATE SET {sets}",
+                      (w.run, w.usage.bucket, w.swarm, *vals))
+        if w.commands_applied:
+            now = time.time()
+            c.executemany("UPDATE commands SET applied = ? WHERE id = ?",
+                          [(now, i) for i in w.commands_applied])
+
+    # -- leases ----------------------------------------------------------
+    def acquire(self, run: str, owner: str, ttl: float, now: float) -> int | None:
+        with self._tx() as c:
+            row = c.execute("SELECT owner, token, expires FROM leases WHERE run = ?",
+                            (run,)).fetchone()
+            if row is not None and row[2] > now and row[0] != owner:
+                return None
+            token = (row[1] + 1) if row else 1
+            c.execute("INSERT OR REPLACE INTO leases VALUES(?,?,?,?)", (run, owner, token, now + ttl))
+            return int(token)
+
+    def renew(self, leases: dict[str, int], owner: str, ttl: float, now: float) -> list[str]:
+        lost = []
+        with self._tx() as c:
+            for run, token in leases.items():
+                cur = c.execute("UPDATE leases SET expires = ? WHERE run = ? AND owner = ? "
+                                "AND token = ?", (now + ttl, run, owner, token))
+                if cur.rowcount == 0:
+                    lost.append(run)
+        return lost
+
+    def release(self, run: str, owner: str, token: int) -> None:
+        # Keep the row so the next token is still larger: fencing tokens never repeat.
+        with self._tx() as c:
+            c.execute("UPDATE leases SET expires = 0 WHERE run = ? AND owner = ? AND token = ?",
+                      (run, owner, token))
+
+    def lease_of(self, run: str) -> tuple[str, int, float] | None:
+        rows = self._read("SELECT owner, token, expires FROM leases WHERE run = ?", (run,))
+        return (rows[0][0], rows[0][1], rows[0][2]) if rows else None
+
+    def runnable(self, now: float, limit: int, lease_now: float | None = None) -> list[str]:
+        ln = time.time() if lease_now is None else lease_now
+        rows = self._read(
+            "SELECT r.id FROM runs r LEFT JOIN leases l ON l.run = r.id "
+            "WHERE (r.status = 'running' OR (r.status = 'sleeping' AND r.wake_at <= ?)) "
+            "AND (l.run IS NULL OR l.expires <= ?) ORDER BY r.updated LIMIT ?", (now, ln, limit))
+        return [r[0] for r in rows]
+
+    def next_wake(self) -> float | None:
+        rows = self._read("SELECT MIN(wake_at) FROM runs WHERE status = 'sleeping'")
+        return rows[0][0] if rows else None
+
+    # -- commands --------------------------------------------------------
+    def add_command(self, run: str, kind: str, args: dict[str, object], actor: str,
+                    now: float) -> int:
+        with self._tx() as c:
+            cur = c.execute("INSERT INTO commands(run, kind, args, actor, created) "
+                            "VALUES(?,?,?,?,?)", (run, kind, dumps(args), actor, now))
+            return int(cur.lastrowid or 0)
+
+    def pending_commands(self, runs: Sequence[str] | None = None) -> list[Command]:
+        if runs is not None and not runs:
+            return []
+        sql = "SELECT id, run, kind, args, actor, created, applied FROM commands WHERE applied IS NULL"
+        args: list[Any] = []
+        if runs is not None:
+            sql += f" AND run IN ({','.join('?' * len(runs))})"
+            args = list(runs)
+        return [Command(r[0], r[1], r[2], loads(r[3]), r[4], r[5], r[6])
+                for r in self._read(sql + " ORDER BY id", args)]
+
+    # -- reading ---------------------------------------------------------
+    def get_run(self, run: str) -> RunRow | None:
+        rows = self._read(f"SELECT {_RUN_COLS} FROM runs WHERE id = ?", (run,))
+        return _row_run(rows[0]) if rows else None
+
+    def find_runs(self, prefix: str) -> list[str]:
+        rows = self._read("SELECT id FROM runs WHERE id = ? OR name = ? OR id LIKE ? ORDER BY id",
+                          (prefix, prefix, prefix.upper() + "%"))
+        return [r[0] for r in rows]
+
+    def list_runs(self, *, status: str | None = None, swarm: str | None = None) -> list[RunRow]:
+        sql, args = f"SELECT {_RUN_COLS} FROM runs WHERE 1=1", []
+        if status:
+            sql += " AND status = ?"
+            args.append(status)
+        if swarm:
+            sql += " AND swarm = ?"
+            args.append(swarm)
+        return [_row_run(r) for r in self._read(sql + " ORDER BY created DESC, id DESC", args)]
+
+    def events(self, run: str, *, after_seq: int = 0, limit: int | None = None) -> list[Event]:
+        sql = f"SELECT {_EVENT_COLS} FROM events WHERE run = ? AND seq > ? ORDER BY seq"
+        args: list[Any] = [run, after_seq]
+        if limit is not None:
+            sql += " LIMIT ?"
+            args.append(limit)
+        rows = self._read(sql, args)
+        prev = ""
+        if rows and after_seq > 0:
+            p = self._read("SELECT hash FROM events WHERE run = ? AND seq = ?", (run, after_seq))
+            prev = bytes(p[0][0]).hex() if p else ""
+        out = []
+        from tether.core.events import genesis
+        prev = prev or genesis(run)
+        for r in rows:
+            e = _row_event(r, prev)
+            out.append(e)
+            prev = e.hash
+        return out
+
+    def tail_events(self, run: str, epoch: int, step: int) -> list[Event]:
+        # Walk back from the end of the chain: the in-flight step's events are its tail.
+        try:
+            cur = self._conn().execute(f"SELECT {_EVENT_COLS} FROM events WHERE run = ? "
+                                       "ORDER BY seq DESC", (run,))
+            rows = []
+            for r in cur:
+                if r[3] != epoch or r[4] != step:
+                    break
+                rows.append(r)
+            cur.close()
+        except sqlite3.Error as exc:
+            raise self._translate(exc) from exc
+        return [_row_event(r) for r in reversed(rows)]
+
+    def event(self, event_id: str) -> Event | None:
+        rows = self._read(f"SELECT {_EVENT_COLS} FROM events WHERE id = ?", (event_id,))
+        return _row_event(rows[0]) if rows else None
+
+    def all_run_ids(self) -> list[str]:
+        return [r[0] for r in self._read("SELECT DISTINCT run FROM events ORDER BY run")]
+
+    def batches(self) -> Iterator[Batch]:
+        last = 0
+        while True:
+            rows = self._read("SELECT n, prev, hash, entries FROM batches WHERE n > ? ORDER BY n "
+                              "LIMIT 1000", (last,))
+            if not rows:
+                return
+            for r in rows:
+                yield Batch(r[0], bytes(r[1]).hex(), bytes(r[2]).hex(),
+                            tuple((e[0], e[1], e[2]) for e in loads(r[3])))
+                last = r[0]
+
+    def effect(self, effect_id: str) -> EffectRow | None:
+        rows = self._read(f"SELECT {_EFFECT_COLS} FROM effects WHERE id = ?", (effect_id,))
+        return _row_effect(rows[0]) if rows else None
+
+    def effects(self, *, run: str | None = None, status: str | None = None) -> list[EffectRow]:
+        sql, args = f"SELECT {_EFFECT_COLS} FROM effects WHERE 1=1", []
+        if run:
+            sql += " AND run = ?"
+            args.append(run)
+        if status:
+            sql += " AND status = ?"
+            args.append(status)
+        return [_row_effect(r) for r in self._read(sql + " ORDER BY id", args)]
+
+    def checkpoint_chain(self, run: str, epoch: int, step: int) -> CheckpointChain | None:
+        key = self._read("SELECT step, body FROM checkpoints WHERE run = ? AND epoch = ? AND "
+                         "step <= ? AND kind = 'key' ORDER BY step DESC LIMIT 1", (run, epoch, step))
+        if not key:
+            return None
+        deltas = self._read("SELECT body FROM checkpoints WHERE run = ? AND epoch = ? AND step > ? "
+                            "AND step <= ? ORDER BY step", (run, epoch, key[0][0], step))
+        return CheckpointChain(key[0][0], bytes(key[0][1]), [bytes(d[0]) for d in deltas])
+
+    def checkpoint_steps(self, run: str, epoch: int) -> list[tuple[int, str, int]]:
+        return [(r[0], r[1], r[2]) for r in self._read(
+            "SELECT step, kind, length(body) FROM checkpoints WHERE run = ? AND epoch = ? "
+            "ORDER BY step", (run, epoch))]
+
+    def chunk(self, digest: str) -> bytes:
+        rows = self._read("SELECT body FROM chunks WHERE hash = ?", (digest,))
+        if not rows:
+            raise StoreCorrupt(f"store {self.path}: checkpoint chunk {digest} is missing; "
+                               "restore the store from a backup")
+        return bytes(rows[0][0])
+
+    def usage_since(self, *, run: str | None = None, swarm: str | None = None,
+                    since: float) -> dict[str, float]:
+        if (run is None) == (swarm is None):
+            raise UsageError("usage_since takes exactly one of run= or swarm=")
+        col, val = ("run", run) if run is not None else ("swarm", swarm)
+        rows = self._read(f"SELECT {', '.join(f'TOTAL({k})' for k in USAGE_KEYS)} FROM usage "
+                          f"WHERE {col} = ? AND bucket >= ?", (val, int(since // 60)))
+        return dict(zip(USAGE_KEYS, rows[0], strict=True))
+
+    def swarm_usage(self, swarm: str) -> dict[str, float]:
+        rows = self._read(f"SELECT {', '.join(f'TOTAL({k})' for k in USAGE_KEYS)} FROM usage "
+                          "WHERE swarm = ?", (swarm,))
+        return dict(zip(USAGE_KEYS, rows[0], strict=True))
+
+    def get_meta(self, key: str) -> str | None:
+        rows = self._read("SELECT value FROM meta WHERE key = ?", ("x." + key,))
+        return str(rows[0][0]) if rows else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self._tx() as c:
+            c.execute("INSERT OR REPLACE INTO meta VALUES(?,?)", ("x." + key, value))
+
+    def swarm_budget(self, swarm: str) -> dict[str, float]:
+        rows = self._read("SELECT budget FROM swarms WHERE name = ?", (swarm,))
+        return dict(loads(rows[0][0])) if rows else {}
+
+    def set_swarm_budget(self, swarm: str, budget: dict[str, float], now: float) -> None:
+        with self._tx() as c:
+            c.execute("INSERT OR REPLACE INTO swarms VALUES(?,?,?)", (swarm, dumps(budget), now))
+
+    # -- maintenance -----------------------------------------------------
+    def backup(self, path: str) -> None:
+        dest = Path(path)
+        if dest.exists():
+            raise UsageError(f"backup target {dest} exists; choose a new path")
+        target = sqlite3.connect(dest)
+        try:
+            self._conn().backup(target)
+        finally:
+            target.close()
+
+    def require_run(self, run: str) -> RunRow:
+        """The run's row, or NotFound with a hint."""
+        row = self.get_run(run)
+        if row is None:
+            raise NotFound(f"no run {run!r} in {self.path}; list runs with `tether runs`")
+        return row
