@@ -1,1 +1,51 @@
-"""tether: the operations layer for always-on AI agent loops."""
+"""tether: the operations layer for always-on AI agent loops.
+
+Define tools (with an effect class), agents (the built-in tool-calling
+:class:`Agent` or a :class:`StepAgent` around ``step(ctx, state)``), start runs
+in a store, and drive them with a :class:`Worker`. Every decision and effect is
+journaled; every step is checkpointed; a crash loses nothing and repeats no
+effect.
+"""
+
+from tether.audit import VerifyReport, verify_store
+from tether.core.ids import Clock, FixedClock
+from tether.core.pricing import PriceTable
+from tether.errors import (
+    BudgetExceeded,
+    InvalidState,
+    LeaseLost,
+    ModelError,
+    NotFound,
+    PauseRequested,
+    SchemaTooNew,
+    Signal,
+    StopRequested,
+    StoreCorrupt,
+    StoreError,
+    StoreLocked,
+    TetherError,
+    ToolDefinitionError,
+    ToolFailed,
+    UsageError,
+)
+from tether.models import Message, Model, ModelResponse, ScriptedModel, ToolCall, ToolSpec, Usage
+from tether.runtime.agent import Agent, AgentLike, StepAgent, step_agent
+from tether.runtime.context import StepContext, SyncStepContext
+from tether.runtime.outcome import Continue, Done, SleepUntil
+from tether.runtime.runs import load_agent, start_run
+from tether.runtime.worker import Worker
+from tether.store import SQLiteStore, Store, open_store
+from tether.tools import Effect, Tool, ToolContext, current, record_after, register_undo, tool
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Agent", "AgentLike", "BudgetExceeded", "Clock", "Continue", "Done", "Effect", "FixedClock",
+    "InvalidState", "LeaseLost", "Message", "Model", "ModelError", "ModelResponse", "NotFound",
+    "PauseRequested", "PriceTable", "SQLiteStore", "SchemaTooNew", "ScriptedModel", "Signal",
+    "SleepUntil", "StepAgent", "StepContext", "StopRequested", "Store", "StoreCorrupt",
+    "StoreError", "StoreLocked", "SyncStepContext", "TetherError", "Tool", "ToolCall",
+    "ToolContext", "ToolDefinitionError", "ToolFailed", "ToolSpec", "Usage", "UsageError",
+    "VerifyReport", "Worker", "__version__", "current", "load_agent", "open_store",
+    "record_after", "register_undo", "start_run", "step_agent", "tool", "verify_store",
+]

@@ -3,4 +3,14 @@
 from tether.models.base import Message, Model, ModelResponse, ToolCall, ToolSpec, Usage
 from tether.models.scripted import ScriptedModel
 
-__all__ = ["Message", "Model", "ModelResponse", "ScriptedModel", "ToolCall", "ToolSpec", "Usage"]
+
+def __getattr__(name: str) -> object:
+    # The OpenAI adapter imports the openai client (slow to import); load it on first use.
+    if name == "OpenAIModel":
+        from tether.models.openai import OpenAIModel
+        return OpenAIModel
+    raise AttributeError(name)
+
+
+__all__ = ["Message", "Model", "ModelResponse", "OpenAIModel", "ScriptedModel", "ToolCall",
+           "ToolSpec", "Usage"]

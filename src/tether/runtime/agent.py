@@ -25,12 +25,23 @@ if TYPE_CHECKING:
 class AgentLike(Protocol):
     """What the runtime needs of an agent."""
 
-    name: str
-    tools: Sequence[Tool]
-    model: Model | None
-    budget: Mapping[str, float] | None
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def tools(self) -> Sequence[Tool]: ...
+
+    @property
+    def model(self) -> Model | None: ...
+
+    @property
+    def budget(self) -> Mapping[str, float] | None: ...
 
     def initial_state(self, goal: str) -> dict[str, Any]: ...
+
+    def step(self, ctx: Any, state: dict[str, Any]) -> Any:
+        """Sync agents return an outcome; async agents return a coroutine of one."""
+        ...
 
     def is_async(self) -> bool: ...
 

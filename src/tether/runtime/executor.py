@@ -245,10 +245,10 @@ class RunExecutor:
         ctx = StepContext(self, step)
         t0 = time.monotonic()
         if self.agent.is_async():
-            raw = await self.agent.step(ctx, self.state)  # type: ignore[attr-defined]
+            raw = await self.agent.step(ctx, self.state)
         else:
             loop = asyncio.get_running_loop()
-            raw = await asyncio.to_thread(self.agent.step,  # type: ignore[attr-defined]
+            raw = await asyncio.to_thread(self.agent.step,
                                           SyncStepContext(ctx, loop), self.state)
         out = outcomes.normalize(raw, run=j.run, step=step)
         ck = self.encoder.encode(step, self.state)

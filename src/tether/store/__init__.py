@@ -33,7 +33,7 @@ def open_store(url: str | None = None, *, create: bool = True) -> Store:
                          "file path (the default is ./tether.db)")
     if url.startswith("sqlite://"):
         url = url.removeprefix("sqlite://")
-        url = url[1:] if url.startswith("//") else url  # sqlite:////abs and sqlite:///rel
+        url = url[1:] if url.startswith("/") else url  # sqlite:///rel.db, sqlite:////abs.db
     return SQLiteStore(Path(url), create=create, synchronous=sync)
 
 

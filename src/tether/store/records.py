@@ -11,7 +11,8 @@ from tether.core.events import Event
 RUN_STATUSES = ("running", "sleeping", "paused", "awaiting_approval", "stopped", "failed", "done")
 ACTIVE_STATUSES = ("running", "sleeping")
 USAGE_KEYS = ("steps", "input_tokens", "output_tokens", "cost_usd", "tool_calls", "wall_seconds")
-EFFECT_STATUSES = ("intent", "done", "failed", "in_doubt", "resolved_done", "resolved_not_done")
+EFFECT_STATUSES = ("intent", "done", "failed", "in_doubt", "resolved_done", "resolved_not_done",
+                   "resolved_retry")
 
 
 @dataclass(frozen=True, slots=True)

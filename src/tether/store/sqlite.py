@@ -467,10 +467,3 @@ class SQLiteStore:
             self._conn().backup(target)
         finally:
             target.close()
-
-    def require_run(self, run: str) -> RunRow:
-        """The run's row, or NotFound with a hint."""
-        row = self.get_run(run)
-        if row is None:
-            raise NotFound(f"no run {run!r} in {self.path}; list runs with `tether runs`")
-        return row

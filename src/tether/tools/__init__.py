@@ -11,6 +11,7 @@ from tether.tools.base import (
     register_undo,
     tool,
 )
+from tether.tools.files import DIR_HASH, FILE_TOOLS, file_hash, resolve
 
-__all__ = ["EFFECTS", "Effect", "Tool", "ToolContext", "Undo", "current", "record_after",
-           "register_undo", "tool"]
+__all__ = ["DIR_HASH", "EFFECTS", "FILE_TOOLS", "Effect", "Tool", "ToolContext", "Undo", "current",
+           "file_hash", "record_after", "register_undo", "resolve", "tool"]

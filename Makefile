@@ -1,0 +1,44 @@
+# One task runner, the same commands locally and in CI.
+# `make demo` and `make test` set everything up from a fresh clone.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+
+.PHONY: demo test lint typecheck bench clean
+
+$(BIN)/python:
+	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "tether needs Python 3.11+"'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+# Dependencies are pinned by constraints.txt so every machine and CI install the same versions.
+$(VENV)/.installed: pyproject.toml constraints.txt | $(BIN)/python
+	$(BIN)/python -m pip install -q -c constraints.txt -e .
+	touch $@
+
+$(VENV)/.installed-dev: pyproject.toml constraints.txt | $(BIN)/python
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'
+	touch $@ $(VENV)/.installed
+
+$(VENV)/.installed-bench: pyproject.toml constraints.txt | $(BIN)/python
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev,bench]'
+	touch $@ $(VENV)/.installed $(VENV)/.installed-dev
+
+demo: $(VENV)/.installed
+	$(BIN)/tether demo
+
+lint: $(VENV)/.installed-dev
+	$(BIN)/ruff check src tests bench scripts
+
+typecheck: $(VENV)/.installed-dev
+	$(BIN)/mypy
+
+test: lint typecheck
+	$(BIN)/pytest -n 2 --dist loadfile
+
+bench: $(VENV)/.installed-bench
+	$(BIN)/python -m bench --out docs/benchmarks.md
+
+clean:
+	rm -rf $(VENV) tether-demo .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,51 @@
+"""The ``tether`` command: operate always-on agent runs from a shell."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from tether.cli import control, inspect
+from tether.cli.common import Settings
+
+app = typer.Typer(name="tether", no_args_is_help=True, add_completion=False,
+                  help="Operate always-on AI agent loops: durable runs, effects, budgets, audit.")
+store_app = typer.Typer(no_args_is_help=True, help="Maintain the store.")
+audit_app = typer.Typer(no_args_is_help=True, help="Check the journal's integrity.")
+
+
+@app.callback()
+def _main(store: Annotated[str | None, typer.Option(
+        "--store", envvar="TETHER_STORE",
+        help="Store: a SQLite file path or sqlite:///path (default ./tether.db).")] = None
+          ) -> None:
+    Settings.store_url = store
+
+
+def _register() -> None:
+    from tether.cli.demo_cmd import demo
+    app.command()(demo)
+    app.command()(control.run)
+    app.command()(control.worker)
+    app.command()(inspect.runs)
+    app.command()(inspect.show)
+    app.command()(inspect.events)
+    app.command()(inspect.state)
+    app.command()(control.pause)
+    app.command()(control.resume)
+    app.command()(control.stop)
+    app.command()(control.resolve)
+    app.command()(control.budget)
+    store_app.command("backup")(control.backup)
+    audit_app.command("verify")(inspect.verify)
+    app.add_typer(store_app, name="store")
+    app.add_typer(audit_app, name="audit")
+
+
+_register()
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

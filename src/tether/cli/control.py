@@ -1,0 +1,154 @@
+"""Commands that change things: run, worker, pause, resume, stop, resolve, budget, backup."""
+
+from __future__ import annotations
+
+import asyncio
+import json as jsonlib
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from tether import ops
+from tether.cli.common import console, handle_errors, parse_assignments, print_jsonl, store
+from tether.errors import UsageError
+from tether.runtime.runs import load_agent, start_run
+from tether.runtime.worker import Worker
+
+AsOpt = Annotated[str | None, typer.Option("--as", help="Act as NAME (default $TETHER_USER or "
+                                                        "the OS user).")]
+
+
+@handle_errors
+def run(agent: Annotated[str, typer.Argument(help="The agent, as module:attr.")],
+        goal: Annotated[str, typer.Option(help="What the run should achieve.")],
+        name: Annotated[str | None, typer.Option(help="A name for the run.")] = None,
+        swarm: Annotated[str | None, typer.Option(help="Swarm to join.")] = None,
+        budget: Annotated[list[str] | None, typer.Option(
+            help="Budget cap, repeatable: steps=50, cost_usd_per_day=5 ...")] = None,
+        workspace: Annotated[Path | None, typer.Option(
+            help="Folder the built-in file tools are confined to.")] = None,
+        detach: Annotated[bool, typer.Option(
+            help="Only create the run; a `tether worker` will drive it.")] = False,
+        as_: AsOpt = None) -> None:
+    """Start a run of an agent and drive it here until it sleeps, pauses or ends."""
+    s = store(create=True)
+    a = load_agent(agent)
+    rid = start_run(s, a, agent_ref=agent, goal=goal, name=name, swarm=swarm,
+                    budget=parse_assignments(budget or [], "--budget"), workspace=workspace,
+                    actor=ops.actor(as_))
+    console.print(f"started run {rid}")
+    if detach:
+        return
+    w = Worker(s, agents={agent: a})
+    asyncio.run(w.run(until_idle=True, handle_signals=True))
+    row = ops.find_run(s, rid)
+    console.print(f"run {rid} is {row.status} after step {row.step}"
+                  + (f": {row.reason}" if row.reason else ""), highlight=False)
+
+
+@handle_errors
+def worker(until_idle: Annotated[bool, typer.Option(
+               "--until-idle", help="Exit when nothing is runnable.")] = False,
+           concurrency: Annotated[int, typer.Option(help="The most runs driven at once.")] = 1000,
+           lease_ttl: Annotated[float, typer.Option(help="Lease length in seconds.")] = 30.0
+           ) -> None:
+    """Drive every runnable run until interrupted (SIGTERM/SIGINT drain cleanly)."""
+    s = store(create=True)
+    w = Worker(s, concurrency=concurrency, lease_ttl=lease_ttl)
+    console.print(f"worker {w.owner} on {s.url}")
+    stats = asyncio.run(w.run(until_idle=until_idle, handle_signals=True))
+    console.print(f"drove {stats.runs_driven} runs: "
+                  + ", ".join(f"{n} {k}" for k, n in sorted((stats.finished or {}).items())))
+
+
+def _command(kind: str, run: str, as_: str | None, args: dict[str, object] | None = None) -> None:
+    res = ops.send_command(store(), run, kind, args, who=ops.actor(as_))
+    row = ops.find_run(store(), res.run)
+    if res.applied:
+        console.print(f"{kind}: run {res.run} is now {row.status} (applied by {res.by})")
+    else:
+        console.print(f"{kind}: queued as command {res.command}; the worker that owns run "
+                      f"{res.run} applies it at its next safe point")
+
+
+@handle_errors
+def pause(run: Annotated[str, typer.Argument(help="Run id, name or id prefix.")],
+          as_: AsOpt = None) -> None:
+    """Pause a run at its next safe point (the in-flight call finishes first)."""
+    _command("pause", run, as_)
+
+
+@handle_errors
+def resume(run: Annotated[str, typer.Argument(help="Run id, name or id prefix.")],
+           as_: AsOpt = None) -> None:
+    """Resume a paused or failed run (a failed step is re-run from its checkpoint)."""
+    _command("resume", run, as_)
+
+
+@handle_errors
+def stop(run: Annotated[str, typer.Argument(help="Run id, name or id prefix.")],
+         as_: AsOpt = None) -> None:
+    """Stop a run now: an in-flight async call is cancelled; a sync tool still running in a
+    thread has its result discarded and its effect marked in doubt."""
+    _command("stop", run, as_)
+
+
+@handle_errors
+def resolve(effect: Annotated[str, typer.Argument(help="Effect id (its intent event id).")],
+            done: Annotated[bool, typer.Option("--done", help="It happened.")] = False,
+            not_done: Annotated[bool, typer.Option(
+                "--not-done", help="It did not happen; do not retry (the model is told).")] = False,
+            retry: Annotated[bool, typer.Option("--retry", help="Run it again, once.")] = False,
+            result: Annotated[str | None, typer.Option(
+                help="With --done: the result (JSON) the agent should see.")] = None,
+            as_: AsOpt = None) -> None:
+    """Settle an in-doubt effect; the run resumes when none is left in doubt."""
+    chosen = [n for n, v in (("done", done), ("not_done", not_done), ("retry", retry)) if v]
+    if len(chosen) != 1:
+        raise UsageError("say exactly one of --done, --not-done or --retry")
+    value = None
+    if result is not None:
+        if chosen[0] != "done":
+            raise UsageError("--result goes with --done only")
+        try:
+            value = jsonlib.loads(result)
+        except ValueError as exc:
+            raise UsageError(f"--result is not valid JSON ({exc}); quote strings: '\"ok\"'") \
+                from None
+    eff = ops.resolve_effect(store(), effect, chosen[0], result=value, who=ops.actor(as_))
+    row = ops.find_run(store(), eff.run)
+    console.print(f"effect {eff.id} ({eff.tool}) resolved as {chosen[0]}; run {eff.run} is "
+                  f"{row.status}")
+
+
+@handle_errors
+def budget(run: Annotated[str, typer.Argument(help="Run id, name or id prefix.")],
+           set_: Annotated[list[str] | None, typer.Option(
+               "--set", help="KEY=NUMBER, repeatable, e.g. cost_usd_per_day=5.")] = None,
+           unset: Annotated[list[str] | None, typer.Option(help="Remove a cap.")] = None,
+           json: Annotated[bool, typer.Option("--json", help="JSON output.")] = False,
+           as_: AsOpt = None) -> None:
+    """Show a run's budget and usage, or change it (journaled)."""
+    s = store()
+    if set_ or unset:
+        res = ops.set_budget(s, run, parse_assignments(set_ or [], "--set"), list(unset or []),
+                             who=ops.actor(as_))
+        if not res.applied:
+            console.print(f"budget change queued as command {res.command}")
+    row = ops.find_run(s, run)
+    if json:
+        print_jsonl([{"id": row.id, "budget": row.budget, "usage": row.usage}])
+        return
+    console.print(f"run {row.id} budget: "
+                  + (", ".join(f"{k}={v:g}" for k, v in row.budget.items()) or "none"))
+    console.print("usage: " + ", ".join(f"{k}={v:g}" for k, v in sorted(row.usage.items())))
+
+
+@handle_errors
+def backup(path: Annotated[Path, typer.Argument(help="Where to write the copy (must not exist).")]
+           ) -> None:
+    """Write a consistent online copy of the store."""
+    s = store()
+    s.backup(str(path))
+    console.print(f"backed up {s.url} to {path}")

@@ -1,0 +1,96 @@
+"""``tether demo``: watch a night shift of agents, kill it, resume it, audit it."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from tether import ops
+from tether.audit import verify_store
+from tether.cli.common import console, handle_errors, status
+from tether.demo.agents import _clock, scripted
+from tether.demo.night import run_night
+from tether.errors import UsageError
+from tether.models.base import Model
+
+
+@handle_errors
+def demo(directory: Annotated[Path, typer.Option(
+             "--dir", help="Folder for the demo's store and workspace.")] = Path("tether-demo"),
+         pace: Annotated[float, typer.Option(
+             help="Seconds each model call takes, to watch (or kill) the demo mid-way.")] = 0.0,
+         model: Annotated[str | None, typer.Option(
+             help="A real model behind the agents (needs OPENAI_BASE_URL).")] = None) -> None:
+    """Run a small team of agents through a simulated night on real files.
+
+    Run it again with the same --dir to resume where it stopped: no effect is repeated.
+    """
+    if pace < 0:
+        raise UsageError("--pace must be zero or more seconds")
+    m: Model
+    if model:
+        if not os.environ.get("OPENAI_BASE_URL") and not os.environ.get("OPENAI_API_KEY"):
+            raise UsageError("--model needs OPENAI_BASE_URL (and OPENAI_API_KEY if the server "
+                             "wants one), e.g. OPENAI_BASE_URL=http://localhost:11434/v1")
+        from tether.models.openai import OpenAIModel
+        m = OpenAIModel(model)
+    else:
+        m = scripted(pace)
+    resumed = (directory / "tether.db").exists()
+    console.print(("Resuming" if resumed else "Starting") + f" the night shift in {directory}/ "
+                  f"(store {directory}/tether.db, files in {directory}/workspace/)")
+    res = asyncio.run(run_night(directory, model=m, console=console))
+    _summary(res.store, directory, res.clock)
+
+
+def _summary(store: object, directory: Path, clock: float) -> None:
+    from tether.store.sqlite import SQLiteStore
+    assert isinstance(store, SQLiteStore)
+    rows = sorted(store.list_runs(), key=lambda r: r.created)
+    t = Table(title=f"the night shift at {_clock(clock)} (simulated)")
+    for col in ("run", "agent", "status", "steps", "effects", "tokens", "cost $"):
+        t.add_column(col, justify="right" if col in ("steps", "effects", "tokens", "cost $")
+                     else "left")
+    tot_steps = tot_eff = tot_tok = 0
+    tot_cost = 0.0
+    doubt = []
+    for r in rows:
+        j = ops.run_json(r)
+        effs = store.effects(run=r.id)
+        doubt += [e for e in effs if e.status == "in_doubt"]
+        n_eff = sum(1 for e in effs if e.status in ("done", "resolved_done"))
+        t.add_row(f"{r.name} {r.id[-6:]}", r.agent.rsplit(":", 1)[-1], status(r.status),
+                  str(r.step), str(n_eff), str(j["tokens"]), f"{j['cost_usd']:.5f}")
+        tot_steps += r.step
+        tot_eff += n_eff
+        tot_tok += j["tokens"]
+        tot_cost += j["cost_usd"]
+    t.add_row("total", "", "", str(tot_steps), str(tot_eff), str(tot_tok), f"{tot_cost:.5f}",
+              style="bold")
+    console.print(t)
+    rep = verify_store(store)
+    verdict = "[green]chains intact[/green]" if rep.ok else f"[red]{rep.first_bad}[/red]"
+    console.print(f"audit: {verdict} ({rep.events} events in {rep.batches} commit batches)")
+    ws = directory / "workspace"
+    sent = ws / "outbox" / "sent.mbox"
+    if sent.exists():
+        console.print(f"sent (irreversible, exactly once): {sent} "
+                      f"({sent.read_text().count('From tether-demo')} message)")
+    for e in doubt:
+        console.print(f"[yellow]in doubt[/yellow]: effect {e.id} ({e.tool}) of run {e.run}: "
+                      f"look at the workspace, then `tether --store {directory}/tether.db resolve "
+                      f"{e.id} --done` (or --not-done / --retry) and rerun the demo")
+    s = f"--store {directory}/tether.db"
+    console.print("\n[bold]Try next[/bold]")
+    console.print(f"  tether {s} runs               every run, its status and cost")
+    console.print(f"  tether {s} events triage      the journal of one run")
+    console.print(f"  tether {s} state triage --step 3   any step's state, restored")
+    console.print(f"  tether {s} audit verify       walk every hash chain")
+    console.print(f"  tether demo --dir {directory}-2 --pace 0.5")
+    console.print("      watch it; Ctrl-C or kill -9 it mid-way and run it again: it resumes "
+                  "where it stopped and repeats no effect")

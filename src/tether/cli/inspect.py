@@ -1,0 +1,129 @@
+"""Read-only commands: runs, show, events, state, audit verify."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import orjson
+import typer
+from rich.progress import Progress
+from rich.table import Table
+
+from tether import ops
+from tether.audit import verify_store
+from tether.cli.common import console, handle_errors, print_jsonl, status, store, when
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="JSON lines instead of a table.")]
+
+
+@handle_errors
+def runs(json: JsonOpt = False,
+         state: Annotated[str | None, typer.Option("--status", help="Only runs in this status.")] = None,
+         swarm: Annotated[str | None, typer.Option(help="Only runs of this swarm.")] = None) -> None:
+    """List runs, newest first."""
+    s = store()
+    rows = s.list_runs(status=state, swarm=swarm)
+    if json:
+        print_jsonl(ops.run_json(r) for r in rows)
+        return
+    t = Table(title=f"runs in {s.url}")
+    for col in ("id", "name", "agent", "swarm", "status", "step", "tokens", "cost $", "updated"):
+        t.add_column(col, justify="right" if col in ("step", "tokens", "cost $") else "left")
+    for r in rows:
+        j = ops.run_json(r)
+        t.add_row(r.id, r.name, r.agent, r.swarm or "-", status(r.status), str(r.step),
+                  str(j["tokens"]), f"{j['cost_usd']:.4f}", when(r.updated))
+    console.print(t)
+
+
+@handle_errors
+def show(run: Annotated[str, typer.Argument(help="Run id, name or id prefix.")],
+         json: JsonOpt = False) -> None:
+    """Show one run: status, usage, budget, effects and why it stopped."""
+    s = store()
+    row = ops.find_run(s, run)
+    effects = s.effects(run=row.id)
+    if json:
+        d = ops.run_json(row)
+        d["effects"] = [{"id": e.id, "step": e.step, "tool": e.tool, "effect": e.effect,
+                         "status": e.status} for e in effects]
+        print_jsonl([d])
+        return
+    j = ops.run_json(row)
+    console.print(f"[bold]{row.name}[/bold]  {row.id}  {status(row.status)}")
+    console.print(f"agent {row.agent}   swarm {row.swarm or '-'}   epoch {row.epoch}   "
+                  f"step {row.step}")
+    console.print(f"goal: {row.goal}")
+    if row.reason:
+        console.print(f"reason: {row.reason}", highlight=False)
+    if row.wake_at:
+        console.print(f"wakes at {when(row.wake_at)} (run clock)")
+    console.print(f"usage: {j['tokens']} tokens, ${j['cost_usd']:.4f}, {j['tool_calls']} tool calls")
+    if row.budget:
+        console.print("budget: " + ", ".join(f"{k}={v:g}" for k, v in row.budget.items()))
+    if effects:
+        t = Table(title="effects")
+        for col in ("id", "step", "tool", "class", "status"):
+            t.add_column(col)
+        for e in effects:
+            st = f"[red]{e.status}[/]" if e.status == "in_doubt" else e.status
+            t.add_row(e.id, str(e.step), e.tool, e.effect, st)
+        console.print(t)
+    doubt = [e for e in effects if e.status == "in_doubt"]
+    for e in doubt:
+        console.print(f"[yellow]in doubt:[/] {e.id} ({e.tool}); check it, then "
+                      f"`tether resolve {e.id} --done|--not-done|--retry`")
+
+
+@handle_errors
+def events(run: Annotated[str, typer.Argument(help="Run id, name or id prefix.")],
+           json: JsonOpt = False,
+           kind: Annotated[str | None, typer.Option(help="Only events of this kind.")] = None,
+           after: Annotated[int, typer.Option(help="Only events after this seq.")] = 0,
+           limit: Annotated[int | None, typer.Option(help="At most this many events.")] = None
+           ) -> None:
+    """List a run's journal events in order."""
+    s = store()
+    row = ops.find_run(s, run)
+    evs = [e for e in s.events(row.id, after_seq=after, limit=limit) if not kind or e.kind == kind]
+    if json:
+        print_jsonl(e.to_json() for e in evs)
+        return
+    t = Table(title=f"events of {row.name} ({row.id})")
+    for col in ("seq", "epoch", "step", "kind", "time", "actor", "payload"):
+        t.add_column(col, overflow="fold")
+    for e in evs:
+        p = orjson.dumps(e.payload).decode()
+        t.add_row(str(e.seq), str(e.epoch), str(e.step), e.kind, e.time[11:23], e.actor,
+                  p if len(p) <= 120 else p[:117] + "...")
+    console.print(t)
+
+
+@handle_errors
+def state(run: Annotated[str, typer.Argument(help="Run id, name or id prefix.")],
+          step: Annotated[int | None, typer.Option(help="Step to restore (default: latest).")]
+          = None) -> None:
+    """Print a run's state (JSON) after a step, restored from its checkpoints."""
+    _, _, st = ops.run_state(store(), run, step)
+    print_jsonl([st])
+
+
+@handle_errors
+def verify(json: JsonOpt = False) -> None:
+    """Walk every run's hash chain and the batch chain; exit 1 at the first bad event."""
+    s = store()
+    with Progress(console=console, transient=True, disable=json) as prog:
+        task = prog.add_task("verifying chains", total=None)
+        rep = verify_store(s, progress=lambda d, n: prog.update(task, completed=d, total=n))
+    if json:
+        print_jsonl([{"ok": rep.ok, "runs": rep.runs, "events": rep.events,
+                      "batches": rep.batches, "problems": rep.problems}])
+    elif rep.ok:
+        console.print(f"[green]ok[/green]: {rep.runs} runs, {rep.events} events, "
+                      f"{rep.batches} commit batches verified")
+    else:
+        console.print(f"[red]FAILED[/red]: {rep.first_bad}", highlight=False)
+        for p in rep.problems[1:10]:
+            console.print(f"  also: {p}", highlight=False)
+    if not rep.ok:
+        raise typer.Exit(1)

@@ -1,0 +1,1 @@
+"""``tether demo``: a small team of agents works through a simulated night."""

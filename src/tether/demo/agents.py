@@ -1,0 +1,185 @@
+"""The demo's night shift: agents on a scripted model, on real files.
+
+* ``ingest`` (a sync step function) drops the night's support tickets into
+  ``inbox/`` once an hour, as reversible file writes;
+* ``triage`` (an async step function) wakes every half hour, asks the model to
+  classify each new ticket, appends it to ``notes/triage.md`` and moves it to
+  ``done/``;
+* ``librarian`` (the built-in tool-calling agent) sets up the notes folder once;
+* ``reporter`` sleeps until 06:00, asks the model for a digest and sends it: an
+  irreversible effect (an mbox entry in ``outbox/``, which cannot be unsent).
+
+The scripted model answers from the conversation alone, so a step re-run after
+a crash gets the same answers. ``build(model)`` puts any model behind them.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from tether.models.base import Message, Model, ModelResponse, ToolCall, ToolSpec
+from tether.models.scripted import ScriptedModel
+from tether.runtime.agent import Agent, AgentLike, StepAgent
+from tether.runtime.outcome import Done, SleepUntil
+from tether.tools.base import current, tool
+from tether.tools.files import fs_append, fs_list, fs_mkdir, fs_move, fs_read, fs_write
+
+NIGHT_START = datetime(2026, 11, 30, 21, 0, tzinfo=UTC).timestamp()
+"""21:00 UTC: the demo's evening."""
+HOUR = 3600.0
+MORNING = NIGHT_START + 9 * HOUR  # 06:00
+
+TICKETS: dict[int, list[str]] = {
+    0: ["Checkout page returns 500 for every customer since 20:45, site is down",
+        "Please change the billing address on invoice 2231"],
+    1: ["Refund request for order 1182, the parcel arrived damaged"],
+    2: ["Database outage in eu-west: orders are failing to save"],
+    4: ["Typo on the pricing page: 'anual' should be 'annual'",
+        "Password reset emails are not arriving"],
+    5: ["Security: hundreds of failed logins from unknown IPs on the admin panel"],
+    6: ["Feature request: dark mode for the dashboard"],
+}
+URGENT_WORDS = ("down", "outage", "500", "security", "failing", "not arriving")
+
+
+def _hour(t: float) -> int:
+    return int((t - NIGHT_START) // HOUR)
+
+
+def _clock(t: float) -> str:
+    return datetime.fromtimestamp(t, UTC).strftime("%H:%M")
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:32]
+
+
+# -- the scripted model ---------------------------------------------------------
+
+def night_script(messages: Sequence[Message], tools: Sequence[ToolSpec]) -> ModelResponse:
+    """What the scripted model answers, from the conversation alone."""
+    last = str(messages[-1].get("content") or "") if messages else ""
+    if last.startswith("Classify this support ticket"):
+        ticket = last.split("\n", 1)[-1].lower()
+        return ModelResponse("urgent" if any(w in ticket for w in URGENT_WORDS) else "routine")
+    if last.startswith("Write the morning digest"):
+        lines = [ln for ln in last.splitlines() if ln.startswith("- ")]
+        urgent = [ln for ln in lines if "urgent" in ln]
+        body = (f"Good morning. {len(lines)} tickets came in overnight; {len(urgent)} urgent:\n"
+                + "\n".join(urgent) + "\nEverything else is filed under done/.")
+        return ModelResponse(body)
+    return _librarian_turn(messages)
+
+
+def _librarian_turn(messages: Sequence[Message]) -> ModelResponse:
+    turns = sum(1 for m in messages if m.get("role") == "assistant")
+    if turns == 0:
+        return ModelResponse(None, (ToolCall("call_1", "fs_mkdir", '{"path": "notes"}'),
+                                    ToolCall("call_2", "fs_mkdir", '{"path": "done"}')))
+    if turns == 1:
+        index = ("# Night shift notes\\n\\n- triage.md: every ticket, classified\\n"
+                 "- ../done/: tickets handled\\n- ../outbox/: what was sent\\n")
+        return ModelResponse(None, (ToolCall("call_3", "fs_write",
+                                             f'{{"path": "notes/README.md", "content": "{index}"}}'),))
+    return ModelResponse("The notes folder is ready.")
+
+
+def scripted(delay: float = 0.0) -> ScriptedModel:
+    """The demo's scripted model; ``delay`` seconds per call (``--pace``)."""
+    return ScriptedModel(night_script, name="scripted", delay=delay)
+
+
+# -- tools ----------------------------------------------------------------------
+
+@tool(effect="irreversible")
+def send_digest(to: str, subject: str, body: str) -> str:
+    """Send an email. Irreversible: once sent it cannot be unsent."""
+    ws = current().workspace
+    if ws is None:
+        raise RuntimeError("send_digest needs a workspace")
+    (ws / "outbox").mkdir(exist_ok=True)
+    with open(ws / "outbox" / "sent.mbox", "a", encoding="utf-8") as f:
+        f.write(f"From tether-demo\nTo: {to}\nSubject: {subject}\n\n{body}\n\n")
+    return f"sent '{subject}' to {to}"
+
+
+# -- the agents -----------------------------------------------------------------
+
+def ingest_step(ctx: Any, state: dict[str, Any]) -> Any:
+    """Drop this hour's tickets into the inbox, then sleep an hour (sync on purpose)."""
+    now = ctx.now()
+    hour = _hour(now)
+    if hour not in state.setdefault("hours_done", []):
+        if hour == 0:
+            ctx.call(fs_mkdir, path="inbox")
+        for n, text in enumerate(TICKETS.get(hour, [])):
+            name = f"inbox/{_clock(now).replace(':', '')}-{n}-{_slug(text)}.txt"
+            ctx.call(fs_write, path=name, content=text + "\n")
+            state["tickets"] = state.get("tickets", 0) + 1
+        state["hours_done"].append(hour)
+    if hour >= max(TICKETS):
+        return Done(f"{state.get('tickets', 0)} tickets delivered")
+    return SleepUntil(NIGHT_START + (hour + 1) * HOUR)
+
+
+async def triage_step(ctx: Any, state: dict[str, Any]) -> Any:
+    """Classify new tickets with the model, file them, sleep half an hour."""
+    now = await ctx.now()
+    if now < NIGHT_START + HOUR / 2:  # the librarian and ingest set up at 21:00
+        return SleepUntil(NIGHT_START + HOUR / 2)
+    files = await ctx.call(fs_list, path="inbox")
+    for path in files:
+        text = (await ctx.call(fs_read, path=path)).strip()
+        resp = await ctx.model([
+            {"role": "system", "content": "You triage support tickets. Answer with one word: "
+                                          "urgent or routine."},
+            {"role": "user", "content": f"Classify this support ticket:\n{text}"}])
+        label = "urgent" if "urgent" in (resp.content or "").lower() else "routine"
+        await ctx.call(fs_append, path="notes/triage.md",
+                       content=f"- [{_clock(now)}] {label}: {text}\n")
+        await ctx.call(fs_move, src=path, dst="done/" + path.split("/", 1)[1])
+        state.setdefault("handled", []).append({"ticket": path, "label": label})
+    if now >= MORNING - HOUR / 2:
+        return Done(f"{len(state.get('handled', []))} tickets triaged")
+    return SleepUntil(now + HOUR / 2)
+
+
+async def reporter_step(ctx: Any, state: dict[str, Any]) -> Any:
+    """At 06:00, write the digest with the model and send it (irreversible)."""
+    now = await ctx.now()
+    if now < MORNING:
+        return SleepUntil(MORNING)
+    notes = await ctx.call(fs_read, path="notes/triage.md")
+    resp = await ctx.model([
+        {"role": "system", "content": "You write short morning digests for the on-call lead."},
+        {"role": "user", "content": "Write the morning digest from these notes:\n" + notes}])
+    await ctx.call(send_digest, to="oncall-lead@example.com", subject="Overnight digest",
+                   body=resp.content or "")
+    state["sent"] = True
+    return Done("digest sent")
+
+
+def build(model: Model) -> dict[str, AgentLike]:
+    """The demo's agents by reference, all on ``model``."""
+    files = [fs_list, fs_read, fs_write, fs_append, fs_mkdir, fs_move]
+    return {
+        "tether.demo.agents:ingest": StepAgent(ingest_step, name="ingest", tools=files),
+        "tether.demo.agents:triage": StepAgent(triage_step, name="triage", tools=files,
+                                               model=model),
+        "tether.demo.agents:reporter": StepAgent(reporter_step, name="reporter",
+                                                 tools=[fs_read, send_digest], model=model),
+        "tether.demo.agents:librarian": Agent(
+            "librarian", model=model, tools=files,
+            instructions="You keep the night shift's workspace tidy. Create the folders "
+                         "notes/ and done/, then write notes/README.md describing them."),
+    }
+
+
+_default = build(scripted())
+ingest = _default["tether.demo.agents:ingest"]
+triage = _default["tether.demo.agents:triage"]
+reporter = _default["tether.demo.agents:reporter"]
+librarian = _default["tether.demo.agents:librarian"]

@@ -1,0 +1,121 @@
+"""Runs the demo's night: a worker pass per moment of the simulated clock.
+
+The clock starts at 21:00 and jumps to the next wake-up whenever every run is
+asleep; its position is saved in the store, so ``tether demo`` run again with
+the same folder continues the same night where it stopped, and the journal
+makes sure no effect is repeated.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rich.console import Console
+
+from tether.core.ids import FixedClock
+from tether.demo import agents as night
+from tether.models.base import Model
+from tether.runtime.runs import start_run
+from tether.runtime.worker import Worker
+from tether.store.sqlite import SQLiteStore
+
+SWARM = "night-shift"
+SWARM_BUDGET = {"cost_usd_per_day": 1.0, "tool_calls_per_hour": 200}
+CLOCK_KEY = "demo.clock"
+
+
+@dataclass
+class NightResult:
+    store: SQLiteStore
+    workspace: Path
+    started_now: bool
+    clock: float
+    passes: int = 0
+    log: list[str] = field(default_factory=list)
+
+
+def _start_runs(store: SQLiteStore, workspace: Path, clock: FixedClock) -> None:
+    store.set_swarm_budget(SWARM, dict(SWARM_BUDGET), clock.now())
+    goals = {
+        "librarian": "Set up the notes folder for tonight's shift.",
+        "ingest": "Deliver the night's support tickets to inbox/ as they arrive.",
+        "triage": "Classify every ticket in inbox/, note it and file it under done/.",
+        "reporter": "At 06:00, send the on-call lead a digest of the night.",
+    }
+    agents = night.build(night.scripted())
+    for name, goal in goals.items():
+        ref = f"tether.demo.agents:{name}"
+        start_run(store, agents[ref], agent_ref=ref, goal=goal, name=name, swarm=SWARM,
+                  workspace=workspace, clock=clock, budget={"steps": 200},
+                  actor="system:demo")
+
+
+async def _tail(store: SQLiteStore, console: Console, clock: FixedClock,
+                seen: dict[str, int]) -> None:
+    """Print what the agents do as it becomes durable."""
+    while True:
+        fresh = []
+        for row in store.list_runs():
+            for e in store.events(row.id, after_seq=seen.get(row.id, 0)):
+                seen[row.id] = e.seq
+                fresh.append((e.time, e.id, row.name, e.kind, e.payload))
+        for t, _, name, kind, payload in sorted(fresh):
+            line = _describe(name, kind, payload)
+            if line:
+                console.print(f"[dim]{t[11:16]}[/dim] {line}", highlight=False)
+        await asyncio.sleep(0.05)
+
+
+def _describe(name: str, kind: str, p: object) -> str:
+    if not isinstance(p, dict):
+        return ""
+    if kind == "effect.intent":
+        args = ", ".join(f"{k}={str(v)[:40]!r}" for k, v in p.get("arguments", {}).items()
+                         if k != "content" and k != "body")
+        return f"[bold]{name}[/bold] {p.get('effect')} [cyan]{p.get('tool')}[/cyan]({args})"
+    if kind == "model.called":
+        content = ((p.get("response") or {}).get("content") or "").splitlines()
+        first = content[0][:60] if content else "(tool calls)"
+        return f"[bold]{name}[/bold] model said: {first}"
+    if kind in ("run.done", "run.paused", "run.failed", "run.stopped", "effect.in_doubt"):
+        why = str(p.get("result") or p.get("reason") or "")[:100]
+        return f"[bold]{name}[/bold] [yellow]{kind}[/yellow] {why}"
+    return ""
+
+
+async def run_night(directory: Path, *, model: Model, console: Console,
+                    quiet: bool = False) -> NightResult:
+    directory.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - once, before any run starts
+    workspace = directory / "workspace"
+    store = SQLiteStore(directory / "tether.db")
+    saved = store.get_meta(CLOCK_KEY)
+    clock = FixedClock(float(saved) if saved else night.NIGHT_START)
+    started = not store.list_runs()
+    if started:
+        _start_runs(store, workspace.resolve(), clock)
+        store.set_meta(CLOCK_KEY, repr(clock.now()))
+    result = NightResult(store, workspace, started, clock.now())
+    agents = night.build(model)
+    seen: dict[str, int] = {} if started else {r.id: r.seq for r in store.list_runs()}
+    tail = None if quiet else asyncio.create_task(_tail(store, console, clock, seen))
+    try:
+        while True:
+            await Worker(store, agents=agents, clock=clock, lease_ttl=10.0,
+                         poll_interval=0.02).run(until_idle=True)
+            result.passes += 1
+            wakes = [r.wake_at for r in store.list_runs(status="sleeping") if r.wake_at]
+            if not wakes:
+                break
+            clock.set(max(clock.now(), min(wakes)))
+            store.set_meta(CLOCK_KEY, repr(clock.now()))
+    finally:
+        if tail is not None:
+            await asyncio.sleep(0.1)
+            tail.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await tail
+    result.clock = clock.now()
+    return result

@@ -1,0 +1,194 @@
+"""Operations shared by every operator surface (CLI now, web and API later).
+
+Each function takes a store and plain arguments, does one thing an operator
+asks for, and raises a :class:`~tether.errors.TetherError` whose message says
+what to do when it cannot.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import getpass
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from tether.core.checkpoint import restore
+from tether.core.ids import Clock, UlidSource
+from tether.errors import NotFound, UsageError
+from tether.runtime import commands as cmds
+from tether.runtime.journal import RunJournal
+from tether.store.protocol import Store
+from tether.store.records import EffectRow, RunRow
+
+RESOLUTIONS = ("done", "not_done", "retry")
+
+
+def actor(as_name: str | None = None) -> str:
+    """Who is asking: ``--as NAME``, else ``$TETHER_USER``, else the OS user."""
+    name = as_name or os.environ.get("TETHER_USER") or _os_user()
+    return f"human:{name}"
+
+
+def _os_user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return f"uid{os.getuid()}"
+
+
+def find_run(store: Store, ref: str) -> RunRow:
+    """A run by id, name or unique id prefix."""
+    row = store.get_run(ref)
+    if row is not None:
+        return row
+    hits = store.find_runs(ref)
+    if len(hits) == 1:
+        return _must(store, hits[0])
+    if not hits:
+        raise NotFound(f"no run {ref!r} in {store.url}; list runs with `tether runs`")
+    raise UsageError(f"{ref!r} matches {len(hits)} runs ({', '.join(hits[:4])}...); "
+                     "give more of the id")
+
+
+def _must(store: Store, run: str) -> RunRow:
+    row = store.get_run(run)
+    if row is None:
+        raise NotFound(f"no run {run!r}")
+    return row
+
+
+def find_effect(store: Store, ref: str) -> EffectRow:
+    """An effect by its id (the id of its ``effect.intent`` event)."""
+    eff = store.effect(ref) or store.effect(ref.upper())
+    if eff is None:
+        raise NotFound(f"no effect {ref!r} in {store.url}; in-doubt effects are listed by "
+                       "`tether show RUN`")
+    return eff
+
+
+@dataclass(frozen=True, slots=True)
+class CommandResult:
+    """What became of an operator's command."""
+
+    command: int
+    run: str
+    applied: bool
+    by: str
+    """``cli`` (applied here), ``worker`` (applied by the run's owner) or ``pending``."""
+
+
+def _journal(store: Store, row: RunRow, token: int) -> RunJournal:
+    clock = Clock()
+    return RunJournal(store, row, token, UlidSource(clock.now), clock.now)
+
+
+def apply_pending_offline(store: Store, run: str) -> bool:
+    """If no worker owns ``run``, take its lease and apply its pending commands here."""
+    owner = f"cli:{os.getpid()}"
+    token = store.acquire(run, owner, 30.0, time.time())
+    if token is None:
+        return False
+    try:
+        row = _must(store, run)
+        j = _journal(store, row, token)
+        for c in store.pending_commands([run]):
+            cmds.apply(j, c)
+        j.flush_sync()
+    finally:
+        store.release(run, owner, token)
+    return True
+
+
+def send_command(store: Store, run_ref: str, kind: str, args: dict[str, Any] | None = None, *,
+                 who: str | None = None, wait: float = 5.0) -> CommandResult:
+    """Queue a command; apply it here if no worker owns the run, else wait for the owner."""
+    if kind not in cmds.KINDS:
+        raise UsageError(f"unknown command {kind!r}; one of {', '.join(cmds.KINDS)}")
+    row = find_run(store, run_ref)
+    cid = store.add_command(row.id, kind, args or {}, who or actor(), time.time())
+    if apply_pending_offline(store, row.id):
+        return CommandResult(cid, row.id, True, "cli")
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        if all(c.id != cid for c in store.pending_commands([row.id])):
+            return CommandResult(cid, row.id, True, "worker")
+        time.sleep(0.02)
+        if apply_pending_offline(store, row.id):  # the owner went away meanwhile
+            return CommandResult(cid, row.id, True, "cli")
+    return CommandResult(cid, row.id, False, "pending")
+
+
+def resolve_effect(store: Store, effect_ref: str, resolution: str, *, result: Any = None,
+                   who: str | None = None) -> EffectRow:
+    """Settle an in-doubt effect: it happened (``done``), it did not and must not be
+    retried (``not_done``), or run it again once (``retry``)."""
+    if resolution not in RESOLUTIONS:
+        raise UsageError(f"resolution must be one of {', '.join(RESOLUTIONS)}")
+    eff = find_effect(store, effect_ref)
+    if eff.status != "in_doubt":
+        raise UsageError(f"effect {eff.id} ({eff.tool}, run {eff.run} step {eff.step}) is "
+                         f"{eff.status}, not in doubt; only in-doubt effects can be resolved")
+    owner = f"cli:{os.getpid()}"
+    token = store.acquire(eff.run, owner, 30.0, time.time())
+    if token is None:
+        raise UsageError(f"run {eff.run} is being driven by a worker right now; "
+                         f"`tether pause {eff.run}` first, then resolve")
+    try:
+        row = _must(store, eff.run)
+        j = _journal(store, row, token)
+        by = who or actor()
+        j.append("effect.resolved", {"i": eff.idx, "resolution": resolution, "result": result,
+                                     "by": by}, step=eff.step, actor=by, causes=(eff.id,))
+        new = dataclasses.replace(eff, status=f"resolved_{resolution}", updated=time.time(),
+                                  result=result if resolution == "done" else eff.result)
+        j.effect(new)
+        left = [e for e in store.effects(run=eff.run, status="in_doubt") if e.id != eff.id]
+        if not left and row.status == "paused":
+            j.append("run.resumed", {"by": by, "from": "paused",
+                                     "why": "every in-doubt effect was resolved"}, actor=by)
+            j.update(status="running", reason="")
+        j.flush_sync()
+        return new
+    finally:
+        store.release(eff.run, owner, token)
+
+
+def run_state(store: Store, run_ref: str, step: int | None = None) -> tuple[RunRow, int, dict[str, Any]]:
+    """The run's state after ``step`` (default: the last completed step)."""
+    row = find_run(store, run_ref)
+    k = row.step if step is None else step
+    if k < 0:
+        raise UsageError(f"step must be >= 0, got {k}")
+    if k > row.step:
+        raise UsageError(f"run {row.id} has completed {row.step} steps; step {k} is in the future")
+    chain = store.checkpoint_chain(row.id, row.epoch, k)
+    if chain is None:
+        raise NotFound(f"run {row.id} has no checkpoint at or before step {k} in epoch {row.epoch}")
+    return row, k, restore(chain.key_body, store.chunk, chain.deltas)
+
+
+def set_budget(store: Store, run_ref: str, changes: dict[str, float], unset: list[str],
+               *, who: str | None = None) -> CommandResult:
+    """Raise or lower a run's budget (journaled as a ``command`` and ``budget.changed``)."""
+    from tether.core import budget as budgets
+    budgets.validate(changes)
+    for k in unset:
+        budgets.parse_key(k)
+    return send_command(store, run_ref, "budget", {"set": changes, "unset": unset}, who=who)
+
+
+def run_json(row: RunRow) -> dict[str, Any]:
+    """The public JSON form of a run (``tether runs --json``)."""
+    u = row.usage
+    return {
+        "id": row.id, "name": row.name, "agent": row.agent, "swarm": row.swarm,
+        "status": row.status, "step": row.step, "epoch": row.epoch, "goal": row.goal,
+        "tokens": int(u.get("input_tokens", 0) + u.get("output_tokens", 0)),
+        "input_tokens": int(u.get("input_tokens", 0)),
+        "output_tokens": int(u.get("output_tokens", 0)),
+        "cost_usd": round(u.get("cost_usd", 0.0), 6), "tool_calls": int(u.get("tool_calls", 0)),
+        "budget": row.budget, "wake_at": row.wake_at, "reason": row.reason,
+        "created": row.created, "updated": row.updated, "parent": row.parent,
+    }
