@@ -84,21 +84,25 @@ def _journal(store: Store, row: RunRow, token: int) -> RunJournal:
     return RunJournal(store, row, token, UlidSource(clock.now), clock.now)
 
 
-def apply_pending_offline(store: Store, run: str) -> bool:
-    """If no worker owns ``run``, take its lease and apply its pending commands here."""
+def apply_pending_offline(store: Store, run: str) -> list[int] | None:
+    """If no worker owns ``run``, take its lease and apply its pending commands here.
+
+    Returns the ids of the commands applied, or None when a worker owns the run.
+    """
     owner = f"cli:{os.getpid()}"
     token = store.acquire(run, owner, 30.0, time.time())
     if token is None:
-        return False
+        return None
     try:
         row = _must(store, run)
         j = _journal(store, row, token)
-        for c in store.pending_commands([run]):
+        pending = store.pending_commands([run])
+        for c in pending:
             cmds.apply(j, c)
         j.flush_sync()
     finally:
         store.release(run, owner, token)
-    return True
+    return [c.id for c in pending]
 
 
 def send_command(store: Store, run_ref: str, kind: str, args: dict[str, Any] | None = None, *,
@@ -108,16 +112,16 @@ def send_command(store: Store, run_ref: str, kind: str, args: dict[str, Any] | N
         raise UsageError(f"unknown command {kind!r}; one of {', '.join(cmds.KINDS)}")
     row = find_run(store, run_ref)
     cid = store.add_command(row.id, kind, args or {}, who or actor(), time.time())
-    if apply_pending_offline(store, row.id):
-        return CommandResult(cid, row.id, True, "cli")
     deadline = time.monotonic() + wait
-    while time.monotonic() < deadline:
+    while True:
+        applied = apply_pending_offline(store, row.id)
+        if applied is not None and cid in applied:
+            return CommandResult(cid, row.id, True, "cli")
         if all(c.id != cid for c in store.pending_commands([row.id])):
             return CommandResult(cid, row.id, True, "worker")
+        if time.monotonic() >= deadline:
+            return CommandResult(cid, row.id, False, "pending")
         time.sleep(0.02)
-        if apply_pending_offline(store, row.id):  # the owner went away meanwhile
-            return CommandResult(cid, row.id, True, "cli")
-    return CommandResult(cid, row.id, False, "pending")
 
 
 def resolve_effect(store: Store, effect_ref: str, resolution: str, *, result: Any = None,

@@ -1,0 +1,79 @@
+"""Agents the control and CLI tests start by reference (``tests.sample_agents:NAME``)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from tether import Done, SleepUntil, StepAgent, tool
+
+RELEASE = threading.Event()
+
+
+def _side(line: str) -> None:
+    path = os.environ.get("TETHER_TEST_SIDE")
+    if path:
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(line + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+
+@tool(effect="irreversible")
+def charge(amount: int) -> str:
+    """Charge a card (irreversible); notes each execution in the side channel."""
+    _side(f"charge {amount} pid={os.getpid()}")
+    return f"charged {amount}"
+
+
+@tool(effect="irreversible")
+def charge_slowly(amount: int) -> str:
+    """Charge, then hang until released (or forever): for kill and stop tests."""
+    _side(f"charge {amount} pid={os.getpid()}")
+    marker = os.environ.get("TETHER_TEST_MARKER")
+    if marker:
+        Path(marker).write_text("in tool")
+    deadline = time.monotonic() + 60
+    while not RELEASE.is_set() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return f"charged {amount}"
+
+
+async def _ticker(ctx: Any, state: dict[str, Any]) -> Any:
+    await asyncio.sleep(0.01)
+    state["n"] = state.get("n", 0) + 1
+    return None
+
+
+async def _pay_once(ctx: Any, state: dict[str, Any]) -> Any:
+    result = await ctx.call(charge_slowly, amount=42)
+    state["result"] = result
+    return Done(result)
+
+
+async def _sleeper(ctx: Any, state: dict[str, Any]) -> Any:
+    state["n"] = state.get("n", 0) + 1
+    return SleepUntil(await ctx.now() + 3600)
+
+
+ticker = StepAgent(_ticker, name="ticker")
+pay_once = StepAgent(_pay_once, name="pay_once", tools=[charge_slowly])
+sleeper = StepAgent(_sleeper, name="sleeper")
+
+
+def main() -> None:
+    """``python -m tests.sample_agents worker STORE``: a real worker, forever."""
+    import sys
+
+    from tether import Worker
+    from tether.store.sqlite import SQLiteStore
+    store = SQLiteStore(sys.argv[2])
+    asyncio.run(Worker(store, lease_ttl=2.0).run(handle_signals=True))
+
+
+if __name__ == "__main__":
+    main()

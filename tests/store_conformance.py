@@ -1,0 +1,666 @@
+"""The Store conformance suite: what every backend (SQLite, PostgreSQL) must do alike.
+
+A backend's test module provides two fixtures and star-imports the tests::
+
+    @pytest.fixture
+    def store_factory(tmp_path) -> Iterator[Callable[[], Store]]:
+        ...  # a callable returning a fresh, empty store; close every store at teardown
+
+    @pytest.fixture
+    def open_backup() -> Iterator[Callable[[str], Store]]:
+        ...  # opens what Store.backup(path) wrote, as a store; closed at teardown
+
+    pytest.register_assert_rewrite("tests.store_conformance")
+    from tests.store_conformance import *
+
+The module name does not start with ``test_``, so pytest collects these tests
+only where a backend imports them, once per backend. ``__all__`` holds only the
+tests, so a star import brings no helper along.
+
+Two clocks, as in the worker: a run's clock (wake times, commands, usage
+buckets) is the fixed ``T0`` here, while leases are taken and judged in wall
+time (``time.time()``), which is what ``runnable`` compares lease expiry with.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tether.core.checkpoint import Checkpoint, CheckpointEncoder, restore
+from tether.core.events import BATCH_GENESIS, Chain, Event, batch_hash
+from tether.core.ids import FixedClock, UlidSource, iso
+from tether.errors import LeaseLost, NotFound, StoreCorrupt, UsageError
+from tether.store.protocol import Store
+from tether.store.records import USAGE_KEYS, Command, EffectRow, RunRow, UsageDelta, Write
+
+StoreFactory = Callable[[], Store]
+
+T0 = 1_700_000_000.0
+"""The runs' clock: creation, wake times, command times and usage buckets."""
+
+
+def _ids() -> UlidSource:
+    return UlidSource(FixedClock(T0).now)
+
+
+class _Run:
+    """One run as its owner writes it: chain head, projection row and fence token."""
+
+    def __init__(self, run_id: str, ids: UlidSource, *, status: str = "running",
+                 swarm: str | None = None, wake_at: float | None = None, name: str | None = None,
+                 created: float = T0) -> None:
+        self.ids = ids
+        self.chain = Chain(run_id)
+        self.fence: int | None = None
+        self.row = RunRow(
+            id=run_id, name=name or f"conform-{run_id[-6:].lower()}", agent="tests:agent",
+            swarm=swarm, goal="pass the conformance suite", status=status, epoch=0, step=0,
+            seq=0, head="", spec={"agent": "tests:agent", "workspace": None}, budget={},
+            usage={}, wake_at=wake_at, created=created, updated=created)
+
+    @property
+    def id(self) -> str:
+        return self.row.id
+
+    def events(self, n: int, *, step: int, kind: str = "tool.called",
+               causes: tuple[str, ...] = ()) -> tuple[Event, ...]:
+        out = []
+        for _ in range(n):
+            seq = self.chain.seq + 1
+            out.append(self.chain.make(
+                id=self.ids.new(), kind=kind, time=iso(T0 + seq), epoch=self.row.epoch,
+                step=step, actor="agent:conform", causes=causes,
+                payload={"seq": seq, "text": f"event {seq} of {self.id}", "ok": True}))
+        return tuple(out)
+
+    def create(self, **fields: Any) -> Write:
+        """The write that creates the run: run.started, the row, a step-0 keyframe."""
+        events = self.events(1, step=0, kind="run.started")
+        self.row = dataclasses.replace(self.row, seq=self.chain.seq, head=self.chain.head)
+        fields.setdefault("checkpoint", (0, CheckpointEncoder(run=self.id).encode(
+            0, {"goal": self.row.goal}, force_key=True)))
+        return Write(run=self.id, fence=None, events=events, run_row=self.row,
+                     swarm=self.row.swarm, **fields)
+
+    def write(self, n: int = 1, *, step: int | None = None, kind: str = "tool.called",
+              **fields: Any) -> Write:
+        """The next fenced write: ``n`` events of ``step`` and the row that follows them."""
+        step = self.row.step + 1 if step is None else step
+        events = self.events(n, step=step, kind=kind)
+        self.row = dataclasses.replace(self.row, seq=self.chain.seq, head=self.chain.head,
+                                       step=step if n else self.row.step)
+        fields.setdefault("swarm", self.row.swarm)
+        return Write(run=self.id, fence=self.fence, events=events, run_row=self.row, **fields)
+
+
+def _started(store: Store, ids: UlidSource, **row: Any) -> _Run:
+    r = _Run(ids.new(), ids, **row)
+    assert store.commit([r.create()]) == [None]
+    return r
+
+
+def _owned(store: Store, ids: UlidSource, owner: str = "w1", **row: Any) -> _Run:
+    r = _started(store, ids, **row)
+    r.fence = store.acquire(r.id, owner, 60, time.time())
+    assert r.fence is not None
+    return r
+
+
+# -- creating runs -----------------------------------------------------------
+
+def test_commit_of_a_new_run_creates_events_row_and_checkpoint(store_factory: StoreFactory) -> None:
+    store, ids = store_factory(), _ids()
+    r = _Run(ids.new(), ids, name="triage")
+    w = r.create()
+    assert store.commit([w]) == [None]
+
+    assert store.get_run(r.id) == r.row
+    assert store.events(r.id) == list(w.events)
+    got = store.event(w.events[0].id)
+    assert got is not None
+    assert dataclasses.replace(got, prev=w.events[0].prev) == w.events[0]
+    assert w.checkpoint is not None
+    ck = w.checkpoint[1]
+    chain = store.checkpoint_chain(r.id, 0, 0)
+    assert chain is not None
+    assert (chain.key_step, chain.key_body, chain.deltas) == (0, ck.body, [])
+    assert store.checkpoint_steps(r.id, 0) == [(0, "key", len(ck.body))]
+    assert store.all_run_ids() == [r.id]
+
+
+def test_second_create_of_a_run_is_refused_while_the_rest_of_the_batch_commits(
+        store_factory: StoreFactory) -> None:
+    store, ids = store_factory(), _ids()
+    first = _started(store, ids)
+    before = store.events(first.id)
+    again, other = _Run(first.id, ids), _Run(ids.new(), ids)
+
+    results = store.commit([again.create(), other.create()])
+
+    assert isinstance(results[0], UsageError)
+    assert first.id in str(results[0])
+    assert results[1] is None
+    assert store.events(first.id) == before
+    assert store.get_run(first.id) == first.row
+    assert [e.seq for e in store.events(other.id)] == [1]
+    assert list(store.batches())[-1].entries == ((other.id, 1, 1),)
+
+
+def test_get_list_and_find_runs(store_factory: StoreFactory) -> None:
+    store, ids = store_factory(), _ids()
+    a = _started(store, ids, name="alpha", swarm="s1", created=T0)
+    b = _started(store, ids, name="beta", status="paused", created=T0 + 1)
+    c = _started(store, ids, name="gamma", swarm="s1", status="paused", created=T0 + 2)
+
+    assert store.get_run("nope") is None
+    assert [x.id for x in store.list_runs()] == [c.id, b.id, a.id]
+    assert [x.id for x in store.list_runs(status="paused")] == [c.id, b.id]
+    assert [x.id for x in store.list_runs(swarm="s1")] == [c.id, a.id]
+    assert [x.id for x in store.list_runs(status="paused", swarm="s1")] == [c.id]
+    assert store.find_runs("beta") == [b.id]
+    assert store.find_runs(b.id) == [b.id]
+    assert b.id in store.find_runs(b.id[:12])
+    assert b.id in store.find_runs(b.id[:12].lower())
+    assert store.find_runs("nothing-like-this") == []
+    assert sorted(store.all_run_ids()) == sorted([a.id, b.id, c.id])
+
+
+# -- leases and fencing --------------------------------------------------------
+
+def test_acquire_returns_increasing_tokens_and_a_live_lease_blocks_others(
+        store_factory: StoreFactory) -> None:
+    store, ids = store_factory(), _ids()
+    r = _started(store, ids)
+    now = time.time()
+    assert store.lease_of(r.id) is None
+
+    t1 = store.acquire(r.id, "w1", 30, now)
+    assert t1 is not None
+    assert store.lease_of(r.id) == ("w1", t1, now + 30)
+    assert store.acquire(r.id, "w2", 30, now + 29) is None
+    assert store.lease_of(r.id) == ("w1", t1, now + 30)
+
+    t2 = store.acquire(r.id, "w2", 30, now + 31)  # expired: taken over
+    assert t2 is not None
+    assert t2 > t1
+    assert store.lease_of(r.id) == ("w2", t2, now + 61)
+    assert store.acquire(r.id, "w1", 30, now + 40) is None
+    t3 = store.acquire(r.id, "w3", 30, now + 100)
+    assert t3 is not None
+    assert t3 > t2
+
+
+def test_release_frees_the_lease_and_keeps_tokens_monotonic(store_factory: StoreFactory) -> None:
+    store, ids = store_factory(), _ids()
+    r = _started(store, ids)
+    now = time.time()
+    t1 = store.acquire(r.id, "w1", 60, now)
+    assert t1 is not None
+    store.release(r.id, "w1", t1)
+
+    t2 = store.acquire(r.id, "w2", 60, now)
+    assert t2 is not None
+    assert t2 > t1
+    store.release(r.id, "w1", t1)  # no longer ours: a no-op
+    store.release(r.id, "w2", t2 - 1)  # a token w2 does not hold: a no-op
+    assert store.acquire(r.id, "w3", 60, now) is None
+    assert store.lease_of(r.id) == ("w2", t2, now + 60)
+
+    store.release(r.id, "w2", t2)
+    t3 = store.acquire(r.id, "w1", 60, now)
+    assert t3 is not None
+    assert t3 > t2
+
+
+def test_renew_extends_held_leases_and_reports_lost_ones(store_factory: StoreFactory) -> None:
+    store, ids = store_factory(), _ids()
+    a, b, never = _started(store, ids), _started(store, ids), _started(store, ids)
+    now = time.time()
+    ta = store.acquire(a.id, "w1", 100, now)
+    tb = store.acquire(b.id, "w1", 10, now)
+    assert ta is not None
+    assert tb is not None
+    tb2 = store.acquire(b.id, "w2", 10, now + 11)
+    assert tb2 is not None
+
+    lost = store.renew({a.id: ta, b.id: tb, never.id: 1}, "w1", 100, now + 12)
+
+    assert sorted(lost) == sorted([b.id, never.id])
+    assert store.lease_of(a.id) == ("w1", ta, now + 112)
+    assert store.lease_of(b.id) == ("w2", tb2, now + 21)
+    assert store.lease_of(never.id) is None
+    assert store.renew({}, "w1", 100, now) == []
+
+
+def test_write_with_a_stale_fence_gets_lease_lost_and_writes_nothing(
+        store_factory: StoreFactory) -> None:
+    store, ids = store_factory(), _ids()
+    r = _started(store, ids, swarm="s1")
+    now = time.time()
+    r.fence = store.acquire(r.id, "w1", 10, now)
+    assert store.commit([r.write(2, step=1)]) == [None]
+    taken = store.acquire(r.id, "w2", 10, now + 11)
+    assert taken is not None
+    cmd = store.add_command(r.id, "pause", {}, "human:ann", T0)
+    events, row, batches = store.events(r.id), store.get_run(r.id), list(store.batches())
+    steps = store.checkpoint_steps(r.id, 0)
+
+    enc = CheckpointEncoder(run=r.id)
+    effect = EffectRow(id=ids.new(), run=r.id, epoch=0, step=2, idx=0, tool="send", effect="irreversible",
+                       idempotent=False, key="k", status="intent", arguments={}, updated=T0)
+    stale = r.write(3, step=2, checkpoint=(0, enc.encode(2, {"x": 1}, force_key=True)),
+                    effects=(effect,), usage=UsageDelta(int(T0 // 60), {"steps": 1}),
+                    commands_applied=(cmd,))
+    other = _Run(ids.new(), ids)
+    results = store.commit([stale, other.create()])
+
+    assert isinstance(results[0], LeaseLost)
+    assert r.id in str(results[0])
+    assert results[1] is None
+    assert store.events(r.id) == events
+    assert store.get_run(r.id) == row
+    assert store.checkpoint_steps(r.id, 0) == steps
+    assert store.effects(run=r.id) == []
+    assert [c.id for c in store.pending_commands([r.id])] == [cmd]
+    assert store.usage_since(run=r.id, since=0)["steps"] == 0
+    assert store.lease_of(r.id) == ("w2", taken, now + 21)
+    assert list(store.batches())[:-1] == batches
+    assert list(store.batches())[-1].entries == ((other.id, 1, 1),)
+
+
+def test_fenced_write_to_an_unleased_or_unknown_run_is_refused(store_factory: StoreFactory) -> None:
+    store, ids = store_factory(), _ids()
+    r = _started(store, ids)
+    r.fence = 1  # never acquired
+    ghost = _Run(ids.new(), ids)
+    ghost.fence = 1
+
+    results = store.commit([r.write(1), ghost.write(1)])
+
+    assert isinstance(results[0], LeaseLost)
+    assert isinstance(results[1], NotFound)
+    assert [e.seq for e in store.events(r.id)] == [1]
+    assert store.events(ghost.id) == []
+
+
+@pytest.mark.parametrize("offset", [-1, 1, 5], ids=["replayed-seq", "gap-of-one", "gap-of-five"])
+def test_write_whose_first_seq_does_not_follow_the_run_gets_lease_lost(
+        store_factory: StoreFactory, offset: int) -> None:
+    store, ids = store_factory(), _ids()
+    r = _owned(store, ids)
+    assert store.commit([r.write(3, step=1)]) == [None]
+    before, row = store.events(r.id), store.get_run(r.id)
+    assert row is not None
+
+    r.chain = Chain(r.id, row.seq + offset, row.head)
+    results = store.commit([r.write(1, step=2)])
+
+    assert isinstance(results[0], LeaseLost)
+    assert r.id in str(results[0])
+    assert store.events(r.id) == before
+    assert store.get_run(r.id) == row
+
+
+def test_the_new_owner_continues_the_chain(store_factory: StoreFactory) -> None:
+    store, ids = store_factory(), _ids()
+    r = _owned(store, ids)
+    assert store.commit([r.write(2, step=1)]) == [None]
+    row = store.get_run(r.id)
+    assert row is not None
+    # Another process takes over from the stored row alone, as a worker after a crash.
+    heir = _Run(r.id, ids)
+    heir.row, heir.chain = row, Chain(r.id, row.seq, row.head)
+    heir.fence = store.acquire(r.id, "w2", 60, time.time() + 120)
+
+    assert store.commit([heir.write(2, step=2)]) == [None]
+    assert [e.seq for e in store.events(r.id)] == [1, 2, 3, 4, 5]
+    assert store.events(r.id, after_seq=3)[0].prev == store.events(r.id)[2].hash
+
+
+# -- scheduling ----------------------------------------------------------------
+
+def test_runnable_returns_running_and_due_runs_that_no_live_owner_holds(
+        store_factory: StoreFactory) -> None:
+    store, ids = store_factory(), _ids()
+    assert store.next_wake() is None
+    now = T0 + 1000
+    running = _started(store, ids)
+    due = _started(store, ids, status="sleeping", wake_at=now - 5)
+    due_now = _started(store, ids, status="sleeping", wake_at=now)
+    _started(store, ids, status="sleeping", wake_at=now + 60)
+    for status in ("paused", "awaiting_approval", "stopped", "failed", "done"):
+        _started(store, ids, status=status)
+    _owned(store, ids)  # held by a live owner
+    expired = _started(store, ids)
+    assert store.acquire(expired.id, "w1", 10, time.time() - 100) is not None
+    released = _started(store, ids)
+    token = store.acquire(released.id, "w1", 60, time.time())
+    assert token is not None
+    store.release(released.id, "w1", token)
+
+    got = store.runnable(now, 100)
+
+    assert sorted(got) == sorted([running.id, due.id, due_now.id, expired.id, released.id])
+    assert len(store.runnable(now, 2)) == 2
+    assert store.next_wake() == now - 5
+
+
+# -- commands ------------------------------------------------------------------
+
+def test_commands_are_pending_oldest_first_until_a_commit_applies_them(
+        store_factory: StoreFactory) -> None:
+    store, ids = store_factory(), _ids()
+    a, b = _owned(store, ids), _owned(store, ids)
+    c1 = store.add_command(a.id, "pause", {"reason": "look at it"}, "human:ann", T0 + 1)
+    c2 = store.add_command(b.id, "resume", {}, "human:bob", T0 + 2)
+    c3 = store.add_command(a.id, "stop", {}, "human:ann", T0 + 3)
+    assert c1 < c2 < c3
+
+    pending = store.pending_commands()
+    assert [c.id for c in pending] == [c1, c2, c3]
+    assert pending[0] == Command(c1, a.id, "pause", {"reason": "look at it"}, "human:ann", T0 + 1)
+    assert [c.id for c in store.pending_commands([a.id])] == [c1, c3]
+    assert [c.id for c in store.pending_commands([a.id, b.id])] == [c1, c2, c3]
+    assert store.pending_commands([]) == []
+
+    assert store.commit([a.write(1, kind="command", commands_applied=(c1,))]) == [None]
+    assert [c.id for c in store.pending_commands()] == [c2, c3]
+    assert store.commit([a.write(0, commands_applied=(c3,)), b.write(0, commands_applied=(c2,))]) \
+        == [None, None]
+    assert store.pending_commands() == []
+
+
+# -- effects -------------------------------------------------------------------
+
+def test_effects_are_upserted_and_queried_by_run_and_status(store_factory: StoreFactory) -> None:
+    store, ids = store_factory(), _ids()
+    a, b = _owned(store, ids), _owned(store, ids)
+    write_a = a.write(1, kind="effect.intent")
+    send_a = a.write(1, kind="effect.intent")
+    write_b = b.write(1, kind="effect.intent")
+    fs = EffectRow(id=write_a.events[0].id, run=a.id, epoch=0, step=1, idx=0, tool="fs_write",
+                   effect="reversible", idempotent=False, key="k-fs", status="intent",
+                   arguments={"path": "notes.md", "text": "hello"}, updated=T0)
+    mail = EffectRow(id=send_a.events[0].id, run=a.id, epoch=0, step=2, idx=0, tool="send_mail",
+                     effect="irreversible", idempotent=True, key="k-mail", status="intent",
+                     arguments={"to": "ops@example.com"}, updated=T0)
+    other = EffectRow(id=write_b.events[0].id, run=b.id, epoch=0, step=1, idx=0, tool="fs_write",
+                      effect="reversible", idempotent=False, key="k-b", status="intent",
+                      arguments={}, updated=T0)
+    assert store.commit([dataclasses.replace(write_a, effects=(fs,)),
+                         dataclasses.replace(write_b, effects=(other,))]) == [None, None]
+    assert store.commit([dataclasses.replace(send_a, effects=(mail,))]) == [None]
+
+    done = dataclasses.replace(fs, status="done", result={"bytes": 5},
+                               undo={"tool": "fs_restore", "arguments": {"path": "notes.md"}},
+                               updated=T0 + 1)
+    assert store.commit([a.write(1, kind="effect.done", effects=(done,))]) == [None]
+
+    assert store.effect(fs.id) == done
+    assert store.effect(mail.id) == mail
+    assert store.effect("no-such-effect") is None
+    assert store.effects(run=a.id) == [done, mail]
+    assert store.effects(status="intent") == [mail, other]
+    assert store.effects(run=a.id, status="done") == [done]
+    assert store.effects() == [done, mail, other]
+
+
+# -- checkpoints and chunks ----------------------------------------------------
+
+def _checkpointed(store: Store, ids: UlidSource, states: list[dict[str, Any]], *,
+                  keyframe_every: int, chunk_items: int) -> tuple[_Run, list[Checkpoint]]:
+    """A run whose step ``s`` checkpoints ``states[s]``, one commit per step."""
+    enc = CheckpointEncoder(keyframe_every=keyframe_every, chunk_items=chunk_items)
+    r = _Run(ids.new(), ids)
+    cks = [enc.encode(0, states[0])]
+    assert store.commit([r.create(checkpoint=(0, cks[0]))]) == [None]
+    r.fence = store.acquire(r.id, "w1", 60, time.time())
+    for step, state in enumerate(states[1:], start=1):
+        cks.append(enc.encode(step, state))
+        assert store.commit([r.write(1, step=step, kind="step.finished",
+                                     checkpoint=(0, cks[-1]))]) == [None]
+    return r, cks
+
+
+def test_checkpoint_chain_is_the_latest_keyframe_at_or_before_a_step_plus_deltas(
+        store_factory: StoreFactory) -> None:
+    store, ids = store_factory(), _ids()
+    states = [{"msgs": [f"m{i}" for i in range(step * 2)], "step": step} for step in range(9)]
+    r, cks = _checkpointed(store, ids, states, keyframe_every=3, chunk_items=2)
+    assert [c.kind for c in cks] == ["key", "delta", "delta"] * 3
+
+    for step, state in enumerate(states):
+        chain = store.checkpoint_chain(r.id, 0, step)
+        assert chain is not None
+        key_step = step - step % 3
+        assert chain.key_step == key_step
+        assert chain.key_body == cks[key_step].body
+        assert chain.deltas == [c.body for c in cks[key_step + 1:step + 1]]
+        assert restore(chain.key_body, store.chunk, chain.deltas) == state
+    assert store.checkpoint_steps(r.id, 0) == [(c.step, c.kind, len(c.body)) for c in cks]
+    assert store.checkpoint_chain(r.id, 1, 5) is None
+    assert store.checkpoint_chain("no-such-run", 0, 5) is None
+
+
+def test_checkpoints_of_another_epoch_are_kept_apart(store_factory: StoreFactory) -> None:
+    store, ids = store_factory(), _ids()
+    states = [{"n": step} for step in range(5)]
+    r, _ = _checkpointed(store, ids, states, keyframe_every=10, chunk_items=2)
+    # A rollback to step 2 starts epoch 1 there, with its own keyframe.
+    r.row = dataclasses.replace(r.row, epoch=1, step=2)
+    rolled = CheckpointEncoder().encode(3, {"n": 3, "rolled": True}, force_key=True)
+    assert store.commit([r.write(1, step=3, checkpoint=(1, rolled))]) == [None]
+
+    chain1 = store.checkpoint_chain(r.id, 1, 4)
+    assert chain1 is not None
+    assert (chain1.key_step, chain1.key_body, chain1.deltas) == (3, rolled.body, [])
+    assert store.checkpoint_chain(r.id, 1, 2) is None
+    chain0 = store.checkpoint_chain(r.id, 0, 4)
+    assert chain0 is not None
+    assert restore(chain0.key_body, store.chunk, chain0.deltas) == {"n": 4}
+    assert [s for s, _, _ in store.checkpoint_steps(r.id, 1)] == [3]
+
+
+def test_chunks_are_stored_once_and_shared(store_factory: StoreFactory) -> None:
+    store, ids = store_factory(), _ids()
+    shared = {"msgs": [{"role": "user", "content": f"message {i}"} for i in range(8)]}
+    ck_a = CheckpointEncoder(chunk_items=4).encode(0, shared)
+    ck_b = CheckpointEncoder(chunk_items=4).encode(0, shared)
+    assert len(ck_a.chunks) == 2
+    assert ck_a.chunks == ck_b.chunks
+    a, b, c = _Run(ids.new(), ids), _Run(ids.new(), ids), _Run(ids.new(), ids)
+
+    # The same chunk twice in one transaction, then again in a later one.
+    assert store.commit([a.create(checkpoint=(0, ck_a)), b.create(checkpoint=(0, ck_b))]) \
+        == [None, None]
+    assert store.commit([c.create(checkpoint=(0, ck_a))]) == [None]
+
+    for h, body in ck_a.chunks:
+        assert store.chunk(h) == body
+    for run in (a, b, c):
+        chain = store.checkpoint_chain(run.id, 0, 0)
+        assert chain is not None
+        assert restore(chain.key_body, store.chunk, chain.deltas) == shared
+    with pytest.raises(StoreCorrupt, match="0" * 64):
+        store.chunk("0" * 64)
+
+
+# -- usage and budgets ---------------------------------------------------------
+
+def test_usage_since_sums_minute_buckets_in_the_window_by_run_and_by_swarm(
+        store_factory: StoreFactory) -> None:
+    store, ids = store_factory(), _ids()
+    b0 = int(T0 // 60)
+    a = _owned(store, ids, swarm="s1")
+    b = _owned(store, ids, swarm="s1")
+    loner = _owned(store, ids)
+    for run, bucket, counts in [
+        (a, b0, {"steps": 1, "cost_usd": 0.5}),
+        (a, b0, {"steps": 1, "input_tokens": 100}),  # same minute: added up
+        (a, b0 + 1, {"steps": 1, "cost_usd": 0.25, "wall_seconds": 2.5}),
+        (a, b0 + 10, {"steps": 1, "tool_calls": 3}),
+        (b, b0 + 1, {"steps": 1, "cost_usd": 1.0, "output_tokens": 7}),
+        (loner, b0 + 1, {"steps": 5}),
+    ]:
+        assert store.commit([run.write(1, usage=UsageDelta(bucket, counts))]) == [None]
+
+    def usage(**kw: Any) -> dict[str, float]:
+        got = store.usage_since(**kw)
+        assert set(got) == set(USAGE_KEYS)
+        return {k: v for k, v in got.items() if v}
+
+    assert usage(run=a.id, since=b0 * 60) == pytest.approx(
+        {"steps": 4, "cost_usd": 0.75, "input_tokens": 100, "wall_seconds": 2.5, "tool_calls": 3})
+    assert usage(run=a.id, since=(b0 + 1) * 60) == pytest.approx(
+        {"steps": 2, "cost_usd": 0.25, "wall_seconds": 2.5, "tool_calls": 3})
+    assert usage(run=a.id, since=(b0 + 2) * 60) == {"steps": 1, "tool_calls": 3}
+    assert usage(run=a.id, since=(b0 + 11) * 60) == {}
+    assert usage(swarm="s1", since=(b0 + 1) * 60) == pytest.approx(
+        {"steps": 3, "cost_usd": 1.25, "wall_seconds": 2.5, "tool_calls": 3, "output_tokens": 7})
+    assert usage(swarm="nobody", since=0) == {}
+    lifetime = {k: v for k, v in store.swarm_usage("s1").items() if v}
+    assert lifetime == pytest.approx({"steps": 5, "cost_usd": 1.75, "input_tokens": 100,
+                                      "output_tokens": 7, "wall_seconds": 2.5, "tool_calls": 3})
+    with pytest.raises(UsageError):
+        store.usage_since(run=a.id, swarm="s1", since=0)
+
+
+def test_swarm_budget_is_set_and_replaced(store_factory: StoreFactory) -> None:
+    store = store_factory()
+    assert store.swarm_budget("s1") == {}
+    store.set_swarm_budget("s1", {"cost_usd_per_day": 5.0, "steps": 100.0}, T0)
+    assert store.swarm_budget("s1") == {"cost_usd_per_day": 5.0, "steps": 100.0}
+    store.set_swarm_budget("s1", {"steps": 10.0}, T0 + 1)
+    assert store.swarm_budget("s1") == {"steps": 10.0}
+    assert store.swarm_budget("s2") == {}
+
+
+def test_meta_keeps_application_values(store_factory: StoreFactory) -> None:
+    store = store_factory()
+    assert store.get_meta("demo.clock") is None
+    store.set_meta("demo.clock", "1700000000.5")
+    store.set_meta("other", "x")
+    assert store.get_meta("demo.clock") == "1700000000.5"
+    store.set_meta("demo.clock", "1700003600")
+    assert store.get_meta("demo.clock") == "1700003600"
+    assert store.get_meta("other") == "x"
+
+
+# -- reading events ------------------------------------------------------------
+
+def test_events_after_seq_with_limit_link_to_their_predecessor(store_factory: StoreFactory) -> None:
+    store, ids = store_factory(), _ids()
+    r = _owned(store, ids)
+    for step in (1, 2, 3):
+        assert store.commit([r.write(3, step=step)]) == [None]
+    every = store.events(r.id)
+    assert [e.seq for e in every] == list(range(1, 11))
+    assert every[0].prev == Chain(r.id).head
+    assert all(e.prev == p.hash for p, e in zip(every, every[1:], strict=False))
+
+    page = store.events(r.id, after_seq=3, limit=4)
+    assert page == every[3:7]
+    assert store.events(r.id, after_seq=8) == every[8:]
+    assert store.events(r.id, after_seq=10) == []
+    assert store.events(r.id, limit=2) == every[:2]
+    assert store.events("no-such-run") == []
+    assert store.event("no-such-event") is None
+
+
+def test_tail_events_are_the_in_flight_step_at_the_end_of_the_chain(
+        store_factory: StoreFactory) -> None:
+    store, ids = store_factory(), _ids()
+    r = _owned(store, ids)
+    assert store.commit([r.write(3, step=1)]) == [None]
+    in_flight = r.write(2, step=2)
+    assert store.commit([in_flight]) == [None]
+
+    def tail(epoch: int, step: int) -> list[tuple[int, str, str]]:
+        return [(e.seq, e.id, e.hash) for e in store.tail_events(r.id, epoch, step)]
+
+    assert tail(0, 2) == [(e.seq, e.id, e.hash) for e in in_flight.events]
+    assert tail(0, 1) == []  # not at the end of the chain
+    assert tail(1, 2) == []
+    # After a rollback the same step number comes back in a new epoch.
+    r.row = dataclasses.replace(r.row, epoch=1)
+    redo = r.write(2, step=2)
+    assert store.commit([redo]) == [None]
+    assert tail(1, 2) == [(e.seq, e.id, e.hash) for e in redo.events]
+    assert tail(0, 2) == []
+    assert store.tail_events("no-such-run", 0, 0) == []
+
+
+# -- the batch chain -----------------------------------------------------------
+
+def test_every_commit_with_events_appends_one_linked_batch(store_factory: StoreFactory) -> None:
+    store, ids = store_factory(), _ids()
+    assert list(store.batches()) == []
+    a, b = _Run(ids.new(), ids), _Run(ids.new(), ids)
+    first = [a.create()]
+    assert store.commit(first) == [None]
+    a.fence = store.acquire(a.id, "w1", 60, time.time())
+    second = [a.write(2, step=1), b.create()]
+    assert store.commit(second) == [None, None]
+    # Commits without events, or whose writes are all refused, add no batch.
+    assert store.commit([a.write(0)]) == [None]
+    assert store.commit([]) == []
+    assert isinstance(store.commit([_Run(b.id, ids).create()])[0], UsageError)
+    b.fence = store.acquire(b.id, "w1", 60, time.time())
+    third = [b.write(1, step=1), a.write(1, step=2)]
+    assert store.commit(third) == [None, None]
+
+    batches = list(store.batches())
+    assert [x.entries for x in batches] == [
+        ((a.id, 1, 1),),
+        ((a.id, 2, 3), (b.id, 1, 1)),
+        ((b.id, 2, 2), (a.id, 4, 4)),
+    ]
+    assert batches[0].n < batches[1].n < batches[2].n
+    prev = BATCH_GENESIS
+    for batch, writes in zip(batches, [first, second, third], strict=True):
+        assert batch.prev == prev
+        assert batch.hash == batch_hash(prev, [(e.run, e.seq, e.hash) for w in writes
+                                               for e in w.events])
+        prev = batch.hash
+
+
+# -- backup --------------------------------------------------------------------
+
+def test_backup_is_a_readable_copy_and_refuses_an_existing_path(
+        store_factory: StoreFactory, open_backup: Callable[[str], Store], tmp_path: Path) -> None:
+    store, ids = store_factory(), _ids()
+    a, b = _owned(store, ids), _owned(store, ids)
+    assert store.commit([a.write(3, step=1), b.write(2, step=1)]) == [None, None]
+    assert store.commit([a.write(1, step=2)]) == [None]
+    store.set_meta("demo.clock", "42")
+    dest = tmp_path / "backup-of-store"
+
+    store.backup(str(dest))
+    assert store.commit([a.write(1, step=3)]) == [None]  # after the copy: not in it
+
+    copy = open_backup(str(dest))
+    assert copy.events(a.id) == store.events(a.id)[:-1]
+    assert copy.events(b.id) == store.events(b.id)
+    assert list(copy.batches()) == list(store.batches())[:-1]
+    assert copy.get_run(b.id) == store.get_run(b.id)
+    assert copy.get_meta("demo.clock") == "42"
+    chain = copy.checkpoint_chain(a.id, 0, 0)
+    assert chain is not None
+    assert restore(chain.key_body, copy.chunk, chain.deltas) == {"goal": a.row.goal}
+
+    taken = tmp_path / "taken"
+    taken.write_bytes(b"keep me")
+    for existing in (dest, taken):
+        before = existing.read_bytes()
+        with pytest.raises(UsageError, match="exists"):
+            store.backup(str(existing))
+        assert existing.read_bytes() == before
+
+
+__all__ = [name for name in list(globals()) if name.startswith("test_")]

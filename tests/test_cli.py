@@ -1,0 +1,134 @@
+"""The CLI as a user meets it: the demo, listings, errors, audit, help on every command."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from tether.cli.app import app
+
+runner = CliRunner()
+
+
+def tether(*args: str) -> tuple[int, str]:
+    res = runner.invoke(app, list(args))
+    return res.exit_code, res.output
+
+
+@pytest.fixture(scope="module")
+def demo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("demo") / "night"
+    code, out = tether("demo", "--dir", str(d))
+    assert code == 0, out
+    assert "chains intact" in out
+    return d
+
+
+def _all_commands() -> list[list[str]]:
+    out: list[list[str]] = []
+    for info in app.registered_commands:
+        out.append([info.name or info.callback.__name__])  # type: ignore[union-attr]
+    for group in app.registered_groups:
+        assert isinstance(group.typer_instance, typer.Typer)
+        for info in group.typer_instance.registered_commands:
+            out.append([group.name or "", info.name or info.callback.__name__])  # type: ignore[union-attr]
+    return out
+
+
+def test_demo_is_complete_and_resumable(demo_dir: Path) -> None:
+    ws = demo_dir / "workspace"
+    assert (ws / "outbox" / "sent.mbox").read_text().count("From tether-demo") == 1
+    assert len(list((ws / "done").iterdir())) == 8
+    assert list((ws / "inbox").iterdir()) == []
+    before = sqlite3.connect(demo_dir / "tether.db").execute("SELECT count(*) FROM effects").fetchone()
+    code, out = tether("demo", "--dir", str(demo_dir))
+    assert code == 0 and "Resuming" in out
+    after = sqlite3.connect(demo_dir / "tether.db").execute("SELECT count(*) FROM effects").fetchone()
+    assert before == after  # nothing repeated
+    assert (ws / "outbox" / "sent.mbox").read_text().count("From tether-demo") == 1
+
+
+def test_runs_and_events_json(demo_dir: Path) -> None:
+    store = str(demo_dir / "tether.db")
+    code, out = tether("--store", store, "runs", "--json")
+    assert code == 0
+    runs = [json.loads(line) for line in out.splitlines()]
+    assert {r["name"] for r in runs} == {"librarian", "ingest", "triage", "reporter"}
+    for r in runs:
+        assert {"id", "name", "agent", "swarm", "status", "step", "tokens", "cost_usd"} <= set(r)
+        assert r["status"] == "done" and r["swarm"] == "night-shift"
+    code, out = tether("--store", store, "events", "triage", "--json")
+    evs = [json.loads(line) for line in out.splitlines()]
+    assert [e["seq"] for e in evs] == list(range(1, len(evs) + 1))
+    for e in evs:
+        assert set(e) == {"id", "run", "seq", "epoch", "step", "kind", "time", "actor", "causes",
+                          "payload", "hash"}
+    done = [e for e in evs if e["kind"] == "effect.done"]
+    intents = {e["id"] for e in evs if e["kind"] == "effect.intent"}
+    assert done and all(e["causes"][0] in intents for e in done)
+
+
+def test_state_show_budget(demo_dir: Path) -> None:
+    store = str(demo_dir / "tether.db")
+    code, out = tether("--store", store, "state", "triage", "--step", "2")
+    assert code == 0 and json.loads(out)["handled"]
+    code, out = tether("--store", store, "state", "triage", "--step", "999")
+    assert code == 2 and "in the future" in out
+    code, out = tether("--store", store, "show", "reporter")
+    assert code == 0 and "send_digest" in out
+    code, out = tether("--store", store, "budget", "ingest", "--set", "bogus=3")
+    assert code == 2 and "unknown budget key" in out
+    code, out = tether("--store", store, "budget", "ingest", "--json")
+    assert code == 0 and json.loads(out)["budget"] == {"steps": 200.0}
+
+
+def test_bad_input_is_named(tmp_path: Path, demo_dir: Path) -> None:
+    store = str(demo_dir / "tether.db")
+    code, out = tether("--store", store, "show", "no-such-run")
+    assert code == 2 and "no run 'no-such-run'" in out
+    code, out = tether("--store", store, "resolve", "01NOPE", "--done")
+    assert code == 2 and "no effect" in out
+    code, out = tether("--store", store, "resolve", "01NOPE")
+    assert code == 2 and "exactly one of" in out
+    code, out = tether("--store", str(tmp_path / "missing.db"), "runs")
+    assert code == 2 and "no tether store" in out
+    bad = tmp_path / "bad.db"
+    bad.write_bytes(b"this is not sqlite" * 100)
+    code, out = tether("--store", str(bad), "runs")
+    assert code == 2 and "not a tether store" in out
+
+
+def test_audit_verify_detects_tampering(tmp_path: Path, demo_dir: Path) -> None:
+    copy = tmp_path / "copy.db"
+    code, out = tether("--store", str(demo_dir / "tether.db"), "store", "backup", str(copy))
+    assert code == 0
+    code, out = tether("--store", str(copy), "audit", "verify")
+    assert code == 0 and "ok" in out
+    with sqlite3.connect(copy) as c:
+        c.execute("UPDATE events SET payload = CAST(replace(CAST(payload AS TEXT), 'urgent', "
+                  "'routine') AS BLOB) WHERE kind = 'model.called' "
+                  "AND CAST(payload AS TEXT) LIKE '%urgent%'")
+        assert c.total_changes > 0
+    code, out = tether("--store", str(copy), "audit", "verify")
+    assert code == 1 and "payload does not match" in out
+
+
+@pytest.mark.parametrize("command", _all_commands(), ids=lambda c: " ".join(c))
+def test_every_command_has_help_and_docs(command: list[str]) -> None:
+    code, out = tether(*command, "--help")
+    assert code == 0 and "Usage" in out
+    guide = (Path(__file__).resolve().parents[1] / "docs" / "guide.md").read_text()
+    assert f"### tether {' '.join(command)}" in guide, f"docs/guide.md lacks tether {command}"
+
+
+def test_console_script_runs() -> None:
+    exe = Path(sys.executable).with_name("tether")
+    res = subprocess.run([str(exe), "--help"], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0 and "demo" in res.stdout

@@ -1,0 +1,197 @@
+"""Operators' commands: pause, resume, stop, budget and resolve, from another caller."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tether import Worker, ops, start_run
+from tether.errors import NotFound, UsageError
+from tether.models.base import ModelResponse
+from tether.runtime.agent import StepAgent
+from tether.store.sqlite import SQLiteStore
+from tether.testing.openai_server import FakeChatServer, Reply, completion
+from tests import sample_agents
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _kinds(store: SQLiteStore, run: str) -> list[str]:
+    return [e.kind for e in store.events(run)]
+
+
+def _wait(cond: Callable[[], bool], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        time.sleep(0.02)
+
+
+def _start(store: SQLiteStore, name: str, **kw: object) -> str:
+    agent = getattr(sample_agents, name)
+    return start_run(store, agent, agent_ref=f"tests.sample_agents:{name}", goal="test", **kw)  # type: ignore[arg-type]
+
+
+def _worker_thread(store_path: Path, stop: threading.Event, **kw: object) -> threading.Thread:
+    def body() -> None:
+        s = SQLiteStore(store_path)
+        ev: asyncio.Event
+
+        async def main() -> None:
+            nonlocal ev
+            ev = asyncio.Event()
+            w = Worker(s, poll_interval=0.01, **kw)  # type: ignore[arg-type]
+            loop = asyncio.get_running_loop()
+            threading.Thread(target=lambda: (stop.wait(), loop.call_soon_threadsafe(ev.set)),
+                             daemon=True).start()
+            await w.run(stop=ev, grace=2.0)
+        asyncio.run(main())
+        s.close()
+    t = threading.Thread(target=body, daemon=True)
+    t.start()
+    return t
+
+
+def test_pause_resume_stop_without_a_worker(store: SQLiteStore) -> None:
+    rid = _start(store, "ticker")
+    res = ops.send_command(store, rid, "pause", who="human:ada")
+    assert res.applied and res.by == "cli"
+    row = store.get_run(rid)
+    assert row is not None and row.status == "paused"
+    cmd = [e for e in store.events(rid) if e.kind == "command"][0]
+    assert cmd.actor == "human:ada" and cmd.payload["kind"] == "pause"
+    assert ops.send_command(store, rid, "resume", who="human:ada").applied
+    assert store.get_run(rid).status == "running"  # type: ignore[union-attr]
+    ops.send_command(store, rid, "stop", who="human:ada")
+    assert store.get_run(rid).status == "stopped"  # type: ignore[union-attr]
+    ops.send_command(store, rid, "resume", who="human:ada")
+    assert store.get_run(rid).status == "stopped"  # type: ignore[union-attr]
+    last_cmd = [e for e in store.events(rid) if e.kind == "command"][-1]
+    assert last_cmd.payload["outcome"] == "ignored: the run is stopped"
+    assert store.pending_commands([rid]) == []
+
+
+def test_pause_reaches_a_busy_worker(tmp_path: Path) -> None:
+    path = tmp_path / "t.db"
+    store = SQLiteStore(path)
+    rid = _start(store, "ticker")
+    stop = threading.Event()
+    t = _worker_thread(path, stop)
+    _wait(lambda: (store.get_run(rid).step or 0) >= 3)  # type: ignore[union-attr]
+    res = ops.send_command(store, rid, "pause", who="human:bob")
+    assert res.applied and res.by == "worker"
+    _wait(lambda: store.get_run(rid).status == "paused")  # type: ignore[union-attr]
+    steps = store.get_run(rid).step  # type: ignore[union-attr]
+    time.sleep(0.2)
+    assert store.get_run(rid).step == steps  # type: ignore[union-attr]
+    ops.send_command(store, rid, "resume", who="human:bob")
+    _wait(lambda: (store.get_run(rid).step or 0) >= steps + 3)  # type: ignore[union-attr]
+    stop.set()
+    t.join(10)
+    store.close()
+
+
+def test_stop_cancels_a_slow_model_call_at_once(tmp_path: Path) -> None:
+    from tether.models.openai import OpenAIModel
+    path = tmp_path / "t.db"
+    store = SQLiteStore(path)
+    with FakeChatServer([Reply(200, completion("late"), delay=30.0)]) as srv:
+        model = OpenAIModel("m", base_url=srv.base_url, api_key="k", timeout=60.0)
+
+        async def slow(ctx: object, state: dict[str, object]) -> ModelResponse:
+            return await ctx.model([{"role": "user", "content": "hi"}])  # type: ignore[attr-defined,no-any-return]
+        agent = StepAgent(slow, name="slow", model=model)
+        rid = start_run(store, agent, agent_ref="slow", goal="wait")
+        stop = threading.Event()
+        t = _worker_thread(path, stop, agents={"slow": agent})
+        _wait(lambda: len(srv.requests) == 1)
+        t0 = time.monotonic()
+        res = ops.send_command(store, rid, "stop", who="human:ops")
+        _wait(lambda: store.get_run(rid).status == "stopped", timeout=5)  # type: ignore[union-attr]
+        assert time.monotonic() - t0 < 3.0
+        assert res.applied
+        kinds = _kinds(store, rid)
+        assert "run.stopped" in kinds and "model.called" not in kinds
+        stop.set()
+        t.join(10)
+    store.close()
+
+
+def test_budget_change_is_journaled(store: SQLiteStore) -> None:
+    rid = _start(store, "ticker", budget={"steps": 5})
+    ops.set_budget(store, rid, {"cost_usd_per_day": 2.5}, ["steps"], who="human:fin")
+    row = store.get_run(rid)
+    assert row is not None and row.budget == {"cost_usd_per_day": 2.5}
+    ev = [e for e in store.events(rid) if e.kind == "budget.changed"][0]
+    assert ev.payload["old"] == {"steps": 5.0} and ev.actor == "system" or ev.payload["by"]
+    with pytest.raises(UsageError, match="unknown budget key"):
+        ops.set_budget(store, rid, {"dollars": 1}, [])
+
+
+def test_unknown_ids_are_clear(store: SQLiteStore) -> None:
+    with pytest.raises(NotFound, match="no run 'nope'"):
+        ops.send_command(store, "nope", "pause")
+    with pytest.raises(NotFound, match="no effect"):
+        ops.resolve_effect(store, "01XYZ", "done")
+    rid = _start(store, "ticker")
+    with pytest.raises(UsageError, match="in the future"):
+        ops.run_state(store, rid, 7)
+
+
+@pytest.mark.crash
+def test_kill_during_an_effect_then_resolve(tmp_path: Path) -> None:
+    """kill -9 inside an irreversible tool: the effect is in doubt, never re-run; an operator
+    resolves it as done and the run completes with the given result."""
+    path = tmp_path / "t.db"
+    side, marker = tmp_path / "side.txt", tmp_path / "marker"
+    store = SQLiteStore(path)
+    rid = _start(store, "pay_once")
+    env = {**os.environ, "TETHER_TEST_SIDE": str(side), "TETHER_TEST_MARKER": str(marker),
+           "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, "-m", "tests.sample_agents", "worker", str(path)],
+                            env=env, cwd=REPO)
+    try:
+        _wait(marker.exists)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert side.read_text().count("charge 42") == 1
+    os.environ["TETHER_TEST_SIDE"] = str(side)
+    try:
+        # The dead worker's lease expires after 2 s; then a new worker finds the doubt.
+        asyncio.run(Worker(store, lease_ttl=2.0).run(until_idle=True))
+        _wait(lambda: store.runnable(time.time(), 10) != [] or
+              store.get_run(rid).status != "running", timeout=10)  # type: ignore[union-attr]
+        time.sleep(2.1)
+        asyncio.run(Worker(store).run(until_idle=True))
+        row = store.get_run(rid)
+        assert row is not None and row.status == "paused", row
+        doubt = store.effects(run=rid, status="in_doubt")
+        assert len(doubt) == 1 and doubt[0].tool == "charge_slowly"
+        assert side.read_text().count("charge 42") == 1  # never re-run automatically
+        ops.resolve_effect(store, doubt[0].id, "done", result="charged 42 (checked by hand)",
+                           who="human:ops")
+        assert store.get_run(rid).status == "running"  # type: ignore[union-attr]
+        asyncio.run(Worker(store).run(until_idle=True))
+        row = store.get_run(rid)
+        assert row is not None and row.status == "done"
+        assert side.read_text().count("charge 42") == 1
+        with pytest.raises(UsageError, match="not in doubt"):
+            ops.resolve_effect(store, doubt[0].id, "done")
+    finally:
+        os.environ.pop("TETHER_TEST_SIDE", None)
+    from tether.audit import verify_store
+    assert verify_store(store).ok
+    store.close()
