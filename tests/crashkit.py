@@ -362,9 +362,9 @@ def check_store(store: Store, side: str | os.PathLike[str], *, final: bool) -> S
     for eid, lns in by_effect.items():
         eff = effects[eid]
         if eff.tool == "mark":
-            _require(len(lns) == 1 or _retried_by_operator(store, eid),
-                     f"irreversible effect {eid} (run {eff.run} step {eff.step} idx {eff.idx}) "
-                     f"ran {len(lns)} times: pids {[x.pid for x in lns]}")
+            _require(len(lns) == 1, f"irreversible effect {eid} (run {eff.run} epoch {eff.epoch} "
+                     f"step {eff.step} idx {eff.idx}) ran {len(lns)} times: pids "
+                     f"{[x.pid for x in lns]}")
         else:
             _require(all(x.key == eid == eff.key for x in lns),
                      f"idempotent effect {eid} retried with another key: {[x.key for x in lns]}")
@@ -382,19 +382,12 @@ def _check_steps(store: Store) -> None:
         _require(not twice, f"run {run}: steps finished twice: {twice[:3]}")
 
 
-def _retried_by_operator(store: Store, eid: str) -> bool:
-    eff = store.effect(eid)
-    assert eff is not None
-    return any(e.kind == "effect.resolved" and e.causes[:1] == (eid,)
-               and e.payload.get("resolution") == "retry" for e in store.events(eff.run))
-
-
 def _check_at_rest(store: Store, effects: dict[str, Any], by_effect: dict[str, list[SideLine]],
                    s: Summary) -> None:
     for eff in effects.values():
         _require(eff.status != "intent", f"effect {eff.id} ({eff.tool}, run {eff.run} step "
                  f"{eff.step}) is a bare intent: in doubt but not surfaced")
-        if eff.tool == "mark" and eff.status == "done":
+        if eff.tool == "mark" and eff.status in ("done", "resolved_done"):
             _require(len(by_effect.get(eff.id, [])) == 1,
                      f"done irreversible effect {eff.id} has {len(by_effect.get(eff.id, []))} "
                      "side lines, expected exactly 1")

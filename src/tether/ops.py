@@ -183,6 +183,19 @@ def set_budget(store: Store, run_ref: str, changes: dict[str, float], unset: lis
     return send_command(store, run_ref, "budget", {"set": changes, "unset": unset}, who=who)
 
 
+def set_swarm_budget(store: Store, swarm: str, changes: dict[str, float],
+                     unset: list[str]) -> dict[str, float]:
+    """Change the budget a swarm's runs share; workers read it when they take a run."""
+    from tether.core import budget as budgets
+    new = dict(store.swarm_budget(swarm))
+    new.update(budgets.validate(changes))
+    for k in unset:
+        budgets.parse_key(k)
+        new.pop(k, None)
+    store.set_swarm_budget(swarm, new, time.time())
+    return new
+
+
 def run_json(row: RunRow) -> dict[str, Any]:
     """The public JSON form of a run (``tether runs --json``)."""
     u = row.usage

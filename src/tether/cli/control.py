@@ -123,17 +123,33 @@ def resolve(effect: Annotated[str, typer.Argument(help="Effect id (its intent ev
 
 
 @handle_errors
-def budget(run: Annotated[str, typer.Argument(help="Run id, name or id prefix.")],
+def budget(run: Annotated[str | None, typer.Argument(help="Run id, name or id prefix.")] = None,
+           swarm: Annotated[str | None, typer.Option(
+               help="Show or change a swarm's shared budget instead of a run's.")] = None,
            set_: Annotated[list[str] | None, typer.Option(
                "--set", help="KEY=NUMBER, repeatable, e.g. cost_usd_per_day=5.")] = None,
            unset: Annotated[list[str] | None, typer.Option(help="Remove a cap.")] = None,
            json: Annotated[bool, typer.Option("--json", help="JSON output.")] = False,
            as_: AsOpt = None) -> None:
-    """Show a run's budget and usage, or change it (journaled)."""
+    """Show a run's (or swarm's) budget and usage, or change it (journaled for runs)."""
     s = store()
+    changes = parse_assignments(set_ or [], "--set")
+    if (run is None) == (swarm is None):
+        raise UsageError("name a RUN or --swarm NAME (one of them)")
+    if swarm is not None:
+        budget_now = ops.set_swarm_budget(s, swarm, changes, list(unset or [])) \
+            if set_ or unset else s.swarm_budget(swarm)
+        usage = s.swarm_usage(swarm)
+        if json:
+            print_jsonl([{"swarm": swarm, "budget": budget_now, "usage": usage}])
+            return
+        console.print(f"swarm {swarm} budget: "
+                      + (", ".join(f"{k}={v:g}" for k, v in budget_now.items()) or "none"))
+        console.print("usage: " + ", ".join(f"{k}={v:g}" for k, v in sorted(usage.items())))
+        return
+    assert run is not None
     if set_ or unset:
-        res = ops.set_budget(s, run, parse_assignments(set_ or [], "--set"), list(unset or []),
-                             who=ops.actor(as_))
+        res = ops.set_budget(s, run, changes, list(unset or []), who=ops.actor(as_))
         if not res.applied:
             console.print(f"budget change queued as command {res.command}")
     row = ops.find_run(s, run)

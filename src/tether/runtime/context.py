@@ -129,6 +129,7 @@ class StepContext:
         if rec is not None:
             return ModelResponse.from_json(rec.call.payload["response"])
         await ex.safe_point(self.step)
+        ex.check_budget()
         t0 = asyncio.get_running_loop().time()
         ex.in_call = True
         try:
