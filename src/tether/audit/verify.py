@@ -7,7 +7,8 @@ What is detected:
 * an inserted, removed or reordered event inside a run: seq gaps or broken links;
 * the last events of a run deleted (truncation): a batch names seqs that are gone;
 * a whole run deleted: a batch names a run with no events;
-* a changed, removed or reordered batch: the batch chain breaks.
+* a changed, removed or reordered batch: the batch chain breaks;
+* a changed checkpoint body: it no longer matches the hash its step journaled.
 
 An erased payload (NULL, kept hash) is allowed: that is what payload hashing is for.
 """
@@ -15,6 +16,7 @@ An erased payload (NULL, kept hash) is allowed: that is what payload hashing is 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -86,8 +88,24 @@ def verify_store(store: Store, *, progress: Callable[[int, int], None] | None = 
     return rep
 
 
+def _verify_checkpoints(store: Store, run: str, recorded: dict[tuple[int, int], str],
+                        rep: VerifyReport) -> None:
+    """Each stored checkpoint body must match the hash its step's event journaled."""
+    for epoch, step, _, body in store.checkpoint_bodies(run):
+        want = recorded.get((epoch, step))
+        if want is None:
+            rep.problems.append(f"run {run} checkpoint epoch {epoch} step {step}: no event "
+                                "journals it (a checkpoint was added outside tether)")
+            return
+        if hashlib.sha256(body).hexdigest() != want:
+            rep.problems.append(f"run {run} checkpoint epoch {epoch} step {step}: body does not "
+                                "match the hash journaled for it (the checkpoint was changed)")
+            return
+
+
 def _verify_run(store: Store, run: str, rep: VerifyReport) -> dict[int, str]:
     chain: dict[int, str] = {}
+    ckpts: dict[tuple[int, int], str] = {}
     prev = genesis(run)
     expected = 1
     bad = False
@@ -113,4 +131,10 @@ def _verify_run(store: Store, run: str, rep: VerifyReport) -> dict[int, str]:
             bad = True
             continue
         prev = e.hash
+        if e.kind in ("checkpoint", "step.finished") and isinstance(e.payload, dict):
+            info = e.payload if e.kind == "checkpoint" else e.payload.get("checkpoint")
+            if isinstance(info, dict) and "hash" in info:
+                ckpts[(e.epoch, e.step)] = info["hash"]
+    if not bad:
+        _verify_checkpoints(store, run, ckpts, rep)
     return chain

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from tether.core import budget as budgets
-from tether.core.checkpoint import CheckpointEncoder, restore
+from tether.core.checkpoint import Checkpoint, CheckpointEncoder, restore
 from tether.core.fingerprint import ConversationHasher
 from tether.core.pricing import PriceTable
 from tether.errors import (
@@ -254,10 +254,10 @@ class RunExecutor:
         ck = self.encoder.encode(step, self.state)
         j.checkpoint(ck)
         self.count({"steps": 1, "wall_seconds": time.monotonic() - t0})
-        j.append("step.finished", {
-            **outcomes.to_json(out),
-            "checkpoint": {"kind": ck.kind, "hash": hashlib.sha256(ck.body).hexdigest(),
-                           "bytes": len(ck.body)}}, step=step)
+        info = checkpoint_info(ck)
+        if ck.kind == "key":
+            j.append("checkpoint", info, step=step)
+        j.append("step.finished", {**outcomes.to_json(out), "checkpoint": info}, step=step)
         j.update(step=step)
         if isinstance(out, outcomes.Done):
             j.append("run.done", {"result": out.result}, step=step)
@@ -268,6 +268,15 @@ class RunExecutor:
         self.replay = {}
         self.step_started = False
         await self.flush()
+
+
+def checkpoint_info(ck: Checkpoint) -> dict[str, Any]:
+    """What the journal records of a checkpoint: enough to check the stored body."""
+    info: dict[str, Any] = {"kind": ck.kind, "hash": hashlib.sha256(ck.body).hexdigest(),
+                            "bytes": len(ck.body)}
+    if ck.kind == "key":
+        info["new_chunks"] = len(ck.chunks)
+    return info
 
 
 def _plus(a: dict[str, float], b: dict[str, float]) -> dict[str, float]:

@@ -12,6 +12,7 @@ from tether.core.checkpoint import CheckpointEncoder
 from tether.core.ids import Clock, UlidSource
 from tether.errors import UsageError
 from tether.runtime.agent import AgentLike
+from tether.runtime.executor import checkpoint_info
 from tether.runtime.journal import RunJournal
 from tether.store.protocol import Store
 from tether.store.records import RunRow
@@ -71,5 +72,6 @@ def start_run(store: Store, agent: AgentLike, *, agent_ref: str, goal: str,
                              "budget": b, "spec": spec}, step=0, actor=actor)
     ck = CheckpointEncoder(run=run_id).encode(0, init, force_key=True)
     j.checkpoint(ck)
+    j.append("checkpoint", checkpoint_info(ck), step=0, actor=actor)
     j.flush_sync()
     return run_id

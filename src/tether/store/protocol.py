@@ -118,6 +118,10 @@ class Store(Protocol):
         """(step, kind, bytes) of every checkpoint of the run's epoch."""
         ...
 
+    def checkpoint_bodies(self, run: str) -> Iterator[tuple[int, int, str, bytes]]:
+        """(epoch, step, kind, body) of every checkpoint of the run (for audit)."""
+        ...
+
     def chunk(self, digest: str) -> bytes:
         """A content-addressed chunk."""
         ...

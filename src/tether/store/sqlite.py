@@ -420,6 +420,12 @@ class SQLiteStore:
             "SELECT step, kind, length(body) FROM checkpoints WHERE run = ? AND epoch = ? "
             "ORDER BY step", (run, epoch))]
 
+    def checkpoint_bodies(self, run: str) -> Iterator[tuple[int, int, str, bytes]]:
+        cur = self._conn().execute("SELECT epoch, step, kind, body FROM checkpoints WHERE run = ? "
+                                   "ORDER BY epoch, step", (run,))
+        for r in cur:
+            yield r[0], r[1], r[2], bytes(r[3])
+
     def chunk(self, digest: str) -> bytes:
         rows = self._read("SELECT body FROM chunks WHERE hash = ?", (digest,))
         if not rows:
