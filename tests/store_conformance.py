@@ -25,6 +25,7 @@ time (``time.time()``), which is what ``runnable`` compares lease expiry with.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -562,7 +563,7 @@ def test_events_after_seq_with_limit_link_to_their_predecessor(store_factory: St
     every = store.events(r.id)
     assert [e.seq for e in every] == list(range(1, 11))
     assert every[0].prev == Chain(r.id).head
-    assert all(e.prev == p.hash for p, e in zip(every, every[1:], strict=False))
+    assert all(e.prev == p.hash for p, e in itertools.pairwise(every))
 
     page = store.events(r.id, after_seq=3, limit=4)
     assert page == every[3:7]

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from tether.core.events import BATCH_GENESIS, batch_hash, event_hash, genesis, payload_digest
+from tether.errors import StoreError
 from tether.store.protocol import Store
 
 _NULL_DIGEST = payload_digest(None)
@@ -50,7 +51,12 @@ def verify_store(store: Store, *, progress: Callable[[int, int], None] | None = 
     hashes: dict[str, dict[int, str]] = {}
     runs = store.all_run_ids()
     for i, run in enumerate(runs):
-        hashes[run] = _verify_run(store, run, rep)
+        try:
+            hashes[run] = _verify_run(store, run, rep)
+        except (StoreError, ValueError, TypeError) as exc:
+            # An event so damaged it cannot be read or hashed: name what we can and go on.
+            rep.problems.append(f"run {run}: unreadable event ({exc})")
+            hashes[run] = {}
         rep.runs += 1
         if progress:
             progress(i + 1, len(runs))
@@ -88,10 +94,12 @@ def verify_store(store: Store, *, progress: Callable[[int, int], None] | None = 
     return rep
 
 
-def _verify_checkpoints(store: Store, run: str, recorded: dict[tuple[int, int], str],
+def _verify_checkpoints(store: Store, run: str, recorded: dict[tuple[int, int], str | None],
                         rep: VerifyReport) -> None:
     """Each stored checkpoint body must match the hash its step's event journaled."""
     for epoch, step, _, body in store.checkpoint_bodies(run):
+        if (epoch, step) in recorded and recorded[(epoch, step)] is None:
+            continue
         want = recorded.get((epoch, step))
         if want is None:
             rep.problems.append(f"run {run} checkpoint epoch {epoch} step {step}: no event "
@@ -105,7 +113,7 @@ def _verify_checkpoints(store: Store, run: str, recorded: dict[tuple[int, int], 
 
 def _verify_run(store: Store, run: str, rep: VerifyReport) -> dict[int, str]:
     chain: dict[int, str] = {}
-    ckpts: dict[tuple[int, int], str] = {}
+    ckpts: dict[tuple[int, int], str | None] = {}
     prev = genesis(run)
     expected = 1
     bad = False
@@ -121,7 +129,13 @@ def _verify_run(store: Store, run: str, rep: VerifyReport) -> dict[int, str]:
             bad = True
             continue
         expected += 1
-        if event_hash(dataclasses.replace(e, prev=prev, hash="")) != e.hash:
+        try:
+            h = event_hash(dataclasses.replace(e, prev=prev, hash=""))
+        except TypeError as exc:  # e.g. bytes that are not UTF-8 any more
+            rep.problems.append(f"{where}: a field is no longer valid text ({exc})")
+            bad = True
+            continue
+        if h != e.hash:
             rep.problems.append(f"{where}: hash mismatch (the event or its predecessor was changed)")
             bad = True
             continue
@@ -131,10 +145,13 @@ def _verify_run(store: Store, run: str, rep: VerifyReport) -> dict[int, str]:
             bad = True
             continue
         prev = e.hash
-        if e.kind in ("checkpoint", "step.finished") and isinstance(e.payload, dict):
-            info = e.payload if e.kind == "checkpoint" else e.payload.get("checkpoint")
-            if isinstance(info, dict) and "hash" in info:
-                ckpts[(e.epoch, e.step)] = info["hash"]
+        if e.kind in ("checkpoint", "step.finished"):
+            if erased:  # its checkpoint hash was erased with it: nothing to compare against
+                ckpts[(e.epoch, e.step)] = None
+            elif isinstance(e.payload, dict):
+                info = e.payload if e.kind == "checkpoint" else e.payload.get("checkpoint")
+                if isinstance(info, dict) and "hash" in info:
+                    ckpts[(e.epoch, e.step)] = info["hash"]
     if not bad:
         _verify_checkpoints(store, run, ckpts, rep)
     return chain

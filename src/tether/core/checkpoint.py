@@ -76,10 +76,51 @@ def encode_value(key: str, value: Any, *, run: str = "?", step: int = -1) -> byt
         return dumps(value)
     except TypeError as exc:
         where = _find_unserialisable(value, key) or key
-        raise InvalidState(
-            f"run {run} step {step}: state key {where} is not JSON-serialisable ({exc}); "
-            "keep only dicts, lists, strings, numbers, booleans and None in the state"
-        ) from exc
+        raise InvalidState(_not_json(run, step, where, str(exc))) from exc
+
+
+def _not_json(run: str, step: int, where: str, why: str) -> str:
+    return (f"run {run} step {step}: state key {where} is not JSON-serialisable ({why}); keep "
+            "only dicts, lists, strings, finite numbers, booleans and None in the state")
+
+
+def check_roundtrip(key: str, decoded: Any, value: Any, *, run: str, step: int) -> None:
+    """Refuse values the encoder turned into something else.
+
+    orjson writes datetimes, UUIDs, enums and dataclasses as strings or dicts, and
+    NaN as null; a restored state would then differ from the one the step saw.
+    Called only on what changed, so an unchanged state costs nothing here.
+    """
+    if decoded == value:
+        return
+    where = _first_difference(decoded, value, key)
+    if where:
+        raise InvalidState(_not_json(run, step, where, "it would come back from a checkpoint "
+                                     "as something else"))
+
+
+def _first_difference(decoded: Any, value: Any, path: str) -> str:
+    # Tuples come back as lists; that is the one conversion we accept.
+    if isinstance(value, list | tuple) and isinstance(decoded, list):
+        if len(value) != len(decoded):
+            return path
+        for i, (d, v) in enumerate(zip(decoded, value, strict=True)):
+            p = _first_difference(d, v, f"{path}[{i}]")
+            if p:
+                return p
+        return ""
+    if isinstance(value, dict) and isinstance(decoded, dict) and type(value) is dict:
+        if value.keys() != decoded.keys():
+            return path
+        for k, v in value.items():
+            p = _first_difference(decoded[k], v, f"{path}.{k}")
+            if p:
+                return p
+        return ""
+    if type(value) in (str, int, float, bool, type(None)) and decoded == value \
+            and type(decoded) is type(value):
+        return ""
+    return f"{path} (a {type(value).__name__})"
 
 
 def _chunk_hash(data: bytes) -> str:
@@ -124,14 +165,18 @@ class CheckpointEncoder:
                 continue
             if old is not None and isinstance(v, list) and old[:1] == b"[":
                 if old == b"[]":
+                    check_roundtrip(k, orjson.loads(b), v, run=self.run, step=step)
                     apps[k] = v
                     grown.add(k)
                     continue
                 n = len(old) - 1
                 if len(b) > len(old) and b[n] == 0x2C and b[:n] == old[:n]:  # 0x2C is ","
-                    apps[k] = orjson.loads(b"[" + b[n + 1:])
+                    items = orjson.loads(b"[" + b[n + 1:])
+                    check_roundtrip(k, items, v[len(v) - len(items):], run=self.run, step=step)
+                    apps[k] = items
                     grown.add(k)
                     continue
+            check_roundtrip(k, orjson.loads(b), v, run=self.run, step=step)
             sets[k] = v
         dels = sorted(k for k in self._prev if k not in new)
         self._prev = new

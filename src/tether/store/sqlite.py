@@ -48,9 +48,14 @@ _EFFECT_COLS = ("id, run, epoch, step, idx, tool, effect, idempotent, key, statu
 
 
 def _row_event(r: sqlite3.Row | tuple[Any, ...], prev: str = "") -> Event:
-    payload = loads(r[9]) if r[9] is not None else None
+    try:
+        payload = loads(r[9]) if r[9] is not None else None
+        causes = tuple(loads(r[8]))
+    except ValueError as exc:
+        raise StoreCorrupt(f"run {r[0]} event #{r[1]}: stored payload or causes are not valid "
+                           f"JSON ({exc}); the event was changed outside tether") from exc
     return Event(id=r[2], run=r[0], seq=r[1], epoch=r[3], step=r[4], kind=r[5], time=r[6],
-                 actor=r[7], causes=tuple(loads(r[8])), payload=payload,
+                 actor=r[7], causes=causes, payload=payload,
                  payload_hash=bytes(r[10]).hex(), prev=prev, hash=bytes(r[11]).hex())
 
 
@@ -94,7 +99,11 @@ class SQLiteStore:
         self._local = threading.local()
         self._conns: list[sqlite3.Connection] = []
         self._conns_lock = threading.Lock()
-        self._migrate()
+        try:
+            self._migrate()
+        except BaseException:
+            self.close()
+            raise
 
     # -- connections -----------------------------------------------------
     def _conn(self) -> sqlite3.Connection:
@@ -106,6 +115,9 @@ class SQLiteStore:
                 c.execute("PRAGMA journal_mode=WAL")
                 c.execute(f"PRAGMA synchronous={self._sync}")
                 c.execute("PRAGMA foreign_keys=OFF")
+                # Damaged text must not make a whole read fail: decode leniently, so the
+                # audit sees the changed bytes as a hash mismatch and names the event.
+                c.text_factory = lambda b: b.decode("utf-8", "surrogateescape")
             except sqlite3.DatabaseError as exc:
                 raise self._translate(exc) from exc
             self._local.conn = c
