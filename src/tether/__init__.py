@@ -39,9 +39,17 @@ from tether.tools import Effect, Tool, ToolContext, current, record_after, regis
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name: str) -> object:
+    # The OpenAI adapter pulls in the openai client; import it only when asked for.
+    if name == "OpenAIModel":
+        from tether.models.openai import OpenAIModel
+        return OpenAIModel
+    raise AttributeError(f"module 'tether' has no attribute {name!r}")
+
 __all__ = [
     "Agent", "AgentLike", "BudgetExceeded", "Clock", "Continue", "Done", "Effect", "FixedClock",
-    "InvalidState", "LeaseLost", "Message", "Model", "ModelError", "ModelResponse", "NotFound",
+    "InvalidState", "LeaseLost", "Message", "Model", "ModelError", "ModelResponse", "NotFound", "OpenAIModel",
     "PauseRequested", "PriceTable", "SQLiteStore", "SchemaTooNew", "ScriptedModel", "Signal",
     "SleepUntil", "StepAgent", "StepContext", "StopRequested", "Store", "StoreCorrupt",
     "StoreError", "StoreLocked", "SyncStepContext", "TetherError", "Tool", "ToolCall",

@@ -11,11 +11,16 @@
     │   ├── SchemaTooNew            written by a newer tether; upgrade tether
     │   └── LeaseLost               this process no longer owns the run (fenced off)
     ├── ModelError                  a model provider failed after retries (pauses the run)
-    ├── ToolFailed                  a tool raised; the model is told, the loop goes on
-    └── Signal                      control flow, not failures
-        ├── PauseRequested          the run must pause (command, budget, nondeterminism)
-        ├── StopRequested           the run must stop now
-        └── BudgetExceeded          a budget cap or window is exhausted
+    └── ToolFailed                  a tool raised; the model is told, the loop goes on
+
+    Signal (a BaseException)        control flow, not failures
+    ├── PauseRequested              the run must pause (command, budget, nondeterminism)
+    │   └── BudgetExceeded          a budget cap or window is exhausted
+    └── StopRequested               the run must stop now
+
+Signals derive from BaseException, like asyncio.CancelledError, so that an
+agent's ``except Exception`` cannot swallow a pause for an in-doubt effect and
+carry on as if nothing happened.
 
 Every message names the run, step, effect or event it is about and says how to
 fix it, so an operator reading a log at 3 a.m. knows what to do next.
@@ -82,7 +87,7 @@ class ToolFailed(TetherError):
     """A tool raised. The model is told; the loop goes on."""
 
 
-class Signal(TetherError):
+class Signal(BaseException):
     """Control flow raised through user code; never a failure of the run."""
 
 

@@ -77,6 +77,8 @@ class CommandResult:
     applied: bool
     by: str
     """``cli`` (applied here), ``worker`` (applied by the run's owner) or ``pending``."""
+    outcome: str = ""
+    """``applied``, or why the command changed nothing (``ignored: the run is done``)."""
 
 
 def _journal(store: Store, row: RunRow, token: int) -> RunJournal:
@@ -116,12 +118,25 @@ def send_command(store: Store, run_ref: str, kind: str, args: dict[str, Any] | N
     while True:
         applied = apply_pending_offline(store, row.id)
         if applied is not None and cid in applied:
-            return CommandResult(cid, row.id, True, "cli")
+            return CommandResult(cid, row.id, True, "cli", _outcome(store, row.id, cid))
         if all(c.id != cid for c in store.pending_commands([row.id])):
-            return CommandResult(cid, row.id, True, "worker")
+            return CommandResult(cid, row.id, True, "worker", _outcome(store, row.id, cid))
         if time.monotonic() >= deadline:
             return CommandResult(cid, row.id, False, "pending")
         time.sleep(0.02)
+
+
+def _outcome(store: Store, run: str, cid: int) -> str:
+    """What the run's owner journaled for command ``cid`` (searched from the end)."""
+    head = _must(store, run).seq
+    after = max(0, head - 64)
+    while True:
+        for e in reversed(store.events(run, after_seq=after)):
+            if e.kind == "command" and e.payload.get("command") == cid:
+                return str(e.payload.get("outcome", "applied"))
+        if after == 0:
+            return "applied"
+        after = max(0, after - 1024)
 
 
 def resolve_effect(store: Store, effect_ref: str, resolution: str, *, result: Any = None,
@@ -143,15 +158,17 @@ def resolve_effect(store: Store, effect_ref: str, resolution: str, *, result: An
         row = _must(store, eff.run)
         j = _journal(store, row, token)
         by = who or actor()
-        j.append("effect.resolved", {"i": eff.idx, "resolution": resolution, "result": result,
-                                     "by": by}, step=eff.step, actor=by, causes=(eff.id,))
+        ev = j.append("effect.resolved", {"i": eff.idx, "resolution": resolution,
+                                          "result": result, "by": by},
+                      step=eff.step, actor=by, causes=(eff.id,))
         new = dataclasses.replace(eff, status=f"resolved_{resolution}", updated=time.time(),
                                   result=result if resolution == "done" else eff.result)
         j.effect(new)
         left = [e for e in store.effects(run=eff.run, status="in_doubt") if e.id != eff.id]
         if not left and row.status == "paused":
             j.append("run.resumed", {"by": by, "from": "paused",
-                                     "why": "every in-doubt effect was resolved"}, actor=by)
+                                     "why": "every in-doubt effect was resolved"}, actor=by,
+                     causes=(ev.id,))
             j.update(status="running", reason="")
         j.flush_sync()
         return new

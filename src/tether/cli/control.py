@@ -40,7 +40,7 @@ def run(agent: Annotated[str, typer.Argument(help="The agent, as module:attr.")]
     console.print(f"started run {rid}")
     if detach:
         return
-    w = Worker(s, agents={agent: a})
+    w = Worker(s, agents={agent: a}, only={rid})
     asyncio.run(w.run(until_idle=True, handle_signals=True))
     row = ops.find_run(s, rid)
     console.print(f"run {rid} is {row.status} after step {row.step}"
@@ -65,7 +65,9 @@ def worker(until_idle: Annotated[bool, typer.Option(
 def _command(kind: str, run: str, as_: str | None, args: dict[str, object] | None = None) -> None:
     res = ops.send_command(store(), run, kind, args, who=ops.actor(as_))
     row = ops.find_run(store(), res.run)
-    if res.applied:
+    if res.applied and res.outcome != "applied":
+        console.print(f"{kind}: nothing to do for run {res.run} ({res.outcome})")
+    elif res.applied:
         console.print(f"{kind}: run {res.run} is now {row.status} (applied by {res.by})")
     else:
         console.print(f"{kind}: queued as command {res.command}; the worker that owns run "

@@ -25,7 +25,8 @@ def demo(directory: Annotated[Path, typer.Option(
          pace: Annotated[float, typer.Option(
              help="Seconds each model call takes, to watch (or kill) the demo mid-way.")] = 0.0,
          model: Annotated[str | None, typer.Option(
-             help="A real model behind the agents (needs OPENAI_BASE_URL).")] = None) -> None:
+             help="A real model behind the agents: any OpenAI-compatible server, from "
+                  "OPENAI_BASE_URL (and OPENAI_API_KEY).")] = None) -> None:
     """Run a small team of agents through a simulated night on real files.
 
     Run it again with the same --dir to resume where it stopped: no effect is repeated.

@@ -85,7 +85,8 @@ def events(run: Annotated[str, typer.Argument(help="Run id, name or id prefix.")
     """List a run's journal events in order."""
     s = store()
     row = ops.find_run(s, run)
-    evs = [e for e in s.events(row.id, after_seq=after, limit=limit) if not kind or e.kind == kind]
+    evs = [e for e in s.events(row.id, after_seq=after, limit=None if kind else limit)
+           if not kind or e.kind == kind][:limit]
     if json:
         print_jsonl(e.to_json() for e in evs)
         return
@@ -110,7 +111,10 @@ def state(run: Annotated[str, typer.Argument(help="Run id, name or id prefix.")]
 
 @handle_errors
 def verify(json: JsonOpt = False) -> None:
-    """Walk every run's hash chain and the batch chain; exit 1 at the first bad event."""
+    """Walk every run's hash chain, its checkpoints and the batch chain.
+
+    Exit 0 when intact; otherwise exit 1, naming the first bad event (and listing the rest).
+    """
     s = store()
     with Progress(console=console, transient=True, disable=json) as prog:
         task = prog.add_task("verifying chains", total=None)

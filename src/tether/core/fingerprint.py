@@ -1,9 +1,8 @@
 """Call fingerprints: (kind, name, hash of arguments), to catch nondeterministic replay.
 
 A model call's arguments are a conversation that grows by a few messages a
-step. Re-encoding all of it on every call would cost O(conversation) per call,
-so :class:`ConversationHasher` keeps a running hash chain over the messages of
-the list it saw last and hashes only the messages appended since.
+step; :class:`ConversationHasher` hashes only what was appended since the
+previous call, while still noticing messages edited in place.
 """
 
 from __future__ import annotations
@@ -12,9 +11,7 @@ import hashlib
 from collections.abc import Sequence
 from typing import Any
 
-from tether.core.canonical import digest, dumps
-
-_ZERO = "0" * 64
+from tether.core.canonical import dumps
 
 
 def fingerprint(kind: str, name: str, args_hash: str) -> str:
@@ -23,28 +20,29 @@ def fingerprint(kind: str, name: str, args_hash: str) -> str:
 
 
 class ConversationHasher:
-    """Incremental hash of a message list that grows at the end.
+    """Hash of a message list, reusing the work done for the list it saw last.
 
-    The cache follows one list object. Messages changed in place after they
-    were hashed are not noticed: the fingerprint is a guard against code or
-    input drift between a crash and its replay, not an integrity check.
+    The list is encoded once per call (orjson, fast); when the previous encoding
+    is a prefix of the new one (the conversation only grew), only the new bytes
+    are fed to a copy of the previous SHA-256 state. A message edited in place
+    changes the prefix, so it is noticed and the whole list is hashed again: a
+    replay, which hashes from scratch, always agrees with the live run.
     """
 
-    __slots__ = ("_digests", "_list")
+    __slots__ = ("_encoded", "_state")
 
     def __init__(self) -> None:
-        self._list: Sequence[Any] | None = None
-        self._digests: list[str] = []
+        self._encoded = b""
+        self._state = hashlib.sha256()
 
     def digest(self, messages: Sequence[Any]) -> str:
-        if messages is not self._list or len(messages) < len(self._digests):
-            self._list = messages
-            self._digests = []
-        h = self._digests[-1] if self._digests else _ZERO
-        for m in messages[len(self._digests):]:
-            h = hashlib.sha256((h + hashlib.sha256(dumps(m)).hexdigest()).encode()).hexdigest()
-            self._digests.append(h)
-        return h
-
-
-__all__ = ["ConversationHasher", "digest", "fingerprint"]
+        data = dumps(list(messages))
+        body = data[:-1]  # without the closing bracket, so a grown list extends it
+        old = self._encoded
+        if old and len(body) >= len(old) and body.startswith(old):
+            state = self._state.copy()
+            state.update(body[len(old):])
+        else:
+            state = hashlib.sha256(body)
+        self._encoded, self._state = body, state
+        return state.copy().hexdigest()

@@ -23,7 +23,15 @@ class PriceTable:
     prices: Mapping[str, tuple[float, float]] = field(default_factory=lambda: dict(DEFAULT_PRICES))
     default: tuple[float, float] = (0.0, 0.0)
 
+    def price(self, model: str) -> tuple[float, float]:
+        """(input, output) USD per million tokens. Providers answer with dated names
+        (``gpt-4o-mini-2024-07-18``), so the longest listed prefix wins."""
+        if model in self.prices:
+            return self.prices[model]
+        best = max((k for k in self.prices if model.startswith(k)), key=len, default=None)
+        return self.prices[best] if best is not None else self.default
+
     def cost(self, model: str, input_tokens: int, output_tokens: int) -> float:
         """USD cost of one call."""
-        pin, pout = self.prices.get(model, self.default)
+        pin, pout = self.price(model)
         return (input_tokens * pin + output_tokens * pout) / 1_000_000

@@ -32,8 +32,11 @@ def apply(j: RunJournal, c: Command, *, step: int | None = None) -> str:
         j.append("run.paused", {"reason": f"paused by {who}"}, step=step, causes=(ev.id,))
         j.update(status="paused", reason=f"paused by {who}")
     elif c.kind == "resume":
+        # A run paused while asleep goes back to sleep until its wake time.
+        asleep = j.row.wake_at is not None and j.row.wake_at > j.now()
         j.append("run.resumed", {"by": who, "from": status}, step=step, causes=(ev.id,))
-        j.update(status="running", reason="", wake_at=None)
+        j.update(status="sleeping" if asleep else "running", reason="",
+                 wake_at=j.row.wake_at if asleep else None)
     elif c.kind == "stop":
         j.append("run.stopped", {"reason": f"stopped by {who}"}, step=step, causes=(ev.id,))
         j.update(status="stopped", reason=f"stopped by {who}")

@@ -55,8 +55,9 @@ class GroupCommitter:
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[None] = loop.create_future()
         self._q.put(_Item(write, fut, loop))
-        # Shielded: a cancelled run must still learn whether its write landed, so
-        # the caller decides what to journal next; the write itself cannot be recalled.
+        # Shielded so that cancelling the caller does not disturb the future the writer
+        # settles. A write once queued cannot be recalled: it lands, in order, before
+        # anything the run queues afterwards, so the run's chain stays consistent.
         await asyncio.shield(fut)
 
     def close(self) -> None:

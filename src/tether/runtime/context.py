@@ -12,6 +12,7 @@ before the tool runs.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import random as _random
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from tether.core.canonical import digest, dumps, loads
 from tether.core.events import Event
 from tether.core.fingerprint import fingerprint
-from tether.errors import ModelError, PauseRequested, ToolFailed, UsageError
+from tether.errors import ModelError, PauseRequested, StopRequested, ToolFailed, UsageError
 from tether.models.base import Message, Model, ModelResponse, ToolSpec
 from tether.runtime.outcome import SleepUntil
 from tether.tools.base import Tool, ToolContext
@@ -41,17 +42,24 @@ class Recorded:
 
 
 def json_safe(value: Any) -> Any:
-    """The value as the journal keeps it, so live and replayed calls return the same."""
-    return loads(dumps(value)) if _plain(value) else loads(_dumps_lenient(value))
+    """The value as the journal keeps it, so live and replayed calls return the same.
 
-
-def _plain(value: Any) -> bool:
-    return value is None or isinstance(value, str | int | float | bool)
-
-
-def _dumps_lenient(value: Any) -> bytes:
+    Never raises: a tool's result must be journaled even when it is not JSON
+    (the effect happened), so such values are kept in a lenient form
+    (non-string keys and unknown objects as strings, or the value's repr).
+    """
+    if value is None or isinstance(value, str | bool | int):
+        return value
+    try:
+        return loads(dumps(value))
+    except TypeError:
+        pass
     import orjson
-    return orjson.dumps(value, default=str, option=orjson.OPT_SORT_KEYS)
+    try:
+        return orjson.loads(orjson.dumps(value, default=repr,
+                                         option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS))
+    except TypeError:
+        return repr(value)
 
 
 class StepContext:
@@ -74,7 +82,15 @@ class StepContext:
     def name(self) -> str:
         return self._ex.journal.row.name
 
+    @property
+    def calls(self) -> int:
+        """How many journaled calls the step has made so far."""
+        return self._i
+
     def _next(self) -> int:
+        if self._ex.halted:
+            raise StopRequested(f"run {self.run_id} step {self.step}: the run was stopped; "
+                                "no further calls are made")
         i = self._i
         self._i += 1
         return i
@@ -143,8 +159,9 @@ class StepContext:
         finally:
             ex.in_call = False
         latency = asyncio.get_running_loop().time() - t0
-        cost = ex.prices.cost(resp.model or m.name, resp.usage.input_tokens,
-                              resp.usage.output_tokens)
+        # Price by the name we asked for: it is what the operator configured prices for.
+        cost = ex.prices.cost(m.name if m.name in ex.prices.prices else (resp.model or m.name),
+                              resp.usage.input_tokens, resp.usage.output_tokens)
         ex.journal.append("model.called", {
             "i": i, "fp": fp, "model": m.name, "response": resp.to_json(), "cost_usd": cost,
             "latency_s": round(latency, 6)}, step=self.step, actor=f"agent:{ex.agent.name}")
@@ -186,7 +203,7 @@ class StepContext:
         if rec is not None:
             return await ex.effects.replay(t, args, rec, self.step)
         await ex.safe_point(self.step)
-        ex.check_budget(tool_call=True)
+        ex.check_budget()
         ex.count({"tool_calls": 1})
         if t.effect == "read":
             tc = ToolContext(self.run_id, self.step, None, None, ex.workspace)
@@ -196,11 +213,11 @@ class StepContext:
                 msg = f"tool {t.name} failed: {type(exc).__name__}: {exc}"
                 ex.journal.append("tool.called", {"i": i, "fp": fp, "tool": t.name,
                                                   "arguments": args_json, "error": msg},
-                                  step=self.step)
+                                  step=self.step, actor=f"agent:{ex.agent.name}")
                 raise ToolFailed(msg) from exc
             ex.journal.append("tool.called", {"i": i, "fp": fp, "tool": t.name,
                                               "arguments": args_json, "result": result},
-                              step=self.step)
+                              step=self.step, actor=f"agent:{ex.agent.name}")
             return result
         intent = await ex.effects.intend(t, args_json, i, fp, self.step)
         return await ex.effects.execute(t, args, intent, self.step)
@@ -223,8 +240,35 @@ class SyncStepContext:
     def goal(self) -> str:
         return self._inner.goal
 
+    @property
+    def name(self) -> str:
+        return self._inner.name
+
     def _wait(self, coro: Any) -> Any:
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+        ex = self._inner._ex
+        result: concurrent.futures.Future[Any] = concurrent.futures.Future()
+
+        def start() -> None:
+            if ex.halted:
+                coro.close()
+                result.set_exception(StopRequested(f"run {ex.journal.run}: the run was stopped"))
+                return
+            task = self._loop.create_task(coro)
+            ex.sync_tasks.add(task)
+
+            def done(t: asyncio.Task[Any]) -> None:
+                ex.sync_tasks.discard(t)
+                if t.cancelled():
+                    result.set_exception(StopRequested(f"run {ex.journal.run}: the run was "
+                                                       "stopped"))
+                elif t.exception() is not None:
+                    result.set_exception(t.exception())
+                else:
+                    result.set_result(t.result())
+            task.add_done_callback(done)
+
+        self._loop.call_soon_threadsafe(start)
+        return result.result()
 
     def now(self) -> float:
         return float(self._wait(self._inner.now()))

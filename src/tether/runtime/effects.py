@@ -29,7 +29,7 @@ class EffectRunner:
     def __init__(self, ex: RunExecutor) -> None:
         self._ex = ex
         # Set while a sync tool runs in a thread: a stop must mark it in doubt.
-        self.in_flight: tuple[Event, Tool] | None = None
+        self.in_flight: Event | None = None
 
     async def run_tool(self, t: Tool, args: dict[str, Any], tc: ToolContext) -> Any:
         token = _current.set(tc)
@@ -50,16 +50,17 @@ class EffectRunner:
         intent = j.append("effect.intent", {
             "i": i, "fp": fp, "tool": t.name, "effect": t.effect, "idempotent": t.idempotent,
             "arguments": args_json}, step=step, actor=f"agent:{self._ex.agent.name}")
-        j.effect(self._row(intent, t, args_json, "intent"))
+        j.effect(self._row(intent, "intent"))
         await self._ex.flush()
         return intent
 
-    def _row(self, intent: Event, t: Tool, args_json: dict[str, Any], status: str,
-             result: Any = None, undo: dict[str, Any] | None = None) -> EffectRow:
+    def _row(self, intent: Event, status: str, result: Any = None,
+             undo: dict[str, Any] | None = None) -> EffectRow:
+        p = intent.payload
         return EffectRow(id=intent.id, run=intent.run, epoch=intent.epoch, step=intent.step,
-                         idx=int(intent.payload["i"]), tool=t.name, effect=t.effect,
-                         idempotent=t.idempotent, key=intent.id, status=status,
-                         arguments=args_json, result=result, undo=undo,
+                         idx=int(p["i"]), tool=p["tool"], effect=p["effect"],
+                         idempotent=bool(p["idempotent"]), key=intent.id, status=status,
+                         arguments=p["arguments"], result=result, undo=undo,
                          updated=self._ex.clock())
 
     async def execute(self, t: Tool, args: dict[str, Any], intent: Event, step: int) -> Any:
@@ -67,8 +68,7 @@ class EffectRunner:
         from tether.runtime.context import json_safe
         ex = self._ex
         tc = ToolContext(intent.run, step, intent.id, intent.id, ex.workspace)
-        args_json = intent.payload["arguments"]
-        self.in_flight = (intent, t)
+        self.in_flight = intent
         try:
             raw = await self.run_tool(t, args, tc)
         except asyncio.CancelledError:
@@ -80,7 +80,7 @@ class EffectRunner:
             ex.journal.append("effect.failed", {
                 "i": intent.payload["i"], "error": msg,
                 "traceback": traceback.format_exc(limit=8)}, step=step, causes=(intent.id,))
-            ex.journal.effect(self._row(intent, t, args_json, "failed", result={"error": msg}))
+            ex.journal.effect(self._row(intent, "failed", result={"error": msg}))
             raise ToolFailed(msg) from exc
         self.in_flight = None
         result = json_safe(raw)
@@ -88,19 +88,19 @@ class EffectRunner:
         ex.journal.append("effect.done", {
             "i": intent.payload["i"], "result": result, "undo": undo,
             "after": json_safe(tc.after)}, step=step, causes=(intent.id,))
-        ex.journal.effect(self._row(intent, t, args_json, "done", result=result, undo=undo))
+        ex.journal.effect(self._row(intent, "done", result=result, undo=undo))
         return result
 
     def mark_in_doubt(self, why: str) -> None:
         """Journal that the in-flight effect may or may not have happened."""
         if self.in_flight is None:
             return
-        intent, t = self.in_flight
+        intent = self.in_flight
         self.in_flight = None
         j = self._ex.journal
-        j.append("effect.in_doubt", {"i": intent.payload["i"], "tool": t.name, "reason": why},
-                 step=intent.step, causes=(intent.id,))
-        j.effect(self._row(intent, t, intent.payload["arguments"], "in_doubt"))
+        j.append("effect.in_doubt", {"i": intent.payload["i"], "tool": intent.payload["tool"],
+                                     "reason": why}, step=intent.step, causes=(intent.id,))
+        j.effect(self._row(intent, "in_doubt"))
 
     async def replay(self, t: Tool, args: dict[str, Any], rec: Recorded, step: int) -> Any:
         """Return what a journaled call returned, or settle an effect left in doubt."""
@@ -121,11 +121,11 @@ class EffectRunner:
                 raise ToolFailed(f"tool {t.name} was not performed (an operator resolved "
                                  f"effect {call.id} as not done)")
             return await self.execute(t, args, call, step)  # retry, as the operator asked
-        if res is None and t.idempotent:
+        if t.idempotent and (res is None or res.kind == "effect.in_doubt"):
             # Safe to repeat: the tool gets the same idempotency key as the first attempt.
             return await self.execute(t, args, call, step)
         if res is None:
-            self.in_flight = (call, t)
+            self.in_flight = call
             self.mark_in_doubt("the process stopped after the intent was journaled and before "
                                "the result was")
         raise PauseRequested(

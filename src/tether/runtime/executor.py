@@ -24,6 +24,7 @@ from tether.errors import (
     PauseRequested,
     Signal,
     StopRequested,
+    StoreError,
     TetherError,
     UsageError,
 )
@@ -66,6 +67,9 @@ class RunExecutor:
         self.step_started = False
         self.draining = False
         self.in_call = False
+        self.halted = False
+        # Calls a sync step function (in a thread) runs on the loop: cancelled on stop.
+        self.sync_tasks: set[asyncio.Task[Any]] = set()
         ws = journal.row.spec.get("workspace")
         self.workspace = Path(ws) if ws else None
 
@@ -133,8 +137,8 @@ class RunExecutor:
     def nondeterminism(self, step: int, i: int, *, expected: str, got: str) -> None:
         msg = (f"nondeterminism in run {self.journal.run} step {step} call #{i}: the journal "
                f"recorded {expected} but the step now makes {got}. The agent's code, tools or "
-               "inputs changed since this step started; restore the old code and resume, or "
-               "roll the run back")
+               "inputs changed since this step started; restore the old code and `tether resume` "
+               "the run, or stop it and start a new one")
         self.journal.append("nondeterminism", {"i": i, "expected": expected, "got": got},
                             step=step)
         raise PauseRequested(msg, detail={"nondeterminism": True})
@@ -154,7 +158,7 @@ class RunExecutor:
                                 {w: store.usage_since(swarm=row.swarm, since=now - w)
                                  for w in budgets.window_lengths(sb)})
 
-    def check_budget(self, *, tool_call: bool = False) -> None:
+    def check_budget(self) -> None:
         row = self.journal.row
         windows = {w: _plus(u, self._accrued) for w, u in self._window_base.items()}
         hit = budgets.exceeded(row.budget, row.usage, windows)
@@ -196,28 +200,39 @@ class RunExecutor:
         except PauseRequested as p:
             self._pause(p)
         except StopRequested as s:
+            await self._halt()
             self.effects.mark_in_doubt("stopped while running")
-            j.append("run.stopped", {"reason": str(s)})
-            j.update(status="stopped", reason=str(s))
+            if j.row.status != "stopped":
+                j.append("run.stopped", {"reason": str(s)})
+                j.update(status="stopped", reason=str(s))
         except asyncio.CancelledError:
             # Shutdown or a stop that could not wait: an effect still running is in doubt.
+            await self._halt()
             self.effects.mark_in_doubt("abandoned while running (stop or shutdown)")
             if any(c.kind == "stop" for c in self._commands):
                 pending, self._commands = self._commands, []
                 for c in pending:
                     cmds.apply(j, c, step=j.row.step + 1)
-                j.append("run.stopped", {"reason": "stopped by an operator"})
-                j.update(status="stopped", reason="stopped by an operator")
             await self._final_flush()
             raise
-        except LeaseLost:
-            raise
+        except StoreError:
+            raise  # lease lost or store failing: abandon, never mark the run failed for it
         except TetherError as exc:
             self._fail(exc)
         except Exception as exc:  # the agent's own code raised: the run fails, named
             self._fail(exc)
+        await self._halt()
         await self._final_flush()
         return j.row.status
+
+    async def _halt(self) -> None:
+        """No call may start after this; calls a sync step still has in flight are cancelled."""
+        self.halted = True
+        tasks = list(self.sync_tasks)
+        for t in tasks:
+            t.cancel()
+        if tasks:
+            await asyncio.wait(tasks)
 
     async def _final_flush(self) -> None:
         with contextlib.suppress(LeaseLost):
@@ -251,6 +266,19 @@ class RunExecutor:
             raw = await asyncio.to_thread(self.agent.step,
                                           SyncStepContext(ctx, loop), self.state)
         out = outcomes.normalize(raw, run=j.run, step=step)
+        left = sorted(i for i in self.replay if i >= ctx.calls)
+        if left:
+            # The re-run step stopped short of calls it made before the crash: its code or
+            # inputs changed. An effect among them may be in doubt; surface, don't forget.
+            rec = self.replay[left[0]]
+            for i in left:
+                r = self.replay[i]
+                if r.call.kind == "effect.intent" and r.result is None:
+                    self.effects.in_flight = r.call
+                    self.effects.mark_in_doubt("the re-run step no longer makes this call")
+            self.nondeterminism(step, left[0], expected=f"{rec.call.kind} "
+                                f"{rec.call.payload.get('fp')}", got="no such call (the step "
+                                "ended earlier)")
         ck = self.encoder.encode(step, self.state)
         j.checkpoint(ck)
         self.count({"steps": 1, "wall_seconds": time.monotonic() - t0})

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib
+import os
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -26,11 +28,14 @@ def load_agent(ref: str, registry: Mapping[str, AgentLike] | None = None) -> Age
         raise UsageError(f"agent {ref!r} is not registered with this worker and is not a "
                          "module:attr reference (e.g. mypkg.agents:triage)")
     mod_name, _, attr = ref.partition(":")
+    # Like uvicorn and celery: a module in the current folder is found without PYTHONPATH.
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
     try:
         mod = importlib.import_module(mod_name)
     except ImportError as exc:
         raise UsageError(f"cannot import module {mod_name!r} for agent {ref!r}: {exc}; "
-                         "run from the folder that holds it or install it") from exc
+                         "run tether from the folder that holds it, set PYTHONPATH, or install it") from exc
     obj: Any = mod
     for part in attr.split("."):
         obj = getattr(obj, part, None)

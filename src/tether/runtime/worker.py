@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from tether.core.ids import Clock, UlidSource
 from tether.core.pricing import PriceTable
-from tether.errors import LeaseLost, TetherError
+from tether.errors import LeaseLost, StoreError, TetherError
 from tether.runtime.agent import AgentLike
 from tether.runtime.committer import GroupCommitter
 from tether.runtime.executor import RunExecutor
@@ -57,7 +57,8 @@ class Worker:
     def __init__(self, store: Store, *, agents: Mapping[str, AgentLike] | None = None,
                  clock: Clock | None = None, prices: PriceTable | None = None,
                  concurrency: int = 1000, lease_ttl: float = 30.0, poll_interval: float = 0.05,
-                 owner: str | None = None, keyframe_every: int = 32) -> None:
+                 owner: str | None = None, keyframe_every: int = 32,
+                 only: set[str] | None = None) -> None:
         self.store = store
         self.agents = dict(agents or {})
         self.clock = clock or Clock()
@@ -67,7 +68,10 @@ class Worker:
         self.poll = poll_interval
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
         self.keyframe_every = keyframe_every
+        self.only = only
         self.ids = UlidSource(self.clock.now)
+        # Runs whose agent this process cannot load: left for workers that can, retried later.
+        self._unloadable: dict[str, float] = {}
         self.committer = GroupCommitter(store)
         self.active: dict[str, tuple[asyncio.Task[str], RunExecutor]] = {}
         self.finished: dict[str, int] = {}
@@ -89,7 +93,12 @@ class Worker:
         bg = [asyncio.create_task(self._heartbeat()), asyncio.create_task(self._poll_commands())]
         try:
             while not stop.is_set():
-                started = self._fill()
+                try:
+                    started = self._fill()
+                except StoreError as exc:  # e.g. locked past its busy timeout: try again
+                    log.warning("worker %s: %s", self.owner, exc)
+                    await asyncio.sleep(self.poll)
+                    continue
                 if until_idle and not self.active and not started:
                     break
                 with contextlib.suppress(TimeoutError):
@@ -115,8 +124,11 @@ class Worker:
         if free <= 0 or self._draining:
             return 0
         started = 0
-        for rid in self.store.runnable(self.clock.now(), free):
-            if rid in self.active:
+        now = time.monotonic()
+        for rid in self.store.runnable(self.clock.now(), free + len(self._unloadable)):
+            if rid in self.active or self._unloadable.get(rid, 0) > now:
+                continue
+            if self.only is not None and rid not in self.only:
                 continue
             token = self.store.acquire(rid, self.owner, self.lease_ttl, time.time())
             if token is None:
@@ -139,10 +151,10 @@ class Worker:
         try:
             agent = load_agent(row.agent, self.agents)
         except TetherError as exc:
-            # The run cannot be driven here: say why in its journal, keep it for later.
-            j.append("run.paused", {"reason": str(exc)})
-            j.update(status="paused", reason=str(exc))
-            j.flush_sync()
+            # Another worker may have this agent: leave the run as it is and look again later.
+            log.warning("run %s: cannot load agent %s here (%s); leaving it to other workers",
+                        rid, row.agent, exc)
+            self._unloadable[rid] = time.monotonic() + 30.0
             self.store.release(rid, self.owner, token)
             raise LeaseLost(str(exc)) from exc
         ex = RunExecutor(j, agent, self.committer, clock=self.clock.now, prices=self.prices,
@@ -155,8 +167,10 @@ class Worker:
         status = "abandoned"
         try:
             status = await ex.drive()
-        except LeaseLost as exc:
-            log.warning("run %s: %s", rid, exc)
+        except StoreError as exc:
+            # Lease lost, or the store failed mid-step: abandon the run as it is; the journal
+            # is intact, and the next owner re-runs the step from its checkpoint.
+            log.warning("run %s: %s; abandoned", rid, exc)
         except asyncio.CancelledError:
             status = ex.journal.row.status
         finally:
@@ -187,8 +201,12 @@ class Worker:
                     if ex.journal.fence is not None}
             if not held:
                 continue
-            lost = await asyncio.to_thread(self.store.renew, held, self.owner,
-                                           self.lease_ttl, time.time())
+            try:
+                lost = await asyncio.to_thread(self.store.renew, held, self.owner,
+                                               self.lease_ttl, time.time())
+            except StoreError as exc:  # the fencing tokens still protect the runs
+                log.warning("worker %s: heartbeat failed (%s); retrying", self.owner, exc)
+                continue
             for rid in lost:
                 log.warning("run %s: lease lost; abandoning it", rid)
                 entry = self.active.get(rid)
@@ -200,7 +218,12 @@ class Worker:
             await asyncio.sleep(max(self.poll, 0.02))
             if not self.active:
                 continue
-            for c in self.store.pending_commands(list(self.active)):
+            try:
+                pending = self.store.pending_commands(list(self.active))
+            except StoreError as exc:
+                log.warning("worker %s: reading commands failed (%s); retrying", self.owner, exc)
+                continue
+            for c in pending:
                 if c.id in self._delivered:
                     continue
                 entry = self.active.get(c.run)
