@@ -23,6 +23,7 @@ import argparse
 import asyncio
 import json
 import os
+import random
 import subprocess
 import sys
 import time
@@ -57,7 +58,8 @@ EXIT_ENV = "CRASH_EXIT"
 EXIT_CODE = 86
 """Exit status of a worker that crashed on purpose ($CRASH_EXIT)."""
 AGENTS = ("counter", "keyed", "chatty")
-CHAT_TURNS = 12
+CHAT_TURNS = 20
+CHAT_PAUSE = 0.03
 
 
 # -- the side channel ---------------------------------------------------------
@@ -146,6 +148,7 @@ async def _counter(ctx: Any, state: dict[str, Any]) -> Any:
     except ToolFailed:  # an operator resolved the effect as not done
         done = None
     t = await ctx.now()
+    await ctx.call(peek, tag=f"counter {k} after", pause=state["pace"])  # effect done, not durable
     state["log"].append({"step": k, "t": t, "seen": seen["tag"], "done": done})
     return Done(k) if k >= state["steps"] else Continue()
 
@@ -165,7 +168,7 @@ def _chat_script(messages: Sequence[dict[str, Any]], tools: Sequence[Any]) -> Mo
     if turn >= CHAT_TURNS:
         return ModelResponse(content=f"finished after {turn} turns")
     calls = [ToolCall(f"m{turn}", "mark", json.dumps({"note": f"chat {turn}"})),
-             ToolCall(f"p{turn}", "peek", json.dumps({"tag": f"chat {turn}", "pause": 0.005}))]
+             ToolCall(f"p{turn}", "peek", json.dumps({"tag": f"chat {turn}", "pause": CHAT_PAUSE}))]
     if turn == 3:
         calls.insert(1, ToolCall("bad3", "mark", '{"note": "unterminated'))
     return ModelResponse(content=None, tool_calls=tuple(calls))
@@ -292,10 +295,32 @@ def spawn_worker(store: str | os.PathLike[str], side: str | os.PathLike[str], *,
     return WorkerProc(proc, ready, log)
 
 
-def finish(store: Store, *, owner: str, agents: dict[str, Any] | None = None) -> None:
-    """Drive every runnable run to rest in this process (the real Worker, until idle)."""
-    asyncio.run(Worker(store, owner=owner, agents=agents, poll_interval=0.01)
-                .run(until_idle=True))
+def status_of(store: Store, run: str) -> str:
+    """The run's status ('' if it does not exist)."""
+    row = store.get_run(run)
+    return row.status if row is not None else ""
+
+
+def at_rest(store: Store, runs: Sequence[str]) -> bool:
+    """Every run is done or paused."""
+    return all(status_of(store, r) in ("done", "paused") for r in runs)
+
+
+def unleased(store: Store) -> bool:
+    """True once no active run is held by a live lease (a killed worker's have expired)."""
+    now = time.time()
+    for run in store.all_run_ids():
+        row, lease = store.get_run(run), store.lease_of(run)
+        if row is not None and row.status in ("running", "sleeping") and lease and lease[2] > now:
+            return False
+    return True
+
+
+def finish(store: Store, *, agents: dict[str, Any] | None = None, timeout: float = 30.0) -> None:
+    """Wait for dead workers' leases to expire, then drive every runnable run to rest in
+    this process (the real Worker, until idle)."""
+    wait_for(lambda: unleased(store), timeout, "the killed worker's leases to expire")
+    asyncio.run(Worker(store, agents=agents, poll_interval=0.01).run(until_idle=True))
 
 
 # -- invariants -----------------------------------------------------------------
@@ -420,6 +445,7 @@ def _check_done_state(store: Store, row: Any) -> None:
     assert chain is not None
     state = restore(chain.key_body, store.chunk, chain.deltas)
     evs = store.events(row.id)
+    receipts = {e.step: e.id for e in store.effects(run=row.id) if e.tool == "deliver"}
     if "log" in state and "steps" in state:
         steps = [x["step"] for x in state["log"]]
         _require(steps == list(range(1, state["steps"] + 1)),
@@ -434,9 +460,87 @@ def _check_done_state(store: Store, row: Any) -> None:
             if "r" in x:
                 _require(rand.get(x["step"]) == x["r"],
                          f"run {row.id} step {x['step']}: random differs from the journal")
+            if "receipt" in x:
+                _require(receipts.get(x["step"]) == x["receipt"],
+                         f"run {row.id} step {x['step']}: receipt {x['receipt']} is not the "
+                         f"idempotency key {receipts.get(x['step'])}")
     if "messages" in state:
         turns = sum(1 for m in state["messages"] if m["role"] == "assistant")
         _require(turns == CHAT_TURNS + 1, f"run {row.id}: {turns} assistant turns")
+
+
+@dataclass
+class Trial:
+    """What one kill/restart trial did."""
+
+    seed: int
+    kills: int = 0
+    killed_mid_run: int = 0
+    """Kills that struck while some run was still running."""
+    resolved: dict[str, str] = field(default_factory=dict)
+    summary: Summary = field(default_factory=Summary)
+    seconds: float = 0.0
+
+    def line(self) -> str:
+        how = Counter(self.resolved.values())
+        return (f"seed={self.seed} kills={self.kills} mid_run={self.killed_mid_run} "
+                f"{self.summary.line()} settled[done={how['done']} retry={how['retry']}] "
+                f"{self.seconds:.2f}s")
+
+
+def kill_restart_trial(folder: Path, seed: int, *, kills: int, steps: int = 40,
+                       pace: float = 0.015, ttl: float = 0.3,
+                       delay: tuple[float, float] = (0.05, 1.0), term: bool = False) -> Trial:
+    """Start runs, SIGKILL a worker subprocess ``kills`` times at random moments, then
+    drive to rest here, settle in-doubt effects through ``tether.ops`` and finish.
+
+    With ``term`` the worker gets SIGTERM instead: it must drain and exit 0, and a
+    drain leaves nothing in doubt and nothing to retry.
+
+    Checks the invariants after every kill and at rest; raises AssertionError.
+    ``$CRASH_SIDE`` must name ``folder/side.log`` for the in-process worker.
+    """
+    t0 = time.monotonic()
+    rng = random.Random(seed)
+    db, side = folder / "crash.db", folder / "side.log"
+    _require(os.environ.get(SIDE_ENV) == str(side), f"set ${SIDE_ENV}={side}")
+    store = SQLiteStore(db)
+    out = Trial(seed, kills=kills)
+    try:
+        runs = start_runs(store, [*AGENTS, rng.choice(AGENTS)], steps=steps, pace=pace)
+        before: Snapshot = {}
+        for cycle in range(kills):
+            w = spawn_worker(db, side, tag=f"w{cycle}", lease_ttl=ttl)
+            w.wait_ready()
+            time.sleep(rng.uniform(*delay))
+            if term:
+                code = w.terminate()
+                _require(code == 0, f"SIGTERM: the worker exited {code}: {w.log.read_text()}")
+            else:
+                w.kill()
+            after = snapshot(store)  # read between the kill and the restart
+            check_nothing_lost(before, after)
+            check_store(store, side, final=False)
+            before = after
+            out.killed_mid_run += any(status_of(store, r) == "running" for r in runs)
+        finish(store)
+        first = check_store(store, side, final=True)
+        _require(not term or (not first.in_doubt and not first.retried_keys),
+                 f"a drain left effects in doubt {first.in_doubt} or retried "
+                 f"{first.retried_keys} idempotent effects")
+        if first.in_doubt:
+            out.resolved = resolve_in_doubt(store, side)
+            _require(set(out.resolved) == set(first.in_doubt), "resolved other effects")
+            finish(store)
+        check_nothing_lost(before, snapshot(store))
+        out.summary = check_store(store, side, final=True)
+        out.summary.in_doubt = first.in_doubt  # what the kills left in doubt (now settled)
+        _require(out.summary.statuses == Counter(done=len(runs)),
+                 f"after settling, runs are {dict(out.summary.statuses)}")
+    finally:
+        store.close()
+    out.seconds = time.monotonic() - t0
+    return out
 
 
 def resolve_in_doubt(store: Store, side: str | os.PathLike[str]) -> dict[str, str]:

@@ -101,9 +101,12 @@ class Agent:
                               f"unknown tool {call.name!r}; available: "
                               f"{', '.join(sorted(self._by_name)) or 'none'}")
         try:
-            args = json_loads_object(call.arguments)
+            args = tool.validate(json_loads_object(call.arguments))
         except ValueError as exc:
             return ctx.reject(call.name, call.arguments, str(exc))
+        except UsageError as exc:  # valid JSON, wrong shape: the model is told what to fix
+            return ctx.reject(call.name, call.arguments,
+                              str(exc).removeprefix(f"tool {tool.name}: "))
         try:
             result = await ctx.call(tool, **args)
         except (ToolFailed, UsageError) as exc:

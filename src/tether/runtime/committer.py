@@ -10,14 +10,18 @@ scheduling steps while the disk syncs.
 from __future__ import annotations
 
 import asyncio
+import logging
 import queue
 import threading
+import time
 from dataclasses import dataclass
 
+from tether.errors import StoreLocked
 from tether.store.protocol import Store
 from tether.store.records import Write
 
 _STOP = object()
+log = logging.getLogger("tether.committer")
 
 
 @dataclass(slots=True)
@@ -33,11 +37,13 @@ class GroupCommitter:
     Args:
         store: where to commit.
         max_batch: the most writes in one transaction.
+        lock_patience: seconds to keep retrying while another process holds the lock.
     """
 
-    def __init__(self, store: Store, *, max_batch: int = 512) -> None:
+    def __init__(self, store: Store, *, max_batch: int = 512, lock_patience: float = 300.0) -> None:
         self.store = store
         self.max_batch = max_batch
+        self.lock_patience = lock_patience
         self._q: queue.SimpleQueue[_Item | object] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="tether-writer", daemon=True)
         self._started = False
@@ -88,10 +94,26 @@ class GroupCommitter:
                 return
 
     def _commit(self, items: list[_Item]) -> None:
-        try:
-            results = self.store.commit([i.write for i in items])
-        except BaseException as exc:  # the whole transaction failed: tell every waiter
-            results = [exc] * len(items)
+        writes = [i.write for i in items]
+        delay, waited = 0.05, 0.0
+        while True:
+            try:
+                results = self.store.commit(writes)
+                break
+            except StoreLocked as exc:
+                # Another process holds the write lock past the busy timeout. These writes
+                # must land (one may record an effect that happened), so keep trying.
+                if waited >= self.lock_patience:
+                    results = [exc] * len(items)
+                    break
+                log.warning("store locked; retrying a group commit of %d writes in %.2fs",
+                            len(items), delay)
+                time.sleep(delay)
+                waited += delay
+                delay = min(delay * 2, 1.0)
+            except BaseException as exc:  # the whole transaction failed: tell every waiter
+                results = [exc] * len(items)
+                break
         self.batches += 1
         self.writes += len(items)
         for item, err in zip(items, results, strict=True):

@@ -194,7 +194,11 @@ class StepContext:
         try:
             args = t.validate(arguments)
         except UsageError as exc:
-            raise UsageError(f"run {self.run_id} step {self.step}: {exc}") from None
+            # Journaled like a malformed call, so the record shows what the model asked for.
+            msg = self.reject(t.name, dumps(json_safe(arguments)).decode(),
+                              str(exc).removeprefix(f"tool {t.name}: "))
+            raise UsageError(f"{msg.removeprefix('error: ')} (run {self.run_id} step "
+                             f"{self.step})") from None
         i = self._next()
         args_json = json_safe(args)
         fp = fingerprint("tool" if t.effect == "read" else "effect", t.name, digest(args_json))

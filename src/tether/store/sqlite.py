@@ -129,7 +129,7 @@ class SQLiteStore:
         msg = str(exc)
         if "locked" in msg or "busy" in msg:
             return StoreLocked(f"store {self.path} is locked by another process for more than "
-                               f"{self._busy:.0f}s; retry, or find the stuck process")
+                               f"{self._busy:g}s; retry, or find the stuck process")
         if isinstance(exc, sqlite3.DatabaseError) and ("not a database" in msg or "malformed" in msg):
             return StoreCorrupt(f"{self.path} is not a tether store or is damaged ({msg}); "
                                 "restore it from a backup (tether store backup)")
