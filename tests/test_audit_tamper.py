@@ -34,7 +34,8 @@ from tether.store.sqlite import SQLiteStore
 Tamper = Callable[[sqlite3.Connection], Any]
 
 T0 = 1_700_000_000.0
-COLUMNS = ("id", "epoch", "step", "kind", "time", "actor", "causes", "payload", "payload_hash", "hash")
+# payload_hash is stored only once a payload is erased (see the erasure tests below).
+COLUMNS = ("id", "epoch", "step", "kind", "time", "actor", "causes", "payload", "hash")
 TEXT, INTEGER, JSON = {"id", "kind", "time", "actor"}, {"epoch", "step"}, {"causes", "payload"}
 PRINTABLE = string.ascii_letters + string.digits + string.punctuation + " "
 
@@ -325,7 +326,6 @@ def _edit_entries(raw: sqlite3.Connection, n: int, edit: Callable[[list[list[Any
 def _flip_last_byte(column: str, n: int) -> Tamper:
     select, update = {
         "hash": ("SELECT hash FROM batches WHERE n = ?", "UPDATE batches SET hash = ? WHERE n = ?"),
-        "prev": ("SELECT prev FROM batches WHERE n = ?", "UPDATE batches SET prev = ? WHERE n = ?"),
     }[column]
 
     def tamper(raw: sqlite3.Connection) -> None:
@@ -340,7 +340,8 @@ BATCH_TAMPERING: dict[str, Callable[[Base], Tamper]] = {
                                                        (b.batches // 2,)),
     "delete-last": lambda b: lambda raw: raw.execute("DELETE FROM batches WHERE n = ?", (b.batches,)),
     "change-hash": lambda b: _flip_last_byte("hash", b.batches // 2),
-    "change-prev": lambda b: _flip_last_byte("prev", b.batches // 2),
+    "renumber": lambda b: lambda raw: raw.execute("UPDATE batches SET n = n + 1000 WHERE n = ?",
+                                                  (b.batches // 2,)),
     "change-last-hash": lambda b: _flip_last_byte("hash", b.batches),
     "shorten-a-range": lambda b: lambda raw: _edit_entries(
         raw, b.batches, lambda es: es[0].__setitem__(2, es[0][2] - 1)),
@@ -361,9 +362,30 @@ def test_a_deleted_or_altered_batch_is_found(base: Base, tampering: str) -> None
 
 # -- erasure -------------------------------------------------------------------
 
+def _erase(raw: sqlite3.Connection, e: Event) -> None:
+    """What SQLiteStore.erase_payload does: keep the payload's hash, drop the payload."""
+    raw.execute("UPDATE events SET payload_hash = ?, payload = NULL WHERE id = ?",
+                (bytes.fromhex(e.payload_hash), e.id))
+
+
+def test_erase_payload_keeps_the_chain(base: Base, tmp_path: Path) -> None:
+    path = tmp_path / "erase.db"
+    shutil.copyfile(base.path, path)
+    store = SQLiteStore(path, create=False)
+    try:
+        e = base.pick("middle")
+        store.erase_payload(e.id)
+        store.erase_payload(e.id)  # twice is once
+        got = store.event(e.id)
+        assert got is not None and got.payload is None and got.payload_hash == e.payload_hash
+        assert verify_store(store).ok
+    finally:
+        store.close()
+
+
 def test_an_erased_payload_still_verifies(base: Base) -> None:
     e = base.pick("middle")
-    report = verify_tampered(base, set_column(e, "payload", None))
+    report = verify_tampered(base, lambda raw: _erase(raw, e))
     assert report.ok, report.problems
 
 
@@ -373,7 +395,8 @@ def test_erasing_every_payload_of_a_run_still_verifies(base: Base, tmp_path: Pat
     shutil.copyfile(base.path, path)
     raw = sqlite3.connect(path)
     with raw:
-        raw.execute("UPDATE events SET payload = NULL WHERE run = ?", (run,))
+        for e in base.events[run]:
+            _erase(raw, e)
     raw.close()
     store = SQLiteStore(path, create=False)
     try:
@@ -389,7 +412,7 @@ def test_erasing_every_payload_of_a_run_still_verifies(base: Base, tmp_path: Pat
 def test_an_erased_payload_with_a_changed_hash_is_found(base: Base) -> None:
     e = base.pick("middle")
     report = verify_tampered(base, lambda raw: (
-        set_column(e, "payload", None)(raw),
-        set_column(e, "payload_hash", bytes(32))(raw)))
+        _erase(raw, e),
+        raw.execute("UPDATE events SET payload_hash = ? WHERE id = ?", (bytes(32), e.id))))
     assert not report.ok
     assert names(report, e), report.problems

@@ -117,7 +117,7 @@ def test_audit_verify_detects_tampering(tmp_path: Path, demo_dir: Path) -> None:
                   "AND CAST(payload AS TEXT) LIKE '%urgent%'")
         assert c.total_changes > 0
     code, out = tether("--store", str(copy), "audit", "verify")
-    assert code == 1 and "payload does not match" in out
+    assert code == 1 and "hash mismatch" in out and "model.called" in out
 
 
 @pytest.mark.parametrize("command", _all_commands(), ids=lambda c: " ".join(c))

@@ -64,6 +64,9 @@ def verify_store(store: Store, *, progress: Callable[[int, int], None] | None = 
     prev = BATCH_GENESIS
     for b in store.batches():
         rep.batches += 1
+        if b.n != rep.batches:
+            rep.problems.append(f"batch {b.n}: expected batch number {rep.batches} "
+                                "(batches were removed or renumbered)")
         if b.prev != prev:
             rep.problems.append(f"batch {b.n}: links to {b.prev[:12]}, expected {prev[:12]} "
                                 "(a batch was removed, reordered or changed)")
@@ -136,7 +139,7 @@ def _verify_run(store: Store, run: str, rep: VerifyReport) -> dict[int, str]:
             bad = True
             continue
         if h != e.hash:
-            rep.problems.append(f"{where}: hash mismatch (the event or its predecessor was changed)")
+            rep.problems.append(f"{where}: hash mismatch (a field or the payload of this event, or its predecessor, was changed)")
             bad = True
             continue
         erased = e.payload is None and e.payload_hash != _NULL_DIGEST

@@ -131,7 +131,7 @@ def _chunk_hash(data: bytes) -> str:
 class CheckpointEncoder:
     """Encodes successive states of one run. Keeps only canonical bytes of the last one."""
 
-    keyframe_every: int = 32
+    keyframe_every: int = 128
     chunk_items: int = 64
     run: str = "?"
     _prev: dict[str, bytes] = field(default_factory=dict)

@@ -47,7 +47,7 @@ class RunExecutor:
     """One run, owned by this process under a fenced lease."""
 
     def __init__(self, journal: RunJournal, agent: AgentLike, committer: GroupCommitter, *,
-                 clock: Callable[[], float], prices: PriceTable, keyframe_every: int = 32) -> None:
+                 clock: Callable[[], float], prices: PriceTable, keyframe_every: int = 128) -> None:
         self.journal = journal
         self.agent = agent
         self.committer = committer

@@ -57,7 +57,7 @@ class Worker:
     def __init__(self, store: Store, *, agents: Mapping[str, AgentLike] | None = None,
                  clock: Clock | None = None, prices: PriceTable | None = None,
                  concurrency: int = 1000, lease_ttl: float = 30.0, poll_interval: float = 0.05,
-                 owner: str | None = None, keyframe_every: int = 32,
+                 owner: str | None = None, keyframe_every: int = 128,
                  only: set[str] | None = None) -> None:
         self.store = store
         self.agents = dict(agents or {})

@@ -102,6 +102,10 @@ class Store(Protocol):
         """The batch chain in order."""
         ...
 
+    def erase_payload(self, event_id: str) -> None:
+        """Erase an event's payload (privacy, secrets), keeping its hash so the chain verifies."""
+        ...
+
     def effect(self, effect_id: str) -> EffectRow | None:
         """One effect by its intent event id."""
         ...

@@ -10,6 +10,7 @@ an option (survives a process crash, may lose the last commits on power loss).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import sqlite3
 import threading
@@ -54,9 +55,10 @@ def _row_event(r: sqlite3.Row | tuple[Any, ...], prev: str = "") -> Event:
     except ValueError as exc:
         raise StoreCorrupt(f"run {r[0]} event #{r[1]}: stored payload or causes are not valid "
                            f"JSON ({exc}); the event was changed outside tether") from exc
+    ph = bytes(r[10]).hex() if r[10] is not None else hashlib.sha256(bytes(r[9] or b"")).hexdigest()
     return Event(id=r[2], run=r[0], seq=r[1], epoch=r[3], step=r[4], kind=r[5], time=r[6],
                  actor=r[7], causes=causes, payload=payload,
-                 payload_hash=bytes(r[10]).hex(), prev=prev, hash=bytes(r[11]).hex())
+                 payload_hash=ph, prev=prev, hash=bytes(r[11]).hex())
 
 
 def _row_run(r: tuple[Any, ...]) -> RunRow:
@@ -210,8 +212,7 @@ class SQLiteStore:
                 row = c.execute("SELECT n, hash FROM batches ORDER BY n DESC LIMIT 1").fetchone()
                 n, prev = (row[0] + 1, bytes(row[1]).hex()) if row else (1, BATCH_GENESIS)
                 h = batch_hash(prev, hashes)
-                c.execute("INSERT INTO batches VALUES(?,?,?,?)",
-                          (n, bytes.fromhex(prev), bytes.fromhex(h), dumps(entries)))
+                c.execute("INSERT INTO batches VALUES(?,?,?)", (n, bytes.fromhex(h), dumps(entries)))
         return results
 
     def _check_fence(self, c: sqlite3.Connection, w: Write) -> BaseException | None:
@@ -235,8 +236,7 @@ class SQLiteStore:
         c.executemany(
             f"INSERT INTO events({_EVENT_COLS}) VALUES(?,?,?,?,?,?,?,?,?,?,?,?)",
             [(e.run, e.seq, e.id, e.epoch, e.step, e.kind, e.time, e.actor, dumps(list(e.causes)),
-              dumps(e.payload), bytes.fromhex(e.payload_hash), bytes.fromhex(e.hash))
-             for e in w.events])
+              dumps(e.payload), None, bytes.fromhex(e.hash)) for e in w.events])
         if w.run_row is not None:
             r = w.run_row
             c.execute(f"INSERT OR REPLACE INTO runs({_RUN_COLS}) "
@@ -393,16 +393,29 @@ class SQLiteStore:
         return [r[0] for r in self._read("SELECT DISTINCT run FROM events ORDER BY run")]
 
     def batches(self) -> Iterator[Batch]:
-        last = 0
+        last, prev = 0, BATCH_GENESIS
         while True:
-            rows = self._read("SELECT n, prev, hash, entries FROM batches WHERE n > ? ORDER BY n "
+            rows = self._read("SELECT n, hash, entries FROM batches WHERE n > ? ORDER BY n "
                               "LIMIT 1000", (last,))
             if not rows:
                 return
             for r in rows:
-                yield Batch(r[0], bytes(r[1]).hex(), bytes(r[2]).hex(),
-                            tuple((e[0], e[1], e[2]) for e in loads(r[3])))
-                last = r[0]
+                h = bytes(r[1]).hex()
+                # The link is the previous row's hash: a removed or reordered row breaks it.
+                yield Batch(r[0], prev, h, tuple((e[0], e[1], e[2]) for e in loads(r[2])))
+                last, prev = r[0], h
+
+    def erase_payload(self, event_id: str) -> None:
+        with self._tx() as c:
+            row = c.execute("SELECT payload, payload_hash FROM events WHERE id = ?",
+                            (event_id,)).fetchone()
+            if row is None:
+                raise NotFound(f"no event {event_id!r} in {self.path}")
+            if row[0] is None:
+                return  # already erased
+            # Keep the payload's hash so the chain still verifies without the payload.
+            c.execute("UPDATE events SET payload_hash = ?, payload = NULL WHERE id = ?",
+                      (hashlib.sha256(bytes(row[0])).digest(), event_id))
 
     def effect(self, effect_id: str) -> EffectRow | None:
         rows = self._read(f"SELECT {_EFFECT_COLS} FROM effects WHERE id = ?", (effect_id,))
