@@ -139,7 +139,8 @@ def _verify_run(store: Store, run: str, rep: VerifyReport) -> dict[int, str]:
             bad = True
             continue
         if h != e.hash:
-            rep.problems.append(f"{where}: hash mismatch (a field or the payload of this event, or its predecessor, was changed)")
+            rep.problems.append(f"{where}: hash mismatch (a field or the payload of this event, "
+                                "or its predecessor, was changed)")
             bad = True
             continue
         erased = e.payload is None and e.payload_hash != _NULL_DIGEST
