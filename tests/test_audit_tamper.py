@@ -25,18 +25,19 @@ from hypothesis import strategies as st
 
 from tether.audit import VerifyReport, verify_store
 from tether.core.events import Chain, Event
-from tether.core.ids import FixedClock, UlidSource
+from tether.core.ids import FixedClock, UlidSource, ulid_bytes
 from tether.runtime.agent import StepAgent
 from tether.runtime.journal import RunJournal
 from tether.runtime.runs import start_run
-from tether.store.sqlite import SQLiteStore
+from tether.store.sqlite import SQLiteStore, _time_us
 
 Tamper = Callable[[sqlite3.Connection], Any]
 
 T0 = 1_700_000_000.0
 # payload_hash is stored only once a payload is erased (see the erasure tests below).
 COLUMNS = ("id", "epoch", "step", "kind", "time", "actor", "causes", "payload", "hash")
-TEXT, INTEGER, JSON = {"id", "kind", "time", "actor"}, {"epoch", "step"}, {"causes", "payload"}
+# id is kept as the 16 bytes of its ULID, time as integer microseconds.
+TEXT, INTEGER, JSON = {"kind", "actor"}, {"epoch", "step", "time"}, {"causes", "payload"}
 PRINTABLE = string.ascii_letters + string.digits + string.punctuation + " "
 
 
@@ -125,7 +126,8 @@ def set_column(e: Event, column: str, value: object, *, cast: str = "") -> Tampe
     """Overwrite one column of one stored event (``cast`` keeps raw bytes as TEXT or BLOB)."""
     assert column in COLUMNS
     target = f"CAST(? AS {cast})" if cast else "?"
-    sql = f"UPDATE events SET {column} = {target} WHERE run = ? AND seq = ?"  # noqa: S608 -- our columns
+    sql = (f"UPDATE events SET {column} = {target} "  # noqa: S608 -- our columns
+           "WHERE rk = (SELECT rk FROM run_keys WHERE id = ?) AND seq = ?")
     return lambda raw: raw.execute(sql, (value, e.run, e.seq))
 
 
@@ -133,7 +135,8 @@ def stored(base: Base, e: Event, column: str) -> Any:
     assert column in COLUMNS
     raw = sqlite3.connect(base.path)
     try:
-        return raw.execute(f"SELECT {column} FROM events WHERE run = ? AND seq = ?",  # noqa: S608 -- ours
+        return raw.execute(f"SELECT {column} FROM events "  # noqa: S608 -- ours
+                           "WHERE rk = (SELECT rk FROM run_keys WHERE id = ?) AND seq = ?",
                            (e.run, e.seq)).fetchone()[0]
     finally:
         raw.close()
@@ -258,7 +261,8 @@ def test_deleting_the_last_events_of_a_run_is_found_as_truncation(base: Base, co
     run = base.runs[0]
     keep = len(base.events[run]) - count
     report = verify_tampered(base, lambda raw: raw.execute(
-        "DELETE FROM events WHERE run = ? AND seq > ?", (run, keep)))
+        "DELETE FROM events WHERE rk = (SELECT rk FROM run_keys WHERE id = ?) AND seq > ?",
+        (run, keep)))
     assert not report.ok
     assert report.first_bad is not None
     assert f"{run}#{keep + 1}" in report.first_bad
@@ -268,7 +272,8 @@ def test_deleting_the_last_events_of_a_run_is_found_as_truncation(base: Base, co
 @pytest.mark.parametrize("which", [0, 1, 2])
 def test_deleting_a_whole_run_is_found(base: Base, which: int) -> None:
     run = base.runs[which]
-    report = verify_tampered(base, lambda raw: raw.execute("DELETE FROM events WHERE run = ?", (run,)))
+    report = verify_tampered(base, lambda raw: raw.execute(
+        "DELETE FROM events WHERE rk = (SELECT rk FROM run_keys WHERE id = ?)", (run,)))
     assert not report.ok
     assert report.first_bad is not None
     assert f"run {run}" in report.first_bad
@@ -278,7 +283,8 @@ def test_deleting_a_whole_run_is_found(base: Base, which: int) -> None:
 def test_deleting_an_event_inside_a_run_is_found(base: Base) -> None:
     e = base.pick("middle")
     report = verify_tampered(base, lambda raw: raw.execute(
-        "DELETE FROM events WHERE run = ? AND seq = ?", (e.run, e.seq)))
+        "DELETE FROM events WHERE rk = (SELECT rk FROM run_keys WHERE id = ?) AND seq = ?",
+        (e.run, e.seq)))
     assert not report.ok
     assert report.first_bad is not None
     assert f"run {e.run} event #{e.seq + 1}" in report.first_bad
@@ -289,7 +295,8 @@ def test_swapping_two_events_is_found(base: Base) -> None:
 
     def swap(raw: sqlite3.Connection) -> None:
         for a, b in ((e.seq, -1), (e.seq + 1, e.seq), (-1, e.seq + 1)):
-            raw.execute("UPDATE events SET seq = ? WHERE run = ? AND seq = ?", (b, e.run, a))
+            raw.execute("UPDATE events SET seq = ? WHERE rk = (SELECT rk FROM run_keys WHERE id = ?) "
+                        "AND seq = ?", (b, e.run, a))
 
     report = verify_tampered(base, swap)
     assert not report.ok
@@ -302,12 +309,15 @@ def test_an_event_forged_with_a_valid_chain_is_found_by_the_batch_chain(base: Ba
     forged = Chain(head.run, head.seq, head.hash).make(
         id="01ZZZZZZZZZZZZZZZZZZZZZZZZ", kind="tool.called", time=head.time, epoch=0,
         step=head.step, actor="agent:auditee", payload={"text": "transfer everything"})
-    row = (forged.run, forged.seq, forged.id, forged.epoch, forged.step, forged.kind, forged.time,
+    row = (forged.run, forged.seq, ulid_bytes(forged.id), forged.epoch, forged.step, forged.kind,
+           _time_us(forged.time),
            forged.actor, b"[]", orjson.dumps(forged.payload, option=orjson.OPT_SORT_KEYS),
            bytes.fromhex(forged.payload_hash), bytes.fromhex(forged.hash))
     report = verify_tampered(base, lambda raw: raw.execute(
-        "INSERT INTO events(run, seq, id, epoch, step, kind, time, actor, causes, payload, "
-        "payload_hash, hash) VALUES(?,?,?,?,?,?,?,?,?,?,?,?)", row))
+        "INSERT INTO events(rk, seq, id, epoch, step, kind, time, actor, causes, payload, "
+        "payload_hash, hash) "
+        "VALUES((SELECT rk FROM run_keys WHERE id = ?),?,?,?,?,?,?,?,?,?,?,?)",
+        row))
     assert not report.ok
     assert report.first_bad is not None
     assert f"run {forged.run}" in report.first_bad
@@ -365,7 +375,7 @@ def test_a_deleted_or_altered_batch_is_found(base: Base, tampering: str) -> None
 def _erase(raw: sqlite3.Connection, e: Event) -> None:
     """What SQLiteStore.erase_payload does: keep the payload's hash, drop the payload."""
     raw.execute("UPDATE events SET payload_hash = ?, payload = NULL WHERE id = ?",
-                (bytes.fromhex(e.payload_hash), e.id))
+                (bytes.fromhex(e.payload_hash), ulid_bytes(e.id)))
 
 
 def test_erase_payload_keeps_the_chain(base: Base, tmp_path: Path) -> None:
@@ -413,6 +423,7 @@ def test_an_erased_payload_with_a_changed_hash_is_found(base: Base) -> None:
     e = base.pick("middle")
     report = verify_tampered(base, lambda raw: (
         _erase(raw, e),
-        raw.execute("UPDATE events SET payload_hash = ? WHERE id = ?", (bytes(32), e.id))))
+        raw.execute("UPDATE events SET payload_hash = ? WHERE id = ?",
+                    (bytes(32), ulid_bytes(e.id)))))
     assert not report.ok
     assert names(report, e), report.problems

@@ -9,6 +9,7 @@ monotonic within one millisecond, which the common packages do not promise.
 
 from __future__ import annotations
 
+import base64
 import os
 import threading
 import time
@@ -18,12 +19,21 @@ from datetime import UTC, datetime
 _ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 
 
-def _encode(value: int, length: int) -> str:
-    chars = []
-    for _ in range(length):
-        chars.append(_ALPHABET[value & 31])
-        value >>= 5
-    return "".join(reversed(chars))
+# Standard base32 (RFC 4648) does the bit twiddling in C; only the alphabet differs.
+_FROM_RFC = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", _ALPHABET.encode())
+_TO_INT32 = str.maketrans(_ALPHABET, "0123456789abcdefghijklmnopqrstuv")
+
+
+def ulid_str(value: int | bytes) -> str:
+    """The 26-character ULID text of a 128-bit value."""
+    n = int.from_bytes(value, "big") if isinstance(value, bytes) else value
+    # 26 characters carry 130 bits: shift so the 128 bits end 6 bits before a byte edge.
+    return base64.b32encode((n << 6).to_bytes(17, "big"))[:26].translate(_FROM_RFC).decode()
+
+
+def ulid_bytes(text: str) -> bytes:
+    """The 16 bytes of a ULID's text (how stores keep ids compactly)."""
+    return int(text.translate(_TO_INT32), 32).to_bytes(16, "big")
 
 
 class Clock:
@@ -78,7 +88,7 @@ class UlidSource:
             else:
                 rand = self._rand()
             self._last_ms, self._last_rand = ms, rand
-            return _encode(ms, 10) + _encode(rand, 16)
+            return ulid_str((ms << 80) | rand)
 
 
 def iso(t: float) -> str:

@@ -300,9 +300,9 @@ class RunExecutor:
 
 def checkpoint_info(ck: Checkpoint) -> dict[str, Any]:
     """What the journal records of a checkpoint: enough to check the stored body."""
-    info: dict[str, Any] = {"kind": ck.kind, "hash": hashlib.sha256(ck.body).hexdigest(),
-                            "bytes": len(ck.body)}
-    if ck.kind == "key":
+    info: dict[str, Any] = {"kind": ck.kind, "hash": hashlib.sha256(ck.body).hexdigest()}
+    if ck.kind == "key":  # keyframes are rare: say more about them
+        info["bytes"] = len(ck.body)
         info["new_chunks"] = len(ck.chunks)
     return info
 

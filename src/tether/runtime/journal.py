@@ -26,7 +26,8 @@ class RunJournal:
     def __init__(self, store: Store, row: RunRow, fence: int | None, ids: UlidSource,
                  now: Any) -> None:
         self.store = store
-        self.row = row
+        self.row = dataclasses.replace(row)  # our own copy, changed in place
+        self._changed: set[str] = set()
         self.fence = fence
         self.ids = ids
         self._now = now
@@ -60,7 +61,9 @@ class RunJournal:
 
     def update(self, **changes: Any) -> None:
         """Change fields of the run's projection row (written at the next flush)."""
-        self.row = dataclasses.replace(self.row, **changes)
+        for k, v in changes.items():
+            setattr(self.row, k, v)
+        self._changed.update(changes)
         self._dirty = True
 
     def effect(self, row: EffectRow) -> None:
@@ -77,9 +80,9 @@ class RunJournal:
         # is counted in the later minute, which shifts a rolling window by < 1 minute.
         self._usage_bucket = int(self.now() // 60)
         budgets.add(self._usage, counts)
-        usage = dict(self.row.usage)
-        budgets.add(usage, counts)
-        self.update(usage=usage)
+        budgets.add(self.row.usage, counts)
+        self._changed.add("usage")
+        self._dirty = True
 
     def pending_usage(self) -> dict[str, float]:
         return dict(self._usage)
@@ -94,15 +97,19 @@ class RunJournal:
 
     def take(self) -> Write:
         """Build the write for everything buffered and reset the buffer."""
-        self.row = dataclasses.replace(self.row, seq=self.chain.seq, head=self.chain.head,
-                                       updated=self.now())
-        w = Write(run=self.row.id, fence=self.fence, events=tuple(self._events), run_row=self.row,
+        r = self.row
+        r.seq, r.head, r.updated = self.chain.seq, self.chain.head, self.now()
+        # A snapshot for the writer thread; ours keeps changing.
+        snap = dataclasses.replace(r, usage=dict(r.usage), budget=dict(r.budget))
+        w = Write(run=r.id, fence=self.fence, events=tuple(self._events), run_row=snap,
+                  run_changes=tuple(self._changed),
                   effects=tuple(self._effects.values()), checkpoint=self._checkpoint,
                   usage=UsageDelta(self._usage_bucket, dict(self._usage))
                   if self._usage and self._usage_bucket is not None else None,
                   commands_applied=tuple(self._commands), swarm=self.row.swarm)
         self._events, self._effects, self._checkpoint = [], {}, None
         self._usage, self._usage_bucket, self._commands = {}, None, []
+        self._changed = set()
         self._dirty = False
         return w
 

@@ -15,9 +15,14 @@ EFFECT_STATUSES = ("intent", "done", "failed", "in_doubt", "resolved_done", "res
                    "resolved_retry")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RunRow:
-    """The runs projection: one row per run, rewritten with each of its commits."""
+    """The runs projection: one row per run, rewritten with each of its commits.
+
+    Not frozen: the run's owner updates its copy in place on the hot path (a
+    ``dataclasses.replace`` per change cost more than the rest of a step's
+    bookkeeping) and hands the store a snapshot at each commit.
+    """
 
     id: str
     name: str
@@ -109,6 +114,8 @@ class Write:
     usage: UsageDelta | None = None
     commands_applied: tuple[int, ...] = ()
     swarm: str | None = None
+    run_changes: tuple[str, ...] | None = None
+    """Fields of ``run_row`` changed since the last write (None: write the whole row)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,19 +9,26 @@ from __future__ import annotations
 
 from typing import Final
 
-# Space matters (an always-on run writes a few rows a step for weeks), so rows hold
-# nothing derivable: an event's payload hash is stored only once its payload is
-# erased (otherwise it is the hash of the stored bytes), and a batch's link to its
-# predecessor is the previous row's hash.
+# Space and pages written per commit matter (an always-on run writes a few rows a
+# step for weeks, and a group commit of a hundred runs should touch few pages):
+# * events and checkpoints are rowid tables, so concurrent runs append to the same
+#   pages, with narrow indexes for lookups; runs are named there by a small integer
+#   key (run_keys), not their 26-character id;
+# * rows hold nothing derivable: an event's payload hash is stored only once its
+#   payload is erased (otherwise it is the hash of the stored bytes), and a batch's
+#   link to its predecessor is the previous row's hash; an event's time is kept as
+#   integer microseconds and its id as the 16 bytes of the ULID, both given back
+#   in their exact text form.
 MIGRATIONS: Final[tuple[str, ...]] = (
     # 1: the journal, its projections, leases, commands and checkpoints.
     """
     CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+    CREATE TABLE run_keys(rk INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE);
     CREATE TABLE events(
-        run TEXT NOT NULL, seq INTEGER NOT NULL, id TEXT NOT NULL, epoch INTEGER NOT NULL,
-        step INTEGER NOT NULL, kind TEXT NOT NULL, time TEXT NOT NULL, actor TEXT NOT NULL,
-        causes TEXT NOT NULL, payload BLOB, payload_hash BLOB, hash BLOB NOT NULL,
-        PRIMARY KEY(run, seq)) WITHOUT ROWID;
+        rk INTEGER NOT NULL, seq INTEGER NOT NULL, id BLOB NOT NULL, epoch INTEGER NOT NULL,
+        step INTEGER NOT NULL, kind TEXT NOT NULL, time INTEGER NOT NULL, actor TEXT NOT NULL,
+        causes TEXT NOT NULL, payload BLOB, payload_hash BLOB, hash BLOB NOT NULL);
+    CREATE UNIQUE INDEX events_seq ON events(rk, seq);
     CREATE UNIQUE INDEX events_id ON events(id);
     CREATE TABLE batches(n INTEGER PRIMARY KEY, hash BLOB NOT NULL, entries BLOB NOT NULL);
     CREATE TABLE runs(
@@ -40,9 +47,11 @@ MIGRATIONS: Final[tuple[str, ...]] = (
         key TEXT NOT NULL, status TEXT NOT NULL, arguments BLOB NOT NULL, result BLOB,
         undo BLOB, updated REAL NOT NULL) WITHOUT ROWID;
     CREATE INDEX effects_run ON effects(run, status);
-    CREATE TABLE checkpoints(run TEXT NOT NULL, epoch INTEGER NOT NULL, step INTEGER NOT NULL,
-        kind TEXT NOT NULL, body BLOB NOT NULL, PRIMARY KEY(run, epoch, step)) WITHOUT ROWID;
-    CREATE TABLE chunks(hash TEXT PRIMARY KEY, body BLOB NOT NULL) WITHOUT ROWID;
+    CREATE TABLE checkpoints(rk INTEGER NOT NULL, epoch INTEGER NOT NULL, step INTEGER NOT NULL,
+        kind TEXT NOT NULL, body BLOB NOT NULL);
+    CREATE UNIQUE INDEX checkpoints_step ON checkpoints(rk, epoch, step);
+    CREATE TABLE chunks(hash TEXT NOT NULL, body BLOB NOT NULL);
+    CREATE UNIQUE INDEX chunks_hash ON chunks(hash);
     CREATE TABLE commands(id INTEGER PRIMARY KEY AUTOINCREMENT, run TEXT NOT NULL,
         kind TEXT NOT NULL, args BLOB NOT NULL, actor TEXT NOT NULL, created REAL NOT NULL,
         applied REAL);

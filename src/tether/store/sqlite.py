@@ -16,11 +16,13 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from tether.core.canonical import dumps, loads
-from tether.core.events import BATCH_GENESIS, Event, batch_hash
+from tether.core.events import BATCH_GENESIS, Event, batch_hash, genesis
+from tether.core.ids import ulid_bytes, ulid_str
 from tether.errors import (
     LeaseLost,
     NotFound,
@@ -41,22 +43,48 @@ from tether.store.records import (
     Write,
 )
 
-_EVENT_COLS = "run, seq, id, epoch, step, kind, time, actor, causes, payload, payload_hash, hash"
+_EVENT_COLS = "rk, seq, id, epoch, step, kind, time, actor, causes, payload, payload_hash, hash"
 _RUN_COLS = ("id, name, agent, swarm, goal, status, epoch, step, seq, head, spec, budget, usage, "
              "wake_at, created, updated, reason, parent")
 _EFFECT_COLS = ("id, run, epoch, step, idx, tool, effect, idempotent, key, status, arguments, "
                 "result, undo, updated")
 
 
-def _row_event(r: sqlite3.Row | tuple[Any, ...], prev: str = "") -> Event:
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICRO = timedelta(microseconds=1)
+
+
+def _time_us(iso_time: str) -> int:
+    """Event times are ISO-8601 UTC with microseconds (tether.core.ids.iso); stored as
+    integer microseconds, 8 bytes instead of 27, and formatted back exactly."""
+    return (datetime.fromisoformat(iso_time.replace("Z", "+00:00")) - _EPOCH) // _MICRO
+
+
+def _time_iso(us: int) -> str:
+    return (_EPOCH + us * _MICRO).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _id_key(event_id: str) -> bytes | None:
+    try:
+        return ulid_bytes(event_id.upper())
+    except (ValueError, OverflowError):
+        return None  # not an event id at all
+
+
+def _row_event(r: sqlite3.Row | tuple[Any, ...], run: str, prev: str = "") -> Event:
     try:
         payload = loads(r[9]) if r[9] is not None else None
         causes = tuple(loads(r[8]))
     except ValueError as exc:
-        raise StoreCorrupt(f"run {r[0]} event #{r[1]}: stored payload or causes are not valid "
+        raise StoreCorrupt(f"run {run} event #{r[1]}: stored payload or causes are not valid "
                            f"JSON ({exc}); the event was changed outside tether") from exc
     ph = bytes(r[10]).hex() if r[10] is not None else hashlib.sha256(bytes(r[9] or b"")).hexdigest()
-    return Event(id=r[2], run=r[0], seq=r[1], epoch=r[3], step=r[4], kind=r[5], time=r[6],
+    try:
+        when = _time_iso(r[6])
+    except (TypeError, OverflowError, ValueError) as exc:
+        raise StoreCorrupt(f"run {run} event #{r[1]}: stored time {r[6]!r} is not a time; the "
+                           "event was changed outside tether") from exc
+    return Event(id=ulid_str(bytes(r[2])), run=run, seq=r[1], epoch=r[3], step=r[4], kind=r[5], time=when,
                  actor=r[7], causes=causes, payload=payload,
                  payload_hash=ph, prev=prev, hash=bytes(r[11]).hex())
 
@@ -101,6 +129,8 @@ class SQLiteStore:
         self._local = threading.local()
         self._conns: list[sqlite3.Connection] = []
         self._conns_lock = threading.Lock()
+        self._keys: dict[str, int] = {}
+        self._ids: dict[int, str] = {}
         try:
             self._migrate()
         except BaseException:
@@ -162,6 +192,33 @@ class SQLiteStore:
         except sqlite3.Error as exc:
             raise self._translate(exc) from exc
 
+    def _rk(self, run: str, c: sqlite3.Connection | None = None, *,
+            create: bool = False) -> int | None:
+        """The run's small integer key (cached: a run's key never changes)."""
+        rk = self._keys.get(run)
+        if rk is not None:
+            return rk
+        conn = c or self._conn()
+        row = conn.execute("SELECT rk FROM run_keys WHERE id = ?", (run,)).fetchone()
+        if row is None and create:
+            # Not cached yet: the transaction creating it may still roll back.
+            cur = conn.execute("INSERT INTO run_keys(id) VALUES(?)", (run,))
+            return int(cur.lastrowid or 0)
+        if row is None:
+            return None
+        self._keys[run] = int(row[0])
+        self._ids[int(row[0])] = run
+        return int(row[0])
+
+    def _run_id(self, rk: int) -> str:
+        run = self._ids.get(rk)
+        if run is None:
+            row = self._read("SELECT id FROM run_keys WHERE rk = ?", (rk,))
+            run = str(row[0][0]) if row else f"(unknown run key {rk})"
+            if row:
+                self._ids[rk] = run
+        return run
+
     def _migrate(self) -> None:
         c = self._conn()
         try:
@@ -197,16 +254,16 @@ class SQLiteStore:
     def commit(self, writes: Sequence[Write]) -> list[BaseException | None]:
         results: list[BaseException | None] = [None] * len(writes)
         with self._tx() as c:
-            entries: list[tuple[str, int, int]] = []
+            entries: list[tuple[int, int, int]] = []
             hashes: list[tuple[str, int, str]] = []
             for i, w in enumerate(writes):
                 err = self._check_fence(c, w)
                 if err is not None:
                     results[i] = err
                     continue
-                self._apply(c, w)
+                rk = self._apply(c, w)
                 if w.events:
-                    entries.append((w.run, w.events[0].seq, w.events[-1].seq))
+                    entries.append((rk, w.events[0].seq, w.events[-1].seq))
                     hashes.extend((e.run, e.seq, e.hash) for e in w.events)
             if entries:
                 row = c.execute("SELECT n, hash FROM batches ORDER BY n DESC LIMIT 1").fetchone()
@@ -232,18 +289,16 @@ class SQLiteStore:
                              f"{w.events[0].seq}; another writer appended to this run")
         return None
 
-    def _apply(self, c: sqlite3.Connection, w: Write) -> None:
+    def _apply(self, c: sqlite3.Connection, w: Write) -> int:
+        rk = self._rk(w.run, c, create=True)
+        assert rk is not None
         c.executemany(
             f"INSERT INTO events({_EVENT_COLS}) VALUES(?,?,?,?,?,?,?,?,?,?,?,?)",
-            [(e.run, e.seq, e.id, e.epoch, e.step, e.kind, e.time, e.actor, dumps(list(e.causes)),
+            [(rk, e.seq, ulid_bytes(e.id), e.epoch, e.step, e.kind, _time_us(e.time), e.actor,
+              dumps(list(e.causes)),
               dumps(e.payload), None, bytes.fromhex(e.hash)) for e in w.events])
         if w.run_row is not None:
-            r = w.run_row
-            c.execute(f"INSERT OR REPLACE INTO runs({_RUN_COLS}) "
-                      "VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                      (r.id, r.name, r.agent, r.swarm, r.goal, r.status, r.epoch, r.step, r.seq,
-                       r.head, dumps(r.spec), dumps(r.budget), dumps(r.usage), r.wake_at,
-                       r.created, r.updated, r.reason, r.parent))
+            self._write_run(c, w)
         for f in w.effects:
             c.execute(f"INSERT OR REPLACE INTO effects({_EFFECT_COLS}) "
                       "VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
@@ -253,9 +308,9 @@ class SQLiteStore:
                        None if f.undo is None else dumps(f.undo), f.updated))
         if w.checkpoint is not None:
             epoch, ck = w.checkpoint
-            c.executemany("INSERT OR IGNORE INTO chunks VALUES(?,?)", ck.chunks)
+            c.executemany("INSERT OR IGNORE INTO chunks(hash, body) VALUES(?,?)", ck.chunks)
             c.execute("INSERT OR REPLACE INTO checkpoints VALUES(?,?,?,?,?)",
-                      (w.run, epoch, ck.step, ck.kind, ck.body))
+                      (rk, epoch, ck.step, ck.kind, ck.body))
         if w.usage is not None:
             vals = [w.usage.counts.get(k, 0) for k in USAGE_KEYS]
             sets = ", ".join(f"{k} = {k} + excluded.{k}" for k in USAGE_KEYS)
@@ -267,6 +322,25 @@ class SQLiteStore:
             now = time.time()
             c.executemany("UPDATE commands SET applied = ? WHERE id = ?",
                           [(now, i) for i in w.commands_applied])
+        return rk
+
+    def _write_run(self, c: sqlite3.Connection, w: Write) -> None:
+        r = w.run_row
+        assert r is not None
+        if w.fence is None or w.run_changes is None:
+            c.execute(f"INSERT OR REPLACE INTO runs({_RUN_COLS}) "
+                      "VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                      (r.id, r.name, r.agent, r.swarm, r.goal, r.status, r.epoch, r.step, r.seq,
+                       r.head, dumps(r.spec), dumps(r.budget), dumps(r.usage), r.wake_at,
+                       r.created, r.updated, r.reason, r.parent))
+            return
+        # Only what changed: an UPDATE that leaves indexed columns alone does not touch
+        # their indexes, so a plain step rewrites one row instead of three b-trees.
+        cols = sorted(set(w.run_changes) | {"seq", "head", "updated"})
+        vals = [dumps(getattr(r, k)) if k in ("spec", "budget", "usage") else getattr(r, k)
+                for k in cols]
+        c.execute(f"UPDATE runs SET {', '.join(f'{k} = ?' for k in cols)} WHERE id = ?",
+                  (*vals, r.id))
 
     # -- leases ----------------------------------------------------------
     def acquire(self, run: str, owner: str, ttl: float, now: float) -> int | None:
@@ -351,30 +425,34 @@ class SQLiteStore:
         return [_row_run(r) for r in self._read(sql + " ORDER BY created DESC, id DESC", args)]
 
     def events(self, run: str, *, after_seq: int = 0, limit: int | None = None) -> list[Event]:
-        sql = f"SELECT {_EVENT_COLS} FROM events WHERE run = ? AND seq > ? ORDER BY seq"
-        args: list[Any] = [run, after_seq]
+        rk = self._rk(run)
+        if rk is None:
+            return []
+        sql = f"SELECT {_EVENT_COLS} FROM events WHERE rk = ? AND seq > ? ORDER BY seq"
+        args: list[Any] = [rk, after_seq]
         if limit is not None:
             sql += " LIMIT ?"
             args.append(limit)
         rows = self._read(sql, args)
-        prev = ""
+        prev = genesis(run)
         if rows and after_seq > 0:
-            p = self._read("SELECT hash FROM events WHERE run = ? AND seq = ?", (run, after_seq))
+            p = self._read("SELECT hash FROM events WHERE rk = ? AND seq = ?", (rk, after_seq))
             prev = bytes(p[0][0]).hex() if p else ""
         out = []
-        from tether.core.events import genesis
-        prev = prev or genesis(run)
         for r in rows:
-            e = _row_event(r, prev)
+            e = _row_event(r, run, prev)
             out.append(e)
             prev = e.hash
         return out
 
     def tail_events(self, run: str, epoch: int, step: int) -> list[Event]:
+        rk = self._rk(run)
+        if rk is None:
+            return []
         # Walk back from the end of the chain: the in-flight step's events are its tail.
         try:
-            cur = self._conn().execute(f"SELECT {_EVENT_COLS} FROM events WHERE run = ? "
-                                       "ORDER BY seq DESC", (run,))
+            cur = self._conn().execute(f"SELECT {_EVENT_COLS} FROM events WHERE rk = ? "
+                                       "ORDER BY seq DESC", (rk,))
             rows = []
             for r in cur:
                 if r[3] != epoch or r[4] != step:
@@ -383,14 +461,17 @@ class SQLiteStore:
             cur.close()
         except sqlite3.Error as exc:
             raise self._translate(exc) from exc
-        return [_row_event(r) for r in reversed(rows)]
+        return [_row_event(r, run) for r in reversed(rows)]
 
     def event(self, event_id: str) -> Event | None:
-        rows = self._read(f"SELECT {_EVENT_COLS} FROM events WHERE id = ?", (event_id,))
-        return _row_event(rows[0]) if rows else None
+        key = _id_key(event_id)
+        if key is None:
+            return None
+        rows = self._read(f"SELECT {_EVENT_COLS} FROM events WHERE id = ?", (key,))
+        return _row_event(rows[0], self._run_id(rows[0][0])) if rows else None
 
     def all_run_ids(self) -> list[str]:
-        return [r[0] for r in self._read("SELECT DISTINCT run FROM events ORDER BY run")]
+        return sorted(self._run_id(r[0]) for r in self._read("SELECT DISTINCT rk FROM events"))
 
     def batches(self) -> Iterator[Batch]:
         last, prev = 0, BATCH_GENESIS
@@ -402,20 +483,22 @@ class SQLiteStore:
             for r in rows:
                 h = bytes(r[1]).hex()
                 # The link is the previous row's hash: a removed or reordered row breaks it.
-                yield Batch(r[0], prev, h, tuple((e[0], e[1], e[2]) for e in loads(r[2])))
+                yield Batch(r[0], prev, h,
+                            tuple((self._run_id(e[0]), e[1], e[2]) for e in loads(r[2])))
                 last, prev = r[0], h
 
     def erase_payload(self, event_id: str) -> None:
         with self._tx() as c:
+            key = _id_key(event_id)
             row = c.execute("SELECT payload, payload_hash FROM events WHERE id = ?",
-                            (event_id,)).fetchone()
+                            (key,)).fetchone() if key is not None else None
             if row is None:
                 raise NotFound(f"no event {event_id!r} in {self.path}")
             if row[0] is None:
                 return  # already erased
             # Keep the payload's hash so the chain still verifies without the payload.
             c.execute("UPDATE events SET payload_hash = ?, payload = NULL WHERE id = ?",
-                      (hashlib.sha256(bytes(row[0])).digest(), event_id))
+                      (hashlib.sha256(bytes(row[0])).digest(), key))
 
     def effect(self, effect_id: str) -> EffectRow | None:
         rows = self._read(f"SELECT {_EFFECT_COLS} FROM effects WHERE id = ?", (effect_id,))
@@ -432,22 +515,23 @@ class SQLiteStore:
         return [_row_effect(r) for r in self._read(sql + " ORDER BY id", args)]
 
     def checkpoint_chain(self, run: str, epoch: int, step: int) -> CheckpointChain | None:
-        key = self._read("SELECT step, body FROM checkpoints WHERE run = ? AND epoch = ? AND "
-                         "step <= ? AND kind = 'key' ORDER BY step DESC LIMIT 1", (run, epoch, step))
+        rk = self._rk(run)
+        key = self._read("SELECT step, body FROM checkpoints WHERE rk = ? AND epoch = ? AND "
+                         "step <= ? AND kind = 'key' ORDER BY step DESC LIMIT 1", (rk, epoch, step))
         if not key:
             return None
-        deltas = self._read("SELECT body FROM checkpoints WHERE run = ? AND epoch = ? AND step > ? "
-                            "AND step <= ? ORDER BY step", (run, epoch, key[0][0], step))
+        deltas = self._read("SELECT body FROM checkpoints WHERE rk = ? AND epoch = ? AND step > ? "
+                            "AND step <= ? ORDER BY step", (rk, epoch, key[0][0], step))
         return CheckpointChain(key[0][0], bytes(key[0][1]), [bytes(d[0]) for d in deltas])
 
     def checkpoint_steps(self, run: str, epoch: int) -> list[tuple[int, str, int]]:
         return [(r[0], r[1], r[2]) for r in self._read(
-            "SELECT step, kind, length(body) FROM checkpoints WHERE run = ? AND epoch = ? "
-            "ORDER BY step", (run, epoch))]
+            "SELECT step, kind, length(body) FROM checkpoints WHERE rk = ? AND epoch = ? "
+            "ORDER BY step", (self._rk(run), epoch))]
 
     def checkpoint_bodies(self, run: str) -> Iterator[tuple[int, int, str, bytes]]:
-        cur = self._conn().execute("SELECT epoch, step, kind, body FROM checkpoints WHERE run = ? "
-                                   "ORDER BY epoch, step", (run,))
+        cur = self._conn().execute("SELECT epoch, step, kind, body FROM checkpoints WHERE rk = ? "
+                                   "ORDER BY epoch, step", (self._rk(run),))
         for r in cur:
             yield r[0], r[1], r[2], bytes(r[3])
 
