@@ -1,38 +1,18 @@
-"""The embedded default store: one SQLite file in WAL mode.
-
-Discipline (after datasette and sqlite-utils): WAL so readers never block the
-writer; ``BEGIN IMMEDIATE`` so a writer takes the lock up front instead of
-failing half-way on upgrade; a busy timeout; one connection per thread.
-``synchronous=FULL`` by default so a commit survives power loss, ``NORMAL`` as
-an option (survives a process crash, may lose the last commits on power loss).
-"""
+"""The embedded default store: one SQLite file in WAL mode (see sqlite_base)."""
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import os
 import sqlite3
-import threading
 import time
 from collections.abc import Iterator, Sequence
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from tether.core.canonical import dumps, loads
 from tether.core.events import BATCH_GENESIS, Event, batch_hash, genesis
-from tether.core.ids import ulid_bytes, ulid_str
-from tether.errors import (
-    LeaseLost,
-    NotFound,
-    SchemaTooNew,
-    StoreCorrupt,
-    StoreError,
-    StoreLocked,
-    UsageError,
-)
-from tether.store import schema
+from tether.core.ids import ulid_bytes
+from tether.errors import LeaseLost, NotFound, StoreCorrupt, UsageError
 from tether.store.records import (
     USAGE_KEYS,
     Batch,
@@ -42,69 +22,21 @@ from tether.store.records import (
     RunRow,
     Write,
 )
-
-_EVENT_COLS = "rk, seq, id, epoch, step, kind, time, actor, causes, payload, payload_hash, hash"
-_RUN_COLS = ("id, name, agent, swarm, goal, status, epoch, step, seq, head, spec, budget, usage, "
-             "wake_at, created, updated, reason, parent")
-_EFFECT_COLS = ("id, run, epoch, step, idx, tool, effect, idempotent, key, status, arguments, "
-                "result, undo, updated")
-
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MICRO = timedelta(microseconds=1)
-
-
-def _time_us(iso_time: str) -> int:
-    """Event times are ISO-8601 UTC with microseconds (tether.core.ids.iso); stored as
-    integer microseconds, 8 bytes instead of 27, and formatted back exactly."""
-    return (datetime.fromisoformat(iso_time.replace("Z", "+00:00")) - _EPOCH) // _MICRO
+from tether.store.sqlite_base import SQLiteBase
+from tether.store.sqlite_rows import (
+    EFFECT_COLS,
+    EVENT_COLS,
+    RUN_COLS,
+    id_key,
+    row_effect,
+    row_event,
+    row_run,
+    time_us,
+)
 
 
-def _time_iso(us: int) -> str:
-    return (_EPOCH + us * _MICRO).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def _id_key(event_id: str) -> bytes | None:
-    try:
-        return ulid_bytes(event_id.upper())
-    except (ValueError, OverflowError):
-        return None  # not an event id at all
-
-
-def _row_event(r: sqlite3.Row | tuple[Any, ...], run: str, prev: str = "") -> Event:
-    try:
-        payload = loads(r[9]) if r[9] is not None else None
-        causes = tuple(loads(r[8]))
-    except ValueError as exc:
-        raise StoreCorrupt(f"run {run} event #{r[1]}: stored payload or causes are not valid "
-                           f"JSON ({exc}); the event was changed outside tether") from exc
-    ph = bytes(r[10]).hex() if r[10] is not None else hashlib.sha256(bytes(r[9] or b"")).hexdigest()
-    try:
-        when = _time_iso(r[6])
-    except (TypeError, OverflowError, ValueError) as exc:
-        raise StoreCorrupt(f"run {run} event #{r[1]}: stored time {r[6]!r} is not a time; the "
-                           "event was changed outside tether") from exc
-    return Event(id=ulid_str(bytes(r[2])), run=run, seq=r[1], epoch=r[3], step=r[4], kind=r[5], time=when,
-                 actor=r[7], causes=causes, payload=payload,
-                 payload_hash=ph, prev=prev, hash=bytes(r[11]).hex())
-
-
-def _row_run(r: tuple[Any, ...]) -> RunRow:
-    return RunRow(id=r[0], name=r[1], agent=r[2], swarm=r[3], goal=r[4], status=r[5],
-                  epoch=r[6], step=r[7], seq=r[8], head=r[9], spec=loads(r[10]),
-                  budget=loads(r[11]), usage=loads(r[12]), wake_at=r[13], created=r[14],
-                  updated=r[15], reason=r[16], parent=r[17])
-
-
-def _row_effect(r: tuple[Any, ...]) -> EffectRow:
-    return EffectRow(id=r[0], run=r[1], epoch=r[2], step=r[3], idx=r[4], tool=r[5], effect=r[6],
-                     idempotent=bool(r[7]), key=r[8], status=r[9], arguments=loads(r[10]),
-                     result=loads(r[11]) if r[11] is not None else None,
-                     undo=loads(r[12]) if r[12] is not None else None, updated=r[13])
-
-
-class SQLiteStore:
-    """A tether store in one SQLite file.
+class SQLiteStore(SQLiteBase):
+    """A tether store in one SQLite file (implements :class:`tether.store.protocol.Store`).
 
     Args:
         path: the database file.
@@ -112,143 +44,6 @@ class SQLiteStore:
         synchronous: ``FULL`` (default, durable on power loss) or ``NORMAL``.
         busy_timeout: seconds to wait for another writer before StoreLocked.
     """
-
-    def __init__(self, path: str | os.PathLike[str], *, create: bool = True,
-                 synchronous: str = "FULL", busy_timeout: float = 10.0) -> None:
-        self.path = Path(path)
-        self.url = f"sqlite:///{self.path}"
-        if synchronous.upper() not in ("FULL", "NORMAL"):
-            raise UsageError(f"synchronous must be FULL or NORMAL, not {synchronous!r}")
-        self._sync = synchronous.upper()
-        self._busy = busy_timeout
-        if not self.path.exists() and not create:
-            raise StoreError(f"no tether store at {self.path}; start a run first "
-                             "(tether run / tether demo) or pass --store / TETHER_STORE")
-        if create:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._local = threading.local()
-        self._conns: list[sqlite3.Connection] = []
-        self._conns_lock = threading.Lock()
-        self._keys: dict[str, int] = {}
-        self._ids: dict[int, str] = {}
-        try:
-            self._migrate()
-        except BaseException:
-            self.close()
-            raise
-
-    # -- connections -----------------------------------------------------
-    def _conn(self) -> sqlite3.Connection:
-        c: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if c is None:
-            try:
-                c = sqlite3.connect(self.path, isolation_level=None, timeout=self._busy,
-                                    check_same_thread=False)
-                c.execute("PRAGMA journal_mode=WAL")
-                c.execute(f"PRAGMA synchronous={self._sync}")
-                c.execute("PRAGMA foreign_keys=OFF")
-                # Damaged text must not make a whole read fail: decode leniently, so the
-                # audit sees the changed bytes as a hash mismatch and names the event.
-                c.text_factory = lambda b: b.decode("utf-8", "surrogateescape")
-            except sqlite3.DatabaseError as exc:
-                raise self._translate(exc) from exc
-            self._local.conn = c
-            with self._conns_lock:
-                self._conns.append(c)
-        return c
-
-    def _translate(self, exc: sqlite3.Error) -> StoreError:
-        msg = str(exc)
-        if "locked" in msg or "busy" in msg:
-            return StoreLocked(f"store {self.path} is locked by another process for more than "
-                               f"{self._busy:g}s; retry, or find the stuck process")
-        if isinstance(exc, sqlite3.DatabaseError) and ("not a database" in msg or "malformed" in msg):
-            return StoreCorrupt(f"{self.path} is not a tether store or is damaged ({msg}); "
-                                "restore it from a backup (tether store backup)")
-        return StoreError(f"store {self.path}: {msg}")
-
-    @contextlib.contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        c = self._conn()
-        try:
-            c.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as exc:
-            raise self._translate(exc) from exc
-        try:
-            yield c
-        except BaseException:
-            c.execute("ROLLBACK")
-            raise
-        try:
-            c.execute("COMMIT")
-        except sqlite3.Error as exc:
-            with contextlib.suppress(sqlite3.Error):
-                c.execute("ROLLBACK")
-            raise self._translate(exc) from exc
-
-    def _read(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        try:
-            return self._conn().execute(sql, args).fetchall()
-        except sqlite3.Error as exc:
-            raise self._translate(exc) from exc
-
-    def _rk(self, run: str, c: sqlite3.Connection | None = None, *,
-            create: bool = False) -> int | None:
-        """The run's small integer key (cached: a run's key never changes)."""
-        rk = self._keys.get(run)
-        if rk is not None:
-            return rk
-        conn = c or self._conn()
-        row = conn.execute("SELECT rk FROM run_keys WHERE id = ?", (run,)).fetchone()
-        if row is None and create:
-            # Not cached yet: the transaction creating it may still roll back.
-            cur = conn.execute("INSERT INTO run_keys(id) VALUES(?)", (run,))
-            return int(cur.lastrowid or 0)
-        if row is None:
-            return None
-        self._keys[run] = int(row[0])
-        self._ids[int(row[0])] = run
-        return int(row[0])
-
-    def _run_id(self, rk: int) -> str:
-        run = self._ids.get(rk)
-        if run is None:
-            row = self._read("SELECT id FROM run_keys WHERE rk = ?", (rk,))
-            run = str(row[0][0]) if row else f"(unknown run key {rk})"
-            if row:
-                self._ids[rk] = run
-        return run
-
-    def _migrate(self) -> None:
-        c = self._conn()
-        try:
-            tables = {r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        except sqlite3.DatabaseError as exc:
-            raise self._translate(exc) from exc
-        if tables and "meta" not in tables:
-            raise StoreCorrupt(f"{self.path} is an SQLite file but not a tether store "
-                               "(no meta table); pass the right --store")
-        with self._tx() as c:
-            version = 0
-            if "meta" in tables:
-                row = c.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-                version = int(row[0]) if row else 0
-            if version > schema.VERSION:
-                raise SchemaTooNew(f"store {self.path} has schema version {version}, this tether "
-                                   f"knows up to {schema.VERSION}; upgrade tether")
-            for i in range(version, schema.VERSION):
-                for stmt in schema.MIGRATIONS[i].split(";"):
-                    if stmt.strip():
-                        c.execute(stmt)
-                c.execute("INSERT OR REPLACE INTO meta VALUES('schema_version', ?)", (str(i + 1),))
-
-    def close(self) -> None:
-        with self._conns_lock:
-            for c in self._conns:
-                with contextlib.suppress(sqlite3.Error):
-                    c.close()
-            self._conns.clear()
-        self._local = threading.local()
 
     # -- writing ---------------------------------------------------------
     def commit(self, writes: Sequence[Write]) -> list[BaseException | None]:
@@ -293,14 +88,14 @@ class SQLiteStore:
         rk = self._rk(w.run, c, create=True)
         assert rk is not None
         c.executemany(
-            f"INSERT INTO events({_EVENT_COLS}) VALUES(?,?,?,?,?,?,?,?,?,?,?,?)",
-            [(rk, e.seq, ulid_bytes(e.id), e.epoch, e.step, e.kind, _time_us(e.time), e.actor,
+            f"INSERT INTO events({EVENT_COLS}) VALUES(?,?,?,?,?,?,?,?,?,?,?,?)",
+            [(rk, e.seq, ulid_bytes(e.id), e.epoch, e.step, e.kind, time_us(e.time), e.actor,
               dumps(list(e.causes)),
               dumps(e.payload), None, bytes.fromhex(e.hash)) for e in w.events])
         if w.run_row is not None:
             self._write_run(c, w)
         for f in w.effects:
-            c.execute(f"INSERT OR REPLACE INTO effects({_EFFECT_COLS}) "
+            c.execute(f"INSERT OR REPLACE INTO effects({EFFECT_COLS}) "
                       "VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                       (f.id, f.run, f.epoch, f.step, f.idx, f.tool, f.effect, int(f.idempotent),
                        f.key, f.status, dumps(f.arguments),
@@ -328,7 +123,7 @@ class SQLiteStore:
         r = w.run_row
         assert r is not None
         if w.fence is None or w.run_changes is None:
-            c.execute(f"INSERT OR REPLACE INTO runs({_RUN_COLS}) "
+            c.execute(f"INSERT OR REPLACE INTO runs({RUN_COLS}) "
                       "VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                       (r.id, r.name, r.agent, r.swarm, r.goal, r.status, r.epoch, r.step, r.seq,
                        r.head, dumps(r.spec), dumps(r.budget), dumps(r.usage), r.wake_at,
@@ -406,8 +201,8 @@ class SQLiteStore:
 
     # -- reading ---------------------------------------------------------
     def get_run(self, run: str) -> RunRow | None:
-        rows = self._read(f"SELECT {_RUN_COLS} FROM runs WHERE id = ?", (run,))
-        return _row_run(rows[0]) if rows else None
+        rows = self._read(f"SELECT {RUN_COLS} FROM runs WHERE id = ?", (run,))
+        return row_run(rows[0]) if rows else None
 
     def find_runs(self, prefix: str) -> list[str]:
         rows = self._read("SELECT id FROM runs WHERE id = ? OR name = ? OR id LIKE ? ORDER BY id",
@@ -415,20 +210,20 @@ class SQLiteStore:
         return [r[0] for r in rows]
 
     def list_runs(self, *, status: str | None = None, swarm: str | None = None) -> list[RunRow]:
-        sql, args = f"SELECT {_RUN_COLS} FROM runs WHERE 1=1", []
+        sql, args = f"SELECT {RUN_COLS} FROM runs WHERE 1=1", []
         if status:
             sql += " AND status = ?"
             args.append(status)
         if swarm:
             sql += " AND swarm = ?"
             args.append(swarm)
-        return [_row_run(r) for r in self._read(sql + " ORDER BY created DESC, id DESC", args)]
+        return [row_run(r) for r in self._read(sql + " ORDER BY created DESC, id DESC", args)]
 
     def events(self, run: str, *, after_seq: int = 0, limit: int | None = None) -> list[Event]:
         rk = self._rk(run)
         if rk is None:
             return []
-        sql = f"SELECT {_EVENT_COLS} FROM events WHERE rk = ? AND seq > ? ORDER BY seq"
+        sql = f"SELECT {EVENT_COLS} FROM events WHERE rk = ? AND seq > ? ORDER BY seq"
         args: list[Any] = [rk, after_seq]
         if limit is not None:
             sql += " LIMIT ?"
@@ -440,7 +235,7 @@ class SQLiteStore:
             prev = bytes(p[0][0]).hex() if p else ""
         out = []
         for r in rows:
-            e = _row_event(r, run, prev)
+            e = row_event(r, run, prev)
             out.append(e)
             prev = e.hash
         return out
@@ -451,7 +246,7 @@ class SQLiteStore:
             return []
         # Walk back from the end of the chain: the in-flight step's events are its tail.
         try:
-            cur = self._conn().execute(f"SELECT {_EVENT_COLS} FROM events WHERE rk = ? "
+            cur = self._conn().execute(f"SELECT {EVENT_COLS} FROM events WHERE rk = ? "
                                        "ORDER BY seq DESC", (rk,))
             rows = []
             for r in cur:
@@ -461,14 +256,14 @@ class SQLiteStore:
             cur.close()
         except sqlite3.Error as exc:
             raise self._translate(exc) from exc
-        return [_row_event(r, run) for r in reversed(rows)]
+        return [row_event(r, run) for r in reversed(rows)]
 
     def event(self, event_id: str) -> Event | None:
-        key = _id_key(event_id)
+        key = id_key(event_id)
         if key is None:
             return None
-        rows = self._read(f"SELECT {_EVENT_COLS} FROM events WHERE id = ?", (key,))
-        return _row_event(rows[0], self._run_id(rows[0][0])) if rows else None
+        rows = self._read(f"SELECT {EVENT_COLS} FROM events WHERE id = ?", (key,))
+        return row_event(rows[0], self._run_id(rows[0][0])) if rows else None
 
     def all_run_ids(self) -> list[str]:
         return sorted(self._run_id(r[0]) for r in self._read("SELECT DISTINCT rk FROM events"))
@@ -489,7 +284,7 @@ class SQLiteStore:
 
     def erase_payload(self, event_id: str) -> None:
         with self._tx() as c:
-            key = _id_key(event_id)
+            key = id_key(event_id)
             row = c.execute("SELECT payload, payload_hash FROM events WHERE id = ?",
                             (key,)).fetchone() if key is not None else None
             if row is None:
@@ -501,18 +296,18 @@ class SQLiteStore:
                       (hashlib.sha256(bytes(row[0])).digest(), key))
 
     def effect(self, effect_id: str) -> EffectRow | None:
-        rows = self._read(f"SELECT {_EFFECT_COLS} FROM effects WHERE id = ?", (effect_id,))
-        return _row_effect(rows[0]) if rows else None
+        rows = self._read(f"SELECT {EFFECT_COLS} FROM effects WHERE id = ?", (effect_id,))
+        return row_effect(rows[0]) if rows else None
 
     def effects(self, *, run: str | None = None, status: str | None = None) -> list[EffectRow]:
-        sql, args = f"SELECT {_EFFECT_COLS} FROM effects WHERE 1=1", []
+        sql, args = f"SELECT {EFFECT_COLS} FROM effects WHERE 1=1", []
         if run:
             sql += " AND run = ?"
             args.append(run)
         if status:
             sql += " AND status = ?"
             args.append(status)
-        return [_row_effect(r) for r in self._read(sql + " ORDER BY id", args)]
+        return [row_effect(r) for r in self._read(sql + " ORDER BY id", args)]
 
     def checkpoint_chain(self, run: str, epoch: int, step: int) -> CheckpointChain | None:
         rk = self._rk(run)

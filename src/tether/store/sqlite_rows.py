@@ -1,0 +1,73 @@
+"""How the SQLite store lays out records in rows, and reads them back."""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from tether.core.canonical import loads
+from tether.core.events import Event
+from tether.core.ids import ulid_bytes, ulid_str
+from tether.errors import StoreCorrupt
+from tether.store.records import EffectRow, RunRow
+
+EVENT_COLS = "rk, seq, id, epoch, step, kind, time, actor, causes, payload, payload_hash, hash"
+RUN_COLS = ("id, name, agent, swarm, goal, status, epoch, step, seq, head, spec, budget, usage, "
+             "wake_at, created, updated, reason, parent")
+EFFECT_COLS = ("id, run, epoch, step, idx, tool, effect, idempotent, key, status, arguments, "
+                "result, undo, updated")
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICRO = timedelta(microseconds=1)
+
+
+def time_us(iso_time: str) -> int:
+    """Event times are ISO-8601 UTC with microseconds (tether.core.ids.iso); stored as
+    integer microseconds, 8 bytes instead of 27, and formatted back exactly."""
+    return (datetime.fromisoformat(iso_time.replace("Z", "+00:00")) - _EPOCH) // _MICRO
+
+
+def time_iso(us: int) -> str:
+    return (_EPOCH + us * _MICRO).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def id_key(event_id: str) -> bytes | None:
+    try:
+        return ulid_bytes(event_id.upper())
+    except (ValueError, OverflowError):
+        return None  # not an event id at all
+
+
+def row_event(r: sqlite3.Row | tuple[Any, ...], run: str, prev: str = "") -> Event:
+    try:
+        payload = loads(r[9]) if r[9] is not None else None
+        causes = tuple(loads(r[8]))
+    except ValueError as exc:
+        raise StoreCorrupt(f"run {run} event #{r[1]}: stored payload or causes are not valid "
+                           f"JSON ({exc}); the event was changed outside tether") from exc
+    ph = bytes(r[10]).hex() if r[10] is not None else hashlib.sha256(bytes(r[9] or b"")).hexdigest()
+    try:
+        when = time_iso(r[6])
+    except (TypeError, OverflowError, ValueError) as exc:
+        raise StoreCorrupt(f"run {run} event #{r[1]}: stored time {r[6]!r} is not a time; the "
+                           "event was changed outside tether") from exc
+    return Event(id=ulid_str(bytes(r[2])), run=run, seq=r[1], epoch=r[3], step=r[4], kind=r[5], time=when,
+                 actor=r[7], causes=causes, payload=payload,
+                 payload_hash=ph, prev=prev, hash=bytes(r[11]).hex())
+
+
+def row_run(r: tuple[Any, ...]) -> RunRow:
+    return RunRow(id=r[0], name=r[1], agent=r[2], swarm=r[3], goal=r[4], status=r[5],
+                  epoch=r[6], step=r[7], seq=r[8], head=r[9], spec=loads(r[10]),
+                  budget=loads(r[11]), usage=loads(r[12]), wake_at=r[13], created=r[14],
+                  updated=r[15], reason=r[16], parent=r[17])
+
+
+def row_effect(r: tuple[Any, ...]) -> EffectRow:
+    return EffectRow(id=r[0], run=r[1], epoch=r[2], step=r[3], idx=r[4], tool=r[5], effect=r[6],
+                     idempotent=bool(r[7]), key=r[8], status=r[9], arguments=loads(r[10]),
+                     result=loads(r[11]) if r[11] is not None else None,
+                     undo=loads(r[12]) if r[12] is not None else None, updated=r[13])
