@@ -170,7 +170,8 @@ class CheckpointEncoder:
                     grown.add(k)
                     continue
                 n = len(old) - 1
-                if len(b) > len(old) and b[n] == 0x2C and b[:n] == old[:n]:  # 0x2C is ","
+                # A memoryview prefix compares in place; slicing would copy both sides.
+                if len(b) > len(old) and b[n] == 0x2C and b.startswith(memoryview(old)[:n]):
                     items = orjson.loads(b"[" + b[n + 1:])
                     check_roundtrip(k, items, v[len(v) - len(items):], run=self.run, step=step)
                     apps[k] = items

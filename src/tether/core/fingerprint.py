@@ -37,12 +37,14 @@ class ConversationHasher:
 
     def digest(self, messages: Sequence[Any]) -> str:
         data = dumps(list(messages))
-        body = data[:-1]  # without the closing bracket, so a grown list extends it
+        # Compare and feed through memoryviews: slicing would copy the conversation.
+        n = len(data) - 1  # without the closing bracket, so growth extends the prefix
         old = self._encoded
-        if old and len(body) >= len(old) and body.startswith(old):
+        m = len(old) - 1
+        if old and n >= m and data.startswith(memoryview(old)[:m]):
             state = self._state.copy()
-            state.update(body[len(old):])
+            state.update(memoryview(data)[m:n])
         else:
-            state = hashlib.sha256(body)
-        self._encoded, self._state = body, state
+            state = hashlib.sha256(memoryview(data)[:n])
+        self._encoded, self._state = data, state
         return state.copy().hexdigest()

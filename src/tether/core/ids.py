@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
 _ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 
@@ -91,9 +92,19 @@ class UlidSource:
             return ulid_str((ms << 80) | rand)
 
 
+_last_second: list[Any] = [None, ""]
+
+
 def iso(t: float) -> str:
-    """Seconds since the epoch as an ISO-8601 UTC string with microseconds."""
-    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """Seconds since the epoch as an ISO-8601 UTC string with microseconds.
+
+    Every event is stamped, so the date part is formatted once per second.
+    """
+    sec, us = divmod(round(t * 1_000_000), 1_000_000)
+    if _last_second[0] != sec:
+        _last_second[1] = datetime.fromtimestamp(sec, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        _last_second[0] = sec
+    return f"{_last_second[1]}.{us:06d}Z"
 
 
 def parse_iso(s: str) -> float:

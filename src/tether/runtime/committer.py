@@ -55,12 +55,17 @@ class GroupCommitter:
             self._started = True
             self._thread.start()
 
-    async def submit(self, write: Write) -> None:
-        """Commit ``write`` durably; raises what the store refused it with."""
+    def submit_nowait(self, write: Write) -> asyncio.Future[None]:
+        """Queue ``write``; the future settles once it is durable (or refused)."""
         self.start()
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[None] = loop.create_future()
         self._q.put(_Item(write, fut, loop))
+        return fut
+
+    async def submit(self, write: Write) -> None:
+        """Commit ``write`` durably; raises what the store refused it with."""
+        fut = self.submit_nowait(write)
         # Shielded so that cancelling the caller does not disturb the future the writer
         # settles. A write once queued cannot be recalled: it lands, in order, before
         # anything the run queues afterwards, so the run's chain stays consistent.

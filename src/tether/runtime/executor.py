@@ -9,6 +9,7 @@ import contextlib
 import hashlib
 import time
 import traceback
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,9 @@ from tether.runtime.effects import EffectRunner
 from tether.runtime.journal import RunJournal
 from tether.store.records import Command
 from tether.tools.base import Tool
+
+MAX_INFLIGHT = 4
+"""End-of-step commits a run may have in flight before it waits for the oldest."""
 
 
 class Drain(Signal):
@@ -67,6 +71,8 @@ class RunExecutor:
         self.step_started = False
         self.draining = False
         self.in_call = False
+        self._inflight: deque[asyncio.Future[None]] = deque()
+        self._is_async = agent.is_async()
         self.halted = False
         # Calls a sync step function (in a thread) runs on the loop: cancelled on stop.
         self.sync_tasks: set[asyncio.Task[Any]] = set()
@@ -85,7 +91,28 @@ class RunExecutor:
         return t
 
     async def flush(self) -> None:
+        """Make everything journaled so far durable (before an effect, at the end)."""
+        await self._settle()
         await self.journal.flush(self.committer)
+
+    async def _settle(self, keep: int = 0) -> None:
+        """Wait until at most ``keep`` end-of-step commits are in flight; raise what a
+        commit failed with."""
+        while len(self._inflight) > keep:
+            await self._inflight.popleft()
+
+    async def _commit_step(self) -> None:
+        """Commit the step just finished, letting the next steps run while it syncs.
+
+        Durability is unchanged where it matters: an effect's intent waits for every
+        earlier write (commits are applied in order), and a run never leaves this
+        process (sleep, pause, done, shutdown) before its last write is durable. With
+        a few steps' writes in flight, one transaction and one fsync can carry several
+        steps of the same run: a crash loses at most those steps, which are re-run.
+        """
+        await self._settle(keep=MAX_INFLIGHT - 1)
+        if self.journal.dirty:
+            self._inflight.append(self.committer.submit_nowait(self.journal.take()))
 
     def count(self, counts: dict[str, float]) -> None:
         self.journal.add_usage(counts)
@@ -144,9 +171,14 @@ class RunExecutor:
         raise PauseRequested(msg, detail={"nondeterminism": True})
 
     # -- budgets -------------------------------------------------------------
-    def refresh_budget_windows(self) -> None:
+    async def refresh_budget_windows(self) -> None:
         """Read rolling-window usage once per step; calls inside the step add to it."""
         row = self.journal.row
+        if not (budgets.window_lengths(row.budget) or (self._swarm_budget and row.swarm)):
+            self._accrued = {}
+            return
+        # The store must have this run's usage so far: wait for steps still committing.
+        await self._settle()
         store, now = self.journal.store, self.clock()
         self._accrued = {}
         b = row.budget
@@ -190,7 +222,7 @@ class RunExecutor:
                 await self.safe_point(j.row.step + 1)
                 if j.row.status != "running":
                     break
-                self.refresh_budget_windows()
+                await self.refresh_budget_windows()
                 self.check_budget()
                 await self._step()
                 if j.row.status != "running":
@@ -259,7 +291,7 @@ class RunExecutor:
             j.append("step.started", {}, step=step, actor=f"agent:{self.agent.name}")
         ctx = StepContext(self, step)
         t0 = time.monotonic()
-        if self.agent.is_async():
+        if self._is_async:
             raw = await self.agent.step(ctx, self.state)
         else:
             loop = asyncio.get_running_loop()
@@ -295,7 +327,10 @@ class RunExecutor:
             j.update(status="sleeping", wake_at=out.at)
         self.replay = {}
         self.step_started = False
-        await self.flush()
+        if j.row.status == "running":
+            await self._commit_step()
+        else:
+            await self.flush()
 
 
 def checkpoint_info(ck: Checkpoint) -> dict[str, Any]:
