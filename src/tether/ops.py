@@ -187,7 +187,7 @@ def run_state(store: Store, run_ref: str, step: int | None = None) -> tuple[RunR
     chain = store.checkpoint_chain(row.id, row.epoch, k)
     if chain is None:
         raise NotFound(f"run {row.id} has no checkpoint at or before step {k} in epoch {row.epoch}")
-    return row, k, restore(chain.key_body, store.chunk, chain.deltas)
+    return row, k, restore(chain.key_body, store.chunk, chain.deltas, prefetch=store.chunks)
 
 
 def set_budget(store: Store, run_ref: str, changes: dict[str, float], unset: list[str],

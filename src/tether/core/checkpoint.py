@@ -221,10 +221,21 @@ class CheckpointEncoder:
         return Checkpoint(step=step, kind="key", body=dumps(refs), chunks=tuple(chunks))
 
 
-def restore(key_body: bytes, chunk: Callable[[str], bytes], deltas: Iterable[bytes]) -> State:
-    """Rebuild a state from a keyframe, a chunk lookup and the deltas after it, in order."""
+def restore(key_body: bytes, chunk: Callable[[str], bytes], deltas: Iterable[bytes], *,
+            prefetch: Callable[[list[str]], Mapping[str, bytes]] | None = None) -> State:
+    """Rebuild a state from a keyframe, a chunk lookup and the deltas after it, in order.
+
+    ``prefetch``, when given, fetches all the keyframe's chunks in one call.
+    """
     state: State = {}
-    for k, ref in loads(key_body).items():
+    refs = loads(key_body)
+    if prefetch is not None:
+        wanted = [h for ref in refs.values() for h in ([ref["c"]] if "c" in ref else
+                                                        ref.get("l", []))]
+        if wanted:
+            got = prefetch(wanted)
+            chunk = got.__getitem__
+    for k, ref in refs.items():
         if "v" in ref:
             state[k] = ref["v"]
         elif "c" in ref:

@@ -95,6 +95,8 @@ class GroupCommitter:
                     break
                 items.append(nxt)
             self._commit([i for i in items if isinstance(i, _Item)])
+            # Drop the batch now: a thread blocked on the queue would keep it alive.
+            del items, first
             if stop:
                 return
 

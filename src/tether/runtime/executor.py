@@ -127,7 +127,7 @@ class RunExecutor:
         if chain is None:
             raise InvalidState(f"run {row.id}: no checkpoint for epoch {row.epoch} step "
                                f"{row.step}; the store is incomplete")
-        self.state = restore(chain.key_body, store.chunk, chain.deltas)
+        self.state = restore(chain.key_body, store.chunk, chain.deltas, prefetch=store.chunks)
         self.encoder.prime(self.state, last_key_step=chain.key_step)
         self._swarm_budget = dict(swarm_budget or {})
         step = row.step + 1

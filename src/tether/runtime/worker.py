@@ -125,14 +125,13 @@ class Worker:
             return 0
         started = 0
         now = time.monotonic()
-        for rid in self.store.runnable(self.clock.now(), free + len(self._unloadable)):
-            if rid in self.active or self._unloadable.get(rid, 0) > now:
-                continue
-            if self.only is not None and rid not in self.only:
-                continue
-            token = self.store.acquire(rid, self.owner, self.lease_ttl, time.time())
-            if token is None:
-                continue
+        wanted = [rid for rid in self.store.runnable(self.clock.now(), free + len(self._unloadable))
+                  if rid not in self.active and self._unloadable.get(rid, 0) <= now
+                  and (self.only is None or rid in self.only)][:free]
+        if not wanted:
+            return 0
+        tokens = self.store.acquire_many(wanted, self.owner, self.lease_ttl, time.time())
+        for rid, token in tokens.items():
             try:
                 ex = self._executor(rid, token)
             except LeaseLost:
@@ -176,7 +175,8 @@ class Worker:
         finally:
             self.active.pop(rid, None)
             with contextlib.suppress(TetherError):
-                self.store.release(rid, self.owner, token)
+                # A transaction with an fsync: off the event loop, which has other runs.
+                await asyncio.to_thread(self.store.release, rid, self.owner, token)
             self.finished[status] = self.finished.get(status, 0) + 1
             self._wake.set()
         return status

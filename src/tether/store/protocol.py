@@ -39,6 +39,11 @@ class Store(Protocol):
         """Take the run's lease if free or expired; return the new fencing token."""
         ...
 
+    def acquire_many(self, runs: Sequence[str], owner: str, ttl: float,
+                     now: float) -> dict[str, int]:
+        """Take every free or expired lease among ``runs`` at once; run -> new token."""
+        ...
+
     def renew(self, leases: dict[str, int], owner: str, ttl: float, now: float) -> list[str]:
         """Extend the leases (run -> token) held by ``owner``; return runs that were lost."""
         ...
@@ -124,6 +129,10 @@ class Store(Protocol):
 
     def checkpoint_bodies(self, run: str) -> Iterator[tuple[int, int, str, bytes]]:
         """(epoch, step, kind, body) of every checkpoint of the run (for audit)."""
+        ...
+
+    def chunks(self, digests: Sequence[str]) -> dict[str, bytes]:
+        """Several chunks in one round trip (restoring a keyframe)."""
         ...
 
     def chunk(self, digest: str) -> bytes:

@@ -139,14 +139,23 @@ class SQLiteStore(SQLiteBase):
 
     # -- leases ----------------------------------------------------------
     def acquire(self, run: str, owner: str, ttl: float, now: float) -> int | None:
+        return self.acquire_many([run], owner, ttl, now).get(run)
+
+    def acquire_many(self, runs: Sequence[str], owner: str, ttl: float,
+                     now: float) -> dict[str, int]:
+        # One transaction (one fsync) for a whole scheduling pass.
+        got: dict[str, int] = {}
         with self._tx() as c:
-            row = c.execute("SELECT owner, token, expires FROM leases WHERE run = ?",
-                            (run,)).fetchone()
-            if row is not None and row[2] > now and row[0] != owner:
-                return None
-            token = (row[1] + 1) if row else 1
-            c.execute("INSERT OR REPLACE INTO leases VALUES(?,?,?,?)", (run, owner, token, now + ttl))
-            return int(token)
+            for run in runs:
+                row = c.execute("SELECT owner, token, expires FROM leases WHERE run = ?",
+                                (run,)).fetchone()
+                if row is not None and row[2] > now and row[0] != owner:
+                    continue
+                token = (row[1] + 1) if row else 1
+                c.execute("INSERT OR REPLACE INTO leases VALUES(?,?,?,?)",
+                          (run, owner, token, now + ttl))
+                got[run] = int(token)
+        return got
 
     def renew(self, leases: dict[str, int], owner: str, ttl: float, now: float) -> list[str]:
         lost = []
@@ -329,6 +338,19 @@ class SQLiteStore(SQLiteBase):
                                    "ORDER BY epoch, step", (self._rk(run),))
         for r in cur:
             yield r[0], r[1], r[2], bytes(r[3])
+
+    def chunks(self, digests: Sequence[str]) -> dict[str, bytes]:
+        out: dict[str, bytes] = {}
+        for i in range(0, len(digests), 500):  # stay under SQLite's variable limit
+            part = list(digests[i:i + 500])
+            out.update((r[0], bytes(r[1])) for r in self._read(
+                f"SELECT hash, body FROM chunks WHERE hash IN ({','.join('?' * len(part))})",
+                part))
+        missing = [d for d in digests if d not in out]
+        if missing:
+            raise StoreCorrupt(f"store {self.path}: checkpoint chunk {missing[0]} is missing; "
+                               "restore the store from a backup")
+        return out
 
     def chunk(self, digest: str) -> bytes:
         rows = self._read("SELECT body FROM chunks WHERE hash = ?", (digest,))
