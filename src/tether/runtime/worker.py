@@ -173,11 +173,11 @@ class Worker:
         except asyncio.CancelledError:
             status = ex.journal.row.status
         finally:
-            self.active.pop(rid, None)
             with contextlib.suppress(TetherError):
                 # A transaction with an fsync: off the event loop, which has other runs.
                 await asyncio.to_thread(self.store.release, rid, self.owner, token)
             self.finished[status] = self.finished.get(status, 0) + 1
+            self.active.pop(rid, None)  # last: the worker waits for runs in `active`
             self._wake.set()
         return status
 
