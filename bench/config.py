@@ -1,0 +1,48 @@
+"""Sizes and repeat counts of a full run and of a ``--quick`` smoke run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """What to run. Sizes follow the issue; ``quick`` shrinks them for a smoke run."""
+
+    quick: bool
+    sizes: tuple[int, ...]
+    """Steps of the growing-conversation loop (N)."""
+    repeats: int
+    """Repeats of each tether timing and of the SQLite baseline."""
+    lg_repeats: int
+    """Repeats of each LangGraph timing (the slow side, up to ~2 GB per run)."""
+    invoke_sizes: tuple[int, ...]
+    """N for the LangGraph variant that calls ``invoke`` once per step (3 checkpoints a step)."""
+    read_repeats: int
+    """Loads and listings timed per repeat at the largest N."""
+    concurrent_runs: int
+    concurrent_steps: int
+    swarm_runs: int
+    swarm_steps: int
+    swarm_repeats: int
+    model_delay: float
+    """Seconds the in-process model awaits per call."""
+    target_n: int = 1000
+    """N at which per-step overhead is compared."""
+
+    def steps_text(self) -> str:
+        """How the swarm benchmark's ideal is defined, for the report."""
+        return (f"{self.swarm_runs} runs × {self.swarm_steps} steps, each step one call to an "
+                f"in-process model that awaits {self.model_delay:g} s; ideal = "
+                f"{self.swarm_runs / self.model_delay:,.0f} steps/s, i.e. the whole run in "
+                f"{self.swarm_steps * self.model_delay:g} s.")
+
+
+FULL = Config(quick=False, sizes=(200, 1000, 3000), repeats=5, lg_repeats=3,
+              invoke_sizes=(200, 1000), read_repeats=20, concurrent_runs=100,
+              concurrent_steps=200, swarm_runs=1000, swarm_steps=5, swarm_repeats=3,
+              model_delay=1.0)
+
+QUICK = Config(quick=True, sizes=(100, 300), repeats=2, lg_repeats=2, invoke_sizes=(100,),
+               read_repeats=5, concurrent_runs=20, concurrent_steps=50, swarm_runs=200,
+               swarm_steps=2, swarm_repeats=2, model_delay=1.0, target_n=300)

@@ -1,0 +1,149 @@
+"""Figures derived from the samples: medians, marginal bytes, the targets and their verdicts.
+
+Everything the report prints is computed here from :class:`bench.suite.Results`,
+so the tables and the summary can never disagree.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from bench.stats import Summary, ratio, size, spread, us
+from bench.suite import Results
+
+REFERENCE = "plain"
+"""The LangGraph variant the targets are measured against (the issue's naive state)."""
+
+
+def tether_step(res: Results, n: int) -> Summary:
+    return Summary.of([s.seconds_per_step for s in res.tether[n]])
+
+
+def lg_step(res: Results, key: str, n: int) -> Summary | None:
+    samples = res.langgraph.get((key, n))
+    return Summary.of([s.seconds_per_step for s in samples]) if samples else None
+
+
+def growth(samples: Sequence[Any]) -> float:
+    """Median bytes a database grew by over a run."""
+    return statistics.median(s.bytes_after - s.bytes_before for s in samples)
+
+
+def marginal_bytes(by_n: Mapping[int, Sequence[Any]]) -> dict[int, float]:
+    """Bytes per step added between one N and the next smaller one (from 0 for the first)."""
+    out: dict[int, float] = {}
+    prev_n, prev_g = 0, 0.0
+    for n in sorted(by_n):
+        g = growth(by_n[n])
+        out[n] = (g - prev_g) / (n - prev_n)
+        prev_n, prev_g = n, g
+    return out
+
+
+def tether_marginal(res: Results) -> dict[int, float]:
+    return marginal_bytes(dict(res.tether))
+
+
+def lg_marginal(res: Results, key: str) -> dict[int, float]:
+    return marginal_bytes({n: v for (k, n), v in res.langgraph.items() if k == key})
+
+
+def loads(res: Results) -> tuple[Summary, Summary]:
+    """tether's latest-state load and listing at the largest N."""
+    top = max(res.config.sizes)
+    samples = res.tether[top]
+    return (Summary.of([t for s in samples for t in s.load_seconds]),
+            Summary.of([t for s in samples for t in s.list_seconds]))
+
+
+def lg_loads(res: Results) -> tuple[Summary | None, Summary | None]:
+    samples = res.langgraph.get((REFERENCE, max(res.config.sizes)), [])
+    load = [t for s in samples for t in s.load_seconds]
+    lst = [t for s in samples for t in s.list_seconds]
+    return (Summary.of(load) if load else None, Summary.of(lst) if lst else None)
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """One row of the summary."""
+
+    what: str
+    target: str
+    tether: str
+    langgraph: str
+    ratio: str
+    passed: bool
+
+
+def targets(res: Results) -> list[Target]:
+    """The issue's targets, in its order, each with its verdict."""
+    return [_t_step(res), _t_concurrent(res), _t_bytes(res), _t_bytes_vs(res), *_t_reads(res),
+            _t_swarm(res)]
+
+
+def _t_step(res: Results) -> Target:
+    n = res.config.target_n
+    t = tether_step(res, n)
+    ref = lg_step(res, REFERENCE, n)
+    t_over = t.median - res.bare["tether", n]
+    l_over = ref.median - res.bare["langgraph", n] if ref else float("nan")
+    r = ratio(t_over, l_over)
+    return Target(f"per-step overhead at N={n}", "≤ 1/5 of LangGraph's (ratio ≤ 0.20)",
+                  us(t_over), us(l_over), f"{r:.2f}", r <= 0.2)
+
+
+def _t_concurrent(res: Results) -> Target:
+    s = Summary.of([c.seconds_per_step for c in res.concurrent])
+    cfg = res.config
+    return Target(f"{cfg.concurrent_runs} concurrent runs, amortised per step", "≤ 30 µs",
+                  spread(s), "—", "—", s.median <= 30e-6)
+
+
+def _t_bytes(res: Results) -> Target:
+    m = tether_marginal(res)
+    ns = sorted(m)
+    flat = m[ns[-1]] <= 1.25 * m[ns[0]]
+    shown = ", ".join(f"{size(m[n])} at N={n}" for n in ns)
+    return Target("marginal bytes per step", "≤ 1 kB and flat in N (largest N ≤ 1.25 × smallest)",
+                  shown, "—", f"{m[ns[-1]] / m[ns[0]]:.2f} (largest ÷ smallest N)",
+                  m[ns[-1]] <= 1000 and flat)
+
+
+def _t_bytes_vs(res: Results) -> Target:
+    top = max(res.config.sizes)
+    t = tether_marginal(res)[top]
+    lgm = lg_marginal(res, REFERENCE).get(top, float("nan"))
+    r = ratio(lgm, t)
+    return Target(f"bytes per step vs LangGraph at N={top}", "≥ 100× less",
+                  size(t), size(lgm), f"{r:,.0f}× less", r >= 100)
+
+
+def _t_reads(res: Results) -> list[Target]:
+    top = max(res.config.sizes)
+    load, lst = loads(res)
+    lg_load, lg_list = lg_loads(res)
+    return [
+        Target(f"latest state load at N={top}", "≤ 2 ms", spread(load),
+               spread(lg_load) if lg_load else "—",
+               f"{ratio(load.median, lg_load.median):.2f}" if lg_load else "—",
+               load.median <= 2e-3),
+        Target(f"list all checkpoints of a run at N={top}", "≤ 100 ms", spread(lst),
+               spread(lg_list) if lg_list else "—",
+               f"{ratio(lst.median, lg_list.median):.4f}" if lg_list else "—",
+               lst.median <= 0.1),
+    ]
+
+
+def _t_swarm(res: Results) -> Target:
+    cfg = res.config
+    s = Summary.of([w.end_to_end_ratio for w in res.swarm])
+    steady = Summary.of([w.steady_ratio for w in res.swarm])
+    mem = res.memory.get(("await", "heap"), float("nan"))
+    shown = (f"{s.median:.1%} end to end ({s.low:.1%}–{s.high:.1%}); {steady.median:.1%} steady; "
+             f"{size(mem)} heap per idle run")
+    return Target(f"{cfg.swarm_runs} concurrent runs, model awaiting {cfg.model_delay:g} s",
+                  "≥ 90% of the ideal step rate; memory per idle run reported", shown, "—",
+                  f"{s.median:.3f}", s.median >= 0.9)

@@ -1,0 +1,198 @@
+"""Writes docs/benchmarks.md from one run's results. Every number comes from the run."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from bench import figures as fg
+from bench import why
+from bench.stats import Summary, ratio, size, spread, us
+from bench.suite import Results
+
+
+def table(head: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def render(res: Results) -> str:
+    parts = [_header(res), _summary(res), _loop_time(res), _loop_bytes(res), _reads(res),
+             _concurrent(res), _swarm(res), _diagnostics(res), why.section(res), _method(res)]
+    return "\n".join(parts)
+
+
+def _header(res: Results) -> str:
+    cfg = res.config
+    cmd = "python -m bench --quick" if cfg.quick else "python -m bench (make bench)"
+    warn = ("\n> **Quick smoke run**: small N and few repeats; the verdicts are indicative "
+            "only. Run `make bench` for the real figures.\n" if cfg.quick else "")
+    facts = table(["", ""], [[k, v] for k, v in res.facts.items()])
+    return (f"# Benchmarks\n\nWritten by `{cmd}` in {res.seconds / 60:.1f} minutes; do not edit by "
+            f"hand, rerun it. tether and LangGraph + SqliteSaver run the same workload side by side "
+            f"in the same process, both on real files in WAL mode at `synchronous=FULL`. Figures are "
+            f"medians with (min–max, n=samples). The machine has {res.facts['cores (nproc)']} cores: "
+            "a load average well above 0 at the start means other work was running and the "
+            "figures are noisier (the benchmark itself keeps one to two cores busy, which the "
+            f"figure at the end includes).\n{warn}\n"
+            f"## Machine\n\n{facts}")
+
+
+def _summary(res: Results) -> str:
+    rows = [[t.what, t.target, t.tether, t.langgraph, t.ratio, "**pass**" if t.passed else "**MISS**"]
+            for t in fg.targets(res)]
+    return ("## Targets\n\nLangGraph figures are the reference variant (plain list state, loop in "
+            "the graph; see below). Ratios are tether ÷ LangGraph unless stated.\n\n"
+            + table(["target", "goal", "tether", "LangGraph", "ratio", "verdict"], rows))
+
+
+def _lg_keys(res: Results) -> list[str]:
+    return [k for k in res.variants if any(key == k for key, _ in res.langgraph)]
+
+
+def _loop_time(res: Results) -> str:
+    keys = _lg_keys(res)
+    head = ["N", "tether", *(f"LangGraph: {res.variants[k]}" for k in keys)]
+    rows = []
+    for n in res.config.sizes:
+        row = [str(n), spread(fg.tether_step(res, n))]
+        row += [spread(s) if (s := fg.lg_step(res, k, n)) else "—" for k in keys]
+        rows.append(row)
+    n = res.config.target_n
+    t = fg.tether_step(res, n).median
+    rows.append([f"tether ÷ column at N={n}", "1", *(
+        f"{ratio(t, s.median):.2f}" if (s := fg.lg_step(res, k, n)) else "—" for k in keys)])
+    bare = ", ".join(f"N={n}: tether {us(res.bare['tether', n])}, LangGraph node "
+                     f"{us(res.bare['langgraph', n])}" for n in res.config.sizes)
+    return ("## 1. Growing conversation: wall time per step\n\nOne ~200-byte message appended per "
+            "step; time = the whole run's wall time ÷ N (tether: `Worker.run` from start-up to "
+            "the last commit; LangGraph: `invoke`). The bare step function, which the overhead "
+            f"target subtracts, costs {bare}.\n\n" + table(head, rows))
+
+
+def _loop_bytes(res: Results) -> str:
+    keys = _lg_keys(res)
+    head = ["N", "tether: B/step (marginal)", *(f"LangGraph {res.variants[k]}" for k in keys)]
+    tm = fg.tether_marginal(res)
+    lgm = {k: fg.lg_marginal(res, k) for k in keys}
+    rows = []
+    for n in res.config.sizes:
+        row = [str(n), f"{size(fg.growth(res.tether[n]) / n)} ({size(tm[n])})"]
+        for k in keys:
+            s = res.langgraph.get((k, n))
+            row.append(f"{size(fg.growth(s) / n)} ({size(lgm[k][n])}); file "
+                       f"{size(fg.growth(s))}" if s else "—")
+        rows.append(row)
+    return ("## 2. Bytes on disk per step\n\nGrowth of the database file (WAL folded in with "
+            "`wal_checkpoint(TRUNCATE)`) over the run ÷ N; in brackets the marginal bytes per "
+            "step between this N and the previous one.\n\n" + table(head, rows))
+
+
+def _reads(res: Results) -> str:
+    top = max(res.config.sizes)
+    load, lst = fg.loads(res)
+    lg_load, lg_list = fg.lg_loads(res)
+    rows = [["latest state", f"`checkpoint_chain` + `restore`: {spread(load)}",
+             f"`graph.get_state`: {spread(lg_load) if lg_load else '—'}"],
+            ["all checkpoints", f"`checkpoint_steps`: {spread(lst)}",
+             f"`saver.list`: {spread(lg_list) if lg_list else '—'}"]]
+    return (f"## 3. Reading a run back at N={top}\n\ntether's listing returns (step, kind, bytes) "
+            "per checkpoint; LangGraph's `list` has no lighter form and decodes every checkpoint, "
+            "so the two listings are not like for like.\n\n"
+            + table(["read", "tether", "LangGraph (plain list)"], rows))
+
+
+def _concurrent(res: Results) -> str:
+    cfg = res.config
+    per = Summary.of([c.seconds_per_step for c in res.concurrent])
+    cpu = Summary.of([c.cpu_per_step for c in res.concurrent])
+    batch = Summary.of([c.writes_per_batch for c in res.concurrent])
+    one = Summary.of([c.seconds_per_commit for c in res.commits[1]])
+    hundred = Summary.of([c.seconds_per_row for c in res.commits[100]])
+    rows = [[f"tether, {cfg.concurrent_runs} runs × {cfg.concurrent_steps} steps, one worker",
+             spread(per), spread(cpu), f"{batch.median:.1f}"],
+            ["bare SQLite, 1 row per commit (floor of one durable step)", spread(one), "—", "1"],
+            ["bare SQLite, 100 rows per commit (floor with group commit)", spread(hundred), "—", "100"]]
+    return ("## 4. Concurrent runs and group commit\n\nAmortised time per step = wall time ÷ "
+            "(runs × steps); CPU = process CPU time (both threads) ÷ steps.\n\n"
+            + table(["what", "per step (or row)", "CPU per step", "writes per commit"], rows))
+
+
+def _swarm(res: Results) -> str:
+    cfg = res.config
+    e2e = Summary.of([w.end_to_end_ratio for w in res.swarm])
+    steady = Summary.of([w.steady_ratio for w in res.swarm])
+    cpu = Summary.of([w.cpu_per_step for w in res.swarm])
+    med = Summary.of([w.gap(0.5) for w in res.swarm])
+    p99 = Summary.of([w.gap(0.99) for w in res.swarm])
+    pct = lambda s: f"{s.median:.1%} ({s.low:.1%}–{s.high:.1%}, n={s.n})"  # noqa: E731
+    rows = [["achieved ÷ ideal step rate, end to end", pct(e2e)],
+            ["achieved ÷ ideal step rate, steady state", pct(steady)],
+            ["tether time between a model answer and the next call: median", spread(med)],
+            ["the same, 99th percentile", spread(p99)],
+            ["CPU per step (both threads)", spread(cpu)]]
+    mem = [[mode, size(res.memory.get((mode, "heap"), float("nan"))),
+            size(res.memory.get((mode, "rss"), float("nan")))]
+           for mode in ("await", "sleep")]
+    return (f"## 5. {cfg.swarm_runs} concurrent runs with an async model awaiting "
+            f"{cfg.model_delay:g} s\n\n{cfg.steps_text()}\n\n" + table(["measure", "value"], rows)
+            + "\nMemory per idle run, from two fresh processes with "
+            f"{max(cfg.swarm_runs // 10, 10)} and {cfg.swarm_runs} runs (the slope): "
+            "`await` = every run inside its step awaiting the model (task, executor, state "
+            "alive); `sleep` = every run returned `SleepUntil` an hour ahead (no task). Heap = "
+            "tracemalloc bytes still held; RSS = resident set growth, which keeps the "
+            "allocator's high-water mark.\n\n" + table(["idle run", "Python heap", "RSS"], mem))
+
+
+def _diagnostics(res: Results) -> str:
+    rows = []
+    tables: set[str] = set()
+    for d in res.diagnoses:
+        tables.update(d.wal_pages)
+    order = sorted(tables, key=lambda t: -max(d.wal_pages.get(t, 0) / d.total_steps
+                                              for d in res.diagnoses))
+    for d in res.diagnoses:
+        pages = sum(d.wal_pages.values()) / d.total_steps
+        rows.append([d.label, us(d.per_step(d.wall)), us(d.per_step(d.loop_cpu)),
+                     us(d.per_step(d.commit_wall)), us(d.per_step(d.commit_cpu)),
+                     f"{d.total_steps / max(d.commits, 1):.1f}", f"{pages:.2f}"])
+    page_rows = [[t, *(f"{d.wal_pages.get(t, 0) / d.total_steps:.2f}" for d in res.diagnoses),
+                  *(size(d.table_bytes.get(t, 0) / d.total_steps) for d in res.diagnoses)]
+                 for t in order]
+    labels = [d.label for d in res.diagnoses]
+    return ("## 6. Where tether's time and bytes go\n\nOne instrumented pass per scenario (not "
+            "used for the targets). Event-loop CPU = CPU time of the thread running the worker; "
+            "commit = `store.commit` in the group committer's writer thread (wall includes the "
+            "fsync); WAL pages = 4 KiB pages SQLite wrote and synced, read from the WAL's frame "
+            "headers with auto-checkpointing off.\n\n"
+            + table(["scenario", "wall / step", "event-loop CPU / step", "commit wall / step",
+                     "commit CPU / step", "steps per commit", "WAL pages / step"], rows)
+            + "\n" + table(["table or index", *(f"WAL pages/step: {lb}" for lb in labels),
+                            *(f"bytes/step: {lb}" for lb in labels)], page_rows))
+
+
+def _method(res: Results) -> str:
+    cfg = res.config
+    return f"""## Method
+
+- Workload: the state is `{{"messages": [...]}}`; each step appends one message whose canonical
+  JSON is 200 bytes and names its step. N = {", ".join(map(str, cfg.sizes))}.
+- tether: a `StepAgent` with an async step, started with `start_run` and driven by
+  `Worker(store).run(until_idle=True)` on `SQLiteStore(path, synchronous="FULL")`: leases,
+  journal, checkpoints and the group committer all run as in production.
+- LangGraph: `StateGraph` with one node, compiled with `SqliteSaver` on a file connection set
+  to `journal_mode=WAL`, `synchronous=FULL`, run with `durability="sync"` (each checkpoint is on
+  disk before the next step). tether lets the next step start while the previous step's commit
+  syncs (at most four in flight, always settled before an effect runs and before the run
+  sleeps, pauses or ends), which is closest to LangGraph's `durability="async"`, shown as its
+  own column. The reference variant keeps the
+  conversation in a plain `list` field without a reducer and loops inside the graph (one
+  superstep = one step): one `invoke` per step instead writes three checkpoints per step, and
+  is shown at N = {", ".join(map(str, cfg.invoke_sizes))} only.
+- Overhead = time per step − time of the bare step function at the same N (measured alone).
+- Repeats: tether {cfg.repeats}, LangGraph {cfg.lg_repeats}, {cfg.read_repeats} reads per tether
+  repeat at the largest N, concurrent runs {cfg.repeats}, swarm {cfg.swarm_repeats}; the two
+  systems alternate within each repeat.
+- Bytes: file + WAL after `PRAGMA wal_checkpoint(TRUNCATE)`, after the run minus before it
+  (tether: after `start_run`; LangGraph: after `setup()`).
+"""

@@ -1,0 +1,152 @@
+"""Runs every benchmark in order and collects the samples the report is written from.
+
+Timings of the two systems are interleaved (each repeat runs every N on
+tether, then on LangGraph) so a machine that slows down during the run
+slows both sides alike.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench import langgraph_loop as lg
+from bench import tether_loop as tl
+from bench.config import Config
+from bench.diagnostics import Diagnosis, diagnose
+from bench.machine import facts, load_average
+from bench.sqlite_baseline import CommitSample, run_commits
+from bench.swarm import SwarmSample, run_swarm
+
+
+@dataclass(slots=True)
+class Results:
+    """Every sample of one run of the suite."""
+
+    config: Config
+    facts: dict[str, str]
+    tether: dict[int, list[tl.LoopSample]] = field(default_factory=lambda: defaultdict(list))
+    langgraph: dict[tuple[str, int], list[lg.LGSample]] = field(
+        default_factory=lambda: defaultdict(list))
+    variants: dict[str, str] = field(default_factory=dict)
+    bare: dict[tuple[str, int], float] = field(default_factory=dict)
+    commits: dict[int, list[CommitSample]] = field(default_factory=lambda: defaultdict(list))
+    concurrent: list[tl.ConcurrentSample] = field(default_factory=list)
+    swarm: list[SwarmSample] = field(default_factory=list)
+    memory: dict[tuple[str, str], float] = field(default_factory=dict)
+    """(mode, "heap" | "rss") -> bytes per idle run."""
+    diagnoses: list[Diagnosis] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def run_all(cfg: Config, workdir: Path, *, profile: bool = False) -> Results:
+    """Every benchmark, in the order the report shows them."""
+    t0 = time.perf_counter()
+    res = Results(cfg, facts(workdir))
+    res.variants = {v.key: v.label for v in lg.variants()}
+    _baseline(res, workdir)
+    _loops(res, workdir)
+    _concurrent(res, workdir)
+    _swarm(res, workdir)
+    _memory(res, workdir)
+    _diagnose(res, workdir, profile)
+    res.seconds = time.perf_counter() - t0
+    res.facts["load average at end (1, 5, 15 min)"] = load_average()
+    return res
+
+
+def _baseline(res: Results, workdir: Path) -> None:
+    log("SQLite floor: bare WAL commits at synchronous=FULL")
+    for _ in range(res.config.repeats):
+        res.commits[1].append(run_commits(1, 1000, workdir))
+        res.commits[100].append(run_commits(100, 100, workdir))
+
+
+def _loops(res: Results, workdir: Path) -> None:
+    cfg = res.config
+    top = max(cfg.sizes)
+    for n in cfg.sizes:
+        res.bare["tether", n] = tl.bare_step_seconds(n)
+        res.bare["langgraph", n] = lg.bare_step_seconds(n)
+    for rep in range(max(cfg.repeats, cfg.lg_repeats)):
+        for n in cfg.sizes:
+            reads = cfg.read_repeats if n == top else 0
+            if rep < cfg.repeats:
+                s = tl.run_loop(n, workdir, read_repeats=reads)
+                res.tether[n].append(s)
+                log(f"loop rep {rep + 1} N={n}: tether {s.seconds_per_step * 1e6:.0f} µs/step, "
+                    f"{s.bytes_per_step:.0f} B/step")
+            if rep < cfg.lg_repeats:
+                _lg_round(res, n, workdir, reads)
+            gc.collect()
+
+
+def _lg_round(res: Results, n: int, workdir: Path, reads: int) -> None:
+    for v in lg.variants():
+        if v.invoke_per_step and n not in res.config.invoke_sizes:
+            continue
+        probe = v.key == "plain"
+        s = lg.run_loop(v, n, workdir, load_repeats=reads if probe else 0,
+                        list_repeats=1 if probe and reads else 0)
+        res.langgraph[v.key, n].append(s)
+        log(f"  N={n}: LangGraph {v.label}: {s.seconds_per_step * 1e6:.0f} µs/step, "
+            f"{s.bytes_per_step:.0f} B/step")
+        gc.collect()
+
+
+def _concurrent(res: Results, workdir: Path) -> None:
+    cfg = res.config
+    for rep in range(cfg.repeats):
+        s = tl.run_concurrent(cfg.concurrent_runs, cfg.concurrent_steps, workdir)
+        res.concurrent.append(s)
+        log(f"concurrent rep {rep + 1}: {cfg.concurrent_runs} runs × {cfg.concurrent_steps} steps: "
+            f"{s.seconds_per_step * 1e6:.1f} µs/step")
+
+
+def _swarm(res: Results, workdir: Path) -> None:
+    cfg = res.config
+    for rep in range(cfg.swarm_repeats):
+        s = run_swarm(cfg.swarm_runs, cfg.swarm_steps, cfg.model_delay, workdir)
+        res.swarm.append(s)
+        log(f"swarm rep {rep + 1}: {cfg.swarm_runs} runs × {cfg.swarm_steps} steps: "
+            f"{s.end_to_end_ratio:.1%} of ideal end to end, {s.steady_ratio:.1%} steady")
+
+
+def _probe(runs: int, mode: str, traced: bool, workdir: Path) -> dict[str, Any]:
+    cmd = [sys.executable, "-m", "bench.memory_probe", "--runs", str(runs), "--mode", mode,
+           "--workdir", str(workdir)] + (["--tracemalloc"] if traced else [])
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=300,
+                         cwd=Path(__file__).resolve().parent.parent)
+    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def _memory(res: Results, workdir: Path) -> None:
+    big = res.config.swarm_runs
+    small = max(big // 10, 10)
+    for mode in ("await", "sleep"):
+        for traced, metric in ((True, "heap"), (False, "rss")):
+            a, b = _probe(small, mode, traced, workdir), _probe(big, mode, traced, workdir)
+            grow = (b["idle"] - b["before"]) - (a["idle"] - a["before"])
+            res.memory[mode, metric] = grow / (big - small)
+            log(f"memory per idle run ({mode}, {metric}): {res.memory[mode, metric]:.0f} B")
+
+
+def _diagnose(res: Results, workdir: Path, profile: bool) -> None:
+    cfg = res.config
+    log("diagnostics: instrumented passes")
+    res.diagnoses.append(diagnose(f"1 run × {cfg.target_n} steps", 1, cfg.target_n, workdir,
+                                  profile=profile))
+    res.diagnoses.append(diagnose(f"{cfg.concurrent_runs} runs × {cfg.concurrent_steps} steps",
+                                  cfg.concurrent_runs, cfg.concurrent_steps, workdir,
+                                  profile=profile))
