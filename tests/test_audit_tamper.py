@@ -428,3 +428,33 @@ def test_an_erased_payload_with_a_changed_hash_is_found(base: Base) -> None:
                     (bytes(32), ulid_bytes(e.id)))))
     assert not report.ok
     assert names(report, e), report.problems
+
+
+def test_a_changed_checkpoint_chunk_is_found(tmp_path: Path) -> None:
+    from tether import StepAgent, Worker, start_run
+
+    async def grow(ctx: Any, state: dict[str, Any]) -> Any:
+        state.setdefault("log", []).append(f"entry {len(state['log'])}" * 4)
+        return None if len(state["log"]) < 140 else Done()
+
+    import asyncio
+
+    from tether import Done
+    store = SQLiteStore(tmp_path / "chunks.db")
+    agent = StepAgent(grow, name="grow")
+    start_run(store, agent, agent_ref="grow", goal="g", state={})
+    asyncio.run(Worker(store, agents={"grow": agent}).run(until_idle=True))
+    assert verify_store(store).ok
+    store.close()
+    raw = sqlite3.connect(tmp_path / "chunks.db")
+    with raw:
+        assert raw.execute("UPDATE chunks SET body = CAST(replace(CAST(body AS TEXT), 'entry 7', "
+                           "'entry 8') AS BLOB) WHERE rowid = 1").rowcount == 1
+    raw.close()
+    store = SQLiteStore(tmp_path / "chunks.db")
+    try:
+        report = verify_store(store)
+    finally:
+        store.close()
+    assert not report.ok
+    assert "does not match its hash" in (report.first_bad or "")

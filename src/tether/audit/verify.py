@@ -20,6 +20,7 @@ import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from tether.core.canonical import loads
 from tether.core.events import BATCH_GENESIS, batch_hash, event_hash, genesis, payload_digest
 from tether.errors import StoreError
 from tether.store.protocol import Store
@@ -100,7 +101,7 @@ def verify_store(store: Store, *, progress: Callable[[int, int], None] | None = 
 def _verify_checkpoints(store: Store, run: str, recorded: dict[tuple[int, int], str | None],
                         rep: VerifyReport) -> None:
     """Each stored checkpoint body must match the hash its step's event journaled."""
-    for epoch, step, _, body in store.checkpoint_bodies(run):
+    for epoch, step, kind, body in store.checkpoint_bodies(run):
         if (epoch, step) in recorded and recorded[(epoch, step)] is None:
             continue
         want = recorded.get((epoch, step))
@@ -111,6 +112,26 @@ def _verify_checkpoints(store: Store, run: str, recorded: dict[tuple[int, int], 
         if hashlib.sha256(body).hexdigest() != want:
             rep.problems.append(f"run {run} checkpoint epoch {epoch} step {step}: body does not "
                                 "match the hash journaled for it (the checkpoint was changed)")
+            return
+        if kind == "key":
+            _verify_chunks(store, run, epoch, step, body, rep)
+
+
+def _verify_chunks(store: Store, run: str, epoch: int, step: int, body: bytes,
+                   rep: VerifyReport) -> None:
+    """A keyframe names its chunks by content hash: each must still hash to its name."""
+    try:
+        refs = loads(body)
+        names = sorted({h for r in refs.values() for h in ([r["c"]] if "c" in r else r.get("l", []))})
+        found = store.chunks(names) if names else {}
+    except (StoreError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        rep.problems.append(f"run {run} checkpoint epoch {epoch} step {step}: its chunks cannot "
+                            f"be read ({exc})")
+        return
+    for name in names:
+        if hashlib.sha256(found[name]).hexdigest() != name:
+            rep.problems.append(f"run {run} checkpoint epoch {epoch} step {step}: chunk {name[:12]} "
+                                "does not match its hash (the chunk was changed)")
             return
 
 

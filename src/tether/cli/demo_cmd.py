@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -49,6 +51,21 @@ def demo(directory: Annotated[Path, typer.Option(
     _summary(res.store, directory, res.clock)
 
 
+def _prog() -> str:
+    """How the user can call tether again: plain ``tether`` if it is on PATH, else the
+    path they ran (``make demo`` runs ``.venv/bin/tether``)."""
+    argv0 = Path(sys.argv[0])
+    found = shutil.which("tether")
+    if found and argv0.name == "tether" and Path(found).resolve() == argv0.resolve():
+        return "tether"
+    if argv0.name == "tether":
+        try:
+            return str(argv0.resolve().relative_to(Path.cwd()))
+        except ValueError:
+            return str(argv0)
+    return "tether"
+
+
 def _summary(store: object, directory: Path, clock: float) -> None:
     from tether.store.sqlite import SQLiteStore
     assert isinstance(store, SQLiteStore)
@@ -86,12 +103,12 @@ def _summary(store: object, directory: Path, clock: float) -> None:
         console.print(f"[yellow]in doubt[/yellow]: effect {e.id} ({e.tool}) of run {e.run}: "
                       f"look at the workspace, then `tether --store {directory}/tether.db resolve "
                       f"{e.id} --done` (or --not-done / --retry) and rerun the demo")
-    s = f"--store {directory}/tether.db"
+    s = f"{_prog()} --store {directory}/tether.db"
     console.print("\n[bold]Try next[/bold]")
-    console.print(f"  tether {s} runs               every run, its status and cost")
-    console.print(f"  tether {s} events triage      the journal of one run")
-    console.print(f"  tether {s} state triage --step 3   any step's state, restored")
-    console.print(f"  tether {s} audit verify       walk every hash chain")
-    console.print(f"  tether demo --dir {directory}-2 --pace 0.5")
+    console.print(f"  {s} runs               every run, its status and cost")
+    console.print(f"  {s} events triage      the journal of one run")
+    console.print(f"  {s} state triage --step 3   any step's state, restored")
+    console.print(f"  {s} audit verify       walk every hash chain")
+    console.print(f"  {_prog()} demo --dir {directory}-2 --pace 0.5")
     console.print("      watch it; Ctrl-C or kill -9 it mid-way and run it again: it resumes "
                   "where it stopped and repeats no effect")

@@ -27,12 +27,14 @@ def runs(json: JsonOpt = False,
         print_jsonl(ops.run_json(r) for r in rows)
         return
     t = Table(title=f"runs in {s.url}")
-    for col in ("id", "name", "agent", "swarm", "status", "step", "tokens", "cost $", "updated"):
+    # The id is what people copy into the next command: never cut it.
+    t.add_column("id", no_wrap=True, min_width=26)
+    for col in ("name", "agent", "swarm", "status", "step", "tokens", "cost $", "updated"):
         t.add_column(col, justify="right" if col in ("step", "tokens", "cost $") else "left")
     for r in rows:
         j = ops.run_json(r)
-        t.add_row(r.id, r.name, r.agent, r.swarm or "-", status(r.status), str(r.step),
-                  str(j["tokens"]), f"{j['cost_usd']:.4f}", when(r.updated))
+        t.add_row(r.id, r.name, r.agent.rsplit(":", 1)[-1], r.swarm or "-", status(r.status),
+                  str(r.step), str(j["tokens"]), f"{j['cost_usd']:.4f}", when(r.updated)[5:])
     console.print(t)
 
 
