@@ -72,7 +72,8 @@ def main() -> None:
     from tether import Worker
     from tether.store.sqlite import SQLiteStore
     store = SQLiteStore(sys.argv[2])
-    asyncio.run(Worker(store, lease_ttl=2.0).run(handle_signals=True))
+    policy = os.environ.get("TETHER_TEST_POLICY")
+    asyncio.run(Worker(store, lease_ttl=2.0, policy_path=policy).run(handle_signals=True))
 
 
 if __name__ == "__main__":

@@ -226,3 +226,43 @@ def test_sigterm_drains_and_releases_leases(tmp_path: Path) -> None:
     from tether.audit import verify_store
     assert verify_store(store).ok
     store.close()
+
+
+@pytest.mark.crash
+def test_kill_between_approval_and_execution_runs_it_at_most_once(tmp_path: Path) -> None:
+    """An approved action whose worker dies mid-tool is in doubt afterwards, never re-run;
+    an approved action whose worker died before it ran runs exactly once."""
+    from tether import approvals
+    from tether.core.policy import load_policy
+    path = tmp_path / "t.db"
+    policy_file = tmp_path / "tether.toml"
+    policy_file.write_text('[[rule]]\nid = "ask"\ntool = "charge_slowly"\ndecide = "approve"\n')
+    side, marker = tmp_path / "side.txt", tmp_path / "marker"
+    store = SQLiteStore(path)
+    rid = _start(store, "pay_once")
+    asyncio.run(Worker(store, policy=load_policy(policy_file)).run(until_idle=True))
+    (req,) = store.approvals(status="pending")
+    approvals.decide(store, req.id, approve=True, who="human:ops")
+    env = {**os.environ, "TETHER_TEST_SIDE": str(side), "TETHER_TEST_MARKER": str(marker),
+           "TETHER_TEST_POLICY": str(policy_file), "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, "-m", "tests.sample_agents", "worker", str(path)],
+                            env=env, cwd=REPO)
+    try:
+        _wait(marker.exists)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    time.sleep(2.1)  # the dead worker's lease (2 s) runs out
+    os.environ["TETHER_TEST_SIDE"] = str(side)
+    try:
+        asyncio.run(Worker(store, policy=load_policy(policy_file)).run(until_idle=True))
+    finally:
+        os.environ.pop("TETHER_TEST_SIDE", None)
+    row = store.get_run(rid)
+    assert row is not None and row.status == "paused"
+    assert side.read_text().count("charge 42") == 1
+    assert len(store.effects(run=rid, status="in_doubt")) == 1
+    assert len(store.approvals(run=rid)) == 1  # not asked again after the crash
+    store.close()

@@ -15,7 +15,9 @@
 
     Signal (a BaseException)        control flow, not failures
     ├── PauseRequested              the run must pause (command, budget, nondeterminism)
-    │   └── BudgetExceeded          a budget cap or window is exhausted
+    │   ├── BudgetExceeded          a budget cap or window is exhausted
+    │   └── AwaitApproval           a proposed action waits for a human decision
+    ├── Deferred                    a policy holds the action until a window ends
     └── StopRequested               the run must stop now
 
 Signals derive from BaseException, like asyncio.CancelledError, so that an
@@ -102,6 +104,19 @@ class PauseRequested(Signal):
 
 class StopRequested(Signal):
     """The run must stop now."""
+
+
+class AwaitApproval(PauseRequested):
+    """The run waits for a human to approve or deny a proposed action."""
+
+
+class Deferred(Signal):
+    """A policy holds the action until a time window ends; the run sleeps until then."""
+
+    def __init__(self, reason: str, *, until: float):
+        super().__init__(reason)
+        self.reason = reason
+        self.until = until
 
 
 class BudgetExceeded(PauseRequested):

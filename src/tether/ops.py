@@ -19,6 +19,7 @@ from tether.core.ids import Clock, UlidSource
 from tether.errors import NotFound, UsageError
 from tether.runtime import commands as cmds
 from tether.runtime.journal import RunJournal
+from tether.runtime.leases import owner_name
 from tether.store.protocol import Store
 from tether.store.records import EffectRow, RunRow
 
@@ -91,7 +92,7 @@ def apply_pending_offline(store: Store, run: str) -> list[int] | None:
 
     Returns the ids of the commands applied, or None when a worker owns the run.
     """
-    owner = f"cli:{os.getpid()}"
+    owner = owner_name("cli")
     token = store.acquire(run, owner, 30.0, time.time())
     if token is None:
         return None
@@ -149,7 +150,7 @@ def resolve_effect(store: Store, effect_ref: str, resolution: str, *, result: An
     if eff.status != "in_doubt":
         raise UsageError(f"effect {eff.id} ({eff.tool}, run {eff.run} step {eff.step}) is "
                          f"{eff.status}, not in doubt; only in-doubt effects can be resolved")
-    owner = f"cli:{os.getpid()}"
+    owner = owner_name("cli")
     token = store.acquire(eff.run, owner, 30.0, time.time())
     if token is None:
         raise UsageError(f"run {eff.run} is being driven by a worker right now; "

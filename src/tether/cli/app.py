@@ -37,8 +37,14 @@ def _register() -> None:
     app.command()(control.stop)
     app.command()(control.resolve)
     app.command()(control.budget)
+    from tether.cli import approvals_cmd
+    app.command()(approvals_cmd.approvals)
+    app.command()(approvals_cmd.approve)
+    app.command()(approvals_cmd.deny)
     store_app.command("backup")(control.backup)
     audit_app.command("verify")(inspect.verify)
+    from tether.cli.policy_cmd import policy_app
+    app.add_typer(policy_app, name="policy")
     app.add_typer(store_app, name="store")
     app.add_typer(audit_app, name="audit")
 

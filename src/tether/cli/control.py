@@ -15,6 +15,17 @@ from tether.errors import UsageError
 from tether.runtime.runs import load_agent, start_run
 from tether.runtime.worker import Worker
 
+PolicyOpt = Annotated[Path | None, typer.Option(
+    help="Policy file (TOML); default ./tether.toml when it exists. Reloaded when it changes.")]
+
+
+def _policy_path(given: Path | None) -> Path | None:
+    if given is not None:
+        return given
+    default = Path("tether.toml")
+    return default if default.exists() else None
+
+
 AsOpt = Annotated[str | None, typer.Option("--as", help="Act as NAME (default $TETHER_USER or "
                                                         "the OS user).")]
 
@@ -30,6 +41,7 @@ def run(agent: Annotated[str, typer.Argument(help="The agent, as module:attr.")]
             help="Folder the built-in file tools are confined to.")] = None,
         detach: Annotated[bool, typer.Option(
             help="Only create the run; a `tether worker` will drive it.")] = False,
+        policy: PolicyOpt = None,
         as_: AsOpt = None) -> None:
     """Start a run of an agent and drive it here until it sleeps, pauses or ends."""
     s = store(create=True)
@@ -40,7 +52,7 @@ def run(agent: Annotated[str, typer.Argument(help="The agent, as module:attr.")]
     console.print(f"started run {rid}")
     if detach:
         return
-    w = Worker(s, agents={agent: a}, only={rid})
+    w = Worker(s, agents={agent: a}, only={rid}, policy_path=_policy_path(policy))
     asyncio.run(w.run(until_idle=True, handle_signals=True))
     row = ops.find_run(s, rid)
     console.print(f"run {rid} is {row.status} after step {row.step}"
@@ -51,49 +63,75 @@ def run(agent: Annotated[str, typer.Argument(help="The agent, as module:attr.")]
 def worker(until_idle: Annotated[bool, typer.Option(
                "--until-idle", help="Exit when nothing is runnable.")] = False,
            concurrency: Annotated[int, typer.Option(help="The most runs driven at once.")] = 1000,
-           lease_ttl: Annotated[float, typer.Option(help="Lease length in seconds.")] = 30.0
-           ) -> None:
+           lease_ttl: Annotated[float, typer.Option(help="Lease length in seconds.")] = 30.0,
+           policy: PolicyOpt = None) -> None:
     """Drive every runnable run until interrupted (SIGTERM/SIGINT drain cleanly)."""
     s = store(create=True)
-    w = Worker(s, concurrency=concurrency, lease_ttl=lease_ttl)
+    w = Worker(s, concurrency=concurrency, lease_ttl=lease_ttl, policy_path=_policy_path(policy))
     console.print(f"worker {w.owner} on {s.url}")
     stats = asyncio.run(w.run(until_idle=until_idle, handle_signals=True))
     console.print(f"drove {stats.runs_driven} runs: "
                   + ", ".join(f"{n} {k}" for k, n in sorted((stats.finished or {}).items())))
 
 
-def _command(kind: str, run: str, as_: str | None, args: dict[str, object] | None = None) -> None:
-    res = ops.send_command(store(), run, kind, args, who=ops.actor(as_))
-    row = ops.find_run(store(), res.run)
-    if res.applied and res.outcome != "applied":
-        console.print(f"{kind}: nothing to do for run {res.run} ({res.outcome})")
-    elif res.applied:
-        console.print(f"{kind}: run {res.run} is now {row.status} (applied by {res.by})")
-    else:
-        console.print(f"{kind}: queued as command {res.command}; the worker that owns run "
-                      f"{res.run} applies it at its next safe point")
+def _targets(run: str | None, every: bool, agent: str | None, swarm: str | None) -> list[str]:
+    chosen = sum(1 for x in (run, agent, swarm) if x is not None) + int(every)
+    if chosen != 1:
+        raise UsageError("name one RUN, or one of --all, --agent NAME, --swarm NAME")
+    if run is not None:
+        return [run]
+    rows = [r for r in store().list_runs() if r.status in ("running", "sleeping", "paused",
+                                                            "awaiting_approval", "failed")]
+    if agent is not None:
+        rows = [r for r in rows if r.agent == agent or r.agent.rsplit(":", 1)[-1] == agent]
+    if swarm is not None:
+        rows = [r for r in rows if r.swarm == swarm]
+    if not rows:
+        raise UsageError("no live run matches")
+    return [r.id for r in rows]
+
+
+def _command(kind: str, runs: list[str], as_: str | None) -> None:
+    s = store()
+    for run in runs:
+        res = ops.send_command(s, run, kind, None, who=ops.actor(as_), wait=0 if len(runs) > 1
+                               else 5.0)
+        row = ops.find_run(s, res.run)
+        if res.applied and res.outcome != "applied":
+            console.print(f"{kind}: nothing to do for run {res.run} ({res.outcome})")
+        elif res.applied:
+            console.print(f"{kind}: run {res.run} is now {row.status} (applied by {res.by})")
+        else:
+            console.print(f"{kind}: queued as command {res.command}; the worker that owns run "
+                          f"{res.run} applies it at its next safe point")
+
+
+RunArg = Annotated[str | None, typer.Argument(help="Run id, name or id prefix.")]
+AllOpt = Annotated[bool, typer.Option("--all", help="Every live run.")]
+AgentOpt = Annotated[str | None, typer.Option(help="Every live run of this agent.")]
+SwarmOpt = Annotated[str | None, typer.Option(help="Every live run of this swarm.")]
 
 
 @handle_errors
-def pause(run: Annotated[str, typer.Argument(help="Run id, name or id prefix.")],
-          as_: AsOpt = None) -> None:
-    """Pause a run at its next safe point (the in-flight call finishes first)."""
-    _command("pause", run, as_)
+def pause(run: RunArg = None, every: AllOpt = False, agent: AgentOpt = None,
+          swarm: SwarmOpt = None, as_: AsOpt = None) -> None:
+    """Pause runs at their next safe point (an in-flight call finishes first)."""
+    _command("pause", _targets(run, every, agent, swarm), as_)
 
 
 @handle_errors
 def resume(run: Annotated[str, typer.Argument(help="Run id, name or id prefix.")],
            as_: AsOpt = None) -> None:
     """Resume a paused or failed run (a failed step is re-run from its checkpoint)."""
-    _command("resume", run, as_)
+    _command("resume", [run], as_)
 
 
 @handle_errors
-def stop(run: Annotated[str, typer.Argument(help="Run id, name or id prefix.")],
-         as_: AsOpt = None) -> None:
-    """Stop a run now: an in-flight async call is cancelled; a sync tool still running in a
+def stop(run: RunArg = None, every: AllOpt = False, agent: AgentOpt = None,
+         swarm: SwarmOpt = None, as_: AsOpt = None) -> None:
+    """Stop runs now: an in-flight async call is cancelled; a sync tool still running in a
     thread has its result discarded and its effect marked in doubt."""
-    _command("stop", run, as_)
+    _command("stop", _targets(run, every, agent, swarm), as_)
 
 
 @handle_errors

@@ -10,6 +10,7 @@ daily budget. ``wall_seconds`` counts time spent inside steps, not sleeping.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
@@ -54,8 +55,8 @@ def validate(budget: Mapping[str, float]) -> dict[str, float]:
             fv = float(v)
         except (TypeError, ValueError):
             raise UsageError(f"budget {k}: {v!r} is not a number") from None
-        if fv < 0:
-            raise UsageError(f"budget {k}: must not be negative, got {fv}")
+        if not math.isfinite(fv) or fv < 0:
+            raise UsageError(f"budget {k}: must be a finite number >= 0, got {v!r}")
         out[k] = fv
     return out
 

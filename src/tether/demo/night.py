@@ -106,6 +106,13 @@ async def run_night(directory: Path, *, model: Model, console: Console,
             await Worker(store, agents=agents, clock=clock, lease_ttl=10.0,
                          poll_interval=0.02).run(until_idle=True)
             result.passes += 1
+            if store.list_runs(status="running"):
+                # Held by another process (a demo or worker still alive, or one whose lease
+                # has not expired): the night must not move on without those runs.
+                if not quiet:
+                    console.print("[yellow]waiting for runs another process holds...[/yellow]")
+                await asyncio.sleep(1.0)
+                continue
             wakes = [r.wake_at for r in store.list_runs(status="sleeping") if r.wake_at]
             if not wakes:
                 break

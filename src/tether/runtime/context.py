@@ -30,7 +30,8 @@ if TYPE_CHECKING:
     from tether.runtime.executor import RunExecutor
 
 CALL_KINDS = ("model.called", "tool.called", "effect.intent", "clock.read", "random.read")
-RESULT_KINDS = ("effect.done", "effect.failed", "effect.in_doubt", "effect.resolved")
+RESULT_KINDS = ("effect.done", "effect.failed", "effect.in_doubt", "effect.resolved",
+                "effect.retried")
 
 
 @dataclass(slots=True)
@@ -207,6 +208,9 @@ class StepContext:
         if rec is not None:
             return await ex.effects.replay(t, args, rec, self.step)
         await ex.safe_point(self.step)
+        # The operator's rules, before anything runs (the arguments may come back edited).
+        args = await ex.oversight.check(t, args, args_json, i, self.step)
+        args_json = json_safe(args)
         ex.check_budget()
         ex.count({"tool_calls": 1})
         if t.effect == "read":

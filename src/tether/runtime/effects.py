@@ -102,6 +102,11 @@ class EffectRunner:
                                      "reason": why}, step=intent.step, causes=(intent.id,))
         j.effect(self._row(intent, "in_doubt"))
 
+    async def _attempt(self, intent: Event, step: int, why: str) -> None:
+        self._ex.journal.append("effect.retried", {"i": intent.payload["i"], "reason": why},
+                                step=step, causes=(intent.id,))
+        await self._ex.flush()
+
     async def replay(self, t: Tool, args: dict[str, Any], rec: Recorded, step: int) -> Any:
         """Return what a journaled call returned, or settle an effect left in doubt."""
         call, res = rec.call, rec.result
@@ -120,11 +125,15 @@ class EffectRunner:
             if how == "not_done":
                 raise ToolFailed(f"tool {t.name} was not performed (an operator resolved "
                                  f"effect {call.id} as not done)")
-            return await self.execute(t, args, call, step)  # retry, as the operator asked
-        if t.idempotent and (res is None or res.kind == "effect.in_doubt"):
-            # Safe to repeat: the tool gets the same idempotency key as the first attempt.
+            # Retry once, as the operator asked. The attempt is durable before the tool
+            # runs, so a crash during it leaves the effect in doubt again, not retried again.
+            await self._attempt(call, step, "an operator asked for a retry")
             return await self.execute(t, args, call, step)
-        if res is None:
+        if t.idempotent and (res is None or res.kind in ("effect.in_doubt", "effect.retried")):
+            # Safe to repeat: the tool gets the same idempotency key as the first attempt.
+            await self._attempt(call, step, "idempotent: retried with the same key")
+            return await self.execute(t, args, call, step)
+        if res is None or res.kind == "effect.retried":
             self.in_flight = call
             self.mark_in_doubt("the process stopped after the intent was journaled and before "
                                "the result was")

@@ -12,14 +12,16 @@ import traceback
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tether.core import budget as budgets
 from tether.core.checkpoint import Checkpoint, CheckpointEncoder, restore
 from tether.core.fingerprint import ConversationHasher
 from tether.core.pricing import PriceTable
 from tether.errors import (
+    AwaitApproval,
     BudgetExceeded,
+    Deferred,
     InvalidState,
     LeaseLost,
     PauseRequested,
@@ -36,8 +38,12 @@ from tether.runtime.committer import GroupCommitter
 from tether.runtime.context import CALL_KINDS, RESULT_KINDS, Recorded, StepContext, SyncStepContext
 from tether.runtime.effects import EffectRunner
 from tether.runtime.journal import RunJournal
+from tether.runtime.oversight import GATE_KINDS, Oversight
 from tether.store.records import Command
 from tether.tools.base import Tool
+
+if TYPE_CHECKING:
+    from tether.core.policy import Policy
 
 MAX_INFLIGHT = 4
 """End-of-step commits a run may have in flight before it waits for the oldest."""
@@ -51,7 +57,8 @@ class RunExecutor:
     """One run, owned by this process under a fenced lease."""
 
     def __init__(self, journal: RunJournal, agent: AgentLike, committer: GroupCommitter, *,
-                 clock: Callable[[], float], prices: PriceTable, keyframe_every: int = 128) -> None:
+                 clock: Callable[[], float], prices: PriceTable, keyframe_every: int = 128,
+                 policy: Policy | None = None) -> None:
         self.journal = journal
         self.agent = agent
         self.committer = committer
@@ -59,6 +66,7 @@ class RunExecutor:
         self.prices = prices
         self.hasher = ConversationHasher()
         self.effects = EffectRunner(self)
+        self.oversight = Oversight(self, policy)
         self.replay: dict[int, Recorded] = {}
         self.encoder = CheckpointEncoder(keyframe_every=keyframe_every, run=journal.run)
         self.state: dict[str, Any] = {}
@@ -138,12 +146,18 @@ class RunExecutor:
                 self.step_started = True
             elif e.kind in CALL_KINDS:
                 self.replay[int(e.payload["i"])] = Recorded(e)
+            elif e.kind in GATE_KINDS:
+                self.oversight.record(e)
             elif e.kind in RESULT_KINDS and e.causes:
                 for rec in self.replay.values():
                     if rec.call.id == e.causes[0]:
                         rec.result = e
 
     # -- control -------------------------------------------------------------
+    def queued_commands(self) -> list[Command]:
+        """Commands delivered but not applied yet."""
+        return list(self._commands)
+
     def deliver(self, commands: list[Command]) -> None:
         """Queue operator commands; they are applied at the next safe point."""
         self._commands.extend(commands)
@@ -229,6 +243,12 @@ class RunExecutor:
                     break
         except Drain:
             pass  # shutdown: the step is abandoned and re-run (with replay) by the next owner
+        except Deferred as d:
+            # Held by a policy window: sleep until it ends; the step then re-runs and the
+            # journaled decision is taken again at that time.
+            await self._halt()
+            j.append("run.sleeping", {"until": d.until, "deferred": True, "reason": d.reason})
+            j.update(status="sleeping", wake_at=d.until, reason=f"deferred: {d.reason}")
         except PauseRequested as p:
             self._pause(p)
         except StopRequested as s:
@@ -272,6 +292,9 @@ class RunExecutor:
 
     def _pause(self, p: PauseRequested) -> None:
         j = self.journal
+        if isinstance(p, AwaitApproval):
+            j.update(status="awaiting_approval", reason=str(p))
+            return
         if not p.detail.get("by_command"):
             j.append("run.paused", {"reason": str(p), **p.detail})
         j.update(status="paused", reason=str(p))

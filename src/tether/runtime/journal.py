@@ -17,7 +17,7 @@ from tether.core.events import Chain, Event
 from tether.core.ids import UlidSource, iso
 from tether.runtime.committer import GroupCommitter
 from tether.store.protocol import Store
-from tether.store.records import EffectRow, RunRow, UsageDelta, Write
+from tether.store.records import ApprovalRow, EffectRow, RunRow, UsageDelta, Write
 
 
 class RunJournal:
@@ -38,6 +38,7 @@ class RunJournal:
         self._usage: dict[str, float] = {}
         self._usage_bucket: int | None = None
         self._commands: list[int] = []
+        self._approvals: dict[str, ApprovalRow] = {}
         self._dirty = False
 
     @property
@@ -68,6 +69,11 @@ class RunJournal:
 
     def effect(self, row: EffectRow) -> None:
         self._effects[row.id] = row
+        self._dirty = True
+
+    def approval(self, row: ApprovalRow) -> None:
+        """Write (or update) an approval request with the next flush."""
+        self._approvals[row.id] = row
         self._dirty = True
 
     def checkpoint(self, ck: Checkpoint) -> None:
@@ -106,9 +112,11 @@ class RunJournal:
                   effects=tuple(self._effects.values()), checkpoint=self._checkpoint,
                   usage=UsageDelta(self._usage_bucket, dict(self._usage))
                   if self._usage and self._usage_bucket is not None else None,
-                  commands_applied=tuple(self._commands), swarm=self.row.swarm)
+                  commands_applied=tuple(self._commands), swarm=self.row.swarm,
+                  approvals=tuple(self._approvals.values()))
         self._events, self._effects, self._checkpoint = [], {}, None
         self._usage, self._usage_bucket, self._commands = {}, None, []
+        self._approvals = {}
         self._changed = set()
         self._dirty = False
         return w

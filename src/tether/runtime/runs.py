@@ -36,6 +36,9 @@ def load_agent(ref: str, registry: Mapping[str, AgentLike] | None = None) -> Age
     except ImportError as exc:
         raise UsageError(f"cannot import module {mod_name!r} for agent {ref!r}: {exc}; "
                          "run tether from the folder that holds it, set PYTHONPATH, or install it") from exc
+    except Exception as exc:  # the module itself raised while importing
+        raise UsageError(f"module {mod_name!r} (agent {ref!r}) raised while importing: "
+                         f"{type(exc).__name__}: {exc}") from exc
     obj: Any = mod
     for part in attr.split("."):
         obj = getattr(obj, part, None)

@@ -17,20 +17,25 @@ import contextlib
 import logging
 import os
 import signal
-import socket
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tether.core.ids import Clock, UlidSource
 from tether.core.pricing import PriceTable
-from tether.errors import LeaseLost, StoreError, TetherError
+from tether.errors import LeaseLost, StoreError, TetherError, UsageError
 from tether.runtime.agent import AgentLike
 from tether.runtime.committer import GroupCommitter
 from tether.runtime.executor import RunExecutor
 from tether.runtime.journal import RunJournal
+from tether.runtime.leases import owner_name, reclaim_dead_local
 from tether.runtime.runs import load_agent
 from tether.store.protocol import Store
+
+if TYPE_CHECKING:
+    from tether.core.policy import Policy
 
 log = logging.getLogger("tether.worker")
 
@@ -58,7 +63,8 @@ class Worker:
                  clock: Clock | None = None, prices: PriceTable | None = None,
                  concurrency: int = 1000, lease_ttl: float = 30.0, poll_interval: float = 0.05,
                  owner: str | None = None, keyframe_every: int = 128,
-                 only: set[str] | None = None) -> None:
+                 only: set[str] | None = None, policy: Policy | None = None,
+                 policy_path: str | os.PathLike[str] | None = None) -> None:
         self.store = store
         self.agents = dict(agents or {})
         self.clock = clock or Clock()
@@ -66,9 +72,14 @@ class Worker:
         self.concurrency = concurrency
         self.lease_ttl = lease_ttl
         self.poll = poll_interval
-        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
+        self.owner = owner or owner_name("worker", f"{id(self):x}")
         self.keyframe_every = keyframe_every
         self.only = only
+        self.policy = policy
+        self.policy_path = Path(policy_path) if policy_path is not None else None
+        self._policy_mtime: float | None = None
+        if self.policy_path is not None:
+            self._reload_policy(first=True)
         self.ids = UlidSource(self.clock.now)
         # Runs whose agent this process cannot load: left for workers that can, retried later.
         self._unloadable: dict[str, float] = {}
@@ -86,11 +97,14 @@ class Worker:
         """Drive runs until ``stop`` is set (or, with ``until_idle``, nothing is runnable)."""
         self._wake = asyncio.Event()
         stop = stop or asyncio.Event()
+        with contextlib.suppress(TetherError):
+            reclaim_dead_local(self.store)  # a worker killed before us on this host
         if handle_signals:
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, stop.set)
-        bg = [asyncio.create_task(self._heartbeat()), asyncio.create_task(self._poll_commands())]
+        bg = [asyncio.create_task(self._heartbeat()), asyncio.create_task(self._poll_commands()),
+              asyncio.create_task(self._expire_approvals())]
         try:
             while not stop.is_set():
                 try:
@@ -136,6 +150,12 @@ class Worker:
                 ex = self._executor(rid, token)
             except LeaseLost:
                 continue
+            except Exception as exc:  # a broken agent module or store row: skip the run
+                log.warning("run %s cannot be started here: %s: %s", rid, type(exc).__name__, exc)
+                self._unloadable[rid] = time.monotonic() + 30.0
+                with contextlib.suppress(TetherError):
+                    self.store.release(rid, self.owner, token)
+                continue
             task = asyncio.create_task(self._drive(rid, token, ex), name=f"run:{rid}")
             self.active[rid] = (task, ex)
             self.runs_driven += 1
@@ -156,11 +176,39 @@ class Worker:
             self._unloadable[rid] = time.monotonic() + 30.0
             self.store.release(rid, self.owner, token)
             raise LeaseLost(str(exc)) from exc
+        self._reload_policy()
         ex = RunExecutor(j, agent, self.committer, clock=self.clock.now, prices=self.prices,
-                         keyframe_every=self.keyframe_every)
+                         keyframe_every=self.keyframe_every, policy=self.policy)
         ex.load(self.store.tail_events(rid, row.epoch, row.step + 1),
                 self.store.swarm_budget(row.swarm) if row.swarm else None)
+        # Commands queued while no one owned the run are applied at its first safe point.
+        pending = self.store.pending_commands([rid])
+        ex.deliver(pending)
+        self._delivered.update(c.id for c in pending)
         return ex
+
+    def _reload_policy(self, *, first: bool = False) -> None:
+        """Load the policy file at start and whenever it changes. A broken file is refused:
+        at start the worker does not run; later the previous policy stays in force."""
+        if self.policy_path is None:
+            return
+        from tether.core.policy import load_policy
+        try:
+            mtime = self.policy_path.stat().st_mtime
+        except OSError as exc:
+            if first:
+                raise UsageError(f"policy file {self.policy_path} cannot be read: {exc}") from exc
+            return
+        if mtime == self._policy_mtime:
+            return
+        try:
+            self.policy = load_policy(self.policy_path)
+        except TetherError as exc:
+            if first:
+                raise
+            log.error("policy file %s is broken, keeping the previous policy: %s",
+                      self.policy_path, exc)
+        self._policy_mtime = mtime
 
     async def _drive(self, rid: str, token: int, ex: RunExecutor) -> str:
         status = "abandoned"
@@ -176,6 +224,9 @@ class Worker:
             with contextlib.suppress(TetherError):
                 # A transaction with an fsync: off the event loop, which has other runs.
                 await asyncio.to_thread(self.store.release, rid, self.owner, token)
+            # Commands delivered but never reached (the run slept or ended first) stay
+            # pending in the store: the next owner, or the CLI, applies them.
+            self._delivered.difference_update(c.id for c in ex.queued_commands())
             self.finished[status] = self.finished.get(status, 0) + 1
             self.active.pop(rid, None)  # last: the worker waits for runs in `active`
             self._wake.set()
@@ -197,6 +248,9 @@ class Worker:
     async def _heartbeat(self) -> None:
         while True:
             await asyncio.sleep(self.lease_ttl / 3)
+            with contextlib.suppress(TetherError):
+                if await asyncio.to_thread(reclaim_dead_local, self.store):
+                    self._wake.set()
             held = {rid: ex.journal.fence for rid, (_, ex) in self.active.items()
                     if ex.journal.fence is not None}
             if not held:
@@ -212,6 +266,16 @@ class Worker:
                 entry = self.active.get(rid)
                 if entry:
                     entry[0].cancel()
+
+    async def _expire_approvals(self) -> None:
+        """Apply ``on_expiry`` to approval requests nobody decided in time."""
+        from tether import approvals
+        while True:
+            await asyncio.sleep(1.0)
+            try:
+                await asyncio.to_thread(approvals.expire_due, self.store)
+            except TetherError as exc:
+                log.warning("worker %s: expiring approvals failed (%s); retrying", self.owner, exc)
 
     async def _poll_commands(self) -> None:
         while True:

@@ -11,6 +11,7 @@ from typing import Protocol
 
 from tether.core.events import Event
 from tether.store.records import (
+    ApprovalRow,
     Batch,
     CheckpointChain,
     Command,
@@ -109,6 +110,15 @@ class Store(Protocol):
 
     def erase_payload(self, event_id: str) -> None:
         """Erase an event's payload (privacy, secrets), keeping its hash so the chain verifies."""
+        ...
+
+    def approval(self, approval_id: str) -> ApprovalRow | None:
+        """One approval request by id."""
+        ...
+
+    def approvals(self, *, run: str | None = None, status: str | None = None,
+                  expired_by: float | None = None) -> list[ApprovalRow]:
+        """Approval requests, oldest first; ``expired_by``: only those expiring by then."""
         ...
 
     def effect(self, effect_id: str) -> EffectRow | None:

@@ -74,6 +74,42 @@ class EffectRow:
     updated: float = 0.0
 
 
+APPROVAL_STATUSES = ("pending", "approved", "denied", "expired")
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovalRow:
+    """A durable request for a human decision on one proposed action."""
+
+    id: str
+    """Id of the ``approval.requested`` event."""
+    run: str
+    epoch: int
+    step: int
+    idx: int
+    """The call's index within its step."""
+    tool: str
+    effect: str
+    arguments: dict[str, Any]
+    rule: str | None
+    """Policy rule that asked (None: the default for irreversible effects)."""
+    reason: str
+    policy_hash: str
+    approvers: tuple[str, ...]
+    """Who may decide (empty: anyone but the run itself)."""
+    requested_at: float
+    expires_at: float | None
+    on_expiry: str
+    """``deny`` (default), ``allow`` or ``escalate``."""
+    status: str = "pending"
+    decided_by: str | None = None
+    decided_at: float | None = None
+    note: str | None = None
+    edited_arguments: dict[str, Any] | None = None
+    always: bool = False
+    """Approved with "always allow this tool for this run"."""
+
+
 @dataclass(frozen=True, slots=True)
 class Command:
     """An operator's request, written by any process, applied by the run's owner."""
@@ -116,6 +152,7 @@ class Write:
     swarm: str | None = None
     run_changes: tuple[str, ...] | None = None
     """Fields of ``run_row`` changed since the last write (None: write the whole row)."""
+    approvals: tuple[ApprovalRow, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

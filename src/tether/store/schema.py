@@ -65,6 +65,23 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     CREATE TABLE swarms(name TEXT PRIMARY KEY, budget BLOB NOT NULL, updated REAL NOT NULL)
         WITHOUT ROWID;
     """,
+    # 2: approvals (a projection of approval.* events) and the notification outbox.
+    """
+    CREATE TABLE approvals(
+        id TEXT PRIMARY KEY, run TEXT NOT NULL, epoch INTEGER NOT NULL, step INTEGER NOT NULL,
+        idx INTEGER NOT NULL, tool TEXT NOT NULL, effect TEXT NOT NULL, arguments BLOB NOT NULL,
+        rule TEXT, reason TEXT NOT NULL, policy_hash TEXT NOT NULL, approvers BLOB NOT NULL,
+        requested_at REAL NOT NULL, expires_at REAL, on_expiry TEXT NOT NULL,
+        status TEXT NOT NULL, decided_by TEXT, decided_at REAL, note TEXT,
+        edited_arguments BLOB, always INTEGER NOT NULL DEFAULT 0) WITHOUT ROWID;
+    CREATE INDEX approvals_status ON approvals(status, expires_at);
+    CREATE INDEX approvals_run ON approvals(run, status);
+    CREATE TABLE outbox(
+        id TEXT PRIMARY KEY, kind TEXT NOT NULL, body BLOB NOT NULL, created REAL NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0, next_at REAL NOT NULL, delivered REAL,
+        last_error TEXT) WITHOUT ROWID;
+    CREATE INDEX outbox_due ON outbox(delivered, next_at);
+    """,
 )
 
 VERSION: Final = len(MIGRATIONS)

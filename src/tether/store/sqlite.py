@@ -15,6 +15,7 @@ from tether.core.ids import ulid_bytes
 from tether.errors import LeaseLost, NotFound, StoreCorrupt, UsageError
 from tether.store.records import (
     USAGE_KEYS,
+    ApprovalRow,
     Batch,
     CheckpointChain,
     Command,
@@ -24,10 +25,13 @@ from tether.store.records import (
 )
 from tether.store.sqlite_base import SQLiteBase
 from tether.store.sqlite_rows import (
+    APPROVAL_COLS,
     EFFECT_COLS,
     EVENT_COLS,
     RUN_COLS,
+    approval_values,
     id_key,
+    row_approval,
     row_effect,
     row_event,
     row_run,
@@ -113,6 +117,10 @@ class SQLiteStore(SQLiteBase):
                       f"VALUES(?,?,?,{','.join('?' * len(USAGE_KEYS))}) "
                       f"ON CONFLICT(run, bucket) DO UPDATE SET {sets}",
                       (w.run, w.usage.bucket, w.swarm, *vals))
+        if w.approvals:
+            c.executemany(f"INSERT OR REPLACE INTO approvals({APPROVAL_COLS}) "
+                          f"VALUES({','.join('?' * 21)})",
+                          [approval_values(a) for a in w.approvals])
         if w.commands_applied:
             now = time.time()
             c.executemany("UPDATE commands SET applied = ? WHERE id = ?",
@@ -303,6 +311,24 @@ class SQLiteStore(SQLiteBase):
             # Keep the payload's hash so the chain still verifies without the payload.
             c.execute("UPDATE events SET payload_hash = ?, payload = NULL WHERE id = ?",
                       (hashlib.sha256(bytes(row[0])).digest(), key))
+
+    def approval(self, approval_id: str) -> ApprovalRow | None:
+        rows = self._read(f"SELECT {APPROVAL_COLS} FROM approvals WHERE id = ?", (approval_id,))
+        return row_approval(rows[0]) if rows else None
+
+    def approvals(self, *, run: str | None = None, status: str | None = None,
+                  expired_by: float | None = None) -> list[ApprovalRow]:
+        sql, args = f"SELECT {APPROVAL_COLS} FROM approvals WHERE 1=1", list[Any]()
+        if run:
+            sql += " AND run = ?"
+            args.append(run)
+        if status:
+            sql += " AND status = ?"
+            args.append(status)
+        if expired_by is not None:
+            sql += " AND expires_at IS NOT NULL AND expires_at <= ?"
+            args.append(expired_by)
+        return [row_approval(r) for r in self._read(sql + " ORDER BY requested_at, id", args)]
 
     def effect(self, effect_id: str) -> EffectRow | None:
         rows = self._read(f"SELECT {EFFECT_COLS} FROM effects WHERE id = ?", (effect_id,))

@@ -7,11 +7,11 @@ import sqlite3
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from tether.core.canonical import loads
+from tether.core.canonical import dumps, loads
 from tether.core.events import Event
 from tether.core.ids import ulid_bytes, ulid_str
 from tether.errors import StoreCorrupt
-from tether.store.records import EffectRow, RunRow
+from tether.store.records import ApprovalRow, EffectRow, RunRow
 
 EVENT_COLS = "rk, seq, id, epoch, step, kind, time, actor, causes, payload, payload_hash, hash"
 RUN_COLS = ("id, name, agent, swarm, goal, status, epoch, step, seq, head, spec, budget, usage, "
@@ -71,3 +71,24 @@ def row_effect(r: tuple[Any, ...]) -> EffectRow:
                      idempotent=bool(r[7]), key=r[8], status=r[9], arguments=loads(r[10]),
                      result=loads(r[11]) if r[11] is not None else None,
                      undo=loads(r[12]) if r[12] is not None else None, updated=r[13])
+
+
+APPROVAL_COLS = ("id, run, epoch, step, idx, tool, effect, arguments, rule, reason, policy_hash, "
+                 "approvers, requested_at, expires_at, on_expiry, status, decided_by, decided_at, "
+                 "note, edited_arguments, always")
+
+
+def approval_values(a: ApprovalRow) -> tuple[Any, ...]:
+    return (a.id, a.run, a.epoch, a.step, a.idx, a.tool, a.effect, dumps(a.arguments), a.rule,
+            a.reason, a.policy_hash, dumps(list(a.approvers)), a.requested_at, a.expires_at,
+            a.on_expiry, a.status, a.decided_by, a.decided_at, a.note,
+            None if a.edited_arguments is None else dumps(a.edited_arguments), int(a.always))
+
+
+def row_approval(r: tuple[Any, ...]) -> ApprovalRow:
+    return ApprovalRow(id=r[0], run=r[1], epoch=r[2], step=r[3], idx=r[4], tool=r[5], effect=r[6],
+                       arguments=loads(r[7]), rule=r[8], reason=r[9], policy_hash=r[10],
+                       approvers=tuple(loads(r[11])), requested_at=r[12], expires_at=r[13],
+                       on_expiry=r[14], status=r[15], decided_by=r[16], decided_at=r[17],
+                       note=r[18], edited_arguments=loads(r[19]) if r[19] is not None else None,
+                       always=bool(r[20]))

@@ -1,0 +1,140 @@
+"""``tether policy``: check a policy file, and explain what it decides without running anything."""
+
+from __future__ import annotations
+
+import json as jsonlib
+import math
+import time
+from datetime import datetime, tzinfo
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+
+from tether.cli.common import console, handle_errors, parse_assignments, print_jsonl
+from tether.core.policy import Action, Decision, load_policy
+from tether.core.policy_match import EFFECTS
+from tether.core.policy_time import zone_name
+from tether.errors import UsageError
+
+policy_app = typer.Typer(no_args_is_help=True, help="Check policy files and explain what they decide.")
+
+VERDICT_STYLE = {"allow": "green", "deny": "red", "approve": "yellow", "defer": "cyan"}
+
+
+@policy_app.command("check")
+@handle_errors
+def check(file: Annotated[Path, typer.Argument(help="The policy file (TOML).")],
+          tool: Annotated[list[str] | None, typer.Option(
+              "--tool", help="A tool the agents define, repeatable: a rule naming any other exact tool "
+                             "name is refused.")] = None) -> None:
+    """Validate a policy file: print its rule count and hash, or what is wrong (exit status 2)."""
+    policy = load_policy(file, known_tools=set(tool) if tool else None)
+    console.print(f"ok: {len(policy.rules)} rules, hash {policy.hash}", highlight=False, soft_wrap=True)
+
+
+def _arguments(text: str) -> dict[str, Any]:
+    try:
+        value = jsonlib.loads(text)
+    except ValueError as exc:
+        raise UsageError(f"--args is not valid JSON ({exc}); write an object such as "
+                         "'{\"to\": \"a@example.com\"}'") from None
+    if not isinstance(value, dict):
+        raise UsageError(f"--args must be a JSON object of argument names, got {text!r}")
+    return value
+
+
+def _instant(text: str | None, tz: tzinfo) -> float:
+    if text is None:
+        return time.time()
+    try:
+        seconds = float(text)
+    except ValueError:
+        pass
+    else:
+        if math.isfinite(seconds):
+            return seconds
+    try:
+        dt = datetime.fromisoformat(text)
+    except ValueError:
+        raise UsageError(f"--at {text!r}: expected an ISO time such as 2025-03-30T02:30 (read in the "
+                         f"policy's time zone, {zone_name(tz)}) or 2025-03-30T02:30+02:00") from None
+    return (dt if dt.tzinfo is not None else dt.replace(tzinfo=tz)).timestamp()
+
+
+def _local(t: float, tz: tzinfo) -> str:
+    return f"{datetime.fromtimestamp(t, tz):%Y-%m-%d %H:%M} {zone_name(tz)}"
+
+
+def _duration(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds / size:g}{unit}"
+    return f"{seconds:g}s"
+
+
+def _print_decision(decision: Decision, tz: tzinfo) -> None:
+    style = VERDICT_STYLE[decision.verdict]
+    by = f"rule {decision.rule!r}" if decision.rule is not None else "the default"
+    console.print(f"decision: [{style}]{decision.verdict}[/] by {escape(by)}: {escape(decision.reason)}",
+                  highlight=False, soft_wrap=True)
+    if decision.until is not None:
+        console.print(f"  until {_local(decision.until, tz)}", highlight=False, soft_wrap=True)
+    if decision.verdict == "approve":
+        who = ", ".join(decision.approvers) or "anyone allowed to approve"
+        wait = "no expiry" if decision.expires_after is None else (
+            f"expires after {_duration(decision.expires_after)}, then {decision.on_expiry}")
+        console.print(f"  approvers: {escape(who)}; {wait}", highlight=False, soft_wrap=True)
+
+
+@policy_app.command("explain")
+@handle_errors
+def explain(agent: Annotated[str, typer.Option(help="The agent's name.")],
+            tool: Annotated[str, typer.Option(help="The tool's name (the model's, for a model call).")],
+            effect: Annotated[str, typer.Option(
+                help="read, reversible, irreversible or model; an undeclared tool is irreversible.")
+            ] = "irreversible",
+            args: Annotated[str, typer.Option("--args", help="The arguments, as a JSON object.")] = "{}",
+            swarm: Annotated[str | None, typer.Option(help="The swarm the run belongs to.")] = None,
+            at: Annotated[str | None, typer.Option(
+                help="When (ISO time; without an offset, in the policy's default time zone). "
+                     "Default: now.")] = None,
+            budget: Annotated[list[str] | None, typer.Option(
+                help="Fraction of a budget cap used, repeatable: cost_usd_per_day=0.8.")] = None,
+            policy: Annotated[Path, typer.Option(help="The policy file.")] = Path("tether.toml"),
+            json: Annotated[bool, typer.Option("--json", help="JSON output.")] = False) -> None:
+    """Show which rule decides an action and why, without running anything."""
+    if effect not in EFFECTS:
+        raise UsageError(f"--effect {effect!r}: use one of {', '.join(EFFECTS)}")
+    pol = load_policy(policy)
+    tz = pol.defaults.timezone
+    action = Action(run="explain", agent=agent, swarm=swarm, tool=tool, effect=effect,
+                    arguments=_arguments(args), at=_instant(at, tz),
+                    budget_used=parse_assignments(budget or [], "--budget"))
+    rows = pol.explain(action)
+    decision = pol.decide(action)
+    first = next((rid for rid, matched, _ in rows if matched), None)
+    if json:
+        print_jsonl([{"policy": pol.source, "hash": pol.hash,
+                      "action": {"agent": agent, "swarm": swarm, "tool": tool, "effect": effect,
+                                 "arguments": action.arguments, "at": action.at,
+                                 "budget_used": dict(action.budget_used)},
+                      "rules": [{"id": rid, "matched": m, "decides": rid == first, "why": why}
+                                for rid, m, why in rows],
+                      "decision": decision.to_payload()}])
+        return
+    console.print(f"policy {escape(pol.source)}: {len(pol.rules)} rules, hash {pol.hash[:12]}",
+                  highlight=False, soft_wrap=True)
+    console.print(f"action: agent {escape(agent)}"
+                  + (f", swarm {escape(swarm)}" if swarm else "")
+                  + f", tool {escape(tool)} ({effect}), at {_local(action.at, tz)}, "
+                    f"args {escape(jsonlib.dumps(action.arguments))}", highlight=False, soft_wrap=True)
+    for rid, matched, why in rows:
+        mark = "[green]match[/]" if matched else "[dim]no[/]   "
+        note = (" [bold](decides)[/]" if rid == first else " (not consulted: an earlier rule decides)") \
+            if matched else ""
+        console.print(f"  {mark} {escape(rid)}: {escape(why)}{note}", highlight=False, soft_wrap=True)
+    if not rows:
+        console.print("  (no rules)")
+    _print_decision(decision, tz)

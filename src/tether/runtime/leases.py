@@ -1,0 +1,61 @@
+"""Leases held by processes that died on this machine.
+
+A killed worker's leases would block its runs until they expire (30 s by
+default). When the owner named in a lease is a process on this host that no
+longer exists, the lease can be released at once: no one can be writing with
+it. Owners elsewhere are left to expire, as only their host can tell.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+
+from tether.errors import TetherError
+from tether.store.protocol import Store
+
+HOST = socket.gethostname()
+
+
+def owner_name(kind: str | None = None, suffix: str = "") -> str:
+    """A lease owner name: ``host:pid[:kind][:suffix]`` (parsed by :func:`reclaim_dead_local`)."""
+    parts = [HOST, str(os.getpid())]
+    if kind:
+        parts.append(kind)
+    if suffix:
+        parts.append(suffix)
+    return ":".join(parts)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def reclaim_dead_local(store: Store, *, statuses: tuple[str, ...] = ("running", "sleeping")
+                       ) -> list[str]:
+    """Release live-looking leases whose owner process on this host is gone."""
+    freed = []
+    now = time.time()
+    for status in statuses:
+        for row in store.list_runs(status=status):
+            lease = store.lease_of(row.id)
+            if lease is None or lease[2] <= now:
+                continue
+            owner, token, _ = lease
+            host, _, rest = owner.partition(":")
+            pid = rest.split(":", 1)[0]
+            if host != HOST or not pid.isdigit() or int(pid) == os.getpid() or _alive(int(pid)):
+                continue
+            try:
+                store.release(row.id, owner, token)
+            except TetherError:
+                continue
+            freed.append(row.id)
+    return freed

@@ -1,0 +1,169 @@
+"""The policy gate: every tool call passes here before it runs.
+
+The runtime, not the prompt, enforces the operator's rules. A decision is
+journaled (``policy.decided``) with the rule and the policy's hash; ``deny``
+tells the model why, ``defer`` puts the run to sleep until the window ends,
+``approve`` files a durable approval request and parks the run (no worker
+slot) until a human decides. On replay the journaled decision stands: an
+approval granted before a crash is not asked for again, and an action runs at
+most once after it (the effect rules take over from there).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from tether.core import budget as budgets
+from tether.core.events import Event
+from tether.errors import AwaitApproval, Deferred, ToolFailed
+from tether.store.records import ApprovalRow
+from tether.tools.base import Tool
+
+if TYPE_CHECKING:
+    from tether.core.policy import Decision, Policy
+    from tether.runtime.executor import RunExecutor
+
+GATE_KINDS = ("policy.decided", "approval.requested", "approval.decided")
+
+
+@dataclass(slots=True)
+class Gate:
+    """What the journal says about the gate of one call of the in-flight step."""
+
+    decided: Event | None = None
+    requested: Event | None = None
+    answered: Event | None = None
+
+    def add(self, e: Event) -> None:
+        if e.kind == "policy.decided":
+            self.decided = e
+        elif e.kind == "approval.requested":
+            self.requested = e
+        elif e.kind == "approval.decided":
+            self.answered = e
+
+
+@dataclass(slots=True)
+class Oversight:
+    """The gate for one executor. ``policy`` None means no policy is configured."""
+
+    ex: RunExecutor
+    policy: Policy | None
+    gates: dict[int, Gate] = field(default_factory=dict)
+
+    def record(self, e: Event) -> None:
+        """Index a gate event of the in-flight step (on restore)."""
+        self.gates.setdefault(int(e.payload["i"]), Gate()).add(e)
+
+    async def check(self, t: Tool, args: dict[str, Any], args_json: dict[str, Any], i: int,
+                    step: int) -> dict[str, Any]:
+        """Return the arguments to run with, or raise to deny, defer or wait."""
+        if self.policy is None:
+            return args
+        g = self.gates.get(i, Gate())
+        if g.answered is not None:
+            return self._answered(t, args, g.answered)
+        if g.requested is not None:
+            row = self.ex.journal.store.approval(g.requested.id)
+            raise AwaitApproval(self._waiting(t, row), detail={"approval": g.requested.id,
+                                                                "awaiting_approval": True})
+        if g.decided is not None:
+            d = g.decided.payload
+            if d["verdict"] == "allow":
+                return args
+            if d["verdict"] == "deny":
+                raise ToolFailed(_denied(t.name, d.get("rule"), d.get("reason", "")))
+            if d["verdict"] == "defer" and self.ex.clock() < float(d["until"]):
+                raise Deferred(d.get("reason", ""), until=float(d["until"]))
+            if d["verdict"] == "approve":
+                return await self._request(t, args_json, i, step, d)
+        return await self._decide(t, args, args_json, i, step)
+
+    async def _decide(self, t: Tool, args: dict[str, Any], args_json: dict[str, Any], i: int,
+                      step: int) -> dict[str, Any]:
+        assert self.policy is not None
+        row = self.ex.journal.row
+        always = t.name in row.spec.get("always_allow", [])
+        d = None if always else self.policy.decide(self._action(t, args_json))
+        payload: dict[str, Any] = {
+            "i": i, "tool": t.name, "effect": t.effect,
+            "verdict": "allow" if d is None else d.verdict,
+            "rule": "always-allow" if d is None else d.rule,
+            "reason": ("an operator approved this tool for this run, always" if d is None
+                       else d.reason),
+            "policy_hash": self.policy.hash}
+        if d is not None and d.verdict == "defer":
+            payload["until"] = d.until
+        if d is not None and d.verdict == "approve":
+            payload.update(approvers=list(d.approvers), expires_after=d.expires_after,
+                           on_expiry=d.on_expiry)
+        self.ex.journal.append("policy.decided", payload, step=step)
+        verdict = payload["verdict"]
+        if verdict == "allow":
+            return args
+        if verdict == "deny":
+            raise ToolFailed(_denied(t.name, payload["rule"], payload["reason"]))
+        if verdict == "defer":
+            await self.ex.flush()
+            raise Deferred(payload["reason"], until=float(payload["until"]))
+        return await self._request(t, args_json, i, step, payload)
+
+    async def _request(self, t: Tool, args_json: dict[str, Any], i: int, step: int,
+                       d: Mapping[str, Any]) -> dict[str, Any]:
+        j = self.ex.journal
+        now = time.time()  # approvals are for people: wall time, whatever the run's clock
+        expires = d.get("expires_after")
+        ev = j.append("approval.requested", {
+            "i": i, "tool": t.name, "effect": t.effect, "arguments": args_json,
+            "rule": d.get("rule"), "reason": d.get("reason", ""),
+            "approvers": list(d.get("approvers") or []),
+            "expires_at": now + float(expires) if expires else None,
+            "on_expiry": d.get("on_expiry") or "deny"}, step=step)
+        row = ApprovalRow(id=ev.id, run=j.run, epoch=j.row.epoch, step=step, idx=i, tool=t.name,
+                          effect=t.effect, arguments=args_json, rule=d.get("rule"),
+                          reason=str(d.get("reason", "")),
+                          policy_hash=str(d.get("policy_hash", "")),
+                          approvers=tuple(d.get("approvers") or ()), requested_at=now,
+                          expires_at=ev.payload["expires_at"], on_expiry=ev.payload["on_expiry"])
+        j.approval(row)
+        await self.ex.flush()
+        self.gates.setdefault(i, Gate()).requested = ev
+        raise AwaitApproval(self._waiting(t, row), detail={"approval": ev.id,
+                                                             "awaiting_approval": True})
+
+    def _answered(self, t: Tool, args: dict[str, Any], e: Event) -> dict[str, Any]:
+        p = e.payload
+        if p["decision"] != "approved":
+            why = p.get("note") or "no reason given"
+            raise ToolFailed(f"tool {t.name} was not run: {p['decision']} by {p.get('by')}: {why}")
+        edited = p.get("arguments")
+        return t.validate(edited) if edited is not None else args
+
+    def _waiting(self, t: Tool, row: ApprovalRow | None) -> str:
+        rid = row.id if row else "?"
+        return (f"run {self.ex.journal.run} waits for approval {rid} to run {t.name}; "
+                f"`tether approvals`, then `tether approve {rid}` or "
+                f"`tether deny {rid} --reason ...`")
+
+    def _action(self, t: Tool, args_json: dict[str, Any]) -> Any:
+        from tether.core.policy import Action
+        row = self.ex.journal.row
+        used = {k: (row.usage.get(budgets.parse_key(k).metric, 0.0) / cap if cap else 1.0)
+                for k, cap in row.budget.items() if budgets.parse_key(k).window is None}
+        return Action(run=row.id, agent=self.ex.agent.name, swarm=row.swarm, tool=t.name,
+                      effect=t.effect, arguments=args_json, at=self.ex.clock(), budget_used=used)
+
+
+def _denied(tool: str, rule: str | None, reason: str) -> str:
+    by = f"policy rule {rule!r}" if rule else "the default policy"
+    return f"tool {tool} was not run: denied by {by}" + (f": {reason}" if reason else "")
+
+
+def decision_payload(d: Decision) -> dict[str, Any]:
+    """The journal form of a policy decision (used by `tether policy explain --json` too)."""
+    return {"verdict": d.verdict, "rule": d.rule, "reason": d.reason, "until": d.until,
+            "approvers": list(d.approvers), "expires_after": d.expires_after,
+            "on_expiry": d.on_expiry, "policy_hash": d.policy_hash}

@@ -1,0 +1,252 @@
+"""Policies enforced by the runtime: allow, deny, defer and approvals that survive restarts."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from tether import Agent, Done, FixedClock, StepAgent, Worker, approvals, start_run, tool
+from tether.cli.app import app
+from tether.core.policy import Policy, rules_from_python
+from tether.errors import NotFound, UsageError
+from tether.models.base import ModelResponse, ToolCall
+from tether.models.scripted import ScriptedModel
+from tether.store.sqlite import SQLiteStore
+
+SENT: list[dict[str, Any]] = []
+
+
+@tool(effect="irreversible")
+def send(to: str, amount: int) -> str:
+    """Send money (irreversible)."""
+    SENT.append({"to": to, "amount": amount})
+    return f"sent {amount} to {to}"
+
+
+@tool(effect="read")
+def balance() -> int:
+    """Read the balance."""
+    return 100
+
+
+async def _pay(ctx: Any, state: dict[str, Any]) -> Any:
+    state["balance"] = await ctx.call(balance)
+    try:
+        state["result"] = await ctx.call(send, to="bob", amount=5)
+    except Exception as exc:  # a denied call is a ToolFailed: the step goes on
+        state["result"] = f"failed: {exc}"
+    return Done(state["result"])
+
+
+PAY = StepAgent(_pay, name="payer", tools=[send, balance])
+AGENTS = {"payer": PAY}
+
+
+def drive(store: SQLiteStore, policy: Policy | None, clock: FixedClock | None = None) -> None:
+    asyncio.run(Worker(store, agents=AGENTS, policy=policy, clock=clock,
+                       poll_interval=0.01).run(until_idle=True))
+
+
+def kinds(store: SQLiteStore, run: str) -> list[str]:
+    return [e.kind for e in store.events(run)]
+
+
+@pytest.fixture(autouse=True)
+def _clear() -> None:
+    SENT.clear()
+
+
+def test_without_a_policy_nothing_is_gated(store: SQLiteStore) -> None:
+    run = start_run(store, PAY, agent_ref="payer", goal="pay")
+    drive(store, None)
+    assert store.get_run(run).status == "done"  # type: ignore[union-attr]
+    assert SENT == [{"to": "bob", "amount": 5}]
+    assert "policy.decided" not in kinds(store, run)
+
+
+def test_default_policy_asks_before_irreversible_and_runs_once_after_approval(
+        store: SQLiteStore) -> None:
+    policy = rules_from_python([])
+    run = start_run(store, PAY, agent_ref="payer", goal="pay")
+    drive(store, policy)
+    row = store.get_run(run)
+    assert row is not None and row.status == "awaiting_approval"
+    assert SENT == []
+    (req,) = store.approvals(status="pending")
+    assert (req.tool, req.arguments, req.rule) == ("send", {"to": "bob", "amount": 5}, None)
+    decided = [e for e in store.events(run) if e.kind == "policy.decided"]
+    assert [d.payload["verdict"] for d in decided] == ["allow", "approve"]  # read, then send
+    assert all(d.payload["policy_hash"] == policy.hash for d in decided)
+    # A new worker (a restart) does not run it either: the run holds no worker slot.
+    drive(store, policy)
+    assert SENT == []
+    approvals.decide(store, req.id, approve=True, who="human:ada", note="ok")
+    assert store.get_run(run).status == "running"  # type: ignore[union-attr]
+    drive(store, policy)
+    assert store.get_run(run).status == "done"  # type: ignore[union-attr]
+    assert SENT == [{"to": "bob", "amount": 5}]
+    ev = next(e for e in store.events(run) if e.kind == "approval.decided")
+    assert ev.actor == "human:ada" and ev.causes == (req.id,)
+    with pytest.raises(UsageError, match="already approved by human:ada"):
+        approvals.decide(store, req.id, approve=True, who="human:bob")
+    drive(store, policy)
+    assert len(SENT) == 1
+
+
+def test_deny_tells_the_agent_and_the_loop_goes_on(store: SQLiteStore) -> None:
+    policy = rules_from_python([])
+    run = start_run(store, PAY, agent_ref="payer", goal="pay")
+    drive(store, policy)
+    (req,) = store.approvals(status="pending")
+    with pytest.raises(UsageError, match="deny needs a reason"):
+        approvals.decide(store, req.id, approve=False, who="human:ada")
+    approvals.decide(store, req.id, approve=False, who="human:ada", note="not today")
+    drive(store, policy)
+    row = store.get_run(run)
+    assert row is not None and row.status == "done" and SENT == []
+    assert "denied by human:ada: not today" in str(
+        next(e for e in store.events(run) if e.kind == "run.done").payload["result"])
+
+
+def test_edited_arguments_are_checked_and_used(store: SQLiteStore, monkeypatch: pytest.MonkeyPatch
+                                               ) -> None:
+    monkeypatch.setattr("tether.runtime.runs.load_agent", lambda ref, reg=None: PAY)
+    policy = rules_from_python([])
+    start_run(store, PAY, agent_ref="payer", goal="pay")
+    drive(store, policy)
+    (req,) = store.approvals(status="pending")
+    with pytest.raises(UsageError, match="amount"):
+        approvals.decide(store, req.id, approve=True, who="human:ada",
+                         arguments={"to": "bob", "amount": "lots"})
+    assert store.approval(req.id).status == "pending"  # type: ignore[union-attr]
+    approvals.decide(store, req.id, approve=True, who="human:ada",
+                     arguments={"to": "carol", "amount": 3})
+    drive(store, policy)
+    assert SENT == [{"to": "carol", "amount": 3}]
+
+
+def test_rules_deny_and_name_who_may_approve(store: SQLiteStore) -> None:
+    policy = rules_from_python([
+        {"id": "no-big", "tool": "send", "args": {"amount": {"gt": 3}},
+         "decide": "approve", "approvers": ["treasurer"], "reason": "large payment"},
+    ])
+    start_run(store, PAY, agent_ref="payer", goal="pay")
+    drive(store, policy)
+    (req,) = store.approvals(status="pending")
+    assert req.rule == "no-big" and req.approvers == ("treasurer",)
+    with pytest.raises(UsageError, match="names treasurer"):
+        approvals.decide(store, req.id, approve=True, who="human:intern")
+    with pytest.raises(UsageError, match="only people may"):
+        approvals.decide(store, req.id, approve=True, who=f"agent:{req.run}")
+    approvals.decide(store, req.id, approve=True, who="human:treasurer")
+    drive(store, policy)
+    assert len(SENT) == 1
+
+    deny = rules_from_python([{"id": "frozen", "tool": "send", "decide": "deny",
+                               "reason": "accounts are frozen"}])
+    run = start_run(store, PAY, agent_ref="payer", goal="pay")
+    drive(store, deny)
+    assert len(SENT) == 1
+    done = next(e for e in store.events(run) if e.kind == "run.done")
+    assert "denied by policy rule 'frozen': accounts are frozen" in done.payload["result"]
+
+
+def test_quiet_hours_defer_until_the_window_ends(store: SQLiteStore) -> None:
+    policy = rules_from_python([
+        {"id": "quiet", "effect": "irreversible", "decide": "defer",
+         "when": {"between": "00:00-07:00", "tz": "Europe/Berlin"}, "reason": "quiet hours"},
+        {"id": "ok", "effect": "irreversible", "decide": "allow"},
+    ])
+    night = datetime(2026, 12, 2, 2, 0, tzinfo=UTC).timestamp()  # 03:00 in Berlin
+    clock = FixedClock(night)
+    run = start_run(store, PAY, agent_ref="payer", goal="pay", clock=clock)
+    drive(store, policy, clock)
+    row = store.get_run(run)
+    assert row is not None and row.status == "sleeping" and SENT == []
+    assert row.wake_at == datetime(2026, 12, 2, 6, 0, tzinfo=UTC).timestamp()  # 07:00 Berlin
+    clock.set(row.wake_at)
+    drive(store, policy, clock)
+    assert store.get_run(run).status == "done"  # type: ignore[union-attr]
+    assert SENT == [{"to": "bob", "amount": 5}]
+    verdicts = [e.payload["verdict"] for e in store.events(run) if e.kind == "policy.decided"
+                and e.payload["tool"] == "send"]
+    assert verdicts == ["defer", "allow"]
+
+
+def test_expiry_denies_by_default_and_always_allow_sticks(store: SQLiteStore) -> None:
+    policy = rules_from_python([{"id": "ask", "tool": "send", "decide": "approve",
+                                 "expires": "1s"}])
+    run = start_run(store, PAY, agent_ref="payer", goal="pay")
+    drive(store, policy)
+    (req,) = store.approvals(status="pending")
+    assert req.expires_at is not None
+    with pytest.raises(UsageError, match="expired"):
+        approvals.decide(store, req.id, approve=True, who="human:ada", now=req.expires_at + 1)
+    assert store.approval(req.id).status == "expired"  # type: ignore[union-attr]
+    drive(store, policy)
+    assert store.get_run(run).status == "done" and SENT == []  # type: ignore[union-attr]
+
+    multi = StepAgent(_pay_twice, name="twice", tools=[send])
+    run2 = start_run(store, multi, agent_ref="twice", goal="pay twice")
+    asyncio.run(Worker(store, agents={"twice": multi}, policy=policy).run(until_idle=True))
+    (req2,) = store.approvals(status="pending")
+    approvals.decide(store, req2.id, approve=True, who="human:ada", always=True)
+    asyncio.run(Worker(store, agents={"twice": multi}, policy=policy).run(until_idle=True))
+    assert store.get_run(run2).status == "done" and len(SENT) == 2  # type: ignore[union-attr]
+    assert len(store.approvals(run=run2)) == 1  # the second send was not asked again
+
+
+async def _pay_twice(ctx: Any, state: dict[str, Any]) -> Any:
+    await ctx.call(send, to="a", amount=1)
+    await ctx.call(send, to="b", amount=1)
+    return Done()
+
+
+def test_the_built_in_agent_is_told_of_a_denial(store: SQLiteStore) -> None:
+    model = ScriptedModel([ModelResponse(None, (ToolCall("c1", "send",
+                                                         '{"to": "x", "amount": 1}'),)),
+                           ModelResponse("ok, I will not")])
+    agent = Agent("teller", model=model, instructions="pay", tools=[send])
+    policy = rules_from_python([{"id": "never", "tool": "send", "decide": "deny",
+                                 "reason": "no payments"}])
+    run = start_run(store, agent, agent_ref="teller", goal="pay x")
+    asyncio.run(Worker(store, agents={"teller": agent}, policy=policy).run(until_idle=True))
+    row = store.get_run(run)
+    from tether import ops
+    _, _, state = ops.run_state(store, run)
+    tool_msg = next(m for m in state["messages"] if m["role"] == "tool")
+    assert row is not None and row.status == "done" and SENT == []
+    assert "denied by policy rule 'never': no payments" in tool_msg["content"]
+
+
+def test_cli_lists_and_decides(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    db = tmp_path / "t.db"
+    store = SQLiteStore(db)
+    start_run(store, PAY, agent_ref="payer", goal="pay")
+    drive(store, rules_from_python([]))
+    runner = CliRunner()
+    res = runner.invoke(app, ["--store", str(db), "approvals", "--json"])
+    assert res.exit_code == 0, res.output
+    (row,) = [json.loads(line) for line in res.output.splitlines()]
+    assert {"id", "run", "step", "tool", "arguments", "status", "requested_at",
+            "expires_at"} <= set(row)
+    res = runner.invoke(app, ["--store", str(db), "deny", row["id"]])
+    assert res.exit_code == 2 and "reason" in res.output
+    res = runner.invoke(app, ["--store", str(db), "approve", "01NOSUCH"])
+    assert res.exit_code == 2 and "no approval" in res.output
+    res = runner.invoke(app, ["--store", str(db), "approve", row["id"], "--args", "[1]"])
+    assert res.exit_code == 2 and "JSON object" in res.output
+    res = runner.invoke(app, ["--store", str(db), "--help"])
+    res = runner.invoke(app, ["--store", str(db), "approve", row["id"], "--as", "ops",
+                              "--note", "fine"])
+    assert res.exit_code == 0, res.output
+    assert store.approval(row["id"]).decided_by == "human:ops"  # type: ignore[union-attr]
+    with pytest.raises(NotFound):
+        approvals.find_approval(store, "nope")
+    store.close()
