@@ -12,6 +12,8 @@ from rich.table import Table
 from tether import ops
 from tether.audit import verify_store
 from tether.cli.common import console, handle_errors, print_jsonl, status, store, when
+from tether.errors import UsageError
+from tether.store.records import RUN_STATUSES
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="JSON lines instead of a table.")]
 
@@ -21,6 +23,8 @@ def runs(json: JsonOpt = False,
          state: Annotated[str | None, typer.Option("--status", help="Only runs in this status.")] = None,
          swarm: Annotated[str | None, typer.Option(help="Only runs of this swarm.")] = None) -> None:
     """List runs, newest first."""
+    if state is not None and state not in RUN_STATUSES:
+        raise UsageError(f"unknown status {state!r}; one of {', '.join(RUN_STATUSES)}")
     s = store()
     rows = s.list_runs(status=state, swarm=swarm)
     if json:
@@ -40,7 +44,7 @@ def runs(json: JsonOpt = False,
 
 @handle_errors
 def show(run: Annotated[str, typer.Argument(help="Run id, name or id prefix.")],
-         json: JsonOpt = False) -> None:
+         json: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False) -> None:
     """Show one run: status, usage, budget, effects and why it stopped."""
     s = store()
     row = ops.find_run(s, run)
@@ -85,6 +89,8 @@ def events(run: Annotated[str, typer.Argument(help="Run id, name or id prefix.")
            limit: Annotated[int | None, typer.Option(help="At most this many events.")] = None
            ) -> None:
     """List a run's journal events in order."""
+    if limit is not None and limit < 0:
+        raise UsageError("--limit must be 0 or more")
     s = store()
     row = ops.find_run(s, run)
     evs = [e for e in s.events(row.id, after_seq=after, limit=None if kind else limit)

@@ -302,7 +302,10 @@ class RunExecutor:
     def _fail(self, exc: BaseException) -> None:
         j = self.journal
         step = j.row.step + 1
-        msg = f"run {j.run} step {step}: {type(exc).__name__}: {exc}"
+        text = str(exc)
+        where = f"run {j.run} step {step}: "
+        # tether's own errors already name the run and step; don't say it twice.
+        msg = text if text.startswith(where) else f"{where}{type(exc).__name__}: {text}"
         j.append("run.failed", {"error": msg, "traceback": traceback.format_exc(limit=12)})
         j.update(status="failed", reason=msg + "; fix the agent, then `tether resume` re-runs "
                  "the step from its checkpoint (effects already done are not repeated)")

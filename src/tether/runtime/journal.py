@@ -17,7 +17,18 @@ from tether.core.events import Chain, Event
 from tether.core.ids import UlidSource, iso
 from tether.runtime.committer import GroupCommitter
 from tether.store.protocol import Store
-from tether.store.records import ApprovalRow, EffectRow, RunRow, UsageDelta, Write
+from tether.store.records import (
+    ApprovalRow,
+    EffectRow,
+    Notification,
+    RunRow,
+    UsageDelta,
+    Write,
+)
+
+NOTIFY_KINDS = frozenset({"approval.requested", "run.paused", "run.stopped", "budget.exceeded",
+                          "effect.in_doubt", "run.failed"})
+"""Events operators are told about (through the outbox, when a webhook is configured)."""
 
 
 class RunJournal:
@@ -39,6 +50,7 @@ class RunJournal:
         self._usage_bucket: int | None = None
         self._commands: list[int] = []
         self._approvals: dict[str, ApprovalRow] = {}
+        self._notes: list[Notification] = []
         self._dirty = False
 
     @property
@@ -58,6 +70,12 @@ class RunJournal:
                             payload=payload, causes=causes)
         self._events.append(e)
         self._dirty = True
+        if kind in NOTIFY_KINDS:
+            # Queued in the same transaction as the event: notified if and only if it happened.
+            self._notes.append(Notification(e.id, kind, {
+                "id": e.id, "kind": kind, "run": self.row.id, "name": self.row.name,
+                "agent": self.row.agent, "swarm": self.row.swarm, "step": e.step, "time": e.time,
+                "payload": payload}, t))
         return e
 
     def update(self, **changes: Any) -> None:
@@ -113,10 +131,11 @@ class RunJournal:
                   usage=UsageDelta(self._usage_bucket, dict(self._usage))
                   if self._usage and self._usage_bucket is not None else None,
                   commands_applied=tuple(self._commands), swarm=self.row.swarm,
-                  approvals=tuple(self._approvals.values()))
+                  approvals=tuple(self._approvals.values()), notifications=tuple(self._notes))
         self._events, self._effects, self._checkpoint = [], {}, None
         self._usage, self._usage_bucket, self._commands = {}, None, []
         self._approvals = {}
+        self._notes = []
         self._changed = set()
         self._dirty = False
         return w

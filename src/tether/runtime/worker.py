@@ -65,6 +65,10 @@ class Worker:
                  owner: str | None = None, keyframe_every: int = 128,
                  only: set[str] | None = None, policy: Policy | None = None,
                  policy_path: str | os.PathLike[str] | None = None) -> None:
+        if concurrency < 1:
+            raise UsageError(f"concurrency must be at least 1, not {concurrency}")
+        if not lease_ttl > 0:
+            raise UsageError(f"lease_ttl must be a positive number of seconds, not {lease_ttl}")
         self.store = store
         self.agents = dict(agents or {})
         self.clock = clock or Clock()

@@ -16,6 +16,7 @@ from tether.store.records import (
     CheckpointChain,
     Command,
     EffectRow,
+    Notification,
     RunRow,
     Write,
 )
@@ -119,6 +120,19 @@ class Store(Protocol):
     def approvals(self, *, run: str | None = None, status: str | None = None,
                   expired_by: float | None = None) -> list[ApprovalRow]:
         """Approval requests, oldest first; ``expired_by``: only those expiring by then."""
+        ...
+
+    def notify(self, notes: Sequence[Notification]) -> None:
+        """Queue notifications outside a run's commit (e.g. an approval about to expire)."""
+        ...
+
+    def outbox_due(self, now: float, limit: int = 100) -> list[Notification]:
+        """Undelivered notifications whose next attempt is due, oldest first."""
+        ...
+
+    def outbox_mark(self, note_id: str, *, delivered: float | None, next_at: float | None = None,
+                    error: str | None = None) -> None:
+        """Record a delivery, or a failed attempt and when to try again."""
         ...
 
     def effect(self, effect_id: str) -> EffectRow | None:

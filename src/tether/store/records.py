@@ -111,6 +111,23 @@ class ApprovalRow:
 
 
 @dataclass(frozen=True, slots=True)
+class Notification:
+    """A message for operators, queued in the same transaction as the event behind it."""
+
+    id: str
+    """Unique and stable: receivers drop duplicates by it (the event's id)."""
+    kind: str
+    """``approval.requested``, ``approval.expiring``, ``run.paused``, ``run.stopped``,
+    ``budget.exceeded``."""
+    body: dict[str, Any]
+    created: float
+    attempts: int = 0
+    next_at: float = 0.0
+    delivered: float | None = None
+    last_error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Command:
     """An operator's request, written by any process, applied by the run's owner."""
 
@@ -153,6 +170,7 @@ class Write:
     run_changes: tuple[str, ...] | None = None
     """Fields of ``run_row`` changed since the last write (None: write the whole row)."""
     approvals: tuple[ApprovalRow, ...] = ()
+    notifications: tuple[Notification, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

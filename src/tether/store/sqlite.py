@@ -20,6 +20,7 @@ from tether.store.records import (
     CheckpointChain,
     Command,
     EffectRow,
+    Notification,
     RunRow,
     Write,
 )
@@ -121,6 +122,11 @@ class SQLiteStore(SQLiteBase):
             c.executemany(f"INSERT OR REPLACE INTO approvals({APPROVAL_COLS}) "
                           f"VALUES({','.join('?' * 21)})",
                           [approval_values(a) for a in w.approvals])
+        if w.notifications:
+            c.executemany("INSERT OR IGNORE INTO outbox(id, kind, body, created, next_at) "
+                          "VALUES(?,?,?,?,?)",
+                          [(n.id, n.kind, dumps(n.body), n.created, n.created)
+                           for n in w.notifications])
         if w.commands_applied:
             now = time.time()
             c.executemany("UPDATE commands SET applied = ? WHERE id = ?",
@@ -329,6 +335,28 @@ class SQLiteStore(SQLiteBase):
             sql += " AND expires_at IS NOT NULL AND expires_at <= ?"
             args.append(expired_by)
         return [row_approval(r) for r in self._read(sql + " ORDER BY requested_at, id", args)]
+
+    def notify(self, notes: Sequence[Notification]) -> None:
+        with self._tx() as c:
+            c.executemany("INSERT OR IGNORE INTO outbox(id, kind, body, created, next_at) "
+                          "VALUES(?,?,?,?,?)",
+                          [(n.id, n.kind, dumps(n.body), n.created, n.created) for n in notes])
+
+    def outbox_due(self, now: float, limit: int = 100) -> list[Notification]:
+        rows = self._read("SELECT id, kind, body, created, attempts, next_at, delivered, "
+                          "last_error FROM outbox WHERE delivered IS NULL AND next_at <= ? "
+                          "ORDER BY next_at LIMIT ?", (now, limit))
+        return [Notification(r[0], r[1], loads(r[2]), r[3], r[4], r[5], r[6], r[7]) for r in rows]
+
+    def outbox_mark(self, note_id: str, *, delivered: float | None, next_at: float | None = None,
+                    error: str | None = None) -> None:
+        with self._tx() as c:
+            if delivered is not None:
+                c.execute("UPDATE outbox SET delivered = ?, attempts = attempts + 1, "
+                          "last_error = NULL WHERE id = ?", (delivered, note_id))
+            else:
+                c.execute("UPDATE outbox SET attempts = attempts + 1, next_at = ?, "
+                          "last_error = ? WHERE id = ?", (next_at, error, note_id))
 
     def effect(self, effect_id: str) -> EffectRow | None:
         rows = self._read(f"SELECT {EFFECT_COLS} FROM effects WHERE id = ?", (effect_id,))

@@ -39,6 +39,9 @@ class SQLiteBase:
             raise UsageError(f"synchronous must be FULL or NORMAL, not {synchronous!r}")
         self._sync = synchronous.upper()
         self._busy = busy_timeout
+        if self.path.is_dir():
+            raise StoreError(f"{self.path} is a folder; --store names a SQLite file, "
+                             "e.g. ./tether.db")
         if not self.path.exists() and not create:
             raise StoreError(f"no tether store at {self.path}; start a run first "
                              "(tether run / tether demo) or pass --store / TETHER_STORE")
@@ -146,6 +149,11 @@ class SQLiteBase:
         if tables and "meta" not in tables:
             raise StoreCorrupt(f"{self.path} is an SQLite file but not a tether store "
                                "(no meta table); pass the right --store")
+        if "meta" in tables:
+            # Read first: a store that is up to date needs no write lock to be opened.
+            row = c.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+            if row and int(row[0]) == schema.VERSION:
+                return
         with self._tx() as c:
             version = 0
             if "meta" in tables:
