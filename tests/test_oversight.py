@@ -250,3 +250,65 @@ def test_cli_lists_and_decides(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     with pytest.raises(NotFound):
         approvals.find_approval(store, "nope")
     store.close()
+
+
+async def _count(ctx: Any, state: dict[str, Any]) -> Any:
+    state["n"] = state.get("n", 0) + 1
+    return Done() if state["n"] >= 7 else None
+
+
+def test_pause_points_every_n_steps_and_before_irreversible(store: SQLiteStore) -> None:
+    counter = StepAgent(_count, name="counter")
+    run = start_run(store, counter, agent_ref="counter", goal="count",
+                    pause_points={"every_steps": 3})
+    agents = {"counter": counter}
+    asyncio.run(Worker(store, agents=agents).run(until_idle=True))
+    row = store.get_run(run)
+    assert row is not None and row.status == "paused" and row.step == 3
+    assert "review point" in row.reason
+    from tether import ops
+    ops.send_command(store, run, "resume", who="human:ada")
+    asyncio.run(Worker(store, agents=agents).run(until_idle=True))
+    assert store.get_run(run).step == 6  # type: ignore[union-attr]
+    ops.send_command(store, run, "resume", who="human:ada")
+    asyncio.run(Worker(store, agents=agents).run(until_idle=True))
+    assert store.get_run(run).status == "done"  # type: ignore[union-attr]
+    reviews = [e for e in store.events(run) if e.kind == "run.paused"]
+    assert [e.payload["at_step"] for e in reviews] == [3, 6]
+
+    # Before irreversible effects: asked even with no policy configured at all.
+    pay = start_run(store, PAY, agent_ref="payer", goal="pay",
+                    pause_points={"before_irreversible": True})
+    drive(store, None)
+    assert store.get_run(pay).status == "awaiting_approval" and SENT == []  # type: ignore[union-attr]
+    (req,) = store.approvals(run=pay)
+    assert req.rule == "pause-point:before-irreversible"
+    approvals.decide(store, req.id, approve=True, who="human:ada")
+    drive(store, None)
+    assert SENT == [{"to": "bob", "amount": 5}]
+    with pytest.raises(UsageError, match="unknown pause point"):
+        start_run(store, PAY, agent_ref="payer", goal="x", pause_points={"every_step": 2})
+
+
+def test_a_monitor_alert_pauses_at_the_next_safe_point(store: SQLiteStore) -> None:
+    async def slow(ctx: Any, state: dict[str, Any]) -> Any:
+        await asyncio.sleep(0.02)
+        await ctx.now()
+        return None
+
+    agent = StepAgent(slow, name="slow")
+    run = start_run(store, agent, agent_ref="slow", goal="loop")
+
+    async def main() -> None:
+        w = Worker(store, agents={"slow": agent}, poll_interval=0.01)
+        task = asyncio.create_task(w.run(until_idle=True))
+        while run not in w.active:  # noqa: ASYNC110 - polling the worker's state is the test
+            await asyncio.sleep(0.01)
+        assert w.alert(run, "drift", {"score": 0.9})
+        await task
+
+    asyncio.run(main())
+    row = store.get_run(run)
+    assert row is not None and row.status == "paused" and "drift" in row.reason
+    ev = next(e for e in store.events(run) if e.kind == "run.paused")
+    assert ev.payload["alert"] == "drift" and ev.payload["score"] == 0.9

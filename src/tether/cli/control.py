@@ -42,13 +42,23 @@ def run(agent: Annotated[str, typer.Argument(help="The agent, as module:attr.")]
         detach: Annotated[bool, typer.Option(
             help="Only create the run; a `tether worker` will drive it.")] = False,
         policy: PolicyOpt = None,
+        pause_every_steps: Annotated[int | None, typer.Option(
+            help="Pause point: a human reviews every N steps.")] = None,
+        pause_every_minutes: Annotated[float | None, typer.Option(
+            help="Pause point: a human reviews every T minutes (run clock).")] = None,
+        pause_before_irreversible: Annotated[bool, typer.Option(
+            help="Pause point: ask for approval before every irreversible effect.")] = False,
         as_: AsOpt = None) -> None:
     """Start a run of an agent and drive it here until it sleeps, pauses or ends."""
     s = store(create=True)
     a = load_agent(agent)
     rid = start_run(s, a, agent_ref=agent, goal=goal, name=name, swarm=swarm,
                     budget=parse_assignments(budget or [], "--budget"), workspace=workspace,
-                    actor=ops.actor(as_))
+                    actor=ops.actor(as_), pause_points={
+                        k: v for k, v in (("every_steps", pause_every_steps),
+                                          ("every_minutes", pause_every_minutes),
+                                          ("before_irreversible", pause_before_irreversible))
+                        if v} or None)
     console.print(f"started run {rid}")
     if detach:
         return

@@ -60,8 +60,10 @@ class Agent:
     """
 
     def __init__(self, name: str, *, model: Model, instructions: str,
-                 tools: Sequence[Tool] = (), budget: Mapping[str, float] | None = None) -> None:
+                 tools: Sequence[Tool] = (), budget: Mapping[str, float] | None = None,
+                 pause_points: Mapping[str, Any] | None = None) -> None:
         self.name = name
+        self.pause_points = dict(pause_points) if pause_points else None
         self.model: Model | None = model
         self.instructions = instructions
         self.tools = tuple(tools)
@@ -148,8 +150,10 @@ class StepAgent:
 
     def __init__(self, fn: StepFn, *, name: str | None = None, tools: Sequence[Tool] = (),
                  model: Model | None = None, budget: Mapping[str, float] | None = None,
-                 init: Callable[[str], dict[str, Any]] | None = None) -> None:
+                 init: Callable[[str], dict[str, Any]] | None = None,
+                 pause_points: Mapping[str, Any] | None = None) -> None:
         self.fn = fn
+        self.pause_points = dict(pause_points) if pause_points else None
         self.name = name or fn.__name__
         self.tools = tuple(tools)
         self.model = model

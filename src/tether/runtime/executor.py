@@ -10,7 +10,7 @@ import hashlib
 import time
 import traceback
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +39,7 @@ from tether.runtime.context import CALL_KINDS, RESULT_KINDS, Recorded, StepConte
 from tether.runtime.effects import EffectRunner
 from tether.runtime.journal import RunJournal
 from tether.runtime.oversight import GATE_KINDS, Oversight
+from tether.runtime.pausepoints import PausePoints
 from tether.store.records import Command
 from tether.tools.base import Tool
 
@@ -66,6 +67,8 @@ class RunExecutor:
         self.prices = prices
         self.hasher = ConversationHasher()
         self.effects = EffectRunner(self)
+        self.pause_points = PausePoints.parse(journal.row.spec.get("pause_points"))
+        self._alert: tuple[str, dict[str, Any]] | None = None
         self.oversight = Oversight(self, policy)
         self.replay: dict[int, Recorded] = {}
         self.encoder = CheckpointEncoder(keyframe_every=keyframe_every, run=journal.run)
@@ -162,10 +165,34 @@ class RunExecutor:
         """Queue operator commands; they are applied at the next safe point."""
         self._commands.extend(commands)
 
+    def alert(self, name: str, detail: Mapping[str, Any] | None = None) -> None:
+        """A monitor's alert: the run pauses at its next safe point (if its pause points say
+        so, the default)."""
+        if self.pause_points.on_alert:
+            self._alert = (name, dict(detail or {}))
+
+    def _review_point(self) -> None:
+        """Pause for a human at a configured review point (every N steps or T minutes)."""
+        j = self.journal
+        spec = j.row.spec
+        now = self.clock()
+        if "reviewed_at" not in spec and self.pause_points.every_minutes:
+            j.update(spec={**spec, "reviewed_at": now})  # the clock starts with the first step
+            return
+        due = self.pause_points.due(step=j.row.step + 1, now=now, spec=spec)
+        if due is not None:
+            j.update(spec={**spec, "reviewed_step": j.row.step, "reviewed_at": now})
+            raise due
+
     async def safe_point(self, step: int) -> None:
         """Apply queued commands; raise to pause or stop the run here."""
         if self.draining:
             raise Drain()
+        if self._alert is not None:
+            name, detail = self._alert
+            self._alert = None
+            raise PauseRequested(f"paused by monitor alert {name!r}; look, then `tether resume`",
+                                 detail={"alert": name, **detail})
         if self._commands:
             pending, self._commands = self._commands, []
             for c in pending:
@@ -236,6 +263,7 @@ class RunExecutor:
                 await self.safe_point(j.row.step + 1)
                 if j.row.status != "running":
                     break
+                self._review_point()
                 await self.refresh_budget_windows()
                 self.check_budget()
                 await self._step()

@@ -61,7 +61,8 @@ class Oversight:
     async def check(self, t: Tool, args: dict[str, Any], args_json: dict[str, Any], i: int,
                     step: int) -> dict[str, Any]:
         """Return the arguments to run with, or raise to deny, defer or wait."""
-        if self.policy is None:
+        ask_first = t.effect == "irreversible" and self.ex.pause_points.before_irreversible
+        if self.policy is None and not ask_first:
             return args
         g = self.gates.get(i, Gate())
         if g.answered is not None:
@@ -84,17 +85,22 @@ class Oversight:
 
     async def _decide(self, t: Tool, args: dict[str, Any], args_json: dict[str, Any], i: int,
                       step: int) -> dict[str, Any]:
-        assert self.policy is not None
+        policy = self.policy or _no_rules()
         row = self.ex.journal.row
         always = t.name in row.spec.get("always_allow", [])
-        d = None if always else self.policy.decide(self._action(t, args_json))
+        d = None if always else policy.decide(self._action(t, args_json))
         payload: dict[str, Any] = {
             "i": i, "tool": t.name, "effect": t.effect,
             "verdict": "allow" if d is None else d.verdict,
             "rule": "always-allow" if d is None else d.rule,
             "reason": ("an operator approved this tool for this run, always" if d is None
                        else d.reason),
-            "policy_hash": self.policy.hash}
+            "policy_hash": policy.hash}
+        if (d is not None and t.effect == "irreversible" and self.ex.pause_points.before_irreversible
+                and (d.verdict == "allow" or (d.verdict == "approve" and d.rule is None))):
+            # A pause point before irreversible effects: a human looks even where rules allow.
+            payload.update(verdict="approve", rule="pause-point:before-irreversible",
+                           reason="the run's pause points ask before every irreversible effect")
         if d is not None and d.verdict == "defer":
             payload["until"] = d.until
         if d is not None and d.verdict == "approve":
@@ -155,6 +161,17 @@ class Oversight:
                 for k, cap in row.budget.items() if budgets.parse_key(k).window is None}
         return Action(run=row.id, agent=self.ex.agent.name, swarm=row.swarm, tool=t.name,
                       effect=t.effect, arguments=args_json, at=self.ex.clock(), budget_used=used)
+
+
+_EMPTY: list[Policy] = []
+
+
+def _no_rules() -> Policy:
+    """The defaults alone, for runs with pause points but no policy configured."""
+    if not _EMPTY:
+        from tether.core.policy import rules_from_python
+        _EMPTY.append(rules_from_python([], source="<pause points>"))
+    return _EMPTY[0]
 
 
 def _denied(tool: str, rule: str | None, reason: str) -> str:

@@ -16,6 +16,7 @@ from tether.errors import UsageError
 from tether.runtime.agent import AgentLike
 from tether.runtime.executor import checkpoint_info
 from tether.runtime.journal import RunJournal
+from tether.runtime.pausepoints import PausePoints
 from tether.store.protocol import Store
 from tether.store.records import RunRow
 
@@ -55,7 +56,8 @@ def start_run(store: Store, agent: AgentLike, *, agent_ref: str, goal: str,
               swarm: str | None = None, workspace: str | Path | None = None,
               state: dict[str, Any] | None = None, clock: Clock | None = None,
               ids: UlidSource | None = None, actor: str = "system",
-              options: Mapping[str, Any] | None = None) -> str:
+              options: Mapping[str, Any] | None = None,
+              pause_points: Mapping[str, Any] | None = None) -> str:
     """Create a run: its ``run.started`` event, projection row and step-0 checkpoint.
 
     Returns:
@@ -72,6 +74,9 @@ def start_run(store: Store, agent: AgentLike, *, agent_ref: str, goal: str,
     now = clk.now()
     spec = {"agent": agent_ref, "workspace": ws, "definition": agent.definition_hash(),
             **(options or {})}
+    points = pause_points if pause_points is not None else getattr(agent, "pause_points", None)
+    if points:
+        spec["pause_points"] = PausePoints.parse(points).to_json()
     row = RunRow(id=run_id, name=name or f"{agent.name}-{run_id[-6:].lower()}", agent=agent_ref,
                  swarm=swarm, goal=goal, status="running", epoch=0, step=0, seq=0, head="",
                  spec=spec, budget=b, usage={}, wake_at=None, created=now, updated=now)

@@ -136,6 +136,15 @@ class Worker:
                     loop.remove_signal_handler(sig)
         return WorkerStats(self.runs_driven, dict(self.finished))
 
+    def alert(self, run: str, name: str, detail: dict[str, object] | None = None) -> bool:
+        """The hook for monitors: pause ``run`` at its next safe point. False if this worker
+        does not drive it."""
+        entry = self.active.get(run)
+        if entry is None:
+            return False
+        entry[1].alert(name, detail)
+        return True
+
     # -- scheduling -----------------------------------------------------------
     def _fill(self) -> int:
         free = self.concurrency - len(self.active)
