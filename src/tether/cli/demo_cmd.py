@@ -99,6 +99,17 @@ def _summary(store: object, directory: Path, clock: float) -> None:
     if sent.exists():
         console.print(f"sent (irreversible, exactly once): {sent} "
                       f"({sent.read_text().count('From tether-demo')} message)")
+    pages = ws / "outbox" / "pages.log"
+    if pages.exists():
+        console.print(f"paged (irreversible, approved, exactly once): {pages} "
+                      f"({pages.read_text().count('PAGE:')} page)")
+    pending = store.approvals(status="pending")
+    for a in pending:
+        console.print(f"\n[magenta]approval pending[/magenta]: {a.id}: run {a.run[-6:]} wants to "
+                      f"run {a.tool} ({a.reason}).")
+        console.print(f"  {_prog()} --store {directory}/tether.db approvals")
+        console.print(f"  {_prog()} --store {directory}/tether.db approve {a.id}")
+        console.print(f"  {_prog()} demo --dir {directory}      # the run goes on and pages, once")
     for e in doubt:
         console.print(f"[yellow]in doubt[/yellow]: effect {e.id} ({e.tool}) of run {e.run}: "
                       f"look at the workspace, then `tether --store {directory}/tether.db resolve "

@@ -9,6 +9,11 @@
 * ``reporter`` sleeps until 06:00, asks the model for a digest and sends it: an
   irreversible effect (an mbox entry in ``outbox/``, which cannot be unsent).
 
+The policy (:data:`POLICY`, written to the demo folder as ``tether.toml``) keeps
+quiet hours until 07:00: the digest is deferred to the morning, and the page
+triage wants to send for a security ticket at night waits for a human's
+approval, so the demo ends with that approval pending.
+
 The scripted model answers from the conversation alone, so a step re-run after
 a crash gets the same answers. ``build(model)`` puts any model behind them.
 """
@@ -106,6 +111,45 @@ def send_digest(to: str, subject: str, body: str) -> str:
     return f"sent '{subject}' to {to}"
 
 
+@tool(effect="irreversible")
+def page_oncall(message: str) -> str:
+    """Page the on-call engineer. Irreversible: a page wakes someone up."""
+    ws = current().workspace
+    if ws is None:
+        raise RuntimeError("page_oncall needs a workspace")
+    (ws / "outbox").mkdir(exist_ok=True)
+    with open(ws / "outbox" / "pages.log", "a", encoding="utf-8") as f:
+        f.write(f"PAGE: {message}\n")
+    return "paged the on-call engineer"
+
+
+POLICY = """\
+# The night shift's policy (tether policy check / explain work on this file).
+[defaults]
+timezone = "UTC"
+
+[[rule]]
+id = "page-at-night"
+tool = "page_oncall"
+when = { between = "00:00-07:00" }
+decide = "approve"
+reason = "waking someone at night needs a human's OK"
+
+[[rule]]
+id = "digest-in-the-morning"
+tool = "send_digest"
+when = { between = "00:00-07:00" }
+decide = "defer"
+reason = "the digest can wait for the morning: quiet hours until 07:00"
+
+[[rule]]
+id = "daytime-messages"
+tool = ["page_oncall", "send_digest"]
+decide = "allow"
+reason = "outside quiet hours"
+"""
+
+
 # -- the agents -----------------------------------------------------------------
 
 def ingest_step(ctx: Any, state: dict[str, Any]) -> Any:
@@ -140,6 +184,10 @@ async def triage_step(ctx: Any, state: dict[str, Any]) -> Any:
         label = "urgent" if "urgent" in (resp.content or "").lower() else "routine"
         await ctx.call(fs_append, path="notes/triage.md",
                        content=f"- [{_clock(now)}] {label}: {text}\n")
+        if label == "urgent" and "security" in text.lower():
+            # Security incidents page the on-call engineer: irreversible, and at night the
+            # policy asks a human first (see POLICY).
+            await ctx.call(page_oncall, message=text)
         await ctx.call(fs_move, src=path, dst="done/" + path.split("/", 1)[1])
         state.setdefault("handled", []).append({"ticket": path, "label": label})
     if now >= MORNING - HOUR / 2:
@@ -167,8 +215,8 @@ def build(model: Model) -> dict[str, AgentLike]:
     files = [fs_list, fs_read, fs_write, fs_append, fs_mkdir, fs_move]
     return {
         "tether.demo.agents:ingest": StepAgent(ingest_step, name="ingest", tools=files),
-        "tether.demo.agents:triage": StepAgent(triage_step, name="triage", tools=files,
-                                               model=model),
+        "tether.demo.agents:triage": StepAgent(triage_step, name="triage",
+                                               tools=[*files, page_oncall], model=model),
         "tether.demo.agents:reporter": StepAgent(reporter_step, name="reporter",
                                                  tools=[fs_read, send_digest], model=model),
         "tether.demo.agents:librarian": Agent(

@@ -16,6 +16,7 @@ from pathlib import Path
 from rich.console import Console
 
 from tether.core.ids import FixedClock
+from tether.core.policy import load_policy
 from tether.demo import agents as night
 from tether.models.base import Model
 from tether.runtime.runs import start_run
@@ -80,6 +81,13 @@ def _describe(name: str, kind: str, p: object) -> str:
         content = ((p.get("response") or {}).get("content") or "").splitlines()
         first = content[0][:60] if content else "(tool calls)"
         return f"[bold]{name}[/bold] model said: {first}"
+    if kind == "approval.requested":
+        return (f"[bold]{name}[/bold] [magenta]waits for approval[/magenta] to run "
+                f"{p.get('tool')} ({p.get('reason')})")
+    if kind == "run.sleeping" and p.get("deferred"):
+        return f"[bold]{name}[/bold] [cyan]deferred[/cyan]: {p.get('reason')}"
+    if kind == "approval.decided":
+        return f"[bold]{name}[/bold] approval {p.get('decision')} by {p.get('by')}"
     if kind in ("run.done", "run.paused", "run.failed", "run.stopped", "effect.in_doubt"):
         why = str(p.get("result") or p.get("reason") or "")[:100]
         return f"[bold]{name}[/bold] [yellow]{kind}[/yellow] {why}"
@@ -99,11 +107,15 @@ async def run_night(directory: Path, *, model: Model, console: Console,
         store.set_meta(CLOCK_KEY, repr(clock.now()))
     result = NightResult(store, workspace, started, clock.now())
     agents = night.build(model)
+    policy_file = directory / "tether.toml"
+    if not policy_file.exists():
+        policy_file.write_text(night.POLICY)
+    policy = load_policy(policy_file)
     seen: dict[str, int] = {} if started else {r.id: r.seq for r in store.list_runs()}
     tail = None if quiet else asyncio.create_task(_tail(store, console, clock, seen))
     try:
         while True:
-            await Worker(store, agents=agents, clock=clock, lease_ttl=10.0,
+            await Worker(store, agents=agents, clock=clock, lease_ttl=10.0, policy=policy,
                          poll_interval=0.02).run(until_idle=True)
             result.passes += 1
             if store.list_runs(status="running"):
