@@ -266,3 +266,35 @@ def test_kill_between_approval_and_execution_runs_it_at_most_once(tmp_path: Path
     assert len(store.effects(run=rid, status="in_doubt")) == 1
     assert len(store.approvals(run=rid)) == 1  # not asked again after the crash
     store.close()
+
+
+def test_stop_all_from_another_process_under_load(tmp_path: Path) -> None:
+    """Twenty runs inside slow model calls on a real loopback server are all stopped by
+    `tether stop --all` run as a separate process; none journals a model response."""
+    from tether.models.openai import OpenAIModel
+    path = tmp_path / "t.db"
+    store = SQLiteStore(path)
+    n = 20
+    with FakeChatServer([Reply(200, completion("late"), delay=60.0) for _ in range(n)]) as srv:
+        model = OpenAIModel("m", base_url=srv.base_url, api_key="k", timeout=120.0)
+
+        async def slow(ctx: object, state: dict[str, object]) -> ModelResponse:
+            return await ctx.model([{"role": "user", "content": "hi"}])  # type: ignore[attr-defined,no-any-return]
+        agent = StepAgent(slow, name="slow", model=model)
+        runs = [start_run(store, agent, agent_ref="slow", goal="wait") for _ in range(n)]
+        stop = threading.Event()
+        t = _worker_thread(path, stop, agents={"slow": agent})
+        _wait(lambda: len(srv.requests) == n)
+        exe = Path(sys.executable).with_name("tether")
+        res = subprocess.run([str(exe), "--store", str(path), "stop", "--all", "--as", "ops"],
+                             capture_output=True, text=True, timeout=60)
+        assert res.returncode == 0, res.stderr
+        _wait(lambda: all(store.get_run(r).status == "stopped" for r in runs),  # type: ignore[union-attr]
+              timeout=10)
+        for r in runs:
+            kinds = _kinds(store, r)
+            assert "run.stopped" in kinds and "model.called" not in kinds
+            assert kinds.count("run.stopped") == 1
+        stop.set()
+        t.join(10)
+    store.close()
