@@ -83,6 +83,8 @@ def hook() -> Iterator[Hook]:
                 self.close_connection = True
                 return
             self.send_response(int(action))
+            if 300 <= int(action) < 400:
+                self.send_header("Location", "/elsewhere")
             self.send_header("Content-Length", "2")
             self.end_headers()
             self.wfile.write(b"ok")
@@ -268,6 +270,18 @@ def test_a_store_that_fails_is_logged_not_raised(store: SQLiteStore, hook: Hook,
     db.close()
     assert deliver(Notifier(store, config(hook.url))) == 0
     assert "reading the outbox" in caplog.text
+
+
+def test_a_redirect_is_a_failure_not_followed(store: SQLiteStore, hook: Hook) -> None:
+    hook.script = [302]
+    queue(store)
+    assert deliver(Notifier(store, config(hook.url))) == 0
+    assert len(hook.requests) == 1
+    assert row(store, "n1").last_error == "HTTP 302 Found"  # type: ignore[union-attr]
+
+
+def test_the_secret_stays_out_of_reprs() -> None:
+    assert SECRET not in repr(config("https://ops.example.com/t"))
 
 
 def test_kinds_not_taken_are_marked_not_sent(store: SQLiteStore, hook: Hook) -> None:

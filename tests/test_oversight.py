@@ -312,3 +312,24 @@ def test_a_monitor_alert_pauses_at_the_next_safe_point(store: SQLiteStore) -> No
     assert row is not None and row.status == "paused" and "drift" in row.reason
     ev = next(e for e in store.events(run) if e.kind == "run.paused")
     assert ev.payload["alert"] == "drift" and ev.payload["score"] == 0.9
+
+
+def test_a_budget_rule_on_model_calls_pauses_the_run(store: SQLiteStore) -> None:
+    async def chat(ctx: Any, state: dict[str, Any]) -> Any:
+        await ctx.model([{"role": "user", "content": "hello " * 50}])
+        state["n"] = state.get("n", 0) + 1
+        return None if state["n"] < 20 else Done()
+
+    agent = StepAgent(chat, name="chat", model=ScriptedModel([ModelResponse("hi")]))
+    policy = rules_from_python([
+        {"id": "save-money", "effect": "model", "budget": {"tokens": {"gte": 0.5}},
+         "decide": "deny", "reason": "half the token budget is gone"}])
+    run = start_run(store, agent, agent_ref="chat", goal="talk", budget={"tokens": 500})
+    asyncio.run(Worker(store, agents={"chat": agent}, policy=policy).run(until_idle=True))
+    row = store.get_run(run)
+    assert row is not None and row.status == "paused" and "save-money" in row.reason
+    used = row.usage["input_tokens"] + row.usage["output_tokens"]
+    assert 250 <= used < 500  # stopped by the rule, before the hard cap
+    decided = [e.payload for e in store.events(run) if e.kind == "policy.decided"]
+    assert decided[-1]["verdict"] == "deny" and decided[-1]["effect"] == "model"
+    assert all(d["verdict"] == "allow" for d in decided[:-1])

@@ -51,7 +51,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final, TypeVar
 from urllib.parse import urlsplit
 
@@ -85,7 +85,7 @@ class WebhookConfig:
 
     url: str
     """An ``http://`` or ``https://`` URL that receives a POST per notification."""
-    secret: str
+    secret: str = field(repr=False)
     """Shared secret keying the HMAC-SHA256 signature (its UTF-8 bytes)."""
     timeout: float = 5.0
     """Seconds to connect, and to wait for each read of the reply."""

@@ -61,6 +61,11 @@ def validate(budget: Mapping[str, float]) -> dict[str, float]:
     return out
 
 
+def value(usage: Mapping[str, float], metric: str) -> float:
+    """A metric's value in a usage mapping (``tokens`` is input plus output)."""
+    return _value(usage, metric)
+
+
 def _value(usage: Mapping[str, float], metric: str) -> float:
     if metric == "tokens":
         return usage.get("input_tokens", 0.0) + usage.get("output_tokens", 0.0)

@@ -147,6 +147,7 @@ class StepContext:
             return ModelResponse.from_json(rec.call.payload["response"])
         await ex.safe_point(self.step)
         ex.check_budget()
+        await ex.oversight.check_model(m.name, i, self.step)
         t0 = asyncio.get_running_loop().time()
         ex.in_call = True
         try:

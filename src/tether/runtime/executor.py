@@ -231,6 +231,10 @@ class RunExecutor:
                                 {w: store.usage_since(swarm=row.swarm, since=now - w)
                                  for w in budgets.window_lengths(sb)})
 
+    def window_usage(self, window: float) -> dict[str, float]:
+        """The run's usage inside a rolling window, as of this call (read at step start)."""
+        return _plus(self._window_base.get(window, {}), self._accrued)
+
     def check_budget(self) -> None:
         row = self.journal.row
         windows = {w: _plus(u, self._accrued) for w, u in self._window_base.items()}

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from tether.core import budget as budgets
 from tether.core.events import Event
-from tether.errors import AwaitApproval, Deferred, ToolFailed
+from tether.errors import AwaitApproval, Deferred, PauseRequested, ToolFailed
 from tether.store.records import ApprovalRow
 from tether.tools.base import Tool
 
@@ -82,6 +82,47 @@ class Oversight:
             if d["verdict"] == "approve":
                 return await self._request(t, args_json, i, step, d)
         return await self._decide(t, args, args_json, i, step)
+
+    async def check_model(self, model: str, i: int, step: int) -> None:
+        """Rules on model calls (``effect = "model"``, ``tool`` = the model's name), e.g. a
+        budget-style rule: deny pauses the run, defer sleeps it; approve is not meaningful
+        for a model call and pauses it too. Decided afresh each time: nothing ran yet."""
+        policy = _model_rules(self.policy) if self.policy is not None else None
+        if policy is None:
+            return
+        from tether.core.policy import Action
+        row = self.ex.journal.row
+        action = Action(run=row.id, agent=self.ex.agent.name, swarm=row.swarm, tool=model,
+                        effect="model", arguments={}, at=self.ex.clock(),
+                        budget_used=self._used())
+        d = policy.decide(action)
+        self.ex.journal.append("policy.decided", {
+            "i": i, "tool": model, "effect": "model", "verdict": d.verdict, "rule": d.rule,
+            "reason": d.reason, "policy_hash": policy.hash,
+            **({"until": d.until} if d.verdict == "defer" else {})}, step=step)
+        if d.verdict == "allow":
+            return
+        if d.verdict == "defer" and d.until is not None:
+            await self.ex.flush()
+            raise Deferred(d.reason, until=d.until)
+        raise PauseRequested(f"run {row.id} step {step}: a call of model {model} was "
+                             f"{d.verdict}-ed by policy rule {d.rule!r}: {d.reason}; change the "
+                             "rule or the budget, then `tether resume`",
+                             detail={"rule": d.rule, "verdict": d.verdict})
+
+    def _used(self) -> dict[str, float]:
+        """Fraction of each budget cap used, lifetime caps and rolling windows alike."""
+        row = self.ex.journal.row
+        out = {}
+        for key, cap in row.budget.items():
+            lim = budgets.parse_key(key)
+            if lim.window is None:
+                used = budgets.value(row.usage, lim.metric)
+            else:
+                base = self.ex.window_usage(lim.window)
+                used = budgets.value(base, lim.metric)
+            out[key] = used / cap if cap else 1.0
+        return out
 
     async def _decide(self, t: Tool, args: dict[str, Any], args_json: dict[str, Any], i: int,
                       step: int) -> dict[str, Any]:
@@ -157,10 +198,29 @@ class Oversight:
     def _action(self, t: Tool, args_json: dict[str, Any]) -> Any:
         from tether.core.policy import Action
         row = self.ex.journal.row
-        used = {k: (row.usage.get(budgets.parse_key(k).metric, 0.0) / cap if cap else 1.0)
-                for k, cap in row.budget.items() if budgets.parse_key(k).window is None}
         return Action(run=row.id, agent=self.ex.agent.name, swarm=row.swarm, tool=t.name,
-                      effect=t.effect, arguments=args_json, at=self.ex.clock(), budget_used=used)
+                      effect=t.effect, arguments=args_json, at=self.ex.clock(),
+                      budget_used=self._used())
+
+
+_MODEL_RULES: dict[int, tuple[Policy, Policy | None]] = {}
+
+
+def _model_rules(policy: Policy) -> Policy | None:
+    """The rules that name ``effect = "model"``, in order, or None when there are none.
+
+    Only those gate model calls: a rule written for tools (say, one with no ``effect``)
+    must not start refusing model calls by accident.
+    """
+    hit = _MODEL_RULES.get(id(policy))
+    if hit is not None and hit[0] is policy:
+        return hit[1]
+    from tether.core import policy as compiled
+    rules = [r for r in policy.rules if r.effect is not None and "model" in r.effect]
+    sub = compiled.Policy(rules, policy_hash=policy.hash, source=policy.source,
+                          defaults=policy.defaults) if rules else None
+    _MODEL_RULES[id(policy)] = (policy, sub)
+    return sub
 
 
 _EMPTY: list[Policy] = []
