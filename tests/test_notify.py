@@ -364,3 +364,13 @@ def test_config_from_env() -> None:
 def test_bad_config_is_refused(kw: dict[str, Any], message: str) -> None:
     with pytest.raises(UsageError, match=message):
         WebhookConfig(**{"url": "https://ops.example.com/t", "secret": "s", **kw})
+
+
+def test_the_worker_delivers_what_its_runs_journal(store: SQLiteStore, hook: Hook) -> None:
+    run = start_counter(store)
+    asyncio.run(Worker(store, agents={"counter": COUNTER}, poll_interval=0.01,
+                       webhook=config(hook.url)).run(until_idle=True))
+    assert store.get_run(run).status == "paused"  # type: ignore[union-attr]
+    kinds = sorted(r.json["kind"] for r in hook.requests)
+    assert kinds == ["budget.exceeded", "run.paused"]
+    assert all(signed_by_secret(r) for r in hook.requests)

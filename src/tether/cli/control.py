@@ -75,9 +75,16 @@ def worker(until_idle: Annotated[bool, typer.Option(
            concurrency: Annotated[int, typer.Option(help="The most runs driven at once.")] = 1000,
            lease_ttl: Annotated[float, typer.Option(help="Lease length in seconds.")] = 30.0,
            policy: PolicyOpt = None) -> None:
-    """Drive every runnable run until interrupted (SIGTERM/SIGINT drain cleanly)."""
+    """Drive every runnable run until interrupted (SIGTERM/SIGINT drain cleanly).
+
+    With TETHER_WEBHOOK_URL and TETHER_WEBHOOK_SECRET set, operators' notifications
+    (approval requested or expiring, run paused or stopped, budget exceeded) are POSTed
+    there, signed with HMAC-SHA256.
+    """
     s = store(create=True)
-    w = Worker(s, concurrency=concurrency, lease_ttl=lease_ttl, policy_path=_policy_path(policy))
+    from tether.notify import WebhookConfig
+    w = Worker(s, concurrency=concurrency, lease_ttl=lease_ttl, policy_path=_policy_path(policy),
+               webhook=WebhookConfig.from_env())
     console.print(f"worker {w.owner} on {s.url}")
     stats = asyncio.run(w.run(until_idle=until_idle, handle_signals=True))
     console.print(f"drove {stats.runs_driven} runs: "

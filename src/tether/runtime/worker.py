@@ -36,6 +36,7 @@ from tether.store.protocol import Store
 
 if TYPE_CHECKING:
     from tether.core.policy import Policy
+    from tether.notify import WebhookConfig
 
 log = logging.getLogger("tether.worker")
 
@@ -64,7 +65,8 @@ class Worker:
                  concurrency: int = 1000, lease_ttl: float = 30.0, poll_interval: float = 0.05,
                  owner: str | None = None, keyframe_every: int = 128,
                  only: set[str] | None = None, policy: Policy | None = None,
-                 policy_path: str | os.PathLike[str] | None = None) -> None:
+                 policy_path: str | os.PathLike[str] | None = None,
+                 webhook: WebhookConfig | None = None) -> None:
         if concurrency < 1:
             raise UsageError(f"concurrency must be at least 1, not {concurrency}")
         if not lease_ttl > 0:
@@ -79,6 +81,7 @@ class Worker:
         self.owner = owner or owner_name("worker", f"{id(self):x}")
         self.keyframe_every = keyframe_every
         self.only = only
+        self.webhook = webhook
         self.policy = policy
         self.policy_path = Path(policy_path) if policy_path is not None else None
         self._policy_mtime: float | None = None
@@ -109,6 +112,11 @@ class Worker:
                 loop.add_signal_handler(sig, stop.set)
         bg = [asyncio.create_task(self._heartbeat()), asyncio.create_task(self._poll_commands()),
               asyncio.create_task(self._expire_approvals())]
+        notifier = None
+        if self.webhook is not None:
+            from tether.notify import Notifier
+            notifier = Notifier(self.store, self.webhook)
+            bg.append(asyncio.create_task(notifier.run(asyncio.Event())))
         try:
             while not stop.is_set():
                 try:
@@ -129,6 +137,11 @@ class Worker:
             for t in bg:
                 with contextlib.suppress(asyncio.CancelledError):
                     await t
+            if notifier is not None:
+                # One last bounded round so what the runs just journaled is not left waiting.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(notifier.deliver_due(), self.webhook.timeout + 1)  # type: ignore[union-attr]
+                notifier.close()
             self.committer.close()
             if handle_signals:
                 loop = asyncio.get_running_loop()
