@@ -333,3 +333,13 @@ def test_a_budget_rule_on_model_calls_pauses_the_run(store: SQLiteStore) -> None
     decided = [e.payload for e in store.events(run) if e.kind == "policy.decided"]
     assert decided[-1]["verdict"] == "deny" and decided[-1]["effect"] == "model"
     assert all(d["verdict"] == "allow" for d in decided[:-1])
+
+
+def test_acting_as_someone_else_can_be_forbidden(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tether import ops
+    monkeypatch.delenv("TETHER_USER", raising=False)
+    assert ops.actor("alice") == "human:alice"
+    monkeypatch.setenv("TETHER_ALLOW_AS", "0")
+    with pytest.raises(UsageError, match="TETHER_ALLOW_AS=0"):
+        ops.actor("alice")
+    assert ops.actor().startswith("human:")

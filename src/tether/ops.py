@@ -27,9 +27,16 @@ RESOLUTIONS = ("done", "not_done", "retry")
 
 
 def actor(as_name: str | None = None) -> str:
-    """Who is asking: ``--as NAME``, else ``$TETHER_USER``, else the OS user."""
-    name = as_name or os.environ.get("TETHER_USER") or _os_user()
-    return f"human:{name}"
+    """Who is asking: ``--as NAME``, else ``$TETHER_USER``, else the OS user.
+
+    Where names must not be chosen freely (an approval trail that matters), set
+    ``TETHER_ALLOW_AS=0``: then only the OS user is recorded and ``--as`` is refused.
+    """
+    claimed = as_name or os.environ.get("TETHER_USER")
+    if claimed and os.environ.get("TETHER_ALLOW_AS", "1") == "0":
+        raise UsageError(f"acting as {claimed!r} is not allowed here (TETHER_ALLOW_AS=0); "
+                         f"commands are recorded as the OS user {_os_user()!r}")
+    return f"human:{claimed or _os_user()}"
 
 
 def _os_user() -> str:
