@@ -41,6 +41,8 @@ def _register() -> None:
     app.command()(approvals_cmd.approvals)
     app.command()(approvals_cmd.approve)
     app.command()(approvals_cmd.deny)
+    from tether.cli import rollback_cmd
+    app.command()(rollback_cmd.rollback)
     store_app.command("backup")(control.backup)
     audit_app.command("verify")(inspect.verify)
     from tether.cli.policy_cmd import policy_app

@@ -12,7 +12,7 @@ RUN_STATUSES = ("running", "sleeping", "paused", "awaiting_approval", "stopped",
 ACTIVE_STATUSES = ("running", "sleeping")
 USAGE_KEYS = ("steps", "input_tokens", "output_tokens", "cost_usd", "tool_calls", "wall_seconds")
 EFFECT_STATUSES = ("intent", "done", "failed", "in_doubt", "resolved_done", "resolved_not_done",
-                   "resolved_retry")
+                   "resolved_retry", "undone")
 
 
 @dataclass(slots=True)

@@ -1,0 +1,1 @@
+"""Provenance: rolling a run back, with its real side effects."""

@@ -1,0 +1,142 @@
+"""Rollback: the workspace and the state go back to step K, byte for byte, in a new epoch."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from tether import Done, StepAgent, Worker, ops, start_run, tool, verify_store
+from tether.cli.app import app
+from tether.errors import UsageError
+from tether.provenance import rollback as rb
+from tether.store.sqlite import SQLiteStore
+from tether.tools.files import fs_append, fs_mkdir, fs_write
+
+OUTBOX: list[str] = []
+
+
+@tool(effect="irreversible")
+def announce(text: str) -> str:
+    """Tell the world (irreversible)."""
+    OUTBOX.append(text)
+    return "announced"
+
+
+async def _writer(ctx: Any, state: dict[str, Any]) -> Any:
+    n = state.get("n", 0) + 1
+    state["n"] = n
+    if n == 1:
+        await ctx.call(fs_mkdir, path="notes")
+    await ctx.call(fs_write, path=f"notes/step-{n}.txt", content=f"step {n}\n")
+    await ctx.call(fs_append, path="log.txt", content=f"line {n}\n")
+    if n == 4 and state.get("loud"):
+        await ctx.call(announce, text="step 4 reached")
+    return Done() if n >= 5 else None
+
+
+WRITER = StepAgent(_writer, name="writer", tools=[fs_mkdir, fs_write, fs_append, announce])
+AGENTS = {"writer": WRITER}
+
+
+def snapshot(root: Path) -> dict[str, tuple[bytes | None, int]]:
+    return {str(p.relative_to(root)): (p.read_bytes() if p.is_file() else None,
+                                       p.stat().st_mode)
+            for p in sorted(root.rglob("*"))}
+
+
+def drive(store: SQLiteStore) -> None:
+    asyncio.run(Worker(store, agents=AGENTS, poll_interval=0.01).run(until_idle=True))
+
+
+def start(store: SQLiteStore, ws: Path, **state: Any) -> str:
+    return start_run(store, WRITER, agent_ref="writer", goal="write", workspace=ws,
+                     state=dict(state), pause_points={"every_steps": 2})
+
+
+def test_rollback_restores_files_and_state_then_the_run_goes_on(store: SQLiteStore,
+                                                                tmp_path: Path) -> None:
+    ws = tmp_path / "ws"
+    run = start(store, ws)
+    drive(store)  # pauses after step 2 (pause point)
+    at_two = snapshot(ws)
+    _, _, state_two = ops.run_state(store, run, 2)
+    for _ in range(2):
+        ops.send_command(store, run, "resume", who="human:t")
+        drive(store)
+    assert store.get_run(run).status == "done"  # type: ignore[union-attr]
+    assert snapshot(ws) != at_two
+
+    p = rb.plan(store, run, 2)
+    assert [u.effect.step for u in p.undo] == [5, 5, 4, 4, 3, 3]  # newest first
+    assert not p.irreversible and not p.in_doubt
+    rb.rollback(store, run, 2, who="human:ops")
+    assert snapshot(ws) == at_two
+    row = store.get_run(run)
+    assert row is not None and (row.epoch, row.step, row.status) == (1, 2, "paused")
+    assert ops.run_state(store, run)[2] == state_two
+    kinds = [e.kind for e in store.events(run)]
+    assert kinds.count("effect.undone") == 6 and kinds.count("rollback") == 1
+    assert {e.status for e in store.effects(run=run) if e.step > 2} == {"undone"}
+    assert verify_store(store).ok
+    # Rolling back again changes nothing more: every undo already took effect once.
+    rb.rollback(store, run, 2, who="human:ops")
+    assert snapshot(ws) == at_two and [e.kind for e in store.events(run)].count(
+        "effect.undone") == 6
+
+    ops.send_command(store, run, "resume", who="human:t")
+    drive(store)
+    ops.send_command(store, run, "resume", who="human:t")
+    drive(store)
+    row = store.get_run(run)
+    assert row is not None and row.status == "done" and row.epoch == 1
+    assert (ws / "log.txt").read_text() == "".join(f"line {n}\n" for n in range(1, 6))
+    assert verify_store(store).ok
+
+
+def test_irreversible_effects_and_foreign_changes_need_consent(store: SQLiteStore,
+                                                               tmp_path: Path) -> None:
+    OUTBOX.clear()
+    ws = tmp_path / "ws"
+    run = start(store, ws, loud=True)
+    for _ in range(3):
+        drive(store)
+        ops.send_command(store, run, "resume", who="human:t")
+    drive(store)
+    assert OUTBOX == ["step 4 reached"]
+    with pytest.raises(UsageError, match="accept-irreversible"):
+        rb.rollback(store, run, 2, who="human:ops")
+    (ws / "notes" / "step-5.txt").write_text("edited by a person\n")
+    with pytest.raises(UsageError, match="changed since effect"):
+        rb.rollback(store, run, 2, who="human:ops", accept_irreversible=True)
+    assert (ws / "notes" / "step-5.txt").read_text() == "edited by a person\n"  # untouched
+    p = rb.rollback(store, run, 2, who="human:ops", accept_irreversible=True, force=True)
+    assert [e.tool for e in p.irreversible] == ["announce"]
+    assert not (ws / "notes" / "step-5.txt").exists() and OUTBOX == ["step 4 reached"]
+    left = next(e for e in store.events(run) if e.kind == "rollback").payload["left"]
+    assert left == [p.irreversible[0].id]
+
+
+def test_bad_input_and_the_plan(store: SQLiteStore, tmp_path: Path) -> None:
+    ws = tmp_path / "ws"
+    run = start(store, ws)
+    drive(store)
+    with pytest.raises(UsageError, match="in the future"):
+        rb.plan(store, run, 9)
+    with pytest.raises(UsageError, match=">= 0"):
+        rb.plan(store, run, -1)
+    runner = CliRunner()
+    db = str(store.path)
+    before = snapshot(ws)
+    res = runner.invoke(app, ["--store", db, "rollback", run, "--to", "1", "--plan"])
+    assert res.exit_code == 0, res.output
+    assert "undo    step 2 fs_append" in res.output and "restore the state of step 1" in res.output
+    assert snapshot(ws) == before and store.get_run(run).epoch == 0  # type: ignore[union-attr]
+    res = runner.invoke(app, ["--store", db, "rollback", "nope", "--to", "1"])
+    assert res.exit_code == 2 and "no run 'nope'" in res.output
+    res = runner.invoke(app, ["--store", db, "rollback", run, "--to", "1", "--as", "ops"])
+    assert res.exit_code == 0, res.output
+    assert store.get_run(run).epoch == 1  # type: ignore[union-attr]
