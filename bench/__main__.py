@@ -1,7 +1,7 @@
 """``python -m bench``: run the benchmarks and write the report.
 
 Examples:
-    python -m bench --out docs/benchmarks.md      # the full run (about 3 minutes)
+    python -m bench --out docs/benchmarks.md      # the full run (3-4 minutes)
     python -m bench --quick                        # smoke run (~20 s) to bench/out/
     python -m bench --quick --profile prof.txt     # also cProfile tether's hot path
 """

@@ -27,6 +27,14 @@ class Config:
     swarm_repeats: int
     model_delay: float
     """Seconds the in-process model awaits per call."""
+    policy_batches: int
+    """Timed batches of 100 ``Policy.decide`` calls per case."""
+    stop_runs: int
+    """Active runs in the worker subprocess while runs are stopped."""
+    stop_sample: int
+    """Runs stopped one at a time, and as many again in a burst, per repeat."""
+    stop_repeats: int
+    """Fresh worker subprocesses (each with ``stop_runs`` runs) the stop samples are pooled from."""
     target_n: int = 1000
     """N at which per-step overhead is compared."""
 
@@ -41,8 +49,9 @@ class Config:
 FULL = Config(quick=False, sizes=(200, 1000, 3000), repeats=5, lg_repeats=3,
               invoke_sizes=(200, 1000), read_repeats=20, concurrent_runs=100,
               concurrent_steps=200, swarm_runs=1000, swarm_steps=5, swarm_repeats=3,
-              model_delay=1.0)
+              model_delay=1.0, policy_batches=2000, stop_runs=1000, stop_sample=100, stop_repeats=2)
 
 QUICK = Config(quick=True, sizes=(100, 300), repeats=2, lg_repeats=2, invoke_sizes=(100,),
                read_repeats=5, concurrent_runs=20, concurrent_steps=50, swarm_runs=200,
-               swarm_steps=2, swarm_repeats=2, model_delay=1.0, target_n=300)
+               swarm_steps=2, swarm_repeats=2, model_delay=1.0, policy_batches=300, stop_runs=200,
+               stop_sample=20, stop_repeats=1, target_n=300)

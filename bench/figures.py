@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from bench.stats import Summary, ratio, size, spread, us
+from bench.stats import Summary, percentile, ratio, size, spread, us
 from bench.suite import Results
 
 REFERENCE = "plain"
@@ -81,7 +81,7 @@ class Target:
 def targets(res: Results) -> list[Target]:
     """The issue's targets, in its order, each with its verdict."""
     return [_t_step(res), _t_concurrent(res), _t_bytes(res), _t_bytes_vs(res), *_t_reads(res),
-            _t_swarm(res)]
+            _t_swarm(res), _t_policy(res), _t_stop(res)]
 
 
 def _t_step(res: Results) -> Target:
@@ -147,3 +147,45 @@ def _t_swarm(res: Results) -> Target:
     return Target(f"{cfg.swarm_runs} concurrent runs, model awaiting {cfg.model_delay:g} s",
                   "≥ 90% of the ideal step rate; memory per idle run reported", shown, "—",
                   f"{s.median:.3f}", s.median >= 0.9)
+
+
+POLICY_TARGET = 20e-6
+"""Seconds per ``Policy.decide`` call, median, with 100 rules."""
+STOP_TARGET = 0.25
+"""Seconds from a stop command's commit to ``run.stopped``'s commit, 99th percentile."""
+
+
+def policy_per_call(res: Results, case: int) -> Summary:
+    """Per-call time of a policy case: median and range over its batches."""
+    return Summary.of(res.policy[case].per_call)
+
+
+def _t_policy(res: Results) -> Target:
+    timed = [p for p in res.policy if p.target]
+    shown = "; ".join(f"{p.short}: {us(p.q(0.5))} median, {us(p.q(0.99))} p99"
+                      for p in timed)
+    worst = max(p.q(0.5) for p in timed)
+    return Target("policy decision with 100 rules, per call", "≤ 20 µs median", shown, "—", "—",
+                  worst <= POLICY_TARGET)
+
+
+def stop_modes(res: Results) -> dict[str, list[float]]:
+    """Stop latencies by way of stopping, pooled over the repeats (seconds)."""
+    out: dict[str, list[float]] = {}
+    for s in res.stops:
+        out.setdefault(s.mode, []).extend(s.latencies)
+    return out
+
+
+def stop_quantiles(values: Sequence[float]) -> dict[str, float]:
+    return {"median": percentile(values, 0.5), "p90": percentile(values, 0.9),
+            "p99": percentile(values, 0.99), "max": max(values)}
+
+
+def _t_stop(res: Results) -> Target:
+    modes = stop_modes(res)
+    p99 = {m: percentile(v, 0.99) for m, v in modes.items()}
+    shown = "; ".join(f"{m}: {us(q)} p99 (n={len(modes[m])})" for m, q in p99.items())
+    return Target(f"stop latency with {res.config.stop_runs} active runs (command commit → "
+                  "`run.stopped` commit), SQLite", "p99 ≤ 250 ms", shown, "—", "—",
+                  max(p99.values()) <= STOP_TARGET)

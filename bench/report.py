@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterable, Sequence
 
 from bench import figures as fg
 from bench import why
-from bench.stats import Summary, ratio, size, spread, us
+from bench.policy_cost import DISTINCT
+from bench.stats import Summary, percentile, ratio, size, spread, us
+from bench.stop_latency import MODEL_SECONDS
 from bench.suite import Results
+from tether.runtime.worker import Worker
 
 
 def table(head: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
@@ -18,7 +22,8 @@ def table(head: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
 
 def render(res: Results) -> str:
     parts = [_header(res), _summary(res), _loop_time(res), _loop_bytes(res), _reads(res),
-             _concurrent(res), _swarm(res), _diagnostics(res), why.section(res), _method(res)]
+             _concurrent(res), _swarm(res), _policy(res), _stop(res), _diagnostics(res),
+             why.section(res), _method(res)]
     return "\n".join(parts)
 
 
@@ -144,6 +149,58 @@ def _swarm(res: Results) -> str:
             "allocator's high-water mark.\n\n" + table(["idle run", "Python heap", "RSS"], mem))
 
 
+def _policy(res: Results) -> str:
+    rows = [[p.case, p.decided_by, str(p.candidates) if p.candidates else "—",
+             spread(Summary.of(p.per_call)), us(p.q(0.99))] for p in res.policy]
+    n = len(res.policy[0].per_call) if res.policy else 0
+    return ("## 6. Policy decision cost with 100 rules\n\n`Policy.decide` on a 100-rule policy compiled "
+            "with `rules_from_python` (`bench/policy_cost.py`): hard denies on tools, paths, URLs and "
+            "countries; quiet hours in Europe/Berlin, America/New_York, Asia/Tokyo and Europe/London; "
+            "budget thresholds; argument rules per tool (equality, membership, globs, regular expressions, "
+            "numeric comparisons); globs over tool families; per-team read rules. Every timed action is "
+            f"distinct (its own instant in Berlin office hours, amount and budget state; {DISTINCT:,} "
+            "of them, cycled), so no decision reuses an earlier one's local-time conversion. Time per "
+            f"call = a batch of 100 calls ÷ 100 (`perf_counter_ns`); median (min–max, n={n} batches) "
+            "and the 99th percentile of the batches. Candidate rules = rules whose tool and effect "
+            "conditions admit the action, the ones the index leaves to be tried in order.\n\n"
+            + table(["case", "decided by", "candidate rules", "per call", "p99 per call"], rows))
+
+
+def _stop(res: Results) -> str:
+    cfg = res.config
+    head = ["way of stopping", "n", "median", "p90", "p99", "max",
+            "command commit → journaled: median, p99", "journaled → durable: median, p99"]
+    rows = []
+    for mode, values in fg.stop_modes(res).items():
+        q = fg.stop_quantiles(values)
+        picked = [v for s in res.stops if s.mode == mode for v in s.picked]
+        durable = [v for s in res.stops if s.mode == mode for v in s.durable]
+        rows.append([mode, str(len(values)), us(q["median"]), us(q["p90"]), us(q["p99"]), us(q["max"]),
+                     f"{us(percentile(picked, 0.5))}, {us(percentile(picked, 0.99))}",
+                     f"{us(percentile(durable, 0.5))}, {us(percentile(durable, 0.99))}"])
+    readies = [s.ready for s in res.stops if s.mode == "one at a time"]  # one per worker
+    ready = Summary.of(readies) if readies else None
+    poll = inspect.signature(Worker).parameters["poll_interval"].default
+    return (f"## 7. Stop latency with {cfg.stop_runs:,} active runs\n\n{cfg.stop_runs:,} runs on one "
+            "SQLite file (`synchronous=FULL`), driven by a real `Worker` with default settings in a "
+            "subprocess (`bench/stop_latency.py`); each run's step awaits an in-process async model "
+            f"that takes {MODEL_SECONDS:g} s, so every run is inside its model call (the worker was "
+            f"ready {spread(ready) if ready else '—'} after launch). The benchmark process, as an "
+            "operator's CLI would, writes stop commands with `store.add_command` for "
+            f"{cfg.stop_sample} runs one at a time (each after the previous run's stop committed, "
+            "then 0–100 ms of random pause so commands land at every phase of the worker's "
+            f"{poll * 1e3:g} ms command poll), then for {cfg.stop_sample} other runs in a burst "
+            "(back to back, one transaction each), in "
+            f"{cfg.stop_repeats} fresh worker{'s' if cfg.stop_repeats > 1 else ''} (samples pooled). "
+            "Latency = commit of `run.stopped` − commit of the command: the command's commit time is "
+            "`time.time()` in the benchmark right after `add_command` returns; the `run.stopped` commit "
+            "time is `time.time()` in the worker right after the `store.commit` carrying the event "
+            "returns (a wrapper on the worker's store, reported on its stdout). Both processes read the "
+            "same wall clock (microsecond resolution). The split uses the journal times of the "
+            "`command` and `run.stopped` events (the run's clock, stamped before the commit). "
+            "Percentiles by nearest rank.\n\n" + table(head, rows))
+
+
 def _diagnostics(res: Results) -> str:
     rows = []
     tables: set[str] = set()
@@ -160,7 +217,7 @@ def _diagnostics(res: Results) -> str:
                   *(size(d.table_bytes.get(t, 0) / d.total_steps) for d in res.diagnoses)]
                  for t in order]
     labels = [d.label for d in res.diagnoses]
-    return ("## 6. Where tether's time and bytes go\n\nOne instrumented pass per scenario (not "
+    return ("## 8. Where tether's time and bytes go\n\nOne instrumented pass per scenario (not "
             "used for the targets). Event-loop CPU = CPU time of the thread running the worker; "
             "commit = `store.commit` in the group committer's writer thread (wall includes the "
             "fsync); WAL pages = 4 KiB pages SQLite wrote and synced, read from the WAL's frame "
@@ -193,6 +250,10 @@ def _method(res: Results) -> str:
 - Repeats: tether {cfg.repeats}, LangGraph {cfg.lg_repeats}, {cfg.read_repeats} reads per tether
   repeat at the largest N, concurrent runs {cfg.repeats}, swarm {cfg.swarm_repeats}; the two
   systems alternate within each repeat.
+- Policy: {cfg.policy_batches} batches of 100 calls per case, after a warm-up of a tenth as
+  many; garbage collection on, as in the worker.
+- Stop: {cfg.stop_repeats} × ({cfg.stop_sample} one at a time + {cfg.stop_sample} in a burst) among
+  {cfg.stop_runs} active runs; the worker is killed at the end.
 - Bytes: file + WAL after `PRAGMA wal_checkpoint(TRUNCATE)`, after the run minus before it
   (tether: after `start_run`; LangGraph: after `setup()`).
 """

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -49,3 +50,12 @@ def spread(s: Summary, fmt: Callable[[float], str] = us) -> str:
 def ratio(a: float, b: float) -> float:
     """a / b, infinite when b is zero."""
     return a / b if b else float("inf")
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The ``q`` quantile (0-1) of ``values`` by nearest rank: the smallest value with at least
+    ``q`` of the sample at or below it (p99 of 100 values is the 99th smallest)."""
+    if not values:
+        raise ValueError("no samples")
+    ordered = sorted(values)
+    return ordered[max(math.ceil(q * len(ordered)) - 1, 0)]

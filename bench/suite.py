@@ -22,7 +22,10 @@ from bench import tether_loop as tl
 from bench.config import Config
 from bench.diagnostics import Diagnosis, diagnose
 from bench.machine import facts, load_average
+from bench.policy_cost import PolicySample, run_policy
 from bench.sqlite_baseline import CommitSample, run_commits
+from bench.stats import percentile
+from bench.stop_latency import StopSample, run_stop
 from bench.swarm import SwarmSample, run_swarm
 
 
@@ -42,6 +45,9 @@ class Results:
     swarm: list[SwarmSample] = field(default_factory=list)
     memory: dict[tuple[str, str], float] = field(default_factory=dict)
     """(mode, "heap" | "rss") -> bytes per idle run."""
+    policy: list[PolicySample] = field(default_factory=list)
+    stops: list[StopSample] = field(default_factory=list)
+    """Every repeat's samples, one per way of stopping (one at a time, burst)."""
     diagnoses: list[Diagnosis] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -60,6 +66,8 @@ def run_all(cfg: Config, workdir: Path, *, profile: bool = False) -> Results:
     _concurrent(res, workdir)
     _swarm(res, workdir)
     _memory(res, workdir)
+    _policy(res)
+    _stop(res, workdir)
     _diagnose(res, workdir, profile)
     res.seconds = time.perf_counter() - t0
     res.facts["load average at end (1, 5, 15 min)"] = load_average()
@@ -140,6 +148,24 @@ def _memory(res: Results, workdir: Path) -> None:
             grow = (b["idle"] - b["before"]) - (a["idle"] - a["before"])
             res.memory[mode, metric] = grow / (big - small)
             log(f"memory per idle run ({mode}, {metric}): {res.memory[mode, metric]:.0f} B")
+
+
+def _policy(res: Results) -> None:
+    res.policy = run_policy(res.config.policy_batches)
+    for p in res.policy:
+        log(f"policy decision, {p.case}: {p.q(0.5) * 1e6:.2f} µs median, "
+            f"{p.q(0.99) * 1e6:.2f} µs p99 per call")
+
+
+def _stop(res: Results, workdir: Path) -> None:
+    cfg = res.config
+    for rep in range(cfg.stop_repeats):
+        for s in run_stop(cfg.stop_runs, cfg.stop_sample, workdir, seed=11 + rep):
+            res.stops.append(s)
+            log(f"stop rep {rep + 1}, {s.mode} among {s.runs} active runs: "
+                f"{percentile(s.latencies, 0.5) * 1e3:.1f} ms median, "
+                f"{percentile(s.latencies, 0.99) * 1e3:.1f} ms p99, {s.latencies[-1] * 1e3:.1f} ms max")
+        gc.collect()
 
 
 def _diagnose(res: Results, workdir: Path, profile: bool) -> None:

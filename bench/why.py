@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import cProfile
 import inspect
+import pstats
+import random
 import statistics
 import tracemalloc
 from collections.abc import Callable
+from pathlib import Path
 
 from bench import figures as fg
 from bench.diagnostics import Diagnosis
-from bench.stats import Summary, size, us
+from bench.policy_cost import build_policy, pay_action
+from bench.stats import Summary, percentile, size, us
 from bench.suite import Results
 from bench.workload import message
 from tether.core.canonical import dumps
@@ -33,6 +38,10 @@ def section(res: Results) -> str:
     paras += [f"**{t.what}** misses: {t.tether} against {t.target}." for t in ts[4:6] if not t.passed]
     if not ts[6].passed:
         paras.append(_swarm(res))
+    if len(ts) > 7 and not ts[7].passed and res.policy:
+        paras.append(_policy(res))
+    if len(ts) > 8 and not ts[8].passed and res.stops:
+        paras.append(_stop(res))
     if res.memory:
         paras.append(_memory(res))
     body = "\n\n".join(paras) if paras else "Every target passes in this run."
@@ -58,7 +67,7 @@ def _step(res: Results, d: Diagnosis) -> str:
             f"KiB) per step and fsyncs them, where a bare one-row commit costs {us(floor)} on this "
             f"disk. 1/5 of LangGraph's overhead is {us(budget)}: that leaves "
             f"{us(max(budget - floor, 0))} beyond the bare commit for everything else, so both "
-            "halves must shrink (see the profile in section 6), or the next step must be allowed "
+            "halves must shrink (see the profile in section 8), or the next step must be allowed "
             "to run while the previous step's commit is in flight.")
 
 
@@ -67,7 +76,7 @@ def _concurrent(res: Results, d: Diagnosis) -> str:
     e, c = (d.wal_pages.get(t, 0) / d.total_steps for t in ("events", "checkpoints"))
     pages = sum(d.wal_pages.values()) / d.total_steps
     return (f"**Group commit with {d.runs} runs.** The worker is CPU-bound: {us(cpu)} of CPU per "
-            "step (both threads) against a 30 µs budget; the instrumented pass of section 6 (a "
+            "step (both threads) against a 30 µs budget; the instrumented pass of section 8 (a "
             f"separate run) measured {us(d.per_step(d.loop_cpu))} per step on the event loop and "
             f"{us(d.per_step(d.commit_cpu))} in the writer. Batching "
             f"works ({d.total_steps / max(d.commits, 1):.0f} steps per commit), but each write "
@@ -109,6 +118,60 @@ def _swarm(res: Results) -> str:
             f"{us(start)} before the first model call (the worker takes {cfg.swarm_runs} leases "
             "and restores as many runs, each lease its own fsync'd transaction on the event-loop "
             f"thread) and {us(tail)} after the last answer (final commits and lease releases).")
+
+
+def _policy(res: Results) -> str:
+    """The missed policy target, with a cProfile of the slowest timed case measured now."""
+    worst = max((p for p in res.policy if p.target), key=lambda p: p.q(0.5))
+    policy = build_policy()
+    rng = random.Random(3)
+    actions = [pay_action(rng) for _ in range(4096)]
+    for a in actions[:100]:
+        policy.decide(a)
+    prof = cProfile.Profile()
+    prof.enable()
+    for _ in range(5):
+        for a in actions:
+            policy.decide(a)
+    prof.disable()
+    st = pstats.Stats(prof)
+    stats: dict[tuple[str, int, str], tuple[int, int, float, float, object]] = st.stats  # type: ignore[attr-defined]
+    total = sum(v[2] for v in stats.values()) or 1.0
+    top = sorted(stats.items(), key=lambda kv: -kv[1][2])[:4]
+    shown = ", ".join(f"`{fn}` ({Path(file).name}:{line}) {t / total:.0%} of the time, "
+                      f"{calls / (5 * len(actions)):.1f} calls per decision"
+                      for (file, line, fn), (_, calls, t, _, _) in top)
+    per = worst.q(0.5) / max(worst.candidates, 1)
+    return (f"**Policy decision.** {worst.case} costs {us(worst.q(0.5))} per call, decided by "
+            f"{worst.decided_by}: "
+            f"the index leaves {worst.candidates} candidate rules for its tool and effect, "
+            f"{us(per)} per candidate tried in order. cProfile of the `pay` case, measured now: {shown}. "
+            "The cost is linear in the candidates the index leaves, so the fix in "
+            "`tether.core.policy` is to leave fewer: index the candidates of a (tool, effect) further by "
+            "agent and swarm (memoised per name, like the tool), and by an exact argument value "
+            "(`args.currency = \"GBP\"` rules skipped for a EUR payment by one dict lookup).")
+
+
+def _stop(res: Results) -> str:
+    """The missed stop target, split into pick-up (poll, cancel, journal) and commit."""
+    poll = inspect.signature(Worker).parameters["poll_interval"].default
+    parts = []
+    for mode, values in fg.stop_modes(res).items():
+        picked = [v for s in res.stops if s.mode == mode for v in s.picked]
+        durable = [v for s in res.stops if s.mode == mode for v in s.durable]
+        parts.append(f"{mode.capitalize()}: p99 {us(percentile(values, 0.99))}, of which the "
+                     "command's pick-up (from its commit to the `command` event journaled) p99 "
+                     f"{us(percentile(picked, 0.99))} and the commit of `run.stopped` p99 "
+                     f"{us(percentile(durable, 0.99))}")
+    runs = res.stops[0].runs
+    return (f"**Stop latency with {runs} active runs.** " + ". ".join(parts) + ". The worker "
+            f"notices a command by polling `pending_commands` for all {runs} active runs every "
+            f"{poll * 1e3:g} ms on its event loop, then cancels the run's model call and journals the "
+            "stop; the `run.stopped` write then waits in the group committer behind the writes queued "
+            "before it. A slow pick-up calls for a cheaper, more frequent change check in "
+            "`Worker._poll_commands` (e.g. the commands table's max id or `PRAGMA data_version` every "
+            "few ms, reading the rows only when it moved, off the event loop); a slow commit for "
+            "committing a stopped run's last write ahead of ordinary step writes.")
 
 
 def _orjson_allocation() -> tuple[int, float]:
