@@ -343,3 +343,22 @@ def test_acting_as_someone_else_can_be_forbidden(monkeypatch: pytest.MonkeyPatch
     with pytest.raises(UsageError, match="TETHER_ALLOW_AS=0"):
         ops.actor("alice")
     assert ops.actor().startswith("human:")
+
+
+def test_swarm_pause_points_apply_to_its_runs(tmp_path: Path) -> None:
+    db = tmp_path / "t.db"
+    store = SQLiteStore(db)
+    runner = CliRunner()
+    res = runner.invoke(app, ["--store", str(db), "swarm", "crew", "--pause-every-steps", "2"])
+    assert res.exit_code == 0, res.output
+    counter = StepAgent(_count, name="counter")
+    run = start_run(store, counter, agent_ref="counter", goal="count", swarm="crew")
+    asyncio.run(Worker(store, agents={"counter": counter}).run(until_idle=True))
+    row = store.get_run(run)
+    assert row is not None and row.status == "paused" and row.step == 2
+    res = runner.invoke(app, ["--store", str(db), "swarm", "crew", "--json"])
+    info = json.loads(res.output)
+    assert info["pause_points"]["every_steps"] == 2 and info["runs"] == {run: "paused"}
+    res = runner.invoke(app, ["--store", str(db), "swarm", "crew", "--pause-every-steps", "0"])
+    assert res.exit_code == 2 and "every_steps" in res.output
+    store.close()

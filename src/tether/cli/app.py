@@ -37,6 +37,7 @@ def _register() -> None:
     app.command()(control.stop)
     app.command()(control.resolve)
     app.command()(control.budget)
+    app.command()(control.swarm)
     from tether.cli import approvals_cmd
     app.command()(approvals_cmd.approvals)
     app.command()(approvals_cmd.approve)

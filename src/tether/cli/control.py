@@ -225,3 +225,42 @@ def backup(path: Annotated[Path, typer.Argument(help="Where to write the copy (m
     s = store()
     s.backup(str(path))
     console.print(f"backed up {s.url} to {path}")
+
+
+@handle_errors
+def swarm(name: Annotated[str, typer.Argument(help="The swarm's name.")],
+          pause_every_steps: Annotated[int | None, typer.Option(
+              help="Pause point for every run of the swarm: review every N steps.")] = None,
+          pause_every_minutes: Annotated[float | None, typer.Option(
+              help="Pause point: review every T minutes (run clock).")] = None,
+          pause_before_irreversible: Annotated[bool | None, typer.Option(
+              "--pause-before-irreversible/--no-pause-before-irreversible",
+              help="Pause point: ask before every irreversible effect.")] = None,
+          json: Annotated[bool, typer.Option("--json", help="JSON output.")] = False) -> None:
+    """Show a swarm (runs, shared budget, pause points) or set the pause points its runs
+    share (a run's own pause points override them; workers read them when they take a run)."""
+    import time as _time
+
+    from tether.runtime.pausepoints import PausePoints
+    s = store()
+    changes = {k: v for k, v in (("every_steps", pause_every_steps),
+                                 ("every_minutes", pause_every_minutes),
+                                 ("before_irreversible", pause_before_irreversible))
+               if v is not None}
+    if changes:
+        points = PausePoints.parse({**s.swarm_pause_points(name), **changes}).to_json()
+        s.set_swarm_pause_points(name, points, _time.time())
+    runs = s.list_runs(swarm=name)
+    budget, points_now = s.swarm_budget(name), s.swarm_pause_points(name)
+    info: dict[str, object] = {"swarm": name, "runs": {r.id: r.status for r in runs},
+                               "budget": budget, "usage": s.swarm_usage(name),
+                               "pause_points": points_now}
+    if json:
+        print_jsonl([info])
+        return
+    console.print(f"swarm {name}: {len(runs)} runs "
+                  + ", ".join(f"{sum(1 for r in runs if r.status == st)} {st}"
+                              for st in sorted({r.status for r in runs})))
+    console.print("budget: " + (", ".join(f"{k}={v:g}" for k, v in budget.items()) or "none"))
+    pp = {k: v for k, v in points_now.items() if v}
+    console.print("pause points: " + (", ".join(f"{k}={v}" for k, v in pp.items()) or "none"))

@@ -67,7 +67,9 @@ class RunExecutor:
         self.prices = prices
         self.hasher = ConversationHasher()
         self.effects = EffectRunner(self)
-        self.pause_points = PausePoints.parse(journal.row.spec.get("pause_points"))
+        row = journal.row
+        shared = journal.store.swarm_pause_points(row.swarm) if row.swarm else {}
+        self.pause_points = PausePoints.parse({**shared, **(row.spec.get("pause_points") or {})})
         self._alert: tuple[str, dict[str, Any]] | None = None
         self.oversight = Oversight(self, policy)
         self.replay: dict[int, Recorded] = {}

@@ -7,7 +7,7 @@ passes the same conformance suite (``tests/store_conformance.py``).
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 from tether.core.events import Event
 from tether.store.records import (
@@ -186,6 +186,14 @@ class Store(Protocol):
 
     def set_swarm_budget(self, swarm: str, budget: dict[str, float], now: float) -> None:
         """Set a swarm's shared budget (caps and rolling windows)."""
+        ...
+
+    def swarm_pause_points(self, swarm: str) -> dict[str, Any]:
+        """Pause points every run of the swarm has (a run's own override them)."""
+        ...
+
+    def set_swarm_pause_points(self, swarm: str, points: dict[str, Any], now: float) -> None:
+        """Set the pause points a swarm's runs share."""
         ...
 
     # -- maintenance -----------------------------------------------------

@@ -65,7 +65,8 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     CREATE TABLE swarms(name TEXT PRIMARY KEY, budget BLOB NOT NULL, updated REAL NOT NULL)
         WITHOUT ROWID;
     """,
-    # 2: approvals (a projection of approval.* events) and the notification outbox.
+    # 2: approvals (a projection of approval.* events), the notification outbox, and
+    #    pause points shared by a swarm.
     """
     CREATE TABLE approvals(
         id TEXT PRIMARY KEY, run TEXT NOT NULL, epoch INTEGER NOT NULL, step INTEGER NOT NULL,
@@ -81,6 +82,7 @@ MIGRATIONS: Final[tuple[str, ...]] = (
         attempts INTEGER NOT NULL DEFAULT 0, next_at REAL NOT NULL, delivered REAL,
         last_error TEXT) WITHOUT ROWID;
     CREATE INDEX outbox_due ON outbox(delivered, next_at);
+    ALTER TABLE swarms ADD COLUMN pause_points BLOB;
     """,
 )
 
