@@ -576,3 +576,25 @@ def test_rolling_window_pauses_survives_restart_and_reopens(files: Files) -> Non
     row = files.store.get_run(run)
     assert row is not None and row.status == "paused" and len(SPENT) == 6
     assert row.usage["cost_usd"] == pytest.approx(2.4) and row.step == 6
+
+
+def test_pipeline_zero_makes_every_step_durable_before_the_next(tmp_path: Path) -> None:
+    from tether import Worker
+    from tether.errors import UsageError as _UsageError
+
+    async def grow(ctx: Any, state: dict[str, Any]) -> Any:
+        state.setdefault("log", []).append(len(state.get("log", [])))
+        return Done() if len(state["log"]) >= 30 else None
+
+    agent = StepAgent(grow, name="grow")
+    store = SQLiteStore(tmp_path / "p.db")
+    try:
+        start_run(store, agent, agent_ref="grow", goal="g", state={})
+        w = Worker(store, agents={"grow": agent}, pipeline=0)
+        asyncio.run(w.run(until_idle=True))
+        # Awaited one by one: no commit ever carried two of the run's steps.
+        assert w.committer.writes == w.committer.batches
+        with pytest.raises(_UsageError, match="pipeline"):
+            Worker(store, pipeline=-1)
+    finally:
+        store.close()

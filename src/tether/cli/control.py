@@ -74,7 +74,10 @@ def worker(until_idle: Annotated[bool, typer.Option(
                "--until-idle", help="Exit when nothing is runnable.")] = False,
            concurrency: Annotated[int, typer.Option(help="The most runs driven at once.")] = 1000,
            lease_ttl: Annotated[float, typer.Option(help="Lease length in seconds.")] = 30.0,
-           policy: PolicyOpt = None) -> None:
+           policy: PolicyOpt = None,
+           pipeline: Annotated[int, typer.Option(
+               help="Steps' commits in flight per run while the next step runs (0: every "
+                    "step durable before the next).")] = 4) -> None:
     """Drive every runnable run until interrupted (SIGTERM/SIGINT drain cleanly).
 
     With TETHER_WEBHOOK_URL and TETHER_WEBHOOK_SECRET set, operators' notifications
@@ -84,7 +87,7 @@ def worker(until_idle: Annotated[bool, typer.Option(
     s = store(create=True)
     from tether.notify import WebhookConfig
     w = Worker(s, concurrency=concurrency, lease_ttl=lease_ttl, policy_path=_policy_path(policy),
-               webhook=WebhookConfig.from_env())
+               webhook=WebhookConfig.from_env(), pipeline=pipeline)
     console.print(f"worker {w.owner} on {s.url}")
     stats = asyncio.run(w.run(until_idle=until_idle, handle_signals=True))
     console.print(f"drove {stats.runs_driven} runs: "

@@ -46,8 +46,9 @@ from tether.tools.base import Tool
 if TYPE_CHECKING:
     from tether.core.policy import Policy
 
-MAX_INFLIGHT = 4
-"""End-of-step commits a run may have in flight before it waits for the oldest."""
+PIPELINE = 4
+"""Default end-of-step commits a run may have in flight; 0 makes every step durable before
+the next one starts."""
 
 
 class Drain(Signal):
@@ -59,7 +60,7 @@ class RunExecutor:
 
     def __init__(self, journal: RunJournal, agent: AgentLike, committer: GroupCommitter, *,
                  clock: Callable[[], float], prices: PriceTable, keyframe_every: int = 128,
-                 policy: Policy | None = None) -> None:
+                 policy: Policy | None = None, pipeline: int = PIPELINE) -> None:
         self.journal = journal
         self.agent = agent
         self.committer = committer
@@ -85,6 +86,7 @@ class RunExecutor:
         self.draining = False
         self.in_call = False
         self._inflight: deque[asyncio.Future[None]] = deque()
+        self.pipeline = pipeline
         self._is_async = agent.is_async()
         self.halted = False
         # Calls a sync step function (in a thread) runs on the loop: cancelled on stop.
@@ -123,7 +125,10 @@ class RunExecutor:
         a few steps' writes in flight, one transaction and one fsync can carry several
         steps of the same run: a crash loses at most those steps, which are re-run.
         """
-        await self._settle(keep=MAX_INFLIGHT - 1)
+        if self.pipeline <= 0:
+            await self.flush()  # strict: this step is durable before the next one starts
+            return
+        await self._settle(keep=self.pipeline - 1)
         if self.journal.dirty:
             self._inflight.append(self.committer.submit_nowait(self.journal.take()))
 

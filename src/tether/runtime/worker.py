@@ -28,7 +28,7 @@ from tether.core.pricing import PriceTable
 from tether.errors import LeaseLost, StoreError, TetherError, UsageError
 from tether.runtime.agent import AgentLike
 from tether.runtime.committer import GroupCommitter
-from tether.runtime.executor import RunExecutor
+from tether.runtime.executor import PIPELINE, RunExecutor
 from tether.runtime.journal import RunJournal
 from tether.runtime.leases import owner_name, reclaim_dead_local
 from tether.runtime.runs import load_agent
@@ -58,6 +58,9 @@ class Worker:
         clock: the runs' clock (inject one to simulate time).
         concurrency: the most runs driven at once.
         lease_ttl: seconds a lease lasts without a heartbeat.
+        pipeline: end-of-step commits a run may have in flight while its next step runs
+            (settled before any effect, sleep, pause or end); 0: every step is durable
+            before the next starts (slower: the fsync is then on every step's path).
     """
 
     def __init__(self, store: Store, *, agents: Mapping[str, AgentLike] | None = None,
@@ -66,7 +69,7 @@ class Worker:
                  owner: str | None = None, keyframe_every: int = 128,
                  only: set[str] | None = None, policy: Policy | None = None,
                  policy_path: str | os.PathLike[str] | None = None,
-                 webhook: WebhookConfig | None = None) -> None:
+                 webhook: WebhookConfig | None = None, pipeline: int = PIPELINE) -> None:
         if concurrency < 1:
             raise UsageError(f"concurrency must be at least 1, not {concurrency}")
         if not lease_ttl > 0:
@@ -82,6 +85,9 @@ class Worker:
         self.keyframe_every = keyframe_every
         self.only = only
         self.webhook = webhook
+        if pipeline < 0:
+            raise UsageError(f"pipeline must be 0 (every step durable first) or more, not {pipeline}")
+        self.pipeline = pipeline
         self.policy = policy
         self.policy_path = Path(policy_path) if policy_path is not None else None
         self._policy_mtime: float | None = None
@@ -204,7 +210,8 @@ class Worker:
             raise LeaseLost(str(exc)) from exc
         self._reload_policy()
         ex = RunExecutor(j, agent, self.committer, clock=self.clock.now, prices=self.prices,
-                         keyframe_every=self.keyframe_every, policy=self.policy)
+                         keyframe_every=self.keyframe_every, policy=self.policy,
+                         pipeline=self.pipeline)
         ex.load(self.store.tail_events(rid, row.epoch, row.step + 1),
                 self.store.swarm_budget(row.swarm) if row.swarm else None)
         # Commands queued while no one owned the run are applied at its first safe point.
