@@ -40,6 +40,13 @@ from tether.store.sqlite_rows import (
 )
 
 
+def _filtered(select: str, **equal: str | None) -> tuple[str, list[Any]]:
+    """``select`` with ``AND column = ?`` for every filter given (names are ours, not input)."""
+    given = {k: v for k, v in equal.items() if v}
+    where = " AND ".join(f"{k} = ?" for k in given)
+    return (f"{select} WHERE {where}" if where else f"{select} WHERE 1=1"), list(given.values())
+
+
 class SQLiteStore(SQLiteBase):
     """A tether store in one SQLite file (implements :class:`tether.store.protocol.Store`).
 
@@ -233,13 +240,7 @@ class SQLiteStore(SQLiteBase):
         return [r[0] for r in rows]
 
     def list_runs(self, *, status: str | None = None, swarm: str | None = None) -> list[RunRow]:
-        sql, args = f"SELECT {RUN_COLS} FROM runs WHERE 1=1", []
-        if status:
-            sql += " AND status = ?"
-            args.append(status)
-        if swarm:
-            sql += " AND swarm = ?"
-            args.append(swarm)
+        sql, args = _filtered(f"SELECT {RUN_COLS} FROM runs", status=status, swarm=swarm)
         return [row_run(r) for r in self._read(sql + " ORDER BY created DESC, id DESC", args)]
 
     def events(self, run: str, *, after_seq: int = 0, limit: int | None = None) -> list[Event]:
@@ -324,13 +325,7 @@ class SQLiteStore(SQLiteBase):
 
     def approvals(self, *, run: str | None = None, status: str | None = None,
                   expired_by: float | None = None) -> list[ApprovalRow]:
-        sql, args = f"SELECT {APPROVAL_COLS} FROM approvals WHERE 1=1", list[Any]()
-        if run:
-            sql += " AND run = ?"
-            args.append(run)
-        if status:
-            sql += " AND status = ?"
-            args.append(status)
+        sql, args = _filtered(f"SELECT {APPROVAL_COLS} FROM approvals", run=run, status=status)
         if expired_by is not None:
             sql += " AND expires_at IS NOT NULL AND expires_at <= ?"
             args.append(expired_by)
@@ -363,13 +358,7 @@ class SQLiteStore(SQLiteBase):
         return row_effect(rows[0]) if rows else None
 
     def effects(self, *, run: str | None = None, status: str | None = None) -> list[EffectRow]:
-        sql, args = f"SELECT {EFFECT_COLS} FROM effects WHERE 1=1", []
-        if run:
-            sql += " AND run = ?"
-            args.append(run)
-        if status:
-            sql += " AND status = ?"
-            args.append(status)
+        sql, args = _filtered(f"SELECT {EFFECT_COLS} FROM effects", run=run, status=status)
         return [row_effect(r) for r in self._read(sql + " ORDER BY id", args)]
 
     def checkpoint_chain(self, run: str, epoch: int, step: int) -> CheckpointChain | None:
