@@ -14,8 +14,8 @@ import time
 from typing import Any
 
 from tether.errors import NotFound, UsageError
-from tether.ops import _journal, _must, actor
-from tether.runtime.leases import owner_name
+from tether.ops import _must, actor, holding
+from tether.runtime.journal import RunJournal
 from tether.store.protocol import Store
 from tether.store.records import ApprovalRow
 
@@ -104,42 +104,41 @@ def _validate(store: Store, row: ApprovalRow, arguments: dict[str, Any]) -> dict
 
 def _record(store: Store, row: ApprovalRow, decision: str, by: str, note: str | None,
             arguments: dict[str, Any] | None, always: bool, t: float) -> ApprovalRow:
-    owner = owner_name("cli")
-    token = store.acquire(row.run, owner, 30.0, time.time())
-    if token is None:
-        raise UsageError(f"run {row.run} is held by a worker right now; try again in a moment")
-    try:
-        run = _must(store, row.run)
-        j = _journal(store, run, token)
-        status = "pending" if decision == "escalated" else decision
-        new = dataclasses.replace(row, status=status, decided_by=by, decided_at=t, note=note,
-                                  edited_arguments=arguments, always=always,
-                                  expires_at=None if decision == "escalated" else row.expires_at)
-        if decision == "escalated":
-            j.approval(new)
-            j.append("command", {"kind": "approval.escalated", "approval": row.id,
-                                 "outcome": "applied"}, step=row.step, actor=by)
-            j.flush_sync()
-            return new
-        ev = j.append("approval.decided", {
-            "i": row.idx, "approval": row.id, "decision": decision, "by": by, "note": note,
-            "arguments": arguments, "always": always}, step=row.step, actor=by,
-            causes=(row.id,))
+    with holding(store, row.run, busy=f"run {row.run} is held by a worker right now; try "
+                 "again in a moment") as j:
+        assert j is not None
+        return _journal_decision(store, j, row, decision, by, note, arguments, always, t)
+
+
+def _journal_decision(store: Store, j: RunJournal, row: ApprovalRow, decision: str, by: str,
+                      note: str | None, arguments: dict[str, Any] | None, always: bool,
+                      t: float) -> ApprovalRow:
+    status = "pending" if decision == "escalated" else decision
+    new = dataclasses.replace(row, status=status, decided_by=by, decided_at=t, note=note,
+                              edited_arguments=arguments, always=always,
+                              expires_at=None if decision == "escalated" else row.expires_at)
+    if decision == "escalated":
         j.approval(new)
-        if always:
-            spec = dict(j.row.spec)
-            spec["always_allow"] = sorted({*spec.get("always_allow", []), row.tool})
-            j.update(spec=spec)
-        waiting = [a for a in store.approvals(run=row.run, status="pending") if a.id != row.id]
-        if j.row.status == "awaiting_approval" and not waiting:
-            j.append("run.resumed", {"by": by, "from": "awaiting_approval",
-                                     "why": f"approval {row.id} {decision}"}, actor=by,
-                     causes=(ev.id,))
-            j.update(status="running", reason="")
+        j.append("command", {"kind": "approval.escalated", "approval": row.id,
+                             "outcome": "applied"}, step=row.step, actor=by)
         j.flush_sync()
         return new
-    finally:
-        store.release(row.run, owner, token)
+    ev = j.append("approval.decided", {
+        "i": row.idx, "approval": row.id, "decision": decision, "by": by, "note": note,
+        "arguments": arguments, "always": always}, step=row.step, actor=by, causes=(row.id,))
+    j.approval(new)
+    if always:
+        spec = dict(j.row.spec)
+        spec["always_allow"] = sorted({*spec.get("always_allow", []), row.tool})
+        j.update(spec=spec)
+    waiting = [a for a in store.approvals(run=row.run, status="pending") if a.id != row.id]
+    if j.row.status == "awaiting_approval" and not waiting:
+        j.append("run.resumed", {"by": by, "from": "awaiting_approval",
+                                 "why": f"approval {row.id} {decision}"}, actor=by,
+                 causes=(ev.id,))
+        j.update(status="running", reason="")
+    j.flush_sync()
+    return new
 
 
 def _when(t: float | None) -> str:

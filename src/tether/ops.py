@@ -7,10 +7,12 @@ what to do when it cannot.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import getpass
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -94,24 +96,38 @@ def _journal(store: Store, row: RunRow, token: int) -> RunJournal:
     return RunJournal(store, row, token, UlidSource(clock.now), clock.now)
 
 
+@contextlib.contextmanager
+def holding(store: Store, run: str, *, kind: str = "cli", ttl: float = 30.0,
+            busy: str | None = None) -> Iterator[RunJournal | None]:
+    """Own ``run`` for a moment (its lease) and give its journal; release it after.
+
+    When a worker holds the run: raise UsageError(``busy``) if given, else yield None.
+    """
+    owner = owner_name(kind)
+    token = store.acquire(run, owner, ttl, time.time())
+    if token is None:
+        if busy is not None:
+            raise UsageError(busy)
+        yield None
+        return
+    try:
+        yield _journal(store, _must(store, run), token)
+    finally:
+        store.release(run, owner, token)
+
+
 def apply_pending_offline(store: Store, run: str) -> list[int] | None:
     """If no worker owns ``run``, take its lease and apply its pending commands here.
 
     Returns the ids of the commands applied, or None when a worker owns the run.
     """
-    owner = owner_name("cli")
-    token = store.acquire(run, owner, 30.0, time.time())
-    if token is None:
-        return None
-    try:
-        row = _must(store, run)
-        j = _journal(store, row, token)
+    with holding(store, run) as j:
+        if j is None:
+            return None
         pending = store.pending_commands([run])
         for c in pending:
             cmds.apply(j, c)
         j.flush_sync()
-    finally:
-        store.release(run, owner, token)
     return [c.id for c in pending]
 
 
@@ -157,14 +173,11 @@ def resolve_effect(store: Store, effect_ref: str, resolution: str, *, result: An
     if eff.status != "in_doubt":
         raise UsageError(f"effect {eff.id} ({eff.tool}, run {eff.run} step {eff.step}) is "
                          f"{eff.status}, not in doubt; only in-doubt effects can be resolved")
-    owner = owner_name("cli")
-    token = store.acquire(eff.run, owner, 30.0, time.time())
-    if token is None:
-        raise UsageError(f"run {eff.run} is being driven by a worker right now; "
-                         f"`tether pause {eff.run}` first, then resolve")
-    try:
-        row = _must(store, eff.run)
-        j = _journal(store, row, token)
+    busy = (f"run {eff.run} is being driven by a worker right now; `tether pause {eff.run}` "
+            "first, then resolve")
+    with holding(store, eff.run, busy=busy) as j:
+        assert j is not None
+        row = j.row
         by = who or actor()
         ev = j.append("effect.resolved", {"i": eff.idx, "resolution": resolution,
                                           "result": result, "by": by},
@@ -180,8 +193,6 @@ def resolve_effect(store: Store, effect_ref: str, resolution: str, *, result: An
             j.update(status="running", reason="")
         j.flush_sync()
         return new
-    finally:
-        store.release(eff.run, owner, token)
 
 
 def run_state(store: Store, run_ref: str, step: int | None = None) -> tuple[RunRow, int, dict[str, Any]]:

@@ -30,8 +30,7 @@ from typing import Any
 
 from tether.core.checkpoint import CheckpointEncoder
 from tether.errors import NotFound, UsageError
-from tether.ops import _journal, _must, actor, find_run, run_state, send_command
-from tether.runtime.leases import owner_name
+from tether.ops import actor, find_run, holding, run_state, send_command
 from tether.runtime.runs import load_agent
 from tether.store.protocol import Store
 from tether.store.records import EffectRow, RunRow
@@ -152,21 +151,15 @@ def rollback(store: Store, run_ref: str, to_step: int, *, accept_irreversible: b
     run = p.run
     if run.status in ("running", "sleeping"):
         send_command(store, run.id, "pause", who=by)
-    owner = owner_name("rollback")
-    token = store.acquire(run.id, owner, 60.0, time.time())
-    if token is None:
-        raise UsageError(f"run {run.id} is still held by a worker; pause it (`tether pause "
-                         f"{run.id}`) and try again")
-    try:
+    busy = f"run {run.id} is still held by a worker; pause it (`tether pause {run.id}`) and retry"
+    with holding(store, run.id, kind="rollback", ttl=60.0, busy=busy) as j:
+        assert j is not None
         p = plan(store, run.id, to_step)  # again, under the lease
         _refuse(p, accept_irreversible=accept_irreversible, force=force)
         registry = _undo_tools(p.run, tools)
-        j = _journal(store, _must(store, run.id), token)
         for u in p.undo:
             _undo(j, u, registry)
         _restore(store, j, p, by)
-    finally:
-        store.release(run.id, owner, token)
     return p
 
 
