@@ -60,7 +60,43 @@ async def _sleeper(ctx: Any, state: dict[str, Any]) -> Any:
     return SleepUntil(await ctx.now() + 3600)
 
 
+@tool(effect="reversible", idempotent=True)
+def slow_undo(path: str, old: str) -> str:
+    """Undo of ``put``: write the old text back; with a marker set, hang once written."""
+    from tether.tools import current
+    ws = current().workspace
+    assert ws is not None
+    (ws / path).write_text(old)
+    _side(f"undo {path}")
+    marker = os.environ.get("TETHER_TEST_MARKER")
+    if marker:
+        Path(marker).write_text("undoing")
+        time.sleep(60)
+    return f"restored {path}"
+
+
+@tool(effect="reversible")
+def put(path: str, text: str) -> str:
+    """Write a file in the workspace; registers ``slow_undo``."""
+    from tether.tools import current, register_undo
+    ws = current().workspace
+    assert ws is not None
+    target = ws / path
+    old = target.read_text() if target.exists() else ""
+    register_undo(slow_undo, path=path, old=old)
+    target.write_text(text)
+    return "ok"
+
+
+async def _putter(ctx: Any, state: dict[str, Any]) -> Any:
+    n = state.get("n", 0) + 1
+    state["n"] = n
+    await ctx.call(put, path=f"f{n}.txt", text=f"v{n}")
+    return Done() if n >= 3 else None
+
+
 ticker = StepAgent(_ticker, name="ticker")
+putter = StepAgent(_putter, name="putter", tools=[put, slow_undo])
 pay_once = StepAgent(_pay_once, name="pay_once", tools=[charge_slowly])
 sleeper = StepAgent(_sleeper, name="sleeper")
 

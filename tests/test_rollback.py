@@ -140,3 +140,46 @@ def test_bad_input_and_the_plan(store: SQLiteStore, tmp_path: Path) -> None:
     res = runner.invoke(app, ["--store", db, "rollback", run, "--to", "1", "--as", "ops"])
     assert res.exit_code == 0, res.output
     assert store.get_run(run).epoch == 1  # type: ignore[union-attr]
+
+
+@pytest.mark.crash
+def test_kill_9_during_a_rollback_then_resume_it(tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests import sample_agents
+    repo = Path(__file__).resolve().parents[1]
+    db, ws, marker = tmp_path / "t.db", tmp_path / "ws", tmp_path / "marker"
+    store = SQLiteStore(db)
+    run = start_run(store, sample_agents.putter, agent_ref="tests.sample_agents:putter",
+                    goal="put", workspace=ws, state={})
+    asyncio.run(Worker(store).run(until_idle=True))
+    assert sorted(p.name for p in ws.iterdir()) == ["f1.txt", "f2.txt", "f3.txt"]
+    exe = Path(sys.executable).with_name("tether")
+    env = {**os.environ, "TETHER_TEST_MARKER": str(marker), "PYTHONPATH": str(repo)}
+    proc = subprocess.Popen([str(exe), "--store", str(db), "rollback", run, "--to", "0",
+                             "--as", "ops"], env=env, cwd=repo)
+    try:
+        deadline = time.monotonic() + 30
+        while not marker.exists():
+            assert time.monotonic() < deadline, "the rollback never reached its first undo"
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert store.get_run(run).epoch == 0  # type: ignore[union-attr]  # not finished
+    # Run again at once: the dead process's lease is taken over, the rollback resumes.
+    rb.rollback(store, run, 0, who="human:ops", tools={"slow_undo": sample_agents.slow_undo,
+                                                       "put": sample_agents.put})
+    assert [p.read_text() for p in sorted(ws.iterdir())] == ["", "", ""]
+    row = store.get_run(run)
+    assert row is not None and (row.epoch, row.step) == (1, 0)
+    undone = [e.payload["effect"] for e in store.events(run) if e.kind == "effect.undone"]
+    assert len(undone) == len(set(undone)) == 3  # each undo recorded exactly once
+    assert verify_store(store).ok
+    store.close()

@@ -21,7 +21,7 @@ from tether.core.ids import Clock, UlidSource
 from tether.errors import NotFound, UsageError
 from tether.runtime import commands as cmds
 from tether.runtime.journal import RunJournal
-from tether.runtime.leases import owner_name
+from tether.runtime.leases import owner_name, reclaim_dead_local
 from tether.store.protocol import Store
 from tether.store.records import EffectRow, RunRow
 
@@ -105,6 +105,9 @@ def holding(store: Store, run: str, *, kind: str = "cli", ttl: float = 30.0,
     """
     owner = owner_name(kind)
     token = store.acquire(run, owner, ttl, time.time())
+    if token is None and reclaim_dead_local(store, runs=[run]):
+        # Held by a process on this machine that died (a killed CLI or worker): take over.
+        token = store.acquire(run, owner, ttl, time.time())
     if token is None:
         if busy is not None:
             raise UsageError(busy)

@@ -38,24 +38,25 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def reclaim_dead_local(store: Store, *, statuses: tuple[str, ...] = ("running", "sleeping")
-                       ) -> list[str]:
-    """Release live-looking leases whose owner process on this host is gone."""
-    freed = []
-    now = time.time()
-    for status in statuses:
-        for row in store.list_runs(status=status):
-            lease = store.lease_of(row.id)
-            if lease is None or lease[2] <= now:
-                continue
-            owner, token, _ = lease
-            host, _, rest = owner.partition(":")
-            pid = rest.split(":", 1)[0]
-            if host != HOST or not pid.isdigit() or int(pid) == os.getpid() or _alive(int(pid)):
-                continue
-            try:
-                store.release(row.id, owner, token)
-            except TetherError:
-                continue
-            freed.append(row.id)
-    return freed
+def reclaim_dead_local(store: Store, *, statuses: tuple[str, ...] = ("running", "sleeping"),
+                       runs: list[str] | None = None) -> list[str]:
+    """Release live-looking leases whose owner process on this host is gone (of ``runs``,
+    or of every run in ``statuses``)."""
+    ids = runs if runs is not None else [r.id for st in statuses for r in store.list_runs(status=st)]
+    return [run for run in ids if _reclaim(store, run)]
+
+
+def _reclaim(store: Store, run: str) -> bool:
+    lease = store.lease_of(run)
+    if lease is None or lease[2] <= time.time():
+        return False
+    owner, token, _ = lease
+    host, _, rest = owner.partition(":")
+    pid = rest.split(":", 1)[0]
+    if host != HOST or not pid.isdigit() or int(pid) == os.getpid() or _alive(int(pid)):
+        return False
+    try:
+        store.release(run, owner, token)
+    except TetherError:
+        return False
+    return True
