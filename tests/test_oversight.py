@@ -362,3 +362,66 @@ def test_swarm_pause_points_apply_to_its_runs(tmp_path: Path) -> None:
     res = runner.invoke(app, ["--store", str(db), "swarm", "crew", "--pause-every-steps", "0"])
     assert res.exit_code == 2 and "every_steps" in res.output
     store.close()
+
+
+async def _pay_each_step(ctx: Any, state: dict[str, Any]) -> Any:
+    n = state.get("n", 0) + 1
+    state["n"] = n
+    await ctx.call(send, to="bob" if n == 1 else "eve", amount=5 if n == 1 else 1000)
+    return Done() if n >= 2 else None
+
+
+def test_an_approval_covers_its_own_call_only(store: SQLiteStore) -> None:
+    """Step 2's call has the same index as step 1's: it must be decided afresh."""
+    agent = StepAgent(_pay_each_step, name="each", tools=[send])
+    policy = rules_from_python([])
+    run = start_run(store, agent, agent_ref="each", goal="pay")
+    worker = lambda: asyncio.run(  # noqa: E731 - a short local helper
+        Worker(store, agents={"each": agent}, policy=policy).run(until_idle=True))
+    worker()
+    (first,) = store.approvals(status="pending")
+    approvals.decide(store, first.id, approve=True, who="human:ada")
+    worker()
+    assert SENT == [{"to": "bob", "amount": 5}]
+    assert store.get_run(run).status == "awaiting_approval"  # type: ignore[union-attr]
+    (second,) = store.approvals(status="pending")
+    assert second.arguments == {"to": "eve", "amount": 1000}
+
+
+def test_a_journaled_denial_stands_without_a_policy(store: SQLiteStore) -> None:
+    run = start_run(store, PAY, agent_ref="payer", goal="pay")
+    drive(store, rules_from_python([]))
+    (req,) = store.approvals(status="pending")
+    approvals.decide(store, req.id, approve=False, who="human:ada", note="never pay bob")
+    drive(store, None)  # a worker started where no tether.toml is
+    assert SENT == [] and store.get_run(run).status == "done"  # type: ignore[union-attr]
+
+
+def test_a_decision_is_made_once_even_when_two_race(store: SQLiteStore,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    start_run(store, PAY, agent_ref="payer", goal="pay")
+    drive(store, rules_from_python([]))
+    (req,) = store.approvals(status="pending")
+    real = approvals._record
+
+    def racing(*a: Any, **kw: Any) -> Any:
+        # Bob decides between Alice's check and Alice's write.
+        monkeypatch.setattr(approvals, "_record", real)
+        approvals.decide(store, req.id, approve=False, who="human:bob", note="no")
+        return real(*a, **kw)
+
+    monkeypatch.setattr(approvals, "_record", racing)
+    with pytest.raises(UsageError, match="decided meanwhile"):
+        approvals.decide(store, req.id, approve=True, who="human:alice")
+    assert store.approval(req.id).decided_by == "human:bob"  # type: ignore[union-attr]
+
+
+def test_stop_cancels_pending_approvals(store: SQLiteStore) -> None:
+    from tether import ops
+    run = start_run(store, PAY, agent_ref="payer", goal="pay")
+    drive(store, rules_from_python([]))
+    (req,) = store.approvals(status="pending")
+    ops.send_command(store, run, "stop", who="human:ada")
+    assert store.approval(req.id).status == "cancelled"  # type: ignore[union-attr]
+    with pytest.raises(UsageError, match="cancelled"):
+        approvals.decide(store, req.id, approve=True, who="human:ada")

@@ -107,7 +107,30 @@ def _record(store: Store, row: ApprovalRow, decision: str, by: str, note: str | 
     with holding(store, row.run, busy=f"run {row.run} is held by a worker right now; try "
                  "again in a moment") as j:
         assert j is not None
+        now_row = store.approval(row.id)  # again, under the lease: decided once, by one
+        if now_row is None or now_row.status != "pending" or (
+                now_row.expires_at != row.expires_at and decision != "escalated"):
+            raise UsageError(f"approval {row.id} was decided meanwhile "
+                             f"({now_row.status if now_row else 'gone'}); nothing was changed")
+        if j.row.epoch != row.epoch or j.row.status in ("stopped", "done"):
+            raise UsageError(f"approval {row.id} no longer applies: run {row.run} is "
+                             f"{j.row.status} (epoch {j.row.epoch}, the request was made in "
+                             f"epoch {row.epoch})")
         return _journal_decision(store, j, row, decision, by, note, arguments, always, t)
+
+
+def cancel_pending(store: Store, j: RunJournal, why: str, by: str) -> int:
+    """Cancel the run's pending requests (it was stopped or rolled back): journaled, so a
+    later approve cannot make an old request apply to a different action."""
+    n = 0
+    for a in store.approvals(run=j.run, status="pending"):
+        j.append("approval.decided", {"i": a.idx, "approval": a.id, "decision": "cancelled",
+                                      "by": by, "note": why, "arguments": None,
+                                      "always": False}, step=a.step, actor=by, causes=(a.id,))
+        j.approval(dataclasses.replace(a, status="cancelled", decided_by=by,
+                                       decided_at=time.time(), note=why))
+        n += 1
+    return n
 
 
 def _journal_decision(store: Store, j: RunJournal, row: ApprovalRow, decision: str, by: str,

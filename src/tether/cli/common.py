@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 import orjson
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from tether.errors import TetherError, UsageError
 from tether.store import open_store
@@ -40,7 +41,8 @@ def handle_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except TetherError as exc:
-            err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+            err_console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False,
+                              soft_wrap=True)
             raise typer.Exit(2) from None
     return wrapper  # type: ignore[return-value]
 

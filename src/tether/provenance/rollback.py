@@ -115,8 +115,10 @@ def plan(store: Store, run_ref: str, to_step: int) -> RollbackPlan:
             # Only the newest effect on a path can be checked against the file as it is:
             # undoing newer ones first brings each older after-image back in turn.
             files = images.get(e.id, {})
-            conflicts = tuple(path for path, h in files.items()
-                              if ws and path not in seen and file_hash(Path(ws), path) != h)
+            # An undo an interrupted rollback started may have put the file back already.
+            conflicts = () if e.id in started else tuple(
+                path for path, h in files.items()
+                if ws and path not in seen and file_hash(Path(ws), path) != h)
             seen.update(files)
             p.undo.append(Undo(e, e.undo["tool"], dict(e.undo["arguments"]), conflicts,
                                e.id in started))
@@ -223,6 +225,8 @@ def _workspace(row: RunRow) -> Path | None:
 
 
 def _restore(store: Store, j: Any, p: RollbackPlan, by: str) -> None:
+    from tether.approvals import cancel_pending
+    cancel_pending(store, j, f"the run was rolled back to step {p.to_step}", by)
     _, _, state = run_state(store, p.run.id, p.to_step)
     old_epoch = j.row.epoch
     j.update(epoch=old_epoch + 1, step=p.to_step, status="paused", wake_at=None,

@@ -38,6 +38,8 @@ def apply(j: RunJournal, c: Command, *, step: int | None = None) -> str:
         j.update(status="sleeping" if asleep else "running", reason="",
                  wake_at=j.row.wake_at if asleep else None)
     elif c.kind == "stop":
+        from tether.approvals import cancel_pending
+        cancel_pending(j.store, j, "the run was stopped", who)
         j.append("run.stopped", {"reason": f"stopped by {who}"}, step=step, causes=(ev.id,))
         j.update(status="stopped", reason=f"stopped by {who}")
     elif c.kind == "budget":

@@ -60,7 +60,8 @@ class RunExecutor:
 
     def __init__(self, journal: RunJournal, agent: AgentLike, committer: GroupCommitter, *,
                  clock: Callable[[], float], prices: PriceTable, keyframe_every: int = 128,
-                 policy: Policy | None = None, pipeline: int = PIPELINE) -> None:
+                 policy: Policy | Callable[[], Policy | None] | None = None,
+                 pipeline: int = PIPELINE) -> None:
         self.journal = journal
         self.agent = agent
         self.committer = committer
@@ -72,7 +73,7 @@ class RunExecutor:
         shared = journal.store.swarm_pause_points(row.swarm) if row.swarm else {}
         self.pause_points = PausePoints.parse({**shared, **(row.spec.get("pause_points") or {})})
         self._alert: tuple[str, dict[str, Any]] | None = None
-        self.oversight = Oversight(self, policy)
+        self.oversight = Oversight(self, policy if callable(policy) else (lambda: policy))
         self.replay: dict[int, Recorded] = {}
         self.encoder = CheckpointEncoder(keyframe_every=keyframe_every, run=journal.run)
         self.state: dict[str, Any] = {}
@@ -391,6 +392,7 @@ class RunExecutor:
             j.append("run.sleeping", {"until": out.at}, step=step)
             j.update(status="sleeping", wake_at=out.at)
         self.replay = {}
+        self.oversight.clear()
         self.step_started = False
         if j.row.status == "running":
             await self._commit_step()

@@ -12,7 +12,7 @@ most once after it (the effect rules take over from there).
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -37,6 +37,9 @@ class Gate:
     requested: Event | None = None
     answered: Event | None = None
 
+    def empty(self) -> bool:
+        return self.decided is None and self.requested is None and self.answered is None
+
     def add(self, e: Event) -> None:
         if e.kind == "policy.decided":
             self.decided = e
@@ -51,20 +54,44 @@ class Oversight:
     """The gate for one executor. ``policy`` None means no policy is configured."""
 
     ex: RunExecutor
-    policy: Policy | None
+    source: Callable[[], Policy | None]
     gates: dict[int, Gate] = field(default_factory=dict)
+
+    @property
+    def policy(self) -> Policy | None:
+        """The policy in force now (the worker reloads it when its file changes)."""
+        return self.source()
 
     def record(self, e: Event) -> None:
         """Index a gate event of the in-flight step (on restore)."""
         self.gates.setdefault(int(e.payload["i"]), Gate()).add(e)
 
+    def clear(self) -> None:
+        """Forget the finished step's gates: the next step's calls are decided afresh."""
+        self.gates.clear()
+
+    def _gate(self, i: int, t: Tool, args_json: dict[str, Any], step: int) -> Gate:
+        """The journaled gate of this call, if it is this call's: same step, tool, arguments."""
+        g = self.gates.get(i)
+        if g is None:
+            return Gate()
+        for e in (g.decided, g.requested):
+            if e is None:
+                continue
+            if e.step != step or e.payload.get("tool") != t.name or (
+                    "arguments" in e.payload and e.payload["arguments"] != args_json):
+                self.ex.nondeterminism(step, i, expected=f"{e.kind} for {e.payload.get('tool')}",
+                                       got=f"a call of {t.name} with other arguments")
+        return g
+
     async def check(self, t: Tool, args: dict[str, Any], args_json: dict[str, Any], i: int,
                     step: int) -> dict[str, Any]:
         """Return the arguments to run with, or raise to deny, defer or wait."""
+        g = self._gate(i, t, args_json, step)
         ask_first = t.effect == "irreversible" and self.ex.pause_points.before_irreversible
-        if self.policy is None and not ask_first:
+        if self.policy is None and not ask_first and g.empty():
             return args
-        g = self.gates.get(i, Gate())
+        # A journaled decision stands, with or without a policy loaded now.
         if g.answered is not None:
             return self._answered(t, args, g.answered)
         if g.requested is not None:

@@ -210,7 +210,7 @@ class Worker:
             raise LeaseLost(str(exc)) from exc
         self._reload_policy()
         ex = RunExecutor(j, agent, self.committer, clock=self.clock.now, prices=self.prices,
-                         keyframe_every=self.keyframe_every, policy=self.policy,
+                         keyframe_every=self.keyframe_every, policy=lambda: self.policy,
                          pipeline=self.pipeline)
         ex.load(self.store.tail_events(rid, row.epoch, row.step + 1),
                 self.store.swarm_budget(row.swarm) if row.swarm else None)
@@ -315,6 +315,7 @@ class Worker:
             await asyncio.sleep(max(self.poll, 0.02))
             if not self.active:
                 continue
+            self._reload_policy()  # a changed policy reaches the runs already going
             try:
                 pending = self.store.pending_commands(list(self.active))
             except StoreError as exc:

@@ -74,7 +74,7 @@ class EffectRow:
     updated: float = 0.0
 
 
-APPROVAL_STATUSES = ("pending", "approved", "denied", "expired")
+APPROVAL_STATUSES = ("pending", "approved", "denied", "expired", "cancelled")
 
 
 @dataclass(frozen=True, slots=True)
