@@ -173,6 +173,8 @@ def test_kill_9_during_a_rollback_then_resume_it(tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
     assert store.get_run(run).epoch == 0  # type: ignore[union-attr]  # not finished
+    res = ops.send_command(store, run, "resume", who="human:ops")
+    assert res.outcome.startswith("ignored: a rollback to step 0 is unfinished")
     # Run again at once: the dead process's lease is taken over, the rollback resumes.
     rb.rollback(store, run, 0, who="human:ops", tools={"slow_undo": sample_agents.slow_undo,
                                                        "put": sample_agents.put})

@@ -80,6 +80,8 @@ class RollbackPlan:
         for e in self.missing_undo:
             out.append(f"  ERROR   step {e.step} {e.tool} ({e.id}): reversible but no undo was "
                        "registered")
+        if self.to_step == r.step and not self.undo:
+            return [f"run {r.name} ({r.id}) is at step {r.step} already: nothing to roll back"]
         out.append(f"  restore the state of step {self.to_step} (steps after it stay in the "
                    "journal as history); budgets are not refunded")
         return out
@@ -159,6 +161,12 @@ def rollback(store: Store, run_ref: str, to_step: int, *, accept_irreversible: b
         p = plan(store, run.id, to_step)  # again, under the lease
         _refuse(p, accept_irreversible=accept_irreversible, force=force)
         registry = _undo_tools(p.run, tools)
+        if j.row.spec.get("rolling_back") != to_step:
+            # Until it finishes, the run must not be resumed with its files half undone.
+            j.update(status="paused", spec={**j.row.spec, "rolling_back": to_step},
+                     reason=f"a rollback to step {to_step} is in progress; if it was "
+                            f"interrupted, run `tether rollback {run.id} --to {to_step}` again")
+            j.flush_sync()
         for u in p.undo:
             _undo(j, u, registry)
         _restore(store, j, p, by)
@@ -229,7 +237,8 @@ def _restore(store: Store, j: Any, p: RollbackPlan, by: str) -> None:
     cancel_pending(store, j, f"the run was rolled back to step {p.to_step}", by)
     _, _, state = run_state(store, p.run.id, p.to_step)
     old_epoch = j.row.epoch
-    j.update(epoch=old_epoch + 1, step=p.to_step, status="paused", wake_at=None,
+    spec = {k: v for k, v in j.row.spec.items() if k != "rolling_back"}
+    j.update(epoch=old_epoch + 1, step=p.to_step, status="paused", wake_at=None, spec=spec,
              reason=f"rolled back to step {p.to_step} by {by}; `tether resume` goes on from there")
     ck = CheckpointEncoder(run=p.run.id).encode(p.to_step, state, force_key=True)
     j.checkpoint(ck)

@@ -21,7 +21,7 @@ TERMINAL: Final = ("stopped", "done")
 def apply(j: RunJournal, c: Command, *, step: int | None = None) -> str:
     """Journal and apply ``c`` to the run behind ``j``; return what happened."""
     status = j.row.status
-    outcome = _decide(c, status)
+    outcome = _decide(c, status, j.row.spec)
     ev = j.append("command", {"command": c.id, "kind": c.kind, "args": c.args,
                               "outcome": outcome}, step=step, actor=c.actor)
     j.command_applied(c.id)
@@ -54,7 +54,7 @@ def apply(j: RunJournal, c: Command, *, step: int | None = None) -> str:
     return outcome
 
 
-def _decide(c: Command, status: str) -> str:
+def _decide(c: Command, status: str, j_spec: dict[str, object]) -> str:
     if c.kind not in KINDS:
         return f"ignored: unknown command {c.kind!r}"
     if status in TERMINAL and c.kind != "budget":
@@ -63,4 +63,7 @@ def _decide(c: Command, status: str) -> str:
         return f"ignored: the run is {status}"
     if c.kind == "resume" and status in ("running", "sleeping"):
         return f"ignored: the run is already {status}"
+    if c.kind == "resume" and j_spec.get("rolling_back") is not None:
+        return (f"ignored: a rollback to step {j_spec['rolling_back']} is unfinished; run "
+                "`tether rollback` again to finish it")
     return "applied"
