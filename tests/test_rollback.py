@@ -185,3 +185,33 @@ def test_kill_9_during_a_rollback_then_resume_it(tmp_path: Path) -> None:
     assert len(undone) == len(set(undone)) == 3  # each undo recorded exactly once
     assert verify_store(store).ok
     store.close()
+
+
+def test_fork_at_a_step_with_edited_state_in_a_rewound_copy(store: SQLiteStore, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch
+                                                             ) -> None:
+    from tether.provenance.fork import fork
+    monkeypatch.setattr("tether.provenance.fork.load_agent", lambda ref, reg=None: WRITER)
+    ws = tmp_path / "ws"
+    run = start(store, ws)
+    drive(store)
+    at_two = snapshot(ws)
+    for _ in range(2):
+        ops.send_command(store, run, "resume", who="human:t")
+        drive(store)
+    parent_files = snapshot(ws)
+    child = fork(store, run, 2, edits={"hint": "be brief"}, who="human:ops")
+    row = store.get_run(child)
+    assert row is not None and row.parent == run
+    assert row.spec["forked_from"]["step"] == 2 and row.spec["forked_from"]["epoch"] == 0
+    child_ws = Path(row.spec["workspace"])
+    assert child_ws != ws and snapshot(child_ws) == at_two
+    _, _, state = ops.run_state(store, child)
+    assert state["n"] == 2 and state["hint"] == "be brief"
+    asyncio.run(Worker(store, agents=AGENTS).run(until_idle=True))
+    assert snapshot(ws) == parent_files  # the parent's workspace is untouched
+    assert (child_ws / "notes" / "step-3.txt").exists()
+    assert verify_store(store).ok
+    res = CliRunner().invoke(app, ["--store", str(store.path), "fork", run, "--at", "1",
+                                   "--set", "hint=not json"])
+    assert res.exit_code == 2 and "not JSON" in res.output

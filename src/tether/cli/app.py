@@ -44,6 +44,8 @@ def _register() -> None:
     app.command()(approvals_cmd.deny)
     from tether.cli import rollback_cmd
     app.command()(rollback_cmd.rollback)
+    from tether.cli import fork_cmd
+    app.command()(fork_cmd.fork)
     store_app.command("backup")(control.backup)
     audit_app.command("verify")(inspect.verify)
     from tether.cli.policy_cmd import policy_app

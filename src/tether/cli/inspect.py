@@ -60,6 +60,11 @@ def show(run: Annotated[str, typer.Argument(help="Run id, name or id prefix.")],
     console.print(f"agent {row.agent}   swarm {row.swarm or '-'}   epoch {row.epoch}   "
                   f"step {row.step}")
     console.print(f"goal: {row.goal}")
+    lineage = row.spec.get("forked_from")
+    if lineage:
+        console.print(f"forked from run {lineage['run']} at step {lineage['step']} "
+                      f"(epoch {lineage['epoch']})" + (f" with {', '.join(lineage['edits'])} "
+                                                       "changed" if lineage["edits"] else ""))
     if row.reason:
         console.print(f"reason: {row.reason}", highlight=False)
     if row.wake_at:

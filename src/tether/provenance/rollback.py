@@ -160,7 +160,7 @@ def rollback(store: Store, run_ref: str, to_step: int, *, accept_irreversible: b
         assert j is not None
         p = plan(store, run.id, to_step)  # again, under the lease
         _refuse(p, accept_irreversible=accept_irreversible, force=force)
-        registry = _undo_tools(p.run, tools)
+        registry = undo_tools(p.run, tools)
         if j.row.spec.get("rolling_back") != to_step:
             # Until it finishes, the run must not be resumed with its files half undone.
             j.update(status="paused", spec={**j.row.spec, "rolling_back": to_step},
@@ -190,7 +190,7 @@ def _refuse(p: RollbackPlan, *, accept_irreversible: bool, force: bool) -> None:
                          "someone else's change. Look first, then use --force")
 
 
-def _undo_tools(run: RunRow, extra: dict[str, Tool] | None) -> dict[str, Tool]:
+def undo_tools(run: RunRow, extra: dict[str, Tool] | None) -> dict[str, Tool]:
     registry = {t.name: t for t in FILE_TOOLS}
     with contextlib.suppress(UsageError):  # else only the built-in undos are available here
         registry.update({t.name: t for t in load_agent(run.agent).tools})

@@ -57,7 +57,7 @@ def start_run(store: Store, agent: AgentLike, *, agent_ref: str, goal: str,
               state: dict[str, Any] | None = None, clock: Clock | None = None,
               ids: UlidSource | None = None, actor: str = "system",
               options: Mapping[str, Any] | None = None,
-              pause_points: Mapping[str, Any] | None = None) -> str:
+              pause_points: Mapping[str, Any] | None = None, parent: str | None = None) -> str:
     """Create a run: its ``run.started`` event, projection row and step-0 checkpoint.
 
     Returns:
@@ -79,10 +79,11 @@ def start_run(store: Store, agent: AgentLike, *, agent_ref: str, goal: str,
         spec["pause_points"] = PausePoints.parse(points).to_json()
     row = RunRow(id=run_id, name=name or f"{agent.name}-{run_id[-6:].lower()}", agent=agent_ref,
                  swarm=swarm, goal=goal, status="running", epoch=0, step=0, seq=0, head="",
-                 spec=spec, budget=b, usage={}, wake_at=None, created=now, updated=now)
+                 spec=spec, budget=b, usage={}, wake_at=None, created=now, updated=now,
+                 parent=parent)
     j = RunJournal(store, row, None, src, clk.now)
     j.append("run.started", {"name": row.name, "agent": agent_ref, "goal": goal, "swarm": swarm,
-                             "budget": b, "spec": spec}, step=0, actor=actor)
+                             "budget": b, "spec": spec, "parent": parent}, step=0, actor=actor)
     ck = CheckpointEncoder(run=run_id).encode(0, init, force_key=True)
     j.checkpoint(ck)
     j.append("checkpoint", checkpoint_info(ck), step=0, actor=actor)

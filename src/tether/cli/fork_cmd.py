@@ -1,0 +1,42 @@
+"""``tether fork``: a new run from a step of another, optionally with edited state."""
+
+from __future__ import annotations
+
+import json as jsonlib
+from typing import Annotated, Any
+
+import typer
+
+from tether import ops
+from tether.cli.common import console, handle_errors, store
+from tether.errors import UsageError
+from tether.provenance.fork import fork as do_fork
+
+
+@handle_errors
+def fork(run: Annotated[str, typer.Argument(help="Run id, name or id prefix.")],
+         at: Annotated[int, typer.Option("--at", help="The step to fork from.")],
+         set_: Annotated[list[str] | None, typer.Option(
+             "--set", help="KEY=JSON: change a state key in the child, repeatable.")] = None,
+         shared_workspace: Annotated[bool, typer.Option(
+             help="Share the parent's workspace instead of a copy rewound to the step.")]
+         = False,
+         name: Annotated[str | None, typer.Option(help="Name of the new run.")] = None,
+         as_: Annotated[str | None, typer.Option("--as", help="Act as NAME.")] = None) -> None:
+    """Start a new run from a step of another ("what if it had known X"); the lineage is
+    recorded. Drive it with `tether worker`."""
+    edits: dict[str, Any] = {}
+    for item in set_ or []:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise UsageError(f"--set {item!r}: expected KEY=JSON, e.g. hint='\"check the logs\"'")
+        try:
+            edits[key] = jsonlib.loads(raw)
+        except ValueError as exc:
+            raise UsageError(f"--set {key}: {raw!r} is not JSON ({exc}); quote strings") from None
+    s = store()
+    child = do_fork(s, run, at, edits=edits, shared_workspace=shared_workspace, name=name,
+                    who=ops.actor(as_))
+    row = ops.find_run(s, child)
+    console.print(f"forked run {row.parent} at step {at} into {row.name} ({row.id}); "
+                  f"workspace {row.spec.get('workspace') or '-'}; drive it with `tether worker`")

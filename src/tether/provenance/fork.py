@@ -1,0 +1,70 @@
+"""Fork a run at step K: a new run from that checkpoint, optionally with edited state.
+
+"What if it had known X": the child starts from the parent's state at K (in
+the parent's current epoch), with ``--set KEY=JSON`` edits applied, in its own
+copy of the workspace by default. The copy is put back to how it was at K by
+running, on the copy only, the undos of the parent's reversible effects after
+K (newest first); irreversible effects happened in the world and stay. The
+lineage (parent run, epoch, step, edits) is recorded in the child's
+``run.started`` event and spec, and in its ``parent`` column.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from tether.errors import UsageError
+from tether.ops import actor, run_state
+from tether.provenance import rollback as rb
+from tether.runtime.runs import load_agent, start_run
+from tether.store.protocol import Store
+from tether.tools.base import ToolContext, _current
+
+
+def fork(store: Store, run_ref: str, at: int, *, edits: Mapping[str, Any] | None = None,
+         shared_workspace: bool = False, name: str | None = None,
+         who: str | None = None) -> str:
+    """Start the child run; return its id."""
+    parent, _, state = run_state(store, run_ref, at)
+    for key, value in (edits or {}).items():
+        if not key:
+            raise UsageError("--set needs KEY=JSON with a non-empty key")
+        state[key] = value
+    ws = parent.spec.get("workspace")
+    child_ws: str | None = ws
+    undone: list[str] = []
+    if ws and not shared_workspace:
+        p = rb.plan(store, parent.id, at)
+        child_ws = str(Path(ws).with_name(f"{Path(ws).name}-fork-{parent.id[-6:].lower()}-{at}"))
+        if Path(child_ws).exists():
+            raise UsageError(f"{child_ws} exists already; remove it or fork at another step")
+        shutil.copytree(ws, child_ws, symlinks=True)
+        undone = _rewind_copy(p, Path(child_ws))
+    agent = load_agent(parent.agent)
+    lineage = {"run": parent.id, "epoch": parent.epoch, "step": at, "edits": dict(edits or {}),
+               "workspace_undone": undone, "shared_workspace": shared_workspace}
+    return start_run(store, agent, agent_ref=parent.agent, goal=parent.goal,
+                     name=name or f"{parent.name}-fork{at}", swarm=parent.swarm,
+                     budget=parent.budget, workspace=child_ws, state=state,
+                     actor=who or actor(), options={"forked_from": lineage}, parent=parent.id)
+
+
+def _rewind_copy(p: rb.RollbackPlan, root: Path) -> list[str]:
+    """Undo the parent's reversible effects after the step on the copy only."""
+    registry = rb.undo_tools(p.run, None)
+    done = []
+    for u in p.undo:
+        tool = registry.get(u.tool)
+        if tool is None:
+            raise UsageError(f"cannot rewind the workspace copy: the undo of effect "
+                             f"{u.effect.id} needs tool {u.tool!r}; use --shared-workspace")
+        token = _current.set(ToolContext(p.run.id, p.to_step, None, None, root))
+        try:
+            tool.fn(**tool.validate(u.arguments))
+        finally:
+            _current.reset(token)
+        done.append(u.effect.id)
+    return done
