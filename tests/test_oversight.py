@@ -425,3 +425,35 @@ def test_stop_cancels_pending_approvals(store: SQLiteStore) -> None:
     assert store.approval(req.id).status == "cancelled"  # type: ignore[union-attr]
     with pytest.raises(UsageError, match="cancelled"):
         approvals.decide(store, req.id, approve=True, who="human:ada")
+
+
+async def _v1(ctx: Any, state: dict[str, Any]) -> Any:
+    await ctx.call(send, to="bob", amount=1)
+    return None
+
+
+async def _v2(ctx: Any, state: dict[str, Any]) -> Any:
+    await ctx.call(send, to="mallory", amount=1)
+    return Done()
+
+
+def test_resuming_under_a_changed_definition_is_refused_until_accepted(
+        store: SQLiteStore) -> None:
+    from tether import ops
+    v1 = StepAgent(_v1, name="changer", tools=[send])
+    run = start_run(store, v1, agent_ref="changer", goal="pay")
+    ops.send_command(store, run, "pause", who="human:ada")
+    v2 = StepAgent(_v2, name="changer", tools=[send])
+    ops.send_command(store, run, "resume", who="human:ada")
+    asyncio.run(Worker(store, agents={"changer": v2}).run(until_idle=True))
+    row = store.get_run(run)
+    assert row is not None and row.status == "paused" and "--accept-change" in row.reason
+    assert SENT == []
+    ev = next(e for e in store.events(run) if e.kind == "definition.changed")
+    assert ev.payload["rule"] == "refuse" and ev.payload["decision"] == "refused"
+    ops.send_command(store, run, "resume", {"accept_change": True}, who="human:ada")
+    asyncio.run(Worker(store, agents={"changer": v2}).run(until_idle=True))
+    assert store.get_run(run).status == "done" and SENT == [{"to": "mallory", "amount": 1}]  # type: ignore[union-attr]
+    decisions = [e.payload["decision"] for e in store.events(run)
+                 if e.kind == "definition.changed"]
+    assert decisions == ["refused", "resumed"]

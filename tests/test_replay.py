@@ -284,7 +284,9 @@ def test_a_different_call_on_replay_pauses_with_nondeterminism(
     RAN.clear()
     run = _partial_step(files.store)
     assert RAN == ["a", "b"]
-    drive(files.store, {"drift": StepAgent(fn, name="drift", tools=[probe, ck.mark])})
+    # The changed code is allowed to resume (on_change), so the replay check is what stops it.
+    drive(files.store, {"drift": StepAgent(fn, name="drift", tools=[probe, ck.mark],
+                                           on_change="warn")})
     row = files.store.get_run(run)
     assert row is not None and row.status == "paused"
     nd = only(files.store.events(run), "nondeterminism")
@@ -442,8 +444,9 @@ def test_unserialisable_state_fails_the_run_naming_key_and_step_and_loses_nothin
     assert [e.status for e in files.store.effects(run=run)] == ["done", "done"]
     assert "bad" not in state_of(files.store, run)
 
-    # Fixed code resumes from the step-1 checkpoint; step 2's effect is not repeated.
-    ops.send_command(files.store, run, "resume", who="human:test")
+    # Fixed code resumes from the step-1 checkpoint; step 2's effect is not repeated. The
+    # agent's definition changed, so the operator says so (tether resume --accept-change).
+    ops.send_command(files.store, run, "resume", {"accept_change": True}, who="human:test")
     drive(files.store, {"leaky": StepAgent(_fixed, name="leaky", tools=[ck.mark])})
     assert status(files.store, run) == "done"
     assert [ln.step for ln in ck.read_side(files.side)] == [1, 2, 3]

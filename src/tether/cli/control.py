@@ -111,10 +111,11 @@ def _targets(run: str | None, every: bool, agent: str | None, swarm: str | None)
     return [r.id for r in rows]
 
 
-def _command(kind: str, runs: list[str], as_: str | None) -> None:
+def _command(kind: str, runs: list[str], as_: str | None,
+             args: dict[str, object] | None = None) -> None:
     s = store()
     for run in runs:
-        res = ops.send_command(s, run, kind, None, who=ops.actor(as_), wait=0 if len(runs) > 1
+        res = ops.send_command(s, run, kind, args, who=ops.actor(as_), wait=0 if len(runs) > 1
                                else 5.0)
         row = ops.find_run(s, res.run)
         if res.applied and res.outcome != "applied":
@@ -141,9 +142,12 @@ def pause(run: RunArg = None, every: AllOpt = False, agent: AgentOpt = None,
 
 @handle_errors
 def resume(run: Annotated[str, typer.Argument(help="Run id, name or id prefix.")],
+           accept_change: Annotated[bool, typer.Option(
+               help="Go on although the agent's definition changed since the run last ran.")]
+           = False,
            as_: AsOpt = None) -> None:
     """Resume a paused or failed run (a failed step is re-run from its checkpoint)."""
-    _command("resume", [run], as_)
+    _command("resume", [run], as_, {"accept_change": True} if accept_change else None)
 
 
 @handle_errors

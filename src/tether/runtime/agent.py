@@ -61,9 +61,11 @@ class Agent:
 
     def __init__(self, name: str, *, model: Model, instructions: str,
                  tools: Sequence[Tool] = (), budget: Mapping[str, float] | None = None,
-                 pause_points: Mapping[str, Any] | None = None) -> None:
+                 pause_points: Mapping[str, Any] | None = None,
+                 on_change: str | None = None) -> None:
         self.name = name
         self.pause_points = dict(pause_points) if pause_points else None
+        self.on_change = on_change
         self.model: Model | None = model
         self.instructions = instructions
         self.tools = tuple(tools)
@@ -151,9 +153,13 @@ class StepAgent:
     def __init__(self, fn: StepFn, *, name: str | None = None, tools: Sequence[Tool] = (),
                  model: Model | None = None, budget: Mapping[str, float] | None = None,
                  init: Callable[[str], dict[str, Any]] | None = None,
-                 pause_points: Mapping[str, Any] | None = None) -> None:
+                 pause_points: Mapping[str, Any] | None = None,
+                 on_change: str | None = None) -> None:
         self.fn = fn
         self.pause_points = dict(pause_points) if pause_points else None
+        self.on_change = on_change
+        """What to do when a run resumes under a changed definition of this agent:
+        ``refuse`` (default with irreversible tools), ``warn`` or ``allow``."""
         self.name = name or fn.__name__
         self.tools = tuple(tools)
         self.model = model

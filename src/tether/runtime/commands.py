@@ -37,6 +37,8 @@ def apply(j: RunJournal, c: Command, *, step: int | None = None) -> str:
         j.append("run.resumed", {"by": who, "from": status}, step=step, causes=(ev.id,))
         j.update(status="sleeping" if asleep else "running", reason="",
                  wake_at=j.row.wake_at if asleep else None)
+        if c.args.get("accept_change"):
+            j.update(spec={**j.row.spec, "accept_definition_change": True})
     elif c.kind == "stop":
         from tether.approvals import cancel_pending
         cancel_pending(j.store, j, "the run was stopped", who)

@@ -179,6 +179,31 @@ class RunExecutor:
         if self.pause_points.on_alert:
             self._alert = (name, dict(detail or {}))
 
+    def _check_definition(self) -> None:
+        """Resuming under a changed agent (instructions, model, tools, step source): decide
+        by the run's rule whether to go on. Default: refuse for agents with irreversible
+        tools (a human looks first), warn for the others; the decision is journaled."""
+        j = self.journal
+        spec = j.row.spec
+        old, new = spec.get("definition"), self.agent.definition_hash()
+        if not old or old == new:
+            return
+        rule = str(spec.get("on_definition_change") or getattr(self.agent, "on_change", None)
+                   or ("refuse" if any(t.effect == "irreversible" for t in self.agent.tools)
+                       else "warn"))
+        if spec.get("accept_definition_change"):
+            rule = "accepted"
+        refused = rule == "refuse"
+        j.append("definition.changed", {"old": old, "new": new, "rule": rule,
+                                        "decision": "refused" if refused else "resumed"})
+        if refused:
+            raise PauseRequested(
+                f"run {j.run}: agent {self.agent.name}'s definition changed since the run last "
+                "ran (instructions, model, tools or step code); review the change, then "
+                f"`tether resume {j.run} --accept-change`", detail={"definition_changed": True})
+        j.update(spec={k: v for k, v in {**spec, "definition": new}.items()
+                       if k != "accept_definition_change"})
+
     def _review_point(self) -> None:
         """Pause for a human at a configured review point (every N steps or T minutes)."""
         j = self.journal
@@ -269,6 +294,7 @@ class RunExecutor:
         """Step until the run leaves ``running``; return the final status."""
         j = self.journal
         try:
+            self._check_definition()
             if j.row.status == "sleeping":
                 j.update(status="running", wake_at=None)
             while True:
