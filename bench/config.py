@@ -37,6 +37,10 @@ class Config:
     """Fresh worker subprocesses (each with ``stop_runs`` runs) the stop samples are pooled from."""
     target_n: int = 1000
     """N at which per-step overhead is compared."""
+    rollback_steps: int = 1000
+    """Steps (one file effect each) of the run rolled back to step 0."""
+    rollback_repeats: int = 5
+    """Fresh runs built and rolled back (~3 s each at 1,000 steps)."""
 
     def steps_text(self) -> str:
         """How the swarm benchmark's ideal is defined, for the report."""
@@ -54,4 +58,5 @@ FULL = Config(quick=False, sizes=(200, 1000, 3000), repeats=5, lg_repeats=3,
 QUICK = Config(quick=True, sizes=(100, 300), repeats=2, lg_repeats=2, invoke_sizes=(100,),
                read_repeats=5, concurrent_runs=20, concurrent_steps=50, swarm_runs=200,
                swarm_steps=2, swarm_repeats=2, model_delay=1.0, policy_batches=300, stop_runs=200,
-               stop_sample=20, stop_repeats=1, target_n=300)
+               stop_sample=20, stop_repeats=1, target_n=300,
+               rollback_steps=200, rollback_repeats=2)

@@ -23,6 +23,7 @@ from bench.config import Config
 from bench.diagnostics import Diagnosis, diagnose
 from bench.machine import facts, load_average
 from bench.policy_cost import PolicySample, run_policy
+from bench.rollback_cost import RollbackSample, run_rollback
 from bench.sqlite_baseline import CommitSample, run_commits
 from bench.stats import percentile
 from bench.stop_latency import StopSample, run_stop
@@ -48,6 +49,7 @@ class Results:
     policy: list[PolicySample] = field(default_factory=list)
     stops: list[StopSample] = field(default_factory=list)
     """Every repeat's samples, one per way of stopping (one at a time, burst)."""
+    rollbacks: list[RollbackSample] = field(default_factory=list)
     diagnoses: list[Diagnosis] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -68,6 +70,7 @@ def run_all(cfg: Config, workdir: Path, *, profile: bool = False) -> Results:
     _memory(res, workdir)
     _policy(res)
     _stop(res, workdir)
+    _rollback(res, workdir)
     _diagnose(res, workdir, profile)
     res.seconds = time.perf_counter() - t0
     res.facts["load average at end (1, 5, 15 min)"] = load_average()
@@ -165,6 +168,17 @@ def _stop(res: Results, workdir: Path) -> None:
             log(f"stop rep {rep + 1}, {s.mode} among {s.runs} active runs: "
                 f"{percentile(s.latencies, 0.5) * 1e3:.1f} ms median, "
                 f"{percentile(s.latencies, 0.99) * 1e3:.1f} ms p99, {s.latencies[-1] * 1e3:.1f} ms max")
+        gc.collect()
+
+
+def _rollback(res: Results, workdir: Path) -> None:
+    cfg = res.config
+    for rep in range(cfg.rollback_repeats):
+        s = run_rollback(cfg.rollback_steps, workdir)
+        res.rollbacks.append(s)
+        log(f"rollback rep {rep + 1}: {s.effects} file effects undone in {s.rollback:.3f} s "
+            f"({s.per_effect * 1e3:.2f} ms each), plan {s.plan * 1e3:.1f} ms; "
+            f"run built in {s.build:.1f} s")
         gc.collect()
 
 

@@ -42,10 +42,23 @@ def section(res: Results) -> str:
         paras.append(_policy(res))
     if len(ts) > 8 and not ts[8].passed and res.stops:
         paras.append(_stop(res))
+    if len(ts) > 9 and ts[9].passed is False and res.rollbacks:
+        paras.append(_rollback(res))
     if res.memory:
         paras.append(_memory(res))
     body = "\n\n".join(paras) if paras else "Every target passes in this run."
     return f"## Why targets are missed\n\n{body}\n"
+
+
+def _rollback(res: Results) -> str:
+    rs = res.rollbacks
+    per = Summary.of([r.per_effect for r in rs]).median
+    plan = Summary.of([r.plan for r in rs]).median
+    floor = _floor(res, 1) if res.commits.get(1) else float("nan")
+    return (f"**Rollback.** {us(per)} per undone effect, of which the plan is "
+            f"{us(plan / rs[0].steps)}; each undo makes two commits durable (`effect.undoing` "
+            f"before the undo, `effect.undone` after), where a bare one-row commit costs "
+            f"{us(floor)} on this disk, and `fs_restore` fsyncs the folder it changed.")
 
 
 def _floor(res: Results, rows: int) -> float:
@@ -67,7 +80,7 @@ def _step(res: Results, d: Diagnosis) -> str:
             f"KiB) per step and fsyncs them, where a bare one-row commit costs {us(floor)} on this "
             f"disk. 1/5 of LangGraph's overhead is {us(budget)}: that leaves "
             f"{us(max(budget - floor, 0))} beyond the bare commit for everything else, so both "
-            "halves must shrink (see the profile in section 8), or the next step must be allowed "
+            "halves must shrink (see the profile in section 9), or the next step must be allowed "
             "to run while the previous step's commit is in flight.")
 
 
@@ -76,7 +89,7 @@ def _concurrent(res: Results, d: Diagnosis) -> str:
     e, c = (d.wal_pages.get(t, 0) / d.total_steps for t in ("events", "checkpoints"))
     pages = sum(d.wal_pages.values()) / d.total_steps
     return (f"**Group commit with {d.runs} runs.** The worker is CPU-bound: {us(cpu)} of CPU per "
-            "step (both threads) against a 30 µs budget; the instrumented pass of section 8 (a "
+            "step (both threads) against a 30 µs budget; the instrumented pass of section 9 (a "
             f"separate run) measured {us(d.per_step(d.loop_cpu))} per step on the event loop and "
             f"{us(d.per_step(d.commit_cpu))} in the writer. Batching "
             f"works ({d.total_steps / max(d.commits, 1):.0f} steps per commit), but each write "
