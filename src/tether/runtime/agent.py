@@ -173,12 +173,18 @@ class StepAgent:
         return inspect.iscoroutinefunction(self.fn)
 
     def definition_hash(self) -> str:
-        try:
-            src = inspect.getsource(self.fn)
-        except (OSError, TypeError):
-            src = self.fn.__qualname__
-        return digest({"source": src, "model": self.model.name if self.model else None,
-                       "tools": [t.spec() for t in self.tools]})
+        # Computed once per agent object: reading the source is slow, and every run of the
+        # agent asks for it when a worker takes the run.
+        cached: str | None = getattr(self, "_definition", None)
+        if cached is None:
+            try:
+                src = inspect.getsource(self.fn)
+            except (OSError, TypeError):
+                src = self.fn.__qualname__
+            cached = digest({"source": src, "model": self.model.name if self.model else None,
+                             "tools": [t.spec() for t in self.tools]})
+            self._definition = cached
+        return cached
 
     def step(self, ctx: Any, state: dict[str, Any]) -> Any:
         return self.fn(ctx, state)
