@@ -37,6 +37,21 @@ def _wait(cond: Callable[[], bool], timeout: float = 20.0) -> None:
         time.sleep(0.02)
 
 
+def _kill_worker_inside_tool(path: Path, side: Path, marker: Path, **env: str) -> None:
+    """Run a real worker subprocess and SIGKILL it once a tool has written ``marker``."""
+    full = {**os.environ, "TETHER_TEST_SIDE": str(side), "TETHER_TEST_MARKER": str(marker),
+            "PYTHONPATH": str(REPO), **env}
+    proc = subprocess.Popen([sys.executable, "-m", "tests.sample_agents", "worker", str(path)],
+                            env=full, cwd=REPO)
+    try:
+        _wait(marker.exists)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
 def _start(store: SQLiteStore, name: str, **kw: object) -> str:
     agent = getattr(sample_agents, name)
     return start_run(store, agent, agent_ref=f"tests.sample_agents:{name}", goal="test", **kw)  # type: ignore[arg-type]
@@ -157,17 +172,7 @@ def test_kill_during_an_effect_then_resolve(tmp_path: Path) -> None:
     side, marker = tmp_path / "side.txt", tmp_path / "marker"
     store = SQLiteStore(path)
     rid = _start(store, "pay_once")
-    env = {**os.environ, "TETHER_TEST_SIDE": str(side), "TETHER_TEST_MARKER": str(marker),
-           "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen([sys.executable, "-m", "tests.sample_agents", "worker", str(path)],
-                            env=env, cwd=REPO)
-    try:
-        _wait(marker.exists)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(10)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    _kill_worker_inside_tool(path, side, marker)
     assert side.read_text().count("charge 42") == 1
     os.environ["TETHER_TEST_SIDE"] = str(side)
     try:
@@ -243,17 +248,7 @@ def test_kill_between_approval_and_execution_runs_it_at_most_once(tmp_path: Path
     asyncio.run(Worker(store, policy=load_policy(policy_file)).run(until_idle=True))
     (req,) = store.approvals(status="pending")
     approvals.decide(store, req.id, approve=True, who="human:ops")
-    env = {**os.environ, "TETHER_TEST_SIDE": str(side), "TETHER_TEST_MARKER": str(marker),
-           "TETHER_TEST_POLICY": str(policy_file), "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen([sys.executable, "-m", "tests.sample_agents", "worker", str(path)],
-                            env=env, cwd=REPO)
-    try:
-        _wait(marker.exists)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(10)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    _kill_worker_inside_tool(path, side, marker, TETHER_TEST_POLICY=str(policy_file))
     time.sleep(2.1)  # the dead worker's lease (2 s) runs out
     os.environ["TETHER_TEST_SIDE"] = str(side)
     try:
