@@ -34,8 +34,9 @@ from tether.errors import (
 from tether.models import Message, Model, ModelResponse, ScriptedModel, ToolCall, ToolSpec, Usage
 from tether.runtime.agent import Agent, AgentLike, StepAgent, step_agent
 from tether.runtime.context import StepContext, SyncStepContext
-from tether.runtime.outcome import Continue, Done, SleepUntil
+from tether.runtime.outcome import AwaitMessages, Continue, Done, SleepUntil
 from tether.runtime.runs import load_agent, start_run
+from tether.runtime.swarm import BoardEntry, InboxMessage
 from tether.runtime.worker import Worker
 from tether.store import SQLiteStore, Store, open_store
 from tether.tools import Effect, Tool, ToolContext, current, record_after, register_undo, tool
@@ -55,6 +56,8 @@ __all__ = [
     "Agent",
     "AgentLike",
     "AwaitApproval",
+    "AwaitMessages",
+    "BoardEntry",
     "BudgetExceeded",
     "Clock",
     "Continue",
@@ -63,6 +66,7 @@ __all__ = [
     "Done",
     "Effect",
     "FixedClock",
+    "InboxMessage",
     "InvalidState",
     "LeaseLost",
     "Message",

@@ -71,6 +71,11 @@ class LeaseLost(StoreError):
     """This process no longer owns the run; its writes are refused (fencing)."""
 
 
+class Conflict(StoreError):
+    """A conditional change found a row in another state than expected (e.g. a message
+    its recipient took meanwhile); nothing of the write was applied."""
+
+
 class ModelError(TetherError):
     """A model call failed after its retries.
 

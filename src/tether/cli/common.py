@@ -63,7 +63,8 @@ def when(t: float | None) -> str:
     return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
-STATUS_STYLE = {"running": "green", "sleeping": "cyan", "paused": "yellow", "stopped": "magenta",
+STATUS_STYLE = {"running": "green", "sleeping": "cyan", "waiting": "cyan", "paused": "yellow",
+                "stopped": "magenta",
                 "failed": "red", "done": "blue", "awaiting_approval": "yellow"}
 
 

@@ -100,8 +100,8 @@ def _targets(run: str | None, every: bool, agent: str | None, swarm: str | None)
         raise UsageError("name one RUN, or one of --all, --agent NAME, --swarm NAME")
     if run is not None:
         return [run]
-    rows = [r for r in store().list_runs() if r.status in ("running", "sleeping", "paused",
-                                                            "awaiting_approval", "failed")]
+    rows = [r for r in store().list_runs() if r.status in ("running", "sleeping", "waiting",
+                                                            "paused", "awaiting_approval", "failed")]
     if agent is not None:
         rows = [r for r in rows if r.agent == agent or r.agent.rsplit(":", 1)[-1] == agent]
     if swarm is not None:

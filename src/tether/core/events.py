@@ -25,6 +25,9 @@ KINDS: Final = frozenset({
     "checkpoint", "budget.exceeded", "budget.changed", "run.paused", "run.resumed",
     "run.stopped", "run.done", "run.failed", "run.sleeping", "command", "clock.read",
     "random.read", "nondeterminism", "policy.decided", "approval.requested", "approval.decided",
+    "message.sent", "message.received", "message.retracted", "message.requeued",
+    "blackboard.write", "blackboard.read", "blackboard.reverted", "run.quarantined",
+    "run.released",
 })
 """Every event kind tether writes; docs/events.md describes each payload."""
 

@@ -33,7 +33,7 @@ from tether.errors import NotFound, UsageError
 from tether.ops import actor, find_run, holding, run_state, send_command
 from tether.runtime.runs import load_agent
 from tether.store.protocol import Store
-from tether.store.records import EffectRow, RunRow
+from tether.store.records import ACTIVE_STATUSES, EffectRow, RunRow
 from tether.tools.base import Tool, ToolContext, _current
 from tether.tools.files import FILE_TOOLS, file_hash
 
@@ -153,7 +153,7 @@ def rollback(store: Store, run_ref: str, to_step: int, *, accept_irreversible: b
     _refuse(p, accept_irreversible=accept_irreversible, force=force)
     by = who or actor()
     run = p.run
-    if run.status in ("running", "sleeping"):
+    if run.status in ACTIVE_STATUSES:
         send_command(store, run.id, "pause", who=by)
     busy = f"run {run.id} is still held by a worker; pause it (`tether pause {run.id}`) and retry"
     with holding(store, run.id, kind="rollback", ttl=60.0, busy=busy) as j:

@@ -12,7 +12,7 @@ from typing import Final
 
 from tether.core import budget as budgets
 from tether.runtime.journal import RunJournal
-from tether.store.records import Command
+from tether.store.records import ACTIVE_STATUSES, Command
 
 KINDS: Final = ("pause", "resume", "stop", "budget")
 TERMINAL: Final = ("stopped", "done")
@@ -61,9 +61,9 @@ def _decide(c: Command, status: str, j_spec: dict[str, object]) -> str:
         return f"ignored: unknown command {c.kind!r}"
     if status in TERMINAL and c.kind != "budget":
         return f"ignored: the run is {status}"
-    if c.kind == "pause" and status not in ("running", "sleeping"):
+    if c.kind == "pause" and status not in ACTIVE_STATUSES:
         return f"ignored: the run is {status}"
-    if c.kind == "resume" and status in ("running", "sleeping"):
+    if c.kind == "resume" and status in ACTIVE_STATUSES:
         return f"ignored: the run is already {status}"
     if c.kind == "resume" and j_spec.get("rolling_back") is not None:
         return (f"ignored: a rollback to step {j_spec['rolling_back']} is unfinished; run "

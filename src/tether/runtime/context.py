@@ -24,12 +24,14 @@ from tether.core.fingerprint import fingerprint
 from tether.errors import ModelError, PauseRequested, StopRequested, ToolFailed, UsageError
 from tether.models.base import Message, Model, ModelResponse, ToolSpec
 from tether.runtime.outcome import SleepUntil
+from tether.runtime.swarm import Board, BoardEntry, InboxMessage, SwarmCalls, file_causes
 from tether.tools.base import Tool, ToolContext
 
 if TYPE_CHECKING:
     from tether.runtime.executor import RunExecutor
 
-CALL_KINDS = ("model.called", "tool.called", "effect.intent", "clock.read", "random.read")
+CALL_KINDS = ("model.called", "tool.called", "effect.intent", "clock.read", "random.read",
+              "message.sent", "message.received", "blackboard.read", "blackboard.write")
 RESULT_KINDS = ("effect.done", "effect.failed", "effect.in_doubt", "effect.resolved",
                 "effect.retried")
 
@@ -70,6 +72,9 @@ class StepContext:
         self._ex = ex
         self.step = step
         self._i = 0
+        self._swarm = SwarmCalls(self)
+        self.board = Board(self._swarm)
+        """The swarm's shared blackboard: ``await ctx.board.get(key)`` / ``.set(key, v)``."""
 
     @property
     def run_id(self) -> str:
@@ -130,6 +135,22 @@ class StepContext:
     async def sleep_for(self, seconds: float) -> SleepUntil:
         """An outcome that sleeps ``seconds`` from now on the run's clock."""
         return SleepUntil(await self.now() + seconds)
+
+    async def send(self, to: str, body: Any, *, topic: str | None = None) -> str:
+        """Send ``body`` (JSON) to another run: a run id, run name, or agent of the swarm.
+
+        Journaled as ``message.sent``; the message is delivered once that commits.
+        Returns the message id (the event's id).
+        """
+        return await self._swarm.send(to, body, topic=topic)
+
+    async def receive(self, *, limit: int | None = None) -> list[InboxMessage]:
+        """Take the messages waiting in this run's inbox (oldest first; maybe none).
+
+        Journaled as ``message.received``, citing each message's ``message.sent``.
+        To sleep until one arrives, return :class:`~tether.AwaitMessages` from the step.
+        """
+        return await self._swarm.receive(limit=limit)
 
     async def model(self, messages: Sequence[Message], tools: Sequence[Tool | ToolSpec] = (),
                     *, model: Model | None = None) -> ModelResponse:
@@ -226,7 +247,8 @@ class StepContext:
                 raise ToolFailed(msg) from exc
             ex.journal.append("tool.called", {"i": i, "fp": fp, "tool": t.name,
                                               "arguments": args_json, "result": result},
-                              step=self.step, actor=f"agent:{ex.agent.name}")
+                              step=self.step, actor=f"agent:{ex.agent.name}",
+                              causes=file_causes(ex, tc))
             return result
         intent = await ex.effects.intend(t, args_json, i, fp, self.step)
         return await ex.effects.execute(t, args, intent, self.step)
@@ -240,6 +262,7 @@ class SyncStepContext:
         self._inner = inner
         self._loop = loop
         self.step = inner.step
+        self.board = SyncBoard(self)
 
     @property
     def run_id(self) -> str:
@@ -297,6 +320,13 @@ class SyncStepContext:
     def call(self, tool: Tool | str, /, **arguments: Any) -> Any:
         return self._wait(self._inner.call(tool, **arguments))
 
+    def send(self, to: str, body: Any, *, topic: str | None = None) -> str:
+        return str(self._wait(self._inner.send(to, body, topic=topic)))
+
+    def receive(self, *, limit: int | None = None) -> list[InboxMessage]:
+        r: list[InboxMessage] = self._wait(self._inner.receive(limit=limit))
+        return r
+
     def reject(self, tool: str, raw_arguments: str, error: str) -> str:
         r: str = self._wait(_as_coro(self._inner.reject, tool, raw_arguments, error))
         return r
@@ -304,3 +334,17 @@ class SyncStepContext:
 
 async def _as_coro(fn: Any, *args: Any) -> Any:
     return fn(*args)
+
+
+class SyncBoard:
+    """``ctx.board`` for sync step functions."""
+
+    def __init__(self, ctx: SyncStepContext) -> None:
+        self._ctx = ctx
+
+    def get(self, key: str) -> BoardEntry | None:
+        r: BoardEntry | None = self._ctx._wait(self._ctx._inner.board.get(key))
+        return r
+
+    def set(self, key: str, value: Any) -> str:
+        return str(self._ctx._wait(self._ctx._inner.board.set(key, value)))

@@ -85,10 +85,13 @@ class EffectRunner:
         self.in_flight = None
         result = json_safe(raw)
         undo = {"tool": tc.undo.tool, "arguments": json_safe(tc.undo.arguments)} if tc.undo else None
+        from tether.runtime.swarm import file_causes, file_versions
         ex.journal.append("effect.done", {
             "i": intent.payload["i"], "result": result, "undo": undo,
-            "after": json_safe(tc.after)}, step=step, causes=(intent.id,))
+            "after": json_safe(tc.after)}, step=step, causes=(intent.id, *file_causes(ex, tc)))
         ex.journal.effect(self._row(intent, "done", result=result, undo=undo))
+        for v in file_versions(ex, intent, tc):
+            ex.journal.version(v)
         return result
 
     def mark_in_doubt(self, why: str) -> None:

@@ -90,6 +90,7 @@ class RunExecutor:
         self.pipeline = pipeline
         self._is_async = agent.is_async()
         self.halted = False
+        self.board_dirty = False  # a blackboard write not yet flushed: reads flush first
         # Calls a sync step function (in a thread) runs on the loop: cancelled on stop.
         self.sync_tasks: set[asyncio.Task[Any]] = set()
         ws = journal.row.spec.get("workspace")
@@ -295,7 +296,7 @@ class RunExecutor:
         j = self.journal
         try:
             self._check_definition()
-            if j.row.status == "sleeping":
+            if j.row.status in ("sleeping", "waiting"):
                 j.update(status="running", wake_at=None)
             while True:
                 await self.safe_point(j.row.step + 1)
@@ -417,6 +418,9 @@ class RunExecutor:
         elif isinstance(out, outcomes.SleepUntil):
             j.append("run.sleeping", {"until": out.at}, step=step)
             j.update(status="sleeping", wake_at=out.at)
+        elif isinstance(out, outcomes.AwaitMessages):
+            j.append("run.sleeping", {"until": out.until, "inbox": True}, step=step)
+            j.update(status="waiting", wake_at=out.until)
         self.replay = {}
         self.oversight.clear()
         self.step_started = False

@@ -20,9 +20,12 @@ from tether.store.protocol import Store
 from tether.store.records import (
     ApprovalRow,
     EffectRow,
+    MessageRow,
     Notification,
     RunRow,
+    Transition,
     UsageDelta,
+    VersionRow,
     Write,
 )
 
@@ -51,6 +54,9 @@ class RunJournal:
         self._commands: list[int] = []
         self._approvals: dict[str, ApprovalRow] = {}
         self._notes: list[Notification] = []
+        self._messages: list[MessageRow] = []
+        self._versions: list[VersionRow] = []
+        self._transitions: list[Transition] = []
         self._dirty = False
 
     @property
@@ -94,6 +100,21 @@ class RunJournal:
         self._approvals[row.id] = row
         self._dirty = True
 
+    def message(self, row: MessageRow) -> None:
+        """Post a message with the next flush (it exists once its ``message.sent`` does)."""
+        self._messages.append(row)
+        self._dirty = True
+
+    def version(self, row: VersionRow) -> None:
+        """Record an attributed write (blackboard key, workspace file) with the next flush."""
+        self._versions.append(row)
+        self._dirty = True
+
+    def transition(self, t: Transition) -> None:
+        """Change message or version rows with the next flush, if still as expected."""
+        self._transitions.append(t)
+        self._dirty = True
+
     def checkpoint(self, ck: Checkpoint) -> None:
         self._checkpoint = (self.row.epoch, ck)
         self._dirty = True
@@ -131,11 +152,14 @@ class RunJournal:
                   usage=UsageDelta(self._usage_bucket, dict(self._usage))
                   if self._usage and self._usage_bucket is not None else None,
                   commands_applied=tuple(self._commands), swarm=self.row.swarm,
-                  approvals=tuple(self._approvals.values()), notifications=tuple(self._notes))
+                  approvals=tuple(self._approvals.values()), notifications=tuple(self._notes),
+                  messages=tuple(self._messages), versions=tuple(self._versions),
+                  transitions=tuple(self._transitions))
         self._events, self._effects, self._checkpoint = [], {}, None
         self._usage, self._usage_bucket, self._commands = {}, None, []
         self._approvals = {}
         self._notes = []
+        self._messages, self._versions, self._transitions = [], [], []
         self._changed = set()
         self._dirty = False
         return w

@@ -38,7 +38,7 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def reclaim_dead_local(store: Store, *, statuses: tuple[str, ...] = ("running", "sleeping"),
+def reclaim_dead_local(store: Store, *, statuses: tuple[str, ...] = ("running", "sleeping", "waiting"),
                        runs: list[str] | None = None) -> list[str]:
     """Release live-looking leases whose owner process on this host is gone (of ``runs``,
     or of every run in ``statuses``)."""

@@ -6,7 +6,7 @@ passes the same conformance suite (``tests/store_conformance.py``).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Protocol
 
 from tether.core.events import Event
@@ -16,8 +16,11 @@ from tether.store.records import (
     CheckpointChain,
     Command,
     EffectRow,
+    Link,
+    MessageRow,
     Notification,
     RunRow,
+    VersionRow,
     Write,
 )
 
@@ -194,6 +197,34 @@ class Store(Protocol):
 
     def set_swarm_pause_points(self, swarm: str, points: dict[str, Any], now: float) -> None:
         """Set the pause points a swarm's runs share."""
+        ...
+
+    # -- a swarm's world ---------------------------------------------------
+    def claim_messages(self, run: str, fence: int, claim: str, now: float,
+                       limit: int | None = None) -> list[MessageRow]:
+        """Take the run's pending messages for one receive call (idempotent per ``claim``)."""
+        ...
+
+    def messages(self, *, sender: str | None = None, recipient: str | None = None,
+                 status: str | None = None, ids: Sequence[str] | None = None) -> list[MessageRow]:
+        """Messages, oldest first."""
+        ...
+
+    def current_versions(self, ns: str, keys: Iterable[str]) -> dict[str, VersionRow]:
+        """The newest live version of each key (blackboard key or workspace file)."""
+        ...
+
+    def versions(self, *, ns: str | None = None, key: str | None = None, run: str | None = None,
+                 events: Sequence[str] | None = None) -> list[VersionRow]:
+        """Versions in commit order."""
+        ...
+
+    def links_from(self, run: str, epoch: int, from_step: int) -> list[Link]:
+        """Provenance links whose source is a step of (run, epoch) at or after ``from_step``."""
+        ...
+
+    def links(self) -> list[Link]:
+        """Every provenance link (for the audit)."""
         ...
 
     # -- maintenance -----------------------------------------------------

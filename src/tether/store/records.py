@@ -8,8 +8,11 @@ from typing import Any
 from tether.core.checkpoint import Checkpoint
 from tether.core.events import Event
 
-RUN_STATUSES = ("running", "sleeping", "paused", "awaiting_approval", "stopped", "failed", "done")
-ACTIVE_STATUSES = ("running", "sleeping")
+RUN_STATUSES = ("running", "sleeping", "waiting", "paused", "awaiting_approval", "stopped",
+                "failed", "done")
+ACTIVE_STATUSES = ("running", "sleeping", "waiting")
+TERMINAL_STATUSES = ("stopped", "failed", "done")
+"""Statuses a worker drives; ``waiting``: asleep until a message arrives (or ``wake_at``)."""
 USAGE_KEYS = ("steps", "input_tokens", "output_tokens", "cost_usd", "tool_calls", "wall_seconds")
 EFFECT_STATUSES = ("intent", "done", "failed", "in_doubt", "resolved_done", "resolved_not_done",
                    "resolved_retry", "undone")
@@ -127,6 +130,93 @@ class Notification:
     last_error: str | None = None
 
 
+MESSAGE_STATUSES = ("pending", "delivered", "retracted", "held")
+
+
+@dataclass(frozen=True, slots=True)
+class MessageRow:
+    """One message between runs; its id is the sender's ``message.sent`` event id."""
+
+    id: str
+    swarm: str | None
+    sender: str
+    epoch: int
+    step: int
+    recipient: str
+    topic: str | None
+    body: Any
+    status: str = "pending"
+    """``pending`` (in the inbox), ``delivered`` (a ``message.received`` event cites it),
+    ``retracted`` (the sender was rolled back before delivery) or ``held`` (the sender is
+    quarantined)."""
+    created: float = 0.0
+    claim: str | None = None
+    """Which receive call (``epoch:step:index`` of the recipient) took it."""
+    received: float | None = None
+
+
+VERSION_STATUSES = ("live", "reverted", "undone")
+
+
+@dataclass(frozen=True, slots=True)
+class VersionRow:
+    """One attributed write to a named thing: a blackboard key or a workspace file.
+
+    ``ns`` is ``board:SWARM`` or ``file:WORKSPACE``; the newest ``live`` version of
+    a key is its current one. ``version`` is numbered per key at commit.
+    """
+
+    ns: str
+    key: str
+    event: str
+    """The writing event: ``blackboard.write`` or the file effect's intent."""
+    run: str
+    epoch: int
+    step: int
+    value: Any = None
+    """The blackboard value (None for files)."""
+    hash: str | None = None
+    """The file's SHA-256 after the write (None when deleted; None for the blackboard)."""
+    version: int = 0
+    status: str = "live"
+    suspect: bool = False
+    """The writer is quarantined: readers are told."""
+    created: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """A conditional change of message or version rows, applied with a run's write.
+
+    Every row named must be in one of ``only_from`` (if given), or the whole write
+    is refused with Conflict and nothing of it is applied.
+    """
+
+    table: str
+    """``messages`` (ids: message ids) or ``versions`` (ids: writing event ids)."""
+    ids: tuple[str, ...]
+    column: str
+    """``status`` or ``suspect``."""
+    value: Any
+    only_from: tuple[Any, ...] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Link:
+    """A cause that crosses runs (or epochs): the source step's work flowed into the target."""
+
+    kind: str
+    """``message``, ``board``, ``file``, ``epoch`` (a rollback) or ``fork``."""
+    src_run: str
+    src_epoch: int
+    src_step: int
+    src_event: str
+    dst_run: str
+    dst_epoch: int
+    dst_step: int
+    dst_event: str
+
+
 @dataclass(frozen=True, slots=True)
 class Command:
     """An operator's request, written by any process, applied by the run's owner."""
@@ -171,6 +261,11 @@ class Write:
     """Fields of ``run_row`` changed since the last write (None: write the whole row)."""
     approvals: tuple[ApprovalRow, ...] = ()
     notifications: tuple[Notification, ...] = ()
+    messages: tuple[MessageRow, ...] = ()
+    """Messages sent (inserted as ``pending``)."""
+    versions: tuple[VersionRow, ...] = ()
+    """Blackboard and file writes (numbered per key at commit)."""
+    transitions: tuple[Transition, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

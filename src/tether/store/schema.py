@@ -84,6 +84,32 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     CREATE INDEX outbox_due ON outbox(delivered, next_at);
     ALTER TABLE swarms ADD COLUMN pause_points BLOB;
     """,
+    # 3: a swarm's shared world and its provenance. messages: ctx.send's mail, keyed by the
+    #    message.sent event; versions: every attributed write to a named thing (a blackboard
+    #    key, a workspace file), in commit order; links: cross-run causes (and epoch and
+    #    fork lineage) indexed by their source step, which is what impact walks.
+    """
+    CREATE TABLE messages(
+        id TEXT PRIMARY KEY, swarm TEXT, sender TEXT NOT NULL, epoch INTEGER NOT NULL,
+        step INTEGER NOT NULL, recipient TEXT NOT NULL, topic TEXT, body BLOB NOT NULL,
+        status TEXT NOT NULL, created REAL NOT NULL, claim TEXT, received REAL) WITHOUT ROWID;
+    CREATE INDEX messages_inbox ON messages(recipient, status);
+    CREATE INDEX messages_sender ON messages(sender, epoch, step);
+    CREATE TABLE versions(
+        n INTEGER PRIMARY KEY, ns TEXT NOT NULL, key TEXT NOT NULL, version INTEGER NOT NULL,
+        event TEXT NOT NULL, run TEXT NOT NULL, epoch INTEGER NOT NULL, step INTEGER NOT NULL,
+        value BLOB, hash TEXT, status TEXT NOT NULL, suspect INTEGER NOT NULL DEFAULT 0,
+        created REAL NOT NULL);
+    CREATE UNIQUE INDEX versions_key ON versions(ns, key, version);
+    CREATE INDEX versions_run ON versions(run, epoch, step);
+    CREATE INDEX versions_event ON versions(event);
+    CREATE TABLE links(
+        src_rk INTEGER NOT NULL, src_epoch INTEGER NOT NULL, src_step INTEGER NOT NULL,
+        src_event BLOB NOT NULL, dst_rk INTEGER NOT NULL, dst_epoch INTEGER NOT NULL,
+        dst_step INTEGER NOT NULL, dst_event BLOB NOT NULL, kind TEXT NOT NULL);
+    CREATE INDEX links_src ON links(src_rk, src_epoch, src_step);
+    CREATE INDEX links_dst ON links(dst_rk, dst_epoch, dst_step);
+    """,
 )
 
 VERSION: Final = len(MIGRATIONS)

@@ -24,7 +24,6 @@ from tether.store.records import (
     RunRow,
     Write,
 )
-from tether.store.sqlite_base import SQLiteBase
 from tether.store.sqlite_rows import (
     APPROVAL_COLS,
     EFFECT_COLS,
@@ -38,6 +37,7 @@ from tether.store.sqlite_rows import (
     row_run,
     time_us,
 )
+from tether.store.sqlite_swarm import SQLiteSwarm
 
 
 def _filtered(select: str, **equal: str | None) -> tuple[str, list[Any]]:
@@ -47,7 +47,7 @@ def _filtered(select: str, **equal: str | None) -> tuple[str, list[Any]]:
     return (f"{select} WHERE {where}" if where else f"{select} WHERE 1=1"), list(given.values())
 
 
-class SQLiteStore(SQLiteBase):
+class SQLiteStore(SQLiteSwarm):
     """A tether store in one SQLite file (implements :class:`tether.store.protocol.Store`).
 
     Args:
@@ -64,7 +64,7 @@ class SQLiteStore(SQLiteBase):
             entries: list[tuple[int, int, int]] = []
             hashes: list[tuple[str, int, str]] = []
             for i, w in enumerate(writes):
-                err = self._check_fence(c, w)
+                err = self._check_fence(c, w) or self._check_transitions(c, w)
                 if err is not None:
                     results[i] = err
                     continue
@@ -138,6 +138,7 @@ class SQLiteStore(SQLiteBase):
             now = time.time()
             c.executemany("UPDATE commands SET applied = ? WHERE id = ?",
                           [(now, i) for i in w.commands_applied])
+        self._apply_swarm(c, w, rk)
         return rk
 
     def _write_run(self, c: sqlite3.Connection, w: Write) -> None:
@@ -202,12 +203,14 @@ class SQLiteStore(SQLiteBase):
         ln = time.time() if lease_now is None else lease_now
         rows = self._read(
             "SELECT r.id FROM runs r LEFT JOIN leases l ON l.run = r.id "
-            "WHERE (r.status = 'running' OR (r.status = 'sleeping' AND r.wake_at <= ?)) "
+            "WHERE (r.status = 'running' OR (r.status IN ('sleeping', 'waiting') AND r.wake_at <= ?) "
+            "OR (r.status = 'waiting' AND EXISTS(SELECT 1 FROM messages m WHERE m.recipient = r.id "
+            "AND m.status = 'pending'))) "
             "AND (l.run IS NULL OR l.expires <= ?) ORDER BY r.updated LIMIT ?", (now, ln, limit))
         return [r[0] for r in rows]
 
     def next_wake(self) -> float | None:
-        rows = self._read("SELECT MIN(wake_at) FROM runs WHERE status = 'sleeping'")
+        rows = self._read("SELECT MIN(wake_at) FROM runs WHERE status IN ('sleeping', 'waiting')")
         return rows[0][0] if rows else None
 
     # -- commands --------------------------------------------------------

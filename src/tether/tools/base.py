@@ -50,6 +50,8 @@ class ToolContext:
     undo: Undo | None = None
     after: dict[str, Any] = field(default_factory=dict)
     """Extra facts a tool records in its result event (e.g. after-image hashes)."""
+    touched: list[str] = field(default_factory=list)
+    """Workspace paths the call read or changed: their last writers become its causes."""
 
 
 _current: contextvars.ContextVar[ToolContext] = contextvars.ContextVar("tether_tool_context")
@@ -81,6 +83,15 @@ def register_undo(tool: Tool | str, **arguments: Any) -> None:
 def record_after(**facts: Any) -> None:
     """Record facts about the world after this effect (kept in ``effect.done``)."""
     current().after.update(facts)
+
+
+def record_touch(*paths: str) -> None:
+    """Name workspace paths (relative to the workspace) this call read or changed.
+
+    The event of the call then cites, among its causes, the effect of another run
+    that last wrote each path: that is how provenance follows files.
+    """
+    current().touched.extend(paths)
 
 
 @dataclass(frozen=True, slots=True)

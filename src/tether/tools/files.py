@@ -34,7 +34,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Final, Literal
 
 from tether.errors import UsageError
-from tether.tools.base import Tool, current, record_after, register_undo, tool
+from tether.tools.base import Tool, current, record_after, record_touch, register_undo, tool
 
 Kind = Literal["file", "dir"]
 
@@ -234,6 +234,7 @@ def fs_read(path: str) -> str:
     """Read a UTF-8 text file in the workspace. `path` is relative to the workspace."""
     root = _workspace()
     real = _confine(root, path)
+    record_touch(_rel(root, real))  # its last writer in another run becomes a cause
     if not real.is_file():
         raise UsageError(f"cannot read {path!r}: no such file in the workspace; "
                          "call fs_list to see what is there")

@@ -1,0 +1,250 @@
+"""How a step talks to the rest of its swarm: messages and a shared blackboard, journaled.
+
+Every exchange names its causes, so the swarm's provenance is a graph tether
+can walk (``tether impact``):
+
+* ``ctx.send(to, body)`` journals ``message.sent`` and posts the message in the
+  same commit; it exists exactly when that event does, and a replayed step
+  does not send it again.
+* ``ctx.receive()`` takes the run's pending messages in one fenced store
+  transaction, keyed by the call (epoch, step, index), so a crash between
+  taking and journaling gives the same messages back to the re-run call; then
+  ``message.received`` cites each ``message.sent``.
+* ``ctx.board.set(key, value)`` journals ``blackboard.write`` and records a new
+  version of the key; ``ctx.board.get(key)`` journals ``blackboard.read``
+  citing the write it saw, and says whether that write is ``suspect`` (its
+  writer is quarantined).
+* The built-in file tools name the paths they read or change; the event of
+  such a call cites the effect of each path's last writer in another run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from tether.core.canonical import digest
+from tether.core.fingerprint import fingerprint
+from tether.errors import UsageError
+from tether.store.records import TERMINAL_STATUSES, MessageRow, RunRow, VersionRow
+
+if TYPE_CHECKING:
+    from tether.core.events import Event
+    from tether.runtime.context import StepContext
+    from tether.runtime.executor import RunExecutor
+    from tether.store.protocol import Store
+    from tether.tools.base import ToolContext
+
+
+@dataclass(frozen=True, slots=True)
+class InboxMessage:
+    """A message as the receiving step sees it."""
+
+    id: str
+    """The sender's ``message.sent`` event id."""
+    sender: str
+    """The sending run's id."""
+    topic: str | None
+    body: Any
+    step: int
+    """The sender's step that sent it."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "sender": self.sender, "topic": self.topic, "body": self.body,
+                "step": self.step}
+
+
+@dataclass(frozen=True, slots=True)
+class BoardEntry:
+    """A blackboard value as a read saw it."""
+
+    key: str
+    value: Any
+    version: int
+    writer: str
+    """The run that wrote it."""
+    write: str
+    """The ``blackboard.write`` event id (the read's cause)."""
+    suspect: bool
+    """The writer is quarantined: treat the value with care."""
+
+
+def board_ns(swarm: str | None) -> str:
+    """The blackboard namespace of a swarm (runs with no swarm share one)."""
+    return f"board:{swarm or ''}"
+
+
+def file_ns(workspace: str) -> str:
+    """The namespace of a workspace's files (its real path)."""
+    return f"file:{workspace}"
+
+
+def resolve_recipient(store: Store, sender: RunRow, to: str) -> RunRow:
+    """The run ``to`` names: a run id, a run name, or an agent of the sender's swarm.
+
+    Among several runs with that name or agent, the newest one still going wins.
+    """
+    row = store.get_run(to)
+    if row is not None:
+        return row
+    named = [r for r in (store.get_run(i) for i in store.find_runs(to)) if r is not None
+             and r.name == to]
+    if not named:
+        named = [r for r in store.list_runs(swarm=sender.swarm)
+                 if r.agent == to or r.agent.endswith(f":{to}") or r.spec.get("agent_name") == to]
+    live = [r for r in named if r.status not in TERMINAL_STATUSES] or named
+    if not live:
+        where = f" in swarm {sender.swarm}" if sender.swarm else ""
+        raise UsageError(f"run {sender.id}: ctx.send: no run or agent named {to!r}{where}; "
+                         "give a run id, a run name or an agent name")
+    return max(live, key=lambda r: (r.created, r.id))
+
+
+class SwarmCalls:
+    """The swarm side of one step's context."""
+
+    def __init__(self, ctx: StepContext) -> None:
+        self._ctx = ctx
+
+    @property
+    def _ex(self) -> RunExecutor:
+        return self._ctx._ex
+
+    def _actor(self) -> str:
+        return f"agent:{self._ex.agent.name}"
+
+    async def send(self, to: str, body: Any, *, topic: str | None = None) -> str:
+        from tether.runtime.context import json_safe
+        ctx, ex = self._ctx, self._ex
+        body_json = json_safe(body)
+        i = ctx._next()
+        fp = fingerprint("send", to, digest([topic, body_json]))
+        rec = ctx._recorded(i, "message.sent", fp, f"ctx.send to {to}")
+        if rec is not None:
+            return rec.call.id
+        await ex.safe_point(ctx.step)
+        j = ex.journal
+        target = resolve_recipient(j.store, j.row, to)
+        held = bool(j.row.spec.get("quarantined"))
+        e = j.append("message.sent", {"i": i, "fp": fp, "to": target.id, "to_name": target.name,
+                                      "topic": topic, "body": body_json, "held": held},
+                     step=ctx.step, actor=self._actor())
+        j.message(MessageRow(id=e.id, swarm=j.row.swarm, sender=j.run, epoch=j.row.epoch,
+                             step=ctx.step, recipient=target.id, topic=topic, body=body_json,
+                             status="held" if held else "pending", created=ex.clock()))
+        return e.id
+
+    async def receive(self, *, limit: int | None = None) -> list[InboxMessage]:
+        import asyncio
+        ctx, ex = self._ctx, self._ex
+        i = ctx._next()
+        fp = fingerprint("receive", "inbox", digest(limit))
+        rec = ctx._recorded(i, "message.received", fp, "ctx.receive()")
+        if rec is None:
+            await ex.safe_point(ctx.step)
+            j = ex.journal
+            assert j.fence is not None
+            rows = await asyncio.to_thread(j.store.claim_messages, j.run, j.fence,
+                                           f"{j.row.epoch}:{ctx.step}:{i}", ex.clock(), limit)
+            got = [InboxMessage(m.id, m.sender, m.topic, m.body, m.step) for m in rows]
+            j.append("message.received", {"i": i, "fp": fp,
+                                          "messages": [m.to_json() for m in got]},
+                     step=ctx.step, actor=self._actor(), causes=tuple(m.id for m in got))
+            return got
+        return [InboxMessage(m["id"], m["sender"], m.get("topic"), m["body"], int(m["step"]))
+                for m in rec.call.payload["messages"]]
+
+    async def board_get(self, key: str) -> BoardEntry | None:
+        ctx, ex = self._ctx, self._ex
+        i = ctx._next()
+        fp = fingerprint("board.read", key, digest(key))
+        rec = ctx._recorded(i, "blackboard.read", fp, f"ctx.board.get({key!r})")
+        if rec is not None:
+            return _entry(rec.call.payload)
+        await ex.safe_point(ctx.step)
+        if ex.board_dirty:
+            await ex.flush()  # this run's own writes must be visible to its reads
+            ex.board_dirty = False
+        j = ex.journal
+        v = j.store.current_versions(board_ns(j.row.swarm), [key]).get(key)
+        payload: dict[str, Any] = {"i": i, "fp": fp, "key": key, "found": v is not None}
+        if v is not None:
+            payload.update(value=v.value, version=v.version, writer=v.run, write=v.event,
+                           suspect=v.suspect)
+        j.append("blackboard.read", payload, step=ctx.step, actor=self._actor(),
+                 causes=(v.event,) if v is not None else ())
+        return _entry(payload)
+
+    async def board_set(self, key: str, value: Any) -> str:
+        from tether.runtime.context import json_safe
+        ctx, ex = self._ctx, self._ex
+        if not isinstance(key, str) or not key:
+            raise UsageError(f"run {ex.journal.run} step {ctx.step}: a blackboard key must be "
+                             "a non-empty string")
+        value_json = json_safe(value)
+        i = ctx._next()
+        fp = fingerprint("board.write", key, digest(value_json))
+        rec = ctx._recorded(i, "blackboard.write", fp, f"ctx.board.set({key!r})")
+        if rec is not None:
+            return rec.call.id
+        await ex.safe_point(ctx.step)
+        j = ex.journal
+        suspect = bool(j.row.spec.get("quarantined"))
+        e = j.append("blackboard.write", {"i": i, "fp": fp, "key": key, "value": value_json,
+                                          "suspect": suspect},
+                     step=ctx.step, actor=self._actor())
+        j.version(VersionRow(ns=board_ns(j.row.swarm), key=key, event=e.id, run=j.run,
+                             epoch=j.row.epoch, step=ctx.step, value=value_json,
+                             suspect=suspect, created=ex.clock()))
+        ex.board_dirty = True
+        return e.id
+
+
+def _entry(p: dict[str, Any]) -> BoardEntry | None:
+    if not p.get("found"):
+        return None
+    return BoardEntry(p["key"], p["value"], int(p["version"]), p["writer"], p["write"],
+                      bool(p.get("suspect")))
+
+
+class Board:
+    """``ctx.board``: the swarm's shared, versioned key-value store."""
+
+    def __init__(self, calls: SwarmCalls) -> None:
+        self._calls = calls
+
+    async def get(self, key: str) -> BoardEntry | None:
+        """The current value of ``key`` (None if never written), journaled with its version."""
+        return await self._calls.board_get(key)
+
+    async def set(self, key: str, value: Any) -> str:
+        """Write a new version of ``key``; returns the ``blackboard.write`` event id."""
+        return await self._calls.board_set(key, value)
+
+
+# -- files: last writers -------------------------------------------------------------
+
+
+def file_causes(ex: RunExecutor, tc: ToolContext) -> tuple[str, ...]:
+    """The effects of other runs that last wrote the paths this tool call touched."""
+    ws = ex.journal.row.spec.get("workspace")
+    paths = set(tc.touched) | set((tc.after.get("files") or {}) if isinstance(tc.after, dict)
+                                  else ())
+    if not ws or not paths:
+        return ()
+    current = ex.journal.store.current_versions(file_ns(ws), sorted(paths))
+    return tuple(sorted({v.event for v in current.values() if v.run != ex.journal.run}))
+
+
+def file_versions(ex: RunExecutor, intent: Event, tc: ToolContext) -> list[VersionRow]:
+    """New versions of the files an effect changed (from its after-image)."""
+    ws = ex.journal.row.spec.get("workspace")
+    files = tc.after.get("files") if isinstance(tc.after, dict) else None
+    if not ws or not isinstance(files, dict):
+        return []
+    now = ex.clock()
+    suspect = bool(ex.journal.row.spec.get("quarantined"))
+    return [VersionRow(ns=file_ns(ws), key=path, event=intent.id, run=intent.run,
+                       epoch=intent.epoch, step=intent.step,
+                       hash=h if isinstance(h, str) else None, suspect=suspect, created=now)
+            for path, h in sorted(files.items())]
