@@ -44,6 +44,9 @@ def _register() -> None:
     app.command()(approvals_cmd.deny)
     from tether.cli import rollback_cmd
     app.command()(rollback_cmd.rollback)
+    app.command()(rollback_cmd.quarantine)
+    from tether.cli import impact_cmd
+    app.command()(impact_cmd.impact)
     from tether.cli import fork_cmd
     app.command()(fork_cmd.fork)
     store_app.command("backup")(control.backup)

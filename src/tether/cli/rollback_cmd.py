@@ -1,40 +1,106 @@
-"""``tether rollback``: undo a run's effects after a step and restore its state there."""
+"""``tether rollback`` and ``tether quarantine``: undo a run's work, or contain it first."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
+import orjson
 import typer
 
 from tether import ops
 from tether.cli.common import console, handle_errors, store
+from tether.provenance import cascade as cs
 from tether.provenance import rollback as rb
+from tether.provenance.quarantine import quarantine as do_quarantine
 
 
 @handle_errors
 def rollback(run: Annotated[str, typer.Argument(help="Run id, name or id prefix.")],
              to: Annotated[int, typer.Option("--to", help="The step to go back to.")],
              plan: Annotated[bool, typer.Option(
-                 "--plan", help="Print what would be undone, left and restored; change nothing."
-             )] = False,
+                 "--plan", help="Print what would be undone, retracted, reverted, left and "
+                                "restored; change nothing.")] = False,
+             cascade: Annotated[bool, typer.Option(
+                 "--cascade", help="Also roll back every run the steps after --to reached "
+                                   "(messages, blackboard, files), each to just before its "
+                                   "first affected step.")] = False,
              accept_irreversible: Annotated[bool, typer.Option(
                  help="Go past irreversible or in-doubt effects after the step (they stay).")]
              = False,
              force: Annotated[bool, typer.Option(
                  help="Undo even where a file changed since the effect (overwrites it).")]
              = False,
+             json: Annotated[bool, typer.Option("--json", help="Print the plan as JSON.")]
+             = False,
              as_: Annotated[str | None, typer.Option("--as", help="Act as NAME.")] = None) -> None:
-    """Roll a run back to a step: undo its reversible effects after it, newest first, and
-    restore that step's state in a new epoch (history is kept). Run it again to resume an
-    interrupted rollback."""
+    """Roll a run back to a step: undo its reversible effects after it, newest first, retract
+    its undelivered messages, revert its blackboard writes and restore that step's state in
+    a new epoch (history is kept). Run it again to resume an interrupted rollback."""
     s = store()
+    if cascade:
+        cp = cs.cascade_plan(s, run, to) if plan else cs.cascade(
+            s, run, to, accept_irreversible=accept_irreversible, force=force, who=ops.actor(as_))
+        if json:
+            print(orjson.dumps({"done": not plan, **cp.to_json()}).decode())
+            return
+        if plan:
+            for line in cp.lines():
+                console.print(line, highlight=False)
+            return
+        runs = [p for p in cp.plans if not p.idle]
+        console.print(f"cascade rollback done: {len(runs)} run(s) rolled back, "
+                      f"{sum(len(p.undo) for p in runs)} effects undone, "
+                      f"{sum(len(p.retract) for p in runs)} messages retracted, "
+                      f"{sum(len(p.revert) for p in runs)} blackboard writes reverted, "
+                      f"{sum(len(p.left) for p in runs)} effects left"
+                      + (f", {len(cp.blocked)} run(s) blocked (left as they are)"
+                         if cp.blocked else "") + ".", highlight=False)
+        for p in runs:
+            console.print(f"  {p.run.name} ({p.run.id}): back to step {p.to_step}, paused",
+                          highlight=False)
+        console.print("`tether resume RUN` goes on from there.", highlight=False)
+        return
+    p = rb.plan(s, run, to) if plan else rb.rollback(
+        s, run, to, accept_irreversible=accept_irreversible, force=force, who=ops.actor(as_))
+    if json:
+        print(orjson.dumps({"done": not plan, **p.to_json()}).decode())
+        return
     if plan:
-        for line in rb.plan(s, run, to).lines():
+        for line in p.lines():
             console.print(line, highlight=False)
         return
-    p = rb.rollback(s, run, to, accept_irreversible=accept_irreversible, force=force,
-                    who=ops.actor(as_))
     row = ops.find_run(s, p.run.id)
+    extra = ""
+    if p.delivered:
+        extra = (f" {len(p.delivered)} message(s) had been delivered already: see "
+                 f"`tether impact {row.id}@{to + 1}`, or roll back with --cascade.")
     console.print(f"rolled back run {row.id} to step {to}: {len(p.undo)} effects undone, "
-                  f"{len(p.irreversible) + len(p.in_doubt)} left; now epoch {row.epoch}, "
-                  f"{row.status}. `tether resume {row.id}` goes on from step {to}.")
+                  f"{len(p.retract)} messages retracted, {len(p.revert)} blackboard writes "
+                  f"reverted, {len(p.left)} effects left; now epoch {row.epoch}, "
+                  f"{row.status}. `tether resume {row.id}` goes on from step {to}.{extra}",
+                  highlight=False)
+
+
+@handle_errors
+def quarantine(run: Annotated[str, typer.Argument(help="Run id, name or id prefix.")],
+               release: Annotated[bool, typer.Option(
+                   "--release", help="Lift the quarantine: deliver held messages, clear the "
+                                     "suspect marks.")] = False,
+               reason: Annotated[str, typer.Option(help="Why (journaled).")] = "",
+               json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
+               = False,
+               as_: Annotated[str | None, typer.Option("--as", help="Act as NAME.")] = None
+               ) -> None:
+    """Contain a run: pause it, hold its undelivered messages and mark its blackboard and
+    file writes suspect (readers are told). Journaled; --release lifts it."""
+    r = do_quarantine(store(), run, release=release, reason=reason, who=ops.actor(as_))
+    if json:
+        print(orjson.dumps(r.to_json()).decode())
+        return
+    if release:
+        console.print(f"released run {r.run}: {len(r.held)} held message(s) delivered, "
+                      f"{len(r.suspect)} write(s) no longer suspect", highlight=False)
+    else:
+        console.print(f"quarantined run {r.run}: paused, {len(r.held)} message(s) held, "
+                      f"{len(r.suspect)} write(s) marked suspect; `tether impact {r.run}@1` "
+                      "shows what it reached", highlight=False)

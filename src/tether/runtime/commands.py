@@ -65,7 +65,9 @@ def _decide(c: Command, status: str, j_spec: dict[str, object]) -> str:
         return f"ignored: the run is {status}"
     if c.kind == "resume" and status in ACTIVE_STATUSES:
         return f"ignored: the run is already {status}"
-    if c.kind == "resume" and j_spec.get("rolling_back") is not None:
-        return (f"ignored: a rollback to step {j_spec['rolling_back']} is unfinished; run "
-                "`tether rollback` again to finish it")
+    marker = j_spec.get("rolling_back")
+    if c.kind == "resume" and marker is not None:
+        to = marker.get("to") if isinstance(marker, dict) else marker
+        return (f"ignored: a rollback to step {to} is unfinished; run `tether rollback` "
+                "again to finish it")
     return "applied"

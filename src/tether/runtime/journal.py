@@ -136,6 +136,15 @@ class RunJournal:
         self._commands.append(cid)
         self._dirty = True
 
+    def discard(self) -> None:
+        """Forget everything buffered and take the run's row and chain head as stored (after
+        a write the store refused, e.g. Conflict)."""
+        self.take()
+        row = self.store.get_run(self.row.id)
+        if row is not None:
+            self.row = dataclasses.replace(row)
+            self.chain = Chain(row.id, row.seq, row.head) if row.seq else Chain(row.id)
+
     @property
     def dirty(self) -> bool:
         return self._dirty

@@ -1,0 +1,190 @@
+"""Cascade rollback: roll a run back to step K and every run its bad work reached.
+
+The affected runs are the impact of step K+1 (:mod:`tether.provenance.impact`).
+Each is rolled back to just before its first affected step, in its current
+epoch; an affected epoch that is no longer current was rolled back already and
+is left alone. A run whose taint goes back to before its current epoch began
+(it was forked from, or rolled back to, an affected state) cannot be rolled
+back far enough here: it is listed as blocked, and the cascade needs
+``--accept-irreversible`` to go on without it (quarantine or stop it).
+
+Carrying it out holds every affected run's lease at once, then:
+
+1. marks every run as rolling back (naming the cascade), so none is resumed
+   half undone and running the command again finishes the job;
+2. puts messages back in the inboxes of receivers rolled back past them, then
+   retracts every undelivered message and reverts every blackboard write made
+   after each run's target step (a message both received and sent inside the
+   rolled-back span ends retracted);
+3. undoes every reversible effect of every run, newest first across runs, so
+   files several runs changed in turn come back through each version;
+4. restores each run's state in a new epoch, the origin last: while the origin
+   is unfinished, its old epoch still names the whole cascade.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from typing import Any
+
+from tether.errors import UsageError
+from tether.ops import actor, holding
+from tether.provenance import rollback as rb
+from tether.provenance.impact import Impact, impact_from
+from tether.provenance.plan import RollbackPlan, plan, refuse, with_conflicts
+from tether.runtime.journal import RunJournal
+from tether.store.protocol import Store
+from tether.store.records import RunRow
+from tether.tools.base import Tool
+
+
+@dataclass(slots=True)
+class Blocked:
+    """An affected run that cannot be rolled back far enough within its current epoch."""
+
+    run: RunRow
+    first_step: int
+    why: str
+
+
+@dataclass(slots=True)
+class CascadePlan:
+    """What ``tether rollback RUN --to K --cascade`` would do."""
+
+    origin: RunRow
+    to_step: int
+    impact: Impact
+    plans: list[RollbackPlan] = field(default_factory=list)
+    """One per run to roll back, in restore order: dependents first, the origin last."""
+    blocked: list[Blocked] = field(default_factory=list)
+
+    @property
+    def idle(self) -> bool:
+        return all(p.idle for p in self.plans) and not self.blocked
+
+    @property
+    def marker(self) -> dict[str, Any]:
+        return {"run": self.origin.id, "epoch": self.origin.epoch, "to": self.to_step}
+
+    def lines(self) -> list[str]:
+        o = self.origin
+        if self.idle:
+            return [f"run {o.name} ({o.id}) is at step {self.to_step} already and nothing "
+                    "downstream is left to roll back"]
+        others = [p for p in self.plans if p.run.id != o.id and not p.idle]
+        out = [f"cascade rollback of run {o.name} ({o.id}) to step {self.to_step}: "
+               f"{len(others)} other run(s) affected"]
+        for p in self.plans:
+            if p.idle:
+                continue
+            out.append("")
+            out.extend(p.lines(cascade=True))
+        for b in self.blocked:
+            out.append("")
+            out.append(f"BLOCKED run {b.run.name} ({b.run.id}) from step {b.first_step}: {b.why}")
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        return {"origin": self.origin.id, "to_step": self.to_step, "idle": self.idle,
+                "plans": [p.to_json() for p in self.plans if not p.idle],
+                "blocked": [{"run": b.run.id, "first_step": b.first_step, "why": b.why}
+                            for b in self.blocked],
+                "impact": self.impact.to_json()}
+
+
+def cascade_plan(store: Store, run_ref: str, to_step: int) -> CascadePlan:
+    """Compute the cascade; change nothing."""
+    origin_plan = plan(store, run_ref, to_step, check_files=False)
+    origin = origin_plan.run
+    marker = origin.spec.get("rolling_back")
+    epoch = origin.epoch
+    if isinstance(marker, dict) and isinstance(marker.get("cascade"), dict):
+        epoch = int(marker["cascade"].get("epoch", epoch))
+    imp = impact_from(store, origin, epoch, to_step + 1)
+    cp = CascadePlan(origin, to_step, imp)
+    for a in imp.affected:
+        if a.run.id == origin.id or not a.current:
+            continue
+        target = a.first_step - 1
+        if target < 0 or store.checkpoint_chain(a.run.id, a.epoch, target) is None:
+            cp.blocked.append(Blocked(a.run, a.first_step, (
+                "it took in the affected work before its current epoch began (a fork or an "
+                "earlier rollback); quarantine or stop it")))
+            continue
+        cp.plans.append(plan(store, a.run.id, target, check_files=False))
+    # Dependents first (the reverse of the order the walk reached them), the origin last.
+    cp.plans.reverse()
+    cp.plans.append(origin_plan)
+    _mark_conflicts(cp)
+    return cp
+
+
+def _mark_conflicts(cp: CascadePlan) -> None:
+    """File conflicts across runs: only the newest undo on each path meets the file as it is."""
+    tagged = sorted(((p.run.spec.get("workspace"), u, i) for i, p in enumerate(cp.plans)
+                     for u in p.undo), key=lambda t: t[1].effect.id, reverse=True)
+    marked = with_conflicts([(ws, u) for ws, u, _ in tagged])
+    for p in cp.plans:
+        p.undo = []
+    for (_, _, i), u in zip(tagged, marked, strict=True):
+        cp.plans[i].undo.append(u)
+
+
+def refuse_cascade(cp: CascadePlan, *, accept_irreversible: bool, force: bool) -> None:
+    for p in cp.plans:
+        refuse(p, accept_irreversible=accept_irreversible, force=force)
+    if cp.blocked and not accept_irreversible:
+        b = cp.blocked[0]
+        raise UsageError(f"run {b.run.id} ({b.run.name}) is affected from step {b.first_step} "
+                         f"but cannot be rolled back that far: {b.why}; add "
+                         "--accept-irreversible to roll back the others and leave it")
+
+
+def cascade(store: Store, run_ref: str, to_step: int, *, accept_irreversible: bool = False,
+            force: bool = False, who: str | None = None,
+            tools: dict[str, Tool] | None = None) -> CascadePlan:
+    """Carry out the cascade (see the module docstring). Returns the plan carried out."""
+    cp = cascade_plan(store, run_ref, to_step)
+    if cp.idle:
+        return cp
+    refuse_cascade(cp, accept_irreversible=accept_irreversible, force=force)
+    by = who or actor()
+    for p in cp.plans:
+        rb.pause_if_active(store, p.run, by)
+    origin = cp.origin.id
+    with contextlib.ExitStack() as stack:
+        journals: dict[str, RunJournal] = {}
+        # Every lease at once, in id order (two cascades never wait on each other in a loop).
+        for run in sorted({p.run.id for p in cp.plans}):
+            j = stack.enter_context(holding(store, run, kind="rollback", ttl=120.0,
+                                            busy=rb.busy(run)))
+            assert j is not None
+            journals[run] = j
+        cp = cascade_plan(store, origin, to_step)  # again, under the leases
+        refuse_cascade(cp, accept_irreversible=accept_irreversible, force=force)
+        marker = cp.marker
+        todo = {p.run.id for p in cp.plans if not p.idle}
+        for p in cp.plans:
+            if p.run.id in todo and p.run.id in journals:
+                rb.begin(journals[p.run.id], p.to_step, marker)
+        for p in cp.plans:
+            if p.run.id in todo:
+                rb.requeue(journals[p.run.id], p)
+        settled = []
+        for p in cp.plans:
+            if p.run.id in todo:
+                # Planned again: a message another run put back in the inbox is retractable now.
+                fresh = plan(store, p.run.id, p.to_step, check_files=False)
+                fresh.undo = p.undo  # conflicts were checked across runs
+                fresh.requeue = []
+                settled.append(rb.settle_messages(store, journals[p.run.id], fresh))
+        registry: dict[str, dict[str, Tool]] = {}
+        for u, owner in sorted(((u, q) for q in settled for u in q.undo),
+                               key=lambda t: t[0].effect.id, reverse=True):
+            reg = registry.setdefault(owner.run.id, rb.undo_tools(owner.run, tools))
+            rb.undo(journals[owner.run.id], u, reg)
+        for p in settled:
+            rb.restore(store, journals[p.run.id], p, by, cascade=marker)
+    cp.plans = settled  # what was carried out (retractions include requeued messages)
+    return cp

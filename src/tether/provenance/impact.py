@@ -1,0 +1,170 @@
+"""Impact: everything downstream of a step, in every run of the store.
+
+Within a run, every step depends on the ones before it (a step sees the state
+they left). Across runs, the store's provenance links say where work flowed:
+a message received cites its ``message.sent``, a blackboard read cites the
+write it saw, a file-tool call cites the effect that last wrote the file, a
+rollback's new epoch starts from the old one's state at its step, a fork
+starts from its parent's. So the steps affected by step S of run R (epoch E)
+are: R's steps from S on in epoch E, every epoch or fork started from a step
+at or after S, and, recursively, every step that took in something one of
+those produced.
+
+The walk is a breadth-first search over links indexed by their source step:
+one indexed query per affected (run, epoch), whatever the size of the journal.
+The granularity is the step: an event names its step.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from tether.errors import NotFound, UsageError
+from tether.ops import find_run
+from tether.store.protocol import Store
+from tether.store.records import EffectRow, Link, MessageRow, RunRow, VersionRow
+
+
+@dataclass(slots=True)
+class Affected:
+    """One affected (run, epoch): its steps from ``first_step`` on, and what they produced."""
+
+    run: RunRow
+    epoch: int
+    first_step: int
+    via: Link | None
+    """How the taint reached this (run, epoch) first (None for the origin)."""
+    last_step: int = 0
+    effects: list[EffectRow] = field(default_factory=list)
+    messages: list[MessageRow] = field(default_factory=list)
+    board: list[VersionRow] = field(default_factory=list)
+    files: list[VersionRow] = field(default_factory=list)
+
+    @property
+    def current(self) -> bool:
+        """Whether this is the run's current epoch (older epochs were rolled back already)."""
+        return self.epoch == self.run.epoch
+
+    def to_json(self) -> dict[str, Any]:
+        via = self.via
+        return {
+            "run": self.run.id, "name": self.run.name, "agent": self.run.agent,
+            "status": self.run.status, "epoch": self.epoch, "current_epoch": self.current,
+            "first_step": self.first_step, "last_step": self.last_step,
+            "via": None if via is None else {
+                "kind": via.kind, "run": via.src_run, "epoch": via.src_epoch,
+                "step": via.src_step, "event": via.src_event, "at_event": via.dst_event},
+            "effects": [{"id": e.id, "step": e.step, "tool": e.tool, "effect": e.effect,
+                         "status": e.status} for e in self.effects],
+            "messages": [{"id": m.id, "step": m.step, "to": m.recipient, "status": m.status}
+                         for m in self.messages],
+            "board": [{"key": v.key, "version": v.version, "step": v.step, "status": v.status,
+                       "event": v.event} for v in self.board],
+            "files": [{"path": v.key, "version": v.version, "step": v.step, "status": v.status,
+                       "event": v.event, "workspace": v.ns.removeprefix("file:")}
+                      for v in self.files],
+        }
+
+
+@dataclass(slots=True)
+class Impact:
+    """The answer of :func:`impact`: affected (run, epoch)s, the origin first."""
+
+    origin: tuple[str, int, int]
+    """(run, epoch, step) the walk started from."""
+    affected: list[Affected]
+
+    def runs(self) -> set[str]:
+        return {a.run.id for a in self.affected}
+
+    def to_json(self) -> dict[str, Any]:
+        run, epoch, step = self.origin
+        return {"origin": {"run": run, "epoch": epoch, "step": step},
+                "runs": len(self.runs()),
+                "steps": sum(max(0, a.last_step - a.first_step + 1) for a in self.affected),
+                "affected": [a.to_json() for a in self.affected]}
+
+
+def parse_origin(store: Store, ref: str, epoch: int | None = None) -> tuple[RunRow, int, int]:
+    """``EVENT`` (an event id) or ``RUN@STEP`` -> (run row, epoch, step).
+
+    ``RUN@STEP`` means the run's current epoch unless ``epoch`` is given.
+    """
+    if "@" in ref:
+        run_ref, _, step_text = ref.rpartition("@")
+        try:
+            step = int(step_text)
+        except ValueError:
+            raise UsageError(f"{ref!r}: the part after @ must be a step number, e.g. "
+                             f"{run_ref}@3") from None
+        row = find_run(store, run_ref)
+        ep = row.epoch if epoch is None else epoch
+        if step < 0:
+            raise UsageError(f"{ref!r}: steps are numbered from 1 (0 is the start state)")
+        last = row.step if ep == row.epoch else _last_step(store, row.id, ep)
+        if last is None:
+            raise NotFound(f"run {row.id} has no epoch {ep} (it is in epoch {row.epoch})")
+        if step > last:
+            raise UsageError(f"run {row.id} has completed {last} steps in epoch {ep}; step {step} "
+                             "is in the future")
+        return row, ep, step
+    e = store.event(ref)
+    if e is None:
+        raise NotFound(f"no event {ref!r}; give an event id (from `tether events RUN`) or "
+                       "RUN@STEP")
+    owner = store.get_run(e.run)
+    if owner is None:
+        raise NotFound(f"event {ref} names run {e.run}, which is not in this store")
+    return owner, e.epoch, e.step
+
+
+def _last_step(store: Store, run: str, epoch: int) -> int | None:
+    steps = store.checkpoint_steps(run, epoch)
+    return max(s for s, _, _ in steps) if steps else None
+
+
+def impact(store: Store, ref: str, *, epoch: int | None = None) -> Impact:
+    """Everything downstream of ``ref`` (an event id or ``RUN@STEP``)."""
+    row, ep, step = parse_origin(store, ref, epoch)
+    return impact_from(store, row, ep, step)
+
+
+def impact_from(store: Store, row: RunRow, epoch: int, step: int) -> Impact:
+    """Everything downstream of step ``step`` of ``row`` in ``epoch``."""
+    first: dict[tuple[str, int], int] = {}
+    via: dict[tuple[str, int], Link | None] = {}
+    order: list[tuple[str, int]] = []
+    todo: deque[tuple[str, int, int, Link | None]] = deque([(row.id, epoch, step, None)])
+    while todo:
+        run, ep, s, link = todo.popleft()
+        key = (run, ep)
+        if key in first and first[key] <= s:
+            continue
+        if key not in first:
+            order.append(key)
+        first[key] = s
+        via[key] = link
+        for out in store.links_from(run, ep, s):
+            todo.append((out.dst_run, out.dst_epoch, out.dst_step, out))
+    rows = {row.id: row}
+    affected = []
+    for run, ep in order:
+        r = rows.get(run) or store.get_run(run)
+        if r is None:
+            continue
+        rows[run] = r
+        affected.append(_describe(store, r, ep, first[(run, ep)], via[(run, ep)]))
+    return Impact((row.id, epoch, step), affected)
+
+
+def _describe(store: Store, r: RunRow, epoch: int, first: int, link: Link | None) -> Affected:
+    a = Affected(r, epoch, first, link)
+    a.last_step = r.step if epoch == r.epoch else (_last_step(store, r.id, epoch) or first)
+    a.effects = [e for e in store.effects(run=r.id) if e.epoch == epoch and e.step >= first]
+    a.messages = [m for m in store.messages(sender=r.id) if m.epoch == epoch and m.step >= first]
+    for v in store.versions(run=r.id):
+        if v.epoch == epoch and v.step >= first:
+            (a.board if v.ns.startswith("board:") else a.files).append(v)
+    return a

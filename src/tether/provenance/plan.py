@@ -1,0 +1,225 @@
+"""What rolling one run back to step K would do: computed here, never applied here.
+
+Within the run's current epoch, after step K:
+
+* every reversible effect is undone by the undo it registered, newest first;
+  irreversible and in-doubt effects are listed and left (going past them needs
+  ``accept_irreversible``); a reversible effect without an undo is an error;
+* its messages not yet delivered (pending, or held by a quarantine) are
+  retracted; those already delivered are listed with their receivers, which
+  the rollback affects (``--cascade`` rolls them back too);
+* messages it received are put back in its inbox (the re-run steps see them
+  again), unless their sender is rolled back past them too;
+* its blackboard writes still live are reverted (the key's previous version is
+  current again);
+* a workspace file changed by someone else since an effect (its hash differs
+  from the after-image the effect recorded) is a conflict, refused without
+  ``force``. Only the newest effect on a path is compared with the file as it
+  is: undoing the newer ones first brings each older after-image back in turn.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tether.errors import NotFound, UsageError
+from tether.ops import find_run
+from tether.store.protocol import Store
+from tether.store.records import EffectRow, MessageRow, RunRow, VersionRow
+from tether.tools.files import file_hash
+
+DONE = ("done", "resolved_done")
+
+
+@dataclass(frozen=True, slots=True)
+class Undo:
+    """One reversible effect to undo."""
+
+    effect: EffectRow
+    tool: str
+    arguments: dict[str, Any]
+    files: dict[str, Any] = field(default_factory=dict)
+    """The after-image the effect recorded: workspace path -> hash."""
+    conflicts: tuple[str, ...] = ()
+    """Workspace files changed since the effect (current hash != recorded after-image)."""
+    started: bool = False
+    """An earlier rollback journaled ``effect.undoing`` for it and did not finish."""
+
+
+@dataclass(slots=True)
+class RollbackPlan:
+    """What a rollback of ``run`` to ``to_step`` would do."""
+
+    run: RunRow
+    to_step: int
+    undo: list[Undo] = field(default_factory=list)
+    irreversible: list[EffectRow] = field(default_factory=list)
+    in_doubt: list[EffectRow] = field(default_factory=list)
+    missing_undo: list[EffectRow] = field(default_factory=list)
+    retract: list[MessageRow] = field(default_factory=list)
+    delivered: list[MessageRow] = field(default_factory=list)
+    requeue: list[MessageRow] = field(default_factory=list)
+    revert: list[VersionRow] = field(default_factory=list)
+
+    @property
+    def idle(self) -> bool:
+        """True when the run is at ``to_step`` already and nothing is left to do."""
+        return (self.to_step == self.run.step and not self.undo and not self.retract
+                and not self.requeue and not self.revert)
+
+    @property
+    def left(self) -> list[EffectRow]:
+        """Effects that stay done in the world."""
+        return self.irreversible + self.in_doubt
+
+    def lines(self, *, cascade: bool = False) -> list[str]:
+        """The plan in words, for ``--plan`` (in a cascade, delivered messages are the
+        receivers' plans' business)."""
+        r = self.run
+        if self.idle:
+            return [f"run {r.name} ({r.id}) is at step {r.step} already: nothing to roll back"]
+        out = [f"rollback of run {r.name} ({r.id}) from step {r.step} to step {self.to_step} "
+               f"(epoch {r.epoch} -> {r.epoch + 1})"]
+        for u in self.undo:
+            e = u.effect
+            note = f"  CONFLICT: changed since: {', '.join(u.conflicts)}" if u.conflicts else ""
+            out.append(f"  undo    step {e.step} {e.tool} ({e.id}) with {u.tool}{note}")
+        for v in self.revert:
+            out.append(f"  revert  step {v.step} blackboard {v.key!r} version {v.version}")
+        for m in self.retract:
+            out.append(f"  retract step {m.step} message {m.id} to {m.recipient} ({m.status})")
+        for m in self.requeue:
+            out.append(f"  requeue message {m.id} from {m.sender} (received after step "
+                       f"{self.to_step}): back in the inbox")
+        for m in [] if cascade else self.delivered:
+            out.append(f"  AFFECTS step {m.step} message {m.id} was delivered to run "
+                       f"{m.recipient}; roll it back too with --cascade")
+        for e in self.irreversible:
+            out.append(f"  LEAVE   step {e.step} {e.tool} ({e.id}): irreversible, cannot be undone")
+        for e in self.in_doubt:
+            out.append(f"  LEAVE   step {e.step} {e.tool} ({e.id}): in doubt ({e.status})")
+        for e in self.missing_undo:
+            out.append(f"  ERROR   step {e.step} {e.tool} ({e.id}): reversible but no undo was "
+                       "registered")
+        out.append(f"  restore the state of step {self.to_step} (steps after it stay in the "
+                   "journal as history); budgets are not refunded")
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        r = self.run
+        return {
+            "run": r.id, "name": r.name, "from_step": r.step, "to_step": self.to_step,
+            "epoch": r.epoch, "idle": self.idle,
+            "undo": [{"effect": u.effect.id, "step": u.effect.step, "tool": u.effect.tool,
+                      "undo_tool": u.tool, "conflicts": list(u.conflicts)} for u in self.undo],
+            "revert": [{"key": v.key, "version": v.version, "event": v.event, "step": v.step}
+                       for v in self.revert],
+            "retract": [m.id for m in self.retract], "requeue": [m.id for m in self.requeue],
+            "delivered": [{"message": m.id, "recipient": m.recipient} for m in self.delivered],
+            "irreversible": [e.id for e in self.irreversible],
+            "in_doubt": [e.id for e in self.in_doubt],
+            "missing_undo": [e.id for e in self.missing_undo],
+        }
+
+
+def plan(store: Store, run_ref: str, to_step: int, *, check_files: bool = True) -> RollbackPlan:
+    """Compute what rolling ``run_ref`` back to ``to_step`` would do; change nothing."""
+    row = find_run(store, run_ref)
+    if to_step < 0:
+        raise UsageError(f"--to must be a step >= 0, not {to_step}")
+    if to_step > row.step:
+        raise UsageError(f"run {row.id} has completed {row.step} steps in epoch {row.epoch}; "
+                         f"step {to_step} is in the future")
+    if store.checkpoint_chain(row.id, row.epoch, to_step) is None:
+        raise NotFound(f"run {row.id} has no checkpoint for step {to_step} in epoch {row.epoch} "
+                       "(it is before the epoch began)")
+    p = RollbackPlan(row, to_step)
+    after = [e for e in store.effects(run=row.id) if e.epoch == row.epoch and e.step > to_step]
+    after.sort(key=lambda e: (e.step, e.idx), reverse=True)
+    images, started = _journal_facts(store, row)
+    for e in after:
+        if e.status in ("undone", "failed", "resolved_not_done"):
+            continue
+        if e.status not in DONE:
+            p.in_doubt.append(e)
+        elif e.effect == "irreversible":
+            p.irreversible.append(e)
+        elif not e.undo:
+            p.missing_undo.append(e)
+        else:
+            p.undo.append(Undo(e, e.undo["tool"], dict(e.undo["arguments"]),
+                               images.get(e.id, {}), (), e.id in started))
+    for m in store.messages(sender=row.id):
+        if m.epoch == row.epoch and m.step > to_step:
+            if m.status in ("pending", "held"):
+                p.retract.append(m)
+            elif m.status == "delivered":
+                p.delivered.append(m)
+    for m in store.messages(recipient=row.id, status="delivered"):
+        if received_after(m, row.epoch, to_step):
+            p.requeue.append(m)
+    p.revert = [v for v in store.versions(run=row.id) if v.ns.startswith("board:")
+                and v.epoch == row.epoch and v.step > to_step and v.status == "live"]
+    if check_files:
+        p.undo = with_conflicts([(row.spec.get("workspace"), u) for u in p.undo])
+    return p
+
+
+def received_after(m: MessageRow, epoch: int, step: int) -> bool:
+    """Whether a delivered message was taken by a receive call of ``epoch`` after ``step``."""
+    parts = (m.claim or "").split(":")
+    return len(parts) == 3 and parts[0] == str(epoch) and int(parts[1]) > step
+
+
+def with_conflicts(undos: list[tuple[str | None, Undo]]) -> list[Undo]:
+    """The undos (in the order given: newest first) with their file conflicts marked.
+
+    Only the newest effect on each (workspace, path) is compared with the file as it is;
+    an undo an interrupted rollback started may have put the file back already.
+    """
+    seen: set[tuple[str, str]] = set()
+    out = []
+    for ws, u in undos:
+        conflicts: tuple[str, ...] = ()
+        if ws and not u.started:
+            conflicts = tuple(path for path, h in u.files.items()
+                              if (ws, path) not in seen and file_hash(Path(ws), path) != h)
+        seen.update((ws or "", path) for path in u.files)
+        out.append(Undo(u.effect, u.tool, u.arguments, u.files, conflicts, u.started))
+    return out
+
+
+def _journal_facts(store: Store, row: RunRow) -> tuple[dict[str, dict[str, Any]], set[str]]:
+    """After-images of effects (from ``effect.done``) and undos started but not finished."""
+    images: dict[str, dict[str, Any]] = {}
+    undoing: set[str] = set()
+    for ev in store.events(row.id):
+        if ev.epoch != row.epoch or not isinstance(ev.payload, dict):
+            continue
+        if ev.kind == "effect.done" and ev.causes:
+            images[ev.causes[0]] = dict((ev.payload.get("after") or {}).get("files") or {})
+        elif ev.kind == "effect.undoing":
+            undoing.add(str(ev.payload["effect"]))
+        elif ev.kind == "effect.undone":
+            undoing.discard(str(ev.payload["effect"]))
+    return images, undoing
+
+
+def refuse(p: RollbackPlan, *, accept_irreversible: bool, force: bool) -> None:
+    """Raise UsageError if the plan may not be carried out as asked."""
+    if p.missing_undo:
+        e = p.missing_undo[0]
+        raise UsageError(f"effect {e.id} ({e.tool}, run {e.run} step {e.step}) is reversible but "
+                         "registered no undo; roll back to a step after it, or fix the tool")
+    if p.left and not accept_irreversible:
+        left = [f"{e.tool} at run {e.run} step {e.step} ({e.id})" for e in p.left]
+        raise UsageError(f"rolling back past {len(left)} effect(s) that cannot be undone: "
+                         f"{'; '.join(left[:5])}; add --accept-irreversible to go past them")
+    conflicts = [u for u in p.undo if u.conflicts]
+    if conflicts and not force:
+        u = conflicts[0]
+        raise UsageError(f"{', '.join(u.conflicts)} changed since effect {u.effect.id} "
+                         f"({u.effect.tool}, run {u.effect.run} step {u.effect.step}); undoing it "
+                         "would overwrite someone else's change. Look first, then use --force")
