@@ -458,3 +458,60 @@ def test_a_changed_checkpoint_chunk_is_found(tmp_path: Path) -> None:
         store.close()
     assert not report.ok
     assert "does not match its hash" in (report.first_bad or "")
+
+
+def _swarm_store(tmp_path: Path) -> Path:
+    """Two runs linked by a message, a blackboard read and a file read."""
+    import asyncio
+
+    from tether import AwaitMessages, Done, Worker, step_agent
+    from tether.tools.files import fs_read, fs_write
+
+    @step_agent(name="writer", tools=[fs_write])
+    async def writer(ctx: Any, state: dict[str, Any]) -> Any:
+        await ctx.call("fs_write", path="a.txt", content="hello\n")
+        await ctx.board.set("k", 1)
+        await ctx.send("reader", "go")
+        return Done()
+
+    @step_agent(name="reader", tools=[fs_read])
+    async def reader(ctx: Any, state: dict[str, Any]) -> Any:
+        if not await ctx.receive():
+            return AwaitMessages()
+        await ctx.call("fs_read", path="a.txt")
+        await ctx.board.get("k")
+        return Done()
+
+    path = tmp_path / "swarm.db"
+    s = SQLiteStore(path)
+    ws = tmp_path / "ws"
+    start_run(s, reader, agent_ref="reader", goal="r", name="reader", workspace=ws)
+    start_run(s, writer, agent_ref="writer", goal="w", name="writer", workspace=ws)
+    asyncio.run(Worker(s, agents={"reader": reader, "writer": writer}).run(until_idle=True))
+    assert {x.kind for x in s.links()} == {"message", "board", "file"}
+    s.close()
+    return path
+
+
+def test_a_deleted_or_forged_provenance_link_is_found(tmp_path: Path) -> None:
+    path = _swarm_store(tmp_path)
+    s = SQLiteStore(path)
+    assert verify_store(s).ok
+    s.close()
+    with sqlite3.connect(path) as c:
+        c.execute("DELETE FROM links WHERE kind = 'board'")
+    s = SQLiteStore(path)
+    rep = verify_store(s)
+    assert not rep.ok and "1 link(s) missing" in rep.problems[0] and "board" in rep.problems[0]
+    s.close()
+    with sqlite3.connect(path) as c:
+        # Forge two: a board link copied from the file link, and the message link moved to a
+        # later step of the sender.
+        c.execute("INSERT INTO links SELECT src_rk, src_epoch, src_step, src_event, dst_rk, "
+                  "dst_epoch, dst_step, dst_event, 'board' FROM links WHERE kind = 'file'")
+        c.execute("UPDATE links SET src_step = src_step + 5 WHERE kind = 'message'")
+    s = SQLiteStore(path)
+    rep = verify_store(s)
+    assert any("2 link(s) not implied by any event" in p for p in rep.problems)
+    assert any("2 link(s) missing" in p for p in rep.problems)
+    s.close()

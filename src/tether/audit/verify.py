@@ -8,7 +8,9 @@ What is detected:
 * the last events of a run deleted (truncation): a batch names seqs that are gone;
 * a whole run deleted: a batch names a run with no events;
 * a changed, removed or reordered batch: the batch chain breaks;
-* a changed checkpoint body: it no longer matches the hash its step journaled.
+* a changed checkpoint body: it no longer matches the hash its step journaled;
+* a changed provenance index: the links (which ``tether impact`` and cascade
+  rollbacks walk) no longer match the ones the events' causes imply.
 
 An erased payload (NULL, kept hash) is allowed: that is what payload hashing is for.
 """
@@ -21,9 +23,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from tether.core.canonical import loads
-from tether.core.events import BATCH_GENESIS, batch_hash, event_hash, genesis, payload_digest
+from tether.core.events import (
+    BATCH_GENESIS,
+    Event,
+    batch_hash,
+    event_hash,
+    genesis,
+    payload_digest,
+)
 from tether.errors import StoreError
 from tether.store.protocol import Store
+from tether.store.sqlite_swarm import LINK_KINDS, derive_links
 
 _NULL_DIGEST = payload_digest(None)
 
@@ -50,10 +60,11 @@ def verify_store(store: Store, *, progress: Callable[[int, int], None] | None = 
     """Verify every chain in ``store``. ``progress(done, total)`` is called per run."""
     rep = VerifyReport()
     hashes: dict[str, dict[int, str]] = {}
+    facts = _LinkFacts()
     runs = store.all_run_ids()
     for i, run in enumerate(runs):
         try:
-            hashes[run] = _verify_run(store, run, rep)
+            hashes[run] = _verify_run(store, run, rep, facts)
         except (StoreError, ValueError, TypeError) as exc:
             # An event so damaged it cannot be read or hashed: name what we can and go on.
             rep.problems.append(f"run {run}: unreadable event ({exc})")
@@ -95,7 +106,45 @@ def verify_store(store: Store, *, progress: Callable[[int, int], None] | None = 
         if missing:
             rep.problems.append(f"run {run}: events {sorted(missing)[:5]} are in no commit batch "
                                 "(inserted outside tether)")
+    _verify_links(store, facts, rep)
     return rep
+
+
+@dataclass(slots=True)
+class _LinkFacts:
+    """What re-deriving the provenance links needs: where each event is, and the events
+    that imply links."""
+
+    at: dict[str, tuple[str, int, int]] = field(default_factory=dict)
+    sources: list[Event] = field(default_factory=list)
+    runs: set[str] = field(default_factory=set)
+
+
+def _verify_links(store: Store, facts: _LinkFacts, rep: VerifyReport) -> None:
+    """The links index must be exactly what the (verified) events imply."""
+    want: set[tuple[str, str, int, int, str, str, int, int, str]] = set()
+    for e in facts.sources:
+        if e.payload is None and e.kind not in LINK_KINDS:
+            continue  # an erased rollback or run.started: its link cannot be re-derived
+        for kind, src, s_epoch, s_step, s_event in derive_links(e, facts.at.get):
+            if kind == "fork" and s_event not in facts.at and src not in facts.runs:
+                continue  # forked from a run this store does not hold: the commit skipped it
+            want.add((kind, src, s_epoch, s_step, s_event, e.run, e.epoch, e.step, e.id))
+    erased = {e.id for e in facts.sources if e.payload is None and e.kind not in LINK_KINDS}
+    try:
+        have = {(x.kind, x.src_run, x.src_epoch, x.src_step, x.src_event, x.dst_run, x.dst_epoch,
+                 x.dst_step, x.dst_event) for x in store.links()}
+    except StoreError as exc:
+        rep.problems.append(f"provenance links cannot be read ({exc})")
+        return
+    have = {x for x in have if x[8] not in erased}
+    for what, diff in (("missing", want - have), ("not implied by any event", have - want)):
+        if diff:
+            x = sorted(diff)[0]
+            rep.problems.append(f"provenance index: {len(diff)} link(s) {what}, e.g. {x[0]} from "
+                                f"run {x[1]} step {x[3]} to run {x[5]} step {x[7]} (event {x[8]}); "
+                                "the links table was changed outside tether, so `tether impact` "
+                                "cannot be trusted until it is restored from a backup")
 
 
 def _verify_checkpoints(store: Store, run: str, recorded: dict[tuple[int, int], str | None],
@@ -135,7 +184,7 @@ def _verify_chunks(store: Store, run: str, epoch: int, step: int, body: bytes,
             return
 
 
-def _verify_run(store: Store, run: str, rep: VerifyReport) -> dict[int, str]:
+def _verify_run(store: Store, run: str, rep: VerifyReport, facts: _LinkFacts) -> dict[int, str]:
     chain: dict[int, str] = {}
     ckpts: dict[tuple[int, int], str | None] = {}
     prev = genesis(run)
@@ -170,6 +219,10 @@ def _verify_run(store: Store, run: str, rep: VerifyReport) -> dict[int, str]:
             bad = True
             continue
         prev = e.hash
+        facts.at[e.id] = (e.run, e.epoch, e.step)
+        facts.runs.add(e.run)
+        if (e.causes and e.kind in LINK_KINDS) or e.kind in ("rollback", "run.started"):
+            facts.sources.append(e)
         if e.kind in ("checkpoint", "step.finished"):
             if erased:  # its checkpoint hash was erased with it: nothing to compare against
                 ckpts[(e.epoch, e.step)] = None
