@@ -247,4 +247,5 @@ def run_json(row: RunRow) -> dict[str, Any]:
         "cost_usd": round(u.get("cost_usd", 0.0), 6), "tool_calls": int(u.get("tool_calls", 0)),
         "budget": row.budget, "wake_at": row.wake_at, "reason": row.reason,
         "created": row.created, "updated": row.updated, "parent": row.parent,
+        "quarantined": bool(row.spec.get("quarantined")),
     }

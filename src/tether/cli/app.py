@@ -47,6 +47,9 @@ def _register() -> None:
     app.command()(rollback_cmd.quarantine)
     from tether.cli import impact_cmd
     app.command()(impact_cmd.impact)
+    from tether.cli import world_cmd
+    app.command()(world_cmd.messages)
+    app.command()(world_cmd.board)
     from tether.cli import fork_cmd
     app.command()(fork_cmd.fork)
     store_app.command("backup")(control.backup)

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated
 
 import orjson
 import typer
+from rich.markup import escape
 
 from tether.cli.common import console, handle_errors, status, store
 from tether.provenance.impact import Affected
 from tether.provenance.impact import impact as compute
+from tether.store.protocol import Store
 
 
 @handle_errors
@@ -21,33 +24,41 @@ def impact(origin: Annotated[str, typer.Argument(
            ) -> None:
     """Show everything downstream of a step: its run's later steps and every run that took in
     its messages, blackboard writes or files, with their effects, messages and writes."""
-    imp = compute(store(), origin, epoch=epoch)
+    s = store()
+    imp = compute(s, origin, epoch=epoch)
     if json:
         print(orjson.dumps(imp.to_json()).decode())
         return
     run, ep, step = imp.origin
+    names = {a.run.id: a.run.name for a in imp.affected}
     others = len(imp.runs()) - 1
-    console.print(f"impact of run {run} step {step} (epoch {ep}): {others} other run(s) "
-                  "affected", highlight=False)
+    steps = sum(max(0, a.last_step - a.first_step + 1) for a in imp.affected)
+    console.print(f"impact of {names.get(run, run)} ({run}) step {step}, epoch {ep}: {steps} "
+                  f"step(s) in {others + 1} run(s) ({others} other)", highlight=False)
     for a in imp.affected:
-        _print(a)
+        _print(a, lambda rid: names.get(rid) or _name(s, rid))
 
 
-def _print(a: Affected) -> None:
+def _name(s: Store, run: str) -> str:
+    r = s.get_run(run)
+    return r.name if r else run
+
+
+def _print(a: Affected, name: Callable[[str], str]) -> None:
     r = a.run
     span = f"steps {a.first_step}-{a.last_step}" if a.last_step > a.first_step else \
         f"step {a.first_step}"
     old = "" if a.current else f"  (epoch {a.epoch}: rolled back since, now epoch {r.epoch})"
-    console.print(f"\n[bold]{r.name}[/] ({r.id}) {status(r.status)} {span}{old}")
+    console.print(f"\n[bold]{escape(r.name)}[/] ({r.id}) {status(r.status)} {span}{old}")
     if a.via is not None:
         link = a.via
-        console.print(f"  via {link.kind}: run {link.src_run} step {link.src_step} "
+        console.print(f"  via {link.kind} from {name(link.src_run)} step {link.src_step} "
                       f"({link.src_event})", highlight=False)
     for e in a.effects:
-        console.print(f"  effect  step {e.step} {e.tool} [{e.effect}] {e.status} ({e.id})",
+        console.print(f"  effect  step {e.step} {e.tool} ({e.effect}) {e.status} {e.id}",
                       highlight=False)
     for m in a.messages:
-        console.print(f"  message step {m.step} to {m.recipient} {m.status} ({m.id})",
+        console.print(f"  message step {m.step} to {name(m.recipient)} {m.status} {m.id}",
                       highlight=False)
     for v in a.board:
         sus = " SUSPECT" if v.suspect else ""

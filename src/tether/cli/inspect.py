@@ -49,10 +49,13 @@ def show(run: Annotated[str, typer.Argument(help="Run id, name or id prefix.")],
     s = store()
     row = ops.find_run(s, run)
     effects = s.effects(run=row.id)
+    inbox = len(s.messages(recipient=row.id, status="pending"))
+    held = len(s.messages(sender=row.id, status="held"))
     if json:
         d = ops.run_json(row)
         d["effects"] = [{"id": e.id, "step": e.step, "tool": e.tool, "effect": e.effect,
                          "status": e.status} for e in effects]
+        d["inbox"], d["held_messages"] = inbox, held
         print_jsonl([d])
         return
     j = ops.run_json(row)
@@ -65,6 +68,14 @@ def show(run: Annotated[str, typer.Argument(help="Run id, name or id prefix.")],
         console.print(f"forked from run {lineage['run']} at step {lineage['step']} "
                       f"(epoch {lineage['epoch']})" + (f" with {', '.join(lineage['edits'])} "
                                                        "changed" if lineage["edits"] else ""))
+    q = row.spec.get("quarantined")
+    if q:
+        console.print(f"[red]quarantined[/] by {q.get('by')}" + (f": {q['reason']}" if
+                      q.get("reason") else "") + f"; {held} outgoing message(s) held, its writes "
+                      f"are suspect; `tether quarantine {row.id} --release` lifts it",
+                      highlight=False)
+    if inbox:
+        console.print(f"inbox: {inbox} message(s) waiting", highlight=False)
     if row.reason:
         console.print(f"reason: {row.reason}", highlight=False)
     if row.wake_at:

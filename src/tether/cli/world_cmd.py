@@ -1,0 +1,92 @@
+"""``tether messages`` and ``tether board``: what a swarm's runs said to each other and wrote."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import orjson
+import typer
+from rich.table import Table
+
+from tether import ops
+from tether.cli.common import console, handle_errors, print_jsonl, store, when
+from tether.errors import UsageError
+from tether.runtime.swarm import board_ns
+from tether.store.records import MESSAGE_STATUSES
+
+
+@handle_errors
+def messages(run: Annotated[str | None, typer.Argument(
+                 help="Only messages this run (id, name or prefix) sent or received.")] = None,
+             state: Annotated[str | None, typer.Option(
+                 "--status", help="pending, delivered, retracted or held.")] = None,
+             json: Annotated[bool, typer.Option("--json", help="JSON lines.")] = False) -> None:
+    """List messages between runs, oldest first, with their delivery status."""
+    if state is not None and state not in MESSAGE_STATUSES:
+        raise UsageError(f"unknown message status {state!r}; one of "
+                         f"{', '.join(MESSAGE_STATUSES)}")
+    s = store()
+    if run is None:
+        rows = s.messages(status=state)
+    else:
+        rid = ops.find_run(s, run).id
+        rows = sorted(s.messages(sender=rid, status=state) + s.messages(recipient=rid,
+                                                                         status=state),
+                      key=lambda m: m.id)
+    if json:
+        print_jsonl({"id": m.id, "sender": m.sender, "recipient": m.recipient,
+                     "epoch": m.epoch, "step": m.step, "topic": m.topic, "body": m.body,
+                     "status": m.status, "created": m.created, "received": m.received}
+                    for m in rows)
+        return
+    t = Table(title="messages")
+    for col in ("id", "from", "step", "to", "topic", "status", "sent", "body"):
+        t.add_column(col, overflow="fold")
+    names: dict[str, str] = {}
+
+    def name(run_id: str) -> str:
+        if run_id not in names:
+            r = s.get_run(run_id)
+            names[run_id] = r.name if r else run_id
+        return names[run_id]
+    for m in rows:
+        body = orjson.dumps(m.body).decode()
+        t.add_row(m.id, name(m.sender), str(m.step), name(m.recipient), m.topic or "-",
+                  m.status, when(m.created)[5:], body if len(body) <= 60 else body[:57] + "...")
+    console.print(t)
+
+
+@handle_errors
+def board(key: Annotated[str | None, typer.Argument(help="Only this key, with its history.")]
+          = None,
+          swarm: Annotated[str | None, typer.Option(help="The swarm's board (default: runs "
+                                                          "with no swarm).")] = None,
+          json: Annotated[bool, typer.Option("--json", help="JSON lines.")] = False) -> None:
+    """Show a swarm's blackboard: each key's current value and who wrote it (with KEY: every
+    version, including reverted ones, and suspect marks)."""
+    s = store()
+    rows = s.versions(ns=board_ns(swarm), key=key)
+    if key is None:
+        current: dict[str, object] = {}
+        for v in rows:
+            if v.status == "live":
+                current[v.key] = v
+        rows = [v for v in rows if current.get(v.key) is v]
+    if json:
+        print_jsonl({"key": v.key, "version": v.version, "value": v.value, "run": v.run,
+                     "epoch": v.epoch, "step": v.step, "event": v.event, "status": v.status,
+                     "suspect": v.suspect, "created": v.created} for v in rows)
+        return
+    if not rows:
+        console.print(f"nothing on the board of swarm {swarm or '(none)'}" +
+                      (f" under {key!r}" if key else ""), highlight=False)
+        return
+    t = Table(title=f"board of swarm {swarm or '(none)'}")
+    for col in ("key", "version", "value", "written by", "step", "status"):
+        t.add_column(col, overflow="fold")
+    for v in rows:
+        value = orjson.dumps(v.value).decode()
+        st = v.status + (" [red]suspect[/]" if v.suspect else "")
+        t.add_row(v.key, str(v.version), value if len(value) <= 60 else value[:57] + "...",
+                  v.run, str(v.step), st)
+    console.print(t)
