@@ -1,12 +1,13 @@
 """Cascade rollback: roll a run back to step K and every run its bad work reached.
 
 The affected runs are the impact of step K+1 (:mod:`tether.provenance.impact`).
-Each is rolled back to just before its first affected step, in its current
-epoch; an affected epoch that is no longer current was rolled back already and
-is left alone. A run whose taint goes back to before its current epoch began
-(it was forked from, or rolled back to, an affected state) cannot be rolled
-back far enough here: it is listed as blocked, and the cascade needs
-``--accept-irreversible`` to go on without it (quarantine or stop it).
+Each is rolled back to just before its first affected step in its current
+history; an affected epoch whose affected steps were rolled back already is
+left alone. A run whose taint goes back to before its current epoch began
+is rolled back through its earlier epochs (its history); a fork that started
+from affected work has no earlier state to go back to: it is listed as
+blocked, and the cascade needs ``--accept-irreversible`` to go on without it
+(quarantine or stop it).
 
 Carrying it out holds every affected run's lease at once, then:
 
@@ -29,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tether.errors import UsageError
-from tether.ops import actor, holding
+from tether.ops import actor, holding, lineage, ran_in
 from tether.provenance import rollback as rb
 from tether.provenance.impact import Impact, impact_from
 from tether.provenance.plan import RollbackPlan, plan, refuse, with_conflicts
@@ -97,22 +98,30 @@ def cascade_plan(store: Store, run_ref: str, to_step: int) -> CascadePlan:
     """Compute the cascade; change nothing."""
     origin_plan = plan(store, run_ref, to_step, check_files=False)
     origin = origin_plan.run
-    marker = origin.spec.get("rolling_back")
-    epoch = origin.epoch
-    if isinstance(marker, dict) and isinstance(marker.get("cascade"), dict):
-        epoch = int(marker["cascade"].get("epoch", epoch))
-    imp = impact_from(store, origin, epoch, to_step + 1)
+    epoch = ran_in(lineage(store, origin), to_step + 1)
+    imp = impact_from(store, origin, origin.epoch if epoch is None else epoch, to_step + 1)
     cp = CascadePlan(origin, to_step, imp)
+    firsts: dict[str, list[int]] = {}
+    rows: dict[str, RunRow] = {}
     for a in imp.affected:
-        if a.run.id == origin.id or not a.current:
+        if a.run.id != origin.id:
+            rows[a.run.id] = a.run
+            firsts.setdefault(a.run.id, [])
+            segs = {s.epoch: s for s in lineage(store, a.run)}
+            seg = segs.get(a.epoch)
+            # Still in the run's history? (An epoch rolled back past the taint is not.)
+            if seg is not None and (seg.end is None or a.first_step <= seg.end):
+                firsts[a.run.id].append(a.first_step)
+    for run, steps in firsts.items():
+        if not steps:
+            continue  # rolled back past it already
+        target = min(steps) - 1
+        if target < 0:
+            cp.blocked.append(Blocked(rows[run], min(steps), (
+                "it started from the affected work (a fork of it), so there is no earlier "
+                "state to go back to; quarantine or stop it")))
             continue
-        target = a.first_step - 1
-        if target < 0 or store.checkpoint_chain(a.run.id, a.epoch, target) is None:
-            cp.blocked.append(Blocked(a.run, a.first_step, (
-                "it took in the affected work before its current epoch began (a fork or an "
-                "earlier rollback); quarantine or stop it")))
-            continue
-        cp.plans.append(plan(store, a.run.id, target, check_files=False))
+        cp.plans.append(plan(store, run, target, check_files=False))
     # Dependents first (the reverse of the order the walk reached them), the origin last.
     cp.plans.reverse()
     cp.plans.append(origin_plan)

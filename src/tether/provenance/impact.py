@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tether.errors import NotFound, UsageError
-from tether.ops import find_run
+from tether.ops import find_run, lineage, ran_in
 from tether.store.protocol import Store
 from tether.store.records import EffectRow, Link, MessageRow, RunRow, VersionRow
 
@@ -101,6 +101,9 @@ def parse_origin(store: Store, ref: str, epoch: int | None = None) -> tuple[RunR
                              f"{run_ref}@3") from None
         row = find_run(store, run_ref)
         ep = row.epoch if epoch is None else epoch
+        if epoch is None:
+            ran = ran_in(lineage(store, row), step)
+            ep = row.epoch if ran is None else ran
         if step < 0:
             raise UsageError(f"{ref!r}: steps are numbered from 1 (0 is the start state)")
         last = row.step if ep == row.epoch else _last_step(store, row.id, ep)

@@ -1,6 +1,8 @@
 """What rolling one run back to step K would do: computed here, never applied here.
 
-Within the run's current epoch, after step K:
+In the run's current history (its current epoch, and the earlier epochs it
+grew from, for the steps each contributes: :func:`tether.ops.lineage`), after
+step K:
 
 * every reversible effect is undone by the undo it registered, newest first;
   irreversible and in-doubt effects are listed and left (going past them needs
@@ -20,12 +22,13 @@ Within the run's current epoch, after step K:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tether.errors import NotFound, UsageError
-from tether.ops import find_run
+from tether.ops import Segment, epoch_of, find_run, lineage
 from tether.store.protocol import Store
 from tether.store.records import EffectRow, MessageRow, RunRow, VersionRow
 from tether.tools.files import file_hash
@@ -54,6 +57,9 @@ class RollbackPlan:
 
     run: RunRow
     to_step: int
+    state_epoch: int = 0
+    """The epoch whose checkpoint of ``to_step`` is restored (earlier than the run's own
+    when ``to_step`` is before its current epoch began)."""
     undo: list[Undo] = field(default_factory=list)
     irreversible: list[EffectRow] = field(default_factory=list)
     in_doubt: list[EffectRow] = field(default_factory=list)
@@ -80,8 +86,9 @@ class RollbackPlan:
         r = self.run
         if self.idle:
             return [f"run {r.name} ({r.id}) is at step {r.step} already: nothing to roll back"]
+        older = f", state from epoch {self.state_epoch}" if self.state_epoch != r.epoch else ""
         out = [f"rollback of run {r.name} ({r.id}) from step {r.step} to step {self.to_step} "
-               f"(epoch {r.epoch} -> {r.epoch + 1})"]
+               f"(epoch {r.epoch} -> {r.epoch + 1}{older})"]
         for u in self.undo:
             e = u.effect
             note = f"  CONFLICT: changed since: {', '.join(u.conflicts)}" if u.conflicts else ""
@@ -111,7 +118,7 @@ class RollbackPlan:
         r = self.run
         return {
             "run": r.id, "name": r.name, "from_step": r.step, "to_step": self.to_step,
-            "epoch": r.epoch, "idle": self.idle,
+            "epoch": r.epoch, "state_epoch": self.state_epoch, "idle": self.idle,
             "undo": [{"effect": u.effect.id, "step": u.effect.step, "tool": u.effect.tool,
                       "undo_tool": u.tool, "conflicts": list(u.conflicts)} for u in self.undo],
             "revert": [{"key": v.key, "version": v.version, "event": v.event, "step": v.step}
@@ -132,12 +139,15 @@ def plan(store: Store, run_ref: str, to_step: int, *, check_files: bool = True) 
     if to_step > row.step:
         raise UsageError(f"run {row.id} has completed {row.step} steps in epoch {row.epoch}; "
                          f"step {to_step} is in the future")
-    if store.checkpoint_chain(row.id, row.epoch, to_step) is None:
-        raise NotFound(f"run {row.id} has no checkpoint for step {to_step} in epoch {row.epoch} "
-                       "(it is before the epoch began)")
-    p = RollbackPlan(row, to_step)
-    after = [e for e in store.effects(run=row.id) if e.epoch == row.epoch and e.step > to_step]
-    after.sort(key=lambda e: (e.step, e.idx), reverse=True)
+    segments = lineage(store, row)
+    state_epoch = epoch_of(segments, to_step)
+    if state_epoch is None:
+        raise NotFound(f"run {row.id} has no checkpoint for step {to_step} in its history "
+                       "(it was forked after that step)")
+    p = RollbackPlan(row, to_step, state_epoch)
+    after_k = _after(segments, to_step)
+    after = [e for e in store.effects(run=row.id) if after_k(e.epoch, e.step)]
+    after.sort(key=lambda e: (e.epoch, e.step, e.idx), reverse=True)
     images, started = _journal_facts(store, row)
     for e in after:
         if e.status in ("undone", "failed", "resolved_not_done"):
@@ -152,25 +162,38 @@ def plan(store: Store, run_ref: str, to_step: int, *, check_files: bool = True) 
             p.undo.append(Undo(e, e.undo["tool"], dict(e.undo["arguments"]),
                                images.get(e.id, {}), (), e.id in started))
     for m in store.messages(sender=row.id):
-        if m.epoch == row.epoch and m.step > to_step:
+        if after_k(m.epoch, m.step):
             if m.status in ("pending", "held"):
                 p.retract.append(m)
             elif m.status == "delivered":
                 p.delivered.append(m)
     for m in store.messages(recipient=row.id, status="delivered"):
-        if received_after(m, row.epoch, to_step):
+        taken = claimed_at(m)
+        if taken is not None and after_k(*taken):
             p.requeue.append(m)
     p.revert = [v for v in store.versions(run=row.id) if v.ns.startswith("board:")
-                and v.epoch == row.epoch and v.step > to_step and v.status == "live"]
+                and after_k(v.epoch, v.step) and v.status == "live"]
     if check_files:
         p.undo = with_conflicts([(row.spec.get("workspace"), u) for u in p.undo])
     return p
 
 
-def received_after(m: MessageRow, epoch: int, step: int) -> bool:
-    """Whether a delivered message was taken by a receive call of ``epoch`` after ``step``."""
+def _after(segments: list[Segment], step: int) -> Callable[[int, int], bool]:
+    """Whether (epoch, s) is a step of the run's current history after ``step``."""
+    by_epoch = {seg.epoch: seg for seg in segments}
+
+    def after(epoch: int, s: int) -> bool:
+        seg = by_epoch.get(epoch)
+        return seg is not None and s > step and seg.holds(s)
+    return after
+
+
+def claimed_at(m: MessageRow) -> tuple[int, int] | None:
+    """(epoch, step) of the receive call that took a message (its claim key)."""
     parts = (m.claim or "").split(":")
-    return len(parts) == 3 and parts[0] == str(epoch) and int(parts[1]) > step
+    if len(parts) != 3 or not parts[0].isdigit() or not parts[1].isdigit():
+        return None
+    return int(parts[0]), int(parts[1])
 
 
 def with_conflicts(undos: list[tuple[str | None, Undo]]) -> list[Undo]:
@@ -196,7 +219,7 @@ def _journal_facts(store: Store, row: RunRow) -> tuple[dict[str, dict[str, Any]]
     images: dict[str, dict[str, Any]] = {}
     undoing: set[str] = set()
     for ev in store.events(row.id):
-        if ev.epoch != row.epoch or not isinstance(ev.payload, dict):
+        if not isinstance(ev.payload, dict):
             continue
         if ev.kind == "effect.done" and ev.causes:
             images[ev.causes[0]] = dict((ev.payload.get("after") or {}).get("files") or {})

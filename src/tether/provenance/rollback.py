@@ -206,6 +206,7 @@ def restore(store: Store, j: RunJournal, p: RollbackPlan, by: str,
     j.checkpoint(ck)
     payload: dict[str, Any] = {
         "to_step": p.to_step, "from_epoch": old_epoch, "from_step": from_step,
+        "state_epoch": p.state_epoch,
         "undone": [u.effect.id for u in p.undo], "left": [e.id for e in p.left], "by": by}
     if cascade:
         payload["cascade"] = cascade

@@ -60,10 +60,12 @@ def derive_links(e: Event, cause_at: Any) -> list[tuple[str, str, int, int, str]
             if at is not None and at[0] != e.run:
                 out.append((kind, at[0], at[1], at[2], cid))
     elif e.kind == "rollback" and isinstance(e.payload, dict):
-        # The new epoch starts from the old one's state at to_step: taint at or before it
-        # carries over.
-        out.append(("epoch", e.run, int(e.payload["from_epoch"]), int(e.payload["to_step"]),
-                    e.id))
+        # The new epoch starts from the history's state at to_step (read from state_epoch):
+        # taint at or before it carries over.
+        src_epoch = e.payload.get("state_epoch")
+        if src_epoch is None:
+            src_epoch = e.payload["from_epoch"]
+        out.append(("epoch", e.run, int(src_epoch), int(e.payload["to_step"]), e.id))
     elif e.kind == "run.started" and isinstance(e.payload, dict):
         fork = ((e.payload.get("spec") or {}).get("forked_from")) or None
         if isinstance(fork, dict):
@@ -138,13 +140,18 @@ class SQLiteSwarm(SQLiteBase):
         """Take the run's pending messages (oldest first) for one receive call.
 
         Idempotent per ``claim``: called again after a crash, it returns what that
-        call took before plus anything new, so nothing taken is lost unjournaled.
+        call took before plus anything new (``limit`` counts both), so nothing taken
+        is lost unjournaled.
         """
         with self._tx() as c:
             row = c.execute("SELECT token FROM leases WHERE run = ?", (run,)).fetchone()
             if row is None or row[0] != fence:
                 raise LeaseLost(f"run {run}: this process's lease (token {fence}) was taken "
                                 "over; it cannot take messages")
+            if limit is not None:  # what this call took before counts against its limit
+                held = c.execute("SELECT COUNT(*) FROM messages WHERE recipient = ? AND "
+                                 "claim = ?", (run, claim)).fetchone()[0]
+                limit = max(0, limit - held)
             c.execute("UPDATE messages SET status = 'delivered', claim = ?, received = ? "
                       "WHERE id IN (SELECT id FROM messages WHERE recipient = ? AND "
                       "status = 'pending' ORDER BY id LIMIT ?)",
