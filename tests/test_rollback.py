@@ -215,3 +215,63 @@ def test_fork_at_a_step_with_edited_state_in_a_rewound_copy(store: SQLiteStore, 
     res = CliRunner().invoke(app, ["--store", str(store.path), "fork", run, "--at", "1",
                                    "--set", "hint=not json"])
     assert res.exit_code == 2 and "not JSON" in res.output
+
+
+UNDO_CALLS: list[int] = []
+
+
+@tool(effect="reversible")
+def refund(amount: int) -> str:
+    """Give money back (not idempotent: twice would refund twice). Fails on its first call."""
+    UNDO_CALLS.append(amount)
+    if len(UNDO_CALLS) == 1:
+        raise RuntimeError("the payment service hung up")
+    return f"refunded {amount}"
+
+
+@tool(effect="reversible")
+def pay(amount: int) -> str:
+    """Take money; undone by ``refund``."""
+    from tether.tools import register_undo
+    register_undo(refund, amount=amount)
+    return f"paid {amount}"
+
+
+async def _payer(ctx: Any, state: dict[str, Any]) -> Any:
+    state["n"] = state.get("n", 0) + 1
+    await ctx.call(pay, amount=state["n"])
+    return Done() if state["n"] >= 2 else None
+
+
+@pytest.mark.parametrize("happened", [True, False])
+def test_an_interrupted_undo_that_is_not_idempotent_is_settled_by_an_operator(
+        tmp_path: Path, happened: bool) -> None:
+    UNDO_CALLS.clear()
+    agent = StepAgent(_payer, name="payer", tools=[pay, refund])
+    store = SQLiteStore(tmp_path / "t.db")
+    run = start_run(store, agent, agent_ref="payer", goal="pay")
+    asyncio.run(Worker(store, agents={"payer": agent}).run(until_idle=True))
+    tools = {"refund": refund}
+    with pytest.raises(RuntimeError, match="hung up"):
+        rb.rollback(store, run, 1, who="human:ops", tools=tools)
+    eff = next(e for e in store.effects(run=run) if e.step == 2)
+    # The undo was started (write-ahead) and may or may not have happened: never guessed.
+    with pytest.raises(UsageError, match=f"tether resolve {eff.id} --undone"):
+        rb.rollback(store, run, 1, who="human:ops", tools=tools)
+    assert store.get_run(run).status == "paused"  # type: ignore[union-attr]
+    out = CliRunner().invoke(app, ["--store", str(tmp_path / "t.db"), "resolve", eff.id,
+                                   "--undone" if happened else "--not-undone"])
+    assert out.exit_code == 0, out.output
+    rb.rollback(store, run, 1, who="human:ops", tools=tools)
+    # Settled as done: not run again. Settled as not done: run again, once.
+    assert len(UNDO_CALLS) == (1 if happened else 2)
+    assert store.effect(eff.id).status == "undone"  # type: ignore[union-attr]
+    kinds = [e.kind for e in store.events(run)]
+    assert kinds.count("effect.undo_settled") == 1
+    assert kinds.count("effect.undone") == (0 if happened else 1)
+    row = store.get_run(run)
+    assert row is not None and row.epoch == 1 and row.step == 1
+    out = CliRunner().invoke(app, ["--store", str(tmp_path / "t.db"), "resolve", eff.id,
+                                   "--undone"])
+    assert out.exit_code == 2 and "no unfinished undo" in out.output
+    assert verify_store(store).ok

@@ -164,13 +164,31 @@ def resolve(effect: Annotated[str, typer.Argument(help="Effect id (its intent ev
             not_done: Annotated[bool, typer.Option(
                 "--not-done", help="It did not happen; do not retry (the model is told).")] = False,
             retry: Annotated[bool, typer.Option("--retry", help="Run it again, once.")] = False,
+            undone: Annotated[bool, typer.Option(
+                "--undone", help="An interrupted rollback's undo of it did take effect.")]
+            = False,
+            not_undone: Annotated[bool, typer.Option(
+                "--not-undone", help="An interrupted rollback's undo of it did not take "
+                                     "effect (the next rollback runs it again).")] = False,
             result: Annotated[str | None, typer.Option(
                 help="With --done: the result (JSON) the agent should see.")] = None,
             as_: AsOpt = None) -> None:
-    """Settle an in-doubt effect; the run resumes when none is left in doubt."""
-    chosen = [n for n, v in (("done", done), ("not_done", not_done), ("retry", retry)) if v]
+    """Settle an in-doubt effect (the run resumes when none is left in doubt), or an undo an
+    interrupted rollback left unfinished (--undone / --not-undone)."""
+    chosen = [n for n, v in (("done", done), ("not_done", not_done), ("retry", retry),
+                             ("undone", undone), ("not_undone", not_undone)) if v]
     if len(chosen) != 1:
-        raise UsageError("say exactly one of --done, --not-done or --retry")
+        raise UsageError("say exactly one of --done, --not-done, --retry, --undone or "
+                         "--not-undone")
+    if chosen[0] in ("undone", "not_undone"):
+        if result is not None:
+            raise UsageError("--result goes with --done only")
+        from tether.provenance.rollback import settle_undo
+        eff = settle_undo(store(), effect, happened=chosen[0] == "undone", who=ops.actor(as_))
+        console.print(f"the undo of effect {eff.id} ({eff.tool}) is settled as "
+                      f"{chosen[0].replace('_', ' ')}; run `tether rollback` again to finish",
+                      highlight=False)
+        return
     value = None
     if result is not None:
         if chosen[0] != "done":

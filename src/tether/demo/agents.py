@@ -7,7 +7,20 @@
   ``done/``;
 * ``librarian`` (the built-in tool-calling agent) sets up the notes folder once;
 * ``reporter`` sleeps until 06:00, asks the model for a digest and sends it: an
-  irreversible effect (an mbox entry in ``outbox/``, which cannot be unsent).
+  irreversible effect (an mbox entry in ``outbox/``, which cannot be unsent);
+* ``router`` gets each hour's tickets from ``ingest`` as a message
+  (``ctx.send`` / ``ctx.receive``), asks the model which team each one is for
+  and sends the answers on to ``dispatcher``;
+* ``dispatcher`` keeps the teams' queues: it appends each ticket it is sent to
+  ``queues/TEAM.md`` and rewrites ``queues/index.md`` (reversible file writes).
+
+The router goes wrong at night: it keeps its whole conversation, to stay
+consistent, and once that holds :data:`DRIFT_AFTER` tickets the scripted model
+loses the thread and parrots its previous answer, so from 01:00 on every
+ticket lands in the infra queue. Its messages carry the mistake into the
+dispatcher's files; ``tether impact`` shows how far it went and ``tether
+rollback --cascade`` undoes it in both runs. No irreversible effect is on that
+path.
 
 The policy (:data:`POLICY`, written to the demo folder as ``tether.toml``) keeps
 quiet hours until 07:00: the digest is deferred to the morning, and the page
@@ -28,7 +41,7 @@ from typing import Any
 from tether.models.base import Message, Model, ModelResponse, ToolCall, ToolSpec
 from tether.models.scripted import ScriptedModel
 from tether.runtime.agent import Agent, AgentLike, StepAgent
-from tether.runtime.outcome import Done, SleepUntil
+from tether.runtime.outcome import AwaitMessages, Done, SleepUntil
 from tether.tools.base import current, tool
 from tether.tools.files import fs_append, fs_list, fs_mkdir, fs_move, fs_read, fs_write
 
@@ -48,6 +61,20 @@ TICKETS: dict[int, list[str]] = {
     6: ["Feature request: dark mode for the dashboard"],
 }
 URGENT_WORDS = ("down", "outage", "500", "security", "failing", "not arriving")
+TEAM_WORDS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("security", ("security", "failed logins")),
+    ("billing", ("billing", "invoice", "refund")),
+    ("accounts", ("password", "login")),
+    ("infra", ("500", "down", "outage", "database")),
+    ("product", ("typo", "feature", "pricing", "dashboard")),
+)
+"""Which team a ticket is for: the first team with a word in it (what a reviewer says)."""
+TEAMS = tuple(team for team, _ in TEAM_WORDS)
+DRIFT_AFTER = 4
+"""The scripted router model parrots its last answer once the conversation holds this
+many answered tickets."""
+ROUTE_PROMPT = ("You route support tickets to one team: " + ", ".join(TEAMS)
+                + ". Answer with the team's name only.")
 
 
 def _hour(t: float) -> int:
@@ -62,6 +89,33 @@ def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:32]
 
 
+def team_for(text: str) -> str:
+    """The team a ticket is for, by :data:`TEAM_WORDS` (the right answer)."""
+    low = text.lower()
+    for team, words in TEAM_WORDS:
+        if any(w in low for w in words):
+            return team
+    return "product"
+
+
+def team_of(answer: str | None) -> str:
+    """The team a model's answer names (``unsorted`` if none): a safe file name."""
+    low = (answer or "").lower()
+    found = [(low.find(t), t) for t in TEAMS if t in low]
+    return min(found)[1] if found else "unsorted"
+
+
+def queue_line(item: dict[str, Any]) -> str:
+    """A ticket's line in its team's queue file."""
+    return f"- [{item['at']}] {item['text']}\n"
+
+
+def queue_index(counts: dict[str, int]) -> str:
+    """``queues/index.md``: how many tickets each team's queue holds."""
+    rows = "".join(f"| [{t}]({t}.md) | {n} |\n" for t, n in sorted(counts.items()))
+    return f"# Queues\n\n| team | tickets |\n|---|---|\n{rows}"
+
+
 # -- the scripted model ---------------------------------------------------------
 
 def night_script(messages: Sequence[Message], tools: Sequence[ToolSpec]) -> ModelResponse:
@@ -70,6 +124,13 @@ def night_script(messages: Sequence[Message], tools: Sequence[ToolSpec]) -> Mode
     if last.startswith("Classify this support ticket"):
         ticket = last.split("\n", 1)[-1].lower()
         return ModelResponse("urgent" if any(w in ticket for w in URGENT_WORDS) else "routine")
+    if last.startswith("Route this ticket"):
+        answers = [str(m.get("content") or "") for m in messages if m.get("role") == "assistant"]
+        if len(answers) >= DRIFT_AFTER:
+            # The night's fault: with a long conversation the model loses the thread and
+            # repeats its previous answer, whatever the ticket says.
+            return ModelResponse(answers[-1])
+        return ModelResponse(team_for(last.split("\n", 1)[-1]))
     if last.startswith("Write the morning digest"):
         lines = [ln for ln in last.splitlines() if ln.startswith("- ")]
         urgent = [ln for ln in lines if "urgent" in ln]
@@ -159,10 +220,16 @@ def ingest_step(ctx: Any, state: dict[str, Any]) -> Any:
     if hour not in state.setdefault("hours_done", []):
         if hour == 0:
             ctx.call(fs_mkdir, path="inbox")
+        batch = []
         for n, text in enumerate(TICKETS.get(hour, [])):
             name = f"inbox/{_clock(now).replace(':', '')}-{n}-{_slug(text)}.txt"
             ctx.call(fs_write, path=name, content=text + "\n")
+            batch.append({"file": name, "text": text})
             state["tickets"] = state.get("tickets", 0) + 1
+        last = hour >= max(TICKETS)
+        if batch or last:  # the hour's tickets, in one message, for the router
+            ctx.send("router", {"at": _clock(now), "tickets": batch, "last": last},
+                     topic="tickets")
         state["hours_done"].append(hour)
     if hour >= max(TICKETS):
         return Done(f"{state.get('tickets', 0)} tickets delivered")
@@ -210,6 +277,49 @@ async def reporter_step(ctx: Any, state: dict[str, Any]) -> Any:
     return Done("digest sent")
 
 
+async def router_step(ctx: Any, state: dict[str, Any]) -> Any:
+    """Ask the model which team each ticket ingest sends is for; tell the dispatcher."""
+    if not state.get("listening"):
+        state["listening"] = True  # nothing can have arrived before the night starts
+        return AwaitMessages()
+    history: list[dict[str, str]] = state.setdefault("history", [])
+    routed, last = [], False
+    for msg in await ctx.receive():
+        last = last or bool(msg.body.get("last"))
+        for t in msg.body.get("tickets", []):
+            convo: list[Message] = [{"role": "system", "content": ROUTE_PROMPT}]
+            for h in history:  # the whole conversation, to stay consistent
+                convo += [{"role": "user", "content": f"Route this ticket:\n{h['text']}"},
+                          {"role": "assistant", "content": h["team"]}]
+            convo.append({"role": "user", "content": f"Route this ticket:\n{t['text']}"})
+            team = team_of((await ctx.model(convo)).content)
+            history.append({"text": t["text"], "team": team})
+            routed.append({"file": t["file"], "text": t["text"], "at": msg.body["at"],
+                           "team": team})
+    if routed or last:
+        await ctx.send("dispatcher", {"routed": routed, "last": last}, topic="routed")
+    return Done(f"{len(history)} tickets routed") if last else AwaitMessages()
+
+
+async def dispatcher_step(ctx: Any, state: dict[str, Any]) -> Any:
+    """Put each routed ticket in its team's queue file; keep ``queues/index.md`` current."""
+    if not state.get("ready"):
+        await ctx.call(fs_mkdir, path="queues")
+        state["ready"] = True
+        return AwaitMessages()
+    counts: dict[str, int] = state.setdefault("counts", {})
+    last, changed = False, False
+    for msg in await ctx.receive():
+        last = last or bool(msg.body.get("last"))
+        for item in msg.body.get("routed", []):
+            await ctx.call(fs_append, path=f"queues/{item['team']}.md", content=queue_line(item))
+            counts[item["team"]] = counts.get(item["team"], 0) + 1
+            changed = True
+    if changed:
+        await ctx.call(fs_write, path="queues/index.md", content=queue_index(counts))
+    return Done(f"{sum(counts.values())} tickets queued") if last else AwaitMessages()
+
+
 def build(model: Model) -> dict[str, AgentLike]:
     """The demo's agents by reference, all on ``model``."""
     files = [fs_list, fs_read, fs_write, fs_append, fs_mkdir, fs_move]
@@ -223,6 +333,9 @@ def build(model: Model) -> dict[str, AgentLike]:
             "librarian", model=model, tools=files,
             instructions="You keep the night shift's workspace tidy. Create the folders "
                          "notes/ and done/, then write notes/README.md describing them."),
+        "tether.demo.agents:router": StepAgent(router_step, name="router", model=model),
+        "tether.demo.agents:dispatcher": StepAgent(dispatcher_step, name="dispatcher",
+                                                   tools=[fs_mkdir, fs_append, fs_write]),
     }
 
 
@@ -231,3 +344,5 @@ ingest = _default["tether.demo.agents:ingest"]
 triage = _default["tether.demo.agents:triage"]
 reporter = _default["tether.demo.agents:reporter"]
 librarian = _default["tether.demo.agents:librarian"]
+router = _default["tether.demo.agents:router"]
+dispatcher = _default["tether.demo.agents:dispatcher"]

@@ -45,6 +45,8 @@ def _start_runs(store: SQLiteStore, workspace: Path, clock: FixedClock) -> None:
         "ingest": "Deliver the night's support tickets to inbox/ as they arrive.",
         "triage": "Classify every ticket in inbox/, note it and file it under done/.",
         "reporter": "At 06:00, send the on-call lead a digest of the night.",
+        "router": "Route every ticket ingest sends to a team; tell the dispatcher.",
+        "dispatcher": "Keep each team's queue in queues/ as the router sends tickets.",
     }
     agents = night.build(night.scripted())
     for name, goal in goals.items():
@@ -81,6 +83,12 @@ def _describe(name: str, kind: str, p: object) -> str:
         content = ((p.get("response") or {}).get("content") or "").splitlines()
         first = content[0][:60] if content else "(tool calls)"
         return f"[bold]{name}[/bold] model said: {first}"
+    if kind == "message.sent":
+        body = p.get("body")
+        items = body.get("tickets") or body.get("routed") or [] if isinstance(body, dict) else []
+        what = f"{len(items)} ticket(s)" + ("".join(
+            f", {i['team']}" for i in items if isinstance(i, dict) and "team" in i))
+        return f"[bold]{name}[/bold] sent [cyan]{p.get('to_name')}[/cyan] {what}"
     if kind == "approval.requested":
         return (f"[bold]{name}[/bold] [magenta]waits for approval[/magenta] to run "
                 f"{p.get('tool')} ({p.get('reason')})")
@@ -95,7 +103,9 @@ def _describe(name: str, kind: str, p: object) -> str:
 
 
 async def run_night(directory: Path, *, model: Model, console: Console,
-                    quiet: bool = False) -> NightResult:
+                    quiet: bool = False, until: float | None = None) -> NightResult:
+    """Run the night (or go on with it) until no run has anything left to do, or until
+    the clock would reach ``until`` (that moment is not run)."""
     directory.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - once, before any run starts
     workspace = directory / "workspace"
     store = SQLiteStore(directory / "tether.db")
@@ -126,7 +136,7 @@ async def run_night(directory: Path, *, model: Model, console: Console,
                 await asyncio.sleep(1.0)
                 continue
             wakes = [r.wake_at for r in store.list_runs(status="sleeping") if r.wake_at]
-            if not wakes:
+            if not wakes or (until is not None and max(clock.now(), min(wakes)) >= until):
                 break
             clock.set(max(clock.now(), min(wakes)))
             store.set_meta(CLOCK_KEY, repr(clock.now()))

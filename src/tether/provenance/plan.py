@@ -148,7 +148,7 @@ def plan(store: Store, run_ref: str, to_step: int, *, check_files: bool = True) 
     after_k = _after(segments, to_step)
     after = [e for e in store.effects(run=row.id) if after_k(e.epoch, e.step)]
     after.sort(key=lambda e: (e.epoch, e.step, e.idx), reverse=True)
-    images, started = _journal_facts(store, row)
+    images, started = journal_facts(store, row)
     for e in after:
         if e.status in ("undone", "failed", "resolved_not_done"):
             continue
@@ -214,7 +214,7 @@ def with_conflicts(undos: list[tuple[str | None, Undo]]) -> list[Undo]:
     return out
 
 
-def _journal_facts(store: Store, row: RunRow) -> tuple[dict[str, dict[str, Any]], set[str]]:
+def journal_facts(store: Store, row: RunRow) -> tuple[dict[str, dict[str, Any]], set[str]]:
     """After-images of effects (from ``effect.done``) and undos started but not finished."""
     images: dict[str, dict[str, Any]] = {}
     undoing: set[str] = set()
@@ -225,7 +225,7 @@ def _journal_facts(store: Store, row: RunRow) -> tuple[dict[str, dict[str, Any]]
             images[ev.causes[0]] = dict((ev.payload.get("after") or {}).get("files") or {})
         elif ev.kind == "effect.undoing":
             undoing.add(str(ev.payload["effect"]))
-        elif ev.kind == "effect.undone":
+        elif ev.kind in ("effect.undone", "effect.undo_settled"):
             undoing.discard(str(ev.payload["effect"]))
     return images, undoing
 

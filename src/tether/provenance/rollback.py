@@ -34,17 +34,17 @@ from typing import Any
 
 from tether.core.checkpoint import CheckpointEncoder
 from tether.errors import Conflict, UsageError
-from tether.ops import actor, holding, run_state, send_command
-from tether.provenance.plan import RollbackPlan, Undo, plan, refuse
+from tether.ops import actor, find_effect, find_run, holding, run_state, send_command
+from tether.provenance.plan import RollbackPlan, Undo, journal_facts, plan, refuse
 from tether.runtime.journal import RunJournal
 from tether.runtime.runs import load_agent
 from tether.store.protocol import Store
-from tether.store.records import ACTIVE_STATUSES, RunRow
+from tether.store.records import ACTIVE_STATUSES, EffectRow, RunRow
 from tether.store.sqlite_swarm import transition
 from tether.tools.base import Tool, ToolContext, _current
 from tether.tools.files import FILE_TOOLS
 
-__all__ = ["RollbackPlan", "Undo", "plan", "rollback", "undo_tools"]
+__all__ = ["RollbackPlan", "Undo", "plan", "rollback", "settle_undo", "undo_tools"]
 
 RETRIES = 5
 """Times a retraction that lost a race with a recipient is planned again."""
@@ -165,7 +165,9 @@ def undo(j: RunJournal, u: Undo, registry: dict[str, Tool]) -> None:
                          "loaded here; run from the agent's folder")
     if u.started and not tool.idempotent:
         raise UsageError(f"an earlier rollback started undoing effect {e.id} with {u.tool} and "
-                         "did not finish; that undo is not idempotent, so check it by hand")
+                         "did not finish; that undo is not idempotent, so check whether it took "
+                         f"effect, then `tether resolve {e.id} --undone` (it did) or "
+                         "`--not-undone` (it did not: it is run again), and roll back again")
     step = j.row.step + 1
     j.append("effect.undoing", {"effect": e.id, "tool": u.tool, "arguments": u.arguments},
              step=step, causes=(e.id,), actor="system:rollback")
@@ -184,6 +186,30 @@ def undo(j: RunJournal, u: Undo, registry: dict[str, Tool]) -> None:
     j.effect(dataclasses.replace(e, status="undone", updated=time.time()))
     j.transition(transition("versions", [e.id], "status", "undone"))
     j.flush_sync()
+
+
+def settle_undo(store: Store, effect_ref: str, *, happened: bool,
+                who: str | None = None) -> EffectRow:
+    """Settle an undo an interrupted rollback started and did not finish: it took effect
+    (the effect is marked undone) or it did not (the next rollback runs it again)."""
+    eff = find_effect(store, effect_ref)
+    row = find_run(store, eff.run)
+    _, started = journal_facts(store, row)
+    if eff.id not in started:
+        raise UsageError(f"effect {eff.id} ({eff.tool}, run {eff.run} step {eff.step}) has no "
+                         "unfinished undo; --undone and --not-undone settle an undo an "
+                         "interrupted rollback left")
+    by = who or actor()
+    with holding(store, eff.run, busy=busy(eff.run)) as j:
+        assert j is not None
+        j.append("effect.undo_settled", {"effect": eff.id, "happened": happened, "by": by},
+                 step=j.row.step + 1, causes=(eff.id,), actor=by)
+        if happened:
+            eff = dataclasses.replace(eff, status="undone", updated=time.time())
+            j.effect(eff)
+            j.transition(transition("versions", [eff.id], "status", "undone"))
+        j.flush_sync()
+    return eff
 
 
 def _workspace(row: RunRow) -> Path | None:

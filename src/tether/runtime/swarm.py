@@ -20,6 +20,7 @@ can walk (``tether impact``):
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -224,6 +225,11 @@ class Board:
 
 # -- files: last writers -------------------------------------------------------------
 
+_OWN_WRITES: weakref.WeakKeyDictionary[RunExecutor, dict[tuple[str, str], str]] = \
+    weakref.WeakKeyDictionary()
+"""(ns, path) -> this executor's latest effect on it: its version may still be buffered or
+in flight (pipelined step commits), so not yet what ``current_versions`` returns."""
+
 
 def file_causes(ex: RunExecutor, tc: ToolContext) -> tuple[str, ...]:
     """The effects of other runs that last wrote the paths this tool call touched."""
@@ -232,8 +238,13 @@ def file_causes(ex: RunExecutor, tc: ToolContext) -> tuple[str, ...]:
                                   else ())
     if not ws or not paths:
         return ()
-    current = ex.journal.store.current_versions(file_ns(ws), sorted(paths))
-    return tuple(sorted({v.event for v in current.values() if v.run != ex.journal.run}))
+    ns = file_ns(ws)
+    mine = _OWN_WRITES.get(ex, {})
+    current = ex.journal.store.current_versions(ns, sorted(paths))
+    # ULIDs order by time: an own write newer than the stored version makes this run the
+    # last writer even before that write is committed.
+    return tuple(sorted({v.event for k, v in current.items() if v.run != ex.journal.run
+                         and mine.get((ns, k), "") <= v.event}))
 
 
 def file_versions(ex: RunExecutor, intent: Event, tc: ToolContext) -> list[VersionRow]:
@@ -244,6 +255,9 @@ def file_versions(ex: RunExecutor, intent: Event, tc: ToolContext) -> list[Versi
         return []
     now = ex.clock()
     suspect = bool(ex.journal.row.spec.get("quarantined"))
+    mine = _OWN_WRITES.setdefault(ex, {})
+    for path in files:
+        mine[(file_ns(ws), path)] = intent.id
     return [VersionRow(ns=file_ns(ws), key=path, event=intent.id, run=intent.run,
                        epoch=intent.epoch, step=intent.step,
                        hash=h if isinstance(h, str) else None, suspect=suspect, created=now)

@@ -1,0 +1,109 @@
+"""The morning review of the demo's night: did the router send tickets to the wrong team?
+
+The right team for a ticket is :func:`tether.demo.agents.team_for`; the router's
+answers are in its journal (the ``message.sent`` events of its current epoch).
+The first step that sent a ticket to the wrong team is the bad step: what it
+reached is its impact (:mod:`tether.provenance.impact`, as ``tether impact
+RUN@STEP`` reports it) and ``tether rollback RUN --to STEP-1 --cascade`` undoes
+it in every run it reached (:mod:`tether.provenance.cascade`).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+from tether.demo.agents import team_for
+from tether.provenance.cascade import CascadePlan, cascade_plan
+from tether.provenance.impact import Impact, impact_from
+from tether.store.protocol import Store
+from tether.store.records import RunRow
+
+ROUTER = "tether.demo.agents:router"
+
+
+@dataclass(frozen=True, slots=True)
+class Misroute:
+    """A ticket the router sent to the wrong team."""
+
+    step: int
+    at: str
+    """When the ticket arrived (simulated clock, HH:MM)."""
+    text: str
+    got: str
+    want: str
+
+
+@dataclass(slots=True)
+class BadStep:
+    """The router's first wrong step, what it reached, and how to undo it."""
+
+    run: RunRow
+    step: int
+    at: str
+    """The step's time on the simulated clock (HH:MM)."""
+    wrong: list[Misroute]
+    routed: int
+    """Tickets the router routed from the bad step on."""
+    impact: Impact
+    plan: CascadePlan
+    """The cascade rollback to just before the bad step."""
+    irreversible: list[str] = field(default_factory=list)
+    """Effects the cascade would have to leave (why it needs --accept-irreversible)."""
+    conflicts: list[str] = field(default_factory=list)
+    """Files changed since the effects on them (the rollback would refuse them)."""
+
+    @property
+    def to_step(self) -> int:
+        return self.step - 1
+
+    def files(self) -> list[str]:
+        """The workspace files the bad step's impact wrote, in the order first written."""
+        return list(dict.fromkeys(v.key for a in self.impact.affected for v in a.files))
+
+    def effect_counts(self) -> Counter[str]:
+        return Counter(e.tool for a in self.impact.affected for e in a.effects)
+
+
+def router_run(store: Store) -> RunRow | None:
+    runs = [r for r in store.list_runs() if r.agent == ROUTER]
+    return max(runs, key=lambda r: (r.created, r.id)) if runs else None
+
+
+def find_bad_step(store: Store) -> BadStep | None:
+    """The router's first step (in its current epoch) that misrouted a ticket, or None."""
+    row = router_run(store)
+    if row is None:
+        return None
+    wrong: list[Misroute] = []
+    routed_after: dict[int, int] = {}
+    times: dict[int, str] = {}
+    for e in store.events(row.id):
+        if e.epoch != row.epoch or not isinstance(e.payload, dict):
+            continue
+        times.setdefault(e.step, e.time[11:16])
+        body = e.payload.get("body") if e.kind == "message.sent" else None
+        if not isinstance(body, dict):
+            continue
+        items = [i for i in body.get("routed") or [] if isinstance(i, dict)]
+        routed_after[e.step] = routed_after.get(e.step, 0) + len(items)
+        for item in items:
+            want = team_for(str(item.get("text", "")))
+            if item.get("team") != want:
+                wrong.append(Misroute(e.step, str(item.get("at", "")), str(item.get("text")),
+                                      str(item.get("team")), want))
+    if not wrong:
+        return None
+    step = min(m.step for m in wrong)
+    imp = impact_from(store, row, row.epoch, step)
+    plan = cascade_plan(store, row.id, step - 1)
+    bad = BadStep(row, step, times.get(step, ""), wrong,
+                  sum(n for s, n in routed_after.items() if s >= step), imp, plan)
+    for p in plan.plans:
+        bad.irreversible += [f"{e.tool} ({p.run.name} step {e.step}, {e.status})"
+                             for e in p.left]
+        bad.conflicts += [f"{path} ({p.run.name} step {u.effect.step})"
+                          for u in p.undo for path in u.conflicts]
+    bad.irreversible += [f"run {b.run.name} cannot be rolled back far enough: {b.why}"
+                         for b in plan.blocked]
+    return bad
