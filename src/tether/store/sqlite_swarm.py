@@ -163,15 +163,10 @@ class SQLiteSwarm(SQLiteBase):
     def messages(self, *, sender: str | None = None, recipient: str | None = None,
                  status: str | None = None, ids: Sequence[str] | None = None) -> list[MessageRow]:
         """Messages, oldest first, filtered by sender, recipient, status or ids."""
-        where, args = _where(sender=sender, recipient=recipient, status=status)
-        if ids is not None:
-            if not ids:
-                return []
-            where.append(f"id IN ({','.join('?' * len(ids))})")
-            args.extend(ids)
-        sql = f"SELECT {MESSAGE_COLS} FROM messages"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
+        if ids is not None and not ids:
+            return []
+        sql, args = _select(f"SELECT {MESSAGE_COLS} FROM messages", ("id", ids),
+                            sender=sender, recipient=recipient, status=status)
         return [row_message(r) for r in self._read(sql + " ORDER BY id", args)]
 
     # -- versions -------------------------------------------------------------
@@ -188,15 +183,10 @@ class SQLiteSwarm(SQLiteBase):
     def versions(self, *, ns: str | None = None, key: str | None = None, run: str | None = None,
                  events: Sequence[str] | None = None) -> list[VersionRow]:
         """Versions in commit order, filtered by namespace, key, writer run or writing event."""
-        where, args = _where(ns=ns, key=key, run=run)
-        if events is not None:
-            if not events:
-                return []
-            where.append(f"event IN ({','.join('?' * len(events))})")
-            args.extend(events)
-        sql = f"SELECT {VERSION_COLS} FROM versions"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
+        if events is not None and not events:
+            return []
+        sql, args = _select(f"SELECT {VERSION_COLS} FROM versions", ("event", events),
+                            ns=ns, key=key, run=run)
         return [row_version(r) for r in self._read(sql + " ORDER BY n", args)]
 
     # -- links ---------------------------------------------------------------
@@ -220,9 +210,18 @@ class SQLiteSwarm(SQLiteBase):
                 for r in self._read(f"SELECT {LINK_COLS} FROM links ORDER BY rowid")]
 
 
-def _where(**equal: str | None) -> tuple[list[str], list[Any]]:
+def _select(select: str, among: tuple[str, Sequence[str] | None],
+            **equal: str | None) -> tuple[str, list[Any]]:
+    """``select`` filtered by ``column = ?`` for each value given, and ``column IN (...)``
+    for ``among`` = (column, values) when values are given (names are ours, not input)."""
     given = {k: v for k, v in equal.items() if v is not None}
-    return [f"{k} = ?" for k in given], list(given.values())
+    where = [f"{k} = ?" for k in given]
+    args: list[Any] = list(given.values())
+    column, values = among
+    if values is not None:
+        where.append(f"{column} IN ({','.join('?' * len(values))})")
+        args.extend(values)
+    return (f"{select} WHERE {' AND '.join(where)}" if where else select), args
 
 
 def transition(table: str, ids: Iterable[str], column: str, value: Any,
