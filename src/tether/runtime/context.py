@@ -72,9 +72,18 @@ class StepContext:
         self._ex = ex
         self.step = step
         self._i = 0
-        self._swarm = SwarmCalls(self)
-        self.board = Board(self._swarm)
+        self._swarm_calls: SwarmCalls | None = None  # made on first use: most steps never do
+
+    @property
+    def _swarm(self) -> SwarmCalls:
+        if self._swarm_calls is None:
+            self._swarm_calls = SwarmCalls(self)
+        return self._swarm_calls
+
+    @property
+    def board(self) -> Board:
         """The swarm's shared blackboard: ``await ctx.board.get(key)`` / ``.set(key, v)``."""
+        return Board(self._swarm)
 
     @property
     def run_id(self) -> str:
@@ -262,7 +271,11 @@ class SyncStepContext:
         self._inner = inner
         self._loop = loop
         self.step = inner.step
-        self.board = SyncBoard(self)
+
+    @property
+    def board(self) -> SyncBoard:
+        """The swarm's shared blackboard: ``ctx.board.get(key)`` / ``.set(key, v)``."""
+        return SyncBoard(self)
 
     @property
     def run_id(self) -> str:
