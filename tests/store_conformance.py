@@ -36,9 +36,20 @@ import pytest
 from tether.core.checkpoint import Checkpoint, CheckpointEncoder, restore
 from tether.core.events import BATCH_GENESIS, Chain, Event, batch_hash
 from tether.core.ids import FixedClock, UlidSource, iso
-from tether.errors import LeaseLost, NotFound, StoreCorrupt, UsageError
+from tether.errors import Conflict, LeaseLost, NotFound, StoreCorrupt, UsageError
 from tether.store.protocol import Store
-from tether.store.records import USAGE_KEYS, Command, EffectRow, RunRow, UsageDelta, Write
+from tether.store.records import (
+    USAGE_KEYS,
+    Command,
+    EffectRow,
+    Link,
+    MessageRow,
+    RunRow,
+    Transition,
+    UsageDelta,
+    VersionRow,
+    Write,
+)
 
 StoreFactory = Callable[[], Store]
 
@@ -98,6 +109,25 @@ class _Run:
                                        step=step if n else self.row.step)
         fields.setdefault("swarm", self.row.swarm)
         return Write(run=self.id, fence=self.fence, events=events, run_row=self.row, **fields)
+
+    def emit(self, kind: str, payload: Any = None, *, step: int | None = None,
+             causes: tuple[str, ...] = (), **fields: Any) -> Write:
+        """The next fenced write: one event of ``kind`` with this payload and these causes."""
+        step = self.row.step + 1 if step is None else step
+        seq = self.chain.seq + 1
+        e = self.chain.make(id=self.ids.new(), kind=kind, time=iso(T0 + seq),
+                            epoch=self.row.epoch, step=step, actor="agent:conform",
+                            causes=causes, payload={"seq": seq} if payload is None else payload)
+        self.row = dataclasses.replace(self.row, seq=self.chain.seq, head=self.chain.head,
+                                       step=step)
+        fields.setdefault("swarm", self.row.swarm)
+        return Write(run=self.id, fence=self.fence, events=(e,), run_row=self.row, **fields)
+
+    def rewind(self, store: Store) -> None:
+        """Forget writes the store refused: continue from the stored row."""
+        row = store.get_run(self.id)
+        assert row is not None
+        self.row, self.chain = row, Chain(self.id, row.seq, row.head)
 
 
 def _started(store: Store, ids: UlidSource, **row: Any) -> _Run:
@@ -662,6 +692,371 @@ def test_backup_is_a_readable_copy_and_refuses_an_existing_path(
         with pytest.raises(UsageError, match="exists"):
             store.backup(str(existing))
         assert existing.read_bytes() == before
+
+
+# -- swarm: messages -------------------------------------------------------------
+
+def _send(sender: _Run, to: _Run, body: Any, *, topic: str | None = None,
+          step: int | None = None) -> tuple[Write, MessageRow]:
+    """A ``message.sent`` write from ``sender`` posting ``body`` to ``to`` (as ctx.send does)."""
+    w = sender.emit("message.sent", {"to": to.id, "body": body}, step=step)
+    e = w.events[0]
+    m = MessageRow(id=e.id, swarm=sender.row.swarm, sender=sender.id, epoch=e.epoch,
+                   step=e.step, recipient=to.id, topic=topic, body=body, created=T0 + e.seq)
+    return dataclasses.replace(w, messages=(m,)), m
+
+
+def _post(store: Store, sender: _Run, to: _Run, body: Any, **kw: Any) -> MessageRow:
+    w, m = _send(sender, to, body, **kw)
+    assert store.commit([w]) == [None]
+    return m
+
+
+def test_messages_are_posted_with_their_event_and_filtered(store_factory: StoreFactory) -> None:
+    store, ids = store_factory(), _ids()
+    a, b, c = (_owned(store, ids, swarm="s1") for _ in range(3))
+    m1 = _post(store, a, b, {"task": "triage", "n": [1, 2]}, topic="work")
+    m2 = _post(store, a, c, "hello c")
+    m3 = _post(store, c, b, None)
+
+    assert store.messages() == [m1, m2, m3]
+    assert store.messages()[0].status == "pending"
+    assert store.messages()[0].claim is None
+    assert store.messages()[0].received is None
+    assert store.messages(sender=a.id) == [m1, m2]
+    assert store.messages(recipient=b.id) == [m1, m3]
+    assert store.messages(sender=a.id, recipient=b.id) == [m1]
+    assert store.messages(status="pending") == [m1, m2, m3]
+    assert store.messages(status="delivered") == []
+    assert store.messages(ids=[m3.id, m1.id]) == [m1, m3]
+    assert store.messages(ids=[m3.id], recipient=c.id) == []
+    assert store.messages(ids=[]) == []
+    assert store.messages(recipient="no-such-run") == []
+    # The message id is its message.sent event's id.
+    got = store.event(m1.id)
+    assert got is not None
+    assert got.kind == "message.sent"
+
+
+def test_a_message_exists_only_when_its_event_commits(store_factory: StoreFactory) -> None:
+    store, ids = store_factory(), _ids()
+    a, b = _owned(store, ids), _owned(store, ids)
+    taken = store.acquire(a.id, "w2", 60, time.time() + 120)
+    assert taken is not None
+
+    w, m = _send(a, b, "lost")
+    results = store.commit([w])
+
+    assert isinstance(results[0], LeaseLost)
+    assert store.messages() == []
+    assert store.event(m.id) is None
+    assert store.claim_messages(b.id, b.fence or 0, "0:1:0", T0) == []
+
+
+def test_claim_messages_takes_pending_oldest_first_and_is_idempotent_per_claim(
+        store_factory: StoreFactory) -> None:
+    store, ids = store_factory(), _ids()
+    a, b, c = (_owned(store, ids, swarm="s1") for _ in range(3))
+    m1, m2 = _post(store, a, b, "one"), _post(store, c, b, "two")
+    for_c = _post(store, a, c, "not for b")
+    assert b.fence is not None
+
+    first = store.claim_messages(b.id, b.fence, "0:1:0", T0 + 50)
+
+    assert [m.id for m in first] == [m1.id, m2.id]
+    assert first[0] == dataclasses.replace(m1, status="delivered", claim="0:1:0",
+                                           received=T0 + 50)
+    assert [m.status for m in store.messages(recipient=b.id)] == ["delivered", "delivered"]
+    assert store.messages(ids=[for_c.id])[0].status == "pending"  # another inbox
+    # The same call again (a crash before its event committed): the same messages.
+    assert store.claim_messages(b.id, b.fence, "0:1:0", T0 + 60) == first
+    # Another call finds the inbox empty.
+    assert store.claim_messages(b.id, b.fence, "0:1:1", T0 + 60) == []
+    # The same call again after a new message arrived: what it took before, plus that.
+    m3 = _post(store, a, b, "three")
+    again = store.claim_messages(b.id, b.fence, "0:1:0", T0 + 70)
+    assert [(m.id, m.claim) for m in again] == [(m1.id, "0:1:0"), (m2.id, "0:1:0"),
+                                                (m3.id, "0:1:0")]
+    assert again[:2] == first  # what was taken before is unchanged (received included)
+    assert store.claim_messages(b.id, b.fence, "0:1:1", T0 + 70) == []
+    assert store.messages(status="pending") == [for_c]
+
+
+def test_claim_messages_limit_counts_what_the_call_took_before(
+        store_factory: StoreFactory) -> None:
+    store, ids = store_factory(), _ids()
+    a, b = _owned(store, ids), _owned(store, ids)
+    m1, m2, m3 = (_post(store, a, b, n) for n in ("one", "two", "three"))
+    assert b.fence is not None
+
+    assert [m.id for m in store.claim_messages(b.id, b.fence, "0:1:0", T0, 1)] == [m1.id]
+    # Re-run after a crash: still one message, the same one.
+    assert [m.id for m in store.claim_messages(b.id, b.fence, "0:1:0", T0, 1)] == [m1.id]
+    assert [m.id for m in store.claim_messages(b.id, b.fence, "0:1:0", T0, 2)] == [m1.id, m2.id]
+    assert [m.id for m in store.claim_messages(b.id, b.fence, "0:1:1", T0, 0)] == []
+    assert [m.id for m in store.claim_messages(b.id, b.fence, "0:2:0", T0, 5)] == [m3.id]
+    assert store.messages(status="pending") == []
+
+
+def test_claim_messages_is_fenced_by_the_lease_token(store_factory: StoreFactory) -> None:
+    store, ids = store_factory(), _ids()
+    a, b = _owned(store, ids), _owned(store, ids)
+    never = _started(store, ids)
+    m = _post(store, a, b, "for b")
+    _post(store, a, never, "for never")
+    assert b.fence is not None
+    taken = store.acquire(b.id, "w2", 60, time.time() + 120)
+    assert taken is not None
+
+    with pytest.raises(LeaseLost, match=b.id):
+        store.claim_messages(b.id, b.fence, "0:1:0", T0)
+    assert store.messages(recipient=b.id) == [m]  # still pending, unclaimed
+    with pytest.raises(LeaseLost, match=never.id):
+        store.claim_messages(never.id, 1, "0:1:0", T0)
+    assert [x.status for x in store.messages()] == ["pending", "pending"]
+
+    got = store.claim_messages(b.id, taken, "0:1:0", T0)  # the new owner may
+    assert [x.id for x in got] == [m.id]
+
+
+# -- swarm: versions -------------------------------------------------------------
+
+def _version(r: _Run, ns: str, key: str, event: str, **kw: Any) -> VersionRow:
+    return VersionRow(ns=ns, key=key, event=event, run=r.id, epoch=r.row.epoch,
+                      step=r.row.step, created=T0, **kw)
+
+
+def _board_write(store: Store, r: _Run, key: str, value: Any, *, ns: str = "board:s1",
+                 suspect: bool = False) -> str:
+    w = r.emit("blackboard.write", {"key": key, "value": value})
+    v = _version(r, ns, key, w.events[0].id, value=value, suspect=suspect)
+    v = dataclasses.replace(v, step=w.events[0].step)
+    assert store.commit([dataclasses.replace(w, versions=(v,))]) == [None]
+    return w.events[0].id
+
+
+def test_versions_are_numbered_per_namespace_and_key_in_commit_order(
+        store_factory: StoreFactory) -> None:
+    store, ids = store_factory(), _ids()
+    a, b = _owned(store, ids, swarm="s1"), _owned(store, ids, swarm="s1")
+    w1 = _board_write(store, a, "plan", {"v": 1})
+    w = b.emit("blackboard.write")
+    e = w.events[0].id
+    two = (_version(b, "board:s1", "plan", e, value=[2]),
+           _version(b, "board:s1", "plan", e, value=None),  # None is a value on the board
+           _version(b, "board:s1", "owner", e, value="b"),
+           _version(b, "board:s2", "plan", e, value="other swarm"),
+           _version(b, "file:/ws", "notes.md", e, hash="ab" * 32),
+           _version(b, "file:/ws", "gone.md", e, hash=None))
+    assert store.commit([dataclasses.replace(w, versions=two)]) == [None]
+    w4 = _board_write(store, a, "plan", "four")
+
+    got = [(v.ns, v.key, v.version, v.event, v.run, v.value, v.hash, v.status, v.suspect)
+           for v in store.versions()]
+    assert got == [
+        ("board:s1", "plan", 1, w1, a.id, {"v": 1}, None, "live", False),
+        ("board:s1", "plan", 2, e, b.id, [2], None, "live", False),
+        ("board:s1", "plan", 3, e, b.id, None, None, "live", False),
+        ("board:s1", "owner", 1, e, b.id, "b", None, "live", False),
+        ("board:s2", "plan", 1, e, b.id, "other swarm", None, "live", False),
+        ("file:/ws", "notes.md", 1, e, b.id, None, "ab" * 32, "live", False),
+        ("file:/ws", "gone.md", 1, e, b.id, None, None, "live", False),
+        ("board:s1", "plan", 4, w4, a.id, "four", None, "live", False),
+    ]
+    assert [v.version for v in store.versions(ns="board:s1", key="plan")] == [1, 2, 3, 4]
+    assert [v.key for v in store.versions(ns="file:/ws")] == ["notes.md", "gone.md"]
+    assert [v.version for v in store.versions(run=a.id)] == [1, 4]
+    assert [v.version for v in store.versions(key="plan", run=b.id)] == [2, 3, 1]
+    assert [v.key for v in store.versions(events=[w4, w1])] == ["plan", "plan"]
+    assert store.versions(events=[]) == []
+    assert store.versions(ns="board:nobody") == []
+
+
+def test_current_versions_are_the_newest_live_ones(store_factory: StoreFactory) -> None:
+    store, ids = store_factory(), _ids()
+    a, b = _owned(store, ids, swarm="s1"), _owned(store, ids, swarm="s1")
+    w1 = _board_write(store, a, "plan", 1)
+    w2 = _board_write(store, b, "plan", 2, suspect=True)
+    w3 = _board_write(store, a, "plan", 3)
+    wk = _board_write(store, a, "other", "x")
+
+    cur = store.current_versions("board:s1", ["plan", "other", "never"])
+    assert sorted(cur) == ["other", "plan"]
+    assert (cur["plan"].event, cur["plan"].version, cur["plan"].value) == (w3, 3, 3)
+    assert cur["other"].event == wk
+    assert store.current_versions("board:s2", ["plan"]) == {}
+    assert store.current_versions("board:s1", []) == {}
+
+    # The newest is reverted: the one before it is current again (and says it is suspect).
+    assert store.commit([a.write(1, transitions=(
+        Transition("versions", (w3,), "status", "reverted", ("live",)),))]) == [None]
+    cur = store.current_versions("board:s1", ["plan"])
+    assert (cur["plan"].event, cur["plan"].version, cur["plan"].suspect) == (w2, 2, True)
+    assert store.commit([a.write(1, transitions=(
+        Transition("versions", (w2,), "status", "undone"),
+        Transition("versions", (w1,), "suspect", True)))]) == [None]
+    cur = store.current_versions("board:s1", ["plan"])
+    assert (cur["plan"].event, cur["plan"].suspect) == (w1, True)
+    assert [(v.version, v.status) for v in store.versions(key="plan")] == [
+        (1, "live"), (2, "undone"), (3, "reverted")]
+
+
+# -- swarm: transitions ------------------------------------------------------------
+
+def test_a_transition_not_from_an_expected_state_refuses_the_whole_write(
+        store_factory: StoreFactory) -> None:
+    store, ids = store_factory(), _ids()
+    a, b = _owned(store, ids, swarm="s1"), _owned(store, ids, swarm="s1")
+    m1, m2 = _post(store, a, b, "one"), _post(store, a, b, "two")
+    assert b.fence is not None
+    store.claim_messages(b.id, b.fence, "0:1:0", T0, 1)  # m1 delivered, m2 still pending
+    w1 = _board_write(store, a, "plan", 1)
+    events, row = store.events(a.id), store.get_run(a.id)
+    messages, versions, batches = store.messages(), store.versions(), list(store.batches())
+
+    # A rollback's plan: retract both messages, revert the write, post and write more.
+    w, extra = _send(a, b, "more")
+    w = dataclasses.replace(w, versions=(_version(a, "board:s1", "plan", w.events[0].id,
+                                                  value=2),),
+                            transitions=(
+                                Transition("versions", (w1,), "status", "reverted", ("live",)),
+                                Transition("messages", (m1.id, m2.id), "status", "retracted",
+                                           ("pending",))))
+    other = b.write(1)
+    results = store.commit([w, other])
+
+    assert isinstance(results[0], Conflict)
+    assert a.id in str(results[0])
+    assert m1.id in str(results[0])
+    assert results[1] is None  # the rest of the batch commits
+    assert store.events(a.id) == events
+    assert store.get_run(a.id) == row
+    assert store.messages() == messages
+    assert store.event(extra.id) is None
+    assert store.versions() == versions
+    assert list(store.batches())[:-1] == batches
+    assert list(store.batches())[-1].entries == ((b.id, other.events[0].seq,
+                                                  other.events[0].seq),)
+
+    # From the state it is really in, it applies.
+    a.rewind(store)
+    ok = a.write(1, transitions=(
+        Transition("messages", (m2.id,), "status", "retracted", ("pending",)),
+        Transition("messages", (m1.id,), "status", "pending", ("delivered",)),
+        Transition("versions", (w1,), "status", "reverted", ("live",))))
+    assert store.commit([ok]) == [None]
+    assert [(m.id, m.status) for m in store.messages()] == [(m1.id, "pending"),
+                                                            (m2.id, "retracted")]
+    assert [v.status for v in store.versions()] == ["reverted"]
+    assert store.current_versions("board:s1", ["plan"]) == {}
+
+
+def test_a_transition_of_another_column_is_refused(store_factory: StoreFactory) -> None:
+    store, ids = store_factory(), _ids()
+    a, b = _owned(store, ids), _owned(store, ids)
+    m = _post(store, a, b, "one")
+    before = store.events(a.id)
+    for t in (Transition("messages", (m.id,), "recipient", a.id),
+              Transition("messages", (m.id,), "body", "changed"),
+              Transition("effects", (m.id,), "status", "done"),
+              Transition("runs", (a.id,), "status", "done")):
+        results = store.commit([a.write(1, transitions=(t,))])
+        assert isinstance(results[0], Conflict), t
+        a.rewind(store)
+    assert store.events(a.id) == before
+    assert store.messages() == [m]
+
+
+# -- swarm: links ------------------------------------------------------------------
+
+def test_links_are_derived_from_causes_that_cross_runs(store_factory: StoreFactory) -> None:
+    store, ids = store_factory(), _ids()
+    a, b = _owned(store, ids, swarm="s1"), _owned(store, ids, swarm="s1")
+    m = _post(store, a, b, "go", step=1)                                  # a step 1
+    bw = _board_write(store, a, "plan", 1)                                # a step 2
+    fx = a.emit("effect.intent", step=3)                                  # a step 3
+    assert store.commit([fx]) == [None]
+    intent = fx.events[0].id
+    own = b.emit("effect.intent", step=1)
+    assert store.commit([own]) == [None]
+    mine = own.events[0].id
+
+    writes = [b.emit("message.received", {"messages": [m.id]}, step=2, causes=(m.id,)),
+              b.emit("blackboard.read", {"key": "plan"}, step=2, causes=(bw,)),
+              b.emit("effect.done", {}, step=3, causes=(mine, intent)),
+              b.emit("tool.called", {}, step=4, causes=(intent, "no-such-event")),
+              # Causes of other kinds, or within the run, are no links.
+              b.emit("model.called", {}, step=4, causes=(m.id, bw)),
+              b.emit("effect.failed", {}, step=4, causes=(intent,)),
+              b.emit("tool.called", {}, step=4, causes=(mine,))]
+    for w in writes:
+        assert store.commit([w]) == [None]
+    dst = [w.events[0] for w in writes]
+
+    def link(kind: str, src_step: int, src_event: str, d: Event) -> Link:
+        return Link(kind=kind, src_run=a.id, src_epoch=0, src_step=src_step,
+                    src_event=src_event, dst_run=b.id, dst_epoch=0, dst_step=d.step,
+                    dst_event=d.id)
+
+    expected = [link("message", 1, m.id, dst[0]), link("board", 2, bw, dst[1]),
+                link("file", 3, intent, dst[2]), link("file", 3, intent, dst[3])]
+    assert store.links() == expected
+    assert store.links_from(a.id, 0, 0) == expected
+    assert store.links_from(a.id, 0, 2) == expected[1:]
+    assert store.links_from(a.id, 0, 3) == expected[2:]
+    assert store.links_from(a.id, 0, 4) == []
+    assert store.links_from(a.id, 1, 0) == []
+    assert store.links_from(b.id, 0, 0) == []
+    assert store.links_from("no-such-run", 0, 0) == []
+
+
+def test_a_refused_write_leaves_no_links(store_factory: StoreFactory) -> None:
+    store, ids = store_factory(), _ids()
+    a, b = _owned(store, ids), _owned(store, ids)
+    m = _post(store, a, b, "go")
+    assert store.acquire(b.id, "w2", 60, time.time() + 120) is not None
+    results = store.commit([b.emit("message.received", causes=(m.id,))])
+    assert isinstance(results[0], LeaseLost)
+    assert store.links() == []
+
+
+def test_rollback_and_fork_events_leave_epoch_and_fork_links(store_factory: StoreFactory) -> None:
+    store, ids = store_factory(), _ids()
+    a = _owned(store, ids)
+    for step in (1, 2, 3):
+        assert store.commit([a.write(1, step=step)]) == [None]
+    # A rollback to step 1 starts epoch 1 there.
+    a.row = dataclasses.replace(a.row, epoch=1, step=1)
+    rb = a.emit("rollback", {"from_epoch": 0, "to_step": 1, "undone": []}, step=2)
+    assert store.commit([rb]) == [None]
+    # A fork of a's epoch 0 at step 2, and one of a run this store does not have.
+    fork = _Run(ids.new(), ids)
+    started = fork.chain.make(
+        id=ids.new(), kind="run.started", time=iso(T0), epoch=0, step=0, actor="human:ann",
+        payload={"name": "fork", "spec": {"agent": "tests:agent",
+                                          "forked_from": {"run": a.id, "epoch": 0, "step": 2}}})
+    fork.row = dataclasses.replace(fork.row, seq=fork.chain.seq, head=fork.chain.head)
+    orphan = _Run(ids.new(), ids)
+    o_started = orphan.chain.make(
+        id=ids.new(), kind="run.started", time=iso(T0), epoch=0, step=0, actor="human:ann",
+        payload={"spec": {"forked_from": {"run": "01NOSUCHRUN0000000000000000", "epoch": 0,
+                                          "step": 1}}})
+    orphan.row = dataclasses.replace(orphan.row, seq=orphan.chain.seq, head=orphan.chain.head)
+    plain = _Run(ids.new(), ids)
+    assert store.commit([Write(run=fork.id, fence=None, events=(started,), run_row=fork.row),
+                         Write(run=orphan.id, fence=None, events=(o_started,),
+                               run_row=orphan.row),
+                         plain.create()]) == [None, None, None]
+
+    e = rb.events[0]
+    epoch = Link(kind="epoch", src_run=a.id, src_epoch=0, src_step=1, src_event=e.id,
+                 dst_run=a.id, dst_epoch=1, dst_step=2, dst_event=e.id)
+    forked = Link(kind="fork", src_run=a.id, src_epoch=0, src_step=2, src_event=started.id,
+                  dst_run=fork.id, dst_epoch=0, dst_step=0, dst_event=started.id)
+    assert store.links() == [epoch, forked]
+    assert store.links_from(a.id, 0, 0) == [epoch, forked]
+    assert store.links_from(a.id, 0, 2) == [forked]
+    assert store.links_from(a.id, 1, 0) == []
 
 
 __all__ = [name for name in list(globals()) if name.startswith("test_")]

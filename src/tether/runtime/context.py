@@ -257,7 +257,7 @@ class StepContext:
             ex.journal.append("tool.called", {"i": i, "fp": fp, "tool": t.name,
                                               "arguments": args_json, "result": result},
                               step=self.step, actor=f"agent:{ex.agent.name}",
-                              causes=file_causes(ex, tc))
+                              causes=await file_causes(ex, tc))
             return result
         intent = await ex.effects.intend(t, args_json, i, fp, self.step)
         return await ex.effects.execute(t, args, intent, self.step)

@@ -88,7 +88,8 @@ class EffectRunner:
         from tether.runtime.swarm import file_causes, file_versions
         ex.journal.append("effect.done", {
             "i": intent.payload["i"], "result": result, "undo": undo,
-            "after": json_safe(tc.after)}, step=step, causes=(intent.id, *file_causes(ex, tc)))
+            "after": json_safe(tc.after)}, step=step,
+            causes=(intent.id, *await file_causes(ex, tc)))
         ex.journal.effect(self._row(intent, "done", result=result, undo=undo))
         for v in file_versions(ex, intent, tc):
             ex.journal.version(v)

@@ -72,8 +72,8 @@ def start_run(store: Store, agent: AgentLike, *, agent_ref: str, goal: str,
     if ws is not None:
         Path(ws).mkdir(parents=True, exist_ok=True)
     now = clk.now()
-    spec = {"agent": agent_ref, "workspace": ws, "definition": agent.definition_hash(),
-            **(options or {})}
+    spec = {"agent": agent_ref, "agent_name": agent.name, "workspace": ws,
+            "definition": agent.definition_hash(), **(options or {})}
     points = pause_points if pause_points is not None else getattr(agent, "pause_points", None)
     if points:
         spec["pause_points"] = PausePoints.parse(points).to_json()

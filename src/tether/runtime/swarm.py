@@ -20,7 +20,6 @@ can walk (``tether impact``):
 
 from __future__ import annotations
 
-import weakref
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -80,24 +79,31 @@ def file_ns(workspace: str) -> str:
     return f"file:{workspace}"
 
 
-def resolve_recipient(store: Store, sender: RunRow, to: str) -> RunRow:
+def resolve_recipient(store: Store, sender: RunRow, to: str, step: int) -> RunRow:
     """The run ``to`` names: a run id, a run name, or an agent of the sender's swarm.
 
-    Among several runs with that name or agent, the newest one still going wins.
+    A run of the sender's swarm with that name wins over runs of other swarms; among
+    several runs with that name or agent, the newest one still going wins. A message to
+    a run that has ended is kept (pending) but not read: a race between a reply and the
+    end of its recipient is normal in a swarm, not an error of the sender.
     """
+    where = f"run {sender.id} step {step}: ctx.send"
     row = store.get_run(to)
-    if row is not None:
-        return row
+    return row if row is not None else _named(store, sender, to, where)
+
+
+def _named(store: Store, sender: RunRow, to: str, where: str) -> RunRow:
     named = [r for r in (store.get_run(i) for i in store.find_runs(to)) if r is not None
              and r.name == to]
+    named = [r for r in named if r.swarm == sender.swarm] or named  # own swarm's first
     if not named:
         named = [r for r in store.list_runs(swarm=sender.swarm)
                  if r.agent == to or r.agent.endswith(f":{to}") or r.spec.get("agent_name") == to]
     live = [r for r in named if r.status not in TERMINAL_STATUSES] or named
     if not live:
-        where = f" in swarm {sender.swarm}" if sender.swarm else ""
-        raise UsageError(f"run {sender.id}: ctx.send: no run or agent named {to!r}{where}; "
-                         "give a run id, a run name or an agent name")
+        swarm = f" in swarm {sender.swarm}" if sender.swarm else ""
+        raise UsageError(f"{where}: no run or agent named {to!r}{swarm}; give a run id, a run "
+                         "name or an agent name")
     return max(live, key=lambda r: (r.created, r.id))
 
 
@@ -125,7 +131,7 @@ class SwarmCalls:
             return rec.call.id
         await ex.safe_point(ctx.step)
         j = ex.journal
-        target = resolve_recipient(j.store, j.row, to)
+        target = resolve_recipient(j.store, j.row, to, ctx.step)
         held = bool(j.row.spec.get("quarantined"))
         e = j.append("message.sent", {"i": i, "fp": fp, "to": target.id, "to_name": target.name,
                                       "topic": topic, "body": body_json, "held": held},
@@ -225,26 +231,20 @@ class Board:
 
 # -- files: last writers -------------------------------------------------------------
 
-_OWN_WRITES: weakref.WeakKeyDictionary[RunExecutor, dict[tuple[str, str], str]] = \
-    weakref.WeakKeyDictionary()
-"""(ns, path) -> this executor's latest effect on it: its version may still be buffered or
-in flight (pipelined step commits), so not yet what ``current_versions`` returns."""
-
-
-def file_causes(ex: RunExecutor, tc: ToolContext) -> tuple[str, ...]:
+async def file_causes(ex: RunExecutor, tc: ToolContext) -> tuple[str, ...]:
     """The effects of other runs that last wrote the paths this tool call touched."""
     ws = ex.journal.row.spec.get("workspace")
     paths = set(tc.touched) | set((tc.after.get("files") or {}) if isinstance(tc.after, dict)
                                   else ())
     if not ws or not paths:
         return ()
-    ns = file_ns(ws)
-    mine = _OWN_WRITES.get(ex, {})
-    current = ex.journal.store.current_versions(ns, sorted(paths))
-    # ULIDs order by time: an own write newer than the stored version makes this run the
-    # last writer even before that write is committed.
-    return tuple(sorted({v.event for k, v in current.items() if v.run != ex.journal.run
-                         and mine.get((ns, k), "") <= v.event}))
+    if not ex.own_files.isdisjoint(paths):
+        # This run wrote one of them and that version may still be buffered or in flight
+        # (pipelined step commits): commit it first, so the store orders it among the others.
+        await ex.flush()
+        ex.own_files.clear()
+    current = ex.journal.store.current_versions(file_ns(ws), sorted(paths))
+    return tuple(sorted({v.event for v in current.values() if v.run != ex.journal.run}))
 
 
 def file_versions(ex: RunExecutor, intent: Event, tc: ToolContext) -> list[VersionRow]:
@@ -255,9 +255,7 @@ def file_versions(ex: RunExecutor, intent: Event, tc: ToolContext) -> list[Versi
         return []
     now = ex.clock()
     suspect = bool(ex.journal.row.spec.get("quarantined"))
-    mine = _OWN_WRITES.setdefault(ex, {})
-    for path in files:
-        mine[(file_ns(ws), path)] = intent.id
+    ex.own_files.update(files)
     return [VersionRow(ns=file_ns(ws), key=path, event=intent.id, run=intent.run,
                        epoch=intent.epoch, step=intent.step,
                        hash=h if isinstance(h, str) else None, suspect=suspect, created=now)
