@@ -84,7 +84,8 @@ def test_runs_and_events_json(demo_dir: Path) -> None:
     code, out = tether("--store", store, "runs", "--json")
     assert code == 0
     runs = [json.loads(line) for line in out.splitlines()]
-    assert {r["name"] for r in runs} == {"librarian", "ingest", "triage", "reporter"}
+    assert {r["name"] for r in runs} == {"librarian", "ingest", "triage", "reporter", "router",
+                                         "dispatcher"}
     for r in runs:
         assert {"id", "name", "agent", "swarm", "status", "step", "tokens", "cost_usd"} <= set(r)
         assert r["swarm"] == "night-shift"

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shlex
 import shutil
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import Annotated
 
@@ -15,10 +17,12 @@ from rich.table import Table
 from tether import ops
 from tether.audit import verify_store
 from tether.cli.common import console, handle_errors, status
-from tether.demo.agents import _clock, scripted
+from tether.demo.agents import DRIFT_AFTER, _clock, scripted
 from tether.demo.night import run_night
+from tether.demo.review import BadStep, find_bad_step, router_run
 from tether.errors import UsageError
 from tether.models.base import Model
+from tether.store.protocol import Store
 
 
 @handle_errors
@@ -48,7 +52,7 @@ def demo(directory: Annotated[Path, typer.Option(
     console.print(("Resuming" if resumed else "Starting") + f" the night shift in {directory}/ "
                   f"(store {directory}/tether.db, files in {directory}/workspace/)")
     res = asyncio.run(run_night(directory, model=m, console=console))
-    _summary(res.store, directory, res.clock)
+    _summary(res.store, directory, res.clock, scripted_model=not model)
 
 
 def _prog() -> str:
@@ -66,10 +70,18 @@ def _prog() -> str:
     return "tether"
 
 
-def _summary(store: object, directory: Path, clock: float) -> None:
+def _say(text: str) -> None:
+    """A command to copy: printed as it is, on one line however narrow the terminal."""
+    console.print(text, markup=False, highlight=False, soft_wrap=True)
+
+
+def _summary(store: object, directory: Path, clock: float, *,
+             scripted_model: bool = True) -> None:
     from tether.store.sqlite import SQLiteStore
     assert isinstance(store, SQLiteStore)
-    rows = sorted(store.list_runs(), key=lambda r: r.created)
+    order = ["librarian", "ingest", "triage", "reporter", "router", "dispatcher"]
+    rows = sorted(store.list_runs(), key=lambda r: (
+        r.created, order.index(r.name) if r.name in order else len(order), r.id))
     t = Table(title=f"the night shift at {_clock(clock)} (simulated)")
     for col in ("run", "agent", "status", "steps", "effects", "tokens", "cost $"):
         t.add_column(col, justify="right" if col in ("steps", "effects", "tokens", "cost $")
@@ -107,19 +119,90 @@ def _summary(store: object, directory: Path, clock: float) -> None:
     for a in pending:
         console.print(f"\n[magenta]approval pending[/magenta]: {a.id}: run {a.run[-6:]} wants to "
                       f"run {a.tool} ({a.reason}).")
-        console.print(f"  {_prog()} --store {directory}/tether.db approvals")
-        console.print(f"  {_prog()} --store {directory}/tether.db approve {a.id}")
-        console.print(f"  {_prog()} demo --dir {directory}      # the run goes on and pages, once")
+        _say(f"  {_prog()} --store {directory}/tether.db approvals")
+        _say(f"  {_prog()} --store {directory}/tether.db approve {a.id}")
+        _say(f"  {_prog()} demo --dir {directory}      # the run goes on and pages, once")
     for e in doubt:
         console.print(f"[yellow]in doubt[/yellow]: effect {e.id} ({e.tool}) of run {e.run}: "
                       f"look at the workspace, then `tether --store {directory}/tether.db resolve "
                       f"{e.id} --done` (or --not-done / --retry) and rerun the demo")
     s = f"{_prog()} --store {directory}/tether.db"
+    bad = find_bad_step(store)
+    quoted = f"{_prog()} --store {shlex.quote(f'{directory}/tether.db')}"
+    if bad is not None:
+        _bad_step(bad, quoted, scripted_model)
+    else:
+        _rolled_back(store, quoted)
     console.print("\n[bold]Try next[/bold]")
-    console.print(f"  {s} runs               every run, its status and cost")
-    console.print(f"  {s} events triage      the journal of one run")
-    console.print(f"  {s} state triage --step 3   any step's state, restored")
-    console.print(f"  {s} audit verify       walk every hash chain")
-    console.print(f"  {_prog()} demo --dir {directory}-2 --pace 0.5")
+    _say(f"  {s} runs               every run, its status and cost")
+    _say(f"  {s} events triage      the journal of one run")
+    _say(f"  {s} state triage --step 3   any step's state, restored")
+    _say(f"  {s} audit verify       walk every hash chain")
+    _say(f"  {_prog()} demo --dir {directory}-2 --pace 0.5")
     console.print("      watch it; Ctrl-C or kill -9 it mid-way and run it again: it resumes "
                   "where it stopped and repeats no effect")
+
+
+def _bad_step(bad: BadStep, s: str, scripted_model: bool) -> None:
+    """What went wrong at night, how far it reached, and the commands that undo it."""
+    r, k = bad.run, bad.to_step
+    first = bad.wrong[0]
+    share = f"all {bad.routed}" if len(bad.wrong) == bad.routed else \
+        f"{len(bad.wrong)} of the {bad.routed}"
+    console.print(f"\n[bold red]a bad step[/bold red]: from its step {bad.step} ({bad.at}) on, "
+                  f"{r.name} sent {share} tickets it routed to the wrong team", highlight=False)
+    why = (f"; the scripted model loses the thread once the router's conversation holds "
+           f"{DRIFT_AFTER} tickets, and repeats its previous answer") if scripted_model else ""
+    console.print(f"  e.g. \"{first.text}\" to {first.got}, not {first.want}{why}",
+                  highlight=False)
+    imp = bad.impact.to_json()
+    files = bad.files()
+    n_msg = sum(len(a.messages) for a in bad.impact.affected)
+    n_eff = sum(len(a.effects) for a in bad.impact.affected)
+    console.print(f"what it reached: {imp['runs']} runs, {imp['steps']} steps, {n_msg} "
+                  f"messages, {n_eff} effects on {len(files)} files", highlight=False)
+    for a in bad.impact.affected:
+        span = f"step {a.first_step}" if a.last_step <= a.first_step else \
+            f"steps {a.first_step}-{a.last_step}"
+        what = [f"{n} {tool}" for tool, n in sorted(Counter(e.tool for e in a.effects).items())]
+        if a.messages:
+            what.append(f"sent {len(a.messages)} message(s)")
+        if a.board:
+            what.append(f"{len(a.board)} blackboard write(s)")
+        via = "" if a.via is None else \
+            f" (took in a {a.via.kind} from {r.name if a.via.src_run == r.id else a.via.src_run}" \
+            f" step {a.via.src_step})"
+        console.print(f"  {a.run.name:<11} {span}{via}: {', '.join(what) or 'nothing'}",
+                      highlight=False)
+    if files:
+        console.print(f"  files: {', '.join(files)}", highlight=False)
+    _say(f"  {s} impact {shlex.quote(r.name)}@{bad.step}      # all of it, effect by effect")
+    flags = ""
+    if bad.irreversible:
+        flags = " --accept-irreversible"
+        console.print("  [yellow]cannot be undone[/yellow] (the rollback goes past it and leaves "
+                      "it as it is, hence --accept-irreversible): " + "; ".join(bad.irreversible),
+                      highlight=False)
+    if bad.conflicts:
+        console.print("  [yellow]changed since[/yellow] (the rollback refuses to overwrite them; "
+                      "look first, then add --force): " + ", ".join(bad.conflicts),
+                      highlight=False)
+    others = [p for p in bad.plan.plans if p.run.id != r.id and not p.idle]
+    back = "".join(f", {p.run.name} to step {p.to_step}" for p in others)
+    note = "" if bad.irreversible else "; no irreversible effect on the way, so"
+    console.print(f"undo it wherever it reached ({r.name} back to step {k}{back}{note} every "
+                  "file it wrote comes back byte for byte; the journal keeps the history):",
+                  highlight=False)
+    cmd = f"{s} rollback {shlex.quote(r.name)} --to {k} --cascade{flags}"
+    _say(f"  {cmd} --plan    # what it would do; changes nothing")
+    _say(f"  {cmd}           # do it")
+
+
+def _rolled_back(store: Store, s: str) -> None:
+    """After the cascade: say where the router stands, and that its fault is still there."""
+    row = router_run(store)
+    if row is None or row.epoch == 0 or row.status != "paused":
+        return
+    console.print(f"\n{row.name} was rolled back to step {row.step} (epoch {row.epoch}) and is "
+                  f"paused; `{s} resume {row.name}` would go on, and route the same way again: "
+                  "the model is still at fault", highlight=False)

@@ -17,7 +17,8 @@ from tether.store.protocol import Store
 
 @handle_errors
 def impact(origin: Annotated[str, typer.Argument(
-               help="An event id, or RUN@STEP (run id, name or id prefix; its current epoch).")],
+               help="An event id, or RUN@STEP (run id, name or id prefix; the step of its "
+                    "current history).")],
            epoch: Annotated[int | None, typer.Option(
                help="With RUN@STEP: an earlier epoch of the run.")] = None,
            json: Annotated[bool, typer.Option("--json", help="Print JSON for tools.")] = False
@@ -65,5 +66,6 @@ def _print(a: Affected, name: Callable[[str], str]) -> None:
         console.print(f"  board   step {v.step} {v.key!r} v{v.version} {v.status}{sus}",
                       highlight=False)
     for v in a.files:
-        console.print(f"  file    step {v.step} {v.key} v{v.version} {v.status}",
+        sus = " SUSPECT" if v.suspect else ""
+        console.print(f"  file    step {v.step} {v.key} v{v.version} {v.status}{sus}",
                       highlight=False)

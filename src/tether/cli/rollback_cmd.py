@@ -43,7 +43,7 @@ def rollback(run: Annotated[str, typer.Argument(help="Run id, name or id prefix.
         if json:
             print(orjson.dumps({"done": not plan, **cp.to_json()}).decode())
             return
-        if plan:
+        if plan or cp.idle:
             for line in cp.lines():
                 console.print(line, highlight=False)
             return
@@ -101,6 +101,7 @@ def quarantine(run: Annotated[str, typer.Argument(help="Run id, name or id prefi
         console.print(f"released run {r.run}: {len(r.held)} held message(s) delivered, "
                       f"{len(r.suspect)} write(s) no longer suspect", highlight=False)
     else:
-        console.print(f"quarantined run {r.run}: paused, {len(r.held)} message(s) held, "
+        row = ops.find_run(store(), r.run)
+        console.print(f"quarantined run {r.run} ({row.status}): {len(r.held)} message(s) held, "
                       f"{len(r.suspect)} write(s) marked suspect; `tether impact {r.run}@1` "
                       "shows what it reached", highlight=False)

@@ -17,8 +17,9 @@ Carrying it out holds every affected run's lease at once, then:
    retracts every undelivered message and reverts every blackboard write made
    after each run's target step (a message both received and sent inside the
    rolled-back span ends retracted);
-3. undoes every reversible effect of every run, newest first across runs, so
-   files several runs changed in turn come back through each version;
+3. undoes every reversible effect of every run, newest first across runs (in
+   the order the files' versions were committed: :func:`undo_order`), so files
+   several runs changed in turn come back through each version;
 4. restores each run's state in a new epoch, the origin last: while the origin
    is unfinished, its old epoch still names the whole cascade.
 """
@@ -26,6 +27,8 @@ Carrying it out holds every affected run's lease at once, then:
 from __future__ import annotations
 
 import contextlib
+import heapq
+import itertools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,7 +36,7 @@ from tether.errors import UsageError
 from tether.ops import actor, holding, lineage, ran_in
 from tether.provenance import rollback as rb
 from tether.provenance.impact import Impact, impact_from
-from tether.provenance.plan import RollbackPlan, plan, refuse, with_conflicts
+from tether.provenance.plan import RollbackPlan, Undo, plan, refuse, with_conflicts
 from tether.runtime.journal import RunJournal
 from tether.store.protocol import Store
 from tether.store.records import RunRow
@@ -125,23 +128,76 @@ def cascade_plan(store: Store, run_ref: str, to_step: int) -> CascadePlan:
     # Dependents first (the reverse of the order the walk reached them), the origin last.
     cp.plans.reverse()
     cp.plans.append(origin_plan)
-    _mark_conflicts(cp)
+    # A delivered message its receiver puts back (rolled back past it) is then retracted.
+    requeued = {m.id for p in cp.plans for m in p.requeue}
+    for p in cp.plans:
+        p.retract += [m for m in p.delivered if m.id in requeued]
+        p.delivered = [m for m in p.delivered if m.id not in requeued]
+    _mark_conflicts(store, cp)
     return cp
 
 
-def _mark_conflicts(cp: CascadePlan) -> None:
+def undo_order(store: Store, plans: list[RollbackPlan]) -> list[tuple[int, Undo]]:
+    """Every undo of the plans, (plan index, undo), newest write first.
+
+    Effect ids are ULIDs, ordered by time only within one process, so they cannot order
+    the writes of runs driven by different workers. What must hold is: each run's own
+    effects newest first (each plan's order), and on each file, the newer version's
+    effect first (the versions table numbers them in commit order). Those constraints
+    come from one real history, so they never contradict; a topological merge keeps
+    them, and takes the larger id first where they leave a choice.
+    """
+    nodes = [(i, u) for i, p in enumerate(plans) for u in p.undo]
+    ids = [u.effect.id for _, u in nodes]
+    at = {eid: k for k, eid in enumerate(ids)}
+    after: dict[int, set[int]] = {k: set() for k in range(len(nodes))}
+    for p_undos in ([at[u.effect.id] for u in p.undo] for p in plans):
+        for a, b in itertools.pairwise(p_undos):
+            after[a].add(b)
+    per_key: dict[tuple[str, str], list[tuple[int, int]]] = {}
+    for v in store.versions(events=ids):
+        per_key.setdefault((v.ns, v.key), []).append((v.version, at[v.event]))
+    for versions in per_key.values():
+        chain = [k for _, k in sorted(versions, reverse=True)]
+        for a, b in itertools.pairwise(chain):
+            if a != b:
+                after[a].add(b)
+    waiting = [0] * len(nodes)
+    for bs in after.values():
+        for b in bs:
+            waiting[b] += 1
+    rank = {k: r for r, k in enumerate(sorted(range(len(nodes)), key=lambda k: ids[k],
+                                               reverse=True))}
+    ready = [(rank[k], k) for k in range(len(nodes)) if waiting[k] == 0]
+    heapq.heapify(ready)
+    out = []
+    while ready:
+        _, k = heapq.heappop(ready)
+        out.append(nodes[k])
+        for b in after[k]:
+            waiting[b] -= 1
+            if waiting[b] == 0:
+                heapq.heappush(ready, (rank[b], b))
+    if len(out) != len(nodes):
+        raise UsageError("the runs' effects give no consistent order to undo them in (the "
+                         "versions table contradicts the runs' own order); check "
+                         "`tether audit verify`")
+    return out
+
+
+def _mark_conflicts(store: Store, cp: CascadePlan) -> None:
     """File conflicts across runs: only the newest undo on each path meets the file as it is."""
-    tagged = sorted(((p.run.spec.get("workspace"), u, i) for i, p in enumerate(cp.plans)
-                     for u in p.undo), key=lambda t: t[1].effect.id, reverse=True)
-    marked = with_conflicts([(ws, u) for ws, u, _ in tagged])
+    order = undo_order(store, cp.plans)
+    marked = with_conflicts([(cp.plans[i].run.spec.get("workspace"), u) for i, u in order])
     for p in cp.plans:
         p.undo = []
-    for (_, _, i), u in zip(tagged, marked, strict=True):
+    for (i, _), u in zip(order, marked, strict=True):
         cp.plans[i].undo.append(u)
 
 
 def refuse_cascade(cp: CascadePlan, *, accept_irreversible: bool, force: bool) -> None:
     for p in cp.plans:
+        rb.unfinished(p.run, p.to_step, cp.marker)
         refuse(p, accept_irreversible=accept_irreversible, force=force)
     if cp.blocked and not accept_irreversible:
         b = cp.blocked[0]
@@ -189,10 +245,10 @@ def cascade(store: Store, run_ref: str, to_step: int, *, accept_irreversible: bo
                 fresh.requeue = []
                 settled.append(rb.settle_messages(store, journals[p.run.id], fresh))
         registry: dict[str, dict[str, Tool]] = {}
-        for u, owner in sorted(((u, q) for q in settled for u in q.undo),
-                               key=lambda t: t[0].effect.id, reverse=True):
-            reg = registry.setdefault(owner.run.id, rb.undo_tools(owner.run, tools))
-            rb.undo(journals[owner.run.id], u, reg)
+        for i, u in undo_order(store, settled):
+            owner = settled[i].run
+            reg = registry.setdefault(owner.id, rb.undo_tools(owner, tools))
+            rb.undo(journals[owner.id], u, reg)
         for p in settled:
             rb.restore(store, journals[p.run.id], p, by, cascade=marker)
     cp.plans = settled  # what was carried out (retractions include requeued messages)

@@ -10,21 +10,21 @@ are: R's steps from S on in epoch E, every epoch or fork started from a step
 at or after S, and, recursively, every step that took in something one of
 those produced.
 
-The walk is a breadth-first search over links indexed by their source step:
-one indexed query per affected (run, epoch), whatever the size of the journal.
+The walk (``Store.downstream``) is a breadth-first search over links indexed by
+their source step: about one indexed query per affected (run, epoch), each link
+read about once, whatever the size of the journal.
 The granularity is the step: an event names its step.
 """
 
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
 from tether.errors import NotFound, UsageError
 from tether.ops import find_run, lineage, ran_in
 from tether.store.protocol import Store
-from tether.store.records import EffectRow, Link, MessageRow, RunRow, VersionRow
+from tether.store.records import EffectRef, Link, MessageRef, RunRow, VersionRef
 
 
 @dataclass(slots=True)
@@ -37,10 +37,10 @@ class Affected:
     via: Link | None
     """How the taint reached this (run, epoch) first (None for the origin)."""
     last_step: int = 0
-    effects: list[EffectRow] = field(default_factory=list)
-    messages: list[MessageRow] = field(default_factory=list)
-    board: list[VersionRow] = field(default_factory=list)
-    files: list[VersionRow] = field(default_factory=list)
+    effects: list[EffectRef] = field(default_factory=list)
+    messages: list[MessageRef] = field(default_factory=list)
+    board: list[VersionRef] = field(default_factory=list)
+    files: list[VersionRef] = field(default_factory=list)
 
     @property
     def current(self) -> bool:
@@ -61,10 +61,10 @@ class Affected:
             "messages": [{"id": m.id, "step": m.step, "to": m.recipient, "status": m.status}
                          for m in self.messages],
             "board": [{"key": v.key, "version": v.version, "step": v.step, "status": v.status,
-                       "event": v.event} for v in self.board],
+                       "event": v.event, "suspect": v.suspect} for v in self.board],
             "files": [{"path": v.key, "version": v.version, "step": v.step, "status": v.status,
-                       "event": v.event, "workspace": v.ns.removeprefix("file:")}
-                      for v in self.files],
+                       "event": v.event, "workspace": v.ns.removeprefix("file:"),
+                       "suspect": v.suspect} for v in self.files],
         }
 
 
@@ -90,7 +90,8 @@ class Impact:
 def parse_origin(store: Store, ref: str, epoch: int | None = None) -> tuple[RunRow, int, int]:
     """``EVENT`` (an event id) or ``RUN@STEP`` -> (run row, epoch, step).
 
-    ``RUN@STEP`` means the run's current epoch unless ``epoch`` is given.
+    ``RUN@STEP`` means the step of the run's current history (in the epoch that ran it)
+    unless ``epoch`` is given.
     """
     if "@" in ref:
         run_ref, _, step_text = ref.rpartition("@")
@@ -98,14 +99,17 @@ def parse_origin(store: Store, ref: str, epoch: int | None = None) -> tuple[RunR
             step = int(step_text)
         except ValueError:
             raise UsageError(f"{ref!r}: the part after @ must be a step number, e.g. "
-                             f"{run_ref}@3") from None
+                             f"{run_ref or 'RUN'}@3") from None
+        if not run_ref:
+            raise UsageError(f"{ref!r}: name the run before the @, e.g. my-run@{step}")
+        if step < 1:
+            raise UsageError(f"{ref!r}: steps are numbered from 1 (0 is the start state, which "
+                             "no step made)")
         row = find_run(store, run_ref)
         ep = row.epoch if epoch is None else epoch
         if epoch is None:
             ran = ran_in(lineage(store, row), step)
             ep = row.epoch if ran is None else ran
-        if step < 0:
-            raise UsageError(f"{ref!r}: steps are numbered from 1 (0 is the start state)")
         last = row.step if ep == row.epoch else _last_step(store, row.id, ep)
         if last is None:
             raise NotFound(f"run {row.id} has no epoch {ep} (it is in epoch {row.epoch})")
@@ -136,38 +140,22 @@ def impact(store: Store, ref: str, *, epoch: int | None = None) -> Impact:
 
 def impact_from(store: Store, row: RunRow, epoch: int, step: int) -> Impact:
     """Everything downstream of step ``step`` of ``row`` in ``epoch``."""
-    first: dict[tuple[str, int], int] = {}
-    via: dict[tuple[str, int], Link | None] = {}
-    order: list[tuple[str, int]] = []
-    todo: deque[tuple[str, int, int, Link | None]] = deque([(row.id, epoch, step, None)])
-    while todo:
-        run, ep, s, link = todo.popleft()
-        key = (run, ep)
-        if key in first and first[key] <= s:
-            continue
-        if key not in first:
-            order.append(key)
-        first[key] = s
-        via[key] = link
-        for out in store.links_from(run, ep, s):
-            todo.append((out.dst_run, out.dst_epoch, out.dst_step, out))
     rows = {row.id: row}
     affected = []
-    for run, ep in order:
-        r = rows.get(run) or store.get_run(run)
-        if r is None:
+    for r in store.downstream(row.id, epoch, step):
+        run = rows.get(r.run) or store.get_run(r.run)
+        if run is None:
             continue
-        rows[run] = r
-        affected.append(_describe(store, r, ep, first[(run, ep)], via[(run, ep)]))
+        rows[r.run] = run
+        affected.append(_describe(store, run, r.epoch, r.first_step, r.via))
     return Impact((row.id, epoch, step), affected)
 
 
 def _describe(store: Store, r: RunRow, epoch: int, first: int, link: Link | None) -> Affected:
     a = Affected(r, epoch, first, link)
     a.last_step = r.step if epoch == r.epoch else (_last_step(store, r.id, epoch) or first)
-    a.effects = [e for e in store.effects(run=r.id) if e.epoch == epoch and e.step >= first]
-    a.messages = [m for m in store.messages(sender=r.id) if m.epoch == epoch and m.step >= first]
-    for v in store.versions(run=r.id):
-        if v.epoch == epoch and v.step >= first:
-            (a.board if v.ns.startswith("board:") else a.files).append(v)
+    made = store.produced(r.id, epoch, first)
+    a.effects, a.messages = made.effects, made.messages
+    for v in made.versions:
+        (a.board if v.ns.startswith("board:") else a.files).append(v)
     return a

@@ -55,6 +55,7 @@ def rollback(store: Store, run_ref: str, to_step: int, *, accept_irreversible: b
              tools: dict[str, Tool] | None = None) -> RollbackPlan:
     """Carry out the rollback (see the module docstring). Returns the plan it carried out."""
     p = plan(store, run_ref, to_step)
+    unfinished(p.run, to_step)
     if p.idle:
         return p  # already there (e.g. a rollback run twice): nothing to undo or restore
     refuse(p, accept_irreversible=accept_irreversible, force=force)
@@ -82,12 +83,35 @@ def pause_if_active(store: Store, run: RunRow, by: str) -> None:
         send_command(store, run.id, "pause", who=by)
 
 
+def unfinished(row: RunRow, to_step: int, cascade: dict[str, Any] | None = None) -> None:
+    """Refuse to start another rollback of a run whose last one is unfinished (unless it is
+    that same one, run again to finish it): some of its undos are done, and another target
+    would restore a state that does not match the world."""
+    marker = row.spec.get("rolling_back")
+    if not isinstance(marker, dict):
+        return
+    theirs = marker.get("cascade")
+    if isinstance(theirs, dict):
+        if cascade is not None and (theirs.get("run"), theirs.get("to")) == (
+                cascade.get("run"), cascade.get("to")):
+            return
+        raise UsageError(f"run {row.id} ({row.name}) is part of an unfinished cascade rollback "
+                         f"of run {theirs.get('run')} to step {theirs.get('to')}; finish it "
+                         f"first: `tether rollback {theirs.get('run')} --to {theirs.get('to')} "
+                         "--cascade`")
+    if cascade is not None or marker.get("to") != to_step:
+        raise UsageError(f"run {row.id} ({row.name}) has an unfinished rollback to step "
+                         f"{marker.get('to')}; finish it first: `tether rollback {row.id} --to "
+                         f"{marker.get('to')}`")
+
+
 def begin(j: RunJournal, to_step: int, cascade: dict[str, Any] | None = None) -> None:
     """Mark the run as rolling back: until it finishes, it must not be resumed with its
     files half undone."""
     marker: dict[str, Any] = {"to": to_step, **({"cascade": cascade} if cascade else {})}
     if j.row.spec.get("rolling_back") == marker:
         return
+    unfinished(j.row, to_step, cascade)
     again = f"tether rollback {j.run} --to {to_step}" if cascade is None else \
         f"tether rollback {cascade['run']} --to {cascade['to']} --cascade"
     j.update(status="paused", spec={**j.row.spec, "rolling_back": marker},
@@ -97,13 +121,24 @@ def begin(j: RunJournal, to_step: int, cascade: dict[str, Any] | None = None) ->
 
 
 def requeue(j: RunJournal, p: RollbackPlan) -> None:
-    """Put messages the run received after the step back in its inbox."""
+    """Put messages the run received after the step back in its inbox (held, not pending,
+    when their sender is quarantined)."""
     if not p.requeue:
         return
+    quarantined: dict[str, bool] = {}
+    for m in p.requeue:
+        if m.sender not in quarantined:
+            sender = j.store.get_run(m.sender)
+            quarantined[m.sender] = bool(sender and sender.spec.get("quarantined"))
     ids = [m.id for m in p.requeue]
-    j.append("message.requeued", {"messages": ids, "to_step": p.to_step},
+    held = [m.id for m in p.requeue if quarantined[m.sender]]
+    j.append("message.requeued", {"messages": ids, "held": held, "to_step": p.to_step},
              step=j.row.step + 1, actor="system:rollback")
-    j.transition(transition("messages", ids, "status", "pending", ("delivered",)))
+    if len(held) < len(ids):
+        j.transition(transition("messages", [i for i in ids if i not in held], "status",
+                                "pending", ("delivered",)))
+    if held:
+        j.transition(transition("messages", held, "status", "held", ("delivered",)))
     j.flush_sync()
 
 
@@ -226,6 +261,9 @@ def restore(store: Store, j: RunJournal, p: RollbackPlan, by: str,
     _, _, state = run_state(store, p.run.id, p.to_step)
     old_epoch, from_step = j.row.epoch, j.row.step
     spec = {k: v for k, v in j.row.spec.items() if k != "rolling_back"}
+    if int(spec.get("reviewed_step", 0)) > p.to_step:
+        # The review points the abandoned branch passed come again when the steps are re-run.
+        spec["reviewed_step"] = p.to_step
     j.update(epoch=old_epoch + 1, step=p.to_step, status="paused", wake_at=None, spec=spec,
              reason=f"rolled back to step {p.to_step} by {by}; `tether resume` goes on from there")
     ck = CheckpointEncoder(run=p.run.id).encode(p.to_step, state, force_key=True)

@@ -139,6 +139,8 @@ class SwarmCalls:
         j.message(MessageRow(id=e.id, swarm=j.row.swarm, sender=j.run, epoch=j.row.epoch,
                              step=ctx.step, recipient=target.id, topic=topic, body=body_json,
                              status="held" if held else "pending", created=ex.clock()))
+        if target.id == j.run:
+            ex.self_mail = True
         return e.id
 
     async def receive(self, *, limit: int | None = None) -> list[InboxMessage]:
@@ -149,6 +151,9 @@ class SwarmCalls:
         rec = ctx._recorded(i, "message.received", fp, "ctx.receive()")
         if rec is None:
             await ex.safe_point(ctx.step)
+            if ex.self_mail:
+                await ex.flush()  # a message to itself must be in the store to be taken
+                ex.self_mail = False
             j = ex.journal
             assert j.fence is not None
             rows = await asyncio.to_thread(j.store.claim_messages, j.run, j.fence,

@@ -19,6 +19,8 @@ from tether.store.records import (
     Link,
     MessageRow,
     Notification,
+    Produced,
+    Reached,
     RunRow,
     VersionRow,
     Write,
@@ -225,6 +227,15 @@ class Store(Protocol):
 
     def links(self) -> list[Link]:
         """Every provenance link (for the audit)."""
+        ...
+
+    def downstream(self, run: str, epoch: int, step: int) -> list[Reached]:
+        """Every (run, epoch) the work of ``step`` of (run, epoch) on reached, through the
+        links, the origin first; each with the first step reached and the link that did."""
+        ...
+
+    def produced(self, run: str, epoch: int, from_step: int) -> Produced:
+        """What (run, epoch) produced at or after ``from_step``: effects, messages, versions."""
         ...
 
     # -- maintenance -----------------------------------------------------

@@ -218,6 +218,60 @@ class Link:
 
 
 @dataclass(frozen=True, slots=True)
+class Reached:
+    """One (run, epoch) downstream of a step: from which step on, and by which link first."""
+
+    run: str
+    epoch: int
+    first_step: int
+    via: Link | None
+    """The link that reached it at ``first_step`` (None for the origin)."""
+
+
+@dataclass(frozen=True, slots=True)
+class EffectRef:
+    """An effect as an impact lists it: no arguments or results."""
+
+    id: str
+    step: int
+    tool: str
+    effect: str
+    status: str
+
+
+@dataclass(frozen=True, slots=True)
+class MessageRef:
+    """A message as an impact lists it: no body."""
+
+    id: str
+    step: int
+    recipient: str
+    status: str
+
+
+@dataclass(frozen=True, slots=True)
+class VersionRef:
+    """A blackboard or file version as an impact lists it: no value."""
+
+    ns: str
+    key: str
+    version: int
+    step: int
+    status: str
+    event: str
+    suspect: bool
+
+
+@dataclass(slots=True)
+class Produced:
+    """What a run's steps from some step on produced, by id and status (light to read)."""
+
+    effects: list[EffectRef] = field(default_factory=list)
+    messages: list[MessageRef] = field(default_factory=list)
+    versions: list[VersionRef] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
 class Command:
     """An operator's request, written by any process, applied by the run's owner."""
 

@@ -11,6 +11,7 @@ disagree with the hash-chained journal: ``audit verify`` re-derives them.
 from __future__ import annotations
 
 import sqlite3
+from collections import deque
 from collections.abc import Iterable, Sequence
 from typing import Any, Final
 
@@ -18,7 +19,18 @@ from tether.core.canonical import dumps, loads
 from tether.core.events import Event
 from tether.core.ids import ulid_bytes, ulid_str
 from tether.errors import Conflict, LeaseLost
-from tether.store.records import Link, MessageRow, Transition, VersionRow, Write
+from tether.store.records import (
+    EffectRef,
+    Link,
+    MessageRef,
+    MessageRow,
+    Produced,
+    Reached,
+    Transition,
+    VersionRef,
+    VersionRow,
+    Write,
+)
 from tether.store.sqlite_base import SQLiteBase
 
 MESSAGE_COLS = "id, swarm, sender, epoch, step, recipient, topic, body, status, created, claim, received"
@@ -197,17 +209,74 @@ class SQLiteSwarm(SQLiteBase):
             return []
         rows = self._read(f"SELECT {LINK_COLS} FROM links WHERE src_rk = ? AND src_epoch = ? "
                           "AND src_step >= ?", (rk, epoch, from_step))
-        return [Link(kind=r[8], src_run=run, src_epoch=r[1], src_step=r[2],
-                     src_event=ulid_str(bytes(r[3])), dst_run=self._run_id(r[4]),
-                     dst_epoch=r[5], dst_step=r[6], dst_event=ulid_str(bytes(r[7])))
-                for r in rows]
+        return [self._link(r) for r in rows]
+
+    def downstream(self, run: str, epoch: int, step: int) -> list[Reached]:
+        """Every (run, epoch) the work of ``step`` on reached, the origin first.
+
+        A breadth-first walk over the links on their integer keys; a (run, epoch)
+        reached again at an earlier step is expanded again for the steps not yet
+        walked only, so each link is read about once. Ids are made text only for the
+        one link kept per (run, epoch).
+        """
+        rk0 = self._rk(run)
+        if rk0 is None:
+            return [Reached(run, epoch, step, None)]
+        first: dict[tuple[int, int], int] = {}
+        via: dict[tuple[int, int], tuple[Any, ...] | None] = {}
+        order: list[tuple[int, int]] = []
+        todo: deque[tuple[int, int, int, tuple[Any, ...] | None]] = deque([(rk0, epoch, step,
+                                                                            None)])
+        c = self._conn()
+        try:
+            while todo:
+                rk, ep, s, link = todo.popleft()
+                prev = first.get((rk, ep))
+                if prev is not None and prev <= s:
+                    continue
+                if prev is None:
+                    order.append((rk, ep))
+                first[(rk, ep)] = s
+                via[(rk, ep)] = link
+                sql = (f"SELECT {LINK_COLS} FROM links WHERE src_rk = ? AND src_epoch = ? "
+                       "AND src_step >= ?")
+                args: tuple[int, ...] = (rk, ep, s)
+                if prev is not None:
+                    sql += " AND src_step < ?"
+                    args = (rk, ep, s, prev)
+                for r in c.execute(sql, args):
+                    todo.append((r[4], r[5], r[6], r))
+        except sqlite3.Error as exc:
+            raise self._translate(exc) from exc
+        out = []
+        for rk, ep in order:
+            v = via[(rk, ep)]
+            out.append(Reached(self._run_id(rk), ep, first[(rk, ep)],
+                               None if v is None else self._link(v)))
+        return out
+
+    def _link(self, r: Sequence[Any]) -> Link:
+        return Link(kind=r[8], src_run=self._run_id(r[0]), src_epoch=r[1], src_step=r[2],
+                    src_event=ulid_str(bytes(r[3])), dst_run=self._run_id(r[4]),
+                    dst_epoch=r[5], dst_step=r[6], dst_event=ulid_str(bytes(r[7])))
+
+    def produced(self, run: str, epoch: int, from_step: int) -> Produced:
+        """The effects, messages and versions of (run, epoch) at or after ``from_step``."""
+        args = (run, epoch, from_step)
+        return Produced(
+            [EffectRef(*r) for r in self._read(
+                "SELECT id, step, tool, effect, status FROM effects WHERE run = ? AND epoch = ? "
+                "AND step >= ? ORDER BY step, idx", args)],
+            [MessageRef(*r) for r in self._read(
+                "SELECT id, step, recipient, status FROM messages WHERE sender = ? AND "
+                "epoch = ? AND step >= ? ORDER BY id", args)],
+            [VersionRef(r[0], r[1], r[2], r[3], r[4], r[5], bool(r[6])) for r in self._read(
+                "SELECT ns, key, version, step, status, event, suspect FROM versions WHERE "
+                "run = ? AND epoch = ? AND step >= ? ORDER BY n", args)])
 
     def links(self) -> list[Link]:
         """Every link (for the audit, which re-derives them from the events)."""
-        return [Link(kind=r[8], src_run=self._run_id(r[0]), src_epoch=r[1], src_step=r[2],
-                     src_event=ulid_str(bytes(r[3])), dst_run=self._run_id(r[4]),
-                     dst_epoch=r[5], dst_step=r[6], dst_event=ulid_str(bytes(r[7])))
-                for r in self._read(f"SELECT {LINK_COLS} FROM links ORDER BY rowid")]
+        return [self._link(r) for r in self._read(f"SELECT {LINK_COLS} FROM links ORDER BY rowid")]
 
 
 def _select(select: str, among: tuple[str, Sequence[str] | None],

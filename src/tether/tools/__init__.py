@@ -8,10 +8,11 @@ from tether.tools.base import (
     Undo,
     current,
     record_after,
+    record_touch,
     register_undo,
     tool,
 )
 from tether.tools.files import DIR_HASH, FILE_TOOLS, file_hash, resolve
 
 __all__ = ["DIR_HASH", "EFFECTS", "FILE_TOOLS", "Effect", "Tool", "ToolContext", "Undo", "current",
-           "file_hash", "record_after", "register_undo", "resolve", "tool"]
+           "file_hash", "record_after", "record_touch", "register_undo", "resolve", "tool"]
