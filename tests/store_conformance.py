@@ -269,6 +269,20 @@ def test_renew_extends_held_leases_and_reports_lost_ones(store_factory: StoreFac
     assert store.renew({}, "w1", 100, now) == []
 
 
+def test_a_renewal_racing_a_release_does_not_bring_the_lease_back(
+        store_factory: StoreFactory) -> None:
+    # The heartbeat read its leases, then the run ended and released its lease, then the
+    # renewal ran: the lease stays released, so the run is runnable at once (not in 30 s).
+    store, ids = store_factory(), _ids()
+    a = _started(store, ids)
+    now = time.time()
+    token = store.acquire(a.id, "w1", 30, now)
+    assert token is not None
+    store.release(a.id, "w1", token)
+    assert store.renew({a.id: token}, "w1", 30, now + 1) == [a.id]
+    assert a.id in store.runnable(now + 1, 10, lease_now=now + 1)
+
+
 def test_write_with_a_stale_fence_gets_lease_lost_and_writes_nothing(
         store_factory: StoreFactory) -> None:
     store, ids = store_factory(), _ids()

@@ -295,9 +295,11 @@ class Worker:
                 log.warning("worker %s: heartbeat failed (%s); retrying", self.owner, exc)
                 continue
             for rid in lost:
-                log.warning("run %s: lease lost; abandoning it", rid)
                 entry = self.active.get(rid)
-                if entry:
+                # The run may have ended and been taken again (a new token) while the renewal
+                # ran: only the executor holding the lost token is abandoned.
+                if entry and entry[1].journal.fence == held[rid]:
+                    log.warning("run %s: lease lost; abandoning it", rid)
                     entry[0].cancel()
 
     async def _expire_approvals(self) -> None:

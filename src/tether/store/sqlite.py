@@ -183,8 +183,10 @@ class SQLiteStore(SQLiteSwarm):
         lost = []
         with self._tx() as c:
             for run, token in leases.items():
+                # expires = 0 is a released lease: a renewal racing the release must not
+                # bring it back (the run would look held, and not runnable, until it expired).
                 cur = c.execute("UPDATE leases SET expires = ? WHERE run = ? AND owner = ? "
-                                "AND token = ?", (now + ttl, run, owner, token))
+                                "AND token = ? AND expires > 0", (now + ttl, run, owner, token))
                 if cur.rowcount == 0:
                     lost.append(run)
         return lost
