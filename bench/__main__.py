@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="folder for the database files (default: a new temporary folder); "
                          "its disk is what the fsyncs measure")
     ap.add_argument("--profile", type=Path, default=None, metavar="FILE",
-                    help="write cProfile output of tether's hot path to FILE")
+                    help="write cProfile output of tether's hot path and of one `impact` call to FILE")
     args = ap.parse_args(argv)
     cfg = QUICK if args.quick else FULL
     out: Path = args.out or Path("bench/out/benchmarks-quick.md" if args.quick else "docs/benchmarks.md")
@@ -46,7 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     out.write_text(render(res))
     log(f"wrote {out} in {res.seconds:.0f} s")
     if args.profile:
-        args.profile.write_text("".join(d.profile for d in res.diagnoses))
+        args.profile.write_text("".join(d.profile for d in res.diagnoses)
+                                + "".join(s.profile for s in res.impacts))
         log(f"wrote {args.profile}")
     return 0
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import inspect
+import statistics
 from collections.abc import Iterable, Sequence
 
 from bench import figures as fg
 from bench import why
+from bench.impact_cost import CROSS_TALK, LANES, STAGES
 from bench.policy_cost import DISTINCT
 from bench.rollback_cost import FILE_BYTES
 from bench.stats import Summary, percentile, ratio, size, spread, us
@@ -23,8 +25,8 @@ def table(head: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
 
 def render(res: Results) -> str:
     parts = [_header(res), _summary(res), _loop_time(res), _loop_bytes(res), _reads(res),
-             _concurrent(res), _swarm(res), _policy(res), _stop(res), _rollback(res), _diagnostics(res),
-             why.section(res), _method(res)]
+             _concurrent(res), _swarm(res), _policy(res), _stop(res), _rollback(res), _impact(res),
+             _diagnostics(res), why.section(res), _method(res)]
     return "\n".join(parts)
 
 
@@ -238,9 +240,57 @@ def _rollback(res: Results) -> str:
             "that the workspace holds only the empty `notes` folder, every effect is `undone` and "
             "the run is paused at step 0 in epoch 1, so every timing is of a correct rollback. "
             f"Each of the {cfg.rollback_repeats} repeats builds a fresh run on a fresh database "
-            "and workspace.\n\n" + table(["what", "time", "per effect"], rows)
-            + "\nThe issue's other target, `impact` over a swarm of 100 runs and 100,000 events "
-              "(≤ 200 ms), cannot be measured yet: `impact` is not built.\n")
+            "and workspace.\n\n" + table(["what", "time", "per effect"], rows))
+
+
+def _impact(res: Results) -> str:
+    cfg = res.config
+    if not res.impacts:
+        return "## 9. Impact over a swarm\n\nNot run.\n"
+    s = res.impacts[0]
+    b = s.breakdown
+    quick = " This quick run builds fewer events; its goal is pro rata." if cfg.quick else ""
+    waits = s.steps - s.runs * s.work_steps
+    kinds = ", ".join(f"{n:,} {k}" for k, n in sorted(s.links.items(), key=lambda kv: -kv[1]))
+    rows = [[f"{t.label} (`{t.origin}`)", f"{t.reached_runs} runs, {t.reached_steps:,} steps",
+             spread(Summary.of(t.impact_s)), us(percentile(t.impact_s, 0.95)),
+             us(statistics.median(t.json_s)), size(t.json_bytes)]
+            for t in (s.main, s.late)]
+    return (f"## 9. Impact over a swarm of {s.runs} runs\n\nThe history is written by the runtime, "
+            f"not inserted by hand (`bench/impact_cost.py`): {s.runs} runs of one async `StepAgent` in "
+            "one swarm, one SQLite file and one shared workspace, driven to the end by a real "
+            "`Worker(store, agents=...).run(until_idle=True)` with its default pipeline (up to 4 step "
+            "commits in flight) on `SQLiteStore(path, synchronous=\"NORMAL\")`: building is not what "
+            "is timed, and `impact` only reads. The runs form a pipeline of "
+            f"{STAGES} stages × {LANES} lanes. A work step takes the run's inbox (`ctx.receive`), reads "
+            "the blackboard key of a random run of the previous stage and writes its own "
+            "(`ctx.board.get`, `ctx.board.set`), reads its upstream partner's output file "
+            "(`fs_read`), rewrites its own (`fs_write`), appends to a log shared with other runs and "
+            "rotated every 5 work steps (`fs_append`), messages its downstream partner (`ctx.send`) "
+            f"and, with probability {CROSS_TALK:.0%}, a random run of the swarm (seeded). Past stage "
+            "0 a run works only on credit, one per message from its upstream partner, and returns "
+            f"`AwaitMessages()` when it has none. {s.work_steps} work steps per run: {s.steps:,} "
+            f"steps in all ({waits:,} of them waiting), **{s.events:,} events** (the sum of the "
+            f"runs' last sequence numbers) and {sum(s.links.values()):,} cross-run provenance links "
+            f"the runtime derived ({kinds}); built in {s.build:.1f} s.\n\n"
+            "Timed: `impact(store, \"RUN@STEP\")` from two origins, each "
+            f"{len(s.main.impact_s)} times (garbage collected before each call), after one untimed "
+            "call checked against the stored links: the runs it names are exactly those reachable "
+            "from the origin through them. Then `Impact.to_json()` + `orjson.dumps`, which is what "
+            "`tether impact --json` prints. Percentiles by nearest rank (with fewer than 20 calls "
+            "the p95 is the slowest call).\n\n"
+            + table(["origin", "reached", "`impact`", "p95", "`--json` (to_json + dumps)",
+                     "JSON"], rows)
+            + f"\nOne more call from the first origin, on a wrapper of the store that times each "
+              f"method `impact` calls: {us(b.total)} in all; {us(b.walk)} in the walk over the "
+              f"links (`Store.downstream`, {b.reached} (run, epoch)s reached); {us(b.describe)} "
+              f"in {b.describe_calls} `Store.produced` calls ({b.describe_rows:,} effects, "
+              f"messages and versions) to describe the {s.main.reached_runs} affected runs; "
+              f"{us(b.other)} in other store calls; {us(b.python)} in `impact`'s own Python.\n\n"
+              "LangGraph + SqliteSaver, the other side of this report, has nothing to compare with: "
+              "its checkpoints belong to one thread and record no messages, shared-store reads or "
+              "file writes that crossed from another thread, so it cannot say what a step "
+              f"affected elsewhere.{quick}\n")
 
 
 def _diagnostics(res: Results) -> str:
@@ -259,7 +309,7 @@ def _diagnostics(res: Results) -> str:
                   *(size(d.table_bytes.get(t, 0) / d.total_steps) for d in res.diagnoses)]
                  for t in order]
     labels = [d.label for d in res.diagnoses]
-    return ("## 9. Where tether's time and bytes go\n\nOne instrumented pass per scenario (not "
+    return ("## 10. Where tether's time and bytes go\n\nOne instrumented pass per scenario (not "
             "used for the targets). Event-loop CPU = CPU time of the thread running the worker; "
             "commit = `store.commit` in the group committer's writer thread (wall includes the "
             "fsync); WAL pages = 4 KiB pages SQLite wrote and synced, read from the WAL's frame "
@@ -298,6 +348,8 @@ def _method(res: Results) -> str:
   {cfg.stop_runs} active runs; the worker is killed at the end.
 - Rollback: {cfg.rollback_repeats} fresh runs of {cfg.rollback_steps} steps, each rolled back once
   to step 0 and checked.
+- Impact: one swarm of 100 runs × {cfg.impact_work_steps} work steps built by the worker,
+  {cfg.impact_repeats} timed `impact` calls per origin.
 - Bytes: file + WAL after `PRAGMA wal_checkpoint(TRUNCATE)`, after the run minus before it
   (tether: after `start_run`; LangGraph: after `setup()`).
 """

@@ -21,6 +21,7 @@ from bench import langgraph_loop as lg
 from bench import tether_loop as tl
 from bench.config import Config
 from bench.diagnostics import Diagnosis, diagnose
+from bench.impact_cost import ImpactSample, describe, run_impact
 from bench.machine import facts, load_average
 from bench.policy_cost import PolicySample, run_policy
 from bench.rollback_cost import RollbackSample, run_rollback
@@ -50,6 +51,8 @@ class Results:
     stops: list[StopSample] = field(default_factory=list)
     """Every repeat's samples, one per way of stopping (one at a time, burst)."""
     rollbacks: list[RollbackSample] = field(default_factory=list)
+    impacts: list[ImpactSample] = field(default_factory=list)
+    """One swarm built and its impact timed (a list so a run without it renders)."""
     diagnoses: list[Diagnosis] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -71,6 +74,7 @@ def run_all(cfg: Config, workdir: Path, *, profile: bool = False) -> Results:
     _policy(res)
     _stop(res, workdir)
     _rollback(res, workdir)
+    _impact(res, workdir, profile)
     _diagnose(res, workdir, profile)
     res.seconds = time.perf_counter() - t0
     res.facts["load average at end (1, 5, 15 min)"] = load_average()
@@ -180,6 +184,16 @@ def _rollback(res: Results, workdir: Path) -> None:
             f"({s.per_effect * 1e3:.2f} ms each), plan {s.plan * 1e3:.1f} ms; "
             f"run built in {s.build:.1f} s")
         gc.collect()
+
+
+def _impact(res: Results, workdir: Path, profile: bool) -> None:
+    cfg = res.config
+    log(f"impact: building a swarm of 100 runs × {cfg.impact_work_steps} work steps")
+    s = run_impact(workdir, work_steps=cfg.impact_work_steps, repeats=cfg.impact_repeats,
+                   profile=profile)
+    res.impacts.append(s)
+    log(f"impact: {describe(s)}")
+    gc.collect()
 
 
 def _diagnose(res: Results, workdir: Path, profile: bool) -> None:

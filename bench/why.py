@@ -44,6 +44,8 @@ def section(res: Results) -> str:
         paras.append(_stop(res))
     if len(ts) > 9 and ts[9].passed is False and res.rollbacks:
         paras.append(_rollback(res))
+    if len(ts) > 10 and ts[10].passed is False and res.impacts:
+        paras.append(_impact(res))
     if res.memory:
         paras.append(_memory(res))
     body = "\n\n".join(paras) if paras else "Every target passes in this run."
@@ -59,6 +61,24 @@ def _rollback(res: Results) -> str:
             f"{us(plan / rs[0].steps)}; each undo makes two commits durable (`effect.undoing` "
             f"before the undo, `effect.undone` after), where a bare one-row commit costs "
             f"{us(floor)} on this disk, and `fs_restore` fsyncs the folder it changed.")
+
+
+def _impact(res: Results) -> str:
+    """The missed impact target, split by the store methods one instrumented call spent in."""
+    s = res.impacts[0]
+    b, m = s.breakdown, s.main
+    links = sum(s.links.values())
+
+    def share(t: float) -> str:
+        return f"{t / b.total:.0%}" if b.total else "—"
+
+    return (f"**Impact.** {us(m.q(0.5))} median from `{m.origin}` ({m.reached_runs} runs, "
+            f"{m.reached_steps:,} steps reached) against {us(fg.impact_goal(s.events))}. Of one "
+            f"instrumented call's {us(b.total)}, {us(b.walk)} ({share(b.walk)}) is the walk over "
+            f"the {links:,} links (`Store.downstream`) and {us(b.describe)} ({share(b.describe)}) "
+            f"is listing what the {m.reached_runs} affected runs produced (`Store.produced`, "
+            f"{b.describe_rows:,} effects, messages and versions); the rest is `impact`'s own "
+            "Python and the other store calls.")
 
 
 def _floor(res: Results, rows: int) -> float:
@@ -80,7 +100,7 @@ def _step(res: Results, d: Diagnosis) -> str:
             f"KiB) per step and fsyncs them, where a bare one-row commit costs {us(floor)} on this "
             f"disk. 1/5 of LangGraph's overhead is {us(budget)}: that leaves "
             f"{us(max(budget - floor, 0))} beyond the bare commit for everything else, so both "
-            "halves must shrink (see the profile in section 9), or the next step must be allowed "
+            "halves must shrink (see the profile in section 10), or the next step must be allowed "
             "to run while the previous step's commit is in flight.")
 
 
@@ -89,7 +109,7 @@ def _concurrent(res: Results, d: Diagnosis) -> str:
     e, c = (d.wal_pages.get(t, 0) / d.total_steps for t in ("events", "checkpoints"))
     pages = sum(d.wal_pages.values()) / d.total_steps
     return (f"**Group commit with {d.runs} runs.** The worker is CPU-bound: {us(cpu)} of CPU per "
-            "step (both threads) against a 30 µs budget; the instrumented pass of section 9 (a "
+            "step (both threads) against a 30 µs budget; the instrumented pass of section 10 (a "
             f"separate run) measured {us(d.per_step(d.loop_cpu))} per step on the event loop and "
             f"{us(d.per_step(d.commit_cpu))} in the writer. Batching "
             f"works ({d.total_steps / max(d.commits, 1):.0f} steps per commit), but each write "

@@ -110,6 +110,14 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     CREATE INDEX links_src ON links(src_rk, src_epoch, src_step);
     CREATE INDEX links_dst ON links(dst_rk, dst_epoch, dst_step);
     """,
+    # 4: listing what a run did from a step on (impact) without visiting each row: the
+    #    indexes hold every column the listing prints, in step order.
+    """
+    CREATE INDEX effects_step ON effects(run, epoch, step, idx, tool, effect, status);
+    DROP INDEX versions_run;
+    CREATE INDEX versions_run ON versions(run, epoch, step, ns, key, version, status, event,
+        suspect);
+    """,
 )
 
 VERSION: Final = len(MIGRATIONS)

@@ -107,6 +107,18 @@ class SQLiteBase:
                 c.execute("ROLLBACK")
             raise self._translate(exc) from exc
 
+    @contextlib.contextmanager
+    def _strict_text(self) -> Iterator[None]:
+        """Decode text in C for a bulk listing of ids and names (several times faster than
+        the lenient decoder, which is for reading damaged events, not these)."""
+        c = self._conn()
+        lenient = c.text_factory
+        c.text_factory = str
+        try:
+            yield
+        finally:
+            c.text_factory = lenient
+
     def _read(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         try:
             return self._conn().execute(sql, args).fetchall()

@@ -238,13 +238,15 @@ class SQLiteSwarm(SQLiteBase):
                     order.append((rk, ep))
                 first[(rk, ep)] = s
                 via[(rk, ep)] = link
-                sql = (f"SELECT {LINK_COLS} FROM links WHERE src_rk = ? AND src_epoch = ? "
-                       "AND src_step >= ?")
+                # Only the earliest step reached in each (run, epoch) matters: SQLite gives
+                # the other columns of the row where MIN() is, so one row per target.
+                sql = (f"SELECT {LINK_COLS}, MIN(dst_step) FROM links WHERE src_rk = ? AND "
+                       "src_epoch = ? AND src_step >= ?")
                 args: tuple[int, ...] = (rk, ep, s)
                 if prev is not None:
                     sql += " AND src_step < ?"
                     args = (rk, ep, s, prev)
-                for r in c.execute(sql, args):
+                for r in c.execute(sql + " GROUP BY dst_rk, dst_epoch", args):
                     todo.append((r[4], r[5], r[6], r))
         except sqlite3.Error as exc:
             raise self._translate(exc) from exc
@@ -263,6 +265,10 @@ class SQLiteSwarm(SQLiteBase):
     def produced(self, run: str, epoch: int, from_step: int) -> Produced:
         """The effects, messages and versions of (run, epoch) at or after ``from_step``."""
         args = (run, epoch, from_step)
+        with self._strict_text():
+            return self._produced(args)
+
+    def _produced(self, args: tuple[str, int, int]) -> Produced:
         return Produced(
             [EffectRef(*r) for r in self._read(
                 "SELECT id, step, tool, effect, status FROM effects WHERE run = ? AND epoch = ? "
@@ -272,7 +278,7 @@ class SQLiteSwarm(SQLiteBase):
                 "epoch = ? AND step >= ? ORDER BY id", args)],
             [VersionRef(r[0], r[1], r[2], r[3], r[4], r[5], bool(r[6])) for r in self._read(
                 "SELECT ns, key, version, step, status, event, suspect FROM versions WHERE "
-                "run = ? AND epoch = ? AND step >= ? ORDER BY n", args)])
+                "run = ? AND epoch = ? AND step >= ? ORDER BY step, n", args)])
 
     def links(self) -> list[Link]:
         """Every link (for the audit, which re-derives them from the events)."""
