@@ -812,6 +812,22 @@ def test_claim_messages_limit_counts_what_the_call_took_before(
     assert store.messages(status="pending") == []
 
 
+def test_claiming_makes_a_waiting_run_runnable_again(store_factory: StoreFactory) -> None:
+    # The worker takes a waiting run because a message came, marks it running (buffered)
+    # and takes the message; if it dies before the step commits, the inbox is empty and
+    # the run would wait forever. The claim itself marks it running, so it is picked again.
+    store, ids = store_factory(), _ids()
+    a = _owned(store, ids)
+    b = _owned(store, ids, status="waiting")
+    _post(store, a, b, "wake up")
+    assert b.fence is not None
+    assert b.id in store.runnable(T0, 10, lease_now=time.time() + 120)
+    store.claim_messages(b.id, b.fence, "0:1:0", T0)
+    row = store.get_run(b.id)
+    assert row is not None and row.status == "running" and row.wake_at is None
+    assert b.id in store.runnable(T0, 10, lease_now=time.time() + 120)
+
+
 def test_claim_messages_is_fenced_by_the_lease_token(store_factory: StoreFactory) -> None:
     store, ids = store_factory(), _ids()
     a, b = _owned(store, ids), _owned(store, ids)

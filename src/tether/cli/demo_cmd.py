@@ -126,13 +126,12 @@ def _summary(store: object, directory: Path, clock: float, *,
         console.print(f"[yellow]in doubt[/yellow]: effect {e.id} ({e.tool}) of run {e.run}: "
                       f"look at the workspace, then `tether --store {directory}/tether.db resolve "
                       f"{e.id} --done` (or --not-done / --retry) and rerun the demo")
-    s = f"{_prog()} --store {directory}/tether.db"
+    s = f"{_prog()} --store {shlex.quote(f'{directory}/tether.db')}"
     bad = find_bad_step(store)
-    quoted = f"{_prog()} --store {shlex.quote(f'{directory}/tether.db')}"
     if bad is not None:
-        _bad_step(bad, quoted, scripted_model)
+        _bad_step(bad, s, scripted_model)
     else:
-        _rolled_back(store, quoted)
+        _rolled_back(store, s)
     console.print("\n[bold]Try next[/bold]")
     _say(f"  {s} runs               every run, its status and cost")
     _say(f"  {s} events triage      the journal of one run")
@@ -154,7 +153,7 @@ def _bad_step(bad: BadStep, s: str, scripted_model: bool) -> None:
     why = (f"; the scripted model loses the thread once the router's conversation holds "
            f"{DRIFT_AFTER} tickets, and repeats its previous answer") if scripted_model else ""
     console.print(f"  e.g. \"{first.text}\" to {first.got}, not {first.want}{why}",
-                  highlight=False)
+                  markup=False, highlight=False)
     imp = bad.impact.to_json()
     files = bad.files()
     n_msg = sum(len(a.messages) for a in bad.impact.affected)
@@ -173,9 +172,9 @@ def _bad_step(bad: BadStep, s: str, scripted_model: bool) -> None:
             f" (took in a {a.via.kind} from {r.name if a.via.src_run == r.id else a.via.src_run}" \
             f" step {a.via.src_step})"
         console.print(f"  {a.run.name:<11} {span}{via}: {', '.join(what) or 'nothing'}",
-                      highlight=False)
+                      markup=False, highlight=False)
     if files:
-        console.print(f"  files: {', '.join(files)}", highlight=False)
+        console.print(f"  files: {', '.join(files)}", markup=False, highlight=False)
     _say(f"  {s} impact {shlex.quote(r.name)}@{bad.step}      # all of it, effect by effect")
     flags = ""
     if bad.irreversible:
@@ -189,10 +188,10 @@ def _bad_step(bad: BadStep, s: str, scripted_model: bool) -> None:
                       highlight=False)
     others = [p for p in bad.plan.plans if p.run.id != r.id and not p.idle]
     back = "".join(f", {p.run.name} to step {p.to_step}" for p in others)
-    note = "" if bad.irreversible else "; no irreversible effect on the way, so"
-    console.print(f"undo it wherever it reached ({r.name} back to step {k}{back}{note} every "
-                  "file it wrote comes back byte for byte; the journal keeps the history):",
-                  highlight=False)
+    note = ("every reversible effect is undone, the rest stays" if bad.irreversible else
+            "no irreversible effect on the way, so every file it wrote comes back byte for byte")
+    console.print(f"undo it wherever it reached ({r.name} back to step {k}{back}; {note}; the "
+                  "journal keeps the history):", markup=False, highlight=False)
     cmd = f"{s} rollback {shlex.quote(r.name)} --to {k} --cascade{flags}"
     _say(f"  {cmd} --plan    # what it would do; changes nothing")
     _say(f"  {cmd}           # do it")

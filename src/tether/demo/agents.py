@@ -277,14 +277,25 @@ async def reporter_step(ctx: Any, state: dict[str, Any]) -> Any:
     return Done("digest sent")
 
 
+def _await_tickets(took_some: bool = True) -> AwaitMessages:
+    """Sleep until the next message, but no later than the morning.
+
+    The deadline is a safety net: a process killed after a step's ``ctx.receive()``
+    took the inbox and before the step was journaled leaves the run waiting on an empty
+    inbox (the messages come back only to that step, re-run), so nothing would wake it;
+    the morning does. A wake-up that took nothing waits with no deadline."""
+    return AwaitMessages(until=MORNING if took_some else None)
+
+
 async def router_step(ctx: Any, state: dict[str, Any]) -> Any:
     """Ask the model which team each ticket ingest sends is for; tell the dispatcher."""
     if not state.get("listening"):
         state["listening"] = True  # nothing can have arrived before the night starts
-        return AwaitMessages()
+        return _await_tickets()
     history: list[dict[str, str]] = state.setdefault("history", [])
     routed, last = [], False
-    for msg in await ctx.receive():
+    msgs = await ctx.receive()
+    for msg in msgs:
         last = last or bool(msg.body.get("last"))
         for t in msg.body.get("tickets", []):
             convo: list[Message] = [{"role": "system", "content": ROUTE_PROMPT}]
@@ -298,7 +309,7 @@ async def router_step(ctx: Any, state: dict[str, Any]) -> Any:
                            "team": team})
     if routed or last:
         await ctx.send("dispatcher", {"routed": routed, "last": last}, topic="routed")
-    return Done(f"{len(history)} tickets routed") if last else AwaitMessages()
+    return Done(f"{len(history)} tickets routed") if last else _await_tickets(bool(msgs))
 
 
 async def dispatcher_step(ctx: Any, state: dict[str, Any]) -> Any:
@@ -306,10 +317,11 @@ async def dispatcher_step(ctx: Any, state: dict[str, Any]) -> Any:
     if not state.get("ready"):
         await ctx.call(fs_mkdir, path="queues")
         state["ready"] = True
-        return AwaitMessages()
+        return _await_tickets()
     counts: dict[str, int] = state.setdefault("counts", {})
     last, changed = False, False
-    for msg in await ctx.receive():
+    msgs = await ctx.receive()
+    for msg in msgs:
         last = last or bool(msg.body.get("last"))
         for item in msg.body.get("routed", []):
             await ctx.call(fs_append, path=f"queues/{item['team']}.md", content=queue_line(item))
@@ -317,7 +329,7 @@ async def dispatcher_step(ctx: Any, state: dict[str, Any]) -> Any:
             changed = True
     if changed:
         await ctx.call(fs_write, path="queues/index.md", content=queue_index(counts))
-    return Done(f"{sum(counts.values())} tickets queued") if last else AwaitMessages()
+    return Done(f"{sum(counts.values())} tickets queued") if last else _await_tickets(bool(msgs))
 
 
 def build(model: Model) -> dict[str, AgentLike]:

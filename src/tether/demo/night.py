@@ -135,7 +135,8 @@ async def run_night(directory: Path, *, model: Model, console: Console,
                     console.print("[yellow]waiting for runs another process holds...[/yellow]")
                 await asyncio.sleep(1.0)
                 continue
-            wakes = [r.wake_at for r in store.list_runs(status="sleeping") if r.wake_at]
+            wakes = [r.wake_at for st in ("sleeping", "waiting") for r in store.list_runs(status=st)
+                     if r.wake_at]
             if not wakes or (until is not None and max(clock.now(), min(wakes)) >= until):
                 break
             clock.set(max(clock.now(), min(wakes)))

@@ -76,29 +76,28 @@ def find_bad_step(store: Store) -> BadStep | None:
     if row is None:
         return None
     wrong: list[Misroute] = []
-    routed_after: dict[int, int] = {}
+    routed_at: dict[int, int] = {}
     times: dict[int, str] = {}
     for e in store.events(row.id):
-        if e.epoch != row.epoch or not isinstance(e.payload, dict):
+        if e.epoch != row.epoch or e.kind != "message.sent" or not isinstance(e.payload, dict):
             continue
-        times.setdefault(e.step, e.time[11:16])
-        body = e.payload.get("body") if e.kind == "message.sent" else None
-        if not isinstance(body, dict):
-            continue
-        items = [i for i in body.get("routed") or [] if isinstance(i, dict)]
-        routed_after[e.step] = routed_after.get(e.step, 0) + len(items)
+        body = e.payload.get("body")
+        items = [i for i in body.get("routed") or [] if isinstance(i, dict)] \
+            if isinstance(body, dict) else []
+        routed_at[e.step] = routed_at.get(e.step, 0) + len(items)
         for item in items:
             want = team_for(str(item.get("text", "")))
             if item.get("team") != want:
                 wrong.append(Misroute(e.step, str(item.get("at", "")), str(item.get("text")),
                                       str(item.get("team")), want))
+                times.setdefault(e.step, e.time[11:16])  # the run's clock, when it sent it
     if not wrong:
         return None
     step = min(m.step for m in wrong)
     imp = impact_from(store, row, row.epoch, step)
     plan = cascade_plan(store, row.id, step - 1)
     bad = BadStep(row, step, times.get(step, ""), wrong,
-                  sum(n for s, n in routed_after.items() if s >= step), imp, plan)
+                  sum(n for s, n in routed_at.items() if s >= step), imp, plan)
     for p in plan.plans:
         bad.irreversible += [f"{e.tool} ({p.run.name} step {e.step}, {e.status})"
                              for e in p.left]

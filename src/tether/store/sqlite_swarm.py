@@ -153,7 +153,9 @@ class SQLiteSwarm(SQLiteBase):
 
         Idempotent per ``claim``: called again after a crash, it returns what that
         call took before plus anything new (``limit`` counts both), so nothing taken
-        is lost unjournaled.
+        is lost unjournaled. A ``waiting`` run is marked ``running`` in the same
+        transaction: if the process dies before the step commits, the run must still
+        be runnable (its inbox is empty now) so that the re-run call takes them back.
         """
         with self._tx() as c:
             row = c.execute("SELECT token FROM leases WHERE run = ?", (run,)).fetchone()
@@ -164,6 +166,8 @@ class SQLiteSwarm(SQLiteBase):
                 held = c.execute("SELECT COUNT(*) FROM messages WHERE recipient = ? AND "
                                  "claim = ?", (run, claim)).fetchone()[0]
                 limit = max(0, limit - held)
+            c.execute("UPDATE runs SET status = 'running', wake_at = NULL WHERE id = ? AND "
+                      "status = 'waiting'", (run,))
             c.execute("UPDATE messages SET status = 'delivered', claim = ?, received = ? "
                       "WHERE id IN (SELECT id FROM messages WHERE recipient = ? AND "
                       "status = 'pending' ORDER BY id LIMIT ?)",
