@@ -19,6 +19,7 @@ from typing import Any
 from tether.core.checkpoint import restore
 from tether.core.ids import Clock, UlidSource
 from tether.errors import NotFound, UsageError
+from tether.history import epoch_of, lineage
 from tether.runtime import commands as cmds
 from tether.runtime.journal import RunJournal
 from tether.runtime.leases import owner_name, reclaim_dead_local
@@ -196,59 +197,6 @@ def resolve_effect(store: Store, effect_ref: str, resolution: str, *, result: An
             j.update(status="running", reason="")
         j.flush_sync()
         return new
-
-
-@dataclass(frozen=True, slots=True)
-class Segment:
-    """The steps an epoch contributes to the run's current history: (start, end]."""
-
-    epoch: int
-    start: int
-    """The step the epoch began at (its first checkpoint: 0, or a rollback's step)."""
-    end: int | None
-    """The step the next epoch began at (None: the current epoch, open-ended)."""
-
-    def holds(self, step: int) -> bool:
-        """Whether ``step`` of this epoch is part of the run's current history."""
-        return step > self.start and (self.end is None or step <= self.end)
-
-
-def lineage(store: Store, row: RunRow) -> list[Segment]:
-    """The run's current history as epoch segments, oldest first.
-
-    Epoch e+1 always begins (by a rollback) from the history as it was at its start
-    step, so epoch e counts for the steps after its own start up to the step the
-    next one began at; its later steps were rolled back (undone) and are not part
-    of the run's history any more.
-    """
-    starts = []
-    for e in range(row.epoch + 1):
-        steps = store.checkpoint_steps(row.id, e)
-        starts.append(min(s for s, _, _ in steps) if steps else None)
-    out: list[Segment] = []
-    for e, start in enumerate(starts):
-        if start is None:
-            continue
-        nxt = next((s for s in starts[e + 1:] if s is not None), None)
-        out.append(Segment(e, start, nxt if e < row.epoch else None))
-    return out
-
-
-def epoch_of(segments: list[Segment], step: int) -> int | None:
-    """The epoch whose checkpoint of ``step`` is in the run's current history."""
-    for seg in reversed(segments):
-        if seg.start <= step and (seg.end is None or step <= seg.end):
-            return seg.epoch
-    return None
-
-
-def ran_in(segments: list[Segment], step: int) -> int | None:
-    """The epoch that ran ``step`` of the run's current history (None for step 0 or a step
-    not in it)."""
-    for seg in segments:
-        if seg.holds(step):
-            return seg.epoch
-    return None
 
 
 def run_state(store: Store, run_ref: str, step: int | None = None) -> tuple[RunRow, int, dict[str, Any]]:

@@ -33,7 +33,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tether.errors import UsageError
-from tether.ops import actor, holding, lineage, ran_in
+from tether.history import lineage, ran_in
+from tether.ops import actor, holding
 from tether.provenance import rollback as rb
 from tether.provenance.impact import Impact, impact_from
 from tether.provenance.plan import RollbackPlan, Undo, plan, refuse, with_conflicts

@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tether.errors import NotFound, UsageError
-from tether.ops import find_run, lineage, ran_in
+from tether.history import lineage, ran_in
+from tether.ops import find_run
 from tether.store.protocol import Store
 from tether.store.records import EffectRef, Link, MessageRef, RunRow, VersionRef
 

@@ -1,7 +1,7 @@
 """What rolling one run back to step K would do: computed here, never applied here.
 
 In the run's current history (its current epoch, and the earlier epochs it
-grew from, for the steps each contributes: :func:`tether.ops.lineage`), after
+grew from, for the steps each contributes: :func:`tether.history.lineage`), after
 step K:
 
 * every reversible effect is undone by the undo it registered, newest first;
@@ -28,7 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from tether.errors import NotFound, UsageError
-from tether.ops import Segment, epoch_of, find_run, lineage
+from tether.history import Segment, epoch_of, lineage
+from tether.ops import find_run
 from tether.store.protocol import Store
 from tether.store.records import EffectRow, MessageRow, RunRow, VersionRow
 from tether.tools.files import file_hash
