@@ -71,9 +71,10 @@ def rollback(run: Annotated[str, typer.Argument(help="Run id, name or id prefix.
         return
     row = ops.find_run(s, p.run.id)
     extra = ""
-    if p.delivered:
-        extra = (f" {len(p.delivered)} message(s) had been delivered already: see "
-                 f"`tether impact {row.id}@{to + 1}`, or roll back with --cascade.")
+    if p.affects:
+        extra = (f" {len({a.run for a in p.affects})} other run(s) took in work of the steps "
+                 f"undone and were left as they are: see `tether impact {row.id}@{to + 1} "
+                 f"--epoch {p.run.epoch}`, or roll back with --cascade.")
     console.print(f"rolled back run {row.id} to step {to}: {len(p.undo)} effects undone, "
                   f"{len(p.retract)} messages retracted, {len(p.revert)} blackboard writes "
                   f"reverted, {len(p.left)} effects left; now epoch {row.epoch}, "

@@ -28,10 +28,10 @@ from pathlib import Path
 from typing import Any
 
 from tether.errors import NotFound, UsageError
-from tether.history import Segment, epoch_of, lineage
+from tether.history import Segment, epoch_of, lineage, ran_in
 from tether.ops import find_run
 from tether.store.protocol import Store
-from tether.store.records import EffectRow, MessageRow, RunRow, VersionRow
+from tether.store.records import EffectRow, MessageRow, Reached, RunRow, VersionRow
 from tether.tools.files import file_hash
 
 DONE = ("done", "resolved_done")
@@ -69,6 +69,9 @@ class RollbackPlan:
     delivered: list[MessageRow] = field(default_factory=list)
     requeue: list[MessageRow] = field(default_factory=list)
     revert: list[VersionRow] = field(default_factory=list)
+    affects: list[Reached] = field(default_factory=list)
+    """Other runs that took in work of the steps after ``to_step`` (messages, blackboard,
+    files): a plain rollback leaves them as they are; ``--cascade`` rolls them back too."""
 
     @property
     def idle(self) -> bool:
@@ -101,9 +104,12 @@ class RollbackPlan:
         for m in self.requeue:
             out.append(f"  requeue message {m.id} from {m.sender} (received after step "
                        f"{self.to_step}): back in the inbox")
-        for m in [] if cascade else self.delivered:
-            out.append(f"  AFFECTS step {m.step} message {m.id} was delivered to run "
-                       f"{m.recipient}; roll it back too with --cascade")
+        for a in [] if cascade else self.affects:
+            via = a.via
+            how = f" (a {via.kind} from step {via.src_step})" if via is not None else ""
+            out.append(f"  AFFECTS run {a.run} from step {a.first_step}{how}: it took in work "
+                       "this rollback undoes; it is left as it is (roll it back too with "
+                       "--cascade)")
         for e in self.irreversible:
             out.append(f"  LEAVE   step {e.step} {e.tool} ({e.id}): irreversible, cannot be undone")
         for e in self.in_doubt:
@@ -126,6 +132,8 @@ class RollbackPlan:
                        for v in self.revert],
             "retract": [m.id for m in self.retract], "requeue": [m.id for m in self.requeue],
             "delivered": [{"message": m.id, "recipient": m.recipient} for m in self.delivered],
+            "affects": [{"run": a.run, "epoch": a.epoch, "first_step": a.first_step,
+                         "via": None if a.via is None else a.via.kind} for a in self.affects],
             "irreversible": [e.id for e in self.irreversible],
             "in_doubt": [e.id for e in self.in_doubt],
             "missing_undo": [e.id for e in self.missing_undo],
@@ -176,6 +184,10 @@ def plan(store: Store, run_ref: str, to_step: int, *, check_files: bool = True) 
                 and after_k(v.epoch, v.step) and v.status == "live"]
     if check_files:
         p.undo = with_conflicts([(row.spec.get("workspace"), u) for u in p.undo])
+    if to_step < row.step:
+        ran = ran_in(segments, to_step + 1)
+        p.affects = [r for r in store.downstream(row.id, row.epoch if ran is None else ran,
+                                                 to_step + 1) if r.run != row.id]
     return p
 
 
