@@ -13,8 +13,10 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from tether.core.canonical import digest
 from tether.errors import ToolFailed, UsageError
-from tether.models.base import Model, ToolCall
+from tether.models.base import Model, ToolCall, ToolSpec
+from tether.runtime import swarm_tools
 from tether.runtime.outcome import Continue, Done, Outcome
+from tether.runtime.swarm_tools import SWARM_TOOL_NAMES, SWARM_TOOL_SPECS
 from tether.tools.base import Tool
 
 if TYPE_CHECKING:
@@ -62,7 +64,7 @@ class Agent:
     def __init__(self, name: str, *, model: Model, instructions: str,
                  tools: Sequence[Tool] = (), budget: Mapping[str, float] | None = None,
                  pause_points: Mapping[str, Any] | None = None,
-                 on_change: str | None = None) -> None:
+                 on_change: str | None = None, swarm: bool = False) -> None:
         self.name = name
         self.pause_points = dict(pause_points) if pause_points else None
         self.on_change = on_change
@@ -74,6 +76,13 @@ class Agent:
         if len(set(names)) != len(names):
             raise UsageError(f"agent {name}: two tools share a name: {sorted(names)}")
         self._by_name = {t.name: t for t in self.tools}
+        # swarm=True: the model may message other runs and use the swarm's blackboard.
+        self.swarm = swarm
+        if swarm and SWARM_TOOL_NAMES & set(names):
+            raise UsageError(f"agent {name}: tools {sorted(SWARM_TOOL_NAMES & set(names))} "
+                             "clash with the swarm tools swarm=True adds; rename them")
+        self._offered: tuple[Tool | ToolSpec, ...] = (*self.tools,
+                                                      *(SWARM_TOOL_SPECS if swarm else ()))
 
     def initial_state(self, goal: str) -> dict[str, Any]:
         return {"messages": [{"role": "system", "content": self.instructions},
@@ -85,11 +94,11 @@ class Agent:
     def definition_hash(self) -> str:
         return digest({"instructions": self.instructions,
                        "model": self.model.name if self.model else None,
-                       "tools": [t.spec() for t in self.tools]})
+                       "tools": [t.spec() if isinstance(t, Tool) else t for t in self._offered]})
 
     async def step(self, ctx: StepContext, state: dict[str, Any]) -> Outcome:
         messages = state.setdefault("messages", [])
-        resp = await ctx.model(messages, self.tools)
+        resp = await ctx.model(messages, self._offered)
         messages.append(resp.as_message())
         if not resp.tool_calls:
             return Done(resp.content)
@@ -99,6 +108,8 @@ class Agent:
         return Continue()
 
     async def _call(self, ctx: StepContext, call: ToolCall) -> str:
+        if self.swarm and call.name in SWARM_TOOL_NAMES:
+            return await self._swarm_call(ctx, call)
         tool = self._by_name.get(call.name)
         if tool is None:
             return ctx.reject(call.name, call.arguments,
@@ -116,6 +127,16 @@ class Agent:
         except (ToolFailed, UsageError) as exc:
             return f"error: {exc}"
         return result if isinstance(result, str) else _compact(result)
+
+    async def _swarm_call(self, ctx: StepContext, call: ToolCall) -> str:
+        try:
+            args = swarm_tools.validate(call.name, json_loads_object(call.arguments))
+        except (ValueError, UsageError) as exc:
+            return ctx.reject(call.name, call.arguments, str(exc))
+        try:
+            return await swarm_tools.call(ctx, call.name, args)
+        except UsageError as exc:  # e.g. no run by that name: the model is told
+            return f"error: {exc}"
 
 
 def json_loads_object(text: str) -> dict[str, Any]:
