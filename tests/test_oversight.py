@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from tether import Agent, Done, FixedClock, StepAgent, Worker, approvals, start_run, tool
+from tether import Agent, Done, FixedClock, StepAgent, Worker, approvals, ops, start_run, tool, verify_store
 from tether.cli.app import app
 from tether.core.policy import Policy, rules_from_python
 from tether.errors import NotFound, UsageError
@@ -457,3 +457,26 @@ def test_resuming_under_a_changed_definition_is_refused_until_accepted(
     decisions = [e.payload["decision"] for e in store.events(run)
                  if e.kind == "definition.changed"]
     assert decisions == ["refused", "resumed"]
+
+
+def test_a_quarantined_run_cannot_have_its_pending_action_approved(store: SQLiteStore) -> None:
+    from tether.provenance.quarantine import quarantine
+    policy = rules_from_python([])
+    run = start_run(store, PAY, agent_ref="payer", goal="pay")
+    drive(store, policy)
+    (req,) = store.approvals(status="pending")
+    quarantine(store, run, reason="it pays the wrong people", who="human:ops")
+    row = store.get_run(run)
+    assert row is not None and row.status == "paused" and "quarantined" in row.reason
+    with pytest.raises(UsageError, match="is quarantined: its actions are held"):
+        approvals.decide(store, req.id, approve=True, who="human:ada")
+    assert store.approval(req.id).status == "pending"  # type: ignore[union-attr]
+    # Resumed while still quarantined (an operator wants to look): it waits for the
+    # decision again, and nothing is sent.
+    ops.send_command(store, run, "resume", who="human:ops")
+    drive(store, policy)
+    assert store.get_run(run).status == "awaiting_approval" and SENT == []  # type: ignore[union-attr]
+    approvals.decide(store, req.id, approve=False, who="human:ada", note="quarantined")
+    drive(store, policy)
+    assert SENT == [] and store.get_run(run).status == "done"  # type: ignore[union-attr]
+    assert verify_store(store).ok

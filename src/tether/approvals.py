@@ -116,6 +116,13 @@ def _record(store: Store, row: ApprovalRow, decision: str, by: str, note: str | 
             raise UsageError(f"approval {row.id} no longer applies: run {row.run} is "
                              f"{j.row.status} (epoch {j.row.epoch}, the request was made in "
                              f"epoch {row.epoch})")
+        if decision == "approved" and j.row.spec.get("quarantined"):
+            # A quarantined run's actions are held: nobody lets one through by approving it.
+            if by.startswith("human:"):
+                raise UsageError(f"run {row.run} is quarantined: its actions are held, so "
+                                 f"approval {row.id} cannot be granted. Deny it, or lift the "
+                                 f"quarantine first (`tether quarantine {row.run} --release`)")
+            decision, note = "expired", "expired while the run was quarantined"
         return _journal_decision(store, j, row, decision, by, note, arguments, always, t)
 
 

@@ -90,8 +90,10 @@ def worker(until_idle: Annotated[bool, typer.Option(
                webhook=WebhookConfig.from_env(), pipeline=pipeline)
     console.print(f"worker {w.owner} on {s.url}")
     stats = asyncio.run(w.run(until_idle=until_idle, handle_signals=True))
-    console.print(f"drove {stats.runs_driven} runs: "
-                  + ", ".join(f"{n} {k}" for k, n in sorted((stats.finished or {}).items())))
+    # A run that waits and wakes is driven (taken and left) more than once.
+    left = ", ".join(f"{n} {k}" for k, n in sorted((stats.finished or {}).items()))
+    console.print(f"took runs {stats.runs_driven} time(s)" + (f"; left them: {left}" if left
+                                                             else "; nothing was runnable"))
 
 
 def _targets(run: str | None, every: bool, agent: str | None, swarm: str | None) -> list[str]:
@@ -141,13 +143,21 @@ def pause(run: RunArg = None, every: AllOpt = False, agent: AgentOpt = None,
 
 
 @handle_errors
-def resume(run: Annotated[str, typer.Argument(help="Run id, name or id prefix.")],
+def resume(runs: Annotated[list[str], typer.Argument(
+               help="Run ids, names or id prefixes (several: e.g. after a cascade rollback).")],
            accept_change: Annotated[bool, typer.Option(
                help="Go on although the agent's definition changed since the run last ran.")]
            = False,
            as_: AsOpt = None) -> None:
-    """Resume a paused or failed run (a failed step is re-run from its checkpoint)."""
-    _command("resume", [run], as_, {"accept_change": True} if accept_change else None)
+    """Resume paused or failed runs (a failed step is re-run from its checkpoint)."""
+    _command("resume", runs, as_, {"accept_change": True} if accept_change else None)
+    s = store()
+    for run in runs:
+        row = ops.find_run(s, run)
+        if row.spec.get("quarantined"):
+            console.print(f"note: run {row.name} ({row.id}) is still quarantined: what it sends "
+                          "is held and what it writes is marked suspect until `tether "
+                          f"quarantine {row.id} --release`", highlight=False)
 
 
 @handle_errors

@@ -114,6 +114,14 @@ def parse_origin(store: Store, ref: str, epoch: int | None = None) -> tuple[RunR
         last = row.step if ep == row.epoch else _last_step(store, row.id, ep)
         if last is None:
             raise NotFound(f"run {row.id} has no epoch {ep} (it is in epoch {row.epoch})")
+        if step > last and epoch is None:
+            was = [e for e in range(row.epoch) if (_last_step(store, row.id, e) or 0) >= step]
+            if was:
+                raise UsageError(f"run {row.id}'s step {step} was rolled back (its current "
+                                 f"history, epoch {row.epoch}, has {last} steps); that step of "
+                                 f"epoch {was[-1]} is `{run_ref}@{step} --epoch {was[-1]}`")
+            raise UsageError(f"run {row.id} has completed {last} steps; step {step} is in the "
+                             "future")
         if step > last:
             raise UsageError(f"run {row.id} has completed {last} steps in epoch {ep}; step {step} "
                              "is in the future")

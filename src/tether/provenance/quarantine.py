@@ -63,8 +63,13 @@ def quarantine(store: Store, run_ref: str, *, release: bool = False, reason: str
                                           "by": by}, actor=by)
             else:
                 spec["quarantined"] = {"by": by, "reason": reason}
-                j.append("run.quarantined", {"messages": list(held), "writes": list(writes),
-                                             "reason": reason, "by": by}, actor=by)
+                ev = j.append("run.quarantined", {"messages": list(held), "writes": list(writes),
+                                                  "reason": reason, "by": by}, actor=by)
+                if j.row.status == "awaiting_approval":
+                    # Its pending request cannot be granted now; the run waits, paused.
+                    why = f"quarantined by {by}" + (f": {reason}" if reason else "")
+                    j.append("run.paused", {"reason": why}, actor=by, causes=(ev.id,))
+                    j.update(status="paused", reason=why)
             j.update(spec=spec)
             if held:
                 j.transition(transition("messages", held, "status", to, (frm,)))
