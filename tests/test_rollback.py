@@ -275,3 +275,37 @@ def test_an_interrupted_undo_that_is_not_idempotent_is_settled_by_an_operator(
                                    "--undone"])
     assert out.exit_code == 2 and "no unfinished undo" in out.output
     assert verify_store(store).ok
+
+
+def test_history_after_rolling_back_past_an_earlier_rollback(tmp_path: Path) -> None:
+    # e0 runs 1..5; back to 4 (e1 starts at 4) and one more step; back to 2 (e2 starts at
+    # 2): epoch 1 is abandoned whole, and steps 3.. of the history are epoch 2's.
+    from tether.history import lineage, ran_in
+    store = SQLiteStore(tmp_path / "t.db")
+    agent = StepAgent(_writer, name="writer", tools=[fs_mkdir, fs_write, fs_append, announce])
+    ws = tmp_path / "ws"
+    run = start_run(store, agent, agent_ref="writer", goal="g", workspace=ws)
+    drive = lambda: asyncio.run(Worker(store, agents={"writer": agent}).run(until_idle=True))  # noqa: E731
+    drive()
+    rb.rollback(store, run, 4, who="human:ops")
+    ops.send_command(store, run, "resume", who="human:ops")
+    drive()
+    rb.rollback(store, run, 2, who="human:ops")
+    row = store.get_run(run)
+    assert row is not None and row.epoch == 2
+    segs = [(s.epoch, s.start, s.end) for s in lineage(store, row)]
+    assert segs == [(0, 0, 2), (2, 2, None)]
+    assert ran_in(lineage(store, row), 2) == 0 and ran_in(lineage(store, row), 3) == 2
+    ops.send_command(store, run, "resume", who="human:ops")
+    drive()
+    row = store.get_run(run)
+    assert row is not None
+    assert (ws / "log.txt").read_text() == "".join(f"line {n}\n" for n in range(1, 6))
+    # Back to 1 from epoch 3's history: only epoch 0's step 2 and epoch 2's 3..5 are undone.
+    p = rb.plan(store, run, 1)
+    assert sorted((u.effect.epoch, u.effect.step) for u in p.undo) == [
+        (0, 2), (0, 2), (2, 3), (2, 3), (2, 4), (2, 4), (2, 5), (2, 5)]
+    rb.rollback(store, run, 1, who="human:ops")
+    assert (ws / "log.txt").read_text() == "line 1\n"
+    assert sorted(p.name for p in (ws / "notes").iterdir()) == ["step-1.txt"]
+    assert verify_store(store).ok

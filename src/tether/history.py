@@ -34,21 +34,20 @@ class Segment:
 def lineage(store: Store, row: RunRow) -> list[Segment]:
     """The run's current history as epoch segments, oldest first.
 
-    Epoch e+1 always begins (by a rollback) from the history as it was at its start
-    step, so epoch e counts for the steps after its own start up to the step the
-    next one began at; its later steps were rolled back (undone) and are not part
-    of the run's history any more.
+    Epoch e+1 always begins (by a rollback) from the run's history as it was then,
+    cut at its start step: every segment is cut there, those that began at or after
+    it drop out (a rollback to before an earlier rollback's step abandons that
+    epoch whole), and the new epoch goes on from it.
     """
-    starts = []
+    out: list[Segment] = []
     for e in range(row.epoch + 1):
         steps = store.checkpoint_steps(row.id, e)
-        starts.append(min(s for s, _, _ in steps) if steps else None)
-    out: list[Segment] = []
-    for e, start in enumerate(starts):
-        if start is None:
+        if not steps:
             continue
-        nxt = next((s for s in starts[e + 1:] if s is not None), None)
-        out.append(Segment(e, start, nxt if e < row.epoch else None))
+        start = min(s for s, _, _ in steps)
+        out = [Segment(seg.epoch, seg.start, start if seg.end is None or seg.end > start
+                       else seg.end) for seg in out if seg.start < start]
+        out.append(Segment(e, start, None))
     return out
 
 

@@ -27,12 +27,13 @@ Carrying it out holds every affected run's lease at once, then:
 from __future__ import annotations
 
 import contextlib
+import copy
 import heapq
 import itertools
 from dataclasses import dataclass, field
 from typing import Any
 
-from tether.errors import UsageError
+from tether.errors import Conflict, UsageError
 from tether.history import lineage, ran_in
 from tether.ops import actor, holding
 from tether.provenance import rollback as rb
@@ -116,6 +117,15 @@ def cascade_plan(store: Store, run_ref: str, to_step: int) -> CascadePlan:
             # Still in the run's history? (An epoch rolled back past the taint is not.)
             if seg is not None and (seg.end is None or a.first_step <= seg.end):
                 firsts[a.run.id].append(a.first_step)
+    marker = {"run": origin.id, "to": to_step}
+    for r in store.list_runs():
+        # Marked by this cascade before it was interrupted: finish them at the marked step.
+        m = r.spec.get("rolling_back")
+        theirs = m.get("cascade") if isinstance(m, dict) else None
+        if r.id != origin.id and isinstance(theirs, dict) and all(
+                theirs.get(k) == v for k, v in marker.items()):
+            rows[r.id] = r
+            firsts[r.id] = [int(m["to"]) + 1]  # type: ignore[index]
     for run, steps in firsts.items():
         if not steps:
             continue  # rolled back past it already
@@ -216,9 +226,24 @@ def cascade(store: Store, run_ref: str, to_step: int, *, accept_irreversible: bo
         return cp
     refuse_cascade(cp, accept_irreversible=accept_irreversible, force=force)
     by = who or actor()
-    for p in cp.plans:
-        rb.pause_if_active(store, p.run, by)
     origin = cp.origin.id
+    for _ in range(rb.RETRIES):
+        for p in cp.plans:
+            rb.pause_if_active(store, p.run, by)
+        done = _under_leases(store, cp, origin, to_step, accept_irreversible=accept_irreversible,
+                             force=force, by=by, tools=tools)
+        if isinstance(done, CascadePlan):
+            return done
+        cp = done[0]  # another run took in the work meanwhile: take it too, and go again
+    raise UsageError(f"runs kept taking in the work of run {origin} after step {to_step} while "
+                     "the cascade was being prepared; pause them, then run it again")
+
+
+def _under_leases(store: Store, cp: CascadePlan, origin: str, to_step: int, *,
+                  accept_irreversible: bool, force: bool, by: str,
+                  tools: dict[str, Tool] | None) -> CascadePlan | tuple[CascadePlan]:
+    """Hold every affected run's lease and carry the cascade out; (the new plan,) when a run
+    outside the leases took in the work meanwhile (nothing irreversible was done then)."""
     with contextlib.ExitStack() as stack:
         journals: dict[str, RunJournal] = {}
         # Every lease at once, in id order (two cascades never wait on each other in a loop).
@@ -229,22 +254,37 @@ def cascade(store: Store, run_ref: str, to_step: int, *, accept_irreversible: bo
             journals[run] = j
         cp = cascade_plan(store, origin, to_step)  # again, under the leases
         refuse_cascade(cp, accept_irreversible=accept_irreversible, force=force)
+        if {p.run.id for p in cp.plans} - set(journals):
+            return (cp,)
         marker = cp.marker
-        todo = {p.run.id for p in cp.plans if not p.idle}
-        for p in cp.plans:
-            if p.run.id in todo and p.run.id in journals:
-                rb.begin(journals[p.run.id], p.to_step, marker)
-        for p in cp.plans:
-            if p.run.id in todo:
-                rb.requeue(journals[p.run.id], p)
+        todo = [p for p in cp.plans if not p.idle]
+        for p in todo:
+            rb.begin(journals[p.run.id], p.to_step, marker)
+        # First, before anything a retry could not take back: retract what is still
+        # pending. Only a message to a run outside the leases can be taken meanwhile, and
+        # then that run took in the work: it is refused (Conflict) and the cascade starts
+        # again with that run in it.
+        first: dict[str, RollbackPlan] = {}
+        for p in todo:
+            now = copy.copy(p)  # the plan also lists, for show, delivered ones to be requeued
+            now.retract = [m for m in p.retract if m.status in ("pending", "held")]
+            try:
+                rb.retract_and_revert(journals[p.run.id], now)
+            except Conflict:
+                return (cascade_plan(store, origin, to_step),)
+            first[p.run.id] = now
+        for p in todo:
+            rb.requeue(journals[p.run.id], p)
         settled = []
-        for p in cp.plans:
-            if p.run.id in todo:
-                # Planned again: a message another run put back in the inbox is retractable now.
-                fresh = plan(store, p.run.id, p.to_step, check_files=False)
-                fresh.undo = p.undo  # conflicts were checked across runs
-                fresh.requeue = []
-                settled.append(rb.settle_messages(store, journals[p.run.id], fresh))
+        for p in todo:
+            # Planned again: a message a receiver put back in its inbox is retractable now
+            # (its recipient is held here, so nobody else can take it).
+            fresh = rb.replanned(store, p)
+            rb.retract_and_revert(journals[p.run.id], fresh)
+            # What was carried out, for the report: both passes, and the requeues.
+            fresh.retract = first[p.run.id].retract + fresh.retract
+            fresh.revert, fresh.requeue = first[p.run.id].revert, p.requeue
+            settled.append(fresh)
         registry: dict[str, dict[str, Tool]] = {}
         for i, u in undo_order(store, settled):
             owner = settled[i].run

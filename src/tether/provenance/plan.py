@@ -75,9 +75,11 @@ class RollbackPlan:
 
     @property
     def idle(self) -> bool:
-        """True when the run is at ``to_step`` already and nothing is left to do."""
+        """True when the run is at ``to_step`` already and nothing is left to do (a run
+        still marked as rolling back is not: its rollback must finish and restore)."""
         return (self.to_step == self.run.step and not self.undo and not self.retract
-                and not self.requeue and not self.revert)
+                and not self.requeue and not self.revert
+                and not self.run.spec.get("rolling_back"))
 
     @property
     def left(self) -> list[EffectRow]:

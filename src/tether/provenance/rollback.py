@@ -167,17 +167,25 @@ def retract_and_revert(j: RunJournal, p: RollbackPlan) -> None:
         raise
 
 
+def replanned(store: Store, p: RollbackPlan) -> RollbackPlan:
+    """The plan again, keeping its undos (their file conflicts were checked already)."""
+    fresh = plan(store, p.run.id, p.to_step, check_files=False)
+    fresh.undo, fresh.requeue = p.undo, []
+    return fresh
+
+
 def settle_messages(store: Store, j: RunJournal, p: RollbackPlan) -> RollbackPlan:
-    """Requeue, retract and revert; plan again when a recipient took a message meanwhile."""
+    """Requeue, then retract and revert; plan again when a recipient took a message
+    meanwhile. Planned again after the requeue too: a message the run sent itself after the
+    step is back in its inbox then, and is retracted rather than received twice."""
     requeue(j, p)
+    p = replanned(store, p)
     for _ in range(RETRIES):
         try:
             retract_and_revert(j, p)
             return p
         except Conflict:
-            fresh = plan(store, p.run.id, p.to_step, check_files=False)
-            fresh.undo, fresh.requeue = p.undo, []
-            p = fresh
+            p = replanned(store, p)
     raise UsageError(f"run {p.run.id}: its messages kept being delivered while the rollback "
                      "tried to retract them; run the rollback again")
 
@@ -260,7 +268,7 @@ def restore(store: Store, j: RunJournal, p: RollbackPlan, by: str,
     cancel_pending(store, j, f"the run was rolled back to step {p.to_step}", by)
     _, _, state = run_state(store, p.run.id, p.to_step)
     old_epoch, from_step = j.row.epoch, j.row.step
-    spec = {k: v for k, v in j.row.spec.items() if k != "rolling_back"}
+    spec = {k: v for k, v in j.row.spec.items() if k not in ("rolling_back", "paused_waiting")}
     if int(spec.get("reviewed_step", 0)) > p.to_step:
         # The review points the abandoned branch passed come again when the steps are re-run.
         spec["reviewed_step"] = p.to_step

@@ -31,12 +31,18 @@ def apply(j: RunJournal, c: Command, *, step: int | None = None) -> str:
     if c.kind == "pause":
         j.append("run.paused", {"reason": f"paused by {who}"}, step=step, causes=(ev.id,))
         j.update(status="paused", reason=f"paused by {who}")
+        if status == "waiting":  # resumed, it waits for its inbox again
+            j.update(spec={**j.row.spec, "paused_waiting": True})
     elif c.kind == "resume":
-        # A run paused while asleep goes back to sleep until its wake time.
+        # A run paused while asleep goes back to sleep until its wake time, and one paused
+        # while waiting for messages goes back to waiting (a message, or its deadline, wakes
+        # it); a message that came meanwhile makes it runnable at once.
+        spec = dict(j.row.spec)
+        waiting = bool(spec.pop("paused_waiting", False))
         asleep = j.row.wake_at is not None and j.row.wake_at > j.now()
         j.append("run.resumed", {"by": who, "from": status}, step=step, causes=(ev.id,))
-        j.update(status="sleeping" if asleep else "running", reason="",
-                 wake_at=j.row.wake_at if asleep else None)
+        j.update(status="waiting" if waiting else "sleeping" if asleep else "running",
+                 reason="", wake_at=j.row.wake_at if asleep else None, spec=spec)
         if c.args.get("accept_change"):
             j.update(spec={**j.row.spec, "accept_definition_change": True})
     elif c.kind == "stop":

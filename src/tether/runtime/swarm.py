@@ -80,10 +80,8 @@ def file_ns(workspace: str) -> str:
 
 
 def resolve_recipient(store: Store, sender: RunRow, to: str, step: int) -> RunRow:
-    """The run ``to`` names: a run id, a run name, or an agent of the sender's swarm.
-
-    A run of the sender's swarm with that name wins over runs of other swarms; among
-    several runs with that name or agent, the newest one still going wins. A message to
+    """The run ``to`` names: a run id (any swarm), or a run name or agent of the sender's
+    own swarm. Among several runs with that name or agent, the newest one still going wins. A message to
     a run that has ended is kept (pending) but not read: a race between a reply and the
     end of its recipient is normal in a swarm, not an error of the sender.
     """
@@ -93,12 +91,14 @@ def resolve_recipient(store: Store, sender: RunRow, to: str, step: int) -> RunRo
 
 
 def _named(store: Store, sender: RunRow, to: str, where: str) -> RunRow:
+    # Names and agents are looked up in the sender's own swarm only (runs with no swarm
+    # among themselves): a message crosses into another swarm by run id alone.
     named = [r for r in (store.get_run(i) for i in store.find_runs(to)) if r is not None
-             and r.name == to]
-    named = [r for r in named if r.swarm == sender.swarm] or named  # own swarm's first
+             and r.name == to and r.swarm == sender.swarm]
     if not named:
-        named = [r for r in store.list_runs(swarm=sender.swarm)
-                 if r.agent == to or r.agent.endswith(f":{to}") or r.spec.get("agent_name") == to]
+        named = [r for r in store.list_runs(swarm=sender.swarm) if r.swarm == sender.swarm
+                 and (r.agent == to or r.agent.endswith(f":{to}")
+                      or r.spec.get("agent_name") == to)]
     live = [r for r in named if r.status not in TERMINAL_STATUSES] or named
     if not live:
         swarm = f" in swarm {sender.swarm}" if sender.swarm else ""
@@ -133,6 +133,9 @@ class SwarmCalls:
             return rec.call.id
         await ex.safe_point(ctx.step)
         j = ex.journal
+        if not isinstance(to, str) or not to:
+            raise UsageError(f"run {j.run} step {ctx.step}: ctx.send needs a run id, run name or "
+                             f"agent name (a non-empty string), not {to!r}")
         try:
             target = resolve_recipient(j.store, j.row, to, ctx.step)
         except UsageError as exc:
@@ -155,6 +158,9 @@ class SwarmCalls:
     async def receive(self, *, limit: int | None = None) -> list[InboxMessage]:
         import asyncio
         ctx, ex = self._ctx, self._ex
+        if limit is not None and (not isinstance(limit, int) or limit < 1):
+            raise UsageError(f"run {ex.journal.run} step {ctx.step}: ctx.receive(limit=...) must "
+                             f"be a whole number of at least 1, or None for all; not {limit!r}")
         i = ctx._next()
         fp = fingerprint("receive", "inbox", digest(limit))
         rec = ctx._recorded(i, "message.received", fp, "ctx.receive()")
