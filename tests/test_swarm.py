@@ -541,3 +541,43 @@ def test_file_tools_cite_the_last_writer_in_another_run(env: Env) -> None:
     links = [(lk.kind, lk.src_run, lk.src_step, lk.src_event, lk.dst_run, lk.dst_step)
              for lk in env.store.links()]
     assert links == [("file", a, 1, a_intent, b, 1)] * 2
+
+
+async def _early_appender(ctx: Any, state: dict[str, Any]) -> Any:
+    await ctx.call(fs_append, path="p.txt", content="A\n")
+    await asyncio.sleep(0.4)  # a slow model call after the write: its step commits late
+    return Done()
+
+
+async def _late_appender(ctx: Any, state: dict[str, Any]) -> Any:
+    await asyncio.sleep(0.15)
+    await ctx.call(fs_append, path="p.txt", content="B\n")  # appends to A's bytes
+    return Done()
+
+
+async def _late_reader(ctx: Any, state: dict[str, Any]) -> Any:
+    await asyncio.sleep(0.6)
+    return Done(await ctx.call(fs_read, path="p.txt"))
+
+
+def test_file_versions_follow_the_order_of_the_writes_not_of_the_commits(
+        tmp_path: Path) -> None:
+    # A writes, then its step goes on (its commit would come late); B appends to A's bytes;
+    # C reads. The versions must say A then B, and the links A->B and B->C: the file tools
+    # run under the workspace lock until their versions are committed.
+    from tether import StepAgent
+    from tether.provenance.impact import impact
+    agents = {n: StepAgent(f, name=n, tools=[fs_append, fs_read]) for n, f in
+              (("a", _early_appender), ("b", _late_appender), ("c", _late_reader))}
+    store = SQLiteStore(tmp_path / "t.db")
+    ws = tmp_path / "ws"
+    ids = {n: start_run(store, a, agent_ref=n, goal="g", name=n, swarm="s", workspace=ws)
+           for n, a in agents.items()}
+    asyncio.run(Worker(store, agents=agents, poll_interval=0.005).run(until_idle=True))
+    name = {v: k for k, v in ids.items()}
+    assert (ws / "p.txt").read_text() == "A\nB\n"
+    assert [(v.version, name[v.run]) for v in store.versions(key="p.txt")] == [(1, "a"), (2, "b")]
+    assert sorted((ln.kind, name[ln.src_run], name[ln.dst_run]) for ln in store.links()) == [
+        ("file", "a", "b"), ("file", "b", "c")]
+    assert [name[a.run.id] for a in impact(store, f"{ids['a']}@1").affected] == ["a", "b", "c"]
+    store.close()

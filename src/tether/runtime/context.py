@@ -24,7 +24,14 @@ from tether.core.fingerprint import fingerprint
 from tether.errors import ModelError, PauseRequested, StopRequested, ToolFailed, UsageError
 from tether.models.base import Message, Model, ModelResponse, ToolSpec
 from tether.runtime.outcome import SleepUntil
-from tether.runtime.swarm import Board, BoardEntry, InboxMessage, SwarmCalls, file_causes
+from tether.runtime.swarm import (
+    Board,
+    BoardEntry,
+    InboxMessage,
+    SwarmCalls,
+    file_causes,
+    workspace_lock,
+)
 from tether.tools.base import Tool, ToolContext
 
 if TYPE_CHECKING:
@@ -201,6 +208,24 @@ class StepContext:
                   "output_tokens": resp.usage.output_tokens, "cost_usd": cost})
         return resp
 
+    async def _read(self, t: Tool, args: dict[str, Any], args_json: Any, i: int,
+                    fp: str) -> Any:
+        ex = self._ex
+        tc = ToolContext(self.run_id, self.step, None, None, ex.workspace)
+        try:
+            result = json_safe(await ex.effects.run_tool(t, args, tc))
+        except Exception as exc:  # the tool's own failure: the model is told
+            msg = f"tool {t.name} failed: {type(exc).__name__}: {exc}"
+            ex.journal.append("tool.called", {"i": i, "fp": fp, "tool": t.name,
+                                              "arguments": args_json, "error": msg},
+                              step=self.step, actor=f"agent:{ex.agent.name}")
+            raise ToolFailed(msg) from exc
+        ex.journal.append("tool.called", {"i": i, "fp": fp, "tool": t.name,
+                                          "arguments": args_json, "result": result},
+                          step=self.step, actor=f"agent:{ex.agent.name}",
+                          causes=file_causes(ex, tc))
+        return result
+
     def reject(self, tool: str, raw_arguments: str, error: str) -> str:
         """Journal a tool call refused before it ran (malformed arguments, unknown tool)
         and return the error message for the model."""
@@ -245,20 +270,11 @@ class StepContext:
         ex.check_budget()
         ex.count({"tool_calls": 1})
         if t.effect == "read":
-            tc = ToolContext(self.run_id, self.step, None, None, ex.workspace)
-            try:
-                result = json_safe(await ex.effects.run_tool(t, args, tc))
-            except Exception as exc:  # the tool's own failure: the model is told
-                msg = f"tool {t.name} failed: {type(exc).__name__}: {exc}"
-                ex.journal.append("tool.called", {"i": i, "fp": fp, "tool": t.name,
-                                                  "arguments": args_json, "error": msg},
-                                  step=self.step, actor=f"agent:{ex.agent.name}")
-                raise ToolFailed(msg) from exc
-            ex.journal.append("tool.called", {"i": i, "fp": fp, "tool": t.name,
-                                              "arguments": args_json, "result": result},
-                              step=self.step, actor=f"agent:{ex.agent.name}",
-                              causes=await file_causes(ex, tc))
-            return result
+            lock = workspace_lock(ex) if t.touches_files else None
+            if lock is None:
+                return await self._read(t, args, args_json, i, fp)
+            async with lock:  # no write to the workspace is half committed while it reads
+                return await self._read(t, args, args_json, i, fp)
         intent = await ex.effects.intend(t, args_json, i, fp, self.step)
         return await ex.effects.execute(t, args, intent, self.step)
 

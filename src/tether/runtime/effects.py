@@ -64,7 +64,23 @@ class EffectRunner:
                          updated=self._ex.clock())
 
     async def execute(self, t: Tool, args: dict[str, Any], intent: Event, step: int) -> Any:
-        """Run the tool for a durable intent and journal its result."""
+        """Run the tool for a durable intent and journal its result.
+
+        A tool that acts on workspace files runs under the workspace's lock, held until its
+        result and the new file versions are committed: so the versions of a file are
+        numbered in the order the writes happened, and the next call on it (of any run
+        in this process) sees this one as the file's last writer.
+        """
+        from tether.runtime.swarm import workspace_lock
+        lock = workspace_lock(self._ex) if t.touches_files else None
+        if lock is None:
+            return await self._execute(t, args, intent, step)
+        async with lock:
+            result = await self._execute(t, args, intent, step)
+            await self._ex.flush()
+            return result
+
+    async def _execute(self, t: Tool, args: dict[str, Any], intent: Event, step: int) -> Any:
         from tether.runtime.context import json_safe
         ex = self._ex
         tc = ToolContext(intent.run, step, intent.id, intent.id, ex.workspace)
@@ -89,7 +105,7 @@ class EffectRunner:
         ex.journal.append("effect.done", {
             "i": intent.payload["i"], "result": result, "undo": undo,
             "after": json_safe(tc.after)}, step=step,
-            causes=(intent.id, *await file_causes(ex, tc)))
+            causes=(intent.id, *file_causes(ex, tc)))
         ex.journal.effect(self._row(intent, "done", result=result, undo=undo))
         for v in file_versions(ex, intent, tc):
             ex.journal.version(v)

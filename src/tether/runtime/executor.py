@@ -91,9 +91,6 @@ class RunExecutor:
         self._is_async = agent.is_async()
         self.halted = False
         self.board_dirty = False  # a blackboard write not yet flushed: reads flush first
-        # Workspace paths this run wrote whose versions may not be committed yet: a later
-        # call touching one commits first, so its causes are read from a store that has them.
-        self.own_files: set[str] = set()
         self.self_mail = False  # sent itself a message not yet committed: receive commits first
         # Calls a sync step function (in a thread) runs on the loop: cancelled on stop.
         self.sync_tasks: set[asyncio.Task[Any]] = set()

@@ -20,6 +20,8 @@ can walk (``tether impact``):
 
 from __future__ import annotations
 
+import asyncio
+import weakref
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -156,7 +158,6 @@ class SwarmCalls:
         return e.id
 
     async def receive(self, *, limit: int | None = None) -> list[InboxMessage]:
-        import asyncio
         ctx, ex = self._ctx, self._ex
         if limit is not None and (not isinstance(limit, int) or limit < 1):
             raise UsageError(f"run {ex.journal.run} step {ctx.step}: ctx.receive(limit=...) must "
@@ -251,18 +252,36 @@ class Board:
 
 # -- files: last writers -------------------------------------------------------------
 
-async def file_causes(ex: RunExecutor, tc: ToolContext) -> tuple[str, ...]:
-    """The effects of other runs that last wrote the paths this tool call touched."""
+_LOCKS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, asyncio.Lock]] = \
+    weakref.WeakKeyDictionary()
+
+
+def workspace_lock(ex: RunExecutor) -> asyncio.Lock | None:
+    """The lock of the run's workspace in this process (None without a workspace).
+
+    File tools hold it from before they act until their versions are committed, so
+    the runs of a worker that share a workspace write and read its files one call at a
+    time, in the order the versions say. (Workers in other processes are not covered:
+    their writes to a shared folder can interleave; see docs/design.md.)
+    """
+    ws = ex.journal.row.spec.get("workspace")
+    if not ws:
+        return None
+    per_loop = _LOCKS.setdefault(asyncio.get_running_loop(), {})
+    lock = per_loop.get(ws)
+    if lock is None:
+        lock = per_loop[ws] = asyncio.Lock()
+    return lock
+
+
+def file_causes(ex: RunExecutor, tc: ToolContext) -> tuple[str, ...]:
+    """The effects of other runs that last wrote the paths this tool call touched (called
+    under the workspace lock: every earlier write to them is committed)."""
     ws = ex.journal.row.spec.get("workspace")
     paths = set(tc.touched) | set((tc.after.get("files") or {}) if isinstance(tc.after, dict)
                                   else ())
     if not ws or not paths:
         return ()
-    if not ex.own_files.isdisjoint(paths):
-        # This run wrote one of them and that version may still be buffered or in flight
-        # (pipelined step commits): commit it first, so the store orders it among the others.
-        await ex.flush()
-        ex.own_files.clear()
     current = ex.journal.store.current_versions(file_ns(ws), sorted(paths))
     return tuple(sorted({v.event for v in current.values() if v.run != ex.journal.run}))
 
@@ -275,7 +294,6 @@ def file_versions(ex: RunExecutor, intent: Event, tc: ToolContext) -> list[Versi
         return []
     now = ex.clock()
     suspect = bool(ex.journal.row.spec.get("quarantined"))
-    ex.own_files.update(files)
     return [VersionRow(ns=file_ns(ws), key=path, event=intent.id, run=intent.run,
                        epoch=intent.epoch, step=intent.step,
                        hash=h if isinstance(h, str) else None, suspect=suspect, created=now)

@@ -106,6 +106,10 @@ class Tool:
     schema: dict[str, Any]
     model: type[pydantic.BaseModel]
     is_async: bool
+    touches_files: bool = False
+    """It reads or changes workspace files (and names them with :func:`record_touch` or an
+    after-image): it runs under the workspace's lock, so file provenance follows the order
+    of the writes."""
 
     def spec(self) -> dict[str, Any]:
         """The tool as offered to a model."""
@@ -135,7 +139,7 @@ class Tool:
 
 
 def _build(fn: Callable[..., Any], name: str | None, effect: Effect, idempotent: bool,
-           description: str | None) -> Tool:
+           description: str | None, touches_files: bool = False) -> Tool:
     if effect not in EFFECTS:
         raise ToolDefinitionError(f"tool {name or fn.__name__}: effect must be one of "
                                   f"{', '.join(EFFECTS)}, not {effect!r}")
@@ -163,19 +167,20 @@ def _build(fn: Callable[..., Any], name: str | None, effect: Effect, idempotent:
     doc = description or inspect.getdoc(fn) or tool_name
     return Tool(name=tool_name, fn=fn, effect=effect, idempotent=idempotent,
                 description=doc.strip(), schema=schema, model=model,
-                is_async=inspect.iscoroutinefunction(fn))
+                is_async=inspect.iscoroutinefunction(fn), touches_files=touches_files)
 
 
 @overload
 def tool(fn: Callable[..., Any], /) -> Tool: ...
 @overload
 def tool(*, effect: Effect = "irreversible", idempotent: bool = False, name: str | None = None,
-         description: str | None = None) -> Callable[[Callable[..., Any]], Tool]: ...
+         description: str | None = None,
+         touches_files: bool = False) -> Callable[[Callable[..., Any]], Tool]: ...
 
 
 def tool(fn: Callable[..., Any] | None = None, /, *, effect: Effect = "irreversible",
-         idempotent: bool = False, name: str | None = None,
-         description: str | None = None) -> Tool | Callable[[Callable[..., Any]], Tool]:
+         idempotent: bool = False, name: str | None = None, description: str | None = None,
+         touches_files: bool = False) -> Tool | Callable[[Callable[..., Any]], Tool]:
     """Declare a tool.
 
     Example:
@@ -188,5 +193,5 @@ def tool(fn: Callable[..., Any] | None = None, /, *, effect: Effect = "irreversi
         return _build(fn, name, effect, idempotent, description)
 
     def deco(f: Callable[..., Any]) -> Tool:
-        return _build(f, name, effect, idempotent, description)
+        return _build(f, name, effect, idempotent, description, touches_files)
     return deco

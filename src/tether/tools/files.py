@@ -229,7 +229,7 @@ def _writable_file(root: Path, rel: str) -> tuple[Path, dict[str, Any]]:
 # -- the tools ---------------------------------------------------------------------------------
 
 
-@tool(effect="read")
+@tool(effect="read", touches_files=True)
 def fs_read(path: str) -> str:
     """Read a UTF-8 text file in the workspace. `path` is relative to the workspace."""
     root = _workspace()
@@ -244,7 +244,7 @@ def fs_read(path: str) -> str:
         raise UsageError(f"cannot read {path!r}: it is not UTF-8 text") from None
 
 
-@tool(effect="read")
+@tool(effect="read", touches_files=True)
 def fs_list(path: str = ".") -> list[str]:
     """List a workspace directory: paths relative to the workspace, directories end in '/'."""
     root = _workspace()
@@ -256,7 +256,7 @@ def fs_list(path: str = ".") -> list[str]:
     return [_rel(root, real / name) + ("/" if is_dir else "") for name, is_dir in names]
 
 
-@tool(effect="reversible")
+@tool(effect="reversible", touches_files=True)
 def fs_write(path: str, content: str) -> str:
     """Create or overwrite a UTF-8 text file in the workspace.
 
@@ -272,7 +272,7 @@ def fs_write(path: str, content: str) -> str:
     return f"wrote {len(data)} bytes to {before['path']}"
 
 
-@tool(effect="reversible")
+@tool(effect="reversible", touches_files=True)
 def fs_append(path: str, content: str) -> str:
     """Append UTF-8 text to a file in the workspace, creating the file if it is missing."""
     root = _workspace()
@@ -285,7 +285,7 @@ def fs_append(path: str, content: str) -> str:
     return f"appended {len(data)} bytes to {before['path']} (now {len(old) + len(data)} bytes)"
 
 
-@tool(effect="reversible")
+@tool(effect="reversible", touches_files=True)
 def fs_delete(path: str) -> str:
     """Delete a file in the workspace (files only, not directories)."""
     root = _workspace()
@@ -297,7 +297,7 @@ def fs_delete(path: str) -> str:
     return f"deleted {before['path']}"
 
 
-@tool(effect="reversible")
+@tool(effect="reversible", touches_files=True)
 def fs_move(src: str, dst: str) -> str:
     """Move or rename a file inside the workspace. Refuses to overwrite an existing `dst`."""
     root = _workspace()
@@ -316,7 +316,7 @@ def fs_move(src: str, dst: str) -> str:
     return f"moved {src_before['path']} to {dst_before['path']}"
 
 
-@tool(effect="reversible")
+@tool(effect="reversible", touches_files=True)
 def fs_mkdir(path: str) -> str:
     """Create a directory in the workspace, with any missing parents."""
     root = _workspace()
@@ -344,7 +344,7 @@ def fs_mkdir(path: str) -> str:
     return f"created directory {rel}" + (f" (and {', '.join(parents)})" if parents else "")
 
 
-@tool(effect="reversible", idempotent=True)
+@tool(effect="reversible", idempotent=True, touches_files=True)
 def fs_restore(entries: list[dict[str, Any]]) -> str:
     """Put workspace paths back to recorded before-images: the undo of the fs_ tools.
 
