@@ -9,7 +9,7 @@ import typer
 from tether.cli import control, inspect
 from tether.cli.common import Settings
 
-app = typer.Typer(name="tether", no_args_is_help=True, add_completion=False,
+app = typer.Typer(name="tether", no_args_is_help=True, add_completion=False, rich_markup_mode="markdown",
                   help="Operate always-on AI agent loops: durable runs, effects, budgets, audit.")
 store_app = typer.Typer(no_args_is_help=True, help="Maintain the store.")
 audit_app = typer.Typer(no_args_is_help=True, help="Check the journal's integrity.")

@@ -40,13 +40,14 @@ def run(agent: Annotated[str, typer.Argument(help="The agent, as module:attr.")]
         workspace: Annotated[Path | None, typer.Option(
             help="Folder the built-in file tools are confined to.")] = None,
         detach: Annotated[bool, typer.Option(
-            help="Only create the run; a `tether worker` will drive it.")] = False,
+            "--detach", help="Only create the run; a `tether worker` will drive it.")] = False,
         policy: PolicyOpt = None,
         pause_every_steps: Annotated[int | None, typer.Option(
             help="Pause point: a human reviews every N steps.")] = None,
         pause_every_minutes: Annotated[float | None, typer.Option(
             help="Pause point: a human reviews every T minutes (run clock).")] = None,
         pause_before_irreversible: Annotated[bool, typer.Option(
+            "--pause-before-irreversible",
             help="Pause point: ask for approval before every irreversible effect.")] = False,
         as_: AsOpt = None) -> None:
     """Start a run of an agent and drive it here until it sleeps, pauses or ends."""
@@ -146,6 +147,7 @@ def pause(run: RunArg = None, every: AllOpt = False, agent: AgentOpt = None,
 def resume(runs: Annotated[list[str], typer.Argument(
                help="Run ids, names or id prefixes (several: e.g. after a cascade rollback).")],
            accept_change: Annotated[bool, typer.Option(
+               "--accept-change",
                help="Go on although the agent's definition changed since the run last ran.")]
            = False,
            as_: AsOpt = None) -> None:
@@ -163,8 +165,10 @@ def resume(runs: Annotated[list[str], typer.Argument(
 @handle_errors
 def stop(run: RunArg = None, every: AllOpt = False, agent: AgentOpt = None,
          swarm: SwarmOpt = None, as_: AsOpt = None) -> None:
-    """Stop runs now: an in-flight async call is cancelled; a sync tool still running in a
-    thread has its result discarded and its effect marked in doubt."""
+    """Stop runs now, for good.
+
+    An in-flight async call is cancelled; a sync tool still running in a thread has its
+    result discarded and its effect marked in doubt."""
     _command("stop", _targets(run, every, agent, swarm), as_)
 
 
@@ -183,8 +187,11 @@ def resolve(effect: Annotated[str, typer.Argument(help="Effect id (its intent ev
             result: Annotated[str | None, typer.Option(
                 help="With --done: the result (JSON) the agent should see.")] = None,
             as_: AsOpt = None) -> None:
-    """Settle an in-doubt effect (the run resumes when none is left in doubt), or an undo an
-    interrupted rollback left unfinished (--undone / --not-undone)."""
+    """Settle an in-doubt effect, or a half-done undo.
+
+    --done / --not-done / --retry settle an effect that may or may not have happened (the
+    run resumes when none is left in doubt). --undone / --not-undone settle an undo an
+    interrupted rollback started and did not finish."""
     chosen = [n for n, v in (("done", done), ("not_done", not_done), ("retry", retry),
                              ("undone", undone), ("not_undone", not_undone)) if v]
     if len(chosen) != 1:
@@ -272,8 +279,10 @@ def swarm(name: Annotated[str, typer.Argument(help="The swarm's name.")],
               "--pause-before-irreversible/--no-pause-before-irreversible",
               help="Pause point: ask before every irreversible effect.")] = None,
           json: Annotated[bool, typer.Option("--json", help="JSON output.")] = False) -> None:
-    """Show a swarm (runs, shared budget, pause points) or set the pause points its runs
-    share (a run's own pause points override them; workers read them when they take a run)."""
+    """Show a swarm (runs, shared budget, pause points), or set its pause points.
+
+    A run's own pause points override the swarm's; workers read them when they take a
+    run."""
     import time as _time
 
     from tether.runtime.pausepoints import PausePoints

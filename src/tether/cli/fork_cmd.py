@@ -19,12 +19,14 @@ def fork(run: Annotated[str, typer.Argument(help="Run id, name or id prefix.")],
          set_: Annotated[list[str] | None, typer.Option(
              "--set", help="KEY=JSON: change a state key in the child, repeatable.")] = None,
          shared_workspace: Annotated[bool, typer.Option(
+             "--shared-workspace",
              help="Share the parent's workspace instead of a copy rewound to the step.")]
          = False,
          name: Annotated[str | None, typer.Option(help="Name of the new run.")] = None,
          as_: Annotated[str | None, typer.Option("--as", help="Act as NAME.")] = None) -> None:
-    """Start a new run from a step of another ("what if it had known X"); the lineage is
-    recorded. Drive it with `tether worker`."""
+    """Start a new run from a step of another ("what if it had known X").
+
+    The lineage is recorded. Drive it with `tether worker`."""
     edits: dict[str, Any] = {}
     for item in set_ or []:
         key, sep, raw = item.partition("=")

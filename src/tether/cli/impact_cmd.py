@@ -23,8 +23,10 @@ def impact(origin: Annotated[str, typer.Argument(
                help="With RUN@STEP: an earlier epoch of the run.")] = None,
            json: Annotated[bool, typer.Option("--json", help="Print JSON for tools.")] = False
            ) -> None:
-    """Show everything downstream of a step: its run's later steps and every run that took in
-    its messages, blackboard writes or files, with their effects, messages and writes."""
+    """Show everything downstream of a step, in every run.
+
+    Its run's later steps and every run that took in its messages, blackboard writes or
+    files, with their effects, messages and writes."""
     s = store()
     imp = compute(s, origin, epoch=epoch)
     if json:

@@ -25,17 +25,21 @@ def rollback(run: Annotated[str, typer.Argument(help="Run id, name or id prefix.
                                    "(messages, blackboard, files), each to just before its "
                                    "first affected step.")] = False,
              accept_irreversible: Annotated[bool, typer.Option(
+                 "--accept-irreversible",
                  help="Go past irreversible or in-doubt effects after the step (they stay).")]
              = False,
              force: Annotated[bool, typer.Option(
-                 help="Undo even where a file changed since the effect (overwrites it).")]
+                 "--force", help="Undo even where a file changed since the effect (overwrites it).")]
              = False,
              json: Annotated[bool, typer.Option("--json", help="Print the plan as JSON.")]
              = False,
              as_: Annotated[str | None, typer.Option("--as", help="Act as NAME.")] = None) -> None:
-    """Roll a run back to a step: undo its reversible effects after it, newest first, retract
-    its undelivered messages, revert its blackboard writes and restore that step's state in
-    a new epoch (history is kept). Run it again to resume an interrupted rollback."""
+    """Roll a run (--cascade: and everything it reached) back to a step.
+
+    Undoes its reversible effects after the step, newest first, puts the messages it
+    received back in its inbox, retracts its undelivered ones, reverts its blackboard
+    writes and restores that step's state in a new epoch (history is kept). Run it again
+    to finish an interrupted rollback."""
     s = store()
     if cascade:
         cp = cs.cascade_plan(s, run, to) if plan else cs.cascade(
@@ -92,8 +96,10 @@ def quarantine(run: Annotated[str, typer.Argument(help="Run id, name or id prefi
                = False,
                as_: Annotated[str | None, typer.Option("--as", help="Act as NAME.")] = None
                ) -> None:
-    """Contain a run: pause it, hold its undelivered messages and mark its blackboard and
-    file writes suspect (readers are told). Journaled; --release lifts it."""
+    """Contain a run: pause it, hold its messages, mark its writes suspect.
+
+    Its undelivered messages are held, and its blackboard and file versions are marked
+    suspect (blackboard readers are told). Journaled; --release lifts it."""
     r = do_quarantine(store(), run, release=release, reason=reason, who=ops.actor(as_))
     if json:
         print(orjson.dumps(r.to_json()).decode())

@@ -62,8 +62,9 @@ def board(key: Annotated[str | None, typer.Argument(help="Only this key, with it
           swarm: Annotated[str | None, typer.Option(help="The swarm's board (default: runs "
                                                           "with no swarm).")] = None,
           json: Annotated[bool, typer.Option("--json", help="JSON lines.")] = False) -> None:
-    """Show a swarm's blackboard: each key's current value and who wrote it (with KEY: every
-    version, including reverted ones, and suspect marks)."""
+    """Show a swarm's blackboard: each key's value and who wrote it.
+
+    With KEY: every version of it, reverted ones too, with suspect marks."""
     s = store()
     rows = s.versions(ns=board_ns(swarm), key=key)
     if key is None:
