@@ -72,6 +72,11 @@ class RollbackPlan:
     affects: list[Reached] = field(default_factory=list)
     """Other runs that took in work of the steps after ``to_step`` (messages, blackboard,
     files): a plain rollback leaves them as they are; ``--cascade`` rolls them back too."""
+    names: dict[str, str] = field(default_factory=dict)
+    """Run id -> name, for the runs the plan mentions (to print names, not ids)."""
+
+    def _name(self, run: str) -> str:
+        return self.names.get(run, run)
 
     @property
     def idle(self) -> bool:
@@ -98,20 +103,24 @@ class RollbackPlan:
         for u in self.undo:
             e = u.effect
             note = f"  CONFLICT: changed since: {', '.join(u.conflicts)}" if u.conflicts else ""
-            out.append(f"  undo    step {e.step} {e.tool} ({e.id}) with {u.tool}{note}")
+            out.append(f"  undo    step {e.step} {e.tool}{_paths(e.arguments)} ({e.id}) with "
+                       f"{u.tool}{note}")
         for v in self.revert:
             out.append(f"  revert  step {v.step} blackboard {v.key!r} version {v.version}")
         for m in self.retract:
-            out.append(f"  retract step {m.step} message {m.id} to {m.recipient} ({m.status})")
+            state = ("delivered: its receiver puts it back first" if m.status == "delivered"
+                     else m.status)
+            out.append(f"  retract step {m.step} message {m.id} to {self._name(m.recipient)} "
+                       f"({state})")
         for m in self.requeue:
-            out.append(f"  requeue message {m.id} from {m.sender} (received after step "
-                       f"{self.to_step}): back in the inbox")
+            out.append(f"  requeue message {m.id} from {self._name(m.sender)} (received after "
+                       f"step {self.to_step}): back in the inbox")
         for a in [] if cascade else self.affects:
             via = a.via
             how = f" (a {via.kind} from step {via.src_step})" if via is not None else ""
-            out.append(f"  AFFECTS run {a.run} from step {a.first_step}{how}: it took in work "
-                       "this rollback undoes; it is left as it is (roll it back too with "
-                       "--cascade)")
+            out.append(f"  AFFECTS run {self._name(a.run)} ({a.run}) from step {a.first_step}"
+                       f"{how}: it took in work this rollback undoes; it is left as it is (roll "
+                       "it back too with --cascade)")
         for e in self.irreversible:
             out.append(f"  LEAVE   step {e.step} {e.tool} ({e.id}): irreversible, cannot be undone")
         for e in self.in_doubt:
@@ -190,7 +199,20 @@ def plan(store: Store, run_ref: str, to_step: int, *, check_files: bool = True) 
         ran = ran_in(segments, to_step + 1)
         p.affects = [r for r in store.downstream(row.id, row.epoch if ran is None else ran,
                                                  to_step + 1) if r.run != row.id]
+    others = {m.recipient for m in p.retract + p.delivered} | {m.sender for m in p.requeue} | {
+        a.run for a in p.affects}
+    for run in others - {row.id}:
+        other = store.get_run(run)
+        if other is not None:
+            p.names[run] = other.name
+    p.names[row.id] = row.name
     return p
+
+
+def _paths(arguments: dict[str, Any]) -> str:
+    """The workspace paths a file tool's arguments name, for the plan's words."""
+    paths = [str(arguments[k]) for k in ("path", "src", "dst") if isinstance(arguments.get(k), str)]
+    return f" {' -> '.join(paths)}" if paths else ""
 
 
 def _after(segments: list[Segment], step: int) -> Callable[[int, int], bool]:
