@@ -397,5 +397,8 @@ def test_messages_and_board_listings(world: World) -> None:
                                                                        world.producer)
     code, out = tether(world.db, "board", "latest", "--swarm", SWARM, "--json")
     assert [json.loads(line)["version"] for line in out.splitlines()] == [1, 2, 3]
-    code, out = tether(world.db, "board")  # runs without a swarm share another board
-    assert code == 0 and "nothing on the board" in flat(out)
+    code, out = tether(world.db, "board")  # every swarm's board
+    assert code == 0 and f"{SWARM} │ latest │ 3" in flat(out), out
+    code, out = tether(world.db, "board", "--swarm", "-")  # runs without a swarm share one
+    assert code == 0 and "nothing on the board of swarm -" in flat(out)
+    assert f"(swarms in this store: {SWARM})" in flat(out)

@@ -6,6 +6,7 @@ from typing import Annotated
 
 import orjson
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from tether import ops
@@ -51,43 +52,57 @@ def messages(run: Annotated[str | None, typer.Argument(
         return names[run_id]
     for m in rows:
         body = orjson.dumps(m.body).decode()
-        t.add_row(m.id, name(m.sender), str(m.step), name(m.recipient), m.topic or "-",
-                  m.status, when(m.created)[5:], body if len(body) <= 60 else body[:57] + "...")
+        t.add_row(m.id, escape(name(m.sender)), str(m.step), escape(name(m.recipient)),
+                  escape(m.topic or "-"), m.status, when(m.created)[5:],
+                  escape(body if len(body) <= 60 else body[:57] + "..."))
     console.print(t)
 
 
 @handle_errors
 def board(key: Annotated[str | None, typer.Argument(help="Only this key, with its history.")]
           = None,
-          swarm: Annotated[str | None, typer.Option(help="The swarm's board (default: runs "
-                                                          "with no swarm).")] = None,
+          swarm: Annotated[str | None, typer.Option(
+              help="Only this swarm's board (default: every swarm's; '-' for runs with no "
+                   "swarm).")] = None,
           json: Annotated[bool, typer.Option("--json", help="JSON lines.")] = False) -> None:
-    """Show a swarm's blackboard: each key's value and who wrote it.
+    """Show the swarms' blackboards: each key's value and who wrote it.
 
     With KEY: every version of it, reverted ones too, with suspect marks."""
     s = store()
-    rows = s.versions(ns=board_ns(swarm), key=key)
+    if swarm is None:
+        rows = [v for v in s.versions(key=key) if v.ns.startswith("board:")]
+    else:
+        rows = s.versions(ns=board_ns(None if swarm == "-" else swarm), key=key)
     if key is None:
-        current: dict[str, object] = {}
+        current: dict[tuple[str, str], object] = {}
         for v in rows:
             if v.status == "live":
-                current[v.key] = v
-        rows = [v for v in rows if current.get(v.key) is v]
+                current[(v.ns, v.key)] = v
+        rows = [v for v in rows if current.get((v.ns, v.key)) is v]
     if json:
-        print_jsonl({"key": v.key, "version": v.version, "value": v.value, "run": v.run,
-                     "epoch": v.epoch, "step": v.step, "event": v.event, "status": v.status,
+        print_jsonl({"swarm": v.ns.removeprefix("board:") or None, "key": v.key,
+                     "version": v.version, "value": v.value, "run": v.run, "epoch": v.epoch,
+                     "step": v.step, "event": v.event, "status": v.status,
                      "suspect": v.suspect, "created": v.created} for v in rows)
         return
+    where = "any swarm" if swarm is None else f"swarm {swarm}"
     if not rows:
-        console.print(f"nothing on the board of swarm {swarm or '(none)'}" +
-                      (f" under {key!r}" if key else ""), highlight=False)
+        swarms = sorted({r.swarm for r in s.list_runs() if r.swarm})
+        console.print(f"nothing on the board of {where}" + (f" under {key!r}" if key else "")
+                      + (f" (swarms in this store: {', '.join(swarms)})" if swarms else ""),
+                      highlight=False)
         return
-    t = Table(title=f"board of swarm {swarm or '(none)'}")
-    for col in ("key", "version", "value", "written by", "step", "status"):
+    t = Table(title=f"blackboard of {where}")
+    for col in ("swarm", "key", "version", "value", "written by", "step", "status"):
         t.add_column(col, overflow="fold")
+    names: dict[str, str] = {}
     for v in rows:
+        if v.run not in names:
+            writer = s.get_run(v.run)
+            names[v.run] = writer.name if writer else v.run
         value = orjson.dumps(v.value).decode()
         st = v.status + (" [red]suspect[/]" if v.suspect else "")
-        t.add_row(v.key, str(v.version), value if len(value) <= 60 else value[:57] + "...",
-                  v.run, str(v.step), st)
+        t.add_row(escape(v.ns.removeprefix("board:") or "-"), escape(v.key), str(v.version),
+                  escape(value if len(value) <= 60 else value[:57] + "..."),
+                  escape(names[v.run]), str(v.step), st)
     console.print(t)
