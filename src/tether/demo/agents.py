@@ -134,8 +134,9 @@ def night_script(messages: Sequence[Message], tools: Sequence[ToolSpec]) -> Mode
     if last.startswith("Write the morning digest"):
         lines = [ln for ln in last.splitlines() if ln.startswith("- ")]
         urgent = [ln for ln in lines if "urgent" in ln]
-        body = (f"Good morning. {len(lines)} tickets came in overnight; {len(urgent)} urgent:\n"
-                + "\n".join(urgent) + "\nEverything else is filed under done/.")
+        body = (f"Good morning. {len(lines)} tickets were triaged overnight; {len(urgent)} "
+                "urgent:\n" + "\n".join(urgent) + "\nThe triaged tickets are filed under done/; "
+                "any still in inbox/ wait for triage.")
         return ModelResponse(body)
     return _librarian_turn(messages)
 
@@ -278,12 +279,9 @@ async def reporter_step(ctx: Any, state: dict[str, Any]) -> Any:
 
 
 def _await_tickets(took_some: bool = True) -> AwaitMessages:
-    """Sleep until the next message, but no later than the morning.
-
-    The deadline is a safety net: a process killed after a step's ``ctx.receive()``
-    took the inbox and before the step was journaled leaves the run waiting on an empty
-    inbox (the messages come back only to that step, re-run), so nothing would wake it;
-    the morning does. A wake-up that took nothing waits with no deadline."""
+    """Sleep until the next message, but no later than the morning (a safety net: the
+    night's last batch is handled by then whatever happens). A wake-up that took nothing
+    waits with no deadline."""
     return AwaitMessages(until=MORNING if took_some else None)
 
 
