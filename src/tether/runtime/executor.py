@@ -61,7 +61,8 @@ class RunExecutor:
     def __init__(self, journal: RunJournal, agent: AgentLike, committer: GroupCommitter, *,
                  clock: Callable[[], float], prices: PriceTable, keyframe_every: int = 128,
                  policy: Policy | Callable[[], Policy | None] | None = None,
-                 pipeline: int = PIPELINE) -> None:
+                 pipeline: int = PIPELINE,
+                 swarm_pause_points: Mapping[str, Any] | None = None) -> None:
         self.journal = journal
         self.agent = agent
         self.committer = committer
@@ -70,7 +71,9 @@ class RunExecutor:
         self.hasher = ConversationHasher()
         self.effects = EffectRunner(self)
         row = journal.row
-        shared = journal.store.swarm_pause_points(row.swarm) if row.swarm else {}
+        shared = swarm_pause_points
+        if shared is None:  # not read for us by the worker: read it here
+            shared = journal.store.swarm_pause_points(row.swarm) if row.swarm else {}
         self.pause_points = PausePoints.parse({**shared, **(row.spec.get("pause_points") or {})})
         self._alert: tuple[str, dict[str, Any]] | None = None
         self.oversight = Oversight(self, policy if callable(policy) else (lambda: policy))

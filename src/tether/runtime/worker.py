@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from tether.core.ids import Clock, UlidSource
 from tether.core.pricing import PriceTable
@@ -33,6 +33,7 @@ from tether.runtime.journal import RunJournal
 from tether.runtime.leases import owner_name, reclaim_dead_local
 from tether.runtime.runs import load_agent
 from tether.store.protocol import Store
+from tether.store.records import Command
 
 if TYPE_CHECKING:
     from tether.core.policy import Policy
@@ -177,9 +178,18 @@ class Worker:
         if not wanted:
             return 0
         tokens = self.store.acquire_many(wanted, self.owner, self.lease_ttl, time.time())
+        if not tokens:
+            return 0
+        # One query for the whole pass, not one per run: starting a thousand runs is the
+        # slow part of bringing a worker up.
+        pending: dict[str, list[Command]] = {}
+        for c in self.store.pending_commands(list(tokens)):
+            pending.setdefault(c.run, []).append(c)
+        swarms: dict[str, tuple[dict[str, float], dict[str, Any]]] = {}
+        self._reload_policy()
         for rid, token in tokens.items():
             try:
-                ex = self._executor(rid, token)
+                ex = self._executor(rid, token, pending.get(rid, []), swarms)
             except LeaseLost:
                 continue
             except Exception as exc:  # a broken agent module or store row: skip the run
@@ -194,7 +204,10 @@ class Worker:
             started += 1
         return started
 
-    def _executor(self, rid: str, token: int) -> RunExecutor:
+    def _executor(self, rid: str, token: int, pending: list[Command],
+                  swarms: dict[str, tuple[dict[str, float], dict[str, Any]]]) -> RunExecutor:
+        """Load one run; ``pending``: its queued commands; ``swarms``: swarm settings read
+        in this scheduling pass (filled as runs of new swarms come)."""
         row = self.store.get_run(rid)
         if row is None:
             raise LeaseLost(f"run {rid} vanished")
@@ -208,14 +221,18 @@ class Worker:
             self._unloadable[rid] = time.monotonic() + 30.0
             self.store.release(rid, self.owner, token)
             raise LeaseLost(str(exc)) from exc
-        self._reload_policy()
+        shared: tuple[dict[str, float], dict[str, Any]] | None = None
+        if row.swarm:
+            shared = swarms.get(row.swarm)
+            if shared is None:
+                shared = swarms[row.swarm] = (self.store.swarm_budget(row.swarm),
+                                              self.store.swarm_pause_points(row.swarm))
         ex = RunExecutor(j, agent, self.committer, clock=self.clock.now, prices=self.prices,
                          keyframe_every=self.keyframe_every, policy=lambda: self.policy,
-                         pipeline=self.pipeline)
+                         pipeline=self.pipeline, swarm_pause_points=shared[1] if shared else {})
         ex.load(self.store.tail_events(rid, row.epoch, row.step + 1),
-                self.store.swarm_budget(row.swarm) if row.swarm else None)
+                shared[0] if shared else None)
         # Commands queued while no one owned the run are applied at its first safe point.
-        pending = self.store.pending_commands([rid])
         ex.deliver(pending)
         self._delivered.update(c.id for c in pending)
         return ex
