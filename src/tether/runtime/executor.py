@@ -5,7 +5,10 @@ pauses, stops, fails or is done. Every exit is journaled and made durable.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
+import contextvars
+import functools
 import hashlib
 import time
 import traceback
@@ -62,7 +65,8 @@ class RunExecutor:
                  clock: Callable[[], float], prices: PriceTable, keyframe_every: int = 128,
                  policy: Policy | Callable[[], Policy | None] | None = None,
                  pipeline: int = PIPELINE,
-                 swarm_pause_points: Mapping[str, Any] | None = None) -> None:
+                 swarm_pause_points: Mapping[str, Any] | None = None,
+                 step_threads: concurrent.futures.Executor | None = None) -> None:
         self.journal = journal
         self.agent = agent
         self.committer = committer
@@ -93,6 +97,8 @@ class RunExecutor:
         self.pipeline = pipeline
         self._is_async = agent.is_async()
         self.halted = False
+        self.step_threads = step_threads
+        """Where sync step functions run (the worker's pool; None: the loop's default)."""
         self.board_dirty = False  # a blackboard write not yet flushed: reads flush first
         self.self_mail = False  # sent itself a message not yet committed: receive commits first
         # Calls a sync step function (in a thread) runs on the loop: cancelled on stop.
@@ -392,8 +398,11 @@ class RunExecutor:
             raw = await self.agent.step(ctx, self.state)
         else:
             loop = asyncio.get_running_loop()
-            raw = await asyncio.to_thread(self.agent.step,
-                                          SyncStepContext(ctx, loop), self.state)
+            # A sync step blocks its thread on every ctx call, which runs its tools on the
+            # default pool: on a pool of its own, many such steps cannot starve their tools.
+            call = functools.partial(contextvars.copy_context().run, self.agent.step,
+                                     SyncStepContext(ctx, loop), self.state)
+            raw = await loop.run_in_executor(self.step_threads, call)
         out = outcomes.normalize(raw, run=j.run, step=step)
         left = sorted(i for i in self.replay if i >= ctx.calls)
         if left:

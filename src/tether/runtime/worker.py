@@ -13,6 +13,7 @@ it journaled and releases its lease.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import os
@@ -104,6 +105,9 @@ class Worker:
         self._draining = False
         self._wake = asyncio.Event()
         self._delivered: set[int] = set()
+        # Sync step functions get threads of their own (one per run at most), apart from the
+        # pool their tools run on (made for each run(); threads only as steps need them).
+        self._step_threads: concurrent.futures.ThreadPoolExecutor | None = None
 
     # -- public ---------------------------------------------------------------
     async def run(self, *, until_idle: bool = False, stop: asyncio.Event | None = None,
@@ -111,6 +115,8 @@ class Worker:
         """Drive runs until ``stop`` is set (or, with ``until_idle``, nothing is runnable)."""
         self._wake = asyncio.Event()
         stop = stop or asyncio.Event()
+        self._step_threads = concurrent.futures.ThreadPoolExecutor(
+            max_workers=self.concurrency, thread_name_prefix="tether-step")
         with contextlib.suppress(TetherError):
             reclaim_dead_local(self.store)  # a worker killed before us on this host
         if handle_signals:
@@ -150,6 +156,10 @@ class Worker:
                     await asyncio.wait_for(notifier.deliver_due(), self.webhook.timeout + 1)  # type: ignore[union-attr]
                 notifier.close()
             self.committer.close()
+            # A sync step still running (stopped, its result discarded) keeps its thread
+            # until it returns: do not wait for it here.
+            self._step_threads.shutdown(wait=False)
+            self._step_threads = None
             if handle_signals:
                 loop = asyncio.get_running_loop()
                 for sig in (signal.SIGTERM, signal.SIGINT):
@@ -229,7 +239,8 @@ class Worker:
                                               self.store.swarm_pause_points(row.swarm))
         ex = RunExecutor(j, agent, self.committer, clock=self.clock.now, prices=self.prices,
                          keyframe_every=self.keyframe_every, policy=lambda: self.policy,
-                         pipeline=self.pipeline, swarm_pause_points=shared[1] if shared else {})
+                         pipeline=self.pipeline, swarm_pause_points=shared[1] if shared else {},
+                         step_threads=self._step_threads)
         ex.load(self.store.tail_events(rid, row.epoch, row.step + 1),
                 shared[0] if shared else None)
         # Commands queued while no one owned the run are applied at its first safe point.
