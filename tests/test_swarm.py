@@ -350,6 +350,33 @@ def test_a_waiting_run_with_a_deadline_wakes_on_time_too(env: Env) -> None:
             for x in events(env, w, "message.received")] == [(1, [], ()), (2, [], ())]
 
 
+@pytest.mark.parametrize("deadline_passes", [False, True])
+def test_a_waiting_run_paused_and_resumed_waits_for_its_inbox_again(
+        env: Env, deadline_passes: bool) -> None:
+    from tether import ops
+    clock = FixedClock(T0)
+    w = start(env, sink, name="patient", state=sink_state(patience=60), clock=clock)
+    drive(env, clock=clock)
+    assert run_row(env, w).status == "waiting"
+    ops.send_command(env.store, w, "pause", who="human:ops")
+    clock.set(T0 + (120 if deadline_passes else 30))
+    ops.send_command(env.store, w, "resume", who="human:ops")
+    row = run_row(env, w)
+    # Not "sleeping" (a message would not wake it) and not "running" (it would poll).
+    assert (row.status, row.wake_at) == ("waiting", T0 + 60)
+    if deadline_passes:  # its patience ran out while paused: it runs at once
+        assert env.store.runnable(clock.now(), 10) == [w]
+        drive(env, clock=clock)
+        assert [x.payload["result"] for x in events(env, w, "run.done")] == ["timed out"]
+        return
+    assert env.store.runnable(clock.now(), 10) == []
+    s = start(env, sender, name="poker", state={"targets": [["patient", "hi"]]}, clock=clock)
+    drive(env, s, clock=clock)
+    assert env.store.runnable(clock.now(), 10) == [w]
+    drive(env, clock=clock)
+    assert run_row(env, w).status == "done" and state_of(env, w)["got"][0]["body"] == "hi"
+
+
 # -- crashes while receiving ----------------------------------------------------------------
 
 @pytest.mark.parametrize("point", ["claim", "ack"])

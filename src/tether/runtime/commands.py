@@ -41,8 +41,10 @@ def apply(j: RunJournal, c: Command, *, step: int | None = None) -> str:
         waiting = bool(spec.pop("paused_waiting", False))
         asleep = j.row.wake_at is not None and j.row.wake_at > j.now()
         j.append("run.resumed", {"by": who, "from": status}, step=step, causes=(ev.id,))
+        # A waiting run keeps its deadline even when it passed while paused: it is then
+        # runnable at once (the step sees no message and decides what a timeout means).
         j.update(status="waiting" if waiting else "sleeping" if asleep else "running",
-                 reason="", wake_at=j.row.wake_at if asleep else None, spec=spec)
+                 reason="", wake_at=j.row.wake_at if asleep or waiting else None, spec=spec)
         if c.args.get("accept_change"):
             j.update(spec={**j.row.spec, "accept_definition_change": True})
     elif c.kind == "stop":
