@@ -608,3 +608,59 @@ def test_file_versions_follow_the_order_of_the_writes_not_of_the_commits(
         ("file", "a", "b"), ("file", "b", "c")]
     assert [name[a.run.id] for a in impact(store, f"{ids['a']}@1").affected] == ["a", "b", "c"]
     store.close()
+
+
+@tool(effect="reversible", touches_files=True)
+def slow_write(path: str, content: str, delay: float) -> str:
+    """Write a workspace file after a delay, in a thread (a slow client)."""
+    from tether.tools import current, record_touch
+    ws = current().workspace
+    assert ws is not None
+    time.sleep(delay)
+    (ws / path).write_text(content)
+    record_touch(path)
+    return "ok"
+
+
+async def _slow_holder(ctx: Any, state: dict[str, Any]) -> Any:
+    await ctx.call(slow_write, path="a.txt", content="A", delay=state["delay"])
+    return Done()
+
+
+async def _quick_writer(ctx: Any, state: dict[str, Any]) -> Any:
+    await ctx.call(fs_write, path="b.txt", content="B")
+    return Done()
+
+
+@pytest.mark.parametrize("stopped", ["waiter", "holder"])
+def test_a_stop_while_the_workspace_lock_is_busy(tmp_path: Path, stopped: str) -> None:
+    # waiter: stopped while it waits for the lock, it never wrote, and nothing is in doubt.
+    # holder: stopped while its sync tool's thread still writes, the lock stays held until
+    # that thread is done, so the waiter's write and its version come after it.
+    from tether import StepAgent
+    agents = {"holder": StepAgent(_slow_holder, name="holder", tools=[slow_write]),
+              "waiter": StepAgent(_quick_writer, name="waiter", tools=[fs_write])}
+    store = SQLiteStore(tmp_path / "t.db")
+    ws = tmp_path / "ws"
+    ids = {n: start_run(store, agents[n], agent_ref=n, goal="g", name=n, workspace=ws,
+                        state={"delay": 1.0}) for n in ("holder", "waiter")}
+
+    async def main() -> None:
+        w = Worker(store, agents=agents, poll_interval=0.01)
+        task = asyncio.create_task(w.run(until_idle=True))
+        await asyncio.sleep(0.4)
+        store.add_command(ids[stopped], "stop", {}, "human:ops", time.time())
+        await task
+
+    asyncio.run(main())
+    statuses = {n: (store.get_run(r).status, [e.status for e in store.effects(run=r)])  # type: ignore[union-attr]
+                for n, r in ids.items()}
+    if stopped == "waiter":
+        assert statuses == {"holder": ("done", ["done"]), "waiter": ("stopped", [])}
+        assert not (ws / "b.txt").exists()
+    else:
+        assert statuses == {"holder": ("stopped", ["in_doubt"]), "waiter": ("done", ["done"])}
+        assert (ws / "a.txt").read_text() == "A" and (ws / "b.txt").read_text() == "B"
+        waiter_effect = store.effects(run=ids["waiter"])[0]
+        assert waiter_effect.updated >= (ws / "a.txt").stat().st_mtime - 1e-3
+    store.close()

@@ -30,7 +30,6 @@ from tether.runtime.swarm import (
     InboxMessage,
     SwarmCalls,
     file_causes,
-    workspace_lock,
 )
 from tether.tools.base import Tool, ToolContext
 
@@ -269,14 +268,13 @@ class StepContext:
         args_json = json_safe(args)
         ex.check_budget()
         ex.count({"tool_calls": 1})
-        if t.effect == "read":
-            lock = workspace_lock(ex) if t.touches_files else None
-            if lock is None:
+        # A tool on workspace files holds the workspace's lock from before its intent until
+        # its result is committed (a read: no write to them is half committed meanwhile).
+        async with ex.effects.held(t):
+            if t.effect == "read":
                 return await self._read(t, args, args_json, i, fp)
-            async with lock:  # no write to the workspace is half committed while it reads
-                return await self._read(t, args, args_json, i, fp)
-        intent = await ex.effects.intend(t, args_json, i, fp, self.step)
-        return await ex.effects.execute(t, args, intent, self.step)
+            intent = await ex.effects.intend(t, args_json, i, fp, self.step)
+            return await ex.effects.execute(t, args, intent, self.step)
 
 
 class SyncStepContext:

@@ -10,7 +10,13 @@ until an operator settles it (``tether resolve EFFECT --done|--not-done|--retry`
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextlib
+import contextvars
+import functools
+import os
 import traceback
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from tether.core.events import Event
@@ -23,6 +29,18 @@ if TYPE_CHECKING:
     from tether.runtime.executor import RunExecutor
 
 
+_THREADS: list[concurrent.futures.ThreadPoolExecutor] = []
+
+
+def _tool_threads() -> concurrent.futures.ThreadPoolExecutor:
+    """The threads sync tools run on (like the loop's default pool, but its futures tell
+    whether a cancelled call's thread still runs)."""
+    if not _THREADS:
+        _THREADS.append(concurrent.futures.ThreadPoolExecutor(
+            max_workers=min(32, (os.cpu_count() or 1) + 4), thread_name_prefix="tether-tool"))
+    return _THREADS[0]
+
+
 class EffectRunner:
     """Runs tools for one executor and journals their effects."""
 
@@ -30,6 +48,8 @@ class EffectRunner:
         self._ex = ex
         # Set while a sync tool runs in a thread: a stop must mark it in doubt.
         self.in_flight: Event | None = None
+        # A sync tool whose call was cancelled (stop, shutdown) while its thread still runs.
+        self._orphan: concurrent.futures.Future[Any] | None = None
 
     async def run_tool(self, t: Tool, args: dict[str, Any], tc: ToolContext) -> Any:
         token = _current.set(tc)
@@ -37,11 +57,50 @@ class EffectRunner:
         try:
             if t.is_async:
                 return await t.fn(**args)
-            # to_thread copies the context, so the thread sees ``tc`` too.
-            return await asyncio.to_thread(t.fn, **args)
+            # The thread runs in a copy of this context, so it sees ``tc`` too.
+            call = functools.partial(contextvars.copy_context().run, t.fn, **args)
+            fut = _tool_threads().submit(call)
+            try:
+                return await asyncio.wrap_future(fut)
+            except asyncio.CancelledError:
+                if not fut.done():
+                    self._orphan = fut  # still acting: see held()
+                raise
         finally:
             self._ex.in_call = False
             _current.reset(token)
+
+    @contextlib.asynccontextmanager
+    async def held(self, t: Tool) -> AsyncIterator[None]:
+        """Hold the run's workspace lock around a call of a tool that touches its files.
+
+        Taken before the intent is journaled (waiting counts as being in a call, so a stop
+        cancels the wait and nothing was journaled), and released once the result and
+        the new file versions are committed, so versions follow the order of the writes.
+        A sync tool cancelled while its thread still acts keeps the lock until that
+        thread is done: nobody else writes the files meanwhile.
+        """
+        from tether.runtime.swarm import workspace_lock
+        lock = workspace_lock(self._ex) if t.touches_files else None
+        if lock is None:
+            yield
+            return
+        self._ex.in_call = True
+        try:
+            await lock.acquire()
+        finally:
+            self._ex.in_call = False
+        try:
+            yield
+            if t.effect != "read":  # its new versions are committed before the next call
+                await self._ex.flush()
+        finally:
+            orphan, self._orphan = self._orphan, None
+            if orphan is not None and not orphan.done():
+                loop = asyncio.get_running_loop()
+                orphan.add_done_callback(lambda _f: loop.call_soon_threadsafe(lock.release))
+            else:
+                lock.release()
 
     async def intend(self, t: Tool, args_json: dict[str, Any], i: int, fp: str,
                      step: int) -> Event:
@@ -64,23 +123,8 @@ class EffectRunner:
                          updated=self._ex.clock())
 
     async def execute(self, t: Tool, args: dict[str, Any], intent: Event, step: int) -> Any:
-        """Run the tool for a durable intent and journal its result.
-
-        A tool that acts on workspace files runs under the workspace's lock, held until its
-        result and the new file versions are committed: so the versions of a file are
-        numbered in the order the writes happened, and the next call on it (of any run
-        in this process) sees this one as the file's last writer.
-        """
-        from tether.runtime.swarm import workspace_lock
-        lock = workspace_lock(self._ex) if t.touches_files else None
-        if lock is None:
-            return await self._execute(t, args, intent, step)
-        async with lock:
-            result = await self._execute(t, args, intent, step)
-            await self._ex.flush()
-            return result
-
-    async def _execute(self, t: Tool, args: dict[str, Any], intent: Event, step: int) -> Any:
+        """Run the tool for a durable intent and journal its result (a tool that touches
+        workspace files is called inside :meth:`held`)."""
         from tether.runtime.context import json_safe
         ex = self._ex
         tc = ToolContext(intent.run, step, intent.id, intent.id, ex.workspace)
@@ -107,8 +151,13 @@ class EffectRunner:
             "after": json_safe(tc.after)}, step=step,
             causes=(intent.id, *file_causes(ex, tc)))
         ex.journal.effect(self._row(intent, "done", result=result, undo=undo))
-        for v in file_versions(ex, intent, tc):
+        versions = file_versions(ex, intent, tc)
+        for v in versions:
             ex.journal.version(v)
+        if versions and not t.touches_files:
+            # A tool that records file after-images without declaring touches_files runs
+            # unlocked: commit its versions now, so the run's next file call sees them.
+            await ex.flush()
         return result
 
     def mark_in_doubt(self, why: str) -> None:
@@ -147,12 +196,14 @@ class EffectRunner:
                                  f"effect {call.id} as not done)")
             # Retry once, as the operator asked. The attempt is durable before the tool
             # runs, so a crash during it leaves the effect in doubt again, not retried again.
-            await self._attempt(call, step, "an operator asked for a retry")
-            return await self.execute(t, args, call, step)
+            async with self.held(t):
+                await self._attempt(call, step, "an operator asked for a retry")
+                return await self.execute(t, args, call, step)
         if t.idempotent and (res is None or res.kind in ("effect.in_doubt", "effect.retried")):
             # Safe to repeat: the tool gets the same idempotency key as the first attempt.
-            await self._attempt(call, step, "idempotent: retried with the same key")
-            return await self.execute(t, args, call, step)
+            async with self.held(t):
+                await self._attempt(call, step, "idempotent: retried with the same key")
+                return await self.execute(t, args, call, step)
         if res is None or res.kind == "effect.retried":
             self.in_flight = call
             self.mark_in_doubt("the process stopped after the intent was journaled and before "
