@@ -99,15 +99,20 @@ def _journal(store: Store, row: RunRow, token: int) -> RunJournal:
 
 @contextlib.contextmanager
 def holding(store: Store, run: str, *, kind: str = "cli", ttl: float = 30.0,
-            busy: str | None = None) -> Iterator[RunJournal | None]:
+            busy: str | None = None, wait: float = 0.0) -> Iterator[RunJournal | None]:
     """Own ``run`` for a moment (its lease) and give its journal; release it after.
 
-    When a worker holds the run: raise UsageError(``busy``) if given, else yield None.
+    When a worker holds the run (still, after ``wait`` seconds: e.g. a worker that just
+    paused it and is letting it go): raise UsageError(``busy``) if given, else yield None.
     """
     owner = owner_name(kind)
+    deadline = time.monotonic() + wait
     token = store.acquire(run, owner, ttl, time.time())
     if token is None and reclaim_dead_local(store, runs=[run]):
         # Held by a process on this machine that died (a killed CLI or worker): take over.
+        token = store.acquire(run, owner, ttl, time.time())
+    while token is None and time.monotonic() < deadline:
+        time.sleep(0.05)
         token = store.acquire(run, owner, ttl, time.time())
     if token is None:
         if busy is not None:

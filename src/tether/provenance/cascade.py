@@ -217,6 +217,28 @@ def refuse_cascade(cp: CascadePlan, *, accept_irreversible: bool, force: bool) -
                          "--accept-irreversible to roll back the others and leave it")
 
 
+def _again(store: Store, cp: CascadePlan, journals: dict[str, RunJournal],
+           done: dict[str, RollbackPlan], accept_irreversible: bool,
+           force: bool) -> CascadePlan:
+    """A run outside the leases took in the work meanwhile: the plan with it, checked here
+    while the leases are still held. If it is refused, the runs are unmarked when nothing
+    was changed yet, and the error says what was, otherwise."""
+    again = cascade_plan(store, cp.origin.id, cp.to_step)
+    try:
+        refuse_cascade(again, accept_irreversible=accept_irreversible, force=force)
+    except UsageError as exc:
+        if not any(p.retract or p.revert for p in done.values()):
+            for j in journals.values():
+                rb.unmark(j, "the cascade rollback was refused; nothing was changed")
+            raise
+        raise UsageError(f"{exc}. Another run took in the work while the cascade ran, and it "
+                         f"was half done already ({sum(len(p.retract) for p in done.values())} "
+                         "message(s) retracted, blackboard writes reverted): the runs stay "
+                         "paused and marked; run the cascade again with what it asks for to "
+                         "finish it") from None
+    return again
+
+
 def cascade(store: Store, run_ref: str, to_step: int, *, accept_irreversible: bool = False,
             force: bool = False, who: str | None = None,
             tools: dict[str, Tool] | None = None) -> CascadePlan:
@@ -249,7 +271,7 @@ def _under_leases(store: Store, cp: CascadePlan, origin: str, to_step: int, *,
         # Every lease at once, in id order (two cascades never wait on each other in a loop).
         for run in sorted({p.run.id for p in cp.plans}):
             j = stack.enter_context(holding(store, run, kind="rollback", ttl=120.0,
-                                            busy=rb.busy(run)))
+                                            busy=rb.busy(run), wait=5.0))
             assert j is not None
             journals[run] = j
         cp = cascade_plan(store, origin, to_step)  # again, under the leases
@@ -271,7 +293,7 @@ def _under_leases(store: Store, cp: CascadePlan, origin: str, to_step: int, *,
             try:
                 rb.retract_and_revert(journals[p.run.id], now)
             except Conflict:
-                return (cascade_plan(store, origin, to_step),)
+                return (_again(store, cp, journals, first, accept_irreversible, force),)
             first[p.run.id] = now
         for p in todo:
             rb.requeue(journals[p.run.id], p)

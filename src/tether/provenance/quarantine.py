@@ -49,7 +49,7 @@ def quarantine(store: Store, run_ref: str, *, release: bool = False, reason: str
         rb.pause_if_active(store, row, by)
     elif not row.spec.get("quarantined"):
         raise UsageError(f"run {row.id} is not quarantined")
-    with holding(store, row.id, kind="quarantine", busy=rb.busy(row.id)) as j:
+    with holding(store, row.id, kind="quarantine", busy=rb.busy(row.id), wait=5.0) as j:
         assert j is not None
         for _ in range(rb.RETRIES):
             frm, to = ("held", "pending") if release else ("pending", "held")

@@ -61,7 +61,8 @@ def rollback(store: Store, run_ref: str, to_step: int, *, accept_irreversible: b
     refuse(p, accept_irreversible=accept_irreversible, force=force)
     by = who or actor()
     pause_if_active(store, p.run, by)
-    with holding(store, p.run.id, kind="rollback", ttl=60.0, busy=busy(p.run.id)) as j:
+    with holding(store, p.run.id, kind="rollback", ttl=60.0, busy=busy(p.run.id),
+                 wait=5.0) as j:
         assert j is not None
         p = plan(store, p.run.id, to_step)  # again, under the lease
         refuse(p, accept_irreversible=accept_irreversible, force=force)
@@ -117,6 +118,14 @@ def begin(j: RunJournal, to_step: int, cascade: dict[str, Any] | None = None) ->
     j.update(status="paused", spec={**j.row.spec, "rolling_back": marker},
              reason=f"a rollback to step {to_step} is in progress; if it was interrupted, run "
                     f"`{again}` again")
+    j.flush_sync()
+
+
+def unmark(j: RunJournal, why: str) -> None:
+    """Take a rollback's mark off a run it never changed (it stays paused)."""
+    if "rolling_back" not in j.row.spec:
+        return
+    j.update(spec={k: v for k, v in j.row.spec.items() if k != "rolling_back"}, reason=why)
     j.flush_sync()
 
 
@@ -178,11 +187,13 @@ def settle_messages(store: Store, j: RunJournal, p: RollbackPlan) -> RollbackPla
     """Requeue, then retract and revert; plan again when a recipient took a message
     meanwhile. Planned again after the requeue too: a message the run sent itself after the
     step is back in its inbox then, and is retracted rather than received twice."""
+    requeued = p.requeue
     requeue(j, p)
     p = replanned(store, p)
     for _ in range(RETRIES):
         try:
             retract_and_revert(j, p)
+            p.requeue = requeued  # what was done, for the report
             return p
         except Conflict:
             p = replanned(store, p)

@@ -257,12 +257,13 @@ _LOCKS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, asyncio.L
 
 
 def workspace_lock(ex: RunExecutor) -> asyncio.Lock | None:
-    """The lock of the run's workspace in this process (None without a workspace).
+    """The lock of the run's workspace on this event loop (None without a workspace).
 
     File tools hold it from before they act until their versions are committed, so
     the runs of a worker that share a workspace write and read its files one call at a
-    time, in the order the versions say. (Workers in other processes are not covered:
-    their writes to a shared folder can interleave; see docs/design.md.)
+    time, in the order the versions say. (Other workers, in other processes or on other
+    event loops, are not covered: their writes to a shared folder can interleave; see
+    docs/design.md.)
     """
     ws = ex.journal.row.spec.get("workspace")
     if not ws:
