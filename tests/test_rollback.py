@@ -252,8 +252,10 @@ def test_an_interrupted_undo_that_is_not_idempotent_is_settled_by_an_operator(
     run = start_run(store, agent, agent_ref="payer", goal="pay")
     asyncio.run(Worker(store, agents={"payer": agent}).run(until_idle=True))
     tools = {"refund": refund}
-    with pytest.raises(RuntimeError, match="hung up"):
+    with pytest.raises(UsageError, match=r"with refund failed: RuntimeError: the payment "
+                                          r"service hung up.*tether resolve"):
         rb.rollback(store, run, 1, who="human:ops", tools=tools)
+    assert [e.kind for e in store.events(run)].count("effect.undo_failed") == 1
     eff = next(e for e in store.effects(run=run) if e.step == 2)
     # The undo was started (write-ahead) and may or may not have happened: never guessed.
     with pytest.raises(UsageError, match=f"tether resolve {eff.id} --undone"):

@@ -21,7 +21,8 @@ from tether.core.canonical import digest, dumps
 KINDS: Final = frozenset({
     "run.started", "step.started", "step.finished", "model.called", "tool.called",
     "effect.intent", "effect.done", "effect.failed", "effect.in_doubt", "effect.resolved",
-    "effect.retried", "effect.undoing", "effect.undone", "effect.undo_settled", "rollback",
+    "effect.retried", "effect.undoing", "effect.undone", "effect.undo_settled",
+    "effect.undo_failed", "rollback",
     "definition.changed",
     "checkpoint", "budget.exceeded", "budget.changed", "run.paused", "run.resumed",
     "run.stopped", "run.done", "run.failed", "run.sleeping", "command", "clock.read",

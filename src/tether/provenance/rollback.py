@@ -222,6 +222,11 @@ def undo(j: RunJournal, u: Undo, registry: dict[str, Tool]) -> None:
                          "did not finish; that undo is not idempotent, so check whether it took "
                          f"effect, then `tether resolve {e.id} --undone` (it did) or "
                          "`--not-undone` (it did not: it is run again), and roll back again")
+    try:
+        args = tool.validate(u.arguments)  # before anything is journaled: nothing started
+    except UsageError as exc:
+        raise UsageError(f"the undo of effect {e.id} ({e.tool}, run {e.run} step {e.step}) "
+                         f"cannot run: {exc}") from None
     step = j.row.step + 1
     j.append("effect.undoing", {"effect": e.id, "tool": u.tool, "arguments": u.arguments},
              step=step, causes=(e.id,), actor="system:rollback")
@@ -229,9 +234,22 @@ def undo(j: RunJournal, u: Undo, registry: dict[str, Tool]) -> None:
     tc = ToolContext(e.run, step, e.id, f"undo:{e.id}", _workspace(j.row))
     token = _current.set(tc)
     try:
-        out = tool.fn(**tool.validate(u.arguments))
+        out = tool.fn(**args)
         if asyncio.iscoroutine(out):
             out = asyncio.run(out)
+    except Exception as exc:
+        # Journaled; the undo stays started (it may have acted in part): an idempotent one
+        # runs again with the next rollback, another waits for an operator to settle it.
+        error = f"{type(exc).__name__}: {exc}"
+        j.append("effect.undo_failed", {"effect": e.id, "tool": u.tool, "error": error},
+                 step=step, causes=(e.id,), actor="system:rollback")
+        j.flush_sync()
+        again = ("run the rollback again once the cause is fixed" if tool.idempotent else
+                 f"check what it did, then `tether resolve {e.id} --undone` or `--not-undone`, "
+                 "and run the rollback again")
+        raise UsageError(f"the undo of effect {e.id} ({e.tool}, run {e.run} step {e.step}) "
+                         f"with {u.tool} failed: {error}; the rollback stopped there (the run "
+                         f"stays paused, marked as rolling back): {again}") from exc
     finally:
         _current.reset(token)
     j.append("effect.undone", {"effect": e.id, "tool": u.tool, "result": json_safe(out),
