@@ -293,3 +293,19 @@ def test_stop_all_from_another_process_under_load(tmp_path: Path) -> None:
         stop.set()
         t.join(10)
     store.close()
+
+
+def test_a_long_cli_operation_keeps_its_lease(tmp_path: Path) -> None:
+    # A rollback with slow undos holds the run's lease for longer than its ttl: it is
+    # renewed meanwhile, so no worker takes the run from under it.
+    store = SQLiteStore(tmp_path / "t.db")
+    run = start_run(store, sample_agents.ticker, agent_ref="tests.sample_agents:ticker",
+                    goal="tick")
+    with ops.holding(store, run, ttl=0.3) as j:
+        assert j is not None
+        time.sleep(0.8)
+        lease = store.lease_of(run)
+        assert lease is not None and lease[1] == j.fence and lease[2] > time.time()
+        assert store.acquire(run, "someone-else", 30, time.time()) is None
+    assert store.acquire(run, "someone-else", 30, time.time()) is not None
+    store.close()

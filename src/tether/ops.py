@@ -11,6 +11,7 @@ import contextlib
 import dataclasses
 import getpass
 import os
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from typing import Any
 
 from tether.core.checkpoint import restore
 from tether.core.ids import Clock, UlidSource
-from tether.errors import NotFound, UsageError
+from tether.errors import NotFound, TetherError, UsageError
 from tether.history import epoch_of, lineage
 from tether.runtime import commands as cmds
 from tether.runtime.journal import RunJournal
@@ -104,6 +105,8 @@ def holding(store: Store, run: str, *, kind: str = "cli", ttl: float = 30.0,
 
     When a worker holds the run (still, after ``wait`` seconds: e.g. a worker that just
     paused it and is letting it go): raise UsageError(``busy``) if given, else yield None.
+    The lease is renewed in the background while held, so a long operation (a rollback
+    with slow undos) keeps it; its writes are fenced by the token in any case.
     """
     owner = owner_name(kind)
     deadline = time.monotonic() + wait
@@ -119,9 +122,21 @@ def holding(store: Store, run: str, *, kind: str = "cli", ttl: float = 30.0,
             raise UsageError(busy)
         yield None
         return
+    done = threading.Event()
+
+    def renew() -> None:
+        while not done.wait(ttl / 3):
+            with contextlib.suppress(TetherError):
+                if store.renew({run: token}, owner, ttl, time.time()):
+                    return  # taken over: the fenced writes will say so
+
+    keeper = threading.Thread(target=renew, name=f"tether-lease-{run[-6:]}", daemon=True)
+    keeper.start()
     try:
         yield _journal(store, _must(store, run), token)
     finally:
+        done.set()
+        keeper.join()
         store.release(run, owner, token)
 
 
