@@ -664,3 +664,37 @@ def test_a_stop_while_the_workspace_lock_is_busy(tmp_path: Path, stopped: str) -
         waiter_effect = store.effects(run=ids["waiter"])[0]
         assert waiter_effect.updated >= (ws / "a.txt").stat().st_mtime - 1e-3
     store.close()
+
+
+async def _file_writer(ctx: Any, state: dict[str, Any]) -> Any:
+    await ctx.call(fs_write, path="report.txt", content="numbers\n")
+    return Done()
+
+
+async def _file_reader(ctx: Any, state: dict[str, Any]) -> Any:
+    state["text"] = await ctx.call(fs_read, path="report.txt")
+    state["suspect"] = list(ctx.suspect_files)
+    return Done()
+
+
+def test_a_reader_of_a_file_a_quarantined_run_wrote_is_told(tmp_path: Path) -> None:
+    from tether import StepAgent, ops
+    from tether.provenance.quarantine import quarantine
+    agents = {"w": StepAgent(_file_writer, name="w", tools=[fs_write]),
+              "r": StepAgent(_file_reader, name="r", tools=[fs_read])}
+    store = SQLiteStore(tmp_path / "t.db")
+    ws = tmp_path / "ws"
+    w = start_run(store, agents["w"], agent_ref="w", goal="g", name="w", workspace=ws)
+    asyncio.run(Worker(store, agents=agents).run(until_idle=True))
+    quarantine(store, w, reason="bad numbers", who="human:ops")
+    r = start_run(store, agents["r"], agent_ref="r", goal="g", name="r", workspace=ws)
+    asyncio.run(Worker(store, agents=agents).run(until_idle=True))
+    st = ops.run_state(store, r)[2]
+    assert st["text"] == "numbers\n" and st["suspect"] == ["report.txt"]
+    [read] = [e for e in store.events(r) if e.kind == "tool.called"]
+    assert read.payload["suspect"] == ["report.txt"] and len(read.causes) == 1
+    quarantine(store, w, release=True, who="human:ops")
+    r2 = start_run(store, agents["r"], agent_ref="r", goal="g", name="r2", workspace=ws)
+    asyncio.run(Worker(store, agents=agents).run(until_idle=True))
+    assert ops.run_state(store, r2)[2]["suspect"] == []
+    store.close()

@@ -104,6 +104,12 @@ class StepContext:
         return self._ex.journal.row.name
 
     @property
+    def suspect_files(self) -> tuple[str, ...]:
+        """Workspace files the last ``call`` read or changed whose last writer (another run)
+        is quarantined: what it saw may be bad. Journaled with the call (``suspect``)."""
+        return self._ex.suspect_files
+
+    @property
     def calls(self) -> int:
         """How many journaled calls the step has made so far."""
         return self._i
@@ -219,10 +225,13 @@ class StepContext:
                                               "arguments": args_json, "error": msg},
                               step=self.step, actor=f"agent:{ex.agent.name}")
             raise ToolFailed(msg) from exc
-        ex.journal.append("tool.called", {"i": i, "fp": fp, "tool": t.name,
-                                          "arguments": args_json, "result": result},
-                          step=self.step, actor=f"agent:{ex.agent.name}",
-                          causes=file_causes(ex, tc))
+        causes, suspect = file_causes(ex, tc)
+        payload = {"i": i, "fp": fp, "tool": t.name, "arguments": args_json, "result": result}
+        if suspect:
+            payload["suspect"] = suspect
+        ex.journal.append("tool.called", payload, step=self.step,
+                          actor=f"agent:{ex.agent.name}", causes=causes)
+        ex.suspect_files = tuple(suspect)
         return result
 
     def reject(self, tool: str, raw_arguments: str, error: str) -> str:
@@ -247,6 +256,7 @@ class StepContext:
         """
         ex = self._ex
         t = ex.tool(tool)
+        ex.suspect_files = ()
         try:
             args = t.validate(arguments)
         except UsageError as exc:
@@ -349,6 +359,10 @@ class SyncStepContext:
 
     def send(self, to: str, body: Any, *, topic: str | None = None) -> str:
         return str(self._wait(self._inner.send(to, body, topic=topic)))
+
+    @property
+    def suspect_files(self) -> tuple[str, ...]:
+        return self._inner.suspect_files
 
     def receive(self, *, limit: int | None = None) -> list[InboxMessage]:
         r: list[InboxMessage] = self._wait(self._inner.receive(limit=limit))

@@ -146,10 +146,13 @@ class EffectRunner:
         result = json_safe(raw)
         undo = {"tool": tc.undo.tool, "arguments": json_safe(tc.undo.arguments)} if tc.undo else None
         from tether.runtime.swarm import file_causes, file_versions
-        ex.journal.append("effect.done", {
-            "i": intent.payload["i"], "result": result, "undo": undo,
-            "after": json_safe(tc.after)}, step=step,
-            causes=(intent.id, *file_causes(ex, tc)))
+        causes, suspect = file_causes(ex, tc)
+        payload = {"i": intent.payload["i"], "result": result, "undo": undo,
+                   "after": json_safe(tc.after)}
+        if suspect:
+            payload["suspect"] = suspect
+        ex.journal.append("effect.done", payload, step=step, causes=(intent.id, *causes))
+        ex.suspect_files = tuple(suspect)
         ex.journal.effect(self._row(intent, "done", result=result, undo=undo))
         versions = file_versions(ex, intent, tc)
         for v in versions:
@@ -182,8 +185,10 @@ class EffectRunner:
         if call.kind == "tool.called":
             if "error" in call.payload:
                 raise ToolFailed(call.payload["error"])
+            self._ex.suspect_files = tuple(call.payload.get("suspect") or ())
             return call.payload["result"]
         if res is not None and res.kind == "effect.done":
+            self._ex.suspect_files = tuple(res.payload.get("suspect") or ())
             return res.payload["result"]
         if res is not None and res.kind == "effect.failed":
             raise ToolFailed(res.payload["error"])

@@ -100,6 +100,7 @@ class RunExecutor:
         self.step_threads = step_threads
         """Where sync step functions run (the worker's pool; None: the loop's default)."""
         self.board_dirty = False  # a blackboard write not yet flushed: reads flush first
+        self.suspect_files: tuple[str, ...] = ()  # of the last tool call: ctx.suspect_files
         self.self_mail = False  # sent itself a message not yet committed: receive commits first
         # Calls a sync step function (in a thread) runs on the loop: cancelled on stop.
         self.sync_tasks: set[asyncio.Task[Any]] = set()

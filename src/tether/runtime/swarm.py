@@ -275,16 +275,19 @@ def workspace_lock(ex: RunExecutor) -> asyncio.Lock | None:
     return lock
 
 
-def file_causes(ex: RunExecutor, tc: ToolContext) -> tuple[str, ...]:
-    """The effects of other runs that last wrote the paths this tool call touched (called
-    under the workspace lock: every earlier write to them is committed)."""
+def file_causes(ex: RunExecutor, tc: ToolContext) -> tuple[tuple[str, ...], list[str]]:
+    """(the effects of other runs that last wrote the paths this call touched, the paths
+    among them whose last version is suspect: its writer is quarantined). Called under the
+    workspace lock: every earlier write to them is committed."""
     ws = ex.journal.row.spec.get("workspace")
     paths = set(tc.touched) | set((tc.after.get("files") or {}) if isinstance(tc.after, dict)
                                   else ())
     if not ws or not paths:
-        return ()
+        return (), []
     current = ex.journal.store.current_versions(file_ns(ws), sorted(paths))
-    return tuple(sorted({v.event for v in current.values() if v.run != ex.journal.run}))
+    others = {k: v for k, v in current.items() if v.run != ex.journal.run}
+    return (tuple(sorted({v.event for v in others.values()})),
+            sorted(k for k, v in others.items() if v.suspect))
 
 
 def file_versions(ex: RunExecutor, intent: Event, tc: ToolContext) -> list[VersionRow]:
