@@ -140,7 +140,8 @@ def verify(json: JsonOpt = False) -> None:
     Exit 0 when intact; otherwise exit 1, naming the first bad event (and listing the rest).
     """
     s = store()
-    with Progress(console=console, transient=True, disable=json) as prog:
+    with Progress(console=console, transient=True,
+                  disable=json or not console.is_terminal) as prog:
         task = prog.add_task("verifying chains", total=None)
         rep = verify_store(s, progress=lambda d, n: prog.update(task, completed=d, total=n))
     if json:
