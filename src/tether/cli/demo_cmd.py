@@ -7,7 +7,6 @@ import os
 import shlex
 import shutil
 import sys
-from collections import Counter
 from pathlib import Path
 from typing import Annotated
 
@@ -154,25 +153,12 @@ def _bad_step(bad: BadStep, s: str, scripted_model: bool) -> None:
            f"{DRIFT_AFTER} tickets, and repeats its previous answer") if scripted_model else ""
     console.print(f"  e.g. \"{first.text}\" to {first.got}, not {first.want}{why}",
                   markup=False, highlight=False)
-    imp = bad.impact.to_json()
-    files = bad.files()
-    n_msg = sum(len(a.messages) for a in bad.impact.affected)
-    n_eff = sum(len(a.effects) for a in bad.impact.affected)
-    console.print(f"what it reached: {imp['runs']} runs, {imp['steps']} steps, {n_msg} "
-                  f"messages, {n_eff} effects on {len(files)} files", highlight=False)
+    files = bad.impact.files()
+    console.print(f"what it reached: {bad.impact.totals()}", highlight=False)
+    names = {a.run.id: a.run.name for a in bad.impact.affected}
     for a in bad.impact.affected:
-        span = f"step {a.first_step}" if a.last_step <= a.first_step else \
-            f"steps {a.first_step}-{a.last_step}"
-        what = [f"{n} {tool}" for tool, n in sorted(Counter(e.tool for e in a.effects).items())]
-        if a.messages:
-            what.append(f"sent {len(a.messages)} message(s)")
-        if a.board:
-            what.append(f"{len(a.board)} blackboard write(s)")
-        via = "" if a.via is None else \
-            f" (took in a {a.via.kind} from {r.name if a.via.src_run == r.id else a.via.src_run}" \
-            f" step {a.via.src_step})"
-        console.print(f"  {a.run.name:<11} {span}{via}: {', '.join(what) or 'nothing'}",
-                      markup=False, highlight=False)
+        console.print(f"  {a.summary(lambda rid: names.get(rid, rid))}", markup=False,
+                      highlight=False)
     if files:
         console.print(f"  files: {', '.join(files)}", markup=False, highlight=False)
     _say(f"  {s} impact {shlex.quote(r.name)}@{bad.step}      # all of it, effect by effect")

@@ -21,6 +21,9 @@ def impact(origin: Annotated[str, typer.Argument(
                     "current history).")],
            epoch: Annotated[int | None, typer.Option(
                help="With RUN@STEP: an earlier epoch of the run.")] = None,
+           summary: Annotated[bool, typer.Option(
+               "--summary", help="One line per affected run instead of every effect.")]
+           = False,
            json: Annotated[bool, typer.Option("--json", help="Print JSON for tools.")] = False
            ) -> None:
     """Show everything downstream of a step, in every run.
@@ -34,12 +37,19 @@ def impact(origin: Annotated[str, typer.Argument(
         return
     run, ep, step = imp.origin
     names = {a.run.id: a.run.name for a in imp.affected}
-    others = len(imp.runs()) - 1
-    steps = sum(max(0, a.last_step - a.first_step + 1) for a in imp.affected)
-    console.print(f"impact of {names.get(run, run)} ({run}) step {step}, epoch {ep}: {steps} "
-                  f"step(s) in {others + 1} run(s) ({others} other)", highlight=False)
+
+    def name(rid: str) -> str:
+        return names.get(rid) or _name(s, rid)
+    console.print(f"impact of {name(run)} ({run}) step {step}, epoch {ep}: {imp.totals()}",
+                  highlight=False)
+    if summary:
+        for a in imp.affected:
+            console.print(f"  {a.summary(name)}", markup=False, highlight=False)
+        if imp.files():
+            console.print(f"  files: {', '.join(imp.files())}", markup=False, highlight=False)
+        return
     for a in imp.affected:
-        _print(a, lambda rid: names.get(rid) or _name(s, rid))
+        _print(a, name)
 
 
 def _name(s: Store, run: str) -> str:

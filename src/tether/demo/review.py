@@ -10,7 +10,6 @@ it in every run it reached (:mod:`tether.provenance.cascade`).
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass, field
 
 from tether.demo.agents import team_for
@@ -57,12 +56,6 @@ class BadStep:
     def to_step(self) -> int:
         return self.step - 1
 
-    def files(self) -> list[str]:
-        """The workspace files the bad step's impact wrote, in the order first written."""
-        return list(dict.fromkeys(v.key for a in self.impact.affected for v in a.files))
-
-    def effect_counts(self) -> Counter[str]:
-        return Counter(e.tool for a in self.impact.affected for e in a.effects)
 
 
 def router_run(store: Store) -> RunRow | None:

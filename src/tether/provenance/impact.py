@@ -18,6 +18,8 @@ The granularity is the step: an event names its step.
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,6 +44,24 @@ class Affected:
     messages: list[MessageRef] = field(default_factory=list)
     board: list[VersionRef] = field(default_factory=list)
     files: list[VersionRef] = field(default_factory=list)
+
+    @property
+    def span(self) -> str:
+        """The affected steps in words: ``step 5`` or ``steps 5-7``."""
+        if self.last_step <= self.first_step:
+            return f"step {self.first_step}"
+        return f"steps {self.first_step}-{self.last_step}"
+
+    def summary(self, name: Callable[[str], str] = str) -> str:
+        """One line: the run, its affected steps, how the taint came, what those steps did."""
+        what = [f"{n} {tool}" for tool, n in sorted(Counter(e.tool for e in self.effects).items())]
+        if self.messages:
+            what.append(f"sent {len(self.messages)} message(s)")
+        if self.board:
+            what.append(f"{len(self.board)} blackboard write(s)")
+        via = "" if self.via is None else \
+            f" (took in a {self.via.kind} from {name(self.via.src_run)} step {self.via.src_step})"
+        return f"{self.run.name:<11} {self.span}{via}: {', '.join(what) or 'nothing'}"
 
     @property
     def current(self) -> bool:
@@ -79,6 +99,18 @@ class Impact:
 
     def runs(self) -> set[str]:
         return {a.run.id for a in self.affected}
+
+    def files(self) -> list[str]:
+        """The workspace files the affected steps wrote, in the order first written."""
+        return list(dict.fromkeys(v.key for a in self.affected for v in a.files))
+
+    def totals(self) -> str:
+        """The whole impact in one line."""
+        steps = sum(max(0, a.last_step - a.first_step + 1) for a in self.affected)
+        return (f"{len(self.runs())} runs, {steps} steps, "
+                f"{sum(len(a.messages) for a in self.affected)} messages, "
+                f"{sum(len(a.effects) for a in self.affected)} effects on "
+                f"{len(self.files())} files")
 
     def to_json(self) -> dict[str, Any]:
         run, epoch, step = self.origin
