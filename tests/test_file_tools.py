@@ -422,3 +422,23 @@ def test_random_sequences_undo_in_reverse(ops: list[tuple[Any, ...]]) -> None:
         for before, ctx in reversed(done):
             undo(ws, ctx)
             assert snapshot(ws) == before
+
+
+def test_a_temporary_file_a_killed_writer_left_is_hidden_then_removed(tmp_path: Path) -> None:
+    # A process killed between writing its temporary file and renaming it leaves
+    # `.tether-PID-TOKEN.tmp` behind: listings never show it, and the next write in that
+    # folder removes it (its PID is gone); a live writer's temporary file is left alone.
+    import subprocess
+    import sys
+
+    from tether.tools.files import fs_list
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    stale = tmp_path / f".tether-{int(dead.stdout)}-{'a' * 16}.tmp"
+    live = tmp_path / f".tether-{os.getpid()}-{'b' * 16}.tmp"
+    stale.write_text("half")
+    live.write_text("in progress")
+    assert call_in(tmp_path, fs_list)[0] == []
+    call_in(tmp_path, fs_write, path="a.txt", content="x")
+    assert not stale.exists() and live.exists()
+    assert call_in(tmp_path, fs_list)[0] == ["a.txt"]

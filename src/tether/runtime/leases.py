@@ -13,6 +13,7 @@ import socket
 import time
 
 from tether.errors import TetherError
+from tether.procs import pid_alive
 from tether.store.protocol import Store
 
 HOST = socket.gethostname()
@@ -27,15 +28,6 @@ def owner_name(kind: str | None = None, suffix: str = "") -> str:
         parts.append(suffix)
     return ":".join(parts)
 
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def reclaim_dead_local(store: Store, *, statuses: tuple[str, ...] = ("running", "sleeping", "waiting"),
@@ -53,7 +45,7 @@ def _reclaim(store: Store, run: str) -> bool:
     owner, token, _ = lease
     host, _, rest = owner.partition(":")
     pid = rest.split(":", 1)[0]
-    if host != HOST or not pid.isdigit() or int(pid) == os.getpid() or _alive(int(pid)):
+    if host != HOST or not pid.isdigit() or int(pid) == os.getpid() or pid_alive(int(pid)):
         return False
     try:
         store.release(run, owner, token)

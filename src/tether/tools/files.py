@@ -27,6 +27,7 @@ import contextlib
 import errno
 import hashlib
 import os
+import re
 import secrets
 import stat
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Final, Literal
 
 from tether.errors import UsageError
+from tether.procs import pid_alive
 from tether.tools.base import Tool, current, record_after, record_touch, register_undo, tool
 
 Kind = Literal["file", "dir"]
@@ -180,9 +182,28 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+_TMP = re.compile(r"\.tether-(\d+)-[0-9a-f]{16}\.tmp")
+"""Our temporary files: ``.tether-PID-TOKEN.tmp`` (PID: the writing process)."""
+
+
+def _sweep(directory: Path) -> None:
+    """Remove temporary files a killed process left in ``directory`` (its PID is gone)."""
+    with contextlib.suppress(OSError), os.scandir(directory) as it:
+        for e in it:
+            m = _TMP.fullmatch(e.name)
+            if m and not pid_alive(int(m.group(1))):
+                with contextlib.suppress(OSError):
+                    os.unlink(e.path)
+
+
 def _atomic_write(real: Path, data: bytes, mode: int | None) -> None:
-    """Replace ``real`` by ``data`` in one step; ``mode`` None keeps the umask default."""
-    tmp = real.with_name(f".tether-{secrets.token_hex(8)}.tmp")
+    """Replace ``real`` by ``data`` in one step; ``mode`` None keeps the umask default.
+
+    A process killed between writing its temporary file and renaming it leaves that
+    file behind; the next write in the same folder removes it (and listings hide it).
+    """
+    _sweep(real.parent)
+    tmp = real.with_name(f".tether-{os.getpid()}-{secrets.token_hex(8)}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -252,7 +273,8 @@ def fs_list(path: str = ".") -> list[str]:
     if not real.is_dir():
         raise UsageError(f"cannot list {path!r}: not a directory in the workspace")
     with os.scandir(real) as it:
-        names = sorted((e.name, e.is_dir(follow_symlinks=False)) for e in it)
+        names = sorted((e.name, e.is_dir(follow_symlinks=False)) for e in it
+                       if not _TMP.fullmatch(e.name))  # a write in progress, or a dead one's
     return [_rel(root, real / name) + ("/" if is_dir else "") for name, is_dir in names]
 
 
