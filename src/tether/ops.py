@@ -209,6 +209,10 @@ def resolve_effect(store: Store, effect_ref: str, resolution: str, *, result: An
         new = dataclasses.replace(eff, status=f"resolved_{resolution}", updated=time.time(),
                                   result=result if resolution == "done" else eff.result)
         j.effect(new)
+        if resolution == "done":
+            from tether.runtime.swarm import resolved_versions
+            for v in resolved_versions(store, row, eff, time.time()):
+                j.version(v)
         left = [e for e in store.effects(run=eff.run, status="in_doubt") if e.id != eff.id]
         if not left and row.status == "paused":
             j.append("run.resumed", {"by": by, "from": "paused",

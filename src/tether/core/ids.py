@@ -37,6 +37,11 @@ def ulid_bytes(text: str) -> bytes:
     return int(text.translate(_TO_INT32), 32).to_bytes(16, "big")
 
 
+def ulid_time(text: str) -> float:
+    """The time (seconds since the epoch, to the millisecond) a ULID was made at."""
+    return (int.from_bytes(ulid_bytes(text), "big") >> 80) / 1000
+
+
 class Clock:
     """Wall clock in seconds since the epoch; subclass or replace to inject time."""
 
