@@ -31,14 +31,21 @@ def runs(json: JsonOpt = False,
         print_jsonl(ops.run_json(r) for r in rows)
         return
     t = Table(title=f"runs in {s.url}")
-    # The id is what people copy into the next command: never cut it.
+    # The id is what people copy into the next command: never cut it. In a narrow terminal
+    # the columns one can do without go, rather than every column being cut to nothing.
     t.add_column("id", no_wrap=True, min_width=26)
-    for col in ("name", "agent", "swarm", "status", "step", "tokens", "cost $", "updated"):
-        t.add_column(col, justify="right" if col in ("step", "tokens", "cost $") else "left")
+    wide = console.width >= 110
+    cols = ("name", "agent", "swarm", "status", "step", "tokens", "cost $", "updated") if wide \
+        else ("name", "status", "step", "cost $")
+    for col in cols:
+        t.add_column(col, justify="right" if col in ("step", "tokens", "cost $") else "left",
+                     no_wrap=col in ("status", "cost $", "updated"))
     for r in rows:
         j = ops.run_json(r)
-        t.add_row(r.id, r.name, r.agent.rsplit(":", 1)[-1], r.swarm or "-", status(r.status),
-                  str(r.step), str(j["tokens"]), f"{j['cost_usd']:.4f}", when(r.updated)[5:])
+        cells = {"name": r.name, "agent": r.agent.rsplit(":", 1)[-1], "swarm": r.swarm or "-",
+                 "status": status(r.status), "step": str(r.step), "tokens": str(j["tokens"]),
+                 "cost $": f"{j['cost_usd']:.4f}", "updated": when(r.updated)[5:]}
+        t.add_row(r.id, *(cells[c] for c in cols))
     console.print(t)
 
 
