@@ -41,8 +41,11 @@ def messages(run: Annotated[str | None, typer.Argument(
                     for m in rows)
         return
     t = Table(title="messages")
-    for col in ("id", "from", "step", "to", "topic", "status", "sent", "body"):
-        t.add_column(col, overflow="fold")
+    wide = console.width >= 120  # narrow: drop what one can do without, keep ids whole
+    cols = ("id", "from", "step", "to", "topic", "status", "sent", "body") if wide else (
+        "id", "from", "to", "status", "body")
+    for col in cols:
+        t.add_column(col, overflow="fold", no_wrap=col in ("id", "status"))
     names: dict[str, str] = {}
 
     def name(run_id: str) -> str:
@@ -52,9 +55,11 @@ def messages(run: Annotated[str | None, typer.Argument(
         return names[run_id]
     for m in rows:
         body = orjson.dumps(m.body).decode()
-        t.add_row(m.id, escape(name(m.sender)), str(m.step), escape(name(m.recipient)),
-                  escape(m.topic or "-"), m.status, when(m.created)[5:],
-                  escape(body if len(body) <= 60 else body[:57] + "..."))
+        cells = {"id": m.id, "from": escape(name(m.sender)), "step": str(m.step),
+                 "to": escape(name(m.recipient)), "topic": escape(m.topic or "-"),
+                 "status": m.status, "sent": when(m.created)[5:],
+                 "body": escape(body if len(body) <= 60 else body[:57] + "...")}
+        t.add_row(*(cells[c] for c in cols))
     console.print(t)
 
 
