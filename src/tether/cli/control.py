@@ -68,6 +68,8 @@ def run(agent: Annotated[str, typer.Argument(help="The agent, as module:attr.")]
     row = ops.find_run(s, rid)
     console.print(f"run {rid} is {row.status} after step {row.step}"
                   + (f": {row.reason}" if row.reason else ""), highlight=False)
+    if row.status == "failed":
+        raise typer.Exit(1)  # scripts can tell; the run stays in the store, resumable
 
 
 @handle_errors

@@ -137,22 +137,15 @@ class SwarmCalls:
         fp = fingerprint("send", to, digest([topic, body_json]))
         rec = ctx._recorded(i, "message.sent", fp, f"ctx.send to {to}")
         if rec is not None:
-            if "error" in rec.call.payload:
-                raise UsageError(rec.call.payload["error"])
             return rec.call.id
         await ex.safe_point(ctx.step)
         j = ex.journal
         if not isinstance(to, str) or not to:
             raise UsageError(f"run {j.run} step {ctx.step}: ctx.send needs a run id, run name or "
                              f"agent name (a non-empty string), not {to!r}")
-        try:
-            target = resolve_recipient(j.store, j.row, to, ctx.step)
-        except UsageError as exc:
-            # Journaled like a tool's failure: a replay of the step fails the same way, whatever
-            # runs exist by then (the caller, e.g. a model, was told this).
-            j.append("message.sent", {"i": i, "fp": fp, "to": None, "error": str(exc)},
-                     step=ctx.step, actor=self._actor())
-            raise
+        # Not journaled when no run has that name: a re-run of the step (after `tether
+        # resume`, once the recipient was started) looks again and may find it.
+        target = resolve_recipient(j.store, j.row, to, ctx.step)
         held = bool(j.row.spec.get("quarantined"))
         e = j.append("message.sent", {"i": i, "fp": fp, "to": target.id, "to_name": target.name,
                                       "topic": topic, "body": body_json, "held": held},
