@@ -212,8 +212,10 @@ def test_rollback_without_cascade_names_what_it_affects(world: World) -> None:
     # The consumer took the producer's step-2 message (and then its files); the reader read
     # 'latest' as the producer's step 3 wrote it: both are named, neither is touched.
     assert text.count("AFFECTS") == 2, text
-    assert f"AFFECTS run consumer ({world.consumer}) from step 2 (a message from step 2)" in text
-    assert f"AFFECTS run reader ({world.reader}) from step 1 (a board from step 3)" in text
+    assert (f"AFFECTS run consumer ({world.consumer}) from step 2 (via message from producer "
+            "step 2)") in text
+    assert (f"AFFECTS run reader ({world.reader}) from step 1 (via board from producer "
+            "step 3)") in text
     assert "roll it back too with --cascade" in text
     assert "revert step 2 blackboard 'latest' version 2" in text
     code, out = tether(world.db, "rollback", "producer", "--to", "1")

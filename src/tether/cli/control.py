@@ -146,14 +146,23 @@ def pause(run: RunArg = None, every: AllOpt = False, agent: AgentOpt = None,
 
 
 @handle_errors
-def resume(runs: Annotated[list[str], typer.Argument(
-               help="Run ids, names or id prefixes (several: e.g. after a cascade rollback).")],
+def resume(runs: Annotated[list[str] | None, typer.Argument(
+               help="Run ids, names or id prefixes (several: e.g. after a cascade rollback).")]
+           = None,
+           every: AllOpt = False, agent: AgentOpt = None, swarm: SwarmOpt = None,
            accept_change: Annotated[bool, typer.Option(
                "--accept-change",
                help="Go on although the agent's definition changed since the run last ran.")]
            = False,
            as_: AsOpt = None) -> None:
     """Resume paused or failed runs (a failed step is re-run from its checkpoint)."""
+    if runs and (every or agent or swarm):
+        raise UsageError("name RUNs, or one of --all, --agent NAME, --swarm NAME")
+    if not runs:
+        runs = [r for r in _targets(None, every, agent, swarm)
+                if ops.find_run(store(), r).status in ("paused", "failed")]
+        if not runs:
+            raise UsageError("no paused or failed run matches")
     _command("resume", runs, as_, {"accept_change": True} if accept_change else None)
     s = store()
     for run in runs:

@@ -22,7 +22,8 @@ def impact(origin: Annotated[str, typer.Argument(
            epoch: Annotated[int | None, typer.Option(
                help="With RUN@STEP: an earlier epoch of the run.")] = None,
            summary: Annotated[bool, typer.Option(
-               "--summary", help="One line per affected run instead of every effect.")]
+               "--summary", help="One line per affected run (and epoch) instead of every "
+                                 "effect; with --json, ignored.")]
            = False,
            json: Annotated[bool, typer.Option("--json", help="Print JSON for tools.")] = False
            ) -> None:

@@ -62,7 +62,8 @@ def rollback(run: Annotated[str, typer.Argument(help="Run id, name or id prefix.
         for p in runs:
             console.print(f"  {p.run.name} ({p.run.id}): back to step {p.to_step}, paused",
                           highlight=False)
-        console.print("`tether resume RUN` goes on from there.", highlight=False)
+        console.print(f"`tether resume {' '.join(p.run.name for p in runs)}` goes on from there.",
+                      highlight=False)
         return
     p = rb.plan(s, run, to) if plan else rb.rollback(
         s, run, to, accept_irreversible=accept_irreversible, force=force, who=ops.actor(as_))

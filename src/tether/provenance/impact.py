@@ -60,8 +60,9 @@ class Affected:
         if self.board:
             what.append(f"{len(self.board)} blackboard write(s)")
         via = "" if self.via is None else \
-            f" (took in a {self.via.kind} from {name(self.via.src_run)} step {self.via.src_step})"
-        return f"{self.run.name:<11} {self.span}{via}: {', '.join(what) or 'nothing'}"
+            f" (via {self.via.kind} from {name(self.via.src_run)} step {self.via.src_step})"
+        old = "" if self.current else f" [epoch {self.epoch}: rolled back since]"
+        return f"{self.run.name:<11} {self.span}{old}{via}: {', '.join(what) or 'nothing'}"
 
     @property
     def current(self) -> bool:

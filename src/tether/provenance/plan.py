@@ -117,7 +117,8 @@ class RollbackPlan:
                        f"step {self.to_step}): back in the inbox")
         for a in [] if cascade else self.affects:
             via = a.via
-            how = f" (a {via.kind} from step {via.src_step})" if via is not None else ""
+            how = (f" (via {via.kind} from {self._name(via.src_run)} step {via.src_step})"
+                   if via is not None else "")
             out.append(f"  AFFECTS run {self._name(a.run)} ({a.run}) from step {a.first_step}"
                        f"{how}: it took in work this rollback undoes; it is left as it is (roll "
                        "it back too with --cascade)")
@@ -130,6 +131,17 @@ class RollbackPlan:
                        "registered")
         out.append(f"  restore the state of step {self.to_step} (steps after it stay in the "
                    "journal as history); budgets are not refunded")
+        refused = []
+        if self.missing_undo:
+            refused.append("a reversible effect registered no undo")
+        if self.left:
+            refused.append("--accept-irreversible is needed to go past what cannot be undone")
+        if any(u.conflicts for u in self.undo):
+            refused.append("--force is needed to overwrite files changed since" + (
+                "" if cascade or not self.affects else " (or --cascade, when the change came "
+                "from a run this rollback affects)"))
+        if refused:
+            out.append(f"  as it stands, the rollback is refused: {'; '.join(refused)}")
         return out
 
     def to_json(self) -> dict[str, Any]:
@@ -200,7 +212,7 @@ def plan(store: Store, run_ref: str, to_step: int, *, check_files: bool = True) 
         p.affects = [r for r in store.downstream(row.id, row.epoch if ran is None else ran,
                                                  to_step + 1) if r.run != row.id]
     others = {m.recipient for m in p.retract + p.delivered} | {m.sender for m in p.requeue} | {
-        a.run for a in p.affects}
+        a.run for a in p.affects} | {a.via.src_run for a in p.affects if a.via is not None}
     for run in others - {row.id}:
         other = store.get_run(run)
         if other is not None:
@@ -280,6 +292,9 @@ def refuse(p: RollbackPlan, *, accept_irreversible: bool, force: bool) -> None:
     conflicts = [u for u in p.undo if u.conflicts]
     if conflicts and not force:
         u = conflicts[0]
+        hint = (" If the change came from a run this rollback affects (see the plan's AFFECTS "
+                "lines), roll it back too with --cascade" if p.affects else "")
         raise UsageError(f"{', '.join(u.conflicts)} changed since effect {u.effect.id} "
                          f"({u.effect.tool}, run {u.effect.run} step {u.effect.step}); undoing it "
-                         "would overwrite someone else's change. Look first, then use --force")
+                         f"would overwrite someone else's change. Look first, then use --force."
+                         f"{hint}")
