@@ -266,8 +266,11 @@ def test_tools_declare_their_effects() -> None:
         "fs_read": ("read", False), "fs_list": ("read", False),
         "fs_write": ("reversible", False), "fs_append": ("reversible", False),
         "fs_delete": ("reversible", False), "fs_move": ("reversible", False),
-        "fs_mkdir": ("reversible", False), "fs_restore": ("reversible", True),
+        "fs_mkdir": ("reversible", False),
     }
+    # The undo they register is not offered to agents (a model writing before-images).
+    assert (fs_restore.effect, fs_restore.idempotent) == ("reversible", True)
+    assert fs_restore not in FILE_TOOLS
 
 
 def test_a_failed_write_leaves_the_old_bytes_and_no_temp_file(

@@ -42,7 +42,7 @@ from tether.store.protocol import Store
 from tether.store.records import ACTIVE_STATUSES, EffectRow, RunRow
 from tether.store.sqlite_swarm import transition
 from tether.tools.base import Tool, ToolContext, _current
-from tether.tools.files import FILE_TOOLS
+from tether.tools.files import FILE_TOOLS, UNDO_TOOLS
 
 __all__ = ["RollbackPlan", "Undo", "plan", "rollback", "settle_undo", "undo_tools"]
 
@@ -202,7 +202,7 @@ def settle_messages(store: Store, j: RunJournal, p: RollbackPlan) -> RollbackPla
 
 
 def undo_tools(run: RunRow, extra: dict[str, Tool] | None) -> dict[str, Tool]:
-    registry = {t.name: t for t in FILE_TOOLS}
+    registry = {t.name: t for t in (*FILE_TOOLS, *UNDO_TOOLS)}
     with contextlib.suppress(UsageError):  # else only the built-in undos are available here
         registry.update({t.name: t for t in load_agent(run.agent).tools})
     registry.update(extra or {})

@@ -112,9 +112,10 @@ class Agent:
             return await self._swarm_call(ctx, call)
         tool = self._by_name.get(call.name)
         if tool is None:
+            offered = sorted({*self._by_name, *(SWARM_TOOL_NAMES if self.swarm else ())})
             return ctx.reject(call.name, call.arguments,
                               f"unknown tool {call.name!r}; available: "
-                              f"{', '.join(sorted(self._by_name)) or 'none'}")
+                              f"{', '.join(offered) or 'none'}")
         try:
             args = tool.validate(json_loads_object(call.arguments))
         except ValueError as exc:

@@ -317,7 +317,7 @@ def resolved_versions(store: Store, row: RunRow, eff: EffectRow,
     from tether.core.ids import ulid_time
     from tether.tools.files import FILE_TOOLS, file_hash
     ws = row.spec.get("workspace")
-    if not ws or eff.tool not in {t.name for t in FILE_TOOLS} or eff.tool == "fs_restore":
+    if not ws or eff.tool not in {t.name for t in FILE_TOOLS}:
         return []
     paths = [str(eff.arguments[k]) for k in ("path", "src", "dst")
              if isinstance(eff.arguments.get(k), str)]

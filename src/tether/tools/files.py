@@ -385,8 +385,10 @@ def fs_restore(entries: list[dict[str, Any]]) -> str:
 
 
 FILE_TOOLS: Final[list[Tool]] = [fs_read, fs_list, fs_write, fs_append, fs_delete, fs_move,
-                                 fs_mkdir, fs_restore]
-"""The built-in workspace file tools, to offer to an agent."""
+                                 fs_mkdir]
+"""The built-in workspace file tools, to offer to an agent. (``fs_restore``, the undo they
+register, is not among them: rollbacks call it; a model has no business writing
+before-images.)"""
 
 
 # -- restore -----------------------------------------------------------------------------------
@@ -458,3 +460,7 @@ def _restore_one(root: Path, e: _Entry, real: Path) -> str:
         os.chmod(real, e.mode)
         changed = True
     return f"restored {rel}" if changed else f"{rel} already as before"
+
+
+UNDO_TOOLS: Final[list[Tool]] = [fs_restore]
+"""The undos the built-in file tools register (what a rollback may call)."""
