@@ -114,6 +114,11 @@ def events(run: Annotated[str, typer.Argument(help="Run id, name or id prefix.")
     """List a run's journal events in order."""
     if limit is not None and limit < 0:
         raise UsageError("--limit must be 0 or more")
+    from tether.core.events import KINDS
+    if kind is not None and kind not in KINDS:
+        close = sorted(k for k in KINDS if k.split(".")[0] == kind.split(".")[0]) or sorted(KINDS)
+        raise UsageError(f"unknown event kind {kind!r}; for example {', '.join(close[:8])} "
+                         "(docs/events.md lists them all)")
     s = store()
     row = ops.find_run(s, run)
     evs = [e for e in s.events(row.id, after_seq=after, limit=None if kind else limit)

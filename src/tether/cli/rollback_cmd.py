@@ -106,7 +106,8 @@ def quarantine(run: Annotated[str, typer.Argument(help="Run id, name or id prefi
         print(orjson.dumps(r.to_json()).decode())
         return
     if release:
-        console.print(f"released run {r.run}: {len(r.held)} held message(s) delivered, "
+        console.print(f"released run {r.run}: {len(r.held)} held message(s) back in their "
+                      "recipients' inboxes, "
                       f"{len(r.suspect)} write(s) no longer suspect", highlight=False)
     else:
         row = ops.find_run(store(), r.run)

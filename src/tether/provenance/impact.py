@@ -161,6 +161,9 @@ def parse_origin(store: Store, ref: str, epoch: int | None = None) -> tuple[RunR
         return row, ep, step
     e = store.event(ref)
     if e is None:
+        if store.find_runs(ref):
+            raise UsageError(f"{ref!r} is a run: name its step too, e.g. {ref}@1 (the step "
+                             "whose work to follow)")
         raise NotFound(f"no event {ref!r}; give an event id (from `tether events RUN`) or "
                        "RUN@STEP")
     owner = store.get_run(e.run)
