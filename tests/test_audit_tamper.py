@@ -515,3 +515,20 @@ def test_a_deleted_or_forged_provenance_link_is_found(tmp_path: Path) -> None:
     assert any("2 link(s) not implied by any event" in p for p in rep.problems)
     assert any("2 link(s) missing" in p for p in rep.problems)
     s.close()
+
+
+@pytest.mark.parametrize("sql, says", [
+    ("UPDATE messages SET body = '\"forged\"'", "does not match its message.sent event"),
+    ("UPDATE messages SET recipient = 'someone-else'", "does not match its message.sent event"),
+    ("UPDATE versions SET value = '2' WHERE ns LIKE 'board:%'", "does not match the event"),
+    ("UPDATE versions SET run = 'someone-else' WHERE ns LIKE 'file:%'",
+     "does not match the event"),
+])
+def test_a_changed_message_or_version_row_is_found(tmp_path: Path, sql: str, says: str) -> None:
+    path = _swarm_store(tmp_path)
+    with sqlite3.connect(path) as c:
+        c.execute(sql)
+    s = SQLiteStore(path)
+    rep = verify_store(s)
+    assert not rep.ok and any(says in p for p in rep.problems), rep.problems
+    s.close()

@@ -10,7 +10,9 @@ What is detected:
 * a changed, removed or reordered batch: the batch chain breaks;
 * a changed checkpoint body: it no longer matches the hash its step journaled;
 * a changed provenance index: the links (which ``tether impact`` and cascade
-  rollbacks walk) no longer match the ones the events' causes imply.
+  rollbacks walk) no longer match the ones the events' causes imply;
+* a changed message or version row: its sender, recipient or body, or its
+  writer, key or value, no longer match the event that made it.
 
 An erased payload (NULL, kept hash) is allowed: that is what payload hashing is for.
 """
@@ -107,6 +109,7 @@ def verify_store(store: Store, *, progress: Callable[[int, int], None] | None = 
             rep.problems.append(f"run {run}: events {sorted(missing)[:5]} are in no commit batch "
                                 "(inserted outside tether)")
     _verify_links(store, facts, rep)
+    _verify_world(store, facts, rep)
     return rep
 
 
@@ -118,6 +121,44 @@ class _LinkFacts:
     at: dict[str, tuple[str, int, int]] = field(default_factory=dict)
     sources: list[Event] = field(default_factory=list)
     runs: set[str] = field(default_factory=set)
+    writes: dict[str, Event] = field(default_factory=dict)
+    """``message.sent`` and ``blackboard.write`` events, by id: what the rows must say."""
+    intents: dict[str, Event] = field(default_factory=dict)
+    """``effect.intent`` events, by id: the writers file versions name."""
+
+
+def _verify_world(store: Store, facts: _LinkFacts, rep: VerifyReport) -> None:
+    """Message and version rows must say what the (verified) events that made them say.
+
+    Their statuses change with later events (delivery, retraction, rollback); what a row
+    was made with (sender, recipient, body; writer, key, value) does not.
+    """
+    try:
+        messages, versions = store.messages(), store.versions()
+    except StoreError as exc:
+        rep.problems.append(f"messages or versions cannot be read ({exc})")
+        return
+    for m in messages:
+        e = facts.writes.get(m.id)
+        p = e.payload if e is not None and e.kind == "message.sent" else None
+        if e is None or (p is not None and (
+                m.sender != e.run or (m.epoch, m.step) != (e.epoch, e.step)
+                or m.recipient != p.get("to") or m.body != p.get("body")
+                or m.topic != p.get("topic"))):
+            rep.problems.append(f"message {m.id}: the row does not match its message.sent event "
+                                "(its sender, recipient or body was changed outside tether)")
+            return
+    for v in versions:
+        e = facts.writes.get(v.event) if v.ns.startswith("board:") else facts.intents.get(v.event)
+        ok = e is not None and v.run == e.run and (v.epoch, v.step) == (e.epoch, e.step)
+        if ok and e is not None and e.payload is not None and v.ns.startswith("board:"):
+            ok = e.kind == "blackboard.write" and v.key == e.payload.get("key") \
+                and v.value == e.payload.get("value")
+        if not ok:
+            rep.problems.append(f"version {v.version} of {v.key!r} ({v.ns}): the row does not "
+                                f"match the event that wrote it ({v.event}): changed outside "
+                                "tether")
+            return
 
 
 def _verify_links(store: Store, facts: _LinkFacts, rep: VerifyReport) -> None:
@@ -221,6 +262,10 @@ def _verify_run(store: Store, run: str, rep: VerifyReport, facts: _LinkFacts) ->
         prev = e.hash
         facts.at[e.id] = (e.run, e.epoch, e.step)
         facts.runs.add(e.run)
+        if e.kind in ("message.sent", "blackboard.write"):
+            facts.writes[e.id] = e
+        elif e.kind == "effect.intent":
+            facts.intents[e.id] = e
         if (e.causes and e.kind in LINK_KINDS) or e.kind in ("rollback", "run.started"):
             facts.sources.append(e)
         if e.kind in ("checkpoint", "step.finished"):
