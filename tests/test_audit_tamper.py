@@ -517,7 +517,7 @@ def test_a_deleted_or_forged_provenance_link_is_found(tmp_path: Path) -> None:
     s.close()
 
 
-@pytest.mark.parametrize("sql, says", [
+@pytest.mark.parametrize(("sql", "says"), [
     ("UPDATE messages SET body = '\"forged\"'", "does not match its message.sent event"),
     ("UPDATE messages SET recipient = 'someone-else'", "does not match its message.sent event"),
     ("UPDATE versions SET value = '2' WHERE ns LIKE 'board:%'", "does not match the event"),
