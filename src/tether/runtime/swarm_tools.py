@@ -16,6 +16,7 @@ import pydantic
 
 from tether.errors import UsageError
 from tether.models.base import ToolSpec
+from tether.tools.base import problems
 
 if TYPE_CHECKING:
     from tether.runtime.context import StepContext
@@ -76,9 +77,7 @@ def validate(name: str, arguments: dict[str, Any]) -> dict[str, Any]:
     try:
         return model.model_validate(arguments).model_dump()
     except pydantic.ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '(arguments)'}: {e['msg']}"
-                             for e in exc.errors())
-        raise UsageError(f"invalid arguments: {problems}") from None
+        raise UsageError(f"invalid arguments: {problems(exc)}") from None
 
 
 async def call(ctx: StepContext, name: str, args: dict[str, Any]) -> str:

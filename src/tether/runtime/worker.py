@@ -43,6 +43,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("tether.worker")
 
 
+SwarmSettings = tuple[dict[str, float], dict[str, Any]]
+"""A swarm's shared budget and pause points, as read once per scheduling pass."""
+
+
 @dataclass(slots=True)
 class WorkerStats:
     """What a worker did, for the CLI and the benchmark."""
@@ -195,7 +199,7 @@ class Worker:
         pending: dict[str, list[Command]] = {}
         for c in self.store.pending_commands(list(tokens)):
             pending.setdefault(c.run, []).append(c)
-        swarms: dict[str, tuple[dict[str, float], dict[str, Any]]] = {}
+        swarms: dict[str, SwarmSettings] = {}
         self._reload_policy()
         for rid, token in tokens.items():
             try:
@@ -215,7 +219,7 @@ class Worker:
         return started
 
     def _executor(self, rid: str, token: int, pending: list[Command],
-                  swarms: dict[str, tuple[dict[str, float], dict[str, Any]]]) -> RunExecutor:
+                  swarms: dict[str, SwarmSettings]) -> RunExecutor:
         """Load one run; ``pending``: its queued commands; ``swarms``: swarm settings read
         in this scheduling pass (filled as runs of new swarms come)."""
         row = self.store.get_run(rid)
@@ -231,7 +235,7 @@ class Worker:
             self._unloadable[rid] = time.monotonic() + 30.0
             self.store.release(rid, self.owner, token)
             raise LeaseLost(str(exc)) from exc
-        shared: tuple[dict[str, float], dict[str, Any]] | None = None
+        shared: SwarmSettings | None = None
         if row.swarm:
             shared = swarms.get(row.swarm)
             if shared is None:

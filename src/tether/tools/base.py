@@ -127,15 +127,18 @@ class Tool:
         try:
             m = self.model.model_validate(arguments)
         except pydantic.ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in err['loc']) or '(arguments)'}: {err['msg']}"
-                for err in exc.errors())
-            raise UsageError(f"tool {self.name}: invalid arguments: {problems}") from None
+            raise UsageError(f"tool {self.name}: invalid arguments: {problems(exc)}") from None
         return {k: getattr(m, k) for k in type(m).model_fields}
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         # Calling a tool directly (outside tether) runs the function: handy in tests.
         return self.fn(*args, **kwargs)
+
+
+def problems(exc: pydantic.ValidationError) -> str:
+    """What is wrong with some arguments, field by field, in words a model can act on."""
+    return "; ".join(f"{'.'.join(str(p) for p in err['loc']) or '(arguments)'}: {err['msg']}"
+                     for err in exc.errors())
 
 
 def _build(fn: Callable[..., Any], name: str | None, effect: Effect, idempotent: bool,
