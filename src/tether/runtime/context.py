@@ -280,11 +280,17 @@ class StepContext:
         ex.count({"tool_calls": 1})
         # A tool on workspace files holds the workspace's lock from before its intent until
         # its result is committed (a read: no write to them is half committed meanwhile).
+        if not t.touches_files:  # the common case: no lock, no context manager to build
+            return await self._act(t, args, args_json, i, fp)
         async with ex.effects.held(t):
-            if t.effect == "read":
-                return await self._read(t, args, args_json, i, fp)
-            intent = await ex.effects.intend(t, args_json, i, fp, self.step)
-            return await ex.effects.execute(t, args, intent, self.step)
+            return await self._act(t, args, args_json, i, fp)
+
+    async def _act(self, t: Tool, args: dict[str, Any], args_json: Any, i: int, fp: str) -> Any:
+        if t.effect == "read":
+            return await self._read(t, args, args_json, i, fp)
+        ex = self._ex
+        intent = await ex.effects.intend(t, args_json, i, fp, self.step)
+        return await ex.effects.execute(t, args, intent, self.step)
 
 
 class SyncStepContext:
