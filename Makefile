@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test lint typecheck bench clean
+.PHONY: demo test test-fast lint typecheck bench clean
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "tether needs Python 3.11+"'
@@ -36,6 +36,10 @@ typecheck: $(VENV)/.installed-dev
 
 test: lint typecheck
 	$(BIN)/pytest -n 2 --dist loadfile
+
+# The inner loop: everything but the SIGKILL crash and soak suites (`make test` is the CI gate).
+test-fast: $(VENV)/.installed-dev
+	$(BIN)/pytest -n 2 --dist loadfile -m "not crash" -q
 
 bench: $(VENV)/.installed-bench
 	$(BIN)/python -m bench --out docs/benchmarks.md
