@@ -9,6 +9,8 @@
     │   ├── StoreLocked             another process holds the write lock too long
     │   ├── StoreCorrupt            the file is not a tether store, or is damaged
     │   ├── SchemaTooNew            written by a newer tether; upgrade tether
+    │   ├── StorageError            the disk or file system under the store failed
+    │   │   └── StorageFull         no space left where the store lives
     │   └── LeaseLost               this process no longer owns the run (fenced off)
     ├── ModelError                  a model provider failed after retries (pauses the run)
     └── ToolFailed                  a tool raised; the model is told, the loop goes on
@@ -65,6 +67,18 @@ class StoreCorrupt(StoreError):
 
 class SchemaTooNew(StoreError):
     """The store was written by a newer version of tether."""
+
+
+class StorageError(StoreError):
+    """The disk or file system under the store failed (I/O error, read-only, cannot open).
+
+    Nothing committed is lost: the transaction that hit it rolled back. A worker
+    leaves its runs as they were and tries again later, with backoff.
+    """
+
+
+class StorageFull(StorageError):
+    """No space is left on the file system that holds the store."""
 
 
 class LeaseLost(StoreError):

@@ -382,10 +382,11 @@ class SQLiteStore(SQLiteSwarm):
             "ORDER BY step", (self._rk(run), epoch))]
 
     def checkpoint_bodies(self, run: str) -> Iterator[tuple[int, int, str, bytes]]:
-        cur = self._conn().execute("SELECT epoch, step, kind, body FROM checkpoints WHERE rk = ? "
-                                   "ORDER BY epoch, step", (self._rk(run),))
-        for r in cur:
-            yield r[0], r[1], r[2], bytes(r[3])
+        with self._guard():
+            cur = self._conn().execute("SELECT epoch, step, kind, body FROM checkpoints "
+                                       "WHERE rk = ? ORDER BY epoch, step", (self._rk(run),))
+            for r in cur:
+                yield r[0], r[1], r[2], bytes(r[3])
 
     def chunks(self, digests: Sequence[str]) -> dict[str, bytes]:
         out: dict[str, bytes] = {}
@@ -454,8 +455,9 @@ class SQLiteStore(SQLiteSwarm):
         dest = Path(path)
         if dest.exists():
             raise UsageError(f"backup target {dest} exists; choose a new path")
-        target = sqlite3.connect(dest)
-        try:
-            self._conn().backup(target)
-        finally:
-            target.close()
+        with self._guard():
+            target = sqlite3.connect(dest)
+            try:
+                self._conn().backup(target)
+            finally:
+                target.close()

@@ -17,8 +17,20 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from tether.errors import SchemaTooNew, StoreCorrupt, StoreError, StoreLocked, UsageError
+from tether.errors import (
+    SchemaTooNew,
+    StorageError,
+    StorageFull,
+    StoreCorrupt,
+    StoreError,
+    StoreLocked,
+    UsageError,
+)
 from tether.store import schema
+
+# SQLite's primary result codes (https://sqlite.org/rescode.html).
+_BUSY, _LOCKED, _CORRUPT, _NOTADB, _FULL = 5, 6, 11, 26, 13
+_STORAGE = frozenset({8, 10, 14, 15})  # READONLY, IOERR, CANTOPEN, PROTOCOL
 
 
 class SQLiteBase:
@@ -79,32 +91,72 @@ class SQLiteBase:
         return c
 
     def _translate(self, exc: sqlite3.Error) -> StoreError:
+        """tether's error for a sqlite3 one: the store boundary lets no raw sqlite3 error out.
+
+        Classified by SQLite's result code (its low byte; extended codes refine it),
+        falling back on the message for errors raised without one."""
         msg = str(exc)
-        if "locked" in msg or "busy" in msg:
+        code = (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF
+        if code in (_BUSY, _LOCKED) or "locked" in msg or "busy" in msg:
             return StoreLocked(f"store {self.path} is locked by another process for more than "
                                f"{self._busy:g}s; retry, or find the stuck process")
-        if isinstance(exc, sqlite3.DatabaseError) and ("not a database" in msg or "malformed" in msg):
+        if code in (_CORRUPT, _NOTADB) or (isinstance(exc, sqlite3.DatabaseError) and (
+                "not a database" in msg or "malformed" in msg)):
             return StoreCorrupt(f"{self.path} is not a tether store or is damaged ({msg}); "
                                 "restore it from a backup (tether store backup)")
+        if code == _FULL or "disk is full" in msg:
+            return StorageFull(f"store {self.path}: the disk is full ({msg}); free space on the "
+                               f"file system that holds {self.path.parent} (or move the store "
+                               "there with more room), then run again; nothing journaled is "
+                               "lost and no run was changed")
+        if code in _STORAGE:
+            return StorageError(f"store {self.path}: the storage failed ({msg}); check the disk, "
+                                f"its mount and the permissions of {self.path.parent}, then run "
+                                "again; nothing journaled is lost and no run was changed")
         return StoreError(f"store {self.path}: {msg}")
 
     @contextlib.contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction; nested inside another on this thread, a savepoint.
+
+        After sqlite-utils' ``atomic``: undoing never hides the error that caused it (SQLite
+        may have rolled the transaction back itself, on a full disk or an I/O error, so a
+        bare ROLLBACK would fail and mask it), and every sqlite3 error leaves as tether's."""
         c = self._conn()
+        nested = c.in_transaction
+        begin, end = ("SAVEPOINT tether_tx", "RELEASE tether_tx") if nested else \
+            ("BEGIN IMMEDIATE", "COMMIT")
         try:
-            c.execute("BEGIN IMMEDIATE")
+            c.execute(begin)
         except sqlite3.Error as exc:
             raise self._translate(exc) from exc
         try:
             yield c
-        except BaseException:
-            c.execute("ROLLBACK")
+            c.execute(end)
+        except BaseException as exc:
+            self._undo(c, nested)
+            if isinstance(exc, sqlite3.Error):
+                raise self._translate(exc) from exc
             raise
-        try:
-            c.execute("COMMIT")
-        except sqlite3.Error as exc:
-            with contextlib.suppress(sqlite3.Error):
+
+    @staticmethod
+    def _undo(c: sqlite3.Connection, nested: bool) -> None:
+        """Roll back what the failed (sub)transaction wrote, if SQLite has not already."""
+        if not c.in_transaction:
+            return
+        with contextlib.suppress(sqlite3.Error):  # the caller raises the error that matters
+            if nested:
+                c.execute("ROLLBACK TO tether_tx")
+                c.execute("RELEASE tether_tx")
+            else:
                 c.execute("ROLLBACK")
+
+    @contextlib.contextmanager
+    def _guard(self) -> Iterator[None]:
+        """Translate sqlite3 errors of reads done outside ``_read`` (cursors, generators)."""
+        try:
+            yield
+        except sqlite3.Error as exc:
             raise self._translate(exc) from exc
 
     @contextlib.contextmanager
@@ -132,7 +184,10 @@ class SQLiteBase:
         if rk is not None:
             return rk
         conn = c or self._conn()
-        row = conn.execute("SELECT rk FROM run_keys WHERE id = ?", (run,)).fetchone()
+        try:
+            row = conn.execute("SELECT rk FROM run_keys WHERE id = ?", (run,)).fetchone()
+        except sqlite3.Error as exc:
+            raise self._translate(exc) from exc
         if row is None and create:
             # Not cached yet: the transaction creating it may still roll back.
             cur = conn.execute("INSERT INTO run_keys(id) VALUES(?)", (run,))
@@ -153,18 +208,14 @@ class SQLiteBase:
         return run
 
     def _migrate(self) -> None:
-        c = self._conn()
-        try:
-            tables = {r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        except sqlite3.DatabaseError as exc:
-            raise self._translate(exc) from exc
+        tables = {r[0] for r in self._read("SELECT name FROM sqlite_master WHERE type='table'")}
         if tables and "meta" not in tables:
             raise StoreCorrupt(f"{self.path} is an SQLite file but not a tether store "
                                "(no meta table); pass the right --store")
         if "meta" in tables:
             # Read first: a store that is up to date needs no write lock to be opened.
-            row = c.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-            if row and int(row[0]) == schema.VERSION:
+            row = self._read("SELECT value FROM meta WHERE key='schema_version'")
+            if row and int(row[0][0]) == schema.VERSION:
                 return
         with self._tx() as c:
             version = 0
