@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 import threading
 import time
 from pathlib import Path
@@ -95,7 +96,15 @@ async def _putter(ctx: Any, state: dict[str, Any]) -> Any:
     return Done() if n >= 3 else None
 
 
+def _hoarder(ctx: Any, state: dict[str, Any]) -> Any:
+    # 32 KB of incompressible state per step: a few steps fill a small disk.
+    state.setdefault("blobs", []).append(secrets.token_hex(16_384))
+    return Done(len(state["blobs"])) if len(state["blobs"]) >= HOARD_STEPS else None
+
+
+HOARD_STEPS = 10
 ticker = StepAgent(_ticker, name="ticker")
+hoarder = StepAgent(_hoarder, name="hoarder")
 putter = StepAgent(_putter, name="putter", tools=[put, slow_undo])
 pay_once = StepAgent(_pay_once, name="pay_once", tools=[charge_slowly])
 sleeper = StepAgent(_sleeper, name="sleeper")

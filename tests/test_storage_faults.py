@@ -3,7 +3,11 @@ loses or half-applies a write. The disk is real: a small tmpfs filled to the las
 
 from __future__ import annotations
 
+import os
+import re
 import sqlite3
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -11,6 +15,7 @@ import pytest
 
 from tests.fullfs import fill, free, small_fs
 from tether.errors import StorageFull, StoreError
+from tether.runtime.storage_health import STORAGE_BACKOFF
 from tether.store.sqlite import SQLiteStore
 
 
@@ -118,5 +123,64 @@ def test_a_commit_on_a_full_disk_applies_nothing_and_the_chains_still_verify(fs:
                   state={"blob": "x" * 300_000})
         assert sorted(r.name for r in store.list_runs()) == ["first", "second"]
         assert verify_store(store).ok
+    finally:
+        store.close()
+
+
+# -- the worker on a full disk ------------------------------------------------------
+ROOT = Path(__file__).resolve().parent.parent
+TETHER = Path(sys.executable).with_name("tether")
+
+
+def tether_cli(db: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    # The timeout only keeps a regression (a worker that never gives up) from hanging CI.
+    return subprocess.run([str(TETHER), "--store", str(db), *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300, check=False)
+
+
+def test_worker_backs_off_gives_up_then_finishes_once_space_is_freed(fs: Path) -> None:
+    from tests import sample_agents
+    from tether import start_run, verify_store
+    db = fs / "tether.db"
+    store = SQLiteStore(db)
+    try:
+        rid = start_run(store, sample_agents.hoarder, agent_ref="tests.sample_agents:hoarder",
+                        goal="fill the disk")
+        reserve = fs / "reserve"
+        reserve.write_bytes(b"\0" * 160_000)
+        filler = fill(fs)
+        reserve.unlink()  # room for a few steps: the disk fills up mid-run
+        out = tether_cli(db, "worker", "--until-idle", "--give-up-after", "2", "--lease-ttl", "1")
+        lines = [ln for ln in (out.stdout + out.stderr).splitlines() if ln.strip()]
+        assert out.returncode == 2, lines
+        assert "Traceback" not in out.stderr
+        gave_up = [ln for ln in lines if ln.startswith("error:")]
+        assert len(gave_up) == 1 and "gave up after" in gave_up[0], lines
+        assert str(db) in gave_up[0] and "free space" in gave_up[0], gave_up
+        # One line when the store starts failing and one when the worker gives up, not one
+        # per retry: before, 47 identical lines a second.
+        assert len([ln for ln in lines if "the store is failing" in ln]) == 1, lines
+        assert len([ln for ln in lines if not ln.startswith("error:") and (
+            "the store is" in ln or "works again" in ln)]) == 1, lines
+        assert len(lines) <= 5, lines  # and the banner (which may wrap)
+        m = re.search(r"after ([\d.]+) s of failing storage \((\d+) attempts", gave_up[0])
+        assert m is not None, gave_up
+        spent, attempts = float(m[1]), int(m[2])
+        assert spent >= 2
+        assert 2 <= attempts <= STORAGE_BACKOFF.most_attempts(spent), (attempts, spent)
+        row = store.get_run(rid)
+        assert row is not None and row.status == "running", row  # never failed for the disk
+        assert 0 < row.step < sample_agents.HOARD_STEPS, row.step  # it did fill mid-run
+        assert not [e for e in store.events(rid) if e.kind == "run.failed"]
+        assert verify_store(store).ok
+
+        free(filler)
+        out = tether_cli(db, "worker", "--until-idle")
+        assert out.returncode == 0, out.stderr
+        row = store.get_run(rid)
+        assert row is not None and row.status == "done" and row.step == sample_agents.HOARD_STEPS
+        audit = tether_cli(db, "audit", "verify")
+        assert audit.returncode == 0, audit.stdout + audit.stderr
     finally:
         store.close()

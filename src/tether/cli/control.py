@@ -13,6 +13,7 @@ from tether import ops
 from tether.cli.common import console, handle_errors, parse_assignments, print_jsonl, store
 from tether.errors import UsageError
 from tether.runtime.runs import load_agent, start_run
+from tether.runtime.storage_health import GIVE_UP_AFTER
 from tether.runtime.worker import Worker
 
 PolicyOpt = Annotated[Path | None, typer.Option(
@@ -80,7 +81,12 @@ def worker(until_idle: Annotated[bool, typer.Option(
            policy: PolicyOpt = None,
            pipeline: Annotated[int, typer.Option(
                help="Steps' commits in flight per run while the next step runs (0: every "
-                    "step durable before the next).")] = 4) -> None:
+                    "step durable before the next).")] = 4,
+           give_up_after: Annotated[float, typer.Option(
+               "--give-up-after", metavar="SECONDS",
+               help="With --until-idle: exit with an error once the store has failed (a full "
+                    "disk, say) for this long; runs are left as they were.")] = GIVE_UP_AFTER,
+           ) -> None:
     """Drive every runnable run until interrupted (SIGTERM/SIGINT drain cleanly).
 
     With TETHER_WEBHOOK_URL and TETHER_WEBHOOK_SECRET set, operators' notifications
@@ -90,7 +96,7 @@ def worker(until_idle: Annotated[bool, typer.Option(
     s = store(create=True)
     from tether.notify import WebhookConfig
     w = Worker(s, concurrency=concurrency, lease_ttl=lease_ttl, policy_path=_policy_path(policy),
-               webhook=WebhookConfig.from_env(), pipeline=pipeline)
+               webhook=WebhookConfig.from_env(), pipeline=pipeline, give_up_after=give_up_after)
     console.print(f"worker {w.owner} on {s.url}")
     stats = asyncio.run(w.run(until_idle=until_idle, handle_signals=True))
     # A run that waits and wakes is driven (taken and left) more than once.

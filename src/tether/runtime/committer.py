@@ -49,6 +49,9 @@ class GroupCommitter:
         self._started = False
         self.batches = 0
         self.writes = 0
+        self.committed = 0
+        """Batches in which the store accepted a write: a worker watches it to learn that
+        storage works again."""
 
     def start(self) -> None:
         if not self._started:
@@ -106,6 +109,8 @@ class GroupCommitter:
         while True:
             try:
                 results = self.store.commit(writes)
+                if any(r is None for r in results):
+                    self.committed += 1
                 break
             except StoreLocked as exc:
                 # Another process holds the write lock past the busy timeout. These writes

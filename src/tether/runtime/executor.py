@@ -127,7 +127,16 @@ class RunExecutor:
         """Wait until at most ``keep`` end-of-step commits are in flight; raise what a
         commit failed with."""
         while len(self._inflight) > keep:
-            await self._inflight.popleft()
+            try:
+                await self._inflight.popleft()
+            except BaseException:
+                # The later commits fail as well (their seqs follow the refused ones) and
+                # nobody will await them: take their errors, which would otherwise be
+                # printed as "Future exception was never retrieved".
+                for f in self._inflight:
+                    f.add_done_callback(_retrieved)
+                self._inflight.clear()
+                raise
 
     async def _commit_step(self) -> None:
         """Commit the step just finished, letting the next steps run while it syncs.
@@ -457,3 +466,8 @@ def _plus(a: dict[str, float], b: dict[str, float]) -> dict[str, float]:
     out = dict(a)
     budgets.add(out, b)
     return out
+
+
+def _retrieved(fut: asyncio.Future[None]) -> None:
+    if not fut.cancelled():
+        fut.exception()

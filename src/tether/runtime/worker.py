@@ -24,15 +24,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tether.core.backoff import Backoff
 from tether.core.ids import Clock, UlidSource
 from tether.core.pricing import PriceTable
-from tether.errors import LeaseLost, StoreError, TetherError, UsageError
+from tether.errors import Conflict, LeaseLost, StoreError, TetherError, UsageError
 from tether.runtime.agent import AgentLike
 from tether.runtime.committer import GroupCommitter
 from tether.runtime.executor import PIPELINE, RunExecutor
 from tether.runtime.journal import RunJournal
 from tether.runtime.leases import owner_name, reclaim_dead_local
 from tether.runtime.runs import load_agent
+from tether.runtime.storage_health import GIVE_UP_AFTER, STORAGE_BACKOFF, StoreHealth
 from tether.store.protocol import Store
 from tether.store.records import Command
 
@@ -67,6 +69,9 @@ class Worker:
         pipeline: end-of-step commits a run may have in flight while its next step runs
             (settled before any effect, sleep, pause or end); 0: every step is durable
             before the next starts (slower: the fsync is then on every step's path).
+        give_up_after: seconds of failing storage (a full disk, say) after which
+            ``run(until_idle=True)`` raises the last StoreError; a worker without
+            ``until_idle`` keeps trying. Meanwhile passes back off by ``storage_backoff``.
     """
 
     def __init__(self, store: Store, *, agents: Mapping[str, AgentLike] | None = None,
@@ -75,7 +80,9 @@ class Worker:
                  owner: str | None = None, keyframe_every: int = 128,
                  only: set[str] | None = None, policy: Policy | None = None,
                  policy_path: str | os.PathLike[str] | None = None,
-                 webhook: WebhookConfig | None = None, pipeline: int = PIPELINE) -> None:
+                 webhook: WebhookConfig | None = None, pipeline: int = PIPELINE,
+                 give_up_after: float = GIVE_UP_AFTER,
+                 storage_backoff: Backoff = STORAGE_BACKOFF) -> None:
         if concurrency < 1:
             raise UsageError(f"concurrency must be at least 1, not {concurrency}")
         if not lease_ttl > 0:
@@ -94,6 +101,12 @@ class Worker:
         if pipeline < 0:
             raise UsageError(f"pipeline must be 0 (every step durable first) or more, not {pipeline}")
         self.pipeline = pipeline
+        if not give_up_after >= 0:
+            raise UsageError(f"give_up_after must be zero or more seconds, not {give_up_after}")
+        self.health = StoreHealth(self.owner, storage_backoff, give_up_after=give_up_after)
+        # Leases of runs abandoned while the store failed: released at the next pass.
+        self._unreleased: dict[str, int] = {}
+        self._committed = 0
         self.policy = policy
         self.policy_path = Path(policy_path) if policy_path is not None else None
         self._policy_mtime: float | None = None
@@ -136,17 +149,12 @@ class Worker:
             bg.append(asyncio.create_task(notifier.run(asyncio.Event())))
         try:
             while not stop.is_set():
-                try:
-                    started = self._fill()
-                except StoreError as exc:  # e.g. locked past its busy timeout: try again
-                    log.warning("worker %s: %s", self.owner, exc)
-                    await asyncio.sleep(self.poll)
-                    continue
+                started = await self._pass(until_idle)
+                if started is None:
+                    continue  # the store failed: the next pass waits (backoff)
                 if until_idle and not self.active and not started:
                     break
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self.poll)
-                self._wake.clear()
+                await self._nap(self.poll)
         finally:
             await self._drain(grace)
             for t in bg:
@@ -180,6 +188,43 @@ class Worker:
         return True
 
     # -- scheduling -----------------------------------------------------------
+    async def _pass(self, until_idle: bool) -> int | None:
+        """One scheduling pass: the runs it started, or None if the store failed. While
+        the store fails, passes back off (and ``until_idle`` gives up in the end)."""
+        h = self.health
+        if h.failing and self.committer.committed > self._committed:
+            h.worked()
+        self._committed = self.committer.committed
+        h.settle()
+        if h.failing:
+            if until_idle and (err := h.exhausted()) is not None:
+                raise err
+            if h.wait() > 0:
+                await self._nap(h.wait())
+                return None
+            h.attempt()
+        try:
+            self._release_abandoned()
+            return self._fill()
+        except StoreError as exc:  # locked past its busy timeout, a full disk, ...
+            self._storage_failed(exc)
+            return None
+
+    def _storage_failed(self, exc: StoreError) -> None:
+        self._committed = self.committer.committed  # only later commits show it works again
+        self.health.failed(exc)
+
+    async def _nap(self, seconds: float) -> None:
+        """Sleep up to ``seconds``; a run ending wakes the loop early."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), seconds)
+        self._wake.clear()
+
+    def _release_abandoned(self) -> None:
+        for rid, token in list(self._unreleased.items()):
+            self.store.release(rid, self.owner, token)
+            del self._unreleased[rid]
+
     def _fill(self) -> int:
         free = self.concurrency - len(self.active)
         if free <= 0 or self._draining:
@@ -279,16 +324,23 @@ class Worker:
         status = "abandoned"
         try:
             status = await ex.drive()
-        except StoreError as exc:
-            # Lease lost, or the store failed mid-step: abandon the run as it is; the journal
-            # is intact, and the next owner re-runs the step from its checkpoint.
+        except (LeaseLost, Conflict) as exc:
             log.warning("run %s: %s; abandoned", rid, exc)
+        except StoreError as exc:
+            # The store failed mid-step: abandon the run as it is (never failed: the journal
+            # is intact); it is taken again, from its checkpoint, once the store works.
+            log.debug("run %s: %s; abandoned", rid, exc)
+            self._storage_failed(exc)
         except asyncio.CancelledError:
             status = ex.journal.row.status
         finally:
-            with contextlib.suppress(TetherError):
+            try:
                 # A transaction with an fsync: off the event loop, which has other runs.
                 await asyncio.to_thread(self.store.release, rid, self.owner, token)
+            except StoreError:
+                self._unreleased[rid] = token  # else it would look held until its lease expires
+            except TetherError:
+                pass
             # Commands delivered but never reached (the run slept or ended first) stay
             # pending in the store: the next owner, or the CLI, applies them.
             self._delivered.difference_update(c.id for c in ex.queued_commands())
@@ -324,7 +376,7 @@ class Worker:
                 lost = await asyncio.to_thread(self.store.renew, held, self.owner,
                                                self.lease_ttl, time.time())
             except StoreError as exc:  # the fencing tokens still protect the runs
-                log.warning("worker %s: heartbeat failed (%s); retrying", self.owner, exc)
+                self._storage_failed(exc)
                 continue
             for rid in lost:
                 entry = self.active.get(rid)
@@ -341,6 +393,8 @@ class Worker:
             await asyncio.sleep(1.0)
             try:
                 await asyncio.to_thread(approvals.expire_due, self.store)
+            except StoreError as exc:
+                self._storage_failed(exc)
             except TetherError as exc:
                 log.warning("worker %s: expiring approvals failed (%s); retrying", self.owner, exc)
 
@@ -353,7 +407,7 @@ class Worker:
             try:
                 pending = self.store.pending_commands(list(self.active))
             except StoreError as exc:
-                log.warning("worker %s: reading commands failed (%s); retrying", self.owner, exc)
+                self._storage_failed(exc)
                 continue
             for c in pending:
                 if c.id in self._delivered:

@@ -1,0 +1,127 @@
+"""Whether a worker's store can be written, and when to try again while it cannot.
+
+A full disk or a failing mount does not heal in milliseconds: a worker that
+retried at its polling rate wrote 47 identical lines a second and never
+stopped. While the store fails, the worker's scheduling passes follow a
+capped exponential :class:`~tether.core.backoff.Backoff`; a line is logged
+when the store starts failing, when the kind of failure changes, and when
+it works again, never per retry. ``--until-idle`` gives up after a while
+with the last error, which says what to fix. Runs are left as they were
+(never marked failed): nothing journaled is lost, and they are taken again
+once the store works.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable
+
+from tether.core.backoff import Backoff
+from tether.errors import StoreError
+
+log = logging.getLogger("tether.worker")
+
+STORAGE_BACKOFF = Backoff(base=0.1, cap=5.0)
+"""The worker's schedule while its store fails: 0.1 s doubling to 5 s (about 20 tries in the
+first minute, then 12-24 a minute), so it notices soon once space is freed."""
+
+GIVE_UP_AFTER = 60.0
+"""Seconds of failing storage after which ``--until-idle`` gives up (``--give-up-after``)."""
+
+
+class StoreHealth:
+    """The failure episode a worker is in, if any (its clock and its random draws injected).
+
+    Args:
+        who: names the worker in log lines.
+        schedule: the backoff between scheduling passes while the store fails.
+        give_up_after: seconds of failure after which :meth:`exhausted` returns the error
+            to give up with; None never gives up.
+        now: a monotonic clock in seconds.
+        rand: draws in [0, 1) for the jitter.
+    """
+
+    def __init__(self, who: str, schedule: Backoff = STORAGE_BACKOFF, *,
+                 give_up_after: float | None = GIVE_UP_AFTER,
+                 now: Callable[[], float] = time.monotonic,
+                 rand: Callable[[], float] = random.random) -> None:
+        self.who = who
+        self.schedule = schedule
+        self.give_up_after = give_up_after
+        self._now = now
+        self._rand = rand
+        self.since: float | None = None
+        """When the current episode began (None: the store works)."""
+        self.attempts = 0
+        """Scheduling passes tried in this episode, the one that first failed included."""
+        self.retry_at = 0.0
+        self.last: StoreError | None = None
+        self._worked_at: float | None = None
+        self._ok_since: float | None = None
+
+    @property
+    def failing(self) -> bool:
+        """True from the first failure until writes have gone through for a while."""
+        return self.since is not None
+
+    def failed(self, exc: StoreError) -> None:
+        """Note a storage failure: the first of an episode (or a new kind) is logged."""
+        self._ok_since = None
+        if self.since is None:
+            self.since, self.attempts = self._now(), 1
+            self.retry_at = self.since + self.schedule.delay(0, self._rand())
+            give_up = (f"; --until-idle gives up after {self.give_up_after:g} s"
+                       if self.give_up_after is not None else "")
+            log.warning("worker %s: the store is failing, runs are left as they are and tried "
+                        "again with backoff (%g s doubling to %g s apart)%s: %s", self.who,
+                        self.schedule.base, self.schedule.cap, give_up, exc)
+        elif self.last is not None and type(exc) is not type(self.last):
+            log.warning("worker %s: the store is still failing, now with: %s", self.who, exc)
+        else:
+            log.debug("worker %s: the store is still failing: %s", self.who, exc)
+        self.last = exc
+
+    def worked(self) -> None:
+        """A write went through while failing (see :meth:`settle`)."""
+        if self.since is None:
+            return
+        self._worked_at = self._now()
+        if self._ok_since is None:
+            self._ok_since = self._worked_at
+
+    def settle(self) -> None:
+        """End the episode once writes have gone through with no failure for a full
+        ``schedule.cap``: a disk with a little room left lets small writes through and fails
+        big ones, and must not flip the state (and reset the backoff) each time."""
+        if self.since is None or self._ok_since is None:
+            return
+        if self._now() - self._ok_since >= self.schedule.cap:
+            log.warning("worker %s: the store works again after %.1f s of failures "
+                        "(%d attempts)", self.who, self._ok_since - self.since, self.attempts)
+            self.since, self.attempts, self.retry_at, self.last = None, 0, 0.0, None
+            self._worked_at = self._ok_since = None
+
+    def wait(self) -> float:
+        """Seconds until the next scheduling pass may start (0: now)."""
+        return max(0.0, self.retry_at - self._now()) if self.failing else 0.0
+
+    def attempt(self) -> None:
+        """A scheduling pass starts while failing: the next one waits longer."""
+        if self.failing:
+            self.attempts += 1
+            self.retry_at = self._now() + self.schedule.delay(self.attempts - 1, self._rand())
+
+    def exhausted(self) -> StoreError | None:
+        """The error to give up with once the store has failed for ``give_up_after`` with no
+        write going through meanwhile."""
+        if self.since is None or self.give_up_after is None or self.last is None:
+            return None
+        now = self._now()
+        if now - max(self.since, self._worked_at or self.since) < self.give_up_after:
+            return None
+        return type(self.last)(
+            f"worker {self.who} gave up after {now - self.since:.1f} s of failing storage "
+            f"({self.attempts} attempts; --give-up-after {self.give_up_after:g}); runs are left "
+            f"as they were. Last error: {self.last}")
