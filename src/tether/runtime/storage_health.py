@@ -24,7 +24,7 @@ from tether.errors import StoreError
 log = logging.getLogger("tether.worker")
 
 STORAGE_BACKOFF = Backoff(base=0.1, cap=5.0)
-"""The worker's schedule while its store fails: 0.1 s doubling to 5 s (about 20 tries in the
+"""The worker's schedule while its store fails: 0.1 s doubling to 5 s (at most 29 tries in the
 first minute, then 12-24 a minute), so it notices soon once space is freed."""
 
 GIVE_UP_AFTER = 60.0

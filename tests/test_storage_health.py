@@ -1,0 +1,101 @@
+"""The worker's storage failure episodes, on an injected clock: backoff, one log line per
+state change, giving up, and no flip-flopping on a nearly full disk."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from tether.core.backoff import Backoff
+from tether.errors import StorageFull, StoreLocked
+from tether.runtime.storage_health import StoreHealth
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def health(clock: Clock, give_up: float | None = 60.0) -> StoreHealth:
+    return StoreHealth("w1", Backoff(base=0.1, cap=5.0), give_up_after=give_up, now=clock,
+                       rand=lambda: 0.0)
+
+
+def drive(h: StoreHealth, clock: Clock, seconds: float, *, step: float = 0.01) -> int:
+    """A worker loop that tries a pass whenever allowed and fails each time; its attempts."""
+    tries, end = 0, clock.t + seconds
+    while clock.t < end:
+        if h.wait() == 0:
+            h.attempt()
+            h.failed(StorageFull("disk full"))
+            tries += 1
+        clock.t += step
+    return tries
+
+
+def test_a_minute_of_failing_storage_is_a_few_dozen_tries_and_one_line(
+        caplog: pytest.LogCaptureFixture) -> None:
+    clock = Clock()
+    h = health(clock)
+    with caplog.at_level(logging.WARNING, "tether.worker"):
+        h.failed(StorageFull("disk full"))
+        tries = drive(h, clock, 60.0)
+    # Polling every 0.02 s would have been 3,000 tries and as many lines.
+    assert tries + 1 <= h.schedule.most_attempts(60.0) == 29
+    assert [r.getMessage() for r in caplog.records if "failing" in r.getMessage()] == [
+        "worker w1: the store is failing, runs are left as they are and tried again with "
+        "backoff (0.1 s doubling to 5 s apart); --until-idle gives up after 60 s: disk full"]
+    err = h.exhausted()
+    assert isinstance(err, StorageFull) and "gave up after 60.0 s" in str(err)
+    assert "disk full" in str(err)
+
+
+def test_not_exhausted_before_give_up_after_nor_without_a_limit() -> None:
+    clock = Clock()
+    h, forever = health(clock), health(clock, give_up=None)
+    for x in (h, forever):
+        x.failed(StorageFull("disk full"))
+    drive(h, clock, 59.0)
+    assert h.exhausted() is None
+    clock.t += 3600
+    assert forever.exhausted() is None and forever.failing
+    assert h.wait() <= 5.0  # capped: noticed within 5 s once space is freed
+
+
+def test_a_new_kind_of_failure_is_a_new_line(caplog: pytest.LogCaptureFixture) -> None:
+    clock = Clock()
+    h = health(clock)
+    with caplog.at_level(logging.WARNING, "tether.worker"):
+        for _ in range(5):
+            h.failed(StorageFull("disk full"))
+        h.failed(StoreLocked("locked"))
+        h.failed(StoreLocked("locked"))
+    assert len(caplog.records) == 2
+    assert "now with: locked" in caplog.records[1].getMessage()
+
+
+def test_a_nearly_full_disk_does_not_flip_the_state_nor_reset_the_backoff(
+        caplog: pytest.LogCaptureFixture) -> None:
+    clock = Clock()
+    h = health(clock)
+    with caplog.at_level(logging.WARNING, "tether.worker"):
+        h.failed(StorageFull("disk full"))
+        for _ in range(50):  # a small write goes through, the next big one fails
+            clock.t += h.wait() or 0.01
+            h.attempt()
+            h.worked()
+            h.settle()
+            clock.t += 0.5
+            h.failed(StorageFull("disk full"))
+        assert h.failing and h.attempts == 51
+        assert len(caplog.records) == 1
+        assert h.exhausted() is None  # writes did go through: not a minute without one
+        h.worked()
+        clock.t += 5.0
+        h.settle()
+    assert not h.failing and h.wait() == 0
+    assert caplog.records[-1].getMessage().startswith("worker w1: the store works again after")
