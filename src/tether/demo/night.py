@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,7 +40,13 @@ class NightResult:
 
 
 def _start_runs(store: SQLiteStore, workspace: Path, clock: FixedClock) -> None:
+    """Start each of the night's runs that the store does not have yet.
+
+    Idempotent, so a demo killed anywhere in its set-up is completed by the next one:
+    each run is one transaction, and the set-up goes on from the first one missing
+    (the swarm budget is set again; the clock is saved by the caller, afterwards)."""
     store.set_swarm_budget(SWARM, dict(SWARM_BUDGET), clock.now())
+    have = {r.name for r in store.list_runs(swarm=SWARM)}
     goals = {
         "librarian": "Set up the notes folder for tonight's shift.",
         "ingest": "Deliver the night's support tickets to inbox/ as they arrive.",
@@ -50,10 +57,19 @@ def _start_runs(store: SQLiteStore, workspace: Path, clock: FixedClock) -> None:
     }
     agents = night.build(night.scripted())
     for name, goal in goals.items():
+        if name in have:
+            continue
         ref = f"tether.demo.agents:{name}"
         start_run(store, agents[ref], agent_ref=ref, goal=goal, name=name, swarm=SWARM,
                   workspace=workspace, clock=clock, budget={"steps": 200},
                   actor="system:demo")
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """A killed demo leaves the whole file or none of it, never a torn policy."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 async def _tail(store: SQLiteStore, console: Console, clock: FixedClock,
@@ -111,7 +127,8 @@ async def run_night(directory: Path, *, model: Model, console: Console,
     store = SQLiteStore(directory / "tether.db")
     saved = store.get_meta(CLOCK_KEY)
     clock = FixedClock(float(saved) if saved else night.NIGHT_START)
-    started = not store.list_runs()
+    # The clock is saved last: until it is, the set-up may have been cut short.
+    started = saved is None
     if started:
         _start_runs(store, workspace.resolve(), clock)
         store.set_meta(CLOCK_KEY, repr(clock.now()))
@@ -119,7 +136,7 @@ async def run_night(directory: Path, *, model: Model, console: Console,
     agents = night.build(model)
     policy_file = directory / "tether.toml"
     if not policy_file.exists():
-        policy_file.write_text(night.POLICY)
+        _write_atomically(policy_file, night.POLICY)
     policy = load_policy(policy_file)
     seen: dict[str, int] = {} if started else {r.id: r.seq for r in store.list_runs()}
     tail = None if quiet else asyncio.create_task(_tail(store, console, clock, seen))
