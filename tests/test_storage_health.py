@@ -99,3 +99,24 @@ def test_a_nearly_full_disk_does_not_flip_the_state_nor_reset_the_backoff(
         h.settle()
     assert not h.failing and h.wait() == 0
     assert caplog.records[-1].getMessage().startswith("worker w1: the store works again after")
+
+
+def test_before_pass_backs_off_gives_up_and_sees_writes_go_through() -> None:
+    clock, writes = Clock(), [0]
+    h = StoreHealth("w1", Backoff(base=0.1, cap=5.0), give_up_after=10.0, now=clock,
+                    rand=lambda: 1.0, writes=lambda: writes[0])
+    assert h.before_pass(give_up=True) == 0 and not h.failing
+    writes[0] = 3  # writes before the failure say nothing
+    h.failed(StorageFull("disk full"))
+    assert h.before_pass(give_up=True) == pytest.approx(0.1)
+    clock.t += 0.1
+    assert h.before_pass(give_up=True) == 0 and h.attempts == 2  # this pass is an attempt
+    assert h.before_pass(give_up=True) == pytest.approx(0.2)
+    clock.t += 10.0
+    assert h.before_pass(give_up=False) == 0  # a worker without --until-idle goes on
+    with pytest.raises(StorageFull, match=r"gave up after 10\.1 s of failing storage \(3 attempts"):
+        h.before_pass(give_up=True)
+    writes[0] = 4  # a group commit went through
+    assert h.before_pass(give_up=True) >= 0
+    clock.t += 5.0
+    assert h.before_pass(give_up=True) == 0 and not h.failing

@@ -41,13 +41,18 @@ class StoreHealth:
             to give up with; None never gives up.
         now: a monotonic clock in seconds.
         rand: draws in [0, 1) for the jitter.
+        writes: a count of writes the store accepted (the worker's group commits); the only
+            sign that the store works again.
     """
 
     def __init__(self, who: str, schedule: Backoff = STORAGE_BACKOFF, *,
                  give_up_after: float | None = GIVE_UP_AFTER,
                  now: Callable[[], float] = time.monotonic,
-                 rand: Callable[[], float] = random.random) -> None:
+                 rand: Callable[[], float] = random.random,
+                 writes: Callable[[], int] = lambda: 0) -> None:
         self.who = who
+        self._writes = writes
+        self._writes_seen = 0
         self.schedule = schedule
         self.give_up_after = give_up_after
         self._now = now
@@ -69,6 +74,7 @@ class StoreHealth:
     def failed(self, exc: StoreError) -> None:
         """Note a storage failure: the first of an episode (or a new kind) is logged."""
         self._ok_since = None
+        self._writes_seen = self._writes()  # only later writes show that it works again
         if self.since is None:
             self.since, self.attempts = self._now(), 1
             self.retry_at = self.since + self.schedule.delay(0, self._rand())
@@ -82,6 +88,27 @@ class StoreHealth:
         else:
             log.debug("worker %s: the store is still failing: %s", self.who, exc)
         self.last = exc
+
+    def before_pass(self, *, give_up: bool) -> float:
+        """Seconds to wait before the next scheduling pass; 0: go now (while failing, that
+        pass is an attempt). With ``give_up``, raises the error to give up with instead.
+
+        Raises:
+            StoreError: the last failure, once :meth:`exhausted`.
+        """
+        writes = self._writes()
+        if writes > self._writes_seen:
+            self._writes_seen = writes
+            self.worked()
+        self.settle()
+        if not self.failing:
+            return 0.0
+        if give_up and (err := self.exhausted()) is not None:
+            raise err
+        wait = self.wait()
+        if wait <= 0:
+            self.attempt()
+        return wait
 
     def worked(self) -> None:
         """A write went through while failing (see :meth:`settle`)."""

@@ -103,10 +103,8 @@ class Worker:
         self.pipeline = pipeline
         if not give_up_after >= 0:
             raise UsageError(f"give_up_after must be zero or more seconds, not {give_up_after}")
-        self.health = StoreHealth(self.owner, storage_backoff, give_up_after=give_up_after)
         # Leases of runs abandoned while the store failed: released at the next pass.
         self._unreleased: dict[str, int] = {}
-        self._committed = 0
         self.policy = policy
         self.policy_path = Path(policy_path) if policy_path is not None else None
         self._policy_mtime: float | None = None
@@ -116,6 +114,8 @@ class Worker:
         # Runs whose agent this process cannot load: left for workers that can, retried later.
         self._unloadable: dict[str, float] = {}
         self.committer = GroupCommitter(store)
+        self.health = StoreHealth(self.owner, storage_backoff, give_up_after=give_up_after,
+                                  writes=lambda: self.committer.committed)
         self.active: dict[str, tuple[asyncio.Task[str], RunExecutor]] = {}
         self.finished: dict[str, int] = {}
         self.runs_driven = 0
@@ -191,28 +191,16 @@ class Worker:
     async def _pass(self, until_idle: bool) -> int | None:
         """One scheduling pass: the runs it started, or None if the store failed. While
         the store fails, passes back off (and ``until_idle`` gives up in the end)."""
-        h = self.health
-        if h.failing and self.committer.committed > self._committed:
-            h.worked()
-        self._committed = self.committer.committed
-        h.settle()
-        if h.failing:
-            if until_idle and (err := h.exhausted()) is not None:
-                raise err
-            if h.wait() > 0:
-                await self._nap(h.wait())
-                return None
-            h.attempt()
+        wait = self.health.before_pass(give_up=until_idle)
+        if wait > 0:
+            await self._nap(wait)
+            return None
         try:
             self._release_abandoned()
             return self._fill()
         except StoreError as exc:  # locked past its busy timeout, a full disk, ...
-            self._storage_failed(exc)
+            self.health.failed(exc)
             return None
-
-    def _storage_failed(self, exc: StoreError) -> None:
-        self._committed = self.committer.committed  # only later commits show it works again
-        self.health.failed(exc)
 
     async def _nap(self, seconds: float) -> None:
         """Sleep up to ``seconds``; a run ending wakes the loop early."""
@@ -330,7 +318,7 @@ class Worker:
             # The store failed mid-step: abandon the run as it is (never failed: the journal
             # is intact); it is taken again, from its checkpoint, once the store works.
             log.debug("run %s: %s; abandoned", rid, exc)
-            self._storage_failed(exc)
+            self.health.failed(exc)
         except asyncio.CancelledError:
             status = ex.journal.row.status
         finally:
@@ -376,7 +364,7 @@ class Worker:
                 lost = await asyncio.to_thread(self.store.renew, held, self.owner,
                                                self.lease_ttl, time.time())
             except StoreError as exc:  # the fencing tokens still protect the runs
-                self._storage_failed(exc)
+                self.health.failed(exc)
                 continue
             for rid in lost:
                 entry = self.active.get(rid)
@@ -394,7 +382,7 @@ class Worker:
             try:
                 await asyncio.to_thread(approvals.expire_due, self.store)
             except StoreError as exc:
-                self._storage_failed(exc)
+                self.health.failed(exc)
             except TetherError as exc:
                 log.warning("worker %s: expiring approvals failed (%s); retrying", self.owner, exc)
 
@@ -407,7 +395,7 @@ class Worker:
             try:
                 pending = self.store.pending_commands(list(self.active))
             except StoreError as exc:
-                self._storage_failed(exc)
+                self.health.failed(exc)
                 continue
             for c in pending:
                 if c.id in self._delivered:
