@@ -3,6 +3,7 @@ loses or half-applies a write. The disk is real: a small tmpfs filled to the las
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import sqlite3
@@ -182,5 +183,47 @@ def test_worker_backs_off_gives_up_then_finishes_once_space_is_freed(fs: Path) -
         assert row is not None and row.status == "done" and row.step == sample_agents.HOARD_STEPS
         audit = tether_cli(db, "audit", "verify")
         assert audit.returncode == 0, audit.stdout + audit.stderr
+    finally:
+        store.close()
+
+
+def test_the_demo_on_a_disk_that_fills_up_gives_up_then_resumes_once_space_is_freed(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # A whole night's write-ahead log grows past 2 MB before SQLite checkpoints it.
+    with small_fs(tmp_path / "fs", size="8m") as fs:
+        _demo_on_a_full_disk(fs, caplog)
+
+
+def _demo_on_a_full_disk(fs: Path, caplog: pytest.LogCaptureFixture) -> None:
+    import asyncio
+    import io
+
+    from rich.console import Console
+
+    from tether import verify_store
+    from tether.demo.agents import scripted
+    from tether.demo.night import run_night
+    reserve = fs / "reserve"
+    reserve.write_bytes(b"\0" * 700_000)
+    filler = fill(fs)
+    reserve.unlink()  # room for the set-up and part of the night
+    quiet = Console(file=io.StringIO())
+    with caplog.at_level(logging.WARNING, "tether.worker"), pytest.raises(StorageFull):
+        asyncio.run(run_night(fs / "demo", model=scripted(), console=quiet, quiet=True,
+                              give_up_after=1.0))
+    failing = [r for r in caplog.records if "the store is failing" in r.getMessage()]
+    assert len(failing) <= 1, [r.getMessage() for r in caplog.records]
+    store = SQLiteStore(fs / "demo" / "tether.db")
+    try:
+        # The set-up fits; the disk fills up during the night (no run failed for it).
+        assert len(store.list_runs()) == 6 and store.get_meta("demo.clock") is not None
+        assert any(e.kind == "step.finished" for r in store.list_runs() for e in store.events(r.id))
+        assert not store.list_runs(status="failed")
+        assert verify_store(store).ok
+        free(filler)
+        night = asyncio.run(run_night(fs / "demo", model=scripted(), console=quiet, quiet=True))
+        night.store.close()
+        assert not store.list_runs(status="failed") and not store.list_runs(status="running")
+        assert verify_store(store).ok
     finally:
         store.close()

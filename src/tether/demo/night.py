@@ -21,6 +21,7 @@ from tether.core.policy import load_policy
 from tether.demo import agents as night
 from tether.models.base import Model
 from tether.runtime.runs import start_run
+from tether.runtime.storage_health import GIVE_UP_AFTER
 from tether.runtime.worker import Worker
 from tether.store.sqlite import SQLiteStore
 
@@ -119,9 +120,12 @@ def _describe(name: str, kind: str, p: object) -> str:
 
 
 async def run_night(directory: Path, *, model: Model, console: Console,
-                    quiet: bool = False, until: float | None = None) -> NightResult:
+                    quiet: bool = False, until: float | None = None,
+                    give_up_after: float = GIVE_UP_AFTER) -> NightResult:
     """Run the night (or go on with it) until no run has anything left to do, or until
-    the clock would reach ``until`` (that moment is not run)."""
+    the clock would reach ``until`` (that moment is not run). A store that fails for
+    ``give_up_after`` seconds ends it with that StoreError (the night goes on when the
+    demo is run again)."""
     directory.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - once, before any run starts
     workspace = directory / "workspace"
     store = SQLiteStore(directory / "tether.db")
@@ -143,7 +147,7 @@ async def run_night(directory: Path, *, model: Model, console: Console,
     try:
         while True:
             await Worker(store, agents=agents, clock=clock, lease_ttl=10.0, policy=policy,
-                         poll_interval=0.02).run(until_idle=True)
+                         poll_interval=0.02, give_up_after=give_up_after).run(until_idle=True)
             result.passes += 1
             if store.list_runs(status="running"):
                 # Held by another process (a demo or worker still alive, or one whose lease
