@@ -56,6 +56,7 @@ from typing import Any, Final, TypeVar
 from urllib.parse import urlsplit
 
 from tether.approvals import approval_json
+from tether.core.backoff import Backoff
 from tether.core.canonical import dumps
 from tether.core.ids import iso
 from tether.errors import UsageError
@@ -173,8 +174,7 @@ def backoff(failures: int, config: WebhookConfig, jitter: float) -> float:
     (in [0, 1)) spreads the wait over its upper half, so receivers that come back
     are not hit by every notifier at once, yet the wait still grows.
     """
-    full = min(config.backoff_max, config.backoff_base * 2.0 ** min(failures - 1, 64))
-    return full * (0.5 + 0.5 * jitter)
+    return Backoff(base=config.backoff_base, cap=config.backoff_max).delay(failures - 1, jitter)
 
 
 def decide(note: Notification, error: str | None, *, now: float, config: WebhookConfig,

@@ -29,6 +29,7 @@ from openai.types.chat import (
     ChatCompletionToolUnionParam,
 )
 
+from tether.core.backoff import Backoff
 from tether.errors import ModelError, UsageError
 from tether.models.base import Message, ModelResponse, ToolCall, ToolSpec, Usage
 
@@ -96,10 +97,10 @@ def backoff_delay(attempt: int, base: float, cap: float, rand: float) -> float:
     """Exponential backoff with jitter for retry number ``attempt`` (0-based).
 
     Half the delay is fixed and half random (``rand`` in [0, 1)), so clients
-    that failed together spread out while still backing off.
+    that failed together spread out while still backing off (see
+    :class:`tether.core.backoff.Backoff`).
     """
-    full = min(cap, base * 2.0 ** min(attempt, 32))
-    return full / 2 + full / 2 * rand
+    return Backoff(base=base, cap=cap).delay(attempt, rand)
 
 
 def is_retryable(exc: openai.APIError) -> bool:
@@ -252,8 +253,7 @@ class OpenAIModel:
         self._api_key = api_key
         self._timeout = timeout
         self._max_retries = max_retries
-        self._backoff_base = backoff_base
-        self._backoff_max = backoff_max
+        self._backoff = Backoff(base=backoff_base, cap=backoff_max)  # checks them, too
         self._extra_body = dict(extra_body) if extra_body else None
         self._sleep = sleep
         self._client: openai.AsyncOpenAI | None = None
@@ -348,8 +348,8 @@ class OpenAIModel:
         if isinstance(exc, openai.APIStatusError):
             asked = parse_retry_after(exc.response.headers, time.time())
             if asked is not None:
-                return min(asked, self._backoff_max)
-        return backoff_delay(attempt, self._backoff_base, self._backoff_max, random.random())
+                return min(asked, self._backoff.cap)
+        return self._backoff.delay(attempt, random.random())
 
     def _where(self) -> str:
         return f"model {self._model!r} at {self.base_url}"

@@ -12,15 +12,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import queue
+import random
 import threading
 import time
 from dataclasses import dataclass
 
+from tether.core.backoff import Backoff
 from tether.errors import StoreLocked
 from tether.store.protocol import Store
 from tether.store.records import Write
 
 _STOP = object()
+_LOCKED = Backoff(base=0.05, cap=1.0)
+"""Between tries of a commit while another process holds the write lock."""
 log = logging.getLogger("tether.committer")
 
 
@@ -105,7 +109,7 @@ class GroupCommitter:
 
     def _commit(self, items: list[_Item]) -> None:
         writes = [i.write for i in items]
-        delay, waited = 0.05, 0.0
+        tries, waited = 0, 0.0
         while True:
             try:
                 results = self.store.commit(writes)
@@ -118,11 +122,13 @@ class GroupCommitter:
                 if waited >= self.lock_patience:
                     results = [exc] * len(items)
                     break
-                log.warning("store locked; retrying a group commit of %d writes in %.2fs",
-                            len(items), delay)
+                delay = _LOCKED.delay(tries, random.random())
+                # One line when it starts, not one a second for as long as it lasts.
+                log.log(logging.DEBUG if tries else logging.WARNING, "store locked; retrying a "
+                        "group commit of %d writes for up to %gs", len(items), self.lock_patience)
                 time.sleep(delay)
                 waited += delay
-                delay = min(delay * 2, 1.0)
+                tries += 1
             except BaseException as exc:  # the whole transaction failed: tell every waiter
                 results = [exc] * len(items)
                 break
