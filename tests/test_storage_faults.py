@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 
 from tests.fullfs import fill, free, small_fs
-from tether.errors import StorageFull, StoreError
+from tether.errors import StorageError, StorageFull, StoreError
 from tether.runtime.storage_health import STORAGE_BACKOFF
+from tether.store.records import Notification
 from tether.store.sqlite import SQLiteStore
 
 
@@ -224,6 +225,49 @@ def _demo_on_a_full_disk(fs: Path, caplog: pytest.LogCaptureFixture) -> None:
         night = asyncio.run(run_night(fs / "demo", model=scripted(), console=quiet, quiet=True))
         night.store.close()
         assert not store.list_runs(status="failed") and not store.list_runs(status="running")
+        assert verify_store(store).ok
+    finally:
+        store.close()
+
+
+# -- every write of the store, on a full disk ---------------------------------------
+WRITES: dict[str, Callable[[SQLiteStore, str, Path], object]] = {
+    "commit": lambda s, rid, fs: _start(s, "second"),
+    "acquire_many": lambda s, rid, fs: s.acquire_many([rid], "w", 30.0, 1.0),
+    "renew": lambda s, rid, fs: s.renew({rid: 1}, "w", 30.0, 2.0),
+    "release": lambda s, rid, fs: s.release(rid, "w", 1),
+    "add_command": lambda s, rid, fs: s.add_command(rid, "pause", {}, "human:t", 1.0),
+    "erase_payload": lambda s, rid, fs: s.erase_payload(s.events(rid)[0].id),
+    "notify": lambda s, rid, fs: s.notify([Notification("n1", "run.paused", {}, 1.0)]),
+    "set_meta": lambda s, rid, fs: s.set_meta("k", "v"),
+    "set_swarm_budget": lambda s, rid, fs: s.set_swarm_budget("sw", {"steps": 1}, 1.0),
+    "set_swarm_pause_points": lambda s, rid, fs: s.set_swarm_pause_points("sw", {}, 1.0),
+    "backup": lambda s, rid, fs: s.backup(str(fs / "copy.db")),
+}
+
+
+def _start(store: SQLiteStore, name: str) -> str:
+    from tether import StepAgent, start_run
+    return start_run(store, StepAgent(_noop, name="noop"), agent_ref="x:noop", goal="g",
+                     name=name)
+
+
+@pytest.mark.parametrize("write", sorted(WRITES))
+def test_every_write_on_a_full_disk_raises_a_storage_error_and_changes_nothing(
+        fs: Path, write: str) -> None:
+    from tether import verify_store
+    store = SQLiteStore(fs / "tether.db")
+    try:
+        rid = _start(store, "first")
+        store.acquire_many([rid], "w", 30.0, 0.0)
+        before = (store.list_runs(), store.events(rid), store.lease_of(rid))
+        # An empty write-ahead log: any write needs a block the disk no longer has.
+        store._conn().execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        fill(fs)
+        with pytest.raises(StorageError) as err:
+            WRITES[write](store, rid, fs)
+        assert str(fs) in str(err.value) and "free space" in str(err.value), err.value
+        assert (store.list_runs(), store.events(rid), store.lease_of(rid)) == before
         assert verify_store(store).ok
     finally:
         store.close()
