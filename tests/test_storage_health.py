@@ -47,8 +47,8 @@ def test_a_minute_of_failing_storage_is_a_few_dozen_tries_and_one_line(
     # Polling every 0.02 s would have been 3,000 tries and as many lines.
     assert tries + 1 <= h.schedule.most_attempts(60.0) == 29
     assert [r.getMessage() for r in caplog.records if "failing" in r.getMessage()] == [
-        "worker w1: the store is failing, runs are left as they are and tried again with "
-        "backoff (0.1 s doubling to 5 s apart); --until-idle gives up after 60 s: disk full"]
+        "worker w1: the store is failing; retrying with backoff (0.1 s doubling to 5 s apart), "
+        "no run is failed for it; --until-idle gives up after 60 s: disk full"]
     err = h.exhausted()
     assert isinstance(err, StorageFull) and "gave up after 60.0 s" in str(err)
     assert "disk full" in str(err)

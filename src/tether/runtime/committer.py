@@ -18,13 +18,15 @@ import time
 from dataclasses import dataclass
 
 from tether.core.backoff import Backoff
-from tether.errors import StoreLocked
+from tether.errors import StorageError, StoreError, StoreLocked
 from tether.store.protocol import Store
 from tether.store.records import Write
 
 _STOP = object()
 _LOCKED = Backoff(base=0.05, cap=1.0)
 """Between tries of a commit while another process holds the write lock."""
+_STORAGE = Backoff(base=0.1, cap=5.0)
+"""Between tries of a commit while the storage fails (a full disk): it takes a person."""
 log = logging.getLogger("tether.committer")
 
 
@@ -42,12 +44,19 @@ class GroupCommitter:
         store: where to commit.
         max_batch: the most writes in one transaction.
         lock_patience: seconds to keep retrying while another process holds the lock.
+        storage_patience: seconds to keep retrying while the storage fails (a full disk);
+            :meth:`abort` stops sooner.
     """
 
-    def __init__(self, store: Store, *, max_batch: int = 512, lock_patience: float = 300.0) -> None:
+    def __init__(self, store: Store, *, max_batch: int = 512, lock_patience: float = 300.0,
+                 storage_patience: float = 60.0) -> None:
         self.store = store
         self.max_batch = max_batch
         self.lock_patience = lock_patience
+        self.storage_patience = storage_patience
+        self.failure: StoreError | None = None
+        """The storage error a batch is being retried for (None once a commit goes through)."""
+        self._abort = threading.Event()
         self._q: queue.SimpleQueue[_Item | object] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="tether-writer", daemon=True)
         self._started = False
@@ -59,6 +68,7 @@ class GroupCommitter:
 
     def start(self) -> None:
         if not self._started:
+            self._abort.clear()
             self._started = True
             self._thread.start()
 
@@ -78,8 +88,15 @@ class GroupCommitter:
         # anything the run queues afterwards, so the run's chain stays consistent.
         await asyncio.shield(fut)
 
+    def abort(self) -> None:
+        """Stop retrying storage failures: a batch waiting for the disk to work again fails
+        with its error at once, and so does any later one (the worker gives up, or stops)."""
+        self._abort.set()
+
     def close(self) -> None:
-        """Finish queued writes and stop the writer thread."""
+        """Finish queued writes and stop the writer thread (without waiting for a failing
+        disk)."""
+        self.abort()
         if self._started:
             self._q.put(_STOP)
             self._thread.join()
@@ -113,20 +130,22 @@ class GroupCommitter:
         while True:
             try:
                 results = self.store.commit(writes)
+                self.failure = None
                 if any(r is None for r in results):
                     self.committed += 1
                 break
-            except StoreLocked as exc:
-                # Another process holds the write lock past the busy timeout. These writes
-                # must land (one may record an effect that happened), so keep trying.
-                if waited >= self.lock_patience:
+            except (StoreLocked, StorageError) as exc:
+                # Another process holds the write lock, or the disk is full: these writes
+                # must land (one may record an effect that happened, which would otherwise be
+                # in doubt), and the transaction rolled back whole, so try again, for a while.
+                delay = self._retry_delay(exc, tries, waited, len(items))
+                if delay is None:
                     results = [exc] * len(items)
                     break
-                delay = _LOCKED.delay(tries, random.random())
-                # One line when it starts, not one a second for as long as it lasts.
-                log.log(logging.DEBUG if tries else logging.WARNING, "store locked; retrying a "
-                        "group commit of %d writes for up to %gs", len(items), self.lock_patience)
-                time.sleep(delay)
+                if isinstance(exc, StoreLocked):
+                    time.sleep(delay)
+                else:
+                    self._abort.wait(delay)  # a give-up or a shutdown cuts it short
                 waited += delay
                 tries += 1
             except BaseException as exc:  # the whole transaction failed: tell every waiter
@@ -136,6 +155,22 @@ class GroupCommitter:
         self.writes += len(items)
         for item, err in zip(items, results, strict=True):
             item.loop.call_soon_threadsafe(_settle, item.future, err)
+
+    def _retry_delay(self, exc: StoreError, tries: int, waited: float, n: int) -> float | None:
+        """How long to wait before trying a failed batch again; None: give up on it."""
+        if isinstance(exc, StoreLocked):
+            # Not cut short by abort(): the lock is another process's, and goes away.
+            if waited >= self.lock_patience:
+                return None
+            # One line when it starts, not one a second for as long as it lasts.
+            log.log(logging.DEBUG if tries else logging.WARNING, "store locked; retrying a "
+                    "group commit of %d writes for up to %gs", n, self.lock_patience)
+            return _LOCKED.delay(tries, random.random())
+        if self._abort.is_set() or waited >= self.storage_patience:
+            return None
+        self.failure = exc  # the worker watches it, and logs the state changes
+        log.debug("storage failed; retrying a group commit of %d writes: %s", n, exc)
+        return _STORAGE.delay(tries, random.random())
 
 
 def _settle(fut: asyncio.Future[None], err: BaseException | None) -> None:

@@ -80,8 +80,8 @@ class StoreHealth:
             self.retry_at = self.since + self.schedule.delay(0, self._rand())
             give_up = (f"; --until-idle gives up after {self.give_up_after:g} s"
                        if self.give_up_after is not None else "")
-            log.warning("worker %s: the store is failing, runs are left as they are and tried "
-                        "again with backoff (%g s doubling to %g s apart)%s: %s", self.who,
+            log.warning("worker %s: the store is failing; retrying with backoff (%g s doubling "
+                        "to %g s apart), no run is failed for it%s: %s", self.who,
                         self.schedule.base, self.schedule.cap, give_up, exc)
         elif self.last is not None and type(exc) is not type(self.last):
             log.warning("worker %s: the store is still failing, now with: %s", self.who, exc)

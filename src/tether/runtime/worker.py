@@ -113,7 +113,7 @@ class Worker:
         self.ids = UlidSource(self.clock.now)
         # Runs whose agent this process cannot load: left for workers that can, retried later.
         self._unloadable: dict[str, float] = {}
-        self.committer = GroupCommitter(store)
+        self.committer = GroupCommitter(store, storage_patience=give_up_after)
         self.health = StoreHealth(self.owner, storage_backoff, give_up_after=give_up_after,
                                   writes=lambda: self.committer.committed)
         self.active: dict[str, tuple[asyncio.Task[str], RunExecutor]] = {}
@@ -149,7 +149,7 @@ class Worker:
             bg.append(asyncio.create_task(notifier.run(asyncio.Event())))
         try:
             while not stop.is_set():
-                started = await self._pass(until_idle)
+                started = await self._pass(until_idle, stop)
                 if started is None:
                     continue  # the store failed: the next pass waits (backoff)
                 if until_idle and not self.active and not started:
@@ -188,12 +188,23 @@ class Worker:
         return True
 
     # -- scheduling -----------------------------------------------------------
-    async def _pass(self, until_idle: bool) -> int | None:
+    async def _pass(self, until_idle: bool, stop: asyncio.Event) -> int | None:
         """One scheduling pass: the runs it started, or None if the store failed. While
         the store fails, passes back off (and ``until_idle`` gives up in the end)."""
-        wait = self.health.before_pass(give_up=until_idle)
+        if (failure := self.committer.failure) is not None:
+            self.health.failed(failure)  # runs wait while their commits are retried
+        try:
+            wait = self.health.before_pass(give_up=until_idle)
+        except StoreError:
+            self.committer.abort()  # the runs waiting on commits get the error: abandoned
+            raise
         if wait > 0:
-            await self._nap(wait)
+            # Up to seconds long: a stop (SIGTERM) must not wait for it to end.
+            naps = [asyncio.ensure_future(e.wait()) for e in (self._wake, stop)]
+            await asyncio.wait(naps, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
+            for n in naps:
+                n.cancel()
+            self._wake.clear()
             return None
         try:
             self._release_abandoned()

@@ -139,9 +139,12 @@ class SQLiteBase:
                 raise self._translate(exc) from exc
             raise
 
-    @staticmethod
-    def _undo(c: sqlite3.Connection, nested: bool) -> None:
+    def _undo(self, c: sqlite3.Connection, nested: bool) -> None:
         """Roll back what the failed (sub)transaction wrote, if SQLite has not already."""
+        # A run key read inside the transaction may be one it created: forget them all,
+        # or a retried commit would write events under a key that was rolled back.
+        self._keys.clear()
+        self._ids.clear()
         if not c.in_transaction:
             return
         with contextlib.suppress(sqlite3.Error):  # the caller raises the error that matters
