@@ -120,3 +120,18 @@ def test_before_pass_backs_off_gives_up_and_sees_writes_go_through() -> None:
     assert h.before_pass(give_up=True) >= 0
     clock.t += 5.0
     assert h.before_pass(give_up=True) == 0 and not h.failing
+
+
+def test_taking_leases_ends_an_episode_only_with_time_and_never_puts_off_giving_up() -> None:
+    clock = Clock()
+    h = health(clock, give_up=10.0)
+    h.failed(StorageFull("disk full"))
+    for _ in range(20):  # leases keep being taken (small writes) while commits keep failing
+        clock.t += 0.6
+        h.worked(progress=False)
+        h.failed(StorageFull("disk full"))
+    assert h.failing and isinstance(h.exhausted(), StorageFull)
+    h.worked(progress=False)
+    clock.t += 5.0
+    h.settle()
+    assert not h.failing  # nothing failed for a whole cap: the store works

@@ -110,13 +110,16 @@ class StoreHealth:
             self.attempt()
         return wait
 
-    def worked(self) -> None:
-        """A write went through while failing (see :meth:`settle`)."""
+    def worked(self, *, progress: bool = True) -> None:
+        """A write went through while failing (see :meth:`settle`). ``progress``: it was a
+        run's (a group commit), which also puts off giving up; taking a lease is not."""
         if self.since is None:
             return
-        self._worked_at = self._now()
+        now = self._now()
+        if progress:
+            self._worked_at = now
         if self._ok_since is None:
-            self._ok_since = self._worked_at
+            self._ok_since = now
 
     def settle(self) -> None:
         """End the episode once writes have gone through with no failure for a full

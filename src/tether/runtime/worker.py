@@ -236,6 +236,7 @@ class Worker:
         if not wanted:
             return 0
         tokens = self.store.acquire_many(wanted, self.owner, self.lease_ttl, time.time())
+        self.health.worked(progress=False)  # a write went through (an idle store has none)
         if not tokens:
             return 0
         # One query for the whole pass, not one per run: starting a thousand runs is the
