@@ -27,7 +27,15 @@ from typing import TYPE_CHECKING, Any
 from tether.core.backoff import Backoff
 from tether.core.ids import Clock, UlidSource
 from tether.core.pricing import PriceTable
-from tether.errors import Conflict, LeaseLost, StoreError, TetherError, UsageError
+from tether.errors import (
+    Conflict,
+    LeaseLost,
+    StorageError,
+    StoreError,
+    StoreLocked,
+    TetherError,
+    UsageError,
+)
 from tether.runtime.agent import AgentLike
 from tether.runtime.committer import GroupCommitter
 from tether.runtime.executor import PIPELINE, RunExecutor
@@ -250,6 +258,10 @@ class Worker:
             try:
                 ex = self._executor(rid, token, pending.get(rid, []), swarms)
             except LeaseLost:
+                continue
+            except (StorageError, StoreLocked) as exc:  # the store's fault, not the run's
+                self.health.failed(exc)
+                self._unreleased[rid] = token  # released at the next pass that works
                 continue
             except Exception as exc:  # a broken agent module or store row: skip the run
                 log.warning("run %s cannot be started here: %s: %s", rid, type(exc).__name__, exc)
