@@ -106,13 +106,13 @@ class SQLiteBase:
                                 "restore it from a backup (tether store backup)")
         if code == _FULL or "disk is full" in msg:
             return StorageFull(f"store {self.path}: the disk is full ({msg}); free space on the "
-                               f"file system that holds {self.path.parent} (or move the store "
-                               "there with more room), then run again; nothing journaled is "
-                               "lost and no run was changed")
+                               f"file system that holds {self.path.parent}, or move the store to "
+                               "one with room, then run again; nothing journaled is lost and "
+                               "this write changed nothing")
         if code in _STORAGE:
             return StorageError(f"store {self.path}: the storage failed ({msg}); check the disk, "
                                 f"its mount and the permissions of {self.path.parent}, then run "
-                                "again; nothing journaled is lost and no run was changed")
+                                "again; nothing journaled is lost and this write changed nothing")
         return StoreError(f"store {self.path}: {msg}")
 
     @contextlib.contextmanager
