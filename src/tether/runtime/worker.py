@@ -139,6 +139,8 @@ class Worker:
                   handle_signals: bool = False, grace: float = 10.0) -> WorkerStats:
         """Drive runs until ``stop`` is set (or, with ``until_idle``, nothing is runnable)."""
         self._wake = asyncio.Event()
+        # Only a worker that is to end gives up on a failing store (and says so).
+        self.health.give_up_after = self.committer.storage_patience if until_idle else None
         stop = stop or asyncio.Event()
         self._step_threads = concurrent.futures.ThreadPoolExecutor(
             max_workers=self.concurrency, thread_name_prefix="tether-step")
