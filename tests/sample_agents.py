@@ -102,9 +102,17 @@ def _hoarder(ctx: Any, state: dict[str, Any]) -> Any:
     return Done(len(state["blobs"])) if len(state["blobs"]) >= HOARD_STEPS else None
 
 
+async def _hoard_files(ctx: Any, state: dict[str, Any]) -> Any:
+    n = len(state.setdefault("blobs", [])) + 1
+    await ctx.call(put, path=f"h{n}.txt", text=f"v{n}")  # an effect every step
+    state["blobs"].append(secrets.token_hex(16_384))
+    return Done(n) if n >= HOARD_STEPS else None
+
+
 HOARD_STEPS = 10
 ticker = StepAgent(_ticker, name="ticker")
 hoarder = StepAgent(_hoarder, name="hoarder")
+file_hoarder = StepAgent(_hoard_files, name="file_hoarder", tools=[put, slow_undo])
 putter = StepAgent(_putter, name="putter", tools=[put, slow_undo])
 pay_once = StepAgent(_pay_once, name="pay_once", tools=[charge_slowly])
 sleeper = StepAgent(_sleeper, name="sleeper")

@@ -291,3 +291,38 @@ def test_every_write_on_a_full_disk_raises_a_storage_error_and_changes_nothing(
         assert verify_store(store).ok
     finally:
         store.close()
+
+
+def test_a_worker_waits_out_a_full_disk_and_leaves_nothing_in_doubt(
+        fs: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    import asyncio
+
+    from tests import sample_agents
+    from tether import Worker, start_run, verify_store
+    store = SQLiteStore(fs / "tether.db")
+    try:
+        rid = start_run(store, sample_agents.file_hoarder, goal="fill the disk",
+                        agent_ref="tests.sample_agents:file_hoarder", workspace=tmp_path / "ws")
+        reserve = fs / "reserve"
+        reserve.write_bytes(b"\0" * 160_000)
+        filler = fill(fs)
+        reserve.unlink()  # room for a few steps: the disk fills up mid-run
+        handler = _FreeWhenFailing(filler)
+        logging.getLogger("tether.worker").addHandler(handler)
+        try:
+            with caplog.at_level(logging.WARNING, "tether"):
+                stats = asyncio.run(Worker(store, poll_interval=0.01).run(until_idle=True))
+        finally:
+            logging.getLogger("tether.worker").removeHandler(handler)
+        assert not filler.exists(), "the disk never filled up"
+        # Its commits were retried until space came back: the run was never abandoned, and
+        # no effect was left in doubt (each ran once, and is recorded).
+        assert stats.runs_driven == 1 and stats.finished == {"done": 1}
+        row = store.get_run(rid)
+        assert row is not None and row.status == "done" and row.step == sample_agents.HOARD_STEPS
+        effects = store.effects(run=rid)
+        assert [e.status for e in effects] == ["done"] * sample_agents.HOARD_STEPS
+        assert len([r for r in caplog.records if "the store is failing" in r.getMessage()]) == 1
+        assert verify_store(store).ok
+    finally:
+        store.close()
