@@ -6,9 +6,11 @@ stopped. While the store fails, the worker's scheduling passes follow a
 capped exponential :class:`~tether.core.backoff.Backoff`; a line is logged
 when the store starts failing, when the kind of failure changes, and when
 it works again, never per retry. ``--until-idle`` gives up after a while
-with the last error, which says what to fix. Runs are left as they were
-(never marked failed): nothing journaled is lost, and they are taken again
-once the store works.
+with the last error, which says what to fix. Meanwhile the group committer
+retries the runs' commits (they wait), so an effect that ran is recorded
+once space is freed; a run whose commit fails for good is abandoned as it
+is, never marked failed, and taken again once the store works. Nothing
+journaled is lost either way.
 """
 
 from __future__ import annotations
@@ -41,8 +43,8 @@ class StoreHealth:
             to give up with; None never gives up.
         now: a monotonic clock in seconds.
         rand: draws in [0, 1) for the jitter.
-        writes: a count of writes the store accepted (the worker's group commits); the only
-            sign that the store works again.
+        writes: a count of the runs' writes the store accepted (the worker's group
+            commits): a sign that the store works again, which also puts off giving up.
     """
 
     def __init__(self, who: str, schedule: Backoff = STORAGE_BACKOFF, *,
