@@ -326,3 +326,20 @@ def test_a_worker_waits_out_a_full_disk_and_leaves_nothing_in_doubt(
         assert verify_store(store).ok
     finally:
         store.close()
+
+
+def _enter(folder: Path) -> None:
+    with small_fs(folder):
+        pass
+
+
+def test_without_a_mount_the_full_disk_tests_skip_but_never_under_ci(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests import fullfs
+    monkeypatch.setattr(fullfs, "_mount", lambda folder, size: "mount not permitted here: EPERM")
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="CI=true, yet no tmpfs could be mounted"):
+        _enter(tmp_path / "a")
+    monkeypatch.delenv("CI")
+    with pytest.raises(pytest.skip.Exception, match="mount not permitted here: EPERM"):
+        _enter(tmp_path / "b")
