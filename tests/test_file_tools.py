@@ -277,7 +277,7 @@ def test_a_failed_write_leaves_the_old_bytes_and_no_temp_file(
         ws: Path, call: Call, monkeypatch: pytest.MonkeyPatch) -> None:
     before = snapshot(ws)
 
-    def crash(src: object, dst: object) -> None:
+    def crash(*args: object, **kwargs: object) -> None:
         raise OSError("simulated crash before the rename")
 
     monkeypatch.setattr(os, "replace", crash)
@@ -332,12 +332,23 @@ def test_tools_refuse_escapes_and_touch_nothing(ws: Path, outside: Path, call: C
     assert snapshot(outside) == before_out
 
 
-def test_symlinks_inside_the_workspace_are_followed(ws: Path, call: Call) -> None:
+def test_symlinks_inside_the_workspace_are_refused_too(ws: Path, call: Call) -> None:
+    # Following a link safely would mean resolving it: the check-then-use a racing process
+    # can exploit. So even a link pointing inside is refused, naming the link.
     (ws / "alias").symlink_to(ws / "d")
-    assert resolve(ws, "alias/keep.txt") == (ws / "d/keep.txt").resolve()
-    _, ctx = call(fs_write, path="alias/keep.txt", content="via link")
-    assert (ws / "d/keep.txt").read_text() == "via link"
-    assert ctx.after == {"files": {"d/keep.txt": sha(b"via link")}}
+    (ws / "d" / "same").symlink_to(ws / "d" / "keep.txt")
+    before = snapshot(ws)
+    for rel, link in (("alias/keep.txt", "alias"), ("d/same", "d/same")):
+        with pytest.raises(UsageError, match=f"{link} is a symbolic link"):
+            resolve(ws, rel)
+        for t, arguments in ((fs_write, {"path": rel, "content": "via link"}),
+                             (fs_read, {"path": rel}), (fs_append, {"path": rel, "content": "x"}),
+                             (fs_delete, {"path": rel}), (fs_move, {"src": rel, "dst": "z"})):
+            with pytest.raises(UsageError, match=f"{link} is a symbolic link"):
+                call(t, **arguments)
+    assert snapshot(ws) == before
+    # A listing still shows a link (as a name, not followed).
+    assert "alias" in call(fs_list)[0]
 
 
 def test_changing_the_workspace_root_itself_is_refused(call: Call) -> None:

@@ -1,0 +1,197 @@
+"""What a file tool will do, worked out before it does it: before-images, expected after-images.
+
+Each mutating tool first makes a :class:`Plan` from the workspace as it is (under the
+workspace lock, so no other tether call changes it meanwhile), then carries it out. The
+same plan is what the runtime journals in the effect's intent (see
+:mod:`tether.tools.fssettle`), so after a crash the tool can tell from the files whether
+it happened: the expected after-hashes come from the very code that acts.
+
+A before-image entry is a JSON object::
+
+    {"path": "notes/a.txt", "exists": true, "kind": "file",
+     "content_b64": "aGVsbG8=", "mode": 420}
+
+``path`` is relative to the workspace, ``kind`` is ``"file"`` or ``"dir"``;
+``content_b64`` and ``mode`` are None when the path did not exist (and
+``content_b64`` is None for directories).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import stat
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Final, Literal
+
+from tether.errors import UsageError
+from tether.tools.fstree import Parts, Tree
+
+Kind = Literal["file", "dir"]
+
+DIR_HASH: Final = "dir"
+"""What :func:`~tether.tools.files.file_hash` returns for a directory (never a SHA-256 hex)."""
+
+
+def rel_of(key: Parts) -> str:
+    """The workspace path of ``key`` as the journal names it."""
+    return "/".join(key)
+
+
+def image(tree: Tree, key: Parts, kind_if_absent: Kind = "file") -> dict[str, Any]:
+    """The before-image entry of ``key`` (see the module docstring)."""
+    rel = rel_of(key)
+    got = tree.read(key, rel)
+    if got is None:
+        return {"path": rel, "exists": False, "kind": kind_if_absent, "content_b64": None,
+                "mode": None}
+    st, data = got
+    mode = stat.S_IMODE(st.st_mode)
+    if data is None:
+        return {"path": rel, "exists": True, "kind": "dir", "content_b64": None, "mode": mode}
+    return {"path": rel, "exists": True, "kind": "file",
+            "content_b64": base64.b64encode(data).decode("ascii"), "mode": mode}
+
+
+def content(entry: dict[str, Any]) -> bytes:
+    """The bytes of a file's before-image entry (b"" when it did not exist)."""
+    b64 = entry.get("content_b64")
+    return base64.b64decode(b64) if b64 else b""
+
+
+def image_hash(entry: dict[str, Any]) -> str | None:
+    """What :meth:`Tree.hash` would say of the path the entry describes."""
+    if not entry["exists"]:
+        return None
+    if entry["kind"] == "dir":
+        return DIR_HASH
+    return hashlib.sha256(content(entry)).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """One call of a mutating file tool, worked out and not yet carried out."""
+
+    images: list[dict[str, Any]]
+    """Before-images, in the order the undo (``fs_restore``) applies them."""
+    after: dict[str, str | None]
+    """Expected hash of each path once done (:data:`DIR_HASH` for a folder, None: absent)."""
+    result: str
+    """What the tool returns once done."""
+    act: Callable[[], None]
+    """Carries the plan out."""
+    changed: list[Parts]
+    """The paths whose hashes the effect records as its after-image."""
+
+
+def target(tree: Tree, rel: str) -> Parts:
+    """A path a tool may change: confined, and not the workspace root itself."""
+    key = tree.parts(rel)
+    if not key:
+        raise UsageError(f"path {rel!r} refused: it is the workspace root {tree.root} itself; "
+                         "name a file or directory inside it")
+    return key
+
+
+def _parent_dir(tree: Tree, key: Parts) -> None:
+    rel, p = rel_of(key), rel_of(key[:-1])
+    try:
+        tree.dir(key[:-1], rel)
+    except FileNotFoundError:
+        raise UsageError(f"cannot create {rel}: directory {p} does not exist; "
+                         f"call fs_mkdir with path={p!r} first") from None
+    except NotADirectoryError:
+        raise UsageError(f"cannot create {rel}: {p} is not a directory") from None
+
+
+def existing_file(tree: Tree, rel: str, verb: str) -> tuple[Parts, dict[str, Any]]:
+    key = target(tree, rel)
+    before = image(tree, key)
+    if not before["exists"]:
+        raise UsageError(f"cannot {verb} {before['path']}: no such file")
+    if before["kind"] != "file":
+        raise UsageError(f"cannot {verb} {before['path']}: it is a directory; "
+                         f"fs_{verb} works on files only")
+    return key, before
+
+
+def _writable_file(tree: Tree, rel: str) -> tuple[Parts, dict[str, Any]]:
+    key = target(tree, rel)
+    _parent_dir(tree, key)
+    before = image(tree, key)
+    if before["kind"] == "dir":
+        raise UsageError(f"cannot write {before['path']}: it is a directory")
+    return key, before
+
+
+def _encode(text: str, rel: str) -> bytes:
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise UsageError(f"cannot write {rel}: content is not valid Unicode ({exc})") from None
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def plan_write(tree: Tree, path: str, text: str) -> Plan:
+    key, before = _writable_file(tree, path)
+    rel, data = before["path"], _encode(text, before["path"])
+    return Plan([before], {rel: _sha(data)}, f"wrote {len(data)} bytes to {rel}",
+                lambda: tree.write(key, rel, data, before["mode"]), [key])
+
+
+def plan_append(tree: Tree, path: str, text: str) -> Plan:
+    key, before = _writable_file(tree, path)
+    rel, data = before["path"], _encode(text, before["path"])
+    new = content(before) + data
+    return Plan([before], {rel: _sha(new)},
+                f"appended {len(data)} bytes to {rel} (now {len(new)} bytes)",
+                lambda: tree.write(key, rel, new, before["mode"]), [key])
+
+
+def plan_delete(tree: Tree, path: str) -> Plan:
+    key, before = existing_file(tree, path, "delete")
+    rel = before["path"]
+    return Plan([before], {rel: None}, f"deleted {rel}", lambda: tree.unlink(key, rel), [key])
+
+
+def plan_move(tree: Tree, src: str, dst: str) -> Plan:
+    skey, src_before = existing_file(tree, src, "move")
+    dkey = target(tree, dst)
+    _parent_dir(tree, dkey)
+    dst_before = image(tree, dkey)
+    s, d = src_before["path"], dst_before["path"]
+    if dst_before["exists"]:
+        raise UsageError(f"cannot move {s} to {d}: the destination exists; delete it first "
+                         "or pick another name")
+    return Plan([dst_before, src_before], {s: None, d: image_hash(src_before)},
+                f"moved {s} to {d}", lambda: tree.rename(skey, dkey, s, d), [skey, dkey])
+
+
+def plan_mkdir(tree: Tree, path: str) -> Plan:
+    key = target(tree, path)
+    rel = rel_of(key)
+    missing: list[Parts] = []
+    for depth in range(1, len(key) + 1):
+        part = key[:depth]
+        st = tree.stat(part, rel)
+        if st is None:
+            missing.append(part)
+        elif not stat.S_ISDIR(st.st_mode):
+            raise UsageError(f"cannot create directory {rel}: {rel_of(part)} is a file")
+
+    def act() -> None:
+        for d in missing:
+            tree.mkdir(d, rel)
+
+    if not missing:
+        return Plan([], {rel: DIR_HASH}, f"directory {rel} already exists", act, [key])
+    parents = [rel_of(d) for d in missing[:-1]]
+    # Undo removes the deepest first, so each directory is empty when its turn comes.
+    return Plan([image(tree, d, "dir") for d in reversed(missing)],
+                {rel_of(d): DIR_HASH for d in missing},
+                f"created directory {rel}" + (f" (and {', '.join(parents)})" if parents else ""),
+                act, missing)
