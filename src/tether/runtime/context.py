@@ -289,7 +289,7 @@ class StepContext:
         if t.effect == "read":
             return await self._read(t, args, args_json, i, fp)
         ex = self._ex
-        intent = await ex.effects.intend(t, args_json, i, fp, self.step)
+        intent = await ex.effects.intend(t, args, args_json, i, fp, self.step)
         return await ex.effects.execute(t, args, intent, self.step)
 
 

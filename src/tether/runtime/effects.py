@@ -3,8 +3,13 @@
 An effect runs at most once. If a crash (or a stop that abandons a sync tool
 still running in a thread) leaves an intent with no result, the effect is *in
 doubt*: an idempotent tool is retried with the same idempotency key; any other
-is never run again automatically. The run pauses with ``effect.in_doubt``
-until an operator settles it (``tether resolve EFFECT --done|--not-done|--retry``).
+is never run again automatically, unless it can settle itself: a tool with a
+``settle`` hook whose intent journaled ``prepared`` facts (the built-in file tools
+journal their before- and expected after-images) looks at the world and says
+``done`` (``effect.done`` is journaled with ``settled``), ``not_done`` (it runs again,
+after ``effect.retried`` with ``settled``) or ``unknown``. Anything else pauses the
+run with ``effect.in_doubt`` until an operator settles it (``tether resolve EFFECT
+--done|--not-done|--retry``).
 """
 
 from __future__ import annotations
@@ -22,7 +27,15 @@ from typing import TYPE_CHECKING, Any
 from tether.core.events import Event
 from tether.errors import PauseRequested, ToolFailed
 from tether.store.records import EffectRow
-from tether.tools.base import Tool, ToolContext, _current
+from tether.tools.base import (
+    IntentInput,
+    Prepared,
+    Settled,
+    SettleInput,
+    Tool,
+    ToolContext,
+    _current,
+)
 
 if TYPE_CHECKING:
     from tether.runtime.context import Recorded
@@ -102,16 +115,39 @@ class EffectRunner:
             else:
                 lock.release()
 
-    async def intend(self, t: Tool, args_json: dict[str, Any], i: int, fp: str,
-                     step: int) -> Event:
-        """Journal the intent and make it durable before anything runs."""
+    async def intend(self, t: Tool, args: dict[str, Any], args_json: dict[str, Any], i: int,
+                     fp: str, step: int) -> Event:
+        """Journal the intent (with the tool's ``prepared`` facts, if it has a ``prepare``
+        hook) and make it durable before anything runs."""
+        from tether.runtime.context import json_safe
         j = self._ex.journal
-        intent = j.append("effect.intent", {
-            "i": i, "fp": fp, "tool": t.name, "effect": t.effect, "idempotent": t.idempotent,
-            "arguments": args_json}, step=step, actor=f"agent:{self._ex.agent.name}")
+        payload = {"i": i, "fp": fp, "tool": t.name, "effect": t.effect,
+                   "idempotent": t.idempotent, "arguments": args_json}
+        prepared = await self._prepare(t, args, step)
+        if prepared is not None:
+            payload["prepared"] = json_safe(prepared.facts)
+            for digest, body in prepared.chunks.items():
+                j.chunk(digest, body)
+        intent = j.append("effect.intent", payload, step=step,
+                          actor=f"agent:{self._ex.agent.name}")
         j.effect(self._row(intent, "intent"))
         await self._ex.flush()
         return intent
+
+    async def _prepare(self, t: Tool, args: dict[str, Any], step: int) -> Prepared | None:
+        if t.prepare is None:
+            return None
+        ex = self._ex
+        inp = IntentInput(ex.journal.run, step, t.name, dict(args), ex.workspace)
+        ex.in_call = True  # a stop cancels the wait; nothing is journaled yet
+        try:
+            return await asyncio.wrap_future(_tool_threads().submit(t.prepare, inp))
+        except Exception:
+            # The call would fail (a refused path, a missing folder): the tool's own run
+            # reports why. An intent without a plan is simply never settled by itself.
+            return None
+        finally:
+            ex.in_call = False
 
     def _row(self, intent: Event, status: str, result: Any = None,
              undo: dict[str, Any] | None = None) -> EffectRow:
@@ -143,14 +179,22 @@ class EffectRunner:
             ex.journal.effect(self._row(intent, "failed", result={"error": msg}))
             raise ToolFailed(msg) from exc
         self.in_flight = None
-        result = json_safe(raw)
-        undo = {"tool": tc.undo.tool, "arguments": json_safe(tc.undo.arguments)} if tc.undo else None
+        return await self._done(t, intent, step, tc, json_safe(raw))
+
+    async def _done(self, t: Tool, intent: Event, step: int, tc: ToolContext, result: Any,
+                    settled: dict[str, Any] | None = None) -> Any:
+        """Journal ``effect.done`` for what ``tc`` recorded, with the new file versions."""
+        from tether.runtime.context import json_safe
         from tether.runtime.swarm import file_causes, file_versions
+        ex = self._ex
+        undo = {"tool": tc.undo.tool, "arguments": json_safe(tc.undo.arguments)} if tc.undo else None
         causes, suspect = file_causes(ex, tc)
         payload = {"i": intent.payload["i"], "result": result, "undo": undo,
                    "after": json_safe(tc.after)}
         if suspect:
             payload["suspect"] = suspect
+        if settled is not None:
+            payload["settled"] = settled
         ex.journal.append("effect.done", payload, step=step, causes=(intent.id, *causes))
         ex.suspect_files = tuple(suspect)
         ex.journal.effect(self._row(intent, "done", result=result, undo=undo))
@@ -174,9 +218,12 @@ class EffectRunner:
                                      "reason": why}, step=intent.step, causes=(intent.id,))
         j.effect(self._row(intent, "in_doubt"))
 
-    async def _attempt(self, intent: Event, step: int, why: str) -> None:
-        self._ex.journal.append("effect.retried", {"i": intent.payload["i"], "reason": why},
-                                step=step, causes=(intent.id,))
+    async def _attempt(self, intent: Event, step: int, why: str,
+                       settled: dict[str, Any] | None = None) -> None:
+        payload: dict[str, Any] = {"i": intent.payload["i"], "reason": why}
+        if settled is not None:
+            payload["settled"] = settled
+        self._ex.journal.append("effect.retried", payload, step=step, causes=(intent.id,))
         await self._ex.flush()
 
     async def replay(self, t: Tool, args: dict[str, Any], rec: Recorded, step: int) -> Any:
@@ -204,16 +251,63 @@ class EffectRunner:
             async with self.held(t):
                 await self._attempt(call, step, "an operator asked for a retry")
                 return await self.execute(t, args, call, step)
-        if t.idempotent and (res is None or res.kind in ("effect.in_doubt", "effect.retried")):
+        unsettled = res is None or res.kind in ("effect.in_doubt", "effect.retried")
+        if unsettled and t.settle is not None and isinstance(call.payload.get("prepared"), dict):
+            return await self._settle(t, args, rec, step)
+        if t.idempotent and unsettled:
             # Safe to repeat: the tool gets the same idempotency key as the first attempt.
             async with self.held(t):
                 await self._attempt(call, step, "idempotent: retried with the same key")
                 return await self.execute(t, args, call, step)
+        raise self._doubt(t, rec, step)
+
+    def _doubt(self, t: Tool, rec: Recorded, step: int, why: str = "") -> PauseRequested:
+        """Journal that the effect is in doubt (unless it already is); the pause to raise."""
+        call, res = rec.call, rec.result
         if res is None or res.kind == "effect.retried":
             self.in_flight = call
             self.mark_in_doubt("the process stopped after the intent was journaled and before "
-                               "the result was")
-        raise PauseRequested(
+                               "the result was" + (f"; {why}" if why else ""))
+        return PauseRequested(
             f"effect {call.id} ({t.name}, run {call.run} step {step}) is in doubt: it may or may "
-            f"not have happened. Check, then `tether resolve {call.id} --done|--not-done|--retry`",
+            f"not have happened{f' ({why})' if why else ''}. Check, then "
+            f"`tether resolve {call.id} --done|--not-done|--retry`",
             detail={"effect": call.id, "in_doubt": True})
+
+    async def _settle(self, t: Tool, args: dict[str, Any], rec: Recorded, step: int) -> Any:
+        """Let the tool settle an effect left without a result from the world as it is.
+
+        Under the workspace lock (for a tool on files), so no other call changes them
+        between the look and what follows from it.
+        """
+        call = rec.call
+        async with self.held(t):
+            s = await self._ask_settle(t, args, call, step)
+            how = {"by": t.name, "outcome": s.outcome, "reason": s.reason}
+            if s.outcome == "done":
+                tc = ToolContext(call.run, step, call.id, call.id, self._ex.workspace,
+                                 undo=s.undo, after=dict(s.after),
+                                 touched=sorted(s.after.get("files") or {}))
+                return await self._done(t, call, step, tc, s.result, settled=how)
+            if s.outcome == "not_done":
+                await self._attempt(call, step, f"settled by {t.name}: {s.reason}; running it "
+                                    "again", settled=how)
+                return await self.execute(t, args, call, step)
+        raise self._doubt(t, rec, step, f"{t.name} could not settle it: {s.reason}")
+
+    async def _ask_settle(self, t: Tool, args: dict[str, Any], call: Event,
+                          step: int) -> Settled:
+        assert t.settle is not None
+        ex = self._ex
+        inp = SettleInput(call.run, step, call.id, t.name, dict(args), call.payload["prepared"],
+                          ex.workspace, ex.journal.store.chunk)
+        ex.in_call = True
+        try:
+            got = await asyncio.wrap_future(_tool_threads().submit(t.settle, inp))
+        except Exception as exc:
+            return Settled("unknown", f"its settle hook failed: {type(exc).__name__}: {exc}")
+        finally:
+            ex.in_call = False
+        if got.outcome not in ("done", "not_done", "unknown"):
+            return Settled("unknown", f"its settle hook said {got.outcome!r}")
+        return got

@@ -57,6 +57,7 @@ class RunJournal:
         self._messages: list[MessageRow] = []
         self._versions: list[VersionRow] = []
         self._transitions: list[Transition] = []
+        self._chunks: dict[str, bytes] = {}
         self._dirty = False
 
     @property
@@ -115,6 +116,11 @@ class RunJournal:
         self._transitions.append(t)
         self._dirty = True
 
+    def chunk(self, digest: str, body: bytes) -> None:
+        """Keep a content-addressed blob (SHA-256 hex of ``body``) with the next flush."""
+        self._chunks[digest] = body
+        self._dirty = True
+
     def checkpoint(self, ck: Checkpoint) -> None:
         self._checkpoint = (self.row.epoch, ck)
         self._dirty = True
@@ -163,12 +169,13 @@ class RunJournal:
                   commands_applied=tuple(self._commands), swarm=self.row.swarm,
                   approvals=tuple(self._approvals.values()), notifications=tuple(self._notes),
                   messages=tuple(self._messages), versions=tuple(self._versions),
-                  transitions=tuple(self._transitions))
+                  transitions=tuple(self._transitions), chunks=tuple(self._chunks.items()))
         self._events, self._effects, self._checkpoint = [], {}, None
         self._usage, self._usage_bucket, self._commands = {}, None, []
         self._approvals = {}
         self._notes = []
         self._messages, self._versions, self._transitions = [], [], []
+        self._chunks = {}
         self._changed = set()
         self._dirty = False
         return w

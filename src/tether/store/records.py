@@ -320,6 +320,9 @@ class Write:
     versions: tuple[VersionRow, ...] = ()
     """Blackboard and file writes (numbered per key at commit)."""
     transitions: tuple[Transition, ...] = ()
+    chunks: tuple[tuple[str, bytes], ...] = ()
+    """Content-addressed blobs (SHA-256 hex, bytes) to keep with these events, e.g. a
+    large before-image an ``effect.intent`` names; stored once, like checkpoint chunks."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -113,6 +113,8 @@ class SQLiteStore(SQLiteSwarm):
                        f.key, f.status, dumps(f.arguments),
                        None if f.result is None else dumps(f.result),
                        None if f.undo is None else dumps(f.undo), f.updated))
+        if w.chunks:
+            c.executemany("INSERT OR IGNORE INTO chunks(hash, body) VALUES(?,?)", w.chunks)
         if w.checkpoint is not None:
             epoch, ck = w.checkpoint
             c.executemany("INSERT OR IGNORE INTO chunks(hash, body) VALUES(?,?)", ck.chunks)

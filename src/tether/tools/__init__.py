@@ -3,6 +3,11 @@
 from tether.tools.base import (
     EFFECTS,
     Effect,
+    IntentInput,
+    Prepared,
+    Settled,
+    SettleInput,
+    Settlement,
     Tool,
     ToolContext,
     Undo,
@@ -14,5 +19,6 @@ from tether.tools.base import (
 )
 from tether.tools.files import DIR_HASH, FILE_TOOLS, file_hash, resolve
 
-__all__ = ["DIR_HASH", "EFFECTS", "FILE_TOOLS", "Effect", "Tool", "ToolContext", "Undo", "current",
-           "file_hash", "record_after", "record_touch", "register_undo", "resolve", "tool"]
+__all__ = ["DIR_HASH", "EFFECTS", "FILE_TOOLS", "Effect", "IntentInput", "Prepared", "SettleInput",
+           "Settled", "Settlement", "Tool", "ToolContext", "Undo", "current", "file_hash",
+           "record_after", "record_touch", "register_undo", "resolve", "tool"]

@@ -8,6 +8,13 @@ key (:func:`current`), which it should pass on to the system it changes.
 
 The argument schema comes from the signature and type hints through pydantic,
 which also validates what a model sends before anything runs.
+
+A non-idempotent tool can still settle itself after a crash: its ``prepare`` hook
+works out, before the intent is journaled, what the world looks like now and what it
+will look like once the tool is done (journaled in the intent as ``prepared``); its
+``settle`` hook, called when the intent has no result, compares the world with that
+and says ``done``, ``not_done`` (run it again) or ``unknown`` (a human decides). The
+built-in file tools use them (:mod:`tether.tools.fssettle`).
 """
 
 from __future__ import annotations
@@ -52,6 +59,64 @@ class ToolContext:
     """Extra facts a tool records in its result event (e.g. after-image hashes)."""
     touched: list[str] = field(default_factory=list)
     """Workspace paths the call read or changed: their last writers become its causes."""
+
+
+@dataclass(frozen=True, slots=True)
+class IntentInput:
+    """What a tool's ``prepare`` hook sees: a call whose intent is about to be journaled."""
+
+    run: str
+    step: int
+    tool: str
+    arguments: dict[str, Any]
+    workspace: Path | None
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """What a ``prepare`` hook returns."""
+
+    facts: dict[str, Any]
+    """JSON journaled in the intent's ``prepared`` field; given back to ``settle``."""
+    chunks: dict[str, bytes] = field(default_factory=dict)
+    """Large blobs stored beside the intent, content-addressed (SHA-256 hex -> bytes),
+    committed with it; ``settle`` reads them back with :attr:`SettleInput.chunk`."""
+
+
+Settlement = Literal["done", "not_done", "unknown"]
+
+
+@dataclass(frozen=True, slots=True)
+class SettleInput:
+    """What a tool's ``settle`` hook sees: an effect whose intent has no result."""
+
+    run: str
+    step: int
+    effect_id: str
+    tool: str
+    arguments: dict[str, Any]
+    prepared: dict[str, Any]
+    """The ``prepared`` facts of the intent (the hook is only called when there are some)."""
+    workspace: Path | None
+    chunk: Callable[[str], bytes]
+    """Reads back a chunk :class:`Prepared` stored."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settled:
+    """A ``settle`` hook's verdict on an effect left without a result."""
+
+    outcome: Settlement
+    """``done``: it happened; ``not_done``: it did not, run it again; ``unknown``: a human
+    decides (the effect stays in doubt)."""
+    reason: str
+    """One line for the journal: what the hook saw."""
+    result: Any = None
+    """With ``done``: what the step gets back (what the tool would have returned)."""
+    undo: Undo | None = None
+    """With ``done``: the undo the tool would have registered."""
+    after: dict[str, Any] = field(default_factory=dict)
+    """With ``done``: the facts it would have recorded (:func:`record_after`)."""
 
 
 _current: contextvars.ContextVar[ToolContext] = contextvars.ContextVar("tether_tool_context")
@@ -110,6 +175,11 @@ class Tool:
     """It reads or changes workspace files (and names them with :func:`record_touch` or an
     after-image): it runs under the workspace's lock, so file provenance follows the order
     of the writes."""
+    prepare: Callable[[IntentInput], Prepared | None] | None = None
+    """Called (in a thread, under the workspace lock for a tool that touches files) just
+    before the intent is journaled; what it returns is journaled in the intent."""
+    settle: Callable[[SettleInput], Settled] | None = None
+    """Called after a crash for an intent without a result that has ``prepared`` facts."""
 
     def spec(self) -> dict[str, Any]:
         """The tool as offered to a model."""
@@ -141,8 +211,15 @@ def problems(exc: pydantic.ValidationError) -> str:
                      for err in exc.errors())
 
 
+@dataclass(frozen=True, slots=True)
+class _Hooks:
+    touches_files: bool = False
+    prepare: Callable[[IntentInput], Prepared | None] | None = None
+    settle: Callable[[SettleInput], Settled] | None = None
+
+
 def _build(fn: Callable[..., Any], name: str | None, effect: Effect, idempotent: bool,
-           description: str | None, touches_files: bool = False) -> Tool:
+           description: str | None, hooks: _Hooks = _Hooks()) -> Tool:
     if effect not in EFFECTS:
         raise ToolDefinitionError(f"tool {name or fn.__name__}: effect must be one of "
                                   f"{', '.join(EFFECTS)}, not {effect!r}")
@@ -170,21 +247,30 @@ def _build(fn: Callable[..., Any], name: str | None, effect: Effect, idempotent:
     doc = description or inspect.getdoc(fn) or tool_name
     return Tool(name=tool_name, fn=fn, effect=effect, idempotent=idempotent,
                 description=doc.strip(), schema=schema, model=model,
-                is_async=inspect.iscoroutinefunction(fn), touches_files=touches_files)
+                is_async=inspect.iscoroutinefunction(fn), touches_files=hooks.touches_files,
+                prepare=hooks.prepare, settle=hooks.settle)
 
 
 @overload
 def tool(fn: Callable[..., Any], /) -> Tool: ...
 @overload
 def tool(*, effect: Effect = "irreversible", idempotent: bool = False, name: str | None = None,
-         description: str | None = None,
-         touches_files: bool = False) -> Callable[[Callable[..., Any]], Tool]: ...
+         description: str | None = None, touches_files: bool = False,
+         prepare: Callable[[IntentInput], Prepared | None] | None = None,
+         settle: Callable[[SettleInput], Settled] | None = None,
+         ) -> Callable[[Callable[..., Any]], Tool]: ...
 
 
 def tool(fn: Callable[..., Any] | None = None, /, *, effect: Effect = "irreversible",
          idempotent: bool = False, name: str | None = None, description: str | None = None,
-         touches_files: bool = False) -> Tool | Callable[[Callable[..., Any]], Tool]:
+         touches_files: bool = False,
+         prepare: Callable[[IntentInput], Prepared | None] | None = None,
+         settle: Callable[[SettleInput], Settled] | None = None,
+         ) -> Tool | Callable[[Callable[..., Any]], Tool]:
     """Declare a tool.
+
+    ``prepare`` and ``settle`` let a non-idempotent tool settle itself after a crash
+    (see the module docstring and :class:`SettleInput`).
 
     Example:
         >>> @tool(effect="read")
@@ -195,6 +281,8 @@ def tool(fn: Callable[..., Any] | None = None, /, *, effect: Effect = "irreversi
     if fn is not None:
         return _build(fn, name, effect, idempotent, description)
 
+    hooks = _Hooks(touches_files, prepare, settle)
+
     def deco(f: Callable[..., Any]) -> Tool:
-        return _build(f, name, effect, idempotent, description, touches_files)
+        return _build(f, name, effect, idempotent, description, hooks)
     return deco

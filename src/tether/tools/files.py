@@ -10,7 +10,7 @@ the before-images of its paths and their expected after-hashes), register the un
 call of :data:`fs_restore` whose arguments carry the before-images), carry the plan out
 and record the after-image hashes (:func:`file_hash`) so a rollback can tell whether
 someone else changed a file since. The plan is also journaled in the effect's intent,
-so after a crash the tool can settle itself.
+so after a crash the tool settles itself (:mod:`tether.tools.fssettle`).
 
 Writes are atomic (temp file in the same directory, fsync, rename), so a crash leaves
 the old bytes or the new ones, never half of them.
@@ -43,6 +43,7 @@ from tether.tools.fsplan import (
     rel_of,
     target,
 )
+from tether.tools.fssettle import prepare_files, settle_files
 from tether.tools.fstree import Parts, Tree
 
 __all__ = ["DIR_HASH", "FILE_TOOLS", "UNDO_TOOLS", "file_hash", "fs_append", "fs_delete",
@@ -127,7 +128,7 @@ def fs_list(path: str = ".") -> list[str]:
     return [rel_of((*key, name)) + ("/" if is_dir else "") for name, is_dir in names]
 
 
-@tool(effect="reversible", touches_files=True)
+@tool(effect="reversible", touches_files=True, prepare=prepare_files, settle=settle_files)
 def fs_write(path: str, content: str) -> str:
     """Create or overwrite a UTF-8 text file in the workspace.
 
@@ -138,28 +139,28 @@ def fs_write(path: str, content: str) -> str:
         return _carry_out(tree, plan_write(tree, path, content))
 
 
-@tool(effect="reversible", touches_files=True)
+@tool(effect="reversible", touches_files=True, prepare=prepare_files, settle=settle_files)
 def fs_append(path: str, content: str) -> str:
     """Append UTF-8 text to a file in the workspace, creating the file if it is missing."""
     with _tree() as tree:
         return _carry_out(tree, plan_append(tree, path, content))
 
 
-@tool(effect="reversible", touches_files=True)
+@tool(effect="reversible", touches_files=True, prepare=prepare_files, settle=settle_files)
 def fs_delete(path: str) -> str:
     """Delete a file in the workspace (files only, not directories)."""
     with _tree() as tree:
         return _carry_out(tree, plan_delete(tree, path))
 
 
-@tool(effect="reversible", touches_files=True)
+@tool(effect="reversible", touches_files=True, prepare=prepare_files, settle=settle_files)
 def fs_move(src: str, dst: str) -> str:
     """Move or rename a file inside the workspace. Refuses to overwrite an existing `dst`."""
     with _tree() as tree:
         return _carry_out(tree, plan_move(tree, src, dst))
 
 
-@tool(effect="reversible", touches_files=True)
+@tool(effect="reversible", touches_files=True, prepare=prepare_files, settle=settle_files)
 def fs_mkdir(path: str) -> str:
     """Create a directory in the workspace, with any missing parents."""
     with _tree() as tree:
