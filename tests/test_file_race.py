@@ -66,6 +66,11 @@ def _tree(folder: Path) -> dict[str, bytes | None]:
     return out
 
 
+def _open_fds() -> int:
+    fd_dir = Path("/proc/self/fd")
+    return len(list(fd_dir.iterdir())) if fd_dir.exists() else 0
+
+
 @pytest.fixture
 def layout(tmp_path: Path) -> tuple[Path, Path]:
     ws, outside = tmp_path / "ws", tmp_path / "outside"
@@ -103,6 +108,7 @@ def test_swapping_folders_and_files_for_symlinks_never_leads_outside(
     try:
         assert swapper.stdout is not None
         assert swapper.stdout.readline().strip() == "ready"  # the barrier: it is swapping
+        fds = _open_fds()
         for i in range(ROUNDS):
             undo = None
             for t, arguments in [*_round(ws, i), (fs_restore, {})]:
@@ -124,6 +130,7 @@ def test_swapping_folders_and_files_for_symlinks_never_leads_outside(
                 leaks += _leaks(result, ctx)
                 if t is fs_write and arguments["path"] == "d/f.txt":
                     undo = ctx.undo
+        assert _open_fds() == fds, "the tools leaked folder descriptors"
     finally:
         stop.touch()
         out, _ = swapper.communicate(timeout=30)

@@ -167,7 +167,8 @@ class Tree:
     def rmdir(self, key: Parts, rel: str) -> None:
         fd, name = self._must_parent(key, rel)
         os.rmdir(name, dir_fd=fd)
-        self._fds.pop(key, None)
+        for k in [k for k in self._fds if k[:len(key)] == key]:  # it and what was inside
+            os.close(self._fds.pop(k))
         os.fsync(fd)
 
     def _must_parent(self, key: Parts, rel: str) -> tuple[int, str]:
