@@ -18,7 +18,7 @@ import signal
 from typing import Any
 
 from tether import Continue, Done, StepAgent, Tool
-from tether.tools.files import fs_append, fs_delete, fs_mkdir, fs_move, fs_write
+from tether.tools.files import fs_append, fs_delete, fs_mkdir, fs_move, fs_read, fs_write
 
 KILL_ENV = "CRASH_KILL"
 OLD_ENV = "CRASH_OLD_INTENTS"
@@ -39,7 +39,8 @@ def _killable(t: Tool) -> Tool:
     return dataclasses.replace(t, fn=fn, prepare=prepare)
 
 
-TOOLS = {t.name: _killable(t) for t in (fs_write, fs_append, fs_delete, fs_move, fs_mkdir)}
+TOOLS = {t.name: _killable(t) for t in (fs_write, fs_append, fs_delete, fs_move, fs_mkdir,
+                                       fs_read)}
 
 
 async def _scribe(ctx: Any, state: dict[str, Any]) -> Any:

@@ -10,6 +10,7 @@ the before- and expected after-images its intent journaled: ``after`` settles as
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +20,7 @@ import pytest
 
 from tests import crashkit as ck
 from tests import filecrash as fc
-from tether import start_run, verify_store
+from tether import Worker, start_run, verify_store
 from tether.core.checkpoint import restore
 from tether.ops import resolve_effect
 from tether.provenance.rollback import rollback
@@ -144,6 +145,33 @@ def test_a_file_changed_by_someone_else_is_left_to_a_human(
     assert len(doubt) == 1
     assert "fs_append could not settle it: notes/a.txt is neither as before" in \
         doubt[0].payload["reason"]
+
+
+def test_a_late_settled_write_cites_and_is_cited_as_the_files_were_when_they_looked(
+        env: tuple[Path, Path, SQLiteStore]) -> None:
+    # Between the crash and the settling another run reads the file (it sees the line, but
+    # the write has no version yet) and writes the same bytes again: the settled write is
+    # done, and gets no version over the later write, which stays the file's last writer.
+    folder, ws, store = env
+    y = _crash(folder, store, ws, "fs_append:after",
+               [*OPS[:2], ("fs_append", {"path": "notes/a.txt", "content": "y\n"})])
+    x = start_run(store, fc.scribe, agent_ref="tests.filecrash:scribe", goal="other",
+                  workspace=ws, state={"ops": [("fs_read", {"path": "notes/a.txt"}), (
+                      "fs_write", {"path": "notes/a.txt", "content": "one\ny\n"})], "log": []})
+    asyncio.run(Worker(store, only={x}, poll_interval=0.01).run(until_idle=True))
+    assert ck.status_of(store, x) == "done" and ck.status_of(store, y) == "running"
+    ck.finish(store, timeout=60)
+    assert ck.status_of(store, y) == "done"
+    ys = {e.payload["tool"]: e for e in store.events(y) if e.kind == "effect.intent"}
+    read = next(e for e in store.events(x) if e.kind == "tool.called")
+    assert read.payload["result"] == "one\ny\n"
+    assert read.causes == (ys["fs_write"].id,)  # the last version there was when it read
+    done = next(e for e in store.events(y) if e.causes[:1] == (ys["fs_append"].id,))
+    assert done.payload["settled"]["outcome"] == "done"
+    [v] = store.current_versions(f"file:{ws.resolve()}", ["notes/a.txt"]).values()
+    assert v.run == x  # not taken over by the late version of y's append
+    assert ys["fs_append"].id not in {w.event for w in store.versions(
+        ns=f"file:{ws.resolve()}")}
 
 
 def test_a_large_before_image_is_a_chunk_and_the_undo_gets_it_back(

@@ -43,9 +43,11 @@ With no worker alive, after every kill and at the end, :func:`check_world` check
   saw (with a ``board`` link across runs), and a run never reads a version older than
   one it wrote or read before.
 
-An ``fs_append`` settled with ``tether resolve --done`` gets its file version when it
-is resolved if nobody wrote the file after it (then later reads and appends cite it
-like any other); if somebody did, it gets none (the runs in between could not cite it).
+An ``fs_append`` settled after a crash, by the tool itself (from the file's hash) or
+with ``tether resolve --done``, gets its file version when it is settled if nobody wrote
+the file after it (then later reads and appends cite it like any other); if somebody
+did, it gets none (the runs in between could not cite it). A read made between the
+crash and the settling cites the versions that existed when it read.
 A kill inside ``fs_append``'s atomic write leaves its temporary file
 (``.tether-PID-TOKEN.tmp``) until the next write in the folder removes it; listings
 hide it. Only counted (``tmp_left`` in the output).
@@ -463,8 +465,12 @@ def _check_file(store: SQLiteStore, ws: Path, cell: list[str], runs: dict[str, R
          f"unexpected versions in {ns}: {[(v.key, v.status) for v in versions]}")
     need([v.version for v in versions] == list(range(1, len(versions) + 1)),
          f"{path}: versions numbered {[v.version for v in versions]}")
-    done = {e.id for e in appends if e.status == "done"}
-    resolved = {e.id for e in appends if e.status == "resolved_done"}
+    # Settled by the tool after a crash, or resolved by an operator: recorded late, so
+    # versioned only if nobody wrote the file in between.
+    settled = {e.causes[0] for r in cell for e in evs[r]
+               if e.kind == "effect.done" and "settled" in (e.payload or {})}
+    done = {e.id for e in appends if e.status == "done"} - settled
+    resolved = {e.id for e in appends if e.status == "resolved_done" or e.id in settled}
     need(len({v.event for v in versions}) == len(versions)
          and done <= {v.event for v in versions} <= done | resolved,
          f"{path}: versions {[v.event for v in versions]} are not one per done fs_append "
@@ -504,8 +510,12 @@ def _check_file(store: SQLiteStore, ws: Path, cell: list[str], runs: dict[str, R
             need("error" not in e.payload, f"fs_read failed: {e.payload}")
             got = e.payload["result"]
             need(text.startswith(got), f"run {r} read {got!r}, not a prefix of {text!r}")
+            # The versions that existed when it read: a late one (settled or resolved after
+            # a crash) committed after the read could not be cited.
             last = next((version_of_line[ln] for ln in reversed(got.splitlines(keepends=True))
-                         if ln in version_of_line), None)
+                         if ln in version_of_line
+                         and batch_of[done_ev[version_of_line[ln].event].id] < batch_of[e.id]),
+                        None)
             want = (last.event,) if last is not None and last.run != r else ()
             need(e.causes == want, f"run {r} step {e.step}: fs_read cites {e.causes}; the last "
                  f"version it saw is {last and (last.version, last.run)} ({want})")

@@ -199,6 +199,9 @@ class EffectRunner:
         ex.suspect_files = tuple(suspect)
         ex.journal.effect(self._row(intent, "done", result=result, undo=undo))
         versions = file_versions(ex, intent, tc)
+        if settled is not None:  # recorded late: not over a write made since the crash
+            from tether.runtime.swarm import unwritten_since
+            versions = unwritten_since(ex.journal.store, intent.id, versions)
         for v in versions:
             ex.journal.version(v)
         if versions and not t.touches_files:

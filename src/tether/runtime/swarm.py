@@ -304,6 +304,19 @@ def file_versions(ex: RunExecutor, intent: Event, tc: ToolContext) -> list[Versi
             for path, h in sorted(files.items())]
 
 
+def unwritten_since(store: Store, effect_id: str, versions: list[VersionRow]) -> list[VersionRow]:
+    """Of the versions of a late-recorded file effect (settled or resolved as done after a
+    crash), those for paths nobody wrote since its intent: if another run did, that run
+    is the file's last writer, and this late version must not take its place (the runs
+    that touched the file in between could not cite this effect; nothing can fix that)."""
+    if not versions:
+        return []
+    from tether.core.ids import ulid_time
+    since = ulid_time(effect_id)
+    current = store.current_versions(versions[0].ns, [v.key for v in versions])
+    return [v for v in versions if not (v.key in current and current[v.key].created > since)]
+
+
 def resolved_versions(store: Store, row: RunRow, eff: EffectRow,
                       now: float) -> list[VersionRow]:
     """Versions for a built-in file effect an operator resolved as done (it happened, but
