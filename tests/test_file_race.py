@@ -3,7 +3,8 @@ of the workspace for symlinks to an outside folder while the file tools run.
 
 Escapes counted: a file or folder the tools created or changed outside the workspace, a
 temporary file left outside, and outside content (the word SECRET) in any result, any
-before-image journaled for the undo, or any workspace file. There must be none.
+before-image journaled for the undo or in an intent's plan, or any workspace file.
+There must be none.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 import pytest
 
 from tether.errors import UsageError
-from tether.tools.base import Tool, ToolContext, _current
+from tether.tools.base import IntentInput, Tool, ToolContext, _current
 from tether.tools.files import (
     fs_append,
     fs_delete,
@@ -30,10 +31,11 @@ from tether.tools.files import (
     fs_restore,
     fs_write,
 )
+from tether.tools.fssettle import prepare_files
 
 ROOT = Path(__file__).resolve().parent.parent
 ROUNDS = 120
-"""Nine calls a round: 1,080 calls."""
+"""Ten calls a round (the tools, the undo, and the plan an intent journals): 1,200 calls."""
 SECRET = b"SECRET"
 
 
@@ -53,6 +55,18 @@ def _leaks(result: Any, ctx: ToolContext) -> bool:
     entries = ctx.undo.arguments.get("entries", []) if ctx.undo else []
     return any(SECRET in base64.b64decode(e["content_b64"]) for e in entries
                if e.get("content_b64"))
+
+
+def _prepare(ws: Path) -> tuple[str, bool]:
+    """What the intent of an append would journal: refused, or images without outside bytes."""
+    try:
+        got = prepare_files(IntentInput("r1", 1, "fs_append", {"path": "d/f.txt",
+                                                              "content": "p\n"}, ws))
+    except UsageError:
+        return "prepare refused", False
+    assert got is not None
+    return "prepared", any(SECRET in base64.b64decode(e["content_b64"])
+                           for e in got.facts["images"] if e.get("content_b64"))
 
 
 def _tree(folder: Path) -> dict[str, bytes | None]:
@@ -130,6 +144,9 @@ def test_swapping_folders_and_files_for_symlinks_never_leads_outside(
                 leaks += _leaks(result, ctx)
                 if t is fs_write and arguments["path"] == "d/f.txt":
                     undo = ctx.undo
+            how, leaked = _prepare(ws)  # the plan an intent journals, worked out mid-race
+            outcomes[how] += 1
+            leaks += leaked
         assert _open_fds() == fds, "the tools leaked folder descriptors"
     finally:
         stop.touch()
