@@ -321,25 +321,17 @@ def resolved_versions(store: Store, row: RunRow, eff: EffectRow,
                       now: float) -> list[VersionRow]:
     """Versions for a built-in file effect an operator resolved as done (it happened, but
     its ``effect.done`` with the after-image was never journaled): the named paths as they
-    are now, so the next run to touch them cites this effect as their writer.
-
-    Only for a path nobody wrote since the effect's intent: if another run did, that run
-    is the file's last writer, and this late version must not take its place (the runs
-    that touched the file in between could not cite this effect; nothing can fix that).
+    are now, so the next run to touch them cites this effect as their writer. Only for a
+    path nobody wrote since the effect's intent (:func:`unwritten_since`).
     """
-    from tether.core.ids import ulid_time
     from tether.tools.files import FILE_TOOLS, file_hash
     ws = row.spec.get("workspace")
     if not ws or eff.tool not in {t.name for t in FILE_TOOLS}:
         return []
     paths = [str(eff.arguments[k]) for k in ("path", "src", "dst")
              if isinstance(eff.arguments.get(k), str)]
-    since = ulid_time(eff.id)
-    current = store.current_versions(file_ns(ws), paths)
     out = []
     for path in paths:
-        if path in current and current[path].created > since:
-            continue
         try:
             h = file_hash(Path(ws), path)
         except UsageError:
@@ -347,4 +339,4 @@ def resolved_versions(store: Store, row: RunRow, eff: EffectRow,
         out.append(VersionRow(ns=file_ns(ws), key=path, event=eff.id, run=eff.run,
                               epoch=eff.epoch, step=eff.step, hash=h,
                               suspect=bool(row.spec.get("quarantined")), created=now))
-    return out
+    return unwritten_since(store, eff.id, out)
