@@ -202,6 +202,18 @@ def test_get_list_and_find_runs(store_factory: StoreFactory) -> None:
     assert sorted(store.all_run_ids()) == sorted([a.id, b.id, c.id])
 
 
+@pytest.mark.parametrize("pattern", ["_", "%", "%%", "_%", "0_", "%FE", "\\", "[0-9]*", "*"])
+def test_find_runs_matches_prefixes_literally(store_factory: StoreFactory, pattern: str) -> None:
+    """LIKE and GLOB metacharacters in a prefix are plain characters: ``tether stop _`` must not
+    stop the only run of a store, nor ``%FE`` find a run by the end of its id."""
+    store, ids = store_factory(), _ids()
+    a = _started(store, ids, name="alpha", created=T0)
+    assert store.find_runs(pattern) == []
+    assert store.find_runs(a.id[:3] + "_") == []
+    assert store.find_runs("%" + a.id[-2:]) == []
+    assert store.find_runs(a.id[:3]) == [a.id]
+
+
 # -- leases and fencing --------------------------------------------------------
 
 def test_acquire_returns_increasing_tokens_and_a_live_lease_blocks_others(

@@ -87,7 +87,8 @@ class Store(Protocol):
         ...
 
     def find_runs(self, prefix: str) -> list[str]:
-        """Ids or names starting with ``prefix`` (for short ids on the CLI)."""
+        """Runs whose id starts with ``prefix`` (literally, case-insensitively) or whose
+        name is ``prefix`` (for short ids on the CLI); an empty prefix finds none."""
         ...
 
     def list_runs(self, *, status: str | None = None, swarm: str | None = None) -> list[RunRow]:

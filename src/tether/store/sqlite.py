@@ -242,8 +242,12 @@ class SQLiteStore(SQLiteSwarm):
         return row_run(rows[0]) if rows else None
 
     def find_runs(self, prefix: str) -> list[str]:
-        rows = self._read("SELECT id FROM runs WHERE id = ? OR name = ? OR id LIKE ? ORDER BY id",
-                          (prefix, prefix, prefix.upper() + "%"))
+        # substr, not LIKE: '_' and '%' in what a user typed are plain characters (`tether
+        # stop _` must not stop the only run). An empty prefix names nothing.
+        head = prefix.upper()
+        rows = self._read("SELECT id FROM runs WHERE id = ? OR name = ? "
+                          "OR (? > 0 AND substr(id, 1, ?) = ?) ORDER BY id",
+                          (prefix, prefix, len(head), len(head), head))
         return [r[0] for r in rows]
 
     def list_runs(self, *, status: str | None = None, swarm: str | None = None) -> list[RunRow]:
