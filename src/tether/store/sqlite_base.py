@@ -38,7 +38,8 @@ class SQLiteBase:
 
     Args:
         path: the database file.
-        create: create the file if it is missing (otherwise StoreError).
+        create: create the file if it is missing (otherwise StoreError); its folder must
+            exist either way.
         synchronous: ``FULL`` (default, durable on power loss) or ``NORMAL``.
         busy_timeout: seconds to wait for another writer before StoreLocked.
     """
@@ -54,11 +55,14 @@ class SQLiteBase:
         if self.path.is_dir():
             raise StoreError(f"{self.path} is a folder; --store names a SQLite file, "
                              "e.g. ./tether.db")
+        if not self.path.parent.is_dir():
+            # A typo in --store must not quietly grow a tree of folders with a new, empty store
+            # in it: the file may be created, its folder must be there already.
+            raise StoreError(f"the folder {self.path.parent} of store {self.path} does not "
+                             "exist; create it first, or fix --store / TETHER_STORE")
         if not self.path.exists() and not create:
             raise StoreError(f"no tether store at {self.path}; start a run first "
                              "(tether run / tether demo) or pass --store / TETHER_STORE")
-        if create:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
         self._conns: list[sqlite3.Connection] = []
         self._conns_lock = threading.Lock()
