@@ -7,9 +7,10 @@ from typing import Annotated
 import typer
 
 from tether.cli import control, inspect
-from tether.cli.common import Settings
+from tether.cli.common import OneLineErrors, Settings
 
-app = typer.Typer(name="tether", no_args_is_help=True, add_completion=False, rich_markup_mode="markdown",
+app = typer.Typer(name="tether", cls=OneLineErrors, no_args_is_help=True, add_completion=False,
+                  rich_markup_mode="markdown",
                   help="Operate always-on AI agent loops: durable runs, effects, budgets, audit.")
 store_app = typer.Typer(no_args_is_help=True, help="Maintain the store.")
 audit_app = typer.Typer(no_args_is_help=True, help="Check the journal's integrity.")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -12,6 +12,7 @@ import orjson
 import typer
 from rich.console import Console
 from rich.markup import escape
+from typer.core import TyperGroup
 
 from tether.errors import TetherError, UsageError
 from tether.store import open_store
@@ -34,6 +35,12 @@ def store(*, create: bool = False) -> Store:
     return open_store(Settings.store_url, create=create)
 
 
+def print_error(message: str) -> None:
+    """The one form every CLI error takes: a single ``error:`` line on stderr."""
+    line = " ".join(message.split())  # a newline inside would make a second line
+    err_console.print(f"[red]error:[/red] {escape(line)}", highlight=False, soft_wrap=True)
+
+
 def handle_errors(fn: F) -> F:
     """Turn tether's errors into one clear line on stderr and exit status 2."""
     @functools.wraps(fn)
@@ -41,10 +48,46 @@ def handle_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except TetherError as exc:
-            err_console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False,
-                              soft_wrap=True)
+            print_error(str(exc))
             raise typer.Exit(2) from None
     return wrapper  # type: ignore[return-value]
+
+
+# Click is vendored by recent typer (typer._click) and a dependency of older ones: take its
+# exceptions from wherever typer's BadParameter lives rather than import either by name.
+_click_exceptions = sys.modules[typer.BadParameter.__module__]
+_ClickException: type[Exception] = _click_exceptions.ClickException
+_NoArgsIsHelp: type[Exception] | None = getattr(_click_exceptions, "NoArgsIsHelpError", None)
+
+
+class OneLineErrors(TyperGroup):
+    """The root command: Click's usage errors (unknown option, missing argument, bad value)
+    take the same one-line ``error:`` form as tether's own, keeping Click's pointer to
+    ``--help``, with Click's exit status 2."""
+
+    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None,
+             complete_var: str | None = None, standalone_mode: bool = True,
+             windows_expand_args: bool = True, **extra: Any) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, False, windows_expand_args,
+                                **extra)
+        try:
+            rv = super().main(args, prog_name, complete_var, False, windows_expand_args, **extra)
+        except _ClickException as exc:
+            if _NoArgsIsHelp is None or not isinstance(exc, _NoArgsIsHelp):  # help is printed
+                print_error(_usage_message(exc))
+            sys.exit(getattr(exc, "exit_code", 2))
+        # Outside standalone mode typer returns the code of a typer.Exit (or the command's
+        # None): exit with it as standalone mode would.
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+def _usage_message(exc: Exception) -> str:
+    msg = " ".join(str(getattr(exc, "format_message", exc.__str__)()).split()).rstrip(".")
+    if msg[:1].isupper() and msg[1:2].islower():
+        msg = msg[0].lower() + msg[1:]
+    ctx = getattr(exc, "ctx", None)
+    return f"{msg}; see `{ctx.command_path} --help`" if ctx is not None else msg
 
 
 def print_jsonl(rows: Iterable[dict[str, Any]]) -> None:
