@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from tether.core.checkpoint import restore
+from tether.core.checkpoint import chain_label, restore
 from tether.core.ids import Clock, UlidSource
 from tether.errors import NotFound, TetherError, UsageError
 from tether.history import epoch_of, lineage
@@ -242,7 +242,8 @@ def run_state(store: Store, run_ref: str, step: int | None = None) -> tuple[RunR
     if chain is None:
         raise NotFound(f"run {row.id} has no checkpoint at or before step {k} in its history "
                        f"(epoch {row.epoch})")
-    return row, k, restore(chain.key_body, store.chunk, chain.deltas, prefetch=store.chunks)
+    return row, k, restore(chain.key_body, store.chunk, chain.deltas, prefetch=store.chunks,
+                           where=chain_label(row.id, epoch, k, chain.key_step))
 
 
 def set_budget(store: Store, run_ref: str, changes: dict[str, float], unset: list[str],

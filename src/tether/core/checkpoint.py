@@ -29,7 +29,7 @@ from typing import Any
 import orjson
 
 from tether.core.canonical import dumps, loads
-from tether.errors import InvalidState
+from tether.errors import InvalidState, StoreCorrupt
 
 State = dict[str, Any]
 
@@ -222,11 +222,33 @@ class CheckpointEncoder:
 
 
 def restore(key_body: bytes, chunk: Callable[[str], bytes], deltas: Iterable[bytes], *,
-            prefetch: Callable[[list[str]], Mapping[str, bytes]] | None = None) -> State:
+            prefetch: Callable[[list[str]], Mapping[str, bytes]] | None = None,
+            where: str = "a checkpoint") -> State:
     """Rebuild a state from a keyframe, a chunk lookup and the deltas after it, in order.
 
     ``prefetch``, when given, fetches all the keyframe's chunks in one call.
+
+    Raises:
+        StoreCorrupt: a body or chunk is not what the encoder wrote (``where`` names the
+            run and step for the message).
     """
+    try:
+        return _restore(key_body, chunk, deltas, prefetch)
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:  # orjson's errors too
+        raise StoreCorrupt(f"{where} is damaged and cannot be read ({type(exc).__name__}: "
+                           f"{exc}); `tether audit verify` names what changed; restore the "
+                           "store from a backup") from exc
+
+
+def chain_label(run: str, epoch: int, step: int, key_step: int) -> str:
+    """Which checkpoints restoring ``step`` reads, for a message about them."""
+    deltas = f" and the deltas of steps {key_step + 1}-{step}" if step > key_step else ""
+    return (f"the checkpoint of run {run} epoch {epoch} step {step} (keyframe of step "
+            f"{key_step}{deltas})")
+
+
+def _restore(key_body: bytes, chunk: Callable[[str], bytes], deltas: Iterable[bytes],
+             prefetch: Callable[[list[str]], Mapping[str, bytes]] | None) -> State:
     state: State = {}
     refs = loads(key_body)
     if prefetch is not None:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tether.core import budget as budgets
-from tether.core.checkpoint import Checkpoint, CheckpointEncoder, restore
+from tether.core.checkpoint import Checkpoint, CheckpointEncoder, chain_label, restore
 from tether.core.fingerprint import ConversationHasher
 from tether.core.pricing import PriceTable
 from tether.errors import (
@@ -167,7 +167,8 @@ class RunExecutor:
         if chain is None:
             raise InvalidState(f"run {row.id}: no checkpoint for epoch {row.epoch} step "
                                f"{row.step}; the store is incomplete")
-        self.state = restore(chain.key_body, store.chunk, chain.deltas, prefetch=store.chunks)
+        self.state = restore(chain.key_body, store.chunk, chain.deltas, prefetch=store.chunks,
+                             where=chain_label(row.id, row.epoch, row.step, chain.key_step))
         self.encoder.prime(self.state, last_key_step=chain.key_step)
         self._swarm_budget = dict(swarm_budget or {})
         step = row.step + 1
