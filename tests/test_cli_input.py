@@ -5,6 +5,8 @@ The random counterpart, over every command, is tests/test_cli_fuzz.py.
 
 from __future__ import annotations
 
+import json
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -75,3 +77,114 @@ def test_tether_errors_are_one_line(demo_store: str) -> None:
     code, _, err = tether("--store", demo_store, "show", "no-such-run")
     assert code == 2
     assert "no run 'no-such-run'" in one_error_line(err)
+
+
+NOT_UTF8 = "ingest\udcff"  # how Python decodes an argv byte 0xff: a lone surrogate escape
+
+
+@pytest.mark.parametrize(("args", "label"), [
+    (["show", NOT_UTF8], "RUN"), (["events", NOT_UTF8], "RUN"), (["state", NOT_UTF8], "RUN"),
+    (["stop", NOT_UTF8], "RUN"), (["pause", NOT_UTF8], "RUN"), (["resume", NOT_UTF8], "RUNS"),
+    (["approve", NOT_UTF8], "APPROVAL"), (["deny", NOT_UTF8], "APPROVAL"),
+    (["resolve", NOT_UTF8, "--done"], "EFFECT"), (["fork", NOT_UTF8, "--at", "1"], "RUN"),
+    (["rollback", NOT_UTF8, "--to", "1"], "RUN"), (["quarantine", NOT_UTF8], "RUN"),
+    (["impact", NOT_UTF8 + "@1"], "ORIGIN"), (["budget", NOT_UTF8], "RUN"),
+    (["messages", NOT_UTF8], "RUN"), (["approvals", "--run", NOT_UTF8], "--run"),
+    (["board", NOT_UTF8], "KEY"), (["swarm", NOT_UTF8], "NAME"),
+    (["events", "ingest", "--kind", "\ud800"], "--kind"),
+    (["runs", "--swarm", NOT_UTF8], "--swarm"), (["stop", "--agent", NOT_UTF8], "--agent"),
+    (["run", "tests.sample_agents:ticker", "--goal", NOT_UTF8, "--detach"], "--goal"),
+])
+def test_text_that_is_not_utf8_is_named(demo_store: str, args: list[str], label: str) -> None:
+    code, out, err = tether("--store", demo_store, *args)
+    assert code == 2, out + err
+    line = one_error_line(err)
+    assert f"{label} " in line and "not valid UTF-8" in line and f"{label} takes " in line
+
+
+DEEP = "[" * 5000 + "]" * 5000
+
+
+@pytest.mark.parametrize(("args", "label"), [
+    (["fork", "ingest", "--at", "1", "--set", f"hint={DEEP}"], "--set hint"),
+    (["fork", "ingest", "--at", "1", "--set", "hint=\"\\ud800\""], "--set hint"),
+    (["resolve", "01NOPE", "--done", "--result", DEEP], "--result"),
+    (["resolve", "01NOPE", "--done", "--result", "[" * 100 + "]" * 100], "--result"),
+    (["resolve", "01NOPE", "--done", "--result", "{\"k\": \"\\udfff\"}"], "--result"),
+    (["approve", "01NOPE", "--args", DEEP], "--args"),
+    (["policy", "explain", "--agent", "a", "--tool", "t", "--args", DEEP], "--args"),
+    (["policy", "explain", "--agent", "a", "--tool", "t", "--args", "{\"a\": NaN}"], "--args"),
+])
+def test_json_options_refuse_deep_nesting_and_surrogates(demo_store: str, tmp_path: Path,
+                                                         args: list[str], label: str) -> None:
+    """One parser for every JSON option: a depth limit (not a RecursionError, nor an
+    encoder failure later in the journal) and no lone surrogates."""
+    (tmp_path / "tether.toml").write_text("")
+    if args[0] == "policy":
+        args = [*args, "--policy", str(tmp_path / "tether.toml")]
+    code, out, err = tether("--store", demo_store, *args)
+    assert code == 2, out + err
+    line = one_error_line(err)
+    assert line.startswith(f"error: {label} ") and ("JSON" in line or "deeper" in line), line
+
+
+BIG = str(2**64)
+
+
+@pytest.mark.parametrize(("args", "label", "problem"), [
+    (["events", "ingest", "--after", BIG], "--after", "64 bits"),
+    (["events", "ingest", "--limit", BIG], "--limit", "64 bits"),
+    (["events", "ingest", "--after", "-" + BIG], "--after", "64 bits"),
+    (["fork", "ingest", "--at", BIG], "--at", "64 bits"),
+    (["state", "ingest", "--step", BIG], "--step", "64 bits"),
+    (["rollback", "ingest", "--to", BIG], "--to", "64 bits"),
+    (["impact", "ingest@1", "--epoch", BIG], "--epoch", "64 bits"),
+    (["worker", "--until-idle", "--lease-ttl", "nan"], "--lease-ttl", "finite"),
+    (["demo", "--pace", "inf"], "--pace", "finite"),
+])
+def test_numbers_must_fit(demo_store: str, args: list[str], label: str, problem: str) -> None:
+    code, out, err = tether("--store", demo_store, *args)
+    assert code == 2, out + err
+    line = one_error_line(err)
+    assert line.startswith(f"error: {label} ") and problem in line, line
+
+
+def test_a_corrupt_checkpoint_names_run_and_step(demo_store: str, tmp_path: Path) -> None:
+    copy = tmp_path / "copy.db"
+    assert tether("--store", demo_store, "store", "backup", str(copy))[0] == 0
+    code, out, _ = tether("--store", str(copy), "runs", "--json")
+    ingest = next(r for r in map(json.loads, out.splitlines()) if r["name"] == "ingest")
+    with sqlite3.connect(copy) as c:
+        cur = c.execute("UPDATE checkpoints SET body = x'00ff' WHERE rk = (SELECT rk FROM runs "
+                        "WHERE id = ?) AND step = ?", (ingest["id"], ingest["step"]))
+        assert cur.rowcount >= 1
+    code, out, err = tether("--store", str(copy), "state", "ingest")
+    assert code == 2, out + err
+    line = one_error_line(err)
+    assert f"run {ingest['id']}" in line and f"step {ingest['step']}" in line
+    assert "damaged" in line
+
+
+def test_prefixes_are_literal_on_the_command_line(tmp_path: Path) -> None:
+    db = str(tmp_path / "one.db")
+    code, out, err = tether("--store", db, "run", "tests.sample_agents:ticker", "--goal", "g",
+                            "--name", "only", "--detach")
+    assert code == 0, out + err
+    for ref in ("_", "%", "%" + out.split()[-1][-2:]):
+        code, out2, err = tether("--store", db, "stop", ref)
+        assert code == 2 and f"no run {ref!r}" in one_error_line(err), out2 + err
+    code, out, err = tether("--store", db, "show", "only", "--json")
+    assert json.loads(out)["status"] == "running"
+
+
+@pytest.mark.timeout(10)
+def test_names_of_40000_characters_render(tmp_path: Path) -> None:
+    """One huge unbroken token took 28 s to print in `show` (rich's highlighter is
+    quadratic on it); the timeout is far above the fixed time (0.2 s) and below the old."""
+    db, huge = str(tmp_path / "long.db"), "x" * 40_000
+    code, out, err = tether("--store", db, "run", "tests.sample_agents:ticker", "--goal", huge,
+                            "--name", huge, "--detach")
+    assert code == 0, out + err
+    for args in (["runs"], ["show", huge], ["events", huge], ["messages"], ["approvals"]):
+        code, out, err = tether("--store", db, *args)
+        assert code == 0, out + err

@@ -10,6 +10,7 @@ from rich.table import Table
 
 from tether import approvals as ap
 from tether import ops
+from tether.cli.args import parse_json
 from tether.cli.common import console, handle_errors, print_jsonl, store, when
 from tether.errors import UsageError
 
@@ -57,10 +58,7 @@ def approve(approval: Annotated[str, typer.Argument(help="Approval id.")],
     """Approve a proposed action; the run goes on and runs it (at most once)."""
     edited = None
     if args is not None:
-        try:
-            edited = jsonlib.loads(args)
-        except ValueError as exc:
-            raise UsageError(f"--args is not valid JSON ({exc})") from None
+        edited = parse_json(args, "--args", "'{\"to\": \"a@example.com\"}'")
         if not isinstance(edited, dict):
             raise UsageError("--args must be a JSON object of the tool's arguments")
     row = ap.decide(store(), approval, approve=True, who=ops.actor(as_), note=note,

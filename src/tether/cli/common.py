@@ -14,12 +14,16 @@ from rich.console import Console
 from rich.markup import escape
 from typer.core import TyperGroup
 
+from tether.cli.args import check_arguments, shown
 from tether.errors import TetherError, UsageError
 from tether.store import open_store
 from tether.store.protocol import Store
 
-console = Console()
-err_console = Console(stderr=True)
+# No automatic highlighting: rich's highlighter runs regular expressions that take
+# quadratic time on one long token (`tether show` of a run named with 40,000 characters
+# took 26 s), and what tether prints is styled on purpose where it matters.
+console = Console(highlight=False)
+err_console = Console(stderr=True, highlight=False)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -32,12 +36,21 @@ class Settings:
 
 def store(*, create: bool = False) -> Store:
     """Open the store named by --store / TETHER_STORE / ./tether.db."""
-    return open_store(Settings.store_url, create=create)
+    url = Settings.store_url
+    if url is not None and not url.isascii():
+        try:
+            url.encode("utf-8")
+        except UnicodeEncodeError:
+            raise UsageError(f"--store {shown(url)} is not valid UTF-8 text; --store takes the "
+                             "path of a SQLite file (or sqlite:///path)") from None
+    return open_store(url, create=create)
 
 
 def print_error(message: str) -> None:
     """The one form every CLI error takes: a single ``error:`` line on stderr."""
     line = " ".join(message.split())  # a newline inside would make a second line
+    # Whatever the message quotes (a file name that is not UTF-8), printing it must not fail.
+    line = line.encode("utf-8", "backslashreplace").decode("utf-8")
     err_console.print(f"[red]error:[/red] {escape(line)}", highlight=False, soft_wrap=True)
 
 
@@ -46,6 +59,7 @@ def handle_errors(fn: F) -> F:
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
+            check_arguments(kwargs)
             return fn(*args, **kwargs)
         except TetherError as exc:
             print_error(str(exc))

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import json as jsonlib
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from tether import ops
+from tether.cli.args import parse_json
 from tether.cli.common import console, handle_errors, parse_assignments, print_jsonl, store
 from tether.errors import UsageError
 from tether.runtime.runs import load_agent, start_run
@@ -227,11 +227,7 @@ def resolve(effect: Annotated[str, typer.Argument(help="Effect id (its intent ev
     if result is not None:
         if chosen[0] != "done":
             raise UsageError("--result goes with --done only")
-        try:
-            value = jsonlib.loads(result)
-        except ValueError as exc:
-            raise UsageError(f"--result is not valid JSON ({exc}); quote strings: '\"ok\"'") \
-                from None
+        value = parse_json(result, "--result", "'\"ok\"' (quote strings) or '{\"id\": 7}'")
     eff = ops.resolve_effect(store(), effect, chosen[0], result=value, who=ops.actor(as_))
     row = ops.find_run(store(), eff.run)
     console.print(f"effect {eff.id} ({eff.tool}) resolved as {chosen[0]}; run {eff.run} is "

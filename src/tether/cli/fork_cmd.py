@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json as jsonlib
 from typing import Annotated, Any
 
 import typer
 
 from tether import ops
+from tether.cli.args import parse_json
 from tether.cli.common import console, handle_errors, store
 from tether.errors import UsageError
 from tether.provenance.fork import fork as do_fork
@@ -32,10 +32,7 @@ def fork(run: Annotated[str, typer.Argument(help="Run id, name or id prefix.")],
         key, sep, raw = item.partition("=")
         if not sep:
             raise UsageError(f"--set {item!r}: expected KEY=JSON, e.g. hint='\"check the logs\"'")
-        try:
-            edits[key] = jsonlib.loads(raw)
-        except ValueError as exc:
-            raise UsageError(f"--set {key}: {raw!r} is not JSON ({exc}); quote strings") from None
+        edits[key] = parse_json(raw, f"--set {key}", "hint='\"check the logs\"' (quote strings)")
     s = store()
     child = do_fork(s, run, at, edits=edits, shared_workspace=shared_workspace, name=name,
                     who=ops.actor(as_))

@@ -12,6 +12,7 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 
+from tether.cli.args import parse_json
 from tether.cli.common import console, handle_errors, parse_assignments, print_jsonl
 from tether.core.policy import Action, Decision, load_policy
 from tether.core.policy_match import EFFECTS
@@ -35,11 +36,7 @@ def check(file: Annotated[Path, typer.Argument(help="The policy file (TOML).")],
 
 
 def _arguments(text: str) -> dict[str, Any]:
-    try:
-        value = jsonlib.loads(text)
-    except ValueError as exc:
-        raise UsageError(f"--args is not valid JSON ({exc}); write an object such as "
-                         "'{\"to\": \"a@example.com\"}'") from None
+    value = parse_json(text, "--args", "'{\"to\": \"a@example.com\"}'")
     if not isinstance(value, dict):
         raise UsageError(f"--args must be a JSON object of argument names, got {text!r}")
     return value

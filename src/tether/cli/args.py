@@ -1,0 +1,116 @@
+"""What a command's arguments must be before they go further: text, numbers, JSON.
+
+Everything typed on a command line is checked here, once, before it reaches the store or
+a journal: text must be UTF-8 (argv bytes that are not arrive as lone surrogates, which
+SQLite and the terminal refuse), whole numbers must fit in 64 bits (SQLite's INTEGER),
+real numbers must be finite, and JSON must be shallow enough for the journal's encoder
+and free of lone surrogates. A refusal names the argument as the user typed it
+(``--after``, ``RUN``) and says what it takes.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+import typer
+
+from tether.errors import UsageError
+
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+MAX_JSON_DEPTH = 64
+"""Deepest nesting accepted in a JSON argument: far more than any tool argument or state
+value needs, and far below what the journal's encoder refuses (254 levels)."""
+
+# Recent typer vendors click (typer._click), older ones depend on it: find it from typer.
+_click_globals = importlib.import_module(
+    typer.BadParameter.__module__.rsplit(".", 1)[0] + ".globals")
+
+
+def shown(value: object, width: int = 40) -> str:
+    """``value`` quoted for a message, cut to ``width`` characters (a 40,000-character name
+    would otherwise fill the terminal)."""
+    text = repr(value)
+    return text if len(text) <= width else text[:width - 4] + "...'"
+
+
+def check_arguments(values: Mapping[str, Any]) -> None:
+    """Refuse the first of a command's parsed arguments that cannot go further.
+
+    Raises:
+        UsageError: naming the argument, its value and what it takes.
+    """
+    for name, value in values.items():
+        for item in value if isinstance(value, list | tuple) else (value,):
+            problem = _problem(item)
+            if problem is not None:
+                label, takes = _describe(name)
+                raise UsageError(f"{label} {shown(item)} {problem}; {label} takes {takes}")
+
+
+def _problem(value: object) -> str | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int) and not INT64_MIN <= value <= INT64_MAX:
+        return "does not fit in 64 bits"
+    if isinstance(value, float) and not math.isfinite(value):
+        return "is not a finite number"
+    if isinstance(value, str) and not _is_utf8(value):
+        return "is not valid UTF-8 text (a byte sequence that is not UTF-8, or a lone surrogate)"
+    return None
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _describe(name: str) -> tuple[str, str]:
+    """How the user wrote parameter ``name``, and its help as what it takes."""
+    ctx = _click_globals.get_current_context(silent=True)
+    for param in getattr(getattr(ctx, "command", None), "params", ()):
+        if param.name != name:
+            continue
+        label = param.opts[0] if param.param_type_name == "option" else name.upper()
+        help_text = (getattr(param, "help", None) or "").split(". ")[0].rstrip(".")
+        return label, help_text[:1].lower() + help_text[1:] if help_text else "another value"
+    return name, "another value"
+
+
+def parse_json(text: str, what: str, example: str) -> Any:
+    """Parse a JSON argument the journal can hold.
+
+    Args:
+        text: what the user typed.
+        what: the argument as the user wrote it, e.g. ``--result`` or ``--set hint``.
+        example: a valid value, for the message.
+
+    Raises:
+        UsageError: not JSON, nested deeper than MAX_JSON_DEPTH, NaN or infinite numbers,
+            lone surrogates.
+    """
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise UsageError(f"{what} {shown(text)} is not JSON the journal can hold ({exc}); "
+                         f"for example {example}") from None
+    if _depth(value) > MAX_JSON_DEPTH:
+        raise UsageError(f"{what} is nested deeper than {MAX_JSON_DEPTH} levels; flatten it")
+    return value
+
+
+def _depth(value: Any) -> int:
+    """Nesting depth, without recursion (the value may be up to 1,024 levels deep)."""
+    deepest, todo = 0, [(value, 1)]
+    while todo:
+        v, d = todo.pop()
+        if isinstance(v, dict | list):
+            deepest = max(deepest, d)
+            todo.extend((x, d + 1) for x in (v.values() if isinstance(v, dict) else v))
+    return deepest
