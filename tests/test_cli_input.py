@@ -94,12 +94,13 @@ NOT_UTF8 = "ingest\udcff"  # how Python decodes an argv byte 0xff: a lone surrog
     (["events", "ingest", "--kind", "\ud800"], "--kind"),
     (["runs", "--swarm", NOT_UTF8], "--swarm"), (["stop", "--agent", NOT_UTF8], "--agent"),
     (["run", "tests.sample_agents:ticker", "--goal", NOT_UTF8, "--detach"], "--goal"),
+    (["demo", "--dir", NOT_UTF8], "--dir"), (["policy", "check", NOT_UTF8], "FILE"),
 ])
 def test_text_that_is_not_utf8_is_named(demo_store: str, args: list[str], label: str) -> None:
     code, out, err = tether("--store", demo_store, *args)
     assert code == 2, out + err
     line = one_error_line(err)
-    assert f"{label} " in line and "not valid UTF-8" in line and f"{label} takes " in line
+    assert f"{label} " in line and "not valid UTF-8" in line and f"({label}: " in line
 
 
 DEEP = "[" * 5000 + "]" * 5000

@@ -1,8 +1,8 @@
 """What a command's arguments must be before they go further: text, numbers, JSON.
 
 Everything typed on a command line is checked here, once, before it reaches the store or
-a journal: text must be UTF-8 (argv bytes that are not arrive as lone surrogates, which
-SQLite and the terminal refuse), whole numbers must fit in 64 bits (SQLite's INTEGER),
+a journal: text and paths must be UTF-8 (argv bytes that are not arrive as lone surrogates,
+which SQLite and the terminal refuse), whole numbers must fit in 64 bits (SQLite's INTEGER),
 real numbers must be finite, and JSON must be shallow enough for the journal's encoder
 and free of lone surrogates. A refusal names the argument as the user typed it
 (``--after``, ``RUN``) and says what it takes.
@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib
 import math
 from collections.abc import Mapping
+from pathlib import PurePath
 from typing import Any
 
 import orjson
@@ -47,19 +48,22 @@ def check_arguments(values: Mapping[str, Any]) -> None:
         for item in value if isinstance(value, list | tuple) else (value,):
             problem = _problem(item)
             if problem is not None:
-                label, takes = _describe(name)
-                raise UsageError(f"{label} {shown(item)} {problem}; {label} takes {takes}")
+                label, what = _describe(name)
+                raise UsageError(f"{label} {shown(item)} {problem} ({label}: {what})")
 
 
 def _problem(value: object) -> str | None:
     if isinstance(value, bool):
         return None
     if isinstance(value, int) and not INT64_MIN <= value <= INT64_MAX:
-        return "does not fit in 64 bits"
+        return f"does not fit in 64 bits; give a whole number from {INT64_MIN} to {INT64_MAX}"
     if isinstance(value, float) and not math.isfinite(value):
-        return "is not a finite number"
-    if isinstance(value, str) and not _is_utf8(value):
-        return "is not valid UTF-8 text (a byte sequence that is not UTF-8, or a lone surrogate)"
+        return "is not a finite number; give a number such as 30 or 0.5"
+    # A path too: a file name that is not UTF-8 is legal on Linux, but every message and
+    # journal entry that names it would fail to print or encode.
+    if isinstance(value, str | PurePath) and not _is_utf8(str(value)):
+        return ("is not valid UTF-8 text (it holds bytes that are not UTF-8, or a lone "
+                "surrogate); give it as UTF-8")
     return None
 
 
@@ -72,15 +76,15 @@ def _is_utf8(text: str) -> bool:
 
 
 def _describe(name: str) -> tuple[str, str]:
-    """How the user wrote parameter ``name``, and its help as what it takes."""
+    """How the user wrote parameter ``name``, and the first sentence of its help."""
     ctx = _click_globals.get_current_context(silent=True)
     for param in getattr(getattr(ctx, "command", None), "params", ()):
         if param.name != name:
             continue
         label = param.opts[0] if param.param_type_name == "option" else name.upper()
         help_text = (getattr(param, "help", None) or "").split(". ")[0].rstrip(".")
-        return label, help_text[:1].lower() + help_text[1:] if help_text else "another value"
-    return name, "another value"
+        return label, help_text[:1].lower() + help_text[1:] if help_text else "see --help"
+    return name, "see --help"
 
 
 def parse_json(text: str, what: str, example: str) -> Any:
