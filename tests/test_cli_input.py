@@ -150,6 +150,22 @@ def test_numbers_must_fit(demo_store: str, args: list[str], label: str, problem:
     assert line.startswith(f"error: {label} ") and problem in line, line
 
 
+LONG = "n" * 300  # one file name of more than 255 bytes
+
+
+@pytest.mark.parametrize(("args", "label"), [
+    (["demo", "--dir", LONG], "--dir"), (["policy", "check", f"/tmp/{LONG}.toml"], "FILE"),
+    (["--store", f"{LONG}.db", "runs"], "--store"), (["store", "backup", LONG], "PATH"),
+])
+def test_paths_too_long_are_named(demo_store: str, args: list[str], label: str) -> None:
+    """A name the file system refuses (ENAMETOOLONG) is refused as an argument, not met as an
+    OSError half-way through."""
+    code, out, err = tether("--store", demo_store, *args)
+    assert code == 2, out + err
+    line = one_error_line(err)
+    assert line.startswith(f"error: {label} ") and "255 bytes" in line, line
+
+
 def test_a_corrupt_checkpoint_names_run_and_step(demo_store: str, tmp_path: Path) -> None:
     copy = tmp_path / "copy.db"
     assert tether("--store", demo_store, "store", "backup", str(copy))[0] == 0

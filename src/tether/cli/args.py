@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib
 import math
+import os
 from collections.abc import Mapping
 from pathlib import PurePath
 from typing import Any
@@ -22,6 +23,7 @@ import typer
 from tether.errors import UsageError
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+NAME_MAX, PATH_MAX = 255, 4096  # bytes, as on Linux and macOS
 MAX_JSON_DEPTH = 64
 """Deepest nesting accepted in a JSON argument: far more than any tool argument or state
 value needs, and far below what the journal's encoder refuses (254 levels)."""
@@ -34,8 +36,8 @@ _click_globals = importlib.import_module(
 def shown(value: object, width: int = 40) -> str:
     """``value`` quoted for a message, cut to ``width`` characters (a 40,000-character name
     would otherwise fill the terminal)."""
-    text = repr(value)
-    return text if len(text) <= width else text[:width - 4] + "...'"
+    text = repr(str(value) if isinstance(value, PurePath) else value)
+    return text if len(text) <= width else text[:width - 4] + "..." + text[-1]
 
 
 def check_arguments(values: Mapping[str, Any]) -> None:
@@ -46,10 +48,19 @@ def check_arguments(values: Mapping[str, Any]) -> None:
     """
     for name, value in values.items():
         for item in value if isinstance(value, list | tuple) else (value,):
-            problem = _problem(item)
-            if problem is not None:
-                label, what = _describe(name)
-                raise UsageError(f"{label} {shown(item)} {problem} ({label}: {what})")
+            if _problem(item) is not None:
+                check_value(item, *_describe(name))
+
+
+def check_value(value: object, label: str, what: str) -> None:
+    """Refuse ``value`` if it cannot go further, as argument ``label`` (what it is: ``what``).
+
+    Raises:
+        UsageError: naming the argument, its value and what to give instead.
+    """
+    problem = _problem(value)
+    if problem is not None:
+        raise UsageError(f"{label} {shown(value)} {problem} ({label}: {what})")
 
 
 def _problem(value: object) -> str | None:
@@ -64,6 +75,17 @@ def _problem(value: object) -> str | None:
     if isinstance(value, str | PurePath) and not _is_utf8(str(value)):
         return ("is not valid UTF-8 text (it holds bytes that are not UTF-8, or a lone "
                 "surrogate); give it as UTF-8")
+    if isinstance(value, PurePath):
+        return path_problem(value)
+    return None
+
+
+def path_problem(path: PurePath) -> str | None:
+    """Why the file system would refuse ``path`` by its length alone, or None."""
+    if len(os.fsencode(path)) > PATH_MAX:
+        return f"is too long for a path; give one of at most {PATH_MAX} bytes"
+    if any(len(os.fsencode(part)) > NAME_MAX for part in path.parts):
+        return f"has a part too long for a file name; give names of at most {NAME_MAX} bytes"
     return None
 
 

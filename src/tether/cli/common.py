@@ -6,6 +6,7 @@ import functools
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, TypeVar
 
 import orjson
@@ -14,7 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 from typer.core import TyperGroup
 
-from tether.cli.args import check_arguments, shown
+from tether.cli.args import check_arguments, check_value
 from tether.errors import TetherError, UsageError
 from tether.store import open_store
 from tether.store.protocol import Store
@@ -37,12 +38,8 @@ class Settings:
 def store(*, create: bool = False) -> Store:
     """Open the store named by --store / TETHER_STORE / ./tether.db."""
     url = Settings.store_url
-    if url is not None and not url.isascii():
-        try:
-            url.encode("utf-8")
-        except UnicodeEncodeError:
-            raise UsageError(f"--store {shown(url)} is not valid UTF-8 text; --store takes the "
-                             "path of a SQLite file (or sqlite:///path)") from None
+    if url is not None:
+        check_value(Path(url), "--store", "the path of a SQLite file, or sqlite:///path")
     return open_store(url, create=create)
 
 
