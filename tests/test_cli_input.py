@@ -142,6 +142,7 @@ BIG = str(2**64)
     (["impact", "ingest@1", "--epoch", BIG], "--epoch", "64 bits"),
     (["worker", "--until-idle", "--lease-ttl", "nan"], "--lease-ttl", "finite"),
     (["demo", "--pace", "inf"], "--pace", "finite"),
+    (["demo", "--pace", "1e300"], "--pace", "from 0 to 60"),
 ])
 def test_numbers_must_fit(demo_store: str, args: list[str], label: str, problem: str) -> None:
     code, out, err = tether("--store", demo_store, *args)

@@ -23,6 +23,8 @@ from tether.errors import UsageError
 from tether.models.base import Model
 from tether.store.protocol import Store
 
+MAX_PACE = 60.0
+
 
 @handle_errors
 def demo(directory: Annotated[Path, typer.Option(
@@ -36,8 +38,8 @@ def demo(directory: Annotated[Path, typer.Option(
 
     Run it again with the same --dir to resume where it stopped: no effect is repeated.
     """
-    if pace < 0:
-        raise UsageError("--pace must be zero or more seconds")
+    if not 0 <= pace <= MAX_PACE:  # a pace of 1e300 s is a demo that never ends
+        raise UsageError(f"--pace {pace:g}: give seconds per model call from 0 to {MAX_PACE:g}")
     m: Model
     if model:
         if not os.environ.get("OPENAI_BASE_URL") and not os.environ.get("OPENAI_API_KEY"):
