@@ -206,3 +206,12 @@ def test_names_of_40000_characters_render(tmp_path: Path) -> None:
     for args in (["runs"], ["show", huge], ["events", huge], ["messages"], ["approvals"]):
         code, out, err = tether("--store", db, *args)
         assert code == 0, out + err
+
+
+@pytest.mark.parametrize("user", ["\udcff", "x\ny", "a\x1b[2J"])
+def test_an_unrecordable_tether_user_is_named(demo_store: str, user: str,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TETHER_USER", user)
+    code, out, err = tether("--store", demo_store, "pause", "librarian")
+    assert code == 2, out + err
+    assert "TETHER_USER" in one_error_line(err)

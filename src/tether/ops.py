@@ -37,6 +37,9 @@ def actor(as_name: str | None = None) -> str:
     ``TETHER_ALLOW_AS=0``: then only the OS user is recorded and ``--as`` is refused.
     """
     claimed = as_name or os.environ.get("TETHER_USER")
+    if claimed and not claimed.isprintable():  # control characters, bytes that are not UTF-8
+        raise UsageError(f"{'--as' if as_name else 'TETHER_USER'} {claimed[:40]!r} cannot be "
+                         "recorded as a name; give printable UTF-8 text, e.g. --as alice")
     if claimed and os.environ.get("TETHER_ALLOW_AS", "1") == "0":
         raise UsageError(f"acting as {claimed!r} is not allowed here (TETHER_ALLOW_AS=0); "
                          f"commands are recorded as the OS user {_os_user()!r}")
