@@ -143,6 +143,9 @@ BIG = str(2**64)
     (["worker", "--until-idle", "--lease-ttl", "nan"], "--lease-ttl", "finite"),
     (["demo", "--pace", "inf"], "--pace", "finite"),
     (["demo", "--pace", "1e300"], "--pace", "from 0 to 60"),
+    (["policy", "explain", "--agent", "a", "--tool", "t", "--budget", "cost_usd_per_day=nan",
+      "--policy", "/dev/null"], "--budget", "finite"),
+    (["budget", "ingest", "--set", "steps=1e999"], "--set", "finite"),
 ])
 def test_numbers_must_fit(demo_store: str, args: list[str], label: str, problem: str) -> None:
     code, out, err = tether("--store", demo_store, *args)
@@ -215,3 +218,13 @@ def test_an_unrecordable_tether_user_is_named(demo_store: str, user: str,
     code, out, err = tether("--store", demo_store, "pause", "librarian")
     assert code == 2, out + err
     assert "TETHER_USER" in one_error_line(err)
+
+
+def test_every_command_checks_its_arguments() -> None:
+    """Every command goes through handle_errors, which checks arguments before the command
+    runs and turns tether's errors into the one-line form."""
+    groups = [app, *(g.typer_instance for g in app.registered_groups)]
+    for group in groups:
+        assert group is not None
+        for info in group.registered_commands:
+            assert hasattr(info.callback, "__wrapped__"), f"{info.callback} lacks @handle_errors"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
@@ -134,7 +135,10 @@ def parse_assignments(items: list[str], what: str) -> dict[str, float]:
         if not sep:
             raise UsageError(f"{what} {item!r}: expected KEY=NUMBER, e.g. cost_usd_per_day=5")
         try:
-            out[k.strip()] = float(v)
+            number = float(v)
         except ValueError:
             raise UsageError(f"{what} {item!r}: {v!r} is not a number") from None
+        if not math.isfinite(number):
+            raise UsageError(f"{what} {item!r}: {v!r} is not a finite number")
+        out[k.strip()] = number
     return out
