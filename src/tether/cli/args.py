@@ -28,9 +28,11 @@ MAX_JSON_DEPTH = 64
 """Deepest nesting accepted in a JSON argument: far more than any tool argument or state
 value needs, and far below what the journal's encoder refuses (254 levels)."""
 
-# Recent typer vendors click (typer._click), older ones depend on it: find it from typer.
-_click_globals = importlib.import_module(
-    typer.BadParameter.__module__.rsplit(".", 1)[0] + ".globals")
+# Recent typer vendors click (typer._click), older ones depend on it: find it from typer
+# rather than import either by name.
+_CLICK = typer.BadParameter.__module__.rsplit(".", 1)[0]
+click_exceptions = importlib.import_module(_CLICK + ".exceptions")
+_click_globals = importlib.import_module(_CLICK + ".globals")
 
 
 def shown(value: object, width: int = 40) -> str:

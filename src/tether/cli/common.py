@@ -16,14 +16,14 @@ from rich.console import Console
 from rich.markup import escape
 from typer.core import TyperGroup
 
-from tether.cli.args import check_arguments, check_value
+from tether.cli.args import check_arguments, check_value, click_exceptions
 from tether.errors import TetherError, UsageError
 from tether.store import open_store
 from tether.store.protocol import Store
 
 # No automatic highlighting: rich's highlighter runs regular expressions that take
 # quadratic time on one long token (`tether show` of a run named with 40,000 characters
-# took 26 s), and what tether prints is styled on purpose where it matters.
+# took 28 s), and what tether prints is styled on purpose where it matters.
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
 
@@ -65,11 +65,8 @@ def handle_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-# Click is vendored by recent typer (typer._click) and a dependency of older ones: take its
-# exceptions from wherever typer's BadParameter lives rather than import either by name.
-_click_exceptions = sys.modules[typer.BadParameter.__module__]
-_ClickException: type[Exception] = _click_exceptions.ClickException
-_NoArgsIsHelp: type[Exception] | None = getattr(_click_exceptions, "NoArgsIsHelpError", None)
+_ClickException: type[Exception] = click_exceptions.ClickException
+_NoArgsIsHelp: type[Exception] | None = getattr(click_exceptions, "NoArgsIsHelpError", None)
 
 
 class OneLineErrors(TyperGroup):
