@@ -126,7 +126,7 @@ def parse_json(text: str, what: str, example: str) -> Any:
     try:
         value = orjson.loads(text)
     except orjson.JSONDecodeError as exc:
-        raise UsageError(f"{what} {shown(text)} is not JSON the journal can hold ({exc}); "
+        raise UsageError(f"{what} is not valid JSON ({exc}) in {shown(text)}; "
                          f"for example {example}") from None
     if _depth(value) > MAX_JSON_DEPTH:
         raise UsageError(f"{what} is nested deeper than {MAX_JSON_DEPTH} levels; flatten it")
