@@ -214,7 +214,7 @@ def test_fork_at_a_step_with_edited_state_in_a_rewound_copy(store: SQLiteStore, 
     assert verify_store(store).ok
     res = CliRunner().invoke(app, ["--store", str(store.path), "fork", run, "--at", "1",
                                    "--set", "hint=not json"])
-    assert res.exit_code == 2 and "not JSON" in res.output
+    assert res.exit_code == 2 and "--set hint is not valid JSON" in res.output
 
 
 UNDO_CALLS: list[int] = []
