@@ -202,6 +202,19 @@ def test_get_list_and_find_runs(store_factory: StoreFactory) -> None:
     assert sorted(store.all_run_ids()) == sorted([a.id, b.id, c.id])
 
 
+def test_lookups_refuse_what_cannot_be_bound(store_factory: StoreFactory) -> None:
+    """An id that is not UTF-8 (a lone surrogate, as argv bytes that are not UTF-8 decode)
+    or a number beyond 64 bits is a UsageError, not a codec's or SQLite's OverflowError."""
+    store, ids = store_factory(), _ids()
+    a = _started(store, ids, name="alpha", created=T0)
+    for lookup in (lambda: store.get_run("run\udcff"), lambda: store.find_runs("\ud800"),
+                   lambda: store.approval("\udcff"), lambda: store.effect("\udcff"),
+                   lambda: store.events(a.id, after_seq=2**64),
+                   lambda: store.events(a.id, limit=2**64), lambda: store.events("\udcff")):
+        with pytest.raises(UsageError):
+            lookup()
+
+
 @pytest.mark.parametrize("pattern", ["_", "%", "%%", "_%", "0_", "%FE", "\\", "[0-9]*", "*"])
 def test_find_runs_matches_prefixes_literally(store_factory: StoreFactory, pattern: str) -> None:
     """LIKE and GLOB metacharacters in a prefix are plain characters: ``tether stop _`` must not

@@ -183,6 +183,15 @@ class SQLiteBase:
             return self._conn().execute(sql, args).fetchall()
         except sqlite3.Error as exc:
             raise self._translate(exc) from exc
+        except (UnicodeEncodeError, OverflowError) as exc:
+            raise self._unbindable(exc, args) from None
+
+    def _unbindable(self, exc: Exception, args: Sequence[Any]) -> UsageError:
+        """What a caller looks up that SQLite cannot bind: an id that is not UTF-8 (a lone
+        surrogate) or a number beyond 64 bits. The CLI refuses these first, naming the
+        argument; a Python caller gets the same kind of error, not a codec's."""
+        return UsageError(f"store {self.path}: cannot look up {_first_unbindable(args)} "
+                          f"({exc}); ids and names are UTF-8 text, numbers fit in 64 bits")
 
     def _rk(self, run: str, c: sqlite3.Connection | None = None, *,
             create: bool = False) -> int | None:
@@ -195,6 +204,8 @@ class SQLiteBase:
             row = conn.execute("SELECT rk FROM run_keys WHERE id = ?", (run,)).fetchone()
         except sqlite3.Error as exc:
             raise self._translate(exc) from exc
+        except UnicodeEncodeError as exc:
+            raise self._unbindable(exc, (run,)) from None
         if row is None and create:
             # Not cached yet: the transaction creating it may still roll back.
             cur = conn.execute("INSERT INTO run_keys(id) VALUES(?)", (run,))
@@ -245,3 +256,16 @@ class SQLiteBase:
                     c.close()
             self._conns.clear()
         self._local = threading.local()
+
+
+def _first_unbindable(args: Sequence[Any]) -> str:
+    """The first argument SQLite cannot bind, quoted and cut short, for a message."""
+    for a in args:
+        if isinstance(a, int) and not -(2**63) <= a < 2**63:
+            return repr(a)[:40]
+        if isinstance(a, str) and not a.isascii():
+            try:
+                a.encode("utf-8")
+            except UnicodeEncodeError:
+                return repr(a)[:40]
+    return "a value"
