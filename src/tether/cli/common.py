@@ -86,6 +86,9 @@ class OneLineErrors(TyperGroup):
             if _NoArgsIsHelp is None or not isinstance(exc, _NoArgsIsHelp):  # help is printed
                 print_error(_usage_message(exc))
             sys.exit(getattr(exc, "exit_code", 2))
+        except typer.Abort:  # end of input at a prompt; standalone mode prints "Aborted!"
+            print_error("aborted")
+            sys.exit(1)
         # Outside standalone mode typer returns the code of a typer.Exit (or the command's
         # None): exit with it as standalone mode would.
         sys.exit(rv if isinstance(rv, int) else 0)
