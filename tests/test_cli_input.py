@@ -179,11 +179,12 @@ def test_a_corrupt_checkpoint_names_run_and_step(demo_store: str, tmp_path: Path
         cur = c.execute("UPDATE checkpoints SET body = x'00ff' WHERE rk = (SELECT rk FROM runs "
                         "WHERE id = ?) AND step = ?", (ingest["id"], ingest["step"]))
         assert cur.rowcount >= 1
-    code, out, err = tether("--store", str(copy), "state", "ingest")
-    assert code == 2, out + err
-    line = one_error_line(err)
-    assert f"run {ingest['id']}" in line and f"step {ingest['step']}" in line
-    assert "damaged" in line
+    for args in (["state", "ingest"], ["fork", "ingest", "--at", str(ingest["step"])]):
+        code, out, err = tether("--store", str(copy), *args)
+        assert code == 2, out + err
+        line = one_error_line(err)
+        assert f"run {ingest['id']}" in line and f"step {ingest['step']}" in line
+        assert "damaged" in line
 
 
 def test_prefixes_are_literal_on_the_command_line(tmp_path: Path) -> None:
