@@ -51,6 +51,7 @@ from tether import (
 )
 from tether.core.checkpoint import restore
 from tether.store.protocol import Store
+from tether.testing import allow_tools
 
 ROOT = Path(__file__).resolve().parent.parent
 SIDE_ENV = "CRASH_SIDE"
@@ -222,6 +223,7 @@ def start_runs(store: Store, names: Sequence[str], *, steps: int = 30,
     """Start one run per agent name (``counter``, ``keyed``, ``chatty``, ...)."""
     agents = {"counter": counter, "keyed": keyed, "chatty": chatty, "recall": recall,
               "doubt": doubt}
+    allow_tools(store)  # the trials are about crashes, not approvals
     out = []
     for i, n in enumerate(names):
         a = agents[n]

@@ -44,6 +44,11 @@ def charge_slowly(amount: int) -> str:
     return f"charged {amount}"
 
 
+async def _pay_fast(ctx: Any, state: dict[str, Any]) -> Any:
+    state["result"] = await ctx.call(charge, amount=7)
+    return Done(state["result"])
+
+
 async def _ticker(ctx: Any, state: dict[str, Any]) -> Any:
     await asyncio.sleep(0.01)
     state["n"] = state.get("n", 0) + 1
@@ -115,6 +120,7 @@ hoarder = StepAgent(_hoarder, name="hoarder")
 file_hoarder = StepAgent(_hoard_files, name="file_hoarder", tools=[put, slow_undo])
 putter = StepAgent(_putter, name="putter", tools=[put, slow_undo])
 pay_once = StepAgent(_pay_once, name="pay_once", tools=[charge_slowly])
+pay_fast = StepAgent(_pay_fast, name="pay_fast", tools=[charge])
 sleeper = StepAgent(_sleeper, name="sleeper")
 
 
@@ -125,8 +131,7 @@ def main() -> None:
     from tether import Worker
     from tether.store.sqlite import SQLiteStore
     store = SQLiteStore(sys.argv[2])
-    policy = os.environ.get("TETHER_TEST_POLICY")
-    asyncio.run(Worker(store, lease_ttl=2.0, policy_path=policy).run(handle_signals=True))
+    asyncio.run(Worker(store, lease_ttl=2.0).run(handle_signals=True))
 
 
 if __name__ == "__main__":

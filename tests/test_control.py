@@ -18,8 +18,10 @@ from tests import sample_agents
 from tether import Worker, ops, start_run
 from tether.errors import NotFound, UsageError
 from tether.models.base import ModelResponse
+from tether.policies import apply_policy
 from tether.runtime.agent import StepAgent
 from tether.store.sqlite import SQLiteStore
+from tether.testing import allow_tools
 from tether.testing.openai_server import FakeChatServer, Reply, completion
 
 REPO = Path(__file__).resolve().parents[1]
@@ -171,6 +173,7 @@ def test_kill_during_an_effect_then_resolve(tmp_path: Path) -> None:
     path = tmp_path / "t.db"
     side, marker = tmp_path / "side.txt", tmp_path / "marker"
     store = SQLiteStore(path)
+    allow_tools(store, "charge_slowly")  # about the doubt, not the approval
     rid = _start(store, "pay_once")
     _kill_worker_inside_tool(path, side, marker)
     assert side.read_text().count("charge 42") == 1
@@ -244,15 +247,16 @@ def test_kill_between_approval_and_execution_runs_it_at_most_once(tmp_path: Path
     policy_file.write_text('[[rule]]\nid = "ask"\ntool = "charge_slowly"\ndecide = "approve"\n')
     side, marker = tmp_path / "side.txt", tmp_path / "marker"
     store = SQLiteStore(path)
+    apply_policy(store, load_policy(policy_file), who="human:ops")  # every worker's, the killed one's too
     rid = _start(store, "pay_once")
-    asyncio.run(Worker(store, policy=load_policy(policy_file)).run(until_idle=True))
+    asyncio.run(Worker(store).run(until_idle=True))
     (req,) = store.approvals(status="pending")
     approvals.decide(store, req.id, approve=True, who="human:ops")
-    _kill_worker_inside_tool(path, side, marker, TETHER_TEST_POLICY=str(policy_file))
+    _kill_worker_inside_tool(path, side, marker)
     time.sleep(2.1)  # the dead worker's lease (2 s) runs out
     os.environ["TETHER_TEST_SIDE"] = str(side)
     try:
-        asyncio.run(Worker(store, policy=load_policy(policy_file)).run(until_idle=True))
+        asyncio.run(Worker(store).run(until_idle=True))
     finally:
         os.environ.pop("TETHER_TEST_SIDE", None)
     row = store.get_run(rid)

@@ -33,6 +33,7 @@ import pytest
 from tests import crashkit as ck
 from tether import Done, StepAgent, Worker, start_run, tool
 from tether.store.sqlite import SQLiteStore
+from tether.testing import allow_tools
 
 TRIALS = 30
 STEPS = 28
@@ -294,6 +295,7 @@ def test_a_transient_lock_does_not_put_a_completed_effect_in_doubt(
     monkeypatch.setenv("LOCK_DB", str(db))
     store = SQLiteStore(db, busy_timeout=0.2)
     agent = StepAgent(_locked_step, name="locked", tools=[mark_then_lock])
+    allow_tools(store)
     run = start_run(store, agent, agent_ref="locked", goal="g")
     try:
         asyncio.run(Worker(store, agents={"locked": agent}, lease_ttl=0.5, poll_interval=0.01)

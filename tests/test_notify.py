@@ -38,6 +38,7 @@ from tether.notify import (
     decide,
     queue_expiring,
 )
+from tether.policies import apply_policy
 from tether.store.records import Notification
 from tether.store.sqlite import SQLiteStore
 
@@ -308,6 +309,7 @@ def test_queue_expiring_queues_once(store: SQLiteStore, hook: Hook) -> None:
     agent = StepAgent(_wire, name="wirer", tools=[wire_money])
     policy = rules_from_python([], defaults={"expires": "1h"})
     run = start_run(store, agent, agent_ref="wirer", goal="pay")
+    apply_policy(store, policy, who="human:ops")
     asyncio.run(Worker(store, agents={"wirer": agent}, policy=policy,
                        poll_interval=0.01).run(until_idle=True))
     assert store.get_run(run).status == "awaiting_approval"  # type: ignore[union-attr]

@@ -13,11 +13,13 @@ from typer.testing import CliRunner
 
 from tether import Agent, Done, FixedClock, StepAgent, Worker, approvals, ops, start_run, tool, verify_store
 from tether.cli.app import app
-from tether.core.policy import Policy, rules_from_python
+from tether.core.policy import Policy, builtin_policy, rules_from_python
 from tether.errors import NotFound, UsageError
 from tether.models.base import ModelResponse, ToolCall
 from tether.models.scripted import ScriptedModel
+from tether.policies import apply_policy
 from tether.store.sqlite import SQLiteStore
+from tether.testing import allow_tools
 
 SENT: list[dict[str, Any]] = []
 
@@ -48,8 +50,15 @@ PAY = StepAgent(_pay, name="payer", tools=[send, balance])
 AGENTS = {"payer": PAY}
 
 
+def applied(store: SQLiteStore, policy: Policy) -> Policy:
+    """Put ``policy`` in force in the store, as `tether policy apply` does."""
+    apply_policy(store, policy, who="human:ops")
+    return policy
+
+
 def drive(store: SQLiteStore, policy: Policy | None, clock: FixedClock | None = None) -> None:
-    asyncio.run(Worker(store, agents=AGENTS, policy=policy, clock=clock,
+    """Drive under ``policy``, applied to the store first (None: whatever is in force)."""
+    asyncio.run(Worker(store, agents=AGENTS, policy=policy and applied(store, policy), clock=clock,
                        poll_interval=0.01).run(until_idle=True))
 
 
@@ -62,12 +71,16 @@ def _clear() -> None:
     SENT.clear()
 
 
-def test_without_a_policy_nothing_is_gated(store: SQLiteStore) -> None:
+def test_without_a_policy_the_defaults_gate_irreversible_only(store: SQLiteStore) -> None:
+    """No policy applied to the store: reads run ungated (nothing journaled for them), the
+    irreversible call waits for a person, decided by the built-in defaults."""
     run = start_run(store, PAY, agent_ref="payer", goal="pay")
     drive(store, None)
-    assert store.get_run(run).status == "done"  # type: ignore[union-attr]
-    assert SENT == [{"to": "bob", "amount": 5}]
-    assert "policy.decided" not in kinds(store, run)
+    assert store.get_run(run).status == "awaiting_approval"  # type: ignore[union-attr]
+    assert SENT == []
+    decided = [e.payload for e in store.events(run) if e.kind == "policy.decided"]
+    assert [(d["tool"], d["verdict"], d["rule"]) for d in decided] == [("send", "approve", None)]
+    assert decided[0]["policy_hash"] == builtin_policy().hash
 
 
 def test_default_policy_asks_before_irreversible_and_runs_once_after_approval(
@@ -194,10 +207,10 @@ def test_expiry_denies_by_default_and_always_allow_sticks(store: SQLiteStore) ->
 
     multi = StepAgent(_pay_twice, name="twice", tools=[send])
     run2 = start_run(store, multi, agent_ref="twice", goal="pay twice")
-    asyncio.run(Worker(store, agents={"twice": multi}, policy=policy).run(until_idle=True))
+    asyncio.run(Worker(store, agents={"twice": multi}, policy=applied(store, policy)).run(until_idle=True))
     (req2,) = store.approvals(status="pending")
     approvals.decide(store, req2.id, approve=True, who="human:ada", always=True)
-    asyncio.run(Worker(store, agents={"twice": multi}, policy=policy).run(until_idle=True))
+    asyncio.run(Worker(store, agents={"twice": multi}, policy=applied(store, policy)).run(until_idle=True))
     assert store.get_run(run2).status == "done" and len(SENT) == 2  # type: ignore[union-attr]
     assert len(store.approvals(run=run2)) == 1  # the second send was not asked again
 
@@ -216,7 +229,7 @@ def test_the_built_in_agent_is_told_of_a_denial(store: SQLiteStore) -> None:
     policy = rules_from_python([{"id": "never", "tool": "send", "decide": "deny",
                                  "reason": "no payments"}])
     run = start_run(store, agent, agent_ref="teller", goal="pay x")
-    asyncio.run(Worker(store, agents={"teller": agent}, policy=policy).run(until_idle=True))
+    asyncio.run(Worker(store, agents={"teller": agent}, policy=applied(store, policy)).run(until_idle=True))
     row = store.get_run(run)
     from tether import ops
     _, _, state = ops.run_state(store, run)
@@ -325,7 +338,7 @@ def test_a_budget_rule_on_model_calls_pauses_the_run(store: SQLiteStore) -> None
         {"id": "save-money", "effect": "model", "budget": {"tokens": {"gte": 0.5}},
          "decide": "deny", "reason": "half the token budget is gone"}])
     run = start_run(store, agent, agent_ref="chat", goal="talk", budget={"tokens": 500})
-    asyncio.run(Worker(store, agents={"chat": agent}, policy=policy).run(until_idle=True))
+    asyncio.run(Worker(store, agents={"chat": agent}, policy=applied(store, policy)).run(until_idle=True))
     row = store.get_run(run)
     assert row is not None and row.status == "paused" and "save-money" in row.reason
     used = row.usage["input_tokens"] + row.usage["output_tokens"]
@@ -377,7 +390,7 @@ def test_an_approval_covers_its_own_call_only(store: SQLiteStore) -> None:
     policy = rules_from_python([])
     run = start_run(store, agent, agent_ref="each", goal="pay")
     worker = lambda: asyncio.run(  # noqa: E731 - a short local helper
-        Worker(store, agents={"each": agent}, policy=policy).run(until_idle=True))
+        Worker(store, agents={"each": agent}, policy=applied(store, policy)).run(until_idle=True))
     worker()
     (first,) = store.approvals(status="pending")
     approvals.decide(store, first.id, approve=True, who="human:ada")
@@ -441,6 +454,7 @@ def test_resuming_under_a_changed_definition_is_refused_until_accepted(
         store: SQLiteStore) -> None:
     from tether import ops
     v1 = StepAgent(_v1, name="changer", tools=[send])
+    allow_tools(store, "send")  # this test is about definitions, not approvals
     run = start_run(store, v1, agent_ref="changer", goal="pay")
     ops.send_command(store, run, "pause", who="human:ada")
     v2 = StepAgent(_v2, name="changer", tools=[send])

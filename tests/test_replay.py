@@ -41,6 +41,7 @@ from tether import (
 from tether.core.checkpoint import restore
 from tether.core.events import Event
 from tether.store.sqlite import SQLiteStore
+from tether.testing import allow_tools
 
 
 @dataclass
@@ -55,6 +56,7 @@ def files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Files]:
     monkeypatch.setenv(ck.SIDE_ENV, str(tmp_path / "side.log"))
     monkeypatch.delenv(ck.EXIT_ENV, raising=False)
     f = Files(tmp_path / "replay.db", tmp_path / "side.log", SQLiteStore(tmp_path / "replay.db"))
+    allow_tools(f.store)  # replay, not approvals: irreversible calls are allowed outright
     yield f
     assert verify_store(f.store).ok
     f.store.close()
@@ -83,7 +85,9 @@ def state_of(store: SQLiteStore, run: str) -> dict[str, Any]:
 
 
 def kinds(store: SQLiteStore, run: str, step: int | None = None) -> list[str]:
-    return [e.kind for e in store.events(run) if step is None or e.step == step]
+    """The run's event kinds, without the test policy's allow decisions (see ``files``)."""
+    return [e.kind for e in store.events(run)
+            if (step is None or e.step == step) and e.kind != "policy.decided"]
 
 
 def only(events: list[Event], kind: str) -> Event:
@@ -109,7 +113,7 @@ def test_crashed_step_replays_model_clock_and_random_and_retries_with_same_key(
         files: Files) -> None:
     (run,) = ck.start_runs(files.store, ["recall"])
     crashed_pid = crash_at(files, "deliver:after")
-    step1 = [e for e in files.store.events(run) if e.step == 1]
+    step1 = [e for e in files.store.events(run) if e.step == 1 and e.kind != "policy.decided"]
     assert [e.kind for e in step1] == ["step.started", "model.called", "clock.read",
                                        "random.read", "effect.intent"]
     recorded = only(step1, "model.called").payload["response"]["content"]
@@ -439,7 +443,7 @@ def test_unserialisable_state_fails_the_run_naming_key_and_step_and_loses_nothin
     evs = files.store.events(run)
     failed = only(evs, "run.failed")
     assert "state key bad.nested" in failed.payload["error"] and failed.step == 2
-    step2 = [e.kind for e in evs if e.step == 2]
+    step2 = [e.kind for e in evs if e.step == 2 and e.kind != "policy.decided"]
     assert step2[:4] == ["step.started", "effect.intent", "effect.done", "run.failed"]
     assert [e.status for e in files.store.effects(run=run)] == ["done", "done"]
     assert "bad" not in state_of(files.store, run)

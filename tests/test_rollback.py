@@ -14,6 +14,7 @@ from tether.cli.app import app
 from tether.errors import UsageError
 from tether.provenance import rollback as rb
 from tether.store.sqlite import SQLiteStore
+from tether.testing import allow_tools
 from tether.tools.files import fs_append, fs_mkdir, fs_write
 
 OUTBOX: list[str] = []
@@ -101,6 +102,7 @@ def test_irreversible_effects_and_foreign_changes_need_consent(store: SQLiteStor
                                                                tmp_path: Path) -> None:
     OUTBOX.clear()
     ws = tmp_path / "ws"
+    allow_tools(store, "announce")  # about rollback's consent, not the policy's
     run = start(store, ws, loud=True)
     for _ in range(3):
         drive(store)

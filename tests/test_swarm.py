@@ -37,6 +37,7 @@ from tether import (
 from tether.core.events import Event
 from tether.store.records import Transition, Write
 from tether.store.sqlite import SQLiteStore
+from tether.testing import allow_tools
 from tether.tools.files import fs_append, fs_read, fs_write
 
 SWARM = "crew"
@@ -188,6 +189,7 @@ class Env:
 def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
     monkeypatch.delenv(CRASH_ENV, raising=False)
     store = SQLiteStore(tmp_path / "swarm.db")
+    allow_tools(store)
     e = Env(tmp_path / "swarm.db", tmp_path / "side.log", tmp_path / "ws", store)
     yield e
     rep = verify_store(store)

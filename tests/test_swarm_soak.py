@@ -77,6 +77,7 @@ from tether.core.events import Event
 from tether.runtime.swarm import board_ns, file_ns
 from tether.store.records import EffectRow, MessageRow, RunRow
 from tether.store.sqlite import SQLiteStore
+from tether.testing import allow_tools
 
 pytestmark = [pytest.mark.crash, pytest.mark.timeout(90)]
 
@@ -220,6 +221,7 @@ def start_swarm(store: SQLiteStore, folder: Path, rng: random.Random, workers: i
     plans = {p: [[rng.choice(consumers) for _ in range(rng.choice((0, 1, 1, 2)))]
                  for _ in range(STEPS)] for p in producers}
     want = {c: sum(step.count(c) for plan in plans.values() for step in plan) for c in consumers}
+    allow_tools(store)  # the soak is about kills, not approvals
     ids = {}
     for c in consumers:  # first: producers name them
         ids[c] = start_run(store, sa.consumer, agent_ref=sa.CONSUMER_REF, goal=f"consume {c}",

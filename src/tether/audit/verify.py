@@ -12,7 +12,9 @@ What is detected:
 * a changed provenance index: the links (which ``tether impact`` and cascade
   rollbacks walk) no longer match the ones the events' causes imply;
 * a changed message or version row: its sender, recipient or body, or its
-  writer, key or value, no longer match the event that made it.
+  writer, key or value, no longer match the event that made it;
+* a changed, removed or inserted operator setting in the store chain
+  (``audit/store_chain.py``).
 
 An erased payload (NULL, kept hash) is allowed: that is what payload hashing is for.
 """
@@ -24,6 +26,7 @@ import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from tether.audit.store_chain import verify_store_chain
 from tether.core.canonical import loads
 from tether.core.events import (
     BATCH_GENESIS,
@@ -33,6 +36,7 @@ from tether.core.events import (
     genesis,
     payload_digest,
 )
+from tether.core.settings import STORE_CHAIN
 from tether.errors import StoreError
 from tether.store.protocol import Store
 from tether.store.sqlite_swarm import LINK_KINDS, derive_links
@@ -74,6 +78,7 @@ def verify_store(store: Store, *, progress: Callable[[int, int], None] | None = 
         rep.runs += 1
         if progress:
             progress(i + 1, len(runs))
+    hashes[STORE_CHAIN] = verify_store_chain(store, rep)
     covered: dict[str, set[int]] = {}
     prev = BATCH_GENESIS
     for b in store.batches():

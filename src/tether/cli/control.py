@@ -11,20 +11,35 @@ import typer
 from tether import ops
 from tether.cli.args import parse_json
 from tether.cli.common import console, handle_errors, parse_assignments, print_jsonl, store
+from tether.core.policy import load_policy
 from tether.errors import UsageError
-from tether.runtime.runs import load_agent, start_run
+from tether.policies import apply_policy, in_force
+from tether.runtime.runs import load_agent, start_run, validate_run
 from tether.runtime.storage_health import GIVE_UP_AFTER
 from tether.runtime.worker import Worker
+from tether.store.protocol import Store
 
 PolicyOpt = Annotated[Path | None, typer.Option(
-    help="Policy file (TOML); default ./tether.toml when it exists. Reloaded when it changes.")]
+    help="Policy file (TOML), applied to the store (journaled) before the run starts; default "
+         "tether.toml beside the store when it exists.")]
+WorkerPolicyOpt = Annotated[Path | None, typer.Option(
+    help="Policy file (TOML) this worker must run under: refused unless it is the store's "
+         "policy in force (or --apply).")]
 
 
-def _policy_path(given: Path | None) -> Path | None:
-    if given is not None:
-        return given
-    default = Path("tether.toml")
-    return default if default.exists() else None
+def _apply_beside(s: Store, given: Path | None, who: str) -> None:
+    """Apply ``--policy FILE``, else a tether.toml beside the store, through the journaled
+    apply (checked first: a broken file stops here, before any run exists)."""
+    path = given
+    if path is None:
+        folder = Path(getattr(s, "path", "tether.db")).parent
+        path = folder / "tether.toml" if (folder / "tether.toml").exists() else None
+    if path is None:
+        return
+    event = apply_policy(s, load_policy(path), who=who)
+    if event is not None:
+        console.print(f"applied {path} to the store: {in_force(s).describe()}",
+                      highlight=False, soft_wrap=True)
 
 
 AsOpt = Annotated[str | None, typer.Option("--as", help="Act as NAME (default $TETHER_USER or "
@@ -51,20 +66,25 @@ def run(agent: Annotated[str, typer.Argument(help="The agent, as module:attr.")]
             "--pause-before-irreversible",
             help="Pause point: ask for approval before every irreversible effect.")] = False,
         as_: AsOpt = None) -> None:
-    """Start a run of an agent and drive it here until it sleeps, pauses or ends."""
-    s = store(create=True)
+    """Start a run of an agent and drive it here until it sleeps, pauses or ends.
+
+    Everything is checked first (the agent, the policy, the budget, the state): on an
+    error nothing is written and no run is left behind."""
     a = load_agent(agent)
-    rid = start_run(s, a, agent_ref=agent, goal=goal, name=name, swarm=swarm,
-                    budget=parse_assignments(budget or [], "--budget"), workspace=workspace,
-                    actor=ops.actor(as_), pause_points={
-                        k: v for k, v in (("every_steps", pause_every_steps),
-                                          ("every_minutes", pause_every_minutes),
-                                          ("before_irreversible", pause_before_irreversible))
-                        if v} or None)
+    caps = parse_assignments(budget or [], "--budget")
+    points = {k: v for k, v in (("every_steps", pause_every_steps),
+                                ("every_minutes", pause_every_minutes),
+                                ("before_irreversible", pause_before_irreversible)) if v} or None
+    validate_run(a, goal=goal, budget=caps, pause_points=points)
+    who = ops.actor(as_)
+    s = store(create=True)
+    _apply_beside(s, policy, who)
+    rid = start_run(s, a, agent_ref=agent, goal=goal, name=name, swarm=swarm, budget=caps,
+                    workspace=workspace, actor=who, pause_points=points)
     console.print(f"started run {rid}")
     if detach:
         return
-    w = Worker(s, agents={agent: a}, only={rid}, policy_path=_policy_path(policy))
+    w = Worker(s, agents={agent: a}, only={rid})
     asyncio.run(w.run(until_idle=True, handle_signals=True))
     row = ops.find_run(s, rid)
     console.print(f"run {rid} is {row.status} after step {row.step}"
@@ -78,7 +98,11 @@ def worker(until_idle: Annotated[bool, typer.Option(
                "--until-idle", help="Exit when nothing is runnable.")] = False,
            concurrency: Annotated[int, typer.Option(help="The most runs driven at once.")] = 1000,
            lease_ttl: Annotated[float, typer.Option(help="Lease length in seconds.")] = 30.0,
-           policy: PolicyOpt = None,
+           policy: WorkerPolicyOpt = None,
+           apply: Annotated[bool, typer.Option(
+               "--apply", help="Apply --policy FILE to the store (journaled) if it differs.")]
+           = False,
+           as_: AsOpt = None,
            pipeline: Annotated[int, typer.Option(
                help="Steps' commits in flight per run while the next step runs (0: every "
                     "step durable before the next).")] = 4,
@@ -93,11 +117,18 @@ def worker(until_idle: Annotated[bool, typer.Option(
     (approval requested or expiring, run paused or stopped, budget exceeded) are POSTed
     there, signed with HMAC-SHA256.
     """
+    if apply and policy is None:
+        raise UsageError("--apply goes with --policy FILE")
     s = store(create=True)
     from tether.notify import WebhookConfig
-    w = Worker(s, concurrency=concurrency, lease_ttl=lease_ttl, policy_path=_policy_path(policy),
+    wanted = load_policy(policy) if policy is not None else None
+    if wanted is not None and apply:
+        apply_policy(s, wanted, who=ops.actor(as_))
+    w = Worker(s, concurrency=concurrency, lease_ttl=lease_ttl, policy=wanted,
                webhook=WebhookConfig.from_env(), pipeline=pipeline, give_up_after=give_up_after)
     console.print(f"worker {w.owner} on {s.url}")
+    for x in w.policies.scopes() or [w.policies.for_swarm(None)]:
+        console.print(f"runs under the {x.describe()}", highlight=False, soft_wrap=True)
     stats = asyncio.run(w.run(until_idle=until_idle, handle_signals=True))
     # A run that waits and wakes is driven (taken and left) more than once.
     left = ", ".join(f"{n} {k}" for k, n in sorted((stats.finished or {}).items()))

@@ -11,6 +11,7 @@ from tether.cli.args import parse_json
 from tether.cli.common import console, handle_errors, store
 from tether.errors import UsageError
 from tether.provenance.fork import fork as do_fork
+from tether.provenance.fork import fork_plan
 
 
 @handle_errors
@@ -23,6 +24,10 @@ def fork(run: Annotated[str, typer.Argument(help="Run id, name or id prefix.")],
              help="Share the parent's workspace instead of a copy rewound to the step.")]
          = False,
          name: Annotated[str | None, typer.Option(help="Name of the new run.")] = None,
+         plan: Annotated[bool, typer.Option(
+             "--plan", help="Show what the child may repeat (the parent's irreversible effects "
+                            "after the step) and the policy that gates it; change nothing.")]
+         = False,
          as_: Annotated[str | None, typer.Option("--as", help="Act as NAME.")] = None) -> None:
     """Start a new run from a step of another ("what if it had known X").
 
@@ -34,6 +39,10 @@ def fork(run: Annotated[str, typer.Argument(help="Run id, name or id prefix.")],
             raise UsageError(f"--set {item!r}: expected KEY=JSON, e.g. hint='\"check the logs\"'")
         edits[key] = parse_json(raw, f"--set {key}", "hint='\"check the logs\"' (quote strings)")
     s = store()
+    if plan:
+        for line in fork_plan(s, run, at):
+            console.print(line, markup=False, highlight=False, soft_wrap=True)
+        return
     child = do_fork(s, run, at, edits=edits, shared_workspace=shared_workspace, name=name,
                     who=ops.actor(as_))
     row = ops.find_run(s, child)

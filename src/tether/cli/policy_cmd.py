@@ -135,3 +135,61 @@ def explain(agent: Annotated[str, typer.Option(help="The agent's name.")],
     if not rows:
         console.print("  (no rules)")
     _print_decision(decision, tz)
+
+
+SwarmOpt = Annotated[str | None, typer.Option(
+    "--swarm", help="For the runs of this swarm only (default: the whole store).")]
+
+
+@policy_app.command("apply")
+@handle_errors
+def apply(file: Annotated[Path, typer.Argument(help="The policy file (TOML).")],
+          swarm: SwarmOpt = None,
+          as_: Annotated[str | None, typer.Option("--as", help="Act as NAME (default $TETHER_USER "
+                                                               "or the OS user).")] = None) -> None:
+    """Check a policy file, then put it in force for the store (or a swarm), journaled.
+
+    Every worker of the store picks it up at its next scheduling pass."""
+    from tether import ops
+    from tether.cli.common import store
+    from tether.policies import apply_policy, in_force
+    pol = load_policy(file)
+    s = store(create=True)
+    event = apply_policy(s, pol, who=ops.actor(as_), swarm=swarm)
+    now = in_force(s, swarm)
+    if event is None:
+        console.print(f"unchanged: {escape(now.describe())}", highlight=False, soft_wrap=True)
+        return
+    console.print(f"applied {escape(str(file))} ({len(pol.rules)} rules, hash {pol.hash}) as store "
+                  f"event #{event.n}; every worker of {escape(s.url)} uses it from its next "
+                  "scheduling pass", highlight=False, soft_wrap=True)
+
+
+@policy_app.command("show")
+@handle_errors
+def show(swarm: SwarmOpt = None,
+         text: Annotated[bool, typer.Option("--text", help="Print the policy's text too.")] = False,
+         json: Annotated[bool, typer.Option("--json", help="JSON output.")] = False) -> None:
+    """Show the policy in force: its hash, who applied it and when (or the built-in defaults)."""
+    from tether.cli.common import store
+    from tether.runtime.policybook import PolicyBook
+    book = PolicyBook()
+    book.refresh(store())
+    shown = [book.for_swarm(swarm)] if swarm is not None else (
+        book.scopes() or [book.for_swarm(None)])
+    if json:
+        print_jsonl([_in_force_json(x) for x in shown])
+        return
+    for x in shown:
+        console.print(escape(x.describe()), highlight=False, soft_wrap=True)
+        console.print(f"  hash {x.policy.hash}, {len(x.policy.rules)} rules", highlight=False)
+        if text:
+            console.print(x.policy.text, markup=False, highlight=False, soft_wrap=True)
+
+
+def _in_force_json(x: Any) -> dict[str, Any]:
+    e = x.event
+    return {"scope": x.scope, "hash": x.policy.hash, "rules": len(x.policy.rules),
+            "applied_by": e.actor if e else None, "applied_at": e.time if e else None,
+            "source": (e.payload or {}).get("source") if e else None,
+            "event": e.n if e else None, "text": x.policy.text, "format": x.policy.format}

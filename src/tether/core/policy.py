@@ -36,6 +36,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import re
 import tomllib
 from collections.abc import Callable, Iterable, Mapping, Sequence, Set
@@ -50,8 +51,8 @@ from tether.core.policy_match import EFFECTS, Action, Names, PolicyError, SpecEr
 from tether.core.policy_rules import Defaults, OnExpiry, Rule, Verdict, compile_defaults, compile_rule
 from tether.core.policy_time import zone_name
 
-__all__ = ["Action", "Decision", "Defaults", "Policy", "PolicyError", "Rule", "load_policy", "parse_policy",
-           "rules_from_python"]
+__all__ = ["Action", "Decision", "Defaults", "Policy", "PolicyError", "Rule", "builtin_policy", "load_policy",
+           "parse_policy", "policy_from_text", "rules_from_python"]
 
 TOP_KEYS: Final = ("rule", "defaults")
 _CACHE_LIMIT: Final = 4096
@@ -96,14 +97,19 @@ class Policy:
     """
 
     __slots__ = ("_any_tool", "_by_effect", "_by_name", "_cache", "_default", "_fixed", "_globbed",
-                 "defaults", "hash", "rules", "source")
+                 "defaults", "format", "hash", "rules", "source", "text")
 
     def __init__(self, rules: Iterable[Rule], *, policy_hash: str, source: str = "<python>",
-                 defaults: Defaults | None = None) -> None:
+                 defaults: Defaults | None = None, text: str = "", format: str = "toml") -> None:
         self.rules: tuple[Rule, ...] = tuple(rules)
         self.hash = policy_hash
         self.source = source
         self.defaults = defaults or Defaults()
+        self.text = text
+        """What the policy was compiled from (TOML, or canonical JSON for rules given in
+        Python): what ``tether policy apply`` records in the store chain."""
+        self.format = format
+        """``toml`` or ``json``: how :attr:`text` reads (see :func:`policy_from_text`)."""
         seen: dict[str, int] = {}
         for n, r in enumerate(self.rules, 1):
             if r.id in seen:
@@ -198,7 +204,7 @@ def _label(spec: object, n: int) -> str:
 
 
 def _build(data: Mapping[str, Any], *, policy_hash: str, source: str,
-           known_tools: Set[str] | None) -> Policy:
+           known_tools: Set[str] | None, text: str = "", format: str = "toml") -> Policy:
     for key in data:
         if key not in TOP_KEYS:
             hint = " (rules are [[rule]] tables)" if key in ("rules", "policy", "policies") else ""
@@ -218,7 +224,8 @@ def _build(data: Mapping[str, Any], *, policy_hash: str, source: str,
             rules.append(compile_rule(spec, defaults, known_tools))
         except SpecError as exc:
             raise PolicyError(f"{source}: {_label(spec, n)}: {exc}") from None
-    return Policy(rules, policy_hash=policy_hash, source=source, defaults=defaults)
+    return Policy(rules, policy_hash=policy_hash, source=source, defaults=defaults, text=text,
+                  format=format)
 
 
 def parse_policy(text: str, *, source: str, known_tools: Set[str] | None = None) -> Policy:
@@ -234,13 +241,56 @@ def parse_policy(text: str, *, source: str, known_tools: Set[str] | None = None)
     """
     try:
         data = tomllib.loads(text)
+    except RecursionError:
+        raise PolicyError(f"{source}: tables or arrays nested too deeply to read; a policy needs "
+                          "a few levels at most") from None
     except tomllib.TOMLDecodeError as exc:
         msg = str(exc)
         m = _TOML_AT.search(msg)
         where = f"{source}, line {m[1]}, column {m[2]}" if m else source
         raise PolicyError(f"{where}: invalid TOML: {msg[: m.start()] if m else msg}") from None
-    return _build(data, policy_hash=canonical.sha256_hex(text.encode()), source=source,
-                  known_tools=known_tools)
+    return _compile(data, policy_hash=canonical.sha256_hex(text.encode()), source=source,
+                    known_tools=known_tools, text=text, format="toml")
+
+
+def _compile(data: Mapping[str, Any], *, policy_hash: str, source: str,
+             known_tools: Set[str] | None, text: str, format: str) -> Policy:
+    """:func:`_build`, with a value nested too deeply for the compiler refused, not raised."""
+    try:
+        return _build(data, policy_hash=policy_hash, source=source, known_tools=known_tools,
+                      text=text, format=format)
+    except RecursionError:
+        raise PolicyError(f"{source}: a value is nested too deeply to check; a policy needs a "
+                          "few levels at most") from None
+
+
+def policy_from_text(text: str, format: str, *, source: str) -> Policy:
+    """Compile a policy from the text and format a store chain recorded (:attr:`Policy.text`).
+
+    Raises:
+        PolicyError: the text does not compile (or the format is unknown).
+    """
+    if format == "toml":
+        return parse_policy(text, source=source)
+    if format != "json":
+        raise PolicyError(f"{source}: unknown policy format {format!r}; expected toml or json")
+    try:
+        data = canonical.loads(text)
+    except (ValueError, RecursionError):
+        raise PolicyError(f"{source}: the recorded rules are not valid JSON") from None
+    if not isinstance(data, dict):
+        raise PolicyError(f"{source}: the recorded rules are not a JSON object")
+    rules, defaults = data.get("rule", []), data.get("defaults")
+    if not isinstance(rules, list) or not (defaults is None or isinstance(defaults, dict)):
+        raise PolicyError(f"{source}: expected a list of rule tables and a defaults table")
+    return rules_from_python(rules, defaults=defaults, source=source)
+
+
+@functools.cache
+def builtin_policy() -> Policy:
+    """The policy in force where none was applied: no rules, so the defaults decide
+    (``read``, ``reversible`` and ``model`` allowed; ``irreversible`` needs approval)."""
+    return rules_from_python([], source="<built-in defaults>")
 
 
 def load_policy(path: str | PathLike[str], *, known_tools: Set[str] | None = None) -> Policy:
@@ -271,8 +321,9 @@ def rules_from_python(rules: Sequence[Mapping[str, Any]], *, defaults: Mapping[s
     if defaults is not None:
         data["defaults"] = dict(defaults)
     try:
-        policy_hash = canonical.digest(data)
+        text = canonical.dumps(data).decode()
     except TypeError as exc:
         raise PolicyError(f"{source}: rules given in Python must hold only strings, numbers, booleans, "
-                          f"lists and dicts, as TOML would: {exc}") from None
-    return _build(data, policy_hash=policy_hash, source=source, known_tools=known_tools)
+                          f"lists and dicts, nested a few levels, as TOML would: {exc}") from None
+    return _compile(data, policy_hash=canonical.sha256_hex(text.encode()), source=source,
+                    known_tools=known_tools, text=text, format="json")

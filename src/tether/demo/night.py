@@ -20,6 +20,7 @@ from tether.core.ids import FixedClock
 from tether.core.policy import load_policy
 from tether.demo import agents as night
 from tether.models.base import Model
+from tether.policies import apply_policy
 from tether.runtime.runs import start_run
 from tether.runtime.storage_health import GIVE_UP_AFTER
 from tether.runtime.worker import Worker
@@ -141,12 +142,13 @@ async def run_night(directory: Path, *, model: Model, console: Console,
     policy_file = directory / "tether.toml"
     if not policy_file.exists():
         _write_atomically(policy_file, night.POLICY)
-    policy = load_policy(policy_file)
+    # The night's policy, beside its store, is put in force the one way there is: journaled.
+    apply_policy(store, load_policy(policy_file), who="system:demo")
     seen: dict[str, int] = {} if started else {r.id: r.seq for r in store.list_runs()}
     tail = None if quiet else asyncio.create_task(_tail(store, console, clock, seen))
     try:
         while True:
-            await Worker(store, agents=agents, clock=clock, lease_ttl=10.0, policy=policy,
+            await Worker(store, agents=agents, clock=clock, lease_ttl=10.0,
                          poll_interval=0.02, give_up_after=give_up_after).run(until_idle=True)
             result.passes += 1
             if store.list_runs(status="running"):

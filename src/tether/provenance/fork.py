@@ -52,6 +52,37 @@ def fork(store: Store, run_ref: str, at: int, *, edits: Mapping[str, Any] | None
                      actor=who or actor(), options={"forked_from": lineage}, parent=parent.id)
 
 
+def fork_plan(store: Store, run_ref: str, at: int) -> list[str]:
+    """What forking ``run_ref`` at step ``at`` would let the child do again, in words.
+
+    The child re-runs the steps after ``at`` from the parent's state, so it may repeat the
+    parent's irreversible effects after ``at``; each such call of the child is gated like
+    any other, by the policy in force for its swarm, named here too.
+    """
+    from tether.policies import in_force
+    parent, _, _ = run_state(store, run_ref, at)
+    p = rb.plan(store, parent.id, at)
+    repeat = [e for e in p.irreversible + p.in_doubt if e.effect == "irreversible"]
+    gate = in_force(store, parent.swarm)
+    out = [f"fork of run {parent.name} ({parent.id}) at step {at}: the child starts from the "
+           f"state of step {at} and re-runs what came after"]
+    if repeat:
+        out.append(f"the child may repeat {len(repeat)} irreversible effect(s) of the parent "
+                   f"after step {at}:")
+        out += [f"  REPEAT? step {e.step} {e.tool} {_args(e.arguments)} ({e.id}, {e.status})"
+                for e in repeat]
+    else:
+        out.append(f"no irreversible effect of the parent after step {at}")
+    out.append(f"its actions are gated by the {gate.describe()}")
+    out.append("nothing was changed; leave out --plan to fork")
+    return out
+
+
+def _args(arguments: Mapping[str, Any]) -> str:
+    text = ", ".join(f"{k}={v!r}" for k, v in arguments.items())
+    return f"({text[:80]}...)" if len(text) > 80 else f"({text})"
+
+
 def _rewind_copy(p: rb.RollbackPlan, root: Path) -> list[str]:
     """Undo the parent's reversible effects after the step on the copy only."""
     registry = rb.undo_tools(p.run, None)

@@ -51,16 +51,17 @@ class Gate:
 
 @dataclass(slots=True)
 class Oversight:
-    """The gate for one executor. ``policy`` None means no policy is configured."""
+    """The gate for one executor. ``source`` gives the policy in force; None (an executor
+    built without one) means the built-in defaults, which ask before irreversible effects."""
 
     ex: RunExecutor
     source: Callable[[], Policy | None]
     gates: dict[int, Gate] = field(default_factory=dict)
 
     @property
-    def policy(self) -> Policy | None:
-        """The policy in force now (the worker reloads it when its file changes)."""
-        return self.source()
+    def policy(self) -> Policy:
+        """The policy in force now (a worker re-reads the store's every scheduling pass)."""
+        return self.source() or _builtin()
 
     def record(self, e: Event) -> None:
         """Index a gate event of the in-flight step (on restore)."""
@@ -89,7 +90,10 @@ class Oversight:
         """Return the arguments to run with, or raise to deny, defer or wait."""
         g = self._gate(i, t, args_json, step)
         ask_first = t.effect == "irreversible" and self.ex.pause_points.before_irreversible
-        if self.policy is None and not ask_first and g.empty():
+        if (t.effect != "irreversible" and self.policy is _builtin() and not ask_first
+                and g.empty()):
+            # No policy applied: the defaults allow this, as every worker would; journaling
+            # a decision per read or undoable call would cost the hot path for nothing.
             return args
         # A journaled decision stands, with or without a policy loaded now.
         if g.answered is not None:
@@ -114,7 +118,7 @@ class Oversight:
         """Rules on model calls (``effect = "model"``, ``tool`` = the model's name), e.g. a
         budget-style rule: deny pauses the run, defer sleeps it; approve is not meaningful
         for a model call and pauses it too. Decided afresh each time: nothing ran yet."""
-        policy = _model_rules(self.policy) if self.policy is not None else None
+        policy = _model_rules(self.policy)
         if policy is None:
             return
         from tether.core.policy import Action
@@ -153,7 +157,7 @@ class Oversight:
 
     async def _decide(self, t: Tool, args: dict[str, Any], args_json: dict[str, Any], i: int,
                       step: int) -> dict[str, Any]:
-        policy = self.policy or _no_rules()
+        policy = self.policy
         row = self.ex.journal.row
         always = t.name in row.spec.get("always_allow", [])
         d = None if always else policy.decide(self._action(t, args_json))
@@ -250,15 +254,10 @@ def _model_rules(policy: Policy) -> Policy | None:
     return sub
 
 
-_EMPTY: list[Policy] = []
-
-
-def _no_rules() -> Policy:
-    """The defaults alone, for runs with pause points but no policy configured."""
-    if not _EMPTY:
-        from tether.core.policy import rules_from_python
-        _EMPTY.append(rules_from_python([], source="<pause points>"))
-    return _EMPTY[0]
+def _builtin() -> Policy:
+    """The built-in defaults (cached by core): in force where no policy was applied."""
+    from tether.core.policy import builtin_policy
+    return builtin_policy()
 
 
 def _denied(tool: str, rule: str | None, reason: str) -> str:

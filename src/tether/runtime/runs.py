@@ -51,6 +51,19 @@ def load_agent(ref: str, registry: Mapping[str, AgentLike] | None = None) -> Age
     return obj
 
 
+def validate_run(agent: AgentLike, *, goal: str, budget: Mapping[str, float] | None = None,
+                 pause_points: Mapping[str, Any] | None = None,
+                 state: dict[str, Any] | None = None) -> None:
+    """Check what :func:`start_run` would refuse, without writing anything: the budget, the
+    pause points and the initial state (it must checkpoint). Raises UsageError."""
+    budgets.validate({**(agent.budget or {}), **(budget or {})})
+    points = pause_points if pause_points is not None else getattr(agent, "pause_points", None)
+    if points:
+        PausePoints.parse(points)
+    init = state if state is not None else agent.initial_state(goal)
+    CheckpointEncoder(run="validate").encode(0, init, force_key=True)
+
+
 def start_run(store: Store, agent: AgentLike, *, agent_ref: str, goal: str,
               name: str | None = None, budget: Mapping[str, float] | None = None,
               swarm: str | None = None, workspace: str | Path | None = None,

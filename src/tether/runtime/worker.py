@@ -16,12 +16,10 @@ import asyncio
 import concurrent.futures
 import contextlib
 import logging
-import os
 import signal
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tether.core.backoff import Backoff
@@ -41,6 +39,7 @@ from tether.runtime.committer import GroupCommitter
 from tether.runtime.executor import PIPELINE, RunExecutor
 from tether.runtime.journal import RunJournal
 from tether.runtime.leases import owner_name, reclaim_dead_local
+from tether.runtime.policybook import PolicyBook
 from tether.runtime.runs import load_agent
 from tether.runtime.storage_health import GIVE_UP_AFTER, STORAGE_BACKOFF, StoreHealth
 from tether.store.protocol import Store
@@ -87,7 +86,6 @@ class Worker:
                  concurrency: int = 1000, lease_ttl: float = 30.0, poll_interval: float = 0.05,
                  owner: str | None = None, keyframe_every: int = 128,
                  only: set[str] | None = None, policy: Policy | None = None,
-                 policy_path: str | os.PathLike[str] | None = None,
                  webhook: WebhookConfig | None = None, pipeline: int = PIPELINE,
                  give_up_after: float = GIVE_UP_AFTER,
                  storage_backoff: Backoff = STORAGE_BACKOFF) -> None:
@@ -113,11 +111,12 @@ class Worker:
             raise UsageError(f"give_up_after must be zero or more seconds, not {give_up_after}")
         # Leases of runs abandoned while the store failed: released at the next pass.
         self._unreleased: dict[str, int] = {}
-        self.policy = policy
-        self.policy_path = Path(policy_path) if policy_path is not None else None
-        self._policy_mtime: float | None = None
-        if self.policy_path is not None:
-            self._reload_policy(first=True)
+        # The policies in force are the store's (store chain), re-read every scheduling pass;
+        # one this worker cannot use stops it here, before it drives anything.
+        self.policies = PolicyBook()
+        self.policies.refresh(store, strict=True)
+        if policy is not None:
+            self.policies.require(policy, "this worker's policy")
         self.ids = UlidSource(self.clock.now)
         # Runs whose agent this process cannot load: left for workers that can, retried later.
         self._unloadable: dict[str, float] = {}
@@ -235,6 +234,7 @@ class Worker:
             del self._unreleased[rid]
 
     def _fill(self) -> int:
+        self._refresh_policies()
         free = self.concurrency - len(self.active)
         if free <= 0 or self._draining:
             return 0
@@ -255,7 +255,6 @@ class Worker:
         for c in self.store.pending_commands(list(tokens)):
             pending.setdefault(c.run, []).append(c)
         swarms: dict[str, SwarmSettings] = {}
-        self._reload_policy()
         for rid, token in tokens.items():
             try:
                 ex = self._executor(rid, token, pending.get(rid, []), swarms)
@@ -301,7 +300,8 @@ class Worker:
                 shared = swarms[row.swarm] = (self.store.swarm_budget(row.swarm),
                                               self.store.swarm_pause_points(row.swarm))
         ex = RunExecutor(j, agent, self.committer, clock=self.clock.now, prices=self.prices,
-                         keyframe_every=self.keyframe_every, policy=lambda: self.policy,
+                         keyframe_every=self.keyframe_every,
+                         policy=self._policy_source(row.swarm),
                          pipeline=self.pipeline, swarm_pause_points=shared[1] if shared else {},
                          step_threads=self._step_threads)
         ex.load(self.store.tail_events(rid, row.epoch, row.step + 1),
@@ -311,28 +311,20 @@ class Worker:
         self._delivered.update(c.id for c in pending)
         return ex
 
-    def _reload_policy(self, *, first: bool = False) -> None:
-        """Load the policy file at start and whenever it changes. A broken file is refused:
-        at start the worker does not run; later the previous policy stays in force."""
-        if self.policy_path is None:
-            return
-        from tether.core.policy import load_policy
-        try:
-            mtime = self.policy_path.stat().st_mtime
-        except OSError as exc:
-            if first:
-                raise UsageError(f"policy file {self.policy_path} cannot be read: {exc}") from exc
-            return
-        if mtime == self._policy_mtime:
-            return
-        try:
-            self.policy = load_policy(self.policy_path)
-        except TetherError as exc:
-            if first:
-                raise
-            log.error("policy file %s is broken, keeping the previous policy: %s",
-                      self.policy_path, exc)
-        self._policy_mtime = mtime
+    @property
+    def policy(self) -> Policy:
+        """The store-wide policy in force (a swarm's own, if applied, gates that swarm's runs)."""
+        return self.policies.for_swarm(None).policy
+
+    def _policy_source(self, swarm: str | None) -> Callable[[], Policy]:
+        """What the run's gate asks before each action: the policy in force for its swarm now."""
+        return lambda: self.policies.for_swarm(swarm).policy
+
+    def _refresh_policies(self) -> None:
+        """Pick up a policy applied since the last pass (one indexed read when none was);
+        the runs already going get it at their next action."""
+        for change in self.policies.refresh(self.store):
+            log.warning("worker %s: %s", self.owner, change)
 
     async def _drive(self, rid: str, token: int, ex: RunExecutor) -> str:
         status = "abandoned"
@@ -417,7 +409,6 @@ class Worker:
             await asyncio.sleep(max(self.poll, 0.02))
             if not self.active:
                 continue
-            self._reload_policy()  # a changed policy reaches the runs already going
             try:
                 pending = self.store.pending_commands(list(self.active))
             except StoreError as exc:

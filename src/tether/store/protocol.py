@@ -10,6 +10,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Protocol
 
 from tether.core.events import Event
+from tether.core.settings import StoreEvent
 from tether.store.records import (
     ApprovalRow,
     Batch,
@@ -200,6 +201,16 @@ class Store(Protocol):
 
     def set_swarm_pause_points(self, swarm: str, points: dict[str, Any], now: float) -> None:
         """Set the pause points a swarm's runs share."""
+        ...
+
+    # -- the store chain (operator settings) -----------------------------------
+    def append_store_event(self, kind: str, scope: str, payload: Any, *, actor: str, time: str,
+                           id: str) -> StoreEvent:
+        """Append one event to the store chain, with a batch naming it, atomically."""
+        ...
+
+    def store_events(self, *, after: int = 0) -> list[StoreEvent]:
+        """The store chain after event ``after``, in order (empty for a store without one)."""
         ...
 
     # -- a swarm's world ---------------------------------------------------

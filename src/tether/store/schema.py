@@ -118,6 +118,13 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     CREATE INDEX versions_run ON versions(run, epoch, step, ns, key, version, status, event,
         suspect);
     """,
+    # 5: the store chain (core/settings.py): operator settings such as the policy in force,
+    #    hash-chained apart from any run; a store made before it has an empty chain.
+    """
+    CREATE TABLE store_events(
+        n INTEGER PRIMARY KEY, id TEXT NOT NULL, kind TEXT NOT NULL, scope TEXT NOT NULL,
+        time TEXT NOT NULL, actor TEXT NOT NULL, payload BLOB NOT NULL, hash BLOB NOT NULL);
+    """,
 )
 
 VERSION: Final = len(MIGRATIONS)

@@ -37,6 +37,7 @@ from tether.store.sqlite_rows import (
     row_run,
     time_us,
 )
+from tether.store.sqlite_settings import SQLiteSettings
 from tether.store.sqlite_swarm import SQLiteSwarm
 
 
@@ -47,7 +48,7 @@ def _filtered(select: str, **equal: str | None) -> tuple[str, list[Any]]:
     return (f"{select} WHERE {where}" if where else f"{select} WHERE 1=1"), list(given.values())
 
 
-class SQLiteStore(SQLiteSwarm):
+class SQLiteStore(SQLiteSwarm, SQLiteSettings):
     """A tether store in one SQLite file (implements :class:`tether.store.protocol.Store`).
 
     Args:
