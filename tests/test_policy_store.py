@@ -236,3 +236,41 @@ def test_the_store_chain_is_verified(store: SQLiteStore) -> None:
     db.close()
     rep = verify_store(store)
     assert not rep.ok and "@store#2, which is missing" in " ".join(rep.problems)
+
+
+def test_clearing_a_swarm_policy_falls_back_to_the_stores(tmp_path: Path) -> None:
+    db = str(tmp_path / "tether.db")
+    (tmp_path / "p.toml").write_text(DENY_CHARGE)
+    code, out = cli("--store", db, "policy", "apply", str(tmp_path / "p.toml"), "--swarm", "crew")
+    assert code == 0, out
+    code, out = cli("--store", db, "policy", "clear", "--swarm", "crew", "--as", "ada")
+    assert code == 0 and "#2" in out and "built-in defaults" in out, out
+    code, out = cli("--store", db, "policy", "clear", "--swarm", "crew")
+    assert code == 2 and "no policy is applied to swarm crew" in out
+    store = SQLiteStore(db)
+    assert [e.kind for e in store.store_events()] == ["policy.applied", "policy.cleared"]
+    assert in_force(store, "crew").event is None and verify_store(store).ok
+
+
+def test_explain_without_a_file_explains_the_stores_policy(tmp_path: Path) -> None:
+    db = str(tmp_path / "tether.db")
+    (tmp_path / "p.toml").write_text(DENY_CHARGE)
+    assert cli("--store", db, "policy", "apply", str(tmp_path / "p.toml"), "--swarm", "crew")[0] == 0
+    code, out = cli("--store", db, "policy", "explain", "--agent", "a", "--tool", "charge",
+                    "--swarm", "crew")
+    assert code == 0 and "decision: deny by rule 'no-charge'" in out, out
+    code, out = cli("--store", db, "policy", "explain", "--agent", "a", "--tool", "charge")
+    assert code == 0 and "decision: approve by the default" in out, out
+
+
+def test_the_0_1_0_store_runs_under_the_defaults_until_a_policy_is_applied(
+        tmp_path: Path) -> None:
+    import shutil
+    db = tmp_path / "tether.db"
+    shutil.copyfile(Path(__file__).parent / "fixtures" / "store-0.1.0.db", db)
+    code, out = cli("--store", str(db), "policy", "show")
+    assert code == 0 and "built-in defaults" in out, out
+    (tmp_path / "p.toml").write_text(ALLOW_CHARGE)
+    assert cli("--store", str(db), "policy", "apply", str(tmp_path / "p.toml"))[0] == 0
+    code, out = cli("--store", str(db), "audit", "verify")
+    assert code == 0 and "7 runs" in out, out

@@ -19,7 +19,7 @@ from tether.errors import UsageError
 from tether.runtime.policybook import InForce, PolicyBook
 from tether.store.protocol import Store
 
-__all__ = ["InForce", "apply_policy", "in_force", "load_checked", "require_in_force"]
+__all__ = ["InForce", "apply_policy", "clear_policy", "in_force", "load_checked", "require_in_force"]
 
 
 def load_checked(path: str | Path) -> Policy:
@@ -66,6 +66,20 @@ def apply_policy(store: Store, policy: Policy, *, who: str, swarm: str | None = 
                "replaces": current.policy.hash if current.scope == scope else None}
     now = time.time()
     return store.append_store_event("policy.applied", scope, payload, actor=who, time=iso(now),
+                                    id=UlidSource(lambda: now).new())
+
+
+def clear_policy(store: Store, *, who: str, swarm: str | None = None) -> StoreEvent | None:
+    """Take the policy applied to the store (or ``swarm``) out of force, journaled
+    (``policy.cleared``); its runs fall back to the store's policy, then to the built-in
+    defaults. None when none was applied there (nothing is written)."""
+    book = PolicyBook()
+    book.refresh(store)
+    scope = swarm_scope(swarm)
+    if all(x.scope != scope for x in book.scopes()):
+        return None
+    now = time.time()
+    return store.append_store_event("policy.cleared", scope, {}, actor=who, time=iso(now),
                                     id=UlidSource(lambda: now).new())
 
 

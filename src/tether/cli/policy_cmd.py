@@ -99,12 +99,18 @@ def explain(agent: Annotated[str, typer.Option(help="The agent's name.")],
                      "Default: now.")] = None,
             budget: Annotated[list[str] | None, typer.Option(
                 help="Fraction of a budget cap used, repeatable: cost_usd_per_day=0.8.")] = None,
-            policy: Annotated[Path, typer.Option(help="The policy file.")] = Path("tether.toml"),
+            policy: Annotated[Path | None, typer.Option(
+                help="A policy file; default: the store's policy in force (for --swarm).")] = None,
             json: Annotated[bool, typer.Option("--json", help="JSON output.")] = False) -> None:
     """Show which rule decides an action and why, without running anything."""
     if effect not in EFFECTS:
         raise UsageError(f"--effect {effect!r}: use one of {', '.join(EFFECTS)}")
-    pol = load_policy(policy)
+    if policy is not None:
+        pol = load_policy(policy)
+    else:
+        from tether.cli.common import store
+        from tether.policies import in_force
+        pol = in_force(store(), swarm).policy
     tz = pol.defaults.timezone
     action = Action(run="explain", agent=agent, swarm=swarm, tool=tool, effect=effect,
                     arguments=_arguments(args), at=_instant(at, tz),
@@ -163,6 +169,24 @@ def apply(file: Annotated[Path, typer.Argument(help="The policy file (TOML).")],
     console.print(f"applied {escape(str(file))} ({len(pol.rules)} rules, hash {pol.hash}) as store "
                   f"event #{event.n}; every worker of {escape(s.url)} uses it from its next "
                   "scheduling pass", highlight=False, soft_wrap=True)
+
+
+@policy_app.command("clear")
+@handle_errors
+def clear(swarm: SwarmOpt = None,
+          as_: Annotated[str | None, typer.Option("--as", help="Act as NAME.")] = None) -> None:
+    """Take the applied policy out of force (journaled): a swarm's runs fall back to the
+    store's policy, the store's to the built-in defaults (irreversible needs approval)."""
+    from tether import ops
+    from tether.cli.common import store
+    from tether.policies import clear_policy, in_force
+    s = store()
+    event = clear_policy(s, who=ops.actor(as_), swarm=swarm)
+    if event is None:
+        raise UsageError(f"no policy is applied to {'swarm ' + swarm if swarm else 'the store'}; "
+                         "see `tether policy show`")
+    console.print(f"cleared as store event #{event.n}; now: {escape(in_force(s, swarm).describe())}",
+                  highlight=False, soft_wrap=True)
 
 
 @policy_app.command("show")

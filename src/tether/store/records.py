@@ -333,7 +333,8 @@ class Batch:
     prev: str
     hash: str
     entries: tuple[tuple[str, int, int], ...]
-    """(run, first seq, last seq) of each run's events in the batch."""
+    """(run, first seq, last seq) of each run's events in the batch; the store chain of
+    operator settings is named ``@store`` (:data:`tether.core.settings.STORE_CHAIN`) here."""
 
 
 @dataclass(slots=True)
