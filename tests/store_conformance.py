@@ -1114,4 +1114,38 @@ def test_rollback_and_fork_events_leave_epoch_and_fork_links(store_factory: Stor
     assert store.links_from(a.id, 1, 0) == []
 
 
+# -- the store chain (operator settings) ------------------------------------------
+def test_store_events_chain_and_come_back_in_order(store_factory: StoreFactory) -> None:
+    from tether.core.settings import STORE_CHAIN, STORE_GENESIS, fold, store_event_hash
+    store = store_factory()
+    assert store.store_events() == []
+    ids = _ids()
+    a = store.append_store_event("policy.applied", "store", {"hash": "a"}, actor="human:ada",
+                                 time=iso(T0), id=ids.new())
+    b = store.append_store_event("policy.applied", "swarm:crew", {"hash": "b"},
+                                 actor="human:bob", time=iso(T0), id=ids.new())
+    c = store.append_store_event("policy.cleared", "swarm:crew", {}, actor="human:bob",
+                                 time=iso(T0), id=ids.new())
+    got = store.store_events()
+    assert got == [a, b, c] and [e.n for e in got] == [1, 2, 3]
+    assert a.prev == STORE_GENESIS and b.prev == a.hash and c.prev == b.hash
+    assert all(store_event_hash(dataclasses.replace(e, hash="")) == e.hash for e in got)
+    assert store.store_events(after=2) == [c] and store.store_events(after=3) == []
+    assert set(fold(got)) == {("policy", "store")}
+    # Each append is a batch of its own, naming the event under the store chain's name.
+    last = list(store.batches())[-1]
+    assert last.entries == ((STORE_CHAIN, 3, 3),)
+    assert last.hash == batch_hash(last.prev, [(STORE_CHAIN, 3, c.hash)])
+
+
+def test_store_events_refuse_unknown_kinds_and_scopes(store_factory: StoreFactory) -> None:
+    store = store_factory()
+    for kind, scope in (("policy.burned", "store"), ("policy.applied", "run:x"),
+                        ("policy.applied", "swarm:")):
+        with pytest.raises(ValueError, match="store event"):
+            store.append_store_event(kind, scope, {}, actor="human:ada", time=iso(T0),
+                                     id=_ids().new())
+    assert store.store_events() == []
+
+
 __all__ = [name for name in list(globals()) if name.startswith("test_")]

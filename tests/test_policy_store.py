@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
 
 from tests import sample_agents
-from tether import Worker, approvals, start_run, verify_store
+from tether import Done, StepAgent, Worker, approvals, start_run, verify_store
 from tether.cli.app import app
 from tether.core.policy import builtin_policy, parse_policy, rules_from_python
 from tether.errors import UsageError
@@ -274,3 +277,66 @@ def test_the_0_1_0_store_runs_under_the_defaults_until_a_policy_is_applied(
     assert cli("--store", str(db), "policy", "apply", str(tmp_path / "p.toml"))[0] == 0
     code, out = cli("--store", str(db), "audit", "verify")
     assert code == 0 and "7 runs" in out, out
+
+
+GO, REACHED = threading.Event(), threading.Event()
+
+
+async def _charge_twice(ctx: Any, state: dict[str, Any]) -> Any:
+    n = state["n"] = state.get("n", 0) + 1
+    if n == 2:
+        REACHED.set()
+        await asyncio.to_thread(GO.wait, 30)  # the test applies a new policy meanwhile
+    await ctx.call(sample_agents.charge, amount=n)
+    return Done() if n == 2 else None
+
+
+def test_a_running_run_uses_a_new_policy_from_its_next_action(store: SQLiteStore,
+                                                              side: Path) -> None:
+    """No restart and no file: the policy applied while a run is going gates its next call."""
+    GO.clear()
+    REACHED.clear()
+    agent = StepAgent(_charge_twice, name="twice", tools=[sample_agents.charge])
+    first = parse_policy(ALLOW_CHARGE, source="first.toml")
+    second = parse_policy(ALLOW_CHARGE.replace("charge-ok", "charge-still-ok"),
+                          source="second.toml")
+    apply_policy(store, first, who="human:ops")
+    rid = start_run(store, agent, agent_ref="twice", goal="g")
+    w = Worker(store, agents={"twice": agent}, poll_interval=0.01)
+    done = threading.Thread(target=lambda: asyncio.run(w.run(until_idle=True)))
+    done.start()
+    assert REACHED.wait(20)  # step 1 ran under the first policy; step 2 waits before its call
+    apply_policy(store, second, who="human:ops")
+    wait_for(lambda: w.policies.seen == 2)  # the worker's next scheduling pass read it
+    GO.set()
+    done.join(30)
+    rules = [(e.step, e.payload["rule"], e.payload["policy_hash"]) for e in store.events(rid)
+             if e.kind == "policy.decided"]
+    assert rules == [(1, "charge-ok", first.hash), (2, "charge-still-ok", second.hash)]
+
+
+def wait_for(pred: Any, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not pred():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def test_an_approval_granted_on_expiry_by_an_explicit_rule_counts(store: SQLiteStore,
+                                                                  side: Path) -> None:
+    """on_expiry = "allow" is a rule saying so: the call runs once, after approval.decided;
+    the default (deny) never runs it."""
+    for on_expiry, runs in (("allow", 1), ("deny", 0)):
+        text = (f'[[rule]]\nid = "wait-then-{on_expiry}"\ntool = "charge"\ndecide = "approve"\n'
+                f'expires = "1m"\non_expiry = "{on_expiry}"\n')
+        apply_policy(store, parse_policy(text, source=f"{on_expiry}.toml"), who="human:ops")
+        rid = start_run(store, sample_agents.pay_fast, agent_ref="tests.sample_agents:pay_fast",
+                        goal="g")
+        asyncio.run(Worker(store).run(until_idle=True))
+        approvals.expire_due(store, now=time.time() + 120)
+        asyncio.run(Worker(store).run(until_idle=True))
+        kinds = [(e.kind, (e.payload or {}).get("decision")) for e in store.events(rid)
+                 if e.kind in ("approval.decided", "effect.intent")]
+        decided = ("approval.decided", "approved" if on_expiry == "allow" else "expired")
+        assert kinds == [decided, ("effect.intent", None)][:1 + runs]
+    assert charges(side) == 1

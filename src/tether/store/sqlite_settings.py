@@ -42,20 +42,25 @@ class SQLiteSettings(SQLiteBase):
 
     def store_events(self, *, after: int = 0) -> list[StoreEvent]:
         """The store chain from event ``after`` + 1 on, in order."""
-        rows = self._read(f"SELECT {STORE_EVENT_COLS} FROM store_events WHERE n >= ? ORDER BY n",
+        # Workers ask every scheduling pass and almost always get nothing: one indexed read.
+        rows = self._read(f"SELECT {STORE_EVENT_COLS} FROM store_events WHERE n > ? ORDER BY n",
                           (after,))
+        if not rows:
+            return []
         prev = STORE_GENESIS
+        if after > 0:
+            # The link is the previous row's hash: a removed or changed row breaks it.
+            before = self._read("SELECT hash FROM store_events WHERE n = ?", (after,))
+            prev = bytes(before[0][0]).hex() if before else ""
         out = []
         for r in rows:
+            try:
+                payload = loads(r[6])
+            except ValueError:  # damaged outside tether: keep it readable, let the hash say so
+                payload = {"unreadable": bytes(r[6]).hex()}
             h = bytes(r[7]).hex()
-            if r[0] > after:
-                # The link is the previous row's hash: a removed or changed row breaks it.
-                try:
-                    payload = loads(r[6])
-                except ValueError:
-                    payload = {"unreadable": bytes(r[6]).hex()}
-                out.append(StoreEvent(n=r[0], id=r[1], kind=r[2], scope=r[3], time=r[4],
-                                      actor=r[5], payload=payload,
-                                      payload_hash=payload_digest(payload), prev=prev, hash=h))
+            out.append(StoreEvent(n=r[0], id=r[1], kind=r[2], scope=r[3], time=r[4], actor=r[5],
+                                  payload=payload, payload_hash=payload_digest(payload),
+                                  prev=prev, hash=h))
             prev = h
         return out
