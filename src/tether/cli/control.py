@@ -85,6 +85,8 @@ def run(agent: Annotated[str, typer.Argument(help="The agent, as module:attr.")]
     if detach:
         return
     w = Worker(s, agents={agent: a}, only={rid})
+    gate = w.policies.for_swarm(swarm)
+    console.print(f"runs under the {gate.describe()}", highlight=False, soft_wrap=True)
     asyncio.run(w.run(until_idle=True, handle_signals=True))
     row = ops.find_run(s, rid)
     console.print(f"run {rid} is {row.status} after step {row.step}"
