@@ -37,9 +37,10 @@ typecheck: $(VENV)/.installed-dev
 test: lint typecheck
 	$(BIN)/pytest -n 2 --dist loadfile
 
-# The inner loop: everything but the SIGKILL crash and soak suites (`make test` is the CI gate).
+# The inner loop: everything but the SIGKILL crash and soak suites and the property test
+# that starts worker subprocesses (`make test` is the CI gate).
 test-fast: $(VENV)/.installed-dev
-	$(BIN)/pytest -n 2 --dist loadfile -m "not crash" -q
+	$(BIN)/pytest -n 2 --dist loadfile -m "not crash and not workers" -q
 
 bench: $(VENV)/.installed-bench
 	$(BIN)/python -m bench --out docs/benchmarks.md
