@@ -340,3 +340,17 @@ def test_an_approval_granted_on_expiry_by_an_explicit_rule_counts(store: SQLiteS
         decided = ("approval.decided", "approved" if on_expiry == "allow" else "expired")
         assert kinds == [decided, ("effect.intent", None)][:1 + runs]
     assert charges(side) == 1
+
+
+def test_a_swarms_policy_gates_its_runs_only(store: SQLiteStore, side: Path) -> None:
+    apply_policy(store, parse_policy(DENY_CHARGE, source="crew.toml"), who="human:ops",
+                 swarm="crew")
+    crew, alone = (start_run(store, sample_agents.pay_fast, agent_ref="tests.sample_agents:pay_fast",
+                             goal="g", swarm=swarm) for swarm in ("crew", None))
+    asyncio.run(Worker(store).run(until_idle=True))
+    first = {rid: next(e.payload for e in store.events(rid) if e.kind == "policy.decided")
+             for rid in (crew, alone)}
+    assert (first[crew]["verdict"], first[crew]["rule"]) == ("deny", "no-charge")
+    assert (first[alone]["verdict"], first[alone]["policy_hash"]) == ("approve",
+                                                                      builtin_policy().hash)
+    assert charges(side) == 0

@@ -72,6 +72,7 @@ class PolicyBook:
         self.seen = 0
         """The last store event folded in."""
         self._in_force: dict[str, InForce] = {}
+        self._builtin = InForce(builtin_policy(), None)
 
     def refresh(self, store: Store, *, strict: bool = False) -> list[str]:
         """Fold the store events applied since the last call; return what changed, for the log.
@@ -107,12 +108,12 @@ class PolicyBook:
         return changes
 
     def for_swarm(self, swarm: str | None) -> InForce:
-        """What gates a run of ``swarm`` (None: a run in no swarm)."""
-        if swarm is not None:
+        """What gates a run of ``swarm`` (None: a run in no swarm); asked before every call."""
+        if swarm is not None and self._in_force:
             hit = self._in_force.get(swarm_scope(swarm))
             if hit is not None:
                 return hit
-        return self._in_force.get(STORE_SCOPE) or InForce(builtin_policy(), None)
+        return self._in_force.get(STORE_SCOPE) or self._builtin
 
     def require(self, policy: Policy, where: str) -> InForce:
         """The store-wide policy in force, which must be ``policy`` (a worker told to run under

@@ -73,6 +73,10 @@ class Worker:
         clock: the runs' clock (inject one to simulate time).
         concurrency: the most runs driven at once.
         lease_ttl: seconds a lease lasts without a heartbeat.
+        policy: the policy this worker is meant to run under: UsageError unless it is the
+            store's policy in force (``tether.policies.apply_policy`` puts one in force).
+            Whatever is given, the worker enforces the store's (store chain), re-read at
+            every scheduling pass.
         pipeline: end-of-step commits a run may have in flight while its next step runs
             (settled before any effect, sleep, pause or end); 0: every step is durable
             before the next starts (slower: the fsync is then on every step's path).
