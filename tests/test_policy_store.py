@@ -354,3 +354,19 @@ def test_a_swarms_policy_gates_its_runs_only(store: SQLiteStore, side: Path) -> 
     assert (first[alone]["verdict"], first[alone]["policy_hash"]) == ("approve",
                                                                       builtin_policy().hash)
     assert charges(side) == 0
+
+
+def test_show_history_lists_every_change(tmp_path: Path) -> None:
+    db = str(tmp_path / "tether.db")
+    (tmp_path / "p.toml").write_text(ALLOW_CHARGE)
+    (tmp_path / "q.toml").write_text(DENY_CHARGE)
+    for args in (["p.toml", "--as", "ada"], ["q.toml", "--swarm", "crew", "--as", "bob"],
+                 ["q.toml", "--as", "cy"]):
+        assert cli("--store", db, "policy", "apply", str(tmp_path / args[0]), *args[1:])[0] == 0
+    code, out = cli("--store", db, "policy", "show", "--history")
+    lines = out.splitlines()
+    assert code == 0 and len(lines) == 3, out
+    assert lines[0].startswith("#1 ") and "store: " in lines[0] and lines[0].endswith("human:ada")
+    assert "swarm:crew" in lines[1] and lines[2].endswith("by human:cy")
+    code, out = cli("--store", db, "policy", "show", "--history", "--swarm", "other", "--json")
+    assert code == 0 and len(out.splitlines()) == 2  # the store's, not crew's

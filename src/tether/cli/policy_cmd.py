@@ -193,12 +193,18 @@ def clear(swarm: SwarmOpt = None,
 @handle_errors
 def show(swarm: SwarmOpt = None,
          text: Annotated[bool, typer.Option("--text", help="Print the policy's text too.")] = False,
+         history: Annotated[bool, typer.Option(
+             "--history", help="Every policy change instead, oldest first.")] = False,
          json: Annotated[bool, typer.Option("--json", help="JSON output.")] = False) -> None:
     """Show the policy in force: its hash, who applied it and when (or the built-in defaults)."""
     from tether.cli.common import store
     from tether.runtime.policybook import PolicyBook
+    s = store()
+    if history:
+        _history(s, swarm, json=json)
+        return
     book = PolicyBook()
-    book.refresh(store())
+    book.refresh(s)
     shown = [book.for_swarm(swarm)] if swarm is not None else (
         book.scopes() or [book.for_swarm(None)])
     if json:
@@ -209,6 +215,27 @@ def show(swarm: SwarmOpt = None,
         console.print(f"  hash {x.policy.hash}, {len(x.policy.rules)} rules", highlight=False)
         if text:
             console.print(x.policy.text, markup=False, highlight=False, soft_wrap=True)
+
+
+def _history(s: Any, swarm: str | None, *, json: bool) -> None:
+    """The store chain's policy events (for ``swarm``: its scope and the store's)."""
+    from tether.core.settings import STORE_SCOPE, swarm_scope
+    scopes = {STORE_SCOPE, swarm_scope(swarm)}
+    events = [e for e in s.store_events() if e.setting == "policy"
+              and (swarm is None or e.scope in scopes)]
+    if json:
+        print_jsonl([{k: v for k, v in e.to_json().items() if k != "payload"}
+                     | {"policy_hash": (e.payload or {}).get("hash"),
+                        "source": (e.payload or {}).get("source")} for e in events])
+        return
+    for e in events:
+        p = e.payload if isinstance(e.payload, dict) else {}
+        what = f"{str(p.get('hash'))[:12]} from {p.get('source')}" if e.kind == "policy.applied" \
+            else "cleared"
+        console.print(f"#{e.n} {e.time} {e.scope}: {what} by {e.actor}", markup=False,
+                      highlight=False, soft_wrap=True)
+    if not events:
+        console.print("no policy was ever applied: the built-in defaults are in force")
 
 
 def _in_force_json(x: Any) -> dict[str, Any]:
