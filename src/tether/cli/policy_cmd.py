@@ -1,4 +1,4 @@
-"""``tether policy``: check a policy file, and explain what it decides without running anything."""
+"""``tether policy``: put a policy in force for the store, show it, check files and explain decisions."""
 
 from __future__ import annotations
 
@@ -19,7 +19,8 @@ from tether.core.policy_match import EFFECTS
 from tether.core.policy_time import zone_name
 from tether.errors import UsageError
 
-policy_app = typer.Typer(no_args_is_help=True, help="Check policy files and explain what they decide.")
+policy_app = typer.Typer(no_args_is_help=True,
+                         help="The store's policy: apply, show or clear it; check and explain files.")
 
 VERDICT_STYLE = {"allow": "green", "deny": "red", "approve": "yellow", "defer": "cyan"}
 
