@@ -10,21 +10,15 @@ up at its next scheduling pass. With none applied, the built-in defaults gate
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 from tether.core.ids import UlidSource, iso
-from tether.core.policy import Policy, PolicyError, load_policy, policy_from_text
+from tether.core.policy import Policy, PolicyError, policy_from_text
 from tether.core.settings import StoreEvent, swarm_scope
 from tether.errors import UsageError
 from tether.runtime.policybook import InForce, PolicyBook
 from tether.store.protocol import Store
 
-__all__ = ["InForce", "apply_policy", "clear_policy", "in_force", "load_checked", "require_in_force"]
-
-
-def load_checked(path: str | Path) -> Policy:
-    """Read and compile a policy file, as ``tether policy check`` does (PolicyError if bad)."""
-    return load_policy(path)
+__all__ = ["InForce", "apply_policy", "clear_policy", "in_force"]
 
 
 def in_force(store: Store, swarm: str | None = None) -> InForce:
@@ -81,14 +75,3 @@ def clear_policy(store: Store, *, who: str, swarm: str | None = None) -> StoreEv
     now = time.time()
     return store.append_store_event("policy.cleared", scope, {}, actor=who, time=iso(now),
                                     id=UlidSource(lambda: now).new())
-
-
-def require_in_force(store: Store, policy: Policy, where: str) -> InForce:
-    """The store-wide policy in force, which must be ``policy`` (a worker's ``--policy``).
-
-    Raises:
-        UsageError: it is not, naming both hashes and how to apply it.
-    """
-    book = PolicyBook()
-    book.refresh(store)
-    return book.require(policy, where)
