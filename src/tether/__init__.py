@@ -34,6 +34,7 @@ from tether.errors import (
     UsageError,
 )
 from tether.models import Message, Model, ModelResponse, ScriptedModel, ToolCall, ToolSpec, Usage
+from tether.policies import apply_policy
 from tether.runtime.agent import Agent, AgentLike, StepAgent, step_agent
 from tether.runtime.context import StepContext, SyncStepContext
 from tether.runtime.outcome import AwaitMessages, Continue, Done, SleepUntil
@@ -108,6 +109,7 @@ __all__ = [
     "VerifyReport",
     "Worker",
     "__version__",
+    "apply_policy",
     "current",
     "load_agent",
     "load_policy",
