@@ -93,6 +93,7 @@ def unguarded(store: SQLiteStore) -> list[str]:
     return bad
 
 
+@pytest.mark.timeout(300)  # ~30 s alone; worker subprocesses start slowly on a busy machine
 @settings(max_examples=10, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(script=ops)
