@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from tests import sample_agents
@@ -38,13 +38,18 @@ rules = st.lists(st.fixed_dictionaries({
     "decide": st.sampled_from(["allow", "deny", "approve"]),
     "when": st.sampled_from(["always", "big", "crew"]),
 }), max_size=2)
-ops = st.lists(st.one_of(
-    st.tuples(st.just("start"), st.sampled_from([None, "crew"])),
-    st.tuples(st.just("apply"), rules, st.sampled_from([None, "crew"])),
-    st.tuples(st.just("fork"), st.integers(0, 5)),
-    st.tuples(st.just("approve"), st.booleans()),
-    st.tuples(st.just("worker"), st.sampled_from(["empty", "allowing-toml", "other-policy"])),
-), min_size=1, max_size=6)
+scopes = st.sampled_from([None, "crew"])
+rounds = st.fixed_dictionaries({
+    "apply": st.none() | st.tuples(rules, scopes),
+    "folder": st.sampled_from(["empty", "allowing-toml", "other-policy"]),
+    "approve": st.booleans(),
+    "fork": st.booleans(),
+})
+scenarios = st.fixed_dictionaries({
+    "applies": st.lists(st.tuples(rules, scopes), max_size=2),
+    "runs": st.lists(scopes, min_size=1, max_size=3),
+    "rounds": st.lists(rounds, min_size=1, max_size=2),
+})
 
 
 def policy_text(specs: list[dict[str, str]]) -> str:
@@ -94,33 +99,40 @@ def unguarded(store: SQLiteStore) -> list[str]:
 
 
 @pytest.mark.timeout(300)  # ~30 s alone; worker subprocesses start slowly on a busy machine
+# No shrinking: each example starts worker processes, and the failing scenario is short.
 @settings(max_examples=10, deadline=None, derandomize=True,
+          phases=[Phase.explicit, Phase.reuse, Phase.generate],
           suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(script=ops)
+@given(scenario=scenarios)
 def test_no_irreversible_effect_without_an_allow_rule_or_an_approval(
-        script: list[tuple[Any, ...]], tmp_path_factory: pytest.TempPathFactory) -> None:
+        scenario: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> None:
     root = tmp_path_factory.mktemp("prop")
     side = root / "side.txt"
     os.environ["TETHER_TEST_SIDE"] = str(side)
     db = root / "tether.db"
     store = SQLiteStore(db)
+
+    def apply(n: int, specs: list[dict[str, str]], swarm: str | None) -> None:
+        if specs:
+            apply_policy(store, parse_policy(policy_text(specs), source=f"p{n}.toml"),
+                         who="human:ops", swarm=swarm)
+
     try:
-        for n, op in enumerate([*script, ("worker", "empty")]):
-            if op[0] == "start":
-                start_run(store, sample_agents.pay_fast, agent_ref=REF, goal="g", swarm=op[1])
-            elif op[0] == "apply" and op[1]:
-                apply_policy(store, parse_policy(policy_text(op[1]), source=f"p{n}.toml"),
-                             who="human:ops", swarm=op[2])
-            elif op[0] == "fork":
-                done = [r for r in store.list_runs() if r.status == "done"]
-                if done:
-                    fork(store, done[op[1] % len(done)].id, 0, who="human:ops")
-            elif op[0] == "approve":
-                for a in store.approvals(status="pending"):
-                    approvals.decide(store, a.id, approve=op[1], who="human:ops",
-                                     note=None if op[1] else "no")
-            elif op[0] == "worker":
-                worker(db, root / f"folder-{n}", op[1])
+        for n, (specs, swarm) in enumerate(scenario["applies"]):
+            apply(n, specs, swarm)
+        for swarm in scenario["runs"]:
+            start_run(store, sample_agents.pay_fast, agent_ref=REF, goal="g", swarm=swarm)
+        for n, r in enumerate(scenario["rounds"]):
+            if r["apply"] is not None:
+                apply(10 + n, *r["apply"])
+            worker(db, root / f"folder-{n}", r["folder"])
+            for a in store.approvals(status="pending"):
+                approvals.decide(store, a.id, approve=r["approve"], who="human:ops",
+                                 note=None if r["approve"] else "no")
+            done = [row for row in store.list_runs() if row.status == "done"]
+            if r["fork"] and done:
+                fork(store, done[n % len(done)].id, 0, who="human:ops")
+        worker(db, root / "last", "empty")
         assert unguarded(store) == []
         ran = side.read_text().count("charge 7") if side.exists() else 0
         assert ran == len([e for e in store.effects() if e.status == "done"])
