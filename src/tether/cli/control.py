@@ -69,7 +69,7 @@ def run(agent: Annotated[str, typer.Argument(help="The agent, as module:attr.")]
     """Start a run of an agent and drive it here until it sleeps, pauses or ends.
 
     Everything is checked first (the agent, the policy, the budget, the state): on an
-    error nothing is written and no run is left behind."""
+    error no run is written (at most an empty store file is created)."""
     a = load_agent(agent)
     caps = parse_assignments(budget or [], "--budget")
     points = {k: v for k, v in (("every_steps", pause_every_steps),
