@@ -281,7 +281,8 @@ def test_a_failed_write_leaves_the_old_bytes_and_no_temp_file(
         raise OSError("simulated crash before the rename")
 
     monkeypatch.setattr(os, "replace", crash)
-    with pytest.raises(OSError, match="simulated"):
+    # The model is told which path and what the system said, not a raw OSError.
+    with pytest.raises(UsageError, match=r"cannot act on 'a\.txt': simulated crash"):
         call(fs_write, path="a.txt", content="half")
     assert snapshot(ws) == before
 

@@ -42,7 +42,7 @@ def fork(store: Store, run_ref: str, at: int, *, edits: Mapping[str, Any] | None
         if Path(child_ws).exists():
             raise UsageError(f"{child_ws} exists already; remove it or fork at another step")
         shutil.copytree(ws, child_ws, symlinks=True)
-        undone = _rewind_copy(p, Path(child_ws))
+        undone = _rewind_copy(p, Path(child_ws), store)
     agent = load_agent(parent.agent)
     lineage = {"run": parent.id, "epoch": parent.epoch, "step": at, "edits": dict(edits or {}),
                "workspace_undone": undone, "shared_workspace": shared_workspace}
@@ -83,7 +83,7 @@ def _args(arguments: Mapping[str, Any]) -> str:
     return f"({text[:80]}...)" if len(text) > 80 else f"({text})"
 
 
-def _rewind_copy(p: rb.RollbackPlan, root: Path) -> list[str]:
+def _rewind_copy(p: rb.RollbackPlan, root: Path, store: Store) -> list[str]:
     """Undo the parent's reversible effects after the step on the copy only."""
     registry = rb.undo_tools(p.run, None)
     done = []
@@ -92,7 +92,7 @@ def _rewind_copy(p: rb.RollbackPlan, root: Path) -> list[str]:
         if tool is None:
             raise UsageError(f"cannot rewind the workspace copy: the undo of effect "
                              f"{u.effect.id} needs tool {u.tool!r}; use --shared-workspace")
-        token = _current.set(ToolContext(p.run.id, p.to_step, None, None, root))
+        token = _current.set(ToolContext(p.run.id, p.to_step, None, None, root, chunk=store.chunk))
         try:
             tool.fn(**tool.validate(u.arguments))
         finally:

@@ -231,7 +231,7 @@ def undo(j: RunJournal, u: Undo, registry: dict[str, Tool]) -> None:
     j.append("effect.undoing", {"effect": e.id, "tool": u.tool, "arguments": u.arguments},
              step=step, causes=(e.id,), actor="system:rollback")
     j.flush_sync()  # write-ahead: the intent to undo is durable before the undo runs
-    tc = ToolContext(e.run, step, e.id, f"undo:{e.id}", _workspace(j.row))
+    tc = ToolContext(e.run, step, e.id, f"undo:{e.id}", _workspace(j.row), chunk=j.store.chunk)
     token = _current.set(tc)
     try:
         out = tool.fn(**args)

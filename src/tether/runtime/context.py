@@ -71,6 +71,22 @@ def json_safe(value: Any) -> Any:
         return repr(value)
 
 
+def _journalable(tool: str, value: Any) -> Any:
+    """A read tool's result as journaled; one that is not JSON is the tool's error.
+
+    A read changed nothing, so nothing is lost by refusing it; turning it into another
+    type (its repr) would hand the step something the tool never returned.
+    """
+    if value is None or isinstance(value, bool | int):
+        return value
+    try:
+        return loads(dumps(value))
+    except (TypeError, ValueError) as exc:
+        raise UsageError(f"tool {tool} returned a value the journal cannot keep as JSON "
+                         f"({exc}); return text, numbers, booleans, null, lists and objects "
+                         "with text keys") from None
+
+
 class StepContext:
     """Passed to ``step(ctx, state)`` of async agents. Methods are coroutines."""
 
@@ -218,7 +234,7 @@ class StepContext:
         ex = self._ex
         tc = ToolContext(self.run_id, self.step, None, None, ex.workspace)
         try:
-            result = json_safe(await ex.effects.run_tool(t, args, tc))
+            result = _journalable(t.name, await ex.effects.run_tool(t, args, tc))
         except Exception as exc:  # the tool's own failure: the model is told
             msg = f"tool {t.name} failed: {type(exc).__name__}: {exc}"
             ex.journal.append("tool.called", {"i": i, "fp": fp, "tool": t.name,

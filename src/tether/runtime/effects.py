@@ -163,7 +163,8 @@ class EffectRunner:
         workspace files is called inside :meth:`held`)."""
         from tether.runtime.context import json_safe
         ex = self._ex
-        tc = ToolContext(intent.run, step, intent.id, intent.id, ex.workspace)
+        tc = ToolContext(intent.run, step, intent.id, intent.id, ex.workspace,
+                         chunk=ex.journal.store.chunk)
         self.in_flight = intent
         try:
             raw = await self.run_tool(t, args, tc)
@@ -195,6 +196,8 @@ class EffectRunner:
             payload["suspect"] = suspect
         if settled is not None:
             payload["settled"] = settled
+        for digest, body in tc.chunks.items():  # what the undo names, committed with it
+            ex.journal.chunk(digest, body)
         ex.journal.append("effect.done", payload, step=step, causes=(intent.id, *causes))
         ex.suspect_files = tuple(suspect)
         ex.journal.effect(self._row(intent, "done", result=result, undo=undo))

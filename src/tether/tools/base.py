@@ -59,6 +59,11 @@ class ToolContext:
     """Extra facts a tool records in its result event (e.g. after-image hashes)."""
     touched: list[str] = field(default_factory=list)
     """Workspace paths the call read or changed: their last writers become its causes."""
+    chunks: dict[str, bytes] = field(default_factory=dict)
+    """Large blobs the registered undo names by SHA-256 hex (rather than carrying them),
+    committed with the call's result, stored once however many events name them."""
+    chunk: Callable[[str], bytes] | None = None
+    """Reads a stored chunk back (an undo resolving what it names); None outside a store."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,9 +20,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import errno
+import hashlib
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,8 +34,11 @@ from tether.errors import UsageError
 from tether.tools.base import Tool, current, record_after, record_touch, register_undo, tool
 from tether.tools.fsplan import (
     DIR_HASH,
+    LIMITS,
     Kind,
+    Limits,
     Plan,
+    by_reference,
     image,
     plan_append,
     plan_delete,
@@ -46,8 +51,9 @@ from tether.tools.fsplan import (
 from tether.tools.fssettle import prepare_files, settle_files
 from tether.tools.fstree import Parts, Tree
 
-__all__ = ["DIR_HASH", "FILE_TOOLS", "UNDO_TOOLS", "file_hash", "fs_append", "fs_delete",
-           "fs_list", "fs_mkdir", "fs_move", "fs_read", "fs_restore", "fs_write", "resolve"]
+__all__ = ["DIR_HASH", "FILE_TOOLS", "UNDO_TOOLS", "Limits", "file_hash", "file_tools",
+           "fs_append", "fs_delete", "fs_list", "fs_mkdir", "fs_move", "fs_read", "fs_restore",
+           "fs_write", "resolve"]
 
 
 def resolve(workspace: Path, rel: str) -> Path:
@@ -77,21 +83,34 @@ def file_hash(workspace: Path, rel: str) -> str | None:
 
 
 @contextmanager
-def _tree() -> Iterator[Tree]:
+def _tree(*paths: str) -> Iterator[Tree]:
+    """The workspace of the call in progress; an OS error becomes one naming ``paths``."""
     ctx = current()
     if ctx.workspace is None:
         raise UsageError(f"no workspace configured for run {ctx.run}; pass workspace=... "
                          "when starting the run so the file tools know where they may act")
-    with Tree(ctx.workspace) as tree:
-        yield tree
+    try:
+        with Tree(ctx.workspace) as tree:
+            yield tree
+    except OSError as exc:
+        # The model sees this: the path it gave and what the system said, not a traceback.
+        code = errno.errorcode.get(exc.errno or 0)
+        raise UsageError(f"cannot act on {' / '.join(repr(p) for p in paths)}: "
+                         f"{exc.strerror or exc}{f' ({code})' if code else ''}") from None
 
 
 def _record(tree: Tree, keys: list[Parts]) -> None:
     record_after(files={rel_of(k): tree.hash(k, rel_of(k), DIR_HASH) for k in keys})
 
 
+def _undo(images: list[dict[str, Any]]) -> None:
+    """Register the undo; a large before-image is named by digest, its bytes a chunk."""
+    ctx = current()
+    register_undo(fs_restore, entries=[by_reference(e, ctx.chunks) for e in images])
+
+
 def _carry_out(tree: Tree, plan: Plan) -> str:
-    register_undo(fs_restore, entries=plan.images)
+    _undo(plan.images)
     plan.act()
     _record(tree, plan.changed)
     return plan.result
@@ -101,15 +120,27 @@ def _carry_out(tree: Tree, plan: Plan) -> str:
 
 
 @tool(effect="read", touches_files=True)
-def fs_read(path: str) -> str:
-    """Read a UTF-8 text file in the workspace. `path` is relative to the workspace."""
-    with _tree() as tree:
+def fs_read(path: str, offset: int = 0, length: int | None = None) -> str:
+    """Read a UTF-8 text file in the workspace. `path` is relative to the workspace.
+
+    A file longer than the read limit (4 MiB unless configured) is read in slices:
+    `offset` (bytes from the start) and `length` (bytes; default: to the end). A slice
+    may cut a character in two: its bytes show as U+FFFD.
+    """
+    if offset < 0 or (length is not None and length < 0):
+        raise UsageError(f"cannot read {path!r}: offset and length must be 0 or more")
+    cap = LIMITS.get().max_read
+    with _tree(path) as tree:
         key = tree.parts(path)
         record_touch(rel_of(key) or ".")  # its last writer in another run becomes a cause
-        got = tree.read(key, path)
+        got = tree.read(key, path, cap, f"fs_read returns at most {cap} bytes at a time; read "
+                        f"it in slices with offset and length (e.g. offset={offset}, "
+                        f"length={cap})", (offset, length))
     if got is None or got[1] is None:
         raise UsageError(f"cannot read {path!r}: no such file in the workspace; "
                          "call fs_list to see what is there")
+    if offset or length is not None:
+        return got[1].decode("utf-8", errors="replace")
     try:
         return got[1].decode("utf-8")
     except UnicodeDecodeError:
@@ -118,14 +149,22 @@ def fs_read(path: str) -> str:
 
 @tool(effect="read", touches_files=True)
 def fs_list(path: str = ".") -> list[str]:
-    """List a workspace directory: paths relative to the workspace, directories end in '/'."""
-    with _tree() as tree:
+    """List a workspace directory: paths relative to the workspace, directories end in '/'.
+
+    Names that are not valid UTF-8 cannot be named by any tool: they are left out, and a
+    last line starting with '#' says how many.
+    """
+    with _tree(path) as tree:
         key = tree.parts(path)
         try:
-            names = sorted(tree.listing(key, path))
+            found, skipped = tree.listing(key, path)
         except (FileNotFoundError, NotADirectoryError):
             raise UsageError(f"cannot list {path!r}: not a directory in the workspace") from None
-    return [rel_of((*key, name)) + ("/" if is_dir else "") for name, is_dir in names]
+    out = [rel_of((*key, name)) + ("/" if is_dir else "") for name, is_dir in sorted(found)]
+    if skipped:
+        out.append(f"# {skipped} more entries not listed: their names are not valid UTF-8 "
+                   "(rename them to use them with the file tools)")
+    return out
 
 
 @tool(effect="reversible", touches_files=True, prepare=prepare_files, settle=settle_files)
@@ -135,35 +174,35 @@ def fs_write(path: str, content: str) -> str:
     The parent directory must already exist (create it with fs_mkdir). An
     overwritten file keeps its permissions.
     """
-    with _tree() as tree:
+    with _tree(path) as tree:
         return _carry_out(tree, plan_write(tree, path, content))
 
 
 @tool(effect="reversible", touches_files=True, prepare=prepare_files, settle=settle_files)
 def fs_append(path: str, content: str) -> str:
     """Append UTF-8 text to a file in the workspace, creating the file if it is missing."""
-    with _tree() as tree:
+    with _tree(path) as tree:
         return _carry_out(tree, plan_append(tree, path, content))
 
 
 @tool(effect="reversible", touches_files=True, prepare=prepare_files, settle=settle_files)
 def fs_delete(path: str) -> str:
     """Delete a file in the workspace (files only, not directories)."""
-    with _tree() as tree:
+    with _tree(path) as tree:
         return _carry_out(tree, plan_delete(tree, path))
 
 
 @tool(effect="reversible", touches_files=True, prepare=prepare_files, settle=settle_files)
 def fs_move(src: str, dst: str) -> str:
     """Move or rename a file inside the workspace. Refuses to overwrite an existing `dst`."""
-    with _tree() as tree:
+    with _tree(src, dst) as tree:
         return _carry_out(tree, plan_move(tree, src, dst))
 
 
 @tool(effect="reversible", touches_files=True, prepare=prepare_files, settle=settle_files)
 def fs_mkdir(path: str) -> str:
     """Create a directory in the workspace, with any missing parents."""
-    with _tree() as tree:
+    with _tree(path) as tree:
         return _carry_out(tree, plan_mkdir(tree, path))
 
 
@@ -171,25 +210,61 @@ def fs_mkdir(path: str) -> str:
 def fs_restore(entries: list[dict[str, Any]]) -> str:
     """Put workspace paths back to recorded before-images: the undo of the fs_ tools.
 
-    Each entry is {"path", "exists", "kind": "file"|"dir", "content_b64", "mode"}.
+    Each entry is {"path", "exists", "kind": "file"|"dir", "content_b64", "mode"}; a large
+    content is instead named by "content_sha256", a chunk of the store.
     Entries apply in order; running the same restore twice changes nothing more.
     A directory to remove that is no longer empty is kept (and reported).
     """
-    with _tree() as tree:
+    with _tree(*(str(e.get("path")) for e in entries if isinstance(e, dict))) as tree:
         parsed = [_Entry.parse(e) for e in entries]
         keys = [target(tree, e.path) for e in parsed]
         before = [image(tree, k, e.kind) for e, k in zip(parsed, keys, strict=True)]
-        register_undo(fs_restore, entries=before[::-1])
+        _undo(before[::-1])
         notes = [_restore_one(tree, e, k) for e, k in zip(parsed, keys, strict=True)]
         _record(tree, keys)
     return "; ".join(notes) if notes else "nothing to restore"
 
 
+_DEFAULT: Final = Limits()
+
 FILE_TOOLS: Final[list[Tool]] = [fs_read, fs_list, fs_write, fs_append, fs_delete, fs_move,
                                  fs_mkdir]
-"""The built-in workspace file tools, to offer to an agent. (``fs_restore``, the undo they
+"""The built-in workspace file tools, to offer to an agent, with the default
+:class:`Limits` (:func:`file_tools` makes them with others). (``fs_restore``, the undo they
 register, is not among them: rollbacks call it; a model has no business writing
 before-images.)"""
+
+
+def file_tools(*, max_read: int = _DEFAULT.max_read, max_file: int = _DEFAULT.max_file,
+               ) -> list[Tool]:
+    """The built-in file tools with other size limits (bytes; see :class:`Limits`).
+
+    ``max_read``: most bytes one ``fs_read`` returns. ``max_file``: largest file the
+    mutating tools change (its before-image is journaled whole). Give the same limits to
+    every worker that drives the agent: its intents are prepared with them.
+
+    Raises:
+        UsageError: a limit that is not a positive number of bytes.
+    """
+    for name, value in (("max_read", max_read), ("max_file", max_file)):
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise UsageError(f"file_tools: {name} must be a positive number of bytes, "
+                             f"not {value!r}")
+    limits = Limits(max_read, max_file)
+    return [_limited(t, limits) for t in FILE_TOOLS]
+
+
+def _limited(t: Tool, limits: Limits) -> Tool:
+    def under(fn: Callable[..., Any]) -> Callable[..., Any]:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            token = LIMITS.set(limits)
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                LIMITS.reset(token)
+        return call
+    return dataclasses.replace(t, fn=under(t.fn),
+                               prepare=None if t.prepare is None else under(t.prepare))
 
 
 # -- restore -----------------------------------------------------------------------------------
@@ -206,19 +281,37 @@ class _Entry:
     @staticmethod
     def parse(raw: dict[str, Any]) -> _Entry:
         path, exists, kind = raw.get("path"), raw.get("exists"), raw.get("kind")
-        mode, b64 = raw.get("mode"), raw.get("content_b64")
+        mode, b64, ref = raw.get("mode"), raw.get("content_b64"), raw.get("content_sha256")
         if not (isinstance(path, str) and isinstance(exists, bool) and kind in ("file", "dir")
                 and (mode is None or isinstance(mode, int))
-                and (b64 is None or isinstance(b64, str))):
+                and (b64 is None or isinstance(b64, str))
+                and (ref is None or isinstance(ref, str))):
             raise UsageError(f"fs_restore: malformed entry {raw!r}; expected path (str), "
-                             "exists (bool), kind ('file' or 'dir'), content_b64, mode")
-        if exists and kind == "file" and b64 is None:
+                             "exists (bool), kind ('file' or 'dir'), content_b64 or "
+                             "content_sha256, mode")
+        if exists and kind == "file" and b64 is None and ref is None:
             raise UsageError(f"fs_restore: entry for {path} has no content_b64")
+        if ref is not None:
+            return _Entry(path, exists, "file" if kind == "file" else "dir", _chunk(path, ref),
+                          mode)
         try:
             content = None if b64 is None else base64.b64decode(b64, validate=True)
         except binascii.Error:
             raise UsageError(f"fs_restore: entry for {path} has invalid base64") from None
         return _Entry(path, exists, "file" if kind == "file" else "dir", content, mode)
+
+
+def _chunk(path: str, ref: str) -> bytes:
+    """The before-image an entry names by digest, read from the store and checked."""
+    read = current().chunk
+    if read is None:
+        raise UsageError(f"fs_restore: the before-image of {path} is chunk {ref} of the "
+                         "store; run the undo through tether (rollback), which reads it")
+    data = read(ref)
+    if hashlib.sha256(data).hexdigest() != ref:  # a changed chunk must not be written back
+        raise UsageError(f"fs_restore: the before-image chunk {ref} of {path} does not hash "
+                         "to its name; the store was changed")
+    return data
 
 
 def _conflict(rel: str, expected: str, found: str) -> UsageError:

@@ -19,6 +19,7 @@ A before-image entry is a JSON object::
 from __future__ import annotations
 
 import base64
+import contextvars
 import hashlib
 import stat
 from collections.abc import Callable
@@ -34,6 +35,25 @@ DIR_HASH: Final = "dir"
 """What :func:`~tether.tools.files.file_hash` returns for a directory (never a SHA-256 hex)."""
 
 
+MiB: Final = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """How large a file the built-in file tools handle (see :func:`~tether.tools.files.file_tools`)."""
+
+    max_read: int = 4 * MiB
+    """Most bytes one ``fs_read`` returns (a longer file is read in slices)."""
+    max_file: int = 32 * MiB
+    """Largest file a mutating tool may change: its whole before-image is journaled, so a
+    rollback can put it back byte for byte."""
+
+
+LIMITS: Final[contextvars.ContextVar[Limits]] = contextvars.ContextVar(
+    "tether_file_limits", default=Limits())  # noqa: B039 (frozen: immutable)
+"""The limits in force for the file tool call in progress (set by the tools' wrappers)."""
+
+
 def rel_of(key: Parts) -> str:
     """The workspace path of ``key`` as the journal names it."""
     return "/".join(key)
@@ -42,7 +62,9 @@ def rel_of(key: Parts) -> str:
 def image(tree: Tree, key: Parts, kind_if_absent: Kind = "file") -> dict[str, Any]:
     """The before-image entry of ``key`` (see the module docstring)."""
     rel = rel_of(key)
-    got = tree.read(key, rel)
+    cap = LIMITS.get().max_file
+    got = tree.read(key, rel, cap, f"the file tools change files of at most {cap} bytes "
+                    "(the whole file is kept to undo the change); change it some other way")
     if got is None:
         return {"path": rel, "exists": False, "kind": kind_if_absent, "content_b64": None,
                 "mode": None}
@@ -52,6 +74,23 @@ def image(tree: Tree, key: Parts, kind_if_absent: Kind = "file") -> dict[str, An
         return {"path": rel, "exists": True, "kind": "dir", "content_b64": None, "mode": mode}
     return {"path": rel, "exists": True, "kind": "file",
             "content_b64": base64.b64encode(data).decode("ascii"), "mode": mode}
+
+
+INLINE_LIMIT: Final = 16 * 1024
+"""Largest before-image (bytes of file content) journaled inline; a larger one is stored
+once as a content-addressed chunk (as checkpoints store theirs) and entries name it by
+``content_sha256`` instead, so events stay small enough to list and hash quickly."""
+
+
+def by_reference(entry: dict[str, Any], chunks: dict[str, bytes]) -> dict[str, Any]:
+    """The entry as journaled: a large content moved to ``chunks`` and named by digest."""
+    b64 = entry.get("content_b64")
+    if not b64 or len(b64) * 3 // 4 <= INLINE_LIMIT:
+        return entry
+    data = base64.b64decode(b64)
+    key = hashlib.sha256(data).hexdigest()
+    chunks[key] = data
+    return {**entry, "content_b64": None, "content_sha256": key}
 
 
 def content(entry: dict[str, Any]) -> bytes:

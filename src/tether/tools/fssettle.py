@@ -11,7 +11,8 @@ Before the intent of ``fs_write``, ``fs_append``, ``fs_delete``, ``fs_move`` or
 ``before`` / ``after`` are what :func:`~tether.tools.files.file_hash` says of the path
 before and once done (SHA-256 hex, ``"dir"``, or null: absent). A before-image larger
 than :data:`INLINE_LIMIT` bytes is not inlined: its entry has ``content_b64`` null and
-``content_sha256``, the key of a content-addressed chunk committed with the intent.
+``content_sha256``, the key of a content-addressed chunk committed with the intent (the
+undo names the same chunk: each before-image is stored once).
 
 When such an intent has no result after a crash, :func:`settle_files` hashes the paths
 now and :func:`decide` (pure) says: every path as expected after -> ``done`` (the step
@@ -23,8 +24,6 @@ by tether 0.1.0) is never settled this way: it stays in doubt.
 
 from __future__ import annotations
 
-import base64
-import hashlib
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
@@ -33,6 +32,7 @@ from tether.tools.base import IntentInput, Prepared, Settled, SettleInput, Settl
 from tether.tools.fsplan import (
     DIR_HASH,
     Plan,
+    by_reference,
     image_hash,
     plan_append,
     plan_delete,
@@ -40,12 +40,13 @@ from tether.tools.fsplan import (
     plan_move,
     plan_write,
 )
+from tether.tools.fsplan import (
+    INLINE_LIMIT as INLINE_LIMIT_BYTES,
+)
 from tether.tools.fstree import Tree
 
-INLINE_LIMIT: Final = 16 * 1024
-"""Largest before-image (bytes of file content) journaled inline in an intent; a larger
-one is stored once as a content-addressed chunk, as checkpoints store theirs, so events
-stay small enough to list and hash quickly."""
+INLINE_LIMIT: Final = INLINE_LIMIT_BYTES
+"""Largest before-image journaled inline (see :data:`tether.tools.fsplan.INLINE_LIMIT`)."""
 
 _PLANS: Final[dict[str, Callable[[Tree, dict[str, Any]], Plan]]] = {
     "fs_write": lambda t, a: plan_write(t, a["path"], a["content"]),
@@ -68,15 +69,7 @@ def prepare_files(inp: IntentInput) -> Prepared | None:
     with Tree(inp.workspace) as tree:
         plan = _PLANS[inp.tool](tree, inp.arguments)
     chunks: dict[str, bytes] = {}
-    images = []
-    for entry in plan.images:
-        b64 = entry.get("content_b64")
-        if b64 and len(b64) * 3 // 4 > INLINE_LIMIT:
-            data = base64.b64decode(b64)
-            key = hashlib.sha256(data).hexdigest()
-            chunks[key] = data
-            entry = {**entry, "content_b64": None, "content_sha256": key}
-        images.append(entry)
+    images = [by_reference(e, chunks) for e in plan.images]
     before = {e["path"]: image_hash(e) for e in plan.images}  # a folder that exists: as after
     files = {p: {"before": before.get(p, h), "after": h} for p, h in plan.after.items()}
     return Prepared({"files": files, "images": images, "result": plan.result}, chunks)
@@ -110,19 +103,8 @@ def settle_files(inp: SettleInput) -> Settled:
     outcome, reason = decide(files, now)
     if outcome != "done":
         return Settled(outcome, reason)
-    entries = [_inline(e, inp.chunk) for e in inp.prepared.get("images") or []]
+    # The entries as journaled: a large before-image stays a reference to its chunk
+    # (fs_restore reads it from the store), so it is stored once, not again in the undo.
+    entries = list(inp.prepared.get("images") or [])
     return Settled("done", reason, result=inp.prepared.get("result"),
                    undo=Undo("fs_restore", {"entries": entries}), after={"files": now})
-
-
-def _inline(entry: dict[str, Any], chunk: Callable[[str], bytes]) -> dict[str, Any]:
-    """A before-image entry as ``fs_restore`` takes it (content fetched from its chunk)."""
-    key = entry.get("content_sha256")
-    out = {k: v for k, v in entry.items() if k != "content_sha256"}
-    if isinstance(key, str):
-        data = chunk(key)
-        if hashlib.sha256(data).hexdigest() != key:  # a changed chunk must not become an undo
-            raise UsageError(f"the before-image chunk {key} of {entry.get('path')} does not "
-                             "hash to its name; the store was changed")
-        out["content_b64"] = base64.b64encode(data).decode("ascii")
-    return out

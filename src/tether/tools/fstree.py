@@ -29,7 +29,6 @@ import os
 import re
 import secrets
 import stat
-from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from types import TracebackType
 from typing import Final
@@ -40,8 +39,17 @@ from tether.procs import pid_alive
 Parts = tuple[str, ...]
 
 _DIR: Final = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-# O_NONBLOCK: opening a FIFO someone left in the workspace must not hang the tool.
-_FILE: Final = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+# Only regular files and folders are opened at all (checked with fstatat first); the extra
+# flags are a second line for the one swapped in between: O_NONBLOCK so a FIFO cannot hang
+# the tool, O_NOCTTY so a terminal cannot become the process's controlling terminal.
+_FILE: Final = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+
+MAX_PATH: Final = 1024
+"""Longest workspace path (bytes of UTF-8) the file tools accept."""
+MAX_DEPTH: Final = 64
+"""Most components a workspace path may have."""
+MAX_NAME: Final = 255
+"""Longest single name (bytes), as most file systems allow."""
 
 TMP: Final = re.compile(r"\.tether-(\d+)-[0-9a-f]{16}\.tmp")
 """Our temporary files: ``.tether-PID-TOKEN.tmp`` (PID: the writing process)."""
@@ -95,7 +103,22 @@ class Tree:
             raise self.refused(rel, "it is empty")
         if "\0" in rel:
             raise self.refused(rel, "it contains a NUL character")
+        try:
+            size = len(rel.encode("utf-8"))
+        except UnicodeEncodeError:  # a lone surrogate: no file name the journal can hold
+            raise self.refused(rel, "it is not valid Unicode (a lone surrogate); name "
+                               "files in UTF-8") from None
+        if size > MAX_PATH:
+            raise self.refused(rel[:60] + "...", f"it is {size} bytes long; at most "
+                               f"{MAX_PATH} are accepted")
         pure = PurePosixPath(rel)
+        if len(pure.parts) > MAX_DEPTH:
+            raise self.refused(rel[:60] + "...", f"it has {len(pure.parts)} components; at "
+                               f"most {MAX_DEPTH} are accepted")
+        long = next((p for p in pure.parts if len(p.encode("utf-8")) > MAX_NAME), None)
+        if long is not None:
+            raise self.refused(rel[:60] + "...", f"the name {long[:40]}... is longer than "
+                               f"{MAX_NAME} bytes, which file systems refuse")
         if pure.is_absolute():
             raise self.refused(rel, "it is absolute")
         if ".." in pure.parts:
@@ -177,12 +200,22 @@ class Tree:
             raise UsageError(f"cannot change {rel}: its folder {'/'.join(key[:-1])} is gone")
         return found
 
-    def listing(self, key: Parts, rel: str) -> Iterator[tuple[str, bool]]:
-        """(name, is a folder) of the entries of folder ``key``, our temporary files left out."""
+    def listing(self, key: Parts, rel: str) -> tuple[list[tuple[str, bool]], int]:
+        """(name, is a folder) of the entries of folder ``key``, our temporary files left
+        out, and how many names were left out for not being UTF-8 (no tool could name them,
+        and the journal holds only Unicode)."""
+        names, skipped = [], 0
         with os.scandir(self.dir(key, rel)) as it:
             for e in it:
-                if not TMP.fullmatch(e.name):  # a write in progress, or a dead one's
-                    yield e.name, e.is_dir(follow_symlinks=False)
+                if TMP.fullmatch(e.name):  # a write in progress, or a dead one's
+                    continue
+                try:
+                    e.name.encode("utf-8")
+                except UnicodeEncodeError:
+                    skipped += 1
+                    continue
+                names.append((e.name, e.is_dir(follow_symlinks=False)))
+        return names, skipped
 
     # -- files ---------------------------------------------------------------------------------
     def open(self, key: Parts, rel: str) -> int | None:
@@ -194,15 +227,23 @@ class Tree:
             return None
         fd, name = found
         try:
+            # Looked at before it is opened: a device, FIFO or socket is never opened at all.
+            st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return None
+        if stat.S_ISLNK(st.st_mode):
+            raise self._symlink(rel, key)
+        if not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)):
+            raise _special(rel)
+        try:
             return os.open(name, _FILE, dir_fd=fd)
         except FileNotFoundError:
             return None
         except OSError as exc:
             if exc.errno == errno.ELOOP or self._is_link(fd, name):
                 raise self._symlink(rel, key) from None
-            if exc.errno == errno.ENXIO:  # a socket
-                raise UsageError(f"{rel} is neither a regular file nor a directory; the file "
-                                 "tools only change files and directories") from None
+            if exc.errno == errno.ENXIO:  # a socket swapped in since the look
+                raise _special(rel) from None
             raise
 
     def stat(self, key: Parts, rel: str) -> os.stat_result | None:
@@ -215,8 +256,15 @@ class Tree:
         finally:
             os.close(fd)
 
-    def read(self, key: Parts, rel: str) -> tuple[os.stat_result, bytes | None] | None:
-        """(status, bytes) of ``key``: bytes None for a folder; None if absent."""
+    def read(self, key: Parts, rel: str, limit: int, why: str,
+             span: tuple[int, int | None] = (0, None)) -> tuple[os.stat_result, bytes | None] | None:
+        """(status, bytes) of ``key``: bytes None for a folder; None if absent.
+
+        ``span`` (offset, length or None: to the end) picks a slice. A file of other hard
+        links is refused (its bytes are those of a file that may lie outside the
+        workspace), as is a slice longer than ``limit`` bytes (``why`` says how to do
+        without); the size is checked on the open descriptor, before any byte is read.
+        """
         got = self._open_checked(key, rel)
         if got is None:
             return None
@@ -224,7 +272,14 @@ class Tree:
         if fd is None:
             return st, None
         with os.fdopen(fd, "rb") as f:
-            return st, f.read()
+            if st.st_nlink > 1:
+                raise linked(rel, st.st_nlink)
+            offset, length = span
+            want = max(0, st.st_size - offset) if length is None else length
+            if want > limit:
+                raise UsageError(f"{rel} is {st.st_size} bytes; {why}")
+            f.seek(offset)
+            return st, f.read(want)
 
     def hash(self, key: Parts, rel: str, dir_hash: str) -> str | None:
         """SHA-256 hex of file ``key``; ``dir_hash`` for a folder; None if absent."""
@@ -253,14 +308,18 @@ class Tree:
         os.close(fd)
         if stat.S_ISDIR(st.st_mode):
             return None, st
-        raise UsageError(f"{rel} is neither a regular file nor a directory; the file "
-                         "tools only change files and directories")
+        raise _special(rel)
 
     def chmod(self, key: Parts, rel: str, mode: int) -> None:
+        """Set the mode of ``key``; a file with other hard links is refused (the mode is
+        the shared inode's: it would change a file outside the workspace too)."""
         fd = self.open(key, rel)
         if fd is None:
             raise UsageError(f"cannot change the mode of {rel}: it is gone")
         try:
+            st = os.fstat(fd)
+            if stat.S_ISREG(st.st_mode) and st.st_nlink > 1:
+                raise linked(rel, st.st_nlink)
             os.fchmod(fd, mode)
         finally:
             os.close(fd)
@@ -302,6 +361,18 @@ class Tree:
                 os.unlink(tmp, dir_fd=fd)
             raise
         os.fsync(fd)
+
+
+def _special(rel: str) -> UsageError:
+    return UsageError(f"{rel} is neither a regular file nor a directory (a device, FIFO or "
+                      "socket); the file tools only read and change files and directories")
+
+
+def linked(rel: str, links: int) -> UsageError:
+    """The error for a file with several hard links (one of them may be outside)."""
+    return UsageError(f"{rel} has {links} hard links; the file tools do not read or change a "
+                      "file that has other names, which may lie outside the workspace; copy "
+                      "it to a new file instead")
 
 
 def _sweep(fd: int) -> None:
