@@ -85,42 +85,71 @@ def test_the_limits_are_set_by_the_tool_factory(ws: Path) -> None:
 # -- large before-images, stored once ------------------------------------------------------------
 
 
-async def _appender(ctx: Any, state: dict[str, Any]) -> Any:
+async def _editor(ctx: Any, state: dict[str, Any]) -> Any:
     n = state["n"] = state.get("n", 0) + 1
-    await ctx.call("fs_append", path="big.txt", content=f"{n}\n")
-    return Done() if n >= 5 else None
+    if n <= 5:
+        await ctx.call("fs_append", path="big.txt", content=f"{n}\n")
+    else:  # a rewrite of another large file: its before-image is needed whole
+        await ctx.call("fs_write", path="other.txt", content="short\n")
+    return Done() if n >= 6 else None
 
 
-APPENDER = StepAgent(_appender, name="appender", tools=file_tools(max_file=8 * MiB))
+EDITOR = StepAgent(_editor, name="editor", tools=file_tools(max_file=8 * MiB))
 
 
-def test_five_appends_to_a_large_file_store_each_before_image_once(tmp_path: Path,
-                                                                   ws: Path) -> None:
+def _sizes(path: Path) -> tuple[int, int, int, int]:
+    db = sqlite3.connect(path)
+    try:
+        chunks, chunk_bytes = db.execute("SELECT count(*), coalesce(sum(length(body)), 0) "
+                                         "FROM chunks WHERE length(body) > ?",
+                                         (INLINE_LIMIT,)).fetchone()
+        undo = db.execute("SELECT max(length(undo)) FROM effects").fetchone()[0]
+        event = db.execute("SELECT max(length(payload)) FROM events").fetchone()[0]
+        return chunks, chunk_bytes, undo, event
+    finally:
+        db.close()
+
+
+def test_large_before_images_are_stored_once_or_not_at_all(tmp_path: Path, ws: Path) -> None:
     size = 2 * MiB
-    original = os.urandom(size)  # incompressible: sizes in the store are what they are
+    original, other = os.urandom(size), os.urandom(size)  # incompressible
     (ws / "big.txt").write_bytes(original)
+    (ws / "other.txt").write_bytes(other)
     path = tmp_path / "s.db"
     store = SQLiteStore(path)
-    run = start_run(store, APPENDER, agent_ref="appender", goal="g", workspace=ws)
-    asyncio.run(Worker(store, agents={"appender": APPENDER}, poll_interval=0.01,
+    run = start_run(store, EDITOR, agent_ref="editor", goal="g", workspace=ws)
+    asyncio.run(Worker(store, agents={"editor": EDITOR}, poll_interval=0.01,
                        ).run(until_idle=True))
     assert store.get_run(run).status == "done"  # type: ignore[union-attr]
-    db = sqlite3.connect(path)
-    chunk_bytes = db.execute("SELECT count(*), sum(length(body)) FROM chunks "
-                             "WHERE length(body) > ?", (INLINE_LIMIT,)).fetchone()
-    undo_bytes = db.execute("SELECT max(length(undo)) FROM effects WHERE tool='fs_append'"
-                            ).fetchone()[0]
-    event_bytes = db.execute("SELECT max(length(payload)) FROM events").fetchone()[0]
-    db.close()
-    # Five before-images, each its own chunk (the file grew between them), nothing more.
-    assert chunk_bytes[0] == 5
-    assert size * 5 <= chunk_bytes[1] < size * 5 + 100
-    assert undo_bytes < 1000 and event_bytes < 4000  # events name chunks, never carry them
-    # The undo reads the chunks back: rolling back to step 0 restores the file byte for byte.
+    chunks, chunk_bytes, undo, event = _sizes(path)
+    # An append's undo cuts the file back (checking the kept bytes' hash): no copy of the
+    # 2 MiB at all. The rewrite's before-image is one chunk, named by the intent and the
+    # undo alike; no event or undo column carries it.
+    assert (chunks, chunk_bytes) == (1, size)
+    assert undo < 1000 and event < 4000
+    # The undos get the bytes back: rolling back to step 0 restores both byte for byte.
     rollback(store, run, 0)
     assert (ws / "big.txt").read_bytes() == original
+    assert (ws / "other.txt").read_bytes() == other
     assert verify_store(store).ok
     store.close()
+
+
+def test_an_append_undo_cuts_back_only_what_it_added(ws: Path) -> None:
+    before = b"a" * (INLINE_LIMIT + 1)
+    (ws / "f.txt").write_bytes(before)
+    _, ctx = call_in(ws, fs_append, path="f.txt", content="tail")
+    assert ctx.undo is not None
+    [entry] = ctx.undo.arguments["entries"]
+    assert entry["content_b64"] is None and entry["prefix"]["size"] == len(before)
+    for _ in range(2):  # idempotent
+        call_in(ws, fs_restore, entries=[entry])
+        assert (ws / "f.txt").read_bytes() == before
+    (ws / "f.txt").write_bytes(b"b" + before[1:] + b"tail")  # someone changed a kept byte
+    with pytest.raises(UsageError, match=r"cannot restore f\.txt: expected a file whose "
+                                         r"first 16385 bytes are as before the append"):
+        call_in(ws, fs_restore, entries=[entry])
+    assert (ws / "f.txt").read_bytes() == b"b" + before[1:] + b"tail"
 
 
 def test_an_undo_journaled_inline_still_restores(ws: Path) -> None:

@@ -11,6 +11,7 @@ the before- and expected after-images its intent journaled: ``after`` settles as
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -173,26 +174,34 @@ def test_a_late_settled_write_cites_and_is_cited_as_the_files_were_when_they_loo
         ns=f"file:{ws.resolve()}")}
 
 
+@pytest.mark.parametrize("last", ["fs_move", "fs_append"])
 def test_a_large_before_image_is_a_chunk_the_undo_names(
-        env: tuple[Path, Path, SQLiteStore]) -> None:
+        env: tuple[Path, Path, SQLiteStore], last: str) -> None:
     folder, ws, store = env
     big = "x" * (INLINE_LIMIT + 1) + "\n"
     ops = [("fs_mkdir", {"path": "notes"}), ("fs_write", {"path": "notes/a.txt", "content": big}),
-           ("fs_append", {"path": "notes/a.txt", "content": "tail\n"})]
-    run = _crash(folder, store, ws, "fs_append:after", ops)
+           (last, {"src": "notes/a.txt", "dst": "notes/b.txt"} if last == "fs_move" else
+            {"path": "notes/a.txt", "content": "tail\n"})]
+    run = _crash(folder, store, ws, f"{last}:after", ops)
     intent = next(e for e in store.events(run) if e.kind == "effect.intent"
-                  and e.payload["tool"] == "fs_append")
-    [image] = intent.payload["prepared"]["images"]
+                  and e.payload["tool"] == last)
+    image = intent.payload["prepared"]["images"][-1]
     assert image["content_b64"] is None
-    assert store.chunk(image["content_sha256"]) == big.encode()
+    if last == "fs_move":  # the whole before-image, stored once as a chunk
+        assert store.chunk(image["content_sha256"]) == big.encode()
+    else:  # an append's undo cuts the file back: only the length and hash are kept
+        assert image["prefix"] == {"size": len(big), "sha256": hashlib.sha256(
+            big.encode()).hexdigest()}
     ck.finish(store, timeout=60)
     assert ck.status_of(store, run) == "done"
     done = next(e for e in store.events(run) if e.kind == "effect.done"
                 and e.causes[:1] == (intent.id,))
-    [entry] = done.payload["undo"]["arguments"]["entries"]
-    # The undo names the same chunk: the before-image is stored once, not copied again.
-    assert (entry["content_b64"], entry["content_sha256"]) == (None, image["content_sha256"])
-    assert (ws / "notes/a.txt").read_bytes() == (big + "tail\n").encode()
+    assert done.payload["settled"]["outcome"] == "done"
+    # The undo names what the intent named: the before-image is not copied again.
+    assert done.payload["undo"]["arguments"]["entries"] == intent.payload["prepared"]["images"]
+    rollback(store, run, 2)  # back to after the big write: the undo gets the bytes back
+    assert (ws / "notes/a.txt").read_text() == big
+    assert not (ws / "notes/b.txt").exists()
 
 
 def test_the_decision_is_pure_and_strict() -> None:

@@ -277,18 +277,24 @@ class _Entry:
     kind: Kind
     content: bytes | None
     mode: int | None
+    prefix: tuple[int, str] | None = None
+    """(size, sha256) of the bytes to keep: the undo of an append cuts the file back."""
 
     @staticmethod
     def parse(raw: dict[str, Any]) -> _Entry:
         path, exists, kind = raw.get("path"), raw.get("exists"), raw.get("kind")
         mode, b64, ref = raw.get("mode"), raw.get("content_b64"), raw.get("content_sha256")
+        prefix = raw.get("prefix")
         if not (isinstance(path, str) and isinstance(exists, bool) and kind in ("file", "dir")
                 and (mode is None or isinstance(mode, int))
                 and (b64 is None or isinstance(b64, str))
-                and (ref is None or isinstance(ref, str))):
+                and (ref is None or isinstance(ref, str)) and _is_prefix(prefix)):
             raise UsageError(f"fs_restore: malformed entry {raw!r}; expected path (str), "
-                             "exists (bool), kind ('file' or 'dir'), content_b64 or "
-                             "content_sha256, mode")
+                             "exists (bool), kind ('file' or 'dir'), content_b64, "
+                             "content_sha256 or prefix ({size, sha256}), mode")
+        if isinstance(prefix, dict):
+            return _Entry(path, exists, "file", None, mode,
+                          (prefix["size"], prefix["sha256"]))
         if exists and kind == "file" and b64 is None and ref is None:
             raise UsageError(f"fs_restore: entry for {path} has no content_b64")
         if ref is not None:
@@ -299,6 +305,21 @@ class _Entry:
         except binascii.Error:
             raise UsageError(f"fs_restore: entry for {path} has invalid base64") from None
         return _Entry(path, exists, "file" if kind == "file" else "dir", content, mode)
+
+
+def _is_prefix(prefix: Any) -> bool:
+    return prefix is None or (isinstance(prefix, dict) and isinstance(prefix.get("sha256"), str)
+                              and isinstance(prefix.get("size"), int)
+                              and not isinstance(prefix.get("size"), bool))
+
+
+def _cut(rel: str, now: dict[str, Any], size: int, sha: str) -> bytes:
+    """The first ``size`` bytes of the file as it is now, if they hash as before the append."""
+    cur = base64.b64decode(now["content_b64"] or "") if now["exists"] else b""
+    if len(cur) < size or hashlib.sha256(cur[:size]).hexdigest() != sha:
+        raise _conflict(rel, f"a file whose first {size} bytes are as before the append",
+                        "other bytes" if now["exists"] else "no file")
+    return cur[:size]
 
 
 def _chunk(path: str, ref: str) -> bytes:
@@ -348,7 +369,7 @@ def _restore_one(tree: Tree, e: _Entry, key: Parts) -> str:
         tree.dir(key, rel, create=True)
         changed = not now["exists"]
     else:
-        data = e.content or b""
+        data = (e.content or b"") if e.prefix is None else _cut(rel, now, *e.prefix)
         changed = now["content_b64"] != base64.b64encode(data).decode("ascii")
         if changed:
             tree.dir(key[:-1], rel, create=True)

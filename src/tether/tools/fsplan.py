@@ -13,7 +13,8 @@ A before-image entry is a JSON object::
 
 ``path`` is relative to the workspace, ``kind`` is ``"file"`` or ``"dir"``;
 ``content_b64`` and ``mode`` are None when the path did not exist (and
-``content_b64`` is None for directories).
+``content_b64`` is None for directories). The before-image of a large file an append
+extends is ``"prefix": {"size", "sha256"}`` instead of its bytes (:func:`as_prefix`).
 """
 
 from __future__ import annotations
@@ -105,7 +106,23 @@ def image_hash(entry: dict[str, Any]) -> str | None:
         return None
     if entry["kind"] == "dir":
         return DIR_HASH
+    prefix = entry.get("prefix")
+    if isinstance(prefix, dict):
+        return str(prefix["sha256"])
     return hashlib.sha256(content(entry)).hexdigest()
+
+
+def as_prefix(entry: dict[str, Any], data: bytes) -> dict[str, Any]:
+    """The before-image of a file an append extends, as its length and hash.
+
+    An append only adds bytes at the end: its undo cuts them off again, checking the
+    bytes it keeps hash as before. So a large file is not journaled again by each
+    append (a small one stays inline: simplest to read).
+    """
+    if len(data) <= INLINE_LIMIT:
+        return entry
+    return {**entry, "content_b64": None,
+            "prefix": {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}}
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,8 +202,9 @@ def plan_write(tree: Tree, path: str, text: str) -> Plan:
 def plan_append(tree: Tree, path: str, text: str) -> Plan:
     key, before = _writable_file(tree, path)
     rel, data = before["path"], _encode(text, before["path"])
-    new = content(before) + data
-    return Plan([before], {rel: _sha(new)},
+    old = content(before)
+    new = old + data
+    return Plan([as_prefix(before, old)], {rel: _sha(new)},
                 f"appended {len(data)} bytes to {rel} (now {len(new)} bytes)",
                 lambda: tree.write(key, rel, new, before["mode"]), [key])
 
