@@ -23,6 +23,7 @@ from tether import Done, StepAgent, Worker, start_run, tool, verify_store
 from tether.errors import UsageError
 from tether.provenance.rollback import rollback
 from tether.store.sqlite import SQLiteStore
+from tether.tools.base import record_touch
 from tether.tools.files import (
     FILE_TOOLS,
     file_tools,
@@ -197,6 +198,13 @@ def test_a_name_too_long_for_the_file_system_is_a_clear_error(ws: Path) -> None:
 SEEN: list[Any] = []
 
 
+@tool(effect="read", touches_files=True)
+def touch_odd(path: str) -> str:
+    """A read tool of one's own that names the path it was given."""
+    record_touch(path)
+    return "read"
+
+
 @tool(effect="read")
 def odd_result() -> Any:
     """A read tool whose result is not JSON (a set)."""
@@ -210,14 +218,15 @@ async def _lister(ctx: Any, state: dict[str, Any]) -> Any:
             await ctx.call(fs_read, path=bad)
         except Exception as exc:
             SEEN.append(f"{type(exc).__name__}: {exc}")
-    try:
-        await ctx.call(odd_result)
-    except Exception as exc:
-        SEEN.append(f"{type(exc).__name__}: {exc}")
+    for t, args in ((odd_result, {}), (touch_odd, {"path": "bad\udcffname.txt"})):
+        try:
+            await ctx.call(t, **args)
+        except Exception as exc:
+            SEEN.append(f"{type(exc).__name__}: {exc}")
     return Done()
 
 
-LISTER = StepAgent(_lister, name="lister", tools=[fs_list, fs_read, odd_result])
+LISTER = StepAgent(_lister, name="lister", tools=[fs_list, fs_read, odd_result, touch_odd])
 
 
 def test_names_that_are_not_utf8_never_fail_the_run(tmp_path: Path, ws: Path) -> None:
@@ -229,7 +238,7 @@ def test_names_that_are_not_utf8_never_fail_the_run(tmp_path: Path, ws: Path) ->
     asyncio.run(Worker(store, agents={"lister": LISTER}, poll_interval=0.01).run(
         until_idle=True))
     assert store.get_run(run).status == "done"  # type: ignore[union-attr]
-    listing, bad1, bad2, odd = SEEN
+    listing, bad1, bad2, odd, touched = SEEN
     assert listing == ["good.txt", "# 1 more entries not listed: their names are not valid "
                        "UTF-8 (rename them to use them with the file tools)"]
     for bad in (bad1, bad2):
@@ -237,6 +246,8 @@ def test_names_that_are_not_utf8_never_fail_the_run(tmp_path: Path, ws: Path) ->
         assert "it is not valid Unicode (a lone surrogate)" in bad
     assert odd.startswith("ToolFailed: tool odd_result failed: UsageError: tool odd_result "
                           "returned a value the journal cannot keep as JSON")
+    assert touched.startswith("ToolFailed: tool touch_odd failed: UsageError: path "
+                              "'bad\\udcffname.txt' is not valid Unicode")
     assert verify_store(store).ok
     store.close()
 

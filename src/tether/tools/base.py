@@ -160,7 +160,18 @@ def record_touch(*paths: str) -> None:
 
     The event of the call then cites, among its causes, the effect of another run
     that last wrote each path: that is how provenance follows files.
+
+    Raises:
+        UsageError: a path that is not valid Unicode (a file name that is not UTF-8):
+            the journal cannot name it, so the call fails (the model is told) rather
+            than the run, when the store would refuse it later.
     """
+    for p in paths:
+        try:
+            p.encode("utf-8")
+        except UnicodeEncodeError:
+            raise UsageError(f"path {p!r} is not valid Unicode (a lone surrogate); the "
+                             "journal names files in UTF-8 only") from None
     current().touched.extend(paths)
 
 
