@@ -135,3 +135,59 @@ def test_taking_leases_ends_an_episode_only_with_time_and_never_puts_off_giving_
     clock.t += 5.0
     h.settle()
     assert not h.failing  # nothing failed for a whole cap: the store works
+
+
+def test_writes_landing_between_two_failures_restart_the_give_up_clock(
+        caplog: pytest.LogCaptureFixture) -> None:
+    # The worker's pass order: failed(committer.failure) first, then before_pass. Commits that
+    # landed between two passes must be seen by the failure, not swallowed by it.
+    clock, writes = Clock(), [0]
+    h = StoreHealth("w1", Backoff(base=0.1, cap=5.0), give_up_after=20.0, now=clock,
+                    rand=lambda: 0.0, writes=lambda: writes[0])
+    t0 = clock.t
+    h.failed(StorageFull("disk full"))
+    clock.t = t0 + 8
+    writes[0] = 6  # six group commits land (the tmpfs was remounted larger)
+    clock.t = t0 + 9
+    h.failed(StorageFull("disk full"))
+    clock.t = t0 + 21
+    h.before_pass(give_up=True)  # 13 s since a write landed: not 20
+    # The writes are seen at the next look (t=9): 20 s from then, with none since, it gives up.
+    clock.t = t0 + 28.9
+    h.failed(StorageFull("disk full"))
+    h.before_pass(give_up=True)
+    clock.t = t0 + 29.1
+    h.failed(StorageFull("disk full"))
+    with pytest.raises(StorageFull, match=r"gave up after 29\.1 s of failing storage "
+                       r"\(\d+ attempts; no write landed for 20\.1 s"):
+        h.before_pass(give_up=True)
+
+
+def test_a_worker_ending_after_writes_land_again_says_the_store_works_again(
+        caplog: pytest.LogCaptureFixture) -> None:
+    clock, writes = Clock(), [0]
+    h = StoreHealth("w1", Backoff(base=0.1, cap=5.0), give_up_after=20.0, now=clock,
+                    rand=lambda: 0.0, writes=lambda: writes[0])
+    with caplog.at_level(logging.WARNING, "tether.worker"):
+        h.failed(StorageFull("disk full"))
+        clock.t += 3
+        writes[0] = 2
+        h.before_pass(give_up=True)
+        clock.t += 1  # the runs finish; --until-idle ends before a whole cap of quiet
+        h.close()
+        h.close()  # said once
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 2 and lines[1].startswith("worker w1: the store works again after 3.0 s")
+
+
+def test_a_worker_ending_while_the_store_still_fails_says_nothing_more(
+        caplog: pytest.LogCaptureFixture) -> None:
+    clock, writes = Clock(), [0]
+    h = StoreHealth("w1", Backoff(base=0.1, cap=5.0), now=clock, rand=lambda: 0.0,
+                    writes=lambda: writes[0])
+    with caplog.at_level(logging.WARNING, "tether.worker"):
+        h.failed(StorageFull("disk full"))
+        writes[0] = 1
+        h.failed(StorageFull("disk full"))  # the last thing seen was a failure
+        h.close()
+    assert len(caplog.records) == 1

@@ -75,8 +75,11 @@ class StoreHealth:
 
     def failed(self, exc: StoreError) -> None:
         """Note a storage failure: the first of an episode (or a new kind) is logged."""
+        # Commits that landed since the last look are progress even though this failure
+        # follows them: the worker notes its committer's failure before before_pass() would
+        # see them, and swallowing them here made a store that works again give up anyway.
+        self._note_writes()
         self._ok_since = None
-        self._writes_seen = self._writes()  # only later writes show that it works again
         if self.since is None:
             self.since, self.attempts = self._now(), 1
             self.retry_at = self.since + self.schedule.delay(0, self._rand())
@@ -98,10 +101,7 @@ class StoreHealth:
         Raises:
             StoreError: the last failure, once :meth:`exhausted`.
         """
-        writes = self._writes()
-        if writes > self._writes_seen:
-            self._writes_seen = writes
-            self.worked()
+        self._note_writes()
         self.settle()
         if not self.failing:
             return 0.0
@@ -111,6 +111,27 @@ class StoreHealth:
         if wait <= 0:
             self.attempt()
         return wait
+
+    def _note_writes(self) -> None:
+        """Count the runs' writes the store accepted since the last look as :meth:`worked`."""
+        writes = self._writes()
+        if writes > self._writes_seen:
+            self._writes_seen = writes
+            self.worked()
+
+    def close(self) -> None:
+        """The worker ends: if writes went through after the last failure, say the store works
+        again now (``--until-idle`` may end before a whole ``schedule.cap`` of quiet)."""
+        self._note_writes()
+        if self.since is not None and self._ok_since is not None:
+            self._recovered()
+
+    def _recovered(self) -> None:
+        since, ok_since = self.since or 0.0, self._ok_since or 0.0
+        log.warning("worker %s: the store works again after %.1f s of failures "
+                    "(%d attempts)", self.who, ok_since - since, self.attempts)
+        self.since, self.attempts, self.retry_at, self.last = None, 0, 0.0, None
+        self._worked_at = self._ok_since = None
 
     def worked(self, *, progress: bool = True) -> None:
         """A write went through while failing (see :meth:`settle`). ``progress``: it was a
@@ -130,10 +151,7 @@ class StoreHealth:
         if self.since is None or self._ok_since is None:
             return
         if self._now() - self._ok_since >= self.schedule.cap:
-            log.warning("worker %s: the store works again after %.1f s of failures "
-                        "(%d attempts)", self.who, self._ok_since - self.since, self.attempts)
-            self.since, self.attempts, self.retry_at, self.last = None, 0, 0.0, None
-            self._worked_at = self._ok_since = None
+            self._recovered()
 
     def wait(self) -> float:
         """Seconds until the next scheduling pass may start (0: now)."""
@@ -151,9 +169,10 @@ class StoreHealth:
         if self.since is None or self.give_up_after is None or self.last is None:
             return None
         now = self._now()
-        if now - max(self.since, self._worked_at or self.since) < self.give_up_after:
+        stalled = now - max(self.since, self._worked_at or self.since)
+        if stalled < self.give_up_after:
             return None
         return type(self.last)(
             f"worker {self.who} gave up after {now - self.since:.1f} s of failing storage "
-            f"({self.attempts} attempts; --give-up-after {self.give_up_after:g}); runs are left "
-            f"as they were. Last error: {self.last}")
+            f"({self.attempts} attempts; no write landed for {stalled:.1f} s; --give-up-after "
+            f"{self.give_up_after:g}); runs are left as they were. Last error: {self.last}")

@@ -181,6 +181,7 @@ class Worker:
                     await asyncio.wait_for(notifier.deliver_due(), self.webhook.timeout + 1)  # type: ignore[union-attr]
                 notifier.close()
             self.committer.close()
+            self.health.close()  # commits that landed since the last pass: say it works again
             # A sync step still running (stopped, its result discarded) keeps its thread
             # until it returns: do not wait for it here.
             self._step_threads.shutdown(wait=False)
