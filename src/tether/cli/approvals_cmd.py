@@ -23,8 +23,11 @@ def approvals(json: Annotated[bool, typer.Option("--json", help="JSON lines.")] 
               every: Annotated[bool, typer.Option("--all", help="Decided ones too.")] = False,
               run: Annotated[str | None, typer.Option(help="Only this run's.")] = None) -> None:
     """List approval requests (pending ones unless --all); expired ones are settled first."""
-    s = store()
-    ap.expire_due(s)
+    # Settling expired requests writes: done when the store can be written, and left to the
+    # workers (which settle them too) when it is read-only, e.g. a backup.
+    s = store(readonly=None)
+    if not getattr(s, "readonly", False):
+        ap.expire_due(s)
     run_id = ops.find_run(s, run).id if run else None
     rows = s.approvals(run=run_id, status=None if every else "pending")
     if json:

@@ -36,12 +36,16 @@ class Settings:
     store_url: str | None = None
 
 
-def store(*, create: bool = False) -> Store:
-    """Open the store named by --store / TETHER_STORE / ./tether.db."""
+def store(*, create: bool = False, readonly: bool | None = False) -> Store:
+    """Open the store named by --store / TETHER_STORE / ./tether.db.
+
+    ``readonly``: the command only reads; it then works on a store or backup it may not
+    write, and never migrates nor creates one. None: read-only if the file cannot be
+    written (a command that would also tidy up, when it can)."""
     url = Settings.store_url
-    if url is not None:
+    if url:  # an empty one is refused by open_store, as itself
         check_value(Path(url), "--store", "the path of a SQLite file, or sqlite:///path")
-    return open_store(url, create=create)
+    return open_store(url, create=create, readonly=readonly)
 
 
 def print_error(message: str) -> None:

@@ -277,7 +277,7 @@ def budget(run: Annotated[str | None, typer.Argument(help="Run id, name or id pr
            json: Annotated[bool, typer.Option("--json", help="JSON output.")] = False,
            as_: AsOpt = None) -> None:
     """Show a run's (or swarm's) budget and usage, or change it (journaled for runs)."""
-    s = store()
+    s = store(readonly=not (set_ or unset))
     changes = parse_assignments(set_ or [], "--set")
     if (run is None) == (swarm is None):
         raise UsageError("name a RUN or --swarm NAME (one of them)")
@@ -310,7 +310,7 @@ def budget(run: Annotated[str | None, typer.Argument(help="Run id, name or id pr
 def backup(path: Annotated[Path, typer.Argument(help="Where to write the copy (must not exist).")]
            ) -> None:
     """Write a consistent online copy of the store."""
-    s = store()
+    s = store(readonly=True)  # a read-only store can be backed up too
     s.backup(str(path))
     console.print(f"backed up {s.url} to {path}")
 

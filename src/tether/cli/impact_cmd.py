@@ -31,7 +31,7 @@ def impact(origin: Annotated[str, typer.Argument(
 
     Its run's later steps and every run that took in its messages, blackboard writes or
     files, with their effects, messages and writes."""
-    s = store()
+    s = store(readonly=True)
     imp = compute(s, origin, epoch=epoch)
     if json:
         print(orjson.dumps(imp.to_json()).decode())

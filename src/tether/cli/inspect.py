@@ -25,7 +25,7 @@ def runs(json: JsonOpt = False,
     """List runs, newest first."""
     if state is not None and state not in RUN_STATUSES:
         raise UsageError(f"unknown status {state!r}; one of {', '.join(RUN_STATUSES)}")
-    s = store()
+    s = store(readonly=True)
     rows = s.list_runs(status=state, swarm=swarm)
     if json:
         print_jsonl(ops.run_json(r) for r in rows)
@@ -53,7 +53,7 @@ def runs(json: JsonOpt = False,
 def show(run: Annotated[str, typer.Argument(help="Run id, name or id prefix.")],
          json: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False) -> None:
     """Show one run: status, usage, budget, effects and why it stopped."""
-    s = store()
+    s = store(readonly=True)
     row = ops.find_run(s, run)
     effects = s.effects(run=row.id)
     inbox = len(s.messages(recipient=row.id, status="pending"))
@@ -119,7 +119,7 @@ def events(run: Annotated[str, typer.Argument(help="Run id, name or id prefix.")
         close = sorted(k for k in KINDS if k.split(".")[0] == kind.split(".")[0]) or sorted(KINDS)
         raise UsageError(f"unknown event kind {kind!r}; for example {', '.join(close[:8])} "
                          "(docs/events.md lists them all)")
-    s = store()
+    s = store(readonly=True)
     row = ops.find_run(s, run)
     evs = [e for e in s.events(row.id, after_seq=after, limit=None if kind else limit)
            if not kind or e.kind == kind][:limit]
@@ -141,7 +141,7 @@ def state(run: Annotated[str, typer.Argument(help="Run id, name or id prefix.")]
           step: Annotated[int | None, typer.Option(help="Step to restore (default: latest).")]
           = None) -> None:
     """Print a run's state (JSON) after a step, restored from its checkpoints."""
-    _, _, st = ops.run_state(store(), run, step)
+    _, _, st = ops.run_state(store(readonly=True), run, step)
     print_jsonl([st])
 
 
@@ -151,7 +151,7 @@ def verify(json: JsonOpt = False) -> None:
 
     Exit 0 when intact; otherwise exit 1, naming the first bad event (and listing the rest).
     """
-    s = store()
+    s = store(readonly=True)
     with Progress(console=console, transient=True,
                   disable=json or not console.is_terminal) as prog:
         task = prog.add_task("verifying chains", total=None)

@@ -111,7 +111,7 @@ def explain(agent: Annotated[str, typer.Option(help="The agent's name.")],
     else:
         from tether.cli.common import store
         from tether.policies import in_force
-        pol = in_force(store(), swarm).policy
+        pol = in_force(store(readonly=True), swarm).policy
     tz = pol.defaults.timezone
     action = Action(run="explain", agent=agent, swarm=swarm, tool=tool, effect=effect,
                     arguments=_arguments(args), at=_instant(at, tz),
@@ -200,7 +200,7 @@ def show(swarm: SwarmOpt = None,
     """Show the policy in force: its hash, who applied it and when (or the built-in defaults)."""
     from tether.cli.common import store
     from tether.runtime.policybook import PolicyBook
-    s = store()
+    s = store(readonly=True)
     if history:
         _history(s, swarm, json=json)
         return

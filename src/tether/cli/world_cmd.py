@@ -26,7 +26,7 @@ def messages(run: Annotated[str | None, typer.Argument(
     if state is not None and state not in MESSAGE_STATUSES:
         raise UsageError(f"unknown message status {state!r}; one of "
                          f"{', '.join(MESSAGE_STATUSES)}")
-    s = store()
+    s = store(readonly=True)
     if run is None:
         rows = s.messages(status=state)
     else:
@@ -73,7 +73,7 @@ def board(key: Annotated[str | None, typer.Argument(help="Only this key, with it
     """Show the swarms' blackboards: each key's value and who wrote it.
 
     With KEY: every version of it, reverted ones too, with suspect marks."""
-    s = store()
+    s = store(readonly=True)
     if swarm is None:
         rows = [v for v in s.versions(key=key) if v.ns.startswith("board:")]
     else:

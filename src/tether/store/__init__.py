@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from tether.errors import UsageError
@@ -11,13 +12,24 @@ from tether.store.sqlite import SQLiteStore
 
 DEFAULT_URL = "tether.db"
 
+# Any "scheme://" (RFC 3986 scheme syntax): only sqlite:// is a store here.
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 
-def open_store(url: str | None = None, *, create: bool = True) -> Store:
+
+def open_store(url: str | None = None, *, create: bool = True,
+               readonly: bool | None = False) -> Store:
     """Open the store named by ``url``, ``$TETHER_STORE`` or ``./tether.db``.
 
     Accepts a file path, ``sqlite:///path`` (``?synchronous=NORMAL`` to trade the
-    last commits on power loss for speed).
+    last commits on power loss for speed). ``readonly``: for commands that only read; the
+    store (or a read-only backup of it) is opened without writing anything, never created
+    nor migrated. ``readonly=None``: read-only if the file exists and cannot be written.
     """
+    if url == "":
+        # An empty --store used to mean ./tether.db, silently: a script's unset variable
+        # must not read, or write, a store in whatever folder it runs in.
+        raise UsageError("--store is empty; give the path of a SQLite file (e.g. ./tether.db) "
+                         "or sqlite:///path, or leave --store out for ./tether.db")
     url = url or os.environ.get("TETHER_STORE") or DEFAULT_URL
     sync = "FULL"
     if "?" in url:
@@ -31,10 +43,17 @@ def open_store(url: str | None = None, *, create: bool = True) -> Store:
     if url.startswith(("postgres://", "postgresql://")):
         raise UsageError("the PostgreSQL store is not available in this version; use a SQLite "
                          "file path (the default is ./tether.db)")
+    scheme = _SCHEME.match(url)
+    if scheme is not None and scheme.group(1).lower() != "sqlite":
+        raise UsageError(f"store {url}: the URL scheme {scheme.group(1)}:// is not supported; "
+                         "give a SQLite file path (e.g. ./tether.db) or sqlite:///path")
     if url.startswith("sqlite://"):
         url = url.removeprefix("sqlite://")
         url = url[1:] if url.startswith("/") else url  # sqlite:///rel.db, sqlite:////abs.db
-    return SQLiteStore(Path(url), create=create, synchronous=sync)
+    path = Path(url)
+    if readonly is None:
+        readonly = path.exists() and not os.access(path, os.W_OK)
+    return SQLiteStore(path, create=create and not readonly, synchronous=sync, readonly=readonly)
 
 
 __all__ = ["DEFAULT_URL", "SQLiteStore", "Store", "open_store"]

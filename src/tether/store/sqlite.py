@@ -56,6 +56,7 @@ class SQLiteStore(SQLiteSwarm, SQLiteSettings):
         create: create the file if it is missing (otherwise StoreError).
         synchronous: ``FULL`` (default, durable on power loss) or ``NORMAL``.
         busy_timeout: seconds to wait for another writer before StoreLocked.
+        readonly: open for reading only: nothing is created, migrated or written.
     """
 
     # -- writing ---------------------------------------------------------

@@ -27,9 +27,10 @@ from tether.errors import (
     UsageError,
 )
 from tether.store import schema
+from tether.store.sqlite_open import check_path, connect
 
 # SQLite's primary result codes (https://sqlite.org/rescode.html).
-_BUSY, _LOCKED, _CORRUPT, _NOTADB, _FULL = 5, 6, 11, 26, 13
+_BUSY, _LOCKED, _CORRUPT, _NOTADB, _FULL, _READONLY = 5, 6, 11, 26, 13, 8
 _STORAGE = frozenset({8, 10, 14, 15})  # READONLY, IOERR, CANTOPEN, PROTOCOL
 
 
@@ -42,27 +43,21 @@ class SQLiteBase:
             exist either way.
         synchronous: ``FULL`` (default, durable on power loss) or ``NORMAL``.
         busy_timeout: seconds to wait for another writer before StoreLocked.
+        readonly: open for reading only (a store or backup we may not write): nothing is
+            created, migrated or written; implies ``create=False``.
     """
 
     def __init__(self, path: str | os.PathLike[str], *, create: bool = True,
-                 synchronous: str = "FULL", busy_timeout: float = 10.0) -> None:
+                 synchronous: str = "FULL", busy_timeout: float = 10.0,
+                 readonly: bool = False) -> None:
         self.path = Path(path)
         self.url = f"sqlite:///{self.path}"
         if synchronous.upper() not in ("FULL", "NORMAL"):
             raise UsageError(f"synchronous must be FULL or NORMAL, not {synchronous!r}")
         self._sync = synchronous.upper()
         self._busy = busy_timeout
-        if self.path.is_dir():
-            raise StoreError(f"{self.path} is a folder; --store names a SQLite file, "
-                             "e.g. ./tether.db")
-        if not self.path.parent.is_dir():
-            # A typo in --store must not quietly grow a tree of folders with a new, empty store
-            # in it: the file may be created, its folder must be there already.
-            raise StoreError(f"the folder {self.path.parent} of store {self.path} does not "
-                             "exist; create it first, or fix --store / TETHER_STORE")
-        if not self.path.exists() and not create:
-            raise StoreError(f"no tether store at {self.path}; start a run first "
-                             "(tether run / tether demo) or pass --store / TETHER_STORE")
+        self.readonly = readonly
+        check_path(self.path, create=create and not readonly, readonly=readonly)
         self._local = threading.local()
         self._conns: list[sqlite3.Connection] = []
         self._conns_lock = threading.Lock()
@@ -79,10 +74,10 @@ class SQLiteBase:
         c: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if c is None:
             try:
-                c = sqlite3.connect(self.path, isolation_level=None, timeout=self._busy,
-                                    check_same_thread=False)
-                c.execute("PRAGMA journal_mode=WAL")
-                c.execute(f"PRAGMA synchronous={self._sync}")
+                c = connect(self.path, readonly=self.readonly, timeout=self._busy)
+                if not self.readonly:  # the journal mode is written into the file
+                    c.execute("PRAGMA journal_mode=WAL")
+                    c.execute(f"PRAGMA synchronous={self._sync}")
                 c.execute("PRAGMA foreign_keys=OFF")
                 # Damaged text must not make a whole read fail: decode leniently, so the
                 # audit sees the changed bytes as a hash mismatch and names the event.
@@ -108,6 +103,10 @@ class SQLiteBase:
                 "not a database" in msg or "malformed" in msg)):
             return StoreCorrupt(f"{self.path} is not a tether store or is damaged ({msg}); "
                                 "restore it from a backup (tether store backup)")
+        if self.readonly and code == _READONLY:
+            return StoreError(f"store {self.path} is open read-only and this command tried to "
+                              f"write to it ({msg}); use a command that writes as the store's "
+                              "owner, on a writable copy")
         if code == _FULL or "disk is full" in msg:
             return StorageFull(f"store {self.path}: the disk is full ({msg}); free space on the "
                                f"file system that holds {self.path.parent}, or move the store to "
@@ -235,6 +234,9 @@ class SQLiteBase:
             row = self._read("SELECT value FROM meta WHERE key='schema_version'")
             if row and int(row[0][0]) == schema.VERSION:
                 return
+        if self.readonly:
+            self._migrate_apart(tables)
+            return
         with self._tx() as c:
             version = 0
             if "meta" in tables:
@@ -248,6 +250,29 @@ class SQLiteBase:
                     if stmt.strip():
                         c.execute(stmt)
                 c.execute("INSERT OR REPLACE INTO meta VALUES('schema_version', ?)", (str(i + 1),))
+
+    def _migrate_apart(self, tables: set[str]) -> None:
+        """A read-only open of a store that is not up to date: migrate it on a connection of
+        its own if we may write it (after an upgrade, `tether runs` must not refuse the
+        owner's store; the read-only connection itself still never writes); otherwise say
+        what it needs."""
+        if tables and os.access(self.path, os.W_OK) and os.access(self.path.parent, os.W_OK):
+            SQLiteBase(self.path, create=False, synchronous=self._sync,
+                       busy_timeout=self._busy).close()
+            self.close()  # a read-only connection that saw the old schema must not be reused
+            return
+        if not tables:
+            raise StoreCorrupt(f"{self.path} holds no tether store (no tables); pass the "
+                               "right --store, or create one with tether run / tether demo")
+        row = self._read("SELECT value FROM meta WHERE key='schema_version'")
+        version = int(row[0][0]) if row else 0
+        if version > schema.VERSION:
+            raise SchemaTooNew(f"store {self.path} has schema version {version}, this tether "
+                               f"knows up to {schema.VERSION}; upgrade tether")
+        raise StoreError(f"store {self.path} has schema version {version} and needs a migration "
+                         f"to {schema.VERSION}, which writes; this command only reads and opened "
+                         "it read-only. Run a command that writes (e.g. tether worker "
+                         "--until-idle) as the store's owner, or read a migrated copy")
 
     def close(self) -> None:
         with self._conns_lock:

@@ -1,0 +1,102 @@
+"""Checking a SQLite store's path before opening it, and opening it read-only.
+
+A wrong ``--store`` must be named for what it is (a file where a folder should be, a dangling
+link, an empty file) rather than surface as SQLite's "unable to open database file", and a
+read must never turn a file into a store.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from pathlib import Path
+from urllib.parse import quote
+
+from tether.errors import StoreError
+
+
+def check_path(path: Path, *, create: bool, readonly: bool = False) -> None:
+    """Refuse a store path that cannot be (or must not become) a tether store.
+
+    Args:
+        path: the database file.
+        create: the command may create the store (``tether run``, ``tether demo``).
+        readonly: the store is opened for reading only.
+
+    Raises:
+        StoreError: naming what is wrong with the path and how to fix it.
+    """
+    if path.is_symlink() and not path.exists():
+        raise StoreError(f"store {path} is a symbolic link to {os.readlink(path)}, which does "
+                         "not exist (a dangling link); fix the link, or pass the store file "
+                         "itself with --store / TETHER_STORE")
+    if path.is_dir():
+        raise StoreError(f"{path} is a folder; --store names a SQLite file, e.g. ./tether.db")
+    _check_folder(path)
+    if not path.exists():
+        if not create:
+            raise StoreError(f"no tether store at {path}; start a run first "
+                             "(tether run / tether demo) or pass --store / TETHER_STORE")
+        return
+    if not readonly and not os.access(path, os.W_OK):
+        # Refused before SQLite opens it: its -wal/-shm files, made by us and never removed
+        # (we cannot checkpoint), would then stop the owner's own writes.
+        raise StoreError(f"store {path} is read-only for this user and this command writes; "
+                         "run it as the store's owner (commands that only read work as is)")
+    if not create and path.is_file() and path.stat().st_size == 0:
+        # SQLite takes an empty file for an empty database: a read (`tether runs`) would
+        # have made it a store without anyone asking for one.
+        raise StoreError(f"{path} is empty, not a tether store; `tether run` or `tether demo` "
+                         "create one (or pass the right --store / TETHER_STORE)")
+
+
+def _check_folder(path: Path) -> None:
+    # Walk up to the first ancestor that exists: a file there (README.md/x.db) is not
+    # "a folder that does not exist".
+    for parent in path.parents:
+        if parent.exists() or parent.is_symlink():
+            if parent.is_dir():
+                break
+            raise StoreError(f"{parent} is a file, not a folder, so it cannot hold store "
+                             f"{path}; fix --store / TETHER_STORE")
+    if not path.parent.is_dir():
+        # A typo in --store must not quietly grow a tree of folders with a new, empty store
+        # in it: the file may be created, its folder must be there already.
+        raise StoreError(f"the folder {path.parent} of store {path} does not "
+                         "exist; create it first, or fix --store / TETHER_STORE")
+
+
+def readonly_uri(path: Path) -> str:
+    """The SQLite URI that reads ``path`` without writing anything.
+
+    ``mode=ro`` reads the store and any write-ahead log beside it. With no ``-wal`` file
+    there is nothing but the file to read, and ``mode=ro`` would still create ``-wal`` and
+    ``-shm`` files: in a folder we cannot write (a read-only backup) that fails ("attempt to
+    write a readonly database"), and in a shared folder it leaves files owned by *us*, which
+    SQLite does not remove when it cannot write the store, and which then make the owner's
+    worker fail with the same error (measured with two users, SQLite 3.40). So when no
+    ``-wal`` exists and we could not write the store anyway (the file or its folder is not
+    writable), the file is opened ``immutable=1``: nothing is created, no lock is taken. The
+    cost: a writer that starts while we read (it must be another user, or a ``chmod``) is not
+    seen, and a checkpoint at that moment could show us a half-copied page; a one-off read by
+    a command that only lists is worth that, a write never runs on such a connection.
+    """
+    wal = Path(f"{path}-wal")
+    writable = os.access(path, os.W_OK) and os.access(path.parent, os.W_OK | os.X_OK)
+    quoted = _uri_path(path)
+    if not wal.exists() and not writable:
+        return f"file:{quoted}?immutable=1"
+    return f"file:{quoted}?mode=ro"
+
+
+def _uri_path(path: Path) -> str:
+    # '?' and '#' (and '%') in a file name would be read as URI syntax.
+    return quote(str(path.absolute()), safe="/")
+
+
+def connect(path: Path, *, readonly: bool, timeout: float) -> sqlite3.Connection:
+    """A connection to ``path`` (read-only through :func:`readonly_uri`)."""
+    if readonly:
+        return sqlite3.connect(readonly_uri(path), uri=True, isolation_level=None,
+                               timeout=timeout, check_same_thread=False)
+    return sqlite3.connect(path, isolation_level=None, timeout=timeout, check_same_thread=False)
