@@ -251,6 +251,11 @@ class Store(Protocol):
         ...
 
     # -- maintenance -----------------------------------------------------
+    def check_integrity(self) -> list[str]:
+        """What the storage engine finds wrong with the store's file (empty when sound):
+        damage the hash chains cannot see, such as a garbled index page."""
+        ...
+
     def backup(self, path: str) -> None:
         """Write a consistent online copy of the store to ``path``."""
         ...

@@ -274,6 +274,27 @@ class SQLiteBase:
                          "it read-only. Run a command that writes (e.g. tether worker "
                          "--until-idle) as the store's owner, or read a migrated copy")
 
+    def check_integrity(self) -> list[str]:
+        """SQLite's ``PRAGMA integrity_check``: every page and record well formed, and every
+        index matching its table. ``quick_check`` skips the index comparison; on a 142 MB
+        store of 101,318 events it took 0.14 s against 0.29 s, beside 5 s for the rest of
+        verify, so the full check is worth it (docs/guide.md). Empty when sound; otherwise
+        SQLite's lines, at most 100."""
+        try:
+            return self._check("integrity_check")
+        except sqlite3.DatabaseError as exc:
+            # Comparing an index whose page is noise can stop the full check with a bare
+            # "malformed": quick_check, which only reads pages, then says where.
+            try:
+                return self._check("quick_check") or [str(exc)]
+            except sqlite3.DatabaseError:
+                return [str(exc)]  # so damaged SQLite cannot even check it
+
+    def _check(self, pragma: str) -> list[str]:
+        rows = self._conn().execute(f"PRAGMA {pragma}").fetchall()
+        lines = [ln for (row,) in rows for ln in str(row).splitlines()]
+        return [] if lines == ["ok"] else [ln for ln in lines if not ln.startswith("*** in")]
+
     def close(self) -> None:
         with self._conns_lock:
             for c in self._conns:
