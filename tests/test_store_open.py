@@ -175,3 +175,19 @@ def test_a_read_only_store_refuses_writes_clearly(tmp_path: Path) -> None:
             store.set_meta("x", "y")
     finally:
         store.close()
+
+
+def test_a_store_it_cannot_write_is_read_with_what_a_live_writer_logged(tmp_path: Path) -> None:
+    db = _make_store(tmp_path / "s")
+    writer = sqlite3.connect(db)  # opened before the chmod: it keeps writing
+    try:
+        writer.execute("PRAGMA wal_autocheckpoint=0")
+        writer.execute("UPDATE runs SET name = 'renamed'")
+        writer.commit()
+        db.chmod(0o444)
+        res = _unprivileged(db, "runs", "--json")
+        assert res.returncode == 0, res.stderr
+        assert '"renamed"' in res.stdout  # read through the -wal (mode=ro), not the file alone
+    finally:
+        writer.close()
+        db.chmod(0o644)

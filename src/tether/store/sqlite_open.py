@@ -66,27 +66,32 @@ def _check_folder(path: Path) -> None:
                          "exist; create it first, or fix --store / TETHER_STORE")
 
 
-def readonly_uri(path: Path) -> str:
-    """The SQLite URI that reads ``path`` without writing anything.
+def readonly_uri(path: Path) -> str | None:
+    """How to read ``path`` without writing anything: a SQLite URI, or None for an ordinary
+    connection made read-only with ``PRAGMA query_only``.
 
-    ``mode=ro`` reads the store and any write-ahead log beside it. With no ``-wal`` file
-    there is nothing but the file to read, and ``mode=ro`` would still create ``-wal`` and
-    ``-shm`` files: in a folder we cannot write (a read-only backup) that fails ("attempt to
-    write a readonly database"), and in a shared folder it leaves files owned by *us*, which
-    SQLite does not remove when it cannot write the store, and which then make the owner's
-    worker fail with the same error (measured with two users, SQLite 3.40). So when no
-    ``-wal`` exists and we could not write the store anyway (the file or its folder is not
-    writable), the file is opened ``immutable=1``: nothing is created, no lock is taken. The
-    cost: a writer that starts while we read (it must be another user, or a ``chmod``) is not
-    seen, and a checkpoint at that moment could show us a half-copied page; a one-off read by
-    a command that only lists is worth that, a write never runs on such a connection.
+    - We can write the file and its folder (our own store): an ordinary connection with
+      ``query_only``, which refuses every write; unlike ``mode=ro`` it removes the
+      ``-wal``/``-shm`` files on close as any of the owner's connections does (``mode=ro``
+      left them beside the store after every ``tether runs``).
+    - We cannot, and a ``-wal`` file exists (a worker is running, or was killed): ``mode=ro``
+      reads the store and its log through the existing files (SQLite 3.22+ reads with a
+      read-only ``-shm``; checked with two users while the owner wrote).
+    - We cannot, and there is no ``-wal``: ``immutable=1``. ``mode=ro`` would create ``-wal``
+      and ``-shm``: in a folder we cannot write (a read-only backup) that fails ("attempt to
+      write a readonly database"), and in a shared folder it leaves files owned by *us*, which
+      SQLite does not remove when it cannot write the store and which then make the owner's
+      worker fail with that same error (measured with two users, SQLite 3.40). Immutable
+      creates nothing and takes no lock. The cost: a writer that starts while we read (another
+      user) is not seen, and a checkpoint at that moment could show us a half-copied page; a
+      one-off read by a command that only reads is worth that.
     """
-    wal = Path(f"{path}-wal")
-    writable = os.access(path, os.W_OK) and os.access(path.parent, os.W_OK | os.X_OK)
+    if os.access(path, os.W_OK) and os.access(path.parent, os.W_OK | os.X_OK):
+        return None
     quoted = _uri_path(path)
-    if not wal.exists() and not writable:
-        return f"file:{quoted}?immutable=1"
-    return f"file:{quoted}?mode=ro"
+    if Path(f"{path}-wal").exists():
+        return f"file:{quoted}?mode=ro"
+    return f"file:{quoted}?immutable=1"
 
 
 def _uri_path(path: Path) -> str:
@@ -95,8 +100,12 @@ def _uri_path(path: Path) -> str:
 
 
 def connect(path: Path, *, readonly: bool, timeout: float) -> sqlite3.Connection:
-    """A connection to ``path`` (read-only through :func:`readonly_uri`)."""
+    """A connection to ``path`` (read-only as :func:`readonly_uri` says)."""
+    uri = readonly_uri(path) if readonly else None
+    if uri is not None:
+        return sqlite3.connect(uri, uri=True, isolation_level=None, timeout=timeout,
+                               check_same_thread=False)
+    c = sqlite3.connect(path, isolation_level=None, timeout=timeout, check_same_thread=False)
     if readonly:
-        return sqlite3.connect(readonly_uri(path), uri=True, isolation_level=None,
-                               timeout=timeout, check_same_thread=False)
-    return sqlite3.connect(path, isolation_level=None, timeout=timeout, check_same_thread=False)
+        c.execute("PRAGMA query_only=ON")
+    return c
