@@ -188,6 +188,41 @@ def test_worker_backs_off_gives_up_then_finishes_once_space_is_freed(fs: Path) -
         store.close()
 
 
+def test_a_worker_whose_disk_is_remounted_larger_says_it_works_again_and_finishes(
+        fs: Path) -> None:
+    from tests import sample_agents
+    from tether import start_run
+    db = fs / "tether.db"
+    store = SQLiteStore(db)
+    try:
+        rid = start_run(store, sample_agents.hoarder, agent_ref="tests.sample_agents:hoarder",
+                        goal="fill the disk")
+        reserve = fs / "reserve"
+        reserve.write_bytes(b"\0" * 100_000)
+        fill(fs)
+        reserve.unlink()
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        worker = subprocess.Popen(
+            [str(TETHER), "--store", str(db), "worker", "--until-idle", "--give-up-after", "60"],
+            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        assert worker.stdout is not None
+        lines = []
+        for line in worker.stdout:  # the barrier: the worker has seen the disk full
+            lines.append(line)
+            if "the store is failing" in line:
+                break
+        subprocess.run(["mount", "-o", "remount,size=16m", str(fs)], check=True)
+        rest, _ = worker.communicate(timeout=300)
+        lines += rest.splitlines()
+        assert worker.returncode == 0, lines
+        # Before, --until-idle ended before a whole backoff cap of quiet: never said so.
+        assert len([ln for ln in lines if "the store works again" in ln]) == 1, lines
+        row = store.get_run(rid)
+        assert row is not None and row.status == "done", row
+    finally:
+        store.close()
+
+
 def test_the_demo_on_a_disk_that_fills_up_goes_on_once_space_is_freed(tmp_path: Path) -> None:
     # A whole night's write-ahead log grows past 2 MB before SQLite checkpoints it.
     with small_fs(tmp_path / "fs", size="8m") as fs:
