@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import json as jsonlib
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from tether import approvals as ap
 from tether import ops
+from tether.cli import render
 from tether.cli.args import parse_json
 from tether.cli.common import console, handle_errors, print_jsonl, store, when
 from tether.errors import UsageError
@@ -37,14 +38,33 @@ def approvals(json: Annotated[bool, typer.Option("--json", help="JSON lines.")] 
         console.print("no pending approvals" if not every else "no approvals")
         return
     t = Table(title="approvals")
+    # The id is what people copy into `tether approve`: never cut it. In a narrow terminal
+    # the columns one can do without go, rather than every column being cut to nothing.
     t.add_column("id", no_wrap=True, min_width=26)
-    for col in ("run", "step", "tool", "arguments", "status", "rule", "requested", "expires"):
-        t.add_column(col, overflow="fold")
+    wide = console.width >= 150
+    cols = ["run", "step", "tool", "arguments", "status", "rule", "requested", "expires"] \
+        if wide else ["run", "tool", "arguments", "expires"]
+    if not wide and every:
+        cols[-1] = "status"  # decided requests expire no more: their outcome matters
+    for col in cols:
+        t.add_column(col, no_wrap=col in ("status", "requested", "expires"), overflow="fold")
+    names: dict[str, str] = {}
+    table: list[dict[str, str]] = []
     for a in rows:
-        args = jsonlib.dumps(a.arguments)
-        shown = args if len(args) < 60 else args[:57] + "..."
-        t.add_row(a.id, a.run[-6:], str(a.step), a.tool, shown,
-                  a.status, a.rule or "(default)", when(a.requested_at), when(a.expires_at))
+        if a.run not in names:
+            r = s.get_run(a.run)
+            names[a.run] = r.name if r else a.run
+        table.append({"id": a.id, "run": names[a.run], "step": str(a.step), "tool": a.tool,
+                      "arguments": render.arguments(a.arguments), "status": a.status,
+                      "rule": a.rule or "(default)", "requested": when(a.requested_at)[5:],
+                      "expires": when(a.expires_at)[5:] if a.expires_at else "never"})
+    # Narrow: one line per request, the arguments cut to the room left (`--json` has them
+    # whole); rich would otherwise fold every column to a letter a line.
+    room = console.width - 1 - sum(3 + max(len(c), *(len(r[c]) for r in table))
+                                   for c in ("id", *cols) if c != "arguments") - 3
+    for r in table:
+        args = r["arguments"] if wide else render.cut(r["arguments"], max(12, room))
+        t.add_row(*(escape(args if c == "arguments" else r[c]) for c in ("id", *cols)))
     console.print(t)
     console.print("approve with `tether approve ID`, deny with `tether deny ID --reason TEXT`")
 

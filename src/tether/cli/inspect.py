@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Annotated
 
-import orjson
 import typer
 from rich.progress import Progress
 from rich.table import Table
 
 from tether import ops
 from tether.audit import verify_store
+from tether.cli import render
 from tether.cli.common import console, handle_errors, print_jsonl, status, store, when
+from tether.core.events import Event
 from tether.errors import UsageError
 from tether.store.records import RUN_STATUSES
 
@@ -105,13 +107,22 @@ def show(run: Annotated[str, typer.Argument(help="Run id, name or id prefix.")],
 
 
 @handle_errors
-def events(run: Annotated[str, typer.Argument(help="Run id, name or id prefix.")],
+def events(run: Annotated[str, typer.Argument(help="Run id, name, agent name or id prefix.",
+                                              metavar="RUN")],
            json: JsonOpt = False,
-           kind: Annotated[str | None, typer.Option(help="Only events of this kind.")] = None,
-           after: Annotated[int, typer.Option(help="Only events after this seq.")] = 0,
-           limit: Annotated[int | None, typer.Option(help="At most this many events.")] = None
+           kind: Annotated[str | None, typer.Option(
+               help="Only events of this kind, e.g. effect.intent.", metavar="KIND")] = None,
+           after: Annotated[int, typer.Option(help="Only events after this seq.",
+                                              metavar="SEQ")] = 0,
+           limit: Annotated[int | None, typer.Option(help="At most this many events.",
+                                                     metavar="N")] = None,
+           full: Annotated[bool, typer.Option(
+               "--full", help="Every payload whole (indented JSON) under its line.")] = False
            ) -> None:
-    """List a run's journal events in order."""
+    """List a run's journal events in order, one line each: seq, time, kind, a summary.
+
+    The summary is cut to the terminal's width; --full prints each payload whole, --json
+    every field of every event."""
     if limit is not None and limit < 0:
         raise UsageError("--limit must be 0 or more")
     from tether.core.events import KINDS
@@ -126,14 +137,22 @@ def events(run: Annotated[str, typer.Argument(help="Run id, name or id prefix.")
     if json:
         print_jsonl(e.to_json() for e in evs)
         return
-    t = Table(title=f"events of {row.name} ({row.id})")
-    for col in ("seq", "epoch", "step", "kind", "time", "actor", "payload"):
-        t.add_column(col, overflow="fold")
+    _print_events(f"events of {row.name} ({row.id})", evs, full)
+
+
+def _print_events(title: str, evs: list[Event], full: bool) -> None:
+    width = console.width
+    wide = width >= 120  # narrow: seq, time, kind and the summary; wide adds date, step, actor
+    say = functools.partial(console.print, markup=False, highlight=False, soft_wrap=True)
+    say(title)
+    say(render.header(width, wide=wide))
     for e in evs:
-        p = orjson.dumps(e.payload).decode()
-        t.add_row(str(e.seq), str(e.epoch), str(e.step), e.kind, e.time[11:23], e.actor,
-                  p if len(p) <= 120 else p[:117] + "...")
-    console.print(t)
+        say(render.event_line(e, width, wide=wide))
+        if full:
+            for line in render.full_payload(e).splitlines():
+                say("      " + line)
+    if not evs:
+        say("(no events)")
 
 
 @handle_errors
