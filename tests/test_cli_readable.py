@@ -6,9 +6,12 @@ import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import typer
+import typer.main
+from typer.core import TyperArgument, TyperOption
 from typer.testing import CliRunner
 
 from tether.cli import common
@@ -106,3 +109,35 @@ def test_approvals_readable_ids_whole(night: str, columns: int) -> None:
         assert "message=Secur" in row  # arguments as key=value, cut to the room left
         assert ("page-at-night" in row) == (columns >= 150)
         assert ("pending" in row) == (columns >= 150 or "--all" in args)
+
+
+def _commands() -> list[tuple[list[str], Any]]:
+    """Every command and group of the app, with the words that name it."""
+    out: list[tuple[list[str], Any]] = []
+
+    def walk(path: list[str], cmd: Any) -> None:
+        out.append((path, cmd))
+        for name, sub in getattr(cmd, "commands", {}).items():
+            walk([*path, name], sub)
+    walk([], typer.main.get_command(app))
+    return out
+
+
+@pytest.mark.parametrize("path", [p for p, _ in _commands()], ids=lambda p: " ".join(p) or "-")
+def test_help_names_values_not_python_types(path: list[str], monkeypatch: pytest.MonkeyPatch
+                                            ) -> None:
+    monkeypatch.setenv("COLUMNS", "200")
+    code, out = tether(*path, "--help")
+    assert code == 0, out
+    assert not re.findall(r"<[a-z][\w\[\], ]*>", out), out  # <str>, <bool>, <list[str]>
+    assert re.search(r"^ Usage: tether", out, re.M) and len(out.split("Usage:")[1]) > 80
+    (cmd,) = [c for p, c in _commands() if p == path]
+    assert cmd.help and cmd.help.strip(), f"tether {' '.join(path)} has no description"
+    for param in cmd.params:
+        what = f"tether {' '.join(path)} {param.name}"
+        assert getattr(param, "help", None), f"{what} has no help text"
+        if isinstance(param, TyperArgument):
+            assert param.metavar and param.metavar.isupper(), f"{what}: a metavar like RUN"
+        elif isinstance(param, TyperOption) and not param.is_flag:
+            assert param.metavar and param.metavar == param.metavar.upper(), \
+                f"{what}: a metavar like SECONDS, KEY=NUMBER"

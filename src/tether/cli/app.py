@@ -18,7 +18,7 @@ audit_app = typer.Typer(no_args_is_help=True, help="Check the journal's integrit
 
 @app.callback()
 def _main(store: Annotated[str | None, typer.Option(
-        "--store", envvar="TETHER_STORE",
+        "--store", envvar="TETHER_STORE", metavar="URL",
         help="Store: a SQLite file path or sqlite:///path (default ./tether.db).")] = None
           ) -> None:
     Settings.store_url = store
@@ -59,6 +59,8 @@ def _register() -> None:
     app.add_typer(policy_app, name="policy")
     app.add_typer(store_app, name="store")
     app.add_typer(audit_app, name="audit")
+    from tether.cli import helptext
+    helptext.apply(app)
 
 
 _register()

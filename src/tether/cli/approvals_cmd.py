@@ -16,13 +16,14 @@ from tether.cli.common import console, handle_errors, print_jsonl, store, when
 from tether.errors import UsageError
 
 AsOpt = Annotated[str | None, typer.Option("--as", help="Decide as NAME (default $TETHER_USER or "
-                                                        "the OS user).")]
+                                                        "the OS user).", metavar="NAME")]
 
 
 @handle_errors
 def approvals(json: Annotated[bool, typer.Option("--json", help="JSON lines.")] = False,
               every: Annotated[bool, typer.Option("--all", help="Decided ones too.")] = False,
-              run: Annotated[str | None, typer.Option(help="Only this run's.")] = None) -> None:
+              run: Annotated[str | None, typer.Option(help="Only this run's.",
+                                                      metavar="RUN")] = None) -> None:
     """List approval requests (pending ones unless --all); expired ones are settled first."""
     # Settling expired requests writes: done when the store can be written, and left to the
     # workers (which settle them too) when it is read-only, e.g. a backup.
@@ -52,8 +53,8 @@ def approvals(json: Annotated[bool, typer.Option("--json", help="JSON lines.")] 
     table: list[dict[str, str]] = []
     for a in rows:
         if a.run not in names:
-            r = s.get_run(a.run)
-            names[a.run] = r.name if r else a.run
+            owner = s.get_run(a.run)
+            names[a.run] = owner.name if owner else a.run
         table.append({"id": a.id, "run": names[a.run], "step": str(a.step), "tool": a.tool,
                       "arguments": render.arguments(a.arguments), "status": a.status,
                       "rule": a.rule or "(default)", "requested": when(a.requested_at)[5:],
@@ -70,11 +71,11 @@ def approvals(json: Annotated[bool, typer.Option("--json", help="JSON lines.")] 
 
 
 @handle_errors
-def approve(approval: Annotated[str, typer.Argument(help="Approval id.")],
-            note: Annotated[str | None, typer.Option(help="Why, for the record.")] = None,
+def approve(approval: Annotated[str, typer.Argument(help="Approval id.", metavar="APPROVAL")],
+            note: Annotated[str | None, typer.Option(help="Why, for the record.", metavar="TEXT")] = None,
             args: Annotated[str | None, typer.Option(
                 "--args", help="Run with these arguments instead (JSON object), checked "
-                               "against the tool's schema first.")] = None,
+                               "against the tool's schema first.", metavar="JSON")] = None,
             always: Annotated[bool, typer.Option(
                 "--always", help="Always allow this tool for this run from now on.")] = False,
             as_: AsOpt = None) -> None:
@@ -92,8 +93,8 @@ def approve(approval: Annotated[str, typer.Argument(help="Approval id.")],
 
 
 @handle_errors
-def deny(approval: Annotated[str, typer.Argument(help="Approval id.")],
-         reason: Annotated[str, typer.Option(help="Why; the agent's model is told.")] = "",
+def deny(approval: Annotated[str, typer.Argument(help="Approval id.", metavar="APPROVAL")],
+         reason: Annotated[str, typer.Option(help="Why; the agent's model is told.", metavar="TEXT")] = "",
          as_: AsOpt = None) -> None:
     """Deny a proposed action; the model is told why and the run goes on."""
     row = ap.decide(store(), approval, approve=False, who=ops.actor(as_), note=reason)

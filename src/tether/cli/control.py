@@ -21,10 +21,10 @@ from tether.store.protocol import Store
 
 PolicyOpt = Annotated[Path | None, typer.Option(
     help="Policy file (TOML), applied to the store (journaled) before the run starts; default "
-         "tether.toml beside the store when it exists.")]
+         "tether.toml beside the store when it exists.", metavar="FILE")]
 WorkerPolicyOpt = Annotated[Path | None, typer.Option(
     help="Policy file (TOML) this worker must run under: refused unless it is the store's "
-         "policy in force (or --apply).")]
+         "policy in force (or --apply).", metavar="FILE")]
 
 
 def _apply_beside(s: Store, given: Path | None, who: str) -> None:
@@ -43,25 +43,25 @@ def _apply_beside(s: Store, given: Path | None, who: str) -> None:
 
 
 AsOpt = Annotated[str | None, typer.Option("--as", help="Act as NAME (default $TETHER_USER or "
-                                                        "the OS user).")]
+                                                        "the OS user).", metavar="NAME")]
 
 
 @handle_errors
-def run(agent: Annotated[str, typer.Argument(help="The agent, as module:attr.")],
-        goal: Annotated[str, typer.Option(help="What the run should achieve.")],
-        name: Annotated[str | None, typer.Option(help="A name for the run.")] = None,
-        swarm: Annotated[str | None, typer.Option(help="Swarm to join.")] = None,
+def run(agent: Annotated[str, typer.Argument(help="The agent, as module:attr.", metavar="AGENT")],
+        goal: Annotated[str, typer.Option(help="What the run should achieve.", metavar="TEXT")],
+        name: Annotated[str | None, typer.Option(help="A name for the run.", metavar="NAME")] = None,
+        swarm: Annotated[str | None, typer.Option(help="Swarm to join.", metavar="NAME")] = None,
         budget: Annotated[list[str] | None, typer.Option(
-            help="Budget cap, repeatable: steps=50, cost_usd_per_day=5 ...")] = None,
+            help="Budget cap, repeatable: steps=50, cost_usd_per_day=5 ...", metavar="KEY=NUMBER")] = None,
         workspace: Annotated[Path | None, typer.Option(
-            help="Folder the built-in file tools are confined to.")] = None,
+            help="Folder the built-in file tools are confined to.", metavar="DIR")] = None,
         detach: Annotated[bool, typer.Option(
             "--detach", help="Only create the run; a `tether worker` will drive it.")] = False,
         policy: PolicyOpt = None,
         pause_every_steps: Annotated[int | None, typer.Option(
-            help="Pause point: a human reviews every N steps.")] = None,
+            help="Pause point: a human reviews every N steps.", metavar="N")] = None,
         pause_every_minutes: Annotated[float | None, typer.Option(
-            help="Pause point: a human reviews every T minutes (run clock).")] = None,
+            help="Pause point: a human reviews every T minutes (run clock).", metavar="MINUTES")] = None,
         pause_before_irreversible: Annotated[bool, typer.Option(
             "--pause-before-irreversible",
             help="Pause point: ask for approval before every irreversible effect.")] = False,
@@ -98,8 +98,10 @@ def run(agent: Annotated[str, typer.Argument(help="The agent, as module:attr.")]
 @handle_errors
 def worker(until_idle: Annotated[bool, typer.Option(
                "--until-idle", help="Exit when nothing is runnable.")] = False,
-           concurrency: Annotated[int, typer.Option(help="The most runs driven at once.")] = 1000,
-           lease_ttl: Annotated[float, typer.Option(help="Lease length in seconds.")] = 30.0,
+           concurrency: Annotated[int, typer.Option(help="The most runs driven at once.",
+                                                    metavar="N")] = 1000,
+           lease_ttl: Annotated[float, typer.Option(help="Lease length in seconds.",
+                                                    metavar="SECONDS")] = 30.0,
            policy: WorkerPolicyOpt = None,
            apply: Annotated[bool, typer.Option(
                "--apply", help="Apply --policy FILE to the store (journaled) if it differs.")]
@@ -107,7 +109,7 @@ def worker(until_idle: Annotated[bool, typer.Option(
            as_: AsOpt = None,
            pipeline: Annotated[int, typer.Option(
                help="Steps' commits in flight per run while the next step runs (0: every "
-                    "step durable before the next).")] = 4,
+                    "step durable before the next).", metavar="N")] = 4,
            give_up_after: Annotated[float, typer.Option(
                "--give-up-after", metavar="SECONDS",
                help="With --until-idle: exit with an error once the store has failed (a full "
@@ -171,10 +173,10 @@ def _command(kind: str, runs: list[str], as_: str | None,
                           f"{res.run} applies it at its next safe point")
 
 
-RunArg = Annotated[str | None, typer.Argument(help="Run id, name or id prefix.")]
+RunArg = Annotated[str | None, typer.Argument(help="Run id, name or id prefix.", metavar="RUN")]
 AllOpt = Annotated[bool, typer.Option("--all", help="Every live run.")]
-AgentOpt = Annotated[str | None, typer.Option(help="Every live run of this agent.")]
-SwarmOpt = Annotated[str | None, typer.Option(help="Every live run of this swarm.")]
+AgentOpt = Annotated[str | None, typer.Option(help="Every live run of this agent.", metavar="AGENT")]
+SwarmOpt = Annotated[str | None, typer.Option(help="Every live run of this swarm.", metavar="NAME")]
 
 
 @handle_errors
@@ -186,7 +188,7 @@ def pause(run: RunArg = None, every: AllOpt = False, agent: AgentOpt = None,
 
 @handle_errors
 def resume(runs: Annotated[list[str] | None, typer.Argument(
-               help="Run ids, names or id prefixes (several: e.g. after a cascade rollback).")]
+               help="Run ids, names or id prefixes (several: e.g. after a cascade rollback).", metavar="RUN")]
            = None,
            every: AllOpt = False, agent: AgentOpt = None, swarm: SwarmOpt = None,
            accept_change: Annotated[bool, typer.Option(
@@ -223,7 +225,7 @@ def stop(run: RunArg = None, every: AllOpt = False, agent: AgentOpt = None,
 
 
 @handle_errors
-def resolve(effect: Annotated[str, typer.Argument(help="Effect id (its intent event id).")],
+def resolve(effect: Annotated[str, typer.Argument(help="Effect id (its intent event id).", metavar="EFFECT")],
             done: Annotated[bool, typer.Option("--done", help="It happened.")] = False,
             not_done: Annotated[bool, typer.Option(
                 "--not-done", help="It did not happen; do not retry (the model is told).")] = False,
@@ -235,7 +237,7 @@ def resolve(effect: Annotated[str, typer.Argument(help="Effect id (its intent ev
                 "--not-undone", help="An interrupted rollback's undo of it did not take "
                                      "effect (the next rollback runs it again).")] = False,
             result: Annotated[str | None, typer.Option(
-                help="With --done: the result (JSON) the agent should see.")] = None,
+                help="With --done: the result (JSON) the agent should see.", metavar="JSON")] = None,
             as_: AsOpt = None) -> None:
     """Settle an in-doubt effect, or a half-done undo.
 
@@ -268,12 +270,14 @@ def resolve(effect: Annotated[str, typer.Argument(help="Effect id (its intent ev
 
 
 @handle_errors
-def budget(run: Annotated[str | None, typer.Argument(help="Run id, name or id prefix.")] = None,
+def budget(run: Annotated[str | None, typer.Argument(help="Run id, name or id prefix.",
+                                                     metavar="RUN")] = None,
            swarm: Annotated[str | None, typer.Option(
-               help="Show or change a swarm's shared budget instead of a run's.")] = None,
+               help="Show or change a swarm's shared budget instead of a run's.", metavar="NAME")] = None,
            set_: Annotated[list[str] | None, typer.Option(
-               "--set", help="KEY=NUMBER, repeatable, e.g. cost_usd_per_day=5.")] = None,
-           unset: Annotated[list[str] | None, typer.Option(help="Remove a cap.")] = None,
+               "--set", help="KEY=NUMBER, repeatable, e.g. cost_usd_per_day=5.",
+               metavar="KEY=NUMBER")] = None,
+           unset: Annotated[list[str] | None, typer.Option(help="Remove a cap.", metavar="KEY")] = None,
            json: Annotated[bool, typer.Option("--json", help="JSON output.")] = False,
            as_: AsOpt = None) -> None:
     """Show a run's (or swarm's) budget and usage, or change it (journaled for runs)."""
@@ -307,7 +311,8 @@ def budget(run: Annotated[str | None, typer.Argument(help="Run id, name or id pr
 
 
 @handle_errors
-def backup(path: Annotated[Path, typer.Argument(help="Where to write the copy (must not exist).")]
+def backup(path: Annotated[Path, typer.Argument(help="Where to write the copy (must not exist).",
+                                                metavar="PATH")]
            ) -> None:
     """Write a consistent online copy of the store."""
     s = store(readonly=True)  # a read-only store can be backed up too
@@ -316,11 +321,11 @@ def backup(path: Annotated[Path, typer.Argument(help="Where to write the copy (m
 
 
 @handle_errors
-def swarm(name: Annotated[str, typer.Argument(help="The swarm's name.")],
+def swarm(name: Annotated[str, typer.Argument(help="The swarm's name.", metavar="SWARM")],
           pause_every_steps: Annotated[int | None, typer.Option(
-              help="Pause point for every run of the swarm: review every N steps.")] = None,
+              help="Pause point for every run of the swarm: review every N steps.", metavar="N")] = None,
           pause_every_minutes: Annotated[float | None, typer.Option(
-              help="Pause point: review every T minutes (run clock).")] = None,
+              help="Pause point: review every T minutes (run clock).", metavar="MINUTES")] = None,
           pause_before_irreversible: Annotated[bool | None, typer.Option(
               "--pause-before-irreversible/--no-pause-before-irreversible",
               help="Pause point: ask before every irreversible effect.")] = None,

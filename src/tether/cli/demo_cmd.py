@@ -28,12 +28,14 @@ MAX_PACE = 60.0
 
 @handle_errors
 def demo(directory: Annotated[Path, typer.Option(
-             "--dir", help="Folder for the demo's store and workspace.")] = Path("tether-demo"),
+             "--dir", help="Folder for the demo's store and workspace.",
+             metavar="DIR")] = Path("tether-demo"),
          pace: Annotated[float, typer.Option(
-             help="Seconds each model call takes, to watch (or kill) the demo mid-way.")] = 0.0,
+             help="Seconds each model call takes, to watch (or kill) the demo mid-way.",
+             metavar="SECONDS")] = 0.0,
          model: Annotated[str | None, typer.Option(
              help="A real model behind the agents: any OpenAI-compatible server, from "
-                  "OPENAI_BASE_URL (and OPENAI_API_KEY).")] = None) -> None:
+                  "OPENAI_BASE_URL (and OPENAI_API_KEY).", metavar="MODEL")] = None) -> None:
     """Run a small team of agents through a simulated night on real files.
 
     Run it again with the same --dir to resume where it stopped: no effect is repeated.

@@ -15,20 +15,23 @@ from tether.provenance.fork import fork_plan
 
 
 @handle_errors
-def fork(run: Annotated[str, typer.Argument(help="Run id, name or id prefix.")],
-         at: Annotated[int, typer.Option("--at", help="The step to fork from.")],
+def fork(run: Annotated[str, typer.Argument(help="Run id, name or id prefix.", metavar="RUN")],
+         at: Annotated[int, typer.Option("--at", help="The step to fork from.", metavar="STEP")],
          set_: Annotated[list[str] | None, typer.Option(
-             "--set", help="KEY=JSON: change a state key in the child, repeatable.")] = None,
+             "--set", help="KEY=JSON: change a state key in the child, repeatable.",
+             metavar="KEY=JSON")] = None,
          shared_workspace: Annotated[bool, typer.Option(
              "--shared-workspace",
              help="Share the parent's workspace instead of a copy rewound to the step.")]
          = False,
-         name: Annotated[str | None, typer.Option(help="Name of the new run.")] = None,
+         name: Annotated[str | None, typer.Option(help="Name of the new run.",
+                                                  metavar="NAME")] = None,
          plan: Annotated[bool, typer.Option(
              "--plan", help="Show what the child may repeat (the parent's irreversible effects "
                             "after the step) and the policy that gates it; change nothing.")]
          = False,
-         as_: Annotated[str | None, typer.Option("--as", help="Act as NAME.")] = None) -> None:
+         as_: Annotated[str | None, typer.Option("--as", help="Act as NAME.",
+                                                 metavar="NAME")] = None) -> None:
     """Start a new run from a step of another ("what if it had known X").
 
     The lineage is recorded. Drive it with `tether worker`."""

@@ -18,9 +18,9 @@ from tether.store.protocol import Store
 @handle_errors
 def impact(origin: Annotated[str, typer.Argument(
                help="An event id, or RUN@STEP (run id, name or id prefix; the step of its "
-                    "current history).")],
+                    "current history).", metavar="ORIGIN")],
            epoch: Annotated[int | None, typer.Option(
-               help="With RUN@STEP: an earlier epoch of the run.")] = None,
+               help="With RUN@STEP: an earlier epoch of the run.", metavar="EPOCH")] = None,
            summary: Annotated[bool, typer.Option(
                "--summary", help="One line per affected run (and epoch) instead of every "
                                  "effect; with --json, ignored.")]

@@ -22,8 +22,10 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="JSON lines instead of a t
 
 @handle_errors
 def runs(json: JsonOpt = False,
-         state: Annotated[str | None, typer.Option("--status", help="Only runs in this status.")] = None,
-         swarm: Annotated[str | None, typer.Option(help="Only runs of this swarm.")] = None) -> None:
+         state: Annotated[str | None, typer.Option("--status", help="Only runs in this status.",
+                                                   metavar="STATUS")] = None,
+         swarm: Annotated[str | None, typer.Option(help="Only runs of this swarm.",
+                                                   metavar="NAME")] = None) -> None:
     """List runs, newest first."""
     if state is not None and state not in RUN_STATUSES:
         raise UsageError(f"unknown status {state!r}; one of {', '.join(RUN_STATUSES)}")
@@ -52,7 +54,7 @@ def runs(json: JsonOpt = False,
 
 
 @handle_errors
-def show(run: Annotated[str, typer.Argument(help="Run id, name or id prefix.")],
+def show(run: Annotated[str, typer.Argument(help="Run id, name or id prefix.", metavar="RUN")],
          json: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False) -> None:
     """Show one run: status, usage, budget, effects and why it stopped."""
     s = store(readonly=True)
@@ -156,8 +158,8 @@ def _print_events(title: str, evs: list[Event], full: bool) -> None:
 
 
 @handle_errors
-def state(run: Annotated[str, typer.Argument(help="Run id, name or id prefix.")],
-          step: Annotated[int | None, typer.Option(help="Step to restore (default: latest).")]
+def state(run: Annotated[str, typer.Argument(help="Run id, name or id prefix.", metavar="RUN")],
+          step: Annotated[int | None, typer.Option(help="Step to restore (default: latest).", metavar="STEP")]
           = None) -> None:
     """Print a run's state (JSON) after a step, restored from its checkpoints."""
     _, _, st = ops.run_state(store(readonly=True), run, step)

@@ -27,10 +27,10 @@ VERDICT_STYLE = {"allow": "green", "deny": "red", "approve": "yellow", "defer": 
 
 @policy_app.command("check")
 @handle_errors
-def check(file: Annotated[Path, typer.Argument(help="The policy file (TOML).")],
+def check(file: Annotated[Path, typer.Argument(help="The policy file (TOML).", metavar="FILE")],
           tool: Annotated[list[str] | None, typer.Option(
               "--tool", help="A tool the agents define, repeatable: a rule naming any other exact tool "
-                             "name is refused.")] = None) -> None:
+                             "name is refused.", metavar="TOOL")] = None) -> None:
     """Validate a policy file: print its rule count and hash, or what is wrong (exit status 2)."""
     policy = load_policy(file, known_tools=set(tool) if tool else None)
     console.print(f"ok: {len(policy.rules)} rules, hash {policy.hash}", highlight=False, soft_wrap=True)
@@ -88,20 +88,26 @@ def _print_decision(decision: Decision, tz: tzinfo) -> None:
 
 @policy_app.command("explain")
 @handle_errors
-def explain(agent: Annotated[str, typer.Option(help="The agent's name.")],
-            tool: Annotated[str, typer.Option(help="The tool's name (the model's, for a model call).")],
+def explain(agent: Annotated[str, typer.Option(help="The agent's name.", metavar="NAME")],
+            tool: Annotated[str, typer.Option(help="The tool's name (the model's, for a model call).",
+                                              metavar="TOOL")],
             effect: Annotated[str, typer.Option(
-                help="read, reversible, irreversible or model; an undeclared tool is irreversible.")
+                help="read, reversible, irreversible or model; an undeclared tool is irreversible.",
+                metavar="CLASS")
             ] = "irreversible",
-            args: Annotated[str, typer.Option("--args", help="The arguments, as a JSON object.")] = "{}",
-            swarm: Annotated[str | None, typer.Option(help="The swarm the run belongs to.")] = None,
+            args: Annotated[str, typer.Option("--args", help="The arguments, as a JSON object.",
+                                              metavar="JSON")] = "{}",
+            swarm: Annotated[str | None, typer.Option(help="The swarm the run belongs to.",
+                                                      metavar="NAME")] = None,
             at: Annotated[str | None, typer.Option(
                 help="When (ISO time; without an offset, in the policy's default time zone). "
-                     "Default: now.")] = None,
+                     "Default: now.", metavar="TIME")] = None,
             budget: Annotated[list[str] | None, typer.Option(
-                help="Fraction of a budget cap used, repeatable: cost_usd_per_day=0.8.")] = None,
+                help="Fraction of a budget cap used, repeatable: cost_usd_per_day=0.8.",
+                metavar="KEY=FRACTION")] = None,
             policy: Annotated[Path | None, typer.Option(
-                help="A policy file; default: the store's policy in force (for --swarm).")] = None,
+                help="A policy file; default: the store's policy in force (for --swarm).",
+                metavar="FILE")] = None,
             json: Annotated[bool, typer.Option("--json", help="JSON output.")] = False) -> None:
     """Show which rule decides an action and why, without running anything."""
     if effect not in EFFECTS:

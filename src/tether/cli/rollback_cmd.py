@@ -15,8 +15,8 @@ from tether.provenance.quarantine import quarantine as do_quarantine
 
 
 @handle_errors
-def rollback(run: Annotated[str, typer.Argument(help="Run id, name or id prefix.")],
-             to: Annotated[int, typer.Option("--to", help="The step to go back to.")],
+def rollback(run: Annotated[str, typer.Argument(help="Run id, name or id prefix.", metavar="RUN")],
+             to: Annotated[int, typer.Option("--to", help="The step to go back to.", metavar="STEP")],
              plan: Annotated[bool, typer.Option(
                  "--plan", help="Print what would be undone, retracted, reverted, left and "
                                 "restored; change nothing.")] = False,
@@ -33,7 +33,8 @@ def rollback(run: Annotated[str, typer.Argument(help="Run id, name or id prefix.
              = False,
              json: Annotated[bool, typer.Option("--json", help="Print the plan as JSON.")]
              = False,
-             as_: Annotated[str | None, typer.Option("--as", help="Act as NAME.")] = None) -> None:
+             as_: Annotated[str | None, typer.Option("--as", help="Act as NAME.",
+                                                     metavar="NAME")] = None) -> None:
     """Roll a run (--cascade: and everything it reached) back to a step.
 
     Undoes its reversible effects after the step, newest first, puts the messages it
@@ -88,14 +89,14 @@ def rollback(run: Annotated[str, typer.Argument(help="Run id, name or id prefix.
 
 
 @handle_errors
-def quarantine(run: Annotated[str, typer.Argument(help="Run id, name or id prefix.")],
+def quarantine(run: Annotated[str, typer.Argument(help="Run id, name or id prefix.", metavar="RUN")],
                release: Annotated[bool, typer.Option(
                    "--release", help="Lift the quarantine: deliver held messages, clear the "
                                      "suspect marks.")] = False,
-               reason: Annotated[str, typer.Option(help="Why (journaled).")] = "",
+               reason: Annotated[str, typer.Option(help="Why (journaled).", metavar="TEXT")] = "",
                json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
                = False,
-               as_: Annotated[str | None, typer.Option("--as", help="Act as NAME.")] = None
+               as_: Annotated[str | None, typer.Option("--as", help="Act as NAME.", metavar="NAME")] = None
                ) -> None:
     """Contain a run: pause it, hold its messages, mark its writes suspect.
 

@@ -18,9 +18,9 @@ from tether.store.records import MESSAGE_STATUSES
 
 @handle_errors
 def messages(run: Annotated[str | None, typer.Argument(
-                 help="Only messages this run (id, name or prefix) sent or received.")] = None,
+                 help="Only messages this run (id, name or prefix) sent or received.", metavar="RUN")] = None,
              state: Annotated[str | None, typer.Option(
-                 "--status", help="pending, delivered, retracted or held.")] = None,
+                 "--status", help="pending, delivered, retracted or held.", metavar="STATUS")] = None,
              json: Annotated[bool, typer.Option("--json", help="JSON lines.")] = False) -> None:
     """List messages between runs, oldest first, with their delivery status."""
     if state is not None and state not in MESSAGE_STATUSES:
@@ -64,11 +64,11 @@ def messages(run: Annotated[str | None, typer.Argument(
 
 
 @handle_errors
-def board(key: Annotated[str | None, typer.Argument(help="Only this key, with its history.")]
+def board(key: Annotated[str | None, typer.Argument(help="Only this key, with its history.", metavar="KEY")]
           = None,
           swarm: Annotated[str | None, typer.Option(
               help="Only this swarm's board (default: every swarm's; '-' for runs with no "
-                   "swarm).")] = None,
+                   "swarm).", metavar="NAME")] = None,
           json: Annotated[bool, typer.Option("--json", help="JSON lines.")] = False) -> None:
     """Show the swarms' blackboards: each key's value and who wrote it.
 
