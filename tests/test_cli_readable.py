@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +14,7 @@ import typer.main
 from typer.core import TyperArgument, TyperOption
 from typer.testing import CliRunner
 
+from tether import AwaitMessages, Done, SleepUntil, SQLiteStore, StepAgent, Worker, start_run
 from tether.cli import common
 from tether.cli.app import app
 
@@ -35,12 +36,12 @@ def night(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 @pytest.fixture(params=[80, 200], ids=lambda c: f"COLUMNS={c}")
-def columns(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[int]:
+def columns(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> int:
     """A terminal this wide (the console read COLUMNS when it was made: set both)."""
     width = int(request.param)
     monkeypatch.setenv("COLUMNS", str(width))
     monkeypatch.setattr(common.console, "_width", width)
-    yield width
+    return width
 
 
 def _json(store: str, *args: str) -> list[dict[str, object]]:
@@ -141,3 +142,97 @@ def test_help_names_values_not_python_types(path: list[str], monkeypatch: pytest
         elif isinstance(param, TyperOption) and not param.is_flag:
             assert param.metavar and param.metavar == param.metavar.upper(), \
                 f"{what}: a metavar like SECONDS, KEY=NUMBER"
+
+
+# -- show: the result, the last error, what the run waits for; RUN by agent name -------------
+
+async def _finish(ctx: Any, state: dict[str, Any]) -> Any:
+    return Done({"tickets": 3, "note": "all filed"})
+
+
+async def _crash(ctx: Any, state: dict[str, Any]) -> Any:
+    raise RuntimeError("the inbox folder vanished")
+
+
+async def _nap(ctx: Any, state: dict[str, Any]) -> Any:
+    return SleepUntil(await ctx.now() + 3600)
+
+
+async def _listen(ctx: Any, state: dict[str, Any]) -> Any:
+    return AwaitMessages()
+
+
+AGENTS = {a.name: a for a in (StepAgent(_finish, name="finisher"), StepAgent(_crash, name="crasher"),
+                              StepAgent(_nap, name="napper"), StepAgent(_listen, name="listener"))}
+
+
+@pytest.fixture
+def runs(tmp_path: Path) -> tuple[str, dict[str, str]]:
+    """One run of each agent (two of ``napper``), driven until each rests."""
+    db = tmp_path / "t.db"
+    store = SQLiteStore(db)
+    ids = {name: start_run(store, a, agent_ref=f"tests.readable:{name}", goal="g",
+                           name=f"{name}-1") for name, a in AGENTS.items()}
+    ids["napper-2"] = start_run(store, AGENTS["napper"], agent_ref="tests.readable:napper",
+                                goal="g", name="napper-2")
+    asyncio.run(Worker(store, agents={f"tests.readable:{n}": a for n, a in AGENTS.items()},
+                       poll_interval=0.01).run(until_idle=True))
+    store.close()
+    return str(db), ids
+
+
+def _show(db: str, run: str) -> tuple[str, dict[str, Any]]:
+    code, out = tether("--store", db, "show", run)
+    assert code == 0, out
+    code, js = tether("--store", db, "show", run, "--json")
+    assert code == 0, js
+    return " ".join(out.split()), json.loads(js)
+
+
+def test_show_gives_result_error_and_what_it_waits_for(runs: tuple[str, dict[str, str]]
+                                                       ) -> None:
+    db, ids = runs
+    text, js = _show(db, ids["finisher"])
+    assert 'result: {"note":"all filed","tickets":3}' in text
+    assert js["result"] == {"tickets": 3, "note": "all filed"} and js["last_error"] is None
+    text, js = _show(db, ids["crasher"])
+    assert js["status"] == "failed" and "last error (step 1, event" in text
+    assert "RuntimeError: the inbox folder vanished" in text
+    assert js["last_error"]["kind"] == "run.failed" and js["last_error"]["step"] == 1
+    assert js["waiting_for"]["operator"].startswith(f"run {ids['crasher']} step 1")
+    text, js = _show(db, ids["napper"])
+    wake = js["waiting_for"]["wake_at"]
+    assert js["status"] == "sleeping" and isinstance(wake, float)
+    assert f"sleeping until {common.when(wake)} (run clock)" in text
+    text, js = _show(db, ids["listener"])
+    assert js["waiting_for"] == {"messages": True, "deadline": None}
+    assert "waiting for messages (no deadline)" in text
+
+
+def test_show_of_a_run_awaiting_approval(night: str) -> None:
+    (req,) = _json(night, "approvals")
+    text, js = _show(night, "triage")
+    (a,) = js["waiting_for"]["approvals"]
+    assert (a["id"], a["tool"]) == (req["id"], "page_oncall")
+    assert f"waiting for approval {req['id']}: page_oncall at step" in text
+    assert f"`tether approve {req['id']}`" in text
+
+
+def test_run_by_agent_name_and_ambiguous_names(runs: tuple[str, dict[str, str]]) -> None:
+    db, ids = runs
+    for ref in ("finisher", "tests.readable:finisher"):  # the agent of one run
+        code, out = tether("--store", db, "show", ref, "--json")
+        assert code == 0 and json.loads(out)["id"] == ids["finisher"], out
+    code, out = tether("--store", db, "events", "crasher", "--kind", "run.failed", "--json")
+    assert code == 0 and json.loads(out)["run"] == ids["crasher"]
+    code, out = tether("--store", db, "show", "napper")  # the agent of two runs
+    assert code == 2 and out.startswith("error: 'napper' is the agent of 2 runs"), out
+    flat = " ".join(out.split())
+    for name in ("napper-1", "napper-2"):
+        assert f"{name} ({ids[name if name == 'napper-2' else 'napper']}, sleeping)" in flat
+    code, out = tether("--store", db, "stop", "napper")
+    assert code == 2 and "is the agent of 2 runs" in out  # nothing was stopped
+    code, out = tether("--store", db, "runs", "--status", "stopped", "--json")
+    assert out.strip() == ""
+    code, out = tether("--store", db, "show", "napper-1", "--json")  # its own name wins
+    assert code == 0 and json.loads(out)["id"] == ids["napper"]

@@ -54,17 +54,37 @@ def _os_user() -> str:
 
 
 def find_run(store: Store, ref: str) -> RunRow:
-    """A run by id, name or unique id prefix."""
+    """A run by id, name, unique id prefix, or the name of its agent when one run has it.
+
+    Raises:
+        NotFound: nothing matches.
+        UsageError: several runs match; the message lists them (name, id, status).
+    """
     row = store.get_run(ref)
     if row is not None:
         return row
     hits = store.find_runs(ref)
     if len(hits) == 1:
         return _must(store, hits[0])
-    if not hits:
-        raise NotFound(f"no run {ref!r} in {store.url}; list runs with `tether runs`")
-    raise UsageError(f"{ref!r} matches {len(hits)} runs ({', '.join(hits[:4])}...); "
-                     "give more of the id")
+    if hits:
+        rows = [r for r in (store.get_run(h) for h in hits) if r is not None]
+        raise UsageError(f"{ref!r} matches {len(hits)} runs: {_candidates(rows)}; give more "
+                         "of the id")
+    by_agent = [r for r in store.list_runs() if ref in (r.agent, r.agent.rsplit(":", 1)[-1],
+                                                        r.spec.get("agent_name"))]
+    if len(by_agent) == 1:
+        return by_agent[0]
+    if by_agent:
+        raise UsageError(f"{ref!r} is the agent of {len(by_agent)} runs: "
+                         f"{_candidates(by_agent)}; name one by its name or id")
+    raise NotFound(f"no run {ref!r} in {store.url}; list runs with `tether runs`")
+
+
+def _candidates(rows: list[RunRow], most: int = 8) -> str:
+    """Runs as ``name (id, status)``, newest first, the first ``most`` of them."""
+    rows = sorted(rows, key=lambda r: (r.created, r.id), reverse=True)
+    shown = ", ".join(f"{r.name} ({r.id}, {r.status})" for r in rows[:most])
+    return shown + (f" and {len(rows) - most} more" if len(rows) > most else "")
 
 
 def _must(store: Store, run: str) -> RunRow:

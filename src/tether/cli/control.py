@@ -173,7 +173,7 @@ def _command(kind: str, runs: list[str], as_: str | None,
                           f"{res.run} applies it at its next safe point")
 
 
-RunArg = Annotated[str | None, typer.Argument(help="Run id, name or id prefix.", metavar="RUN")]
+RunArg = Annotated[str | None, typer.Argument(help="Run id, name, agent name or id prefix.", metavar="RUN")]
 AllOpt = Annotated[bool, typer.Option("--all", help="Every live run.")]
 AgentOpt = Annotated[str | None, typer.Option(help="Every live run of this agent.", metavar="AGENT")]
 SwarmOpt = Annotated[str | None, typer.Option(help="Every live run of this swarm.", metavar="NAME")]
@@ -270,7 +270,7 @@ def resolve(effect: Annotated[str, typer.Argument(help="Effect id (its intent ev
 
 
 @handle_errors
-def budget(run: Annotated[str | None, typer.Argument(help="Run id, name or id prefix.",
+def budget(run: Annotated[str | None, typer.Argument(help="Run id, name, agent name or id prefix.",
                                                      metavar="RUN")] = None,
            swarm: Annotated[str | None, typer.Option(
                help="Show or change a swarm's shared budget instead of a run's.", metavar="NAME")] = None,

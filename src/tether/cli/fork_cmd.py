@@ -15,7 +15,7 @@ from tether.provenance.fork import fork_plan
 
 
 @handle_errors
-def fork(run: Annotated[str, typer.Argument(help="Run id, name or id prefix.", metavar="RUN")],
+def fork(run: Annotated[str, typer.Argument(help="Run id, name, agent name or id prefix.", metavar="RUN")],
          at: Annotated[int, typer.Option("--at", help="The step to fork from.", metavar="STEP")],
          set_: Annotated[list[str] | None, typer.Option(
              "--set", help="KEY=JSON: change a state key in the child, repeatable.",

@@ -6,6 +6,7 @@ import functools
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.progress import Progress
 from rich.table import Table
 
@@ -15,7 +16,8 @@ from tether.cli import render
 from tether.cli.common import console, handle_errors, print_jsonl, status, store, when
 from tether.core.events import Event
 from tether.errors import UsageError
-from tether.store.records import RUN_STATUSES
+from tether.runinfo import RunInfo, run_info
+from tether.store.records import RUN_STATUSES, RunRow
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="JSON lines instead of a table.")]
 
@@ -54,11 +56,13 @@ def runs(json: JsonOpt = False,
 
 
 @handle_errors
-def show(run: Annotated[str, typer.Argument(help="Run id, name or id prefix.", metavar="RUN")],
+def show(run: Annotated[str, typer.Argument(help="Run id, name, agent name or id prefix.", metavar="RUN")],
          json: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False) -> None:
-    """Show one run: status, usage, budget, effects and why it stopped."""
+    """Show one run: status, its result or last error, what it waits for, usage, budget,
+    effects."""
     s = store(readonly=True)
     row = ops.find_run(s, run)
+    info = run_info(s, row)
     effects = s.effects(run=row.id)
     inbox = len(s.messages(recipient=row.id, status="pending"))
     held = len(s.messages(sender=row.id, status="held"))
@@ -67,6 +71,7 @@ def show(run: Annotated[str, typer.Argument(help="Run id, name or id prefix.", m
         d["effects"] = [{"id": e.id, "step": e.step, "tool": e.tool, "effect": e.effect,
                          "status": e.status} for e in effects]
         d["inbox"], d["held_messages"] = inbox, held
+        d.update(info.to_json())
         print_jsonl([d])
         return
     j = ops.run_json(row)
@@ -87,10 +92,9 @@ def show(run: Annotated[str, typer.Argument(help="Run id, name or id prefix.", m
                       highlight=False)
     if inbox:
         console.print(f"inbox: {inbox} message(s) waiting", highlight=False)
-    if row.reason:
-        console.print(f"reason: {row.reason}", highlight=False)
-    if row.wake_at:
-        console.print(f"wakes at {when(row.wake_at)} (run clock)")
+    if row.reason and row.status != "awaiting_approval":  # _print_info says what it waits for
+        console.print(f"reason: {escape(row.reason)}", highlight=False)
+    _print_info(row, info)
     console.print(f"usage: {j['tokens']} tokens, ${j['cost_usd']:.4f}, {j['tool_calls']} tool calls")
     if row.budget:
         console.print("budget: " + ", ".join(f"{k}={v:g}" for k, v in row.budget.items()))
@@ -106,6 +110,30 @@ def show(run: Annotated[str, typer.Argument(help="Run id, name or id prefix.", m
     for e in doubt:
         console.print(f"[yellow]in doubt:[/] {e.id} ({e.tool}); check it, then "
                       f"`tether resolve {e.id} --done|--not-done|--retry`")
+
+
+def _print_info(row: RunRow, info: RunInfo) -> None:
+    """The result, the last error and what the run waits for, in words."""
+    say = functools.partial(console.print, highlight=False, soft_wrap=True)
+    if info.done:
+        say(f"[blue]result[/]: {escape(render.compact(info.result))}")
+    e = info.last_error
+    if e is not None:
+        style = "red" if row.status in ("failed", "paused") else "dim"
+        say(f"[{style}]last error[/] (step {e['step']}, event {e['seq']} {e['kind']}): "
+            f"{escape(e['error'])}")
+    w = info.waiting_for
+    for a in w.get("approvals", []):
+        expiry = f"expires {when(a['expires_at'])} ({a['on_expiry']})" if a["expires_at"] \
+            else "no expiry"
+        say(f"[yellow]waiting for approval[/] {a['id']}: {escape(a['tool'])} at step {a['step']}, "
+            f"{expiry}; `tether approve {a['id']}` or `tether deny {a['id']} --reason TEXT`")
+    if "wake_at" in w:
+        why = f" ({escape(w['deferred'])})" if w.get("deferred") else ""
+        say(f"[cyan]sleeping[/] until {when(w['wake_at'])} (run clock){why}")
+    if w.get("messages"):
+        say("[cyan]waiting for messages[/] " + (f"until {when(w['deadline'])} (run clock)"
+                                               if w["deadline"] else "(no deadline)"))
 
 
 @handle_errors
@@ -158,7 +186,7 @@ def _print_events(title: str, evs: list[Event], full: bool) -> None:
 
 
 @handle_errors
-def state(run: Annotated[str, typer.Argument(help="Run id, name or id prefix.", metavar="RUN")],
+def state(run: Annotated[str, typer.Argument(help="Run id, name, agent name or id prefix.", metavar="RUN")],
           step: Annotated[int | None, typer.Option(help="Step to restore (default: latest).", metavar="STEP")]
           = None) -> None:
     """Print a run's state (JSON) after a step, restored from its checkpoints."""

@@ -15,7 +15,8 @@ from tether.provenance.quarantine import quarantine as do_quarantine
 
 
 @handle_errors
-def rollback(run: Annotated[str, typer.Argument(help="Run id, name or id prefix.", metavar="RUN")],
+def rollback(run: Annotated[str, typer.Argument(help="Run id, name, agent name or id prefix.",
+                                                metavar="RUN")],
              to: Annotated[int, typer.Option("--to", help="The step to go back to.", metavar="STEP")],
              plan: Annotated[bool, typer.Option(
                  "--plan", help="Print what would be undone, retracted, reverted, left and "
@@ -89,7 +90,8 @@ def rollback(run: Annotated[str, typer.Argument(help="Run id, name or id prefix.
 
 
 @handle_errors
-def quarantine(run: Annotated[str, typer.Argument(help="Run id, name or id prefix.", metavar="RUN")],
+def quarantine(run: Annotated[str, typer.Argument(help="Run id, name, agent name or id prefix.",
+                                                  metavar="RUN")],
                release: Annotated[bool, typer.Option(
                    "--release", help="Lift the quarantine: deliver held messages, clear the "
                                      "suspect marks.")] = False,

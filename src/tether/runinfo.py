@@ -1,0 +1,108 @@
+"""What an operator asks of one run first: how did it end, what went wrong, what is it
+waiting for. Read from the journal and the projections, for ``tether show`` (and any
+other surface).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from tether.core.events import Event
+from tether.store.protocol import Store
+from tether.store.records import RunRow
+
+_ERROR_KINDS = ("run.failed", "effect.failed", "run.paused", "nondeterminism", "budget.exceeded")
+"""Events that record something going wrong (a pause counts when it says why it failed)."""
+_WINDOW = 256
+_SCAN = 20_000
+"""How far back (events) ``show`` looks for the last error: a long healthy run is not read
+whole to find none."""
+
+
+@dataclass(frozen=True, slots=True)
+class RunInfo:
+    """The answers, each None when there is nothing to say."""
+
+    result: Any = None
+    """The ``Done`` result, when the run is done."""
+    done: bool = False
+    """Whether ``result`` is set (a run can be done with a ``None`` result)."""
+    last_error: dict[str, Any] | None = None
+    """``{"seq", "step", "kind", "error"}`` of the latest event that says what went wrong."""
+    waiting_for: dict[str, Any] = field(default_factory=dict)
+    """What the run waits for: ``approvals`` (``[{"id", "tool", "expires_at"}]``),
+    ``wake_at`` (a sleep), ``messages`` with ``deadline`` (awaiting messages),
+    ``operator`` (paused: the reason), ``in_doubt`` (effect ids to resolve)."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"result": self.result, "last_error": self.last_error,
+                "waiting_for": self.waiting_for}
+
+
+def _latest(store: Store, run: str, upto: int, kinds: tuple[str, ...]) -> Event | None:
+    """The run's latest event of one of ``kinds`` at or before seq ``upto``, read
+    backwards a window at a time."""
+    after, floor = max(0, upto - _WINDOW), max(0, upto - _SCAN)
+    while upto > floor:
+        for e in reversed(store.events(run, after_seq=after, limit=upto - after)):
+            if e.kind in kinds:
+                return e
+        upto, after = after, max(floor, after - 4 * _WINDOW)
+    return None
+
+
+def _error_of(e: Event) -> str | None:
+    p = e.payload if isinstance(e.payload, dict) else {}
+    if e.kind == "run.paused":
+        # Paused by an operator or a review point is not an error; a failing model is.
+        if "provider_message" not in p and not p.get("nondeterminism") and "limit" not in p:
+            return None
+        return str(p.get("reason"))
+    if e.kind == "budget.exceeded":
+        return f"{p.get('scope')} budget {p.get('limit')}={p.get('cap')} reached " \
+               f"(used {p.get('used')})"
+    if e.kind == "nondeterminism":
+        return f"call #{p.get('i')}: the journal recorded {p.get('expected')}, the step " \
+               f"made {p.get('got')}"
+    return str(p.get("error")) if "error" in p else None
+
+
+def _waiting(store: Store, row: RunRow) -> dict[str, Any]:
+    w: dict[str, Any] = {}
+    if row.status == "awaiting_approval":
+        w["approvals"] = [{"id": a.id, "tool": a.tool, "step": a.step,
+                           "expires_at": a.expires_at, "on_expiry": a.on_expiry}
+                          for a in store.approvals(run=row.id, status="pending")]
+    elif row.status == "sleeping":
+        w["wake_at"] = row.wake_at
+        if row.reason.startswith("deferred: "):
+            w["deferred"] = row.reason.removeprefix("deferred: ")
+    elif row.status == "waiting":
+        w["messages"] = True
+        w["deadline"] = row.wake_at
+    elif row.status in ("paused", "failed"):
+        w["operator"] = row.reason
+        doubt = [e.id for e in store.effects(run=row.id, status="in_doubt")]
+        if doubt:
+            w["in_doubt"] = doubt
+    return w
+
+
+def run_info(store: Store, row: RunRow) -> RunInfo:
+    """How ``row`` ended, its latest error, and what it waits for."""
+    result, done = None, False
+    if row.status == "done":
+        ev = _latest(store, row.id, row.seq, ("run.done",))
+        if ev is not None and isinstance(ev.payload, dict):
+            result, done = ev.payload.get("result"), True
+    error = None
+    e = _latest(store, row.id, row.seq, _ERROR_KINDS)
+    while e is not None:
+        text = _error_of(e)
+        if text is not None:
+            error = {"seq": e.seq, "step": e.step, "kind": e.kind, "error": text}
+            break
+        e = _latest(store, row.id, e.seq - 1, _ERROR_KINDS)  # a pause that was no error
+    return RunInfo(result=result, done=done, last_error=error, waiting_for=_waiting(store, row))
+
