@@ -14,7 +14,8 @@ import typer.main
 from typer.core import TyperArgument, TyperOption
 from typer.testing import CliRunner
 
-from tether import AwaitMessages, Done, SleepUntil, SQLiteStore, StepAgent, Worker, start_run
+from tests import readable_agents, sample_agents
+from tether import SQLiteStore, Worker, start_run
 from tether.cli import common
 from tether.cli.app import app
 
@@ -146,24 +147,7 @@ def test_help_names_values_not_python_types(path: list[str], monkeypatch: pytest
 
 # -- show: the result, the last error, what the run waits for; RUN by agent name -------------
 
-async def _finish(ctx: Any, state: dict[str, Any]) -> Any:
-    return Done({"tickets": 3, "note": "all filed"})
-
-
-async def _crash(ctx: Any, state: dict[str, Any]) -> Any:
-    raise RuntimeError("the inbox folder vanished")
-
-
-async def _nap(ctx: Any, state: dict[str, Any]) -> Any:
-    return SleepUntil(await ctx.now() + 3600)
-
-
-async def _listen(ctx: Any, state: dict[str, Any]) -> Any:
-    return AwaitMessages()
-
-
-AGENTS = {a.name: a for a in (StepAgent(_finish, name="finisher"), StepAgent(_crash, name="crasher"),
-                              StepAgent(_nap, name="napper"), StepAgent(_listen, name="listener"))}
+AGENTS = ("finisher", "crasher", "napper", "listener")
 
 
 @pytest.fixture
@@ -171,12 +155,12 @@ def runs(tmp_path: Path) -> tuple[str, dict[str, str]]:
     """One run of each agent (two of ``napper``), driven until each rests."""
     db = tmp_path / "t.db"
     store = SQLiteStore(db)
-    ids = {name: start_run(store, a, agent_ref=f"tests.readable:{name}", goal="g",
-                           name=f"{name}-1") for name, a in AGENTS.items()}
-    ids["napper-2"] = start_run(store, AGENTS["napper"], agent_ref="tests.readable:napper",
-                                goal="g", name="napper-2")
-    asyncio.run(Worker(store, agents={f"tests.readable:{n}": a for n, a in AGENTS.items()},
-                       poll_interval=0.01).run(until_idle=True))
+    ids = {name: start_run(store, getattr(readable_agents, name),
+                           agent_ref=f"tests.readable_agents:{name}", goal="g",
+                           name=f"{name}-1") for name in AGENTS}
+    ids["napper-2"] = start_run(store, readable_agents.napper, goal="g", name="napper-2",
+                                agent_ref="tests.readable_agents:napper")
+    asyncio.run(Worker(store, poll_interval=0.01).run(until_idle=True))
     store.close()
     return str(db), ids
 
@@ -220,7 +204,7 @@ def test_show_of_a_run_awaiting_approval(night: str) -> None:
 
 def test_run_by_agent_name_and_ambiguous_names(runs: tuple[str, dict[str, str]]) -> None:
     db, ids = runs
-    for ref in ("finisher", "tests.readable:finisher"):  # the agent of one run
+    for ref in ("finisher", "tests.readable_agents:finisher"):  # the agent of one run
         code, out = tether("--store", db, "show", ref, "--json")
         assert code == 0 and json.loads(out)["id"] == ids["finisher"], out
     code, out = tether("--store", db, "events", "crasher", "--kind", "run.failed", "--json")
@@ -236,3 +220,71 @@ def test_run_by_agent_name_and_ambiguous_names(runs: tuple[str, dict[str, str]])
     assert out.strip() == ""
     code, out = tether("--store", db, "show", "napper-1", "--json")  # its own name wins
     assert code == 0 and json.loads(out)["id"] == ids["napper"]
+
+
+# -- tether worker: one line per change of a run's state, a summary at exit -----------------
+
+def _start_every_ending(tmp_path: Path) -> tuple[str, dict[str, str]]:
+    """Runs that end every way: done with effects, failed, sleeping, waiting, awaiting
+    approval, paused by a budget. Not driven yet."""
+    db = tmp_path / "w.db"
+    store = SQLiteStore(db)
+    # A pause point asks before the irreversible effect, whatever the policy in force.
+    ids = {name: start_run(store, getattr(readable_agents, name), goal="g", name=name,
+                           agent_ref=f"tests.readable_agents:{name}",
+                           pause_points={"before_irreversible": True})
+           for name in ("crasher", "napper", "listener", "asker")}
+    ids["putter"] = start_run(store, sample_agents.putter, agent_ref="tests.sample_agents:putter",
+                              goal="g", name="putter", workspace=tmp_path / "ws")
+    ids["ticker"] = start_run(store, sample_agents.ticker, agent_ref="tests.sample_agents:ticker",
+                              goal="g", name="ticker", budget={"steps": 2})
+    store.close()
+    return str(db), ids
+
+
+def test_worker_logs_each_change_and_a_summary(tmp_path: Path) -> None:
+    db, ids = _start_every_ending(tmp_path)
+    code, out = tether("--store", db, "worker", "--until-idle")
+    assert code == 0, out
+    lines = [" ".join(line.split()) for line in out.splitlines()]
+    for name, rid in ids.items():
+        mine = [line for line in lines if f"run {name} ({rid}):" in line]
+        assert len(mine) == 2 and "took it at step 0 (running)" in mine[0], (name, out)
+    said = {name: next(line for line in lines if f"run {name} (" in line and "took" not in line)
+            for name in ids}
+    assert said["putter"].endswith(": done [3 steps, 3 effects]")
+    assert f"failed: run {ids['crasher']} step 1: RuntimeError: the inbox folder vanished" \
+        in said["crasher"] and said["crasher"].endswith("[0 steps, 0 effects]")
+    assert re.search(r": sleeping until \d{4}-\d\d-\d\d \d\d:\d\d:\d\d \[1 step, 0 effects\]$",
+                     said["napper"])
+    assert said["listener"].endswith(": waiting for messages [1 step, 0 effects]")
+    assert ": awaiting approval: run" in said["asker"] and "charge" in said["asker"]
+    assert ": paused: run" in said["ticker"] and "budget steps=2 reached" in said["ticker"]
+    assert lines[-1] == ("worker done: drove 6 runs, 7 steps, 3 effects; left 1 "
+                         "awaiting_approval, 1 done, 1 failed, 1 paused, 1 sleeping, 1 waiting")
+
+
+def test_worker_quiet_and_json(tmp_path: Path) -> None:
+    db, ids = _start_every_ending(tmp_path)
+    code, out = tether("--store", db, "worker", "--until-idle", "--quiet")
+    assert code == 0, out
+    lines = out.splitlines()
+    assert len(lines) == 2 and f"run crasher ({ids['crasher']}): failed" in lines[0], out
+    assert lines[1].startswith("worker done: drove 6 runs")
+    db, ids = _start_every_ending(tmp_path / "again")
+    code, out = tether("--store", db, "worker", "--until-idle", "--json")
+    assert code == 0, out
+    objs = [json.loads(line) for line in out.splitlines()]
+    assert objs[0]["event"] == "start" and objs[0]["store"].endswith("w.db")
+    left = {o["name"]: o for o in objs if o["event"] == "left"}
+    assert {n: o["status"] for n, o in left.items()} == {
+        "crasher": "failed", "napper": "sleeping", "listener": "waiting",
+        "asker": "awaiting_approval", "putter": "done", "ticker": "paused"}
+    assert (left["putter"]["steps"], left["putter"]["effects"]) == (3, 3)
+    assert isinstance(left["napper"]["wake_at"], float)
+    assert objs[-1] == {"event": "summary", "time": objs[-1]["time"], "runs": 6, "takes": 6,
+                        "steps": 7, "effects": 3, "by_status": {
+                            "awaiting_approval": 1, "done": 1, "failed": 1, "paused": 1,
+                            "sleeping": 1, "waiting": 1}}
+    code, out = tether("--store", db, "worker", "--until-idle", "--json", "--quiet")
+    assert code == 2 and "--quiet and --json" in out

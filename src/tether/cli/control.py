@@ -114,8 +114,17 @@ def worker(until_idle: Annotated[bool, typer.Option(
                "--give-up-after", metavar="SECONDS",
                help="With --until-idle: exit with an error once the store has failed (a full "
                     "disk, say) for this long; runs are left as they were.")] = GIVE_UP_AFTER,
-           ) -> None:
+           quiet: Annotated[bool, typer.Option(
+               "--quiet", "-q", help="Log only runs that failed or were abandoned, and the "
+                                     "summary.")] = False,
+           json: Annotated[bool, typer.Option(
+               "--json", help="Log JSON lines: one per run taken or left, a summary last.")]
+           = False) -> None:
     """Drive every runnable run until interrupted (SIGTERM/SIGINT drain cleanly).
+
+    Logs one line per change of a run's state (taken; left sleeping, waiting, awaiting
+    approval, paused, stopped, failed with the reason, or done, with the steps and effects
+    it made) and, at exit, how many runs, steps and effects, by final status.
 
     With TETHER_WEBHOOK_URL and TETHER_WEBHOOK_SECRET set, operators' notifications
     (approval requested or expiring, run paused or stopped, budget exceeded) are POSTed
@@ -123,21 +132,21 @@ def worker(until_idle: Annotated[bool, typer.Option(
     """
     if apply and policy is None:
         raise UsageError("--apply goes with --policy FILE")
+    if quiet and json:
+        raise UsageError("--quiet and --json do not go together; --json logs every change")
     s = store(create=True)
+    from tether.cli.worker_log import WorkerLog
     from tether.notify import WebhookConfig
     wanted = load_policy(policy) if policy is not None else None
     if wanted is not None and apply:
         apply_policy(s, wanted, who=ops.actor(as_))
+    out = WorkerLog(quiet=quiet, json=json)
     w = Worker(s, concurrency=concurrency, lease_ttl=lease_ttl, policy=wanted,
-               webhook=WebhookConfig.from_env(), pipeline=pipeline, give_up_after=give_up_after)
-    console.print(f"worker {w.owner} on {s.url}")
-    for x in w.policies.scopes() or [w.policies.for_swarm(None)]:
-        console.print(f"runs under the {x.describe()}", highlight=False, soft_wrap=True)
-    stats = asyncio.run(w.run(until_idle=until_idle, handle_signals=True))
-    # A run that waits and wakes is driven (taken and left) more than once.
-    left = ", ".join(f"{n} {k}" for k, n in sorted((stats.finished or {}).items()))
-    console.print(f"took runs {stats.runs_driven} time(s)" + (f"; left them: {left}" if left
-                                                             else "; nothing was runnable"))
+               webhook=WebhookConfig.from_env(), pipeline=pipeline, give_up_after=give_up_after,
+               on_change=out.change)
+    out.start(w.owner, s.url, [x.describe() for x in
+                               w.policies.scopes() or [w.policies.for_swarm(None)]])
+    out.summary(asyncio.run(w.run(until_idle=until_idle, handle_signals=True)))
 
 
 def _targets(run: str | None, every: bool, agent: str | None, swarm: str | None) -> list[str]:

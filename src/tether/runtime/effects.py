@@ -63,6 +63,8 @@ class EffectRunner:
         self.in_flight: Event | None = None
         # A sync tool whose call was cancelled (stop, shutdown) while its thread still runs.
         self._orphan: concurrent.futures.Future[Any] | None = None
+        self.done = 0
+        """Effects this runner ran to completion (the worker's log counts them)."""
 
     async def run_tool(self, t: Tool, args: dict[str, Any], tc: ToolContext) -> Any:
         token = _current.set(tc)
@@ -199,6 +201,7 @@ class EffectRunner:
         for digest, body in tc.chunks.items():  # what the undo names, committed with it
             ex.journal.chunk(digest, body)
         ex.journal.append("effect.done", payload, step=step, causes=(intent.id, *causes))
+        self.done += 1
         ex.suspect_files = tuple(suspect)
         ex.journal.effect(self._row(intent, "done", result=result, undo=undo))
         versions = file_versions(ex, intent, tc)

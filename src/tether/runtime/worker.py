@@ -19,8 +19,7 @@ import logging
 import signal
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from tether.core.backoff import Backoff
 from tether.core.ids import Clock, UlidSource
@@ -35,6 +34,7 @@ from tether.errors import (
     UsageError,
 )
 from tether.runtime.agent import AgentLike
+from tether.runtime.changes import RunChange, WorkerStats
 from tether.runtime.committer import GroupCommitter
 from tether.runtime.executor import PIPELINE, RunExecutor
 from tether.runtime.journal import RunJournal
@@ -56,14 +56,6 @@ SwarmSettings = tuple[dict[str, float], dict[str, Any]]
 """A swarm's shared budget and pause points, as read once per scheduling pass."""
 
 
-@dataclass(slots=True)
-class WorkerStats:
-    """What a worker did, for the CLI and the benchmark."""
-
-    runs_driven: int = 0
-    finished: dict[str, int] | None = None
-
-
 class Worker:
     """Runs every runnable run of a store until told to stop.
 
@@ -83,6 +75,8 @@ class Worker:
         give_up_after: seconds of failing storage (a full disk, say) after which
             ``run(until_idle=True)`` raises the last StoreError; a worker without
             ``until_idle`` keeps trying. Meanwhile passes back off by ``storage_backoff``.
+        on_change: called with a :class:`~tether.runtime.changes.RunChange` when the worker
+            takes a run and when it lets it go (``tether worker`` prints them).
     """
 
     def __init__(self, store: Store, *, agents: Mapping[str, AgentLike] | None = None,
@@ -92,7 +86,8 @@ class Worker:
                  only: set[str] | None = None, policy: Policy | None = None,
                  webhook: WebhookConfig | None = None, pipeline: int = PIPELINE,
                  give_up_after: float = GIVE_UP_AFTER,
-                 storage_backoff: Backoff = STORAGE_BACKOFF) -> None:
+                 storage_backoff: Backoff = STORAGE_BACKOFF,
+                 on_change: Callable[[RunChange], None] | None = None) -> None:
         if concurrency < 1:
             raise UsageError(f"concurrency must be at least 1, not {concurrency}")
         if not lease_ttl > 0:
@@ -130,6 +125,9 @@ class Worker:
         self.active: dict[str, tuple[asyncio.Task[str], RunExecutor]] = {}
         self.finished: dict[str, int] = {}
         self.runs_driven = 0
+        self.on_change = on_change
+        self._took: dict[str, int] = {}  # run -> its step when taken
+        self._stats = WorkerStats()  # steps, effects and final statuses, summed as runs leave
         self._draining = False
         self._wake = asyncio.Event()
         self._delivered: set[int] = set()
@@ -190,7 +188,8 @@ class Worker:
                 loop = asyncio.get_running_loop()
                 for sig in (signal.SIGTERM, signal.SIGINT):
                     loop.remove_signal_handler(sig)
-        return WorkerStats(self.runs_driven, dict(self.finished))
+        return WorkerStats(self.runs_driven, dict(self.finished), self._stats.steps,
+                           self._stats.effects, dict(self._stats.final))
 
     def alert(self, run: str, name: str, detail: dict[str, object] | None = None) -> bool:
         """The hook for monitors: pause ``run`` at its next safe point. False if this worker
@@ -275,6 +274,8 @@ class Worker:
                 with contextlib.suppress(TetherError):
                     self.store.release(rid, self.owner, token)
                 continue
+            self._took[rid] = ex.journal.row.step
+            self._note("took", ex, ex.journal.row.status)
             task = asyncio.create_task(self._drive(rid, token, ex), name=f"run:{rid}")
             self.active[rid] = (task, ex)
             self.runs_driven += 1
@@ -356,9 +357,29 @@ class Worker:
             # pending in the store: the next owner, or the CLI, applies them.
             self._delivered.difference_update(c.id for c in ex.queued_commands())
             self.finished[status] = self.finished.get(status, 0) + 1
+            self._note("left", ex, status)
             self.active.pop(rid, None)  # last: the worker waits for runs in `active`
             self._wake.set()
         return status
+
+    def _note(self, kind: Literal["took", "left"], ex: RunExecutor, status: str) -> None:
+        """Count a drive's steps and effects when it ends; tell ``on_change``."""
+        row = ex.journal.row
+        steps = max(0, row.step - self._took.get(row.id, row.step)) if kind == "left" else 0
+        effects = ex.effects.done if kind == "left" else 0
+        if kind == "left":
+            self._took.pop(row.id, None)
+            self._stats.steps += steps
+            self._stats.effects += effects
+            self._stats.final[row.id] = status
+        if self.on_change is None:
+            return
+        try:
+            self.on_change(RunChange(kind, row.id, row.name, status, row.step, steps, effects,
+                                     row.reason, row.wake_at))
+        except Exception as exc:  # a broken log (a closed pipe) must not stop the runs
+            log.warning("worker %s: reporting a change of run %s failed: %s: %s", self.owner,
+                        row.id, type(exc).__name__, exc)
 
     async def _drain(self, grace: float) -> None:
         self._draining = True
