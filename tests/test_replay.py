@@ -557,12 +557,13 @@ async def _spender(ctx: Any, state: dict[str, Any]) -> Any:
 
 
 def test_rolling_window_pauses_survives_restart_and_reopens(files: Files) -> None:
-    spender = StepAgent(_spender, name="spender", model=ScriptedModel(_pricey))
+    # Named as priced: a cost cap on a model the table does not price is refused.
+    spender = StepAgent(_spender, name="spender", model=ScriptedModel(_pricey, name="pricey"))
     clock = FixedClock(1_700_000_000.0)
     prices = PriceTable(prices={"pricey": (1000.0, 0.0)})  # $0.40 a call
     agents = {"spender": spender}
     run = start_run(files.store, spender, agent_ref="spender", goal="g", clock=clock,
-                    budget={"cost_usd_per_day": 1.0})
+                    budget={"cost_usd_per_day": 1.0}, prices=prices)
     SPENT.clear()
     drive(files.store, agents, clock=clock, prices=prices)
     row = files.store.get_run(run)

@@ -56,7 +56,7 @@ def _error_of(e: Event) -> str | None:
     p = e.payload if isinstance(e.payload, dict) else {}
     if e.kind == "run.paused":
         # Paused by an operator or a review point is not an error; a failing model is.
-        if "provider_message" not in p and not p.get("nondeterminism") and "limit" not in p:
+        if not {"provider_message", "nondeterminism", "limit", "unpriced_model"} & set(p):
             return None
         return str(p.get("reason"))
     if e.kind == "budget.exceeded":

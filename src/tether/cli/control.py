@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from tether import ops
+from tether.cli import model_opts
 from tether.cli.args import parse_json
 from tether.cli.common import console, handle_errors, parse_assignments, print_jsonl, store
 from tether.core.policy import load_policy
@@ -65,26 +66,32 @@ def run(agent: Annotated[str, typer.Argument(help="The agent, as module:attr.", 
         pause_before_irreversible: Annotated[bool, typer.Option(
             "--pause-before-irreversible",
             help="Pause point: ask for approval before every irreversible effect.")] = False,
-        as_: AsOpt = None) -> None:
+        as_: AsOpt = None,
+        model_timeout: model_opts.TimeoutOpt = None,
+        model_retries: model_opts.RetriesOpt = None,
+        prices: model_opts.PricesOpt = None) -> None:
     """Start a run of an agent and drive it here until it sleeps, pauses or ends.
 
     Everything is checked first (the agent, the policy, the budget, the state): on an
-    error no run is written (at most an empty store file is created)."""
+    error no run is written (at most an empty store file is created). A budget capping
+    cost (cost_usd, cost_usd_per_day...) is refused when the agent's model has no price
+    (built in, or in --prices FILE)."""
+    table = model_opts.apply(model_timeout, model_retries, prices)
     a = load_agent(agent)
     caps = parse_assignments(budget or [], "--budget")
     points = {k: v for k, v in (("every_steps", pause_every_steps),
                                 ("every_minutes", pause_every_minutes),
                                 ("before_irreversible", pause_before_irreversible)) if v} or None
-    validate_run(a, goal=goal, budget=caps, pause_points=points)
+    validate_run(a, goal=goal, budget=caps, pause_points=points, prices=table)
     who = ops.actor(as_)
     s = store(create=True)
     _apply_beside(s, policy, who)
     rid = start_run(s, a, agent_ref=agent, goal=goal, name=name, swarm=swarm, budget=caps,
-                    workspace=workspace, actor=who, pause_points=points)
+                    workspace=workspace, actor=who, pause_points=points, prices=table)
     console.print(f"started run {rid}")
     if detach:
         return
-    w = Worker(s, agents={agent: a}, only={rid})
+    w = Worker(s, agents={agent: a}, only={rid}, prices=table)
     gate = w.policies.for_swarm(swarm)
     console.print(f"runs under the {gate.describe()}", highlight=False, soft_wrap=True)
     asyncio.run(w.run(until_idle=True, handle_signals=True))
@@ -119,7 +126,10 @@ def worker(until_idle: Annotated[bool, typer.Option(
                                      "summary.")] = False,
            json: Annotated[bool, typer.Option(
                "--json", help="Log JSON lines: one per run taken or left, a summary last.")]
-           = False) -> None:
+           = False,
+           model_timeout: model_opts.TimeoutOpt = None,
+           model_retries: model_opts.RetriesOpt = None,
+           prices: model_opts.PricesOpt = None) -> None:
     """Drive every runnable run until interrupted (SIGTERM/SIGINT drain cleanly).
 
     Logs one line per change of a run's state (taken; left sleeping, waiting, awaiting
@@ -134,6 +144,7 @@ def worker(until_idle: Annotated[bool, typer.Option(
         raise UsageError("--apply goes with --policy FILE")
     if quiet and json:
         raise UsageError("--quiet and --json do not go together; --json logs every change")
+    table = model_opts.apply(model_timeout, model_retries, prices)
     s = store(create=True)
     from tether.cli.worker_log import WorkerLog
     from tether.notify import WebhookConfig
@@ -143,7 +154,7 @@ def worker(until_idle: Annotated[bool, typer.Option(
     out = WorkerLog(quiet=quiet, json=json)
     w = Worker(s, concurrency=concurrency, lease_ttl=lease_ttl, policy=wanted,
                webhook=WebhookConfig.from_env(), pipeline=pipeline, give_up_after=give_up_after,
-               on_change=out.change)
+               on_change=out.change, prices=table)
     out.start(w.owner, s.url, [x.describe() for x in
                                w.policies.scopes() or [w.policies.for_swarm(None)]])
     out.summary(asyncio.run(w.run(until_idle=until_idle, handle_signals=True)))

@@ -15,6 +15,7 @@ from rich.table import Table
 
 from tether import ops
 from tether.audit import verify_store
+from tether.cli import model_opts
 from tether.cli.common import console, handle_errors, status
 from tether.demo.agents import DRIFT_AFTER, _clock, scripted
 from tether.demo.night import run_night
@@ -35,13 +36,17 @@ def demo(directory: Annotated[Path, typer.Option(
              metavar="SECONDS")] = 0.0,
          model: Annotated[str | None, typer.Option(
              help="A real model behind the agents: any OpenAI-compatible server, from "
-                  "OPENAI_BASE_URL (and OPENAI_API_KEY).", metavar="MODEL")] = None) -> None:
+                  "OPENAI_BASE_URL (and OPENAI_API_KEY).", metavar="MODEL")] = None,
+         model_timeout: model_opts.TimeoutOpt = None,
+         model_retries: model_opts.RetriesOpt = None,
+         prices: model_opts.PricesOpt = None) -> None:
     """Run a small team of agents through a simulated night on real files.
 
     Run it again with the same --dir to resume where it stopped: no effect is repeated.
     """
     if not 0 <= pace <= MAX_PACE:  # a pace of 1e300 s is a demo that never ends
         raise UsageError(f"--pace {pace:g}: give seconds per model call from 0 to {MAX_PACE:g}")
+    table = model_opts.apply(model_timeout, model_retries, prices)
     m: Model
     if model:
         if not os.environ.get("OPENAI_BASE_URL") and not os.environ.get("OPENAI_API_KEY"):
@@ -54,7 +59,7 @@ def demo(directory: Annotated[Path, typer.Option(
     resumed = (directory / "tether.db").exists()
     console.print(("Resuming" if resumed else "Starting") + f" the night shift in {directory}/ "
                   f"(store {directory}/tether.db, files in {directory}/workspace/)")
-    res = asyncio.run(run_night(directory, model=m, console=console))
+    res = asyncio.run(run_night(directory, model=m, console=console, prices=table))
     _summary(res.store, directory, res.clock, scripted_model=not model)
 
 

@@ -18,6 +18,7 @@ from rich.console import Console
 
 from tether.core.ids import FixedClock
 from tether.core.policy import load_policy
+from tether.core.pricing import PriceTable
 from tether.demo import agents as night
 from tether.models.base import Model
 from tether.policies import apply_policy
@@ -122,7 +123,8 @@ def _describe(name: str, kind: str, p: object) -> str:
 
 async def run_night(directory: Path, *, model: Model, console: Console,
                     quiet: bool = False, until: float | None = None,
-                    give_up_after: float = GIVE_UP_AFTER) -> NightResult:
+                    give_up_after: float = GIVE_UP_AFTER,
+                    prices: PriceTable | None = None) -> NightResult:
     """Run the night (or go on with it) until no run has anything left to do, or until
     the clock would reach ``until`` (that moment is not run). A store that fails for
     ``give_up_after`` seconds ends it with that StoreError (the night goes on when the
@@ -149,7 +151,8 @@ async def run_night(directory: Path, *, model: Model, console: Console,
     try:
         while True:
             await Worker(store, agents=agents, clock=clock, lease_ttl=10.0,
-                         poll_interval=0.02, give_up_after=give_up_after).run(until_idle=True)
+                         poll_interval=0.02, give_up_after=give_up_after,
+                         prices=prices).run(until_idle=True)
             result.passes += 1
             if store.list_runs(status="running"):
                 # Held by another process (a demo or worker still alive, or one whose lease

@@ -200,6 +200,18 @@ def to_model_response(completion: ChatCompletion, requested_model: str) -> Model
     )
 
 
+def _from_env(name: str, kind: type[float] | type[int], default: float) -> Any:
+    """A number from the environment (the CLI's --model-timeout/--model-retries set it)."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return kind(default)
+    try:
+        return kind(raw)
+    except ValueError:
+        what = "a whole number of retries" if kind is int else "a number of seconds"
+        raise UsageError(f"{name}={raw!r} is not {what}") from None
+
+
 # --- the adapter: owns the client and does the I/O ----------------------------------------
 
 
@@ -221,28 +233,37 @@ class OpenAIModel:
             ``$OPENAI_BASE_URL``, then OpenAI.
         api_key: defaults to ``$OPENAI_API_KEY``; when neither is set but a base URL
             is, a placeholder is sent, since local servers need no key.
-        timeout: seconds per HTTP attempt.
-        max_retries: retries after the first attempt for retryable failures.
+        timeout: seconds per HTTP attempt; default ``$TETHER_MODEL_TIMEOUT``, else 60.
+        max_retries: retries after the first attempt for retryable failures; default
+            ``$TETHER_MODEL_RETRIES``, else 4.
         backoff_base: first backoff delay in seconds; doubles each retry.
         backoff_max: cap on any wait, including a server's ``Retry-After``.
         extra_body: extra JSON fields sent with every request (e.g. ``{"top_k": 20}``).
         sleep: how to wait between retries; tests inject a recorder.
 
     Raises:
-        UsageError: no model name, or a negative ``max_retries``/non-positive ``timeout``.
+        UsageError: no model name, or a negative ``max_retries``/non-positive ``timeout``
+            (given, or in the environment).
     """
 
     def __init__(self, model: str | None = None, *, base_url: str | None = None,
-                 api_key: str | None = None, timeout: float = 60.0, max_retries: int = 4,
+                 api_key: str | None = None, timeout: float | None = None,
+                 max_retries: int | None = None,
                  backoff_base: float = 0.5, backoff_max: float = 30.0,
                  extra_body: dict[str, Any] | None = None, sleep: Sleep = asyncio.sleep) -> None:
         model = model or os.environ.get("TETHER_MODEL")
         if not model:
             raise UsageError("OpenAIModel needs a model name: pass model= or set TETHER_MODEL")
+        if timeout is None:
+            timeout = _from_env("TETHER_MODEL_TIMEOUT", float, 60.0)
+        if max_retries is None:
+            max_retries = _from_env("TETHER_MODEL_RETRIES", int, 4)
         if max_retries < 0:
-            raise UsageError(f"OpenAIModel max_retries must be >= 0, got {max_retries}")
-        if timeout <= 0:
-            raise UsageError(f"OpenAIModel timeout must be > 0 seconds, got {timeout}")
+            raise UsageError(f"OpenAIModel max_retries must be >= 0, got {max_retries} (from "
+                             "max_retries=, else TETHER_MODEL_RETRIES)")
+        if not (timeout > 0 and timeout != float("inf")):  # NaN fails the first test
+            raise UsageError(f"OpenAIModel timeout must be > 0 seconds, got {timeout} (from "
+                             "timeout=, else TETHER_MODEL_TIMEOUT)")
         self._model = model
         self._base_url = base_url or os.environ.get("OPENAI_BASE_URL") or None
         api_key = api_key or os.environ.get("OPENAI_API_KEY")

@@ -72,6 +72,7 @@ class Agent:
         self.instructions = instructions
         self.tools = tuple(tools)
         self.budget = dict(budget) if budget else None
+        _refuse_unpriced(name, model, self.budget)
         names = [t.name for t in self.tools]
         if len(set(names)) != len(names):
             raise UsageError(f"agent {name}: two tools share a name: {sorted(names)}")
@@ -144,6 +145,15 @@ class Agent:
             return f"error: {exc}"
 
 
+def _refuse_unpriced(agent: str, model: Model | None, budget: Mapping[str, float] | None) -> None:
+    """An agent built with a cost cap and a model that has no price (built in, or in the
+    file ``$TETHER_PRICES`` names) is refused at once, not when its first run starts."""
+    from tether.core.pricing import cost_caps, refuse_unpriced
+    if model is not None and budget and cost_caps(budget):
+        from tether.runtime.prices import price_table
+        refuse_unpriced(model.name, budget, price_table(), f"agent {agent}")
+
+
 def json_loads_object(text: str) -> dict[str, Any]:
     """Parse a model's tool arguments; ValueError in words the model can act on."""
     import orjson
@@ -190,6 +200,7 @@ class StepAgent:
         self.tools = tuple(tools)
         self.model = model
         self.budget = dict(budget) if budget else None
+        _refuse_unpriced(self.name, model, self.budget)
         self._init = init
 
     def initial_state(self, goal: str) -> dict[str, Any]:

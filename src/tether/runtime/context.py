@@ -205,6 +205,7 @@ class StepContext:
             return ModelResponse.from_json(rec.call.payload["response"])
         await ex.safe_point(self.step)
         ex.check_budget()
+        ex.check_priced(m.name)
         await ex.oversight.check_model(m.name, i, self.step)
         t0 = asyncio.get_running_loop().time()
         ex.in_call = True

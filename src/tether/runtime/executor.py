@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from tether.core import budget as budgets
 from tether.core.checkpoint import Checkpoint, CheckpointEncoder, chain_label, restore
 from tether.core.fingerprint import ConversationHasher
-from tether.core.pricing import PriceTable
+from tether.core.pricing import PriceTable, refuse_unpriced
 from tether.errors import (
     AwaitApproval,
     BudgetExceeded,
@@ -310,6 +310,16 @@ class RunExecutor:
             f"run {row.id}: {scope} budget {lim.key}={cap:g} reached (used {used:g}); raise it "
             f"with `tether budget {row.id} --set {lim.key}=...` and `tether resume {row.id}`",
             detail={"limit": lim.key, "scope": scope})
+
+    def check_priced(self, model: str) -> None:
+        """Pause before calling a model without a price when a cost cap applies (the run's
+        or its swarm's): the call would count as $0 and the cap would never be reached."""
+        try:
+            refuse_unpriced(model, {**self._swarm_budget, **self.journal.row.budget},
+                            self.prices, f"run {self.journal.run}")
+        except UsageError as exc:
+            raise PauseRequested(f"{exc}; then `tether resume {self.journal.run}`",
+                                 detail={"unpriced_model": model}) from None
 
     # -- the loop ------------------------------------------------------------
     async def drive(self) -> str:

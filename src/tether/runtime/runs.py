@@ -12,11 +12,13 @@ from typing import Any
 from tether.core import budget as budgets
 from tether.core.checkpoint import CheckpointEncoder
 from tether.core.ids import Clock, UlidSource
+from tether.core.pricing import PriceTable, cost_caps, refuse_unpriced
 from tether.errors import UsageError
 from tether.runtime.agent import AgentLike
 from tether.runtime.executor import checkpoint_info
 from tether.runtime.journal import RunJournal
 from tether.runtime.pausepoints import PausePoints
+from tether.runtime.prices import price_table
 from tether.store.protocol import Store
 from tether.store.records import RunRow
 
@@ -53,15 +55,23 @@ def load_agent(ref: str, registry: Mapping[str, AgentLike] | None = None) -> Age
 
 def validate_run(agent: AgentLike, *, goal: str, budget: Mapping[str, float] | None = None,
                  pause_points: Mapping[str, Any] | None = None,
-                 state: dict[str, Any] | None = None) -> None:
-    """Check what :func:`start_run` would refuse, without writing anything: the budget, the
-    pause points and the initial state (it must checkpoint). Raises UsageError."""
-    budgets.validate({**(agent.budget or {}), **(budget or {})})
+                 state: dict[str, Any] | None = None, prices: PriceTable | None = None) -> None:
+    """Check what :func:`start_run` would refuse, without writing anything: the budget (a
+    cost cap needs the model's price), the pause points and the initial state (it must
+    checkpoint). Raises UsageError."""
+    _priced(agent, budgets.validate({**(agent.budget or {}), **(budget or {})}), prices)
     points = pause_points if pause_points is not None else getattr(agent, "pause_points", None)
     if points:
         PausePoints.parse(points)
     init = state if state is not None else agent.initial_state(goal)
     CheckpointEncoder(run="validate").encode(0, init, force_key=True)
+
+
+def _priced(agent: AgentLike, budget: Mapping[str, float], prices: PriceTable | None) -> None:
+    """A cost cap on a model without a price would count its calls as $0: refuse it."""
+    if agent.model is not None and cost_caps(budget):
+        refuse_unpriced(agent.model.name, budget, prices or price_table(),
+                        f"a run of agent {agent.name}")
 
 
 def start_run(store: Store, agent: AgentLike, *, agent_ref: str, goal: str,
@@ -70,8 +80,13 @@ def start_run(store: Store, agent: AgentLike, *, agent_ref: str, goal: str,
               state: dict[str, Any] | None = None, clock: Clock | None = None,
               ids: UlidSource | None = None, actor: str = "system",
               options: Mapping[str, Any] | None = None,
-              pause_points: Mapping[str, Any] | None = None, parent: str | None = None) -> str:
+              pause_points: Mapping[str, Any] | None = None, parent: str | None = None,
+              prices: PriceTable | None = None) -> str:
     """Create a run: its ``run.started`` event, projection row and step-0 checkpoint.
+
+    A budget that caps cost (``cost_usd``, ``cost_usd_per_day``...) is refused when the
+    agent's model has no price in ``prices`` (default: ``$TETHER_PRICES``, else the built-in
+    table): its calls would otherwise count as $0.
 
     Returns:
         The new run's id.
@@ -80,6 +95,7 @@ def start_run(store: Store, agent: AgentLike, *, agent_ref: str, goal: str,
     src = ids or UlidSource(clk.now)
     run_id = src.new()
     b = budgets.validate({**(agent.budget or {}), **(budget or {})})
+    _priced(agent, b, prices)
     init = state if state is not None else agent.initial_state(goal)
     ws = str(Path(workspace).resolve()) if workspace is not None else None
     if ws is not None:

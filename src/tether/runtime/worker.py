@@ -40,6 +40,7 @@ from tether.runtime.executor import PIPELINE, RunExecutor
 from tether.runtime.journal import RunJournal
 from tether.runtime.leases import owner_name, reclaim_dead_local
 from tether.runtime.policybook import PolicyBook
+from tether.runtime.prices import price_table
 from tether.runtime.runs import load_agent
 from tether.runtime.storage_health import GIVE_UP_AFTER, STORAGE_BACKOFF, StoreHealth
 from tether.store.protocol import Store
@@ -95,7 +96,7 @@ class Worker:
         self.store = store
         self.agents = dict(agents or {})
         self.clock = clock or Clock()
-        self.prices = prices or PriceTable()
+        self.prices = prices or price_table()  # $TETHER_PRICES, else the built-in table
         self.concurrency = concurrency
         self.lease_ttl = lease_ttl
         self.poll = poll_interval
