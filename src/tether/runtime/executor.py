@@ -314,6 +314,8 @@ class RunExecutor:
     def check_priced(self, model: str) -> None:
         """Pause before calling a model without a price when a cost cap applies (the run's
         or its swarm's): the call would count as $0 and the cap would never be reached."""
+        if not (self.journal.row.budget or self._swarm_budget):
+            return  # the common case, on every model call: nothing to check
         try:
             refuse_unpriced(model, {**self._swarm_budget, **self.journal.row.budget},
                             self.prices, f"run {self.journal.run}")
