@@ -288,3 +288,37 @@ def test_worker_quiet_and_json(tmp_path: Path) -> None:
                             "sleeping": 1, "waiting": 1}}
     code, out = tether("--store", db, "worker", "--until-idle", "--json", "--quiet")
     assert code == 2 and "--quiet and --json" in out
+
+
+def _event(kind: str, payload: Any) -> Any:
+    from tether.core.events import Chain
+    return Chain("R").make(id="E", kind=kind, time="2026-12-01T06:00:00.000000Z", epoch=0,
+                           step=2, actor="agent:a", payload=payload)
+
+
+@pytest.mark.parametrize(("kind", "payload", "says"), [
+    ("model.called", {"i": 0, "fp": "x", "model": "gpt", "cost_usd": 0.0012, "response": {
+        "content": None, "usage": {"input_tokens": 90, "output_tokens": 10},
+        "tool_calls": [{"id": "c", "name": "send", "arguments": '{"to": "ops", "n": 2}'}]}},
+     "gpt: send(to=ops, n=2)  [100 tok $0.00120]"),
+    ("model.called", {"model": "gpt", "response": {"content": "All\n  done.", "usage": {}}},
+     "gpt: 'All done.'  [0 tok]"),
+    ("tool.called", {"i": 1, "fp": "x", "tool": "fs_read", "raw_arguments": "{oops",
+                     "error": "error: tool fs_read: arguments are not valid JSON",
+                     "rejected": True},
+     "fs_read({oops) failed: error: tool fs_read: arguments are not valid JSON"),
+    ("effect.failed", {"i": 2, "error": "tool x failed: OSError: disk", "traceback": "T" * 900},
+     "error=tool x failed: OSError: disk"),
+    ("run.sleeping", {"until": 1796104800.0, "deferred": True, "reason": "quiet hours"},
+     "until 2026-12-01 06:00:00 deferred=true reason=quiet hours"),
+    ("policy.decided", {"verdict": "approve", "tool": "page", "effect": "irreversible",
+                        "rule": "night", "reason": "asks a human", "policy_hash": "h" * 64},
+     "approve page (irreversible) by rule night: asks a human"),
+    ("run.done", None, "(payload erased)"),
+])
+def test_event_summaries_say_what_matters(kind: str, payload: Any, says: str) -> None:
+    from tether.cli import render
+    e = _event(kind, payload)
+    assert render.summary(e) == says
+    line = render.event_line(e, 60, wide=False)
+    assert len(line) <= 60 and line.startswith("   1 06:00:00 ") and kind in line
