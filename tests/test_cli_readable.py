@@ -160,6 +160,8 @@ def runs(tmp_path: Path) -> tuple[str, dict[str, str]]:
                            name=f"{name}-1") for name in AGENTS}
     ids["napper-2"] = start_run(store, readable_agents.napper, goal="g", name="napper-2",
                                 agent_ref="tests.readable_agents:napper")
+    ids["ticker"] = start_run(store, sample_agents.ticker, goal="g", name="ticker",
+                              agent_ref="tests.sample_agents:ticker", budget={"steps": 1})
     asyncio.run(Worker(store, poll_interval=0.01).run(until_idle=True))
     store.close()
     return str(db), ids
@@ -180,10 +182,14 @@ def test_show_gives_result_error_and_what_it_waits_for(runs: tuple[str, dict[str
     assert 'result: {"note":"all filed","tickets":3}' in text
     assert js["result"] == {"tickets": 3, "note": "all filed"} and js["last_error"] is None
     text, js = _show(db, ids["crasher"])
-    assert js["status"] == "failed" and "last error (step 1, event" in text
-    assert "RuntimeError: the inbox folder vanished" in text
+    # The reason already says it; --json has it apart.
+    assert js["status"] == "failed" and "last error" not in text
+    assert "reason: run " in text and "RuntimeError: the inbox folder vanished" in text
     assert js["last_error"]["kind"] == "run.failed" and js["last_error"]["step"] == 1
     assert js["waiting_for"]["operator"].startswith(f"run {ids['crasher']} step 1")
+    text, js = _show(db, ids["ticker"])  # paused by its budget: the error is its own line
+    assert js["status"] == "paused" and js["last_error"]["kind"] == "run.paused"
+    assert "last error (step 2, event" in text and "run budget steps=1 reached" in text
     text, js = _show(db, ids["napper"])
     wake = js["waiting_for"]["wake_at"]
     assert js["status"] == "sleeping" and isinstance(wake, float)
@@ -308,7 +314,7 @@ def _event(kind: str, payload: Any) -> Any:
                      "rejected": True},
      "fs_read({oops) failed: error: tool fs_read: arguments are not valid JSON"),
     ("effect.failed", {"i": 2, "error": "tool x failed: OSError: disk", "traceback": "T" * 900},
-     "error=tool x failed: OSError: disk"),
+     "tool x failed: OSError: disk"),
     ("run.sleeping", {"until": 1796104800.0, "deferred": True, "reason": "quiet hours"},
      "until 2026-12-01 06:00:00 deferred=true reason=quiet hours"),
     ("policy.decided", {"verdict": "approve", "tool": "page", "effect": "irreversible",

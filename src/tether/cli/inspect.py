@@ -118,7 +118,7 @@ def _print_info(row: RunRow, info: RunInfo) -> None:
     if info.done:
         say(f"[blue]result[/]: {escape(render.compact(info.result))}")
     e = info.last_error
-    if e is not None:
+    if e is not None and not (row.status == "failed" and e["error"] in row.reason):
         style = "red" if row.status in ("failed", "paused") else "dim"
         say(f"[{style}]last error[/] (step {e['step']}, event {e['seq']} {e['kind']}): "
             f"{escape(e['error'])}")

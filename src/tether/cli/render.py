@@ -79,7 +79,10 @@ def _args(raw: Any) -> Any:
 
 
 def _pairs(p: dict[str, Any]) -> str:
-    return " ".join(f"{k}={compact(v)}" for k, v in p.items() if k not in _NOISE)
+    kept = {k: v for k, v in p.items() if k not in _NOISE}
+    if len(kept) == 1 and ("error" in kept or "reason" in kept):
+        return compact(next(iter(kept.values())))  # the words say it all
+    return " ".join(f"{k}={compact(v)}" for k, v in kept.items())
 
 
 def summary(e: Event) -> str:
