@@ -16,6 +16,21 @@ os.environ.pop("OPENAI_API_KEY", None)
 os.environ["OPENAI_BASE_URL"] = "http://127.0.0.1:9/v1"
 os.environ.pop("TETHER_STORE", None)
 
+MODEL_SETTINGS = ("TETHER_MODEL_TIMEOUT", "TETHER_MODEL_RETRIES", "TETHER_PRICES")
+"""What `tether run/worker/demo --model-timeout/--model-retries/--prices` set in the process
+environment (for the models and agents it builds later)."""
+
+
+@pytest.fixture(autouse=True)
+def _no_model_settings_leak() -> Iterator[None]:
+    """A CLI command invoked in this process (CliRunner) may set the model settings; each
+    test starts without them, and what it set is gone after it."""
+    for var in MODEL_SETTINGS:
+        os.environ.pop(var, None)
+    yield
+    for var in MODEL_SETTINGS:
+        os.environ.pop(var, None)
+
 
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[SQLiteStore]:

@@ -243,3 +243,16 @@ def test_a_worker_without_the_price_pauses_before_the_call(tmp_path: Path, where
     (paused,) = [e for e in store.events(rid) if e.kind == "run.paused"]
     assert paused.payload["unpriced_model"] == "mystery"
     store.close()
+
+
+def test_cli_options_reach_models_built_later_in_the_process(tmp_path: Path) -> None:
+    """In-process (as a worker imports agent modules after parsing its options)."""
+    prices = tmp_path / "p.toml"
+    prices.write_text('late = { input = 1, output = 1 }')
+    res = runner.invoke(app, ["--store", str(tmp_path / "t.db"), "worker", "--until-idle",
+                              "--model-timeout", "2.5", "--model-retries", "0",
+                              "--prices", str(prices)])
+    assert res.exit_code == 0, res.output
+    m = OpenAIModel("late", base_url="http://127.0.0.1:9/v1")
+    assert (m._timeout, m._max_retries) == (2.5, 0)
+    Agent("late", model=m, instructions="x", budget={"cost_usd": 1})  # priced by the file
