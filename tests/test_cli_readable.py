@@ -328,3 +328,51 @@ def test_event_summaries_say_what_matters(kind: str, payload: Any, says: str) ->
     assert render.summary(e) == says
     line = render.event_line(e, 60, wide=False)
     assert len(line) <= 60 and line.startswith("   1 06:00:00 ") and kind in line
+
+
+def test_worker_stopped_by_sigterm_says_where_it_left_each_run(tmp_path: Path) -> None:
+    """A real worker process: each line reaches the pipe as it happens (log collectors read
+    it live), and a drained run is reported as left running, with its counts."""
+    import signal
+    import subprocess
+    import sys
+    store = SQLiteStore(tmp_path / "t.db")
+    rid = start_run(store, sample_agents.ticker, agent_ref="tests.sample_agents:ticker",
+                    goal="g", name="ticker")  # steps until stopped
+    store.close()
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.Popen([str(Path(sys.executable).with_name("tether")), "--store",
+                             str(tmp_path / "t.db"), "worker", "--json"], cwd=root,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        first = [json.loads(proc.stdout.readline()) for _ in range(2)]  # the barrier
+        assert [o["event"] for o in first] == ["start", "took"] and first[1]["run"] == rid
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    left, summary = [json.loads(line) for line in out.splitlines()]
+    assert (left["event"], left["status"]) == ("left", "running") and left["steps"] >= 0
+    assert summary["by_status"] == {"running": 1} and summary["steps"] == left["steps"]
+
+
+def test_worker_log_lines_for_runs_left_running_or_abandoned(
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    from tether.cli.worker_log import WorkerLog
+    from tether.runtime.changes import RunChange
+    monkeypatch.setattr(common.console, "_width", 200)
+    for quiet in (False, True):
+        log = WorkerLog(quiet=quiet)
+        log.change(RunChange("left", "R1", "drained", "running", 4, 2, 1))
+        log.change(RunChange("left", "R2", "lost", "abandoned", 7, 0, 0))
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 3, out  # --quiet keeps the abandoned one only
+    assert out[0].endswith("run drained (R1): left running (this worker stops; any worker "
+                           "goes on with it) [2 steps, 1 effect]")
+    assert out[1].endswith("run lost (R2): abandoned (lease lost or store failing; the next "
+                           "owner re-runs the step) [0 steps, 0 effects]")
+    assert out[2][8:] == out[1][8:]  # the same line, but for its HH:MM:SS

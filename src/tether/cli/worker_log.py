@@ -33,6 +33,8 @@ def _what(c: RunChange) -> str:
         return "abandoned (lease lost or store failing; the next owner re-runs the step)"
     if c.status == "done":
         return "done"
+    if c.status == "running":  # the worker is stopping: the run is left at a safe point
+        return "left running (this worker stops; any worker goes on with it)"
     return f"{c.status}{why}"
 
 
