@@ -34,3 +34,14 @@ crasher = StepAgent(_crash, name="crasher")
 napper = StepAgent(_nap, name="napper")
 listener = StepAgent(_listen, name="listener")
 asker = StepAgent(_ask, name="asker", tools=[charge])
+
+
+async def _post(ctx: Any, state: dict[str, Any]) -> Any:
+    """Writes a long value to its swarm's board and sends one long message to itself."""
+    note = {"summary": "the nightly import finished; " * 6, "rows": 1234}
+    await ctx.board.set("nightly-import-status", note)
+    await ctx.send(ctx.run_id, note, topic="nightly")
+    return Done()
+
+
+poster = StepAgent(_post, name="poster")

@@ -376,3 +376,32 @@ def test_worker_log_lines_for_runs_left_running_or_abandoned(
     assert out[1].endswith("run lost (R2): abandoned (lease lost or store failing; the next "
                            "owner re-runs the step) [0 steps, 0 effects]")
     assert out[2][8:] == out[1][8:]  # the same line, but for its HH:MM:SS
+
+
+def test_board_and_messages_one_line_each(tmp_path: Path, columns: int) -> None:
+    store = SQLiteStore(tmp_path / "t.db")
+    rid = start_run(store, readable_agents.poster, agent_ref="tests.readable_agents:poster",
+                    goal="g", name="poster", swarm="night")
+    asyncio.run(Worker(store, poll_interval=0.01).run(until_idle=True))
+    store.close()
+    db = str(tmp_path / "t.db")
+    for args, first in ((["board"], "night"), (["board", "--swarm", "night"],
+                                               "night" if columns >= 120 else
+                                               "nightly-import-status"),
+                        (["messages"], None)):
+        code, out = tether("--store", db, *args)
+        assert code == 0, out
+        lines = out.splitlines()
+        assert all(len(line) <= columns for line in lines), out
+        (row,) = [line for line in lines if "poster" in line]  # one line each
+        cells = [c.strip() for c in row.strip("│ ").split("│")]
+        if first is None:
+            (msg,) = _json(db, "messages")
+            assert cells[0] == msg["id"] and cells.count("poster") == 2  # the id whole
+        else:
+            assert cells[0] == first and "nightly-import-status" in cells  # the key whole
+        body = next(c for c in cells if c.startswith("{"))
+        assert body.startswith('{"rows":1234,"su')  # stored with sorted keys
+        assert body.endswith("…") and len(body) <= 60
+    code, out = tether("--store", db, "show", rid, "--json")
+    assert json.loads(out)["status"] == "done"

@@ -61,10 +61,9 @@ def approvals(json: Annotated[bool, typer.Option("--json", help="JSON lines.")] 
                       "expires": when(a.expires_at)[5:] if a.expires_at else "never"})
     # Narrow: one line per request, the arguments cut to the room left (`--json` has them
     # whole); rich would otherwise fold every column to a letter a line.
-    room = console.width - 1 - sum(3 + max(len(c), *(len(r[c]) for r in table))
-                                   for c in ("id", *cols) if c != "arguments") - 3
+    room = render.room(console.width, table, ("id", *cols), "arguments")
     for r in table:
-        args = r["arguments"] if wide else render.cut(r["arguments"], max(12, room))
+        args = r["arguments"] if wide else render.cut(r["arguments"], room)
         t.add_row(*(escape(args if c == "arguments" else r[c]) for c in ("id", *cols)))
     console.print(t)
     console.print("approve with `tether approve ID`, deny with `tether deny ID --reason TEXT`")

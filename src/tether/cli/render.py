@@ -8,6 +8,7 @@ indexes, fingerprints, hashes, tracebacks); ``--full`` shows the payload whole.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -32,6 +33,15 @@ def cut(text: str, width: int) -> str:
     if len(text) <= width:
         return text
     return text[: max(0, width - 1)] + "…"
+
+
+def room(width: int, rows: Sequence[Mapping[str, str]], cols: Sequence[str],
+         flexible: str, *, least: int = 12) -> int:
+    """Characters left for column ``flexible`` in a rich table (default box, a space of
+    padding each side) ``width`` wide whose other ``cols`` show ``rows`` whole; at least
+    ``least``."""
+    fixed = sum(3 + max(len(c), *(len(r[c]) for r in rows)) for c in cols if c != flexible)
+    return max(least, width - 1 - fixed - 3)
 
 
 def at(t: Any) -> str:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-import orjson
 import typer
 from rich.markup import escape
 from rich.table import Table
 
 from tether import ops
+from tether.cli import render
 from tether.cli.common import console, handle_errors, print_jsonl, store, when
 from tether.errors import UsageError
 from tether.runtime.swarm import board_ns
@@ -53,13 +53,15 @@ def messages(run: Annotated[str | None, typer.Argument(
             r = s.get_run(run_id)
             names[run_id] = r.name if r else run_id
         return names[run_id]
-    for m in rows:
-        body = orjson.dumps(m.body).decode()
-        cells = {"id": m.id, "from": escape(name(m.sender)), "step": str(m.step),
-                 "to": escape(name(m.recipient)), "topic": escape(m.topic or "-"),
-                 "status": m.status, "sent": when(m.created)[5:],
-                 "body": escape(body if len(body) <= 60 else body[:57] + "...")}
-        t.add_row(*(cells[c] for c in cols))
+    table = [{"id": m.id, "from": name(m.sender), "step": str(m.step), "to": name(m.recipient),
+              "topic": m.topic or "-", "status": m.status, "sent": when(m.created)[5:],
+              "body": render.compact(m.body)} for m in rows]
+    # One line per message: the body is cut to the room the other columns leave (60 at
+    # most; `--json` has it whole).
+    room = min(60, render.room(console.width, table, cols, "body")) if table else 60
+    for cells in table:
+        t.add_row(*(escape(render.cut(cells[c], room) if c == "body" else cells[c])
+                    for c in cols))
     console.print(t)
 
 
@@ -98,16 +100,27 @@ def board(key: Annotated[str | None, typer.Argument(help="Only this key, with it
                       highlight=False)
         return
     t = Table(title=f"blackboard of {where}")
-    for col in ("swarm", "key", "version", "value", "written by", "step", "status"):
-        t.add_column(col, overflow="fold")
     names: dict[str, str] = {}
+    table = []
     for v in rows:
         if v.run not in names:
             writer = s.get_run(v.run)
             names[v.run] = writer.name if writer else v.run
-        value = orjson.dumps(v.value).decode()
-        st = v.status + (" [red]suspect[/]" if v.suspect else "")
-        t.add_row(escape(v.ns.removeprefix("board:") or "-"), escape(v.key), str(v.version),
-                  escape(value if len(value) <= 60 else value[:57] + "..."),
-                  escape(names[v.run]), str(v.step), st)
+        table.append({"swarm": v.ns.removeprefix("board:") or "-", "key": v.key,
+                      "version": str(v.version), "value": render.compact(v.value),
+                      "written by": names[v.run], "step": str(v.step),
+                      "status": v.status + (" suspect" if v.suspect else "")})
+    # Every column while the values keep room (20 characters, or their length); else the
+    # version and step go (and the swarm, when one was asked for), one line per version.
+    cols: tuple[str, ...] = ("swarm", "key", "version", "value", "written by", "step", "status")
+    if render.room(console.width, table, cols, "value", least=0) < min(
+            20, max(len(r["value"]) for r in table)):
+        cols = (("swarm",) if swarm is None else ()) + ("key", "value", "written by", "status")
+    for col in cols:
+        t.add_column(col, overflow="fold", no_wrap=col == "status")
+    room = min(60, render.room(console.width, table, cols, "value"))
+    for cells in table:
+        t.add_row(*(escape(render.cut(cells[c], room)) if c == "value" else
+                    escape(cells[c]).replace(" suspect", " [red]suspect[/]") if c == "status"
+                    else escape(cells[c]) for c in cols))
     console.print(t)
