@@ -8,8 +8,14 @@ lost or the store failed). ``tether worker`` prints them, one line each.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+from tether.store.records import RunRow
+
+log = logging.getLogger("tether.worker")
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,3 +60,38 @@ class WorkerStats:
     """Effects run (tool calls that change the world)."""
     final: dict[str, str] = field(default_factory=dict)
     """Each run driven and the status it was last left in."""
+
+
+class DriveLog:
+    """A worker's bookkeeping of its drives: the steps and effects of each, the totals, the
+    status each run was last left in; and the ``on_change`` calls."""
+
+    def __init__(self, on_change: Callable[[RunChange], None] | None = None) -> None:
+        self.on_change = on_change
+        self.steps = 0
+        self.effects = 0
+        self.final: dict[str, str] = {}
+        self._took: dict[str, int] = {}  # run -> its step when taken
+
+    def took(self, row: RunRow) -> None:
+        """The worker took ``row``'s run."""
+        self._took[row.id] = row.step
+        self._tell(RunChange("took", row.id, row.name, row.status, row.step))
+
+    def left(self, row: RunRow, status: str, effects: int) -> None:
+        """The worker let the run go, ``status`` (``abandoned`` if lost) after ``effects``."""
+        steps = max(0, row.step - self._took.pop(row.id, row.step))
+        self.steps += steps
+        self.effects += effects
+        self.final[row.id] = status
+        self._tell(RunChange("left", row.id, row.name, status, row.step, steps, effects,
+                             row.reason, row.wake_at))
+
+    def _tell(self, change: RunChange) -> None:
+        if self.on_change is None:
+            return
+        try:
+            self.on_change(change)
+        except Exception as exc:  # a broken log (a closed pipe) must not stop the runs
+            log.warning("reporting a change of run %s failed: %s: %s", change.run,
+                        type(exc).__name__, exc)

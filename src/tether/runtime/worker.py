@@ -19,7 +19,7 @@ import logging
 import signal
 import time
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from tether.core.backoff import Backoff
 from tether.core.ids import Clock, UlidSource
@@ -34,7 +34,7 @@ from tether.errors import (
     UsageError,
 )
 from tether.runtime.agent import AgentLike
-from tether.runtime.changes import RunChange, WorkerStats
+from tether.runtime.changes import DriveLog, RunChange, WorkerStats
 from tether.runtime.committer import GroupCommitter
 from tether.runtime.executor import PIPELINE, RunExecutor
 from tether.runtime.journal import RunJournal
@@ -126,9 +126,7 @@ class Worker:
         self.active: dict[str, tuple[asyncio.Task[str], RunExecutor]] = {}
         self.finished: dict[str, int] = {}
         self.runs_driven = 0
-        self.on_change = on_change
-        self._took: dict[str, int] = {}  # run -> its step when taken
-        self._stats = WorkerStats()  # steps, effects and final statuses, summed as runs leave
+        self.drives = DriveLog(on_change)
         self._draining = False
         self._wake = asyncio.Event()
         self._delivered: set[int] = set()
@@ -189,8 +187,8 @@ class Worker:
                 loop = asyncio.get_running_loop()
                 for sig in (signal.SIGTERM, signal.SIGINT):
                     loop.remove_signal_handler(sig)
-        return WorkerStats(self.runs_driven, dict(self.finished), self._stats.steps,
-                           self._stats.effects, dict(self._stats.final))
+        return WorkerStats(self.runs_driven, dict(self.finished), self.drives.steps,
+                           self.drives.effects, dict(self.drives.final))
 
     def alert(self, run: str, name: str, detail: dict[str, object] | None = None) -> bool:
         """The hook for monitors: pause ``run`` at its next safe point. False if this worker
@@ -275,8 +273,7 @@ class Worker:
                 with contextlib.suppress(TetherError):
                     self.store.release(rid, self.owner, token)
                 continue
-            self._took[rid] = ex.journal.row.step
-            self._note("took", ex, ex.journal.row.status)
+            self.drives.took(ex.journal.row)
             task = asyncio.create_task(self._drive(rid, token, ex), name=f"run:{rid}")
             self.active[rid] = (task, ex)
             self.runs_driven += 1
@@ -358,29 +355,10 @@ class Worker:
             # pending in the store: the next owner, or the CLI, applies them.
             self._delivered.difference_update(c.id for c in ex.queued_commands())
             self.finished[status] = self.finished.get(status, 0) + 1
-            self._note("left", ex, status)
+            self.drives.left(ex.journal.row, status, ex.effects.done)
             self.active.pop(rid, None)  # last: the worker waits for runs in `active`
             self._wake.set()
         return status
-
-    def _note(self, kind: Literal["took", "left"], ex: RunExecutor, status: str) -> None:
-        """Count a drive's steps and effects when it ends; tell ``on_change``."""
-        row = ex.journal.row
-        steps = max(0, row.step - self._took.get(row.id, row.step)) if kind == "left" else 0
-        effects = ex.effects.done if kind == "left" else 0
-        if kind == "left":
-            self._took.pop(row.id, None)
-            self._stats.steps += steps
-            self._stats.effects += effects
-            self._stats.final[row.id] = status
-        if self.on_change is None:
-            return
-        try:
-            self.on_change(RunChange(kind, row.id, row.name, status, row.step, steps, effects,
-                                     row.reason, row.wake_at))
-        except Exception as exc:  # a broken log (a closed pipe) must not stop the runs
-            log.warning("worker %s: reporting a change of run %s failed: %s: %s", self.owner,
-                        row.id, type(exc).__name__, exc)
 
     async def _drain(self, grace: float) -> None:
         self._draining = True
