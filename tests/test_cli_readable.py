@@ -291,7 +291,7 @@ def test_worker_quiet_and_json(tmp_path: Path) -> None:
     assert objs[-1] == {"event": "summary", "time": objs[-1]["time"], "runs": 6, "takes": 6,
                         "steps": 7, "effects": 3, "by_status": {
                             "awaiting_approval": 1, "done": 1, "failed": 1, "paused": 1,
-                            "sleeping": 1, "waiting": 1}}
+                            "sleeping": 1, "waiting": 1}, "failed": False}
     code, out = tether("--store", db, "worker", "--until-idle", "--json", "--quiet")
     assert code == 2 and "--quiet and --json" in out
 

@@ -165,7 +165,14 @@ def test_worker_backs_off_gives_up_then_finishes_once_space_is_freed(fs: Path) -
         assert len([ln for ln in lines if "the store is failing" in ln]) == 1, lines
         assert len([ln for ln in lines if not ln.startswith("error:") and (
             "the store is" in ln or "works again" in ln)]) == 1, lines
-        assert len(lines) <= 6, lines  # and the banner (which may wrap) and its policy
+        # The worker's log of the run (taken, then abandoned when the store failed) and its
+        # summary are one line each, whatever the retries.
+        runs = [ln for ln in lines if re.match(r"\d\d:\d\d:\d\d run ", ln)]
+        assert [ln.split(": ", 1)[1].split(" ")[0] for ln in runs] == ["took", "abandoned"]
+        ended = [ln for ln in lines if ln.startswith("worker stopped on an error: drove 1 run")]
+        assert len(ended) == 1, lines
+        # And the banner (which may wrap) and its policy.
+        assert len(lines) - len(runs) - len(ended) <= 6, lines
         m = re.search(r"after ([\d.]+) s of failing storage \((\d+) attempts", gave_up[0])
         assert m is not None, gave_up
         spent, attempts = float(m[1]), int(m[2])

@@ -13,8 +13,9 @@ from tether.cli import model_opts
 from tether.cli.args import parse_json
 from tether.cli.common import console, handle_errors, parse_assignments, print_jsonl, store
 from tether.core.policy import load_policy
-from tether.errors import UsageError
+from tether.errors import StoreError, UsageError
 from tether.policies import apply_policy, in_force
+from tether.runtime.changes import WorkerStats
 from tether.runtime.runs import load_agent, start_run, validate_run
 from tether.runtime.storage_health import GIVE_UP_AFTER
 from tether.runtime.worker import Worker
@@ -157,7 +158,13 @@ def worker(until_idle: Annotated[bool, typer.Option(
                on_change=out.change, prices=table)
     out.start(w.owner, s.url, [x.describe() for x in
                                w.policies.scopes() or [w.policies.for_swarm(None)]])
-    out.summary(asyncio.run(w.run(until_idle=until_idle, handle_signals=True)))
+    try:
+        out.summary(asyncio.run(w.run(until_idle=until_idle, handle_signals=True)))
+    except StoreError:
+        # Gave up on a failing store: what it did before still counts; the error line follows.
+        out.summary(WorkerStats(w.runs_driven, dict(w.finished), w.drives.steps,
+                                w.drives.effects, dict(w.drives.final)), failed=True)
+        raise
 
 
 def _targets(run: str | None, every: bool, agent: str | None, swarm: str | None) -> list[str]:

@@ -78,8 +78,10 @@ class WorkerLog:
                       f"[{style}]{escape(_what(c))}[/]{_counts(c)}", highlight=False,
                       soft_wrap=True)
 
-    def summary(self, stats: WorkerStats) -> None:
-        """How many runs, steps and effects, and where the runs were left."""
+    def summary(self, stats: WorkerStats, *, failed: bool = False) -> None:
+        """How many runs, steps and effects, and where the runs were left; ``failed``: the
+        worker stopped on an error (said on the next line, stderr)."""
+        end = "worker stopped on an error" if failed else "worker done"
         by: dict[str, int] = {}
         for st in stats.final.values():
             by[st] = by.get(st, 0) + 1
@@ -87,16 +89,17 @@ class WorkerLog:
             data: dict[str, Any] = {"event": "summary", "time": time.time(),
                                     "runs": len(stats.final), "takes": stats.runs_driven,
                                     "steps": stats.steps, "effects": stats.effects,
-                                    "by_status": dict(sorted(by.items()))}
+                                    "by_status": dict(sorted(by.items())),
+                                    "failed": failed}
             print_jsonl([data])
             return
         if not stats.final:
-            console.print("worker done: nothing was runnable", highlight=False)
+            console.print(f"{end}: nothing was runnable", highlight=False)
             return
         left = ", ".join(f"{n} {status(st)}" for st, n in sorted(by.items()))
         takes = "" if stats.runs_driven == len(stats.final) else \
             f" (taken {stats.runs_driven} times: a run that sleeps and wakes is taken again)"
-        console.print(f"worker done: drove {len(stats.final)} run"
+        console.print(f"{end}: drove {len(stats.final)} run"
                       f"{'s' * (len(stats.final) != 1)}{takes}, {stats.steps} step"
                       f"{'s' * (stats.steps != 1)}, "
                       f"{stats.effects} effect{'s' * (stats.effects != 1)}; left {left}",
