@@ -201,7 +201,8 @@ class EffectRunner:
         for digest, body in tc.chunks.items():  # what the undo names, committed with it
             ex.journal.chunk(digest, body)
         ex.journal.append("effect.done", payload, step=step, causes=(intent.id, *causes))
-        self.done += 1
+        if settled is None:  # a settled one ran before the crash, not in this drive
+            self.done += 1
         ex.suspect_files = tuple(suspect)
         ex.journal.effect(self._row(intent, "done", result=result, undo=undo))
         versions = file_versions(ex, intent, tc)
