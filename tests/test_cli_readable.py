@@ -277,6 +277,7 @@ def test_worker_quiet_and_json(tmp_path: Path) -> None:
     lines = out.splitlines()
     assert len(lines) == 2 and f"run crasher ({ids['crasher']}): failed" in lines[0], out
     assert lines[1].startswith("worker done: drove 6 runs")
+    (tmp_path / "again").mkdir()
     db, ids = _start_every_ending(tmp_path / "again")
     code, out = tether("--store", db, "worker", "--until-idle", "--json")
     assert code == 0, out

@@ -91,7 +91,7 @@ def test_worker_takes_model_retries_from_the_environment(tmp_path: Path) -> None
 @pytest.mark.parametrize(("args", "says"), [
     (["--model-timeout", "0"], "--model-timeout (or TETHER_MODEL_TIMEOUT) must be a number "
                                "of seconds > 0, got 0.0"),
-    (["--model-timeout", "nan"], "must be a number of seconds > 0, got nan"),
+    (["--model-timeout", "nan"], "--model-timeout nan is not a finite number"),
     (["--model-retries", "-1"], "--model-retries (or TETHER_MODEL_RETRIES) must be 0 or more"),
 ])
 def test_bad_model_options_are_one_error_line(tmp_path: Path, args: list[str], says: str

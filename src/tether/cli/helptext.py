@@ -33,43 +33,38 @@ def _plain(params: list[Any]) -> None:
             p.metavar = ""  # a flag takes no value: say nothing rather than <bool>
 
 
-class TetherCommand(TyperCommand):
-    """A command whose help shows metavars, never Python types."""
+class _PlainHelp:
+    """Mixed into a command or group class (Typer's, or one of tether's own such as the root
+    group's one-line errors): its help shows metavars, never Python types."""
+
+    params: list[Any]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+        super().__init__(*args, **kwargs)  # the Click class's
         _plain(self.params)
 
     def get_help_option(self, ctx: Any) -> Any:
-        opt = super().get_help_option(ctx)
+        opt = super().get_help_option(ctx)  # type: ignore[misc]  # the Click class's
         if opt is not None:
             _plain([opt])
         return opt
 
 
-class TetherGroup(TyperGroup):
-    """A command group (``tether``, ``tether policy``) with the same help."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        _plain(self.params)
-
-    def get_help_option(self, ctx: Any) -> Any:
-        opt = super().get_help_option(ctx)
-        if opt is not None:
-            _plain([opt])
-        return opt
+def _plain_class(cls: Any, default: type[Any]) -> type[Any]:
+    """``cls`` (or ``default``, for Typer's "not given") with plain help mixed in."""
+    base = cls if isinstance(cls, type) else default
+    if issubclass(base, _PlainHelp):
+        return base
+    return type(base.__name__, (_PlainHelp, base), {"__doc__": base.__doc__,
+                                                    "__module__": base.__module__})
 
 
 def apply(app: typer.Typer) -> None:
-    """Give every command and group of ``app`` (recursively) the plain help."""
-    # Typer's own classes (or its "not given" placeholder) are replaced; a command that
-    # chose a class of its own keeps it.
-    if not isinstance(app.info.cls, type) or app.info.cls is TyperGroup:
-        app.info.cls = TetherGroup
+    """Give every command and group of ``app`` (recursively) the plain help, keeping the
+    classes they chose."""
+    app.info.cls = _plain_class(app.info.cls, TyperGroup)
     for info in app.registered_commands:
-        if info.cls is None or info.cls is TyperCommand:
-            info.cls = TetherCommand
+        info.cls = _plain_class(info.cls, TyperCommand)
     for group in app.registered_groups:
         if isinstance(group.typer_instance, typer.Typer):
             apply(group.typer_instance)
