@@ -275,14 +275,17 @@ def test_worker_quiet_and_json(tmp_path: Path) -> None:
     code, out = tether("--store", db, "worker", "--until-idle", "--quiet")
     assert code == 0, out
     lines = out.splitlines()
-    assert len(lines) == 2 and f"run crasher ({ids['crasher']}): failed" in lines[0], out
-    assert lines[1].startswith("worker done: drove 6 runs")
+    # The policy it runs under (said even when quiet), the failure, the summary.
+    assert len(lines) == 3 and lines[0].startswith("runs under the built-in defaults"), out
+    assert f"run crasher ({ids['crasher']}): failed" in lines[1]
+    assert lines[2].startswith("worker done: drove 6 runs")
     (tmp_path / "again").mkdir()
     db, ids = _start_every_ending(tmp_path / "again")
     code, out = tether("--store", db, "worker", "--until-idle", "--json")
     assert code == 0, out
     objs = [json.loads(line) for line in out.splitlines()]
     assert objs[0]["event"] == "start" and objs[0]["store"].endswith("w.db")
+    assert [p.split(" (hash ")[0] for p in objs[0]["policies"]] == ["built-in defaults"]
     left = {o["name"]: o for o in objs if o["event"] == "left"}
     assert {n: o["status"] for n, o in left.items()} == {
         "crasher": "failed", "napper": "sleeping", "listener": "waiting",

@@ -123,8 +123,8 @@ def worker(until_idle: Annotated[bool, typer.Option(
                help="With --until-idle: exit with an error once the store has failed (a full "
                     "disk, say) for this long; runs are left as they were.")] = GIVE_UP_AFTER,
            quiet: Annotated[bool, typer.Option(
-               "--quiet", "-q", help="Log only runs that failed or were abandoned, and the "
-                                     "summary.")] = False,
+               "--quiet", "-q", help="Log only the policy it runs under, runs that failed or "
+                                     "were abandoned, and the summary.")] = False,
            json: Annotated[bool, typer.Option(
                "--json", help="Log JSON lines: one per run taken or left, a summary last.")]
            = False,

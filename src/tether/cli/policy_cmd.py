@@ -151,15 +151,16 @@ def explain(agent: Annotated[str, typer.Option(help="The agent's name.", metavar
 
 
 SwarmOpt = Annotated[str | None, typer.Option(
-    "--swarm", help="For the runs of this swarm only (default: the whole store).")]
+    "--swarm", help="For the runs of this swarm only (default: the whole store).", metavar="NAME")]
 
 
 @policy_app.command("apply")
 @handle_errors
-def apply(file: Annotated[Path, typer.Argument(help="The policy file (TOML).")],
+def apply(file: Annotated[Path, typer.Argument(help="The policy file (TOML).", metavar="FILE")],
           swarm: SwarmOpt = None,
           as_: Annotated[str | None, typer.Option("--as", help="Act as NAME (default $TETHER_USER "
-                                                               "or the OS user).")] = None) -> None:
+                                                               "or the OS user).",
+                                                  metavar="NAME")] = None) -> None:
     """Check a policy file, then put it in force for the store (or a swarm), journaled.
 
     Every worker of the store picks it up at its next scheduling pass."""
@@ -181,7 +182,8 @@ def apply(file: Annotated[Path, typer.Argument(help="The policy file (TOML).")],
 @policy_app.command("clear")
 @handle_errors
 def clear(swarm: SwarmOpt = None,
-          as_: Annotated[str | None, typer.Option("--as", help="Act as NAME.")] = None) -> None:
+          as_: Annotated[str | None, typer.Option("--as", help="Act as NAME.",
+                                                  metavar="NAME")] = None) -> None:
     """Take the applied policy out of force (journaled): a swarm's runs fall back to the
     store's policy, the store's to the built-in defaults (irreversible needs approval)."""
     from tether import ops
