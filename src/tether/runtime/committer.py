@@ -70,6 +70,9 @@ class GroupCommitter:
         if not self._started:
             self._abort.clear()
             self._started = True
+            if self._thread.ident is not None:  # closed before: a thread starts only once
+                self._thread = threading.Thread(target=self._run, name="tether-writer",
+                                                daemon=True)
             self._thread.start()
 
     def submit_nowait(self, write: Write) -> asyncio.Future[None]:

@@ -128,6 +128,7 @@ class Worker:
         self.runs_driven = 0
         self.drives = DriveLog(on_change)
         self._draining = False
+        self._running = False
         self._wake = asyncio.Event()
         self._delivered: set[int] = set()
         # Sync step functions get threads of their own (one per run at most), apart from the
@@ -137,7 +138,25 @@ class Worker:
     # -- public ---------------------------------------------------------------
     async def run(self, *, until_idle: bool = False, stop: asyncio.Event | None = None,
                   handle_signals: bool = False, grace: float = 10.0) -> WorkerStats:
-        """Drive runs until ``stop`` is set (or, with ``until_idle``, nothing is runnable)."""
+        """Drive runs until ``stop`` is set (or, with ``until_idle``, nothing is runnable).
+
+        A worker can run again once a ``run()`` returned; each returns the stats of that
+        run only. Two ``run()`` of one worker at once are refused (UsageError).
+        """
+        if self._running:
+            raise UsageError(f"worker {self.owner} is already running; wait for its run() to "
+                             "return, or make another Worker")
+        self._running = True
+        try:
+            return await self._run(until_idle, stop, handle_signals, grace)
+        finally:
+            self._running = False
+
+    async def _run(self, until_idle: bool, stop: asyncio.Event | None, handle_signals: bool,
+                   grace: float) -> WorkerStats:
+        # Fresh per run: the last run's drain and counts must not carry over.
+        self._draining, self.runs_driven, self.finished = False, 0, {}
+        self._delivered = set()
         self._wake = asyncio.Event()
         # Only a worker that is to end gives up on a failing store (and says so).
         self.health.give_up_after = self.committer.storage_patience if until_idle else None

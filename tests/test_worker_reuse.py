@@ -1,0 +1,61 @@
+"""A Worker object can run again: each ``run()`` drives what is runnable then and
+returns its own stats; running one Worker twice at once is refused clearly."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tether import Done, StepAgent, Worker, start_run
+from tether.errors import UsageError
+from tether.store.sqlite import SQLiteStore
+
+
+def _step(ctx: Any, state: dict[str, Any]) -> Any:
+    state["n"] = state.get("n", 0) + 1
+    return Done({"n": state["n"]}) if state["n"] >= 2 else None
+
+
+AGENT = StepAgent(_step, name="twice")
+
+
+def test_a_worker_runs_again_with_fresh_stats(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "w.db")
+    try:
+        w = Worker(store, agents={"twice": AGENT})
+        first = start_run(store, AGENT, agent_ref="twice", goal="g")
+        stats1 = asyncio.run(w.run(until_idle=True))
+        assert (stats1.runs_driven, stats1.finished) == (1, {"done": 1})
+        second = [start_run(store, AGENT, agent_ref="twice", goal="g") for _ in range(2)]
+        stats2 = asyncio.run(w.run(until_idle=True))  # a new event loop, as the CLI does
+        assert (stats2.runs_driven, stats2.finished) == (2, {"done": 2})
+        for rid in (first, *second):
+            row = store.get_run(rid)
+            assert row is not None and row.status == "done", rid
+        assert (asyncio.run(w.run(until_idle=True)).runs_driven) == 0  # nothing left
+    finally:
+        store.close()
+
+
+def test_running_one_worker_twice_at_once_is_refused(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "w.db")
+    try:
+        w = Worker(store, agents={"twice": AGENT})
+
+        async def both() -> None:
+            stop = asyncio.Event()
+            task = asyncio.create_task(w.run(stop=stop))
+            await asyncio.sleep(0)  # the first run() is under way
+            with pytest.raises(UsageError, match="already running"):
+                await w.run(until_idle=True)
+            stop.set()
+            await task
+
+        asyncio.run(both())
+        start_run(store, AGENT, agent_ref="twice", goal="g")
+        assert asyncio.run(w.run(until_idle=True)).finished == {"done": 1}  # still usable
+    finally:
+        store.close()
