@@ -94,7 +94,7 @@ def _rewind_copy(p: rb.RollbackPlan, root: Path, store: Store) -> list[str]:
                              f"{u.effect.id} needs tool {u.tool!r}; use --shared-workspace")
         token = _current.set(ToolContext(p.run.id, p.to_step, None, None, root, chunk=store.chunk))
         try:
-            tool.fn(**tool.validate(u.arguments))
+            rb.call_undo(tool, tool.validate(u.arguments))
         finally:
             _current.reset(token)
         done.append(u.effect.id)

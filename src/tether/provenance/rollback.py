@@ -209,6 +209,15 @@ def undo_tools(run: RunRow, extra: dict[str, Tool] | None) -> dict[str, Tool]:
     return registry
 
 
+def call_undo(tool: Tool, args: dict[str, Any]) -> Any:
+    """Run an undo tool to completion (an async one on an event loop of its own), in the
+    tool context the caller set; its result, or what it raised."""
+    out = tool.fn(**args)
+    if asyncio.iscoroutine(out):
+        out = asyncio.run(out)
+    return out
+
+
 def undo(j: RunJournal, u: Undo, registry: dict[str, Tool]) -> None:
     """Undo one effect, write-ahead, and mark it (and its file versions) undone."""
     from tether.runtime.context import json_safe
@@ -234,9 +243,7 @@ def undo(j: RunJournal, u: Undo, registry: dict[str, Tool]) -> None:
     tc = ToolContext(e.run, step, e.id, f"undo:{e.id}", _workspace(j.row), chunk=j.store.chunk)
     token = _current.set(tc)
     try:
-        out = tool.fn(**args)
-        if asyncio.iscoroutine(out):
-            out = asyncio.run(out)
+        out = call_undo(tool, args)
     except Exception as exc:
         # Journaled; the undo stays started (it may have acted in part): an idempotent one
         # runs again with the next rollback, another waits for an operator to settle it.

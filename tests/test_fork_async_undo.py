@@ -1,0 +1,74 @@
+"""A fork rewinds its workspace copy with the parent's undos: an async undo is awaited
+(it used to be called, its coroutine dropped, and the effect still listed as undone)."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import warnings
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tether import Done, StepAgent, Worker, ops, start_run, tool
+from tether.provenance.fork import fork
+from tether.store.sqlite import SQLiteStore
+from tether.tools.base import current, register_undo
+
+
+@tool(effect="reversible")
+async def unstamp(name: str) -> str:
+    """Remove a stamp file from the workspace (the undo of :func:`stamp`)."""
+    await asyncio.sleep(0)  # a real suspension point: only an awaited undo gets past it
+    root = current().workspace
+    assert root is not None
+    (root / name).unlink()
+    return f"removed {name}"
+
+
+@tool(effect="reversible")
+async def stamp(name: str) -> str:
+    """Write a stamp file into the workspace; undone by :func:`unstamp`."""
+    root = current().workspace
+    assert root is not None
+    (root / name).write_text("stamped\n")
+    register_undo(unstamp, name=name)
+    return f"wrote {name}"
+
+
+async def _stamper(ctx: Any, state: dict[str, Any]) -> Any:
+    n = state["n"] = state.get("n", 0) + 1
+    await ctx.call(stamp, name=f"stamp-{n}.txt")
+    return Done() if n >= 3 else None
+
+
+STAMPER = StepAgent(_stamper, name="stamper", tools=[stamp, unstamp])
+
+
+def test_a_fork_awaits_an_async_undo_on_its_copy(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("tether.provenance.fork.load_agent", lambda ref, reg=None: STAMPER)
+    monkeypatch.setattr("tether.provenance.rollback.load_agent", lambda ref, reg=None: STAMPER)
+    store = SQLiteStore(tmp_path / "f.db")
+    try:
+        ws = tmp_path / "ws"
+        run = start_run(store, STAMPER, agent_ref="stamper", goal="g", workspace=ws)
+        asyncio.run(Worker(store, agents={"stamper": STAMPER}).run(until_idle=True))
+        assert sorted(p.name for p in ws.iterdir()) == [f"stamp-{n}.txt" for n in (1, 2, 3)]
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            child = fork(store, run, 1, who="human:ops")
+            gc.collect()  # a dropped coroutine warns when it is collected
+        assert not [w for w in seen if "never awaited" in str(w.message)], seen
+        row = store.get_run(child)
+        assert row is not None
+        copy = Path(row.spec["workspace"])
+        # The undos of steps 3 and 2 ran on the copy; the parent's files are untouched.
+        assert sorted(p.name for p in copy.iterdir()) == ["stamp-1.txt"]
+        assert sorted(p.name for p in ws.iterdir()) == [f"stamp-{n}.txt" for n in (1, 2, 3)]
+        undone = row.spec["forked_from"]["workspace_undone"]
+        assert len(undone) == 2
+        assert ops.run_state(store, child)[2]["n"] == 1
+    finally:
+        store.close()
