@@ -11,12 +11,17 @@ What is detected:
 * a changed checkpoint body: it no longer matches the hash its step journaled;
 * a changed provenance index: the links (which ``tether impact`` and cascade
   rollbacks walk) no longer match the ones the events' causes imply;
-* a changed message or version row: its sender, recipient or body, or its
-  writer, key or value, no longer match the event that made it;
+* a changed message, version or effect row: what it was made with (sender,
+  recipient, body; writer, key, value, a file's path and hash; an effect's tool,
+  arguments, result and undo) no longer matches the event that made it
+  (see :mod:`tether.audit.rows`);
 * a changed, removed or inserted operator setting in the store chain
   (``audit/store_chain.py``).
 
 An erased payload (NULL, kept hash) is allowed: that is what payload hashing is for.
+Its checkpoint and rows are still checked, against the event's seal
+(:mod:`tether.core.seals`), which erasure keeps; only events written before seals
+existed lose that check with their payload.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from tether.audit.rows import RowFacts, check_rows, expected_seal
 from tether.audit.store_chain import verify_store_chain
 from tether.core.canonical import loads
 from tether.core.events import (
@@ -80,6 +86,7 @@ def verify_store(store: Store, *, progress: Callable[[int, int], None] | None = 
             # An event so damaged it cannot be read or hashed: name what we can and go on.
             rep.problems.append(f"run {run}: unreadable event ({exc})")
             hashes[run] = {}
+            facts.rows.unreadable.add(run)
         rep.runs += 1
         if progress:
             progress(i + 1, len(runs))
@@ -119,7 +126,7 @@ def verify_store(store: Store, *, progress: Callable[[int, int], None] | None = 
             rep.problems.append(f"run {run}: events {sorted(missing)[:5]} are in no commit batch "
                                 "(inserted outside tether)")
     _verify_links(store, facts, rep)
-    _verify_world(store, facts, rep)
+    check_rows(store, facts.rows, rep.problems)
     return rep
 
 
@@ -131,44 +138,8 @@ class _LinkFacts:
     at: dict[str, tuple[str, int, int]] = field(default_factory=dict)
     sources: list[Event] = field(default_factory=list)
     runs: set[str] = field(default_factory=set)
-    writes: dict[str, Event] = field(default_factory=dict)
-    """``message.sent`` and ``blackboard.write`` events, by id: what the rows must say."""
-    intents: dict[str, Event] = field(default_factory=dict)
-    """``effect.intent`` events, by id: the writers file versions name."""
-
-
-def _verify_world(store: Store, facts: _LinkFacts, rep: VerifyReport) -> None:
-    """Message and version rows must say what the (verified) events that made them say.
-
-    Their statuses change with later events (delivery, retraction, rollback); what a row
-    was made with (sender, recipient, body; writer, key, value) does not.
-    """
-    try:
-        messages, versions = store.messages(), store.versions()
-    except StoreError as exc:
-        rep.problems.append(f"messages or versions cannot be read ({exc})")
-        return
-    for m in messages:
-        e = facts.writes.get(m.id)
-        p = e.payload if e is not None and e.kind == "message.sent" else None
-        if e is None or (p is not None and (
-                m.sender != e.run or (m.epoch, m.step) != (e.epoch, e.step)
-                or m.recipient != p.get("to") or m.body != p.get("body")
-                or m.topic != p.get("topic"))):
-            rep.problems.append(f"message {m.id}: the row does not match its message.sent event "
-                                "(its sender, recipient or body was changed outside tether)")
-            return
-    for v in versions:
-        e = facts.writes.get(v.event) if v.ns.startswith("board:") else facts.intents.get(v.event)
-        ok = e is not None and v.run == e.run and (v.epoch, v.step) == (e.epoch, e.step)
-        if ok and e is not None and e.payload is not None and v.ns.startswith("board:"):
-            ok = e.kind == "blackboard.write" and v.key == e.payload.get("key") \
-                and v.value == e.payload.get("value")
-        if not ok:
-            rep.problems.append(f"version {v.version} of {v.key!r} ({v.ns}): the row does not "
-                                f"match the event that wrote it ({v.event}): changed outside "
-                                "tether")
-            return
+    rows: RowFacts = field(default_factory=RowFacts)
+    """What message, version and effect rows must say; which events were not verified."""
 
 
 def _verify_links(store: Store, facts: _LinkFacts, rep: VerifyReport) -> None:
@@ -188,7 +159,7 @@ def _verify_links(store: Store, facts: _LinkFacts, rep: VerifyReport) -> None:
     except StoreError as exc:
         rep.problems.append(f"provenance links cannot be read ({exc})")
         return
-    have = {x for x in have if x[8] not in erased}
+    have = {x for x in have if x[8] not in erased and not _unverified(facts.rows, x)}
     for what, diff in (("missing", want - have), ("not implied by any event", have - want)):
         if diff:
             x = sorted(diff)[0]
@@ -196,6 +167,13 @@ def _verify_links(store: Store, facts: _LinkFacts, rep: VerifyReport) -> None:
                                 f"run {x[1]} step {x[3]} to run {x[5]} step {x[7]} (event {x[8]}); "
                                 "the links table was changed outside tether, so `tether impact` "
                                 "cannot be trusted until it is restored from a backup")
+
+
+def _unverified(rows: RowFacts, link: tuple[str, str, int, int, str, str, int, int, str]) -> bool:
+    """A link from or to an event the audit could not verify (already named as damaged):
+    whether it is implied cannot be told, and saying the index changed would mislead."""
+    return (link[4] in rows.unchecked or link[8] in rows.unchecked
+            or link[1] in rows.unreadable or link[5] in rows.unreadable)
 
 
 def _verify_checkpoints(store: Store, run: str, recorded: dict[tuple[int, int], str | None],
@@ -244,47 +222,53 @@ def _verify_run(store: Store, run: str, rep: VerifyReport, facts: _LinkFacts) ->
     for e in store.events(run):
         rep.events += 1
         chain[e.seq] = e.hash
-        if bad:
-            continue
-        where = f"run {run} event #{e.seq} ({e.kind}, id {e.id})"
-        if e.seq != expected:
-            rep.problems.append(f"{where}: seq {e.seq} follows #{expected - 1} "
-                                "(events were removed or inserted)")
-            bad = True
+        if not bad:
+            problem = _event_problem(e, prev, expected)
+            if problem:
+                rep.problems.append(f"run {run} event #{e.seq} ({e.kind}, id {e.id}): {problem}")
+                bad = True
+        if bad:  # this and what follows cannot be trusted: their rows are not judged
+            facts.rows.unchecked.add(e.id)
             continue
         expected += 1
-        try:
-            h = event_hash(dataclasses.replace(e, prev=prev, hash=""))
-        except TypeError as exc:  # e.g. bytes that are not UTF-8 any more
-            rep.problems.append(f"{where}: a field is no longer valid text ({exc})")
-            bad = True
-            continue
-        if h != e.hash:
-            rep.problems.append(f"{where}: hash mismatch (a field or the payload of this event, "
-                                "or its predecessor, was changed)")
-            bad = True
-            continue
-        erased = e.payload is None and e.payload_hash != _NULL_DIGEST
-        if not erased and payload_digest(e.payload) != e.payload_hash:
-            rep.problems.append(f"{where}: payload does not match its hash (payload changed)")
-            bad = True
-            continue
         prev = e.hash
-        facts.at[e.id] = (e.run, e.epoch, e.step)
-        facts.runs.add(e.run)
-        if e.kind in ("message.sent", "blackboard.write"):
-            facts.writes[e.id] = e
-        elif e.kind == "effect.intent":
-            facts.intents[e.id] = e
-        if (e.causes and e.kind in LINK_KINDS) or e.kind in ("rollback", "run.started"):
-            facts.sources.append(e)
-        if e.kind in ("checkpoint", "step.finished"):
-            if erased:  # its checkpoint hash was erased with it: nothing to compare against
-                ckpts[(e.epoch, e.step)] = None
-            elif isinstance(e.payload, dict):
-                info = e.payload if e.kind == "checkpoint" else e.payload.get("checkpoint")
-                if isinstance(info, dict) and "hash" in info:
-                    ckpts[(e.epoch, e.step)] = info["hash"]
+        _take(facts, e, ckpts)
     if not bad:
         _verify_checkpoints(store, run, ckpts, rep)
     return chain
+
+
+def _event_problem(e: Event, prev: str, expected: int) -> str | None:
+    """What is wrong with ``e`` as the next event of its chain, or None."""
+    if e.seq != expected:
+        return f"seq {e.seq} follows #{expected - 1} (events were removed or inserted)"
+    try:
+        h = event_hash(dataclasses.replace(e, prev=prev, hash=""))
+    except TypeError as exc:  # e.g. bytes that are not UTF-8 any more
+        return f"a field is no longer valid text ({exc})"
+    if h != e.hash:
+        return ("hash mismatch (a field or the payload of this event, or its predecessor, "
+                "was changed)")
+    if not _erased(e) and payload_digest(e.payload) != e.payload_hash:
+        return "payload does not match its hash (payload changed)"
+    return None
+
+
+def _erased(e: Event) -> bool:
+    return e.payload is None and e.payload_hash != _NULL_DIGEST
+
+
+def _take(facts: _LinkFacts, e: Event, ckpts: dict[tuple[int, int], str | None]) -> None:
+    """Note what a verified event implies: links, rows, its step's checkpoint hash."""
+    facts.at[e.id] = (e.run, e.epoch, e.step)
+    facts.runs.add(e.run)
+    erased = _erased(e)
+    facts.rows.note(e, erased)
+    if (e.causes and e.kind in LINK_KINDS) or e.kind in ("rollback", "run.started"):
+        facts.sources.append(e)
+    if e.kind in ("checkpoint", "step.finished"):
+        seal = expected_seal(e, erased)
+        if seal is None:  # erased before seals existed: nothing left to compare against
+            ckpts.setdefault((e.epoch, e.step), None)
+        elif "checkpoint" in seal:
+            ckpts[(e.epoch, e.step)] = seal["checkpoint"]

@@ -5,9 +5,14 @@ canonical encoding of all its fields but ``hash``, where the payload is
 replaced by the payload's own SHA-256 and ``prev`` is the previous event's
 hash (the first event links to :func:`genesis`). Replacing the payload by its
 hash lets a payload be erased later (privacy, secrets) without breaking the
-chain. Each group commit also appends one link to a store-wide chain of
-batches, naming (run, seq, hash) of every event it committed, so a truncated
-or deleted run is detected too.
+chain. An event that makes rows (a checkpoint, a message, a version, an effect
+row) also carries a *seal*, hashes of those rows (:mod:`tether.core.seals`),
+chained with it but kept apart from the payload: erasing the payload keeps
+what its rows must say. An event without a seal is hashed exactly as before
+seals existed, so chains written by release 0.1.0 still verify. Each group
+commit also appends one link to a store-wide chain of batches, naming (run,
+seq, hash) of every event it committed, so a truncated or deleted run is
+detected too.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from tether.core.canonical import digest, dumps
+from tether.core.seals import Seal, seal_of
 
 KINDS: Final = frozenset({
     "run.started", "step.started", "step.finished", "model.called", "tool.called",
@@ -72,6 +78,9 @@ class Event:
     """Hash of the previous event of the run (or the run's genesis hash)."""
     hash: str = field(default="")
     """Hash of this event: see the module docstring."""
+    seal: Seal = ()
+    """Hashes of the rows this event made (:mod:`tether.core.seals`), kept when the payload
+    is erased; empty for events that make none, and for those written by release 0.1.0."""
 
     def to_json(self) -> dict[str, Any]:
         """The public JSON form (``tether events --json``)."""
@@ -84,11 +93,14 @@ class Event:
 
 def event_hash(e: Event) -> str:
     """Compute the chained hash of ``e`` from its fields (payload by hash)."""
-    return digest({
+    fields: dict[str, Any] = {
         "id": e.id, "run": e.run, "seq": e.seq, "epoch": e.epoch, "step": e.step,
         "kind": e.kind, "time": e.time, "actor": e.actor, "causes": list(e.causes),
         "payload": e.payload_hash, "prev": e.prev,
-    })
+    }
+    if e.seal:  # only then: an event without one hashes as it did in 0.1.0
+        fields["seal"] = dict(e.seal)
+    return digest(fields)
 
 
 def payload_digest(payload: Any) -> str:
@@ -120,7 +132,8 @@ class Chain:
             raise ValueError(f"unknown event kind {kind!r} for run {self.run}")
         e = Event(id=id, run=self.run, seq=self.seq + 1, epoch=epoch, step=step, kind=kind,
                   time=time, actor=actor, causes=causes, payload=payload,
-                  payload_hash=payload_digest(payload), prev=self.head)
+                  payload_hash=payload_digest(payload), prev=self.head,
+                  seal=seal_of(kind, payload))
         h = event_hash(e)
         object.__setattr__(e, "hash", h)
         self.seq, self.head = e.seq, h

@@ -125,6 +125,12 @@ MIGRATIONS: Final[tuple[str, ...]] = (
         n INTEGER PRIMARY KEY, id TEXT NOT NULL, kind TEXT NOT NULL, scope TEXT NOT NULL,
         time TEXT NOT NULL, actor TEXT NOT NULL, payload BLOB NOT NULL, hash BLOB NOT NULL);
     """,
+    # 6: an event's seal (hashes of the rows it made, chained with it, kept when its payload
+    #    is erased; see tether.core.seals). NULL for events that make no rows and for every
+    #    event written before: those hash as they always did.
+    """
+    ALTER TABLE events ADD COLUMN seal BLOB;
+    """,
 )
 
 VERSION: Final = len(MIGRATIONS)

@@ -35,6 +35,7 @@ from tether.store.sqlite_rows import (
     row_effect,
     row_event,
     row_run,
+    seal_value,
     time_us,
 )
 from tether.store.sqlite_settings import SQLiteSettings
@@ -102,10 +103,11 @@ class SQLiteStore(SQLiteSwarm, SQLiteSettings):
         rk = self._rk(w.run, c, create=True)
         assert rk is not None
         c.executemany(
-            f"INSERT INTO events({EVENT_COLS}) VALUES(?,?,?,?,?,?,?,?,?,?,?,?)",
+            f"INSERT INTO events({EVENT_COLS}) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?)",
             [(rk, e.seq, ulid_bytes(e.id), e.epoch, e.step, e.kind, time_us(e.time), e.actor,
               dumps(list(e.causes)),
-              dumps(e.payload), None, bytes.fromhex(e.hash)) for e in w.events])
+              dumps(e.payload), None, bytes.fromhex(e.hash), seal_value(e.seal))
+             for e in w.events])
         if w.run_row is not None:
             self._write_run(c, w)
         for f in w.effects:

@@ -10,10 +10,12 @@ from typing import Any
 from tether.core.canonical import dumps, loads
 from tether.core.events import Event
 from tether.core.ids import ulid_bytes, ulid_str
+from tether.core.seals import Seal
 from tether.errors import StoreCorrupt
 from tether.store.records import ApprovalRow, EffectRow, RunRow
 
-EVENT_COLS = "rk, seq, id, epoch, step, kind, time, actor, causes, payload, payload_hash, hash"
+EVENT_COLS = ("rk, seq, id, epoch, step, kind, time, actor, causes, payload, payload_hash, hash, "
+              "seal")
 RUN_COLS = ("id, name, agent, swarm, goal, status, epoch, step, seq, head, spec, budget, usage, "
              "wake_at, created, updated, reason, parent")
 EFFECT_COLS = ("id, run, epoch, step, idx, tool, effect, idempotent, key, status, arguments, "
@@ -45,8 +47,9 @@ def row_event(r: sqlite3.Row | tuple[Any, ...], run: str, prev: str = "") -> Eve
     try:
         payload = loads(r[9]) if r[9] is not None else None
         causes = tuple(loads(r[8]))
+        seal = _seal(r[12])
     except ValueError as exc:
-        raise StoreCorrupt(f"run {run} event #{r[1]}: stored payload or causes are not valid "
+        raise StoreCorrupt(f"run {run} event #{r[1]}: stored payload, causes or seal are not valid "
                            f"JSON ({exc}); the event was changed outside tether") from exc
     ph = bytes(r[10]).hex() if r[10] is not None else hashlib.sha256(bytes(r[9] or b"")).hexdigest()
     try:
@@ -56,7 +59,23 @@ def row_event(r: sqlite3.Row | tuple[Any, ...], run: str, prev: str = "") -> Eve
                            "event was changed outside tether") from exc
     return Event(id=ulid_str(bytes(r[2])), run=run, seq=r[1], epoch=r[3], step=r[4], kind=r[5], time=when,
                  actor=r[7], causes=causes, payload=payload,
-                 payload_hash=ph, prev=prev, hash=bytes(r[11]).hex())
+                 payload_hash=ph, prev=prev, hash=bytes(r[11]).hex(), seal=seal)
+
+
+def seal_value(seal: Seal) -> bytes | None:
+    """How a seal is stored: canonical JSON of its names and hashes, NULL when empty."""
+    return dumps(dict(seal)) if seal else None
+
+
+def _seal(data: bytes | None) -> Seal:
+    if data is None:
+        return ()
+    value = loads(data)
+    if not isinstance(value, dict):
+        raise ValueError("a seal must be a JSON object")
+    # As stored, even if changed: the event's hash then tells, naming the event.
+    return tuple(sorted((str(k), v if isinstance(v, str) else dumps(v).decode())
+                        for k, v in value.items()))
 
 
 def row_run(r: tuple[Any, ...]) -> RunRow:

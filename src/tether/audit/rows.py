@@ -1,0 +1,174 @@
+"""The audit of projection rows: each must say what the (verified) event that made it says.
+
+Message, version and effect rows are written with their events, in the same
+transaction; what a row was made with never changes after (its status does:
+delivery, retraction, rollback). Each is compared with its event's seal
+(:mod:`tether.core.seals`), which survives the erasure of the payload; an
+event written before seals existed is compared through its payload while the
+payload is there. Rows made by events the audit could not verify (they follow
+a damaged event of their run) are not judged again: that event is already
+named.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from tether.core.events import Event
+from tether.core.seals import (
+    effect_digest,
+    files_digest,
+    message_digest,
+    outcome_digest,
+    seal_of,
+    version_digest,
+)
+from tether.errors import StoreError
+from tether.store.protocol import Store
+from tether.store.records import EffectRow, MessageRow, VersionRow
+
+_MADE = ("message.sent", "blackboard.write", "effect.intent")
+_OUTCOMES = ("effect.done", "effect.failed", "effect.in_doubt", "effect.resolved")
+_UNSET = outcome_digest(None, None)
+"""An effect row's result and undo from its intent until an outcome event sets them."""
+
+
+def expected_seal(e: Event, erased: bool) -> dict[str, str] | None:
+    """What ``e`` says its rows hold: its seal, or for an event written before seals
+    existed the same names derived from its payload; None once that payload is erased."""
+    if e.seal:
+        return dict(e.seal)
+    return None if erased else dict(seal_of(e.kind, e.payload))
+
+
+@dataclass(slots=True)
+class RowFacts:
+    """What the rows must say, gathered from the verified events in chain order."""
+
+    made: dict[str, tuple[Event, dict[str, str] | None]] = field(default_factory=dict)
+    """``message.sent``, ``blackboard.write`` and ``effect.intent`` events by id, with
+    their expected seals."""
+    outcome: dict[str, str | None] = field(default_factory=dict)
+    """Effect id: the outcome digest its row must hold now (None: erased, unknown)."""
+    files: dict[str, list[str | None]] = field(default_factory=dict)
+    """Effect id: files digests of the events that wrote its file versions."""
+    unchecked: set[str] = field(default_factory=set)
+    """Ids of events that could not be verified (at or after a damaged one)."""
+    unreadable: set[str] = field(default_factory=set)
+    """Runs whose events could not be read at all."""
+
+    def note(self, e: Event, erased: bool) -> None:
+        """Take in one verified event."""
+        if e.kind in _MADE:
+            seal = expected_seal(e, erased)
+            self.made[e.id] = (e, seal)
+            if e.kind == "effect.intent":
+                self.outcome[e.id] = _UNSET
+        elif e.kind in _OUTCOMES and e.causes:
+            seal = expected_seal(e, erased)
+            effect = e.causes[0]
+            self.outcome[effect] = None if seal is None else seal.get("outcome")
+            if seal is None:
+                self.files.setdefault(effect, []).append(None)
+            elif "files" in seal:
+                self.files.setdefault(effect, []).append(seal["files"])
+            elif (e.kind == "effect.resolved" and isinstance(e.payload, dict)
+                  and e.payload.get("resolution") == "done"):
+                # Resolved as done before seals: it wrote versions it did not journal.
+                self.files.setdefault(effect, []).append(None)
+
+    def skipped(self, event: str, run: str) -> bool:
+        """Rows of an event the audit could not verify are not judged."""
+        return event in self.unchecked or run in self.unreadable
+
+
+def check_rows(store: Store, facts: RowFacts, problems: list[str]) -> None:
+    """Compare message, version and effect rows with their events; one problem per table."""
+    try:
+        messages, versions, effects = store.messages(), store.versions(), store.effects()
+    except StoreError as exc:
+        problems.append(f"messages, versions or effects cannot be read ({exc})")
+        return
+    checks: list[Callable[[], str | None]] = [
+        lambda: _first(_message_problem(facts, m) for m in messages),
+        lambda: _first(_version_problem(facts, v) for v in versions),
+        lambda: _files_problem(facts, versions),
+        lambda: _first(_effect_problem(facts, f) for f in effects),
+    ]
+    for check in checks:
+        found = check()
+        if found:
+            problems.append(found)
+
+
+def _first(found: Iterable[str | None]) -> str | None:
+    return next((p for p in found if p), None)
+
+
+def _made(facts: RowFacts, event: str, kind: str) -> tuple[Event, dict[str, str] | None] | None:
+    got = facts.made.get(event)
+    return got if got is not None and got[0].kind == kind else None
+
+
+def _message_problem(facts: RowFacts, m: MessageRow) -> str | None:
+    if facts.skipped(m.id, m.sender):
+        return None
+    made = _made(facts, m.id, "message.sent")
+    ok = made is not None and (m.sender, m.epoch, m.step) == (made[0].run, made[0].epoch,
+                                                               made[0].step)
+    if ok and made is not None and made[1] is not None and "message" in made[1]:
+        ok = message_digest(m.recipient, m.topic, m.body) == made[1]["message"]
+    if ok:
+        return None
+    return (f"message {m.id}: the row does not match its message.sent event (its sender, "
+            "recipient, topic or body was changed outside tether)")
+
+
+def _version_problem(facts: RowFacts, v: VersionRow) -> str | None:
+    if facts.skipped(v.event, v.run):
+        return None
+    board = v.ns.startswith("board:")
+    made = _made(facts, v.event, "blackboard.write" if board else "effect.intent")
+    ok = made is not None and (v.run, v.epoch, v.step) == (made[0].run, made[0].epoch,
+                                                           made[0].step)
+    if ok and board and made is not None and made[1] is not None and "version" in made[1]:
+        ok = version_digest(v.key, v.value) == made[1]["version"]
+    if ok:
+        return None
+    return (f"version {v.version} of {v.key!r} ({v.ns}): the row does not match the event that "
+            f"wrote it ({v.event}): changed outside tether")
+
+
+def _files_problem(facts: RowFacts, versions: list[VersionRow]) -> str | None:
+    """The file versions of each effect, together, must be the files its events wrote."""
+    by_effect: dict[str, dict[str, str | None]] = {}
+    for v in versions:
+        if v.ns.startswith("file:") and not facts.skipped(v.event, v.run):
+            by_effect.setdefault(v.event, {})[v.key] = v.hash
+    for effect, files in by_effect.items():
+        wrote = facts.files.get(effect, [])
+        if None in wrote or files_digest(files) in wrote:
+            continue
+        return (f"file versions of effect {effect} ({', '.join(sorted(files))}): their paths or "
+                "hashes do not match the files its effect.done (or effect.resolved) event "
+                "journaled: changed outside tether")
+    return None
+
+
+def _effect_problem(facts: RowFacts, f: EffectRow) -> str | None:
+    if facts.skipped(f.id, f.run):
+        return None
+    made = _made(facts, f.id, "effect.intent")
+    ok = made is not None and (f.run, f.epoch, f.step, f.key) == (made[0].run, made[0].epoch,
+                                                                  made[0].step, made[0].id)
+    if ok and made is not None and made[1] is not None and "effect" in made[1]:
+        ok = effect_digest(f.idx, f.tool, f.effect, f.idempotent, f.arguments) == made[1]["effect"]
+    want = facts.outcome.get(f.id)
+    if ok and want is not None:
+        ok = outcome_digest(f.result, f.undo) == want
+    if ok:
+        return None
+    return (f"effect {f.id} ({f.tool}, run {f.run} step {f.step}): the row does not match its "
+            "events (its tool, arguments, result or undo was changed outside tether; a rollback "
+            "would run what the row says)")

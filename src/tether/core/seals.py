@@ -1,0 +1,113 @@
+"""Seals: what an event commits to beyond its payload.
+
+Some events make rows or bodies that tether reads back later: a step's
+checkpoint body, a message row, a blackboard or file version, an effect row
+(which rollback reads its undo from). The audit compares each with the event
+that made it. A payload can be erased, though, and with it what the row must
+say. So every such event also carries a *seal*: a few named hashes of exactly
+the values its rows hold, computed from the payload when the event is made and
+chained with the event's other fields (see :func:`tether.core.events.event_hash`),
+but kept outside the payload, so erasing the payload keeps them.
+
+A name's meaning never changes once written (old seals are compared as they
+were made); new names may be added. The names:
+
+* ``checkpoint``: the SHA-256 of the checkpoint body (``checkpoint`` and
+  ``step.finished`` events);
+* ``message``: :func:`message_digest` of the message row (``message.sent``);
+* ``version``: :func:`version_digest` of the blackboard version row
+  (``blackboard.write``);
+* ``effect``: :func:`effect_digest` of what an effect row keeps for its life
+  (``effect.intent``);
+* ``outcome``: :func:`outcome_digest` of the result and undo the effect row holds
+  after this event (``effect.done``, ``effect.failed``, ``effect.in_doubt``,
+  ``effect.resolved``);
+* ``files``: :func:`files_digest` of the file versions the event wrote
+  (``effect.done``, and ``effect.resolved`` as done when it names its ``files``).
+
+Events written before seals existed (release 0.1.0) carry none: the audit then
+derives the same names from the payload while it is there, and cannot check
+their rows once it is erased.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from tether.core.canonical import digest
+
+Seal = tuple[tuple[str, str], ...]
+"""(name, hex hash) pairs sorted by name; empty for an event that makes no rows."""
+
+
+def message_digest(recipient: Any, topic: Any, body: Any) -> str:
+    """What a message row says beyond its sender and step (the event's own fields)."""
+    return digest(["message", recipient, topic, body])
+
+
+def version_digest(key: Any, value: Any) -> str:
+    """What a blackboard version row says beyond its writer and step."""
+    return digest(["version", key, value])
+
+
+def effect_digest(idx: Any, tool: Any, effect: Any, idempotent: Any, arguments: Any) -> str:
+    """What an effect row keeps from its intent for its whole life."""
+    return digest(["effect", idx, tool, effect, idempotent, arguments])
+
+
+def outcome_digest(result: Any, undo: Any) -> str:
+    """The result and the undo an effect row holds (rollback runs that undo)."""
+    return digest(["outcome", result, undo])
+
+
+def files_digest(files: Mapping[str, Any]) -> str:
+    """The file versions (path and content hash) one event wrote."""
+    return digest(["files", sorted([k, v] for k, v in files.items())])
+
+
+def seal_of(kind: str, payload: Any) -> Seal:
+    """The seal of an event of ``kind`` with ``payload`` (empty if it makes no rows)."""
+    if not isinstance(payload, dict):
+        return ()
+    p = payload
+    out: dict[str, str] = {}
+    if kind in ("checkpoint", "step.finished"):
+        info = p if kind == "checkpoint" else p.get("checkpoint")
+        if isinstance(info, dict) and isinstance(info.get("hash"), str):
+            out["checkpoint"] = info["hash"]
+    elif kind == "message.sent":
+        out["message"] = message_digest(p.get("to"), p.get("topic"), p.get("body"))
+    elif kind == "blackboard.write":
+        out["version"] = version_digest(p.get("key"), p.get("value"))
+    elif kind == "effect.intent":
+        out["effect"] = effect_digest(p.get("i"), p.get("tool"), p.get("effect"),
+                                      p.get("idempotent"), p.get("arguments"))
+    elif kind in _OUTCOMES:
+        out.update(_OUTCOMES[kind](p))
+    return tuple(sorted(out.items()))
+
+
+def _done(p: dict[str, Any]) -> dict[str, str]:
+    after = p.get("after")
+    files = after.get("files") if isinstance(after, dict) else None
+    return {"outcome": outcome_digest(p.get("result"), p.get("undo")),
+            "files": files_digest(files if isinstance(files, dict) else {})}
+
+
+def _resolved(p: dict[str, Any]) -> dict[str, str]:
+    # Only an in-doubt effect is resolved: its row had no result and no undo.
+    done = p.get("resolution") == "done"
+    out = {"outcome": outcome_digest(p.get("result") if done else None, None)}
+    if isinstance(p.get("files"), dict):
+        out["files"] = files_digest(p["files"])
+    return out
+
+
+_OUTCOMES: dict[str, Callable[[dict[str, Any]], dict[str, str]]] = {
+    "effect.done": _done,
+    "effect.failed": lambda p: {"outcome": outcome_digest({"error": p.get("error")}, None)},
+    "effect.in_doubt": lambda p: {"outcome": outcome_digest(None, None)},
+    "effect.resolved": _resolved,
+}
+"""Events that set an effect row's result and undo, and how their seal is made."""
