@@ -11,6 +11,7 @@ that said what it held is gone.
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import sqlite3
 import tempfile
@@ -25,10 +26,12 @@ import pytest
 from typer.testing import CliRunner
 
 from tests import swarm_agents
+from tether import ops, start_run
 from tether.audit import VerifyReport, verify_store
 from tether.cli.app import app
 from tether.core.events import Event
 from tether.core.ids import ulid_bytes
+from tether.store.records import EffectRow
 from tether.store.sqlite import SQLiteStore
 
 Tamper = Callable[[sqlite3.Connection], Any]
@@ -251,3 +254,48 @@ def test_a_changed_payload_is_named_and_nothing_else_is_blamed(base: Base, name:
 
 def _id_bytes(e: Event) -> bytes:
     return ulid_bytes(e.id)
+
+
+# -- a file effect resolved as done by an operator ----------------------------------
+
+def _in_doubt_write(store: SQLiteStore, ws: Path) -> tuple[str, str]:
+    """A run whose fs_write of r.txt happened but was left in doubt (as after a kill
+    between the tool and its result), journaled the way the runtime journals it."""
+    run = start_run(store, swarm_agents.swarmer, agent_ref=swarm_agents.REF, goal="g",
+                    workspace=ws, state={"me": "r", "plan": []})
+    (ws / "r.txt").write_text("written before the kill\n")
+    with ops.holding(store, run) as j:
+        assert j is not None
+        intent = j.append("effect.intent", {
+            "i": 0, "fp": "f", "tool": "fs_write", "effect": "reversible", "idempotent": False,
+            "arguments": {"path": "r.txt", "content": "written before the kill\n"}}, step=1)
+        row = EffectRow(id=intent.id, run=run, epoch=0, step=1, idx=0, tool="fs_write",
+                        effect="reversible", idempotent=False, key=intent.id, status="intent",
+                        arguments=intent.payload["arguments"])
+        j.append("effect.in_doubt", {"i": 0, "tool": "fs_write", "reason": "killed"}, step=1,
+                 causes=(intent.id,))
+        j.effect(dataclasses.replace(row, status="in_doubt"))
+        j.update(status="paused", reason="in doubt")
+        j.flush_sync()
+    return run, intent.id
+
+
+def test_a_resolved_file_effect_journals_its_versions_and_they_are_checked(
+        tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "r.db")
+    try:
+        run, effect = _in_doubt_write(store, tmp_path / "ws")
+        ops.resolve_effect(store, effect, "done", result="checked by hand", who="human:t")
+        resolved = [e for e in store.events(run) if e.kind == "effect.resolved"]
+        (version,) = store.versions(events=[effect])
+        assert resolved[0].payload["files"] == {"r.txt": version.hash} and version.hash
+        store.erase_payload(resolved[0].id)
+        assert verify_store(store).ok
+    finally:
+        store.close()
+    raw = sqlite3.connect(tmp_path / "r.db")
+    with raw:
+        raw.execute("UPDATE versions SET hash = ? WHERE event = ?", ("0" * 64, effect))
+    raw.close()
+    report = verify(tmp_path / "r.db")
+    assert report.first_bad is not None and f"effect {effect}" in report.first_bad

@@ -226,16 +226,21 @@ def resolve_effect(store: Store, effect_ref: str, resolution: str, *, result: An
         assert j is not None
         row = j.row
         by = who or actor()
-        ev = j.append("effect.resolved", {"i": eff.idx, "resolution": resolution,
-                                          "result": result, "by": by},
-                      step=eff.step, actor=by, causes=(eff.id,))
+        payload: dict[str, Any] = {"i": eff.idx, "resolution": resolution, "result": result,
+                                   "by": by}
+        versions = []
+        if resolution == "done":
+            from tether.runtime.swarm import resolved_versions
+            versions = resolved_versions(store, row, eff, time.time())
+            # Journaled, so the audit can hold the version rows to them (the seal keeps
+            # them through an erasure of this payload).
+            payload["files"] = {v.key: v.hash for v in versions}
+        ev = j.append("effect.resolved", payload, step=eff.step, actor=by, causes=(eff.id,))
         new = dataclasses.replace(eff, status=f"resolved_{resolution}", updated=time.time(),
                                   result=result if resolution == "done" else eff.result)
         j.effect(new)
-        if resolution == "done":
-            from tether.runtime.swarm import resolved_versions
-            for v in resolved_versions(store, row, eff, time.time()):
-                j.version(v)
+        for v in versions:
+            j.version(v)
         left = [e for e in store.effects(run=eff.run, status="in_doubt") if e.id != eff.id]
         if not left and row.status == "paused":
             j.append("run.resumed", {"by": by, "from": "paused",
