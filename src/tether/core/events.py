@@ -83,12 +83,16 @@ class Event:
     is erased; empty for events that make none, and for those written by release 0.1.0."""
 
     def to_json(self) -> dict[str, Any]:
-        """The public JSON form (``tether events --json``)."""
-        return {
+        """The public JSON form (``tether events --json``); ``seal`` only when it has one,
+        as in the hash."""
+        out = {
             "id": self.id, "run": self.run, "seq": self.seq, "epoch": self.epoch,
             "step": self.step, "kind": self.kind, "time": self.time, "actor": self.actor,
             "causes": list(self.causes), "payload": self.payload, "hash": self.hash,
         }
+        if self.seal:
+            out["seal"] = dict(self.seal)
+        return out
 
 
 def event_hash(e: Event) -> str:
