@@ -299,3 +299,33 @@ def test_a_resolved_file_effect_journals_its_versions_and_they_are_checked(
     raw.close()
     report = verify(tmp_path / "r.db")
     assert report.first_bad is not None and f"effect {effect}" in report.first_bad
+
+
+# -- the seal itself -----------------------------------------------------------------
+
+def _set_seal(e: Event, value: bytes | None) -> Tamper:
+    return lambda raw: raw.execute("UPDATE events SET seal = ? WHERE id = ?",
+                                   (value, ulid_bytes(e.id)))
+
+
+def _flip_last_byte(raw: sqlite3.Connection, e: Event) -> None:
+    seal = bytes(raw.execute("SELECT seal FROM events WHERE id = ?",
+                             (ulid_bytes(e.id),)).fetchone()[0])
+    _set_seal(e, seal[:-1] + bytes([seal[-1] ^ 1]))(raw)
+
+
+@pytest.mark.parametrize("how", ["flip-a-byte", "remove", "add-to-an-unsealed-event",
+                                 "not-a-seal"])
+@pytest.mark.parametrize("erased", [True, False], ids=["erased", "kept"])
+def test_a_changed_seal_is_found_and_names_its_event(base: Base, how: str, erased: bool) -> None:
+    e = (base.event("b", "blackboard.read") if how == "add-to-an-unsealed-event"
+         else base.event("a", "message.sent"))
+    tamper: Tamper = {
+        "flip-a-byte": lambda raw: _flip_last_byte(raw, e),
+        "remove": _set_seal(e, None),
+        "add-to-an-unsealed-event": _set_seal(e, bytes([2]) + bytes(32)),
+        "not-a-seal": _set_seal(e, b"\x02short"),
+    }[how]
+    report = verify_tampered(base, (e,) if erased else (), tamper)
+    assert report.first_bad is not None
+    assert f"run {e.run} event #{e.seq}" in report.first_bad, report.problems

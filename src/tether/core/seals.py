@@ -38,7 +38,12 @@ from typing import Any
 from tether.core.canonical import digest
 
 Seal = tuple[tuple[str, str], ...]
-"""(name, hex hash) pairs sorted by name; empty for an event that makes no rows."""
+"""(name, hex SHA-256) pairs sorted by name; empty for an event that makes no rows."""
+
+NAMES: tuple[str, ...] = ("checkpoint", "message", "version", "effect", "outcome", "files")
+"""Every seal name, in a fixed order (stores may number them by position: only append)."""
+
+_HEX = frozenset("0123456789abcdef")
 
 
 def message_digest(recipient: Any, topic: Any, body: Any) -> str:
@@ -74,8 +79,9 @@ def seal_of(kind: str, payload: Any) -> Seal:
     out: dict[str, str] = {}
     if kind in ("checkpoint", "step.finished"):
         info = p if kind == "checkpoint" else p.get("checkpoint")
-        if isinstance(info, dict) and isinstance(info.get("hash"), str):
-            out["checkpoint"] = info["hash"]
+        h = info.get("hash") if isinstance(info, dict) else None
+        if isinstance(h, str) and len(h) == 64 and set(h) <= _HEX:
+            out["checkpoint"] = h
     elif kind == "message.sent":
         out["message"] = message_digest(p.get("to"), p.get("topic"), p.get("body"))
     elif kind == "blackboard.write":

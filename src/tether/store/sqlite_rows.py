@@ -10,7 +10,7 @@ from typing import Any
 from tether.core.canonical import dumps, loads
 from tether.core.events import Event
 from tether.core.ids import ulid_bytes, ulid_str
-from tether.core.seals import Seal
+from tether.core.seals import NAMES, Seal
 from tether.errors import StoreCorrupt
 from tether.store.records import ApprovalRow, EffectRow, RunRow
 
@@ -49,8 +49,8 @@ def row_event(r: sqlite3.Row | tuple[Any, ...], run: str, prev: str = "") -> Eve
         causes = tuple(loads(r[8]))
         seal = _seal(r[12])
     except ValueError as exc:
-        raise StoreCorrupt(f"run {run} event #{r[1]}: stored payload, causes or seal are not valid "
-                           f"JSON ({exc}); the event was changed outside tether") from exc
+        raise StoreCorrupt(f"run {run} event #{r[1]}: stored payload, causes or seal cannot be "
+                           f"decoded ({exc}); the event was changed outside tether") from exc
     ph = bytes(r[10]).hex() if r[10] is not None else hashlib.sha256(bytes(r[9] or b"")).hexdigest()
     try:
         when = time_iso(r[6])
@@ -63,19 +63,24 @@ def row_event(r: sqlite3.Row | tuple[Any, ...], run: str, prev: str = "") -> Eve
 
 
 def seal_value(seal: Seal) -> bytes | None:
-    """How a seal is stored: canonical JSON of its names and hashes, NULL when empty."""
-    return dumps(dict(seal)) if seal else None
+    """How a seal is stored: per name, one byte (its position in ``NAMES``, from 1) and
+    the 32 bytes of its hash; NULL when empty. A third of its JSON size: a seal is
+    written with most steps."""
+    if not seal:
+        return None
+    return b"".join(bytes([NAMES.index(name) + 1]) + bytes.fromhex(h) for name, h in seal)
 
 
-def _seal(data: bytes | None) -> Seal:
+def _seal(data: bytes | str | None) -> Seal:
     if data is None:
         return ()
-    value = loads(data)
-    if not isinstance(value, dict):
-        raise ValueError("a seal must be a JSON object")
+    # Text only if someone wrote it so: read its bytes back as they were.
+    data = data.encode("utf-8", "surrogateescape") if isinstance(data, str) else bytes(data)
+    if len(data) % 33:
+        raise ValueError(f"a stored seal is whole 33-byte entries, not {len(data)} bytes")
     # As stored, even if changed: the event's hash then tells, naming the event.
-    return tuple(sorted((str(k), v if isinstance(v, str) else dumps(v).decode())
-                        for k, v in value.items()))
+    return tuple(sorted((NAMES[data[i] - 1] if 0 < data[i] <= len(NAMES) else f"#{data[i]}",
+                         data[i + 1:i + 33].hex()) for i in range(0, len(data), 33)))
 
 
 def row_run(r: tuple[Any, ...]) -> RunRow:
