@@ -11,6 +11,7 @@ that said what it held is gone.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import shutil
 import sqlite3
@@ -26,7 +27,7 @@ import pytest
 from typer.testing import CliRunner
 
 from tests import swarm_agents
-from tether import ops, start_run
+from tether import Done, StepAgent, Worker, ops, start_run
 from tether.audit import VerifyReport, verify_store
 from tether.cli.app import app
 from tether.core.events import Event
@@ -329,3 +330,42 @@ def test_a_changed_seal_is_found_and_names_its_event(base: Base, how: str, erase
     report = verify_tampered(base, (e,) if erased else (), tamper)
     assert report.first_bad is not None
     assert f"run {e.run} event #{e.seq}" in report.first_bad, report.problems
+
+
+# -- a store written by release 0.1.0 ---------------------------------------------------
+
+FIXTURE = Path(__file__).parent / "fixtures" / "store-0.1.0.db"
+
+
+def test_an_old_store_gets_sealed_events_beside_its_unsealed_ones(tmp_path: Path) -> None:
+    def step(ctx: Any, state: dict[str, Any]) -> Any:
+        state["n"] = state.get("n", 0) + 1
+        return Done() if state["n"] >= 2 else None
+
+    agent = StepAgent(step, name="new")
+    path = tmp_path / "old.db"
+    shutil.copyfile(FIXTURE, path)
+    store = SQLiteStore(path, create=False)  # migrated here
+    try:
+        old = [e for r in store.all_run_ids() for e in store.events(r)]
+        assert old and not any(e.seal for e in old)
+        run = start_run(store, agent, agent_ref="new", goal="g")
+        asyncio.run(Worker(store, agents={"new": agent}).run(until_idle=True))
+        finished = [e for e in store.events(run) if e.kind == "step.finished"]
+        assert all(e.seal for e in finished)
+        store.erase_payload(finished[0].id)
+        store.erase_payload(next(e for e in old if e.kind == "step.finished").id)
+        assert verify_store(store).problems == []
+    finally:
+        store.close()
+    # A forged row of the old part is found through its payload, as before seals.
+    intent = next(e for e in old if e.kind == "effect.intent")
+    report = verify_tampered(Base(path, {}, {}), (), json_column(
+        "effects", "arguments", "id", intent.id, lambda a: {**a, "path": "elsewhere"}))
+    assert report.first_bad is not None and f"effect {intent.id}" in report.first_bad
+    # A forged checkpoint of the new part is found under its erased step.finished.
+    rk = "(SELECT rk FROM run_keys WHERE id = ?)"
+    report = verify_tampered(Base(path, {}, {}), (), lambda raw: raw.execute(
+        f"UPDATE checkpoints SET body = CAST('{{}}' AS BLOB) WHERE rk = {rk} AND step = 1",  # noqa: S608
+        (run,)))
+    assert report.first_bad is not None and "checkpoint epoch 0 step 1" in report.first_bad
