@@ -93,8 +93,11 @@ def test_runs_and_events_json(demo_dir: Path) -> None:
     evs = [json.loads(line) for line in out.splitlines()]
     assert [e["seq"] for e in evs] == list(range(1, len(evs) + 1))
     for e in evs:
-        assert set(e) == {"id", "run", "seq", "epoch", "step", "kind", "time", "actor", "causes",
-                          "payload", "hash"}
+        # "seal" only on events that make rows (docs/events.md#seals), as in the hash.
+        assert set(e) - {"seal"} == {"id", "run", "seq", "epoch", "step", "kind", "time",
+                                     "actor", "causes", "payload", "hash"}
+    assert {e["kind"] for e in evs if "seal" in e} >= {"step.finished", "effect.intent"}
+    assert not any("seal" in e for e in evs if e["kind"] in ("step.started", "model.called"))
     done = [e for e in evs if e["kind"] == "effect.done"]
     intents = {e["id"] for e in evs if e["kind"] == "effect.intent"}
     assert done and all(e["causes"][0] in intents for e in done)
