@@ -239,8 +239,9 @@ def test_a_forged_effect_row_is_found(base: Base, erased: bool, column: str,
 
 # -- a payload changed alone ---------------------------------------------------------
 
-@pytest.mark.parametrize(("name", "kind"), [("a", "step.started"), ("a", "message.sent"),
-                                            ("b", "message.received")])
+@pytest.mark.parametrize(("name", "kind"), [
+    ("a", "step.started"), ("a", "message.sent"), ("b", "message.received"),
+    ("a", "effect.done"), ("b", "effect.done"), ("a", "blackboard.write")])
 def test_a_changed_payload_is_named_and_nothing_else_is_blamed(base: Base, name: str,
                                                                kind: str) -> None:
     # The payload changes, its stored hash does not: the event is named, and the links

@@ -5,9 +5,9 @@ transaction; what a row was made with never changes after (its status does:
 delivery, retraction, rollback). Each is compared with its event's seal
 (:mod:`tether.core.seals`), which survives the erasure of the payload; an
 event written before seals existed is compared through its payload while the
-payload is there. Rows made by events the audit could not verify (they follow
-a damaged event of their run) are not judged again: that event is already
-named.
+payload is there. The rows of a run with a damaged event are not judged
+(like its checkpoints): that event is already named, and the events that
+last changed them may be among those that could not be verified.
 """
 
 from __future__ import annotations
@@ -55,6 +55,8 @@ class RowFacts:
     """Effect id: files digests of the events that wrote its file versions."""
     unchecked: set[str] = field(default_factory=set)
     """Ids of events that could not be verified (at or after a damaged one)."""
+    damaged: set[str] = field(default_factory=set)
+    """Runs with an event that could not be verified (or read at all)."""
     unreadable: set[str] = field(default_factory=set)
     """Runs whose events could not be read at all."""
 
@@ -79,8 +81,9 @@ class RowFacts:
                 self.files.setdefault(effect, []).append(None)
 
     def skipped(self, event: str, run: str) -> bool:
-        """Rows of an event the audit could not verify are not judged."""
-        return event in self.unchecked or run in self.unreadable
+        """Rows of a run with a damaged event are not judged, like its checkpoints: the
+        events that last changed them may be among those that could not be verified."""
+        return event in self.unchecked or run in self.damaged
 
 
 def check_rows(store: Store, facts: RowFacts, problems: list[str]) -> None:

@@ -87,6 +87,7 @@ def verify_store(store: Store, *, progress: Callable[[int, int], None] | None = 
             rep.problems.append(f"run {run}: unreadable event ({exc})")
             hashes[run] = {}
             facts.rows.unreadable.add(run)
+            facts.rows.damaged.add(run)
         rep.runs += 1
         if progress:
             progress(i + 1, len(runs))
@@ -229,6 +230,7 @@ def _verify_run(store: Store, run: str, rep: VerifyReport, facts: _LinkFacts) ->
                 bad = True
         if bad:  # this and what follows cannot be trusted: their rows are not judged
             facts.rows.unchecked.add(e.id)
+            facts.rows.damaged.add(run)
             continue
         expected += 1
         prev = e.hash
