@@ -34,8 +34,9 @@ from typing import Any
 import pytest
 
 from tether.core.checkpoint import Checkpoint, CheckpointEncoder, restore
-from tether.core.events import BATCH_GENESIS, Chain, Event, batch_hash
+from tether.core.events import BATCH_GENESIS, Chain, Event, batch_hash, event_hash
 from tether.core.ids import FixedClock, UlidSource, iso
+from tether.core.seals import message_digest
 from tether.errors import Conflict, LeaseLost, NotFound, StoreCorrupt, UsageError
 from tether.store.protocol import Store
 from tether.store.records import (
@@ -1146,6 +1147,26 @@ def test_store_events_refuse_unknown_kinds_and_scopes(store_factory: StoreFactor
             store.append_store_event(kind, scope, {}, actor="human:ada", time=iso(T0),
                                      id=_ids().new())
     assert store.store_events() == []
+
+
+# -- seals and erasure ----------------------------------------------------------
+
+def test_a_seal_is_stored_and_kept_when_the_payload_is_erased(store_factory: StoreFactory) -> None:
+    store, ids = store_factory(), _ids()
+    r = _owned(store, ids)
+    w = r.emit("message.sent", {"i": 0, "to": r.id, "topic": None, "body": {"secret": 1}})
+    sent = w.events[0]
+    assert dict(sent.seal) == {"message": message_digest(r.id, None, {"secret": 1})}
+    plain = r.emit("tool.called", {"i": 1})
+    assert store.commit([w]) == [None]
+    assert store.commit([plain]) == [None]
+    assert store.events(r.id)[-2:] == [*w.events, *plain.events]
+    assert plain.events[0].seal == ()  # no rows made, no seal: hashed as before seals
+    store.erase_payload(sent.id)
+    got = store.event(sent.id)
+    assert got is not None and got.payload is None
+    assert (got.seal, got.payload_hash, got.hash) == (sent.seal, sent.payload_hash, sent.hash)
+    assert event_hash(dataclasses.replace(got, prev=sent.prev, hash="")) == sent.hash
 
 
 __all__ = [name for name in list(globals()) if name.startswith("test_")]

@@ -117,7 +117,8 @@ class Store(Protocol):
         ...
 
     def erase_payload(self, event_id: str) -> None:
-        """Erase an event's payload (privacy, secrets), keeping its hash so the chain verifies."""
+        """Erase an event's payload (privacy, secrets), keeping its hash so the chain verifies,
+        and its seal, so its rows and checkpoint are still checked."""
         ...
 
     def approval(self, approval_id: str) -> ApprovalRow | None:
