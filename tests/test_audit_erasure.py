@@ -24,6 +24,8 @@ from typing import Any
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from tests import swarm_agents
@@ -235,6 +237,66 @@ def test_a_forged_effect_row_is_found(base: Base, erased: bool, column: str,
                              json_column("effects", column, "id", intent.id, edit))
     assert report.first_bad is not None, f"effect {column} forged, verify says ok"
     assert f"effect {intent.id}" in report.first_bad
+
+
+# -- any erasure, any forged cell ---------------------------------------------------
+
+def _erase_raw(raw: sqlite3.Connection, events: list[Event]) -> None:
+    """What SQLiteStore.erase_payload does, for many events in one transaction."""
+    raw.executemany("UPDATE events SET payload_hash = ?, payload = NULL WHERE id = ?",
+                    [(bytes.fromhex(e.payload_hash), ulid_bytes(e.id)) for e in events])
+
+
+def _forged(value: Any) -> Any:
+    """A different value of the same storage class (JSON stays JSON)."""
+    if isinstance(value, int):
+        return value + 1
+    if isinstance(value, str):
+        return value + "x"
+    if value is None:
+        return orjson.dumps("forged")
+    decoded = orjson.loads(value) if value[:1] in b'{["' else None
+    if decoded is None:
+        return bytes(value) + b" "  # a checkpoint body that is not JSON: still changed
+    return orjson.dumps({"forged": decoded}, option=orjson.OPT_SORT_KEYS)
+
+
+CELLS = {  # what the audit holds to the events, per table (statuses change legitimately)
+    "messages": ("id", ("recipient", "topic", "body", "sender", "epoch", "step")),
+    "effects": ("id", ("tool", "idx", "effect", "idempotent", "arguments", "result", "undo",
+                       "key", "run", "epoch", "step")),
+    "versions": ("n", ("key", "event", "run", "epoch", "step")),
+    "board": ("n", ("value",)),
+    "files": ("n", ("hash",)),
+    "checkpoints": ("rowid", ("body",)),
+}
+
+
+@settings(max_examples=40, deadline=None)
+@given(data=st.data())
+def test_any_forged_cell_is_found_whatever_was_erased(base: Base, data: st.DataObject) -> None:
+    everything = [e for evs in base.events.values() for e in evs]
+    erased = data.draw(st.lists(st.sampled_from(everything), unique_by=lambda e: e.id),
+                       label="erased")
+    which = data.draw(st.sampled_from(sorted(CELLS)), label="table")
+    key, columns = CELLS[which]
+    column = data.draw(st.sampled_from(columns), label="column")
+    table, where = {"board": ("versions", "ns LIKE 'board:%'"),
+                    "files": ("versions", "ns LIKE 'file:%'")}.get(which, (which, "1=1"))
+    raw = sqlite3.connect(base.path)
+    try:
+        rows = raw.execute(f"SELECT {key}, {column} FROM {table} WHERE {where} "  # noqa: S608
+                           f"ORDER BY {key}").fetchall()
+    finally:
+        raw.close()
+    row_key, old = data.draw(st.sampled_from(rows), label="row")
+
+    def tamper(raw: sqlite3.Connection) -> None:
+        _erase_raw(raw, erased)
+        raw.execute(f"UPDATE {table} SET {column} = ? WHERE {key} = ?",  # noqa: S608
+                    (_forged(old), row_key))
+    report = verify_tampered(base, (), tamper)
+    assert not report.ok, f"{table}.{column} of {row_key} forged, verify says ok"
 
 
 # -- a payload changed alone ---------------------------------------------------------
