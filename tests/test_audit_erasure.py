@@ -11,8 +11,6 @@ that said what it held is gone.
 
 from __future__ import annotations
 
-import asyncio
-import dataclasses
 import shutil
 import sqlite3
 import tempfile
@@ -29,12 +27,10 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from tests import swarm_agents
-from tether import Done, StepAgent, Worker, ops, start_run
 from tether.audit import VerifyReport, verify_store
 from tether.cli.app import app
 from tether.core.events import Event
 from tether.core.ids import ulid_bytes
-from tether.store.records import EffectRow
 from tether.store.sqlite import SQLiteStore
 
 Tamper = Callable[[sqlite3.Connection], Any]
@@ -320,51 +316,6 @@ def _id_bytes(e: Event) -> bytes:
     return ulid_bytes(e.id)
 
 
-# -- a file effect resolved as done by an operator ----------------------------------
-
-def _in_doubt_write(store: SQLiteStore, ws: Path) -> tuple[str, str]:
-    """A run whose fs_write of r.txt happened but was left in doubt (as after a kill
-    between the tool and its result), journaled the way the runtime journals it."""
-    run = start_run(store, swarm_agents.swarmer, agent_ref=swarm_agents.REF, goal="g",
-                    workspace=ws, state={"me": "r", "plan": []})
-    (ws / "r.txt").write_text("written before the kill\n")
-    with ops.holding(store, run) as j:
-        assert j is not None
-        intent = j.append("effect.intent", {
-            "i": 0, "fp": "f", "tool": "fs_write", "effect": "reversible", "idempotent": False,
-            "arguments": {"path": "r.txt", "content": "written before the kill\n"}}, step=1)
-        row = EffectRow(id=intent.id, run=run, epoch=0, step=1, idx=0, tool="fs_write",
-                        effect="reversible", idempotent=False, key=intent.id, status="intent",
-                        arguments=intent.payload["arguments"])
-        j.append("effect.in_doubt", {"i": 0, "tool": "fs_write", "reason": "killed"}, step=1,
-                 causes=(intent.id,))
-        j.effect(dataclasses.replace(row, status="in_doubt"))
-        j.update(status="paused", reason="in doubt")
-        j.flush_sync()
-    return run, intent.id
-
-
-def test_a_resolved_file_effect_journals_its_versions_and_they_are_checked(
-        tmp_path: Path) -> None:
-    store = SQLiteStore(tmp_path / "r.db")
-    try:
-        run, effect = _in_doubt_write(store, tmp_path / "ws")
-        ops.resolve_effect(store, effect, "done", result="checked by hand", who="human:t")
-        resolved = [e for e in store.events(run) if e.kind == "effect.resolved"]
-        (version,) = store.versions(events=[effect])
-        assert resolved[0].payload["files"] == {"r.txt": version.hash} and version.hash
-        store.erase_payload(resolved[0].id)
-        assert verify_store(store).ok
-    finally:
-        store.close()
-    raw = sqlite3.connect(tmp_path / "r.db")
-    with raw:
-        raw.execute("UPDATE versions SET hash = ? WHERE event = ?", ("0" * 64, effect))
-    raw.close()
-    report = verify(tmp_path / "r.db")
-    assert report.first_bad is not None and f"effect {effect}" in report.first_bad
-
-
 # -- the seal itself -----------------------------------------------------------------
 
 def _set_seal(e: Event, value: bytes | None) -> Tamper:
@@ -393,42 +344,3 @@ def test_a_changed_seal_is_found_and_names_its_event(base: Base, how: str, erase
     report = verify_tampered(base, (e,) if erased else (), tamper)
     assert report.first_bad is not None
     assert f"run {e.run} event #{e.seq}" in report.first_bad, report.problems
-
-
-# -- a store written by release 0.1.0 ---------------------------------------------------
-
-FIXTURE = Path(__file__).parent / "fixtures" / "store-0.1.0.db"
-
-
-def test_an_old_store_gets_sealed_events_beside_its_unsealed_ones(tmp_path: Path) -> None:
-    def step(ctx: Any, state: dict[str, Any]) -> Any:
-        state["n"] = state.get("n", 0) + 1
-        return Done() if state["n"] >= 2 else None
-
-    agent = StepAgent(step, name="new")
-    path = tmp_path / "old.db"
-    shutil.copyfile(FIXTURE, path)
-    store = SQLiteStore(path, create=False)  # migrated here
-    try:
-        old = [e for r in store.all_run_ids() for e in store.events(r)]
-        assert old and not any(e.seal for e in old)
-        run = start_run(store, agent, agent_ref="new", goal="g")
-        asyncio.run(Worker(store, agents={"new": agent}).run(until_idle=True))
-        finished = [e for e in store.events(run) if e.kind == "step.finished"]
-        assert all(e.seal for e in finished)
-        store.erase_payload(finished[0].id)
-        store.erase_payload(next(e for e in old if e.kind == "step.finished").id)
-        assert verify_store(store).problems == []
-    finally:
-        store.close()
-    # A forged row of the old part is found through its payload, as before seals.
-    intent = next(e for e in old if e.kind == "effect.intent")
-    report = verify_tampered(Base(path, {}, {}), (), json_column(
-        "effects", "arguments", "id", intent.id, lambda a: {**a, "path": "elsewhere"}))
-    assert report.first_bad is not None and f"effect {intent.id}" in report.first_bad
-    # A forged checkpoint of the new part is found under its erased step.finished.
-    rk = "(SELECT rk FROM run_keys WHERE id = ?)"
-    report = verify_tampered(Base(path, {}, {}), (), lambda raw: raw.execute(
-        f"UPDATE checkpoints SET body = CAST('{{}}' AS BLOB) WHERE rk = {rk} AND step = 1",  # noqa: S608
-        (run,)))
-    assert report.first_bad is not None and "checkpoint epoch 0 step 1" in report.first_bad

@@ -1,0 +1,116 @@
+"""Seals over a store's life: the file versions of an effect an operator resolved as
+done, and a store written by release 0.1.0 (no seals) that new code keeps writing to.
+
+Rows are changed with a plain sqlite3 connection on a copy, as an intruder would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import shutil
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from tests import swarm_agents
+from tether import Done, StepAgent, Worker, ops, start_run
+from tether.audit import VerifyReport, verify_store
+from tether.store.records import EffectRow
+from tether.store.sqlite import SQLiteStore
+
+FIXTURE = Path(__file__).parent / "fixtures" / "store-0.1.0.db"
+
+
+def forged(path: Path, sql: str, args: tuple[Any, ...]) -> VerifyReport:
+    """Verify a copy of the store at ``path`` with one raw UPDATE applied."""
+    copy = path.with_name("forged-" + path.name)
+    shutil.copyfile(path, copy)
+    raw = sqlite3.connect(copy)
+    with raw:
+        raw.execute(sql, args)
+    raw.close()
+    store = SQLiteStore(copy, create=False)
+    try:
+        return verify_store(store)
+    finally:
+        store.close()
+        copy.unlink()
+
+
+# -- a file effect resolved as done by an operator ----------------------------------
+
+def _in_doubt_write(store: SQLiteStore, ws: Path) -> tuple[str, str]:
+    """A run whose fs_write of r.txt happened but was left in doubt (as after a kill
+    between the tool and its result), journaled the way the runtime journals it."""
+    run = start_run(store, swarm_agents.swarmer, agent_ref=swarm_agents.REF, goal="g",
+                    workspace=ws, state={"me": "r", "plan": []})
+    (ws / "r.txt").write_text("written before the kill\n")
+    with ops.holding(store, run) as j:
+        assert j is not None
+        intent = j.append("effect.intent", {
+            "i": 0, "fp": "f", "tool": "fs_write", "effect": "reversible", "idempotent": False,
+            "arguments": {"path": "r.txt", "content": "written before the kill\n"}}, step=1)
+        row = EffectRow(id=intent.id, run=run, epoch=0, step=1, idx=0, tool="fs_write",
+                        effect="reversible", idempotent=False, key=intent.id, status="intent",
+                        arguments=intent.payload["arguments"])
+        j.append("effect.in_doubt", {"i": 0, "tool": "fs_write", "reason": "killed"}, step=1,
+                 causes=(intent.id,))
+        j.effect(dataclasses.replace(row, status="in_doubt"))
+        j.update(status="paused", reason="in doubt")
+        j.flush_sync()
+    return run, intent.id
+
+
+def test_a_resolved_file_effect_journals_its_versions_and_they_are_checked(
+        tmp_path: Path) -> None:
+    path = tmp_path / "r.db"
+    store = SQLiteStore(path)
+    try:
+        run, effect = _in_doubt_write(store, tmp_path / "ws")
+        ops.resolve_effect(store, effect, "done", result="checked by hand", who="human:t")
+        resolved = [e for e in store.events(run) if e.kind == "effect.resolved"]
+        (version,) = store.versions(events=[effect])
+        assert resolved[0].payload["files"] == {"r.txt": version.hash} and version.hash
+        store.erase_payload(resolved[0].id)
+        assert verify_store(store).ok
+    finally:
+        store.close()
+    report = forged(path, "UPDATE versions SET hash = ? WHERE event = ?", ("0" * 64, effect))
+    assert report.first_bad is not None and f"effect {effect}" in report.first_bad
+
+
+# -- a store written by release 0.1.0 ---------------------------------------------------
+
+def test_an_old_store_gets_sealed_events_beside_its_unsealed_ones(tmp_path: Path) -> None:
+    def step(ctx: Any, state: dict[str, Any]) -> Any:
+        state["n"] = state.get("n", 0) + 1
+        return Done() if state["n"] >= 2 else None
+
+    agent = StepAgent(step, name="new")
+    path = tmp_path / "old.db"
+    shutil.copyfile(FIXTURE, path)
+    store = SQLiteStore(path, create=False)  # migrated here
+    try:
+        old = [e for r in store.all_run_ids() for e in store.events(r)]
+        assert old and not any(e.seal for e in old)
+        run = start_run(store, agent, agent_ref="new", goal="g")
+        asyncio.run(Worker(store, agents={"new": agent}).run(until_idle=True))
+        finished = [e for e in store.events(run) if e.kind == "step.finished"]
+        assert all(e.seal for e in finished)
+        store.erase_payload(finished[0].id)
+        store.erase_payload(next(e for e in old if e.kind == "step.finished").id)
+        assert verify_store(store).problems == []
+    finally:
+        store.close()
+    # A forged row of the old part is found through its payload, as before seals.
+    intent = next(e for e in old if e.kind == "effect.intent")
+    args = orjson.dumps({**intent.payload["arguments"], "path": "elsewhere"})
+    report = forged(path, "UPDATE effects SET arguments = ? WHERE id = ?", (args, intent.id))
+    assert report.first_bad is not None and f"effect {intent.id}" in report.first_bad
+    # A forged checkpoint of the new part is found under its erased step.finished.
+    report = forged(path, "UPDATE checkpoints SET body = ? WHERE step = 1 AND rk = "
+                    "(SELECT rk FROM run_keys WHERE id = ?)", (b"{}", run))
+    assert report.first_bad is not None and "checkpoint epoch 0 step 1" in report.first_bad
