@@ -12,7 +12,7 @@ last changed them may be among those that could not be verified.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from tether.core.events import Event
@@ -71,12 +71,13 @@ class RowFacts:
             seal = expected_seal(e, erased)
             effect = e.causes[0]
             self.outcome[effect] = None if seal is None else seal.get("outcome")
-            if seal is None:
+            if e.kind not in ("effect.done", "effect.resolved"):
+                return  # it writes no file versions
+            if seal is None:  # erased before seals: what it wrote is unknown
                 self.files.setdefault(effect, []).append(None)
             elif "files" in seal:
                 self.files.setdefault(effect, []).append(seal["files"])
-            elif (e.kind == "effect.resolved" and isinstance(e.payload, dict)
-                  and e.payload.get("resolution") == "done"):
+            elif isinstance(e.payload, dict) and e.payload.get("resolution") == "done":
                 # Resolved as done before seals: it wrote versions it did not journal.
                 self.files.setdefault(effect, []).append(None)
 
@@ -93,14 +94,10 @@ def check_rows(store: Store, facts: RowFacts, problems: list[str]) -> None:
     except StoreError as exc:
         problems.append(f"messages, versions or effects cannot be read ({exc})")
         return
-    checks: list[Callable[[], str | None]] = [
-        lambda: _first(_message_problem(facts, m) for m in messages),
-        lambda: _first(_version_problem(facts, v) for v in versions),
-        lambda: _files_problem(facts, versions),
-        lambda: _first(_effect_problem(facts, f) for f in effects),
-    ]
-    for check in checks:
-        found = check()
+    for found in (_first(_message_problem(facts, m) for m in messages),
+                  _first(_version_problem(facts, v) for v in versions),
+                  _files_problem(facts, versions),
+                  _first(_effect_problem(facts, f) for f in effects)):
         if found:
             problems.append(found)
 
