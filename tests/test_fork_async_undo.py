@@ -1,5 +1,6 @@
 """A fork rewinds its workspace copy with the parent's undos: an async undo is awaited
-(it used to be called, its coroutine dropped, and the effect still listed as undone)."""
+(it used to be called, its coroutine dropped, and the effect still listed as undone),
+and one that fails stops the fork with one clear error, leaving no half-rewound copy."""
 
 from __future__ import annotations
 
@@ -12,15 +13,21 @@ from typing import Any
 import pytest
 
 from tether import Done, StepAgent, Worker, ops, start_run, tool
+from tether.errors import UsageError
 from tether.provenance.fork import fork
 from tether.store.sqlite import SQLiteStore
 from tether.tools.base import current, register_undo
+
+BROKEN: set[str] = set()
+"""Stamps whose undo fails (the service it calls is down)."""
 
 
 @tool(effect="reversible")
 async def unstamp(name: str) -> str:
     """Remove a stamp file from the workspace (the undo of :func:`stamp`)."""
     await asyncio.sleep(0)  # a real suspension point: only an awaited undo gets past it
+    if name in BROKEN:
+        raise ConnectionError(f"the stamp service is down; {name} stays")
     root = current().workspace
     assert root is not None
     (root / name).unlink()
@@ -70,5 +77,32 @@ def test_a_fork_awaits_an_async_undo_on_its_copy(tmp_path: Path,
         undone = row.spec["forked_from"]["workspace_undone"]
         assert len(undone) == 2
         assert ops.run_state(store, child)[2]["n"] == 1
+    finally:
+        store.close()
+
+
+def test_a_failing_undo_stops_the_fork_cleanly_and_it_can_be_tried_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("tether.provenance.fork.load_agent", lambda ref, reg=None: STAMPER)
+    monkeypatch.setattr("tether.provenance.rollback.load_agent", lambda ref, reg=None: STAMPER)
+    store = SQLiteStore(tmp_path / "f.db")
+    try:
+        ws = tmp_path / "ws"
+        run = start_run(store, STAMPER, agent_ref="stamper", goal="g", workspace=ws)
+        asyncio.run(Worker(store, agents={"stamper": STAMPER}).run(until_idle=True))
+        runs = len(store.list_runs())
+        BROKEN.add("stamp-2.txt")
+        try:
+            with pytest.raises(UsageError, match=r"undo of effect \w+ \(stamp\) with unstamp "
+                               r"failed: ConnectionError: the stamp service is down"):
+                fork(store, run, 1, who="human:ops")
+        finally:
+            BROKEN.clear()
+        assert [p.name for p in tmp_path.iterdir() if p.is_dir()] == ["ws"]  # no half copy
+        assert len(store.list_runs()) == runs  # and no child
+        child = fork(store, run, 1, who="human:ops")  # the cause fixed, it simply works
+        row = store.get_run(child)
+        assert row is not None
+        assert sorted(p.name for p in Path(row.spec["workspace"]).iterdir()) == ["stamp-1.txt"]
     finally:
         store.close()

@@ -37,12 +37,7 @@ def fork(store: Store, run_ref: str, at: int, *, edits: Mapping[str, Any] | None
     child_ws: str | None = ws
     undone: list[str] = []
     if ws and not shared_workspace:
-        p = rb.plan(store, parent.id, at)
-        child_ws = str(Path(ws).with_name(f"{Path(ws).name}-fork-{parent.id[-6:].lower()}-{at}"))
-        if Path(child_ws).exists():
-            raise UsageError(f"{child_ws} exists already; remove it or fork at another step")
-        shutil.copytree(ws, child_ws, symlinks=True)
-        undone = _rewind_copy(p, Path(child_ws), store)
+        child_ws, undone = _rewound_copy(store, parent.id, Path(ws), at)
     agent = load_agent(parent.agent)
     lineage = {"run": parent.id, "epoch": parent.epoch, "step": at, "edits": dict(edits or {}),
                "workspace_undone": undone, "shared_workspace": shared_workspace}
@@ -50,6 +45,22 @@ def fork(store: Store, run_ref: str, at: int, *, edits: Mapping[str, Any] | None
                      name=name or f"{parent.name}-fork{at}", swarm=parent.swarm,
                      budget=parent.budget, workspace=child_ws, state=state,
                      actor=who or actor(), options={"forked_from": lineage}, parent=parent.id)
+
+
+def _rewound_copy(store: Store, parent: str, ws: Path, at: int) -> tuple[str, list[str]]:
+    """A copy of the parent's workspace put back to step ``at``: its path and the effects
+    undone on it. If that fails, the copy (half rewound, nobody's) is removed again, so the
+    fork can simply be tried again once the cause is fixed."""
+    p = rb.plan(store, parent, at)
+    child = ws.with_name(f"{ws.name}-fork-{parent[-6:].lower()}-{at}")
+    if child.exists():
+        raise UsageError(f"{child} exists already; remove it or fork at another step")
+    shutil.copytree(ws, child, symlinks=True)
+    try:
+        return str(child), _rewind_copy(p, child, store)
+    except BaseException:
+        shutil.rmtree(child, ignore_errors=True)
+        raise
 
 
 def fork_plan(store: Store, run_ref: str, at: int) -> list[str]:
@@ -95,6 +106,13 @@ def _rewind_copy(p: rb.RollbackPlan, root: Path, store: Store) -> list[str]:
         token = _current.set(ToolContext(p.run.id, p.to_step, None, None, root, chunk=store.chunk))
         try:
             rb.call_undo(tool, tool.validate(u.arguments))
+        except UsageError:
+            raise
+        except Exception as exc:
+            raise UsageError(f"cannot rewind the workspace copy: the undo of effect "
+                             f"{u.effect.id} ({u.effect.tool}) with {u.tool} failed: "
+                             f"{type(exc).__name__}: {exc}; fix the cause and fork again, or "
+                             "use --shared-workspace") from exc
         finally:
             _current.reset(token)
         done.append(u.effect.id)
