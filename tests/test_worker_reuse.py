@@ -1,9 +1,11 @@
 """A Worker object can run again: each ``run()`` drives what is runnable then and
-returns its own stats; running one Worker twice at once is refused clearly."""
+returns its own stats; running one Worker twice at once is refused clearly; and a
+run whose task is cancelled while its lease is released still leaves the worker."""
 
 from __future__ import annotations
 
 import asyncio
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -57,5 +59,48 @@ def test_running_one_worker_twice_at_once_is_refused(tmp_path: Path) -> None:
         asyncio.run(both())
         start_run(store, AGENT, agent_ref="twice", goal="g")
         assert asyncio.run(w.run(until_idle=True)).finished == {"done": 1}  # still usable
+    finally:
+        store.close()
+
+
+class _SlowRelease(SQLiteStore):
+    """A real store whose first release lingers until the worker's heartbeat has renewed
+    the leases once more: the heartbeat then finds that lease gone while its run is still
+    in the worker's hands (a slow fsync under load does the same, by chance)."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.releasing = threading.Event()
+        self.renewed_after = threading.Event()
+
+    def release(self, run: str, owner: str, token: int) -> None:
+        super().release(run, owner, token)
+        if not self.releasing.is_set():
+            self.releasing.set()
+            self.renewed_after.wait(5)  # a barrier, with a bound in case no heartbeat comes
+
+    def renew(self, leases: dict[str, int], owner: str, ttl: float, now: float) -> list[str]:
+        lost = super().renew(leases, owner, ttl, now)
+        if self.releasing.is_set():
+            self.renewed_after.set()
+        return lost
+
+
+def test_a_heartbeat_during_a_release_does_not_strand_the_run(tmp_path: Path) -> None:
+    # The heartbeat saw the released lease as lost and cancelled the run's task inside its
+    # release: the task died before leaving `active`, and the worker waited for it forever.
+    store = _SlowRelease(tmp_path / "w.db")
+    try:
+        rid = start_run(store, AGENT, agent_ref="twice", goal="g")
+        w = Worker(store, agents={"twice": AGENT}, lease_ttl=0.3)  # a heartbeat every 0.1 s
+
+        async def drive() -> Any:
+            return await asyncio.wait_for(w.run(until_idle=True), 20)  # a hang, not a speed
+
+        stats = asyncio.run(drive())
+        assert store.renewed_after.is_set()  # the heartbeat did come during the release
+        assert stats.finished == {"done": 1} and not w.active
+        row = store.get_run(rid)
+        assert row is not None and row.status == "done"
     finally:
         store.close()

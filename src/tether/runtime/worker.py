@@ -370,14 +370,21 @@ class Worker:
                 self._unreleased[rid] = token  # else it would look held until its lease expires
             except TetherError:
                 pass
-            # Commands delivered but never reached (the run slept or ended first) stay
-            # pending in the store: the next owner, or the CLI, applies them.
-            self._delivered.difference_update(c.id for c in ex.queued_commands())
-            self.finished[status] = self.finished.get(status, 0) + 1
-            self.drives.left(ex.journal.row, status, ex.effects.done)
-            self.active.pop(rid, None)  # last: the worker waits for runs in `active`
-            self._wake.set()
+            finally:
+                # Even if cancelled meanwhile (a heartbeat that finds the released lease
+                # "lost" cancels the task): a run left in `active` would hold the worker.
+                self._forget(rid, status, ex)
         return status
+
+    def _forget(self, rid: str, status: str, ex: RunExecutor) -> None:
+        """A run is no longer driven here: count how it was left, and let the worker go on."""
+        # Commands delivered but never reached (the run slept or ended first) stay
+        # pending in the store: the next owner, or the CLI, applies them.
+        self._delivered.difference_update(c.id for c in ex.queued_commands())
+        self.finished[status] = self.finished.get(status, 0) + 1
+        self.drives.left(ex.journal.row, status, ex.effects.done)
+        self.active.pop(rid, None)  # last: the worker waits for runs in `active`
+        self._wake.set()
 
     async def _drain(self, grace: float) -> None:
         self._draining = True
