@@ -170,5 +170,5 @@ def _effect_problem(facts: RowFacts, f: EffectRow) -> str | None:
     if ok:
         return None
     return (f"effect {f.id} ({f.tool}, run {f.run} step {f.step}): the row does not match its "
-            "events (its tool, arguments, result or undo was changed outside tether; a rollback "
-            "would run what the row says)")
+            "events (its tool, arguments, result or undo was changed outside tether); a rollback "
+            "runs the undo the row holds, so restore the store from a backup before rolling back")
