@@ -217,6 +217,21 @@ def test_a_forged_file_version_is_found(base: Base, erased: bool, column: str) -
     assert f"effect {intent.id}" in report.first_bad
 
 
+@pytest.mark.parametrize("how", ["renumber", "remove-the-first"])
+def test_renumbered_or_removed_versions_are_found(base: Base, how: str) -> None:
+    # f.txt: version 1 by a, version 2 by b. Readers take the highest live version.
+    first = base.event("a", "effect.intent")
+
+    def tamper(raw: sqlite3.Connection) -> None:
+        if how == "renumber":
+            raw.execute("UPDATE versions SET version = 7 WHERE event = ?", (first.id,))
+        else:
+            raw.execute("DELETE FROM versions WHERE event = ?", (first.id,))
+    report = verify_tampered(base, (), tamper)
+    assert report.first_bad is not None
+    assert any("'f.txt'" in p and "commit order" in p for p in report.problems), report.problems
+
+
 # -- effect rows (rollback runs the undo a row says) ----------------------------------
 
 @pytest.mark.parametrize("erased", [True, False], ids=["erased", "kept"])
@@ -261,7 +276,7 @@ CELLS = {  # what the audit holds to the events, per table (statuses change legi
     "messages": ("id", ("recipient", "topic", "body", "sender", "epoch", "step")),
     "effects": ("id", ("tool", "idx", "effect", "idempotent", "arguments", "result", "undo",
                        "key", "run", "epoch", "step")),
-    "versions": ("n", ("key", "event", "run", "epoch", "step")),
+    "versions": ("n", ("key", "event", "run", "epoch", "step", "version")),
     "board": ("n", ("value",)),
     "files": ("n", ("hash",)),
     "checkpoints": ("rowid", ("body",)),

@@ -97,6 +97,7 @@ def check_rows(store: Store, facts: RowFacts, problems: list[str]) -> None:
     for found in (_first(_message_problem(facts, m) for m in messages),
                   _first(_version_problem(facts, v) for v in versions),
                   _files_problem(facts, versions),
+                  _numbering_problem(versions),
                   _first(_effect_problem(facts, f) for f in effects)):
         if found:
             problems.append(found)
@@ -153,6 +154,20 @@ def _files_problem(facts: RowFacts, versions: list[VersionRow]) -> str | None:
         return (f"file versions of effect {effect} ({', '.join(sorted(files))}): their paths or "
                 "hashes do not match the files its effect.done (or effect.resolved) event "
                 "journaled: changed outside tether")
+    return None
+
+
+def _numbering_problem(versions: list[VersionRow]) -> str | None:
+    """A key's versions are numbered 1, 2, 3 ... in commit order (readers take the highest
+    live one as current): a renumbered, removed or reordered version breaks that."""
+    last: dict[tuple[str, str], int] = {}
+    for v in versions:  # in commit order
+        want = last.get((v.ns, v.key), 0) + 1
+        if v.version != want:
+            return (f"version {v.version} of {v.key!r} ({v.ns}): expected version {want} in "
+                    "commit order (versions of that key were renumbered, removed or reordered "
+                    "outside tether)")
+        last[(v.ns, v.key)] = v.version
     return None
 
 
