@@ -14,12 +14,16 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 
 from tests import swarm_agents
 from tether import Done, StepAgent, Worker, ops, start_run
 from tether.audit import VerifyReport, verify_store
+from tether.provenance import rollback as rb
+from tether.provenance.fork import fork
 from tether.store.records import EffectRow
 from tether.store.sqlite import SQLiteStore
+from tether.tools.files import fs_write
 
 FIXTURE = Path(__file__).parent / "fixtures" / "store-0.1.0.db"
 
@@ -114,3 +118,38 @@ def test_an_old_store_gets_sealed_events_beside_its_unsealed_ones(tmp_path: Path
     report = forged(path, "UPDATE checkpoints SET body = ? WHERE step = 1 AND rk = "
                     "(SELECT rk FROM run_keys WHERE id = ?)", (b"{}", run))
     assert report.first_bad is not None and "checkpoint epoch 0 step 1" in report.first_bad
+
+
+# -- lineage links of an erased rollback or fork ------------------------------------
+
+async def _writes(ctx: Any, state: dict[str, Any]) -> Any:
+    n = state["n"] = state.get("n", 0) + 1
+    await ctx.call(fs_write, path=f"step-{n}.txt", content=f"step {n}\n")
+    return Done() if n >= 3 else None
+
+
+WRITES = StepAgent(_writes, name="writes", tools=[fs_write])
+
+
+@pytest.mark.parametrize("kind", ["epoch", "fork"])
+def test_the_lineage_link_of_an_erased_rollback_or_fork_is_still_checked(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str) -> None:
+    monkeypatch.setattr("tether.provenance.fork.load_agent", lambda ref, reg=None: WRITES)
+    path = tmp_path / "l.db"
+    store = SQLiteStore(path)
+    try:
+        run = start_run(store, WRITES, agent_ref="writes", goal="g", workspace=tmp_path / "ws")
+        asyncio.run(Worker(store, agents={"writes": WRITES}).run(until_idle=True))
+        child = fork(store, run, 2, shared_workspace=True, who="human:t")
+        rb.rollback(store, run, 1, who="human:t")
+        lineage = [e for r in (run, child) for e in store.events(r)
+                   if e.kind == "rollback" or (e.kind == "run.started" and r == child)]
+        assert len(lineage) == 2 and all(dict(e.seal).get("links") for e in lineage)
+        for e in lineage:
+            store.erase_payload(e.id)
+        assert verify_store(store).problems == []
+    finally:
+        store.close()
+    report = forged(path, "UPDATE links SET src_step = src_step + 1 WHERE kind = ?", (kind,))
+    assert report.first_bad is not None and "provenance index" in report.first_bad
+    assert "payload erased" in report.first_bad and "seal" in report.first_bad

@@ -42,6 +42,7 @@ from tether.core.events import (
     genesis,
     payload_digest,
 )
+from tether.core.seals import links_digest
 from tether.core.settings import STORE_CHAIN
 from tether.errors import StoreError
 from tether.store.protocol import Store
@@ -160,6 +161,11 @@ def _verify_links(store: Store, facts: _LinkFacts, rep: VerifyReport) -> None:
     except StoreError as exc:
         rep.problems.append(f"provenance links cannot be read ({exc})")
         return
+    for e in facts.sources:
+        if e.id in erased:
+            problem = _lineage_problem(e, [x for x in have if x[8] == e.id])
+            if problem:
+                rep.problems.append(problem)
     have = {x for x in have if x[8] not in erased and not _unverified(facts.rows, x)}
     for what, diff in (("missing", want - have), ("not implied by any event", have - want)):
         if diff:
@@ -168,6 +174,23 @@ def _verify_links(store: Store, facts: _LinkFacts, rep: VerifyReport) -> None:
                                 f"run {x[1]} step {x[3]} to run {x[5]} step {x[7]} (event {x[8]}); "
                                 "the links table was changed outside tether, so `tether impact` "
                                 "cannot be trusted until it is restored from a backup")
+
+
+def _lineage_problem(e: Event, links: list[tuple[str, str, int, int, str, str, int, int, str]]
+                     ) -> str | None:
+    """An erased ``rollback`` or fork ``run.started`` cannot derive its link again; its seal
+    still says what the link must be (an event written before seals says nothing)."""
+    want = dict(e.seal).get("links")
+    if want is None or (e.kind == "run.started" and not links):
+        return None  # (a fork of a run this store does not hold has no link)
+    got = [(x[0], None if x[0] == "epoch" else x[1], x[2], x[3]) for x in links]
+    if links_digest(got) == want and all(
+            x[4] == e.id and (x[5], x[6], x[7]) == (e.run, e.epoch, e.step)
+            and (x[0] != "epoch" or x[1] == e.run) for x in links):
+        return None
+    return (f"provenance index: the {e.kind} link of run {e.run} (event {e.id}, its payload "
+            "erased) does not match the event's seal; the links table was changed outside "
+            "tether, so `tether impact` cannot be trusted until it is restored from a backup")
 
 
 def _unverified(rows: RowFacts, link: tuple[str, str, int, int, str, str, int, int, str]) -> bool:

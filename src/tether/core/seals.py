@@ -23,7 +23,9 @@ were made); new names may be added. The names:
   after this event (``effect.done``, ``effect.failed``, ``effect.in_doubt``,
   ``effect.resolved``);
 * ``files``: :func:`files_digest` of the file versions the event wrote
-  (``effect.done``, and ``effect.resolved`` as done when it names its ``files``).
+  (``effect.done``, and ``effect.resolved`` as done when it names its ``files``);
+* ``links``: :func:`links_digest` of the lineage link the event implies (a
+  ``rollback``'s epoch link, a fork's ``run.started`` link to its parent).
 
 Events written before seals existed (release 0.1.0) carry none: the audit then
 derives the same names from the payload while it is there, and cannot check
@@ -40,7 +42,8 @@ from tether.core.canonical import digest
 Seal = tuple[tuple[str, str], ...]
 """(name, hex SHA-256) pairs sorted by name; empty for an event that makes no rows."""
 
-NAMES: tuple[str, ...] = ("checkpoint", "message", "version", "effect", "outcome", "files")
+NAMES: tuple[str, ...] = ("checkpoint", "message", "version", "effect", "outcome", "files",
+                          "links")
 """Every seal name, in a fixed order (stores may number them by position: only append)."""
 
 _HEX = frozenset("0123456789abcdef")
@@ -71,6 +74,29 @@ def files_digest(files: Mapping[str, Any]) -> str:
     return digest(["files", sorted([k, v] for k, v in files.items())])
 
 
+def links_digest(links: list[tuple[str, str | None, Any, Any]]) -> str:
+    """Lineage links one event implies: (kind, source run, source epoch, source step); the
+    source run of an epoch link is the event's own (None here), its destination the event."""
+    return digest(["links", sorted([list(x) for x in links], key=repr)])
+
+
+def lineage(kind: str, payload: Any) -> list[tuple[str, str | None, Any, Any]] | None:
+    """The lineage links a ``rollback`` or a fork's ``run.started`` payload implies (as
+    ``derive_links`` derives them), or None for other events."""
+    if not isinstance(payload, dict):
+        return None
+    if kind == "rollback":
+        src_epoch = payload.get("state_epoch")
+        if src_epoch is None:
+            src_epoch = payload.get("from_epoch")
+        return [("epoch", None, src_epoch, payload.get("to_step"))]
+    spec = payload.get("spec") if kind == "run.started" else None
+    fork = spec.get("forked_from") if isinstance(spec, dict) else None
+    if isinstance(fork, dict):
+        return [("fork", fork.get("run"), fork.get("epoch"), fork.get("step"))]
+    return None
+
+
 def seal_of(kind: str, payload: Any) -> Seal:
     """The seal of an event of ``kind`` with ``payload`` (empty if it makes no rows)."""
     if not isinstance(payload, dict):
@@ -91,6 +117,8 @@ def seal_of(kind: str, payload: Any) -> Seal:
                                       p.get("idempotent"), p.get("arguments"))
     elif kind in _OUTCOMES:
         out.update(_OUTCOMES[kind](p))
+    elif (links := lineage(kind, p)) is not None:
+        out["links"] = links_digest(links)
     return tuple(sorted(out.items()))
 
 
