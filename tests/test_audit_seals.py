@@ -23,7 +23,7 @@ from tether.provenance import rollback as rb
 from tether.provenance.fork import fork
 from tether.store.records import EffectRow
 from tether.store.sqlite import SQLiteStore
-from tether.tools.files import fs_write
+from tether.tools.files import fs_move, fs_write
 
 FIXTURE = Path(__file__).parent / "fixtures" / "store-0.1.0.db"
 
@@ -153,3 +153,44 @@ def test_the_lineage_link_of_an_erased_rollback_or_fork_is_still_checked(
     report = forged(path, "UPDATE links SET src_step = src_step + 1 WHERE kind = ?", (kind,))
     assert report.first_bad is not None and "provenance index" in report.first_bad
     assert "payload erased" in report.first_bad and "seal" in report.first_bad
+
+
+# -- file versions recorded for some paths only ------------------------------------------
+
+async def _moves(ctx: Any, state: dict[str, Any]) -> Any:
+    await ctx.call(fs_write, path="a.txt", content="a\n")
+    await ctx.call(fs_move, src="a.txt", dst="b.txt")
+    return Done()
+
+
+MOVES = StepAgent(_moves, name="moves", tools=[fs_write, fs_move])
+
+
+def test_versions_for_some_of_the_journaled_paths_are_accepted_while_the_payload_is_there(
+        tmp_path: Path) -> None:
+    # A file effect recorded late (after a crash) gets versions only for the paths nobody
+    # wrote since; each still says what its effect.done journaled. With the payload erased
+    # only the seal of the whole set is left, and a subset no longer matches it.
+    path = tmp_path / "m.db"
+    store = SQLiteStore(path)
+    try:
+        run = start_run(store, MOVES, agent_ref="moves", goal="g", workspace=tmp_path / "ws")
+        asyncio.run(Worker(store, agents={"moves": MOVES}).run(until_idle=True))
+        move = next(e for e in store.events(run) if e.kind == "effect.intent"
+                    and e.payload["tool"] == "fs_move")
+        done = next(e for e in store.events(run) if e.kind == "effect.done"
+                    and e.causes[0] == move.id)
+        assert set(done.payload["after"]["files"]) == {"a.txt", "b.txt"}
+    finally:
+        store.close()
+    drop_b = ("DELETE FROM versions WHERE event = ? AND key = 'b.txt'", (move.id,))
+    assert forged(path, *drop_b).problems == []
+    forge_b = ("UPDATE versions SET hash = ? WHERE event = ? AND key = 'b.txt'", ("0" * 64, move.id))
+    assert forged(path, *forge_b).first_bad is not None
+    store = SQLiteStore(path, create=False)
+    try:
+        store.erase_payload(done.id)
+    finally:
+        store.close()
+    report = forged(path, *drop_b)
+    assert report.first_bad is not None and f"effect {move.id}" in report.first_bad
