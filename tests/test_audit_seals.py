@@ -19,6 +19,7 @@ import pytest
 from tests import swarm_agents
 from tether import Done, StepAgent, Worker, ops, start_run
 from tether.audit import VerifyReport, verify_store
+from tether.errors import UsageError
 from tether.provenance import rollback as rb
 from tether.provenance.fork import fork
 from tether.store.records import EffectRow
@@ -194,3 +195,40 @@ def test_versions_for_some_of_the_journaled_paths_are_accepted_while_the_payload
         store.close()
     report = forged(path, *drop_b)
     assert report.first_bad is not None and f"effect {move.id}" in report.first_bad
+
+
+# -- rollback refuses a forged effect row -------------------------------------------------
+
+@pytest.mark.parametrize("erased", [True, False], ids=["erased", "kept"])
+def test_a_rollback_refuses_to_run_an_undo_the_journal_does_not_vouch_for(
+        tmp_path: Path, erased: bool) -> None:
+    path = tmp_path / "r.db"
+    ws = tmp_path / "ws"
+    store = SQLiteStore(path)
+    try:
+        run = start_run(store, WRITES, agent_ref="writes", goal="g", workspace=ws)
+        asyncio.run(Worker(store, agents={"writes": WRITES}).run(until_idle=True))
+        last = next(e for e in store.effects(run=run) if e.step == 3)
+        if erased:
+            for e in store.events(run):
+                if e.kind in ("effect.intent", "effect.done") and last.id in (e.id, *e.causes):
+                    store.erase_payload(e.id)
+        before = {p.name: p.read_bytes() for p in ws.iterdir()}
+    finally:
+        store.close()
+    undo = dict(last.undo or {})
+    undo["arguments"] = {"entries": [{**undo["arguments"]["entries"][0], "path": "step-1.txt"}]}
+    raw = sqlite3.connect(path)
+    with raw:
+        raw.execute("UPDATE effects SET undo = ? WHERE id = ?", (orjson.dumps(undo), last.id))
+    raw.close()
+    store = SQLiteStore(path, create=False)
+    try:
+        with pytest.raises(UsageError, match=f"effect {last.id} .*does not match the journal"):
+            rb.rollback(store, run, 1, who="human:t")
+        assert {p.name: p.read_bytes() for p in ws.iterdir()} == before  # nothing undone
+        row = store.get_run(run)
+        assert row is not None and row.epoch == 0 and row.status == "done"
+        assert not verify_store(store).ok
+    finally:
+        store.close()

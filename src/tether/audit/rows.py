@@ -104,7 +104,7 @@ def check_rows(store: Store, facts: RowFacts, problems: list[str]) -> None:
                   _first(_version_problem(facts, v) for v in versions),
                   _files_problem(facts, versions),
                   _numbering_problem(versions),
-                  _first(_effect_problem(facts, f) for f in effects)):
+                  _first(effect_problem(facts, f) for f in effects)):
         if found:
             problems.append(found)
 
@@ -190,7 +190,9 @@ def _named_files(payload: Any) -> dict[str, Any] | None:
     return files if isinstance(files, dict) else None
 
 
-def _effect_problem(facts: RowFacts, f: EffectRow) -> str | None:
+def effect_problem(facts: RowFacts, f: EffectRow) -> str | None:
+    """What is wrong with effect row ``f`` given the events noted in ``facts``, or None
+    (rollback checks the rows it is about to act on with this too)."""
     if facts.skipped(f.id, f.run):
         return None
     made = _made(facts, f.id, "effect.intent")
@@ -204,5 +206,5 @@ def _effect_problem(facts: RowFacts, f: EffectRow) -> str | None:
     if ok:
         return None
     return (f"effect {f.id} ({f.tool}, run {f.run} step {f.step}): the row does not match its "
-            "events (its tool, arguments, result or undo was changed outside tether); a rollback "
-            "runs the undo the row holds, so restore the store from a backup before rolling back")
+            "events (its tool, arguments, result or undo was changed outside tether); rollbacks "
+            "past it are refused until the store is restored from a backup")

@@ -27,12 +27,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tether.audit.rows import RowFacts, effect_problem
+from tether.core.events import payload_digest
 from tether.errors import NotFound, UsageError
 from tether.history import Segment, epoch_of, lineage, ran_in
 from tether.ops import find_run
 from tether.store.protocol import Store
 from tether.store.records import EffectRow, MessageRow, Reached, RunRow, VersionRow
 from tether.tools.files import file_hash
+
+_NULL = payload_digest(None)
 
 DONE = ("done", "resolved_done")
 
@@ -65,6 +69,9 @@ class RollbackPlan:
     irreversible: list[EffectRow] = field(default_factory=list)
     in_doubt: list[EffectRow] = field(default_factory=list)
     missing_undo: list[EffectRow] = field(default_factory=list)
+    forged: list[EffectRow] = field(default_factory=list)
+    """Effects whose row does not say what the journal says (changed outside tether): the
+    rollback is refused rather than run an undo, or skip an effect, the row made up."""
     retract: list[MessageRow] = field(default_factory=list)
     delivered: list[MessageRow] = field(default_factory=list)
     requeue: list[MessageRow] = field(default_factory=list)
@@ -180,7 +187,9 @@ def plan(store: Store, run_ref: str, to_step: int, *, check_files: bool = True) 
     after_k = _after(segments, to_step)
     after = [e for e in store.effects(run=row.id) if after_k(e.epoch, e.step)]
     after.sort(key=lambda e: (e.epoch, e.step, e.idx), reverse=True)
-    images, started = journal_facts(store, row)
+    rows = RowFacts()
+    images, started = journal_facts(store, row, rows)
+    p.forged = [e for e in after if effect_problem(rows, e)]
     for e in after:
         if e.status in ("undone", "failed", "resolved_not_done"):
             continue
@@ -263,11 +272,15 @@ def with_conflicts(undos: list[tuple[str | None, Undo]]) -> list[Undo]:
     return out
 
 
-def journal_facts(store: Store, row: RunRow) -> tuple[dict[str, dict[str, Any]], set[str]]:
-    """After-images of effects (from ``effect.done``) and undos started but not finished."""
+def journal_facts(store: Store, row: RunRow, rows: RowFacts | None = None
+                  ) -> tuple[dict[str, dict[str, Any]], set[str]]:
+    """After-images of effects (from ``effect.done``) and undos started but not finished;
+    with ``rows``, also what the run's effect rows must say (noted into it)."""
     images: dict[str, dict[str, Any]] = {}
     undoing: set[str] = set()
     for ev in store.events(row.id):
+        if rows is not None:
+            rows.note(ev, ev.payload is None and ev.payload_hash != _NULL)
         if not isinstance(ev.payload, dict):
             continue
         if ev.kind == "effect.done" and ev.causes:
@@ -281,6 +294,11 @@ def journal_facts(store: Store, row: RunRow) -> tuple[dict[str, dict[str, Any]],
 
 def refuse(p: RollbackPlan, *, accept_irreversible: bool, force: bool) -> None:
     """Raise UsageError if the plan may not be carried out as asked."""
+    if p.forged:
+        e = p.forged[0]
+        raise UsageError(f"effect {e.id} ({e.tool}, run {e.run} step {e.step}): its row does not "
+                         "match the journal (changed outside tether), so its undo cannot be "
+                         "trusted; run `tether audit verify` and restore the store from a backup")
     if p.missing_undo:
         e = p.missing_undo[0]
         raise UsageError(f"effect {e.id} ({e.tool}, run {e.run} step {e.step}) is reversible but "
