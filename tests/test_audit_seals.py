@@ -19,6 +19,7 @@ import pytest
 from tests import swarm_agents
 from tether import Done, StepAgent, Worker, ops, start_run
 from tether.audit import VerifyReport, verify_store
+from tether.core.seals import files_digest, seal_of
 from tether.errors import UsageError
 from tether.provenance import rollback as rb
 from tether.provenance.fork import fork
@@ -156,7 +157,7 @@ def test_the_lineage_link_of_an_erased_rollback_or_fork_is_still_checked(
     assert "payload erased" in report.first_bad and "seal" in report.first_bad
 
 
-# -- file versions recorded for some paths only ------------------------------------------
+# -- the file versions of an effect, together ---------------------------------------------
 
 async def _moves(ctx: Any, state: dict[str, Any]) -> Any:
     await ctx.call(fs_write, path="a.txt", content="a\n")
@@ -167,11 +168,9 @@ async def _moves(ctx: Any, state: dict[str, Any]) -> Any:
 MOVES = StepAgent(_moves, name="moves", tools=[fs_write, fs_move])
 
 
-def test_versions_for_some_of_the_journaled_paths_are_accepted_while_the_payload_is_there(
-        tmp_path: Path) -> None:
-    # A file effect recorded late (after a crash) gets versions only for the paths nobody
-    # wrote since; each still says what its effect.done journaled. With the payload erased
-    # only the seal of the whole set is left, and a subset no longer matches it.
+@pytest.mark.parametrize("erased", [True, False], ids=["erased", "kept"])
+def test_one_file_version_removed_from_an_effect_is_found(tmp_path: Path, erased: bool) -> None:
+    # b.txt's only version: the numbering cannot tell; the effect's set of files can.
     path = tmp_path / "m.db"
     store = SQLiteStore(path)
     try:
@@ -182,18 +181,12 @@ def test_versions_for_some_of_the_journaled_paths_are_accepted_while_the_payload
         done = next(e for e in store.events(run) if e.kind == "effect.done"
                     and e.causes[0] == move.id)
         assert set(done.payload["after"]["files"]) == {"a.txt", "b.txt"}
+        if erased:
+            store.erase_payload(done.id)
+        assert verify_store(store).ok
     finally:
         store.close()
-    drop_b = ("DELETE FROM versions WHERE event = ? AND key = 'b.txt'", (move.id,))
-    assert forged(path, *drop_b).problems == []
-    forge_b = ("UPDATE versions SET hash = ? WHERE event = ? AND key = 'b.txt'", ("0" * 64, move.id))
-    assert forged(path, *forge_b).first_bad is not None
-    store = SQLiteStore(path, create=False)
-    try:
-        store.erase_payload(done.id)
-    finally:
-        store.close()
-    report = forged(path, *drop_b)
+    report = forged(path, "DELETE FROM versions WHERE event = ? AND key = 'b.txt'", (move.id,))
     assert report.first_bad is not None and f"effect {move.id}" in report.first_bad
 
 
@@ -232,3 +225,11 @@ def test_a_rollback_refuses_to_run_an_undo_the_journal_does_not_vouch_for(
         assert not verify_store(store).ok
     finally:
         store.close()
+
+
+def test_a_settled_effect_seals_only_the_paths_that_got_a_version() -> None:
+    files = {"a.txt": "1" * 64, "b.txt": "2" * 64}
+    done = {"i": 0, "result": "moved", "undo": None, "after": {"files": files}}
+    assert dict(seal_of("effect.done", done))["files"] == files_digest(files)
+    late = {**done, "settled": {"outcome": "done"}, "recorded": ["b.txt"]}
+    assert dict(seal_of("effect.done", late))["files"] == files_digest({"b.txt": "2" * 64})

@@ -172,6 +172,11 @@ def test_a_late_settled_write_cites_and_is_cited_as_the_files_were_when_they_loo
     assert v.run == x  # not taken over by the late version of y's append
     assert ys["fs_append"].id not in {w.event for w in store.versions(
         ns=f"file:{ws.resolve()}")}
+    # It says which of its paths got a version (none): the audit holds the rows to that,
+    # its payload erased or not (the seal covers the recorded paths only).
+    assert done.payload["recorded"] == []
+    store.erase_payload(done.id)
+    assert verify_store(store).problems == []
 
 
 @pytest.mark.parametrize("last", ["fs_move", "fs_append"])

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
 
 from tether.core.events import Event
 from tether.core.seals import (
@@ -54,8 +53,6 @@ class RowFacts:
     """Effect id: the outcome digest its row must hold now (None: erased, unknown)."""
     files: dict[str, list[str | None]] = field(default_factory=dict)
     """Effect id: files digests of the events that wrote its file versions."""
-    journaled: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
-    """Effect id: the files those events name, where their payload is still there."""
     unchecked: set[str] = field(default_factory=set)
     """Ids of events that could not be verified (at or after a damaged one)."""
     damaged: set[str] = field(default_factory=set)
@@ -80,9 +77,6 @@ class RowFacts:
                 self.files.setdefault(effect, []).append(None)
             elif "files" in seal:
                 self.files.setdefault(effect, []).append(seal["files"])
-                named = _named_files(e.payload)
-                if named is not None:
-                    self.journaled.setdefault(effect, []).append(named)
             elif isinstance(e.payload, dict) and e.payload.get("resolution") == "done":
                 # Resolved as done before seals: it wrote versions it did not journal.
                 self.files.setdefault(effect, []).append(None)
@@ -157,9 +151,6 @@ def _files_problem(facts: RowFacts, versions: list[VersionRow]) -> str | None:
         wrote = facts.files.get(effect, [])
         if None in wrote or files_digest(files) in wrote:
             continue
-        if any(files.items() <= named.items() for named in facts.journaled.get(effect, [])):
-            continue  # versions recorded for some of the paths only (the others were
-            # written by another run since): each still says what the event journaled
         return (f"file versions of effect {effect} ({', '.join(sorted(files))}): their paths or "
                 "hashes do not match the files its effect.done (or effect.resolved) event "
                 "journaled: changed outside tether")
@@ -178,16 +169,6 @@ def _numbering_problem(versions: list[VersionRow]) -> str | None:
                     "outside tether)")
         last[(v.ns, v.key)] = v.version
     return None
-
-
-def _named_files(payload: Any) -> dict[str, Any] | None:
-    """The files an ``effect.done`` (``after.files``) or ``effect.resolved`` (``files``)
-    payload names, or None (erased, or not that shape)."""
-    if not isinstance(payload, dict):
-        return None
-    after = payload.get("after")
-    files = after.get("files") if isinstance(after, dict) else payload.get("files")
-    return files if isinstance(files, dict) else None
 
 
 def effect_problem(facts: RowFacts, f: EffectRow) -> str | None:

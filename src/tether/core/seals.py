@@ -23,7 +23,8 @@ were made); new names may be added. The names:
   after this event (``effect.done``, ``effect.failed``, ``effect.in_doubt``,
   ``effect.resolved``);
 * ``files``: :func:`files_digest` of the file versions the event wrote
-  (``effect.done``, and ``effect.resolved`` as done when it names its ``files``);
+  (``effect.done``: its after-image's files, only those it names in ``recorded``
+  if it has that; ``effect.resolved`` as done when it names its ``files``);
 * ``links``: :func:`links_digest` of the lineage link the event implies (a
   ``rollback``'s epoch link, a fork's ``run.started`` link to its parent).
 
@@ -125,8 +126,12 @@ def seal_of(kind: str, payload: Any) -> Seal:
 def _done(p: dict[str, Any]) -> dict[str, str]:
     after = p.get("after")
     files = after.get("files") if isinstance(after, dict) else None
+    files = files if isinstance(files, dict) else {}
+    recorded = p.get("recorded")
+    if isinstance(recorded, list):  # versions recorded late, for some of the paths only
+        files = {k: v for k, v in files.items() if k in recorded}
     return {"outcome": outcome_digest(p.get("result"), p.get("undo")),
-            "files": files_digest(files if isinstance(files, dict) else {})}
+            "files": files_digest(files)}
 
 
 def _resolved(p: dict[str, Any]) -> dict[str, str]:

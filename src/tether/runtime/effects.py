@@ -196,8 +196,15 @@ class EffectRunner:
                    "after": json_safe(tc.after)}
         if suspect:
             payload["suspect"] = suspect
+        versions = file_versions(ex, intent, tc)
         if settled is not None:
             payload["settled"] = settled
+            from tether.runtime.swarm import unwritten_since
+            kept = unwritten_since(ex.journal.store, intent.id, versions)  # recorded late: not
+            if len(kept) < len(versions):  # over a write made since the crash
+                # The paths that got a version: the audit holds the rows to them (sealed).
+                payload["recorded"] = sorted(v.key for v in kept)
+            versions = kept
         for digest, body in tc.chunks.items():  # what the undo names, committed with it
             ex.journal.chunk(digest, body)
         ex.journal.append("effect.done", payload, step=step, causes=(intent.id, *causes))
@@ -205,10 +212,6 @@ class EffectRunner:
             self.done += 1
         ex.suspect_files = tuple(suspect)
         ex.journal.effect(self._row(intent, "done", result=result, undo=undo))
-        versions = file_versions(ex, intent, tc)
-        if settled is not None:  # recorded late: not over a write made since the crash
-            from tether.runtime.swarm import unwritten_since
-            versions = unwritten_since(ex.journal.store, intent.id, versions)
         for v in versions:
             ex.journal.version(v)
         if versions and not t.touches_files:
