@@ -233,3 +233,31 @@ def test_a_settled_effect_seals_only_the_paths_that_got_a_version() -> None:
     assert dict(seal_of("effect.done", done))["files"] == files_digest(files)
     late = {**done, "settled": {"outcome": "done"}, "recorded": ["b.txt"]}
     assert dict(seal_of("effect.done", late))["files"] == files_digest({"b.txt": "2" * 64})
+
+
+def test_a_fork_refuses_to_rewind_its_copy_with_a_forged_undo(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("tether.provenance.fork.load_agent", lambda ref, reg=None: WRITES)
+    path = tmp_path / "f.db"
+    store = SQLiteStore(path)
+    try:
+        run = start_run(store, WRITES, agent_ref="writes", goal="g", workspace=tmp_path / "ws")
+        asyncio.run(Worker(store, agents={"writes": WRITES}).run(until_idle=True))
+        last = next(e for e in store.effects(run=run) if e.step == 3)
+        runs = len(store.list_runs())
+    finally:
+        store.close()
+    undo = dict(last.undo or {})
+    undo["arguments"] = {"entries": [{**undo["arguments"]["entries"][0], "path": "step-1.txt"}]}
+    raw = sqlite3.connect(path)
+    with raw:
+        raw.execute("UPDATE effects SET undo = ? WHERE id = ?", (orjson.dumps(undo), last.id))
+    raw.close()
+    store = SQLiteStore(path, create=False)
+    try:
+        with pytest.raises(UsageError, match=f"effect {last.id} .*does not match the journal"):
+            fork(store, run, 1, who="human:t")
+        assert [p.name for p in tmp_path.iterdir() if p.is_dir()] == ["ws"]  # no copy made
+        assert len(store.list_runs()) == runs
+    finally:
+        store.close()

@@ -19,6 +19,7 @@ from typing import Any
 from tether.errors import UsageError
 from tether.ops import actor, run_state
 from tether.provenance import rollback as rb
+from tether.provenance.plan import refuse_forged
 from tether.runtime.runs import load_agent, start_run
 from tether.store.protocol import Store
 from tether.tools.base import ToolContext, _current
@@ -52,6 +53,7 @@ def _rewound_copy(store: Store, parent: str, ws: Path, at: int) -> tuple[str, li
     undone on it. If that fails, the copy (half rewound, nobody's) is removed again, so the
     fork can simply be tried again once the cause is fixed."""
     p = rb.plan(store, parent, at)
+    refuse_forged(p)  # the undos to run on the copy come from the effect rows
     child = ws.with_name(f"{ws.name}-fork-{parent[-6:].lower()}-{at}")
     if child.exists():
         raise UsageError(f"{child} exists already; remove it or fork at another step")

@@ -292,13 +292,18 @@ def journal_facts(store: Store, row: RunRow, rows: RowFacts | None = None
     return images, undoing
 
 
-def refuse(p: RollbackPlan, *, accept_irreversible: bool, force: bool) -> None:
-    """Raise UsageError if the plan may not be carried out as asked."""
+def refuse_forged(p: RollbackPlan) -> None:
+    """Raise UsageError if an effect row the plan acts on is not what the journal says."""
     if p.forged:
         e = p.forged[0]
         raise UsageError(f"effect {e.id} ({e.tool}, run {e.run} step {e.step}): its row does not "
                          "match the journal (changed outside tether), so its undo cannot be "
                          "trusted; run `tether audit verify` and restore the store from a backup")
+
+
+def refuse(p: RollbackPlan, *, accept_irreversible: bool, force: bool) -> None:
+    """Raise UsageError if the plan may not be carried out as asked."""
+    refuse_forged(p)
     if p.missing_undo:
         e = p.missing_undo[0]
         raise UsageError(f"effect {e.id} ({e.tool}, run {e.run} step {e.step}) is reversible but "
