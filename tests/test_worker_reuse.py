@@ -34,6 +34,8 @@ def test_a_worker_runs_again_with_fresh_stats(tmp_path: Path) -> None:
         second = [start_run(store, AGENT, agent_ref="twice", goal="g") for _ in range(2)]
         stats2 = asyncio.run(w.run(until_idle=True))  # a new event loop, as the CLI does
         assert (stats2.runs_driven, stats2.finished) == (2, {"done": 2})
+        # The drive log is per run() too: only this run()'s runs, not the first one's.
+        assert set(stats2.final) == set(second) and stats2.steps == 2 * stats1.steps > 0
         for rid in (first, *second):
             row = store.get_run(rid)
             assert row is not None and row.status == "done", rid

@@ -156,6 +156,7 @@ class Worker:
                    grace: float) -> WorkerStats:
         # Fresh per run: the last run's drain and counts must not carry over.
         self._draining, self.runs_driven, self.finished = False, 0, {}
+        self.drives = DriveLog(self.drives.on_change)
         self._delivered = set()
         self._wake = asyncio.Event()
         # Only a worker that is to end gives up on a failing store (and says so).
