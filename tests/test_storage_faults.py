@@ -150,7 +150,7 @@ def test_worker_backs_off_gives_up_then_finishes_once_space_is_freed(fs: Path) -
         rid = start_run(store, sample_agents.hoarder, agent_ref="tests.sample_agents:hoarder",
                         goal="fill the disk")
         reserve = fs / "reserve"
-        reserve.write_bytes(b"\0" * 160_000)
+        reserve.write_bytes(b"\0" * 256_000)  # > a few commits of start-up, < 10 steps of 32 KB
         filler = fill(fs)
         reserve.unlink()  # room for a few steps: the disk fills up mid-run
         out = tether_cli(db, "worker", "--until-idle", "--give-up-after", "2", "--lease-ttl", "1")
@@ -346,7 +346,7 @@ def test_a_worker_waits_out_a_full_disk_and_leaves_nothing_in_doubt(
         rid = start_run(store, sample_agents.file_hoarder, goal="fill the disk",
                         agent_ref="tests.sample_agents:file_hoarder", workspace=tmp_path / "ws")
         reserve = fs / "reserve"
-        reserve.write_bytes(b"\0" * 160_000)
+        reserve.write_bytes(b"\0" * 256_000)  # > a few commits of start-up, < 10 steps of 32 KB
         filler = fill(fs)
         reserve.unlink()  # room for a few steps: the disk fills up mid-run
         handler = _FreeWhenFailing(filler)
