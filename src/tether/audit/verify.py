@@ -42,11 +42,11 @@ from tether.core.events import (
     genesis,
     payload_digest,
 )
+from tether.core.links import LINK_KINDS, derive_links
 from tether.core.seals import links_digest
 from tether.core.settings import STORE_CHAIN
 from tether.errors import StoreError
 from tether.store.protocol import Store
-from tether.store.sqlite_swarm import LINK_KINDS, derive_links
 
 _NULL_DIGEST = payload_digest(None)
 

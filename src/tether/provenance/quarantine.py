@@ -20,7 +20,7 @@ from tether.errors import Conflict, UsageError
 from tether.ops import actor, find_run, holding
 from tether.provenance import rollback as rb
 from tether.store.protocol import Store
-from tether.store.sqlite_swarm import transition
+from tether.store.records import transition
 
 
 @dataclass(frozen=True, slots=True)

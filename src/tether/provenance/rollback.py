@@ -39,8 +39,7 @@ from tether.provenance.plan import RollbackPlan, Undo, journal_facts, plan, refu
 from tether.runtime.journal import RunJournal
 from tether.runtime.runs import load_agent
 from tether.store.protocol import Store
-from tether.store.records import ACTIVE_STATUSES, EffectRow, RunRow
-from tether.store.sqlite_swarm import transition
+from tether.store.records import ACTIVE_STATUSES, EffectRow, RunRow, transition
 from tether.tools.base import Tool, ToolContext, _current
 from tether.tools.files import FILE_TOOLS, UNDO_TOOLS
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -344,3 +345,9 @@ class CheckpointChain:
     key_step: int
     key_body: bytes
     deltas: list[bytes] = field(default_factory=list)
+
+
+def transition(table: str, ids: Iterable[str], column: str, value: Any,
+               only_from: tuple[Any, ...] | None = None) -> Transition:
+    """A :class:`Transition` (sorted ids, so equal plans make equal writes)."""
+    return Transition(table, tuple(sorted(set(ids))), column, value, only_from)

@@ -16,8 +16,8 @@ from collections.abc import Iterable, Sequence
 from typing import Any, Final
 
 from tether.core.canonical import dumps, loads
-from tether.core.events import Event
 from tether.core.ids import ulid_bytes, ulid_str
+from tether.core.links import LINK_KINDS, derive_links
 from tether.errors import Conflict, LeaseLost
 from tether.store.records import (
     EffectRef,
@@ -26,7 +26,6 @@ from tether.store.records import (
     MessageRow,
     Produced,
     Reached,
-    Transition,
     VersionRef,
     VersionRow,
     Write,
@@ -37,10 +36,6 @@ MESSAGE_COLS = "id, swarm, sender, epoch, step, recipient, topic, body, status, 
 VERSION_COLS = "ns, key, version, event, run, epoch, step, value, hash, status, suspect, created"
 LINK_COLS = ("src_rk, src_epoch, src_step, src_event, dst_rk, dst_epoch, dst_step, dst_event, "
              "kind")
-
-LINK_KINDS: Final = {"message.received": "message", "blackboard.read": "board",
-                     "effect.done": "file", "tool.called": "file"}
-"""Event kinds whose causes in other runs are provenance links, and the link's kind."""
 
 _TRANSITION_COLUMNS: Final = {("messages", "status"), ("versions", "status"),
                               ("versions", "suspect")}
@@ -56,33 +51,6 @@ def row_version(r: Sequence[Any]) -> VersionRow:
     return VersionRow(ns=r[0], key=r[1], version=r[2], event=r[3], run=r[4], epoch=r[5],
                       step=r[6], value=loads(r[7]) if r[7] is not None else None, hash=r[8],
                       status=r[9], suspect=bool(r[10]), created=r[11])
-
-
-def derive_links(e: Event, cause_at: Any) -> list[tuple[str, str, int, int, str]]:
-    """Links an event implies: (kind, source run, source epoch, source step, source event).
-
-    ``cause_at(event_id)`` gives (run, epoch, step) of a cause, or None. Pure but for
-    that lookup, so the audit derives the same links the commit did.
-    """
-    out: list[tuple[str, str, int, int, str]] = []
-    kind = LINK_KINDS.get(e.kind)
-    if kind is not None:
-        for cid in e.causes:
-            at = cause_at(cid)
-            if at is not None and at[0] != e.run:
-                out.append((kind, at[0], at[1], at[2], cid))
-    elif e.kind == "rollback" and isinstance(e.payload, dict):
-        # The new epoch starts from the history's state at to_step (read from state_epoch):
-        # taint at or before it carries over.
-        src_epoch = e.payload.get("state_epoch")
-        if src_epoch is None:
-            src_epoch = e.payload["from_epoch"]
-        out.append(("epoch", e.run, int(src_epoch), int(e.payload["to_step"]), e.id))
-    elif e.kind == "run.started" and isinstance(e.payload, dict):
-        fork = ((e.payload.get("spec") or {}).get("forked_from")) or None
-        if isinstance(fork, dict):
-            out.append(("fork", str(fork["run"]), int(fork["epoch"]), int(fork["step"]), e.id))
-    return out
 
 
 class SQLiteSwarm(SQLiteBase):
@@ -301,9 +269,3 @@ def _select(select: str, among: tuple[str, Sequence[str] | None],
         where.append(f"{column} IN ({','.join('?' * len(values))})")
         args.extend(values)
     return (f"{select} WHERE {' AND '.join(where)}" if where else select), args
-
-
-def transition(table: str, ids: Iterable[str], column: str, value: Any,
-               only_from: tuple[Any, ...] | None = None) -> Transition:
-    """A :class:`Transition` (sorted ids, so equal plans make equal writes)."""
-    return Transition(table, tuple(sorted(set(ids))), column, value, only_from)
