@@ -126,20 +126,6 @@ def _record(store: Store, row: ApprovalRow, decision: str, by: str, note: str | 
         return _journal_decision(store, j, row, decision, by, note, arguments, always, t)
 
 
-def cancel_pending(store: Store, j: RunJournal, why: str, by: str) -> int:
-    """Cancel the run's pending requests (it was stopped or rolled back): journaled, so a
-    later approve cannot make an old request apply to a different action."""
-    n = 0
-    for a in store.approvals(run=j.run, status="pending"):
-        j.append("approval.decided", {"i": a.idx, "approval": a.id, "decision": "cancelled",
-                                      "by": by, "note": why, "arguments": None,
-                                      "always": False}, step=a.step, actor=by, causes=(a.id,))
-        j.approval(dataclasses.replace(a, status="cancelled", decided_by=by,
-                                       decided_at=time.time(), note=why))
-        n += 1
-    return n
-
-
 def _journal_decision(store: Store, j: RunJournal, row: ApprovalRow, decision: str, by: str,
                       note: str | None, arguments: dict[str, Any] | None, always: bool,
                       t: float) -> ApprovalRow:

@@ -36,6 +36,7 @@ from tether.core.checkpoint import CheckpointEncoder
 from tether.errors import Conflict, UsageError
 from tether.ops import actor, find_effect, find_run, holding, run_state, send_command
 from tether.provenance.plan import RollbackPlan, Undo, journal_facts, plan, refuse
+from tether.runtime.commands import cancel_pending
 from tether.runtime.journal import RunJournal
 from tether.runtime.runs import load_agent
 from tether.store.protocol import Store
@@ -298,7 +299,6 @@ def _workspace(row: RunRow) -> Path | None:
 def restore(store: Store, j: RunJournal, p: RollbackPlan, by: str,
             cascade: dict[str, Any] | None = None) -> None:
     """Restore the state of the step in a new epoch and end the rollback."""
-    from tether.approvals import cancel_pending
     from tether.runtime.executor import checkpoint_info
     cancel_pending(store, j, f"the run was rolled back to step {p.to_step}", by)
     _, _, state = run_state(store, p.run.id, p.to_step)

@@ -8,10 +8,13 @@ status change it implies.
 
 from __future__ import annotations
 
+import dataclasses
+import time
 from typing import Final
 
 from tether.core import budget as budgets
 from tether.runtime.journal import RunJournal
+from tether.store.protocol import Store
 from tether.store.records import ACTIVE_STATUSES, Command
 
 KINDS: Final = ("pause", "resume", "stop", "budget")
@@ -48,7 +51,6 @@ def apply(j: RunJournal, c: Command, *, step: int | None = None) -> str:
         if c.args.get("accept_change"):
             j.update(spec={**j.row.spec, "accept_definition_change": True})
     elif c.kind == "stop":
-        from tether.approvals import cancel_pending
         cancel_pending(j.store, j, "the run was stopped", who)
         j.append("run.stopped", {"reason": f"stopped by {who}"}, step=step, causes=(ev.id,))
         j.update(status="stopped", reason=f"stopped by {who}")
@@ -79,3 +81,17 @@ def _decide(c: Command, status: str, j_spec: dict[str, object]) -> str:
         return (f"ignored: a rollback to step {to} is unfinished; run `tether rollback` "
                 "again to finish it")
     return "applied"
+
+
+def cancel_pending(store: Store, j: RunJournal, why: str, by: str) -> int:
+    """Cancel the run's pending requests (it was stopped or rolled back): journaled, so a
+    later approve cannot make an old request apply to a different action."""
+    n = 0
+    for a in store.approvals(run=j.run, status="pending"):
+        j.append("approval.decided", {"i": a.idx, "approval": a.id, "decision": "cancelled",
+                                      "by": by, "note": why, "arguments": None,
+                                      "always": False}, step=a.step, actor=by, causes=(a.id,))
+        j.approval(dataclasses.replace(a, status="cancelled", decided_by=by,
+                                       decided_at=time.time(), note=why))
+        n += 1
+    return n
