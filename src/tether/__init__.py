@@ -7,6 +7,7 @@ journaled; every step is checkpointed; a crash loses nothing and repeats no
 effect.
 """
 
+from tether._version import __version__
 from tether.audit import VerifyReport, verify_store
 from tether.core.ids import Clock, FixedClock
 from tether.core.policy import Action, Decision, Policy, PolicyError, load_policy, rules_from_python
@@ -43,8 +44,6 @@ from tether.runtime.swarm import BoardEntry, InboxMessage
 from tether.runtime.worker import Worker
 from tether.store import SQLiteStore, Store, open_store
 from tether.tools import Effect, Tool, ToolContext, current, record_after, register_undo, tool
-
-__version__ = "0.1.0"
 
 
 def __getattr__(name: str) -> object:

@@ -165,9 +165,4 @@ def _when(t: float | None) -> str:
 
 def approval_json(a: ApprovalRow) -> dict[str, Any]:
     """The public JSON form (``tether approvals --json``)."""
-    return {"id": a.id, "run": a.run, "step": a.step, "tool": a.tool, "effect": a.effect,
-            "arguments": a.arguments, "status": a.status, "rule": a.rule, "reason": a.reason,
-            "approvers": list(a.approvers), "requested_at": a.requested_at,
-            "expires_at": a.expires_at, "on_expiry": a.on_expiry, "decided_by": a.decided_by,
-            "decided_at": a.decided_at, "note": a.note, "edited_arguments": a.edited_arguments,
-            "always": a.always}
+    return a.to_json()

@@ -55,7 +55,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final, TypeVar
 from urllib.parse import urlsplit
 
-from tether.approvals import approval_json
+from tether._version import __version__
 from tether.core.backoff import Backoff
 from tether.core.canonical import dumps
 from tether.core.ids import iso
@@ -162,7 +162,7 @@ def signature(secret: str, body: bytes) -> str:
 
 def request_headers(config: WebhookConfig, note_id: str, body: bytes) -> dict[str, str]:
     """Headers of the POST for one notification."""
-    return {"Content-Type": "application/json", "User-Agent": f"tether/{_version()}",
+    return {"Content-Type": "application/json", "User-Agent": f"tether/{__version__}",
             "X-Tether-Notification": note_id,
             "X-Tether-Signature": signature(config.secret, body)}
 
@@ -233,13 +233,6 @@ def _describe(reason: object, timeout: float) -> str:
         return "connection refused"
     text = f"{type(reason).__name__}: {reason}" if isinstance(reason, BaseException) else str(reason)
     return text[:500]
-
-
-@functools.cache
-def _version() -> str:
-    # Imported late: the package may re-export this module before it defines __version__.
-    from tether import __version__
-    return __version__
 
 
 # -- the notifier ------------------------------------------------------------------------------
@@ -383,7 +376,7 @@ def queue_expiring(store: Store, *, within: float, now: float) -> list[Notificat
         if a.expires_at is None or a.expires_at <= now:
             continue
         run = store.get_run(a.run)
-        payload = {**approval_json(a), "expires_in": a.expires_at - now}
+        payload = {**a.to_json(), "expires_in": a.expires_at - now}
         nid = f"{a.id}:expiring"
         notes.append(Notification(nid, EXPIRING, {
             "id": nid, "kind": EXPIRING, "run": a.run, "name": run.name if run else None,

@@ -113,6 +113,16 @@ class ApprovalRow:
     always: bool = False
     """Approved with "always allow this tool for this run"."""
 
+    def to_json(self) -> dict[str, Any]:
+        """The public JSON form (``tether approvals --json``, notification payloads)."""
+        return {"id": self.id, "run": self.run, "step": self.step, "tool": self.tool,
+                "effect": self.effect, "arguments": self.arguments, "status": self.status,
+                "rule": self.rule, "reason": self.reason, "approvers": list(self.approvers),
+                "requested_at": self.requested_at, "expires_at": self.expires_at,
+                "on_expiry": self.on_expiry, "decided_by": self.decided_by,
+                "decided_at": self.decided_at, "note": self.note,
+                "edited_arguments": self.edited_arguments, "always": self.always}
+
 
 @dataclass(frozen=True, slots=True)
 class Notification:
