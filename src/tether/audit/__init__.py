@@ -1,5 +1,6 @@
 """Audit: verifying the journal's hash chains."""
 
-from tether.audit.verify import VerifyReport, verify_store
+from tether.audit.report import VerifyReport
+from tether.audit.verify import verify_store
 
 __all__ = ["VerifyReport", "verify_store"]

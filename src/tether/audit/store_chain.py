@@ -10,14 +10,11 @@ batch chain that names every store event, a removed last event.
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING
 
+from tether.audit.report import VerifyReport
 from tether.core.settings import STORE_GENESIS, store_event_hash
 from tether.errors import StoreError
 from tether.store.protocol import Store
-
-if TYPE_CHECKING:
-    from tether.audit.verify import VerifyReport
 
 
 def verify_store_chain(store: Store, rep: VerifyReport) -> dict[int, str]:

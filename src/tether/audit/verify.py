@@ -31,6 +31,7 @@ import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from tether.audit.report import VerifyReport
 from tether.audit.rows import RowFacts, check_rows, expected_seal
 from tether.audit.store_chain import verify_store_chain
 from tether.core.canonical import loads
@@ -49,24 +50,6 @@ from tether.errors import StoreError
 from tether.store.protocol import Store
 
 _NULL_DIGEST = payload_digest(None)
-
-
-@dataclass(slots=True)
-class VerifyReport:
-    """Outcome of :func:`verify_store`."""
-
-    runs: int = 0
-    events: int = 0
-    batches: int = 0
-    problems: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return not self.problems
-
-    @property
-    def first_bad(self) -> str | None:
-        return self.problems[0] if self.problems else None
 
 
 def verify_store(store: Store, *, progress: Callable[[int, int], None] | None = None) -> VerifyReport:

@@ -1,0 +1,27 @@
+"""What an audit found: the report every verification step adds its problems to.
+
+A leaf of the audit package, so the steps (``verify.py``, ``store_chain.py``)
+import it rather than each other.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(slots=True)
+class VerifyReport:
+    """Outcome of :func:`verify_store`."""
+
+    runs: int = 0
+    events: int = 0
+    batches: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    @property
+    def first_bad(self) -> str | None:
+        return self.problems[0] if self.problems else None
