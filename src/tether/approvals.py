@@ -13,6 +13,7 @@ import dataclasses
 import time
 from typing import Any
 
+from tether.core.canonical import json_safe
 from tether.errors import NotFound, UsageError
 from tether.ops import _must, actor, holding
 from tether.runtime.journal import RunJournal
@@ -98,7 +99,6 @@ def _validate(store: Store, row: ApprovalRow, arguments: dict[str, Any]) -> dict
     if tool is None:
         raise UsageError(f"cannot check the edited arguments: agent {run.agent} has no tool "
                          f"{row.tool} any more")
-    from tether.runtime.context import json_safe
     return dict(json_safe(tool.validate(arguments)))
 
 

@@ -31,3 +31,23 @@ def sha256_hex(data: bytes) -> str:
 def digest(value: Any) -> str:
     """Hex SHA-256 of the canonical encoding of ``value``."""
     return hashlib.sha256(dumps(value)).hexdigest()
+
+
+def json_safe(value: Any) -> Any:
+    """The value as the journal keeps it, so live and replayed calls return the same.
+
+    Never raises: a tool's result must be journaled even when it is not JSON
+    (the effect happened), so such values are kept in a lenient form
+    (non-string keys and unknown objects as strings, or the value's repr).
+    """
+    if value is None or isinstance(value, str | bool | int):
+        return value
+    try:
+        return loads(dumps(value))
+    except TypeError:
+        pass
+    try:
+        return orjson.loads(orjson.dumps(value, default=repr,
+                                         option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS))
+    except TypeError:
+        return repr(value)

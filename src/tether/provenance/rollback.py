@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tether.core.canonical import json_safe
 from tether.core.checkpoint import CheckpointEncoder
 from tether.errors import Conflict, UsageError
 from tether.ops import actor, find_effect, find_run, holding, run_state, send_command
@@ -220,7 +221,6 @@ def call_undo(tool: Tool, args: dict[str, Any]) -> Any:
 
 def undo(j: RunJournal, u: Undo, registry: dict[str, Tool]) -> None:
     """Undo one effect, write-ahead, and mark it (and its file versions) undone."""
-    from tether.runtime.context import json_safe
     tool = registry.get(u.tool)
     e = u.effect
     if tool is None:

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from tether.core.canonical import digest, dumps, loads
+from tether.core.canonical import digest, dumps, json_safe, loads
 from tether.core.events import Event
 from tether.core.fingerprint import fingerprint
 from tether.errors import ModelError, PauseRequested, StopRequested, ToolFailed, UsageError
@@ -48,27 +48,6 @@ class Recorded:
 
     call: Event
     result: Event | None = None
-
-
-def json_safe(value: Any) -> Any:
-    """The value as the journal keeps it, so live and replayed calls return the same.
-
-    Never raises: a tool's result must be journaled even when it is not JSON
-    (the effect happened), so such values are kept in a lenient form
-    (non-string keys and unknown objects as strings, or the value's repr).
-    """
-    if value is None or isinstance(value, str | bool | int):
-        return value
-    try:
-        return loads(dumps(value))
-    except TypeError:
-        pass
-    import orjson
-    try:
-        return orjson.loads(orjson.dumps(value, default=repr,
-                                         option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS))
-    except TypeError:
-        return repr(value)
 
 
 def _journalable(tool: str, value: Any) -> Any:

@@ -24,6 +24,7 @@ import traceback
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
+from tether.core.canonical import json_safe
 from tether.core.events import Event
 from tether.errors import PauseRequested, ToolFailed
 from tether.store.records import EffectRow
@@ -121,7 +122,6 @@ class EffectRunner:
                      fp: str, step: int) -> Event:
         """Journal the intent (with the tool's ``prepared`` facts, if it has a ``prepare``
         hook) and make it durable before anything runs."""
-        from tether.runtime.context import json_safe
         j = self._ex.journal
         payload = {"i": i, "fp": fp, "tool": t.name, "effect": t.effect,
                    "idempotent": t.idempotent, "arguments": args_json}
@@ -163,7 +163,6 @@ class EffectRunner:
     async def execute(self, t: Tool, args: dict[str, Any], intent: Event, step: int) -> Any:
         """Run the tool for a durable intent and journal its result (a tool that touches
         workspace files is called inside :meth:`held`)."""
-        from tether.runtime.context import json_safe
         ex = self._ex
         tc = ToolContext(intent.run, step, intent.id, intent.id, ex.workspace,
                          chunk=ex.journal.store.chunk)
@@ -187,7 +186,6 @@ class EffectRunner:
     async def _done(self, t: Tool, intent: Event, step: int, tc: ToolContext, result: Any,
                     settled: dict[str, Any] | None = None) -> Any:
         """Journal ``effect.done`` for what ``tc`` recorded, with the new file versions."""
-        from tether.runtime.context import json_safe
         from tether.runtime.swarm import file_causes, file_versions
         ex = self._ex
         undo = {"tool": tc.undo.tool, "arguments": json_safe(tc.undo.arguments)} if tc.undo else None

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tether.core.canonical import digest
+from tether.core.canonical import digest, json_safe
 from tether.core.fingerprint import fingerprint
 from tether.errors import UsageError
 from tether.store.records import (
@@ -130,7 +130,6 @@ class SwarmCalls:
         return f"agent:{self._ex.agent.name}"
 
     async def send(self, to: str, body: Any, *, topic: str | None = None) -> str:
-        from tether.runtime.context import json_safe
         ctx, ex = self._ctx, self._ex
         body_json = json_safe(body)
         i = ctx._next()
@@ -204,7 +203,6 @@ class SwarmCalls:
         return _entry(payload)
 
     async def board_set(self, key: str, value: Any) -> str:
-        from tether.runtime.context import json_safe
         ctx, ex = self._ctx, self._ex
         if not isinstance(key, str) or not key:
             raise UsageError(f"run {ex.journal.run} step {ctx.step}: a blackboard key must be "
