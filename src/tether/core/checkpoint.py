@@ -49,6 +49,15 @@ class Checkpoint:
     """(hash, bytes) of chunks this keyframe introduces; stores keep each hash once."""
 
 
+def checkpoint_info(ck: Checkpoint) -> dict[str, Any]:
+    """What the journal records of a checkpoint: enough to check the stored body."""
+    info: dict[str, Any] = {"kind": ck.kind, "hash": hashlib.sha256(ck.body).hexdigest()}
+    if ck.kind == "key":  # keyframes are rare: say more about them
+        info["bytes"] = len(ck.body)
+        info["new_chunks"] = len(ck.chunks)
+    return info
+
+
 def _find_unserialisable(value: Any, path: str) -> str:
     """Return the path of the first value orjson cannot encode canonically."""
     if isinstance(value, dict):

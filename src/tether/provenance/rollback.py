@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from tether.core.canonical import json_safe
-from tether.core.checkpoint import CheckpointEncoder
+from tether.core.checkpoint import CheckpointEncoder, checkpoint_info
 from tether.errors import Conflict, UsageError
 from tether.ops import actor, find_effect, find_run, holding, run_state, send_command
 from tether.provenance.plan import RollbackPlan, Undo, journal_facts, plan, refuse
@@ -299,7 +299,6 @@ def _workspace(row: RunRow) -> Path | None:
 def restore(store: Store, j: RunJournal, p: RollbackPlan, by: str,
             cascade: dict[str, Any] | None = None) -> None:
     """Restore the state of the step in a new epoch and end the rollback."""
-    from tether.runtime.executor import checkpoint_info
     cancel_pending(store, j, f"the run was rolled back to step {p.to_step}", by)
     _, _, state = run_state(store, p.run.id, p.to_step)
     old_epoch, from_step = j.row.epoch, j.row.step

@@ -9,7 +9,6 @@ import concurrent.futures
 import contextlib
 import contextvars
 import functools
-import hashlib
 import time
 import traceback
 from collections import deque
@@ -18,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tether.core import budget as budgets
-from tether.core.checkpoint import Checkpoint, CheckpointEncoder, chain_label, restore
+from tether.core.checkpoint import CheckpointEncoder, chain_label, checkpoint_info, restore
 from tether.core.fingerprint import ConversationHasher
 from tether.core.pricing import PriceTable, refuse_unpriced
 from tether.errors import (
@@ -464,15 +463,6 @@ class RunExecutor:
             await self._commit_step()
         else:
             await self.flush()
-
-
-def checkpoint_info(ck: Checkpoint) -> dict[str, Any]:
-    """What the journal records of a checkpoint: enough to check the stored body."""
-    info: dict[str, Any] = {"kind": ck.kind, "hash": hashlib.sha256(ck.body).hexdigest()}
-    if ck.kind == "key":  # keyframes are rare: say more about them
-        info["bytes"] = len(ck.body)
-        info["new_chunks"] = len(ck.chunks)
-    return info
 
 
 def _plus(a: dict[str, float], b: dict[str, float]) -> dict[str, float]:

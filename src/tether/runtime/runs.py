@@ -10,12 +10,11 @@ from pathlib import Path
 from typing import Any
 
 from tether.core import budget as budgets
-from tether.core.checkpoint import CheckpointEncoder
+from tether.core.checkpoint import CheckpointEncoder, checkpoint_info
 from tether.core.ids import Clock, UlidSource
 from tether.core.pricing import PriceTable, cost_caps, refuse_unpriced
 from tether.errors import UsageError
 from tether.runtime.agent import AgentLike
-from tether.runtime.executor import checkpoint_info
 from tether.runtime.journal import RunJournal
 from tether.runtime.pausepoints import PausePoints
 from tether.runtime.prices import price_table
