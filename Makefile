@@ -28,8 +28,10 @@ $(VENV)/.installed-bench: pyproject.toml constraints.txt | $(BIN)/python
 demo: $(VENV)/.installed
 	$(BIN)/tether demo
 
+# Ruff, then the import contract (pyproject.toml, [tool.importlinter]; docs/design.md, Layering).
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check src tests bench scripts
+	$(BIN)/lint-imports --no-logo
 
 typecheck: $(VENV)/.installed-dev
 	$(BIN)/mypy
@@ -46,4 +48,4 @@ bench: $(VENV)/.installed-bench
 	$(BIN)/python -m bench --out docs/benchmarks.md
 
 clean:
-	rm -rf $(VENV) tether-demo .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) tether-demo .pytest_cache .mypy_cache .ruff_cache .import_linter_cache
