@@ -7,23 +7,18 @@ what to do when it cannot.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import getpass
 import os
-import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from tether.core.checkpoint import chain_label, restore
-from tether.core.ids import Clock, UlidSource
-from tether.errors import NotFound, TetherError, UsageError
+from tether.errors import NotFound, UsageError
 from tether.history import epoch_of, lineage
 from tether.runtime import commands as cmds
-from tether.runtime.journal import RunJournal
-from tether.runtime.leases import owner_name, reclaim_dead_local
+from tether.runtime.holding import holding, must_get
 from tether.store.protocol import Store
 from tether.store.records import EffectRow, RunRow
 
@@ -88,10 +83,7 @@ def _candidates(rows: list[RunRow], most: int = 8) -> str:
 
 
 def _must(store: Store, run: str) -> RunRow:
-    row = store.get_run(run)
-    if row is None:
-        raise NotFound(f"no run {run!r}")
-    return row
+    return must_get(store, run)
 
 
 def find_effect(store: Store, ref: str) -> EffectRow:
@@ -114,53 +106,6 @@ class CommandResult:
     """``cli`` (applied here), ``worker`` (applied by the run's owner) or ``pending``."""
     outcome: str = ""
     """``applied``, or why the command changed nothing (``ignored: the run is done``)."""
-
-
-def _journal(store: Store, row: RunRow, token: int) -> RunJournal:
-    clock = Clock()
-    return RunJournal(store, row, token, UlidSource(clock.now), clock.now)
-
-
-@contextlib.contextmanager
-def holding(store: Store, run: str, *, kind: str = "cli", ttl: float = 30.0,
-            busy: str | None = None, wait: float = 0.0) -> Iterator[RunJournal | None]:
-    """Own ``run`` for a moment (its lease) and give its journal; release it after.
-
-    When a worker holds the run (still, after ``wait`` seconds: e.g. a worker that just
-    paused it and is letting it go): raise UsageError(``busy``) if given, else yield None.
-    The lease is renewed in the background while held, so a long operation (a rollback
-    with slow undos) keeps it; its writes are fenced by the token in any case.
-    """
-    owner = owner_name(kind)
-    deadline = time.monotonic() + wait
-    token = store.acquire(run, owner, ttl, time.time())
-    if token is None and reclaim_dead_local(store, runs=[run]):
-        # Held by a process on this machine that died (a killed CLI or worker): take over.
-        token = store.acquire(run, owner, ttl, time.time())
-    while token is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-        token = store.acquire(run, owner, ttl, time.time())
-    if token is None:
-        if busy is not None:
-            raise UsageError(busy)
-        yield None
-        return
-    done = threading.Event()
-
-    def renew() -> None:
-        while not done.wait(ttl / 3):
-            with contextlib.suppress(TetherError):
-                if store.renew({run: token}, owner, ttl, time.time()):
-                    return  # taken over: the fenced writes will say so
-
-    keeper = threading.Thread(target=renew, name=f"tether-lease-{run[-6:]}", daemon=True)
-    keeper.start()
-    try:
-        yield _journal(store, _must(store, run), token)
-    finally:
-        done.set()
-        keeper.join()
-        store.release(run, owner, token)
 
 
 def apply_pending_offline(store: Store, run: str) -> list[int] | None:

@@ -35,10 +35,11 @@ from typing import Any
 
 from tether.errors import Conflict, UsageError
 from tether.history import lineage, ran_in
-from tether.ops import actor, holding
+from tether.ops import actor
 from tether.provenance import rollback as rb
 from tether.provenance.impact import Impact, impact_from
 from tether.provenance.plan import RollbackPlan, Undo, plan, refuse, with_conflicts
+from tether.runtime.holding import holding
 from tether.runtime.journal import RunJournal
 from tether.store.protocol import Store
 from tether.store.records import RunRow

@@ -35,9 +35,10 @@ from typing import Any
 from tether.core.canonical import json_safe
 from tether.core.checkpoint import CheckpointEncoder, checkpoint_info
 from tether.errors import Conflict, UsageError
-from tether.ops import actor, find_effect, find_run, holding, run_state, send_command
+from tether.ops import actor, find_effect, find_run, run_state, send_command
 from tether.provenance.plan import RollbackPlan, Undo, journal_facts, plan, refuse
 from tether.runtime.commands import cancel_pending
+from tether.runtime.holding import holding
 from tether.runtime.journal import RunJournal
 from tether.runtime.runs import load_agent
 from tether.store.protocol import Store

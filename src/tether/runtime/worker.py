@@ -426,11 +426,11 @@ class Worker:
 
     async def _expire_approvals(self) -> None:
         """Apply ``on_expiry`` to approval requests nobody decided in time."""
-        from tether import approvals
+        from tether.runtime.decisions import expire_due
         while True:
             await asyncio.sleep(1.0)
             try:
-                await asyncio.to_thread(approvals.expire_due, self.store)
+                await asyncio.to_thread(expire_due, self.store)
             except StoreError as exc:
                 self.health.failed(exc)
             except TetherError as exc:

@@ -1,0 +1,75 @@
+"""Owning a run for a moment: its lease, its journal, a keeper that renews the lease.
+
+What an operator's process (CLI, web, API) does to change a run no worker owns,
+and what the worker does itself to apply a decision that came while nobody held
+the run (an approval that expired).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Iterator
+
+from tether.core.ids import Clock, UlidSource
+from tether.errors import NotFound, TetherError, UsageError
+from tether.runtime.journal import RunJournal
+from tether.runtime.leases import owner_name, reclaim_dead_local
+from tether.store.protocol import Store
+from tether.store.records import RunRow
+
+
+def must_get(store: Store, run: str) -> RunRow:
+    """The run's row; NotFound if there is none."""
+    row = store.get_run(run)
+    if row is None:
+        raise NotFound(f"no run {run!r}")
+    return row
+
+
+def _journal(store: Store, row: RunRow, token: int) -> RunJournal:
+    clock = Clock()
+    return RunJournal(store, row, token, UlidSource(clock.now), clock.now)
+
+
+@contextlib.contextmanager
+def holding(store: Store, run: str, *, kind: str = "cli", ttl: float = 30.0,
+            busy: str | None = None, wait: float = 0.0) -> Iterator[RunJournal | None]:
+    """Own ``run`` for a moment (its lease) and give its journal; release it after.
+
+    When a worker holds the run (still, after ``wait`` seconds: e.g. a worker that just
+    paused it and is letting it go): raise UsageError(``busy``) if given, else yield None.
+    The lease is renewed in the background while held, so a long operation (a rollback
+    with slow undos) keeps it; its writes are fenced by the token in any case.
+    """
+    owner = owner_name(kind)
+    deadline = time.monotonic() + wait
+    token = store.acquire(run, owner, ttl, time.time())
+    if token is None and reclaim_dead_local(store, runs=[run]):
+        # Held by a process on this machine that died (a killed CLI or worker): take over.
+        token = store.acquire(run, owner, ttl, time.time())
+    while token is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+        token = store.acquire(run, owner, ttl, time.time())
+    if token is None:
+        if busy is not None:
+            raise UsageError(busy)
+        yield None
+        return
+    done = threading.Event()
+
+    def renew() -> None:
+        while not done.wait(ttl / 3):
+            with contextlib.suppress(TetherError):
+                if store.renew({run: token}, owner, ttl, time.time()):
+                    return  # taken over: the fenced writes will say so
+
+    keeper = threading.Thread(target=renew, name=f"tether-lease-{run[-6:]}", daemon=True)
+    keeper.start()
+    try:
+        yield _journal(store, must_get(store, run), token)
+    finally:
+        done.set()
+        keeper.join()
+        store.release(run, owner, token)
