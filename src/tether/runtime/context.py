@@ -15,14 +15,13 @@ import asyncio
 import concurrent.futures
 import random as _random
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from tether.core.canonical import digest, dumps, json_safe, loads
-from tether.core.events import Event
 from tether.core.fingerprint import fingerprint
 from tether.errors import ModelError, PauseRequested, StopRequested, ToolFailed, UsageError
 from tether.models.base import Message, Model, ModelResponse, ToolSpec
+from tether.runtime.journal import Recorded
 from tether.runtime.outcome import SleepUntil
 from tether.runtime.swarm import (
     Board,
@@ -40,14 +39,6 @@ CALL_KINDS = ("model.called", "tool.called", "effect.intent", "clock.read", "ran
               "message.sent", "message.received", "blackboard.read", "blackboard.write")
 RESULT_KINDS = ("effect.done", "effect.failed", "effect.in_doubt", "effect.resolved",
                 "effect.retried")
-
-
-@dataclass(slots=True)
-class Recorded:
-    """A journaled call of the in-flight step and its latest result event."""
-
-    call: Event
-    result: Event | None = None
 
 
 def _journalable(tool: str, value: Any) -> Any:

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from tether.core.canonical import json_safe
 from tether.core.events import Event
 from tether.errors import PauseRequested, ToolFailed
+from tether.runtime.journal import Recorded
 from tether.store.records import EffectRow
 from tether.tools.base import (
     IntentInput,
@@ -39,7 +40,6 @@ from tether.tools.base import (
 )
 
 if TYPE_CHECKING:
-    from tether.runtime.context import Recorded
     from tether.runtime.executor import RunExecutor
 
 

@@ -37,9 +37,9 @@ from tether.runtime import commands as cmds
 from tether.runtime import outcome as outcomes
 from tether.runtime.agent import AgentLike
 from tether.runtime.committer import GroupCommitter
-from tether.runtime.context import CALL_KINDS, RESULT_KINDS, Recorded, StepContext, SyncStepContext
+from tether.runtime.context import CALL_KINDS, RESULT_KINDS, StepContext, SyncStepContext
 from tether.runtime.effects import EffectRunner
-from tether.runtime.journal import RunJournal
+from tether.runtime.journal import Recorded, RunJournal
 from tether.runtime.oversight import GATE_KINDS, Oversight
 from tether.runtime.pausepoints import PausePoints
 from tether.store.records import Command

@@ -9,6 +9,7 @@ Used by workers (through the group committer) and by the CLI (directly).
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 from typing import Any
 
 from tether.core import budget as budgets
@@ -32,6 +33,15 @@ from tether.store.records import (
 NOTIFY_KINDS = frozenset({"approval.requested", "run.paused", "run.stopped", "budget.exceeded",
                           "effect.in_doubt", "run.failed"})
 """Events operators are told about (through the outbox, when a webhook is configured)."""
+
+
+@dataclass(slots=True)
+class Recorded:
+    """A journaled call of the in-flight step and its latest result event (what replay
+    returns instead of calling again)."""
+
+    call: Event
+    result: Event | None = None
 
 
 class RunJournal:
