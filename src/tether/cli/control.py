@@ -363,7 +363,7 @@ def swarm(name: Annotated[str, typer.Argument(help="The swarm's name.", metavar=
     run."""
     import time as _time
 
-    from tether.runtime.pausepoints import PausePoints
+    from tether.core.pausepoints import PausePoints
     s = store()
     changes = {k: v for k, v in (("every_steps", pause_every_steps),
                                  ("every_minutes", pause_every_minutes),

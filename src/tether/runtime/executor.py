@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from tether.core import budget as budgets
 from tether.core.checkpoint import CheckpointEncoder, chain_label, checkpoint_info, restore
 from tether.core.fingerprint import ConversationHasher
+from tether.core.pausepoints import PausePoints
 from tether.core.pricing import PriceTable, refuse_unpriced
 from tether.errors import (
     AwaitApproval,
@@ -41,7 +42,6 @@ from tether.runtime.context import CALL_KINDS, RESULT_KINDS, StepContext, SyncSt
 from tether.runtime.effects import EffectRunner
 from tether.runtime.journal import Recorded, RunJournal
 from tether.runtime.oversight import GATE_KINDS, Oversight
-from tether.runtime.pausepoints import PausePoints
 from tether.store.records import Command
 from tether.tools.base import Tool
 

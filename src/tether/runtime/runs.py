@@ -12,11 +12,11 @@ from typing import Any
 from tether.core import budget as budgets
 from tether.core.checkpoint import CheckpointEncoder, checkpoint_info
 from tether.core.ids import Clock, UlidSource
+from tether.core.pausepoints import PausePoints
 from tether.core.pricing import PriceTable, cost_caps, refuse_unpriced
 from tether.errors import UsageError
 from tether.runtime.agent import AgentLike
 from tether.runtime.journal import RunJournal
-from tether.runtime.pausepoints import PausePoints
 from tether.runtime.prices import price_table
 from tether.store.protocol import Store
 from tether.store.records import RunRow
