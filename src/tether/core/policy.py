@@ -37,7 +37,9 @@ Example:
 from __future__ import annotations
 
 import functools
+import os
 import re
+import stat
 import tomllib
 from collections.abc import Callable, Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass
@@ -296,18 +298,44 @@ def builtin_policy() -> Policy:
 def load_policy(path: str | PathLike[str], *, known_tools: Set[str] | None = None) -> Policy:
     """Read and compile a policy file; its hash is the SHA-256 of the file's bytes."""
     p = Path(path)
-    try:
-        raw = p.read_bytes()
-    except FileNotFoundError:
-        raise PolicyError(f"{p}: no such policy file; create it or pass --policy FILE") from None
-    except OSError as exc:
-        raise PolicyError(f"{p}: cannot read the policy file: {exc.strerror or exc}") from None
+    raw = _read_policy_file(p)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
         raise PolicyError(f"{p}, line {line}: not UTF-8 text; save the policy file as UTF-8") from None
     return parse_policy(text, source=str(p), known_tools=known_tools)
+
+
+MAX_POLICY_BYTES = 1 << 20
+"""Largest policy file read (1 MiB): thousands of rules; a bigger one is not a policy."""
+
+
+def _read_policy_file(p: Path) -> bytes:
+    """The file's bytes, refusing anything but a regular file of at most MAX_POLICY_BYTES.
+
+    Opened without blocking and checked by its descriptor before a byte is read: a FIFO
+    would block the read forever and /dev/zero would fill memory."""
+    try:
+        fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise PolicyError(f"{p}: no such policy file; create it or pass --policy FILE") from None
+    except OSError as exc:
+        raise PolicyError(f"{p}: cannot read the policy file: {exc.strerror or exc}") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise PolicyError(f"{p}: not a regular file (a folder, FIFO or device); give a "
+                              "policy file (TOML)")
+        with os.fdopen(os.dup(fd), "rb") as f:
+            raw = f.read(MAX_POLICY_BYTES + 1)
+    except OSError as exc:
+        raise PolicyError(f"{p}: cannot read the policy file: {exc.strerror or exc}") from None
+    finally:
+        os.close(fd)
+    if len(raw) > MAX_POLICY_BYTES:
+        raise PolicyError(f"{p}: larger than {MAX_POLICY_BYTES >> 20} MiB; a policy file is "
+                          "a few rules, give one of at most 1 MiB")
+    return raw
 
 
 def rules_from_python(rules: Sequence[Mapping[str, Any]], *, defaults: Mapping[str, Any] | None = None,
