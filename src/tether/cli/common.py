@@ -146,3 +146,31 @@ def parse_assignments(items: list[str], what: str) -> dict[str, float]:
             raise UsageError(f"{what} {item!r}: {v!r} is not a finite number")
         out[k.strip()] = number
     return out
+
+
+def make_folder(path: Path, label: str, *, create: bool = True) -> None:
+    """Create folder ``path`` (given as option ``label``) unless it exists (or, with
+    ``create=False``, only check that it could be created): only the last
+    folder, as ``--store`` creates only its file, so a typo in a parent is refused instead
+    of becoming a tree of new folders.
+
+    Raises:
+        UsageError: naming the option and the folder that is missing or in the way.
+    """
+    if path.is_dir():
+        return
+    parent = path.parent
+    if not path.exists() and not parent.is_dir():
+        raise UsageError(f"{label} {path}: folder {parent} does not exist; create it first "
+                         "or give a folder inside one that exists")
+    if path.exists():
+        raise UsageError(f"{label} {path}: exists and is not a folder; give a folder")
+    if not create:
+        return
+    try:
+        path.mkdir()
+    except FileExistsError:
+        raise UsageError(f"{label} {path}: exists and is not a folder; give a folder") from None
+    except OSError as exc:
+        raise UsageError(f"{label} {path}: cannot create the folder: "
+                         f"{exc.strerror or exc}") from None

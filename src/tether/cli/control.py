@@ -11,7 +11,7 @@ import typer
 from tether import ops
 from tether.cli import model_opts
 from tether.cli.args import parse_json
-from tether.cli.common import console, handle_errors, parse_assignments, print_jsonl, store
+from tether.cli.common import console, handle_errors, make_folder, parse_assignments, print_jsonl, store
 from tether.core.policy import load_policy
 from tether.errors import StoreError, UsageError
 from tether.policies import apply_policy, in_force
@@ -85,6 +85,8 @@ def run(agent: Annotated[str, typer.Argument(help="The agent, as module:attr.", 
                                 ("before_irreversible", pause_before_irreversible)) if v} or None
     validate_run(a, goal=goal, budget=caps, pause_points=points, prices=table)
     who = ops.actor(as_)
+    if workspace is not None:
+        make_folder(workspace, "--workspace", create=False)  # start_run creates it
     s = store(create=True)
     _apply_beside(s, policy, who)
     rid = start_run(s, a, agent_ref=agent, goal=goal, name=name, swarm=swarm, budget=caps,

@@ -16,7 +16,8 @@ from rich.table import Table
 from tether import ops
 from tether.audit import verify_store
 from tether.cli import model_opts
-from tether.cli.common import console, handle_errors, status
+from tether.cli.args import check_value
+from tether.cli.common import console, handle_errors, make_folder, status
 from tether.demo.agents import DRIFT_AFTER, _clock, scripted
 from tether.demo.night import run_night
 from tether.demo.review import BadStep, find_bad_step, router_run
@@ -28,9 +29,9 @@ MAX_PACE = 60.0
 
 
 @handle_errors
-def demo(directory: Annotated[Path, typer.Option(
+def demo(folder: Annotated[str, typer.Option(
              "--dir", help="Folder for the demo's store and workspace.",
-             metavar="DIR")] = Path("tether-demo"),
+             metavar="DIR")] = "tether-demo",
          pace: Annotated[float, typer.Option(
              help="Seconds each model call takes, to watch (or kill) the demo mid-way.",
              metavar="SECONDS")] = 0.0,
@@ -44,6 +45,11 @@ def demo(directory: Annotated[Path, typer.Option(
 
     Run it again with the same --dir to resume where it stopped: no effect is repeated.
     """
+    # Taken as text: typer would read "" as Path("."), the current folder.
+    if not folder:
+        raise UsageError("--dir '': give the folder for the demo, e.g. --dir tether-demo")
+    directory = Path(folder)
+    check_value(directory, "--dir", "the folder for the demo's store and workspace")
     if not 0 <= pace <= MAX_PACE:  # a pace of 1e300 s is a demo that never ends
         raise UsageError(f"--pace {pace:g}: give seconds per model call from 0 to {MAX_PACE:g}")
     table = model_opts.apply(model_timeout, model_retries, prices)
@@ -56,6 +62,7 @@ def demo(directory: Annotated[Path, typer.Option(
         m = OpenAIModel(model)
     else:
         m = scripted(pace)
+    make_folder(directory, "--dir")
     resumed = (directory / "tether.db").exists()
     console.print(("Resuming" if resumed else "Starting") + f" the night shift in {directory}/ "
                   f"(store {directory}/tether.db, files in {directory}/workspace/)")
