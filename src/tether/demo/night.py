@@ -40,6 +40,8 @@ class NightResult:
     clock: float
     passes: int = 0
     log: list[str] = field(default_factory=list)
+    output_closed: bool = False
+    """Stdout was closed mid-way (``tether demo | head``): the night went on unseen."""
 
 
 def _start_runs(store: SQLiteStore, workspace: Path, clock: FixedClock) -> None:
@@ -77,7 +79,8 @@ def _write_atomically(path: Path, text: str) -> None:
 
 async def _tail(store: SQLiteStore, console: Console, clock: FixedClock,
                 seen: dict[str, int]) -> None:
-    """Print what the agents do as it becomes durable."""
+    """Print what the agents do as it becomes durable, until stdout is closed (then return;
+    the night goes on without a reader)."""
     while True:
         fresh = []
         for row in store.list_runs():
@@ -86,8 +89,15 @@ async def _tail(store: SQLiteStore, console: Console, clock: FixedClock,
                 fresh.append((e.time, e.id, row.name, e.kind, e.payload))
         for t, _, name, kind, payload in sorted(fresh):
             line = _describe(name, kind, payload)
-            if line:
+            if not line:
+                continue
+            try:
                 console.print(f"[dim]{t[11:16]}[/dim] {line}", highlight=False)
+            except SystemExit:
+                # rich met a closed pipe: it pointed stdout at /dev/null and raised
+                # SystemExit, which in a task would only be reported when the task is
+                # collected ("Task exception was never retrieved").
+                return
         await asyncio.sleep(0.05)
 
 
@@ -170,6 +180,7 @@ async def run_night(directory: Path, *, model: Model, console: Console,
     finally:
         if tail is not None:
             await asyncio.sleep(0.1)
+            result.output_closed = tail.done() and not tail.cancelled()
             tail.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await tail
