@@ -144,10 +144,13 @@ BIG = str(2**64)
     (["demo", "--pace", "inf"], "--pace", "finite"),
     (["demo", "--pace", "1e300"], "--pace", "from 0 to 60"),
     (["policy", "explain", "--agent", "a", "--tool", "t", "--budget", "cost_usd_per_day=nan",
-      "--policy", "/dev/null"], "--budget", "finite"),
+      "--policy", "EMPTY.toml"], "--budget", "finite"),
     (["budget", "ingest", "--set", "steps=1e999"], "--set", "finite"),
 ])
-def test_numbers_must_fit(demo_store: str, args: list[str], label: str, problem: str) -> None:
+def test_numbers_must_fit(demo_store: str, tmp_path: Path, args: list[str], label: str,
+                         problem: str) -> None:
+    (tmp_path / "EMPTY.toml").write_text("")  # an empty policy (/dev/null is no regular file)
+    args = [str(tmp_path / a) if a == "EMPTY.toml" else a for a in args]
     code, out, err = tether("--store", demo_store, *args)
     assert code == 2, out + err
     line = one_error_line(err)

@@ -373,7 +373,7 @@ def test_swarm_pause_points_apply_to_its_runs(tmp_path: Path) -> None:
     info = json.loads(res.output)
     assert info["pause_points"]["every_steps"] == 2 and info["runs"] == {run: "paused"}
     res = runner.invoke(app, ["--store", str(db), "swarm", "crew", "--pause-every-steps", "0"])
-    assert res.exit_code == 2 and "every_steps" in res.output
+    assert res.exit_code == 2 and "--pause-every-steps" in res.output
     store.close()
 
 

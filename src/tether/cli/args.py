@@ -14,6 +14,7 @@ import importlib
 import math
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import PurePath
 from typing import Any
 
@@ -35,6 +36,89 @@ click_exceptions = importlib.import_module(_CLICK + ".exceptions")
 _click_globals = importlib.import_module(_CLICK + ".globals")
 
 
+@dataclass(frozen=True)
+class Range:
+    """The numbers a CLI option accepts (the constructors it feeds check again, naming
+    their Python parameter; here the refusal names the flag as typed)."""
+
+    low: float
+    high: float | None = None
+    low_open: bool = False  # low itself is refused: "more than 0"
+    unit: str = ""
+
+    def accepts(self, value: float) -> bool:
+        above = value > self.low if self.low_open else value >= self.low
+        return above and (self.high is None or value <= self.high)
+
+    def text(self, whole: bool) -> str:
+        unit = f" {self.unit}" if self.unit else ""
+        if whole:
+            return f"a whole number{unit} from {self.low:g} to {self.high or INT64_MAX}"
+        if self.high is not None:
+            return f"a number{unit} from {self.low:g} to {self.high:g}"
+        return f"a number{unit}, " + (f"more than {self.low:g}" if self.low_open
+                                      else f"{self.low:g} or more")
+
+
+RANGES: dict[str, Range] = {
+    # whole numbers: parameter name (as each command calls it) -> what it accepts
+    **dict.fromkeys(("after", "limit", "step", "to", "at", "epoch", "pipeline"), Range(0)),
+    **dict.fromkeys(("concurrency", "pause_every_steps"), Range(1)),
+    # real numbers
+    "lease_ttl": Range(0, low_open=True, unit="of seconds"),
+    "give_up_after": Range(0, unit="of seconds"),
+    "pause_every_minutes": Range(0, low_open=True, unit="of minutes"),
+    "pace": Range(0, 60.0, unit="of seconds"),
+}
+"""Every numeric option of every command, by parameter name: one refusal that names the flag
+and its real range ("--limit: from 0 to ..."), never the 64-bit range or a Python name."""
+
+_argv: list[str] = []
+
+
+def remember_argv(args: list[str]) -> None:
+    """Keep the command line as typed, to quote a number as the user wrote it (1e400, not
+    the inf it parses to)."""
+    _argv[:] = args
+
+
+def typed(label: str, value: object) -> str:
+    """What the user typed for option ``label`` (its last occurrence), else ``value``."""
+    found = None
+    for i, token in enumerate(_argv):
+        if token == label and i + 1 < len(_argv):
+            found = _argv[i + 1]
+        elif token.startswith(label + "="):
+            found = token[len(label) + 1:]
+    if found is not None:
+        return found[:40]
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def check_range(name: str, value: object) -> None:
+    """Refuse a number outside what option ``name`` accepts (see RANGES), naming the flag.
+
+    Raises:
+        UsageError: e.g. ``--limit 99999999999999999999 does not fit in 64 bits; give a whole
+            number from 0 to 9223372036854775807``.
+    """
+    rng = RANGES.get(name)
+    if rng is None or isinstance(value, bool) or not isinstance(value, int | float):
+        return
+    whole = isinstance(value, int)
+    if whole and not INT64_MIN <= value <= INT64_MAX:
+        problem = "does not fit in 64 bits"
+    elif not whole and not math.isfinite(value):
+        problem = "is not a finite number"
+    elif not rng.accepts(value):
+        problem = "is out of range"
+    else:
+        return
+    label, what = _describe(name)
+    raise UsageError(f"{label} {typed(label, value)} {problem}; give {rng.text(whole)} "
+                     f"({label}: {what})")
+
+
 def shown(value: object, width: int = 40) -> str:
     """``value`` quoted for a message, cut to ``width`` characters (a 40,000-character name
     would otherwise fill the terminal)."""
@@ -49,6 +133,7 @@ def check_arguments(values: Mapping[str, Any]) -> None:
         UsageError: naming the argument, its value and what it takes.
     """
     for name, value in values.items():
+        check_range(name, value)
         for item in value if isinstance(value, list | tuple) else (value,):
             if _problem(item) is not None:
                 check_value(item, *_describe(name))

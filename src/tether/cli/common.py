@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 from typer.core import TyperGroup
 
-from tether.cli.args import check_arguments, check_value, click_exceptions
+from tether.cli.args import check_arguments, check_value, click_exceptions, remember_argv
 from tether.errors import TetherError, UsageError
 from tether.store import open_store
 from tether.store.protocol import Store
@@ -81,6 +81,7 @@ class OneLineErrors(TyperGroup):
     def main(self, args: Sequence[str] | None = None, prog_name: str | None = None,
              complete_var: str | None = None, standalone_mode: bool = True,
              windows_expand_args: bool = True, **extra: Any) -> Any:
+        remember_argv(list(args) if args is not None else sys.argv[1:])
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, False, windows_expand_args,
                                 **extra)
