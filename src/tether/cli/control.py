@@ -10,7 +10,7 @@ import typer
 
 from tether import ops
 from tether.cli import model_opts
-from tether.cli.args import parse_json
+from tether.cli.args import parse_json, shown
 from tether.cli.common import console, handle_errors, make_folder, parse_assignments, print_jsonl, store
 from tether.core.policy import load_policy
 from tether.errors import StoreError, UsageError
@@ -120,10 +120,11 @@ def worker(until_idle: Annotated[bool, typer.Option(
            pipeline: Annotated[int, typer.Option(
                help="Steps' commits in flight per run while the next step runs (0: every "
                     "step durable before the next).", metavar="N")] = 4,
-           give_up_after: Annotated[float, typer.Option(
+           give_up_after: Annotated[float | None, typer.Option(
                "--give-up-after", metavar="SECONDS",
                help="With --until-idle: exit with an error once the store has failed (a full "
-                    "disk, say) for this long; runs are left as they were.")] = GIVE_UP_AFTER,
+                    "disk, say) for this long (default 60); runs are left as they were.")]
+           = None,
            quiet: Annotated[bool, typer.Option(
                "--quiet", "-q", help="Log only the policy it runs under, runs that failed or "
                                      "were abandoned, and the summary.")] = False,
@@ -148,6 +149,11 @@ def worker(until_idle: Annotated[bool, typer.Option(
     if quiet and json:
         raise UsageError("--quiet and --json do not go together; --json logs every change")
     table = model_opts.apply(model_timeout, model_retries, prices)
+    if give_up_after is not None and not until_idle:
+        # A long-lived worker never gives up on the store: it backs off and goes on once
+        # storage works again. Ignoring the option would let an operator think it exits.
+        raise UsageError("--give-up-after goes with --until-idle; a worker without it never "
+                         "gives up on a failing store, it backs off and retries")
     s = store(create=True)
     from tether.cli.worker_log import WorkerLog
     from tether.notify import WebhookConfig
@@ -156,7 +162,8 @@ def worker(until_idle: Annotated[bool, typer.Option(
         apply_policy(s, wanted, who=ops.actor(as_))
     out = WorkerLog(quiet=quiet, json=json)
     w = Worker(s, concurrency=concurrency, lease_ttl=lease_ttl, policy=wanted,
-               webhook=WebhookConfig.from_env(), pipeline=pipeline, give_up_after=give_up_after,
+               webhook=WebhookConfig.from_env(), pipeline=pipeline,
+               give_up_after=GIVE_UP_AFTER if give_up_after is None else give_up_after,
                on_change=out.change, prices=table)
     out.start(w.owner, s.url, [x.describe() for x in
                                w.policies.scopes() or [w.policies.for_swarm(None)]])
@@ -366,6 +373,8 @@ def swarm(name: Annotated[str, typer.Argument(help="The swarm's name.", metavar=
     import time as _time
 
     from tether.core.pausepoints import PausePoints
+    if not name:
+        raise UsageError("NAME '': give the swarm's name (`tether runs` shows each run's swarm)")
     s = store()
     changes = {k: v for k, v in (("every_steps", pause_every_steps),
                                  ("every_minutes", pause_every_minutes),
@@ -376,6 +385,8 @@ def swarm(name: Annotated[str, typer.Argument(help="The swarm's name.", metavar=
         s.set_swarm_pause_points(name, points, _time.time())
     runs = s.list_runs(swarm=name)
     budget, points_now = s.swarm_budget(name), s.swarm_pause_points(name)
+    if not (runs or budget or points_now):
+        _no_such_swarm(s, name)
     info: dict[str, object] = {"swarm": name, "runs": {r.id: r.status for r in runs},
                                "budget": budget, "usage": s.swarm_usage(name),
                                "pause_points": points_now}
@@ -388,3 +399,13 @@ def swarm(name: Annotated[str, typer.Argument(help="The swarm's name.", metavar=
     console.print("budget: " + (", ".join(f"{k}={v:g}" for k, v in budget.items()) or "none"))
     pp = {k: v for k, v in points_now.items() if v}
     console.print("pause points: " + (", ".join(f"{k}={v}" for k, v in pp.items()) or "none"))
+
+
+def _no_such_swarm(s: Store, name: str) -> None:
+    """Refuse a swarm the store knows nothing of (no run, budget or pause point), naming
+    those it has: a typo must not read as an empty swarm."""
+    names = sorted({r.swarm for r in s.list_runs() if r.swarm})
+    have = f"swarms with runs: {', '.join(names[:10])}" + ("..." if len(names) > 10 else "") \
+        if names else "this store has no swarm yet"
+    raise UsageError(f"no swarm named {shown(name)}; {have} (set its pause points with "
+                     "`tether swarm NAME --pause-every-steps N` to prepare a new one)")
