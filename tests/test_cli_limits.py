@@ -178,8 +178,10 @@ def test_ctrl_c_on_demo_says_how_to_resume(tmp_path: Path) -> None:
     with subprocess.Popen([*TETHER, "demo", "--dir", str(tmp_path / "night"), "--pace", "0.5"],
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
         assert proc.stdout is not None
-        proc.stdout.readline()  # "Starting the night shift ..."
-        proc.stdout.readline()  # the first thing an agent did: the night is running
+        # Past "Starting the night shift ..." (wrapped over lines at 80 columns) to the first
+        # thing an agent did: the night is running.
+        while not proc.stdout.readline().startswith("21:00 "):
+            pass
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, out + err

@@ -18,6 +18,7 @@ from tether.audit import verify_store
 from tether.cli import model_opts
 from tether.cli.args import check_value
 from tether.cli.common import console, err_console, handle_errors, make_folder, status
+from tether.core.pricing import PriceTable
 from tether.demo.agents import DRIFT_AFTER, _clock, scripted
 from tether.demo.night import run_night
 from tether.demo.review import BadStep, find_bad_step, router_run
@@ -62,21 +63,30 @@ def demo(folder: Annotated[str, typer.Option(
         m = OpenAIModel(model)
     else:
         m = scripted(pace)
+    try:
+        _night(directory, m, table, scripted_model=not model)
+    except KeyboardInterrupt:
+        # Anywhere from here (set-up, the night, the summary): everything done so far is
+        # journaled, and the same command picks the night up again.
+        err_console.print("interrupted; run the same command again to resume", highlight=False)
+        raise typer.Exit(130) from None
+
+
+def _night(directory: Path, m: Model, table: PriceTable, *, scripted_model: bool) -> None:
     make_folder(directory, "--dir")
     resumed = (directory / "tether.db").exists()
     console.print(("Resuming" if resumed else "Starting") + f" the night shift in {directory}/ "
                   f"(store {directory}/tether.db, files in {directory}/workspace/)")
+    night = run_night(directory, model=m, console=console, prices=table)
     try:
-        res = asyncio.run(run_night(directory, model=m, console=console, prices=table))
-    except KeyboardInterrupt:
-        # Everything done so far is journaled; the same command picks the night up again.
-        err_console.print("interrupted; run the same command again to resume", highlight=False)
-        raise typer.Exit(130) from None
+        res = asyncio.run(night)
+    finally:
+        night.close()  # interrupted before it started: no "never awaited" warning
     if res.output_closed:
         # As `tether events | head` does (rich's broken-pipe handling): the reader is gone,
         # so no summary; the night itself ran to its end, journaled, as if read.
         raise typer.Exit(1)
-    _summary(res.store, directory, res.clock, scripted_model=not model)
+    _summary(res.store, directory, res.clock, scripted_model=scripted_model)
 
 
 def _prog() -> str:
