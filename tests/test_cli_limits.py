@@ -58,6 +58,15 @@ def test_a_tether_toml_beside_the_store_that_is_a_fifo_is_refused(tmp_path: Path
     assert "tether.toml" in one_error_line(res.stderr)
 
 
+def test_a_demo_whose_tether_toml_is_a_fifo_is_refused_before_any_run(tmp_path: Path) -> None:
+    (tmp_path / "night").mkdir()
+    os.mkfifo(tmp_path / "night" / "tether.toml")
+    res = run_cli(["demo", "--dir", str(tmp_path / "night")], tmp_path)
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert "tether.toml" in one_error_line(res.stderr)
+    assert not (tmp_path / "night" / "tether.db").exists()
+
+
 def test_a_policy_file_over_1_mib_is_refused(tmp_path: Path) -> None:
     big = tmp_path / "big.toml"
     big.write_text("# filler\n" * 200_000)  # 1.8 MB of comments: valid TOML

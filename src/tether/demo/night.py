@@ -141,6 +141,11 @@ async def run_night(directory: Path, *, model: Model, console: Console,
     demo is run again)."""
     directory.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - once, before any run starts
     workspace = directory / "workspace"
+    policy_file = directory / "tether.toml"
+    if not policy_file.exists():
+        _write_atomically(policy_file, night.POLICY)
+    # Read and checked before the store is touched: a broken tether.toml leaves no run behind.
+    policy = load_policy(policy_file)
     store = SQLiteStore(directory / "tether.db")
     saved = store.get_meta(CLOCK_KEY)
     clock = FixedClock(float(saved) if saved else night.NIGHT_START)
@@ -151,11 +156,8 @@ async def run_night(directory: Path, *, model: Model, console: Console,
         store.set_meta(CLOCK_KEY, repr(clock.now()))
     result = NightResult(store, workspace, started, clock.now())
     agents = night.build(model)
-    policy_file = directory / "tether.toml"
-    if not policy_file.exists():
-        _write_atomically(policy_file, night.POLICY)
     # The night's policy, beside its store, is put in force the one way there is: journaled.
-    apply_policy(store, load_policy(policy_file), who="system:demo")
+    apply_policy(store, policy, who="system:demo")
     seen: dict[str, int] = {} if started else {r.id: r.seq for r in store.list_runs()}
     tail = None if quiet else asyncio.create_task(_tail(store, console, clock, seen))
     try:
