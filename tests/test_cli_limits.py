@@ -184,8 +184,12 @@ def test_demo_piped_into_head_exits_quietly_and_finishes_the_night(tmp_path: Pat
 
 
 def test_ctrl_c_on_demo_says_how_to_resume(tmp_path: Path) -> None:
+    # SIGINT as a terminal delivers it: the test runner's worker may ignore SIGINT, and an
+    # ignored signal is inherited by its children.
     with subprocess.Popen([*TETHER, "demo", "--dir", str(tmp_path / "night"), "--pace", "0.5"],
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)
+                          ) as proc:
         assert proc.stdout is not None
         # Past "Starting the night shift ..." (wrapped over lines at 80 columns) to the first
         # thing an agent did: the night is running.

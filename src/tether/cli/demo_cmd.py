@@ -6,6 +6,7 @@ import asyncio
 import os
 import shlex
 import shutil
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -20,7 +21,7 @@ from tether.cli.args import check_value
 from tether.cli.common import console, err_console, handle_errors, make_folder, status
 from tether.core.pricing import PriceTable
 from tether.demo.agents import DRIFT_AFTER, _clock, scripted
-from tether.demo.night import run_night
+from tether.demo.night import NightResult, run_night
 from tether.demo.review import BadStep, find_bad_step, router_run
 from tether.errors import UsageError
 from tether.models.base import Model
@@ -77,16 +78,31 @@ def _night(directory: Path, m: Model, table: PriceTable, *, scripted_model: bool
     resumed = (directory / "tether.db").exists()
     console.print(("Resuming" if resumed else "Starting") + f" the night shift in {directory}/ "
                   f"(store {directory}/tether.db, files in {directory}/workspace/)")
-    night = run_night(directory, model=m, console=console, prices=table)
+    night = _drained_on_sigint(directory, m, table)
     try:
         res = asyncio.run(night)
     finally:
         night.close()  # interrupted before it started: no "never awaited" warning
+    if res.interrupted:
+        raise KeyboardInterrupt
     if res.output_closed:
         # As `tether events | head` does (rich's broken-pipe handling): the reader is gone,
         # so no summary; the night itself ran to its end, journaled, as if read.
         raise typer.Exit(1)
     _summary(res.store, directory, res.clock, scripted_model=scripted_model)
+
+
+async def _drained_on_sigint(directory: Path, m: Model, table: PriceTable) -> NightResult:
+    """The night, which Ctrl-C drains as it does a worker's (every run stops at its next safe
+    point). asyncio's own Ctrl-C only cancels the main task, and a cancellation landing in a
+    step was taken as that step's stop while the night went on."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    try:
+        return await run_night(directory, model=m, console=console, prices=table, stop=stop)
+    finally:
+        loop.remove_signal_handler(signal.SIGINT)
 
 
 def _prog() -> str:

@@ -42,6 +42,9 @@ class NightResult:
     log: list[str] = field(default_factory=list)
     output_closed: bool = False
     """Stdout was closed mid-way (``tether demo | head``): the night went on unseen."""
+    interrupted: bool = False
+    """``stop`` was set (Ctrl-C): the runs stopped at their next safe point, the night did not
+    end; the next demo goes on from there."""
 
 
 def _start_runs(store: SQLiteStore, workspace: Path, clock: FixedClock) -> None:
@@ -134,11 +137,14 @@ def _describe(name: str, kind: str, p: object) -> str:
 async def run_night(directory: Path, *, model: Model, console: Console,
                     quiet: bool = False, until: float | None = None,
                     give_up_after: float = GIVE_UP_AFTER,
-                    prices: PriceTable | None = None) -> NightResult:
+                    prices: PriceTable | None = None,
+                    stop: asyncio.Event | None = None) -> NightResult:
     """Run the night (or go on with it) until no run has anything left to do, or until
     the clock would reach ``until`` (that moment is not run). A store that fails for
     ``give_up_after`` seconds ends it with that StoreError (the night goes on when the
-    demo is run again)."""
+    demo is run again). Setting ``stop`` drains the worker (every run stops at its next safe
+    point) and ends the night early, ``interrupted``."""
+    stop = stop or asyncio.Event()
     directory.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - once, before any run starts
     workspace = directory / "workspace"
     policy_file = directory / "tether.toml"
@@ -164,8 +170,11 @@ async def run_night(directory: Path, *, model: Model, console: Console,
         while True:
             await Worker(store, agents=agents, clock=clock, lease_ttl=10.0,
                          poll_interval=0.02, give_up_after=give_up_after,
-                         prices=prices).run(until_idle=True)
+                         prices=prices).run(until_idle=True, stop=stop)
             result.passes += 1
+            if stop.is_set():
+                result.interrupted = True
+                break
             if store.list_runs(status="running"):
                 # Held by another process (a demo or worker still alive, or one whose lease
                 # has not expired): the night must not move on without those runs.
