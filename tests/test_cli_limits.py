@@ -184,8 +184,8 @@ def test_demo_piped_into_head_exits_quietly_and_finishes_the_night(tmp_path: Pat
 
 
 def test_ctrl_c_on_demo_says_how_to_resume(tmp_path: Path) -> None:
-    # SIGINT as a terminal delivers it: the test runner's worker may ignore SIGINT, and an
-    # ignored signal is inherited by its children.
+    # SIGINT as a terminal delivers it: a parent that ignores SIGINT (nohup, some CI
+    # runners) would pass that on to the child.
     with subprocess.Popen([*TETHER, "demo", "--dir", str(tmp_path / "night"), "--pace", "0.5"],
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                           preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)
