@@ -27,8 +27,6 @@ from tether.errors import UsageError
 from tether.models.base import Model
 from tether.store.protocol import Store
 
-MAX_PACE = 60.0
-
 
 @handle_errors
 def demo(folder: Annotated[str, typer.Option(
@@ -52,8 +50,6 @@ def demo(folder: Annotated[str, typer.Option(
         raise UsageError("--dir '': give the folder for the demo, e.g. --dir tether-demo")
     directory = Path(folder)
     check_value(directory, "--dir", "the folder for the demo's store and workspace")
-    if not 0 <= pace <= MAX_PACE:  # a pace of 1e300 s is a demo that never ends
-        raise UsageError(f"--pace {pace:g}: give seconds per model call from 0 to {MAX_PACE:g}")
     table = model_opts.apply(model_timeout, model_retries, prices)
     m: Model
     if model:

@@ -153,8 +153,6 @@ def events(run: Annotated[str, typer.Argument(help="Run id, name, agent name or 
 
     The summary is cut to the terminal's width; --full prints each payload whole, --json
     every field of every event."""
-    if limit is not None and limit < 0:
-        raise UsageError("--limit must be 0 or more")
     from tether.core.events import KINDS
     if kind is not None and kind not in KINDS:
         close = sorted(k for k in KINDS if k.split(".")[0] == kind.split(".")[0]) or sorted(KINDS)

@@ -40,13 +40,8 @@ from tether.tools.fsplan import (
     plan_move,
     plan_write,
 )
-from tether.tools.fsplan import (
-    INLINE_LIMIT as INLINE_LIMIT_BYTES,
-)
+from tether.tools.fsplan import INLINE_LIMIT as INLINE_LIMIT  # re-exported for the settle tests
 from tether.tools.fstree import Tree
-
-INLINE_LIMIT: Final = INLINE_LIMIT_BYTES
-"""Largest before-image journaled inline (see :data:`tether.tools.fsplan.INLINE_LIMIT`)."""
 
 _PLANS: Final[dict[str, Callable[[Tree, dict[str, Any]], Plan]]] = {
     "fs_write": lambda t, a: plan_write(t, a["path"], a["content"]),
