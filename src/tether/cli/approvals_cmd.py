@@ -11,9 +11,8 @@ from rich.table import Table
 from tether import approvals as ap
 from tether import ops
 from tether.cli import render
-from tether.cli.args import parse_json
+from tether.cli.args import parse_json_object
 from tether.cli.common import console, handle_errors, print_jsonl, store, when
-from tether.errors import UsageError
 
 AsOpt = Annotated[str | None, typer.Option("--as", help="Decide as NAME (default $TETHER_USER or "
                                                         "the OS user).", metavar="NAME")]
@@ -81,9 +80,7 @@ def approve(approval: Annotated[str, typer.Argument(help="Approval id.", metavar
     """Approve a proposed action; the run goes on and runs it (at most once)."""
     edited = None
     if args is not None:
-        edited = parse_json(args, "--args", "'{\"to\": \"a@example.com\"}'")
-        if not isinstance(edited, dict):
-            raise UsageError("--args must be a JSON object of the tool's arguments")
+        edited = parse_json_object(args, "--args", "'{\"to\": \"a@example.com\"}'")
     row = ap.decide(store(), approval, approve=True, who=ops.actor(as_), note=note,
                     arguments=edited, always=always)
     console.print(f"approved {row.id}: run {row.run} will run {row.tool}"

@@ -218,6 +218,15 @@ def parse_json(text: str, what: str, example: str) -> Any:
     return value
 
 
+def parse_json_object(text: str, what: str, example: str) -> dict[str, Any]:
+    """:func:`parse_json` for an argument that must be a JSON object (a tool's arguments)."""
+    value = parse_json(text, what, example)
+    if not isinstance(value, dict):
+        raise UsageError(f"{what} must be a JSON object of argument names, got {shown(text)}; "
+                         f"for example {example}")
+    return value
+
+
 def _depth(value: Any) -> int:
     """Nesting depth, without recursion (the value may be up to 1,024 levels deep)."""
     deepest, todo = 0, [(value, 1)]

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 
-from tether.cli.args import parse_json
+from tether.cli.args import parse_json_object
 from tether.cli.common import console, handle_errors, parse_assignments, print_jsonl
 from tether.core.policy import Action, Decision, load_policy
 from tether.core.policy_match import EFFECTS
@@ -37,10 +37,7 @@ def check(file: Annotated[Path, typer.Argument(help="The policy file (TOML).", m
 
 
 def _arguments(text: str) -> dict[str, Any]:
-    value = parse_json(text, "--args", "'{\"to\": \"a@example.com\"}'")
-    if not isinstance(value, dict):
-        raise UsageError(f"--args must be a JSON object of argument names, got {text!r}")
-    return value
+    return parse_json_object(text, "--args", "'{\"to\": \"a@example.com\"}'")
 
 
 def _instant(text: str | None, tz: tzinfo) -> float:
