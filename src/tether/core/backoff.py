@@ -72,3 +72,9 @@ class Backoff:
             spent += self.delay(n - 1, 0.0)
             n += 1
         return n
+
+
+STORAGE_BACKOFF = Backoff(base=0.1, cap=5.0)
+"""The schedule while a store fails (scheduling passes and commit retries alike): 0.1 s doubling
+to 5 s (at most 29 tries in the first minute, then 12-24 a minute), so a worker notices soon
+once space is freed."""

@@ -17,7 +17,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from tether.core.backoff import Backoff
+from tether.core.backoff import STORAGE_BACKOFF, Backoff
 from tether.errors import StorageError, StoreError, StoreLocked
 from tether.store.protocol import Store
 from tether.store.records import Write
@@ -25,8 +25,6 @@ from tether.store.records import Write
 _STOP = object()
 _LOCKED = Backoff(base=0.05, cap=1.0)
 """Between tries of a commit while another process holds the write lock."""
-_STORAGE = Backoff(base=0.1, cap=5.0)
-"""Between tries of a commit while the storage fails (a full disk): it takes a person."""
 log = logging.getLogger("tether.committer")
 
 
@@ -46,14 +44,16 @@ class GroupCommitter:
         lock_patience: seconds to keep retrying while another process holds the lock.
         storage_patience: seconds to keep retrying while the storage fails (a full disk);
             :meth:`abort` stops sooner.
+        storage_backoff: the schedule of those retries (the worker passes its own).
     """
 
     def __init__(self, store: Store, *, max_batch: int = 512, lock_patience: float = 300.0,
-                 storage_patience: float = 60.0) -> None:
+                 storage_patience: float = 60.0, storage_backoff: Backoff = STORAGE_BACKOFF) -> None:
         self.store = store
         self.max_batch = max_batch
         self.lock_patience = lock_patience
         self.storage_patience = storage_patience
+        self.storage_backoff = storage_backoff
         self.failure: StoreError | None = None
         """The storage error a batch is being retried for (None once a commit goes through)."""
         self._abort = threading.Event()
@@ -173,7 +173,7 @@ class GroupCommitter:
             return None
         self.failure = exc  # the worker watches it, and logs the state changes
         log.debug("storage failed; retrying a group commit of %d writes: %s", n, exc)
-        return _STORAGE.delay(tries, random.random())
+        return self.storage_backoff.delay(tries, random.random())
 
 
 def _settle(fut: asyncio.Future[None], err: BaseException | None) -> None:

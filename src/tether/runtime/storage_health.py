@@ -20,14 +20,12 @@ import random
 import time
 from collections.abc import Callable
 
+from tether.core.backoff import STORAGE_BACKOFF as STORAGE_BACKOFF
 from tether.core.backoff import Backoff
 from tether.errors import StoreError
 
 log = logging.getLogger("tether.worker")
 
-STORAGE_BACKOFF = Backoff(base=0.1, cap=5.0)
-"""The worker's schedule while its store fails: 0.1 s doubling to 5 s (at most 29 tries in the
-first minute, then 12-24 a minute), so it notices soon once space is freed."""
 
 GIVE_UP_AFTER = 60.0
 """Seconds of failing storage after which ``--until-idle`` gives up (``--give-up-after``)."""

@@ -120,7 +120,8 @@ class Worker:
         self.ids = UlidSource(self.clock.now)
         # Runs whose agent this process cannot load: left for workers that can, retried later.
         self._unloadable: dict[str, float] = {}
-        self.committer = GroupCommitter(store, storage_patience=give_up_after)
+        self.committer = GroupCommitter(store, storage_patience=give_up_after,
+                                        storage_backoff=storage_backoff)
         self.health = StoreHealth(self.owner, storage_backoff, give_up_after=give_up_after,
                                   writes=lambda: self.committer.committed)
         self.active: dict[str, tuple[asyncio.Task[str], RunExecutor]] = {}
