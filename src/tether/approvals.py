@@ -14,10 +14,11 @@ from typing import Any
 
 from tether.core.canonical import json_safe
 from tether.errors import NotFound, UsageError
-from tether.ops import _must, actor
+from tether.ops import actor
 from tether.runtime.decisions import expire_due
 from tether.runtime.decisions import record as _record
 from tether.runtime.decisions import when as _when
+from tether.runtime.holding import must_get
 from tether.store.protocol import Store
 from tether.store.records import ApprovalRow
 
@@ -77,7 +78,7 @@ def _check_decider(row: ApprovalRow, by: str) -> None:
 
 def _validate(store: Store, row: ApprovalRow, arguments: dict[str, Any]) -> dict[str, Any]:
     from tether.runtime.runs import load_agent
-    run = _must(store, row.run)
+    run = must_get(store, row.run)
     try:
         agent = load_agent(run.agent)
     except UsageError as exc:

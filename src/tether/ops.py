@@ -60,7 +60,7 @@ def find_run(store: Store, ref: str) -> RunRow:
         return row
     hits = store.find_runs(ref)
     if len(hits) == 1:
-        return _must(store, hits[0])
+        return must_get(store, hits[0])
     if hits:
         rows = [r for r in (store.get_run(h) for h in hits) if r is not None]
         raise UsageError(f"{ref!r} matches {len(hits)} runs: {_candidates(rows)}; give more "
@@ -80,10 +80,6 @@ def _candidates(rows: list[RunRow], most: int = 8) -> str:
     rows = sorted(rows, key=lambda r: (r.created, r.id), reverse=True)
     shown = ", ".join(f"{r.name} ({r.id}, {r.status})" for r in rows[:most])
     return shown + (f" and {len(rows) - most} more" if len(rows) > most else "")
-
-
-def _must(store: Store, run: str) -> RunRow:
-    return must_get(store, run)
 
 
 def find_effect(store: Store, ref: str) -> EffectRow:
@@ -144,7 +140,7 @@ def send_command(store: Store, run_ref: str, kind: str, args: dict[str, Any] | N
 
 def _outcome(store: Store, run: str, cid: int) -> str:
     """What the run's owner journaled for command ``cid`` (searched from the end)."""
-    head = _must(store, run).seq
+    head = must_get(store, run).seq
     after = max(0, head - 64)
     while True:
         for e in reversed(store.events(run, after_seq=after)):
