@@ -6,7 +6,6 @@ import functools
 import math
 import sys
 from collections.abc import Callable, Iterable, Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -17,6 +16,7 @@ from rich.markup import escape
 from typer.core import TyperGroup
 
 from tether.cli.args import check_arguments, check_value, click_exceptions, remember_argv
+from tether.cli.render import at
 from tether.errors import TetherError, UsageError
 from tether.store import open_store
 from tether.store.protocol import Store
@@ -117,10 +117,8 @@ def print_jsonl(rows: Iterable[dict[str, Any]]) -> None:
 
 
 def when(t: float | None) -> str:
-    """A time for people: UTC, to the second."""
-    if t is None:
-        return "-"
-    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M:%S")
+    """A time for people: UTC, to the second (``-`` for none)."""
+    return at(t)
 
 
 STATUS_STYLE = {"running": "green", "sleeping": "cyan", "waiting": "cyan", "paused": "yellow",
