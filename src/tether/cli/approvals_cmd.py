@@ -12,7 +12,7 @@ from tether import approvals as ap
 from tether import ops
 from tether.cli import render
 from tether.cli.args import parse_json_object
-from tether.cli.common import console, handle_errors, print_jsonl, store, when
+from tether.cli.common import console, handle_errors, print_jsonl, run_namer, store, when
 
 AsOpt = Annotated[str | None, typer.Option("--as", help="Decide as NAME (default $TETHER_USER or "
                                                         "the OS user).", metavar="NAME")]
@@ -48,13 +48,10 @@ def approvals(json: Annotated[bool, typer.Option("--json", help="JSON lines.")] 
         cols[-1] = "status"  # decided requests expire no more: their outcome matters
     for col in cols:
         t.add_column(col, no_wrap=col in ("status", "requested", "expires"), overflow="fold")
-    names: dict[str, str] = {}
+    name = run_namer(s)
     table: list[dict[str, str]] = []
     for a in rows:
-        if a.run not in names:
-            owner = s.get_run(a.run)
-            names[a.run] = owner.name if owner else a.run
-        table.append({"id": a.id, "run": names[a.run], "step": str(a.step), "tool": a.tool,
+        table.append({"id": a.id, "run": name(a.run), "step": str(a.step), "tool": a.tool,
                       "arguments": render.arguments(a.arguments), "status": a.status,
                       "rule": a.rule or "(default)", "requested": when(a.requested_at)[5:],
                       "expires": when(a.expires_at)[5:] if a.expires_at else "never"})

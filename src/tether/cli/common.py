@@ -116,6 +116,18 @@ def print_jsonl(rows: Iterable[dict[str, Any]]) -> None:
     out.flush()
 
 
+def run_namer(s: Store) -> Callable[[str], str]:
+    """``run id -> its name`` for listings (the id itself when the run is gone), one read per run."""
+    names: dict[str, str] = {}
+
+    def name(run_id: str) -> str:
+        if run_id not in names:
+            row = s.get_run(run_id)
+            names[run_id] = row.name if row else run_id
+        return names[run_id]
+    return name
+
+
 def when(t: float | None) -> str:
     """A time for people: UTC, to the second (``-`` for none)."""
     return at(t)

@@ -10,7 +10,7 @@ from rich.table import Table
 
 from tether import ops
 from tether.cli import render
-from tether.cli.common import console, handle_errors, print_jsonl, store, when
+from tether.cli.common import console, handle_errors, print_jsonl, run_namer, store, when
 from tether.errors import UsageError
 from tether.runtime.swarm import board_ns
 from tether.store.records import MESSAGE_STATUSES
@@ -46,13 +46,7 @@ def messages(run: Annotated[str | None, typer.Argument(
         "id", "from", "to", "status", "body")
     for col in cols:
         t.add_column(col, overflow="fold", no_wrap=col in ("id", "status"))
-    names: dict[str, str] = {}
-
-    def name(run_id: str) -> str:
-        if run_id not in names:
-            r = s.get_run(run_id)
-            names[run_id] = r.name if r else run_id
-        return names[run_id]
+    name = run_namer(s)
     table = [{"id": m.id, "from": name(m.sender), "step": str(m.step), "to": name(m.recipient),
               "topic": m.topic or "-", "status": m.status, "sent": when(m.created)[5:],
               "body": render.compact(m.body)} for m in rows]
@@ -100,15 +94,12 @@ def board(key: Annotated[str | None, typer.Argument(help="Only this key, with it
                       highlight=False)
         return
     t = Table(title=f"blackboard of {where}")
-    names: dict[str, str] = {}
+    name = run_namer(s)
     table = []
     for v in rows:
-        if v.run not in names:
-            writer = s.get_run(v.run)
-            names[v.run] = writer.name if writer else v.run
         table.append({"swarm": v.ns.removeprefix("board:") or "-", "key": v.key,
                       "version": str(v.version), "value": render.compact(v.value),
-                      "written by": names[v.run], "step": str(v.step),
+                      "written by": name(v.run), "step": str(v.step),
                       "status": v.status + (" suspect" if v.suspect else "")})
     # Every column while the values keep room (20 characters, or their length); else the
     # version and step go (and the swarm, when one was asked for), one line per version.
