@@ -83,14 +83,15 @@ def run(agent: Annotated[str, typer.Argument(help="The agent, as module:attr.", 
     points = {k: v for k, v in (("every_steps", pause_every_steps),
                                 ("every_minutes", pause_every_minutes),
                                 ("before_irreversible", pause_before_irreversible)) if v} or None
-    validate_run(a, goal=goal, budget=caps, pause_points=points, prices=table)
+    init = validate_run(a, goal=goal, budget=caps, pause_points=points, prices=table)
     who = ops.actor(as_)
     if workspace is not None:
         make_folder(workspace, "--workspace", create=False)  # start_run creates it
     s = store(create=True)
     _apply_beside(s, policy, who)
     rid = start_run(s, a, agent_ref=agent, goal=goal, name=name, swarm=swarm, budget=caps,
-                    workspace=workspace, actor=who, pause_points=points, prices=table)
+                    workspace=workspace, actor=who, pause_points=points, prices=table,
+                    state=init)
     console.print(f"started run {rid}")
     if detach:
         return

@@ -54,16 +54,23 @@ def load_agent(ref: str, registry: Mapping[str, AgentLike] | None = None) -> Age
 
 def validate_run(agent: AgentLike, *, goal: str, budget: Mapping[str, float] | None = None,
                  pause_points: Mapping[str, Any] | None = None,
-                 state: dict[str, Any] | None = None, prices: PriceTable | None = None) -> None:
+                 state: dict[str, Any] | None = None,
+                 prices: PriceTable | None = None) -> dict[str, Any]:
     """Check what :func:`start_run` would refuse, without writing anything: the budget (a
     cost cap needs the model's price), the pause points and the initial state (it must
-    checkpoint). Raises UsageError."""
+    checkpoint). Raises UsageError.
+
+    Returns:
+        The initial state it checked: pass it to :func:`start_run` as ``state`` so the run
+        starts from exactly that state (``initial_state`` is not called twice).
+    """
     _priced(agent, budgets.validate({**(agent.budget or {}), **(budget or {})}), prices)
     points = pause_points if pause_points is not None else getattr(agent, "pause_points", None)
     if points:
         PausePoints.parse(points)
     init = state if state is not None else agent.initial_state(goal)
     CheckpointEncoder(run="validate").encode(0, init, force_key=True)
+    return init
 
 
 def _priced(agent: AgentLike, budget: Mapping[str, float], prices: PriceTable | None) -> None:
