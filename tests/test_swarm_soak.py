@@ -75,7 +75,8 @@ from tests import swarm_soak_agents as sa
 from tether import ops, start_run, verify_store
 from tether.core.events import Event
 from tether.core.settings import STORE_CHAIN
-from tether.runtime.swarm import board_ns, file_ns
+from tether.runtime.swarm import board_ns
+from tether.runtime.workspace import file_ns
 from tether.store.records import EffectRow, MessageRow, RunRow
 from tether.store.sqlite import SQLiteStore
 from tether.testing import allow_tools

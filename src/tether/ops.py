@@ -171,7 +171,7 @@ def resolve_effect(store: Store, effect_ref: str, resolution: str, *, result: An
                                    "by": by}
         versions = []
         if resolution == "done":
-            from tether.runtime.swarm import resolved_versions
+            from tether.runtime.workspace import resolved_versions
             versions = resolved_versions(store, row, eff, time.time())
             # Journaled, so the audit can hold the version rows to them (the seal keeps
             # them through an erasure of this payload).

@@ -23,13 +23,8 @@ from tether.errors import ModelError, PauseRequested, StopRequested, ToolFailed,
 from tether.models.base import Message, Model, ModelResponse, ToolSpec
 from tether.runtime.journal import Recorded
 from tether.runtime.outcome import SleepUntil
-from tether.runtime.swarm import (
-    Board,
-    BoardEntry,
-    InboxMessage,
-    SwarmCalls,
-    file_causes,
-)
+from tether.runtime.swarm import Board, BoardEntry, InboxMessage, SwarmCalls
+from tether.runtime.workspace import file_causes
 from tether.tools.base import Tool, ToolContext
 
 if TYPE_CHECKING:
@@ -212,7 +207,7 @@ class StepContext:
                                               "arguments": args_json, "error": msg},
                               step=self.step, actor=f"agent:{ex.agent.name}")
             raise ToolFailed(msg) from exc
-        causes, suspect = file_causes(ex, tc)
+        causes, suspect = await file_causes(ex.journal.store, ex.journal.row, tc)
         payload = {"i": i, "fp": fp, "tool": t.name, "arguments": args_json, "result": result}
         if suspect:
             payload["suspect"] = suspect

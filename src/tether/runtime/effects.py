@@ -28,6 +28,7 @@ from tether.core.canonical import json_safe
 from tether.core.events import Event
 from tether.errors import PauseRequested, ToolFailed
 from tether.runtime.journal import Recorded
+from tether.runtime.workspace import file_causes, file_versions, unwritten_since, workspace_lock
 from tether.store.records import EffectRow
 from tether.tools.base import (
     IntentInput,
@@ -96,8 +97,8 @@ class EffectRunner:
         A sync tool cancelled while its thread still acts keeps the lock until that
         thread is done: nobody else writes the files meanwhile.
         """
-        from tether.runtime.swarm import workspace_lock
-        lock = workspace_lock(self._ex) if t.touches_files else None
+        lock = workspace_lock(self._ex.journal.row.spec.get("workspace")) \
+            if t.touches_files else None
         if lock is None:
             yield
             return
@@ -180,32 +181,33 @@ class EffectRunner:
                 "traceback": traceback.format_exc(limit=8)}, step=step, causes=(intent.id,))
             ex.journal.effect(self._row(intent, "failed", result={"error": msg}))
             raise ToolFailed(msg) from exc
-        self.in_flight = None
+        # Still in flight until effect.done is journaled: _done reads the store off the
+        # loop first, and a cancel meanwhile must leave the effect marked in doubt.
         return await self._done(t, intent, step, tc, json_safe(raw))
 
     async def _done(self, t: Tool, intent: Event, step: int, tc: ToolContext, result: Any,
                     settled: dict[str, Any] | None = None) -> Any:
         """Journal ``effect.done`` for what ``tc`` recorded, with the new file versions."""
-        from tether.runtime.swarm import file_causes, file_versions
         ex = self._ex
         undo = {"tool": tc.undo.tool, "arguments": json_safe(tc.undo.arguments)} if tc.undo else None
-        causes, suspect = file_causes(ex, tc)
+        j = ex.journal
+        causes, suspect = await file_causes(j.store, j.row, tc)
         payload = {"i": intent.payload["i"], "result": result, "undo": undo,
                    "after": json_safe(tc.after)}
         if suspect:
             payload["suspect"] = suspect
-        versions = file_versions(ex, intent, tc)
+        versions = file_versions(j.row, intent, tc, ex.clock())
         if settled is not None:
             payload["settled"] = settled
-            from tether.runtime.swarm import unwritten_since
-            kept = unwritten_since(ex.journal.store, intent.id, versions)  # recorded late: not
-            if len(kept) < len(versions):  # over a write made since the crash
+            kept = await asyncio.to_thread(unwritten_since, j.store, intent.id, versions)  # late:
+            if len(kept) < len(versions):  # not over a write made since the crash
                 # The paths that got a version: the audit holds the rows to them (sealed).
                 payload["recorded"] = sorted(v.key for v in kept)
             versions = kept
         for digest, body in tc.chunks.items():  # what the undo names, committed with it
             ex.journal.chunk(digest, body)
         ex.journal.append("effect.done", payload, step=step, causes=(intent.id, *causes))
+        self.in_flight = None
         if settled is None:  # a settled one ran before the crash, not in this drive
             self.done += 1
         ex.suspect_files = tuple(suspect)

@@ -14,35 +14,27 @@ can walk (``tether impact``):
   version of the key; ``ctx.board.get(key)`` journals ``blackboard.read``
   citing the write it saw, and says whether that write is ``suspect`` (its
   writer is quarantined).
-* The built-in file tools name the paths they read or change; the event of
-  such a call cites the effect of each path's last writer in another run.
+
+Workspace files, which any run may share (in a swarm or not), are
+:mod:`tether.runtime.workspace`. The store reads here run off the event loop: a
+worker's other runs go on meanwhile.
 """
 
 from __future__ import annotations
 
 import asyncio
-import weakref
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tether.core.canonical import digest, json_safe
 from tether.core.fingerprint import fingerprint
 from tether.errors import UsageError
-from tether.store.records import (
-    TERMINAL_STATUSES,
-    EffectRow,
-    MessageRow,
-    RunRow,
-    VersionRow,
-)
+from tether.store.records import TERMINAL_STATUSES, MessageRow, RunRow, VersionRow
 
 if TYPE_CHECKING:
-    from tether.core.events import Event
     from tether.runtime.context import StepContext
     from tether.runtime.executor import RunExecutor
     from tether.store.protocol import Store
-    from tether.tools.base import ToolContext
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,11 +73,6 @@ class BoardEntry:
 def board_ns(swarm: str | None) -> str:
     """The blackboard namespace of a swarm (runs with no swarm share one)."""
     return f"board:{swarm or ''}"
-
-
-def file_ns(workspace: str) -> str:
-    """The namespace of a workspace's files (its real path)."""
-    return f"file:{workspace}"
 
 
 def resolve_recipient(store: Store, sender: RunRow, to: str, step: int) -> RunRow:
@@ -144,7 +131,7 @@ class SwarmCalls:
                              f"agent name (a non-empty string), not {to!r}")
         # Not journaled when no run has that name: a re-run of the step (after `tether
         # resume`, once the recipient was started) looks again and may find it.
-        target = resolve_recipient(j.store, j.row, to, ctx.step)
+        target = await asyncio.to_thread(resolve_recipient, j.store, j.row, to, ctx.step)
         held = bool(j.row.spec.get("quarantined"))
         e = j.append("message.sent", {"i": i, "fp": fp, "to": target.id, "to_name": target.name,
                                       "topic": topic, "body": body_json, "held": held},
@@ -193,7 +180,8 @@ class SwarmCalls:
             await ex.flush()  # this run's own writes must be visible to its reads
             ex.board_dirty = False
         j = ex.journal
-        v = j.store.current_versions(board_ns(j.row.swarm), [key]).get(key)
+        current = await asyncio.to_thread(j.store.current_versions, board_ns(j.row.swarm), [key])
+        v = current.get(key)
         payload: dict[str, Any] = {"i": i, "fp": fp, "key": key, "found": v is not None}
         if v is not None:
             payload.update(value=v.value, version=v.version, writer=v.run, write=v.event,
@@ -246,95 +234,3 @@ class Board:
     async def set(self, key: str, value: Any) -> str:
         """Write a new version of ``key``; returns the ``blackboard.write`` event id."""
         return await self._calls.board_set(key, value)
-
-
-# -- files: last writers -------------------------------------------------------------
-
-_LOCKS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, asyncio.Lock]] = \
-    weakref.WeakKeyDictionary()
-
-
-def workspace_lock(ex: RunExecutor) -> asyncio.Lock | None:
-    """The lock of the run's workspace on this event loop (None without a workspace).
-
-    File tools hold it from before they act until their versions are committed, so
-    the runs of a worker that share a workspace write and read its files one call at a
-    time, in the order the versions say. (Other workers, in other processes or on other
-    event loops, are not covered: their writes to a shared folder can interleave; see
-    docs/design.md.)
-    """
-    ws = ex.journal.row.spec.get("workspace")
-    if not ws:
-        return None
-    per_loop = _LOCKS.setdefault(asyncio.get_running_loop(), {})
-    lock = per_loop.get(ws)
-    if lock is None:
-        lock = per_loop[ws] = asyncio.Lock()
-    return lock
-
-
-def file_causes(ex: RunExecutor, tc: ToolContext) -> tuple[tuple[str, ...], list[str]]:
-    """(the effects of other runs that last wrote the paths this call touched, the paths
-    among them whose last version is suspect: its writer is quarantined). Called under the
-    workspace lock: every earlier write to them is committed."""
-    ws = ex.journal.row.spec.get("workspace")
-    paths = set(tc.touched) | set((tc.after.get("files") or {}) if isinstance(tc.after, dict)
-                                  else ())
-    if not ws or not paths:
-        return (), []
-    current = ex.journal.store.current_versions(file_ns(ws), sorted(paths))
-    others = {k: v for k, v in current.items() if v.run != ex.journal.run}
-    return (tuple(sorted({v.event for v in others.values()})),
-            sorted(k for k, v in others.items() if v.suspect))
-
-
-def file_versions(ex: RunExecutor, intent: Event, tc: ToolContext) -> list[VersionRow]:
-    """New versions of the files an effect changed (from its after-image)."""
-    ws = ex.journal.row.spec.get("workspace")
-    files = tc.after.get("files") if isinstance(tc.after, dict) else None
-    if not ws or not isinstance(files, dict):
-        return []
-    now = ex.clock()
-    suspect = bool(ex.journal.row.spec.get("quarantined"))
-    return [VersionRow(ns=file_ns(ws), key=path, event=intent.id, run=intent.run,
-                       epoch=intent.epoch, step=intent.step,
-                       hash=h if isinstance(h, str) else None, suspect=suspect, created=now)
-            for path, h in sorted(files.items())]
-
-
-def unwritten_since(store: Store, effect_id: str, versions: list[VersionRow]) -> list[VersionRow]:
-    """Of the versions of a late-recorded file effect (settled or resolved as done after a
-    crash), those for paths nobody wrote since its intent: if another run did, that run
-    is the file's last writer, and this late version must not take its place (the runs
-    that touched the file in between could not cite this effect; nothing can fix that)."""
-    if not versions:
-        return []
-    from tether.core.ids import ulid_time
-    since = ulid_time(effect_id)
-    current = store.current_versions(versions[0].ns, [v.key for v in versions])
-    return [v for v in versions if not (v.key in current and current[v.key].created > since)]
-
-
-def resolved_versions(store: Store, row: RunRow, eff: EffectRow,
-                      now: float) -> list[VersionRow]:
-    """Versions for a built-in file effect an operator resolved as done (it happened, but
-    its ``effect.done`` with the after-image was never journaled): the named paths as they
-    are now, so the next run to touch them cites this effect as their writer. Only for a
-    path nobody wrote since the effect's intent (:func:`unwritten_since`).
-    """
-    from tether.tools.files import FILE_TOOLS, file_hash
-    ws = row.spec.get("workspace")
-    if not ws or eff.tool not in {t.name for t in FILE_TOOLS}:
-        return []
-    paths = [str(eff.arguments[k]) for k in ("path", "src", "dst")
-             if isinstance(eff.arguments.get(k), str)]
-    out = []
-    for path in paths:
-        try:
-            h = file_hash(Path(ws), path)
-        except UsageError:
-            continue  # not a path the tools would act on: the effect failed on it
-        out.append(VersionRow(ns=file_ns(ws), key=path, event=eff.id, run=eff.run,
-                              epoch=eff.epoch, step=eff.step, hash=h,
-                              suspect=bool(row.spec.get("quarantined")), created=now))
-    return unwritten_since(store, eff.id, out)
