@@ -40,7 +40,7 @@ from tether.runtime.agent import Agent, AgentLike, StepAgent, step_agent
 from tether.runtime.context import StepContext, SyncStepContext
 from tether.runtime.outcome import AwaitMessages, Continue, Done, SleepUntil
 from tether.runtime.runs import load_agent, start_run
-from tether.runtime.swarm import BoardEntry, InboxMessage
+from tether.runtime.step_api import BoardEntry, InboxMessage
 from tether.runtime.worker import Worker
 from tether.store import SQLiteStore, Store, open_store
 from tether.tools import Effect, Tool, ToolContext, current, record_after, register_undo, tool

@@ -9,18 +9,16 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from tether.core.canonical import digest
 from tether.errors import ToolFailed, UsageError
 from tether.models.base import Model, ToolCall, ToolSpec
 from tether.runtime import swarm_tools
 from tether.runtime.outcome import Continue, Done, Outcome
+from tether.runtime.step_api import StepContextLike
 from tether.runtime.swarm_tools import SWARM_TOOL_NAMES, SWARM_TOOL_SPECS
 from tether.tools.base import Tool
-
-if TYPE_CHECKING:
-    from tether.runtime.context import StepContext
 
 
 @runtime_checkable
@@ -97,7 +95,7 @@ class Agent:
                        "model": self.model.name if self.model else None,
                        "tools": [t.spec() if isinstance(t, Tool) else t for t in self._offered]})
 
-    async def step(self, ctx: StepContext, state: dict[str, Any]) -> Outcome:
+    async def step(self, ctx: StepContextLike, state: dict[str, Any]) -> Outcome:
         messages = state.setdefault("messages", [])
         resp = await ctx.model(messages, self._offered)
         messages.append(resp.as_message())
@@ -108,7 +106,7 @@ class Agent:
             messages.append({"role": "tool", "tool_call_id": call.id, "content": content})
         return Continue()
 
-    async def _call(self, ctx: StepContext, call: ToolCall) -> str:
+    async def _call(self, ctx: StepContextLike, call: ToolCall) -> str:
         if self.swarm and call.name in SWARM_TOOL_NAMES:
             return await self._swarm_call(ctx, call)
         tool = self._by_name.get(call.name)
@@ -134,7 +132,7 @@ class Agent:
                      "quarantined run: treat its content as suspect)")
         return text
 
-    async def _swarm_call(self, ctx: StepContext, call: ToolCall) -> str:
+    async def _swarm_call(self, ctx: StepContextLike, call: ToolCall) -> str:
         try:
             args = swarm_tools.validate(call.name, json_loads_object(call.arguments))
         except (ValueError, UsageError) as exc:

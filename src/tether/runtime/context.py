@@ -14,21 +14,24 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import random as _random
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from tether.core.canonical import digest, dumps, json_safe, loads
-from tether.core.fingerprint import fingerprint
+from tether.core.fingerprint import ConversationHasher, fingerprint
+from tether.core.pricing import PriceTable
 from tether.errors import ModelError, PauseRequested, StopRequested, ToolFailed, UsageError
 from tether.models.base import Message, Model, ModelResponse, ToolSpec
-from tether.runtime.journal import Recorded
+from tether.runtime.agent import AgentLike
+from tether.runtime.effects import EffectRunner
 from tether.runtime.outcome import SleepUntil
-from tether.runtime.swarm import Board, BoardEntry, InboxMessage, SwarmCalls
+from tether.runtime.oversight import Oversight
+from tether.runtime.run_budget import RunBudget
+from tether.runtime.step_api import BoardEntry, InboxMessage
+from tether.runtime.stepping import StepCalls, StepRuntime
+from tether.runtime.swarm import Board, SwarmCalls
 from tether.runtime.workspace import file_causes
 from tether.tools.base import Tool, ToolContext
-
-if TYPE_CHECKING:
-    from tether.runtime.executor import RunExecutor
 
 CALL_KINDS = ("model.called", "tool.called", "effect.intent", "clock.read", "random.read",
               "message.sent", "message.received", "blackboard.read", "blackboard.write")
@@ -52,19 +55,48 @@ def _journalable(tool: str, value: Any) -> Any:
                          "with text keys") from None
 
 
+class StepServices:
+    """What a run's step contexts call on, made once per run by the executor."""
+
+    __slots__ = ("_tools", "agent", "budget", "effects", "hasher", "oversight", "prices", "rt")
+
+    def __init__(self, rt: StepRuntime, agent: AgentLike, *, effects: EffectRunner,
+                 oversight: Oversight, budget: RunBudget, prices: PriceTable) -> None:
+        self.rt = rt
+        self.agent = agent
+        self.effects = effects
+        self.oversight = oversight
+        self.budget = budget
+        self.prices = prices
+        self.hasher = ConversationHasher()
+        self._tools = {t.name: t for t in agent.tools}
+
+    def tool(self, tool: Tool | str) -> Tool:
+        """The agent's tool of that name (a tool passed directly need not be declared)."""
+        name = tool if isinstance(tool, str) else tool.name
+        t = self._tools.get(name)
+        if t is None:
+            if isinstance(tool, Tool):
+                return tool
+            raise UsageError(f"run {self.rt.journal.run}: unknown tool {name!r}; the agent "
+                             f"{self.agent.name} has {', '.join(sorted(self._tools)) or 'none'}")
+        return t
+
+
 class StepContext:
     """Passed to ``step(ctx, state)`` of async agents. Methods are coroutines."""
 
-    def __init__(self, ex: RunExecutor, step: int) -> None:
-        self._ex = ex
+    def __init__(self, services: StepServices, step: int) -> None:
+        self._s = services
+        self._rt = services.rt
         self.step = step
-        self._i = 0
+        self._c = StepCalls(services.rt, step)
         self._swarm_calls: SwarmCalls | None = None  # made on first use: most steps never do
 
     @property
     def _swarm(self) -> SwarmCalls:
         if self._swarm_calls is None:
-            self._swarm_calls = SwarmCalls(self)
+            self._swarm_calls = SwarmCalls(self._rt, self._c)
         return self._swarm_calls
 
     @property
@@ -74,64 +106,42 @@ class StepContext:
 
     @property
     def run_id(self) -> str:
-        return self._ex.journal.run
+        return self._rt.journal.run
 
     @property
     def goal(self) -> str:
-        return self._ex.journal.row.goal
+        return self._rt.journal.row.goal
 
     @property
     def name(self) -> str:
-        return self._ex.journal.row.name
+        return self._rt.journal.row.name
 
     @property
     def suspect_files(self) -> tuple[str, ...]:
         """Workspace files the last ``call`` read or changed whose last writer (another run)
         is quarantined: what it saw may be bad. Journaled with the call (``suspect``)."""
-        return self._ex.suspect_files
+        return self._rt.suspect_files
 
     @property
     def calls(self) -> int:
         """How many journaled calls the step has made so far."""
-        return self._i
-
-    def _next(self) -> int:
-        if self._ex.halted:
-            raise StopRequested(f"run {self.run_id} step {self.step}: the run was stopped; "
-                                "no further calls are made")
-        i = self._i
-        self._i += 1
-        return i
-
-    def _recorded(self, i: int, kind: str, fp: str, what: str) -> Recorded | None:
-        rec = self._ex.replay.get(i)
-        if rec is None:
-            return None
-        got = rec.call.payload.get("fp")
-        if rec.call.kind != kind or got != fp:
-            self._ex.nondeterminism(self.step, i, expected=f"{rec.call.kind} {got}",
-                                    got=f"{kind} {fp} ({what})")
-        return rec
+        return self._c.count
 
     async def now(self) -> float:
         """The run's clock, journaled: a replayed step sees the same time."""
-        i = self._next()
-        rec = self._recorded(i, "clock.read", "clock", "ctx.now()")
-        if rec is not None:
-            return float(rec.call.payload["value"])
-        t = self._ex.clock()
-        self._ex.journal.append("clock.read", {"i": i, "fp": "clock", "value": t}, step=self.step)
-        return t
+        return self._value("clock.read", "clock", "ctx.now()", self._rt.clock)
 
     async def random(self) -> float:
         """A random float in [0, 1), journaled."""
-        i = self._next()
-        rec = self._recorded(i, "random.read", "random", "ctx.random()")
+        return self._value("random.read", "random", "ctx.random()", _random.random)
+
+    def _value(self, kind: str, fp: str, what: str, read: Callable[[], float]) -> float:
+        i = self._c.next()
+        rec = self._c.recorded(i, kind, fp, what)
         if rec is not None:
             return float(rec.call.payload["value"])
-        v = _random.random()
-        self._ex.journal.append("random.read", {"i": i, "fp": "random", "value": v},
-                                step=self.step)
+        v = read()
+        self._rt.journal.append(kind, {"i": i, "fp": fp, "value": v}, step=self.step)
         return v
 
     async def sleep_for(self, seconds: float) -> SleepUntil:
@@ -157,75 +167,72 @@ class StepContext:
     async def model(self, messages: Sequence[Message], tools: Sequence[Tool | ToolSpec] = (),
                     *, model: Model | None = None) -> ModelResponse:
         """Ask the model; the response is journaled before it is returned."""
-        ex = self._ex
-        m = model or ex.agent.model
+        s, rt = self._s, self._rt
+        m = model or s.agent.model
         if m is None:
             raise UsageError(f"run {self.run_id} step {self.step}: ctx.model() needs a model; "
                              "give the agent model=... or pass model=")
         specs = [t.spec() if isinstance(t, Tool) else t for t in tools]
-        i = self._next()
-        fp = fingerprint("model", m.name, digest([ex.hasher.digest(messages), specs]))
-        rec = self._recorded(i, "model.called", fp, f"model {m.name}")
+        i = self._c.next()
+        fp = fingerprint("model", m.name, digest([s.hasher.digest(messages), specs]))
+        rec = self._c.recorded(i, "model.called", fp, f"model {m.name}")
         if rec is not None:
             return ModelResponse.from_json(rec.call.payload["response"])
-        await ex.safe_point(self.step)
-        ex.check_budget()
-        ex.check_priced(m.name)
-        await ex.oversight.check_model(m.name, i, self.step)
+        await rt.safe_point(self.step)
+        s.budget.check()
+        s.budget.check_priced(m.name)
+        await s.oversight.check_model(m.name, i, self.step)
         t0 = asyncio.get_running_loop().time()
-        ex.in_call = True
         try:
-            resp = await m.complete(messages, specs)
+            with rt:
+                resp = await m.complete(messages, specs)
         except ModelError as exc:
             raise PauseRequested(
                 f"model {m.name} failed at step {self.step}: {exc}; the run is paused, "
                 "resume it with `tether resume` once the provider is back",
                 detail={"provider_message": exc.provider_message, "retryable": exc.retryable},
             ) from exc
-        finally:
-            ex.in_call = False
         latency = asyncio.get_running_loop().time() - t0
         # Price by the name we asked for: it is what the operator configured prices for.
-        cost = ex.prices.cost(m.name if m.name in ex.prices.prices else (resp.model or m.name),
-                              resp.usage.input_tokens, resp.usage.output_tokens)
-        ex.journal.append("model.called", {
+        cost = s.prices.cost(m.name if m.name in s.prices.prices else (resp.model or m.name),
+                             resp.usage.input_tokens, resp.usage.output_tokens)
+        rt.journal.append("model.called", {
             "i": i, "fp": fp, "model": m.name, "response": resp.to_json(), "cost_usd": cost,
-            "latency_s": round(latency, 6)}, step=self.step, actor=f"agent:{ex.agent.name}")
-        ex.count({"input_tokens": resp.usage.input_tokens,
-                  "output_tokens": resp.usage.output_tokens, "cost_usd": cost})
+            "latency_s": round(latency, 6)}, step=self.step, actor=rt.actor)
+        s.budget.count({"input_tokens": resp.usage.input_tokens,
+                        "output_tokens": resp.usage.output_tokens, "cost_usd": cost})
         return resp
 
     async def _read(self, t: Tool, args: dict[str, Any], args_json: Any, i: int,
                     fp: str) -> Any:
-        ex = self._ex
-        tc = ToolContext(self.run_id, self.step, None, None, ex.workspace)
+        rt = self._rt
+        tc = ToolContext(self.run_id, self.step, None, None, rt.workspace)
         try:
-            result = _journalable(t.name, await ex.effects.run_tool(t, args, tc))
+            result = _journalable(t.name, await self._s.effects.run_tool(t, args, tc))
         except Exception as exc:  # the tool's own failure: the model is told
             msg = f"tool {t.name} failed: {type(exc).__name__}: {exc}"
-            ex.journal.append("tool.called", {"i": i, "fp": fp, "tool": t.name,
+            rt.journal.append("tool.called", {"i": i, "fp": fp, "tool": t.name,
                                               "arguments": args_json, "error": msg},
-                              step=self.step, actor=f"agent:{ex.agent.name}")
+                              step=self.step, actor=rt.actor)
             raise ToolFailed(msg) from exc
-        causes, suspect = await file_causes(ex.journal.store, ex.journal.row, tc)
+        causes, suspect = await file_causes(rt.journal.store, rt.journal.row, tc)
         payload = {"i": i, "fp": fp, "tool": t.name, "arguments": args_json, "result": result}
         if suspect:
             payload["suspect"] = suspect
-        ex.journal.append("tool.called", payload, step=self.step,
-                          actor=f"agent:{ex.agent.name}", causes=causes)
-        ex.suspect_files = tuple(suspect)
+        rt.journal.append("tool.called", payload, step=self.step, actor=rt.actor, causes=causes)
+        rt.suspect_files = tuple(suspect)
         return result
 
     def reject(self, tool: str, raw_arguments: str, error: str) -> str:
         """Journal a tool call refused before it ran (malformed arguments, unknown tool)
         and return the error message for the model."""
-        i = self._next()
+        i = self._c.next()
         fp = fingerprint("tool", tool, digest(raw_arguments))
         msg = f"error: tool {tool}: {error}"
-        if self._recorded(i, "tool.called", fp, f"rejected call of {tool}") is None:
-            self._ex.journal.append("tool.called", {
+        if self._c.recorded(i, "tool.called", fp, f"rejected call of {tool}") is None:
+            self._rt.journal.append("tool.called", {
                 "i": i, "fp": fp, "tool": tool, "raw_arguments": raw_arguments, "error": msg,
-                "rejected": True}, step=self.step, actor=f"agent:{self._ex.agent.name}")
+                "rejected": True}, step=self.step, actor=self._rt.actor)
         return msg
 
     async def call(self, tool: Tool | str, /, **arguments: Any) -> Any:
@@ -234,11 +241,12 @@ class StepContext:
 
         Raises:
             UsageError: arguments do not match the tool's schema (nothing ran).
-            ToolFailed: the tool raised (journaled as ``effect.failed``).
+            ToolFailed: the tool raised (journaled as ``effect.failed``), or the policy
+                or a human did not let it run (:class:`~tether.errors.ToolDenied`).
         """
-        ex = self._ex
-        t = ex.tool(tool)
-        ex.suspect_files = ()
+        s = self._s
+        t = s.tool(tool)
+        self._rt.suspect_files = ()
         try:
             args = t.validate(arguments)
         except UsageError as exc:
@@ -247,32 +255,32 @@ class StepContext:
                               str(exc).removeprefix(f"tool {t.name}: "))
             raise UsageError(f"{msg.removeprefix('error: ')} (run {self.run_id} step "
                              f"{self.step})") from None
-        i = self._next()
+        i = self._c.next()
         args_json = json_safe(args)
         fp = fingerprint("tool" if t.effect == "read" else "effect", t.name, digest(args_json))
         kind = "tool.called" if t.effect == "read" else "effect.intent"
-        rec = self._recorded(i, kind, fp, f"tool {t.name}")
+        rec = self._c.recorded(i, kind, fp, f"tool {t.name}")
         if rec is not None:
-            return await ex.effects.replay(t, args, rec, self.step)
-        await ex.safe_point(self.step)
+            return await s.effects.replay(t, args, rec, self.step)
+        await self._rt.safe_point(self.step)
         # The operator's rules, before anything runs (the arguments may come back edited).
-        args = await ex.oversight.check(t, args, args_json, i, self.step)
+        args = await s.oversight.check(t, args, args_json, i, self.step)
         args_json = json_safe(args)
-        ex.check_budget()
-        ex.count({"tool_calls": 1})
+        s.budget.check()
+        s.budget.count({"tool_calls": 1})
         # A tool on workspace files holds the workspace's lock from before its intent until
         # its result is committed (a read: no write to them is half committed meanwhile).
         if not t.touches_files:  # the common case: no lock, no context manager to build
             return await self._act(t, args, args_json, i, fp)
-        async with ex.effects.held(t):
+        async with s.effects.held(t):
             return await self._act(t, args, args_json, i, fp)
 
     async def _act(self, t: Tool, args: dict[str, Any], args_json: Any, i: int, fp: str) -> Any:
         if t.effect == "read":
             return await self._read(t, args, args_json, i, fp)
-        ex = self._ex
-        intent = await ex.effects.intend(t, args, args_json, i, fp, self.step)
-        return await ex.effects.execute(t, args, intent, self.step)
+        effects = self._s.effects
+        intent = await effects.intend(t, args, args_json, i, fp, self.step)
+        return await effects.execute(t, args, intent, self.step)
 
 
 class SyncStepContext:
@@ -302,21 +310,21 @@ class SyncStepContext:
         return self._inner.name
 
     def _wait(self, coro: Any) -> Any:
-        ex = self._inner._ex
+        rt = self._inner._rt
         result: concurrent.futures.Future[Any] = concurrent.futures.Future()
 
         def start() -> None:
-            if ex.halted:
+            if rt.halted:
                 coro.close()
-                result.set_exception(StopRequested(f"run {ex.journal.run}: the run was stopped"))
+                result.set_exception(StopRequested(f"run {rt.journal.run}: the run was stopped"))
                 return
             task = self._loop.create_task(coro)
-            ex.sync_tasks.add(task)
+            rt.sync_tasks.add(task)
 
             def done(t: asyncio.Task[Any]) -> None:
-                ex.sync_tasks.discard(t)
+                rt.sync_tasks.discard(t)
                 if t.cancelled():
-                    result.set_exception(StopRequested(f"run {ex.journal.run}: the run was "
+                    result.set_exception(StopRequested(f"run {rt.journal.run}: the run was "
                                                        "stopped"))
                 elif t.exception() is not None:
                     result.set_exception(t.exception())

@@ -22,12 +22,13 @@ import functools
 import os
 import traceback
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from tether.core.canonical import json_safe
 from tether.core.events import Event
 from tether.errors import PauseRequested, ToolFailed
 from tether.runtime.journal import Recorded
+from tether.runtime.stepping import StepRuntime
 from tether.runtime.workspace import file_causes, file_versions, unwritten_since, workspace_lock
 from tether.store.records import EffectRow
 from tether.tools.base import (
@@ -39,10 +40,6 @@ from tether.tools.base import (
     ToolContext,
     _current,
 )
-
-if TYPE_CHECKING:
-    from tether.runtime.executor import RunExecutor
-
 
 _THREADS: list[concurrent.futures.ThreadPoolExecutor] = []
 
@@ -57,10 +54,10 @@ def _tool_threads() -> concurrent.futures.ThreadPoolExecutor:
 
 
 class EffectRunner:
-    """Runs tools for one executor and journals their effects."""
+    """Runs one run's tools and journals their effects."""
 
-    def __init__(self, ex: RunExecutor) -> None:
-        self._ex = ex
+    def __init__(self, rt: StepRuntime) -> None:
+        self._rt = rt
         # Set while a sync tool runs in a thread: a stop must mark it in doubt.
         self.in_flight: Event | None = None
         # A sync tool whose call was cancelled (stop, shutdown) while its thread still runs.
@@ -70,21 +67,20 @@ class EffectRunner:
 
     async def run_tool(self, t: Tool, args: dict[str, Any], tc: ToolContext) -> Any:
         token = _current.set(tc)
-        self._ex.in_call = True
         try:
-            if t.is_async:
-                return await t.fn(**args)
-            # The thread runs in a copy of this context, so it sees ``tc`` too.
-            call = functools.partial(contextvars.copy_context().run, t.fn, **args)
-            fut = _tool_threads().submit(call)
-            try:
-                return await asyncio.wrap_future(fut)
-            except asyncio.CancelledError:
-                if not fut.done():
-                    self._orphan = fut  # still acting: see held()
-                raise
+            with self._rt:
+                if t.is_async:
+                    return await t.fn(**args)
+                # The thread runs in a copy of this context, so it sees ``tc`` too.
+                call = functools.partial(contextvars.copy_context().run, t.fn, **args)
+                fut = _tool_threads().submit(call)
+                try:
+                    return await asyncio.wrap_future(fut)
+                except asyncio.CancelledError:
+                    if not fut.done():
+                        self._orphan = fut  # still acting: see held()
+                    raise
         finally:
-            self._ex.in_call = False
             _current.reset(token)
 
     @contextlib.asynccontextmanager
@@ -97,20 +93,17 @@ class EffectRunner:
         A sync tool cancelled while its thread still acts keeps the lock until that
         thread is done: nobody else writes the files meanwhile.
         """
-        lock = workspace_lock(self._ex.journal.row.spec.get("workspace")) \
-            if t.touches_files else None
+        rt = self._rt
+        lock = workspace_lock(rt.journal.row.spec.get("workspace")) if t.touches_files else None
         if lock is None:
             yield
             return
-        self._ex.in_call = True
-        try:
+        with rt:
             await lock.acquire()
-        finally:
-            self._ex.in_call = False
         try:
             yield
             if t.effect != "read":  # its new versions are committed before the next call
-                await self._ex.flush()
+                await rt.flush()
         finally:
             orphan, self._orphan = self._orphan, None
             if orphan is not None and not orphan.done():
@@ -123,7 +116,7 @@ class EffectRunner:
                      fp: str, step: int) -> Event:
         """Journal the intent (with the tool's ``prepared`` facts, if it has a ``prepare``
         hook) and make it durable before anything runs."""
-        j = self._ex.journal
+        j = self._rt.journal
         payload = {"i": i, "fp": fp, "tool": t.name, "effect": t.effect,
                    "idempotent": t.idempotent, "arguments": args_json}
         prepared = await self._prepare(t, args, step)
@@ -131,26 +124,23 @@ class EffectRunner:
             payload["prepared"] = json_safe(prepared.facts)
             for digest, body in prepared.chunks.items():
                 j.chunk(digest, body)
-        intent = j.append("effect.intent", payload, step=step,
-                          actor=f"agent:{self._ex.agent.name}")
+        intent = j.append("effect.intent", payload, step=step, actor=self._rt.actor)
         j.effect(self._row(intent, "intent"))
-        await self._ex.flush()
+        await self._rt.flush()
         return intent
 
     async def _prepare(self, t: Tool, args: dict[str, Any], step: int) -> Prepared | None:
         if t.prepare is None:
             return None
-        ex = self._ex
-        inp = IntentInput(ex.journal.run, step, t.name, dict(args), ex.workspace)
-        ex.in_call = True  # a stop cancels the wait; nothing is journaled yet
+        rt = self._rt
+        inp = IntentInput(rt.journal.run, step, t.name, dict(args), rt.workspace)
         try:
-            return await asyncio.wrap_future(_tool_threads().submit(t.prepare, inp))
+            with rt:  # a stop cancels the wait; nothing is journaled yet
+                return await asyncio.wrap_future(_tool_threads().submit(t.prepare, inp))
         except Exception:
             # The call would fail (a refused path, a missing folder): the tool's own run
             # reports why. An intent without a plan is simply never settled by itself.
             return None
-        finally:
-            ex.in_call = False
 
     def _row(self, intent: Event, status: str, result: Any = None,
              undo: dict[str, Any] | None = None) -> EffectRow:
@@ -159,14 +149,14 @@ class EffectRunner:
                          idx=int(p["i"]), tool=p["tool"], effect=p["effect"],
                          idempotent=bool(p["idempotent"]), key=intent.id, status=status,
                          arguments=p["arguments"], result=result, undo=undo,
-                         updated=self._ex.clock())
+                         updated=self._rt.clock())
 
     async def execute(self, t: Tool, args: dict[str, Any], intent: Event, step: int) -> Any:
         """Run the tool for a durable intent and journal its result (a tool that touches
         workspace files is called inside :meth:`held`)."""
-        ex = self._ex
-        tc = ToolContext(intent.run, step, intent.id, intent.id, ex.workspace,
-                         chunk=ex.journal.store.chunk)
+        rt = self._rt
+        tc = ToolContext(intent.run, step, intent.id, intent.id, rt.workspace,
+                         chunk=rt.journal.store.chunk)
         self.in_flight = intent
         try:
             raw = await self.run_tool(t, args, tc)
@@ -176,10 +166,10 @@ class EffectRunner:
         except Exception as exc:
             self.in_flight = None
             msg = f"tool {t.name} failed: {type(exc).__name__}: {exc}"
-            ex.journal.append("effect.failed", {
+            rt.journal.append("effect.failed", {
                 "i": intent.payload["i"], "error": msg,
                 "traceback": traceback.format_exc(limit=8)}, step=step, causes=(intent.id,))
-            ex.journal.effect(self._row(intent, "failed", result={"error": msg}))
+            rt.journal.effect(self._row(intent, "failed", result={"error": msg}))
             raise ToolFailed(msg) from exc
         # Still in flight until effect.done is journaled: _done reads the store off the
         # loop first, and a cancel meanwhile must leave the effect marked in doubt.
@@ -188,15 +178,15 @@ class EffectRunner:
     async def _done(self, t: Tool, intent: Event, step: int, tc: ToolContext, result: Any,
                     settled: dict[str, Any] | None = None) -> Any:
         """Journal ``effect.done`` for what ``tc`` recorded, with the new file versions."""
-        ex = self._ex
+        rt = self._rt
         undo = {"tool": tc.undo.tool, "arguments": json_safe(tc.undo.arguments)} if tc.undo else None
-        j = ex.journal
+        j = rt.journal
         causes, suspect = await file_causes(j.store, j.row, tc)
         payload = {"i": intent.payload["i"], "result": result, "undo": undo,
                    "after": json_safe(tc.after)}
         if suspect:
             payload["suspect"] = suspect
-        versions = file_versions(j.row, intent, tc, ex.clock())
+        versions = file_versions(j.row, intent, tc, rt.clock())
         if settled is not None:
             payload["settled"] = settled
             kept = await asyncio.to_thread(unwritten_since, j.store, intent.id, versions)  # late:
@@ -205,19 +195,19 @@ class EffectRunner:
                 payload["recorded"] = sorted(v.key for v in kept)
             versions = kept
         for digest, body in tc.chunks.items():  # what the undo names, committed with it
-            ex.journal.chunk(digest, body)
-        ex.journal.append("effect.done", payload, step=step, causes=(intent.id, *causes))
+            j.chunk(digest, body)
+        j.append("effect.done", payload, step=step, causes=(intent.id, *causes))
         self.in_flight = None
         if settled is None:  # a settled one ran before the crash, not in this drive
             self.done += 1
-        ex.suspect_files = tuple(suspect)
-        ex.journal.effect(self._row(intent, "done", result=result, undo=undo))
+        rt.suspect_files = tuple(suspect)
+        j.effect(self._row(intent, "done", result=result, undo=undo))
         for v in versions:
-            ex.journal.version(v)
+            j.version(v)
         if versions and not t.touches_files:
             # A tool that records file after-images without declaring touches_files runs
             # unlocked: commit its versions now, so the run's next file call sees them.
-            await ex.flush()
+            await rt.flush()
         return result
 
     def mark_in_doubt(self, why: str) -> None:
@@ -226,7 +216,7 @@ class EffectRunner:
             return
         intent = self.in_flight
         self.in_flight = None
-        j = self._ex.journal
+        j = self._rt.journal
         j.append("effect.in_doubt", {"i": intent.payload["i"], "tool": intent.payload["tool"],
                                      "reason": why}, step=intent.step, causes=(intent.id,))
         j.effect(self._row(intent, "in_doubt"))
@@ -236,8 +226,8 @@ class EffectRunner:
         payload: dict[str, Any] = {"i": intent.payload["i"], "reason": why}
         if settled is not None:
             payload["settled"] = settled
-        self._ex.journal.append("effect.retried", payload, step=step, causes=(intent.id,))
-        await self._ex.flush()
+        self._rt.journal.append("effect.retried", payload, step=step, causes=(intent.id,))
+        await self._rt.flush()
 
     async def replay(self, t: Tool, args: dict[str, Any], rec: Recorded, step: int) -> Any:
         """Return what a journaled call returned, or settle an effect left in doubt."""
@@ -245,10 +235,10 @@ class EffectRunner:
         if call.kind == "tool.called":
             if "error" in call.payload:
                 raise ToolFailed(call.payload["error"])
-            self._ex.suspect_files = tuple(call.payload.get("suspect") or ())
+            self._rt.suspect_files = tuple(call.payload.get("suspect") or ())
             return call.payload["result"]
         if res is not None and res.kind == "effect.done":
-            self._ex.suspect_files = tuple(res.payload.get("suspect") or ())
+            self._rt.suspect_files = tuple(res.payload.get("suspect") or ())
             return res.payload["result"]
         if res is not None and res.kind == "effect.failed":
             raise ToolFailed(res.payload["error"])
@@ -298,7 +288,7 @@ class EffectRunner:
             s = await self._ask_settle(t, args, call, step)
             how = {"by": t.name, "outcome": s.outcome, "reason": s.reason}
             if s.outcome == "done":
-                tc = ToolContext(call.run, step, call.id, call.id, self._ex.workspace,
+                tc = ToolContext(call.run, step, call.id, call.id, self._rt.workspace,
                                  undo=s.undo, after=dict(s.after),
                                  touched=sorted(s.after.get("files") or {}))
                 return await self._done(t, call, step, tc, s.result, settled=how)
@@ -311,16 +301,14 @@ class EffectRunner:
     async def _ask_settle(self, t: Tool, args: dict[str, Any], call: Event,
                           step: int) -> Settled:
         assert t.settle is not None
-        ex = self._ex
+        rt = self._rt
         inp = SettleInput(call.run, step, call.id, t.name, dict(args), call.payload["prepared"],
-                          ex.workspace, ex.journal.store.chunk)
-        ex.in_call = True
+                          rt.workspace, rt.journal.store.chunk)
         try:
-            got = await asyncio.wrap_future(_tool_threads().submit(t.settle, inp))
+            with rt:
+                got = await asyncio.wrap_future(_tool_threads().submit(t.settle, inp))
         except Exception as exc:
             return Settled("unknown", f"its settle hook failed: {type(exc).__name__}: {exc}")
-        finally:
-            ex.in_call = False
         if got.outcome not in ("done", "not_done", "unknown"):
             return Settled("unknown", f"its settle hook said {got.outcome!r}")
         return got

@@ -13,17 +13,13 @@ import time
 import traceback
 from collections import deque
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tether.core import budget as budgets
 from tether.core.checkpoint import CheckpointEncoder, chain_label, checkpoint_info, restore
-from tether.core.fingerprint import ConversationHasher
 from tether.core.pausepoints import PausePoints
-from tether.core.pricing import PriceTable, refuse_unpriced
+from tether.core.pricing import PriceTable
 from tether.errors import (
     AwaitApproval,
-    BudgetExceeded,
     Deferred,
     InvalidState,
     LeaseLost,
@@ -31,19 +27,24 @@ from tether.errors import (
     Signal,
     StopRequested,
     StoreError,
-    TetherError,
-    UsageError,
 )
 from tether.runtime import commands as cmds
 from tether.runtime import outcome as outcomes
 from tether.runtime.agent import AgentLike
 from tether.runtime.committer import GroupCommitter
-from tether.runtime.context import CALL_KINDS, RESULT_KINDS, StepContext, SyncStepContext
+from tether.runtime.context import (
+    CALL_KINDS,
+    RESULT_KINDS,
+    StepContext,
+    StepServices,
+    SyncStepContext,
+)
 from tether.runtime.effects import EffectRunner
 from tether.runtime.journal import Recorded, RunJournal
 from tether.runtime.oversight import GATE_KINDS, Oversight
+from tether.runtime.run_budget import RunBudget
+from tether.runtime.stepping import StepRuntime
 from tether.store.records import Command
-from tether.tools.base import Tool
 
 if TYPE_CHECKING:
     from tether.core.policy import Policy
@@ -70,52 +71,32 @@ class RunExecutor:
         self.agent = agent
         self.committer = committer
         self.clock = clock
-        self.prices = prices
-        self.hasher = ConversationHasher()
-        self.effects = EffectRunner(self)
-        row = journal.row
-        shared = swarm_pause_points
-        if shared is None:  # not read for us by the worker: read it here
-            shared = journal.store.swarm_pause_points(row.swarm) if row.swarm else {}
-        self.pause_points = PausePoints.parse({**shared, **(row.spec.get("pause_points") or {})})
-        self._alert: tuple[str, dict[str, Any]] | None = None
-        self.oversight = Oversight(self, policy if callable(policy) else (lambda: policy))
-        self.replay: dict[int, Recorded] = {}
-        self.encoder = CheckpointEncoder(keyframe_every=keyframe_every, run=journal.run)
-        self.state: dict[str, Any] = {}
-        self._tools = {t.name: t for t in agent.tools}
-        self._commands: list[Command] = []
-        self._window_base: dict[float, dict[str, float]] = {}
-        self._swarm_budget: dict[str, float] = {}
-        self._swarm_base: tuple[dict[str, float], dict[float, dict[str, float]]] = ({}, {})
-        self._accrued: dict[str, float] = {}
-        self.step_started = False
-        self.draining = False
-        self.in_call = False
-        self._inflight: deque[asyncio.Future[None]] = deque()
         self.pipeline = pipeline
-        self._is_async = agent.is_async()
-        self.halted = False
         self.step_threads = step_threads
         """Where sync step functions run (the worker's pool; None: the loop's default)."""
-        self.board_dirty = False  # a blackboard write not yet flushed: reads flush first
-        self.suspect_files: tuple[str, ...] = ()  # of the last tool call: ctx.suspect_files
-        self.self_mail = False  # sent itself a message not yet committed: receive commits first
-        # Calls a sync step function (in a thread) runs on the loop: cancelled on stop.
-        self.sync_tasks: set[asyncio.Task[Any]] = set()
-        ws = journal.row.spec.get("workspace")
-        self.workspace = Path(ws) if ws else None
+        # What the step's collaborators share: they see this, never the executor.
+        self.rt = StepRuntime(journal, agent=agent.name, clock=clock, flush=self.flush,
+                              safe_point=self.safe_point)
+        self.budget = RunBudget(journal, clock, prices)
+        self.pause_points = _pause_points(journal, swarm_pause_points)
+        self.effects = EffectRunner(self.rt)
+        self.oversight = Oversight(self.rt, self.budget, self.pause_points,
+                                   policy if callable(policy) else (lambda: policy))
+        self.services = StepServices(self.rt, agent, effects=self.effects,
+                                     oversight=self.oversight, budget=self.budget, prices=prices)
+        self.encoder = CheckpointEncoder(keyframe_every=keyframe_every, run=journal.run)
+        self.state: dict[str, Any] = {}
+        self._commands: list[Command] = []
+        self._alert: tuple[str, dict[str, Any]] | None = None
+        self._inflight: deque[asyncio.Future[None]] = deque()
+        self._is_async = agent.is_async()
+        self.step_started = False
+        self.draining = False
 
-    # -- lookups -------------------------------------------------------------
-    def tool(self, tool: Tool | str) -> Tool:
-        name = tool if isinstance(tool, str) else tool.name
-        t = self._tools.get(name)
-        if t is None:
-            if isinstance(tool, Tool):
-                return tool  # a tool passed directly need not be declared on the agent
-            raise UsageError(f"run {self.journal.run}: unknown tool {name!r}; the agent "
-                             f"{self.agent.name} has {', '.join(sorted(self._tools)) or 'none'}")
-        return t
+    @property
+    def in_call(self) -> bool:
+        """A model or tool call is in flight (a stop cancels it rather than waiting)."""
+        return self.rt.in_call
 
     async def flush(self) -> None:
         """Make everything journaled so far durable (before an effect, at the end)."""
@@ -153,10 +134,6 @@ class RunExecutor:
         if self.journal.dirty:
             self._inflight.append(self.committer.submit_nowait(self.journal.take()))
 
-    def count(self, counts: dict[str, float]) -> None:
-        self.journal.add_usage(counts)
-        budgets.add(self._accrued, counts)
-
     # -- restore -------------------------------------------------------------
     def load(self, tail: list[Any], swarm_budget: dict[str, float] | None) -> None:
         """Restore the last checkpoint and index the in-flight step's journaled calls."""
@@ -169,7 +146,7 @@ class RunExecutor:
         self.state = restore(chain.key_body, store.chunk, chain.deltas, prefetch=store.chunks,
                              where=chain_label(row.id, row.epoch, row.step, chain.key_step))
         self.encoder.prime(self.state, last_key_step=chain.key_step)
-        self._swarm_budget = dict(swarm_budget or {})
+        self.budget.swarm_budget = dict(swarm_budget or {})
         step = row.step + 1
         for e in tail:
             if e.epoch != row.epoch or e.step != step:
@@ -177,11 +154,11 @@ class RunExecutor:
             if e.kind == "step.started":
                 self.step_started = True
             elif e.kind in CALL_KINDS:
-                self.replay[int(e.payload["i"])] = Recorded(e)
+                self.rt.replay[int(e.payload["i"])] = Recorded(e)
             elif e.kind in GATE_KINDS:
                 self.oversight.record(e)
             elif e.kind in RESULT_KINDS and e.causes:
-                for rec in self.replay.values():
+                for rec in self.rt.replay.values():
                     if rec.call.id == e.causes[0]:
                         rec.result = e
 
@@ -256,90 +233,13 @@ class RunExecutor:
             if self.journal.row.status == "paused":
                 raise PauseRequested("paused by an operator", detail={"by_command": True})
 
-    def nondeterminism(self, step: int, i: int, *, expected: str, got: str) -> None:
-        msg = (f"nondeterminism in run {self.journal.run} step {step} call #{i}: the journal "
-               f"recorded {expected} but the step now makes {got}. The agent's code, tools or "
-               "inputs changed since this step started; restore the old code and `tether resume` "
-               "the run, or stop it and start a new one")
-        self.journal.append("nondeterminism", {"i": i, "expected": expected, "got": got},
-                            step=step)
-        raise PauseRequested(msg, detail={"nondeterminism": True})
-
-    # -- budgets -------------------------------------------------------------
-    async def refresh_budget_windows(self) -> None:
-        """Read rolling-window usage once per step; calls inside the step add to it."""
-        row = self.journal.row
-        if not (budgets.window_lengths(row.budget) or (self._swarm_budget and row.swarm)):
-            self._accrued = {}
-            return
-        # The store must have this run's usage so far: wait for steps still committing.
-        await self._settle()
-        store, now = self.journal.store, self.clock()
-        self._accrued = {}
-        b = row.budget
-        self._window_base = {w: store.usage_since(run=row.id, since=now - w)
-                             for w in budgets.window_lengths(b)}
-        if self._swarm_budget and row.swarm:
-            sb = self._swarm_budget
-            self._swarm_base = (store.swarm_usage(row.swarm),
-                                {w: store.usage_since(swarm=row.swarm, since=now - w)
-                                 for w in budgets.window_lengths(sb)})
-
-    def window_usage(self, window: float) -> dict[str, float]:
-        """The run's usage inside a rolling window, as of this call (read at step start)."""
-        return _plus(self._window_base.get(window, {}), self._accrued)
-
-    def check_budget(self) -> None:
-        row = self.journal.row
-        windows = {w: _plus(u, self._accrued) for w, u in self._window_base.items()}
-        hit = budgets.exceeded(row.budget, row.usage, windows)
-        scope = "run"
-        if hit is None and self._swarm_budget:
-            life, wins = self._swarm_base
-            hit = budgets.exceeded(self._swarm_budget, _plus(life, self._accrued),
-                                   {w: _plus(u, self._accrued) for w, u in wins.items()})
-            scope = f"swarm {row.swarm}"
-        if hit is None:
-            return
-        lim, used = hit
-        cap = (row.budget if scope == "run" else self._swarm_budget)[lim.key]
-        self.journal.append("budget.exceeded", {"scope": scope, "limit": lim.key, "cap": cap,
-                                                "used": used})
-        raise BudgetExceeded(
-            f"run {row.id}: {scope} budget {lim.key}={cap:g} reached (used {used:g}); raise it "
-            f"with `tether budget {row.id} --set {lim.key}=...` and `tether resume {row.id}`",
-            detail={"limit": lim.key, "scope": scope})
-
-    def check_priced(self, model: str) -> None:
-        """Pause before calling a model without a price when a cost cap applies (the run's
-        or its swarm's): the call would count as $0 and the cap would never be reached."""
-        if not (self.journal.row.budget or self._swarm_budget):
-            return  # the common case, on every model call: nothing to check
-        try:
-            refuse_unpriced(model, {**self._swarm_budget, **self.journal.row.budget},
-                            self.prices, f"run {self.journal.run}")
-        except UsageError as exc:
-            raise PauseRequested(f"{exc}; then `tether resume {self.journal.run}`",
-                                 detail={"unpriced_model": model}) from None
-
     # -- the loop ------------------------------------------------------------
     async def drive(self) -> str:
-        """Step until the run leaves ``running``; return the final status."""
+        """Step until the run leaves ``running``; return the final status. Each way out
+        is one ``except`` (a reason to be longer than most functions here)."""
         j = self.journal
         try:
-            self._check_definition()
-            if j.row.status in ("sleeping", "waiting"):
-                j.update(status="running", wake_at=None)
-            while True:
-                await self.safe_point(j.row.step + 1)
-                if j.row.status != "running":
-                    break
-                self._review_point()
-                await self.refresh_budget_windows()
-                self.check_budget()
-                await self._step()
-                if j.row.status != "running":
-                    break
+            await self._steps()
         except Drain:
             pass  # shutdown: the step is abandoned and re-run (with replay) by the next owner
         except Deferred as d:
@@ -368,18 +268,34 @@ class RunExecutor:
             raise
         except StoreError:
             raise  # lease lost or store failing: abandon, never mark the run failed for it
-        except TetherError as exc:
-            self._fail(exc)
-        except Exception as exc:  # the agent's own code raised: the run fails, named
+        except Exception as exc:  # tether's own errors, or the agent's code raised: it fails
             self._fail(exc)
         await self._halt()
         await self._final_flush()
         return j.row.status
 
+    async def _steps(self) -> None:
+        j = self.journal
+        self._check_definition()
+        if j.row.status in ("sleeping", "waiting"):
+            j.update(status="running", wake_at=None)
+        while True:
+            await self.safe_point(j.row.step + 1)
+            if j.row.status != "running":
+                return
+            self._review_point()
+            if self.budget.windowed:
+                await self._settle()  # the store must have this run's usage so far
+            await self.budget.refresh()
+            self.budget.check()
+            await self._step()
+            if j.row.status != "running":
+                return
+
     async def _halt(self) -> None:
         """No call may start after this; calls a sync step still has in flight are cancelled."""
-        self.halted = True
-        tasks = list(self.sync_tasks)
+        self.rt.halted = True
+        tasks = list(self.rt.sync_tasks)
         for t in tasks:
             t.cancel()
         if tasks:
@@ -413,40 +329,56 @@ class RunExecutor:
         j = self.journal
         step = j.row.step + 1
         if not self.step_started:
-            j.append("step.started", {}, step=step, actor=f"agent:{self.agent.name}")
-        ctx = StepContext(self, step)
+            j.append("step.started", {}, step=step, actor=self.rt.actor)
+        ctx = StepContext(self.services, step)
         t0 = time.monotonic()
-        if self._is_async:
-            raw = await self.agent.step(ctx, self.state)
-        else:
-            loop = asyncio.get_running_loop()
-            # A sync step blocks its thread on every ctx call, which runs its tools on the
-            # default pool: on a pool of its own, many such steps cannot starve their tools.
-            call = functools.partial(contextvars.copy_context().run, self.agent.step,
-                                     SyncStepContext(ctx, loop), self.state)
-            raw = await loop.run_in_executor(self.step_threads, call)
-        out = outcomes.normalize(raw, run=j.run, step=step)
-        left = sorted(i for i in self.replay if i >= ctx.calls)
-        if left:
-            # The re-run step stopped short of calls it made before the crash: its code or
-            # inputs changed. An effect among them may be in doubt; surface, don't forget.
-            rec = self.replay[left[0]]
-            for i in left:
-                r = self.replay[i]
-                if r.call.kind == "effect.intent" and r.result is None:
-                    self.effects.in_flight = r.call
-                    self.effects.mark_in_doubt("the re-run step no longer makes this call")
-            self.nondeterminism(step, left[0], expected=f"{rec.call.kind} "
-                                f"{rec.call.payload.get('fp')}", got="no such call (the step "
-                                "ended earlier)")
+        out = outcomes.normalize(await self._call_agent(ctx), run=j.run, step=step)
+        self._stopped_short(step, ctx.calls)
         ck = self.encoder.encode(step, self.state)
         j.checkpoint(ck)
-        self.count({"steps": 1, "wall_seconds": time.monotonic() - t0})
+        self.budget.count({"steps": 1, "wall_seconds": time.monotonic() - t0})
         info = checkpoint_info(ck)
         if ck.kind == "key":
             j.append("checkpoint", info, step=step)
         j.append("step.finished", {**outcomes.to_json(out), "checkpoint": info}, step=step)
         j.update(step=step)
+        self._outcome(out, step)
+        self.rt.replay = {}
+        self.oversight.clear()
+        self.step_started = False
+        if j.row.status == "running":
+            await self._commit_step()
+        else:
+            await self.flush()
+
+    async def _call_agent(self, ctx: StepContext) -> Any:
+        if self._is_async:
+            return await self.agent.step(ctx, self.state)
+        loop = asyncio.get_running_loop()
+        # A sync step blocks its thread on every ctx call, which runs its tools on the
+        # default pool: on a pool of its own, many such steps cannot starve their tools.
+        call = functools.partial(contextvars.copy_context().run, self.agent.step,
+                                 SyncStepContext(ctx, loop), self.state)
+        return await loop.run_in_executor(self.step_threads, call)
+
+    def _stopped_short(self, step: int, calls: int) -> None:
+        """The re-run step stopped short of calls it made before the crash: its code or
+        inputs changed. An effect among them may be in doubt; surface, don't forget."""
+        left = sorted(i for i in self.rt.replay if i >= calls)
+        if not left:
+            return
+        for i in left:
+            r = self.rt.replay[i]
+            if r.call.kind == "effect.intent" and r.result is None:
+                self.effects.in_flight = r.call
+                self.effects.mark_in_doubt("the re-run step no longer makes this call")
+        rec = self.rt.replay[left[0]]
+        self.rt.nondeterminism(step, left[0], expected=f"{rec.call.kind} "
+                               f"{rec.call.payload.get('fp')}", got="no such call (the step "
+                               "ended earlier)")
+
+    def _outcome(self, out: outcomes.Outcome, step: int) -> None:
+        j = self.journal
         if isinstance(out, outcomes.Done):
             j.append("run.done", {"result": out.result}, step=step)
             j.update(status="done", reason="")
@@ -456,19 +388,14 @@ class RunExecutor:
         elif isinstance(out, outcomes.AwaitMessages):
             j.append("run.sleeping", {"until": out.until, "inbox": True}, step=step)
             j.update(status="waiting", wake_at=out.until)
-        self.replay = {}
-        self.oversight.clear()
-        self.step_started = False
-        if j.row.status == "running":
-            await self._commit_step()
-        else:
-            await self.flush()
 
 
-def _plus(a: dict[str, float], b: dict[str, float]) -> dict[str, float]:
-    out = dict(a)
-    budgets.add(out, b)
-    return out
+def _pause_points(journal: RunJournal, shared: Mapping[str, Any] | None) -> PausePoints:
+    """The run's pause points over its swarm's (read here when the worker did not)."""
+    row = journal.row
+    if shared is None:
+        shared = journal.store.swarm_pause_points(row.swarm) if row.swarm else {}
+    return PausePoints.parse({**shared, **(row.spec.get("pause_points") or {})})
 
 
 def _retrieved(fut: asyncio.Future[None]) -> None:

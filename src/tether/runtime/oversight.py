@@ -11,6 +11,7 @@ most once after it (the effect rules take over from there).
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -18,13 +19,15 @@ from typing import TYPE_CHECKING, Any
 
 from tether.core import budget as budgets
 from tether.core.events import Event
+from tether.core.pausepoints import PausePoints
 from tether.errors import AwaitApproval, Deferred, PauseRequested, ToolFailed
+from tether.runtime.run_budget import RunBudget
+from tether.runtime.stepping import StepRuntime
 from tether.store.records import ApprovalRow
 from tether.tools.base import Tool
 
 if TYPE_CHECKING:
     from tether.core.policy import Decision, Policy
-    from tether.runtime.executor import RunExecutor
 
 GATE_KINDS = ("policy.decided", "approval.requested", "approval.decided")
 
@@ -51,10 +54,13 @@ class Gate:
 
 @dataclass(slots=True)
 class Oversight:
-    """The gate for one executor. ``source`` gives the policy in force; None (an executor
-    built without one) means the built-in defaults, which ask before irreversible effects."""
+    """The gate of one run being driven. ``source`` gives the policy in force; None (an
+    executor built without one) means the built-in defaults, which ask before irreversible
+    effects."""
 
-    ex: RunExecutor
+    rt: StepRuntime
+    budget: RunBudget
+    pause_points: PausePoints
     source: Callable[[], Policy | None]
     gates: dict[int, Gate] = field(default_factory=dict)
 
@@ -81,7 +87,7 @@ class Oversight:
                 continue
             if e.step != step or e.payload.get("tool") != t.name or (
                     "arguments" in e.payload and e.payload["arguments"] != args_json):
-                self.ex.nondeterminism(step, i, expected=f"{e.kind} for {e.payload.get('tool')}",
+                self.rt.nondeterminism(step, i, expected=f"{e.kind} for {e.payload.get('tool')}",
                                        got=f"a call of {t.name} with other arguments")
         return g
 
@@ -89,7 +95,7 @@ class Oversight:
                     step: int) -> dict[str, Any]:
         """Return the arguments to run with, or raise to deny, defer or wait."""
         g = self._gate(i, t, args_json, step)
-        ask_first = t.effect == "irreversible" and self.ex.pause_points.before_irreversible
+        ask_first = t.effect == "irreversible" and self.pause_points.before_irreversible
         if (t.effect != "irreversible" and self.policy is _builtin() and not ask_first
                 and g.empty()):
             # No policy applied: the defaults allow this, as every worker would; journaling
@@ -99,7 +105,7 @@ class Oversight:
         if g.answered is not None:
             return self._answered(t, args, g.answered)
         if g.requested is not None:
-            row = self.ex.journal.store.approval(g.requested.id)
+            row = await asyncio.to_thread(self.rt.journal.store.approval, g.requested.id)
             raise AwaitApproval(self._waiting(t, row), detail={"approval": g.requested.id,
                                                                 "awaiting_approval": True})
         if g.decided is not None:
@@ -108,7 +114,7 @@ class Oversight:
                 return args
             if d["verdict"] == "deny":
                 raise ToolFailed(_denied(t.name, d.get("rule"), d.get("reason", "")))
-            if d["verdict"] == "defer" and self.ex.clock() < float(d["until"]):
+            if d["verdict"] == "defer" and self.rt.clock() < float(d["until"]):
                 raise Deferred(d.get("reason", ""), until=float(d["until"]))
             if d["verdict"] == "approve":
                 return await self._request(t, args_json, i, step, d)
@@ -122,19 +128,19 @@ class Oversight:
         if policy is None:
             return
         from tether.core.policy import Action
-        row = self.ex.journal.row
-        action = Action(run=row.id, agent=self.ex.agent.name, swarm=row.swarm, tool=model,
-                        effect="model", arguments={}, at=self.ex.clock(),
+        row = self.rt.journal.row
+        action = Action(run=row.id, agent=self.rt.agent, swarm=row.swarm, tool=model,
+                        effect="model", arguments={}, at=self.rt.clock(),
                         budget_used=self._used())
         d = policy.decide(action)
-        self.ex.journal.append("policy.decided", {
+        self.rt.journal.append("policy.decided", {
             "i": i, "tool": model, "effect": "model", "verdict": d.verdict, "rule": d.rule,
             "reason": d.reason, "policy_hash": policy.hash,
             **({"until": d.until} if d.verdict == "defer" else {})}, step=step)
         if d.verdict == "allow":
             return
         if d.verdict == "defer" and d.until is not None:
-            await self.ex.flush()
+            await self.rt.flush()
             raise Deferred(d.reason, until=d.until)
         raise PauseRequested(f"run {row.id} step {step}: a call of model {model} was "
                              f"{d.verdict}-ed by policy rule {d.rule!r}: {d.reason}; change the "
@@ -143,14 +149,14 @@ class Oversight:
 
     def _used(self) -> dict[str, float]:
         """Fraction of each budget cap used, lifetime caps and rolling windows alike."""
-        row = self.ex.journal.row
+        row = self.rt.journal.row
         out = {}
         for key, cap in row.budget.items():
             lim = budgets.parse_key(key)
             if lim.window is None:
                 used = budgets.value(row.usage, lim.metric)
             else:
-                base = self.ex.window_usage(lim.window)
+                base = self.budget.window_usage(lim.window)
                 used = budgets.value(base, lim.metric)
             out[key] = used / cap if cap else 1.0
         return out
@@ -158,7 +164,7 @@ class Oversight:
     async def _decide(self, t: Tool, args: dict[str, Any], args_json: dict[str, Any], i: int,
                       step: int) -> dict[str, Any]:
         policy = self.policy
-        row = self.ex.journal.row
+        row = self.rt.journal.row
         always = t.name in row.spec.get("always_allow", [])
         d = None if always else policy.decide(self._action(t, args_json))
         payload: dict[str, Any] = {
@@ -168,7 +174,7 @@ class Oversight:
             "reason": ("an operator approved this tool for this run, always" if d is None
                        else d.reason),
             "policy_hash": policy.hash}
-        if (d is not None and t.effect == "irreversible" and self.ex.pause_points.before_irreversible
+        if (d is not None and t.effect == "irreversible" and self.pause_points.before_irreversible
                 and (d.verdict == "allow" or (d.verdict == "approve" and d.rule is None))):
             # A pause point before irreversible effects: a human looks even where rules allow.
             payload.update(verdict="approve", rule="pause-point:before-irreversible",
@@ -178,20 +184,20 @@ class Oversight:
         if d is not None and d.verdict == "approve":
             payload.update(approvers=list(d.approvers), expires_after=d.expires_after,
                            on_expiry=d.on_expiry)
-        self.ex.journal.append("policy.decided", payload, step=step)
+        self.rt.journal.append("policy.decided", payload, step=step)
         verdict = payload["verdict"]
         if verdict == "allow":
             return args
         if verdict == "deny":
             raise ToolFailed(_denied(t.name, payload["rule"], payload["reason"]))
         if verdict == "defer":
-            await self.ex.flush()
+            await self.rt.flush()
             raise Deferred(payload["reason"], until=float(payload["until"]))
         return await self._request(t, args_json, i, step, payload)
 
     async def _request(self, t: Tool, args_json: dict[str, Any], i: int, step: int,
                        d: Mapping[str, Any]) -> dict[str, Any]:
-        j = self.ex.journal
+        j = self.rt.journal
         now = time.time()  # approvals are for people: wall time, whatever the run's clock
         expires = d.get("expires_after")
         ev = j.append("approval.requested", {
@@ -207,7 +213,7 @@ class Oversight:
                           approvers=tuple(d.get("approvers") or ()), requested_at=now,
                           expires_at=ev.payload["expires_at"], on_expiry=ev.payload["on_expiry"])
         j.approval(row)
-        await self.ex.flush()
+        await self.rt.flush()
         self.gates.setdefault(i, Gate()).requested = ev
         raise AwaitApproval(self._waiting(t, row), detail={"approval": ev.id,
                                                              "awaiting_approval": True})
@@ -222,15 +228,15 @@ class Oversight:
 
     def _waiting(self, t: Tool, row: ApprovalRow | None) -> str:
         rid = row.id if row else "?"
-        return (f"run {self.ex.journal.run} waits for approval {rid} to run {t.name}; "
+        return (f"run {self.rt.journal.run} waits for approval {rid} to run {t.name}; "
                 f"`tether approvals`, then `tether approve {rid}` or "
                 f"`tether deny {rid} --reason ...`")
 
     def _action(self, t: Tool, args_json: dict[str, Any]) -> Any:
         from tether.core.policy import Action
-        row = self.ex.journal.row
-        return Action(run=row.id, agent=self.ex.agent.name, swarm=row.swarm, tool=t.name,
-                      effect=t.effect, arguments=args_json, at=self.ex.clock(),
+        row = self.rt.journal.row
+        return Action(run=row.id, agent=self.rt.agent, swarm=row.swarm, tool=t.name,
+                      effect=t.effect, arguments=args_json, at=self.rt.clock(),
                       budget_used=self._used())
 
 

@@ -23,51 +23,17 @@ worker's other runs go on meanwhile.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from tether.core.canonical import digest, json_safe
 from tether.core.fingerprint import fingerprint
 from tether.errors import UsageError
+from tether.runtime.step_api import BoardEntry, InboxMessage
+from tether.runtime.stepping import StepCalls, StepRuntime
 from tether.store.records import TERMINAL_STATUSES, MessageRow, RunRow, VersionRow
 
 if TYPE_CHECKING:
-    from tether.runtime.context import StepContext
-    from tether.runtime.executor import RunExecutor
     from tether.store.protocol import Store
-
-
-@dataclass(frozen=True, slots=True)
-class InboxMessage:
-    """A message as the receiving step sees it."""
-
-    id: str
-    """The sender's ``message.sent`` event id."""
-    sender: str
-    """The sending run's id."""
-    topic: str | None
-    body: Any
-    step: int
-    """The sender's step that sent it."""
-
-    def to_json(self) -> dict[str, Any]:
-        return {"id": self.id, "sender": self.sender, "topic": self.topic, "body": self.body,
-                "step": self.step}
-
-
-@dataclass(frozen=True, slots=True)
-class BoardEntry:
-    """A blackboard value as a read saw it."""
-
-    key: str
-    value: Any
-    version: int
-    writer: str
-    """The run that wrote it."""
-    write: str
-    """The ``blackboard.write`` event id (the read's cause)."""
-    suspect: bool
-    """The writer is quarantined: treat the value with care."""
 
 
 def board_ns(swarm: str | None) -> str:
@@ -104,113 +70,107 @@ def _named(store: Store, sender: RunRow, to: str, where: str) -> RunRow:
 
 
 class SwarmCalls:
-    """The swarm side of one step's context."""
+    """The swarm side of one step's calls."""
 
-    def __init__(self, ctx: StepContext) -> None:
-        self._ctx = ctx
-
-    @property
-    def _ex(self) -> RunExecutor:
-        return self._ctx._ex
-
-    def _actor(self) -> str:
-        return f"agent:{self._ex.agent.name}"
+    def __init__(self, rt: StepRuntime, calls: StepCalls) -> None:
+        self._rt = rt
+        self._calls = calls
 
     async def send(self, to: str, body: Any, *, topic: str | None = None) -> str:
-        ctx, ex = self._ctx, self._ex
+        rt, calls = self._rt, self._calls
         body_json = json_safe(body)
-        i = ctx._next()
+        i = calls.next()
         fp = fingerprint("send", to, digest([topic, body_json]))
-        rec = ctx._recorded(i, "message.sent", fp, f"ctx.send to {to}")
+        rec = calls.recorded(i, "message.sent", fp, f"ctx.send to {to}")
         if rec is not None:
             return rec.call.id
-        await ex.safe_point(ctx.step)
-        j = ex.journal
+        await rt.safe_point(calls.step)
+        j = rt.journal
         if not isinstance(to, str) or not to:
-            raise UsageError(f"run {j.run} step {ctx.step}: ctx.send needs a run id, run name or "
+            raise UsageError(f"run {j.run} step {calls.step}: ctx.send needs a run id, run name or "
                              f"agent name (a non-empty string), not {to!r}")
         # Not journaled when no run has that name: a re-run of the step (after `tether
         # resume`, once the recipient was started) looks again and may find it.
-        target = await asyncio.to_thread(resolve_recipient, j.store, j.row, to, ctx.step)
+        target = await asyncio.to_thread(resolve_recipient, j.store, j.row, to, calls.step)
         held = bool(j.row.spec.get("quarantined"))
         e = j.append("message.sent", {"i": i, "fp": fp, "to": target.id, "to_name": target.name,
                                       "topic": topic, "body": body_json, "held": held},
-                     step=ctx.step, actor=self._actor())
+                     step=calls.step, actor=rt.actor)
         j.message(MessageRow(id=e.id, swarm=j.row.swarm, sender=j.run, epoch=j.row.epoch,
-                             step=ctx.step, recipient=target.id, topic=topic, body=body_json,
-                             status="held" if held else "pending", created=ex.clock()))
+                             step=calls.step, recipient=target.id, topic=topic, body=body_json,
+                             status="held" if held else "pending", created=rt.clock()))
         if target.id == j.run:
-            ex.self_mail = True
+            rt.self_mail = True
         return e.id
 
     async def receive(self, *, limit: int | None = None) -> list[InboxMessage]:
-        ctx, ex = self._ctx, self._ex
+        rt, calls = self._rt, self._calls
         if limit is not None and (not isinstance(limit, int) or limit < 1):
-            raise UsageError(f"run {ex.journal.run} step {ctx.step}: ctx.receive(limit=...) must "
+            raise UsageError(f"run {rt.journal.run} step {calls.step}: ctx.receive(limit=...) must "
                              f"be a whole number of at least 1, or None for all; not {limit!r}")
-        i = ctx._next()
+        i = calls.next()
         fp = fingerprint("receive", "inbox", digest(limit))
-        rec = ctx._recorded(i, "message.received", fp, "ctx.receive()")
+        rec = calls.recorded(i, "message.received", fp, "ctx.receive()")
         if rec is None:
-            await ex.safe_point(ctx.step)
-            if ex.self_mail:
-                await ex.flush()  # a message to itself must be in the store to be taken
-                ex.self_mail = False
-            j = ex.journal
+            await rt.safe_point(calls.step)
+            if rt.self_mail:
+                await rt.flush()  # a message to itself must be in the store to be taken
+                rt.self_mail = False
+            j = rt.journal
             assert j.fence is not None
             rows = await asyncio.to_thread(j.store.claim_messages, j.run, j.fence,
-                                           f"{j.row.epoch}:{ctx.step}:{i}", ex.clock(), limit)
+                                           f"{j.row.epoch}:{calls.step}:{i}", rt.clock(), limit)
             got = [InboxMessage(m.id, m.sender, m.topic, m.body, m.step) for m in rows]
             j.append("message.received", {"i": i, "fp": fp,
                                           "messages": [m.to_json() for m in got]},
-                     step=ctx.step, actor=self._actor(), causes=tuple(m.id for m in got))
+                     step=calls.step, actor=rt.actor, causes=tuple(m.id for m in got))
             return got
         return [InboxMessage(m["id"], m["sender"], m.get("topic"), m["body"], int(m["step"]))
                 for m in rec.call.payload["messages"]]
 
     async def board_get(self, key: str) -> BoardEntry | None:
-        ctx, ex = self._ctx, self._ex
-        i = ctx._next()
+        rt, calls = self._rt, self._calls
+        i = calls.next()
         fp = fingerprint("board.read", key, digest(key))
-        rec = ctx._recorded(i, "blackboard.read", fp, f"ctx.board.get({key!r})")
+        rec = calls.recorded(i, "blackboard.read", fp, f"ctx.board.get({key!r})")
         if rec is not None:
             return _entry(rec.call.payload)
-        await ex.safe_point(ctx.step)
-        if ex.board_dirty:
-            await ex.flush()  # this run's own writes must be visible to its reads
-            ex.board_dirty = False
-        j = ex.journal
+        await rt.safe_point(calls.step)
+        if rt.board_dirty:
+            await rt.flush()  # this run's own writes must be visible to its reads
+            rt.board_dirty = False
+        j = rt.journal
         current = await asyncio.to_thread(j.store.current_versions, board_ns(j.row.swarm), [key])
         v = current.get(key)
         payload: dict[str, Any] = {"i": i, "fp": fp, "key": key, "found": v is not None}
         if v is not None:
             payload.update(value=v.value, version=v.version, writer=v.run, write=v.event,
                            suspect=v.suspect)
-        j.append("blackboard.read", payload, step=ctx.step, actor=self._actor(),
+        j.append("blackboard.read", payload, step=calls.step, actor=rt.actor,
                  causes=(v.event,) if v is not None else ())
         return _entry(payload)
 
     async def board_set(self, key: str, value: Any) -> str:
-        ctx, ex = self._ctx, self._ex
+        rt, calls = self._rt, self._calls
         if not isinstance(key, str) or not key:
-            raise UsageError(f"run {ex.journal.run} step {ctx.step}: a blackboard key must be "
+            raise UsageError(f"run {rt.journal.run} step {calls.step}: a blackboard key must be "
                              "a non-empty string")
         value_json = json_safe(value)
-        i = ctx._next()
+        i = calls.next()
         fp = fingerprint("board.write", key, digest(value_json))
-        rec = ctx._recorded(i, "blackboard.write", fp, f"ctx.board.set({key!r})")
+        rec = calls.recorded(i, "blackboard.write", fp, f"ctx.board.set({key!r})")
         if rec is not None:
             return rec.call.id
-        await ex.safe_point(ctx.step)
-        j = ex.journal
+        await rt.safe_point(calls.step)
+        j = rt.journal
         suspect = bool(j.row.spec.get("quarantined"))
         e = j.append("blackboard.write", {"i": i, "fp": fp, "key": key, "value": value_json,
                                           "suspect": suspect},
-                     step=ctx.step, actor=self._actor())
+                     step=calls.step, actor=rt.actor)
         j.version(VersionRow(ns=board_ns(j.row.swarm), key=key, event=e.id, run=j.run,
-                             epoch=j.row.epoch, step=ctx.step, value=value_json,
-                             suspect=suspect, created=ex.clock()))
-        ex.board_dirty = True
+                             epoch=j.row.epoch, step=calls.step, value=value_json,
+                             suspect=suspect, created=rt.clock()))
+        rt.board_dirty = True
         return e.id
 
 

@@ -9,17 +9,15 @@ replayed step gets the recorded answer back instead of acting again.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 import orjson
 import pydantic
 
 from tether.errors import UsageError
 from tether.models.base import ToolSpec
+from tether.runtime.step_api import StepContextLike
 from tether.tools.base import problems
-
-if TYPE_CHECKING:
-    from tether.runtime.context import StepContext
 
 
 class _Send(pydantic.BaseModel):
@@ -80,7 +78,7 @@ def validate(name: str, arguments: dict[str, Any]) -> dict[str, Any]:
         raise UsageError(f"invalid arguments: {problems(exc)}") from None
 
 
-async def call(ctx: StepContext, name: str, args: dict[str, Any]) -> str:
+async def call(ctx: StepContextLike, name: str, args: dict[str, Any]) -> str:
     """Carry out a swarm tool call through the context's journaled calls; the text the
     model sees."""
     if name == "send_message":

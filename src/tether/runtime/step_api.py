@@ -1,0 +1,98 @@
+"""What a step sees: the step context's protocol, and the records its swarm calls return.
+
+Agents and the swarm tools are typed against :class:`StepContextLike`, which
+:class:`~tether.runtime.context.StepContext` implements: they need the calls a
+step makes, not the runtime that journals them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from tether.models.base import Message, Model, ModelResponse, ToolSpec
+from tether.runtime.outcome import SleepUntil
+from tether.tools.base import Tool
+
+
+@dataclass(frozen=True, slots=True)
+class InboxMessage:
+    """A message as the receiving step sees it."""
+
+    id: str
+    """The sender's ``message.sent`` event id."""
+    sender: str
+    """The sending run's id."""
+    topic: str | None
+    body: Any
+    step: int
+    """The sender's step that sent it."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "sender": self.sender, "topic": self.topic, "body": self.body,
+                "step": self.step}
+
+
+@dataclass(frozen=True, slots=True)
+class BoardEntry:
+    """A blackboard value as a read saw it."""
+
+    key: str
+    value: Any
+    version: int
+    writer: str
+    """The run that wrote it."""
+    write: str
+    """The ``blackboard.write`` event id (the read's cause)."""
+    suspect: bool
+    """The writer is quarantined: treat the value with care."""
+
+
+class BoardLike(Protocol):
+    """``ctx.board``: the swarm's shared, versioned key-value store."""
+
+    async def get(self, key: str) -> BoardEntry | None: ...
+
+    async def set(self, key: str, value: Any) -> str: ...
+
+
+class StepContextLike(Protocol):
+    """The calls an async step makes through ``ctx`` (see ``StepContext`` for each)."""
+
+    step: int
+
+    @property
+    def run_id(self) -> str: ...
+
+    @property
+    def goal(self) -> str: ...
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def board(self) -> BoardLike: ...
+
+    @property
+    def suspect_files(self) -> tuple[str, ...]: ...
+
+    @property
+    def calls(self) -> int: ...
+
+    async def now(self) -> float: ...
+
+    async def random(self) -> float: ...
+
+    async def sleep_for(self, seconds: float) -> SleepUntil: ...
+
+    async def send(self, to: str, body: Any, *, topic: str | None = None) -> str: ...
+
+    async def receive(self, *, limit: int | None = None) -> list[InboxMessage]: ...
+
+    async def model(self, messages: Sequence[Message], tools: Sequence[Tool | ToolSpec] = (),
+                    *, model: Model | None = None) -> ModelResponse: ...
+
+    def reject(self, tool: str, raw_arguments: str, error: str) -> str: ...
+
+    async def call(self, tool: Tool | str, /, **arguments: Any) -> Any: ...
