@@ -106,3 +106,25 @@ def test_a_failing_undo_stops_the_fork_cleanly_and_it_can_be_tried_again(
         assert sorted(p.name for p in Path(row.spec["workspace"]).iterdir()) == ["stamp-1.txt"]
     finally:
         store.close()
+
+
+def test_a_rollback_awaits_an_async_undo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The same path as the fork's rewind (tether.tools.running.run_tool_blocking), on the
+    # run's own workspace, journaled.
+    from tether.provenance.rollback import rollback
+    monkeypatch.setattr("tether.provenance.rollback.load_agent", lambda ref, reg=None: STAMPER)
+    store = SQLiteStore(tmp_path / "r.db")
+    try:
+        ws = tmp_path / "ws"
+        run = start_run(store, STAMPER, agent_ref="stamper", goal="g", workspace=ws)
+        asyncio.run(Worker(store, agents={"stamper": STAMPER}).run(until_idle=True))
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            rollback(store, run, 1, who="human:ops")
+            gc.collect()
+        assert not [w for w in seen if "never awaited" in str(w.message)], seen
+        assert sorted(p.name for p in ws.iterdir()) == ["stamp-1.txt"]
+        undone = [e.payload["result"] for e in store.events(run) if e.kind == "effect.undone"]
+        assert undone == ["removed stamp-3.txt", "removed stamp-2.txt"]
+    finally:
+        store.close()

@@ -22,7 +22,8 @@ from tether.provenance import rollback as rb
 from tether.provenance.plan import refuse_forged
 from tether.runtime.runs import load_agent, start_run
 from tether.store.protocol import Store
-from tether.tools.base import ToolContext, _current
+from tether.tools.base import ToolContext
+from tether.tools.running import run_tool_blocking
 
 
 def fork(store: Store, run_ref: str, at: int, *, edits: Mapping[str, Any] | None = None,
@@ -105,9 +106,9 @@ def _rewind_copy(p: rb.RollbackPlan, root: Path, store: Store) -> list[str]:
         if tool is None:
             raise UsageError(f"cannot rewind the workspace copy: the undo of effect "
                              f"{u.effect.id} needs tool {u.tool!r}; use --shared-workspace")
-        token = _current.set(ToolContext(p.run.id, p.to_step, None, None, root, chunk=store.chunk))
+        tc = ToolContext(p.run.id, p.to_step, None, None, root, chunk=store.chunk)
         try:
-            rb.call_undo(tool, tool.validate(u.arguments))
+            run_tool_blocking(tool, tool.validate(u.arguments), tc)
         except UsageError:
             raise
         except Exception as exc:
@@ -115,7 +116,5 @@ def _rewind_copy(p: rb.RollbackPlan, root: Path, store: Store) -> list[str]:
                              f"{u.effect.id} ({u.effect.tool}) with {u.tool} failed: "
                              f"{type(exc).__name__}: {exc}; fix the cause and fork again, or "
                              "use --shared-workspace") from exc
-        finally:
-            _current.reset(token)
         done.append(u.effect.id)
     return done

@@ -25,7 +25,6 @@ otherwise the rollback stops and says so.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import dataclasses
 import time
@@ -43,8 +42,9 @@ from tether.runtime.journal import RunJournal
 from tether.runtime.runs import load_agent
 from tether.store.protocol import Store
 from tether.store.records import ACTIVE_STATUSES, EffectRow, RunRow, transition
-from tether.tools.base import Tool, ToolContext, _current
+from tether.tools.base import Tool, ToolContext
 from tether.tools.files import FILE_TOOLS, UNDO_TOOLS
+from tether.tools.running import run_tool_blocking
 
 __all__ = ["RollbackPlan", "Undo", "plan", "rollback", "settle_undo", "undo_tools"]
 
@@ -211,15 +211,6 @@ def undo_tools(run: RunRow, extra: dict[str, Tool] | None) -> dict[str, Tool]:
     return registry
 
 
-def call_undo(tool: Tool, args: dict[str, Any]) -> Any:
-    """Run an undo tool to completion (an async one on an event loop of its own), in the
-    tool context the caller set; its result, or what it raised."""
-    out = tool.fn(**args)
-    if asyncio.iscoroutine(out):
-        out = asyncio.run(out)
-    return out
-
-
 def undo(j: RunJournal, u: Undo, registry: dict[str, Tool]) -> None:
     """Undo one effect, write-ahead, and mark it (and its file versions) undone."""
     tool = registry.get(u.tool)
@@ -242,9 +233,8 @@ def undo(j: RunJournal, u: Undo, registry: dict[str, Tool]) -> None:
              step=step, causes=(e.id,), actor="system:rollback")
     j.flush_sync()  # write-ahead: the intent to undo is durable before the undo runs
     tc = ToolContext(e.run, step, e.id, f"undo:{e.id}", _workspace(j.row), chunk=j.store.chunk)
-    token = _current.set(tc)
     try:
-        out = call_undo(tool, args)
+        out = run_tool_blocking(tool, args, tc)
     except Exception as exc:
         # Journaled; the undo stays started (it may have acted in part): an idempotent one
         # runs again with the next rollback, another waits for an operator to settle it.
@@ -258,8 +248,6 @@ def undo(j: RunJournal, u: Undo, registry: dict[str, Tool]) -> None:
         raise UsageError(f"the undo of effect {e.id} ({e.tool}, run {e.run} step {e.step}) "
                          f"with {u.tool} failed: {error}; the rollback stopped there (the run "
                          f"stays paused, marked as rolling back): {again}") from exc
-    finally:
-        _current.reset(token)
     j.append("effect.undone", {"effect": e.id, "tool": u.tool, "result": json_safe(out),
                                "after": json_safe(tc.after)},
              step=step, causes=(e.id,), actor="system:rollback")

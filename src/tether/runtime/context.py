@@ -15,6 +15,7 @@ import asyncio
 import concurrent.futures
 import random as _random
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from tether.core.canonical import digest, dumps, json_safe, loads
@@ -55,21 +56,21 @@ def _journalable(tool: str, value: Any) -> Any:
                          "with text keys") from None
 
 
+@dataclass(slots=True)
 class StepServices:
     """What a run's step contexts call on, made once per run by the executor."""
 
-    __slots__ = ("_tools", "agent", "budget", "effects", "hasher", "oversight", "prices", "rt")
+    rt: StepRuntime
+    agent: AgentLike
+    effects: EffectRunner
+    oversight: Oversight
+    budget: RunBudget
+    prices: PriceTable
+    hasher: ConversationHasher = field(default_factory=ConversationHasher)
+    _tools: dict[str, Tool] = field(init=False)
 
-    def __init__(self, rt: StepRuntime, agent: AgentLike, *, effects: EffectRunner,
-                 oversight: Oversight, budget: RunBudget, prices: PriceTable) -> None:
-        self.rt = rt
-        self.agent = agent
-        self.effects = effects
-        self.oversight = oversight
-        self.budget = budget
-        self.prices = prices
-        self.hasher = ConversationHasher()
-        self._tools = {t.name: t for t in agent.tools}
+    def __post_init__(self) -> None:
+        self._tools = {t.name: t for t in self.agent.tools}
 
     def tool(self, tool: Tool | str) -> Tool:
         """The agent's tool of that name (a tool passed directly need not be declared)."""

@@ -17,9 +17,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import contextvars
-import functools
-import os
 import traceback
 from collections.abc import AsyncIterator
 from typing import Any
@@ -38,19 +35,8 @@ from tether.tools.base import (
     SettleInput,
     Tool,
     ToolContext,
-    _current,
 )
-
-_THREADS: list[concurrent.futures.ThreadPoolExecutor] = []
-
-
-def _tool_threads() -> concurrent.futures.ThreadPoolExecutor:
-    """The threads sync tools run on (like the loop's default pool, but its futures tell
-    whether a cancelled call's thread still runs)."""
-    if not _THREADS:
-        _THREADS.append(concurrent.futures.ThreadPoolExecutor(
-            max_workers=min(32, (os.cpu_count() or 1) + 4), thread_name_prefix="tether-tool"))
-    return _THREADS[0]
+from tether.tools.running import run_tool, tool_threads
 
 
 class EffectRunner:
@@ -66,22 +52,13 @@ class EffectRunner:
         """Effects this runner ran to completion (the worker's log counts them)."""
 
     async def run_tool(self, t: Tool, args: dict[str, Any], tc: ToolContext) -> Any:
-        token = _current.set(tc)
-        try:
-            with self._rt:
-                if t.is_async:
-                    return await t.fn(**args)
-                # The thread runs in a copy of this context, so it sees ``tc`` too.
-                call = functools.partial(contextvars.copy_context().run, t.fn, **args)
-                fut = _tool_threads().submit(call)
-                try:
-                    return await asyncio.wrap_future(fut)
-                except asyncio.CancelledError:
-                    if not fut.done():
-                        self._orphan = fut  # still acting: see held()
-                    raise
-        finally:
-            _current.reset(token)
+        """Run the tool (the one path: :func:`tether.tools.running.run_tool`), as a call in
+        flight: a stop cancels it."""
+        with self._rt:
+            return await run_tool(t, args, tc, orphaned=self._orphaned)
+
+    def _orphaned(self, fut: concurrent.futures.Future[Any]) -> None:
+        self._orphan = fut  # still acting: see held()
 
     @contextlib.asynccontextmanager
     async def held(self, t: Tool) -> AsyncIterator[None]:
@@ -136,7 +113,7 @@ class EffectRunner:
         inp = IntentInput(rt.journal.run, step, t.name, dict(args), rt.workspace)
         try:
             with rt:  # a stop cancels the wait; nothing is journaled yet
-                return await asyncio.wrap_future(_tool_threads().submit(t.prepare, inp))
+                return await asyncio.wrap_future(tool_threads().submit(t.prepare, inp))
         except Exception:
             # The call would fail (a refused path, a missing folder): the tool's own run
             # reports why. An intent without a plan is simply never settled by itself.
@@ -306,7 +283,7 @@ class EffectRunner:
                           rt.workspace, rt.journal.store.chunk)
         try:
             with rt:
-                got = await asyncio.wrap_future(_tool_threads().submit(t.settle, inp))
+                got = await asyncio.wrap_future(tool_threads().submit(t.settle, inp))
         except Exception as exc:
             return Settled("unknown", f"its settle hook failed: {type(exc).__name__}: {exc}")
         if got.outcome not in ("done", "not_done", "unknown"):
