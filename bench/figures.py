@@ -81,7 +81,7 @@ class Target:
 
 def targets(res: Results) -> list[Target]:
     """The issue's targets, in its order, each with its verdict."""
-    return [_t_step(res), _t_concurrent(res), _t_bytes(res), _t_bytes_vs(res), *_t_reads(res),
+    return [_t_step(res), _t_tenths(res), _t_concurrent(res), _t_bytes(res), _t_bytes_vs(res), *_t_reads(res),
             _t_swarm(res), _t_policy(res), _t_stop(res), _t_rollback(res), _t_impact(res)]
 
 
@@ -94,6 +94,28 @@ def _t_step(res: Results) -> Target:
     r = ratio(t_over, l_over)
     return Target(f"per-step overhead at N={n}", "≤ 1/5 of LangGraph's (ratio ≤ 0.20)",
                   us(t_over), us(l_over), f"{r:.2f}", r <= 0.2)
+
+
+TENTHS_TOLERANCE = 0.15
+"""How far the last tenth's per-step time may be from the first tenth's, as a fraction."""
+
+
+def tenths(res: Results, n: int) -> tuple[float, float, float, float]:
+    """Medians over the repeats at ``n`` of (wall first, wall last, CPU first, CPU last)
+    tenth, seconds per step (see ``bench.tether_loop.tenths``)."""
+    samples = res.tether[n]
+    wf, wl, cf, cl = (statistics.median(s.tenths[i] for s in samples) for i in range(4))
+    return wf, wl, cf, cl
+
+
+def _t_tenths(res: Results) -> Target:
+    n = max(res.config.sizes)
+    wf, wl, cf, cl = tenths(res, n)
+    r = ratio(cl, cf)
+    return Target(f"per-step time within one run at N={n}: last tenth vs first tenth",
+                  "agree within 15% (event-loop CPU: the disk's waits are left out)",
+                  f"event-loop CPU {us(cf)} → {us(cl)}; wall {us(wf)} → {us(wl)}", "—",
+                  f"{r:.2f} (last ÷ first)", abs(r - 1) <= TENTHS_TOLERANCE)
 
 
 def _t_concurrent(res: Results) -> Target:

@@ -78,10 +78,17 @@ def _loop_time(res: Results) -> str:
         f"{ratio(t, s.median):.2f}" if (s := fg.lg_step(res, k, n)) else "—" for k in keys)])
     bare = ", ".join(f"N={n}: tether {us(res.bare['tether', n])}, LangGraph node "
                      f"{us(res.bare['langgraph', n])}" for n in res.config.sizes)
+    within = [[str(n), *(us(t) for t in fg.tenths(res, n))] for n in res.config.sizes]
     return ("## 1. Growing conversation: wall time per step\n\nOne ~200-byte message appended per "
             "step; time = the whole run's wall time ÷ N (tether: `Worker.run` from start-up to "
             "the last commit; LangGraph: `invoke`). The bare step function, which the overhead "
-            f"target subtracts, costs {bare}.\n\n" + table(head, rows))
+            f"target subtracts, costs {bare}.\n\n" + table(head, rows)
+            + "\nWithin one tether run: mean time per step over its first and its last tenth of "
+              "steps (from one step's start to the next, so the checkpoint, the journal and the "
+              "commit hand-off are in it), medians over the repeats. A cost that grew with the "
+              "state would show as a last tenth dearer than the first.\n\n"
+            + table(["N", "wall, first tenth", "wall, last tenth", "event-loop CPU, first tenth",
+                     "event-loop CPU, last tenth"], within))
 
 
 def _loop_bytes(res: Results) -> str:

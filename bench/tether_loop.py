@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import itertools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,10 +28,17 @@ from tether.store.sqlite import SQLiteStore
 AGENT_REF = "bench:grow"
 
 
-def grow_agent(n: int) -> StepAgent:
-    """A step agent that appends one message per step and is done after ``n``."""
+def grow_agent(n: int, stamps: list[tuple[float, float]] | None = None) -> StepAgent:
+    """A step agent that appends one message per step and is done after ``n``.
+
+    ``stamps``, when given, receives ``(perf_counter(), thread_time())`` at the start of
+    every step, on the event loop's thread: the gaps between them are the per-step wall
+    and event-loop CPU times within the run (see :func:`tenths`).
+    """
 
     async def grow(ctx: Any, state: dict[str, Any]) -> Continue | Done:
+        if stamps is not None:
+            stamps.append((time.perf_counter(), time.thread_time()))
         return Done() if append_message(state, n) else Continue()
 
     return StepAgent(grow, name="grow", init=lambda goal: {"messages": []})
@@ -55,6 +63,10 @@ class LoopSample:
     bytes_after: int
     load_seconds: list[float] = field(default_factory=list)
     list_seconds: list[float] = field(default_factory=list)
+    tenths: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
+    """Mean seconds per step over the run's first and last tenth of steps, start to start:
+    (wall first, wall last, event-loop CPU first, event-loop CPU last). With checkpoints
+    that cost what changed, last and first agree."""
 
     @property
     def bytes_per_step(self) -> float:
@@ -91,16 +103,36 @@ def run_loop(n: int, workdir: Path, *, read_repeats: int = 0) -> LoopSample:
     """One run of N steps; optionally time state loads and checkpoint listings after it."""
     path = fresh_db(workdir, f"tether-n{n}")
     try:
-        agent = grow_agent(n)
+        stamps: list[tuple[float, float]] = []
+        agent = grow_agent(n, stamps)
         (rid,) = _start(path, agent, 1)
         before = db_bytes(path)
         wall, _ = _drive(path, agent)
         sample = LoopSample(n, wall / n, before, db_bytes(path))
+        sample.tenths = tenths(stamps)
         if read_repeats:
             _time_reads(path, rid, n, read_repeats, sample)
         return sample
     finally:
         remove_db(path)
+
+
+def tenths(stamps: list[tuple[float, float]]) -> tuple[float, float, float, float]:
+    """Mean gap between successive step starts over the first and the last tenth of a run,
+    in wall time and in event-loop CPU time.
+
+    Gaps, not single step bodies: each includes the checkpoint encoding, the journal and
+    the commit hand-off of the step before, which is where a cost that grows with the
+    state would show. The CPU gaps leave out waiting for the disk, which other work on
+    the machine makes noisy.
+    """
+    out: list[float] = []
+    for i in (0, 1):
+        gaps = [b[i] - a[i] for a, b in itertools.pairwise(stamps)]
+        k = max(len(gaps) // 10, 1)
+        out += [sum(gaps[:k]) / k, sum(gaps[-k:]) / k]
+    wall_first, wall_last, cpu_first, cpu_last = out
+    return wall_first, wall_last, cpu_first, cpu_last
 
 
 def _time_reads(path: Path, rid: str, n: int, repeats: int, sample: LoopSample) -> None:

@@ -1,11 +1,10 @@
 """Checkpoint codec: deltas between step boundaries, keyframes of shared chunks.
 
-A run's state is a JSON object. At each step boundary the encoder compares the
-new state with the previous checkpoint, key by key, on canonical bytes:
+A run's state is a JSON object. At each step boundary the encoder stores what
+changed since the previous checkpoint, key by key:
 
 * an unchanged key costs nothing;
-* a list whose old encoding is a prefix of its new one only grew at the end,
-  so only the appended items are stored (``app``);
+* a list that only grew at the end stores only the appended items (``app``);
 * anything else is stored whole (``set``), and removed keys are listed (``del``).
 
 Every ``keyframe_every`` steps the encoder writes a keyframe instead. A keyframe
@@ -15,20 +14,30 @@ by every later keyframe that still holds it; large non-list values are chunks
 too. An agent whose conversation grows by one message per step therefore costs
 about one message of bytes per step, keyframes included.
 
-Comparing canonical bytes (not objects) is what makes in-place mutation safe:
-the encoder keeps the previous bytes, not references the agent could mutate.
+Finding what changed costs what changed, too. Lists and dicts the agent keeps
+changing in place are *adopted*: replaced in the state by tracked copies
+(``core/tracked.py``) whose every mutation marks them and their ancestors, so
+an append is found and encoded without reading the older items, and an edit
+anywhere inside a value, however deep, marks the value to be stored whole. A
+value replaced at each step, or one holding a tuple, is compared on canonical
+bytes with the previous checkpoint instead, which is safe against in-place
+mutation because the encoder keeps bytes, not references the agent could
+mutate. At a step boundary the state thus becomes what its checkpoint holds (as
+after a restore): a container the agent also keeps a reference to elsewhere is
+a copy in the state from then on.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
 from tether.core.canonical import dumps, loads
+from tether.core.tracked import TrackedDict, TrackedList, Tracker, Untrackable, adopt, changed, refresh
 from tether.errors import InvalidState, StoreCorrupt
 
 State = dict[str, Any]
@@ -118,7 +127,7 @@ def _first_difference(decoded: Any, value: Any, path: str) -> str:
             if p:
                 return p
         return ""
-    if isinstance(value, dict) and isinstance(decoded, dict) and type(value) is dict:
+    if isinstance(value, dict) and isinstance(decoded, dict) and type(value) in (dict, TrackedDict):
         if value.keys() != decoded.keys():
             return path
         for k, v in value.items():
@@ -136,21 +145,65 @@ def _chunk_hash(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+_MISSING = object()
+
+
+@dataclass(slots=True)
+class _Delta:
+    """What one step changed, gathered before anything of the encoder is updated."""
+
+    sets: dict[str, Any] = field(default_factory=dict)
+    apps: dict[str, Any] = field(default_factory=dict)
+    grown: set[str] = field(default_factory=set)
+    """Keys unchanged or only appended to: their keyframe chunk hashes stay valid."""
+    prev: dict[str, bytes] = field(default_factory=dict)
+    adopt: list[tuple[str, Any, int]] = field(default_factory=list)
+    """(key, value, how): how = -2 adopt the whole value, -1 refresh a changed tracked
+    value, n >= 0 adopt the items appended from n."""
+
+
 @dataclass(slots=True)
 class CheckpointEncoder:
-    """Encodes successive states of one run. Keeps only canonical bytes of the last one."""
+    """Encodes successive states of one run, at the cost of what each step changed.
+
+    Lists and dicts of the state are *adopted* (replaced in the state by tracked
+    copies, ``core/tracked.py``) once the same object is seen at two successive
+    step boundaries, or at once by :meth:`prime`; a tracked value is then encoded
+    only where it was marked changed. Other values are compared on canonical bytes.
+    """
 
     keyframe_every: int = 128
     chunk_items: int = 64
     run: str = "?"
     _prev: dict[str, bytes] = field(default_factory=dict)
+    """Canonical bytes of a key's value at the last checkpoint, where known."""
     _last_key_step: int | None = None
     # Chunk hashes of list keys at the last keyframe, valid while the key only grew.
     _list_chunks: dict[str, list[str]] = field(default_factory=dict)
+    _keys: set[str] = field(default_factory=set)
+    _tracker: Tracker = field(default_factory=Tracker)
+    _roots: dict[str, Any] = field(default_factory=dict)
+    """Tracked values by key, as adopted."""
+    _seen: dict[str, Any] = field(default_factory=dict)
+    """Untracked values by key, as of the last checkpoint (adopted if seen again)."""
+    _refused: dict[str, Any] = field(default_factory=dict)
+    """Values that hold a tuple, by key: encoded whole at every step."""
 
     def prime(self, state: Mapping[str, Any], *, last_key_step: int | None = None) -> None:
-        """Start from a restored state (after a crash or restore)."""
-        self._prev = {k: encode_value(k, v, run=self.run) for k, v in state.items()}
+        """Start from a restored state (after a crash or restore); adopts its containers."""
+        self._tracker = Tracker()  # containers of an earlier priming are foreign now
+        self._prev, self._roots, self._seen, self._refused = {}, {}, {}, {}
+        self._keys = set(state)
+        for k, v in list(state.items()):
+            if isinstance(v, list | dict) and isinstance(state, MutableMapping):
+                try:
+                    state[k] = self._roots[k] = adopt(v, self._tracker, self._tracker)
+                    continue
+                except Untrackable:
+                    self._refused[k] = v
+            self._prev[k] = encode_value(k, v, run=self.run)
+            self._seen[k] = v
+        self._tracker.gen += 1
         self._last_key_step = last_key_step
         self._list_chunks = {}
 
@@ -159,57 +212,110 @@ class CheckpointEncoder:
         if not isinstance(state, Mapping):
             raise InvalidState(f"run {self.run} step {step}: state must be a dict, "
                                f"got {type(state).__name__}")
-        new: dict[str, bytes] = {}
-        sets: dict[str, Any] = {}
-        apps: dict[str, Any] = {}
-        grown: set[str] = set()
+        d = _Delta()
         for k, v in state.items():
             if not isinstance(k, str):
                 raise InvalidState(f"run {self.run} step {step}: state key {k!r} is not a string")
-            b = encode_value(k, v, run=self.run, step=step)
-            new[k] = b
-            old = self._prev.get(k)
-            if old == b:
-                grown.add(k)
-                continue
-            if old is not None and isinstance(v, list) and old[:1] == b"[":
-                if old == b"[]":
-                    check_roundtrip(k, orjson.loads(b), v, run=self.run, step=step)
-                    apps[k] = v
-                    grown.add(k)
-                    continue
-                n = len(old) - 1
-                # A memoryview prefix compares in place; slicing would copy both sides.
-                if len(b) > len(old) and b[n] == 0x2C and b.startswith(memoryview(old)[:n]):
-                    items = orjson.loads(b"[" + b[n + 1:])
-                    check_roundtrip(k, items, v[len(v) - len(items):], run=self.run, step=step)
-                    apps[k] = items
-                    grown.add(k)
-                    continue
-            check_roundtrip(k, orjson.loads(b), v, run=self.run, step=step)
-            sets[k] = v
-        dels = sorted(k for k in self._prev if k not in new)
-        self._prev = new
+            if self._roots.get(k, _MISSING) is v:
+                self._tracked(d, step, k, v)
+            else:
+                self._plain(d, step, k, v, adoptable=isinstance(state, MutableMapping))
+        # Nothing above changed the encoder or the state: a refused state leaves both as
+        # they were. From here on nothing can fail.
+        dels = sorted(k for k in self._keys if k not in state)
+        self._commit(d, state)
         for k in list(self._list_chunks):
-            if k not in grown:
+            if k not in d.grown:
                 del self._list_chunks[k]
         if force_key or self._last_key_step is None or step - self._last_key_step >= self.keyframe_every:
             return self._keyframe(step, state)
         delta: dict[str, Any] = {}
-        if sets:
-            delta["set"] = sets
-        if apps:
-            delta["app"] = apps
+        if d.sets:
+            delta["set"] = d.sets
+        if d.apps:
+            delta["app"] = d.apps
         if dels:
             delta["del"] = dels
         return Checkpoint(step=step, kind="delta", body=dumps(delta))
+
+    def _tracked(self, d: _Delta, step: int, k: str, v: TrackedList | TrackedDict) -> None:
+        """A value this encoder adopted: only what its marks say changed is encoded."""
+        if not changed(v):
+            d.grown.add(k)
+            if k in self._prev:
+                d.prev[k] = self._prev[k]
+            return
+        start = v._from if v._g == self._tracker.gen else -1
+        if start >= 0 and isinstance(v, TrackedList):  # only appended to, old items untouched
+            tail = v[start:]
+            b = encode_value(k, tail, run=self.run, step=step)
+            items = orjson.loads(b)
+            check_roundtrip(k, items, tail, run=self.run, step=step)
+            if items:
+                d.apps[k] = items
+            d.grown.add(k)
+            d.adopt.append((k, v, start))
+            return
+        b = encode_value(k, v, run=self.run, step=step)
+        check_roundtrip(k, orjson.loads(b), v, run=self.run, step=step)
+        d.sets[k] = v
+        d.prev[k] = b
+        d.adopt.append((k, v, -1))
+
+    def _plain(self, d: _Delta, step: int, k: str, v: Any, *, adoptable: bool) -> None:
+        """A value not tracked (yet): compared with the last checkpoint on canonical bytes."""
+        b = d.prev[k] = encode_value(k, v, run=self.run, step=step)
+        if adoptable and isinstance(v, list | dict) and self._seen.get(k, _MISSING) is v \
+                and self._refused.get(k) is not v:
+            d.adopt.append((k, v, -2))  # the same object twice: it is changed in place
+        old = self._prev.get(k)
+        if old == b:
+            d.grown.add(k)
+            return
+        if old is not None and isinstance(v, list) and old[:1] == b"[":
+            if old == b"[]":
+                check_roundtrip(k, orjson.loads(b), v, run=self.run, step=step)
+                d.apps[k] = v
+                d.grown.add(k)
+                return
+            n = len(old) - 1
+            # A memoryview prefix compares in place; slicing would copy both sides.
+            if len(b) > len(old) and b[n] == 0x2C and b.startswith(memoryview(old)[:n]):
+                items = orjson.loads(b"[" + b[n + 1:])
+                check_roundtrip(k, items, v[len(v) - len(items):], run=self.run, step=step)
+                d.apps[k] = items
+                d.grown.add(k)
+                return
+        check_roundtrip(k, orjson.loads(b), v, run=self.run, step=step)
+        d.sets[k] = v
+
+    def _commit(self, d: _Delta, state: Mapping[str, Any]) -> None:
+        """Take the step: adopt what changed, forget what left, start a new generation."""
+        tr = self._tracker
+        self._prev, self._keys = d.prev, set(state)
+        self._roots = {k: r for k, r in self._roots.items() if state.get(k, _MISSING) is r}
+        for k, v, how in d.adopt:
+            try:
+                if how == -2:
+                    state[k] = self._roots[k] = adopt(v, tr, tr)  # type: ignore[index]
+                elif how == -1:
+                    refresh(v, tr)
+                else:
+                    list.__setitem__(v, slice(how, None),
+                                     [adopt(x, tr, v) for x in list.__getitem__(v, slice(how, None))])
+                    v._ok = tr.gen + 1
+            except Untrackable:  # a tuple inside: this value is encoded whole from now on
+                self._roots.pop(k, None)
+                self._refused[k] = state[k]
+                self._prev[k] = dumps(state[k])
+        self._seen = {k: v for k, v in state.items() if k not in self._roots}
+        tr.gen += 1
 
     def _keyframe(self, step: int, state: Mapping[str, Any]) -> Checkpoint:
         refs: dict[str, Any] = {}
         chunks: list[tuple[str, bytes]] = []
         size = self.chunk_items
         for k, v in state.items():
-            b = self._prev[k]
             if isinstance(v, list) and len(v) >= size:
                 hashes = self._list_chunks.get(k, [])
                 full = len(v) // size
@@ -220,7 +326,11 @@ class CheckpointEncoder:
                     hashes.append(h)
                 self._list_chunks[k] = hashes
                 refs[k] = {"l": hashes, "t": v[full * size:]}
-            elif len(b) > INLINE_LIMIT:
+                continue
+            b = self._prev.get(k)
+            if b is None:  # a tracked value appended to since its bytes were last known
+                b = self._prev[k] = dumps(v)
+            if len(b) > INLINE_LIMIT:
                 h = _chunk_hash(b)
                 chunks.append((h, b))
                 refs[k] = {"c": h}
