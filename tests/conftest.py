@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import typer.testing
 
 from tether.store.sqlite import SQLiteStore
 
@@ -15,6 +17,15 @@ from tether.store.sqlite import SQLiteStore
 os.environ.pop("OPENAI_API_KEY", None)
 os.environ["OPENAI_BASE_URL"] = "http://127.0.0.1:9/v1"
 os.environ.pop("TETHER_STORE", None)
+
+# typer's CliRunner rebuilds the whole Click command tree from the app's signatures at every
+# `invoke` (about 40 ms of `get_type_hints` for tether's ~25 commands): most of the time of
+# the in-process CLI tests, 8 s of the fuzz test's 10. The app is fully registered at import
+# and never changed by a test, so one build per app serves every invocation; what runs is
+# the same command, options and callbacks `tether` itself builds once per process.
+_build_command = typer.testing._get_command
+assert callable(_build_command), "typer.testing no longer builds the command this way"
+typer.testing._get_command = functools.cache(_build_command)  # type: ignore[assignment]
 
 MODEL_SETTINGS = ("TETHER_MODEL_TIMEOUT", "TETHER_MODEL_RETRIES", "TETHER_PRICES")
 """What `tether run/worker/demo --model-timeout/--model-retries/--prices` set in the process

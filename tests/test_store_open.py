@@ -7,12 +7,15 @@ let root write anything (``setpriv --bounding-set``), so the permission bits hol
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -87,8 +90,10 @@ def test_a_dangling_symlink_store_is_named(tmp_path: Path) -> None:
 
 # -- read-only opens ------------------------------------------------------------------
 
-def _make_store(folder: Path) -> Path:
-    folder.mkdir()
+@pytest.fixture(scope="module")
+def made_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A store with one detached run, made once for the module by ``tether run``."""
+    folder = tmp_path_factory.mktemp("made")
     db = folder / "a.db"
     # In a process of its own, which closes the store on exit: no -wal/-shm are left behind.
     res = subprocess.run([sys.executable, "-c", "from tether.cli.app import main; main()",
@@ -100,10 +105,24 @@ def _make_store(folder: Path) -> Path:
     return db
 
 
+@pytest.fixture
+def make_store(made_store: Path) -> Callable[[Path], Path]:
+    """``folder -> its a.db``: a fresh byte copy of :func:`made_store` for each test."""
+    def make(folder: Path) -> Path:
+        folder.mkdir()
+        db = folder / "a.db"
+        shutil.copyfile(made_store, db)
+        return db
+    return make
+
+
 def _unprivileged(db: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """tether run by someone who may not write what the permission bits forbid."""
-    cmd = [sys.executable, "-c", "from tether.cli.app import main; main()", "--store", str(db),
-           *args]
+    return _drop_write_rights([sys.executable, "-c", "from tether.cli.app import main; main()",
+                               "--store", str(db), *args])
+
+
+def _drop_write_rights(cmd: list[str]) -> subprocess.CompletedProcess[str]:
     if os.geteuid() == 0:
         if shutil.which("setpriv") is None:
             pytest.skip("running as root without setpriv: cannot drop the right to write")
@@ -112,14 +131,37 @@ def _unprivileged(db: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=60, check=False)
 
 
+# Each command in turn, each a fresh invocation of the app (its own store open and close), in
+# one unprivileged process: starting Python and importing tether once instead of per command.
+_EACH = """
+import json, sys
+from typer.testing import CliRunner
+from tether.cli.app import app
+out = []
+for argv in json.loads(sys.argv[1]):
+    res = CliRunner().invoke(app, argv)
+    out.append([res.exit_code, res.stdout, res.stderr, repr(res.exception)])
+print(json.dumps(out))
+"""
+
+
+def _unprivileged_each(db: Path, commands: list[list[str]]) -> list[list[Any]]:
+    """``[exit code, stdout, stderr, exception]`` of each command, as :func:`_unprivileged`."""
+    argvs = [["--store", str(db), *c] for c in commands]
+    proc = _drop_write_rights([sys.executable, "-c", _EACH, json.dumps(argvs)])
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    results: list[list[Any]] = json.loads(proc.stdout)
+    return results
+
+
 READS = [["runs"], ["show", "tick"], ["events", "tick"], ["state", "tick"], ["audit", "verify"],
          ["messages"], ["board"], ["approvals"], ["policy", "show"], ["budget", "tick"]]
 
 
 @pytest.mark.parametrize("folder_writable", [False, True])
 def test_read_commands_work_on_a_store_they_cannot_write_and_leave_nothing(
-        tmp_path: Path, folder_writable: bool) -> None:
-    db = _make_store(tmp_path / "s")
+        tmp_path: Path, folder_writable: bool, make_store: Callable[[Path], Path]) -> None:
+    db = make_store(tmp_path / "s")
     before = db.read_bytes()
     db.chmod(0o444)
     if not folder_writable:
@@ -130,17 +172,18 @@ def test_read_commands_work_on_a_store_they_cannot_write_and_leave_nothing(
             pytest.skip("this process can write a file chmod 444 (capabilities not dropped)")
         # A write it may not do is refused before SQLite makes files it could not remove.
         assert "is read-only for this user" in probe.stderr, probe.stderr
-        for cmd in READS:
-            res = _unprivileged(db, *cmd)
-            assert res.returncode == 0, (cmd, res.stdout, res.stderr)
+        for cmd, (code, out, err, exc) in zip(READS, _unprivileged_each(db, READS), strict=True):
+            assert code == 0, (cmd, out, err, exc)
+            assert out.strip(), (cmd, err)  # it did read and show something
         assert sorted(p.name for p in db.parent.iterdir()) == ["a.db"]  # no -wal/-shm left
         assert db.read_bytes() == before
     finally:
         db.parent.chmod(0o755)
 
 
-def test_a_read_only_open_sees_what_a_live_writer_has_not_checkpointed(tmp_path: Path) -> None:
-    db = _make_store(tmp_path / "s")
+def test_a_read_only_open_sees_what_a_live_writer_has_not_checkpointed(
+        tmp_path: Path, make_store: Callable[[Path], Path]) -> None:
+    db = make_store(tmp_path / "s")
     writer = sqlite3.connect(db)
     writer.execute("PRAGMA wal_autocheckpoint=0")  # keep the write in the -wal file
     writer.execute("UPDATE runs SET name = 'renamed'")
@@ -167,8 +210,9 @@ def test_a_read_only_open_never_migrates_a_store_it_cannot_write(tmp_path: Path)
     assert old.read_bytes() == before
 
 
-def test_a_read_only_store_refuses_writes_clearly(tmp_path: Path) -> None:
-    db = _make_store(tmp_path / "s")
+def test_a_read_only_store_refuses_writes_clearly(
+        tmp_path: Path, make_store: Callable[[Path], Path]) -> None:
+    db = make_store(tmp_path / "s")
     store = open_store(str(db), readonly=True)
     try:
         with pytest.raises(StoreError, match="open read-only"):
@@ -177,8 +221,9 @@ def test_a_read_only_store_refuses_writes_clearly(tmp_path: Path) -> None:
         store.close()
 
 
-def test_a_store_it_cannot_write_is_read_with_what_a_live_writer_logged(tmp_path: Path) -> None:
-    db = _make_store(tmp_path / "s")
+def test_a_store_it_cannot_write_is_read_with_what_a_live_writer_logged(
+        tmp_path: Path, make_store: Callable[[Path], Path]) -> None:
+    db = make_store(tmp_path / "s")
     writer = sqlite3.connect(db)  # opened before the chmod: it keeps writing
     try:
         writer.execute("PRAGMA wal_autocheckpoint=0")
