@@ -12,9 +12,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -576,20 +577,34 @@ def test_file_tools_cite_the_last_writer_in_another_run(env: Env) -> None:
     assert links == [("file", a, 1, a_intent, b, 1)] * 2
 
 
+# The order of the three runs below is set by events, not by sleeps: each waits (with a
+# deadline, so a broken order fails instead of hanging) for what the other did.
+_ORDER: dict[str, asyncio.Event] = {}
+
+
+async def _after(what: str) -> None:
+    try:
+        await asyncio.wait_for(_ORDER[what].wait(), 30)
+    except TimeoutError:
+        raise AssertionError(f"waited 30 s for {what}") from None
+
+
 async def _early_appender(ctx: Any, state: dict[str, Any]) -> Any:
     await ctx.call(fs_append, path="p.txt", content="A\n")
-    await asyncio.sleep(0.4)  # a slow model call after the write: its step commits late
+    _ORDER["a wrote"].set()
+    await _after("b wrote")  # a slow model call after the write: its step commits late
     return Done()
 
 
 async def _late_appender(ctx: Any, state: dict[str, Any]) -> Any:
-    await asyncio.sleep(0.15)
+    await _after("a wrote")
     await ctx.call(fs_append, path="p.txt", content="B\n")  # appends to A's bytes
+    _ORDER["b wrote"].set()
     return Done()
 
 
 async def _late_reader(ctx: Any, state: dict[str, Any]) -> Any:
-    await asyncio.sleep(0.6)
+    await _after("b wrote")
     return Done(await ctx.call(fs_read, path="p.txt"))
 
 
@@ -606,7 +621,12 @@ def test_file_versions_follow_the_order_of_the_writes_not_of_the_commits(
     ws = tmp_path / "ws"
     ids = {n: start_run(store, a, agent_ref=n, goal="g", name=n, swarm="s", workspace=ws)
            for n, a in agents.items()}
-    asyncio.run(Worker(store, agents=agents, poll_interval=0.005).run(until_idle=True))
+
+    async def main() -> None:
+        _ORDER.update({"a wrote": asyncio.Event(), "b wrote": asyncio.Event()})
+        await Worker(store, agents=agents, poll_interval=0.005).run(until_idle=True)
+
+    asyncio.run(main())
     name = {v: k for k, v in ids.items()}
     assert (ws / "p.txt").read_text() == "A\nB\n"
     assert [(v.version, name[v.run]) for v in store.versions(key="p.txt")] == [(1, "a"), (2, "b")]
@@ -616,20 +636,36 @@ def test_file_versions_follow_the_order_of_the_writes_not_of_the_commits(
     store.close()
 
 
+_GATE: dict[str, threading.Event] = {}
+"""``holding``: slow_write's thread has begun (the workspace lock is held); ``release``: it
+may finish. Set by the test itself, so nothing waits on a guessed delay."""
+
+
+def _until(cond: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
+    """Wait (in a thread, off the event loop) until ``cond()``, or fail naming ``what``."""
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"waited {timeout:.0f} s for {what}")
+        time.sleep(0.005)
+
+
 @tool(effect="reversible", touches_files=True)
-def slow_write(path: str, content: str, delay: float) -> str:
-    """Write a workspace file after a delay, in a thread (a slow client)."""
+def slow_write(path: str, content: str) -> str:
+    """Write a workspace file once the test releases it, in a thread (a slow client)."""
     from tether.tools import current, record_touch
     ws = current().workspace
     assert ws is not None
-    time.sleep(delay)
+    _GATE["holding"].set()
+    if not _GATE["release"].wait(30):
+        raise AssertionError("slow_write was never released")
     (ws / path).write_text(content)
     record_touch(path)
     return "ok"
 
 
 async def _slow_holder(ctx: Any, state: dict[str, Any]) -> Any:
-    await ctx.call(slow_write, path="a.txt", content="A", delay=state["delay"])
+    await ctx.call(slow_write, path="a.txt", content="A")
     return Done()
 
 
@@ -638,27 +674,50 @@ async def _quick_writer(ctx: Any, state: dict[str, Any]) -> Any:
     return Done()
 
 
+def _queued(lock: asyncio.Lock | None) -> int:
+    """How many tasks wait for ``lock`` (asyncio keeps them in ``_waiters``; no public API)."""
+    return len(getattr(lock, "_waiters", None) or ())
+
+
 @pytest.mark.parametrize("stopped", ["waiter", "holder"])
 def test_a_stop_while_the_workspace_lock_is_busy(tmp_path: Path, stopped: str) -> None:
     # waiter: stopped while it waits for the lock, it never wrote, and nothing is in doubt.
     # holder: stopped while its sync tool's thread still writes, the lock stays held until
     # that thread is done, so the waiter's write and its version come after it.
     from tether import StepAgent
+    from tether.runtime.workspace import workspace_lock
     agents = {"holder": StepAgent(_slow_holder, name="holder", tools=[slow_write]),
               "waiter": StepAgent(_quick_writer, name="waiter", tools=[fs_write])}
     store = SQLiteStore(tmp_path / "t.db")
     ws = tmp_path / "ws"
-    ids = {n: start_run(store, agents[n], agent_ref=n, goal="g", name=n, workspace=ws,
-                        state={"delay": 1.0}) for n in ("holder", "waiter")}
+    ids = {n: start_run(store, agents[n], agent_ref=n, goal="g", name=n, workspace=ws)
+           for n in ("holder", "waiter")}
+    _GATE.update(holding=threading.Event(), release=threading.Event())
+    reader = SQLiteStore(tmp_path / "t.db")  # the test's own connection, for its thread
+
+    def stopped_yet() -> bool:
+        row = reader.get_run(ids[stopped])
+        return row is not None and row.status == "stopped"
 
     async def main() -> None:
         w = Worker(store, agents=agents, poll_interval=0.01)
         task = asyncio.create_task(w.run(until_idle=True))
-        await asyncio.sleep(0.4)
+        await asyncio.to_thread(_GATE["holding"].wait, 30)  # the holder has the lock
+        lock = workspace_lock(str(ws.resolve()))
+        deadline = time.monotonic() + 30
+        while not _queued(lock):  # the waiter queues on it
+            assert time.monotonic() < deadline, "the waiter never queued on the lock"
+            await asyncio.sleep(0.005)
         store.add_command(ids[stopped], "stop", {}, "human:ops", time.time())
+        await asyncio.to_thread(_until, stopped_yet, f"the {stopped} to be stopped")
+        _GATE["release"].set()  # only now may the holder's thread write and let go
         await task
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    finally:
+        _GATE["release"].set()
+        reader.close()
     statuses = {n: (store.get_run(r).status, [e.status for e in store.effects(run=r)])  # type: ignore[union-attr]
                 for n, r in ids.items()}
     if stopped == "waiter":
