@@ -262,6 +262,8 @@ def test_worker_outlives_a_lock_held_past_its_busy_timeout(tmp_path: Path,
 
 
 LOCKED: list[threading.Thread] = []
+SEEN_WHILE_LOCKED: list[str] = []
+"""The statuses of the run's effects as the lock holder saw them just before letting go."""
 
 
 @tool(effect="irreversible")
@@ -269,17 +271,21 @@ def mark_then_lock(note: str) -> str:
     """Do the effect, then let another process hold the store's write lock for 1 s."""
     with open(os.environ[ck.SIDE_ENV], "a", encoding="utf-8") as f:
         f.write(f"{note}\n")
+    held = threading.Event()
 
     def hold() -> None:
         c = sqlite3.connect(os.environ["LOCK_DB"], isolation_level=None, timeout=5)
         c.execute("BEGIN IMMEDIATE")
-        time.sleep(1.0)
+        held.set()
+        time.sleep(1.0)  # longer than the store's busy timeout (0.2 s): commits fail meanwhile
+        SEEN_WHILE_LOCKED.extend(r[0] for r in c.execute("SELECT status FROM effects"))
         c.execute("ROLLBACK")
         c.close()
     t = threading.Thread(target=hold)
     t.start()
     LOCKED.append(t)
-    time.sleep(0.1)  # the holder has the lock before the step's commit
+    # The step's commit must meet the lock: return only once it is held.
+    assert held.wait(10), "the lock holder never got the write lock"
     return f"marked {note}"
 
 
@@ -302,6 +308,8 @@ def test_a_transient_lock_does_not_put_a_completed_effect_in_doubt(
                     .run(until_idle=True))
         for t in LOCKED:
             t.join()
+        # The lock was in force when the effect's result was to be committed: it had to wait.
+        assert SEEN_WHILE_LOCKED and "done" not in SEEN_WHILE_LOCKED, SEEN_WHILE_LOCKED
         ck.finish(store, agents={"locked": agent})
         assert (tmp_path / "side.log").read_text().splitlines() == ["step 1"]
         assert [e.status for e in store.effects(run=run)] == ["done"]
