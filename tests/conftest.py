@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 import typer.testing
 
+from tether.audit.projections import FoldFacts, check_projections
+from tether.errors import StoreError
 from tether.store.sqlite import SQLiteStore
 
 # No test may reach a real model provider: point the OpenAI client at the discard
@@ -48,3 +50,41 @@ def store(tmp_path: Path) -> Iterator[SQLiteStore]:
     s = SQLiteStore(tmp_path / "tether.db")
     yield s
     s.close()
+
+
+@pytest.fixture(autouse=True)
+def _projections_are_folds(request: pytest.FixtureRequest) -> Iterator[None]:
+    """After every test, every store it left in its tmp_path holds runs, effects and
+    approvals rows that are the folds of their events (:mod:`tether.core.fold`): the
+    property the journal keeps by folding each event it appends, checked on every
+    scenario the suite plays. A test that changes rows behind tether's back says so with
+    ``@pytest.mark.tampers``."""
+    if "tmp_path" not in request.fixturenames or request.node.get_closest_marker("tampers"):
+        yield
+        return
+    tmp: Path = request.getfixturevalue("tmp_path")  # now, so it outlives this fixture
+    yield
+    for db in sorted(tmp.rglob("*.db")):
+        problems = _fold_problems(db)
+        assert not problems, f"{db}: {problems}"
+
+
+def _fold_problems(db: Path) -> list[str]:
+    try:
+        store = SQLiteStore(db, create=False, readonly=True)
+    except (StoreError, OSError):
+        return []  # not a store, or one the test left unreadable on purpose
+    try:
+        facts = FoldFacts()
+        for row in store.list_runs():
+            for e in store.events(row.id):
+                if e.seq > row.seq:
+                    break  # committed after the row was read
+                facts.note(e, e.payload is None)
+        problems: list[str] = []
+        check_projections(store, facts, set(), problems)
+        return problems
+    except StoreError:
+        return []
+    finally:
+        store.close()

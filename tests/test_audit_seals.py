@@ -65,7 +65,7 @@ def _in_doubt_write(store: SQLiteStore, ws: Path) -> tuple[str, str]:
         j.append("effect.in_doubt", {"i": 0, "tool": "fs_write", "reason": "killed"}, step=1,
                  causes=(intent.id,))
         j.effect(dataclasses.replace(row, status="in_doubt"))
-        j.update(status="paused", reason="in doubt")
+        j.append("run.paused", {"reason": "in doubt"}, step=1)
         j.flush_sync()
     return run, intent.id
 

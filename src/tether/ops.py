@@ -187,7 +187,6 @@ def resolve_effect(store: Store, effect_ref: str, resolution: str, *, result: An
             j.append("run.resumed", {"by": by, "from": "paused",
                                      "why": "every in-doubt effect was resolved"}, actor=by,
                      causes=(ev.id,))
-            j.update(status="running", reason="")
         j.flush_sync()
         return new
 

@@ -28,9 +28,10 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+from tether.audit.projections import FoldFacts, check_projections
 from tether.audit.report import VerifyReport
 from tether.audit.rows import RowFacts, check_rows, expected_seal
 from tether.audit.store_chain import verify_store_chain
@@ -60,8 +61,20 @@ def verify_store(store: Store, *, progress: Callable[[int, int], None] | None = 
         f"the store file is damaged: SQLite's check says {line!r}; restore it from a backup "
         "(made with tether store backup), or salvage what SQLite can read into a new file "
         "(sqlite3 FILE .recover) and verify that" for line in store.check_integrity()[:10])
-    hashes: dict[str, dict[int, str]] = {}
     facts = _LinkFacts()
+    hashes = _verify_runs(store, rep, facts, progress)
+    hashes[STORE_CHAIN] = verify_store_chain(store, rep)
+    _verify_batches(store, hashes, rep)
+    _verify_links(store, facts, rep)
+    check_rows(store, facts.rows, rep.problems)
+    check_projections(store, facts.folds, facts.rows.damaged, rep.problems)
+    return rep
+
+
+def _verify_runs(store: Store, rep: VerifyReport, facts: _LinkFacts,
+                 progress: Callable[[int, int], None] | None) -> dict[str, dict[int, str]]:
+    """Verify each run's chain; return each run's event hashes by seq."""
+    hashes: dict[str, dict[int, str]] = {}
     runs = store.all_run_ids()
     for i, run in enumerate(runs):
         try:
@@ -75,7 +88,11 @@ def verify_store(store: Store, *, progress: Callable[[int, int], None] | None = 
         rep.runs += 1
         if progress:
             progress(i + 1, len(runs))
-    hashes[STORE_CHAIN] = verify_store_chain(store, rep)
+    return hashes
+
+
+def _verify_batches(store: Store, hashes: dict[str, dict[int, str]], rep: VerifyReport) -> None:
+    """The batch chain must link up and name every event of every chain exactly."""
     covered: dict[str, set[int]] = {}
     prev = BATCH_GENESIS
     for b in store.batches():
@@ -86,22 +103,7 @@ def verify_store(store: Store, *, progress: Callable[[int, int], None] | None = 
         if b.prev != prev:
             rep.problems.append(f"batch {b.n}: links to {b.prev[:12]}, expected {prev[:12]} "
                                 "(a batch was removed, reordered or changed)")
-        listed: list[tuple[str, int, str]] = []
-        for run, first, last in b.entries:
-            chain = hashes.get(run)
-            if chain is None:
-                rep.problems.append(f"batch {b.n}: names run {run}, which has no events "
-                                    "(the run was deleted)")
-                continue
-            for seq in range(first, last + 1):
-                h = chain.get(seq)
-                if h is None:
-                    rep.problems.append(f"batch {b.n}: names event {run}#{seq}, which is missing "
-                                        "(the run was truncated)")
-                    break
-                listed.append((run, seq, h))
-                covered.setdefault(run, set()).add(seq)
-        if b.hash != batch_hash(b.prev, listed):
+        if b.hash != batch_hash(b.prev, _listed(b.n, b.entries, hashes, covered, rep)):
             rep.problems.append(f"batch {b.n}: hash does not match its events "
                                 "(an event or the batch was changed)")
         prev = b.hash
@@ -110,9 +112,27 @@ def verify_store(store: Store, *, progress: Callable[[int, int], None] | None = 
         if missing:
             rep.problems.append(f"run {run}: events {sorted(missing)[:5]} are in no commit batch "
                                 "(inserted outside tether)")
-    _verify_links(store, facts, rep)
-    check_rows(store, facts.rows, rep.problems)
-    return rep
+
+
+def _listed(n: int, entries: Iterable[tuple[str, int, int]], hashes: dict[str, dict[int, str]],
+            covered: dict[str, set[int]], rep: VerifyReport) -> list[tuple[str, int, str]]:
+    """The (run, seq, hash) of each event batch ``n`` names, as the chains hold them."""
+    listed: list[tuple[str, int, str]] = []
+    for run, first, last in entries:
+        chain = hashes.get(run)
+        if chain is None:
+            rep.problems.append(f"batch {n}: names run {run}, which has no events "
+                                "(the run was deleted)")
+            continue
+        for seq in range(first, last + 1):
+            h = chain.get(seq)
+            if h is None:
+                rep.problems.append(f"batch {n}: names event {run}#{seq}, which is missing "
+                                    "(the run was truncated)")
+                break
+            listed.append((run, seq, h))
+            covered.setdefault(run, set()).add(seq)
+    return listed
 
 
 @dataclass(slots=True)
@@ -125,6 +145,8 @@ class _LinkFacts:
     runs: set[str] = field(default_factory=set)
     rows: RowFacts = field(default_factory=RowFacts)
     """What message, version and effect rows must say; which events were not verified."""
+    folds: FoldFacts = field(default_factory=FoldFacts)
+    """What run, effect and approval rows must say (the folds of the events)."""
 
 
 def _verify_links(store: Store, facts: _LinkFacts, rep: VerifyReport) -> None:
@@ -272,6 +294,7 @@ def _take(facts: _LinkFacts, e: Event, ckpts: dict[tuple[int, int], str | None])
     facts.runs.add(e.run)
     erased = _erased(e)
     facts.rows.note(e, erased)
+    facts.folds.note(e, erased)
     if (e.causes and e.kind in LINK_KINDS) or e.kind in ("rollback", "run.started"):
         facts.sources.append(e)
     if e.kind in ("checkpoint", "step.finished"):

@@ -70,7 +70,6 @@ def quarantine(store: Store, run_ref: str, *, release: bool = False, reason: str
                     # Its pending request cannot be granted now; the run waits, paused.
                     why = f"quarantined by {by}" + (f": {reason}" if reason else "")
                     j.append("run.paused", {"reason": why}, actor=by, causes=(ev.id,))
-                    j.update(status="paused", reason=why)
             j.update(spec=spec)
             if held:
                 j.transition(transition("messages", held, "status", to, (frm,)))

@@ -117,9 +117,9 @@ def begin(j: RunJournal, to_step: int, cascade: dict[str, Any] | None = None) ->
     unfinished(j.row, to_step, cascade)
     again = f"tether rollback {j.run} --to {to_step}" if cascade is None else \
         f"tether rollback {cascade['run']} --to {cascade['to']} --cascade"
-    j.update(status="paused", spec={**j.row.spec, "rolling_back": marker},
-             reason=f"a rollback to step {to_step} is in progress; if it was interrupted, run "
-                    f"`{again}` again")
+    j.append("rollback.begun", {**marker, "reason": f"a rollback to step {to_step} is in "
+                                f"progress; if it was interrupted, run `{again}` again"})
+    j.update(spec={**j.row.spec, "rolling_back": marker})
     j.flush_sync()
 
 
@@ -127,7 +127,8 @@ def unmark(j: RunJournal, why: str) -> None:
     """Take a rollback's mark off a run it never changed (it stays paused)."""
     if "rolling_back" not in j.row.spec:
         return
-    j.update(spec={k: v for k, v in j.row.spec.items() if k != "rolling_back"}, reason=why)
+    j.append("rollback.abandoned", {"reason": why})
+    j.update(spec={k: v for k, v in j.row.spec.items() if k != "rolling_back"})
     j.flush_sync()
 
 
@@ -295,16 +296,16 @@ def restore(store: Store, j: RunJournal, p: RollbackPlan, by: str,
     if int(spec.get("reviewed_step", 0)) > p.to_step:
         # The review points the abandoned branch passed come again when the steps are re-run.
         spec["reviewed_step"] = p.to_step
-    j.update(epoch=old_epoch + 1, step=p.to_step, status="paused", wake_at=None, spec=spec,
-             reason=f"rolled back to step {p.to_step} by {by}; `tether resume` goes on from there")
-    ck = CheckpointEncoder(run=p.run.id).encode(p.to_step, state, force_key=True)
-    j.checkpoint(ck)
     payload: dict[str, Any] = {
         "to_step": p.to_step, "from_epoch": old_epoch, "from_step": from_step,
         "state_epoch": p.state_epoch,
         "undone": [u.effect.id for u in p.undo], "left": [e.id for e in p.left], "by": by}
     if cascade:
         payload["cascade"] = cascade
-    j.append("rollback", payload, step=p.to_step, actor=by)
+    # Opens the new epoch at the step; its fold pauses the run there.
+    j.append("rollback", payload, step=p.to_step, actor=by, epoch=old_epoch + 1)
+    j.update(spec=spec)
+    ck = CheckpointEncoder(run=p.run.id).encode(p.to_step, state, force_key=True)
+    j.checkpoint(ck)
     j.append("checkpoint", checkpoint_info(ck), step=p.to_step, actor=by)
     j.flush_sync()

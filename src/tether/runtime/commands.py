@@ -10,21 +10,20 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Final
 
 from tether.core import budget as budgets
+from tether.core.commands import KINDS as KINDS  # what ops offers operators
+from tether.core.commands import decide, resumed_status
 from tether.runtime.journal import RunJournal
 from tether.store.protocol import Store
-from tether.store.records import ACTIVE_STATUSES, Command
-
-KINDS: Final = ("pause", "resume", "stop", "budget")
-TERMINAL: Final = ("stopped", "done")
+from tether.store.records import Command
 
 
 def apply(j: RunJournal, c: Command, *, step: int | None = None) -> str:
-    """Journal and apply ``c`` to the run behind ``j``; return what happened."""
+    """Journal and apply ``c`` to the run behind ``j``; return what happened. The status
+    change is the event's fold (:mod:`tether.core.fold`)."""
     status = j.row.status
-    outcome = _decide(c, status, j.row.spec)
+    outcome = decide(c.kind, status, j.row.spec)
     ev = j.append("command", {"command": c.id, "kind": c.kind, "args": c.args,
                               "outcome": outcome}, step=step, actor=c.actor)
     j.command_applied(c.id)
@@ -33,27 +32,21 @@ def apply(j: RunJournal, c: Command, *, step: int | None = None) -> str:
     who = c.actor
     if c.kind == "pause":
         j.append("run.paused", {"reason": f"paused by {who}"}, step=step, causes=(ev.id,))
-        j.update(status="paused", reason=f"paused by {who}")
         if status == "waiting":  # resumed, it waits for its inbox again
             j.update(spec={**j.row.spec, "paused_waiting": True})
     elif c.kind == "resume":
-        # A run paused while asleep goes back to sleep until its wake time, and one paused
-        # while waiting for messages goes back to waiting (a message, or its deadline, wakes
-        # it); a message that came meanwhile makes it runnable at once.
+        # A message that came while it was paused makes a waiting run runnable at once.
         spec = dict(j.row.spec)
-        waiting = bool(spec.pop("paused_waiting", False))
-        asleep = j.row.wake_at is not None and j.row.wake_at > j.now()
-        j.append("run.resumed", {"by": who, "from": status}, step=step, causes=(ev.id,))
-        # A waiting run keeps its deadline even when it passed while paused: it is then
-        # runnable at once (the step sees no message and decides what a timeout means).
-        j.update(status="waiting" if waiting else "sleeping" if asleep else "running",
-                 reason="", wake_at=j.row.wake_at if asleep or waiting else None, spec=spec)
+        to = resumed_status(paused_waiting=bool(spec.pop("paused_waiting", False)),
+                            wake_at=j.row.wake_at, now=j.now())
+        j.append("run.resumed", {"by": who, "from": status, "to": to}, step=step,
+                 causes=(ev.id,))
         if c.args.get("accept_change"):
-            j.update(spec={**j.row.spec, "accept_definition_change": True})
+            spec["accept_definition_change"] = True
+        j.update(spec=spec)
     elif c.kind == "stop":
         cancel_pending(j.store, j, "the run was stopped", who)
         j.append("run.stopped", {"reason": f"stopped by {who}"}, step=step, causes=(ev.id,))
-        j.update(status="stopped", reason=f"stopped by {who}")
     elif c.kind == "budget":
         old = dict(j.row.budget)
         new = dict(old)
@@ -64,23 +57,6 @@ def apply(j: RunJournal, c: Command, *, step: int | None = None) -> str:
                  causes=(ev.id,))
         j.update(budget=new)
     return outcome
-
-
-def _decide(c: Command, status: str, j_spec: dict[str, object]) -> str:
-    if c.kind not in KINDS:
-        return f"ignored: unknown command {c.kind!r}"
-    if status in TERMINAL and c.kind != "budget":
-        return f"ignored: the run is {status}"
-    if c.kind == "pause" and status not in ACTIVE_STATUSES:
-        return f"ignored: the run is {status}"
-    if c.kind == "resume" and status in ACTIVE_STATUSES:
-        return f"ignored: the run is already {status}"
-    marker = j_spec.get("rolling_back")
-    if c.kind == "resume" and marker is not None:
-        to = marker.get("to") if isinstance(marker, dict) else marker
-        return (f"ignored: a rollback to step {to} is unfinished; run `tether rollback` "
-                "again to finish it")
-    return "applied"
 
 
 def cancel_pending(store: Store, j: RunJournal, why: str, by: str) -> int:

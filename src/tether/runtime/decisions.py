@@ -88,7 +88,6 @@ def _journal_decision(store: Store, j: RunJournal, row: ApprovalRow, decision: s
         j.append("run.resumed", {"by": by, "from": "awaiting_approval",
                                  "why": f"approval {row.id} {decision}"}, actor=by,
                  causes=(ev.id,))
-        j.update(status="running", reason="")
     j.flush_sync()
     return new
 

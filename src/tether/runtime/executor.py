@@ -247,7 +247,6 @@ class RunExecutor:
             # journaled decision is taken again at that time.
             await self._halt()
             j.append("run.sleeping", {"until": d.until, "deferred": True, "reason": d.reason})
-            j.update(status="sleeping", wake_at=d.until, reason=f"deferred: {d.reason}")
         except PauseRequested as p:
             self._pause(p)
         except StopRequested as s:
@@ -255,7 +254,6 @@ class RunExecutor:
             self.effects.mark_in_doubt("stopped while running")
             if j.row.status != "stopped":
                 j.append("run.stopped", {"reason": str(s)})
-                j.update(status="stopped", reason=str(s))
         except asyncio.CancelledError:
             # Shutdown or a stop that could not wait: an effect still running is in doubt.
             await self._halt()
@@ -278,7 +276,12 @@ class RunExecutor:
         j = self.journal
         self._check_definition()
         if j.row.status in ("sleeping", "waiting"):
-            j.update(status="running", wake_at=None)
+            waiting = j.row.status == "waiting"
+            j.append("run.woke", {"from": j.row.status})
+            if waiting:
+                # Durable before the step takes its messages: if this process dies
+                # holding them, the run is still runnable and the re-run takes them back.
+                await self.flush()
         while True:
             await self.safe_point(j.row.step + 1)
             if j.row.status != "running":
@@ -308,11 +311,14 @@ class RunExecutor:
     def _pause(self, p: PauseRequested) -> None:
         j = self.journal
         if isinstance(p, AwaitApproval):
-            j.update(status="awaiting_approval", reason=str(p))
+            # A new request already says the run waits (its event folds so); a request
+            # made before, met again by a re-run step, needs saying.
+            if j.row.status != "awaiting_approval":
+                j.append("run.awaiting_approval", {"approval": p.detail.get("approval"),
+                                                   "reason": str(p)})
             return
-        if not p.detail.get("by_command"):
+        if not p.detail.get("by_command"):  # else the command's run.paused said it
             j.append("run.paused", {"reason": str(p), **p.detail})
-        j.update(status="paused", reason=str(p))
 
     def _fail(self, exc: BaseException) -> None:
         j = self.journal
@@ -322,8 +328,6 @@ class RunExecutor:
         # tether's own errors already name the run and step; don't say it twice.
         msg = text if text.startswith(where) else f"{where}{type(exc).__name__}: {text}"
         j.append("run.failed", {"error": msg, "traceback": traceback.format_exc(limit=12)})
-        j.update(status="failed", reason=msg + "; fix the agent, then `tether resume` re-runs "
-                 "the step from its checkpoint (effects already done are not repeated)")
 
     async def _step(self) -> None:
         j = self.journal
@@ -341,7 +345,6 @@ class RunExecutor:
         if ck.kind == "key":
             j.append("checkpoint", info, step=step)
         j.append("step.finished", {**outcomes.to_json(out), "checkpoint": info}, step=step)
-        j.update(step=step)
         self._outcome(out, step)
         self.rt.replay = {}
         self.oversight.clear()
@@ -381,13 +384,10 @@ class RunExecutor:
         j = self.journal
         if isinstance(out, outcomes.Done):
             j.append("run.done", {"result": out.result}, step=step)
-            j.update(status="done", reason="")
         elif isinstance(out, outcomes.SleepUntil):
             j.append("run.sleeping", {"until": out.at}, step=step)
-            j.update(status="sleeping", wake_at=out.at)
         elif isinstance(out, outcomes.AwaitMessages):
             j.append("run.sleeping", {"until": out.until, "inbox": True}, step=step)
-            j.update(status="waiting", wake_at=out.until)
 
 
 def _pause_points(journal: RunJournal, shared: Mapping[str, Any] | None) -> PausePoints:

@@ -15,6 +15,7 @@ from typing import Any
 from tether.core import budget as budgets
 from tether.core.checkpoint import Checkpoint
 from tether.core.events import Chain, Event
+from tether.core.fold import FOLDED, RunFold, fold
 from tether.core.ids import UlidSource, iso
 from tether.runtime.committer import GroupCommitter
 from tether.store.protocol import Store
@@ -56,6 +57,7 @@ class RunJournal:
         self.ids = ids
         self._now = now
         self.chain = Chain(row.id, row.seq, row.head) if row.seq else Chain(row.id)
+        self._fold = _folded(row)
         self._events: list[Event] = []
         self._effects: dict[str, EffectRow] = {}
         self._checkpoint: tuple[int, Checkpoint] | None = None
@@ -79,14 +81,19 @@ class RunJournal:
         return t
 
     def append(self, kind: str, payload: Any, *, step: int | None = None, actor: str = "system",
-               causes: tuple[str, ...] = ()) -> Event:
-        """Add an event to the buffer; it becomes durable at the next flush."""
+               causes: tuple[str, ...] = (), epoch: int | None = None) -> Event:
+        """Add an event to the buffer and fold it into the run's row (:mod:`tether.core.fold`);
+        both become durable at the next flush. ``epoch``: a rollback's, which opens one."""
         t = self.now()
-        e = self.chain.make(id=self.ids.new(), kind=kind, time=iso(t), epoch=self.row.epoch,
+        e = self.chain.make(id=self.ids.new(), kind=kind, time=iso(t),
+                            epoch=self.row.epoch if epoch is None else epoch,
                             step=self.row.step + 1 if step is None else step, actor=actor,
                             payload=payload, causes=causes)
         self._events.append(e)
         self._dirty = True
+        new = fold(self._fold, e)
+        if new is not self._fold:
+            self._apply(new)
         if kind in NOTIFY_KINDS:
             # Queued in the same transaction as the event: notified if and only if it happened.
             self._notes.append(Notification(e.id, kind, {
@@ -95,8 +102,21 @@ class RunJournal:
                 "payload": payload}, t))
         return e
 
+    def _apply(self, new: RunFold) -> None:
+        old, self._fold = self._fold, new
+        for name in FOLDED:
+            v = getattr(new, name)
+            if v != getattr(old, name):
+                setattr(self.row, name, v)
+                self._changed.add(name)
+
     def update(self, **changes: Any) -> None:
-        """Change fields of the run's projection row (written at the next flush)."""
+        """Change fields of the run's projection row (written at the next flush); not those
+        the events fold into (status, reason, wake time, epoch, step): append the event."""
+        folded = sorted(set(changes) & set(FOLDED))
+        if folded:
+            raise ValueError(f"run {self.row.id}: {', '.join(folded)} follow from its events; "
+                             "append the event that changes them instead")
         for k, v in changes.items():
             setattr(self.row, k, v)
         self._changed.update(changes)
@@ -159,6 +179,7 @@ class RunJournal:
         row = self.store.get_run(self.row.id)
         if row is not None:
             self.row = dataclasses.replace(row)
+            self._fold = _folded(row)
             self.chain = Chain(row.id, row.seq, row.head) if row.seq else Chain(row.id)
 
     @property
@@ -201,3 +222,8 @@ class RunJournal:
             err = self.store.commit([self.take()])[0]
             if err is not None:
                 raise err
+
+
+def _folded(row: RunRow) -> RunFold:
+    return RunFold(status=row.status, reason=row.reason, wake_at=row.wake_at, epoch=row.epoch,
+                   step=row.step)

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from tether.core import budget as budgets
 from tether.core.events import Event
+from tether.core.fold import awaiting_reason
 from tether.core.pausepoints import PausePoints
 from tether.errors import AwaitApproval, Deferred, PauseRequested, ToolFailed
 from tether.runtime.run_budget import RunBudget
@@ -105,9 +106,9 @@ class Oversight:
         if g.answered is not None:
             return self._answered(t, args, g.answered)
         if g.requested is not None:
-            row = await asyncio.to_thread(self.rt.journal.store.approval, g.requested.id)
-            raise AwaitApproval(self._waiting(t, row), detail={"approval": g.requested.id,
-                                                                "awaiting_approval": True})
+            rid = g.requested.id
+            raise AwaitApproval(awaiting_reason(self.rt.journal.run, rid, t.name),
+                                detail={"approval": rid, "awaiting_approval": True})
         if g.decided is not None:
             d = g.decided.payload
             if d["verdict"] == "allow":
@@ -215,8 +216,8 @@ class Oversight:
         j.approval(row)
         await self.rt.flush()
         self.gates.setdefault(i, Gate()).requested = ev
-        raise AwaitApproval(self._waiting(t, row), detail={"approval": ev.id,
-                                                             "awaiting_approval": True})
+        raise AwaitApproval(awaiting_reason(j.run, ev.id, t.name),
+                            detail={"approval": ev.id, "awaiting_approval": True})
 
     def _answered(self, t: Tool, args: dict[str, Any], e: Event) -> dict[str, Any]:
         p = e.payload
@@ -225,12 +226,6 @@ class Oversight:
             raise ToolFailed(f"tool {t.name} was not run: {p['decision']} by {p.get('by')}: {why}")
         edited = p.get("arguments")
         return t.validate(edited) if edited is not None else args
-
-    def _waiting(self, t: Tool, row: ApprovalRow | None) -> str:
-        rid = row.id if row else "?"
-        return (f"run {self.rt.journal.run} waits for approval {rid} to run {t.name}; "
-                f"`tether approvals`, then `tether approve {rid}` or "
-                f"`tether deny {rid} --reason ...`")
 
     def _action(self, t: Tool, args_json: dict[str, Any]) -> Any:
         from tether.core.policy import Action

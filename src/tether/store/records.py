@@ -9,14 +9,15 @@ from typing import Any
 from tether.core.checkpoint import Checkpoint
 from tether.core.events import Event
 
-RUN_STATUSES = ("running", "sleeping", "waiting", "paused", "awaiting_approval", "stopped",
-                "failed", "done")
-ACTIVE_STATUSES = ("running", "sleeping", "waiting")
-TERMINAL_STATUSES = ("stopped", "failed", "done")
-"""Statuses a worker drives; ``waiting``: asleep until a message arrives (or ``wake_at``)."""
+# The vocabularies live in core (one definition for every layer); re-exported here for
+# the store's callers.
+from tether.core.statuses import ACTIVE_STATUSES as ACTIVE_STATUSES
+from tether.core.statuses import APPROVAL_STATUSES as APPROVAL_STATUSES
+from tether.core.statuses import EFFECT_STATUSES as EFFECT_STATUSES
+from tether.core.statuses import RUN_STATUSES as RUN_STATUSES
+from tether.core.statuses import TERMINAL_STATUSES as TERMINAL_STATUSES
+
 USAGE_KEYS = ("steps", "input_tokens", "output_tokens", "cost_usd", "tool_calls", "wall_seconds")
-EFFECT_STATUSES = ("intent", "done", "failed", "in_doubt", "resolved_done", "resolved_not_done",
-                   "resolved_retry", "undone")
 
 
 @dataclass(slots=True)
@@ -76,9 +77,6 @@ class EffectRow:
     result: Any = None
     undo: dict[str, Any] | None = None
     updated: float = 0.0
-
-
-APPROVAL_STATUSES = ("pending", "approved", "denied", "expired", "cancelled")
 
 
 @dataclass(frozen=True, slots=True)
