@@ -57,9 +57,9 @@ def _projections_are_folds(request: pytest.FixtureRequest) -> Iterator[None]:
     """After every test, every store it left in its tmp_path holds runs, effects and
     approvals rows that are the folds of their events (:mod:`tether.core.fold`): the
     property the journal keeps by folding each event it appends, checked on every
-    scenario the suite plays. A test that changes rows behind tether's back says so with
-    ``@pytest.mark.tampers``."""
-    if "tmp_path" not in request.fixturenames or request.node.get_closest_marker("tampers"):
+    scenario the suite plays. A test that writes rows itself (tampering, the store's
+    conformance tests) says so with ``@pytest.mark.raw_rows``."""
+    if "tmp_path" not in request.fixturenames or request.node.get_closest_marker("raw_rows"):
         yield
         return
     tmp: Path = request.getfixturevalue("tmp_path")  # now, so it outlives this fixture

@@ -838,20 +838,19 @@ def test_claim_messages_limit_counts_what_the_call_took_before(
     assert store.messages(status="pending") == []
 
 
-def test_claiming_makes_a_waiting_run_runnable_again(store_factory: StoreFactory) -> None:
-    # The worker takes a waiting run because a message came, marks it running (buffered)
-    # and takes the message; if it dies before the step commits, the inbox is empty and
-    # the run would wait forever. The claim itself marks it running, so it is picked again.
+def test_claiming_leaves_the_runs_row_alone(store_factory: StoreFactory) -> None:
+    # A run's status is the fold of its events: the worker commits the waiting run's
+    # run.woke (so it stays runnable if it dies holding the messages) before the step
+    # claims them; the claim itself changes no run row.
     store, ids = store_factory(), _ids()
     a = _owned(store, ids)
     b = _owned(store, ids, status="waiting")
     _post(store, a, b, "wake up")
     assert b.fence is not None
     assert b.id in store.runnable(T0, 10, lease_now=time.time() + 120)
+    before = store.get_run(b.id)
     store.claim_messages(b.id, b.fence, "0:1:0", T0)
-    row = store.get_run(b.id)
-    assert row is not None and row.status == "running" and row.wake_at is None
-    assert b.id in store.runnable(T0, 10, lease_now=time.time() + 120)
+    assert store.get_run(b.id) == before
 
 
 def test_claim_messages_is_fenced_by_the_lease_token(store_factory: StoreFactory) -> None:

@@ -107,7 +107,7 @@ def _paid(tmp_path: Path) -> tuple[Path, str]:
     return db, run
 
 
-@pytest.mark.tampers
+@pytest.mark.raw_rows
 @pytest.mark.parametrize(("table", "named", "differs"), [
     ("runs", "run {run}", "status: stored 'running', events say 'done'"),
     ("effects", "effect ", "status: stored 'running', events say 'done'"),
@@ -131,7 +131,7 @@ def test_verify_names_a_tampered_projection_row(tmp_path: Path, table: str, name
     assert "restore the store from a backup" in problem
 
 
-@pytest.mark.tampers
+@pytest.mark.raw_rows
 def test_verify_names_each_field_of_a_tampered_run_row(tmp_path: Path) -> None:
     db, run = _paid(tmp_path)
     con = sqlite3.connect(db)

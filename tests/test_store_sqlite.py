@@ -24,6 +24,9 @@ pytest.register_assert_rewrite("tests.store_conformance")
 # The shared tests, collected here once for this backend; __all__ there lists only tests.
 from tests.store_conformance import *  # noqa: E402, F403
 
+# The conformance tests write rows of their own making, without the events they fold from.
+pytestmark = pytest.mark.raw_rows
+
 
 @pytest.fixture
 def store_factory(tmp_path: Path) -> Iterator[Callable[[], Store]]:

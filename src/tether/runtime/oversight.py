@@ -11,7 +11,6 @@ most once after it (the effect rules take over from there).
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field

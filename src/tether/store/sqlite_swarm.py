@@ -121,9 +121,9 @@ class SQLiteSwarm(SQLiteBase):
 
         Idempotent per ``claim``: called again after a crash, it returns what that
         call took before plus anything new (``limit`` counts both), so nothing taken
-        is lost unjournaled. A ``waiting`` run is marked ``running`` in the same
-        transaction: if the process dies before the step commits, the run must still
-        be runnable (its inbox is empty now) so that the re-run call takes them back.
+        is lost unjournaled. The run's row is left alone: its owner made its wake-up
+        durable (``run.woke``) before the step, so a run that dies holding the messages
+        is still runnable and the re-run call takes them back.
         """
         with self._tx() as c:
             row = c.execute("SELECT token FROM leases WHERE run = ?", (run,)).fetchone()
@@ -134,8 +134,6 @@ class SQLiteSwarm(SQLiteBase):
                 held = c.execute("SELECT COUNT(*) FROM messages WHERE recipient = ? AND "
                                  "claim = ?", (run, claim)).fetchone()[0]
                 limit = max(0, limit - held)
-            c.execute("UPDATE runs SET status = 'running', wake_at = NULL WHERE id = ? AND "
-                      "status = 'waiting'", (run,))
             c.execute("UPDATE messages SET status = 'delivered', claim = ?, received = ? "
                       "WHERE id IN (SELECT id FROM messages WHERE recipient = ? AND "
                       "status = 'pending' ORDER BY id LIMIT ?)",
