@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from tether import Agent, Done, FixedClock, StepAgent, Worker, approvals, ops, start_run, tool, verify_store
 from tether.cli.app import app
 from tether.core.policy import Policy, builtin_policy, rules_from_python
-from tether.errors import NotFound, UsageError
+from tether.errors import NotFound, ToolDenied, ToolFailed, UsageError
 from tether.models.base import ModelResponse, ToolCall
 from tether.models.scripted import ScriptedModel
 from tether.policies import apply_policy
@@ -494,3 +494,51 @@ def test_a_quarantined_run_cannot_have_its_pending_action_approved(store: SQLite
     drive(store, policy)
     assert SENT == [] and store.get_run(run).status == "done"  # type: ignore[union-attr]
     assert verify_store(store).ok
+
+
+async def _pay_and_tell(ctx: Any, state: dict[str, Any]) -> Any:
+    try:
+        await ctx.call(send, to="bob", amount=5)
+    except ToolDenied as exc:  # a refusal, told apart from a tool that raised
+        return Done(f"denied: {exc}")
+    except ToolFailed as exc:
+        return Done(f"failed: {exc}")
+    return Done("sent")
+
+
+@tool(effect="irreversible")
+def broken_send(to: str, amount: int) -> str:
+    """Send money through a service that is down."""
+    raise ConnectionError("the bank is down")
+
+
+async def _pay_broken(ctx: Any, state: dict[str, Any]) -> Any:
+    try:
+        await ctx.call(broken_send, to="bob", amount=5)
+    except ToolDenied as exc:
+        return Done(f"denied: {exc}")
+    except ToolFailed as exc:
+        return Done(f"failed: {exc}")
+    return Done("sent")
+
+
+def test_a_denied_call_is_a_tool_denied_and_a_failed_tool_is_not(store: SQLiteStore) -> None:
+    assert issubclass(ToolDenied, ToolFailed)  # code that catches ToolFailed is unchanged
+    agents = {"teller": StepAgent(_pay_and_tell, name="teller", tools=[send]),
+              "broken": StepAgent(_pay_broken, name="broken", tools=[broken_send])}
+    deny = rules_from_python([{"id": "frozen", "tool": "*send", "decide": "deny",
+                               "reason": "accounts are frozen"}])
+    allow = rules_from_python([{"id": "ok", "tool": "*", "decide": "allow", "reason": "fine"}])
+    denied = start_run(store, agents["teller"], agent_ref="teller", goal="pay")
+    asyncio.run(Worker(store, agents=agents, policy=applied(store, deny),
+                       poll_interval=0.01).run(until_idle=True))
+    failed = start_run(store, agents["broken"], agent_ref="broken", goal="pay")
+    asyncio.run(Worker(store, agents=agents, policy=applied(store, allow),
+                       poll_interval=0.01).run(until_idle=True))
+    result = {r: next(e for e in store.events(r) if e.kind == "run.done").payload["result"]
+              for r in (denied, failed)}
+    assert result[denied].startswith("denied: tool send was not run: denied by policy rule "
+                                     "'frozen'"), result
+    assert result[failed] == ("failed: tool broken_send failed: ConnectionError: the bank is "
+                              "down"), result
+    assert SENT == []

@@ -31,6 +31,7 @@ from tether.errors import (
     StoreLocked,
     TetherError,
     ToolDefinitionError,
+    ToolDenied,
     ToolFailed,
     UsageError,
 )
@@ -101,6 +102,7 @@ __all__ = [
     "ToolCall",
     "ToolContext",
     "ToolDefinitionError",
+    "ToolDenied",
     "ToolFailed",
     "ToolSpec",
     "Usage",

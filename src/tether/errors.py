@@ -14,6 +14,7 @@
     │   └── LeaseLost               this process no longer owns the run (fenced off)
     ├── ModelError                  a model provider failed after retries (pauses the run)
     └── ToolFailed                  a tool raised; the model is told, the loop goes on
+        └── ToolDenied              the tool was not run: a policy or a person said no
 
     Signal (a BaseException)        control flow, not failures
     ├── PauseRequested              the run must pause (command, budget, nondeterminism)
@@ -106,6 +107,12 @@ class ModelError(TetherError):
 
 class ToolFailed(TetherError):
     """A tool raised. The model is told; the loop goes on."""
+
+
+class ToolDenied(ToolFailed):
+    """The tool was not run: a policy rule denied it, or its approval was denied, expired
+    or cancelled. A ``ToolFailed`` (callers that catch that are unchanged): the model is
+    told the same way; catch this one to tell a refusal from a tool that raised."""
 
 
 class Signal(BaseException):

@@ -38,7 +38,7 @@ from tether.history import lineage, ran_in
 from tether.ops import actor
 from tether.provenance import rollback as rb
 from tether.provenance.impact import Impact, impact_from
-from tether.provenance.plan import RollbackPlan, Undo, plan, refuse, with_conflicts
+from tether.provenance.plan import PlannedUndo, RollbackPlan, plan, refuse, with_conflicts
 from tether.runtime.holding import holding
 from tether.runtime.journal import RunJournal
 from tether.store.protocol import Store
@@ -149,7 +149,7 @@ def cascade_plan(store: Store, run_ref: str, to_step: int) -> CascadePlan:
     return cp
 
 
-def undo_order(store: Store, plans: list[RollbackPlan]) -> list[tuple[int, Undo]]:
+def undo_order(store: Store, plans: list[RollbackPlan]) -> list[tuple[int, PlannedUndo]]:
     """Every undo of the plans, (plan index, undo), newest write first.
 
     Effect ids are ULIDs, ordered by time only within one process, so they cannot order

@@ -42,7 +42,7 @@ DONE = ("done", "resolved_done")
 
 
 @dataclass(frozen=True, slots=True)
-class Undo:
+class PlannedUndo:
     """One reversible effect to undo."""
 
     effect: EffectRow
@@ -65,7 +65,7 @@ class RollbackPlan:
     state_epoch: int = 0
     """The epoch whose checkpoint of ``to_step`` is restored (earlier than the run's own
     when ``to_step`` is before its current epoch began)."""
-    undo: list[Undo] = field(default_factory=list)
+    undo: list[PlannedUndo] = field(default_factory=list)
     irreversible: list[EffectRow] = field(default_factory=list)
     in_doubt: list[EffectRow] = field(default_factory=list)
     missing_undo: list[EffectRow] = field(default_factory=list)
@@ -200,8 +200,8 @@ def plan(store: Store, run_ref: str, to_step: int, *, check_files: bool = True) 
         elif not e.undo:
             p.missing_undo.append(e)
         else:
-            p.undo.append(Undo(e, e.undo["tool"], dict(e.undo["arguments"]),
-                               images.get(e.id, {}), (), e.id in started))
+            p.undo.append(PlannedUndo(e, e.undo["tool"], dict(e.undo["arguments"]),
+                                      images.get(e.id, {}), (), e.id in started))
     for m in store.messages(sender=row.id):
         if after_k(m.epoch, m.step):
             if m.status in ("pending", "held"):
@@ -254,7 +254,7 @@ def claimed_at(m: MessageRow) -> tuple[int, int] | None:
     return int(parts[0]), int(parts[1])
 
 
-def with_conflicts(undos: list[tuple[str | None, Undo]]) -> list[Undo]:
+def with_conflicts(undos: list[tuple[str | None, PlannedUndo]]) -> list[PlannedUndo]:
     """The undos (in the order given: newest first) with their file conflicts marked.
 
     Only the newest effect on each (workspace, path) is compared with the file as it is;
@@ -268,7 +268,7 @@ def with_conflicts(undos: list[tuple[str | None, Undo]]) -> list[Undo]:
             conflicts = tuple(path for path, h in u.files.items()
                               if (ws, path) not in seen and file_hash(Path(ws), path) != h)
         seen.update((ws or "", path) for path in u.files)
-        out.append(Undo(u.effect, u.tool, u.arguments, u.files, conflicts, u.started))
+        out.append(PlannedUndo(u.effect, u.tool, u.arguments, u.files, conflicts, u.started))
     return out
 
 

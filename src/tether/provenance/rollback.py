@@ -35,7 +35,7 @@ from tether.core.canonical import json_safe
 from tether.core.checkpoint import CheckpointEncoder, checkpoint_info
 from tether.errors import Conflict, UsageError
 from tether.ops import actor, find_effect, find_run, run_state, send_command
-from tether.provenance.plan import RollbackPlan, Undo, journal_facts, plan, refuse
+from tether.provenance.plan import PlannedUndo, RollbackPlan, journal_facts, plan, refuse
 from tether.runtime.commands import cancel_pending
 from tether.runtime.holding import holding
 from tether.runtime.journal import RunJournal
@@ -46,7 +46,7 @@ from tether.tools.base import Tool, ToolContext
 from tether.tools.files import FILE_TOOLS, UNDO_TOOLS
 from tether.tools.running import run_tool_blocking
 
-__all__ = ["RollbackPlan", "Undo", "plan", "rollback", "settle_undo", "undo_tools"]
+__all__ = ["PlannedUndo", "RollbackPlan", "plan", "rollback", "settle_undo", "undo_tools"]
 
 RETRIES = 5
 """Times a retraction that lost a race with a recipient is planned again."""
@@ -212,23 +212,10 @@ def undo_tools(run: RunRow, extra: dict[str, Tool] | None) -> dict[str, Tool]:
     return registry
 
 
-def undo(j: RunJournal, u: Undo, registry: dict[str, Tool]) -> None:
+def undo(j: RunJournal, u: PlannedUndo, registry: dict[str, Tool]) -> None:
     """Undo one effect, write-ahead, and mark it (and its file versions) undone."""
-    tool = registry.get(u.tool)
+    tool, args = _undo_call(u, registry)
     e = u.effect
-    if tool is None:
-        raise UsageError(f"the undo of effect {e.id} needs tool {u.tool!r}, which cannot be "
-                         "loaded here; run from the agent's folder")
-    if u.started and not tool.idempotent:
-        raise UsageError(f"an earlier rollback started undoing effect {e.id} with {u.tool} and "
-                         "did not finish; that undo is not idempotent, so check whether it took "
-                         f"effect, then `tether resolve {e.id} --undone` (it did) or "
-                         "`--not-undone` (it did not: it is run again), and roll back again")
-    try:
-        args = tool.validate(u.arguments)  # before anything is journaled: nothing started
-    except UsageError as exc:
-        raise UsageError(f"the undo of effect {e.id} ({e.tool}, run {e.run} step {e.step}) "
-                         f"cannot run: {exc}") from None
     step = j.row.step + 1
     j.append("effect.undoing", {"effect": e.id, "tool": u.tool, "arguments": u.arguments},
              step=step, causes=(e.id,), actor="system:rollback")
@@ -255,6 +242,26 @@ def undo(j: RunJournal, u: Undo, registry: dict[str, Tool]) -> None:
     j.effect(dataclasses.replace(e, status="undone", updated=time.time()))
     j.transition(transition("versions", [e.id], "status", "undone"))
     j.flush_sync()
+
+
+def _undo_call(u: PlannedUndo, registry: dict[str, Tool]) -> tuple[Tool, dict[str, Any]]:
+    """The undo's tool and its checked arguments, before anything is journaled (nothing
+    started yet if they are refused)."""
+    e = u.effect
+    tool = registry.get(u.tool)
+    if tool is None:
+        raise UsageError(f"the undo of effect {e.id} needs tool {u.tool!r}, which cannot be "
+                         "loaded here; run from the agent's folder")
+    if u.started and not tool.idempotent:
+        raise UsageError(f"an earlier rollback started undoing effect {e.id} with {u.tool} and "
+                         "did not finish; that undo is not idempotent, so check whether it took "
+                         f"effect, then `tether resolve {e.id} --undone` (it did) or "
+                         "`--not-undone` (it did not: it is run again), and roll back again")
+    try:
+        return tool, tool.validate(u.arguments)
+    except UsageError as exc:
+        raise UsageError(f"the undo of effect {e.id} ({e.tool}, run {e.run} step {e.step}) "
+                         f"cannot run: {exc}") from None
 
 
 def settle_undo(store: Store, effect_ref: str, *, happened: bool,

@@ -11,7 +11,6 @@ import contextvars
 import functools
 import time
 import traceback
-from collections import deque
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -42,6 +41,7 @@ from tether.runtime.context import (
 from tether.runtime.effects import EffectRunner
 from tether.runtime.journal import Recorded, RunJournal
 from tether.runtime.oversight import GATE_KINDS, Oversight
+from tether.runtime.pipeline import CommitPipeline
 from tether.runtime.run_budget import RunBudget
 from tether.runtime.stepping import StepRuntime
 from tether.store.records import Command
@@ -71,11 +71,11 @@ class RunExecutor:
         self.agent = agent
         self.committer = committer
         self.clock = clock
-        self.pipeline = pipeline
+        self.commits = CommitPipeline(journal, committer, pipeline)
         self.step_threads = step_threads
         """Where sync step functions run (the worker's pool; None: the loop's default)."""
         # What the step's collaborators share: they see this, never the executor.
-        self.rt = StepRuntime(journal, agent=agent.name, clock=clock, flush=self.flush,
+        self.rt = StepRuntime(journal, agent=agent.name, clock=clock, flush=self.commits.flush,
                               safe_point=self.safe_point)
         self.budget = RunBudget(journal, clock, prices)
         self.pause_points = _pause_points(journal, swarm_pause_points)
@@ -88,7 +88,6 @@ class RunExecutor:
         self.state: dict[str, Any] = {}
         self._commands: list[Command] = []
         self._alert: tuple[str, dict[str, Any]] | None = None
-        self._inflight: deque[asyncio.Future[None]] = deque()
         self._is_async = agent.is_async()
         self.step_started = False
         self.draining = False
@@ -100,39 +99,7 @@ class RunExecutor:
 
     async def flush(self) -> None:
         """Make everything journaled so far durable (before an effect, at the end)."""
-        await self._settle()
-        await self.journal.flush(self.committer)
-
-    async def _settle(self, keep: int = 0) -> None:
-        """Wait until at most ``keep`` end-of-step commits are in flight; raise what a
-        commit failed with."""
-        while len(self._inflight) > keep:
-            try:
-                await self._inflight.popleft()
-            except BaseException:
-                # The later commits fail as well (their seqs follow the refused ones) and
-                # nobody will await them: take their errors, which would otherwise be
-                # printed as "Future exception was never retrieved".
-                for f in self._inflight:
-                    f.add_done_callback(_retrieved)
-                self._inflight.clear()
-                raise
-
-    async def _commit_step(self) -> None:
-        """Commit the step just finished, letting the next steps run while it syncs.
-
-        Durability is unchanged where it matters: an effect's intent waits for every
-        earlier write (commits are applied in order), and a run never leaves this
-        process (sleep, pause, done, shutdown) before its last write is durable. With
-        a few steps' writes in flight, one transaction and one fsync can carry several
-        steps of the same run: a crash loses at most those steps, which are re-run.
-        """
-        if self.pipeline <= 0:
-            await self.flush()  # strict: this step is durable before the next one starts
-            return
-        await self._settle(keep=self.pipeline - 1)
-        if self.journal.dirty:
-            self._inflight.append(self.committer.submit_nowait(self.journal.take()))
+        await self.commits.flush()
 
     # -- restore -------------------------------------------------------------
     def load(self, tail: list[Any], swarm_budget: dict[str, float] | None) -> None:
@@ -236,7 +203,7 @@ class RunExecutor:
     # -- the loop ------------------------------------------------------------
     async def drive(self) -> str:
         """Step until the run leaves ``running``; return the final status. Each way out
-        is one ``except`` (a reason to be longer than most functions here)."""
+        is one ``except``, journaled and made durable."""
         j = self.journal
         try:
             await self._steps()
@@ -288,7 +255,7 @@ class RunExecutor:
                 return
             self._review_point()
             if self.budget.windowed:
-                await self._settle()  # the store must have this run's usage so far
+                await self.commits.settle()  # the store must have this run's usage so far
             await self.budget.refresh()
             self.budget.check()
             await self._step()
@@ -350,7 +317,7 @@ class RunExecutor:
         self.oversight.clear()
         self.step_started = False
         if j.row.status == "running":
-            await self._commit_step()
+            await self.commits.end_step()
         else:
             await self.flush()
 
@@ -397,7 +364,3 @@ def _pause_points(journal: RunJournal, shared: Mapping[str, Any] | None) -> Paus
         shared = journal.store.swarm_pause_points(row.swarm) if row.swarm else {}
     return PausePoints.parse({**shared, **(row.spec.get("pause_points") or {})})
 
-
-def _retrieved(fut: asyncio.Future[None]) -> None:
-    if not fut.cancelled():
-        fut.exception()

@@ -20,7 +20,7 @@ from tether.core import budget as budgets
 from tether.core.events import Event
 from tether.core.fold import awaiting_reason
 from tether.core.pausepoints import PausePoints
-from tether.errors import AwaitApproval, Deferred, PauseRequested, ToolFailed
+from tether.errors import AwaitApproval, Deferred, PauseRequested, ToolDenied
 from tether.runtime.run_budget import RunBudget
 from tether.runtime.stepping import StepRuntime
 from tether.store.records import ApprovalRow
@@ -113,7 +113,7 @@ class Oversight:
             if d["verdict"] == "allow":
                 return args
             if d["verdict"] == "deny":
-                raise ToolFailed(_denied(t.name, d.get("rule"), d.get("reason", "")))
+                raise ToolDenied(_denied(t.name, d.get("rule"), d.get("reason", "")))
             if d["verdict"] == "defer" and self.rt.clock() < float(d["until"]):
                 raise Deferred(d.get("reason", ""), until=float(d["until"]))
             if d["verdict"] == "approve":
@@ -189,7 +189,7 @@ class Oversight:
         if verdict == "allow":
             return args
         if verdict == "deny":
-            raise ToolFailed(_denied(t.name, payload["rule"], payload["reason"]))
+            raise ToolDenied(_denied(t.name, payload["rule"], payload["reason"]))
         if verdict == "defer":
             await self.rt.flush()
             raise Deferred(payload["reason"], until=float(payload["until"]))
@@ -222,7 +222,7 @@ class Oversight:
         p = e.payload
         if p["decision"] != "approved":
             why = p.get("note") or "no reason given"
-            raise ToolFailed(f"tool {t.name} was not run: {p['decision']} by {p.get('by')}: {why}")
+            raise ToolDenied(f"tool {t.name} was not run: {p['decision']} by {p.get('by')}: {why}")
         edited = p.get("arguments")
         return t.validate(edited) if edited is not None else args
 

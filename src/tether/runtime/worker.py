@@ -459,11 +459,3 @@ class Worker:
                 if c.kind == "stop" and ex.in_call:
                     task.cancel()  # stop means now: cancel the in-flight model or tool call
 
-
-def run_worker(store: Store, *, until_idle: bool = False, handle_signals: bool = True,
-               on_start: Callable[[Worker], None] | None = None, **options: object) -> WorkerStats:
-    """Run a worker on a fresh event loop (the CLI's entry point)."""
-    w = Worker(store, **options)  # type: ignore[arg-type]
-    if on_start:
-        on_start(w)
-    return asyncio.run(w.run(until_idle=until_idle, handle_signals=handle_signals))
