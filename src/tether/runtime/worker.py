@@ -57,6 +57,12 @@ SwarmSettings = tuple[dict[str, float], dict[str, Any]]
 """A swarm's shared budget and pause points, as read once per scheduling pass."""
 
 
+class SkipRun(Exception):
+    """This run cannot be driven here now (its row vanished, or its agent does not load in
+    this process): the scheduling pass leaves it, and a later pass or another worker takes
+    it. Not a ``LeaseLost``: the lease was never lost, the run is merely skipped."""
+
+
 class Worker:
     """Runs every runnable run of a store until told to stop.
 
@@ -282,7 +288,7 @@ class Worker:
         for rid, token in tokens.items():
             try:
                 ex = self._executor(rid, token, pending.get(rid, []), swarms)
-            except LeaseLost:
+            except (SkipRun, LeaseLost):
                 continue
             except (StorageError, StoreLocked) as exc:  # the store's fault, not the run's
                 self.health.failed(exc)
@@ -307,7 +313,7 @@ class Worker:
         in this scheduling pass (filled as runs of new swarms come)."""
         row = self.store.get_run(rid)
         if row is None:
-            raise LeaseLost(f"run {rid} vanished")
+            raise SkipRun(f"run {rid} vanished")
         j = RunJournal(self.store, row, token, self.ids, self.clock.now)
         try:
             agent = load_agent(row.agent, self.agents)
@@ -317,7 +323,7 @@ class Worker:
                         rid, row.agent, exc)
             self._unloadable[rid] = time.monotonic() + 30.0
             self.store.release(rid, self.owner, token)
-            raise LeaseLost(str(exc)) from exc
+            raise SkipRun(str(exc)) from exc
         shared: SwarmSettings | None = None
         if row.swarm:
             shared = swarms.get(row.swarm)
