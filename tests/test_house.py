@@ -34,7 +34,6 @@ ALLOWED: dict[str, str] = {
     # file (relative to src/tether) or file::Function.qualname -> who is shortening it
     "cli/control.py": "being split by issue #9 helper ops",
     "core/checkpoint.py": "402 lines: issue #9 helper checkpoint",
-    "runtime/executor.py": "being split by issue #9 helper executor",
     "runtime/worker.py": "being split by issue #9 helper clocks",
     "store/sqlite.py": "being split by issue #9 helper clocks",
     "audit/verify.py::verify_store": "being split by issue #9 helper fold",
@@ -56,7 +55,6 @@ ALLOWED: dict[str, str] = {
     "provenance/plan.py::RollbackPlan.lines": "being split by issue #9 helper ops",
     "provenance/plan.py::plan": "being split by issue #9 helper ops",
     "provenance/quarantine.py::quarantine": "being split by issue #9 helper ops",
-    "provenance/rollback.py::undo": "being split by issue #9 helper ops",
     "runtime/commands.py::apply": "issue #9 (the fold moves its decisions to core)",
     "runtime/runs.py::start_run": "issue #9, not yet assigned",
     "runtime/worker.py::Worker.__init__": "being split by issue #9 helper clocks",
