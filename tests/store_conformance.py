@@ -34,8 +34,9 @@ from typing import Any
 import pytest
 
 from tether.core.checkpoint import Checkpoint, CheckpointEncoder, restore
+from tether.core.clock import FixedClock
 from tether.core.events import BATCH_GENESIS, Chain, Event, batch_hash, event_hash
-from tether.core.ids import FixedClock, UlidSource, iso
+from tether.core.ids import UlidSource, iso
 from tether.core.seals import message_digest
 from tether.errors import Conflict, LeaseLost, NotFound, StoreCorrupt, UsageError
 from tether.store.protocol import Store

@@ -24,8 +24,9 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from tether.audit import VerifyReport, verify_store
+from tether.core.clock import FixedClock
 from tether.core.events import Chain, Event
-from tether.core.ids import FixedClock, UlidSource, ulid_bytes
+from tether.core.ids import UlidSource, ulid_bytes
 from tether.runtime.agent import StepAgent
 from tether.runtime.journal import RunJournal
 from tether.runtime.runs import start_run

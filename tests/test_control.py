@@ -21,6 +21,7 @@ from tether.models.base import ModelResponse
 from tether.policies import apply_policy
 from tether.runtime.agent import StepAgent
 from tether.store.sqlite import SQLiteStore
+from tether.system_clock import ShiftedClock
 from tether.testing import allow_tools
 from tether.testing.openai_server import FakeChatServer, Reply, completion
 
@@ -183,8 +184,9 @@ def test_kill_during_an_effect_then_resolve(tmp_path: Path) -> None:
         asyncio.run(Worker(store, lease_ttl=2.0).run(until_idle=True))
         _wait(lambda: store.runnable(time.time(), 10) != [] or
               store.get_run(rid).status != "running", timeout=10)  # type: ignore[union-attr]
-        time.sleep(2.1)
-        asyncio.run(Worker(store).run(until_idle=True))
+        later = ShiftedClock()
+        later.advance(2.1)  # past the dead worker's lease (2 s), without waiting for it
+        asyncio.run(Worker(store, wall=later).run(until_idle=True))
         row = store.get_run(rid)
         assert row is not None and row.status == "paused", row
         doubt = store.effects(run=rid, status="in_doubt")
@@ -253,10 +255,11 @@ def test_kill_between_approval_and_execution_runs_it_at_most_once(tmp_path: Path
     (req,) = store.approvals(status="pending")
     approvals.decide(store, req.id, approve=True, who="human:ops")
     _kill_worker_inside_tool(path, side, marker)
-    time.sleep(2.1)  # the dead worker's lease (2 s) runs out
+    later = ShiftedClock()
+    later.advance(2.1)  # past the dead worker's lease (2 s), without waiting for it
     os.environ["TETHER_TEST_SIDE"] = str(side)
     try:
-        asyncio.run(Worker(store).run(until_idle=True))
+        asyncio.run(Worker(store, wall=later).run(until_idle=True))
     finally:
         os.environ.pop("TETHER_TEST_SIDE", None)
     row = store.get_run(rid)

@@ -9,7 +9,7 @@ effect.
 
 from tether._version import __version__
 from tether.audit import VerifyReport, verify_store
-from tether.core.ids import Clock, FixedClock
+from tether.core.clock import Clock, FixedClock, WallClock
 from tether.core.policy import Action, Decision, Policy, PolicyError, load_policy, rules_from_python
 from tether.core.pricing import PriceTable
 from tether.errors import (
@@ -44,6 +44,7 @@ from tether.runtime.runs import load_agent, start_run
 from tether.runtime.step_api import BoardEntry, InboxMessage
 from tether.runtime.worker import Worker
 from tether.store import SQLiteStore, Store, open_store
+from tether.system_clock import SystemClock
 from tether.tools import Effect, Tool, ToolContext, current, record_after, register_undo, tool
 
 
@@ -97,6 +98,7 @@ __all__ = [
     "StoreError",
     "StoreLocked",
     "SyncStepContext",
+    "SystemClock",
     "TetherError",
     "Tool",
     "ToolCall",
@@ -108,6 +110,7 @@ __all__ = [
     "Usage",
     "UsageError",
     "VerifyReport",
+    "WallClock",
     "Worker",
     "__version__",
     "apply_policy",

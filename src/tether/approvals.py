@@ -9,7 +9,6 @@ recorded once: approving twice, or after expiry, is refused.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from tether.core.canonical import json_safe
@@ -21,6 +20,7 @@ from tether.runtime.decisions import when as _when
 from tether.runtime.holding import must_get
 from tether.store.protocol import Store
 from tether.store.records import ApprovalRow
+from tether.system_clock import SYSTEM_CLOCK
 
 # expire_due is the runtime's (the worker expires requests too); operators reach it here.
 __all__ = ["DECISIONS", "approval_json", "decide", "expire_due", "find_approval"]
@@ -47,7 +47,7 @@ def decide(store: Store, ref: str, *, approve: bool, who: str | None = None,
     """
     row = find_approval(store, ref)
     by = who or actor()
-    t = time.time() if now is None else now
+    t = SYSTEM_CLOCK.now() if now is None else now
     if row.status != "pending":
         raise UsageError(f"approval {row.id} was already {row.status} by {row.decided_by} at "
                          f"{_when(row.decided_at)}; a decision is made once")

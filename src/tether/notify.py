@@ -46,7 +46,6 @@ import http.client
 import logging
 import os
 import random
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Awaitable, Callable, Mapping
@@ -62,6 +61,7 @@ from tether.core.ids import iso
 from tether.errors import UsageError
 from tether.store.protocol import Store
 from tether.store.records import Notification
+from tether.system_clock import SYSTEM_CLOCK
 
 log = logging.getLogger("tether.notify")
 
@@ -253,7 +253,7 @@ class Notifier:
     """
 
     def __init__(self, store: Store, config: WebhookConfig, *,
-                 clock: Callable[[], float] = time.time,
+                 clock: Callable[[], float] = SYSTEM_CLOCK.now,
                  sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
                  parallel: int = 4) -> None:
         if parallel < 1:

@@ -21,6 +21,7 @@ from tether.runtime import commands as cmds
 from tether.runtime.holding import holding, must_get
 from tether.store.protocol import Store
 from tether.store.records import EffectRow, RunRow
+from tether.system_clock import SYSTEM_CLOCK
 
 RESOLUTIONS = ("done", "not_done", "retry")
 
@@ -125,15 +126,15 @@ def send_command(store: Store, run_ref: str, kind: str, args: dict[str, Any] | N
     if kind not in cmds.KINDS:
         raise UsageError(f"unknown command {kind!r}; one of {', '.join(cmds.KINDS)}")
     row = find_run(store, run_ref)
-    cid = store.add_command(row.id, kind, args or {}, who or actor(), time.time())
-    deadline = time.monotonic() + wait
+    cid = store.add_command(row.id, kind, args or {}, who or actor(), SYSTEM_CLOCK.now())
+    deadline = SYSTEM_CLOCK.monotonic() + wait
     while True:
         applied = apply_pending_offline(store, row.id)
         if applied is not None and cid in applied:
             return CommandResult(cid, row.id, True, "cli", _outcome(store, row.id, cid))
         if all(c.id != cid for c in store.pending_commands([row.id])):
             return CommandResult(cid, row.id, True, "worker", _outcome(store, row.id, cid))
-        if time.monotonic() >= deadline:
+        if SYSTEM_CLOCK.monotonic() >= deadline:
             return CommandResult(cid, row.id, False, "pending")
         time.sleep(0.02)
 
@@ -172,12 +173,12 @@ def resolve_effect(store: Store, effect_ref: str, resolution: str, *, result: An
         versions = []
         if resolution == "done":
             from tether.runtime.workspace import resolved_versions
-            versions = resolved_versions(store, row, eff, time.time())
+            versions = resolved_versions(store, row, eff, SYSTEM_CLOCK.now())
             # Journaled, so the audit can hold the version rows to them (the seal keeps
             # them through an erasure of this payload).
             payload["files"] = {v.key: v.hash for v in versions}
         ev = j.append("effect.resolved", payload, step=eff.step, actor=by, causes=(eff.id,))
-        new = dataclasses.replace(eff, status=f"resolved_{resolution}", updated=time.time(),
+        new = dataclasses.replace(eff, status=f"resolved_{resolution}", updated=SYSTEM_CLOCK.now(),
                                   result=result if resolution == "done" else eff.result)
         j.effect(new)
         for v in versions:
@@ -233,7 +234,7 @@ def set_swarm_budget(store: Store, swarm: str, changes: dict[str, float],
     for k in unset:
         budgets.parse_key(k)
         new.pop(k, None)
-    store.set_swarm_budget(swarm, new, time.time())
+    store.set_swarm_budget(swarm, new, SYSTEM_CLOCK.now())
     return new
 
 

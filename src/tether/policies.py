@@ -9,14 +9,13 @@ up at its next scheduling pass. With none applied, the built-in defaults gate
 
 from __future__ import annotations
 
-import time
-
 from tether.core.ids import UlidSource, iso
 from tether.core.policy import Policy, PolicyError, policy_from_text
 from tether.core.settings import StoreEvent, swarm_scope
 from tether.errors import UsageError
 from tether.runtime.policybook import InForce, PolicyBook
 from tether.store.protocol import Store
+from tether.system_clock import SYSTEM_CLOCK
 
 __all__ = ["InForce", "apply_policy", "clear_policy", "in_force"]
 
@@ -58,7 +57,7 @@ def apply_policy(store: Store, policy: Policy, *, who: str, swarm: str | None = 
     payload = {"text": policy.text, "format": policy.format, "hash": policy.hash,
                "source": policy.source, "rules": len(policy.rules),
                "replaces": current.policy.hash if current.scope == scope else None}
-    now = time.time()
+    now = SYSTEM_CLOCK.now()
     return store.append_store_event("policy.applied", scope, payload, actor=who, time=iso(now),
                                     id=UlidSource(lambda: now).new())
 
@@ -72,6 +71,6 @@ def clear_policy(store: Store, *, who: str, swarm: str | None = None) -> StoreEv
     scope = swarm_scope(swarm)
     if all(x.scope != scope for x in book.scopes()):
         return None
-    now = time.time()
+    now = SYSTEM_CLOCK.now()
     return store.append_store_event("policy.cleared", scope, {}, actor=who, time=iso(now),
                                     id=UlidSource(lambda: now).new())

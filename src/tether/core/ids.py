@@ -1,4 +1,4 @@
-"""Sortable unique ids (ULID form) and the injectable clocks they read.
+"""Sortable unique ids (ULID form) from an injected clock, and event time stamps.
 
 Event ids must sort by time in every backend and never collide across
 processes. A ULID (48-bit milliseconds + 80 random bits, Crockford base32)
@@ -12,10 +12,8 @@ from __future__ import annotations
 import base64
 import os
 import threading
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
 
 _ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 
@@ -42,29 +40,6 @@ def ulid_time(text: str) -> float:
     return (int.from_bytes(ulid_bytes(text), "big") >> 80) / 1000
 
 
-class Clock:
-    """Wall clock in seconds since the epoch; subclass or replace to inject time."""
-
-    def now(self) -> float:
-        return time.time()
-
-
-class FixedClock(Clock):
-    """A clock that moves only when told to: for tests and simulations."""
-
-    def __init__(self, start: float) -> None:
-        self._t = start
-
-    def now(self) -> float:
-        return self._t
-
-    def advance(self, seconds: float) -> None:
-        self._t += seconds
-
-    def set(self, t: float) -> None:
-        self._t = t
-
-
 class UlidSource:
     """Monotonic ULID generator.
 
@@ -73,9 +48,9 @@ class UlidSource:
     steps back (the previous timestamp is kept until the clock passes it).
     """
 
-    def __init__(self, clock: Callable[[], float] | None = None,
+    def __init__(self, clock: Callable[[], float],
                  randbits: Callable[[], int] | None = None) -> None:
-        self._clock = clock or time.time
+        self._clock = clock
         self._rand = randbits or (lambda: int.from_bytes(os.urandom(10), "big"))
         self._last_ms = -1
         self._last_rand = 0
@@ -97,19 +72,38 @@ class UlidSource:
             return ulid_str((ms << 80) | rand)
 
 
-_last_second: list[Any] = [None, ""]
+def _seconds(sec: int) -> str:
+    return datetime.fromtimestamp(sec, UTC).strftime("%Y-%m-%dT%H:%M:%S")
 
 
 def iso(t: float) -> str:
-    """Seconds since the epoch as an ISO-8601 UTC string with microseconds.
+    """Seconds since the epoch as an ISO-8601 UTC string with microseconds (pure).
 
-    Every event is stamped, so the date part is formatted once per second.
+    Stamping many events: :class:`IsoStamps` gives the same text faster.
     """
     sec, us = divmod(round(t * 1_000_000), 1_000_000)
-    if _last_second[0] != sec:
-        _last_second[1] = datetime.fromtimestamp(sec, UTC).strftime("%Y-%m-%dT%H:%M:%S")
-        _last_second[0] = sec
-    return f"{_last_second[1]}.{us:06d}Z"
+    return f"{_seconds(sec)}.{us:06d}Z"
+
+
+class IsoStamps:
+    """:func:`iso` with the date part formatted once per second, for one journal.
+
+    Each journal has its own, so no two runs share the cache. The cache is one
+    (second, text) tuple replaced whole, so even two threads stamping through one
+    instance read a consistent pair (one thread can never take another's second).
+    """
+
+    __slots__ = ("_last",)
+
+    def __init__(self) -> None:
+        self._last: tuple[int, str] = (-1 << 62, "")
+
+    def __call__(self, t: float) -> str:
+        sec, us = divmod(round(t * 1_000_000), 1_000_000)
+        last = self._last
+        if last[0] != sec:
+            last = self._last = (sec, _seconds(sec))
+        return f"{last[1]}.{us:06d}Z"
 
 
 def parse_iso(s: str) -> float:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from tether.core.ids import FixedClock
+from tether.core.clock import FixedClock
 from tether.core.policy import load_policy
 from tether.core.pricing import PriceTable
 from tether.demo import agents as night

@@ -17,7 +17,6 @@ import json
 import logging
 import os
 import random
-import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, cast
 
@@ -32,6 +31,7 @@ from openai.types.chat import (
 from tether.core.backoff import Backoff
 from tether.errors import ModelError, UsageError
 from tether.models.base import Message, ModelResponse, ToolCall, ToolSpec, Usage
+from tether.system_clock import SYSTEM_CLOCK
 
 __all__ = ["OpenAIModel"]
 
@@ -367,7 +367,7 @@ class OpenAIModel:
 
     def _retry_delay(self, exc: openai.APIError, attempt: int) -> float:
         if isinstance(exc, openai.APIStatusError):
-            asked = parse_retry_after(exc.response.headers, time.time())
+            asked = parse_retry_after(exc.response.headers, SYSTEM_CLOCK.now())
             if asked is not None:
                 return min(asked, self._backoff.cap)
         return self._backoff.delay(attempt, random.random())

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import time
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +41,7 @@ from tether.runtime.journal import RunJournal
 from tether.runtime.runs import load_agent
 from tether.store.protocol import Store
 from tether.store.records import ACTIVE_STATUSES, EffectRow, RunRow, transition
+from tether.system_clock import SYSTEM_CLOCK
 from tether.tools.base import Tool, ToolContext
 from tether.tools.files import FILE_TOOLS, UNDO_TOOLS
 from tether.tools.running import run_tool_blocking
@@ -239,7 +239,7 @@ def undo(j: RunJournal, u: PlannedUndo, registry: dict[str, Tool]) -> None:
     j.append("effect.undone", {"effect": e.id, "tool": u.tool, "result": json_safe(out),
                                "after": json_safe(tc.after)},
              step=step, causes=(e.id,), actor="system:rollback")
-    j.effect(dataclasses.replace(e, status="undone", updated=time.time()))
+    j.effect(dataclasses.replace(e, status="undone", updated=SYSTEM_CLOCK.now()))
     j.transition(transition("versions", [e.id], "status", "undone"))
     j.flush_sync()
 
@@ -281,7 +281,7 @@ def settle_undo(store: Store, effect_ref: str, *, happened: bool,
         j.append("effect.undo_settled", {"effect": eff.id, "happened": happened, "by": by},
                  step=j.row.step + 1, causes=(eff.id,), actor=by)
         if happened:
-            eff = dataclasses.replace(eff, status="undone", updated=time.time())
+            eff = dataclasses.replace(eff, status="undone", updated=SYSTEM_CLOCK.now())
             j.effect(eff)
             j.transition(transition("versions", [eff.id], "status", "undone"))
         j.flush_sync()

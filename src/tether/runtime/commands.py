@@ -9,7 +9,6 @@ status change it implies.
 from __future__ import annotations
 
 import dataclasses
-import time
 
 from tether.core import budget as budgets
 from tether.core.commands import KINDS as KINDS  # what ops offers operators
@@ -17,6 +16,7 @@ from tether.core.commands import decide, resumed_status
 from tether.runtime.journal import RunJournal
 from tether.store.protocol import Store
 from tether.store.records import Command
+from tether.system_clock import SYSTEM_CLOCK
 
 
 def apply(j: RunJournal, c: Command, *, step: int | None = None) -> str:
@@ -68,6 +68,6 @@ def cancel_pending(store: Store, j: RunJournal, why: str, by: str) -> int:
                                       "by": by, "note": why, "arguments": None,
                                       "always": False}, step=a.step, actor=by, causes=(a.id,))
         j.approval(dataclasses.replace(a, status="cancelled", decided_by=by,
-                                       decided_at=time.time(), note=why))
+                                       decided_at=SYSTEM_CLOCK.now(), note=why))
         n += 1
     return n

@@ -18,11 +18,12 @@ from tether.runtime.holding import holding
 from tether.runtime.journal import RunJournal
 from tether.store.protocol import Store
 from tether.store.records import ApprovalRow
+from tether.system_clock import SYSTEM_CLOCK
 
 
 def expire_due(store: Store, *, now: float | None = None) -> list[ApprovalRow]:
     """Apply ``on_expiry`` to pending requests whose time is up (deny by default)."""
-    t = time.time() if now is None else now
+    t = SYSTEM_CLOCK.now() if now is None else now
     done = []
     for row in store.approvals(status="pending", expired_by=t):
         if row.on_expiry == "escalate":

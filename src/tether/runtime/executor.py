@@ -9,12 +9,12 @@ import concurrent.futures
 import contextlib
 import contextvars
 import functools
-import time
 import traceback
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from tether.core.checkpoint import CheckpointEncoder, chain_label, checkpoint_info, restore
+from tether.core.clock import WallClock
 from tether.core.pausepoints import PausePoints
 from tether.core.pricing import PriceTable
 from tether.errors import (
@@ -45,6 +45,7 @@ from tether.runtime.pipeline import CommitPipeline
 from tether.runtime.run_budget import RunBudget
 from tether.runtime.stepping import StepRuntime
 from tether.store.records import Command
+from tether.system_clock import SYSTEM_CLOCK
 
 if TYPE_CHECKING:
     from tether.core.policy import Policy
@@ -66,12 +67,14 @@ class RunExecutor:
                  policy: Policy | Callable[[], Policy | None] | None = None,
                  pipeline: int = PIPELINE,
                  swarm_pause_points: Mapping[str, Any] | None = None,
-                 step_threads: concurrent.futures.Executor | None = None) -> None:
+                 step_threads: concurrent.futures.Executor | None = None,
+                 wall: WallClock = SYSTEM_CLOCK) -> None:
         self.journal = journal
         self.agent = agent
         self.committer = committer
         self.clock = clock
         self.commits = CommitPipeline(journal, committer, pipeline)
+        self.wall = wall  # approvals' expiry, and how long a step took
         self.step_threads = step_threads
         """Where sync step functions run (the worker's pool; None: the loop's default)."""
         # What the step's collaborators share: they see this, never the executor.
@@ -81,7 +84,7 @@ class RunExecutor:
         self.pause_points = _pause_points(journal, swarm_pause_points)
         self.effects = EffectRunner(self.rt)
         self.oversight = Oversight(self.rt, self.budget, self.pause_points,
-                                   policy if callable(policy) else (lambda: policy))
+                                   policy if callable(policy) else (lambda: policy), wall=wall)
         self.services = StepServices(self.rt, agent, effects=self.effects,
                                      oversight=self.oversight, budget=self.budget, prices=prices)
         self.encoder = CheckpointEncoder(keyframe_every=keyframe_every, run=journal.run)
@@ -302,12 +305,12 @@ class RunExecutor:
         if not self.step_started:
             j.append("step.started", {}, step=step, actor=self.rt.actor)
         ctx = StepContext(self.services, step)
-        t0 = time.monotonic()
+        t0 = self.wall.monotonic()
         out = outcomes.normalize(await self._call_agent(ctx), run=j.run, step=step)
         self._stopped_short(step, ctx.calls)
         ck = self.encoder.encode(step, self.state)
         j.checkpoint(ck)
-        self.budget.count({"steps": 1, "wall_seconds": time.monotonic() - t0})
+        self.budget.count({"steps": 1, "wall_seconds": self.wall.monotonic() - t0})
         info = checkpoint_info(ck)
         if ck.kind == "key":
             j.append("checkpoint", info, step=step)

@@ -12,12 +12,14 @@ import threading
 import time
 from collections.abc import Iterator
 
-from tether.core.ids import Clock, UlidSource
+from tether.core.clock import WallClock
+from tether.core.ids import UlidSource
 from tether.errors import NotFound, TetherError, UsageError
 from tether.runtime.journal import RunJournal
 from tether.runtime.leases import owner_name, reclaim_dead_local
 from tether.store.protocol import Store
 from tether.store.records import RunRow
+from tether.system_clock import SYSTEM_CLOCK
 
 
 def must_get(store: Store, run: str) -> RunRow:
@@ -28,30 +30,32 @@ def must_get(store: Store, run: str) -> RunRow:
     return row
 
 
-def _journal(store: Store, row: RunRow, token: int) -> RunJournal:
-    clock = Clock()
+def _journal(store: Store, row: RunRow, token: int, clock: WallClock) -> RunJournal:
+    # An operator's entries are stamped with the time they were made, whatever the run's clock.
     return RunJournal(store, row, token, UlidSource(clock.now), clock.now)
 
 
 @contextlib.contextmanager
 def holding(store: Store, run: str, *, kind: str = "cli", ttl: float = 30.0,
-            busy: str | None = None, wait: float = 0.0) -> Iterator[RunJournal | None]:
+            busy: str | None = None, wait: float = 0.0,
+            wall: WallClock = SYSTEM_CLOCK) -> Iterator[RunJournal | None]:
     """Own ``run`` for a moment (its lease) and give its journal; release it after.
 
     When a worker holds the run (still, after ``wait`` seconds: e.g. a worker that just
     paused it and is letting it go): raise UsageError(``busy``) if given, else yield None.
     The lease is renewed in the background while held, so a long operation (a rollback
-    with slow undos) keeps it; its writes are fenced by the token in any case.
+    with slow undos) keeps it; its writes are fenced by the token in any case. ``wall``:
+    the clock leases follow (and the journal's entries are stamped with).
     """
     owner = owner_name(kind)
-    deadline = time.monotonic() + wait
-    token = store.acquire(run, owner, ttl, time.time())
-    if token is None and reclaim_dead_local(store, runs=[run]):
+    deadline = wall.monotonic() + wait
+    token = store.acquire(run, owner, ttl, wall.now())
+    if token is None and reclaim_dead_local(store, runs=[run], wall=wall):
         # Held by a process on this machine that died (a killed CLI or worker): take over.
-        token = store.acquire(run, owner, ttl, time.time())
-    while token is None and time.monotonic() < deadline:
+        token = store.acquire(run, owner, ttl, wall.now())
+    while token is None and wall.monotonic() < deadline:
         time.sleep(0.05)
-        token = store.acquire(run, owner, ttl, time.time())
+        token = store.acquire(run, owner, ttl, wall.now())
     if token is None:
         if busy is not None:
             raise UsageError(busy)
@@ -62,13 +66,13 @@ def holding(store: Store, run: str, *, kind: str = "cli", ttl: float = 30.0,
     def renew() -> None:
         while not done.wait(ttl / 3):
             with contextlib.suppress(TetherError):
-                if store.renew({run: token}, owner, ttl, time.time()):
+                if store.renew({run: token}, owner, ttl, wall.now()):
                     return  # taken over: the fenced writes will say so
 
     keeper = threading.Thread(target=renew, name=f"tether-lease-{run[-6:]}", daemon=True)
     keeper.start()
     try:
-        yield _journal(store, must_get(store, run), token)
+        yield _journal(store, must_get(store, run), token, wall)
     finally:
         done.set()
         keeper.join()

@@ -16,7 +16,7 @@ from tether.core import budget as budgets
 from tether.core.checkpoint import Checkpoint
 from tether.core.events import Chain, Event
 from tether.core.fold import FOLDED, RunFold, fold
-from tether.core.ids import UlidSource, iso
+from tether.core.ids import IsoStamps, UlidSource
 from tether.runtime.committer import GroupCommitter
 from tether.store.protocol import Store
 from tether.store.records import (
@@ -56,6 +56,7 @@ class RunJournal:
         self.fence = fence
         self.ids = ids
         self._now = now
+        self._iso = IsoStamps()  # this journal's own: no cache shared across runs or threads
         self.chain = Chain(row.id, row.seq, row.head) if row.seq else Chain(row.id)
         self._fold = _folded(row)
         self._events: list[Event] = []
@@ -85,7 +86,7 @@ class RunJournal:
         """Add an event to the buffer and fold it into the run's row (:mod:`tether.core.fold`);
         both become durable at the next flush. ``epoch``: a rollback's, which opens one."""
         t = self.now()
-        e = self.chain.make(id=self.ids.new(), kind=kind, time=iso(t),
+        e = self.chain.make(id=self.ids.new(), kind=kind, time=self._iso(t),
                             epoch=self.row.epoch if epoch is None else epoch,
                             step=self.row.step + 1 if step is None else step, actor=actor,
                             payload=payload, causes=causes)

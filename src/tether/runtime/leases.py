@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import os
 import socket
-import time
 
+from tether.core.clock import WallClock
 from tether.errors import TetherError
 from tether.procs import pid_alive
 from tether.store.protocol import Store
+from tether.system_clock import SYSTEM_CLOCK
 
 HOST = socket.gethostname()
 
@@ -30,17 +31,18 @@ def owner_name(kind: str | None = None, suffix: str = "") -> str:
 
 
 
-def reclaim_dead_local(store: Store, *, statuses: tuple[str, ...] = ("running", "sleeping", "waiting"),
+def reclaim_dead_local(store: Store, *, wall: WallClock = SYSTEM_CLOCK,
+                       statuses: tuple[str, ...] = ("running", "sleeping", "waiting"),
                        runs: list[str] | None = None) -> list[str]:
     """Release live-looking leases whose owner process on this host is gone (of ``runs``,
     or of every run in ``statuses``)."""
     ids = runs if runs is not None else [r.id for st in statuses for r in store.list_runs(status=st)]
-    return [run for run in ids if _reclaim(store, run)]
+    return [run for run in ids if _reclaim(store, run, wall.now())]
 
 
-def _reclaim(store: Store, run: str) -> bool:
+def _reclaim(store: Store, run: str, now: float) -> bool:
     lease = store.lease_of(run)
-    if lease is None or lease[2] <= time.time():
+    if lease is None or lease[2] <= now:
         return False
     owner, token, _ = lease
     host, _, rest = owner.partition(":")

@@ -11,12 +11,12 @@ most once after it (the effect rules take over from there).
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from tether.core import budget as budgets
+from tether.core.clock import WallClock
 from tether.core.events import Event
 from tether.core.fold import awaiting_reason
 from tether.core.pausepoints import PausePoints
@@ -24,6 +24,7 @@ from tether.errors import AwaitApproval, Deferred, PauseRequested, ToolDenied
 from tether.runtime.run_budget import RunBudget
 from tether.runtime.stepping import StepRuntime
 from tether.store.records import ApprovalRow
+from tether.system_clock import SYSTEM_CLOCK
 from tether.tools.base import Tool
 
 if TYPE_CHECKING:
@@ -63,6 +64,8 @@ class Oversight:
     pause_points: PausePoints
     source: Callable[[], Policy | None]
     gates: dict[int, Gate] = field(default_factory=dict)
+    wall: WallClock = SYSTEM_CLOCK
+    """The clock approvals expire by (people's time, whatever the run's clock)."""
 
     @property
     def policy(self) -> Policy:
@@ -198,7 +201,7 @@ class Oversight:
     async def _request(self, t: Tool, args_json: dict[str, Any], i: int, step: int,
                        d: Mapping[str, Any]) -> dict[str, Any]:
         j = self.rt.journal
-        now = time.time()  # approvals are for people: wall time, whatever the run's clock
+        now = self.wall.now()  # approvals are for people: wall time, whatever the run's clock
         expires = d.get("expires_after")
         ev = j.append("approval.requested", {
             "i": i, "tool": t.name, "effect": t.effect, "arguments": args_json,

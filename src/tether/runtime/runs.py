@@ -11,7 +11,8 @@ from typing import Any
 
 from tether.core import budget as budgets
 from tether.core.checkpoint import CheckpointEncoder, checkpoint_info
-from tether.core.ids import Clock, UlidSource
+from tether.core.clock import Clock
+from tether.core.ids import UlidSource
 from tether.core.pausepoints import PausePoints
 from tether.core.pricing import PriceTable, cost_caps, refuse_unpriced
 from tether.errors import UsageError
@@ -20,6 +21,7 @@ from tether.runtime.journal import RunJournal
 from tether.runtime.prices import price_table
 from tether.store.protocol import Store
 from tether.store.records import RunRow
+from tether.system_clock import SYSTEM_CLOCK
 
 
 def load_agent(ref: str, registry: Mapping[str, AgentLike] | None = None) -> AgentLike:
@@ -97,7 +99,7 @@ def start_run(store: Store, agent: AgentLike, *, agent_ref: str, goal: str,
     Returns:
         The new run's id.
     """
-    clk = clock or Clock()
+    clk = clock or SYSTEM_CLOCK
     src = ids or UlidSource(clk.now)
     run_id = src.new()
     b = budgets.validate({**(agent.budget or {}), **(budget or {})})

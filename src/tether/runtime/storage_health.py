@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import logging
 import random
-import time
 from collections.abc import Callable
 
 from tether.core.backoff import STORAGE_BACKOFF as STORAGE_BACKOFF
 from tether.core.backoff import Backoff
 from tether.errors import StoreError
+from tether.system_clock import SYSTEM_CLOCK
 
 log = logging.getLogger("tether.worker")
 
@@ -47,7 +47,7 @@ class StoreHealth:
 
     def __init__(self, who: str, schedule: Backoff = STORAGE_BACKOFF, *,
                  give_up_after: float | None = GIVE_UP_AFTER,
-                 now: Callable[[], float] = time.monotonic,
+                 now: Callable[[], float] = SYSTEM_CLOCK.monotonic,
                  rand: Callable[[], float] = random.random,
                  writes: Callable[[], int] = lambda: 0) -> None:
         self.who = who

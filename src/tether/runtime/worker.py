@@ -17,12 +17,12 @@ import concurrent.futures
 import contextlib
 import logging
 import signal
-import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from tether.core.backoff import Backoff
-from tether.core.ids import Clock, UlidSource
+from tether.core.clock import Clock, WallClock
+from tether.core.ids import UlidSource
 from tether.core.pricing import PriceTable
 from tether.errors import (
     Conflict,
@@ -45,6 +45,7 @@ from tether.runtime.runs import load_agent
 from tether.runtime.storage_health import GIVE_UP_AFTER, STORAGE_BACKOFF, StoreHealth
 from tether.store.protocol import Store
 from tether.store.records import Command
+from tether.system_clock import SYSTEM_CLOCK
 
 if TYPE_CHECKING:
     from tether.core.policy import Policy
@@ -69,7 +70,10 @@ class Worker:
     Args:
         store: the journal.
         agents: agents by reference, tried before importing ``module:attr``.
-        clock: the runs' clock (inject one to simulate time).
+        clock: the runs' clock: what their journals and agents see (inject one to simulate
+            time).
+        wall: the clock of leases, heartbeats and approvals' expiry, which other processes
+            share (inject one to expire leases without waiting).
         concurrency: the most runs driven at once.
         lease_ttl: seconds a lease lasts without a heartbeat.
         policy: the policy this worker is meant to run under: UsageError unless it is the
@@ -87,7 +91,7 @@ class Worker:
     """
 
     def __init__(self, store: Store, *, agents: Mapping[str, AgentLike] | None = None,
-                 clock: Clock | None = None, prices: PriceTable | None = None,
+                 clock: Clock | None = None, wall: WallClock | None = None, prices: PriceTable | None = None,
                  concurrency: int = 1000, lease_ttl: float = 30.0, poll_interval: float = 0.05,
                  owner: str | None = None, keyframe_every: int = 128,
                  only: set[str] | None = None, policy: Policy | None = None,
@@ -101,7 +105,8 @@ class Worker:
             raise UsageError(f"lease_ttl must be a positive number of seconds, not {lease_ttl}")
         self.store = store
         self.agents = dict(agents or {})
-        self.clock = clock or Clock()
+        self.clock = clock or SYSTEM_CLOCK
+        self.wall = wall or SYSTEM_CLOCK
         self.prices = prices or price_table()  # $TETHER_PRICES, else the built-in table
         self.concurrency = concurrency
         self.lease_ttl = lease_ttl
@@ -129,6 +134,7 @@ class Worker:
         self.committer = GroupCommitter(store, storage_patience=give_up_after,
                                         storage_backoff=storage_backoff)
         self.health = StoreHealth(self.owner, storage_backoff, give_up_after=give_up_after,
+                                  now=self.wall.monotonic,
                                   writes=lambda: self.committer.committed)
         self.active: dict[str, tuple[asyncio.Task[str], RunExecutor]] = {}
         self.finished: dict[str, int] = {}
@@ -172,7 +178,7 @@ class Worker:
         self._step_threads = concurrent.futures.ThreadPoolExecutor(
             max_workers=self.concurrency, thread_name_prefix="tether-step")
         with contextlib.suppress(TetherError):
-            reclaim_dead_local(self.store)  # a worker killed before us on this host
+            reclaim_dead_local(self.store, wall=self.wall)  # a worker killed before us on this host
         if handle_signals:
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGTERM, signal.SIGINT):
@@ -182,7 +188,7 @@ class Worker:
         notifier = None
         if self.webhook is not None:
             from tether.notify import Notifier
-            notifier = Notifier(self.store, self.webhook)
+            notifier = Notifier(self.store, self.webhook, clock=self.wall.now)
             bg.append(asyncio.create_task(notifier.run(asyncio.Event())))
         try:
             while not stop.is_set():
@@ -269,13 +275,14 @@ class Worker:
         if free <= 0 or self._draining:
             return 0
         started = 0
-        now = time.monotonic()
-        wanted = [rid for rid in self.store.runnable(self.clock.now(), free + len(self._unloadable))
+        now = self.wall.monotonic()
+        wanted = [rid for rid in self.store.runnable(self.clock.now(), free + len(self._unloadable),
+                                                     lease_now=self.wall.now())
                   if rid not in self.active and self._unloadable.get(rid, 0) <= now
                   and (self.only is None or rid in self.only)][:free]
         if not wanted:
             return 0
-        tokens = self.store.acquire_many(wanted, self.owner, self.lease_ttl, time.time())
+        tokens = self.store.acquire_many(wanted, self.owner, self.lease_ttl, self.wall.now())
         self.health.worked(progress=False)  # a write went through (an idle store has none)
         if not tokens:
             return 0
@@ -296,7 +303,7 @@ class Worker:
                 continue
             except Exception as exc:  # a broken agent module or store row: skip the run
                 log.warning("run %s cannot be started here: %s: %s", rid, type(exc).__name__, exc)
-                self._unloadable[rid] = time.monotonic() + 30.0
+                self._unloadable[rid] = self.wall.monotonic() + 30.0
                 with contextlib.suppress(TetherError):
                     self.store.release(rid, self.owner, token)
                 continue
@@ -321,7 +328,7 @@ class Worker:
             # Another worker may have this agent: leave the run as it is and look again later.
             log.warning("run %s: cannot load agent %s here (%s); leaving it to other workers",
                         rid, row.agent, exc)
-            self._unloadable[rid] = time.monotonic() + 30.0
+            self._unloadable[rid] = self.wall.monotonic() + 30.0
             self.store.release(rid, self.owner, token)
             raise SkipRun(str(exc)) from exc
         shared: SwarmSettings | None = None
@@ -334,7 +341,7 @@ class Worker:
                          keyframe_every=self.keyframe_every,
                          policy=self._policy_source(row.swarm),
                          pipeline=self.pipeline, swarm_pause_points=shared[1] if shared else {},
-                         step_threads=self._step_threads)
+                         step_threads=self._step_threads, wall=self.wall)
         ex.load(self.store.tail_events(rid, row.epoch, row.step + 1),
                 shared[0] if shared else None)
         # Commands queued while no one owned the run are applied at its first safe point.
@@ -411,7 +418,7 @@ class Worker:
         while True:
             await asyncio.sleep(self.lease_ttl / 3)
             with contextlib.suppress(TetherError):
-                if await asyncio.to_thread(reclaim_dead_local, self.store):
+                if await asyncio.to_thread(reclaim_dead_local, self.store, wall=self.wall):
                     self._wake.set()
             held = {rid: ex.journal.fence for rid, (_, ex) in self.active.items()
                     if ex.journal.fence is not None}
@@ -419,7 +426,7 @@ class Worker:
                 continue
             try:
                 lost = await asyncio.to_thread(self.store.renew, held, self.owner,
-                                               self.lease_ttl, time.time())
+                                               self.lease_ttl, self.wall.now())
             except StoreError as exc:  # the fencing tokens still protect the runs
                 self.health.failed(exc)
                 continue
@@ -437,7 +444,7 @@ class Worker:
         while True:
             await asyncio.sleep(1.0)
             try:
-                await asyncio.to_thread(expire_due, self.store)
+                await asyncio.to_thread(expire_due, self.store, now=self.wall.now())
             except StoreError as exc:
                 self.health.failed(exc)
             except TetherError as exc:

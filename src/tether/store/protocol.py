@@ -64,8 +64,9 @@ class Store(Protocol):
         """(owner, token, expires) of the run's lease, if any."""
         ...
 
-    def runnable(self, now: float, limit: int) -> list[str]:
-        """Runs that are running, or sleeping and due, and not leased by a live owner."""
+    def runnable(self, now: float, limit: int, lease_now: float | None = None) -> list[str]:
+        """Runs that are running, or sleeping and due by ``now`` (the run clock), and not
+        leased by a live owner at ``lease_now`` (the wall clock; default: the store's)."""
         ...
 
     def next_wake(self) -> float | None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
-import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -58,6 +57,7 @@ class SQLiteStore(SQLiteSwarm, SQLiteSettings):
         synchronous: ``FULL`` (default, durable on power loss) or ``NORMAL``.
         busy_timeout: seconds to wait for another writer before StoreLocked.
         readonly: open for reading only: nothing is created, migrated or written.
+        clock: the wall clock that stamps applied commands (default: the system's).
     """
 
     # -- writing ---------------------------------------------------------
@@ -141,7 +141,7 @@ class SQLiteStore(SQLiteSwarm, SQLiteSettings):
                           [(n.id, n.kind, dumps(n.body), n.created, n.created)
                            for n in w.notifications])
         if w.commands_applied:
-            now = time.time()
+            now = self.clock.now()
             c.executemany("UPDATE commands SET applied = ? WHERE id = ?",
                           [(now, i) for i in w.commands_applied])
         self._apply_swarm(c, w, rk)
@@ -208,7 +208,7 @@ class SQLiteStore(SQLiteSwarm, SQLiteSettings):
         return (rows[0][0], rows[0][1], rows[0][2]) if rows else None
 
     def runnable(self, now: float, limit: int, lease_now: float | None = None) -> list[str]:
-        ln = time.time() if lease_now is None else lease_now
+        ln = self.clock.now() if lease_now is None else lease_now
         rows = self._read(
             "SELECT r.id FROM runs r LEFT JOIN leases l ON l.run = r.id "
             "WHERE (r.status = 'running' OR (r.status IN ('sleeping', 'waiting') AND r.wake_at <= ?) "

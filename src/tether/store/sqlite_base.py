@@ -17,6 +17,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from tether.core.clock import WallClock
 from tether.errors import (
     SchemaTooNew,
     StorageError,
@@ -28,6 +29,7 @@ from tether.errors import (
 )
 from tether.store import schema
 from tether.store.sqlite_open import check_path, connect
+from tether.system_clock import SYSTEM_CLOCK
 
 # SQLite's primary result codes (https://sqlite.org/rescode.html).
 _BUSY, _LOCKED, _CORRUPT, _NOTADB, _FULL, _READONLY = 5, 6, 11, 26, 13, 8
@@ -45,12 +47,15 @@ class SQLiteBase:
         busy_timeout: seconds to wait for another writer before StoreLocked.
         readonly: open for reading only (a store or backup we may not write): nothing is
             created, migrated or written; implies ``create=False``.
+        clock: the wall clock that stamps applied commands and that leases expire by when
+            the caller gives no time (default: the system's).
     """
 
     def __init__(self, path: str | os.PathLike[str], *, create: bool = True,
                  synchronous: str = "FULL", busy_timeout: float = 10.0,
-                 readonly: bool = False) -> None:
+                 readonly: bool = False, clock: WallClock | None = None) -> None:
         self.path = Path(path)
+        self.clock = clock or SYSTEM_CLOCK  # stamps applied commands; leases' default "now"
         self.url = f"sqlite:///{self.path}"
         if synchronous.upper() not in ("FULL", "NORMAL"):
             raise UsageError(f"synchronous must be FULL or NORMAL, not {synchronous!r}")

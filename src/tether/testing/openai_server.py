@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any
+
+from tether.system_clock import SYSTEM_CLOCK
 
 __all__ = ["FakeChatServer", "ReceivedRequest", "Reply", "completion", "error", "tool_call"]
 
@@ -79,7 +80,7 @@ def completion(content: str | None = None, *, tool_calls: Sequence[dict[str, Any
     body: dict[str, Any] = {
         "id": "chatcmpl-fake",
         "object": "chat.completion",
-        "created": int(time.time()),
+        "created": int(SYSTEM_CLOCK.now()),
         "model": model,
         "choices": [{
             "index": 0,
