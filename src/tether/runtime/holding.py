@@ -35,6 +35,20 @@ def _journal(store: Store, row: RunRow, token: int, clock: WallClock) -> RunJour
     return RunJournal(store, row, token, UlidSource(clock.now), clock.now)
 
 
+def _acquire(store: Store, run: str, owner: str, ttl: float, wait: float,
+             wall: WallClock) -> int | None:
+    """The run's lease token, or None if it is still held by another after ``wait`` s."""
+    deadline = wall.monotonic() + wait
+    token = store.acquire(run, owner, ttl, wall.now())
+    if token is None and reclaim_dead_local(store, runs=[run], wall=wall):
+        # Held by a process on this machine that died (a killed CLI or worker): take over.
+        token = store.acquire(run, owner, ttl, wall.now())
+    while token is None and wall.monotonic() < deadline:
+        time.sleep(0.05)
+        token = store.acquire(run, owner, ttl, wall.now())
+    return token
+
+
 @contextlib.contextmanager
 def holding(store: Store, run: str, *, kind: str = "cli", ttl: float = 30.0,
             busy: str | None = None, wait: float = 0.0,
@@ -48,14 +62,7 @@ def holding(store: Store, run: str, *, kind: str = "cli", ttl: float = 30.0,
     the clock leases follow (and the journal's entries are stamped with).
     """
     owner = owner_name(kind)
-    deadline = wall.monotonic() + wait
-    token = store.acquire(run, owner, ttl, wall.now())
-    if token is None and reclaim_dead_local(store, runs=[run], wall=wall):
-        # Held by a process on this machine that died (a killed CLI or worker): take over.
-        token = store.acquire(run, owner, ttl, wall.now())
-    while token is None and wall.monotonic() < deadline:
-        time.sleep(0.05)
-        token = store.acquire(run, owner, ttl, wall.now())
+    token = _acquire(store, run, owner, ttl, wait, wall)
     if token is None:
         if busy is not None:
             raise UsageError(busy)
