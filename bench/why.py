@@ -202,7 +202,7 @@ def _stop(res: Results) -> str:
             f"{poll * 1e3:g} ms on its event loop, then cancels the run's model call and journals the "
             "stop; the `run.stopped` write then waits in the group committer behind the writes queued "
             "before it. A slow pick-up calls for a cheaper, more frequent change check in "
-            "`Worker._poll_commands` (e.g. the commands table's max id or `PRAGMA data_version` every "
+            "`Upkeep.poll_commands` (e.g. the commands table's max id or `PRAGMA data_version` every "
             "few ms, reading the rows only when it moved, off the event loop); a slow commit for "
             "committing a stopped run's last write ahead of ordinary step writes.")
 

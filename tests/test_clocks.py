@@ -17,7 +17,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tether import Done, StepAgent, Worker, start_run
-from tether.core.ids import IsoStamps, iso
+from tether.core.ids import iso, iso_stamper
 from tether.store.sqlite import SQLiteStore
 from tether.system_clock import ShiftedClock
 
@@ -48,11 +48,11 @@ def test_only_the_system_clock_reads_the_time() -> None:
 
 @given(st.floats(min_value=-2e9, max_value=2e11, allow_nan=False))
 def test_stamps_are_iso(t: float) -> None:
-    assert IsoStamps()(t) == iso(t)
+    assert iso_stamper()(t) == iso(t)
 
 
-def test_threads_stamping_through_one_instance_never_mix_their_seconds() -> None:
-    stamps = IsoStamps()
+def test_threads_stamping_through_one_stamper_never_mix_their_seconds() -> None:
+    stamps = iso_stamper()
     wrong: list[tuple[float, str]] = []
 
     def stamp(base: float) -> None:

@@ -79,31 +79,30 @@ def _seconds(sec: int) -> str:
 def iso(t: float) -> str:
     """Seconds since the epoch as an ISO-8601 UTC string with microseconds (pure).
 
-    Stamping many events: :class:`IsoStamps` gives the same text faster.
+    Stamping many events: :func:`iso_stamper` gives the same text faster.
     """
     sec, us = divmod(round(t * 1_000_000), 1_000_000)
     return f"{_seconds(sec)}.{us:06d}Z"
 
 
-class IsoStamps:
+def iso_stamper() -> Callable[[float], str]:
     """:func:`iso` with the date part formatted once per second, for one journal.
 
-    Each journal has its own, so no two runs share the cache. The cache is one
+    Each journal makes its own, so no two runs share the cache. The cache is one
     (second, text) tuple replaced whole, so even two threads stamping through one
-    instance read a consistent pair (one thread can never take another's second).
+    stamper read a consistent pair (one thread can never take another's second).
+    A closure rather than an object: a call costs what the old module-global cache did.
     """
+    last = (-1 << 62, "")
 
-    __slots__ = ("_last",)
-
-    def __init__(self) -> None:
-        self._last: tuple[int, str] = (-1 << 62, "")
-
-    def __call__(self, t: float) -> str:
+    def stamp(t: float) -> str:
+        nonlocal last
         sec, us = divmod(round(t * 1_000_000), 1_000_000)
-        last = self._last
-        if last[0] != sec:
-            last = self._last = (sec, _seconds(sec))
-        return f"{last[1]}.{us:06d}Z"
+        cur = last
+        if cur[0] != sec:
+            cur = last = (sec, _seconds(sec))
+        return f"{cur[1]}.{us:06d}Z"
+    return stamp
 
 
 def parse_iso(s: str) -> float:

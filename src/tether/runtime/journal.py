@@ -16,7 +16,7 @@ from tether.core import budget as budgets
 from tether.core.checkpoint import Checkpoint
 from tether.core.events import Chain, Event
 from tether.core.fold import FOLDED, RunFold, fold
-from tether.core.ids import IsoStamps, UlidSource
+from tether.core.ids import UlidSource, iso_stamper
 from tether.runtime.committer import GroupCommitter
 from tether.store.protocol import Store
 from tether.store.records import (
@@ -56,7 +56,7 @@ class RunJournal:
         self.fence = fence
         self.ids = ids
         self._now = now
-        self._iso = IsoStamps()  # this journal's own: no cache shared across runs or threads
+        self._iso = iso_stamper()  # this journal's own: no cache shared across runs or threads
         self.chain = Chain(row.id, row.seq, row.head) if row.seq else Chain(row.id)
         self._fold = _folded(row)
         self._events: list[Event] = []

@@ -15,10 +15,11 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import dataclasses
 import logging
 import signal
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from tether.core.backoff import Backoff
 from tether.core.clock import Clock, WallClock
@@ -37,31 +38,20 @@ from tether.runtime.agent import AgentLike
 from tether.runtime.changes import DriveLog, RunChange, WorkerStats
 from tether.runtime.committer import GroupCommitter
 from tether.runtime.executor import PIPELINE, RunExecutor
-from tether.runtime.journal import RunJournal
 from tether.runtime.leases import owner_name, reclaim_dead_local
+from tether.runtime.loading import RunLoader, SkipRun, Taken, Unloadable
 from tether.runtime.policybook import PolicyBook
 from tether.runtime.prices import price_table
-from tether.runtime.runs import load_agent
 from tether.runtime.storage_health import GIVE_UP_AFTER, STORAGE_BACKOFF, StoreHealth
+from tether.runtime.upkeep import Active, Upkeep
 from tether.store.protocol import Store
-from tether.store.records import Command
 from tether.system_clock import SYSTEM_CLOCK
 
 if TYPE_CHECKING:
     from tether.core.policy import Policy
-    from tether.notify import WebhookConfig
+    from tether.notify import Notifier, WebhookConfig
 
 log = logging.getLogger("tether.worker")
-
-
-SwarmSettings = tuple[dict[str, float], dict[str, Any]]
-"""A swarm's shared budget and pause points, as read once per scheduling pass."""
-
-
-class SkipRun(Exception):
-    """This run cannot be driven here now (its row vanished, or its agent does not load in
-    this process): the scheduling pass leaves it, and a later pass or another worker takes
-    it. Not a ``LeaseLost``: the lease was never lost, the run is merely skipped."""
 
 
 class Worker:
@@ -91,7 +81,8 @@ class Worker:
     """
 
     def __init__(self, store: Store, *, agents: Mapping[str, AgentLike] | None = None,
-                 clock: Clock | None = None, wall: WallClock | None = None, prices: PriceTable | None = None,
+                 clock: Clock | None = None, wall: WallClock | None = None,
+                 prices: PriceTable | None = None,
                  concurrency: int = 1000, lease_ttl: float = 30.0, poll_interval: float = 0.05,
                  owner: str | None = None, keyframe_every: int = 128,
                  only: set[str] | None = None, policy: Policy | None = None,
@@ -99,54 +90,39 @@ class Worker:
                  give_up_after: float = GIVE_UP_AFTER,
                  storage_backoff: Backoff = STORAGE_BACKOFF,
                  on_change: Callable[[RunChange], None] | None = None) -> None:
-        if concurrency < 1:
-            raise UsageError(f"concurrency must be at least 1, not {concurrency}")
-        if not lease_ttl > 0:
-            raise UsageError(f"lease_ttl must be a positive number of seconds, not {lease_ttl}")
+        # long: one line per option, checked then kept (the signature alone is ten)
+        _check_options(concurrency, lease_ttl, pipeline, give_up_after)
         self.store = store
-        self.agents = dict(agents or {})
         self.clock = clock or SYSTEM_CLOCK
         self.wall = wall or SYSTEM_CLOCK
-        self.prices = prices or price_table()  # $TETHER_PRICES, else the built-in table
         self.concurrency = concurrency
         self.lease_ttl = lease_ttl
         self.poll = poll_interval
         self.owner = owner or owner_name("worker", f"{id(self):x}")
-        self.keyframe_every = keyframe_every
         self.only = only
         self.webhook = webhook
-        if pipeline < 0:
-            raise UsageError(f"pipeline must be 0 (every step durable first) or more, not {pipeline}")
-        self.pipeline = pipeline
-        if not give_up_after >= 0:
-            raise UsageError(f"give_up_after must be zero or more seconds, not {give_up_after}")
-        # Leases of runs abandoned while the store failed: released at the next pass.
-        self._unreleased: dict[str, int] = {}
-        # The policies in force are the store's (store chain), re-read every scheduling pass;
-        # one this worker cannot use stops it here, before it drives anything.
-        self.policies = PolicyBook()
-        self.policies.refresh(store, strict=True)
-        if policy is not None:
-            self.policies.require(policy, "this worker's policy")
-        self.ids = UlidSource(self.clock.now)
-        # Runs whose agent this process cannot load: left for workers that can, retried later.
-        self._unloadable: dict[str, float] = {}
+        self.policies = _policies_in_force(store, policy)
         self.committer = GroupCommitter(store, storage_patience=give_up_after,
                                         storage_backoff=storage_backoff)
         self.health = StoreHealth(self.owner, storage_backoff, give_up_after=give_up_after,
                                   now=self.wall.monotonic,
                                   writes=lambda: self.committer.committed)
-        self.active: dict[str, tuple[asyncio.Task[str], RunExecutor]] = {}
+        self.loader = RunLoader(
+            store, self.owner, dict(agents or {}), self.committer, self.policies, self.clock,
+            self.wall, UlidSource(self.clock.now), prices or price_table(),  # $TETHER_PRICES
+            keyframe_every, pipeline, lease_ttl)
+        self.active: Active = {}
         self.finished: dict[str, int] = {}
         self.runs_driven = 0
         self.drives = DriveLog(on_change)
+        # Leases of runs abandoned while the store failed: released at the next pass.
+        self._unreleased: dict[str, int] = {}
+        # Runs whose agent this process cannot load: left for workers that can, retried later.
+        self._unloadable: dict[str, float] = {}
         self._draining = False
         self._running = False
         self._wake = asyncio.Event()
         self._delivered: set[int] = set()
-        # Sync step functions get threads of their own (one per run at most), apart from the
-        # pool their tools run on (made for each run(); threads only as steps need them).
-        self._step_threads: concurrent.futures.ThreadPoolExecutor | None = None
 
     # -- public ---------------------------------------------------------------
     async def run(self, *, until_idle: bool = False, stop: asyncio.Event | None = None,
@@ -161,11 +137,11 @@ class Worker:
                              "return, or make another Worker")
         self._running = True
         try:
-            return await self._run(until_idle, stop, handle_signals, grace)
+            return await self._run(until_idle, stop or asyncio.Event(), handle_signals, grace)
         finally:
             self._running = False
 
-    async def _run(self, until_idle: bool, stop: asyncio.Event | None, handle_signals: bool,
+    async def _run(self, until_idle: bool, stop: asyncio.Event, handle_signals: bool,
                    grace: float) -> WorkerStats:
         # Fresh per run: the last run's drain and counts must not carry over.
         self._draining, self.runs_driven, self.finished = False, 0, {}
@@ -174,22 +150,16 @@ class Worker:
         self._wake = asyncio.Event()
         # Only a worker that is to end gives up on a failing store (and says so).
         self.health.give_up_after = self.committer.storage_patience if until_idle else None
-        stop = stop or asyncio.Event()
-        self._step_threads = concurrent.futures.ThreadPoolExecutor(
+        # Sync step functions get threads of their own (one per run at most), apart from the
+        # pool their tools run on (threads only as steps need them).
+        step_threads = concurrent.futures.ThreadPoolExecutor(
             max_workers=self.concurrency, thread_name_prefix="tether-step")
+        self.loader = dataclasses.replace(self.loader, step_threads=step_threads)
         with contextlib.suppress(TetherError):
-            reclaim_dead_local(self.store, wall=self.wall)  # a worker killed before us on this host
-        if handle_signals:
-            loop = asyncio.get_running_loop()
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(sig, stop.set)
-        bg = [asyncio.create_task(self._heartbeat()), asyncio.create_task(self._poll_commands()),
-              asyncio.create_task(self._expire_approvals())]
-        notifier = None
-        if self.webhook is not None:
-            from tether.notify import Notifier
-            notifier = Notifier(self.store, self.webhook, clock=self.wall.now)
-            bg.append(asyncio.create_task(notifier.run(asyncio.Event())))
+            # A worker killed before us on this host (off the loop: it reads every run).
+            await asyncio.to_thread(reclaim_dead_local, self.store, wall=self.wall)
+        signals = _Signals(stop) if handle_signals else None
+        bg, notifier = self._start_background()
         try:
             while not stop.is_set():
                 started = await self._pass(until_idle, stop)
@@ -200,26 +170,12 @@ class Worker:
                 await self._nap(self.poll)
         finally:
             await self._drain(grace)
-            for t in bg:
-                t.cancel()
-            for t in bg:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await t
-            if notifier is not None:
-                # One last bounded round so what the runs just journaled is not left waiting.
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(notifier.deliver_due(), self.webhook.timeout + 1)  # type: ignore[union-attr]
-                notifier.close()
-            self.committer.close()
-            self.health.close()  # commits that landed since the last pass: say it works again
+            await self._stop_background(bg, notifier)
             # A sync step still running (stopped, its result discarded) keeps its thread
             # until it returns: do not wait for it here.
-            self._step_threads.shutdown(wait=False)
-            self._step_threads = None
-            if handle_signals:
-                loop = asyncio.get_running_loop()
-                for sig in (signal.SIGTERM, signal.SIGINT):
-                    loop.remove_signal_handler(sig)
+            step_threads.shutdown(wait=False)
+            if signals is not None:
+                signals.close()
         return WorkerStats(self.runs_driven, dict(self.finished), self.drives.steps,
                            self.drives.effects, dict(self.drives.final))
 
@@ -231,6 +187,37 @@ class Worker:
             return False
         entry[1].alert(name, detail)
         return True
+
+    @property
+    def policy(self) -> Policy:
+        """The store-wide policy in force (a swarm's own, if applied, gates that swarm's runs)."""
+        return self.policies.for_swarm(None).policy
+
+    # -- background -----------------------------------------------------------
+    def _start_background(self) -> tuple[list[asyncio.Task[None]], Notifier | None]:
+        bg = Upkeep(self.store, self.owner, self.wall, self.lease_ttl, self.poll, self.health,
+                    self.active, self._delivered, self._wake).start()
+        notifier = None
+        if self.webhook is not None:
+            from tether.notify import Notifier
+            notifier = Notifier(self.store, self.webhook, clock=self.wall.now)
+            bg.append(asyncio.create_task(notifier.run(asyncio.Event())))
+        return bg, notifier
+
+    async def _stop_background(self, bg: list[asyncio.Task[None]],
+                               notifier: Notifier | None) -> None:
+        for t in bg:
+            t.cancel()
+        for t in bg:
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+        if notifier is not None:
+            # One last bounded round so what the runs just journaled is not left waiting.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(notifier.deliver_due(), self.webhook.timeout + 1)  # type: ignore[union-attr]
+            notifier.close()
+        await asyncio.to_thread(self.committer.close)  # waits for the last writes' fsync
+        self.health.close()  # commits that landed since the last pass: say it works again
 
     # -- scheduling -----------------------------------------------------------
     async def _pass(self, until_idle: bool, stop: asyncio.Event) -> int | None:
@@ -252,8 +239,8 @@ class Worker:
             self._wake.clear()
             return None
         try:
-            self._release_abandoned()
-            return self._fill()
+            await self._release_abandoned()
+            return await self._fill()
         except StoreError as exc:  # locked past its busy timeout, a full disk, ...
             self.health.failed(exc)
             return None
@@ -264,106 +251,54 @@ class Worker:
             await asyncio.wait_for(self._wake.wait(), seconds)
         self._wake.clear()
 
-    def _release_abandoned(self) -> None:
+    async def _release_abandoned(self) -> None:
         for rid, token in list(self._unreleased.items()):
-            self.store.release(rid, self.owner, token)
-            del self._unreleased[rid]
+            await asyncio.to_thread(self.store.release, rid, self.owner, token)
+            if self._unreleased.get(rid) == token:
+                del self._unreleased[rid]
 
-    def _fill(self) -> int:
-        self._refresh_policies()
+    async def _fill(self) -> int:
+        """Take runnable runs up to the free slots; the store's part runs in a thread."""
+        for change in await asyncio.to_thread(self.policies.refresh, self.store):
+            log.warning("worker %s: %s", self.owner, change)  # the runs get it at their next action
         free = self.concurrency - len(self.active)
         if free <= 0 or self._draining:
             return 0
-        started = 0
-        now = self.wall.monotonic()
-        wanted = [rid for rid in self.store.runnable(self.clock.now(), free + len(self._unloadable),
-                                                     lease_now=self.wall.now())
-                  if rid not in self.active and self._unloadable.get(rid, 0) <= now
-                  and (self.only is None or rid in self.only)][:free]
-        if not wanted:
+        taken = await asyncio.to_thread(self.loader.take, free, set(self.active),
+                                        dict(self._unloadable), self.only)
+        if taken is None:
             return 0
-        tokens = self.store.acquire_many(wanted, self.owner, self.lease_ttl, self.wall.now())
         self.health.worked(progress=False)  # a write went through (an idle store has none)
-        if not tokens:
-            return 0
-        # One query for the whole pass, not one per run: starting a thousand runs is the
-        # slow part of bringing a worker up.
-        pending: dict[str, list[Command]] = {}
-        for c in self.store.pending_commands(list(tokens)):
-            pending.setdefault(c.run, []).append(c)
-        swarms: dict[str, SwarmSettings] = {}
-        for rid, token in tokens.items():
-            try:
-                ex = self._executor(rid, token, pending.get(rid, []), swarms)
-            except (SkipRun, LeaseLost):
+        started = 0
+        for t in taken:
+            if t.executor is None:
+                self._not_started(t)
                 continue
-            except (StorageError, StoreLocked) as exc:  # the store's fault, not the run's
-                self.health.failed(exc)
-                self._unreleased[rid] = token  # released at the next pass that works
-                continue
-            except Exception as exc:  # a broken agent module or store row: skip the run
-                log.warning("run %s cannot be started here: %s: %s", rid, type(exc).__name__, exc)
-                self._unloadable[rid] = self.wall.monotonic() + 30.0
-                with contextlib.suppress(TetherError):
-                    self.store.release(rid, self.owner, token)
-                continue
+            ex = t.executor
+            # Commands queued while no one owned the run are applied at its first safe point.
+            ex.deliver(list(t.commands))
+            self._delivered.update(c.id for c in t.commands)
             self.drives.took(ex.journal.row)
-            task = asyncio.create_task(self._drive(rid, token, ex), name=f"run:{rid}")
-            self.active[rid] = (task, ex)
+            task = asyncio.create_task(self._drive(t.run, t.token, ex), name=f"run:{t.run}")
+            self.active[t.run] = (task, ex)
             self.runs_driven += 1
             started += 1
         return started
 
-    def _executor(self, rid: str, token: int, pending: list[Command],
-                  swarms: dict[str, SwarmSettings]) -> RunExecutor:
-        """Load one run; ``pending``: its queued commands; ``swarms``: swarm settings read
-        in this scheduling pass (filled as runs of new swarms come)."""
-        row = self.store.get_run(rid)
-        if row is None:
-            raise SkipRun(f"run {rid} vanished")
-        j = RunJournal(self.store, row, token, self.ids, self.clock.now)
-        try:
-            agent = load_agent(row.agent, self.agents)
-        except TetherError as exc:
-            # Another worker may have this agent: leave the run as it is and look again later.
-            log.warning("run %s: cannot load agent %s here (%s); leaving it to other workers",
-                        rid, row.agent, exc)
-            self._unloadable[rid] = self.wall.monotonic() + 30.0
-            self.store.release(rid, self.owner, token)
-            raise SkipRun(str(exc)) from exc
-        shared: SwarmSettings | None = None
-        if row.swarm:
-            shared = swarms.get(row.swarm)
-            if shared is None:
-                shared = swarms[row.swarm] = (self.store.swarm_budget(row.swarm),
-                                              self.store.swarm_pause_points(row.swarm))
-        ex = RunExecutor(j, agent, self.committer, clock=self.clock.now, prices=self.prices,
-                         keyframe_every=self.keyframe_every,
-                         policy=self._policy_source(row.swarm),
-                         pipeline=self.pipeline, swarm_pause_points=shared[1] if shared else {},
-                         step_threads=self._step_threads, wall=self.wall)
-        ex.load(self.store.tail_events(rid, row.epoch, row.step + 1),
-                shared[0] if shared else None)
-        # Commands queued while no one owned the run are applied at its first safe point.
-        ex.deliver(pending)
-        self._delivered.update(c.id for c in pending)
-        return ex
+    def _not_started(self, t: Taken) -> None:
+        """What a run that could not be loaded here leaves behind (its lease is released,
+        or will be once the store works)."""
+        exc = t.error
+        if isinstance(exc, (StorageError, StoreLocked)):  # the store's fault, not the run's
+            self.health.failed(exc)
+            self._unreleased[t.run] = t.token  # released at the next pass that works
+        elif isinstance(exc, Unloadable):
+            self._unloadable[t.run] = self.wall.monotonic() + 30.0
+        elif not isinstance(exc, (SkipRun, LeaseLost)):  # a broken agent module or row
+            log.warning("run %s cannot be started here: %s: %s", t.run, type(exc).__name__, exc)
+            self._unloadable[t.run] = self.wall.monotonic() + 30.0
 
-    @property
-    def policy(self) -> Policy:
-        """The store-wide policy in force (a swarm's own, if applied, gates that swarm's runs)."""
-        return self.policies.for_swarm(None).policy
-
-    def _policy_source(self, swarm: str | None) -> Callable[[], Policy]:
-        """What the run's gate asks before each action: the policy in force for its swarm now."""
-        return lambda: self.policies.for_swarm(swarm).policy
-
-    def _refresh_policies(self) -> None:
-        """Pick up a policy applied since the last pass (one indexed read when none was);
-        the runs already going get it at their next action."""
-        for change in self.policies.refresh(self.store):
-            log.warning("worker %s: %s", self.owner, change)
-
+    # -- driving --------------------------------------------------------------
     async def _drive(self, rid: str, token: int, ex: RunExecutor) -> str:
         status = "abandoned"
         try:
@@ -413,62 +348,37 @@ class Worker:
             if pending:
                 await asyncio.wait(pending)
 
-    # -- background -----------------------------------------------------------
-    async def _heartbeat(self) -> None:
-        while True:
-            await asyncio.sleep(self.lease_ttl / 3)
-            with contextlib.suppress(TetherError):
-                if await asyncio.to_thread(reclaim_dead_local, self.store, wall=self.wall):
-                    self._wake.set()
-            held = {rid: ex.journal.fence for rid, (_, ex) in self.active.items()
-                    if ex.journal.fence is not None}
-            if not held:
-                continue
-            try:
-                lost = await asyncio.to_thread(self.store.renew, held, self.owner,
-                                               self.lease_ttl, self.wall.now())
-            except StoreError as exc:  # the fencing tokens still protect the runs
-                self.health.failed(exc)
-                continue
-            for rid in lost:
-                entry = self.active.get(rid)
-                # The run may have ended and been taken again (a new token) while the renewal
-                # ran: only the executor holding the lost token is abandoned.
-                if entry and entry[1].journal.fence == held[rid]:
-                    log.warning("run %s: lease lost; abandoning it", rid)
-                    entry[0].cancel()
 
-    async def _expire_approvals(self) -> None:
-        """Apply ``on_expiry`` to approval requests nobody decided in time."""
-        from tether.runtime.decisions import expire_due
-        while True:
-            await asyncio.sleep(1.0)
-            try:
-                await asyncio.to_thread(expire_due, self.store, now=self.wall.now())
-            except StoreError as exc:
-                self.health.failed(exc)
-            except TetherError as exc:
-                log.warning("worker %s: expiring approvals failed (%s); retrying", self.owner, exc)
+def _policies_in_force(store: Store, policy: Policy | None) -> PolicyBook:
+    """The store's policies (store chain), re-read every scheduling pass; one this worker
+    cannot use, or one other than ``policy``, stops it here, before it drives anything."""
+    book = PolicyBook()
+    book.refresh(store, strict=True)
+    if policy is not None:
+        book.require(policy, "this worker's policy")
+    return book
 
-    async def _poll_commands(self) -> None:
-        while True:
-            await asyncio.sleep(max(self.poll, 0.02))
-            if not self.active:
-                continue
-            try:
-                pending = self.store.pending_commands(list(self.active))
-            except StoreError as exc:
-                self.health.failed(exc)
-                continue
-            for c in pending:
-                if c.id in self._delivered:
-                    continue
-                entry = self.active.get(c.run)
-                if entry is None:
-                    continue
-                self._delivered.add(c.id)
-                task, ex = entry
-                ex.deliver([c])
-                if c.kind == "stop" and ex.in_call:
-                    task.cancel()  # stop means now: cancel the in-flight model or tool call
 
+def _check_options(concurrency: int, lease_ttl: float, pipeline: int,
+                   give_up_after: float) -> None:
+    if concurrency < 1:
+        raise UsageError(f"concurrency must be at least 1, not {concurrency}")
+    if not lease_ttl > 0:
+        raise UsageError(f"lease_ttl must be a positive number of seconds, not {lease_ttl}")
+    if pipeline < 0:
+        raise UsageError(f"pipeline must be 0 (every step durable first) or more, not {pipeline}")
+    if not give_up_after >= 0:
+        raise UsageError(f"give_up_after must be zero or more seconds, not {give_up_after}")
+
+
+class _Signals:
+    """SIGTERM and SIGINT set ``stop`` (the worker drains) while a run() lasts."""
+
+    def __init__(self, stop: asyncio.Event) -> None:
+        self._loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self._loop.add_signal_handler(sig, stop.set)
+
+    def close(self) -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self._loop.remove_signal_handler(sig)
