@@ -34,7 +34,6 @@ ALLOWED: dict[str, str] = {
     # file (relative to src/tether) or file::Function.qualname -> who is shortening it
     "cli/control.py": "being split by issue #9 helper ops",
     "core/checkpoint.py": "402 lines: issue #9 helper checkpoint",
-    "store/sqlite.py": "being split by issue #9 helper clocks",
     "audit/verify.py::verify_store": "being split by issue #9 helper fold",
     "cli/approvals_cmd.py::approvals": "being split by issue #9 helper ops",
     "cli/control.py::resolve": "being split by issue #9 helper ops",
@@ -56,8 +55,6 @@ ALLOWED: dict[str, str] = {
     "provenance/quarantine.py::quarantine": "being split by issue #9 helper ops",
     "runtime/commands.py::apply": "issue #9 (the fold moves its decisions to core)",
     "runtime/runs.py::start_run": "issue #9, not yet assigned",
-    "store/sqlite.py::SQLiteStore._apply": "being split by issue #9 helper clocks",
-    "store/sqlite_swarm.py::SQLiteSwarm.downstream": "being split by issue #9 helper clocks",
 }
 
 

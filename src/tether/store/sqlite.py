@@ -17,12 +17,13 @@ from tether.store.records import (
     ApprovalRow,
     Batch,
     CheckpointChain,
-    Command,
     EffectRow,
-    Notification,
     RunRow,
     Write,
 )
+from tether.store.sqlite_leases import SQLiteLeases
+from tether.store.sqlite_links import SQLiteLinks
+from tether.store.sqlite_queues import SQLiteQueues
 from tether.store.sqlite_rows import (
     APPROVAL_COLS,
     EFFECT_COLS,
@@ -38,7 +39,7 @@ from tether.store.sqlite_rows import (
     time_us,
 )
 from tether.store.sqlite_settings import SQLiteSettings
-from tether.store.sqlite_swarm import SQLiteSwarm
+from tether.store.sqlite_world import SQLiteWorld
 
 
 def _filtered(select: str, **equal: str | None) -> tuple[str, list[Any]]:
@@ -48,7 +49,7 @@ def _filtered(select: str, **equal: str | None) -> tuple[str, list[Any]]:
     return (f"{select} WHERE {where}" if where else f"{select} WHERE 1=1"), list(given.values())
 
 
-class SQLiteStore(SQLiteSwarm, SQLiteSettings):
+class SQLiteStore(SQLiteLeases, SQLiteQueues, SQLiteWorld, SQLiteLinks, SQLiteSettings):
     """A tether store in one SQLite file (implements :class:`tether.store.protocol.Store`).
 
     Args:
@@ -117,6 +118,14 @@ class SQLiteStore(SQLiteSwarm, SQLiteSettings):
                        f.key, f.status, dumps(f.arguments),
                        None if f.result is None else dumps(f.result),
                        None if f.undo is None else dumps(f.undo), f.updated))
+        self._apply_progress(c, w, rk)
+        self._apply_requests(c, w)
+        self._apply_world(c, w)
+        self._apply_links(c, w, rk)
+        return rk
+
+    def _apply_progress(self, c: sqlite3.Connection, w: Write, rk: int) -> None:
+        """The run's checkpoint (and its new chunks) and the usage it added."""
         if w.chunks:
             c.executemany("INSERT OR IGNORE INTO chunks(hash, body) VALUES(?,?)", w.chunks)
         if w.checkpoint is not None:
@@ -131,6 +140,9 @@ class SQLiteStore(SQLiteSwarm, SQLiteSettings):
                       f"VALUES(?,?,?,{','.join('?' * len(USAGE_KEYS))}) "
                       f"ON CONFLICT(run, bucket) DO UPDATE SET {sets}",
                       (w.run, w.usage.bucket, w.swarm, *vals))
+
+    def _apply_requests(self, c: sqlite3.Connection, w: Write) -> None:
+        """Approvals asked or decided, notifications to send, commands applied."""
         if w.approvals:
             c.executemany(f"INSERT OR REPLACE INTO approvals({APPROVAL_COLS}) "
                           f"VALUES({','.join('?' * 21)})",
@@ -144,8 +156,6 @@ class SQLiteStore(SQLiteSwarm, SQLiteSettings):
             now = self.clock.now()
             c.executemany("UPDATE commands SET applied = ? WHERE id = ?",
                           [(now, i) for i in w.commands_applied])
-        self._apply_swarm(c, w, rk)
-        return rk
 
     def _write_run(self, c: sqlite3.Connection, w: Write) -> None:
         r = w.run_row
@@ -164,81 +174,6 @@ class SQLiteStore(SQLiteSwarm, SQLiteSettings):
                 for k in cols]
         c.execute(f"UPDATE runs SET {', '.join(f'{k} = ?' for k in cols)} WHERE id = ?",
                   (*vals, r.id))
-
-    # -- leases ----------------------------------------------------------
-    def acquire(self, run: str, owner: str, ttl: float, now: float) -> int | None:
-        return self.acquire_many([run], owner, ttl, now).get(run)
-
-    def acquire_many(self, runs: Sequence[str], owner: str, ttl: float,
-                     now: float) -> dict[str, int]:
-        # One transaction (one fsync) for a whole scheduling pass.
-        got: dict[str, int] = {}
-        with self._tx() as c:
-            for run in runs:
-                row = c.execute("SELECT owner, token, expires FROM leases WHERE run = ?",
-                                (run,)).fetchone()
-                if row is not None and row[2] > now and row[0] != owner:
-                    continue
-                token = (row[1] + 1) if row else 1
-                c.execute("INSERT OR REPLACE INTO leases VALUES(?,?,?,?)",
-                          (run, owner, token, now + ttl))
-                got[run] = int(token)
-        return got
-
-    def renew(self, leases: dict[str, int], owner: str, ttl: float, now: float) -> list[str]:
-        lost = []
-        with self._tx() as c:
-            for run, token in leases.items():
-                # expires = 0 is a released lease: a renewal racing the release must not
-                # bring it back (the run would look held, and not runnable, until it expired).
-                cur = c.execute("UPDATE leases SET expires = ? WHERE run = ? AND owner = ? "
-                                "AND token = ? AND expires > 0", (now + ttl, run, owner, token))
-                if cur.rowcount == 0:
-                    lost.append(run)
-        return lost
-
-    def release(self, run: str, owner: str, token: int) -> None:
-        # Keep the row so the next token is still larger: fencing tokens never repeat.
-        with self._tx() as c:
-            c.execute("UPDATE leases SET expires = 0 WHERE run = ? AND owner = ? AND token = ?",
-                      (run, owner, token))
-
-    def lease_of(self, run: str) -> tuple[str, int, float] | None:
-        rows = self._read("SELECT owner, token, expires FROM leases WHERE run = ?", (run,))
-        return (rows[0][0], rows[0][1], rows[0][2]) if rows else None
-
-    def runnable(self, now: float, limit: int, lease_now: float | None = None) -> list[str]:
-        ln = self.clock.now() if lease_now is None else lease_now
-        rows = self._read(
-            "SELECT r.id FROM runs r LEFT JOIN leases l ON l.run = r.id "
-            "WHERE (r.status = 'running' OR (r.status IN ('sleeping', 'waiting') AND r.wake_at <= ?) "
-            "OR (r.status = 'waiting' AND EXISTS(SELECT 1 FROM messages m WHERE m.recipient = r.id "
-            "AND m.status = 'pending'))) "
-            "AND (l.run IS NULL OR l.expires <= ?) ORDER BY r.updated LIMIT ?", (now, ln, limit))
-        return [r[0] for r in rows]
-
-    def next_wake(self) -> float | None:
-        rows = self._read("SELECT MIN(wake_at) FROM runs WHERE status IN ('sleeping', 'waiting')")
-        return rows[0][0] if rows else None
-
-    # -- commands --------------------------------------------------------
-    def add_command(self, run: str, kind: str, args: dict[str, object], actor: str,
-                    now: float) -> int:
-        with self._tx() as c:
-            cur = c.execute("INSERT INTO commands(run, kind, args, actor, created) "
-                            "VALUES(?,?,?,?,?)", (run, kind, dumps(args), actor, now))
-            return int(cur.lastrowid or 0)
-
-    def pending_commands(self, runs: Sequence[str] | None = None) -> list[Command]:
-        if runs is not None and not runs:
-            return []
-        sql = "SELECT id, run, kind, args, actor, created, applied FROM commands WHERE applied IS NULL"
-        args: list[Any] = []
-        if runs is not None:
-            sql += f" AND run IN ({','.join('?' * len(runs))})"
-            args = list(runs)
-        return [Command(r[0], r[1], r[2], loads(r[3]), r[4], r[5], r[6])
-                for r in self._read(sql + " ORDER BY id", args)]
 
     # -- reading ---------------------------------------------------------
     def get_run(self, run: str) -> RunRow | None:
@@ -345,28 +280,6 @@ class SQLiteStore(SQLiteSwarm, SQLiteSettings):
             sql += " AND expires_at IS NOT NULL AND expires_at <= ?"
             args.append(expired_by)
         return [row_approval(r) for r in self._read(sql + " ORDER BY requested_at, id", args)]
-
-    def notify(self, notes: Sequence[Notification]) -> None:
-        with self._tx() as c:
-            c.executemany("INSERT OR IGNORE INTO outbox(id, kind, body, created, next_at) "
-                          "VALUES(?,?,?,?,?)",
-                          [(n.id, n.kind, dumps(n.body), n.created, n.created) for n in notes])
-
-    def outbox_due(self, now: float, limit: int = 100) -> list[Notification]:
-        rows = self._read("SELECT id, kind, body, created, attempts, next_at, delivered, "
-                          "last_error FROM outbox WHERE delivered IS NULL AND next_at <= ? "
-                          "ORDER BY next_at LIMIT ?", (now, limit))
-        return [Notification(r[0], r[1], loads(r[2]), r[3], r[4], r[5], r[6], r[7]) for r in rows]
-
-    def outbox_mark(self, note_id: str, *, delivered: float | None, next_at: float | None = None,
-                    error: str | None = None) -> None:
-        with self._tx() as c:
-            if delivered is not None:
-                c.execute("UPDATE outbox SET delivered = ?, attempts = attempts + 1, "
-                          "last_error = NULL WHERE id = ?", (delivered, note_id))
-            else:
-                c.execute("UPDATE outbox SET attempts = attempts + 1, next_at = ?, "
-                          "last_error = ? WHERE id = ?", (next_at, error, note_id))
 
     def effect(self, effect_id: str) -> EffectRow | None:
         rows = self._read(f"SELECT {EFFECT_COLS} FROM effects WHERE id = ?", (effect_id,))

@@ -1,41 +1,25 @@
-"""The SQLite store's share of a swarm's world: messages, versioned writes, provenance links.
+"""The SQLite store's share of a swarm's world: messages and versioned writes.
 
 Written with a run's events in the same transaction (``Write.messages``,
 ``Write.versions``, ``Write.transitions``), so a message exists, a blackboard
 value changes and a file's last writer is recorded exactly when the event
-saying so commits. Links (causes that cross runs, plus epoch and fork
-lineage) are derived here from the events themselves, so they cannot
-disagree with the hash-chained journal: ``audit verify`` re-derives them.
+saying so commits. A transition (a message delivered, a version undone or
+suspect) applies only from the states its plan saw, else the write is refused.
 """
 
 from __future__ import annotations
 
 import sqlite3
-from collections import deque
 from collections.abc import Iterable, Sequence
 from typing import Any, Final
 
 from tether.core.canonical import dumps, loads
-from tether.core.ids import ulid_bytes, ulid_str
-from tether.core.links import LINK_KINDS, derive_links
 from tether.errors import Conflict, LeaseLost
-from tether.store.records import (
-    EffectRef,
-    Link,
-    MessageRef,
-    MessageRow,
-    Produced,
-    Reached,
-    VersionRef,
-    VersionRow,
-    Write,
-)
+from tether.store.records import MessageRow, VersionRow, Write
 from tether.store.sqlite_base import SQLiteBase
 
 MESSAGE_COLS = "id, swarm, sender, epoch, step, recipient, topic, body, status, created, claim, received"
 VERSION_COLS = "ns, key, version, event, run, epoch, step, value, hash, status, suspect, created"
-LINK_COLS = ("src_rk, src_epoch, src_step, src_event, dst_rk, dst_epoch, dst_step, dst_event, "
-             "kind")
 
 _TRANSITION_COLUMNS: Final = {("messages", "status"), ("versions", "status"),
                               ("versions", "suspect")}
@@ -53,8 +37,8 @@ def row_version(r: Sequence[Any]) -> VersionRow:
                       status=r[9], suspect=bool(r[10]), created=r[11])
 
 
-class SQLiteSwarm(SQLiteBase):
-    """Messages, versions and links (mixed into SQLiteStore)."""
+class SQLiteWorld(SQLiteBase):
+    """Messages and versions (mixed into SQLiteStore)."""
 
     # -- inside a commit ---------------------------------------------------
     def _check_transitions(self, c: sqlite3.Connection, w: Write) -> BaseException | None:
@@ -73,7 +57,7 @@ class SQLiteSwarm(SQLiteBase):
                                     "plan was made: look again and retry")
         return None
 
-    def _apply_swarm(self, c: sqlite3.Connection, w: Write, rk: int) -> None:
+    def _apply_world(self, c: sqlite3.Connection, w: Write) -> None:
         if w.messages:
             c.executemany(f"INSERT INTO messages({MESSAGE_COLS}) VALUES(?,?,?,?,?,?,?,?,?,?,?,?)",
                           [(m.id, m.swarm, m.sender, m.epoch, m.step, m.recipient, m.topic,
@@ -91,29 +75,6 @@ class SQLiteSwarm(SQLiteBase):
             value = int(t.value) if t.column == "suspect" else t.value
             c.executemany(f"UPDATE {t.table} SET {t.column} = ? WHERE {key} = ?",
                           [(value, i) for i in t.ids])
-        links = []
-        for e in w.events:
-            if not (e.causes and e.kind in LINK_KINDS) and e.kind not in ("rollback",
-                                                                          "run.started"):
-                continue
-            for kind, src_run, s_epoch, s_step, s_event in derive_links(
-                    e, lambda cid: self._event_at(c, cid)):
-                src_rk = self._rk(src_run, c)
-                if src_rk is None:
-                    continue  # a fork of a run this store does not have (copied stores)
-                links.append((src_rk, s_epoch, s_step, ulid_bytes(s_event), rk, e.epoch,
-                              e.step, ulid_bytes(e.id), kind))
-        if links:
-            c.executemany(f"INSERT INTO links({LINK_COLS}) VALUES(?,?,?,?,?,?,?,?,?)", links)
-
-    def _event_at(self, c: sqlite3.Connection, event_id: str) -> tuple[str, int, int] | None:
-        try:
-            key = ulid_bytes(event_id)
-        except (ValueError, OverflowError):
-            return None
-        row = c.execute("SELECT rk, epoch, step FROM events WHERE id = ?", (key,)).fetchone()
-        return (self._run_id(row[0]), row[1], row[2]) if row else None
-
     # -- messages ------------------------------------------------------------
     def claim_messages(self, run: str, fence: int, claim: str, now: float,
                        limit: int | None = None) -> list[MessageRow]:
@@ -170,89 +131,6 @@ class SQLiteSwarm(SQLiteBase):
         sql, args = _select(f"SELECT {VERSION_COLS} FROM versions", ("event", events),
                             ns=ns, key=key, run=run)
         return [row_version(r) for r in self._read(sql + " ORDER BY n", args)]
-
-    # -- links ---------------------------------------------------------------
-    def links_from(self, run: str, epoch: int, from_step: int) -> list[Link]:
-        """Links whose source is a step of (run, epoch) at or after ``from_step``."""
-        rk = self._rk(run)
-        if rk is None:
-            return []
-        rows = self._read(f"SELECT {LINK_COLS} FROM links WHERE src_rk = ? AND src_epoch = ? "
-                          "AND src_step >= ?", (rk, epoch, from_step))
-        return [self._link(r) for r in rows]
-
-    def downstream(self, run: str, epoch: int, step: int) -> list[Reached]:
-        """Every (run, epoch) the work of ``step`` on reached, the origin first.
-
-        A breadth-first walk over the links on their integer keys; a (run, epoch)
-        reached again at an earlier step is expanded again for the steps not yet
-        walked only, so each link is read about once. Ids are made text only for the
-        one link kept per (run, epoch).
-        """
-        rk0 = self._rk(run)
-        if rk0 is None:
-            return [Reached(run, epoch, step, None)]
-        first: dict[tuple[int, int], int] = {}
-        via: dict[tuple[int, int], tuple[Any, ...] | None] = {}
-        order: list[tuple[int, int]] = []
-        todo: deque[tuple[int, int, int, tuple[Any, ...] | None]] = deque([(rk0, epoch, step,
-                                                                            None)])
-        c = self._conn()
-        try:
-            while todo:
-                rk, ep, s, link = todo.popleft()
-                prev = first.get((rk, ep))
-                if prev is not None and prev <= s:
-                    continue
-                if prev is None:
-                    order.append((rk, ep))
-                first[(rk, ep)] = s
-                via[(rk, ep)] = link
-                # Only the earliest step reached in each (run, epoch) matters: SQLite gives
-                # the other columns of the row where MIN() is, so one row per target.
-                sql = (f"SELECT {LINK_COLS}, MIN(dst_step) FROM links WHERE src_rk = ? AND "
-                       "src_epoch = ? AND src_step >= ?")
-                args: tuple[int, ...] = (rk, ep, s)
-                if prev is not None:
-                    sql += " AND src_step < ?"
-                    args = (rk, ep, s, prev)
-                for r in c.execute(sql + " GROUP BY dst_rk, dst_epoch", args):
-                    todo.append((r[4], r[5], r[6], r))
-        except sqlite3.Error as exc:
-            raise self._translate(exc) from exc
-        out = []
-        for rk, ep in order:
-            v = via[(rk, ep)]
-            out.append(Reached(self._run_id(rk), ep, first[(rk, ep)],
-                               None if v is None else self._link(v)))
-        return out
-
-    def _link(self, r: Sequence[Any]) -> Link:
-        return Link(kind=r[8], src_run=self._run_id(r[0]), src_epoch=r[1], src_step=r[2],
-                    src_event=ulid_str(bytes(r[3])), dst_run=self._run_id(r[4]),
-                    dst_epoch=r[5], dst_step=r[6], dst_event=ulid_str(bytes(r[7])))
-
-    def produced(self, run: str, epoch: int, from_step: int) -> Produced:
-        """The effects, messages and versions of (run, epoch) at or after ``from_step``."""
-        args = (run, epoch, from_step)
-        with self._strict_text():
-            return self._produced(args)
-
-    def _produced(self, args: tuple[str, int, int]) -> Produced:
-        return Produced(
-            [EffectRef(*r) for r in self._read(
-                "SELECT id, step, tool, effect, status FROM effects WHERE run = ? AND epoch = ? "
-                "AND step >= ? ORDER BY step, idx", args)],
-            [MessageRef(*r) for r in self._read(
-                "SELECT id, step, recipient, status FROM messages WHERE sender = ? AND "
-                "epoch = ? AND step >= ? ORDER BY id", args)],
-            [VersionRef(r[0], r[1], r[2], r[3], r[4], r[5], bool(r[6])) for r in self._read(
-                "SELECT ns, key, version, step, status, event, suspect FROM versions WHERE "
-                "run = ? AND epoch = ? AND step >= ? ORDER BY step, n", args)])
-
-    def links(self) -> list[Link]:
-        """Every link (for the audit, which re-derives them from the events)."""
-        return [self._link(r) for r in self._read(f"SELECT {LINK_COLS} FROM links ORDER BY rowid")]
 
 
 def _select(select: str, among: tuple[str, Sequence[str] | None],
