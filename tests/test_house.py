@@ -45,7 +45,6 @@ ALLOWED: dict[str, str] = {
     "cli/policy_cmd.py::explain": "being split by issue #9 helper ops",
     "cli/rollback_cmd.py::rollback": "being split by issue #9 helper ops",
     "cli/world_cmd.py::board": "being split by issue #9 helper ops",
-    "demo/night.py::run_night": "being split by issue #9 helper tests",
     "provenance/cascade.py::_under_leases": "being split by issue #9 helper ops",
     "provenance/cascade.py::cascade_plan": "being split by issue #9 helper ops",
     "provenance/cascade.py::undo_order": "being split by issue #9 helper ops",

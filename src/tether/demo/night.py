@@ -145,25 +145,9 @@ async def run_night(directory: Path, *, model: Model, console: Console,
     demo is run again). Setting ``stop`` drains the worker (every run stops at its next safe
     point) and ends the night early, ``interrupted``."""
     stop = stop or asyncio.Event()
-    directory.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 - once, before any run starts
-    workspace = directory / "workspace"
-    policy_file = directory / "tether.toml"
-    if not policy_file.exists():
-        _write_atomically(policy_file, night.POLICY)
-    # Read and checked before the store is touched: a broken tether.toml leaves no run behind.
-    policy = load_policy(policy_file)
-    store = SQLiteStore(directory / "tether.db")
-    saved = store.get_meta(CLOCK_KEY)
-    clock = FixedClock(float(saved) if saved else night.NIGHT_START)
-    # The clock is saved last: until it is, the set-up may have been cut short.
-    started = saved is None
-    if started:
-        _start_runs(store, workspace.resolve(), clock)
-        store.set_meta(CLOCK_KEY, repr(clock.now()))
-    result = NightResult(store, workspace, started, clock.now())
+    store, clock, started = _set_up(directory)
+    result = NightResult(store, directory / "workspace", started, clock.now())
     agents = night.build(model)
-    # The night's policy, beside its store, is put in force the one way there is: journaled.
-    apply_policy(store, policy, who="system:demo")
     seen: dict[str, int] = {} if started else {r.id: r.seq for r in store.list_runs()}
     tail = None if quiet else asyncio.create_task(_tail(store, console, clock, seen))
     try:
@@ -182,18 +166,56 @@ async def run_night(directory: Path, *, model: Model, console: Console,
                     console.print("[yellow]waiting for runs another process holds...[/yellow]")
                 await asyncio.sleep(1.0)
                 continue
-            wakes = [r.wake_at for st in ("sleeping", "waiting") for r in store.list_runs(status=st)
-                     if r.wake_at]
-            if not wakes or (until is not None and max(clock.now(), min(wakes)) >= until):
+            if not _advance(store, clock, until):
                 break
-            clock.set(max(clock.now(), min(wakes)))
-            store.set_meta(CLOCK_KEY, repr(clock.now()))
     finally:
         if tail is not None:
-            await asyncio.sleep(0.1)
-            result.output_closed = tail.done() and not tail.cancelled()
-            tail.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await tail
+            result.output_closed = await _end_tail(tail)
     result.clock = clock.now()
     return result
+
+
+def _set_up(directory: Path) -> tuple[SQLiteStore, FixedClock, bool]:
+    """Open (or make) the night's folder: its policy, store, runs and clock. Also True if
+    the night starts now, False if it goes on from the clock the store saved."""
+    directory.mkdir(parents=True, exist_ok=True)
+    workspace = directory / "workspace"
+    policy_file = directory / "tether.toml"
+    if not policy_file.exists():
+        _write_atomically(policy_file, night.POLICY)
+    # Read and checked before the store is touched: a broken tether.toml leaves no run behind.
+    policy = load_policy(policy_file)
+    store = SQLiteStore(directory / "tether.db")
+    saved = store.get_meta(CLOCK_KEY)
+    clock = FixedClock(float(saved) if saved else night.NIGHT_START)
+    # The clock is saved last: until it is, the set-up may have been cut short.
+    started = saved is None
+    if started:
+        _start_runs(store, workspace.resolve(), clock)
+        store.set_meta(CLOCK_KEY, repr(clock.now()))
+    # The night's policy, beside its store, is put in force the one way there is: journaled.
+    apply_policy(store, policy, who="system:demo")
+    return store, clock, started
+
+
+def _advance(store: SQLiteStore, clock: FixedClock, until: float | None) -> bool:
+    """Move the clock to the next wake-up and save it; False if there is none before
+    ``until`` (the night is over, or over for now)."""
+    wakes = [r.wake_at for st in ("sleeping", "waiting") for r in store.list_runs(status=st)
+             if r.wake_at]
+    if not wakes or (until is not None and max(clock.now(), min(wakes)) >= until):
+        return False
+    clock.set(max(clock.now(), min(wakes)))
+    store.set_meta(CLOCK_KEY, repr(clock.now()))
+    return True
+
+
+async def _end_tail(tail: asyncio.Task[None]) -> bool:
+    """Let the tail print what the last pass made durable, then end it; True if it had
+    already ended because stdout was closed."""
+    await asyncio.sleep(0.1)
+    closed = tail.done() and not tail.cancelled()
+    tail.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await tail
+    return closed
