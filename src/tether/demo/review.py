@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from tether.demo.agents import team_for
 from tether.provenance.cascade import CascadePlan, cascade_plan
-from tether.provenance.impact import Impact, impact_from
+from tether.provenance.impact import Impact
 from tether.store.protocol import Store
 from tether.store.records import RunRow
 
@@ -37,25 +37,31 @@ class Misroute:
 class BadStep:
     """The router's first wrong step, what it reached, and how to undo it."""
 
-    run: RunRow
     step: int
     at: str
     """The step's time on the simulated clock (HH:MM)."""
     wrong: list[Misroute]
     routed: int
     """Tickets the router routed from the bad step on."""
-    impact: Impact
     plan: CascadePlan
-    """The cascade rollback to just before the bad step."""
+    """The cascade rollback to just before the bad step (its origin is the router's run,
+    its impact what the bad step reached)."""
     irreversible: list[str] = field(default_factory=list)
     """Effects the cascade would have to leave (why it needs --accept-irreversible)."""
     conflicts: list[str] = field(default_factory=list)
     """Files changed since the effects on them (the rollback would refuse them)."""
 
     @property
-    def to_step(self) -> int:
-        return self.step - 1
+    def run(self) -> RunRow:
+        return self.plan.origin
 
+    @property
+    def impact(self) -> Impact:
+        return self.plan.impact
+
+    @property
+    def to_step(self) -> int:
+        return self.plan.to_step
 
 
 def router_run(store: Store) -> RunRow | None:
@@ -87,10 +93,9 @@ def find_bad_step(store: Store) -> BadStep | None:
     if not wrong:
         return None
     step = min(m.step for m in wrong)
-    imp = impact_from(store, row, row.epoch, step)
-    plan = cascade_plan(store, row.id, step - 1)
-    bad = BadStep(row, step, times.get(step, ""), wrong,
-                  sum(n for s, n in routed_at.items() if s >= step), imp, plan)
+    plan = cascade_plan(store, row.id, step - 1)  # with the impact of the bad step
+    bad = BadStep(step, times.get(step, ""), wrong,
+                  sum(n for s, n in routed_at.items() if s >= step), plan)
     for p in plan.plans:
         bad.irreversible += [f"{e.tool} ({p.run.name} step {e.step}, {e.status})"
                              for e in p.left]
