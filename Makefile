@@ -42,7 +42,7 @@ test: lint typecheck
 # The inner loop: everything but the SIGKILL crash and soak suites and the property test
 # that starts worker subprocesses (`make test` is the CI gate).
 test-fast: $(VENV)/.installed-dev
-	$(BIN)/pytest -n 2 --dist loadfile -m "not crash and not workers" -q
+	$(BIN)/pytest -n 2 --dist loadfile -m "not crash and not workers" -q --durations=10
 
 bench: $(VENV)/.installed-bench
 	$(BIN)/python -m bench --out docs/benchmarks.md
