@@ -34,7 +34,6 @@ ALLOWED: dict[str, str] = {
     # file (relative to src/tether) or file::Function.qualname -> who is shortening it
     "cli/control.py": "being split by issue #9 helper ops",
     "core/checkpoint.py": "402 lines: issue #9 helper checkpoint",
-    "audit/verify.py::verify_store": "being split by issue #9 helper fold",
     "cli/approvals_cmd.py::approvals": "being split by issue #9 helper ops",
     "cli/control.py::resolve": "being split by issue #9 helper ops",
     "cli/control.py::run": "being split by issue #9 helper ops",
@@ -52,7 +51,6 @@ ALLOWED: dict[str, str] = {
     "provenance/plan.py::RollbackPlan.lines": "being split by issue #9 helper ops",
     "provenance/plan.py::plan": "being split by issue #9 helper ops",
     "provenance/quarantine.py::quarantine": "being split by issue #9 helper ops",
-    "runtime/commands.py::apply": "issue #9 (the fold moves its decisions to core)",
     "runtime/runs.py::start_run": "issue #9, not yet assigned",
 }
 
