@@ -39,7 +39,6 @@ ALLOWED: dict[str, str] = {
     "cli/control.py::run": "being split by issue #9 helper ops",
     "cli/control.py::swarm": "being split by issue #9 helper ops",
     "cli/control.py::worker": "being split by issue #9 helper ops",
-    "cli/demo_cmd.py::_summary": "being split by issue #9 helper ops (or tests)",
     "cli/inspect.py::show": "being split by issue #9 helper ops",
     "cli/policy_cmd.py::explain": "being split by issue #9 helper ops",
     "cli/rollback_cmd.py::rollback": "being split by issue #9 helper ops",

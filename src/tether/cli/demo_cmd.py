@@ -26,6 +26,7 @@ from tether.demo.review import BadStep, find_bad_step, router_run
 from tether.errors import UsageError
 from tether.models.base import Model
 from tether.store.protocol import Store
+from tether.store.records import EffectRow
 
 
 @handle_errors
@@ -125,53 +126,12 @@ def _summary(store: object, directory: Path, clock: float, *,
              scripted_model: bool = True) -> None:
     from tether.store.sqlite import SQLiteStore
     assert isinstance(store, SQLiteStore)
-    order = ["librarian", "ingest", "triage", "reporter", "router", "dispatcher"]
-    rows = sorted(store.list_runs(), key=lambda r: (
-        r.created, order.index(r.name) if r.name in order else len(order), r.id))
-    t = Table(title=f"the night shift at {_clock(clock)} (simulated)")
-    for col in ("run", "agent", "status", "steps", "effects", "tokens", "cost $"):
-        t.add_column(col, justify="right" if col in ("steps", "effects", "tokens", "cost $")
-                     else "left")
-    tot_steps = tot_eff = tot_tok = 0
-    tot_cost = 0.0
-    doubt = []
-    for r in rows:
-        j = ops.run_json(r)
-        effs = store.effects(run=r.id)
-        doubt += [e for e in effs if e.status == "in_doubt"]
-        n_eff = sum(1 for e in effs if e.status in ("done", "resolved_done"))
-        t.add_row(f"{r.name} {r.id[-6:]}", r.agent.rsplit(":", 1)[-1], status(r.status),
-                  str(r.step), str(n_eff), str(j["tokens"]), f"{j['cost_usd']:.5f}")
-        tot_steps += r.step
-        tot_eff += n_eff
-        tot_tok += j["tokens"]
-        tot_cost += j["cost_usd"]
-    t.add_row("total", "", "", str(tot_steps), str(tot_eff), str(tot_tok), f"{tot_cost:.5f}",
-              style="bold")
-    console.print(t)
+    doubt = _runs_table(store, clock)
     rep = verify_store(store)
     verdict = "[green]chains intact[/green]" if rep.ok else f"[red]{rep.first_bad}[/red]"
     console.print(f"audit: {verdict} ({rep.events} events in {rep.batches} commit batches)")
-    ws = directory / "workspace"
-    sent = ws / "outbox" / "sent.mbox"
-    if sent.exists():
-        console.print(f"sent (irreversible, exactly once): {sent} "
-                      f"({sent.read_text().count('From tether-demo')} message)")
-    pages = ws / "outbox" / "pages.log"
-    if pages.exists():
-        console.print(f"paged (irreversible, approved, exactly once): {pages} "
-                      f"({pages.read_text().count('PAGE:')} page)")
-    pending = store.approvals(status="pending")
-    for a in pending:
-        console.print(f"\n[magenta]approval pending[/magenta]: {a.id}: run {a.run[-6:]} wants to "
-                      f"run {a.tool} ({a.reason}).")
-        _say(f"  {_prog()} --store {directory}/tether.db approvals")
-        _say(f"  {_prog()} --store {directory}/tether.db approve {a.id}")
-        _say(f"  {_prog()} demo --dir {directory}      # the run goes on and pages, once")
-    for e in doubt:
-        console.print(f"[yellow]in doubt[/yellow]: effect {e.id} ({e.tool}) of run {e.run}: "
-                      f"look at the workspace, then `tether --store {directory}/tether.db resolve "
-                      f"{e.id} --done` (or --not-done / --retry) and rerun the demo")
+    _outbox(directory / "workspace")
+    _waiting_for_people(store, directory, doubt)
     s = f"{_prog()} --store {shlex.quote(f'{directory}/tether.db')}"
     bad = find_bad_step(store)
     if bad is not None:
@@ -186,6 +146,61 @@ def _summary(store: object, directory: Path, clock: float, *,
     _say(f"  {_prog()} demo --dir {directory}-2 --pace 0.5")
     console.print("      watch it; Ctrl-C or kill -9 it mid-way and run it again: it resumes "
                   "where it stopped and repeats no effect")
+
+
+def _runs_table(store: Store, clock: float) -> list[EffectRow]:
+    """Print the night's runs with their totals; return the effects left in doubt."""
+    order = ["librarian", "ingest", "triage", "reporter", "router", "dispatcher"]
+    rows = sorted(store.list_runs(), key=lambda r: (
+        r.created, order.index(r.name) if r.name in order else len(order), r.id))
+    t = Table(title=f"the night shift at {_clock(clock)} (simulated)")
+    for col in ("run", "agent", "status", "steps", "effects", "tokens", "cost $"):
+        t.add_column(col, justify="right" if col in ("steps", "effects", "tokens", "cost $")
+                     else "left")
+    tot_steps = tot_eff = tot_tok = 0
+    tot_cost = 0.0
+    doubt: list[EffectRow] = []
+    for r in rows:
+        j = ops.run_json(r)
+        effs = store.effects(run=r.id)
+        doubt += [e for e in effs if e.status == "in_doubt"]
+        n_eff = sum(1 for e in effs if e.status in ("done", "resolved_done"))
+        t.add_row(f"{r.name} {r.id[-6:]}", r.agent.rsplit(":", 1)[-1], status(r.status),
+                  str(r.step), str(n_eff), str(j["tokens"]), f"{j['cost_usd']:.5f}")
+        tot_steps += r.step
+        tot_eff += n_eff
+        tot_tok += j["tokens"]
+        tot_cost += j["cost_usd"]
+    t.add_row("total", "", "", str(tot_steps), str(tot_eff), str(tot_tok), f"{tot_cost:.5f}",
+              style="bold")
+    console.print(t)
+    return doubt
+
+
+def _outbox(ws: Path) -> None:
+    """The irreversible effects of the night, as files: each must be there exactly once."""
+    sent = ws / "outbox" / "sent.mbox"
+    if sent.exists():
+        console.print(f"sent (irreversible, exactly once): {sent} "
+                      f"({sent.read_text().count('From tether-demo')} message)")
+    pages = ws / "outbox" / "pages.log"
+    if pages.exists():
+        console.print(f"paged (irreversible, approved, exactly once): {pages} "
+                      f"({pages.read_text().count('PAGE:')} page)")
+
+
+def _waiting_for_people(store: Store, directory: Path, doubt: list[EffectRow]) -> None:
+    """Pending approvals and in-doubt effects, each with the commands that settle it."""
+    for a in store.approvals(status="pending"):
+        console.print(f"\n[magenta]approval pending[/magenta]: {a.id}: run {a.run[-6:]} wants to "
+                      f"run {a.tool} ({a.reason}).")
+        _say(f"  {_prog()} --store {directory}/tether.db approvals")
+        _say(f"  {_prog()} --store {directory}/tether.db approve {a.id}")
+        _say(f"  {_prog()} demo --dir {directory}      # the run goes on and pages, once")
+    for e in doubt:
+        console.print(f"[yellow]in doubt[/yellow]: effect {e.id} ({e.tool}) of run {e.run}: "
+                      f"look at the workspace, then `tether --store {directory}/tether.db resolve "
+                      f"{e.id} --done` (or --not-done / --retry) and rerun the demo")
 
 
 def _bad_step(bad: BadStep, s: str, scripted_model: bool) -> None:
