@@ -162,10 +162,13 @@ class Worker:
         bg, notifier = self._start_background()
         try:
             while not stop.is_set():
+                left = sum(self.finished.values())
                 started = await self._pass(until_idle, stop)
                 if started is None:
                     continue  # the store failed: the next pass waits (backoff)
-                if until_idle and not self.active and not started:
+                # A run that ended during the pass (its reads ran in a thread) may wake another.
+                if until_idle and not self.active and not started \
+                        and sum(self.finished.values()) == left:
                     break
                 await self._nap(self.poll)
         finally:
