@@ -14,8 +14,8 @@ from rich.markup import escape
 
 from tether.cli.args import parse_json_object
 from tether.cli.common import console, handle_errors, parse_assignments, print_jsonl
+from tether.core.effect_classes import ACTION_EFFECTS
 from tether.core.policy import Action, Decision, load_policy
-from tether.core.policy_match import EFFECTS
 from tether.core.policy_time import zone_name
 from tether.errors import UsageError
 
@@ -107,8 +107,8 @@ def explain(agent: Annotated[str, typer.Option(help="The agent's name.", metavar
                 metavar="FILE")] = None,
             json: Annotated[bool, typer.Option("--json", help="JSON output.")] = False) -> None:
     """Show which rule decides an action and why, without running anything."""
-    if effect not in EFFECTS:
-        raise UsageError(f"--effect {effect!r}: use one of {', '.join(EFFECTS)}")
+    if effect not in ACTION_EFFECTS:
+        raise UsageError(f"--effect {effect!r}: use one of {', '.join(ACTION_EFFECTS)}")
     if policy is not None:
         pol = load_policy(policy)
     else:

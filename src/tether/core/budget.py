@@ -17,8 +17,11 @@ from typing import Final
 
 from tether.errors import UsageError
 
-METRICS: Final = ("steps", "input_tokens", "output_tokens", "tokens", "cost_usd", "tool_calls",
-                  "wall_seconds")
+USAGE_KEYS: Final = ("steps", "input_tokens", "output_tokens", "cost_usd", "tool_calls",
+                     "wall_seconds")
+"""What a run counts: lifetime in its row, per minute in the usage table."""
+METRICS: Final = (*USAGE_KEYS[:3], "tokens", *USAGE_KEYS[3:])
+"""What a budget can cap: the counters, and ``tokens`` (input + output) beside its parts."""
 WINDOWS: Final = {"per_minute": 60.0, "per_hour": 3600.0, "per_day": 86400.0,
                   "per_week": 7 * 86400.0}
 

@@ -16,10 +16,8 @@ effect and approval rows (their other fields are held to the events by
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from tether.core.events import Event
 
@@ -27,13 +25,10 @@ FAILED_HINT: Final = ("; fix the agent, then `tether resume` re-runs the step fr
                       "checkpoint (effects already done are not repeated)")
 """What a failed run's reason says after the error (the operator's next move)."""
 
-FOLDED: Final = ("status", "reason", "wake_at", "epoch", "step")
-"""The fields of a run's row that only :func:`fold` sets."""
-
-
-@dataclass(frozen=True, slots=True)
-class RunFold:
-    """What a run's events say of its row (the fields in :data:`FOLDED`)."""
+class RunFold(NamedTuple):
+    """What a run's events say of its row (the fields in :data:`FOLDED`). A tuple: the
+    journal folds every event it appends, and a tuple is the cheapest immutable record
+    to make (a frozen dataclass's ``replace`` cost several times more per step)."""
 
     status: str = "running"
     reason: str = ""
@@ -48,6 +43,10 @@ class RunFold:
         """``field: stored X, events say Y`` for each folded field ``row`` disagrees on."""
         return [f"{name}: stored {getattr(row, name)!r}, events say {getattr(self, name)!r}"
                 for name in FOLDED if getattr(row, name) != getattr(self, name)]
+
+
+FOLDED: Final = RunFold._fields
+"""The fields of a run's row that only :func:`fold` sets."""
 
 
 def awaiting_reason(run: str, approval: str, tool: str) -> str:
@@ -82,7 +81,10 @@ READS_PAYLOAD: Final = frozenset({"run.sleeping", "run.paused", "run.stopped", "
                                   "rollback.begun", "rollback.abandoned", "rollback"})
 """Kinds whose fold reads the payload: once one is erased, the row cannot be re-derived."""
 
-_r = dataclasses.replace
+
+def _r(run: RunFold, **changes: Any) -> RunFold:
+    return run._replace(**changes)
+
 _Rule = Callable[[RunFold, Event, dict[str, Any]], RunFold]
 
 
@@ -145,7 +147,9 @@ def _reason(p: dict[str, Any]) -> str:
 
 def _finished(run: RunFold, e: Event, p: dict[str, Any]) -> RunFold:
     run = _awake(run)
-    return run if run.step == e.step else _r(run, step=e.step)
+    if run.step == e.step:
+        return run
+    return RunFold(run.status, run.reason, run.wake_at, run.epoch, e.step)  # once a step
 
 
 _RULES: Final[dict[str, _Rule]] = {

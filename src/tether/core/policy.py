@@ -49,7 +49,8 @@ from pathlib import Path
 from typing import Any, Final
 
 from tether.core import canonical
-from tether.core.policy_match import EFFECTS, Action, Names, PolicyError, SpecError
+from tether.core.effect_classes import ACTION_EFFECTS
+from tether.core.policy_match import Action, Names, PolicyError, SpecError
 from tether.core.policy_rules import Defaults, OnExpiry, Rule, Verdict, compile_defaults, compile_rule
 from tether.core.policy_time import zone_name
 
@@ -128,9 +129,9 @@ class Policy:
                 by_name.setdefault(name, []).append(i)
         self._by_name = {k: frozenset(v) for k, v in by_name.items()}
         self._by_effect = {e: frozenset(i for i, r in enumerate(self.rules)
-                                        if r.effect is None or e in r.effect) for e in EFFECTS}
+                                        if r.effect is None or e in r.effect) for e in ACTION_EFFECTS}
         self._cache: dict[tuple[str, str], _Candidates] = {}
-        self._default = {e: self._default_decision(e) for e in EFFECTS}
+        self._default = {e: self._default_decision(e) for e in ACTION_EFFECTS}
 
     def decide(self, action: Action) -> Decision:
         """The decision of the first rule that matches ``action``, or the default."""

@@ -20,10 +20,8 @@ from dataclasses import dataclass, field
 from typing import Any, Final, TypeGuard
 
 from tether.core import budget as budgets
+from tether.core.effect_classes import ACTION_EFFECTS
 from tether.errors import UsageError
-
-EFFECTS: Final = ("read", "reversible", "irreversible", "model")
-"""Effect classes of tools, plus ``model`` for model calls."""
 
 
 class PolicyError(UsageError):
@@ -61,9 +59,9 @@ class Action:
         if not math.isfinite(self.at):
             raise PolicyError(f"action {self.tool!r} of run {self.run}: time {self.at!r} is not a number "
                               "of seconds since the epoch")
-        if self.effect not in EFFECTS:
+        if self.effect not in ACTION_EFFECTS:
             raise PolicyError(f"action {self.tool!r} of run {self.run}: effect {self.effect!r} is not one "
-                              f"of {', '.join(EFFECTS)}")
+                              f"of {', '.join(ACTION_EFFECTS)}")
 
 
 def suggest(word: str, choices: Iterable[str]) -> str:

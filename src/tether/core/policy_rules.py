@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, tzinfo
 from typing import Final, Literal, cast
 
+from tether.core.effect_classes import ACTION_EFFECTS
 from tether.core.policy_match import (
-    EFFECTS,
     Action,
     ArgTest,
     BudgetTest,
@@ -140,8 +140,8 @@ def _choice(spec: object, path: str, choices: tuple[str, ...]) -> str:
 def _effects(spec: object, path: str) -> frozenset[str]:
     items: list[object] = list(spec) if is_list(spec) else [spec]
     if not items:
-        raise SpecError(path, f"expected an effect class or a list of them ({', '.join(EFFECTS)})")
-    return frozenset(_choice(e, path, EFFECTS) for e in items)
+        raise SpecError(path, f"expected an effect class or a list of them ({', '.join(ACTION_EFFECTS)})")
+    return frozenset(_choice(e, path, ACTION_EFFECTS) for e in items)
 
 
 def _check_keys(spec: Mapping[str, object], path: str, allowed: tuple[str, ...], what: str) -> None:

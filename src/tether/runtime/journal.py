@@ -105,9 +105,8 @@ class RunJournal:
 
     def _apply(self, new: RunFold) -> None:
         old, self._fold = self._fold, new
-        for name in FOLDED:
-            v = getattr(new, name)
-            if v != getattr(old, name):
+        for name, was, v in zip(FOLDED, old, new, strict=True):
+            if v != was:
                 setattr(self.row, name, v)
                 self._changed.add(name)
 

@@ -6,18 +6,16 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from tether.core.checkpoint import Checkpoint
-from tether.core.events import Event
-
 # The vocabularies live in core (one definition for every layer); re-exported here for
 # the store's callers.
+from tether.core.budget import USAGE_KEYS as USAGE_KEYS
+from tether.core.checkpoint import Checkpoint
+from tether.core.events import Event
 from tether.core.statuses import ACTIVE_STATUSES as ACTIVE_STATUSES
 from tether.core.statuses import APPROVAL_STATUSES as APPROVAL_STATUSES
 from tether.core.statuses import EFFECT_STATUSES as EFFECT_STATUSES
 from tether.core.statuses import RUN_STATUSES as RUN_STATUSES
 from tether.core.statuses import TERMINAL_STATUSES as TERMINAL_STATUSES
-
-USAGE_KEYS = ("steps", "input_tokens", "output_tokens", "cost_usd", "tool_calls", "wall_seconds")
 
 
 @dataclass(slots=True)

@@ -1,8 +1,8 @@
 """Tools, effect classes and the built-in workspace file tools."""
 
+from tether.core.effect_classes import TOOL_EFFECTS as EFFECTS
+from tether.core.effect_classes import Effect
 from tether.tools.base import (
-    EFFECTS,
-    Effect,
     IntentInput,
     Prepared,
     Settled,

@@ -28,10 +28,8 @@ from typing import Any, Literal, overload
 
 import pydantic
 
+from tether.core.effect_classes import TOOL_EFFECTS, Effect
 from tether.errors import ToolDefinitionError, UsageError
-
-Effect = Literal["read", "reversible", "irreversible"]
-EFFECTS: tuple[Effect, ...] = ("read", "reversible", "irreversible")
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,9 +234,9 @@ class _Hooks:
 
 def _build(fn: Callable[..., Any], name: str | None, effect: Effect, idempotent: bool,
            description: str | None, hooks: _Hooks = _Hooks()) -> Tool:
-    if effect not in EFFECTS:
+    if effect not in TOOL_EFFECTS:
         raise ToolDefinitionError(f"tool {name or fn.__name__}: effect must be one of "
-                                  f"{', '.join(EFFECTS)}, not {effect!r}")
+                                  f"{', '.join(TOOL_EFFECTS)}, not {effect!r}")
     tool_name = name or fn.__name__
     sig = inspect.signature(fn)
     try:
