@@ -49,6 +49,7 @@ from tether import (
     tool,
     verify_store,
 )
+from tether.control import resolve_effect
 from tether.core.checkpoint import restore
 from tether.store.protocol import Store
 from tether.testing import allow_tools
@@ -494,7 +495,7 @@ def kill_restart_trial(folder: Path, seed: int, *, kills: int, steps: int = 40,
                        pace: float = 0.015, ttl: float = 0.3,
                        delay: tuple[float, float] = (0.05, 1.0), term: bool = False) -> Trial:
     """Start runs, SIGKILL a worker subprocess ``kills`` times at random moments, then
-    drive to rest here, settle in-doubt effects through ``tether.ops`` and finish.
+    drive to rest here, settle in-doubt effects through ``tether.control`` and finish.
 
     With ``term`` the worker gets SIGTERM instead: it must drain and exit 0, and a
     drain leaves nothing in doubt and nothing to retry.
@@ -547,15 +548,14 @@ def kill_restart_trial(folder: Path, seed: int, *, kills: int, steps: int = 40,
 
 def resolve_in_doubt(store: Store, side: str | os.PathLike[str]) -> dict[str, str]:
     """Settle every in-doubt effect as an operator would, by looking at the world:
-    the side line exists -> ``done``; it does not -> ``retry``. Needs ``tether.ops``."""
-    from tether import ops
+    the side line exists -> ``done``; it does not -> ``retry``. Needs ``tether.control``."""
     seen = {ln.effect for ln in read_side(side)}
     out = {}
     for run in store.all_run_ids():
         for eff in store.effects(run=run, status="in_doubt"):
             how = "done" if eff.id in seen else "retry"
             result = f"marked {eff.arguments.get('note')}" if how == "done" else None
-            ops.resolve_effect(store, eff.id, how, result=result, who="human:crash-test")
+            resolve_effect(store, eff.id, how, result=result, who="human:crash-test")
             out[eff.id] = how
     return out
 

@@ -40,7 +40,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from tether import FixedClock, StepAgent, Worker, ops, start_run
+from tether import FixedClock, StepAgent, Worker, start_run
+from tether.runtime.operator import run_state, send_command
 from tether.store.protocol import Store
 from tether.tools.files import fs_append, fs_delete, fs_read, fs_write
 
@@ -117,12 +118,12 @@ def drive(store: Store, names: list[str], schedule: Schedule, workspace: Path, *
                               swarm=swarm, workspace=workspace,
                               state={"me": name, "plan": plans[name]},
                               pause_points={"every_steps": 1})
-        states[(name, 0)] = ops.run_state(store, ids[name])[2]
+        states[(name, 0)] = run_state(store, ids[name])[2]
     done: dict[str, int] = dict.fromkeys(names, 0)
     t0 = time.time()
     for at, (name, _) in enumerate(schedule):
         if done[name]:
-            res = ops.send_command(store, ids[name], "resume", who="human:test")
+            res = send_command(store, ids[name], "resume", who="human:test")
             assert res.outcome == "applied", res
         clock = None if skews is None else FixedClock(t0 + skews[at])
         asyncio.run(Worker(store, agents={REF: swarmer}, only={ids[name]}, clock=clock,
@@ -130,7 +131,7 @@ def drive(store: Store, names: list[str], schedule: Schedule, workspace: Path, *
         done[name] += 1
         row = store.get_run(ids[name])
         assert row is not None and (row.status, row.step) == ("paused", done[name]), row
-        states[(name, done[name])] = ops.run_state(store, ids[name])[2]
+        states[(name, done[name])] = run_state(store, ids[name])[2]
     return ids, states
 
 

@@ -17,12 +17,14 @@ import orjson
 import pytest
 
 from tests import swarm_agents
-from tether import Done, StepAgent, Worker, ops, start_run
+from tether import Done, StepAgent, Worker, start_run
 from tether.audit import VerifyReport, verify_store
+from tether.control import resolve_effect
 from tether.core.seals import files_digest, seal_of
 from tether.errors import UsageError
 from tether.provenance import rollback as rb
 from tether.provenance.fork import fork
+from tether.runtime.holding import holding
 from tether.store.records import EffectRow
 from tether.store.sqlite import SQLiteStore
 from tether.tools.files import fs_move, fs_write
@@ -54,7 +56,7 @@ def _in_doubt_write(store: SQLiteStore, ws: Path) -> tuple[str, str]:
     run = start_run(store, swarm_agents.swarmer, agent_ref=swarm_agents.REF, goal="g",
                     workspace=ws, state={"me": "r", "plan": []})
     (ws / "r.txt").write_text("written before the kill\n")
-    with ops.holding(store, run) as j:
+    with holding(store, run) as j:
         assert j is not None
         intent = j.append("effect.intent", {
             "i": 0, "fp": "f", "tool": "fs_write", "effect": "reversible", "idempotent": False,
@@ -76,7 +78,7 @@ def test_a_resolved_file_effect_journals_its_versions_and_they_are_checked(
     store = SQLiteStore(path)
     try:
         run, effect = _in_doubt_write(store, tmp_path / "ws")
-        ops.resolve_effect(store, effect, "done", result="checked by hand", who="human:t")
+        resolve_effect(store, effect, "done", result="checked by hand", who="human:t")
         resolved = [e for e in store.events(run) if e.kind == "effect.resolved"]
         (version,) = store.versions(events=[effect])
         assert resolved[0].payload["files"] == {"r.txt": version.hash} and version.hash
@@ -135,14 +137,13 @@ WRITES = StepAgent(_writes, name="writes", tools=[fs_write])
 
 @pytest.mark.parametrize("kind", ["epoch", "fork"])
 def test_the_lineage_link_of_an_erased_rollback_or_fork_is_still_checked(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str) -> None:
-    monkeypatch.setattr("tether.provenance.fork.load_agent", lambda ref, reg=None: WRITES)
+        tmp_path: Path, kind: str) -> None:
     path = tmp_path / "l.db"
     store = SQLiteStore(path)
     try:
         run = start_run(store, WRITES, agent_ref="writes", goal="g", workspace=tmp_path / "ws")
         asyncio.run(Worker(store, agents={"writes": WRITES}).run(until_idle=True))
-        child = fork(store, run, 2, shared_workspace=True, who="human:t")
+        child = fork(store, run, 2, shared_workspace=True, who="human:t", agents={"writes": WRITES})
         rb.rollback(store, run, 1, who="human:t")
         lineage = [e for r in (run, child) for e in store.events(r)
                    if e.kind == "rollback" or (e.kind == "run.started" and r == child)]
@@ -236,8 +237,7 @@ def test_a_settled_effect_seals_only_the_paths_that_got_a_version() -> None:
 
 
 def test_a_fork_refuses_to_rewind_its_copy_with_a_forged_undo(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("tether.provenance.fork.load_agent", lambda ref, reg=None: WRITES)
+        tmp_path: Path) -> None:
     path = tmp_path / "f.db"
     store = SQLiteStore(path)
     try:
@@ -256,7 +256,7 @@ def test_a_fork_refuses_to_rewind_its_copy_with_a_forged_undo(
     store = SQLiteStore(path, create=False)
     try:
         with pytest.raises(UsageError, match=f"effect {last.id} .*does not match the journal"):
-            fork(store, run, 1, who="human:t")
+            fork(store, run, 1, who="human:t", agents={"writes": WRITES})
         assert [p.name for p in tmp_path.iterdir() if p.is_dir()] == ["ws"]  # no copy made
         assert len(store.list_runs()) == runs
     finally:

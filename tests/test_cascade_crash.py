@@ -27,11 +27,12 @@ import pytest
 from typer.testing import CliRunner
 
 from tests.swarm_agents import DELAY_ENV, HANG_ENV, MARKER_ENV, Schedule, drive, text
-from tether import SQLiteStore, ops, verify_store
+from tether import SQLiteStore, verify_store
 from tether.cli.app import app
 from tether.core.events import Event
 from tether.provenance.cascade import cascade_plan
 from tether.provenance.plan import plan
+from tether.runtime.operator import run_state, send_command
 
 pytestmark = pytest.mark.crash
 
@@ -145,7 +146,7 @@ def check_unfinished(store: SQLiteStore, ids: dict[str, str], to: dict[str, int]
         if "rolling_back" in row.spec:
             marked.append(name)
             assert row.status == "paused" and row.epoch == 0
-            res = ops.send_command(store, rid, "resume", who="human:ops")
+            res = send_command(store, rid, "resume", who="human:ops")
             assert res.outcome == (f"ignored: a rollback to step {to[name]} is unfinished; "
                                    "run `tether rollback` again to finish it"), res
             assert store.get_run(rid).status == "paused"  # type: ignore[union-attr]
@@ -251,7 +252,7 @@ def test_kill_9_during_a_cascade_rollback_then_finish_it(history: dict[str, Any]
             row = store.get_run(ids[name])
             assert row is not None and (row.epoch, row.step, row.status) == (1, to, "paused")
             assert "rolling_back" not in row.spec
-            assert ops.run_state(store, ids[name])[2] == history["states"][(name, to)]
+            assert run_state(store, ids[name])[2] == history["states"][(name, to)]
         row = store.get_run(c)
         assert row is not None and (row.epoch, row.step) == (0, 2)
 
@@ -322,7 +323,7 @@ def test_kill_9_during_a_rollback_that_retracts_and_reverts(tmp_path: Path, hang
         check_undos_once(store, cuts, 4)
         row = store.get_run(r)
         assert row is not None and (row.epoch, row.step, row.status) == (1, 1, "paused")
-        assert ops.run_state(store, r)[2] == states[("R", 1)]
+        assert run_state(store, r)[2] == states[("R", 1)]
         assert store.get_run(q).epoch == 0  # type: ignore[union-attr]
 
         status = {(names[m.sender], m.step): m.status for m in store.messages()}

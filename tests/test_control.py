@@ -15,11 +15,14 @@ from pathlib import Path
 import pytest
 
 from tests import sample_agents
-from tether import Worker, ops, start_run
+from tether import Worker, start_run
+from tether.control import resolve_effect, set_budget
 from tether.errors import NotFound, UsageError
 from tether.models.base import ModelResponse
 from tether.policies import apply_policy
 from tether.runtime.agent import StepAgent
+from tether.runtime.holding import holding
+from tether.runtime.operator import run_state, send_command
 from tether.store.sqlite import SQLiteStore
 from tether.system_clock import ShiftedClock
 from tether.testing import allow_tools
@@ -82,17 +85,17 @@ def _worker_thread(store_path: Path, stop: threading.Event, **kw: object) -> thr
 
 def test_pause_resume_stop_without_a_worker(store: SQLiteStore) -> None:
     rid = _start(store, "ticker")
-    res = ops.send_command(store, rid, "pause", who="human:ada")
+    res = send_command(store, rid, "pause", who="human:ada")
     assert res.applied and res.by == "cli"
     row = store.get_run(rid)
     assert row is not None and row.status == "paused"
     cmd = next(e for e in store.events(rid) if e.kind == "command")
     assert cmd.actor == "human:ada" and cmd.payload["kind"] == "pause"
-    assert ops.send_command(store, rid, "resume", who="human:ada").applied
+    assert send_command(store, rid, "resume", who="human:ada").applied
     assert store.get_run(rid).status == "running"  # type: ignore[union-attr]
-    ops.send_command(store, rid, "stop", who="human:ada")
+    send_command(store, rid, "stop", who="human:ada")
     assert store.get_run(rid).status == "stopped"  # type: ignore[union-attr]
-    ops.send_command(store, rid, "resume", who="human:ada")
+    send_command(store, rid, "resume", who="human:ada")
     assert store.get_run(rid).status == "stopped"  # type: ignore[union-attr]
     last_cmd = [e for e in store.events(rid) if e.kind == "command"][-1]
     assert last_cmd.payload["outcome"] == "ignored: the run is stopped"
@@ -106,13 +109,13 @@ def test_pause_reaches_a_busy_worker(tmp_path: Path) -> None:
     stop = threading.Event()
     t = _worker_thread(path, stop)
     _wait(lambda: (store.get_run(rid).step or 0) >= 3)  # type: ignore[union-attr]
-    res = ops.send_command(store, rid, "pause", who="human:bob")
+    res = send_command(store, rid, "pause", who="human:bob")
     assert res.applied and res.by == "worker"
     _wait(lambda: store.get_run(rid).status == "paused")  # type: ignore[union-attr]
     steps = store.get_run(rid).step  # type: ignore[union-attr]
     time.sleep(0.2)
     assert store.get_run(rid).step == steps  # type: ignore[union-attr]
-    ops.send_command(store, rid, "resume", who="human:bob")
+    send_command(store, rid, "resume", who="human:bob")
     _wait(lambda: (store.get_run(rid).step or 0) >= steps + 3)  # type: ignore[union-attr]
     stop.set()
     t.join(10)
@@ -134,7 +137,7 @@ def test_stop_cancels_a_slow_model_call_at_once(tmp_path: Path) -> None:
         t = _worker_thread(path, stop, agents={"slow": agent})
         _wait(lambda: len(srv.requests) == 1)
         t0 = time.monotonic()
-        res = ops.send_command(store, rid, "stop", who="human:ops")
+        res = send_command(store, rid, "stop", who="human:ops")
         _wait(lambda: store.get_run(rid).status == "stopped", timeout=5)  # type: ignore[union-attr]
         assert time.monotonic() - t0 < 3.0
         assert res.applied
@@ -147,24 +150,24 @@ def test_stop_cancels_a_slow_model_call_at_once(tmp_path: Path) -> None:
 
 def test_budget_change_is_journaled(store: SQLiteStore) -> None:
     rid = _start(store, "ticker", budget={"steps": 5})
-    ops.set_budget(store, rid, {"cost_usd_per_day": 2.5}, ["steps"], who="human:fin")
+    set_budget(store, rid, {"cost_usd_per_day": 2.5}, ["steps"], who="human:fin")
     row = store.get_run(rid)
     assert row is not None and row.budget == {"cost_usd_per_day": 2.5}
     ev = next(e for e in store.events(rid) if e.kind == "budget.changed")
     assert ev.payload["old"] == {"steps": 5.0}
     assert ev.payload["by"] == "human:fin"
     with pytest.raises(UsageError, match="unknown budget key"):
-        ops.set_budget(store, rid, {"dollars": 1}, [])
+        set_budget(store, rid, {"dollars": 1}, [])
 
 
 def test_unknown_ids_are_clear(store: SQLiteStore) -> None:
     with pytest.raises(NotFound, match="no run 'nope'"):
-        ops.send_command(store, "nope", "pause")
+        send_command(store, "nope", "pause")
     with pytest.raises(NotFound, match="no effect"):
-        ops.resolve_effect(store, "01XYZ", "done")
+        resolve_effect(store, "01XYZ", "done")
     rid = _start(store, "ticker")
     with pytest.raises(UsageError, match="in the future"):
-        ops.run_state(store, rid, 7)
+        run_state(store, rid, 7)
 
 
 @pytest.mark.crash
@@ -192,7 +195,7 @@ def test_kill_during_an_effect_then_resolve(tmp_path: Path) -> None:
         doubt = store.effects(run=rid, status="in_doubt")
         assert len(doubt) == 1 and doubt[0].tool == "charge_slowly"
         assert side.read_text().count("charge 42") == 1  # never re-run automatically
-        ops.resolve_effect(store, doubt[0].id, "done", result="charged 42 (checked by hand)",
+        resolve_effect(store, doubt[0].id, "done", result="charged 42 (checked by hand)",
                            who="human:ops")
         assert store.get_run(rid).status == "running"  # type: ignore[union-attr]
         asyncio.run(Worker(store).run(until_idle=True))
@@ -200,7 +203,7 @@ def test_kill_during_an_effect_then_resolve(tmp_path: Path) -> None:
         assert row is not None and row.status == "done"
         assert side.read_text().count("charge 42") == 1
         with pytest.raises(UsageError, match="not in doubt"):
-            ops.resolve_effect(store, doubt[0].id, "done")
+            resolve_effect(store, doubt[0].id, "done")
     finally:
         os.environ.pop("TETHER_TEST_SIDE", None)
     from tether.audit import verify_store
@@ -308,7 +311,7 @@ def test_a_long_cli_operation_keeps_its_lease(tmp_path: Path) -> None:
     store = SQLiteStore(tmp_path / "t.db")
     run = start_run(store, sample_agents.ticker, agent_ref="tests.sample_agents:ticker",
                     goal="tick")
-    with ops.holding(store, run, ttl=0.3) as j:
+    with holding(store, run, ttl=0.3) as j:
         assert j is not None
         time.sleep(0.8)
         lease = store.lease_of(run)

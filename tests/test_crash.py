@@ -8,7 +8,7 @@ every kill and restart the invariants of ``tests.crashkit.check_store`` must
 hold: nothing committed is lost, no irreversible effect ran twice, idempotent
 retries reuse their key, chains verify, and every run is done or paused on an
 in-doubt effect that names itself. In-doubt effects are then settled as an
-operator would (``tether.ops.resolve_effect``) and every run must finish.
+operator would (``tether.control.resolve_effect``) and every run must finish.
 
 The side channel (``$CRASH_SIDE``) is the ground truth of what happened.
 """

@@ -21,8 +21,8 @@ import pytest
 from tests import crashkit as ck
 from tests import filecrash as fc
 from tether import Worker, start_run, verify_store
+from tether.control import resolve_effect
 from tether.core.checkpoint import restore
-from tether.ops import resolve_effect
 from tether.provenance.rollback import rollback
 from tether.store.sqlite import SQLiteStore
 from tether.tools.fssettle import INLINE_LIMIT, decide

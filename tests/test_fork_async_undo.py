@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from tether import Done, StepAgent, Worker, ops, start_run, tool
+from tether import Done, StepAgent, Tether, Worker, start_run, tool
 from tether.errors import UsageError
-from tether.provenance.fork import fork
+from tether.runtime.operator import run_state
 from tether.store.sqlite import SQLiteStore
 from tether.tools.base import current, register_undo
 
@@ -51,21 +51,19 @@ async def _stamper(ctx: Any, state: dict[str, Any]) -> Any:
 
 
 STAMPER = StepAgent(_stamper, name="stamper", tools=[stamp, unstamp])
+AGENTS = {"stamper": STAMPER}
 
 
-def test_a_fork_awaits_an_async_undo_on_its_copy(tmp_path: Path,
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("tether.provenance.fork.load_agent", lambda ref, reg=None: STAMPER)
-    monkeypatch.setattr("tether.provenance.rollback.load_agent", lambda ref, reg=None: STAMPER)
+def test_a_fork_awaits_an_async_undo_on_its_copy(tmp_path: Path) -> None:
     store = SQLiteStore(tmp_path / "f.db")
     try:
         ws = tmp_path / "ws"
         run = start_run(store, STAMPER, agent_ref="stamper", goal="g", workspace=ws)
-        asyncio.run(Worker(store, agents={"stamper": STAMPER}).run(until_idle=True))
+        asyncio.run(Worker(store, agents=AGENTS).run(until_idle=True))
         assert sorted(p.name for p in ws.iterdir()) == [f"stamp-{n}.txt" for n in (1, 2, 3)]
         with warnings.catch_warnings(record=True) as seen:
             warnings.simplefilter("always")
-            child = fork(store, run, 1, who="human:ops")
+            child = Tether(store, agents=AGENTS, who="human:ops").fork(run, 1).id
             gc.collect()  # a dropped coroutine warns when it is collected
         assert not [w for w in seen if "never awaited" in str(w.message)], seen
         row = store.get_run(child)
@@ -76,31 +74,29 @@ def test_a_fork_awaits_an_async_undo_on_its_copy(tmp_path: Path,
         assert sorted(p.name for p in ws.iterdir()) == [f"stamp-{n}.txt" for n in (1, 2, 3)]
         undone = row.spec["forked_from"]["workspace_undone"]
         assert len(undone) == 2
-        assert ops.run_state(store, child)[2]["n"] == 1
+        assert run_state(store, child)[2]["n"] == 1
     finally:
         store.close()
 
 
-def test_a_failing_undo_stops_the_fork_cleanly_and_it_can_be_tried_again(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("tether.provenance.fork.load_agent", lambda ref, reg=None: STAMPER)
-    monkeypatch.setattr("tether.provenance.rollback.load_agent", lambda ref, reg=None: STAMPER)
+def test_a_failing_undo_stops_the_fork_cleanly_and_it_can_be_tried_again(tmp_path: Path) -> None:
     store = SQLiteStore(tmp_path / "f.db")
     try:
         ws = tmp_path / "ws"
         run = start_run(store, STAMPER, agent_ref="stamper", goal="g", workspace=ws)
-        asyncio.run(Worker(store, agents={"stamper": STAMPER}).run(until_idle=True))
+        asyncio.run(Worker(store, agents=AGENTS).run(until_idle=True))
         runs = len(store.list_runs())
         BROKEN.add("stamp-2.txt")
         try:
             with pytest.raises(UsageError, match=r"undo of effect \w+ \(stamp\) with unstamp "
                                r"failed: ConnectionError: the stamp service is down"):
-                fork(store, run, 1, who="human:ops")
+                Tether(store, agents=AGENTS, who="human:ops").fork(run, 1)
         finally:
             BROKEN.clear()
         assert [p.name for p in tmp_path.iterdir() if p.is_dir()] == ["ws"]  # no half copy
         assert len(store.list_runs()) == runs  # and no child
-        child = fork(store, run, 1, who="human:ops")  # the cause fixed, it simply works
+        # The cause fixed, it simply works.
+        child = Tether(store, agents=AGENTS, who="human:ops").fork(run, 1).id
         row = store.get_run(child)
         assert row is not None
         assert sorted(p.name for p in Path(row.spec["workspace"]).iterdir()) == ["stamp-1.txt"]

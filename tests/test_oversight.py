@@ -11,13 +11,25 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from tether import Agent, Done, FixedClock, StepAgent, Worker, approvals, ops, start_run, tool, verify_store
+from tether import (
+    Agent,
+    Done,
+    FixedClock,
+    StepAgent,
+    Tether,
+    Worker,
+    approvals,
+    start_run,
+    tool,
+    verify_store,
+)
 from tether.cli.app import app
 from tether.core.policy import Policy, builtin_policy, rules_from_python
 from tether.errors import NotFound, ToolDenied, ToolFailed, UsageError
 from tether.models.base import ModelResponse, ToolCall
 from tether.models.scripted import ScriptedModel
 from tether.policies import apply_policy
+from tether.runtime.operator import actor, run_state, send_command
 from tether.store.sqlite import SQLiteStore
 from tether.testing import allow_tools
 
@@ -127,19 +139,18 @@ def test_deny_tells_the_agent_and_the_loop_goes_on(store: SQLiteStore) -> None:
         next(e for e in store.events(run) if e.kind == "run.done").payload["result"])
 
 
-def test_edited_arguments_are_checked_and_used(store: SQLiteStore, monkeypatch: pytest.MonkeyPatch
-                                               ) -> None:
-    monkeypatch.setattr("tether.runtime.runs.load_agent", lambda ref, reg=None: PAY)
+def test_edited_arguments_are_checked_and_used(store: SQLiteStore) -> None:
+    # The run's agent is found in the registry given (not importable as "payer").
     policy = rules_from_python([])
     start_run(store, PAY, agent_ref="payer", goal="pay")
     drive(store, policy)
     (req,) = store.approvals(status="pending")
     with pytest.raises(UsageError, match="amount"):
         approvals.decide(store, req.id, approve=True, who="human:ada",
-                         arguments={"to": "bob", "amount": "lots"})
+                         arguments={"to": "bob", "amount": "lots"}, agents={"payer": PAY})
     assert store.approval(req.id).status == "pending"  # type: ignore[union-attr]
-    approvals.decide(store, req.id, approve=True, who="human:ada",
-                     arguments={"to": "carol", "amount": 3})
+    Tether(store, agents={"payer": PAY}, who="human:ada").approve(
+        req.id, arguments={"to": "carol", "amount": 3})
     drive(store, policy)
     assert SENT == [{"to": "carol", "amount": 3}]
 
@@ -231,8 +242,7 @@ def test_the_built_in_agent_is_told_of_a_denial(store: SQLiteStore) -> None:
     run = start_run(store, agent, agent_ref="teller", goal="pay x")
     asyncio.run(Worker(store, agents={"teller": agent}, policy=applied(store, policy)).run(until_idle=True))
     row = store.get_run(run)
-    from tether import ops
-    _, _, state = ops.run_state(store, run)
+    _, _, state = run_state(store, run)
     tool_msg = next(m for m in state["messages"] if m["role"] == "tool")
     assert row is not None and row.status == "done" and SENT == []
     assert "denied by policy rule 'never': no payments" in tool_msg["content"]
@@ -279,11 +289,10 @@ def test_pause_points_every_n_steps_and_before_irreversible(store: SQLiteStore) 
     row = store.get_run(run)
     assert row is not None and row.status == "paused" and row.step == 3
     assert "review point" in row.reason
-    from tether import ops
-    ops.send_command(store, run, "resume", who="human:ada")
+    send_command(store, run, "resume", who="human:ada")
     asyncio.run(Worker(store, agents=agents).run(until_idle=True))
     assert store.get_run(run).step == 6  # type: ignore[union-attr]
-    ops.send_command(store, run, "resume", who="human:ada")
+    send_command(store, run, "resume", who="human:ada")
     asyncio.run(Worker(store, agents=agents).run(until_idle=True))
     assert store.get_run(run).status == "done"  # type: ignore[union-attr]
     reviews = [e for e in store.events(run) if e.kind == "run.paused"]
@@ -349,13 +358,12 @@ def test_a_budget_rule_on_model_calls_pauses_the_run(store: SQLiteStore) -> None
 
 
 def test_acting_as_someone_else_can_be_forbidden(monkeypatch: pytest.MonkeyPatch) -> None:
-    from tether import ops
     monkeypatch.delenv("TETHER_USER", raising=False)
-    assert ops.actor("alice") == "human:alice"
+    assert actor("alice") == "human:alice"
     monkeypatch.setenv("TETHER_ALLOW_AS", "0")
     with pytest.raises(UsageError, match="TETHER_ALLOW_AS=0"):
-        ops.actor("alice")
-    assert ops.actor().startswith("human:")
+        actor("alice")
+    assert actor().startswith("human:")
 
 
 def test_swarm_pause_points_apply_to_its_runs(tmp_path: Path) -> None:
@@ -430,11 +438,10 @@ def test_a_decision_is_made_once_even_when_two_race(store: SQLiteStore,
 
 
 def test_stop_cancels_pending_approvals(store: SQLiteStore) -> None:
-    from tether import ops
     run = start_run(store, PAY, agent_ref="payer", goal="pay")
     drive(store, rules_from_python([]))
     (req,) = store.approvals(status="pending")
-    ops.send_command(store, run, "stop", who="human:ada")
+    send_command(store, run, "stop", who="human:ada")
     assert store.approval(req.id).status == "cancelled"  # type: ignore[union-attr]
     with pytest.raises(UsageError, match="cancelled"):
         approvals.decide(store, req.id, approve=True, who="human:ada")
@@ -452,20 +459,19 @@ async def _v2(ctx: Any, state: dict[str, Any]) -> Any:
 
 def test_resuming_under_a_changed_definition_is_refused_until_accepted(
         store: SQLiteStore) -> None:
-    from tether import ops
     v1 = StepAgent(_v1, name="changer", tools=[send])
     allow_tools(store, "send")  # this test is about definitions, not approvals
     run = start_run(store, v1, agent_ref="changer", goal="pay")
-    ops.send_command(store, run, "pause", who="human:ada")
+    send_command(store, run, "pause", who="human:ada")
     v2 = StepAgent(_v2, name="changer", tools=[send])
-    ops.send_command(store, run, "resume", who="human:ada")
+    send_command(store, run, "resume", who="human:ada")
     asyncio.run(Worker(store, agents={"changer": v2}).run(until_idle=True))
     row = store.get_run(run)
     assert row is not None and row.status == "paused" and "--accept-change" in row.reason
     assert SENT == []
     ev = next(e for e in store.events(run) if e.kind == "definition.changed")
     assert ev.payload["rule"] == "refuse" and ev.payload["decision"] == "refused"
-    ops.send_command(store, run, "resume", {"accept_change": True}, who="human:ada")
+    send_command(store, run, "resume", {"accept_change": True}, who="human:ada")
     asyncio.run(Worker(store, agents={"changer": v2}).run(until_idle=True))
     assert store.get_run(run).status == "done" and SENT == [{"to": "mallory", "amount": 1}]  # type: ignore[union-attr]
     decisions = [e.payload["decision"] for e in store.events(run)
@@ -487,7 +493,7 @@ def test_a_quarantined_run_cannot_have_its_pending_action_approved(store: SQLite
     assert store.approval(req.id).status == "pending"  # type: ignore[union-attr]
     # Resumed while still quarantined (an operator wants to look): it waits for the
     # decision again, and nothing is sent.
-    ops.send_command(store, run, "resume", who="human:ops")
+    send_command(store, run, "resume", who="human:ops")
     drive(store, policy)
     assert store.get_run(run).status == "awaiting_approval" and SENT == []  # type: ignore[union-attr]
     approvals.decide(store, req.id, approve=False, who="human:ada", note="quarantined")

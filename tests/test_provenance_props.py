@@ -37,9 +37,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.swarm_agents import Action, drive, text
-from tether import SQLiteStore, ops, verify_store
+from tether import SQLiteStore, verify_store
 from tether.provenance.cascade import cascade, cascade_plan
 from tether.provenance.impact import impact
+from tether.runtime.operator import run_state, send_command
 
 FILES = ("a.txt", "b.txt", "c.txt")
 KEYS = ("k1", "k2")
@@ -249,10 +250,10 @@ def _check(store: SQLiteStore, ws: Path, ids: dict[str, str], names: dict[str, s
         if name in exp.first:
             assert (row.epoch, row.step, row.status) == (1, exp.first[name] - 1, "paused")
             assert "rolling_back" not in row.spec
-            assert ops.run_state(store, rid)[2] == states[(name, exp.first[name] - 1)]
+            assert run_state(store, rid)[2] == states[(name, exp.first[name] - 1)]
         else:
             assert (row.epoch, row.step) == (0, exp.steps[name]), name
-            assert ops.run_state(store, rid)[2] == states[(name, exp.steps[name])]
+            assert run_state(store, rid)[2] == states[(name, exp.steps[name])]
 
     msgs = Counter((names[m.sender], m.step, m.status) for m in store.messages())
     assert msgs == exp.messages
@@ -348,7 +349,7 @@ def test_review_points_apply_again_after_a_rollback(tmp_path: Path) -> None:
         # Three steps, each followed by a review pause (every_steps=1).
         ids, _ = drive(store, ["A"], [("A", [("write", "a.txt")])] * 3, tmp_path / "ws")
         rollback(store, "A", 1, who="human:ops")
-        ops.send_command(store, "A", "resume", who="human:ops")
+        send_command(store, "A", "resume", who="human:ops")
         asyncio.run(Worker(store, agents={REF: swarmer}, only={ids["A"]},
                            poll_interval=0.005).run(until_idle=True))
         row = store.get_run(ids["A"])

@@ -9,10 +9,11 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from tether import Done, StepAgent, Worker, ops, start_run, tool, verify_store
+from tether import Done, StepAgent, Tether, Worker, start_run, tool, verify_store
 from tether.cli.app import app
 from tether.errors import UsageError
 from tether.provenance import rollback as rb
+from tether.runtime.operator import run_state, send_command
 from tether.store.sqlite import SQLiteStore
 from tether.testing import allow_tools
 from tether.tools.files import fs_append, fs_mkdir, fs_write
@@ -64,9 +65,9 @@ def test_rollback_restores_files_and_state_then_the_run_goes_on(store: SQLiteSto
     run = start(store, ws)
     drive(store)  # pauses after step 2 (pause point)
     at_two = snapshot(ws)
-    _, _, state_two = ops.run_state(store, run, 2)
+    _, _, state_two = run_state(store, run, 2)
     for _ in range(2):
-        ops.send_command(store, run, "resume", who="human:t")
+        send_command(store, run, "resume", who="human:t")
         drive(store)
     assert store.get_run(run).status == "done"  # type: ignore[union-attr]
     assert snapshot(ws) != at_two
@@ -78,7 +79,7 @@ def test_rollback_restores_files_and_state_then_the_run_goes_on(store: SQLiteSto
     assert snapshot(ws) == at_two
     row = store.get_run(run)
     assert row is not None and (row.epoch, row.step, row.status) == (1, 2, "paused")
-    assert ops.run_state(store, run)[2] == state_two
+    assert run_state(store, run)[2] == state_two
     kinds = [e.kind for e in store.events(run)]
     assert kinds.count("effect.undone") == 6 and kinds.count("rollback") == 1
     assert {e.status for e in store.effects(run=run) if e.step > 2} == {"undone"}
@@ -88,9 +89,9 @@ def test_rollback_restores_files_and_state_then_the_run_goes_on(store: SQLiteSto
     assert snapshot(ws) == at_two and [e.kind for e in store.events(run)].count(
         "effect.undone") == 6
 
-    ops.send_command(store, run, "resume", who="human:t")
+    send_command(store, run, "resume", who="human:t")
     drive(store)
-    ops.send_command(store, run, "resume", who="human:t")
+    send_command(store, run, "resume", who="human:t")
     drive(store)
     row = store.get_run(run)
     assert row is not None and row.status == "done" and row.epoch == 1
@@ -106,7 +107,7 @@ def test_irreversible_effects_and_foreign_changes_need_consent(store: SQLiteStor
     run = start(store, ws, loud=True)
     for _ in range(3):
         drive(store)
-        ops.send_command(store, run, "resume", who="human:t")
+        send_command(store, run, "resume", who="human:t")
     drive(store)
     assert OUTBOX == ["step 4 reached"]
     with pytest.raises(UsageError, match="accept-irreversible"):
@@ -175,7 +176,7 @@ def test_kill_9_during_a_rollback_then_resume_it(tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
     assert store.get_run(run).epoch == 0  # type: ignore[union-attr]  # not finished
-    res = ops.send_command(store, run, "resume", who="human:ops")
+    res = send_command(store, run, "resume", who="human:ops")
     assert res.outcome.startswith("ignored: a rollback to step 0 is unfinished")
     # Run again at once: the dead process's lease is taken over, the rollback resumes.
     rb.rollback(store, run, 0, who="human:ops", tools={"slow_undo": sample_agents.slow_undo,
@@ -189,26 +190,23 @@ def test_kill_9_during_a_rollback_then_resume_it(tmp_path: Path) -> None:
     store.close()
 
 
-def test_fork_at_a_step_with_edited_state_in_a_rewound_copy(store: SQLiteStore, tmp_path: Path,
-                                                             monkeypatch: pytest.MonkeyPatch
-                                                             ) -> None:
-    from tether.provenance.fork import fork
-    monkeypatch.setattr("tether.provenance.fork.load_agent", lambda ref, reg=None: WRITER)
+def test_fork_at_a_step_with_edited_state_in_a_rewound_copy(store: SQLiteStore,
+                                                             tmp_path: Path) -> None:
     ws = tmp_path / "ws"
     run = start(store, ws)
     drive(store)
     at_two = snapshot(ws)
     for _ in range(2):
-        ops.send_command(store, run, "resume", who="human:t")
+        send_command(store, run, "resume", who="human:t")
         drive(store)
     parent_files = snapshot(ws)
-    child = fork(store, run, 2, edits={"hint": "be brief"}, who="human:ops")
+    child = Tether(store, agents=AGENTS, who="human:ops").fork(run, 2, edits={"hint": "be brief"}).id
     row = store.get_run(child)
     assert row is not None and row.parent == run
     assert row.spec["forked_from"]["step"] == 2 and row.spec["forked_from"]["epoch"] == 0
     child_ws = Path(row.spec["workspace"])
     assert child_ws != ws and snapshot(child_ws) == at_two
-    _, _, state = ops.run_state(store, child)
+    _, _, state = run_state(store, child)
     assert state["n"] == 2 and state["hint"] == "be brief"
     asyncio.run(Worker(store, agents=AGENTS).run(until_idle=True))
     assert snapshot(ws) == parent_files  # the parent's workspace is untouched
@@ -292,7 +290,7 @@ def test_history_after_rolling_back_past_an_earlier_rollback(tmp_path: Path) -> 
     drive = lambda: asyncio.run(Worker(store, agents={"writer": agent}).run(until_idle=True))  # noqa: E731
     drive()
     rb.rollback(store, run, 4, who="human:ops")
-    ops.send_command(store, run, "resume", who="human:ops")
+    send_command(store, run, "resume", who="human:ops")
     drive()
     rb.rollback(store, run, 2, who="human:ops")
     row = store.get_run(run)
@@ -300,7 +298,7 @@ def test_history_after_rolling_back_past_an_earlier_rollback(tmp_path: Path) -> 
     segs = [(s.epoch, s.start, s.end) for s in lineage(store, row)]
     assert segs == [(0, 0, 2), (2, 2, None)]
     assert ran_in(lineage(store, row), 2) == 0 and ran_in(lineage(store, row), 3) == 2
-    ops.send_command(store, run, "resume", who="human:ops")
+    send_command(store, run, "resume", who="human:ops")
     drive()
     row = store.get_run(run)
     assert row is not None

@@ -36,6 +36,7 @@ from tether import (
     verify_store,
 )
 from tether.core.events import Event
+from tether.runtime.operator import run_state, send_command
 from tether.store.records import Transition, Write
 from tether.store.sqlite import SQLiteStore
 from tether.testing import allow_tools
@@ -299,8 +300,7 @@ def test_an_unknown_recipient_fails_the_run_naming_it(env: Env) -> None:
     assert events(env, s, "message.sent") == [] and env.store.messages() == []
     # Start the recipient, resume: the re-run step looks again and finds it.
     n = start(env, sink, name="nobody", state=sink_state())
-    from tether import ops
-    ops.send_command(env.store, s, "resume", who="human:ops")
+    send_command(env.store, s, "resume", who="human:ops")
     drive(env, clock=None)
     assert [m.recipient for m in env.store.messages()] == [n]
     assert run_row(env, s).status == "done"
@@ -360,14 +360,13 @@ def test_a_waiting_run_with_a_deadline_wakes_on_time_too(env: Env) -> None:
 @pytest.mark.parametrize("deadline_passes", [False, True])
 def test_a_waiting_run_paused_and_resumed_waits_for_its_inbox_again(
         env: Env, deadline_passes: bool) -> None:
-    from tether import ops
     clock = FixedClock(T0)
     w = start(env, sink, name="patient", state=sink_state(patience=60), clock=clock)
     drive(env, clock=clock)
     assert run_row(env, w).status == "waiting"
-    ops.send_command(env.store, w, "pause", who="human:ops")
+    send_command(env.store, w, "pause", who="human:ops")
     clock.set(T0 + (120 if deadline_passes else 30))
-    ops.send_command(env.store, w, "resume", who="human:ops")
+    send_command(env.store, w, "resume", who="human:ops")
     row = run_row(env, w)
     # Not "sleeping" (a message would not wake it) and not "running" (it would poll).
     assert (row.status, row.wake_at) == ("waiting", T0 + 60)
@@ -743,7 +742,7 @@ async def _file_reader(ctx: Any, state: dict[str, Any]) -> Any:
 
 
 def test_a_reader_of_a_file_a_quarantined_run_wrote_is_told(tmp_path: Path) -> None:
-    from tether import StepAgent, ops
+    from tether import StepAgent
     from tether.provenance.quarantine import quarantine
     agents = {"w": StepAgent(_file_writer, name="w", tools=[fs_write]),
               "r": StepAgent(_file_reader, name="r", tools=[fs_read])}
@@ -754,12 +753,12 @@ def test_a_reader_of_a_file_a_quarantined_run_wrote_is_told(tmp_path: Path) -> N
     quarantine(store, w, reason="bad numbers", who="human:ops")
     r = start_run(store, agents["r"], agent_ref="r", goal="g", name="r", workspace=ws)
     asyncio.run(Worker(store, agents=agents).run(until_idle=True))
-    st = ops.run_state(store, r)[2]
+    st = run_state(store, r)[2]
     assert st["text"] == "numbers\n" and st["suspect"] == ["report.txt"]
     [read] = [e for e in store.events(r) if e.kind == "tool.called"]
     assert read.payload["suspect"] == ["report.txt"] and len(read.causes) == 1
     quarantine(store, w, release=True, who="human:ops")
     r2 = start_run(store, agents["r"], agent_ref="r", goal="g", name="r2", workspace=ws)
     asyncio.run(Worker(store, agents=agents).run(until_idle=True))
-    assert ops.run_state(store, r2)[2]["suspect"] == []
+    assert run_state(store, r2)[2]["suspect"] == []
     store.close()

@@ -11,6 +11,7 @@ from typing import Any
 from tether import Agent, ScriptedModel, Worker, start_run, verify_store
 from tether.models.base import ModelResponse, ToolCall
 from tether.provenance.impact import impact
+from tether.runtime.operator import run_state
 from tether.runtime.swarm_tools import SWARM_TOOL_NAMES
 from tether.store.sqlite import SQLiteStore
 
@@ -76,5 +77,4 @@ def _status(store: SQLiteStore, run: str) -> str:
 
 
 def _state(store: SQLiteStore, run: str) -> dict[str, Any]:
-    from tether import ops
-    return ops.run_state(store, run)[2]
+    return run_state(store, run)[2]

@@ -72,9 +72,11 @@ import pytest
 
 from tests import crashkit as ck
 from tests import swarm_soak_agents as sa
-from tether import ops, start_run, verify_store
+from tether import start_run, verify_store
+from tether.control import resolve_effect
 from tether.core.events import Event
 from tether.core.settings import STORE_CHAIN
+from tether.runtime.operator import run_state
 from tether.runtime.swarm import board_ns
 from tether.runtime.workspace import file_ns
 from tether.store.records import EffectRow, MessageRow, RunRow
@@ -271,7 +273,7 @@ def settle(store: SQLiteStore, side: Path, sw: Swarm) -> Counter[str]:
             else:
                 raise AssertionError(f"unexpected in-doubt effect {eff}")
             res = "done" if done else "retry"
-            ops.resolve_effect(store, eff.id, res, result=result if done else None,
+            resolve_effect(store, eff.id, res, result=result if done else None,
                                who="human:soak")
             how[f"{eff.tool}:{res}"] += 1
     return how
@@ -578,7 +580,7 @@ def _check_board(store: SQLiteStore, evs: dict[str, list[Event]],
 def _check_states(store: SQLiteStore, sw: Swarm, evs: dict[str, list[Event]],
                   received: dict[str, list[Event]]) -> None:
     for name, rid in sw.ids.items():
-        state = ops.run_state(store, rid)[2]
+        state = run_state(store, rid)[2]
         if name in sw.plans:
             mine = [e.id for e in evs[rid] if e.kind == "message.sent"]
             need(state["sent"] == mine, f"{name}: state sent {len(state['sent'])}, chain "

@@ -36,6 +36,7 @@ from tether.errors import (
     UsageError,
 )
 from tether.models import Message, Model, ModelResponse, ScriptedModel, ToolCall, ToolSpec, Usage
+from tether.ops import RunState, StepCheckpoint, Tether
 from tether.policies import apply_policy
 from tether.runtime.agent import Agent, AgentLike, StepAgent, step_agent
 from tether.runtime.context import StepContext, SyncStepContext
@@ -83,12 +84,14 @@ __all__ = [
     "Policy",
     "PolicyError",
     "PriceTable",
+    "RunState",
     "SQLiteStore",
     "SchemaTooNew",
     "ScriptedModel",
     "Signal",
     "SleepUntil",
     "StepAgent",
+    "StepCheckpoint",
     "StepContext",
     "StopRequested",
     "StorageError",
@@ -99,6 +102,7 @@ __all__ = [
     "StoreLocked",
     "SyncStepContext",
     "SystemClock",
+    "Tether",
     "TetherError",
     "Tool",
     "ToolCall",

@@ -9,15 +9,18 @@ recorded once: approving twice, or after expiry, is refused.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from tether.core.canonical import json_safe
 from tether.errors import NotFound, UsageError
-from tether.ops import actor
+from tether.runtime.agent import AgentLike
 from tether.runtime.decisions import expire_due
 from tether.runtime.decisions import record as _record
 from tether.runtime.decisions import when as _when
 from tether.runtime.holding import must_get
+from tether.runtime.operator import actor
+from tether.runtime.runs import load_agent
 from tether.store.protocol import Store
 from tether.store.records import ApprovalRow
 from tether.system_clock import SYSTEM_CLOCK
@@ -38,7 +41,8 @@ def find_approval(store: Store, ref: str) -> ApprovalRow:
 
 def decide(store: Store, ref: str, *, approve: bool, who: str | None = None,
            note: str | None = None, arguments: dict[str, Any] | None = None,
-           always: bool = False, now: float | None = None) -> ApprovalRow:
+           always: bool = False, now: float | None = None,
+           agents: Mapping[str, AgentLike] | None = None) -> ApprovalRow:
     """Approve (optionally with edited arguments, or always for this run) or deny a request.
 
     Raises:
@@ -61,7 +65,7 @@ def decide(store: Store, ref: str, *, approve: bool, who: str | None = None,
         raise UsageError("edited arguments and --always go with approve, not deny")
     _check_decider(row, by)
     if arguments is not None:
-        arguments = _validate(store, row, arguments)
+        arguments = _validate(store, row, arguments, agents)
     return _record(store, row, "approved" if approve else "denied", by, note, arguments,
                    always and approve, t)
 
@@ -76,11 +80,11 @@ def _check_decider(row: ApprovalRow, by: str) -> None:
                          f"{row.rule!r} names {', '.join(row.approvers)}")
 
 
-def _validate(store: Store, row: ApprovalRow, arguments: dict[str, Any]) -> dict[str, Any]:
-    from tether.runtime.runs import load_agent
+def _validate(store: Store, row: ApprovalRow, arguments: dict[str, Any],
+              agents: Mapping[str, AgentLike] | None) -> dict[str, Any]:
     run = must_get(store, row.run)
     try:
-        agent = load_agent(run.agent)
+        agent = load_agent(run.agent, agents)
     except UsageError as exc:
         raise UsageError(f"cannot check the edited arguments: {exc}") from None
     tool = next((t for t in agent.tools if t.name == row.tool), None)

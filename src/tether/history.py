@@ -51,6 +51,32 @@ def lineage(store: Store, row: RunRow) -> list[Segment]:
     return out
 
 
+@dataclass(frozen=True, slots=True)
+class StepCheckpoint:
+    """One stored checkpoint of a run (``tether checkpoints RUN``)."""
+
+    epoch: int
+    step: int
+    kind: str
+    """``key`` (a keyframe) or ``delta`` (against the step before)."""
+    size: int
+    """Bytes stored for it (a keyframe's shared chunks not counted)."""
+    current: bool
+    """Part of the run's current history; False: on a branch a rollback abandoned."""
+
+    def to_json(self) -> dict[str, object]:
+        return {"epoch": self.epoch, "step": self.step, "kind": self.kind, "bytes": self.size,
+                "current": self.current}
+
+
+def checkpoints(store: Store, row: RunRow) -> list[StepCheckpoint]:
+    """Every checkpoint of the run, by epoch then step."""
+    segments = lineage(store, row)
+    return [StepCheckpoint(e, step, kind, size, epoch_of(segments, step) == e)
+            for e in range(row.epoch + 1)
+            for step, kind, size in sorted(store.checkpoint_steps(row.id, e))]
+
+
 def epoch_of(segments: list[Segment], step: int) -> int | None:
     """The epoch whose checkpoint of ``step`` is in the run's current history."""
     for seg in reversed(segments):

@@ -1,254 +1,238 @@
-"""Operations shared by every operator surface (CLI now, web and API later).
+"""The operators' API: one façade over every operation, for every surface.
 
-Each function takes a store and plain arguments, does one thing an operator
-asks for, and raises a :class:`~tether.errors.TetherError` whose message says
-what to do when it cannot.
+The CLI, the web UI and Python callers all go through :class:`Tether`: it reads
+runs (their state at any step, checkpoints, events, what a step reached) and
+changes them (pause, resume, stop, approve, deny, resolve, rollback, cascade,
+fork, quarantine, budgets). Each method does one thing an operator asks for and
+raises a :class:`~tether.errors.TetherError` whose message names the run, step or
+event and says what to do when it cannot.
+
+Example:
+    >>> from tether import Tether, open_store
+    >>> ops = Tether(open_store("tether.db"), who="human:ada")  # doctest: +SKIP
+    >>> ops.pause("nightly-triage")  # doctest: +SKIP
+    >>> ops.state("nightly-triage", step=3).state  # doctest: +SKIP
+
+Every change is journaled in the run's own chain with who asked (``who``, else
+``$TETHER_USER``, else the OS user). A run a worker owns gets a command that
+worker applies at its next safe point; a run nobody owns is changed here, under
+its lease.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import getpass
-import os
-import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from tether.core.checkpoint import chain_label, restore
-from tether.errors import NotFound, UsageError
-from tether.history import epoch_of, lineage
-from tether.runtime import commands as cmds
-from tether.runtime.holding import holding, must_get
+from tether import approvals as ap
+from tether import control
+from tether.core.events import Event
+from tether.history import StepCheckpoint, checkpoints
+from tether.provenance import cascade as cs
+from tether.provenance import fork as fk
+from tether.provenance import impact as im
+from tether.provenance import plan as pl
+from tether.provenance import quarantine as qu
+from tether.provenance import rollback as rb
+from tether.runtime.agent import AgentLike
+from tether.runtime.operator import CommandResult, actor, find_effect, find_run, run_state, send_command
 from tether.store.protocol import Store
-from tether.store.records import EffectRow, RunRow
-from tether.system_clock import SYSTEM_CLOCK
+from tether.store.records import ApprovalRow, EffectRow, RunRow
+from tether.tools.base import Tool
 
-RESOLUTIONS = ("done", "not_done", "retry")
-
-
-def actor(as_name: str | None = None) -> str:
-    """Who is asking: ``--as NAME``, else ``$TETHER_USER``, else the OS user.
-
-    Where names must not be chosen freely (an approval trail that matters), set
-    ``TETHER_ALLOW_AS=0``: then only the OS user is recorded and ``--as`` is refused.
-    """
-    claimed = as_name or os.environ.get("TETHER_USER")
-    if claimed and not claimed.isprintable():  # control characters, bytes that are not UTF-8
-        raise UsageError(f"{'--as' if as_name else 'TETHER_USER'} {claimed[:40]!r} cannot be "
-                         "recorded as a name; give printable UTF-8 text, e.g. --as alice")
-    if claimed and os.environ.get("TETHER_ALLOW_AS", "1") == "0":
-        raise UsageError(f"acting as {claimed!r} is not allowed here (TETHER_ALLOW_AS=0); "
-                         f"commands are recorded as the OS user {_os_user()!r}")
-    return f"human:{claimed or _os_user()}"
-
-
-def _os_user() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return f"uid{os.getuid()}"
-
-
-def find_run(store: Store, ref: str) -> RunRow:
-    """A run by id, name, unique id prefix, or the name of its agent when one run has it.
-
-    Raises:
-        NotFound: nothing matches.
-        UsageError: several runs match; the message lists them (name, id, status).
-    """
-    row = store.get_run(ref)
-    if row is not None:
-        return row
-    hits = store.find_runs(ref)
-    if len(hits) == 1:
-        return must_get(store, hits[0])
-    if hits:
-        rows = [r for r in (store.get_run(h) for h in hits) if r is not None]
-        raise UsageError(f"{ref!r} matches {len(hits)} runs: {_candidates(rows)}; give more "
-                         "of the id")
-    by_agent = [r for r in store.list_runs() if ref in (r.agent, r.agent.rsplit(":", 1)[-1],
-                                                        r.spec.get("agent_name"))]
-    if len(by_agent) == 1:
-        return by_agent[0]
-    if by_agent:
-        raise UsageError(f"{ref!r} is the agent of {len(by_agent)} runs: "
-                         f"{_candidates(by_agent)}; name one by its name or id")
-    raise NotFound(f"no run {ref!r} in {store.url}; list runs with `tether runs`")
-
-
-def _candidates(rows: list[RunRow], most: int = 8) -> str:
-    """Runs as ``name (id, status)``, newest first, the first ``most`` of them."""
-    rows = sorted(rows, key=lambda r: (r.created, r.id), reverse=True)
-    shown = ", ".join(f"{r.name} ({r.id}, {r.status})" for r in rows[:most])
-    return shown + (f" and {len(rows) - most} more" if len(rows) > most else "")
-
-
-def find_effect(store: Store, ref: str) -> EffectRow:
-    """An effect by its id (the id of its ``effect.intent`` event)."""
-    eff = store.effect(ref) or store.effect(ref.upper())
-    if eff is None:
-        raise NotFound(f"no effect {ref!r} in {store.url}; in-doubt effects are listed by "
-                       "`tether show RUN`")
-    return eff
+__all__ = ["CommandResult", "RunState", "StepCheckpoint", "Tether"]
 
 
 @dataclass(frozen=True, slots=True)
-class CommandResult:
-    """What became of an operator's command."""
+class RunState:
+    """A run's state after one of its steps, restored from its checkpoints."""
 
-    command: int
-    run: str
-    applied: bool
-    by: str
-    """``cli`` (applied here), ``worker`` (applied by the run's owner) or ``pending``."""
-    outcome: str = ""
-    """``applied``, or why the command changed nothing (``ignored: the run is done``)."""
+    run: RunRow
+    step: int
+    """The step whose state this is (0: the start state)."""
+    state: dict[str, Any]
 
 
-def apply_pending_offline(store: Store, run: str) -> list[int] | None:
-    """If no worker owns ``run``, take its lease and apply its pending commands here.
+class Tether:
+    """An operator's hands on one store.
 
-    Returns the ids of the commands applied, or None when a worker owns the run.
+    Args:
+        store: the store to operate on (:func:`tether.open_store`).
+        agents: agents by the name runs were started with (``agent_ref``), as a
+            :class:`~tether.Worker` takes them: used where an operation needs a run's
+            agent (its undo tools in a rollback, its tools' schemas for edited approval
+            arguments, the agent of a fork). A name not in it is imported as
+            ``module:attr``.
+        who: who is acting, e.g. ``human:ada`` (default ``$TETHER_USER``, else the OS
+            user; see :func:`tether.runtime.operator.actor`).
     """
-    with holding(store, run) as j:
-        if j is None:
-            return None
-        pending = store.pending_commands([run])
-        for c in pending:
-            cmds.apply(j, c)
-        j.flush_sync()
-    return [c.id for c in pending]
 
+    def __init__(self, store: Store, *, agents: Mapping[str, AgentLike] | None = None,
+                 who: str | None = None) -> None:
+        self.store = store
+        self.agents: dict[str, AgentLike] = dict(agents or {})
+        self._who = who
 
-def send_command(store: Store, run_ref: str, kind: str, args: dict[str, Any] | None = None, *,
-                 who: str | None = None, wait: float = 5.0) -> CommandResult:
-    """Queue a command; apply it here if no worker owns the run, else wait for the owner."""
-    if kind not in cmds.KINDS:
-        raise UsageError(f"unknown command {kind!r}; one of {', '.join(cmds.KINDS)}")
-    row = find_run(store, run_ref)
-    cid = store.add_command(row.id, kind, args or {}, who or actor(), SYSTEM_CLOCK.now())
-    deadline = SYSTEM_CLOCK.monotonic() + wait
-    while True:
-        applied = apply_pending_offline(store, row.id)
-        if applied is not None and cid in applied:
-            return CommandResult(cid, row.id, True, "cli", _outcome(store, row.id, cid))
-        if all(c.id != cid for c in store.pending_commands([row.id])):
-            return CommandResult(cid, row.id, True, "worker", _outcome(store, row.id, cid))
-        if SYSTEM_CLOCK.monotonic() >= deadline:
-            return CommandResult(cid, row.id, False, "pending")
-        time.sleep(0.02)
+    @property
+    def who(self) -> str:
+        """Who the journal records as acting (read when first needed, so a bad
+        ``$TETHER_USER`` is reported by the command that would use it)."""
+        if self._who is None:
+            self._who = actor()
+        return self._who
 
+    # -- reads ---------------------------------------------------------------------------
 
-def _outcome(store: Store, run: str, cid: int) -> str:
-    """What the run's owner journaled for command ``cid`` (searched from the end)."""
-    head = must_get(store, run).seq
-    after = max(0, head - 64)
-    while True:
-        for e in reversed(store.events(run, after_seq=after)):
-            if e.kind == "command" and e.payload.get("command") == cid:
-                return str(e.payload.get("outcome", "applied"))
-        if after == 0:
-            return "applied"
-        after = max(0, after - 1024)
+    def run(self, ref: str) -> RunRow:
+        """A run by id, name, unique id prefix, or the name of its agent when one run has it."""
+        return find_run(self.store, ref)
 
+    def runs(self, *, status: str | None = None, swarm: str | None = None) -> list[RunRow]:
+        """Runs, newest first, optionally only those in ``status`` or of ``swarm``."""
+        return self.store.list_runs(status=status, swarm=swarm)
 
-def resolve_effect(store: Store, effect_ref: str, resolution: str, *, result: Any = None,
-                   who: str | None = None) -> EffectRow:
-    """Settle an in-doubt effect: it happened (``done``), it did not and must not be
-    retried (``not_done``), or run it again once (``retry``)."""
-    if resolution not in RESOLUTIONS:
-        raise UsageError(f"resolution must be one of {', '.join(RESOLUTIONS)}")
-    eff = find_effect(store, effect_ref)
-    if eff.status != "in_doubt":
-        raise UsageError(f"effect {eff.id} ({eff.tool}, run {eff.run} step {eff.step}) is "
-                         f"{eff.status}, not in doubt; only in-doubt effects can be resolved")
-    busy = (f"run {eff.run} is being driven by a worker right now; `tether pause {eff.run}` "
-            "first, then resolve")
-    with holding(store, eff.run, busy=busy) as j:
-        assert j is not None
-        row = j.row
-        by = who or actor()
-        payload: dict[str, Any] = {"i": eff.idx, "resolution": resolution, "result": result,
-                                   "by": by}
-        versions = []
-        if resolution == "done":
-            from tether.runtime.workspace import resolved_versions
-            versions = resolved_versions(store, row, eff, SYSTEM_CLOCK.now())
-            # Journaled, so the audit can hold the version rows to them (the seal keeps
-            # them through an erasure of this payload).
-            payload["files"] = {v.key: v.hash for v in versions}
-        ev = j.append("effect.resolved", payload, step=eff.step, actor=by, causes=(eff.id,))
-        new = dataclasses.replace(eff, status=f"resolved_{resolution}", updated=SYSTEM_CLOCK.now(),
-                                  result=result if resolution == "done" else eff.result)
-        j.effect(new)
-        for v in versions:
-            j.version(v)
-        left = [e for e in store.effects(run=eff.run, status="in_doubt") if e.id != eff.id]
-        if not left and row.status == "paused":
-            j.append("run.resumed", {"by": by, "from": "paused",
-                                     "why": "every in-doubt effect was resolved"}, actor=by,
-                     causes=(ev.id,))
-        j.flush_sync()
-        return new
+    def events(self, ref: str, *, after: int = 0, kind: str | None = None,
+               limit: int | None = None) -> list[Event]:
+        """The run's journal events in order: after seq ``after``, of ``kind``, at most
+        ``limit``."""
+        row = self.run(ref)
+        evs = self.store.events(row.id, after_seq=after, limit=None if kind else limit)
+        return [e for e in evs if kind is None or e.kind == kind][:limit]
 
+    def checkpoints(self, ref: str) -> list[StepCheckpoint]:
+        """Every checkpoint of the run, by epoch and step, each marked as part of its
+        current history or of a branch a rollback abandoned."""
+        return checkpoints(self.store, self.run(ref))
 
-def run_state(store: Store, run_ref: str, step: int | None = None) -> tuple[RunRow, int, dict[str, Any]]:
-    """The run's state after ``step`` (default: the last completed step), in its current
-    history (a step before the current epoch began is read from the epoch it was in)."""
-    row = find_run(store, run_ref)
-    k = row.step if step is None else step
-    if k < 0:
-        raise UsageError(f"step must be >= 0, got {k}")
-    if k > row.step:
-        raise UsageError(f"run {row.id} has completed {row.step} steps; step {k} is in the future")
-    epoch = row.epoch
-    chain = store.checkpoint_chain(row.id, epoch, k)
-    if chain is None:
-        found = epoch_of(lineage(store, row), k)
-        if found is not None:
-            epoch = found
-            chain = store.checkpoint_chain(row.id, epoch, k)
-    if chain is None:
-        raise NotFound(f"run {row.id} has no checkpoint at or before step {k} in its history "
-                       f"(epoch {row.epoch})")
-    return row, k, restore(chain.key_body, store.chunk, chain.deltas, prefetch=store.chunks,
-                           where=chain_label(row.id, epoch, k, chain.key_step))
+    def state(self, ref: str, step: int | None = None) -> RunState:
+        """The run's state after ``step`` (default: its last completed step), in its current
+        history (a step from before a rollback is read from the epoch it ran in)."""
+        row, k, st = run_state(self.store, ref, step)
+        return RunState(row, k, st)
 
+    def effect(self, ref: str) -> EffectRow:
+        """An effect by id (the id of its ``effect.intent`` event)."""
+        return find_effect(self.store, ref)
 
-def set_budget(store: Store, run_ref: str, changes: dict[str, float], unset: list[str],
-               *, who: str | None = None) -> CommandResult:
-    """Raise or lower a run's budget (journaled as a ``command`` and ``budget.changed``)."""
-    from tether.core import budget as budgets
-    budgets.validate(changes)
-    for k in unset:
-        budgets.parse_key(k)
-    return send_command(store, run_ref, "budget", {"set": changes, "unset": unset}, who=who)
+    def approvals(self, *, run: str | None = None, pending: bool = True) -> list[ApprovalRow]:
+        """Approval requests, oldest first (only pending ones unless ``pending=False``);
+        requests past their expiry are settled first."""
+        if not getattr(self.store, "readonly", False):  # a read-only copy: workers settle them
+            ap.expire_due(self.store)
+        run_id = self.run(run).id if run else None
+        return self.store.approvals(run=run_id, status="pending" if pending else None)
 
+    def impact(self, ref: str, *, epoch: int | None = None) -> im.Impact:
+        """Everything downstream of ``ref`` (an event id, or ``RUN@STEP``): the runs,
+        steps, messages, effects and files its work reached."""
+        return im.impact(self.store, ref, epoch=epoch)
 
-def set_swarm_budget(store: Store, swarm: str, changes: dict[str, float],
-                     unset: list[str]) -> dict[str, float]:
-    """Change the budget a swarm's runs share; workers read it when they take a run."""
-    from tether.core import budget as budgets
-    new = dict(store.swarm_budget(swarm))
-    new.update(budgets.validate(changes))
-    for k in unset:
-        budgets.parse_key(k)
-        new.pop(k, None)
-    store.set_swarm_budget(swarm, new, SYSTEM_CLOCK.now())
-    return new
+    def rollback_plan(self, ref: str, step: int) -> pl.RollbackPlan:
+        """What rolling the run back to ``step`` would do; changes nothing."""
+        return pl.plan(self.store, ref, step)
 
+    def cascade_plan(self, ref: str, step: int) -> cs.CascadePlan:
+        """What a cascade rollback from the run's ``step`` would do; changes nothing."""
+        return cs.cascade_plan(self.store, ref, step)
 
-def run_json(row: RunRow) -> dict[str, Any]:
-    """The public JSON form of a run (``tether runs --json``)."""
-    u = row.usage
-    return {
-        "id": row.id, "name": row.name, "agent": row.agent, "swarm": row.swarm,
-        "status": row.status, "step": row.step, "epoch": row.epoch, "goal": row.goal,
-        "tokens": int(u.get("input_tokens", 0) + u.get("output_tokens", 0)),
-        "input_tokens": int(u.get("input_tokens", 0)),
-        "output_tokens": int(u.get("output_tokens", 0)),
-        "cost_usd": round(u.get("cost_usd", 0.0), 6), "tool_calls": int(u.get("tool_calls", 0)),
-        "budget": row.budget, "wake_at": row.wake_at, "reason": row.reason,
-        "created": row.created, "updated": row.updated, "parent": row.parent,
-        "quarantined": bool(row.spec.get("quarantined")),
-    }
+    def fork_plan(self, ref: str, step: int) -> list[str]:
+        """What a fork at ``step`` would let the child repeat, in words; changes nothing."""
+        return fk.fork_plan(self.store, ref, step)
+
+    # -- commands --------------------------------------------------------------------------
+
+    def command(self, ref: str, kind: str, args: dict[str, Any] | None = None, *,
+                wait: float = 5.0) -> CommandResult:
+        """Send a command (``pause``, ``resume``, ``stop``, ``budget``): applied here when no
+        worker owns the run, else by its owner (waiting up to ``wait`` seconds to say so)."""
+        return send_command(self.store, ref, kind, args, who=self.who, wait=wait)
+
+    def pause(self, ref: str, *, wait: float = 5.0) -> CommandResult:
+        """Pause the run at its next safe point (an in-flight call finishes first)."""
+        return self.command(ref, "pause", wait=wait)
+
+    def resume(self, ref: str, *, accept_change: bool = False, wait: float = 5.0
+               ) -> CommandResult:
+        """Resume a paused or failed run (``accept_change``: although its agent's definition
+        changed since it last ran)."""
+        return self.command(ref, "resume", {"accept_change": True} if accept_change else None,
+                            wait=wait)
+
+    def stop(self, ref: str, *, wait: float = 5.0) -> CommandResult:
+        """Stop the run for good (an in-flight async call is cancelled)."""
+        return self.command(ref, "stop", wait=wait)
+
+    def set_budget(self, ref: str, changes: Mapping[str, float], unset: list[str] | None = None
+                   ) -> CommandResult:
+        """Raise or lower the run's budget caps (``unset``: remove caps)."""
+        return control.set_budget(self.store, ref, dict(changes), list(unset or []),
+                                  who=self.who)
+
+    def set_swarm_budget(self, swarm: str, changes: Mapping[str, float],
+                         unset: list[str] | None = None) -> dict[str, float]:
+        """Change the budget a swarm's runs share; returns the budget now."""
+        return control.set_swarm_budget(self.store, swarm, dict(changes), list(unset or []))
+
+    def approve(self, approval: str, *, note: str | None = None,
+                arguments: dict[str, Any] | None = None, always: bool = False) -> ApprovalRow:
+        """Approve a proposed action, optionally with edited ``arguments`` (checked against the
+        tool's schema) or ``always`` for this run from now on."""
+        return ap.decide(self.store, approval, approve=True, who=self.who, note=note,
+                         arguments=arguments, always=always, agents=self.agents)
+
+    def deny(self, approval: str, reason: str) -> ApprovalRow:
+        """Deny a proposed action; the agent's model is told ``reason``."""
+        return ap.decide(self.store, approval, approve=False, who=self.who, note=reason)
+
+    def resolve(self, effect: str, resolution: str, *, result: Any = None) -> EffectRow:
+        """Settle an in-doubt effect: ``done`` (it happened; ``result`` is what the agent
+        sees), ``not_done`` (it did not; not retried) or ``retry`` (run it again, once)."""
+        return control.resolve_effect(self.store, effect, resolution, result=result,
+                                      who=self.who)
+
+    def settle_undo(self, effect: str, *, happened: bool) -> EffectRow:
+        """Settle an undo an interrupted rollback started: it took effect or it did not."""
+        return rb.settle_undo(self.store, effect, happened=happened, who=self.who)
+
+    def rollback(self, ref: str, step: int, *, accept_irreversible: bool = False,
+                 force: bool = False, tools: Mapping[str, Tool] | None = None
+                 ) -> pl.RollbackPlan:
+        """Roll the run back to ``step``: undo its reversible effects after it (newest
+        first), retract or requeue its messages, revert its writes, restore that step's
+        state in a new epoch. Returns the plan carried out.
+
+        Args:
+            accept_irreversible: go past irreversible or in-doubt effects (they stay).
+            force: undo even where a file changed since the effect.
+            tools: undo tools by name, beside the agent's own and the built-in ones.
+        """
+        return rb.rollback(self.store, ref, step, accept_irreversible=accept_irreversible,
+                           force=force, who=self.who, tools=dict(tools or {}),
+                           agents=self.agents)
+
+    def cascade(self, ref: str, step: int, *, accept_irreversible: bool = False,
+                force: bool = False, tools: Mapping[str, Tool] | None = None
+                ) -> cs.CascadePlan:
+        """Roll the run back to ``step`` and every run its later work reached back to just
+        before its first affected step. Returns the plan carried out."""
+        return cs.cascade(self.store, ref, step, accept_irreversible=accept_irreversible,
+                          force=force, who=self.who, tools=dict(tools or {}),
+                          agents=self.agents)
+
+    def fork(self, ref: str, step: int, *, edits: Mapping[str, Any] | None = None,
+             shared_workspace: bool = False, name: str | None = None) -> RunRow:
+        """Start a new run from the run's state at ``step`` with ``edits`` applied, in a copy
+        of its workspace rewound to that step (unless ``shared_workspace``). Returns the new
+        run; a worker drives it."""
+        child = fk.fork(self.store, ref, step, edits=edits, shared_workspace=shared_workspace,
+                        name=name, who=self.who, agents=self.agents)
+        return self.run(child)
+
+    def quarantine(self, ref: str, *, reason: str = "") -> qu.QuarantineResult:
+        """Contain the run: pause it, hold its undelivered messages, mark its writes suspect."""
+        return qu.quarantine(self.store, ref, reason=reason, who=self.who)
+
+    def release(self, ref: str) -> qu.QuarantineResult:
+        """Lift a quarantine: deliver the held messages, clear the suspect marks."""
+        return qu.quarantine(self.store, ref, release=True, who=self.who)

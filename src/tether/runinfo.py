@@ -106,3 +106,18 @@ def run_info(store: Store, row: RunRow) -> RunInfo:
         e = _latest(store, row.id, e.seq - 1, _ERROR_KINDS)  # a pause that was no error
     return RunInfo(result=result, done=done, last_error=error, waiting_for=_waiting(store, row))
 
+
+def run_json(row: RunRow) -> dict[str, Any]:
+    """The public JSON form of a run (``tether runs --json``)."""
+    u = row.usage
+    return {
+        "id": row.id, "name": row.name, "agent": row.agent, "swarm": row.swarm,
+        "status": row.status, "step": row.step, "epoch": row.epoch, "goal": row.goal,
+        "tokens": int(u.get("input_tokens", 0) + u.get("output_tokens", 0)),
+        "input_tokens": int(u.get("input_tokens", 0)),
+        "output_tokens": int(u.get("output_tokens", 0)),
+        "cost_usd": round(u.get("cost_usd", 0.0), 6), "tool_calls": int(u.get("tool_calls", 0)),
+        "budget": row.budget, "wake_at": row.wake_at, "reason": row.reason,
+        "created": row.created, "updated": row.updated, "parent": row.parent,
+        "quarantined": bool(row.spec.get("quarantined")),
+    }

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from tether.cli import control, inspect
+from tether.cli import control, drive_cmd, inspect
 from tether.cli.common import OneLineErrors, Settings
 
 app = typer.Typer(name="tether", cls=OneLineErrors, no_args_is_help=True, add_completion=False,
@@ -27,12 +27,13 @@ def _main(store: Annotated[str | None, typer.Option(
 def _register() -> None:
     from tether.cli.demo_cmd import demo
     app.command()(demo)
-    app.command()(control.run)
-    app.command()(control.worker)
+    app.command()(drive_cmd.run)
+    app.command()(drive_cmd.worker)
     app.command()(inspect.runs)
     app.command()(inspect.show)
     app.command()(inspect.events)
     app.command()(inspect.state)
+    app.command()(inspect.checkpoints)
     app.command()(control.pause)
     app.command()(control.resume)
     app.command()(control.stop)

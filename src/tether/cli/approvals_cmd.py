@@ -9,10 +9,10 @@ from rich.markup import escape
 from rich.table import Table
 
 from tether import approvals as ap
-from tether import ops
 from tether.cli import render
 from tether.cli.args import parse_json_object
-from tether.cli.common import console, handle_errors, print_jsonl, run_namer, store, when
+from tether.cli.common import console, handle_errors, operator, print_jsonl, run_namer, store, when
+from tether.ops import Tether
 
 AsOpt = Annotated[str | None, typer.Option("--as", help="Decide as NAME (default $TETHER_USER or "
                                                         "the OS user).", metavar="NAME")]
@@ -26,11 +26,8 @@ def approvals(json: Annotated[bool, typer.Option("--json", help="JSON lines.")] 
     """List approval requests (pending ones unless --all); expired ones are settled first."""
     # Settling expired requests writes: done when the store can be written, and left to the
     # workers (which settle them too) when it is read-only, e.g. a backup.
-    s = store(readonly=None)
-    if not getattr(s, "readonly", False):
-        ap.expire_due(s)
-    run_id = ops.find_run(s, run).id if run else None
-    rows = s.approvals(run=run_id, status=None if every else "pending")
+    ops = Tether(store(readonly=None))
+    rows = ops.approvals(run=run, pending=not every)
     if json:
         print_jsonl(ap.approval_json(a) for a in rows)
         return
@@ -48,7 +45,7 @@ def approvals(json: Annotated[bool, typer.Option("--json", help="JSON lines.")] 
         cols[-1] = "status"  # decided requests expire no more: their outcome matters
     for col in cols:
         t.add_column(col, no_wrap=col in ("status", "requested", "expires"), overflow="fold")
-    name = run_namer(s)
+    name = run_namer(ops.store)
     table: list[dict[str, str]] = []
     for a in rows:
         table.append({"id": a.id, "run": name(a.run), "step": str(a.step), "tool": a.tool,
@@ -78,8 +75,7 @@ def approve(approval: Annotated[str, typer.Argument(help="Approval id.", metavar
     edited = None
     if args is not None:
         edited = parse_json_object(args, "--args", "'{\"to\": \"a@example.com\"}'")
-    row = ap.decide(store(), approval, approve=True, who=ops.actor(as_), note=note,
-                    arguments=edited, always=always)
+    row = operator(as_).approve(approval, note=note, arguments=edited, always=always)
     console.print(f"approved {row.id}: run {row.run} will run {row.tool}"
                   + (" with the edited arguments" if edited is not None else "")
                   + (" (always allowed for this run from now on)" if always else ""))
@@ -90,5 +86,5 @@ def deny(approval: Annotated[str, typer.Argument(help="Approval id.", metavar="A
          reason: Annotated[str, typer.Option(help="Why; the agent's model is told.", metavar="TEXT")] = "",
          as_: AsOpt = None) -> None:
     """Deny a proposed action; the model is told why and the run goes on."""
-    row = ap.decide(store(), approval, approve=False, who=ops.actor(as_), note=reason)
+    row = operator(as_).deny(approval, reason)
     console.print(f"denied {row.id}: run {row.run} goes on without {row.tool}")

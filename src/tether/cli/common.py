@@ -7,7 +7,7 @@ import math
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import orjson
 import typer
@@ -18,6 +18,8 @@ from typer.core import TyperGroup
 from tether.cli.args import check_arguments, check_value, click_exceptions, remember_argv
 from tether.cli.render import at
 from tether.errors import TetherError, UsageError
+from tether.ops import Tether
+from tether.runtime.operator import actor
 from tether.store import open_store
 from tether.store.protocol import Store
 
@@ -46,6 +48,22 @@ def store(*, create: bool = False, readonly: bool | None = False) -> Store:
     if url:  # an empty one is refused by open_store, as itself
         check_value(Path(url), "--store", "the path of a SQLite file, or sqlite:///path")
     return open_store(url, create=create, readonly=readonly)
+
+
+AsOpt = Annotated[str | None, typer.Option("--as", help="Act as NAME (default $TETHER_USER or "
+                                                        "the OS user).", metavar="NAME")]
+
+
+def operator(as_: str | None = None, *, readonly: bool | None = False) -> Tether:
+    """The operations façade on the store (:func:`store`), acting as ``--as NAME`` (checked
+    here, before anything is read: a name that cannot be recorded is refused first)."""
+    who = actor(as_)
+    return Tether(store(readonly=readonly), who=who)
+
+
+def reader() -> Tether:
+    """The operations façade for a command that only reads (no one acts)."""
+    return Tether(store(readonly=True))
 
 
 def print_error(message: str) -> None:

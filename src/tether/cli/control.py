@@ -1,180 +1,22 @@
-"""Commands that change things: run, worker, pause, resume, stop, resolve, budget, backup."""
+"""Commands that change runs: pause, resume, stop, resolve, budget; a swarm's settings;
+backup."""
 
 from __future__ import annotations
 
-import asyncio
+import time
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from tether import ops
-from tether.cli import model_opts
 from tether.cli.args import parse_json, shown
-from tether.cli.common import console, handle_errors, make_folder, parse_assignments, print_jsonl, store
-from tether.core.policy import load_policy
-from tether.errors import StoreError, UsageError
-from tether.policies import apply_policy, in_force
-from tether.runtime.changes import WorkerStats
-from tether.runtime.runs import load_agent, start_run, validate_run
-from tether.runtime.storage_health import GIVE_UP_AFTER
-from tether.runtime.worker import Worker
+from tether.cli.common import AsOpt, console, handle_errors, operator, parse_assignments, print_jsonl, store
+from tether.core.pausepoints import PausePoints
+from tether.errors import UsageError
+from tether.ops import Tether
+from tether.runtime.operator import actor
 from tether.store.protocol import Store
-
-PolicyOpt = Annotated[Path | None, typer.Option(
-    help="Policy file (TOML), applied to the store (journaled) before the run starts; default "
-         "tether.toml beside the store when it exists.", metavar="FILE")]
-WorkerPolicyOpt = Annotated[Path | None, typer.Option(
-    help="Policy file (TOML) this worker must run under: refused unless it is the store's "
-         "policy in force (or --apply).", metavar="FILE")]
-
-
-def _apply_beside(s: Store, given: Path | None, who: str) -> None:
-    """Apply ``--policy FILE``, else a tether.toml beside the store, through the journaled
-    apply (checked first: a broken file stops here, before any run exists)."""
-    path = given
-    if path is None:
-        folder = Path(getattr(s, "path", "tether.db")).parent
-        path = folder / "tether.toml" if (folder / "tether.toml").exists() else None
-    if path is None:
-        return
-    event = apply_policy(s, load_policy(path), who=who)
-    if event is not None:
-        console.print(f"applied {path} to the store: {in_force(s).describe()}",
-                      highlight=False, soft_wrap=True)
-
-
-AsOpt = Annotated[str | None, typer.Option("--as", help="Act as NAME (default $TETHER_USER or "
-                                                        "the OS user).", metavar="NAME")]
-
-
-@handle_errors
-def run(agent: Annotated[str, typer.Argument(help="The agent, as module:attr.", metavar="AGENT")],
-        goal: Annotated[str, typer.Option(help="What the run should achieve.", metavar="TEXT")],
-        name: Annotated[str | None, typer.Option(help="A name for the run.", metavar="NAME")] = None,
-        swarm: Annotated[str | None, typer.Option(help="Swarm to join.", metavar="NAME")] = None,
-        budget: Annotated[list[str] | None, typer.Option(
-            help="Budget cap, repeatable: steps=50, cost_usd_per_day=5 ...", metavar="KEY=NUMBER")] = None,
-        workspace: Annotated[Path | None, typer.Option(
-            help="Folder the built-in file tools are confined to.", metavar="DIR")] = None,
-        detach: Annotated[bool, typer.Option(
-            "--detach", help="Only create the run; a `tether worker` will drive it.")] = False,
-        policy: PolicyOpt = None,
-        pause_every_steps: Annotated[int | None, typer.Option(
-            help="Pause point: a human reviews every N steps.", metavar="N")] = None,
-        pause_every_minutes: Annotated[float | None, typer.Option(
-            help="Pause point: a human reviews every T minutes (run clock).", metavar="MINUTES")] = None,
-        pause_before_irreversible: Annotated[bool, typer.Option(
-            "--pause-before-irreversible",
-            help="Pause point: ask for approval before every irreversible effect.")] = False,
-        as_: AsOpt = None,
-        model_timeout: model_opts.TimeoutOpt = None,
-        model_retries: model_opts.RetriesOpt = None,
-        prices: model_opts.PricesOpt = None) -> None:
-    """Start a run of an agent and drive it here until it sleeps, pauses or ends.
-
-    Everything is checked first (the agent, the policy, the budget, the state): on an
-    error no run is written (at most an empty store file is created). A budget capping
-    cost (cost_usd, cost_usd_per_day...) is refused when the agent's model has no price
-    (built in, or in --prices FILE)."""
-    table = model_opts.apply(model_timeout, model_retries, prices)
-    a = load_agent(agent)
-    caps = parse_assignments(budget or [], "--budget")
-    points = {k: v for k, v in (("every_steps", pause_every_steps),
-                                ("every_minutes", pause_every_minutes),
-                                ("before_irreversible", pause_before_irreversible)) if v} or None
-    init = validate_run(a, goal=goal, budget=caps, pause_points=points, prices=table)
-    who = ops.actor(as_)
-    if workspace is not None:
-        make_folder(workspace, "--workspace", create=False)  # start_run creates it
-    s = store(create=True)
-    _apply_beside(s, policy, who)
-    rid = start_run(s, a, agent_ref=agent, goal=goal, name=name, swarm=swarm, budget=caps,
-                    workspace=workspace, actor=who, pause_points=points, prices=table,
-                    state=init)
-    console.print(f"started run {rid}")
-    if detach:
-        return
-    w = Worker(s, agents={agent: a}, only={rid}, prices=table)
-    gate = w.policies.for_swarm(swarm)
-    console.print(f"runs under the {gate.describe()}", highlight=False, soft_wrap=True)
-    asyncio.run(w.run(until_idle=True, handle_signals=True))
-    row = ops.find_run(s, rid)
-    console.print(f"run {rid} is {row.status} after step {row.step}"
-                  + (f": {row.reason}" if row.reason else ""), highlight=False)
-    if row.status == "failed":
-        raise typer.Exit(1)  # scripts can tell; the run stays in the store, resumable
-
-
-@handle_errors
-def worker(until_idle: Annotated[bool, typer.Option(
-               "--until-idle", help="Exit when nothing is runnable.")] = False,
-           concurrency: Annotated[int, typer.Option(help="The most runs driven at once.",
-                                                    metavar="N")] = 1000,
-           lease_ttl: Annotated[float, typer.Option(help="Lease length in seconds.",
-                                                    metavar="SECONDS")] = 30.0,
-           policy: WorkerPolicyOpt = None,
-           apply: Annotated[bool, typer.Option(
-               "--apply", help="Apply --policy FILE to the store (journaled) if it differs.")]
-           = False,
-           as_: AsOpt = None,
-           pipeline: Annotated[int, typer.Option(
-               help="Steps' commits in flight per run while the next step runs (0: every "
-                    "step durable before the next).", metavar="N")] = 4,
-           give_up_after: Annotated[float | None, typer.Option(
-               "--give-up-after", metavar="SECONDS",
-               help="With --until-idle: exit with an error once the store has failed (a full "
-                    "disk, say) for this long (default 60); runs are left as they were.")]
-           = None,
-           quiet: Annotated[bool, typer.Option(
-               "--quiet", "-q", help="Log only the policy it runs under, runs that failed or "
-                                     "were abandoned, and the summary.")] = False,
-           json: Annotated[bool, typer.Option(
-               "--json", help="Log JSON lines: one per run taken or left, a summary last.")]
-           = False,
-           model_timeout: model_opts.TimeoutOpt = None,
-           model_retries: model_opts.RetriesOpt = None,
-           prices: model_opts.PricesOpt = None) -> None:
-    """Drive every runnable run until interrupted (SIGTERM/SIGINT drain cleanly).
-
-    Logs one line per change of a run's state (taken; left sleeping, waiting, awaiting
-    approval, paused, stopped, failed with the reason, or done, with the steps and effects
-    it made) and, at exit, how many runs, steps and effects, by final status.
-
-    With TETHER_WEBHOOK_URL and TETHER_WEBHOOK_SECRET set, operators' notifications
-    (approval requested or expiring, run paused or stopped, budget exceeded) are POSTed
-    there, signed with HMAC-SHA256.
-    """
-    if apply and policy is None:
-        raise UsageError("--apply goes with --policy FILE")
-    if quiet and json:
-        raise UsageError("--quiet and --json do not go together; --json logs every change")
-    table = model_opts.apply(model_timeout, model_retries, prices)
-    if give_up_after is not None and not until_idle:
-        # A long-lived worker never gives up on the store: it backs off and goes on once
-        # storage works again. Ignoring the option would let an operator think it exits.
-        raise UsageError("--give-up-after goes with --until-idle; a worker without it never "
-                         "gives up on a failing store, it backs off and retries")
-    s = store(create=True)
-    from tether.cli.worker_log import WorkerLog
-    from tether.notify import WebhookConfig
-    wanted = load_policy(policy) if policy is not None else None
-    if wanted is not None and apply:
-        apply_policy(s, wanted, who=ops.actor(as_))
-    out = WorkerLog(quiet=quiet, json=json)
-    w = Worker(s, concurrency=concurrency, lease_ttl=lease_ttl, policy=wanted,
-               webhook=WebhookConfig.from_env(), pipeline=pipeline,
-               give_up_after=GIVE_UP_AFTER if give_up_after is None else give_up_after,
-               on_change=out.change, prices=table)
-    out.start(w.owner, s.url, [x.describe() for x in
-                               w.policies.scopes() or [w.policies.for_swarm(None)]])
-    try:
-        out.summary(asyncio.run(w.run(until_idle=until_idle, handle_signals=True)))
-    except StoreError:
-        # Gave up on a failing store: what it did before still counts; the error line follows.
-        out.summary(WorkerStats(w.runs_driven, dict(w.finished), w.drives.steps,
-                                w.drives.effects, dict(w.drives.final)), failed=True)
-        raise
+from tether.store.records import RunRow
 
 
 def _targets(run: str | None, every: bool, agent: str | None, swarm: str | None) -> list[str]:
@@ -196,11 +38,10 @@ def _targets(run: str | None, every: bool, agent: str | None, swarm: str | None)
 
 def _command(kind: str, runs: list[str], as_: str | None,
              args: dict[str, object] | None = None) -> None:
-    s = store()
+    t = operator(as_)
     for run in runs:
-        res = ops.send_command(s, run, kind, args, who=ops.actor(as_), wait=0 if len(runs) > 1
-                               else 5.0)
-        row = ops.find_run(s, res.run)
+        res = t.command(run, kind, args, wait=0 if len(runs) > 1 else 5.0)
+        row = t.run(res.run)
         if res.applied and res.outcome != "applied":
             console.print(f"{kind}: nothing to do for run {res.run} ({res.outcome})")
         elif res.applied:
@@ -237,14 +78,15 @@ def resume(runs: Annotated[list[str] | None, typer.Argument(
     if runs and (every or agent or swarm):
         raise UsageError("name RUNs, or one of --all, --agent NAME, --swarm NAME")
     if not runs:
+        t = Tether(store())
         runs = [r for r in _targets(None, every, agent, swarm)
-                if ops.find_run(store(), r).status in ("paused", "failed")]
+                if t.run(r).status in ("paused", "failed")]
         if not runs:
             raise UsageError("no paused or failed run matches")
     _command("resume", runs, as_, {"accept_change": True} if accept_change else None)
-    s = store()
+    t = Tether(store())
     for run in runs:
-        row = ops.find_run(s, run)
+        row = t.run(run)
         if row.spec.get("quarantined"):
             console.print(f"note: run {row.name} ({row.id}) is still quarantined: what it sends "
                           "is held and what it writes is marked suspect until `tether "
@@ -286,22 +128,19 @@ def resolve(effect: Annotated[str, typer.Argument(help="Effect id (its intent ev
     if len(chosen) != 1:
         raise UsageError("say exactly one of --done, --not-done, --retry, --undone or "
                          "--not-undone")
+    if result is not None and chosen[0] != "done":
+        raise UsageError("--result goes with --done only")
+    t = operator(as_)
     if chosen[0] in ("undone", "not_undone"):
-        if result is not None:
-            raise UsageError("--result goes with --done only")
-        from tether.provenance.rollback import settle_undo
-        eff = settle_undo(store(), effect, happened=chosen[0] == "undone", who=ops.actor(as_))
+        eff = t.settle_undo(effect, happened=chosen[0] == "undone")
         console.print(f"the undo of effect {eff.id} ({eff.tool}) is settled as "
                       f"{chosen[0].replace('_', ' ')}; run `tether rollback` again to finish",
                       highlight=False)
         return
-    value = None
-    if result is not None:
-        if chosen[0] != "done":
-            raise UsageError("--result goes with --done only")
-        value = parse_json(result, "--result", "'\"ok\"' (quote strings) or '{\"id\": 7}'")
-    eff = ops.resolve_effect(store(), effect, chosen[0], result=value, who=ops.actor(as_))
-    row = ops.find_run(store(), eff.run)
+    value = None if result is None else parse_json(
+        result, "--result", "'\"ok\"' (quote strings) or '{\"id\": 7}'")
+    eff = t.resolve(effect, chosen[0], result=value)
+    row = t.run(eff.run)
     console.print(f"effect {eff.id} ({eff.tool}) resolved as {chosen[0]}; run {eff.run} is "
                   f"{row.status}")
 
@@ -322,29 +161,29 @@ def budget(run: Annotated[str | None, typer.Argument(help="Run id, name, agent n
     changes = parse_assignments(set_ or [], "--set")
     if (run is None) == (swarm is None):
         raise UsageError("name a RUN or --swarm NAME (one of them)")
+    t = Tether(s, who=actor(as_) if set_ or unset else None)
     if swarm is not None:
-        budget_now = ops.set_swarm_budget(s, swarm, changes, list(unset or [])) \
-            if set_ or unset else s.swarm_budget(swarm)
-        usage = s.swarm_usage(swarm)
-        if json:
-            print_jsonl([{"swarm": swarm, "budget": budget_now, "usage": usage}])
-            return
-        console.print(f"swarm {swarm} budget: "
-                      + (", ".join(f"{k}={v:g}" for k, v in budget_now.items()) or "none"))
-        console.print("usage: " + ", ".join(f"{k}={v:g}" for k, v in sorted(usage.items())))
+        budget_now = t.set_swarm_budget(swarm, changes, unset) if set_ or unset \
+            else s.swarm_budget(swarm)
+        _print_budget(f"swarm {swarm}", {"swarm": swarm}, budget_now, s.swarm_usage(swarm), json)
         return
     assert run is not None
     if set_ or unset:
-        res = ops.set_budget(s, run, changes, list(unset or []), who=ops.actor(as_))
+        res = t.set_budget(run, changes, unset)
         if not res.applied:
             console.print(f"budget change queued as command {res.command}")
-    row = ops.find_run(s, run)
+    row = t.run(run)
+    _print_budget(f"run {row.id}", {"id": row.id}, row.budget, row.usage, json)
+
+
+def _print_budget(title: str, key: dict[str, str], caps: dict[str, float],
+                  usage: dict[str, float], json: bool) -> None:
     if json:
-        print_jsonl([{"id": row.id, "budget": row.budget, "usage": row.usage}])
+        print_jsonl([{**key, "budget": caps, "usage": usage}])
         return
-    console.print(f"run {row.id} budget: "
-                  + (", ".join(f"{k}={v:g}" for k, v in row.budget.items()) or "none"))
-    console.print("usage: " + ", ".join(f"{k}={v:g}" for k, v in sorted(row.usage.items())))
+    console.print(f"{title} budget: " + (", ".join(f"{k}={v:g}" for k, v in caps.items())
+                                         or "none"))
+    console.print("usage: " + ", ".join(f"{k}={v:g}" for k, v in sorted(usage.items())))
 
 
 @handle_errors
@@ -371,9 +210,6 @@ def swarm(name: Annotated[str, typer.Argument(help="The swarm's name.", metavar=
 
     A run's own pause points override the swarm's; workers read them when they take a
     run."""
-    import time as _time
-
-    from tether.core.pausepoints import PausePoints
     if not name:
         raise UsageError("NAME '': give the swarm's name (`tether runs` shows each run's swarm)")
     s = store()
@@ -383,7 +219,7 @@ def swarm(name: Annotated[str, typer.Argument(help="The swarm's name.", metavar=
                if v is not None}
     if changes:
         points = PausePoints.parse({**s.swarm_pause_points(name), **changes}).to_json()
-        s.set_swarm_pause_points(name, points, _time.time())
+        s.set_swarm_pause_points(name, points, time.time())
     runs = s.list_runs(swarm=name)
     budget, points_now = s.swarm_budget(name), s.swarm_pause_points(name)
     if not (runs or budget or points_now):
@@ -393,12 +229,17 @@ def swarm(name: Annotated[str, typer.Argument(help="The swarm's name.", metavar=
                                "pause_points": points_now}
     if json:
         print_jsonl([info])
-        return
+    else:
+        _print_swarm(name, runs, budget, points_now)
+
+
+def _print_swarm(name: str, runs: list[RunRow], budget: dict[str, float],
+                 points: dict[str, object]) -> None:
     console.print(f"swarm {name}: {len(runs)} runs "
                   + ", ".join(f"{sum(1 for r in runs if r.status == st)} {st}"
                               for st in sorted({r.status for r in runs})))
     console.print("budget: " + (", ".join(f"{k}={v:g}" for k, v in budget.items()) or "none"))
-    pp = {k: v for k, v in points_now.items() if v}
+    pp = {k: v for k, v in points.items() if v}
     console.print("pause points: " + (", ".join(f"{k}={v}" for k, v in pp.items()) or "none"))
 
 

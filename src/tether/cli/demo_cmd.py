@@ -14,7 +14,6 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from tether import ops
 from tether.audit import verify_store
 from tether.cli import model_opts
 from tether.cli.args import check_value
@@ -25,6 +24,7 @@ from tether.demo.night import NightResult, run_night
 from tether.demo.review import BadStep, find_bad_step, router_run
 from tether.errors import UsageError
 from tether.models.base import Model
+from tether.runinfo import run_json
 from tether.store.protocol import Store
 from tether.store.records import EffectRow
 
@@ -161,7 +161,7 @@ def _runs_table(store: Store, clock: float) -> list[EffectRow]:
     tot_cost = 0.0
     doubt: list[EffectRow] = []
     for r in rows:
-        j = ops.run_json(r)
+        j = run_json(r)
         effs = store.effects(run=r.id)
         doubt += [e for e in effs if e.status == "in_doubt"]
         n_eff = sum(1 for e in effs if e.status in ("done", "resolved_done"))

@@ -6,12 +6,9 @@ from typing import Annotated, Any
 
 import typer
 
-from tether import ops
 from tether.cli.args import parse_json
-from tether.cli.common import console, handle_errors, store
+from tether.cli.common import console, handle_errors, operator
 from tether.errors import UsageError
-from tether.provenance.fork import fork as do_fork
-from tether.provenance.fork import fork_plan
 
 
 @handle_errors
@@ -41,13 +38,11 @@ def fork(run: Annotated[str, typer.Argument(help="Run id, name, agent name or id
         if not sep:
             raise UsageError(f"--set {item!r}: expected KEY=JSON, e.g. hint='\"check the logs\"'")
         edits[key] = parse_json(raw, f"--set {key}", "hint='\"check the logs\"' (quote strings)")
-    s = store()
+    t = operator(as_)
     if plan:
-        for line in fork_plan(s, run, at):
+        for line in t.fork_plan(run, at):
             console.print(line, markup=False, highlight=False, soft_wrap=True)
         return
-    child = do_fork(s, run, at, edits=edits, shared_workspace=shared_workspace, name=name,
-                    who=ops.actor(as_))
-    row = ops.find_run(s, child)
+    row = t.fork(run, at, edits=edits, shared_workspace=shared_workspace, name=name)
     console.print(f"forked run {row.parent} at step {at} into {row.name} ({row.id}); "
                   f"workspace {row.spec.get('workspace') or '-'}; drive it with `tether worker`")

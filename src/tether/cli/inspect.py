@@ -1,4 +1,4 @@
-"""Read-only commands: runs, show, events, state, audit verify."""
+"""Read-only commands: runs, show, events, state, checkpoints, audit verify."""
 
 from __future__ import annotations
 
@@ -10,13 +10,13 @@ from rich.markup import escape
 from rich.progress import Progress
 from rich.table import Table
 
-from tether import ops
 from tether.audit import verify_store
 from tether.cli import render
-from tether.cli.common import console, handle_errors, print_jsonl, status, store, when
+from tether.cli.common import console, handle_errors, print_jsonl, reader, status, store, when
 from tether.core.events import Event
 from tether.errors import UsageError
-from tether.runinfo import RunInfo, run_info
+from tether.ops import Tether
+from tether.runinfo import RunInfo, run_info, run_json
 from tether.store.records import RUN_STATUSES, RunRow
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="JSON lines instead of a table.")]
@@ -34,7 +34,7 @@ def runs(json: JsonOpt = False,
     s = store(readonly=True)
     rows = s.list_runs(status=state, swarm=swarm)
     if json:
-        print_jsonl(ops.run_json(r) for r in rows)
+        print_jsonl(run_json(r) for r in rows)
         return
     t = Table(title=f"runs in {s.url}")
     # The id is what people copy into the next command: never cut it. In a narrow terminal
@@ -47,7 +47,7 @@ def runs(json: JsonOpt = False,
         t.add_column(col, justify="right" if col in ("step", "tokens", "cost $") else "left",
                      no_wrap=col in ("status", "cost $", "updated"))
     for r in rows:
-        j = ops.run_json(r)
+        j = run_json(r)
         cells = {"name": r.name, "agent": r.agent.rsplit(":", 1)[-1], "swarm": r.swarm or "-",
                  "status": status(r.status), "step": str(r.step), "tokens": str(j["tokens"]),
                  "cost $": f"{j['cost_usd']:.4f}", "updated": when(r.updated)[5:]}
@@ -61,20 +61,20 @@ def show(run: Annotated[str, typer.Argument(help="Run id, name, agent name or id
     """Show one run: status, its result or last error, what it waits for, usage, budget,
     effects."""
     s = store(readonly=True)
-    row = ops.find_run(s, run)
+    row = Tether(s).run(run)
     info = run_info(s, row)
     effects = s.effects(run=row.id)
     inbox = len(s.messages(recipient=row.id, status="pending"))
     held = len(s.messages(sender=row.id, status="held"))
     if json:
-        d = ops.run_json(row)
+        d = run_json(row)
         d["effects"] = [{"id": e.id, "step": e.step, "tool": e.tool, "effect": e.effect,
                          "status": e.status} for e in effects]
         d["inbox"], d["held_messages"] = inbox, held
         d.update(info.to_json())
         print_jsonl([d])
         return
-    j = ops.run_json(row)
+    j = run_json(row)
     console.print(f"[bold]{row.name}[/bold]  {row.id}  {status(row.status)}")
     console.print(f"agent {row.agent}   swarm {row.swarm or '-'}   epoch {row.epoch}   "
                   f"step {row.step}")
@@ -158,10 +158,9 @@ def events(run: Annotated[str, typer.Argument(help="Run id, name, agent name or 
         close = sorted(k for k in KINDS if k.split(".")[0] == kind.split(".")[0]) or sorted(KINDS)
         raise UsageError(f"unknown event kind {kind!r}; for example {', '.join(close[:8])} "
                          "(docs/events.md lists them all)")
-    s = store(readonly=True)
-    row = ops.find_run(s, run)
-    evs = [e for e in s.events(row.id, after_seq=after, limit=None if kind else limit)
-           if not kind or e.kind == kind][:limit]
+    t = reader()
+    row = t.run(run)
+    evs = t.events(row.id, after=after, kind=kind, limit=limit)
     if json:
         print_jsonl(e.to_json() for e in evs)
         return
@@ -188,8 +187,35 @@ def state(run: Annotated[str, typer.Argument(help="Run id, name, agent name or i
           step: Annotated[int | None, typer.Option(help="Step to restore (default: latest).", metavar="STEP")]
           = None) -> None:
     """Print a run's state (JSON) after a step, restored from its checkpoints."""
-    _, _, st = ops.run_state(store(readonly=True), run, step)
-    print_jsonl([st])
+    print_jsonl([reader().state(run, step).state])
+
+
+@handle_errors
+def checkpoints(run: Annotated[str, typer.Argument(help="Run id, name, agent name or id prefix.",
+                                                   metavar="RUN")],
+                json: JsonOpt = False) -> None:
+    """List a run's checkpoints, one line each: epoch, step, kind, bytes, history.
+
+    A checkpoint is the run's state after a step (0: the start state): a keyframe (key)
+    or a delta against the step before. Those a rollback abandoned are kept, marked
+    "abandoned"; `tether state RUN --step N` restores a step of the current history."""
+    t = reader()
+    row = t.run(run)
+    cks = t.checkpoints(row.id)
+    if json:
+        print_jsonl({"run": row.id, **c.to_json()} for c in cks)
+        return
+    say = functools.partial(console.print, markup=False, highlight=False, soft_wrap=True)
+    current = sum(1 for c in cks if c.current)
+    say(f"checkpoints of {row.name} ({row.id}): {current} in its current history (epoch "
+        f"{row.epoch}, step {row.step})" + (f", {len(cks) - current} abandoned by rollbacks"
+                                          if len(cks) > current else ""))
+    say(f"{'epoch':>5}  {'step':>6}  {'kind':<5}  {'bytes':>9}  history")
+    for c in cks:
+        say(f"{c.epoch:>5}  {c.step:>6}  {c.kind:<5}  {c.size:>9}  "
+            + ("current" if c.current else "abandoned"))
+    if not cks:
+        say("(no checkpoints)")
 
 
 @handle_errors

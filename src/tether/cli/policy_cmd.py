@@ -161,12 +161,12 @@ def apply(file: Annotated[Path, typer.Argument(help="The policy file (TOML).", m
     """Check a policy file, then put it in force for the store (or a swarm), journaled.
 
     Every worker of the store picks it up at its next scheduling pass."""
-    from tether import ops
     from tether.cli.common import store
     from tether.policies import apply_policy, in_force
+    from tether.runtime.operator import actor
     pol = load_policy(file)
     s = store(create=True)
-    event = apply_policy(s, pol, who=ops.actor(as_), swarm=swarm)
+    event = apply_policy(s, pol, who=actor(as_), swarm=swarm)
     now = in_force(s, swarm)
     if event is None:
         console.print(f"unchanged: {escape(now.describe())}", highlight=False, soft_wrap=True)
@@ -183,11 +183,11 @@ def clear(swarm: SwarmOpt = None,
                                                   metavar="NAME")] = None) -> None:
     """Take the applied policy out of force (journaled): a swarm's runs fall back to the
     store's policy, the store's to the built-in defaults (irreversible needs approval)."""
-    from tether import ops
     from tether.cli.common import store
     from tether.policies import clear_policy, in_force
+    from tether.runtime.operator import actor
     s = store()
-    event = clear_policy(s, who=ops.actor(as_), swarm=swarm)
+    event = clear_policy(s, who=actor(as_), swarm=swarm)
     if event is None:
         raise UsageError(f"no policy is applied to {'swarm ' + swarm if swarm else 'the store'}; "
                          "see `tether policy show`")

@@ -7,11 +7,7 @@ from typing import Annotated
 import orjson
 import typer
 
-from tether import ops
-from tether.cli.common import console, handle_errors, store
-from tether.provenance import cascade as cs
-from tether.provenance import rollback as rb
-from tether.provenance.quarantine import quarantine as do_quarantine
+from tether.cli.common import console, handle_errors, operator
 
 
 @handle_errors
@@ -42,10 +38,10 @@ def rollback(run: Annotated[str, typer.Argument(help="Run id, name, agent name o
     received back in its inbox, retracts its undelivered ones, reverts its blackboard
     writes and restores that step's state in a new epoch (history is kept). Run it again
     to finish an interrupted rollback."""
-    s = store()
+    t = operator(as_)
     if cascade:
-        cp = cs.cascade_plan(s, run, to) if plan else cs.cascade(
-            s, run, to, accept_irreversible=accept_irreversible, force=force, who=ops.actor(as_))
+        cp = t.cascade_plan(run, to) if plan else t.cascade(
+            run, to, accept_irreversible=accept_irreversible, force=force)
         if json:
             print(orjson.dumps({"done": not plan, **cp.to_json()}).decode())
             return
@@ -67,8 +63,8 @@ def rollback(run: Annotated[str, typer.Argument(help="Run id, name, agent name o
         console.print(f"`tether resume {' '.join(p.run.name for p in runs)}` goes on from there.",
                       highlight=False)
         return
-    p = rb.plan(s, run, to) if plan else rb.rollback(
-        s, run, to, accept_irreversible=accept_irreversible, force=force, who=ops.actor(as_))
+    p = t.rollback_plan(run, to) if plan else t.rollback(
+        run, to, accept_irreversible=accept_irreversible, force=force)
     if json:
         print(orjson.dumps({"done": not plan, **p.to_json()}).decode())
         return
@@ -76,7 +72,7 @@ def rollback(run: Annotated[str, typer.Argument(help="Run id, name, agent name o
         for line in p.lines():
             console.print(line, highlight=False)
         return
-    row = ops.find_run(s, p.run.id)
+    row = t.run(p.run.id)
     extra = ""
     if p.affects:
         extra = (f" {len({a.run for a in p.affects})} other run(s) took in work of the steps "
@@ -104,7 +100,8 @@ def quarantine(run: Annotated[str, typer.Argument(help="Run id, name, agent name
 
     Its undelivered messages are held, and its blackboard and file versions are marked
     suspect (blackboard readers are told). Journaled; --release lifts it."""
-    r = do_quarantine(store(), run, release=release, reason=reason, who=ops.actor(as_))
+    t = operator(as_)
+    r = t.release(run) if release else t.quarantine(run, reason=reason)
     if json:
         print(orjson.dumps(r.to_json()).decode())
         return
@@ -113,7 +110,7 @@ def quarantine(run: Annotated[str, typer.Argument(help="Run id, name, agent name
                       "recipients' inboxes, "
                       f"{len(r.suspect)} write(s) no longer suspect", highlight=False)
     else:
-        row = ops.find_run(store(), r.run)
+        row = t.run(r.run)
         console.print(f"quarantined run {r.run} ({row.status}): {len(r.held)} message(s) held, "
                       f"{len(r.suspect)} write(s) marked suspect; `tether impact {r.run}@1` "
                       "shows what it reached", highlight=False)

@@ -8,10 +8,10 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from tether import ops
 from tether.cli import render
 from tether.cli.common import console, handle_errors, print_jsonl, run_namer, store, when
 from tether.errors import UsageError
+from tether.ops import Tether
 from tether.runtime.swarm import board_ns
 from tether.store.records import MESSAGE_STATUSES
 
@@ -30,7 +30,7 @@ def messages(run: Annotated[str | None, typer.Argument(
     if run is None:
         rows = s.messages(status=state)
     else:
-        rid = ops.find_run(s, run).id
+        rid = Tether(s).run(run).id
         rows = sorted(s.messages(sender=rid, status=state) + s.messages(recipient=rid,
                                                                          status=state),
                       key=lambda m: m.id)

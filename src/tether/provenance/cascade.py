@@ -30,17 +30,19 @@ import contextlib
 import copy
 import heapq
 import itertools
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from tether.errors import Conflict, UsageError
 from tether.history import lineage, ran_in
-from tether.ops import actor
 from tether.provenance import rollback as rb
 from tether.provenance.impact import Impact, impact_from
 from tether.provenance.plan import PlannedUndo, RollbackPlan, plan, refuse, with_conflicts
+from tether.runtime.agent import AgentLike
 from tether.runtime.holding import holding
 from tether.runtime.journal import RunJournal
+from tether.runtime.operator import actor
 from tether.store.protocol import Store
 from tether.store.records import RunRow
 from tether.tools.base import Tool
@@ -242,7 +244,8 @@ def _again(store: Store, cp: CascadePlan, journals: dict[str, RunJournal],
 
 def cascade(store: Store, run_ref: str, to_step: int, *, accept_irreversible: bool = False,
             force: bool = False, who: str | None = None,
-            tools: dict[str, Tool] | None = None) -> CascadePlan:
+            tools: dict[str, Tool] | None = None,
+            agents: Mapping[str, AgentLike] | None = None) -> CascadePlan:
     """Carry out the cascade (see the module docstring). Returns the plan carried out."""
     cp = cascade_plan(store, run_ref, to_step)
     if cp.idle:
@@ -254,7 +257,7 @@ def cascade(store: Store, run_ref: str, to_step: int, *, accept_irreversible: bo
         for p in cp.plans:
             rb.pause_if_active(store, p.run, by)
         done = _under_leases(store, cp, origin, to_step, accept_irreversible=accept_irreversible,
-                             force=force, by=by, tools=tools)
+                             force=force, by=by, tools=tools, agents=agents)
         if isinstance(done, CascadePlan):
             return done
         cp = done[0]  # another run took in the work meanwhile: take it too, and go again
@@ -264,7 +267,8 @@ def cascade(store: Store, run_ref: str, to_step: int, *, accept_irreversible: bo
 
 def _under_leases(store: Store, cp: CascadePlan, origin: str, to_step: int, *,
                   accept_irreversible: bool, force: bool, by: str,
-                  tools: dict[str, Tool] | None) -> CascadePlan | tuple[CascadePlan]:
+                  tools: dict[str, Tool] | None, agents: Mapping[str, AgentLike] | None
+                  ) -> CascadePlan | tuple[CascadePlan]:
     """Hold every affected run's lease and carry the cascade out; (the new plan,) when a run
     outside the leases took in the work meanwhile (nothing irreversible was done then)."""
     with contextlib.ExitStack() as stack:
@@ -311,7 +315,7 @@ def _under_leases(store: Store, cp: CascadePlan, origin: str, to_step: int, *,
         registry: dict[str, dict[str, Tool]] = {}
         for i, u in undo_order(store, settled):
             owner = settled[i].run
-            reg = registry.setdefault(owner.id, rb.undo_tools(owner, tools))
+            reg = registry.setdefault(owner.id, rb.undo_tools(owner, tools, agents))
             rb.undo(journals[owner.id], u, reg)
         for p in settled:
             rb.restore(store, journals[p.run.id], p, by, cascade=marker)

@@ -17,9 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from tether.errors import UsageError
-from tether.ops import actor, run_state
 from tether.provenance import rollback as rb
 from tether.provenance.plan import refuse_forged
+from tether.runtime.agent import AgentLike
+from tether.runtime.operator import actor, run_state
 from tether.runtime.runs import load_agent, start_run
 from tether.store.protocol import Store
 from tether.tools.base import ToolContext
@@ -28,8 +29,9 @@ from tether.tools.running import run_tool_blocking
 
 def fork(store: Store, run_ref: str, at: int, *, edits: Mapping[str, Any] | None = None,
          shared_workspace: bool = False, name: str | None = None,
-         who: str | None = None) -> str:
-    """Start the child run; return its id."""
+         who: str | None = None, agents: Mapping[str, AgentLike] | None = None) -> str:
+    """Start the child run; return its id. ``agents``: agents by reference (the parent's
+    agent, whose undo tools rewind the copy, is found there before it is imported)."""
     parent, _, state = run_state(store, run_ref, at)
     for key, value in (edits or {}).items():
         if not key:
@@ -39,8 +41,8 @@ def fork(store: Store, run_ref: str, at: int, *, edits: Mapping[str, Any] | None
     child_ws: str | None = ws
     undone: list[str] = []
     if ws and not shared_workspace:
-        child_ws, undone = _rewound_copy(store, parent.id, Path(ws), at)
-    agent = load_agent(parent.agent)
+        child_ws, undone = _rewound_copy(store, parent.id, Path(ws), at, agents)
+    agent = load_agent(parent.agent, agents)
     lineage = {"run": parent.id, "epoch": parent.epoch, "step": at, "edits": dict(edits or {}),
                "workspace_undone": undone, "shared_workspace": shared_workspace}
     return start_run(store, agent, agent_ref=parent.agent, goal=parent.goal,
@@ -49,7 +51,8 @@ def fork(store: Store, run_ref: str, at: int, *, edits: Mapping[str, Any] | None
                      actor=who or actor(), options={"forked_from": lineage}, parent=parent.id)
 
 
-def _rewound_copy(store: Store, parent: str, ws: Path, at: int) -> tuple[str, list[str]]:
+def _rewound_copy(store: Store, parent: str, ws: Path, at: int,
+                  agents: Mapping[str, AgentLike] | None) -> tuple[str, list[str]]:
     """A copy of the parent's workspace put back to step ``at``: its path and the effects
     undone on it. If that fails, the copy (half rewound, nobody's) is removed again, so the
     fork can simply be tried again once the cause is fixed."""
@@ -60,7 +63,7 @@ def _rewound_copy(store: Store, parent: str, ws: Path, at: int) -> tuple[str, li
         raise UsageError(f"{child} exists already; remove it or fork at another step")
     shutil.copytree(ws, child, symlinks=True)
     try:
-        return str(child), _rewind_copy(p, child, store)
+        return str(child), _rewind_copy(p, child, store, agents)
     except BaseException:
         shutil.rmtree(child, ignore_errors=True)
         raise
@@ -97,9 +100,10 @@ def _args(arguments: Mapping[str, Any]) -> str:
     return f"({text[:80]}...)" if len(text) > 80 else f"({text})"
 
 
-def _rewind_copy(p: rb.RollbackPlan, root: Path, store: Store) -> list[str]:
+def _rewind_copy(p: rb.RollbackPlan, root: Path, store: Store,
+                 agents: Mapping[str, AgentLike] | None) -> list[str]:
     """Undo the parent's reversible effects after the step on the copy only."""
-    registry = rb.undo_tools(p.run, None)
+    registry = rb.undo_tools(p.run, None, agents)
     done = []
     for u in p.undo:
         tool = registry.get(u.tool)

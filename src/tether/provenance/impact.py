@@ -25,7 +25,7 @@ from typing import Any
 
 from tether.errors import NotFound, UsageError
 from tether.history import lineage, ran_in
-from tether.ops import find_run
+from tether.runtime.operator import find_run
 from tether.store.protocol import Store
 from tether.store.records import EffectRef, Link, MessageRef, RunRow, VersionRef
 

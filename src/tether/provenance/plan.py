@@ -31,7 +31,7 @@ from tether.audit.rows import RowFacts, effect_problem
 from tether.core.events import payload_digest
 from tether.errors import NotFound, UsageError
 from tether.history import Segment, epoch_of, lineage, ran_in
-from tether.ops import find_run
+from tether.runtime.operator import find_run
 from tether.store.protocol import Store
 from tether.store.records import EffectRow, MessageRow, Reached, RunRow, VersionRow
 from tether.tools.files import file_hash

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from tether.errors import Conflict, UsageError
-from tether.ops import actor, find_run
 from tether.provenance import rollback as rb
 from tether.runtime.holding import holding
+from tether.runtime.operator import actor, find_run
 from tether.store.protocol import Store
 from tether.store.records import transition
 

@@ -27,17 +27,19 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from tether.core.canonical import json_safe
 from tether.core.checkpoint import CheckpointEncoder, checkpoint_info
 from tether.errors import Conflict, UsageError
-from tether.ops import actor, find_effect, find_run, run_state, send_command
 from tether.provenance.plan import PlannedUndo, RollbackPlan, journal_facts, plan, refuse
+from tether.runtime.agent import AgentLike
 from tether.runtime.commands import cancel_pending
 from tether.runtime.holding import holding
 from tether.runtime.journal import RunJournal
+from tether.runtime.operator import actor, find_effect, find_run, run_state, send_command
 from tether.runtime.runs import load_agent
 from tether.store.protocol import Store
 from tether.store.records import ACTIVE_STATUSES, EffectRow, RunRow, transition
@@ -54,8 +56,13 @@ RETRIES = 5
 
 def rollback(store: Store, run_ref: str, to_step: int, *, accept_irreversible: bool = False,
              force: bool = False, who: str | None = None,
-             tools: dict[str, Tool] | None = None) -> RollbackPlan:
-    """Carry out the rollback (see the module docstring). Returns the plan it carried out."""
+             tools: dict[str, Tool] | None = None,
+             agents: Mapping[str, AgentLike] | None = None) -> RollbackPlan:
+    """Carry out the rollback (see the module docstring). Returns the plan it carried out.
+
+    ``tools``: undo tools beside the agent's own and the built-in ones; ``agents``: agents by
+    reference (the run's agent is found there before it is imported).
+    """
     p = plan(store, run_ref, to_step)
     unfinished(p.run, to_step)
     if p.idle:
@@ -68,7 +75,7 @@ def rollback(store: Store, run_ref: str, to_step: int, *, accept_irreversible: b
         assert j is not None
         p = plan(store, p.run.id, to_step)  # again, under the lease
         refuse(p, accept_irreversible=accept_irreversible, force=force)
-        registry = undo_tools(p.run, tools)
+        registry = undo_tools(p.run, tools, agents)
         begin(j, to_step)
         p = settle_messages(store, j, p)
         for u in p.undo:
@@ -204,10 +211,12 @@ def settle_messages(store: Store, j: RunJournal, p: RollbackPlan) -> RollbackPla
                      "tried to retract them; run the rollback again")
 
 
-def undo_tools(run: RunRow, extra: dict[str, Tool] | None) -> dict[str, Tool]:
+def undo_tools(run: RunRow, extra: dict[str, Tool] | None,
+               agents: Mapping[str, AgentLike] | None = None) -> dict[str, Tool]:
+    """The tools an undo of ``run``'s effects may name: built-in, the agent's, ``extra``."""
     registry = {t.name: t for t in (*FILE_TOOLS, *UNDO_TOOLS)}
     with contextlib.suppress(UsageError):  # else only the built-in undos are available here
-        registry.update({t.name: t for t in load_agent(run.agent).tools})
+        registry.update({t.name: t for t in load_agent(run.agent, agents).tools})
     registry.update(extra or {})
     return registry
 
