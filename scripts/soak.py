@@ -2,7 +2,7 @@
 
 Each trial starts runs of the crash agents (``tests/crashkit.py``), SIGKILLs (or,
 with ``--term``, SIGTERMs) a real worker subprocess at random moments, restarts,
-drives everything to rest, settles in-doubt effects through ``tether.ops`` and
+drives everything to rest, settles in-doubt effects through ``tether.control`` and
 checks the invariants. One summary line per trial; the exit status is 1 if any
 trial broke an invariant (its folder is kept for inspection).
 

@@ -33,13 +33,14 @@ from tether import (
     Usage,
     Worker,
     current,
-    ops,
     start_run,
     tool,
     verify_store,
 )
+from tether.control import resolve_effect, set_budget
 from tether.core.checkpoint import restore
 from tether.core.events import Event
+from tether.runtime.operator import send_command
 from tether.store.sqlite import SQLiteStore
 from tether.testing import allow_tools
 
@@ -163,7 +164,7 @@ def test_in_doubt_irreversible_effect_pauses_and_is_never_repeated(
     assert paused.payload["effect"] == intent.id and paused.payload["in_doubt"] is True
     assert effect_status(files.store, intent.id) == "in_doubt"
 
-    ops.resolve_effect(files.store, intent.id, resolution, result="marked by hand",
+    resolve_effect(files.store, intent.id, resolution, result="marked by hand",
                        who="human:test")
     ck.finish(files.store)
     assert status(files.store, run) == "done"
@@ -271,8 +272,8 @@ def _partial_step(store: SQLiteStore) -> str:
     assert status(store, run) == "paused"
     assert kinds(store, run, 1)[:4] == ["step.started", "tool.called", "tool.called",
                                         "budget.exceeded"]
-    ops.set_budget(store, run, {"tool_calls": 10}, [], who="human:test")
-    ops.send_command(store, run, "resume", who="human:test")
+    set_budget(store, run, {"tool_calls": 10}, [], who="human:test")
+    send_command(store, run, "resume", who="human:test")
     assert status(store, run) == "running"
     return run
 
@@ -450,7 +451,7 @@ def test_unserialisable_state_fails_the_run_naming_key_and_step_and_loses_nothin
 
     # Fixed code resumes from the step-1 checkpoint; step 2's effect is not repeated. The
     # agent's definition changed, so the operator says so (tether resume --accept-change).
-    ops.send_command(files.store, run, "resume", {"accept_change": True}, who="human:test")
+    send_command(files.store, run, "resume", {"accept_change": True}, who="human:test")
     drive(files.store, {"leaky": StepAgent(_fixed, name="leaky", tools=[ck.mark])})
     assert status(files.store, run) == "done"
     assert [ln.step for ln in ck.read_side(files.side)] == [1, 2, 3]
@@ -485,8 +486,8 @@ def test_a_conversation_edited_in_place_replays_without_nondeterminism(files: Fi
     row = files.store.get_run(run)
     assert row is not None and row.status == "paused" and row.step == 1
     assert "model.called" in kinds(files.store, run, 2)
-    ops.set_budget(files.store, run, {"tool_calls": 99}, [], who="human:test")
-    ops.send_command(files.store, run, "resume", who="human:test")
+    set_budget(files.store, run, {"tool_calls": 99}, [], who="human:test")
+    send_command(files.store, run, "resume", who="human:test")
     drive(files.store, {"compact": agent})  # same code, new executor: step 2 is replayed
     assert "nondeterminism" not in kinds(files.store, run)
     assert status(files.store, run) == "done"
@@ -517,8 +518,8 @@ def test_steps_cap_pauses_and_usage_survives_a_restart(files: Files) -> None:
     assert "steps=3" in row.reason
     drive(files.store, {"stepper": STEPPER})  # a restart does not touch a paused run
     assert files.store.get_run(run) == row
-    ops.set_budget(files.store, run, {"steps": 5}, [], who="human:test")
-    ops.send_command(files.store, run, "resume", who="human:test")
+    set_budget(files.store, run, {"steps": 5}, [], who="human:test")
+    send_command(files.store, run, "resume", who="human:test")
     drive(files.store, {"stepper": STEPPER})  # a new Worker instance: usage comes from the store
     row = files.store.get_run(run)
     assert row is not None and row.status == "paused" and row.step == 5
@@ -534,8 +535,8 @@ def test_tool_calls_cap_pauses_mid_step_and_the_step_resumes_by_replay(files: Fi
     assert row is not None and row.status == "paused" and row.step == 1
     assert RAN == ["s1a", "s1b", "s2a"] and row.usage["tool_calls"] == 3
     assert exceeded(files.store, run)[0]["limit"] == "tool_calls"
-    ops.set_budget(files.store, run, {"tool_calls": 5}, [], who="human:test")
-    ops.send_command(files.store, run, "resume", who="human:test")
+    set_budget(files.store, run, {"tool_calls": 5}, [], who="human:test")
+    send_command(files.store, run, "resume", who="human:test")
     drive(files.store, {"stepper": STEPPER})
     row = files.store.get_run(run)
     assert row is not None and row.status == "paused" and row.step == 2
@@ -573,13 +574,13 @@ def test_rolling_window_pauses_survives_restart_and_reopens(files: Files) -> Non
     assert hit[0]["used"] == pytest.approx(1.2)
 
     clock.advance(3600)  # later the same day, a new worker: the window still counts $1.20
-    ops.send_command(files.store, run, "resume", who="human:test")
+    send_command(files.store, run, "resume", who="human:test")
     drive(files.store, agents, clock=clock, prices=prices)
     assert status(files.store, run) == "paused" and len(SPENT) == 3
     assert len(exceeded(files.store, run)) == 2
 
     clock.advance(86400)  # the window has rolled past the spending
-    ops.send_command(files.store, run, "resume", who="human:test")
+    send_command(files.store, run, "resume", who="human:test")
     drive(files.store, agents, clock=clock, prices=prices)
     row = files.store.get_run(run)
     assert row is not None and row.status == "paused" and len(SPENT) == 6

@@ -17,7 +17,7 @@ from tether.core.events import Event
 from tether.errors import UsageError
 from tether.ops import Tether
 from tether.runinfo import RunInfo, run_info, run_json
-from tether.store.records import RUN_STATUSES, RunRow
+from tether.store.records import RUN_STATUSES, EffectRow, RunRow
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="JSON lines instead of a table.")]
 
@@ -75,6 +75,16 @@ def show(run: Annotated[str, typer.Argument(help="Run id, name, agent name or id
         print_jsonl([d])
         return
     j = run_json(row)
+    _print_header(row, inbox, held)
+    _print_info(row, info)
+    console.print(f"usage: {j['tokens']} tokens, ${j['cost_usd']:.4f}, {j['tool_calls']} tool calls")
+    if row.budget:
+        console.print("budget: " + ", ".join(f"{k}={v:g}" for k, v in row.budget.items()))
+    _print_effects(effects)
+
+
+def _print_header(row: RunRow, inbox: int, held: int) -> None:
+    """Who the run is, where it came from, whether it is contained, why it is as it is."""
     console.print(f"[bold]{row.name}[/bold]  {row.id}  {status(row.status)}")
     console.print(f"agent {row.agent}   swarm {row.swarm or '-'}   epoch {row.epoch}   "
                   f"step {row.step}")
@@ -94,10 +104,10 @@ def show(run: Annotated[str, typer.Argument(help="Run id, name, agent name or id
         console.print(f"inbox: {inbox} message(s) waiting", highlight=False)
     if row.reason and row.status != "awaiting_approval":  # _print_info says what it waits for
         console.print(f"reason: {escape(row.reason)}", highlight=False)
-    _print_info(row, info)
-    console.print(f"usage: {j['tokens']} tokens, ${j['cost_usd']:.4f}, {j['tool_calls']} tool calls")
-    if row.budget:
-        console.print("budget: " + ", ".join(f"{k}={v:g}" for k, v in row.budget.items()))
+
+
+def _print_effects(effects: list[EffectRow]) -> None:
+    """The run's effects as a table, then how to settle each one in doubt."""
     if effects:
         t = Table(title="effects")
         for col in ("id", "step", "tool", "class", "status"):
@@ -106,10 +116,10 @@ def show(run: Annotated[str, typer.Argument(help="Run id, name, agent name or id
             st = f"[red]{e.status}[/]" if e.status == "in_doubt" else e.status
             t.add_row(e.id, str(e.step), e.tool, e.effect, st)
         console.print(t)
-    doubt = [e for e in effects if e.status == "in_doubt"]
-    for e in doubt:
-        console.print(f"[yellow]in doubt:[/] {e.id} ({e.tool}); check it, then "
-                      f"`tether resolve {e.id} --done|--not-done|--retry`")
+    for e in effects:
+        if e.status == "in_doubt":
+            console.print(f"[yellow]in doubt:[/] {e.id} ({e.tool}); check it, then "
+                          f"`tether resolve {e.id} --done|--not-done|--retry`")
 
 
 def _print_info(row: RunRow, info: RunInfo) -> None:

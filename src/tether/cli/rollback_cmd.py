@@ -8,6 +8,9 @@ import orjson
 import typer
 
 from tether.cli.common import console, handle_errors, operator
+from tether.provenance.cascade import CascadePlan
+from tether.provenance.plan import RollbackPlan
+from tether.store.records import RunRow
 
 
 @handle_errors
@@ -44,35 +47,45 @@ def rollback(run: Annotated[str, typer.Argument(help="Run id, name, agent name o
             run, to, accept_irreversible=accept_irreversible, force=force)
         if json:
             print(orjson.dumps({"done": not plan, **cp.to_json()}).decode())
-            return
-        if plan or cp.idle:
-            for line in cp.lines():
-                console.print(line, highlight=False)
-            return
-        runs = [p for p in cp.plans if not p.idle]
-        console.print(f"cascade rollback done: {len(runs)} run(s) rolled back, "
-                      f"{sum(len(p.undo) for p in runs)} effects undone, "
-                      f"{sum(len(p.retract) for p in runs)} messages retracted, "
-                      f"{sum(len(p.revert) for p in runs)} blackboard writes reverted, "
-                      f"{sum(len(p.left) for p in runs)} effects left"
-                      + (f", {len(cp.blocked)} run(s) blocked (left as they are)"
-                         if cp.blocked else "") + ".", highlight=False)
-        for p in runs:
-            console.print(f"  {p.run.name} ({p.run.id}): back to step {p.to_step}, paused",
-                          highlight=False)
-        console.print(f"`tether resume {' '.join(p.run.name for p in runs)}` goes on from there.",
-                      highlight=False)
+        elif plan or cp.idle:
+            _print_lines(cp.lines())
+        else:
+            _cascaded(cp)
         return
     p = t.rollback_plan(run, to) if plan else t.rollback(
         run, to, accept_irreversible=accept_irreversible, force=force)
     if json:
         print(orjson.dumps({"done": not plan, **p.to_json()}).decode())
-        return
-    if plan:
-        for line in p.lines():
-            console.print(line, highlight=False)
-        return
-    row = t.run(p.run.id)
+    elif plan:
+        _print_lines(p.lines())
+    else:
+        _rolled_back(t.run(p.run.id), p, to)
+
+
+def _print_lines(lines: list[str]) -> None:
+    for line in lines:
+        console.print(line, highlight=False)
+
+
+def _cascaded(cp: CascadePlan) -> None:
+    """What a cascade rollback did, and how to go on."""
+    runs = [p for p in cp.plans if not p.idle]
+    console.print(f"cascade rollback done: {len(runs)} run(s) rolled back, "
+                  f"{sum(len(p.undo) for p in runs)} effects undone, "
+                  f"{sum(len(p.retract) for p in runs)} messages retracted, "
+                  f"{sum(len(p.revert) for p in runs)} blackboard writes reverted, "
+                  f"{sum(len(p.left) for p in runs)} effects left"
+                  + (f", {len(cp.blocked)} run(s) blocked (left as they are)"
+                     if cp.blocked else "") + ".", highlight=False)
+    for p in runs:
+        console.print(f"  {p.run.name} ({p.run.id}): back to step {p.to_step}, paused",
+                      highlight=False)
+    console.print(f"`tether resume {' '.join(p.run.name for p in runs)}` goes on from there.",
+                  highlight=False)
+
+
+def _rolled_back(row: RunRow, p: RollbackPlan, to: int) -> None:
+    """What a rollback of one run did, and what it left in other runs."""
     extra = ""
     if p.affects:
         extra = (f" {len({a.run for a in p.affects})} other run(s) took in work of the steps "
