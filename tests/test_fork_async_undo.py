@@ -104,19 +104,17 @@ def test_a_failing_undo_stops_the_fork_cleanly_and_it_can_be_tried_again(tmp_pat
         store.close()
 
 
-def test_a_rollback_awaits_an_async_undo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_rollback_awaits_an_async_undo(tmp_path: Path) -> None:
     # The same path as the fork's rewind (tether.tools.running.run_tool_blocking), on the
     # run's own workspace, journaled.
-    from tether.provenance.rollback import rollback
-    monkeypatch.setattr("tether.provenance.rollback.load_agent", lambda ref, reg=None: STAMPER)
     store = SQLiteStore(tmp_path / "r.db")
     try:
         ws = tmp_path / "ws"
         run = start_run(store, STAMPER, agent_ref="stamper", goal="g", workspace=ws)
-        asyncio.run(Worker(store, agents={"stamper": STAMPER}).run(until_idle=True))
+        asyncio.run(Worker(store, agents=AGENTS).run(until_idle=True))
         with warnings.catch_warnings(record=True) as seen:
             warnings.simplefilter("always")
-            rollback(store, run, 1, who="human:ops")
+            Tether(store, agents=AGENTS, who="human:ops").rollback(run, 1)
             gc.collect()
         assert not [w for w in seen if "never awaited" in str(w.message)], seen
         assert sorted(p.name for p in ws.iterdir()) == ["stamp-1.txt"]
