@@ -156,6 +156,7 @@ HELP = {
     "audit verify": ("Walk every run's hash chain, its checkpoints and the batch chain", "--json"),
     "board": ("Show the swarms' blackboards: each key's value and who wrote it", "--swarm"),
     "budget": ("Show a run's (or swarm's) budget and usage, or change it", "--unset"),
+    "checkpoints": ("List a run's checkpoints, one line each", "--json"),
     "demo": ("Run a small team of agents through a simulated night on real files", "--pace"),
     "deny": ("Deny a proposed action; the model is told why", "--reason"),
     "events": ("List a run's journal events in order, one line each", "--kind"),

@@ -32,16 +32,9 @@ REASON = re.compile(r"^\s*# long: (\S+\s+){2,}\S")
 
 ALLOWED: dict[str, str] = {
     # file (relative to src/tether) or file::Function.qualname -> who is shortening it
-    "cli/control.py": "being split by issue #9 helper ops",
     "core/checkpoint.py": "402 lines: issue #9 helper checkpoint",
     "cli/approvals_cmd.py::approvals": "being split by issue #9 helper ops",
-    "cli/control.py::resolve": "being split by issue #9 helper ops",
-    "cli/control.py::run": "being split by issue #9 helper ops",
-    "cli/control.py::swarm": "being split by issue #9 helper ops",
-    "cli/control.py::worker": "being split by issue #9 helper ops",
-    "cli/inspect.py::show": "being split by issue #9 helper ops",
     "cli/policy_cmd.py::explain": "being split by issue #9 helper ops",
-    "cli/rollback_cmd.py::rollback": "being split by issue #9 helper ops",
     "cli/world_cmd.py::board": "being split by issue #9 helper ops",
     "provenance/cascade.py::_under_leases": "being split by issue #9 helper ops",
     "provenance/cascade.py::cascade_plan": "being split by issue #9 helper ops",

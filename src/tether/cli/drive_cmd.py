@@ -76,6 +76,7 @@ def run(agent: Annotated[str, typer.Argument(help="The agent, as module:attr.", 
     error no run is written (at most an empty store file is created). A budget capping
     cost (cost_usd, cost_usd_per_day...) is refused when the agent's model has no price
     (built in, or in --prices FILE)."""
+    # long: typer reads the options from the signature (22 lines of it); the body is short
     table = model_opts.apply(model_timeout, model_retries, prices)
     a = load_agent(agent)
     caps = parse_assignments(budget or [], "--budget")
@@ -150,6 +151,7 @@ def worker(until_idle: Annotated[bool, typer.Option(
     (approval requested or expiring, run paused or stopped, budget exceeded) are POSTed
     there, signed with HMAC-SHA256.
     """
+    # long: typer reads the options from the signature (25 lines of it); the body is short
     _check_worker_options(policy, apply, quiet, json, until_idle, give_up_after)
     table = model_opts.apply(model_timeout, model_retries, prices)
     s = store(create=True)

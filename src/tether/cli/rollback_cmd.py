@@ -41,6 +41,7 @@ def rollback(run: Annotated[str, typer.Argument(help="Run id, name, agent name o
     received back in its inbox, retracts its undelivered ones, reverts its blackboard
     writes and restores that step's state in a new epoch (history is kept). Run it again
     to finish an interrupted rollback."""
+    # long: typer reads the options from the signature (21 lines of it); the body is short
     t = operator(as_)
     if cascade:
         cp = t.cascade_plan(run, to) if plan else t.cascade(
