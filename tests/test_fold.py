@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests import sample_agents
-from tether import Worker, approvals, ops, start_run
+from tether import Worker, approvals, start_run
 from tether.audit.verify import verify_store
 from tether.core.events import Chain, Event
 from tether.core.fold import (
@@ -25,6 +25,8 @@ from tether.core.fold import (
     fold,
     fold_all,
 )
+from tether.runtime.holding import holding
+from tether.runtime.operator import send_command
 from tether.store.sqlite import SQLiteStore
 
 
@@ -78,7 +80,7 @@ def test_effect_and_approval_statuses_fold_from_their_events() -> None:
 def test_the_journal_refuses_to_set_a_folded_field_by_hand(store: SQLiteStore) -> None:
     run = start_run(store, sample_agents.sleeper, agent_ref="tests.sample_agents:sleeper",
                     goal="g")
-    with ops.holding(store, run) as j:
+    with holding(store, run) as j:
         assert j is not None
         with pytest.raises(ValueError, match="status follow from its events"):
             j.update(status="done")
@@ -166,7 +168,7 @@ def test_any_sequence_of_commands_and_steps_leaves_rows_that_are_folds(
             if op == "drive":
                 _drive(store)
             else:
-                ops.send_command(store, run, op, {"set": {"steps": 50}} if op == "budget" else {},
+                send_command(store, run, op, {"set": {"steps": 50}} if op == "budget" else {},
                                  who="human:ann", wait=0)
             row = store.get_run(run)
             assert row is not None
