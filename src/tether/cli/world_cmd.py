@@ -13,7 +13,8 @@ from tether.cli.common import console, handle_errors, print_jsonl, run_namer, st
 from tether.errors import UsageError
 from tether.ops import Tether
 from tether.runtime.swarm import board_ns
-from tether.store.records import MESSAGE_STATUSES
+from tether.store.protocol import Store
+from tether.store.records import MESSAGE_STATUSES, VersionRow
 
 
 @handle_errors
@@ -74,11 +75,8 @@ def board(key: Annotated[str | None, typer.Argument(help="Only this key, with it
         rows = [v for v in s.versions(key=key) if v.ns.startswith("board:")]
     else:
         rows = s.versions(ns=board_ns(None if swarm == "-" else swarm), key=key)
-    if key is None:
-        current: dict[tuple[str, str], object] = {}
-        for v in rows:
-            if v.status == "live":
-                current[(v.ns, v.key)] = v
+    if key is None:  # each key's live version only
+        current = {(v.ns, v.key): v for v in rows if v.status == "live"}
         rows = [v for v in rows if current.get((v.ns, v.key)) is v]
     if json:
         print_jsonl({"swarm": v.ns.removeprefix("board:") or None, "key": v.key,
@@ -93,6 +91,11 @@ def board(key: Annotated[str | None, typer.Argument(help="Only this key, with it
                       + (f" (swarms in this store: {', '.join(swarms)})" if swarms else ""),
                       highlight=False)
         return
+    _print_board(s, rows, where, every_swarm=swarm is None)
+
+
+def _print_board(s: Store, rows: list[VersionRow], where: str, *, every_swarm: bool) -> None:
+    """The versions as a table, as wide as the terminal lets the values be."""
     t = Table(title=f"blackboard of {where}")
     name = run_namer(s)
     table = []
@@ -106,7 +109,7 @@ def board(key: Annotated[str | None, typer.Argument(help="Only this key, with it
     cols: tuple[str, ...] = ("swarm", "key", "version", "value", "written by", "step", "status")
     if render.room(console.width, table, cols, "value", least=0) < min(
             20, max(len(r["value"]) for r in table)):
-        cols = (("swarm",) if swarm is None else ()) + ("key", "value", "written by", "status")
+        cols = (("swarm",) if every_swarm else ()) + ("key", "value", "written by", "status")
     for col in cols:
         t.add_column(col, overflow="fold", no_wrap=col == "status")
     room = min(60, render.room(console.width, table, cols, "value"))

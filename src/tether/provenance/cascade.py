@@ -109,26 +109,7 @@ def cascade_plan(store: Store, run_ref: str, to_step: int) -> CascadePlan:
     epoch = ran_in(lineage(store, origin), to_step + 1)
     imp = impact_from(store, origin, origin.epoch if epoch is None else epoch, to_step + 1)
     cp = CascadePlan(origin, to_step, imp)
-    firsts: dict[str, list[int]] = {}
-    rows: dict[str, RunRow] = {}
-    for a in imp.affected:
-        if a.run.id != origin.id:
-            rows[a.run.id] = a.run
-            firsts.setdefault(a.run.id, [])
-            segs = {s.epoch: s for s in lineage(store, a.run)}
-            seg = segs.get(a.epoch)
-            # Still in the run's history? (An epoch rolled back past the taint is not.)
-            if seg is not None and (seg.end is None or a.first_step <= seg.end):
-                firsts[a.run.id].append(a.first_step)
-    marker = {"run": origin.id, "to": to_step}
-    for r in store.list_runs():
-        # Marked by this cascade before it was interrupted: finish them at the marked step.
-        m = r.spec.get("rolling_back")
-        theirs = m.get("cascade") if isinstance(m, dict) else None
-        if r.id != origin.id and isinstance(theirs, dict) and all(
-                theirs.get(k) == v for k, v in marker.items()):
-            rows[r.id] = r
-            firsts[r.id] = [int(m["to"]) + 1]  # type: ignore[index]
+    rows, firsts = _first_affected(store, cp)
     for run, steps in firsts.items():
         if not steps:
             continue  # rolled back past it already
@@ -151,6 +132,34 @@ def cascade_plan(store: Store, run_ref: str, to_step: int) -> CascadePlan:
     return cp
 
 
+def _first_affected(store: Store, cp: CascadePlan
+                    ) -> tuple[dict[str, RunRow], dict[str, list[int]]]:
+    """Each affected run (but the origin) and the first affected steps of its current
+    history (none: it was rolled back past them already)."""
+    firsts: dict[str, list[int]] = {}
+    rows: dict[str, RunRow] = {}
+    for a in cp.impact.affected:
+        if a.run.id != cp.origin.id:
+            rows[a.run.id] = a.run
+            firsts.setdefault(a.run.id, [])
+            segs = {s.epoch: s for s in lineage(store, a.run)}
+            seg = segs.get(a.epoch)
+            # Still in the run's history? (An epoch rolled back past the taint is not.)
+            if seg is not None and (seg.end is None or a.first_step <= seg.end):
+                firsts[a.run.id].append(a.first_step)
+    # Matched on the origin and the step (the marker also names an epoch).
+    marker = {"run": cp.origin.id, "to": cp.to_step}
+    for r in store.list_runs():
+        # Marked by this cascade before it was interrupted: finish them at the marked step.
+        m = r.spec.get("rolling_back")
+        theirs = m.get("cascade") if isinstance(m, dict) else None
+        if r.id != cp.origin.id and isinstance(theirs, dict) and all(
+                theirs.get(k) == v for k, v in marker.items()):
+            rows[r.id] = r
+            firsts[r.id] = [int(m["to"]) + 1]  # type: ignore[index]
+    return rows, firsts
+
+
 def undo_order(store: Store, plans: list[RollbackPlan]) -> list[tuple[int, PlannedUndo]]:
     """Every undo of the plans, (plan index, undo), newest write first.
 
@@ -163,8 +172,20 @@ def undo_order(store: Store, plans: list[RollbackPlan]) -> list[tuple[int, Plann
     """
     nodes = [(i, u) for i, p in enumerate(plans) for u in p.undo]
     ids = [u.effect.id for _, u in nodes]
+    out = [nodes[k] for k in _topological(ids, _undo_before(store, plans, ids))]
+    if len(out) != len(nodes):
+        raise UsageError("the runs' effects give no consistent order to undo them in (the "
+                         "versions table contradicts the runs' own order); check "
+                         "`tether audit verify`")
+    return out
+
+
+def _undo_before(store: Store, plans: list[RollbackPlan], ids: list[str]
+                 ) -> dict[int, set[int]]:
+    """Undo k: the undos that must come after it (indexes into ``ids``): its run's older
+    effects, and on each file, the effects of its older versions."""
     at = {eid: k for k, eid in enumerate(ids)}
-    after: dict[int, set[int]] = {k: set() for k in range(len(nodes))}
+    after: dict[int, set[int]] = {k: set() for k in range(len(ids))}
     for p_undos in ([at[u.effect.id] for u in p.undo] for p in plans):
         for a, b in itertools.pairwise(p_undos):
             after[a].add(b)
@@ -176,26 +197,28 @@ def undo_order(store: Store, plans: list[RollbackPlan]) -> list[tuple[int, Plann
         for a, b in itertools.pairwise(chain):
             if a != b:
                 after[a].add(b)
-    waiting = [0] * len(nodes)
+    return after
+
+
+def _topological(ids: list[str], after: dict[int, set[int]]) -> list[int]:
+    """Indexes in an order that keeps every ``after`` constraint, the larger id first where
+    they leave a choice; shorter than ``ids`` if the constraints have a cycle."""
+    waiting = [0] * len(ids)
     for bs in after.values():
         for b in bs:
             waiting[b] += 1
-    rank = {k: r for r, k in enumerate(sorted(range(len(nodes)), key=lambda k: ids[k],
+    rank = {k: r for r, k in enumerate(sorted(range(len(ids)), key=lambda k: ids[k],
                                                reverse=True))}
-    ready = [(rank[k], k) for k in range(len(nodes)) if waiting[k] == 0]
+    ready = [(rank[k], k) for k in range(len(ids)) if waiting[k] == 0]
     heapq.heapify(ready)
     out = []
     while ready:
         _, k = heapq.heappop(ready)
-        out.append(nodes[k])
+        out.append(k)
         for b in after[k]:
             waiting[b] -= 1
             if waiting[b] == 0:
                 heapq.heappush(ready, (rank[b], b))
-    if len(out) != len(nodes):
-        raise UsageError("the runs' effects give no consistent order to undo them in (the "
-                         "versions table contradicts the runs' own order); check "
-                         "`tether audit verify`")
     return out
 
 
@@ -218,6 +241,39 @@ def refuse_cascade(cp: CascadePlan, *, accept_irreversible: bool, force: bool) -
         raise UsageError(f"run {b.run.id} ({b.run.name}) is affected from step {b.first_step} "
                          f"but cannot be rolled back that far: {b.why}; add "
                          "--accept-irreversible to roll back the others and leave it")
+
+
+def _settle_messages(store: Store, cp: CascadePlan, todo: list[RollbackPlan],
+                     journals: dict[str, RunJournal], accept_irreversible: bool,
+                     force: bool) -> list[RollbackPlan] | CascadePlan:
+    """Retract, requeue and revert every run's messages and writes; the plans as carried out,
+    or the new cascade plan when a run outside the leases took in the work meanwhile."""
+    # First, before anything a retry could not take back: retract what is still
+    # pending. Only a message to a run outside the leases can be taken meanwhile, and
+    # then that run took in the work: it is refused (Conflict) and the cascade starts
+    # again with that run in it.
+    first: dict[str, RollbackPlan] = {}
+    for p in todo:
+        now = copy.copy(p)  # the plan also lists, for show, delivered ones to be requeued
+        now.retract = [m for m in p.retract if m.status in ("pending", "held")]
+        try:
+            rb.retract_and_revert(journals[p.run.id], now)
+        except Conflict:
+            return _again(store, cp, journals, first, accept_irreversible, force)
+        first[p.run.id] = now
+    for p in todo:
+        rb.requeue(journals[p.run.id], p)
+    settled = []
+    for p in todo:
+        # Planned again: a message a receiver put back in its inbox is retractable now
+        # (its recipient is held here, so nobody else can take it).
+        fresh = rb.replanned(store, p)
+        rb.retract_and_revert(journals[p.run.id], fresh)
+        # What was carried out, for the report: both passes, and the requeues.
+        fresh.retract = first[p.run.id].retract + fresh.retract
+        fresh.revert, fresh.requeue = first[p.run.id].revert, p.requeue
+        settled.append(fresh)
+    return settled
 
 
 def _again(store: Store, cp: CascadePlan, journals: dict[str, RunJournal],
@@ -283,41 +339,18 @@ def _under_leases(store: Store, cp: CascadePlan, origin: str, to_step: int, *,
         refuse_cascade(cp, accept_irreversible=accept_irreversible, force=force)
         if {p.run.id for p in cp.plans} - set(journals):
             return (cp,)
-        marker = cp.marker
         todo = [p for p in cp.plans if not p.idle]
         for p in todo:
-            rb.begin(journals[p.run.id], p.to_step, marker)
-        # First, before anything a retry could not take back: retract what is still
-        # pending. Only a message to a run outside the leases can be taken meanwhile, and
-        # then that run took in the work: it is refused (Conflict) and the cascade starts
-        # again with that run in it.
-        first: dict[str, RollbackPlan] = {}
-        for p in todo:
-            now = copy.copy(p)  # the plan also lists, for show, delivered ones to be requeued
-            now.retract = [m for m in p.retract if m.status in ("pending", "held")]
-            try:
-                rb.retract_and_revert(journals[p.run.id], now)
-            except Conflict:
-                return (_again(store, cp, journals, first, accept_irreversible, force),)
-            first[p.run.id] = now
-        for p in todo:
-            rb.requeue(journals[p.run.id], p)
-        settled = []
-        for p in todo:
-            # Planned again: a message a receiver put back in its inbox is retractable now
-            # (its recipient is held here, so nobody else can take it).
-            fresh = rb.replanned(store, p)
-            rb.retract_and_revert(journals[p.run.id], fresh)
-            # What was carried out, for the report: both passes, and the requeues.
-            fresh.retract = first[p.run.id].retract + fresh.retract
-            fresh.revert, fresh.requeue = first[p.run.id].revert, p.requeue
-            settled.append(fresh)
+            rb.begin(journals[p.run.id], p.to_step, cp.marker)
+        settled = _settle_messages(store, cp, todo, journals, accept_irreversible, force)
+        if isinstance(settled, CascadePlan):
+            return (settled,)
         registry: dict[str, dict[str, Tool]] = {}
         for i, u in undo_order(store, settled):
             owner = settled[i].run
             reg = registry.setdefault(owner.id, rb.undo_tools(owner, tools, agents))
             rb.undo(journals[owner.id], u, reg)
         for p in settled:
-            rb.restore(store, journals[p.run.id], p, by, cascade=marker)
+            rb.restore(store, journals[p.run.id], p, by, cascade=cp.marker)
     cp.plans = settled  # what was carried out (retractions include requeued messages)
     return cp

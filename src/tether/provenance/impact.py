@@ -128,37 +128,7 @@ def parse_origin(store: Store, ref: str, epoch: int | None = None) -> tuple[RunR
     unless ``epoch`` is given.
     """
     if "@" in ref:
-        run_ref, _, step_text = ref.rpartition("@")
-        try:
-            step = int(step_text)
-        except ValueError:
-            raise UsageError(f"{ref!r}: the part after @ must be a step number, e.g. "
-                             f"{run_ref or 'RUN'}@3") from None
-        if not run_ref:
-            raise UsageError(f"{ref!r}: name the run before the @, e.g. my-run@{step}")
-        if step < 1:
-            raise UsageError(f"{ref!r}: steps are numbered from 1 (0 is the start state, which "
-                             "no step made)")
-        row = find_run(store, run_ref)
-        ep = row.epoch if epoch is None else epoch
-        if epoch is None:
-            ran = ran_in(lineage(store, row), step)
-            ep = row.epoch if ran is None else ran
-        last = row.step if ep == row.epoch else _last_step(store, row.id, ep)
-        if last is None:
-            raise NotFound(f"run {row.id} has no epoch {ep} (it is in epoch {row.epoch})")
-        if step > last and epoch is None:
-            was = [e for e in range(row.epoch) if (_last_step(store, row.id, e) or 0) >= step]
-            if was:
-                raise UsageError(f"run {row.id}'s step {step} was rolled back (its current "
-                                 f"history, epoch {row.epoch}, has {last} steps); that step of "
-                                 f"epoch {was[-1]} is `{run_ref}@{step} --epoch {was[-1]}`")
-            raise UsageError(f"run {row.id} has completed {last} steps; step {step} is in the "
-                             "future")
-        if step > last:
-            raise UsageError(f"run {row.id} has completed {last} steps in epoch {ep}; step {step} "
-                             "is in the future")
-        return row, ep, step
+        return _at_step(store, ref, epoch)
     e = store.event(ref)
     if e is None:
         if store.find_runs(ref):
@@ -170,6 +140,41 @@ def parse_origin(store: Store, ref: str, epoch: int | None = None) -> tuple[RunR
     if owner is None:
         raise NotFound(f"event {ref} names run {e.run}, which is not in this store")
     return owner, e.epoch, e.step
+
+
+def _at_step(store: Store, ref: str, epoch: int | None) -> tuple[RunRow, int, int]:
+    """``RUN@STEP`` -> (run row, epoch, step); see :func:`parse_origin`."""
+    run_ref, _, step_text = ref.rpartition("@")
+    try:
+        step = int(step_text)
+    except ValueError:
+        raise UsageError(f"{ref!r}: the part after @ must be a step number, e.g. "
+                         f"{run_ref or 'RUN'}@3") from None
+    if not run_ref:
+        raise UsageError(f"{ref!r}: name the run before the @, e.g. my-run@{step}")
+    if step < 1:
+        raise UsageError(f"{ref!r}: steps are numbered from 1 (0 is the start state, which "
+                         "no step made)")
+    row = find_run(store, run_ref)
+    ep = row.epoch if epoch is None else epoch
+    if epoch is None:
+        ran = ran_in(lineage(store, row), step)
+        ep = row.epoch if ran is None else ran
+    last = row.step if ep == row.epoch else _last_step(store, row.id, ep)
+    if last is None:
+        raise NotFound(f"run {row.id} has no epoch {ep} (it is in epoch {row.epoch})")
+    if step > last and epoch is None:
+        was = [e for e in range(row.epoch) if (_last_step(store, row.id, e) or 0) >= step]
+        if was:
+            raise UsageError(f"run {row.id}'s step {step} was rolled back (its current "
+                             f"history, epoch {row.epoch}, has {last} steps); that step of "
+                             f"epoch {was[-1]} is `{run_ref}@{step} --epoch {was[-1]}`")
+        raise UsageError(f"run {row.id} has completed {last} steps; step {step} is in the "
+                         "future")
+    if step > last:
+        raise UsageError(f"run {row.id} has completed {last} steps in epoch {ep}; step {step} "
+                         "is in the future")
+    return row, ep, step
 
 
 def _last_step(store: Store, run: str, epoch: int) -> int | None:

@@ -107,21 +107,7 @@ class RollbackPlan:
         older = f", state from epoch {self.state_epoch}" if self.state_epoch != r.epoch else ""
         out = [f"rollback of run {r.name} ({r.id}) from step {r.step} to step {self.to_step} "
                f"(epoch {r.epoch} -> {r.epoch + 1}{older})"]
-        for u in self.undo:
-            e = u.effect
-            note = f"  CONFLICT: changed since: {', '.join(u.conflicts)}" if u.conflicts else ""
-            out.append(f"  undo    step {e.step} {e.tool}{_paths(e.arguments)} ({e.id}) with "
-                       f"{u.tool}{note}")
-        for v in self.revert:
-            out.append(f"  revert  step {v.step} blackboard {v.key!r} version {v.version}")
-        for m in self.retract:
-            state = ("delivered: its receiver puts it back first" if m.status == "delivered"
-                     else m.status)
-            out.append(f"  retract step {m.step} message {m.id} to {self._name(m.recipient)} "
-                       f"({state})")
-        for m in self.requeue:
-            out.append(f"  requeue message {m.id} from {self._name(m.sender)} (received after "
-                       f"step {self.to_step}): back in the inbox")
+        out += self._changes()
         for a in [] if cascade else self.affects:
             via = a.via
             how = (f" (via {via.kind} from {self._name(via.src_run)} step {via.src_step})"
@@ -138,6 +124,33 @@ class RollbackPlan:
                        "registered")
         out.append(f"  restore the state of step {self.to_step} (steps after it stay in the "
                    "journal as history); budgets are not refunded")
+        refused = self._refusals(cascade)
+        if refused:
+            out.append(f"  as it stands, the rollback is refused: {'; '.join(refused)}")
+        return out
+
+    def _changes(self) -> list[str]:
+        """The plan's undos, reverts, retractions and requeues, a line each."""
+        out = []
+        for u in self.undo:
+            e = u.effect
+            note = f"  CONFLICT: changed since: {', '.join(u.conflicts)}" if u.conflicts else ""
+            out.append(f"  undo    step {e.step} {e.tool}{_paths(e.arguments)} ({e.id}) with "
+                       f"{u.tool}{note}")
+        for v in self.revert:
+            out.append(f"  revert  step {v.step} blackboard {v.key!r} version {v.version}")
+        for m in self.retract:
+            state = ("delivered: its receiver puts it back first" if m.status == "delivered"
+                     else m.status)
+            out.append(f"  retract step {m.step} message {m.id} to {self._name(m.recipient)} "
+                       f"({state})")
+        for m in self.requeue:
+            out.append(f"  requeue message {m.id} from {self._name(m.sender)} (received after "
+                       f"step {self.to_step}): back in the inbox")
+        return out
+
+    def _refusals(self, cascade: bool) -> list[str]:
+        """Why the rollback would be refused as it stands (nothing: it would go ahead)."""
         refused = []
         if self.missing_undo:
             refused.append("a reversible effect registered no undo")
@@ -147,9 +160,7 @@ class RollbackPlan:
             refused.append("--force is needed to overwrite files changed since" + (
                 "" if cascade or not self.affects else " (or --cascade, when the change came "
                 "from a run this rollback affects)"))
-        if refused:
-            out.append(f"  as it stands, the rollback is refused: {'; '.join(refused)}")
-        return out
+        return refused
 
     def to_json(self) -> dict[str, Any]:
         r = self.run
@@ -185,33 +196,8 @@ def plan(store: Store, run_ref: str, to_step: int, *, check_files: bool = True) 
                        "(it was forked after that step)")
     p = RollbackPlan(row, to_step, state_epoch)
     after_k = _after(segments, to_step)
-    after = [e for e in store.effects(run=row.id) if after_k(e.epoch, e.step)]
-    after.sort(key=lambda e: (e.epoch, e.step, e.idx), reverse=True)
-    rows = RowFacts()
-    images, started = journal_facts(store, row, rows)
-    p.forged = [e for e in after if effect_problem(rows, e)]
-    for e in after:
-        if e.status in ("undone", "failed", "resolved_not_done"):
-            continue
-        if e.status not in DONE:
-            p.in_doubt.append(e)
-        elif e.effect == "irreversible":
-            p.irreversible.append(e)
-        elif not e.undo:
-            p.missing_undo.append(e)
-        else:
-            p.undo.append(PlannedUndo(e, e.undo["tool"], dict(e.undo["arguments"]),
-                                      images.get(e.id, {}), (), e.id in started))
-    for m in store.messages(sender=row.id):
-        if after_k(m.epoch, m.step):
-            if m.status in ("pending", "held"):
-                p.retract.append(m)
-            elif m.status == "delivered":
-                p.delivered.append(m)
-    for m in store.messages(recipient=row.id, status="delivered"):
-        taken = claimed_at(m)
-        if taken is not None and after_k(*taken):
-            p.requeue.append(m)
+    _sort_effects(store, p, after_k)
+    _sort_messages(store, p, after_k)
     p.revert = [v for v in store.versions(run=row.id) if v.ns.startswith("board:")
                 and after_k(v.epoch, v.step) and v.status == "live"]
     if check_files:
@@ -228,6 +214,42 @@ def plan(store: Store, run_ref: str, to_step: int, *, check_files: bool = True) 
             p.names[run] = other.name
     p.names[row.id] = row.name
     return p
+
+
+def _sort_effects(store: Store, p: RollbackPlan, after_k: Callable[[int, int], bool]) -> None:
+    """The run's effects after the step, newest first: to undo, to leave, or refused."""
+    after = [e for e in store.effects(run=p.run.id) if after_k(e.epoch, e.step)]
+    after.sort(key=lambda e: (e.epoch, e.step, e.idx), reverse=True)
+    rows = RowFacts()
+    images, started = journal_facts(store, p.run, rows)
+    p.forged = [e for e in after if effect_problem(rows, e)]
+    for e in after:
+        if e.status in ("undone", "failed", "resolved_not_done"):
+            continue
+        if e.status not in DONE:
+            p.in_doubt.append(e)
+        elif e.effect == "irreversible":
+            p.irreversible.append(e)
+        elif not e.undo:
+            p.missing_undo.append(e)
+        else:
+            p.undo.append(PlannedUndo(e, e.undo["tool"], dict(e.undo["arguments"]),
+                               images.get(e.id, {}), (), e.id in started))
+
+
+def _sort_messages(store: Store, p: RollbackPlan, after_k: Callable[[int, int], bool]) -> None:
+    """Messages the run sent after the step (to retract; delivered ones are the receivers'),
+    and those it took after it (back in its inbox)."""
+    for m in store.messages(sender=p.run.id):
+        if after_k(m.epoch, m.step):
+            if m.status in ("pending", "held"):
+                p.retract.append(m)
+            elif m.status == "delivered":
+                p.delivered.append(m)
+    for m in store.messages(recipient=p.run.id, status="delivered"):
+        taken = claimed_at(m)
+        if taken is not None and after_k(*taken):
+            p.requeue.append(m)
 
 
 def _paths(arguments: dict[str, Any]) -> str:
