@@ -13,6 +13,8 @@ from tether.cli import render
 from tether.cli.args import parse_json_object
 from tether.cli.common import console, handle_errors, operator, print_jsonl, run_namer, store, when
 from tether.ops import Tether
+from tether.store.protocol import Store
+from tether.store.records import ApprovalRow
 
 AsOpt = Annotated[str | None, typer.Option("--as", help="Decide as NAME (default $TETHER_USER or "
                                                         "the OS user).", metavar="NAME")]
@@ -34,6 +36,12 @@ def approvals(json: Annotated[bool, typer.Option("--json", help="JSON lines.")] 
     if not rows:
         console.print("no pending approvals" if not every else "no approvals")
         return
+    _print_approvals(ops.store, rows, every)
+    console.print("approve with `tether approve ID`, deny with `tether deny ID --reason TEXT`")
+
+
+def _print_approvals(s: Store, rows: list[ApprovalRow], every: bool) -> None:
+    """The requests as a table, as wide as the terminal allows."""
     t = Table(title="approvals")
     # The id is what people copy into `tether approve`: never cut it. In a narrow terminal
     # the columns one can do without go, rather than every column being cut to nothing.
@@ -45,7 +53,7 @@ def approvals(json: Annotated[bool, typer.Option("--json", help="JSON lines.")] 
         cols[-1] = "status"  # decided requests expire no more: their outcome matters
     for col in cols:
         t.add_column(col, no_wrap=col in ("status", "requested", "expires"), overflow="fold")
-    name = run_namer(ops.store)
+    name = run_namer(s)
     table: list[dict[str, str]] = []
     for a in rows:
         table.append({"id": a.id, "run": name(a.run), "step": str(a.step), "tool": a.tool,
@@ -59,7 +67,6 @@ def approvals(json: Annotated[bool, typer.Option("--json", help="JSON lines.")] 
         args = r["arguments"] if wide else render.cut(r["arguments"], room)
         t.add_row(*(escape(args if c == "arguments" else r[c]) for c in ("id", *cols)))
     console.print(t)
-    console.print("approve with `tether approve ID`, deny with `tether deny ID --reason TEXT`")
 
 
 @handle_errors
