@@ -131,11 +131,18 @@ def explain(agent: Annotated[str, typer.Option(help="The agent's name.", metavar
                                 for rid, m, why in rows],
                       "decision": decision.to_payload()}])
         return
+    _print_explained(pol, action, rows, first, tz)
+    _print_decision(decision, tz)
+
+
+def _print_explained(pol: Policy, action: Action, rows: list[tuple[str, bool, str]],
+                     first: str | None, tz: tzinfo) -> None:
+    """The policy, the action, and each rule: whether it matched, why, which one decides."""
     console.print(f"policy {escape(pol.source)}: {len(pol.rules)} rules, hash {pol.hash[:12]}",
                   highlight=False, soft_wrap=True)
-    console.print(f"action: agent {escape(agent)}"
-                  + (f", swarm {escape(swarm)}" if swarm else "")
-                  + f", tool {escape(tool)} ({effect}), at {_local(action.at, tz)}, "
+    console.print(f"action: agent {escape(action.agent)}"
+                  + (f", swarm {escape(action.swarm)}" if action.swarm else "")
+                  + f", tool {escape(action.tool)} ({action.effect}), at {_local(action.at, tz)}, "
                     f"args {escape(jsonlib.dumps(action.arguments))}", highlight=False, soft_wrap=True)
     for rid, matched, why in rows:
         mark = "[green]match[/]" if matched else "[dim]no[/]   "
@@ -144,7 +151,6 @@ def explain(agent: Annotated[str, typer.Option(help="The agent's name.", metavar
         console.print(f"  {mark} {escape(rid)}: {escape(why)}{note}", highlight=False, soft_wrap=True)
     if not rows:
         console.print("  (no rules)")
-    _print_decision(decision, tz)
 
 
 SwarmOpt = Annotated[str | None, typer.Option(
