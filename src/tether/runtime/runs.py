@@ -82,6 +82,22 @@ def _priced(agent: AgentLike, budget: Mapping[str, float], prices: PriceTable | 
                         f"a run of agent {agent.name}")
 
 
+def _spec(agent: AgentLike, agent_ref: str, workspace: str | Path | None,
+          options: Mapping[str, Any] | None,
+          pause_points: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A new run's spec: how to load its agent, its workspace (made, as an absolute path),
+    its pause points and the caller's options."""
+    ws = str(Path(workspace).resolve()) if workspace is not None else None
+    if ws is not None:
+        Path(ws).mkdir(parents=True, exist_ok=True)
+    spec: dict[str, Any] = {"agent": agent_ref, "agent_name": agent.name, "workspace": ws,
+                            "definition": agent.definition_hash(), **(options or {})}
+    points = pause_points if pause_points is not None else getattr(agent, "pause_points", None)
+    if points:
+        spec["pause_points"] = PausePoints.parse(points).to_json()
+    return spec
+
+
 def start_run(store: Store, agent: AgentLike, *, agent_ref: str, goal: str,
               name: str | None = None, budget: Mapping[str, float] | None = None,
               swarm: str | None = None, workspace: str | Path | None = None,
@@ -105,15 +121,8 @@ def start_run(store: Store, agent: AgentLike, *, agent_ref: str, goal: str,
     b = budgets.validate({**(agent.budget or {}), **(budget or {})})
     _priced(agent, b, prices)
     init = state if state is not None else agent.initial_state(goal)
-    ws = str(Path(workspace).resolve()) if workspace is not None else None
-    if ws is not None:
-        Path(ws).mkdir(parents=True, exist_ok=True)
+    spec = _spec(agent, agent_ref, workspace, options, pause_points)
     now = clk.now()
-    spec = {"agent": agent_ref, "agent_name": agent.name, "workspace": ws,
-            "definition": agent.definition_hash(), **(options or {})}
-    points = pause_points if pause_points is not None else getattr(agent, "pause_points", None)
-    if points:
-        spec["pause_points"] = PausePoints.parse(points).to_json()
     row = RunRow(id=run_id, name=name or f"{agent.name}-{run_id[-6:].lower()}", agent=agent_ref,
                  swarm=swarm, goal=goal, status="running", epoch=0, step=0, seq=0, head="",
                  spec=spec, budget=b, usage={}, wake_at=None, created=now, updated=now,
