@@ -256,3 +256,13 @@ def test_cli_options_reach_models_built_later_in_the_process(tmp_path: Path) -> 
     m = OpenAIModel("late", base_url="http://127.0.0.1:9/v1")
     assert (m._timeout, m._max_retries) == (2.5, 0)
     Agent("late", model=m, instructions="x", budget={"cost_usd": 1})  # priced by the file
+
+
+def test_a_price_file_is_read_once_until_it_changes(tmp_path: Path) -> None:
+    from tether.runtime.prices import price_table
+    f = tmp_path / "prices.toml"
+    f.write_text('"house-model" = { input = 1, output = 2 }\n')
+    first = price_table(f)
+    assert price_table(f) is first  # not read and parsed again
+    f.write_text('"house-model" = { input = 10, output = 20 }\n')
+    assert price_table(f).price("house-model") == (10, 20)

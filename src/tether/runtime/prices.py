@@ -25,10 +25,30 @@ from tether.errors import UsageError
 ENV = "TETHER_PRICES"
 
 
+_LOADED: dict[tuple[str, int, int, int, int], PriceTable] = {}
+"""Price files already read, by (path, device, inode, size, mtime): each ``Agent`` with a
+cost cap and each ``start_run`` asks for the prices in force, and a file that did not
+change need not be read and parsed again. A file written since has a new key."""
+
+
 def load_price_file(path: str | os.PathLike[str]) -> PriceTable:
     """The built-in table with the file's prices added; UsageError naming the file and
     what is wrong with it."""
     p = Path(path)
+    try:
+        st = p.stat()
+    except OSError as exc:
+        raise UsageError(f"price file {p} cannot be read: {exc}") from None
+    key = (str(p), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    table = _LOADED.get(key)
+    if table is None:
+        if len(_LOADED) >= 16:  # bounded: a long-lived process that sees many files
+            _LOADED.clear()
+        table = _LOADED[key] = _read(p)
+    return table
+
+
+def _read(p: Path) -> PriceTable:
     try:
         text = p.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:

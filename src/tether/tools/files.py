@@ -112,7 +112,10 @@ def _undo(images: list[dict[str, Any]]) -> None:
 def _carry_out(tree: Tree, plan: Plan) -> str:
     _undo(plan.images)
     plan.act()
-    _record(tree, plan.changed)
+    # The after-image is what the plan wrote, not the files read back and hashed again
+    # (a second pass over up to max_file bytes): the same hashes, unless someone else
+    # changed a file in between, and then a rollback should see their change as one.
+    record_after(files=dict(plan.after))
     return plan.result
 
 

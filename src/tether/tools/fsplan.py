@@ -132,13 +132,12 @@ class Plan:
     images: list[dict[str, Any]]
     """Before-images, in the order the undo (``fs_restore``) applies them."""
     after: dict[str, str | None]
-    """Expected hash of each path once done (:data:`DIR_HASH` for a folder, None: absent)."""
+    """Expected hash of each path once done (:data:`DIR_HASH` for a folder, None: absent):
+    journaled in the intent, and recorded as the effect's after-image once done."""
     result: str
     """What the tool returns once done."""
     act: Callable[[], None]
     """Carries the plan out."""
-    changed: list[Parts]
-    """The paths whose hashes the effect records as its after-image."""
 
 
 def target(tree: Tree, rel: str) -> Parts:
@@ -196,7 +195,7 @@ def plan_write(tree: Tree, path: str, text: str) -> Plan:
     key, before = _writable_file(tree, path)
     rel, data = before["path"], _encode(text, before["path"])
     return Plan([before], {rel: _sha(data)}, f"wrote {len(data)} bytes to {rel}",
-                lambda: tree.write(key, rel, data, before["mode"]), [key])
+                lambda: tree.write(key, rel, data, before["mode"]))
 
 
 def plan_append(tree: Tree, path: str, text: str) -> Plan:
@@ -206,13 +205,13 @@ def plan_append(tree: Tree, path: str, text: str) -> Plan:
     new = old + data
     return Plan([as_prefix(before, old)], {rel: _sha(new)},
                 f"appended {len(data)} bytes to {rel} (now {len(new)} bytes)",
-                lambda: tree.write(key, rel, new, before["mode"]), [key])
+                lambda: tree.write(key, rel, new, before["mode"]))
 
 
 def plan_delete(tree: Tree, path: str) -> Plan:
     key, before = existing_file(tree, path, "delete")
     rel = before["path"]
-    return Plan([before], {rel: None}, f"deleted {rel}", lambda: tree.unlink(key, rel), [key])
+    return Plan([before], {rel: None}, f"deleted {rel}", lambda: tree.unlink(key, rel))
 
 
 def plan_move(tree: Tree, src: str, dst: str) -> Plan:
@@ -225,7 +224,7 @@ def plan_move(tree: Tree, src: str, dst: str) -> Plan:
         raise UsageError(f"cannot move {s} to {d}: the destination exists; delete it first "
                          "or pick another name")
     return Plan([dst_before, src_before], {s: None, d: image_hash(src_before)},
-                f"moved {s} to {d}", lambda: tree.rename(skey, dkey, s, d), [skey, dkey])
+                f"moved {s} to {d}", lambda: tree.rename(skey, dkey, s, d))
 
 
 def plan_mkdir(tree: Tree, path: str) -> Plan:
@@ -245,10 +244,10 @@ def plan_mkdir(tree: Tree, path: str) -> Plan:
             tree.mkdir(d, rel)
 
     if not missing:
-        return Plan([], {rel: DIR_HASH}, f"directory {rel} already exists", act, [key])
+        return Plan([], {rel: DIR_HASH}, f"directory {rel} already exists", act)
     parents = [rel_of(d) for d in missing[:-1]]
     # Undo removes the deepest first, so each directory is empty when its turn comes.
     return Plan([image(tree, d, "dir") for d in reversed(missing)],
                 {rel_of(d): DIR_HASH for d in missing},
                 f"created directory {rel}" + (f" (and {', '.join(parents)})" if parents else ""),
-                act, missing)
+                act)
