@@ -32,7 +32,6 @@ REASON = re.compile(r"^\s*# long: (\S+\s+){2,}\S")
 
 ALLOWED: dict[str, str] = {
     # file (relative to src/tether) or file::Function.qualname -> who is shortening it
-    "core/checkpoint.py": "402 lines: issue #9 helper checkpoint",
 }
 
 

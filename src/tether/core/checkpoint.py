@@ -14,17 +14,14 @@ by every later keyframe that still holds it; large non-list values are chunks
 too. An agent whose conversation grows by one message per step therefore costs
 about one message of bytes per step, keyframes included.
 
-Finding what changed costs what changed, too. Lists and dicts the agent keeps
-changing in place are *adopted*: replaced in the state by tracked copies
-(``core/tracked.py``) whose every mutation marks them and their ancestors, so
-an append is found and encoded without reading the older items, and an edit
-anywhere inside a value, however deep, marks the value to be stored whole. A
-value replaced at each step, or one holding a tuple, is compared on canonical
-bytes with the previous checkpoint instead, which is safe against in-place
-mutation because the encoder keeps bytes, not references the agent could
-mutate. At a step boundary the state thus becomes what its checkpoint holds (as
-after a restore): a container the agent also keeps a reference to elsewhere is
-a copy in the state from then on.
+Finding what changed costs what changed, too. Lists and dicts changed in place
+are *adopted*: replaced in the state by tracked copies (``core/tracked.py``) whose
+mutations mark them and their ancestors, so an append is encoded without reading
+the older items and an edit anywhere inside a value has it stored whole. Other
+values are compared on canonical bytes with the previous checkpoint (bytes, not
+references the agent could mutate). At a step boundary the state becomes what
+its checkpoint holds, as after a restore: a container the agent also keeps a
+reference to elsewhere is a copy in the state from then on.
 """
 
 from __future__ import annotations
