@@ -15,7 +15,7 @@ from rich.markup import escape
 from tether.cli.args import parse_json_object
 from tether.cli.common import console, handle_errors, parse_assignments, print_jsonl
 from tether.core.effect_classes import ACTION_EFFECTS
-from tether.core.policy import Action, Decision, load_policy
+from tether.core.policy import Action, Decision, Policy, load_policy
 from tether.core.policy_time import zone_name
 from tether.errors import UsageError
 
