@@ -85,6 +85,11 @@ def _clock(t: float) -> str:
     return datetime.fromtimestamp(t, UTC).strftime("%H:%M")
 
 
+def _arrivals(t: float) -> str:
+    """What the names of the tickets ingest drops at ``t`` start with."""
+    return f"inbox/{_clock(t).replace(':', '')}-"
+
+
 def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:32]
 
@@ -223,7 +228,7 @@ def ingest_step(ctx: Any, state: dict[str, Any]) -> Any:
             ctx.call(fs_mkdir, path="inbox")
         batch = []
         for n, text in enumerate(TICKETS.get(hour, [])):
-            name = f"inbox/{_clock(now).replace(':', '')}-{n}-{_slug(text)}.txt"
+            name = f"{_arrivals(now)}{n}-{_slug(text)}.txt"
             ctx.call(fs_write, path=name, content=text + "\n")
             batch.append({"file": name, "text": text})
             state["tickets"] = state.get("tickets", 0) + 1
@@ -243,7 +248,10 @@ async def triage_step(ctx: Any, state: dict[str, Any]) -> Any:
     if now < NIGHT_START + HOUR / 2:  # the librarian and ingest set up at 21:00
         return SleepUntil(NIGHT_START + HOUR / 2)
     files = await ctx.call(fs_list, path="inbox")
-    for path in files:
+    # Tickets ingest drops at this very moment wait for the next wake-up: both runs wake on
+    # the hour, and which of them the worker happens to get to the workspace first must
+    # not decide when a ticket is triaged (nor at which step triage asks for approval).
+    for path in [f for f in files if not f.startswith(_arrivals(now))]:
         text = (await ctx.call(fs_read, path=path)).strip()
         resp = await ctx.model([
             {"role": "system", "content": "You triage support tickets. Answer with one word: "
