@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -733,6 +734,31 @@ def test_backup_is_a_readable_copy_and_refuses_an_existing_path(
         with pytest.raises(UsageError, match="exists"):
             store.backup(str(existing))
         assert existing.read_bytes() == before
+
+
+def test_reads_in_a_snapshot_see_the_store_as_it_was_on_entry(
+        store_factory: StoreFactory) -> None:
+    store, ids = store_factory(), _ids()
+    a = _owned(store, ids)
+    assert store.commit([a.write(2, step=1)]) == [None]
+    results: list[list[BaseException | None]] = []
+    late = a.write(1, step=2, checkpoint=(0, CheckpointEncoder(run=a.id).encode(
+        2, {"n": 2}, force_key=True)))
+    with store.snapshot():
+        seen = store.events(a.id)
+        # Another writer (a thread has a connection of its own) commits meanwhile.
+        writer = threading.Thread(target=lambda: results.append(store.commit([late])))
+        writer.start()
+        writer.join()
+        assert results == [[None]]
+        assert store.events(a.id) == seen
+        assert [s for s, _, _ in store.checkpoint_steps(a.id, 0)] == [0]
+        assert len(list(store.batches())) == 2
+        row = store.get_run(a.id)
+        assert row is not None and (row.seq, row.head, row.step) == (3, seen[-1].hash, 1)
+    assert len(store.events(a.id)) == 4  # and after it, the commit
+    assert [s for s, _, _ in store.checkpoint_steps(a.id, 0)] == [0, 2]
+    assert len(list(store.batches())) == 3
 
 
 # -- swarm: messages -------------------------------------------------------------

@@ -55,6 +55,13 @@ _NULL_DIGEST = payload_digest(None)
 
 def verify_store(store: Store, *, progress: Callable[[int, int], None] | None = None) -> VerifyReport:
     """Verify every chain in ``store``. ``progress(done, total)`` is called per run."""
+    with store.snapshot():
+        return _verify(store, progress)
+
+
+def _verify(store: Store, progress: Callable[[int, int], None] | None) -> VerifyReport:
+    """verify_store inside one snapshot: on a live store, a run's events read before a
+    worker's commit and its checkpoints or the batches read after it would disagree."""
     rep = VerifyReport()
     # The chains say nothing of pages they never read (an index): SQLite checks the file.
     rep.problems.extend(

@@ -7,6 +7,7 @@ passes the same conformance suite (``tests/store_conformance.py``).
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
 from tether.core.events import Event
@@ -253,6 +254,12 @@ class Store(Protocol):
         ...
 
     # -- maintenance -----------------------------------------------------
+    def snapshot(self) -> AbstractContextManager[None]:
+        """Reads made inside (on this thread) all see the store as it was on entry, whatever
+        other writers commit meanwhile: what an audit of a live store needs, or it reads a
+        run's events before a commit and its checkpoints or batches after it."""
+        ...
+
     def check_integrity(self) -> list[str]:
         """What the storage engine finds wrong with the store's file (empty when sound):
         damage the hash chains cannot see, such as a garbled index page."""

@@ -163,6 +163,25 @@ class SQLiteBase:
                 c.execute("ROLLBACK")
 
     @contextlib.contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """One read transaction on this thread's connection: in WAL mode its reads all see
+        the commit that was last when it began (nested: the outer one's)."""
+        c = self._conn()
+        if c.in_transaction:
+            yield
+            return
+        try:
+            c.execute("BEGIN")
+            c.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()  # the snapshot starts here
+        except sqlite3.Error as exc:
+            raise self._translate(exc) from exc
+        try:
+            yield
+        finally:
+            with contextlib.suppress(sqlite3.Error):  # nothing was written: nothing to lose
+                c.execute("COMMIT")
+
+    @contextlib.contextmanager
     def _guard(self) -> Iterator[None]:
         """Translate sqlite3 errors of reads done outside ``_read`` (cursors, generators)."""
         try:
