@@ -210,12 +210,7 @@ def test_a_rollback_refuses_to_run_an_undo_the_journal_does_not_vouch_for(
         before = {p.name: p.read_bytes() for p in ws.iterdir()}
     finally:
         store.close()
-    undo = dict(last.undo or {})
-    undo["arguments"] = {"entries": [{**undo["arguments"]["entries"][0], "path": "step-1.txt"}]}
-    raw = sqlite3.connect(path)
-    with raw:
-        raw.execute("UPDATE effects SET undo = ? WHERE id = ?", (orjson.dumps(undo), last.id))
-    raw.close()
+    _forge_undo(path, last)
     store = SQLiteStore(path, create=False)
     try:
         with pytest.raises(UsageError, match=f"effect {last.id} .*does not match the journal"):
@@ -226,6 +221,16 @@ def test_a_rollback_refuses_to_run_an_undo_the_journal_does_not_vouch_for(
         assert not verify_store(store).ok
     finally:
         store.close()
+
+
+def _forge_undo(path: Path, eff: EffectRow) -> None:
+    """Point ``eff``'s stored undo at another file (step-1.txt), as a raw-SQL forger would."""
+    undo = dict(eff.undo or {})
+    undo["arguments"] = {"entries": [{**undo["arguments"]["entries"][0], "path": "step-1.txt"}]}
+    raw = sqlite3.connect(path)
+    with raw:
+        raw.execute("UPDATE effects SET undo = ? WHERE id = ?", (orjson.dumps(undo), eff.id))
+    raw.close()
 
 
 def test_a_settled_effect_seals_only_the_paths_that_got_a_version() -> None:
@@ -247,12 +252,7 @@ def test_a_fork_refuses_to_rewind_its_copy_with_a_forged_undo(
         runs = len(store.list_runs())
     finally:
         store.close()
-    undo = dict(last.undo or {})
-    undo["arguments"] = {"entries": [{**undo["arguments"]["entries"][0], "path": "step-1.txt"}]}
-    raw = sqlite3.connect(path)
-    with raw:
-        raw.execute("UPDATE effects SET undo = ? WHERE id = ?", (orjson.dumps(undo), last.id))
-    raw.close()
+    _forge_undo(path, last)
     store = SQLiteStore(path, create=False)
     try:
         with pytest.raises(UsageError, match=f"effect {last.id} .*does not match the journal"):
