@@ -36,6 +36,7 @@ from tether.provenance import plan as pl
 from tether.provenance import quarantine as qu
 from tether.provenance import rollback as rb
 from tether.runtime.agent import AgentLike
+from tether.runtime.containment import QuarantineResult
 from tether.runtime.operator import CommandResult, actor, find_effect, find_run, run_state, send_command
 from tether.store.protocol import Store
 from tether.store.records import ApprovalRow, EffectRow, RunRow
@@ -229,10 +230,10 @@ class Tether:
                         name=name, who=self.who, agents=self.agents)
         return self.run(child)
 
-    def quarantine(self, ref: str, *, reason: str = "") -> qu.QuarantineResult:
+    def quarantine(self, ref: str, *, reason: str = "") -> QuarantineResult:
         """Contain the run: pause it, hold its undelivered messages, mark its writes suspect."""
         return qu.quarantine(self.store, ref, reason=reason, who=self.who)
 
-    def release(self, ref: str) -> qu.QuarantineResult:
+    def release(self, ref: str) -> QuarantineResult:
         """Lift a quarantine: deliver the held messages, clear the suspect marks."""
         return qu.quarantine(self.store, ref, release=True, who=self.who)

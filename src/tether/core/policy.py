@@ -50,6 +50,7 @@ from typing import Any, Final
 
 from tether.core import canonical
 from tether.core.effect_classes import ACTION_EFFECTS
+from tether.core.monitors import MonitorSettings, MonitorSpecError, compile_monitors
 from tether.core.policy_match import Action, Names, PolicyError, SpecError
 from tether.core.policy_rules import Defaults, OnExpiry, Rule, Verdict, compile_defaults, compile_rule
 from tether.core.policy_time import zone_name
@@ -57,7 +58,7 @@ from tether.core.policy_time import zone_name
 __all__ = ["Action", "Decision", "Defaults", "Policy", "PolicyError", "Rule", "builtin_policy", "load_policy",
            "parse_policy", "policy_from_text", "rules_from_python"]
 
-TOP_KEYS: Final = ("rule", "defaults")
+TOP_KEYS: Final = ("rule", "defaults", "monitors")
 _CACHE_LIMIT: Final = 4096
 _TOML_AT = re.compile(r"\s*\(at line (\d+), column (\d+)\)\s*$")
 
@@ -100,11 +101,14 @@ class Policy:
     """
 
     __slots__ = ("_any_tool", "_by_effect", "_by_name", "_cache", "_default", "_fixed", "_globbed",
-                 "defaults", "format", "hash", "rules", "source", "text")
+                 "defaults", "format", "hash", "monitors", "rules", "source", "text")
 
     def __init__(self, rules: Iterable[Rule], *, policy_hash: str, source: str = "<python>",
-                 defaults: Defaults | None = None, text: str = "", format: str = "toml") -> None:
+                 defaults: Defaults | None = None, text: str = "", format: str = "toml",
+                 monitors: MonitorSettings | None = None) -> None:
         self.rules: tuple[Rule, ...] = tuple(rules)
+        self.monitors = monitors or MonitorSettings()
+        """The ``[monitors]`` tables (:mod:`tether.core.monitors.settings`)."""
         self.hash = policy_hash
         self.source = source
         self.defaults = defaults or Defaults()
@@ -212,7 +216,11 @@ def _build(data: Mapping[str, Any], *, policy_hash: str, source: str,
         if key not in TOP_KEYS:
             hint = " (rules are [[rule]] tables)" if key in ("rules", "policy", "policies") else ""
             raise PolicyError(f"{source}: {key}: unknown top-level key{hint}; a policy has [[rule]] "
-                              f"tables and an optional [defaults] table")
+                              f"tables, an optional [defaults] table and [monitors] tables")
+    try:
+        monitors = compile_monitors(data.get("monitors"))
+    except MonitorSpecError as exc:
+        raise PolicyError(f"{source}: {exc}") from None
     try:
         defaults = compile_defaults(data.get("defaults", {}))
     except SpecError as exc:
@@ -228,7 +236,7 @@ def _build(data: Mapping[str, Any], *, policy_hash: str, source: str,
         except SpecError as exc:
             raise PolicyError(f"{source}: {_label(spec, n)}: {exc}") from None
     return Policy(rules, policy_hash=policy_hash, source=source, defaults=defaults, text=text,
-                  format=format)
+                  format=format, monitors=monitors)
 
 
 def parse_policy(text: str, *, source: str, known_tools: Set[str] | None = None) -> Policy:

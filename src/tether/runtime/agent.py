@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 from tether.core.canonical import digest
+from tether.core.monitors import Monitor
 from tether.errors import ToolFailed, UsageError
 from tether.models.base import Model, ToolCall, ToolSpec
 from tether.runtime import swarm_tools
@@ -62,8 +63,11 @@ class Agent:
     def __init__(self, name: str, *, model: Model, instructions: str,
                  tools: Sequence[Tool] = (), budget: Mapping[str, float] | None = None,
                  pause_points: Mapping[str, Any] | None = None,
-                 on_change: str | None = None, swarm: bool = False) -> None:
+                 on_change: str | None = None, swarm: bool = False,
+                 monitors: Sequence[Callable[[], Monitor]] = ()) -> None:
         self.name = name
+        self.monitors = tuple(monitors)
+        """The agent's own monitors: each made afresh (a class or a factory) for every run."""
         self.pause_points = dict(pause_points) if pause_points else None
         self.on_change = on_change
         self.model: Model | None = model
@@ -188,8 +192,11 @@ class StepAgent:
                  model: Model | None = None, budget: Mapping[str, float] | None = None,
                  init: Callable[[str], dict[str, Any]] | None = None,
                  pause_points: Mapping[str, Any] | None = None,
-                 on_change: str | None = None) -> None:
+                 on_change: str | None = None,
+                 monitors: Sequence[Callable[[], Monitor]] = ()) -> None:
         self.fn = fn
+        self.monitors = tuple(monitors)
+        """The agent's own monitors: each made afresh (a class or a factory) for every run."""
         self.pause_points = dict(pause_points) if pause_points else None
         self.on_change = on_change
         """What to do when a run resumes under a changed definition of this agent:

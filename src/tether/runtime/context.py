@@ -20,11 +20,13 @@ from typing import Any
 
 from tether.core.canonical import digest, dumps, json_safe, loads
 from tether.core.fingerprint import ConversationHasher, fingerprint
+from tether.core.monitors import Proposal
 from tether.core.pricing import PriceTable
 from tether.errors import ModelError, PauseRequested, StopRequested, ToolFailed, UsageError
 from tether.models.base import Message, Model, ModelResponse, ToolSpec
 from tether.runtime.agent import AgentLike
 from tether.runtime.effects import EffectRunner
+from tether.runtime.monitoring import MonitorHost
 from tether.runtime.outcome import SleepUntil
 from tether.runtime.oversight import Oversight
 from tether.runtime.run_budget import RunBudget
@@ -66,6 +68,7 @@ class StepServices:
     oversight: Oversight
     budget: RunBudget
     prices: PriceTable
+    monitors: MonitorHost
     hasher: ConversationHasher = field(default_factory=ConversationHasher)
     _tools: dict[str, Tool] = field(init=False)
 
@@ -264,6 +267,7 @@ class StepContext:
         if rec is not None:
             return await s.effects.replay(t, args, rec, self.step)
         await self._rt.safe_point(self.step)
+        s.monitors.propose(Proposal(i, t.name, t.effect, args_json, fp), self.step)  # a loop?
         # The operator's rules, before anything runs (the arguments may come back edited).
         args = await s.oversight.check(t, args, args_json, i, self.step)
         args_json = json_safe(args)

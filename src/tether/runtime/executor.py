@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from tether.core.checkpoint import CheckpointEncoder, chain_label, checkpoint_info, restore
 from tether.core.clock import WallClock
+from tether.core.monitors import MonitorSettings
 from tether.core.pausepoints import PausePoints
 from tether.core.pricing import PriceTable
 from tether.errors import (
@@ -40,6 +41,7 @@ from tether.runtime.context import (
 )
 from tether.runtime.effects import EffectRunner
 from tether.runtime.journal import Recorded, RunJournal
+from tether.runtime.monitoring import MonitorHost
 from tether.runtime.oversight import GATE_KINDS, Oversight
 from tether.runtime.pipeline import CommitPipeline
 from tether.runtime.run_budget import RunBudget
@@ -85,8 +87,12 @@ class RunExecutor:
         self.effects = EffectRunner(self.rt)
         self.oversight = Oversight(self.rt, self.budget, self.pause_points,
                                    policy if callable(policy) else (lambda: policy), wall=wall)
+        self.monitors = MonitorHost.build(self.rt, _monitor_settings(self.oversight),
+                                          getattr(agent, "monitors", ()), lambda: self.state)
+        journal.listener = self.monitors.observe
         self.services = StepServices(self.rt, agent, effects=self.effects,
-                                     oversight=self.oversight, budget=self.budget, prices=prices)
+                                     oversight=self.oversight, budget=self.budget, prices=prices,
+                                     monitors=self.monitors)
         self.encoder = CheckpointEncoder(keyframe_every=keyframe_every, run=journal.run)
         self.state: dict[str, Any] = {}
         self._commands: list[Command] = []
@@ -117,6 +123,7 @@ class RunExecutor:
                              where=chain_label(row.id, row.epoch, row.step, chain.key_step))
         self.encoder.prime(self.state, last_key_step=chain.key_step)
         self.budget.swarm_budget = dict(swarm_budget or {})
+        self.monitors.warm()
         step = row.step + 1
         for e in tail:
             if e.epoch != row.epoch or e.step != step:
@@ -127,6 +134,8 @@ class RunExecutor:
                 self.rt.replay[int(e.payload["i"])] = Recorded(e)
             elif e.kind in GATE_KINDS:
                 self.oversight.record(e)
+            elif e.kind == "alert":
+                self.monitors.record(e)
             elif e.kind in RESULT_KINDS and e.causes:
                 for rec in self.rt.replay.values():
                     if rec.call.id == e.causes[0]:
@@ -194,6 +203,7 @@ class RunExecutor:
             self._alert = None
             raise PauseRequested(f"paused by monitor alert {name!r}; look, then `tether resume`",
                                  detail={"alert": name, **detail})
+        self.monitors.act()
         if self._commands:
             pending, self._commands = self._commands, []
             for c in pending:
@@ -240,6 +250,7 @@ class RunExecutor:
             self._fail(exc)
         await self._halt()
         await self._final_flush()
+        await self.monitors.settle(self._final_flush)
         return j.row.status
 
     async def _steps(self) -> None:
@@ -316,8 +327,11 @@ class RunExecutor:
             j.append("checkpoint", info, step=step)
         j.append("step.finished", {**outcomes.to_json(out), "checkpoint": info}, step=step)
         self._outcome(out, step)
+        if j.row.status in ("sleeping", "waiting"):
+            self.monitors.act()  # a verdict of this step parks the run now, not at its wake-up
         self.rt.replay = {}
         self.oversight.clear()
+        self.monitors.clear()
         self.step_started = False
         if j.row.status == "running":
             await self.commits.end_step()
@@ -358,6 +372,11 @@ class RunExecutor:
             j.append("run.sleeping", {"until": out.at}, step=step)
         elif isinstance(out, outcomes.AwaitMessages):
             j.append("run.sleeping", {"until": out.until, "inbox": True}, step=step)
+
+
+def _monitor_settings(oversight: Oversight) -> MonitorSettings:
+    """The ``[monitors]`` tables of the policy in force when the run was taken."""
+    return oversight.policy.monitors
 
 
 def _pause_points(journal: RunJournal, shared: Mapping[str, Any] | None) -> PausePoints:

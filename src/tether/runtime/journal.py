@@ -9,6 +9,7 @@ Used by workers (through the group committer) and by the CLI (directly).
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,7 +33,7 @@ from tether.store.records import (
 )
 
 NOTIFY_KINDS = frozenset({"approval.requested", "run.paused", "run.stopped", "budget.exceeded",
-                          "effect.in_doubt", "run.failed"})
+                          "effect.in_doubt", "run.failed", "alert"})
 """Events operators are told about (through the outbox, when a webhook is configured)."""
 
 
@@ -72,6 +73,8 @@ class RunJournal:
         self._transitions: list[Transition] = []
         self._chunks: dict[str, bytes] = {}
         self._dirty = False
+        self.listener: Callable[[Event], None] | None = None
+        """Told of every event right after it is appended (the run's monitors)."""
 
     @property
     def run(self) -> str:
@@ -101,6 +104,8 @@ class RunJournal:
                 "id": e.id, "kind": kind, "run": self.row.id, "name": self.row.name,
                 "agent": self.row.agent, "swarm": self.row.swarm, "step": e.step, "time": e.time,
                 "payload": payload}, t))
+        if self.listener is not None:
+            self.listener(e)
         return e
 
     def _apply(self, new: RunFold) -> None:

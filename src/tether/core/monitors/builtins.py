@@ -1,0 +1,1 @@
+"""Imports every built-in monitor so that each registers itself (one line each)."""

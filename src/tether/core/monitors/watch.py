@@ -1,0 +1,108 @@
+"""A run's monitors, fed together: the pure half of hosting them.
+
+:class:`Watch` holds the monitors that watch one run, feeds each event to each of
+them, escalates what they signal by each monitor's stages and returns the
+verdicts. It journals nothing and acts on nothing: the worker's host
+(``runtime/monitoring.py``) journals each verdict as an ``alert`` event and acts
+on it; ``tether analyze`` prints them. Both therefore judge the same events the
+same way.
+
+A monitor that raises is not allowed to take the run down with it: its exception
+becomes an alert of its own (rule ``monitor_error``) and the monitor is switched
+off for the rest of the watch, so one bad monitor costs one alert, not one per
+event.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+from tether.core.events import Event
+from tether.core.monitors.base import Monitor, Proposal, View
+from tether.core.monitors.verdicts import Level, Signal, Verdict, escalate
+
+ALERT_KIND = "alert"
+
+
+@dataclass(slots=True)
+class Watched:
+    """One monitor in a watch, with its stages."""
+
+    monitor: Monitor
+    stages: tuple[Level, ...]
+    on: bool = True
+
+
+class Watch:
+    """The monitors of one run; see the module docstring."""
+
+    def __init__(self, monitors: Iterable[tuple[Monitor, Sequence[Level]]]) -> None:
+        self.watched = [Watched(m, tuple(st)) for m, st in monitors]
+        self.seen: dict[tuple[str, str], int] = {}
+        """Signals so far per (monitor, rule): the next one's stage is this plus one."""
+
+    def __bool__(self) -> bool:
+        return any(w.on for w in self.watched)
+
+    def observe(self, event: Event, view: View) -> list[Verdict]:
+        """Feed ``event`` to every monitor; the verdicts it gives, strongest last.
+
+        ``alert`` events are not fed (a monitor never judges verdicts); they only
+        count towards the stage of the next signal of the same monitor and rule.
+        """
+        if event.kind == ALERT_KIND:
+            self.count(event)
+            return []
+        out: list[Verdict] = []
+        for w in self.watched:
+            if w.on:
+                out.extend(self._judge(w, lambda m: m.observe(event, view), event.id))
+        return sorted(out, key=lambda v: v.level)
+
+    def propose(self, call: Proposal, view: View) -> list[Verdict]:
+        """Ask every monitor about ``call`` before it runs; its verdicts, strongest last."""
+        out: list[Verdict] = []
+        for w in self.watched:
+            if w.on:
+                out.extend(self._judge(w, lambda m: m.propose(call, view), None))
+        return sorted(out, key=lambda v: v.level)
+
+    def warm(self, event: Event, view: View) -> None:
+        """Feed an event seen before (a worker taking the run over): state only, no
+        verdicts; an ``alert`` counts towards the stages as it did then."""
+        if event.kind == ALERT_KIND:
+            self.count(event)
+            return
+        for w in self.watched:
+            if w.on:
+                try:
+                    for _ in w.monitor.observe(event, view):
+                        pass
+                except Exception:  # it raised the first time too, and said so then
+                    w.on = False
+
+    def count(self, alert: Event) -> None:
+        """Count a journaled ``alert`` towards its monitor and rule's stages."""
+        p = alert.payload if isinstance(alert.payload, dict) else {}
+        key = (str(p.get("monitor")), str(p.get("rule")))
+        self.seen[key] = max(self.seen.get(key, 0), int(p.get("stage") or 0))
+
+    def _judge(self, w: Watched, ask: Callable[[Monitor], Iterable[Signal]], at: str | None) -> list[Verdict]:
+        m = w.monitor
+        try:
+            signals = list(ask(m))
+        except Exception as exc:  # a monitor's bug is an alert, never a crashed worker
+            w.on = False
+            signals = [Signal(getattr(m, "name", type(m).__name__), "monitor_error",
+                              f"monitor {getattr(m, 'name', type(m).__name__)!r} raised "
+                              f"{type(exc).__name__}: {exc}; it is off for this run until the "
+                              "worker takes the run again", evidence=(at,) if at else (),
+                              level=Level.ALERT)]
+        out = []
+        for s in signals:
+            key = (s.monitor, s.rule)
+            n = self.seen.get(key, 0)
+            self.seen[key] = n + 1
+            out.append(escalate(s, n, w.stages))
+        return out

@@ -1,0 +1,192 @@
+"""The worker's monitor host: feeds a run's events to its monitors as they are
+journaled, journals their verdicts and acts on them.
+
+Every event the run's journal takes goes to the run's :class:`~tether.core.monitors.watch.Watch`
+(through the journal's listener) right after it is appended, so a verdict is
+journaled in the same commit as the evidence it cites: an ``alert`` event whose
+``causes`` are that evidence. A verdict is journaled before it is acted on, so
+after a kill -9 it is either in the store with its evidence or neither is.
+
+Acting:
+
+* ``alert``: the event only (operators hear of it through the outbox);
+* ``block``: raised on a proposed call, the call does not run and the model is told
+  why (:class:`~tether.errors.ToolDenied`); the ``alert`` carries the call's index,
+  so a step re-run after a crash is refused the same call without asking again;
+* ``pause``, ``quarantine``, ``stop``: the strongest one is applied at the run's
+  next safe point (before its next call or step).
+
+The cost on the hot path is one call per event per monitor; monitors that need
+I/O do not run here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+from tether.core.events import Event
+from tether.core.monitors import Level, Monitor, MonitorSettings, Proposal, Verdict, View
+from tether.core.monitors.verdicts import DEFAULT_STAGES
+from tether.core.monitors.watch import ALERT_KIND, Watch
+from tether.errors import PauseRequested, StopRequested, ToolDenied
+from tether.runtime.containment import contain
+from tether.runtime.stepping import StepRuntime
+
+
+class MonitorHost:
+    """One run's monitors in the worker (see the module docstring)."""
+
+    def __init__(self, rt: StepRuntime, watch: Watch,
+                 state: Callable[[], Mapping[str, Any] | None], *, window: int = 0) -> None:
+        self.rt = rt
+        self.watch = watch
+        self.window = window
+        """How many of the run's latest events rebuild its monitors (0: none needed)."""
+        self.quarantine: tuple[str, str] | None = None
+        """A quarantine to apply once the run is parked: (reason, alert id)."""
+        self._state = state
+        self.progress: float | None = None
+        """The last ``ctx.progress(value)`` of the run."""
+        self.pending: Verdict | None = None
+        """The strongest verdict above ``block`` not acted on yet, with its alert."""
+        self.pending_alert: str | None = None
+        self._blocked: dict[tuple[int, int], Event] = {}
+        """Journaled blocks of the in-flight step, by (step, call index)."""
+
+    @classmethod
+    def build(cls, rt: StepRuntime, settings: MonitorSettings,
+              extra: Iterable[Callable[[], Monitor]],
+              state: Callable[[], Mapping[str, Any] | None]) -> MonitorHost:
+        """The run's monitors: the registered ones as the policy configures them for its
+        agent and swarm, then ``extra`` (the agent's own) on the default stages."""
+        row = rt.journal.row
+        configured = [c for c in settings.for_run(rt.agent, row.swarm) if c.enabled]
+        pairs: list[tuple[Monitor, Sequence[Level]]] = [
+            (c.kind.make(c.params), c.stages) for c in configured]
+        own = [make() for make in extra]
+        pairs += [(m, getattr(m, "stages", DEFAULT_STAGES)) for m in own]
+        window = max([c.kind.window for c in configured]
+                     + [int(getattr(m, "window", 64)) for m in own], default=0)
+        return cls(rt, Watch(pairs), state, window=window)
+
+    def view(self, step: int) -> View:
+        row = self.rt.journal.row
+        return View(run=row.id, agent=self.rt.agent, swarm=row.swarm, goal=row.goal,
+                    epoch=row.epoch, step=step, now=self.rt.clock(), usage=row.usage,
+                    budget=row.budget, state=self._state(), progress=self.progress)
+
+    # -- feeding -------------------------------------------------------------
+    def warm(self) -> None:
+        """Rebuild the monitors' state from the run's latest events, journaled before this
+        worker took the run (no verdicts: they were given then)."""
+        row = self.rt.journal.row
+        if not self.window or not row.seq or not self.watch:
+            return
+        for e in self.rt.journal.store.events(row.id, after_seq=max(0, row.seq - self.window)):
+            self.watch.warm(e, self.view(e.step))
+
+    def record(self, e: Event) -> None:
+        """Index a journaled block of the in-flight step (what a re-run step meets)."""
+        if e.kind == ALERT_KIND and isinstance(e.payload, dict) and "i" in e.payload:
+            self._blocked[(e.step, int(e.payload["i"]))] = e
+
+    def clear(self) -> None:
+        """The step ended: its blocks are no longer the in-flight step's."""
+        self._blocked.clear()
+
+    def observe(self, e: Event) -> None:
+        """The journal's listener: judge ``e`` and journal what that gives."""
+        if not self.watch:
+            return
+        verdicts = self.watch.observe(e, self.view(e.step))
+        if verdicts:
+            self._emit(verdicts, e.step)
+
+    def propose(self, call: Proposal, step: int) -> None:
+        """Before a tool call runs: raise ToolDenied if a monitor blocks it, or pause (or
+        stop) the run right here for a stronger verdict.
+
+        A re-run step meets the verdict journaled for this call the first time: a block
+        refuses it again; a pause (quarantine, stop) was answered by whoever resumed the
+        run, so the call goes ahead without asking again.
+        """
+        done = self._blocked.get((step, call.i))
+        if done is not None:
+            if done.payload.get("verdict") == Level.BLOCK.label:
+                raise ToolDenied(_refusal(call.tool, done.payload))
+            return
+        if not self.watch:
+            return
+        verdicts = self.watch.propose(call, self.view(step))
+        if not verdicts:
+            return
+        alerts = self._emit(verdicts, step, call=call)
+        strongest = verdicts[-1].level
+        if strongest > Level.BLOCK:
+            self.act()  # this is a safe point: nothing of the call ran
+        if strongest == Level.BLOCK:
+            raise ToolDenied(_refusal(call.tool, alerts[-1].payload))
+
+    # -- journaling ----------------------------------------------------------
+    def _emit(self, verdicts: Sequence[Verdict], step: int, *,
+              call: Proposal | None = None) -> list[Event]:
+        j = self.rt.journal
+        out = []
+        for v in verdicts:
+            extra: dict[str, Any] = {}
+            if call is not None:
+                extra = {"i": call.i, "tool": call.tool, "fp": call.fp}
+                if v.level >= Level.BLOCK:
+                    extra["blocked"] = True
+            ev = j.append(ALERT_KIND, v.to_payload(**extra), step=step,
+                          causes=tuple(dict.fromkeys(v.signal.evidence)))
+            out.append(ev)
+            if call is not None and v.level >= Level.BLOCK:
+                self._blocked[(step, call.i)] = ev
+            if v.level > Level.BLOCK and (self.pending is None or v.level > self.pending.level):
+                self.pending, self.pending_alert = v, ev.id
+        return out
+
+    # -- acting --------------------------------------------------------------
+    def act(self) -> None:
+        """At a safe point: raise to pause or stop the run for a verdict journaled since
+        the last one (a quarantine pauses it now and is applied by :meth:`settle`)."""
+        v, alert = self.pending, self.pending_alert
+        if v is None or alert is None:
+            return
+        self.pending = self.pending_alert = None
+        s = v.signal
+        why = f"monitor {s.monitor!r} ({s.rule}): {s.message}"
+        if v.level >= Level.STOP:
+            raise StopRequested(f"run {self.rt.journal.run}: stopped by {why}")
+        if v.level >= Level.QUARANTINE:
+            self.quarantine = (why, alert)
+        raise PauseRequested(f"paused by {why}; look (`tether alerts`), then `tether resume`",
+                             detail={"alert": alert, "monitor": s.monitor, "rule": s.rule})
+
+    async def settle(self, flush: Callable[[], Awaitable[None]]) -> None:
+        """Once the run is parked: apply a quarantine verdict (hold its undelivered
+        messages, mark its writes suspect), in a commit of its own."""
+        j = self.rt.journal
+        if self.quarantine is None or j.row.status != "paused":
+            return
+        reason, alert = self.quarantine
+        self.quarantine = None
+        for _ in range(5):  # a recipient took a message meanwhile: look again
+            if await asyncio.to_thread(contain, j.store, j, release=False, reason=reason,
+                                       by="system:monitor", causes=(alert,)) is not None:
+                return
+        j.append(ALERT_KIND, {"monitor": "host", "rule": "quarantine_failed", "verdict": "alert",
+                              "stage": 1, "message": "its messages kept being delivered while "
+                              "they were being held; quarantine it with `tether quarantine`",
+                              "figures": {}, "threshold": None}, causes=(alert,))
+        await flush()
+
+
+def _refusal(tool: str, payload: Any) -> str:
+    """What the model is told when a monitor refuses its call."""
+    p = payload if isinstance(payload, dict) else {}
+    return (f"tool {tool}: refused by monitor {p.get('monitor')!r} ({p.get('rule')}): "
+            f"{p.get('message', '')} Try something different.")
