@@ -10,6 +10,8 @@ effect.
 from tether._version import __version__
 from tether.audit import VerifyReport, verify_store
 from tether.core.clock import Clock, FixedClock, WallClock
+from tether.core.monitors.invariants import Facts as InvariantFacts
+from tether.core.monitors.invariants import Invariant, invariant
 from tether.core.policy import Action, Decision, Policy, PolicyError, load_policy, rules_from_python
 from tether.core.pricing import PriceTable
 from tether.errors import (
@@ -73,6 +75,8 @@ __all__ = [
     "FixedClock",
     "InboxMessage",
     "InvalidState",
+    "Invariant",
+    "InvariantFacts",
     "LeaseLost",
     "Message",
     "Model",
@@ -119,6 +123,7 @@ __all__ = [
     "__version__",
     "apply_policy",
     "current",
+    "invariant",
     "load_agent",
     "load_policy",
     "open_store",

@@ -13,6 +13,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from tether.core.canonical import digest
 from tether.core.monitors import Monitor
+from tether.core.monitors.invariants import Invariant, InvariantsMonitor
 from tether.errors import ToolFailed, UsageError
 from tether.models.base import Model, ToolCall, ToolSpec
 from tether.runtime import swarm_tools
@@ -64,9 +65,10 @@ class Agent:
                  tools: Sequence[Tool] = (), budget: Mapping[str, float] | None = None,
                  pause_points: Mapping[str, Any] | None = None,
                  on_change: str | None = None, swarm: bool = False,
-                 monitors: Sequence[Callable[[], Monitor]] = ()) -> None:
+                 monitors: Sequence[Callable[[], Monitor]] = (),
+                 invariants: Sequence[Invariant] = ()) -> None:
         self.name = name
-        self.monitors = tuple(monitors)
+        self.monitors = _own_monitors(monitors, invariants)
         """The agent's own monitors: each made afresh (a class or a factory) for every run."""
         self.pause_points = dict(pause_points) if pause_points else None
         self.on_change = on_change
@@ -193,9 +195,10 @@ class StepAgent:
                  init: Callable[[str], dict[str, Any]] | None = None,
                  pause_points: Mapping[str, Any] | None = None,
                  on_change: str | None = None,
-                 monitors: Sequence[Callable[[], Monitor]] = ()) -> None:
+                 monitors: Sequence[Callable[[], Monitor]] = (),
+                 invariants: Sequence[Invariant] = ()) -> None:
         self.fn = fn
-        self.monitors = tuple(monitors)
+        self.monitors = _own_monitors(monitors, invariants)
         """The agent's own monitors: each made afresh (a class or a factory) for every run."""
         self.pause_points = dict(pause_points) if pause_points else None
         self.on_change = on_change
@@ -230,6 +233,15 @@ class StepAgent:
 
     def step(self, ctx: Any, state: dict[str, Any]) -> Any:
         return self.fn(ctx, state)
+
+
+def _own_monitors(monitors: Sequence[Callable[[], Monitor]],
+                  invariants: Sequence[Invariant]) -> tuple[Callable[[], Monitor], ...]:
+    """An agent's monitors, with its ``@invariant`` functions checked by one more."""
+    if not invariants:
+        return tuple(monitors)
+    checks = tuple(invariants)
+    return (*monitors, lambda: InvariantsMonitor(checks))
 
 
 def step_agent(fn: StepFn | None = None, /, **options: Any) -> Any:

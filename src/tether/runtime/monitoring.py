@@ -62,11 +62,16 @@ class MonitorHost:
         """The run's monitors: the registered ones as the policy configures them for its
         agent and swarm, then ``extra`` (the agent's own) on the default stages."""
         row = rt.journal.row
-        configured = [c for c in settings.for_run(rt.agent, row.swarm) if c.enabled]
+        every = settings.for_run(rt.agent, row.swarm)
+        configured = [c for c in every if c.enabled]
         pairs: list[tuple[Monitor, Sequence[Level]]] = [
             (c.kind.make(c.params), c.stages) for c in configured]
         own = [make() for make in extra]
-        pairs += [(m, getattr(m, "stages", DEFAULT_STAGES)) for m in own]
+        # An agent's own monitor named like a registered one (its @invariant functions are
+        # checked by an "invariants" monitor) takes the stages the policy gives that name.
+        staged = {c.kind.name: c.stages for c in every}
+        pairs += [(m, getattr(m, "stages", None) or staged.get(m.name, DEFAULT_STAGES))
+                  for m in own]
         window = max([c.kind.window for c in configured]
                      + [int(getattr(m, "window", 64)) for m in own], default=0)
         return cls(rt, Watch(pairs), state, window=window)

@@ -107,6 +107,9 @@ class MonitorKind:
     doc: str = ""
     window: int = 64
     """How many of a run's latest events rebuild it when a worker takes the run over."""
+    check: Callable[[Mapping[str, Any], str], None] | None = None
+    """Checks one policy table's parameters beyond their types (``check(params, path)``),
+    raising ValueError that starts with the key path: e.g. compiles the expressions."""
 
 
 KINDS: Final[dict[str, MonitorKind]] = {}

@@ -122,6 +122,11 @@ def _one(name: str, value: object, path: str) -> Mapping[str, Any]:
                                    f"takes {known}")
         else:
             out[key] = _typed(v, kind.defaults[key], where)
+    if kind.check is not None:
+        try:
+            kind.check(out, path)
+        except ValueError as exc:
+            raise MonitorSpecError(str(exc)) from None
     return out
 
 
