@@ -151,6 +151,7 @@ def test_audit_verify_detects_tampering(tmp_path: Path, demo_dir: Path) -> None:
 # Each command's one-line summary (its start) and an option or argument that sets it apart,
 # as `--help` must show them. A new command fails here until its help is written down here.
 HELP = {
+    "alerts ack": ("Record that you looked at an alert", "--note"),
     "approvals": ("List approval requests (pending ones unless --all)", "--all"),
     "approve": ("Approve a proposed action; the run goes on and runs it", "--always"),
     "audit verify": ("Walk every run's hash chain, its checkpoints and the batch chain", "--json"),

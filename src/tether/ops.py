@@ -25,6 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from tether import alerts as al
 from tether import approvals as ap
 from tether import control
 from tether.core.events import Event
@@ -124,6 +125,12 @@ class Tether:
         run_id = self.run(run).id if run else None
         return self.store.approvals(run=run_id, status="pending" if pending else None)
 
+    def alerts(self, *, run: str | None = None, since: float | None = None,
+               unacked: bool = False) -> list[al.AlertRow]:
+        """Monitor alerts, oldest first: of ``run`` only, journaled at or after ``since``
+        (seconds since the epoch, the runs' clocks), only those nobody acked (``unacked``)."""
+        return al.alerts(self.store, run=run, since=since, unacked=unacked)
+
     def impact(self, ref: str, *, epoch: int | None = None) -> im.Impact:
         """Everything downstream of ``ref`` (an event id, or ``RUN@STEP``): the runs,
         steps, messages, effects and files its work reached."""
@@ -185,6 +192,13 @@ class Tether:
     def deny(self, approval: str, reason: str) -> ApprovalRow:
         """Deny a proposed action; the agent's model is told ``reason``."""
         return ap.decide(self.store, approval, approve=False, who=self.who, note=reason)
+
+    def ack_alert(self, alert: str, *, note: str | None = None, wait: float = 5.0
+                  ) -> CommandResult:
+        """Record that this operator looked at ``alert`` (an ``alert.acked`` event in the
+        alerted run's chain; applied by its worker when one owns the run). A second ack of
+        the same alert is refused (UsageError naming who acked it)."""
+        return al.ack(self.store, alert, who=self.who, note=note, wait=wait)
 
     def resolve(self, effect: str, resolution: str, *, result: Any = None) -> EffectRow:
         """Settle an in-doubt effect: ``done`` (it happened; ``result`` is what the agent

@@ -56,6 +56,8 @@ def _register() -> None:
     app.command()(fork_cmd.fork)
     store_app.command("backup")(control.backup)
     audit_app.command("verify")(inspect.verify)
+    from tether.cli.alerts_cmd import alerts_app
+    app.add_typer(alerts_app, name="alerts")
     from tether.cli.policy_cmd import policy_app
     app.add_typer(policy_app, name="policy")
     app.add_typer(store_app, name="store")

@@ -10,8 +10,10 @@ from rich.markup import escape
 from rich.progress import Progress
 from rich.table import Table
 
+from tether.alerts import AlertRow
 from tether.audit import verify_store
 from tether.cli import render
+from tether.cli.alerts_cmd import print_alerts
 from tether.cli.common import console, handle_errors, print_jsonl, reader, status, store, when
 from tether.core.events import Event
 from tether.errors import UsageError
@@ -59,10 +61,12 @@ def runs(json: JsonOpt = False,
 def show(run: Annotated[str, typer.Argument(help="Run id, name, agent name or id prefix.", metavar="RUN")],
          json: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False) -> None:
     """Show one run: status, its result or last error, what it waits for, usage, budget,
-    effects."""
+    effects, monitor alerts."""
     s = store(readonly=True)
-    row = Tether(s).run(run)
+    ops = Tether(s)
+    row = ops.run(run)
     info = run_info(s, row)
+    alerts = sorted(ops.alerts(run=row.id), key=lambda a: a.acked_by is not None)
     effects = s.effects(run=row.id)
     inbox = len(s.messages(recipient=row.id, status="pending"))
     held = len(s.messages(sender=row.id, status="held"))
@@ -71,6 +75,7 @@ def show(run: Annotated[str, typer.Argument(help="Run id, name, agent name or id
         d["effects"] = [{"id": e.id, "step": e.step, "tool": e.tool, "effect": e.effect,
                          "status": e.status} for e in effects]
         d["inbox"], d["held_messages"] = inbox, held
+        d["alerts"] = [a.to_json() for a in alerts]  # unacked first
         d.update(info.to_json())
         print_jsonl([d])
         return
@@ -81,6 +86,18 @@ def show(run: Annotated[str, typer.Argument(help="Run id, name, agent name or id
     if row.budget:
         console.print("budget: " + ", ".join(f"{k}={v:g}" for k, v in row.budget.items()))
     _print_effects(effects)
+    _print_alerts(row, alerts)
+
+
+def _print_alerts(row: RunRow, alerts: list[AlertRow], most: int = 20) -> None:
+    """The run's monitor alerts, those nobody acked first."""
+    if not alerts:
+        return
+    print_alerts(alerts[:most], title=f"alerts ({sum(not a.acked_by for a in alerts)} not acked)",
+                 run_column=False)
+    if len(alerts) > most:
+        console.print(f"{len(alerts) - most} more: `tether alerts --run {row.id}`",
+                      highlight=False)
 
 
 def _print_header(row: RunRow, inbox: int, held: int) -> None:

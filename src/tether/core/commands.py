@@ -11,14 +11,15 @@ from typing import Final
 
 from tether.core.statuses import ACTIVE_STATUSES, CLOSED_STATUSES
 
-KINDS: Final = ("pause", "resume", "stop", "budget")
+KINDS: Final = ("pause", "resume", "stop", "budget", "ack")
+"""``ack``: an operator looked at a monitor's alert (``args``: ``alert``, ``note``)."""
 
 
 def decide(kind: str, status: str, spec: Mapping[str, object]) -> str:
     """``applied``, or why a ``kind`` command leaves a run in ``status`` as it is."""
     if kind not in KINDS:
         return f"ignored: unknown command {kind!r}"
-    if status in CLOSED_STATUSES and kind != "budget":
+    if status in CLOSED_STATUSES and kind not in ("budget", "ack"):
         return f"ignored: the run is {status}"
     if kind == "pause" and status not in ACTIVE_STATUSES:
         return f"ignored: the run is {status}"

@@ -24,6 +24,8 @@ def apply(j: RunJournal, c: Command, *, step: int | None = None) -> str:
     change is the event's fold (:mod:`tether.core.fold`)."""
     status = j.row.status
     outcome = decide(c.kind, status, j.row.spec)
+    if outcome == "applied" and c.kind == "ack":  # once per alert
+        outcome = acked_already(j.store, j.run, str(c.args.get("alert"))) or outcome
     ev = j.append("command", {"command": c.id, "kind": c.kind, "args": c.args,
                               "outcome": outcome}, step=step, actor=c.actor)
     j.command_applied(c.id)
@@ -48,15 +50,31 @@ def apply(j: RunJournal, c: Command, *, step: int | None = None) -> str:
         cancel_pending(j.store, j, "the run was stopped", who)
         j.append("run.stopped", {"reason": f"stopped by {who}"}, step=step, causes=(ev.id,))
     elif c.kind == "budget":
-        old = dict(j.row.budget)
-        new = dict(old)
-        new.update(budgets.validate(c.args.get("set", {})))
-        for k in c.args.get("unset", []):
-            new.pop(k, None)
-        j.append("budget.changed", {"old": old, "new": new, "by": who}, step=step,
-                 causes=(ev.id,))
-        j.update(budget=new)
+        _budget(j, c, ev.id, step)
+    elif c.kind == "ack":
+        j.append("alert.acked", {"alert": c.args.get("alert"), "by": who,
+                                 "note": c.args.get("note")}, step=step, actor=who,
+                 causes=(str(c.args.get("alert")), ev.id))
     return outcome
+
+
+def _budget(j: RunJournal, c: Command, cause: str, step: int | None) -> None:
+    old = dict(j.row.budget)
+    new = dict(old)
+    new.update(budgets.validate(c.args.get("set", {})))
+    for k in c.args.get("unset", []):
+        new.pop(k, None)
+    j.append("budget.changed", {"old": old, "new": new, "by": c.actor}, step=step,
+             causes=(cause,))
+    j.update(budget=new)
+
+
+def acked_already(store: Store, run: str, alert: str) -> str | None:
+    """Why acking ``alert`` again changes nothing (who acked it, when), or None."""
+    for e in store.events_of_kinds(("alert.acked",), run=run):
+        if isinstance(e.payload, dict) and e.payload.get("alert") == alert:
+            return f"ignored: alert {alert} was acked already by {e.payload.get('by')} at {e.time}"
+    return None
 
 
 def cancel_pending(store: Store, j: RunJournal, why: str, by: str) -> int:

@@ -110,6 +110,13 @@ class Store(Protocol):
         """One event by id."""
         ...
 
+    def events_of_kinds(self, kinds: Sequence[str], *, run: str | None = None,
+                        since: float | None = None) -> list[Event]:
+        """Events of ``kinds`` across runs (or of ``run``), in time order, from ``since``
+        (seconds since the epoch, by their ``time``). Their ``prev`` is not set: read a
+        run's chain with :meth:`events` to verify it."""
+        ...
+
     def all_run_ids(self) -> list[str]:
         """Every run that has events (for audit)."""
         ...

@@ -14,9 +14,11 @@ from collections.abc import Iterable, Sequence
 from typing import Any, Final
 
 from tether.core.canonical import dumps, loads
+from tether.core.events import Event
 from tether.errors import Conflict, LeaseLost
 from tether.store.records import MessageRow, VersionRow, Write
 from tether.store.sqlite_base import SQLiteBase
+from tether.store.sqlite_rows import EVENT_COLS, row_event
 
 MESSAGE_COLS = "id, swarm, sender, epoch, step, recipient, topic, body, status, created, claim, received"
 VERSION_COLS = "ns, key, version, event, run, epoch, step, value, hash, status, suspect, created"
@@ -38,6 +40,24 @@ def row_version(r: Sequence[Any]) -> VersionRow:
 
 
 class SQLiteWorld(SQLiteBase):
+    def events_of_kinds(self, kinds: Sequence[str], *, run: str | None = None,
+                        since: float | None = None) -> list[Event]:
+        # A scan of the events table (no index on kind): for operators' listings, which are
+        # rare; a run's own chain is read by its (rk, seq) index.
+        sql = f"SELECT {EVENT_COLS} FROM events WHERE kind IN ({','.join('?' * len(kinds))})"
+        args: list[Any] = list(kinds)
+        if run is not None:
+            rk = self._rk(run)
+            if rk is None:
+                return []
+            sql += " AND rk = ?"
+            args.append(rk)
+        if since is not None:
+            sql += " AND time >= ?"
+            args.append(int(since * 1_000_000))
+        rows = self._read(sql + " ORDER BY time, rk, seq", args)
+        return [row_event(r, self._run_id(r[0])) for r in rows]
+
     """Messages and versions (mixed into SQLiteStore)."""
 
     # -- inside a commit ---------------------------------------------------
