@@ -16,8 +16,10 @@ about one message of bytes per step, keyframes included.
 
 Finding what changed costs what changed, too. Lists and dicts changed in place
 are *adopted*: replaced in the state by tracked copies (``core/tracked.py``) whose
-mutations mark them and their ancestors, so an append is encoded without reading
-the older items and an edit anywhere inside a value has it stored whole. Other
+mutations mark them and their ancestors, so an append is encoded without encoding
+the older items and an edit anywhere inside a value has it stored whole. Lists are
+also compared, pointer by pointer in C, with a snapshot: an edit that bypassed their
+methods (``heapq``, ``list.append(x, v)``) is found and stored too. Other
 values are compared on canonical bytes with the previous checkpoint (bytes, not
 references the agent could mutate). At a step boundary the state becomes what
 its checkpoint holds, as after a restore: a container the agent also keeps a
@@ -34,7 +36,7 @@ from typing import Any
 import orjson
 
 from tether.core.canonical import dumps, loads
-from tether.core.tracked import TrackedDict, TrackedList, Tracker, Untrackable, adopt, changed, refresh
+from tether.core.tracked import Root, TrackedDict, TrackedList, Tracker, Untrackable, changed
 from tether.errors import InvalidState, StoreCorrupt
 
 State = dict[str, Any]
@@ -179,8 +181,8 @@ class CheckpointEncoder:
     _list_chunks: dict[str, list[str]] = field(default_factory=dict)
     _keys: set[str] = field(default_factory=set)
     _tracker: Tracker = field(default_factory=Tracker)
-    _roots: dict[str, Any] = field(default_factory=dict)
-    """Tracked values by key, as adopted."""
+    _roots: dict[str, Root] = field(default_factory=dict)
+    """Tracked values by key, as adopted, with the lists below them."""
     _seen: dict[str, Any] = field(default_factory=dict)
     """Untracked values by key, as of the last checkpoint (adopted if seen again)."""
     _refused: dict[str, Any] = field(default_factory=dict)
@@ -194,7 +196,8 @@ class CheckpointEncoder:
         for k, v in list(state.items()):
             if isinstance(v, list | dict) and isinstance(state, MutableMapping):
                 try:
-                    state[k] = self._roots[k] = adopt(v, self._tracker, self._tracker)
+                    self._roots[k] = Root(v, self._tracker)
+                    state[k] = self._roots[k].value
                     continue
                 except Untrackable:
                     self._refused[k] = v
@@ -213,7 +216,8 @@ class CheckpointEncoder:
         for k, v in state.items():
             if not isinstance(k, str):
                 raise InvalidState(f"run {self.run} step {step}: state key {k!r} is not a string")
-            if self._roots.get(k, _MISSING) is v:
+            if (root := self._roots.get(k)) is not None and root.value is v:
+                root.check()  # edits that bypassed the marks (heapq) are marked from here on
                 self._tracked(d, step, k, v)
             else:
                 self._plain(d, step, k, v, adoptable=isinstance(state, MutableMapping))
@@ -290,17 +294,14 @@ class CheckpointEncoder:
         """Take the step: adopt what changed, forget what left, start a new generation."""
         tr = self._tracker
         self._prev, self._keys = d.prev, set(state)
-        self._roots = {k: r for k, r in self._roots.items() if state.get(k, _MISSING) is r}
+        self._roots = {k: r for k, r in self._roots.items() if state.get(k, _MISSING) is r.value}
         for k, v, how in d.adopt:
             try:
                 if how == -2:
-                    state[k] = self._roots[k] = adopt(v, tr, tr)  # type: ignore[index]
-                elif how == -1:
-                    refresh(v, tr)
+                    self._roots[k] = Root(v, tr)
+                    state[k] = self._roots[k].value  # type: ignore[index]
                 else:
-                    list.__setitem__(v, slice(how, None),
-                                     [adopt(x, tr, v) for x in list.__getitem__(v, slice(how, None))])
-                    v._ok = tr.gen + 1
+                    self._roots[k].take(how)
             except Untrackable:  # a tuple inside: this value is encoded whole from now on
                 self._roots.pop(k, None)
                 self._refused[k] = state[k]
