@@ -204,17 +204,30 @@ def _waiting_for_people(store: Store, directory: Path, doubt: list[EffectRow]) -
 
 
 def _bad_step(bad: BadStep, s: str, scripted_model: bool) -> None:
-    """What went wrong at night, how far it reached, and the commands that undo it."""
-    r, k = bad.run, bad.to_step
-    first = bad.wrong[0]
-    share = f"all {bad.routed}" if len(bad.wrong) == bad.routed else \
-        f"{len(bad.wrong)} of the {bad.routed}"
-    console.print(f"\n[bold red]a bad step[/bold red]: from its step {bad.step} ({bad.at}) on, "
-                  f"{r.name} sent {share} tickets it routed to the wrong team", highlight=False)
-    why = (f"; the scripted model loses the thread once the router's conversation holds "
-           f"{DRIFT_AFTER} tickets, and repeats its previous answer") if scripted_model else ""
-    console.print(f"  e.g. \"{first.text}\" to {first.got}, not {first.want}{why}",
+    """What the router's invariant caught at night (the alert and its evidence), what the
+    bad step reached, and the commands that undo it."""
+    r, p = bad.run, bad.payload
+    name = (p.get("figures") or {}).get("invariant", p.get("rule"))
+    acted = ("and quarantined it there (tether.toml: \\[monitors.agent.router.invariants])"
+             if bad.quarantined else f"(verdict {p.get('verdict')})")
+    console.print(f"\n[bold red]caught live[/bold red]: the invariant {name!r} broke at "
+                  f"{r.name} step {bad.step} ({bad.at}), {acted}", highlight=False)
+    item = bad.offending
+    if item:
+        why = (f"; the scripted model loses the thread once the router's conversation holds "
+               f"{DRIFT_AFTER} tickets, and repeats its previous answer") if scripted_model else ""
+        console.print(f"  it routed \"{item.get('text')}\" to {item.get('team')}, a team the "
+                      f"ticket does not mention{why}", markup=False, highlight=False)
+    console.print(f"  evidence: {', '.join(bad.evidence)} of {r.name} step {bad.step}",
                   markup=False, highlight=False)
+    _say(f"  {s} events {shlex.quote(r.name)} --kind alert --full      # the alert: what it "
+         "saw, before and now")
+    _reached(bad, s)
+    _undo(bad, s)
+
+
+def _reached(bad: BadStep, s: str) -> None:
+    r = bad.run
     files = bad.impact.files()
     console.print(f"what it reached: {bad.impact.totals()}", highlight=False)
     names = {a.run.id: a.run.name for a in bad.impact.affected}
@@ -223,7 +236,15 @@ def _bad_step(bad: BadStep, s: str, scripted_model: bool) -> None:
                       highlight=False)
     if files:
         console.print(f"  files: {', '.join(files)}", markup=False, highlight=False)
+    if all(a.run.id == r.id for a in bad.impact.affected):
+        console.print(f"  its answers never left {r.name}: it sends a step after it decides, "
+                      "and the invariant is checked in between, so nothing downstream got "
+                      "them", markup=False, highlight=False)
     _say(f"  {s} impact {shlex.quote(r.name)}@{bad.step}      # all of it, effect by effect")
+
+
+def _undo(bad: BadStep, s: str) -> None:
+    r, k = bad.run, bad.to_step
     flags = ""
     if bad.irreversible:
         flags = " --accept-irreversible"
@@ -237,7 +258,8 @@ def _bad_step(bad: BadStep, s: str, scripted_model: bool) -> None:
     others = [p for p in bad.plan.plans if p.run.id != r.id and not p.idle]
     back = "".join(f", {p.run.name} to step {p.to_step}" for p in others)
     note = ("every reversible effect is undone, the rest stays" if bad.irreversible else
-            "no irreversible effect on the way, so every file it wrote comes back byte for byte")
+            "no irreversible effect on the way, so every file it wrote comes back byte for byte"
+            if bad.impact.files() else "it made no effect, so this only takes back its state")
     console.print(f"undo it wherever it reached ({r.name} back to step {k}{back}; {note}; the "
                   "journal keeps the history):", markup=False, highlight=False)
     cmd = f"{s} rollback {shlex.quote(r.name)} --to {k} --cascade{flags}"

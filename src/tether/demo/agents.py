@@ -17,12 +17,16 @@
 The router goes wrong at night: it keeps its whole conversation, to stay
 consistent, and once that holds :data:`DRIFT_AFTER` tickets the scripted model
 loses the thread and parrots its previous answer, so from 01:00 on every
-ticket lands in the infra queue. Its messages carry the mistake into the
-dispatcher's files; ``tether impact`` shows how far it went and ``tether
-rollback --cascade`` undoes it in both runs. No irreversible effect is on that
-path.
+ticket would land in the infra queue. The policy catches it live: an invariant
+(``[monitors.agent.router.invariants]`` in :data:`POLICY`) says a ticket routed
+to a team mentions one of that team's words, and the router decides in one step
+and sends in the next, so the invariant is checked between the two. The first
+wrong answer breaks it; the verdict quarantines the router before its answers
+leave, and the dispatcher's queues get nothing from it. ``tether impact`` shows
+what the bad step reached (the router alone) and ``tether rollback --cascade``
+undoes it.
 
-The policy (:data:`POLICY`, written to the demo folder as ``tether.toml``) keeps
+The policy (:data:`POLICY`, written to the demo folder as ``tether.toml``) also keeps
 quiet hours until 07:00: the digest is deferred to the morning, and the page
 triage wants to send for a security ticket at night waits for a human's
 approval, so the demo ends with that approval pending.
@@ -33,6 +37,7 @@ a crash gets the same answers. ``build(model)`` puts any model behind them.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -41,7 +46,7 @@ from typing import Any
 from tether.models.base import Message, Model, ModelResponse, ToolCall, ToolSpec
 from tether.models.scripted import ScriptedModel
 from tether.runtime.agent import Agent, AgentLike, StepAgent
-from tether.runtime.outcome import AwaitMessages, Done, SleepUntil
+from tether.runtime.outcome import AwaitMessages, Continue, Done, SleepUntil
 from tether.tools.base import current, tool
 from tether.tools.files import fs_append, fs_list, fs_mkdir, fs_move, fs_read, fs_write
 
@@ -190,6 +195,11 @@ def page_oncall(message: str) -> str:
     return "paged the on-call engineer"
 
 
+ROUTED_RULE = ("all(any(w in t.text.lower() for w in team_words.get(t.team, []))"
+               " for t in state.get('outgoing', {}).get('routed', []))")
+"""The router's invariant: every ticket it is about to send mentions a word of its team
+(its answers wait in ``state["outgoing"]`` for the next step, which sends them)."""
+
 POLICY = """\
 # The night shift's policy (tether policy check / explain work on this file).
 [defaults]
@@ -214,7 +224,20 @@ id = "daytime-messages"
 tool = ["page_oncall", "send_digest"]
 decide = "allow"
 reason = "outside quiet hours"
-"""
+
+# The router's answers are checked as it makes them (docs/monitors.md, "Invariants"): a
+# ticket routed to a team must mention one of that team's words. A wrong answer is cheap
+# to recognise even where a right one takes a model; the same team many times in a row is
+# fine, as long as each ticket mentions it. Broken, the router is quarantined at once: it
+# sends its answers a step after it makes them, so they never reach the dispatcher.
+[monitors.agent.router.invariants]
+stages = ["quarantine"]
+
+[monitors.agent.router.invariants.named]
+""" + f"routed_to_a_team_it_mentions = {json.dumps(ROUTED_RULE)}\n" + """
+[monitors.agent.router.invariants.constants.team_words]
+""" + "".join(f"{team} = {json.dumps(list(words))}\n" for team, words in TEAM_WORDS)
+"""The night's policy: quiet hours, and the invariant that catches the router."""
 
 
 # -- the agents -----------------------------------------------------------------
@@ -294,10 +317,18 @@ def _await_tickets(took_some: bool = True) -> AwaitMessages:
 
 
 async def router_step(ctx: Any, state: dict[str, Any]) -> Any:
-    """Ask the model which team each ticket ingest sends is for; tell the dispatcher."""
+    """Ask the model which team each ticket ingest sends is for; tell the dispatcher.
+
+    The answers are made in one step and sent in the next: the policy's invariant is
+    checked when a step ends, so a wrong answer is caught before anyone acts on it."""
     if not state.get("listening"):
         state["listening"] = True  # nothing can have arrived before the night starts
         return _await_tickets()
+    out = state.pop("outgoing", None)
+    if out is not None:  # made (and checked) last step: send it
+        await ctx.send("dispatcher", out, topic="routed")
+        n = len(state.get("history", []))
+        return Done(f"{n} tickets routed") if out["last"] else _await_tickets()
     history: list[dict[str, str]] = state.setdefault("history", [])
     routed, last = [], False
     msgs = await ctx.receive()
@@ -314,8 +345,9 @@ async def router_step(ctx: Any, state: dict[str, Any]) -> Any:
             routed.append({"file": t["file"], "text": t["text"], "at": msg.body["at"],
                            "team": team})
     if routed or last:
-        await ctx.send("dispatcher", {"routed": routed, "last": last}, topic="routed")
-    return Done(f"{len(history)} tickets routed") if last else _await_tickets(bool(msgs))
+        state["outgoing"] = {"routed": routed, "last": last}
+        return Continue()
+    return _await_tickets(bool(msgs))
 
 
 async def dispatcher_step(ctx: Any, state: dict[str, Any]) -> Any:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 
 from tether.core.clock import FixedClock
 from tether.core.policy import load_policy
@@ -128,7 +129,10 @@ def _describe(name: str, kind: str, p: object) -> str:
         return f"[bold]{name}[/bold] [cyan]deferred[/cyan]: {p.get('reason')}"
     if kind == "approval.decided":
         return f"[bold]{name}[/bold] approval {p.get('decision')} by {p.get('by')}"
-    if kind in ("run.done", "run.paused", "run.failed", "run.stopped", "effect.in_doubt"):
+    if kind == "alert":
+        return f"[bold]{name}[/bold] [red]alert[/red] {escape(str(p.get('message', '')))[:140]}"
+    if kind in ("run.done", "run.paused", "run.failed", "run.stopped", "run.quarantined",
+                "effect.in_doubt"):
         why = str(p.get("result") or p.get("reason") or "")[:100]
         return f"[bold]{name}[/bold] [yellow]{kind}[/yellow] {why}"
     return ""

@@ -1,18 +1,22 @@
-"""The morning review of the demo's night: did the router send tickets to the wrong team?
+"""The morning review of the demo's night: what the monitors caught while it ran.
 
-The right team for a ticket is :func:`tether.demo.agents.team_for`; the router's
-answers are in its journal (the ``message.sent`` events of its current epoch).
-The first step that sent a ticket to the wrong team is the bad step: what it
-reached is its impact (:mod:`tether.provenance.impact`, as ``tether impact
-RUN@STEP`` reports it) and ``tether rollback RUN --to STEP-1 --cascade`` undoes
-it in every run it reached (:mod:`tether.provenance.cascade`).
+The router's answers are checked by the invariant the demo's policy declares
+(``tether.toml``, ``[monitors.agent.router.invariants]``); nothing here judges a
+ticket. The review reads the alert the invariant raised from the router's journal
+(its current epoch): the step it broke at is the bad step, the alert's causes are
+its evidence, what that step reached is its impact
+(:mod:`tether.provenance.impact`, as ``tether impact RUN@STEP`` reports it) and
+``tether rollback RUN --to STEP-1 --cascade`` undoes it in every run it reached
+(:mod:`tether.provenance.cascade`).
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
-from tether.demo.agents import team_for
+from tether.core.events import Event
 from tether.provenance.cascade import CascadePlan, cascade_plan
 from tether.provenance.impact import Impact
 from tether.store.protocol import Store
@@ -21,28 +25,18 @@ from tether.store.records import RunRow
 ROUTER = "tether.demo.agents:router"
 
 
-@dataclass(frozen=True, slots=True)
-class Misroute:
-    """A ticket the router sent to the wrong team."""
-
-    step: int
-    at: str
-    """When the ticket arrived (simulated clock, HH:MM)."""
-    text: str
-    got: str
-    want: str
-
-
 @dataclass(slots=True)
 class BadStep:
-    """The router's first wrong step, what it reached, and how to undo it."""
+    """The router's step an invariant caught, what it reached, and how to undo it."""
 
-    step: int
+    alert: Event
+    """The ``alert`` event (monitor ``invariants``)."""
     at: str
     """The step's time on the simulated clock (HH:MM)."""
-    wrong: list[Misroute]
-    routed: int
-    """Tickets the router routed from the bad step on."""
+    evidence: list[str]
+    """The kinds of the alert's causes, counted (``2 model.called``...)."""
+    quarantined: bool
+    """The verdict quarantined the router (the demo's policy says so)."""
     plan: CascadePlan
     """The cascade rollback to just before the bad step (its origin is the router's run,
     its impact what the bad step reached)."""
@@ -50,6 +44,21 @@ class BadStep:
     """Effects the cascade would have to leave (why it needs --accept-irreversible)."""
     conflicts: list[str] = field(default_factory=list)
     """Files changed since the effects on them (the rollback would refuse them)."""
+
+    @property
+    def step(self) -> int:
+        return self.alert.step
+
+    @property
+    def payload(self) -> dict[str, Any]:
+        return self.alert.payload if isinstance(self.alert.payload, dict) else {}
+
+    @property
+    def offending(self) -> dict[str, Any]:
+        """The item the invariant broke on (the router's ``{"text", "team"}``), if any."""
+        off = (self.payload.get("figures") or {}).get("offending") or {}
+        item = next(iter(off.values()), None) if isinstance(off, dict) else None
+        return item if isinstance(item, dict) else {}
 
     @property
     def run(self) -> RunRow:
@@ -69,33 +78,31 @@ def router_run(store: Store) -> RunRow | None:
     return max(runs, key=lambda r: (r.created, r.id)) if runs else None
 
 
+def _caught(row: RunRow, events: list[Event]) -> Event | None:
+    """The first alert of an invariant that broke in the run's current epoch."""
+    for e in events:
+        p = e.payload if isinstance(e.payload, dict) else {}
+        if e.epoch == row.epoch and e.kind == "alert" and p.get("monitor") == "invariants" \
+                and p.get("rule") != "monitor_error":
+            return e
+    return None
+
+
 def find_bad_step(store: Store) -> BadStep | None:
-    """The router's first step (in its current epoch) that misrouted a ticket, or None."""
+    """The router's step an invariant caught (in its current epoch), or None."""
     row = router_run(store)
     if row is None:
         return None
-    wrong: list[Misroute] = []
-    routed_at: dict[int, int] = {}
-    times: dict[int, str] = {}
-    for e in store.events(row.id):
-        if e.epoch != row.epoch or e.kind != "message.sent" or not isinstance(e.payload, dict):
-            continue
-        body = e.payload.get("body")
-        items = [i for i in body.get("routed") or [] if isinstance(i, dict)] \
-            if isinstance(body, dict) else []
-        routed_at[e.step] = routed_at.get(e.step, 0) + len(items)
-        for item in items:
-            want = team_for(str(item.get("text", "")))
-            if item.get("team") != want:
-                wrong.append(Misroute(e.step, str(item.get("at", "")), str(item.get("text")),
-                                      str(item.get("team")), want))
-                times.setdefault(e.step, e.time[11:16])  # the run's clock, when it sent it
-    if not wrong:
+    events = store.events(row.id)
+    alert = _caught(row, events)
+    if alert is None:
         return None
-    step = min(m.step for m in wrong)
-    plan = cascade_plan(store, row.id, step - 1)  # with the impact of the bad step
-    bad = BadStep(step, times.get(step, ""), wrong,
-                  sum(n for s, n in routed_at.items() if s >= step), plan)
+    kinds = {e.id: e.kind for e in events}
+    counted = Counter(kinds.get(c, "event") for c in alert.causes)
+    evidence = [f"{n} {k}" if n > 1 else k for k, n in counted.items()]
+    plan = cascade_plan(store, row.id, alert.step - 1)  # with the impact of the bad step
+    quarantined = bool((row.spec or {}).get("quarantined"))
+    bad = BadStep(alert, alert.time[11:16], evidence, quarantined, plan)
     for p in plan.plans:
         bad.irreversible += [f"{e.tool} ({p.run.name} step {e.step}, {e.status})"
                              for e in p.left]

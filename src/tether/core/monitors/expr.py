@@ -114,7 +114,11 @@ def compile_rule(text: object, names: Sequence[str], *, where: str) -> Rule:
         raise ExprError(f"{where}: not an expression ({exc.msg} at column "
                         f"{exc.offset or 0}): {text!r}") from None
     _Check(text, where, frozenset(names)).visit(tree.body, frozenset(), 0)
-    return Rule(text.strip(), tree.body, frozenset(names))
+    src = text.strip()
+    for node in ast.walk(tree.body):  # what an alert calls each part: its source text
+        if isinstance(node, ast.expr):
+            node.label = ast.get_source_segment(src, node) or ast.unparse(node)  # type: ignore[attr-defined]
+    return Rule(src, tree.body, frozenset(names))
 
 
 class _Check:
@@ -193,15 +197,29 @@ class _Eval:
         self.nested = 0
         """How many all/any are being evaluated around the current node."""
 
-    def ev(self, node: ast.expr, top: bool = False) -> Any:  # long: one branch per node type
-        if isinstance(node, ast.Constant):
-            return node.value
-        if isinstance(node, ast.Name):
+    def ev(self, node: ast.expr, top: bool = False) -> Any:
+        # long: one branch per node type, the common ones first by exact type (a rule is
+        # evaluated at every step)
+        t = type(node)
+        if t is ast.Name:
+            assert isinstance(node, ast.Name)
             if node.id in self.env:
                 return self.env[node.id]
             if node.id in FUNCS:
                 return FUNCS[node.id]
             return {"True": True, "False": False, "None": None}[node.id]
+        if t is ast.Attribute:
+            assert isinstance(node, ast.Attribute)
+            return _key(self.ev(node.value), node.attr, node)
+        if t is ast.Constant:
+            assert isinstance(node, ast.Constant)
+            return node.value
+        if t is ast.Compare:
+            assert isinstance(node, ast.Compare)
+            return self._compare(node, top)
+        if t is ast.Call:
+            assert isinstance(node, ast.Call)
+            return self._call(node, top)
         if isinstance(node, ast.BoolOp):
             return self._boolop(node, top)
         if isinstance(node, ast.UnaryOp):
@@ -210,14 +228,8 @@ class _Eval:
                 node.op, ast.USub) else +v)
         if isinstance(node, ast.BinOp):
             return self._binop(node)
-        if isinstance(node, ast.Compare):
-            return self._compare(node, top)
-        if isinstance(node, ast.Attribute):
-            return _key(self.ev(node.value), node.attr, node)
         if isinstance(node, ast.Subscript):
             return self._subscript(node)
-        if isinstance(node, ast.Call):
-            return self._call(node, top)
         if isinstance(node, ast.IfExp):
             return self.ev(node.body, top) if self.ev(node.test) else self.ev(node.orelse, top)
         if isinstance(node, (ast.List, ast.Tuple, ast.Set)):
@@ -236,8 +248,7 @@ class _Eval:
 
     def _note(self, node: ast.expr, value: Any) -> None:
         if not isinstance(node, ast.Constant):
-            label = ast.get_source_segment(self.text, node) or ast.unparse(node)
-            self.seen.values.setdefault(label, value)
+            self.seen.values.setdefault(getattr(node, "label", ""), value)
 
     def _boolop(self, node: ast.BoolOp, top: bool) -> Any:
         v: Any = None

@@ -161,7 +161,7 @@ class InvariantsMonitor(Quiet):
             return ()
         events, self.step_events = self.step_events, []
         facts = _facts(events, view)
-        evidence = (event.id, *[e.id for e in events if e.kind != "model.called"][-15:])
+        evidence = (event.id, *[e.id for e in events][-15:])
         return [s for c in self.checks if c.name not in self.off
                 for s in self._judge(c, facts, evidence)]
 
@@ -193,7 +193,9 @@ def _broke(c: Check, facts: Facts, before: Mapping[str, Any], now: Mapping[str, 
     shown = dict(list(now.items())[-SHOWN:])
     diff = {k: {"before": before[k], "now": v} for k, v in shown.items()
             if k in before and before[k] != v}
-    parts = [f"{k} was {_short(d['before'])}, now {_short(d['now'])}" for k, d in diff.items()]
+    # The whole rule's own value (true, now false) says nothing the break does not.
+    parts = [f"{k} was {_short(d['before'])}, now {_short(d['now'])}" for k, d in diff.items()
+             if k != c.text]
     parts += [f"{k} = {_short(v)}" for k, v in shown.items() if k not in diff][:3]
     if offending:
         parts.append("at " + ", ".join(f"{k} = {_short(v)}" for k, v in offending.items()))
