@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test test-fast lint typecheck bench clean
+.PHONY: demo test test-fast lint typecheck bench eval clean
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "tether needs Python 3.11+"'
@@ -46,6 +46,11 @@ test-fast: $(VENV)/.installed-dev
 
 bench: $(VENV)/.installed-bench
 	$(BIN)/python -m bench --out docs/benchmarks.md
+
+# The monitors' evaluation: the labelled scenarios (bench/eval/labels.json) and the tau-bench
+# transcripts in ../shared/data if present; rewrites docs/monitors.md's Evaluation section.
+eval: $(VENV)/.installed-dev
+	$(BIN)/python -m bench.eval --out docs/monitors.md
 
 clean:
 	rm -rf $(VENV) tether-demo .pytest_cache .mypy_cache .ruff_cache .import_linter_cache

@@ -101,6 +101,9 @@ class Player:
         self.next: ModelResponse | None = None
         self.window: list[dict[str, Any]] = []
         self.progress: dict[int, float] = {}
+        """The progress each step declared, by step."""
+        self.states: dict[int, dict[str, Any]] = {0: {"done": 0}}
+        """The run's state after each step (what its checkpoint holds), by step."""
         self.model = ScriptedModel(lambda m, t: self._reply(), name="gpt-4o")
         self.agent = StepAgent(self.step, name=spec["name"], tools=list(TOOLS.values()),
                                model=self.model)
@@ -134,6 +137,7 @@ class Player:
             self.window.append({"role": "tool", "tool_call_id": f"call_{k}_{i}",
                                 "content": json.dumps(result)})
         state.update(s["state"])
+        self.states[k] = dict(state)
         if s["progress"] is not None:
             self.progress[k] = float(s["progress"])
             declare = getattr(ctx, "progress", None)
@@ -183,6 +187,6 @@ def _scenario(store: SQLiteStore, sc: dict[str, Any], n: int) -> list[dict[str, 
         events: list[Event] = list(store.events(rid))
         row = store.get_run(rid)
         out.append({"scenario": sc["id"], "run": spec["name"], "id": rid, "events": events,
-                    "progress": p.progress, "status": row.status if row else "?",
+                    "progress": p.progress, "states": p.states, "status": row.status if row else "?",
                     "spec": spec})
     return out
