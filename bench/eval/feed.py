@@ -51,8 +51,14 @@ Params = Callable[[str, Mapping[str, Any], Mapping[str, Any]], dict[str, Any]]
 
 
 def default_params(kind: str, defaults: Mapping[str, Any], run: Mapping[str, Any]) -> dict[str, Any]:
-    """A monitor's parameters for one run: its defaults (see :func:`run_params`)."""
-    return dict(defaults)
+    """A monitor's parameters for one run: its defaults, and for ``invariants`` the rules
+    the run declares (``{"key", "op", "value"}`` each, as the policy file's expressions;
+    a key the state does not have yet counts as 0)."""
+    params = dict(defaults)
+    if kind == "invariants" and "rules" in params and run.get("invariants"):
+        params["rules"] = [f"state.get({i['key']!r}, 0) {i['op']} {i['value']!r}"
+                           for i in run["invariants"]]
+    return params
 
 
 def monitors_for(run: Mapping[str, Any], params: Params = default_params,
@@ -81,10 +87,17 @@ def feed(events: list[Event], *, states: Mapping[int, Mapping[str, Any]] | None 
     agent = str(spec.get("agent_name") or spec.get("agent") or "")
     usage: dict[str, float] = {}
     flags: list[Flag] = []
+    journaled = any(e.kind == "step.finished" and isinstance(e.payload, dict)
+                    and "progress" in e.payload for e in events)
+    prog: float | None = None
     for e in events:
         k = e.step if e.kind in AFTER_STATE else e.step - 1
         state = _last(states, k) if states is not None else None
-        prog = _last(progress, k) if progress else None
+        if journaled:  # as the host: the step's ctx.progress, set before its step.finished
+            if e.kind == "step.finished" and isinstance(e.payload, dict):
+                prog = e.payload.get("progress", prog)
+        else:  # no ctx.progress on this commit: what the step declared, by the same rule
+            prog = _last(progress, k) if progress else None
         _count_before(usage, e)
         view = View(run=e.run, agent=agent, swarm=start.get("swarm"), goal=str(start.get("goal", "")),
                     epoch=e.epoch, step=e.step, now=_secs(e.time), usage=dict(usage),

@@ -34,8 +34,10 @@ BY_RULE = {"no_progress": "no_progress", "flat_progress": "no_progress", "flat_s
 
 
 def family(monitor: str, rule: str) -> str:
-    """The label family a flag counts for (an unknown monitor: its own name)."""
-    return BY_RULE.get(rule) or BY_MONITOR.get(monitor) or monitor
+    """The label family a flag counts for: its monitor's (a rule's name does not move it:
+    the loops monitor's ``no_progress`` rule is a loop); a monitor not known here by its
+    rule, else its own name."""
+    return BY_MONITOR.get(monitor) or BY_RULE.get(rule) or monitor
 
 
 @dataclass
