@@ -93,14 +93,23 @@ def tau_section(cache: Path | None = None) -> list[str]:
     records = taubench.load(path)
     if records is None:
         return [*head, f"The transcripts are not at `{path}`: not evaluated on this machine.", ""]
-    runs = cached(cache, "tau", lambda db: taubench.play(records, db))
+    how: list[str] = []
+
+    def convert(db: Path) -> list[dict[str, Any]]:
+        runs, h = taubench.runs_of(records, path, db)
+        how.append(h)
+        return runs
+    runs = cached(cache, "tau", convert)
+    via = {"own": "played as a tether run by a minimal converter in `bench/eval/taubench.py` "
+                  "(no `tether import` reader for them on this commit)",
+           "import": "read by `tether import`'s reader (`tether.transcripts`) into the events "
+                     "it journals"}.get(how[0] if how else "", "from the cache")
     failed = {r["record"] for r in runs if r["reward"] < 1.0}
     tune_tasks, _ = taubench.split(records, SPLIT_SEED)
     in_tune = {r["record"] for r in runs if int(r["task_id"]) in tune_tasks}
     everything = {r["record"] for r in runs}
-    out = [*head, f"{len(runs)} runs from `{path.name}` ({len(failed)} failed), each played as a "
-           "tether run by a minimal converter in `bench/eval/taubench.py` (no `tether import` "
-           f"parser for them on main yet). Tasks split by `task_id` (seed {SPLIT_SEED}): "
+    out = [*head, f"{len(runs)} runs from `{path.name}` ({len(failed)} failed), each {via}. "
+           f"Tasks split by `task_id` (seed {SPLIT_SEED}): "
            f"{len(tune_tasks)} tasks ({len(in_tune)} runs) to tune on, the other "
            f"{len(everything - in_tune)} runs held out.", ""]
     default = ts.flags_of(runs, {})

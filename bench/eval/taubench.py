@@ -188,3 +188,20 @@ def split(records: Sequence[dict[str, Any]], seed: int) -> tuple[set[int], set[i
     random.Random(seed).shuffle(tasks)
     half = len(tasks) // 2
     return set(tasks[:half]), set(tasks[half:])
+
+
+def runs_of(records: Sequence[dict[str, Any]], path: Path, db: Path) -> tuple[list[dict[str, Any]], str]:
+    """The transcripts as runs' events, and how they were made: through ``tether import``'s
+    own reader (``tether.transcripts``) when this commit has it, else played by
+    :func:`play` (this module's minimal converter)."""
+    try:
+        from tether.transcripts import events_of, read  # type: ignore[attr-defined,unused-ignore]
+    except ImportError:
+        return play(records, db), "own"
+    out = []
+    for t in read(path, "tau-bench"):
+        r = records[t.record]
+        out.append({"record": t.record, "task_id": r["task_id"], "trial": r["trial"],
+                    "reward": float(r["reward"]), "events": events_of(t, f"tau-{t.record}", path.name),
+                    "status": "imported", "turns": len(t.turns)})
+    return out, "import"
