@@ -97,7 +97,11 @@ def _t_step(res: Results) -> Target:
 
 
 TENTHS_TOLERANCE = 0.15
-"""How far the last tenth's per-step time may be from the first tenth's, as a fraction."""
+"""How much dearer the last tenth's per-step time may be than the first tenth's, as a fraction.
+
+An upper bound only: the target is about growth (a step must not cost more as the run's
+history grows). A cheaper last tenth is the warm-up of the first (caches, the allocator,
+the first keyframes), not a cost that grows, so it passes."""
 
 
 def tenths(res: Results, n: int) -> tuple[float, float, float, float]:
@@ -113,9 +117,10 @@ def _t_tenths(res: Results) -> Target:
     wf, wl, cf, cl = tenths(res, n)
     r = ratio(cl, cf)
     return Target(f"per-step time within one run at N={n}: last tenth vs first tenth",
-                  "agree within 15% (event-loop CPU: the disk's waits are left out)",
+                  f"last ≤ {1 + TENTHS_TOLERANCE:.2f} × first: no growth with history "
+                  "(event-loop CPU: the disk's waits are left out)",
                   f"event-loop CPU {us(cf)} → {us(cl)}; wall {us(wf)} → {us(wl)}", "—",
-                  f"{r:.2f} (last ÷ first)", abs(r - 1) <= TENTHS_TOLERANCE)
+                  f"{r:.2f} (last ÷ first)", r <= 1 + TENTHS_TOLERANCE)
 
 
 def _t_concurrent(res: Results) -> Target:
