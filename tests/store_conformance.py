@@ -440,6 +440,10 @@ def test_commands_are_pending_oldest_first_until_a_commit_applies_them(
     assert pending[0] == Command(c1, a.id, "pause", {"reason": "look at it"}, "human:ann", T0 + 1)
     assert [c.id for c in store.pending_commands([a.id])] == [c1, c3]
     assert [c.id for c in store.pending_commands([a.id, b.id])] == [c1, c2, c3]
+    # As many runs as a worker polls for (more than a store may ask for by id).
+    many = [f"no-such-run-{i}" for i in range(500)] + [b.id, a.id]
+    assert [c.id for c in store.pending_commands(many)] == [c1, c2, c3]
+    assert [c.id for c in store.pending_commands(many[:-1])] == [c2]
     assert store.pending_commands([]) == []
 
     assert store.commit([a.write(1, kind="command", commands_applied=(c1,))]) == [None]
