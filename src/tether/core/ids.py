@@ -86,11 +86,12 @@ def iso(t: float) -> str:
 
 
 def iso_stamper() -> Callable[[float], str]:
-    """:func:`iso` with the date part formatted once per second, for one journal.
+    """:func:`iso` with the date part formatted once per second, for a worker's journals.
 
-    Each journal makes its own, so no two runs share the cache. The cache is one
-    (second, text) tuple replaced whole, so even two threads stamping through one
-    stamper read a consistent pair (one thread can never take another's second).
+    One per worker, shared by the runs it drives: a run alone steps too seldom for a
+    cache of its own to hit. The cache is one (second, text) tuple replaced whole, so
+    even two threads stamping through one stamper read a consistent pair (one thread
+    can never take another's second).
     A closure rather than an object: a call costs what the old module-global cache did.
     """
     last = (-1 << 62, "")

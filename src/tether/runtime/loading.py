@@ -14,11 +14,11 @@ import concurrent.futures
 import contextlib
 import logging
 from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from tether.core.clock import Clock, WallClock
-from tether.core.ids import UlidSource
+from tether.core.ids import UlidSource, iso_stamper
 from tether.core.pricing import PriceTable
 from tether.errors import LeaseLost, StorageError, StoreLocked, TetherError
 from tether.runtime.agent import AgentLike
@@ -79,6 +79,8 @@ class RunLoader:
     pipeline: int
     lease_ttl: float
     step_threads: concurrent.futures.Executor | None = None
+    stamp: Callable[[float], str] = field(default_factory=iso_stamper)
+    """Event time stamps, one cache for all the worker's journals (see ``iso_stamper``)."""
 
     def take(self, free: int, busy: Collection[str], retry_at: Mapping[str, float],
              only: Collection[str] | None) -> list[Taken] | None:
@@ -121,7 +123,7 @@ class RunLoader:
         row = self.store.get_run(rid)
         if row is None:
             raise SkipRun(f"run {rid} vanished")
-        j = RunJournal(self.store, row, token, self.ids, self.clock.now)
+        j = RunJournal(self.store, row, token, self.ids, self.clock.now, self.stamp)
         try:
             agent = load_agent(row.agent, self.agents)
         except TetherError as exc:
