@@ -312,30 +312,6 @@ def test_pause_points_every_n_steps_and_before_irreversible(store: SQLiteStore) 
         start_run(store, PAY, agent_ref="payer", goal="x", pause_points={"every_step": 2})
 
 
-def test_a_monitor_alert_pauses_at_the_next_safe_point(store: SQLiteStore) -> None:
-    async def slow(ctx: Any, state: dict[str, Any]) -> Any:
-        await asyncio.sleep(0.02)
-        await ctx.now()
-        return None
-
-    agent = StepAgent(slow, name="slow")
-    run = start_run(store, agent, agent_ref="slow", goal="loop")
-
-    async def main() -> None:
-        w = Worker(store, agents={"slow": agent}, poll_interval=0.01)
-        task = asyncio.create_task(w.run(until_idle=True))
-        while run not in w.active:  # noqa: ASYNC110 - polling the worker's state is the test
-            await asyncio.sleep(0.01)
-        assert w.alert(run, "drift", {"score": 0.9})
-        await task
-
-    asyncio.run(main())
-    row = store.get_run(run)
-    assert row is not None and row.status == "paused" and "drift" in row.reason
-    ev = next(e for e in store.events(run) if e.kind == "run.paused")
-    assert ev.payload["alert"] == "drift" and ev.payload["score"] == 0.9
-
-
 def test_a_budget_rule_on_model_calls_pauses_the_run(store: SQLiteStore) -> None:
     async def chat(ctx: Any, state: dict[str, Any]) -> Any:
         await ctx.model([{"role": "user", "content": "hello " * 50}])

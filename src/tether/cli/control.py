@@ -205,6 +205,9 @@ def swarm(name: Annotated[str, typer.Argument(help="The swarm's name.", metavar=
           pause_before_irreversible: Annotated[bool | None, typer.Option(
               "--pause-before-irreversible/--no-pause-before-irreversible",
               help="Pause point: ask before every irreversible effect.")] = None,
+          pause_on_alert: Annotated[bool | None, typer.Option(
+              "--pause-on-alert/--no-pause-on-alert",
+              help="Pause point: pause at any monitor alert (off by default).")] = None,
           json: Annotated[bool, typer.Option("--json", help="JSON output.")] = False) -> None:
     """Show a swarm (runs, shared budget, pause points), or set its pause points.
 
@@ -215,7 +218,8 @@ def swarm(name: Annotated[str, typer.Argument(help="The swarm's name.", metavar=
     s = store()
     changes = {k: v for k, v in (("every_steps", pause_every_steps),
                                  ("every_minutes", pause_every_minutes),
-                                 ("before_irreversible", pause_before_irreversible))
+                                 ("before_irreversible", pause_before_irreversible),
+                                 ("on_alert", pause_on_alert))
                if v is not None}
     if changes:
         points = PausePoints.parse({**s.swarm_pause_points(name), **changes}).to_json()

@@ -66,6 +66,10 @@ def run(agent: Annotated[str, typer.Argument(help="The agent, as module:attr.", 
         pause_before_irreversible: Annotated[bool, typer.Option(
             "--pause-before-irreversible",
             help="Pause point: ask for approval before every irreversible effect.")] = False,
+        pause_on_alert: Annotated[bool, typer.Option(
+            "--pause-on-alert",
+            help="Pause point: pause at any monitor alert (off by default: monitors "
+                 "escalate by their own stages).")] = False,
         as_: AsOpt = None,
         model_timeout: model_opts.TimeoutOpt = None,
         model_retries: model_opts.RetriesOpt = None,
@@ -76,13 +80,14 @@ def run(agent: Annotated[str, typer.Argument(help="The agent, as module:attr.", 
     error no run is written (at most an empty store file is created). A budget capping
     cost (cost_usd, cost_usd_per_day...) is refused when the agent's model has no price
     (built in, or in --prices FILE)."""
-    # long: typer reads the options from the signature (22 lines of it); the body is short
+    # long: typer reads the options from the signature (26 lines of it); the body is short
     table = model_opts.apply(model_timeout, model_retries, prices)
     a = load_agent(agent)
     caps = parse_assignments(budget or [], "--budget")
     points = {k: v for k, v in (("every_steps", pause_every_steps),
                                 ("every_minutes", pause_every_minutes),
-                                ("before_irreversible", pause_before_irreversible)) if v} or None
+                                ("before_irreversible", pause_before_irreversible),
+                                ("on_alert", pause_on_alert)) if v} or None
     init = validate_run(a, goal=goal, budget=caps, pause_points=points, prices=table)
     who = actor(as_)
     if workspace is not None:

@@ -2,7 +2,10 @@
 
 Configured per run (``start_run(pause_points=...)``, ``tether run --pause-...``)
 or as an agent's default: review every N steps or every T minutes (on the run's
-clock), ask before every irreversible effect, and stop at any monitor alert.
+clock), ask before every irreversible effect, and pause at any monitor alert.
+All are off by default: ``on_alert`` too, because monitors escalate by their own
+stages (alert at the first sign, pause at the second); pausing at every alert
+would make each first sign a pause.
 A pause point parks the run (status ``paused``, no worker slot) with a
 ``run.paused`` event saying which point it was; ``tether resume`` goes on.
 """
@@ -25,7 +28,8 @@ class PausePoints:
     every_steps: int | None = None
     every_minutes: float | None = None
     before_irreversible: bool = False
-    on_alert: bool = True
+    on_alert: bool = False
+    """Pause at the next safe point after any monitor verdict, an ``alert`` included."""
 
     @classmethod
     def parse(cls, spec: Mapping[str, Any] | None) -> PausePoints:
@@ -41,7 +45,7 @@ class PausePoints:
         if minutes is not None and (not isinstance(minutes, int | float) or not minutes > 0):
             raise UsageError(f"pause point every_minutes must be > 0, not {minutes!r}")
         return cls(steps, None if minutes is None else float(minutes),
-                   bool(spec.get("before_irreversible", False)), bool(spec.get("on_alert", True)))
+                   bool(spec.get("before_irreversible", False)), bool(spec.get("on_alert", False)))
 
     def to_json(self) -> dict[str, Any]:
         return {"every_steps": self.every_steps, "every_minutes": self.every_minutes,

@@ -89,6 +89,7 @@ class RunExecutor:
                                    policy if callable(policy) else (lambda: policy), wall=wall)
         self.monitors = MonitorHost.build(self.rt, _monitor_settings(self.oversight),
                                           getattr(agent, "monitors", ()), lambda: self.state)
+        self.monitors.pause_on_alert = self.pause_points.on_alert
         journal.listener = self.monitors.observe
         self.services = StepServices(self.rt, agent, effects=self.effects,
                                      oversight=self.oversight, budget=self.budget, prices=prices,
@@ -151,10 +152,9 @@ class RunExecutor:
         self._commands.extend(commands)
 
     def alert(self, name: str, detail: Mapping[str, Any] | None = None) -> None:
-        """A monitor's alert: the run pauses at its next safe point (if its pause points say
-        so, the default)."""
-        if self.pause_points.on_alert:
-            self._alert = (name, dict(detail or {}))
+        """A monitor outside the worker asks to pause the run: journaled as an ``alert`` (a
+        ``pause`` verdict of monitor ``name``) at the next safe point, which pauses it."""
+        self._alert = (name, dict(detail or {}))
 
     def _check_definition(self) -> None:
         """Resuming under a changed agent (instructions, model, tools, step source): decide
@@ -201,8 +201,8 @@ class RunExecutor:
         if self._alert is not None:
             name, detail = self._alert
             self._alert = None
-            raise PauseRequested(f"paused by monitor alert {name!r}; look, then `tether resume`",
-                                 detail={"alert": name, **detail})
+            self.monitors.external(name, detail, step)
+        await self.monitors.dispatch()
         self.monitors.act()
         if self._commands:
             pending, self._commands = self._commands, []

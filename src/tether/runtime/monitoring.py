@@ -23,13 +23,15 @@ I/O do not run here.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from tether.core.events import Event
-from tether.core.monitors import Level, Monitor, MonitorSettings, Proposal, Verdict, View
+from tether.core.monitors import Level, Monitor, MonitorSettings, Proposal, Signal, Verdict, View
 from tether.core.monitors.verdicts import DEFAULT_STAGES
 from tether.core.monitors.watch import ALERT_KIND, Watch
+from tether.core.statuses import CLOSED_STATUSES
 from tether.errors import PauseRequested, StopRequested, ToolDenied
 from tether.runtime.containment import contain
 from tether.runtime.stepping import StepRuntime
@@ -54,6 +56,11 @@ class MonitorHost:
         self.pending_alert: str | None = None
         self._blocked: dict[tuple[int, int], Event] = {}
         """Journaled blocks of the in-flight step, by (step, call index)."""
+        self.pause_on_alert = False
+        """The run's ``on_alert`` pause point: any verdict pauses it at its next safe point."""
+        self.orders: list[tuple[str, str, dict[str, Any]]] = []
+        """Verdicts for upstream runs (a signal's ``origin``), to send once journaled:
+        (origin run, command kind, its args)."""
 
     @classmethod
     def build(cls, rt: StepRuntime, settings: MonitorSettings,
@@ -150,9 +157,47 @@ class MonitorHost:
             out.append(ev)
             if call is not None and v.level >= Level.BLOCK:
                 self._blocked[(step, call.i)] = ev
+            if v.signal.origin not in (None, j.run):
+                self._order(v, ev.id)  # it applies to the origin; this run is only told
+                continue
+            if self.pause_on_alert and v.level < Level.PAUSE:
+                v = dataclasses.replace(v, level=Level.PAUSE)  # the on_alert pause point
             if v.level > Level.BLOCK and (self.pending is None or v.level > self.pending.level):
                 self.pending, self.pending_alert = v, ev.id
         return out
+
+    def external(self, name: str, detail: Mapping[str, Any], step: int) -> None:
+        """An alert from outside the run's monitors (``Worker.alert``): journaled as a
+        ``pause`` verdict of monitor ``name`` (rule ``external``), acted on at once."""
+        s = Signal(name, "external", f"{name} asked to pause the run", figures=dict(detail),
+                   level=Level.PAUSE)
+        self._emit([Verdict(s, Level.PAUSE, 1)], step)
+
+    def _order(self, v: Verdict, alert: str) -> None:
+        """Queue what a verdict naming an upstream run does to it: ``pause`` (a quarantine
+        verdict too: containing another run is an operator's `tether quarantine`) or
+        ``stop``; below ``pause``, nothing (the alert names it)."""
+        origin = str(v.signal.origin)
+        if v.level >= Level.PAUSE:
+            kind = "stop" if v.level >= Level.STOP else "pause"
+            self.orders.append((origin, kind, {"alert": alert, "run": self.rt.journal.run,
+                                               "verdict": v.level.label,
+                                               "monitor": v.signal.monitor,
+                                               "rule": v.signal.rule}))
+
+    async def dispatch(self) -> None:
+        """Send the queued orders to their origin runs as commands (applied by whoever
+        owns each at its next safe point), once the alerts behind them are durable."""
+        if not self.orders:
+            return
+        orders, self.orders = self.orders, []
+        await self.rt.flush()
+        store, now = self.rt.journal.store, self.rt.journal.now()
+        for origin, kind, args in orders:
+            row = await asyncio.to_thread(store.get_run, origin)
+            if row is not None and row.status not in CLOSED_STATUSES:
+                await asyncio.to_thread(store.add_command, origin, kind, args,
+                                        "system:monitor", now)
 
     # -- acting --------------------------------------------------------------
     def act(self) -> None:
@@ -175,6 +220,7 @@ class MonitorHost:
         """Once the run is parked: apply a quarantine verdict (hold its undelivered
         messages, mark its writes suspect), in a commit of its own."""
         j = self.rt.journal
+        await self.dispatch()  # the run ended right after a verdict naming an origin
         if self.quarantine is None or j.row.status != "paused":
             return
         reason, alert = self.quarantine

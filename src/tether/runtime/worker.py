@@ -183,8 +183,9 @@ class Worker:
                            self.drives.effects, dict(self.drives.final))
 
     def alert(self, run: str, name: str, detail: dict[str, object] | None = None) -> bool:
-        """The hook for monitors: pause ``run`` at its next safe point. False if this worker
-        does not drive it."""
+        """The hook for monitors outside the worker (a judge on a schedule): ``run`` journals
+        an ``alert`` (a ``pause`` verdict of monitor ``name``, ``detail`` as its figures) at
+        its next safe point and pauses there. False if this worker does not drive it."""
         entry = self.active.get(run)
         if entry is None:
             return False
