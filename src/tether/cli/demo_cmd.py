@@ -222,6 +222,7 @@ def _bad_step(bad: BadStep, s: str, scripted_model: bool) -> None:
                   markup=False, highlight=False)
     _say(f"  {s} events {shlex.quote(r.name)} --kind alert --full      # the alert: what it "
          "saw, before and now")
+    _say(f"  {s} alerts      # every alert of the night; `alerts ack ID` records who looked")
     _reached(bad, s)
     _undo(bad, s)
 
