@@ -152,6 +152,8 @@ def test_audit_verify_detects_tampering(tmp_path: Path, demo_dir: Path) -> None:
 # as `--help` must show them. A new command fails here until its help is written down here.
 HELP = {
     "alerts ack": ("Record that you looked at an alert", "--note"),
+    "analyze": ("Run the registered monitors over a transcript file or a stored run, offline",
+                "--policy"),
     "approvals": ("List approval requests (pending ones unless --all)", "--all"),
     "approve": ("Approve a proposed action; the run goes on and runs it", "--always"),
     "audit verify": ("Walk every run's hash chain, its checkpoints and the batch chain", "--json"),
@@ -162,6 +164,7 @@ HELP = {
     "deny": ("Deny a proposed action; the model is told why", "--reason"),
     "events": ("List a run's journal events in order, one line each", "--kind"),
     "fork": ("Start a new run from a step of another", "--shared-workspace"),
+    "import": ("Import agent transcripts recorded elsewhere as read-only runs", "--format"),
     "impact": ("Show everything downstream of a step, in every run", "--epoch"),
     "messages": ("List messages between runs, oldest first", "--status"),
     "pause": ("Pause runs at their next safe point", "--agent"),

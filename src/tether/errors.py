@@ -4,6 +4,7 @@
     ├── UsageError                  the caller asked for something wrong; fix the input
     │   ├── NotFound                unknown run, effect, event or step
     │   ├── InvalidState            state that is not JSON-serialisable (names key and step)
+    │   ├── InvalidTranscript       a transcript to import or analyze (names record and field)
     │   └── ToolDefinitionError     a tool whose signature cannot be turned into a schema
     ├── StoreError                  the journal cannot be used as asked
     │   ├── StoreLocked             another process holds the write lock too long
@@ -48,6 +49,16 @@ class NotFound(UsageError):
 
 class InvalidState(UsageError):
     """A run's state cannot be checkpointed (not JSON-serialisable)."""
+
+
+class InvalidTranscript(UsageError):
+    """A transcript (``tether import``, ``tether analyze``) that cannot be read as one: the
+    message names the record (its 0-based position in the file) and the field."""
+
+    def __init__(self, record: int | None, field: str, problem: str) -> None:
+        self.record, self.field, self.problem = record, field, problem
+        where = "the file" if record is None else f"record {record}"
+        super().__init__(f"{where}: {field}: {problem}" if field else f"{where}: {problem}")
 
 
 class ToolDefinitionError(UsageError):

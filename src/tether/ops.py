@@ -29,6 +29,8 @@ from tether import alerts as al
 from tether import approvals as ap
 from tether import control
 from tether.core.events import Event
+from tether.core.transcripts import READ_ONLY_KEY
+from tether.errors import UsageError
 from tether.history import StepCheckpoint, checkpoints
 from tether.provenance import cascade as cs
 from tether.provenance import fork as fk
@@ -83,6 +85,16 @@ class Tether:
         if self._who is None:
             self._who = actor()
         return self._who
+
+    def _writable(self, ref: str, what: str) -> None:
+        """Refuse to change an imported run: it records what happened elsewhere."""
+        row = self.run(ref)
+        mark = row.spec.get(READ_ONLY_KEY)
+        if mark:
+            raise UsageError(f"run {row.name} ({row.id}) was imported from "
+                             f"{mark.get('source')} (record {mark.get('record')}) and is "
+                             f"read-only: no {what}; read it with `tether show`, `events`, "
+                             "`analyze`")
 
     # -- reads ---------------------------------------------------------------------------
 
@@ -154,6 +166,7 @@ class Tether:
                 wait: float = 5.0) -> CommandResult:
         """Send a command (``pause``, ``resume``, ``stop``, ``budget``): applied here when no
         worker owns the run, else by its owner (waiting up to ``wait`` seconds to say so)."""
+        self._writable(ref, kind)
         return send_command(self.store, ref, kind, args, who=self.who, wait=wait)
 
     def pause(self, ref: str, *, wait: float = 5.0) -> CommandResult:
@@ -174,6 +187,7 @@ class Tether:
     def set_budget(self, ref: str, changes: Mapping[str, float], unset: list[str] | None = None
                    ) -> CommandResult:
         """Raise or lower the run's budget caps (``unset``: remove caps)."""
+        self._writable(ref, "budget")
         return control.set_budget(self.store, ref, dict(changes), list(unset or []),
                                   who=self.who)
 
@@ -222,6 +236,7 @@ class Tether:
             force: undo even where a file changed since the effect.
             tools: undo tools by name, beside the agent's own and the built-in ones.
         """
+        self._writable(ref, "rollback")
         return rb.rollback(self.store, ref, step, accept_irreversible=accept_irreversible,
                            force=force, who=self.who, tools=dict(tools or {}),
                            agents=self.agents)
@@ -231,6 +246,7 @@ class Tether:
                 ) -> cs.CascadePlan:
         """Roll the run back to ``step`` and every run its later work reached back to just
         before its first affected step. Returns the plan carried out."""
+        self._writable(ref, "cascade")
         return cs.cascade(self.store, ref, step, accept_irreversible=accept_irreversible,
                           force=force, who=self.who, tools=dict(tools or {}),
                           agents=self.agents)
@@ -240,14 +256,17 @@ class Tether:
         """Start a new run from the run's state at ``step`` with ``edits`` applied, in a copy
         of its workspace rewound to that step (unless ``shared_workspace``). Returns the new
         run; a worker drives it."""
+        self._writable(ref, "fork")
         child = fk.fork(self.store, ref, step, edits=edits, shared_workspace=shared_workspace,
                         name=name, who=self.who, agents=self.agents)
         return self.run(child)
 
     def quarantine(self, ref: str, *, reason: str = "") -> QuarantineResult:
         """Contain the run: pause it, hold its undelivered messages, mark its writes suspect."""
+        self._writable(ref, "quarantine")
         return qu.quarantine(self.store, ref, reason=reason, who=self.who)
 
     def release(self, ref: str) -> QuarantineResult:
         """Lift a quarantine: deliver the held messages, clear the suspect marks."""
+        self._writable(ref, "release")
         return qu.quarantine(self.store, ref, release=True, who=self.who)

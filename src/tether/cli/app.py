@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from tether.cli import control, drive_cmd, inspect
+from tether.cli import control, drive_cmd, inspect, transcript_cmd
 from tether.cli.common import OneLineErrors, Settings
 
 app = typer.Typer(name="tether", cls=OneLineErrors, no_args_is_help=True, add_completion=False,
@@ -54,6 +54,8 @@ def _register() -> None:
     app.command()(world_cmd.board)
     from tether.cli import fork_cmd
     app.command()(fork_cmd.fork)
+    app.command("import")(transcript_cmd.import_)
+    app.command()(transcript_cmd.analyze)
     store_app.command("backup")(control.backup)
     audit_app.command("verify")(inspect.verify)
     from tether.cli.alerts_cmd import alerts_app
