@@ -88,6 +88,7 @@ def test_a_file_is_analyzed_per_run_and_step_with_evidence(tmp_path: Path, kinds
     runs = [json.loads(line) for line in out.splitlines()]
     assert [r["record"] for r in runs] == [0, 1]
     assert runs[1]["outcome"] == {"reward": 0.0, "success": False}
+    assert runs[1]["source"] == {"task_id": 3, "trial": 0}
     own = [f for f in runs[0]["flags"] if f["monitor"] in ("same_call", "failing")]
     assert [(f["monitor"], f["step"]) for f in own] == [("failing", 1)]
     flags = [f for f in runs[1]["flags"] if f["monitor"] in ("same_call", "failing")]

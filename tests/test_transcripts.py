@@ -128,6 +128,19 @@ def test_tau_bench_errors_and_reward_are_kept(tmp_path: Path) -> None:
     assert row is not None and row.spec[READ_ONLY_KEY]["task_id"] == 4
 
 
+def test_model_names_the_model_a_transcript_does_not_and_show_says_imported(
+        tmp_path: Path) -> None:
+    db = tmp_path / "t.db"
+    src = write_jsonl(tmp_path / "tau.jsonl", [tau_record(3, 1.0)])
+    assert tether(db, "import", str(src), "--model", "gpt-4o")[0] == 0
+    s = SQLiteStore(str(db))
+    run = s.list_runs()[0]
+    model = next(e.payload for e in s.events(run.id) if e.kind == "model.called")
+    assert model["model"] == "gpt-4o" and model["fp"].startswith("model:gpt-4o:")
+    code, out = tether(db, "show", "tau-0")
+    assert code == 0 and "imported (read-only) from tau.jsonl, record 0" in " ".join(out.split())
+
+
 BROKEN = [
     ([{"role": "user", "content": "hi"}, {"role": "wizard", "content": "x"}],
      "record 1: messages[1].role: 'wizard' is not a chat role"),

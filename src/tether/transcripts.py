@@ -12,6 +12,7 @@ analyze FILE`` holds one run at a time.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,9 +81,11 @@ def _loads(data: bytes, record: int | None, path: Path) -> Any:
                                 f"{where} per run, or a JSON array of runs") from None
 
 
-def read(path: str | Path, fmt: str = "auto") -> Iterator[Transcript]:
-    """The runs in a transcript file, in file order."""
-    return transcripts(read_records(Path(path)), fmt)
+def read(path: str | Path, fmt: str = "auto", model: str | None = None) -> Iterator[Transcript]:
+    """The runs in a transcript file, in file order; ``model``: the model's name where
+    the transcript does not record it."""
+    for t in transcripts(read_records(Path(path)), fmt):
+        yield dataclasses.replace(t, model=model) if model and not t.model else t
 
 
 def run_name(path: Path, t: Transcript) -> str:
@@ -147,7 +150,7 @@ class Imported:
                 "steps": self.steps, "events": self.events, "outcome": self.outcome or None}
 
 
-def import_file(store: Store, path: str | Path, *, fmt: str = "auto",
+def import_file(store: Store, path: str | Path, *, fmt: str = "auto", model: str | None = None,
                 now: Callable[[], float]) -> list[Imported]:
     """Import every run in ``path`` as a read-only run, in one transaction."""
     p = Path(path)
@@ -155,7 +158,7 @@ def import_file(store: Store, path: str | Path, *, fmt: str = "auto",
     t0 = now()
     writes: list[Write] = []
     made: list[Imported] = []
-    for t in read(p, fmt):
+    for t in read(p, fmt, model):
         w = _journal(store, t, p, ids, t0)
         writes.append(w)
         made.append(Imported(t.record, w.run, run_name(p, t), t.steps, len(w.events),
@@ -180,12 +183,15 @@ class Analysis:
     steps: int
     flags: list[Flag]
     outcome: dict[str, Any] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
+    """What identifies the run in its source (``task_id``, ``trial``, ``trace_id``...)."""
     events: dict[str, Event] = field(default_factory=dict)
     """The run's events by id, to show the evidence."""
 
     def to_json(self) -> dict[str, Any]:
         return {"record": self.record, "name": self.name, "steps": self.steps,
                 "flagged": bool(self.flags), "outcome": self.outcome or None,
+                "source": self.meta or None,
                 "flags": [self._flag(f) for f in self.flags]}
 
     def _flag(self, f: Flag) -> dict[str, Any]:
@@ -226,16 +232,17 @@ def _counter() -> Callable[[], int]:
     return lambda: next(n)
 
 
-def analyze_file(path: str | Path, settings: MonitorSettings, *,
-                 fmt: str = "auto") -> Iterator[Analysis]:
+def analyze_file(path: str | Path, settings: MonitorSettings, *, fmt: str = "auto",
+                 model: str | None = None) -> Iterator[Analysis]:
     """The monitors over every run of a file, one run at a time; nothing is stored."""
     p = Path(path)
-    for t in read(p, fmt):
+    for t in read(p, fmt, model):
         name = run_name(p, t)
         events = events_of(t, name, p.name)
         subject = Subject(events[0].run, t.agent, None, t.goal)
         flags = analyze(events, subject, watch_for(settings, t.agent, None))
-        yield Analysis(t.record, name, t.steps, flags, t.outcome, {e.id: e for e in events})
+        yield Analysis(t.record, name, t.steps, flags, t.outcome, t.meta,
+                       {e.id: e for e in events})
 
 
 def analyze_run(store: Store, row: RunRow, settings: MonitorSettings) -> Analysis:
@@ -246,7 +253,8 @@ def analyze_run(store: Store, row: RunRow, settings: MonitorSettings) -> Analysi
     flags = analyze(events, subject, watch_for(settings, agent, row.swarm))
     mark = row.spec.get(READ_ONLY_KEY)
     outcome = _stored_outcome(events) if mark else {}
-    return Analysis(row.id, row.name, row.step, flags, outcome, {e.id: e for e in events})
+    return Analysis(row.id, row.name, row.step, flags, outcome, dict(mark or {}),
+                    {e.id: e for e in events})
 
 
 def _stored_outcome(events: list[Event]) -> dict[str, Any]:

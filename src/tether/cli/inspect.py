@@ -111,6 +111,10 @@ def _print_header(row: RunRow, inbox: int, held: int) -> None:
         console.print(f"forked from run {lineage['run']} at step {lineage['step']} "
                       f"(epoch {lineage['epoch']})" + (f" with {', '.join(lineage['edits'])} "
                                                        "changed" if lineage["edits"] else ""))
+    mark = row.spec.get("imported")
+    if mark:
+        console.print(f"imported (read-only) from {mark.get('source')}, record {mark.get('record')}",
+                      markup=False)
     q = row.spec.get("quarantined")
     if q:
         console.print(f"[red]quarantined[/] by {q.get('by')}" + (f": {q['reason']}" if

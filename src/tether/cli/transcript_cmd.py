@@ -12,6 +12,7 @@ from tether.cli.common import console, handle_errors, store
 from tether.core.monitors import MonitorSettings
 from tether.core.policy import load_policy
 from tether.core.transcripts import FORMATS
+from tether.errors import UsageError
 from tether.ops import Tether
 from tether.policies import in_force
 from tether.system_clock import SYSTEM_CLOCK
@@ -22,12 +23,16 @@ FormatOpt = Annotated[str, typer.Option(
     help=f"{'|'.join(FORMATS)}: OpenAI chat messages (JSON or JSONL), tau-bench "
          "trajectories, OpenTelemetry GenAI spans (OTLP/JSON or the Python SDK's span "
          "JSON); auto tells them apart per record.")]
+ModelOpt = Annotated[str | None, typer.Option(
+    "--model", metavar="NAME",
+    help="The model's name where the transcript does not record it (chat lists and "
+         "tau-bench trajectories do not; e.g. gpt-4o).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for tools.")]
 
 
 @handle_errors
 def import_(file: Annotated[Path, typer.Argument(help="The transcript file.", metavar="FILE")],
-            fmt: FormatOpt = "auto", json: JsonOpt = False) -> None:
+            fmt: FormatOpt = "auto", model: ModelOpt = None, json: JsonOpt = False) -> None:
     """Import agent transcripts recorded elsewhere as read-only runs.
 
     Each run of the file becomes a run in the store (done, or failed when the transcript
@@ -36,7 +41,7 @@ def import_(file: Annotated[Path, typer.Argument(help="The transcript file.", me
     that change runs refuse it. All runs of the file are imported in one transaction:
     a record that cannot be read is named with its field, and nothing is imported."""
     s = store(create=True)
-    made = import_file(s, file, fmt=fmt, now=SYSTEM_CLOCK.now)
+    made = import_file(s, file, fmt=fmt, model=model, now=SYSTEM_CLOCK.now)
     if json:
         for m in made:
             print(orjson.dumps(m.to_json()).decode())
@@ -52,7 +57,7 @@ def import_(file: Annotated[Path, typer.Argument(help="The transcript file.", me
 def analyze(target: Annotated[str, typer.Argument(
                 help="A transcript file (analyzed without importing it), or a run in the "
                      "store (id, name or id prefix).", metavar="FILE|RUN")],
-            fmt: FormatOpt = "auto",
+            fmt: FormatOpt = "auto", model: ModelOpt = None,
             policy: Annotated[Path | None, typer.Option(
                 "--policy", metavar="FILE",
                 help="Configure the monitors by this policy file's [monitors] tables "
@@ -68,7 +73,9 @@ def analyze(target: Annotated[str, typer.Argument(
     settings = load_policy(policy).monitors if policy is not None else None
     path = Path(target)
     if path.is_file():
-        results = analyze_file(path, settings or MonitorSettings(), fmt=fmt)
+        results = analyze_file(path, settings or MonitorSettings(), fmt=fmt, model=model)
+    elif path.suffix in (".json", ".jsonl") or "/" in target:
+        raise UsageError(f"no transcript file {target}: give a file that exists, or a run")
     else:
         s = store(readonly=True)
         row = Tether(s).run(target)

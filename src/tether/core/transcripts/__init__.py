@@ -12,7 +12,7 @@ from typing import Any, Final
 
 from tether.core.transcripts.chat import ROLES, from_openai
 from tether.core.transcripts.model import READ_ONLY_KEY, ToolUse, Transcript, Turn
-from tether.core.transcripts.otel import from_trace, traces
+from tether.core.transcripts.otel import from_trace, has_chat, traces
 from tether.core.transcripts.spans import is_spans, spans_of
 from tether.core.transcripts.taubench import from_taubench
 from tether.errors import InvalidTranscript
@@ -63,5 +63,6 @@ def transcripts(records: Iterable[Any], fmt: str = "auto") -> Iterator[Transcrip
             yield from_taubench(value, n)
         else:
             yield from_openai(value, n)
-    for n, trace in enumerate(traces(spans)):
+    runs = [t for t in traces(spans) if has_chat(t)]  # other traces (HTTP...) are no runs
+    for n, trace in enumerate(runs):
         yield from_trace(trace, n)

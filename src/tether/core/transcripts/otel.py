@@ -37,6 +37,11 @@ def traces(spans: Iterable[Span]) -> list[list[Span]]:
     return list(by.values())
 
 
+def has_chat(spans: list[Span]) -> bool:
+    """Whether a trace holds a GenAI model call (else it is no agent run)."""
+    return any(s.attrs.get(OP) in CHAT_OPS for s in spans)
+
+
 def from_trace(spans: list[Span], record: int) -> Transcript:
     """One trace's GenAI spans as a run."""
     order = sorted(spans, key=lambda s: (s.start or 0.0, s.index))
