@@ -12,7 +12,13 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from tests.test_monitor_host import Broken, Repeats, _looping, look
+from tests.test_monitor_host import (
+    Broken,
+    Repeats,
+    _looping,
+    _only_the_toy_monitors,  # noqa: F401  (autouse: loops off)
+    look,
+)
 from tests.test_notify import Hook, config, deliver, hook, signed_by_secret  # noqa: F401
 from tether import Continue, StepAgent, Tether, Worker, start_run
 from tether.cli import common

@@ -20,6 +20,17 @@ from tether.store.sqlite import SQLiteStore
 CALLS: list[str] = []
 
 
+@pytest.fixture(autouse=True)
+def _only_the_toy_monitors() -> Iterator[None]:
+    """These tests loop on purpose to exercise the framework with toy monitors; the
+    built-in ``loops`` would flag them too (tests/test_loops.py tests it)."""
+    from dataclasses import replace
+    kind = KINDS["loops"]
+    KINDS["loops"] = replace(kind, enabled=False)
+    yield
+    KINDS["loops"] = kind
+
+
 @tool(effect="read")
 def look(path: str) -> str:
     """Read something."""

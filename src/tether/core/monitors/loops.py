@@ -1,0 +1,229 @@
+"""``loops``: a run repeating itself instead of making progress (docs/monitors.md).
+
+Rules, each judged on the run's own events:
+
+* ``identical_calls``: the same effect (tool and arguments) asked for ``repeat`` times
+  in a row. What a write tool says back is no sign of progress ("appended 12 bytes,
+  now 48") : writing the same thing again is the loop.
+* ``no_progress``: the same read asked for ``repeat`` times in a row and answering the
+  same each time (after normalisation). A read whose answer changed is progress, and
+  starts the streak again: polling a queue is not a loop.
+* ``alternation`` (period 2, A-B-A-B) and ``cycle`` (periods 3 to ``max_period``):
+  the last calls repeating a block of calls, twice, with no read in it answering
+  differently the second time.
+* ``errors``: ``errors`` calls in a row failed (the tool raised, or the call was
+  rejected); a call that succeeds ends the streak, so a retry that works is not flagged.
+* ``same_answer``: the model gave the same answer (at least ``answer_min_chars``
+  long) ``answers`` times in a row to requests that differ: it lost the thread. Short
+  answers never count: a classifier answers the same label to different inputs.
+
+The call rules are judged in :meth:`Loops.propose`, before the call runs, so the
+host can refuse it; a refused call journals no call event, so the streak it belongs
+to is not reset by the refusal and the next identical request is judged again (and
+escalates). A sleep, a wake-up, received messages or a rollback start the call rules
+afresh: a run that waited for the world, or was told something new, is not looping.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+from tether.core.events import Event
+from tether.core.monitors.base import MonitorKind, Proposal, View, register
+from tether.core.monitors.normalise import digest, text_key
+from tether.core.monitors.verdicts import Level, Signal
+
+NAME: Final = "loops"
+DEFAULTS: Final[Mapping[str, Any]] = {"repeat": 3, "max_period": 4, "errors": 5,
+                                      "answers": 3, "answer_min_chars": 40}
+RESETS: Final = frozenset({"run.sleeping", "run.woke"})
+
+
+@dataclass(slots=True)
+class Call:
+    """One call of the run, as the rules compare it."""
+
+    key: bytes
+    """Tool and normalised arguments."""
+    tool: str
+    write: bool
+    ev: str
+    result: bytes | None = None
+    """The normalised result (or error); None for an effect not settled yet."""
+    changed: bool = False
+    """A read that answered differently from the last call with the same key."""
+
+
+def call_key(tool: str, arguments: Any) -> bytes:
+    """What makes two calls the same call: the tool and its arguments, with what a
+    caller makes fresh for each call stripped (normalise ``ids=False``)."""
+    return digest([tool, arguments], ids=False)
+
+
+class Loops:
+    """The ``loops`` monitor for one run; see the module docstring."""
+
+    name = NAME
+
+    def __init__(self, params: Mapping[str, Any] | None = None) -> None:
+        p = {**DEFAULTS, **(params or {})}
+        self.repeat = max(2, int(p["repeat"]))
+        self.max_period = max(2, int(p["max_period"]))
+        self.errors = max(1, int(p["errors"]))
+        self.answers = max(2, int(p["answers"]))
+        self.min_chars = int(p["answer_min_chars"])
+        self.calls: deque[Call] = deque(maxlen=2 * self.max_period)
+        self.streak: list[Call] = []
+        """The latest run of identical calls without progress (its last ``repeat``: the
+        evidence), oldest first."""
+        self.repeats = 0
+        """How long that run is."""
+        self.pending: dict[tuple[int, int], Call] = {}
+        """Effects whose result is not in yet, by (step, call index)."""
+        self.failures: list[str] = []
+        self.answer: tuple[str, str] | None = None
+        """The last model answer's normalised text and request fingerprint."""
+        self.said: list[str] = []
+        """The ``model.called`` events of the current run of the same answer."""
+        self.epoch = 0
+
+    # -- observing -------------------------------------------------------------
+    def observe(self, event: Event, view: View) -> Iterable[Signal]:
+        kind, p = event.kind, event.payload
+        if event.epoch != self.epoch:
+            self.epoch = event.epoch
+            self.forget()
+        if not isinstance(p, dict):
+            return ()
+        if kind == "tool.called":
+            return self._called(event, p)
+        if kind == "effect.intent":
+            c = Call(call_key(str(p.get("tool")), p.get("arguments")), str(p.get("tool")),
+                     True, event.id)
+            self.pending[(event.step, int(p.get("i", -1)))] = c
+            self._add(c)
+        elif kind in ("effect.done", "effect.failed"):
+            done = self.pending.pop((event.step, int(p.get("i", -1))), None)
+            failed = kind == "effect.failed"
+            if done is not None:
+                done.result = digest(p.get("error") if failed else p.get("result"))
+            return self._outcome(event, failed)
+        elif kind == "model.called":
+            return self._answered(event, p)
+        elif kind in RESETS or (kind == "message.received" and p.get("messages")):
+            self.forget()
+        return ()
+
+    def forget(self) -> None:
+        """Start the call rules afresh (not the error streak: a tool that keeps failing
+        across a sleep is still failing)."""
+        self.calls.clear()
+        self.streak, self.repeats = [], 0
+        self.pending.clear()
+
+    def _called(self, event: Event, p: dict[str, Any]) -> Iterable[Signal]:
+        tool = str(p.get("tool"))
+        failed = "error" in p
+        args = p.get("raw_arguments") if p.get("rejected") else p.get("arguments")
+        c = Call(call_key(tool, args), tool, False, event.id,
+                 digest(p.get("error") if failed else p.get("result")))
+        self._add(c)
+        return self._outcome(event, failed)
+
+    def _add(self, c: Call) -> None:
+        if not c.write:
+            prev = next((o for o in reversed(self.calls) if o.key == c.key), None)
+            c.changed = prev is not None and prev.result != c.result
+        last = self.streak[-1] if self.streak else None
+        if last is not None and last.key == c.key and not c.changed:
+            self.streak.append(c)
+            del self.streak[:-self.repeat]
+            self.repeats += 1
+        else:
+            self.streak, self.repeats = [c], 1
+        self.calls.append(c)
+
+    def _outcome(self, event: Event, failed: bool) -> tuple[Signal, ...]:
+        # Eager (not a generator): the state changes whether or not the caller iterates.
+        if not failed:
+            self.failures = []
+            return ()
+        self.failures.append(event.id)
+        n = len(self.failures)
+        if n % self.errors:
+            return ()
+        return (Signal(NAME, "errors", f"{n} calls in a row failed; the run keeps trying "
+                       "without getting anywhere", evidence=tuple(self.failures[-self.errors:]),
+                       figures={"failures": n}, threshold=self.errors),)
+
+    def _answered(self, event: Event, p: dict[str, Any]) -> tuple[Signal, ...]:
+        r = p.get("response") if isinstance(p.get("response"), dict) else {}
+        content = r.get("content") if isinstance(r, dict) else None
+        text = text_key(content) if isinstance(content, str) else ""
+        if len(text) < self.min_chars:
+            self.answer, self.said = None, []
+            return ()
+        fp = str(p.get("fp"))
+        if self.answer is not None and self.answer[0] == text:
+            if self.answer[1] == fp:  # the same request again: the same answer is no news
+                return ()
+            self.said.append(event.id)
+        else:
+            self.said = [event.id]
+        self.answer = (text, fp)
+        if len(self.said) < self.answers:
+            return ()
+        return (Signal(NAME, "same_answer", f"the model gave the same answer to "
+                       f"{len(self.said)} different requests in a row: it lost the thread",
+                       evidence=tuple(self.said[-self.answers:]),
+                       figures={"answers": len(self.said), "chars": len(text),
+                                "answer": text[:120]}, threshold=self.answers),)
+
+    # -- proposed calls -------------------------------------------------------
+    def propose(self, call: Proposal, view: View) -> Iterable[Signal]:
+        k = call_key(call.tool, call.arguments)
+        s = self.streak
+        if s and s[-1].key == k and self.repeats + 1 >= self.repeat:
+            return (self._repeated(call, self.repeats + 1),)
+        return self._cycle(call, k)
+
+    def _repeated(self, call: Proposal, n: int) -> Signal:
+        if call.effect != "read":
+            rule, what = "identical_calls", f"{call.tool} asked for the {_nth(n)} time in a row " \
+                "with the same arguments"
+        else:
+            rule, what = "no_progress", f"{call.tool} asked for the {_nth(n)} time in a row " \
+                "with the same arguments, and it answered the same each time"
+        return Signal(NAME, rule, what, evidence=tuple(c.ev for c in self.streak),
+                      figures={"tool": call.tool, "repeats": n}, threshold=self.repeat)
+
+    def _cycle(self, call: Proposal, k: bytes) -> Iterator[Signal]:
+        hist = list(self.calls)
+        for p in range(2, self.max_period + 1):
+            if len(hist) < 2 * p - 1:
+                return
+            block, again = hist[-2 * p + 1:-p + 1], hist[-p + 1:]
+            keys = [c.key for c in block]
+            if keys != [c.key for c in again] + [k] or len(set(keys)) < 2:
+                continue
+            if any(c.changed for c in again):  # a read answered differently: progress
+                continue
+            tools = [c.tool for c in block]
+            yield Signal(NAME, "alternation" if p == 2 else "cycle",
+                         f"the run keeps repeating the calls {' -> '.join(tools)} "
+                         f"({call.tool} would start them again) with no new result",
+                         evidence=tuple(c.ev for c in block + again),
+                         figures={"period": p, "tools": tools}, threshold=2)
+            return
+
+
+def _nth(n: int) -> str:
+    return {1: "1st", 2: "2nd", 3: "3rd"}.get(n, f"{n}th")
+
+
+KIND: Final = register(MonitorKind(
+    NAME, Loops, DEFAULTS, stages=(Level.ALERT, Level.BLOCK, Level.PAUSE), window=128,
+    doc="repeated calls, alternations, error streaks and repeated model answers"))
