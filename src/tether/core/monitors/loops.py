@@ -14,8 +14,9 @@ Rules, each judged on the run's own events:
 * ``errors``: ``errors`` calls in a row failed (the tool raised, or the call was
   rejected); a call that succeeds ends the streak, so a retry that works is not flagged.
 * ``same_answer``: the model gave the same answer (at least ``answer_min_chars``
-  long) ``answers`` times in a row to requests that differ: it lost the thread. Short
-  answers never count: a classifier answers the same label to different inputs.
+  long, asking for no tool) ``answers`` times in a row to requests that differ: it
+  lost the thread. Short answers never count: a classifier answers the same label to
+  different inputs. Answers that ask for tools are left to the call rules.
 
 The call rules are judged in :meth:`Loops.propose`, before the call runs, so the
 host can refuse it; a refused call journals no call event, so the streak it belongs
@@ -33,7 +34,7 @@ from typing import Any, Final
 
 from tether.core.events import Event
 from tether.core.monitors.base import MonitorKind, Proposal, View, register
-from tether.core.monitors.normalise import digest, text_key
+from tether.core.monitors.normalise import digest, maybe_fresh, skeleton, text_key
 from tether.core.monitors.verdicts import Level, Signal
 
 NAME: Final = "loops"
@@ -46,21 +47,54 @@ RESETS: Final = frozenset({"run.sleeping", "run.woke"})
 class Call:
     """One call of the run, as the rules compare it."""
 
-    key: bytes
-    """Tool and normalised arguments."""
+    key: str
+    """Tool and normalised arguments (:func:`call_key`)."""
     tool: str
     write: bool
     ev: str
-    result: bytes | None = None
-    """The normalised result (or error); None for an effect not settled yet."""
+    raw: Any = None
+    """A read's result (or error), as journaled."""
     changed: bool = False
     """A read that answered differently from the last call with the same key."""
+    _result: bytes | None = None
+
+    def result(self) -> bytes:
+        """The normalised result: worked out only when there is another call to compare it
+        with (the common step repeats nothing, and pays nothing)."""
+        if self._result is None:
+            self._result = digest(self.raw)
+        return self._result
 
 
-def call_key(tool: str, arguments: Any) -> bytes:
+@dataclass(slots=True)
+class Answer:
+    """A model's answer, normalised only when it must be compared in full."""
+
+    content: str
+    fp: str
+    skeleton: str
+    _text: str | None = None
+
+    def text(self) -> str:
+        if self._text is None:
+            self._text = text_key(self.content)
+        return self._text
+
+    def same(self, other: Answer) -> bool:
+        """Equal once normalised (the skeletons tell most answers apart for nothing)."""
+        return self.content == other.content or (
+            self.skeleton == other.skeleton and self.text() == other.text())
+
+
+def call_key(tool: str, arguments: Any, fp: str | None = None) -> str:
     """What makes two calls the same call: the tool and its arguments, with what a
-    caller makes fresh for each call stripped (normalise ``ids=False``)."""
-    return digest([tool, arguments], ids=False)
+    caller makes fresh for each call stripped (normalise ``ids=False``).
+
+    With the call's fingerprint ``fp`` (which hashes the tool and the raw arguments),
+    arguments with nothing to strip, the common case, are keyed by it: no hashing."""
+    if fp is not None and not maybe_fresh(arguments):
+        return fp
+    return "n:" + digest([tool, arguments], ids=False).hex()
 
 
 class Loops:
@@ -81,14 +115,20 @@ class Loops:
         evidence), oldest first."""
         self.repeats = 0
         """How long that run is."""
-        self.pending: dict[tuple[int, int], Call] = {}
-        """Effects whose result is not in yet, by (step, call index)."""
         self.failures: list[str] = []
-        self.answer: tuple[str, str] | None = None
-        """The last model answer's normalised text and request fingerprint."""
+        self.answer: Answer | None = None
+        """The last long model answer."""
         self.said: list[str] = []
         """The ``model.called`` events of the current run of the same answer."""
         self.epoch = 0
+        self.asked: tuple[str, str] = ("", "")
+        """The last proposed call's fingerprint and key: its event reuses the key."""
+
+    def _key(self, tool: str, arguments: Any, fp: object) -> str:
+        # The fingerprint hashes the raw arguments, so an equal one means an equal key.
+        if fp == self.asked[0]:
+            return self.asked[1]
+        return call_key(tool, arguments, fp if isinstance(fp, str) else None)
 
     # -- observing -------------------------------------------------------------
     def observe(self, event: Event, view: View) -> Iterable[Signal]:
@@ -100,17 +140,11 @@ class Loops:
             return ()
         if kind == "tool.called":
             return self._called(event, p)
-        if kind == "effect.intent":
-            c = Call(call_key(str(p.get("tool")), p.get("arguments")), str(p.get("tool")),
-                     True, event.id)
-            self.pending[(event.step, int(p.get("i", -1)))] = c
-            self._add(c)
+        if kind == "effect.intent":  # an effect's result is not compared: see the docstring
+            tool = str(p.get("tool"))
+            self._add(Call(self._key(tool, p.get("arguments"), p.get("fp")), tool, True, event.id))
         elif kind in ("effect.done", "effect.failed"):
-            done = self.pending.pop((event.step, int(p.get("i", -1))), None)
-            failed = kind == "effect.failed"
-            if done is not None:
-                done.result = digest(p.get("error") if failed else p.get("result"))
-            return self._outcome(event, failed)
+            return self._outcome(event, kind == "effect.failed")
         elif kind == "model.called":
             return self._answered(event, p)
         elif kind in RESETS or (kind == "message.received" and p.get("messages")):
@@ -122,21 +156,20 @@ class Loops:
         across a sleep is still failing)."""
         self.calls.clear()
         self.streak, self.repeats = [], 0
-        self.pending.clear()
 
     def _called(self, event: Event, p: dict[str, Any]) -> Iterable[Signal]:
         tool = str(p.get("tool"))
         failed = "error" in p
         args = p.get("raw_arguments") if p.get("rejected") else p.get("arguments")
-        c = Call(call_key(tool, args), tool, False, event.id,
-                 digest(p.get("error") if failed else p.get("result")))
+        c = Call(self._key(tool, args, p.get("fp")), tool, False, event.id,
+                 p.get("error") if failed else p.get("result"))
         self._add(c)
         return self._outcome(event, failed)
 
     def _add(self, c: Call) -> None:
         if not c.write:
             prev = next((o for o in reversed(self.calls) if o.key == c.key), None)
-            c.changed = prev is not None and prev.result != c.result
+            c.changed = prev is not None and prev.result() != c.result()
         last = self.streak[-1] if self.streak else None
         if last is not None and last.key == c.key and not c.changed:
             self.streak.append(c)
@@ -160,31 +193,35 @@ class Loops:
                        figures={"failures": n}, threshold=self.errors),)
 
     def _answered(self, event: Event, p: dict[str, Any]) -> tuple[Signal, ...]:
-        r = p.get("response") if isinstance(p.get("response"), dict) else {}
-        content = r.get("content") if isinstance(r, dict) else None
-        text = text_key(content) if isinstance(content, str) else ""
-        if len(text) < self.min_chars:
+        r = p.get("response")
+        if not isinstance(r, dict) or r.get("tool_calls"):
+            # An answer that asks for tools is judged by its calls (the rules above): the
+            # same preamble before different calls is no loop, and skipping it is cheap.
+            return ()
+        content = r.get("content")
+        if not isinstance(content, str) or len(content) < self.min_chars:
             self.answer, self.said = None, []
             return ()
-        fp = str(p.get("fp"))
-        if self.answer is not None and self.answer[0] == text:
-            if self.answer[1] == fp:  # the same request again: the same answer is no news
-                return ()
-            self.said.append(event.id)
-        else:
+        new = Answer(content, str(p.get("fp")), skeleton(content))
+        prev, self.answer = self.answer, new
+        if prev is None or not prev.same(new):
             self.said = [event.id]
-        self.answer = (text, fp)
+            return ()
+        if prev.fp == new.fp:  # the same request again: the same answer is no news
+            return ()
+        self.said.append(event.id)
         if len(self.said) < self.answers:
             return ()
         return (Signal(NAME, "same_answer", f"the model gave the same answer to "
                        f"{len(self.said)} different requests in a row: it lost the thread",
                        evidence=tuple(self.said[-self.answers:]),
-                       figures={"answers": len(self.said), "chars": len(text),
-                                "answer": text[:120]}, threshold=self.answers),)
+                       figures={"answers": len(self.said), "chars": len(content),
+                                "answer": new.text()[:120]}, threshold=self.answers),)
 
     # -- proposed calls -------------------------------------------------------
     def propose(self, call: Proposal, view: View) -> Iterable[Signal]:
-        k = call_key(call.tool, call.arguments)
+        k = call_key(call.tool, call.arguments, call.fp)
+        self.asked = (call.fp, k)
         s = self.streak
         if s and s[-1].key == k and self.repeats + 1 >= self.repeat:
             return (self._repeated(call, self.repeats + 1),)
@@ -200,12 +237,13 @@ class Loops:
         return Signal(NAME, rule, what, evidence=tuple(c.ev for c in self.streak),
                       figures={"tool": call.tool, "repeats": n}, threshold=self.repeat)
 
-    def _cycle(self, call: Proposal, k: bytes) -> Iterator[Signal]:
-        hist = list(self.calls)
-        for p in range(2, self.max_period + 1):
-            if len(hist) < 2 * p - 1:
-                return
-            block, again = hist[-2 * p + 1:-p + 1], hist[-p + 1:]
+    def _cycle(self, call: Proposal, k: str) -> Iterator[Signal]:
+        calls = self.calls
+        for p in range(2, min(self.max_period, (len(calls) + 1) // 2) + 1):
+            if calls[-p].key != k:  # the call p back is not this one: no cycle of p
+                continue
+            hist = list(calls)[-2 * p + 1:]
+            block, again = hist[:p], hist[p:]
             keys = [c.key for c in block]
             if keys != [c.key for c in again] + [k] or len(set(keys)) < 2:
                 continue
