@@ -12,6 +12,8 @@ from typing import Any
 
 import orjson
 
+from tether.errors import UsageError
+
 
 def dumps(value: Any) -> bytes:
     """Encode ``value`` canonically. Raises TypeError for anything not JSON."""
@@ -51,3 +53,19 @@ def json_safe(value: Any) -> Any:
                                          option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS))
     except TypeError:
         return repr(value)
+
+
+def journalable(tool: str, value: Any) -> Any:
+    """A read tool's result as journaled; one that is not JSON is the tool's error.
+
+    A read changed nothing, so nothing is lost by refusing it; turning it into another
+    type (its repr) would hand the step something the tool never returned.
+    """
+    if value is None or isinstance(value, bool | int):
+        return value
+    try:
+        return loads(dumps(value))
+    except (TypeError, ValueError) as exc:
+        raise UsageError(f"tool {tool} returned a value the journal cannot keep as JSON "
+                         f"({exc}); return text, numbers, booleans, null, lists and objects "
+                         "with text keys") from None

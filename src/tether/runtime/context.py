@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from tether.core.canonical import digest, dumps, json_safe, loads
+from tether.core.canonical import digest, dumps, journalable, json_safe
 from tether.core.fingerprint import ConversationHasher, fingerprint
 from tether.core.monitors import Proposal
 from tether.core.pricing import PriceTable
@@ -40,22 +40,6 @@ CALL_KINDS = ("model.called", "tool.called", "effect.intent", "clock.read", "ran
               "message.sent", "message.received", "blackboard.read", "blackboard.write")
 RESULT_KINDS = ("effect.done", "effect.failed", "effect.in_doubt", "effect.resolved",
                 "effect.retried")
-
-
-def _journalable(tool: str, value: Any) -> Any:
-    """A read tool's result as journaled; one that is not JSON is the tool's error.
-
-    A read changed nothing, so nothing is lost by refusing it; turning it into another
-    type (its repr) would hand the step something the tool never returned.
-    """
-    if value is None or isinstance(value, bool | int):
-        return value
-    try:
-        return loads(dumps(value))
-    except (TypeError, ValueError) as exc:
-        raise UsageError(f"tool {tool} returned a value the journal cannot keep as JSON "
-                         f"({exc}); return text, numbers, booleans, null, lists and objects "
-                         "with text keys") from None
 
 
 @dataclass(slots=True)
@@ -212,7 +196,7 @@ class StepContext:
         rt = self._rt
         tc = ToolContext(self.run_id, self.step, None, None, rt.workspace)
         try:
-            result = _journalable(t.name, await self._s.effects.run_tool(t, args, tc))
+            result = journalable(t.name, await self._s.effects.run_tool(t, args, tc))
         except Exception as exc:  # the tool's own failure: the model is told
             msg = f"tool {t.name} failed: {type(exc).__name__}: {exc}"
             rt.journal.append("tool.called", {"i": i, "fp": fp, "tool": t.name,
