@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import math
 import random as _random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -80,6 +81,8 @@ class StepContext:
         self.step = step
         self._c = StepCalls(services.rt, step)
         self._swarm_calls: SwarmCalls | None = None  # made on first use: most steps never do
+        self.declared: float | None = None
+        """The step's ``progress``, journaled in its ``step.finished``."""
 
     @property
     def _swarm(self) -> SwarmCalls:
@@ -114,6 +117,14 @@ class StepContext:
     def calls(self) -> int:
         """How many journaled calls the step has made so far."""
         return self._c.count
+
+    def progress(self, value: float) -> None:
+        """Declare how far the run has got (any number; the last one in the step counts):
+        the ``no_progress`` monitor flags a run whose progress stays flat while it spends."""
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            raise UsageError(f"run {self.run_id} step {self.step}: ctx.progress() takes a finite "
+                             f"number, got {value!r}")
+        self.declared = float(value)
 
     async def now(self) -> float:
         """The run's clock, journaled: a replayed step sees the same time."""
@@ -323,6 +334,9 @@ class SyncStepContext:
 
         self._loop.call_soon_threadsafe(start)
         return result.result()
+
+    def progress(self, value: float) -> None:
+        self._inner.progress(value)
 
     def now(self) -> float:
         return float(self._wait(self._inner.now()))

@@ -325,7 +325,10 @@ class RunExecutor:
         info = checkpoint_info(ck)
         if ck.kind == "key":
             j.append("checkpoint", info, step=step)
-        j.append("step.finished", {**outcomes.to_json(out), "checkpoint": info}, step=step)
+        done = {**outcomes.to_json(out), "checkpoint": info}
+        if ctx.declared is not None:
+            done["progress"] = self.monitors.progress = ctx.declared
+        j.append("step.finished", done, step=step)
         self._outcome(out, step)
         if j.row.status in ("sleeping", "waiting"):
             self.monitors.act()  # a verdict of this step parks the run now, not at its wake-up

@@ -97,6 +97,8 @@ class MonitorHost:
         if not self.window or not row.seq or not self.watch:
             return
         for e in self.rt.journal.store.events(row.id, after_seq=max(0, row.seq - self.window)):
+            if e.kind == "step.finished" and isinstance(e.payload, dict):
+                self.progress = e.payload.get("progress", self.progress)
             self.watch.warm(e, self.view(e.step))
 
     def record(self, e: Event) -> None:
