@@ -514,7 +514,7 @@ def test_steps_cap_pauses_and_usage_survives_a_restart(files: Files) -> None:
     row = files.store.get_run(run)
     assert row is not None and row.status == "paused" and row.step == 3
     assert exceeded(files.store, run) == [{"scope": "run", "limit": "steps", "cap": 3.0,
-                                           "used": 3.0}]
+                                           "used": 3.0, "on_exceed": "pause"}]
     assert "steps=3" in row.reason
     drive(files.store, {"stepper": STEPPER})  # a restart does not touch a paused run
     assert files.store.get_run(run) == row
@@ -564,13 +564,13 @@ def test_rolling_window_pauses_survives_restart_and_reopens(files: Files) -> Non
     prices = PriceTable(prices={"pricey": (1000.0, 0.0)})  # $0.40 a call
     agents = {"spender": spender}
     run = start_run(files.store, spender, agent_ref="spender", goal="g", clock=clock,
-                    budget={"cost_usd_per_day": 1.0}, prices=prices)
+                    budget={"cost_usd_per_day:pause": 1.0}, prices=prices)
     SPENT.clear()
     drive(files.store, agents, clock=clock, prices=prices)
     row = files.store.get_run(run)
     assert row is not None and row.status == "paused" and len(SPENT) == 3
     hit = exceeded(files.store, run)
-    assert [h["limit"] for h in hit] == ["cost_usd_per_day"]
+    assert [h["limit"] for h in hit] == ["cost_usd_per_day:pause"]
     assert hit[0]["used"] == pytest.approx(1.2)
 
     clock.advance(3600)  # later the same day, a new worker: the window still counts $1.20

@@ -74,10 +74,6 @@ def set_budget(store: Store, run_ref: str, changes: dict[str, float], unset: lis
 def set_swarm_budget(store: Store, swarm: str, changes: dict[str, float],
                      unset: list[str]) -> dict[str, float]:
     """Change the budget a swarm's runs share; workers read it when they take a run."""
-    new = dict(store.swarm_budget(swarm))
-    new.update(budgets.validate(changes))
-    for k in unset:
-        budgets.parse_key(k)
-        new.pop(k, None)
+    new = budgets.merge(store.swarm_budget(swarm), changes, unset)
     store.set_swarm_budget(swarm, new, SYSTEM_CLOCK.now())
     return new

@@ -60,10 +60,7 @@ def apply(j: RunJournal, c: Command, *, step: int | None = None) -> str:
 
 def _budget(j: RunJournal, c: Command, cause: str, step: int | None) -> None:
     old = dict(j.row.budget)
-    new = dict(old)
-    new.update(budgets.validate(c.args.get("set", {})))
-    for k in c.args.get("unset", []):
-        new.pop(k, None)
+    new = budgets.merge(old, c.args.get("set", {}), c.args.get("unset", []))
     j.append("budget.changed", {"old": old, "new": new, "by": c.actor}, step=step,
              causes=(cause,))
     j.update(budget=new)

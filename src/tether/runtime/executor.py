@@ -223,10 +223,11 @@ class RunExecutor:
         except Drain:
             pass  # shutdown: the step is abandoned and re-run (with replay) by the next owner
         except Deferred as d:
-            # Held by a policy window: sleep until it ends; the step then re-runs and the
+            # Held by a policy or budget window: sleep until it ends; the step re-runs and the
             # journaled decision is taken again at that time.
             await self._halt()
-            j.append("run.sleeping", {"until": d.until, "deferred": True, "reason": d.reason})
+            until = await self.budget.wake(d.until)  # a budget window: when it frees
+            j.append("run.sleeping", {"until": until, "deferred": True, "reason": d.reason})
         except PauseRequested as p:
             self._pause(p)
         except StopRequested as s:

@@ -161,7 +161,7 @@ class Oversight:
             else:
                 base = self.budget.window_usage(lim.window)
                 used = budgets.value(base, lim.metric)
-            out[key] = used / cap if cap else 1.0
+            out[lim.cap] = used / cap if cap else 1.0  # a rule names the cap, not its on_exceed
         return out
 
     async def _decide(self, t: Tool, args: dict[str, Any], args_json: dict[str, Any], i: int,

@@ -4,6 +4,11 @@ Usage is counted into the journal (durable with the step) and into what this
 drive has accrued since the windows were last read, so a check inside a step
 sees the calls made earlier in it. Rolling windows and the swarm's usage are
 read from the store once per step, off the event loop.
+
+A rolling window that sleeps when reached (``on_exceed``, :mod:`tether.core.budget`)
+raises :class:`~tether.errors.Deferred`, as a policy window does: the step is
+abandoned and re-run when the run wakes. When it wakes is worked out by the
+executor (:meth:`RunBudget.wake`), off the event loop, once the step is halted.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from collections.abc import Callable
 
 from tether.core import budget as budgets
 from tether.core.pricing import PriceTable, refuse_unpriced
-from tether.errors import BudgetExceeded, PauseRequested, UsageError
+from tether.errors import BudgetExceeded, Deferred, PauseRequested, UsageError
 from tether.runtime.journal import RunJournal
 
 
@@ -29,6 +34,8 @@ class RunBudget:
         self._window_base: dict[float, dict[str, float]] = {}
         self.swarm_budget: dict[str, float] = {}
         self._swarm_base: tuple[dict[str, float], dict[float, dict[str, float]]] = ({}, {})
+        self._asleep: tuple[budgets.Limit, float, float, str] | None = None
+        """A window that sleeps the run: (limit, cap, used, scope), until :meth:`wake`."""
 
     def count(self, counts: dict[str, float]) -> None:
         self.journal.add_usage(counts)
@@ -79,12 +86,37 @@ class RunBudget:
             return
         lim, used = hit
         cap = (row.budget if scope == "run" else self.swarm_budget)[lim.key]
+        if lim.on_exceed == "sleep" and cap > 0:
+            self._asleep = (lim, cap, used, scope)
+            raise Deferred(f"{scope} budget {lim.key}={cap:g} reached (used {used:g}): sleeping "
+                           "until the window frees", until=self.clock())
         self.journal.append("budget.exceeded", {"scope": scope, "limit": lim.key, "cap": cap,
-                                                "used": used})
+                                                "used": used, "on_exceed": "pause"})
         raise BudgetExceeded(
             f"run {row.id}: {scope} budget {lim.key}={cap:g} reached (used {used:g}); raise it "
             f"with `tether budget {row.id} --set {lim.key}=...` and `tether resume {row.id}`",
             detail={"limit": lim.key, "scope": scope})
+
+    async def wake(self, until: float) -> float:
+        """When a run held by :class:`Deferred` wakes: ``until`` for a policy window; for a
+        budget window the time it frees enough, journaled as ``budget.exceeded``."""
+        if self._asleep is None:
+            return until
+        (lim, cap, used, scope), self._asleep = self._asleep, None
+        row, store, accrued = self.journal.row, self.journal.store, dict(self._accrued)
+
+        def used_since(t: float) -> dict[str, float]:
+            # What the store holds, plus what this drive counted and has not committed yet
+            # (all of it in the current minute, so inside every window still open).
+            got = (store.usage_since(run=row.id, since=t) if scope == "run"
+                   else store.usage_since(swarm=row.swarm, since=t))
+            return _plus(got, accrued)
+        now = self.clock()
+        wake = await asyncio.to_thread(budgets.frees_at, lim, cap, now, used_since)
+        self.journal.append("budget.exceeded", {"scope": scope, "limit": lim.key, "cap": cap,
+                                                "used": used, "on_exceed": "sleep",
+                                                "until": wake if wake is not None else now})
+        return wake if wake is not None else now
 
     def check_priced(self, model: str) -> None:
         """Pause before calling a model without a price when a cost cap applies (the run's
