@@ -132,23 +132,25 @@ def _agent(calls: Sequence[tuple[str, dict[str, Any]]]) -> Agent:
 
 
 # -- the rules -------------------------------------------------------------------------------
-def test_the_same_read_answering_the_same_is_flagged_at_its_third_call_then_refused_then_paused(
+def test_the_same_read_answering_the_same_is_flagged_at_its_fourth_call_then_refused_then_paused(
         tmp_path: Path) -> None:
-    # A fresh request id and a changing timestamp in the result do not hide the loop.
+    # A fresh request id and a changing timestamp in the result do not hide the loop. A
+    # read is judged once it answered the same three times (a queue polled empty twice is
+    # polling), so the fourth call is the first flagged.
     store, run = _run(tmp_path, _agent([("look", {"path": "a.txt"})] * 8))
     assert _alerts(store, run) == [("no_progress", "alert", 1), ("no_progress", "block", 2),
                                    ("no_progress", "pause", 3)]
-    assert CALLS == ["a.txt"] * 3  # the third ran (alert only); the refused one did not
+    assert CALLS == ["a.txt"] * 4  # the fourth ran (alert only); the refused one did not
     assert _status(store, run) == "paused"
     events = store.events(run)
     alerts = [e for e in events if e.kind == "alert"]
     called = [e.id for e in events if e.kind == "tool.called"]
-    assert alerts[0].causes == tuple(called[:2])  # the evidence: the two calls before
+    assert alerts[0].causes == tuple(called[:3])  # the evidence: the three calls before
     # The refusal did not reset the streak: the model asked again and was judged again.
-    assert [a.payload["figures"]["repeats"] for a in alerts] == [3, 4, 4]
+    assert [a.payload["figures"]["repeats"] for a in alerts] == [4, 5, 5]
     assert alerts[1].payload["blocked"] is True
-    # The model was told of the refusal and asked once more (the fifth model call).
-    assert len([e for e in events if e.kind == "model.called"]) == 5
+    # The model was told of the refusal and asked once more (the sixth model call).
+    assert len([e for e in events if e.kind == "model.called"]) == 6
 
 
 def test_the_same_write_is_flagged_though_its_result_changes(tmp_path: Path) -> None:
@@ -180,11 +182,13 @@ def test_an_error_streak_is_flagged_and_a_success_ends_it(tmp_path: Path) -> Non
     calls = [("broken", {"n": n}) for n in range(4)] + [("look", {"path": "a"})] + \
         [("broken", {"n": n}) for n in range(10, 15)]
     store, run = _run(tmp_path, _agent(calls))
-    assert _alerts(store, run) == [("errors", "alert", 1)]
-    alert = next(e for e in store.events(run) if e.kind == "alert")
-    assert alert.payload["figures"] == {"failures": 5}
+    # Three failures in a row, twice: the success between starts the streak again.
+    assert _alerts(store, run) == [("errors", "alert", 1), ("errors", "block", 2)]
+    first, second = (e for e in store.events(run) if e.kind == "alert")
+    assert first.payload["figures"] == second.payload["figures"] == {"failures": 3}
     failed = [e.id for e in store.events(run) if e.kind == "tool.called" and "error" in e.payload]
-    assert alert.causes == tuple(failed[-5:])
+    assert first.causes == tuple(failed[:3])
+    assert second.causes == tuple(failed[4:7])
     assert _status(store, run) == "done"
 
 
@@ -195,7 +199,7 @@ def test_rejected_calls_count_as_failures(tmp_path: Path) -> None:
             None, (ToolCall(f"c{k}", f"nosuch{k}", "{}"),))
     store, run = _run(tmp_path, Agent("a", model=ScriptedModel(script), instructions="w",
                                       tools=[look]))
-    assert _alerts(store, run) == [("errors", "alert", 1)]
+    assert _alerts(store, run) == [("errors", "alert", 1), ("errors", "block", 2)]
 
 
 LONG = "I am sorry, I cannot find that order in our system; please check the number."
@@ -287,15 +291,14 @@ def test_a_run_taken_over_mid_step_judges_each_event_once(tmp_path: Path) -> Non
     store, run = _run(tmp_path, agent)
     assert _status(store, run) == "paused"
     # A new worker warms the monitor from the journal; the re-run step replays its calls
-    # (no new events), is refused call 3 again and goes ahead with call 4, where a human
-    # resumed it. Had the warm-up or the replay been counted twice, the streak would be
-    # longer; had the warm-up been skipped, call 5 would not be flagged at all.
-    for _ in range(2):
-        send_command(store, run, "resume", who="human:ops")
-        _drive(store, agent)
+    # (no new events), is refused call 4 again and goes ahead with call 5, where a human
+    # resumed it. Had the warm-up or the replay been counted twice, a new alert would
+    # have been made; had the streak been lost, call 5 would not have run as resumed.
+    send_command(store, run, "resume", who="human:ops")
+    _drive(store, agent)
     alerts = [e.payload for e in store.events(run) if e.kind == "alert"]
     assert [(a["verdict"], a["stage"], a["figures"]["repeats"], a["i"]) for a in alerts] == [
-        ("alert", 1, 3, 2), ("block", 2, 4, 3), ("pause", 3, 4, 4), ("pause", 4, 5, 5)]
+        ("alert", 1, 4, 3), ("block", 2, 5, 4), ("pause", 3, 5, 5)]
     assert CALLS == ["a.txt"] * 5
     assert _status(store, run) == "done"
 

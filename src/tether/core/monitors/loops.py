@@ -5,9 +5,10 @@ Rules, each judged on the run's own events:
 * ``identical_calls``: the same effect (tool and arguments) asked for ``repeat`` times
   in a row. What a write tool says back is no sign of progress ("appended 12 bytes,
   now 48") : writing the same thing again is the loop.
-* ``no_progress``: the same read asked for ``repeat`` times in a row and answering the
-  same each time (after normalisation). A read whose answer changed is progress, and
-  starts the streak again: polling a queue is not a loop.
+* ``no_progress``: the same read asked again after answering the same ``repeat`` times
+  in a row (after normalisation). A read whose answer changed is progress, and starts
+  the streak again: polling a queue is not a loop. A failed call is the ``errors``
+  rule's and ends the streak (a retry after a failure is not a lost thread).
 * ``alternation`` (period 2, A-B-A-B) and ``cycle`` (periods 3 to ``max_period``):
   the last calls repeating a block of calls, twice, with no read in it answering
   differently the second time.
@@ -16,7 +17,7 @@ Rules, each judged on the run's own events:
 * ``same_answer``: the model gave the same answer (at least ``answer_min_chars``
   long, asking for no tool) ``answers`` times in a row to requests that differ: it
   lost the thread. Short answers never count: a classifier answers the same label to
-  different inputs. Answers that ask for tools are left to the call rules.
+  different inputs. An answer's text counts whether or not it also asks for tools.
 
 The call rules are judged in :meth:`Loops.propose`, before the call runs, so the
 host can refuse it; a refused call journals no call event, so the streak it belongs
@@ -38,7 +39,7 @@ from tether.core.monitors.normalise import digest, maybe_fresh, skeleton, text_k
 from tether.core.monitors.verdicts import Level, Signal
 
 NAME: Final = "loops"
-DEFAULTS: Final[Mapping[str, Any]] = {"repeat": 3, "max_period": 4, "errors": 5,
+DEFAULTS: Final[Mapping[str, Any]] = {"repeat": 3, "max_period": 4, "errors": 3,
                                       "answers": 3, "answer_min_chars": 40}
 RESETS: Final = frozenset({"run.sleeping", "run.woke"})
 
@@ -163,7 +164,11 @@ class Loops:
         args = p.get("raw_arguments") if p.get("rejected") else p.get("arguments")
         c = Call(self._key(tool, args, p.get("fp")), tool, False, event.id,
                  p.get("error") if failed else p.get("result"))
-        self._add(c)
+        if failed:  # a failure is the errors rule's: retrying after one is no lost thread
+            self.streak, self.repeats = [], 0
+            self.calls.append(c)
+        else:
+            self._add(c)
         return self._outcome(event, failed)
 
     def _add(self, c: Call) -> None:
@@ -194,10 +199,10 @@ class Loops:
 
     def _answered(self, event: Event, p: dict[str, Any]) -> tuple[Signal, ...]:
         r = p.get("response")
-        if not isinstance(r, dict) or r.get("tool_calls"):
-            # An answer that asks for tools is judged by its calls (the rules above): the
-            # same preamble before different calls is no loop, and skipping it is cheap.
+        if not isinstance(r, dict):
             return ()
+        # An answer that also asks for tools counts by its text too: the same long reply
+        # posted to every ticket is the parrot, whatever the calls around it.
         content = r.get("content")
         if not isinstance(content, str) or len(content) < self.min_chars:
             self.answer, self.said = None, []
@@ -223,7 +228,10 @@ class Loops:
         k = call_key(call.tool, call.arguments, call.fp)
         self.asked = (call.fp, k)
         s = self.streak
-        if s and s[-1].key == k and self.repeats + 1 >= self.repeat:
+        # A read must have answered the same `repeat` times before it is judged: a queue
+        # polled empty twice, then full, is polling, not a loop.
+        need = self.repeat + (call.effect == "read")
+        if s and s[-1].key == k and self.repeats + 1 >= need:
             return (self._repeated(call, self.repeats + 1),)
         return self._cycle(call, k)
 
