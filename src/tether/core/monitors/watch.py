@@ -15,7 +15,7 @@ event.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from tether.core.events import Event
@@ -54,19 +54,35 @@ class Watch:
         if event.kind == ALERT_KIND:
             self.count(event)
             return []
-        out: list[Verdict] = []
+        # The hot path: every event of every run, so no closure and no list per monitor
+        # (most monitors say nothing about most events).
+        out: list[Verdict] | None = None
         for w in self.watched:
-            if w.on:
-                out.extend(self._judge(w, lambda m: m.observe(event, view), event.id))
-        return sorted(out, key=lambda v: v.level)
+            if not w.on:
+                continue
+            try:
+                signals = tuple(w.monitor.observe(event, view))
+            except Exception as exc:  # a monitor's bug is an alert, never a crashed worker
+                signals = (self._broken(w, exc, event.id),)
+            if signals:
+                out = out if out is not None else []
+                out.extend(self._escalate(w, signals))
+        return sorted(out, key=lambda v: v.level) if out else []
 
     def propose(self, call: Proposal, view: View) -> list[Verdict]:
         """Ask every monitor about ``call`` before it runs; its verdicts, strongest last."""
-        out: list[Verdict] = []
+        out: list[Verdict] | None = None
         for w in self.watched:
-            if w.on:
-                out.extend(self._judge(w, lambda m: m.propose(call, view), None))
-        return sorted(out, key=lambda v: v.level)
+            if not w.on:
+                continue
+            try:
+                signals = tuple(w.monitor.propose(call, view))
+            except Exception as exc:
+                signals = (self._broken(w, exc, None),)
+            if signals:
+                out = out if out is not None else []
+                out.extend(self._escalate(w, signals))
+        return sorted(out, key=lambda v: v.level) if out else []
 
     def warm(self, event: Event, view: View) -> None:
         """Feed an event seen before (a worker taking the run over): state only, no
@@ -88,17 +104,16 @@ class Watch:
         key = (str(p.get("monitor")), str(p.get("rule")))
         self.seen[key] = max(self.seen.get(key, 0), int(p.get("stage") or 0))
 
-    def _judge(self, w: Watched, ask: Callable[[Monitor], Iterable[Signal]], at: str | None) -> list[Verdict]:
-        m = w.monitor
-        try:
-            signals = list(ask(m))
-        except Exception as exc:  # a monitor's bug is an alert, never a crashed worker
-            w.on = False
-            signals = [Signal(getattr(m, "name", type(m).__name__), "monitor_error",
-                              f"monitor {getattr(m, 'name', type(m).__name__)!r} raised "
-                              f"{type(exc).__name__}: {exc}; it is off for this run until the "
-                              "worker takes the run again", evidence=(at,) if at else (),
-                              level=Level.ALERT)]
+    @staticmethod
+    def _broken(w: Watched, exc: Exception, at: str | None) -> Signal:
+        """The alert a raising monitor gives; it is off for the rest of the watch."""
+        w.on = False
+        name = getattr(w.monitor, "name", type(w.monitor).__name__)
+        return Signal(name, "monitor_error", f"monitor {name!r} raised {type(exc).__name__}: "
+                      f"{exc}; it is off for this run until the worker takes the run again",
+                      evidence=(at,) if at else (), level=Level.ALERT)
+
+    def _escalate(self, w: Watched, signals: Iterable[Signal]) -> list[Verdict]:
         out = []
         for s in signals:
             key = (s.monitor, s.rule)
