@@ -9,6 +9,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from tests.test_alerts import EveryCall
 from tether import AwaitMessages, Continue, Done, StepAgent, Worker, start_run, tool
 from tether.core.events import Event
 from tether.core.monitors import Level, Quiet, Signal, View
@@ -20,17 +21,6 @@ from tether.store.sqlite import SQLiteStore
 def peek(n: int) -> str:
     """Look at something."""
     return f"item {n}"
-
-
-class EveryCall(Quiet):
-    """Alerts at every tool call; its only stage is ``alert`` (it never pauses by itself)."""
-
-    name = "every_call"
-    stages = (Level.ALERT,)
-
-    def observe(self, event: Event, view: View) -> Iterable[Signal]:
-        if event.kind == "tool.called":
-            yield Signal(self.name, "called", "a call", evidence=(event.id,))
 
 
 async def _three(ctx: Any, state: dict[str, Any]) -> Any:
