@@ -608,14 +608,40 @@ def test_usage_since_sums_minute_buckets_in_the_window_by_run_and_by_swarm(
         store.usage_since(run=a.id, swarm="s1", since=0)
 
 
+def _swarm_setting(store: Store, swarm: str, field: str, value: dict[str, Any], n: int) -> None:
+    store.append_store_event(f"swarm.{field}", f"swarm:{swarm}", {field: value},
+                             actor="human:ops", time=f"2026-01-01T00:00:0{n}.000000Z",
+                             id=f"01J00000000000000000000{n:03d}")
+
+
 def test_swarm_budget_is_set_and_replaced(store_factory: StoreFactory) -> None:
     store = store_factory()
     assert store.swarm_budget("s1") == {}
-    store.set_swarm_budget("s1", {"cost_usd_per_day": 5.0, "steps": 100.0}, T0)
+    _swarm_setting(store, "s1", "budget", {"cost_usd_per_day": 5.0, "steps": 100.0}, 1)
     assert store.swarm_budget("s1") == {"cost_usd_per_day": 5.0, "steps": 100.0}
-    store.set_swarm_budget("s1", {"steps": 10.0}, T0 + 1)
+    _swarm_setting(store, "s1", "pause_points", {"every_steps": 3}, 2)
+    _swarm_setting(store, "s1", "budget", {"steps": 10.0}, 3)
     assert store.swarm_budget("s1") == {"steps": 10.0}
+    assert store.swarm_pause_points("s1") == {"every_steps": 3}  # one field, not the other
     assert store.swarm_budget("s2") == {}
+    # Every change is in the store chain with who made it, and the rows are its projection.
+    chain = [(e.kind, e.scope, e.actor) for e in store.store_events()]
+    assert chain == [("swarm.budget", "swarm:s1", "human:ops"),
+                     ("swarm.pause_points", "swarm:s1", "human:ops"),
+                     ("swarm.budget", "swarm:s1", "human:ops")]
+    assert store.swarm_rows() == {"s1": {"budget": {"steps": 10.0},
+                                         "pause_points": {"every_steps": 3}}}
+
+
+def test_a_swarm_setting_needs_a_swarm_scope_and_its_field(store_factory: StoreFactory) -> None:
+    store = store_factory()
+    for scope, payload in (("store", {"budget": {}}), ("swarm:s1", {"steps": 1}),
+                           ("swarm:s1", {"budget": 5})):
+        with pytest.raises(ValueError, match=r"swarm\.budget"):
+            store.append_store_event("swarm.budget", scope, payload, actor="human:ops",
+                                     time="2026-01-01T00:00:01.000000Z",
+                                     id="01J00000000000000000000001")
+    assert store.store_events() == [] and store.swarm_rows() == {}
 
 
 def test_meta_keeps_application_values(store_factory: StoreFactory) -> None:

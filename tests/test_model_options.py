@@ -28,6 +28,7 @@ from tether import (
     start_run,
 )
 from tether.cli.app import app
+from tether.control import record_swarm_setting
 from tether.models.openai import OpenAIModel
 from tether.runtime.prices import load_price_file, price_table
 from tether.testing.openai_server import FakeChatServer, completion, error
@@ -230,7 +231,7 @@ def test_a_worker_without_the_price_pauses_before_the_call(tmp_path: Path, where
     store = SQLiteStore(tmp_path / "t.db")
     cap = {"cost_usd_per_day": 1.0}
     if where == "swarm":
-        store.set_swarm_budget("crew", cap, 0.0)
+        record_swarm_setting(store, "crew", "budget", cap, who="human:t", now=0.0)
     rid = start_run(store, agent, agent_ref="spender", goal="g", prices=known,
                     budget=cap if where == "run" else None,
                     swarm="crew" if where == "swarm" else None)

@@ -302,8 +302,9 @@ WRITES: dict[str, Callable[[SQLiteStore, str, Path], object]] = {
     "erase_payload": lambda s, rid, fs: s.erase_payload(s.events(rid)[0].id),
     "notify": lambda s, rid, fs: s.notify([Notification("n1", "run.paused", {}, 1.0)]),
     "set_meta": lambda s, rid, fs: s.set_meta("k", "v"),
-    "set_swarm_budget": lambda s, rid, fs: s.set_swarm_budget("sw", {"steps": 1}, 1.0),
-    "set_swarm_pause_points": lambda s, rid, fs: s.set_swarm_pause_points("sw", {}, 1.0),
+    "swarm.budget": lambda s, rid, fs: s.append_store_event(
+        "swarm.budget", "swarm:sw", {"budget": {"steps": 1}}, actor="human:t",
+        time="2026-01-01T00:00:00.000000Z", id="01J0000000000000000000000A"),
     "backup": lambda s, rid, fs: s.backup(str(fs / "copy.db")),
 }
 

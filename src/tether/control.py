@@ -9,9 +9,13 @@ until each is settled; the last one settled resumes it.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from typing import Any, Final
 
 from tether.core import budget as budgets
+from tether.core.ids import UlidSource, iso
+from tether.core.pausepoints import PausePoints
+from tether.core.settings import swarm_scope
 from tether.errors import UsageError
 from tether.runtime.holding import holding
 from tether.runtime.operator import CommandResult, actor, find_effect, send_command
@@ -72,8 +76,35 @@ def set_budget(store: Store, run_ref: str, changes: dict[str, float], unset: lis
 
 
 def set_swarm_budget(store: Store, swarm: str, changes: dict[str, float],
-                     unset: list[str]) -> dict[str, float]:
-    """Change the budget a swarm's runs share; workers read it when they take a run."""
+                     unset: list[str], *, who: str | None = None,
+                     now: float | None = None) -> dict[str, float]:
+    """Change the budget a swarm's runs share (a ``swarm.budget`` event in the store
+    chain); workers read it when they take a run. Returns the budget now."""
     new = budgets.merge(store.swarm_budget(swarm), changes, unset)
-    store.set_swarm_budget(swarm, new, SYSTEM_CLOCK.now())
+    record_swarm_setting(store, swarm, "budget", new, who=who, now=now)
     return new
+
+
+def set_swarm_pause_points(store: Store, swarm: str, changes: Mapping[str, Any], *,
+                           who: str | None = None, now: float | None = None) -> dict[str, Any]:
+    """Change the pause points every run of ``swarm`` has (a ``swarm.pause_points`` event
+    in the store chain); returns them now. Raises UsageError for a bad value."""
+    points = PausePoints.parse({**store.swarm_pause_points(swarm), **changes}).to_json()
+    record_swarm_setting(store, swarm, "pause_points", points, who=who, now=now)
+    return points
+
+
+def record_swarm_setting(store: Store, swarm: str, field: str, value: dict[str, Any], *,
+                         who: str | None = None, now: float | None = None) -> bool:
+    """Journal one of a swarm's settings in the store chain (which also sets the swarm's
+    row), so no setting that governs agents changes without a trace: by whom, when.
+    False (nothing written) when it already has that value."""
+    if not swarm:
+        raise UsageError("a swarm setting needs the swarm's name")
+    row = store.swarm_rows().get(swarm)
+    if row is not None and row.get(field) == value:
+        return False
+    t = SYSTEM_CLOCK.now() if now is None else now
+    store.append_store_event(f"swarm.{field}", swarm_scope(swarm), {field: value},
+                             actor=who or actor(), time=iso(t), id=UlidSource(lambda: t).new())
+    return True

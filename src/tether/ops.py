@@ -194,7 +194,12 @@ class Tether:
     def set_swarm_budget(self, swarm: str, changes: Mapping[str, float],
                          unset: list[str] | None = None) -> dict[str, float]:
         """Change the budget a swarm's runs share; returns the budget now."""
-        return control.set_swarm_budget(self.store, swarm, dict(changes), list(unset or []))
+        return control.set_swarm_budget(self.store, swarm, dict(changes), list(unset or []),
+                                        who=self.who)
+
+    def set_swarm_pause_points(self, swarm: str, changes: Mapping[str, Any]) -> dict[str, Any]:
+        """Change the pause points a swarm's runs share; returns them now."""
+        return control.set_swarm_pause_points(self.store, swarm, changes, who=self.who)
 
     def approve(self, approval: str, *, note: str | None = None,
                 arguments: dict[str, Any] | None = None, always: bool = False) -> ApprovalRow:

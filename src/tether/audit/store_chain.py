@@ -4,7 +4,9 @@ Walked by :func:`tether.audit.verify_store` beside the runs' chains. A store
 made before the chain existed has none: an empty chain verifies. What is
 detected: a changed field or payload (the hash no longer matches), a removed,
 inserted or reordered event (numbering gaps, broken links), and, through the
-batch chain that names every store event, a removed last event.
+batch chain that names every store event, a removed last event. A swarm's row
+(its shared budget and pause points, which workers read) must be what its
+``swarm.*`` events set: a row changed or made outside the chain is named.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 
 from tether.audit.report import VerifyReport
-from tether.core.settings import STORE_GENESIS, store_event_hash
+from tether.core.settings import STORE_GENESIS, SWARM_KINDS, StoreEvent, store_event_hash
 from tether.errors import StoreError
 from tether.store.protocol import Store
 
@@ -41,4 +43,45 @@ def verify_store_chain(store: Store, rep: VerifyReport) -> dict[int, str]:
                                 "operator setting, or its predecessor, was changed)")
             bad = True
         prev, expected = e.hash, expected + 1
+    if not bad:
+        check_swarm_rows(store, events, rep)
     return chain
+
+
+def check_swarm_rows(store: Store, events: list[StoreEvent], rep: VerifyReport) -> None:
+    """Each swarm row must hold what the chain's last ``swarm.*`` event of each field set
+    (an empty budget and no pause points where none did); one problem per swarm."""
+    want: dict[str, dict[str, object]] = {}
+    for e in events:
+        field = SWARM_KINDS.get(e.kind)
+        if field is not None and isinstance(e.payload, dict) and e.scope.startswith("swarm:"):
+            want.setdefault(e.scope[6:], {"budget": {}, "pause_points": None})[field] = \
+                e.payload.get(field)
+    try:
+        rows = store.swarm_rows()
+    except StoreError as exc:
+        rep.problems.append(f"swarm settings: cannot be read ({exc})")
+        return
+    empty: dict[str, object] = {"budget": {}, "pause_points": None}
+    for name in sorted(set(want) - set(rows)):
+        if want[name] != empty and want[name] != {"budget": {}, "pause_points": {}}:
+            rep.problems.append(f"swarm {name}: its row is missing, the store chain sets "
+                                f"{want[name]}; removed outside tether: set it again with "
+                                f"`tether budget --swarm` / `tether swarm` (journaled)")
+    for name, row in sorted(rows.items()):
+        expect = want.get(name)
+        if expect is None:
+            if row["budget"] or row["pause_points"]:
+                rep.problems.append(
+                    f"swarm {name}: its settings (budget {row['budget']}, pause points "
+                    f"{row['pause_points']}) were set outside the store chain (changed "
+                    f"outside tether, or by a tether that did not journal them yet); set them again with "
+                    f"`tether budget --swarm {name} --set ...` / `tether swarm {name} "
+                    f"--pause-...` so they are journaled")
+            continue
+        diffs = [f"{k}: stored {row[k]}, the store chain says {v}"
+                 for k, v in expect.items() if row[k] != v]
+        if diffs:
+            rep.problems.append(f"swarm {name}: its row disagrees with the store chain "
+                                f"({'; '.join(diffs)}); changed outside tether: set it again "
+                                f"with `tether budget --swarm` / `tether swarm` (journaled)")

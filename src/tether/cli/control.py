@@ -3,7 +3,6 @@ backup."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Annotated
 
@@ -11,7 +10,6 @@ import typer
 
 from tether.cli.args import parse_json, shown
 from tether.cli.common import AsOpt, console, handle_errors, operator, parse_assignments, print_jsonl, store
-from tether.core.pausepoints import PausePoints
 from tether.errors import UsageError
 from tether.ops import Tether
 from tether.runtime.operator import actor
@@ -208,8 +206,10 @@ def swarm(name: Annotated[str, typer.Argument(help="The swarm's name.", metavar=
           pause_on_alert: Annotated[bool | None, typer.Option(
               "--pause-on-alert/--no-pause-on-alert",
               help="Pause point: pause at any monitor alert (off by default).")] = None,
-          json: Annotated[bool, typer.Option("--json", help="JSON output.")] = False) -> None:
-    """Show a swarm (runs, shared budget, pause points), or set its pause points.
+          json: Annotated[bool, typer.Option("--json", help="JSON output.")] = False,
+          as_: AsOpt = None) -> None:
+    """Show a swarm (runs, shared budget, pause points), or set its pause points
+    (journaled in the store chain with who set them).
 
     A run's own pause points override the swarm's; workers read them when they take a
     run."""
@@ -222,8 +222,7 @@ def swarm(name: Annotated[str, typer.Argument(help="The swarm's name.", metavar=
                                  ("on_alert", pause_on_alert))
                if v is not None}
     if changes:
-        points = PausePoints.parse({**s.swarm_pause_points(name), **changes}).to_json()
-        s.set_swarm_pause_points(name, points, time.time())
+        Tether(s, who=actor(as_)).set_swarm_pause_points(name, changes)
     runs = s.list_runs(swarm=name)
     budget, points_now = s.swarm_budget(name), s.swarm_pause_points(name)
     if not (runs or budget or points_now):

@@ -37,8 +37,16 @@ STORE_SCOPE: Final = "store"
 STORE_KINDS: Final[dict[str, tuple[str, Literal["set", "clear"]]]] = {
     "policy.applied": ("policy", "set"),
     "policy.cleared": ("policy", "clear"),
+    "swarm.budget": ("budget", "set"),
+    "swarm.pause_points": ("pause_points", "set"),
 }
 """Every store event kind: the setting it changes and how; docs/events.md describes each."""
+
+
+SWARM_KINDS: Final[dict[str, str]] = {"swarm.budget": "budget",
+                                      "swarm.pause_points": "pause_points"}
+"""Store event kinds that set one of a swarm's settings (payload ``{FIELD: value}``), which
+the store also keeps in its ``swarms`` rows, written in the same transaction."""
 
 
 def swarm_scope(swarm: str | None) -> str:

@@ -17,6 +17,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.markup import escape
 
+from tether.control import record_swarm_setting
 from tether.core.clock import FixedClock
 from tether.core.policy import load_policy
 from tether.core.pricing import PriceTable
@@ -54,7 +55,8 @@ def _start_runs(store: SQLiteStore, workspace: Path, clock: FixedClock) -> None:
     Idempotent, so a demo killed anywhere in its set-up is completed by the next one:
     each run is one transaction, and the set-up goes on from the first one missing
     (the swarm budget is set again; the clock is saved by the caller, afterwards)."""
-    store.set_swarm_budget(SWARM, dict(SWARM_BUDGET), clock.now())
+    record_swarm_setting(store, SWARM, "budget", dict(SWARM_BUDGET), who="system:demo",
+                         now=clock.now())
     have = {r.name for r in store.list_runs(swarm=SWARM)}
     goals = {
         "librarian": "Set up the notes folder for tonight's shift.",

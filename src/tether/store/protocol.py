@@ -201,22 +201,23 @@ class Store(Protocol):
         """The budget shared by a swarm's runs (empty when none is set)."""
         ...
 
-    def set_swarm_budget(self, swarm: str, budget: dict[str, float], now: float) -> None:
-        """Set a swarm's shared budget (caps and rolling windows)."""
-        ...
-
     def swarm_pause_points(self, swarm: str) -> dict[str, Any]:
         """Pause points every run of the swarm has (a run's own override them)."""
         ...
 
-    def set_swarm_pause_points(self, swarm: str, points: dict[str, Any], now: float) -> None:
-        """Set the pause points a swarm's runs share."""
+    def swarm_rows(self) -> dict[str, dict[str, Any]]:
+        """Every swarm's settings row: name -> ``{"budget": {...}, "pause_points": {...} or
+        None}``. Rows are the projection of the store chain's ``swarm.*`` events, which are
+        the only way to change them (:meth:`append_store_event`)."""
         ...
 
     # -- the store chain (operator settings) -----------------------------------
     def append_store_event(self, kind: str, scope: str, payload: Any, *, actor: str, time: str,
                            id: str) -> StoreEvent:
-        """Append one event to the store chain, with a batch naming it, atomically."""
+        """Append one event to the store chain, with a batch naming it, atomically; a
+        ``swarm.budget`` or ``swarm.pause_points`` event also sets that swarm's row (the
+        projection :meth:`swarm_budget` and :meth:`swarm_pause_points` read) in the same
+        transaction."""
         ...
 
     def store_events(self, *, after: int = 0) -> list[StoreEvent]:

@@ -131,6 +131,14 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     """
     ALTER TABLE events ADD COLUMN seal BLOB;
     """,
+    # 7: a swarm's budget and pause points join the store chain (swarm.budget,
+    #    swarm.pause_points events; the swarms rows become their projection). No SQL: the
+    #    store journals the rows an older store holds, in the same transaction
+    #    (SQLiteSettings._migrated), so verify can hold every row to the chain from then on.
+    "",
 )
+
+SWARMS_JOURNALED: Final = 7
+"""The schema version from which every swarm row is the projection of store events."""
 
 VERSION: Final = len(MIGRATIONS)

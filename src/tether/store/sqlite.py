@@ -357,21 +357,9 @@ class SQLiteStore(SQLiteLeases, SQLiteQueues, SQLiteWorld, SQLiteLinks, SQLiteSe
         rows = self._read("SELECT budget FROM swarms WHERE name = ?", (swarm,))
         return dict(loads(rows[0][0])) if rows else {}
 
-    def set_swarm_budget(self, swarm: str, budget: dict[str, float], now: float) -> None:
-        with self._tx() as c:
-            c.execute("INSERT INTO swarms(name, budget, updated) VALUES(?,?,?) "
-                      "ON CONFLICT(name) DO UPDATE SET budget = excluded.budget, "
-                      "updated = excluded.updated", (swarm, dumps(budget), now))
-
     def swarm_pause_points(self, swarm: str) -> dict[str, Any]:
         rows = self._read("SELECT pause_points FROM swarms WHERE name = ?", (swarm,))
         return dict(loads(rows[0][0])) if rows and rows[0][0] is not None else {}
-
-    def set_swarm_pause_points(self, swarm: str, points: dict[str, Any], now: float) -> None:
-        with self._tx() as c:
-            c.execute("INSERT INTO swarms(name, budget, updated, pause_points) VALUES(?,?,?,?) "
-                      "ON CONFLICT(name) DO UPDATE SET pause_points = excluded.pause_points, "
-                      "updated = excluded.updated", (swarm, dumps({}), now, dumps(points)))
 
     # -- maintenance -----------------------------------------------------
     def backup(self, path: str) -> None:

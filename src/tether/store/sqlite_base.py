@@ -274,6 +274,11 @@ class SQLiteBase:
                     if stmt.strip():
                         c.execute(stmt)
                 c.execute("INSERT OR REPLACE INTO meta VALUES('schema_version', ?)", (str(i + 1),))
+            self._migrated(c, version)
+
+    def _migrated(self, c: sqlite3.Connection, old: int) -> None:
+        """Data steps of a migration from schema version ``old``, in its transaction
+        (subclasses that own the data add theirs)."""
 
     def _migrate_apart(self, tables: set[str]) -> None:
         """A read-only open of a store that is not up to date: migrate it on a connection of
@@ -281,7 +286,8 @@ class SQLiteBase:
         owner's store; the read-only connection itself still never writes); otherwise say
         what it needs."""
         if tables and os.access(self.path, os.W_OK) and os.access(self.path.parent, os.W_OK):
-            SQLiteBase(self.path, create=False, synchronous=self._sync,
+            # The store's own class: a migration's data steps live in its mixins.
+            type(self)(self.path, create=False, synchronous=self._sync,
                        busy_timeout=self._busy).close()
             self.close()  # a read-only connection that saw the old schema must not be reused
             return

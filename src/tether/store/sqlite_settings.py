@@ -8,11 +8,20 @@ a batch naming the event, so the batch chain covers the store chain too.
 
 from __future__ import annotations
 
+import sqlite3
 from typing import Any
 
 from tether.core.canonical import dumps, loads
 from tether.core.events import BATCH_GENESIS, batch_hash, payload_digest
-from tether.core.settings import STORE_CHAIN, STORE_GENESIS, StoreEvent, make_store_event
+from tether.core.ids import UlidSource, iso, parse_iso
+from tether.core.settings import (
+    STORE_CHAIN,
+    STORE_GENESIS,
+    SWARM_KINDS,
+    StoreEvent,
+    make_store_event,
+)
+from tether.store.schema import SWARMS_JOURNALED
 from tether.store.sqlite_base import SQLiteBase
 
 STORE_EVENT_COLS = "n, id, kind, scope, time, actor, payload, hash"
@@ -23,22 +32,62 @@ class SQLiteSettings(SQLiteBase):
 
     def append_store_event(self, kind: str, scope: str, payload: Any, *, actor: str, time: str,
                            id: str) -> StoreEvent:
-        """Append one event to the store chain (and its batch) in one transaction."""
+        """Append one event to the store chain (and its batch) in one transaction; a swarm
+        setting (:data:`SWARM_KINDS`) updates the swarm's row in the same transaction."""
+        field = SWARM_KINDS.get(kind)
+        if field is not None and not (scope.startswith("swarm:") and isinstance(payload, dict)
+                                      and isinstance(payload.get(field), dict)):
+            raise ValueError(f"store event {kind}: needs scope 'swarm:NAME' and payload "
+                             f"{{{field!r}: {{...}}}}, got scope {scope!r}")
         with self._tx() as c:
-            row = c.execute("SELECT n, hash FROM store_events ORDER BY n DESC LIMIT 1").fetchone()
-            head = (int(row[0]), bytes(row[1]).hex()) if row else None
-            e = make_store_event(head, id=id, kind=kind, scope=scope, time=time, actor=actor,
-                                 payload=payload)
-            c.execute(f"INSERT INTO store_events({STORE_EVENT_COLS}) VALUES(?,?,?,?,?,?,?,?)",
-                      (e.n, e.id, e.kind, e.scope, e.time, e.actor, dumps(e.payload),
-                       bytes.fromhex(e.hash)))
-            rk = self._rk(STORE_CHAIN, c, create=True)
-            last = c.execute("SELECT n, hash FROM batches ORDER BY n DESC LIMIT 1").fetchone()
-            n, prev = (last[0] + 1, bytes(last[1]).hex()) if last else (1, BATCH_GENESIS)
-            h = batch_hash(prev, [(STORE_CHAIN, e.n, e.hash)])
-            c.execute("INSERT INTO batches VALUES(?,?,?)",
-                      (n, bytes.fromhex(h), dumps([(rk, e.n, e.n)])))
+            e = self._append_store_event(c, kind, scope, payload, actor=actor, time=time, id=id)
+            if field is not None:
+                # The row is the chain's projection: what workers read when they take a run.
+                c.execute(f"INSERT INTO swarms(name, budget, updated, pause_points) "
+                          f"VALUES(?,?,?,?) ON CONFLICT(name) DO UPDATE SET "
+                          f"{field} = excluded.{field}, updated = excluded.updated",
+                          (scope[6:], dumps(payload.get("budget", {})), parse_iso(time),
+                           dumps(payload["pause_points"]) if field == "pause_points" else None))
         return e
+
+    def _append_store_event(self, c: sqlite3.Connection, kind: str, scope: str, payload: Any, *,
+                            actor: str, time: str, id: str) -> StoreEvent:
+        row = c.execute("SELECT n, hash FROM store_events ORDER BY n DESC LIMIT 1").fetchone()
+        head = (int(row[0]), bytes(row[1]).hex()) if row else None
+        e = make_store_event(head, id=id, kind=kind, scope=scope, time=time, actor=actor,
+                             payload=payload)
+        c.execute(f"INSERT INTO store_events({STORE_EVENT_COLS}) VALUES(?,?,?,?,?,?,?,?)",
+                  (e.n, e.id, e.kind, e.scope, e.time, e.actor, dumps(e.payload),
+                   bytes.fromhex(e.hash)))
+        rk = self._rk(STORE_CHAIN, c, create=True)
+        last = c.execute("SELECT n, hash FROM batches ORDER BY n DESC LIMIT 1").fetchone()
+        n, prev = (last[0] + 1, bytes(last[1]).hex()) if last else (1, BATCH_GENESIS)
+        h = batch_hash(prev, [(STORE_CHAIN, e.n, e.hash)])
+        c.execute("INSERT INTO batches VALUES(?,?,?)",
+                  (n, bytes.fromhex(h), dumps([(rk, e.n, e.n)])))
+        return e
+
+    def _migrated(self, c: sqlite3.Connection, old: int) -> None:
+        super()._migrated(c, old)
+        if 0 < old < SWARMS_JOURNALED:
+            # Rows an older tether wrote directly: journal them as they stand, by the
+            # migration, at the time each row was last set, so the chain covers them.
+            for name, budget, updated, points in c.execute(
+                    "SELECT name, budget, updated, pause_points FROM swarms ORDER BY name"
+                    ).fetchall():
+                t = float(updated)
+                ids = UlidSource(lambda t=t: t)  # type: ignore[misc]
+                for field, raw in (("budget", budget), ("pause_points", points)):
+                    if raw is not None:
+                        self._append_store_event(c, f"swarm.{field}", f"swarm:{name}",
+                                                 {field: loads(raw)}, actor="system:migration",
+                                                 time=iso(t), id=ids.new())
+
+    def swarm_rows(self) -> dict[str, dict[str, Any]]:
+        """Every swarm's row: name -> ``{"budget": ..., "pause_points": ... or None}``."""
+        return {r[0]: {"budget": loads(r[1]),
+                       "pause_points": None if r[2] is None else loads(r[2])}
+                for r in self._read("SELECT name, budget, pause_points FROM swarms")}
 
     def store_events(self, *, after: int = 0) -> list[StoreEvent]:
         """The store chain from event ``after`` + 1 on, in order."""
