@@ -676,6 +676,31 @@ def test_events_after_seq_with_limit_link_to_their_predecessor(store_factory: St
     assert store.event("no-such-event") is None
 
 
+def test_events_in_window_are_by_time_across_runs_and_filtered(
+        store_factory: StoreFactory) -> None:
+    store, ids = store_factory(), _ids()
+    assert store.latest_event_time() is None and store.events_in_window(None, None) == []
+    a, b = _owned(store, ids), _owned(store, ids)
+    for step in (1, 2):  # each event's time is T0 + its seq (see _Run.events)
+        assert store.commit([a.write(2, step=step), b.write(1, step=step)]) == [None, None]
+    every = store.events_in_window(None, None)
+    assert len(every) == 5 + 3
+    assert [(e.time, e.run, e.seq) for e in every] == sorted(
+        (e.time, e.run, e.seq) for e in [*store.events(a.id), *store.events(b.id)])
+    assert store.latest_event_time() == T0 + 5
+    # [since, until): T0 + 2 and T0 + 3 only
+    window = store.events_in_window(T0 + 2, T0 + 4)
+    assert sorted((e.run, e.seq) for e in window) == sorted(
+        [(a.id, 2), (a.id, 3), (b.id, 2), (b.id, 3)])
+    assert all(e == store.event(e.id) for e in window)
+    assert {e.run for e in store.events_in_window(T0 + 2, T0 + 4, runs=[b.id])} == {b.id}
+    assert store.events_in_window(None, None, runs=["no-such-run"]) == []
+    assert [e.kind for e in store.events_in_window(None, None, kinds=["run.started"])] == [
+        "run.started", "run.started"]
+    assert store.events_in_window(None, None, kinds=[]) == []
+    assert store.events_in_window(None, None, limit=3) == every[:3]
+
+
 def test_tail_events_are_the_in_flight_step_at_the_end_of_the_chain(
         store_factory: StoreFactory) -> None:
     store, ids = store_factory(), _ids()

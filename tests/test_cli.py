@@ -157,6 +157,8 @@ HELP = {
     "approvals": ("List approval requests (pending ones unless --all)", "--all"),
     "approve": ("Approve a proposed action; the run goes on and runs it", "--always"),
     "audit verify": ("Walk every run's hash chain, its checkpoints and the batch chain", "--json"),
+    "audit query": ("The journal's events in a time window", "--alert"),
+    "report": ("What happened overnight: what waits for a human first", "--format"),
     "board": ("Show the swarms' blackboards: each key's value and who wrote it", "--swarm"),
     "budget": ("Show a run's (or swarm's) budget and usage, or change it", "--unset"),
     "checkpoints": ("List a run's checkpoints, one line each", "--json"),

@@ -139,6 +139,16 @@ def test_demo_catches_the_misrouting_live_and_the_cascade_undoes_it(tmp_path: Pa
                         "--cascade"]
     assert plan_cmd == [*real_cmd, "--plan"]
 
+    # The night on one page, written beside the store: the alert, what it did, and what
+    # waits for a human first (the quarantined router, the pending page).
+    page = (d / "night-report.md").read_text()
+    assert page.index("Waiting for a human") < page.index("Swarm night")
+    assert "quarantined: router" in page and "routed\\_to\\_a\\_team\\_it\\_mentions" in page
+    assert "then: run.paused, run.quarantined" in page
+    html = (d / "night-report.html").read_text()
+    assert "<svg" in html and 'data-kind="alert"' in html
+    assert "night-report.html" in out.replace("\n", "")
+
     # What the bad step reached: the router alone, and no effect to undo.
     (imp,) = jsonl("--store", store, "impact", f"router@{step}", "--json")
     assert {a["name"] for a in imp["affected"]} == {"router"}

@@ -38,6 +38,8 @@ from tether.provenance import impact as im
 from tether.provenance import plan as pl
 from tether.provenance import quarantine as qu
 from tether.provenance import rollback as rb
+from tether.reporting.overnight import NightReport, gather
+from tether.reporting.query import Query, run_query
 from tether.runtime.agent import AgentLike
 from tether.runtime.containment import QuarantineResult
 from tether.runtime.operator import CommandResult, actor, find_effect, find_run, run_state, send_command
@@ -142,6 +144,17 @@ class Tether:
         """Monitor alerts, oldest first: of ``run`` only, journaled at or after ``since``
         (seconds since the epoch, the runs' clocks), only those nobody acked (``unacked``)."""
         return al.alerts(self.store, run=run, since=since, unacked=unacked)
+
+    def night(self, since: float | None, until: float | None) -> NightReport:
+        """What happened in ``[since, until)`` (the runs' clocks): what waits for a human,
+        then per swarm and agent the decisions, effects, approvals, alerts and spending
+        (render it with :func:`tether.reporting.render.render`)."""
+        return gather(self.store, since, until)
+
+    def query(self, q: Query) -> list[Event]:
+        """The journal's events matching ``q`` (a time window, runs, agent, swarm, kinds,
+        tool, effect class, actor, alert), in time order."""
+        return run_query(self.store, q)
 
     def impact(self, ref: str, *, epoch: int | None = None) -> im.Impact:
         """Everything downstream of ``ref`` (an event id, or ``RUN@STEP``): the runs,

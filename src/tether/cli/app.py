@@ -59,6 +59,9 @@ def _register() -> None:
     app.command()(transcript_cmd.analyze)
     store_app.command("backup")(control.backup)
     audit_app.command("verify")(inspect.verify)
+    from tether.cli import report_cmd
+    audit_app.command("query")(report_cmd.query)
+    app.command()(report_cmd.report)
     from tether.cli.alerts_cmd import alerts_app
     app.add_typer(alerts_app, name="alerts")
     from tether.cli.policy_cmd import policy_app

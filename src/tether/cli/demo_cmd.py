@@ -19,7 +19,7 @@ from tether.cli import model_opts
 from tether.cli.args import check_value
 from tether.cli.common import console, err_console, handle_errors, make_folder, status
 from tether.core.pricing import PriceTable
-from tether.demo.agents import DRIFT_AFTER, _clock, scripted
+from tether.demo.agents import DRIFT_AFTER, NIGHT_START, _clock, scripted
 from tether.demo.night import NightResult, run_night
 from tether.demo.review import BadStep, find_bad_step, router_run
 from tether.errors import UsageError
@@ -138,7 +138,9 @@ def _summary(store: object, directory: Path, clock: float, *,
         _bad_step(bad, s, scripted_model)
     else:
         _rolled_back(store, s)
+    _write_report(store, directory)
     console.print("\n[bold]Try next[/bold]")
+    _say(f"  {s} report             the night on one page (--format md|html)")
     _say(f"  {s} runs               every run, its status and cost")
     _say(f"  {s} events triage      the journal of one run")
     _say(f"  {s} state triage --step 3   any step's state, restored")
@@ -146,6 +148,20 @@ def _summary(store: object, directory: Path, clock: float, *,
     _say(f"  {_prog()} demo --dir {directory}-2 --pace 0.5")
     console.print("      watch it; Ctrl-C or kill -9 it mid-way and run it again: it resumes "
                   "where it stopped and repeats no effect")
+
+
+def _write_report(store: Store, directory: Path) -> None:
+    """The night report, as a page to open and as Markdown, beside the store."""
+    import datetime as dt
+
+    from tether.reporting.overnight import gather
+    from tether.reporting.render import render
+    night = gather(store, NIGHT_START, None)
+    for fmt, name in (("html", "night-report.html"), ("md", "night-report.md")):
+        (directory / name).write_text(render(night, fmt, dt.UTC), encoding="utf-8")
+    console.print(f"\nnight report: {directory}/night-report.html (and .md): "
+                  f"{len(night.waiting)} things wait for a human, {len(night.alerts)} alerts, "
+                  f"{len(night.approvals)} approvals asked")
 
 
 def _runs_table(store: Store, clock: float) -> list[EffectRow]:

@@ -124,6 +124,9 @@ def summary(e: Event) -> str:
         return f"{len(p['messages'])} message(s): {bodies}"
     if k == "run.started":
         return f"{p.get('name')} ({p.get('agent')}): {compact(p.get('goal'))}"
+    if k == "alert":
+        return (f"{p.get('verdict')} by {p.get('monitor')} ({p.get('rule')}, stage "
+                f"{p.get('stage')}): {compact(p.get('message'))}")
     return _pairs(p)
 
 

@@ -117,6 +117,20 @@ class Store(Protocol):
         run's chain with :meth:`events` to verify it."""
         ...
 
+    def latest_event_time(self) -> float | None:
+        """The newest event's ``time`` (seconds since the epoch, its run's clock); None for
+        a store without events."""
+        ...
+
+    def events_in_window(self, since: float | None, until: float | None, *,
+                         runs: Sequence[str] | None = None, kinds: Sequence[str] | None = None,
+                         limit: int | None = None) -> list[Event]:
+        """Events whose ``time`` (the clock of the run that wrote them, seconds since the
+        epoch) is in ``[since, until)`` (None: unbounded), of ``runs`` and ``kinds`` when
+        given, in time order (then run, seq), at most ``limit``. Indexed by time, so the
+        cost follows the window, not the store. ``prev`` is not set."""
+        ...
+
     def all_run_ids(self) -> list[str]:
         """Every run that has events (for audit)."""
         ...

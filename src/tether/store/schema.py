@@ -136,6 +136,11 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     #    store journals the rows an older store holds, in the same transaction
     #    (SQLiteSettings._migrated), so verify can hold every row to the chain from then on.
     "",
+    # 8: operators' questions by time window (tether audit query, tether report): an index on
+    #    the events' time (the run's clock), so a night's events are read without a scan.
+    """
+    CREATE INDEX events_time ON events(time);
+    """,
 )
 
 SWARMS_JOURNALED: Final = 7

@@ -54,9 +54,38 @@ class SQLiteWorld(SQLiteBase):
             args.append(rk)
         if since is not None:
             sql += " AND time >= ?"
-            args.append(int(since * 1_000_000))
+            args.append(round(since * 1_000_000))
         rows = self._read(sql + " ORDER BY time, rk, seq", args)
         return [row_event(r, self._run_id(r[0])) for r in rows]
+
+    def latest_event_time(self) -> float | None:
+        rows = self._read("SELECT MAX(time) FROM events")  # the events_time index's last entry
+        return None if not rows or rows[0][0] is None else int(rows[0][0]) / 1_000_000
+
+    def events_in_window(self, since: float | None, until: float | None, *,
+                         runs: Sequence[str] | None = None, kinds: Sequence[str] | None = None,
+                         limit: int | None = None) -> list[Event]:
+        # The events_time index (schema 8) bounds the read to the window: an operator's
+        # question about one night costs what the night holds, not the store's size.
+        sql = f"SELECT {EVENT_COLS} FROM events WHERE time >= ? AND time < ?"
+        args: list[Any] = [-(2**62) if since is None else round(since * 1_000_000),
+                           2**62 if until is None else round(until * 1_000_000)]
+        if runs is not None:
+            rks = [rk for rk in (self._rk(r) for r in runs) if rk is not None]
+            if not rks:
+                return []
+            sql += f" AND rk IN ({','.join('?' * len(rks))})"
+            args += rks
+        if kinds is not None:
+            if not kinds:
+                return []
+            sql += f" AND kind IN ({','.join('?' * len(kinds))})"
+            args += list(kinds)
+        sql += " ORDER BY time, rk, seq"
+        if limit is not None:
+            sql += " LIMIT ?"
+            args.append(limit)
+        return [row_event(r, self._run_id(r[0])) for r in self._read(sql, args)]
 
     """Messages and versions (mixed into SQLiteStore)."""
 

@@ -1,0 +1,1 @@
+"""Reports for operators: what happened in a time window (the night), and queries over it."""
