@@ -9,7 +9,6 @@ monotonic within one millisecond, which the common packages do not promise.
 
 from __future__ import annotations
 
-import base64
 import os
 import threading
 from collections.abc import Callable
@@ -18,16 +17,22 @@ from datetime import UTC, datetime
 _ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 
 
-# Standard base32 (RFC 4648) does the bit twiddling in C; only the alphabet differs.
-_FROM_RFC = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", _ALPHABET.encode())
 _TO_INT32 = str.maketrans(_ALPHABET, "0123456789abcdefghijklmnopqrstuv")
+_PAIRS = tuple(a + b for a in _ALPHABET for b in _ALPHABET)
+"""Two characters per 10 bits: every id a store reads back is encoded, so this is hot
+(Python 3.11's ``base64.b32encode`` loops in Python: 5x slower)."""
 
 
 def ulid_str(value: int | bytes) -> str:
     """The 26-character ULID text of a 128-bit value."""
     n = int.from_bytes(value, "big") if isinstance(value, bytes) else value
-    # 26 characters carry 130 bits: shift so the 128 bits end 6 bits before a byte edge.
-    return base64.b32encode((n << 6).to_bytes(17, "big"))[:26].translate(_FROM_RFC).decode()
+    p = _PAIRS
+    # 26 characters carry 130 bits: the 128 bits right-aligned, 13 pairs from the top
+    # (written out: a loop or a join costs half as much again).
+    return (p[n >> 120 & 1023] + p[n >> 110 & 1023] + p[n >> 100 & 1023] + p[n >> 90 & 1023]
+            + p[n >> 80 & 1023] + p[n >> 70 & 1023] + p[n >> 60 & 1023] + p[n >> 50 & 1023]
+            + p[n >> 40 & 1023] + p[n >> 30 & 1023] + p[n >> 20 & 1023] + p[n >> 10 & 1023]
+            + p[n & 1023])
 
 
 def ulid_bytes(text: str) -> bytes:

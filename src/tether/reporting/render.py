@@ -190,7 +190,8 @@ def html(report: NightReport, tz: dt.tzinfo) -> str:
             "<style>body{font-family:system-ui,sans-serif;max-width:1000px;margin:2em auto;"
             "padding:0 1em;color:#111827}h2{border-bottom:1px solid #e5e7eb}"
             "li{margin:.2em 0}code{background:#f3f4f6;padding:0 .2em}"
-            ".note{color:#4b5563}figure{margin:0;overflow-x:auto}</style></head><body>"
+            ".note{color:#4b5563}figure{margin:0;overflow-x:auto}"
+            "li.sub{margin-left:1.5em;list-style:circle;color:#374151}</style></head><body>"
             + "".join(body) + "</body></html>\n")
 
 
