@@ -54,11 +54,13 @@ from tether.core.monitors import MonitorSettings, MonitorSpecError, compile_moni
 from tether.core.policy_match import Action, Names, PolicyError, SpecError
 from tether.core.policy_rules import Defaults, OnExpiry, Rule, Verdict, compile_defaults, compile_rule
 from tether.core.policy_time import zone_name
+from tether.core.redaction import DEFAULT as DEFAULT_REDACTION
+from tether.core.redaction import RedactionError, Redactor, compile_redaction
 
 __all__ = ["Action", "Decision", "Defaults", "Policy", "PolicyError", "Rule", "builtin_policy", "load_policy",
            "parse_policy", "policy_from_text", "rules_from_python"]
 
-TOP_KEYS: Final = ("rule", "defaults", "monitors")
+TOP_KEYS: Final = ("rule", "defaults", "monitors", "redaction")
 _CACHE_LIMIT: Final = 4096
 _TOML_AT = re.compile(r"\s*\(at line (\d+), column (\d+)\)\s*$")
 
@@ -101,14 +103,19 @@ class Policy:
     """
 
     __slots__ = ("_any_tool", "_by_effect", "_by_name", "_cache", "_default", "_fixed", "_globbed",
-                 "defaults", "format", "hash", "monitors", "rules", "source", "text")
+                 "defaults", "format", "hash", "monitors", "redaction", "rules", "source",
+                 "text")
 
     def __init__(self, rules: Iterable[Rule], *, policy_hash: str, source: str = "<python>",
                  defaults: Defaults | None = None, text: str = "", format: str = "toml",
-                 monitors: MonitorSettings | None = None) -> None:
+                 monitors: MonitorSettings | None = None,
+                 redaction: Redactor | None = None) -> None:
         self.rules: tuple[Rule, ...] = tuple(rules)
         self.monitors = monitors or MonitorSettings()
         """The ``[monitors]`` tables (:mod:`tether.core.monitors.settings`)."""
+        self.redaction = redaction or DEFAULT_REDACTION
+        """The built-in secret patterns plus the ``[redaction]`` table's
+        (:mod:`tether.core.redaction`)."""
         self.hash = policy_hash
         self.source = source
         self.defaults = defaults or Defaults()
@@ -216,10 +223,12 @@ def _build(data: Mapping[str, Any], *, policy_hash: str, source: str,
         if key not in TOP_KEYS:
             hint = " (rules are [[rule]] tables)" if key in ("rules", "policy", "policies") else ""
             raise PolicyError(f"{source}: {key}: unknown top-level key{hint}; a policy has [[rule]] "
-                              f"tables, an optional [defaults] table and [monitors] tables")
+                              f"tables, an optional [defaults] table, [monitors] tables and a "
+                              f"[redaction] table")
     try:
         monitors = compile_monitors(data.get("monitors"))
-    except MonitorSpecError as exc:
+        redaction = compile_redaction(data.get("redaction"))
+    except (MonitorSpecError, RedactionError) as exc:
         raise PolicyError(f"{source}: {exc}") from None
     try:
         defaults = compile_defaults(data.get("defaults", {}))
@@ -236,7 +245,7 @@ def _build(data: Mapping[str, Any], *, policy_hash: str, source: str,
         except SpecError as exc:
             raise PolicyError(f"{source}: {_label(spec, n)}: {exc}") from None
     return Policy(rules, policy_hash=policy_hash, source=source, defaults=defaults, text=text,
-                  format=format, monitors=monitors)
+                  format=format, monitors=monitors, redaction=redaction)
 
 
 def parse_policy(text: str, *, source: str, known_tools: Set[str] | None = None) -> Policy:

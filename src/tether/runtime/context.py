@@ -16,23 +16,18 @@ import concurrent.futures
 import math
 import random as _random
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from tether.core.canonical import digest, dumps, journalable, json_safe
-from tether.core.fingerprint import ConversationHasher, fingerprint
+from tether.core.fingerprint import fingerprint
 from tether.core.monitors import Proposal
-from tether.core.pricing import PriceTable
+from tether.core.redaction import Redactor
 from tether.errors import ModelError, PauseRequested, StopRequested, ToolFailed, UsageError
 from tether.models.base import Message, Model, ModelResponse, ToolSpec
-from tether.runtime.agent import AgentLike
-from tether.runtime.effects import EffectRunner
-from tether.runtime.monitoring import MonitorHost
 from tether.runtime.outcome import SleepUntil
-from tether.runtime.oversight import Oversight
-from tether.runtime.run_budget import RunBudget
+from tether.runtime.services import StepServices
 from tether.runtime.step_api import BoardEntry, InboxMessage
-from tether.runtime.stepping import StepCalls, StepRuntime
+from tether.runtime.stepping import StepCalls
 from tether.runtime.swarm import Board, SwarmCalls
 from tether.runtime.workspace import file_causes
 from tether.tools.base import Tool, ToolContext
@@ -41,35 +36,6 @@ CALL_KINDS = ("model.called", "tool.called", "effect.intent", "clock.read", "ran
               "message.sent", "message.received", "blackboard.read", "blackboard.write")
 RESULT_KINDS = ("effect.done", "effect.failed", "effect.in_doubt", "effect.resolved",
                 "effect.retried")
-
-
-@dataclass(slots=True)
-class StepServices:
-    """What a run's step contexts call on, made once per run by the executor."""
-
-    rt: StepRuntime
-    agent: AgentLike
-    effects: EffectRunner
-    oversight: Oversight
-    budget: RunBudget
-    prices: PriceTable
-    monitors: MonitorHost
-    hasher: ConversationHasher = field(default_factory=ConversationHasher)
-    _tools: dict[str, Tool] = field(init=False)
-
-    def __post_init__(self) -> None:
-        self._tools = {t.name: t for t in self.agent.tools}
-
-    def tool(self, tool: Tool | str) -> Tool:
-        """The agent's tool of that name (a tool passed directly need not be declared)."""
-        name = tool if isinstance(tool, str) else tool.name
-        t = self._tools.get(name)
-        if t is None:
-            if isinstance(tool, Tool):
-                return tool
-            raise UsageError(f"run {self.rt.journal.run}: unknown tool {name!r}; the agent "
-                             f"{self.agent.name} has {', '.join(sorted(self._tools)) or 'none'}")
-        return t
 
 
 class StepContext:
@@ -195,8 +161,9 @@ class StepContext:
         # Price by the name we asked for: it is what the operator configured prices for.
         cost = s.prices.cost(m.name if m.name in s.prices.prices else (resp.model or m.name),
                              resp.usage.input_tokens, resp.usage.output_tokens)
+        resp, shown = _redacted(s.redactor, resp)
         rt.journal.append("model.called", {
-            "i": i, "fp": fp, "model": m.name, "response": resp.to_json(), "cost_usd": cost,
+            "i": i, "fp": fp, "model": m.name, "response": shown, "cost_usd": cost,
             "latency_s": round(latency, 6)}, step=self.step, actor=rt.actor)
         s.budget.count({"input_tokens": resp.usage.input_tokens,
                         "output_tokens": resp.usage.output_tokens, "cost_usd": cost})
@@ -207,9 +174,11 @@ class StepContext:
         rt = self._rt
         tc = ToolContext(self.run_id, self.step, None, None, rt.workspace)
         try:
-            result = journalable(t.name, await self._s.effects.run_tool(t, args, tc))
+            # Redacted before the step sees it: a secret a tool returns never reaches the model.
+            result = self._s.redactor.redact(
+                journalable(t.name, await self._s.effects.run_tool(t, args, tc)))
         except Exception as exc:  # the tool's own failure: the model is told
-            msg = f"tool {t.name} failed: {type(exc).__name__}: {exc}"
+            msg = self._s.redactor.redact(f"tool {t.name} failed: {type(exc).__name__}: {exc}")
             rt.journal.append("tool.called", {"i": i, "fp": fp, "tool": t.name,
                                               "arguments": args_json, "error": msg},
                               step=self.step, actor=rt.actor)
@@ -235,9 +204,8 @@ class StepContext:
         return msg
 
     async def call(self, tool: Tool | str, /, **arguments: Any) -> Any:
-        """Call a tool. Read tools are journaled after they run; effects are
-        journaled before (intent, durable) and after (done / failed).
-
+        """Call a tool. Read tools are journaled after they run; effects are journaled
+        before (intent, durable) and after (done / failed). Secrets are redacted from both.
         Raises:
             UsageError: arguments do not match the tool's schema (nothing ran).
             ToolFailed: the tool raised (journaled as ``effect.failed``), or the policy
@@ -254,23 +222,24 @@ class StepContext:
                               str(exc).removeprefix(f"tool {t.name}: "))
             raise UsageError(f"{msg.removeprefix('error: ')} (run {self.run_id} step "
                              f"{self.step})") from None
-        i = self._c.next()
-        args_json = json_safe(args)
-        fp = fingerprint("tool" if t.effect == "read" else "effect", t.name, digest(args_json))
-        kind = "tool.called" if t.effect == "read" else "effect.intent"
+        i = self._c.next()  # journaled redacted; the tool still gets the real ``args``
+        read = t.effect == "read"
+        fp, args_json = s.args_fingerprint("tool" if read else "effect", t.name, json_safe(args))
+        kind = "tool.called" if read else "effect.intent"
         rec = self._c.recorded(i, kind, fp, f"tool {t.name}")
         if rec is not None:
             return await s.effects.replay(t, args, rec, self.step)
         await self._rt.safe_point(self.step)
         s.monitors.propose(Proposal(i, t.name, t.effect, args_json, fp), self.step)  # a loop?
-        # The operator's rules, before anything runs (the arguments may come back edited).
-        args = await s.oversight.check(t, args, args_json, i, self.step)
-        args_json = json_safe(args)
+        # The operator's rules, before anything runs (an approver's edit is journaled redacted).
+        edited = await s.oversight.check(t, args, args_json, i, self.step)
+        if edited is not args:
+            args, args_json = edited, s.redactor.redact(json_safe(edited))
         s.budget.check()
         s.budget.count({"tool_calls": 1})
-        # A tool on workspace files holds the workspace's lock from before its intent until
-        # its result is committed (a read: no write to them is half committed meanwhile).
-        if not t.touches_files:  # the common case: no lock, no context manager to build
+        # A tool on workspace files holds the workspace's lock from its intent until its
+        # result is committed; the common case: no lock, no context manager to build.
+        if not t.touches_files:
             return await self._act(t, args, args_json, i, fp)
         async with s.effects.held(t):
             return await self._act(t, args, args_json, i, fp)
@@ -281,6 +250,14 @@ class StepContext:
         effects = self._s.effects
         intent = await effects.intend(t, args, args_json, i, fp, self.step)
         return await effects.execute(t, args, intent, self.step)
+
+
+def _redacted(redactor: Redactor, resp: ModelResponse) -> tuple[ModelResponse, Any]:
+    """A model's response as the step may see it and its journaled form: secrets redacted,
+    so the step sees what the journal keeps, live as on replay."""
+    said = resp.to_json()
+    shown = redactor.redact(said)
+    return (resp if shown is said else ModelResponse.from_json(shown)), shown
 
 
 class SyncStepContext:

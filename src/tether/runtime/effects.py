@@ -18,7 +18,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import traceback
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from tether.core.canonical import json_safe
@@ -42,8 +42,11 @@ from tether.tools.running import run_tool, tool_threads
 class EffectRunner:
     """Runs one run's tools and journals their effects."""
 
-    def __init__(self, rt: StepRuntime) -> None:
+    def __init__(self, rt: StepRuntime,
+                 redact: Callable[[Any], Any] = lambda value: value) -> None:
         self._rt = rt
+        self._redact = redact
+        """The policy's secret patterns over a result, before it is journaled or returned."""
         # Set while a sync tool runs in a thread: a stop must mark it in doubt.
         self.in_flight: Event | None = None
         # A sync tool whose call was cancelled (stop, shutdown) while its thread still runs.
@@ -142,15 +145,17 @@ class EffectRunner:
             raise
         except Exception as exc:
             self.in_flight = None
-            msg = f"tool {t.name} failed: {type(exc).__name__}: {exc}"
+            msg = self._redact(f"tool {t.name} failed: {type(exc).__name__}: {exc}")
             rt.journal.append("effect.failed", {
                 "i": intent.payload["i"], "error": msg,
-                "traceback": traceback.format_exc(limit=8)}, step=step, causes=(intent.id,))
+                "traceback": self._redact(traceback.format_exc(limit=8))}, step=step,
+                causes=(intent.id,))
             rt.journal.effect(self._row(intent, "failed", result={"error": msg}))
             raise ToolFailed(msg) from exc
         # Still in flight until effect.done is journaled: _done reads the store off the
         # loop first, and a cancel meanwhile must leave the effect marked in doubt.
-        return await self._done(t, intent, step, tc, json_safe(raw))
+        # Redacted before the step sees it, as replay will return it from the journal.
+        return await self._done(t, intent, step, tc, self._redact(json_safe(raw)))
 
     async def _done(self, t: Tool, intent: Event, step: int, tc: ToolContext, result: Any,
                     settled: dict[str, Any] | None = None) -> Any:

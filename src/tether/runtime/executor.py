@@ -36,7 +36,6 @@ from tether.runtime.context import (
     CALL_KINDS,
     RESULT_KINDS,
     StepContext,
-    StepServices,
     SyncStepContext,
 )
 from tether.runtime.effects import EffectRunner
@@ -45,6 +44,7 @@ from tether.runtime.monitoring import MonitorHost
 from tether.runtime.oversight import GATE_KINDS, Oversight
 from tether.runtime.pipeline import CommitPipeline
 from tether.runtime.run_budget import RunBudget
+from tether.runtime.services import StepServices
 from tether.runtime.stepping import StepRuntime
 from tether.store.records import Command
 from tether.system_clock import SYSTEM_CLOCK
@@ -84,9 +84,9 @@ class RunExecutor:
                               safe_point=self.safe_point)
         self.budget = RunBudget(journal, clock, prices)
         self.pause_points = _pause_points(journal, swarm_pause_points)
-        self.effects = EffectRunner(self.rt)
         self.oversight = Oversight(self.rt, self.budget, self.pause_points,
                                    policy if callable(policy) else (lambda: policy), wall=wall)
+        self.effects = EffectRunner(self.rt, lambda v: self.oversight.policy.redaction.redact(v))
         self.monitors = MonitorHost.build(self.rt, _monitor_settings(self.oversight),
                                           getattr(agent, "monitors", ()), lambda: self.state)
         self.monitors.pause_on_alert = self.pause_points.on_alert

@@ -141,6 +141,11 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     """
     CREATE INDEX events_time ON events(time);
     """,
+    # 9: the key of the keyed hash that fingerprints a call whose arguments held a secret
+    #    (tether.core.redaction.keyed_digest): made once per store, never journaled.
+    """
+    INSERT OR IGNORE INTO meta VALUES('x.fingerprint_key', lower(hex(randomblob(32))));
+    """,
 )
 
 SWARMS_JOURNALED: Final = 7
