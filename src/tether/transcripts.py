@@ -13,6 +13,7 @@ analyze FILE`` holds one run at a time.
 from __future__ import annotations
 
 import dataclasses
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +24,8 @@ from tether.core.checkpoint import CheckpointEncoder, checkpoint_info
 from tether.core.events import Chain, Event
 from tether.core.ids import UlidSource, iso_stamper
 from tether.core.monitors import MonitorSettings
-from tether.core.monitors.offline import Flag, Subject, analyze, watch_for
+from tether.core.monitors.offline import Flag, Subject, analyze, unanswered, watch_for
+from tether.core.monitors.watch import Watch
 from tether.core.transcripts import READ_ONLY_KEY, Transcript, records_of, transcripts
 from tether.core.transcripts.journal import Planned, agent_ref, plan
 from tether.errors import InvalidTranscript, UsageError
@@ -187,12 +189,15 @@ class Analysis:
     """What identifies the run in its source (``task_id``, ``trial``, ``trace_id``...)."""
     events: dict[str, Event] = field(default_factory=dict)
     """The run's events by id, to show the evidence."""
+    skipped: dict[str, int] = field(default_factory=dict)
+    """Monitors' asks with no journaled answer, left unasked, by ``monitor/kind``."""
 
     def to_json(self) -> dict[str, Any]:
         return {"record": self.record, "name": self.name, "steps": self.steps,
                 "flagged": bool(self.flags), "outcome": self.outcome or None,
                 "source": self.meta or None,
-                "flags": [self._flag(f) for f in self.flags]}
+                "flags": [self._flag(f) for f in self.flags],
+                "asks_skipped": self.skipped or None}
 
     def _flag(self, f: Flag) -> dict[str, Any]:
         out = f.to_json()
@@ -240,9 +245,10 @@ def analyze_file(path: str | Path, settings: MonitorSettings, *, fmt: str = "aut
         name = run_name(p, t)
         events = events_of(t, name, p.name)
         subject = Subject(events[0].run, t.agent, None, t.goal)
-        flags = analyze(events, subject, watch_for(settings, t.agent, None))
+        watch = watch_for(settings, t.agent, None)
+        flags = analyze(events, subject, watch)
         yield Analysis(t.record, name, t.steps, flags, t.outcome, t.meta,
-                       {e.id: e for e in events})
+                       {e.id: e for e in events}, _skipped(watch))
 
 
 def analyze_run(store: Store, row: RunRow, settings: MonitorSettings) -> Analysis:
@@ -250,11 +256,17 @@ def analyze_run(store: Store, row: RunRow, settings: MonitorSettings) -> Analysi
     events = store.events(row.id)
     agent = str(row.spec.get("agent_name") or row.agent)
     subject = Subject(row.id, agent, row.swarm, row.goal)
-    flags = analyze(events, subject, watch_for(settings, agent, row.swarm))
+    watch = watch_for(settings, agent, row.swarm)
+    flags = analyze(events, subject, watch)
     mark = row.spec.get(READ_ONLY_KEY)
     outcome = _stored_outcome(events) if mark else {}
     return Analysis(row.id, row.name, row.step, flags, outcome, dict(mark or {}),
-                    {e.id: e for e in events})
+                    {e.id: e for e in events}, _skipped(watch))
+
+
+def _skipped(watch: Watch) -> dict[str, int]:
+    """Asks the run has no answer to, by ``monitor/kind`` (nothing is sent from analyze)."""
+    return dict(Counter(f"{a.monitor}/{a.kind}" for a in unanswered(watch)))
 
 
 def _stored_outcome(events: list[Event]) -> dict[str, Any]:

@@ -99,6 +99,11 @@ def _print(a: Analysis) -> None:
     where = f"record {a.record}" if isinstance(a.record, int) else f"run {a.record}"
     console.print(f"{where}: {a.name}, {a.steps} steps, {len(a.flags)} flag(s){out}",
                   markup=False)
+    if a.skipped:
+        asks = ", ".join(f"{n} {k}" for k, n in sorted(a.skipped.items()))
+        console.print(f"  {sum(a.skipped.values())} monitor ask(s) skipped ({asks}): the run "
+                      "holds no journaled answer to them (an imported transcript has none) "
+                      "and analyze never calls a model", markup=False)
     for f in a.flags:
         cites = ", ".join(_cite(a, i) for i in f.evidence) or "no events"
         console.print(f"  step {f.step}: {f.verdict} {f.monitor}/{f.rule} (stage {f.stage}): "

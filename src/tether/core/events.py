@@ -36,7 +36,7 @@ KINDS: Final = frozenset({
     "random.read", "nondeterminism", "policy.decided", "approval.requested", "approval.decided",
     "message.sent", "message.received", "message.retracted", "message.requeued",
     "blackboard.write", "blackboard.read", "blackboard.reverted", "run.quarantined",
-    "run.released", "alert", "alert.acked",
+    "run.released", "alert", "alert.acked", "monitor.answer",
 })
 """Every event kind tether writes; docs/events.md describes each payload."""
 

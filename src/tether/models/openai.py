@@ -2,6 +2,9 @@
 
 vLLM, Ollama, llama.cpp, LM Studio and most hosted gateways accept the same
 wire format, so one adapter serves them all: point ``base_url`` at the server.
+:meth:`OpenAIModel.embed` calls the same server's ``/embeddings`` (the drift
+monitor's goal similarity), and :meth:`OpenAIModel.sibling` reaches another model
+of the same provider.
 
 Retries are done here, not by the ``openai`` client (it is built with
 ``max_retries=0``): we honour ``Retry-After`` exactly, log every retry, and
@@ -9,6 +12,7 @@ turn the final failure into one :class:`tether.errors.ModelError` whose
 message says what to do.
 """
 
+# long: one adapter (chat and embeddings), its pure wire helpers beside the class doing I/O
 from __future__ import annotations
 
 import asyncio
@@ -18,7 +22,7 @@ import logging
 import os
 import random
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import openai
 from openai.types.chat import (
@@ -42,6 +46,7 @@ _NO_KEY_PLACEHOLDER = "not-needed"
 _RETRYABLE_STATUS = frozenset({408, 409, 429})
 
 Sleep = Callable[[float], Awaitable[None]]
+_T = TypeVar("_T")
 
 
 # --- pure helpers: decide, never do I/O ---------------------------------------------------
@@ -313,9 +318,10 @@ class OpenAIModel:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
 
-    async def complete(self, messages: Sequence[Message],
-                       tools: Sequence[ToolSpec]) -> ModelResponse:
-        """Answer ``messages`` (Chat Completions shape), offering ``tools``.
+    async def complete(self, messages: Sequence[Message], tools: Sequence[ToolSpec], *,
+                       headers: Mapping[str, str] | None = None) -> ModelResponse:
+        """Answer ``messages`` (Chat Completions shape), offering ``tools``; ``headers`` go
+        with the request (e.g. the id of a monitor's ask, for the provider's logs).
 
         Raises:
             ModelError: the call failed after retries, failed in a way retrying cannot
@@ -324,10 +330,54 @@ class OpenAIModel:
         """
         client = self._get_client()
         wire_tools = to_wire_tools(tools)
+        completion = await self._retrying(
+            lambda: self._create_once(client, messages, wire_tools, headers))
+        try:
+            return to_model_response(completion, self._model)
+        except NoChoicesError as exc:
+            raise ModelError(f"{self._where()} returned no choices. Some servers do so "
+                             "when they filter an answer (try again); otherwise check that "
+                             "the base URL points at a Chat Completions server",
+                             provider_message=str(exc), retryable=True) from None
+
+    async def embed(self, texts: Sequence[str], *, dimensions: int | None = None,
+                    headers: Mapping[str, str] | None = None
+                    ) -> tuple[list[list[float]], Usage]:
+        """Embeddings of ``texts`` (the server's ``/embeddings``), in order, and the usage.
+
+        Raises:
+            ModelError: as :meth:`complete`, or an answer without one vector per text.
+        """
+        client = self._get_client()
+        got = await self._retrying(lambda: client.embeddings.create(
+            model=self._model, input=list(texts),
+            dimensions=dimensions if dimensions else openai.omit, encoding_format="float",
+            extra_body=self._extra_body, extra_headers=headers))
+        vectors = [list(d.embedding) for d in sorted(got.data, key=lambda d: d.index)]
+        if len(vectors) != len(texts):
+            raise ModelError(f"{self._where()} returned {len(vectors)} embeddings for "
+                             f"{len(texts)} texts; check that the base URL points at an "
+                             "OpenAI-compatible embeddings server", retryable=False)
+        usage = getattr(got, "usage", None)
+        return vectors, Usage(int(getattr(usage, "prompt_tokens", 0) or 0), 0)
+
+    def sibling(self, model: str, *, timeout: float | None = None,
+                max_retries: int | None = None,
+                extra_body: dict[str, Any] | None = None) -> OpenAIModel:
+        """Another model of the same provider (base URL and key), e.g. the monitors'
+        embeddings or judge model; it has its own HTTP client."""
+        return OpenAIModel(model, base_url=self._base_url, api_key=self._api_key,
+                           timeout=self._timeout if timeout is None else timeout,
+                           max_retries=self._max_retries if max_retries is None else max_retries,
+                           backoff_base=self._backoff.base, backoff_max=self._backoff.cap,
+                           extra_body=extra_body, sleep=self._sleep)
+
+    async def _retrying(self, call: Callable[[], Awaitable[_T]]) -> _T:
+        """``call()``, retried as the class docstring says; ModelError when it gives up."""
         attempt = 0
         while True:
             try:
-                completion = await self._create_once(client, messages, wire_tools)
+                return await call()
             except openai.APIError as exc:
                 if not is_retryable(exc) or attempt >= self._max_retries:
                     raise self._final_error(exc, attempt + 1) from exc
@@ -336,17 +386,10 @@ class OpenAIModel:
                 log.warning("%s: %s; retry %d of %d in %.2f s", self._where(),
                             self._describe(exc), attempt, self._max_retries, delay)
                 await self._sleep(delay)
-                continue
-            try:
-                return to_model_response(completion, self._model)
-            except NoChoicesError as exc:
-                raise ModelError(f"{self._where()} returned no choices. Some servers do so "
-                                 "when they filter an answer (try again); otherwise check that "
-                                 "the base URL points at a Chat Completions server",
-                                 provider_message=str(exc), retryable=True) from None
 
     async def _create_once(self, client: openai.AsyncOpenAI, messages: Sequence[Message],
-                           wire_tools: list[dict[str, Any]]) -> ChatCompletion:
+                           wire_tools: list[dict[str, Any]],
+                           headers: Mapping[str, str] | None = None) -> ChatCompletion:
         try:
             return await client.chat.completions.create(
                 model=self._model,
@@ -356,6 +399,7 @@ class OpenAIModel:
                 tools=(cast("list[ChatCompletionToolUnionParam]", wire_tools)
                        if wire_tools else openai.omit),
                 extra_body=self._extra_body,
+                extra_headers=headers,
             )
         except json.JSONDecodeError as exc:
             # A 200 whose body is not JSON: usually a base URL that points at a web

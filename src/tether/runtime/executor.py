@@ -31,6 +31,7 @@ from tether.errors import (
 from tether.runtime import commands as cmds
 from tether.runtime import outcome as outcomes
 from tether.runtime.agent import AgentLike
+from tether.runtime.asking import AskHost, finish_asks
 from tether.runtime.committer import GroupCommitter
 from tether.runtime.context import (
     CALL_KINDS,
@@ -91,6 +92,8 @@ class RunExecutor:
                                           getattr(agent, "monitors", ()), lambda: self.state)
         self.monitors.pause_on_alert = self.pause_points.on_alert
         journal.listener = self.monitors.observe
+        # The monitors' I/O (None: no monitor of this run asks for any).
+        self.asking = AskHost.build(self.rt, self.monitors.watch, getattr(agent, "model", None))
         self.services = StepServices(self.rt, agent, effects=self.effects,
                                      oversight=self.oversight, budget=self.budget, prices=prices,
                                      monitors=self.monitors)
@@ -202,6 +205,8 @@ class RunExecutor:
             name, detail = self._alert
             self._alert = None
             self.monitors.external(name, detail, step)
+        if self.asking is not None:
+            await self.asking.tick(step)  # answers land here, so their verdicts act here
         await self.monitors.dispatch()
         self.monitors.act()
         if self._commands:
@@ -217,6 +222,7 @@ class RunExecutor:
     async def drive(self) -> str:
         """Step until the run leaves ``running``; return the final status. Each way out
         is one ``except``, journaled and made durable."""
+        # long: one except per way out of the run, each journaled; split, they would scatter
         j = self.journal
         try:
             await self._steps()
@@ -239,6 +245,7 @@ class RunExecutor:
             # Shutdown or a stop that could not wait: an effect still running is in doubt.
             await self._halt()
             self.effects.mark_in_doubt("abandoned while running (stop or shutdown)")
+            await finish_asks(self.asking, self._final_flush, wait=False)
             if any(c.kind == "stop" for c in self._commands):
                 pending, self._commands = self._commands, []
                 for c in pending:
@@ -252,6 +259,7 @@ class RunExecutor:
         await self._halt()
         await self._final_flush()
         await self.monitors.settle(self._final_flush)
+        await finish_asks(self.asking, self._final_flush, wait=not self.draining)
         return j.row.status
 
     async def _steps(self) -> None:

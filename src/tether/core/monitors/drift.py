@@ -24,6 +24,10 @@ before the history holds ``min_history`` actions and the window is full, so a sh
 run never flags. After a signal the window must renew entirely before the next, and
 the shifted actions join the history, so a run that settled on new work is not told
 again for the same shift; a second, separate shift takes the next stage.
+
+Naming an embeddings model or a judge model in the policy adds two rules that ask the
+run's provider (:class:`AskingDrift`, :mod:`.goalcheck`, :mod:`.asks`):
+``goal_similarity`` and ``judge``; the judge is also asked when ``distribution`` fires.
 """
 
 from __future__ import annotations
@@ -35,8 +39,10 @@ from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
 from tether.core.events import Event
+from tether.core.monitors.asks import ANSWER_KIND, Answer, Ask, Outbox
 from tether.core.monitors.base import MonitorKind, Quiet, View, register
-from tether.core.monitors.verdicts import Level, Signal
+from tether.core.monitors.goalcheck import GoalJudge, GoalSimilarity, action_text
+from tether.core.monitors.verdicts import LEVELS, Level, Signal
 
 NAME: Final = "drift"
 ACTION_KINDS: Final = frozenset({"tool.called", "effect.intent", "message.sent"})
@@ -160,6 +166,8 @@ class DriftMonitor(Quiet):
     """See the module docstring."""
 
     name = NAME
+    asking = False
+    """It asks no provider (:class:`AskingDrift` does)."""
 
     def __init__(self, params: Mapping[str, Any]) -> None:
         self.threshold = float(params["threshold"])
@@ -223,6 +231,71 @@ class DriftMonitor(Quiet):
                        figures=figures, threshold=self.threshold)]
 
 
+class AskingDrift(DriftMonitor):
+    """The drift monitor with its checks that ask a provider (:mod:`.goalcheck`): goal
+    similarity by embeddings and a model as judge. A class of its own so that the
+    monitor that asks nothing (the default) keeps its hot path as it was."""
+
+    asking = True
+
+    def __init__(self, params: Mapping[str, Any]) -> None:
+        super().__init__(params)
+        timeout = float(params["ask_timeout"])
+        self.similarity = GoalSimilarity(
+            NAME, str(params["embeddings"]), every=int(params["similarity_every"]),
+            drop=float(params["similarity_drop"]), baseline=int(params["similarity_baseline"]),
+            dimensions=int(params["dimensions"]), timeout=timeout) if params["embeddings"] else None
+        self.judge = GoalJudge(NAME, str(params["judge"]), every=int(params["judge_every"]),
+                               verdict=str(params["judge_verdict"]),
+                               timeout=timeout) if params["judge"] else None
+        self.outbox = Outbox()
+        self._texts: deque[tuple[str, str]] = deque(
+            maxlen=max(self.dist.size, int(params["judge_window"])))
+        """The latest actions as a provider is shown them: (text, event id)."""
+
+    def observe(self, event: Event, view: View) -> Iterable[Signal]:
+        kind = event.kind
+        if kind == ANSWER_KIND:
+            return self._answered(event, view)
+        out = list(super().observe(event, view))
+        if kind == "step.finished":
+            self._ask(event.id, view, fired=bool(out))
+        elif kind in ACTION_KINDS and self.dist.recent and self.dist.recent[-1][1] == event.id:
+            self._texts.append((action_text(event), event.id))  # it was an action
+        return out
+
+    def asks(self) -> list[Ask]:
+        """The asks made since the last call (:mod:`.asks`)."""
+        return self.outbox.drain()
+
+    def _ask(self, cause: str, view: View, *, fired: bool) -> None:
+        texts = list(self._texts)
+        if self.similarity is not None:
+            self.similarity.ask(self.outbox, view.run, view.goal, view.step, cause,
+                                texts[-self.dist.size:])
+        if self.judge is not None:
+            self.judge.ask(self.outbox, view.run, view.goal, view.step, cause, texts,
+                           fired=fired)
+
+    def _answered(self, event: Event, view: View) -> list[Signal]:
+        answer = Answer.of(event)
+        if answer is None or answer.monitor != NAME:
+            return []
+        ask = self.outbox.take(answer)
+        if ask is None:
+            return []  # answered before, or asked before this monitor's window
+        if ask.kind == "embeddings" and self.similarity is not None:
+            out = self.similarity.answered(ask, answer, view.run, view.goal)
+            if out and self.judge is not None:  # a cheap signal: ask the judge too
+                self.judge.ask(self.outbox, view.run, view.goal, view.step, event.id,
+                               list(self._texts), fired=True)
+            return out
+        if ask.kind == "judge" and self.judge is not None:
+            return self.judge.answered(ask, answer, self.outbox, view.run, view.goal,
+                                       list(self._texts))
+        return []
+
+
 def _show(pairs: list[tuple[str, int]]) -> str:
     return ", ".join(f"{s} x{c}" for s, c in pairs)
 
@@ -233,11 +306,35 @@ def _check(params: Mapping[str, Any], path: str) -> None:
             raise ValueError(f"{path}.{key}: must be at least 1, got {params[key]}")
     if "threshold" in params and float(params["threshold"]) <= 0:
         raise ValueError(f"{path}.threshold: must be > 0 bits, got {params['threshold']}")
+    for key in ("similarity_every", "similarity_baseline", "judge_window"):
+        if key in params and int(params[key]) < 1:
+            raise ValueError(f"{path}.{key}: must be at least 1, got {params[key]}")
+    for key in ("judge_every", "dimensions"):
+        if key in params and int(params[key]) < 0:
+            raise ValueError(f"{path}.{key}: must be 0 (off) or more, got {params[key]}")
+    if "similarity_drop" in params and not 0 < float(params["similarity_drop"]) < 1:
+        raise ValueError(f"{path}.similarity_drop: must be between 0 and 1 (a share of the "
+                         f"early similarity), got {params['similarity_drop']}")
+    if "ask_timeout" in params and float(params["ask_timeout"]) <= 0:
+        raise ValueError(f"{path}.ask_timeout: must be > 0 seconds, got {params['ask_timeout']}")
+    verdict = params.get("judge_verdict", "")
+    if verdict and verdict not in LEVELS:
+        raise ValueError(f"{path}.judge_verdict: {verdict!r} is not a verdict; use one of "
+                         f"{', '.join(LEVELS)}, or \"\" for the monitor's stages")
 
 
-DEFAULTS: Final[dict[str, Any]] = {"recent": 6, "history": 64, "min_history": 8,
-                                   "threshold": 2.0, "min_new": 0.5}
+DEFAULTS: Final[dict[str, Any]] = {
+    "recent": 6, "history": 64, "min_history": 8, "threshold": 2.0, "min_new": 0.5,
+    # Asking a provider (off while no model is named):
+    "embeddings": "", "similarity_every": 1, "similarity_drop": 0.3, "similarity_baseline": 3,
+    "dimensions": 0, "judge": "", "judge_every": 10, "judge_window": 12,
+    "judge_verdict": "pause", "ask_timeout": 30.0}
 
-register(MonitorKind(NAME, DriftMonitor, DEFAULTS, stages=(Level.ALERT,), enabled=True,
+def make(params: Mapping[str, Any]) -> DriftMonitor:
+    """The drift monitor for one run: :class:`AskingDrift` when a model is named."""
+    return AskingDrift(params) if params["embeddings"] or params["judge"] else DriftMonitor(params)
+
+
+register(MonitorKind(NAME, make, DEFAULTS, stages=(Level.ALERT,), enabled=True,
                      doc="tools and targets shifting away from the run's own history",
                      window=256, check=_check))

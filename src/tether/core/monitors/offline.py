@@ -11,6 +11,12 @@ is None here) and the progress it declared (``View.progress`` is None); a
 monitor that needs them stays silent offline. Usage is counted from the events
 (tokens and cost from ``model.called``, steps from ``step.finished``).
 ``alert`` events already in the run are skipped: the analysis judges afresh.
+
+A monitor's asks (:mod:`.asks`: an embedding, a model as judge) are never sent from
+here: the ``monitor.answer`` events the live run journaled are fed to it in their
+place, as the worker fed them, so the verdicts they led to come out the same. Asks
+with no answer in the run (an imported transcript has none) are left unasked;
+:func:`unanswered` lists them, and ``tether analyze`` says how many.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from typing import Any
 
 from tether.core.events import Event
 from tether.core.ids import parse_iso
+from tether.core.monitors.asks import Ask
 from tether.core.monitors.base import Monitor, Proposal, View
 from tether.core.monitors.settings import MonitorSettings
 from tether.core.monitors.verdicts import Level, Verdict
@@ -84,6 +91,12 @@ def analyze(events: Iterable[Event], subject: Subject, watch: Watch) -> list[Fla
             flags.extend(_flags(watch.propose(call, view), e.step, call.i))
         flags.extend(_flags(watch.observe(e, view), e.step, None))
     return flags
+
+
+def unanswered(watch: Watch) -> list[Ask]:
+    """The asks the monitors made that the analyzed events hold no answer to (call it
+    after :func:`analyze`)."""
+    return watch.asks()
 
 
 def proposal(e: Event) -> Proposal | None:

@@ -19,6 +19,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from tether.core.events import Event
+from tether.core.monitors.asks import Ask
 from tether.core.monitors.base import Monitor, Proposal, View
 from tether.core.monitors.verdicts import Level, Signal, Verdict, escalate
 
@@ -120,4 +121,22 @@ class Watch:
             n = self.seen.get(key, 0)
             self.seen[key] = n + 1
             out.append(escalate(s, n, w.stages))
+        return out
+
+    # -- asks (I/O a monitor needs; core/monitors/asks.py) ---------------------
+    def asking(self) -> bool:
+        """Whether a monitor here may ask for I/O (the host needs setting up)."""
+        return any(w.on and getattr(w.monitor, "asking", False) for w in self.watched)
+
+    def asks(self) -> list[Ask]:
+        """Every asking monitor's asks made since the last call, in monitor order. A
+        monitor whose ``asks`` raises is off, like one whose ``observe`` does (its alert
+        is not given here: the next event it would have judged goes without it)."""
+        out: list[Ask] = []
+        for w in self.watched:
+            if w.on and getattr(w.monitor, "asking", False):
+                try:
+                    out.extend(w.monitor.asks())  # type: ignore[attr-defined]
+                except Exception:  # a monitor's bug never takes the worker down
+                    w.on = False
         return out
