@@ -41,7 +41,8 @@ from tether import Agent, OpenAIModel, StepAgent, Worker, start_run
 from tether.cli.app import app
 from tether.core.events import Event
 from tether.core.monitors import KINDS
-from tether.core.monitors.asks import ANSWER_KIND, Answer
+from tether.core.monitors.asks import ANSWER_KIND, Answer, Ask, Outbox, ask_id
+from tether.core.monitors.goalcheck import parse_verdict
 from tether.core.policy import PolicyError, parse_policy
 from tether.policies import apply_policy
 from tether.store.sqlite import SQLiteStore
@@ -146,6 +147,9 @@ def test_no_step_waits_for_an_ask(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert all(a.payload["error"] is None for a in answers)
     row = store.get_run(run)
     assert row is not None and row.status == "done"
+    res = CliRunner().invoke(app, ["--store", str(tmp_path / "t.db"), "events", run])
+    assert res.exit_code == 0, res.output
+    assert "drift embeddings emb-test: 1 vector(s) of 9" in res.output  # not its numbers
 
 
 def test_failed_calls_are_answers_with_an_error_and_no_crash(
@@ -251,3 +255,33 @@ def test_analyze_skips_asks_an_imported_transcript_has_no_answer_to(tmp_path: Pa
 def test_a_bad_asking_table_is_refused_with_its_key_path(table: str, error: str) -> None:
     with pytest.raises(PolicyError, match=error):
         parse_policy(f"[monitors.drift]\n{table}\n", source="p.toml")
+
+
+@pytest.mark.parametrize(("content", "verdict"), [
+    ('{"on_goal": false, "reason": "exports"}', (False, "exports")),
+    ('```json\n{"on_goal": true}\n```', (True, "")),
+    ("no, it drifted", None),
+    ('{"on_goal": "false"}', None),
+    ('["on_goal", false]', None),
+    (None, None),
+])
+def test_a_judge_answer_counts_only_as_the_json_asked_for(content: Any, verdict: Any) -> None:
+    answer = Answer("ask_x", "drift", "judge", "j", {"content": content})
+    assert parse_verdict(answer) == verdict
+    assert parse_verdict(Answer("ask_x", "drift", "judge", "j", None, "HTTP 500")) is None
+
+
+def test_an_outbox_hands_an_ask_out_once_and_a_rebuilt_one_again_until_answered() -> None:
+    ask = Ask(ask_id("r", "drift", "e1"), "drift", "embeddings", "m", {"input": ["x"]})
+    assert ask.id == ask_id("r", "drift", "e1") != ask_id("r", "drift", "e2")
+    out = Outbox()
+    out.put(ask)
+    out.put(ask)
+    assert out.drain() == [ask] and out.drain() == []
+    rebuilt = Outbox()  # a worker taking the run over replays the event that asked
+    rebuilt.put(ask)
+    assert rebuilt.drain() == [ask]  # no answer in the journal: asked again
+    answered = Outbox()
+    answered.put(ask)
+    assert answered.take(Answer(ask.id, "drift", "embeddings", "m", {"vectors": [[1.0]]}))
+    assert answered.drain() == []  # its answer went past: never asked again

@@ -127,7 +127,21 @@ def summary(e: Event) -> str:
     if k == "alert":
         return (f"{p.get('verdict')} by {p.get('monitor')} ({p.get('rule')}, stage "
                 f"{p.get('stage')}): {compact(p.get('message'))}")
+    if k == "monitor.answer":
+        return _answer(p)
     return _pairs(p)
+
+
+def _answer(p: dict[str, Any]) -> str:
+    """A monitor's answer without its vectors (a line of numbers says nothing)."""
+    head, ask = f"{p.get('monitor')} {p.get('kind')} {p.get('model')}", f"(ask {p.get('ask')})"
+    got = p.get("answer") if isinstance(p.get("answer"), dict) else {}
+    if p.get("error") or not got:
+        return f"{head} failed: {compact(p.get('error'))} {ask}"
+    if isinstance(got.get("vectors"), list):
+        sizes = sorted({len(v) for v in got["vectors"] if isinstance(v, list)})
+        return f"{head}: {len(got['vectors'])} vector(s) of {'/'.join(map(str, sizes))} {ask}"
+    return f"{head}: {compact(got.get('content'))} {ask}"
 
 
 def _head(seq: str, time: str, kind: str, epoch_step: str, actor: str, *, wide: bool) -> str:

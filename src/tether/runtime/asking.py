@@ -13,10 +13,10 @@ Calls go to the run's OpenAI-compatible provider: the base URL and key of the ag
 model when it is an :class:`~tether.models.openai.OpenAIModel`, else
 ``OPENAI_BASE_URL`` and ``OPENAI_API_KEY``. A failed call (an HTTP error, a timeout, no
 key) is journaled as an answer with ``error``, never raised. When the run leaves the
-worker (done, paused, asleep) the host waits for the calls still out, journals them and
-makes them durable; when the worker drains or is cancelled, they are dropped, and the
-next owner (whose monitors are rebuilt from the journal and ask again what has no
-answer there) asks them again.
+worker (done, paused, asleep) the host waits for the calls still out (a sleeping run: no
+longer than it sleeps), journals them and makes them durable; what is still out then, or
+when the worker drains or is cancelled, is dropped, and the next owner (whose monitors
+are rebuilt from the journal and ask again what has no answer there) asks it again.
 """
 
 from __future__ import annotations
@@ -42,6 +42,9 @@ RETRIES = 1
 ASK_HEADER = "X-Tether-Ask"
 """Sent with each call: the ask's id, the same if it is ever asked again (a provider-side
 proxy may log or deduplicate by it)."""
+
+DONE_KEPT = 4096
+"""Ids of answered asks kept to refuse a monitor asking one again."""
 
 Connect = Callable[[str, float, dict[str, Any] | None], OpenAIModel]
 
@@ -88,6 +91,8 @@ class AskHost:
         landed = [k for k, (_, t) in self.flying.items() if t.done()]
         for k in landed:
             ask, task = self.flying.pop(k)
+            if len(self.done) >= DONE_KEPT:
+                self.done.clear()  # a guard only: the monitor's outbox forgets answered asks
             self.done.add(k)
             answer = task.result() if not task.cancelled() else _failed(ask, "cancelled")
             self.rt.journal.append(ANSWER_KIND, answer.to_payload(), step=step,
@@ -95,16 +100,22 @@ class AskHost:
         return len(landed)
 
     async def finish(self, flush: Callable[[], Awaitable[None]], *, wait: bool) -> None:
-        """The run leaves the worker: wait for the asks still out (``wait``) and journal
-        them, or drop them (the next owner asks again); then close the clients."""
+        """The run leaves the worker: wait for the asks still out (``wait``; for a sleeping
+        run, no longer than its sleep) and journal them, or drop them (the next owner
+        asks again); then close the clients."""
         try:
-            step = self.rt.journal.row.step
+            row = self.rt.journal.row
+            # A sleeping run's next step is not kept waiting: what is still out then is
+            # dropped, and asked again by the worker that wakes it.
+            left = (max(0.0, row.wake_at - self.rt.clock())
+                    if row.status == "sleeping" and row.wake_at is not None else None)
             for _ in range(3 if wait else 0):  # an answer may ask again (a confirmation)
                 self._start()
                 if not self.flying:
                     break
-                await asyncio.wait([t for _, t in self.flying.values()])
-                self.land(step)
+                await asyncio.wait([t for _, t in self.flying.values()], timeout=left)
+                if not self.land(row.step) or left is not None:
+                    break
             if wait:
                 await flush()
         finally:
