@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import sys
 import threading
@@ -59,6 +60,8 @@ class Loopback:
     hold: set[str] = field(default_factory=set)
     """Paths whose answers wait for :attr:`release`."""
     release: threading.Event = field(default_factory=threading.Event)
+    nan: bool = False
+    """Embeddings of NaN (Python's JSON writes them; a broken server might)."""
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def asked(self, path: str = "") -> list[str]:
@@ -100,7 +103,8 @@ def _handler(state: Loopback) -> type[BaseHTTPRequestHandler]:
                                                   "type": "server_error"}})
             if path.endswith("/embeddings"):
                 texts = body["input"]
-                data = [{"object": "embedding", "index": i, "embedding": embed(t)}
+                data = [{"object": "embedding", "index": i,
+                         "embedding": [math.nan] * 9 if state.nan else embed(t)}
                         for i, t in enumerate(texts)]
                 n = sum(len(t.split()) for t in texts)
                 return self._send(200, {"object": "list", "data": data, "model": body["model"],

@@ -175,6 +175,19 @@ def test_failed_calls_are_answers_with_an_error_and_no_crash(
     assert not [e for e in store.events(run) if e.kind == "run.failed"]
 
 
+def test_an_embedding_that_is_not_numbers_is_an_error_answer(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = _store(tmp_path, '[monitors.drift]\nembeddings = "emb-test"\n')
+    with loopback() as server:
+        server.nan = True
+        monkeypatch.setenv("OPENAI_BASE_URL", server.url)
+        run = _drive(store, triager(4))
+    answers = _answers(store, run)
+    assert answers and all(a.payload["answer"] is None and "not all numbers" in
+                           a.payload["error"] for a in answers)
+    assert not [e for e in store.events(run) if e.kind == "alert"]  # no monitor_error either
+
+
 def test_answers_are_journaled_once_and_not_asked_again_after_kill_9(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     store = _store(tmp_path)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -135,6 +136,8 @@ class AskHost:
                 vectors, usage = await m.embed(list(ask.payload["input"]),
                                                dimensions=int(dims) if dims else None,
                                                headers={ASK_HEADER: ask.id})
+                if not all(math.isfinite(x) for v in vectors for x in v):
+                    raise ValueError("the provider sent an embedding that is not all numbers")
                 got: dict[str, Any] = {"vectors": [[round(x, DIGITS) for x in v]
                                                    for v in vectors]}
                 model = m.name

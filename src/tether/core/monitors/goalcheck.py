@@ -150,8 +150,9 @@ class GoalSimilarity:
 
 def _vectors(answer: Answer) -> list[list[float]] | None:
     got = answer.answer.get("vectors") if answer.answer and not answer.error else None
-    if not isinstance(got, list) or not got or not all(isinstance(v, list) for v in got):
-        return None
+    if not isinstance(got, list) or not got or not all(
+            isinstance(v, list) and all(isinstance(x, int | float) for x in v) for v in got):
+        return None  # not what was asked for: no information
     return [[float(x) for x in v] for v in got]
 
 
