@@ -9,21 +9,29 @@ status change it implies.
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 from tether.core import budget as budgets
 from tether.core.commands import KINDS as KINDS  # what ops offers operators
 from tether.core.commands import decide, resumed_status
+from tether.core.statuses import ACTIVE_STATUSES, CLOSED_STATUSES
+from tether.errors import UsageError
+from tether.runtime.containment import ack_clears, contain
+from tether.runtime.holding import holding
 from tether.runtime.journal import RunJournal
 from tether.store.protocol import Store
-from tether.store.records import Command
+from tether.store.records import Command, transition
 from tether.system_clock import SYSTEM_CLOCK
 
 
 def apply(j: RunJournal, c: Command, *, step: int | None = None) -> str:
     """Journal and apply ``c`` to the run behind ``j``; return what happened. The status
-    change is the event's fold (:mod:`tether.core.fold`)."""
+    change is the event's fold (:mod:`tether.core.fold`). Not for ``quarantine``: it
+    commits on its own (:func:`apply_quarantine`), unless it is ignored."""
     status = j.row.status
     outcome = decide(c.kind, status, j.row.spec)
+    if c.kind == "quarantine" and outcome == "applied":
+        raise ValueError(f"command {c.id}: a quarantine is applied by apply_quarantine")
     if outcome == "applied" and c.kind == "ack":  # once per alert
         outcome = acked_already(j.store, j.run, str(c.args.get("alert"))) or outcome
     ev = j.append("command", {"command": c.id, "kind": c.kind, "args": c.args,
@@ -52,10 +60,46 @@ def apply(j: RunJournal, c: Command, *, step: int | None = None) -> str:
     elif c.kind == "budget":
         _budget(j, c, ev.id, step)
     elif c.kind == "ack":
-        j.append("alert.acked", {"alert": c.args.get("alert"), "by": who,
-                                 "note": c.args.get("note")}, step=step, actor=who,
-                 causes=(str(c.args.get("alert")), ev.id))
+        alert = str(c.args.get("alert"))
+        marks = j.store.events_of_kinds(("alert", "alert.acked"), run=j.run)
+        clear = ack_clears(j.store, j, alert, marks)
+        payload = {"alert": alert, "by": who, "note": c.args.get("note")}
+        if clear:
+            payload["writes"] = list(clear)
+        j.append("alert.acked", payload, step=step, actor=who, causes=(alert, ev.id))
+        if clear:
+            j.transition(transition("versions", clear, "suspect", False))
     return outcome
+
+
+def apply_quarantine(store: Store, j: RunJournal, c: Command, *, step: int | None = None,
+                     tries: int = 5) -> str:
+    """Apply quarantine command ``c`` in one commit: its ``command`` event, the run's
+    ``run.paused`` (if it was active) and its containment (``run.quarantined``), retried
+    while a recipient takes one of its messages meanwhile. Nothing else of the run may be
+    buffered (flush first). Returns the outcome journaled."""
+    outcome = decide(c.kind, j.row.status, j.row.spec)
+    why = (f"quarantined by {c.actor}: monitor {c.args.get('monitor')!r} "
+           f"({c.args.get('rule')}) in run {c.args.get('run')} traced it here")
+
+    def prelude(jj: RunJournal) -> None:
+        ev = jj.append("command", {"command": c.id, "kind": c.kind, "args": c.args,
+                                   "outcome": outcome}, step=step, actor=c.actor)
+        jj.command_applied(c.id)
+        if outcome == "applied" and jj.row.status in ACTIVE_STATUSES:
+            jj.append("run.paused", {"reason": why, "alert": c.args.get("alert")},
+                      step=step, actor=c.actor, causes=(ev.id,))
+
+    if outcome != "applied":
+        prelude(j)  # the command event only
+        j.flush_sync()
+        return outcome
+    for _ in range(tries):
+        if contain(store, j, release=False, reason=why, by=c.actor, prelude=prelude,
+                   causes=tuple(str(a) for a in (c.args.get("alert"),) if a)) is not None:
+            return outcome
+    raise UsageError(f"run {j.run}: its messages kept being delivered while they were being "
+                     f"held; command {c.id} stays queued")
 
 
 def _budget(j: RunJournal, c: Command, cause: str, step: int | None) -> None:
@@ -86,3 +130,36 @@ def cancel_pending(store: Store, j: RunJournal, why: str, by: str) -> int:
                                        decided_at=SYSTEM_CLOCK.now(), note=why))
         n += 1
     return n
+
+
+def apply_offline(store: Store, run: str) -> list[int] | None:
+    """If no worker owns ``run``, take its lease and apply its pending commands here (a
+    quarantine in a commit of its own). The ids of the commands applied, or None when a
+    worker owns the run. Blocking."""
+    with holding(store, run) as j:
+        if j is None:
+            return None
+        pending = store.pending_commands([run])
+        for c in pending:
+            if c.kind == "quarantine":  # commits on its own, with nothing else buffered
+                j.flush_sync()
+                apply_quarantine(store, j, c)
+            else:
+                apply(j, c)
+        j.flush_sync()
+    return [c.id for c in pending]
+
+
+def send_order(store: Store, origin: str, kind: str, args: dict[str, Any], now: float) -> None:
+    """Queue a monitor's order (``pause``, ``quarantine``, ``stop``) for the run its
+    verdict names as origin, as a command from ``system:monitor``, once per alert (keyed by
+    it: queueing it again after a crash is harmless). Whoever owns the origin applies it at
+    its next safe point; an origin nobody drives (parked, sleeping, between workers) is
+    ordered here, under its lease, at once. Blocking."""
+    row = store.get_run(origin)
+    if row is None or row.status in CLOSED_STATUSES:
+        return
+    cid = store.add_command(origin, kind, args, "system:monitor", now,
+                            key=f"alert:{args['alert']}")
+    if any(c.id == cid for c in store.pending_commands([origin])):
+        apply_offline(store, origin)  # None (left to its owner) when a worker has it

@@ -1,12 +1,22 @@
 """Containing a run: holding its undelivered messages and marking its writes suspect.
 
 The one place that does it, for an operator's ``tether quarantine`` (through
-:mod:`tether.provenance.quarantine`, which takes the run's lease first) and for a
-monitor's ``quarantine`` verdict (the worker, which holds the lease already).
+:mod:`tether.provenance.quarantine`, which takes the run's lease first), for a
+monitor's ``quarantine`` verdict (the worker, which holds the lease already) and for
+a ``quarantine`` command (a verdict naming an upstream run, applied by whoever holds
+that run's lease). A verdict's pause and its containment are one commit
+(``prelude``), so a kill -9 never leaves a run parked by a quarantine verdict but
+not contained.
+
+Below a quarantine, a monitor's ``pause`` (or stronger) verdict marks the run's live
+writes suspect in the commit of its ``alert`` (:func:`alert_marks`, the ids listed in
+the alert's ``suspect``), and ``tether alerts ack`` clears what that alert marked
+(:func:`ack_clears`) unless a quarantine or another alert nobody acked still holds it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,9 +42,17 @@ class QuarantineResult:
 
 
 def contain(store: Store, j: RunJournal, *, release: bool, reason: str, by: str,
-            causes: tuple[str, ...] = ()) -> QuarantineResult | None:
+            causes: tuple[str, ...] = (),
+            prelude: Callable[[RunJournal], None] | None = None) -> QuarantineResult | None:
     """One attempt, in one commit: hold (or deliver again) the run's messages and mark (or
-    unmark) its writes suspect; None if a recipient took a message meanwhile."""
+    unmark) its writes suspect; None if a recipient took a message meanwhile (nothing of
+    the attempt is written, ``prelude``'s events included).
+
+    ``prelude`` journals what must commit with the containment, before it (a verdict's
+    ``run.paused``, a quarantine command's ``command`` event). Nothing else of the run may
+    be buffered or in flight: a refused attempt discards the journal's buffer."""
+    if prelude is not None:
+        prelude(j)
     run = j.row.id
     frm, to = ("held", "pending") if release else ("pending", "held")
     held = tuple(m.id for m in store.messages(sender=run, status=frm))
@@ -64,3 +82,36 @@ def contain(store: Store, j: RunJournal, *, release: bool, reason: str, by: str,
         j.discard()  # a recipient took a message meanwhile: look again
         return None
     return QuarantineResult(run, held, writes, release)
+
+
+def alert_marks(store: Store, j: RunJournal) -> tuple[str, ...]:
+    """The writing events of the run's live versions not marked suspect yet, those still
+    buffered or in flight included (``RunJournal.unflushed_versions``): what a verdict of
+    ``pause`` or stronger marks. All of them, not only those after the alert's evidence:
+    a monitor's evidence is where it noticed, and the damage may be older (an invariant is
+    checked when a step ends, a drift after its window), as a quarantine marks them all."""
+    stored = {v.event: v for v in store.versions(run=j.run)}
+    fresh = {e for e, v in stored.items() if v.status == "live" and not v.suspect}
+    fresh.update(e for e in j.unflushed_versions if e not in stored)
+    return tuple(sorted(fresh))
+
+
+def ack_clears(store: Store, j: RunJournal, alert: str,
+               alerts: Iterable[Any]) -> tuple[str, ...]:
+    """What acking ``alert`` unmarks: the writes it marked (its ``suspect``) that are still
+    marked, unless the run is quarantined (all stay) or another alert of the run nobody
+    acked marked them too. ``alerts``: the run's ``alert`` and ``alert.acked`` events."""
+    if j.row.spec.get("quarantined"):
+        return ()
+    marked: dict[str, set[str]] = {}
+    acked: set[str] = {alert}
+    for e in alerts:
+        p = e.payload if isinstance(e.payload, dict) else {}
+        if e.kind == "alert.acked":
+            acked.add(str(p.get("alert")))
+        elif p.get("suspect"):
+            marked[e.id] = set(p["suspect"])
+    mine = marked.get(alert, set())
+    held = set().union(*(m for a, m in marked.items() if a not in acked))
+    still = {v.event for v in store.versions(run=j.run) if v.suspect}
+    return tuple(sorted((mine - held) & still))

@@ -17,6 +17,7 @@ from tether.core.canonical import dumps, loads
 from tether.core.events import Event
 from tether.errors import Conflict, LeaseLost
 from tether.store.records import MessageRow, VersionRow, Write
+from tether.store.schema import RARE_KINDS, RARE_SQL
 from tether.store.sqlite_base import SQLiteBase
 from tether.store.sqlite_rows import EVENT_COLS, row_event
 
@@ -42,9 +43,12 @@ def row_version(r: Sequence[Any]) -> VersionRow:
 class SQLiteWorld(SQLiteBase):
     def events_of_kinds(self, kinds: Sequence[str], *, run: str | None = None,
                         since: float | None = None) -> list[Event]:
-        # A scan of the events table (no index on kind): for operators' listings, which are
-        # rare; a run's own chain is read by its (rk, seq) index.
+        # Kinds all among RARE_KINDS read the partial index events_rare (SQLite uses it only
+        # when the query repeats its literal term); any other kind scans the events table
+        # (operators' listings, which are rare); a run's own chain is read by (rk, seq).
         sql = f"SELECT {EVENT_COLS} FROM events WHERE kind IN ({','.join('?' * len(kinds))})"
+        if set(kinds) <= set(RARE_KINDS):
+            sql += f" AND kind IN ({RARE_SQL})"
         args: list[Any] = list(kinds)
         if run is not None:
             rk = self._rk(run)
