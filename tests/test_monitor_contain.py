@@ -41,6 +41,7 @@ class PauseAtTwo(Quiet):
 async def _writer(ctx: Any, state: dict[str, Any]) -> Any:
     n = state["n"] = state.get("n", 0) + 1
     await ctx.board.set(f"k{n}", f"v{n}")
+    await ctx.send("sink", f"note {n}")
     return Done(n) if n >= 4 else Continue()
 
 
@@ -49,13 +50,29 @@ async def _reader(ctx: Any, state: dict[str, Any]) -> Any:
     return Done(bool(entry and entry.suspect))
 
 
+async def _sink(ctx: Any, state: dict[str, Any]) -> Any:
+    got = await ctx.receive()
+    return Done([m.suspect for m in got])
+
+
 WRITER = StepAgent(_writer, name="writer", monitors=[PauseAtTwo])
 READER = StepAgent(_reader, name="reader")
-AGENTS = {"writer": WRITER, "reader": READER}
+SINK = StepAgent(_sink, name="sink")
+AGENTS = {"writer": WRITER, "reader": READER, "sink": SINK}
 
 
 def _drive(store: SQLiteStore) -> None:
     asyncio.run(Worker(store, agents=AGENTS, poll_interval=0.01).run(until_idle=True))
+
+
+def _start(store: SQLiteStore) -> tuple[str, str]:
+    """A writer whose step 2 gets a pause verdict, and the parked run it writes to."""
+    sink = start_run(store, SINK, agent_ref="sink", goal="read mail", name="sink")
+    send_command(store, sink, "pause", who="human:test")
+    w = start_run(store, WRITER, agent_ref="writer", goal="write")
+    _drive(store)
+    assert store.get_run(w).status == "paused"  # type: ignore[union-attr]
+    return w, sink
 
 
 def _read_k1(store: SQLiteStore) -> bool:
@@ -66,15 +83,18 @@ def _read_k1(store: SQLiteStore) -> bool:
 
 
 def _replayed_marks(store: SQLiteStore) -> dict[str, bool]:
-    """Each version's suspect mark, from the journal alone (what the store must hold)."""
+    """Each version's and message's suspect mark, from the journal alone (what the store
+    must hold)."""
     marks: dict[str, bool] = {}
     for run in store.all_run_ids():
         for e in store.events(run):
             p = e.payload if isinstance(e.payload, dict) else {}
-            if e.kind == "blackboard.write":
+            if e.kind in ("blackboard.write", "message.sent"):
                 marks[e.id] = bool(p.get("suspect"))
             for ids, value in ((p.get("suspect") if e.kind == "alert" else None, True),
+                               (p.get("messages") if e.kind == "alert" else None, True),
                                (p.get("writes") if e.kind == "alert.acked" else None, False),
+                               (p.get("messages") if e.kind == "alert.acked" else None, False),
                                (p.get("writes") if e.kind == "run.quarantined" else None, True),
                                (p.get("writes") if e.kind == "run.released" else None, False)):
                 for i in ids or ():
@@ -83,25 +103,34 @@ def _replayed_marks(store: SQLiteStore) -> dict[str, bool]:
 
 
 def _stored_marks(store: SQLiteStore) -> dict[str, bool]:
-    return {v.event: v.suspect for run in store.all_run_ids() for v in store.versions(run=run)}
+    return {**{v.event: v.suspect for run in store.all_run_ids()
+               for v in store.versions(run=run)},
+            **{m.id: m.suspect for m in store.messages()}}
 
 
 def test_a_pause_verdict_marks_the_runs_writes_suspect_until_acked(tmp_path: Path) -> None:
     store = SQLiteStore(tmp_path / "t.db")
-    w = start_run(store, WRITER, agent_ref="writer", goal="write")
-    _drive(store)
-    assert store.get_run(w).status == "paused"  # type: ignore[union-attr]
+    w, sink = _start(store)
     writes = [e.id for e in store.events(w) if e.kind == "blackboard.write"]
+    sent = [e.id for e in store.events(w) if e.kind == "message.sent"]
     (alert,) = [e for e in store.events(w) if e.kind == "alert"]
-    # Both writes made before the verdict, in the alert's own payload and commit.
+    # Both writes and both messages made before the verdict, in the alert's own commit.
     assert alert.payload["suspect"] == sorted(writes) and len(writes) == 2
+    assert alert.payload["messages"] == sorted(sent) and len(sent) == 2
     assert all(v.suspect for v in store.versions(run=w))
     assert _read_k1(store) is True  # a reader is told, as for a quarantine
+    send_command(store, sink, "resume", who="human:test")
+    _drive(store)
+    done = next(e for e in store.events(sink) if e.kind == "run.done")
+    assert done.payload["result"] == [True, True]  # and so is a recipient
+    received = next(e for e in store.events(sink) if e.kind == "message.received")
+    assert [m["suspect"] for m in received.payload["messages"]] == [True, True]
     assert _replayed_marks(store) == _stored_marks(store)
 
     ack(store, alert.id, who="human:ops", note="looked, fine")
     (acked,) = [e for e in store.events(w) if e.kind == "alert.acked"]
     assert acked.payload["writes"] == sorted(writes)
+    assert acked.payload["messages"] == sorted(sent)
     assert not any(v.suspect for v in store.versions(run=w))
     assert _read_k1(store) is False
     assert _replayed_marks(store) == _stored_marks(store)
@@ -111,14 +140,15 @@ def test_a_pause_verdict_marks_the_runs_writes_suspect_until_acked(tmp_path: Pat
 
 def test_acking_leaves_the_marks_a_quarantine_holds(tmp_path: Path) -> None:
     store = SQLiteStore(tmp_path / "t.db")
-    w = start_run(store, WRITER, agent_ref="writer", goal="write")
-    _drive(store)
+    w, _ = _start(store)
     (alert,) = [e for e in store.events(w) if e.kind == "alert"]
     quarantine(store, w, reason="looking", who="human:ops")
     ack(store, alert.id, who="human:ops")
     (acked,) = [e for e in store.events(w) if e.kind == "alert.acked"]
-    assert "writes" not in acked.payload
+    assert "writes" not in acked.payload  # its messages are cleared: they stay held
+    assert len(acked.payload["messages"]) == 2
     assert all(v.suspect for v in store.versions(run=w))
+    assert all(m.status == "held" for m in store.messages(sender=w))
     quarantine(store, w, release=True, who="human:ops")
     assert not any(v.suspect for v in store.versions(run=w))
     assert _replayed_marks(store) == _stored_marks(store)

@@ -20,7 +20,7 @@ from tether.runtime.containment import ack_clears, contain
 from tether.runtime.holding import holding
 from tether.runtime.journal import RunJournal
 from tether.store.protocol import Store
-from tether.store.records import Command, transition
+from tether.store.records import Command
 from tether.system_clock import SYSTEM_CLOCK
 
 
@@ -63,12 +63,10 @@ def apply(j: RunJournal, c: Command, *, step: int | None = None) -> str:
         alert = str(c.args.get("alert"))
         marks = j.store.events_of_kinds(("alert", "alert.acked"), run=j.run)
         clear = ack_clears(j.store, j, alert, marks)
-        payload = {"alert": alert, "by": who, "note": c.args.get("note")}
-        if clear:
-            payload["writes"] = list(clear)
-        j.append("alert.acked", payload, step=step, actor=who, causes=(alert, ev.id))
-        if clear:
-            j.transition(transition("versions", clear, "suspect", False))
+        j.append("alert.acked", {"alert": alert, "by": who, "note": c.args.get("note"),
+                                 **clear.payload("writes")}, step=step, actor=who,
+                 causes=(alert, ev.id))
+        clear.journal(j, False)
     return outcome
 
 

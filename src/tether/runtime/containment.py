@@ -84,34 +84,67 @@ def contain(store: Store, j: RunJournal, *, release: bool, reason: str, by: str,
     return QuarantineResult(run, held, writes, release)
 
 
-def alert_marks(store: Store, j: RunJournal) -> tuple[str, ...]:
-    """The writing events of the run's live versions not marked suspect yet, those still
-    buffered or in flight included (``RunJournal.unflushed_versions``): what a verdict of
-    ``pause`` or stronger marks. All of them, not only those after the alert's evidence:
-    a monitor's evidence is where it noticed, and the damage may be older (an invariant is
-    checked when a step ends, a drift after its window), as a quarantine marks them all."""
+@dataclass(frozen=True, slots=True)
+class Marks:
+    """What a verdict marks suspect (or an ack clears): writing events of versions, and
+    messages."""
+
+    writes: tuple[str, ...] = ()
+    messages: tuple[str, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.writes or self.messages)
+
+    def payload(self, writes: str) -> dict[str, list[str]]:
+        """The event's fields for them (``writes`` names the field of the writes; an
+        empty list is left out, so an event that marks nothing says nothing)."""
+        out = {writes: list(self.writes), "messages": list(self.messages)}
+        return {k: v for k, v in out.items() if v}
+
+    def journal(self, j: RunJournal, value: bool) -> None:
+        """Set (or clear) the marks with ``j``'s next commit."""
+        if self.writes:
+            j.transition(transition("versions", self.writes, "suspect", value))
+        if self.messages:
+            j.transition(transition("messages", self.messages, "suspect", value))
+
+
+def alert_marks(store: Store, j: RunJournal) -> Marks:
+    """What a verdict of ``pause`` or stronger marks: the writing events of the run's live
+    versions, and its messages nobody received yet, not marked already, those still
+    buffered or in flight included (``RunJournal.unflushed_*``). All of them, not only
+    those after the alert's evidence: a monitor's evidence is where it noticed, and the
+    damage may be older (an invariant is checked when a step ends, a drift after its
+    window), as a quarantine marks them all."""
     stored = {v.event: v for v in store.versions(run=j.run)}
-    fresh = {e for e, v in stored.items() if v.status == "live" and not v.suspect}
-    fresh.update(e for e in j.unflushed_versions if e not in stored)
-    return tuple(sorted(fresh))
+    writes = {e for e, v in stored.items() if v.status == "live" and not v.suspect}
+    writes.update(e for e in j.unflushed_versions if e not in stored)
+    sent = {m.id: m for m in store.messages(sender=j.run)}
+    msgs = {i for i, m in sent.items() if m.status in ("pending", "held") and not m.suspect}
+    msgs.update(i for i in j.unflushed_messages if i not in sent)
+    return Marks(tuple(sorted(writes)), tuple(sorted(msgs)))
 
 
-def ack_clears(store: Store, j: RunJournal, alert: str,
-               alerts: Iterable[Any]) -> tuple[str, ...]:
-    """What acking ``alert`` unmarks: the writes it marked (its ``suspect``) that are still
-    marked, unless the run is quarantined (all stay) or another alert of the run nobody
-    acked marked them too. ``alerts``: the run's ``alert`` and ``alert.acked`` events."""
-    if j.row.spec.get("quarantined"):
-        return ()
-    marked: dict[str, set[str]] = {}
+def ack_clears(store: Store, j: RunJournal, alert: str, alerts: Iterable[Any]) -> Marks:
+    """What acking ``alert`` unmarks: what it marked (its ``suspect`` writes and
+    ``messages``) that is still marked, unless another alert of the run nobody acked
+    marked it too; its writes stay marked while the run is quarantined (the quarantine
+    holds them; its held messages stay held either way). ``alerts``: the run's ``alert``
+    and ``alert.acked`` events."""
+    marked: dict[str, tuple[set[str], set[str]]] = {}
     acked: set[str] = {alert}
     for e in alerts:
         p = e.payload if isinstance(e.payload, dict) else {}
         if e.kind == "alert.acked":
             acked.add(str(p.get("alert")))
-        elif p.get("suspect"):
-            marked[e.id] = set(p["suspect"])
-    mine = marked.get(alert, set())
-    held = set().union(*(m for a, m in marked.items() if a not in acked))
-    still = {v.event for v in store.versions(run=j.run) if v.suspect}
-    return tuple(sorted((mine - held) & still))
+        elif p.get("suspect") or p.get("messages"):
+            marked[e.id] = (set(p.get("suspect") or ()), set(p.get("messages") or ()))
+    mine = marked.get(alert, (set(), set()))
+    others = [m for a, m in marked.items() if a not in acked]
+    writes = mine[0] - set().union(*(m[0] for m in others))
+    msgs = mine[1] - set().union(*(m[1] for m in others))
+    if j.row.spec.get("quarantined"):
+        writes = set()
+    still_w = {v.event for v in store.versions(run=j.run) if v.suspect}
+    still_m = {m.id for m in store.messages(ids=sorted(msgs)) if m.suspect} if msgs else set()
+    return Marks(tuple(sorted(writes & still_w)), tuple(sorted(msgs & still_m)))

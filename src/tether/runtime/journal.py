@@ -76,6 +76,8 @@ class RunJournal:
         """Writing events of this run's versions not known to be durable (buffered, or in a
         commit in flight): a monitor's verdict marks them with the stored ones. Forgotten
         as each commit that carried them lands (:meth:`durable`)."""
+        self.unflushed_messages: dict[str, None] = {}
+        """The same for the messages this run sent."""
         self._transitions: list[Transition] = []
         self._chunks: dict[str, bytes] = {}
         self._dirty = False
@@ -145,6 +147,7 @@ class RunJournal:
     def message(self, row: MessageRow) -> None:
         """Post a message with the next flush (it exists once its ``message.sent`` does)."""
         self._messages.append(row)
+        self.unflushed_messages[row.id] = None
         self._dirty = True
 
     def version(self, row: VersionRow) -> None:
@@ -189,6 +192,7 @@ class RunJournal:
         a write the store refused, e.g. Conflict)."""
         self.take()
         self.unflushed_versions.clear()
+        self.unflushed_messages.clear()
         row = self.store.get_run(self.row.id)
         if row is not None:
             self.row = dataclasses.replace(row)
@@ -244,6 +248,8 @@ class RunJournal:
         """``w`` (taken from this journal) was committed."""
         for v in w.versions:
             self.unflushed_versions.pop(v.event, None)
+        for m in w.messages:
+            self.unflushed_messages.pop(m.id, None)
 
 
 def _folded(row: RunRow) -> RunFold:

@@ -33,11 +33,10 @@ from tether.core.monitors.verdicts import DEFAULT_STAGES, LEVELS
 from tether.core.monitors.watch import ALERT_KIND, Watch
 from tether.core.statuses import ACTIVE_STATUSES
 from tether.errors import PauseRequested, StopRequested, ToolDenied
-from tether.runtime.containment import alert_marks, contain
+from tether.runtime.containment import Marks, alert_marks, contain
 from tether.runtime.journal import RunJournal
 from tether.runtime.stepping import StepRuntime
 from tether.store.protocol import Store
-from tether.store.records import transition
 
 _PARKING = ("run.paused", "run.resumed", "run.stopped")
 """Events after which a verdict journaled before them was answered (acted on, or a human
@@ -196,18 +195,16 @@ class MonitorHost:
                 if v.level >= Level.BLOCK:
                     extra["blocked"] = True
             foreign = v.signal.origin not in (None, j.run)
-            marks: tuple[str, ...] = ()
+            marks = Marks()
             if v.level >= Level.PAUSE and not foreign:
-                # Its writes are suspect from this commit on, the alert's own: readers are
-                # told as for a quarantine. A store read on the loop, but verdicts this
-                # strong are rare (one or two in a run's life).
+                # Its writes and undelivered messages are suspect from this commit on, the
+                # alert's own: readers are told as for a quarantine. A store read on the
+                # loop, but verdicts this strong are rare (one or two in a run's life).
                 marks = alert_marks(j.store, j)
-                if marks:
-                    extra["suspect"] = list(marks)
+                extra.update(marks.payload("suspect"))
             ev = j.append(ALERT_KIND, v.to_payload(**extra), step=step,
                           causes=tuple(dict.fromkeys(v.signal.evidence)))
-            if marks:
-                j.transition(transition("versions", marks, "suspect", True))
+            marks.journal(j, True)
             out.append(ev)
             if call is not None and v.level >= Level.BLOCK:
                 self._blocked[(step, call.i)] = ev

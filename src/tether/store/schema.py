@@ -156,10 +156,12 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     #    takes the run (escalation stages, verdicts not acted on yet): a partial index, so
     #    the events of every other kind (nearly all of them) cost nothing more to insert.
     #    A command may carry a key that makes queueing it idempotent (a monitor's order to
-    #    an upstream run, keyed by its alert, is queued again after a crash).
+    #    an upstream run, keyed by its alert, is queued again after a crash). A message
+    #    may be suspect (its sender was under a monitor's verdict when it was undelivered).
     f"""
     CREATE INDEX events_rare ON events(rk, seq) WHERE kind IN ({RARE_SQL});
     ALTER TABLE commands ADD COLUMN key TEXT;
+    ALTER TABLE messages ADD COLUMN suspect INTEGER NOT NULL DEFAULT 0;
     CREATE UNIQUE INDEX commands_key ON commands(key) WHERE key IS NOT NULL;
     """,
 )

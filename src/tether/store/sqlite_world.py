@@ -21,17 +21,18 @@ from tether.store.schema import RARE_KINDS, RARE_SQL
 from tether.store.sqlite_base import SQLiteBase
 from tether.store.sqlite_rows import EVENT_COLS, row_event
 
-MESSAGE_COLS = "id, swarm, sender, epoch, step, recipient, topic, body, status, created, claim, received"
+MESSAGE_COLS = ("id, swarm, sender, epoch, step, recipient, topic, body, status, created, claim, "
+                "received, suspect")
 VERSION_COLS = "ns, key, version, event, run, epoch, step, value, hash, status, suspect, created"
 
-_TRANSITION_COLUMNS: Final = {("messages", "status"), ("versions", "status"),
-                              ("versions", "suspect")}
+_TRANSITION_COLUMNS: Final = {("messages", "status"), ("messages", "suspect"),
+                              ("versions", "status"), ("versions", "suspect")}
 
 
 def row_message(r: Sequence[Any]) -> MessageRow:
     return MessageRow(id=r[0], swarm=r[1], sender=r[2], epoch=r[3], step=r[4], recipient=r[5],
                       topic=r[6], body=loads(r[7]), status=r[8], created=r[9], claim=r[10],
-                      received=r[11])
+                      received=r[11], suspect=bool(r[12]))
 
 
 def row_version(r: Sequence[Any]) -> VersionRow:
@@ -113,9 +114,11 @@ class SQLiteWorld(SQLiteBase):
 
     def _apply_world(self, c: sqlite3.Connection, w: Write) -> None:
         if w.messages:
-            c.executemany(f"INSERT INTO messages({MESSAGE_COLS}) VALUES(?,?,?,?,?,?,?,?,?,?,?,?)",
+            c.executemany(f"INSERT INTO messages({MESSAGE_COLS}) "
+                          "VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?)",
                           [(m.id, m.swarm, m.sender, m.epoch, m.step, m.recipient, m.topic,
-                            dumps(m.body), m.status, m.created, m.claim, m.received)
+                            dumps(m.body), m.status, m.created, m.claim, m.received,
+                            int(m.suspect))
                            for m in w.messages])
         for v in w.versions:
             c.execute(f"INSERT INTO versions({VERSION_COLS}) SELECT ?, ?, "
