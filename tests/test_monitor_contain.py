@@ -283,3 +283,74 @@ def test_a_quarantine_verdict_naming_an_idle_origin_contains_it_at_once(tmp_path
     asyncio.run(Worker(store, agents=cc.AGENTS, poll_interval=0.01).run(until_idle=True))
     _assert_contained(store, router, parked_with=False)
     assert store.get_run(runs["dispatcher"]).status == "done"  # type: ignore[union-attr]
+
+
+def test_a_worker_starting_queues_the_orders_nobody_queued(tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch
+                                                           ) -> None:
+    """The observed run ended or was parked in its alert's commit and the worker died
+    before queueing the order: nobody will take that run again, so a worker that starts
+    queues it (once: the key makes it a no-op the next time)."""
+    import tether.runtime.commands as commands
+    store = SQLiteStore(tmp_path / "t.db")
+    runs = cc.start(store, "origin")
+    router = runs["router"]
+
+    async def two_router_steps() -> None:
+        stop = asyncio.Event()
+        task = asyncio.create_task(Worker(store, agents=cc.AGENTS, poll_interval=0.01,
+                                          only={router}).run(stop=stop))
+        while store.get_run(router).step < 2:  # type: ignore[union-attr]  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+        stop.set()
+        await task
+
+    asyncio.run(two_router_steps())
+    send_command(store, router, "pause", who="human:ops")
+    with monkeypatch.context() as m:  # the order is lost: as if killed before queueing it
+        m.setattr(commands, "send_order", lambda *a: None)
+        m.setattr(commands, "resend_orders", lambda *a: 0)
+        asyncio.run(Worker(store, agents=cc.AGENTS, poll_interval=0.01).run(until_idle=True))
+    assert store.get_run(runs["dispatcher"]).status == "done"  # type: ignore[union-attr]
+    assert not any(e.kind == "run.quarantined" for e in store.events(router))
+    asyncio.run(Worker(store, agents=cc.AGENTS, poll_interval=0.01).run(until_idle=True))
+    _assert_contained(store, router, parked_with=False)
+    assert commands.resend_orders(store, 0.0) == 1  # queued before: nothing more
+    asyncio.run(Worker(store, agents=cc.AGENTS, poll_interval=0.01).run(until_idle=True))
+    assert [e.kind for e in store.events(router)].count("command") == 2  # pause, quarantine
+
+
+def test_orders_queued_before_the_key_existed_get_theirs(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch
+                                                        ) -> None:
+    """Migration 7 keys the orders a monitor queued before it, so a worker that takes
+    their run over does not queue them again."""
+    import sqlite3
+
+    from tether.store import schema
+    db = tmp_path / "t.db"
+    with monkeypatch.context() as m:
+        m.setattr(schema, "MIGRATIONS", schema.MIGRATIONS[:6])
+        m.setattr(schema, "VERSION", 6)
+        SQLiteStore(db)
+    with sqlite3.connect(db) as c:
+        c.execute("INSERT INTO commands(run, kind, args, actor, created) VALUES(?,?,?,?,?)",
+                  ("R", "pause", b'{"alert":"A1","run":"D"}', "system:monitor", 1.0))
+        c.execute("INSERT INTO commands(run, kind, args, actor, created) VALUES(?,?,?,?,?)",
+                  ("R", "pause", b'{}', "human:ops", 1.0))
+    store = SQLiteStore(db)
+    assert store.add_command("R", "pause", {"alert": "A1"}, "system:monitor", 2.0,
+                             key="alert:A1") == 1
+    assert store.add_command("R", "pause", {"alert": "A2"}, "system:monitor", 2.0,
+                             key="alert:A2") == 3
+
+
+def test_alert_reads_use_the_partial_index(tmp_path: Path) -> None:
+    import sqlite3
+
+    from tether.store.schema import RARE_SQL
+    SQLiteStore(tmp_path / "t.db")
+    with sqlite3.connect(tmp_path / "t.db") as c:
+        sql = "EXPLAIN QUERY PLAN SELECT seq FROM events WHERE kind IN (%s) AND rk = ?"
+        plan = c.execute(sql % RARE_SQL, (1,)).fetchall()
+    assert "events_rare" in str(plan), plan

@@ -148,6 +148,24 @@ def apply_offline(store: Store, run: str) -> list[int] | None:
     return [c.id for c in pending]
 
 
+def resend_orders(store: Store, now: float) -> int:
+    """Queue the order of every alert whose verdict (``pause`` or stronger) names another
+    run as its origin, if it was never queued (a worker died between the alert's commit and
+    queueing it): one indexed read of the store's alerts, then one keyed insert each (a
+    no-op for those queued before). Returns how many alerts name an origin. Blocking."""
+    n = 0
+    for e in store.events_of_kinds(("alert",)):
+        p = e.payload if isinstance(e.payload, dict) else {}
+        origin, verdict = p.get("origin"), str(p.get("verdict"))
+        if origin in (None, e.run) or verdict not in ("pause", "quarantine", "stop"):
+            continue
+        n += 1
+        send_order(store, str(origin), verdict, {
+            "alert": e.id, "run": e.run, "verdict": verdict, "monitor": p.get("monitor"),
+            "rule": p.get("rule")}, now)
+    return n
+
+
 def send_order(store: Store, origin: str, kind: str, args: dict[str, Any], now: float) -> None:
     """Queue a monitor's order (``pause``, ``quarantine``, ``stop``) for the run its
     verdict names as origin, as a command from ``system:monitor``, once per alert (keyed by

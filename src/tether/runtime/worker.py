@@ -34,6 +34,7 @@ from tether.errors import (
     TetherError,
     UsageError,
 )
+from tether.runtime import commands as cmds
 from tether.runtime.agent import AgentLike
 from tether.runtime.changes import DriveLog, RunChange, WorkerStats
 from tether.runtime.committer import GroupCommitter
@@ -158,6 +159,10 @@ class Worker:
         with contextlib.suppress(TetherError):
             # A worker killed before us on this host (off the loop: it reads every run).
             await asyncio.to_thread(reclaim_dead_local, self.store, wall=self.wall)
+        with contextlib.suppress(TetherError):
+            # A monitor's order a worker died before queueing, from a run nobody will take
+            # again (it ended or was parked in the alert's commit); keyed: never twice.
+            await asyncio.to_thread(cmds.resend_orders, self.store, self.clock.now())
         signals = _Signals(stop) if handle_signals else None
         bg, notifier = self._start_background()
         try:
