@@ -77,16 +77,19 @@ def apply_quarantine(store: Store, j: RunJournal, c: Command, *, step: int | Non
     while a recipient takes one of its messages meanwhile. Nothing else of the run may be
     buffered (flush first). Returns the outcome journaled."""
     outcome = decide(c.kind, j.row.status, j.row.spec)
-    why = (f"quarantined by {c.actor}: monitor {c.args.get('monitor')!r} "
-           f"({c.args.get('rule')}) in run {c.args.get('run')} traced it here")
+    why = f"quarantined by {c.actor}"
+    if c.args.get("alert"):
+        why += (f": monitor {c.args.get('monitor')!r} ({c.args.get('rule')}) in run "
+                f"{c.args.get('run')} traced it here (alert {c.args['alert']})")
 
     def prelude(jj: RunJournal) -> None:
         ev = jj.append("command", {"command": c.id, "kind": c.kind, "args": c.args,
                                    "outcome": outcome}, step=step, actor=c.actor)
         jj.command_applied(c.id)
         if outcome == "applied" and jj.row.status in ACTIVE_STATUSES:
-            jj.append("run.paused", {"reason": why, "alert": c.args.get("alert")},
-                      step=step, actor=c.actor, causes=(ev.id,))
+            alert = {"alert": c.args["alert"]} if c.args.get("alert") else {}
+            jj.append("run.paused", {"reason": why, **alert}, step=step, actor=c.actor,
+                      causes=(ev.id,))
 
     if outcome != "applied":
         prelude(j)  # the command event only

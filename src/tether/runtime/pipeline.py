@@ -56,8 +56,9 @@ class CommitPipeline:
         if self.journal.dirty:
             w = self.journal.take()
             fut = self.committer.submit_nowait(w)
-            fut.add_done_callback(lambda f: None if f.cancelled() or f.exception() is not None
-                                  else self.journal.durable(w))
+            if w.versions or w.messages:  # what a verdict would otherwise not find
+                fut.add_done_callback(lambda f: None if f.cancelled() or f.exception()
+                                      is not None else self.journal.durable(w))
             self._inflight.append(fut)
 
 
