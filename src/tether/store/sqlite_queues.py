@@ -28,6 +28,10 @@ class SQLiteQueues(SQLiteBase):
     # -- commands --------------------------------------------------------
     def add_command(self, run: str, kind: str, args: dict[str, object], actor: str,
                     now: float, *, key: str | None = None) -> int:
+        if key is not None:  # the common case of a keyed command: queued already, no lock
+            got = self._read("SELECT id FROM commands WHERE key = ?", (key,))
+            if got:
+                return int(got[0][0])
         with self._tx() as c:
             if key is not None:
                 got = c.execute("SELECT id FROM commands WHERE key = ?", (key,)).fetchone()
