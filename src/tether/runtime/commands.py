@@ -14,9 +14,9 @@ from typing import Any
 from tether.core import budget as budgets
 from tether.core.commands import KINDS as KINDS  # what ops offers operators
 from tether.core.commands import decide, resumed_status
-from tether.core.statuses import ACTIVE_STATUSES, CLOSED_STATUSES
+from tether.core.statuses import CLOSED_STATUSES
 from tether.errors import UsageError
-from tether.runtime.containment import ack_clears, contain
+from tether.runtime.containment import Containment, ack_clears, contain, quarantine_command
 from tether.runtime.holding import holding
 from tether.runtime.journal import RunJournal
 from tether.store.protocol import Store
@@ -60,45 +60,38 @@ def apply(j: RunJournal, c: Command, *, step: int | None = None) -> str:
     elif c.kind == "budget":
         _budget(j, c, ev.id, step)
     elif c.kind == "ack":
-        alert = str(c.args.get("alert"))
-        marks = j.store.events_of_kinds(("alert", "alert.acked"), run=j.run)
-        clear = ack_clears(j.store, j, alert, marks)
-        j.append("alert.acked", {"alert": alert, "by": who, "note": c.args.get("note"),
-                                 **clear.payload("writes")}, step=step, actor=who,
-                 causes=(alert, ev.id))
-        clear.journal(j, False)
+        _ack(j, c, ev.id, step)
     return outcome
 
 
-def apply_quarantine(store: Store, j: RunJournal, c: Command, *, step: int | None = None,
-                     tries: int = 5) -> str:
-    """Apply quarantine command ``c`` in one commit: its ``command`` event, the run's
-    ``run.paused`` (if it was active) and its containment (``run.quarantined``), retried
-    while a recipient takes one of its messages meanwhile. Nothing else of the run may be
-    buffered (flush first). Returns the outcome journaled."""
-    outcome = decide(c.kind, j.row.status, j.row.spec)
-    why = f"quarantined by {c.actor}"
-    if c.args.get("alert"):
-        why += (f": monitor {c.args.get('monitor')!r} ({c.args.get('rule')}) in run "
-                f"{c.args.get('run')} traced it here (alert {c.args['alert']})")
+def _ack(j: RunJournal, c: Command, cause: str, step: int | None) -> None:
+    """``alert.acked``, clearing what the alert marked suspect (:func:`ack_clears`)."""
+    alert = str(c.args.get("alert"))
+    marks = j.store.events_of_kinds(("alert", "alert.acked"), run=j.run)
+    clear = ack_clears(j.store, j, alert, marks)
+    j.append("alert.acked", {"alert": alert, "by": c.actor, "note": c.args.get("note"),
+                             **clear.payload("writes")}, step=step, actor=c.actor,
+             causes=(alert, cause))
+    clear.journal(j, False)
 
-    def prelude(jj: RunJournal) -> None:
-        ev = jj.append("command", {"command": c.id, "kind": c.kind, "args": c.args,
-                                   "outcome": outcome}, step=step, actor=c.actor)
-        jj.command_applied(c.id)
-        if outcome == "applied" and jj.row.status in ACTIVE_STATUSES:
-            alert = {"alert": c.args["alert"]} if c.args.get("alert") else {}
-            jj.append("run.paused", {"reason": why, **alert}, step=step, actor=c.actor,
-                      causes=(ev.id,))
 
-    if outcome != "applied":
-        prelude(j)  # the command event only
-        j.flush_sync()
-        return outcome
+def quarantine_for(j: RunJournal, c: Command, step: int | None = None) -> Containment | None:
+    """How ``c`` contains the run, if it is a quarantine command that applies to it; None
+    for any other command (:func:`apply` it)."""
+    if c.kind != "quarantine" or decide(c.kind, j.row.status, j.row.spec) != "applied":
+        return None
+    return quarantine_command(c, step)
+
+
+def apply_quarantine(store: Store, j: RunJournal, c: Command, *, tries: int = 5) -> None:
+    """Apply quarantine command ``c`` (one :func:`decide` applies) in one commit
+    (:func:`~tether.runtime.containment.quarantine_command`), retried while a recipient
+    takes one of its messages meanwhile. Nothing else of the run may be buffered."""
+    plan = quarantine_command(c)
     for _ in range(tries):
-        if contain(store, j, release=False, reason=why, by=c.actor, prelude=prelude,
-                   causes=tuple(str(a) for a in (c.args.get("alert"),) if a)) is not None:
-            return outcome
+        if contain(store, j, release=False, reason=plan.reason, by=plan.by,
+                   causes=plan.causes, prelude=plan.prelude) is not None:
+            return
     raise UsageError(f"run {j.run}: its messages kept being delivered while they were being "
                      f"held; command {c.id} stays queued")
 
@@ -142,7 +135,7 @@ def apply_offline(store: Store, run: str) -> list[int] | None:
             return None
         pending = store.pending_commands([run])
         for c in pending:
-            if c.kind == "quarantine":  # commits on its own, with nothing else buffered
+            if quarantine_for(j, c) is not None:  # commits alone, nothing else buffered
                 j.flush_sync()
                 apply_quarantine(store, j, c)
             else:

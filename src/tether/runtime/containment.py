@@ -20,10 +20,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from tether.core.statuses import ACTIVE_STATUSES
 from tether.errors import Conflict
 from tether.runtime.journal import RunJournal
 from tether.store.protocol import Store
-from tether.store.records import transition
+from tether.store.records import Command, transition
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,16 +42,46 @@ class QuarantineResult:
 
 
 
+@dataclass(frozen=True, slots=True)
+class Containment:
+    """A containment to apply in one commit (see :func:`contain`)."""
+
+    reason: str
+    by: str
+    causes: tuple[str, ...]
+    prelude: Callable[[RunJournal], None]
+    """Journals what must commit with it, before it: the ``run.paused`` that parks the run
+    (a verdict's), a ``command`` event (a quarantine command's)."""
+
+
+def quarantine_command(c: Command, step: int | None = None) -> Containment:
+    """How quarantine command ``c`` (one :func:`tether.core.commands.decide` applies)
+    contains its run: its ``command`` event, ``run.paused`` if the run is active, then
+    ``run.quarantined`` citing the verdict's alert."""
+    why = f"quarantined by {c.actor}"
+    alert = str(c.args.get("alert") or "")
+    if alert:
+        why += (f": monitor {c.args.get('monitor')!r} ({c.args.get('rule')}) in run "
+                f"{c.args.get('run')} traced it here (alert {alert})")
+
+    def prelude(j: RunJournal) -> None:
+        ev = j.append("command", {"command": c.id, "kind": c.kind, "args": c.args,
+                                  "outcome": "applied"}, step=step, actor=c.actor)
+        j.command_applied(c.id)
+        if j.row.status in ACTIVE_STATUSES:
+            j.append("run.paused", {"reason": why, **({"alert": alert} if alert else {})},
+                     step=step, actor=c.actor, causes=(ev.id,))
+
+    return Containment(why, c.actor, (alert,) if alert else (), prelude)
+
+
 def contain(store: Store, j: RunJournal, *, release: bool, reason: str, by: str,
             causes: tuple[str, ...] = (),
             prelude: Callable[[RunJournal], None] | None = None) -> QuarantineResult | None:
     """One attempt, in one commit: hold (or deliver again) the run's messages and mark (or
     unmark) its writes suspect; None if a recipient took a message meanwhile (nothing of
-    the attempt is written, ``prelude``'s events included).
-
-    ``prelude`` journals what must commit with the containment, before it (a verdict's
-    ``run.paused``, a quarantine command's ``command`` event). Nothing else of the run may
-    be buffered or in flight: a refused attempt discards the journal's buffer."""
+    the attempt is written, ``prelude``'s included: see :class:`Containment`). Nothing
+    else of the run may be buffered or in flight: a refused attempt discards the buffer."""
     if prelude is not None:
         prelude(j)
     run = j.row.id

@@ -9,14 +9,12 @@ import concurrent.futures
 import contextlib
 import contextvars
 import functools
-import logging
 import traceback
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from tether.core.checkpoint import CheckpointEncoder, chain_label, checkpoint_info, restore
 from tether.core.clock import WallClock
-from tether.core.commands import decide
 from tether.core.monitors import MonitorSettings
 from tether.core.pausepoints import PausePoints
 from tether.core.pricing import PriceTable
@@ -29,7 +27,6 @@ from tether.errors import (
     Signal,
     StopRequested,
     StoreError,
-    UsageError,
 )
 from tether.runtime import commands as cmds
 from tether.runtime import outcome as outcomes
@@ -51,8 +48,6 @@ from tether.runtime.services import StepServices
 from tether.runtime.stepping import StepRuntime
 from tether.store.records import Command
 from tether.system_clock import SYSTEM_CLOCK
-
-log = logging.getLogger("tether.worker")
 
 if TYPE_CHECKING:
     from tether.core.policy import Policy
@@ -103,8 +98,6 @@ class RunExecutor:
         self.encoder = CheckpointEncoder(keyframe_every=keyframe_every, run=journal.run)
         self.state: dict[str, Any] = {}
         self._commands: list[Command] = []
-        self._quarantine: Command | None = None
-        """A ``quarantine`` command to apply once the run has left its loop."""
         self._alert: tuple[str, dict[str, Any]] | None = None
         self._is_async = agent.is_async()
         self.step_started = False
@@ -214,17 +207,15 @@ class RunExecutor:
         self.monitors.act()
         if self._commands:
             pending, self._commands = self._commands, []
-            j = self.journal
             for c in pending:
-                if c.kind == "quarantine" and decide(c.kind, j.row.status, j.row.spec) == \
-                        "applied":
-                    self._quarantine = c  # one commit of its own, once the run is parked
-                else:
+                q = cmds.quarantine_for(self.journal, c, step)  # applied as the run leaves
+                if q is None:
                     cmds.apply(self.journal, c, step=step)
+                self.monitors.quarantine = q or self.monitors.quarantine
             if any(c.kind == "stop" for c in pending):
                 raise StopRequested(f"run {self.journal.run}: stopped by an operator")
-            if self._quarantine is not None:
-                raise PauseRequested("quarantined", detail={"by_command": True})
+            if self.monitors.quarantine is not None:
+                raise PauseRequested("quarantined", detail={"quarantine": True})
             if self.journal.row.status == "paused":
                 raise PauseRequested("paused by an operator", detail={"by_command": True})
 
@@ -268,14 +259,6 @@ class RunExecutor:
         await self._halt()
         await self._final_flush()
         await self.monitors.settle(self._final_flush)
-        if self._quarantine is not None:  # a verdict in another run traced here
-            c, self._quarantine = self._quarantine, None
-            try:
-                await asyncio.to_thread(cmds.apply_quarantine, j.store, j, c)
-            except UsageError as exc:  # stays queued: `tether resume` or a CLI command applies it
-                log.warning("%s", exc)
-                j.append("run.paused", {"reason": f"{exc}; it is paused meanwhile"}, actor=c.actor)
-                await self._final_flush()
         return j.row.status
 
     async def _steps(self) -> None:

@@ -33,7 +33,7 @@ from tether.core.monitors.verdicts import DEFAULT_STAGES, LEVELS
 from tether.core.monitors.watch import ALERT_KIND, Watch
 from tether.core.statuses import ACTIVE_STATUSES
 from tether.errors import PauseRequested, StopRequested, ToolDenied
-from tether.runtime.containment import Marks, alert_marks, contain
+from tether.runtime.containment import Containment, Marks, alert_marks, contain
 from tether.runtime.journal import RunJournal
 from tether.runtime.stepping import StepRuntime
 from tether.store.protocol import Store
@@ -52,9 +52,9 @@ class MonitorHost:
         self.watch = watch
         self.window = window
         """How many of the run's latest events rebuild its monitors (0: none needed)."""
-        self.quarantine: tuple[str, str, dict[str, Any]] | None = None
-        """A quarantine to apply as the run leaves its loop: (reason, alert id, the payload
-        of the ``run.paused`` that parks it in the same commit)."""
+        self.quarantine: Containment | None = None
+        """A quarantine to apply as the run leaves its loop (a verdict's, or a quarantine
+        command's set by the executor), in one commit with what parks the run."""
         self._state = state
         self.progress: float | None = None
         """The last ``ctx.progress(value)`` of the run."""
@@ -263,7 +263,13 @@ class MonitorHost:
         detail: dict[str, object] = {"alert": alert, "monitor": s.monitor, "rule": s.rule}
         text = f"paused by {why}; look (`tether alerts`), then `tether resume`"
         if v.level >= Level.QUARANTINE:
-            self.quarantine = (why, alert, {"reason": text, **detail})
+            paused = {"reason": text, **detail}
+
+            def park(j: RunJournal) -> None:
+                if j.row.status in ACTIVE_STATUSES:
+                    j.append("run.paused", paused, causes=(alert,))
+
+            self.quarantine = Containment(why, "system:monitor", (alert,), park)
             detail = {**detail, "quarantine": True}  # parked by settle, with its containment
         raise PauseRequested(text, detail=detail)
 
@@ -275,25 +281,18 @@ class MonitorHost:
         await self.dispatch()  # the run ended right after a verdict naming an origin
         if self.quarantine is None:
             return
-        reason, alert, paused = self.quarantine
-        self.quarantine = None
+        q, self.quarantine = self.quarantine, None
         if j.row.status not in (*ACTIVE_STATUSES, "paused"):
             return  # stopped or failed meanwhile: nothing left to hold
-
-        def pause(jj: RunJournal) -> None:
-            if jj.row.status in ACTIVE_STATUSES:
-                jj.append("run.paused", paused, causes=(alert,))
-
         for _ in range(5):  # a recipient took a message meanwhile: look again
-            if await asyncio.to_thread(contain, j.store, j, release=False, reason=reason,
-                                       by="system:monitor", causes=(alert,),
-                                       prelude=pause) is not None:
+            if await asyncio.to_thread(contain, j.store, j, release=False, reason=q.reason,
+                                       by=q.by, causes=q.causes, prelude=q.prelude) is not None:
                 return
-        pause(j)
+        q.prelude(j)
         j.append(ALERT_KIND, {"monitor": "host", "rule": "quarantine_failed", "verdict": "alert",
                               "stage": 1, "message": "its messages kept being delivered while "
                               "they were being held; quarantine it with `tether quarantine`",
-                              "figures": {}, "threshold": None}, causes=(alert,))
+                              "figures": {}, "threshold": None}, causes=q.causes)
         await flush()
 
 
