@@ -11,7 +11,7 @@ from typing import Final
 
 RARE_KINDS: Final = ("alert", "alert.acked", "run.paused", "run.resumed", "run.stopped",
                      "run.quarantined", "run.released")
-"""Event kinds indexed by the partial index ``events_rare`` of migration 9 (a run has few
+"""Event kinds indexed by the partial index ``events_rare`` of migration 10 (a run has few
 of them), which names them literally: a migration never changes once written. A query
 reaches it only with the same term in its WHERE clause (``RARE_SQL``)."""
 RARE_SQL: Final = ", ".join(f"'{k}'" for k in RARE_KINDS)
