@@ -453,6 +453,22 @@ def test_commands_are_pending_oldest_first_until_a_commit_applies_them(
     assert store.pending_commands() == []
 
 
+def test_a_keyed_command_is_queued_once_applied_or_not(store_factory: StoreFactory) -> None:
+    store, ids = store_factory(), _ids()
+    a = _owned(store, ids)
+    c1 = store.add_command(a.id, "pause", {"alert": "A"}, "system:monitor", T0, key="alert:A")
+    assert store.add_command(a.id, "pause", {"alert": "A"}, "system:monitor", T0 + 1,
+                             key="alert:A") == c1
+    assert [c.id for c in store.pending_commands([a.id])] == [c1]
+    assert store.commit([a.write(1, kind="command", commands_applied=(c1,))]) == [None]
+    assert store.add_command(a.id, "pause", {"alert": "A"}, "system:monitor", T0 + 2,
+                             key="alert:A") == c1
+    assert store.pending_commands([a.id]) == []
+    c2 = store.add_command(a.id, "stop", {}, "human:ann", T0 + 3)
+    c3 = store.add_command(a.id, "stop", {}, "human:ann", T0 + 4)
+    assert c1 < c2 < c3  # unkeyed commands are never merged
+
+
 # -- effects -------------------------------------------------------------------
 
 def test_effects_are_upserted_and_queried_by_run_and_status(store_factory: StoreFactory) -> None:

@@ -11,8 +11,11 @@ from typing import Final
 
 from tether.core.statuses import ACTIVE_STATUSES, CLOSED_STATUSES
 
-KINDS: Final = ("pause", "resume", "stop", "budget", "ack")
-"""``ack``: an operator looked at a monitor's alert (``args``: ``alert``, ``note``)."""
+KINDS: Final = ("pause", "resume", "stop", "budget", "ack", "quarantine")
+"""``ack``: an operator looked at a monitor's alert (``args``: ``alert``, ``note``).
+``quarantine``: a monitor's verdict naming this run as the origin of what it saw in
+another (``args``: ``alert``, ``run``, ``verdict``, ``monitor``, ``rule``): pause it
+and contain it, in one commit."""
 
 
 def decide(kind: str, status: str, spec: Mapping[str, object]) -> str:
@@ -21,6 +24,8 @@ def decide(kind: str, status: str, spec: Mapping[str, object]) -> str:
         return f"ignored: unknown command {kind!r}"
     if status in CLOSED_STATUSES and kind not in ("budget", "ack"):
         return f"ignored: the run is {status}"
+    if kind == "quarantine" and spec.get("quarantined"):
+        return "ignored: the run is quarantined already"
     if kind == "pause" and status not in ACTIVE_STATUSES:
         return f"ignored: the run is {status}"
     if kind == "resume" and status in ACTIVE_STATUSES:

@@ -75,8 +75,9 @@ class StepContext:
 
     @property
     def suspect_files(self) -> tuple[str, ...]:
-        """Workspace files the last ``call`` read or changed whose last writer (another run)
-        is quarantined: what it saw may be bad. Journaled with the call (``suspect``)."""
+        """Workspace files the last ``call`` read or changed whose last version (another
+        run's) is suspect: its writer is quarantined, or under a monitor's verdict nobody
+        acked. What it saw may be bad. Journaled with the call (``suspect``)."""
         return self._rt.suspect_files
 
     @property

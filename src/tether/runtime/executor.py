@@ -91,6 +91,7 @@ class RunExecutor:
         self.monitors = MonitorHost.build(self.rt, _monitor_settings(self.oversight),
                                           getattr(agent, "monitors", ()), lambda: self.state)
         self.monitors.pause_on_alert = self.pause_points.on_alert
+        self.monitors.send = cmds.send_order
         journal.listener = self.monitors.observe
         # The monitors' I/O (None: no monitor of this run asks for any).
         self.asking = AskHost.build(self.rt, self.monitors.watch, getattr(agent, "model", None))
@@ -212,9 +213,14 @@ class RunExecutor:
         if self._commands:
             pending, self._commands = self._commands, []
             for c in pending:
-                cmds.apply(self.journal, c, step=step)
+                q = cmds.quarantine_for(self.journal, c, step)  # applied as the run leaves
+                if q is None:
+                    cmds.apply(self.journal, c, step=step)
+                self.monitors.quarantine = q or self.monitors.quarantine
             if any(c.kind == "stop" for c in pending):
                 raise StopRequested(f"run {self.journal.run}: stopped by an operator")
+            if self.monitors.quarantine is not None:
+                raise PauseRequested("quarantined", detail={"quarantine": True})
             if self.journal.row.status == "paused":
                 raise PauseRequested("paused by an operator", detail={"by_command": True})
 
@@ -235,7 +241,8 @@ class RunExecutor:
             until = await self.budget.wake(d.until)  # a budget window: when it frees
             j.append("run.sleeping", {"until": until, "deferred": True, "reason": d.reason})
         except PauseRequested as p:
-            self._pause(p)
+            if not p.detail.get("quarantine"):  # else parked with its containment (settle)
+                self._pause(p)
         except StopRequested as s:
             await self._halt()
             self.effects.mark_in_doubt("stopped while running")

@@ -72,6 +72,12 @@ class RunJournal:
         self._notes: list[Notification] = []
         self._messages: list[MessageRow] = []
         self._versions: list[VersionRow] = []
+        self.unflushed_versions: dict[str, None] = {}
+        """Writing events of this run's versions not known to be durable (buffered, or in a
+        commit in flight): a monitor's verdict marks them with the stored ones. Forgotten
+        as each commit that carried them lands (:meth:`durable`)."""
+        self.unflushed_messages: dict[str, None] = {}
+        """The same for the messages this run sent."""
         self._transitions: list[Transition] = []
         self._chunks: dict[str, bytes] = {}
         self._dirty = False
@@ -141,11 +147,13 @@ class RunJournal:
     def message(self, row: MessageRow) -> None:
         """Post a message with the next flush (it exists once its ``message.sent`` does)."""
         self._messages.append(row)
+        self.unflushed_messages[row.id] = None
         self._dirty = True
 
     def version(self, row: VersionRow) -> None:
         """Record an attributed write (blackboard key, workspace file) with the next flush."""
         self._versions.append(row)
+        self.unflushed_versions[row.event] = None
         self._dirty = True
 
     def transition(self, t: Transition) -> None:
@@ -183,6 +191,8 @@ class RunJournal:
         """Forget everything buffered and take the run's row and chain head as stored (after
         a write the store refused, e.g. Conflict)."""
         self.take()
+        self.unflushed_versions.clear()
+        self.unflushed_messages.clear()
         row = self.store.get_run(self.row.id)
         if row is not None:
             self.row = dataclasses.replace(row)
@@ -221,14 +231,25 @@ class RunJournal:
     async def flush(self, committer: GroupCommitter) -> None:
         """Make everything buffered durable (through the group committer)."""
         if self._dirty:
-            await committer.submit(self.take())
+            w = self.take()
+            await committer.submit(w)
+            self.durable(w)
 
     def flush_sync(self) -> None:
         """Make everything buffered durable, committing directly (CLI, tests)."""
         if self._dirty:
-            err = self.store.commit([self.take()])[0]
+            w = self.take()
+            err = self.store.commit([w])[0]
             if err is not None:
                 raise err
+            self.durable(w)
+
+    def durable(self, w: Write) -> None:
+        """``w`` (taken from this journal) was committed."""
+        for v in w.versions:
+            self.unflushed_versions.pop(v.event, None)
+        for m in w.messages:
+            self.unflushed_messages.pop(m.id, None)
 
 
 def _folded(row: RunRow) -> RunFold:

@@ -29,12 +29,18 @@ from typing import Any
 
 from tether.core.events import Event
 from tether.core.monitors import Level, Monitor, MonitorSettings, Proposal, Signal, Verdict, View
-from tether.core.monitors.verdicts import DEFAULT_STAGES
+from tether.core.monitors.verdicts import DEFAULT_STAGES, LEVELS
 from tether.core.monitors.watch import ALERT_KIND, Watch
-from tether.core.statuses import CLOSED_STATUSES
+from tether.core.statuses import ACTIVE_STATUSES
 from tether.errors import PauseRequested, StopRequested, ToolDenied
-from tether.runtime.containment import contain
+from tether.runtime.containment import Containment, Marks, alert_marks, contain
+from tether.runtime.journal import RunJournal
 from tether.runtime.stepping import StepRuntime
+from tether.store.protocol import Store
+
+_PARKING = ("run.paused", "run.resumed", "run.stopped")
+"""Events after which a verdict journaled before them was answered (acted on, or a human
+looked and resumed the run)."""
 
 
 class MonitorHost:
@@ -46,8 +52,9 @@ class MonitorHost:
         self.watch = watch
         self.window = window
         """How many of the run's latest events rebuild its monitors (0: none needed)."""
-        self.quarantine: tuple[str, str] | None = None
-        """A quarantine to apply once the run is parked: (reason, alert id)."""
+        self.quarantine: Containment | None = None
+        """A quarantine to apply as the run leaves its loop (a verdict's, or a quarantine
+        command's set by the executor), in one commit with what parks the run."""
         self._state = state
         self.progress: float | None = None
         """The last ``ctx.progress(value)`` of the run."""
@@ -61,6 +68,9 @@ class MonitorHost:
         self.orders: list[tuple[str, str, dict[str, Any]]] = []
         """Verdicts for upstream runs (a signal's ``origin``), to send once journaled:
         (origin run, command kind, its args)."""
+        self.send: Callable[[Store, str, str, dict[str, Any], float], None] | None = None
+        """How an order reaches its origin (set by the executor: ``commands.send_order``,
+        which lives above this module). Blocking: called in a thread."""
 
     @classmethod
     def build(cls, rt: StepRuntime, settings: MonitorSettings,
@@ -92,14 +102,44 @@ class MonitorHost:
     # -- feeding -------------------------------------------------------------
     def warm(self) -> None:
         """Rebuild the monitors' state from the run's latest events, journaled before this
-        worker took the run (no verdicts: they were given then)."""
+        worker took the run (no verdicts: they were given then), and pick up what the last
+        owner left undone (:meth:`recover`)."""
         row = self.rt.journal.row
-        if not self.window or not row.seq or not self.watch:
+        if not row.seq:
+            return
+        self.recover()
+        if not self.window or not self.watch:
             return
         for e in self.rt.journal.store.events(row.id, after_seq=max(0, row.seq - self.window)):
             if e.kind == "step.finished" and isinstance(e.payload, dict):
                 self.progress = e.payload.get("progress", self.progress)
             self.watch.warm(e, self.view(e.step))
+
+    def recover(self) -> None:
+        """From all the run's alerts and parking events (one indexed read): the stages
+        reached (every alert counts, not only those in the monitors' window, so a run
+        taken over does not start its ladders again); the strongest verdict of ``pause``
+        or above of the current epoch journaled after the run was last paused, resumed or
+        stopped (the last owner died between journaling it and acting on it: it is acted
+        on at the first safe point); and the orders for upstream runs, queued again (they are keyed by
+        their alert: one sent before is not sent twice)."""
+        j = self.rt.journal
+        events = j.store.events_of_kinds((ALERT_KIND, *_PARKING), run=j.run)
+        parked = max((e.seq for e in events if e.kind in _PARKING), default=0)
+        for e in events:
+            if e.kind != ALERT_KIND or not isinstance(e.payload, dict):
+                continue
+            self.watch.count(e)
+            p = e.payload
+            level = LEVELS.get(str(p.get("verdict")), Level.OK)
+            if p.get("origin") not in (None, j.run):
+                self._order(e)
+            elif level >= Level.PAUSE and e.seq > parked and e.epoch == j.row.epoch and (
+                    self.pending is None or level > self.pending.level):
+                s = Signal(str(p.get("monitor")), str(p.get("rule")), str(p.get("message", "")),
+                           evidence=e.causes, figures=p.get("figures") or {},
+                           threshold=p.get("threshold"), level=level)
+                self.pending, self.pending_alert = Verdict(s, level, int(p.get("stage") or 1)), e.id
 
     def record(self, e: Event) -> None:
         """Index a journaled block of the in-flight step (what a re-run step meets)."""
@@ -154,13 +194,22 @@ class MonitorHost:
                 extra = {"i": call.i, "tool": call.tool, "fp": call.fp}
                 if v.level >= Level.BLOCK:
                     extra["blocked"] = True
+            foreign = v.signal.origin not in (None, j.run)
+            marks = Marks()
+            if v.level >= Level.PAUSE and not foreign:
+                # Its writes and undelivered messages are suspect from this commit on, the
+                # alert's own: readers are told as for a quarantine. A store read on the
+                # loop, but verdicts this strong are rare (one or two in a run's life).
+                marks = alert_marks(j.store, j)
+                extra.update(marks.payload("suspect"))
             ev = j.append(ALERT_KIND, v.to_payload(**extra), step=step,
                           causes=tuple(dict.fromkeys(v.signal.evidence)))
+            marks.journal(j, True)
             out.append(ev)
             if call is not None and v.level >= Level.BLOCK:
                 self._blocked[(step, call.i)] = ev
-            if v.signal.origin not in (None, j.run):
-                self._order(v, ev.id)  # it applies to the origin; this run is only told
+            if foreign:
+                self._order(ev)  # it applies to the origin; this run is only told
                 continue
             if self.pause_on_alert and v.level < Level.PAUSE:
                 v = dataclasses.replace(v, level=Level.PAUSE)  # the on_alert pause point
@@ -175,36 +224,34 @@ class MonitorHost:
                    level=Level.PAUSE)
         self._emit([Verdict(s, Level.PAUSE, 1)], step)
 
-    def _order(self, v: Verdict, alert: str) -> None:
-        """Queue what a verdict naming an upstream run does to it: ``pause`` (a quarantine
-        verdict too: containing another run is an operator's `tether quarantine`) or
-        ``stop``; below ``pause``, nothing (the alert names it)."""
-        origin = str(v.signal.origin)
-        if v.level >= Level.PAUSE:
-            kind = "stop" if v.level >= Level.STOP else "pause"
-            self.orders.append((origin, kind, {"alert": alert, "run": self.rt.journal.run,
-                                               "verdict": v.level.label,
-                                               "monitor": v.signal.monitor,
-                                               "rule": v.signal.rule}))
+    def _order(self, alert: Event) -> None:
+        """Queue what a journaled verdict naming an upstream run does to it (``pause``,
+        ``quarantine`` or ``stop``; below ``pause``, nothing: the alert names it). The
+        order is the alert itself (its ``origin`` and ``verdict``), so a worker that takes
+        this run over after a crash queues it again from the journal (:meth:`warm`)."""
+        p = alert.payload
+        level = LEVELS.get(str(p.get("verdict")), Level.OK)
+        if level >= Level.PAUSE and p.get("origin") not in (None, alert.run):
+            self.orders.append((str(p["origin"]), level.label, {
+                "alert": alert.id, "run": alert.run, "verdict": level.label,
+                "monitor": p.get("monitor"), "rule": p.get("rule")}))
 
     async def dispatch(self) -> None:
-        """Send the queued orders to their origin runs as commands (applied by whoever
-        owns each at its next safe point), once the alerts behind them are durable."""
+        """Send the queued orders to their origin runs, once the alerts behind them are
+        durable, through :attr:`send`."""
         if not self.orders:
             return
         orders, self.orders = self.orders, []
         await self.rt.flush()
         store, now = self.rt.journal.store, self.rt.journal.now()
         for origin, kind, args in orders:
-            row = await asyncio.to_thread(store.get_run, origin)
-            if row is not None and row.status not in CLOSED_STATUSES:
-                await asyncio.to_thread(store.add_command, origin, kind, args,
-                                        "system:monitor", now)
+            if self.send is not None:
+                await asyncio.to_thread(self.send, store, origin, kind, args, now)
 
     # -- acting --------------------------------------------------------------
     def act(self) -> None:
         """At a safe point: raise to pause or stop the run for a verdict journaled since
-        the last one (a quarantine pauses it now and is applied by :meth:`settle`)."""
+        the last one (a quarantine is parked and contained by :meth:`settle`)."""
         v, alert = self.pending, self.pending_alert
         if v is None or alert is None:
             return
@@ -213,28 +260,39 @@ class MonitorHost:
         why = f"monitor {s.monitor!r} ({s.rule}): {s.message}"
         if v.level >= Level.STOP:
             raise StopRequested(f"run {self.rt.journal.run}: stopped by {why}")
+        detail: dict[str, object] = {"alert": alert, "monitor": s.monitor, "rule": s.rule}
+        text = f"paused by {why}; look (`tether alerts`), then `tether resume`"
         if v.level >= Level.QUARANTINE:
-            self.quarantine = (why, alert)
-        raise PauseRequested(f"paused by {why}; look (`tether alerts`), then `tether resume`",
-                             detail={"alert": alert, "monitor": s.monitor, "rule": s.rule})
+            paused = {"reason": text, **detail}
+
+            def park(j: RunJournal) -> None:
+                if j.row.status in ACTIVE_STATUSES:
+                    j.append("run.paused", paused, causes=(alert,))
+
+            self.quarantine = Containment(why, "system:monitor", (alert,), park)
+            detail = {**detail, "quarantine": True}  # parked by settle, with its containment
+        raise PauseRequested(text, detail=detail)
 
     async def settle(self, flush: Callable[[], Awaitable[None]]) -> None:
-        """Once the run is parked: apply a quarantine verdict (hold its undelivered
-        messages, mark its writes suspect), in a commit of its own."""
+        """Once the run has left its loop (everything journaled is durable): park it and
+        contain it for a quarantine verdict (``run.paused``, then ``run.quarantined``:
+        hold its undelivered messages, mark its writes suspect), in one commit."""
         j = self.rt.journal
         await self.dispatch()  # the run ended right after a verdict naming an origin
-        if self.quarantine is None or j.row.status != "paused":
+        if self.quarantine is None:
             return
-        reason, alert = self.quarantine
-        self.quarantine = None
+        q, self.quarantine = self.quarantine, None
+        if j.row.status not in (*ACTIVE_STATUSES, "paused"):
+            return  # stopped or failed meanwhile: nothing left to hold
         for _ in range(5):  # a recipient took a message meanwhile: look again
-            if await asyncio.to_thread(contain, j.store, j, release=False, reason=reason,
-                                       by="system:monitor", causes=(alert,)) is not None:
+            if await asyncio.to_thread(contain, j.store, j, release=False, reason=q.reason,
+                                       by=q.by, causes=q.causes, prelude=q.prelude) is not None:
                 return
+        q.prelude(j)
         j.append(ALERT_KIND, {"monitor": "host", "rule": "quarantine_failed", "verdict": "alert",
                               "stage": 1, "message": "its messages kept being delivered while "
                               "they were being held; quarantine it with `tether quarantine`",
-                              "figures": {}, "threshold": None}, causes=(alert,))
+                              "figures": {}, "threshold": None}, causes=q.causes)
         await flush()
 
 

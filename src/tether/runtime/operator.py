@@ -17,7 +17,7 @@ from tether.core.checkpoint import chain_label, restore
 from tether.errors import NotFound, UsageError
 from tether.history import epoch_of, lineage
 from tether.runtime import commands as cmds
-from tether.runtime.holding import holding, must_get
+from tether.runtime.holding import must_get
 from tether.store.protocol import Store
 from tether.store.records import EffectRow, RunRow
 from tether.system_clock import SYSTEM_CLOCK
@@ -107,14 +107,7 @@ def apply_pending_offline(store: Store, run: str) -> list[int] | None:
 
     Returns the ids of the commands applied, or None when a worker owns the run.
     """
-    with holding(store, run) as j:
-        if j is None:
-            return None
-        pending = store.pending_commands([run])
-        for c in pending:
-            cmds.apply(j, c)
-        j.flush_sync()
-    return [c.id for c in pending]
+    return cmds.apply_offline(store, run)
 
 
 def send_command(store: Store, run_ref: str, kind: str, args: dict[str, Any] | None = None, *,

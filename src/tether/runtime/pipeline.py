@@ -54,7 +54,12 @@ class CommitPipeline:
             return
         await self.settle(keep=self.depth - 1)
         if self.journal.dirty:
-            self._inflight.append(self.committer.submit_nowait(self.journal.take()))
+            w = self.journal.take()
+            fut = self.committer.submit_nowait(w)
+            if w.versions or w.messages:  # what a verdict would otherwise not find
+                fut.add_done_callback(lambda f: None if f.cancelled() or f.exception()
+                                      is not None else self.journal.durable(w))
+            self._inflight.append(fut)
 
 
 def _retrieved(fut: asyncio.Future[None]) -> None:

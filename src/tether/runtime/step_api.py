@@ -28,10 +28,15 @@ class InboxMessage:
     body: Any
     step: int
     """The sender's step that sent it."""
+    suspect: bool = False
+    """Its sender was under a monitor's verdict when it was taken: treat it with care."""
 
     def to_json(self) -> dict[str, Any]:
-        return {"id": self.id, "sender": self.sender, "topic": self.topic, "body": self.body,
-                "step": self.step}
+        out = {"id": self.id, "sender": self.sender, "topic": self.topic, "body": self.body,
+               "step": self.step}
+        if self.suspect:  # absent otherwise: what receives journaled before it said
+            out["suspect"] = True
+        return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,7 +51,8 @@ class BoardEntry:
     write: str
     """The ``blackboard.write`` event id (the read's cause)."""
     suspect: bool
-    """The writer is quarantined: treat the value with care."""
+    """The writer is quarantined, or under a monitor's verdict nobody acked: treat the
+    value with care."""
 
 
 class BoardLike(Protocol):

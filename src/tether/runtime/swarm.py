@@ -13,7 +13,8 @@ can walk (``tether impact``):
 * ``ctx.board.set(key, value)`` journals ``blackboard.write`` and records a new
   version of the key; ``ctx.board.get(key)`` journals ``blackboard.read``
   citing the write it saw, and says whether that write is ``suspect`` (its
-  writer is quarantined).
+  writer is quarantined, or under a monitor's verdict nobody acked; a message
+  taken by ``ctx.receive`` says the same).
 
 Workspace files, which any run may share (in a swarm or not), are
 :mod:`tether.runtime.workspace`. The store reads here run off the event loop: a
@@ -120,12 +121,14 @@ class SwarmCalls:
             assert j.fence is not None
             rows = await asyncio.to_thread(j.store.claim_messages, j.run, j.fence,
                                            f"{j.row.epoch}:{calls.step}:{i}", rt.clock(), limit)
-            got = [InboxMessage(m.id, m.sender, m.topic, m.body, m.step) for m in rows]
+            got = [InboxMessage(m.id, m.sender, m.topic, m.body, m.step, m.suspect)
+                   for m in rows]
             j.append("message.received", {"i": i, "fp": fp,
                                           "messages": [m.to_json() for m in got]},
                      step=calls.step, actor=rt.actor, causes=tuple(m.id for m in got))
             return got
-        return [InboxMessage(m["id"], m["sender"], m.get("topic"), m["body"], int(m["step"]))
+        return [InboxMessage(m["id"], m["sender"], m.get("topic"), m["body"], int(m["step"]),
+                             bool(m.get("suspect")))
                 for m in rec.call.payload["messages"]]
 
     async def board_get(self, key: str) -> BoardEntry | None:

@@ -34,6 +34,7 @@ from tether.errors import (
     TetherError,
     UsageError,
 )
+from tether.runtime import commands as cmds
 from tether.runtime.agent import AgentLike
 from tether.runtime.changes import DriveLog, RunChange, WorkerStats
 from tether.runtime.committer import GroupCommitter
@@ -155,9 +156,7 @@ class Worker:
         step_threads = concurrent.futures.ThreadPoolExecutor(
             max_workers=self.concurrency, thread_name_prefix="tether-step")
         self.loader = dataclasses.replace(self.loader, step_threads=step_threads)
-        with contextlib.suppress(TetherError):
-            # A worker killed before us on this host (off the loop: it reads every run).
-            await asyncio.to_thread(reclaim_dead_local, self.store, wall=self.wall)
+        await self._left_behind()
         signals = _Signals(stop) if handle_signals else None
         bg, notifier = self._start_background()
         try:
@@ -181,6 +180,16 @@ class Worker:
                 signals.close()
         return WorkerStats(self.runs_driven, dict(self.finished), self.drives.steps,
                            self.drives.effects, dict(self.drives.final))
+
+    async def _left_behind(self) -> None:
+        """Pick up what a worker killed before us left (off the loop: these read the store
+        whole): its leases on this host, and a monitor's orders it died before queueing, of
+        runs nobody will take again (ended or parked in the alert's commit; keyed: never
+        queued twice)."""
+        with contextlib.suppress(TetherError):
+            await asyncio.to_thread(reclaim_dead_local, self.store, wall=self.wall)
+        with contextlib.suppress(TetherError):
+            await asyncio.to_thread(cmds.resend_orders, self.store, self.clock.now())
 
     def alert(self, run: str, name: str, detail: dict[str, object] | None = None) -> bool:
         """The hook for monitors outside the worker (a judge on a schedule): ``run`` journals

@@ -76,8 +76,10 @@ class Store(Protocol):
 
     # -- commands --------------------------------------------------------
     def add_command(self, run: str, kind: str, args: dict[str, object], actor: str,
-                    now: float) -> int:
-        """Queue an operator's command for the run's owner."""
+                    now: float, *, key: str | None = None) -> int:
+        """Queue an operator's command for the run's owner; its id. With ``key``, once: a
+        command queued before with the same key is not queued again (its id is returned),
+        applied or not."""
         ...
 
     def pending_commands(self, runs: Sequence[str] | None = None) -> list[Command]:

@@ -160,6 +160,9 @@ class MessageRow:
     claim: str | None = None
     """Which receive call (``epoch:step:index`` of the recipient) took it."""
     received: float | None = None
+    suspect: bool = False
+    """Its sender was under a monitor's verdict (``pause`` or stronger) while it was
+    undelivered and nobody acked the alert: its recipient is told."""
 
 
 VERSION_STATUSES = ("live", "reverted", "undone")
@@ -187,7 +190,8 @@ class VersionRow:
     version: int = 0
     status: str = "live"
     suspect: bool = False
-    """The writer is quarantined: readers are told."""
+    """The writer is quarantined, or was under a monitor's verdict (``pause`` or stronger)
+    nobody acked yet: readers are told."""
     created: float = 0.0
 
 
@@ -203,7 +207,7 @@ class Transition:
     """``messages`` (ids: message ids) or ``versions`` (ids: writing event ids)."""
     ids: tuple[str, ...]
     column: str
-    """``status`` or ``suspect``."""
+    """``status`` or ``suspect`` (either table)."""
     value: Any
     only_from: tuple[Any, ...] | None = None
 

@@ -9,6 +9,13 @@ from __future__ import annotations
 
 from typing import Final
 
+RARE_KINDS: Final = ("alert", "alert.acked", "run.paused", "run.resumed", "run.stopped",
+                     "run.quarantined", "run.released")
+"""Event kinds indexed by the partial index ``events_rare`` of migration 10 (a run has few
+of them), which names them literally: a migration never changes once written. A query
+reaches it only with the same term in its WHERE clause (``RARE_SQL``)."""
+RARE_SQL: Final = ", ".join(f"'{k}'" for k in RARE_KINDS)
+
 # Space and pages written per commit matter (an always-on run writes a few rows a
 # step for weeks, and a group commit of a hundred runs should touch few pages):
 # * events and checkpoints are rowid tables, so concurrent runs append to the same
@@ -145,6 +152,23 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     #    (tether.core.redaction.keyed_digest): made once per store, never journaled.
     """
     INSERT OR IGNORE INTO meta VALUES('x.fingerprint_key', lower(hex(randomblob(32))));
+    """,
+    # 10: a run's monitor verdicts and what answered them, read in one probe when a worker
+    #    takes the run (escalation stages, verdicts not acted on yet): a partial index, so
+    #    the events of every other kind (nearly all of them) cost nothing more to insert.
+    #    A command may carry a key that makes queueing it idempotent (a monitor's order to
+    #    an upstream run, keyed by its alert, is queued again after a crash; the orders
+    #    queued before get their key here, so none is queued twice). A message
+    #    may be suspect (its sender was under a monitor's verdict when it was undelivered).
+    """
+    CREATE INDEX events_rare ON events(rk, seq) WHERE kind IN ('alert', 'alert.acked',
+        'run.paused', 'run.resumed', 'run.stopped', 'run.quarantined', 'run.released');
+    ALTER TABLE commands ADD COLUMN key TEXT;
+    UPDATE commands SET key = 'alert:' || json_extract(CAST(args AS TEXT), '$.alert')
+        WHERE actor = 'system:monitor' AND json_extract(CAST(args AS TEXT), '$.alert')
+        IS NOT NULL;
+    ALTER TABLE messages ADD COLUMN suspect INTEGER NOT NULL DEFAULT 0;
+    CREATE UNIQUE INDEX commands_key ON commands(key) WHERE key IS NOT NULL;
     """,
 )
 

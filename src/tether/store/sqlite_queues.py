@@ -27,10 +27,18 @@ class SQLiteQueues(SQLiteBase):
 
     # -- commands --------------------------------------------------------
     def add_command(self, run: str, kind: str, args: dict[str, object], actor: str,
-                    now: float) -> int:
+                    now: float, *, key: str | None = None) -> int:
+        if key is not None:  # the common case of a keyed command: queued already, no lock
+            got = self._read("SELECT id FROM commands WHERE key = ?", (key,))
+            if got:
+                return int(got[0][0])
         with self._tx() as c:
-            cur = c.execute("INSERT INTO commands(run, kind, args, actor, created) "
-                            "VALUES(?,?,?,?,?)", (run, kind, dumps(args), actor, now))
+            if key is not None:
+                got = c.execute("SELECT id FROM commands WHERE key = ?", (key,)).fetchone()
+                if got is not None:
+                    return int(got[0])
+            cur = c.execute("INSERT INTO commands(run, kind, args, actor, created, key) "
+                            "VALUES(?,?,?,?,?,?)", (run, kind, dumps(args), actor, now, key))
             return int(cur.lastrowid or 0)
 
     def pending_commands(self, runs: Sequence[str] | None = None) -> list[Command]:

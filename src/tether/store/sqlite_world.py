@@ -17,20 +17,22 @@ from tether.core.canonical import dumps, loads
 from tether.core.events import Event
 from tether.errors import Conflict, LeaseLost
 from tether.store.records import MessageRow, VersionRow, Write
+from tether.store.schema import RARE_KINDS, RARE_SQL
 from tether.store.sqlite_base import SQLiteBase
 from tether.store.sqlite_rows import EVENT_COLS, row_event
 
-MESSAGE_COLS = "id, swarm, sender, epoch, step, recipient, topic, body, status, created, claim, received"
+MESSAGE_COLS = ("id, swarm, sender, epoch, step, recipient, topic, body, status, created, claim, "
+                "received, suspect")
 VERSION_COLS = "ns, key, version, event, run, epoch, step, value, hash, status, suspect, created"
 
-_TRANSITION_COLUMNS: Final = {("messages", "status"), ("versions", "status"),
-                              ("versions", "suspect")}
+_TRANSITION_COLUMNS: Final = {("messages", "status"), ("messages", "suspect"),
+                              ("versions", "status"), ("versions", "suspect")}
 
 
 def row_message(r: Sequence[Any]) -> MessageRow:
     return MessageRow(id=r[0], swarm=r[1], sender=r[2], epoch=r[3], step=r[4], recipient=r[5],
                       topic=r[6], body=loads(r[7]), status=r[8], created=r[9], claim=r[10],
-                      received=r[11])
+                      received=r[11], suspect=bool(r[12]))
 
 
 def row_version(r: Sequence[Any]) -> VersionRow:
@@ -42,9 +44,12 @@ def row_version(r: Sequence[Any]) -> VersionRow:
 class SQLiteWorld(SQLiteBase):
     def events_of_kinds(self, kinds: Sequence[str], *, run: str | None = None,
                         since: float | None = None) -> list[Event]:
-        # A scan of the events table (no index on kind): for operators' listings, which are
-        # rare; a run's own chain is read by its (rk, seq) index.
+        # Kinds all among RARE_KINDS read the partial index events_rare (SQLite uses it only
+        # when the query repeats its literal term); any other kind scans the events table
+        # (operators' listings, which are rare); a run's own chain is read by (rk, seq).
         sql = f"SELECT {EVENT_COLS} FROM events WHERE kind IN ({','.join('?' * len(kinds))})"
+        if set(kinds) <= set(RARE_KINDS):
+            sql += f" AND kind IN ({RARE_SQL})"
         args: list[Any] = list(kinds)
         if run is not None:
             rk = self._rk(run)
@@ -109,9 +114,11 @@ class SQLiteWorld(SQLiteBase):
 
     def _apply_world(self, c: sqlite3.Connection, w: Write) -> None:
         if w.messages:
-            c.executemany(f"INSERT INTO messages({MESSAGE_COLS}) VALUES(?,?,?,?,?,?,?,?,?,?,?,?)",
+            c.executemany(f"INSERT INTO messages({MESSAGE_COLS}) "
+                          "VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?)",
                           [(m.id, m.swarm, m.sender, m.epoch, m.step, m.recipient, m.topic,
-                            dumps(m.body), m.status, m.created, m.claim, m.received)
+                            dumps(m.body), m.status, m.created, m.claim, m.received,
+                            int(m.suspect))
                            for m in w.messages])
         for v in w.versions:
             c.execute(f"INSERT INTO versions({VERSION_COLS}) SELECT ?, ?, "
