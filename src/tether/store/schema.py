@@ -146,6 +146,14 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     """
     INSERT OR IGNORE INTO meta VALUES('x.fingerprint_key', lower(hex(randomblob(32))));
     """,
+    # 10: signed checkpoints (tether audit seal): each a C2SP signed note over the Merkle root
+    #     of every event's hash in commit order (the order the batch chain names them), with
+    #     the consistency proof from the checkpoint before it. A store made before has none.
+    """
+    CREATE TABLE signed_checkpoints(
+        n INTEGER PRIMARY KEY, size INTEGER NOT NULL, root BLOB NOT NULL, note TEXT NOT NULL,
+        proof BLOB NOT NULL, created REAL NOT NULL);
+    """,
 )
 
 SWARMS_JOURNALED: Final = 7
