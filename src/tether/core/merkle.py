@@ -209,6 +209,16 @@ def verify_consistency(old_size: int, size: int, proof: Sequence[bytes], old_roo
     if not proof:
         raise VerificationFailed("the proof is empty")
     _check_hashes("roots", [old_root, root])
+    fr, sr = _consistency_roots(old_size, size, proof, old_root)
+    if fr != old_root:
+        raise VerificationFailed("the proof does not lead to the old root")
+    if sr != root:
+        raise VerificationFailed("the proof does not lead to the new root")
+
+
+def _consistency_roots(old_size: int, size: int, proof: Sequence[bytes], old_root: bytes
+                       ) -> tuple[bytes, bytes]:
+    """RFC 9162 section 2.1.4.2, steps 2 to 6: the old and new roots the proof leads to."""
     path = list(proof)
     if old_size & (old_size - 1) == 0:  # a power of two: the old root is a node of the new
         path.insert(0, old_root)
@@ -228,7 +238,4 @@ def verify_consistency(old_size: int, size: int, proof: Sequence[bytes], old_roo
         fn, sn = fn >> 1, sn >> 1
     if sn != 0:
         raise VerificationFailed("the proof is shorter than the tree is deep")
-    if fr != old_root:
-        raise VerificationFailed("the proof does not lead to the old root")
-    if sr != root:
-        raise VerificationFailed("the proof does not lead to the new root")
+    return fr, sr

@@ -80,8 +80,7 @@ class Worker:
             ``until_idle`` keeps trying. Meanwhile passes back off by ``storage_backoff``.
         on_change: called with a :class:`~tether.runtime.changes.RunChange` when the worker
             takes a run and when it lets it go (``tether worker`` prints them).
-        seal: seal the store on this schedule (a signed checkpoint every N events or T
-            seconds, and once more as the worker stops; ``tether worker --seal-key``).
+        seal: when to sign checkpoints of the store (``tether worker --seal-key``).
     """
 
     def __init__(self, store: Store, *, agents: Mapping[str, AgentLike] | None = None,
