@@ -295,7 +295,9 @@ def _event_problem(e: Event, prev: str, expected: int) -> str | None:
     if e.seq != expected:
         return f"seq {e.seq} follows #{expected - 1} (events were removed or inserted)"
     try:
-        h = event_hash(dataclasses.replace(e, prev=prev, hash=""))
+        # The store links each event to the hash before it: re-linked only when that is
+        # not the verified one (hashing ignores ``hash`` itself).
+        h = event_hash(e if e.prev == prev else dataclasses.replace(e, prev=prev))
     except TypeError as exc:  # e.g. bytes that are not UTF-8 any more
         return f"a field is no longer valid text ({exc})"
     if h != e.hash:
