@@ -47,8 +47,9 @@ def seal(store: Store, signer: Signer, *, now: float, origin: str | None = None
         VerificationFailed: the store no longer extends its last signed checkpoint.
         Conflict: another process sealed meanwhile (seal again).
     """
-    tree = leaf_tree(store)
-    done = store.signed_checkpoints()
+    with store.snapshot():  # the events and the last checkpoint as of one moment
+        tree = leaf_tree(store)
+        done = store.signed_checkpoints()
     last = done[-1] if done else None
     if last is not None:
         _check_extends(tree, last)

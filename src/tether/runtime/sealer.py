@@ -31,6 +31,7 @@ class Sealer:
         self.wall = wall
         self.sealed = -1  # events covered by the last checkpoint (-1: not read yet)
         self.at = wall.monotonic()
+        self.retry_at = 0.0  # after a failed or refused seal: not before then
         self.made = 0
         """Checkpoints this sealer signed."""
 
@@ -47,8 +48,9 @@ class Sealer:
                 cps = await asyncio.to_thread(self.store.signed_checkpoints)
                 self.sealed = cps[-1].size if cps else 0
             new = count - self.sealed
-            late = self.wall.monotonic() - self.at >= self.schedule.seconds
-            if new >= self.schedule.events or (new > 0 and late):
+            now = self.wall.monotonic()
+            late = now - self.at >= self.schedule.seconds
+            if now >= self.retry_at and (new >= self.schedule.events or (new > 0 and late)):
                 await asyncio.to_thread(self.seal_now)
 
     def seal_now(self) -> None:
@@ -57,12 +59,16 @@ class Sealer:
         try:
             cp, new = seal(self.store, self.schedule.signer, now=self.wall.now())
         except Conflict:
-            return  # another worker sealed meanwhile: the next turn reads its checkpoint
+            self.sealed = -1  # another worker sealed meanwhile: the next turn reads its size
+            return
         except VerificationFailed as exc:
+            # Once per period, not every tick: the store stays as it is until a human acts.
             log.error("sealing refused: %s", exc)
+            self.retry_at = self.at + self.schedule.seconds
             return
         except TetherError as exc:
             log.warning("sealing failed (%s); trying again in %gs", exc, self.schedule.seconds)
+            self.retry_at = self.at + self.schedule.seconds
             return
         self.sealed = cp.size
         if new:
