@@ -527,3 +527,43 @@ def test_a_worker_refuses_a_bad_seal_key_before_any_run(tmp_path: Path, key: str
     code, out = tether("--store", str(tmp_path / "w.db"), "worker", "--until-idle",
                        "--seal-key", key + ".key", "--seal-every", "0")
     assert code == 2 and "seal every 0 events" in out
+
+
+def test_a_worker_sealer_seals_every_n_events_and_backs_off_when_refused(
+        db: Path, key: str, caplog: pytest.LogCaptureFixture) -> None:
+    import asyncio
+
+    from tether.runtime.sealer import Sealer
+    from tether.sealing import SealSchedule
+
+    store = SQLiteStore(db, create=False)
+    wall = FixedClock(T0)
+    sealer = Sealer(store, SealSchedule(load_signer(key + ".key"), events=5, seconds=0.05),
+                    wall)
+
+    async def until_sealed() -> None:
+        task = asyncio.create_task(sealer.run())
+        try:
+            for _ in range(400):  # polled, not timed: the loop's tick is 0.05 s
+                if sealer.made:
+                    return
+                await asyncio.sleep(0.05)
+        finally:
+            task.cancel()
+
+    try:
+        asyncio.run(until_sealed())  # the base store's events are more than 5 new ones
+        assert sealer.made == 1 and store.signed_checkpoints()[-1].size == len(events(db))
+        run, seq = _target(db)
+    finally:
+        store.close()
+    rewrite(db, run, seq, {"text": "nothing to see", "tokens": 41})
+    add_events(db)
+    store = SQLiteStore(db, create=False)
+    try:
+        sealer.store = store
+        sealer.seal_now()
+        assert sealer.made == 1 and "sealing refused" in caplog.text
+        assert sealer.retry_at == sealer.at + 0.05  # not again before the next period
+    finally:
+        store.close()
