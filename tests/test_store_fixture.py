@@ -65,15 +65,17 @@ def test_old_store_reads(old_store: Path) -> None:
 
 
 def test_old_store_can_be_sealed_and_proven(old_store: Path, tmp_path: Path) -> None:
-    """Migration 7 adds the signed checkpoints' table: a 0.1.0 store seals, verifies with
+    """Migration 9 adds the signed checkpoints' table: a 0.1.0 store seals, verifies with
     the key, and proves an event whose payload was erased (its hash is what is proven)."""
     key = str(tmp_path / "k")
     assert CliRunner().invoke(app, ["audit", "keygen", key]).exit_code == 0
     code, out = _cli(old_store, "audit", "seal", "--key", key + ".key", "--json")
     assert code == 0, out
-    assert json.loads(out)["size"] == 399  # every event (0.1.0 had no store chain)
+    # Every event: the 399 of its runs and the store chain's one (migration 7 journaled the
+    # swarm rows the old store held).
+    assert json.loads(out)["size"] == 400
     code, out = _cli(old_store, "audit", "verify", "--key", key + ".pub", "--json")
-    assert code == 0 and json.loads(out)["sealed"] == 399, out
+    assert code == 0 and json.loads(out)["sealed"] == 400, out
     store = open_store(str(old_store), create=False)
     try:
         triage = next(r for r in store.list_runs() if r.name == "triage")
