@@ -63,9 +63,9 @@ def _verify(res: Results) -> str:
             "canonical encoding of its fields, its payload encoded canonically again and hashed, "
             "then folded into what the run, effect, approval, message, version and link rows "
             "must say, and the batch chain re-hashed over every event; the signed checkpoints "
-            "add two SHA-256 per event. Issue 11's first pass formats ids without "
-            "`base64.b32encode` (a Python loop before 3.13), times with `isoformat`, and skips "
-            "re-linking events the store already linked (about 1.35× on a 45,000-event swarm); "
+            "add two SHA-256 per event. Ids are formatted without `base64.b32encode` and times "
+            "from a per-hour prefix, a single-name seal is read without sorting, and an event the "
+            "store already linked is hashed as read; "
             "the rest needs verify to work on rows in bulk rather than on `Event` objects.")
 
 
