@@ -280,6 +280,19 @@ def test_reordered_events_are_named(db: Path, key: str) -> None:
     assert any("signed checkpoint 1" in p for p in rep["problems"])
 
 
+def test_inserted_event_is_named(db: Path, key: str) -> None:
+    seal(db, key)
+    run, _ = _target(db)
+    last = max(s for r, s, _ in events(db) if r == run)
+    raw(db, "INSERT INTO events(rk, seq, id, epoch, step, kind, time, actor, causes, payload, "
+            "payload_hash, hash, seal) SELECT rk, seq + 1, randomblob(16), epoch, step, kind, "
+            "time, actor, causes, payload, payload_hash, randomblob(32), seal FROM events "
+            "WHERE rk = (SELECT rk FROM run_keys WHERE id = ?) AND seq = ?", (run, last))
+    code, rep = verify(db, key)
+    assert code == 1
+    assert any(f"run {run}" in p and "inserted outside tether" in p for p in rep["problems"])
+
+
 def test_physical_row_order_does_not_matter(db: Path, key: str) -> None:
     """Commit order is the batch chain's, not the rowids': a VACUUM or a copy that moves rows
     changes nothing."""
