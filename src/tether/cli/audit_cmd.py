@@ -22,7 +22,7 @@ from tether.system_clock import SYSTEM_CLOCK
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="One JSON object instead of text.")]
 PubOpt = Annotated[Path | None, typer.Option(
-    "--key", metavar="PREFIX.pub", help="The verifier (public) key: check every signed "
+    "--key", metavar="PUBFILE", help="The verifier (public) key, PREFIX.pub: check every signed "
                                         "checkpoint's signature with it.")]
 
 
@@ -45,7 +45,8 @@ def keygen(prefix: Annotated[str, typer.Argument(
 
 @handle_errors
 def seal_cmd(key: Annotated[Path, typer.Option(
-                 "--key", metavar="PREFIX.key", help="The signer (private) key.")],
+                 "--key", metavar="KEYFILE",
+                 help="The signer (private) key: PREFIX.key of tether audit keygen.")],
              json: JsonOpt = False) -> None:
     """Seal the store now: sign a checkpoint of every event committed so far.
 
@@ -133,7 +134,8 @@ def prove_cmd(event: Annotated[str, typer.Argument(metavar="EVENT", help="The ev
 def check_proof(bundle: Annotated[Path, typer.Argument(
                     metavar="BUNDLE", help="A bundle `tether audit prove` wrote.")],
                 key: Annotated[Path, typer.Option(
-                    "--key", metavar="PREFIX.pub", help="The verifier (public) key.")]
+                    "--key", metavar="PUBFILE",
+                    help="The verifier (public) key: PREFIX.pub of tether audit keygen.")]
                 ) -> None:
     """Check an inclusion-proof bundle offline (no store needed).
 

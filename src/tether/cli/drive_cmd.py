@@ -148,8 +148,8 @@ def worker(until_idle: Annotated[bool, typer.Option(
            model_retries: model_opts.RetriesOpt = None,
            prices: model_opts.PricesOpt = None,
            seal_key: Annotated[Path | None, typer.Option(
-               "--seal-key", metavar="PREFIX.key",
-               help="Seal the store with this key (tether audit keygen): a signed checkpoint "
+               "--seal-key", metavar="KEYFILE",
+               help="Seal the store with this key (PREFIX.key of tether audit keygen): a signed checkpoint "
                     "every --seal-every events or --seal-seconds, and as the worker stops.")]
            = None,
            seal_every: Annotated[int, typer.Option(
