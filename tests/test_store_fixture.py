@@ -65,7 +65,7 @@ def test_old_store_reads(old_store: Path) -> None:
 
 
 def test_old_store_can_be_sealed_and_proven(old_store: Path, tmp_path: Path) -> None:
-    """Migration 9 adds the signed checkpoints' table: a 0.1.0 store seals, verifies with
+    """Migration 10 adds the signed checkpoints' table: a 0.1.0 store seals, verifies with
     the key, and proves an event whose payload was erased (its hash is what is proven)."""
     key = str(tmp_path / "k")
     assert CliRunner().invoke(app, ["audit", "keygen", key]).exit_code == 0

@@ -1,5 +1,5 @@
 """The SQLite store's share of signed checkpoints: the leaves in commit order, and the
-table of checkpoints (migration 9).
+table of checkpoints (migration 10).
 
 Commit order is the batch chain's: every commit (a run's events, or one event of
 the store chain) appends one numbered, hash-linked batch naming what it
