@@ -45,6 +45,8 @@ class Config:
     """Work steps per run of the 100-run impact swarm (91: just over 100,000 events, ~30 s)."""
     impact_repeats: int = 9
     """Timed ``impact`` calls per origin on the built swarm."""
+    audit_repeats: int = 5
+    """Timed verifies and seals of the audit benchmark's swarm (built like impact's)."""
 
     def steps_text(self) -> str:
         """How the swarm benchmark's ideal is defined, for the report."""
@@ -63,4 +65,5 @@ QUICK = Config(quick=True, sizes=(100, 300), repeats=2, lg_repeats=2, invoke_siz
                read_repeats=5, concurrent_runs=20, concurrent_steps=50, swarm_runs=200,
                swarm_steps=2, swarm_repeats=2, model_delay=1.0, policy_batches=300, stop_runs=200,
                stop_sample=20, stop_repeats=1, target_n=300,
-               rollback_steps=200, rollback_repeats=2, impact_work_steps=16, impact_repeats=5)
+               rollback_steps=200, rollback_repeats=2, impact_work_steps=16, impact_repeats=5,
+               audit_repeats=2)

@@ -82,7 +82,8 @@ class Target:
 def targets(res: Results) -> list[Target]:
     """The issue's targets, in its order, each with its verdict."""
     return [_t_step(res), _t_tenths(res), _t_concurrent(res), _t_bytes(res), _t_bytes_vs(res), *_t_reads(res),
-            _t_swarm(res), _t_policy(res), _t_stop(res), _t_rollback(res), _t_impact(res)]
+            _t_swarm(res), _t_policy(res), _t_stop(res), _t_rollback(res), _t_impact(res),
+            _t_verify(res)]
 
 
 def _t_step(res: Results) -> Target:
@@ -269,3 +270,20 @@ def _t_impact(res: Results) -> Target:
              f"(n={len(m.impact_s)})")
     return Target(what, target, shown, "no equivalent", "—",
                   m.q(0.5) <= goal)
+
+
+VERIFY_TARGET = 100_000
+"""Issue 11: ``tether audit verify`` throughput on this 2-core machine, events per second."""
+
+
+def _t_verify(res: Results) -> Target:
+    if not res.audits:
+        return Target("`tether audit verify` throughput", "≥ 100,000 events/s", "not run", "—",
+                      "—", None)
+    s = res.audits[0]
+    rate = s.per_second(s.verify_cpu)
+    return Target(f"`tether audit verify` throughput over {s.events:,} events of {s.runs} runs "
+                  "(every check, signed checkpoints with the key)", "≥ 100,000 events/s",
+                  f"{rate:,.0f} events/s on CPU time ({s.per_second(s.verify_wall):,.0f} wall); "
+                  f"sealing {s.per_10k(s.seal_wall) * 1e3:.0f} ms per 10,000 events",
+                  "no equivalent", "—", rate >= VERIFY_TARGET)

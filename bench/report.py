@@ -26,7 +26,7 @@ def table(head: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
 def render(res: Results) -> str:
     parts = [_header(res), _summary(res), _loop_time(res), _loop_bytes(res), _reads(res),
              _concurrent(res), _swarm(res), _policy(res), _stop(res), _rollback(res), _impact(res),
-             _diagnostics(res), why.section(res), _method(res)]
+             _audit(res), _diagnostics(res), why.section(res), _method(res)]
     return "\n".join(parts)
 
 
@@ -298,6 +298,32 @@ def _impact(res: Results) -> str:
               "its checkpoints belong to one thread and record no messages, shared-store reads or "
               "file writes that crossed from another thread, so it cannot say what a step "
               f"affected elsewhere.{quick}\n")
+
+
+def _audit(res: Results) -> str:
+    if not res.audits:
+        return "## 9b. Audit: verify and seal\n\nNot run.\n"
+    s = res.audits[0]
+    rows = [["`verify_store` (with the public key)", f"{s.per_second(s.verify_cpu):,.0f} events/s",
+             f"{s.per_second(s.verify_wall):,.0f} events/s", spread(Summary.of(s.verify_wall))],
+            ["first `seal` (read leaves, hash the tree, sign)",
+             f"{s.per_10k(s.seal_wall) * 1e3:.1f} ms per 10,000 events", "",
+             spread(Summary.of(s.seal_wall))],
+            ["of which: leaf hashes read in commit order",
+             f"{s.per_10k(s.read_leaves) * 1e3:.1f} ms per 10,000 events", "",
+             spread(Summary.of(s.read_leaves))],
+            ["of which: the Merkle tree hashed", f"{s.per_10k(s.hash_tree) * 1e3:.1f} ms per "
+             "10,000 events", "", spread(Summary.of(s.hash_tree))]]
+    return (f"## 9b. Audit: verify and seal\n\nA swarm built like section 9's (`bench/audit_cost.py`:"
+            f" {s.runs} runs, **{s.events:,} events**, built in {s.build:.1f} s), then sealed and "
+            f"verified {len(s.verify_wall)} times each. Verify does every check `tether audit verify` "
+            "does (chains, batches, checkpoint bodies, links, rows, projections, SQLite's integrity "
+            "check) and the signed checkpoint with the public key; events/s is events ÷ median "
+            "time, on process CPU time (what the 2-core machine gives one process when quiet) and "
+            "on wall time. A seal reads every event's hash in commit order and hashes the whole "
+            "tree, so its cost grows with the store: per 10,000 events is the whole seal's time "
+            "÷ (events ÷ 10,000).\n\n"
+            + table(["what", "CPU", "wall", "seconds, wall"], rows))
 
 
 def _diagnostics(res: Results) -> str:

@@ -19,6 +19,8 @@ from typing import Any
 
 from bench import langgraph_loop as lg
 from bench import tether_loop as tl
+from bench.audit_cost import AuditSample, run_audit
+from bench.audit_cost import describe as describe_audit
 from bench.config import Config
 from bench.diagnostics import Diagnosis, diagnose
 from bench.impact_cost import ImpactSample, describe, run_impact
@@ -53,6 +55,8 @@ class Results:
     rollbacks: list[RollbackSample] = field(default_factory=list)
     impacts: list[ImpactSample] = field(default_factory=list)
     """One swarm built and its impact timed (a list so a run without it renders)."""
+    audits: list[AuditSample] = field(default_factory=list)
+    """One swarm built, verified and sealed (a list so a run without it renders)."""
     diagnoses: list[Diagnosis] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -75,6 +79,7 @@ def run_all(cfg: Config, workdir: Path, *, profile: bool = False) -> Results:
     _stop(res, workdir)
     _rollback(res, workdir)
     _impact(res, workdir, profile)
+    _audit(res, workdir)
     _diagnose(res, workdir, profile)
     res.seconds = time.perf_counter() - t0
     res.facts["load average at end (1, 5, 15 min)"] = load_average()
@@ -193,6 +198,15 @@ def _impact(res: Results, workdir: Path, profile: bool) -> None:
                    profile=profile)
     res.impacts.append(s)
     log(f"impact: {describe(s)}")
+    gc.collect()
+
+
+def _audit(res: Results, workdir: Path) -> None:
+    cfg = res.config
+    log(f"audit: building a swarm of 100 runs × {cfg.impact_work_steps} work steps")
+    s = run_audit(workdir, work_steps=cfg.impact_work_steps, repeats=cfg.audit_repeats)
+    res.audits.append(s)
+    log(f"audit: {describe_audit(s)}")
     gc.collect()
 
 

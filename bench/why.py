@@ -46,10 +46,27 @@ def section(res: Results) -> str:
         paras.append(_rollback(res))
     if len(ts) > 10 and ts[10].passed is False and res.impacts:
         paras.append(_impact(res))
+    if ts[-1].passed is False and res.audits:
+        paras.append(_verify(res))
     if res.memory:
         paras.append(_memory(res))
     body = "\n\n".join(paras) if paras else "Every target passes in this run."
     return f"## Why targets are missed\n\n{body}\n"
+
+
+def _verify(res: Results) -> str:
+    s = res.audits[0]
+    per = 1e6 / s.per_second(s.verify_cpu)
+    return (f"**Audit verify.** {per:.0f} µs of CPU per event against the 10 µs the target "
+            "allows. Verify is per-event Python: each event is read into an `Event` (its payload, "
+            "causes and seal decoded, its id and time formatted), its hash recomputed over the "
+            "canonical encoding of its fields, its payload encoded canonically again and hashed, "
+            "then folded into what the run, effect, approval, message, version and link rows "
+            "must say, and the batch chain re-hashed over every event; the signed checkpoints "
+            "add two SHA-256 per event. Ids are formatted without `base64.b32encode` and times "
+            "from a per-hour prefix, a single-name seal is read without sorting, and an event the "
+            "store already linked is hashed as read; "
+            "the rest needs verify to work on rows in bulk rather than on `Event` objects.")
 
 
 def _rollback(res: Results) -> str:

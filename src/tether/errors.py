@@ -13,6 +13,7 @@
     │   ├── StorageError            the disk or file system under the store failed
     │   │   └── StorageFull         no space left where the store lives
     │   └── LeaseLost               this process no longer owns the run (fenced off)
+    ├── VerificationFailed          a proof, signature or signed checkpoint does not verify
     ├── ModelError                  a model provider failed after retries (pauses the run)
     └── ToolFailed                  a tool raised; the model is told, the loop goes on
         └── ToolDenied              the tool was not run: a policy or a person said no
@@ -100,6 +101,11 @@ class LeaseLost(StoreError):
 class Conflict(StoreError):
     """A conditional change found a row in another state than expected (e.g. a message
     its recipient took meanwhile); nothing of the write was applied."""
+
+
+class VerificationFailed(TetherError):
+    """A Merkle proof, a signed note or a signed checkpoint does not verify (or cannot be
+    read as one): the message says which and why."""
 
 
 class ModelError(TetherError):

@@ -17,6 +17,14 @@ class VerifyReport:
     events: int = 0
     batches: int = 0
     problems: list[str] = field(default_factory=list)
+    checkpoints: int = 0
+    """Signed checkpoints checked."""
+    sealed: int = 0
+    """Events (in commit order) covered by the last signed checkpoint that still matches."""
+    unsealed: int = 0
+    """Events committed after the last signed checkpoint."""
+    signatures_checked: bool = False
+    """Whether the checkpoints' signatures were checked (a verifier key was given)."""
 
     @property
     def ok(self) -> bool:

@@ -16,7 +16,10 @@ What is detected:
   arguments, result and undo) no longer matches the event that made it
   (see :mod:`tether.audit.rows`);
 * a changed, removed or inserted operator setting in the store chain
-  (``audit/store_chain.py``).
+  (``audit/store_chain.py``);
+* a signed checkpoint that is forged, changed, does not extend the one before,
+  or whose events no longer hash to its root (``audit/signed.py``): this holds
+  even against someone who rewrote the chains and the batches to match.
 
 An erased payload (NULL, kept hash) is allowed: that is what payload hashing is for.
 Its checkpoint and rows are still checked, against the event's seal
@@ -34,6 +37,7 @@ from dataclasses import dataclass, field
 from tether.audit.projections import FoldFacts, check_projections
 from tether.audit.report import VerifyReport
 from tether.audit.rows import RowFacts, check_rows, expected_seal
+from tether.audit.signed import verify_signed
 from tether.audit.store_chain import verify_store_chain
 from tether.core.canonical import loads
 from tether.core.events import (
@@ -45,6 +49,7 @@ from tether.core.events import (
     payload_digest,
 )
 from tether.core.links import LINK_KINDS, derive_links
+from tether.core.note import Verifier
 from tether.core.seals import links_digest
 from tether.core.settings import STORE_CHAIN
 from tether.errors import StoreError
@@ -53,13 +58,16 @@ from tether.store.protocol import Store
 _NULL_DIGEST = payload_digest(None)
 
 
-def verify_store(store: Store, *, progress: Callable[[int, int], None] | None = None) -> VerifyReport:
-    """Verify every chain in ``store``. ``progress(done, total)`` is called per run."""
+def verify_store(store: Store, *, progress: Callable[[int, int], None] | None = None,
+                 key: Verifier | None = None) -> VerifyReport:
+    """Verify every chain in ``store`` and its signed checkpoints (their signatures too if
+    ``key`` is given). ``progress(done, total)`` is called per run."""
     with store.snapshot():
-        return _verify(store, progress)
+        return _verify(store, progress, key)
 
 
-def _verify(store: Store, progress: Callable[[int, int], None] | None) -> VerifyReport:
+def _verify(store: Store, progress: Callable[[int, int], None] | None,
+            key: Verifier | None) -> VerifyReport:
     """verify_store inside one snapshot: on a live store, a run's events read before a
     worker's commit and its checkpoints or the batches read after it would disagree."""
     rep = VerifyReport()
@@ -71,7 +79,8 @@ def _verify(store: Store, progress: Callable[[int, int], None] | None) -> Verify
     facts = _LinkFacts()
     hashes = _verify_runs(store, rep, facts, progress)
     hashes[STORE_CHAIN] = verify_store_chain(store, rep)
-    _verify_batches(store, hashes, rep)
+    leaves = _verify_batches(store, hashes, rep)
+    verify_signed(store, leaves, key, rep)
     _verify_links(store, facts, rep)
     check_rows(store, facts.rows, rep.problems)
     check_projections(store, facts.folds, facts.rows.damaged, rep.problems)
@@ -98,9 +107,12 @@ def _verify_runs(store: Store, rep: VerifyReport, facts: _LinkFacts,
     return hashes
 
 
-def _verify_batches(store: Store, hashes: dict[str, dict[int, str]], rep: VerifyReport) -> None:
-    """The batch chain must link up and name every event of every chain exactly."""
+def _verify_batches(store: Store, hashes: dict[str, dict[int, str]], rep: VerifyReport
+                    ) -> list[bytes]:
+    """The batch chain must link up and name every event of every chain exactly. Returns
+    the events' hashes in the order it names them: the leaves of the signed checkpoints."""
     covered: dict[str, set[int]] = {}
+    leaves: list[bytes] = []
     prev = BATCH_GENESIS
     for b in store.batches():
         rep.batches += 1
@@ -110,7 +122,9 @@ def _verify_batches(store: Store, hashes: dict[str, dict[int, str]], rep: Verify
         if b.prev != prev:
             rep.problems.append(f"batch {b.n}: links to {b.prev[:12]}, expected {prev[:12]} "
                                 "(a batch was removed, reordered or changed)")
-        if b.hash != batch_hash(b.prev, _listed(b.n, b.entries, hashes, covered, rep)):
+        listed = _listed(b.n, b.entries, hashes, covered, rep)
+        leaves.extend(bytes.fromhex(x[2]) for x in listed)
+        if b.hash != batch_hash(b.prev, listed):
             rep.problems.append(f"batch {b.n}: hash does not match its events "
                                 "(an event or the batch was changed)")
         prev = b.hash
@@ -119,6 +133,7 @@ def _verify_batches(store: Store, hashes: dict[str, dict[int, str]], rep: Verify
         if missing:
             rep.problems.append(f"run {run}: events {sorted(missing)[:5]} are in no commit batch "
                                 "(inserted outside tether)")
+    return leaves
 
 
 def _listed(n: int, entries: Iterable[tuple[str, int, int]], hashes: dict[str, dict[int, str]],
@@ -280,7 +295,9 @@ def _event_problem(e: Event, prev: str, expected: int) -> str | None:
     if e.seq != expected:
         return f"seq {e.seq} follows #{expected - 1} (events were removed or inserted)"
     try:
-        h = event_hash(dataclasses.replace(e, prev=prev, hash=""))
+        # The store links each event to the hash before it: re-linked only when that is
+        # not the verified one (hashing ignores ``hash`` itself).
+        h = event_hash(e if e.prev == prev else dataclasses.replace(e, prev=prev))
     except TypeError as exc:  # e.g. bytes that are not UTF-8 any more
         return f"a field is no longer valid text ({exc})"
     if h != e.hash:

@@ -13,7 +13,8 @@ app = typer.Typer(name="tether", cls=OneLineErrors, no_args_is_help=True, add_co
                   rich_markup_mode="markdown",
                   help="Operate always-on AI agent loops: durable runs, effects, budgets, audit.")
 store_app = typer.Typer(no_args_is_help=True, help="Maintain the store.")
-audit_app = typer.Typer(no_args_is_help=True, help="Check the journal's integrity.")
+audit_app = typer.Typer(no_args_is_help=True,
+                        help="Check the journal's integrity; seal it with signed checkpoints.")
 
 
 @app.callback()
@@ -58,7 +59,13 @@ def _register() -> None:
     app.command("import")(transcript_cmd.import_)
     app.command()(transcript_cmd.analyze)
     store_app.command("backup")(control.backup)
-    audit_app.command("verify")(inspect.verify)
+    from tether.cli import audit_cmd
+    audit_app.command("verify")(audit_cmd.verify)
+    audit_app.command("keygen")(audit_cmd.keygen)
+    audit_app.command("seal")(audit_cmd.seal_cmd)
+    audit_app.command("prove")(audit_cmd.prove_cmd)
+    audit_app.command("check-proof")(audit_cmd.check_proof)
+    audit_app.command("export")(audit_cmd.export)
     from tether.cli import report_cmd
     audit_app.command("query")(report_cmd.query)
     app.command()(report_cmd.report)

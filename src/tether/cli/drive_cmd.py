@@ -22,6 +22,7 @@ from tether.runtime.operator import actor
 from tether.runtime.runs import load_agent, start_run, validate_run
 from tether.runtime.storage_health import GIVE_UP_AFTER
 from tether.runtime.worker import Worker
+from tether.sealing import SealSchedule, load_signer
 from tether.store.protocol import Store
 
 PolicyOpt = Annotated[Path | None, typer.Option(
@@ -145,7 +146,19 @@ def worker(until_idle: Annotated[bool, typer.Option(
            = False,
            model_timeout: model_opts.TimeoutOpt = None,
            model_retries: model_opts.RetriesOpt = None,
-           prices: model_opts.PricesOpt = None) -> None:
+           prices: model_opts.PricesOpt = None,
+           seal_key: Annotated[Path | None, typer.Option(
+               "--seal-key", metavar="KEYFILE",
+               help="Seal the store with this key (PREFIX.key of tether audit keygen): a signed checkpoint "
+                    "every --seal-every events or --seal-seconds, and as the worker stops.")]
+           = None,
+           seal_every: Annotated[int, typer.Option(
+               "--seal-every", metavar="N", help="With --seal-key: seal after N new events.")]
+           = 10_000,
+           seal_seconds: Annotated[float, typer.Option(
+               "--seal-seconds", metavar="SECONDS",
+               help="With --seal-key: seal when there are new events this long after the "
+                    "last seal.")] = 300.0) -> None:
     """Drive every runnable run until interrupted (SIGTERM/SIGINT drain cleanly).
 
     Logs one line per change of a run's state (taken; left sleeping, waiting, awaiting
@@ -158,6 +171,7 @@ def worker(until_idle: Annotated[bool, typer.Option(
     """
     # long: typer reads the options from the signature (25 lines of it); the body is short
     _check_worker_options(policy, apply, quiet, json, until_idle, give_up_after)
+    sealing = _seal_schedule(seal_key, seal_every, seal_seconds)
     table = model_opts.apply(model_timeout, model_retries, prices)
     s = store(create=True)
     wanted = load_policy(policy) if policy is not None else None
@@ -165,7 +179,15 @@ def worker(until_idle: Annotated[bool, typer.Option(
         apply_policy(s, wanted, who=actor(as_))
     _drive_all(s, wanted, table, until_idle=until_idle, quiet=quiet, json=json,
                concurrency=concurrency, lease_ttl=lease_ttl, pipeline=pipeline,
-               give_up_after=GIVE_UP_AFTER if give_up_after is None else give_up_after)
+               give_up_after=GIVE_UP_AFTER if give_up_after is None else give_up_after,
+               seal=sealing)
+
+
+def _seal_schedule(key: Path | None, every: int, seconds: float) -> SealSchedule | None:
+    """The worker's sealing schedule, the key read now (a bad key fails before any run)."""
+    if key is None:
+        return None
+    return SealSchedule(load_signer(key), events=every, seconds=seconds)
 
 
 def _check_worker_options(policy: Path | None, apply: bool, quiet: bool, json: bool,
@@ -183,14 +205,14 @@ def _check_worker_options(policy: Path | None, apply: bool, quiet: bool, json: b
 
 def _drive_all(s: Store, wanted: Policy | None, table: PriceTable | None, *, until_idle: bool,
                quiet: bool, json: bool, concurrency: int, lease_ttl: float, pipeline: int,
-               give_up_after: float) -> None:
+               give_up_after: float, seal: SealSchedule | None = None) -> None:
     """Run a worker on the store, logging each change of a run and a summary at the end."""
     from tether.cli.worker_log import WorkerLog
     from tether.notify import WebhookConfig
     out = WorkerLog(quiet=quiet, json=json)
     w = Worker(s, concurrency=concurrency, lease_ttl=lease_ttl, policy=wanted,
                webhook=WebhookConfig.from_env(), pipeline=pipeline,
-               give_up_after=give_up_after, on_change=out.change, prices=table)
+               give_up_after=give_up_after, on_change=out.change, prices=table, seal=seal)
     out.start(w.owner, s.url, [x.describe() for x in
                                w.policies.scopes() or [w.policies.for_swarm(None)]])
     try:

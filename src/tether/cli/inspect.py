@@ -1,4 +1,4 @@
-"""Read-only commands: runs, show, events, state, checkpoints, audit verify."""
+"""Read-only commands: runs, show, events, state, checkpoints."""
 
 from __future__ import annotations
 
@@ -7,11 +7,9 @@ from typing import Annotated
 
 import typer
 from rich.markup import escape
-from rich.progress import Progress
 from rich.table import Table
 
 from tether.alerts import AlertRow
-from tether.audit import verify_store
 from tether.cli import render
 from tether.cli.alerts_cmd import print_alerts
 from tether.cli.common import console, handle_errors, print_jsonl, reader, status, store, when
@@ -247,28 +245,3 @@ def checkpoints(run: Annotated[str, typer.Argument(help="Run id, name, agent nam
             + ("current" if c.current else "abandoned"))
     if not cks:
         say("(no checkpoints)")
-
-
-@handle_errors
-def verify(json: JsonOpt = False) -> None:
-    """Walk every run's hash chain, its checkpoints and the batch chain.
-
-    Exit 0 when intact; otherwise exit 1, naming the first bad event (and listing the rest).
-    """
-    s = store(readonly=True)
-    with Progress(console=console, transient=True,
-                  disable=json or not console.is_terminal) as prog:
-        task = prog.add_task("verifying chains", total=None)
-        rep = verify_store(s, progress=lambda d, n: prog.update(task, completed=d, total=n))
-    if json:
-        print_jsonl([{"ok": rep.ok, "runs": rep.runs, "events": rep.events,
-                      "batches": rep.batches, "problems": rep.problems}])
-    elif rep.ok:
-        console.print(f"[green]ok[/green]: {rep.runs} runs, {rep.events} events, "
-                      f"{rep.batches} commit batches verified")
-    else:
-        console.print(f"[red]FAILED[/red]: {rep.first_bad}", highlight=False)
-        for p in rep.problems[1:10]:
-            console.print(f"  also: {p}", highlight=False)
-    if not rep.ok:
-        raise typer.Exit(1)

@@ -51,6 +51,8 @@ from tether.system_clock import SYSTEM_CLOCK
 if TYPE_CHECKING:
     from tether.core.policy import Policy
     from tether.notify import Notifier, WebhookConfig
+    from tether.runtime.sealer import Sealer
+    from tether.sealing import SealSchedule
 
 log = logging.getLogger("tether.worker")
 
@@ -79,6 +81,7 @@ class Worker:
             ``until_idle`` keeps trying. Meanwhile passes back off by ``storage_backoff``.
         on_change: called with a :class:`~tether.runtime.changes.RunChange` when the worker
             takes a run and when it lets it go (``tether worker`` prints them).
+        seal: when to sign checkpoints of the store (``tether worker --seal-key``).
     """
 
     def __init__(self, store: Store, *, agents: Mapping[str, AgentLike] | None = None,
@@ -90,7 +93,8 @@ class Worker:
                  webhook: WebhookConfig | None = None, pipeline: int = PIPELINE,
                  give_up_after: float = GIVE_UP_AFTER,
                  storage_backoff: Backoff = STORAGE_BACKOFF,
-                 on_change: Callable[[RunChange], None] | None = None) -> None:
+                 on_change: Callable[[RunChange], None] | None = None,
+                 seal: SealSchedule | None = None) -> None:
         # long: one line per option, checked then kept (the signature alone is ten)
         _check_options(concurrency, lease_ttl, pipeline, give_up_after)
         self.store = store
@@ -102,6 +106,8 @@ class Worker:
         self.owner = owner or owner_name("worker", f"{id(self):x}")
         self.only = only
         self.webhook = webhook
+        self.seal = seal
+        self.sealer: Sealer | None = None
         self.policies = _policies_in_force(store, policy)
         self.committer = GroupCommitter(store, storage_patience=give_up_after,
                                         storage_backoff=storage_backoff)
@@ -215,6 +221,10 @@ class Worker:
             from tether.notify import Notifier
             notifier = Notifier(self.store, self.webhook, clock=self.wall.now)
             bg.append(asyncio.create_task(notifier.run(asyncio.Event())))
+        if self.seal is not None:
+            from tether.runtime.sealer import Sealer
+            self.sealer = Sealer(self.store, self.seal, self.wall)
+            bg.append(asyncio.create_task(self.sealer.run()))
         return bg, notifier
 
     async def _stop_background(self, bg: list[asyncio.Task[None]],
@@ -230,6 +240,8 @@ class Worker:
                 await asyncio.wait_for(notifier.deliver_due(), self.webhook.timeout + 1)  # type: ignore[union-attr]
             notifier.close()
         await asyncio.to_thread(self.committer.close)  # waits for the last writes' fsync
+        if self.sealer is not None:
+            await asyncio.to_thread(self.sealer.final)  # what this worker committed, sealed
         self.health.close()  # commits that landed since the last pass: say it works again
 
     # -- scheduling -----------------------------------------------------------

@@ -24,6 +24,7 @@ from tether.store.records import (
     Produced,
     Reached,
     RunRow,
+    SignedCheckpoint,
     VersionRow,
     Write,
 )
@@ -238,6 +239,28 @@ class Store(Protocol):
 
     def store_events(self, *, after: int = 0) -> list[StoreEvent]:
         """The store chain after event ``after``, in order (empty for a store without one)."""
+        ...
+
+    # -- signed checkpoints (tether audit seal) ----------------------------------
+    def leaf_hashes(self) -> list[bytes]:
+        """Every event's hash (32 bytes), run and store chain alike, in commit order: the
+        order the batch chain names them (batch by batch, entry by entry, seq by seq).
+        StoreCorrupt if a batch names an event that is not there."""
+        ...
+
+    def event_count(self) -> int:
+        """How many events (run and store chains) the store holds: what a seal now would
+        cover, read cheaply (a worker asks on its sealing schedule)."""
+        ...
+
+    def signed_checkpoints(self, *, after: int = 0) -> list[SignedCheckpoint]:
+        """The signed checkpoints after number ``after``, oldest first."""
+        ...
+
+    def add_signed_checkpoint(self, size: int, root: str, note: str, proof: Sequence[str],
+                              created: float, *, after: int) -> SignedCheckpoint:
+        """Write the next signed checkpoint; Conflict unless the last one is number
+        ``after`` (0: none), so two sealers at once cannot both extend the same one."""
         ...
 
     # -- a swarm's world ---------------------------------------------------

@@ -170,6 +170,14 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     ALTER TABLE messages ADD COLUMN suspect INTEGER NOT NULL DEFAULT 0;
     CREATE UNIQUE INDEX commands_key ON commands(key) WHERE key IS NOT NULL;
     """,
+    # 11: signed checkpoints (tether audit seal): each a C2SP signed note over the Merkle root
+    #     of every event's hash in commit order (the order the batch chain names them), with
+    #     the consistency proof from the checkpoint before it. A store made before has none.
+    """
+    CREATE TABLE signed_checkpoints(
+        n INTEGER PRIMARY KEY, size INTEGER NOT NULL, root BLOB NOT NULL, note TEXT NOT NULL,
+        proof BLOB NOT NULL, created REAL NOT NULL);
+    """,
 )
 
 SWARMS_JOURNALED: Final = 7

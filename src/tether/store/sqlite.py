@@ -38,6 +38,7 @@ from tether.store.sqlite_rows import (
     seal_value,
     time_us,
 )
+from tether.store.sqlite_seals import SQLiteSeals
 from tether.store.sqlite_settings import SQLiteSettings
 from tether.store.sqlite_world import SQLiteWorld
 
@@ -49,7 +50,8 @@ def _filtered(select: str, **equal: str | None) -> tuple[str, list[Any]]:
     return (f"{select} WHERE {where}" if where else f"{select} WHERE 1=1"), list(given.values())
 
 
-class SQLiteStore(SQLiteLeases, SQLiteQueues, SQLiteWorld, SQLiteLinks, SQLiteSettings):
+class SQLiteStore(SQLiteLeases, SQLiteQueues, SQLiteWorld, SQLiteLinks, SQLiteSettings,
+                  SQLiteSeals):
     """A tether store in one SQLite file (implements :class:`tether.store.protocol.Store`).
 
     Args:

@@ -93,6 +93,8 @@ def _seal(data: bytes | str | None) -> Seal:
     if len(data) % 33:
         raise ValueError(f"a stored seal is whole 33-byte entries, not {len(data)} bytes")
     # As stored, even if changed: the event's hash then tells, naming the event.
+    if len(data) == 33 and 0 < data[0] <= len(NAMES):  # most seals hold one name
+        return ((NAMES[data[0] - 1], data[1:].hex()),)
     return tuple(sorted((NAMES[data[i] - 1] if 0 < data[i] <= len(NAMES) else f"#{data[i]}",
                          data[i + 1:i + 33].hex()) for i in range(0, len(data), 33)))
 

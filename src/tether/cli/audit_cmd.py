@@ -1,0 +1,192 @@
+"""``tether audit``: verify the journal; keys, seals, inclusion proofs and export of
+signed checkpoints (docs/audit.md)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import orjson
+import typer
+from rich.progress import Progress
+
+from tether.audit import verify_store
+from tether.audit.proofs import check_bundle, prove
+from tether.cli.alerts_cmd import parse_since
+from tether.cli.common import console, handle_errors, print_jsonl, store
+from tether.errors import UsageError, VerificationFailed
+from tether.sealing import load_signer, load_verifier, seal, write_keys
+from tether.system_clock import SYSTEM_CLOCK
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="One JSON object instead of text.")]
+PubOpt = Annotated[Path | None, typer.Option(
+    "--key", metavar="PUBFILE", help="The verifier (public) key, PREFIX.pub: check every signed "
+                                        "checkpoint's signature with it.")]
+
+
+@handle_errors
+def keygen(prefix: Annotated[str, typer.Argument(
+               metavar="PREFIX", help="Write PREFIX.key (private, mode 0600) and PREFIX.pub.")],
+           name: Annotated[str | None, typer.Option(
+               help="The key's name, also the checkpoints' origin line (default: "
+                    "tether-PREFIX's file name).", metavar="NAME")] = None) -> None:
+    """Make an Ed25519 key pair for signed checkpoints.
+
+    PREFIX.key seals (keep it secret: it is never journaled); PREFIX.pub verifies, and is
+    what an auditor or a witness needs.
+    """
+    key, pub = write_keys(prefix, name or f"tether-{Path(prefix).name}", os.urandom(32))
+    console.print(f"wrote {key} (private, mode 0600) and {pub}: seal with "
+                  f"`tether audit seal --key {key}`, verify with `tether audit verify --key "
+                  f"{pub}`", highlight=False, soft_wrap=True)
+
+
+@handle_errors
+def seal_cmd(key: Annotated[Path, typer.Option(
+                 "--key", metavar="KEYFILE",
+                 help="The signer (private) key: PREFIX.key of tether audit keygen.")],
+             json: JsonOpt = False) -> None:
+    """Seal the store now: sign a checkpoint of every event committed so far.
+
+    A C2SP signed note over the RFC 6962 Merkle root of every event's hash in commit order.
+    Refused (exit 2) if the store no longer extends its last signed checkpoint.
+    """
+    signer = load_signer(key)
+    cp, new = seal(store(), signer, now=SYSTEM_CLOCK.now())
+    if json:
+        print_jsonl([{"n": cp.n, "size": cp.size, "root": cp.root, "new": new,
+                      "note": cp.note}])
+    elif new:
+        console.print(f"signed checkpoint {cp.n}: {cp.size} events, root {cp.root}",
+                      highlight=False)
+    else:
+        console.print(f"nothing new since signed checkpoint {cp.n} ({cp.size} events)",
+                      highlight=False)
+
+
+@handle_errors
+def verify(json: Annotated[bool, typer.Option("--json", help="JSON instead of text.")] = False,
+           key: PubOpt = None) -> None:
+    """Walk every run's hash chain, its checkpoints and the batch chain, and every signed
+    checkpoint.
+
+    Exit 0 when intact; otherwise exit 1, naming the first problem (and listing the rest).
+    """
+    verifier = load_verifier(key) if key is not None else None
+    s = store(readonly=True)
+    with Progress(console=console, transient=True,
+                  disable=json or not console.is_terminal) as prog:
+        task = prog.add_task("verifying chains", total=None)
+        rep = verify_store(s, key=verifier,
+                           progress=lambda d, n: prog.update(task, completed=d, total=n))
+    if json:
+        print_jsonl([{"ok": rep.ok, "runs": rep.runs, "events": rep.events,
+                      "batches": rep.batches, "checkpoints": rep.checkpoints,
+                      "sealed": rep.sealed, "unsealed": rep.unsealed,
+                      "signatures_checked": rep.signatures_checked,
+                      "problems": rep.problems}])
+    elif rep.ok:
+        console.print(f"[green]ok[/green]: {rep.runs} runs, {rep.events} events, "
+                      f"{rep.batches} commit batches verified{_sealed(rep)}", highlight=False)
+    else:
+        console.print(f"[red]FAILED[/red]: {rep.first_bad}", highlight=False)
+        for p in rep.problems[1:10]:
+            console.print(f"  also: {p}", highlight=False)
+    if not rep.ok:
+        raise typer.Exit(1)
+
+
+def _sealed(rep: Any) -> str:
+    if not rep.checkpoints:
+        return "; no signed checkpoints (seal with `tether audit seal --key PREFIX.key`)"
+    sig = "signatures checked" if rep.signatures_checked else \
+        "signatures NOT checked: give --key PREFIX.pub"
+    return (f"; {rep.checkpoints} signed checkpoints consistent, the last covers "
+            f"{rep.sealed} events ({rep.unsealed} since; {sig})")
+
+
+@handle_errors
+def prove_cmd(event: Annotated[str, typer.Argument(metavar="EVENT", help="The event's id.")],
+              out: Annotated[Path, typer.Option(
+                  "--out", metavar="BUNDLE", help="Where to write the bundle (JSON); - for "
+                                                  "stdout.")]) -> None:
+    """Write an inclusion proof of an event in the newest signed checkpoint.
+
+    The bundle (the event, its leaf hash, the proof, the signed checkpoint) is checked
+    offline with `tether audit check-proof`.
+    """
+    bundle = prove(store(readonly=True), event)
+    data = orjson.dumps(bundle, option=orjson.OPT_INDENT_2) + b"\n"
+    if str(out) == "-":
+        sys.stdout.buffer.write(data)
+        return
+    try:
+        out.write_bytes(data)
+    except OSError as exc:
+        raise UsageError(f"--out {out}: cannot write it ({exc.strerror or exc})") from None
+    console.print(f"wrote {out}: event {event} is number {bundle['leaf_index'] + 1} of "
+                  f"{bundle['tree_size']} in the signed checkpoint", highlight=False)
+
+
+@handle_errors
+def check_proof(bundle: Annotated[Path, typer.Argument(
+                    metavar="BUNDLE", help="A bundle `tether audit prove` wrote.")],
+                key: Annotated[Path, typer.Option(
+                    "--key", metavar="PUBFILE",
+                    help="The verifier (public) key: PREFIX.pub of tether audit keygen.")]
+                ) -> None:
+    """Check an inclusion-proof bundle offline (no store needed).
+
+    Exit 0 if the event, with exactly the fields in the bundle, is in a checkpoint the key
+    signed; otherwise exit 1 saying what does not hold.
+    """
+    verifier = load_verifier(key)
+    try:
+        raw = orjson.loads(bundle.read_bytes())
+    except OSError as exc:
+        raise UsageError(f"{bundle}: cannot read it ({exc.strerror or exc})") from None
+    except orjson.JSONDecodeError as exc:
+        raise UsageError(f"{bundle}: not JSON ({exc})") from None
+    try:
+        e, cp, index = check_bundle(raw, verifier)
+    except VerificationFailed as exc:
+        console.print(f"[red]FAILED[/red]: {exc}", highlight=False)
+        raise typer.Exit(1) from None
+    console.print(f"[green]ok[/green]: event {e.id} ({e.kind}, run {e.run} #{e.seq}) is "
+                  f"number {index + 1} of {cp.size} in {cp.origin}'s checkpoint signed by "
+                  f"{verifier.name}", highlight=False)
+
+
+@handle_errors
+def export(since: Annotated[str | None, typer.Option(
+               help="Only checkpoints after number N, or written since TIME (a span back "
+                    "from now: 30m, 2h, 1d; or an ISO-8601 time).", metavar="N|TIME")] = None,
+           out: Annotated[Path | None, typer.Option(
+               "--out", metavar="FILE", help="Write there instead of stdout.")] = None
+           ) -> None:
+    """Write the signed checkpoints (JSON lines) for a witness to keep elsewhere.
+
+    Each line: n, size, root, created, the signed note, and the consistency proof from the
+    checkpoint before it.
+    """
+    cps = store(readonly=True).signed_checkpoints()
+    if since is not None:
+        if since.isdigit():
+            cps = [c for c in cps if c.n > int(since)]
+        else:
+            t = parse_since(since, SYSTEM_CLOCK.now())
+            cps = [c for c in cps if c.created >= t]
+    lines = b"".join(orjson.dumps({"n": c.n, "size": c.size, "root": c.root,
+                                   "created": c.created, "note": c.note,
+                                   "proof": list(c.proof)}) + b"\n" for c in cps)
+    if out is None:
+        sys.stdout.buffer.write(lines)
+        sys.stdout.flush()
+        return
+    try:
+        out.write_bytes(lines)
+    except OSError as exc:
+        raise UsageError(f"--out {out}: cannot write it ({exc.strerror or exc})") from None
+    console.print(f"wrote {len(cps)} signed checkpoints to {out}", highlight=False)
