@@ -323,14 +323,15 @@ def test_a_worker_starting_queues_the_orders_nobody_queued(tmp_path: Path,
 def test_orders_queued_before_the_key_existed_get_theirs(tmp_path: Path,
                                                         monkeypatch: pytest.MonkeyPatch
                                                         ) -> None:
-    """The migration that adds command keys (the last one) keys the orders a monitor
-    queued before it, so a worker that takes their run over does not queue them again."""
+    """The migration that adds command keys keys the orders a monitor queued before it,
+    so a worker that takes their run over does not queue them again."""
     import sqlite3
 
     from tether.store import schema
     db = tmp_path / "t.db"
     with monkeypatch.context() as m:
-        before = len(schema.MIGRATIONS) - 1
+        before = next(i for i, sql in enumerate(schema.MIGRATIONS)
+                      if "commands ADD COLUMN key" in sql)
         m.setattr(schema, "MIGRATIONS", schema.MIGRATIONS[:before])
         m.setattr(schema, "VERSION", before)
         SQLiteStore(db)

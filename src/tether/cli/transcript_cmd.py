@@ -72,7 +72,12 @@ def analyze(target: Annotated[str, typer.Argument(
     and the transcript's outcome (e.g. tau-bench's reward) when it has one."""
     settings = load_policy(policy).monitors if policy is not None else None
     path = Path(target)
-    if path.is_file():
+    try:
+        is_file = path.is_file()
+    except OSError as exc:  # a name the file system refuses (too long...): not a file
+        raise UsageError(f"{target[:60]}{'…' if len(target) > 60 else ''}: not a transcript "
+                         f"file ({exc.strerror}) nor a run; give a file or a run") from None
+    if is_file:
         results = analyze_file(path, settings or MonitorSettings(), fmt=fmt, model=model)
     elif path.suffix in (".json", ".jsonl") or "/" in target:
         raise UsageError(f"no transcript file {target}: give a file that exists, or a run")
