@@ -9,6 +9,7 @@ import asyncio
 import json
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from tether import Agent, ScriptedModel, Worker, start_run
@@ -181,3 +182,28 @@ def test_only_committed_writes_reach_the_sink(tmp_path: Path) -> None:
     assert errors[0] is None and errors[1] is not None
     assert [wr.run for wr in seen] == [a]
     store.close()
+
+
+def test_tether_worker_sends_spans_when_an_endpoint_is_set(tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch
+                                                           ) -> None:
+    """`tether worker` exports by default once OTEL_EXPORTER_OTLP_ENDPOINT names a receiver
+    (and `--no-otel` keeps it quiet); the resource comes from OTEL_RESOURCE_ATTRIBUTES."""
+    db = str(tmp_path / "t.db")
+    res = runner.invoke(app, ["--store", db, "run", "tests.sample_agents:sleeper", "--goal", "t",
+                              "--detach"])
+    assert res.exit_code == 0, res.output
+    with OtlpReceiver() as rx:
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", rx.endpoint)
+        monkeypatch.setenv("OTEL_RESOURCE_ATTRIBUTES", "openinference.project.name=night")
+        res = runner.invoke(app, ["--store", db, "worker", "--until-idle", "--no-otel"])
+        assert res.exit_code == 0, res.output
+        assert rx.spans == []
+        res = runner.invoke(app, ["--store", db, "run", "tests.sample_agents:sleeper", "--goal",
+                                  "t", "--detach"])
+        res = runner.invoke(app, ["--store", db, "worker", "--until-idle"])
+        assert res.exit_code == 0, res.output
+    (step,) = rx.spans  # the second run's one step (then it sleeps); the first sent nothing
+    assert step.name == "invoke_agent sleeper" and step.attributes["tether.step"] == 1
+    assert step.attributes["tether.step.outcome"] == "sleep"
+    assert step.resource["openinference.project.name"] == "night"

@@ -183,6 +183,7 @@ def worker(until_idle: Annotated[bool, typer.Option(
             sink.close()  # what the last commits made is sent before the worker exits
         if server is not None:
             server.shutdown()
+            server.server_close()
 
 
 def _check_worker_options(policy: Path | None, apply: bool, quiet: bool, json: bool,

@@ -84,13 +84,14 @@ def metrics(port: Annotated[int, typer.Option(help="Port to serve /metrics on.",
     tail = StoreTail(s, m)
     server = serve(m.registry, port, host, before=tail.update)
     console.print(f"serving metrics of {s.url} on http://{host}:{server.server_port}/metrics",
-                  highlight=False)
+                  highlight=False, soft_wrap=True)
     try:
         threading.Event().wait()
     except KeyboardInterrupt:
         pass
     finally:
         server.shutdown()
+        server.server_close()
 
 
 def worker_sink(s: Store, otel: bool | None, metrics_port: int | None,
@@ -108,6 +109,6 @@ def worker_sink(s: Store, otel: bool | None, metrics_port: int | None,
         commits = CommitMetrics(m.registry)
         server = serve(m.registry, metrics_port)
         console.print(f"serving metrics on http://127.0.0.1:{server.server_port}/metrics",
-                      highlight=False)
+                      highlight=False, soft_wrap=True)
     return TelemetrySink(s, spans=spans, metrics=m, commits=commits), server
 

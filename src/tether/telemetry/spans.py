@@ -155,13 +155,9 @@ class SpanBuilder:
             t = ns(e.time)
             self._steps[e.run] = _Step(e.epoch, e.step, t, t, info.agent or _agent(e.actor))
             return
-        s = self._steps.get(e.run)
-        if s is None or (s.epoch, s.step) != (e.epoch, e.step):
-            if k not in _CALLS and k != "step.finished":
-                # Between steps (commands, wake-ups, pauses): the run's own, no step's span.
-                return
-            t = ns(e.time)
-            s = self._steps[e.run] = _Step(e.epoch, e.step, t, t, info.agent or _agent(e.actor))
+        s = self._step_of(info, e)
+        if s is None:
+            return  # between steps (commands, wake-ups, pauses): the run's own, no step's
         t = ns(e.time)
         if k == "model.called":
             out.append(self._chat(info, s, e, p, t))
@@ -190,6 +186,16 @@ class SpanBuilder:
                 s.policy[p["i"]] = p
             s.events.append(SpanEvent(_EVENT_NAMES.get(k, k), t, _event_attrs(k, p)))
         s.last = t
+
+    def _step_of(self, info: RunInfo, e: Event) -> _Step | None:
+        s = self._steps.get(e.run)
+        if s is not None and (s.epoch, s.step) == (e.epoch, e.step):
+            return s
+        if e.kind not in _CALLS and e.kind != "step.finished":
+            return None
+        t = ns(e.time)  # a step whose step.started this builder did not see
+        s = self._steps[e.run] = _Step(e.epoch, e.step, t, t, info.agent or _agent(e.actor))
+        return s
 
     # -- spans -----------------------------------------------------------------
     def _base(self, info: RunInfo, s: _Step, op: str) -> Attrs:
