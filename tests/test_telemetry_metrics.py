@@ -48,7 +48,7 @@ def test_worker_metrics_and_tether_metrics_from_the_store_agree(tmp_path: Path) 
     m = EventMetrics(lookup=store.event)
     m.registry.register(StoreGauges(store, SYSTEM_CLOCK.now))
     sink = TelemetrySink(store, metrics=m, commits=CommitMetrics(m.registry))
-    server = serve(m.registry, 0)
+    server = serve(m.registry, 0, before=sink.flush)  # as tether worker --metrics-port
     url = f"http://127.0.0.1:{server.server_port}/metrics"
     try:
         asyncio.run(Worker(store, agents=AGENTS, on_commit=sink, only={w}).run(until_idle=True))
@@ -65,6 +65,7 @@ def test_worker_metrics_and_tether_metrics_from_the_store_agree(tmp_path: Path) 
     finally:
         server.shutdown()
         server.server_close()
+        sink.close()
     row = store.get_run(w)
     assert row is not None and row.status == "done"
     assert _sum(live, "tether_approvals_pending") == 0

@@ -71,7 +71,7 @@ def _drive(store: SQLiteStore, endpoint: str, only: set[str] | None = None) -> N
 
 def _key(s: ReceivedSpan) -> tuple[object, ...]:
     return (s.trace_id, s.span_id, s.parent_id, s.name, s.kind, s.start_ns, s.end_ns,
-            json.dumps(s.attributes, sort_keys=True), len(s.events), tuple(s.links), s.status)
+            json.dumps([s.attributes, s.events, s.links], sort_keys=True), s.status)
 
 
 def test_live_spans_follow_genai_conventions_and_export_otel_sends_the_same(

@@ -101,14 +101,13 @@ def worker_sink(s: Store, otel: bool | None, metrics_port: int | None,
     spans = OtlpSpans() if (configured() if otel is None else otel) else None
     if spans is None and metrics_port is None:
         return None, None
-    m = commits = server = None
-    if metrics_port is not None:
-        from tether.telemetry.metrics import CommitMetrics, EventMetrics, StoreGauges, serve
-        m = EventMetrics(lookup=s.event)
-        m.registry.register(StoreGauges(s, SYSTEM_CLOCK.now))
-        commits = CommitMetrics(m.registry)
-        server = serve(m.registry, metrics_port)
-        console.print(f"serving metrics on http://127.0.0.1:{server.server_port}/metrics",
-                      highlight=False, soft_wrap=True)
-    return TelemetrySink(s, spans=spans, metrics=m, commits=commits), server
-
+    if metrics_port is None:
+        return TelemetrySink(s, spans=spans), None
+    from tether.telemetry.metrics import CommitMetrics, EventMetrics, StoreGauges, serve
+    m = EventMetrics(lookup=s.event)
+    m.registry.register(StoreGauges(s, SYSTEM_CLOCK.now))
+    sink = TelemetrySink(s, spans=spans, metrics=m, commits=CommitMetrics(m.registry))
+    server = serve(m.registry, metrics_port, before=sink.flush)  # a scrape sees every commit
+    console.print(f"serving metrics on http://127.0.0.1:{server.server_port}/metrics",
+                  highlight=False, soft_wrap=True)
+    return sink, server

@@ -77,6 +77,7 @@ class EventMetrics:
             "journal's timestamps (the run's clock), by agent.", ["agent"],
             buckets=STEP_BUCKETS, registry=r)
         self._started: dict[str, tuple[int, str]] = {}
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         self._classes: dict[str, str] = {}
 
     def feed(self, events: Iterable[Event]) -> None:
@@ -89,37 +90,45 @@ class EventMetrics:
             elif k == "step.finished":
                 # step.finished is the system's; the step's agent is step.started's actor.
                 t0, agent = self._started.pop(e.run, (None, "?"))
-                self.steps.labels(agent).inc()
+                self._child(self.steps, agent).inc()
                 if t0 is not None:
-                    self.step_seconds.labels(agent).observe(max(0, ns(e.time) - t0) / 1e9)
+                    self._child(self.step_seconds, agent).observe(max(0, ns(e.time) - t0) / 1e9)
             elif k == "model.called":
                 self._model(e, p)
             elif k == "tool.called":
-                self.tool_calls.labels(_agent(e.actor), str(p.get("tool", "?"))).inc()
+                self._child(self.tool_calls, _agent(e.actor), str(p.get("tool", "?"))).inc()
             elif k == "effect.intent":
                 cls = str(p.get("effect", "irreversible"))
                 self._classes[e.id] = cls
-                self.effects.labels(cls, "intent").inc()
+                self._child(self.effects, cls, "intent").inc()
             elif k in EFFECT_OUTCOMES and e.causes:
-                self.effects.labels(self._class_of(e.causes[0], k), EFFECT_OUTCOMES[k]).inc()
+                self._child(self.effects, self._class_of(e.causes[0], k), EFFECT_OUTCOMES[k]).inc()
             elif k == "policy.decided":
-                self.decisions.labels(str(p.get("verdict", "?"))).inc()
+                self._child(self.decisions, str(p.get("verdict", "?"))).inc()
             elif k == "alert":
-                self.alerts.labels(str(p.get("monitor", "?")), str(p.get("verdict", "?"))).inc()
+                self._child(self.alerts, str(p.get("monitor", "?")), str(p.get("verdict", "?"))).inc()
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        # labels() checks and hashes its arguments at every call: keep each child once made.
+        key = (id(metric), labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
 
     def _model(self, e: Event, p: dict[str, Any]) -> None:
         agent, model = _agent(e.actor), str(p.get("model", "?"))
-        self.model_calls.labels(agent, model).inc()
+        self._child(self.model_calls, agent, model).inc()
         r = p.get("response")
         usage = r.get("usage") if isinstance(r, dict) else None
         if isinstance(usage, dict):
             for kind in ("input", "output"):
                 n = usage.get(f"{kind}_tokens")
                 if isinstance(n, (int, float)) and n:
-                    self.tokens.labels(agent, model, kind).inc(n)
+                    self._child(self.tokens, agent, model, kind).inc(n)
         cost = p.get("cost_usd")
         if isinstance(cost, (int, float)) and cost:
-            self.cost.labels(agent, model).inc(cost)
+            self._child(self.cost, agent, model).inc(cost)
 
     def _class_of(self, intent: str, kind: str) -> str:
         # An intent stays known until its effect settles; a retry or an undo comes later.

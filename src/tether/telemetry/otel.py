@@ -1,10 +1,12 @@
 """Spans out over OTLP/HTTP (protobuf), with the OpenTelemetry SDK (extra ``tether[otel]``).
 
-The endpoint, headers, timeout and compression come from the standard variables
-(``OTEL_EXPORTER_OTLP_ENDPOINT``, ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``,
-``OTEL_EXPORTER_OTLP_HEADERS``, ...), the resource from ``OTEL_SERVICE_NAME`` and
-``OTEL_RESOURCE_ATTRIBUTES`` over tether's defaults (``service.name=tether``), and
-the live batching from ``OTEL_BSP_*``: the SDK reads them all.
+The endpoint, headers, timeout, TLS files and compression come from the standard
+variables (``OTEL_EXPORTER_OTLP_ENDPOINT``, ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``,
+``OTEL_EXPORTER_OTLP_HEADERS``, ...) as the SDK's OTLP/HTTP exporter reads them, the
+resource from ``OTEL_SERVICE_NAME`` and ``OTEL_RESOURCE_ATTRIBUTES`` over tether's
+defaults (``service.name=tether``). Live, spans are encoded by
+:mod:`tether.telemetry.wire` and posted by the exporter's HTTP client (the sink batches
+them, :class:`~tether.telemetry.sink.TelemetrySink`); a replay uses the SDK's encoder.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from tether._version import __version__
 from tether.errors import UsageError
 from tether.telemetry.spans import Span
+from tether.telemetry.wire import Encoder
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import ReadableSpan
@@ -50,8 +53,8 @@ class OtlpSpans:
             environment, else the SDK's default (``http://localhost:4318/v1/traces``).
         resource: resource attributes over the defaults and under the environment's (e.g.
             ``{"openinference.project.name": "night"}`` for Arize Phoenix).
-        live: batch in the background (``OTEL_BSP_*``), for a worker; else :meth:`send`
-            exports at once and says whether the receiver took the spans.
+        live: encode with :mod:`tether.telemetry.wire` (a worker's sink); else with the
+            SDK's encoder (``tether export-otel``).
     """
 
     def __init__(self, endpoint: str | None = None, *,
@@ -63,11 +66,12 @@ class OtlpSpans:
             resources.OTELResourceDetector().detect())
         self.scope = scope("tether", __version__)
         self.exporter = exporter_cls(endpoint=endpoint)
-        self._batch = export.BatchSpanProcessor(self.exporter) if live else None
         self._ok = export.SpanExportResult.SUCCESS
         self._flags = trace.TraceFlags(trace.TraceFlags.SAMPLED)
         self._kinds = {"internal": trace.SpanKind.INTERNAL, "client": trace.SpanKind.CLIENT}
         self._status_ok = trace.Status(trace.StatusCode.UNSET)
+        self._wire = Encoder(dict(self.resource.attributes), "tether", __version__) \
+            if live else None
 
     def sdk_span(self, s: Span) -> ReadableSpan:
         """The SDK's form of a span record (ids, times and all)."""
@@ -85,27 +89,25 @@ class OtlpSpans:
         return span
 
     def send(self, spans: Sequence[Span]) -> bool:
-        """Export ``spans``: live, queued for the batch processor (True); else at once,
-        True if the receiver accepted them."""
-        if self._batch is not None:
-            for s in spans:
-                self._batch.on_end(self.sdk_span(s))
-            return True
+        """Export ``spans`` now, 512 a request; True if the receiver accepted them all."""
         ok = True
         for i in range(0, len(spans), 512):
-            got = self.exporter.export([self.sdk_span(s) for s in spans[i:i + 512]])
-            ok = ok and got == self._ok
+            part = spans[i:i + 512]
+            if self._wire is None:
+                got = self.exporter.export([self.sdk_span(s) for s in part]) == self._ok
+            else:
+                got = self._post(self._wire.request(part), part)
+            ok = ok and got
         return ok
 
-    def flush(self, timeout_s: float = 30.0) -> bool:
-        """Send what is queued now; False if it did not go within ``timeout_s``."""
-        if self._batch is None:
-            return True
-        return bool(self._batch.force_flush(int(timeout_s * 1000)))
+    def _post(self, body: bytes, spans: Sequence[Span]) -> bool:
+        """Send an encoded request through the exporter's HTTP client (its retries, TLS,
+        headers, compression); an SDK without that client gets the spans to encode."""
+        client = getattr(self.exporter, "_client", None)
+        if client is None or not callable(getattr(client, "export", None)):
+            return bool(self.exporter.export([self.sdk_span(s) for s in spans]) == self._ok)
+        return bool(getattr(client.export(body), "success", False))
 
     def close(self) -> None:
-        """Send what is queued, then stop the exporter."""
-        if self._batch is not None:
-            self._batch.shutdown()
-        else:
-            self.exporter.shutdown()
+        """Stop the exporter."""
+        self.exporter.shutdown()

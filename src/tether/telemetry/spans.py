@@ -15,10 +15,9 @@ restarted worker sends a span it already sent under the same ids, never a new on
 from __future__ import annotations
 
 import hashlib
-from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 from tether.core.events import Event
 from tether.core.ids import parse_iso
@@ -37,8 +36,7 @@ STEP_EVENTS = frozenset({"policy.decided", "approval.requested", "approval.decid
 """Kinds kept as span events of the step they happen in."""
 
 
-@dataclass(frozen=True, slots=True)
-class SpanEvent:
+class SpanEvent(NamedTuple):
     """A timed annotation of a span (a policy decision, an alert)."""
 
     name: str
@@ -46,8 +44,7 @@ class SpanEvent:
     attributes: Attrs
 
 
-@dataclass(frozen=True, slots=True)
-class SpanLink:
+class SpanLink(NamedTuple):
     """A link to a span of another trace (a message's sender, a blackboard value's writer)."""
 
     trace_id: int
@@ -55,9 +52,10 @@ class SpanLink:
     attributes: Attrs
 
 
-@dataclass(frozen=True, slots=True)
-class Span:
-    """One finished span, ids as the integers OTLP carries (16 and 8 bytes)."""
+class Span(NamedTuple):
+    """One finished span, ids as the integers OTLP carries (16 and 8 bytes). A named tuple,
+    not a frozen dataclass: one is made per call on the telemetry thread, and a frozen
+    dataclass's ``__init__`` (a ``setattr`` per field) cost more than the rest of it."""
 
     name: str
     kind: str
@@ -74,24 +72,27 @@ class Span:
     """The status description when the span failed (``error.type`` is in the attributes)."""
 
 
-def _id(nbytes: int, *parts: object) -> int:
-    raw = hashlib.sha256("\0".join(map(str, parts)).encode()).digest()[:nbytes]
+def _id(nbytes: int, text: str) -> int:
+    raw = hashlib.sha256(text.encode()).digest()[:nbytes]
     return int.from_bytes(raw, "big") or 1  # 0 is OTLP's "no id"
+
+
+def step_ids(run: str, epoch: int, step: int) -> tuple[int, int]:
+    """The trace of one step of a run and its ``invoke_agent`` span: bytes 0-15 and 16-23 of
+    SHA-256("tether.step\0RUN\0EPOCH\0STEP") (one hash for both)."""
+    raw = hashlib.sha256(f"tether.step\0{run}\0{epoch}\0{step}".encode()).digest()
+    return int.from_bytes(raw[:16], "big") or 1, int.from_bytes(raw[16:24], "big") or 1
 
 
 def trace_id(run: str, epoch: int, step: int) -> int:
     """The trace of one step of a run (16 bytes)."""
-    return _id(16, "tether.trace", run, epoch, step)
-
-
-def step_span_id(run: str, epoch: int, step: int) -> int:
-    """The ``invoke_agent`` span of a step (8 bytes)."""
-    return _id(8, "tether.step", run, epoch, step)
+    return step_ids(run, epoch, step)[0]
 
 
 def call_span_id(event_id: str) -> int:
-    """The span of the call an event records (a model call, a tool call, an effect's intent)."""
-    return _id(8, "tether.span", event_id)
+    """The span of the call an event records (a model call, a tool call, an effect's intent):
+    8 bytes of SHA-256("tether.span\0EVENT_ID")."""
+    return _id(8, f"tether.span\0{event_id}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,24 +106,38 @@ class RunInfo:
     swarm: str | None = None
 
 
-@dataclass(slots=True)
 class _Step:
-    epoch: int
-    step: int
-    start: int
-    last: int
-    agent: str
-    events: list[SpanEvent] = field(default_factory=list)
-    tool_calls: deque[tuple[str, str]] = field(default_factory=deque)
-    intents: dict[str, Event] = field(default_factory=dict)
-    policy: dict[int, dict[str, Any]] = field(default_factory=dict)
-    tokens: list[int] = field(default_factory=lambda: [0, 0])
-    cost: float = 0.0
+    """What a step in flight has shown so far (the containers made when first needed)."""
+
+    __slots__ = ("agent", "cost", "epoch", "events", "intents", "last", "policy", "span",
+                 "start", "step", "tokens", "tool_calls", "trace")
+
+    def __init__(self, run: str, epoch: int, step: int, start: int, agent: str) -> None:
+        self.epoch, self.step, self.start, self.last, self.agent = epoch, step, start, start, agent
+        self.trace, self.span = step_ids(run, epoch, step)
+        self.events: list[SpanEvent] = []
+        self.tool_calls: list[tuple[str, str]] = []
+        self.intents: dict[str, Event] = {}
+        self.policy: dict[int, dict[str, Any]] = {}
+        self.tokens = [0, 0]
+        self.cost = 0.0
+
+
+_SECONDS: dict[str, int] = {}
 
 
 def ns(stamp: str) -> int:
-    """A journal time as nanoseconds since the epoch."""
-    return round(parse_iso(stamp) * 1e9)
+    """A journal time as nanoseconds since the epoch (exact: the journal keeps microseconds)."""
+    # The journal's own form (2026-11-30T21:30:00.000000Z) by its whole seconds, cached
+    # like the stamper that wrote it; any other ISO-8601 form the slow way.
+    if len(stamp) == 27 and stamp[19] == "." and stamp[26] == "Z":
+        sec = _SECONDS.get(stamp[:19])
+        if sec is None:
+            if len(_SECONDS) > 4096:
+                _SECONDS.clear()
+            sec = _SECONDS[stamp[:19]] = round(parse_iso(stamp[:19] + "Z"))
+        return sec * 1_000_000_000 + int(stamp[20:26]) * 1000
+    return round(parse_iso(stamp) * 1e6) * 1000
 
 
 class SpanBuilder:
@@ -153,7 +168,7 @@ class SpanBuilder:
         k, p = e.kind, e.payload if isinstance(e.payload, dict) else {}
         if k == "step.started":
             t = ns(e.time)
-            self._steps[e.run] = _Step(e.epoch, e.step, t, t, info.agent or _agent(e.actor))
+            self._steps[e.run] = _Step(e.run, e.epoch, e.step, t, info.agent or _agent(e.actor))
             return
         s = self._step_of(info, e)
         if s is None:
@@ -194,7 +209,7 @@ class SpanBuilder:
         if e.kind not in _CALLS and e.kind != "step.finished":
             return None
         t = ns(e.time)  # a step whose step.started this builder did not see
-        s = self._steps[e.run] = _Step(e.epoch, e.step, t, t, info.agent or _agent(e.actor))
+        s = self._steps[e.run] = _Step(e.run, e.epoch, e.step, t, info.agent or _agent(e.actor))
         return s
 
     # -- spans -----------------------------------------------------------------
@@ -202,7 +217,7 @@ class SpanBuilder:
         a: Attrs = {"gen_ai.operation.name": op, "gen_ai.conversation.id": info.id,
                     "gen_ai.agent.name": s.agent, "tether.run.id": info.id,
                     "tether.step": s.step, "tether.epoch": s.epoch}
-        return a
+        return a  # one literal: cheaper than copying a cached dict and adding to it
 
     def _chat(self, info: RunInfo, s: _Step, e: Event, p: dict[str, Any], t: int) -> Span:
         model = str(p.get("model") or "?")
@@ -230,12 +245,12 @@ class SpanBuilder:
             s.cost += float(p["cost_usd"])
         a["tether.call.index"] = p.get("i", -1)
         calls = r.get("tool_calls") or []
-        s.tool_calls = deque((str(c.get("name")), str(c.get("id"))) for c in calls
-                             if isinstance(c, dict))
+        s.tool_calls = [(str(c.get("name")), str(c.get("id"))) for c in calls
+                        if isinstance(c, dict)]
         latency = p.get("latency_s")
         start = t - round(latency * 1e9) if isinstance(latency, (int, float)) else s.last
-        return Span(f"chat {model}", "client", trace_id(info.id, s.epoch, s.step),
-                    call_span_id(e.id), step_span_id(info.id, s.epoch, s.step), start, t, a)
+        return Span(f"chat {model}", "client", s.trace,
+                    call_span_id(e.id), s.span, start, t, a)
 
     def _tool(self, info: RunInfo, s: _Step, e: Event, tool: str, start: int, t: int,
               p: dict[str, Any], effect: str = "read", opened: Event | None = None) -> Span:
@@ -266,8 +281,8 @@ class SpanBuilder:
         if err:
             error = str(err)
             a["error.type"] = "in_doubt" if e.kind == "effect.in_doubt" else "tool_error"
-        return Span(f"execute_tool {tool}", "internal", trace_id(info.id, s.epoch, s.step),
-                    call_span_id(first.id), step_span_id(info.id, s.epoch, s.step), start, t,
+        return Span(f"execute_tool {tool}", "internal", s.trace,
+                    call_span_id(first.id), s.span, start, t,
                     a, links=links, error=error)
 
     def _effect_end(self, info: RunInfo, s: _Step, e: Event, p: dict[str, Any],
@@ -321,8 +336,8 @@ class SpanBuilder:
             a["tether.cost_usd"] = s.cost
         if error:
             a["error.type"] = "run_failed"
-        return Span(f"invoke_agent {s.agent}", "internal", trace_id(info.id, s.epoch, s.step),
-                    step_span_id(info.id, s.epoch, s.step), None, s.start, max(t, s.start), a,
+        return Span(f"invoke_agent {s.agent}", "internal", s.trace,
+                    s.span, None, s.start, max(t, s.start), a,
                     events=tuple(s.events), error=error)
 
 
