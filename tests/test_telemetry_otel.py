@@ -207,3 +207,33 @@ def test_tether_worker_sends_spans_when_an_endpoint_is_set(tmp_path: Path,
     assert step.name == "invoke_agent sleeper" and step.attributes["tether.step"] == 1
     assert step.attributes["tether.step.outcome"] == "sleep"
     assert step.resource["openinference.project.name"] == "night"
+
+
+def test_the_wire_encoder_writes_what_the_sdk_encoder_writes() -> None:
+    """Every attribute type, events, links, an error status and a root span: the live
+    path's encoder (telemetry/wire.py) and the SDK's decode to the same spans."""
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+
+    from tether.telemetry.spans import Span, SpanEvent, SpanLink
+    from tether.telemetry.wire import Encoder
+    from tether.testing.otlp import decode
+
+    attrs = {"s": "ünïcode", "t": True, "f": False, "i": -1, "big": 2**62, "x": 0.25,
+             "l": ["a", "b"], "long": "y" * 300}
+    spans = [
+        Span("invoke_agent a", "internal", 2**127 + 5, 2**63 + 7, None, 1_000, 2_000, attrs,
+             (SpanEvent("tether.alert", 1_500, {"tether.stage": 2, "tether.message": "m"}),),
+             error="run r step 1: boom"),
+        Span("chat m", "client", 3, 4, 2**63 + 7, 1_100, 1_900, {"n": 1},
+             links=(SpanLink(9, 10, {"tether.link.kind": "message"}),)),
+    ]
+    out = OtlpSpans("http://127.0.0.1:9/v1/traces", resource={"k": "v"}, live=False)
+    try:
+        ours = decode(Encoder(dict(out.resource.attributes), "tether", out.scope.version or "")
+                      .request(spans))
+        theirs = decode(encode_spans([out.sdk_span(s) for s in spans]).SerializeToString())
+    finally:
+        out.close()
+    assert ours == theirs
+    assert ours[0].attributes == attrs and ours[0].status == ("ERROR", "run r step 1: boom")
+    assert ours[1].parent_id == f"{2**63 + 7:016x}" and ours[1].kind == "CLIENT"
