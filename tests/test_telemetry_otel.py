@@ -207,6 +207,19 @@ def test_tether_worker_sends_spans_when_an_endpoint_is_set(tmp_path: Path,
     assert step.name == "invoke_agent sleeper" and step.attributes["tether.step"] == 1
     assert step.attributes["tether.step.outcome"] == "sleep"
     assert step.resource["openinference.project.name"] == "night"
+    # export-otel --since: every run changed since then (both), the same span for the second.
+    with OtlpReceiver() as again:
+        res = runner.invoke(app, ["--store", db, "export-otel", "--since", "1h", "--endpoint",
+                                  again.endpoint + "/v1/traces"])
+        assert res.exit_code == 0, res.output
+        assert "exported 2 spans of 2 runs" in res.output
+        assert (step.trace_id, step.span_id) in {(s.trace_id, s.span_id) for s in again.spans}
+        res = runner.invoke(app, ["--store", db, "export-otel", "--since", "2999-01-01T00:00",
+                                  "--endpoint", again.endpoint + "/v1/traces"])
+        assert res.exit_code == 0 and "exported 0 spans of 0 runs" in res.output, res.output
+        for wrong in ([], ["RUN", "--since", "1h"]):
+            res = runner.invoke(app, ["--store", db, "export-otel", *wrong])
+            assert res.exit_code == 2 and "give a RUN or --since TIME" in res.output
 
 
 def test_the_wire_encoder_writes_what_the_sdk_encoder_writes() -> None:

@@ -107,7 +107,8 @@ class Worker:
         self.webhook = webhook
         self.policies = _policies_in_force(store, policy)
         self.committer = GroupCommitter(store, storage_patience=give_up_after,
-                                        storage_backoff=storage_backoff, on_commit=on_commit)
+                                        storage_backoff=storage_backoff, on_commit=on_commit,
+                                        timer=self.wall.monotonic)
         self.health = StoreHealth(self.owner, storage_backoff, give_up_after=give_up_after,
                                   now=self.wall.monotonic,
                                   writes=lambda: self.committer.committed)
