@@ -175,10 +175,17 @@ class GroupCommitter:
         self.writes += len(items)
         for item, err in zip(items, results, strict=True):
             item.loop.call_soon_threadsafe(_settle, item.future, err)
-        if self.on_commit is not None and (done := [w for w, r in zip(writes, results,
-                                                                     strict=True) if r is None]):
+        if self.on_commit is not None:
+            self._tell(self.on_commit, writes, results, seconds)
+
+    @staticmethod
+    def _tell(sink: OnCommit, writes: list[Write], results: list[BaseException | None],
+              seconds: float) -> None:
+        """Hand the writes the store accepted to the committed stream's sink."""
+        done = [w for w, r in zip(writes, results, strict=True) if r is None]
+        if done:
             try:
-                self.on_commit(done, seconds)
+                sink(done, seconds)
             except Exception:  # a sink's failure must never stop the journal
                 log.exception("the committed-stream sink failed on a batch of %d writes",
                               len(done))
