@@ -20,8 +20,6 @@ from tether.telemetry.otel import OtlpSpans
 from tether.telemetry.spans import RunInfo, Span, SpanBuilder
 
 log = logging.getLogger("tether.telemetry")
-_NO_STEP = frozenset({"step.started", "run.started", "run.woke", "command", "run.resumed"})
-"""Kinds a write may begin with that need no earlier events of the step."""
 
 
 def run_info(row: RunRow) -> RunInfo:
@@ -55,7 +53,7 @@ class TelemetrySink:
         self.spans = spans
         self.metrics = metrics
         self.commits = commits
-        self.builder = SpanBuilder(lookup=store.event)
+        self.builder = SpanBuilder(lookup=store.event, history=lambda e: step_before(store, e))
         self.interval = interval if interval is not None else float(
             os.environ.get("OTEL_BSP_SCHEDULE_DELAY", "1000")) / 1000
         self.limit = limit
@@ -120,17 +118,6 @@ class TelemetrySink:
             got = self._infos[w.run] = (row.spec, run_info(row))
         return got[1]
 
-    def _resume(self, w: Write, info: RunInfo) -> None:
-        """A step this builder did not see begin (the run was taken after a restart, or
-        after an approval): its earlier events, to rebuild the step's state. Their spans
-        were the earlier owner's to send."""
-        e0 = w.events[0]
-        if e0.kind in _NO_STEP or self.builder.open_step(w.run) == (e0.epoch, e0.step):
-            return
-        before = _step_before(self.store, e0)
-        if before:
-            self.builder.feed(info, before)  # state only: the spans are dropped
-
     def _fold(self, batches: list[tuple[Sequence[Write], float]]) -> None:
         made: list[Span] = []
         for writes, seconds in batches:
@@ -143,15 +130,13 @@ class TelemetrySink:
                 if self.metrics is not None:
                     self.metrics.feed(w.events)
                 if self.spans is not None:
-                    info = self._info(w)
-                    self._resume(w, info)
-                    made += self.builder.feed(info, w.events)
+                    made += self.builder.feed(self._info(w), w.events)
         if made and self.spans is not None and not self.spans.send(made):
             log.warning("the OTLP receiver did not take %d spans", len(made))
 
-def _step_before(store: Store, e0: Event) -> list[Event]:
+def step_before(store: Store, e0: Event) -> list[Event]:
     """The events of ``e0``'s step before it, read back from the store (the run may be steps
-    further on by now)."""
+    further on by now): a :class:`SpanBuilder`'s ``history``."""
     k = 64
     while True:
         lo = max(0, e0.seq - 1 - k)
@@ -169,7 +154,7 @@ def replay_spans(store: Store, runs: Iterable[str], *, since: float | None = Non
     """The spans of ``runs`` as their committed events make them, run by run (those ending
     at or after ``since``, seconds since the epoch, when given): the same ids and times the
     live sink sent."""
-    builder = SpanBuilder(lookup=store.event)
+    builder = SpanBuilder(lookup=store.event, history=lambda e: step_before(store, e))
     cut = None if since is None else round(since * 1e9)
     for rid in runs:
         row = store.get_run(rid)

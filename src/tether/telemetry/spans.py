@@ -146,11 +146,18 @@ class SpanBuilder:
     Args:
         lookup: an event by id (the store's), for links to other runs' spans and for an
             effect whose intent was committed before this builder saw its run.
+        history: the events of an event's step before it (the store's), read when the
+            builder meets a step it holds no state for (a restarted worker, a step resumed
+            after an approval or a failure): they are fed again for their state only, so
+            a live sink and a replay hold the same state at every event.
     """
 
-    def __init__(self, lookup: Lookup | None = None) -> None:
+    def __init__(self, lookup: Lookup | None = None,
+                 history: Callable[[Event], list[Event]] | None = None) -> None:
         self.lookup = lookup
+        self.history = history
         self._steps: dict[str, _Step] = {}
+        self._rebuilding = False
 
     def open_step(self, run: str) -> tuple[int, int] | None:
         """(epoch, step) of the run's step in flight as far as this builder knows."""
@@ -208,7 +215,17 @@ class SpanBuilder:
             return s
         if e.kind not in _CALLS and e.kind != "step.finished":
             return None
-        t = ns(e.time)  # a step whose step.started this builder did not see
+        if self.history is not None and not self._rebuilding:
+            self._rebuilding = True
+            try:
+                self._steps.pop(e.run, None)
+                self.feed(info, self.history(e))  # state only: their spans went before
+            finally:
+                self._rebuilding = False
+            s = self._steps.get(e.run)
+            if s is not None and (s.epoch, s.step) == (e.epoch, e.step):
+                return s
+        t = ns(e.time)  # a step none of whose earlier events are known
         s = self._steps[e.run] = _Step(e.run, e.epoch, e.step, t, info.agent or _agent(e.actor))
         return s
 
@@ -253,7 +270,8 @@ class SpanBuilder:
                     call_span_id(e.id), s.span, start, t, a)
 
     def _tool(self, info: RunInfo, s: _Step, e: Event, tool: str, start: int, t: int,
-              p: dict[str, Any], effect: str = "read", opened: Event | None = None) -> Span:
+              p: dict[str, Any], effect: str = "read", opened: Event | None = None,
+              span_of: str | None = None) -> Span:
         a = self._base(info, s, "execute_tool")
         a["gen_ai.tool.name"] = tool
         a["gen_ai.tool.type"] = "function"
@@ -282,21 +300,21 @@ class SpanBuilder:
             error = str(err)
             a["error.type"] = "in_doubt" if e.kind == "effect.in_doubt" else "tool_error"
         return Span(f"execute_tool {tool}", "internal", s.trace,
-                    call_span_id(first.id), s.span, start, t,
+                    call_span_id(span_of or first.id), s.span, start, t,
                     a, links=links, error=error)
 
     def _effect_end(self, info: RunInfo, s: _Step, e: Event, p: dict[str, Any],
                     t: int) -> Span | None:
         if not e.causes:
             return None
-        intent = s.intents.pop(e.causes[0], None)
+        intent = s.intents.get(e.causes[0])  # kept: a retried effect ends again
         if intent is None and self.lookup is not None:
             intent = self.lookup(e.causes[0])  # committed before this builder saw the run
         if intent is None or not isinstance(intent.payload, dict):
             return None
         ip = intent.payload
         return self._tool(info, s, e, str(ip.get("tool", "?")), ns(intent.time), t, p,
-                          str(ip.get("effect", "irreversible")), intent)
+                          str(ip.get("effect", "irreversible")), intent, e.id)
 
     def _call_id(self, s: _Step, tool: str) -> str | None:
         # The built-in Agent runs its model's tool calls in order; a step function that
