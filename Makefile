@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test test-fast lint typecheck bench eval clean
+.PHONY: demo test test-fast test-phoenix lint typecheck bench eval clean
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "tether needs Python 3.11+"'
@@ -44,6 +44,17 @@ test: lint typecheck
 test-fast: $(VENV)/.installed-dev
 	$(BIN)/pytest -n 2 --dist loadfile -m "not crash and not workers" -q --durations=10
 
+# Arize Phoenix as a real OTLP receiver (tests/test_phoenix.py), in a venv of its own: it is
+# large (about 860 MB, a minute to install here) and its pins must not touch tether's.
+PHOENIX_VENV := .venv-phoenix
+$(PHOENIX_VENV)/.installed:
+	$(PYTHON) -m venv $(PHOENIX_VENV)
+	$(PHOENIX_VENV)/bin/python -m pip install -q 'arize-phoenix>=20,<21'
+	touch $@
+
+test-phoenix: $(VENV)/.installed-dev $(PHOENIX_VENV)/.installed
+	PHOENIX_BIN=$(abspath $(PHOENIX_VENV))/bin/phoenix $(BIN)/pytest -n 0 -p no:randomly -m phoenix tests/test_phoenix.py
+
 bench: $(VENV)/.installed-bench
 	$(BIN)/python -m bench --out docs/benchmarks.md
 
@@ -53,4 +64,4 @@ eval: $(VENV)/.installed-dev
 	$(BIN)/python -m bench.eval --out docs/monitors.md
 
 clean:
-	rm -rf $(VENV) tether-demo .pytest_cache .mypy_cache .ruff_cache .import_linter_cache
+	rm -rf $(VENV) $(PHOENIX_VENV) tether-demo .pytest_cache .mypy_cache .ruff_cache .import_linter_cache

@@ -58,6 +58,9 @@ def _register() -> None:
     app.command()(fork_cmd.fork)
     app.command("import")(transcript_cmd.import_)
     app.command()(transcript_cmd.analyze)
+    from tether.cli import telemetry_cmd
+    app.command("export-otel")(telemetry_cmd.export_otel)
+    app.command()(telemetry_cmd.metrics)
     store_app.command("backup")(control.backup)
     from tether.cli import audit_cmd
     audit_app.command("verify")(audit_cmd.verify)

@@ -18,6 +18,7 @@ from tether.ops import Tether
 from tether.policies import apply_policy, in_force
 from tether.runtime.agent import AgentLike
 from tether.runtime.changes import WorkerStats
+from tether.runtime.committer import OnCommit
 from tether.runtime.operator import actor
 from tether.runtime.runs import load_agent, start_run, validate_run
 from tether.runtime.storage_health import GIVE_UP_AFTER
@@ -158,7 +159,14 @@ def worker(until_idle: Annotated[bool, typer.Option(
            seal_seconds: Annotated[float, typer.Option(
                "--seal-seconds", metavar="SECONDS",
                help="With --seal-key: seal when there are new events this long after the "
-                    "last seal.")] = 300.0) -> None:
+                    "last seal.")] = 300.0,
+           otel: Annotated[bool | None, typer.Option(
+               "--otel/--no-otel", help="Send spans of what is committed over OTLP/HTTP "
+               "(default: on when $OTEL_EXPORTER_OTLP_ENDPOINT or "
+               "$OTEL_EXPORTER_OTLP_TRACES_ENDPOINT is set); extra tether[otel].")] = None,
+           metrics_port: Annotated[int | None, typer.Option(
+               help="Serve Prometheus metrics on 127.0.0.1:PORT/metrics; extra "
+                    "tether[metrics].", metavar="PORT")] = None) -> None:
     """Drive every runnable run until interrupted (SIGTERM/SIGINT drain cleanly).
 
     Logs one line per change of a run's state (taken; left sleeping, waiting, awaiting
@@ -177,10 +185,19 @@ def worker(until_idle: Annotated[bool, typer.Option(
     wanted = load_policy(policy) if policy is not None else None
     if wanted is not None and apply:
         apply_policy(s, wanted, who=actor(as_))
-    _drive_all(s, wanted, table, until_idle=until_idle, quiet=quiet, json=json,
-               concurrency=concurrency, lease_ttl=lease_ttl, pipeline=pipeline,
-               give_up_after=GIVE_UP_AFTER if give_up_after is None else give_up_after,
-               seal=sealing)
+    from tether.cli.telemetry_cmd import worker_sink
+    sink, server = worker_sink(s, otel, metrics_port)
+    try:
+        _drive_all(s, wanted, table, until_idle=until_idle, quiet=quiet, json=json,
+                   concurrency=concurrency, lease_ttl=lease_ttl, pipeline=pipeline,
+                   give_up_after=GIVE_UP_AFTER if give_up_after is None else give_up_after,
+                   seal=sealing, on_commit=sink)
+    finally:
+        if sink is not None:
+            sink.close()  # what the last commits made is sent before the worker exits
+        if server is not None:
+            server.shutdown()
+            server.server_close()
 
 
 def _seal_schedule(key: Path | None, every: int, seconds: float) -> SealSchedule | None:
@@ -205,14 +222,16 @@ def _check_worker_options(policy: Path | None, apply: bool, quiet: bool, json: b
 
 def _drive_all(s: Store, wanted: Policy | None, table: PriceTable | None, *, until_idle: bool,
                quiet: bool, json: bool, concurrency: int, lease_ttl: float, pipeline: int,
-               give_up_after: float, seal: SealSchedule | None = None) -> None:
+               give_up_after: float, seal: SealSchedule | None = None,
+               on_commit: OnCommit | None = None) -> None:
     """Run a worker on the store, logging each change of a run and a summary at the end."""
     from tether.cli.worker_log import WorkerLog
     from tether.notify import WebhookConfig
     out = WorkerLog(quiet=quiet, json=json)
     w = Worker(s, concurrency=concurrency, lease_ttl=lease_ttl, policy=wanted,
                webhook=WebhookConfig.from_env(), pipeline=pipeline,
-               give_up_after=give_up_after, on_change=out.change, prices=table, seal=seal)
+               give_up_after=give_up_after, on_change=out.change, prices=table, seal=seal,
+               on_commit=on_commit)
     out.start(w.owner, s.url, [x.describe() for x in
                                w.policies.scopes() or [w.policies.for_swarm(None)]])
     try:

@@ -15,6 +15,7 @@ import queue
 import random
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from tether.core.backoff import STORAGE_BACKOFF, Backoff
@@ -26,6 +27,11 @@ _STOP = object()
 _LOCKED = Backoff(base=0.05, cap=1.0)
 """Between tries of a commit while another process holds the write lock."""
 log = logging.getLogger("tether.committer")
+
+OnCommit = Callable[[Sequence[Write], float], None]
+"""Told, on the writer thread, of the writes a transaction made durable (in commit order,
+each run's in its own order) and the seconds the transaction took: the committed stream that
+telemetry is a sink of (:mod:`tether.telemetry`). A write the store refused is not in it."""
 
 
 @dataclass(slots=True)
@@ -45,11 +51,19 @@ class GroupCommitter:
         storage_patience: seconds to keep retrying while the storage fails (a full disk);
             :meth:`abort` stops sooner.
         storage_backoff: the schedule of those retries (the worker passes its own).
+        on_commit: the committed stream's sink (:data:`OnCommit`); called after the
+            waiters are told, so it adds nothing to a run's wait. What it raises is logged.
+        timer: a monotonic clock (the worker's wall clock) timing each transaction for
+            ``on_commit``; without one the seconds it is told are 0.
     """
 
     def __init__(self, store: Store, *, max_batch: int = 512, lock_patience: float = 300.0,
-                 storage_patience: float = 60.0, storage_backoff: Backoff = STORAGE_BACKOFF) -> None:
+                 storage_patience: float = 60.0, storage_backoff: Backoff = STORAGE_BACKOFF,
+                 on_commit: OnCommit | None = None,
+                 timer: Callable[[], float] | None = None) -> None:
         self.store = store
+        self.on_commit = on_commit
+        self.timer = timer
         self.max_batch = max_batch
         self.lock_patience = lock_patience
         self.storage_patience = storage_patience
@@ -129,10 +143,13 @@ class GroupCommitter:
 
     def _commit(self, items: list[_Item]) -> None:
         writes = [i.write for i in items]
-        tries, waited = 0, 0.0
+        tries, waited, seconds = 0, 0.0, 0.0
+        timer = self.timer if self.on_commit is not None else None  # no sink: no clock read
         while True:
             try:
+                t0 = timer() if timer is not None else 0.0
                 results = self.store.commit(writes)
+                seconds = timer() - t0 if timer is not None else 0.0
                 self.failure = None
                 if any(r is None for r in results):
                     self.committed += 1
@@ -158,6 +175,20 @@ class GroupCommitter:
         self.writes += len(items)
         for item, err in zip(items, results, strict=True):
             item.loop.call_soon_threadsafe(_settle, item.future, err)
+        if self.on_commit is not None:
+            self._tell(self.on_commit, writes, results, seconds)
+
+    @staticmethod
+    def _tell(sink: OnCommit, writes: list[Write], results: list[BaseException | None],
+              seconds: float) -> None:
+        """Hand the writes the store accepted to the committed stream's sink."""
+        done = [w for w, r in zip(writes, results, strict=True) if r is None]
+        if done:
+            try:
+                sink(done, seconds)
+            except Exception:  # a sink's failure must never stop the journal
+                log.exception("the committed-stream sink failed on a batch of %d writes",
+                              len(done))
 
     def _retry_delay(self, exc: StoreError, tries: int, waited: float, n: int) -> float | None:
         """How long to wait before trying a failed batch again; None: give up on it."""

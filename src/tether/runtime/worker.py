@@ -37,7 +37,7 @@ from tether.errors import (
 from tether.runtime import commands as cmds
 from tether.runtime.agent import AgentLike
 from tether.runtime.changes import DriveLog, RunChange, WorkerStats
-from tether.runtime.committer import GroupCommitter
+from tether.runtime.committer import GroupCommitter, OnCommit
 from tether.runtime.executor import PIPELINE, RunExecutor
 from tether.runtime.leases import owner_name, reclaim_dead_local
 from tether.runtime.loading import RunLoader, SkipRun, Taken, Unloadable
@@ -82,6 +82,9 @@ class Worker:
         on_change: called with a :class:`~tether.runtime.changes.RunChange` when the worker
             takes a run and when it lets it go (``tether worker`` prints them).
         seal: when to sign checkpoints of the store (``tether worker --seal-key``).
+        on_commit: the sink of every write this worker's commits made durable, e.g.
+            :class:`tether.telemetry.sink.TelemetrySink` (spans, metrics); see
+            :data:`tether.runtime.committer.OnCommit`.
     """
 
     def __init__(self, store: Store, *, agents: Mapping[str, AgentLike] | None = None,
@@ -94,7 +97,8 @@ class Worker:
                  give_up_after: float = GIVE_UP_AFTER,
                  storage_backoff: Backoff = STORAGE_BACKOFF,
                  on_change: Callable[[RunChange], None] | None = None,
-                 seal: SealSchedule | None = None) -> None:
+                 seal: SealSchedule | None = None,
+                 on_commit: OnCommit | None = None) -> None:
         # long: one line per option, checked then kept (the signature alone is ten)
         _check_options(concurrency, lease_ttl, pipeline, give_up_after)
         self.store = store
@@ -110,7 +114,8 @@ class Worker:
         self.sealer: Sealer | None = None
         self.policies = _policies_in_force(store, policy)
         self.committer = GroupCommitter(store, storage_patience=give_up_after,
-                                        storage_backoff=storage_backoff)
+                                        storage_backoff=storage_backoff, on_commit=on_commit,
+                                        timer=self.wall.monotonic)
         self.health = StoreHealth(self.owner, storage_backoff, give_up_after=give_up_after,
                                   now=self.wall.monotonic,
                                   writes=lambda: self.committer.committed)
