@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any
 from tether.core.checkpoint import CheckpointEncoder, chain_label, checkpoint_info, restore
 from tether.core.clock import WallClock
 from tether.core.monitors import MonitorSettings
-from tether.core.pausepoints import PausePoints
 from tether.core.pricing import PriceTable
 from tether.errors import (
     AwaitApproval,
@@ -44,6 +43,7 @@ from tether.runtime.journal import Recorded, RunJournal
 from tether.runtime.monitoring import MonitorHost
 from tether.runtime.oversight import GATE_KINDS, Oversight
 from tether.runtime.pipeline import CommitPipeline
+from tether.runtime.reviews import check_definition, pause_points, review_point
 from tether.runtime.run_budget import RunBudget
 from tether.runtime.services import StepServices
 from tether.runtime.stepping import StepRuntime
@@ -84,7 +84,7 @@ class RunExecutor:
         self.rt = StepRuntime(journal, agent=agent.name, clock=clock, flush=self.commits.flush,
                               safe_point=self.safe_point)
         self.budget = RunBudget(journal, clock, prices)
-        self.pause_points = _pause_points(journal, swarm_pause_points)
+        self.pause_points = pause_points(journal, swarm_pause_points)
         self.oversight = Oversight(self.rt, self.budget, self.pause_points,
                                    policy if callable(policy) else (lambda: policy), wall=wall)
         self.effects = EffectRunner(self.rt, lambda v: self.oversight.policy.redaction.redact(v))
@@ -160,44 +160,6 @@ class RunExecutor:
         ``pause`` verdict of monitor ``name``) at the next safe point, which pauses it."""
         self._alert = (name, dict(detail or {}))
 
-    def _check_definition(self) -> None:
-        """Resuming under a changed agent (instructions, model, tools, step source): decide
-        by the run's rule whether to go on. Default: refuse for agents with irreversible
-        tools (a human looks first), warn for the others; the decision is journaled."""
-        j = self.journal
-        spec = j.row.spec
-        old, new = spec.get("definition"), self.agent.definition_hash()
-        if not old or old == new:
-            return
-        rule = str(spec.get("on_definition_change") or getattr(self.agent, "on_change", None)
-                   or ("refuse" if any(t.effect == "irreversible" for t in self.agent.tools)
-                       else "warn"))
-        if spec.get("accept_definition_change"):
-            rule = "accepted"
-        refused = rule == "refuse"
-        j.append("definition.changed", {"old": old, "new": new, "rule": rule,
-                                        "decision": "refused" if refused else "resumed"})
-        if refused:
-            raise PauseRequested(
-                f"run {j.run}: agent {self.agent.name}'s definition changed since the run last "
-                "ran (instructions, model, tools or step code); review the change, then "
-                f"`tether resume {j.run} --accept-change`", detail={"definition_changed": True})
-        j.update(spec={k: v for k, v in {**spec, "definition": new}.items()
-                       if k != "accept_definition_change"})
-
-    def _review_point(self) -> None:
-        """Pause for a human at a configured review point (every N steps or T minutes)."""
-        j = self.journal
-        spec = j.row.spec
-        now = self.clock()
-        if "reviewed_at" not in spec and self.pause_points.every_minutes:
-            j.update(spec={**spec, "reviewed_at": now})  # the clock starts with the first step
-            return
-        due = self.pause_points.due(step=j.row.step + 1, now=now, spec=spec)
-        if due is not None:
-            j.update(spec={**spec, "reviewed_step": j.row.step, "reviewed_at": now})
-            raise due
-
     async def safe_point(self, step: int) -> None:
         """Apply queued commands; raise to pause or stop the run here."""
         if self.draining:
@@ -271,7 +233,7 @@ class RunExecutor:
 
     async def _steps(self) -> None:
         j = self.journal
-        self._check_definition()
+        check_definition(self.journal, self.agent)
         if j.row.status in ("sleeping", "waiting"):
             waiting = j.row.status == "waiting"
             j.append("run.woke", {"from": j.row.status})
@@ -283,7 +245,7 @@ class RunExecutor:
             await self.safe_point(j.row.step + 1)
             if j.row.status != "running":
                 return
-            self._review_point()
+            review_point(self.journal, self.pause_points, self.clock())
             if self.budget.windowed:
                 await self.commits.settle()  # the store must have this run's usage so far
             await self.budget.refresh()
@@ -396,12 +358,3 @@ class RunExecutor:
 def _monitor_settings(oversight: Oversight) -> MonitorSettings:
     """The ``[monitors]`` tables of the policy in force when the run was taken."""
     return oversight.policy.monitors
-
-
-def _pause_points(journal: RunJournal, shared: Mapping[str, Any] | None) -> PausePoints:
-    """The run's pause points over its swarm's (read here when the worker did not)."""
-    row = journal.row
-    if shared is None:
-        shared = journal.store.swarm_pause_points(row.swarm) if row.swarm else {}
-    return PausePoints.parse({**shared, **(row.spec.get("pause_points") or {})})
-

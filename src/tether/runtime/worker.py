@@ -36,6 +36,7 @@ from tether.errors import (
 )
 from tether.runtime import commands as cmds
 from tether.runtime.agent import AgentLike
+from tether.runtime.background import Background
 from tether.runtime.changes import DriveLog, RunChange, WorkerStats
 from tether.runtime.committer import GroupCommitter, OnCommit
 from tether.runtime.executor import PIPELINE, RunExecutor
@@ -50,8 +51,7 @@ from tether.system_clock import SYSTEM_CLOCK
 
 if TYPE_CHECKING:
     from tether.core.policy import Policy
-    from tether.notify import Notifier, WebhookConfig
-    from tether.runtime.sealer import Sealer
+    from tether.notify import WebhookConfig
     from tether.sealing import SealSchedule
 
 log = logging.getLogger("tether.worker")
@@ -110,8 +110,7 @@ class Worker:
         self.owner = owner or owner_name("worker", f"{id(self):x}")
         self.only = only
         self.webhook = webhook
-        self.seal = seal
-        self.sealer: Sealer | None = None
+        self.background = Background(store, self.wall, webhook=webhook, seal=seal)
         self.policies = _policies_in_force(store, policy)
         self.committer = GroupCommitter(store, storage_patience=give_up_after,
                                         storage_backoff=storage_backoff, on_commit=on_commit,
@@ -169,7 +168,9 @@ class Worker:
         self.loader = dataclasses.replace(self.loader, step_threads=step_threads)
         await self._left_behind()
         signals = _Signals(stop) if handle_signals else None
-        bg, notifier = self._start_background()
+        self.background.start(Upkeep(self.store, self.owner, self.wall, self.lease_ttl,
+                                     self.poll, self.health, self.active, self._delivered,
+                                     self._wake))
         try:
             while not stop.is_set():
                 left = sum(self.finished.values())
@@ -183,7 +184,7 @@ class Worker:
                 await self._nap(self.poll)
         finally:
             await self._drain(grace)
-            await self._stop_background(bg, notifier)
+            await self.background.stop(self.committer, self.health)
             # A sync step still running (stopped, its result discarded) keeps its thread
             # until it returns: do not wait for it here.
             step_threads.shutdown(wait=False)
@@ -218,38 +219,6 @@ class Worker:
         return self.policies.for_swarm(None).policy
 
     # -- background -----------------------------------------------------------
-    def _start_background(self) -> tuple[list[asyncio.Task[None]], Notifier | None]:
-        bg = Upkeep(self.store, self.owner, self.wall, self.lease_ttl, self.poll, self.health,
-                    self.active, self._delivered, self._wake).start()
-        notifier = None
-        if self.webhook is not None:
-            from tether.notify import Notifier
-            notifier = Notifier(self.store, self.webhook, clock=self.wall.now)
-            bg.append(asyncio.create_task(notifier.run(asyncio.Event())))
-        if self.seal is not None:
-            from tether.runtime.sealer import Sealer
-            self.sealer = Sealer(self.store, self.seal, self.wall)
-            bg.append(asyncio.create_task(self.sealer.run()))
-        return bg, notifier
-
-    async def _stop_background(self, bg: list[asyncio.Task[None]],
-                               notifier: Notifier | None) -> None:
-        for t in bg:
-            t.cancel()
-        for t in bg:
-            with contextlib.suppress(asyncio.CancelledError):
-                await t
-        if notifier is not None:
-            # One last bounded round so what the runs just journaled is not left waiting.
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(notifier.deliver_due(), self.webhook.timeout + 1)  # type: ignore[union-attr]
-            notifier.close()
-        await asyncio.to_thread(self.committer.close)  # waits for the last writes' fsync
-        if self.sealer is not None:
-            await asyncio.to_thread(self.sealer.final)  # what this worker committed, sealed
-        self.health.close()  # commits that landed since the last pass: say it works again
-
-    # -- scheduling -----------------------------------------------------------
     async def _pass(self, until_idle: bool, stop: asyncio.Event) -> int | None:
         """One scheduling pass: the runs it started, or None if the store failed. While
         the store fails, passes back off (and ``until_idle`` gives up in the end)."""
