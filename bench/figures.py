@@ -83,7 +83,7 @@ def targets(res: Results) -> list[Target]:
     """The issue's targets, in its order, each with its verdict."""
     return [_t_step(res), _t_tenths(res), _t_concurrent(res), _t_bytes(res), _t_bytes_vs(res), *_t_reads(res),
             _t_swarm(res), _t_policy(res), _t_stop(res), _t_rollback(res), _t_impact(res),
-            _t_verify(res)]
+            _t_verify(res), _t_monitors(res)]
 
 
 def _t_step(res: Results) -> Target:
@@ -287,3 +287,18 @@ def _t_verify(res: Results) -> Target:
                   f"{rate:,.0f} events/s on CPU time ({s.per_second(s.verify_wall):,.0f} wall); "
                   f"sealing {s.per_10k(s.seal_wall) * 1e3:.0f} ms per 10,000 events",
                   "no equivalent", "—", rate >= VERIFY_TARGET)
+
+
+MONITORS_TARGET = 25.0
+"""µs of CPU per step the cheap built-in monitors may add to the core loop (issue 10)."""
+
+
+def _t_monitors(res: Results) -> Target:
+    what = "built-in monitors: all on vs all off, event-loop CPU per step of the N-step loop"
+    if not res.monitors or not res.monitors[0].pairs:
+        return Target(what, f"≤ {MONITORS_TARGET:g} µs more", "not run", "—", "—", None)
+    c = res.monitors[0]
+    shown = (f"{c.delta:+.1f} µs median of {len(c.pairs)} pairs ({min(c.deltas):+.1f} to "
+             f"{max(c.deltas):+.1f}) at N={c.steps}; hosted, 3-event steps: {c.host_on:.1f} µs")
+    return Target(what.replace("N-step", f"{c.steps}-step"), f"≤ {MONITORS_TARGET:g} µs more",
+                  shown, "—", "—", c.delta <= MONITORS_TARGET)

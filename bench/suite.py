@@ -25,6 +25,8 @@ from bench.config import Config
 from bench.diagnostics import Diagnosis, diagnose
 from bench.impact_cost import ImpactSample, describe, run_impact
 from bench.machine import facts, load_average
+from bench.monitor_cost import Costs
+from bench.monitor_cost import measure as measure_monitors
 from bench.policy_cost import PolicySample, run_policy
 from bench.rollback_cost import RollbackSample, run_rollback
 from bench.sqlite_baseline import CommitSample, run_commits
@@ -57,6 +59,8 @@ class Results:
     """One swarm built and its impact timed (a list so a run without it renders)."""
     audits: list[AuditSample] = field(default_factory=list)
     """One swarm built, verified and sealed (a list so a run without it renders)."""
+    monitors: list[Costs] = field(default_factory=list)
+    """What the built-in monitors cost a step (a list so a run without it renders)."""
     diagnoses: list[Diagnosis] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -76,6 +80,7 @@ def run_all(cfg: Config, workdir: Path, *, profile: bool = False) -> Results:
     _swarm(res, workdir)
     _memory(res, workdir)
     _policy(res)
+    _monitors(res, workdir)
     _stop(res, workdir)
     _rollback(res, workdir)
     _impact(res, workdir, profile)
@@ -167,6 +172,17 @@ def _policy(res: Results) -> None:
     for p in res.policy:
         log(f"policy decision, {p.case}: {p.q(0.5) * 1e6:.2f} µs median, "
             f"{p.q(0.99) * 1e6:.2f} µs p99 per call")
+
+
+def _monitors(res: Results, workdir: Path) -> None:
+    cfg = res.config
+    log(f"monitors: each alone and hosted, then {max(cfg.repeats, 5)} pairs of N={cfg.target_n} "
+        "runs with all on / all off")
+    c = measure_monitors(workdir, steps=cfg.target_n, pairs=max(cfg.repeats, 5),
+                         log=lambda s: log(s.strip()))
+    res.monitors.append(c)
+    log(f"monitors: all on - all off {c.delta:+.1f} µs event-loop CPU per step")
+    gc.collect()
 
 
 def _stop(res: Results, workdir: Path) -> None:

@@ -29,6 +29,7 @@ from typing import Any
 
 from tether.core.events import Event
 from tether.core.monitors import Level, Monitor, MonitorSettings, Proposal, Signal, Verdict, View
+from tether.core.monitors.base import lazy_view
 from tether.core.monitors.verdicts import DEFAULT_STAGES, LEVELS
 from tether.core.monitors.watch import ALERT_KIND, Watch
 from tether.core.statuses import ACTIVE_STATUSES
@@ -94,10 +95,16 @@ class MonitorHost:
         return cls(rt, Watch(pairs), state, window=window)
 
     def view(self, step: int) -> View:
+        """The run as monitors see it at an event of ``step``: built only if one reads it
+        (:func:`~tether.core.monitors.base.lazy_view`); the clock and progress are taken
+        now, the rest does not move while the run steps."""
+        return lazy_view(self._view, step, self.rt.clock(), self.progress)
+
+    def _view(self, step: int, now: float, progress: float | None) -> View:
         row = self.rt.journal.row
         return View(run=row.id, agent=self.rt.agent, swarm=row.swarm, goal=row.goal,
-                    epoch=row.epoch, step=step, now=self.rt.clock(), usage=row.usage,
-                    budget=row.budget, state=self._state(), progress=self.progress)
+                    epoch=row.epoch, step=step, now=now, usage=row.usage,
+                    budget=row.budget, state=self._state(), progress=progress)
 
     # -- feeding -------------------------------------------------------------
     def warm(self) -> None:
@@ -152,9 +159,11 @@ class MonitorHost:
 
     def observe(self, e: Event) -> None:
         """The journal's listener: judge ``e`` and journal what that gives."""
-        if not self.watch:
+        watch = self.watch
+        if not watch.wants(e.kind):  # no monitor looks at this kind (or none is on)
             return
-        verdicts = self.watch.observe(e, self.view(e.step))
+        # self.view(e.step), inlined: this runs for every event the run journals
+        verdicts = watch.observe(e, lazy_view(self._view, e.step, self.rt.clock(), self.progress))
         if verdicts:
             self._emit(verdicts, e.step)
 

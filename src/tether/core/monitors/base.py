@@ -12,6 +12,12 @@ A monitor can also be asked about a call before it runs (:meth:`Monitor.propose`
 which is how a loop detector refuses the fourth identical call instead of
 reporting it afterwards.
 
+A monitor that looks at a few kinds of events only says so in ``kinds`` (a set of
+event kinds, read once when the run's watch is built; None, the default, is every
+kind), and is fed only those: a run's monitors are on the hot path of every event
+it journals, and most events mean nothing to most monitors. Declare every kind that
+changes the monitor's state, not only those it signals on.
+
 Built-in monitors register themselves by name (:func:`register`); the policy
 file's ``[monitors.NAME]`` tables configure them (:mod:`.settings`).
 """
@@ -19,7 +25,7 @@ file's ``[monitors.NAME]`` tables configure them (:mod:`.settings`).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Final, Protocol, runtime_checkable
 
 from tether.core.events import Event
@@ -50,6 +56,63 @@ class View:
     """The run's state at the last step boundary (None when not known, e.g. offline)."""
     progress: float | None = None
     """The last value the step declared with ``ctx.progress(value)``, if any."""
+
+
+FIELDS: Final = tuple(f.name for f in fields(View))
+
+
+def lazy_view(describe: Callable[..., View], *args: Any) -> View:
+    """A :class:`View` that calls ``describe(*args)`` for its fields the first time one
+    is read.
+
+    The worker's host gives one with each event it feeds, and most monitors look at
+    the event alone: building the record for every event cost more than some
+    monitors' own work. What ``describe`` reads (the run's name and goal, its usage,
+    budget and state mappings) does not move while the run steps; what does (its
+    clock, its progress) the host captures when it makes the view, so the view says
+    the same whenever it is first read. Otherwise it is a View: frozen, equal to the
+    View it describes, copied by :func:`dataclasses.replace`.
+    """
+    # Neither LazyView(...) (a Python __init__) nor a closure: each costs about as much
+    # as the rest of this.
+    view = _new(LazyView)
+    _set(view, "_describe", (describe, args))
+    return view
+
+
+_new = object.__new__
+_set = object.__setattr__
+
+
+class LazyView(View):
+    """A view made by :func:`lazy_view`."""
+
+    __slots__ = ("_describe",)
+    _describe: tuple[Callable[..., View], tuple[Any, ...]] | None
+
+    def __init__(self, **values: Any) -> None:
+        # Only dataclasses.replace(view, ...) calls it, with every field.
+        _set(self, "_describe", None)
+        for k, v in values.items():
+            _set(self, k, v)
+
+    def __getattr__(self, name: str) -> Any:
+        # Reached only while the fields are unset: a set slot is found before this runs.
+        describe = self._describe if name in FIELDS else None
+        if describe is None:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        view = describe[0](*describe[1])
+        for f in FIELDS:
+            _set(self, f, getattr(view, f))
+        _set(self, "_describe", None)
+        return getattr(view, name)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, View):
+            return NotImplemented
+        return all(getattr(self, f) == getattr(other, f) for f in FIELDS)
+
+    __hash__ = View.__hash__  # defining __eq__ drops the inherited one
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,9 +147,11 @@ class Monitor(Protocol):
 
 
 class Quiet:
-    """A base for monitors that never judge proposed calls."""
+    """A base for monitors that never judge proposed calls (the host does not ask them)."""
 
     name = "quiet"
+    kinds: frozenset[str] | None = None
+    """The event kinds it is fed (None: every kind); see the module docstring."""
 
     def propose(self, call: Proposal, view: View) -> Iterable[Signal]:
         return ()

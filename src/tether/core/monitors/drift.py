@@ -168,6 +168,7 @@ class DriftMonitor(Quiet):
     name = NAME
     asking = False
     """It asks no provider (:class:`AskingDrift` does)."""
+    kinds = ACTION_KINDS | {"step.finished"}
 
     def __init__(self, params: Mapping[str, Any]) -> None:
         self.threshold = float(params["threshold"])
@@ -237,6 +238,7 @@ class AskingDrift(DriftMonitor):
     monitor that asks nothing (the default) keeps its hot path as it was."""
 
     asking = True
+    kinds = DriftMonitor.kinds | {ANSWER_KIND}
 
     def __init__(self, params: Mapping[str, Any]) -> None:
         super().__init__(params)

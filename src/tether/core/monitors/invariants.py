@@ -143,6 +143,9 @@ class InvariantsMonitor(Quiet):
 
     def __init__(self, checks: Iterable[Check]) -> None:
         self.checks = list(checks)
+        # With nothing to check it looks at nothing (the built-in's default: no rules).
+        self.kinds = STEP_KINDS | {"step.started", "step.finished"} if self.checks \
+            else frozenset()
         self.step_events: list[Event] = []
         self.before: dict[str, dict[str, Any]] = {}
         """What each invariant saw at its last check."""

@@ -42,6 +42,10 @@ NAME: Final = "loops"
 DEFAULTS: Final[Mapping[str, Any]] = {"repeat": 3, "max_period": 4, "errors": 3,
                                       "answers": 3, "answer_min_chars": 40}
 RESETS: Final = frozenset({"run.sleeping", "run.woke"})
+FED: Final = RESETS | {"tool.called", "effect.intent", "effect.done", "effect.failed",
+                       "model.called", "message.received", "rollback"}
+"""What it is fed: ``rollback`` opens an epoch (see :meth:`Loops.observe`), so the calls
+of the abandoned branch are forgotten before the next call is proposed."""
 
 
 @dataclass(slots=True)
@@ -102,6 +106,7 @@ class Loops:
     """The ``loops`` monitor for one run; see the module docstring."""
 
     name = NAME
+    kinds = FED
 
     def __init__(self, params: Mapping[str, Any] | None = None) -> None:
         p = {**DEFAULTS, **(params or {})}

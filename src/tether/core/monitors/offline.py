@@ -83,10 +83,12 @@ def analyze(events: Iterable[Event], subject: Subject, watch: Watch) -> list[Fla
         if e.kind == ALERT_KIND:
             continue
         _count(usage, e)
+        call = proposal(e)
+        if call is None and not watch.wants(e.kind):
+            continue  # no monitor looks at it: no view to build
         view = View(run=subject.run, agent=subject.agent, swarm=subject.swarm,
                     goal=subject.goal, epoch=e.epoch, step=e.step, now=parse_iso(e.time),
                     usage=dict(usage))
-        call = proposal(e)
         if call is not None:
             flags.extend(_flags(watch.propose(call, view), e.step, call.i))
         flags.extend(_flags(watch.observe(e, view), e.step, None))

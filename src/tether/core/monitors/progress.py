@@ -65,6 +65,7 @@ class NoProgress(Quiet):
         self.min_steps = max(1, int(p["min_steps"]))
         self.tolerance = float(p["tolerance"])
         self.spending = SPENDING | {"tool.called"} if p["reads_spend"] else SPENDING
+        self.kinds = self.spending | ACTING | {"step.finished"}
         self.spent = 0
         """Spending calls in the step under way."""
         self.acted = False

@@ -66,6 +66,7 @@ class Runaway(Quiet):
     """See the module docstring."""
 
     name = "runaway"
+    kinds = frozenset({"model.called", "step.finished"})
 
     def __init__(self, params: Mapping[str, Any]) -> None:
         num = {k: _number(params, k) for k in DEFAULTS}
