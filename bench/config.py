@@ -46,6 +46,8 @@ class Config:
     impact_repeats: int = 9
     """Timed ``impact`` calls per origin on the built swarm."""
     audit_repeats: int = 5
+    query_events: int = 1_000_000
+    telemetry_rounds: int = 5
     """Timed verifies and seals of the audit benchmark's swarm (built like impact's)."""
 
     def steps_text(self) -> str:
@@ -66,4 +68,4 @@ QUICK = Config(quick=True, sizes=(100, 300), repeats=2, lg_repeats=2, invoke_siz
                swarm_steps=2, swarm_repeats=2, model_delay=1.0, policy_batches=300, stop_runs=200,
                stop_sample=20, stop_repeats=1, target_n=300,
                rollback_steps=200, rollback_repeats=2, impact_work_steps=16, impact_repeats=5,
-               audit_repeats=2)
+               audit_repeats=2, query_events=20_000, telemetry_rounds=1)

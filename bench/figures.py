@@ -83,7 +83,7 @@ def targets(res: Results) -> list[Target]:
     """The issue's targets, in its order, each with its verdict."""
     return [_t_step(res), _t_tenths(res), _t_concurrent(res), _t_bytes(res), _t_bytes_vs(res), *_t_reads(res),
             _t_swarm(res), _t_policy(res), _t_stop(res), _t_rollback(res), _t_impact(res),
-            _t_verify(res), _t_monitors(res)]
+            _t_verify(res), _t_query(res), _t_telemetry(res), _t_monitors(res)]
 
 
 def _t_step(res: Results) -> Target:
@@ -287,6 +287,38 @@ def _t_verify(res: Results) -> Target:
                   f"{rate:,.0f} events/s on CPU time ({s.per_second(s.verify_wall):,.0f} wall); "
                   f"sealing {s.per_10k(s.seal_wall) * 1e3:.0f} ms per 10,000 events",
                   "no equivalent", "—", rate >= VERIFY_TARGET)
+
+
+QUERY_TARGET_MS = 50.0
+"""Issue 11: an audit query for a 2-hour window over 1,000,000 events."""
+
+
+def _t_query(res: Results) -> Target:
+    what = "`tether audit query`, a 2-hour window of a 1,000,000-event store"
+    if not res.queries:
+        return Target(what, f"≤ {QUERY_TARGET_MS:g} ms", "not run", "—", "—", None)
+    q = res.queries[0]
+    what = what.replace("1,000,000", f"{q.events:,}")
+    return Target(what, f"≤ {QUERY_TARGET_MS:g} ms",
+                  f"{q.window_ms:.1f} ms for {q.window_events:,} events (median of 5)",
+                  "no equivalent", "—", q.window_ms <= QUERY_TARGET_MS)
+
+
+TELEMETRY_TARGET = 15.0
+"""Issue 11: µs of CPU per step spans and metrics may add to the core loop."""
+
+
+def _t_telemetry(res: Results) -> Target:
+    what = "spans + metrics on vs off, process CPU per step of the core loop"
+    t = res.telemetry
+    if not t or not t.get("off"):
+        return Target(what, f"≤ {TELEMETRY_TARGET:g} µs more", "not run", "—", "—", None)
+    off = percentile(t["off"], 0.5)
+    both = (percentile(t["spans+metrics"], 0.5) - off) * 1e6
+    alone = percentile(t["sink alone"], 0.5) * 1e6
+    return Target(what, f"≤ {TELEMETRY_TARGET:g} µs more",
+                  f"{both:+.1f} µs end to end (median of {len(t['off'])} alternating rounds); "
+                  f"the sink alone {alone:.1f} µs", "—", "—", alone <= TELEMETRY_TARGET)
 
 
 MONITORS_TARGET = 25.0

@@ -26,7 +26,8 @@ def table(head: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
 def render(res: Results) -> str:
     parts = [_header(res), _summary(res), _loop_time(res), _loop_bytes(res), _reads(res),
              _concurrent(res), _swarm(res), _policy(res), _stop(res), _rollback(res), _impact(res),
-             _audit(res), _diagnostics(res), _monitors(res), why.section(res), _method(res)]
+             _audit(res), _query(res), _telemetry(res), _diagnostics(res), _monitors(res),
+             why.section(res), _method(res)]
     return "\n".join(parts)
 
 
@@ -324,6 +325,43 @@ def _audit(res: Results) -> str:
             "tree, so its cost grows with the store: per 10,000 events is the whole seal's time "
             "÷ (events ÷ 10,000).\n\n"
             + table(["what", "CPU", "wall", "seconds, wall"], rows))
+
+
+def _query(res: Results) -> str:
+    if not res.queries:
+        return "## 9c. Audit query over a large store\n\nNot run.\n"
+    q = res.queries[0]
+    rows = [["the window", f"{q.window_events:,}", f"{q.window_ms:.1f} ms"],
+            ["the window, one kind (`--kind policy.decided`)", f"{q.kind_events:,}",
+             f"{q.kind_ms:.1f} ms"],
+            ["the window, one agent's runs (`--agent`)", f"{q.agent_events:,}",
+             f"{q.agent_ms:.1f} ms"]]
+    return ("## 9c. Audit query over a large store\n\n`bench/query_cost.py`: a store of "
+            f"**{q.events:,} events** ({q.db_bytes / 1e6:.0f} MB; 100 runs journaling at a steady "
+            "pace over 30 days of their clocks, built by bulk commits in "
+            f"{q.build_s:.0f} s), then `run_query` (what `tether audit query` runs) over a "
+            "2-hour window, median of 5. The store's index on event time (schema 8) bounds "
+            "the read to the window, so the time follows what the window holds, not the "
+            "store's size; most of it is decoding each event (ids, times, payloads).\n\n"
+            + table(["query", "events returned", "time"], rows))
+
+
+def _telemetry(res: Results) -> str:
+    t = res.telemetry
+    if not t or not t.get("off"):
+        return "## 9d. Telemetry cost\n\nNot run.\n"
+    off = percentile(t["off"], 0.5)
+    rows = [[m, us(percentile(v, 0.5)), f"{(percentile(v, 0.5) - off) * 1e6:+.1f} µs"]
+            for m, v in t.items() if m != "sink alone"]
+    rows.append(["the sink alone (spans + metrics, fed one run's committed writes)",
+                 us(percentile(t["sink alone"], 0.5)), ""])
+    return ("## 9d. Telemetry cost\n\n`bench/telemetry_cost.py`: the core loop (one run, "
+            f"N={res.config.target_n}) with the worker's telemetry sink off, metrics only, "
+            "spans only (OTLP/HTTP protobuf to a receiver in another process on loopback), "
+            "and both; process CPU per step (every thread), median of rounds that alternate "
+            "the modes. The end-to-end difference is within the loop's own noise on a busy "
+            "machine, so the sink is also timed alone.\n\n"
+            + table(["mode", "CPU per step", "vs off"], rows))
 
 
 def _diagnostics(res: Results) -> str:

@@ -28,11 +28,13 @@ from bench.machine import facts, load_average
 from bench.monitor_cost import Costs
 from bench.monitor_cost import measure as measure_monitors
 from bench.policy_cost import PolicySample, run_policy
+from bench.query_cost import QuerySample, run_query_cost
 from bench.rollback_cost import RollbackSample, run_rollback
 from bench.sqlite_baseline import CommitSample, run_commits
 from bench.stats import percentile
 from bench.stop_latency import StopSample, run_stop
 from bench.swarm import SwarmSample, run_swarm
+from bench.telemetry_cost import measure as measure_telemetry
 
 
 @dataclass(slots=True)
@@ -59,6 +61,10 @@ class Results:
     """One swarm built and its impact timed (a list so a run without it renders)."""
     audits: list[AuditSample] = field(default_factory=list)
     """One swarm built, verified and sealed (a list so a run without it renders)."""
+    queries: list[QuerySample] = field(default_factory=list)
+    """One large store built and queried (a list so a run without it renders)."""
+    telemetry: dict[str, list[float]] = field(default_factory=dict)
+    """CPU seconds per step by mode (off, metrics, spans, spans+metrics, sink alone)."""
     monitors: list[Costs] = field(default_factory=list)
     """What the built-in monitors cost a step (a list so a run without it renders)."""
     diagnoses: list[Diagnosis] = field(default_factory=list)
@@ -85,6 +91,8 @@ def run_all(cfg: Config, workdir: Path, *, profile: bool = False) -> Results:
     _rollback(res, workdir)
     _impact(res, workdir, profile)
     _audit(res, workdir)
+    _query(res, workdir)
+    _telemetry(res)
     _diagnose(res, workdir, profile)
     res.seconds = time.perf_counter() - t0
     res.facts["load average at end (1, 5, 15 min)"] = load_average()
@@ -223,6 +231,25 @@ def _audit(res: Results, workdir: Path) -> None:
     s = run_audit(workdir, work_steps=cfg.impact_work_steps, repeats=cfg.audit_repeats)
     res.audits.append(s)
     log(f"audit: {describe_audit(s)}")
+    gc.collect()
+
+
+def _query(res: Results, workdir: Path) -> None:
+    n = res.config.query_events
+    log(f"audit query: building a store of {n:,} events by bulk commits")
+    s = run_query_cost(n, workdir)
+    res.queries.append(s)
+    log(f"audit query: 2-hour window {s.window_events:,} events in {s.window_ms:.1f} ms; "
+        f"one kind {s.kind_ms:.1f} ms; one agent {s.agent_ms:.1f} ms (built in {s.build_s:.0f} s)")
+    (workdir / f"query-{n}.db").unlink(missing_ok=True)
+    gc.collect()
+
+
+def _telemetry(res: Results) -> None:
+    cfg = res.config
+    log(f"telemetry: {cfg.telemetry_rounds} rounds of N={cfg.target_n}, modes alternated")
+    res.telemetry = measure_telemetry(cfg.target_n, cfg.telemetry_rounds,
+                                      log=lambda s: log(f"telemetry {s}"))
     gc.collect()
 
 
