@@ -102,3 +102,21 @@ def test_worker_metrics_and_tether_metrics_from_the_store_agree(tmp_path: Path) 
         assert _sum(served, name) == _sum(live, name) == _sum(again, name), name
     assert _sum(served, "tether_journal_commit_seconds_count") == 0  # a worker's own
     store.close()
+
+
+def test_a_port_that_cannot_be_served_is_one_error_line(tmp_path: Path) -> None:
+    import socket
+
+    from typer.testing import CliRunner
+
+    from tether.cli.app import app
+    db = tmp_path / "t.db"
+    SQLiteStore(db).close()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        for port, why in ((99999, "must be 0-65535"),
+                          (taken.getsockname()[1], "Address already in use")):
+            res = CliRunner().invoke(app, ["--store", str(db), "metrics", "--port", str(port)])
+            assert res.exit_code == 2 and why in res.output, res.output
+            assert "Traceback" not in res.output

@@ -226,7 +226,12 @@ def serve(registry: CollectorRegistry, port: int, host: str = "127.0.0.1",
         def log_message(self, format: str, *args: Any) -> None:
             pass  # a scrape every 15 s is no news
 
-    server = ThreadingHTTPServer((host, port), Handler)
+    try:
+        server = ThreadingHTTPServer((host, port), Handler)
+    except (OSError, OverflowError) as exc:  # taken, not ours to bind, out of range
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise UsageError(f"cannot serve metrics on {host}:{port} ({why}); choose a free "
+                         "port between 1024 and 65535") from None
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, name="tether-metrics", daemon=True).start()
     return server
