@@ -165,6 +165,7 @@ HELP = {
                     "--out"),
     "audit check-proof": ("Check an inclusion-proof bundle offline", "--key"),
     "audit export": ("Write the signed checkpoints (JSON lines) for a witness", "--since"),
+    "audit erase": ("Erase an event's payload and every copy of it", "--reason"),
     "board": ("Show the swarms' blackboards: each key's value and who wrote it", "--swarm"),
     "budget": ("Show a run's (or swarm's) budget and usage, or change it", "--unset"),
     "checkpoints": ("List a run's checkpoints, one line each", "--json"),

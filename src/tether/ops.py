@@ -29,6 +29,8 @@ from tether import alerts as al
 from tether import approvals as ap
 from tether import control
 from tether.core.events import Event
+from tether.core.ids import UlidSource, iso
+from tether.core.settings import StoreEvent
 from tether.core.transcripts import READ_ONLY_KEY
 from tether.errors import UsageError
 from tether.history import StepCheckpoint, checkpoints
@@ -45,6 +47,7 @@ from tether.runtime.containment import QuarantineResult
 from tether.runtime.operator import CommandResult, actor, find_effect, find_run, run_state, send_command
 from tether.store.protocol import Store
 from tether.store.records import ApprovalRow, EffectRow, RunRow
+from tether.system_clock import SYSTEM_CLOCK
 from tether.tools.base import Tool
 
 __all__ = ["CommandResult", "RunState", "StepCheckpoint", "Tether"]
@@ -144,6 +147,13 @@ class Tether:
         """Monitor alerts, oldest first: of ``run`` only, journaled at or after ``since``
         (seconds since the epoch, the runs' clocks), only those nobody acked (``unacked``)."""
         return al.alerts(self.store, run=run, since=since, unacked=unacked)
+
+    def erase(self, event: str, *, reason: str) -> StoreEvent:
+        """Erase an event's payload and its copies in the projections, recorded (who, when,
+        why) as a ``payload.erased`` store event; the audit still verifies."""
+        now = SYSTEM_CLOCK.now()
+        return self.store.erase(event, reason=reason, actor=self.who, time=iso(now),
+                                id=UlidSource(lambda: now).new())
 
     def night(self, since: float | None, until: float | None) -> NightReport:
         """What happened in ``[since, until)`` (the runs' clocks): what waits for a human,

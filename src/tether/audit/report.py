@@ -17,6 +17,9 @@ class VerifyReport:
     events: int = 0
     batches: int = 0
     problems: list[str] = field(default_factory=list)
+    erasures: list[dict[str, str]] = field(default_factory=list)
+    """Payloads erased on purpose (``tether audit erase``), from the store chain: ``event``,
+    ``run``, ``kind``, ``by``, ``time``, ``reason``."""
     checkpoints: int = 0
     """Signed checkpoints checked."""
     sealed: int = 0

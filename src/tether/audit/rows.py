@@ -24,6 +24,7 @@ from tether.core.seals import (
     seal_of,
     version_digest,
 )
+from tether.core.settings import erased_marker
 from tether.errors import StoreError
 from tether.store.protocol import Store
 from tether.store.records import EffectRow, MessageRow, VersionRow
@@ -59,6 +60,13 @@ class RowFacts:
     """Runs with an event that could not be verified (or read at all)."""
     unreadable: set[str] = field(default_factory=set)
     """Runs whose events could not be read at all."""
+    erased: set[str] = field(default_factory=set)
+    """Events the store chain records as erased: a row may hold their marker instead of
+    the value copied from their payload (:func:`tether.core.settings.erased_marker`)."""
+
+    def blanked(self, value: object, event: str) -> bool:
+        """``value`` is the marker of an erasure the store chain records."""
+        return event in self.erased and value == erased_marker(event)
 
     def note(self, e: Event, erased: bool) -> None:
         """Take in one verified event."""
@@ -118,7 +126,8 @@ def _message_problem(facts: RowFacts, m: MessageRow) -> str | None:
     made = _made(facts, m.id, "message.sent")
     ok = made is not None and (m.sender, m.epoch, m.step) == (made[0].run, made[0].epoch,
                                                                made[0].step)
-    if ok and made is not None and made[1] is not None and "message" in made[1]:
+    if ok and made is not None and made[1] is not None and "message" in made[1] \
+            and not facts.blanked(m.body, m.id):
         ok = message_digest(m.recipient, m.topic, m.body) == made[1]["message"]
     if ok:
         return None
@@ -133,7 +142,8 @@ def _version_problem(facts: RowFacts, v: VersionRow) -> str | None:
     made = _made(facts, v.event, "blackboard.write" if board else "effect.intent")
     ok = made is not None and (v.run, v.epoch, v.step) == (made[0].run, made[0].epoch,
                                                            made[0].step)
-    if ok and board and made is not None and made[1] is not None and "version" in made[1]:
+    if ok and board and made is not None and made[1] is not None and "version" in made[1] \
+            and not facts.blanked(v.value, v.event):
         ok = version_digest(v.key, v.value) == made[1]["version"]
     if ok:
         return None
@@ -179,10 +189,12 @@ def effect_problem(facts: RowFacts, f: EffectRow) -> str | None:
     made = _made(facts, f.id, "effect.intent")
     ok = made is not None and (f.run, f.epoch, f.step, f.key) == (made[0].run, made[0].epoch,
                                                                   made[0].step, made[0].id)
-    if ok and made is not None and made[1] is not None and "effect" in made[1]:
+    if ok and made is not None and made[1] is not None and "effect" in made[1] \
+            and not facts.blanked(f.arguments, f.id):
         ok = effect_digest(f.idx, f.tool, f.effect, f.idempotent, f.arguments) == made[1]["effect"]
     want = facts.outcome.get(f.id)
-    if ok and want is not None:
+    by = f.result.get("erased") if isinstance(f.result, dict) else None
+    if ok and want is not None and not (isinstance(by, str) and facts.blanked(f.result, by)):
         ok = outcome_digest(f.result, f.undo) == want
     if ok:
         return None

@@ -14,7 +14,13 @@ from __future__ import annotations
 import dataclasses
 
 from tether.audit.report import VerifyReport
-from tether.core.settings import STORE_GENESIS, SWARM_KINDS, StoreEvent, store_event_hash
+from tether.core.settings import (
+    ERASED_KIND,
+    STORE_GENESIS,
+    SWARM_KINDS,
+    StoreEvent,
+    store_event_hash,
+)
 from tether.errors import StoreError
 from tether.store.protocol import Store
 
@@ -45,6 +51,10 @@ def verify_store_chain(store: Store, rep: VerifyReport) -> dict[int, str]:
         prev, expected = e.hash, expected + 1
     if not bad:
         check_swarm_rows(store, events, rep)
+        rep.erasures = [{"event": str(e.payload.get("event")), "run": str(e.payload.get("run")),
+                         "kind": str(e.payload.get("kind")), "by": e.actor, "time": e.time,
+                         "reason": str(e.payload.get("reason"))}
+                        for e in events if e.kind == ERASED_KIND and isinstance(e.payload, dict)]
     return chain
 
 

@@ -79,6 +79,7 @@ def _verify(store: Store, progress: Callable[[int, int], None] | None,
     facts = _LinkFacts()
     hashes = _verify_runs(store, rep, facts, progress)
     hashes[STORE_CHAIN] = verify_store_chain(store, rep)
+    facts.rows.erased = {x["event"] for x in rep.erasures}
     leaves = _verify_batches(store, hashes, rep)
     verify_signed(store, leaves, key, rep)
     _verify_links(store, facts, rep)

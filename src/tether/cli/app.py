@@ -69,6 +69,7 @@ def _register() -> None:
     audit_app.command("prove")(audit_cmd.prove_cmd)
     audit_app.command("check-proof")(audit_cmd.check_proof)
     audit_app.command("export")(audit_cmd.export)
+    audit_app.command("erase")(audit_cmd.erase)
     from tether.cli import report_cmd
     audit_app.command("query")(report_cmd.query)
     app.command()(report_cmd.report)

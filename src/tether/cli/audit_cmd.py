@@ -15,7 +15,7 @@ from rich.progress import Progress
 from tether.audit import verify_store
 from tether.audit.proofs import check_bundle, prove
 from tether.cli.alerts_cmd import parse_since
-from tether.cli.common import console, handle_errors, print_jsonl, store
+from tether.cli.common import AsOpt, console, handle_errors, operator, print_jsonl, store
 from tether.errors import UsageError, VerificationFailed
 from tether.sealing import load_signer, load_verifier, seal, write_keys
 from tether.system_clock import SYSTEM_CLOCK
@@ -86,7 +86,7 @@ def verify(json: Annotated[bool, typer.Option("--json", help="JSON instead of te
                       "batches": rep.batches, "checkpoints": rep.checkpoints,
                       "sealed": rep.sealed, "unsealed": rep.unsealed,
                       "signatures_checked": rep.signatures_checked,
-                      "problems": rep.problems}])
+                      "erasures": rep.erasures, "problems": rep.problems}])
     elif rep.ok:
         console.print(f"[green]ok[/green]: {rep.runs} runs, {rep.events} events, "
                       f"{rep.batches} commit batches verified{_sealed(rep)}", highlight=False)
@@ -94,8 +94,32 @@ def verify(json: Annotated[bool, typer.Option("--json", help="JSON instead of te
         console.print(f"[red]FAILED[/red]: {rep.first_bad}", highlight=False)
         for p in rep.problems[1:10]:
             console.print(f"  also: {p}", highlight=False)
+    if not json:
+        for x in rep.erasures[:20]:  # on purpose, recorded: shown, not a problem
+            console.print(f"  erased: {x['event']} ({x['kind']}, run {x['run']}) by {x['by']} "
+                          f"at {x['time']}: {x['reason']}", markup=False, highlight=False)
     if not rep.ok:
         raise typer.Exit(1)
+
+
+@handle_errors
+def erase(event: Annotated[str, typer.Argument(help="The event's id (`tether events RUN`).",
+                                               metavar="EVENT")],
+          reason: Annotated[str, typer.Option(
+              help="Why (journaled): privacy request, a leaked secret...", metavar="TEXT")],
+          as_: AsOpt = None) -> None:
+    """Erase an event's payload and every copy of it (a message's body, a blackboard value,
+    an effect's arguments or result, an approval's arguments, a notification), recorded
+    in the store chain with who, when and why; `audit verify` still passes and lists it.
+
+    What a run's own checkpoints hold (its state) is not erased: see docs/audit.md."""
+    if not reason.strip():
+        raise UsageError("--reason '': say why the payload is erased (it is journaled)")
+    rec = operator(as_).erase(event, reason=reason)
+    rows = ", ".join(f"{n} {k}" for k, n in sorted(rec.payload["rows"].items())) or "no rows"
+    console.print(f"erased {rec.payload['event']} ({rec.payload['kind']}, run "
+                  f"{rec.payload['run']}): payload and {rows}; recorded as store event "
+                  f"#{rec.n} by {rec.actor}", markup=False, highlight=False)
 
 
 def _sealed(rep: Any) -> str:

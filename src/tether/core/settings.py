@@ -39,6 +39,7 @@ STORE_KINDS: Final[dict[str, tuple[str, Literal["set", "clear"]]]] = {
     "policy.cleared": ("policy", "clear"),
     "swarm.budget": ("budget", "set"),
     "swarm.pause_points": ("pause_points", "set"),
+    "payload.erased": ("", "set"),
 }
 """Every store event kind: the setting it changes and how; docs/events.md describes each."""
 
@@ -47,6 +48,16 @@ SWARM_KINDS: Final[dict[str, str]] = {"swarm.budget": "budget",
                                       "swarm.pause_points": "pause_points"}
 """Store event kinds that set one of a swarm's settings (payload ``{FIELD: value}``), which
 the store also keeps in its ``swarms`` rows, written in the same transaction."""
+
+
+ERASED_KIND: Final = "payload.erased"
+"""Not a setting: an operator's erasure of an event's payload, recorded in the chain so the
+audit accepts the rows it blanked (:func:`erased_marker`) and shows who, when and why."""
+
+
+def erased_marker(event: str) -> dict[str, str]:
+    """What a row holds in place of a value copied from an erased event's payload."""
+    return {"erased": event}
 
 
 def swarm_scope(swarm: str | None) -> str:

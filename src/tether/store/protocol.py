@@ -237,6 +237,16 @@ class Store(Protocol):
         transaction."""
         ...
 
+    def erase(self, event_id: str, *, reason: str, actor: str, time: str,
+              id: str) -> StoreEvent:
+        """Erase event ``event_id``'s payload (its hash stays: the chain still verifies) and
+        every copy of it in the projections (a message's body, a blackboard value, an effect's
+        arguments or result, an approval's arguments, a notification's body), each replaced
+        by ``{"erased": EVENT_ID}``, in one transaction with the ``payload.erased`` store
+        event recording who, when and why. NotFound for an unknown event; UsageError for
+        one erased already."""
+        ...
+
     def store_events(self, *, after: int = 0) -> list[StoreEvent]:
         """The store chain after event ``after``, in order (empty for a store without one)."""
         ...

@@ -8,23 +8,63 @@ a batch naming the event, so the batch chain covers the store chain too.
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
 from typing import Any
 
 from tether.core.canonical import dumps, loads
 from tether.core.events import BATCH_GENESIS, batch_hash, payload_digest
-from tether.core.ids import UlidSource, iso, parse_iso
+from tether.core.ids import UlidSource, iso, parse_iso, ulid_str
 from tether.core.settings import (
+    ERASED_KIND,
     STORE_CHAIN,
     STORE_GENESIS,
+    STORE_SCOPE,
     SWARM_KINDS,
     StoreEvent,
+    erased_marker,
     make_store_event,
 )
+from tether.errors import NotFound, UsageError
 from tether.store.schema import SWARMS_JOURNALED
 from tether.store.sqlite_base import SQLiteBase
+from tether.store.sqlite_rows import id_key
 
 STORE_EVENT_COLS = "n, id, kind, scope, time, actor, payload, hash"
+
+
+def _blank_copies(c: sqlite3.Connection, ev: str, run: str, kind: str, payload: Any,
+                  causes: list[str], epoch: int, step: int) -> dict[str, int]:
+    """Replace what the projections copied from event ``ev``'s payload by the erased
+    marker; how many rows of each table changed. The rows keep what the chain commits
+    to through the event's seal, so the audit can still tell them apart from forgeries
+    (it accepts a marker only for an event the store chain says was erased)."""
+    mark = dumps(erased_marker(ev))
+    done: dict[str, int] = {}
+
+    def blank(table: str, column: str, where: str, args: tuple[Any, ...]) -> None:
+        n = c.execute(f"UPDATE {table} SET {column} = ? WHERE {where}", (mark, *args)).rowcount
+        if n:
+            done[f"{table}.{column}"] = done.get(f"{table}.{column}", 0) + n
+
+    if kind == "message.sent":
+        blank("messages", "body", "id = ?", (ev,))
+    elif kind == "blackboard.write":
+        blank("versions", "value", "event = ? AND ns LIKE 'board:%'", (ev,))
+    elif kind == "effect.intent":
+        blank("effects", "arguments", "id = ?", (ev,))
+        if isinstance(payload, dict) and "i" in payload:
+            blank("approvals", "arguments", "run = ? AND epoch = ? AND step = ? AND idx = ?",
+                  (run, epoch, step, payload["i"]))
+    elif kind == "approval.requested":
+        blank("approvals", "arguments", "id = ?", (ev,))
+    elif kind in ("effect.done", "effect.resolved", "effect.failed") and causes:
+        blank("effects", "result", "id = ?", (causes[0],))
+    elif kind == "approval.decided" and isinstance(payload, dict) and payload.get("approval"):
+        blank("approvals", "edited_arguments", "id = ? AND edited_arguments IS NOT NULL",
+              (payload["approval"],))
+    blank("outbox", "body", "id = ?", (ev,))
+    return done
 
 
 class SQLiteSettings(SQLiteBase):
@@ -82,6 +122,43 @@ class SQLiteSettings(SQLiteBase):
                         self._append_store_event(c, f"swarm.{field}", f"swarm:{name}",
                                                  {field: loads(raw)}, actor="system:migration",
                                                  time=iso(t), id=ids.new())
+
+    def erase(self, event_id: str, *, reason: str, actor: str, time: str,
+              id: str) -> StoreEvent:
+        """Erase an event's payload and every copy of it in the projections, in one
+        transaction with the ``payload.erased`` store event that records it."""
+        key = id_key(event_id)
+        # The old bytes must not stay in the file's free pages, nor in the WAL's copies of
+        # the pages: overwrite what is deleted, then checkpoint the WAL into the file.
+        self._conn().execute("PRAGMA secure_delete = ON")
+        try:
+            e = self._erase(key, event_id, reason=reason, actor=actor, time=time, id=id)
+        finally:
+            self._conn().execute("PRAGMA secure_delete = OFF")
+        self._conn().execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return e
+
+    def _erase(self, key: bytes | None, event_id: str, *, reason: str, actor: str, time: str,
+               id: str) -> StoreEvent:
+        with self._tx() as c:
+            row = c.execute("SELECT rk, kind, payload, causes, epoch, step FROM events "
+                            "WHERE id = ?", (key,)).fetchone() if key is not None else None
+            if row is None or key is None:
+                raise NotFound(f"no event {event_id!r} in {self.path}; `tether events RUN` "
+                               "lists a run's events with their ids")
+            rk, kind, payload, causes, epoch, step = row
+            if payload is None:
+                raise UsageError(f"event {event_id}: its payload is erased already")
+            ev = ulid_str(key)  # the id as stored, whatever case was given
+            run = self._run_id(rk)
+            rows = _blank_copies(c, ev, run, kind, loads(payload), loads(causes), epoch, step)
+            # Keep the payload's hash: the chain still verifies without the payload.
+            c.execute("UPDATE events SET payload_hash = ?, payload = NULL WHERE id = ?",
+                      (hashlib.sha256(bytes(payload)).digest(), key))
+            return self._append_store_event(
+                c, ERASED_KIND, STORE_SCOPE, {"event": ev, "run": run, "kind": kind,
+                                              "reason": reason, "rows": rows},
+                actor=actor, time=time, id=id)
 
     def swarm_rows(self) -> dict[str, dict[str, Any]]:
         """Every swarm's row: name -> ``{"budget": ..., "pause_points": ... or None}``."""
