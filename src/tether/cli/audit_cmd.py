@@ -15,6 +15,7 @@ from rich.progress import Progress
 from tether.audit import verify_store
 from tether.audit.proofs import check_bundle, prove
 from tether.cli.alerts_cmd import parse_since
+from tether.cli.args import check_value
 from tether.cli.common import AsOpt, console, handle_errors, operator, print_jsonl, store
 from tether.errors import UsageError, VerificationFailed
 from tether.sealing import load_signer, load_verifier, seal, write_keys
@@ -37,6 +38,7 @@ def keygen(prefix: Annotated[str, typer.Argument(
     PREFIX.key seals (keep it secret: it is never journaled); PREFIX.pub verifies, and is
     what an auditor or a witness needs.
     """
+    check_value(Path(prefix + ".key"), "PREFIX", "where to write PREFIX.key and PREFIX.pub")
     key, pub = write_keys(prefix, name or f"tether-{Path(prefix).name}", os.urandom(32))
     console.print(f"wrote {key} (private, mode 0600) and {pub}: seal with "
                   f"`tether audit seal --key {key}`, verify with `tether audit verify --key "

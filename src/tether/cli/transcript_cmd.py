@@ -8,6 +8,7 @@ from typing import Annotated
 import orjson
 import typer
 
+from tether.cli.args import check_value
 from tether.cli.common import console, handle_errors, store
 from tether.core.monitors import MonitorSettings
 from tether.core.policy import load_policy
@@ -72,7 +73,8 @@ def analyze(target: Annotated[str, typer.Argument(
     and the transcript's outcome (e.g. tau-bench's reward) when it has one."""
     settings = load_policy(policy).monitors if policy is not None else None
     path = Path(target)
-    if _is_file(path, target):
+    check_value(path, "TARGET", "a transcript file or a run")  # a name no file system takes
+    if path.is_file():
         results = analyze_file(path, settings or MonitorSettings(), fmt=fmt, model=model)
     elif path.suffix in (".json", ".jsonl") or "/" in target:
         raise UsageError(f"no transcript file {target}: give a file that exists, or a run")
@@ -90,14 +92,6 @@ def analyze(target: Annotated[str, typer.Argument(
             _print(a)
     if not json:
         console.print(f"{flagged} of {runs} run(s) flagged", markup=False)
-
-
-def _is_file(path: Path, target: str) -> bool:
-    try:
-        return path.is_file()
-    except OSError as exc:  # a name the file system refuses (too long...): not a file
-        raise UsageError(f"{target[:60]}{'…' if len(target) > 60 else ''}: not a transcript "
-                         f"file ({exc.strerror}) nor a run; give a file or a run") from None
 
 
 def _print(a: Analysis) -> None:
