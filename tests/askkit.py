@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from tests.test_monitor_drift import export_records, send_email, set_label
 from tether import Continue, Done, StepAgent, Worker, tool
 from tether.store.sqlite import SQLiteStore
 
@@ -160,24 +161,6 @@ def loopback() -> Iterator[Loopback]:
 def read_ticket(ticket: str) -> str:
     """Read a ticket."""
     return f"{ticket}: the printer is on fire"
-
-
-@tool(effect="reversible", idempotent=True)
-def set_label(ticket: str, label: str) -> str:
-    """Label a ticket."""
-    return "saved"
-
-
-@tool(effect="read")
-def export_records(table: str) -> str:
-    """Export a table."""
-    return "4,000 rows"
-
-
-@tool(effect="reversible", idempotent=True)
-def send_email(to: str, body: str) -> str:
-    """Send an email."""
-    return "sent"
 
 
 TOOLS = [read_ticket, set_label, export_records, send_email]

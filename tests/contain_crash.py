@@ -29,6 +29,7 @@ import signal
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from tests.test_alert_consequences import Tainted
 from tether import AwaitMessages, Continue, Done, SQLiteStore, StepAgent, Worker, start_run
 from tether.core.events import Event
 from tether.core.monitors import Level, Quiet, Signal, View
@@ -47,18 +48,11 @@ class Spoiled(Quiet):
                          level=Level.QUARANTINE)
 
 
-class Traced(Quiet):
+class Traced(Tainted):
     """Traces a bad message to the run that sent it: a quarantine verdict naming it."""
 
     name = "traced"
-
-    def observe(self, event: Event, view: View) -> Iterable[Signal]:
-        if event.kind == "message.received":
-            for m in event.payload["messages"]:
-                if m["body"] == "bad":
-                    yield Signal(self.name, "bad_input", f"{m['sender']} sent a bad message",
-                                 evidence=(m["id"], event.id), origin=m["sender"],
-                                 level=Level.QUARANTINE)
+    level = Level.QUARANTINE
 
 
 async def _bad(ctx: Any, state: dict[str, Any]) -> Any:

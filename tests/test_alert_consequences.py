@@ -91,6 +91,7 @@ class Tainted(Quiet):
     """Traces a bad message back to the run that sent it: the verdict names that origin."""
 
     name = "tainted"
+    level = Level.PAUSE
 
     def observe(self, event: Event, view: View) -> Iterable[Signal]:
         if event.kind == "message.received":
@@ -98,7 +99,7 @@ class Tainted(Quiet):
                 if m["body"] == "bad":
                     yield Signal(self.name, "bad_input", f"{m['sender']} sent a bad message",
                                  evidence=(m["id"], event.id), origin=m["sender"],
-                                 level=Level.PAUSE)
+                                 level=self.level)
 
 
 async def _router(ctx: Any, state: dict[str, Any]) -> Any:
