@@ -261,24 +261,28 @@ def test_an_order_for_the_origin_survives_kill_9_and_quarantines_it(tmp_path: Pa
     assert alert.id in q.causes
 
 
+def _drive_alone(store: SQLiteStore, run: str, *, steps: int) -> None:
+    """Drive only ``run`` until it has ``steps`` steps done, then stop its worker."""
+    async def go() -> None:
+        stop = asyncio.Event()
+        task = asyncio.create_task(Worker(store, agents=cc.AGENTS, poll_interval=0.01,
+                                          only={run}).run(stop=stop))
+        while store.get_run(run).step < steps:  # type: ignore[union-attr]  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+        stop.set()
+        await task
+    asyncio.run(go())
+
+
 def test_a_quarantine_verdict_naming_an_idle_origin_contains_it_at_once(tmp_path: Path
                                                                          ) -> None:
     store = SQLiteStore(tmp_path / "t.db")
     runs = cc.start(store, "origin")
     router = runs["router"]
 
-    async def two_router_steps() -> None:
-        stop = asyncio.Event()
-        task = asyncio.create_task(Worker(store, agents=cc.AGENTS, poll_interval=0.01,
-                                          only={router}).run(stop=stop))
-        while store.get_run(router).step < 2:  # type: ignore[union-attr]  # noqa: ASYNC110
-            await asyncio.sleep(0.01)
-        stop.set()
-        await task
-
     # The router sends, then an operator parks it: no worker will take it again, so the
     # dispatcher's worker contains it under its lease.
-    asyncio.run(two_router_steps())
+    _drive_alone(store, router, steps=2)
     send_command(store, router, "pause", who="human:ops")
     asyncio.run(Worker(store, agents=cc.AGENTS, poll_interval=0.01).run(until_idle=True))
     _assert_contained(store, router, parked_with=False)
@@ -296,16 +300,7 @@ def test_a_worker_starting_queues_the_orders_nobody_queued(tmp_path: Path,
     runs = cc.start(store, "origin")
     router = runs["router"]
 
-    async def two_router_steps() -> None:
-        stop = asyncio.Event()
-        task = asyncio.create_task(Worker(store, agents=cc.AGENTS, poll_interval=0.01,
-                                          only={router}).run(stop=stop))
-        while store.get_run(router).step < 2:  # type: ignore[union-attr]  # noqa: ASYNC110
-            await asyncio.sleep(0.01)
-        stop.set()
-        await task
-
-    asyncio.run(two_router_steps())
+    _drive_alone(store, router, steps=2)
     send_command(store, router, "pause", who="human:ops")
     with monkeypatch.context() as m:  # the order is lost: as if killed before queueing it
         m.setattr(commands, "send_order", lambda *a: None)
