@@ -3,6 +3,7 @@ file, without a store, or over a stored run; flags per run and step with the evi
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -11,9 +12,11 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
+from tether import Continue, Done, StepAgent, Worker, apply_policy, start_run
 from tether.cli.app import app
 from tether.core.events import Event
 from tether.core.monitors import KINDS, MonitorKind, Proposal, Signal, View, register
+from tether.core.policy import parse_policy
 from tether.store.sqlite import SQLiteStore
 
 runner = CliRunner()
@@ -139,3 +142,31 @@ def test_an_unknown_run_or_file_is_a_clear_error(tmp_path: Path) -> None:
     SQLiteStore(str(db)).close()
     code, out = tether(db, "analyze", "nosuch")
     assert code == 2 and "no run 'nosuch'" in out
+
+
+def _count(ctx: Any, state: dict[str, Any]) -> Any:
+    """Counts to 5, one step each; at 3 and 4 its queue is long."""
+    state["n"] = state.get("n", 0) + 1
+    state["queue"] = ["job"] * (4 if state["n"] in (3, 4) else 1)
+    return Done("counted") if state["n"] >= 5 else Continue()
+
+
+def test_a_stored_run_is_analyzed_on_its_state_as_the_worker_saw_it(tmp_path: Path) -> None:
+    # A state invariant needs the run's state: analyze restores it from the checkpoints, so
+    # the offline verdicts are the ones the worker journaled live (before, a stored run was
+    # analyzed without its state and such a rule never fired).
+    db = tmp_path / "t.db"
+    store = SQLiteStore(db)
+    apply_policy(store, parse_policy('[monitors.agent.counter.invariants]\n'
+                                     'rules = ["len(state.queue) < 3"]\n', source="tether.toml"),
+                 who="human:test")
+    agent = StepAgent(_count, name="counter")
+    run = start_run(store, agent, goal="count", agent_ref="a")
+    asyncio.run(Worker(store, agents={"a": agent}, poll_interval=0.01).run(until_idle=True))
+    live = [(e.step, e.payload["rule"]) for e in store.events(run) if e.kind == "alert"]
+    assert live == [(3, "len(state.queue) < 3")]  # alerts once per break
+    code, out = tether(db, "analyze", run, "--json")
+    assert code == 0, out
+    flags = [(f["step"], f["rule"], f["verdict"]) for f in json.loads(out)["flags"]
+             if f["monitor"] == "invariants"]
+    assert flags == [(3, "len(state.queue) < 3", "alert")]

@@ -11,7 +11,9 @@ through it.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
+from tether.core.checkpoint import chain_label, restore
 from tether.store.protocol import Store
 from tether.store.records import RunRow
 
@@ -92,3 +94,13 @@ def ran_in(segments: list[Segment], step: int) -> int | None:
         if seg.holds(step):
             return seg.epoch
     return None
+
+
+def state_at(store: Store, run: str, epoch: int, step: int) -> dict[str, Any] | None:
+    """The run's state after ``step`` of ``epoch``, restored from its checkpoints (from the
+    nearest one at or before it); None when the epoch has none there."""
+    chain = store.checkpoint_chain(run, epoch, step)
+    if chain is None:
+        return None
+    return restore(chain.key_body, store.chunk, chain.deltas, prefetch=store.chunks,
+                   where=chain_label(run, epoch, step, chain.key_step))

@@ -13,6 +13,7 @@ analyze FILE`` holds one run at a time.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ from tether.core.monitors.watch import Watch
 from tether.core.transcripts import READ_ONLY_KEY, Transcript, records_of, transcripts
 from tether.core.transcripts.journal import Planned, agent_ref, plan
 from tether.errors import InvalidTranscript, UsageError
+from tether.history import state_at
 from tether.runtime.journal import RunJournal
 from tether.store.protocol import Store
 from tether.store.records import RunRow, Write
@@ -252,12 +254,15 @@ def analyze_file(path: str | Path, settings: MonitorSettings, *, fmt: str = "aut
 
 
 def analyze_run(store: Store, row: RunRow, settings: MonitorSettings) -> Analysis:
-    """The monitors over a stored run's events (its journaled alerts aside)."""
+    """The monitors over a stored run's events (its journaled alerts aside), seeing its
+    state at each step boundary from its checkpoints."""
     events = store.events(row.id)
     agent = str(row.spec.get("agent_name") or row.agent)
     subject = Subject(row.id, agent, row.swarm, row.goal)
     watch = watch_for(settings, agent, row.swarm)
-    flags = analyze(events, subject, watch)
+    # Each state is restored once however many events of its step read it.
+    state = functools.lru_cache(maxsize=4)(functools.partial(state_at, store, row.id))
+    flags = analyze(events, subject, watch, state)
     mark = row.spec.get(READ_ONLY_KEY)
     outcome = _stored_outcome(events) if mark else {}
     return Analysis(row.id, row.name, row.step, flags, outcome, dict(mark or {}),

@@ -13,9 +13,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from tether.core.checkpoint import chain_label, restore
 from tether.errors import NotFound, UsageError
-from tether.history import epoch_of, lineage
+from tether.history import epoch_of, lineage, state_at
 from tether.runtime import commands as cmds
 from tether.runtime.holding import must_get
 from tether.store.protocol import Store
@@ -151,15 +150,12 @@ def run_state(store: Store, run_ref: str, step: int | None = None) -> tuple[RunR
         raise UsageError(f"step must be >= 0, got {k}")
     if k > row.step:
         raise UsageError(f"run {row.id} has completed {row.step} steps; step {k} is in the future")
-    epoch = row.epoch
-    chain = store.checkpoint_chain(row.id, epoch, k)
-    if chain is None:
+    state = state_at(store, row.id, row.epoch, k)
+    if state is None:
         found = epoch_of(lineage(store, row), k)
         if found is not None:
-            epoch = found
-            chain = store.checkpoint_chain(row.id, epoch, k)
-    if chain is None:
+            state = state_at(store, row.id, found, k)
+    if state is None:
         raise NotFound(f"run {row.id} has no checkpoint at or before step {k} in its history "
                        f"(epoch {row.epoch})")
-    return row, k, restore(chain.key_body, store.chunk, chain.deltas, prefetch=store.chunks,
-                           where=chain_label(row.id, epoch, k, chain.key_step))
+    return row, k, state

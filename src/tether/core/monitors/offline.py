@@ -6,9 +6,13 @@ worker proposes a call before it runs it: a verdict on a proposal says the
 monitor would have refused (or paused the run at) that call. Nothing is
 journaled and nothing acts; the verdicts come back as :class:`Flag` records.
 
-What a live run has and a recorded one may not: the run's state (``View.state``
-is None here) and the progress it declared (``View.progress`` is None); a
-monitor that needs them stays silent offline. Usage is counted from the events
+What a live run has and a recorded one may not: the run's state and the progress
+it declared (``View.progress`` is None here). A stored run has its checkpoints, so
+the caller may pass ``state`` (:func:`analyze`): then ``View.state`` is the state
+at the last step boundary, as the worker's is (after the step at its
+``step.finished``, before it at the step's other events), restored only when a
+monitor reads it. Without it (an imported transcript) ``View.state`` is None, and a
+monitor that needs the state stays silent. Usage is counted from the events
 (tokens and cost from ``model.called``, steps from ``step.finished``).
 ``alert`` events already in the run are skipped: the analysis judges afresh.
 
@@ -21,14 +25,14 @@ with no answer in the run (an imported transcript has none) are left unasked;
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from tether.core.events import Event
 from tether.core.ids import parse_iso
 from tether.core.monitors.asks import Ask
-from tether.core.monitors.base import Monitor, Proposal, View
+from tether.core.monitors.base import Monitor, Proposal, View, lazy_view
 from tether.core.monitors.settings import MonitorSettings
 from tether.core.monitors.verdicts import Level, Verdict
 from tether.core.monitors.watch import ALERT_KIND, Watch
@@ -75,8 +79,14 @@ def watch_for(settings: MonitorSettings, agent: str, swarm: str | None) -> Watch
     return Watch(pairs)
 
 
-def analyze(events: Iterable[Event], subject: Subject, watch: Watch) -> list[Flag]:
-    """Every flag the monitors raise over ``events`` (a run's chain, in order)."""
+StateAt = Callable[[int, int], Mapping[str, Any] | None]
+"""``(epoch, step) -> the run's state after that step`` (None: no checkpoint of it)."""
+
+
+def analyze(events: Iterable[Event], subject: Subject, watch: Watch,
+            state: StateAt | None = None) -> list[Flag]:
+    """Every flag the monitors raise over ``events`` (a run's chain, in order); with
+    ``state``, monitors see the run's state at each step boundary (module doc)."""
     flags: list[Flag] = []
     usage: dict[str, float] = {}
     for e in events:
@@ -86,13 +96,20 @@ def analyze(events: Iterable[Event], subject: Subject, watch: Watch) -> list[Fla
         call = proposal(e)
         if call is None and not watch.wants(e.kind):
             continue  # no monitor looks at it: no view to build
-        view = View(run=subject.run, agent=subject.agent, swarm=subject.swarm,
-                    goal=subject.goal, epoch=e.epoch, step=e.step, now=parse_iso(e.time),
-                    usage=dict(usage))
+        boundary = e.step if e.kind == "step.finished" else e.step - 1
+        view = lazy_view(_view, subject, e.epoch, e.step, parse_iso(e.time), dict(usage),
+                         state, boundary)
         if call is not None:
             flags.extend(_flags(watch.propose(call, view), e.step, call.i))
         flags.extend(_flags(watch.observe(e, view), e.step, None))
     return flags
+
+
+def _view(subject: Subject, epoch: int, step: int, now: float, usage: dict[str, float],
+          state: StateAt | None, boundary: int) -> View:
+    return View(run=subject.run, agent=subject.agent, swarm=subject.swarm, goal=subject.goal,
+                epoch=epoch, step=step, now=now, usage=usage,
+                state=state(epoch, boundary) if state is not None and boundary >= 0 else None)
 
 
 def unanswered(watch: Watch) -> list[Ask]:
