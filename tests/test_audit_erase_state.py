@@ -1,0 +1,231 @@
+"""`tether audit erase` reaches a run's state (issue 11): every checkpoint and keyframe
+chunk holding an erased value is rewritten with the marker, the audit still verifies
+(it follows each rewrite the store chain records), a run resumes from the rewritten
+state, a step in flight whose replay needs the payload is refused with the way out,
+and a worker driving the run loses its lease. Real runs, real SQLite files; the
+file's bytes (and its WAL) are searched afterwards."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from tether import Continue, Done, StepAgent, Tether, Worker, start_run, tool, verify_store
+from tether.cli.app import app
+from tether.core.canonical import dumps
+from tether.core.settings import erased_marker
+from tether.store.sqlite import SQLiteStore
+from tether.testing import allow_tools
+
+SECRETS = {"message": "patient-0042-diagnosis", "board": "home-address-12-rue-x",
+           "argument": "card-4111-2222-3333-4444", "result": "ssn-078-05-1120",
+           "iban": "FR76-3000-6000-0112-3456-7890-189"}
+FAIL: dict[str, bool] = {"after_charge": False, "step2": False}
+"""Set by a test to make the agent fail at a point (then cleared, and the run resumed)."""
+
+
+@tool(effect="irreversible")
+def charge(card: str, iban: str) -> dict[str, str]:
+    """Charge a card; the processor echoes a customer record."""
+    return {"status": "ok", "customer": SECRETS["result"]}
+
+
+async def _step(ctx: Any, state: dict[str, Any]) -> Any:
+    n = state.get("n", 0) + 1
+    state["n"] = n
+    if n == 1:
+        await ctx.send(ctx.run_id, {"note": SECRETS["message"]})
+        await ctx.board.set("address", SECRETS["board"])
+        out = await ctx.call(charge, card=SECRETS["argument"], iban=SECRETS["iban"])
+        if FAIL["after_charge"]:
+            raise RuntimeError("processor timeout")
+        # The secrets land in the state, in every form a checkpoint stores:
+        state["card"] = SECRETS["argument"]  # a value, inline in the keyframe or a delta
+        state["memo"] = f"sent {SECRETS['message']} for review"  # inside a string
+        # JSON text kept in a conversation, in the first 64 items: a keyframe's list chunk
+        state["conversation"] = [f"tool result: {json.dumps(out)}"] + [f"turn {i}"
+                                                                      for i in range(70)]
+        # a large value: a keyframe's chunk of its own
+        state["profile"] = {"address": SECRETS["board"], "notes": "n" * 600,
+                            "accounts": [SECRETS["iban"]]}
+        return Continue()
+    if n == 2 and FAIL["step2"]:
+        raise RuntimeError("downstream unavailable")
+    state["conversation"].append(f"turn at step {n}")
+    state["seen"] = state["card"]
+    return Done() if n >= 4 else Continue()
+
+
+AGENT = StepAgent(_step, name="clerk", tools=[charge])
+
+
+def cli(db: Path, *args: str) -> tuple[int, str]:
+    res = CliRunner().invoke(app, ["--store", str(db), *args], env={"TETHER_USER": "dpo"})
+    return res.exit_code, res.output
+
+
+def _bytes(db: Path) -> bytes:
+    return b"".join(p.read_bytes() for p in (db, Path(f"{db}-wal")) if p.exists())
+
+
+def _drive(db: Path) -> None:
+    store = SQLiteStore(db)
+    try:
+        asyncio.run(Worker(store, agents={"clerk": AGENT}, poll_interval=0.01,
+                           keyframe_every=2).run(until_idle=True))
+    finally:
+        store.close()
+
+
+def _start(tmp_path: Path) -> tuple[Path, str]:
+    db = tmp_path / "t.db"
+    store = SQLiteStore(db)
+    allow_tools(store)
+    run = start_run(store, AGENT, agent_ref="clerk", goal="g", swarm="crew")
+    store.close()
+    _drive(db)
+    return db, run
+
+
+@pytest.fixture(autouse=True)
+def _no_failures() -> Any:
+    yield
+    FAIL.update(after_charge=False, step2=False)
+
+
+def _ids(db: Path, run: str, *kinds: str) -> dict[str, str]:
+    store = SQLiteStore(db)
+    try:
+        return {k: next(e.id for e in store.events(run) if e.kind == k) for k in kinds}
+    finally:
+        store.close()
+
+
+def _erase(db: Path, ids: dict[str, str]) -> list[str]:
+    outs = []
+    for kind, ev in ids.items():
+        code, out = cli(db, "audit", "erase", ev, "--reason", f"GDPR request 17 ({kind})")
+        assert code == 0 and f"erased {ev}" in out, out
+        outs.append(" ".join(out.split()))
+    return outs
+
+
+STEP1 = ("message.sent", "blackboard.write", "effect.intent", "effect.done")
+
+
+def test_no_secret_is_left_in_the_file_and_the_checkpoints_hold_markers(tmp_path: Path) -> None:
+    db, run = _start(tmp_path)
+    store = SQLiteStore(db)
+    assert store.get_run(run).status == "done"  # type: ignore[union-attr]
+    kinds = {k for _, _, k, _ in store.checkpoint_bodies(run)}
+    assert kinds == {"key", "delta"}  # both kinds hold a secret before the erasure
+    store.close()
+    data = _bytes(db)
+    assert all(s.encode() in data for s in SECRETS.values())
+    ids = _ids(db, run, *STEP1)
+    outs = _erase(db, ids)
+    said = " ".join(outs)
+    assert "checkpoints.body" in said and "chunks.body" in said, said
+    data = _bytes(db)
+    assert [k for k, s in SECRETS.items() if s.encode() in data] == []
+    store = SQLiteStore(db)
+    try:
+        rep = verify_store(store)
+        assert rep.ok, rep.problems
+        assert rep.rewritten and all(k[0] == run for k in rep.rewritten)
+        ops = Tether(store)
+        for step in (1, 2, 4):  # a delta, a keyframe, the last state
+            st = ops.state(run, step).state
+            assert st["card"] == erased_marker(ids["effect.intent"])
+            assert st["memo"] == f"sent {dumps(erased_marker(ids['message.sent'])).decode()} " \
+                                 "for review"
+            assert st["profile"]["address"] == erased_marker(ids["blackboard.write"])
+            assert st["profile"]["accounts"] == [erased_marker(ids["effect.intent"])]
+            assert SECRETS["result"] not in st["conversation"][0]
+            assert dumps(erased_marker(ids["effect.done"])).decode() in st["conversation"][0]
+            assert len(st["conversation"]) == 71 + max(0, step - 1)
+    finally:
+        store.close()
+    code, out = cli(db, "audit", "verify")
+    flat = " ".join(out.split())
+    assert code == 0 and "GDPR request 17" in flat and "checkpoints rewritten" in flat, out
+
+
+def test_a_run_resumes_from_a_rewritten_checkpoint_with_the_marker_in_place(
+        tmp_path: Path) -> None:
+    FAIL["step2"] = True
+    db, run = _start(tmp_path)
+    assert SQLiteStore(db).get_run(run).status == "failed"  # type: ignore[union-attr]
+    ids = _ids(db, run, *STEP1)
+    outs = _erase(db, ids)
+    assert not any("will not resume" in o for o in outs), outs
+    FAIL["step2"] = False
+    assert cli(db, "resume", run)[0] == 0
+    _drive(db)
+    store = SQLiteStore(db)
+    try:
+        assert store.get_run(run).status == "done"  # type: ignore[union-attr]
+        st = Tether(store).state(run).state
+        assert st["seen"] == erased_marker(ids["effect.intent"])
+        assert verify_store(store).ok
+    finally:
+        store.close()
+    assert [k for k, s in SECRETS.items() if s.encode() in _bytes(db)] == []
+
+
+def test_a_step_in_flight_that_needs_the_payload_is_refused_with_the_way_out(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    FAIL["after_charge"] = True
+    db, run = _start(tmp_path)
+    ev = _ids(db, run, "effect.done")["effect.done"]
+    (out,) = _erase(db, {"effect.done": ev})
+    assert f"run {run} step 1 is not complete" in out and f"tether fork {run} --at 0" in out
+    FAIL["after_charge"] = False
+    assert cli(db, "resume", run)[0] == 0
+    with caplog.at_level(logging.WARNING):
+        _drive(db)
+    said = " ".join(caplog.text.split())
+    assert f"run {run} step 1: the payload of event {ev} (effect.done) was erased" in said
+    assert f"tether fork {run} --at 0" in said and "Traceback" not in said
+    store = SQLiteStore(db)
+    try:
+        assert store.get_run(run).status == "running"  # type: ignore[union-attr]
+        assert len(store.effects(run=run)) == 1  # the charge was not made again
+    finally:
+        store.close()
+
+
+def test_the_worker_driving_the_run_loses_its_lease(tmp_path: Path) -> None:
+    FAIL["step2"] = True
+    db, run = _start(tmp_path)
+    store = SQLiteStore(db)
+    try:
+        now = store.wall.now() if hasattr(store, "wall") else __import__("time").time()
+        token = store.acquire(run, "worker:1", 600.0, now)
+        assert token is not None
+        rec = Tether(store).erase(_ids(db, run, "effect.done")["effect.done"], reason="leak")
+        assert rec.payload["fenced"] == [run]
+        assert store.renew({run: token}, "worker:1", 600.0, now) == [run]  # lost
+        assert store.acquire(run, "worker:2", 600.0, now) == token + 2  # free, fenced token
+    finally:
+        store.close()
+
+
+def test_a_rewritten_checkpoint_changed_again_outside_tether_is_named(tmp_path: Path) -> None:
+    db, run = _start(tmp_path)
+    _erase(db, _ids(db, run, "effect.intent"))
+    with sqlite3.connect(db) as c:
+        rk = c.execute("SELECT rk FROM run_keys WHERE id = ?", (run,)).fetchone()[0]
+        body = c.execute("SELECT body FROM checkpoints WHERE rk = ? AND step = 1",
+                         (rk,)).fetchone()[0]
+        c.execute("UPDATE checkpoints SET body = ? WHERE rk = ? AND step = 1",
+                  (bytes(body).replace(b"review", b"REVIEW"), rk))
+    rep = verify_store(SQLiteStore(db))
+    assert not rep.ok and f"run {run} checkpoint epoch 0 step 1" in rep.problems[0]
