@@ -27,7 +27,7 @@ from tether.testing import allow_tools
 SECRETS = {"message": "patient-0042-diagnosis", "board": "home-address-12-rue-x",
            "argument": "card-4111-2222-3333-4444", "result": "ssn-078-05-1120",
            "iban": "FR76-3000-6000-0112-3456-7890-189"}
-FAIL: dict[str, bool] = {"after_charge": False, "step2": False}
+FAIL: dict[str, bool] = {"after_charge": False, "step2": False, "declined": False}
 """Set by a test to make the agent fail at a point (then cleared, and the run resumed)."""
 
 
@@ -46,6 +46,8 @@ async def _step(ctx: Any, state: dict[str, Any]) -> Any:
         out = await ctx.call(charge, card=SECRETS["argument"], iban=SECRETS["iban"])
         if FAIL["after_charge"]:
             raise RuntimeError("processor timeout")
+        if FAIL["declined"]:
+            raise RuntimeError(f"card {SECRETS['argument']} declined")
         # The secrets land in the state, in every form a checkpoint stores:
         state["card"] = SECRETS["argument"]  # a value, inline in the keyframe or a delta
         state["memo"] = f"sent {SECRETS['message']} for review"  # inside a string
@@ -97,7 +99,7 @@ def _start(tmp_path: Path) -> tuple[Path, str]:
 @pytest.fixture(autouse=True)
 def _no_failures() -> Any:
     yield
-    FAIL.update(after_charge=False, step2=False)
+    FAIL.update(after_charge=False, step2=False, declined=False)
 
 
 def _ids(db: Path, run: str, *kinds: str) -> dict[str, str]:
@@ -229,3 +231,25 @@ def test_a_rewritten_checkpoint_changed_again_outside_tether_is_named(tmp_path: 
                   (bytes(body).replace(b"review", b"REVIEW"), rk))
     rep = verify_store(SQLiteStore(db))
     assert not rep.ok and f"run {run} checkpoint epoch 0 step 1" in rep.problems[0]
+
+
+def test_other_events_holding_the_value_are_named_and_their_erasure_clears_the_rest(
+        tmp_path: Path) -> None:
+    FAIL["declined"] = True  # the failure's message quotes the card: run.failed, runs.reason
+    db, run = _start(tmp_path)
+    ids = _ids(db, run, "effect.intent", "run.failed")
+    (out,) = _erase(db, {"effect.intent": ids["effect.intent"]})
+    assert f"still in the payloads of events {ids['run.failed']}" in out, out
+    assert SECRETS["argument"].encode() in _bytes(db)  # the failure still says it
+    (out,) = _erase(db, {"run.failed": ids["run.failed"]})
+    assert "1 runs.reason" in out and "still in" not in out, out
+    assert SECRETS["argument"].encode() not in _bytes(db)
+    store = SQLiteStore(db)
+    try:
+        row = store.get_run(run)
+        assert row is not None and SECRETS["argument"] not in row.reason
+        assert dumps(erased_marker(ids["run.failed"])).decode() in row.reason
+        assert "tether resume" in row.reason  # the rest of the reason is kept
+        assert verify_store(store).ok
+    finally:
+        store.close()

@@ -129,6 +129,12 @@ def scrub(value: Any, n: Needles) -> Any:
     return value
 
 
+def scrub_text(s: str, n: Needles) -> str:
+    """A text column's value (a run's reason) with each erased value in it replaced by the
+    marker's text: it stays text."""
+    return _scrub_text(s, n)
+
+
 def _scrub_text(s: str, n: Needles) -> str:
     for t in n.texts:
         if t in s:

@@ -19,8 +19,16 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
-from tether.core.canonical import dumps, sha256_hex
-from tether.core.erasure import Needles, chunk_name, scrub_checkpoint, scrub_chunk
+from tether.core.canonical import dumps, loads, sha256_hex
+from tether.core.erasure import (
+    Needles,
+    chunk_name,
+    scrub,
+    scrub_checkpoint,
+    scrub_chunk,
+    scrub_text,
+)
+from tether.core.fold import READS_PAYLOAD
 from tether.core.ids import ulid_str
 from tether.core.settings import erased_marker
 
@@ -99,6 +107,30 @@ def scrub_checkpoints(c: sqlite3.Connection, n: Needles,
     c.executemany("DELETE FROM chunks WHERE hash = ?",
                   [(h,) for h, new in renamed.items() if new != h])
     return changed, len(renamed)
+
+
+def scrub_unsealed(c: sqlite3.Connection, n: Needles, run: str, kind: str) -> dict[str, int]:
+    """Rows no seal covers that quote an erased value: any notification still queued
+    (an approval's notice quotes the arguments of an effect's intent), and the run's
+    reason when the erased event is what set it (its fold reads the payload, so the audit
+    no longer judges that row). How many rows of each changed."""
+    pats = n.patterns()
+    done: dict[str, int] = {}
+    if not pats:
+        return done
+    for oid, body in c.execute(f"SELECT id, body FROM outbox WHERE {_holding('body', len(pats))}",
+                               pats).fetchall():
+        old = loads(body)
+        new = scrub(old, n)
+        if new is not old:
+            c.execute("UPDATE outbox SET body = ? WHERE id = ?", (dumps(new), oid))
+            done["outbox.body"] = done.get("outbox.body", 0) + 1
+    if kind in READS_PAYLOAD:
+        row = c.execute("SELECT reason FROM runs WHERE id = ?", (run,)).fetchone()
+        if row is not None and scrub_text(row[0], n) != row[0]:
+            c.execute("UPDATE runs SET reason = ? WHERE id = ?", (scrub_text(row[0], n), run))
+            done["runs.reason"] = 1
+    return done
 
 
 def also_in(c: sqlite3.Connection, n: Needles, ev: bytes) -> list[str]:

@@ -29,7 +29,13 @@ from tether.core.statuses import CLOSED_STATUSES
 from tether.errors import NotFound, UsageError
 from tether.store.schema import SWARMS_JOURNALED
 from tether.store.sqlite_base import SQLiteBase
-from tether.store.sqlite_erase import also_in, blank_copies, fence, scrub_checkpoints
+from tether.store.sqlite_erase import (
+    also_in,
+    blank_copies,
+    fence,
+    scrub_checkpoints,
+    scrub_unsealed,
+)
 from tether.store.sqlite_rows import id_key
 
 STORE_EVENT_COLS = "n, id, kind, scope, time, actor, payload, hash"
@@ -122,6 +128,8 @@ class SQLiteSettings(SQLiteBase):
             body = loads(payload)
             rows = blank_copies(c, ev, run, kind, body, loads(causes), epoch, step)
             found = needles(ev, body)
+            for k, v in scrub_unsealed(c, found, run, kind).items():
+                rows[k] = rows.get(k, 0) + v
             ckpts, chunks = scrub_checkpoints(c, found, self._run_id)
             if ckpts:
                 rows["checkpoints.body"] = len(ckpts)
