@@ -21,8 +21,10 @@ from tether import Continue, Done, StepAgent, Tether, Worker, start_run, tool, v
 from tether.cli.app import app
 from tether.core.canonical import dumps
 from tether.core.settings import erased_marker
+from tether.errors import UsageError
 from tether.store.sqlite import SQLiteStore
 from tether.testing import allow_tools
+from tether.tools import register_undo
 
 SECRETS = {"message": "patient-0042-diagnosis", "board": "home-address-12-rue-x",
            "argument": "card-4111-2222-3333-4444", "result": "ssn-078-05-1120",
@@ -31,9 +33,17 @@ FAIL: dict[str, bool] = {"after_charge": False, "step2": False, "declined": Fals
 """Set by a test to make the agent fail at a point (then cleared, and the run resumed)."""
 
 
-@tool(effect="irreversible")
+@tool(effect="reversible")
+def refund(card: str) -> str:
+    """Undo of ``charge``."""
+    return "refunded"
+
+
+@tool(effect="reversible")
 def charge(card: str, iban: str) -> dict[str, str]:
-    """Charge a card; the processor echoes a customer record."""
+    """Charge a card (its undo, a refund, names the card); the processor echoes a customer
+    record."""
+    register_undo(refund, card=card)
     return {"status": "ok", "customer": SECRETS["result"]}
 
 
@@ -65,7 +75,7 @@ async def _step(ctx: Any, state: dict[str, Any]) -> Any:
     return Done() if n >= 4 else Continue()
 
 
-AGENT = StepAgent(_step, name="clerk", tools=[charge])
+AGENT = StepAgent(_step, name="clerk", tools=[charge, refund])
 
 
 def cli(db: Path, *args: str) -> tuple[int, str]:
@@ -142,6 +152,9 @@ def test_no_secret_is_left_in_the_file_and_the_checkpoints_hold_markers(tmp_path
         rep = verify_store(store)
         assert rep.ok, rep.problems
         assert rep.rewritten and all(k[0] == run for k in rep.rewritten)
+        (eff,) = store.effects(run=run)  # the undo was in the erased result's payload
+        assert eff.undo is not None and eff.undo["arguments"] == {
+            "card": erased_marker(ids["effect.done"])}, eff.undo
         ops = Tether(store)
         for step in (1, 2, 4):  # a delta, a keyframe, the last state
             st = ops.state(run, step).state
@@ -158,6 +171,16 @@ def test_no_secret_is_left_in_the_file_and_the_checkpoints_hold_markers(tmp_path
     code, out = cli(db, "audit", "verify")
     flat = " ".join(out.split())
     assert code == 0 and "GDPR request 17" in flat and "checkpoints rewritten" in flat, out
+    # A rollback past the charge refuses the undo (its card is the marker) before it runs.
+    store = SQLiteStore(db)
+    try:
+        with pytest.raises(UsageError, match=f"undo of effect {ids['effect.intent']}"):
+            Tether(store, agents={"clerk": AGENT}).rollback(run, 0)
+        (eff,) = store.effects(run=run)
+        assert eff.status == "done"
+        assert [e.kind for e in store.events(run)][-1] != "effect.undoing"
+    finally:
+        store.close()
 
 
 def test_a_run_resumes_from_a_rewritten_checkpoint_with_the_marker_in_place(
@@ -237,10 +260,14 @@ def test_other_events_holding_the_value_are_named_and_their_erasure_clears_the_r
         tmp_path: Path) -> None:
     FAIL["declined"] = True  # the failure's message quotes the card: run.failed, runs.reason
     db, run = _start(tmp_path)
-    ids = _ids(db, run, "effect.intent", "run.failed")
+    ids = _ids(db, run, "effect.intent", "effect.done", "run.failed")
     (out,) = _erase(db, {"effect.intent": ids["effect.intent"]})
-    assert f"still in the payloads of events {ids['run.failed']}" in out, out
-    assert SECRETS["argument"].encode() in _bytes(db)  # the failure still says it
+    # The undo's arguments (in effect.done) and the failure's message still say it.
+    assert "still in the payloads of events " \
+        f"{ids['effect.done']}, {ids['run.failed']}: erase them too" in out, out
+    assert SECRETS["argument"].encode() in _bytes(db)
+    (out,) = _erase(db, {"effect.done": ids["effect.done"]})
+    assert "1 effects.undo" in out, out
     (out,) = _erase(db, {"run.failed": ids["run.failed"]})
     assert "1 runs.reason" in out and "still in" not in out, out
     assert SECRETS["argument"].encode() not in _bytes(db)

@@ -109,15 +109,29 @@ def scrub_checkpoints(c: sqlite3.Connection, n: Needles,
     return changed, len(renamed)
 
 
-def scrub_unsealed(c: sqlite3.Connection, n: Needles, run: str, kind: str) -> dict[str, int]:
-    """Rows no seal covers that quote an erased value: any notification still queued
-    (an approval's notice quotes the arguments of an effect's intent), and the run's
+def scrub_unsealed(c: sqlite3.Connection, n: Needles, run: str, kind: str,
+                   causes: list[str]) -> dict[str, int]:
+    """Rows no seal covers any more that quote an erased value: any notification still
+    queued (an approval's notice quotes the arguments of an effect's intent); the run's
     reason when the erased event is what set it (its fold reads the payload, so the audit
-    no longer judges that row). How many rows of each changed."""
+    no longer judges that row); the effect's undo when its result was erased (the undo
+    is in the same payload; a rollback then refuses the undo's arguments, before running
+    anything, rather than use a value the operator erased). How many rows of each
+    changed."""
     pats = n.patterns()
     done: dict[str, int] = {}
     if not pats:
         return done
+    if kind in ("effect.done", "effect.resolved") and causes:
+        row = c.execute("SELECT undo FROM effects WHERE id = ? AND undo IS NOT NULL",
+                        (causes[0],)).fetchone()
+        if row is not None:
+            old_undo = loads(row[0])
+            new_undo = scrub(old_undo, n)
+            if new_undo is not old_undo:
+                c.execute("UPDATE effects SET undo = ? WHERE id = ?", (dumps(new_undo),
+                                                                       causes[0]))
+                done["effects.undo"] = 1
     for oid, body in c.execute(f"SELECT id, body FROM outbox WHERE {_holding('body', len(pats))}",
                                pats).fetchall():
         old = loads(body)

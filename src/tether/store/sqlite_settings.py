@@ -125,10 +125,10 @@ class SQLiteSettings(SQLiteBase):
                 raise UsageError(f"event {event_id}: its payload is erased already")
             ev = ulid_str(key)  # the id as stored, whatever case was given
             run = self._run_id(rk)
-            body = loads(payload)
-            rows = blank_copies(c, ev, run, kind, body, loads(causes), epoch, step)
+            body, cause_ids = loads(payload), loads(causes)
+            rows = blank_copies(c, ev, run, kind, body, cause_ids, epoch, step)
             found = needles(ev, body)
-            for k, v in scrub_unsealed(c, found, run, kind).items():
+            for k, v in scrub_unsealed(c, found, run, kind, cause_ids).items():
                 rows[k] = rows.get(k, 0) + v
             ckpts, chunks = scrub_checkpoints(c, found, self._run_id)
             if ckpts:
