@@ -12,7 +12,16 @@ from hypothesis import strategies as st
 
 from tether.core.canonical import dumps, loads
 from tether.core.checkpoint import CheckpointEncoder, restore
-from tether.core.erasure import chunk_name, needles, scrub, scrub_checkpoint, scrub_chunk
+from tether.core.erasure import (
+    REPLAYED,
+    chunk_name,
+    needles,
+    scrub,
+    scrub_checkpoint,
+    scrub_chunk,
+)
+from tether.runtime.context import CALL_KINDS, RESULT_KINDS
+from tether.runtime.oversight import GATE_KINDS
 
 EV = "01M0000000000000000000000A"
 CARD = "card-4111-2222-3333-4444"
@@ -21,6 +30,11 @@ N = needles(EV, {"i": 3, "tool": "charge_the_card", "fp": "tool:charge:012345678
                                "memo": 'say "hi"\\now'}})
 MARK = {"erased": EV}
 TEXT = dumps(MARK).decode()
+
+
+def test_the_kinds_a_replay_reads_are_the_runtimes() -> None:
+    # What RunExecutor.load indexes from the step in flight (and refuses once erased).
+    assert {*CALL_KINDS, *RESULT_KINDS, *GATE_KINDS, "alert"} == REPLAYED
 
 
 def test_which_values_are_erased() -> None:

@@ -47,6 +47,17 @@ STRUCTURAL: Final = frozenset({
 index, a recipient's run id): their values are not erased from states."""
 
 
+REPLAYED: Final = frozenset({
+    "model.called", "tool.called", "effect.intent", "clock.read", "random.read", "message.sent",
+    "message.received", "blackboard.read", "blackboard.write", "effect.done", "effect.failed",
+    "effect.in_doubt", "effect.resolved", "effect.retried", "policy.decided",
+    "approval.requested", "approval.decided", "alert",
+})
+"""Kinds whose payload re-running a step in flight is given back (its calls, their
+results, the gate's decisions, monitor verdicts; the runtime's replay, kept equal by a
+test): erased in a step not complete, that step cannot be resumed."""
+
+
 @dataclass(frozen=True, slots=True)
 class Needles:
     """The values of one erased payload to look for, and what replaces them."""

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from tether.core.checkpoint import CheckpointEncoder, chain_label, checkpoint_info, restore
 from tether.core.clock import WallClock
+from tether.core.erasure import REPLAYED
 from tether.core.monitors import MonitorSettings
 from tether.core.pricing import PriceTable
 from tether.errors import (
@@ -133,7 +134,7 @@ class RunExecutor:
         for e in tail:
             if e.epoch != row.epoch or e.step != step:
                 continue
-            if e.payload is None and e.kind in _REPLAYED:
+            if e.payload is None and e.kind in REPLAYED:
                 raise InvalidState(_erased_in_flight(row.id, row.step, e.id, e.kind))
             if e.kind == "step.started":
                 self.step_started = True
@@ -360,10 +361,6 @@ class RunExecutor:
 def _monitor_settings(oversight: Oversight) -> MonitorSettings:
     """The ``[monitors]`` tables of the policy in force when the run was taken."""
     return oversight.policy.monitors
-
-
-_REPLAYED = frozenset({*CALL_KINDS, *RESULT_KINDS, *GATE_KINDS, "alert"})
-"""Kinds of the step in flight whose payload the re-run step is given back (replay)."""
 
 
 def _erased_in_flight(run: str, done: int, event: str, kind: str) -> str:

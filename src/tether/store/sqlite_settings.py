@@ -13,7 +13,7 @@ import sqlite3
 from typing import Any
 
 from tether.core.canonical import dumps, loads
-from tether.core.erasure import needles
+from tether.core.erasure import REPLAYED, needles
 from tether.core.events import BATCH_GENESIS, batch_hash, payload_digest
 from tether.core.ids import UlidSource, iso, parse_iso, ulid_str
 from tether.core.settings import (
@@ -143,7 +143,7 @@ class SQLiteSettings(SQLiteBase):
                 "reason": reason, "rows": rows, "checkpoints": ckpts,
                 "fenced": fence(c, sorted({run, *(x[0] for x in ckpts)}), parse_iso(time)),
                 "also_in": also_in(c, found, key)}
-            in_flight = self._in_flight(c, run, epoch, step)
+            in_flight = kind in REPLAYED and self._in_flight(c, run, epoch, step)
             if in_flight:
                 record["in_flight"] = True
             return self._append_store_event(c, ERASED_KIND, STORE_SCOPE, record, actor=actor,
