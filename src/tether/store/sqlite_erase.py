@@ -17,23 +17,45 @@ Called inside the erasure's transaction (``SQLiteSettings.erase``), with
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 from typing import Any
 
 from tether.core.canonical import dumps, loads, sha256_hex
 from tether.core.erasure import (
     Needles,
     chunk_name,
+    needles,
     scrub,
     scrub_checkpoint,
     scrub_chunk,
     scrub_text,
 )
 from tether.core.fold import READS_PAYLOAD
-from tether.core.ids import ulid_str
+from tether.core.ids import ulid_bytes, ulid_str
 from tether.core.settings import erased_marker
 
 ALSO_IN_LIMIT = 20
 """How many other events holding an erased value an erasure names."""
+
+
+def erase_copies(c: sqlite3.Connection, ev: str, run: str, kind: str, payload: Any,
+                 causes: list[str], epoch: int, step: int, *, run_of: Callable[[int], str],
+                 now: float) -> dict[str, Any]:
+    """Every copy of event ``ev``'s payload (of ``kind``, in ``run``) rewritten; what the
+    erasure's store event records of them: ``rows`` (table.column: count),
+    ``checkpoints``, ``fenced`` and ``also_in``."""
+    rows = blank_copies(c, ev, run, kind, payload, causes, epoch, step)
+    found = needles(ev, payload)
+    for k, v in scrub_unsealed(c, found, run, kind, causes).items():
+        rows[k] = rows.get(k, 0) + v
+    ckpts, chunks = scrub_checkpoints(c, found, run_of)
+    if ckpts:
+        rows["checkpoints.body"] = len(ckpts)
+    if chunks:
+        rows["chunks.body"] = chunks
+    return {"rows": rows, "checkpoints": ckpts,
+            "fenced": fence(c, sorted({run, *(x[0] for x in ckpts)}), now),
+            "also_in": also_in(c, found, ev)}
 
 
 def blank_copies(c: sqlite3.Connection, ev: str, run: str, kind: str, payload: Any,
@@ -77,7 +99,7 @@ def _holding(column: str, n: int) -> str:
 
 
 def scrub_checkpoints(c: sqlite3.Connection, n: Needles,
-                      run_of: Any) -> tuple[list[list[Any]], int]:
+                      run_of: Callable[[int], str]) -> tuple[list[list[Any]], int]:
     """Rewrite every chunk and checkpoint holding an erased value; return the rewritten
     checkpoints as ``[run, epoch, step, old hash, new hash]`` and how many chunks changed.
     ``run_of(rk)`` gives a run key's id."""
@@ -147,7 +169,7 @@ def scrub_unsealed(c: sqlite3.Connection, n: Needles, run: str, kind: str,
     return done
 
 
-def also_in(c: sqlite3.Connection, n: Needles, ev: bytes) -> list[str]:
+def also_in(c: sqlite3.Connection, n: Needles, ev: str) -> list[str]:
     """Other events whose payloads still hold an erased value (at most
     :data:`ALSO_IN_LIMIT`, in commit order): an erasure removes one payload; these are
     the operator's to erase as well."""
@@ -156,7 +178,7 @@ def also_in(c: sqlite3.Connection, n: Needles, ev: bytes) -> list[str]:
         return []
     rows = c.execute(f"SELECT id FROM events WHERE payload IS NOT NULL AND id != ? AND "
                      f"{_holding('payload', len(pats))} ORDER BY rowid LIMIT {ALSO_IN_LIMIT}",
-                     [ev, *pats]).fetchall()
+                     [ulid_bytes(ev), *pats]).fetchall()
     return [ulid_str(bytes(r[0])) for r in rows]
 
 

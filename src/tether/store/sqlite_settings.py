@@ -13,7 +13,7 @@ import sqlite3
 from typing import Any
 
 from tether.core.canonical import dumps, loads
-from tether.core.erasure import REPLAYED, needles
+from tether.core.erasure import REPLAYED
 from tether.core.events import BATCH_GENESIS, batch_hash, payload_digest
 from tether.core.ids import UlidSource, iso, parse_iso, ulid_str
 from tether.core.settings import (
@@ -29,13 +29,7 @@ from tether.core.statuses import CLOSED_STATUSES
 from tether.errors import NotFound, UsageError
 from tether.store.schema import SWARMS_JOURNALED
 from tether.store.sqlite_base import SQLiteBase
-from tether.store.sqlite_erase import (
-    also_in,
-    blank_copies,
-    fence,
-    scrub_checkpoints,
-    scrub_unsealed,
-)
+from tether.store.sqlite_erase import erase_copies
 from tether.store.sqlite_rows import id_key
 
 STORE_EVENT_COLS = "n, id, kind, scope, time, actor, payload, hash"
@@ -125,24 +119,13 @@ class SQLiteSettings(SQLiteBase):
                 raise UsageError(f"event {event_id}: its payload is erased already")
             ev = ulid_str(key)  # the id as stored, whatever case was given
             run = self._run_id(rk)
-            body, cause_ids = loads(payload), loads(causes)
-            rows = blank_copies(c, ev, run, kind, body, cause_ids, epoch, step)
-            found = needles(ev, body)
-            for k, v in scrub_unsealed(c, found, run, kind, cause_ids).items():
-                rows[k] = rows.get(k, 0) + v
-            ckpts, chunks = scrub_checkpoints(c, found, self._run_id)
-            if ckpts:
-                rows["checkpoints.body"] = len(ckpts)
-            if chunks:
-                rows["chunks.body"] = chunks
+            copies = erase_copies(c, ev, run, kind, loads(payload), loads(causes), epoch, step,
+                                  run_of=self._run_id, now=parse_iso(time))
             # Keep the payload's hash: the chain still verifies without the payload.
             c.execute("UPDATE events SET payload_hash = ?, payload = NULL WHERE id = ?",
                       (hashlib.sha256(bytes(payload)).digest(), key))
-            record: dict[str, Any] = {
-                "event": ev, "run": run, "kind": kind, "epoch": epoch, "step": step,
-                "reason": reason, "rows": rows, "checkpoints": ckpts,
-                "fenced": fence(c, sorted({run, *(x[0] for x in ckpts)}), parse_iso(time)),
-                "also_in": also_in(c, found, key)}
+            record: dict[str, Any] = {"event": ev, "run": run, "kind": kind, "epoch": epoch,
+                                      "step": step, "reason": reason, **copies}
             in_flight = kind in REPLAYED and self._in_flight(c, run, epoch, step)
             if in_flight:
                 record["in_flight"] = True
