@@ -25,6 +25,7 @@ from tether.errors import UsageError
 from tether.store.sqlite import SQLiteStore
 from tether.testing import allow_tools
 from tether.tools import register_undo
+from tether.tools.files import fs_write
 
 SECRETS = {"message": "patient-0042-diagnosis", "board": "home-address-12-rue-x",
            "argument": "card-4111-2222-3333-4444", "result": "ssn-078-05-1120",
@@ -278,5 +279,40 @@ def test_other_events_holding_the_value_are_named_and_their_erasure_clears_the_r
         assert dumps(erased_marker(ids["run.failed"])).decode() in row.reason
         assert "tether resume" in row.reason  # the rest of the reason is kept
         assert verify_store(store).ok
+    finally:
+        store.close()
+
+
+async def _writer(ctx: Any, state: dict[str, Any]) -> Any:
+    n = state.get("n", 0) + 1
+    state["n"] = n
+    # A large file holding the secret, overwritten next step: its before-image (raw bytes an
+    # undo restores, named by their hash) is a chunk an erasure must leave as it is.
+    text = f"record for {SECRETS['result']}\n" + "x" * 17000 if n == 1 else "cleared\n"
+    await ctx.call(fs_write, path="notes.txt", content=text)
+    state["last"] = text
+    return Done() if n >= 2 else Continue()
+
+
+def test_file_images_an_undo_needs_are_left_and_said(tmp_path: Path) -> None:
+    db = tmp_path / "t.db"
+    store = SQLiteStore(db)
+    allow_tools(store)
+    agent = StepAgent(_writer, name="scribe", tools=[fs_write])
+    run = start_run(store, agent, agent_ref="scribe", goal="g", workspace=tmp_path / "ws")
+    asyncio.run(Worker(store, agents={"scribe": agent}, poll_interval=0.01).run(until_idle=True))
+    assert store.get_run(run).status == "done"  # type: ignore[union-attr]
+    first = next(e.id for e in store.events(run) if e.kind == "effect.intent")
+    store.close()
+    (out,) = _erase(db, {"effect.intent": first})
+    assert "checkpoints.body" in out and "chunks of file contents" in out, out
+    store = SQLiteStore(db)
+    try:
+        assert verify_store(store).ok
+        st = Tether(store).state(run, 1).state
+        assert st["last"] == erased_marker(first)
+        # The rollback can still restore the file: its before-image is intact.
+        Tether(store, agents={"scribe": agent}).rollback(run, 1)
+        assert (tmp_path / "ws" / "notes.txt").read_text().startswith("record for ")
     finally:
         store.close()

@@ -139,6 +139,10 @@ def erase_notes(p: dict[str, Any]) -> list[str]:
         out.append(f"  run {p['run']} step {p['step']} is not complete and its replay needed "
                    f"this payload: it will not resume from there; `tether fork {p['run']} "
                    f"--at {p['step'] - 1}` goes on without it")
+    if p.get("kept_chunks"):
+        out.append(f"  {p['kept_chunks']} chunks of file contents (before-images a rollback "
+                   "restores by their hash) still hold the value: an erasure does not change "
+                   "files' bytes")
     if p.get("also_in"):
         out.append("  the value is still in the payloads of events "
                    f"{', '.join(p['also_in'])}: erase them too")

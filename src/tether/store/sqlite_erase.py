@@ -43,7 +43,7 @@ def erase_copies(c: sqlite3.Connection, ev: str, run: str, kind: str, payload: A
                  now: float) -> dict[str, Any]:
     """Every copy of event ``ev``'s payload (of ``kind``, in ``run``) rewritten; what the
     erasure's store event records of them: ``rows`` (table.column: count),
-    ``checkpoints``, ``fenced`` and ``also_in``."""
+    ``checkpoints``, ``fenced``, ``also_in`` and ``kept_chunks`` (if any)."""
     rows = blank_copies(c, ev, run, kind, payload, causes, epoch, step)
     found = needles(ev, payload)
     for k, v in scrub_unsealed(c, found, run, kind, causes).items():
@@ -53,9 +53,14 @@ def erase_copies(c: sqlite3.Connection, ev: str, run: str, kind: str, payload: A
         rows["checkpoints.body"] = len(ckpts)
     if chunks:
         rows["chunks.body"] = chunks
-    return {"rows": rows, "checkpoints": ckpts,
-            "fenced": fence(c, sorted({run, *(x[0] for x in ckpts)}), now),
-            "also_in": also_in(c, found, ev)}
+    out: dict[str, Any] = {
+        "rows": rows, "checkpoints": ckpts,
+        "fenced": fence(c, sorted({run, *(x[0] for x in ckpts)}), now),
+        "also_in": also_in(c, found, ev)}
+    kept = kept_chunks(c, found)
+    if kept:
+        out["kept_chunks"] = kept
+    return out
 
 
 def blank_copies(c: sqlite3.Connection, ev: str, run: str, kind: str, payload: Any,
@@ -109,6 +114,8 @@ def scrub_checkpoints(c: sqlite3.Connection, n: Needles,
     renamed: dict[str, str] = {}
     for name, body in c.execute(f"SELECT hash, body FROM chunks WHERE {_holding('body', len(pats))}",
                                 pats).fetchall():
+        if not _state_chunk(c, str(name)):
+            continue  # a file's before-image an undo restores by its hash: see kept_chunks
         new = scrub_chunk(bytes(body), n)
         if new is not None:
             renamed[str(name)] = chunk_name(new)
@@ -129,6 +136,28 @@ def scrub_checkpoints(c: sqlite3.Connection, n: Needles,
     c.executemany("DELETE FROM chunks WHERE hash = ?",
                   [(h,) for h, new in renamed.items() if new != h])
     return changed, len(renamed)
+
+
+def _state_chunk(c: sqlite3.Connection, name: str) -> bool:
+    """Whether chunk ``name`` is part of a state (a keyframe names it) and of nothing else
+    (an effect's undo or a journaled file image names chunks of raw file bytes)."""
+    h = name.encode()
+    return (c.execute("SELECT 1 FROM checkpoints WHERE kind = 'key' AND instr(body, ?) > 0 "
+                      "LIMIT 1", (h,)).fetchone() is not None
+            and c.execute("SELECT 1 FROM effects WHERE instr(undo, ?) > 0 LIMIT 1",
+                          (h,)).fetchone() is None
+            and c.execute("SELECT 1 FROM events WHERE instr(payload, ?) > 0 LIMIT 1",
+                          (h,)).fetchone() is None)
+
+
+def kept_chunks(c: sqlite3.Connection, n: Needles) -> int:
+    """Chunks still holding an erased value after the rewrite: files' bytes (before-images
+    an undo restores, named by their content hash), which an erasure does not change."""
+    pats = n.patterns()
+    if not pats:
+        return 0
+    return int(c.execute(f"SELECT count(*) FROM chunks WHERE {_holding('body', len(pats))}",
+                         pats).fetchone()[0])
 
 
 def scrub_unsealed(c: sqlite3.Connection, n: Needles, run: str, kind: str,
