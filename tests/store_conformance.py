@@ -1266,6 +1266,47 @@ def test_a_seal_is_stored_and_kept_when_the_payload_is_erased(store_factory: Sto
     assert event_hash(dataclasses.replace(got, prev=sent.prev, hash="")) == sent.hash
 
 
+def test_erase_rewrites_every_checkpoint_and_chunk_holding_the_value(
+        store_factory: StoreFactory) -> None:
+    """A value of the erased payload leaves every state it was copied into: inline, in a
+    string, in a list chunk (restored through the renamed chunks), in another run's state;
+    the rewrites are recorded with their hashes, and the runs' live leases are taken."""
+    store, ids = store_factory(), _ids()
+    card = "card-4111-2222-3333-4444"
+    states = [{"n": 0}] + [{"n": s, "card": card, "log": [f"paid with {card}", *map(str, range(s))]}
+                           for s in range(1, 6)]
+    r, _ = _checkpointed(store, ids, states, keyframe_every=3, chunk_items=2)
+    other, _ = _checkpointed(store, ids, [{"seen": [card, "x", "y"]}], keyframe_every=3,
+                             chunk_items=2)
+    w = r.emit("tool.called", {"i": 0, "tool": "pay", "result": {"card": card}}, step=6)
+    assert store.commit([w]) == [None]
+    ev = w.events[0].id
+    rec = store.erase(ev, reason="leaked", actor="human:dpo", time=iso(time.time()),
+                      id=ids.new())
+    mark = {"erased": ev}
+    text = '{"erased":"' + ev + '"}'
+    for step, state in enumerate(states):
+        chain = store.checkpoint_chain(r.id, 0, step)
+        assert chain is not None
+        got = restore(chain.key_body, store.chunk, chain.deltas)
+        want = dict(state)
+        if step:
+            want.update(card=mark, log=[f"paid with {text}", *map(str, range(step))])
+        assert got == want
+    chain = store.checkpoint_chain(other.id, 0, 0)
+    assert chain is not None and restore(chain.key_body, store.chunk, []) == {
+        "seen": [mark, "x", "y"]}
+    p = rec.payload
+    # The bodies that held it: step 1's delta (set), step 3's keyframe, the other run's;
+    # the deltas that only appended to the log never held it.
+    assert sorted((x[0], x[2]) for x in p["checkpoints"]) == sorted(
+        [(r.id, 1), (r.id, 3), (other.id, 0)])
+    assert p["fenced"] == sorted([r.id, other.id]) and p["rows"]["checkpoints.body"] == 3
+    assert p["rows"]["chunks.body"] >= 1 and p["also_in"] == []
+    # The owners' leases are gone: renewing fails, another owner takes the run.
+    assert store.renew({r.id: r.fence}, "w1", 60, time.time()) == [r.id]  # type: ignore[dict-item]
+
+
 # -- signed checkpoints (tether audit seal) --------------------------------------------------
 
 def test_leaf_hashes_are_every_event_in_batch_order(store_factory: StoreFactory) -> None:

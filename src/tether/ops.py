@@ -149,8 +149,9 @@ class Tether:
         return al.alerts(self.store, run=run, since=since, unacked=unacked)
 
     def erase(self, event: str, *, reason: str) -> StoreEvent:
-        """Erase an event's payload and its copies in the projections, recorded (who, when,
-        why) as a ``payload.erased`` store event; the audit still verifies."""
+        """Erase an event's payload and its copies in the projections and in every run's
+        checkpoints, recorded (who, when, why) as a ``payload.erased`` store event; the
+        audit still verifies (``Store.erase``)."""
         now = SYSTEM_CLOCK.now()
         return self.store.erase(event, reason=reason, actor=self.who, time=iso(now),
                                 id=UlidSource(lambda: now).new())

@@ -19,7 +19,10 @@ class VerifyReport:
     problems: list[str] = field(default_factory=list)
     erasures: list[dict[str, str]] = field(default_factory=list)
     """Payloads erased on purpose (``tether audit erase``), from the store chain: ``event``,
-    ``run``, ``kind``, ``by``, ``time``, ``reason``."""
+    ``run``, ``kind``, ``by``, ``time``, ``reason``, ``checkpoints`` (how many it rewrote)."""
+    rewritten: dict[tuple[str, int, int], list[tuple[str, str]]] = field(default_factory=dict)
+    """Checkpoints an erasure rewrote (its value removed from the state they hold):
+    ``(run, epoch, step)`` -> ``(old hash, new hash)`` per erasure, in the chain's order."""
     checkpoints: int = 0
     """Signed checkpoints checked."""
     sealed: int = 0

@@ -53,9 +53,32 @@ def verify_store_chain(store: Store, rep: VerifyReport) -> dict[int, str]:
         check_swarm_rows(store, events, rep)
         rep.erasures = [{"event": str(e.payload.get("event")), "run": str(e.payload.get("run")),
                          "kind": str(e.payload.get("kind")), "by": e.actor, "time": e.time,
-                         "reason": str(e.payload.get("reason"))}
+                         "reason": str(e.payload.get("reason")),
+                         "checkpoints": str(len(e.payload.get("checkpoints") or ()))}
                         for e in events if e.kind == ERASED_KIND and isinstance(e.payload, dict)]
+        rep.rewritten = checkpoint_rewrites(events)
     return chain
+
+
+def recorded_erasures(store: Store) -> set[str]:
+    """The events the store chain records as erased (not verified here: `audit verify`
+    does that), so a check of a few rows (a rollback's) accepts their markers."""
+    return {str(e.payload.get("event")) for e in store.store_events()
+            if e.kind == ERASED_KIND and isinstance(e.payload, dict)}
+
+
+def checkpoint_rewrites(events: list[StoreEvent]
+                        ) -> dict[tuple[str, int, int], list[tuple[str, str]]]:
+    """Each checkpoint the erasures rewrote, with its hash before and after each."""
+    out: dict[tuple[str, int, int], list[tuple[str, str]]] = {}
+    for e in events:
+        if e.kind != ERASED_KIND or not isinstance(e.payload, dict):
+            continue
+        for x in e.payload.get("checkpoints") or ():
+            if isinstance(x, list) and len(x) == 5:
+                out.setdefault((str(x[0]), int(x[1]), int(x[2])), []).append((str(x[3]),
+                                                                             str(x[4])))
+    return out
 
 
 def check_swarm_rows(store: Store, events: list[StoreEvent], rep: VerifyReport) -> None:

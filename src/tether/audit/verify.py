@@ -77,8 +77,10 @@ def _verify(store: Store, progress: Callable[[int, int], None] | None,
         "(made with tether store backup), or salvage what SQLite can read into a new file "
         "(sqlite3 FILE .recover) and verify that" for line in store.check_integrity()[:10])
     facts = _LinkFacts()
+    # The store chain first: its erasures say which checkpoints were rewritten on purpose.
+    chain = verify_store_chain(store, rep)
     hashes = _verify_runs(store, rep, facts, progress)
-    hashes[STORE_CHAIN] = verify_store_chain(store, rep)
+    hashes[STORE_CHAIN] = chain
     facts.rows.erased = {x["event"] for x in rep.erasures}
     leaves = _verify_batches(store, hashes, rep)
     verify_signed(store, leaves, key, rep)
@@ -228,6 +230,26 @@ def _unverified(rows: RowFacts, link: tuple[str, str, int, int, str, str, int, i
             or link[1] in rows.unreadable or link[5] in rows.unreadable)
 
 
+def _after_erasures(run: str, recorded: dict[tuple[int, int], str | None],
+                    rewritten: dict[tuple[str, int, int], list[tuple[str, str]]]
+                    ) -> dict[tuple[int, int], str | None]:
+    """The hash each checkpoint must have now: the one its step journaled, carried
+    through the erasures that rewrote it (each names the hash it found and the one it
+    left). An erasure's old hash that is not the journaled one changes nothing, so a
+    rewrite the chain does not record is still named."""
+    out = dict(recorded)
+    for (r, epoch, step), steps in rewritten.items():
+        if r != run:
+            continue
+        h = out.get((epoch, step))
+        for was, now in steps:
+            if h == was:
+                h = now
+        if h is not None:
+            out[(epoch, step)] = h
+    return out
+
+
 def _verify_checkpoints(store: Store, run: str, recorded: dict[tuple[int, int], str | None],
                         rep: VerifyReport) -> None:
     """Each stored checkpoint body must match the hash its step's event journaled."""
@@ -287,7 +309,7 @@ def _verify_run(store: Store, run: str, rep: VerifyReport, facts: _LinkFacts) ->
         prev = e.hash
         _take(facts, e, ckpts)
     if not bad:
-        _verify_checkpoints(store, run, ckpts, rep)
+        _verify_checkpoints(store, run, _after_erasures(run, ckpts, rep.rewritten), rep)
     return chain
 
 

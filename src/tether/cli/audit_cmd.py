@@ -98,8 +98,9 @@ def verify(json: Annotated[bool, typer.Option("--json", help="JSON instead of te
             console.print(f"  also: {p}", highlight=False)
     if not json:
         for x in rep.erasures[:20]:  # on purpose, recorded: shown, not a problem
+            ck = f"; {x['checkpoints']} checkpoints rewritten" if x["checkpoints"] != "0" else ""
             console.print(f"  erased: {x['event']} ({x['kind']}, run {x['run']}) by {x['by']} "
-                          f"at {x['time']}: {x['reason']}", markup=False, highlight=False)
+                          f"at {x['time']}: {x['reason']}{ck}", markup=False, highlight=False)
     if not rep.ok:
         raise typer.Exit(1)
 
@@ -111,17 +112,41 @@ def erase(event: Annotated[str, typer.Argument(help="The event's id (`tether eve
               help="Why (journaled): privacy request, a leaked secret...", metavar="TEXT")],
           as_: AsOpt = None) -> None:
     """Erase an event's payload and every copy of it (a message's body, a blackboard value,
-    an effect's arguments or result, an approval's arguments, a notification), recorded
-    in the store chain with who, when and why; `audit verify` still passes and lists it.
-
-    What a run's own checkpoints hold (its state) is not erased: see docs/audit.md."""
+    an effect's arguments or result, an approval's arguments, a notification, the
+    checkpoints of any run whose state holds one of its values), recorded in the store
+    chain with who, when and why; `audit verify` still passes and lists it. See
+    docs/audit.md#erasure."""
     if not reason.strip():
         raise UsageError("--reason '': say why the payload is erased (it is journaled)")
     rec = operator(as_).erase(event, reason=reason)
-    rows = ", ".join(f"{n} {k}" for k, n in sorted(rec.payload["rows"].items())) or "no rows"
-    console.print(f"erased {rec.payload['event']} ({rec.payload['kind']}, run "
-                  f"{rec.payload['run']}): payload and {rows}; recorded as store event "
-                  f"#{rec.n} by {rec.actor}", markup=False, highlight=False)
+    p = rec.payload
+    rows = ", ".join(f"{n} {k}" for k, n in sorted(p["rows"].items())) or "no rows"
+    console.print(f"erased {p['event']} ({p['kind']}, run {p['run']}): payload and {rows}; "
+                  f"recorded as store event #{rec.n} by {rec.actor}", markup=False,
+                  highlight=False)
+    for line in erase_notes(p):
+        console.print(line, markup=False, highlight=False)
+
+
+def erase_notes(p: dict[str, Any]) -> list[str]:
+    """What an operator must know after an erasure: runs that lost their lease, a step
+    that cannot resume, other events that still hold the value."""
+    out = []
+    if p.get("fenced"):
+        out.append(f"  lease taken from {', '.join(p['fenced'])}: its worker's next commit "
+                   "is refused, and the next owner restores the rewritten checkpoint")
+    if p.get("in_flight"):
+        out.append(f"  run {p['run']} step {p['step']} is not complete and its replay needed "
+                   f"this payload: it will not resume from there; `tether fork {p['run']} "
+                   f"--at {p['step'] - 1}` goes on without it")
+    if p.get("kept_chunks"):
+        out.append(f"  {p['kept_chunks']} chunks of file contents (before-images a rollback "
+                   "restores by their hash) still hold the value: an erasure does not change "
+                   "files' bytes")
+    if p.get("also_in"):
+        out.append("  the value is still in the payloads of events "
+                   f"{', '.join(p['also_in'])}: erase them too")
+    return out
 
 
 def _sealed(rep: Any) -> str:

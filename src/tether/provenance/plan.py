@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from tether.audit.rows import RowFacts, effect_problem
+from tether.audit.store_chain import recorded_erasures
 from tether.core.events import payload_digest
 from tether.errors import NotFound, UsageError
 from tether.history import Segment, epoch_of, lineage, ran_in
@@ -220,7 +221,7 @@ def _sort_effects(store: Store, p: RollbackPlan, after_k: Callable[[int, int], b
     """The run's effects after the step, newest first: to undo, to leave, or refused."""
     after = [e for e in store.effects(run=p.run.id) if after_k(e.epoch, e.step)]
     after.sort(key=lambda e: (e.epoch, e.step, e.idx), reverse=True)
-    rows = RowFacts()
+    rows = RowFacts(erased=recorded_erasures(store))  # an erased row is no forgery
     images, started = journal_facts(store, p.run, rows)
     p.forged = [e for e in after if effect_problem(rows, e)]
     for e in after:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from tether.core.checkpoint import CheckpointEncoder, chain_label, checkpoint_info, restore
 from tether.core.clock import WallClock
+from tether.core.erasure import REPLAYED
 from tether.core.monitors import MonitorSettings
 from tether.core.pricing import PriceTable
 from tether.errors import (
@@ -133,6 +134,8 @@ class RunExecutor:
         for e in tail:
             if e.epoch != row.epoch or e.step != step:
                 continue
+            if e.payload is None and e.kind in REPLAYED:
+                raise InvalidState(_erased_in_flight(row.id, row.step, e.id, e.kind))
             if e.kind == "step.started":
                 self.step_started = True
             elif e.kind in CALL_KINDS:
@@ -358,3 +361,12 @@ class RunExecutor:
 def _monitor_settings(oversight: Oversight) -> MonitorSettings:
     """The ``[monitors]`` tables of the policy in force when the run was taken."""
     return oversight.policy.monitors
+
+
+def _erased_in_flight(run: str, done: int, event: str, kind: str) -> str:
+    """Why a run whose step in flight lost a payload to an erasure cannot go on."""
+    return (f"run {run} step {done + 1}: the payload of event {event} ({kind}) was erased "
+            "(tether audit erase) and re-running the step would need it back (its recorded "
+            "call or result is gone, and calling again could repeat an effect); the run "
+            f"cannot resume from this step. Fork it from its last complete step, `tether "
+            f"fork {run} --at {done}`, to go on without it")

@@ -242,9 +242,13 @@ class Store(Protocol):
         """Erase event ``event_id``'s payload (its hash stays: the chain still verifies) and
         every copy of it in the projections (a message's body, a blackboard value, an effect's
         arguments or result, an approval's arguments, a notification's body), each replaced
-        by ``{"erased": EVENT_ID}``, in one transaction with the ``payload.erased`` store
-        event recording who, when and why. NotFound for an unknown event; UsageError for
-        one erased already."""
+        by ``{"erased": EVENT_ID}``, and every checkpoint and keyframe chunk of any run that
+        holds one of its values (rewritten by ``tether.core.erasure``), in one transaction
+        with the ``payload.erased`` store event recording who, when and why, the rewritten
+        checkpoints' old and new hashes, the runs whose live lease it took (``fenced``) and
+        other events still holding a value (``also_in``). The replaced bytes must not stay
+        readable in the backend's files where it can prevent it. NotFound for an unknown
+        event; UsageError for one erased already."""
         ...
 
     def store_events(self, *, after: int = 0) -> list[StoreEvent]:

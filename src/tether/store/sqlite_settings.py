@@ -13,6 +13,7 @@ import sqlite3
 from typing import Any
 
 from tether.core.canonical import dumps, loads
+from tether.core.erasure import REPLAYED
 from tether.core.events import BATCH_GENESIS, batch_hash, payload_digest
 from tether.core.ids import UlidSource, iso, parse_iso, ulid_str
 from tether.core.settings import (
@@ -22,49 +23,16 @@ from tether.core.settings import (
     STORE_SCOPE,
     SWARM_KINDS,
     StoreEvent,
-    erased_marker,
     make_store_event,
 )
+from tether.core.statuses import CLOSED_STATUSES
 from tether.errors import NotFound, UsageError
 from tether.store.schema import SWARMS_JOURNALED
 from tether.store.sqlite_base import SQLiteBase
+from tether.store.sqlite_erase import erase_copies
 from tether.store.sqlite_rows import id_key
 
 STORE_EVENT_COLS = "n, id, kind, scope, time, actor, payload, hash"
-
-
-def _blank_copies(c: sqlite3.Connection, ev: str, run: str, kind: str, payload: Any,
-                  causes: list[str], epoch: int, step: int) -> dict[str, int]:
-    """Replace what the projections copied from event ``ev``'s payload by the erased
-    marker; how many rows of each table changed. The rows keep what the chain commits
-    to through the event's seal, so the audit can still tell them apart from forgeries
-    (it accepts a marker only for an event the store chain says was erased)."""
-    mark = dumps(erased_marker(ev))
-    done: dict[str, int] = {}
-
-    def blank(table: str, column: str, where: str, args: tuple[Any, ...]) -> None:
-        n = c.execute(f"UPDATE {table} SET {column} = ? WHERE {where}", (mark, *args)).rowcount
-        if n:
-            done[f"{table}.{column}"] = done.get(f"{table}.{column}", 0) + n
-
-    if kind == "message.sent":
-        blank("messages", "body", "id = ?", (ev,))
-    elif kind == "blackboard.write":
-        blank("versions", "value", "event = ? AND ns LIKE 'board:%'", (ev,))
-    elif kind == "effect.intent":
-        blank("effects", "arguments", "id = ?", (ev,))
-        if isinstance(payload, dict) and "i" in payload:
-            blank("approvals", "arguments", "run = ? AND epoch = ? AND step = ? AND idx = ?",
-                  (run, epoch, step, payload["i"]))
-    elif kind == "approval.requested":
-        blank("approvals", "arguments", "id = ?", (ev,))
-    elif kind in ("effect.done", "effect.resolved", "effect.failed") and causes:
-        blank("effects", "result", "id = ?", (causes[0],))
-    elif kind == "approval.decided" and isinstance(payload, dict) and payload.get("approval"):
-        blank("approvals", "edited_arguments", "id = ? AND edited_arguments IS NOT NULL",
-              (payload["approval"],))
-    blank("outbox", "body", "id = ?", (ev,))
-    return done
 
 
 class SQLiteSettings(SQLiteBase):
@@ -151,14 +119,26 @@ class SQLiteSettings(SQLiteBase):
                 raise UsageError(f"event {event_id}: its payload is erased already")
             ev = ulid_str(key)  # the id as stored, whatever case was given
             run = self._run_id(rk)
-            rows = _blank_copies(c, ev, run, kind, loads(payload), loads(causes), epoch, step)
+            copies = erase_copies(c, ev, run, kind, loads(payload), loads(causes), epoch, step,
+                                  run_of=self._run_id, now=parse_iso(time))
             # Keep the payload's hash: the chain still verifies without the payload.
             c.execute("UPDATE events SET payload_hash = ?, payload = NULL WHERE id = ?",
                       (hashlib.sha256(bytes(payload)).digest(), key))
-            return self._append_store_event(
-                c, ERASED_KIND, STORE_SCOPE, {"event": ev, "run": run, "kind": kind,
-                                              "reason": reason, "rows": rows},
-                actor=actor, time=time, id=id)
+            record: dict[str, Any] = {"event": ev, "run": run, "kind": kind, "epoch": epoch,
+                                      "step": step, "reason": reason, **copies}
+            in_flight = kind in REPLAYED and self._in_flight(c, run, epoch, step)
+            if in_flight:
+                record["in_flight"] = True
+            return self._append_store_event(c, ERASED_KIND, STORE_SCOPE, record, actor=actor,
+                                            time=time, id=id)
+
+    @staticmethod
+    def _in_flight(c: sqlite3.Connection, run: str, epoch: int, step: int) -> bool:
+        """Whether (epoch, step) is the step a run that can still go on has not completed:
+        resuming it replays that step's journal, which an erased payload leaves short."""
+        row = c.execute("SELECT epoch, step, status FROM runs WHERE id = ?", (run,)).fetchone()
+        return (row is not None and row[0] == epoch and step > row[1]
+                and row[2] not in CLOSED_STATUSES)
 
     def swarm_rows(self) -> dict[str, dict[str, Any]]:
         """Every swarm's row: name -> ``{"budget": ..., "pause_points": ... or None}``."""
