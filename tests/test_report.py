@@ -32,7 +32,7 @@ HOSTILE = "<script>alert(1)</script>_*x*_"
 
 
 def tether(db: Path, *args: str) -> tuple[int, str]:
-    res = CliRunner().invoke(app, ["--store", str(db), *args], env={"TETHER_USER": "ada"})
+    res = CliRunner().invoke(app, ["--store", str(db), *args])
     return res.exit_code, res.output
 
 

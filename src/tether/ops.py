@@ -88,7 +88,7 @@ class Tether:
         """Who the journal records as acting (read when first needed, so a bad
         ``$TETHER_USER`` is reported by the command that would use it)."""
         if self._who is None:
-            self._who = actor()
+            self._who = actor(store=self.store)
         return self._who
 
     def _writable(self, ref: str, what: str) -> None:
