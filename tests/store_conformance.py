@@ -693,6 +693,8 @@ def test_token_rows_are_the_projection_of_their_store_events(store_factory: Stor
     _token_event(store, "token.created", {**made, "token": "01J00000000000000000000003",
                                           "hash": "cd" * 32}, 3)
     assert [x.active for x in store.tokens()] == [False, True]
+    assert [x.id for x in store.tokens(active=True)] == ["01J00000000000000000000003"]
+    assert [x.id for x in store.tokens(limit=1)] == [made["token"]]
     assert [e.kind for e in store.store_events()] == ["token.created", "token.revoked",
                                                       "token.created"]
 

@@ -57,7 +57,7 @@ def create_token(store: Store, name: str, role: Role | str, who: str) -> tuple[T
 
 def list_tokens(store: Store, *, revoked: bool = True) -> list[TokenInfo]:
     """Every token, oldest first; only the valid ones with ``revoked=False``."""
-    return [t for t in store.tokens() if revoked or t.active]
+    return store.tokens(active=not revoked)
 
 
 def find_token(store: Store, name_or_id: str) -> TokenInfo:
@@ -113,5 +113,6 @@ def authenticate(store: Store, secret: str) -> Principal | None:
 
 
 def tokens_exist(store: Store) -> bool:
-    """Whether any valid token exists: once one does, the web UI asks every request for one."""
-    return any(t.active for t in store.tokens())
+    """Whether any valid token exists: once one does, the web UI asks every request for one
+    (so it is one indexed probe, however many tokens there are)."""
+    return bool(store.tokens(active=True, limit=1))

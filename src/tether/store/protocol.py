@@ -239,8 +239,9 @@ class Store(Protocol):
         ...
 
     # -- API tokens (the projection of the store chain's token.* events) --------
-    def tokens(self) -> list[TokenInfo]:
-        """Every API token, valid or revoked, oldest first. Rows change only with their
+    def tokens(self, *, active: bool = False, limit: int | None = None) -> list[TokenInfo]:
+        """Every API token, valid or revoked (only the valid ones with ``active``), oldest
+        first, at most ``limit``. Rows change only with their
         ``token.created`` / ``token.revoked`` events (:meth:`append_store_event`, which
         refuses a name a valid token has and a token revoked already)."""
         ...

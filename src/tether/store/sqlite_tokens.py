@@ -64,9 +64,13 @@ class SQLiteTokens(SQLiteBase):
         c.execute("UPDATE tokens SET revoked = ?, revoked_by = ? WHERE id = ?",
                   (time, actor, tid))
 
-    def tokens(self) -> list[TokenInfo]:
-        """Every token, valid or revoked, oldest first."""
-        return [_row(r) for r in self._read(f"SELECT {_COLS} FROM tokens ORDER BY created, id")]
+    def tokens(self, *, active: bool = False, limit: int | None = None) -> list[TokenInfo]:
+        """Every token, valid or revoked (only the valid ones with ``active``), oldest
+        first, at most ``limit``."""
+        where = " WHERE revoked IS NULL" if active else ""
+        lim = "" if limit is None else f" LIMIT {int(limit)}"
+        return [_row(r) for r in self._read(
+            f"SELECT {_COLS} FROM tokens{where} ORDER BY id{lim}")]  # ids are ULIDs: by time
 
     def token_by_hash(self, digest: str) -> TokenInfo | None:
         """The token whose secret hashes to ``digest`` (hex), valid or revoked."""
