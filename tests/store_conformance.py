@@ -660,6 +660,45 @@ def test_a_swarm_setting_needs_a_swarm_scope_and_its_field(store_factory: StoreF
     assert store.store_events() == [] and store.swarm_rows() == {}
 
 
+def _token_event(store: Store, kind: str, payload: dict[str, Any], n: int) -> None:
+    store.append_store_event(kind, "store", payload, actor="human:root",
+                             time=f"2026-01-01T00:00:0{n}.000000Z",
+                             id=f"01J00000000000000000000{n:03d}")
+
+
+def test_token_rows_are_the_projection_of_their_store_events(store_factory: StoreFactory) -> None:
+    store = store_factory()
+    assert store.tokens() == [] and store.token_by_hash("ab" * 32) is None
+    made = {"token": "01J00000000000000000000001", "name": "ada", "role": "operator",
+            "hash": "ab" * 32}
+    _token_event(store, "token.created", made, 1)
+    (t,) = store.tokens()
+    assert (t.id, t.name, t.role.label, t.hash, t.created, t.created_by, t.revoked) == (
+        made["token"], "ada", "operator", "ab" * 32, "2026-01-01T00:00:01.000000Z",
+        "human:root", None)
+    assert store.token_by_hash("ab" * 32) == t and store.token_by_hash("not hex") is None
+    # A valid token's name is taken: refused, and nothing is appended.
+    with pytest.raises(UsageError, match="a token named 'ada' exists already"):
+        _token_event(store, "token.created", {**made, "token": "01J00000000000000000000002",
+                                              "hash": "cd" * 32}, 2)
+    with pytest.raises(NotFound, match="no token with id"):
+        _token_event(store, "token.revoked", {"token": "01NOPE", "name": "x"}, 2)
+    assert len(store.store_events()) == 1
+    _token_event(store, "token.revoked", {"token": made["token"], "name": "ada"}, 2)
+    (t,) = store.tokens()
+    assert (t.revoked, t.revoked_by) == ("2026-01-01T00:00:02.000000Z", "human:root")
+    with pytest.raises(UsageError, match="revoked already"):
+        _token_event(store, "token.revoked", {"token": made["token"], "name": "ada"}, 3)
+    # Revoked, its name is free again.
+    _token_event(store, "token.created", {**made, "token": "01J00000000000000000000003",
+                                          "hash": "cd" * 32}, 3)
+    assert [x.active for x in store.tokens()] == [False, True]
+    assert [x.id for x in store.tokens(active=True)] == ["01J00000000000000000000003"]
+    assert [x.id for x in store.tokens(limit=1)] == [made["token"]]
+    assert [e.kind for e in store.store_events()] == ["token.created", "token.revoked",
+                                                      "token.created"]
+
+
 def test_meta_keeps_application_values(store_factory: StoreFactory) -> None:
     store = store_factory()
     assert store.get_meta("demo.clock") is None

@@ -26,6 +26,7 @@ from tether.cli.app import app
 from tether.core.events import Event
 from tether.core.monitors import Level, Quiet, Signal, View
 from tether.errors import NotFound, UsageError
+from tether.identity import set_allow_as
 from tether.notify import Notifier
 from tether.store.sqlite import SQLiteStore
 
@@ -33,7 +34,7 @@ runner = CliRunner()
 
 
 def tether(db: Path, *args: str) -> tuple[int, str]:
-    res = runner.invoke(app, ["--store", str(db), *args], env={"TETHER_USER": "ada"})
+    res = runner.invoke(app, ["--store", str(db), *args])
     return res.exit_code, res.output
 
 
@@ -97,7 +98,11 @@ def test_alerts_lists_each_with_its_run_step_monitor_and_evidence(looped: tuple[
 def test_ack_is_journaled_in_the_alerted_run_once(looped: tuple[Path, str]) -> None:
     db, run = looped
     first = _lines(tether(db, "alerts", "--json")[1])[0]["id"]
-    code, out = tether(db, "alerts", "ack", first, "--note", "a real loop, fixed the prompt")
+    ada = ("--note", "a real loop, fixed the prompt", "--as", "ada")
+    code, out = tether(db, "alerts", "ack", first, *ada)
+    assert code == 2 and "allow-as on" in out, out  # a chosen name: refused by default
+    set_allow_as(SQLiteStore(db), True, who="human:admin")
+    code, out = tether(db, "alerts", "ack", first, *ada)
     assert code == 0 and f"acked {first}" in out, out
     store = SQLiteStore(db)
     (acked,) = [e for e in store.events(run) if e.kind == "alert.acked"]

@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 from tether import Done, StepAgent, Worker, start_run, tool, verify_store
 from tether.cli.app import app
 from tether.core.settings import erased_marker
+from tether.identity import set_allow_as
 from tether.store.sqlite import SQLiteStore
 from tether.testing import allow_tools
 
@@ -52,6 +53,7 @@ def night(tmp_path: Path) -> tuple[Path, str]:
     db = tmp_path / "t.db"
     store = SQLiteStore(db)
     allow_tools(store)
+    set_allow_as(store, True, who="human:admin")  # erasures are recorded as $TETHER_USER
     agent = StepAgent(_step, name="clerk", tools=[charge])
     run = start_run(store, agent, agent_ref="clerk", goal="g", swarm="crew")
     asyncio.run(Worker(store, agents={"clerk": agent}, poll_interval=0.01).run(until_idle=True))

@@ -81,7 +81,7 @@ AGENT = StepAgent(_step, name="clerk", tools=[charge, refund])
 
 
 def cli(db: Path, *args: str) -> tuple[int, str]:
-    res = CliRunner().invoke(app, ["--store", str(db), *args], env={"TETHER_USER": "dpo"})
+    res = CliRunner().invoke(app, ["--store", str(db), *args])
     return res.exit_code, res.output
 
 

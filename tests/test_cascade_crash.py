@@ -225,7 +225,7 @@ def test_kill_9_during_a_cascade_rollback_then_finish_it(history: dict[str, Any]
 
         cuts = Cuts()
         for kill in kills:
-            kill_during(db, ["rollback", "A", "--to", "2", "--cascade", "--as", "ops"],
+            kill_during(db, ["rollback", "A", "--to", "2", "--cascade"],
                         tmp_path, hang=kill.get("hang", ""), delay=kill.get("delay", 0.0),
                         until=undone_count(kill["until"]) if "until" in kill else None)
             cut = cuts.after_kill(store)
@@ -235,7 +235,7 @@ def test_kill_9_during_a_cascade_rollback_then_finish_it(history: dict[str, Any]
             assert store.get_run(a).epoch == 0  # type: ignore[union-attr]  # restored last
             check_unfinished(store, ids, {"A": 2, "B": 2})
 
-        out = tether(db, "rollback", "A", "--to", "2", "--cascade", "--as", "ops")
+        out = tether(db, "rollback", "A", "--to", "2", "--cascade")
         assert "cascade rollback done" in out
 
         # The workspace is byte for byte what it was at the target steps.
@@ -279,7 +279,7 @@ def test_kill_9_during_a_cascade_rollback_then_finish_it(history: dict[str, Any]
         assert verify_store(store).problems == []
         assert cascade_plan(store, "A", 2).idle
         # Running it once more changes nothing.
-        tether(db, "rollback", "A", "--to", "2", "--cascade", "--as", "ops")
+        tether(db, "rollback", "A", "--to", "2", "--cascade")
         assert snapshot(ws) == history["at_target"]
         check_undos_once(store, cuts, UNDONE)
     finally:
@@ -311,11 +311,11 @@ def test_kill_9_during_a_rollback_that_retracts_and_reverts(tmp_path: Path, hang
         assert (len(p.undo), len(p.retract), len(p.requeue), len(p.revert)) == (4, 2, 1, 2)
         assert [m.recipient for m in p.delivered] == []
 
-        kill_during(db, ["rollback", "R", "--to", "1", "--as", "ops"], tmp_path, hang=hang)
+        kill_during(db, ["rollback", "R", "--to", "1"], tmp_path, hang=hang)
         cuts = Cuts()
         assert len(cuts.after_kill(store)) == (1 if hang.startswith("fs_restore") else 0)
         check_unfinished(store, ids, {"R": 1})
-        out = tether(db, "rollback", "R", "--to", "1", "--as", "ops")
+        out = tether(db, "rollback", "R", "--to", "1")
         assert "rolled back run" in out
 
         assert {p.name: p.read_text() for p in sorted(ws.iterdir())} == \

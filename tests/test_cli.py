@@ -31,14 +31,14 @@ def demo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return d
 
 
-def _all_commands() -> list[list[str]]:
+def _all_commands(top: typer.Typer = app, prefix: tuple[str, ...] = ()) -> list[list[str]]:
+    """Every command, nested groups included (``ui token create``)."""
     out: list[list[str]] = []
-    for info in app.registered_commands:
-        out.append([info.name or info.callback.__name__])  # type: ignore[union-attr]
-    for group in app.registered_groups:
+    for info in top.registered_commands:
+        out.append([*prefix, info.name or info.callback.__name__])  # type: ignore[union-attr]
+    for group in top.registered_groups:
         assert isinstance(group.typer_instance, typer.Typer)
-        for info in group.typer_instance.registered_commands:
-            out.append([group.name or "", info.name or info.callback.__name__])  # type: ignore[union-attr]
+        out += _all_commands(group.typer_instance, (*prefix, group.name or ""))
     return out
 
 
@@ -68,7 +68,7 @@ def test_demo_quiet_hours_approval_then_resume(demo_dir: Path) -> None:
     code, out = tether("demo", "--dir", str(demo_dir))  # nothing new while it waits
     assert code == 0 and "Resuming" in out and "approval pending" in out
     assert _count(db, "SELECT count(*) FROM effects") == before
-    code, out = tether("--store", store, "approve", req["id"], "--as", "oncall-lead")
+    code, out = tether("--store", store, "approve", req["id"])
     assert code == 0, out
     code, out = tether("demo", "--dir", str(demo_dir))
     assert code == 0 and "chains intact" in out
@@ -194,6 +194,11 @@ HELP = {
     "run": ("Start a run of an agent and drive it here until it sleeps, pauses or ends",
             "--detach"),
     "runs": ("List runs, newest first", "--status"),
+    "settings allow-as": ("Allow --as NAME and $TETHER_USER on this store, or refuse them",
+                          "ON|OFF"),
+    "ui token create": ("Create an API token and print it once, as the last line", "--role"),
+    "ui token list": ("List API tokens, oldest first", "--json"),
+    "ui token revoke": ("Revoke an API token: from now on it authenticates no one", "NAME"),
     "show": ("Show one run: status, its result or last error, what it waits for", "--json"),
     "state": ("Print a run's state (JSON) after a step, restored from its checkpoints",
               "--step"),

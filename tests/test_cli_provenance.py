@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 
 from tether import AwaitMessages, Done, StepAgent, Worker, start_run, verify_store
 from tether.cli.app import app
+from tether.identity import set_allow_as
 from tether.runtime.swarm import board_ns
 from tether.store.sqlite import SQLiteStore
 from tether.tools.files import fs_append, fs_read, fs_write
@@ -115,6 +116,7 @@ def world(tmp_path: Path) -> Iterator[World]:
     them one a step (its step k took the producer's step-k message), then a reader reads
     ``latest`` (written at the producer's step 3)."""
     w = World(tmp_path)
+    set_allow_as(w.store, True, who="human:admin")  # operators act --as alice
     w.run(w.producer)
     assert w.messages(sender=w.producer) == [(1, "pending"), (2, "pending"), (3, "pending")]
     w.run(w.consumer)
@@ -317,6 +319,7 @@ def test_cascade_bad_input(world: World) -> None:
 
 def test_quarantine_holds_marks_and_release_delivers(tmp_path: Path) -> None:
     w = World(tmp_path, pause_points={"every_steps": 3})
+    set_allow_as(w.store, True, who="human:admin")  # the operator acts --as alice
     try:
         # The producer stops for review after its third report; the consumer has not run.
         w.run(w.producer)

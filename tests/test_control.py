@@ -291,7 +291,7 @@ def test_stop_all_from_another_process_under_load(tmp_path: Path) -> None:
         t = _worker_thread(path, stop, agents={"slow": agent})
         _wait(lambda: len(srv.requests) == n)
         exe = Path(sys.executable).with_name("tether")
-        res = subprocess.run([str(exe), "--store", str(path), "stop", "--all", "--as", "ops"],
+        res = subprocess.run([str(exe), "--store", str(path), "stop", "--all"],
                              capture_output=True, text=True, timeout=60)
         assert res.returncode == 0, res.stderr
         _wait(lambda: all(store.get_run(r).status == "stopped" for r in runs),  # type: ignore[union-attr]

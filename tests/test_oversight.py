@@ -26,6 +26,7 @@ from tether import (
 from tether.cli.app import app
 from tether.core.policy import Policy, builtin_policy, rules_from_python
 from tether.errors import NotFound, ToolDenied, ToolFailed, UsageError
+from tether.identity import os_user, set_allow_as
 from tether.models.base import ModelResponse, ToolCall
 from tether.models.scripted import ScriptedModel
 from tether.policies import apply_policy
@@ -268,6 +269,10 @@ def test_cli_lists_and_decides(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     res = runner.invoke(app, ["--store", str(db), "--help"])
     res = runner.invoke(app, ["--store", str(db), "approve", row["id"], "--as", "ops",
                               "--note", "fine"])
+    assert res.exit_code == 2 and "allow-as on" in res.output  # names are refused by default
+    set_allow_as(store, True, who="human:admin")
+    res = runner.invoke(app, ["--store", str(db), "approve", row["id"], "--as", "ops",
+                              "--note", "fine"])
     assert res.exit_code == 0, res.output
     assert store.approval(row["id"]).decided_by == "human:ops"  # type: ignore[union-attr]
     with pytest.raises(NotFound):
@@ -333,13 +338,33 @@ def test_a_budget_rule_on_model_calls_pauses_the_run(store: SQLiteStore) -> None
     assert all(d["verdict"] == "allow" for d in decided[:-1])
 
 
-def test_acting_as_someone_else_can_be_forbidden(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_acting_as_someone_else_is_refused_unless_the_store_allows_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("TETHER_USER", raising=False)
-    assert actor("alice") == "human:alice"
-    monkeypatch.setenv("TETHER_ALLOW_AS", "0")
+    store = SQLiteStore(tmp_path / "t.db")
+    me = f"human:{os_user()}"
+    assert actor(None, store) == me
+    for claim in (lambda: actor("alice", store), lambda: actor("alice")):
+        with pytest.raises(UsageError, match="tether settings allow-as on"):
+            claim()
+    monkeypatch.setenv("TETHER_USER", "bob")
+    with pytest.raises(UsageError, match=r"'bob' \(TETHER_USER\) is refused"):
+        actor(None, store)
+    assert set_allow_as(store, True, who=me) is not None
+    assert set_allow_as(store, True, who=me) is None  # unchanged: nothing journaled
+    assert actor("alice", store) == "human:alice" and actor(None, store) == "human:bob"
+    with pytest.raises(UsageError, match="allow-as on"):
+        actor("alice")  # no store, no allowing
+    monkeypatch.setenv("TETHER_ALLOW_AS", "0")  # one environment can refuse all the same
     with pytest.raises(UsageError, match="TETHER_ALLOW_AS=0"):
-        actor("alice")
-    assert actor().startswith("human:")
+        actor("alice", store)
+    monkeypatch.delenv("TETHER_ALLOW_AS")
+    set_allow_as(store, False, who=me)
+    with pytest.raises(UsageError, match="allow-as on"):
+        actor("alice", store)
+    assert [(e.kind, e.payload, e.actor) for e in store.store_events()] == [
+        ("store.allow_as", {"allow": True}, me), ("store.allow_as", {"allow": False}, me)]
+    assert verify_store(store).ok
 
 
 def test_swarm_pause_points_apply_to_its_runs(tmp_path: Path) -> None:

@@ -24,8 +24,11 @@ from tether import Done, StepAgent, Worker, approvals, start_run, verify_store
 from tether.cli.app import app
 from tether.core.policy import builtin_policy, parse_policy, rules_from_python
 from tether.errors import UsageError
+from tether.identity import os_user
 from tether.policies import apply_policy, in_force
 from tether.store.sqlite import SQLiteStore
+
+ME = f"human:{os_user()}"  # --as is refused on a store that does not allow it
 
 ALLOW_CHARGE = '[[rule]]\nid = "charge-ok"\ntool = "charge"\ndecide = "allow"\n'
 DENY_CHARGE = '[[rule]]\nid = "no-charge"\ntool = "charge"\ndecide = "deny"\n'
@@ -123,18 +126,17 @@ def test_apply_and_show_journal_who_applied_what(tmp_path: Path) -> None:
     SQLiteStore(db).close()
     code, out = cli("--store", db, "policy", "show")
     assert code == 0 and "built-in defaults" in out
-    code, out = cli("--store", db, "policy", "apply", str(tmp_path / "p.toml"), "--as", "ada")
+    code, out = cli("--store", db, "policy", "apply", str(tmp_path / "p.toml"))
     assert code == 0 and "as store event #1" in out, out
-    code, out = cli("--store", db, "policy", "apply", str(tmp_path / "p.toml"), "--as", "ada")
+    code, out = cli("--store", db, "policy", "apply", str(tmp_path / "p.toml"))
     assert code == 0 and out.startswith("unchanged"), out
     (tmp_path / "q.toml").write_text(DENY_CHARGE)
-    code, out = cli("--store", db, "policy", "apply", str(tmp_path / "q.toml"), "--swarm", "crew",
-                    "--as", "bob")
+    code, out = cli("--store", db, "policy", "apply", str(tmp_path / "q.toml"), "--swarm", "crew")
     assert code == 0, out
     code, out = cli("--store", db, "policy", "show")
     h = parse_policy(ALLOW_CHARGE, source="x").hash
-    assert f"policy {h[:12]} store-wide, applied by human:ada" in out
-    assert "for swarm crew, applied by human:bob" in out
+    assert f"policy {h[:12]} store-wide, applied by {ME}" in out
+    assert f"for swarm crew, applied by {ME}" in out
     code, out = cli("--store", db, "policy", "show", "--swarm", "other", "--text")
     assert "store-wide" in out and 'id = "charge-ok"' in out
     store = SQLiteStore(db)
@@ -187,8 +189,8 @@ def test_a_worker_told_another_policy_is_refused_naming_both_hashes(
     assert code == 2 and h[:12] in out and builtin_policy().hash[:12] in out, out
     assert SQLiteStore(db).store_events() == []
     code, out = cli("--store", db, "worker", "--until-idle", "--policy", str(tmp_path / "p.toml"),
-                    "--apply", "--as", "ada")
-    assert code == 0 and f"policy {h[:12]} store-wide, applied by human:ada" in out, out
+                    "--apply")
+    assert code == 0 and f"policy {h[:12]} store-wide, applied by {ME}" in out, out
     code, out = cli("--store", db, "worker", "--until-idle", "--policy", str(tmp_path / "p.toml"))
     assert code == 0, out
 
@@ -215,12 +217,11 @@ def test_a_broken_policy_in_the_store_never_crashes_a_worker(store: SQLiteStore,
 def test_run_applies_a_tether_toml_beside_the_store_journaled(tmp_path: Path, side: Path) -> None:
     (tmp_path / "tether.toml").write_text(ALLOW_CHARGE)
     db = str(tmp_path / "tether.db")
-    code, out = cli("--store", db, "run", "tests.sample_agents:pay_fast", "--goal", "g",
-                    "--as", "ada")
+    code, out = cli("--store", db, "run", "tests.sample_agents:pay_fast", "--goal", "g")
     assert code == 0 and "applied" in out and "is done" in out, out
     store = SQLiteStore(db)
     (e,) = store.store_events()
-    assert e.actor == "human:ada" and e.payload["source"].endswith("tether.toml")
+    assert e.actor == ME and e.payload["source"].endswith("tether.toml")
     assert charges(side) == 1
 
 
@@ -246,7 +247,7 @@ def test_clearing_a_swarm_policy_falls_back_to_the_stores(tmp_path: Path) -> Non
     (tmp_path / "p.toml").write_text(DENY_CHARGE)
     code, out = cli("--store", db, "policy", "apply", str(tmp_path / "p.toml"), "--swarm", "crew")
     assert code == 0, out
-    code, out = cli("--store", db, "policy", "clear", "--swarm", "crew", "--as", "ada")
+    code, out = cli("--store", db, "policy", "clear", "--swarm", "crew")
     assert code == 0 and "#2" in out and "built-in defaults" in out, out
     code, out = cli("--store", db, "policy", "clear", "--swarm", "crew")
     assert code == 2 and "no policy is applied to swarm crew" in out
@@ -360,13 +361,12 @@ def test_show_history_lists_every_change(tmp_path: Path) -> None:
     db = str(tmp_path / "tether.db")
     (tmp_path / "p.toml").write_text(ALLOW_CHARGE)
     (tmp_path / "q.toml").write_text(DENY_CHARGE)
-    for args in (["p.toml", "--as", "ada"], ["q.toml", "--swarm", "crew", "--as", "bob"],
-                 ["q.toml", "--as", "cy"]):
+    for args in (["p.toml"], ["q.toml", "--swarm", "crew"], ["q.toml"]):
         assert cli("--store", db, "policy", "apply", str(tmp_path / args[0]), *args[1:])[0] == 0
     code, out = cli("--store", db, "policy", "show", "--history")
     lines = out.splitlines()
     assert code == 0 and len(lines) == 3, out
-    assert lines[0].startswith("#1 ") and "store: " in lines[0] and lines[0].endswith("human:ada")
-    assert "swarm:crew" in lines[1] and lines[2].endswith("by human:cy")
+    assert lines[0].startswith("#1 ") and "store: " in lines[0] and lines[0].endswith(ME)
+    assert "swarm:crew" in lines[1] and lines[2].endswith(f"by {ME}")
     code, out = cli("--store", db, "policy", "show", "--history", "--swarm", "other", "--json")
     assert code == 0 and len(out.splitlines()) == 2  # the store's, not crew's

@@ -32,7 +32,7 @@ HOSTILE = "<script>alert(1)</script>_*x*_"
 
 
 def tether(db: Path, *args: str) -> tuple[int, str]:
-    res = CliRunner().invoke(app, ["--store", str(db), *args], env={"TETHER_USER": "ada"})
+    res = CliRunner().invoke(app, ["--store", str(db), *args])
     return res.exit_code, res.output
 
 
@@ -189,6 +189,7 @@ def test_query_from_the_shell_prints_lines_or_json_and_refuses_bad_input(
     for args, says in ((["--kind", "nope"], "unknown event kind"),
                        (["--since", "yesterday"], "ISO-8601"),
                        (["--tz", "Mars/Base"], "not a time zone"),
+                       (["--tz", "[" * 300], "not a time zone"),  # too long for a file name
                        (["--run", "nosuchrun"], "nosuchrun"),
                        (["--alert", called], "give an alert's id")):
         code, out = tether(db, "audit", "query", *args)

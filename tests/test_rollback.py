@@ -140,7 +140,7 @@ def test_bad_input_and_the_plan(store: SQLiteStore, tmp_path: Path) -> None:
     assert snapshot(ws) == before and store.get_run(run).epoch == 0  # type: ignore[union-attr]
     res = runner.invoke(app, ["--store", db, "rollback", "nope", "--to", "1"])
     assert res.exit_code == 2 and "no run 'nope'" in res.output
-    res = runner.invoke(app, ["--store", db, "rollback", run, "--to", "1", "--as", "ops"])
+    res = runner.invoke(app, ["--store", db, "rollback", run, "--to", "1"])
     assert res.exit_code == 0, res.output
     assert store.get_run(run).epoch == 1  # type: ignore[union-attr]
 
@@ -163,8 +163,8 @@ def test_kill_9_during_a_rollback_then_resume_it(tmp_path: Path) -> None:
     assert sorted(p.name for p in ws.iterdir()) == ["f1.txt", "f2.txt", "f3.txt"]
     exe = Path(sys.executable).with_name("tether")
     env = {**os.environ, "TETHER_TEST_MARKER": str(marker), "PYTHONPATH": str(repo)}
-    proc = subprocess.Popen([str(exe), "--store", str(db), "rollback", run, "--to", "0",
-                             "--as", "ops"], env=env, cwd=repo)
+    proc = subprocess.Popen([str(exe), "--store", str(db), "rollback", run, "--to", "0"],
+                            env=env, cwd=repo)
     try:
         deadline = time.monotonic() + 30
         while not marker.exists():

@@ -31,6 +31,10 @@ def test_budget_and_pause_point_changes_are_in_the_store_chain_with_their_actor(
     db = tmp_path / "t.db"
     SQLiteStore(db).close()
     code, out = cli(db, "budget", "--swarm", "crew", "--set", "steps=50", "--as", "ada")
+    assert code == 2 and "tether settings allow-as on" in out, out  # refused by default
+    code, out = cli(db, "settings", "allow-as", "on")
+    assert code == 0, out
+    code, out = cli(db, "budget", "--swarm", "crew", "--set", "steps=50", "--as", "ada")
     assert code == 0, out
     code, out = cli(db, "swarm", "crew", "--pause-every-steps", "4", "--as", "bob")
     assert code == 0, out
@@ -39,7 +43,8 @@ def test_budget_and_pause_point_changes_are_in_the_store_chain_with_their_actor(
     assert code == 0, out
     store = SQLiteStore(db)
     chain = [(e.kind, e.scope, e.actor, e.payload) for e in store.store_events()]
-    assert chain == [
+    assert chain[0][:2] == ("store.allow_as", "store")
+    assert chain[1:] == [
         ("swarm.budget", "swarm:crew", "human:ada", {"budget": {"steps": 50.0}}),
         ("swarm.pause_points", "swarm:crew", "human:bob", {"pause_points": {
             "every_steps": 4, "every_minutes": None, "before_irreversible": False,

@@ -50,7 +50,7 @@ def decide(store: Store, ref: str, *, approve: bool, who: str | None = None,
             arguments that do not fit the tool, or a decider the policy does not name.
     """
     row = find_approval(store, ref)
-    by = who or actor()
+    by = who or actor(store=store)
     t = SYSTEM_CLOCK.now() if now is None else now
     if row.status != "pending":
         raise UsageError(f"approval {row.id} was already {row.status} by {row.decided_by} at "

@@ -42,7 +42,7 @@ def resolve_effect(store: Store, effect_ref: str, resolution: str, *, result: An
     with holding(store, eff.run, busy=busy) as j:
         assert j is not None
         row = j.row
-        by = who or actor()
+        by = who or actor(store=store)
         payload: dict[str, Any] = {"i": eff.idx, "resolution": resolution, "result": result,
                                    "by": by}
         versions = []
@@ -106,5 +106,5 @@ def record_swarm_setting(store: Store, swarm: str, field: str, value: dict[str, 
         return False
     t = SYSTEM_CLOCK.now() if now is None else now
     store.append_store_event(f"swarm.{field}", swarm_scope(swarm), {field: value},
-                             actor=who or actor(), time=iso(t), id=UlidSource(lambda: t).new())
+                             actor=who or actor(store=store), time=iso(t), id=UlidSource(lambda: t).new())
     return True

@@ -73,8 +73,10 @@ class Tether:
             agent (its undo tools in a rollback, its tools' schemas for edited approval
             arguments, the agent of a fork). A name not in it is imported as
             ``module:attr``.
-        who: who is acting, e.g. ``human:ada`` (default ``$TETHER_USER``, else the OS
-            user; see :func:`tether.runtime.operator.actor`).
+        who: who is acting, e.g. ``human:ada`` (the web UI passes its principal's
+            :attr:`~tether.identity.Principal.actor`). Default: the OS user, or
+            ``$TETHER_USER`` where the store allows chosen names (see
+            :func:`tether.runtime.operator.actor`).
     """
 
     def __init__(self, store: Store, *, agents: Mapping[str, AgentLike] | None = None,
@@ -88,7 +90,7 @@ class Tether:
         """Who the journal records as acting (read when first needed, so a bad
         ``$TETHER_USER`` is reported by the command that would use it)."""
         if self._who is None:
-            self._who = actor()
+            self._who = actor(store=self.store)
         return self._who
 
     def _writable(self, ref: str, what: str) -> None:

@@ -6,7 +6,8 @@ detected: a changed field or payload (the hash no longer matches), a removed,
 inserted or reordered event (numbering gaps, broken links), and, through the
 batch chain that names every store event, a removed last event. A swarm's row
 (its shared budget and pause points, which workers read) must be what its
-``swarm.*`` events set: a row changed or made outside the chain is named.
+``swarm.*`` events set, and an API token's row what its ``token.*`` events set: a
+row changed or made outside the chain is named.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 
 from tether.audit.report import VerifyReport
+from tether.core.identity import Role, fold_tokens
 from tether.core.settings import (
     ERASED_KIND,
     STORE_GENESIS,
@@ -51,6 +53,7 @@ def verify_store_chain(store: Store, rep: VerifyReport) -> dict[int, str]:
         prev, expected = e.hash, expected + 1
     if not bad:
         check_swarm_rows(store, events, rep)
+        check_token_rows(store, events, rep)
         rep.erasures = [{"event": str(e.payload.get("event")), "run": str(e.payload.get("run")),
                          "kind": str(e.payload.get("kind")), "by": e.actor, "time": e.time,
                          "reason": str(e.payload.get("reason")),
@@ -118,3 +121,40 @@ def check_swarm_rows(store: Store, events: list[StoreEvent], rep: VerifyReport) 
             rep.problems.append(f"swarm {name}: its row disagrees with the store chain "
                                 f"({'; '.join(diffs)}); changed outside tether: set it again "
                                 f"with `tether budget --swarm` / `tether swarm` (journaled)")
+
+
+_TOKEN_FIELDS = ("name", "role", "hash", "created", "created_by", "revoked", "revoked_by")
+
+
+def check_token_rows(store: Store, events: list[StoreEvent], rep: VerifyReport) -> None:
+    """Each API token's row must be what its ``token.*`` events made (name, role, hash,
+    who and when created and revoked); a row no event made is a forgery: one problem per
+    token, naming it."""
+    want = fold_tokens(events)
+    try:
+        rows = {t.id: t for t in store.tokens()}
+    except StoreError as exc:
+        rep.problems.append(f"API tokens: cannot be read ({exc})")
+        return
+    fix = ("revoke it (`tether ui token revoke ID`) and create a new one: tokens change only "
+           "through the store chain")
+    for tid in sorted(set(want) - set(rows)):
+        rep.problems.append(f"token {want[tid].name!r} ({tid}): its row is missing, the store "
+                            f"chain created it; removed outside tether")
+    for tid, row in sorted(rows.items()):
+        expect = want.get(tid)
+        if expect is None:
+            rep.problems.append(f"token {row.name!r} ({tid}, role {row.role.label}): no store "
+                                f"event created it (made outside tether); {fix}")
+            continue
+        diffs = [f"{k}: stored {_shown(getattr(row, k))}, the store chain says "
+                 f"{_shown(getattr(expect, k))}" for k in _TOKEN_FIELDS
+                 if getattr(row, k) != getattr(expect, k)]
+        if diffs:
+            rep.problems.append(f"token {expect.name!r} ({tid}): its row disagrees with the "
+                                f"store chain ({'; '.join(diffs)}); changed outside tether: "
+                                f"{fix}")
+
+
+def _shown(value: object) -> str:
+    return value.label if isinstance(value, Role) else str(value)

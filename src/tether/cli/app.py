@@ -78,6 +78,12 @@ def _register() -> None:
     from tether.cli.policy_cmd import policy_app
     app.add_typer(policy_app, name="policy")
     app.add_typer(store_app, name="store")
+    from tether.cli.settings_cmd import settings_app
+    app.add_typer(settings_app, name="settings")
+    from tether.cli.ui_group import ui_app
+    from tether.cli.ui_token_cmd import token_app
+    ui_app.add_typer(token_app, name="token")
+    app.add_typer(ui_app, name="ui")
     app.add_typer(audit_app, name="audit")
     from tether.cli import helptext
     helptext.apply(app)

@@ -50,15 +50,17 @@ def store(*, create: bool = False, readonly: bool | None = False) -> Store:
     return open_store(url, create=create, readonly=readonly)
 
 
-AsOpt = Annotated[str | None, typer.Option("--as", help="Act as NAME (default $TETHER_USER or "
-                                                        "the OS user).", metavar="NAME")]
+AsOpt = Annotated[str | None, typer.Option(
+    "--as", metavar="NAME", help="Act as NAME (default $TETHER_USER or the OS user); only where "
+                                 "the store allows it (`tether settings allow-as on`).")]
 
 
 def operator(as_: str | None = None, *, readonly: bool | None = False) -> Tether:
-    """The operations façade on the store (:func:`store`), acting as ``--as NAME`` (checked
-    here, before anything is read: a name that cannot be recorded is refused first)."""
-    who = actor(as_)
-    return Tether(store(readonly=readonly), who=who)
+    """The operations façade on the store (:func:`store`), acting as the OS user, or as
+    ``--as NAME`` / ``$TETHER_USER`` where the store allows claimed names (checked here,
+    before anything else is read)."""
+    s = store(readonly=readonly)
+    return Tether(s, who=actor(as_, s))
 
 
 def reader() -> Tether:

@@ -159,7 +159,7 @@ def budget(run: Annotated[str | None, typer.Argument(help="Run id, name, agent n
     changes = parse_assignments(set_ or [], "--set")
     if (run is None) == (swarm is None):
         raise UsageError("name a RUN or --swarm NAME (one of them)")
-    t = Tether(s, who=actor(as_) if set_ or unset else None)
+    t = Tether(s, who=actor(as_, s) if set_ or unset else None)
     if swarm is not None:
         budget_now = t.set_swarm_budget(swarm, changes, unset) if set_ or unset \
             else s.swarm_budget(swarm)
@@ -222,7 +222,7 @@ def swarm(name: Annotated[str, typer.Argument(help="The swarm's name.", metavar=
                                  ("on_alert", pause_on_alert))
                if v is not None}
     if changes:
-        Tether(s, who=actor(as_)).set_swarm_pause_points(name, changes)
+        Tether(s, who=actor(as_, s)).set_swarm_pause_points(name, changes)
     runs = s.list_runs(swarm=name)
     budget, points_now = s.swarm_budget(name), s.swarm_pause_points(name)
     if not (runs or budget or points_now):

@@ -91,10 +91,10 @@ def run(agent: Annotated[str, typer.Argument(help="The agent, as module:attr.", 
                                 ("before_irreversible", pause_before_irreversible),
                                 ("on_alert", pause_on_alert)) if v} or None
     init = validate_run(a, goal=goal, budget=caps, pause_points=points, prices=table)
-    who = actor(as_)
     if workspace is not None:
         make_folder(workspace, "--workspace", create=False)  # start_run creates it
     s = store(create=True)
+    who = actor(as_, s)
     _apply_beside(s, policy, who)
     rid = start_run(s, a, agent_ref=agent, goal=goal, name=name, swarm=swarm, budget=caps,
                     workspace=workspace, actor=who, pause_points=points, prices=table,
@@ -184,7 +184,7 @@ def worker(until_idle: Annotated[bool, typer.Option(
     s = store(create=True)
     wanted = load_policy(policy) if policy is not None else None
     if wanted is not None and apply:
-        apply_policy(s, wanted, who=actor(as_))
+        apply_policy(s, wanted, who=actor(as_, s))
     from tether.cli.telemetry_cmd import worker_sink
     sink, server = worker_sink(s, otel, metrics_port)
     try:

@@ -173,7 +173,7 @@ def apply(file: Annotated[Path, typer.Argument(help="The policy file (TOML).", m
     from tether.runtime.operator import actor
     pol = load_policy(file)
     s = store(create=True)
-    event = apply_policy(s, pol, who=actor(as_), swarm=swarm)
+    event = apply_policy(s, pol, who=actor(as_, s), swarm=swarm)
     now = in_force(s, swarm)
     if event is None:
         console.print(f"unchanged: {escape(now.describe())}", highlight=False, soft_wrap=True)
@@ -194,7 +194,7 @@ def clear(swarm: SwarmOpt = None,
     from tether.policies import clear_policy, in_force
     from tether.runtime.operator import actor
     s = store()
-    event = clear_policy(s, who=actor(as_), swarm=swarm)
+    event = clear_policy(s, who=actor(as_, s), swarm=swarm)
     if event is None:
         raise UsageError(f"no policy is applied to {'swarm ' + swarm if swarm else 'the store'}; "
                          "see `tether policy show`")

@@ -18,7 +18,10 @@ A policy file (``tether.toml`` or ``--policy FILE``)::
     tool = "pay"
     args = { amount = { gt = 100 }, currency = { in = ["EUR", "USD"] } }
     decide = "approve"
-    approvers = ["alice"]
+    approvers = ["alice", "group:finance"]
+
+    [groups]                          # approvers may name groups as group:NAME
+    finance = ["bob", "carol"]
 
 Rules are tried in file order and the first that matches decides. With no match,
 ``read``, ``reversible`` and ``model`` actions are allowed and ``irreversible`` ones
@@ -52,7 +55,15 @@ from tether.core import canonical
 from tether.core.effect_classes import ACTION_EFFECTS
 from tether.core.monitors import MonitorSettings, MonitorSpecError, compile_monitors
 from tether.core.policy_match import Action, Names, PolicyError, SpecError
-from tether.core.policy_rules import Defaults, OnExpiry, Rule, Verdict, compile_defaults, compile_rule
+from tether.core.policy_rules import (
+    Defaults,
+    OnExpiry,
+    Rule,
+    Verdict,
+    compile_defaults,
+    compile_groups,
+    compile_rule,
+)
 from tether.core.policy_time import zone_name
 from tether.core.redaction import DEFAULT as DEFAULT_REDACTION
 from tether.core.redaction import RedactionError, Redactor, compile_redaction
@@ -60,7 +71,7 @@ from tether.core.redaction import RedactionError, Redactor, compile_redaction
 __all__ = ["Action", "Decision", "Defaults", "Policy", "PolicyError", "Rule", "builtin_policy", "load_policy",
            "parse_policy", "policy_from_text", "rules_from_python"]
 
-TOP_KEYS: Final = ("rule", "defaults", "monitors", "redaction")
+TOP_KEYS: Final = ("rule", "defaults", "groups", "monitors", "redaction")
 _CACHE_LIMIT: Final = 4096
 _TOML_AT = re.compile(r"\s*\(at line (\d+), column (\d+)\)\s*$")
 
@@ -103,14 +114,17 @@ class Policy:
     """
 
     __slots__ = ("_any_tool", "_by_effect", "_by_name", "_cache", "_default", "_fixed", "_globbed",
-                 "defaults", "format", "hash", "monitors", "redaction", "rules", "source",
+                 "defaults", "format", "groups", "hash", "monitors", "redaction", "rules", "source",
                  "text")
 
     def __init__(self, rules: Iterable[Rule], *, policy_hash: str, source: str = "<python>",
                  defaults: Defaults | None = None, text: str = "", format: str = "toml",
                  monitors: MonitorSettings | None = None,
-                 redaction: Redactor | None = None) -> None:
+                 redaction: Redactor | None = None,
+                 groups: Mapping[str, tuple[str, ...]] | None = None) -> None:
         self.rules: tuple[Rule, ...] = tuple(rules)
+        self.groups: dict[str, tuple[str, ...]] = dict(groups or {})
+        """The ``[groups]`` table (group -> people), expanded in the approvers already."""
         self.monitors = monitors or MonitorSettings()
         """The ``[monitors]`` tables (:mod:`tether.core.monitors.settings`)."""
         self.redaction = redaction or DEFAULT_REDACTION
@@ -223,15 +237,16 @@ def _build(data: Mapping[str, Any], *, policy_hash: str, source: str,
         if key not in TOP_KEYS:
             hint = " (rules are [[rule]] tables)" if key in ("rules", "policy", "policies") else ""
             raise PolicyError(f"{source}: {key}: unknown top-level key{hint}; a policy has [[rule]] "
-                              f"tables, an optional [defaults] table, [monitors] tables and a "
-                              f"[redaction] table")
+                              f"tables, an optional [defaults] table, a [groups] table, "
+                              f"[monitors] tables and a [redaction] table")
     try:
         monitors = compile_monitors(data.get("monitors"))
         redaction = compile_redaction(data.get("redaction"))
     except (MonitorSpecError, RedactionError) as exc:
         raise PolicyError(f"{source}: {exc}") from None
     try:
-        defaults = compile_defaults(data.get("defaults", {}))
+        groups = compile_groups(data.get("groups"))
+        defaults = compile_defaults(data.get("defaults", {}), groups)
     except SpecError as exc:
         raise PolicyError(f"{source}: {exc}") from None
     specs = data.get("rule", [])
@@ -241,11 +256,11 @@ def _build(data: Mapping[str, Any], *, policy_hash: str, source: str,
     rules = []
     for n, spec in enumerate(specs, 1):
         try:
-            rules.append(compile_rule(spec, defaults, known_tools))
+            rules.append(compile_rule(spec, defaults, known_tools, groups))
         except SpecError as exc:
             raise PolicyError(f"{source}: {_label(spec, n)}: {exc}") from None
     return Policy(rules, policy_hash=policy_hash, source=source, defaults=defaults, text=text,
-                  format=format, monitors=monitors, redaction=redaction)
+                  format=format, monitors=monitors, redaction=redaction, groups=groups)
 
 
 def parse_policy(text: str, *, source: str, known_tools: Set[str] | None = None) -> Policy:
@@ -300,10 +315,12 @@ def policy_from_text(text: str, format: str, *, source: str) -> Policy:
         raise PolicyError(f"{source}: the recorded rules are not valid JSON") from None
     if not isinstance(data, dict):
         raise PolicyError(f"{source}: the recorded rules are not a JSON object")
-    rules, defaults = data.get("rule", []), data.get("defaults")
-    if not isinstance(rules, list) or not (defaults is None or isinstance(defaults, dict)):
-        raise PolicyError(f"{source}: expected a list of rule tables and a defaults table")
-    return rules_from_python(rules, defaults=defaults, source=source)
+    rules, defaults, groups = data.get("rule", []), data.get("defaults"), data.get("groups")
+    if not isinstance(rules, list) or not all(x is None or isinstance(x, dict)
+                                              for x in (defaults, groups)):
+        raise PolicyError(f"{source}: expected a list of rule tables, a defaults table and a "
+                          "groups table")
+    return rules_from_python(rules, defaults=defaults, groups=groups, source=source)
 
 
 @functools.cache
@@ -357,15 +374,18 @@ def _read_policy_file(p: Path) -> bytes:
 
 
 def rules_from_python(rules: Sequence[Mapping[str, Any]], *, defaults: Mapping[str, Any] | None = None,
-                      known_tools: Set[str] | None = None, source: str = "<python>") -> Policy:
+                      known_tools: Set[str] | None = None, source: str = "<python>",
+                      groups: Mapping[str, Sequence[str]] | None = None) -> Policy:
     """Compile rules given in Python, with the same keys as a file's ``[[rule]]`` tables.
 
-    The hash is the SHA-256 of the canonical JSON of ``{"rule": rules, "defaults": defaults}``,
-    so the same rules always have the same hash.
+    The hash is the SHA-256 of the canonical JSON of ``{"rule": rules, "defaults": defaults}``
+    (and ``"groups": groups`` when given), so the same rules always have the same hash.
     """
     data: dict[str, Any] = {"rule": list(rules)}
     if defaults is not None:
         data["defaults"] = dict(defaults)
+    if groups is not None:
+        data["groups"] = dict(groups)
     try:
         text = canonical.dumps(data).decode()
     except TypeError as exc:

@@ -124,10 +124,56 @@ def _text(spec: object, path: str) -> str:
     return spec
 
 
-def _people(spec: object, path: str) -> tuple[str, ...]:
+Groups = Mapping[str, tuple[str, ...]]
+"""The ``[groups]`` table compiled: a group's name -> the people in it."""
+GROUP_PREFIX: Final = "group:"
+"""How an approvers list names a group of the policy's ``[groups]`` table."""
+
+
+def compile_groups(spec: object) -> dict[str, tuple[str, ...]]:
+    """The ``[groups]`` table (``oncall = ["ada", "bob"]``); SpecError with paths such as
+    ``groups.oncall[1]``. A group lists people (token names, OS users), not groups."""
+    if spec is None:
+        return {}
+    if not isinstance(spec, Mapping):
+        raise SpecError("groups", f"expected a table of name = [people], got {spec!r}")
+    out: dict[str, tuple[str, ...]] = {}
+    for name, members in spec.items():
+        path = f"groups.{name}"
+        if not isinstance(name, str) or not name.strip() or ":" in name:
+            raise SpecError(path, "a group's name is a word such as oncall (no ':')")
+        if not is_list(members) or not members:
+            raise SpecError(path, f"expected a list of user names such as ['alice'], got "
+                                  f"{members!r}")
+        people = tuple(_text(p, f"{path}[{i}]") for i, p in enumerate(members))
+        for i, p in enumerate(people):
+            if p.startswith(GROUP_PREFIX):
+                raise SpecError(f"{path}[{i}]", f"{p!r}: a group lists people, not groups; "
+                                                "write the people's names")
+        out[name] = tuple(dict.fromkeys(people))
+    return out
+
+
+def _people(spec: object, path: str, groups: Groups) -> tuple[str, ...]:
+    """Approvers: people's names, and ``group:NAME`` for each member of a group (in order,
+    each name once)."""
     if not is_list(spec) or not spec:
-        raise SpecError(path, f"expected a list of user names such as ['alice'], got {spec!r}")
-    return tuple(_text(p, f"{path}[{i}]") for i, p in enumerate(spec))
+        raise SpecError(path, f"expected a list of user names such as ['alice'] or "
+                              f"['group:oncall'], got {spec!r}")
+    out: list[str] = []
+    for i, p in enumerate(spec):
+        name = _text(p, f"{path}[{i}]")
+        if name.startswith(GROUP_PREFIX):
+            group = name[len(GROUP_PREFIX):]
+            if group not in groups:
+                known = ", ".join(sorted(groups)) or "no groups"
+                raise SpecError(f"{path}[{i}]", f"unknown group {group!r}"
+                                                f"{suggest(group, groups)}; [groups] defines "
+                                                f"{known}")
+            out += groups[group]
+        else:
+            out.append(name)
+    return tuple(dict.fromkeys(out))
 
 
 def _choice(spec: object, path: str, choices: tuple[str, ...]) -> str:
@@ -152,7 +198,7 @@ def _check_keys(spec: Mapping[str, object], path: str, allowed: tuple[str, ...],
                                  f"{', '.join(allowed)}")
 
 
-def compile_defaults(spec: object) -> Defaults:
+def compile_defaults(spec: object, groups: Groups | None = None) -> Defaults:
     """The ``[defaults]`` table; SpecError with paths such as ``defaults.timezone``."""
     if not isinstance(spec, Mapping):
         raise SpecError("defaults", f"expected a table, got {spec!r}")
@@ -160,13 +206,16 @@ def compile_defaults(spec: object) -> Defaults:
     d = Defaults()
     return Defaults(
         timezone=zone(spec["timezone"], "defaults.timezone") if "timezone" in spec else d.timezone,
-        approvers=_people(spec["approvers"], "defaults.approvers") if "approvers" in spec else (),
+        approvers=_people(spec["approvers"], "defaults.approvers", groups or {})
+        if "approvers" in spec else (),
         expires=parse_duration(spec["expires"], "defaults.expires") if "expires" in spec else None,
         on_expiry=cast(OnExpiry, _choice(spec.get("on_expiry", "deny"), "defaults.on_expiry", ON_EXPIRY)))
 
 
-def compile_rule(spec: object, defaults: Defaults, known_tools: Set[str] | None = None) -> Rule:
-    """One rule from its spec. Raises SpecError naming the key path."""
+def compile_rule(spec: object, defaults: Defaults, known_tools: Set[str] | None = None,
+                 groups: Groups | None = None) -> Rule:
+    """One rule from its spec (``group:NAME`` approvers expanded from ``groups``). Raises
+    SpecError naming the key path."""
     if not isinstance(spec, Mapping):
         raise SpecError("", f"expected a table of keys ({', '.join(RULE_KEYS)}), got {spec!r}")
     _check_keys(spec, "", RULE_KEYS, "a rule")
@@ -186,7 +235,8 @@ def compile_rule(spec: object, defaults: Defaults, known_tools: Set[str] | None 
         args=compile_args(spec["args"], "args") if "args" in spec else (),
         when=Window.compile(spec["when"], "when", defaults.timezone) if "when" in spec else None,
         budget=compile_budget(spec["budget"], "budget") if "budget" in spec else (),
-        approvers=_people(spec["approvers"], "approvers") if "approvers" in spec else (),
+        approvers=_people(spec["approvers"], "approvers", groups or {})
+        if "approvers" in spec else (),
         expires=parse_duration(spec["expires"], "expires") if "expires" in spec else None,
         on_expiry=cast(OnExpiry, _choice(spec["on_expiry"], "on_expiry", ON_EXPIRY))
         if "on_expiry" in spec else None)

@@ -40,6 +40,9 @@ STORE_KINDS: Final[dict[str, tuple[str, Literal["set", "clear"]]]] = {
     "swarm.budget": ("budget", "set"),
     "swarm.pause_points": ("pause_points", "set"),
     "payload.erased": ("", "set"),
+    "token.created": ("", "set"),
+    "token.revoked": ("", "set"),
+    "store.allow_as": ("allow_as", "set"),
 }
 """Every store event kind: the setting it changes and how; docs/events.md describes each."""
 
@@ -48,6 +51,11 @@ SWARM_KINDS: Final[dict[str, str]] = {"swarm.budget": "budget",
                                       "swarm.pause_points": "pause_points"}
 """Store event kinds that set one of a swarm's settings (payload ``{FIELD: value}``), which
 the store also keeps in its ``swarms`` rows, written in the same transaction."""
+
+
+ALLOW_AS_KIND: Final = "store.allow_as"
+"""Whether the CLI may record a name claimed with ``--as`` / ``TETHER_USER`` instead of the
+OS user (payload ``{"allow": bool}``, scope ``store``); refused while never set."""
 
 
 ERASED_KIND: Final = "payload.erased"

@@ -307,7 +307,7 @@ def cascade(store: Store, run_ref: str, to_step: int, *, accept_irreversible: bo
     if cp.idle:
         return cp
     refuse_cascade(cp, accept_irreversible=accept_irreversible, force=force)
-    by = who or actor()
+    by = who or actor(store=store)
     origin = cp.origin.id
     for _ in range(rb.RETRIES):
         for p in cp.plans:

@@ -48,7 +48,7 @@ def fork(store: Store, run_ref: str, at: int, *, edits: Mapping[str, Any] | None
     return start_run(store, agent, agent_ref=parent.agent, goal=parent.goal,
                      name=name or f"{parent.name}-fork{at}", swarm=parent.swarm,
                      budget=parent.budget, workspace=child_ws, state=state,
-                     actor=who or actor(), options={"forked_from": lineage}, parent=parent.id)
+                     actor=who or actor(store=store), options={"forked_from": lineage}, parent=parent.id)
 
 
 def _rewound_copy(store: Store, parent: str, ws: Path, at: int,

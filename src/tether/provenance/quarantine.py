@@ -25,7 +25,7 @@ def quarantine(store: Store, run_ref: str, *, release: bool = False, reason: str
                who: str | None = None) -> QuarantineResult:
     """Quarantine the run (or release it); see the module docstring."""
     row = find_run(store, run_ref)
-    by = who or actor()
+    by = who or actor(store=store)
     if not release:
         if row.spec.get("quarantined"):
             raise UsageError(f"run {row.id} is quarantined already; `tether quarantine {row.id} "

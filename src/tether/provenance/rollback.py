@@ -68,7 +68,7 @@ def rollback(store: Store, run_ref: str, to_step: int, *, accept_irreversible: b
     if p.idle:
         return p  # already there (e.g. a rollback run twice): nothing to undo or restore
     refuse(p, accept_irreversible=accept_irreversible, force=force)
-    by = who or actor()
+    by = who or actor(store=store)
     pause_if_active(store, p.run, by)
     with holding(store, p.run.id, kind="rollback", ttl=60.0, busy=busy(p.run.id),
                  wait=5.0) as j:
@@ -284,7 +284,7 @@ def settle_undo(store: Store, effect_ref: str, *, happened: bool,
         raise UsageError(f"effect {eff.id} ({eff.tool}, run {eff.run} step {eff.step}) has no "
                          "unfinished undo; --undone and --not-undone settle an undo an "
                          "interrupted rollback left")
-    by = who or actor()
+    by = who or actor(store=store)
     with holding(store, eff.run, busy=busy(eff.run)) as j:
         assert j is not None
         j.append("effect.undo_settled", {"effect": eff.id, "happened": happened, "by": by},

@@ -30,7 +30,7 @@ def zone(name: str | None) -> dt.tzinfo:
         return dt.UTC
     try:
         return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a name too long for a file
         raise UsageError(f"--tz {name!r} is not a time zone; give an IANA name such as "
                          "Europe/Paris or America/New_York (default UTC)") from None
 

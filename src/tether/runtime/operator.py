@@ -7,7 +7,6 @@ every surface builds on these; the façade over them all is :mod:`tether.ops`.
 
 from __future__ import annotations
 
-import getpass
 import os
 import time
 from dataclasses import dataclass
@@ -15,6 +14,7 @@ from typing import Any
 
 from tether.errors import NotFound, UsageError
 from tether.history import epoch_of, lineage, state_at
+from tether.identity.claims import as_allowed, os_user
 from tether.runtime import commands as cmds
 from tether.runtime.holding import must_get
 from tether.store.protocol import Store
@@ -22,27 +22,30 @@ from tether.store.records import EffectRow, RunRow
 from tether.system_clock import SYSTEM_CLOCK
 
 
-def actor(as_name: str | None = None) -> str:
-    """Who is asking: ``--as NAME``, else ``$TETHER_USER``, else the OS user.
+def actor(as_name: str | None = None, store: Store | None = None) -> str:
+    """Who is asking: the OS user, or ``--as NAME`` / ``$TETHER_USER`` where ``store``
+    allows claimed names (``tether settings allow-as on``, a journaled setting).
 
-    Where names must not be chosen freely (an approval trail that matters), set
-    ``TETHER_ALLOW_AS=0``: then only the OS user is recorded and ``--as`` is refused.
+    A claimed name is refused (UsageError, one line saying how to allow it) when the
+    store does not allow it, when no store is given, and wherever ``TETHER_ALLOW_AS=0``.
     """
     claimed = as_name or os.environ.get("TETHER_USER")
-    if claimed and not claimed.isprintable():  # control characters, bytes that are not UTF-8
-        raise UsageError(f"{'--as' if as_name else 'TETHER_USER'} {claimed[:40]!r} cannot be "
-                         "recorded as a name; give printable UTF-8 text, e.g. --as alice")
-    if claimed and os.environ.get("TETHER_ALLOW_AS", "1") == "0":
-        raise UsageError(f"acting as {claimed!r} is not allowed here (TETHER_ALLOW_AS=0); "
-                         f"commands are recorded as the OS user {_os_user()!r}")
-    return f"human:{claimed or _os_user()}"
-
-
-def _os_user() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return f"uid{os.getuid()}"
+    if not claimed:
+        return f"human:{os_user()}"
+    flag = "--as" if as_name else "TETHER_USER"
+    if not claimed.isprintable():  # control characters, bytes that are not UTF-8
+        raise UsageError(f"{flag} {claimed[:40]!r} cannot be recorded as a name; give "
+                         "printable UTF-8 text, e.g. --as alice")
+    if os.environ.get("TETHER_ALLOW_AS", "1") == "0":
+        raise UsageError(f"acting as {claimed!r} ({flag}) is not allowed here "
+                         f"(TETHER_ALLOW_AS=0); commands are recorded as the OS user "
+                         f"{os_user()!r}")
+    if store is None or not as_allowed(store):
+        drop = "drop --as" if as_name else "unset TETHER_USER"
+        raise UsageError(f"acting as {claimed!r} ({flag}) is refused: this store records the "
+                         f"OS user {os_user()!r}; {drop}, or allow chosen names with "
+                         "`tether settings allow-as on` (journaled)")
+    return f"human:{claimed}"
 
 
 def find_run(store: Store, ref: str) -> RunRow:
@@ -115,7 +118,8 @@ def send_command(store: Store, run_ref: str, kind: str, args: dict[str, Any] | N
     if kind not in cmds.KINDS:
         raise UsageError(f"unknown command {kind!r}; one of {', '.join(cmds.KINDS)}")
     row = find_run(store, run_ref)
-    cid = store.add_command(row.id, kind, args or {}, who or actor(), SYSTEM_CLOCK.now())
+    cid = store.add_command(row.id, kind, args or {}, who or actor(store=store),
+                            SYSTEM_CLOCK.now())
     deadline = SYSTEM_CLOCK.monotonic() + wait
     while True:
         applied = apply_pending_offline(store, row.id)

@@ -11,6 +11,7 @@ from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
 from tether.core.events import Event
+from tether.core.identity import TokenInfo
 from tether.core.settings import StoreEvent
 from tether.store.records import (
     ApprovalRow,
@@ -234,7 +235,19 @@ class Store(Protocol):
         """Append one event to the store chain, with a batch naming it, atomically; a
         ``swarm.budget`` or ``swarm.pause_points`` event also sets that swarm's row (the
         projection :meth:`swarm_budget` and :meth:`swarm_pause_points` read) in the same
-        transaction."""
+        transaction, and a ``token.*`` event the token's row (:meth:`tokens`)."""
+        ...
+
+    # -- API tokens (the projection of the store chain's token.* events) --------
+    def tokens(self, *, active: bool = False, limit: int | None = None) -> list[TokenInfo]:
+        """Every API token, valid or revoked (only the valid ones with ``active``), oldest
+        first, at most ``limit``. Rows change only with their
+        ``token.created`` / ``token.revoked`` events (:meth:`append_store_event`, which
+        refuses a name a valid token has and a token revoked already)."""
+        ...
+
+    def token_by_hash(self, digest: str) -> TokenInfo | None:
+        """The token whose secret's SHA-256 is ``digest`` (hex), valid or revoked."""
         ...
 
     def erase(self, event_id: str, *, reason: str, actor: str, time: str,

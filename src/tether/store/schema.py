@@ -178,6 +178,16 @@ MIGRATIONS: Final[tuple[str, ...]] = (
         n INTEGER PRIMARY KEY, size INTEGER NOT NULL, root BLOB NOT NULL, note TEXT NOT NULL,
         proof BLOB NOT NULL, created REAL NOT NULL);
     """,
+    # 12: API tokens (tether ui token): the projection of the store chain's token.created and
+    #     token.revoked events, written in the same transaction. Only the secret's SHA-256 is
+    #     kept; a name names one valid token at a time (a revoked one's name may be reused).
+    """
+    CREATE TABLE tokens(
+        id TEXT PRIMARY KEY, name TEXT NOT NULL, role TEXT NOT NULL, hash BLOB NOT NULL UNIQUE,
+        created TEXT NOT NULL, created_by TEXT NOT NULL, revoked TEXT, revoked_by TEXT)
+        WITHOUT ROWID;
+    CREATE UNIQUE INDEX tokens_name ON tokens(name) WHERE revoked IS NULL;
+    """,
 )
 
 SWARMS_JOURNALED: Final = 7

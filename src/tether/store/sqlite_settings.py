@@ -15,6 +15,7 @@ from typing import Any
 from tether.core.canonical import dumps, loads
 from tether.core.erasure import REPLAYED
 from tether.core.events import BATCH_GENESIS, batch_hash, payload_digest
+from tether.core.identity import TOKEN_KINDS
 from tether.core.ids import UlidSource, iso, parse_iso, ulid_str
 from tether.core.settings import (
     ERASED_KIND,
@@ -28,26 +29,29 @@ from tether.core.settings import (
 from tether.core.statuses import CLOSED_STATUSES
 from tether.errors import NotFound, UsageError
 from tether.store.schema import SWARMS_JOURNALED
-from tether.store.sqlite_base import SQLiteBase
 from tether.store.sqlite_erase import erase_copies
 from tether.store.sqlite_rows import id_key
+from tether.store.sqlite_tokens import SQLiteTokens
 
 STORE_EVENT_COLS = "n, id, kind, scope, time, actor, payload, hash"
 
 
-class SQLiteSettings(SQLiteBase):
+class SQLiteSettings(SQLiteTokens):
     """Appending to and reading the store chain."""
 
     def append_store_event(self, kind: str, scope: str, payload: Any, *, actor: str, time: str,
                            id: str) -> StoreEvent:
         """Append one event to the store chain (and its batch) in one transaction; a swarm
-        setting (:data:`SWARM_KINDS`) updates the swarm's row in the same transaction."""
+        setting (:data:`SWARM_KINDS`) updates the swarm's row, a token's event its row, in
+        the same transaction."""
         field = SWARM_KINDS.get(kind)
         if field is not None and not (scope.startswith("swarm:") and isinstance(payload, dict)
                                       and isinstance(payload.get(field), dict)):
             raise ValueError(f"store event {kind}: needs scope 'swarm:NAME' and payload "
                              f"{{{field!r}: {{...}}}}, got scope {scope!r}")
         with self._tx() as c:
+            if kind in TOKEN_KINDS:  # checked and written first: a refusal appends nothing
+                self._project_token(c, kind, payload, time=time, actor=actor)
             e = self._append_store_event(c, kind, scope, payload, actor=actor, time=time, id=id)
             if field is not None:
                 # The row is the chain's projection: what workers read when they take a run.
