@@ -186,3 +186,18 @@ def test_a_missing_witness_file_is_one_clear_error(db: Path, tmp_path: Path) -> 
     code, out = check(db, tmp_path / "nope.jsonl", as_json=False)
     assert code == 2 and "cannot read it" in out and "Traceback" not in out, out
 
+
+
+def test_checkpoints_dropped_and_sealed_again_are_named(db: Path, key: str,
+                                                        witness: Path) -> None:
+    """The events untouched, the signed series replaced by one new seal: the store alone
+    verifies; the witness's first checkpoint is no longer the store's."""
+    raw(db, "DELETE FROM signed_checkpoints")
+    seal(db, key)
+    code, out = tether("--store", str(db), "audit", "verify", "--key", key + ".pub")
+    assert code == 0, out
+    code, rep = check(db, witness, key)
+    assert code == 1 and len(rep["problems"]) == 1, rep
+    p = rep["problems"][0]
+    assert p.startswith(f"witness checkpoint 1 (size {sizes(witness)[0]}, root ")
+    assert f"the store's signed checkpoint 1 says size {sizes(witness)[-1]}" in p, p
