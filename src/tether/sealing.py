@@ -34,7 +34,7 @@ from tether.core.note import Signer, Verifier, check_name, sign_note
 from tether.core.tlog import Checkpoint
 from tether.errors import UsageError, VerificationFailed
 from tether.store.protocol import Store
-from tether.store.records import SignedCheckpoint
+from tether.store.seal_records import SignedCheckpoint
 
 
 def leaf_tree(store: Store) -> Tree:

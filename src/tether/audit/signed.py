@@ -34,7 +34,7 @@ from tether.core.note import Verifier, open_note, split_note
 from tether.core.tlog import Checkpoint, parse_checkpoint
 from tether.errors import StoreError, VerificationFailed
 from tether.store.protocol import Store
-from tether.store.records import SignedCheckpoint
+from tether.store.seal_records import SignedCheckpoint
 
 _RESTORE = "restore the store from a backup (or the events from a copy a witness holds)"
 

@@ -38,7 +38,7 @@ from tether.core.settings import STORE_CHAIN
 from tether.core.tlog import parse_checkpoint
 from tether.errors import UsageError, VerificationFailed
 from tether.store.protocol import Store
-from tether.store.records import SignedCheckpoint
+from tether.store.seal_records import SignedCheckpoint
 
 _FIX = ("the store was rolled back or rewritten after the witness copied its checkpoints; "
         "restore it from a backup that the witness's checkpoints verify")

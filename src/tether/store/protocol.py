@@ -18,18 +18,16 @@ from tether.store.records import (
     CheckpointChain,
     Command,
     EffectRow,
-    LeafSpan,
     Link,
     MessageRow,
     Notification,
     Produced,
     Reached,
     RunRow,
-    SealCache,
-    SignedCheckpoint,
     VersionRow,
     Write,
 )
+from tether.store.seal_records import LeafSpan, SealCache, SignedCheckpoint
 
 
 class Store(Protocol):

@@ -18,7 +18,7 @@ from typing import Any
 from tether.core.canonical import dumps, loads
 from tether.core.settings import STORE_CHAIN
 from tether.errors import Conflict, StoreCorrupt
-from tether.store.records import LeafSpan, SealCache, SignedCheckpoint
+from tether.store.seal_records import LeafSpan, SealCache, SignedCheckpoint
 from tether.store.sqlite_base import SQLiteBase
 
 _COLS = "n, size, root, note, proof, created"
