@@ -46,6 +46,8 @@ class Config:
     impact_repeats: int = 9
     """Timed ``impact`` calls per origin on the built swarm."""
     audit_repeats: int = 5
+    seal_events: int = 1_000_000
+    """Events of the store a seal of 10,000 new ones is timed on (incremental, from scratch)."""
     query_events: int = 1_000_000
     telemetry_rounds: int = 5
     """Timed verifies and seals of the audit benchmark's swarm (built like impact's)."""
@@ -68,4 +70,4 @@ QUICK = Config(quick=True, sizes=(100, 300), repeats=2, lg_repeats=2, invoke_siz
                swarm_steps=2, swarm_repeats=2, model_delay=1.0, policy_batches=300, stop_runs=200,
                stop_sample=20, stop_repeats=1, target_n=300,
                rollback_steps=200, rollback_repeats=2, impact_work_steps=16, impact_repeats=5,
-               audit_repeats=2, query_events=20_000, telemetry_rounds=1)
+               audit_repeats=2, seal_events=30_000, query_events=20_000, telemetry_rounds=1)

@@ -30,6 +30,7 @@ from bench.monitor_cost import measure as measure_monitors
 from bench.policy_cost import PolicySample, run_policy
 from bench.query_cost import QuerySample, run_query_cost
 from bench.rollback_cost import RollbackSample, run_rollback
+from bench.seal_cost import SealSample, run_seal_cost
 from bench.sqlite_baseline import CommitSample, run_commits
 from bench.stats import percentile
 from bench.stop_latency import StopSample, run_stop
@@ -61,6 +62,8 @@ class Results:
     """One swarm built and its impact timed (a list so a run without it renders)."""
     audits: list[AuditSample] = field(default_factory=list)
     """One swarm built, verified and sealed (a list so a run without it renders)."""
+    seals: list[SealSample] = field(default_factory=list)
+    """One large store sealed 10,000 events at a time (a list so a run without it renders)."""
     queries: list[QuerySample] = field(default_factory=list)
     """One large store built and queried (a list so a run without it renders)."""
     telemetry: dict[str, list[float]] = field(default_factory=dict)
@@ -91,6 +94,7 @@ def run_all(cfg: Config, workdir: Path, *, profile: bool = False) -> Results:
     _rollback(res, workdir)
     _impact(res, workdir, profile)
     _audit(res, workdir)
+    _seal(res, workdir)
     _query(res, workdir)
     _telemetry(res)
     _diagnose(res, workdir, profile)
@@ -231,6 +235,15 @@ def _audit(res: Results, workdir: Path) -> None:
     s = run_audit(workdir, work_steps=cfg.impact_work_steps, repeats=cfg.audit_repeats)
     res.audits.append(s)
     log(f"audit: {describe_audit(s)}")
+    gc.collect()
+
+
+def _seal(res: Results, workdir: Path) -> None:
+    n = res.config.seal_events
+    log(f"seal: building a store of {n:,} events by bulk commits")
+    s = run_seal_cost(workdir, events=n, repeats=3)
+    res.seals.append(s)
+    log(f"seal: {s.describe()}")
     gc.collect()
 
 

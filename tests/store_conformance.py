@@ -1396,4 +1396,43 @@ def test_signed_checkpoints_are_appended_in_order_or_refused(store_factory: Stor
     assert len(store.signed_checkpoints()) == 2
 
 
+def test_leaves_since_a_batch_are_the_events_committed_after_it(
+        store_factory: StoreFactory) -> None:
+    """What an incremental seal reads: the events after a batch, and the hashes of that
+    batch and of the last one, as the batch chain holds them."""
+    store, ids = store_factory(), _ids()
+    a, b = _Run(ids.new(), ids), _Run(ids.new(), ids)
+    assert store.commit([a.create(), b.create()]) == [None, None]
+    whole = store.leaves_since(0)
+    batches = list(store.batches())
+    assert whole.after_hash == "" and whole.hashes == store.leaf_hashes()
+    assert (whole.last, whole.last_hash) == (batches[-1].n, batches[-1].hash)
+    setting = store.append_store_event("policy.applied", "store", {"hash": "a"},
+                                      actor="human:ada", time=iso(T0), id=ids.new())
+    a.fence = store.acquire(a.id, "w1", 60, time.time())
+    later = a.write(1, step=1)
+    assert store.commit([later]) == [None]
+    span = store.leaves_since(whole.last)
+    assert span.after_hash == whole.last_hash
+    assert [h.hex() for h in span.hashes] == [setting.hash, *(e.hash for e in later.events)]
+    assert store.leaf_hashes() == whole.hashes + span.hashes
+    assert span.last == list(store.batches())[-1].n
+    nothing = store.leaves_since(span.last)
+    assert (nothing.hashes, nothing.last, nothing.after_hash) == ([], span.last, span.last_hash)
+    assert store.leaves_since(span.last + 5).after_hash is None  # no such batch
+
+
+def test_a_seal_cache_is_kept_beside_the_last_checkpoint(store_factory: StoreFactory) -> None:
+    store = store_factory()
+    assert store.seal_cache() is None
+    store.add_signed_checkpoint(3, "ab" * 32, "note one\n", [], 1.5, after=0,
+                                cache=(4, "cd" * 32, b"x" * 64))
+    got = store.seal_cache()
+    assert got is not None
+    assert (got.checkpoint, got.batch, got.batch_hash, got.frontier) == \
+        (1, 4, "cd" * 32, b"x" * 64)
+    store.add_signed_checkpoint(5, "ef" * 32, "note two\n", [], 2.5, after=1)
+    assert store.seal_cache() is None  # the last checkpoint has none: not an older one's
+
+
 __all__ = [name for name in list(globals()) if name.startswith("test_")]

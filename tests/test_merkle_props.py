@@ -100,3 +100,41 @@ def test_consistency_proofs_verify_and_tampering_fails(data: list[bytes],
         pass
     else:
         raise AssertionError("a rewritten history verified as consistent")
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.lists(st.binary(max_size=4), max_size=40), min_size=1, max_size=8))
+def test_incremental_seals_give_the_from_scratch_roots_and_proofs(
+        seals: list[list[bytes]]) -> None:
+    """A frontier extended seal by seal gives, at every seal, the root and the consistency
+    proof from the seal before that the whole tree gives (RFC 6962's definition)."""
+    from tether.core.compact import EMPTY_FRONTIER, Frontier
+    from tether.core.merkle import leaf_hash
+
+    data: list[bytes] = []
+    frontier = EMPTY_FRONTIER
+    for batch in seals:
+        new = [leaf_hash(d) for d in batch]
+        proof = frontier.consistency_proof(new)
+        old, old_root = frontier.size, frontier.root()
+        frontier = frontier.extend(new)
+        data += batch
+        whole = Tree.from_data(data)
+        assert frontier.root() == whole.root() == _mth(data)
+        assert proof == whole.consistency_proof(old)
+        assert frontier == Frontier.of_tree(whole)
+        assert Frontier.decode(frontier.size, frontier.encode()) == frontier
+        verify_consistency(old, whole.size, proof, old_root, frontier.root())
+
+
+@settings(max_examples=150, deadline=None)
+@given(leaves, st.data())
+def test_consistency_ranges_name_what_each_proof_element_hashes(data: list[bytes],
+                                                                 draw: st.DataObject) -> None:
+    from tether.core.merkle import consistency_ranges
+
+    t = Tree.from_data(data)
+    old = draw.draw(st.integers(0, len(data)))
+    ranges = consistency_ranges(old, len(data))
+    assert [_mth(data[lo:hi]) for lo, hi in ranges] == t.consistency_proof(old)
+    assert [t.subtree(lo, hi) for lo, hi in ranges] == t.consistency_proof(old)

@@ -8,7 +8,12 @@ a C2SP signed note with Ed25519 (:mod:`tether.core.note`) and stores it with
 the consistency proof from the checkpoint before it. ``tether audit seal``
 seals on demand; a worker given a key seals every N events or T seconds.
 
-A seal refuses to sign a store whose history no longer extends its last
+A seal hashes only the events since the last checkpoint: the tree's frontier
+(:mod:`tether.core.compact`) is kept beside each checkpoint as a cache, used
+only once it folds to that checkpoint's signed root and the batch chain and
+event count agree with it, so what is signed extends the signed history by
+construction. Without a usable cache (or with ``full``) it reads every event
+and refuses to sign a store whose history no longer extends its last
 checkpoint (an event it covered was changed, removed, reordered or inserted):
 signing it would not hide the change, since verification checks every
 checkpoint against the one before, but it would sign a history the operator
@@ -23,12 +28,13 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from tether.core.merkle import Tree
+from tether.core.compact import Frontier
+from tether.core.merkle import Tree, leaf_hash
 from tether.core.note import Signer, Verifier, check_name, sign_note
 from tether.core.tlog import Checkpoint
 from tether.errors import UsageError, VerificationFailed
 from tether.store.protocol import Store
-from tether.store.records import SignedCheckpoint
+from tether.store.seal_records import SignedCheckpoint
 
 
 def leaf_tree(store: Store) -> Tree:
@@ -36,9 +42,16 @@ def leaf_tree(store: Store) -> Tree:
     return Tree.from_data(store.leaf_hashes())
 
 
-def seal(store: Store, signer: Signer, *, now: float, origin: str | None = None
-         ) -> tuple[SignedCheckpoint, bool]:
+def seal(store: Store, signer: Signer, *, now: float, origin: str | None = None,
+         full: bool = False) -> tuple[SignedCheckpoint, bool]:
     """Sign a checkpoint of every event committed so far.
+
+    Hashes only the events since the last checkpoint, from the cache kept beside it
+    (:class:`~tether.store.records.SealCache`), once the cache checks: its frontier folds
+    to that checkpoint's signed root, the last batch it covers still has the hash it had,
+    and the store holds exactly the events it covered plus the new ones. Otherwise, or
+    with ``full``, it reads and hashes every event and checks that they still give the
+    last checkpoint's root (the check ``tether audit verify`` makes of every checkpoint).
 
     Returns the checkpoint and whether it is new (False: no event since the last one,
     which is returned as it is).
@@ -48,19 +61,55 @@ def seal(store: Store, signer: Signer, *, now: float, origin: str | None = None
         Conflict: another process sealed meanwhile (seal again).
     """
     with store.snapshot():  # the events and the last checkpoint as of one moment
-        tree = leaf_tree(store)
         done = store.signed_checkpoints()
-    last = done[-1] if done else None
-    if last is not None:
-        _check_extends(tree, last)
-        if last.size == tree.size:
-            return last, False
-    body = Checkpoint(origin or signer.name, tree.size, tree.root())
+        last = done[-1] if done else None
+        step = None if full or last is None else _incremental(store, last)
+        if step is None:
+            step = _from_scratch(store, last)
+    frontier, proof, batch, batch_hash = step
+    if last is not None and last.size == frontier.size:
+        return last, False
+    body = Checkpoint(origin or signer.name, frontier.size, frontier.root())
     note = sign_note(body.text(), signer)
-    proof = [] if last is None else [h.hex() for h in tree.consistency_proof(last.size)]
-    cp = store.add_signed_checkpoint(tree.size, body.root.hex(), note, proof, now,
-                                     after=0 if last is None else last.n)
+    cp = store.add_signed_checkpoint(frontier.size, body.root.hex(), note,
+                                     [h.hex() for h in proof], now,
+                                     after=0 if last is None else last.n,
+                                     cache=(batch, batch_hash, frontier.encode()))
     return cp, True
+
+
+_Step = tuple[Frontier, list[bytes], int, str]
+"""The tree now (its frontier), the consistency proof from the last checkpoint, and the
+last batch it covers with that batch's hash."""
+
+
+def _incremental(store: Store, last: SignedCheckpoint) -> _Step | None:
+    """The seal from the cache and the events since; None when the cache is missing or does
+    not check (the caller then reads every event)."""
+    cache = store.seal_cache()
+    if cache is None or cache.checkpoint != last.n:
+        return None
+    try:
+        old = Frontier.decode(last.size, cache.frontier)
+    except ValueError:
+        return None
+    if old.root().hex() != last.root:
+        return None  # not the signed tree's frontier: never trusted
+    span = store.leaves_since(cache.batch)
+    if span.after_hash != cache.batch_hash or \
+            store.event_count() != last.size + len(span.hashes):
+        return None  # batches or events changed under the cache: look at everything
+    leaves = [leaf_hash(h) for h in span.hashes]
+    return old.extend(leaves), old.consistency_proof(leaves), span.last, span.last_hash
+
+
+def _from_scratch(store: Store, last: SignedCheckpoint | None) -> _Step:
+    span = store.leaves_since(0)
+    tree = Tree.from_data(span.hashes)
+    if last is None:
+        return Frontier.of_tree(tree), [], span.last, span.last_hash
+    _check_extends(tree, last)
+    return Frontier.of_tree(tree), tree.consistency_proof(last.size), span.last, span.last_hash
 
 
 def _check_extends(tree: Tree, last: SignedCheckpoint) -> None:

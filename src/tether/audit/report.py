@@ -29,6 +29,8 @@ class VerifyReport:
     """Events (in commit order) covered by the last signed checkpoint that still matches."""
     unsealed: int = 0
     """Events committed after the last signed checkpoint."""
+    witnessed: int = 0
+    """Checkpoints of a witness's copy (``--witness``) checked against the store."""
     signatures_checked: bool = False
     """Whether the checkpoints' signatures were checked (a verifier key was given)."""
 

@@ -17,8 +17,11 @@ them). For each checkpoint, in order:
   checkpoint before it that still matches bounds where.
 
 What it cannot see: the newest checkpoints deleted together with the events
-after an older one. A witness that keeps the exported checkpoints
-(``tether audit export``) sees that (docs/audit.md, threat model).
+after an older one, or a history rewritten and sealed again with the key. A
+witness that keeps the exported checkpoints (``tether audit export``) sees that:
+:mod:`tether.audit.witness` (``verify --witness``). It never reads the seal's
+cache (the frontier kept beside each checkpoint): every root is recomputed from
+the events.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from tether.core.note import Verifier, open_note, split_note
 from tether.core.tlog import Checkpoint, parse_checkpoint
 from tether.errors import StoreError, VerificationFailed
 from tether.store.protocol import Store
-from tether.store.records import SignedCheckpoint
+from tether.store.seal_records import SignedCheckpoint
 
 _RESTORE = "restore the store from a backup (or the events from a copy a witness holds)"
 

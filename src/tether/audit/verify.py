@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from tether.audit.projections import FoldFacts, check_projections
@@ -39,6 +39,7 @@ from tether.audit.report import VerifyReport
 from tether.audit.rows import RowFacts, check_rows, expected_seal
 from tether.audit.signed import verify_signed
 from tether.audit.store_chain import verify_store_chain
+from tether.audit.witness import WitnessCheckpoint, verify_witness
 from tether.core.canonical import loads
 from tether.core.events import (
     BATCH_GENESIS,
@@ -59,15 +60,18 @@ _NULL_DIGEST = payload_digest(None)
 
 
 def verify_store(store: Store, *, progress: Callable[[int, int], None] | None = None,
-                 key: Verifier | None = None) -> VerifyReport:
+                 key: Verifier | None = None,
+                 witness: Sequence[WitnessCheckpoint] = ()) -> VerifyReport:
     """Verify every chain in ``store`` and its signed checkpoints (their signatures too if
-    ``key`` is given). ``progress(done, total)`` is called per run."""
+    ``key`` is given), and that it extends every checkpoint of a ``witness``'s copy
+    (:func:`tether.audit.witness.parse_witness`). ``progress(done, total)`` is called per
+    run."""
     with store.snapshot():
-        return _verify(store, progress, key)
+        return _verify(store, progress, key, witness)
 
 
 def _verify(store: Store, progress: Callable[[int, int], None] | None,
-            key: Verifier | None) -> VerifyReport:
+            key: Verifier | None, witness: Sequence[WitnessCheckpoint]) -> VerifyReport:
     """verify_store inside one snapshot: on a live store, a run's events read before a
     worker's commit and its checkpoints or the batches read after it would disagree."""
     rep = VerifyReport()
@@ -84,6 +88,8 @@ def _verify(store: Store, progress: Callable[[int, int], None] | None,
     facts.rows.erased = {x["event"] for x in rep.erasures}
     leaves = _verify_batches(store, hashes, rep)
     verify_signed(store, leaves, key, rep)
+    if witness:
+        verify_witness(store, leaves, witness, key, rep)
     _verify_links(store, facts, rep)
     check_rows(store, facts.rows, rep.problems)
     check_projections(store, facts.folds, facts.rows.damaged, rep.problems)

@@ -12,8 +12,9 @@ import orjson
 import typer
 from rich.progress import Progress
 
-from tether.audit import verify_store
+from tether.audit import VerifyReport, verify_store
 from tether.audit.proofs import check_bundle, prove
+from tether.audit.witness import WitnessCheckpoint, parse_witness
 from tether.cli.alerts_cmd import parse_since
 from tether.cli.args import check_value
 from tether.cli.common import AsOpt, console, handle_errors, operator, print_jsonl, store
@@ -49,14 +50,20 @@ def keygen(prefix: Annotated[str, typer.Argument(
 def seal_cmd(key: Annotated[Path, typer.Option(
                  "--key", metavar="KEYFILE",
                  help="The signer (private) key: PREFIX.key of tether audit keygen.")],
+             full: Annotated[bool, typer.Option(
+                 "--full", help="Re-read and re-hash every event, checking that the store "
+                                "still extends its last signed checkpoint, instead of only "
+                                "the events since.")] = False,
              json: JsonOpt = False) -> None:
     """Seal the store now: sign a checkpoint of every event committed so far.
 
     A C2SP signed note over the RFC 6962 Merkle root of every event's hash in commit order.
-    Refused (exit 2) if the store no longer extends its last signed checkpoint.
+    Hashes only the events since the last checkpoint (its cached frontier checked against
+    its signed root); with --full, every event. Refused (exit 2) if the store no longer
+    extends its last signed checkpoint as far as the seal looked.
     """
     signer = load_signer(key)
-    cp, new = seal(store(), signer, now=SYSTEM_CLOCK.now())
+    cp, new = seal(store(), signer, now=SYSTEM_CLOCK.now(), full=full)
     if json:
         print_jsonl([{"n": cp.n, "size": cp.size, "root": cp.root, "new": new,
                       "note": cp.note}])
@@ -70,25 +77,27 @@ def seal_cmd(key: Annotated[Path, typer.Option(
 
 @handle_errors
 def verify(json: Annotated[bool, typer.Option("--json", help="JSON instead of text.")] = False,
-           key: PubOpt = None) -> None:
+           key: PubOpt = None,
+           witness: Annotated[Path | None, typer.Option(
+               "--witness", metavar="FILE",
+               help="A witness's copy of the signed checkpoints (what `tether audit export` "
+                    "wrote, kept elsewhere): check that this store still extends every one "
+                    "(--key checks their signatures too).")] = None) -> None:
     """Walk every run's hash chain, its checkpoints and the batch chain, and every signed
-    checkpoint.
+    checkpoint (and a witness's copy of them, with --witness).
 
     Exit 0 when intact; otherwise exit 1, naming the first problem (and listing the rest).
     """
     verifier = load_verifier(key) if key is not None else None
+    kept = _read_witness(witness) if witness is not None else []
     s = store(readonly=True)
     with Progress(console=console, transient=True,
                   disable=json or not console.is_terminal) as prog:
         task = prog.add_task("verifying chains", total=None)
-        rep = verify_store(s, key=verifier,
+        rep = verify_store(s, key=verifier, witness=kept,
                            progress=lambda d, n: prog.update(task, completed=d, total=n))
     if json:
-        print_jsonl([{"ok": rep.ok, "runs": rep.runs, "events": rep.events,
-                      "batches": rep.batches, "checkpoints": rep.checkpoints,
-                      "sealed": rep.sealed, "unsealed": rep.unsealed,
-                      "signatures_checked": rep.signatures_checked,
-                      "erasures": rep.erasures, "problems": rep.problems}])
+        print_jsonl([_as_json(rep)])
     elif rep.ok:
         console.print(f"[green]ok[/green]: {rep.runs} runs, {rep.events} events, "
                       f"{rep.batches} commit batches verified{_sealed(rep)}", highlight=False)
@@ -149,13 +158,30 @@ def erase_notes(p: dict[str, Any]) -> list[str]:
     return out
 
 
+def _as_json(rep: VerifyReport) -> dict[str, Any]:
+    return {"ok": rep.ok, "runs": rep.runs, "events": rep.events, "batches": rep.batches,
+            "checkpoints": rep.checkpoints, "sealed": rep.sealed, "unsealed": rep.unsealed,
+            "witnessed": rep.witnessed, "signatures_checked": rep.signatures_checked,
+            "erasures": rep.erasures, "problems": rep.problems}
+
+
+def _read_witness(path: Path) -> list[WitnessCheckpoint]:
+    check_value(path, "--witness", "the file `tether audit export` wrote")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise UsageError(f"--witness {path}: cannot read it ({exc.strerror or exc})") from None
+    return parse_witness(data, str(path))
+
+
 def _sealed(rep: Any) -> str:
     if not rep.checkpoints:
         return "; no signed checkpoints (seal with `tether audit seal --key PREFIX.key`)"
     sig = "signatures checked" if rep.signatures_checked else \
         "signatures NOT checked: give --key PREFIX.pub"
+    kept = f"; extends all {rep.witnessed} of the witness's" if rep.witnessed else ""
     return (f"; {rep.checkpoints} signed checkpoints consistent, the last covers "
-            f"{rep.sealed} events ({rep.unsealed} since; {sig})")
+            f"{rep.sealed} events ({rep.unsealed} since; {sig}){kept}")
 
 
 @handle_errors

@@ -100,6 +100,13 @@ class Tree:
             return []
         return self._subproof(old, 0, n, True)
 
+    def subtree(self, lo: int, hi: int) -> bytes:
+        """MTH of leaves ``lo`` to ``hi`` (``0 <= lo < hi <= size``): the hash a proof
+        element of that range must have."""
+        if not 0 <= lo < hi <= self.size:
+            raise ValueError(f"leaves {lo} to {hi} are not a range of a tree of {self.size}")
+        return self._subtree(lo, hi)
+
     # -- internals -------------------------------------------------------
     def _check_size(self, size: int) -> int:
         if not 0 <= size <= self.size:
@@ -133,6 +140,27 @@ class Tree:
         if m <= k:
             return [*self._subproof(m, lo, lo + k, whole), self._subtree(lo + k, hi)]
         return [*self._subproof(m - k, lo + k, hi, False), self._subtree(lo, lo + k)]
+
+
+def consistency_ranges(old: int, size: int) -> list[tuple[int, int]]:
+    """The leaves ``[lo, hi)`` each element of ``PROOF(old, D[size])`` is the hash of, in
+    the proof's order: what a proof says about a tree beyond its two roots (an audit
+    uses it to narrow down where a history that does not match one begins)."""
+    if not 0 <= old <= size:
+        raise ValueError(f"old size {old} is not between 0 and {size}")
+    if old in (0, size):
+        return []
+
+    def sub(m: int, lo: int, hi: int, whole: bool) -> list[tuple[int, int]]:
+        width = hi - lo
+        if m == width:
+            return [] if whole else [(lo, hi)]
+        k = 1 << ((width - 1).bit_length() - 1)
+        if m <= k:
+            return [*sub(m, lo, lo + k, whole), (lo + k, hi)]
+        return [*sub(m - k, lo + k, hi, False), (lo, lo + k)]
+
+    return sub(old, 0, size, True)
 
 
 def root_of(leaves: Sequence[bytes]) -> bytes:

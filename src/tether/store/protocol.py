@@ -25,10 +25,10 @@ from tether.store.records import (
     Produced,
     Reached,
     RunRow,
-    SignedCheckpoint,
     VersionRow,
     Write,
 )
+from tether.store.seal_records import LeafSpan, SealCache, SignedCheckpoint
 
 
 class Store(Protocol):
@@ -275,6 +275,13 @@ class Store(Protocol):
         StoreCorrupt if a batch names an event that is not there."""
         ...
 
+    def leaves_since(self, batch: int) -> LeafSpan:
+        """The hashes of the events committed in the batches after number ``batch``, in
+        commit order (:meth:`leaf_hashes` is ``leaves_since(0).hashes``), with the hashes
+        of that batch and of the last one, read in one snapshot: what an incremental seal
+        reads. StoreCorrupt if a batch names an event that is not there."""
+        ...
+
     def event_count(self) -> int:
         """How many events (run and store chains) the store holds: what a seal now would
         cover, read cheaply (a worker asks on its sealing schedule)."""
@@ -285,9 +292,17 @@ class Store(Protocol):
         ...
 
     def add_signed_checkpoint(self, size: int, root: str, note: str, proof: Sequence[str],
-                              created: float, *, after: int) -> SignedCheckpoint:
+                              created: float, *, after: int,
+                              cache: tuple[int, str, bytes] | None = None) -> SignedCheckpoint:
         """Write the next signed checkpoint; Conflict unless the last one is number
-        ``after`` (0: none), so two sealers at once cannot both extend the same one."""
+        ``after`` (0: none), so two sealers at once cannot both extend the same one.
+        ``cache``: (last batch covered, its hash, frontier) kept beside it for the next
+        seal (:class:`SealCache`)."""
+        ...
+
+    def seal_cache(self) -> SealCache | None:
+        """The cache kept beside the last signed checkpoint; None when there is none (no
+        checkpoint, or one written without a cache: before schema 12, or by hand)."""
         ...
 
     # -- a swarm's world ---------------------------------------------------

@@ -348,24 +348,6 @@ class Batch:
     operator settings is named ``@store`` (:data:`tether.core.settings.STORE_CHAIN`) here."""
 
 
-@dataclass(frozen=True, slots=True)
-class SignedCheckpoint:
-    """One signed checkpoint of the store (``tether audit seal``; docs/audit.md)."""
-
-    n: int
-    """Its number, from 1, in the order they were written."""
-    size: int
-    """How many events (leaves, in commit order) it covers."""
-    root: str
-    """Hex Merkle root of those events' hashes (also in the note, base64)."""
-    note: str
-    """The C2SP signed note: the tlog-checkpoint body and its Ed25519 signature line."""
-    proof: tuple[str, ...]
-    """Hex consistency proof from the checkpoint before it (empty for the first)."""
-    created: float
-    """Wall-clock time it was written (seconds since the epoch); not signed."""
-
-
 @dataclass(slots=True)
 class CheckpointChain:
     """What restoring a step needs: its keyframe and the deltas after it, in order."""

@@ -188,6 +188,14 @@ MIGRATIONS: Final[tuple[str, ...]] = (
         WITHOUT ROWID;
     CREATE UNIQUE INDEX tokens_name ON tokens(name) WHERE revoked IS NULL;
     """,
+    # 13: a cache beside each signed checkpoint so the next seal hashes only the events
+    #     since: the last batch it covers, that batch's hash, and the tree's frontier (the
+    #     perfect subtrees tiling it). NULL (older rows): the next seal reads every event.
+    """
+    ALTER TABLE signed_checkpoints ADD COLUMN batch INTEGER;
+    ALTER TABLE signed_checkpoints ADD COLUMN batch_hash BLOB;
+    ALTER TABLE signed_checkpoints ADD COLUMN frontier BLOB;
+    """,
 )
 
 SWARMS_JOURNALED: Final = 7

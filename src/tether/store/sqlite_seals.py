@@ -1,5 +1,5 @@
 """The SQLite store's share of signed checkpoints: the leaves in commit order, and the
-table of checkpoints (migration 11).
+table of checkpoints (migration 11) with the next seal's cache beside each (migration 13).
 
 Commit order is the batch chain's: every commit (a run's events, or one event of
 the store chain) appends one numbered, hash-linked batch naming what it
@@ -13,11 +13,12 @@ say) is looked up by its index instead, so the result never depends on rowids.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from tether.core.canonical import dumps, loads
 from tether.core.settings import STORE_CHAIN
 from tether.errors import Conflict, StoreCorrupt
-from tether.store.records import SignedCheckpoint
+from tether.store.seal_records import LeafSpan, SealCache, SignedCheckpoint
 from tether.store.sqlite_base import SQLiteBase
 
 _COLS = "n, size, root, note, proof, created"
@@ -28,16 +29,28 @@ class SQLiteSeals(SQLiteBase):
 
     def leaf_hashes(self) -> list[bytes]:
         """Every event's hash in commit order (see :meth:`Store.leaf_hashes`)."""
+        return self.leaves_since(0).hashes
+
+    def leaves_since(self, batch: int) -> LeafSpan:
+        """The events committed after batch ``batch`` (see :meth:`Store.leaves_since`)."""
         with self.snapshot():
-            rows = self._read("SELECT rk, seq, hash FROM events")
+            batches = self._read("SELECT n, entries, hash FROM batches WHERE n >= ? ORDER BY n",
+                                 (batch,))
+            after_hash: str | None = ""
+            if batch > 0:
+                after_hash = bytes(batches[0][2]).hex() if batches and batches[0][0] == batch \
+                    else None
+                batches = [b for b in batches if b[0] > batch]
+            last_n, last_hash = (batches[-1][0], bytes(batches[-1][2]).hex()) if batches else \
+                (batch, after_hash or "")
             store_rk = self._rk(STORE_CHAIN)
-            settings = dict(self._read("SELECT n, hash FROM store_events")) \
-                if store_rk is not None else {}
-            batches = self._read("SELECT n, entries FROM batches ORDER BY n")
+            named = [(n, loads(entries)) for n, entries, _ in batches]
+            rows = self._rows_from(named, store_rk)
+            settings = self._settings_from(named, store_rk)
             out: list[bytes] = []
             pos = 0
-            for n, entries in batches:
-                for rk, first, last in loads(entries):
+            for n, entries in named:
+                for rk, first, last in entries:
                     if rk == store_rk:
                         out.extend(self._settings(n, settings, first, last))
                         continue
@@ -49,7 +62,29 @@ class SQLiteSeals(SQLiteBase):
                         pos += count
                     else:
                         out.extend(self._looked_up(n, rk, first, last))
-            return out
+            return LeafSpan(after_hash, int(last_n), last_hash, out)
+
+    def _rows_from(self, named: list[tuple[int, Any]], store_rk: int | None
+                   ) -> list[tuple[Any, ...]]:
+        """The events table in rowid order from the first event the batches name: commit
+        order in practice, checked entry by entry (a miss is looked up by index)."""
+        first = next(((rk, a) for _, entries in named for rk, a, _ in entries
+                      if rk != store_rk), None)
+        if first is None:
+            return []
+        at = self._read("SELECT rowid FROM events WHERE rk = ? AND seq = ?", first)
+        if not at:
+            return []  # missing: every entry is looked up, and the lookup names it
+        return self._read("SELECT rk, seq, hash FROM events WHERE rowid >= ? ORDER BY rowid",
+                          (at[0][0],))
+
+    def _settings_from(self, named: list[tuple[int, Any]], store_rk: int | None
+                       ) -> dict[int, bytes]:
+        spans = [(a, z) for _, entries in named for rk, a, z in entries if rk == store_rk]
+        if not spans:
+            return {}
+        return dict(self._read("SELECT n, hash FROM store_events WHERE n BETWEEN ? AND ?",
+                               (min(a for a, _ in spans), max(z for _, z in spans))))
 
     def _settings(self, n: int, settings: dict[int, bytes], first: int, last: int
                   ) -> list[bytes]:
@@ -91,14 +126,26 @@ class SQLiteSeals(SQLiteBase):
                                         hexes, float(created)))
         return out
 
+    def seal_cache(self) -> SealCache | None:
+        rows = self._read("SELECT n, batch, batch_hash, frontier FROM signed_checkpoints "
+                          "ORDER BY n DESC LIMIT 1")
+        if not rows or rows[0][1] is None or rows[0][3] is None:
+            return None
+        n, batch, bhash, frontier = rows[0]
+        return SealCache(int(n), int(batch), bytes(bhash or b"").hex(), bytes(frontier))
+
     def add_signed_checkpoint(self, size: int, root: str, note: str, proof: Sequence[str],
-                              created: float, *, after: int) -> SignedCheckpoint:
+                              created: float, *, after: int,
+                              cache: tuple[int, str, bytes] | None = None) -> SignedCheckpoint:
         with self._tx() as c:
             row = c.execute("SELECT max(n) FROM signed_checkpoints").fetchone()
             last = int(row[0] or 0)
             if last != after:
                 raise Conflict(f"signed checkpoint {last} was written meanwhile (expected the "
                                f"last to be {after}); seal again")
-            c.execute(f"INSERT INTO signed_checkpoints({_COLS}) VALUES(?,?,?,?,?,?)",
-                      (last + 1, size, bytes.fromhex(root), note, dumps(list(proof)), created))
+            batch, bhash, frontier = cache if cache is not None else (None, "", None)
+            c.execute(f"INSERT INTO signed_checkpoints({_COLS}, batch, batch_hash, frontier) "
+                      "VALUES(?,?,?,?,?,?,?,?,?)",
+                      (last + 1, size, bytes.fromhex(root), note, dumps(list(proof)), created,
+                       batch, bytes.fromhex(bhash), frontier))
         return SignedCheckpoint(last + 1, size, root, note, tuple(proof), created)
