@@ -62,7 +62,7 @@ def run_view(t: Tether, ref: str, q: dict[str, str]) -> dict[str, Any]:
 def run_page(request: Request, run: str, t: Annotated[Tether, Depends(reader)],
              ctx: Annotated[UiContext, Depends(context)]) -> Response:
     data = run_view(t, run, dict(request.query_params))
-    return page(request, ctx, "run.html", {"view": data, "nav": "runs"})
+    return page(request, ctx, "run.html", {"view": data, "r": data["run"], "nav": "runs"})
 
 
 @router.get("/runs/{run}/rollback")
