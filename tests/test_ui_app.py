@@ -130,7 +130,7 @@ def test_fork_with_state_edits_and_the_graph_draws_it(
 
 def test_edited_arguments_that_do_not_fit_the_tool_are_refused_and_decide_nothing(
         world: tuple[SQLiteStore, str, str]) -> None:
-    s, pay, _ = world
+    s, _, _ = world
     (req,) = s.approvals(status="pending")
     with _client(s) as c:
         token = _token(c.get("/needs").text)

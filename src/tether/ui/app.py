@@ -30,6 +30,8 @@ from tether.ui.pages import graph, needs, overview, report, run
 __all__ = ["create_app"]
 
 _STATIC = Path(__file__).resolve().parent / "static"
+_DESCRIPTION = ("Operate always-on agent runs: the web dashboard's JSON API. Shapes are the "
+                'CLI\'s --json ones; errors are {"error": {"status", "kind", "message"}}.')
 
 
 def create_app(store: Store, *, host: str = "127.0.0.1", port: int = 8765,
@@ -62,9 +64,7 @@ def create_app(store: Store, *, host: str = "127.0.0.1", port: int = 8765,
     # No /docs page: Swagger UI would load its scripts from a CDN. The schema is enough.
     app = FastAPI(title="tether", version=__version__, lifespan=lifespan,
                   openapi_url="/api/openapi.json", docs_url=None, redoc_url=None,
-                  description="Operate always-on agent runs: the web dashboard's JSON API. "
-                              "Shapes are the CLI's --json ones; errors are "
-                              '{"error": {"status", "kind", "message"}}.')
+                  description=_DESCRIPTION)
     app.state.ctx = ctx
     errors.install(app)
     app.include_router(api.router)
