@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import getpass
 import json
+import signal
 from pathlib import Path
 
 import httpx
@@ -184,3 +185,17 @@ def test_api_errors_are_well_formed_json(tmp_path: Path) -> None:
         schema = c.get("/api/openapi.json").json()
         assert "/api/approvals/{approval}/approve" in schema["paths"]
     assert s.approval(req).status == "pending"  # type: ignore[union-attr]
+
+
+def test_stopping_the_server_ends_open_pages_streams_and_exits_cleanly(tmp_path: Path) -> None:
+    s, _, _ = _awaiting(tmp_path)
+    with dashboard(s.path, tmp_path) as c, c.stream("GET", "/api/live") as stream:
+        lines = stream.iter_lines()
+        assert next(lines).startswith("retry:")
+        c.proc.send_signal(signal.SIGINT)  # type: ignore[attr-defined]  # Ctrl-C
+        rest = list(lines)  # the stream ends (the server closed it), no error
+        assert not any(x.startswith("event: change") for x in rest)
+        # uvicorn re-raises the signal once it has shut down, as a shell expects.
+        assert c.proc.wait(30) in (0, -signal.SIGINT, 128 + signal.SIGINT)  # type: ignore[attr-defined]
+    log = next(tmp_path.glob("ui-*.log")).read_text()
+    assert "Traceback" not in log and "CancelledError" not in log, log

@@ -79,6 +79,7 @@ def dashboard(db: Path, tmp: Path) -> Iterator[httpx.Client]:
             except httpx.TransportError:
                 return False
         wait_for(up, "the dashboard answers")
+        client.proc = proc  # type: ignore[attr-defined]  # for a test that stops it
         try:
             yield client
         finally:

@@ -38,9 +38,11 @@ class Poller:
         self._subscribers: set[asyncio.Queue[int]] = set()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def start(self) -> None:
         """Start polling (on the server's event loop)."""
+        self._loop = asyncio.get_running_loop()
         self.head = await anyio.to_thread.run_sync(self.read)
         self._task = asyncio.create_task(self._run(), name="tether-ui-poller")
 
@@ -51,6 +53,15 @@ class Poller:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        self._end()
+
+    def close_streams(self) -> None:
+        """End every subscriber's stream now, from any thread (the server is stopping: open
+        pages would otherwise hold it until its grace period ends)."""
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._end)
+
+    def _end(self) -> None:
         for q in list(self._subscribers):
             _offer(q, -1)  # the end of the stream
 

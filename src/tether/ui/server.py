@@ -4,6 +4,7 @@ then uvicorn on the port asked."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from types import FrameType
 
 from tether.store.protocol import Store
 from tether.ui import require
@@ -35,4 +36,11 @@ def serve(store: Store, *, host: str = "127.0.0.1", port: int = 8765,
     config = uvicorn.Config(app, host=host, port=port, log_level="warning",
                             timeout_graceful_shutdown=2, proxy_headers=False,
                             server_header=False)
-    uvicorn.Server(config).run()
+    poller = app.state.ctx.poller
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            poller.close_streams()  # open pages' event streams end, so the server can
+            super().handle_exit(sig, frame)
+
+    Server(config).run()
