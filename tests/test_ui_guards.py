@@ -148,3 +148,15 @@ def test_state_diff_from_the_cli(tmp_path: Path) -> None:
         {"path": "n", "op": "changed", "before": 1, "after": 2},
         {"path": "written", "op": "changed", "before": ["f1.txt"],
          "after": ["f1.txt", "f2.txt"]}]
+
+
+def test_a_missing_web_stack_is_one_error_naming_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    from tether.ui import require
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name in ("fastapi", "multipart") else real(name, *a))
+    with pytest.raises(UsageError, match=r"needs fastapi, python-multipart \(the ui extra\): "
+                                         r"pip install 'tether\[ui\]'"):
+        require()
