@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.ui_agents import payer, writer
+from tests.ui_agents import payer, ticker, writer
 from tests.uikit import csrf, dashboard, error_of, page_csrf, running, wait_for
 from tether import Worker, start_run
 from tether.store.records import RunRow
@@ -199,3 +199,24 @@ def test_stopping_the_server_ends_open_pages_streams_and_exits_cleanly(tmp_path:
         assert c.proc.wait(30) in (0, -signal.SIGINT, 128 + signal.SIGINT)  # type: ignore[attr-defined]
     log = next(tmp_path.glob("ui-*.log")).read_text()
     assert "Traceback" not in log and "CancelledError" not in log, log
+
+
+def test_stop_a_running_run_from_its_page_the_worker_applies_it(tmp_path: Path) -> None:
+    s = SQLiteStore(tmp_path / "t.db")
+    run = start_run(s, ticker, agent_ref="tests.ui_agents:ticker", goal="tick")
+    with dashboard(s.path, tmp_path) as c, \
+            running("--store", str(s.path), "worker", log=tmp_path / "worker.log"):
+        wait_for(lambda: (r := s.get_run(run)) is not None and r.step >= 3, "the run steps")
+        page = c.get(f"/runs/{run}")
+        assert 'data-testid="stop"' in page.text
+        resp = c.post(f"/runs/{run}/stop", data={"csrf": page_csrf(page.text),
+                                                 "next": f"/runs/{run}"},
+                      follow_redirects=False)
+        assert resp.status_code == 303 and "notice=stop" in resp.headers["location"]
+        row = wait_for(lambda: _status(s, run, "stopped"), "the worker stops the run")
+        assert "error" not in resp.headers["location"]
+        me = f"human:{getpass.getuser()}"
+        (stopped,) = [e for e in s.events(run) if e.kind == "run.stopped"]
+        assert row.step >= 3 and stopped.payload["reason"] == f"stopped by {me}"
+        (cmd,) = [e for e in s.events(run) if e.kind == "command"]
+        assert (cmd.actor, cmd.payload["kind"], cmd.payload["outcome"]) == (me, "stop", "applied")

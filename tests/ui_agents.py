@@ -3,6 +3,7 @@ by reference, ``tests.ui_agents:NAME``, from the repository root)."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from tether import Done, StepAgent, tool
@@ -59,5 +60,12 @@ async def _writer(ctx: Any, state: dict[str, Any]) -> Any:
     return Done(n) if n >= 3 else None
 
 
+async def _ticker(ctx: Any, state: dict[str, Any]) -> Any:
+    state["n"] = state.get("n", 0) + 1
+    await asyncio.sleep(0.02)  # a step takes a moment: there is time to stop it mid-run
+    return None
+
+
 payer = StepAgent(_pay, name="payer", tools=[send, balance])
 writer = StepAgent(_writer, name="writer", tools=[write, unwrite])
+ticker = StepAgent(_ticker, name="ticker")
