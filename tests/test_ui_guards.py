@@ -160,3 +160,21 @@ def test_a_missing_web_stack_is_one_error_naming_the_extra(monkeypatch: pytest.M
     with pytest.raises(UsageError, match=r"needs fastapi, python-multipart \(the ui extra\): "
                                          r"pip install 'tether\[ui\]'"):
         require()
+
+
+def test_ui_serve_on_a_port_in_use_is_one_error_line(tmp_path: Path) -> None:
+    import socket
+
+    from tether.store.sqlite import SQLiteStore
+    SQLiteStore(tmp_path / "t.db").close()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        res = CliRunner().invoke(app, ["--store", str(tmp_path / "t.db"), "ui", "serve",
+                                       "--port", str(port)])
+    assert res.exit_code == 2
+    lines = res.output.strip().splitlines()
+    assert len(lines) == 1, res.output
+    assert lines[0].startswith(f"error: cannot serve the dashboard on 127.0.0.1:{port} (")
+    assert "--port" in lines[0]
