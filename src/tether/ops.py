@@ -49,7 +49,8 @@ from tether.runtime.agent import AgentLike
 from tether.runtime.containment import QuarantineResult
 from tether.runtime.operator import CommandResult, actor, find_effect, find_run, run_state, send_command
 from tether.store.protocol import Store
-from tether.store.records import ApprovalRow, EffectRow, Link, RunRow, SignedCheckpoint
+from tether.store.records import ApprovalRow, EffectRow, Link, RunRow
+from tether.store.seal_records import SignedCheckpoint
 from tether.system_clock import SYSTEM_CLOCK
 from tether.tools.base import Tool
 
