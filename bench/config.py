@@ -52,6 +52,9 @@ class Config:
     telemetry_rounds: int = 5
     """Timed verifies and seals of the audit benchmark's swarm (built like impact's)."""
 
+    ui_runs: int = 1000
+    """Runs in the store whose dashboard overview is rendered."""
+
     def steps_text(self) -> str:
         """How the swarm benchmark's ideal is defined, for the report."""
         return (f"{self.swarm_runs} runs × {self.swarm_steps} steps, each step one call to an "
@@ -70,4 +73,5 @@ QUICK = Config(quick=True, sizes=(100, 300), repeats=2, lg_repeats=2, invoke_siz
                swarm_steps=2, swarm_repeats=2, model_delay=1.0, policy_batches=300, stop_runs=200,
                stop_sample=20, stop_repeats=1, target_n=300,
                rollback_steps=200, rollback_repeats=2, impact_work_steps=16, impact_repeats=5,
-               audit_repeats=2, seal_events=30_000, query_events=20_000, telemetry_rounds=1)
+               audit_repeats=2, seal_events=30_000, query_events=20_000, telemetry_rounds=1,
+               ui_runs=200)

@@ -36,6 +36,8 @@ from bench.stats import percentile
 from bench.stop_latency import StopSample, run_stop
 from bench.swarm import SwarmSample, run_swarm
 from bench.telemetry_cost import measure as measure_telemetry
+from bench.ui_cost import UiSample, run_ui
+from bench.ui_cost import describe as describe_ui
 
 
 @dataclass(slots=True)
@@ -68,6 +70,9 @@ class Results:
     """One large store built and queried (a list so a run without it renders)."""
     telemetry: dict[str, list[float]] = field(default_factory=dict)
     """CPU seconds per step by mode (off, metrics, spans, spans+metrics, sink alone)."""
+    ui: list[UiSample] = field(default_factory=list)
+    """The dashboard: overview of many runs, commit to open page (a list so a run without it
+    renders)."""
     monitors: list[Costs] = field(default_factory=list)
     """What the built-in monitors cost a step (a list so a run without it renders)."""
     diagnoses: list[Diagnosis] = field(default_factory=list)
@@ -97,6 +102,7 @@ def run_all(cfg: Config, workdir: Path, *, profile: bool = False) -> Results:
     _seal(res, workdir)
     _query(res, workdir)
     _telemetry(res)
+    _ui(res, workdir)
     _diagnose(res, workdir, profile)
     res.seconds = time.perf_counter() - t0
     res.facts["load average at end (1, 5, 15 min)"] = load_average()
@@ -263,6 +269,15 @@ def _telemetry(res: Results) -> None:
     log(f"telemetry: {cfg.telemetry_rounds} rounds of N={cfg.target_n}, modes alternated")
     res.telemetry = measure_telemetry(cfg.target_n, cfg.telemetry_rounds,
                                       log=lambda s: log(f"telemetry {s}"))
+    gc.collect()
+
+
+def _ui(res: Results, workdir: Path) -> None:
+    runs = res.config.ui_runs
+    log(f"dashboard: overview of {runs} runs, commit to an open page")
+    s = run_ui(workdir, runs)
+    res.ui.append(s)
+    log(f"dashboard: {describe_ui(s)}")
     gc.collect()
 
 

@@ -756,6 +756,18 @@ def test_events_in_window_are_by_time_across_runs_and_filtered(
     assert store.events_in_window(None, None, limit=3) == every[:3]
 
 
+def test_latest_batch_grows_with_every_commit_of_events(store_factory: StoreFactory) -> None:
+    """The cheap change signal the web UI polls: 0 for a new store, one more per commit."""
+    store, ids = store_factory(), _ids()
+    assert store.latest_batch() == 0
+    a = _owned(store, ids)
+    first = store.latest_batch()
+    assert first >= 1
+    assert store.commit([a.write(2, step=1)]) == [None]
+    assert store.latest_batch() == first + 1
+    assert store.latest_batch() == max(b.n for b in store.batches())
+
+
 def test_tail_events_are_the_in_flight_step_at_the_end_of_the_chain(
         store_factory: StoreFactory) -> None:
     store, ids = store_factory(), _ids()

@@ -207,6 +207,7 @@ HELP = {
                      "Where to write the copy (must not exist)"),
     "swarm": ("Show a swarm (runs, shared budget, pause points), or set its pause points",
               "--pause-every-minutes"),
+    "ui serve": ("Serve the dashboard over the store until Ctrl-C", "--host"),
     "worker": ("Drive every runnable run until interrupted", "--until-idle"),
 }
 

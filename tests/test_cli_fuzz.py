@@ -38,9 +38,11 @@ def _commands(cmd: Any = ROOT, path: tuple[str, ...] = ()) -> dict[tuple[str, ..
     return out
 
 
-# `tether metrics` serves until interrupted, by design (tests/test_telemetry_metrics.py
-# scrapes it); every other command must end, whatever its input.
-COMMANDS = {path: cmd for path, cmd in _commands().items() if path != ("metrics",)}
+# `tether metrics` and `tether ui serve` serve until interrupted, by design
+# (tests/test_telemetry_metrics.py scrapes one, tests/test_ui_live.py drives the other);
+# every other command must end, whatever its input.
+COMMANDS = {path: cmd for path, cmd in _commands().items()
+            if path not in (("metrics",), ("ui", "serve"))}
 
 # What people (and scripts gone wrong) type: not UTF-8 (a byte 0xff arrives as a surrogate
 # escape, as Python decodes argv), lone surrogates, LIKE/GLOB metacharacters, huge or odd

@@ -327,7 +327,7 @@ def _event(kind: str, payload: Any) -> Any:
     ("run.done", None, "(payload erased)"),
 ])
 def test_event_summaries_say_what_matters(kind: str, payload: Any, says: str) -> None:
-    from tether.cli import render
+    from tether.reporting import lines as render
     e = _event(kind, payload)
     assert render.summary(e) == says
     line = render.event_line(e, 60, wide=False)

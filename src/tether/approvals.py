@@ -24,9 +24,10 @@ from tether.runtime.runs import load_agent
 from tether.store.protocol import Store
 from tether.store.records import ApprovalRow
 from tether.system_clock import SYSTEM_CLOCK
+from tether.tools.base import Tool
 
 # expire_due is the runtime's (the worker expires requests too); operators reach it here.
-__all__ = ["DECISIONS", "approval_json", "decide", "expire_due", "find_approval"]
+__all__ = ["DECISIONS", "approval_json", "decide", "expire_due", "find_approval", "tool_of"]
 
 DECISIONS = ("approved", "denied", "expired")
 
@@ -80,8 +81,14 @@ def _check_decider(row: ApprovalRow, by: str) -> None:
                          f"{row.rule!r} names {', '.join(row.approvers)}")
 
 
-def _validate(store: Store, row: ApprovalRow, arguments: dict[str, Any],
-              agents: Mapping[str, AgentLike] | None) -> dict[str, Any]:
+def tool_of(store: Store, row: ApprovalRow, agents: Mapping[str, AgentLike] | None = None
+            ) -> Tool:
+    """The tool a request proposes to run, from its run's agent (what edited arguments are
+    checked against).
+
+    Raises:
+        UsageError: the agent cannot be loaded, or no longer has the tool.
+    """
     run = must_get(store, row.run)
     try:
         agent = load_agent(run.agent, agents)
@@ -91,7 +98,12 @@ def _validate(store: Store, row: ApprovalRow, arguments: dict[str, Any],
     if tool is None:
         raise UsageError(f"cannot check the edited arguments: agent {run.agent} has no tool "
                          f"{row.tool} any more")
-    return dict(json_safe(tool.validate(arguments)))
+    return tool
+
+
+def _validate(store: Store, row: ApprovalRow, arguments: dict[str, Any],
+              agents: Mapping[str, AgentLike] | None) -> dict[str, Any]:
+    return dict(json_safe(tool_of(store, row, agents).validate(arguments)))
 
 
 def approval_json(a: ApprovalRow) -> dict[str, Any]:

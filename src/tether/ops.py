@@ -28,9 +28,11 @@ from typing import Any
 from tether import alerts as al
 from tether import approvals as ap
 from tether import control
+from tether.audit import VerifyReport, verify_store
 from tether.core.events import Event
 from tether.core.ids import UlidSource, iso
 from tether.core.settings import StoreEvent
+from tether.core.statediff import Change, diff
 from tether.core.transcripts import READ_ONLY_KEY
 from tether.errors import UsageError
 from tether.history import StepCheckpoint, checkpoints
@@ -42,11 +44,13 @@ from tether.provenance import quarantine as qu
 from tether.provenance import rollback as rb
 from tether.reporting.overnight import NightReport, gather
 from tether.reporting.query import Query, run_query
+from tether.runinfo import run_info, run_json
 from tether.runtime.agent import AgentLike
 from tether.runtime.containment import QuarantineResult
 from tether.runtime.operator import CommandResult, actor, find_effect, find_run, run_state, send_command
 from tether.store.protocol import Store
-from tether.store.records import ApprovalRow, EffectRow, RunRow
+from tether.store.records import ApprovalRow, EffectRow, Link, RunRow
+from tether.store.seal_records import SignedCheckpoint
 from tether.system_clock import SYSTEM_CLOCK
 from tether.tools.base import Tool
 
@@ -132,6 +136,31 @@ class Tether:
         row, k, st = run_state(self.store, ref, step)
         return RunState(row, k, st)
 
+    def state_diff(self, ref: str, before: int, after: int | None = None) -> list[Change]:
+        """What changed in the run's state from step ``before`` to step ``after`` (default:
+        its last completed step), key by key (:func:`tether.core.statediff.diff`)."""
+        return diff(self.state(ref, before).state, self.state(ref, after).state)
+
+    def show(self, ref: str) -> dict[str, Any]:
+        """One run as ``tether show --json`` prints it: its public form (:func:`run_json`),
+        its effects, inbox and held messages, alerts (those nobody acked first), result,
+        last error and what it waits for."""
+        row = self.run(ref)
+        d = run_json(row)
+        d["effects"] = [{"id": e.id, "step": e.step, "tool": e.tool, "effect": e.effect,
+                         "status": e.status} for e in self.store.effects(run=row.id)]
+        d["inbox"] = len(self.store.messages(recipient=row.id, status="pending"))
+        d["held_messages"] = len(self.store.messages(sender=row.id, status="held"))
+        d["alerts"] = [a.to_json() for a in sorted(self.alerts(run=row.id),
+                                                   key=lambda a: a.acked_by is not None)]
+        d.update(run_info(self.store, row).to_json())
+        return d
+
+    def effects(self, *, run: str | None = None, status: str | None = None) -> list[EffectRow]:
+        """Effects, oldest first: of ``run`` only, in ``status`` only (``in_doubt``: those a
+        person must settle with :meth:`resolve`)."""
+        return self.store.effects(run=self.run(run).id if run else None, status=status)
+
     def effect(self, ref: str) -> EffectRow:
         """An effect by id (the id of its ``effect.intent`` event)."""
         return find_effect(self.store, ref)
@@ -143,6 +172,12 @@ class Tether:
             ap.expire_due(self.store)
         run_id = self.run(run).id if run else None
         return self.store.approvals(run=run_id, status="pending" if pending else None)
+
+    def approval_schema(self, approval: str) -> dict[str, Any]:
+        """The JSON schema of the arguments an approval's tool takes (what edited arguments
+        must fit), from its run's agent; UsageError when the agent cannot be loaded."""
+        return dict(ap.tool_of(self.store, ap.find_approval(self.store, approval),
+                               self.agents).schema)
 
     def alerts(self, *, run: str | None = None, since: float | None = None,
                unacked: bool = False) -> list[al.AlertRow]:
@@ -168,6 +203,20 @@ class Tether:
         """The journal's events matching ``q`` (a time window, runs, agent, swarm, kinds,
         tool, effect class, actor, alert), in time order."""
         return run_query(self.store, q)
+
+    def verify(self) -> VerifyReport:
+        """Walk every chain and projection of the store and its signed checkpoints (``tether
+        audit verify``); the report names every problem found."""
+        return verify_store(self.store)
+
+    def seals(self) -> list[SignedCheckpoint]:
+        """The store's signed checkpoints, oldest first (``tether audit seal``)."""
+        return self.store.signed_checkpoints()
+
+    def links(self) -> list[Link]:
+        """Every link between runs: a message consumed, a blackboard value or a file read,
+        a rollback's new epoch, a fork (what the swarm graph draws)."""
+        return self.store.links()
 
     def impact(self, ref: str, *, epoch: int | None = None) -> im.Impact:
         """Everything downstream of ``ref`` (an event id, or ``RUN@STEP``): the runs,

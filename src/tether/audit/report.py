@@ -7,6 +7,7 @@ import it rather than each other.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass(slots=True)
@@ -41,3 +42,11 @@ class VerifyReport:
     @property
     def first_bad(self) -> str | None:
         return self.problems[0] if self.problems else None
+
+    def to_json(self) -> dict[str, Any]:
+        """The form ``tether audit verify --json`` prints."""
+        return {"ok": self.ok, "runs": self.runs, "events": self.events,
+                "batches": self.batches, "checkpoints": self.checkpoints,
+                "sealed": self.sealed, "unsealed": self.unsealed, "witnessed": self.witnessed,
+                "signatures_checked": self.signatures_checked,
+                "erasures": self.erasures, "problems": self.problems}

@@ -12,9 +12,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from tether.alerts import AlertRow
-from tether.cli import render
 from tether.cli.common import AsOpt, console, handle_errors, operator, print_jsonl, reader
 from tether.errors import UsageError
+from tether.reporting import lines as render
 from tether.system_clock import SYSTEM_CLOCK
 
 alerts_app = typer.Typer(invoke_without_command=True, no_args_is_help=False,

@@ -83,6 +83,8 @@ def _register() -> None:
     from tether.cli.ui_group import ui_app
     from tether.cli.ui_token_cmd import token_app
     ui_app.add_typer(token_app, name="token")
+    from tether.cli import ui_serve_cmd
+    ui_app.command("serve")(ui_serve_cmd.serve)
     app.add_typer(ui_app, name="ui")
     app.add_typer(audit_app, name="audit")
     from tether.cli import helptext

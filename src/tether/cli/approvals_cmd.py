@@ -9,10 +9,10 @@ from rich.markup import escape
 from rich.table import Table
 
 from tether import approvals as ap
-from tether.cli import render
 from tether.cli.args import parse_json_object
 from tether.cli.common import console, handle_errors, operator, print_jsonl, run_namer, store, when
 from tether.ops import Tether
+from tether.reporting import lines as render
 from tether.store.protocol import Store
 from tether.store.records import ApprovalRow
 

@@ -12,7 +12,7 @@ import orjson
 import typer
 from rich.progress import Progress
 
-from tether.audit import VerifyReport, verify_store
+from tether.audit import verify_store
 from tether.audit.proofs import check_bundle, prove
 from tether.audit.witness import WitnessCheckpoint, parse_witness
 from tether.cli.alerts_cmd import parse_since
@@ -97,7 +97,7 @@ def verify(json: Annotated[bool, typer.Option("--json", help="JSON instead of te
         rep = verify_store(s, key=verifier, witness=kept,
                            progress=lambda d, n: prog.update(task, completed=d, total=n))
     if json:
-        print_jsonl([_as_json(rep)])
+        print_jsonl([rep.to_json()])
     elif rep.ok:
         console.print(f"[green]ok[/green]: {rep.runs} runs, {rep.events} events, "
                       f"{rep.batches} commit batches verified{_sealed(rep)}", highlight=False)
@@ -156,13 +156,6 @@ def erase_notes(p: dict[str, Any]) -> list[str]:
         out.append("  the value is still in the payloads of events "
                    f"{', '.join(p['also_in'])}: erase them too")
     return out
-
-
-def _as_json(rep: VerifyReport) -> dict[str, Any]:
-    return {"ok": rep.ok, "runs": rep.runs, "events": rep.events, "batches": rep.batches,
-            "checkpoints": rep.checkpoints, "sealed": rep.sealed, "unsealed": rep.unsealed,
-            "witnessed": rep.witnessed, "signatures_checked": rep.signatures_checked,
-            "erasures": rep.erasures, "problems": rep.problems}
 
 
 def _read_witness(path: Path) -> list[WitnessCheckpoint]:

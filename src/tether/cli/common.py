@@ -16,9 +16,9 @@ from rich.markup import escape
 from typer.core import TyperGroup
 
 from tether.cli.args import check_arguments, check_value, click_exceptions, remember_argv
-from tether.cli.render import at
 from tether.errors import TetherError, UsageError
 from tether.ops import Tether
+from tether.reporting.lines import at
 from tether.runtime.operator import actor
 from tether.store import open_store
 from tether.store.protocol import Store

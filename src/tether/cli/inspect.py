@@ -10,12 +10,12 @@ from rich.markup import escape
 from rich.table import Table
 
 from tether.alerts import AlertRow
-from tether.cli import render
 from tether.cli.alerts_cmd import print_alerts
 from tether.cli.common import console, handle_errors, print_jsonl, reader, status, store, when
 from tether.core.events import Event
 from tether.errors import UsageError
 from tether.ops import Tether
+from tether.reporting import lines as render
 from tether.runinfo import RunInfo, run_info, run_json
 from tether.store.records import RUN_STATUSES, EffectRow, RunRow
 
@@ -63,20 +63,14 @@ def show(run: Annotated[str, typer.Argument(help="Run id, name, agent name or id
     s = store(readonly=True)
     ops = Tether(s)
     row = ops.run(run)
+    if json:
+        print_jsonl([ops.show(row.id)])
+        return
     info = run_info(s, row)
     alerts = sorted(ops.alerts(run=row.id), key=lambda a: a.acked_by is not None)
     effects = s.effects(run=row.id)
     inbox = len(s.messages(recipient=row.id, status="pending"))
     held = len(s.messages(sender=row.id, status="held"))
-    if json:
-        d = run_json(row)
-        d["effects"] = [{"id": e.id, "step": e.step, "tool": e.tool, "effect": e.effect,
-                         "status": e.status} for e in effects]
-        d["inbox"], d["held_messages"] = inbox, held
-        d["alerts"] = [a.to_json() for a in alerts]  # unacked first
-        d.update(info.to_json())
-        print_jsonl([d])
-        return
     j = run_json(row)
     _print_header(row, inbox, held)
     _print_info(row, info)
@@ -214,8 +208,15 @@ def _print_events(title: str, evs: list[Event], full: bool) -> None:
 @handle_errors
 def state(run: Annotated[str, typer.Argument(help="Run id, name, agent name or id prefix.", metavar="RUN")],
           step: Annotated[int | None, typer.Option(help="Step to restore (default: latest).", metavar="STEP")]
+          = None,
+          diff_from: Annotated[int | None, typer.Option(
+              "--diff-from", help="Print what changed since this step instead: one JSON line "
+                                  "per key path (path, op, before, after).", metavar="STEP")]
           = None) -> None:
     """Print a run's state (JSON) after a step, restored from its checkpoints."""
+    if diff_from is not None:
+        print_jsonl(c.to_json() for c in reader().state_diff(run, diff_from, step))
+        return
     print_jsonl([reader().state(run, step).state])
 
 

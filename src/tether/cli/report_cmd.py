@@ -10,11 +10,12 @@ from typing import Annotated
 
 import typer
 
-from tether.cli import render as event_render
 from tether.cli.common import console, handle_errors, print_jsonl, reader
 from tether.errors import UsageError
 from tether.ops import Tether
-from tether.reporting.query import Query, describe, parse_time, zone
+from tether.reporting import lines as event_render
+from tether.reporting.query import Query, describe, zone
+from tether.reporting.query import window as query_window
 from tether.reporting.render import FORMATS, render
 
 SinceOpt = Annotated[str | None, typer.Option(
@@ -31,13 +32,7 @@ TzOpt = Annotated[str | None, typer.Option(
 def window(t: Tether, since: str | None, until: str | None, tz: dt.tzinfo
            ) -> tuple[float | None, float | None]:
     """The window's bounds; spans count back from the newest event (the runs' clocks)."""
-    newest = t.store.latest_event_time()
-    lo = None if since is None else parse_time(since, tz=tz, latest=newest, option="--since")
-    hi = None if until is None else parse_time(until, tz=tz, latest=newest, option="--until")
-    if lo is not None and hi is not None and hi <= lo:
-        raise UsageError("--until is not after --since; give a window that ends after it "
-                         "starts")
-    return lo, hi
+    return query_window(t.store, since, until, tz)
 
 
 @handle_errors

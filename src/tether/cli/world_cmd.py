@@ -8,10 +8,10 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from tether.cli import render
 from tether.cli.common import console, handle_errors, print_jsonl, run_namer, store, when
 from tether.errors import UsageError
 from tether.ops import Tether
+from tether.reporting import lines as render
 from tether.runtime.swarm import board_ns
 from tether.store.protocol import Store
 from tether.store.records import MESSAGE_STATUSES, VersionRow

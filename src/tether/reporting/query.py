@@ -59,6 +59,23 @@ def parse_time(text: str, *, tz: dt.tzinfo, latest: float | None, option: str) -
     return when.timestamp()
 
 
+def window(store: Store, since: str | None, until: str | None, tz: dt.tzinfo
+           ) -> tuple[float | None, float | None]:
+    """A window's bounds from the forms people give (``--since``/``--until``, or the web
+    UI's fields); spans count back from the newest event (the runs' clocks).
+
+    Raises:
+        UsageError: a bound that is no time, or a window that ends before it starts.
+    """
+    newest = store.latest_event_time()
+    lo = None if since is None else parse_time(since, tz=tz, latest=newest, option="--since")
+    hi = None if until is None else parse_time(until, tz=tz, latest=newest, option="--until")
+    if lo is not None and hi is not None and hi <= lo:
+        raise UsageError("--until is not after --since; give a window that ends after it "
+                         "starts")
+    return lo, hi
+
+
 @dataclass(frozen=True, slots=True)
 class Query:
     """What to match; every field given narrows the answer."""

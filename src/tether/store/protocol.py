@@ -135,6 +135,12 @@ class Store(Protocol):
         cost follows the window, not the store. ``prev`` is not set."""
         ...
 
+    def latest_batch(self) -> int:
+        """The number of the newest commit batch (0: none yet). Every commit of run or
+        store-chain events adds one, so a reader that polls it (the web UI's live updates)
+        learns that something changed for the price of one indexed read."""
+        ...
+
     def all_run_ids(self) -> list[str]:
         """Every run that has events (for audit)."""
         ...

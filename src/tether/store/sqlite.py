@@ -244,6 +244,10 @@ class SQLiteStore(SQLiteLeases, SQLiteQueues, SQLiteWorld, SQLiteLinks, SQLiteSe
     def all_run_ids(self) -> list[str]:
         return sorted(self._run_id(r[0]) for r in self._read("SELECT DISTINCT rk FROM events"))
 
+    def latest_batch(self) -> int:
+        rows = self._read("SELECT MAX(n) FROM batches")  # the primary key's last entry
+        return int(rows[0][0]) if rows and rows[0][0] is not None else 0
+
     def batches(self) -> Iterator[Batch]:
         last, prev = 0, BATCH_GENESIS
         while True:

@@ -1,4 +1,4 @@
-"""Text for people: one line per journal event, cut to fit the terminal.
+"""Text for people: one line per journal event, cut to fit a terminal or a web page.
 
 Pure functions from records to strings; the commands print them. A summary
 keeps what an operator reads first (the tool and its arguments, the model's

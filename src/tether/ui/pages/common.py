@@ -1,0 +1,90 @@
+"""What every page shares: rendering (whole, or only its live block), form fields,
+and the redirect after a form's action."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import orjson
+from fastapi import Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.templating import Jinja2Templates
+
+from tether.errors import TetherError, UsageError
+from tether.reporting.lines import at, compact
+from tether.ui.context import UiContext
+from tether.ui.deps import csrf_for, set_csrf_cookie
+
+__all__ = ["PART_HEADER", "back", "json_field", "page", "templates"]
+
+PART_HEADER = "x-tether-part"
+_HERE = Path(__file__).resolve().parent.parent
+templates = Jinja2Templates(directory=str(_HERE / "templates"))
+templates.env.filters["when"] = at
+templates.env.filters["compact"] = compact
+templates.env.filters["pretty"] = lambda v: orjson.dumps(
+    v, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS | orjson.OPT_SORT_KEYS).decode()
+
+
+def page(request: Request, ctx: UiContext, name: str, data: dict[str, Any]) -> Response:
+    """Render template ``name`` with ``data``: the whole page, or only its ``live`` block
+    when the page's script asks for it."""
+    token, seed = csrf_for(request, ctx)
+    who = getattr(request.state, "principal", None)
+    values = {"request": request, "csrf": token, "who": who,
+              "notice": request.query_params.get("notice"),
+              "error": request.query_params.get("error"), "batch": ctx.poller.head, **data}
+    if request.headers.get(PART_HEADER) == "live":
+        tmpl = templates.env.get_template(name)
+        html = "".join(tmpl.blocks["live"](tmpl.new_context(values)))
+        resp: Response = HTMLResponse(html, headers={"Cache-Control": "no-store"})
+    else:
+        resp = templates.TemplateResponse(request, name, values,
+                                          headers={"Cache-Control": "no-store"})
+    set_csrf_cookie(resp, seed)
+    return resp
+
+
+def _local(path: str | None, default: str) -> str:
+    """A path on this dashboard to go back to (never another site's URL)."""
+    if not path or not path.startswith("/") or path.startswith("//") or "\\" in path:
+        return default
+    return path.split("?", 1)[0]
+
+
+def back(next_: str | None, default: str, *, notice: str | None = None,
+         error: str | None = None) -> Response:
+    """303 to the page the form came from, with a notice or an error for it to show."""
+    q = {k: v for k, v in (("notice", notice), ("error", error)) if v}
+    url = _local(next_, default) + (f"?{urlencode(q)}" if q else "")
+    return RedirectResponse(url, status_code=303)
+
+
+def attempt(next_: str | None, default: str, fn: Any) -> Response:
+    """Run a form's action: back with its notice, or with tether's error message (the page
+    shows it; nothing changed)."""
+    try:
+        done = fn()
+    except TetherError as exc:
+        return back(next_, default, error=" ".join(str(exc).split()))
+    return back(next_, default, notice=done.message)
+
+
+def json_field(text: str | None, name: str, *, obj: bool = True) -> Any:
+    """A form field holding JSON (an object unless ``obj`` is False); None when empty."""
+    if text is None or not text.strip():
+        return None
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise UsageError(f"{name}: not JSON ({exc}); e.g. {{\"to\": \"a@example.com\"}}") from None
+    if obj and not isinstance(value, dict):
+        raise UsageError(f"{name}: give a JSON object ({{...}}), not {type(value).__name__}")
+    return value
+
+
+def checked(value: str | None) -> bool:
+    """A checkbox: present (any value but empty) is on."""
+    return bool(value)

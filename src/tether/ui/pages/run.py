@@ -1,0 +1,168 @@
+"""Run: the step timeline, state at a step and between two, and the run's controls
+(pause, resume, stop, budget, rollback with its plan first, fork, quarantine)."""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Form, Request
+from fastapi.responses import Response
+
+from tether.errors import UsageError
+from tether.ops import Tether
+from tether.ui import actions, views
+from tether.ui.context import UiContext
+from tether.ui.deps import actor, context, reader, require
+from tether.ui.pages.common import attempt, checked, json_field, page
+
+router = APIRouter(include_in_schema=False)
+Field = Annotated[str | None, Form()]
+TIMELINE = 400
+"""Events the timeline shows at once (the newest; ``?after=SEQ`` pages back)."""
+
+
+def _int(text: str | None, name: str) -> int | None:
+    if text is None or not text.strip():
+        return None
+    try:
+        n = int(text)
+    except ValueError:
+        raise UsageError(f"{name}: {text!r} is not a step number") from None
+    if n < 0:
+        raise UsageError(f"{name}: steps are numbered from 0 (the start state)")
+    return n
+
+
+def run_view(t: Tether, ref: str, q: dict[str, str]) -> dict[str, Any]:
+    """The run page's data: the run (``tether show --json``), its timeline, and the state
+    or diff asked for (an error about those is shown beside them, not instead of the page)."""
+    row = t.run(ref)
+    after = _int(q.get("after"), "after")
+    start = max(0, row.seq - TIMELINE) if after is None else after
+    evs = t.events(row.id, after=start, limit=TIMELINE)
+    out: dict[str, Any] = {"run": t.show(row.id), "groups": views.step_groups(evs),
+                           "after": start, "older": max(0, start - TIMELINE) if start else None,
+                           "state": None, "diff": None, "inspect_error": None}
+    try:
+        step = _int(q.get("step"), "step")
+        a, b = _int(q.get("from"), "from"), _int(q.get("to"), "to")
+        if step is not None:
+            s = t.state(row.id, step)
+            out["state"] = {"step": s.step, "state": s.state}
+        if a is not None:
+            out["diff"] = {"from": a, "to": row.step if b is None else b,
+                           "changes": [c.to_json() for c in t.state_diff(row.id, a, b)]}
+    except UsageError as exc:
+        out["inspect_error"] = str(exc)
+    return out
+
+
+@router.get("/runs/{run}")
+def run_page(request: Request, run: str, t: Annotated[Tether, Depends(reader)],
+             ctx: Annotated[UiContext, Depends(context)]) -> Response:
+    data = run_view(t, run, dict(request.query_params))
+    return page(request, ctx, "run.html", {"view": data, "r": data["run"], "nav": "runs"})
+
+
+@router.get("/runs/{run}/rollback")
+def rollback_plan(request: Request, run: str, t: Annotated[Tether, Depends(reader)],
+                  ctx: Annotated[UiContext, Depends(context)]) -> Response:
+    """The plan, shown before anything is done; the page's form confirms it."""
+    q = request.query_params
+    to = _int(q.get("to"), "to")
+    if to is None:
+        raise UsageError("rollback: give the step to go back to (to=STEP)")
+    cascade = checked(q.get("cascade"))
+    row = t.run(run)
+    p = t.cascade_plan(row.id, to) if cascade else t.rollback_plan(row.id, to)
+    return page(request, ctx, "rollback.html",
+                {"nav": "runs", "run": row, "to": to, "cascade": cascade, "lines": p.lines(),
+                 "plan": p.to_json(), "idle": p.idle})
+
+
+def _control(kind: str) -> Any:
+    # A default, not an annotation: annotations are strings, resolved without ``kind``.
+    def route(run: str, t: Tether = Depends(actor(kind)),  # noqa: B008
+              next: Field = None) -> Response:
+        return attempt(next, f"/runs/{run}", lambda: actions.command(t, run, kind))
+    route.__name__ = f"{kind}_form"
+    return route
+
+
+for _kind in ("pause", "resume", "stop"):
+    router.post(f"/runs/{{run}}/{_kind}")(_control(_kind))
+
+
+def _caps(text: str | None) -> tuple[dict[str, float], list[str]]:
+    """``cost_usd=5, steps=100, tokens=`` -> caps to set, and caps to remove (empty value)."""
+    changes: dict[str, float] = {}
+    unset: list[str] = []
+    for item in (text or "").replace("\n", ",").split(","):
+        if not item.strip():
+            continue
+        k, sep, v = item.partition("=")
+        if not sep:
+            raise UsageError(f"budget {item.strip()!r}: expected KEY=NUMBER, e.g. cost_usd=5 "
+                             "(KEY= removes the cap)")
+        if not v.strip():
+            unset.append(k.strip())
+            continue
+        try:
+            n = float(v)
+        except ValueError:
+            raise UsageError(f"budget {item.strip()!r}: {v.strip()!r} is not a number") from None
+        if not math.isfinite(n):
+            raise UsageError(f"budget {item.strip()!r}: {v.strip()!r} is not a finite number")
+        changes[k.strip()] = n
+    return changes, unset
+
+
+@router.post("/runs/{run}/budget")
+def budget(run: str, t: Annotated[Tether, Depends(actor("budget"))], caps: Field = None,
+           next: Field = None) -> Response:
+    def act() -> actions.Done:
+        changes, unset = _caps(caps)
+        return actions.budget(t, run, changes, unset)
+    return attempt(next, f"/runs/{run}", act)
+
+
+@router.post("/runs/{run}/rollback")
+def rollback(request: Request, run: str, t: Annotated[Tether, Depends(actor("rollback"))],
+             to: Field = None, cascade: Field = None, accept_irreversible: Field = None,
+             force: Field = None) -> Response:
+    if checked(cascade):
+        require(request, "cascade")
+
+    def act() -> actions.Done:
+        k = _int(to, "to")
+        if k is None:
+            raise UsageError("rollback: give the step to go back to")
+        return actions.rollback(t, run, k, cascade=checked(cascade),
+                                accept_irreversible=checked(accept_irreversible),
+                                force=checked(force))
+    return attempt(None, f"/runs/{run}", act)
+
+
+@router.post("/runs/{run}/fork")
+def fork(run: str, t: Annotated[Tether, Depends(actor("fork"))], at: Field = None,
+         edits: Field = None, name: Field = None, shared_workspace: Field = None) -> Response:
+    def act() -> actions.Done:
+        k = _int(at, "at")
+        if k is None:
+            raise UsageError("fork: give the step to fork from")
+        return actions.fork(t, run, k, edits=json_field(edits, "state edits") or {},
+                            name=name or None, shared_workspace=checked(shared_workspace))
+    return attempt(None, f"/runs/{run}", act)
+
+
+@router.post("/runs/{run}/quarantine")
+def quarantine(run: str, t: Annotated[Tether, Depends(actor("quarantine"))],
+               reason: Field = None, next: Field = None) -> Response:
+    return attempt(next, f"/runs/{run}", lambda: actions.quarantine(t, run, reason or ""))
+
+
+@router.post("/runs/{run}/release")
+def release(run: str, t: Annotated[Tether, Depends(actor("release"))],
+            next: Field = None) -> Response:
+    return attempt(next, f"/runs/{run}", lambda: actions.release(t, run))
