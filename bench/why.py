@@ -58,15 +58,15 @@ def _verify(res: Results) -> str:
     s = res.audits[0]
     per = 1e6 / s.per_second(s.verify_cpu)
     return (f"**Audit verify.** {per:.0f} µs of CPU per event against the 10 µs the target "
-            "allows. Verify is per-event Python: each event is read into an `Event` (its payload, "
-            "causes and seal decoded, its id and time formatted), its hash recomputed over the "
-            "canonical encoding of its fields, its payload encoded canonically again and hashed, "
-            "then folded into what the run, effect, approval, message, version and link rows "
-            "must say, and the batch chain re-hashed over every event; the signed checkpoints "
-            "add two SHA-256 per event. Ids are formatted without `base64.b32encode` and times "
-            "from a per-hour prefix, a single-name seal is read without sorting, and an event the "
-            "store already linked is hashed as read; "
-            "the rest needs verify to work on rows in bulk rather than on `Event` objects.")
+            "allows. The chains are read in one pass as plain tuples and each payload is "
+            "hashed as its stored bytes (decoded only for the kinds a later check reads), but "
+            "each event is still Python work: its id and time formatted from their stored "
+            "form, its hash recomputed over the canonical encoding of its fields, and most "
+            "events made into an `Event` for the fold, the rows and the links it implies; "
+            "then the batch chain is re-hashed, the links, message, version and effect rows "
+            "are read back and compared, SQLite's integrity check reads the whole file, and "
+            "the signed checkpoints add two SHA-256 per event. The rest needs the per-event "
+            "work out of Python (the hashes and encodings in one native pass).")
 
 
 def _rollback(res: Results) -> str:

@@ -87,7 +87,7 @@ def _fold_problems(db: Path) -> list[str]:
                     break  # committed after the row was read
                 facts.note(e, e.payload is None)
         problems: list[str] = []
-        check_projections(store, facts, set(), problems)
+        check_projections(store, facts, set(), store.effects(), problems)
         return problems
     except StoreError:
         return []

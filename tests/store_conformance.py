@@ -25,6 +25,7 @@ time (``time.time()``), which is what ``runnable`` compares lease expiry with.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import itertools
 import threading
 import time
@@ -32,6 +33,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from tether.core.checkpoint import Checkpoint, CheckpointEncoder, restore
@@ -729,6 +731,35 @@ def test_events_after_seq_with_limit_link_to_their_predecessor(store_factory: St
     assert store.events(r.id, limit=2) == every[:2]
     assert store.events("no-such-run") == []
     assert store.event("no-such-event") is None
+
+
+def test_chain_rows_are_every_run_s_events_as_stored_in_seq_order(
+        store_factory: StoreFactory) -> None:
+    """What the audit reads in bulk: each run's events in seq order, runs not interleaved,
+    fields as events() gives them, the payload as its canonical bytes, then erased."""
+    store, ids = store_factory(), _ids()
+    assert list(store.chain_rows()) == []
+    a, b = _owned(store, ids), _owned(store, ids)
+    for step in (1, 2):
+        assert store.commit([a.write(2, step=step), b.write(3, step=step)]) == [None, None]
+    rows = list(store.chain_rows())
+    runs = [r[0] for r in rows]
+    assert sorted(set(runs)) == sorted((a.id, b.id))
+    assert runs == sorted(runs, key=runs.index)  # one run after the other
+    for run in (a.id, b.id):
+        mine = [r for r in rows if r[0] == run]
+        events = store.events(run)
+        assert [r[1] for r in mine] == [e.seq for e in events]
+        for r, e in zip(mine, events, strict=True):
+            assert r[2:8] == (e.id, e.epoch, e.step, e.kind, e.time, e.actor)
+            assert tuple(orjson.loads(r[8])) == e.causes
+            assert r[9] == orjson.dumps(e.payload, option=orjson.OPT_SORT_KEYS)
+            assert (r[10] or hashlib.sha256(r[9] or b"").hexdigest()) == e.payload_hash
+            assert (r[11], r[12], r[13]) == (e.hash, e.seal, None)
+    gone = store.events(a.id)[1]
+    store.erase_payload(gone.id)
+    erased = next(r for r in store.chain_rows() if r[2] == gone.id)
+    assert (erased[9], erased[10], erased[11]) == (None, gone.payload_hash, gone.hash)
 
 
 def test_events_in_window_are_by_time_across_runs_and_filtered(

@@ -11,13 +11,14 @@ payload erased (what they said cannot be folded again).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from tether.core.events import Event
 from tether.core.fold import READS_PAYLOAD, RunFold, approval_change, effect_change, fold
 from tether.errors import StoreError
 from tether.store.protocol import Store
-from tether.store.records import RunRow
+from tether.store.records import ApprovalRow, EffectRow, RunRow
 
 _FIX = ("changed outside tether: restore the store from a backup (its events are intact: "
         "`tether events {run}` shows what happened)")
@@ -49,19 +50,22 @@ class FoldFacts:
 
 
 def check_projections(store: Store, facts: FoldFacts, damaged: set[str],
-                      problems: list[str]) -> None:
-    """Compare run, effect and approval rows with the folds; one problem per table."""
+                      effects: list[EffectRow] | None, problems: list[str]) -> None:
+    """Compare run, effect and approval rows with the folds; one problem per table.
+    ``effects`` are the effect rows (read once for this and ``check_rows``; None if they
+    could not be read)."""
     try:
-        runs, effects, approvals = store.list_runs(), store.effects(), store.approvals()
+        runs, approvals = store.list_runs(), store.approvals()
     except StoreError as exc:
-        problems.append(f"runs, effects or approvals cannot be read ({exc})")
+        problems.append(f"runs or approvals cannot be read ({exc})")
         return
     for row in runs:
         found = run_problem(facts, damaged, row)
         if found:
             problems.append(found)
             break
-    for what, rows, want in (("effect", effects, facts.effects),
+    rows: Sequence[EffectRow | ApprovalRow]
+    for what, rows, want in (("effect", effects or (), facts.effects),
                              ("approval", approvals, facts.approvals)):
         for r in rows:
             if r.run in damaged or want.get(r.id, "") is None:

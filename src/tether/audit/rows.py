@@ -31,6 +31,8 @@ from tether.store.records import EffectRow, MessageRow, VersionRow
 
 _MADE = ("message.sent", "blackboard.write", "effect.intent")
 _OUTCOMES = ("effect.done", "effect.failed", "effect.in_doubt", "effect.resolved")
+ROW_KINDS = frozenset(_MADE + _OUTCOMES)
+"""The kinds :meth:`RowFacts.note` takes anything from."""
 _UNSET = outcome_digest(None, None)
 """An effect row's result and undo from its intent until an outcome event sets them."""
 
@@ -95,18 +97,21 @@ class RowFacts:
         return event in self.unchecked or run in self.damaged
 
 
-def check_rows(store: Store, facts: RowFacts, problems: list[str]) -> None:
-    """Compare message, version and effect rows with their events; one problem per table."""
+def check_rows(store: Store, facts: RowFacts, effects: list[EffectRow] | None,
+               problems: list[str]) -> None:
+    """Compare message, version and effect rows (``effects``, read once for this and the
+    projections' check; None if they could not be read) with their events; one problem
+    per table."""
     try:
-        messages, versions, effects = store.messages(), store.versions(), store.effects()
+        messages, versions = store.messages(), store.versions()
     except StoreError as exc:
-        problems.append(f"messages, versions or effects cannot be read ({exc})")
+        problems.append(f"messages or versions cannot be read ({exc})")
         return
     for found in (_first(_message_problem(facts, m) for m in messages),
                   _first(_version_problem(facts, v) for v in versions),
                   _files_problem(facts, versions),
                   _numbering_problem(versions),
-                  _first(effect_problem(facts, f) for f in effects)):
+                  _first(effect_problem(facts, f) for f in effects or ())):
         if found:
             problems.append(found)
 

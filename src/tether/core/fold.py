@@ -171,6 +171,25 @@ _RULES: Final[dict[str, _Rule]] = {
 }
 
 
+def moves(run: RunFold, kind: str) -> bool:
+    """Whether an event of ``kind`` can change ``run`` (False: :func:`fold` returns ``run``
+    itself whatever the event says). The audit makes an :class:`Event` of a stored row only
+    when something it checks looks at it."""
+    rule = _RULES.get(kind)
+    return rule is not None and (rule is not _work or run.status in ("sleeping", "waiting"))
+
+
+STATUS_KINDS: Final = frozenset({"effect.intent", "effect.done", "effect.failed",
+                                 "effect.in_doubt", "effect.undone", "effect.resolved",
+                                 "effect.undo_settled", "approval.requested",
+                                 "approval.decided", "command"})
+"""The kinds :func:`effect_change` and :func:`approval_change` may return a change for."""
+
+STATUS_READS_PAYLOAD: Final = frozenset({"effect.resolved", "effect.undo_settled",
+                                         "approval.decided", "command"})
+"""Of :data:`STATUS_KINDS`, those whose change is read from the payload."""
+
+
 def effect_change(e: Event) -> tuple[str, str | None] | None:
     """``(effect id, its status after e)`` when ``e`` changes an effect row's status, else
     None; the status is None when ``e``'s payload was erased and it was read from it."""

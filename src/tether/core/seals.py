@@ -98,6 +98,13 @@ def lineage(kind: str, payload: Any) -> list[tuple[str, str | None, Any, Any]] |
     return None
 
 
+SEALED_KINDS: frozenset[str] = frozenset({
+    "checkpoint", "step.finished", "message.sent", "blackboard.write", "effect.intent",
+    "effect.done", "effect.failed", "effect.in_doubt", "effect.resolved", "rollback",
+    "run.started"})
+"""The kinds :func:`seal_of` may give a seal (an event of any other kind has none)."""
+
+
 def seal_of(kind: str, payload: Any) -> Seal:
     """The seal of an event of ``kind`` with ``payload`` (empty if it makes no rows)."""
     if not isinstance(payload, dict):

@@ -16,6 +16,7 @@ from tether.core.settings import StoreEvent
 from tether.store.records import (
     ApprovalRow,
     Batch,
+    ChainRow,
     CheckpointChain,
     Command,
     EffectRow,
@@ -272,6 +273,12 @@ class Store(Protocol):
 
     def store_events(self, *, after: int = 0) -> list[StoreEvent]:
         """The store chain after event ``after``, in order (empty for a store without one)."""
+        ...
+
+    def chain_rows(self) -> Iterator[ChainRow]:
+        """Every run's events as stored, for the audit: run by run (in no set order of
+        runs), each run's in seq order, read in bulk; the payload as its stored bytes,
+        undecoded (verify hashes those). See :data:`~tether.store.records.ChainRow`."""
         ...
 
     # -- signed checkpoints (tether audit seal) ----------------------------------

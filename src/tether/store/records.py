@@ -11,6 +11,7 @@ from typing import Any
 from tether.core.budget import USAGE_KEYS as USAGE_KEYS
 from tether.core.checkpoint import Checkpoint
 from tether.core.events import Event
+from tether.core.seals import Seal
 from tether.core.statuses import ACTIVE_STATUSES as ACTIVE_STATUSES
 from tether.core.statuses import APPROVAL_STATUSES as APPROVAL_STATUSES
 from tether.core.statuses import EFFECT_STATUSES as EFFECT_STATUSES
@@ -361,3 +362,20 @@ def transition(table: str, ids: Iterable[str], column: str, value: Any,
                only_from: tuple[Any, ...] | None = None) -> Transition:
     """A :class:`Transition` (sorted ids, so equal plans make equal writes)."""
     return Transition(table, tuple(sorted(set(ids))), column, value, only_from)
+
+
+ChainRow = tuple[str, int, str, int, int, str, str, str, "str | bytes", "bytes | None",
+                 "str | None", str, Seal, "str | None"]
+"""One event as the audit reads it in bulk (:meth:`Store.chain_rows`), a plain tuple
+because verify reads every event of a store: ``(run, seq, id, epoch, step, kind, time,
+actor, causes, payload, payload_hash, hash, seal, damage)`` with
+
+* ``causes``: the stored JSON list of cause ids, not decoded (it may have been changed);
+* ``payload``: the stored canonical JSON of the payload (the bytes its hash was taken
+  of), None once erased;
+* ``payload_hash``: hex, or None when the store keeps none apart from the payload (its
+  hash is then the SHA-256 of ``payload``, of ``b""`` if that is None);
+* ``hash``: hex; ``seal``: decoded;
+* ``damage``: None, or what could not be decoded (e.g. a stored time that is not a time),
+  the other fields then holding what could.
+"""

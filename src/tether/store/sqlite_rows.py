@@ -12,10 +12,13 @@ from tether.core.events import Event
 from tether.core.ids import ulid_bytes, ulid_str
 from tether.core.seals import NAMES, Seal
 from tether.errors import StoreCorrupt
-from tether.store.records import ApprovalRow, EffectRow, RunRow
+from tether.store.records import ApprovalRow, ChainRow, EffectRow, RunRow
 
 EVENT_COLS = ("rk, seq, id, epoch, step, kind, time, actor, causes, payload, payload_hash, hash, "
               "seal")
+CHAIN_COLS = ("rk, seq, id, epoch, step, CAST(kind AS BLOB), time, CAST(actor AS BLOB), "
+              "CAST(causes AS BLOB), payload, payload_hash, hash, seal")
+"""The event columns :func:`chain_row` reads, text as its bytes."""
 RUN_COLS = ("id, name, agent, swarm, goal, status, epoch, step, seq, head, spec, budget, usage, "
              "wake_at, created, updated, reason, parent")
 EFFECT_COLS = ("id, run, epoch, step, idx, tool, effect, idempotent, key, status, arguments, "
@@ -37,17 +40,25 @@ _hour: tuple[int, str] = (-1 << 62, "")
 back formats every time, and strftime was a third of decoding an event. One tuple
 replaced whole, so threads sharing it always read a consistent pair."""
 
+_second: tuple[int, str] = (-1 << 62, "")
+"""The last second formatted (``YYYY-MM-DDTHH:MM:SS.``): a busy run writes many events a
+second, and the audit reads them all."""
+
 
 def time_iso(us: int) -> str:
     """The exact text :func:`time_us` was given (UTC, microseconds)."""
-    global _hour
+    global _hour, _second
     sec, frac = divmod(us, 1_000_000)
+    last = _second
+    if last[0] == sec:
+        return f"{last[1]}{frac:06d}Z"
     hour, rest = divmod(sec, 3600)
     cur = _hour
     if cur[0] != hour:
         cur = _hour = (hour, (_EPOCH + timedelta(hours=hour)).strftime("%Y-%m-%dT%H:"))
     m, s = divmod(rest, 60)
-    return f"{cur[1]}{m:02d}:{s:02d}.{frac:06d}Z"
+    last = _second = (sec, f"{cur[1]}{m:02d}:{s:02d}.")
+    return f"{last[1]}{frac:06d}Z"
 
 
 def id_key(event_id: str) -> bytes | None:
@@ -74,6 +85,34 @@ def row_event(r: sqlite3.Row | tuple[Any, ...], run: str, prev: str = "") -> Eve
     return Event(id=ulid_str(bytes(r[2])), run=run, seq=r[1], epoch=r[3], step=r[4], kind=r[5], time=when,
                  actor=r[7], causes=causes, payload=payload,
                  payload_hash=ph, prev=prev, hash=bytes(r[11]).hex(), seal=seal)
+
+
+def chain_row(r: tuple[Any, ...], run: str) -> ChainRow:
+    """A stored event (selected as :data:`CHAIN_COLS`) as the audit reads it: decoded
+    but for its causes and payload, whose bytes are what the chain hashed. What cannot be
+    decoded is said in the last field, so one damaged row does not stop the read."""
+    payload = r[9]
+    if isinstance(payload, str):  # written as text by hand: its bytes as they are
+        payload = payload.encode("utf-8", "surrogateescape")
+    damage = None
+    try:
+        kind, actor = r[5].decode("utf-8", "surrogateescape"), r[7].decode("utf-8",
+                                                                          "surrogateescape")
+    except AttributeError as exc:  # NULL
+        kind, actor, damage = str(r[5]), str(r[7]), f"stored kind or actor is missing ({exc})"
+    try:
+        when = time_iso(r[6])
+    except (TypeError, OverflowError, ValueError) as exc:
+        when, damage = "", f"stored time {r[6]!r} is not a time ({exc})"
+    try:
+        seal = _seal(r[12])
+        ph = None if r[10] is None else bytes(r[10]).hex()
+        h = bytes(r[11]).hex()
+        eid = ulid_str(bytes(r[2]))
+    except (TypeError, ValueError, IndexError) as exc:
+        seal, ph, h, eid = (), None, "", str(r[2])
+        damage = f"stored id, hashes or seal cannot be decoded ({exc})"
+    return (run, r[1], eid, r[3], r[4], kind, when, actor, r[8], payload, ph, h, seal, damage)
 
 
 def seal_value(seal: Seal) -> bytes | None:
