@@ -15,7 +15,9 @@ import pytest
 
 from tests.demo_kill import SETUP_DONE
 
-pytestmark = pytest.mark.crash
+# About 30 whole demos in a row (one per set-up transaction, killed and run again): a minute
+# on a quiet machine, more under load, so it gets more than the suite's 120 s.
+pytestmark = [pytest.mark.crash, pytest.mark.timeout(400)]
 
 ROOT = Path(__file__).resolve().parent.parent
 TETHER = Path(sys.executable).with_name("tether")
