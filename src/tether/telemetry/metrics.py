@@ -13,7 +13,6 @@ import bisect
 import itertools
 import math
 import threading
-import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
@@ -21,7 +20,8 @@ from typing import TYPE_CHECKING, Any
 from tether.core.events import Event
 from tether.errors import UsageError
 from tether.store.protocol import Store
-from tether.telemetry.spans import ns
+from tether.system_clock import SYSTEM_CLOCK
+from tether.telemetry.stamps import ns
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -113,25 +113,29 @@ class EventMetrics:
             if k == "model.called":
                 self._model(e, p, counts)
                 continue
-            if k == "tool.called":
-                key = (self.tool_calls, _agent(e.actor), str(p.get("tool", "?")))
-            elif k == "effect.intent":
-                cls = str(p.get("effect", "irreversible"))
-                self._classes[e.id] = cls
-                key = (self.effects, cls, "intent")
-            elif k in EFFECT_OUTCOMES and e.causes:
-                key = (self.effects, self._class_of(e.causes[0], k), EFFECT_OUTCOMES[k])
-            elif k == "policy.decided":
-                key = (self.decisions, str(p.get("verdict", "?")))
-            elif k == "alert":
-                key = (self.alerts, str(p.get("monitor", "?")), str(p.get("verdict", "?")))
-            else:
-                continue
-            counts[key] = counts.get(key, 0) + 1
+            other = self._key(e, k, p)
+            if other is not None:
+                counts[other] = counts.get(other, 0) + 1
         for key, n in counts.items():
             self._child(key).inc(n)
         for agent, took_all in durations.items():
             self.step_seconds.observe((agent,), took_all)
+
+    def _key(self, e: Event, k: str, p: dict[str, Any]) -> tuple[Any, ...] | None:
+        """The counter (and its labels) that one event of another kind adds 1 to, if any."""
+        if k == "tool.called":
+            return (self.tool_calls, _agent(e.actor), str(p.get("tool", "?")))
+        if k == "effect.intent":
+            cls = str(p.get("effect", "irreversible"))
+            self._classes[e.id] = cls
+            return (self.effects, cls, "intent")
+        if k in EFFECT_OUTCOMES and e.causes:
+            return (self.effects, self._class_of(e.causes[0], k), EFFECT_OUTCOMES[k])
+        if k == "policy.decided":
+            return (self.decisions, str(p.get("verdict", "?")))
+        if k == "alert":
+            return (self.alerts, str(p.get("monitor", "?")), str(p.get("verdict", "?")))
+        return None
 
     def _child(self, key: tuple[Any, ...]) -> Any:
         # labels() checks and hashes its arguments at every call: keep each child once made.
@@ -195,8 +199,9 @@ class FoldedHistogram:
     """
 
     def __init__(self, name: str, documentation: str, labels: Sequence[str],
-                 buckets: Sequence[float]) -> None:
+                 buckets: Sequence[float], now: Callable[[], float] = SYSTEM_CLOCK.now) -> None:
         self.name, self.documentation, self.labels = name, documentation, tuple(labels)
+        self.now = now  # when each labelled child was made (its ``_created`` sample)
         self.bounds = [*map(float, buckets), math.inf]
         self._le = [_go_float(b) for b in self.bounds]
         self._children: dict[tuple[str, ...], tuple[list[int], list[float], float]] = {}
@@ -210,7 +215,7 @@ class FoldedHistogram:
         with self._lock:
             child = self._children.get(labels)
             if child is None:
-                child = self._children[labels] = ([0] * len(bounds), [0.0], time.time())
+                child = self._children[labels] = ([0] * len(bounds), [0.0], self.now())
             counts, total = child[0], child[1]
             for v in values:
                 counts[bisect.bisect_left(bounds, v)] += 1  # a bucket holds values <= its le

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from tether.core.events import Event
-from tether.core.ids import parse_iso
+from tether.telemetry.stamps import ns
 
 Attrs = dict[str, "str | int | float | bool | list[str]"]
 Lookup = Callable[[str], Event | None]
@@ -127,36 +127,6 @@ class _Step:
         self.cost = 0.0
 
 
-_SECONDS: dict[str, int] = {}
-_NS: dict[str, int] = {}
-
-
-def ns(stamp: str) -> int:
-    """A journal time as nanoseconds since the epoch (exact: the journal keeps microseconds)."""
-    # The span builder and the metrics read the same events' times: the second read of a
-    # stamp (the same string, its hash kept) is one dict look-up.
-    got = _NS.get(stamp)
-    if got is not None:
-        return got
-    if len(_NS) > 4096:
-        _NS.clear()
-    got = _NS[stamp] = _ns(stamp)
-    return got
-
-
-def _ns(stamp: str) -> int:
-    # The journal's own form (2026-11-30T21:30:00.000000Z) by its whole seconds, cached
-    # like the stamper that wrote it; any other ISO-8601 form the slow way.
-    if len(stamp) == 27 and stamp[19] == "." and stamp[26] == "Z":
-        sec = _SECONDS.get(stamp[:19])
-        if sec is None:
-            if len(_SECONDS) > 4096:
-                _SECONDS.clear()
-            sec = _SECONDS[stamp[:19]] = round(parse_iso(stamp[:19] + "Z"))
-        return sec * 1_000_000_000 + int(stamp[20:26]) * 1000
-    return round(parse_iso(stamp) * 1e6) * 1000
-
-
 class SpanBuilder:
     """Spans of the events fed to it; one builder serves many runs.
 
@@ -203,8 +173,7 @@ class SpanBuilder:
         elif k == "tool.called":
             out.append(self._tool(info, s, e, p.get("tool", "?"), s.last, t, p))
         elif k == "effect.intent":
-            if s.intents is None:
-                s.intents = {}
+            s.intents = s.intents or {}
             s.intents[e.id] = e
         elif k in EFFECT_ENDS:
             span = self._effect_end(info, s, e, p, t)
@@ -224,8 +193,7 @@ class SpanBuilder:
             return
         if k in STEP_EVENTS:
             if k == "policy.decided" and isinstance(p.get("i"), int):
-                if s.policy is None:
-                    s.policy = {}
+                s.policy = s.policy or {}
                 s.policy[p["i"]] = p
             s.events += (SpanEvent(_EVENT_NAMES.get(k, k), t, _event_attrs(k, p)),)
         s.last = t
