@@ -120,3 +120,27 @@ def test_a_port_that_cannot_be_served_is_one_error_line(tmp_path: Path) -> None:
             res = CliRunner().invoke(app, ["--store", str(db), "metrics", "--port", str(port)])
             assert res.exit_code == 2 and why in res.output, res.output
             assert "Traceback" not in res.output
+
+
+def test_a_folded_histogram_shows_what_prometheus_clients_own_would() -> None:
+    import prometheus_client as pc
+
+    from tether.telemetry.metrics import STEP_BUCKETS, FoldedHistogram
+    values = [0.0, 0.001, 0.0011, 0.7, 2.5, 99.0, 5000.0]  # on, between and past the bounds
+    ours, theirs = pc.CollectorRegistry(), pc.CollectorRegistry()
+    folded = FoldedHistogram("t_seconds", "doc", ("agent",), STEP_BUCKETS)
+    ours.register(folded)
+    folded.observe(("a",), values[:3])
+    folded.observe(("a",), values[3:])  # two rounds add up
+    plain = pc.Histogram("t_seconds", "doc", ["agent"], buckets=STEP_BUCKETS, registry=theirs)
+    for v in values:
+        plain.labels("a").observe(v)
+
+    def samples(reg: pc.CollectorRegistry) -> Samples:
+        return {(s.name, tuple(sorted(s.labels.items()))): s.value
+                for fam in reg.collect() for s in fam.samples if not s.name.endswith("_created")}
+
+    assert samples(ours) == samples(theirs)
+    assert samples(ours)[("t_seconds_bucket", (("agent", "a"), ("le", "0.001")))] == 2
+    created = [s for fam in ours.collect() for s in fam.samples if s.name == "t_seconds_created"]
+    assert len(created) == 1 and created[0].labels == {"agent": "a"}

@@ -9,19 +9,23 @@ commit's transaction). Names and labels: docs/telemetry.md.
 
 from __future__ import annotations
 
+import bisect
+import itertools
+import math
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 
 from tether.core.events import Event
 from tether.errors import UsageError
 from tether.store.protocol import Store
-from tether.telemetry.spans import ns
+from tether.system_clock import SYSTEM_CLOCK
+from tether.telemetry.stamps import ns
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
-    from prometheus_client.metrics_core import Metric
+    from prometheus_client.metrics_core import HistogramMetricFamily, Metric
 
 INSTALL_HINT = "Prometheus metrics need the metrics extra: pip install 'tether[metrics]'"
 EFFECT_OUTCOMES = {"effect.done": "done", "effect.failed": "failed",
@@ -72,63 +76,90 @@ class EventMetrics:
                                     ["verdict"], registry=r)
         self.alerts = pc.Counter("tether_alerts", "Monitor alerts, by monitor and verdict.",
                                  ["monitor", "verdict"], registry=r)
-        self.step_seconds = pc.Histogram(
+        self.step_seconds = FoldedHistogram(
             "tether_step_duration_seconds", "Steps from step.started to step.finished, by the "
-            "journal's timestamps (the run's clock), by agent.", ["agent"],
-            buckets=STEP_BUCKETS, registry=r)
+            "journal's timestamps (the run's clock), by agent.", ("agent",), STEP_BUCKETS)
+        r.register(self.step_seconds)
         self._started: dict[str, tuple[int, str]] = {}
-        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
+        self._children: dict[tuple[Any, ...], Any] = {}
         self._classes: dict[str, str] = {}
 
     def feed(self, events: Iterable[Event]) -> None:
         """Count committed events (each run's in seq order)."""
+        # Tallied in plain dicts, then added to the metrics once per call: prometheus-client
+        # takes a lock per inc() and two per observe(), a µs each, and the sink feeds a whole
+        # round of commits in one call.
+        counts: dict[tuple[Any, ...], float] = {}
+        durations: dict[str, list[float]] = {}
         for e in events:
             k = e.kind
-            p = e.payload if isinstance(e.payload, dict) else {}
             if k == "step.started":
                 self._started[e.run] = (ns(e.time), _agent(e.actor))
-            elif k == "step.finished":
+                continue
+            p = e.payload if isinstance(e.payload, dict) else {}
+            if k == "step.finished":
                 # step.finished is the system's; the step's agent is step.started's actor.
                 t0, agent = self._started.pop(e.run, (None, "?"))
-                self._child(self.steps, agent).inc()
+                key: tuple[Any, ...] = (self.steps, agent)
+                counts[key] = counts.get(key, 0) + 1
                 if t0 is not None:
-                    self._child(self.step_seconds, agent).observe(max(0, ns(e.time) - t0) / 1e9)
-            elif k == "model.called":
-                self._model(e, p)
-            elif k == "tool.called":
-                self._child(self.tool_calls, _agent(e.actor), str(p.get("tool", "?"))).inc()
-            elif k == "effect.intent":
-                cls = str(p.get("effect", "irreversible"))
-                self._classes[e.id] = cls
-                self._child(self.effects, cls, "intent").inc()
-            elif k in EFFECT_OUTCOMES and e.causes:
-                self._child(self.effects, self._class_of(e.causes[0], k), EFFECT_OUTCOMES[k]).inc()
-            elif k == "policy.decided":
-                self._child(self.decisions, str(p.get("verdict", "?"))).inc()
-            elif k == "alert":
-                self._child(self.alerts, str(p.get("monitor", "?")), str(p.get("verdict", "?"))).inc()
+                    took = max(0, ns(e.time) - t0) / 1e9
+                    got = durations.get(agent)
+                    if got is None:
+                        durations[agent] = [took]
+                    else:
+                        got.append(took)
+                continue
+            if k == "model.called":
+                self._model(e, p, counts)
+                continue
+            other = self._key(e, k, p)
+            if other is not None:
+                counts[other] = counts.get(other, 0) + 1
+        for key, n in counts.items():
+            self._child(key).inc(n)
+        for agent, took_all in durations.items():
+            self.step_seconds.observe((agent,), took_all)
 
-    def _child(self, metric: Any, *labels: str) -> Any:
+    def _key(self, e: Event, k: str, p: dict[str, Any]) -> tuple[Any, ...] | None:
+        """The counter (and its labels) that one event of another kind adds 1 to, if any."""
+        if k == "tool.called":
+            return (self.tool_calls, _agent(e.actor), str(p.get("tool", "?")))
+        if k == "effect.intent":
+            cls = str(p.get("effect", "irreversible"))
+            self._classes[e.id] = cls
+            return (self.effects, cls, "intent")
+        if k in EFFECT_OUTCOMES and e.causes:
+            return (self.effects, self._class_of(e.causes[0], k), EFFECT_OUTCOMES[k])
+        if k == "policy.decided":
+            return (self.decisions, str(p.get("verdict", "?")))
+        if k == "alert":
+            return (self.alerts, str(p.get("monitor", "?")), str(p.get("verdict", "?")))
+        return None
+
+    def _child(self, key: tuple[Any, ...]) -> Any:
         # labels() checks and hashes its arguments at every call: keep each child once made.
-        key = (id(metric), labels)
         child = self._children.get(key)
         if child is None:
-            child = self._children[key] = metric.labels(*labels)
+            child = self._children[key] = key[0].labels(*key[1:])
         return child
 
-    def _model(self, e: Event, p: dict[str, Any]) -> None:
+    def _model(self, e: Event, p: dict[str, Any], counts: dict[tuple[Any, ...], float]) -> None:
         agent, model = _agent(e.actor), str(p.get("model", "?"))
-        self._child(self.model_calls, agent, model).inc()
+        key: tuple[Any, ...] = (self.model_calls, agent, model)
+        counts[key] = counts.get(key, 0) + 1
         r = p.get("response")
         usage = r.get("usage") if isinstance(r, dict) else None
         if isinstance(usage, dict):
             for kind in ("input", "output"):
                 n = usage.get(f"{kind}_tokens")
                 if isinstance(n, (int, float)) and n:
-                    self._child(self.tokens, agent, model, kind).inc(n)
+                    key = (self.tokens, agent, model, kind)
+                    counts[key] = counts.get(key, 0) + n
         cost = p.get("cost_usd")
         if isinstance(cost, (int, float)) and cost:
-            self._child(self.cost, agent, model).inc(cost)
+            key = (self.cost, agent, model)
+            counts[key] = counts.get(key, 0) + cost
 
     def _class_of(self, intent: str, kind: str) -> str:
         # An intent stays known until its effect settles; a retry or an undo comes later.
@@ -146,11 +177,73 @@ class CommitMetrics:
 
     def __init__(self, registry: CollectorRegistry) -> None:
         pc = _client()
-        self.seconds = pc.Histogram("tether_journal_commit_seconds", "Group commits of the "
-                                    "journal: seconds per store transaction (with its fsync).",
-                                    buckets=COMMIT_BUCKETS, registry=registry)
+        self.seconds = FoldedHistogram("tether_journal_commit_seconds", "Group commits of the "
+                                       "journal: seconds per store transaction (with its "
+                                       "fsync).", (), COMMIT_BUCKETS)
+        registry.register(self.seconds)
         self.writes = pc.Counter("tether_journal_commit_writes", "Run writes made durable by "
                                  "group commits.", registry=registry)
+
+    def feed(self, seconds: Sequence[float], writes: int) -> None:
+        """Count commits: each one's seconds, and the writes they made durable together."""
+        self.seconds.observe((), seconds)
+        if writes:
+            self.writes.inc(writes)
+
+
+class FoldedHistogram:
+    """A histogram fed many values at once (a collector: register it in a registry).
+
+    prometheus-client's ``Histogram.observe`` takes two locks a value; this one takes one a
+    call, and exposes the same samples (``_bucket``, ``_count``, ``_sum``, ``_created``).
+    """
+
+    def __init__(self, name: str, documentation: str, labels: Sequence[str],
+                 buckets: Sequence[float], now: Callable[[], float] = SYSTEM_CLOCK.now) -> None:
+        self.name, self.documentation, self.labels = name, documentation, tuple(labels)
+        self.now = now  # when each labelled child was made (its ``_created`` sample)
+        self.bounds = [*map(float, buckets), math.inf]
+        self._le = [_go_float(b) for b in self.bounds]
+        self._children: dict[tuple[str, ...], tuple[list[int], list[float], float]] = {}
+        self._lock = threading.Lock()
+        if not self.labels:  # shown from the start, at zero, as prometheus-client does
+            self.observe((), ())
+
+    def observe(self, labels: tuple[str, ...], values: Iterable[float]) -> None:
+        """Observe ``values`` under ``labels`` (in the order of :attr:`labels`)."""
+        bounds = self.bounds
+        with self._lock:
+            child = self._children.get(labels)
+            if child is None:
+                child = self._children[labels] = ([0] * len(bounds), [0.0], self.now())
+            counts, total = child[0], child[1]
+            for v in values:
+                counts[bisect.bisect_left(bounds, v)] += 1  # a bucket holds values <= its le
+                total[0] += v
+
+    def describe(self) -> list[Metric]:
+        return [self._family()]
+
+    def collect(self) -> Iterator[Metric]:
+        fam = self._family()
+        with self._lock:
+            children = [(k, list(c), t[0], made) for k, (c, t, made) in self._children.items()]
+        for labels, counts, total, made in children:
+            fam.add_metric(labels, list(zip(self._le, itertools.accumulate(counts),
+                                            strict=True)), total)
+            fam.samples.append(fam.samples[-1]._replace(
+                name=self.name + "_created", value=made))
+        yield fam
+
+    def _family(self) -> HistogramMetricFamily:
+        from prometheus_client.core import HistogramMetricFamily
+        return HistogramMetricFamily(self.name, self.documentation, labels=self.labels)
+
+
+def _go_float(b: float) -> str:
+    """A bucket bound as prometheus-client writes ``le`` (``+Inf``, ``1.0``)."""
+    from prometheus_client.utils import floatToGoString
+    return str(floatToGoString(b))  # type: ignore[no-untyped-call]
 
 
 class StoreGauges:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from tether.core.events import Event
-from tether.core.ids import parse_iso
+from tether.telemetry.stamps import ns
 
 Attrs = dict[str, "str | int | float | bool | list[str]"]
 Lookup = Callable[[str], Event | None]
@@ -72,15 +72,16 @@ class Span(NamedTuple):
     """The status description when the span failed (``error.type`` is in the attributes)."""
 
 
-def _id(nbytes: int, text: str) -> int:
-    raw = hashlib.sha256(text.encode()).digest()[:nbytes]
-    return int.from_bytes(raw, "big") or 1  # 0 is OTLP's "no id"
+_STEP_HASH = hashlib.sha256(b"tether.step\0")
+_SPAN_HASH = hashlib.sha256(b"tether.span\0")
 
 
 def step_ids(run: str, epoch: int, step: int) -> tuple[int, int]:
     """The trace of one step of a run and its ``invoke_agent`` span: bytes 0-15 and 16-23 of
     SHA-256("tether.step\0RUN\0EPOCH\0STEP") (one hash for both)."""
-    raw = hashlib.sha256(f"tether.step\0{run}\0{epoch}\0{step}".encode()).digest()
+    h = _STEP_HASH.copy()  # the prefix hashed once: a copy costs less than a new hash
+    h.update(f"{run}\0{epoch}\0{step}".encode())
+    raw = h.digest()
     return int.from_bytes(raw[:16], "big") or 1, int.from_bytes(raw[16:24], "big") or 1
 
 
@@ -92,7 +93,9 @@ def trace_id(run: str, epoch: int, step: int) -> int:
 def call_span_id(event_id: str) -> int:
     """The span of the call an event records (a model call, a tool call, an effect's intent):
     8 bytes of SHA-256("tether.span\0EVENT_ID")."""
-    return _id(8, f"tether.span\0{event_id}")
+    h = _SPAN_HASH.copy()
+    h.update(event_id.encode())
+    return int.from_bytes(h.digest()[:8], "big") or 1  # 0 is OTLP's "no id"
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +110,8 @@ class RunInfo:
 
 
 class _Step:
-    """What a step in flight has shown so far (the containers made when first needed)."""
+    """What a step in flight has shown so far (the containers made when first needed: most
+    steps of a long run have no span events, effects or policy decisions)."""
 
     __slots__ = ("agent", "cost", "epoch", "events", "intents", "last", "policy", "span",
                  "start", "step", "tokens", "tool_calls", "trace")
@@ -115,29 +119,12 @@ class _Step:
     def __init__(self, run: str, epoch: int, step: int, start: int, agent: str) -> None:
         self.epoch, self.step, self.start, self.last, self.agent = epoch, step, start, start, agent
         self.trace, self.span = step_ids(run, epoch, step)
-        self.events: list[SpanEvent] = []
-        self.tool_calls: list[tuple[str, str]] = []
-        self.intents: dict[str, Event] = {}
-        self.policy: dict[int, dict[str, Any]] = {}
-        self.tokens = [0, 0]
+        self.events: tuple[SpanEvent, ...] = ()
+        self.tool_calls: tuple[tuple[str, str], ...] = ()
+        self.intents: dict[str, Event] | None = None
+        self.policy: dict[int, dict[str, Any]] | None = None
+        self.tokens = (0, 0)
         self.cost = 0.0
-
-
-_SECONDS: dict[str, int] = {}
-
-
-def ns(stamp: str) -> int:
-    """A journal time as nanoseconds since the epoch (exact: the journal keeps microseconds)."""
-    # The journal's own form (2026-11-30T21:30:00.000000Z) by its whole seconds, cached
-    # like the stamper that wrote it; any other ISO-8601 form the slow way.
-    if len(stamp) == 27 and stamp[19] == "." and stamp[26] == "Z":
-        sec = _SECONDS.get(stamp[:19])
-        if sec is None:
-            if len(_SECONDS) > 4096:
-                _SECONDS.clear()
-            sec = _SECONDS[stamp[:19]] = round(parse_iso(stamp[:19] + "Z"))
-        return sec * 1_000_000_000 + int(stamp[20:26]) * 1000
-    return round(parse_iso(stamp) * 1e6) * 1000
 
 
 class SpanBuilder:
@@ -186,6 +173,7 @@ class SpanBuilder:
         elif k == "tool.called":
             out.append(self._tool(info, s, e, p.get("tool", "?"), s.last, t, p))
         elif k == "effect.intent":
+            s.intents = s.intents or {}
             s.intents[e.id] = e
         elif k in EFFECT_ENDS:
             span = self._effect_end(info, s, e, p, t)
@@ -199,14 +187,15 @@ class SpanBuilder:
             return
         elif k in ("run.failed", "run.stopped"):
             err = str(p.get("error") or p.get("reason") or k) if k == "run.failed" else None
-            s.events.append(SpanEvent(k, t, _flat(p, ("reason", "error"))))
+            s.events += (SpanEvent(k, t, _flat(p, ("reason", "error"))),)
             out.append(self._step_span(info, s, t, k.removeprefix("run."), err))
             del self._steps[e.run]
             return
         if k in STEP_EVENTS:
             if k == "policy.decided" and isinstance(p.get("i"), int):
+                s.policy = s.policy or {}
                 s.policy[p["i"]] = p
-            s.events.append(SpanEvent(_EVENT_NAMES.get(k, k), t, _event_attrs(k, p)))
+            s.events += (SpanEvent(_EVENT_NAMES.get(k, k), t, _event_attrs(k, p)),)
         s.last = t
 
     def _step_of(self, info: RunInfo, e: Event) -> _Step | None:
@@ -253,17 +242,17 @@ class SpanBuilder:
         tin, tout = usage.get("input_tokens"), usage.get("output_tokens")
         if isinstance(tin, int):
             a["gen_ai.usage.input_tokens"] = tin
-            s.tokens[0] += tin
+            s.tokens = (s.tokens[0] + tin, s.tokens[1])
         if isinstance(tout, int):
             a["gen_ai.usage.output_tokens"] = tout
-            s.tokens[1] += tout
+            s.tokens = (s.tokens[0], s.tokens[1] + tout)
         if isinstance(p.get("cost_usd"), (int, float)):
             a["tether.cost_usd"] = float(p["cost_usd"])
             s.cost += float(p["cost_usd"])
         a["tether.call.index"] = p.get("i", -1)
         calls = r.get("tool_calls") or []
-        s.tool_calls = [(str(c.get("name")), str(c.get("id"))) for c in calls
-                        if isinstance(c, dict)]
+        s.tool_calls = tuple((str(c.get("name")), str(c.get("id"))) for c in calls
+                             if isinstance(c, dict))
         latency = p.get("latency_s")
         start = t - round(latency * 1e9) if isinstance(latency, (int, float)) else s.last
         return Span(f"chat {model}", "client", s.trace,
@@ -284,7 +273,7 @@ class SpanBuilder:
         i = fp.get("i")
         if isinstance(i, int):
             a["tether.call.index"] = i
-            decided = s.policy.get(i)
+            decided = s.policy.get(i) if s.policy is not None else None
             if decided is not None:
                 a["tether.policy.verdict"] = str(decided.get("verdict"))
                 if decided.get("rule") is not None:
@@ -307,7 +296,8 @@ class SpanBuilder:
                     t: int) -> Span | None:
         if not e.causes:
             return None
-        intent = s.intents.get(e.causes[0])  # kept: a retried effect ends again
+        intent = s.intents.get(e.causes[0]) if s.intents is not None else None  # kept: a
+        # retried effect ends again
         if intent is None and self.lookup is not None:
             intent = self.lookup(e.causes[0])  # committed before this builder saw the run
         if intent is None or not isinstance(intent.payload, dict):
@@ -321,7 +311,7 @@ class SpanBuilder:
         # calls tools of its own has none to match, and its spans carry no call id.
         for n, (name, cid) in enumerate(s.tool_calls):
             if name == tool:
-                del s.tool_calls[n]
+                s.tool_calls = s.tool_calls[:n] + s.tool_calls[n + 1:]
                 return cid
         return None
 
@@ -354,9 +344,8 @@ class SpanBuilder:
             a["tether.cost_usd"] = s.cost
         if error:
             a["error.type"] = "run_failed"
-        return Span(f"invoke_agent {s.agent}", "internal", s.trace,
-                    s.span, None, s.start, max(t, s.start), a,
-                    events=tuple(s.events), error=error)
+        return Span(f"invoke_agent {s.agent}", "internal", s.trace, s.span, None, s.start,
+                    max(t, s.start), a, s.events, (), error)
 
 
 _CALLS = frozenset({"model.called", "tool.called", "effect.intent", *EFFECT_ENDS, *SWARM_TOOLS,

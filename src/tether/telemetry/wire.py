@@ -26,6 +26,8 @@ _keys: dict[str, bytes] = {}
 def _varint(n: int) -> bytes:
     if n < 0x80:
         return bytes((n,))
+    if n < 0x4000:  # a span's length, a step number: two bytes, no loop
+        return bytes(((n & 0x7F) | 0x80, n >> 7))
     out = bytearray()
     while n > 0x7F:
         out.append((n & 0x7F) | 0x80)
@@ -61,26 +63,29 @@ def _any(v: object) -> bytes:
     return _ld(0x0A, str(v).encode())
 
 
-_pairs: dict[tuple[int, str, object], bytes] = {}
+_pairs: dict[int, dict[tuple[str, object], bytes]] = {}
 
 
 def attributes(attrs: Mapping[str, object], tag: int = 0x4A) -> bytes:
     """Repeated ``KeyValue`` fields (``tag``: 0x4A for a span's, 0x0A for a resource's)."""
-    # A span's attributes mostly repeat (run id, agent, operation, epoch): each pair of a
-    # string or small number is encoded once; the cache is dropped when it grows.
+    # A span's attributes mostly repeat (run id, agent, operation, epoch, the step a few
+    # spans share): each pair of a string or an int is encoded once; the cache is dropped
+    # when it grows.
+    cache = _pairs.get(tag)
+    if cache is None:
+        cache = _pairs[tag] = {}
     out = []
     for k, v in attrs.items():
-        key = (tag, k, v)
-        try:
-            b = _pairs.get(key)
-        except TypeError:  # a list: not hashable, not cached
-            b = None
-        if b is None:
+        t = type(v)
+        if t is str or t is int:  # by type: 1, 1.0 and True are equal keys of a dict
+            kv = (k, v)
+            b = cache.get(kv)
+            if b is None:
+                if len(cache) > 8192:
+                    cache.clear()
+                b = cache[kv] = _ld(tag, _key(k) + _ld(0x12, _any(v)))
+        else:
             b = _ld(tag, _key(k) + _ld(0x12, _any(v)))
-            if isinstance(v, str) or (type(v) is int and -1 <= v < 16):
-                if len(_pairs) > 8192:
-                    _pairs.clear()
-                _pairs[key] = b
         out.append(b)
     return b"".join(out)
 
