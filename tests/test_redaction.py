@@ -227,6 +227,7 @@ def test_messages_board_writes_and_the_goal_are_redacted_before_the_journal(
     assert [m.body for m in store.messages(sender=leaker)] == [{"text": REDACTED_ALL, "n": 1},
                                                                 "hello"]
     assert verify_store(store).ok
+    assert _no_secret_in(db) == []  # the database and its WAL, still open
     store.close()
     assert _no_secret_in(db) == []
 
@@ -266,6 +267,7 @@ def test_a_sender_sigkilled_after_sending_a_secret_replays_exactly(
     assert _what_it_journaled(store, leaker) == expected
     assert Tether(store).state(inbox).state["got"][0]["body"] == {"text": REDACTED_ALL, "n": 1}
     assert verify_store(store).ok
+    assert _no_secret_in(db) == []  # the database and its WAL, still open
     store.close()
     assert _no_secret_in(db) == []
 
