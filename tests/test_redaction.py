@@ -13,46 +13,31 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests import crashkit as ck
+from tests import secretkit
+from tests.secretkit import ALL, POLICY, SECRETS, TICKET, needle, needles
 from tether import Done, ScriptedModel, StepAgent, Worker, start_run, tool, verify_store
 from tether.control import set_budget
+from tether.core.canonical import digest
+from tether.core.fingerprint import fingerprint
 from tether.core.policy import parse_policy
 from tether.core.policy_match import PolicyError
 from tether.core.redaction import BUILTIN, DEFAULT, Redactor, compile_redaction
 from tether.models.base import ModelResponse, Usage
+from tether.ops import Tether
+from tether.policies import apply_policy
+from tether.runtime.context import CALL_KINDS
 from tether.runtime.operator import send_command
 from tether.store.sqlite import SQLiteStore
 from tether.testing import allow_tools
 
-# Real-looking, made up: the shapes providers issue (none of these is a live credential).
-SECRETS = {
-    "openai_key": "sk-proj-Zq7Tg2mW9xLr4VbN8cK1pQ3sY6dF0hJ5aE2uI7oR",
-    "openai_legacy": "sk-4fKq9ZtW2mXr7VbN1cLp3sY8dG6hJ0aE5uI2oRkT",
-    "anthropic_key": "sk-ant-api03-Xk2pLm9QrT4vWz7bN1cY5dF8gH3jK6aS0eU-9qQ",
-    "aws_access_key_id": "AKIAQ3EGRT7VXW2MBN4P",
-    "aws_secret_access_key": "aws_secret_access_key = wJalrXUtnFEMIK7MDENGbPxRfiCYzEXAMPLEKEY1",
-    "github_token": "ghp_R4nd0mLo0k1ngT0kenV4lue0123456789abcd",
-    "github_pat": "github_pat_11ABCDEFG0abcdefghijkl_MNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz012345",
-    "slack_token": "xoxb-2048123456-5012345678901-Qh7bT2nV8mK3pL9sR4wX1cZ6",
-    "slack_webhook": "https://hooks.slack.com/services/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",
-    "jwt": ("eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIiwibmFtZSI6Ik"
-            "pvaG4ifQ.SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV_adQssw5c"),
-    "private_key": ("-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmUA"
-                    "AAAEbm9uZQAAAAAAAAABAAAAMwAAAAtzc2gtZW\n-----END OPENSSH PRIVATE KEY-----"),
-    "bearer_token": "Authorization: Bearer 8f2KqZ7tW1mXr9VbN3cLp5sY0dG4hJ6aE",
-}
-"""The part of each value that must not reach the store: all of it but a label."""
-
-
-def _needle(text: str) -> str:
-    """The secret inside a sample (the label before it may stay)."""
-    for lead in ("aws_secret_access_key = ", "Authorization: Bearer "):
-        text = text.removeprefix(lead)
-    return text.splitlines()[1] if "PRIVATE KEY" in text else text
+_needle = needle
 
 
 @pytest.mark.parametrize("name", sorted(SECRETS))
@@ -178,3 +163,131 @@ def test_a_keyed_fingerprint_differs_per_store_and_matches_on_replay(tmp_path: P
     keys = {SQLiteStore(tmp_path / f"{n}.db").get_meta("fingerprint_key") for n in "ab"}
     assert len(keys) == 2 and all(k and len(k) == 64 for k in keys)
     assert os.path.getsize(tmp_path / "a.db") > 0
+
+
+# -- what a step itself journals: messages, blackboard values, the goal ----------------
+REDACTED_ALL = Redactor({"ticket_token": "tok_[a-z0-9]{24}"}).redact(ALL)
+
+
+def _swarm_store(db: Path) -> tuple[SQLiteStore, str, str]:
+    """A store under a policy with a pattern of its own, and the two runs of the swarm
+    (their goals and start options hold secrets too)."""
+    store = SQLiteStore(db)
+    apply_policy(store, parse_policy(POLICY, source="secrets.toml"), who="human:test")
+    inbox = start_run(store, secretkit.inbox, agent_ref="tests.secretkit:inbox",
+                      goal=f"watch for keys: {ALL}", name="inbox", swarm="s")
+    leaker = start_run(store, secretkit.leaker, agent_ref="tests.secretkit:leaker",
+                       goal=f"share {ALL}", swarm="s",
+                       options={"api_key": SECRETS["openai_key"], "ticket": TICKET})
+    return store, inbox, leaker
+
+
+def _what_it_journaled(store: SQLiteStore, run: str) -> list[tuple[str, Any]]:
+    """The sender's calls as journaled: kind and what it sent or wrote (ids, which differ
+    between stores, left out)."""
+    keep = ("topic", "body", "key", "value", "tool", "arguments")
+    return [(e.kind, {k: e.payload.get(k) for k in keep if k in e.payload})
+            for e in store.events(run) if e.kind in CALL_KINDS]
+
+
+def _no_secret_in(db: Path) -> list[str]:
+    data = _store_bytes(db)
+    return [n for n, s in needles().items() if s.encode() in data]
+
+
+def test_messages_board_writes_and_the_goal_are_redacted_before_the_journal(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(ck.SIDE_ENV, str(tmp_path / "side.log"))
+    db = tmp_path / "t.db"
+    store, inbox, leaker = _swarm_store(db)
+    asyncio.run(Worker(store, poll_interval=0.01).run(until_idle=True))
+    assert [store.get_run(r).status for r in (inbox, leaker)] == ["done", "done"]  # type: ignore[union-attr]
+    # Every secret became its marker, the policy's own one too; the text around it stayed.
+    assert "[REDACTED:ticket_token]" in REDACTED_ALL and "[REDACTED:private_key]" in REDACTED_ALL
+    assert all(s not in REDACTED_ALL for s in needles().values())
+    # The receiver and the reader got the redacted form (read from the store).
+    got = Tether(store).state(inbox).state
+    assert got["got"] == [{"topic": "keys [REDACTED:github_token]",
+                           "body": {"text": REDACTED_ALL, "n": 1}},
+                          {"topic": None, "body": "hello"}]
+    assert got["board"] == {"all": REDACTED_ALL, "region": "eu-west-1"}
+    # The goal, the name and the start options: redacted at start, the state made from it.
+    assert got["goal"] == f"watch for keys: {REDACTED_ALL}"
+    row = store.get_run(leaker)
+    assert row is not None and row.goal == f"share {REDACTED_ALL}"
+    assert (row.spec["api_key"], row.spec["ticket"]) == ("[REDACTED:openai_key]",
+                                                         "[REDACTED:ticket_token]")
+    # A message without a secret keeps the plain fingerprint (older journals replay as
+    # they were); one with a secret is fingerprinted by the store's key.
+    sent = [e.payload for e in store.events(leaker) if e.kind == "message.sent"]
+    assert sent[1]["fp"] == fingerprint("send", "inbox", digest([None, "hello"]))
+    plain = fingerprint("send", "inbox", digest([f"keys {SECRETS['github_token']}",
+                                                 {"text": ALL, "n": 1}]))
+    assert sent[0]["fp"].startswith("send:inbox:") and sent[0]["fp"] != plain
+    assert [m.body for m in store.messages(sender=leaker)] == [{"text": REDACTED_ALL, "n": 1},
+                                                                "hello"]
+    assert verify_store(store).ok
+    assert _no_secret_in(db) == []  # the database and its WAL, still open
+    store.close()
+    assert _no_secret_in(db) == []
+
+
+def test_a_sender_sigkilled_after_sending_a_secret_replays_exactly(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The sender dies (SIGKILL, in its effect) after its message and board write are
+    durable; the re-run step replays them from its journal: no second message or write,
+    no nondeterminism, the effect runs once, and it journals what a sender never killed
+    journals."""
+    side = tmp_path / "side.log"
+    monkeypatch.setenv(ck.SIDE_ENV, str(side))
+    clean_db = tmp_path / "clean" / "c.db"
+    clean_db.parent.mkdir()
+    clean, _, clean_leaker = _swarm_store(clean_db)
+    asyncio.run(Worker(clean, poll_interval=0.01).run(until_idle=True))
+    expected = _what_it_journaled(clean, clean_leaker)
+    clean.close()
+    side.unlink()
+
+    db = tmp_path / "crash.db"
+    store, inbox, leaker = _swarm_store(db)
+    w = ck.spawn_worker(db, side, tag="w0", lease_ttl=0.3, extra_env={secretkit.KILL_ENV: "1"})
+    assert w.proc.wait(timeout=120) == -signal.SIGKILL, w.log.read_text()[-2000:]
+    before = ck.snapshot(store)
+    assert [e.kind for e in store.events(leaker)].count("message.sent") == 2  # durable
+    assert ck.read_side(side) == []  # killed before the effect's side line
+    ck.finish(store)
+    ck.check_nothing_lost(before, ck.snapshot(store))
+    assert [store.get_run(r).status for r in (inbox, leaker)] == ["done", "done"]  # type: ignore[union-attr]
+    kinds = [e.kind for e in store.events(leaker)]
+    assert "nondeterminism" not in kinds
+    assert (kinds.count("message.sent"), kinds.count("blackboard.write")) == (2, 1)
+    assert len(store.messages(sender=leaker)) == 2
+    assert len(store.versions(run=leaker)) == 1
+    assert [ln.tool for ln in ck.read_side(side)] == ["hold"]  # retried once, ran once
+    assert _what_it_journaled(store, leaker) == expected
+    assert Tether(store).state(inbox).state["got"][0]["body"] == {"text": REDACTED_ALL, "n": 1}
+    assert verify_store(store).ok
+    assert _no_secret_in(db) == []  # the database and its WAL, still open
+    store.close()
+    assert _no_secret_in(db) == []
+
+
+def test_tether_run_redacts_the_goal_with_the_policy_given(tmp_path: Path) -> None:
+    """``tether run --policy``: the goal's secrets (one only the policy's pattern knows)
+    are redacted before the run exists, and its initial state is made from that goal."""
+    from typer.testing import CliRunner
+
+    from tether.cli.app import app
+    db, policy = tmp_path / "t.db", tmp_path / "p.toml"
+    policy.write_text(POLICY)
+    goal = f"use {SECRETS['openai_key']} for ticket {TICKET}"
+    res = CliRunner().invoke(app, ["--store", str(db), "run", "tests.secretkit:inbox",
+                                   "--goal", goal, "--policy", str(policy), "--detach"])
+    assert res.exit_code == 0, res.stderr
+    store = SQLiteStore(db)
+    [rid] = store.all_run_ids()
+    want = "use [REDACTED:openai_key] for ticket [REDACTED:ticket_token]"
+    assert Tether(store).state(rid).state == {"goal": want}
+    assert store.get_run(rid).goal == want  # type: ignore[union-attr]
+    store.close()
+    assert _no_secret_in(db) == []

@@ -13,6 +13,7 @@ from tether.cli import model_opts
 from tether.cli.common import AsOpt, console, handle_errors, make_folder, parse_assignments, store
 from tether.core.policy import Policy, load_policy
 from tether.core.pricing import PriceTable
+from tether.core.redaction import DEFAULT as BUILTIN_REDACTION
 from tether.errors import StoreError, UsageError
 from tether.ops import Tether
 from tether.policies import apply_policy, in_force
@@ -20,7 +21,7 @@ from tether.runtime.agent import AgentLike
 from tether.runtime.changes import WorkerStats
 from tether.runtime.committer import OnCommit
 from tether.runtime.operator import actor
-from tether.runtime.runs import load_agent, start_run, validate_run
+from tether.runtime.runs import load_agent, start_redactor, start_run, validate_run
 from tether.runtime.storage_health import GIVE_UP_AFTER
 from tether.runtime.worker import Worker
 from tether.sealing import SealSchedule, load_signer
@@ -96,9 +97,13 @@ def run(agent: Annotated[str, typer.Argument(help="The agent, as module:attr.", 
     s = store(create=True)
     who = actor(as_, s)
     _apply_beside(s, policy, who)
+    red = start_redactor(s, swarm)
+    # The state was made from the goal as the built-in patterns redact it; a policy pattern
+    # that also matches the goal means making it again from the goal the run will have.
+    same = red.redact(goal) == BUILTIN_REDACTION.redact(goal)
     rid = start_run(s, a, agent_ref=agent, goal=goal, name=name, swarm=swarm, budget=caps,
                     workspace=workspace, actor=who, pause_points=points, prices=table,
-                    state=init)
+                    state=init if same else None, redactor=red)
     console.print(f"started run {rid}")
     if not detach:
         _drive_one(s, rid, agent, a, swarm, table)

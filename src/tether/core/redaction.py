@@ -4,8 +4,12 @@ A secret that reaches the journal is in every backup and every audit export for
 good (erasure is the cure, not the prevention). So the runtime redacts, before
 anything is journaled: a model's response and a tool's result (before the step
 sees them, live and on replay alike, so a secret a tool returns never reaches
-the model), and a tool's arguments (journaled redacted; the tool gets the real
-value). A match is replaced by ``[REDACTED:NAME]``, NAME being the pattern's.
+the model), a tool's arguments (journaled redacted; the tool gets the real
+value), what a step sends or writes to the blackboard (the store keeps only the
+redacted form, so receivers and readers get it), and a run's goal, name and start
+options. A run's state is not redacted: a resumed step must see what the live one
+had (docs/audit.md, "Secrets in a run's state"). A match is replaced by
+``[REDACTED:NAME]``, NAME being the pattern's.
 
 Built-in patterns (:data:`BUILTIN`) cover common API keys and tokens; a policy's
 ``[redaction]`` table adds its own (``patterns = {name = "regex"}``). The built-ins
@@ -110,9 +114,10 @@ class Redactor:
             low = text.lower()
             if not any(t in low for t in _TRIGGERS_ANY_CASE):
                 return text
-        if self._any.search(text) is None:
-            return text
-        return self._any.sub(self._mark, text)
+        # One pass (subn), not a search then a sub: the alternation is tried at every
+        # position, so a text with a trigger but no secret costs one scan, a secret one too.
+        out, n = self._any.subn(self._mark, text)
+        return text if n == 0 else out
 
     def _mark(self, m: re.Match[str]) -> str:
         name = self._names[int(str(m.lastgroup)[1:])]

@@ -53,7 +53,7 @@ class StepContext:
     @property
     def _swarm(self) -> SwarmCalls:
         if self._swarm_calls is None:
-            self._swarm_calls = SwarmCalls(self._rt, self._c)
+            self._swarm_calls = SwarmCalls(self._rt, self._c, self._s.args_fingerprint)
         return self._swarm_calls
 
     @property

@@ -15,9 +15,12 @@ from tether.core.clock import Clock
 from tether.core.ids import UlidSource
 from tether.core.pausepoints import PausePoints
 from tether.core.pricing import PriceTable, cost_caps, refuse_unpriced
+from tether.core.redaction import DEFAULT as BUILTIN_REDACTION
+from tether.core.redaction import Redactor
 from tether.errors import UsageError
 from tether.runtime.agent import AgentLike
 from tether.runtime.journal import RunJournal
+from tether.runtime.policybook import PolicyBook
 from tether.runtime.prices import price_table
 from tether.store.protocol import Store
 from tether.store.records import RunRow
@@ -57,20 +60,22 @@ def load_agent(ref: str, registry: Mapping[str, AgentLike] | None = None) -> Age
 def validate_run(agent: AgentLike, *, goal: str, budget: Mapping[str, float] | None = None,
                  pause_points: Mapping[str, Any] | None = None,
                  state: dict[str, Any] | None = None,
-                 prices: PriceTable | None = None) -> dict[str, Any]:
+                 prices: PriceTable | None = None,
+                 redactor: Redactor = BUILTIN_REDACTION) -> dict[str, Any]:
     """Check what :func:`start_run` would refuse, without writing anything: the budget (a
     cost cap needs the model's price), the pause points and the initial state (it must
-    checkpoint). Raises UsageError.
+    checkpoint; made from the goal as ``redactor`` redacts it). Raises UsageError.
 
     Returns:
         The initial state it checked: pass it to :func:`start_run` as ``state`` so the run
-        starts from exactly that state (``initial_state`` is not called twice).
+        starts from exactly that state (``initial_state`` is not called twice), unless the
+        store's policy redacts the goal otherwise (:func:`start_redactor`).
     """
     _priced(agent, budgets.validate({**(agent.budget or {}), **(budget or {})}), prices)
     points = pause_points if pause_points is not None else getattr(agent, "pause_points", None)
     if points:
         PausePoints.parse(points)
-    init = state if state is not None else agent.initial_state(goal)
+    init = state if state is not None else agent.initial_state(redactor.redact(goal))
     CheckpointEncoder(run="validate").encode(0, init, force_key=True)
     return init
 
@@ -98,6 +103,14 @@ def _spec(agent: AgentLike, agent_ref: str, workspace: str | Path | None,
     return spec
 
 
+def start_redactor(store: Store, swarm: str | None) -> Redactor:
+    """The secret patterns a new run of ``swarm`` is started under: those of the policy in
+    force for it on ``store`` (the built-ins at least)."""
+    book = PolicyBook()
+    book.refresh(store)
+    return book.for_swarm(swarm).policy.redaction
+
+
 def start_run(store: Store, agent: AgentLike, *, agent_ref: str, goal: str,
               name: str | None = None, budget: Mapping[str, float] | None = None,
               swarm: str | None = None, workspace: str | Path | None = None,
@@ -105,8 +118,15 @@ def start_run(store: Store, agent: AgentLike, *, agent_ref: str, goal: str,
               ids: UlidSource | None = None, actor: str = "system",
               options: Mapping[str, Any] | None = None,
               pause_points: Mapping[str, Any] | None = None, parent: str | None = None,
-              prices: PriceTable | None = None) -> str:
+              prices: PriceTable | None = None, redactor: Redactor | None = None) -> str:
     """Create a run: its ``run.started`` event, projection row and step-0 checkpoint.
+
+    Secrets are redacted from the goal, the name and ``options`` before anything is
+    written, with ``redactor`` (default: the patterns of the policy in force for ``swarm``,
+    :func:`start_redactor`): the run's goal *is* the redacted one, so the initial state
+    made from it, ``ctx.goal`` and every later read agree, live and on replay. A ``state``
+    given here is the caller's and is not redacted (checkpoints never are: see
+    docs/audit.md, "Secrets in a run's state").
 
     A budget that caps cost (``cost_usd``, ``cost_usd_per_day``...) is refused when the
     agent's model has no price in ``prices`` (default: ``$TETHER_PRICES``, else the built-in
@@ -120,8 +140,10 @@ def start_run(store: Store, agent: AgentLike, *, agent_ref: str, goal: str,
     run_id = src.new()
     b = budgets.validate({**(agent.budget or {}), **(budget or {})})
     _priced(agent, b, prices)
+    red = redactor or start_redactor(store, swarm)
+    goal, name = red.redact(goal), red.redact(name)
     init = state if state is not None else agent.initial_state(goal)
-    spec = _spec(agent, agent_ref, workspace, options, pause_points)
+    spec = _spec(agent, agent_ref, workspace, red.redact(dict(options or {})), pause_points)
     now = clk.now()
     row = RunRow(id=run_id, name=name or f"{agent.name}-{run_id[-6:].lower()}", agent=agent_ref,
                  swarm=swarm, goal=goal, status="running", epoch=0, step=0, seq=0, head="",

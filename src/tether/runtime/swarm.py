@@ -16,6 +16,13 @@ can walk (``tether impact``):
   writer is quarantined, or under a monitor's verdict nobody acked; a message
   taken by ``ctx.receive`` says the same).
 
+What a step sends or writes is redacted before it is journaled, with the secret
+patterns of the policy in force (:mod:`tether.core.redaction`): the store keeps
+the redacted body or value, so the receiver or reader gets that form, live and
+on replay alike (it reads from the store). The call's fingerprint is the
+journal's own: a keyed hash of the real body when it held a secret, so a re-run
+step sending the same thing matches without the secret being journaled.
+
 Workspace files, which any run may share (in a swarm or not), are
 :mod:`tether.runtime.workspace`. The store reads here run off the event loop: a
 worker's other runs go on meanwhile.
@@ -24,6 +31,7 @@ worker's other runs go on meanwhile.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from tether.core.canonical import digest, json_safe
@@ -70,18 +78,26 @@ def _named(store: Store, sender: RunRow, to: str, where: str) -> RunRow:
     return max(live, key=lambda r: (r.created, r.id))
 
 
+Fingerprinter = Callable[[str, str, Any], tuple[str, Any]]
+"""``(kind, name, value) -> (fingerprint, value to journal)``: the run's
+:meth:`~tether.runtime.services.StepServices.args_fingerprint` (redacts, keys the hash)."""
+
+
 class SwarmCalls:
     """The swarm side of one step's calls."""
 
-    def __init__(self, rt: StepRuntime, calls: StepCalls) -> None:
+    def __init__(self, rt: StepRuntime, calls: StepCalls, journaled: Fingerprinter) -> None:
         self._rt = rt
         self._calls = calls
+        self._journaled = journaled
 
     async def send(self, to: str, body: Any, *, topic: str | None = None) -> str:
         rt, calls = self._rt, self._calls
-        body_json = json_safe(body)
         i = calls.next()
-        fp = fingerprint("send", to, digest([topic, body_json]))
+        # The fingerprint of [topic, body] is what it always was when neither holds a
+        # secret (journals written before redaction replay unchanged).
+        fp, shown = self._journaled("send", to, [topic, json_safe(body)])
+        topic, body_json = shown
         rec = calls.recorded(i, "message.sent", fp, f"ctx.send to {to}")
         if rec is not None:
             return rec.call.id
@@ -158,9 +174,9 @@ class SwarmCalls:
         if not isinstance(key, str) or not key:
             raise UsageError(f"run {rt.journal.run} step {calls.step}: a blackboard key must be "
                              "a non-empty string")
-        value_json = json_safe(value)
         i = calls.next()
-        fp = fingerprint("board.write", key, digest(value_json))
+        # The key is not redacted: readers look the value up by it.
+        fp, value_json = self._journaled("board.write", key, json_safe(value))
         rec = calls.recorded(i, "blackboard.write", fp, f"ctx.board.set({key!r})")
         if rec is not None:
             return rec.call.id
