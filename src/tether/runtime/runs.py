@@ -149,11 +149,18 @@ def start_run(store: Store, agent: AgentLike, *, agent_ref: str, goal: str,
                  swarm=swarm, goal=goal, status="running", epoch=0, step=0, seq=0, head="",
                  spec=spec, budget=b, usage={}, wake_at=None, created=now, updated=now,
                  parent=parent)
+    _journal_start(store, row, init, src, clk, actor)
+    return run_id
+
+
+def _journal_start(store: Store, row: RunRow, init: dict[str, Any], src: UlidSource,
+                   clk: Clock, actor: str) -> None:
+    """``run.started`` and the step-0 checkpoint, in one commit."""
     j = RunJournal(store, row, None, src, clk.now)
-    j.append("run.started", {"name": row.name, "agent": agent_ref, "goal": goal, "swarm": swarm,
-                             "budget": b, "spec": spec, "parent": parent}, step=0, actor=actor)
-    ck = CheckpointEncoder(run=run_id).encode(0, init, force_key=True)
+    j.append("run.started", {"name": row.name, "agent": row.agent, "goal": row.goal,
+                             "swarm": row.swarm, "budget": row.budget, "spec": row.spec,
+                             "parent": row.parent}, step=0, actor=actor)
+    ck = CheckpointEncoder(run=row.id).encode(0, init, force_key=True)
     j.checkpoint(ck)
     j.append("checkpoint", checkpoint_info(ck), step=0, actor=actor)
     j.flush_sync()
-    return run_id
