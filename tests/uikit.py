@@ -75,7 +75,8 @@ def dashboard(db: Path, tmp: Path) -> Iterator[httpx.Client]:
             if proc.poll() is not None:
                 raise AssertionError(f"the server exited: {log.read_text()}")
             try:
-                return client.get("/api/session").status_code == 200
+                # 401: it answers, and asks for a token (one exists in the store).
+                return client.get("/api/session").status_code in (200, 401)
             except httpx.TransportError:
                 return False
         wait_for(up, "the dashboard answers")

@@ -31,7 +31,16 @@ from tether.store.records import RUN_STATUSES
 from tether.ui import actions, views
 from tether.ui.auth import Caller
 from tether.ui.context import UiContext
-from tether.ui.deps import actor, context, csrf_for, principal, reader, require, set_csrf_cookie
+from tether.ui.deps import (
+    actor,
+    context,
+    credentials,
+    csrf_for,
+    principal,
+    reader,
+    require,
+    set_csrf_cookie,
+)
 from tether.ui.graph import graph
 from tether.ui.live import sse_event
 
@@ -111,6 +120,9 @@ def session(request: Request, ctx: Ctx, who: Annotated[Caller, Depends(principal
 @router.get("/live", summary="Server-sent events: `change` after every commit to the store",
             response_class=StreamingResponse, dependencies=[Depends(reader)])
 async def live(request: Request, ctx: Ctx) -> StreamingResponse:
+    creds = credentials(request)
+    token = request.state.caller.via != "loopback"
+
     async def stream() -> Any:
         async with ctx.poller.subscribe() as q:
             yield b"retry: 2000\n\n" + sse_event("hello", orjson.dumps(
@@ -123,6 +135,8 @@ async def live(request: Request, ctx: Ctx) -> StreamingResponse:
                     continue
                 if head < 0 or await request.is_disconnected():
                     return
+                if token and await asyncio.to_thread(ctx.auth.resolve, creds) is None:
+                    return  # its token was revoked (or its session ended): so does the stream
                 yield sse_event("change", orjson.dumps({"batch": head}).decode(), id_=head)
     return StreamingResponse(stream(), media_type="text/event-stream",
                              headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
