@@ -15,7 +15,6 @@ import pytest
 from starlette.testclient import TestClient
 
 from tests.ui_agents import payer, writer
-from tests.uikit import error_of
 from tether import Worker, start_run
 from tether.store.sqlite import SQLiteStore
 from tether.ui.app import create_app

@@ -12,9 +12,9 @@ import pytest
 from typer.testing import CliRunner
 
 from tether.cli.app import app
+from tether.core.identity import TokenInfo
 from tether.core.statediff import diff
 from tether.errors import UsageError
-from tether.core.identity import TokenInfo
 from tether.identity import Principal, Role
 from tether.ui.auth import Auth, BearerToken, Caller, Credentials, LoopbackOwner, SessionCookie, Sessions
 from tether.ui.live import Poller
@@ -181,6 +181,7 @@ def test_ui_serve_refuses_a_public_bind_in_one_line(tmp_path: Path) -> None:
     assert res.exit_code == 2
     lines = res.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: refusing to serve on 0.0.0.0")
+    assert "`tether ui token create --name NAME --role admin`" in lines[0]
     assert not (tmp_path / "t.db").exists()  # refused before the store was opened
 
 

@@ -280,7 +280,7 @@ def test_beyond_loopback_the_bound_name_is_answered_and_nobody_acts_without_a_to
         # Every token revoked: beyond loopback there is no OS-user fallback at all.
         revoke_token(s, info.id, who="human:root")
         assert c.get("/api/overview").status_code == 401
-    with TestClient(create_app(s, host="0.0.0.0", port=8765),  # noqa: S104
+    with TestClient(create_app(s, host="0.0.0.0", port=8765),
                     base_url="http://dash.example:8765") as c:
         resp = c.get("/api/overview")  # any Host is answered; still nobody without a token
         assert resp.status_code == 401 and error_of(resp)["kind"] == "Unauthorized"

@@ -36,8 +36,7 @@ _DESCRIPTION = ("Operate always-on agent runs: the web dashboard's JSON API. Sha
 
 
 def create_app(store: Store, *, host: str = "127.0.0.1", port: int = 8765,
-               agents: Mapping[str, AgentLike] | None = None,
-               auth: Auth | None = None,
+               agents: Mapping[str, AgentLike] | None = None, auth: Auth | None = None,
                poll_interval: float = 0.25) -> FastAPI:
     """The dashboard over ``store``, answering as ``host:port``.
 

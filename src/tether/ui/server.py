@@ -32,6 +32,17 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+def _who(store: Store, host: str) -> str:
+    """Who the dashboard will take requests from, for its first line."""
+    if not is_loopback(host):
+        return ("every request needs an access token (Bearer header, or sign in at /signin); "
+                "put a reverse proxy with TLS in front")
+    if tokens_exist(store):
+        return "every request needs an access token (sign in at /signin)"
+    return (f"acting as human:{os_user()} (admin: loopback, no access tokens yet; the first "
+            "`tether ui token create` makes every request need one)")
+
+
 def serve(store: Store, *, host: str = "127.0.0.1", port: int = 8765,
           say: Callable[[str], None] = print) -> None:
     """Serve the dashboard over ``store`` until interrupted.
@@ -52,15 +63,8 @@ def serve(store: Store, *, host: str = "127.0.0.1", port: int = 8765,
     sock = _bind(host, port)
     app = create_app(store, host=host, port=port)
     shown = f"[{host}]" if ":" in host else host
-    if not is_loopback(host):
-        who = ("every request needs an access token (Bearer header, or sign in at /signin); "
-               "put a reverse proxy with TLS in front")
-    elif tokens_exist(store):
-        who = "every request needs an access token (sign in at /signin)"
-    else:
-        who = (f"acting as human:{os_user()} (admin: loopback, no access tokens yet; the "
-               "first `tether ui token create` makes every request need one)")
-    say(f"tether dashboard on http://{shown}:{port}/ (store {store.url}); {who}; Ctrl-C stops")
+    say(f"tether dashboard on http://{shown}:{port}/ (store {store.url}); {_who(store, host)}; "
+        "Ctrl-C stops")
     # Open live pages hold their connections: give them 2 s to go, then close them.
     config = uvicorn.Config(app, host=host, port=port, log_level="warning",
                             timeout_graceful_shutdown=2, proxy_headers=False,
