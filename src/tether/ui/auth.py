@@ -24,6 +24,7 @@ The chain ``tether ui serve`` builds, in order:
 from __future__ import annotations
 
 import secrets
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -136,6 +137,7 @@ class Sessions:
         self.limit = limit
         self.clock = clock
         self._live: OrderedDict[str, _Session] = OrderedDict()
+        self._lock = threading.Lock()  # sync routes run in a thread pool
 
     def __len__(self) -> int:
         return len(self._live)
@@ -143,14 +145,16 @@ class Sessions:
     def start(self, token: TokenInfo) -> str:
         """A new session for ``token``; returns its id (256 random bits), for the cookie."""
         sid = secrets.token_urlsafe(32)
-        self._live[sid] = _Session(token.id, token.hash, self.clock())
-        while len(self._live) > self.limit:
-            self._live.popitem(last=False)
+        with self._lock:
+            self._live[sid] = _Session(token.id, token.hash, self.clock())
+            while len(self._live) > self.limit:
+                self._live.popitem(last=False)
         return sid
 
     def end(self, sid: str) -> bool:
         """Sign out: forget the session. Returns whether it existed."""
-        return self._live.pop(sid, None) is not None
+        with self._lock:
+            return self._live.pop(sid, None) is not None
 
     def principal(self, sid: str) -> Principal | None:
         """Who session ``sid`` is now: its token's current name and role; None (and the
@@ -160,7 +164,8 @@ class Sessions:
             return None
         t = self.lookup(s.hash) if self.clock() - s.started < self.max_age else None
         if t is None or not t.active or t.id != s.token:
-            self._live.pop(sid, None)
+            with self._lock:
+                self._live.pop(sid, None)
             return None
         return Principal(t.name, t.role, "token")
 
