@@ -62,12 +62,14 @@ def _fuzz(op: Any, client: TestClient, ids: dict[str, str], auth: dict[str, str]
     check()
 
 
+@pytest.mark.parametrize("role", ["admin", "viewer"])
 def test_the_api_fuzzed_from_its_schema_has_no_server_error_and_well_formed_4xx(
-        tmp_path: Path) -> None:
+        tmp_path: Path, role: str) -> None:
+    """As an admin every operation runs; as a viewer every change is a well-formed 403."""
     s = SQLiteStore(tmp_path / "t.db")
     ids = alerting_world(s, tmp_path)
-    _, admin = create_token(s, "fuzz", "admin", who="human:root")
-    auth = {"Authorization": f"Bearer {admin}"}
+    _, secret = create_token(s, "fuzz", role, who="human:root")
+    auth = {"Authorization": f"Bearer {secret}"}
     app = create_app(s, port=8765, agents=AGENTS)
     problems: list[str] = []
     with TestClient(app, base_url=BASE) as client:
