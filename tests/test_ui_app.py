@@ -1,7 +1,7 @@
 """The dashboard's pages and actions, driven in process (an ASGI client on the app, real
 SQLite stores): each page and its live part, rollback (plan first, then its undos run in
-the server), fork with state edits, the swarm graph's focus, and the auth seam (a viewer
-refused a change, a caller nobody knows refused, a Bearer caller needing no CSRF)."""
+the server), fork with state edits, the swarm graph's focus. Tokens, sessions and roles:
+test_ui_tokens.py."""
 
 from __future__ import annotations
 
@@ -15,11 +15,9 @@ import pytest
 from starlette.testclient import TestClient
 
 from tests.ui_agents import payer, writer
-from tests.uikit import error_of
 from tether import Worker, start_run
 from tether.store.sqlite import SQLiteStore
 from tether.ui.app import create_app
-from tether.ui.auth import Credentials, LoopbackOwner, Principal, Resolver
 
 AGENTS = {"tests.ui_agents:payer": payer, "tests.ui_agents:writer": writer}
 BASE = "http://127.0.0.1:8765"
@@ -42,9 +40,8 @@ def world(tmp_path: Path) -> Iterator[tuple[SQLiteStore, str, str]]:
     s.close()
 
 
-def _client(s: SQLiteStore, resolvers: list[Resolver] | None = None) -> TestClient:
-    return TestClient(create_app(s, port=8765, agents=AGENTS, resolvers=resolvers),
-                      base_url=BASE)
+def _client(s: SQLiteStore) -> TestClient:
+    return TestClient(create_app(s, port=8765, agents=AGENTS), base_url=BASE)
 
 
 def _token(html: str) -> str:
@@ -146,51 +143,3 @@ def test_edited_arguments_that_do_not_fit_the_tool_are_refused_and_decide_nothin
     row = s.approval(req.id)
     assert row is not None and row.status == "approved" and row.always
     assert row.edited_arguments is None  # the proposed arguments, untouched, are no edit
-
-
-class _Fixed:
-    """A resolver naming whoever it was built with (as a token resolver will)."""
-
-    def __init__(self, who: Principal, *, bearer: bool = False) -> None:
-        self.who, self.bearer = who, bearer
-
-    def __call__(self, creds: Credentials) -> Principal | None:
-        if self.bearer and creds.bearer != "t0k3n":
-            return None
-        return self.who
-
-
-def test_a_viewer_may_read_but_not_approve_and_nothing_is_journaled(
-        world: tuple[SQLiteStore, str, str]) -> None:
-    s, pay, _ = world
-    (req,) = s.approvals(status="pending")
-    before = len(s.events(pay))
-    with _client(s, [_Fixed(Principal("val", "viewer"))]) as c:
-        page = c.get("/needs")
-        assert page.status_code == 200 and "val (viewer)" in page.text
-        resp = c.post(f"/api/approvals/{req.id}/approve", json={},
-                      headers={"X-CSRF-Token": _token(page.text)})
-        assert resp.status_code == 403 and "may not approve" in error_of(resp)["message"]
-    assert len(s.events(pay)) == before and s.approval(req.id).status == "pending"  # type: ignore[union-attr]
-
-
-def test_a_caller_nobody_knows_is_refused_and_a_bearer_caller_needs_no_csrf(
-        world: tuple[SQLiteStore, str, str]) -> None:
-    s, pay, _ = world
-    (req,) = s.approvals(status="pending")
-    closed = LoopbackOwner("ada", tokens_exist=lambda: True)
-    with _client(s, [closed]) as c:
-        resp = c.get("/api/overview")
-        assert resp.status_code == 401 and resp.headers["www-authenticate"] == "Bearer"
-        assert error_of(resp)["kind"] == "Unauthorized"
-    bearer = _Fixed(Principal("ops-bot", "operator", "bearer"), bearer=True)
-    with _client(s, [bearer, closed]) as c:
-        assert c.get("/api/overview").status_code == 401
-        h = {"Authorization": "Bearer t0k3n"}
-        resp = c.post(f"/api/approvals/{req.id}/deny", json={"reason": "not now"}, headers=h)
-        assert resp.status_code == 200, resp.text
-        # An operator may not roll back.
-        wr = c.post(f"/api/runs/{pay}/rollback", json={"to": 0}, headers=h)
-        assert wr.status_code == 403
-    (decided,) = [e for e in s.events(pay) if e.kind == "approval.decided"]
-    assert decided.actor == "human:ops-bot"

@@ -12,11 +12,21 @@ import pytest
 from typer.testing import CliRunner
 
 from tether.cli.app import app
+from tether.core.identity import TokenInfo
 from tether.core.statediff import diff
 from tether.errors import UsageError
-from tether.ui.auth import ACTIONS, Auth, Credentials, LoopbackOwner, Principal, permits
+from tether.identity import Principal, Role
+from tether.ui.auth import Auth, BearerToken, Caller, Credentials, LoopbackOwner, SessionCookie, Sessions
 from tether.ui.live import Poller
-from tether.ui.security import allowed_hosts, check_bind, csrf_ok, csrf_token, is_loopback, origin_ok
+from tether.ui.security import (
+    allowed_hosts,
+    check_bind,
+    csrf_ok,
+    csrf_token,
+    is_loopback,
+    origin_ok,
+    safe_next,
+)
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.2", "::1", "[::1]", "localhost"])
@@ -27,7 +37,8 @@ def test_loopback_binds_are_allowed(host: str) -> None:
 
 @pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.168.1.5", "example.com", "localhost.evil"])
 def test_any_other_bind_is_refused_until_tokens_exist(host: str) -> None:
-    with pytest.raises(UsageError, match=r"refusing to serve on .*access token.*tether ui token"):
+    with pytest.raises(UsageError, match=r"refusing to serve on .*access token.*`tether ui token "
+                                         r"create --name NAME --role admin`.*TLS"):
         check_bind(host)
     check_bind(host, tokens=True)
 
@@ -35,15 +46,32 @@ def test_any_other_bind_is_refused_until_tokens_exist(host: str) -> None:
 def test_allowed_hosts_are_the_loopback_names_with_the_port() -> None:
     hosts = allowed_hosts("127.0.0.1", 8765)
     assert hosts == {"localhost:8765", "127.0.0.1:8765", "[::1]:8765"}
-    assert "[::2]:9000" in allowed_hosts("::2", 9000)
+    assert "[::2]:9000" in allowed_hosts("::2", 9000)  # type: ignore[operator]
+    # Beyond loopback: the bound name or address too; a wildcard bind answers any Host
+    # (it needs tokens, and then every request carries one).
+    assert "dash.internal:8765" in allowed_hosts("dash.internal", 8765)  # type: ignore[operator]
+    assert "10.1.2.3:8765" in allowed_hosts("10.1.2.3", 8765)  # type: ignore[operator]
+    assert allowed_hosts("0.0.0.0", 8765) is None and allowed_hosts("::", 8765) is None
 
 
 @pytest.mark.parametrize(("origin", "ok"), [
-    (None, True), ("http://127.0.0.1:8765", True), ("http://localhost:8765", True),
-    ("http://evil.example", False), ("https://127.0.0.1:8765", False),
-    ("http://127.0.0.1:9999", False), ("null", False)])
-def test_origin_must_be_the_dashboard_itself(origin: str | None, ok: bool) -> None:
-    assert origin_ok(origin, allowed_hosts("127.0.0.1", 8765)) is ok
+    (None, True), ("http://127.0.0.1:8765", True), ("https://127.0.0.1:8765", True),
+    ("http://localhost:8765", False), ("http://evil.example", False),
+    ("http://127.0.0.1:9999", False), ("null", False), ("ftp://127.0.0.1:8765", False)])
+def test_origin_must_be_the_dashboard_as_the_browser_addressed_it(origin: str | None,
+                                                                  ok: bool) -> None:
+    assert origin_ok(origin, "127.0.0.1:8765") is ok
+
+
+@pytest.mark.parametrize(("given", "went"), [
+    ("/runs/01ABC?step=3", "/runs/01ABC?step=3"), ("/", "/"), ("/needs#x", "/needs#x"),
+    (None, "/"), ("", "/"), ("https://evil.example/", "/"), ("//evil.example/", "/"),
+    ("/\\evil.example/", "/"), ("\\\\evil.example", "/"), ("evil.example", "/"),
+    ("javascript:alert(1)", "/"), ("/ok\r\nSet-Cookie: x=1", "/"), ("/signin?next=/", "/"),
+    ("/signout", "/"), ("/" + "a" * 3000, "/")])
+def test_sign_in_sends_the_browser_only_to_a_path_of_this_dashboard(given: str | None,
+                                                                    went: str) -> None:
+    assert safe_next(given) == went
 
 
 def test_csrf_tokens_fit_one_seed_under_one_secret() -> None:
@@ -54,24 +82,50 @@ def test_csrf_tokens_fit_one_seed_under_one_secret() -> None:
     assert not csrf_ok(b"s" * 32, None, token) and not csrf_ok(b"s" * 32, "seed", None)
 
 
-def test_roles_are_ordered_and_unknown_actions_are_nobodys() -> None:
-    assert permits("viewer", "view") and not permits("viewer", "approve")
-    assert permits("operator", "approve") and permits("operator", "stop")
-    assert not permits("operator", "rollback") and not permits("operator", "fork")
-    assert all(permits("admin", a) for a in ACTIONS)
-    assert not permits("admin", "format the disk")
-
-
-def test_the_loopback_owner_steps_aside_for_credentials_and_tokens() -> None:
+def test_the_loopback_owner_steps_aside_for_a_bearer_a_proxy_and_tokens() -> None:
     tokens = [False]
     owner = LoopbackOwner("ada", tokens_exist=lambda: tokens[0])
     auth = Auth([owner])
-    assert auth.resolve(Credentials()) == Principal("ada", "admin", "loopback")
+    me = Caller(Principal("ada", Role.ADMIN, "os"), "loopback")
+    assert auth.resolve(Credentials()) == me and me.actor == "human:ada"
     assert auth.resolve(Credentials(bearer="t0k3n")) is None  # a token resolver judges it
-    assert auth.resolve(Credentials(session="s")) is None
+    assert auth.resolve(Credentials(forwarded=True)) is None  # may come from anywhere
+    # A stale session cookie (signed in before the last token was revoked) is ignored.
+    assert auth.resolve(Credentials(session="s")) == me
     tokens[0] = True
     assert auth.resolve(Credentials()) is None  # once a token exists, every request needs one
-    assert Principal("ada", "admin").who == "human:ada"
+
+
+def _token(name: str, role: Role, tid: str = "T1", revoked: str | None = None) -> TokenInfo:
+    return TokenInfo(id=tid, name=name, role=role, hash="h-" + tid, created="2026-01-01",
+                     created_by="human:root", revoked=revoked)
+
+
+def test_a_session_names_its_tokens_current_holder_and_ends_with_it() -> None:
+    rows = {"h-T1": _token("ada", Role.OPERATOR)}
+    now = [0.0]
+    sessions = Sessions(rows.get, max_age=100, limit=2, clock=lambda: now[0])
+    auth = Auth([BearerToken(lambda s: Principal("bot", Role.ADMIN, "token")
+                             if s == "good" else None), SessionCookie(sessions)], sessions)
+    sid = sessions.start(rows["h-T1"])
+    assert len(sid) >= 43 and sid != sessions.start(rows["h-T1"])  # random, new each time
+    got = auth.resolve(Credentials(session=sid))
+    assert got is not None and (got.name, got.role, got.via) == ("ada", Role.OPERATOR, "session")
+    # A Bearer header is judged alone: a bad one is not rescued by a good cookie.
+    assert auth.resolve(Credentials(bearer="bad", session=sid)) is None
+    assert auth.resolve(Credentials(bearer="good", session=sid)).via == "bearer"  # type: ignore[union-attr]
+    # Revoked: the next request finds the row revoked, and the session is gone for good.
+    rows["h-T1"] = _token("ada", Role.OPERATOR, revoked="2026-01-02")
+    assert auth.resolve(Credentials(session=sid)) is None
+    rows["h-T1"] = _token("ada", Role.OPERATOR)
+    assert auth.resolve(Credentials(session=sid)) is None
+    # Too old, however active; and the oldest goes first past the limit.
+    old = sessions.start(rows["h-T1"])
+    now[0] = 100.0
+    assert sessions.principal(old) is None
+    a, b, c = (sessions.start(rows["h-T1"]) for _ in range(3))
+    assert len(sessions) == 2 and sessions.principal(a) is None and sessions.principal(c)
+    assert sessions.end(b) and not sessions.end(b) and sessions.principal(b) is None
 
 
 def test_state_diff_walks_objects_and_keeps_lists_whole() -> None:
@@ -127,6 +181,7 @@ def test_ui_serve_refuses_a_public_bind_in_one_line(tmp_path: Path) -> None:
     assert res.exit_code == 2
     lines = res.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: refusing to serve on 0.0.0.0")
+    assert "`tether ui token create --name NAME --role admin`" in lines[0]
     assert not (tmp_path / "t.db").exists()  # refused before the store was opened
 
 

@@ -75,7 +75,8 @@ def dashboard(db: Path, tmp: Path) -> Iterator[httpx.Client]:
             if proc.poll() is not None:
                 raise AssertionError(f"the server exited: {log.read_text()}")
             try:
-                return client.get("/api/session").status_code == 200
+                # 401: it answers, and asks for a token (one exists in the store).
+                return client.get("/api/session").status_code in (200, 401)
             except httpx.TransportError:
                 return False
         wait_for(up, "the dashboard answers")
@@ -104,3 +105,40 @@ def error_of(resp: httpx.Response) -> dict[str, Any]:
     assert set(err) == {"status", "kind", "message"}, body
     assert err["status"] == resp.status_code and err["kind"] and err["message"], body
     return dict(err)
+
+
+def journal_mark(store: Any) -> tuple[Any, ...]:
+    """Everything a change would move: the newest commit batch, each run's events (count
+    and last id), the store chain, every approval's status. Equal before and after a
+    request: it journaled nothing."""
+    runs = tuple((r.id, r.seq, r.status, r.epoch) for r in store.list_runs())
+    events = tuple((r[0], len(store.events(r[0]))) for r in runs)
+    chain = tuple(e.id for e in store.store_events())
+    approvals = tuple((a.id, a.status) for a in store.approvals())
+    return store.latest_batch(), runs, events, chain, approvals
+
+
+def alerting_world(store: Any, tmp: Path) -> dict[str, str]:
+    """A small real store for the API's tests: a payer waiting for approval, a writer done
+    after 3 steps (reversible writes in ``tmp/ws``), and a looper its monitor alerted on.
+    Returns the ids: ``pay``, ``wr``, ``loop``, ``approval``, ``alert``, ``effect``."""
+    import asyncio
+
+    from tests.test_monitor_host import Repeats, _looping, look
+    from tests.ui_agents import payer, writer
+    from tether import StepAgent, Worker, start_run
+    looper = StepAgent(_looping, name="looper", tools=[look], monitors=[Repeats])
+    agents = {"tests.ui_agents:payer": payer, "tests.ui_agents:writer": writer,
+              "tests.uikit:looper": looper}
+    pay = start_run(store, payer, agent_ref="tests.ui_agents:payer", goal="pay bob", name="pay")
+    wr = start_run(store, writer, agent_ref="tests.ui_agents:writer", goal="write", name="wr",
+                   workspace=tmp / "ws")
+    loop = start_run(store, looper, agent_ref="tests.uikit:looper", goal="look", name="loop")
+    asyncio.run(Worker(store, agents=agents, poll_interval=0.01).run(until_idle=True))
+    (req,) = store.approvals(status="pending")
+    from tether.alerts import alerts
+    found = alerts(store, run=loop)
+    assert found, "the looper raised no alert"
+    effect = next(e for e in store.effects(run=wr))
+    return {"pay": pay, "wr": wr, "loop": loop, "approval": req.id, "alert": found[0].id,
+            "effect": effect.id}

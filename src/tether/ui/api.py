@@ -22,15 +22,25 @@ from pydantic import BaseModel, Field
 from tether.approvals import approval_json
 from tether.core.events import KINDS
 from tether.errors import UsageError
+from tether.identity import PERMISSIONS
 from tether.ops import Tether
 from tether.reporting.query import window as query_window
 from tether.reporting.query import zone
 from tether.runinfo import run_json
 from tether.store.records import RUN_STATUSES
 from tether.ui import actions, views
-from tether.ui.auth import Principal
+from tether.ui.auth import Caller
 from tether.ui.context import UiContext
-from tether.ui.deps import actor, context, csrf_for, principal, reader, require, set_csrf_cookie
+from tether.ui.deps import (
+    actor,
+    context,
+    credentials,
+    csrf_for,
+    principal,
+    reader,
+    require,
+    set_csrf_cookie,
+)
 from tether.ui.graph import graph
 from tether.ui.live import sse_event
 
@@ -96,11 +106,13 @@ def _done(d: actions.Done) -> Json:
 
 # -- who, and live updates -------------------------------------------------------------
 
-@router.get("/session", summary="Who you are and the CSRF token for changes")
-def session(request: Request, ctx: Ctx, who: Annotated[Principal, Depends(principal)]
+@router.get("/session", summary="Who you are, your role, what it permits, and the CSRF "
+                               "token for changes")
+def session(request: Request, ctx: Ctx, who: Annotated[Caller, Depends(principal)]
             ) -> JSONResponse:
     token, seed = csrf_for(request, ctx)
-    resp = JSONResponse({"name": who.name, "role": who.role, "via": who.via, "csrf": token})
+    resp = JSONResponse({**who.to_json(), "may": [a for a in PERMISSIONS if who.can(a)],
+                         "csrf": token})
     set_csrf_cookie(resp, seed)
     return resp
 
@@ -108,6 +120,9 @@ def session(request: Request, ctx: Ctx, who: Annotated[Principal, Depends(princi
 @router.get("/live", summary="Server-sent events: `change` after every commit to the store",
             response_class=StreamingResponse, dependencies=[Depends(reader)])
 async def live(request: Request, ctx: Ctx) -> StreamingResponse:
+    creds = credentials(request)
+    token = request.state.caller.via != "loopback"
+
     async def stream() -> Any:
         async with ctx.poller.subscribe() as q:
             yield b"retry: 2000\n\n" + sse_event("hello", orjson.dumps(
@@ -120,6 +135,8 @@ async def live(request: Request, ctx: Ctx) -> StreamingResponse:
                     continue
                 if head < 0 or await request.is_disconnected():
                     return
+                if token and await asyncio.to_thread(ctx.auth.resolve, creds) is None:
+                    return  # its token was revoked (or its session ended): so does the stream
                 yield sse_event("change", orjson.dumps({"batch": head}).decode(), id_=head)
     return StreamingResponse(stream(), media_type="text/event-stream",
                              headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
@@ -155,7 +172,7 @@ def audit(t: Reader, ctx: Ctx) -> Json:
 
 
 @router.post("/audit/verify", summary="Verify every chain now (tether audit verify)")
-def verify(t: Annotated[Tether, Depends(actor("verify"))], ctx: Ctx) -> Json:
+def verify(t: Annotated[Tether, Depends(actor("read"))], ctx: Ctx) -> Json:
     from tether.system_clock import SYSTEM_CLOCK
     ctx.last_verify = {**t.verify().to_json(), "at": SYSTEM_CLOCK.now(), "by": t.who}
     return ctx.last_verify
@@ -303,7 +320,7 @@ def alerts(t: Reader, run: str | None = None, unacked: bool = False) -> list[Jso
 
 
 @router.post("/alerts/{alert}/ack", summary="Acknowledge an alert")
-def ack(alert: str, body: AckBody, t: Annotated[Tether, Depends(actor("ack"))]) -> Json:
+def ack(alert: str, body: AckBody, t: Annotated[Tether, Depends(actor("acknowledge"))]) -> Json:
     return _done(actions.ack(t, alert, body.note))
 
 

@@ -11,7 +11,7 @@ bind beyond loopback; a test may drive the app in process with an ASGI client.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -22,10 +22,11 @@ from tether._version import __version__
 from tether.runtime.agent import AgentLike
 from tether.store.protocol import Store
 from tether.ui import api, errors
-from tether.ui.auth import Auth, LoopbackOwner, Resolver
+from tether.ui.auth import Auth
 from tether.ui.context import UiContext
-from tether.ui.deps import HostGuard
-from tether.ui.pages import graph, needs, overview, report, run
+from tether.ui.deps import HostGuard, check_routes
+from tether.ui.pages import graph, needs, overview, report, run, signin
+from tether.ui.security import is_loopback
 
 __all__ = ["create_app"]
 
@@ -35,8 +36,7 @@ _DESCRIPTION = ("Operate always-on agent runs: the web dashboard's JSON API. Sha
 
 
 def create_app(store: Store, *, host: str = "127.0.0.1", port: int = 8765,
-               agents: Mapping[str, AgentLike] | None = None,
-               resolvers: Sequence[Resolver] | None = None,
+               agents: Mapping[str, AgentLike] | None = None, auth: Auth | None = None,
                poll_interval: float = 0.25) -> FastAPI:
     """The dashboard over ``store``, answering as ``host:port``.
 
@@ -46,11 +46,12 @@ def create_app(store: Store, *, host: str = "127.0.0.1", port: int = 8765,
         agents: agents by reference, for operations that need a run's agent (edited
             approval arguments are checked against its tool's schema; a rollback runs its
             undo tools); a reference not in it is imported as ``module:attr``.
-        resolvers: who may ask (:mod:`tether.ui.auth`); default: the OS user who started
-            it, as admin (loopback, no tokens).
+        auth: who may ask (:mod:`tether.ui.auth`); default :meth:`Auth.for_store`: access
+            tokens (Bearer header, or a browser's session), and on a loopback ``host`` the
+            OS user who started it, as admin, while the store has no valid token.
         poll_interval: seconds between the live poller's reads of the store.
     """
-    ctx = UiContext(store, host, port, Auth(list(resolvers or [LoopbackOwner()])),
+    ctx = UiContext(store, host, port, auth or Auth.for_store(store, loopback=is_loopback(host)),
                     dict(agents or {}), poll_interval)
 
     @asynccontextmanager
@@ -68,8 +69,9 @@ def create_app(store: Store, *, host: str = "127.0.0.1", port: int = 8765,
     app.state.ctx = ctx
     errors.install(app)
     app.include_router(api.router)
-    for module in (overview, needs, run, graph, report):
+    for module in (overview, needs, run, graph, report, signin):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=_STATIC), name="static")
     app.add_middleware(HostGuard, hosts=ctx.hosts)
+    check_routes(app)  # a route that checks no permission fails here, in every test
     return app

@@ -9,7 +9,7 @@ from typing import Any
 from tether.ops import Tether
 from tether.runtime.agent import AgentLike
 from tether.store.protocol import Store
-from tether.ui.auth import Auth, Principal
+from tether.ui.auth import Auth, Caller
 from tether.ui.live import Poller
 from tether.ui.security import allowed_hosts
 
@@ -33,12 +33,13 @@ class UiContext:
     last_verify: dict[str, Any] | None = None
     """The last ``audit verify`` this server ran (the journal keeps no record of one)."""
     poller: Poller = field(init=False)
-    hosts: frozenset[str] = field(init=False)
+    hosts: frozenset[str] | None = field(init=False)
 
     def __post_init__(self) -> None:
         self.poller = Poller(self.store.latest_batch, self.poll_interval)
         self.hosts = allowed_hosts(self.host, self.port)
 
-    def ops(self, who: Principal | None = None) -> Tether:
-        """The operations façade acting as ``who`` (None: a read)."""
-        return Tether(self.store, agents=self.agents, who=who.who if who else "human:-")
+    def ops(self, who: Caller | None = None) -> Tether:
+        """The operations façade acting as ``who`` (its journal actor,
+        :attr:`tether.identity.Principal.actor`; None: a read)."""
+        return Tether(self.store, agents=self.agents, who=who.actor if who else "human:-")

@@ -15,14 +15,23 @@ from fastapi import Depends, Request
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from tether.identity import PERMISSIONS, Role, permits
 from tether.ops import Tether
-from tether.ui.auth import Credentials, Principal, permits
+from tether.ui.auth import Caller, Credentials
 from tether.ui.context import UiContext
 from tether.ui.errors import error_response
-from tether.ui.security import CSRF_COOKIE, CSRF_FIELD, CSRF_HEADER, csrf_ok, csrf_token, origin_ok
+from tether.ui.security import (
+    CSRF_COOKIE,
+    CSRF_FIELD,
+    CSRF_HEADER,
+    SESSION_COOKIE,
+    csrf_ok,
+    csrf_token,
+    origin_ok,
+)
 
-__all__ = ["HostGuard", "actor", "context", "csrf_for", "principal", "reader", "require",
-           "set_csrf_cookie"]
+__all__ = ["OPEN", "HostGuard", "actor", "check_csrf", "check_routes", "context", "csrf_for", "principal",
+           "reader", "require", "route_permissions", "set_csrf_cookie"]
 
 _FORMS = ("application/x-www-form-urlencoded", "multipart/form-data")
 _SAFE = ("GET", "HEAD", "OPTIONS")
@@ -32,9 +41,11 @@ class HostGuard:
     """Refuse a request whose ``Host`` is not one of the dashboard's own names (DNS
     rebinding), or whose ``Origin``, when a change is asked, is another site's."""
 
-    def __init__(self, app: ASGIApp, hosts: frozenset[str]) -> None:
+    def __init__(self, app: ASGIApp, hosts: frozenset[str] | None) -> None:
         self.app = app
         self.hosts = hosts
+        """The ``Host`` values answered; None: any (a wildcard bind, where every request
+        needs a token)."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -43,19 +54,19 @@ class HostGuard:
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         host = headers.get("host", "").lower()
         problem = None
-        if host not in self.hosts:
+        known = self.hosts is None or host in self.hosts
+        if not known:
             problem = (f"Host {host or '(none)'!r} is not this dashboard's; open it as "
-                       f"http://{sorted(self.hosts)[0]}/ (other names are refused: DNS "
+                       f"http://{sorted(self.hosts or ())[0]}/ (other names are refused: DNS "
                        "rebinding)")
-        elif scope["method"] not in _SAFE and not origin_ok(headers.get("origin"), self.hosts):
+        elif scope["method"] not in _SAFE and not origin_ok(headers.get("origin"), host):
             problem = f"a change asked from another site ({headers.get('origin')}) is refused"
         if problem is None:
             await self.app(scope, receive, send)
             return
         request = Request(scope, receive)
-        await error_response(request, 403 if host in self.hosts else 400,
-                             "Forbidden" if host in self.hosts else "BadHost",
-                             problem)(scope, receive, send)
+        await error_response(request, 403 if known else 400,
+                             "Forbidden" if known else "BadHost", problem)(scope, receive, send)
 
 
 def context(request: Request) -> UiContext:
@@ -63,34 +74,65 @@ def context(request: Request) -> UiContext:
     return ctx
 
 
+_PROXY_HEADERS = ("forwarded", "x-forwarded-for", "x-real-ip")
+
+
 def credentials(request: Request) -> Credentials:
-    auth = request.headers.get("authorization", "")
-    scheme, _, token = auth.partition(" ")
-    return Credentials(bearer=token.strip() if scheme.lower() == "bearer" and token else None,
-                       session=request.cookies.get("tether_session"),
-                       peer=request.client.host if request.client else None)
+    """The request's credentials, as :mod:`tether.ui.auth` takes them."""
+    auth = request.headers.get("authorization")
+    bearer = None
+    if auth is not None:
+        scheme, _, token = auth.partition(" ")
+        # Any Authorization header is a claim to be judged: a malformed one is a bad token.
+        bearer = token.strip() if scheme.lower() == "bearer" else auth
+    return Credentials(bearer=bearer, session=request.cookies.get(SESSION_COOKIE) or None,
+                       forwarded=any(h in request.headers for h in _PROXY_HEADERS))
 
 
-def principal(request: Request, ctx: UiContext = Depends(context)) -> Principal:  # noqa: B008
+def _unknown(creds: Credentials) -> str:
+    """Why nobody was recognised, and what to do."""
+    if creds.bearer is not None:
+        return ("the Bearer token is not valid (mistyped, or revoked): `tether ui token list` "
+                "shows the valid ones; `tether ui token create` makes one")
+    if creds.session is not None:
+        return ("your session has ended (signed out, expired, the server restarted, or its "
+                "token was revoked): sign in again at /signin")
+    if creds.forwarded:
+        return ("this request came through a proxy, so it needs an access token: create one "
+                "with `tether ui token create --name NAME --role ROLE` and sign in at /signin")
+    return ("sign in: this dashboard needs an access token (Authorization: Bearer TOKEN, or "
+            "sign in at /signin with it)")
+
+
+def principal(request: Request, ctx: UiContext = Depends(context)) -> Caller:  # noqa: B008
     """Who is asking (401 when no resolver knows them)."""
-    p = ctx.auth.resolve(credentials(request))
-    if p is None:
-        raise HTTPException(401, "sign in: this dashboard needs an access token "
-                                 "(Authorization: Bearer TOKEN)",
-                            headers={"WWW-Authenticate": "Bearer"})
-    request.state.principal = p
-    return p
+    creds = credentials(request)
+    who = ctx.auth.resolve(creds)
+    if who is None:
+        error = ' error="invalid_token"' if creds.bearer is not None else ""
+        raise HTTPException(401, _unknown(creds),
+                            headers={"WWW-Authenticate": f'Bearer realm="tether"{error}'})
+    request.state.caller = who
+    return who
+
+
+def _check(who: Caller, action: str) -> None:
+    if not who.can(action):
+        raise HTTPException(403, f"{who.name} ({who.role.label}) may not {action}: that needs "
+                                 f"the {PERMISSIONS[action].label} role; an admin can give "
+                                 f"it (tether ui token create --role {PERMISSIONS[action].label})")
 
 
 def reader(ctx: UiContext = Depends(context),  # noqa: B008
-           who: Principal = Depends(principal)) -> Tether:  # noqa: B008
+           who: Caller = Depends(principal)) -> Tether:  # noqa: B008
     """The façade for a read."""
-    if not permits(who.role, "view"):
-        raise HTTPException(403, f"{who.name} ({who.role}) may not view this dashboard")
+    _check(who, "read")
     return ctx.ops(who)
 
 
-async def _check_csrf(request: Request, secret: bytes) -> None:
+async def check_csrf(request: Request, secret: bytes) -> None:
+    """Refuse (403) a change whose CSRF token (header or form field) does not fit the
+    browser's cookie."""
     given = request.headers.get(CSRF_HEADER)
     if given is None and request.headers.get("content-type", "").startswith(_FORMS):
         form = await request.form()  # parsed once; the route's Form fields reuse it
@@ -103,23 +145,104 @@ async def _check_csrf(request: Request, secret: bytes) -> None:
 
 
 def actor(action: str) -> Callable[..., Awaitable[Tether]]:
-    """A dependency giving the façade acting as the principal, for ``action``."""
+    """A dependency giving the façade acting as the caller, for ``action`` (a key of
+    :data:`tether.identity.PERMISSIONS`): 403 unless the caller's role permits it, checked
+    before anything is read or written, so a refusal journals nothing.
+
+    Raises:
+        ValueError: an action the permissions table does not know (at import time).
+    """
+    permits(Role.ADMIN, action)  # an unknown action fails when the route is declared
+
     async def dep(request: Request, ctx: UiContext = Depends(context),  # noqa: B008
-                  who: Principal = Depends(principal)) -> Tether:  # noqa: B008
-        if not permits(who.role, action):
-            raise HTTPException(403, f"{who.name} ({who.role}) may not {action}")
+                  who: Caller = Depends(principal)) -> Tether:  # noqa: B008
+        _check(who, action)
         if who.via != "bearer":
-            await _check_csrf(request, ctx.secret)
+            await check_csrf(request, ctx.secret)
         return ctx.ops(who)
+    dep.permission = action  # type: ignore[attr-defined]  # read by route_permissions
     return dep
 
 
 def require(request: Request, action: str) -> None:
-    """Refuse (403) unless the request's principal may take ``action`` too (a route whose
+    """Refuse (403) unless the request's caller may take ``action`` too (a route whose
     action depends on its body: a rollback that cascades)."""
-    who: Principal = request.state.principal
-    if not permits(who.role, action):
-        raise HTTPException(403, f"{who.name} ({who.role}) may not {action}")
+    _check(request.state.caller, action)
+
+
+OPEN = frozenset({"/signin", "/signout", "/static", "/api/openapi.json"})
+"""Paths answered without a recognised caller: signing in and out (the token given, or
+the session cookie, is the credential), the stylesheet and script, and the API schema."""
+
+
+def _walk(dependant: Any) -> tuple[str | None, bool]:
+    """The permission a route's :func:`actor` checks (None: none), and whether it checks
+    who is asking at all."""
+    acting, known = None, False
+    stack = [dependant]
+    while stack:
+        d = stack.pop()
+        call = getattr(d, "call", None)
+        if call is not None and hasattr(call, "permission"):
+            acting = call.permission
+        known = known or call is principal
+        stack.extend(d.dependencies)
+    return acting, known
+
+
+def _routes(routes: Any) -> Any:
+    """Every route, those of included routers too (FastAPI keeps an included router as one
+    entry whose routes are its own, paths prefixed already: ours are included bare)."""
+    for route in routes:
+        inner = getattr(route, "original_router", None)
+        if inner is not None:
+            yield from _routes(inner.routes)
+        else:
+            yield route
+
+
+def route_permissions(app: Any) -> dict[tuple[str, str], str | None]:
+    """Each route's (method, path) and the permission it checks: its :func:`actor`'s
+    action; ``read`` for a route reading through :func:`reader`; ``who`` for one that
+    only asks who you are; None for one that asks nothing (:data:`OPEN` paths).
+
+    :func:`check_routes` holds every app to it, so a new route without a permission
+    fails at start (and in every test)."""
+    out: dict[tuple[str, str], str | None] = {}
+    for route in _routes(app.routes):
+        dependant = getattr(route, "dependant", None)
+        if dependant is None:
+            continue
+        acting, known = _walk(dependant)
+        reads = any(getattr(d, "call", None) is reader for d in dependant.dependencies)
+        perm = acting or ("read" if reads else "who" if known else None)
+        for method in sorted(set(getattr(route, "methods", None) or ()) - {"HEAD"}):
+            out[(method, route.path)] = perm
+    return out
+
+
+def check_routes(app: Any) -> None:
+    """Refuse an app with a route that is not :data:`OPEN` and asks nobody, or a change (a
+    method other than GET) that takes no :func:`actor` permission.
+
+    Raises:
+        RuntimeError: naming the route.
+    """
+    seen = 0
+    for route in _routes(app.routes):
+        dependant = getattr(route, "dependant", None)
+        path = getattr(route, "path", "")
+        seen += dependant is not None
+        if dependant is None or any(path == o or path.startswith(o + "/") for o in OPEN):
+            continue
+        acting, known = _walk(dependant)
+        for method in getattr(route, "methods", ()):
+            if (method not in _SAFE and acting is None) or not known:
+                raise RuntimeError(f"route {method} {path} checks no permission: give it "
+                                   "Depends(actor(ACTION)) with an action of "
+                                   "tether.identity.PERMISSIONS (or reader for a read)")
+    if not seen:  # the framework keeps its routes elsewhere now: this check sees nothing
+        raise RuntimeError("check_routes found no route to check; update tether.ui.deps._routes")
 
 
 def csrf_for(request: Request, ctx: UiContext) -> tuple[str, str | None]:

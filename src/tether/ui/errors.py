@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import logging
 from typing import Any
+from urllib.parse import urlencode
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from markupsafe import escape
 from starlette.exceptions import HTTPException
 
@@ -27,6 +28,7 @@ from tether.errors import (
     UsageError,
     VerificationFailed,
 )
+from tether.ui.security import SESSION_COOKIE, safe_next
 
 __all__ = ["error_response", "install"]
 
@@ -64,6 +66,24 @@ def error_response(request: Request, status: int, kind: str, message: str,
     return HTMLResponse(page, status_code=status, headers=headers)
 
 
+def _page_view(request: Request) -> bool:
+    """A browser opening a page (not the API, not a page's script fetching its live part):
+    it is sent to sign in rather than shown a 401."""
+    return (request.method in ("GET", "HEAD") and not request.url.path.startswith("/api/")
+            and "x-tether-part" not in request.headers
+            and "application/json" not in request.headers.get("accept", ""))
+
+
+def _to_signin(request: Request) -> Response:
+    """303 to the sign-in page, keeping where the browser was going (a local path only:
+    :func:`~tether.ui.security.safe_next` checks it again when it is used)."""
+    here = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    resp = RedirectResponse(f"/signin?{urlencode({'next': safe_next(here)})}", status_code=303)
+    if SESSION_COOKIE in request.cookies:
+        resp.delete_cookie(SESSION_COOKIE, path="/")  # it names no session any more
+    return resp
+
+
 def _validation_message(errors: list[Any]) -> str:
     parts = []
     for e in errors[:5]:
@@ -86,6 +106,8 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(HTTPException)
     async def _http(request: Request, exc: HTTPException) -> Response:
+        if exc.status_code == 401 and _page_view(request):
+            return _to_signin(request)
         kind = {401: "Unauthorized", 403: "Forbidden", 404: "NotFound",
                 405: "MethodNotAllowed"}.get(exc.status_code, "HTTPError")
         return error_response(request, exc.status_code, kind, str(exc.detail),

@@ -8,10 +8,10 @@ from collections.abc import Callable
 from types import FrameType
 
 from tether.errors import UsageError
+from tether.identity import os_user, tokens_exist
 from tether.store.protocol import Store
 from tether.ui import require
-from tether.ui.auth import LoopbackOwner
-from tether.ui.security import check_bind
+from tether.ui.security import check_bind, is_loopback
 
 __all__ = ["serve"]
 
@@ -32,25 +32,39 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+def _who(store: Store, host: str) -> str:
+    """Who the dashboard will take requests from, for its first line."""
+    if not is_loopback(host):
+        return ("every request needs an access token (Bearer header, or sign in at /signin); "
+                "put a reverse proxy with TLS in front")
+    if tokens_exist(store):
+        return "every request needs an access token (sign in at /signin)"
+    return (f"acting as human:{os_user()} (admin: loopback, no access tokens yet; the first "
+            "`tether ui token create` makes every request need one)")
+
+
 def serve(store: Store, *, host: str = "127.0.0.1", port: int = 8765,
           say: Callable[[str], None] = print) -> None:
     """Serve the dashboard over ``store`` until interrupted.
 
+    On loopback, while the store has no valid token, every request acts as the OS user
+    who started it; once a token exists (even one created while it runs), every request
+    needs one. Beyond loopback every request needs one from the start.
+
     Raises:
-        UsageError: a bind beyond loopback (no access tokens exist), a port in use, or
-            the ``ui`` extra not installed.
+        UsageError: a bind beyond loopback while no access token exists, a port in use,
+            or the ``ui`` extra not installed.
     """
-    check_bind(host, tokens=False)
+    check_bind(host, tokens=tokens_exist(store))
     require()
     import uvicorn
 
     from tether.ui.app import create_app
     sock = _bind(host, port)
-    owner = LoopbackOwner()
-    app = create_app(store, host=host, port=port, resolvers=[owner])
+    app = create_app(store, host=host, port=port)
     shown = f"[{host}]" if ":" in host else host
-    say(f"tether dashboard on http://{shown}:{port}/ (store {store.url}); acting as "
-        f"human:{owner.name} (admin: loopback, no access tokens); Ctrl-C stops")
+    say(f"tether dashboard on http://{shown}:{port}/ (store {store.url}); {_who(store, host)}; "
+        "Ctrl-C stops")
     # Open live pages hold their connections: give them 2 s to go, then close them.
     config = uvicorn.Config(app, host=host, port=port, log_level="warning",
                             timeout_graceful_shutdown=2, proxy_headers=False,

@@ -32,8 +32,11 @@ def page(request: Request, ctx: UiContext, name: str, data: dict[str, Any]) -> R
     """Render template ``name`` with ``data``: the whole page, or only its ``live`` block
     when the page's script asks for it."""
     token, seed = csrf_for(request, ctx)
-    who = getattr(request.state, "principal", None)
+    who = getattr(request.state, "caller", None)
     values = {"request": request, "csrf": token, "who": who,
+              # Buttons a caller's role may not use are not drawn (the server refuses
+              # them all the same).
+              "can": (lambda action: who is not None and who.can(action)),
               "notice": request.query_params.get("notice"),
               "error": request.query_params.get("error"), "batch": ctx.poller.head, **data}
     if request.headers.get(PART_HEADER) == "live":

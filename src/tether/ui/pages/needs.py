@@ -63,6 +63,6 @@ def resolve(effect: str, t: Annotated[Tether, Depends(actor("resolve"))],
 
 
 @router.post("/alerts/{alert}/ack")
-def ack(alert: str, t: Annotated[Tether, Depends(actor("ack"))], note: Field = None,
+def ack(alert: str, t: Annotated[Tether, Depends(actor("acknowledge"))], note: Field = None,
         next: Field = None) -> Response:
     return attempt(next, "/needs", lambda: actions.ack(t, alert, note or None))

@@ -40,7 +40,7 @@ def report_page(request: Request, t: Annotated[Tether, Depends(reader)],
 
 
 @router.post("/audit/verify")
-def verify(t: Annotated[Tether, Depends(actor("verify"))],
+def verify(t: Annotated[Tether, Depends(actor("read"))],
            ctx: Annotated[UiContext, Depends(context)]) -> Response:
     rep = t.verify()
     ctx.last_verify = {**rep.to_json(), "at": SYSTEM_CLOCK.now(), "by": t.who}

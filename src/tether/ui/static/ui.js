@@ -31,6 +31,8 @@
     fetch(location.pathname + location.search, {
       headers: { "X-Tether-Part": "live" }, credentials: "same-origin", cache: "no-store"
     }).then(function (r) {
+      // Signed out (session ended, token revoked): reload, and the page sends us to sign in.
+      if (r.status === 401) { location.reload(); throw new Error("signed out"); }
       if (!r.ok) { throw new Error("HTTP " + r.status); }
       return r.text();
     }).then(function (html) {
@@ -56,5 +58,9 @@
     try { live.dataset.batch = JSON.parse(ev.data).batch; } catch (e) { /* keep the old */ }
     refresh();
   });
-  source.onerror = function () { say("reconnecting"); };
+  source.onerror = function () {
+    // A refused stream (401: signed out) is closed for good; a dropped one reconnects.
+    if (source.readyState === EventSource.CLOSED) { say("signed out?"); refresh(); }
+    else { say("reconnecting"); }
+  };
 })();
