@@ -54,6 +54,10 @@ class Config:
 
     ui_runs: int = 1000
     """Runs in the store whose dashboard overview is rendered."""
+    ui_pairs: int = 5
+    """Pairs of worker runs (no page open, 100 open) for the pages' cost to a worker."""
+    ui_steps: int = 2500
+    """Steps of each of the 4 runs the worker steps while the pages follow them."""
 
     def steps_text(self) -> str:
         """How the swarm benchmark's ideal is defined, for the report."""
@@ -74,4 +78,4 @@ QUICK = Config(quick=True, sizes=(100, 300), repeats=2, lg_repeats=2, invoke_siz
                stop_sample=20, stop_repeats=1, target_n=300,
                rollback_steps=200, rollback_repeats=2, impact_work_steps=16, impact_repeats=5,
                audit_repeats=2, seal_events=30_000, query_events=20_000, telemetry_rounds=1,
-               ui_runs=200)
+               ui_runs=200, ui_pairs=1, ui_steps=500)

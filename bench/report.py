@@ -410,12 +410,34 @@ def _ui(res: Results) -> str:
             ["a commit to an open page's live region fetched again", "≤ 1 s",
              f"{s.live_ms:.0f} ms median, {s.live_max_ms:.0f} ms worst of {s.rounds}",
              "**pass**" if s.live_max_ms <= 1000 else "**MISS**"]]
+    if s.steps is not None:
+        c = s.steps
+        ratios = sorted(c.ratios)
+        rows.append([f"{c.pages} open live pages following {c.runs} runs being stepped: the "
+                     "worker's CPU per step, with pages ÷ without", "≤ +5%",
+                     f"{c.slowdown * 100:+.1f}% (median of {len(ratios)} pairs, "
+                     f"{(ratios[0] - 1) * 100:+.1f}% to {(ratios[-1] - 1) * 100:+.1f}%); "
+                     f"{c.median(lambda r: r.cpu_per_step, False) * 1e6:.1f} µs without, "
+                     f"{c.median(lambda r: r.cpu_per_step, True) * 1e6:.1f} µs with",
+                     "**pass**" if c.slowdown <= 0.05 else "**MISS**"])
+        rows.append(["the same, wall time per step (the server and pages share the 2 cores)",
+                     "", f"{c.median(lambda r: r.wall_per_step, False) * 1e6:.0f} µs -> "
+                     f"{c.median(lambda r: r.wall_per_step, True) * 1e6:.0f} µs", ""])
+        rows.append(["the server's CPU per step, live regions fetched per round", "",
+                     f"{c.median(lambda r: r.server_cpu_per_step, True) * 1e6:.0f} µs, "
+                     f"{c.median(lambda r: r.fetches, True):.0f} fetches", ""])
     return ("## 9e. Dashboard\n\n`bench/ui_cost.py`: the overview page rendered in process "
             "(every read and the template), median of 20; then a real uvicorn server on "
             "loopback with one page's event stream open: each round commits a new run, waits "
             "for the `change` event and fetches the live region as the page's script does. "
             "The live poller reads the store every 0.25 s, which bounds the median from "
-            "below. Not measured yet: 100 open pages' cost to the worker's step.\n\n"
+            "below. Then `bench/ui_step_cost.py`: a worker in this process steps 4 runs of "
+            "the core loop's agent (`synchronous=FULL`) while a `tether ui serve` process "
+            "serves 100 open pages held by a third process (real HTTP clients, each following "
+            "`/api/live` and fetching its live region again on every change, as `ui.js` does; "
+            "90 on the runs' pages, 10 on the overview), against the same with the server "
+            "and no page; pairs alternate the order, CPU is the worker process's "
+            "`process_time`.\n\n"
             + table(["what", "target", "time", "verdict"], rows))
 
 

@@ -274,8 +274,10 @@ def _telemetry(res: Results) -> None:
 
 def _ui(res: Results, workdir: Path) -> None:
     runs = res.config.ui_runs
-    log(f"dashboard: overview of {runs} runs, commit to an open page")
-    s = run_ui(workdir, runs)
+    log(f"dashboard: overview of {runs} runs, commit to an open page, 100 open pages' cost "
+        "to a worker")
+    s = run_ui(workdir, runs, pairs=res.config.ui_pairs, steps=res.config.ui_steps,
+               log=lambda m: log(f"dashboard: {m}"))
     res.ui.append(s)
     log(f"dashboard: {describe_ui(s)}")
     gc.collect()

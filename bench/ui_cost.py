@@ -1,7 +1,9 @@
 """Dashboard cost: the overview of many runs, and a commit's way to an open page.
 
 Issue 12's targets: the overview with 1,000 runs renders in at most 200 ms
-server-side, and an event reaches an open page at most 1 s after its commit.
+server-side, an event reaches an open page at most 1 s after its commit, and 100 open
+live pages slow the worker's per-step benchmark by at most 5% (measured by
+:mod:`bench.ui_step_cost`, run from here).
 
 - Overview: a store of ``runs`` runs (started by ``start_run``, one commit each),
   then ``GET /`` through the app in process (the whole page: every read and the
@@ -13,7 +15,10 @@ server-side, and an event reaches an open page at most 1 s after its commit.
   page's live region as the page's script does. The figure is commit to that fetch
   done, median and worst of ``rounds``.
 
-Run alone: ``python -m bench.ui_cost --runs 1000``.
+- Open pages' cost to a worker: :func:`bench.ui_step_cost.measure` (its docstring says how).
+
+Run alone: ``python -m bench.ui_cost --runs 1000`` (``--pairs 0``: without the pages'
+cost to a worker).
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ import httpx
 import uvicorn
 from starlette.testclient import TestClient
 
+from bench import ui_step_cost
 from tether import StepAgent, start_run
 from tether.store.sqlite import SQLiteStore
 from tether.ui import views
@@ -57,6 +63,8 @@ class UiSample:
     """Commit to the live region fetched again, median."""
     live_max_ms: float
     rounds: int
+    steps: ui_step_cost.StepCostSample | None = None
+    """The worker's CPU per step with 0 and 100 open pages (None: not measured)."""
 
 
 def _free_port() -> int:
@@ -116,7 +124,9 @@ def _live_rounds(store: SQLiteStore, rounds: int) -> list[float]:
     return out
 
 
-def run_ui(workdir: Path, runs: int = 1000, repeats: int = 20, rounds: int = 20) -> UiSample:
+def run_ui(workdir: Path, runs: int = 1000, repeats: int = 20, rounds: int = 20, *,
+           pairs: int = 5, pages: int = 100, step_runs: int = 4, steps: int = 2500,
+           log: Any = print) -> UiSample:
     path = workdir / f"ui-{runs}.db"
     path.unlink(missing_ok=True)
     store = SQLiteStore(path, synchronous="NORMAL")
@@ -132,22 +142,25 @@ def run_ui(workdir: Path, runs: int = 1000, repeats: int = 20, rounds: int = 20)
     live = _live_rounds(store, rounds)
     store.close()
     path.unlink(missing_ok=True)
+    cost = ui_step_cost.measure(pages, step_runs, steps, pairs, workdir, log) if pairs else None
     return UiSample(runs, page, data, size, statistics.median(live) * 1e3, max(live) * 1e3,
-                    len(live))
+                    len(live), cost)
 
 
 def describe(s: UiSample) -> str:
     return (f"overview of {s.runs} runs: {s.page_ms:.1f} ms the page ({s.page_bytes / 1e3:.0f} kB), "
             f"{s.data_ms:.1f} ms its data; commit to live region refetched: "
-            f"{s.live_ms:.0f} ms median, {s.live_max_ms:.0f} ms worst of {s.rounds}")
+            f"{s.live_ms:.0f} ms median, {s.live_max_ms:.0f} ms worst of {s.rounds}"
+            + (f"; {ui_step_cost.describe(s.steps)}" if s.steps else ""))
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(prog="python -m bench.ui_cost")
     ap.add_argument("--runs", type=int, default=1000)
+    ap.add_argument("--pairs", type=int, default=5)
     ap.add_argument("--workdir", type=Path, default=Path("/tmp"))
     args = ap.parse_args()
-    print(describe(run_ui(args.workdir, args.runs)))
+    print(describe(run_ui(args.workdir, args.runs, pairs=args.pairs)))
 
 
 if __name__ == "__main__":

@@ -106,3 +106,73 @@ def test_chosen_names_are_refused_until_the_store_allows_them(db: Path) -> None:
     kinds = [(e.kind, e.payload) for e in SQLiteStore(db).store_events()]
     assert kinds[1:] == [("store.allow_as", {"allow": True}), ("token.revoked", kinds[2][1]),
                          ("store.allow_as", {"allow": False})]
+
+
+@pytest.mark.parametrize("command", [
+    ["run", "tests.sample_agents:ticker", "--goal", "tick", "--detach"],
+    ["policy", "apply", "POLICY"],
+    ["worker", "--until-idle", "--policy", "POLICY", "--apply"],
+])
+def test_a_refused_name_creates_no_store(db: Path, tmp_path: Path, command: list[str]) -> None:
+    pol = tmp_path / "p.toml"
+    pol.write_text('[[rule]]\nid = "all"\ntool = "*"\ndecide = "allow"\n')
+    args = [str(pol) if a == "POLICY" else a for a in command]
+    code, out = cli(db, *args, "--as", "mallory")
+    assert code == 2 and "'mallory' (--as) is refused" in out, out
+    assert not db.exists()
+    code, out = cli(db, *args, env={"TETHER_USER": "mallory"})
+    assert code == 2 and "'mallory' (TETHER_USER) is refused" in out, out
+    assert not db.exists()
+    # The same command as the OS user goes ahead; on that store, the name is refused again
+    # and nothing more is written.
+    code, out = cli(db, *args)
+    assert code == 0, out
+    before = [e.n for e in SQLiteStore(db).store_events()], len(SQLiteStore(db).list_runs())
+    code, out = cli(db, *args, "--as", "mallory")
+    assert code == 2 and "is refused" in out, out
+    assert ([e.n for e in SQLiteStore(db).store_events()],
+            len(SQLiteStore(db).list_runs())) == before
+
+
+def test_a_claimed_name_is_recorded_where_the_store_allows_it(db: Path) -> None:
+    assert cli(db, "settings", "allow-as", "on")[0] == 0
+    code, out = cli(db, "run", "tests.sample_agents:ticker", "--goal", "tick", "--detach",
+                    "--as", "ada")
+    assert code == 0, out
+    (row,) = SQLiteStore(db).list_runs()
+    (started,) = [e for e in SQLiteStore(db).events(row.id) if e.kind == "run.started"]
+    assert started.actor == "human:ada"
+
+
+POLICY_WITH_GROUPS = """
+[groups]
+oncall = ["ada", "bob"]
+leads = ["cy"]
+
+[[rule]]
+id = "big-pay"
+tool = "send"
+decide = "approve"
+approvers = ["group:oncall"]
+"""
+
+
+def test_policy_show_and_explain_list_the_groups(db: Path, tmp_path: Path) -> None:
+    pol = tmp_path / "p.toml"
+    pol.write_text(POLICY_WITH_GROUPS)
+    assert cli(db, "policy", "apply", str(pol))[0] == 0
+    code, out = cli(db, "policy", "show")
+    assert code == 0, out
+    assert "group:leads = cy" in out and "group:oncall = ada, bob" in out, out
+    code, out = cli(db, "policy", "show", "--json")
+    assert json.loads(out)["groups"] == {"oncall": ["ada", "bob"], "leads": ["cy"]}
+    code, out = cli(db, "policy", "explain", "--agent", "a", "--tool", "send",
+                    "--policy", str(pol))
+    assert code == 0 and "group:oncall = ada, bob" in out and "approvers: ada, bob" in out, out
+    code, out = cli(db, "policy", "explain", "--agent", "a", "--tool", "send", "--json")
+    assert json.loads(out)["groups"]["oncall"] == ["ada", "bob"]
+    # A policy without groups shows none.
+    pol.write_text('[[rule]]\nid = "all"\ntool = "*"\ndecide = "allow"\n')
+    assert cli(db, "policy", "apply", str(pol))[0] == 0
+    code, out = cli(db, "policy", "show")
+    assert code == 0 and "group:" not in out, out

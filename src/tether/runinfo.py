@@ -14,7 +14,6 @@ from tether.store.records import RunRow
 
 _ERROR_KINDS = ("run.failed", "effect.failed", "run.paused", "nondeterminism", "budget.exceeded")
 """Events that record something going wrong (a pause counts when it says why it failed)."""
-_WINDOW = 256
 _SCAN = 20_000
 """How far back (events) ``show`` looks for the last error: a long healthy run is not read
 whole to find none."""
@@ -40,16 +39,13 @@ class RunInfo:
                 "waiting_for": self.waiting_for}
 
 
-def _latest(store: Store, run: str, upto: int, kinds: tuple[str, ...]) -> Event | None:
-    """The run's latest event of one of ``kinds`` at or before seq ``upto``, read
-    backwards a window at a time."""
-    after, floor = max(0, upto - _WINDOW), max(0, upto - _SCAN)
-    while upto > floor:
-        for e in reversed(store.events(run, after_seq=after, limit=upto - after)):
-            if e.kind in kinds:
-                return e
-        upto, after = after, max(floor, after - 4 * _WINDOW)
-    return None
+def _latest(store: Store, run: str, upto: int, kinds: tuple[str, ...]) -> list[Event]:
+    """The run's events of ``kinds`` in its last ``_SCAN`` events up to seq ``upto``,
+    newest first. The store filters by kind: the run's other events (nearly all of them)
+    are never decoded, so a live page that shows the run reads it cheaply at every step."""
+    floor = max(0, upto - _SCAN)
+    found = [e for e in store.events_of_kinds(kinds, run=run) if floor < e.seq <= upto]
+    return sorted(found, key=lambda e: e.seq, reverse=True)
 
 
 def _error_of(e: Event) -> str | None:
@@ -93,17 +89,15 @@ def run_info(store: Store, row: RunRow) -> RunInfo:
     """How ``row`` ended, its latest error, and what it waits for."""
     result, done = None, False
     if row.status == "done":
-        ev = _latest(store, row.id, row.seq, ("run.done",))
-        if ev is not None and isinstance(ev.payload, dict):
-            result, done = ev.payload.get("result"), True
+        ends = _latest(store, row.id, row.seq, ("run.done",))
+        if ends and isinstance(ends[0].payload, dict):
+            result, done = ends[0].payload.get("result"), True
     error = None
-    e = _latest(store, row.id, row.seq, _ERROR_KINDS)
-    while e is not None:
-        text = _error_of(e)
+    for e in _latest(store, row.id, row.seq, _ERROR_KINDS):
+        text = _error_of(e)  # None: a pause that was no error; look further back
         if text is not None:
             error = {"seq": e.seq, "step": e.step, "kind": e.kind, "error": text}
             break
-        e = _latest(store, row.id, e.seq - 1, _ERROR_KINDS)  # a pause that was no error
     return RunInfo(result=result, done=done, last_error=error, waiting_for=_waiting(store, row))
 
 

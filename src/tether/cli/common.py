@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -16,7 +17,7 @@ from rich.markup import escape
 from typer.core import TyperGroup
 
 from tether.cli.args import check_arguments, check_value, click_exceptions, remember_argv
-from tether.errors import TetherError, UsageError
+from tether.errors import StoreError, TetherError, UsageError
 from tether.ops import Tether
 from tether.reporting.lines import at
 from tether.runtime.operator import actor
@@ -61,6 +62,25 @@ def operator(as_: str | None = None, *, readonly: bool | None = False) -> Tether
     before anything else is read)."""
     s = store(readonly=readonly)
     return Tether(s, who=actor(as_, s))
+
+
+def claimed_actor(as_: str | None) -> str | None:
+    """Who a command that may create or write the store acts as, when it claims a name
+    (``--as NAME`` / ``$TETHER_USER``): checked on the store as it is, before anything is
+    created or written, so a refused name leaves no trace (a store not there yet allows no
+    claimed names). None: no name claimed; the OS user, as :func:`actor` says."""
+    if not (as_ or os.environ.get("TETHER_USER")):
+        return None
+    try:
+        existing = store(readonly=True)
+    except StoreError as exc:
+        if type(exc) is not StoreError:  # locked, damaged, too new: say so, as itself
+            raise
+        return actor(as_, None)  # no store there yet: nothing allows a claimed name
+    try:
+        return actor(as_, existing)
+    finally:
+        existing.close()
 
 
 def reader() -> Tether:

@@ -10,7 +10,15 @@ from typing import Annotated
 import typer
 
 from tether.cli import model_opts
-from tether.cli.common import AsOpt, console, handle_errors, make_folder, parse_assignments, store
+from tether.cli.common import (
+    AsOpt,
+    claimed_actor,
+    console,
+    handle_errors,
+    make_folder,
+    parse_assignments,
+    store,
+)
 from tether.core.policy import Policy, load_policy
 from tether.core.pricing import PriceTable
 from tether.core.redaction import DEFAULT as BUILTIN_REDACTION
@@ -94,8 +102,9 @@ def run(agent: Annotated[str, typer.Argument(help="The agent, as module:attr.", 
     init = validate_run(a, goal=goal, budget=caps, pause_points=points, prices=table)
     if workspace is not None:
         make_folder(workspace, "--workspace", create=False)  # start_run creates it
+    claimed = claimed_actor(as_)  # a refused name leaves no store behind
     s = store(create=True)
-    who = actor(as_, s)
+    who = claimed or actor(None, s)
     _apply_beside(s, policy, who)
     red = start_redactor(s, swarm)
     # The state was made from the goal as the built-in patterns redact it; a policy pattern
@@ -186,10 +195,11 @@ def worker(until_idle: Annotated[bool, typer.Option(
     _check_worker_options(policy, apply, quiet, json, until_idle, give_up_after)
     sealing = _seal_schedule(seal_key, seal_every, seal_seconds)
     table = model_opts.apply(model_timeout, model_retries, prices)
-    s = store(create=True)
     wanted = load_policy(policy) if policy is not None else None
+    claimed = claimed_actor(as_) if wanted is not None and apply else None
+    s = store(create=True)
     if wanted is not None and apply:
-        apply_policy(s, wanted, who=actor(as_, s))
+        apply_policy(s, wanted, who=claimed or actor(None, s))
     from tether.cli.telemetry_cmd import worker_sink
     sink, server = worker_sink(s, otel, metrics_port)
     try:

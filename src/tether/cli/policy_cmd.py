@@ -16,6 +16,7 @@ from tether.cli.args import parse_json_object
 from tether.cli.common import console, handle_errors, parse_assignments, print_jsonl
 from tether.core.effect_classes import ACTION_EFFECTS
 from tether.core.policy import Action, Decision, Policy, load_policy
+from tether.core.policy_rules import GROUP_PREFIX
 from tether.core.policy_time import zone_name
 from tether.errors import UsageError
 
@@ -125,6 +126,7 @@ def explain(agent: Annotated[str, typer.Option(help="The agent's name.", metavar
     first = next((rid for rid, matched, _ in rows if matched), None)
     if json:
         print_jsonl([{"policy": pol.source, "hash": pol.hash,
+                      "groups": {k: list(v) for k, v in pol.groups.items()},
                       "action": {"agent": agent, "swarm": swarm, "tool": tool, "effect": effect,
                                  "arguments": action.arguments, "at": action.at,
                                  "budget_used": dict(action.budget_used)},
@@ -141,6 +143,7 @@ def _print_explained(pol: Policy, action: Action, rows: list[tuple[str, bool, st
     """The policy, the action, and each rule: whether it matched, why, which one decides."""
     console.print(f"policy {escape(pol.source)}: {len(pol.rules)} rules, hash {pol.hash[:12]}",
                   highlight=False, soft_wrap=True)
+    _print_groups(pol)
     console.print(f"action: agent {escape(action.agent)}"
                   + (f", swarm {escape(action.swarm)}" if action.swarm else "")
                   + f", tool {escape(action.tool)} ({action.effect}), at {_local(action.at, tz)}, "
@@ -168,12 +171,13 @@ def apply(file: Annotated[Path, typer.Argument(help="The policy file (TOML).", m
     """Check a policy file, then put it in force for the store (or a swarm), journaled.
 
     Every worker of the store picks it up at its next scheduling pass."""
-    from tether.cli.common import store
+    from tether.cli.common import claimed_actor, store
     from tether.policies import apply_policy, in_force
     from tether.runtime.operator import actor
     pol = load_policy(file)
+    claimed = claimed_actor(as_)  # a refused name leaves no store behind
     s = store(create=True)
-    event = apply_policy(s, pol, who=actor(as_, s), swarm=swarm)
+    event = apply_policy(s, pol, who=claimed or actor(None, s), swarm=swarm)
     now = in_force(s, swarm)
     if event is None:
         console.print(f"unchanged: {escape(now.describe())}", highlight=False, soft_wrap=True)
@@ -226,8 +230,16 @@ def show(swarm: SwarmOpt = None,
     for x in shown:
         console.print(escape(x.describe()), highlight=False, soft_wrap=True)
         console.print(f"  hash {x.policy.hash}, {len(x.policy.rules)} rules", highlight=False)
+        _print_groups(x.policy)
         if text:
             console.print(x.policy.text, markup=False, highlight=False, soft_wrap=True)
+
+
+def _print_groups(pol: Policy) -> None:
+    """The policy's ``[groups]``: who an approvers entry ``group:NAME`` stands for."""
+    for name, people in sorted(pol.groups.items()):
+        console.print(f"  {GROUP_PREFIX}{escape(name)} = {escape(', '.join(people)) or '(nobody)'}",
+                      highlight=False, soft_wrap=True)
 
 
 def _history(s: Any, swarm: str | None, *, json: bool) -> None:
@@ -256,4 +268,5 @@ def _in_force_json(x: Any) -> dict[str, Any]:
     return {"scope": x.scope, "hash": x.policy.hash, "rules": len(x.policy.rules),
             "applied_by": e.actor if e else None, "applied_at": e.time if e else None,
             "source": (e.payload or {}).get("source") if e else None,
-            "event": e.n if e else None, "text": x.policy.text, "format": x.policy.format}
+            "event": e.n if e else None, "groups": {k: list(v) for k, v in x.policy.groups.items()},
+            "text": x.policy.text, "format": x.policy.format}

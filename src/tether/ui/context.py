@@ -10,6 +10,7 @@ from tether.ops import Tether
 from tether.runtime.agent import AgentLike
 from tether.store.protocol import Store
 from tether.ui.auth import Auth, Caller
+from tether.ui.coalesce import LiveRegions
 from tether.ui.live import Poller
 from tether.ui.security import allowed_hosts
 
@@ -33,6 +34,8 @@ class UiContext:
     last_verify: dict[str, Any] | None = None
     """The last ``audit verify`` this server ran (the journal keeps no record of one)."""
     poller: Poller = field(init=False)
+    live: LiveRegions = field(default_factory=LiveRegions)
+    """Live regions shared by the open pages that show the same thing."""
     hosts: frozenset[str] | None = field(init=False)
 
     def __post_init__(self) -> None:

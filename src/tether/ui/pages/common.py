@@ -3,6 +3,7 @@ and the redirect after a form's action."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -28,23 +29,35 @@ templates.env.filters["pretty"] = lambda v: orjson.dumps(
     v, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS | orjson.OPT_SORT_KEYS).decode()
 
 
-def page(request: Request, ctx: UiContext, name: str, data: dict[str, Any]) -> Response:
+def page(request: Request, ctx: UiContext, name: str,
+         data: dict[str, Any] | Callable[[], dict[str, Any]]) -> Response:
     """Render template ``name`` with ``data``: the whole page, or only its ``live`` block
-    when the page's script asks for it."""
+    when the page's script asks for it. Given as a function, ``data`` is read only when
+    needed: the live block of one page at one commit is read and rendered once for every
+    open page that asks (:mod:`tether.ui.coalesce`)."""
     token, seed = csrf_for(request, ctx)
     who = getattr(request.state, "caller", None)
-    values = {"request": request, "csrf": token, "who": who,
-              # Buttons a caller's role may not use are not drawn (the server refuses
-              # them all the same).
-              "can": (lambda action: who is not None and who.can(action)),
-              "notice": request.query_params.get("notice"),
-              "error": request.query_params.get("error"), "batch": ctx.poller.head, **data}
+    head = ctx.poller.head
+
+    def values(csrf: str, data: dict[str, Any]) -> dict[str, Any]:
+        return {"request": request, "csrf": csrf, "who": who,
+                # Buttons a caller's role may not use are not drawn (the server refuses
+                # them all the same).
+                "can": (lambda action: who is not None and who.can(action)),
+                "notice": request.query_params.get("notice"),
+                "error": request.query_params.get("error"), "batch": head, **data}
+    read = data if callable(data) else (lambda: data)
     if request.headers.get(PART_HEADER) == "live":
         tmpl = templates.env.get_template(name)
-        html = "".join(tmpl.blocks["live"](tmpl.new_context(values)))
+
+        def render(csrf: str) -> str:
+            return "".join(tmpl.blocks["live"](tmpl.new_context(values(csrf, read()))))
+        viewer = (who.name, who.role) if who is not None else None
+        html = ctx.live.get(head, (name, request.url.path, request.url.query, viewer),
+                            render, token)
         resp: Response = HTMLResponse(html, headers={"Cache-Control": "no-store"})
     else:
-        resp = templates.TemplateResponse(request, name, values,
+        resp = templates.TemplateResponse(request, name, values(token, read()),
                                           headers={"Cache-Control": "no-store"})
     set_csrf_cookie(resp, seed)
     return resp

@@ -22,7 +22,7 @@ Field = Annotated[str | None, Form()]
 @router.get("/needs")
 def needs(request: Request, t: Annotated[Tether, Depends(reader)],
           ctx: Annotated[UiContext, Depends(context)]) -> Response:
-    return page(request, ctx, "needs.html", {"view": views.needs(t), "nav": "needs"})
+    return page(request, ctx, "needs.html", lambda: {"view": views.needs(t), "nav": "needs"})
 
 
 @router.post("/approvals/{approval}/approve")

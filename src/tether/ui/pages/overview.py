@@ -19,4 +19,5 @@ router = APIRouter()
 @router.get("/", include_in_schema=False)
 def overview(request: Request, t: Annotated[Tether, Depends(reader)],
              ctx: Annotated[UiContext, Depends(context)]) -> Response:
-    return page(request, ctx, "overview.html", {"view": views.overview(t), "nav": "overview"})
+    return page(request, ctx, "overview.html", lambda: {"view": views.overview(t),
+                                                          "nav": "overview"})

@@ -61,8 +61,10 @@ def run_view(t: Tether, ref: str, q: dict[str, str]) -> dict[str, Any]:
 @router.get("/runs/{run}")
 def run_page(request: Request, run: str, t: Annotated[Tether, Depends(reader)],
              ctx: Annotated[UiContext, Depends(context)]) -> Response:
-    data = run_view(t, run, dict(request.query_params))
-    return page(request, ctx, "run.html", {"view": data, "r": data["run"], "nav": "runs"})
+    def data() -> dict[str, Any]:
+        view = run_view(t, run, dict(request.query_params))
+        return {"view": view, "r": view["run"], "nav": "runs"}
+    return page(request, ctx, "run.html", data)
 
 
 @router.get("/runs/{run}/rollback")
