@@ -117,7 +117,12 @@ def shoot(out: Path, work: Path) -> list[Path]:
         browser = pw.chromium.launch(executable_path=exe, headless=True)
         page = browser.new_context(viewport=VIEWPORT, device_scale_factor=1).new_page()
         for name, path in pages.items():
-            page.goto(base + path)
+            resp = page.goto(base + path)
+            if resp is None or resp.status != 200:
+                raise SystemExit(f"{path} answered {resp.status if resp else 'nothing'}")
+            shown = page.locator("#error, #focus-error, #inspect-error")
+            if shown.count():
+                raise SystemExit(f"{path} shows an error: {shown.first.inner_text()}")
             # Shot once the live stream is up, so the badge says so.
             expect(page.locator("#live-status")).to_have_attribute("data-state", "live",
                                                                   timeout=30_000)

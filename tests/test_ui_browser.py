@@ -12,6 +12,9 @@ import getpass
 import json
 import os
 import re
+import struct
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -19,7 +22,7 @@ import pytest
 from tests.browserkit import browse
 from tests.swarm_agents import drive
 from tests.ui_agents import payer, ticker, writer
-from tests.uikit import dashboard, running, wait_for
+from tests.uikit import ROOT, dashboard, running, wait_for
 from tether import start_run
 from tether.store.sqlite import SQLiteStore
 
@@ -208,3 +211,22 @@ def test_a_live_update_arrives_without_reload(tmp_path: Path, chromium: str) -> 
         expect(rows).to_have_count(2)
         assert int(page.locator("#live").get_attribute("data-batch") or 0) > first_batch
         _not_reloaded(page)
+
+
+def test_make_ui_shots_writes_a_picture_of_every_page(tmp_path: Path, chromium: str) -> None:
+    """``make ui-shots`` (scripts/ui_shots.py): the demo's night served and shot, one PNG
+    per page at the fixed viewport; the script fails on a page that errs."""
+    out = tmp_path / "img"
+    env = {**os.environ, "TETHER_CHROMIUM": chromium}
+    done = subprocess.run([sys.executable, "scripts/ui_shots.py", "--out", str(out)],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    names = {"ui-overview", "ui-needs", "ui-run", "ui-rollback-plan", "ui-graph", "ui-report"}
+    assert {p.stem for p in out.glob("*.png")} == names
+    for p in out.glob("*.png"):
+        head = p.read_bytes()[:24]
+        assert head[:8] == b"\x89PNG\r\n\x1a\n", p
+        assert struct.unpack(">II", head[16:24]) == (1280, 860), p  # IHDR width, height
+    # Every picture docs/ui.md shows is one the script makes.
+    shown = set(re.findall(r"\(img/(ui-[a-z-]+)\.png\)", (ROOT / "docs/ui.md").read_text()))
+    assert shown == names
