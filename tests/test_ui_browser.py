@@ -8,6 +8,7 @@ The pages' script swaps in their live region when the store changes; a marker se
 
 from __future__ import annotations
 
+import asyncio
 import getpass
 import json
 import os
@@ -22,8 +23,8 @@ import pytest
 from tests.browserkit import browse
 from tests.swarm_agents import drive
 from tests.ui_agents import payer, ticker, writer
-from tests.uikit import ROOT, dashboard, running, wait_for
-from tether import start_run
+from tests.uikit import ROOT, TETHER, dashboard, running, wait_for
+from tether import Worker, start_run
 from tether.store.sqlite import SQLiteStore
 
 try:
@@ -230,3 +231,52 @@ def test_make_ui_shots_writes_a_picture_of_every_page(tmp_path: Path, chromium: 
     # Every picture docs/ui.md shows is one the script makes.
     shown = set(re.findall(r"\(img/(ui-[a-z-]+)\.png\)", (ROOT / "docs/ui.md").read_text()))
     assert shown == names
+
+
+def _token(db: Path, name: str, role: str) -> str:
+    """``tether ui token create``: the token is its output's last line."""
+    out = subprocess.run([str(TETHER), "--store", str(db), "ui", "token", "create", "--name",
+                          name, "--role", role], capture_output=True, text=True, check=True)
+    return out.stdout.strip().splitlines()[-1]
+
+
+_APPROVE = """async ([url, body, form]) => {
+  const csrf = document.querySelector('meta[name="csrf-token"]').content;
+  const r = form
+    ? await fetch(url, {method: "POST", body: new URLSearchParams({...body, csrf})})
+    : await fetch(url, {method: "POST", body: JSON.stringify(body),
+                        headers: {"Content-Type": "application/json", "X-CSRF-Token": csrf}});
+  return [r.status, await r.text()];
+}"""
+
+
+def test_a_viewer_signed_in_is_refused_an_approval_and_nothing_is_journaled(
+        tmp_path: Path, chromium: str) -> None:
+    s = SQLiteStore(tmp_path / "t.db")
+    run = start_run(s, payer, agent_ref=PAYER, goal="pay bob", name="payroll")
+    asyncio.run(Worker(s, agents={PAYER: payer}, poll_interval=0.01).run(until_idle=True))
+    (req,) = s.approvals(status="pending")
+    before = len(s.events(run))
+    with dashboard(s.path, tmp_path) as c, browse(chromium) as page:
+        # Once a token exists every request needs one: the browser is sent to sign in.
+        token = _token(s.path, "val", "viewer")
+        page.goto(f"{c.base_url}/needs")
+        expect(page).to_have_url(re.compile(r"/signin\?next=%2Fneeds$"))
+        page.get_by_test_id("token").fill(token)
+        page.get_by_test_id("signin").click()
+        expect(page).to_have_url(re.compile(r"/needs$"))
+        expect(page.get_by_test_id("who")).to_have_attribute("data-role", "viewer")
+        card = page.locator(f'[data-approval="{req.id}"]')
+        expect(card).to_contain_text("payroll wants send")
+        expect(card.get_by_test_id("approve-form")).to_have_count(0)  # a viewer gets no form
+        # Asked anyway, from the signed-in page (its session cookie, its CSRF token): 403.
+        status, body = page.evaluate(_APPROVE, [f"/api/approvals/{req.id}/approve",
+                                                {"arguments": {"to": "mallory", "amount": 500}},
+                                                False])
+        assert status == 403 and json.loads(body)["error"]["kind"] == "Forbidden", body
+        status, _ = page.evaluate(_APPROVE, [f"/approvals/{req.id}/approve",
+                                             {"arguments": '{"to": "mallory", "amount": 500}',
+                                              "next": "/needs"}, True])
+        assert status == 403
+    assert len(s.events(run)) == before
+    assert s.approval(req.id).status == "pending"  # type: ignore[union-attr]
