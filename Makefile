@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test test-fast test-phoenix lint typecheck bench eval clean
+.PHONY: demo test test-fast test-phoenix test-browser browser ui-shots lint typecheck bench eval clean
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "tether needs Python 3.11+"'
@@ -36,13 +36,28 @@ lint: $(VENV)/.installed-dev
 typecheck: $(VENV)/.installed-dev
 	$(BIN)/mypy
 
-test: lint typecheck
+test: lint typecheck browser
 	$(BIN)/pytest -n 2 --dist loadfile
 
-# The inner loop: everything but the SIGKILL crash and soak suites and the property test
-# that starts worker subprocesses (`make test` is the CI gate).
+# The inner loop: everything but the SIGKILL crash and soak suites, the property test
+# that starts worker subprocesses and the browser tests (`make test` is the CI gate).
 test-fast: $(VENV)/.installed-dev
-	$(BIN)/pytest -n 2 --dist loadfile -m "not crash and not workers" -q --durations=10
+	$(BIN)/pytest -n 2 --dist loadfile -m "not crash and not workers and not browser" -q --durations=10
+
+# The system's Chromium for the browser tests (Playwright cannot download its own here):
+# installed with apt-get when missing and run as root; otherwise the script says why and
+# the browser tests skip (under CI, CI=true as .ci/run runs, they fail instead).
+browser:
+	@bash scripts/ensure-chromium.sh
+
+# The dashboard in headless Chromium alone (tests/test_ui_browser.py).
+test-browser: $(VENV)/.installed-dev browser
+	$(BIN)/pytest -n 0 -m browser tests/test_ui_browser.py --durations=10
+
+# docs/img/ui-*.png, the screenshots docs/ui.md shows: the demo's night served by
+# `tether ui serve`, each page at a fixed viewport (scripts/ui_shots.py).
+ui-shots: $(VENV)/.installed-dev browser
+	$(BIN)/python scripts/ui_shots.py --out docs/img
 
 # Arize Phoenix as a real OTLP receiver (tests/test_phoenix.py), in a venv of its own: it is
 # large (about 860 MB, a minute to install here) and its pins must not touch tether's.

@@ -46,6 +46,14 @@ def _no_model_settings_leak() -> Iterator[None]:
 
 
 @pytest.fixture
+def chromium() -> str:
+    """The system's Chromium for the browser tests (tests/browserkit.py): skips where there
+    is none, fails under CI."""
+    from tests.browserkit import require_chromium
+    return require_chromium()
+
+
+@pytest.fixture
 def store(tmp_path: Path) -> Iterator[SQLiteStore]:
     s = SQLiteStore(tmp_path / "tether.db")
     yield s

@@ -56,12 +56,13 @@ def graph(t: Tether, focus: str | None = None, epoch: int | None = None) -> dict
                 link.src_run in pos and link.dst_run in pos:
             edges[(link.src_run, link.dst_run, link.kind)] += 1
     reached: dict[str, int] = {}
-    impact = plan = None
+    impact = plan = label = None
     if focus:
         imp = t.impact(focus, epoch=epoch)
         reached = {a.run.id: a.first_step for a in imp.affected}
         impact = imp.to_json()
         origin, _, step = imp.origin
+        label = f"{next((r.name for r in rows if r.id == origin), origin)}@{step}"
         # The cascade from the step before the focus: the plan that undoes it and all it reached.
         try:
             cp = t.cascade_plan(origin, max(0, step - 1))
@@ -77,4 +78,4 @@ def graph(t: Tether, focus: str | None = None, epoch: int | None = None) -> dict
                        "reached": a in reached and b in reached,
                        "x1": pos[a][0], "y1": pos[a][1], "x2": pos[b][0], "y2": pos[b][1]}
                       for (a, b, k), n in sorted(edges.items())],
-            "focus": focus, "impact": impact, "plan": plan}
+            "focus": focus, "focus_label": label, "impact": impact, "plan": plan}
