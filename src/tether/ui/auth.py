@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import secrets
 import threading
-import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -34,6 +33,7 @@ from typing import Literal, Protocol
 from tether.identity import Principal, Role, TokenInfo, os_user, tokens_exist
 from tether.identity import authenticate as authenticate_token
 from tether.store.protocol import Store
+from tether.system_clock import SYSTEM_CLOCK
 
 __all__ = ["Auth", "BearerToken", "Caller", "Credentials", "LoopbackOwner", "Resolver",
            "SessionCookie", "Sessions", "Via"]
@@ -131,7 +131,7 @@ class Sessions:
 
     def __init__(self, lookup: Callable[[str], TokenInfo | None], *,
                  max_age: float = 12 * 3600, limit: int = 10_000,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = SYSTEM_CLOCK.monotonic) -> None:
         self.lookup = lookup
         self.max_age = max_age
         self.limit = limit
