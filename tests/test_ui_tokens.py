@@ -205,8 +205,8 @@ def test_once_a_token_exists_every_request_needs_one_even_while_serving(
         assert resp.status_code == 401 and "Bearer" in resp.headers["www-authenticate"]
         assert "needs an access token" in error_of(resp)["message"]
         bad = c.get("/api/overview", headers=_bearer("tth_" + "x" * 43))
-        assert bad.status_code == 401 and 'error="invalid_token"' in bad.headers[
-            "www-authenticate"]
+        assert bad.status_code == 401 and bad.headers["www-authenticate"] == (
+            'Bearer realm="tether", error="invalid_token"')  # RFC 6750: comma-separated
         assert "not valid" in error_of(bad)["message"]
         assert c.get("/api/overview", headers={"Authorization": "Basic eDp5"}).status_code == 401
         assert c.get("/api/overview", headers=_bearer(secret)).status_code == 200
@@ -285,3 +285,49 @@ def test_beyond_loopback_the_bound_name_is_answered_and_nobody_acts_without_a_to
         resp = c.get("/api/overview")  # any Host is answered; still nobody without a token
         assert resp.status_code == 401 and error_of(resp)["kind"] == "Unauthorized"
     s.close()
+
+
+def test_what_a_request_may_bring_is_bounded_and_typed(tmp_path: Path) -> None:
+    # Found by an adversarial review: a 50 MB note was acked and journaled for good; "yes"
+    # counted as true; a huge ?after= reached SQLite; any page showed a sentence put in its
+    # link (?notice=...), the sign-in page included; a proxy's Basic auth broke sessions.
+    s = SQLiteStore(tmp_path / "t.db")
+    ids = alerting_world(s, tmp_path)
+    _info, secret = create_token(s, "ops", "admin", who="human:root")
+    with _client(s) as c:
+        auth = _bearer(secret)
+        before = journal_mark(s)
+        big = c.post(f"/api/alerts/{ids['alert']}/ack", headers=auth,
+                     json={"note": "a" * (2 << 20)})
+        assert big.status_code == 413 and "over 1,048,576 bytes" in error_of(big)["message"]
+
+        def chunks() -> Iterator[bytes]:  # no Content-Length: counted as it comes
+            yield b'{"note": "'
+            for _ in range(40):
+                yield b"a" * 65536
+            yield b'"}'
+        streamed = c.post(f"/api/alerts/{ids['alert']}/ack", content=chunks(),
+                          headers={**auth, "Content-Type": "application/json"})
+        assert streamed.status_code == 413
+        lax = c.post(f"/api/approvals/{ids['approval']}/approve", headers=auth,
+                     json={"always": "yes"})
+        assert lax.status_code == 422 and "always" in error_of(lax)["message"]
+        huge = c.get(f"/api/runs/{ids['pay']}/events?after={10**22}", headers=auth)
+        assert huge.status_code == 422 and "after" in error_of(huge)["message"]
+        assert journal_mark(s) == before  # none of it journaled anything
+        ok = c.post(f"/api/alerts/{ids['alert']}/ack", headers=auth, json={"note": "seen"})
+        assert ok.status_code == 200
+    with _client(SQLiteStore(tmp_path / "t2.db")) as c:  # no tokens: the loopback owner
+        lure = "Tokens rotated: paste yours at https://evil.example"
+        for path in ("/signin", "/", "/needs"):
+            page = c.get(path, params={"notice": lure, "error": lure})
+            assert page.status_code == 200 and "evil.example" not in page.text, path
+        form = c.get("/needs")
+        token = re.search(r'name="csrf-token" content="([0-9a-f]+)"', form.text)
+        assert token is not None
+        done = c.post("/audit/verify", data={"csrf": token.group(1)}, follow_redirects=False)
+        assert done.status_code == 303
+        shown = c.get(done.headers["location"])
+        assert "verified: intact" in shown.text  # this server's own notices still show
+        basic = c.get("/api/session", headers={"Authorization": "Basic eDp5"})
+        assert basic.status_code == 200  # another scheme is not a claim to judge

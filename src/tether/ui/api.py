@@ -50,10 +50,13 @@ router = APIRouter(prefix="/api")
 Reader = Annotated[Tether, Depends(reader)]
 Ctx = Annotated[UiContext, Depends(context)]
 Json = dict[str, Any]
+MAX_SEQ = 2**62
+"""The largest sequence number or count a query takes (SQLite's integers are 64-bit)."""
 
 
 class Body(BaseModel):
-    model_config = {"extra": "forbid"}
+    # Strict: "yes" is not true and "5" is not 5 (a JSON client says what it means).
+    model_config = {"extra": "forbid", "strict": True}
 
 
 class ApproveBody(Body):
@@ -193,8 +196,9 @@ def show(t: Reader, run: str) -> Json:
 
 
 @router.get("/runs/{run}/events", summary="A run's events (tether events --json)")
-def events(t: Reader, run: str, after: Annotated[int, Query(ge=0)] = 0,
-           kind: str | None = None, limit: Annotated[int | None, Query(ge=1)] = None
+def events(t: Reader, run: str, after: Annotated[int, Query(ge=0, le=MAX_SEQ)] = 0,
+           kind: str | None = None,
+           limit: Annotated[int | None, Query(ge=1, le=MAX_SEQ)] = None
            ) -> list[Json]:
     if kind is not None and kind not in KINDS:
         raise UsageError(f"unknown event kind {kind!r} (docs/events.md lists them)")

@@ -24,7 +24,7 @@ from tether.store.protocol import Store
 from tether.ui import api, errors
 from tether.ui.auth import Auth
 from tether.ui.context import UiContext
-from tether.ui.deps import HostGuard, check_routes
+from tether.ui.deps import BodyLimit, HostGuard, check_routes
 from tether.ui.pages import graph, needs, overview, report, run, signin
 from tether.ui.security import is_loopback
 
@@ -72,6 +72,7 @@ def create_app(store: Store, *, host: str = "127.0.0.1", port: int = 8765,
     for module in (overview, needs, run, graph, report, signin):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=_STATIC), name="static")
-    app.add_middleware(HostGuard, hosts=ctx.hosts)
+    app.add_middleware(BodyLimit)
+    app.add_middleware(HostGuard, hosts=ctx.hosts)  # added last: runs first
     check_routes(app)  # a route that checks no permission fails here, in every test
     return app

@@ -37,6 +37,49 @@ _FORMS = ("application/x-www-form-urlencoded", "multipart/form-data")
 _SAFE = ("GET", "HEAD", "OPTIONS")
 
 
+MAX_BODY = 1 << 20
+"""The largest request body taken (1 MiB): far more than any form or JSON action needs,
+and a bound on what one request can make the journal keep for good (a note, a reason)."""
+
+
+class BodyLimit:
+    """Refuse a change whose body is over :data:`MAX_BODY` with 413, before any route
+    reads it (the body is read here, at most one byte past the limit, and handed on)."""
+
+    def __init__(self, app: ASGIApp, limit: int = MAX_BODY) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] in _SAFE:
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope["headers"]).get(b"content-length", b"0")
+        body = b""
+        if length.isdigit() and int(length) <= self.limit:
+            more = True
+            while more and len(body) <= self.limit:
+                msg = await receive()
+                if msg["type"] == "http.disconnect":
+                    return
+                body += msg.get("body", b"")
+                more = msg.get("more_body", False)
+        if not length.isdigit() or int(length) > self.limit or len(body) > self.limit:
+            await error_response(Request(scope), 413, "TooLarge",
+                                 f"the request body is over {self.limit:,} bytes; send less "
+                                 "(a note or a reason of a few lines)")(scope, receive, send)
+            return
+        sent = False
+
+        async def replay() -> Any:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+        await self.app(scope, replay, send)
+
+
 class HostGuard:
     """Refuse a request whose ``Host`` is not one of the dashboard's own names (DNS
     rebinding), or whose ``Origin``, when a change is asked, is another site's."""
@@ -83,8 +126,10 @@ def credentials(request: Request) -> Credentials:
     bearer = None
     if auth is not None:
         scheme, _, token = auth.partition(" ")
-        # Any Authorization header is a claim to be judged: a malformed one is a bad token.
-        bearer = token.strip() if scheme.lower() == "bearer" else auth
+        # A Bearer header is a claim to be judged (an empty one is a bad token). Another
+        # scheme is not ours: a proxy's Basic auth (nginx passes it on) is left alone, so
+        # the browser's session still answers.
+        bearer = token.strip() if scheme.lower() == "bearer" else None
     return Credentials(bearer=bearer, session=request.cookies.get(SESSION_COOKIE) or None,
                        forwarded=any(h in request.headers for h in _PROXY_HEADERS))
 
@@ -109,7 +154,7 @@ def principal(request: Request, ctx: UiContext = Depends(context)) -> Caller:  #
     creds = credentials(request)
     who = ctx.auth.resolve(creds)
     if who is None:
-        error = ' error="invalid_token"' if creds.bearer is not None else ""
+        error = ', error="invalid_token"' if creds.bearer is not None else ""
         raise HTTPException(401, _unknown(creds),
                             headers={"WWW-Authenticate": f'Bearer realm="tether"{error}'})
     request.state.caller = who

@@ -3,6 +3,9 @@ and the redirect after a form's action."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import secrets
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -44,8 +47,7 @@ def page(request: Request, ctx: UiContext, name: str,
                 # Buttons a caller's role may not use are not drawn (the server refuses
                 # them all the same).
                 "can": (lambda action: who is not None and who.can(action)),
-                "notice": request.query_params.get("notice"),
-                "error": request.query_params.get("error"), "batch": head, **data}
+                **said(request), "batch": head, **data}
     read = data if callable(data) else (lambda: data)
     if request.headers.get(PART_HEADER) == "live":
         tmpl = templates.env.get_template(name)
@@ -70,10 +72,33 @@ def _local(path: str | None, default: str) -> str:
     return path.split("?", 1)[0]
 
 
+# Notices travel in the redirect's query, signed with a key of this process: a page shows
+# only what this server said, never a sentence someone put in a link ("tokens rotated: paste
+# yours at ...") on the real sign-in page.
+_SAID_KEY = secrets.token_bytes(32)
+
+
+def _signature(notice: str, error: str) -> str:
+    msg = f"{notice}\0{error}".encode()
+    return hmac.new(_SAID_KEY, msg, hashlib.sha256).hexdigest()[:32]
+
+
+def said(request: Request) -> dict[str, str | None]:
+    """The notice and error a redirect from this server carried (None unless signed)."""
+    q = request.query_params
+    notice, error = q.get("notice") or "", q.get("error") or ""
+    if not (notice or error) or not hmac.compare_digest(q.get("said", ""),
+                                                        _signature(notice, error)):
+        return {"notice": None, "error": None}
+    return {"notice": notice or None, "error": error or None}
+
+
 def back(next_: str | None, default: str, *, notice: str | None = None,
          error: str | None = None) -> Response:
     """303 to the page the form came from, with a notice or an error for it to show."""
     q = {k: v for k, v in (("notice", notice), ("error", error)) if v}
+    if q:
+        q["said"] = _signature(notice or "", error or "")
     url = _local(next_, default) + (f"?{urlencode(q)}" if q else "")
     return RedirectResponse(url, status_code=303)
 

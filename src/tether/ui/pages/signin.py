@@ -34,7 +34,9 @@ def _form(request: Request, ctx: UiContext, *, next_: str, error: str | None = N
     resp = templates.TemplateResponse(
         request, "signin.html",
         {"csrf": token, "next": next_, "error": error,
-         "notice": request.query_params.get("notice"), "secure": not is_loopback(ctx.host)},
+         # The one notice this page has: a link cannot make it say anything else.
+         "notice": "signed out" if request.query_params.get("out") == "1" else None,
+         "secure": not is_loopback(ctx.host)},
         status_code=status, headers={"Cache-Control": "no-store"})
     set_csrf_cookie(resp, seed)
     return resp
@@ -73,7 +75,7 @@ async def signout(request: Request, ctx: Annotated[UiContext, Depends(context)])
     sid = request.cookies.get(SESSION_COOKIE)
     if sid and ctx.auth.sessions is not None:
         ctx.auth.sessions.end(sid)
-    resp = RedirectResponse("/signin?notice=signed+out", status_code=303)
+    resp = RedirectResponse("/signin?out=1", status_code=303)
     resp.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict",
                        secure=not is_loopback(ctx.host))
     return resp
