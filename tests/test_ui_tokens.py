@@ -331,3 +331,5 @@ def test_what_a_request_may_bring_is_bounded_and_typed(tmp_path: Path) -> None:
         assert "verified: intact" in shown.text  # this server's own notices still show
         basic = c.get("/api/session", headers={"Authorization": "Basic eDp5"})
         assert basic.status_code == 200  # another scheme is not a claim to judge
+        assert basic.headers["x-frame-options"] == "DENY"  # nobody frames its buttons
+        assert "frame-ancestors 'none'" in c.get("/").headers["content-security-policy"]

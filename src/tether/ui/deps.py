@@ -80,6 +80,25 @@ class BodyLimit:
         await self.app(scope, replay, send)
 
 
+_HARDENING = (
+    # No other site may frame the dashboard (clickjacking its buttons), guess a response's
+    # type, or learn its URLs from a link followed out of it.
+    (b"x-frame-options", b"DENY"),
+    (b"content-security-policy", b"frame-ancestors 'none'"),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"same-origin"),
+)
+
+
+def _hardened(send: Send) -> Send:
+    """``send`` adding :data:`_HARDENING`'s headers to every response."""
+    async def wrapped(message: Any) -> None:
+        if message["type"] == "http.response.start":
+            message = {**message, "headers": [*message.get("headers", ()), *_HARDENING]}
+        await send(message)
+    return wrapped
+
+
 class HostGuard:
     """Refuse a request whose ``Host`` is not one of the dashboard's own names (DNS
     rebinding), or whose ``Origin``, when a change is asked, is another site's."""
@@ -105,7 +124,7 @@ class HostGuard:
         elif scope["method"] not in _SAFE and not origin_ok(headers.get("origin"), host):
             problem = f"a change asked from another site ({headers.get('origin')}) is refused"
         if problem is None:
-            await self.app(scope, receive, send)
+            await self.app(scope, receive, _hardened(send))
             return
         request = Request(scope, receive)
         await error_response(request, 403 if known else 400,
