@@ -49,6 +49,18 @@ def _acquire(store: Store, run: str, owner: str, ttl: float, wait: float,
     return token
 
 
+_RUN_LOCKS: dict[str, threading.RLock] = {}
+_RUN_LOCKS_GUARD = threading.Lock()
+
+
+def _run_lock(run: str) -> threading.RLock:
+    """One lock per run in this process. A process's leases share one owner name, so two of
+    its threads acquiring the same run would each take the lease over from the other (the
+    loser's fenced writes refused with a lease's token numbers): they take turns instead."""
+    with _RUN_LOCKS_GUARD:
+        return _RUN_LOCKS.setdefault(run, threading.RLock())
+
+
 @contextlib.contextmanager
 def holding(store: Store, run: str, *, kind: str = "cli", ttl: float = 30.0,
             busy: str | None = None, wait: float = 0.0,
@@ -61,6 +73,13 @@ def holding(store: Store, run: str, *, kind: str = "cli", ttl: float = 30.0,
     with slow undos) keeps it; its writes are fenced by the token in any case. ``wall``:
     the clock leases follow (and the journal's entries are stamped with).
     """
+    with _run_lock(run), _held(store, run, kind, ttl, busy, wait, wall) as journal:
+        yield journal
+
+
+@contextlib.contextmanager
+def _held(store: Store, run: str, kind: str, ttl: float, busy: str | None, wait: float,
+          wall: WallClock) -> Iterator[RunJournal | None]:
     owner = owner_name(kind)
     token = _acquire(store, run, owner, ttl, wait, wall)
     if token is None:

@@ -72,7 +72,11 @@ def create_app(store: Store, *, host: str = "127.0.0.1", port: int = 8765,
     for module in (overview, needs, run, graph, report, signin):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=_STATIC), name="static")
+    _guard(app, ctx)
+    return app
+
+
+def _guard(app: FastAPI, ctx: UiContext) -> None:
     app.add_middleware(BodyLimit)
     app.add_middleware(HostGuard, hosts=ctx.hosts)  # added last: runs first
     check_routes(app)  # a route that checks no permission fails here, in every test
-    return app
