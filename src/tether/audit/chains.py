@@ -191,6 +191,7 @@ def _take(got: ChainShare, hashes: dict[str, dict[int, str]], found: dict[str, l
     facts.merge(got.facts)
     rep.runs += got.runs
     rep.events += got.events
+    rep.helped += got.runs
 
 
 def _run_ids(store: Store) -> list[str]:

@@ -82,7 +82,8 @@ class Helper:
         self._done = True
         try:
             assert self._proc.stdout is not None
-            out = self._proc.stdout.read()  # (communicate() would flush the closed stdin)
+            with self._proc.stdout:
+                out = self._proc.stdout.read()  # (communicate() would flush the closed stdin)
             self._proc.wait()
             if self._proc.returncode == 0:
                 got = pickle.loads(out)  # noqa: S301 (our own child, over its private pipe)
@@ -99,16 +100,22 @@ class Helper:
     def close(self) -> None:
         """Stop the helper if it still runs (verify failed or was interrupted)."""
         proc, self._proc, self._done = getattr(self, "_proc", None), None, True
-        if proc is not None and proc.poll() is None:
+        if proc is None:
+            return
+        if proc.poll() is None:
             proc.kill()
             proc.wait()
+        for pipe in (proc.stdin, proc.stdout):
+            if pipe is not None:
+                pipe.close()
 
 
-def start_helper(command: Sequence[str], url: str | None, mark: str, size: int
-                 ) -> Helper | None:
-    """A helper for a store of ``size`` events, if it is worth one, there is a second
-    core, and the store can be opened elsewhere (``url``); ``command`` starts it."""
-    if not command or url is None or size < PARALLEL_MIN or (os.cpu_count() or 1) < 2:
+def start_helper(command: Sequence[str], url: str | None, mark: str, size: int,
+                 least: int = PARALLEL_MIN) -> Helper | None:
+    """A helper for a store of ``size`` events, if it has ``least`` events at least, there
+    is a second core, and the store can be opened elsewhere (``url``); ``command`` starts
+    it."""
+    if not command or url is None or size < least or (os.cpu_count() or 1) < 2:
         return None
     return Helper(command, url, mark, SPLIT)
 

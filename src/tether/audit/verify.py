@@ -36,7 +36,7 @@ from tether.audit.chains import ChainFacts, ChainShare, walk_chains
 from tether.audit.projections import check_projections
 from tether.audit.report import VerifyReport
 from tether.audit.rows import RowFacts, check_rows
-from tether.audit.share import SPLIT, Helper, start_helper
+from tether.audit.share import PARALLEL_MIN, SPLIT, Helper, start_helper
 from tether.audit.signed import verify_signed
 from tether.audit.store_chain import verify_store_chain
 from tether.audit.tables import Tables, read_tables
@@ -54,32 +54,33 @@ from tether.store.records import Link
 def verify_store(store: Store, *, progress: Callable[[int, int], None] | None = None,
                  key: Verifier | None = None,
                  witness: Sequence[WitnessCheckpoint] = (),
-                 helper: Sequence[str] = ()) -> VerifyReport:
+                 helper: Sequence[str] = (), parallel_from: int = PARALLEL_MIN) -> VerifyReport:
     """Verify every chain in ``store`` and its signed checkpoints (their signatures too if
     ``key`` is given), and that it extends every checkpoint of a ``witness``'s copy
     (:func:`tether.audit.witness.parse_witness`). ``progress(done, total)`` is called per
     run. ``helper``: the command that starts a second process to walk half of a large
     store's chains (``tether.cli.verify_helper.COMMAND``; see :mod:`tether.audit.share`);
-    none: all of it here."""
+    none: all of it here; only from ``parallel_from`` events, below which starting it
+    costs more than it saves."""
     # The audit keeps a few objects per event (ids, hashes, rows), none in a reference
     # cycle: the collector's passes over them cost a sixth of verify and free nothing.
     collecting = gc.isenabled()
     gc.disable()
     try:
         with store.snapshot():
-            return _verify(store, progress, key, witness, helper)
+            return _verify(store, progress, key, witness, helper, parallel_from)
     finally:
         if collecting:
             gc.enable()
 
 
 def _verify(store: Store, progress: Callable[[int, int], None] | None,
-            key: Verifier | None, witness: Sequence[WitnessCheckpoint], command: Sequence[str]
-            ) -> VerifyReport:
+            key: Verifier | None, witness: Sequence[WitnessCheckpoint], command: Sequence[str],
+            parallel_from: int) -> VerifyReport:
     """verify_store inside one snapshot: on a live store, a run's events read before a
     worker's commit and its checkpoints or the batches read after it would disagree."""
     rep = VerifyReport()
-    helper = _helper(store, command)
+    helper = _helper(store, command, parallel_from)
     try:
         facts = ChainFacts()
         # The store chain first: its erasures say which checkpoints were rewritten on purpose.
@@ -120,13 +121,13 @@ def _verify(store: Store, progress: Callable[[int, int], None] | None,
     return rep
 
 
-def _helper(store: Store, command: Sequence[str]) -> Helper | None:
+def _helper(store: Store, command: Sequence[str], parallel_from: int) -> Helper | None:
     """A second process for a large store's later runs (:mod:`tether.audit.share`)."""
     if not command:
         return None
     try:
         return start_helper(command, store.reader_url(), store.snapshot_mark(),
-                            store.chain_size())
+                            store.chain_size(), parallel_from)
     except StoreError:
         return None  # the walk here names what cannot be read
 
