@@ -44,7 +44,7 @@ PARALLEL_MIN = 20_000
 (about 0.2 s) costs more than the half of the walk it saves (measured in
 docs/benchmarks.md)."""
 
-SPLIT = 0.55
+SPLIT = 0.6
 """The fraction of the events walked here; the helper walks the rest and runs the
 integrity check, while this process also checks batches, links, rows and signed
 checkpoints after the walk."""
