@@ -58,8 +58,8 @@ def verify_store(store: Store, *, progress: Callable[[int, int], None] | None = 
     """Verify every chain in ``store`` and its signed checkpoints (their signatures too if
     ``key`` is given), and that it extends every checkpoint of a ``witness``'s copy
     (:func:`tether.audit.witness.parse_witness`). ``progress(done, total)`` is called per
-    run. ``helper``: the command that starts a second process to walk half of a large
-    store's chains (``tether.cli.verify_helper.COMMAND``; see :mod:`tether.audit.share`);
+    run. ``helper``: the command that starts a second process to walk the later runs of
+    a large store (``tether.cli.verify_helper.COMMAND``; see :mod:`tether.audit.share`);
     none: all of it here; only from ``parallel_from`` events, below which starting it
     costs more than it saves."""
     # The audit keeps a few objects per event (ids, hashes, rows), none in a reference
@@ -80,45 +80,53 @@ def _verify(store: Store, progress: Callable[[int, int], None] | None,
     """verify_store inside one snapshot: on a live store, a run's events read before a
     worker's commit and its checkpoints or the batches read after it would disagree."""
     rep = VerifyReport()
-    helper = _helper(store, command, parallel_from)
-    try:
-        facts = ChainFacts()
-        # The store chain first: its erasures say which checkpoints were rewritten on purpose.
-        chain = verify_store_chain(store, rep)
-        tables: list[Tables] = []
-
-        def later() -> ChainShare | None:
-            tables.append(read_tables(store))  # while the helper still works
-            return helper.share() if helper else None
-
-        hashes = walk_chains(store, rep, facts, progress, split=SPLIT if helper else 1.0,
-                             later=later if helper else None)
-        got = helper.result() if helper else None
-        if not tables:
-            tables.append(read_tables(store))
-    finally:
-        if helper:
-            helper.close()
+    facts, hashes, tables, integrity = _walk(store, rep, progress, command, parallel_from)
     # The chains say nothing of pages they never read (an index): SQLite checks the file.
     rep.problems[0:0] = [
         f"the store file is damaged: SQLite's check says {line!r}; restore it from a backup "
         "(made with tether store backup), or salvage what SQLite can read into a new file "
-        "(sqlite3 FILE .recover) and verify that"
-        for line in (got.integrity if got else store.check_integrity())[:10]]
-    hashes[STORE_CHAIN] = chain
+        "(sqlite3 FILE .recover) and verify that" for line in integrity[:10]]
     facts.rows.erased = {x["event"] for x in rep.erasures}
     leaves = _verify_batches(store, hashes, rep)
     verify_signed(store, leaves, key, rep)
     if witness:
         verify_witness(store, leaves, witness, key, rep)
-    _verify_links(tables[0].links, facts, rep)
-    read = tables[0].effects
+    _verify_links(tables.links, facts, rep)
+    read = tables.effects
     if isinstance(read, StoreError):
         rep.problems.append(f"effects cannot be read ({read})")
     effects = None if isinstance(read, StoreError) else read
-    check_rows(facts.rows, tables[0].messages, tables[0].versions, effects, rep.problems)
+    check_rows(facts.rows, tables.messages, tables.versions, effects, rep.problems)
     check_projections(store, facts.folds, facts.rows.damaged, effects, rep.problems)
     return rep
+
+
+def _walk(store: Store, rep: VerifyReport, progress: Callable[[int, int], None] | None,
+          command: Sequence[str], parallel_from: int
+          ) -> tuple[ChainFacts, dict[str, dict[int, str]], Tables, list[str]]:
+    """Every chain (a large store's later runs in a helper process), the rows the later
+    checks compare (read meanwhile), and SQLite's check of the file (the helper's, or
+    run here): the facts, the chains' hashes, the rows, the check's lines."""
+    helper = _helper(store, command, parallel_from)
+    tables: list[Tables] = []
+
+    def later() -> ChainShare | None:
+        tables.append(read_tables(store))  # while the helper still works
+        return helper.share() if helper else None
+
+    try:
+        facts = ChainFacts()
+        # The store chain first: its erasures say which checkpoints were rewritten on purpose.
+        chain = verify_store_chain(store, rep)
+        hashes = walk_chains(store, rep, facts, progress, split=SPLIT if helper else 1.0,
+                             later=later if helper else None)
+        hashes[STORE_CHAIN] = chain
+        got = helper.result() if helper else None
+    finally:
+        if helper:
+            helper.close()
+    integrity = got.integrity if got else store.check_integrity()
+    return facts, hashes, tables[0] if tables else read_tables(store), integrity
 
 
 def _helper(store: Store, command: Sequence[str], parallel_from: int) -> Helper | None:
