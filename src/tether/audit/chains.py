@@ -130,32 +130,21 @@ def walk_chains(store: Store, rep: VerifyReport, facts: ChainFacts,
     found: dict[str, list[str]] = {}
     total = len(store.all_run_ids()) if progress else 0
     parts = [(0.0, split), (split, 1.0)] if split < 1.0 else [(0.0, 1.0)]
-    current = ""  # the run being walked
+    reading = [""]  # the run being read
+    done = (lambda: progress(rep.runs, total)) if progress else None
     try:
         for part in parts:
             got = later() if later is not None and part[0] > 0.0 else None
-            if got is not None:
-                _take(got, hashes, found, facts, rep)
-                if progress:
-                    progress(rep.runs, total)
+            if got is None:
+                _walk_runs(store, part, rep, facts, hashes, found, reading, done)
                 continue
-            for current, rows in groupby(store.chain_rows(part=part), itemgetter(0)):
-                found[current] = []
-                try:
-                    hashes[current] = _walk_run(store, current, rows, rep, facts,
-                                                found[current])
-                except (ValueError, TypeError) as exc:
-                    # Noted as verified, yet not what any tether wrote (e.g. a payload forged
-                    # to match its hash): name what we can and go on.
-                    _unreadable(current, f"unreadable event ({exc})", hashes, found, facts)
-                current = ""
-                rep.runs += 1
-                if progress:
-                    progress(rep.runs, total)
+            _take(got, hashes, found, facts, rep)
+            if done:
+                done()
     except StoreError as exc:
         # Some pages cannot be read: the run being read and those not reached are unread.
-        if current:
-            _unreadable(current, f"unreadable event ({exc})", hashes, found, facts)
+        if reading[0]:
+            _unreadable(reading[0], f"unreadable event ({exc})", hashes, found, facts)
         for other in _run_ids(store):
             if other not in hashes:
                 _unreadable(other, f"its events cannot be read ({exc})", hashes, found, facts)
@@ -173,14 +162,28 @@ def walk_share(store: Store, part: tuple[float, float], rewritten: dict[
     facts = ChainFacts()
     hashes: dict[str, dict[int, str]] = {}
     found: dict[str, list[str]] = {}
+    _walk_runs(store, part, rep, facts, hashes, found, [""], None)
+    return ChainShare(hashes, found, facts, rep.runs, rep.events)
+
+
+def _walk_runs(store: Store, part: tuple[float, float], rep: VerifyReport, facts: ChainFacts,
+               hashes: dict[str, dict[int, str]], found: dict[str, list[str]],
+               reading: list[str], done: Callable[[], None] | None) -> None:
+    """Walk the runs of ``part`` into ``hashes`` and ``found``; ``reading[0]`` is the run
+    being read ("" between runs), ``done()`` is called after each."""
     for run, rows in groupby(store.chain_rows(part=part), itemgetter(0)):
+        reading[0] = run
         found[run] = []
         try:
             hashes[run] = _walk_run(store, run, rows, rep, facts, found[run])
         except (ValueError, TypeError) as exc:
+            # Noted as verified, yet not what any tether wrote (e.g. a payload forged to
+            # match its hash): name what we can and go on.
             _unreadable(run, f"unreadable event ({exc})", hashes, found, facts)
+        reading[0] = ""
         rep.runs += 1
-    return ChainShare(hashes, found, facts, rep.runs, rep.events)
+        if done:
+            done()
 
 
 def _take(got: ChainShare, hashes: dict[str, dict[int, str]], found: dict[str, list[str]],
