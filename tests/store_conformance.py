@@ -762,6 +762,32 @@ def test_chain_rows_are_every_run_s_events_as_stored_in_seq_order(
     assert (erased[9], erased[10], erased[11]) == (None, gone.payload_hash, gone.hash)
 
 
+def test_chain_rows_parts_tile_the_whole_in_order_by_whole_runs(
+        store_factory: StoreFactory) -> None:
+    """What verify's helper process walks (part) and what it compares (size, mark, url)."""
+    store, ids = store_factory(), _ids()
+    assert store.chain_size() == 0
+    empty = store.snapshot_mark()
+    runs = [_owned(store, ids) for _ in range(5)]
+    for step in (1, 2):
+        assert store.commit([r.write(1 + i, step=step) for i, r in enumerate(runs)]) == \
+            [None] * 5
+    whole = list(store.chain_rows())
+    assert store.chain_size() == len(whole) == 35  # with each run.started
+    for cuts in ((0.5,), (0.1, 0.45, 0.9), (0.0, 0.99), (0.3, 0.3)):
+        bounds = [0.0, *cuts, 1.0]
+        parts = [list(store.chain_rows(part=(a, b))) for a, b in itertools.pairwise(bounds)]
+        assert [r for p in parts for r in p] == whole
+        for p, q in itertools.pairwise(parts):  # a run is never split between parts
+            assert not {r[0] for r in p} & {r[0] for r in q}
+    assert list(store.chain_rows(part=(0.5, 1.0)))  # the later half is not empty
+    mark = store.snapshot_mark()
+    assert mark != empty and store.snapshot_mark() == mark
+    assert store.commit([runs[0].write(1, step=3)]) == [None]
+    assert store.snapshot_mark() != mark  # a commit moves it
+    assert store.reader_url()
+
+
 def test_events_in_window_are_by_time_across_runs_and_filtered(
         store_factory: StoreFactory) -> None:
     store, ids = store_factory(), _ids()

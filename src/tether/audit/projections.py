@@ -49,6 +49,15 @@ class FoldFacts:
                 into[got[0]] = got[1]
 
 
+    def merge(self, later: FoldFacts) -> None:
+        """Take in the folds of runs noted apart, after these (as if noted here next)."""
+        self.runs.update(later.runs)
+        self.heads.update(later.heads)
+        self.unsure |= later.unsure
+        self.effects.update(later.effects)
+        self.approvals.update(later.approvals)
+
+
 def check_projections(store: Store, facts: FoldFacts, damaged: set[str],
                       effects: list[EffectRow] | None, problems: list[str]) -> None:
     """Compare run, effect and approval rows with the folds; one problem per table.

@@ -24,6 +24,8 @@ class VerifyReport:
     rewritten: dict[tuple[str, int, int], list[tuple[str, str]]] = field(default_factory=dict)
     """Checkpoints an erasure rewrote (its value removed from the state they hold):
     ``(run, epoch, step)`` -> ``(old hash, new hash)`` per erasure, in the chain's order."""
+    helped: int = 0
+    """Runs walked by a helper process (:mod:`tether.audit.share`), not here."""
     checkpoints: int = 0
     """Signed checkpoints checked."""
     sealed: int = 0

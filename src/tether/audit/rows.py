@@ -26,7 +26,6 @@ from tether.core.seals import (
 )
 from tether.core.settings import erased_marker
 from tether.errors import StoreError
-from tether.store.protocol import Store
 from tether.store.records import EffectRow, MessageRow, VersionRow
 
 _MADE = ("message.sent", "blackboard.write", "effect.intent")
@@ -91,20 +90,31 @@ class RowFacts:
                 # Resolved as done before seals: it wrote versions it did not journal.
                 self.files.setdefault(effect, []).append(None)
 
+    def merge(self, later: RowFacts) -> None:
+        """Take in the facts of events noted apart, after these (as if noted here next)."""
+        self.made.update(later.made)
+        self.outcome.update(later.outcome)
+        for effect, wrote in later.files.items():
+            self.files.setdefault(effect, []).extend(wrote)
+        self.unchecked |= later.unchecked
+        self.damaged |= later.damaged
+        self.unreadable |= later.unreadable
+        self.erased |= later.erased
+
     def skipped(self, event: str, run: str) -> bool:
         """Rows of a run with a damaged event are not judged, like its checkpoints: the
         events that last changed them may be among those that could not be verified."""
         return event in self.unchecked or run in self.damaged
 
 
-def check_rows(store: Store, facts: RowFacts, effects: list[EffectRow] | None,
+def check_rows(facts: RowFacts, messages: list[MessageRow] | StoreError,
+               versions: list[VersionRow] | StoreError, effects: list[EffectRow] | None,
                problems: list[str]) -> None:
     """Compare message, version and effect rows (``effects``, read once for this and the
     projections' check; None if they could not be read) with their events; one problem
-    per table."""
-    try:
-        messages, versions = store.messages(), store.versions()
-    except StoreError as exc:
+    per table. ``messages`` and ``versions``: as read, or the error reading them."""
+    if isinstance(messages, StoreError) or isinstance(versions, StoreError):
+        exc = messages if isinstance(messages, StoreError) else versions
         problems.append(f"messages or versions cannot be read ({exc})")
         return
     for found in (_first(_message_problem(facts, m) for m in messages),

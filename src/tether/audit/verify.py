@@ -32,12 +32,14 @@ from __future__ import annotations
 import gc
 from collections.abc import Callable, Iterable, Sequence
 
-from tether.audit.chains import ChainFacts, walk_chains
+from tether.audit.chains import ChainFacts, ChainShare, walk_chains
 from tether.audit.projections import check_projections
 from tether.audit.report import VerifyReport
 from tether.audit.rows import RowFacts, check_rows
+from tether.audit.share import PARALLEL_MIN, SPLIT, Helper, start_helper
 from tether.audit.signed import verify_signed
 from tether.audit.store_chain import verify_store_chain
+from tether.audit.tables import Tables, read_tables
 from tether.audit.witness import WitnessCheckpoint, verify_witness
 from tether.core.events import BATCH_GENESIS, Event, batch_hash
 from tether.core.links import LINK_KINDS, derive_links
@@ -46,56 +48,96 @@ from tether.core.seals import links_digest
 from tether.core.settings import STORE_CHAIN
 from tether.errors import StoreError
 from tether.store.protocol import Store
+from tether.store.records import Link
 
 
 def verify_store(store: Store, *, progress: Callable[[int, int], None] | None = None,
                  key: Verifier | None = None,
-                 witness: Sequence[WitnessCheckpoint] = ()) -> VerifyReport:
+                 witness: Sequence[WitnessCheckpoint] = (),
+                 helper: Sequence[str] = (), parallel_from: int = PARALLEL_MIN) -> VerifyReport:
     """Verify every chain in ``store`` and its signed checkpoints (their signatures too if
     ``key`` is given), and that it extends every checkpoint of a ``witness``'s copy
     (:func:`tether.audit.witness.parse_witness`). ``progress(done, total)`` is called per
-    run."""
+    run. ``helper``: the command that starts a second process to walk the later runs of
+    a large store (``tether.cli.verify_helper.COMMAND``; see :mod:`tether.audit.share`);
+    none: all of it here; only from ``parallel_from`` events, below which starting it
+    costs more than it saves."""
     # The audit keeps a few objects per event (ids, hashes, rows), none in a reference
     # cycle: the collector's passes over them cost a sixth of verify and free nothing.
     collecting = gc.isenabled()
     gc.disable()
     try:
         with store.snapshot():
-            return _verify(store, progress, key, witness)
+            return _verify(store, progress, key, witness, helper, parallel_from)
     finally:
         if collecting:
             gc.enable()
 
 
 def _verify(store: Store, progress: Callable[[int, int], None] | None,
-            key: Verifier | None, witness: Sequence[WitnessCheckpoint]) -> VerifyReport:
+            key: Verifier | None, witness: Sequence[WitnessCheckpoint], command: Sequence[str],
+            parallel_from: int) -> VerifyReport:
     """verify_store inside one snapshot: on a live store, a run's events read before a
     worker's commit and its checkpoints or the batches read after it would disagree."""
     rep = VerifyReport()
+    facts, hashes, tables, integrity = _walk(store, rep, progress, command, parallel_from)
     # The chains say nothing of pages they never read (an index): SQLite checks the file.
-    rep.problems.extend(
+    rep.problems[0:0] = [
         f"the store file is damaged: SQLite's check says {line!r}; restore it from a backup "
         "(made with tether store backup), or salvage what SQLite can read into a new file "
-        "(sqlite3 FILE .recover) and verify that" for line in store.check_integrity()[:10])
-    facts = ChainFacts()
-    # The store chain first: its erasures say which checkpoints were rewritten on purpose.
-    chain = verify_store_chain(store, rep)
-    hashes = walk_chains(store, rep, facts, progress)
-    hashes[STORE_CHAIN] = chain
+        "(sqlite3 FILE .recover) and verify that" for line in integrity[:10]]
     facts.rows.erased = {x["event"] for x in rep.erasures}
     leaves = _verify_batches(store, hashes, rep)
     verify_signed(store, leaves, key, rep)
     if witness:
         verify_witness(store, leaves, witness, key, rep)
-    _verify_links(store, facts, rep)
-    try:
-        effects = store.effects()
-    except StoreError as exc:
-        rep.problems.append(f"effects cannot be read ({exc})")
-        effects = None
-    check_rows(store, facts.rows, effects, rep.problems)
+    _verify_links(tables.links, facts, rep)
+    read = tables.effects
+    if isinstance(read, StoreError):
+        rep.problems.append(f"effects cannot be read ({read})")
+    effects = None if isinstance(read, StoreError) else read
+    check_rows(facts.rows, tables.messages, tables.versions, effects, rep.problems)
     check_projections(store, facts.folds, facts.rows.damaged, effects, rep.problems)
     return rep
+
+
+def _walk(store: Store, rep: VerifyReport, progress: Callable[[int, int], None] | None,
+          command: Sequence[str], parallel_from: int
+          ) -> tuple[ChainFacts, dict[str, dict[int, str]], Tables, list[str]]:
+    """Every chain (a large store's later runs in a helper process), the rows the later
+    checks compare (read meanwhile), and SQLite's check of the file (the helper's, or
+    run here): the facts, the chains' hashes, the rows, the check's lines."""
+    helper = _helper(store, command, parallel_from)
+    tables: list[Tables] = []
+
+    def later() -> ChainShare | None:
+        tables.append(read_tables(store))  # while the helper still works
+        return helper.share() if helper else None
+
+    try:
+        facts = ChainFacts()
+        # The store chain first: its erasures say which checkpoints were rewritten on purpose.
+        chain = verify_store_chain(store, rep)
+        hashes = walk_chains(store, rep, facts, progress, split=SPLIT if helper else 1.0,
+                             later=later if helper else None)
+        hashes[STORE_CHAIN] = chain
+        got = helper.result() if helper else None
+    finally:
+        if helper:
+            helper.close()
+    integrity = got.integrity if got else store.check_integrity()
+    return facts, hashes, tables[0] if tables else read_tables(store), integrity
+
+
+def _helper(store: Store, command: Sequence[str], parallel_from: int) -> Helper | None:
+    """A second process for a large store's later runs (:mod:`tether.audit.share`)."""
+    if not command:
+        return None
+    try:
+        return start_helper(command, store.reader_url(), store.snapshot_mark(),
+                            store.chain_size(), parallel_from)
+    except StoreError:
+        return None  # the walk here names what cannot be read
 
 
 def _verify_batches(store: Store, hashes: dict[str, dict[int, str]], rep: VerifyReport
@@ -149,7 +191,8 @@ def _listed(n: int, entries: Iterable[tuple[str, int, int]], hashes: dict[str, d
     return listed
 
 
-def _verify_links(store: Store, facts: ChainFacts, rep: VerifyReport) -> None:
+def _verify_links(links: list[Link] | StoreError, facts: ChainFacts, rep: VerifyReport
+                  ) -> None:
     """The links index must be exactly what the (verified) events imply."""
     want: set[tuple[str, str, int, int, str, str, int, int, str]] = set()
     for e in facts.sources:
@@ -160,12 +203,11 @@ def _verify_links(store: Store, facts: ChainFacts, rep: VerifyReport) -> None:
                 continue  # forked from a run this store does not hold: the commit skipped it
             want.add((kind, src, s_epoch, s_step, s_event, e.run, e.epoch, e.step, e.id))
     erased = {e.id for e in facts.sources if e.payload is None and e.kind not in LINK_KINDS}
-    try:
-        have = {(x.kind, x.src_run, x.src_epoch, x.src_step, x.src_event, x.dst_run, x.dst_epoch,
-                 x.dst_step, x.dst_event) for x in store.links()}
-    except StoreError as exc:
-        rep.problems.append(f"provenance links cannot be read ({exc})")
+    if isinstance(links, StoreError):
+        rep.problems.append(f"provenance links cannot be read ({links})")
         return
+    have = {(x.kind, x.src_run, x.src_epoch, x.src_step, x.src_event, x.dst_run, x.dst_epoch,
+             x.dst_step, x.dst_event) for x in links}
     for e in facts.sources:
         if e.id in erased:
             problem = _lineage_problem(e, [x for x in have if x[8] == e.id])

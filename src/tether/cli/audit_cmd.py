@@ -15,6 +15,7 @@ from rich.progress import Progress
 from tether.audit import verify_store
 from tether.audit.proofs import check_bundle, prove
 from tether.audit.witness import WitnessCheckpoint, parse_witness
+from tether.cli import verify_helper
 from tether.cli.alerts_cmd import parse_since
 from tether.cli.args import check_value
 from tether.cli.common import AsOpt, console, handle_errors, operator, print_jsonl, store
@@ -94,7 +95,7 @@ def verify(json: Annotated[bool, typer.Option("--json", help="JSON instead of te
     with Progress(console=console, transient=True,
                   disable=json or not console.is_terminal) as prog:
         task = prog.add_task("verifying chains", total=None)
-        rep = verify_store(s, key=verifier, witness=kept,
+        rep = verify_store(s, key=verifier, witness=kept, helper=verify_helper.COMMAND,
                            progress=lambda d, n: prog.update(task, completed=d, total=n))
     if json:
         print_jsonl([rep.to_json()])

@@ -25,13 +25,15 @@ import asyncio
 import logging
 import math
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tether.core.monitors.asks import ANSWER_KIND, Answer, Ask
 from tether.core.monitors.watch import Watch
 from tether.models.base import Model
-from tether.models.openai import OpenAIModel
 from tether.runtime.stepping import StepRuntime
+
+if TYPE_CHECKING:  # the openai client takes a quarter second to import: on first ask
+    from tether.models.openai import OpenAIModel
 
 log = logging.getLogger(__name__)
 
@@ -47,12 +49,14 @@ proxy may log or deduplicate by it)."""
 DONE_KEPT = 4096
 """Ids of answered asks kept to refuse a monitor asking one again."""
 
-Connect = Callable[[str, float, dict[str, Any] | None], OpenAIModel]
+Connect = Callable[[str, float, dict[str, Any] | None], "OpenAIModel"]
 
 
 def connect_like(model: Model | None) -> Connect:
     """How to reach the monitors' models: the provider of the run's own model."""
     def connect(name: str, timeout: float, extra: dict[str, Any] | None) -> OpenAIModel:
+        from tether.models.openai import OpenAIModel
+
         if isinstance(model, OpenAIModel):
             return model.sibling(name, timeout=timeout, max_retries=RETRIES, extra_body=extra)
         return OpenAIModel(name, timeout=timeout, max_retries=RETRIES, extra_body=extra)

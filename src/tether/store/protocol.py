@@ -275,10 +275,31 @@ class Store(Protocol):
         """The store chain after event ``after``, in order (empty for a store without one)."""
         ...
 
-    def chain_rows(self) -> Iterator[ChainRow]:
+    def chain_rows(self, *, part: tuple[float, float] = (0.0, 1.0)) -> Iterator[ChainRow]:
         """Every run's events as stored, for the audit: run by run (in no set order of
         runs), each run's in seq order, read in bulk; the payload as its stored bytes,
-        undecoded (verify hashes those). See :data:`~tether.store.records.ChainRow`."""
+        undecoded (verify hashes those). See :data:`~tether.store.records.ChainRow`.
+
+        ``part=(a, b)``: only the whole runs from the one at fraction ``a`` of all events
+        (in this order) up to, not including, the one at fraction ``b``; parts that tile
+        0..1, read in one snapshot, yield together exactly what the whole does, in order."""
+        ...
+
+    def chain_size(self) -> int:
+        """How many events :meth:`chain_rows` yields (the audit splits large stores)."""
+        ...
+
+    def snapshot_mark(self) -> str:
+        """What the store holds, as far as the audit's chains go, in a few bytes: the newest
+        commit batch and the newest checkpoint and chunk rows. Two snapshots with the same
+        mark read the same :meth:`chain_rows`, checkpoints and chunks (every commit that
+        changes those appends a batch or adds a row), save a payload dropped by
+        :meth:`erase_payload`, which journals nothing."""
+        ...
+
+    def reader_url(self) -> str | None:
+        """The URL another process opens this store by, read-only (:func:`open_store`), or
+        None if it cannot (a store only this process sees)."""
         ...
 
     # -- signed checkpoints (tether audit seal) ----------------------------------

@@ -31,19 +31,49 @@ class SQLiteSeals(SQLiteBase):
     """Leaves in commit order and the signed checkpoints' table; every chain read in bulk
     for the audit."""
 
-    def chain_rows(self) -> Iterator[ChainRow]:
+    def chain_rows(self, *, part: tuple[float, float] = (0.0, 1.0)) -> Iterator[ChainRow]:
         # One cursor over the (rk, seq) index in pages: a query per run costs more than
         # its rows when runs are short, and all rows at once would hold every payload.
         with self.snapshot(), self._guard():
+            lo, hi = self._run_at(part[0]), self._run_at(part[1])
             # Text as bytes, decoded leniently below: the connection's lenient decoder is a
             # Python call per value, a fifth of reading a row.
-            cur = self._conn().execute(f"SELECT {CHAIN_COLS} FROM events ORDER BY rk, seq")
+            cur = self._conn().execute(f"SELECT {CHAIN_COLS} FROM events WHERE rk >= ? "
+                                       "AND rk < ? ORDER BY rk, seq", (lo, hi))
             run_id, rk, run = self._run_id, None, ""
             while rows := cur.fetchmany(1000):
                 for r in rows:
                     if r[0] != rk:
                         rk, run = r[0], run_id(r[0])
                     yield chain_row(r, run)
+
+    def _run_at(self, fraction: float) -> int:
+        """The run key of the event at ``fraction`` of all in (rk, seq) order: parts split
+        there, between whole runs. The ends are open, so no run falls outside both."""
+        if fraction <= 0.0:
+            return -(2**63)
+        if fraction >= 1.0:
+            return 2**63 - 1
+        at = int(self.chain_size() * fraction)
+        row = self._conn().execute("SELECT rk FROM events ORDER BY rk, seq LIMIT 1 OFFSET ?",
+                                   (at,)).fetchone()
+        return 2**63 - 1 if row is None else int(row[0])
+
+    def chain_size(self) -> int:
+        with self._guard():
+            return int(self._conn().execute("SELECT count(*) FROM events").fetchone()[0])
+
+    def snapshot_mark(self) -> str:
+        with self._guard():
+            c = self._conn()
+            batch = c.execute("SELECT n, hash FROM batches ORDER BY n DESC LIMIT 1").fetchone()
+            ckpt = c.execute("SELECT max(rowid) FROM checkpoints").fetchone()[0]
+            chunk = c.execute("SELECT max(rowid) FROM chunks").fetchone()[0]
+        n, h = (batch[0], bytes(batch[1]).hex()) if batch else (0, "")
+        return f"batch {n} {h} checkpoint {ckpt} chunk {chunk}"
+
+    def reader_url(self) -> str | None:
+        return f"sqlite:///{self.path.resolve()}"
 
     def leaf_hashes(self) -> list[bytes]:
         """Every event's hash in commit order (see :meth:`Store.leaf_hashes`)."""
