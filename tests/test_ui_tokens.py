@@ -41,6 +41,7 @@ CHANGES = {
     ("POST", "/api/runs/{run}/release"): "release",
     ("POST", "/api/runs/{run}/budget"): "budget",
     ("POST", "/api/audit/verify"): "read",  # reads the journal, writes nothing
+    ("POST", "/api/policy"): "policy_apply",
     ("POST", "/approvals/{approval}/approve"): "approve",
     ("POST", "/approvals/{approval}/deny"): "deny",
     ("POST", "/runs/{run}/pause"): "pause",
@@ -63,6 +64,7 @@ BODIES: dict[str, dict[str, Any]] = {
     "approve": {}, "deny": {"reason": "no"}, "resolve": {"resolution": "done"},
     "acknowledge": {}, "rollback": {"to": 1}, "fork": {"at": 1}, "quarantine": {},
     "budget": {"set": {"steps": 9}},
+    "policy_apply": {"text": '[[rule]]\nid = "r"\ntool = "*"\ndecide = "allow"\n'},
 }
 
 
@@ -333,3 +335,24 @@ def test_what_a_request_may_bring_is_bounded_and_typed(tmp_path: Path) -> None:
         assert basic.status_code == 200  # another scheme is not a claim to judge
         assert basic.headers["x-frame-options"] == "DENY"  # nobody frames its buttons
         assert "frame-ancestors 'none'" in c.get("/").headers["content-security-policy"]
+
+
+def test_an_admin_applies_a_policy_journaled_as_their_token(tmp_path: Path) -> None:
+    s = SQLiteStore(tmp_path / "t.db")
+    _info, secret = create_token(s, "ada", "admin", who="human:root")
+    text = '[[rule]]\nid = "pay-needs-ok"\ntool = "pay"\ndecide = "approve"\n'
+    with _client(s) as c:
+        auth = _bearer(secret)
+        assert c.get("/api/policy", headers=auth).json()["scope"] == "built-in"
+        bad = c.post("/api/policy", headers=auth, json={"text": "[[rule]]\nid = 3\n"})
+        assert bad.status_code == 400 and "dashboard" in error_of(bad)["message"]
+        assert not [e for e in s.store_events() if e.kind == "policy.applied"]
+        ok = c.post("/api/policy", headers=auth, json={"text": text})
+        assert ok.status_code == 200 and "applied to the store" in ok.json()["message"]
+        again = c.post("/api/policy", headers=auth, json={"text": text})
+        assert again.json()["message"].startswith("unchanged")
+        now = c.get("/api/policy", headers=auth).json()
+        assert (now["scope"], now["rules"], now["text"], now["applied_by"]) == (
+            "store", 1, text, "human:ada")
+    applied = [e for e in s.store_events() if e.kind == "policy.applied"]
+    assert [e.actor for e in applied] == ["human:ada"]  # once: the second was unchanged

@@ -31,11 +31,13 @@ from tether import control
 from tether.audit import VerifyReport, verify_store
 from tether.core.events import Event
 from tether.core.ids import UlidSource, iso
+from tether.core.policy import policy_from_text
 from tether.core.settings import StoreEvent
 from tether.core.statediff import Change, diff
 from tether.core.transcripts import READ_ONLY_KEY
 from tether.errors import UsageError
 from tether.history import StepCheckpoint, checkpoints
+from tether.policies import InForce, apply_policy, in_force
 from tether.provenance import cascade as cs
 from tether.provenance import fork as fk
 from tether.provenance import impact as im
@@ -275,6 +277,18 @@ class Tether:
     def set_swarm_pause_points(self, swarm: str, changes: Mapping[str, Any]) -> dict[str, Any]:
         """Change the pause points a swarm's runs share; returns them now."""
         return control.set_swarm_pause_points(self.store, swarm, changes, who=self.who)
+
+    def policy(self, swarm: str | None = None) -> InForce:
+        """The policy that gates runs of ``swarm`` (None: runs in no swarm) right now."""
+        return in_force(self.store, swarm)
+
+    def apply_policy(self, text: str, *, swarm: str | None = None, source: str = "dashboard"
+                     ) -> StoreEvent | None:
+        """Check a policy's TOML text, then put it in force for the store (or ``swarm``),
+        journaled with who applied it (``tether policy apply``). None: exactly this policy is
+        in force there already (nothing written). PolicyError names the line or rule."""
+        return apply_policy(self.store, policy_from_text(text, "toml", source=source),
+                            who=self.who, swarm=swarm)
 
     def approve(self, approval: str, *, note: str | None = None,
                 arguments: dict[str, Any] | None = None, always: bool = False) -> ApprovalRow:

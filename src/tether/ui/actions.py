@@ -18,10 +18,11 @@ from typing import Any
 
 from tether.approvals import approval_json
 from tether.ops import CommandResult, Tether
+from tether.policies import InForce
 from tether.runinfo import run_json
 
-__all__ = ["Done", "ack", "approve", "budget", "command", "deny", "fork", "quarantine",
-           "release", "resolve", "rollback"]
+__all__ = ["Done", "ack", "apply_policy", "approve", "budget", "command", "deny", "fork",
+           "policy_json", "quarantine", "release", "resolve", "rollback"]
 
 COMMAND_WAIT = 2.0
 """Seconds a pause, resume or stop waits for the worker that owns the run to say it
@@ -119,3 +120,23 @@ def release(t: Tether, run: str) -> Done:
     r = t.release(run)
     return Done(f"released run {r.run}: {len(r.held)} held message(s) delivered, "
                 f"{len(r.suspect)} write(s) no longer suspect", r.to_json())
+
+
+def policy_json(now: InForce) -> dict[str, Any]:
+    """The policy in force (``tether policy show --json``'s core): where it comes from, its
+    hash, its rules and groups, and its text."""
+    p = now.policy
+    return {"scope": now.scope, "describe": now.describe(), "hash": p.hash,
+            "rules": len(p.rules), "format": p.format, "text": p.text,
+            "applied_by": now.event.actor if now.event else None,
+            "applied_at": now.event.time if now.event else None}
+
+
+def apply_policy(t: Tether, text: str, swarm: str | None) -> Done:
+    where = f"swarm {swarm}" if swarm else "the store"
+    event = t.apply_policy(text, swarm=swarm)
+    now = t.policy(swarm)
+    if event is None:
+        return Done(f"unchanged: this policy is in force for {where} already", policy_json(now))
+    return Done(f"applied to {where} as store event #{event.n}: every worker uses it from its "
+                "next scheduling pass", policy_json(now))

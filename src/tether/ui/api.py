@@ -99,6 +99,12 @@ class ForkBody(Body):
     shared_workspace: bool = False
 
 
+class PolicyBody(Body):
+    text: str = Field(min_length=1, max_length=256_000,
+                      description="The policy file's TOML text (as `tether policy apply` reads).")
+    swarm: str | None = Field(None, description="Apply to this swarm only (default: the store).")
+
+
 class QuarantineBody(Body):
     reason: str = ""
 
@@ -179,6 +185,17 @@ def verify(t: Annotated[Tether, Depends(actor("read"))], ctx: Ctx) -> Json:
     from tether.system_clock import SYSTEM_CLOCK
     ctx.last_verify = {**t.verify().to_json(), "at": SYSTEM_CLOCK.now(), "by": t.who}
     return ctx.last_verify
+
+
+@router.get("/policy", summary="The policy in force (tether policy show)")
+def policy(t: Reader, swarm: str | None = None) -> Json:
+    return actions.policy_json(t.policy(swarm))
+
+
+@router.post("/policy", summary="Check a policy and put it in force (tether policy apply)")
+def apply_policy(body: PolicyBody,
+                 t: Annotated[Tether, Depends(actor("policy_apply"))]) -> Json:
+    return _done(actions.apply_policy(t, body.text, body.swarm))
 
 
 # -- runs --------------------------------------------------------------------------------
