@@ -142,6 +142,15 @@ def test_a_claimed_name_is_recorded_where_the_store_allows_it(db: Path) -> None:
     (row,) = SQLiteStore(db).list_runs()
     (started,) = [e for e in SQLiteStore(db).events(row.id) if e.kind == "run.started"]
     assert started.actor == "human:ada"
+    # Allowed or not, a claimed name follows a token name's rules (found by review: --as
+    # 'ada evil' was journaled as human:ada evil, and --as '' fell back to the OS user).
+    (run,) = [r.id for r in SQLiteStore(db).list_runs()]
+    for bad in ("ada evil", "human:ada", "-x", "a" * 65):
+        code, out = cli(db, "pause", run, "--as", bad)
+        assert code == 2 and "cannot be recorded as a name" in out, (bad, out)
+    code, out = cli(db, "pause", run, "--as", "")
+    assert code == 2 and "--as needs a name" in out
+    assert not [e for e in SQLiteStore(db).events(run) if e.kind in ("command", "run.paused")]
 
 
 POLICY_WITH_GROUPS = """

@@ -129,14 +129,15 @@ TOKEN_PREFIX: Final = "tth_"  # noqa: S105 - a marker every secret starts with, 
 SECRET_CHARS: Final = 43
 """Characters after the prefix: 32 random bytes in URL-safe base64 without padding."""
 _SECRET = re.compile(rf"{TOKEN_PREFIX}[A-Za-z0-9_-]{{{SECRET_CHARS}}}")
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
+NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
+"""What a person may be called: a token's name, a claimed ``--as`` name, an approver."""
 TOKEN_KINDS: Final = ("token.created", "token.revoked")
 """The store-chain event kinds of a token's life."""
 
 
 def check_token_name(name: str) -> str:
     """``name`` if it can name a token (and so an approver); UsageError otherwise."""
-    if not _NAME.fullmatch(name):
+    if not NAME.fullmatch(name):
         raise UsageError(f"token name {name[:40]!r}: use 1 to 64 letters, digits, '.', '_', "
                          "'@' or '-', starting with a letter or digit, e.g. --name ada")
     return name

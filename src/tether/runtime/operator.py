@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from tether.core.identity import NAME
 from tether.errors import NotFound, UsageError
 from tether.history import epoch_of, lineage, state_at
 from tether.identity.claims import as_allowed, os_user
@@ -29,13 +30,19 @@ def actor(as_name: str | None = None, store: Store | None = None) -> str:
     A claimed name is refused (UsageError, one line saying how to allow it) when the
     store does not allow it, when no store is given, and wherever ``TETHER_ALLOW_AS=0``.
     """
+    if as_name is not None and not as_name.strip():
+        raise UsageError("--as needs a name (e.g. --as alice); leave it out to act as the "
+                         f"OS user {os_user()!r}")
     claimed = as_name or os.environ.get("TETHER_USER")
     if not claimed:
         return f"human:{os_user()}"
     flag = "--as" if as_name else "TETHER_USER"
-    if not claimed.isprintable():  # control characters, bytes that are not UTF-8
-        raise UsageError(f"{flag} {claimed[:40]!r} cannot be recorded as a name; give "
-                         "printable UTF-8 text, e.g. --as alice")
+    if not NAME.fullmatch(claimed):
+        # The names a token may have, so an approver named in a policy means one person
+        # whichever way they sign (a space or a colon would make another name of it).
+        raise UsageError(f"{flag} {claimed[:40]!r} cannot be recorded as a name; use 1 to 64 "
+                         "letters, digits, '.', '_', '@' or '-', starting with a letter or "
+                         "digit, e.g. --as alice")
     if os.environ.get("TETHER_ALLOW_AS", "1") == "0":
         raise UsageError(f"acting as {claimed!r} ({flag}) is not allowed here "
                          f"(TETHER_ALLOW_AS=0); commands are recorded as the OS user "
