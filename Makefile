@@ -5,7 +5,8 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test test-fast test-phoenix test-browser browser ui-shots lint typecheck bench eval clean
+# `make ui` after `make demo`: the dashboard over the demo's store on http://127.0.0.1:8765/.
+.PHONY: ui demo test test-fast test-phoenix test-browser browser ui-shots lint typecheck bench eval clean
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "tether needs Python 3.11+"'
@@ -27,6 +28,13 @@ $(VENV)/.installed-bench: pyproject.toml constraints.txt | $(BIN)/python
 
 demo: $(VENV)/.installed
 	$(BIN)/tether demo
+
+$(VENV)/.installed-ui: pyproject.toml constraints.txt | $(BIN)/python
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[ui]'
+	touch $@ $(VENV)/.installed
+
+ui: $(VENV)/.installed-ui
+	$(BIN)/tether --store tether-demo/tether.db ui serve
 
 # Ruff, then the import contract (pyproject.toml, [tool.importlinter]; docs/design.md, Layering).
 lint: $(VENV)/.installed-dev

@@ -20,7 +20,7 @@ __all__ = ["INSTALL_HINT", "require"]
 
 _NEEDS = {"fastapi": "fastapi", "jinja2": "jinja2", "uvicorn": "uvicorn",
           "multipart": "python-multipart"}
-INSTALL_HINT = "pip install 'tether[ui]'"
+INSTALL_HINT = "pip install 'tether[ui]' (in a clone of tether: make ui, or pip install -e '.[ui]')"
 
 
 def require() -> None:
