@@ -52,9 +52,12 @@ def test_create_prints_the_token_once_as_its_last_line(db: Path) -> None:
     (row,) = [json.loads(line) for line in cli(db, "ui", "token", "list", "--json")[1]
               .splitlines()]
     assert set(row) == {"id", "name", "role", "created", "created_by", "revoked", "revoked_by"}
+    assert cli(db, "ui", "token", "create", "--name", "bo", "--role", "viewer")[0] == 0
     code, out = cli(db, "ui", "token", "revoke", "ada")
-    assert code == 0 and "revoked token ada" in out, out
+    assert code == 0 and "revoked token ada" in out and "no valid token" not in out, out
     assert authenticate(store, secret) is None
+    code, out = cli(db, "ui", "token", "revoke", "bo")  # the last one: the door it opens
+    assert code == 0 and "no valid token is left" in " ".join(out.split()), out
     code, out = cli(db, "ui", "token", "list")
     assert code == 0 and "revoked " in out and f"by human:{os_user()}" in out, out
     code, out = cli(db, "ui", "token", "revoke", "ada")

@@ -14,7 +14,7 @@ from rich.markup import escape
 
 from tether.cli.common import console, handle_errors, print_jsonl, store
 from tether.core.identity import ROLE_NAMES
-from tether.identity import create_token, list_tokens, revoke_token
+from tether.identity import create_token, list_tokens, revoke_token, tokens_exist
 from tether.runtime.operator import actor
 
 token_app = typer.Typer(no_args_is_help=True,
@@ -71,3 +71,10 @@ def revoke(token: Annotated[str, typer.Argument(
     t = revoke_token(s, token, who=actor(None, s))
     console.print(f"revoked token {escape(t.name)} ({t.role.label}, id {t.id}); it "
                   "authenticates no one from now on", highlight=False, soft_wrap=True)
+    if not tokens_exist(s):
+        # Said because it opens a door: with no token, a dashboard on loopback goes back to
+        # acting as the OS user who started it, for anyone on this machine (docs/ui.md).
+        console.print("no valid token is left: a dashboard on loopback now acts as the OS "
+                      "user who started it, for any local user, and one beyond loopback "
+                      "refuses everyone; `tether ui token create` closes it again",
+                      highlight=False, soft_wrap=True)
