@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import math
 import os
 import sys
 from collections.abc import Callable, Iterable, Sequence
@@ -17,6 +16,7 @@ from rich.markup import escape
 from typer.core import TyperGroup
 
 from tether.cli.args import check_arguments, check_value, click_exceptions, remember_argv
+from tether.core.budget import parse_cap
 from tether.errors import StoreError, TetherError, UsageError
 from tether.ops import Tether
 from tether.reporting.lines import at
@@ -183,19 +183,14 @@ def status(s: str) -> str:
 
 
 def parse_assignments(items: list[str], what: str) -> dict[str, float]:
-    """Parse ``key=number`` options."""
+    """Parse ``key=number`` options (:func:`~tether.core.budget.parse_cap`; an empty value
+    is refused here: these options set, they do not remove)."""
     out: dict[str, float] = {}
     for item in items:
-        k, sep, v = item.partition("=")
-        if not sep:
-            raise UsageError(f"{what} {item!r}: expected KEY=NUMBER, e.g. cost_usd_per_day=5")
-        try:
-            number = float(v)
-        except ValueError:
-            raise UsageError(f"{what} {item!r}: {v!r} is not a number") from None
-        if not math.isfinite(number):
-            raise UsageError(f"{what} {item!r}: {v!r} is not a finite number")
-        out[k.strip()] = number
+        k, number = parse_cap(item, what, "cost_usd_per_day=5")
+        if number is None:
+            raise UsageError(f"{what} {item!r}: '' is not a number")
+        out[k] = number
     return out
 
 

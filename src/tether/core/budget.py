@@ -162,3 +162,25 @@ def add(usage: dict[str, float], delta: Mapping[str, float]) -> None:
     """Add counters in place."""
     for k, v in delta.items():
         usage[k] = usage.get(k, 0.0) + v
+
+
+def parse_cap(item: str, what: str, example: str) -> tuple[str, float | None]:
+    """One ``KEY=NUMBER`` (a budget cap, a usage figure): ``(key, number)``, or
+    ``(key, None)`` for ``KEY=`` (a caller that takes it removes the cap).
+
+    Raises:
+        UsageError: no ``=`` (naming ``what``, the item and ``example``), or a value that
+            is not a finite number.
+    """
+    k, sep, v = item.partition("=")
+    if not sep:
+        raise UsageError(f"{what} {item!r}: expected KEY=NUMBER, e.g. {example}")
+    if not v.strip():
+        return k.strip(), None
+    try:
+        number = float(v)
+    except ValueError:
+        raise UsageError(f"{what} {item!r}: {v.strip()!r} is not a number") from None
+    if not math.isfinite(number):
+        raise UsageError(f"{what} {item!r}: {v.strip()!r} is not a finite number")
+    return k.strip(), number

@@ -3,12 +3,12 @@
 
 from __future__ import annotations
 
-import math
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import Response
 
+from tether.core.budget import parse_cap
 from tether.errors import UsageError
 from tether.ops import Tether
 from tether.ui import actions, views
@@ -103,20 +103,11 @@ def _caps(text: str | None) -> tuple[dict[str, float], list[str]]:
     for item in (text or "").replace("\n", ",").split(","):
         if not item.strip():
             continue
-        k, sep, v = item.partition("=")
-        if not sep:
-            raise UsageError(f"budget {item.strip()!r}: expected KEY=NUMBER, e.g. cost_usd=5 "
-                             "(KEY= removes the cap)")
-        if not v.strip():
-            unset.append(k.strip())
-            continue
-        try:
-            n = float(v)
-        except ValueError:
-            raise UsageError(f"budget {item.strip()!r}: {v.strip()!r} is not a number") from None
-        if not math.isfinite(n):
-            raise UsageError(f"budget {item.strip()!r}: {v.strip()!r} is not a finite number")
-        changes[k.strip()] = n
+        k, n = parse_cap(item.strip(), "budget", "cost_usd=5 (KEY= removes the cap)")
+        if n is None:
+            unset.append(k)
+        else:
+            changes[k] = n
     return changes, unset
 
 
