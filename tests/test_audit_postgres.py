@@ -13,10 +13,12 @@ from __future__ import annotations
 import os
 import random
 import secrets
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -216,3 +218,23 @@ def test_an_erasure_rewrites_the_rows_in_one_transaction_and_still_verifies(pg: 
         assert held == (0,)
     finally:
         store.close()
+
+
+def test_tether_audit_verify_names_the_changed_event_of_a_postgresql_store(pg: PG) -> None:
+    runs = _build(pg)
+
+    def verify() -> subprocess.CompletedProcess[str]:
+        # A real process, as an operator runs it (the CLI leaves closing to its exit).
+        return subprocess.run([str(Path(sys.executable).with_name("tether")), "--store",
+                               pg.url, "audit", "verify"], capture_output=True, text=True,
+                              timeout=60, check=False)
+
+    ok = verify()
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert f"{RUNS} runs" in ok.stdout
+    pg.raw.execute("UPDATE events SET actor = 'agent:forger' WHERE rk = %s AND seq = 5",
+                   (pg.rk(runs[4]),))
+    bad = verify()
+    assert bad.returncode == 1, bad.stdout + bad.stderr
+    assert f"run {runs[4]} event #5" in bad.stdout, bad.stdout
+    assert "Traceback" not in bad.stdout + bad.stderr

@@ -61,7 +61,8 @@ class PGTokens(PGBase):
         """Every token, valid or revoked (only the valid ones with ``active``), oldest
         first, at most ``limit``."""
         where = " WHERE revoked IS NULL" if active else ""
-        lim = "" if limit is None else f" LIMIT {int(limit)}"
+        # A negative limit is none, as in SQLite (PostgreSQL refuses LIMIT -1).
+        lim = "" if limit is None or limit < 0 else f" LIMIT {int(limit)}"
         return [_row(r) for r in self._read(
             f"SELECT {_COLS} FROM tokens{where} ORDER BY id{lim}")]  # ids are ULIDs: by time
 

@@ -78,7 +78,7 @@ class PGWorld(PGBase):
             sql += " AND kind = ANY(%s)"
             args.append(list(kinds))
         sql += " ORDER BY time, rk, seq"
-        if limit is not None:
+        if limit is not None and limit >= 0:  # negative: none, as in SQLite
             sql += " LIMIT %s"
             args.append(limit)
         return [row_event(r, self._run_id(r[0])) for r in self._read(sql, args)]
