@@ -245,7 +245,7 @@ class PostgresStore(PGLeases, PGQueues, PGWorld, PGLinks, PGSettings, PGTokens, 
             return []
         sql = f"SELECT {EVENT_COLS} FROM events WHERE rk = %s AND seq > %s ORDER BY seq"
         args: list[Any] = [rk, after_seq]
-        if limit is not None:
+        if limit is not None and limit >= 0:  # negative: none, as in SQLite
             sql += " LIMIT %s"
             args.append(limit)
         rows = self._read(sql, args)
