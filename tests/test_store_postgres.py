@@ -8,9 +8,12 @@ module is skipped with the reason, except under CI, where that is a failure.
 
 from __future__ import annotations
 
+import itertools
+import json
 import os
 import shutil
 import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -276,3 +279,66 @@ def test_backup_names_pg_dump_when_it_fails(store_factory: Callable[[], Store],
     with pytest.raises(UsageError, match="needs pg_dump"):
         store.backup(str(tmp_path / "copy.dump"))
     assert not (tmp_path / "copy.dump").exists()
+
+
+_RACER = """
+import json, sys, time
+from tether.store.postgres import PostgresStore
+from tests.store_conformance import _Run, _ids
+url, me, writes = sys.argv[1], sys.argv[2], int(sys.argv[4])
+runs = sys.argv[3].split(",") if sys.argv[3] else []
+store = PostgresStore(url)
+got = store.acquire_many(runs, me, 60, time.time())
+refused = 0
+if writes:  # append to the run this process created, then say what it got
+    ids = _ids()
+    r = _Run(ids.new(), ids)
+    assert store.commit([r.create()]) == [None]
+    r.fence = store.acquire(r.id, me, 60, time.time())
+    for step in range(1, writes + 1):
+        refused += store.commit([r.write(2, step=step)]) != [None]
+print(json.dumps({"got": got, "refused": refused}))
+store.close()
+"""
+
+
+def _race(url: str, args: list[list[str]]) -> list[dict[str, Any]]:
+    """Start one process per argument list at once; what each printed."""
+    procs = [subprocess.Popen([sys.executable, "-c", _RACER, url, *a], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, cwd=Path(__file__).parent.parent)
+             for a in args]
+    outs = []
+    for p in procs:
+        out, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err
+        outs.append(json.loads(out))
+    return outs
+
+
+def test_leases_and_the_batch_chain_hold_across_processes(
+        store_factory: Callable[[], Store]) -> None:
+    """Four processes take the same 40 free runs at once: each run goes to exactly one
+    of them (the write lock serializes the takeovers). Then each appends to a run of its
+    own, all at once: every commit lands, and the batch chain is one line holding every
+    event once."""
+    store = store_factory()
+    assert isinstance(store, PostgresStore)
+    runs = [f"01HRACE{n:019d}" for n in range(40)]
+    outs = _race(store.url, [[f"p{i}", ",".join(runs), "0"] for i in range(4)])
+    owners: dict[str, list[str]] = {}
+    for i, out in enumerate(outs):
+        for run in out["got"]:
+            owners.setdefault(run, []).append(f"p{i}")
+    assert sorted(owners) == runs and all(len(o) == 1 for o in owners.values())
+    for run, (owner,) in owners.items():
+        lease = store.lease_of(run)
+        assert lease is not None and lease[:2] == (owner, 1)
+
+    outs = _race(store.url, [[f"w{i}", "", "25"] for i in range(3)])
+    assert [o["refused"] for o in outs] == [0, 0, 0]
+    batches = list(store.batches())
+    assert [b.n for b in batches] == list(range(1, 3 * 26 + 1))
+    assert all(b.prev == a.hash for a, b in itertools.pairwise(batches))
+    seen = [(run, seq) for b in batches for run, first, last in b.entries
+            for seq in range(first, last + 1)]
+    assert len(seen) == len(set(seen)) == 3 * (1 + 25 * 2)

@@ -65,7 +65,7 @@ def _open_postgres(url: str, *, create: bool, readonly: bool) -> Store:
     except ImportError as exc:
         raise UsageError(f"{exc}; or use a SQLite file path (the default is ./tether.db)"
                          ) from None
-    return PostgresStore(url, create=create and not readonly, readonly=readonly)  # type: ignore[return-value]  # until the pg-mixins merge
+    return PostgresStore(url, create=create and not readonly, readonly=readonly)
 
 
 __all__ = ["DEFAULT_URL", "SQLiteStore", "Store", "open_store"]

@@ -22,8 +22,14 @@ from tether.core.events import BATCH_GENESIS, Event, batch_hash, genesis
 from tether.core.ids import ulid_bytes
 from tether.errors import LeaseLost, NotFound, StorageError, StoreCorrupt, UsageError
 from tether.store.postgres_base import libpq_target
+from tether.store.postgres_erase import PGErase
 from tether.store.postgres_leases import PGLeases
+from tether.store.postgres_links import PGLinks
 from tether.store.postgres_queues import PGQueues
+from tether.store.postgres_seals import PGSeals
+from tether.store.postgres_settings import PGSettings
+from tether.store.postgres_tokens import PGTokens
+from tether.store.postgres_world import PGWorld
 from tether.store.records import (
     USAGE_KEYS,
     ApprovalRow,
@@ -78,7 +84,8 @@ _APPROVALS_UPSERT = _upsert("approvals", APPROVAL_COLS, "id")
 _CHUNKS_INSERT = "INSERT INTO chunks(hash, body) VALUES(%s, %s) ON CONFLICT DO NOTHING"
 
 
-class PostgresStore(PGLeases, PGQueues):
+class PostgresStore(PGLeases, PGQueues, PGWorld, PGLinks, PGSettings, PGTokens, PGSeals,
+                    PGErase):
     """A tether store in one schema of a PostgreSQL database (implements
     :class:`tether.store.protocol.Store`).
 
@@ -102,7 +109,7 @@ class PostgresStore(PGLeases, PGQueues):
             entries: list[tuple[int, int, int]] = []
             hashes: list[tuple[str, int, str]] = []
             for i, w in enumerate(writes):
-                err = self._check_fence(c, w) or self._check_transitions(c, w)  # type: ignore[attr-defined]  # PGWorld, merged from pg-mixins
+                err = self._check_fence(c, w) or self._check_transitions(c, w)
                 if err is not None:
                     results[i] = err
                     continue
@@ -153,8 +160,8 @@ class PostgresStore(PGLeases, PGQueues):
                  None if f.undo is None else dumps(f.undo), f.updated) for f in w.effects])
         self._apply_progress(c, w)
         self._apply_requests(c, w)
-        self._apply_world(c, w)  # type: ignore[attr-defined]  # PGWorld (pg-mixins)
-        self._apply_links(c, w, rk)  # type: ignore[attr-defined]  # PGLinks (pg-mixins)
+        self._apply_world(c, w)
+        self._apply_links(c, w, rk)
         return rk
 
     def _apply_progress(self, c: Conn, w: Write) -> None:
@@ -238,7 +245,7 @@ class PostgresStore(PGLeases, PGQueues):
             return []
         sql = f"SELECT {EVENT_COLS} FROM events WHERE rk = %s AND seq > %s ORDER BY seq"
         args: list[Any] = [rk, after_seq]
-        if limit is not None:
+        if limit is not None and limit >= 0:  # negative: none, as in SQLite
             sql += " LIMIT %s"
             args.append(limit)
         rows = self._read(sql, args)

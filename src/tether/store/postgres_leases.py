@@ -67,7 +67,7 @@ class PGLeases(PGBase):
             "AND r.wake_at <= %s) OR (r.status = 'waiting' AND EXISTS(SELECT 1 FROM messages m "
             "WHERE m.recipient = r.id AND m.status = 'pending'))) "
             "AND (l.run IS NULL OR l.expires <= %s) ORDER BY r.updated LIMIT %s",
-            (now, ln, limit))
+            (now, ln, limit if limit >= 0 else None))  # LIMIT NULL: none, as SQLite's -1
         return [r[0] for r in rows]
 
     def next_wake(self) -> float | None:

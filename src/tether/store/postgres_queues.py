@@ -58,7 +58,7 @@ class PGQueues(PGBase):
     def outbox_due(self, now: float, limit: int = 100) -> list[Notification]:
         rows = self._read("SELECT id, kind, body, created, attempts, next_at, delivered, "
                           "last_error FROM outbox WHERE delivered IS NULL AND next_at <= %s "
-                          "ORDER BY next_at LIMIT %s", (now, limit))
+                          "ORDER BY next_at LIMIT %s", (now, limit if limit >= 0 else None))
         return [Notification(r[0], r[1], loads(r[2]), r[3], r[4], r[5], r[6], r[7])
                 for r in rows]
 
