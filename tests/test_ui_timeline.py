@@ -1,7 +1,8 @@
 """A run page's timeline after a commit: the page says the last event it shows
 (``X-Tether-Seq``) and its live part brings the run's header again and only the events
 after that one (``template#timeline-delta``), as a load would draw them (lanes, step
-links, the caller's role), within the page's window."""
+links, the caller's role), within the page's window; and the times of approvals on the
+run's clock, as the night report shows them."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import asyncio
 import json
 import re
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -18,6 +20,7 @@ from tests.ui_agents import payer
 from tests.uikit import csrf, dashboard
 from tether import FixedClock, Tether, Worker, start_run
 from tether.identity import create_token
+from tether.reporting.lines import at
 from tether.store.sqlite import SQLiteStore
 from tether.ui.app import create_app
 from tether.ui.coalesce import LiveRegions
@@ -168,4 +171,39 @@ def test_the_delta_draws_only_what_the_callers_role_may_use(tmp_path: Path) -> N
         assert seqs == [e.seq for e in s.events(run) if e.seq > 3]
         assert "?step=" in inside and "roll back before it" not in inside
         assert 'data-testid="stop"' not in part  # nor the header's buttons
+    s.close()
+
+
+def test_approvals_are_timed_on_the_runs_clock_as_the_night_report_times_them(
+        tmp_path: Path) -> None:
+    night = datetime(2001, 1, 1, 2, 14, tzinfo=UTC).timestamp()  # a simulated night
+    s, run, req = _awaiting(tmp_path, FixedClock(night))
+    row = s.approval(req)
+    asked = s.event(req)
+    assert row is not None and asked is not None
+    assert asked.time.startswith("2001-01-01T02:14")  # the journal: the run's clock
+    assert row.requested_at > night + 3e8  # the row: wall time (expiry counts on it)
+    wall = at(row.requested_at)
+    with TestClient(create_app(s, port=8765, agents=AGENTS), base_url=BASE) as c:
+        needs = c.get("/needs").text
+        card = re.search(rf'<article[^>]*data-approval="{req}".*?</article>', needs, re.S)
+        assert card and "requested" in card.group(0)
+        assert "2001-01-01 02:14:00 (run clock)" in card.group(0)
+        assert wall not in card.group(0)
+        page = c.get(f"/runs/{run}").text
+        assert "asked <span class=\"asked\">2001-01-01 02:14:00 (run clock)</span>" in page
+        assert wall not in page
+        # The report says the same time (to the minute), and that it is the run's clock.
+        report = c.get("/report", params={"tz": "UTC"}).text
+        assert "since 2001-01-01 02:14" in report and "times are the runs' own clocks" in report
+        # The API keeps requested_at (wall, by design) and adds the run clock's time.
+        for listing in (c.get("/api/approvals").json(), c.get("/api/needs").json()["approvals"]):
+            (a,) = listing
+            assert a["requested_at"] == row.requested_at
+            assert a["requested_run_time"] == asked.time
+        # A decision answers with the same shape.
+        done = c.post(f"/api/approvals/{req}/deny", json={"reason": "not tonight"},
+                      headers={"X-CSRF-Token": csrf(c)})
+        assert done.status_code == 200, done.text
+        assert done.json()["result"]["requested_run_time"] == asked.time
     s.close()

@@ -43,7 +43,8 @@ def run_view(t: Tether, ref: str, q: dict[str, str]) -> dict[str, Any]:
     after = _int(q.get("after"), "after")
     start = max(0, row.seq - TIMELINE) if after is None else after
     evs = t.events(row.id, after=start, limit=TIMELINE)
-    out: dict[str, Any] = {"run": t.show(row.id), "groups": views.step_groups(evs),
+    show = t.show(row.id)
+    out: dict[str, Any] = {"run": show, "asked": _asked(t, show), "groups": views.step_groups(evs),
                            "after": start, "older": max(0, start - TIMELINE) if start else None,
                            "last": evs[-1].seq if evs else start, "paged": after is not None,
                            "cap": TIMELINE, "state": None, "diff": None, "inspect_error": None}
@@ -59,6 +60,11 @@ def run_view(t: Tether, ref: str, q: dict[str, str]) -> dict[str, Any]:
     except UsageError as exc:
         out["inspect_error"] = str(exc)
     return out
+
+
+def _asked(t: Tether, show: dict[str, Any]) -> dict[str, str | None]:
+    """When the approvals the run waits for were asked, on its clock."""
+    return views.asked_times(t, [a["id"] for a in show["waiting_for"].get("approvals", [])])
 
 
 def held_seq(text: str | None) -> int | None:
@@ -90,7 +96,8 @@ def live_view(t: Tether, ref: str, q: dict[str, str], held: int | None) -> dict[
         since = max(0, row.seq - TIMELINE) if held is None or replace else held
         room = TIMELINE
     evs = t.events(row.id, after=since, limit=room) if room > 0 else []
-    return {"run": t.show(row.id),
+    show = t.show(row.id)
+    return {"run": show, "asked": _asked(t, show),
             "delta": {"groups": views.step_groups(evs), "replace": replace,
                       "last": evs[-1].seq if evs else since}}
 
