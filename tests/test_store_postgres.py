@@ -366,3 +366,13 @@ def test_check_integrity_names_a_missing_table(store_factory: Callable[[], Store
     with store._tx() as c:
         c.execute("DROP TABLE tokens")
     assert store.check_integrity() == ["table tokens is missing"]
+
+
+def test_without_psycopg_the_cli_says_what_to_install(tmp_path: Path) -> None:
+    """The driver is an optional extra: one error line with the install hint."""
+    code = ("import sys; sys.modules['psycopg'] = None; "
+            "from tether.cli.app import main; sys.exit(main())")
+    done = subprocess.run([sys.executable, "-c", code, "--store", url_of("nothing_here"),
+                           "runs"], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert "pip install 'tether[postgres]'" in done.stderr and "Traceback" not in done.stderr

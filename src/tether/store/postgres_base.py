@@ -49,6 +49,9 @@ except ImportError as exc:  # the optional extra is missing
     raise ImportError("the PostgreSQL store needs psycopg 3: pip install 'tether[postgres]' "
                       "(in a clone: .venv/bin/pip install -e '.[postgres]')") from exc
 
+Conn = psycopg.Connection[tuple[Any, ...]]
+"""A store connection: rows as plain tuples."""
+
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 _INT64 = (-(2**63), 2**63)
 
