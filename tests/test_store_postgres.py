@@ -376,3 +376,21 @@ def test_without_psycopg_the_cli_says_what_to_install(tmp_path: Path) -> None:
                            "runs"], capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert done.returncode == 2, done.stderr
     assert "pip install 'tether[postgres]'" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_nested_transaction_is_a_savepoint_that_keeps_its_error(
+        store_factory: Callable[[], Store]) -> None:
+    store = store_factory()
+    assert isinstance(store, PostgresStore)
+    with store._tx() as c:
+        c.execute("INSERT INTO meta VALUES('x.outer', '1')")
+        def failing() -> None:
+            with store._tx() as inner:
+                inner.execute("INSERT INTO meta VALUES('x.inner', '1')")
+                raise ValueError("inner")
+
+        with pytest.raises(ValueError, match="inner"):
+            failing()
+        with pytest.raises(StoreError, match="duplicate key"), store._tx() as inner:
+            inner.execute("INSERT INTO meta VALUES('x.outer', '2')")  # a psycopg error
+    assert (store.get_meta("outer"), store.get_meta("inner")) == ("1", None)
