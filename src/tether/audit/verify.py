@@ -88,9 +88,9 @@ def _verify(store: Store, progress: Callable[[int, int], None] | None,
         "(sqlite3 FILE .recover) and verify that" for line in integrity[:10]]
     facts.rows.erased = {x["event"] for x in rep.erasures}
     leaves = _verify_batches(store, hashes, rep)
-    verify_signed(store, leaves, key, rep)
-    if witness:
-        verify_witness(store, leaves, witness, key, rep)
+    tree = verify_signed(store, leaves, key, rep)
+    if witness:  # on the tree the signed checkpoints were checked against, if built
+        verify_witness(store, leaves, witness, key, rep, tree=tree)
     _verify_links(tables.links, facts, rep)
     read = tables.effects
     if isinstance(read, StoreError):
