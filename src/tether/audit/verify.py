@@ -49,7 +49,7 @@ from tether.core.seals import links_digest
 from tether.core.settings import STORE_CHAIN
 from tether.errors import StoreError
 from tether.store.protocol import Store
-from tether.store.records import Link
+from tether.store.records import Batch, Link
 
 
 def verify_store(store: Store, *, progress: Callable[[int, int], None] | None = None,
@@ -81,14 +81,17 @@ def _verify(store: Store, progress: Callable[[int, int], None] | None,
     """verify_store inside one snapshot: on a live store, a run's events read before a
     worker's commit and its checkpoints or the batches read after it would disagree."""
     rep = VerifyReport()
-    facts, hashes, tables, integrity = _walk(store, rep, progress, command, parallel_from)
+    facts, hashes, tables, integrity, batches = _walk(store, rep, progress, command,
+                                                      parallel_from)
     # The chains say nothing of pages they never read (an index): SQLite checks the file.
     rep.problems[0:0] = [
         f"the store file is damaged: SQLite's check says {line!r}; restore it from a backup "
         "(made with tether store backup), or salvage what SQLite can read into a new file "
         "(sqlite3 FILE .recover) and verify that" for line in integrity[:10]]
     facts.rows.erased = {x["event"] for x in rep.erasures}
-    leaves = _verify_batches(store, hashes, rep)
+    if isinstance(batches, StoreError):
+        raise batches  # where reading them unread would have raised it
+    leaves = _verify_batches(store.batches() if batches is None else batches, hashes, rep)
     tree = verify_signed(store, leaves, key, rep)
     if witness:  # on the tree the signed checkpoints were checked against, if built
         verify_witness(store, leaves, witness, key, rep, tree=tree)
@@ -104,15 +107,21 @@ def _verify(store: Store, progress: Callable[[int, int], None] | None,
 
 def _walk(store: Store, rep: VerifyReport, progress: Callable[[int, int], None] | None,
           command: Sequence[str], parallel_from: int
-          ) -> tuple[ChainFacts, dict[str, dict[int, str]], Tables, list[str]]:
+          ) -> tuple[ChainFacts, dict[str, dict[int, str]], Tables, list[str],
+                     list[Batch] | StoreError | None]:
     """Every chain (a large store's later runs in a helper process), the rows the later
     checks compare (read meanwhile), and SQLite's check of the file (the helper's, or
-    run here): the facts, the chains' hashes, the rows, the check's lines."""
+    run here): the facts, the chains' hashes, the rows, the check's lines; and with a
+    helper, the batch chain, read while it works (None: read it when checked)."""
     helper = _helper(store, command, parallel_from)
     tables: list[Tables] = []
+    batches: list[list[Batch] | StoreError] = []
 
     def later() -> ChainShare | None:
         tables.append(read_tables(store))  # while the helper still works
+        # The batches too: otherwise read after it, while nothing else runs (a sixth of
+        # the checks after the walk), and the helper's part took longer than this one's.
+        batches.append(_read_batches(store))
         return helper.share() if helper else None
 
     try:
@@ -127,7 +136,16 @@ def _walk(store: Store, rep: VerifyReport, progress: Callable[[int, int], None] 
         if helper:
             helper.close()
     integrity = got.integrity if got else store.check_integrity()
-    return facts, hashes, tables[0] if tables else read_tables(store), integrity
+    return (facts, hashes, tables[0] if tables else read_tables(store), integrity,
+            batches[0] if batches else None)
+
+
+def _read_batches(store: Store) -> list[Batch] | StoreError:
+    """The batch chain read whole, or the error reading it (raised when it is checked)."""
+    try:
+        return list(store.batches())
+    except StoreError as exc:
+        return exc
 
 
 def _helper(store: Store, command: Sequence[str], parallel_from: int) -> Helper | None:
@@ -141,14 +159,14 @@ def _helper(store: Store, command: Sequence[str], parallel_from: int) -> Helper 
         return None  # the walk here names what cannot be read
 
 
-def _verify_batches(store: Store, hashes: dict[str, dict[int, str]], rep: VerifyReport
-                    ) -> list[bytes]:
+def _verify_batches(batches: Iterable[Batch], hashes: dict[str, dict[int, str]],
+                    rep: VerifyReport) -> list[bytes]:
     """The batch chain must link up and name every event of every chain exactly. Returns
     the events' hashes in the order it names them: the leaves of the signed checkpoints."""
     covered: dict[str, set[int]] = {}
     leaves: list[bytes] = []
     prev = BATCH_GENESIS
-    for b in store.batches():
+    for b in batches:
         rep.batches += 1
         if b.n != rep.batches:
             rep.problems.append(f"batch {b.n}: expected batch number {rep.batches} "
