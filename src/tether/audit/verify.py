@@ -81,39 +81,47 @@ def _verify(store: Store, progress: Callable[[int, int], None] | None,
     """verify_store inside one snapshot: on a live store, a run's events read before a
     worker's commit and its checkpoints or the batches read after it would disagree."""
     rep = VerifyReport()
-    facts, hashes, tables, integrity, batches = _walk(store, rep, progress, command,
-                                                      parallel_from)
+    helper = _helper(store, command, parallel_from)
+    try:
+        facts, hashes, tables, batches = _walk(store, rep, progress, helper)
+        facts.rows.erased = {x["event"] for x in rep.erasures}
+        if isinstance(batches, StoreError):
+            raise batches  # where reading them unread would have raised it
+        leaves = _verify_batches(store.batches() if batches is None else batches, hashes, rep)
+        tree = verify_signed(store, leaves, key, rep)
+        if witness:  # on the tree the signed checkpoints were checked against, if built
+            verify_witness(store, leaves, witness, key, rep, tree=tree)
+        _verify_links(tables.links, facts, rep)
+        read = tables.effects
+        if isinstance(read, StoreError):
+            rep.problems.append(f"effects cannot be read ({read})")
+        effects = None if isinstance(read, StoreError) else read
+        check_rows(facts.rows, tables.messages, tables.versions, effects, rep.problems)
+        check_projections(store, facts.folds, facts.rows.damaged, effects, rep.problems)
+        # SQLite's check of the file: the helper runs it while the checks above run here
+        # (None: it has not, and it runs here).
+        integrity = helper.integrity() if helper else None
+    finally:
+        if helper:
+            helper.close()
+    if integrity is None:
+        integrity = store.check_integrity()
     # The chains say nothing of pages they never read (an index): SQLite checks the file.
+    # Its lines come first, before what the chains and rows say.
     rep.problems[0:0] = [
         f"the store file is damaged: SQLite's check says {line!r}; restore it from a backup "
         "(made with tether store backup), or salvage what SQLite can read into a new file "
         "(sqlite3 FILE .recover) and verify that" for line in integrity[:10]]
-    facts.rows.erased = {x["event"] for x in rep.erasures}
-    if isinstance(batches, StoreError):
-        raise batches  # where reading them unread would have raised it
-    leaves = _verify_batches(store.batches() if batches is None else batches, hashes, rep)
-    tree = verify_signed(store, leaves, key, rep)
-    if witness:  # on the tree the signed checkpoints were checked against, if built
-        verify_witness(store, leaves, witness, key, rep, tree=tree)
-    _verify_links(tables.links, facts, rep)
-    read = tables.effects
-    if isinstance(read, StoreError):
-        rep.problems.append(f"effects cannot be read ({read})")
-    effects = None if isinstance(read, StoreError) else read
-    check_rows(facts.rows, tables.messages, tables.versions, effects, rep.problems)
-    check_projections(store, facts.folds, facts.rows.damaged, effects, rep.problems)
     return rep
 
 
 def _walk(store: Store, rep: VerifyReport, progress: Callable[[int, int], None] | None,
-          command: Sequence[str], parallel_from: int
-          ) -> tuple[ChainFacts, dict[str, dict[int, str]], Tables, list[str],
+          helper: Helper | None
+          ) -> tuple[ChainFacts, dict[str, dict[int, str]], Tables,
                      list[Batch] | StoreError | None]:
-    """Every chain (a large store's later runs in a helper process), the rows the later
-    checks compare (read meanwhile), and SQLite's check of the file (the helper's, or
-    run here): the facts, the chains' hashes, the rows, the check's lines; and with a
-    helper, the batch chain, read while it works (None: read it when checked)."""
-    helper = _helper(store, command, parallel_from)
+    """Every chain (a large store's later runs in the ``helper`` process), and the rows the
+    later checks compare (read meanwhile): the facts, the chains' hashes, the rows; and
+    with a helper, the batch chain, read while it works (None: read it when checked)."""
     tables: list[Tables] = []
     batches: list[list[Batch] | StoreError] = []
 
@@ -124,28 +132,14 @@ def _walk(store: Store, rep: VerifyReport, progress: Callable[[int, int], None] 
         batches.append(_read_batches(store))
         return helper.share() if helper else None
 
-    try:
-        facts = ChainFacts()
-        # The store chain first: its erasures say which checkpoints were rewritten on purpose.
-        chain = verify_store_chain(store, rep)
-        hashes = walk_chains(store, rep, facts, progress, split=SPLIT if helper else 1.0,
-                             later=later if helper else None)
-        hashes[STORE_CHAIN] = chain
-        got = helper.result() if helper else None
-    finally:
-        if helper:
-            helper.close()
-    integrity = got.integrity if got else store.check_integrity()
-    return (facts, hashes, tables[0] if tables else read_tables(store), integrity,
+    facts = ChainFacts()
+    # The store chain first: its erasures say which checkpoints were rewritten on purpose.
+    chain = verify_store_chain(store, rep)
+    hashes = walk_chains(store, rep, facts, progress, split=SPLIT if helper else 1.0,
+                         later=later if helper else None)
+    hashes[STORE_CHAIN] = chain
+    return (facts, hashes, tables[0] if tables else read_tables(store),
             batches[0] if batches else None)
-
-
-def _read_batches(store: Store) -> list[Batch] | StoreError:
-    """The batch chain read whole, or the error reading it (raised when it is checked)."""
-    try:
-        return list(store.batches())
-    except StoreError as exc:
-        return exc
 
 
 def _helper(store: Store, command: Sequence[str], parallel_from: int) -> Helper | None:
@@ -157,6 +151,14 @@ def _helper(store: Store, command: Sequence[str], parallel_from: int) -> Helper 
                             store.chain_size(), parallel_from)
     except StoreError:
         return None  # the walk here names what cannot be read
+
+
+def _read_batches(store: Store) -> list[Batch] | StoreError:
+    """The batch chain read whole, or the error reading it (raised when it is checked)."""
+    try:
+        return list(store.batches())
+    except StoreError as exc:
+        return exc
 
 
 def _verify_batches(batches: Iterable[Batch], hashes: dict[str, dict[int, str]],
