@@ -211,3 +211,53 @@ def _store_chain_events(path: Path) -> int:
         return len(store.store_events())
     finally:
         store.close()
+
+
+def _garble_index_page(db: Path, index: str) -> None:
+    """Overwrite the body of ``index``'s root page (its 8-byte header kept) with noise: the
+    chains still read, SQLite's integrity check calls the file malformed."""
+    c = sqlite3.connect(db)
+    c.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # everything in the main file first
+    page_size = c.execute("PRAGMA page_size").fetchone()[0]
+    (root,) = c.execute("SELECT rootpage FROM sqlite_master WHERE name = ?", (index,)).fetchone()
+    c.close()
+    noise = random.Random(1).randbytes(page_size - 8)
+    with db.open("r+b") as f:
+        f.seek(page_size * (root - 1) + 8)
+        f.write(noise)
+
+
+def test_a_damaged_file_is_named_first_when_the_helper_checks_it(
+        base: Path, tmp_path: Path) -> None:
+    """The helper runs SQLite's check after handing back its part, while the checks here
+    run: its lines still come first, as when this process runs the check."""
+    path = _copy(base, tmp_path)
+    _garble_index_page(path, "runs_status")
+    alone, split = _both(path)
+    assert split.helped > 0
+    assert split.problems == alone.problems
+    assert split.problems[0].startswith("the store file is damaged: SQLite's check says")
+
+
+def test_a_helper_that_dies_after_its_part_leaves_the_check_of_the_file_here(
+        base: Path, tmp_path: Path) -> None:
+    """A helper killed after its part (before SQLite's check): its part stands, and the
+    check of the file runs here, so the damage is still named."""
+    path = _copy(base, tmp_path)
+    _garble_index_page(path, "runs_status")
+    dying = tmp_path / "dies_before_the_check.py"
+    dying.write_text(
+        "import os\n"
+        "from tether.store.sqlite_base import SQLiteBase\n"
+        "SQLiteBase.check_integrity = lambda self: os._exit(9)\n"
+        "from tether.cli.verify_helper import main\n"
+        "main()\n")
+    alone, _ = _both(path)
+    store = SQLiteStore(path, readonly=True)
+    try:
+        rep = verify_store(store, helper=(sys.executable, str(dying)), parallel_from=0)
+    finally:
+        store.close()
+    assert rep.helped > 0, "its part came back before it died"
+    assert rep.problems == alone.problems
+    assert rep.problems[0].startswith("the store file is damaged: SQLite's check says")

@@ -28,7 +28,7 @@ from tether.audit.projections import FoldFacts
 from tether.audit.report import VerifyReport
 from tether.audit.rows import ROW_KINDS, RowFacts, expected_seal
 from tether.core.canonical import loads
-from tether.core.events import Event, fields_hash, genesis, payload_digest
+from tether.core.events import Event, fields_hash, genesis, make_event, payload_digest
 from tether.core.fold import READS_PAYLOAD, STATUS_KINDS, STATUS_READS_PAYLOAD, RunFold, moves
 from tether.core.links import LINK_KINDS
 from tether.core.seals import SEALED_KINDS
@@ -109,7 +109,7 @@ _EVENT_FIELDS = attrgetter(*(x.name for x in fields(Event)))
 def _unshare(hashes: dict[str, dict[int, str]], found: dict[str, list[str]], runs: int,
              events: int, fields_of: list[tuple[Any, ...]], facts: tuple[Any, ...]
              ) -> ChainShare:
-    evs = [Event(*x) for x in fields_of]
+    evs = [make_event(*x) for x in fields_of]
     at, sources, names, rows, folds, made = facts
     rows.made = {k: (evs[i], seal) for k, (i, seal) in made.items()}
     return ChainShare(hashes, found, ChainFacts(at, [evs[i] for i in sources], names, rows,
@@ -298,8 +298,8 @@ def _note(facts: ChainFacts, row: ChainRow, causes: list[Any], ph: str, prev: st
     erased = payload is None and ph != _NULL_DIGEST
     value = loads(payload) if payload is not None and (
         kind in PAYLOAD_READ or (not seal and kind in SEALED_KINDS)) else None
-    e = Event(row[2], run, row[1], row[3], row[4], kind, row[6], row[7], tuple(causes), value,
-              ph, prev, row[11], seal)
+    e = make_event(row[2], run, row[1], row[3], row[4], kind, row[6], row[7], tuple(causes),
+                   value, ph, prev, row[11], seal)
     if want_rows:
         facts.rows.note(e, erased)
     if want_fold:

@@ -40,17 +40,19 @@ _RESTORE = "restore the store from a backup (or the events from a copy a witness
 
 
 def verify_signed(store: Store, leaves: Sequence[bytes], key: Verifier | None,
-                  rep: VerifyReport) -> None:
-    """Check every signed checkpoint; add the problems to ``rep`` (at most one per kind)."""
+                  rep: VerifyReport) -> Tree | None:
+    """Check every signed checkpoint; add the problems to ``rep`` (at most one per kind).
+    Returns the Merkle tree over ``leaves`` if it built one (the store has checkpoints), for
+    the witness's check to reuse: two SHA-256 per event that need not be taken twice."""
     try:
         cps = store.signed_checkpoints()
     except StoreError as exc:
         rep.problems.append(f"signed checkpoints: cannot be read ({exc})")
-        return
+        return None
     rep.signatures_checked = key is not None
     if not cps:
         rep.unsealed = len(leaves)
-        return
+        return None
     tree = Tree.from_data(leaves)
     prev: tuple[SignedCheckpoint, Checkpoint] | None = None
     matched = 0  # the size of the last checkpoint the events still match
@@ -61,12 +63,12 @@ def verify_signed(store: Store, leaves: Sequence[bytes], key: Verifier | None,
         if cp.n != i:
             rep.problems.append(f"{where}: expected number {i} (signed checkpoints were "
                                 "removed); compare with the copies a witness keeps")
-            return
+            return tree
         body = _body(cp, key, where, rep)
         if body is None:
-            return
+            return tree
         if prev is not None and not _extends(prev, cp, body, where, rep):
-            return
+            return tree
         if not mismatch:
             problem = _events_problem(tree, cp, body, matched, where)
             if problem:
@@ -77,6 +79,7 @@ def verify_signed(store: Store, leaves: Sequence[bytes], key: Verifier | None,
         prev = (cp, body)
     rep.sealed = matched if mismatch else cps[-1].size
     rep.unsealed = max(0, len(leaves) - cps[-1].size)
+    return tree
 
 
 def _body(cp: SignedCheckpoint, key: Verifier | None, where: str,

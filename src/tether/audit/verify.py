@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import gc
 from collections.abc import Callable, Iterable, Sequence
+from operator import attrgetter
 
 from tether.audit.chains import ChainFacts, ChainShare, walk_chains
 from tether.audit.projections import check_projections
@@ -48,7 +49,7 @@ from tether.core.seals import links_digest
 from tether.core.settings import STORE_CHAIN
 from tether.errors import StoreError
 from tether.store.protocol import Store
-from tether.store.records import Link
+from tether.store.records import Batch, Link
 
 
 def verify_store(store: Store, *, progress: Callable[[int, int], None] | None = None,
@@ -80,53 +81,65 @@ def _verify(store: Store, progress: Callable[[int, int], None] | None,
     """verify_store inside one snapshot: on a live store, a run's events read before a
     worker's commit and its checkpoints or the batches read after it would disagree."""
     rep = VerifyReport()
-    facts, hashes, tables, integrity = _walk(store, rep, progress, command, parallel_from)
+    helper = _helper(store, command, parallel_from)
+    try:
+        facts, hashes, tables, batches = _walk(store, rep, progress, helper)
+        facts.rows.erased = {x["event"] for x in rep.erasures}
+        if isinstance(batches, StoreError):
+            raise batches  # where reading them unread would have raised it
+        leaves = _verify_batches(store.batches() if batches is None else batches, hashes, rep)
+        tree = verify_signed(store, leaves, key, rep)
+        if witness:  # on the tree the signed checkpoints were checked against, if built
+            verify_witness(store, leaves, witness, key, rep, tree=tree)
+        _verify_links(tables.links, facts, rep)
+        read = tables.effects
+        if isinstance(read, StoreError):
+            rep.problems.append(f"effects cannot be read ({read})")
+        effects = None if isinstance(read, StoreError) else read
+        check_rows(facts.rows, tables.messages, tables.versions, effects, rep.problems)
+        check_projections(store, facts.folds, facts.rows.damaged, effects, rep.problems)
+        # SQLite's check of the file: the helper runs it while the checks above run here
+        # (None: it has not, and it runs here).
+        integrity = helper.integrity() if helper else None
+    finally:
+        if helper:
+            helper.close()
+    if integrity is None:
+        integrity = store.check_integrity()
     # The chains say nothing of pages they never read (an index): SQLite checks the file.
+    # Its lines come first, before what the chains and rows say.
     rep.problems[0:0] = [
         f"the store file is damaged: SQLite's check says {line!r}; restore it from a backup "
         "(made with tether store backup), or salvage what SQLite can read into a new file "
         "(sqlite3 FILE .recover) and verify that" for line in integrity[:10]]
-    facts.rows.erased = {x["event"] for x in rep.erasures}
-    leaves = _verify_batches(store, hashes, rep)
-    verify_signed(store, leaves, key, rep)
-    if witness:
-        verify_witness(store, leaves, witness, key, rep)
-    _verify_links(tables.links, facts, rep)
-    read = tables.effects
-    if isinstance(read, StoreError):
-        rep.problems.append(f"effects cannot be read ({read})")
-    effects = None if isinstance(read, StoreError) else read
-    check_rows(facts.rows, tables.messages, tables.versions, effects, rep.problems)
-    check_projections(store, facts.folds, facts.rows.damaged, effects, rep.problems)
     return rep
 
 
 def _walk(store: Store, rep: VerifyReport, progress: Callable[[int, int], None] | None,
-          command: Sequence[str], parallel_from: int
-          ) -> tuple[ChainFacts, dict[str, dict[int, str]], Tables, list[str]]:
-    """Every chain (a large store's later runs in a helper process), the rows the later
-    checks compare (read meanwhile), and SQLite's check of the file (the helper's, or
-    run here): the facts, the chains' hashes, the rows, the check's lines."""
-    helper = _helper(store, command, parallel_from)
+          helper: Helper | None
+          ) -> tuple[ChainFacts, dict[str, dict[int, str]], Tables,
+                     list[Batch] | StoreError | None]:
+    """Every chain (a large store's later runs in the ``helper`` process), and the rows the
+    later checks compare (read meanwhile): the facts, the chains' hashes, the rows; and
+    with a helper, the batch chain, read while it works (None: read it when checked)."""
     tables: list[Tables] = []
+    batches: list[list[Batch] | StoreError] = []
 
     def later() -> ChainShare | None:
         tables.append(read_tables(store))  # while the helper still works
+        # The batches too: otherwise read after it, while nothing else runs (a sixth of
+        # the checks after the walk), and the helper's part took longer than this one's.
+        batches.append(_read_batches(store))
         return helper.share() if helper else None
 
-    try:
-        facts = ChainFacts()
-        # The store chain first: its erasures say which checkpoints were rewritten on purpose.
-        chain = verify_store_chain(store, rep)
-        hashes = walk_chains(store, rep, facts, progress, split=SPLIT if helper else 1.0,
-                             later=later if helper else None)
-        hashes[STORE_CHAIN] = chain
-        got = helper.result() if helper else None
-    finally:
-        if helper:
-            helper.close()
-    integrity = got.integrity if got else store.check_integrity()
-    return facts, hashes, tables[0] if tables else read_tables(store), integrity
+    facts = ChainFacts()
+    # The store chain first: its erasures say which checkpoints were rewritten on purpose.
+    chain = verify_store_chain(store, rep)
+    hashes = walk_chains(store, rep, facts, progress, split=SPLIT if helper else 1.0,
+                         later=later if helper else None)
+    hashes[STORE_CHAIN] = chain
+    return (facts, hashes, tables[0] if tables else read_tables(store),
+            batches[0] if batches else None)
 
 
 def _helper(store: Store, command: Sequence[str], parallel_from: int) -> Helper | None:
@@ -140,14 +153,22 @@ def _helper(store: Store, command: Sequence[str], parallel_from: int) -> Helper 
         return None  # the walk here names what cannot be read
 
 
-def _verify_batches(store: Store, hashes: dict[str, dict[int, str]], rep: VerifyReport
-                    ) -> list[bytes]:
+def _read_batches(store: Store) -> list[Batch] | StoreError:
+    """The batch chain read whole, or the error reading it (raised when it is checked)."""
+    try:
+        return list(store.batches())
+    except StoreError as exc:
+        return exc
+
+
+def _verify_batches(batches: Iterable[Batch], hashes: dict[str, dict[int, str]],
+                    rep: VerifyReport) -> list[bytes]:
     """The batch chain must link up and name every event of every chain exactly. Returns
     the events' hashes in the order it names them: the leaves of the signed checkpoints."""
     covered: dict[str, set[int]] = {}
     leaves: list[bytes] = []
     prev = BATCH_GENESIS
-    for b in store.batches():
+    for b in batches:
         rep.batches += 1
         if b.n != rep.batches:
             rep.problems.append(f"batch {b.n}: expected batch number {rep.batches} "
@@ -206,14 +227,15 @@ def _verify_links(links: list[Link] | StoreError, facts: ChainFacts, rep: Verify
     if isinstance(links, StoreError):
         rep.problems.append(f"provenance links cannot be read ({links})")
         return
-    have = {(x.kind, x.src_run, x.src_epoch, x.src_step, x.src_event, x.dst_run, x.dst_epoch,
-             x.dst_step, x.dst_event) for x in links}
-    for e in facts.sources:
-        if e.id in erased:
-            problem = _lineage_problem(e, [x for x in have if x[8] == e.id])
-            if problem:
-                rep.problems.append(problem)
-    have = {x for x in have if x[8] not in erased and not _unverified(facts.rows, x)}
+    have = set(map(_LINK_FIELDS, links))
+    if erased:
+        for e in facts.sources:
+            if e.id in erased:
+                problem = _lineage_problem(e, [x for x in have if x[8] == e.id])
+                if problem:
+                    rep.problems.append(problem)
+    if erased or facts.rows.unchecked or facts.rows.unreadable:  # (else none is left out)
+        have = {x for x in have if x[8] not in erased and not _unverified(facts.rows, x)}
     for what, diff in (("missing", want - have), ("not implied by any event", have - want)):
         if diff:
             x = sorted(diff)[0]
@@ -221,6 +243,11 @@ def _verify_links(links: list[Link] | StoreError, facts: ChainFacts, rep: Verify
                                 f"run {x[1]} step {x[3]} to run {x[5]} step {x[7]} (event {x[8]}); "
                                 "the links table was changed outside tether, so `tether impact` "
                                 "cannot be trusted until it is restored from a backup")
+
+
+_LINK_FIELDS = attrgetter("kind", "src_run", "src_epoch", "src_step", "src_event", "dst_run",
+                          "dst_epoch", "dst_step", "dst_event")
+"""A link as the tuple :func:`_verify_links` compares (in C: it reads every link)."""
 
 
 def _lineage_problem(e: Event, links: list[tuple[str, str, int, int, str, str, int, int, str]]

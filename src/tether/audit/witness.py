@@ -115,12 +115,14 @@ def _hash(x: object, what: str) -> bytes:
 
 
 def verify_witness(store: Store, leaves: Sequence[bytes], witness: Sequence[WitnessCheckpoint],
-                   key: Verifier | None, rep: VerifyReport) -> None:
+                   key: Verifier | None, rep: VerifyReport, *, tree: Tree | None = None) -> None:
     """Check that the store extends every checkpoint of ``witness``; add the first that it
-    does not extend to ``rep`` (a problem in the witness's own notes is named too)."""
+    does not extend to ``rep`` (a problem in the witness's own notes is named too).
+    ``tree``: the Merkle tree over ``leaves`` if the caller has it (built here otherwise)."""
     cps = {cp.n: cp for cp in store.signed_checkpoints()}
     by_size = {cp.size: cp for cp in cps.values()}
-    tree = Tree.from_data(leaves)
+    if tree is None:
+        tree = Tree.from_data(leaves)
     for w in witness:
         rep.witnessed += 1
         problem = _note_problem(w, key) or _checkpoint_problem(w, cps, by_size) or \

@@ -24,21 +24,25 @@ COMMAND = (sys.executable, "-c", BOOT)
 
 
 def main() -> None:
-    """Answer one request: ``(url, mark, part)`` in, the helper's result (or None) out."""
+    """Answer one request: ``(url, mark, part)`` in, the helper's messages out (see
+    :func:`tether.audit.share.answer`; None when the store cannot be opened)."""
     from tether.audit.share import answer
     from tether.errors import TetherError
     from tether.store import open_store
 
     url, mark, part = pickle.load(sys.stdin.buffer)  # noqa: S301 (from our own parent)
     gc.disable()  # as verify_store: nothing it keeps is in a cycle
-    got = None
+    out = sys.stdout.buffer
+
+    def send(message: object) -> None:
+        out.write(pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL))
+        out.flush()  # now: the parent waits for each message in turn
+
     try:
         store = open_store(url, create=False, readonly=True)
         try:
-            got = answer(store, mark, part)
+            answer(store, mark, part, send)
         finally:
             store.close()
     except TetherError:
-        got = None
-    sys.stdout.buffer.write(pickle.dumps(got, protocol=pickle.HIGHEST_PROTOCOL))
-    sys.stdout.buffer.flush()
+        send(None)

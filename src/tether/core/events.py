@@ -96,6 +96,40 @@ class Event:
         return out
 
 
+_new = object.__new__
+(_set_id, _set_run, _set_seq, _set_epoch, _set_step, _set_kind, _set_time, _set_actor, _set_causes,
+ _set_payload, _set_payload_hash, _set_prev, _set_hash, _set_seal) = (
+    Event.__dict__[name].__set__ for name in Event.__slots__)
+"""Each slot's own setter (a member descriptor's, in C), in the fields' order."""
+
+
+def make_event(id: str, run: str, seq: int, epoch: int, step: int, kind: str, time: str,
+               actor: str, causes: tuple[str, ...], payload: Any, payload_hash: str, prev: str,
+               hash: str, seal: Seal) -> Event:
+    """``Event(id, run, ...)``, the same object, made in half the time: a frozen
+    dataclass's ``__init__`` sets each field through ``object.__setattr__``, 2.3 us for
+    an event, against 1.1 us here setting its slots directly. ``tether audit verify`` makes
+    one per event a check reads (about 80,000 on a store of 100,000 events). Event has no
+    validation or ``__post_init__`` to skip (tests/test_events_make.py holds the two to
+    the same fields)."""
+    e = _new(Event)
+    _set_id(e, id)
+    _set_run(e, run)
+    _set_seq(e, seq)
+    _set_epoch(e, epoch)
+    _set_step(e, step)
+    _set_kind(e, kind)
+    _set_time(e, time)
+    _set_actor(e, actor)
+    _set_causes(e, causes)
+    _set_payload(e, payload)
+    _set_payload_hash(e, payload_hash)
+    _set_prev(e, prev)
+    _set_hash(e, hash)
+    _set_seal(e, seal)
+    return e
+
+
 def event_hash(e: Event) -> str:
     """Compute the chained hash of ``e`` from its fields (payload by hash)."""
     return fields_hash(e.id, e.run, e.seq, e.epoch, e.step, e.kind, e.time, e.actor,

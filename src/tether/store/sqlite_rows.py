@@ -146,10 +146,10 @@ def row_run(r: tuple[Any, ...]) -> RunRow:
 
 
 def row_effect(r: tuple[Any, ...]) -> EffectRow:
-    return EffectRow(id=r[0], run=r[1], epoch=r[2], step=r[3], idx=r[4], tool=r[5], effect=r[6],
-                     idempotent=bool(r[7]), key=r[8], status=r[9], arguments=loads(r[10]),
-                     result=loads(r[11]) if r[11] is not None else None,
-                     undo=loads(r[12]) if r[12] is not None else None, updated=r[13])
+    # Positional (EFFECT_COLS is EffectRow's field order): the audit reads every row.
+    return EffectRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], bool(r[7]), r[8], r[9],
+                     loads(r[10]), loads(r[11]) if r[11] is not None else None,
+                     loads(r[12]) if r[12] is not None else None, r[13])
 
 
 APPROVAL_COLS = ("id, run, epoch, step, idx, tool, effect, arguments, rule, reason, policy_hash, "
