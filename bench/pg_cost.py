@@ -323,8 +323,9 @@ def run_throughput(backend: str, workers: int, runs: int, steps: int,
                    workdir: Path) -> ThroughputSample:
     """``runs`` runs of ``steps`` steps on one fresh store, driven by ``workers`` processes.
 
-    Each worker may drive ceil(runs / workers) runs at once, so all of them are in flight
-    from the start, split between the workers by whoever leases them first."""
+    Each worker may drive ceil(runs / workers) runs at once, so all of them can be in
+    flight from the start, shared by whoever leases them first. The round ends when the
+    store says every run is done (read every :data:`WATCH` seconds)."""
     with _tether_store(backend, workdir) as t:
         agent = grow_agent(steps)
         store = open_store(t.url())
@@ -341,25 +342,41 @@ def run_throughput(backend: str, workers: int, runs: int, steps: int,
             cmds.append([sys.executable, "-m", "bench.pg_worker", "--store", t.url(f"_w{i}"),
                          "--steps", str(steps), "--concurrency", str(per)]
                         + (["--app", app] if app else []))
-        reports, load = _race(cmds)
+        watch = open_store(t.url("_watch"))
+        try:
+            reports, end, load = _race(cmds, lambda: len(watch.list_runs(status="done")) == runs)
+        finally:
+            watch.close()
     done = sum(r["finished"].get("done", 0) for r in reports)
     if done != runs or any(set(r["finished"]) - {"done"} for r in reports):
         raise RuntimeError(f"{workers} workers on {backend} finished "
                            f"{[r['finished'] for r in reports]}, expected {runs} runs done")
     server = [r["server_cpu"] for r in reports]
     return ThroughputSample(
-        backend, workers, runs, steps,
-        wall=max(r["end"] for r in reports) - min(r["start"] for r in reports),
+        backend, workers, runs, steps, wall=end - min(r["start"] for r in reports),
         cpu=sum(r["cpu"] for r in reports),
         server_cpu=None if any(x is None for x in server) else sum(server),
         finished=[r["finished"].get("done", 0) for r in reports], load=load)
 
 
-def _race(cmds: list[list[str]]) -> tuple[list[dict[str, Any]], float]:
-    """Start every worker, wait until each is ready, release them together, collect their
-    reports; a worker that fails takes the others down with it (never left running)."""
+WATCH = 0.05
+"""Seconds between the benchmark's reads of how many runs are done (the end's resolution)."""
+
+
+def _race(cmds: list[list[str]], all_done: Callable[[], bool],
+          timeout: float = 900.0) -> tuple[list[dict[str, Any]], float, float]:
+    """Start every worker, wait until each is ready, release them together, stop them once
+    ``all_done``; their reports, when all was done (``time.time()``) and the 1-minute load
+    at the release. A worker that fails takes the others down with it (none is left running)."""
     procs = [subprocess.Popen(c, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True, cwd=ROOT) for c in cmds]
+
+    def tell(line: str) -> None:
+        for p in procs:
+            assert p.stdin is not None
+            p.stdin.write(line)
+            p.stdin.flush()
+
     try:
         for p in procs:
             assert p.stdout is not None
@@ -367,22 +384,32 @@ def _race(cmds: list[list[str]]) -> tuple[list[dict[str, Any]], float]:
                 _, err = p.communicate(timeout=60)
                 raise RuntimeError(f"a bench worker did not start: {err.strip()[-2000:]}")
         load = _load()
-        for p in procs:
-            assert p.stdin is not None
-            p.stdin.write("go\n")
-            p.stdin.flush()
+        tell("go\n")
+        deadline = time.monotonic() + timeout
+        while not all_done():
+            if any(p.poll() is not None for p in procs) or time.monotonic() > deadline:
+                raise RuntimeError("a bench worker ended, or the runs took over "
+                                   f"{timeout:g} s: {_stderr(procs)}")
+            time.sleep(WATCH)
+        end = time.time()
+        tell("stop\n")
         reports = []
         for p in procs:
-            out, err = p.communicate(timeout=900)
+            out, err = p.communicate(timeout=120)
             if p.returncode != 0:
                 raise RuntimeError(f"a bench worker failed ({p.returncode}): {err.strip()[-2000:]}")
             reports.append(json.loads(out.strip().splitlines()[-1]))
-        return reports, load
+        return reports, end, load
     finally:
         for p in procs:
             if p.poll() is None:
                 p.kill()
                 p.wait()
+
+
+def _stderr(procs: list[subprocess.Popen[str]]) -> str:
+    """What the workers that already ended wrote to stderr (the others are killed after)."""
+    return " | ".join(p.communicate()[1].strip()[-1000:] for p in procs if p.poll() is not None)
 
 
 def main(argv: list[str] | None = None) -> int:

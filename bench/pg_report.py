@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 from bench import pg_server as srv
 from bench.config import Config
-from bench.pg_cost import LoopSample, PgResults, ThroughputSample
+from bench.pg_cost import WATCH, LoopSample, PgResults, ThroughputSample
 from bench.stats import Summary, percentile, ratio, spread, table, us
 
 TITLE = "## 12. The PostgreSQL store"
@@ -128,7 +128,7 @@ def _throughput(pg: PgResults, cfg: Config) -> str:
             cpu = statistics.median((t.cpu + (t.server_cpu or 0.0)) / (t.runs * t.steps)
                                     for t in ts)
             if backend == "postgres":
-                bounds.append(cpu)
+                bounds.append((cpu, rate.median))
             row += [spread(rate, lambda x: f"{x:,.0f}"), us(cpu),
                     " ".join(str(sorted(t.finished, reverse=True)) for t in ts)]
         row.append(_loads([t.load for t in pg.throughput if t.workers == k]))
@@ -136,10 +136,14 @@ def _throughput(pg: PgResults, cfg: Config) -> str:
     return (f"### Throughput: {cfg.pg_runs} runs of {cfg.pg_steps} steps shared by worker "
             "processes\n\nOne store (a PostgreSQL schema, or one SQLite file), "
             f"{cfg.pg_runs} runs of the loop's agent started on it, then 1, 2 or 4 processes "
-            "each running a real `Worker` (`bench/pg_worker.py`, `concurrency` = runs ÷ "
-            "workers, rounded up, so every run is in flight from the start) released together "
-            "once all are ready; steps/s = all steps ÷ (last worker's end − first worker's "
-            f"start). {cfg.pg_rounds} round(s), every worker count on both stores per round. "
+            "each running a real `Worker` as `tether worker` does (`bench/pg_worker.py`; "
+            "`concurrency` = runs ÷ workers, rounded up, so every run can be in flight from "
+            "the start), released together once all are ready and stopped once the store "
+            f"says every run is done (read every {WATCH * 1e3:g} ms by the benchmark); steps/s "
+            "= all steps ÷ (all done − first worker's start). Not `until_idle`: workers "
+            "released together list the same oldest runs, and one that loses every lease of "
+            "its first pass would exit as if the store were idle, leaving the others all the "
+            f"runs. {cfg.pg_rounds} round(s), every worker count on both stores per round. "
             "CPU per step = the workers' process CPU plus, on PostgreSQL, their backends' "
             "(not the server's WAL writer), ÷ all steps. Runs per worker: how the runs were "
             "shared, per round.\n\n"
@@ -149,12 +153,20 @@ def _throughput(pg: PgResults, cfg: Config) -> str:
             + "\n" + _cores_note(bounds) + "\n")
 
 
-def _cores_note(pg_cpu: list[float]) -> str:
+def _cores_note(pg: list[tuple[float, float]]) -> str:
+    """What a figure from this machine's cores can say; ``pg``: (CPU per step, steps/s) of
+    each PostgreSQL row."""
     cores = os.cpu_count() or 1
-    bound = (f" At the CPU per step measured here ({us(min(pg_cpu))} to {us(max(pg_cpu))} "
-             f"with the server's backends), {cores} cores cap PostgreSQL at about "
-             f"{cores / max(pg_cpu):,.0f}–{cores / min(pg_cpu):,.0f} steps/s whatever the "
-             "number of workers." if pg_cpu else "")
+    bound = ""
+    if pg:
+        cpus = [c for c, _ in pg]
+        used = [rate * c / cores for c, rate in pg]
+        bound = (f" At the CPU per step measured here ({us(min(cpus))} to {us(max(cpus))} "
+                 f"with the server's backends), {cores} cores cap PostgreSQL at about "
+                 f"{cores / max(cpus):,.0f}–{cores / min(cpus):,.0f} steps/s whatever the "
+                 f"number of workers; the rows reach {min(used):.0%}–{max(used):.0%} of that "
+                 "cap, the rest being waits (round trips, fsyncs, the write lock) and the "
+                 "other work on the machine.")
     return (f"What this figure can and cannot show: the machine has {cores} cores, shared by "
             "the worker processes, the PostgreSQL server's backends and WAL writer, and, when "
             f"the load is above 0, other work.{bound} So more workers cannot add throughput "
