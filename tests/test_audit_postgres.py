@@ -32,6 +32,7 @@ from tether.core.ids import UlidSource, iso
 from tether.runtime.agent import StepAgent
 from tether.runtime.journal import RunJournal
 from tether.runtime.runs import start_run
+from tether.store import postgres_seals
 from tether.store.postgres import PostgresStore
 
 SERVER = os.environ.get("TETHER_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
@@ -238,3 +239,22 @@ def test_tether_audit_verify_names_the_changed_event_of_a_postgresql_store(pg: P
     assert bad.returncode == 1, bad.stdout + bad.stderr
     assert f"run {runs[4]} event #5" in bad.stdout, bad.stdout
     assert "Traceback" not in bad.stdout + bad.stderr
+
+
+@pytest.mark.parametrize("seq", [10, 11, 12])
+def test_tampers_at_the_cursor_s_page_boundaries_are_named_alone(
+        pg: PG, monkeypatch: pytest.MonkeyPatch, seq: int) -> None:
+    """Pages of 11 rows: the changed event is the last of a page, the first of the next,
+    or inside one; a deleted event is named by the one after it."""
+    monkeypatch.setattr(postgres_seals, "_PAGE", 11)
+    runs = _build(pg)
+    _forge(pg, runs[3], seq)
+    pg.raw.execute("DELETE FROM events WHERE rk = %s AND seq = 7", (pg.rk(runs[5]),))
+    store = pg.store(readonly=True)
+    try:
+        rep = verify_store(store)
+    finally:
+        store.close()
+    assert [p.split(" (")[0] for p in rep.problems[:2]] == [
+        f"run {runs[3]} event #{seq}", f"run {runs[5]} event #8"], rep.problems
+    assert "hash mismatch" in rep.problems[0] and "seq 8 follows #6" in rep.problems[1]

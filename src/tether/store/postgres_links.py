@@ -118,14 +118,15 @@ def _walk(c: psycopg.Connection[Any], rk0: int, epoch: int,
             continue
         reached[(rk, ep)] = (s, link)  # a dict keeps the order a key was first set in
         # Only the earliest step reached in each (run, epoch) matters: DISTINCT ON keeps
-        # the first row of each target in this order, one row per target (SQLite's
-        # MIN() with bare columns), the targets in key order as SQLite's GROUP BY.
+        # the first row of each target in this order, one row per target, as SQLite's
+        # MIN() with bare columns does (of tied rows, the first in links_src order), the
+        # targets in key order as SQLite's GROUP BY gives them.
         sql = (f"SELECT DISTINCT ON (dst_rk, dst_epoch) {LINK_COLS} FROM links WHERE "
                "src_rk = %s AND src_epoch = %s AND src_step >= %s")
         args: tuple[int, ...] = (rk, ep, s)
         if prev is not None:
             sql += " AND src_step < %s"
             args = (rk, ep, s, prev)
-        for r in c.execute(sql + " ORDER BY dst_rk, dst_epoch, dst_step, rowid", args):
+        for r in c.execute(sql + " ORDER BY dst_rk, dst_epoch, dst_step, src_step, rowid", args):
             todo.append((r[4], r[5], r[6], tuple(r)))
     return reached

