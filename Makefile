@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 
 # `make ui` after `make demo`: the dashboard over the demo's store on http://127.0.0.1:8765/.
-.PHONY: ui demo test test-fast test-phoenix test-browser browser ui-shots lint typecheck bench eval clean
+.PHONY: ui demo test test-fast test-phoenix test-browser browser ui-shots lint typecheck bench bench-pg eval clean
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "tether needs Python 3.11+"'
@@ -80,6 +80,11 @@ test-phoenix: $(VENV)/.installed-dev $(PHOENIX_VENV)/.installed
 
 bench: $(VENV)/.installed-bench
 	$(BIN)/python -m bench --out docs/benchmarks.md
+
+# The PostgreSQL section alone (bench/pg_cost.py), printed: the server at 127.0.0.1:5432
+# (database test) or $$TETHER_BENCH_PG; `make bench` runs it and writes it into the report.
+bench-pg: $(VENV)/.installed-bench
+	$(BIN)/python -m bench.pg_cost
 
 # The monitors' evaluation: the labelled scenarios (bench/eval/labels.json) and the tau-bench
 # transcripts in ../shared/data if present; rewrites docs/monitors.md's Evaluation section.

@@ -59,6 +59,19 @@ class Config:
     ui_steps: int = 2500
     """Steps of each of the 4 runs the worker steps while the pages follow them."""
 
+    pg_n: int = 1000
+    """Steps of the loop timed on SQLite and on PostgreSQL (and of the bare-commit floor)."""
+    pg_repeats: int = 5
+    """Repeats of the PostgreSQL section's loop (each system on each backend in turn)."""
+    pg_runs: int = 100
+    """Runs the throughput benchmark's worker processes share."""
+    pg_steps: int = 100
+    """Steps of each of those runs."""
+    pg_workers: tuple[int, ...] = (1, 2, 4)
+    """Worker processes sharing the runs."""
+    pg_rounds: int = 3
+    """Rounds of the throughput benchmark (every worker count on both backends per round)."""
+
     def steps_text(self) -> str:
         """How the swarm benchmark's ideal is defined, for the report."""
         return (f"{self.swarm_runs} runs × {self.swarm_steps} steps, each step one call to an "
@@ -78,4 +91,5 @@ QUICK = Config(quick=True, sizes=(100, 300), repeats=2, lg_repeats=2, invoke_siz
                stop_sample=20, stop_repeats=1, target_n=300,
                rollback_steps=200, rollback_repeats=2, impact_work_steps=16, impact_repeats=5,
                audit_repeats=2, seal_events=30_000, query_events=20_000, telemetry_rounds=1,
-               ui_runs=200, ui_pairs=1, ui_steps=500)
+               ui_runs=200, ui_pairs=1, ui_steps=500,
+               pg_n=100, pg_repeats=2, pg_runs=8, pg_steps=20, pg_rounds=1)

@@ -10,7 +10,8 @@ from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 
-PACKAGES = ("tether", "langgraph", "langgraph-checkpoint", "langgraph-checkpoint-sqlite", "orjson")
+PACKAGES = ("tether", "langgraph", "langgraph-checkpoint", "langgraph-checkpoint-sqlite",
+            "langgraph-checkpoint-postgres", "psycopg", "orjson")
 
 
 def _cpu_model() -> str:

@@ -4,30 +4,23 @@ from __future__ import annotations
 
 import inspect
 import statistics
-from collections.abc import Iterable, Sequence
 
 from bench import figures as fg
-from bench import why
+from bench import pg_report, why
 from bench.impact_cost import CROSS_TALK, LANES, STAGES
 from bench.policy_cost import DISTINCT
 from bench.rollback_cost import FILE_BYTES
-from bench.stats import Summary, percentile, ratio, size, spread, us
+from bench.stats import Summary, percentile, ratio, size, spread, table, us
 from bench.stop_latency import MODEL_SECONDS
 from bench.suite import Results
 from tether.runtime.worker import Worker
-
-
-def table(head: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join(lines) + "\n"
 
 
 def render(res: Results) -> str:
     parts = [_header(res), _summary(res), _loop_time(res), _loop_bytes(res), _reads(res),
              _concurrent(res), _swarm(res), _policy(res), _stop(res), _rollback(res), _impact(res),
              _audit(res), _query(res), _telemetry(res), _ui(res), _diagnostics(res), _monitors(res),
-             why.section(res), _method(res)]
+             _pg(res), why.section(res), _method(res)]
     return "\n".join(parts)
 
 
@@ -466,6 +459,12 @@ def _monitors(res: Results) -> str:
             "directly. A monitor is fed only the event kinds it declares (`kinds`), and the "
             "view is built only if one reads it.\n\n"
             + table(["monitor", "alone", "hosted"], rows) + e2e)
+
+
+def _pg(res: Results) -> str:
+    if res.pg is None:
+        return f"{pg_report.TITLE}\n\nNot run.\n"
+    return pg_report.section(res.pg, res.config)
 
 
 def _method(res: Results) -> str:

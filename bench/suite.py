@@ -27,6 +27,7 @@ from bench.impact_cost import ImpactSample, describe, run_impact
 from bench.machine import facts, load_average
 from bench.monitor_cost import Costs
 from bench.monitor_cost import measure as measure_monitors
+from bench.pg_cost import PgResults, run_pg
 from bench.policy_cost import PolicySample, run_policy
 from bench.query_cost import QuerySample, run_query_cost
 from bench.rollback_cost import RollbackSample, run_rollback
@@ -76,6 +77,8 @@ class Results:
     monitors: list[Costs] = field(default_factory=list)
     """What the built-in monitors cost a step (a list so a run without it renders)."""
     diagnoses: list[Diagnosis] = field(default_factory=list)
+    pg: PgResults | None = None
+    """The PostgreSQL store beside SQLite (None: not run; ``skipped`` says why it could not)."""
     seconds: float = 0.0
 
 
@@ -103,6 +106,7 @@ def run_all(cfg: Config, workdir: Path, *, profile: bool = False) -> Results:
     _query(res, workdir)
     _telemetry(res)
     _ui(res, workdir)
+    _pg(res, workdir)
     _diagnose(res, workdir, profile)
     res.seconds = time.perf_counter() - t0
     res.facts["load average at end (1, 5, 15 min)"] = load_average()
@@ -280,6 +284,14 @@ def _ui(res: Results, workdir: Path) -> None:
                log=lambda m: log(f"dashboard: {m}"))
     res.ui.append(s)
     log(f"dashboard: {describe_ui(s)}")
+    gc.collect()
+
+
+def _pg(res: Results, workdir: Path) -> None:
+    cfg = res.config
+    log(f"postgres: the loop at N={cfg.pg_n} on SQLite and PostgreSQL (tether, LangGraph), then "
+        f"{cfg.pg_runs} runs × {cfg.pg_steps} steps shared by {cfg.pg_workers} worker processes")
+    res.pg = run_pg(cfg, workdir, log)
     gc.collect()
 
 
