@@ -24,7 +24,10 @@ from bench.pg_report import section
 
 TINY = dataclasses.replace(QUICK, pg_n=12, pg_repeats=1, pg_runs=4, pg_steps=5,
                            pg_workers=(1, 2), pg_rounds=1)
-HAS_LANGGRAPH = importlib.util.find_spec("langgraph.checkpoint.postgres") is not None
+# find_spec of a submodule imports its parents, and raises when they are missing: the
+# dev extra (make test) has no LangGraph, only the bench extra does.
+HAS_LANGGRAPH = (importlib.util.find_spec("langgraph") is not None
+                 and importlib.util.find_spec("langgraph.checkpoint.postgres") is not None)
 
 
 def _bench_schemas() -> set[str]:
