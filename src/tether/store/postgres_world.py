@@ -15,17 +15,26 @@ from typing import Any, Final
 
 import psycopg
 
-from tether.core.canonical import dumps
 from tether.core.events import Event
-from tether.errors import Conflict, LeaseLost
+from tether.errors import LeaseLost
 from tether.store.postgres_base import PGBase
 from tether.store.records import MessageRow, VersionRow, Write
+from tether.store.rows import (
+    EVENT_COLS,
+    MESSAGE_COLS,
+    VERSION_COLS,
+    message_values,
+    row_event,
+    row_message,
+    row_version,
+    version_values,
+)
 from tether.store.schema import RARE_KINDS, RARE_SQL
-from tether.store.sqlite_rows import EVENT_COLS, row_event
-from tether.store.sqlite_world import MESSAGE_COLS, VERSION_COLS, row_message, row_version
-
-_TRANSITION_COLUMNS: Final = {("messages", "status"), ("messages", "suspect"),
-                              ("versions", "status"), ("versions", "suspect")}
+from tether.store.writes import (
+    transition_key,
+    transition_value,
+    transitions_refusal,
+)
 
 _MARKS_13: Final = ",".join(["%s"] * 13)
 
@@ -86,41 +95,24 @@ class PGWorld(PGBase):
     # -- inside a commit ---------------------------------------------------
     def _check_transitions(self, c: psycopg.Connection[Any], w: Write) -> BaseException | None:
         """Conflict if a row a transition names is not in a state its plan saw."""
-        for t in w.transitions:
-            if (t.table, t.column) not in _TRANSITION_COLUMNS:
-                return Conflict(f"run {w.run}: cannot change {t.table}.{t.column}")
-            if t.only_from is None or not t.ids:
-                continue
-            key = "id" if t.table == "messages" else "event"
-            for rid, cur in c.execute(f"SELECT {key}, {t.column} FROM {t.table} "
-                                      f"WHERE {key} = ANY(%s)", (list(t.ids),)):
-                if cur not in t.only_from:
-                    return Conflict(f"run {w.run}: {t.table[:-1]} {rid} is {cur!r} now, not "
-                                    f"{' or '.join(map(str, t.only_from))}; it changed since the "
-                                    "plan was made: look again and retry")
-        return None
+        return transitions_refusal(w, lambda t, key: c.execute(
+            f"SELECT {key}, {t.column} FROM {t.table} WHERE {key} = ANY(%s)", (list(t.ids),)))
 
     def _apply_world(self, c: psycopg.Connection[Any], w: Write) -> None:
         """The write's messages, versions and transitions (inside its commit)."""
         if w.messages:
             with c.cursor() as cur:
                 cur.executemany(f"INSERT INTO messages({MESSAGE_COLS}) VALUES({_MARKS_13})",
-                                [(m.id, m.swarm, m.sender, m.epoch, m.step, m.recipient,
-                                  m.topic, dumps(m.body), m.status, m.created, m.claim,
-                                  m.received, int(m.suspect))
-                                 for m in w.messages])
+                                [message_values(m) for m in w.messages])
         for v in w.versions:
             # Numbered from the key's last version: commits hold the store's write lock,
             # so no other commit numbers the same key meanwhile.
             c.execute(f"INSERT INTO versions({VERSION_COLS}) SELECT %s, %s, "
                       "COALESCE(MAX(version), 0) + 1, %s, %s, %s, %s, %s, %s, %s, %s, %s "
                       "FROM versions WHERE ns = %s AND key = %s",
-                      (v.ns, v.key, v.event, v.run, v.epoch, v.step,
-                       None if v.value is None and v.ns.startswith("file:") else dumps(v.value),
-                       v.hash, v.status, int(v.suspect), v.created, v.ns, v.key))
+                      (*version_values(v), v.ns, v.key))
         for t in w.transitions:
-            key = "id" if t.table == "messages" else "event"
-            value = int(t.value) if t.column == "suspect" else t.value
+            key, value = transition_key(t), transition_value(t)
             with c.cursor() as cur:
                 cur.executemany(f"UPDATE {t.table} SET {t.column} = %s WHERE {key} = %s",
                                 [(value, i) for i in t.ids])

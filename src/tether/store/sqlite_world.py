@@ -11,34 +11,28 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterable, Sequence
-from typing import Any, Final
+from typing import Any
 
-from tether.core.canonical import dumps, loads
 from tether.core.events import Event
-from tether.errors import Conflict, LeaseLost
+from tether.errors import LeaseLost
 from tether.store.records import MessageRow, VersionRow, Write
+from tether.store.rows import (
+    EVENT_COLS,
+    MESSAGE_COLS,
+    VERSION_COLS,
+    message_values,
+    row_event,
+    row_message,
+    row_version,
+    version_values,
+)
 from tether.store.schema import RARE_KINDS, RARE_SQL
 from tether.store.sqlite_base import SQLiteBase
-from tether.store.sqlite_rows import EVENT_COLS, row_event
-
-MESSAGE_COLS = ("id, swarm, sender, epoch, step, recipient, topic, body, status, created, claim, "
-                "received, suspect")
-VERSION_COLS = "ns, key, version, event, run, epoch, step, value, hash, status, suspect, created"
-
-_TRANSITION_COLUMNS: Final = {("messages", "status"), ("messages", "suspect"),
-                              ("versions", "status"), ("versions", "suspect")}
-
-
-def row_message(r: Sequence[Any]) -> MessageRow:
-    return MessageRow(id=r[0], swarm=r[1], sender=r[2], epoch=r[3], step=r[4], recipient=r[5],
-                      topic=r[6], body=loads(r[7]), status=r[8], created=r[9], claim=r[10],
-                      received=r[11], suspect=bool(r[12]))
-
-
-def row_version(r: Sequence[Any]) -> VersionRow:
-    return VersionRow(ns=r[0], key=r[1], version=r[2], event=r[3], run=r[4], epoch=r[5],
-                      step=r[6], value=loads(r[7]) if r[7] is not None else None, hash=r[8],
-                      status=r[9], suspect=bool(r[10]), created=r[11])
+from tether.store.writes import (
+    transition_key,
+    transition_value,
+    transitions_refusal,
+)
 
 
 class SQLiteWorld(SQLiteBase):
@@ -97,39 +91,22 @@ class SQLiteWorld(SQLiteBase):
 
     # -- inside a commit ---------------------------------------------------
     def _check_transitions(self, c: sqlite3.Connection, w: Write) -> BaseException | None:
-        for t in w.transitions:
-            if (t.table, t.column) not in _TRANSITION_COLUMNS:
-                return Conflict(f"run {w.run}: cannot change {t.table}.{t.column}")
-            if t.only_from is None or not t.ids:
-                continue
-            key = "id" if t.table == "messages" else "event"
-            marks = ",".join("?" * len(t.ids))
-            for rid, cur in c.execute(f"SELECT {key}, {t.column} FROM {t.table} "
-                                      f"WHERE {key} IN ({marks})", t.ids):
-                if cur not in t.only_from:
-                    return Conflict(f"run {w.run}: {t.table[:-1]} {rid} is {cur!r} now, not "
-                                    f"{' or '.join(map(str, t.only_from))}; it changed since the "
-                                    "plan was made: look again and retry")
-        return None
+        return transitions_refusal(w, lambda t, key: c.execute(
+            f"SELECT {key}, {t.column} FROM {t.table} "
+            f"WHERE {key} IN ({','.join('?' * len(t.ids))})", t.ids))
 
     def _apply_world(self, c: sqlite3.Connection, w: Write) -> None:
         if w.messages:
             c.executemany(f"INSERT INTO messages({MESSAGE_COLS}) "
                           "VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                          [(m.id, m.swarm, m.sender, m.epoch, m.step, m.recipient, m.topic,
-                            dumps(m.body), m.status, m.created, m.claim, m.received,
-                            int(m.suspect))
-                           for m in w.messages])
+                          [message_values(m) for m in w.messages])
         for v in w.versions:
             c.execute(f"INSERT INTO versions({VERSION_COLS}) SELECT ?, ?, "
                       "COALESCE(MAX(version), 0) + 1, ?, ?, ?, ?, ?, ?, ?, ?, ? "
                       "FROM versions WHERE ns = ? AND key = ?",
-                      (v.ns, v.key, v.event, v.run, v.epoch, v.step,
-                       None if v.value is None and v.ns.startswith("file:") else dumps(v.value),
-                       v.hash, v.status, int(v.suspect), v.created, v.ns, v.key))
+                      (*version_values(v), v.ns, v.key))
         for t in w.transitions:
-            key = "id" if t.table == "messages" else "event"
-            value = int(t.value) if t.column == "suspect" else t.value
+            key, value = transition_key(t), transition_value(t)
             c.executemany(f"UPDATE {t.table} SET {t.column} = ? WHERE {key} = ?",
                           [(value, i) for i in t.ids])
     # -- messages ------------------------------------------------------------
