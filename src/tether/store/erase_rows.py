@@ -170,6 +170,16 @@ class ErasureRows(ABC):
         """A new token for each run's lease, expired."""
 
     # -- what an erasure does --------------------------------------------
+    def erase_payload(self, key: bytes | None, event_id: str, *, store: str) -> None:
+        """Only the event's payload (``Store.erase_payload``): NULL, its hash kept so the
+        chain still verifies without it; nothing if it is erased already."""
+        row = self.event_row(key) if key is not None else None
+        if row is None or key is None:
+            raise NotFound(f"no event {event_id!r} in {store}")
+        if row[2] is None:
+            return  # already erased
+        self.drop_payload(key, hashlib.sha256(bytes(row[2])).digest())
+
     def erase(self, key: bytes | None, event_id: str, *, store: str, reason: str, time: str,
               run_of: Callable[[int], str]) -> dict[str, Any]:
         """Erase event ``event_id`` (``key``: its id's bytes, None if it is no id) and every

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from tether.core.canonical import loads
+from tether.core.canonical import dumps, loads
 from tether.errors import Conflict, StoreCorrupt
 from tether.store.seal_records import LeafSpan, SealCache, SignedCheckpoint
 
@@ -132,3 +132,19 @@ def next_signed(last: int, after: int) -> int:
         raise Conflict(f"signed checkpoint {last} was written meanwhile (expected the "
                        f"last to be {after}); seal again")
     return last + 1
+
+
+def signed_values(n: int, size: int, root: str, note: str, proof: Sequence[str], created: float,
+                  cache: tuple[int, str, bytes] | None) -> tuple[Any, ...]:
+    """The values of signed checkpoint ``n``'s row: :data:`SIGNED_COLS`, then the next
+    seal's cache (batch, batch_hash, frontier), NULL without one."""
+    batch, bhash, frontier = cache if cache is not None else (None, "", None)
+    return (n, size, bytes.fromhex(root), note, dumps(list(proof)), created, batch,
+            bytes.fromhex(bhash), frontier)
+
+
+def snapshot_name(batch: Sequence[Any] | None, checkpoint: Any, chunk: Any) -> str:
+    """What names a snapshot of the store: its last batch's row ``(n, hash)`` (None: none)
+    and the last checkpoint's and chunk's row ids."""
+    n, h = (batch[0], bytes(batch[1]).hex()) if batch else (0, "")
+    return f"batch {n} {h} checkpoint {checkpoint} chunk {chunk}"

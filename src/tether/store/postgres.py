@@ -6,7 +6,6 @@ The port of :mod:`tether.store.sqlite` behind the same protocol and conformance 
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import subprocess
@@ -17,10 +16,10 @@ from typing import Any
 
 from tether.core.canonical import dumps, loads
 from tether.core.events import BATCH_GENESIS, Event, genesis
-from tether.errors import NotFound, StorageError, UsageError
+from tether.errors import StorageError, UsageError
 from tether.store.chains import batches_from, missing_chunk, next_batch
 from tether.store.postgres_base import Conn, libpq_target
-from tether.store.postgres_erase import PGErase
+from tether.store.postgres_erase import PGErase, PGErasure
 from tether.store.postgres_leases import PGLeases
 from tether.store.postgres_links import PGLinks
 from tether.store.postgres_queues import PGQueues
@@ -274,16 +273,7 @@ class PostgresStore(PGLeases, PGQueues, PGWorld, PGLinks, PGSettings, PGTokens, 
 
     def erase_payload(self, event_id: str) -> None:
         with self._tx() as c:
-            key = id_key(event_id)
-            row = c.execute("SELECT payload, payload_hash FROM events WHERE id = %s",
-                            (key,)).fetchone() if key is not None else None
-            if row is None:
-                raise NotFound(f"no event {event_id!r} in {self.url}")
-            if row[0] is None:
-                return  # already erased
-            # Keep the payload's hash so the chain still verifies without the payload.
-            c.execute("UPDATE events SET payload_hash = %s, payload = NULL WHERE id = %s",
-                      (hashlib.sha256(bytes(row[0])).digest(), key))
+            PGErasure(c).erase_payload(id_key(event_id), event_id, store=self.url)
 
     def approval(self, approval_id: str) -> ApprovalRow | None:
         rows = self._read(f"SELECT {APPROVAL_COLS} FROM approvals WHERE id = %s", (approval_id,))

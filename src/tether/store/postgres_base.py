@@ -256,14 +256,20 @@ class PGBase:
             return
         try:
             c.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            c.execute("SELECT 1").fetchall()  # the snapshot starts here
+            self._snapshot_begun(c)
         except psycopg.Error as exc:
+            with contextlib.suppress(psycopg.Error):
+                c.execute("ROLLBACK")
             raise self._translate(exc) from exc
         try:
             yield
         finally:
             with contextlib.suppress(psycopg.Error):  # nothing was written: nothing to lose
                 c.execute("ROLLBACK")
+
+    def _snapshot_begun(self, c: psycopg.Connection[tuple[Any, ...]]) -> None:
+        """The first statement of a snapshot's transaction: the snapshot starts here."""
+        c.execute("SELECT 1").fetchall()
 
     @contextlib.contextmanager
     def _guard(self) -> Iterator[None]:

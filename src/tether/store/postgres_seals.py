@@ -16,7 +16,6 @@ verify walks that part itself).
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import re
 from collections.abc import Iterator, Sequence
@@ -26,7 +25,6 @@ from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 import psycopg
 from psycopg import pq, sql
 
-from tether.core.canonical import dumps
 from tether.core.settings import STORE_CHAIN
 from tether.store.leaves import (
     SIGNED_COLS,
@@ -35,6 +33,8 @@ from tether.store.leaves import (
     next_signed,
     seal_cache_from,
     signed_from,
+    signed_values,
+    snapshot_name,
 )
 from tether.store.postgres_base import PGBase
 from tether.store.records import ChainRow
@@ -95,8 +95,7 @@ class PGSeals(PGBase):
         batch = self._read("SELECT n, hash FROM batches ORDER BY n DESC LIMIT 1")
         ckpt = self._read("SELECT max(rowid) FROM checkpoints")[0][0]
         chunk = self._read("SELECT max(rowid) FROM chunks")[0][0]
-        n, h = (batch[0][0], bytes(batch[0][1]).hex()) if batch else (0, "")
-        return f"batch {n} {h} checkpoint {ckpt} chunk {chunk}"
+        return snapshot_name(batch[0] if batch else None, ckpt, chunk)
 
     def reader_url(self) -> str | None:
         """This store's URL for a read-only process; inside :meth:`snapshot`, with the
@@ -109,29 +108,15 @@ class PGSeals(PGBase):
         assert row is not None
         return with_snapshot(self.url, str(row[0]))
 
-    @contextlib.contextmanager
-    def snapshot(self) -> Iterator[None]:
-        """The base's snapshot; in a store opened by a :meth:`reader_url` that names an
-        exported snapshot, that snapshot, imported (nested: the outer one's)."""
+    def _snapshot_begun(self, c: psycopg.Connection[tuple[Any, ...]]) -> None:
+        """In a store opened by a :meth:`reader_url` that names an exported snapshot, the
+        snapshot begins as that one, imported; otherwise as the base's."""
         imported = exported_in(self.url)
-        c = self._conn()
-        if imported is None or c.info.transaction_status != pq.TransactionStatus.IDLE:
-            with super().snapshot():
-                yield
+        if imported is None:
+            super()._snapshot_begun(c)
             return
-        try:
-            c.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            # First in its transaction, as PostgreSQL requires; no parameters in SET.
-            c.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(imported)))
-        except psycopg.Error as exc:
-            with contextlib.suppress(psycopg.Error):
-                c.execute("ROLLBACK")
-            raise self._translate(exc) from exc
-        try:
-            yield
-        finally:
-            with contextlib.suppress(psycopg.Error):  # nothing was written: nothing to lose
-                c.execute("ROLLBACK")
+        # First in its transaction, as PostgreSQL requires; no parameters in SET.
+        c.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(imported)))
 
     def leaf_hashes(self) -> list[bytes]:
         """Every event's hash in commit order (see :meth:`Store.leaf_hashes`)."""
@@ -184,12 +169,10 @@ class PGSeals(PGBase):
         with self._tx() as c:
             row = c.execute("SELECT max(n) FROM signed_checkpoints").fetchone()
             n = next_signed(int(row[0] or 0) if row else 0, after)
-            batch, bhash, frontier = cache if cache is not None else (None, "", None)
             c.execute(f"INSERT INTO signed_checkpoints({SIGNED_COLS}, batch, batch_hash, "
                       "frontier) "
                       "VALUES(%s,%s,%s,%s,%s,%s,%s,%s,%s)",
-                      (n, size, bytes.fromhex(root), note, dumps(list(proof)), created,
-                       batch, bytes.fromhex(bhash), frontier))
+                      signed_values(n, size, root, note, proof, created, cache))
         return SignedCheckpoint(n, size, root, note, tuple(proof), created)
 
 

@@ -27,7 +27,10 @@ from tether.store.rows import (
     row_event,
     row_message,
     row_version,
+    stamp_seconds,
+    stamp_us,
     version_values,
+    window_us,
 )
 from tether.store.schema import RARE_KINDS, RARE_SQL
 from tether.store.writes import (
@@ -59,13 +62,13 @@ class PGWorld(PGBase):
             args.append(rk)
         if since is not None:
             sql += " AND time >= %s"
-            args.append(round(since * 1_000_000))
+            args.append(stamp_us(since))
         rows = self._read(sql + " ORDER BY time, rk, seq", args)
         return [row_event(r, self._run_id(r[0])) for r in rows]
 
     def latest_event_time(self) -> float | None:
         rows = self._read("SELECT MAX(time) FROM events")  # the events_time index's last entry
-        return None if not rows or rows[0][0] is None else int(rows[0][0]) / 1_000_000
+        return stamp_seconds(rows[0][0]) if rows else None
 
     def events_in_window(self, since: float | None, until: float | None, *,
                          runs: Sequence[str] | None = None, kinds: Sequence[str] | None = None,
@@ -73,8 +76,7 @@ class PGWorld(PGBase):
         # The events_time index bounds the read to the window: an operator's question
         # about one night costs what the night holds, not the store's size.
         sql = f"SELECT {EVENT_COLS} FROM events WHERE time >= %s AND time < %s"
-        args: list[Any] = [-(2**62) if since is None else round(since * 1_000_000),
-                           2**62 if until is None else round(until * 1_000_000)]
+        args: list[Any] = list(window_us(since, until))
         if runs is not None:
             rks = [rk for rk in (self._rk(r) for r in runs) if rk is not None]
             if not rks:

@@ -53,6 +53,22 @@ _second: tuple[int, str] = (-1 << 62, "")
 second, and the audit reads them all."""
 
 
+def stamp_us(t: float) -> int:
+    """A time in seconds (a window's bound) as the events' stored integer microseconds."""
+    return round(t * 1_000_000)
+
+
+def window_us(since: float | None, until: float | None) -> tuple[int, int]:
+    """The stored times [lo, hi) of a window in seconds; an open end is the whole range."""
+    return (-(2**62) if since is None else stamp_us(since),
+            2**62 if until is None else stamp_us(until))
+
+
+def stamp_seconds(us: Any) -> float | None:
+    """A stored time (integer microseconds; None: none) in seconds."""
+    return None if us is None else int(us) / 1_000_000
+
+
 def time_iso(us: int) -> str:
     """The exact text :func:`time_us` was given (UTC, microseconds)."""
     global _hour, _second

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import sqlite3
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -10,7 +9,7 @@ from typing import Any
 
 from tether.core.canonical import dumps, loads
 from tether.core.events import BATCH_GENESIS, Event, genesis
-from tether.errors import NotFound, UsageError
+from tether.errors import UsageError
 from tether.store.chains import batches_from, missing_chunk, next_batch
 from tether.store.records import (
     USAGE_KEYS,
@@ -38,6 +37,7 @@ from tether.store.rows import (
     run_changes,
     run_values,
 )
+from tether.store.sqlite_erase import SQLiteErasure
 from tether.store.sqlite_leases import SQLiteLeases
 from tether.store.sqlite_links import SQLiteLinks
 from tether.store.sqlite_queues import SQLiteQueues
@@ -234,16 +234,7 @@ class SQLiteStore(SQLiteLeases, SQLiteQueues, SQLiteWorld, SQLiteLinks, SQLiteSe
 
     def erase_payload(self, event_id: str) -> None:
         with self._tx() as c:
-            key = id_key(event_id)
-            row = c.execute("SELECT payload, payload_hash FROM events WHERE id = ?",
-                            (key,)).fetchone() if key is not None else None
-            if row is None:
-                raise NotFound(f"no event {event_id!r} in {self.path}")
-            if row[0] is None:
-                return  # already erased
-            # Keep the payload's hash so the chain still verifies without the payload.
-            c.execute("UPDATE events SET payload_hash = ?, payload = NULL WHERE id = ?",
-                      (hashlib.sha256(bytes(row[0])).digest(), key))
+            SQLiteErasure(c).erase_payload(id_key(event_id), event_id, store=str(self.path))
 
     def approval(self, approval_id: str) -> ApprovalRow | None:
         rows = self._read(f"SELECT {APPROVAL_COLS} FROM approvals WHERE id = ?", (approval_id,))

@@ -17,7 +17,6 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from tether.core.canonical import dumps
 from tether.core.settings import STORE_CHAIN
 from tether.store.leaves import (
     SIGNED_COLS,
@@ -26,6 +25,8 @@ from tether.store.leaves import (
     next_signed,
     seal_cache_from,
     signed_from,
+    signed_values,
+    snapshot_name,
 )
 from tether.store.records import ChainRow
 from tether.store.rows import chain_row
@@ -79,8 +80,7 @@ class SQLiteSeals(SQLiteBase):
             batch = c.execute("SELECT n, hash FROM batches ORDER BY n DESC LIMIT 1").fetchone()
             ckpt = c.execute("SELECT max(rowid) FROM checkpoints").fetchone()[0]
             chunk = c.execute("SELECT max(rowid) FROM chunks").fetchone()[0]
-        n, h = (batch[0], bytes(batch[1]).hex()) if batch else (0, "")
-        return f"batch {n} {h} checkpoint {ckpt} chunk {chunk}"
+        return snapshot_name(batch, ckpt, chunk)
 
     def reader_url(self) -> str | None:
         return f"sqlite:///{self.path.resolve()}"
@@ -135,10 +135,8 @@ class SQLiteSeals(SQLiteBase):
         with self._tx() as c:
             row = c.execute("SELECT max(n) FROM signed_checkpoints").fetchone()
             n = next_signed(int(row[0] or 0), after)
-            batch, bhash, frontier = cache if cache is not None else (None, "", None)
             c.execute(f"INSERT INTO signed_checkpoints({SIGNED_COLS}, batch, batch_hash, "
                       "frontier) "
                       "VALUES(?,?,?,?,?,?,?,?,?)",
-                      (n, size, bytes.fromhex(root), note, dumps(list(proof)), created,
-                       batch, bytes.fromhex(bhash), frontier))
+                      signed_values(n, size, root, note, proof, created, cache))
         return SignedCheckpoint(n, size, root, note, tuple(proof), created)
