@@ -8,11 +8,14 @@ the next link is, and what rows read back mean, is decided here once.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractContextManager
 from typing import Any
 
 from tether.core.canonical import dumps, loads
 from tether.core.events import BATCH_GENESIS, batch_hash, payload_digest
+from tether.core.identity import TOKEN_KINDS
 from tether.core.ids import parse_iso
 from tether.core.settings import STORE_CHAIN, STORE_GENESIS, SWARM_KINDS, StoreEvent
 from tether.errors import StoreCorrupt
@@ -106,3 +109,40 @@ def missing_chunk(store: str, digest: str) -> StoreCorrupt:
     """The error for a checkpoint chunk a store should hold and does not."""
     return StoreCorrupt(f"store {store}: checkpoint chunk {digest} is missing; "
                         "restore the store from a backup")
+
+
+class StoreChainAppend(ABC):
+    """Appending to the store chain with what it projects to, in one write transaction
+    (a backend's ``_tx``); a backend's subclass writes the rows with its SQL."""
+
+    def append_store_event(self, kind: str, scope: str, payload: Any, *, actor: str, time: str,
+                           id: str) -> StoreEvent:
+        """Append one event to the store chain (and its batch) in one transaction; a swarm
+        setting (:data:`SWARM_KINDS`) updates the swarm's row, a token's event its row, in
+        the same transaction."""
+        field = swarm_setting(kind, scope, payload)
+        with self._tx() as c:
+            if kind in TOKEN_KINDS:  # checked and written first: a refusal appends nothing
+                self._project_token(c, kind, payload, time=time, actor=actor)
+            e = self._append_store_event(c, kind, scope, payload, actor=actor, time=time, id=id)
+            if field is not None:
+                # The row is the chain's projection: what workers read when they take a run.
+                self._set_swarm(c, field, swarm_values(field, scope, payload, time))
+        return e
+
+    @abstractmethod
+    def _tx(self) -> AbstractContextManager[Any]: ...
+
+    @abstractmethod
+    def _project_token(self, c: Any, kind: str, payload: Any, *, time: str,
+                       actor: str) -> None: ...
+
+    @abstractmethod
+    def _append_store_event(self, c: Any, kind: str, scope: str, payload: Any, *, actor: str,
+                            time: str, id: str) -> StoreEvent:
+        """Append one event to the store chain and the batch naming it, on ``c``."""
+
+    @abstractmethod
+    def _set_swarm(self, c: Any, field: str, values: tuple[Any, ...]) -> None:
+        """Upsert the swarm's row (name, budget, updated, pause_points): ``field`` and
+        ``updated`` set, the other setting left as it was."""

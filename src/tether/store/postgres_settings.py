@@ -14,17 +14,15 @@ from typing import Any
 
 import psycopg
 
-from tether.core.identity import TOKEN_KINDS
 from tether.core.settings import STORE_CHAIN, STORE_GENESIS, StoreEvent, make_store_event
 from tether.store.chains import (
     STORE_EVENT_COLS,
+    StoreChainAppend,
     row_swarm,
     store_batch,
     store_event_values,
     store_events_from,
     store_head,
-    swarm_setting,
-    swarm_values,
 )
 from tether.store.postgres_tokens import PGTokens
 
@@ -45,26 +43,13 @@ def append_chain(c: psycopg.Connection[Any], store_rk: int, kind: str, scope: st
     return e
 
 
-class PGSettings(PGTokens):
+class PGSettings(PGTokens, StoreChainAppend):
     """Appending to and reading the store chain, and the swarms' rows it projects to."""
 
-    def append_store_event(self, kind: str, scope: str, payload: Any, *, actor: str, time: str,
-                           id: str) -> StoreEvent:
-        """Append one event to the store chain (and its batch) in one transaction; a swarm
-        setting (:data:`SWARM_KINDS`) updates the swarm's row, a token's event its row, in
-        the same transaction."""
-        field = swarm_setting(kind, scope, payload)
-        with self._tx() as c:
-            if kind in TOKEN_KINDS:  # checked and written first: a refusal appends nothing
-                self._project_token(c, kind, payload, time=time, actor=actor)
-            e = self._append_store_event(c, kind, scope, payload, actor=actor, time=time, id=id)
-            if field is not None:
-                # The row is the chain's projection: what workers read when they take a run.
-                c.execute(f"INSERT INTO swarms(name, budget, updated, pause_points) "
-                          f"VALUES(%s,%s,%s,%s) ON CONFLICT(name) DO UPDATE SET "
-                          f"{field} = excluded.{field}, updated = excluded.updated",
-                          swarm_values(field, scope, payload, time))
-        return e
+    def _set_swarm(self, c: psycopg.Connection[Any], field: str, values: tuple[Any, ...]) -> None:
+        c.execute(f"INSERT INTO swarms(name, budget, updated, pause_points) "
+                  f"VALUES(%s,%s,%s,%s) ON CONFLICT(name) DO UPDATE SET "
+                  f"{field} = excluded.{field}, updated = excluded.updated", values)
 
     def _append_store_event(self, c: psycopg.Connection[Any], kind: str, scope: str,
                             payload: Any, *, actor: str, time: str, id: str) -> StoreEvent:

@@ -11,47 +11,41 @@ creating the same name at once get one token and one clear error.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import psycopg
 
-from tether.core.identity import TokenInfo, token_created
+from tether.core.identity import TokenInfo
 from tether.store.postgres_base import PGBase
 from tether.store.tokens import (
     TOKEN_COLS,
-    check_name_free,
-    check_revocable,
-    revoked_id,
+    TokenRows,
     row_token,
     token_values,
 )
 
 
-class PGTokens(PGBase):
+class PGTokens(PGBase, TokenRows):
     """Reading the ``tokens`` rows, and writing them with their store events."""
 
-    def _project_token(self, c: psycopg.Connection[Any], kind: str, payload: Any, *,
-                       time: str, actor: str) -> None:
-        """Apply one ``token.*`` event to the rows (inside the event's transaction).
+    def _valid_token_named(self, c: psycopg.Connection[Any], name: str
+                           ) -> Sequence[Any] | None:
+        return c.execute("SELECT id FROM tokens WHERE name = %s AND revoked IS NULL",
+                         (name,)).fetchone()
 
-        Raises:
-            UsageError: a valid token has the name already; a token revoked already.
-            NotFound: a revocation naming no token.
-        """
-        if kind == "token.created":
-            t = token_created(payload, time=time, actor=actor)
-            taken = c.execute("SELECT id FROM tokens WHERE name = %s AND revoked IS NULL",
-                              (t.name,)).fetchone()
-            check_name_free(t, taken)
-            c.execute(f"INSERT INTO tokens({TOKEN_COLS}) VALUES(%s,%s,%s,%s,%s,%s,NULL,NULL)",
-                      token_values(t))
-            return
-        tid = revoked_id(payload)
-        # SQLite compares any value with the text ids and finds none; PostgreSQL would
-        # refuse to compare a number with text: the same answer, said before asking.
-        row = c.execute("SELECT name, revoked FROM tokens WHERE id = %s",
-                        (tid,)).fetchone() if isinstance(tid, str) else None
-        check_revocable(tid, row)
+    def _insert_token(self, c: psycopg.Connection[Any], t: TokenInfo) -> None:
+        c.execute(f"INSERT INTO tokens({TOKEN_COLS}) VALUES(%s,%s,%s,%s,%s,%s,NULL,NULL)",
+                  token_values(t))
+
+    def _token_state(self, c: psycopg.Connection[Any], tid: Any) -> Sequence[Any] | None:
+        if not isinstance(tid, str):
+            # SQLite compares any value with the text ids and finds none; PostgreSQL would
+            # refuse to compare a number with text: the same answer, said before asking.
+            return None
+        return c.execute("SELECT name, revoked FROM tokens WHERE id = %s", (tid,)).fetchone()
+
+    def _revoke_token(self, c: psycopg.Connection[Any], tid: str, *, time: str, actor: str) -> None:
         c.execute("UPDATE tokens SET revoked = %s, revoked_by = %s WHERE id = %s",
                   (time, actor, tid))
 

@@ -12,7 +12,6 @@ import sqlite3
 from typing import Any
 
 from tether.core.canonical import loads
-from tether.core.identity import TOKEN_KINDS
 from tether.core.ids import UlidSource, iso
 from tether.core.settings import (
     ERASED_KIND,
@@ -24,13 +23,12 @@ from tether.core.settings import (
 )
 from tether.store.chains import (
     STORE_EVENT_COLS,
+    StoreChainAppend,
     row_swarm,
     store_batch,
     store_event_values,
     store_events_from,
     store_head,
-    swarm_setting,
-    swarm_values,
 )
 from tether.store.rows import id_key
 from tether.store.schema import SWARMS_JOURNALED
@@ -38,26 +36,13 @@ from tether.store.sqlite_erase import SQLiteErasure
 from tether.store.sqlite_tokens import SQLiteTokens
 
 
-class SQLiteSettings(SQLiteTokens):
+class SQLiteSettings(SQLiteTokens, StoreChainAppend):
     """Appending to and reading the store chain."""
 
-    def append_store_event(self, kind: str, scope: str, payload: Any, *, actor: str, time: str,
-                           id: str) -> StoreEvent:
-        """Append one event to the store chain (and its batch) in one transaction; a swarm
-        setting (:data:`SWARM_KINDS`) updates the swarm's row, a token's event its row, in
-        the same transaction."""
-        field = swarm_setting(kind, scope, payload)
-        with self._tx() as c:
-            if kind in TOKEN_KINDS:  # checked and written first: a refusal appends nothing
-                self._project_token(c, kind, payload, time=time, actor=actor)
-            e = self._append_store_event(c, kind, scope, payload, actor=actor, time=time, id=id)
-            if field is not None:
-                # The row is the chain's projection: what workers read when they take a run.
-                c.execute(f"INSERT INTO swarms(name, budget, updated, pause_points) "
-                          f"VALUES(?,?,?,?) ON CONFLICT(name) DO UPDATE SET "
-                          f"{field} = excluded.{field}, updated = excluded.updated",
-                          swarm_values(field, scope, payload, time))
-        return e
+    def _set_swarm(self, c: sqlite3.Connection, field: str, values: tuple[Any, ...]) -> None:
+        c.execute(f"INSERT INTO swarms(name, budget, updated, pause_points) "
+                  f"VALUES(?,?,?,?) ON CONFLICT(name) DO UPDATE SET "
+                  f"{field} = excluded.{field}, updated = excluded.updated", values)
 
     def _append_store_event(self, c: sqlite3.Connection, kind: str, scope: str, payload: Any, *,
                             actor: str, time: str, id: str) -> StoreEvent:

@@ -12,42 +12,37 @@ clear error.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Sequence
 from typing import Any
 
-from tether.core.identity import TokenInfo, token_created
+from tether.core.identity import TokenInfo
 from tether.store.sqlite_base import SQLiteBase
 from tether.store.tokens import (
     TOKEN_COLS,
-    check_name_free,
-    check_revocable,
-    revoked_id,
+    TokenRows,
     row_token,
     token_values,
 )
 
 
-class SQLiteTokens(SQLiteBase):
+class SQLiteTokens(SQLiteBase, TokenRows):
     """Reading the ``tokens`` rows, and writing them with their store events."""
 
-    def _project_token(self, c: sqlite3.Connection, kind: str, payload: Any, *, time: str,
-                       actor: str) -> None:
-        """Apply one ``token.*`` event to the rows (inside the event's transaction).
+    def _valid_token_named(self, c: sqlite3.Connection, name: str) -> Sequence[Any] | None:
+        row: Sequence[Any] | None = c.execute(
+            "SELECT id FROM tokens WHERE name = ? AND revoked IS NULL", (name,)).fetchone()
+        return row
 
-        Raises:
-            UsageError: a valid token has the name already; a token revoked already.
-            NotFound: a revocation naming no token.
-        """
-        if kind == "token.created":
-            t = token_created(payload, time=time, actor=actor)
-            taken = c.execute("SELECT id FROM tokens WHERE name = ? AND revoked IS NULL",
-                              (t.name,)).fetchone()
-            check_name_free(t, taken)
-            c.execute(f"INSERT INTO tokens({TOKEN_COLS}) VALUES(?,?,?,?,?,?,NULL,NULL)",
-                      token_values(t))
-            return
-        tid = revoked_id(payload)
-        row = c.execute("SELECT name, revoked FROM tokens WHERE id = ?", (tid,)).fetchone()
-        check_revocable(tid, row)
+    def _insert_token(self, c: sqlite3.Connection, t: TokenInfo) -> None:
+        c.execute(f"INSERT INTO tokens({TOKEN_COLS}) VALUES(?,?,?,?,?,?,NULL,NULL)",
+                  token_values(t))
+
+    def _token_state(self, c: sqlite3.Connection, tid: Any) -> Sequence[Any] | None:
+        row: Sequence[Any] | None = c.execute("SELECT name, revoked FROM tokens WHERE id = ?",
+                                              (tid,)).fetchone()
+        return row
+
+    def _revoke_token(self, c: sqlite3.Connection, tid: str, *, time: str, actor: str) -> None:
         c.execute("UPDATE tokens SET revoked = ?, revoked_by = ? WHERE id = ?",
                   (time, actor, tid))
 

@@ -8,10 +8,11 @@ twice) see every earlier token; what they refuse, and in which words, is here on
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any
 
-from tether.core.identity import Role, TokenInfo
+from tether.core.identity import Role, TokenInfo, token_created
 from tether.errors import NotFound, StoreCorrupt, UsageError
 
 TOKEN_COLS = "id, name, role, hash, created, created_by, revoked, revoked_by"  # noqa: S105  # column names, no secret
@@ -53,3 +54,39 @@ def check_revocable(tid: Any, row: Sequence[Any] | None) -> None:
         raise NotFound(f"no token with id {tid!r}; `tether ui token list` shows them")
     if row[1] is not None:
         raise UsageError(f"token {row[0]!r} ({tid}) was revoked already at {row[1]}")
+
+
+class TokenRows(ABC):
+    """Applying a ``token.*`` event to the rows, inside the event's transaction on
+    connection ``c``; a backend's subclass reads and writes each row with its SQL."""
+
+    def _project_token(self, c: Any, kind: str, payload: Any, *, time: str,
+                       actor: str) -> None:
+        """Apply one ``token.*`` event to the rows (inside the event's transaction).
+
+        Raises:
+            UsageError: a valid token has the name already; a token revoked already.
+            NotFound: a revocation naming no token.
+        """
+        if kind == "token.created":
+            t = token_created(payload, time=time, actor=actor)
+            check_name_free(t, self._valid_token_named(c, t.name))
+            self._insert_token(c, t)
+            return
+        tid = revoked_id(payload)
+        check_revocable(tid, self._token_state(c, tid))
+        self._revoke_token(c, tid, time=time, actor=actor)
+
+    @abstractmethod
+    def _valid_token_named(self, c: Any, name: str) -> Sequence[Any] | None:
+        """The ``(id,)`` of the valid token named ``name``, if any."""
+
+    @abstractmethod
+    def _insert_token(self, c: Any, t: TokenInfo) -> None: ...
+
+    @abstractmethod
+    def _token_state(self, c: Any, tid: Any) -> Sequence[Any] | None:
+        """The ``(name, revoked)`` of the token with id ``tid``, if any."""
+
+    @abstractmethod
+    def _revoke_token(self, c: Any, tid: str, *, time: str, actor: str) -> None: ...
