@@ -53,7 +53,7 @@ from tether.store.rows import (
     run_changes,
     run_values,
 )
-from tether.store.writes import fence_refusal
+from tether.store.writes import apply_writes, fence_refusal
 
 
 def _marks(n: int) -> str:
@@ -103,19 +103,10 @@ class PostgresStore(PGLeases, PGQueues, PGWorld, PGLinks, PGSettings, PGTokens, 
 
     # -- writing ---------------------------------------------------------
     def commit(self, writes: Sequence[Write]) -> list[BaseException | None]:
-        results: list[BaseException | None] = [None] * len(writes)
         with self._tx() as c:
-            entries: list[tuple[int, int, int]] = []
-            hashes: list[tuple[str, int, str]] = []
-            for i, w in enumerate(writes):
-                err = self._check_fence(c, w) or self._check_transitions(c, w)
-                if err is not None:
-                    results[i] = err
-                    continue
-                rk = self._apply(c, w)
-                if w.events:
-                    entries.append((rk, w.events[0].seq, w.events[-1].seq))
-                    hashes.extend((e.run, e.seq, e.hash) for e in w.events)
+            results, entries, hashes = apply_writes(
+                writes, lambda w: self._check_fence(c, w) or self._check_transitions(c, w),
+                lambda w: self._apply(c, w))
             if entries:
                 # Under the store's write lock: no other commit can take the same n.
                 last = c.execute("SELECT n, hash FROM batches ORDER BY n DESC LIMIT 1").fetchone()

@@ -44,7 +44,7 @@ from tether.store.sqlite_queues import SQLiteQueues
 from tether.store.sqlite_seals import SQLiteSeals
 from tether.store.sqlite_settings import SQLiteSettings
 from tether.store.sqlite_world import SQLiteWorld
-from tether.store.writes import fence_refusal
+from tether.store.writes import apply_writes, fence_refusal
 
 
 def _filtered(select: str, **equal: str | None) -> tuple[str, list[Any]]:
@@ -69,19 +69,10 @@ class SQLiteStore(SQLiteLeases, SQLiteQueues, SQLiteWorld, SQLiteLinks, SQLiteSe
 
     # -- writing ---------------------------------------------------------
     def commit(self, writes: Sequence[Write]) -> list[BaseException | None]:
-        results: list[BaseException | None] = [None] * len(writes)
         with self._tx() as c:
-            entries: list[tuple[int, int, int]] = []
-            hashes: list[tuple[str, int, str]] = []
-            for i, w in enumerate(writes):
-                err = self._check_fence(c, w) or self._check_transitions(c, w)
-                if err is not None:
-                    results[i] = err
-                    continue
-                rk = self._apply(c, w)
-                if w.events:
-                    entries.append((rk, w.events[0].seq, w.events[-1].seq))
-                    hashes.extend((e.run, e.seq, e.hash) for e in w.events)
+            results, entries, hashes = apply_writes(
+                writes, lambda w: self._check_fence(c, w) or self._check_transitions(c, w),
+                lambda w: self._apply(c, w))
             if entries:
                 last = c.execute("SELECT n, hash FROM batches ORDER BY n DESC LIMIT 1").fetchone()
                 c.execute("INSERT INTO batches VALUES(?,?,?)",

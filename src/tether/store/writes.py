@@ -18,6 +18,30 @@ TRANSITION_COLUMNS: Final = {("messages", "status"), ("messages", "suspect"),
 """The (table, column) pairs a transition may change."""
 
 
+def apply_writes(writes: Sequence[Write], refusal: Callable[[Write], BaseException | None],
+                 apply: Callable[[Write], int]
+                 ) -> tuple[list[BaseException | None], list[tuple[int, int, int]],
+                            list[tuple[str, int, str]]]:
+    """Each write checked (``refusal``: why it is refused, None if it may go on) and, if
+    not refused, applied (``apply``: its run key), in order, inside one transaction:
+    each write's result (its refusal, or None), and what the batch that commits them
+    names: ``(rk, first seq, last seq)`` of each write's events, and (run, seq, hash) of
+    every event, in commit order (:func:`tether.store.chains.next_batch`)."""
+    results: list[BaseException | None] = [None] * len(writes)
+    entries: list[tuple[int, int, int]] = []
+    hashes: list[tuple[str, int, str]] = []
+    for i, w in enumerate(writes):
+        err = refusal(w)
+        if err is not None:
+            results[i] = err
+            continue
+        rk = apply(w)
+        if w.events:
+            entries.append((rk, w.events[0].seq, w.events[-1].seq))
+            hashes.extend((e.run, e.seq, e.hash) for e in w.events)
+    return results, entries, hashes
+
+
 def fence_refusal(w: Write, row: Sequence[Any] | None) -> BaseException | None:
     """Why write ``w`` is refused, given its run's ``(seq, lease token)`` row (None: no
     such run); None when it may go on. A new run (no fence) must not exist; any other
