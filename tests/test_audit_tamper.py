@@ -30,8 +30,8 @@ from tether.core.ids import UlidSource, ulid_bytes
 from tether.runtime.agent import StepAgent
 from tether.runtime.journal import RunJournal
 from tether.runtime.runs import start_run
+from tether.store.rows import time_us as _time_us
 from tether.store.sqlite import SQLiteStore
-from tether.store.sqlite_rows import time_us as _time_us
 
 Tamper = Callable[[sqlite3.Connection], Any]
 

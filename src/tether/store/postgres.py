@@ -6,7 +6,6 @@ The port of :mod:`tether.store.sqlite` behind the same protocol and conformance 
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import subprocess
@@ -16,11 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from tether.core.canonical import dumps, loads
-from tether.core.events import BATCH_GENESIS, Event, batch_hash, genesis
-from tether.core.ids import ulid_bytes
-from tether.errors import LeaseLost, NotFound, StorageError, StoreCorrupt, UsageError
+from tether.core.events import BATCH_GENESIS, Event, genesis
+from tether.errors import StorageError, UsageError
+from tether.store.chains import all_chunks, batches_from, missing_chunk, next_batch
 from tether.store.postgres_base import Conn, libpq_target
-from tether.store.postgres_erase import PGErase
+from tether.store.postgres_erase import PGErase, PGErasure
 from tether.store.postgres_leases import PGLeases
 from tether.store.postgres_links import PGLinks
 from tether.store.postgres_queues import PGQueues
@@ -37,20 +36,25 @@ from tether.store.records import (
     RunRow,
     Write,
 )
-from tether.store.sqlite_rows import (
+from tether.store.rows import (
     APPROVAL_COLS,
     EFFECT_COLS,
     EVENT_COLS,
     RUN_COLS,
     approval_values,
+    chained_events,
+    effect_values,
+    event_values,
     id_key,
     row_approval,
     row_effect,
     row_event,
     row_run,
-    seal_value,
-    time_us,
+    run_changes,
+    run_values,
+    usage_scope,
 )
+from tether.store.writes import apply_writes, fence_refusal
 
 
 def _marks(n: int) -> str:
@@ -100,60 +104,30 @@ class PostgresStore(PGLeases, PGQueues, PGWorld, PGLinks, PGSettings, PGTokens, 
 
     # -- writing ---------------------------------------------------------
     def commit(self, writes: Sequence[Write]) -> list[BaseException | None]:
-        results: list[BaseException | None] = [None] * len(writes)
         with self._tx() as c:
-            entries: list[tuple[int, int, int]] = []
-            hashes: list[tuple[str, int, str]] = []
-            for i, w in enumerate(writes):
-                err = self._check_fence(c, w) or self._check_transitions(c, w)
-                if err is not None:
-                    results[i] = err
-                    continue
-                rk = self._apply(c, w)
-                if w.events:
-                    entries.append((rk, w.events[0].seq, w.events[-1].seq))
-                    hashes.extend((e.run, e.seq, e.hash) for e in w.events)
+            results, entries, hashes = apply_writes(
+                writes, lambda w: self._check_fence(c, w) or self._check_transitions(c, w),
+                lambda w: self._apply(c, w))
             if entries:
                 # Under the store's write lock: no other commit can take the same n.
-                row = c.execute("SELECT n, hash FROM batches ORDER BY n DESC LIMIT 1").fetchone()
-                n, prev = (row[0] + 1, bytes(row[1]).hex()) if row else (1, BATCH_GENESIS)
-                h = batch_hash(prev, hashes)
+                last = c.execute("SELECT n, hash FROM batches ORDER BY n DESC LIMIT 1").fetchone()
                 c.execute("INSERT INTO batches VALUES(%s, %s, %s)",
-                          (n, bytes.fromhex(h), dumps(entries)))
+                          (*next_batch(last, hashes), dumps(entries)))
         return results
 
     def _check_fence(self, c: Conn, w: Write) -> BaseException | None:
         row = c.execute("SELECT r.seq, l.token FROM runs r LEFT JOIN leases l ON l.run = r.id "
                         "WHERE r.id = %s", (w.run,)).fetchone()
-        if w.fence is None:
-            if row is not None:
-                return UsageError(f"run {w.run} already exists")
-            return None
-        if row is None:
-            return NotFound(f"run {w.run} does not exist")
-        if row[1] != w.fence:
-            return LeaseLost(f"run {w.run}: this process's lease (token {w.fence}) was taken over "
-                             f"(token now {row[1]}); its writes are refused")
-        if w.events and w.events[0].seq != row[0] + 1:
-            return LeaseLost(f"run {w.run}: expected next seq {row[0] + 1}, got "
-                             f"{w.events[0].seq}; another writer appended to this run")
-        return None
+        return fence_refusal(w, row)
 
     def _apply(self, c: Conn, w: Write) -> int:
         rk = self._rk(w.run, c, create=True)
         assert rk is not None
         with c.cursor() as cur:
-            cur.executemany(_EVENTS_INSERT, [
-                (rk, e.seq, ulid_bytes(e.id), e.epoch, e.step, e.kind, time_us(e.time), e.actor,
-                 dumps(list(e.causes)), dumps(e.payload), None, bytes.fromhex(e.hash),
-                 seal_value(e.seal)) for e in w.events])
+            cur.executemany(_EVENTS_INSERT, [event_values(rk, e) for e in w.events])
             if w.run_row is not None:
                 self._write_run(c, w)
-            cur.executemany(_EFFECTS_UPSERT, [
-                (f.id, f.run, f.epoch, f.step, f.idx, f.tool, f.effect, int(f.idempotent),
-                 f.key, f.status, dumps(f.arguments),
-                 None if f.result is None else dumps(f.result),
-                 None if f.undo is None else dumps(f.undo), f.updated) for f in w.effects])
+            cur.executemany(_EFFECTS_UPSERT, [effect_values(f) for f in w.effects])
         self._apply_progress(c, w)
         self._apply_requests(c, w)
         self._apply_world(c, w)
@@ -201,15 +175,10 @@ class PostgresStore(PGLeases, PGQueues, PGWorld, PGLinks, PGSettings, PGTokens, 
         assert r is not None
         if w.fence is None or w.run_changes is None:
             c.execute(_RUNS_UPSERT,
-                      (r.id, r.name, r.agent, r.swarm, r.goal, r.status, r.epoch, r.step, r.seq,
-                       r.head, dumps(r.spec), dumps(r.budget), dumps(r.usage), r.wake_at,
-                       r.created, r.updated, r.reason, r.parent))
+                      run_values(r))
             return
-        # Only what changed: an UPDATE that leaves indexed columns alone can be a HOT update
-        # (no index entry written), as SQLite leaves their b-trees alone.
-        cols = sorted(set(w.run_changes) | {"seq", "head", "updated"})
-        vals = [dumps(getattr(r, k)) if k in ("spec", "budget", "usage") else getattr(r, k)
-                for k in cols]
+        # Only what changed (see run_changes): a plain step can be a HOT update.
+        cols, vals = run_changes(r, w.run_changes)
         c.execute(f"UPDATE runs SET {', '.join(f'{k} = %s' for k in cols)} WHERE id = %s",
                   (*vals, r.id))
 
@@ -249,12 +218,7 @@ class PostgresStore(PGLeases, PGQueues, PGWorld, PGLinks, PGSettings, PGTokens, 
         if rows and after_seq > 0:
             p = self._read("SELECT hash FROM events WHERE rk = %s AND seq = %s", (rk, after_seq))
             prev = bytes(p[0][0]).hex() if p else ""
-        out = []
-        for r in rows:
-            e = row_event(r, run, prev)
-            out.append(e)
-            prev = e.hash
-        return out
+        return chained_events(rows, run, prev)
 
     def tail_events(self, run: str, epoch: int, step: int) -> list[Event]:
         rk = self._rk(run)
@@ -296,25 +260,12 @@ class PostgresStore(PGLeases, PGQueues, PGWorld, PGLinks, PGSettings, PGTokens, 
                               "LIMIT 1000", (last,))
             if not rows:
                 return
-            for r in rows:
-                h = bytes(r[1]).hex()
-                # The link is the previous row's hash: a removed or reordered row breaks it.
-                yield Batch(r[0], prev, h,
-                            tuple((self._run_id(e[0]), e[1], e[2]) for e in loads(r[2])))
-                last, prev = r[0], h
+            yield from batches_from(rows, prev, self._run_id)
+            last, prev = rows[-1][0], bytes(rows[-1][1]).hex()
 
     def erase_payload(self, event_id: str) -> None:
         with self._tx() as c:
-            key = id_key(event_id)
-            row = c.execute("SELECT payload, payload_hash FROM events WHERE id = %s",
-                            (key,)).fetchone() if key is not None else None
-            if row is None:
-                raise NotFound(f"no event {event_id!r} in {self.url}")
-            if row[0] is None:
-                return  # already erased
-            # Keep the payload's hash so the chain still verifies without the payload.
-            c.execute("UPDATE events SET payload_hash = %s, payload = NULL WHERE id = %s",
-                      (hashlib.sha256(bytes(row[0])).digest(), key))
+            PGErasure(c).erase_payload(id_key(event_id), event_id, store=self.url)
 
     def approval(self, approval_id: str) -> ApprovalRow | None:
         rows = self._read(f"SELECT {APPROVAL_COLS} FROM approvals WHERE id = %s", (approval_id,))
@@ -369,26 +320,19 @@ class PostgresStore(PGLeases, PGQueues, PGWorld, PGLinks, PGSettings, PGTokens, 
     def chunks(self, digests: Sequence[str]) -> dict[str, bytes]:
         out: dict[str, bytes] = {r[0]: bytes(r[1]) for r in self._read(
             "SELECT hash, body FROM chunks WHERE hash = ANY(%s)", (list(digests),))}
-        missing = [d for d in digests if d not in out]
-        if missing:
-            raise StoreCorrupt(f"store {self.url}: checkpoint chunk {missing[0]} is missing; "
-                               "restore the store from a backup")
-        return out
+        return all_chunks(str(self.url), digests, out)
 
     def chunk(self, digest: str) -> bytes:
         rows = self._read("SELECT body FROM chunks WHERE hash = %s", (digest,))
         if not rows:
-            raise StoreCorrupt(f"store {self.url}: checkpoint chunk {digest} is missing; "
-                               "restore the store from a backup")
+            raise missing_chunk(str(self.url), digest)
         return bytes(rows[0][0])
 
     def usage_since(self, *, run: str | None = None, swarm: str | None = None,
                     since: float) -> dict[str, float]:
-        if (run is None) == (swarm is None):
-            raise UsageError("usage_since takes exactly one of run= or swarm=")
-        col, val = ("run", run) if run is not None else ("swarm", swarm)
+        col, val, bucket = usage_scope(run, swarm, since)
         rows = self._read(f"SELECT {_TOTALS} FROM usage WHERE {col} = %s AND bucket >= %s",
-                          (val, int(since // 60)))
+                          (val, bucket))
         return {k: float(v) for k, v in zip(USAGE_KEYS, rows[0], strict=True)}
 
     def swarm_usage(self, swarm: str) -> dict[str, float]:

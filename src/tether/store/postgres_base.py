@@ -40,6 +40,7 @@ from tether.errors import (
     UsageError,
 )
 from tether.store import postgres_schema as pg_schema
+from tether.store.run_keys import RunKeys
 from tether.system_clock import SYSTEM_CLOCK
 
 try:
@@ -147,8 +148,7 @@ class PGBase:
         self._local = threading.local()
         self._conns: list[psycopg.Connection[tuple[Any, ...]]] = []
         self._conns_lock = threading.Lock()
-        self._keys: dict[str, int] = {}
-        self._ids: dict[int, str] = {}
+        self._runs = RunKeys()
         try:
             self._open(create=create and not readonly)
         except BaseException:
@@ -238,8 +238,7 @@ class PGBase:
         except BaseException as exc:
             # A run key read inside the transaction may be one it created: forget them all,
             # or a retried commit would write events under a key that was rolled back.
-            self._keys.clear()
-            self._ids.clear()
+            self._runs.forget()
             if isinstance(exc, psycopg.Error):
                 raise self._translate(exc) from exc
             if isinstance(exc, (UnicodeEncodeError, OverflowError)):
@@ -256,14 +255,20 @@ class PGBase:
             return
         try:
             c.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            c.execute("SELECT 1").fetchall()  # the snapshot starts here
+            self._snapshot_begun(c)
         except psycopg.Error as exc:
+            with contextlib.suppress(psycopg.Error):
+                c.execute("ROLLBACK")
             raise self._translate(exc) from exc
         try:
             yield
         finally:
             with contextlib.suppress(psycopg.Error):  # nothing was written: nothing to lose
                 c.execute("ROLLBACK")
+
+    def _snapshot_begun(self, c: psycopg.Connection[tuple[Any, ...]]) -> None:
+        """The first statement of a snapshot's transaction: the snapshot starts here."""
+        c.execute("SELECT 1").fetchall()
 
     @contextlib.contextmanager
     def _guard(self) -> Iterator[None]:
@@ -302,7 +307,7 @@ class PGBase:
     def _rk(self, run: str, c: psycopg.Connection[tuple[Any, ...]] | None = None, *,
             create: bool = False) -> int | None:
         """The run's small integer key (cached: a run's key never changes)."""
-        rk = self._keys.get(run)
+        rk = self._runs.key(run)
         if rk is not None:
             return rk
         conn = c or self._conn()
@@ -319,17 +324,13 @@ class PGBase:
             raise self._unbindable(exc, (run,)) from None
         if row is None:
             return None
-        self._keys[run] = int(row[0])
-        self._ids[int(row[0])] = run
-        return int(row[0])
+        return self._runs.remember(run, row[0])
 
     def _run_id(self, rk: int) -> str:
-        run = self._ids.get(rk)
+        run = self._runs.run(rk)
         if run is None:
-            row = self._read("SELECT id FROM run_keys WHERE rk = %s", (rk,))
-            run = str(row[0][0]) if row else f"(unknown run key {rk})"
-            if row:
-                self._ids[rk] = run
+            run = self._runs.found(rk, self._read("SELECT id FROM run_keys WHERE rk = %s",
+                                                  (rk,)))
         return run
 
     # -- schema ----------------------------------------------------------

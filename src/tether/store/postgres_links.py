@@ -8,19 +8,15 @@ forward: what the work of a step reached.
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
 import psycopg
 
-from tether.core.ids import ulid_bytes, ulid_str
-from tether.core.links import LINK_KINDS, derive_links
+from tether.core.ids import ulid_bytes
+from tether.store.links import LINK_COLS, Row, link_rows, row_link, walk
 from tether.store.postgres_base import PGBase
 from tether.store.records import EffectRef, Link, MessageRef, Produced, Reached, VersionRef, Write
-from tether.store.sqlite_links import LINK_COLS
-
-_Row = tuple[Any, ...]
 
 
 class PGLinks(PGBase):
@@ -29,18 +25,8 @@ class PGLinks(PGBase):
     # -- inside a commit ---------------------------------------------------
     def _apply_links(self, c: psycopg.Connection[Any], w: Write, rk: int) -> None:
         """The links the write's events make (derived from them: see the module)."""
-        links = []
-        for e in w.events:
-            if not (e.causes and e.kind in LINK_KINDS) and e.kind not in ("rollback",
-                                                                          "run.started"):
-                continue
-            for kind, src_run, s_epoch, s_step, s_event in derive_links(
-                    e, lambda cid: self._event_at(c, cid)):
-                src_rk = self._rk(src_run, c)
-                if src_rk is None:
-                    continue  # a fork of a run this store does not have (copied stores)
-                links.append((src_rk, s_epoch, s_step, ulid_bytes(s_event), rk, e.epoch,
-                              e.step, ulid_bytes(e.id), kind))
+        links = link_rows(w.events, rk, lambda cid: self._event_at(c, cid),
+                          lambda run: self._rk(run, c))
         if links:
             with c.cursor() as cur:
                 cur.executemany(f"INSERT INTO links({LINK_COLS}) "
@@ -77,9 +63,7 @@ class PGLinks(PGBase):
                 for (rk, ep), (s, link) in reached.items()]
 
     def _link(self, r: Sequence[Any]) -> Link:
-        return Link(kind=r[8], src_run=self._run_id(r[0]), src_epoch=r[1], src_step=r[2],
-                    src_event=ulid_str(bytes(r[3])), dst_run=self._run_id(r[4]),
-                    dst_epoch=r[5], dst_step=r[6], dst_event=ulid_str(bytes(r[7])))
+        return row_link(r, self._run_id)
 
     def produced(self, run: str, epoch: int, from_step: int) -> Produced:
         """The effects, messages and versions of (run, epoch) at or after ``from_step``."""
@@ -101,22 +85,9 @@ class PGLinks(PGBase):
 
 
 def _walk(c: psycopg.Connection[Any], rk0: int, epoch: int,
-          step: int) -> dict[tuple[int, int], tuple[int, _Row | None]]:
-    """The earliest step reached in each (run key, epoch), with the link that reached it,
-    in the order first reached (the origin first).
-
-    A breadth-first walk over the links on their integer keys; a (run, epoch) reached
-    again at an earlier step is expanded again for the steps not yet walked only, so
-    each link is read about once (as :func:`tether.store.sqlite_links._walk`).
-    """
-    reached: dict[tuple[int, int], tuple[int, _Row | None]] = {}
-    todo: deque[tuple[int, int, int, _Row | None]] = deque([(rk0, epoch, step, None)])
-    while todo:
-        rk, ep, s, link = todo.popleft()
-        prev = reached[(rk, ep)][0] if (rk, ep) in reached else None
-        if prev is not None and prev <= s:
-            continue
-        reached[(rk, ep)] = (s, link)  # a dict keeps the order a key was first set in
+          step: int) -> dict[tuple[int, int], tuple[int, Row | None]]:
+    """:func:`tether.store.links.walk` over this store's links."""
+    def targets(rk: int, ep: int, s: int, before: int | None) -> list[Row]:
         # Only the earliest step reached in each (run, epoch) matters: DISTINCT ON keeps
         # the first row of each target in this order, one row per target, as SQLite's
         # MIN() with bare columns does (of tied rows, the first in links_src order), the
@@ -124,9 +95,10 @@ def _walk(c: psycopg.Connection[Any], rk0: int, epoch: int,
         sql = (f"SELECT DISTINCT ON (dst_rk, dst_epoch) {LINK_COLS} FROM links WHERE "
                "src_rk = %s AND src_epoch = %s AND src_step >= %s")
         args: tuple[int, ...] = (rk, ep, s)
-        if prev is not None:
+        if before is not None:
             sql += " AND src_step < %s"
-            args = (rk, ep, s, prev)
-        for r in c.execute(sql + " ORDER BY dst_rk, dst_epoch, dst_step, src_step, rowid", args):
-            todo.append((r[4], r[5], r[6], tuple(r)))
-    return reached
+            args = (rk, ep, s, before)
+        return c.execute(sql + " ORDER BY dst_rk, dst_epoch, dst_step, src_step, rowid",
+                         args).fetchall()
+
+    return walk(rk0, epoch, step, targets)

@@ -16,7 +16,6 @@ verify walks that part itself).
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import re
 from collections.abc import Iterator, Sequence
@@ -26,20 +25,26 @@ from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 import psycopg
 from psycopg import pq, sql
 
-from tether.core.canonical import dumps, loads
 from tether.core.settings import STORE_CHAIN
-from tether.errors import Conflict, StoreCorrupt
+from tether.store.leaves import (
+    SIGNED_COLS,
+    LeafReads,
+    leaf_span,
+    next_signed,
+    seal_cache_from,
+    signed_from,
+    signed_values,
+    snapshot_name,
+)
 from tether.store.postgres_base import PGBase
 from tether.store.records import ChainRow
+from tether.store.rows import chain_row
 from tether.store.seal_records import LeafSpan, SealCache, SignedCheckpoint
-from tether.store.sqlite_rows import chain_row
 
 CHAIN_COLS = ("rk, seq, id, epoch, step, convert_to(kind, 'UTF8'), time, "
               "convert_to(actor, 'UTF8'), causes, payload, payload_hash, hash, seal")
-"""The event columns :func:`~tether.store.sqlite_rows.chain_row` reads, kind and actor as
+"""The event columns :func:`~tether.store.rows.chain_row` reads, kind and actor as
 their UTF-8 bytes (as SQLite's ``CAST(... AS BLOB)``)."""
-
-_COLS = "n, size, root, note, proof, created"
 
 _PAGE = 2000
 """Rows a server-side cursor fetches per round trip in :meth:`PGSeals.chain_rows`."""
@@ -90,8 +95,7 @@ class PGSeals(PGBase):
         batch = self._read("SELECT n, hash FROM batches ORDER BY n DESC LIMIT 1")
         ckpt = self._read("SELECT max(rowid) FROM checkpoints")[0][0]
         chunk = self._read("SELECT max(rowid) FROM chunks")[0][0]
-        n, h = (batch[0][0], bytes(batch[0][1]).hex()) if batch else (0, "")
-        return f"batch {n} {h} checkpoint {ckpt} chunk {chunk}"
+        return snapshot_name(batch[0] if batch else None, ckpt, chunk)
 
     def reader_url(self) -> str | None:
         """This store's URL for a read-only process; inside :meth:`snapshot`, with the
@@ -104,29 +108,15 @@ class PGSeals(PGBase):
         assert row is not None
         return with_snapshot(self.url, str(row[0]))
 
-    @contextlib.contextmanager
-    def snapshot(self) -> Iterator[None]:
-        """The base's snapshot; in a store opened by a :meth:`reader_url` that names an
-        exported snapshot, that snapshot, imported (nested: the outer one's)."""
+    def _snapshot_begun(self, c: psycopg.Connection[tuple[Any, ...]]) -> None:
+        """In a store opened by a :meth:`reader_url` that names an exported snapshot, the
+        snapshot begins as that one, imported; otherwise as the base's."""
         imported = exported_in(self.url)
-        c = self._conn()
-        if imported is None or c.info.transaction_status != pq.TransactionStatus.IDLE:
-            with super().snapshot():
-                yield
+        if imported is None:
+            super()._snapshot_begun(c)
             return
-        try:
-            c.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            # First in its transaction, as PostgreSQL requires; no parameters in SET.
-            c.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(imported)))
-        except psycopg.Error as exc:
-            with contextlib.suppress(psycopg.Error):
-                c.execute("ROLLBACK")
-            raise self._translate(exc) from exc
-        try:
-            yield
-        finally:
-            with contextlib.suppress(psycopg.Error):  # nothing was written: nothing to lose
-                c.execute("ROLLBACK")
+        # First in its transaction, as PostgreSQL requires; no parameters in SET.
+        c.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(imported)))
 
     def leaf_hashes(self) -> list[bytes]:
         """Every event's hash in commit order (see :meth:`Store.leaf_hashes`)."""
@@ -137,79 +127,27 @@ class PGSeals(PGBase):
         with self.snapshot():
             batches = self._read("SELECT n, entries, hash FROM batches WHERE n >= %s "
                                  "ORDER BY n", (batch,))
-            after_hash: str | None = ""
-            if batch > 0:
-                after_hash = bytes(batches[0][2]).hex() if batches and batches[0][0] == batch \
-                    else None
-                batches = [b for b in batches if b[0] > batch]
-            last_n, last_hash = (batches[-1][0], bytes(batches[-1][2]).hex()) if batches else \
-                (batch, after_hash or "")
-            store_rk = self._rk(STORE_CHAIN)
-            named = [(n, loads(entries)) for n, entries, _ in batches]
-            rows = self._rows_from(named, store_rk)
-            settings = self._settings_from(named, store_rk)
-            out: list[bytes] = []
-            pos = 0
-            for n, entries in named:
-                for rk, first, last in entries:
-                    if rk == store_rk:
-                        out.extend(self._settings(n, settings, first, last))
-                        continue
-                    count = last - first + 1
-                    chunk = rows[pos:pos + count]
-                    if len(chunk) == count and all(
-                            r[0] == rk and r[1] == first + i for i, r in enumerate(chunk)):
-                        out.extend(bytes(r[2]) for r in chunk)
-                        pos += count
-                    else:
-                        out.extend(self._looked_up(n, rk, first, last))
-            return LeafSpan(after_hash, int(last_n), last_hash, out)
+            return leaf_span(batch, batches, self._rk(STORE_CHAIN), LeafReads(
+                self._rows_from, self._settings_from, self._span, self._run_id))
 
-    def _rows_from(self, named: list[tuple[int, Any]], store_rk: int | None
-                   ) -> list[tuple[Any, ...]]:
-        """The events table in rowid order (the identity column: commit order, as commits
-        hold the write lock) from the first event the batches name, checked entry by
-        entry (a miss is looked up by index)."""
-        first = next(((rk, a) for _, entries in named for rk, a, _ in entries
-                      if rk != store_rk), None)
-        if first is None:
-            return []
-        at = self._read("SELECT rowid FROM events WHERE rk = %s AND seq = %s", first)
+    def _rows_from(self, rk: int, seq: int) -> list[tuple[Any, ...]]:
+        """The events table in rowid order from event (rk, seq) on: commit order in
+        practice, checked entry by entry by :func:`leaf_span`.
+        (rowid: the identity column, in commit order as commits hold the write lock)"""
+        at = self._read("SELECT rowid FROM events WHERE rk = %s AND seq = %s", (rk, seq))
         if not at:
             return []  # missing: every entry is looked up, and the lookup names it
         return self._read("SELECT rk, seq, hash FROM events WHERE rowid >= %s ORDER BY rowid",
                           (at[0][0],))
 
-    def _settings_from(self, named: list[tuple[int, Any]], store_rk: int | None
-                       ) -> dict[int, bytes]:
-        spans = [(a, z) for _, entries in named for rk, a, z in entries if rk == store_rk]
-        if not spans:
-            return {}
+    def _settings_from(self, first: int, last: int) -> dict[int, bytes]:
         rows = self._read("SELECT n, hash FROM store_events WHERE n BETWEEN %s AND %s",
-                          (min(a for a, _ in spans), max(z for _, z in spans)))
+                          (first, last))
         return {int(r[0]): bytes(r[1]) for r in rows}
 
-    def _settings(self, n: int, settings: dict[int, bytes], first: int, last: int
-                  ) -> list[bytes]:
-        got = [settings.get(s) for s in range(first, last + 1)]
-        if None in got:
-            raise StoreCorrupt(f"batch {n} names store chain event #{first + got.index(None)}, "
-                               "which is missing; run tether audit verify")
-        return [bytes(h) for h in got if h is not None]
-
-    def _looked_up(self, n: int, rk: int, first: int, last: int) -> list[bytes]:
-        rows = self._read("SELECT seq, hash FROM events WHERE rk = %s AND seq BETWEEN %s AND %s "
-                          "ORDER BY seq", (rk, first, last))
-        for i, (seq, _) in enumerate(rows):
-            if seq != first + i:
-                break
-        else:
-            if len(rows) == last - first + 1:
-                return [bytes(r[1]) for r in rows]
-        missing = next((first + i for i, r in enumerate(rows) if r[0] != first + i),
-                       first + len(rows))
-        raise StoreCorrupt(f"batch {n} names event {self._run_id(rk)}#{missing}, which is "
-                           "missing; run tether audit verify")
+    def _span(self, rk: int, first: int, last: int) -> list[tuple[Any, ...]]:
+        return self._read("SELECT seq, hash FROM events WHERE rk = %s AND seq BETWEEN %s "
+                          "AND %s ORDER BY seq", (rk, first, last))
 
     def event_count(self) -> int:
         row = self._read("SELECT (SELECT count(*) FROM events) + "
@@ -217,41 +155,25 @@ class PGSeals(PGBase):
         return int(row[0][0])
 
     def signed_checkpoints(self, *, after: int = 0) -> list[SignedCheckpoint]:
-        rows = self._read(f"SELECT {_COLS} FROM signed_checkpoints WHERE n > %s ORDER BY n",
-                          (after,))
-        out = []
-        for n, size, root, note, proof, created in rows:
-            try:
-                hexes = tuple(str(x) for x in loads(proof))
-            except ValueError:  # changed outside tether: let verification say so
-                hexes = ("(unreadable)",)
-            out.append(SignedCheckpoint(int(n), int(size), bytes(root).hex(), str(note),
-                                        hexes, float(created)))
-        return out
+        return signed_from(self._read(f"SELECT {SIGNED_COLS} FROM signed_checkpoints "
+                                      "WHERE n > %s ORDER BY n", (after,)))
 
     def seal_cache(self) -> SealCache | None:
         rows = self._read("SELECT n, batch, batch_hash, frontier FROM signed_checkpoints "
                           "ORDER BY n DESC LIMIT 1")
-        if not rows or rows[0][1] is None or rows[0][3] is None:
-            return None
-        n, batch, bhash, frontier = rows[0]
-        return SealCache(int(n), int(batch), bytes(bhash or b"").hex(), bytes(frontier))
+        return seal_cache_from(rows[0] if rows else None)
 
     def add_signed_checkpoint(self, size: int, root: str, note: str, proof: Sequence[str],
                               created: float, *, after: int,
                               cache: tuple[int, str, bytes] | None = None) -> SignedCheckpoint:
         with self._tx() as c:
             row = c.execute("SELECT max(n) FROM signed_checkpoints").fetchone()
-            last = int(row[0] or 0) if row else 0
-            if last != after:
-                raise Conflict(f"signed checkpoint {last} was written meanwhile (expected the "
-                               f"last to be {after}); seal again")
-            batch, bhash, frontier = cache if cache is not None else (None, "", None)
-            c.execute(f"INSERT INTO signed_checkpoints({_COLS}, batch, batch_hash, frontier) "
+            n = next_signed(int(row[0] or 0) if row else 0, after)
+            c.execute(f"INSERT INTO signed_checkpoints({SIGNED_COLS}, batch, batch_hash, "
+                      "frontier) "
                       "VALUES(%s,%s,%s,%s,%s,%s,%s,%s,%s)",
-                      (last + 1, size, bytes.fromhex(root), note, dumps(list(proof)), created,
-                       batch, bytes.fromhex(bhash), frontier))
-        return SignedCheckpoint(last + 1, size, root, note, tuple(proof), created)
+                      signed_values(n, size, root, note, proof, created, cache))
+        return SignedCheckpoint(n, size, root, note, tuple(proof), created)
 
 
 def with_snapshot(url: str, snapshot: str) -> str:

@@ -15,17 +15,30 @@ from typing import Any, Final
 
 import psycopg
 
-from tether.core.canonical import dumps
 from tether.core.events import Event
-from tether.errors import Conflict, LeaseLost
 from tether.store.postgres_base import PGBase
 from tether.store.records import MessageRow, VersionRow, Write
+from tether.store.rows import (
+    EVENT_COLS,
+    MESSAGE_COLS,
+    VERSION_COLS,
+    message_values,
+    row_event,
+    row_message,
+    row_version,
+    stamp_seconds,
+    stamp_us,
+    version_values,
+    window_us,
+)
 from tether.store.schema import RARE_KINDS, RARE_SQL
-from tether.store.sqlite_rows import EVENT_COLS, row_event
-from tether.store.sqlite_world import MESSAGE_COLS, VERSION_COLS, row_message, row_version
-
-_TRANSITION_COLUMNS: Final = {("messages", "status"), ("messages", "suspect"),
-                              ("versions", "status"), ("versions", "suspect")}
+from tether.store.writes import (
+    claim_limit,
+    claim_refusal,
+    transition_key,
+    transition_value,
+    transitions_refusal,
+)
 
 _MARKS_13: Final = ",".join(["%s"] * 13)
 
@@ -50,13 +63,13 @@ class PGWorld(PGBase):
             args.append(rk)
         if since is not None:
             sql += " AND time >= %s"
-            args.append(round(since * 1_000_000))
+            args.append(stamp_us(since))
         rows = self._read(sql + " ORDER BY time, rk, seq", args)
         return [row_event(r, self._run_id(r[0])) for r in rows]
 
     def latest_event_time(self) -> float | None:
         rows = self._read("SELECT MAX(time) FROM events")  # the events_time index's last entry
-        return None if not rows or rows[0][0] is None else int(rows[0][0]) / 1_000_000
+        return stamp_seconds(rows[0][0]) if rows else None
 
     def events_in_window(self, since: float | None, until: float | None, *,
                          runs: Sequence[str] | None = None, kinds: Sequence[str] | None = None,
@@ -64,8 +77,7 @@ class PGWorld(PGBase):
         # The events_time index bounds the read to the window: an operator's question
         # about one night costs what the night holds, not the store's size.
         sql = f"SELECT {EVENT_COLS} FROM events WHERE time >= %s AND time < %s"
-        args: list[Any] = [-(2**62) if since is None else round(since * 1_000_000),
-                           2**62 if until is None else round(until * 1_000_000)]
+        args: list[Any] = list(window_us(since, until))
         if runs is not None:
             rks = [rk for rk in (self._rk(r) for r in runs) if rk is not None]
             if not rks:
@@ -86,41 +98,24 @@ class PGWorld(PGBase):
     # -- inside a commit ---------------------------------------------------
     def _check_transitions(self, c: psycopg.Connection[Any], w: Write) -> BaseException | None:
         """Conflict if a row a transition names is not in a state its plan saw."""
-        for t in w.transitions:
-            if (t.table, t.column) not in _TRANSITION_COLUMNS:
-                return Conflict(f"run {w.run}: cannot change {t.table}.{t.column}")
-            if t.only_from is None or not t.ids:
-                continue
-            key = "id" if t.table == "messages" else "event"
-            for rid, cur in c.execute(f"SELECT {key}, {t.column} FROM {t.table} "
-                                      f"WHERE {key} = ANY(%s)", (list(t.ids),)):
-                if cur not in t.only_from:
-                    return Conflict(f"run {w.run}: {t.table[:-1]} {rid} is {cur!r} now, not "
-                                    f"{' or '.join(map(str, t.only_from))}; it changed since the "
-                                    "plan was made: look again and retry")
-        return None
+        return transitions_refusal(w, lambda t, key: c.execute(
+            f"SELECT {key}, {t.column} FROM {t.table} WHERE {key} = ANY(%s)", (list(t.ids),)))
 
     def _apply_world(self, c: psycopg.Connection[Any], w: Write) -> None:
         """The write's messages, versions and transitions (inside its commit)."""
         if w.messages:
             with c.cursor() as cur:
                 cur.executemany(f"INSERT INTO messages({MESSAGE_COLS}) VALUES({_MARKS_13})",
-                                [(m.id, m.swarm, m.sender, m.epoch, m.step, m.recipient,
-                                  m.topic, dumps(m.body), m.status, m.created, m.claim,
-                                  m.received, int(m.suspect))
-                                 for m in w.messages])
+                                [message_values(m) for m in w.messages])
         for v in w.versions:
             # Numbered from the key's last version: commits hold the store's write lock,
             # so no other commit numbers the same key meanwhile.
             c.execute(f"INSERT INTO versions({VERSION_COLS}) SELECT %s, %s, "
                       "COALESCE(MAX(version), 0) + 1, %s, %s, %s, %s, %s, %s, %s, %s, %s "
                       "FROM versions WHERE ns = %s AND key = %s",
-                      (v.ns, v.key, v.event, v.run, v.epoch, v.step,
-                       None if v.value is None and v.ns.startswith("file:") else dumps(v.value),
-                       v.hash, v.status, int(v.suspect), v.created, v.ns, v.key))
+                      (*version_values(v), v.ns, v.key))
         for t in w.transitions:
-            key = "id" if t.table == "messages" else "event"
-            value = int(t.value) if t.column == "suspect" else t.value
+            key, value = transition_key(t), transition_value(t)
             with c.cursor() as cur:
                 cur.executemany(f"UPDATE {t.table} SET {t.column} = %s WHERE {key} = %s",
                                 [(value, i) for i in t.ids])
@@ -136,14 +131,14 @@ class PGWorld(PGBase):
         :meth:`tether.store.sqlite_world.SQLiteWorld.claim_messages`).
         """
         with self._tx() as c:
-            row = c.execute("SELECT token FROM leases WHERE run = %s", (run,)).fetchone()
-            if row is None or row[0] != fence:
-                raise LeaseLost(f"run {run}: this process's lease (token {fence}) was taken "
-                                "over; it cannot take messages")
+            refused = claim_refusal(run, fence, c.execute(
+                "SELECT token FROM leases WHERE run = %s", (run,)).fetchone())
+            if refused is not None:
+                raise refused
             if limit is not None:  # what this call took before counts against its limit
-                held = c.execute("SELECT COUNT(*) FROM messages WHERE recipient = %s AND "
-                                 "claim = %s", (run, claim)).fetchone()
-                limit = max(0, limit - int(held[0] if held else 0))
+                limit = claim_limit(limit, c.execute(
+                    "SELECT COUNT(*) FROM messages WHERE recipient = %s AND claim = %s",
+                    (run, claim)).fetchone())
             # LIMIT NULL is no limit in PostgreSQL (SQLite's -1).
             c.execute("UPDATE messages SET status = 'delivered', claim = %s, received = %s "
                       "WHERE id IN (SELECT id FROM messages WHERE recipient = %s AND "

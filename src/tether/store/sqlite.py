@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import hashlib
 import sqlite3
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from tether.core.canonical import dumps, loads
-from tether.core.events import BATCH_GENESIS, Event, batch_hash, genesis
-from tether.core.ids import ulid_bytes
-from tether.errors import LeaseLost, NotFound, StoreCorrupt, UsageError
+from tether.core.events import BATCH_GENESIS, Event, genesis
+from tether.errors import UsageError
+from tether.store.chains import all_chunks, batches_from, missing_chunk, next_batch
 from tether.store.records import (
     USAGE_KEYS,
     ApprovalRow,
@@ -21,26 +20,32 @@ from tether.store.records import (
     RunRow,
     Write,
 )
-from tether.store.sqlite_leases import SQLiteLeases
-from tether.store.sqlite_links import SQLiteLinks
-from tether.store.sqlite_queues import SQLiteQueues
-from tether.store.sqlite_rows import (
+from tether.store.rows import (
     APPROVAL_COLS,
     EFFECT_COLS,
     EVENT_COLS,
     RUN_COLS,
     approval_values,
+    chained_events,
+    effect_values,
+    event_values,
     id_key,
     row_approval,
     row_effect,
     row_event,
     row_run,
-    seal_value,
-    time_us,
+    run_changes,
+    run_values,
+    usage_scope,
 )
+from tether.store.sqlite_erase import SQLiteErasure
+from tether.store.sqlite_leases import SQLiteLeases
+from tether.store.sqlite_links import SQLiteLinks
+from tether.store.sqlite_queues import SQLiteQueues
 from tether.store.sqlite_seals import SQLiteSeals
 from tether.store.sqlite_settings import SQLiteSettings
 from tether.store.sqlite_world import SQLiteWorld
+from tether.store.writes import apply_writes, fence_refusal
 
 
 def _filtered(select: str, **equal: str | None) -> tuple[str, list[Any]]:
@@ -65,61 +70,32 @@ class SQLiteStore(SQLiteLeases, SQLiteQueues, SQLiteWorld, SQLiteLinks, SQLiteSe
 
     # -- writing ---------------------------------------------------------
     def commit(self, writes: Sequence[Write]) -> list[BaseException | None]:
-        results: list[BaseException | None] = [None] * len(writes)
         with self._tx() as c:
-            entries: list[tuple[int, int, int]] = []
-            hashes: list[tuple[str, int, str]] = []
-            for i, w in enumerate(writes):
-                err = self._check_fence(c, w) or self._check_transitions(c, w)
-                if err is not None:
-                    results[i] = err
-                    continue
-                rk = self._apply(c, w)
-                if w.events:
-                    entries.append((rk, w.events[0].seq, w.events[-1].seq))
-                    hashes.extend((e.run, e.seq, e.hash) for e in w.events)
+            results, entries, hashes = apply_writes(
+                writes, lambda w: self._check_fence(c, w) or self._check_transitions(c, w),
+                lambda w: self._apply(c, w))
             if entries:
-                row = c.execute("SELECT n, hash FROM batches ORDER BY n DESC LIMIT 1").fetchone()
-                n, prev = (row[0] + 1, bytes(row[1]).hex()) if row else (1, BATCH_GENESIS)
-                h = batch_hash(prev, hashes)
-                c.execute("INSERT INTO batches VALUES(?,?,?)", (n, bytes.fromhex(h), dumps(entries)))
+                last = c.execute("SELECT n, hash FROM batches ORDER BY n DESC LIMIT 1").fetchone()
+                c.execute("INSERT INTO batches VALUES(?,?,?)",
+                          (*next_batch(last, hashes), dumps(entries)))
         return results
 
     def _check_fence(self, c: sqlite3.Connection, w: Write) -> BaseException | None:
         row = c.execute("SELECT r.seq, l.token FROM runs r LEFT JOIN leases l ON l.run = r.id "
                         "WHERE r.id = ?", (w.run,)).fetchone()
-        if w.fence is None:
-            if row is not None:
-                return UsageError(f"run {w.run} already exists")
-            return None
-        if row is None:
-            return NotFound(f"run {w.run} does not exist")
-        if row[1] != w.fence:
-            return LeaseLost(f"run {w.run}: this process's lease (token {w.fence}) was taken over "
-                             f"(token now {row[1]}); its writes are refused")
-        if w.events and w.events[0].seq != row[0] + 1:
-            return LeaseLost(f"run {w.run}: expected next seq {row[0] + 1}, got "
-                             f"{w.events[0].seq}; another writer appended to this run")
-        return None
+        return fence_refusal(w, row)
 
     def _apply(self, c: sqlite3.Connection, w: Write) -> int:
         rk = self._rk(w.run, c, create=True)
         assert rk is not None
         c.executemany(
             f"INSERT INTO events({EVENT_COLS}) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            [(rk, e.seq, ulid_bytes(e.id), e.epoch, e.step, e.kind, time_us(e.time), e.actor,
-              dumps(list(e.causes)),
-              dumps(e.payload), None, bytes.fromhex(e.hash), seal_value(e.seal))
-             for e in w.events])
+            [event_values(rk, e) for e in w.events])
         if w.run_row is not None:
             self._write_run(c, w)
         for f in w.effects:
             c.execute(f"INSERT OR REPLACE INTO effects({EFFECT_COLS}) "
-                      "VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                      (f.id, f.run, f.epoch, f.step, f.idx, f.tool, f.effect, int(f.idempotent),
-                       f.key, f.status, dumps(f.arguments),
-                       None if f.result is None else dumps(f.result),
-                       None if f.undo is None else dumps(f.undo), f.updated))
+                      "VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?)", effect_values(f))
         self._apply_progress(c, w, rk)
         self._apply_requests(c, w)
         self._apply_world(c, w)
@@ -165,15 +141,10 @@ class SQLiteStore(SQLiteLeases, SQLiteQueues, SQLiteWorld, SQLiteLinks, SQLiteSe
         if w.fence is None or w.run_changes is None:
             c.execute(f"INSERT OR REPLACE INTO runs({RUN_COLS}) "
                       "VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                      (r.id, r.name, r.agent, r.swarm, r.goal, r.status, r.epoch, r.step, r.seq,
-                       r.head, dumps(r.spec), dumps(r.budget), dumps(r.usage), r.wake_at,
-                       r.created, r.updated, r.reason, r.parent))
+                      run_values(r))
             return
-        # Only what changed: an UPDATE that leaves indexed columns alone does not touch
-        # their indexes, so a plain step rewrites one row instead of three b-trees.
-        cols = sorted(set(w.run_changes) | {"seq", "head", "updated"})
-        vals = [dumps(getattr(r, k)) if k in ("spec", "budget", "usage") else getattr(r, k)
-                for k in cols]
+        # Only what changed (see run_changes): a plain step rewrites one row, not its indexes.
+        cols, vals = run_changes(r, w.run_changes)
         c.execute(f"UPDATE runs SET {', '.join(f'{k} = ?' for k in cols)} WHERE id = ?",
                   (*vals, r.id))
 
@@ -209,12 +180,7 @@ class SQLiteStore(SQLiteLeases, SQLiteQueues, SQLiteWorld, SQLiteLinks, SQLiteSe
         if rows and after_seq > 0:
             p = self._read("SELECT hash FROM events WHERE rk = ? AND seq = ?", (rk, after_seq))
             prev = bytes(p[0][0]).hex() if p else ""
-        out = []
-        for r in rows:
-            e = row_event(r, run, prev)
-            out.append(e)
-            prev = e.hash
-        return out
+        return chained_events(rows, run, prev)
 
     def tail_events(self, run: str, epoch: int, step: int) -> list[Event]:
         rk = self._rk(run)
@@ -255,25 +221,12 @@ class SQLiteStore(SQLiteLeases, SQLiteQueues, SQLiteWorld, SQLiteLinks, SQLiteSe
                               "LIMIT 1000", (last,))
             if not rows:
                 return
-            for r in rows:
-                h = bytes(r[1]).hex()
-                # The link is the previous row's hash: a removed or reordered row breaks it.
-                yield Batch(r[0], prev, h,
-                            tuple((self._run_id(e[0]), e[1], e[2]) for e in loads(r[2])))
-                last, prev = r[0], h
+            yield from batches_from(rows, prev, self._run_id)
+            last, prev = rows[-1][0], bytes(rows[-1][1]).hex()
 
     def erase_payload(self, event_id: str) -> None:
         with self._tx() as c:
-            key = id_key(event_id)
-            row = c.execute("SELECT payload, payload_hash FROM events WHERE id = ?",
-                            (key,)).fetchone() if key is not None else None
-            if row is None:
-                raise NotFound(f"no event {event_id!r} in {self.path}")
-            if row[0] is None:
-                return  # already erased
-            # Keep the payload's hash so the chain still verifies without the payload.
-            c.execute("UPDATE events SET payload_hash = ?, payload = NULL WHERE id = ?",
-                      (hashlib.sha256(bytes(row[0])).digest(), key))
+            SQLiteErasure(c).erase_payload(id_key(event_id), event_id, store=str(self.path))
 
     def approval(self, approval_id: str) -> ApprovalRow | None:
         rows = self._read(f"SELECT {APPROVAL_COLS} FROM approvals WHERE id = ?", (approval_id,))
@@ -324,26 +277,19 @@ class SQLiteStore(SQLiteLeases, SQLiteQueues, SQLiteWorld, SQLiteLinks, SQLiteSe
             out.update((r[0], bytes(r[1])) for r in self._read(
                 f"SELECT hash, body FROM chunks WHERE hash IN ({','.join('?' * len(part))})",
                 part))
-        missing = [d for d in digests if d not in out]
-        if missing:
-            raise StoreCorrupt(f"store {self.path}: checkpoint chunk {missing[0]} is missing; "
-                               "restore the store from a backup")
-        return out
+        return all_chunks(str(self.path), digests, out)
 
     def chunk(self, digest: str) -> bytes:
         rows = self._read("SELECT body FROM chunks WHERE hash = ?", (digest,))
         if not rows:
-            raise StoreCorrupt(f"store {self.path}: checkpoint chunk {digest} is missing; "
-                               "restore the store from a backup")
+            raise missing_chunk(str(self.path), digest)
         return bytes(rows[0][0])
 
     def usage_since(self, *, run: str | None = None, swarm: str | None = None,
                     since: float) -> dict[str, float]:
-        if (run is None) == (swarm is None):
-            raise UsageError("usage_since takes exactly one of run= or swarm=")
-        col, val = ("run", run) if run is not None else ("swarm", swarm)
+        col, val, bucket = usage_scope(run, swarm, since)
         rows = self._read(f"SELECT {', '.join(f'TOTAL({k})' for k in USAGE_KEYS)} FROM usage "
-                          f"WHERE {col} = ? AND bucket >= ?", (val, int(since // 60)))
+                          f"WHERE {col} = ? AND bucket >= ?", (val, bucket))
         return dict(zip(USAGE_KEYS, rows[0], strict=True))
 
     def swarm_usage(self, swarm: str) -> dict[str, float]:

@@ -28,6 +28,7 @@ from tether.errors import (
     UsageError,
 )
 from tether.store import schema
+from tether.store.run_keys import RunKeys
 from tether.store.sqlite_open import check_path, connect
 from tether.system_clock import SYSTEM_CLOCK
 
@@ -66,8 +67,7 @@ class SQLiteBase:
         self._local = threading.local()
         self._conns: list[sqlite3.Connection] = []
         self._conns_lock = threading.Lock()
-        self._keys: dict[str, int] = {}
-        self._ids: dict[int, str] = {}
+        self._runs = RunKeys()
         try:
             self._migrate()
         except BaseException:
@@ -151,8 +151,7 @@ class SQLiteBase:
         """Roll back what the failed (sub)transaction wrote, if SQLite has not already."""
         # A run key read inside the transaction may be one it created: forget them all,
         # or a retried commit would write events under a key that was rolled back.
-        self._keys.clear()
-        self._ids.clear()
+        self._runs.forget()
         if not c.in_transaction:
             return
         with contextlib.suppress(sqlite3.Error):  # the caller raises the error that matters
@@ -219,7 +218,7 @@ class SQLiteBase:
     def _rk(self, run: str, c: sqlite3.Connection | None = None, *,
             create: bool = False) -> int | None:
         """The run's small integer key (cached: a run's key never changes)."""
-        rk = self._keys.get(run)
+        rk = self._runs.key(run)
         if rk is not None:
             return rk
         conn = c or self._conn()
@@ -235,17 +234,13 @@ class SQLiteBase:
             return int(cur.lastrowid or 0)
         if row is None:
             return None
-        self._keys[run] = int(row[0])
-        self._ids[int(row[0])] = run
-        return int(row[0])
+        return self._runs.remember(run, row[0])
 
     def _run_id(self, rk: int) -> str:
-        run = self._ids.get(rk)
+        run = self._runs.run(rk)
         if run is None:
-            row = self._read("SELECT id FROM run_keys WHERE rk = ?", (rk,))
-            run = str(row[0][0]) if row else f"(unknown run key {rk})"
-            if row:
-                self._ids[rk] = run
+            run = self._runs.found(rk, self._read("SELECT id FROM run_keys WHERE rk = ?",
+                                                  (rk,)))
         return run
 
     def _migrate(self) -> None:

@@ -9,17 +9,13 @@ reached.
 from __future__ import annotations
 
 import sqlite3
-from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
-from tether.core.ids import ulid_bytes, ulid_str
-from tether.core.links import LINK_KINDS, derive_links
+from tether.core.ids import ulid_bytes
+from tether.store.links import LINK_COLS, Row, link_rows, row_link, walk
 from tether.store.records import EffectRef, Link, MessageRef, Produced, Reached, VersionRef, Write
 from tether.store.sqlite_base import SQLiteBase
-
-LINK_COLS = ("src_rk, src_epoch, src_step, src_event, dst_rk, dst_epoch, dst_step, dst_event, "
-             "kind")
 
 
 class SQLiteLinks(SQLiteBase):
@@ -28,18 +24,8 @@ class SQLiteLinks(SQLiteBase):
     # -- inside a commit ---------------------------------------------------
     def _apply_links(self, c: sqlite3.Connection, w: Write, rk: int) -> None:
         """The links the write's events make (derived from them: see the module)."""
-        links = []
-        for e in w.events:
-            if not (e.causes and e.kind in LINK_KINDS) and e.kind not in ("rollback",
-                                                                          "run.started"):
-                continue
-            for kind, src_run, s_epoch, s_step, s_event in derive_links(
-                    e, lambda cid: self._event_at(c, cid)):
-                src_rk = self._rk(src_run, c)
-                if src_rk is None:
-                    continue  # a fork of a run this store does not have (copied stores)
-                links.append((src_rk, s_epoch, s_step, ulid_bytes(s_event), rk, e.epoch,
-                              e.step, ulid_bytes(e.id), kind))
+        links = link_rows(w.events, rk, lambda cid: self._event_at(c, cid),
+                          lambda run: self._rk(run, c))
         if links:
             c.executemany(f"INSERT INTO links({LINK_COLS}) VALUES(?,?,?,?,?,?,?,?,?)", links)
 
@@ -75,11 +61,7 @@ class SQLiteLinks(SQLiteBase):
                 for (rk, ep), (s, link) in reached.items()]
 
     def _link(self, r: Sequence[Any]) -> Link:
-        # Positional, in Link's field order (kind, src_run, src_epoch, src_step, src_event,
-        # dst_run, dst_epoch, dst_step, dst_event): a third cheaper than by keyword, and the
-        # audit makes one per link.
-        return Link(r[8], self._run_id(r[0]), r[1], r[2], ulid_str(bytes(r[3])),
-                    self._run_id(r[4]), r[5], r[6], ulid_str(bytes(r[7])))
+        return row_link(r, self._run_id)
 
     def produced(self, run: str, epoch: int, from_step: int) -> Produced:
         """The effects, messages and versions of (run, epoch) at or after ``from_step``."""
@@ -106,34 +88,20 @@ class SQLiteLinks(SQLiteBase):
 
 
 
-_Row = tuple[Any, ...]
 
 
 def _walk(c: sqlite3.Connection, rk0: int, epoch: int,
-          step: int) -> dict[tuple[int, int], tuple[int, _Row | None]]:
-    """The earliest step reached in each (run key, epoch), with the link that reached it,
-    in the order first reached (the origin first).
-
-    A breadth-first walk over the links on their integer keys; a (run, epoch) reached
-    again at an earlier step is expanded again for the steps not yet walked only, so
-    each link is read about once.
-    """
-    reached: dict[tuple[int, int], tuple[int, _Row | None]] = {}
-    todo: deque[tuple[int, int, int, _Row | None]] = deque([(rk0, epoch, step, None)])
-    while todo:
-        rk, ep, s, link = todo.popleft()
-        prev = reached[(rk, ep)][0] if (rk, ep) in reached else None
-        if prev is not None and prev <= s:
-            continue
-        reached[(rk, ep)] = (s, link)  # a dict keeps the order a key was first set in
+          step: int) -> dict[tuple[int, int], tuple[int, Row | None]]:
+    """:func:`tether.store.links.walk` over this store's links."""
+    def targets(rk: int, ep: int, s: int, before: int | None) -> list[Row]:
         # Only the earliest step reached in each (run, epoch) matters: SQLite gives the
         # other columns of the row where MIN() is, so one row per target.
         sql = (f"SELECT {LINK_COLS}, MIN(dst_step) FROM links WHERE src_rk = ? AND "
                "src_epoch = ? AND src_step >= ?")
         args: tuple[int, ...] = (rk, ep, s)
-        if prev is not None:
+        if before is not None:
             sql += " AND src_step < ?"
-            args = (rk, ep, s, prev)
-        for r in c.execute(sql + " GROUP BY dst_rk, dst_epoch", args):
-            todo.append((r[4], r[5], r[6], r))
-    return reached
+            args = (rk, ep, s, before)
+        return c.execute(sql + " GROUP BY dst_rk, dst_epoch", args).fetchall()
+
+    return walk(rk0, epoch, step, targets)

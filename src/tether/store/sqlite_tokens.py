@@ -12,55 +12,37 @@ clear error.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Sequence
 from typing import Any
 
-from tether.core.identity import Role, TokenInfo, token_created
-from tether.errors import NotFound, StoreCorrupt, UsageError
+from tether.core.identity import TokenInfo
 from tether.store.sqlite_base import SQLiteBase
-
-_COLS = "id, name, role, hash, created, created_by, revoked, revoked_by"
-
-
-def _row(r: tuple[Any, ...]) -> TokenInfo:
-    try:
-        role = Role[str(r[2]).upper()]
-    except KeyError:  # changed outside tether: no role to act with; the audit names it
-        raise StoreCorrupt(f"token {r[1]!r} ({r[0]}): its row's role {r[2]!r} is none of "
-                           "viewer, operator, admin (changed outside tether); revoke it "
-                           f"with `tether ui token revoke {r[0]}`") from None
-    return TokenInfo(id=r[0], name=r[1], role=role, hash=bytes(r[3]).hex(), created=r[4],
-                     created_by=r[5], revoked=r[6], revoked_by=r[7])
+from tether.store.tokens import (
+    TOKEN_COLS,
+    TokenRows,
+    row_token,
+    token_values,
+)
 
 
-class SQLiteTokens(SQLiteBase):
+class SQLiteTokens(SQLiteBase, TokenRows):
     """Reading the ``tokens`` rows, and writing them with their store events."""
 
-    def _project_token(self, c: sqlite3.Connection, kind: str, payload: Any, *, time: str,
-                       actor: str) -> None:
-        """Apply one ``token.*`` event to the rows (inside the event's transaction).
+    def _valid_token_named(self, c: sqlite3.Connection, name: str) -> Sequence[Any] | None:
+        row: Sequence[Any] | None = c.execute(
+            "SELECT id FROM tokens WHERE name = ? AND revoked IS NULL", (name,)).fetchone()
+        return row
 
-        Raises:
-            UsageError: a valid token has the name already; a token revoked already.
-            NotFound: a revocation naming no token.
-        """
-        if kind == "token.created":
-            t = token_created(payload, time=time, actor=actor)
-            taken = c.execute("SELECT id FROM tokens WHERE name = ? AND revoked IS NULL",
-                              (t.name,)).fetchone()
-            if taken is not None:
-                raise UsageError(f"a token named {t.name!r} exists already (id {taken[0]}); "
-                                 f"revoke it first (`tether ui token revoke {t.name}`) or "
-                                 "choose another name")
-            c.execute(f"INSERT INTO tokens({_COLS}) VALUES(?,?,?,?,?,?,NULL,NULL)",
-                      (t.id, t.name, t.role.label, bytes.fromhex(t.hash), t.created,
-                       t.created_by))
-            return
-        tid = payload.get("token") if isinstance(payload, dict) else None
-        row = c.execute("SELECT name, revoked FROM tokens WHERE id = ?", (tid,)).fetchone()
-        if row is None:
-            raise NotFound(f"no token with id {tid!r}; `tether ui token list` shows them")
-        if row[1] is not None:
-            raise UsageError(f"token {row[0]!r} ({tid}) was revoked already at {row[1]}")
+    def _insert_token(self, c: sqlite3.Connection, t: TokenInfo) -> None:
+        c.execute(f"INSERT INTO tokens({TOKEN_COLS}) VALUES(?,?,?,?,?,?,NULL,NULL)",
+                  token_values(t))
+
+    def _token_state(self, c: sqlite3.Connection, tid: Any) -> Sequence[Any] | None:
+        row: Sequence[Any] | None = c.execute("SELECT name, revoked FROM tokens WHERE id = ?",
+                                              (tid,)).fetchone()
+        return row
+
+    def _revoke_token(self, c: sqlite3.Connection, tid: str, *, time: str, actor: str) -> None:
         c.execute("UPDATE tokens SET revoked = ?, revoked_by = ? WHERE id = ?",
                   (time, actor, tid))
 
@@ -69,8 +51,8 @@ class SQLiteTokens(SQLiteBase):
         first, at most ``limit``."""
         where = " WHERE revoked IS NULL" if active else ""
         lim = "" if limit is None else f" LIMIT {int(limit)}"
-        return [_row(r) for r in self._read(
-            f"SELECT {_COLS} FROM tokens{where} ORDER BY id{lim}")]  # ids are ULIDs: by time
+        return [row_token(r) for r in self._read(
+            f"SELECT {TOKEN_COLS} FROM tokens{where} ORDER BY id{lim}")]  # ids are ULIDs: by time
 
     def token_by_hash(self, digest: str) -> TokenInfo | None:
         """The token whose secret hashes to ``digest`` (hex), valid or revoked."""
@@ -78,5 +60,5 @@ class SQLiteTokens(SQLiteBase):
             key = bytes.fromhex(digest)
         except ValueError:
             return None
-        rows = self._read(f"SELECT {_COLS} FROM tokens WHERE hash = ?", (key,))
-        return _row(rows[0]) if rows else None
+        rows = self._read(f"SELECT {TOKEN_COLS} FROM tokens WHERE hash = ?", (key,))
+        return row_token(rows[0]) if rows else None

@@ -11,37 +11,32 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterable, Sequence
-from typing import Any, Final
+from typing import Any
 
-from tether.core.canonical import dumps, loads
 from tether.core.events import Event
-from tether.errors import Conflict, LeaseLost
 from tether.store.records import MessageRow, VersionRow, Write
+from tether.store.rows import (
+    EVENT_COLS,
+    MESSAGE_COLS,
+    VERSION_COLS,
+    message_values,
+    row_event,
+    row_message,
+    row_version,
+    stamp_seconds,
+    stamp_us,
+    version_values,
+    window_us,
+)
 from tether.store.schema import RARE_KINDS, RARE_SQL
 from tether.store.sqlite_base import SQLiteBase
-from tether.store.sqlite_rows import EVENT_COLS, row_event
-
-MESSAGE_COLS = ("id, swarm, sender, epoch, step, recipient, topic, body, status, created, claim, "
-                "received, suspect")
-VERSION_COLS = "ns, key, version, event, run, epoch, step, value, hash, status, suspect, created"
-
-_TRANSITION_COLUMNS: Final = {("messages", "status"), ("messages", "suspect"),
-                              ("versions", "status"), ("versions", "suspect")}
-
-
-def row_message(r: Sequence[Any]) -> MessageRow:
-    # Positional (MESSAGE_COLS is MessageRow's field order), a third cheaper than by
-    # keyword: the audit reads every row.
-    return MessageRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], loads(r[7]), r[8], r[9], r[10],
-                      r[11], bool(r[12]))
-
-
-def row_version(r: Sequence[Any]) -> VersionRow:
-    # Positional as row_message; VersionRow's order is ns, key, event, run, epoch, step,
-    # value, hash, version, status, suspect, created (VERSION_COLS puts version third).
-    return VersionRow(r[0], r[1], r[3], r[4], r[5], r[6],
-                      loads(r[7]) if r[7] is not None else None, r[8], r[2], r[9],
-                      bool(r[10]), r[11])
+from tether.store.writes import (
+    claim_limit,
+    claim_refusal,
+    transition_key,
+    transition_value,
+    transitions_refusal,
+)
 
 
 class SQLiteWorld(SQLiteBase):
@@ -62,13 +57,13 @@ class SQLiteWorld(SQLiteBase):
             args.append(rk)
         if since is not None:
             sql += " AND time >= ?"
-            args.append(round(since * 1_000_000))
+            args.append(stamp_us(since))
         rows = self._read(sql + " ORDER BY time, rk, seq", args)
         return [row_event(r, self._run_id(r[0])) for r in rows]
 
     def latest_event_time(self) -> float | None:
         rows = self._read("SELECT MAX(time) FROM events")  # the events_time index's last entry
-        return None if not rows or rows[0][0] is None else int(rows[0][0]) / 1_000_000
+        return stamp_seconds(rows[0][0]) if rows else None
 
     def events_in_window(self, since: float | None, until: float | None, *,
                          runs: Sequence[str] | None = None, kinds: Sequence[str] | None = None,
@@ -76,8 +71,7 @@ class SQLiteWorld(SQLiteBase):
         # The events_time index (schema 8) bounds the read to the window: an operator's
         # question about one night costs what the night holds, not the store's size.
         sql = f"SELECT {EVENT_COLS} FROM events WHERE time >= ? AND time < ?"
-        args: list[Any] = [-(2**62) if since is None else round(since * 1_000_000),
-                           2**62 if until is None else round(until * 1_000_000)]
+        args: list[Any] = list(window_us(since, until))
         if runs is not None:
             rks = [rk for rk in (self._rk(r) for r in runs) if rk is not None]
             if not rks:
@@ -100,39 +94,22 @@ class SQLiteWorld(SQLiteBase):
 
     # -- inside a commit ---------------------------------------------------
     def _check_transitions(self, c: sqlite3.Connection, w: Write) -> BaseException | None:
-        for t in w.transitions:
-            if (t.table, t.column) not in _TRANSITION_COLUMNS:
-                return Conflict(f"run {w.run}: cannot change {t.table}.{t.column}")
-            if t.only_from is None or not t.ids:
-                continue
-            key = "id" if t.table == "messages" else "event"
-            marks = ",".join("?" * len(t.ids))
-            for rid, cur in c.execute(f"SELECT {key}, {t.column} FROM {t.table} "
-                                      f"WHERE {key} IN ({marks})", t.ids):
-                if cur not in t.only_from:
-                    return Conflict(f"run {w.run}: {t.table[:-1]} {rid} is {cur!r} now, not "
-                                    f"{' or '.join(map(str, t.only_from))}; it changed since the "
-                                    "plan was made: look again and retry")
-        return None
+        return transitions_refusal(w, lambda t, key: c.execute(
+            f"SELECT {key}, {t.column} FROM {t.table} "
+            f"WHERE {key} IN ({','.join('?' * len(t.ids))})", t.ids))
 
     def _apply_world(self, c: sqlite3.Connection, w: Write) -> None:
         if w.messages:
             c.executemany(f"INSERT INTO messages({MESSAGE_COLS}) "
                           "VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                          [(m.id, m.swarm, m.sender, m.epoch, m.step, m.recipient, m.topic,
-                            dumps(m.body), m.status, m.created, m.claim, m.received,
-                            int(m.suspect))
-                           for m in w.messages])
+                          [message_values(m) for m in w.messages])
         for v in w.versions:
             c.execute(f"INSERT INTO versions({VERSION_COLS}) SELECT ?, ?, "
                       "COALESCE(MAX(version), 0) + 1, ?, ?, ?, ?, ?, ?, ?, ?, ? "
                       "FROM versions WHERE ns = ? AND key = ?",
-                      (v.ns, v.key, v.event, v.run, v.epoch, v.step,
-                       None if v.value is None and v.ns.startswith("file:") else dumps(v.value),
-                       v.hash, v.status, int(v.suspect), v.created, v.ns, v.key))
+                      (*version_values(v), v.ns, v.key))
         for t in w.transitions:
-            key = "id" if t.table == "messages" else "event"
-            value = int(t.value) if t.column == "suspect" else t.value
+            key, value = transition_key(t), transition_value(t)
             c.executemany(f"UPDATE {t.table} SET {t.column} = ? WHERE {key} = ?",
                           [(value, i) for i in t.ids])
     # -- messages ------------------------------------------------------------
@@ -147,14 +124,14 @@ class SQLiteWorld(SQLiteBase):
         is still runnable and the re-run call takes them back.
         """
         with self._tx() as c:
-            row = c.execute("SELECT token FROM leases WHERE run = ?", (run,)).fetchone()
-            if row is None or row[0] != fence:
-                raise LeaseLost(f"run {run}: this process's lease (token {fence}) was taken "
-                                "over; it cannot take messages")
+            refused = claim_refusal(run, fence, c.execute(
+                "SELECT token FROM leases WHERE run = ?", (run,)).fetchone())
+            if refused is not None:
+                raise refused
             if limit is not None:  # what this call took before counts against its limit
-                held = c.execute("SELECT COUNT(*) FROM messages WHERE recipient = ? AND "
-                                 "claim = ?", (run, claim)).fetchone()[0]
-                limit = max(0, limit - held)
+                limit = claim_limit(limit, c.execute(
+                    "SELECT COUNT(*) FROM messages WHERE recipient = ? AND claim = ?",
+                    (run, claim)).fetchone())
             c.execute("UPDATE messages SET status = 'delivered', claim = ?, received = ? "
                       "WHERE id IN (SELECT id FROM messages WHERE recipient = ? AND "
                       "status = 'pending' ORDER BY id LIMIT ?)",

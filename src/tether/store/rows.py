@@ -1,9 +1,13 @@
-"""How the SQLite store lays out records in rows, and reads them back."""
+"""How a store lays out records in rows, and reads them back: one layout, and one codec,
+for both backends (SQLite and PostgreSQL store the same columns, the same bytes).
+
+Each backend keeps its SQL and its connections; what a record is as a row's values, and
+what a row's values are as a record, is said here once."""
 
 from __future__ import annotations
 
 import hashlib
-import sqlite3
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -11,14 +15,18 @@ from tether.core.canonical import dumps, loads
 from tether.core.events import Event
 from tether.core.ids import ulid_bytes, ulid_str
 from tether.core.seals import NAMES, Seal
-from tether.errors import StoreCorrupt
-from tether.store.records import ApprovalRow, ChainRow, EffectRow, RunRow
+from tether.errors import StoreCorrupt, UsageError
+from tether.store.records import (
+    ApprovalRow,
+    ChainRow,
+    EffectRow,
+    MessageRow,
+    RunRow,
+    VersionRow,
+)
 
 EVENT_COLS = ("rk, seq, id, epoch, step, kind, time, actor, causes, payload, payload_hash, hash, "
               "seal")
-CHAIN_COLS = ("rk, seq, id, epoch, step, CAST(kind AS BLOB), time, CAST(actor AS BLOB), "
-              "CAST(causes AS BLOB), payload, payload_hash, hash, seal")
-"""The event columns :func:`chain_row` reads, text as its bytes."""
 RUN_COLS = ("id, name, agent, swarm, goal, status, epoch, step, seq, head, spec, budget, usage, "
              "wake_at, created, updated, reason, parent")
 EFFECT_COLS = ("id, run, epoch, step, idx, tool, effect, idempotent, key, status, arguments, "
@@ -45,6 +53,31 @@ _second: tuple[int, str] = (-1 << 62, "")
 second, and the audit reads them all."""
 
 
+def stamp_us(t: float) -> int:
+    """A time in seconds (a window's bound) as the events' stored integer microseconds."""
+    return round(t * 1_000_000)
+
+
+def window_us(since: float | None, until: float | None) -> tuple[int, int]:
+    """The stored times [lo, hi) of a window in seconds; an open end is the whole range."""
+    return (-(2**62) if since is None else stamp_us(since),
+            2**62 if until is None else stamp_us(until))
+
+
+def usage_scope(run: str | None, swarm: str | None, since: float) -> tuple[str, Any, int]:
+    """The usage rows a ``usage_since`` query sums: (column, its value, first bucket), the
+    rows being per minute; UsageError unless exactly one of ``run`` and ``swarm``."""
+    if (run is None) == (swarm is None):
+        raise UsageError("usage_since takes exactly one of run= or swarm=")
+    col, val = ("run", run) if run is not None else ("swarm", swarm)
+    return col, val, int(since // 60)
+
+
+def stamp_seconds(us: Any) -> float | None:
+    """A stored time (integer microseconds; None: none) in seconds."""
+    return None if us is None else int(us) / 1_000_000
+
+
 def time_iso(us: int) -> str:
     """The exact text :func:`time_us` was given (UTC, microseconds)."""
     global _hour, _second
@@ -68,7 +101,7 @@ def id_key(event_id: str) -> bytes | None:
         return None  # not an event id at all
 
 
-def row_event(r: sqlite3.Row | tuple[Any, ...], run: str, prev: str = "") -> Event:
+def row_event(r: Sequence[Any], run: str, prev: str = "") -> Event:
     try:
         payload = loads(r[9]) if r[9] is not None else None
         causes = tuple(loads(r[8]))
@@ -87,8 +120,28 @@ def row_event(r: sqlite3.Row | tuple[Any, ...], run: str, prev: str = "") -> Eve
                  payload_hash=ph, prev=prev, hash=bytes(r[11]).hex(), seal=seal)
 
 
+def event_values(rk: int, e: Event) -> tuple[Any, ...]:
+    """An event of run key ``rk`` as the values of :data:`EVENT_COLS` (``payload_hash``
+    NULL: it is derived from the payload until an erasure stores it)."""
+    return (rk, e.seq, ulid_bytes(e.id), e.epoch, e.step, e.kind, time_us(e.time), e.actor,
+            dumps(list(e.causes)), dumps(e.payload), None, bytes.fromhex(e.hash),
+            seal_value(e.seal))
+
+
+def chained_events(rows: Iterable[Sequence[Any]], run: str, prev: str) -> list[Event]:
+    """Rows of one run's chain, in seq order, as events, each linked to the hash before
+    it (``prev``: the hash before the first row, which is not stored but recomputed)."""
+    out = []
+    for r in rows:
+        e = row_event(r, run, prev)
+        out.append(e)
+        prev = e.hash
+    return out
+
+
 def chain_row(r: tuple[Any, ...], run: str) -> ChainRow:
-    """A stored event (selected as :data:`CHAIN_COLS`) as the audit reads it: decoded
+    """A stored event (selected as each backend's ``CHAIN_COLS``: :data:`EVENT_COLS` with
+    kind and actor as their bytes) as the audit reads it: decoded
     but for its causes and payload, whose bytes are what the chain hashed. What cannot be
     decoded is said in the last field, so one damaged row does not stop the read."""
     payload = r[9]
@@ -138,11 +191,36 @@ def _seal(data: bytes | str | None) -> Seal:
                          data[i + 1:i + 33].hex()) for i in range(0, len(data), 33)))
 
 
+_JSON_RUN_COLS = ("spec", "budget", "usage")
+
+
+def run_values(r: RunRow) -> tuple[Any, ...]:
+    """A run as the values of :data:`RUN_COLS`."""
+    return (r.id, r.name, r.agent, r.swarm, r.goal, r.status, r.epoch, r.step, r.seq, r.head,
+            dumps(r.spec), dumps(r.budget), dumps(r.usage), r.wake_at, r.created, r.updated,
+            r.reason, r.parent)
+
+
+def run_changes(r: RunRow, changed: Iterable[str]) -> tuple[list[str], list[Any]]:
+    """The columns a write of an existing run rewrites and their values: what changed,
+    and the chain's head always. Only those: an UPDATE that leaves indexed columns alone
+    does not touch their indexes (SQLite's b-trees; PostgreSQL's HOT updates)."""
+    cols = sorted(set(changed) | {"seq", "head", "updated"})
+    return cols, [dumps(getattr(r, k)) if k in _JSON_RUN_COLS else getattr(r, k) for k in cols]
+
+
 def row_run(r: tuple[Any, ...]) -> RunRow:
     return RunRow(id=r[0], name=r[1], agent=r[2], swarm=r[3], goal=r[4], status=r[5],
                   epoch=r[6], step=r[7], seq=r[8], head=r[9], spec=loads(r[10]),
                   budget=loads(r[11]), usage=loads(r[12]), wake_at=r[13], created=r[14],
                   updated=r[15], reason=r[16], parent=r[17])
+
+
+def effect_values(f: EffectRow) -> tuple[Any, ...]:
+    """An effect as the values of :data:`EFFECT_COLS`."""
+    return (f.id, f.run, f.epoch, f.step, f.idx, f.tool, f.effect, int(f.idempotent), f.key,
+            f.status, dumps(f.arguments), None if f.result is None else dumps(f.result),
+            None if f.undo is None else dumps(f.undo), f.updated)
 
 
 def row_effect(r: tuple[Any, ...]) -> EffectRow:
@@ -171,3 +249,38 @@ def row_approval(r: tuple[Any, ...]) -> ApprovalRow:
                        on_expiry=r[14], status=r[15], decided_by=r[16], decided_at=r[17],
                        note=r[18], edited_arguments=loads(r[19]) if r[19] is not None else None,
                        always=bool(r[20]))
+
+
+MESSAGE_COLS = ("id, swarm, sender, epoch, step, recipient, topic, body, status, created, claim, "
+                "received, suspect")
+VERSION_COLS = "ns, key, version, event, run, epoch, step, value, hash, status, suspect, created"
+
+
+def message_values(m: MessageRow) -> tuple[Any, ...]:
+    """A message as the values of :data:`MESSAGE_COLS`."""
+    return (m.id, m.swarm, m.sender, m.epoch, m.step, m.recipient, m.topic, dumps(m.body),
+            m.status, m.created, m.claim, m.received, int(m.suspect))
+
+
+def row_message(r: Sequence[Any]) -> MessageRow:
+    # Positional (MESSAGE_COLS is MessageRow's field order), a third cheaper than by
+    # keyword: the audit reads every row.
+    return MessageRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], loads(r[7]), r[8], r[9], r[10],
+                      r[11], bool(r[12]))
+
+
+def version_values(v: VersionRow) -> tuple[Any, ...]:
+    """A version as the values of :data:`VERSION_COLS` but ``version``, which the insert
+    numbers from the key's last one. A file's version with no value stores NULL (its
+    bytes are in the workspace); any other value, JSON null included, its JSON."""
+    value = None if v.value is None and v.ns.startswith("file:") else dumps(v.value)
+    return (v.ns, v.key, v.event, v.run, v.epoch, v.step, value, v.hash, v.status,
+            int(v.suspect), v.created)
+
+
+def row_version(r: Sequence[Any]) -> VersionRow:
+    # Positional as row_message; VersionRow's order is ns, key, event, run, epoch, step,
+    # value, hash, version, status, suspect, created (VERSION_COLS puts version third).
+    return VersionRow(r[0], r[1], r[3], r[4], r[5], r[6],
+                      loads(r[7]) if r[7] is not None else None, r[8], r[2], r[9],
+                      bool(r[10]), r[11])
