@@ -3,7 +3,7 @@
 Same tables, columns and value encodings as :mod:`tether.store.schema` after all of
 its migrations (an event's id is the 16 bytes of its ULID, its time integer
 microseconds, JSON the canonical bytes), so the row codecs of
-:mod:`tether.store.sqlite_rows` read both backends. Types map INTEGER to BIGINT,
+:mod:`tether.store.rows` read both backends. Types map INTEGER to BIGINT,
 BLOB to BYTEA and REAL to DOUBLE PRECISION; a TEXT column that SQLite code fills with
 JSON bytes (an event's ``causes``) is BYTEA, since PostgreSQL keeps text and bytes
 apart. Text is ``COLLATE "C"``: it sorts and compares by code point, as SQLite's
