@@ -65,9 +65,7 @@ def verify_signed(store: Store, leaves: Sequence[bytes], key: Verifier | None,
                                 "removed); compare with the copies a witness keeps")
             return tree
         body = _body(cp, key, where, rep)
-        if body is None:
-            return tree
-        if prev is not None and not _extends(prev, cp, body, where, rep):
+        if body is None or (prev is not None and not _extends(prev, cp, body, where, rep)):
             return tree
         if not mismatch:
             problem = _events_problem(tree, cp, body, matched, where)
