@@ -235,10 +235,7 @@ def test_open_store_default_and_environment(in_tmp: Path, monkeypatch: pytest.Mo
         open_store(str(in_tmp / "missing.db"), create=False)
 
 
-@pytest.mark.parametrize("url", [
-    "postgresql://tether@localhost/tether", "postgres://localhost/tether",
-    "tether.db?journal=off", "tether.db?synchronous=OFF",
-])
+@pytest.mark.parametrize("url", ["tether.db?journal=off", "tether.db?synchronous=OFF"])
 def test_open_store_refuses_what_it_cannot_open(in_tmp: Path, url: str) -> None:
     with pytest.raises(UsageError):
         open_store(url)

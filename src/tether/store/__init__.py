@@ -21,7 +21,9 @@ def open_store(url: str | None = None, *, create: bool = True,
     """Open the store named by ``url``, ``$TETHER_STORE`` or ``./tether.db``.
 
     Accepts a file path, ``sqlite:///path`` (``?synchronous=NORMAL`` to trade the
-    last commits on power loss for speed). ``readonly``: for commands that only read; the
+    last commits on power loss for speed), or ``postgresql://[user@]host[:port]/db`` with
+    ``?schema=NAME`` (default ``tether``; other options go to libpq) for the shared store
+    (needs the ``postgres`` extra). ``readonly``: for commands that only read; the
     store (or a read-only backup of it) is opened without writing anything, never created
     nor migrated. ``readonly=None``: read-only if the file exists and cannot be written.
     """
@@ -31,6 +33,8 @@ def open_store(url: str | None = None, *, create: bool = True,
         raise UsageError("--store is empty; give the path of a SQLite file (e.g. ./tether.db) "
                          "or sqlite:///path, or leave --store out for ./tether.db")
     url = url or os.environ.get("TETHER_STORE") or DEFAULT_URL
+    if url.startswith(("postgres://", "postgresql://")):
+        return _open_postgres(url, create=create, readonly=bool(readonly))
     sync = "FULL"
     if "?" in url:
         url, _, query = url.partition("?")
@@ -40,13 +44,11 @@ def open_store(url: str | None = None, *, create: bool = True,
                 sync = v
             else:
                 raise UsageError(f"unknown store option {k!r} in {url}?{query}")
-    if url.startswith(("postgres://", "postgresql://")):
-        raise UsageError("the PostgreSQL store is not available in this version; use a SQLite "
-                         "file path (the default is ./tether.db)")
     scheme = _SCHEME.match(url)
     if scheme is not None and scheme.group(1).lower() != "sqlite":
         raise UsageError(f"store {url}: the URL scheme {scheme.group(1)}:// is not supported; "
-                         "give a SQLite file path (e.g. ./tether.db) or sqlite:///path")
+                         "give a SQLite file path (e.g. ./tether.db), sqlite:///path or "
+                         "postgresql://host/db?schema=NAME")
     if url.startswith("sqlite://"):
         url = url.removeprefix("sqlite://")
         url = url[1:] if url.startswith("/") else url  # sqlite:///rel.db, sqlite:////abs.db
@@ -54,6 +56,16 @@ def open_store(url: str | None = None, *, create: bool = True,
     if readonly is None:
         readonly = path.exists() and not os.access(path, os.W_OK)
     return SQLiteStore(path, create=create and not readonly, synchronous=sync, readonly=readonly)
+
+
+def _open_postgres(url: str, *, create: bool, readonly: bool) -> Store:
+    """The PostgreSQL store at ``url``; its driver is an optional extra."""
+    try:
+        from tether.store.postgres import PostgresStore
+    except ImportError as exc:
+        raise UsageError(f"{exc}; or use a SQLite file path (the default is ./tether.db)"
+                         ) from None
+    return PostgresStore(url, create=create and not readonly, readonly=readonly)
 
 
 __all__ = ["DEFAULT_URL", "SQLiteStore", "Store", "open_store"]

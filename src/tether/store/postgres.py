@@ -1,0 +1,453 @@
+"""The shared store: one PostgreSQL schema, for many workers on many machines.
+
+The port of :mod:`tether.store.sqlite` behind the same protocol and conformance suite
+(see postgres_base for connections, the write lock and what differs from SQLite).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from tether.core.canonical import dumps, loads
+from tether.core.events import BATCH_GENESIS, Event, batch_hash, genesis
+from tether.core.ids import ulid_bytes
+from tether.errors import LeaseLost, NotFound, StorageError, StoreCorrupt, UsageError
+from tether.store.postgres_base import libpq_target
+from tether.store.postgres_erase import PGErase
+from tether.store.postgres_leases import PGLeases
+from tether.store.postgres_links import PGLinks
+from tether.store.postgres_queues import PGQueues
+from tether.store.postgres_seals import PGSeals
+from tether.store.postgres_settings import PGSettings
+from tether.store.postgres_tokens import PGTokens
+from tether.store.postgres_world import PGWorld
+from tether.store.records import (
+    USAGE_KEYS,
+    ApprovalRow,
+    Batch,
+    CheckpointChain,
+    EffectRow,
+    RunRow,
+    Write,
+)
+from tether.store.sqlite_rows import (
+    APPROVAL_COLS,
+    EFFECT_COLS,
+    EVENT_COLS,
+    RUN_COLS,
+    approval_values,
+    id_key,
+    row_approval,
+    row_effect,
+    row_event,
+    row_run,
+    seal_value,
+    time_us,
+)
+
+Conn = psycopg.Connection[tuple[Any, ...]]
+
+
+def _marks(n: int) -> str:
+    return ", ".join(["%s"] * n)
+
+
+def _upsert(table: str, cols: str, key: str) -> str:
+    """SQLite's ``INSERT OR REPLACE`` for a row named by ``key``: every column replaced."""
+    names = [c.strip() for c in cols.split(",")]
+    sets = ", ".join(f"{c} = excluded.{c}" for c in names if c not in key.split(", "))
+    return (f"INSERT INTO {table}({cols}) VALUES({_marks(len(names))}) "
+            f"ON CONFLICT({key}) DO UPDATE SET {sets}")
+
+
+def _filtered(select: str, **equal: str | None) -> tuple[str, list[Any]]:
+    """``select`` with ``AND column = %s`` for every filter given (names are ours, not input)."""
+    given = {k: v for k, v in equal.items() if v}
+    where = " AND ".join(f"{k} = %s" for k in given)
+    return (f"{select} WHERE {where}" if where else f"{select} WHERE 1=1"), list(given.values())
+
+
+_TOTALS = ", ".join(f"COALESCE(SUM({k}), 0)" for k in USAGE_KEYS)
+_EVENTS_INSERT = f"INSERT INTO events({EVENT_COLS}) VALUES({_marks(13)})"
+_RUNS_UPSERT = _upsert("runs", RUN_COLS, "id")
+_EFFECTS_UPSERT = _upsert("effects", EFFECT_COLS, "id")
+_APPROVALS_UPSERT = _upsert("approvals", APPROVAL_COLS, "id")
+_CHUNKS_INSERT = "INSERT INTO chunks(hash, body) VALUES(%s, %s) ON CONFLICT DO NOTHING"
+
+
+class PostgresStore(PGLeases, PGQueues, PGWorld, PGLinks, PGSettings, PGTokens, PGSeals,
+                    PGErase):
+    """A tether store in one schema of a PostgreSQL database (implements
+    :class:`tether.store.protocol.Store`).
+
+    Args:
+        url: ``postgresql://[user@]host[:port]/dbname?schema=NAME`` (default schema
+            ``tether``; other options go to libpq).
+        create: create the schema and its tables if missing (otherwise StoreError).
+        readonly: open for reading only: nothing is created, upgraded or written.
+        clock: the wall clock that stamps applied commands (default: the system's).
+        lock_timeout: seconds a writer waits for the store's write lock before StoreLocked.
+
+    Example::
+
+        store = PostgresStore("postgresql://tether@db.internal/ops?schema=prod")
+    """
+
+    # -- writing ---------------------------------------------------------
+    def commit(self, writes: Sequence[Write]) -> list[BaseException | None]:
+        results: list[BaseException | None] = [None] * len(writes)
+        with self._tx() as c:
+            entries: list[tuple[int, int, int]] = []
+            hashes: list[tuple[str, int, str]] = []
+            for i, w in enumerate(writes):
+                err = self._check_fence(c, w) or self._check_transitions(c, w)
+                if err is not None:
+                    results[i] = err
+                    continue
+                rk = self._apply(c, w)
+                if w.events:
+                    entries.append((rk, w.events[0].seq, w.events[-1].seq))
+                    hashes.extend((e.run, e.seq, e.hash) for e in w.events)
+            if entries:
+                # Under the store's write lock: no other commit can take the same n.
+                row = c.execute("SELECT n, hash FROM batches ORDER BY n DESC LIMIT 1").fetchone()
+                n, prev = (row[0] + 1, bytes(row[1]).hex()) if row else (1, BATCH_GENESIS)
+                h = batch_hash(prev, hashes)
+                c.execute("INSERT INTO batches VALUES(%s, %s, %s)",
+                          (n, bytes.fromhex(h), dumps(entries)))
+        return results
+
+    def _check_fence(self, c: Conn, w: Write) -> BaseException | None:
+        row = c.execute("SELECT r.seq, l.token FROM runs r LEFT JOIN leases l ON l.run = r.id "
+                        "WHERE r.id = %s", (w.run,)).fetchone()
+        if w.fence is None:
+            if row is not None:
+                return UsageError(f"run {w.run} already exists")
+            return None
+        if row is None:
+            return NotFound(f"run {w.run} does not exist")
+        if row[1] != w.fence:
+            return LeaseLost(f"run {w.run}: this process's lease (token {w.fence}) was taken over "
+                             f"(token now {row[1]}); its writes are refused")
+        if w.events and w.events[0].seq != row[0] + 1:
+            return LeaseLost(f"run {w.run}: expected next seq {row[0] + 1}, got "
+                             f"{w.events[0].seq}; another writer appended to this run")
+        return None
+
+    def _apply(self, c: Conn, w: Write) -> int:
+        rk = self._rk(w.run, c, create=True)
+        assert rk is not None
+        with c.cursor() as cur:
+            cur.executemany(_EVENTS_INSERT, [
+                (rk, e.seq, ulid_bytes(e.id), e.epoch, e.step, e.kind, time_us(e.time), e.actor,
+                 dumps(list(e.causes)), dumps(e.payload), None, bytes.fromhex(e.hash),
+                 seal_value(e.seal)) for e in w.events])
+            if w.run_row is not None:
+                self._write_run(c, w)
+            cur.executemany(_EFFECTS_UPSERT, [
+                (f.id, f.run, f.epoch, f.step, f.idx, f.tool, f.effect, int(f.idempotent),
+                 f.key, f.status, dumps(f.arguments),
+                 None if f.result is None else dumps(f.result),
+                 None if f.undo is None else dumps(f.undo), f.updated) for f in w.effects])
+        self._apply_progress(c, w)
+        self._apply_requests(c, w)
+        self._apply_world(c, w)
+        self._apply_links(c, w, rk)
+        return rk
+
+    def _apply_progress(self, c: Conn, w: Write) -> None:
+        """The run's checkpoint (and its new chunks) and the usage it added."""
+        rk = self._rk(w.run, c)
+        with c.cursor() as cur:
+            if w.chunks:
+                cur.executemany(_CHUNKS_INSERT, w.chunks)
+            if w.checkpoint is not None:
+                epoch, ck = w.checkpoint
+                if ck.chunks:
+                    cur.executemany(_CHUNKS_INSERT, ck.chunks)
+                cur.execute("INSERT INTO checkpoints(rk, epoch, step, kind, body) "
+                            "VALUES(%s, %s, %s, %s, %s) ON CONFLICT(rk, epoch, step) DO UPDATE "
+                            "SET kind = excluded.kind, body = excluded.body",
+                            (rk, epoch, ck.step, ck.kind, ck.body))
+            if w.usage is not None:
+                vals = [w.usage.counts.get(k, 0) for k in USAGE_KEYS]
+                sets = ", ".join(f"{k} = usage.{k} + excluded.{k}" for k in USAGE_KEYS)
+                cur.execute(f"INSERT INTO usage(run, bucket, swarm, {', '.join(USAGE_KEYS)}) "
+                            f"VALUES({_marks(3 + len(USAGE_KEYS))}) "
+                            f"ON CONFLICT(run, bucket) DO UPDATE SET {sets}",
+                            (w.run, w.usage.bucket, w.swarm, *vals))
+
+    def _apply_requests(self, c: Conn, w: Write) -> None:
+        """Approvals asked or decided, notifications to send, commands applied."""
+        with c.cursor() as cur:
+            if w.approvals:
+                cur.executemany(_APPROVALS_UPSERT, [approval_values(a) for a in w.approvals])
+            if w.notifications:
+                cur.executemany("INSERT INTO outbox(id, kind, body, created, next_at) "
+                                "VALUES(%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                                [(n.id, n.kind, dumps(n.body), n.created, n.created)
+                                 for n in w.notifications])
+            if w.commands_applied:
+                cur.execute("UPDATE commands SET applied = %s WHERE id = ANY(%s)",
+                            (self.clock.now(), list(w.commands_applied)))
+
+    def _write_run(self, c: Conn, w: Write) -> None:
+        r = w.run_row
+        assert r is not None
+        if w.fence is None or w.run_changes is None:
+            c.execute(_RUNS_UPSERT,
+                      (r.id, r.name, r.agent, r.swarm, r.goal, r.status, r.epoch, r.step, r.seq,
+                       r.head, dumps(r.spec), dumps(r.budget), dumps(r.usage), r.wake_at,
+                       r.created, r.updated, r.reason, r.parent))
+            return
+        # Only what changed: an UPDATE that leaves indexed columns alone can be a HOT update
+        # (no index entry written), as SQLite leaves their b-trees alone.
+        cols = sorted(set(w.run_changes) | {"seq", "head", "updated"})
+        vals = [dumps(getattr(r, k)) if k in ("spec", "budget", "usage") else getattr(r, k)
+                for k in cols]
+        c.execute(f"UPDATE runs SET {', '.join(f'{k} = %s' for k in cols)} WHERE id = %s",
+                  (*vals, r.id))
+
+    # -- reading ---------------------------------------------------------
+    def get_run(self, run: str) -> RunRow | None:
+        rows = self._read(f"SELECT {RUN_COLS} FROM runs WHERE id = %s", (run,))
+        return row_run(rows[0]) if rows else None
+
+    def find_runs(self, prefix: str) -> list[str]:
+        # substr, not LIKE: '_' and '%' in what a user typed are plain characters. An empty
+        # prefix names nothing. COLLATE "C": ids sort as SQLite sorts them, by code point.
+        head = prefix.upper()
+        rows = self._read("SELECT id FROM runs WHERE id = %s OR name = %s "
+                          "OR (%s > 0 AND substr(id, 1, %s) = %s) ORDER BY id",
+                          (prefix, prefix, len(head), len(head), head))
+        return [r[0] for r in rows]
+
+    def list_runs(self, *, status: str | None = None, swarm: str | None = None) -> list[RunRow]:
+        sql, args = _filtered(f"SELECT {RUN_COLS} FROM runs", status=status, swarm=swarm)
+        return [row_run(r) for r in self._read(
+            sql + " ORDER BY created DESC, id DESC", args)]
+
+    def events(self, run: str, *, after_seq: int = 0, limit: int | None = None) -> list[Event]:
+        for n in (after_seq, limit):  # refused before the run is looked up, as SQLite does
+            if n is not None and not -(2**63) <= n < 2**63:
+                raise self._unbindable(OverflowError("beyond 64 bits"), (n,))
+        rk = self._rk(run)
+        if rk is None:
+            return []
+        sql = f"SELECT {EVENT_COLS} FROM events WHERE rk = %s AND seq > %s ORDER BY seq"
+        args: list[Any] = [rk, after_seq]
+        if limit is not None and limit >= 0:  # negative: none, as in SQLite
+            sql += " LIMIT %s"
+            args.append(limit)
+        rows = self._read(sql, args)
+        prev = genesis(run)
+        if rows and after_seq > 0:
+            p = self._read("SELECT hash FROM events WHERE rk = %s AND seq = %s", (rk, after_seq))
+            prev = bytes(p[0][0]).hex() if p else ""
+        out = []
+        for r in rows:
+            e = row_event(r, run, prev)
+            out.append(e)
+            prev = e.hash
+        return out
+
+    def tail_events(self, run: str, epoch: int, step: int) -> list[Event]:
+        rk = self._rk(run)
+        if rk is None:
+            return []
+        # Walk back from the end of the chain, a page at a time: the in-flight step's events
+        # are its tail, a few rows of a chain that may hold millions.
+        rows: list[tuple[Any, ...]] = []
+        before = 2**63 - 1
+        while True:
+            page = self._read(f"SELECT {EVENT_COLS} FROM events WHERE rk = %s AND seq < %s "
+                              "ORDER BY seq DESC LIMIT 64", (rk, before))
+            for r in page:
+                if r[3] != epoch or r[4] != step:
+                    return [row_event(x, run) for x in reversed(rows)]
+                rows.append(r)
+            if len(page) < 64:
+                return [row_event(x, run) for x in reversed(rows)]
+            before = page[-1][1]
+
+    def event(self, event_id: str) -> Event | None:
+        key = id_key(event_id)
+        if key is None:
+            return None
+        rows = self._read(f"SELECT {EVENT_COLS} FROM events WHERE id = %s", (key,))
+        return row_event(rows[0], self._run_id(rows[0][0])) if rows else None
+
+    def all_run_ids(self) -> list[str]:
+        return sorted(self._run_id(r[0]) for r in self._read("SELECT DISTINCT rk FROM events"))
+
+    def latest_batch(self) -> int:
+        rows = self._read("SELECT MAX(n) FROM batches")
+        return int(rows[0][0]) if rows and rows[0][0] is not None else 0
+
+    def batches(self) -> Iterator[Batch]:
+        last, prev = 0, BATCH_GENESIS
+        while True:
+            rows = self._read("SELECT n, hash, entries FROM batches WHERE n > %s ORDER BY n "
+                              "LIMIT 1000", (last,))
+            if not rows:
+                return
+            for r in rows:
+                h = bytes(r[1]).hex()
+                # The link is the previous row's hash: a removed or reordered row breaks it.
+                yield Batch(r[0], prev, h,
+                            tuple((self._run_id(e[0]), e[1], e[2]) for e in loads(r[2])))
+                last, prev = r[0], h
+
+    def erase_payload(self, event_id: str) -> None:
+        with self._tx() as c:
+            key = id_key(event_id)
+            row = c.execute("SELECT payload, payload_hash FROM events WHERE id = %s",
+                            (key,)).fetchone() if key is not None else None
+            if row is None:
+                raise NotFound(f"no event {event_id!r} in {self.url}")
+            if row[0] is None:
+                return  # already erased
+            # Keep the payload's hash so the chain still verifies without the payload.
+            c.execute("UPDATE events SET payload_hash = %s, payload = NULL WHERE id = %s",
+                      (hashlib.sha256(bytes(row[0])).digest(), key))
+
+    def approval(self, approval_id: str) -> ApprovalRow | None:
+        rows = self._read(f"SELECT {APPROVAL_COLS} FROM approvals WHERE id = %s", (approval_id,))
+        return row_approval(rows[0]) if rows else None
+
+    def approvals(self, *, run: str | None = None, status: str | None = None,
+                  expired_by: float | None = None) -> list[ApprovalRow]:
+        sql, args = _filtered(f"SELECT {APPROVAL_COLS} FROM approvals", run=run, status=status)
+        if expired_by is not None:
+            sql += " AND expires_at IS NOT NULL AND expires_at <= %s"
+            args.append(expired_by)
+        return [row_approval(r) for r in self._read(
+            sql + " ORDER BY requested_at, id", args)]
+
+    def effect(self, effect_id: str) -> EffectRow | None:
+        rows = self._read(f"SELECT {EFFECT_COLS} FROM effects WHERE id = %s", (effect_id,))
+        return row_effect(rows[0]) if rows else None
+
+    def effects(self, *, run: str | None = None, status: str | None = None) -> list[EffectRow]:
+        sql, args = _filtered(f"SELECT {EFFECT_COLS} FROM effects", run=run, status=status)
+        return [row_effect(r) for r in self._read(sql + " ORDER BY id", args)]
+
+    def checkpoint_chain(self, run: str, epoch: int, step: int) -> CheckpointChain | None:
+        rk = self._rk(run)
+        key = self._read("SELECT step, body FROM checkpoints WHERE rk = %s AND epoch = %s AND "
+                         "step <= %s AND kind = 'key' ORDER BY step DESC LIMIT 1",
+                         (rk, epoch, step))
+        if not key:
+            return None
+        deltas = self._read("SELECT body FROM checkpoints WHERE rk = %s AND epoch = %s "
+                            "AND step > %s AND step <= %s ORDER BY step",
+                            (rk, epoch, key[0][0], step))
+        return CheckpointChain(key[0][0], bytes(key[0][1]), [bytes(d[0]) for d in deltas])
+
+    def checkpoint_steps(self, run: str, epoch: int) -> list[tuple[int, str, int]]:
+        return [(r[0], r[1], r[2]) for r in self._read(
+            "SELECT step, kind, octet_length(body) FROM checkpoints WHERE rk = %s "
+            "AND epoch = %s ORDER BY step", (self._rk(run), epoch))]
+
+    def checkpoint_bodies(self, run: str) -> Iterator[tuple[int, int, str, bytes]]:
+        rk, after = self._rk(run), (-1, -1)
+        while True:  # a page at a time: a long run's checkpoints need not fit in memory
+            rows = self._read("SELECT epoch, step, kind, body FROM checkpoints WHERE rk = %s "
+                              "AND (epoch, step) > (%s, %s) ORDER BY epoch, step LIMIT 256",
+                              (rk, *after))
+            for r in rows:
+                yield r[0], r[1], r[2], bytes(r[3])
+            if len(rows) < 256:
+                return
+            after = (rows[-1][0], rows[-1][1])
+
+    def chunks(self, digests: Sequence[str]) -> dict[str, bytes]:
+        out: dict[str, bytes] = {r[0]: bytes(r[1]) for r in self._read(
+            "SELECT hash, body FROM chunks WHERE hash = ANY(%s)", (list(digests),))}
+        missing = [d for d in digests if d not in out]
+        if missing:
+            raise StoreCorrupt(f"store {self.url}: checkpoint chunk {missing[0]} is missing; "
+                               "restore the store from a backup")
+        return out
+
+    def chunk(self, digest: str) -> bytes:
+        rows = self._read("SELECT body FROM chunks WHERE hash = %s", (digest,))
+        if not rows:
+            raise StoreCorrupt(f"store {self.url}: checkpoint chunk {digest} is missing; "
+                               "restore the store from a backup")
+        return bytes(rows[0][0])
+
+    def usage_since(self, *, run: str | None = None, swarm: str | None = None,
+                    since: float) -> dict[str, float]:
+        if (run is None) == (swarm is None):
+            raise UsageError("usage_since takes exactly one of run= or swarm=")
+        col, val = ("run", run) if run is not None else ("swarm", swarm)
+        rows = self._read(f"SELECT {_TOTALS} FROM usage WHERE {col} = %s AND bucket >= %s",
+                          (val, int(since // 60)))
+        return {k: float(v) for k, v in zip(USAGE_KEYS, rows[0], strict=True)}
+
+    def swarm_usage(self, swarm: str) -> dict[str, float]:
+        rows = self._read(f"SELECT {_TOTALS} FROM usage WHERE swarm = %s", (swarm,))
+        return {k: float(v) for k, v in zip(USAGE_KEYS, rows[0], strict=True)}
+
+    def get_meta(self, key: str) -> str | None:
+        rows = self._read("SELECT value FROM meta WHERE key = %s", ("x." + key,))
+        return str(rows[0][0]) if rows else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self._tx() as c:
+            c.execute("INSERT INTO meta VALUES(%s, %s) ON CONFLICT(key) DO UPDATE "
+                      "SET value = excluded.value", ("x." + key, value))
+
+    def swarm_budget(self, swarm: str) -> dict[str, float]:
+        rows = self._read("SELECT budget FROM swarms WHERE name = %s", (swarm,))
+        return dict(loads(rows[0][0])) if rows else {}
+
+    def swarm_pause_points(self, swarm: str) -> dict[str, Any]:
+        rows = self._read("SELECT pause_points FROM swarms WHERE name = %s", (swarm,))
+        return dict(loads(rows[0][0])) if rows and rows[0][0] is not None else {}
+
+    # -- maintenance -----------------------------------------------------
+    def backup(self, path: str) -> None:
+        """A consistent copy of the store's schema, by ``pg_dump --format=custom`` (the
+        PostgreSQL client tools must be installed, at the server's major version or newer).
+
+        Restore it with ``pg_restore``: into a new database (``createdb copy && pg_restore
+        --dbname postgresql://host/copy FILE``, then open ``...copy?schema=NAME``) or into
+        the same one after the store's schema was dropped or renamed. The file is written
+        aside and moved into place, so a failed dump leaves nothing at ``path``."""
+        dest = Path(path)
+        if dest.exists():
+            raise UsageError(f"backup target {dest} exists; choose a new path")
+        tool = shutil.which("pg_dump")
+        if tool is None:
+            raise UsageError(f"backing up {self.url} needs pg_dump, the PostgreSQL client "
+                             "tools (e.g. apt install postgresql-client); or run pg_dump "
+                             f"--format=custom --schema={self.schema} yourself")
+        uri, env = libpq_target(self._conninfo)
+        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", dir=dest.parent or ".")
+        os.close(fd)
+        try:
+            done = subprocess.run(  # noqa: S603  # argv of our own, no shell
+                [tool, "--format=custom", f"--schema={self.schema}", "--no-owner",
+                 f"--file={tmp}", f"--dbname={uri}"],
+                env={**os.environ, **env}, capture_output=True, text=True, check=False,
+                timeout=3600)
+            if done.returncode != 0:
+                raise StorageError(f"pg_dump of {self.url} (schema {self.schema}) failed: "
+                                   f"{done.stderr.strip()[-500:]}; {dest} was not written")
+            if dest.exists():  # made while we dumped: never replace it
+                raise UsageError(f"backup target {dest} exists; choose a new path")
+            os.replace(tmp, dest)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)

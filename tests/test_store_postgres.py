@@ -1,0 +1,344 @@
+"""PostgresStore: the conformance suite on a real PostgreSQL server, then what only it has.
+
+Each store lives in a fresh schema of database ``test`` at 127.0.0.1:5432 (user
+``postgres``, trust auth; ``TETHER_TEST_PG`` names another server), unique per test
+and per xdist worker, dropped with CASCADE at teardown. Where no server answers, the
+module is skipped with the reason, except under CI, where that is a failure.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tether.errors import SchemaTooNew, StorageError, StoreError, StoreLocked, UsageError
+from tether.store import open_store, postgres_schema, schema
+from tether.store.protocol import Store
+
+try:
+    import psycopg
+
+    from tether.store.postgres import PostgresStore
+except ImportError:  # the dev extra installs it; required under CI as the server is
+    if os.environ.get("CI"):
+        raise
+    pytest.skip("psycopg is not installed (pip install -e '.[dev]')", allow_module_level=True)
+
+SERVER = os.environ.get("TETHER_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def _reason_unreachable() -> str | None:
+    try:
+        psycopg.connect(SERVER, connect_timeout=3).close()
+    except psycopg.Error as exc:
+        return f"no PostgreSQL server at {SERVER} ({str(exc).strip()[:200]})"
+    return None
+
+
+_WHY = _reason_unreachable()
+if _WHY is not None:
+    if os.environ.get("CI"):
+        raise RuntimeError(f"{_WHY}; CI must provide one (the conformance suite runs on it)")
+    pytest.skip(_WHY, allow_module_level=True)
+
+pytest.register_assert_rewrite("tests.store_conformance")
+
+# The shared tests, collected here once for this backend; __all__ there lists only tests.
+from tests.store_conformance import *  # noqa: E402, F403
+
+# The conformance tests write rows of their own making, without the events they fold from.
+pytestmark = pytest.mark.raw_rows
+
+
+def _admin(sql: str, *args: Any, dbname: str | None = None) -> None:
+    url = SERVER if dbname is None else SERVER.rsplit("/", 1)[0] + f"/{dbname}"
+    with psycopg.connect(url, autocommit=True) as c:
+        c.execute(sql, args)  # type: ignore[arg-type]
+
+
+def _fresh_name(prefix: str) -> str:
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    return f"{prefix}_{worker}_{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def schemas() -> Iterator[Callable[[], str]]:
+    """Fresh schema names for a test, every one dropped at teardown."""
+    made: list[str] = []
+
+    def make() -> str:
+        made.append(_fresh_name("t"))
+        return made[-1]
+
+    yield make
+    for name in made:
+        _admin(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+
+
+def url_of(name: str) -> str:
+    return f"{SERVER}?schema={name}"
+
+
+@pytest.fixture
+def store_factory(schemas: Callable[[], str]) -> Iterator[Callable[[], Store]]:
+    stores: list[PostgresStore] = []
+
+    def make() -> Store:
+        stores.append(PostgresStore(url_of(schemas())))
+        return stores[-1]
+
+    yield make
+    for s in stores:
+        s.close()
+
+
+@pytest.fixture
+def open_backup() -> Iterator[Callable[[str], Store]]:
+    """Restores what ``backup`` wrote (a pg_dump archive) into a new database and opens
+    the store there, as an operator restoring it would."""
+    opened: list[PostgresStore] = []
+    databases: list[str] = []
+
+    def open_(path: str) -> Store:
+        db = _fresh_name("restore")
+        _admin(f'CREATE DATABASE "{db}"')
+        databases.append(db)
+        target = SERVER.rsplit("/", 1)[0] + f"/{db}"
+        subprocess.run(["pg_restore", "--no-owner", f"--dbname={target}", path], check=True,
+                       capture_output=True)
+        with psycopg.connect(target) as c:
+            (name,), = c.execute("SELECT table_schema FROM information_schema.tables "
+                                 "WHERE table_name = 'meta'").fetchall()
+        opened.append(PostgresStore(f"{target}?schema={name}", create=False))
+        return opened[-1]
+
+    yield open_
+    for s in opened:
+        s.close()
+    for db in databases:
+        _admin(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+
+
+if shutil.which("pg_restore") is None:  # pragma: no cover - the client tools are in the image
+    test_backup_is_a_readable_copy_and_refuses_an_existing_path = pytest.mark.skip(
+        reason="pg_restore is not installed")(
+        test_backup_is_a_readable_copy_and_refuses_an_existing_path)  # noqa: F405
+
+
+# -- what only PostgreSQL has ----------------------------------------------------
+
+def test_the_schema_matches_the_sqlite_schema_version() -> None:
+    """A SQLite migration must land with its PostgreSQL counterpart (postgres_schema)."""
+    assert postgres_schema.VERSION == schema.VERSION
+
+
+def test_every_sqlite_table_and_column_exists_alike(tmp_path: Path,
+                                                    schemas: Callable[[], str]) -> None:
+    """Same table and column names as SQLite at its current version, so the row codecs
+    and the other helper's mixins address both alike (PostgreSQL adds only ``rowid``)."""
+    from tether.store.sqlite import SQLiteStore
+    lite = SQLiteStore(tmp_path / "s.db")
+    try:
+        want = {t: [r[1] for r in lite._conn().execute(f"PRAGMA table_info({t})")]
+                for (t,) in lite._conn().execute(
+                    "SELECT name FROM sqlite_master WHERE type = 'table' "
+                    "AND name NOT LIKE 'sqlite_%'")}
+    finally:
+        lite.close()
+    name = schemas()
+    store = PostgresStore(url_of(name))
+    try:
+        got: dict[str, list[str]] = {}
+        for t, col in store._read("SELECT table_name, column_name FROM information_schema.columns "
+                                  "WHERE table_schema = %s ORDER BY ordinal_position", (name,)):
+            got.setdefault(t, []).append(col)
+        assert set(got) == set(want) == set(postgres_schema.TABLES)
+        for t, cols in want.items():
+            assert [c for c in got[t] if c != "rowid"] == cols, t
+        assert store.check_integrity() == []
+    finally:
+        store.close()
+
+
+def test_open_store_takes_a_postgresql_url_with_a_schema(schemas: Callable[[], str]) -> None:
+    name = schemas()
+    for scheme in ("postgresql", "postgres"):
+        store = open_store(f"{scheme}{SERVER.partition(':')[1]}{SERVER.partition(':')[2]}"
+                           f"?schema={name}&application_name=tether-tests")
+        try:
+            assert isinstance(store, PostgresStore) and store.schema == name
+            assert store.get_meta("fingerprint_key") is not None
+        finally:
+            store.close()
+
+
+@pytest.mark.parametrize("bad", ["1abc", "a-b", "x;drop", "a b", "", "é"])
+def test_a_schema_that_is_not_a_plain_identifier_is_refused(bad: str) -> None:
+    with pytest.raises(UsageError, match="not a plain identifier"):
+        open_store(f"{SERVER}?schema={bad}")
+
+
+def test_a_password_is_never_shown(schemas: Callable[[], str]) -> None:
+    """Not in ``url`` (what messages print), nor in the error of a failed connection."""
+    with pytest.raises(StorageError) as info:
+        PostgresStore("postgresql://someone:s3cret-pw@127.0.0.1:1/test?schema=x")
+    assert "s3cret" not in str(info.value) and "cannot reach the database" in str(info.value)
+    store = PostgresStore(SERVER.replace("postgres@", "postgres:hunter2@") +
+                          f"?schema={schemas()}")  # trust auth: the password is not needed
+    try:
+        assert "hunter2" not in store.url and store.url.startswith("postgresql://postgres@")
+    finally:
+        store.close()
+
+
+def test_stores_in_two_schemas_are_apart(store_factory: Callable[[], Store]) -> None:
+    a, b = store_factory(), store_factory()
+    a.set_meta("who", "a")
+    assert b.get_meta("who") is None and a.get_meta("who") == "a"
+
+
+def test_a_missing_store_is_not_created_when_asked_not_to(schemas: Callable[[], str]) -> None:
+    with pytest.raises(StoreError, match="no tether store in schema"):
+        open_store(url_of(schemas()), create=False)
+    with pytest.raises(StoreError, match="no tether store in schema"):
+        open_store(url_of(schemas()), readonly=True)
+
+
+def test_readonly_reads_and_refuses_to_write(store_factory: Callable[[], Store]) -> None:
+    store = store_factory()
+    assert isinstance(store, PostgresStore)
+    store.set_meta("k", "v")
+    ro = open_store(store.url, readonly=True)
+    try:
+        assert ro.get_meta("k") == "v"
+        with pytest.raises(StoreError, match="read-only"):
+            ro.set_meta("k", "w")
+    finally:
+        ro.close()
+
+
+def test_a_newer_store_is_refused(store_factory: Callable[[], Store]) -> None:
+    store = store_factory()
+    assert isinstance(store, PostgresStore)
+    with store._tx() as c:
+        c.execute("UPDATE meta SET value = %s WHERE key = 'schema_version'",
+                  (str(postgres_schema.VERSION + 1),))
+    with pytest.raises(SchemaTooNew, match="upgrade tether"):
+        PostgresStore(store.url)
+
+
+def test_a_writer_waits_for_the_lock_then_gives_up(store_factory: Callable[[], Store]) -> None:
+    """Commits serialize on the store's advisory lock; a second process's writer waits at
+    most lock_timeout, then StoreLocked names the store."""
+    store = store_factory()
+    assert isinstance(store, PostgresStore)
+    other = PostgresStore(store.url, lock_timeout=0.3)
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with store._tx():
+            held.set()
+            release.wait(10)
+
+    t = threading.Thread(target=hold)
+    t.start()
+    try:
+        assert held.wait(10)
+        began = time.monotonic()
+        with pytest.raises(StoreLocked, match="locked by another writer"):
+            other.set_meta("k", "v")
+        assert 0.25 < time.monotonic() - began < 5
+    finally:
+        release.set()
+        t.join()
+        other.close()
+    other = PostgresStore(store.url, lock_timeout=0.3)
+    try:
+        other.set_meta("k", "v")  # free again
+    finally:
+        other.close()
+
+
+def test_backup_names_pg_dump_when_it_fails(store_factory: Callable[[], Store],
+                                            tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    store = store_factory()
+    monkeypatch.setenv("PATH", str(tmp_path))  # no pg_dump to be found
+    with pytest.raises(UsageError, match="needs pg_dump"):
+        store.backup(str(tmp_path / "copy.dump"))
+    assert not (tmp_path / "copy.dump").exists()
+
+
+_RACER = """
+import json, sys, time
+from tether.store.postgres import PostgresStore
+from tests.store_conformance import _Run, _ids
+url, me, writes = sys.argv[1], sys.argv[2], int(sys.argv[4])
+runs = sys.argv[3].split(",") if sys.argv[3] else []
+store = PostgresStore(url)
+got = store.acquire_many(runs, me, 60, time.time())
+refused = 0
+if writes:  # append to the run this process created, then say what it got
+    ids = _ids()
+    r = _Run(ids.new(), ids)
+    assert store.commit([r.create()]) == [None]
+    r.fence = store.acquire(r.id, me, 60, time.time())
+    for step in range(1, writes + 1):
+        refused += store.commit([r.write(2, step=step)]) != [None]
+print(json.dumps({"got": got, "refused": refused}))
+store.close()
+"""
+
+
+def _race(url: str, args: list[list[str]]) -> list[dict[str, Any]]:
+    """Start one process per argument list at once; what each printed."""
+    procs = [subprocess.Popen([sys.executable, "-c", _RACER, url, *a], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, cwd=Path(__file__).parent.parent)
+             for a in args]
+    outs = []
+    for p in procs:
+        out, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err
+        outs.append(json.loads(out))
+    return outs
+
+
+def test_leases_and_the_batch_chain_hold_across_processes(
+        store_factory: Callable[[], Store]) -> None:
+    """Four processes take the same 40 free runs at once: each run goes to exactly one
+    of them (the write lock serializes the takeovers). Then each appends to a run of its
+    own, all at once: every commit lands, and the batch chain is one line holding every
+    event once."""
+    store = store_factory()
+    assert isinstance(store, PostgresStore)
+    runs = [f"01HRACE{n:019d}" for n in range(40)]
+    outs = _race(store.url, [[f"p{i}", ",".join(runs), "0"] for i in range(4)])
+    owners: dict[str, list[str]] = {}
+    for i, out in enumerate(outs):
+        for run in out["got"]:
+            owners.setdefault(run, []).append(f"p{i}")
+    assert sorted(owners) == runs and all(len(o) == 1 for o in owners.values())
+    for run, (owner,) in owners.items():
+        lease = store.lease_of(run)
+        assert lease is not None and lease[:2] == (owner, 1)
+
+    outs = _race(store.url, [[f"w{i}", "", "25"] for i in range(3)])
+    assert [o["refused"] for o in outs] == [0, 0, 0]
+    batches = list(store.batches())
+    assert [b.n for b in batches] == list(range(1, 3 * 26 + 1))
+    assert all(b.prev == a.hash for a, b in itertools.pairwise(batches))
+    seen = [(run, seq) for b in batches for run, first, last in b.entries
+            for seq in range(first, last + 1)]
+    assert len(seen) == len(set(seen)) == 3 * (1 + 25 * 2)
