@@ -142,3 +142,17 @@ def connect(**kw: Any) -> Any:
     import psycopg
 
     return psycopg.connect(server_url(), connect_timeout=CONNECT_TIMEOUT, **kw)
+
+
+def write_lock_held(url: str) -> bool:
+    """Whether some session holds the write lock of the store at ``url`` now (the advisory
+    lock every write transaction of the PostgreSQL store takes first)."""
+    from tether.store.postgres_base import lock_key
+
+    key = lock_key(schema_of(url).lower())
+    with connect() as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted "
+            "AND classid = %s AND objid = %s AND objsubid = 1",
+            ((key >> 32) & 0xFFFFFFFF, key & 0xFFFFFFFF)).fetchone()
+    return bool(row and row[0])
