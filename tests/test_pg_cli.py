@@ -238,3 +238,18 @@ def test_the_dashboard_serves_the_overview_of_a_postgresql_store(driven: str,
         out = proc.communicate(timeout=30)[0].decode(errors="replace")
     assert SECRET not in out
     assert "Traceback" not in out, out
+
+
+@pytest.mark.workers
+def test_libpq_options_with_spaces_reach_the_server_as_written(pg_url: str,
+                                                                tmp_path: Path) -> None:
+    """libpq takes ``options=-c name=value`` (a space, %20 in a URL) to set a server
+    setting for the session, e.g. ``idle_in_transaction_session_timeout`` for workers
+    (docs/postgres.md). FAILS on pg-store as merged: postgres_base.parse_url re-encodes
+    the query with ``urlencode``, whose default quote_plus turns the space into ``+``,
+    which libpq does not decode (and parse_qsl reads a literal ``+`` as a space): the
+    server gets ``+statement_timeout`` and refuses the connection."""
+    url = f"{pg_url}&options=-c%20statement_timeout%3D60s&application_name=night%20shift"
+    res = cli("--store", url, "run", "tests.pg_agents:dwelling", "--goal", "steps=1",
+              "--detach", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
