@@ -9,9 +9,10 @@ Three processes, as in production:
 - a page process holding ``pages`` open pages, each a real HTTP client that follows
   ``/api/live`` and, on every ``change`` event, fetches its page's live region again
   (``X-Tether-Part: live``) exactly as ``ui.js`` does: one fetch at a time per page, a
-  change that arrives during a fetch makes one more fetch 50 ms after it. Page ``i``
-  shows the run page of stepped run ``i % runs`` (the heaviest live region: its newest
-  400 events), every tenth page the overview;
+  change that arrives during a fetch makes one more fetch 50 ms after it; a run page
+  says the last event it holds (``X-Tether-Seq``) and gets the header and the events
+  after it. Page ``i`` shows the run page of stepped run ``i % runs``, every tenth page
+  the overview;
 - this process, the worker: ``runs`` runs of the core loop's agent (one ~200-byte message
   appended per step, ``steps`` steps each) through the real Worker and SQLiteStore at
   ``synchronous=FULL``, stepped concurrently until done.
@@ -32,6 +33,7 @@ import asyncio
 import gc
 import json
 import os
+import re
 import signal
 import statistics
 import subprocess
@@ -53,6 +55,7 @@ from tether.store.sqlite import SQLiteStore
 
 TETHER = Path(sys.executable).with_name("tether")
 _TICK = os.sysconf("SC_CLK_TCK")
+_DELTA_LAST = re.compile(r'<template id="timeline-delta" data-last="(\d+)"')
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,6 +231,8 @@ class _Page:
         self.client, self.path, self.tally = client, path, tally
         self.busy = self.waiting = False
         self.opened = asyncio.Event()
+        self.held: int | None = None
+        """The last event the page's timeline shows (run pages)."""
         self.refreshing: asyncio.Task[None] | None = None
 
     async def follow(self) -> None:
@@ -255,8 +260,15 @@ class _Page:
         self.busy = False
 
     async def _fetch(self) -> None:
-        r = await self.client.get(self.path, headers={"X-Tether-Part": "live"})
+        # ui.js on a run page: it says the last event it shows and gets only those after.
+        headers = {"X-Tether-Part": "live"}
+        if self.held is not None:
+            headers["X-Tether-Seq"] = str(self.held)
+        r = await self.client.get(self.path, headers=headers)
         r.raise_for_status()
+        got = _DELTA_LAST.search(r.text)
+        if got:
+            self.held = int(got.group(1))
         self.tally["fetches"] += 1
 
 

@@ -39,7 +39,6 @@ from tether import (
     Done,
     ModelResponse,
     ScriptedModel,
-    SQLiteStore,
     StepAgent,
     ToolCall,
     ToolFailed,
@@ -51,6 +50,7 @@ from tether import (
 )
 from tether.control import resolve_effect
 from tether.core.checkpoint import restore
+from tether.store import open_store
 from tether.store.protocol import Store
 from tether.testing import allow_tools
 
@@ -493,7 +493,8 @@ class Trial:
 
 def kill_restart_trial(folder: Path, seed: int, *, kills: int, steps: int = 40,
                        pace: float = 0.015, ttl: float = 0.3,
-                       delay: tuple[float, float] = (0.05, 1.0), term: bool = False) -> Trial:
+                       delay: tuple[float, float] = (0.05, 1.0), term: bool = False,
+                       url: str | None = None) -> Trial:
     """Start runs, SIGKILL a worker subprocess ``kills`` times at random moments, then
     drive to rest here, settle in-doubt effects through ``tether.control`` and finish.
 
@@ -501,13 +502,15 @@ def kill_restart_trial(folder: Path, seed: int, *, kills: int, steps: int = 40,
     drain leaves nothing in doubt and nothing to retry.
 
     Checks the invariants after every kill and at rest; raises AssertionError.
-    ``$CRASH_SIDE`` must name ``folder/side.log`` for the in-process worker.
+    ``$CRASH_SIDE`` must name ``folder/side.log`` for the in-process worker. ``url``: the
+    store (e.g. a PostgreSQL one) instead of ``folder/crash.db``.
     """
     t0 = time.monotonic()
     rng = random.Random(seed)
-    db, side = folder / "crash.db", folder / "side.log"
+    db: str | Path = url or folder / "crash.db"
+    side = folder / "side.log"
     _require(os.environ.get(SIDE_ENV) == str(side), f"set ${SIDE_ENV}={side}")
-    store = SQLiteStore(db)
+    store = open_store(str(db))
     out = Trial(seed, kills=kills)
     try:
         runs = start_runs(store, [*AGENTS, rng.choice(AGENTS)], steps=steps, pace=pace)
@@ -582,7 +585,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     s.add_argument("--steps", type=int, default=30)
     s.add_argument("--pace", type=float, default=0.01)
     a = p.parse_args(argv)
-    store = SQLiteStore(a.store)
+    store = open_store(a.store)  # a SQLite path or a postgresql:// URL
     if a.cmd == "start":
         for rid in start_runs(store, [AGENTS[i % len(AGENTS)] for i in range(a.n)],
                               steps=a.steps, pace=a.pace):

@@ -342,3 +342,37 @@ def test_leases_and_the_batch_chain_hold_across_processes(
     seen = [(run, seq) for b in batches for run, first, last in b.entries
             for seq in range(first, last + 1)]
     assert len(seen) == len(set(seen)) == 3 * (1 + 25 * 2)
+
+
+def test_a_lost_connection_is_a_storage_error_then_the_next_call_reconnects(
+        store_factory: Callable[[], Store]) -> None:
+    store = store_factory()
+    assert isinstance(store, PostgresStore)
+    store.set_meta("k", "v")
+    pid = store._read("SELECT pg_backend_pid()")[0][0]
+    _admin("SELECT pg_terminate_backend(%s)", pid)
+    with pytest.raises(StorageError, match="cannot reach the database") as info:
+        store.set_meta("k", "w")
+    assert store.url in str(info.value)
+    assert store.get_meta("k") == "v"  # a new connection; the failed write changed nothing
+    store.set_meta("k", "w")
+    assert store.get_meta("k") == "w"
+
+
+def test_check_integrity_names_a_missing_table(store_factory: Callable[[], Store]) -> None:
+    store = store_factory()
+    assert isinstance(store, PostgresStore)
+    assert store.check_integrity() == []
+    with store._tx() as c:
+        c.execute("DROP TABLE tokens")
+    assert store.check_integrity() == ["table tokens is missing"]
+
+
+def test_without_psycopg_the_cli_says_what_to_install(tmp_path: Path) -> None:
+    """The driver is an optional extra: one error line with the install hint."""
+    code = ("import sys; sys.modules['psycopg'] = None; "
+            "from tether.cli.app import main; sys.exit(main())")
+    done = subprocess.run([sys.executable, "-c", code, "--store", url_of("nothing_here"),
+                           "runs"], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert "pip install 'tether[postgres]'" in done.stderr and "Traceback" not in done.stderr

@@ -24,7 +24,7 @@ from tests.browserkit import browse
 from tests.swarm_agents import drive
 from tests.ui_agents import payer, ticker, writer
 from tests.uikit import ROOT, TETHER, dashboard, running, wait_for
-from tether import Worker, start_run
+from tether import Tether, Worker, start_run
 from tether.store.sqlite import SQLiteStore
 
 try:
@@ -212,6 +212,64 @@ def test_a_live_update_arrives_without_reload(tmp_path: Path, chromium: str) -> 
         expect(rows).to_have_count(2)
         assert int(page.locator("#live").get_attribute("data-batch") or 0) > first_batch
         _not_reloaded(page)
+
+
+def test_new_events_join_an_open_run_page_once_each_without_reload(
+        tmp_path: Path, chromium: str) -> None:
+    """After a commit the page gets only the events after the last it shows and adds them
+    to its timeline: each event once, in its step's group, the newest step on top, and the
+    oldest dropped beyond the page's window (data-cap; 400 on a real page, 5 here)."""
+    s = SQLiteStore(tmp_path / "t.db")
+    run = start_run(s, payer, agent_ref=PAYER, goal="pay bob", name="payroll")
+    asyncio.run(Worker(s, agents={PAYER: payer}, poll_interval=0.01).run(until_idle=True))
+    (req,) = s.approvals(status="pending")
+    with dashboard(s.path, tmp_path) as c, browse(chromium) as page:
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        _open_live(page, f"{c.base_url}/runs/{run}")
+        events = page.locator("#timeline li.ev")
+        expect(events).to_have_count(len(s.events(run)))
+        page.evaluate("document.getElementById('ev-1').dataset.mark = 'kept'")
+        # A person approves (another process); the decision joins step 1's group.
+        Tether(s, who="human:ops").approve(req.id)
+        decided = page.locator('#timeline [data-kind="approval.decided"]')
+        expect(decided).to_have_count(1)
+        groups = page.locator("#timeline li.step")
+        expect(groups.first).to_have_attribute("data-step", "1")
+        expect(groups).to_have_count(2)  # steps 0 and 1, the decision in 1's, not a new one
+        expect(page.locator("#ev-1")).to_have_attribute("data-mark", "kept")  # not redrawn
+        # A window of 5: the worker takes the run on to its end, and the page keeps the
+        # newest 5 and points "older events" at the 5 before them.
+        page.evaluate("document.getElementById('timeline').dataset.cap = '5'")
+        with running("--store", str(s.path), "worker", log=tmp_path / "worker.log"):
+            title = page.locator("#run-title")
+            expect(title).to_have_attribute("data-status", "done")
+            expect(page.locator('#timeline [data-kind="run.done"]')).to_have_count(1)
+        journal = s.events(run)
+        newest = [str(e.seq) for e in journal[-5:]]
+        expect(events).to_have_count(5)
+        shown = page.eval_on_selector_all("#timeline li.ev", "es => es.map(e => e.dataset.seq)")
+        assert sorted(shown, key=int) == newest and len(set(shown)) == 5
+        assert page.locator("#timeline").get_attribute("data-last") == newest[-1]
+        older = page.locator("#timeline-older a")
+        expect(older).to_be_visible()
+        first = int(newest[0])
+        assert older.get_attribute("href") == f"/runs/{run}?after={max(0, first - 1 - 5)}"
+        # Each step once, newest on top, as a load draws them.
+        steps = page.eval_on_selector_all(
+            "#timeline li.step", "gs => gs.map(g => g.dataset.epoch + ':' + g.dataset.step)")
+        want = []
+        for e in reversed(journal[-5:]):
+            if f"{e.epoch}:{e.step}" not in want:
+                want.append(f"{e.epoch}:{e.step}")
+        assert steps == want
+        _not_reloaded(page)
+        assert errors == []
+        # A reload draws the whole window (400) from the server, every event once.
+        page.reload()
+        expect(events).to_have_count(len(journal))
+    s.close()
 
 
 def test_make_ui_shots_writes_a_picture_of_every_page(tmp_path: Path, chromium: str) -> None:

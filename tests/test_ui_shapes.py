@@ -1,6 +1,7 @@
 """The CLI's ``--json`` and the JSON API agree on the reads they share: ``runs``, ``show``,
 ``approvals``, ``alerts`` and ``events``, over the same real store (the API's events carry
-two more keys for the timeline: ``lane`` and ``summary``)."""
+two more keys for the timeline: ``lane`` and ``summary``; its approvals one,
+``requested_run_time``)."""
 
 from __future__ import annotations
 
@@ -48,6 +49,12 @@ def test_the_clis_json_and_the_apis_agree_on_the_shared_reads(tmp_path: Path) ->
             pairs[f"show {run}"] = (_cli(s.path, "show", run, "--json"), api(f"/api/runs/{run}"))
         for name, (from_cli, from_api) in pairs.items():
             assert from_cli, name  # something to compare: each read has rows here
+            if name.startswith("approvals"):
+                # The API adds when each was asked on its run's clock (requested_at is wall
+                # time): its approval.requested event's time.
+                for a in from_api:
+                    asked = s.event(a["id"])
+                    assert asked is not None and a.pop("requested_run_time") == asked.time, a
             assert from_cli == from_api, name
         for run in (ids["wr"], ids["loop"]):
             from_cli = _cli(s.path, "events", run, "--json")

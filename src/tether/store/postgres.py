@@ -15,13 +15,11 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-import psycopg
-
 from tether.core.canonical import dumps, loads
 from tether.core.events import BATCH_GENESIS, Event, batch_hash, genesis
 from tether.core.ids import ulid_bytes
 from tether.errors import LeaseLost, NotFound, StorageError, StoreCorrupt, UsageError
-from tether.store.postgres_base import libpq_target
+from tether.store.postgres_base import Conn, libpq_target
 from tether.store.postgres_erase import PGErase
 from tether.store.postgres_leases import PGLeases
 from tether.store.postgres_links import PGLinks
@@ -53,8 +51,6 @@ from tether.store.sqlite_rows import (
     seal_value,
     time_us,
 )
-
-Conn = psycopg.Connection[tuple[Any, ...]]
 
 
 def _marks(n: int) -> str:

@@ -49,6 +49,9 @@ except ImportError as exc:  # the optional extra is missing
     raise ImportError("the PostgreSQL store needs psycopg 3: pip install 'tether[postgres]' "
                       "(in a clone: .venv/bin/pip install -e '.[postgres]')") from exc
 
+Conn = psycopg.Connection[tuple[Any, ...]]
+"""A store connection: rows as plain tuples."""
+
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 _INT64 = (-(2**63), 2**63)
 
@@ -173,8 +176,7 @@ class PGBase:
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         state = getattr(exc, "sqlstate", None) or ""
         where = f"store {self.url} (schema {self.schema})"
-        if isinstance(exc, (pg_errors.LockNotAvailable, pg_errors.DeadlockDetected,
-                            pg_errors.QueryCanceled)):
+        if isinstance(exc, (pg_errors.LockNotAvailable, pg_errors.DeadlockDetected)):
             return StoreLocked(f"{where} is locked by another writer for more than "
                                f"{self._lock_timeout:g}s; retry, or find the stuck process "
                                "(pg_stat_activity shows who holds the lock)")
@@ -188,8 +190,15 @@ class PGBase:
         if isinstance(exc, pg_errors.InsufficientPrivilege):
             return StoreError(f"{where}: permission denied ({msg}); grant the role of the URL "
                               f"rights on schema {self.schema}, or use its owner")
+        if isinstance(exc, pg_errors.QueryCanceled):
+            return StoreError(f"{where}: a statement was cancelled ({msg}); if the URL or the "
+                              "role sets statement_timeout, raise it; nothing was written")
+        if state.startswith(("53", "58")):
+            return StorageError(f"{where}: the database server failed ({msg}); check its log "
+                                "and its disk, then run again; nothing journaled is lost and "
+                                "this write changed nothing")
         if isinstance(exc, psycopg.OperationalError) and (not state or state.startswith(
-                ("08", "53", "57P", "58"))):
+                ("08", "57P"))):
             return StorageError(f"{where}: cannot reach the database ({msg}); check that the "
                                 "server runs and accepts connections from here, the host, port, "
                                 "database name and credentials (PGPASSWORD or ~/.pgpass); "

@@ -16,10 +16,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from tether.approvals import approval_json
 from tether.ops import CommandResult, Tether
 from tether.policies import InForce
 from tether.runinfo import run_json
+from tether.ui.views import approval_view
 
 __all__ = ["Done", "ack", "apply_policy", "approve", "budget", "command", "deny", "fork",
            "policy_json", "quarantine", "release", "resolve", "rollback"]
@@ -43,13 +43,13 @@ def approve(t: Tether, approval: str, *, note: str | None = None,
     return Done(f"approved {row.id}: the run will run {row.tool}"
                 + (" with the edited arguments" if arguments is not None else "")
                 + (" (always allowed for this run from now on)" if always else ""),
-                approval_json(row))
+                approval_view(t, row))
 
 
 def deny(t: Tether, approval: str, reason: str) -> Done:
     row = t.deny(approval, reason)
     return Done(f"denied {row.id}: the run goes on without {row.tool}; its model is told why",
-                approval_json(row))
+                approval_view(t, row))
 
 
 def _command_json(res: CommandResult) -> dict[str, Any]:

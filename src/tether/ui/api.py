@@ -2,11 +2,11 @@
 
 Shapes are the CLI's ``--json`` ones (a run is ``tether runs --json``'s line, one run
 ``tether show --json``'s object, events ``tether events --json``'s, an approval
-``tether approvals --json``'s, a plan ``tether rollback --plan --json``'s); listings
-are JSON arrays of those lines. Errors are ``{"error": {"status", "kind", "message"}}``
-(:mod:`tether.ui.errors`). Reads need a recognised caller; changes also need the
-role for them and, for a caller not using a Bearer token, the CSRF token
-(``GET /api/session`` gives it).
+``tether approvals --json``'s with ``requested_run_time``, a plan ``tether rollback
+--plan --json``'s); listings are JSON arrays of those lines. Errors are
+``{"error": {"status", "kind", "message"}}`` (:mod:`tether.ui.errors`). Reads need a
+recognised caller; changes also need the role for them and, for a caller not using a
+Bearer token, the CSRF token (``GET /api/session`` gives it).
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field
 
-from tether.approvals import approval_json
 from tether.core.events import KINDS
 from tether.errors import UsageError
 from tether.identity import PERMISSIONS
@@ -302,7 +301,7 @@ def release(run: str, t: Annotated[Tether, Depends(actor("release"))]) -> Json:
 @router.get("/approvals", summary="Approval requests (tether approvals --json)")
 def approvals(t: Reader, run: str | None = None,
               every: Annotated[bool, Query(alias="all")] = False) -> list[Json]:
-    return [approval_json(a) for a in t.approvals(run=run, pending=not every)]
+    return [views.approval_view(t, a) for a in t.approvals(run=run, pending=not every)]
 
 
 @router.get("/approvals/{approval}/schema", summary="The JSON schema edited arguments must fit")

@@ -22,10 +22,10 @@ from tether.reporting.overnight import spending
 from tether.reporting.render import Section, sections, title
 from tether.reporting.timeline import svg
 from tether.runinfo import run_json
-from tether.store.records import RunRow
+from tether.store.records import ApprovalRow, RunRow
 
-__all__ = ["audit_status", "event_json", "needs", "overview", "report_data", "step_groups",
-           "timeline_kind"]
+__all__ = ["approval_view", "asked_times", "audit_status", "event_json", "needs", "overview",
+           "report_data", "step_groups", "timeline_kind"]
 
 _CATEGORY = {
     "model.called": "model", "tool.called": "tool", "policy.decided": "policy",
@@ -52,6 +52,26 @@ def _spend(row: RunRow) -> str:
     return f"${row.usage.get('cost_usd', 0.0):.4f}"
 
 
+def asked_times(t: Tether, ids: list[str]) -> dict[str, str | None]:
+    """When each approval was asked on its run's clock: the time of its
+    ``approval.requested`` event (an approval's id is that event's id), as ``tether
+    report`` shows it. An approval row's ``requested_at`` is wall time instead, by design:
+    its expiry is counted in people's time, whatever the run's clock (in a simulated
+    night the two disagree)."""
+    out: dict[str, str | None] = {}
+    for i in ids:
+        asked = t.store.event(i)
+        out[i] = asked.time if asked is not None else None
+    return out
+
+
+def approval_view(t: Tether, a: ApprovalRow) -> dict[str, Any]:
+    """An approval as the API and the pages show it: ``tether approvals --json``'s object
+    and ``requested_run_time``, the ask's time on the run's clock (ISO-8601 UTC; None if
+    its event is gone), beside ``requested_at``, wall time (:func:`asked_times`)."""
+    return {**approval_json(a), "requested_run_time": asked_times(t, [a.id])[a.id]}
+
+
 def needs(t: Tether) -> dict[str, Any]:
     """Everything only a person can settle, oldest first in each kind: approvals waiting,
     in-doubt effects, paused and quarantined runs with their reasons, alerts nobody acked."""
@@ -63,7 +83,7 @@ def needs(t: Tether) -> dict[str, Any]:
             names[run_id] = row.name if row else run_id
         return names[run_id]
 
-    approvals = [{**approval_json(a), "run_name": name(a.run)} for a in t.approvals()]
+    approvals = [{**approval_view(t, a), "run_name": name(a.run)} for a in t.approvals()]
     in_doubt = [{"id": e.id, "run": e.run, "run_name": name(e.run), "step": e.step,
                  "tool": e.tool, "effect": e.effect, "arguments": e.arguments}
                 for e in t.effects(status="in_doubt")]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -16,28 +16,49 @@ from fastapi import Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
+from tether.core.ids import parse_iso
 from tether.errors import TetherError, UsageError
 from tether.reporting.lines import at, compact
 from tether.ui.context import UiContext
 from tether.ui.deps import csrf_for, set_csrf_cookie
 
-__all__ = ["PART_HEADER", "back", "json_field", "page", "templates"]
+__all__ = ["PART_HEADER", "back", "json_field", "page", "templates", "wants_live"]
 
 PART_HEADER = "x-tether-part"
 _HERE = Path(__file__).resolve().parent.parent
 templates = Jinja2Templates(directory=str(_HERE / "templates"))
+
+
+def _journal_time(text: Any) -> str:
+    """A time as the journal holds it (ISO-8601 UTC, the run's clock) in ``at``'s form."""
+    if not isinstance(text, str):
+        return "-"
+    try:
+        return at(parse_iso(text))
+    except ValueError:
+        return text
+
+
 templates.env.filters["when"] = at
+templates.env.filters["run_when"] = _journal_time
 templates.env.filters["compact"] = compact
 templates.env.filters["pretty"] = lambda v: orjson.dumps(
     v, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS | orjson.OPT_SORT_KEYS).decode()
 
 
+def wants_live(request: Request) -> bool:
+    """Whether the page's script asks for the live block alone (after a commit)."""
+    return request.headers.get(PART_HEADER) == "live"
+
+
 def page(request: Request, ctx: UiContext, name: str,
-         data: dict[str, Any] | Callable[[], dict[str, Any]]) -> Response:
+         data: dict[str, Any] | Callable[[], dict[str, Any]], *,
+         key: Hashable = None) -> Response:
     """Render template ``name`` with ``data``: the whole page, or only its ``live`` block
     when the page's script asks for it. Given as a function, ``data`` is read only when
     needed: the live block of one page at one commit is read and rendered once for every
-    open page that asks (:mod:`tether.ui.coalesce`)."""
+    open page that asks (:mod:`tether.ui.coalesce`) with the same ``key`` (what else,
+    beside the URL and the viewer, the block depends on: a run page's last event shown)."""
     token, seed = csrf_for(request, ctx)
     who = getattr(request.state, "caller", None)
     head = ctx.poller.head
@@ -49,13 +70,13 @@ def page(request: Request, ctx: UiContext, name: str,
                 "can": (lambda action: who is not None and who.can(action)),
                 **said(request), "batch": head, **data}
     read = data if callable(data) else (lambda: data)
-    if request.headers.get(PART_HEADER) == "live":
+    if wants_live(request):
         tmpl = templates.env.get_template(name)
 
         def render(csrf: str) -> str:
             return "".join(tmpl.blocks["live"](tmpl.new_context(values(csrf, read()))))
         viewer = (who.name, who.role) if who is not None else None
-        html = ctx.live.get(head, (name, request.url.path, request.url.query, viewer),
+        html = ctx.live.get(head, (name, request.url.path, request.url.query, viewer, key),
                             render, token)
         resp: Response = HTMLResponse(html, headers={"Cache-Control": "no-store"})
     else:

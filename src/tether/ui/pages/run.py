@@ -14,12 +14,14 @@ from tether.ops import Tether
 from tether.ui import actions, views
 from tether.ui.context import UiContext
 from tether.ui.deps import actor, context, reader, require
-from tether.ui.pages.common import attempt, checked, json_field, page
+from tether.ui.pages.common import attempt, checked, json_field, page, wants_live
 
 router = APIRouter(include_in_schema=False)
 Field = Annotated[str | None, Form()]
 TIMELINE = 400
 """Events the timeline shows at once (the newest; ``?after=SEQ`` pages back)."""
+SEQ_HEADER = "x-tether-seq"
+"""The header in which an open run page's script says the last event it shows."""
 
 
 def _int(text: str | None, name: str) -> int | None:
@@ -41,9 +43,11 @@ def run_view(t: Tether, ref: str, q: dict[str, str]) -> dict[str, Any]:
     after = _int(q.get("after"), "after")
     start = max(0, row.seq - TIMELINE) if after is None else after
     evs = t.events(row.id, after=start, limit=TIMELINE)
-    out: dict[str, Any] = {"run": t.show(row.id), "groups": views.step_groups(evs),
+    show = t.show(row.id)
+    out: dict[str, Any] = {"run": show, "asked": _asked(t, show), "groups": views.step_groups(evs),
                            "after": start, "older": max(0, start - TIMELINE) if start else None,
-                           "state": None, "diff": None, "inspect_error": None}
+                           "last": evs[-1].seq if evs else start, "paged": after is not None,
+                           "cap": TIMELINE, "state": None, "diff": None, "inspect_error": None}
     try:
         step = _int(q.get("step"), "step")
         a, b = _int(q.get("from"), "from"), _int(q.get("to"), "to")
@@ -58,13 +62,58 @@ def run_view(t: Tether, ref: str, q: dict[str, str]) -> dict[str, Any]:
     return out
 
 
+def _asked(t: Tether, show: dict[str, Any]) -> dict[str, str | None]:
+    """When the approvals the run waits for were asked, on its clock."""
+    return views.asked_times(t, [a["id"] for a in show["waiting_for"].get("approvals", [])])
+
+
+def held_seq(text: str | None) -> int | None:
+    """The last event's seq the open page holds (its script sends it in ``X-Tether-Seq``);
+    None when it sent none, or something that is not a seq: it then gets its window whole."""
+    if text is None or not text.isdigit() or len(text) > 18:
+        return None
+    return int(text)
+
+
+def live_view(t: Tether, ref: str, q: dict[str, str], held: int | None) -> dict[str, Any]:
+    """What an open run page asks for after a commit: the run (its header, controls,
+    effects and alerts, drawn again whole: they are small), and only the events after
+    ``held``, the last one it shows, to add to its timeline (``delta``).
+
+    The page's window stays what a load would show: the newest :data:`TIMELINE` events
+    (the page's script drops the oldest beyond them), or, paged back with ``?after=``,
+    the events up to ``after + TIMELINE``. A page that holds nothing the server knows of
+    (``held`` None) or is further behind than a window gets the window whole, to put in
+    place of its timeline (``replace``)."""
+    row = t.run(ref)
+    after = _int(q.get("after"), "after")
+    if after is not None:  # paged back: the window ends where a load would end it
+        replace = held is None or held <= after
+        since = after if held is None or replace else held
+        room = after + TIMELINE - since
+    else:
+        replace = held is None or row.seq - held > TIMELINE
+        since = max(0, row.seq - TIMELINE) if held is None or replace else held
+        room = TIMELINE
+    evs = t.events(row.id, after=since, limit=room) if room > 0 else []
+    show = t.show(row.id)
+    return {"run": show, "asked": _asked(t, show),
+            "delta": {"groups": views.step_groups(evs), "replace": replace,
+                      "last": evs[-1].seq if evs else since}}
+
+
 @router.get("/runs/{run}")
 def run_page(request: Request, run: str, t: Annotated[Tether, Depends(reader)],
              ctx: Annotated[UiContext, Depends(context)]) -> Response:
+    held = held_seq(request.headers.get(SEQ_HEADER))
+    part = wants_live(request)
+
     def data() -> dict[str, Any]:
-        view = run_view(t, run, dict(request.query_params))
+        q = dict(request.query_params)
+        view = live_view(t, run, q, held) if part else run_view(t, run, q)
         return {"view": view, "r": view["run"], "nav": "runs"}
-    return page(request, ctx, "run.html", data)
+    # Pages holding the same last event share the delta rendered for them at a commit.
+    return page(request, ctx, "run.html", data, key=held)
 
 
 @router.get("/runs/{run}/rollback")

@@ -2,6 +2,9 @@
 // The server announces each commit to the store on /api/live (server-sent events); the
 // page then fetches its own live region again (header X-Tether-Part: live) and swaps it
 // in, unless someone is typing in it: then the swap waits until they are done.
+// A run page's timeline is not in that region: the page sends the last event it shows
+// (header X-Tether-Seq), the region brings only the events after it
+// (template#timeline-delta), and they are added here, newest step first.
 (function () {
   "use strict";
   var live = document.getElementById("live");
@@ -25,11 +28,67 @@
     return editing || (a && live.contains(a) && /^(INPUT|TEXTAREA|SELECT)$/.test(a.tagName));
   }
 
+  var timeline = document.getElementById("timeline");
+
+  // The step group an event list goes to: the newest one when it is the same step (the
+  // server groups consecutive events of one step), else a new group on top.
+  function addGroup(g) {
+    var fresh = Array.prototype.filter.call(g.querySelectorAll("li.ev"), function (e) {
+      return !document.getElementById(e.id);  // an event shown already is never shown twice
+    });
+    if (!fresh.length) { return; }
+    var top = timeline.firstElementChild;
+    if (top && top.dataset.epoch === g.dataset.epoch && top.dataset.step === g.dataset.step) {
+      var list = top.querySelector("ul");
+      fresh.forEach(function (e) { list.appendChild(e); });
+      return;
+    }
+    var own = g.querySelector("ul");
+    own.textContent = "";
+    fresh.forEach(function (e) { own.appendChild(e); });
+    timeline.insertBefore(g, top);
+  }
+
+  // Keep the newest data-cap events, as a load would show them, and point "older events"
+  // at the window before them (a page paged back with ?after= has no cap: its window is
+  // bounded by the server).
+  function trim() {
+    var cap = Number(timeline.dataset.cap || 0);
+    if (!cap) { return; }
+    var evs = Array.prototype.slice.call(timeline.querySelectorAll("li.ev"));
+    evs.sort(function (a, b) { return Number(a.dataset.seq) - Number(b.dataset.seq); });
+    evs.slice(0, Math.max(0, evs.length - cap)).forEach(function (e) { e.remove(); });
+    Array.prototype.forEach.call(timeline.querySelectorAll("li.step"), function (g) {
+      if (!g.querySelector("li.ev")) { g.remove(); }
+    });
+    var first = timeline.querySelector("li.step:last-child li.ev");
+    var start = first ? Number(first.dataset.seq) - 1 : Number(timeline.dataset.last || 0);
+    var older = document.getElementById("timeline-older");
+    if (older) {
+      older.hidden = start <= 0;
+      older.querySelector("a").href = "/runs/" + encodeURIComponent(timeline.dataset.run) +
+        "?after=" + Math.max(0, start - cap);
+    }
+  }
+
+  function merge(delta) {
+    if (delta.dataset.replace === "1") { timeline.textContent = ""; }
+    var groups = delta.content.querySelectorAll("li.step");
+    Array.prototype.forEach.call(groups, addGroup);
+    var last = Number(delta.dataset.last);
+    if (delta.dataset.replace === "1" || last > Number(timeline.dataset.last || 0)) {
+      timeline.dataset.last = String(last);
+    }
+    trim();
+  }
+
   function refresh() {
     if (busy || typingInLive()) { waiting = true; say("changes waiting"); return; }
     busy = true; waiting = false;
+    var headers = { "X-Tether-Part": "live" };
+    if (timeline && timeline.dataset.last) { headers["X-Tether-Seq"] = timeline.dataset.last; }
     fetch(location.pathname + location.search, {
-      headers: { "X-Tether-Part": "live" }, credentials: "same-origin", cache: "no-store"
+      headers: headers, credentials: "same-origin", cache: "no-store"
     }).then(function (r) {
       // Signed out (session ended, token revoked): reload, and the page sends us to sign in.
       if (r.status === 401) { location.reload(); throw new Error("signed out"); }
@@ -37,6 +96,11 @@
       return r.text();
     }).then(function (html) {
       live.innerHTML = html;
+      var delta = live.querySelector("template#timeline-delta");
+      if (delta) {
+        if (timeline) { merge(delta); }
+        delta.remove();
+      }
       live.dataset.updated = String(Date.now());
       say("live");
       document.dispatchEvent(new CustomEvent("tether:updated"));
