@@ -122,6 +122,13 @@ class CliWorker:
     def signal(self, sig: signal.Signals) -> None:
         os.kill(self.pid, sig)
 
+    def freeze(self) -> None:
+        """SIGSTOP, and wait until it has stopped (the signal is delivered asynchronously:
+        until then it may still commit, or start a transaction)."""
+        os.kill(self.pid, signal.SIGSTOP)
+        wait_for(lambda: _state(self.pid) in ("T", "t"), 10, f"worker {self.tag} to stop",
+                 interval=0.001)
+
     def kill(self) -> None:
         self.proc.kill()  # SIGKILL
         self.proc.wait(timeout=30)
@@ -147,6 +154,12 @@ class CliWorker:
             self.proc.wait(timeout=30)
             raise AssertionError(f"worker {self.tag} still running after {timeout}s: "
                                  f"{self.logs()}") from None
+
+
+def _state(pid: int) -> str:
+    # /proc/PID/stat: "pid (comm) S ...", comm may hold spaces and parentheses.
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return stat.rpartition(")")[2].split()[0]
 
 
 def spawn(url: str, base: Path, tag: str, *, side: Path, ttl: float, concurrency: int = 1000,

@@ -197,9 +197,22 @@ def test_report_and_backup(driven: str, tmp_path: Path) -> None:
     assert res.returncode == 0, res.stderr
     assert SECRET not in res.stdout + res.stderr
     assert out.stat().st_size > 0
-    listed = subprocess.run(["pg_restore", "--list", str(out)], capture_output=True, text=True,
-                            timeout=60, check=True)
-    assert "TABLE DATA" in listed.stdout and "events" in listed.stdout
+    # Restored into a new database as docs/postgres.md says, it is the same store.
+    db = f"tt_restored_{pgkit.new_schema_name()[-8:]}"
+    with pgkit.connect(autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{db}"')
+    try:
+        restored = pgkit.server_url().rsplit("/", 1)[0] + f"/{db}"
+        subprocess.run(["pg_restore", "--no-owner", "--dbname", restored, str(out)],
+                       capture_output=True, text=True, timeout=120, check=True)
+        there = f"{restored}?schema={pgkit.schema_of(driven)}"
+        checked = cli("--store", there, "audit", "verify", cwd=tmp_path)
+        assert checked.returncode == 0, checked.stdout + checked.stderr
+        listed = cli("--store", there, "runs", cwd=tmp_path)
+        assert "night-0" in listed.stdout and "night-1" in listed.stdout
+    finally:
+        with pgkit.connect(autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
 
 
 def _free_port() -> int:
