@@ -376,3 +376,68 @@ def test_without_psycopg_the_cli_says_what_to_install(tmp_path: Path) -> None:
                            "runs"], capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert done.returncode == 2, done.stderr
     assert "pip install 'tether[postgres]'" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_nested_transaction_is_a_savepoint_that_keeps_its_error(
+        store_factory: Callable[[], Store]) -> None:
+    store = store_factory()
+    assert isinstance(store, PostgresStore)
+    with store._tx() as c:
+        c.execute("INSERT INTO meta VALUES('x.outer', '1')")
+        def failing() -> None:
+            with store._tx() as inner:
+                inner.execute("INSERT INTO meta VALUES('x.inner', '1')")
+                raise ValueError("inner")
+
+        with pytest.raises(ValueError, match="inner"):
+            failing()
+        with pytest.raises(StoreError, match="duplicate key"), store._tx() as inner:
+            inner.execute("INSERT INTO meta VALUES('x.outer', '2')")  # a psycopg error
+    assert (store.get_meta("outer"), store.get_meta("inner")) == ("1", None)
+
+
+_STALLER = """
+import sys, time
+from tether.store.postgres import PostgresStore
+store = PostgresStore(sys.argv[1])
+store._stall_timeout = 1.0
+try:
+    with store._tx() as c:
+        c.execute("INSERT INTO meta VALUES('x.stalled', 'yes')")
+        print("held", flush=True)
+        time.sleep(4)  # idle in the transaction, holding the store's write lock
+        c.execute("INSERT INTO meta VALUES('x.after', 'yes')")
+except Exception as exc:
+    print(type(exc).__name__, flush=True)
+"""
+
+
+def test_a_writer_stalled_in_its_transaction_loses_it_and_the_lock(
+        store_factory: Callable[[], Store]) -> None:
+    """A frozen lock holder cannot stop the store: the server ends its session once it has
+    sat idle in its transaction too long, rolling back what it wrote."""
+    store = store_factory()
+    assert isinstance(store, PostgresStore)
+    proc = subprocess.Popen([sys.executable, "-c", _STALLER, store.url], stdout=subprocess.PIPE,
+                            text=True, cwd=Path(__file__).parent.parent)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "held"
+        other = PostgresStore(store.url, lock_timeout=0.2)
+        try:
+            with pytest.raises(StoreLocked):
+                other.set_meta("k", "v")
+            began = time.monotonic()
+            while True:  # the lock is freed about a second after the holder went idle
+                try:
+                    other.set_meta("k", "v")
+                    break
+                except StoreLocked:
+                    assert time.monotonic() - began < 10, "the stalled writer kept the lock"
+        finally:
+            other.close()
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert out.strip() == "StorageError"
+    assert (store.get_meta("k"), store.get_meta("stalled"), store.get_meta("after")) == \
+        ("v", None, None)

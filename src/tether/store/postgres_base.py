@@ -7,7 +7,9 @@ is explicit. A write transaction first takes the store's advisory lock
 (``pg_advisory_xact_lock`` on a key derived from the schema name), so commits
 serialize as SQLite's ``BEGIN IMMEDIATE`` makes them: the batch chain stays a
 line, a fence check reads the lease a committed takeover wrote, and a writer
-waits at most ``lock_timeout`` seconds (then StoreLocked). Reads run in READ
+waits at most ``lock_timeout`` seconds (then StoreLocked). Unlike SQLite, a
+writer frozen inside its transaction does not hold the lock for ever: the
+server ends its session after 30 s idle in it. Reads run in READ
 COMMITTED, one statement each; :meth:`PGBase.snapshot` gives a REPEATABLE READ
 view for a series of them.
 
@@ -136,6 +138,12 @@ class PGBase:
         self.readonly = readonly
         self._lock_timeout = lock_timeout
         self._lock_key = lock_key(self.schema)
+        # A writer that stalls inside its transaction (a paused VM, a SIGSTOP) would hold
+        # the lock, and stop every worker of the store, for as long as it sleeps: the
+        # server ends its session after this long idle in the transaction instead, which
+        # rolls it back and frees the lock (its next statement then fails, and its lease
+        # has expired by then). Well above any pause between two statements of ours.
+        self._stall_timeout = max(30.0, 3 * lock_timeout)
         self._local = threading.local()
         self._conns: list[psycopg.Connection[tuple[Any, ...]]] = []
         self._conns_lock = threading.Lock()
@@ -190,6 +198,11 @@ class PGBase:
         if isinstance(exc, pg_errors.InsufficientPrivilege):
             return StoreError(f"{where}: permission denied ({msg}); grant the role of the URL "
                               f"rights on schema {self.schema}, or use its owner")
+        if isinstance(exc, pg_errors.IdleInTransactionSessionTimeout):
+            return StorageError(f"{where}: this process stalled for more than "
+                                f"{self._stall_timeout:g}s inside a write transaction (paused or "
+                                "frozen?) and the server ended its session, rolling the "
+                                "transaction back to free the store for others; run again")
         if isinstance(exc, pg_errors.QueryCanceled):
             return StoreError(f"{where}: a statement was cancelled ({msg}); if the URL or the "
                               "role sets statement_timeout, raise it; nothing was written")
@@ -218,7 +231,9 @@ class PGBase:
         try:
             with c.transaction():
                 if not nested:
-                    c.execute("SELECT pg_advisory_xact_lock(%s)", (self._lock_key,))
+                    c.execute("SELECT pg_advisory_xact_lock(%s), set_config("
+                              "'idle_in_transaction_session_timeout', %s, true)",
+                              (self._lock_key, f"{int(self._stall_timeout * 1000)}ms"))
                 yield c
         except BaseException as exc:
             # A run key read inside the transaction may be one it created: forget them all,
