@@ -147,12 +147,19 @@ def connect(**kw: Any) -> Any:
 def write_lock_held(url: str) -> bool:
     """Whether some session holds the write lock of the store at ``url`` now (the advisory
     lock every write transaction of the PostgreSQL store takes first)."""
+    return write_lock_holder(url) is not None
+
+
+def write_lock_holder(url: str) -> str | None:
+    """The last statement of the session holding the write lock of the store at ``url``
+    (None when no session holds it)."""
     from tether.store.postgres_base import lock_key
 
     key = lock_key(schema_of(url).lower())
-    with connect() as conn:
+    with connect(autocommit=True) as conn:
         row = conn.execute(
-            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted "
-            "AND classid = %s AND objid = %s AND objsubid = 1",
+            "SELECT a.query FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+            "WHERE l.locktype = 'advisory' AND l.granted "
+            "AND l.classid = %s AND l.objid = %s AND l.objsubid = 1",
             ((key >> 32) & 0xFFFFFFFF, key & 0xFFFFFFFF)).fetchone()
-    return bool(row and row[0])
+    return None if row is None else str(row[0])
