@@ -266,9 +266,9 @@ def test_a_worker_stopped_past_its_lease_writes_nothing_once_it_wakes(
         ck.wait_for(progressed, 60, "the second worker to make steps", interval=0.02)
         first.signal(signal.SIGCONT)  # wakes with leases that are no longer its own
         woke = time.time()
-        # It lets each run go: refused at its next commit (``abandoned``), or cancelled
-        # by its heartbeat, whose renewal finds the lease gone (logged as ``lease lost``).
-        ck.wait_for(lambda: {x["run"] for x in first.left()} == set(runs), 30,
+        # It lets each run go, ``abandoned``: refused at its next commit, or cancelled by
+        # its heartbeat, whose renewal finds the lease gone.
+        ck.wait_for(lambda: {x["run"] for x in first.left("abandoned")} == set(runs), 30,
                     "the woken worker to give its runs up", interval=0.02)
         settle(store, side, runs)
     finally:
@@ -306,7 +306,7 @@ def test_a_writer_frozen_mid_commit_stalls_the_store_only_for_a_while(
     the store's write lock. The server ends that session after the store's stall timeout
     (30 s idle in the transaction), so the store is not blocked for ever: a command retried
     meanwhile is refused in one line ("locked by another writer ... retry"), then goes
-    through; the frozen worker, once it wakes, gives its runs up.
+    through; the frozen worker, once it wakes, carries on.
 
     ``inside-an-executemany`` FAILS on pg-store as merged (2126a5b): frozen while psycopg's
     ``executemany`` (pipeline mode: Bind/Execute messages, the Sync at the end) is sending
@@ -338,8 +338,10 @@ def test_a_writer_frozen_mid_commit_stalls_the_store_only_for_a_while(
         waited = time.monotonic() - t0
         assert res.returncode == 0, f"still refused after {waited:.1f}s: {res.stderr}"
         first.signal(signal.SIGCONT)
+        # Woken, it goes on with what is still its own (no one else took those runs) and
+        # lets the paused one go.
         ck.wait_for(lambda: {x["run"] for x in first.left()} == set(runs), 60,
-                    "the woken worker to give its runs up", interval=0.05)
+                    "the woken worker to let every run go", interval=0.05)
     finally:
         stop_all(first)
     # The woken worker found its session ended (said as a store failure it recovered from),
