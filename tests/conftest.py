@@ -12,6 +12,7 @@ import typer.testing
 
 from tether.audit.projections import FoldFacts, check_projections
 from tether.errors import StoreError
+from tether.store.protocol import Store
 from tether.store.sqlite import SQLiteStore
 
 # No test may reach a real model provider: point the OpenAI client at the discard
@@ -54,6 +55,30 @@ def chromium() -> str:
 
 
 @pytest.fixture
+def pg_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    """The URL of a fresh PostgreSQL store: its own schema of database ``test``, dropped
+    with CASCADE after the test (tests/pgkit.py). Skips where the server cannot be reached,
+    fails under CI. Unless the test is marked ``raw_rows``, the store's projections are
+    checked to be the folds of its events before the schema goes, as the SQLite stores a
+    test leaves in its tmp_path are."""
+    from tests.pgkit import fresh_store_url
+    with fresh_store_url(request.node.name) as url:
+        yield url
+        if not request.node.get_closest_marker("raw_rows"):
+            problems = _pg_fold_problems(url)
+            assert not problems, f"{url}: {problems}"
+
+
+def _pg_fold_problems(url: str) -> list[str]:
+    from tether.store import open_store
+    try:
+        store = open_store(url, create=False, readonly=True)
+    except StoreError:
+        return []  # the test never made a store there, or broke it on purpose
+    return fold_problems(store)
+
+
+@pytest.fixture
 def store(tmp_path: Path) -> Iterator[SQLiteStore]:
     s = SQLiteStore(tmp_path / "tether.db")
     yield s
@@ -87,6 +112,12 @@ def _fold_problems(db: Path) -> list[str]:
         store = SQLiteStore(db, create=False, readonly=True)
     except (StoreError, OSError):
         return []  # not a store, or one the test left unreadable on purpose
+    return fold_problems(store)
+
+
+def fold_problems(store: Store) -> list[str]:
+    """Where ``store``'s runs, effects and approvals rows are not the folds of their events
+    (closes the store). Any backend: the PostgreSQL tests' stores are checked so too."""
     try:
         facts = FoldFacts()
         for row in store.list_runs():

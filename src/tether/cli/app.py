@@ -20,7 +20,10 @@ audit_app = typer.Typer(no_args_is_help=True,
 @app.callback()
 def _main(store: Annotated[str | None, typer.Option(
         "--store", envvar="TETHER_STORE", metavar="URL",
-        help="Store: a SQLite file path or sqlite:///path (default ./tether.db).")] = None
+        help="Store: a SQLite file path, sqlite:///path, or "
+             "postgresql://[user@]host[:port]/dbname?schema=NAME for one store shared by "
+             "workers on many machines (extra tether[postgres]; docs/postgres.md) "
+             "(default ./tether.db).")] = None
           ) -> None:
     Settings.store_url = store
 

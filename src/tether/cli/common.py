@@ -23,6 +23,7 @@ from tether.reporting.lines import at
 from tether.runtime.operator import actor
 from tether.store import open_store
 from tether.store.protocol import Store
+from tether.store.urls import is_postgres, without_password
 
 # No automatic highlighting: rich's highlighter runs regular expressions that take
 # quadratic time on one long token (`tether show` of a run named with 40,000 characters
@@ -47,8 +48,28 @@ def store(*, create: bool = False, readonly: bool | None = False) -> Store:
     written (a command that would also tidy up, when it can)."""
     url = Settings.store_url
     if url:  # an empty one is refused by open_store, as itself
-        check_value(Path(url), "--store", "the path of a SQLite file, or sqlite:///path")
+        check_store_url(url)
     return open_store(url, create=create, readonly=readonly)
+
+
+STORE_FORMS = "the path of a SQLite file, sqlite:///path, or postgresql://host/dbname?schema=NAME"
+"""What --store / TETHER_STORE take, for messages."""
+
+
+def check_store_url(url: str) -> None:
+    """Refuse a --store value that cannot go further (not UTF-8; a path too long), naming
+    it as given but never a password in it.
+
+    Raises:
+        UsageError: naming the value and the forms --store takes.
+    """
+    if is_postgres(url):
+        # A URL, not a path: a path's length limits do not apply, and the password of
+        # postgresql://user:secret@host/db must not reach a message.
+        check_value(without_password(url), "--store", STORE_FORMS)
+        return
+    check_value(Path(url), "--store", STORE_FORMS)
+
 
 
 AsOpt = Annotated[str | None, typer.Option(

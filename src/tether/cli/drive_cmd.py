@@ -37,7 +37,8 @@ from tether.store.protocol import Store
 
 PolicyOpt = Annotated[Path | None, typer.Option(
     help="Policy file (TOML), applied to the store (journaled) before the run starts; default "
-         "tether.toml beside the store when it exists.", metavar="FILE")]
+         "tether.toml beside a SQLite store when it exists (a PostgreSQL store has none).",
+    metavar="FILE")]
 WorkerPolicyOpt = Annotated[Path | None, typer.Option(
     help="Policy file (TOML) this worker must run under: refused unless it is the store's "
          "policy in force (or --apply).", metavar="FILE")]
@@ -47,8 +48,11 @@ def _apply_beside(s: Store, given: Path | None, who: str) -> None:
     """Apply ``--policy FILE``, else a tether.toml beside the store, through the journaled
     apply (checked first: a broken file stops here, before any run exists)."""
     path = given
-    if path is None:
-        folder = Path(getattr(s, "path", "tether.db")).parent
+    file = getattr(s, "path", None)
+    if path is None and file is not None:
+        # A store in a database (PostgreSQL) has no folder: no file is "beside" it, and the
+        # folder the command runs in must not stand in for one; only --policy FILE.
+        folder = Path(file).parent
         path = folder / "tether.toml" if (folder / "tether.toml").exists() else None
     if path is None:
         return

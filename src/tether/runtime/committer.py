@@ -94,6 +94,11 @@ class GroupCommitter:
         self.start()
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[None] = loop.create_future()
+        # A run abandoned with commits in flight (its lease taken by another worker, a
+        # stop) awaits them no more: their refusal (LeaseLost) is expected, and must not
+        # reach the worker's log as asyncio's "Future exception was never retrieved".
+        # Whoever awaits the future still gets the exception.
+        fut.add_done_callback(_observed)
         self._q.put(_Item(write, fut, loop))
         return fut
 
@@ -205,6 +210,11 @@ class GroupCommitter:
         self.failure = exc  # the worker watches it, and logs the state changes
         log.debug("storage failed; retrying a group commit of %d writes: %s", n, exc)
         return self.storage_backoff.delay(tries, random.random())
+
+
+def _observed(fut: asyncio.Future[None]) -> None:
+    if not fut.cancelled():
+        fut.exception()
 
 
 def _settle(fut: asyncio.Future[None], err: BaseException | None) -> None:

@@ -42,6 +42,9 @@ class Upkeep:
     """Commands handed to an executor already (not handed twice)."""
     wake: asyncio.Event
     """Set when a run may have become runnable: the worker looks at once."""
+    lost: MutableSet[str]
+    """Runs cancelled here because their lease was lost: the worker leaves them
+    ``abandoned``, as when a commit is refused, not in the status their row still has."""
 
     def start(self) -> list[asyncio.Task[None]]:
         return [asyncio.create_task(self.heartbeat()), asyncio.create_task(self.poll_commands()),
@@ -70,6 +73,7 @@ class Upkeep:
                 # ran: only the executor holding the lost token is abandoned.
                 if entry and entry[1].journal.fence == held[rid]:
                     log.warning("run %s: lease lost; abandoning it", rid)
+                    self.lost.add(rid)
                     entry[0].cancel()
 
     async def expire_approvals(self) -> None:

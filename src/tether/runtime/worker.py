@@ -134,6 +134,7 @@ class Worker:
         self._running = False
         self._wake = asyncio.Event()
         self._delivered: set[int] = set()
+        self._lost: set[str] = set()  # cancelled by the heartbeat: their lease was taken
 
     # -- public ---------------------------------------------------------------
     async def run(self, *, until_idle: bool = False, stop: asyncio.Event | None = None,
@@ -157,7 +158,7 @@ class Worker:
         # Fresh per run: the last run's drain and counts must not carry over.
         self._draining, self.runs_driven, self.finished = False, 0, {}
         self.drives = DriveLog(self.drives.on_change)
-        self._delivered = set()
+        self._delivered, self._lost = set(), set()
         self._wake = asyncio.Event()
         # Only a worker that is to end gives up on a failing store (and says so).
         self.health.give_up_after = self.committer.storage_patience if until_idle else None
@@ -170,7 +171,7 @@ class Worker:
         signals = _Signals(stop) if handle_signals else None
         self.background.start(Upkeep(self.store, self.owner, self.wall, self.lease_ttl,
                                      self.poll, self.health, self.active, self._delivered,
-                                     self._wake))
+                                     self._wake, self._lost))
         try:
             while not stop.is_set():
                 left = sum(self.finished.values())
@@ -310,7 +311,7 @@ class Worker:
             log.debug("run %s: %s; abandoned", rid, exc)
             self.health.failed(exc)
         except asyncio.CancelledError:
-            status = ex.journal.row.status
+            status = "abandoned" if rid in self._lost else ex.journal.row.status
         finally:
             try:
                 # A transaction with an fsync: off the event loop, which has other runs.
@@ -332,6 +333,7 @@ class Worker:
         self._delivered.difference_update(c.id for c in ex.queued_commands())
         self.finished[status] = self.finished.get(status, 0) + 1
         self.drives.left(ex.journal.row, status, ex.effects.done)
+        self._lost.discard(rid)
         self.active.pop(rid, None)  # last: the worker waits for runs in `active`
         self._wake.set()
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from tether.errors import UsageError
 from tether.store.protocol import Store
 from tether.store.sqlite import SQLiteStore
+from tether.store.urls import without_password
 
 DEFAULT_URL = "tether.db"
 
@@ -30,8 +31,9 @@ def open_store(url: str | None = None, *, create: bool = True,
     if url == "":
         # An empty --store used to mean ./tether.db, silently: a script's unset variable
         # must not read, or write, a store in whatever folder it runs in.
-        raise UsageError("--store is empty; give the path of a SQLite file (e.g. ./tether.db) "
-                         "or sqlite:///path, or leave --store out for ./tether.db")
+        raise UsageError("--store is empty; give the path of a SQLite file (e.g. ./tether.db), "
+                         "sqlite:///path or postgresql://host/dbname?schema=NAME, or leave "
+                         "--store out for ./tether.db")
     url = url or os.environ.get("TETHER_STORE") or DEFAULT_URL
     if url.startswith(("postgres://", "postgresql://")):
         return _open_postgres(url, create=create, readonly=bool(readonly))
@@ -63,8 +65,13 @@ def _open_postgres(url: str, *, create: bool, readonly: bool) -> Store:
     try:
         from tether.store.postgres import PostgresStore
     except ImportError as exc:
-        raise UsageError(f"{exc}; or use a SQLite file path (the default is ./tether.db)"
-                         ) from None
+        if (exc.name or "psycopg").partition(".")[0] != "psycopg":
+            raise  # tether itself is broken: not a missing extra
+        # Named here, not by whichever module first imports psycopg: the same line always.
+        raise UsageError(f"store {without_password(url)} needs the PostgreSQL driver psycopg 3, "
+                         "the postgres extra: pip install 'tether[postgres]' (in a clone: "
+                         ".venv/bin/pip install -e '.[postgres]'); or use a SQLite file path "
+                         "(the default is ./tether.db)") from None
     return PostgresStore(url, create=create and not readonly, readonly=readonly)
 
 
