@@ -258,10 +258,9 @@ def test_libpq_options_with_spaces_reach_the_server_as_written(pg_url: str,
                                                                 tmp_path: Path) -> None:
     """libpq takes ``options=-c name=value`` (a space, %20 in a URL) to set a server
     setting for the session, e.g. ``idle_in_transaction_session_timeout`` for workers
-    (docs/postgres.md). FAILS on pg-store as merged: postgres_base.parse_url re-encodes
-    the query with ``urlencode``, whose default quote_plus turns the space into ``+``,
-    which libpq does not decode (and parse_qsl reads a literal ``+`` as a space): the
-    server gets ``+statement_timeout`` and refuses the connection."""
+    (docs/postgres.md). The URL's query was once re-encoded with ``urlencode``'s default
+    quote_plus, which turns the space into ``+``, which libpq does not decode: the server
+    got ``+statement_timeout`` and refused the connection (store/urls.py now keeps it)."""
     url = f"{pg_url}&options=-c%20statement_timeout%3D60s&application_name=night%20shift"
     res = cli("--store", url, "run", "tests.pg_agents:dwelling", "--goal", "steps=1",
               "--detach", cwd=tmp_path)

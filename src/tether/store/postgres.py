@@ -18,7 +18,7 @@ from tether.core.canonical import dumps, loads
 from tether.core.events import BATCH_GENESIS, Event, genesis
 from tether.errors import StorageError, UsageError
 from tether.store.chains import all_chunks, batches_from, missing_chunk, next_batch
-from tether.store.postgres_base import Conn, libpq_target
+from tether.store.postgres_base import Conn
 from tether.store.postgres_erase import PGErase, PGErasure
 from tether.store.postgres_leases import PGLeases
 from tether.store.postgres_links import PGLinks
@@ -54,6 +54,7 @@ from tether.store.rows import (
     run_values,
     usage_scope,
 )
+from tether.store.urls import libpq_target
 from tether.store.writes import apply_writes, fence_refusal
 
 

@@ -22,12 +22,10 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import re
 import secrets
 import threading
 from collections.abc import Iterator, Sequence
 from typing import Any
-from urllib.parse import SplitResult, parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 from tether.core.clock import WallClock
 from tether.errors import (
@@ -41,6 +39,7 @@ from tether.errors import (
 )
 from tether.store import postgres_schema as pg_schema
 from tether.store.run_keys import RunKeys
+from tether.store.urls import parse_url
 from tether.system_clock import SYSTEM_CLOCK
 
 try:
@@ -55,62 +54,7 @@ except ImportError as exc:  # the optional extra is missing
 Conn = psycopg.Connection[tuple[Any, ...]]
 """A store connection: rows as plain tuples."""
 
-_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 _INT64 = (-(2**63), 2**63)
-
-
-def parse_url(url: str) -> tuple[str, str, str]:
-    """``(conninfo, schema, shown)`` of a ``postgresql://`` (or ``postgres://``) URL.
-
-    ``conninfo`` is what libpq connects with (the URL without tether's own ``schema``
-    option, password included); ``schema`` the store's schema, folded to lower case as
-    PostgreSQL folds a plain identifier; ``shown`` the URL for messages, without any
-    password. Raises UsageError for a URL that is not one, or a schema name that is not
-    a plain identifier."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("postgres", "postgresql"):
-        raise UsageError(f"store {_hide(url)} is not a postgresql:// URL")
-    options = parse_qsl(parts.query, keep_blank_values=True)
-    names = [v for k, v in options if k == "schema"]
-    name = names[-1] if names else "tether"
-    rest = [(k, v) for k, v in options if k not in ("schema", "password")]
-    shown = urlunsplit((parts.scheme, _netloc(parts, with_password=False), parts.path,
-                        urlencode([(k, v) for k, v in options if k != "password"]), ""))
-    if not _IDENT.fullmatch(name):
-        raise UsageError(f"store {shown}: schema {name!r} is not a plain identifier (letters, "
-                         "digits and _, not starting with a digit, at most 63); e.g. ?schema=tether")
-    secret = [(k, v) for k, v in options if k == "password"]
-    conninfo = urlunsplit(("postgresql", _netloc(parts, with_password=True), parts.path,
-                           urlencode(rest + secret), ""))
-    return conninfo, name.lower(), shown
-
-
-def _netloc(parts: SplitResult, *, with_password: bool) -> str:
-    """The URL's ``user[:password]@host:port`` as written (still percent-encoded)."""
-    userinfo, at, host = parts.netloc.rpartition("@")
-    if not at:
-        return host
-    user, colon, password = userinfo.partition(":")
-    return f"{user}:{password}@{host}" if with_password and colon else f"{user}@{host}"
-
-
-def _hide(url: str) -> str:
-    """``url`` with anything after ``user:`` up to ``@`` removed (for a URL too broken to
-    parse): a message never shows a password."""
-    return re.sub(r"(//[^/:@]*):[^@/]*@", r"\1@", url)
-
-
-def libpq_target(conninfo: str) -> tuple[str, dict[str, str]]:
-    """``conninfo`` split for a client tool (pg_dump): the URL without its password, and
-    the environment that gives it (``PGPASSWORD``), so no password shows in a process
-    list."""
-    parts = urlsplit(conninfo)
-    options = parse_qsl(parts.query, keep_blank_values=True)
-    given = [v for k, v in options if k == "password"]
-    secret = unquote(parts.password) if parts.password else (given[-1] if given else None)
-    uri = urlunsplit((parts.scheme, _netloc(parts, with_password=False), parts.path,
-                      urlencode([(k, v) for k, v in options if k != "password"]), ""))
-    return uri, ({"PGPASSWORD": secret} if secret is not None else {})
 
 
 def lock_key(schema: str) -> int:
