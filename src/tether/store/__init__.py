@@ -37,6 +37,11 @@ def open_store(url: str | None = None, *, create: bool = True,
     url = url or os.environ.get("TETHER_STORE") or DEFAULT_URL
     if url.startswith(("postgres://", "postgresql://")):
         return _open_postgres(url, create=create, readonly=bool(readonly))
+    return _open_sqlite(url, create=create, readonly=readonly)
+
+
+def _open_sqlite(url: str, *, create: bool, readonly: bool | None) -> Store:
+    """The SQLite store at a path or ``sqlite://`` URL, with its ``?synchronous=`` option."""
     sync = "FULL"
     if "?" in url:
         url, _, query = url.partition("?")

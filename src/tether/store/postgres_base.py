@@ -30,11 +30,8 @@ from typing import Any
 from tether.core.clock import WallClock
 from tether.errors import (
     SchemaTooNew,
-    StorageError,
-    StorageFull,
     StoreCorrupt,
     StoreError,
-    StoreLocked,
     UsageError,
 )
 from tether.store import postgres_schema as pg_schema
@@ -44,12 +41,14 @@ from tether.system_clock import SYSTEM_CLOCK
 
 try:
     import psycopg
-    from psycopg import errors as pg_errors
     from psycopg import sql as pg_sql
     from psycopg.pq import TransactionStatus
 except ImportError as exc:  # the optional extra is missing
     raise ImportError("the PostgreSQL store needs psycopg 3: pip install 'tether[postgres]' "
                       "(in a clone: .venv/bin/pip install -e '.[postgres]')") from exc
+
+# After the guard: it imports psycopg too, and a missing driver must get the hint above.
+from tether.store.postgres_errors import translate
 
 Conn = psycopg.Connection[tuple[Any, ...]]
 """A store connection: rows as plain tuples."""
@@ -124,46 +123,9 @@ class PGBase:
 
     def _translate(self, exc: BaseException) -> StoreError:
         """tether's error for a psycopg one: the store boundary lets no raw psycopg error
-        out. Classified by SQLSTATE; a connection that failed has none."""
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        state = getattr(exc, "sqlstate", None) or ""
-        where = f"store {self.url} (schema {self.schema})"
-        if isinstance(exc, (pg_errors.LockNotAvailable, pg_errors.DeadlockDetected)):
-            return StoreLocked(f"{where} is locked by another writer for more than "
-                               f"{self._lock_timeout:g}s; retry, or find the stuck process "
-                               "(pg_stat_activity shows who holds the lock)")
-        if isinstance(exc, pg_errors.DiskFull) or state == "53100":
-            return StorageFull(f"{where}: the database server's disk is full ({msg}); free space "
-                               "on it, then run again; nothing journaled is lost and this write "
-                               "changed nothing")
-        if isinstance(exc, pg_errors.ReadOnlySqlTransaction):
-            return StoreError(f"{where} is open read-only and this command tried to write to it "
-                              f"({msg}); use a command that writes, with a role that may")
-        if isinstance(exc, pg_errors.InsufficientPrivilege):
-            return StoreError(f"{where}: permission denied ({msg}); grant the role of the URL "
-                              f"rights on schema {self.schema}, or use its owner")
-        if isinstance(exc, pg_errors.IdleInTransactionSessionTimeout):
-            return StorageError(f"{where}: this process stalled for more than "
-                                f"{self._stall_timeout:g}s inside a write transaction (paused or "
-                                "frozen?) and the server ended its session, rolling the "
-                                "transaction back to free the store for others; run again")
-        if isinstance(exc, pg_errors.QueryCanceled):
-            return StoreError(f"{where}: a statement was cancelled ({msg}); if the URL or the "
-                              "role sets statement_timeout, raise it; nothing was written")
-        if state.startswith(("53", "58")):
-            return StorageError(f"{where}: the database server failed ({msg}); check its log "
-                                "and its disk, then run again; nothing journaled is lost and "
-                                "this write changed nothing")
-        if isinstance(exc, psycopg.OperationalError) and (not state or state.startswith(
-                ("08", "57P"))):
-            return StorageError(f"{where}: cannot reach the database ({msg}); check that the "
-                                "server runs and accepts connections from here, the host, port, "
-                                "database name and credentials (PGPASSWORD or ~/.pgpass); "
-                                "nothing journaled is lost and this write changed nothing")
-        if isinstance(exc, (pg_errors.UndefinedTable, pg_errors.InvalidSchemaName)):
-            return StoreCorrupt(f"{where} is missing tether's tables ({msg}); pass the right "
-                                "?schema=, or restore the store from a backup")
-        return StoreError(f"{where}: {msg}")
+        out (:func:`tether.store.postgres_errors.translate`)."""
+        return translate(exc, f"store {self.url} (schema {self.schema})", self.schema,
+                         lock_timeout=self._lock_timeout, stall_timeout=self._stall_timeout)
 
     @contextlib.contextmanager
     def _tx(self) -> Iterator[psycopg.Connection[tuple[Any, ...]]]:
