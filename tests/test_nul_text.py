@@ -21,7 +21,10 @@ import pytest
 
 from tests.nul_agents import RENAME_ENV, fine
 from tests.pgworkers import cli
-from tether.errors import UsageError
+from tether.core.ids import UlidSource
+from tether.errors import Unstorable, UsageError
+from tether.runtime.holding import must_get
+from tether.runtime.journal import RunJournal
 from tether.runtime.operator import send_command
 from tether.runtime.runs import start_run
 from tether.store import open_store
@@ -124,5 +127,29 @@ def test_a_command_from_an_actor_holding_nul_is_refused(url: str) -> None:
                                              "contains a NUL character"):
             send_command(store, rid, "pause", who="ops\x00")
         assert store.pending_commands([rid]) == []
+    finally:
+        store.close()
+
+
+def test_the_postgresql_store_refuses_only_the_write_holding_nul(pg_url: str) -> None:
+    # One batch, two runs' writes: the one whose event's actor holds NUL is refused
+    # (Unstorable, naming run, table and column); the other commits.
+    store = open_store(pg_url)
+    try:
+        runs = [start_run(store, fine, agent_ref="tests.nul_agents:fine", goal="x")
+                for _ in range(2)]
+        writes = []
+        for rid, who in zip(runs, ["human:a\x00b", "human:ab"], strict=True):
+            token = store.acquire(rid, "test", 30.0, time.time())
+            assert token is not None
+            j = RunJournal(store, must_get(store, rid), token, UlidSource(time.time), time.time)
+            j.append("run.paused", {"reason": "by hand"}, actor=who)
+            writes.append(j.take())
+        bad, good = store.commit(writes)
+        assert isinstance(bad, Unstorable)
+        assert str(bad).startswith(f"run {runs[0]}: cannot store events.actor 'human:a\\x00b'")
+        assert good is None
+        assert [r.status for r in (must_get(store, rid) for rid in runs)] == ["running",
+                                                                              "paused"]
     finally:
         store.close()
