@@ -258,3 +258,18 @@ def test_tampers_at_the_cursor_s_page_boundaries_are_named_alone(
     assert [p.split(" (")[0] for p in rep.problems[:2]] == [
         f"run {runs[3]} event #{seq}", f"run {runs[5]} event #8"], rep.problems
     assert "hash mismatch" in rep.problems[0] and "seq 8 follows #6" in rep.problems[1]
+
+
+def test_a_batch_row_that_is_not_one_is_named_not_raised(pg: PG) -> None:
+    """As on SQLite (tests/test_audit_tamper.py): a forged batch row is a problem in the
+    report, not a traceback."""
+    _build(pg)
+    pg.raw.execute("INSERT INTO batches(n, hash, entries) "
+                   "SELECT max(n) + 1, '\\x00'::bytea, '\\x00'::bytea FROM batches")
+    store = pg.store(readonly=True)
+    try:
+        rep = verify_store(store)
+    finally:
+        store.close()
+    assert not rep.ok
+    assert any("batch" in p and "cannot be decoded" in p for p in rep.problems), rep.problems

@@ -532,3 +532,15 @@ def test_a_changed_message_or_version_row_is_found(tmp_path: Path, sql: str, say
     rep = verify_store(s)
     assert not rep.ok and any(says in p for p in rep.problems), rep.problems
     s.close()
+
+
+@pytest.mark.parametrize("entries", [b"\x00", b"[[1, 2]]", b'{"a": 1}', b"[[1, 2, null]]"])
+def test_a_batch_row_that_is_not_one_is_named_not_raised(base: Base, entries: bytes) -> None:
+    """A forged batch appended after the last: verify names it and reports, and the rest of
+    the report stands (found by an adversarial review: a JSONDecodeError traceback)."""
+    rep = verify_tampered(base, lambda c: c.execute(
+        "INSERT INTO batches(n, hash, entries) SELECT max(n) + 1, x'00', ? FROM batches",
+        (entries,)))
+    assert not rep.ok
+    assert any(f"batch {base.batches + 1}" in p and "cannot be" in p for p in rep.problems), \
+        rep.problems

@@ -281,6 +281,14 @@ def test_backup_names_pg_dump_when_it_fails(store_factory: Callable[[], Store],
     assert not (tmp_path / "copy.dump").exists()
 
 
+
+def test_backup_into_a_missing_folder_is_a_usage_error(store_factory: Callable[[], Store],
+                                                       tmp_path: Path) -> None:
+    """Was a FileNotFoundError traceback (adversarial review)."""
+    with pytest.raises(UsageError, match="does not exist"):
+        store_factory().backup(str(tmp_path / "no-such-folder" / "copy.dump"))
+    assert not (tmp_path / "no-such-folder").exists()
+
 _RACER = """
 import json, sys, time
 from tether.store.postgres import PostgresStore

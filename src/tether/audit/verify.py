@@ -47,7 +47,7 @@ from tether.core.links import LINK_KINDS, derive_links
 from tether.core.note import Verifier
 from tether.core.seals import links_digest
 from tether.core.settings import STORE_CHAIN
-from tether.errors import StoreError
+from tether.errors import StoreCorrupt, StoreError
 from tether.store.protocol import Store
 from tether.store.records import Batch, Link
 
@@ -85,12 +85,7 @@ def _verify(store: Store, progress: Callable[[int, int], None] | None,
     try:
         facts, hashes, tables, batches = _walk(store, rep, progress, helper)
         facts.rows.erased = {x["event"] for x in rep.erasures}
-        if isinstance(batches, StoreError):
-            raise batches  # where reading them unread would have raised it
-        leaves = _verify_batches(store.batches() if batches is None else batches, hashes, rep)
-        tree = verify_signed(store, leaves, key, rep)
-        if witness:  # on the tree the signed checkpoints were checked against, if built
-            verify_witness(store, leaves, witness, key, rep, tree=tree)
+        _verify_sealed(store, batches, hashes, key, witness, rep)
         _verify_links(tables.links, facts, rep)
         read = tables.effects
         if isinstance(read, StoreError):
@@ -151,6 +146,24 @@ def _helper(store: Store, command: Sequence[str], parallel_from: int) -> Helper 
                             store.chain_size(), parallel_from)
     except StoreError:
         return None  # the walk here names what cannot be read
+
+
+def _verify_sealed(store: Store, batches: list[Batch] | StoreError | None,
+                   hashes: dict[str, dict[int, str]], key: Verifier | None,
+                   witness: Sequence[WitnessCheckpoint], rep: VerifyReport) -> None:
+    """The batch chain (``batches``: read already, or None to read it now), then the signed
+    checkpoints and a witness's copy against the events it lists."""
+    try:
+        if isinstance(batches, StoreError):
+            raise batches  # where reading them unread would have raised it
+        leaves = _verify_batches(store.batches() if batches is None else batches, hashes, rep)
+    except StoreCorrupt as exc:  # a batch row that is not one: named, and go on
+        rep.problems.append(f"the commit batches cannot be read whole: {exc}; the signed "
+                            "checkpoints were not checked against the events")
+        return
+    tree = verify_signed(store, leaves, key, rep)
+    if witness:  # on the tree the signed checkpoints were checked against, if built
+        verify_witness(store, leaves, witness, key, rep, tree=tree)
 
 
 def _read_batches(store: Store) -> list[Batch] | StoreError:

@@ -49,7 +49,13 @@ def batches_from(rows: Iterable[Sequence[Any]], prev: str, run_of: Callable[[int
     it. ``run_of(rk)`` names a run key's run."""
     for r in rows:
         h = bytes(r[1]).hex()
-        yield Batch(r[0], prev, h, tuple((run_of(e[0]), e[1], e[2]) for e in loads(r[2])))
+        try:
+            entries = tuple((run_of(e[0]), int(e[1]), int(e[2])) for e in loads(r[2]))
+        except (ValueError, TypeError, IndexError, KeyError) as exc:
+            raise StoreCorrupt(f"batch {r[0]}: its list of events cannot be decoded ({exc}); "
+                               "the batch was changed outside tether; restore the store "
+                               "from a backup") from None
+        yield Batch(r[0], prev, h, entries)
         prev = h
 
 

@@ -370,6 +370,9 @@ class PostgresStore(PGLeases, PGQueues, PGWorld, PGLinks, PGSettings, PGTokens, 
         dest = Path(path)
         if dest.exists():
             raise UsageError(f"backup target {dest} exists; choose a new path")
+        if not dest.parent.is_dir():
+            raise UsageError(f"backup target {dest}: the folder {dest.parent} does not exist; "
+                             "create it, or choose a path in a folder that exists")
         tool = shutil.which("pg_dump")
         if tool is None:
             raise UsageError(f"backing up {self.url} needs pg_dump, the PostgreSQL client "

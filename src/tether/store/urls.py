@@ -7,12 +7,16 @@ a PostgreSQL URL in their errors even when the driver that would parse it is mis
 from __future__ import annotations
 
 import re
-from urllib.parse import SplitResult, quote, unquote, urlencode, urlsplit, urlunsplit
+from urllib.parse import SplitResult, quote, unquote, urlencode, urlsplit
 
 from tether.errors import UsageError
 
-_USERINFO_PASSWORD = re.compile(r"(//[^/:@?#]*):[^@/?#]*@")
-_PASSWORD_OPTION = re.compile(r"([?&])password=[^&#]*&?")
+# Greedy to the last '@': a password written with a reserved character (/ ? #) that
+# should have been percent-encoded is still hidden (a URL with '@' in its query is then
+# shown short, which is the safe way to be wrong).
+_USERINFO_PASSWORD = re.compile(r"(//[^/:@?#]*):.*@")
+_PASSWORD_OPTION = re.compile(r"([?&])(?:ssl)?password=[^&#]*&?")
+_SECRET_OPTIONS = ("password", "sslpassword")
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 
 
@@ -58,22 +62,38 @@ def parse_url(url: str) -> tuple[str, str, str]:
     PostgreSQL folds a plain identifier; ``shown`` the URL for messages, without any
     password. Raises UsageError for a URL that is not one, or a schema name that is not
     a plain identifier."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:  # e.g. an unclosed [ of an IPv6 host
+        raise UsageError(f"store {without_password(url)} is not a valid URL ({exc}); e.g. "
+                         "postgresql://user@host:5432/dbname?schema=tether") from None
     if parts.scheme not in ("postgres", "postgresql"):
         raise UsageError(f"store {without_password(url)} is not a postgresql:// URL")
+    if "@" not in parts.netloc and "@" in url.partition("://")[2]:
+        # libpq reads the user part only up to the first / ? or #, as urlsplit does.
+        raise UsageError(f"store {without_password(url)}: the part before '@' holds a "
+                         "character URLs reserve (/ ? #); percent-encode it (/ is %2F, ? is "
+                         "%3F, # is %23), or give the password by PGPASSWORD or ~/.pgpass")
     options = _query(parts.query)
     names = [v for k, v in options if k == "schema"]
     name = names[-1] if names else "tether"
-    rest = [(k, v) for k, v in options if k not in ("schema", "password")]
-    shown = urlunsplit((parts.scheme, _netloc(parts, with_password=False), parts.path,
-                        _encode([(k, v) for k, v in options if k != "password"]), ""))
+    rest = [(k, v) for k, v in options if k not in ("schema", *_SECRET_OPTIONS)]
+    shown = _unsplit(parts.scheme, _netloc(parts, with_password=False), parts.path,
+                     [(k, v) for k, v in options if k not in _SECRET_OPTIONS])
     if not _IDENT.fullmatch(name):
         raise UsageError(f"store {shown}: schema {name!r} is not a plain identifier (letters, "
                          "digits and _, not starting with a digit, at most 63); e.g. ?schema=tether")
-    secret = [(k, v) for k, v in options if k == "password"]
-    conninfo = urlunsplit(("postgresql", _netloc(parts, with_password=True), parts.path,
-                           _encode(rest + secret), ""))
+    secret = [(k, v) for k, v in options if k in _SECRET_OPTIONS]
+    conninfo = _unsplit("postgresql", _netloc(parts, with_password=True), parts.path,
+                        rest + secret)
     return conninfo, name.lower(), shown
+
+
+def _unsplit(scheme: str, netloc: str, path: str, options: list[tuple[str, str]]) -> str:
+    """The URL of these parts, with its ``//`` even when the host is empty
+    (``postgresql:///db``, host from PGHOST or the local socket), which urlunsplit drops."""
+    query = _encode(options)
+    return f"{scheme}://{netloc}{path}" + (f"?{query}" if query else "")
 
 
 def _netloc(parts: SplitResult, *, with_password: bool) -> str:
@@ -93,6 +113,6 @@ def libpq_target(conninfo: str) -> tuple[str, dict[str, str]]:
     options = _query(parts.query)
     given = [v for k, v in options if k == "password"]
     secret = unquote(parts.password) if parts.password else (given[-1] if given else None)
-    uri = urlunsplit((parts.scheme, _netloc(parts, with_password=False), parts.path,
-                      _encode([(k, v) for k, v in options if k != "password"]), ""))
+    uri = _unsplit(parts.scheme, _netloc(parts, with_password=False), parts.path,
+                   [(k, v) for k, v in options if k != "password"])
     return uri, ({"PGPASSWORD": secret} if secret is not None else {})
