@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from tether.core.canonical import json_safe
+from tether.core.text import refuse_nul
 from tether.errors import NotFound, UsageError
 from tether.runtime.agent import AgentLike
 from tether.runtime.decisions import expire_due
@@ -52,6 +53,8 @@ def decide(store: Store, ref: str, *, approve: bool, who: str | None = None,
     """
     row = find_approval(store, ref)
     by = who or actor(store=store)
+    for field, text in (("the decider", by), ("the note", note)):
+        refuse_nul(f"approval {row.id}", field, text)  # kept in the approval's text columns
     t = SYSTEM_CLOCK.now() if now is None else now
     if row.status != "pending":
         raise UsageError(f"approval {row.id} was already {row.status} by {row.decided_by} at "

@@ -12,7 +12,8 @@
     │   ├── SchemaTooNew            written by a newer tether; upgrade tether
     │   ├── StorageError            the disk or file system under the store failed
     │   │   └── StorageFull         no space left where the store lives
-    │   └── LeaseLost               this process no longer owns the run (fenced off)
+    │   ├── LeaseLost               this process no longer owns the run (fenced off)
+    │   └── Unstorable              a write holds a value this store cannot keep (names run, field)
     ├── VerificationFailed          a proof, signature or signed checkpoint does not verify
     ├── ModelError                  a model provider failed after retries (pauses the run)
     └── ToolFailed                  a tool raised; the model is told, the loop goes on
@@ -96,6 +97,13 @@ class StorageFull(StorageError):
 
 class LeaseLost(StoreError):
     """This process no longer owns the run; its writes are refused (fencing)."""
+
+
+class Unstorable(StoreError):
+    """A write holds a value this store cannot keep (text with a NUL character, which
+    PostgreSQL's text refuses): the store refuses that write alone, naming its run and the
+    field, and nothing of it is written. Trying again cannot help, so a worker fails the run
+    with this message (from what its journal held before the write) instead of retrying."""
 
 
 class Conflict(StoreError):

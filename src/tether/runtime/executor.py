@@ -18,6 +18,7 @@ from tether.core.clock import WallClock
 from tether.core.erasure import REPLAYED
 from tether.core.monitors import MonitorSettings
 from tether.core.pricing import PriceTable
+from tether.core.text import escape_nul
 from tether.errors import (
     AwaitApproval,
     Deferred,
@@ -212,7 +213,7 @@ class RunExecutor:
             await self._halt()
             self.effects.mark_in_doubt("stopped while running")
             if j.row.status != "stopped":
-                j.append("run.stopped", {"reason": str(s)})
+                j.append("run.stopped", {"reason": escape_nul(str(s))})
         except asyncio.CancelledError:
             # Shutdown or a stop that could not wait: an effect still running is in doubt.
             await self._halt()
@@ -277,15 +278,18 @@ class RunExecutor:
             # made before, met again by a re-run step, needs saying.
             if j.row.status != "awaiting_approval":
                 j.append("run.awaiting_approval", {"approval": p.detail.get("approval"),
-                                                   "reason": str(p)})
+                                                   "reason": escape_nul(str(p))})
             return
         if not p.detail.get("by_command"):  # else the command's run.paused said it
-            j.append("run.paused", {"reason": str(p), **p.detail})
+            j.append("run.paused", {"reason": escape_nul(str(p)), **p.detail})
 
     def _fail(self, exc: BaseException) -> None:
         j = self.journal
         step = j.row.step + 1
-        text = str(exc)
+        # An exception's text is the agent's: a NUL in it is escaped here, where the reason
+        # is formed, so the event, its fold and the run's row say the same on every backend
+        # (PostgreSQL's text cannot hold NUL).
+        text = escape_nul(str(exc))
         where = f"run {j.run} step {step}: "
         # tether's own errors already name the run and step; don't say it twice.
         msg = text if text.startswith(where) else f"{where}{type(exc).__name__}: {text}"

@@ -18,7 +18,7 @@ from tether.errors import NotFound, TetherError, UsageError
 from tether.runtime.journal import RunJournal
 from tether.runtime.leases import owner_name, reclaim_dead_local
 from tether.store.protocol import Store
-from tether.store.records import RunRow
+from tether.store.records import TERMINAL_STATUSES, RunRow
 from tether.system_clock import SYSTEM_CLOCK
 
 
@@ -33,6 +33,19 @@ def must_get(store: Store, run: str) -> RunRow:
 def _journal(store: Store, row: RunRow, token: int, clock: WallClock) -> RunJournal:
     # An operator's entries are stamped with the time they were made, whatever the run's clock.
     return RunJournal(store, row, token, UlidSource(clock.now), clock.now)
+
+
+def fail_held(store: Store, run: str, token: int, error: str, clock: WallClock) -> str:
+    """Fail ``run``, whose lease ``token`` this process holds, from its row as the store
+    has it (what a refused write held is not there): ``run.failed`` with ``error``. The
+    run's status after (unchanged if it had already ended)."""
+    row = must_get(store, run)
+    if row.status in TERMINAL_STATUSES:
+        return row.status
+    j = _journal(store, row, token, clock)
+    j.append("run.failed", {"error": error})
+    j.flush_sync()
+    return j.row.status
 
 
 def _acquire(store: Store, run: str, owner: str, ttl: float, wait: float,

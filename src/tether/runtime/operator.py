@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tether.core.identity import NAME
+from tether.core.text import refuse_nul
 from tether.errors import NotFound, UsageError
 from tether.history import epoch_of, lineage, state_at
 from tether.identity.claims import as_allowed, os_user
@@ -124,6 +125,7 @@ def send_command(store: Store, run_ref: str, kind: str, args: dict[str, Any] | N
     """Queue a command; apply it here if no worker owns the run, else wait for the owner."""
     if kind not in cmds.KINDS:
         raise UsageError(f"unknown command {kind!r}; one of {', '.join(cmds.KINDS)}")
+    refuse_nul(f"cannot queue {kind}", "the actor", who)  # its reason names who asked
     row = find_run(store, run_ref)
     cid = store.add_command(row.id, kind, args or {}, who or actor(store=store),
                             SYSTEM_CLOCK.now())

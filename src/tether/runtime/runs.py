@@ -17,6 +17,7 @@ from tether.core.pausepoints import PausePoints
 from tether.core.pricing import PriceTable, cost_caps, refuse_unpriced
 from tether.core.redaction import DEFAULT as BUILTIN_REDACTION
 from tether.core.redaction import Redactor
+from tether.core.text import refuse_nul
 from tether.errors import UsageError
 from tether.runtime.agent import AgentLike
 from tether.runtime.journal import RunJournal
@@ -153,9 +154,18 @@ def start_run(store: Store, agent: AgentLike, *, agent_ref: str, goal: str,
     return run_id
 
 
+def _check_texts(**texts: str | None) -> None:
+    """A new run's names and goal as a store can keep them: no NUL (PostgreSQL's text
+    cannot hold it; refused on every backend, so both keep the same runs)."""
+    for field, value in texts.items():
+        refuse_nul("cannot start the run", f"its {field}", value)
+
+
 def _journal_start(store: Store, row: RunRow, init: dict[str, Any], src: UlidSource,
                    clk: Clock, actor: str) -> None:
     """``run.started`` and the step-0 checkpoint, in one commit."""
+    _check_texts(goal=row.goal, name=row.name, swarm=row.swarm, parent=row.parent,
+                 agent=row.agent, agent_name=row.spec.get("agent_name"), actor=actor)
     j = RunJournal(store, row, None, src, clk.now)
     j.append("run.started", {"name": row.name, "agent": row.agent, "goal": row.goal,
                              "swarm": row.swarm, "budget": row.budget, "spec": row.spec,

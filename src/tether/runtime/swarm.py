@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from tether.core.canonical import digest, json_safe
 from tether.core.fingerprint import fingerprint
+from tether.core.text import refuse_nul
 from tether.errors import UsageError
 from tether.runtime.step_api import BoardEntry, InboxMessage
 from tether.runtime.stepping import StepCalls, StepRuntime
@@ -93,6 +94,9 @@ class SwarmCalls:
 
     async def send(self, to: str, body: Any, *, topic: str | None = None) -> str:
         rt, calls = self._rt, self._calls
+        where = f"run {rt.journal.run} step {calls.step}: ctx.send"
+        refuse_nul(where, "the recipient", to)
+        refuse_nul(where, "the topic", topic)
         i = calls.next()
         # The fingerprint of [topic, body] is what it always was when neither holds a
         # secret (journals written before redaction replay unchanged).
@@ -149,6 +153,8 @@ class SwarmCalls:
 
     async def board_get(self, key: str) -> BoardEntry | None:
         rt, calls = self._rt, self._calls
+        refuse_nul(f"run {rt.journal.run} step {calls.step}: ctx.board.get", "the blackboard key",
+                   key)
         i = calls.next()
         fp = fingerprint("board.read", key, digest(key))
         rec = calls.recorded(i, "blackboard.read", fp, f"ctx.board.get({key!r})")
@@ -174,6 +180,8 @@ class SwarmCalls:
         if not isinstance(key, str) or not key:
             raise UsageError(f"run {rt.journal.run} step {calls.step}: a blackboard key must be "
                              "a non-empty string")
+        refuse_nul(f"run {rt.journal.run} step {calls.step}: ctx.board.set", "the blackboard key",
+                   key)
         i = calls.next()
         # The key is not redacted: readers look the value up by it.
         fp, value_json = self._journaled("board.write", key, json_safe(value))

@@ -32,6 +32,7 @@ from tether.errors import (
     StoreError,
     StoreLocked,
     TetherError,
+    Unstorable,
     UsageError,
 )
 from tether.runtime import commands as cmds
@@ -40,6 +41,7 @@ from tether.runtime.background import Background
 from tether.runtime.changes import DriveLog, RunChange, WorkerStats
 from tether.runtime.committer import GroupCommitter, OnCommit
 from tether.runtime.executor import PIPELINE, RunExecutor
+from tether.runtime.holding import fail_held
 from tether.runtime.leases import owner_name, reclaim_dead_local
 from tether.runtime.loading import RunLoader, SkipRun, Taken, Unloadable
 from tether.runtime.policybook import PolicyBook
@@ -305,6 +307,9 @@ class Worker:
             status = await ex.drive()
         except (LeaseLost, Conflict) as exc:
             log.warning("run %s: %s; abandoned", rid, exc)
+        except Unstorable as exc:
+            # Taken again, the run would write it again, for ever: fail it, naming the field.
+            status = await self._fail_unstorable(rid, token, exc)
         except StoreError as exc:
             # The store failed mid-step: abandon the run as it is (never failed: the journal
             # is intact); it is taken again, from its checkpoint, once the store works.
@@ -325,6 +330,16 @@ class Worker:
                 # "lost" cancels the task): a run left in `active` would hold the worker.
                 self._forget(rid, status, ex)
         return status
+
+    async def _fail_unstorable(self, rid: str, token: int, exc: Unstorable) -> str:
+        log.warning("%s; failing the run", exc)
+        try:
+            return await asyncio.to_thread(fail_held, self.store, rid, token, str(exc),
+                                           self.wall)
+        except StoreError as err:  # failing storage, a lease lost: taken again later
+            log.warning("run %s: could not journal its failure: %s", rid, err)
+            self.health.failed(err)
+            return "abandoned"
 
     def _forget(self, rid: str, status: str, ex: RunExecutor) -> None:
         """A run is no longer driven here: count how it was left, and let the worker go on."""

@@ -55,7 +55,7 @@ from tether.store.rows import (
     usage_scope,
 )
 from tether.store.urls import libpq_target
-from tether.store.writes import apply_writes, fence_refusal
+from tether.store.writes import apply_writes, fence_refusal, nul_refusal
 
 
 def _marks(n: int) -> str:
@@ -107,7 +107,8 @@ class PostgresStore(PGLeases, PGQueues, PGWorld, PGLinks, PGSettings, PGTokens, 
     def commit(self, writes: Sequence[Write]) -> list[BaseException | None]:
         with self._tx() as c:
             results, entries, hashes = apply_writes(
-                writes, lambda w: self._check_fence(c, w) or self._check_transitions(c, w),
+                writes, lambda w: nul_refusal(w) or self._check_fence(c, w)
+                or self._check_transitions(c, w),
                 lambda w: self._apply(c, w))
             if entries:
                 # Under the store's write lock: no other commit can take the same n.

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Final
 
-from tether.errors import Conflict, LeaseLost, NotFound, UsageError
+from tether.errors import Conflict, LeaseLost, NotFound, Unstorable, UsageError
 from tether.store.records import Transition, Write
 
 TRANSITION_COLUMNS: Final = {("messages", "status"), ("messages", "suspect"),
@@ -56,6 +56,45 @@ def fence_refusal(w: Write, row: Sequence[Any] | None) -> BaseException | None:
     if w.events and w.events[0].seq != row[0] + 1:
         return LeaseLost(f"run {w.run}: expected next seq {row[0] + 1}, got "
                          f"{w.events[0].seq}; another writer appended to this run")
+    return None
+
+
+_TEXT_FIELDS: Final = (
+    ("events", "events", ("kind", "actor")),
+    ("runs", "run_row", ("name", "agent", "swarm", "goal", "status", "head", "reason",
+                         "parent")),
+    ("effects", "effects", ("id", "tool", "effect", "key", "status")),
+    ("approvals", "approvals", ("id", "tool", "effect", "rule", "reason", "policy_hash",
+                                "on_expiry", "status", "decided_by", "note")),
+    ("outbox", "notifications", ("id", "kind", "last_error")),
+    ("messages", "messages", ("id", "swarm", "recipient", "topic", "status", "claim")),
+    ("versions", "versions", ("ns", "key", "event", "hash", "status")),
+)
+"""(table, Write field, the record's fields stored in TEXT columns): what a store whose
+text cannot hold NUL checks (JSON values are stored as bytes, which can)."""
+
+
+def nul_refusal(w: Write) -> Unstorable | None:
+    """Why ``w`` cannot be stored where text cannot hold NUL (PostgreSQL): the first text
+    column value holding one, named by table and column; None if there is none.
+
+    tether refuses NUL where callers name things and escapes it where it forms text from
+    exceptions (:mod:`tether.core.text`), so this is a safety net: a value that still gets
+    here refuses its write alone, rather than failing the whole batch over and over."""
+    for table, attr, fields in _TEXT_FIELDS:
+        got = getattr(w, attr)
+        for rec in (got if isinstance(got, tuple) else (got,)):
+            for f in fields if rec is not None else ():
+                v = getattr(rec, f)
+                if isinstance(v, str) and "\x00" in v:
+                    return Unstorable(
+                        f"run {w.run}: cannot store {table}.{f} {v!r}: it contains a NUL "
+                        "character (\\x00), which this store's text cannot hold; nothing of "
+                        "this write was stored. Find what put it there (the run's events "
+                        "show the step) and keep NUL out of names, keys and texts")
+    if w.swarm is not None and "\x00" in w.swarm:
+        return Unstorable(f"run {w.run}: cannot store its swarm {w.swarm!r}: it contains a "
+                          "NUL character (\\x00); nothing of this write was stored")
     return None
 
 
