@@ -122,11 +122,14 @@ class PostgresStore(PGLeases, PGQueues, PGWorld, PGLinks, PGSettings, PGTokens, 
     def _apply(self, c: Conn, w: Write) -> int:
         rk = self._rk(w.run, c, create=True)
         assert rk is not None
+        # An empty executemany still costs a round trip to the server: none for no rows.
         with c.cursor() as cur:
-            cur.executemany(_EVENTS_INSERT, [event_values(rk, e) for e in w.events])
+            if w.events:
+                cur.executemany(_EVENTS_INSERT, [event_values(rk, e) for e in w.events])
             if w.run_row is not None:
                 self._write_run(c, w)
-            cur.executemany(_EFFECTS_UPSERT, [effect_values(f) for f in w.effects])
+            if w.effects:
+                cur.executemany(_EFFECTS_UPSERT, [effect_values(f) for f in w.effects])
         self._apply_progress(c, w)
         self._apply_requests(c, w)
         self._apply_world(c, w)
