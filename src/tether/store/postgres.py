@@ -18,7 +18,7 @@ from tether.core.canonical import dumps, loads
 from tether.core.events import BATCH_GENESIS, Event, genesis
 from tether.errors import StorageError, UsageError
 from tether.store.chains import batches_from, missing_chunk, next_batch
-from tether.store.postgres_base import Conn, libpq_target
+from tether.store.postgres_base import Conn, insert_rows, libpq_target
 from tether.store.postgres_erase import PGErase, PGErasure
 from tether.store.postgres_leases import PGLeases
 from tether.store.postgres_links import PGLinks
@@ -68,6 +68,13 @@ def _upsert(table: str, cols: str, key: str) -> str:
             f"ON CONFLICT({key}) DO UPDATE SET {sets}")
 
 
+def _replace(cols: str) -> str:
+    """The tail of an upsert by ``id`` (for :func:`insert_rows`): every column replaced."""
+    sets = ", ".join(f"{c} = excluded.{c}" for c in (n.strip() for n in cols.split(","))
+                     if c != "id")
+    return f"ON CONFLICT(id) DO UPDATE SET {sets}"
+
+
 def _filtered(select: str, **equal: str | None) -> tuple[str, list[Any]]:
     """``select`` with ``AND column = %s`` for every filter given (names are ours, not input)."""
     given = {k: v for k, v in equal.items() if v}
@@ -76,11 +83,9 @@ def _filtered(select: str, **equal: str | None) -> tuple[str, list[Any]]:
 
 
 _TOTALS = ", ".join(f"COALESCE(SUM({k}), 0)" for k in USAGE_KEYS)
-_EVENTS_INSERT = f"INSERT INTO events({EVENT_COLS}) VALUES({_marks(13)})"
 _RUNS_UPSERT = _upsert("runs", RUN_COLS, "id")
-_EFFECTS_UPSERT = _upsert("effects", EFFECT_COLS, "id")
-_APPROVALS_UPSERT = _upsert("approvals", APPROVAL_COLS, "id")
-_CHUNKS_INSERT = "INSERT INTO chunks(hash, body) VALUES(%s, %s) ON CONFLICT DO NOTHING"
+_EFFECTS_REPLACE = _replace(EFFECT_COLS)
+_APPROVALS_REPLACE = _replace(APPROVAL_COLS)
 
 
 class PostgresStore(PGLeases, PGQueues, PGWorld, PGLinks, PGSettings, PGTokens, PGSeals,
@@ -122,14 +127,13 @@ class PostgresStore(PGLeases, PGQueues, PGWorld, PGLinks, PGSettings, PGTokens, 
     def _apply(self, c: Conn, w: Write) -> int:
         rk = self._rk(w.run, c, create=True)
         assert rk is not None
-        # An empty executemany still costs a round trip to the server: none for no rows.
-        with c.cursor() as cur:
-            if w.events:
-                cur.executemany(_EVENTS_INSERT, [event_values(rk, e) for e in w.events])
-            if w.run_row is not None:
-                self._write_run(c, w)
-            if w.effects:
-                cur.executemany(_EFFECTS_UPSERT, [effect_values(f) for f in w.effects])
+        # Each kind of row in one statement, none for no rows (see insert_rows).
+        insert_rows(c, f"INSERT INTO events({EVENT_COLS})",
+                    [event_values(rk, e) for e in w.events])
+        if w.run_row is not None:
+            self._write_run(c, w)
+        insert_rows(c, f"INSERT INTO effects({EFFECT_COLS})",
+                    [effect_values(f) for f in w.effects], _EFFECTS_REPLACE, key=0)
         self._apply_progress(c, w)
         self._apply_requests(c, w)
         self._apply_world(c, w)
@@ -139,13 +143,11 @@ class PostgresStore(PGLeases, PGQueues, PGWorld, PGLinks, PGSettings, PGTokens, 
     def _apply_progress(self, c: Conn, w: Write) -> None:
         """The run's checkpoint (and its new chunks) and the usage it added."""
         rk = self._rk(w.run, c)
+        chunks = [*w.chunks, *(w.checkpoint[1].chunks if w.checkpoint is not None else ())]
+        insert_rows(c, "INSERT INTO chunks(hash, body)", chunks, "ON CONFLICT DO NOTHING")
         with c.cursor() as cur:
-            if w.chunks:
-                cur.executemany(_CHUNKS_INSERT, w.chunks)
             if w.checkpoint is not None:
                 epoch, ck = w.checkpoint
-                if ck.chunks:
-                    cur.executemany(_CHUNKS_INSERT, ck.chunks)
                 cur.execute("INSERT INTO checkpoints(rk, epoch, step, kind, body) "
                             "VALUES(%s, %s, %s, %s, %s) ON CONFLICT(rk, epoch, step) DO UPDATE "
                             "SET kind = excluded.kind, body = excluded.body",
@@ -160,14 +162,12 @@ class PostgresStore(PGLeases, PGQueues, PGWorld, PGLinks, PGSettings, PGTokens, 
 
     def _apply_requests(self, c: Conn, w: Write) -> None:
         """Approvals asked or decided, notifications to send, commands applied."""
+        insert_rows(c, f"INSERT INTO approvals({APPROVAL_COLS})",
+                    [approval_values(a) for a in w.approvals], _APPROVALS_REPLACE, key=0)
+        insert_rows(c, "INSERT INTO outbox(id, kind, body, created, next_at)",
+                    [(n.id, n.kind, dumps(n.body), n.created, n.created)
+                     for n in w.notifications], "ON CONFLICT DO NOTHING")
         with c.cursor() as cur:
-            if w.approvals:
-                cur.executemany(_APPROVALS_UPSERT, [approval_values(a) for a in w.approvals])
-            if w.notifications:
-                cur.executemany("INSERT INTO outbox(id, kind, body, created, next_at) "
-                                "VALUES(%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
-                                [(n.id, n.kind, dumps(n.body), n.created, n.created)
-                                 for n in w.notifications])
             if w.commands_applied:
                 cur.execute("UPDATE commands SET applied = %s WHERE id = ANY(%s)",
                             (self.clock.now(), list(w.commands_applied)))

@@ -413,6 +413,38 @@ class PGBase:
         self._local = threading.local()
 
 
+_MAX_PARAMS = 65535
+"""Bind parameters PostgreSQL takes in one statement (the protocol counts them in 16 bits)."""
+
+
+def insert_rows(c: psycopg.Connection[Any], head: str, rows: Sequence[Sequence[Any]],
+                tail: str = "", *, key: int | None = None) -> None:
+    """``head VALUES (...), (...), ... tail`` for every row of ``rows`` (``head``: e.g.
+    ``INSERT INTO t(a, b)``; ``tail``: e.g. ``ON CONFLICT DO NOTHING``), as few single
+    statements as the parameter limit allows: one round trip, not one a row.
+
+    Not psycopg's ``executemany``: that sends its rows as a pipelined batch whose Sync
+    comes last, and a process frozen (SIGSTOP, a paused VM) in the middle of sending it
+    leaves the server waiting for the rest without counting the wait as idle in the
+    transaction, so ``idle_in_transaction_session_timeout`` never frees the store's write
+    lock. One statement is sent whole, with its Sync.
+
+    ``key``: the index of the column an ``ON CONFLICT ... DO UPDATE`` tail is keyed on;
+    rows sharing a key are cut to the last of them, which is what one statement a row
+    leaves (one statement may not update a row twice)."""
+    if not rows:
+        return
+    if key is not None:
+        rows = list({r[key]: r for r in rows}.values())
+    width = len(rows[0])
+    one = "(" + ", ".join(["%s"] * width) + ")"
+    per = max(1, _MAX_PARAMS // width)
+    for at in range(0, len(rows), per):
+        page = rows[at:at + per]
+        c.execute(f"{head} VALUES {', '.join([one] * len(page))} {tail}",
+                  [v for r in page for v in r])
+
+
 def _first_odd(args: Sequence[Any]) -> str:
     """The first argument PostgreSQL cannot bind or store, quoted and cut short."""
     for a in args:

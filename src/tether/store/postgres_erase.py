@@ -181,6 +181,6 @@ class PGErasure(ErasureRows):
                               (run, now)).fetchone() is not None
 
     def expire_leases(self, runs: list[str]) -> None:
-        with self.c.cursor() as cur:
-            cur.executemany("UPDATE leases SET token = token + 1, expires = 0 WHERE run = %s",
-                            [(r,) for r in runs])
+        # One statement, not a pipelined batch inside the write lock (see insert_rows).
+        self.c.execute("UPDATE leases SET token = token + 1, expires = 0 WHERE run = ANY(%s)",
+                       (list(runs),))

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from tether.core.canonical import dumps, loads
-from tether.store.postgres_base import PGBase
+from tether.store.postgres_base import PGBase, insert_rows
 from tether.store.records import Command, Notification
 
 
@@ -50,10 +50,10 @@ class PGQueues(PGBase):
                 for r in self._read(sql + " ORDER BY id", args)]
 
     def notify(self, notes: Sequence[Notification]) -> None:
-        with self._tx() as c, c.cursor() as cur:
-            cur.executemany("INSERT INTO outbox(id, kind, body, created, next_at) "
-                            "VALUES(%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
-                            [(n.id, n.kind, dumps(n.body), n.created, n.created) for n in notes])
+        with self._tx() as c:
+            insert_rows(c, "INSERT INTO outbox(id, kind, body, created, next_at)",
+                        [(n.id, n.kind, dumps(n.body), n.created, n.created) for n in notes],
+                        "ON CONFLICT DO NOTHING")
 
     def outbox_due(self, now: float, limit: int = 100) -> list[Notification]:
         rows = self._read("SELECT id, kind, body, created, attempts, next_at, delivered, "
