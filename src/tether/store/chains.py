@@ -105,6 +105,15 @@ def row_swarm(r: Sequence[Any]) -> dict[str, Any]:
     return {"budget": loads(r[1]), "pause_points": None if r[2] is None else loads(r[2])}
 
 
+def all_chunks(store: str, digests: Sequence[str], found: dict[str, bytes]) -> dict[str, bytes]:
+    """``found``, the chunks read by their digests, if it holds every one of ``digests``;
+    else the error for the first missing (``store`` names the store)."""
+    missing = [d for d in digests if d not in found]
+    if missing:
+        raise missing_chunk(store, missing[0])
+    return found
+
+
 def missing_chunk(store: str, digest: str) -> StoreCorrupt:
     """The error for a checkpoint chunk a store should hold and does not."""
     return StoreCorrupt(f"store {store}: checkpoint chunk {digest} is missing; "

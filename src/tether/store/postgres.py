@@ -17,7 +17,7 @@ from typing import Any
 from tether.core.canonical import dumps, loads
 from tether.core.events import BATCH_GENESIS, Event, genesis
 from tether.errors import StorageError, UsageError
-from tether.store.chains import batches_from, missing_chunk, next_batch
+from tether.store.chains import all_chunks, batches_from, missing_chunk, next_batch
 from tether.store.postgres_base import Conn, insert_rows, libpq_target
 from tether.store.postgres_erase import PGErase, PGErasure
 from tether.store.postgres_leases import PGLeases
@@ -52,6 +52,7 @@ from tether.store.rows import (
     row_run,
     run_changes,
     run_values,
+    usage_scope,
 )
 from tether.store.writes import apply_writes, fence_refusal
 
@@ -322,10 +323,7 @@ class PostgresStore(PGLeases, PGQueues, PGWorld, PGLinks, PGSettings, PGTokens, 
     def chunks(self, digests: Sequence[str]) -> dict[str, bytes]:
         out: dict[str, bytes] = {r[0]: bytes(r[1]) for r in self._read(
             "SELECT hash, body FROM chunks WHERE hash = ANY(%s)", (list(digests),))}
-        missing = [d for d in digests if d not in out]
-        if missing:
-            raise missing_chunk(str(self.url), missing[0])
-        return out
+        return all_chunks(str(self.url), digests, out)
 
     def chunk(self, digest: str) -> bytes:
         rows = self._read("SELECT body FROM chunks WHERE hash = %s", (digest,))
@@ -335,11 +333,9 @@ class PostgresStore(PGLeases, PGQueues, PGWorld, PGLinks, PGSettings, PGTokens, 
 
     def usage_since(self, *, run: str | None = None, swarm: str | None = None,
                     since: float) -> dict[str, float]:
-        if (run is None) == (swarm is None):
-            raise UsageError("usage_since takes exactly one of run= or swarm=")
-        col, val = ("run", run) if run is not None else ("swarm", swarm)
+        col, val, bucket = usage_scope(run, swarm, since)
         rows = self._read(f"SELECT {_TOTALS} FROM usage WHERE {col} = %s AND bucket >= %s",
-                          (val, int(since // 60)))
+                          (val, bucket))
         return {k: float(v) for k, v in zip(USAGE_KEYS, rows[0], strict=True)}
 
     def swarm_usage(self, swarm: str) -> dict[str, float]:

@@ -16,7 +16,6 @@ from typing import Any
 import psycopg
 
 from tether.core.events import Event
-from tether.errors import LeaseLost
 from tether.store.postgres_base import PGBase, insert_rows
 from tether.store.records import MessageRow, VersionRow, Write
 from tether.store.rows import (
@@ -34,6 +33,8 @@ from tether.store.rows import (
 )
 from tether.store.schema import RARE_KINDS, RARE_SQL
 from tether.store.writes import (
+    claim_limit,
+    claim_refusal,
     transition_key,
     transition_value,
     transitions_refusal,
@@ -126,14 +127,14 @@ class PGWorld(PGBase):
         :meth:`tether.store.sqlite_world.SQLiteWorld.claim_messages`).
         """
         with self._tx() as c:
-            row = c.execute("SELECT token FROM leases WHERE run = %s", (run,)).fetchone()
-            if row is None or row[0] != fence:
-                raise LeaseLost(f"run {run}: this process's lease (token {fence}) was taken "
-                                "over; it cannot take messages")
+            refused = claim_refusal(run, fence, c.execute(
+                "SELECT token FROM leases WHERE run = %s", (run,)).fetchone())
+            if refused is not None:
+                raise refused
             if limit is not None:  # what this call took before counts against its limit
-                held = c.execute("SELECT COUNT(*) FROM messages WHERE recipient = %s AND "
-                                 "claim = %s", (run, claim)).fetchone()
-                limit = max(0, limit - int(held[0] if held else 0))
+                limit = claim_limit(limit, c.execute(
+                    "SELECT COUNT(*) FROM messages WHERE recipient = %s AND claim = %s",
+                    (run, claim)).fetchone())
             # LIMIT NULL is no limit in PostgreSQL (SQLite's -1).
             c.execute("UPDATE messages SET status = 'delivered', claim = %s, received = %s "
                       "WHERE id IN (SELECT id FROM messages WHERE recipient = %s AND "

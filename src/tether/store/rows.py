@@ -15,7 +15,7 @@ from tether.core.canonical import dumps, loads
 from tether.core.events import Event
 from tether.core.ids import ulid_bytes, ulid_str
 from tether.core.seals import NAMES, Seal
-from tether.errors import StoreCorrupt
+from tether.errors import StoreCorrupt, UsageError
 from tether.store.records import (
     ApprovalRow,
     ChainRow,
@@ -62,6 +62,15 @@ def window_us(since: float | None, until: float | None) -> tuple[int, int]:
     """The stored times [lo, hi) of a window in seconds; an open end is the whole range."""
     return (-(2**62) if since is None else stamp_us(since),
             2**62 if until is None else stamp_us(until))
+
+
+def usage_scope(run: str | None, swarm: str | None, since: float) -> tuple[str, Any, int]:
+    """The usage rows a ``usage_since`` query sums: (column, its value, first bucket), the
+    rows being per minute; UsageError unless exactly one of ``run`` and ``swarm``."""
+    if (run is None) == (swarm is None):
+        raise UsageError("usage_since takes exactly one of run= or swarm=")
+    col, val = ("run", run) if run is not None else ("swarm", swarm)
+    return col, val, int(since // 60)
 
 
 def stamp_seconds(us: Any) -> float | None:

@@ -10,7 +10,7 @@ from typing import Any
 from tether.core.canonical import dumps, loads
 from tether.core.events import BATCH_GENESIS, Event, genesis
 from tether.errors import UsageError
-from tether.store.chains import batches_from, missing_chunk, next_batch
+from tether.store.chains import all_chunks, batches_from, missing_chunk, next_batch
 from tether.store.records import (
     USAGE_KEYS,
     ApprovalRow,
@@ -36,6 +36,7 @@ from tether.store.rows import (
     row_run,
     run_changes,
     run_values,
+    usage_scope,
 )
 from tether.store.sqlite_erase import SQLiteErasure
 from tether.store.sqlite_leases import SQLiteLeases
@@ -276,10 +277,7 @@ class SQLiteStore(SQLiteLeases, SQLiteQueues, SQLiteWorld, SQLiteLinks, SQLiteSe
             out.update((r[0], bytes(r[1])) for r in self._read(
                 f"SELECT hash, body FROM chunks WHERE hash IN ({','.join('?' * len(part))})",
                 part))
-        missing = [d for d in digests if d not in out]
-        if missing:
-            raise missing_chunk(str(self.path), missing[0])
-        return out
+        return all_chunks(str(self.path), digests, out)
 
     def chunk(self, digest: str) -> bytes:
         rows = self._read("SELECT body FROM chunks WHERE hash = ?", (digest,))
@@ -289,11 +287,9 @@ class SQLiteStore(SQLiteLeases, SQLiteQueues, SQLiteWorld, SQLiteLinks, SQLiteSe
 
     def usage_since(self, *, run: str | None = None, swarm: str | None = None,
                     since: float) -> dict[str, float]:
-        if (run is None) == (swarm is None):
-            raise UsageError("usage_since takes exactly one of run= or swarm=")
-        col, val = ("run", run) if run is not None else ("swarm", swarm)
+        col, val, bucket = usage_scope(run, swarm, since)
         rows = self._read(f"SELECT {', '.join(f'TOTAL({k})' for k in USAGE_KEYS)} FROM usage "
-                          f"WHERE {col} = ? AND bucket >= ?", (val, int(since // 60)))
+                          f"WHERE {col} = ? AND bucket >= ?", (val, bucket))
         return dict(zip(USAGE_KEYS, rows[0], strict=True))
 
     def swarm_usage(self, swarm: str) -> dict[str, float]:

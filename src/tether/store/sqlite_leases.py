@@ -2,13 +2,15 @@
 
 A run is owned by at most one process: a lease with an expiry and a fencing
 token that only grows (a released lease keeps its row, so the next token is
-still larger), checked by every write of the run (``SQLiteStore.commit``).
+still larger), checked by every write of the run (``SQLiteStore.commit``). Who gets
+a lease is :func:`tether.store.leases.granted_token`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+from tether.store.leases import granted_token
 from tether.store.sqlite_base import SQLiteBase
 
 
@@ -27,12 +29,12 @@ class SQLiteLeases(SQLiteBase):
             for run in runs:
                 row = c.execute("SELECT owner, token, expires FROM leases WHERE run = ?",
                                 (run,)).fetchone()
-                if row is not None and row[2] > now and row[0] != owner:
+                token = granted_token(row, owner, now)
+                if token is None:
                     continue
-                token = (row[1] + 1) if row else 1
                 c.execute("INSERT OR REPLACE INTO leases VALUES(?,?,?,?)",
                           (run, owner, token, now + ttl))
-                got[run] = int(token)
+                got[run] = token
         return got
 
     def renew(self, leases: dict[str, int], owner: str, ttl: float, now: float) -> list[str]:

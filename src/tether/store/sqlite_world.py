@@ -14,7 +14,6 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from tether.core.events import Event
-from tether.errors import LeaseLost
 from tether.store.records import MessageRow, VersionRow, Write
 from tether.store.rows import (
     EVENT_COLS,
@@ -32,6 +31,8 @@ from tether.store.rows import (
 from tether.store.schema import RARE_KINDS, RARE_SQL
 from tether.store.sqlite_base import SQLiteBase
 from tether.store.writes import (
+    claim_limit,
+    claim_refusal,
     transition_key,
     transition_value,
     transitions_refusal,
@@ -123,14 +124,14 @@ class SQLiteWorld(SQLiteBase):
         is still runnable and the re-run call takes them back.
         """
         with self._tx() as c:
-            row = c.execute("SELECT token FROM leases WHERE run = ?", (run,)).fetchone()
-            if row is None or row[0] != fence:
-                raise LeaseLost(f"run {run}: this process's lease (token {fence}) was taken "
-                                "over; it cannot take messages")
+            refused = claim_refusal(run, fence, c.execute(
+                "SELECT token FROM leases WHERE run = ?", (run,)).fetchone())
+            if refused is not None:
+                raise refused
             if limit is not None:  # what this call took before counts against its limit
-                held = c.execute("SELECT COUNT(*) FROM messages WHERE recipient = ? AND "
-                                 "claim = ?", (run, claim)).fetchone()[0]
-                limit = max(0, limit - held)
+                limit = claim_limit(limit, c.execute(
+                    "SELECT COUNT(*) FROM messages WHERE recipient = ? AND claim = ?",
+                    (run, claim)).fetchone())
             c.execute("UPDATE messages SET status = 'delivered', claim = ?, received = ? "
                       "WHERE id IN (SELECT id FROM messages WHERE recipient = ? AND "
                       "status = 'pending' ORDER BY id LIMIT ?)",

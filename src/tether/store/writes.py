@@ -86,3 +86,21 @@ def transitions_refusal(w: Write, current: Callable[[Transition, str], Iterable[
                                 f"{' or '.join(map(str, t.only_from))}; it changed since the "
                                 "plan was made: look again and retry")
     return None
+
+
+
+def claim_refusal(run: str, fence: int, lease: Sequence[Any] | None) -> LeaseLost | None:
+    """Why a run may not take its messages: its lease row's ``(token,)`` (None: no lease)
+    is not the caller's ``fence``."""
+    if lease is None or lease[0] != fence:
+        return LeaseLost(f"run {run}: this process's lease (token {fence}) was taken "
+                         "over; it cannot take messages")
+    return None
+
+
+def claim_limit(limit: int | None, held: Sequence[Any] | None) -> int | None:
+    """How many more messages one receive call may take: what it took before (``held``:
+    the count's row, after a crash) counts against its ``limit`` (None: no limit)."""
+    if limit is None:
+        return None
+    return max(0, limit - int(held[0] if held else 0))
