@@ -119,6 +119,25 @@ def lock_key(schema: str) -> int:
                           signed=True)
 
 
+class WriteTx:
+    """A write transaction being made (:meth:`PGBase._write`)."""
+
+    def __init__(self, conn: psycopg.Connection[tuple[Any, ...]],
+                 first: tuple[Any, ...] | None) -> None:
+        self.conn = conn
+        """The connection the transaction is on."""
+        self.first = first
+        """The first row of the query read as the transaction began (None: no row)."""
+        self.last: pg_sql.Composed | None = None
+        """The statement :meth:`with_commit` gave, if any."""
+
+    def with_commit(self, query: str, values: Sequence[Any]) -> None:
+        """Send ``query`` (``{}`` where each of ``values`` goes, written in as literals by
+        psycopg's quoting) with the COMMIT, in the same round trip; if it fails, the
+        transaction fails."""
+        self.last = pg_sql.SQL(query).format(*map(pg_sql.Literal, values))
+
+
 class PGBase:
     """Connections, transactions and schema shared by the PostgreSQL store's mixins.
 
@@ -224,17 +243,42 @@ class PGBase:
     @contextlib.contextmanager
     def _tx(self) -> Iterator[psycopg.Connection[tuple[Any, ...]]]:
         """One write transaction holding the store's write lock; nested inside another on
-        this thread, a savepoint. psycopg rolls back on any exception, keeping the error
-        that caused it; every psycopg error leaves as tether's."""
+        this thread, a savepoint. Rolled back on any exception, keeping the error that
+        caused it; every psycopg error leaves as tether's."""
+        with self._write() as tx:
+            yield tx.conn
+
+    @contextlib.contextmanager
+    def _write(self, first: str | None = None) -> Iterator[WriteTx]:
+        """:meth:`_tx`, with fewer round trips: ``first`` (a query without parameters) is
+        sent with the BEGIN and the lock and read under the lock (``tx.first``: its first
+        row), and a statement left in ``tx.last`` is sent with the COMMIT.
+
+        Each is one simple-protocol message the server runs whole before it answers, so
+        a process frozen anywhere in it leaves the server idle in the transaction, where
+        ``idle_in_transaction_session_timeout`` ends the session (see insert_rows)."""
         c = self._conn()
-        nested = c.info.transaction_status != TransactionStatus.IDLE
         try:
-            with c.transaction():
-                if not nested:
-                    c.execute("SELECT pg_advisory_xact_lock(%s), set_config("
-                              "'idle_in_transaction_session_timeout', %s, true)",
-                              (self._lock_key, f"{int(self._stall_timeout * 1000)}ms"))
-                yield c
+            if c.info.transaction_status != TransactionStatus.IDLE:
+                with c.transaction():  # nested: a savepoint
+                    tx = WriteTx(c, c.execute(first).fetchone() if first else None)
+                    yield tx
+                    if tx.last is not None:
+                        c.execute(tx.last)
+                return
+            try:
+                cur = c.execute(self._begin + (first or ""))
+                while cur.nextset():  # to the last statement's rows
+                    pass
+                tx = WriteTx(c, cur.fetchone() if first else None)
+                yield tx
+                c.execute(pg_sql.SQL("; ").join([tx.last, pg_sql.SQL("COMMIT")])
+                          if tx.last is not None else "COMMIT")
+            except BaseException:
+                if not c.broken and c.info.transaction_status != TransactionStatus.IDLE:
+                    with contextlib.suppress(psycopg.Error):  # the first error is the one
+                        c.execute("ROLLBACK")
+                raise
         except BaseException as exc:
             # A run key read inside the transaction may be one it created: forget them all,
             # or a retried commit would write events under a key that was rolled back.
@@ -244,6 +288,14 @@ class PGBase:
             if isinstance(exc, (UnicodeEncodeError, OverflowError)):
                 raise self._unbindable(exc, ()) from None
             raise
+
+    @property
+    def _begin(self) -> str:
+        """What starts a write transaction: BEGIN, the store's lock, the stall timeout
+        (our own numbers, written in: a query without parameters can hold several)."""
+        return (f"BEGIN; SELECT pg_advisory_xact_lock({int(self._lock_key)}), set_config("
+                "'idle_in_transaction_session_timeout', "
+                f"'{int(self._stall_timeout * 1000)}ms', true); ")
 
     @contextlib.contextmanager
     def snapshot(self) -> Iterator[None]:
