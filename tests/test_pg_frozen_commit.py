@@ -25,8 +25,10 @@ from typing import Any
 
 import pytest
 
-from tests.store_conformance import _ids, _Run
-from tests.test_crash import stopped
+pytest.register_assert_rewrite("tests.store_conformance")  # as the store tests import it
+
+from tests.store_conformance import _ids, _Run  # noqa: E402
+from tests.test_crash import stopped  # noqa: E402
 
 try:
     import psycopg

@@ -18,7 +18,7 @@ from tether.core.canonical import dumps, loads
 from tether.core.events import BATCH_GENESIS, Event, genesis
 from tether.errors import StorageError, UsageError
 from tether.store.chains import all_chunks, batches_from, missing_chunk, next_batch
-from tether.store.postgres_base import Conn, insert_rows, libpq_target
+from tether.store.postgres_base import Conn, execute_whole, insert_rows, libpq_target
 from tether.store.postgres_erase import PGErase, PGErasure
 from tether.store.postgres_leases import PGLeases
 from tether.store.postgres_links import PGLinks
@@ -148,12 +148,12 @@ class PostgresStore(PGLeases, PGQueues, PGWorld, PGLinks, PGSettings, PGTokens, 
         chunks = [*w.chunks, *(w.checkpoint[1].chunks if w.checkpoint is not None else ())]
         insert_rows(c, "INSERT INTO chunks(hash, body)", chunks, "ON CONFLICT DO NOTHING")
         with c.cursor() as cur:
-            if w.checkpoint is not None:
+            if w.checkpoint is not None:  # a keyframe can be large: sent whole
                 epoch, ck = w.checkpoint
-                cur.execute("INSERT INTO checkpoints(rk, epoch, step, kind, body) "
-                            "VALUES(%s, %s, %s, %s, %s) ON CONFLICT(rk, epoch, step) DO UPDATE "
-                            "SET kind = excluded.kind, body = excluded.body",
-                            (rk, epoch, ck.step, ck.kind, ck.body))
+                execute_whole(c, "INSERT INTO checkpoints(rk, epoch, step, kind, body) "
+                              "VALUES(%s, %s, %s, %s, %s) ON CONFLICT(rk, epoch, step) DO UPDATE "
+                              "SET kind = excluded.kind, body = excluded.body",
+                              (rk, epoch, ck.step, ck.kind, ck.body))
             if w.usage is not None:
                 vals = [w.usage.counts.get(k, 0) for k in USAGE_KEYS]
                 sets = ", ".join(f"{k} = usage.{k} + excluded.{k}" for k in USAGE_KEYS)
@@ -178,13 +178,12 @@ class PostgresStore(PGLeases, PGQueues, PGWorld, PGLinks, PGSettings, PGTokens, 
         r = w.run_row
         assert r is not None
         if w.fence is None or w.run_changes is None:
-            c.execute(_RUNS_UPSERT,
-                      run_values(r))
+            execute_whole(c, _RUNS_UPSERT, run_values(r))
             return
         # Only what changed (see run_changes): a plain step can be a HOT update.
         cols, vals = run_changes(r, w.run_changes)
-        c.execute(f"UPDATE runs SET {', '.join(f'{k} = %s' for k in cols)} WHERE id = %s",
-                  (*vals, r.id))
+        execute_whole(c, f"UPDATE runs SET {', '.join(f'{k} = %s' for k in cols)} "
+                      "WHERE id = %s", (*vals, r.id))
 
     # -- reading ---------------------------------------------------------
     def get_run(self, run: str) -> RunRow | None:

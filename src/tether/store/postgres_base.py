@@ -479,7 +479,7 @@ def insert_rows(c: psycopg.Connection[Any], head: str, rows: Sequence[Sequence[A
     comes last, and a process frozen (SIGSTOP, a paused VM) in the middle of sending it
     leaves the server waiting for the rest without counting the wait as idle in the
     transaction, so ``idle_in_transaction_session_timeout`` never frees the store's write
-    lock. One statement is sent whole, with its Sync.
+    lock. One statement is sent whole, with its Sync (:func:`execute_whole`).
 
     ``key``: the index of the column an ``ON CONFLICT ... DO UPDATE`` tail is keyed on;
     rows sharing a key are cut to the last of them, which is what one statement a row
@@ -493,8 +493,43 @@ def insert_rows(c: psycopg.Connection[Any], head: str, rows: Sequence[Sequence[A
     per = max(1, _MAX_PARAMS // width)
     for at in range(0, len(rows), per):
         page = rows[at:at + per]
-        c.execute(f"{head} VALUES {', '.join([one] * len(page))} {tail}",
-                  [v for r in page for v in r])
+        execute_whole(c, f"{head} VALUES {', '.join([one] * len(page))} {tail}",
+                      [v for r in page for v in r])
+
+
+_WHOLE = 7000
+"""Bytes above which libpq may send a statement's messages in more than one write: it
+writes out its buffer whenever that passes 8 KiB while it builds them."""
+
+
+def execute_whole(c: psycopg.Connection[Any], sql: str, args: Sequence[Any]) -> None:
+    """Run ``sql`` (``%s`` placeholders) with ``args`` inside a write
+    transaction, such that a process frozen while sending it leaves the server idle in
+    the transaction (so that ``idle_in_transaction_session_timeout`` can end it).
+
+    A statement with parameters is several messages (Parse, Bind, Execute, Sync); the
+    server arms that timer only once it has answered a Sync, so a process frozen after
+    sending part of them holds the store's write lock for as long as it sleeps. A small
+    statement goes out in one write, which a freeze cannot split; a larger one is sent
+    as one simple-protocol message, its values written in as literals by psycopg's
+    quoting: the server reads a message whole, with the timer armed, before running it."""
+    size = 64 + len(sql) + sum(_size(a) for a in args)
+    if size <= _WHOLE:
+        c.execute(sql, args)
+        return
+    template = sql.replace("{", "{{").replace("}", "}}").replace("%s", "{}")
+    c.execute(pg_sql.SQL(template).format(*map(pg_sql.Literal, args)), prepare=False)
+
+
+def _size(a: Any) -> int:
+    """About how many bytes ``a`` takes as a parameter of a statement (at least)."""
+    if isinstance(a, bytes):
+        return 6 + len(a)
+    if isinstance(a, str):
+        return 6 + (len(a) if a.isascii() else 4 * len(a))
+    if isinstance(a, (list, tuple)):
+        return 24 + sum(_size(x) for x in a)
+    return 16
 
 
 def _first_odd(args: Sequence[Any]) -> str:

@@ -16,7 +16,7 @@ from typing import Any
 import psycopg
 
 from tether.core.events import Event
-from tether.store.postgres_base import PGBase, insert_rows
+from tether.store.postgres_base import PGBase, execute_whole, insert_rows
 from tether.store.records import MessageRow, VersionRow, Write
 from tether.store.rows import (
     EVENT_COLS,
@@ -106,10 +106,10 @@ class PGWorld(PGBase):
         for v in w.versions:
             # Numbered from the key's last version: commits hold the store's write lock,
             # so no other commit numbers the same key meanwhile.
-            c.execute(f"INSERT INTO versions({VERSION_COLS}) SELECT %s, %s, "
-                      "COALESCE(MAX(version), 0) + 1, %s, %s, %s, %s, %s, %s, %s, %s, %s "
-                      "FROM versions WHERE ns = %s AND key = %s",
-                      (*version_values(v), v.ns, v.key))
+            execute_whole(c, f"INSERT INTO versions({VERSION_COLS}) SELECT %s, %s, "
+                          "COALESCE(MAX(version), 0) + 1, %s, %s, %s, %s, %s, %s, %s, %s, %s "
+                          "FROM versions WHERE ns = %s AND key = %s",
+                          (*version_values(v), v.ns, v.key))
         for t in w.transitions:
             if t.ids:  # one statement for all the rows, not a pipelined batch (insert_rows)
                 c.execute(f"UPDATE {t.table} SET {t.column} = %s "
