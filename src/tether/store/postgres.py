@@ -18,7 +18,7 @@ from tether.core.canonical import dumps, loads
 from tether.core.events import BATCH_GENESIS, Event, genesis
 from tether.errors import StorageError, UsageError
 from tether.store.chains import all_chunks, batches_from, missing_chunk, next_batch
-from tether.store.postgres_base import Conn, execute_whole, insert_rows, libpq_target
+from tether.store.postgres_base import Combined, Conn, insert_rows, libpq_target
 from tether.store.postgres_erase import PGErase, PGErasure
 from tether.store.postgres_leases import PGLeases
 from tether.store.postgres_links import PGLinks
@@ -129,61 +129,64 @@ class PostgresStore(PGLeases, PGQueues, PGWorld, PGLinks, PGSettings, PGTokens, 
     def _apply(self, c: Conn, w: Write) -> int:
         rk = self._rk(w.run, c, create=True)
         assert rk is not None
-        # Each kind of row in one statement, none for no rows (see insert_rows).
-        insert_rows(c, f"INSERT INTO events({EVENT_COLS})",
+        # Each kind of row in one statement, none for no rows (see insert_rows), and those
+        # below sent together as one (Combined): each is on a table of its own and none
+        # reads what another writes. A step's events, run row, checkpoint and usage cost
+        # one round trip, not four.
+        one = Combined(c)
+        insert_rows(one, f"INSERT INTO events({EVENT_COLS})",
                     [event_values(rk, e) for e in w.events])
         if w.run_row is not None:
-            self._write_run(c, w)
-        insert_rows(c, f"INSERT INTO effects({EFFECT_COLS})",
+            self._write_run(one, w)
+        insert_rows(one, f"INSERT INTO effects({EFFECT_COLS})",
                     [effect_values(f) for f in w.effects], _EFFECTS_REPLACE, key=0)
-        self._apply_progress(c, w)
-        self._apply_requests(c, w)
+        self._apply_progress(one, w, rk)
+        self._apply_requests(one, w)
+        one.send()
+        # Apart: versions are numbered from the rows before them, links read the events.
         self._apply_world(c, w)
         self._apply_links(c, w, rk)
         return rk
 
-    def _apply_progress(self, c: Conn, w: Write) -> None:
+    def _apply_progress(self, one: Combined, w: Write, rk: int) -> None:
         """The run's checkpoint (and its new chunks) and the usage it added."""
-        rk = self._rk(w.run, c)
         chunks = [*w.chunks, *(w.checkpoint[1].chunks if w.checkpoint is not None else ())]
-        insert_rows(c, "INSERT INTO chunks(hash, body)", chunks, "ON CONFLICT DO NOTHING")
-        with c.cursor() as cur:
-            if w.checkpoint is not None:  # a keyframe can be large: sent whole
-                epoch, ck = w.checkpoint
-                execute_whole(c, "INSERT INTO checkpoints(rk, epoch, step, kind, body) "
-                              "VALUES(%s, %s, %s, %s, %s) ON CONFLICT(rk, epoch, step) DO UPDATE "
-                              "SET kind = excluded.kind, body = excluded.body",
-                              (rk, epoch, ck.step, ck.kind, ck.body))
-            if w.usage is not None:
-                vals = [w.usage.counts.get(k, 0) for k in USAGE_KEYS]
-                sets = ", ".join(f"{k} = usage.{k} + excluded.{k}" for k in USAGE_KEYS)
-                cur.execute(f"INSERT INTO usage(run, bucket, swarm, {', '.join(USAGE_KEYS)}) "
-                            f"VALUES({_marks(3 + len(USAGE_KEYS))}) "
-                            f"ON CONFLICT(run, bucket) DO UPDATE SET {sets}",
-                            (w.run, w.usage.bucket, w.swarm, *vals))
+        insert_rows(one, "INSERT INTO chunks(hash, body)", chunks, "ON CONFLICT DO NOTHING")
+        if w.checkpoint is not None:
+            epoch, ck = w.checkpoint
+            one.execute("INSERT INTO checkpoints(rk, epoch, step, kind, body) "
+                        "VALUES(%s, %s, %s, %s, %s) ON CONFLICT(rk, epoch, step) DO UPDATE "
+                        "SET kind = excluded.kind, body = excluded.body",
+                        (rk, epoch, ck.step, ck.kind, ck.body))
+        if w.usage is not None:
+            vals = [w.usage.counts.get(k, 0) for k in USAGE_KEYS]
+            sets = ", ".join(f"{k} = usage.{k} + excluded.{k}" for k in USAGE_KEYS)
+            one.execute(f"INSERT INTO usage(run, bucket, swarm, {', '.join(USAGE_KEYS)}) "
+                        f"VALUES({_marks(3 + len(USAGE_KEYS))}) "
+                        f"ON CONFLICT(run, bucket) DO UPDATE SET {sets}",
+                        (w.run, w.usage.bucket, w.swarm, *vals))
 
-    def _apply_requests(self, c: Conn, w: Write) -> None:
+    def _apply_requests(self, one: Combined, w: Write) -> None:
         """Approvals asked or decided, notifications to send, commands applied."""
-        insert_rows(c, f"INSERT INTO approvals({APPROVAL_COLS})",
+        insert_rows(one, f"INSERT INTO approvals({APPROVAL_COLS})",
                     [approval_values(a) for a in w.approvals], _APPROVALS_REPLACE, key=0)
-        insert_rows(c, "INSERT INTO outbox(id, kind, body, created, next_at)",
+        insert_rows(one, "INSERT INTO outbox(id, kind, body, created, next_at)",
                     [(n.id, n.kind, dumps(n.body), n.created, n.created)
                      for n in w.notifications], "ON CONFLICT DO NOTHING")
-        with c.cursor() as cur:
-            if w.commands_applied:
-                cur.execute("UPDATE commands SET applied = %s WHERE id = ANY(%s)",
-                            (self.clock.now(), list(w.commands_applied)))
+        if w.commands_applied:
+            one.execute("UPDATE commands SET applied = %s WHERE id = ANY(%s)",
+                        (self.clock.now(), list(w.commands_applied)))
 
-    def _write_run(self, c: Conn, w: Write) -> None:
+    def _write_run(self, one: Combined, w: Write) -> None:
         r = w.run_row
         assert r is not None
         if w.fence is None or w.run_changes is None:
-            execute_whole(c, _RUNS_UPSERT, run_values(r))
+            one.execute(_RUNS_UPSERT, run_values(r))
             return
         # Only what changed (see run_changes): a plain step can be a HOT update.
         cols, vals = run_changes(r, w.run_changes)
-        execute_whole(c, f"UPDATE runs SET {', '.join(f'{k} = %s' for k in cols)} "
-                      "WHERE id = %s", (*vals, r.id))
+        one.execute(f"UPDATE runs SET {', '.join(f'{k} = %s' for k in cols)} WHERE id = %s",
+                    (*vals, r.id))
 
     # -- reading ---------------------------------------------------------
     def get_run(self, run: str) -> RunRow | None:

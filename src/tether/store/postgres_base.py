@@ -469,7 +469,37 @@ _MAX_PARAMS = 65535
 """Bind parameters PostgreSQL takes in one statement (the protocol counts them in 16 bits)."""
 
 
-def insert_rows(c: psycopg.Connection[Any], head: str, rows: Sequence[Sequence[Any]],
+class Combined:
+    """Data-modifying statements gathered and sent as one (``WITH s0 AS (...), s1 AS
+    (...) SELECT 1``) by :meth:`send`: one round trip where each was one. Only for
+    statements on different tables, none reading what another writes: the parts of one
+    statement all see the rows as they were before it. Sent whole (execute_whole)."""
+
+    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+        self.conn = conn
+        self._parts: list[str] = []
+        self._args: list[Any] = []
+
+    def execute(self, sql: str, args: Sequence[Any] = ()) -> None:
+        """Add ``sql`` (``%s`` placeholders) with its ``args``; what was gathered is sent
+        first if the two together would pass the parameter limit."""
+        if len(self._args) + len(args) > _MAX_PARAMS:
+            self.send()
+        self._parts.append(sql)
+        self._args.extend(args)
+
+    def send(self) -> None:
+        """Run what was gathered, as one statement."""
+        parts, args = self._parts, self._args
+        self._parts, self._args = [], []
+        if len(parts) == 1:
+            execute_whole(self.conn, parts[0], args)
+        elif parts:
+            execute_whole(self.conn, "WITH " + ", ".join(
+                f"s{i} AS ({p})" for i, p in enumerate(parts)) + " SELECT 1", args)
+
+
+def insert_rows(c: psycopg.Connection[Any] | Combined, head: str, rows: Sequence[Sequence[Any]],
                 tail: str = "", *, key: int | None = None) -> None:
     """``head VALUES (...), (...), ... tail`` for every row of ``rows`` (``head``: e.g.
     ``INSERT INTO t(a, b)``; ``tail``: e.g. ``ON CONFLICT DO NOTHING``), as few single
@@ -493,8 +523,12 @@ def insert_rows(c: psycopg.Connection[Any], head: str, rows: Sequence[Sequence[A
     per = max(1, _MAX_PARAMS // width)
     for at in range(0, len(rows), per):
         page = rows[at:at + per]
-        execute_whole(c, f"{head} VALUES {', '.join([one] * len(page))} {tail}",
-                      [v for r in page for v in r])
+        sql, args = f"{head} VALUES {', '.join([one] * len(page))} {tail}", [
+            v for r in page for v in r]
+        if isinstance(c, Combined):
+            c.execute(sql, args)
+        else:
+            execute_whole(c, sql, args)
 
 
 _WHOLE = 7000
