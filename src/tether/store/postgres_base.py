@@ -531,12 +531,15 @@ def insert_rows(c: psycopg.Connection[Any] | Combined, head: str, rows: Sequence
             execute_whole(c, sql, args)
 
 
+_PLACEHOLDER = re.compile(r"%([%s])")
+"""A parameter's place (``%s``) or a percent sign (``%%``) in a statement."""
 _WHOLE = 7000
 """Bytes above which libpq may send a statement's messages in more than one write: it
 writes out its buffer whenever that passes 8 KiB while it builds them."""
 
 
-def execute_whole(c: psycopg.Connection[Any], sql: str, args: Sequence[Any]) -> None:
+def execute_whole(c: psycopg.Connection[Any], sql: str, args: Sequence[Any]
+                  ) -> psycopg.Cursor[Any]:
     """Run ``sql`` (``%s`` placeholders) with ``args`` inside a write
     transaction, such that a process frozen while sending it leaves the server idle in
     the transaction (so that ``idle_in_transaction_session_timeout`` can end it).
@@ -549,10 +552,10 @@ def execute_whole(c: psycopg.Connection[Any], sql: str, args: Sequence[Any]) -> 
     quoting: the server reads a message whole, with the timer armed, before running it."""
     size = 64 + len(sql) + sum(_size(a) for a in args)
     if size <= _WHOLE:
-        c.execute(sql, args)
-        return
-    template = sql.replace("{", "{{").replace("}", "}}").replace("%s", "{}")
-    c.execute(pg_sql.SQL(template).format(*map(pg_sql.Literal, args)), prepare=False)
+        return c.execute(sql, args)
+    template = _PLACEHOLDER.sub(lambda m: "%" if m[1] == "%" else "{}",
+                                sql.replace("{", "{{").replace("}", "}}"))
+    return c.execute(pg_sql.SQL(template).format(*map(pg_sql.Literal, args)), prepare=False)
 
 
 def _size(a: Any) -> int:

@@ -111,8 +111,8 @@ class PGErasure(ErasureRows):
             # An index that is no integer matches no approval; PostgreSQL would refuse to
             # compare it with the integer column rather than say so.
             return 0
-        n = self.c.execute(f"UPDATE {table} SET {column} = %s WHERE {_WHERE[where]}",
-                           (value, *key)).rowcount
+        n = execute_whole(self.c, f"UPDATE {table} SET {column} = %s WHERE {_WHERE[where]}",
+                          (value, *key)).rowcount
         return max(n, 0)
 
     def undo_of(self, effect: str) -> Any:

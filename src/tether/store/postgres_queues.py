@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from tether.core.canonical import dumps, loads
-from tether.store.postgres_base import PGBase, insert_rows
+from tether.store.postgres_base import PGBase, execute_whole, insert_rows
 from tether.store.records import Command, Notification
 
 
@@ -30,9 +30,9 @@ class PGQueues(PGBase):
                 again = c.execute("SELECT id FROM commands WHERE key = %s", (key,)).fetchone()
                 if again is not None:
                     return int(again[0])
-            row = c.execute("INSERT INTO commands(run, kind, args, actor, created, key) "
-                            "VALUES(%s, %s, %s, %s, %s, %s) RETURNING id",
-                            (run, kind, dumps(args), actor, now, key)).fetchone()
+            row = execute_whole(c, "INSERT INTO commands(run, kind, args, actor, created, "
+                                "key) VALUES(%s, %s, %s, %s, %s, %s) RETURNING id",
+                                (run, kind, dumps(args), actor, now, key)).fetchone()
             assert row is not None  # INSERT ... RETURNING gives its row
             return int(row[0])
 
