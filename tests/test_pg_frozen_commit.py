@@ -56,9 +56,10 @@ pytestmark = [pytest.mark.crash, pytest.mark.raw_rows,
               pytest.mark.skipif(not Path("/proc/self/stat").exists(),
                                  reason="reads process states in /proc")]
 
-# The writer: one run, commits of 40 events each (a pipelined batch would be 40 Bind/
-# Execute pairs long), its lease renewed between commits; it prints its run's id, then
-# exits at its first failure, saying which.
+# The writer: one run, commits of 40 events (a pipelined batch would be 40 Bind/Execute
+# pairs long; one statement of them passes libpq's 8 KiB write) and of 2, in turn, its
+# lease renewed between commits; it prints its run's id, then exits at its first
+# failure, saying which.
 WRITER = """
 import sys, time
 from tests.store_conformance import _Run, _ids
@@ -70,8 +71,8 @@ assert store.commit([r.create()]) == [None]
 r.fence = store.acquire(r.id, "frozen", 2.0, time.time())
 print(r.id, flush=True)
 try:
-    while True:
-        res = store.commit([r.write(40)])
+    for i in range(10**9):
+        res = store.commit([r.write(40 if i % 2 else 2)])
         if res != [None]:
             print("refused", type(res[0]).__name__, res[0], flush=True)
             sys.exit(3)
@@ -90,6 +91,11 @@ def url() -> Iterator[str]:
     yield f"{SERVER}?schema={schema}"
     with psycopg.connect(SERVER, autocommit=True) as c:
         c.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+EVENTS = ("INSERT INTO events", "WITH s0 AS (INSERT INTO events")
+"""How the statement that sends a commit's events begins (alone, or with the rest of
+its write)."""
 
 
 def _holder(c: psycopg.Connection[tuple[Any, ...]], key: int) -> tuple[int, str, str] | None:
@@ -115,7 +121,7 @@ def _freeze_holding_the_lock(proc: subprocess.Popen[str], c: psycopg.Connection[
         held = _holder(c, key)
         # Frozen while (or right after) sending its events is the case that matters;
         # after 1000 tries any moment inside the transaction will do.
-        if held is not None and (held[2].lstrip().startswith("INSERT INTO events") or i > 1000):
+        if held is not None and (held[2].lstrip().startswith(EVENTS) or i > 1000):
             caught = held
             break
         os.kill(proc.pid, signal.SIGCONT)
