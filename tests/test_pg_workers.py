@@ -293,7 +293,8 @@ def test_a_worker_stopped_past_its_lease_writes_nothing_once_it_wakes(
 
 FROZEN_AT = [
     pytest.param(("UPDATE", "INSERT INTO usage", "SELECT"), id="after-a-statement"),
-    pytest.param(("INSERT INTO events",), id="inside-an-executemany"),
+    pytest.param(("WITH s0 AS (INSERT INTO events", "INSERT INTO events"),
+                 id="inside-a-write-s-statement"),
 ]
 
 
@@ -308,10 +309,11 @@ def test_a_writer_frozen_mid_commit_stalls_the_store_only_for_a_while(
     meanwhile is refused in one line ("locked by another writer ... retry"), then goes
     through; the frozen worker, once it wakes, carries on.
 
-    ``inside-an-executemany`` FAILS on pg-store as merged (2126a5b): frozen while psycopg's
-    ``executemany`` (pipeline mode: Bind/Execute messages, the Sync at the end) is sending
-    ``INSERT INTO events``, the server never reaches ReadyForQuery, so the idle-in-
-    transaction timer is never armed: the lock stays held (seen > 90 s)."""
+    ``inside-a-write-s-statement`` failed while a commit sent its events with psycopg's
+    ``executemany`` (pipeline mode: Bind/Execute messages, the Sync at the end): frozen
+    mid-batch, the server never reached ReadyForQuery, so the idle-in-transaction timer
+    was never armed and the lock stayed held (seen > 90 s). A write is now one statement,
+    sent whole (tests/test_pg_frozen_commit.py freezes it mid-send too)."""
     url, store, side = shared
     runs = start(store, 4, steps=400)
     first = spawn(url, tmp_path, "first", side=side, ttl=TTL)

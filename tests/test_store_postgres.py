@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 
+from tether.core.checkpoint import CheckpointEncoder
 from tether.errors import SchemaTooNew, StorageError, StoreError, StoreLocked, UsageError
 from tether.store import open_store, postgres_schema, schema
 from tether.store.protocol import Store
@@ -57,6 +58,7 @@ pytest.register_assert_rewrite("tests.store_conformance")
 
 # The shared tests, collected here once for this backend; __all__ there lists only tests.
 from tests.store_conformance import *  # noqa: E402, F403
+from tests.store_conformance import _ids, _Run  # noqa: E402
 
 # The conformance tests write rows of their own making, without the events they fold from.
 pytestmark = pytest.mark.raw_rows
@@ -449,3 +451,23 @@ def test_a_writer_stalled_in_its_transaction_loses_it_and_the_lock(
     assert out.strip() == "StorageError"
     assert (store.get_meta("k"), store.get_meta("stalled"), store.get_meta("after")) == \
         ("v", None, None)
+
+
+def test_a_large_write_is_stored_as_given(store_factory: Callable[[], Store]) -> None:
+    """A write larger than one of libpq's 8 KiB writes goes as one simple-protocol message,
+    its values quoted in (execute_whole): they must come back exactly as given, quotes,
+    braces, percent signs, backslashes and non-ASCII text included."""
+    store = store_factory()
+    ids = _ids()
+    r = _Run(ids.new(), ids)
+    assert store.commit([r.create()]) == [None]
+    r.fence = store.acquire(r.id, "w1", 60, time.time())
+    odd = "it's {a} 100%% %s \\x00 \"q\" é✓ " * 600  # ~20 KB of what quoting must keep
+    ck = CheckpointEncoder(run=r.id).encode(1, {"text": odd, "n": 1.5e-300}, force_key=True)
+    w = r.emit("tool.called", {"text": odd, "n": [1, 2.25, None, True]}, checkpoint=(0, ck))
+    assert store.commit([w]) == [None]
+    assert store.events(r.id)[-1] == w.events[0]
+    row = store.get_run(r.id)
+    assert row == r.row
+    chain = store.checkpoint_chain(r.id, 0, 1)
+    assert chain is not None and chain.key_body == ck.body

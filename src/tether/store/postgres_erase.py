@@ -23,7 +23,7 @@ from psycopg import pq, sql
 from tether.core.ids import ulid_bytes
 from tether.core.settings import ERASED_KIND, STORE_CHAIN, STORE_SCOPE, StoreEvent
 from tether.store.erase_rows import ErasureRows, Where
-from tether.store.postgres_base import PGBase
+from tether.store.postgres_base import PGBase, execute_whole
 from tether.store.postgres_settings import append_chain
 from tether.store.rows import id_key
 
@@ -111,8 +111,8 @@ class PGErasure(ErasureRows):
             # An index that is no integer matches no approval; PostgreSQL would refuse to
             # compare it with the integer column rather than say so.
             return 0
-        n = self.c.execute(f"UPDATE {table} SET {column} = %s WHERE {_WHERE[where]}",
-                           (value, *key)).rowcount
+        n = execute_whole(self.c, f"UPDATE {table} SET {column} = %s WHERE {_WHERE[where]}",
+                          (value, *key)).rowcount
         return max(n, 0)
 
     def undo_of(self, effect: str) -> Any:
@@ -121,14 +121,14 @@ class PGErasure(ErasureRows):
         return None if row is None else row[0]
 
     def set_undo(self, effect: str, undo: bytes) -> None:
-        self.c.execute("UPDATE effects SET undo = %s WHERE id = %s", (undo, effect))
+        execute_whole(self.c, "UPDATE effects SET undo = %s WHERE id = %s", (undo, effect))
 
     def outbox_holding(self, pats: list[bytes]) -> list[tuple[Any, ...]]:
         return self.c.execute(f"SELECT id, body FROM outbox WHERE "
                               f"{_holding('body', len(pats))}", pats).fetchall()
 
     def set_outbox(self, note: str, body: bytes) -> None:
-        self.c.execute("UPDATE outbox SET body = %s WHERE id = %s", (body, note))
+        execute_whole(self.c, "UPDATE outbox SET body = %s WHERE id = %s", (body, note))
 
     def reason_of(self, run: str) -> Sequence[Any] | None:
         return self.c.execute("SELECT reason FROM runs WHERE id = %s", (run,)).fetchone()
@@ -162,8 +162,8 @@ class PGErasure(ErasureRows):
                               (h,)).fetchone() is None)
 
     def add_chunk(self, name: str, body: bytes) -> None:
-        self.c.execute("INSERT INTO chunks(hash, body) VALUES(%s,%s) ON CONFLICT DO NOTHING",
-                       (name, body))
+        execute_whole(self.c, "INSERT INTO chunks(hash, body) VALUES(%s,%s) "
+                      "ON CONFLICT DO NOTHING", (name, body))
 
     def drop_chunks(self, names: list[str]) -> None:
         self.c.execute("DELETE FROM chunks WHERE hash = ANY(%s)", (names,))
@@ -174,13 +174,14 @@ class PGErasure(ErasureRows):
                               pats).fetchall()
 
     def set_checkpoint(self, rowid: int, body: bytes) -> None:
-        self.c.execute("UPDATE checkpoints SET body = %s WHERE rowid = %s", (body, rowid))
+        execute_whole(self.c, "UPDATE checkpoints SET body = %s WHERE rowid = %s",
+                      (body, rowid))
 
     def lease_live(self, run: str, now: float) -> bool:
         return self.c.execute("SELECT 1 FROM leases WHERE run = %s AND expires > %s",
                               (run, now)).fetchone() is not None
 
     def expire_leases(self, runs: list[str]) -> None:
-        with self.c.cursor() as cur:
-            cur.executemany("UPDATE leases SET token = token + 1, expires = 0 WHERE run = %s",
-                            [(r,) for r in runs])
+        # One statement, not a pipelined batch inside the write lock (see insert_rows).
+        self.c.execute("UPDATE leases SET token = token + 1, expires = 0 WHERE run = ANY(%s)",
+                       (list(runs),))

@@ -15,7 +15,7 @@ import psycopg
 
 from tether.core.ids import ulid_bytes
 from tether.store.links import LINK_COLS, Row, link_rows, row_link, walk
-from tether.store.postgres_base import PGBase
+from tether.store.postgres_base import PGBase, insert_rows
 from tether.store.records import EffectRef, Link, MessageRef, Produced, Reached, VersionRef, Write
 
 
@@ -27,10 +27,7 @@ class PGLinks(PGBase):
         """The links the write's events make (derived from them: see the module)."""
         links = link_rows(w.events, rk, lambda cid: self._event_at(c, cid),
                           lambda run: self._rk(run, c))
-        if links:
-            with c.cursor() as cur:
-                cur.executemany(f"INSERT INTO links({LINK_COLS}) "
-                                "VALUES(%s,%s,%s,%s,%s,%s,%s,%s,%s)", links)
+        insert_rows(c, f"INSERT INTO links({LINK_COLS})", links)  # one statement (insert_rows)
 
     def _event_at(self, c: psycopg.Connection[Any], event_id: str
                   ) -> tuple[str, int, int] | None:

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from tether.core.canonical import dumps, loads
-from tether.store.postgres_base import PGBase
+from tether.store.postgres_base import PGBase, execute_whole, insert_rows
 from tether.store.records import Command, Notification
 
 
@@ -30,9 +30,9 @@ class PGQueues(PGBase):
                 again = c.execute("SELECT id FROM commands WHERE key = %s", (key,)).fetchone()
                 if again is not None:
                     return int(again[0])
-            row = c.execute("INSERT INTO commands(run, kind, args, actor, created, key) "
-                            "VALUES(%s, %s, %s, %s, %s, %s) RETURNING id",
-                            (run, kind, dumps(args), actor, now, key)).fetchone()
+            row = execute_whole(c, "INSERT INTO commands(run, kind, args, actor, created, "
+                                "key) VALUES(%s, %s, %s, %s, %s, %s) RETURNING id",
+                                (run, kind, dumps(args), actor, now, key)).fetchone()
             assert row is not None  # INSERT ... RETURNING gives its row
             return int(row[0])
 
@@ -50,10 +50,10 @@ class PGQueues(PGBase):
                 for r in self._read(sql + " ORDER BY id", args)]
 
     def notify(self, notes: Sequence[Notification]) -> None:
-        with self._tx() as c, c.cursor() as cur:
-            cur.executemany("INSERT INTO outbox(id, kind, body, created, next_at) "
-                            "VALUES(%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
-                            [(n.id, n.kind, dumps(n.body), n.created, n.created) for n in notes])
+        with self._tx() as c:
+            insert_rows(c, "INSERT INTO outbox(id, kind, body, created, next_at)",
+                        [(n.id, n.kind, dumps(n.body), n.created, n.created) for n in notes],
+                        "ON CONFLICT DO NOTHING")
 
     def outbox_due(self, now: float, limit: int = 100) -> list[Notification]:
         rows = self._read("SELECT id, kind, body, created, attempts, next_at, delivered, "

@@ -24,6 +24,7 @@ from tether.store.chains import (
     store_events_from,
     store_head,
 )
+from tether.store.postgres_base import execute_whole
 from tether.store.postgres_tokens import PGTokens
 
 
@@ -35,8 +36,8 @@ def append_chain(c: psycopg.Connection[Any], store_rk: int, kind: str, scope: st
     row = c.execute("SELECT n, hash FROM store_events ORDER BY n DESC LIMIT 1").fetchone()
     e = make_store_event(store_head(row), id=id, kind=kind, scope=scope, time=time, actor=actor,
                          payload=payload)
-    c.execute(f"INSERT INTO store_events({STORE_EVENT_COLS}) VALUES(%s,%s,%s,%s,%s,%s,%s,%s)",
-              store_event_values(e))
+    execute_whole(c, f"INSERT INTO store_events({STORE_EVENT_COLS}) "  # a payload can be large
+                  "VALUES(%s,%s,%s,%s,%s,%s,%s,%s)", store_event_values(e))
     last = c.execute("SELECT n, hash FROM batches ORDER BY n DESC LIMIT 1").fetchone()
     c.execute("INSERT INTO batches(n, hash, entries) VALUES(%s,%s,%s)",
               store_batch(last, e, store_rk))

@@ -11,12 +11,12 @@ undone or suspect) applies only from the states its plan saw, else the write is 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any, Final
+from typing import Any
 
 import psycopg
 
 from tether.core.events import Event
-from tether.store.postgres_base import PGBase
+from tether.store.postgres_base import PGBase, execute_whole, insert_rows
 from tether.store.records import MessageRow, VersionRow, Write
 from tether.store.rows import (
     EVENT_COLS,
@@ -39,8 +39,6 @@ from tether.store.writes import (
     transition_value,
     transitions_refusal,
 )
-
-_MARKS_13: Final = ",".join(["%s"] * 13)
 
 
 class PGWorld(PGBase):
@@ -103,22 +101,20 @@ class PGWorld(PGBase):
 
     def _apply_world(self, c: psycopg.Connection[Any], w: Write) -> None:
         """The write's messages, versions and transitions (inside its commit)."""
-        if w.messages:
-            with c.cursor() as cur:
-                cur.executemany(f"INSERT INTO messages({MESSAGE_COLS}) VALUES({_MARKS_13})",
-                                [message_values(m) for m in w.messages])
+        insert_rows(c, f"INSERT INTO messages({MESSAGE_COLS})",
+                    [message_values(m) for m in w.messages])
         for v in w.versions:
             # Numbered from the key's last version: commits hold the store's write lock,
             # so no other commit numbers the same key meanwhile.
-            c.execute(f"INSERT INTO versions({VERSION_COLS}) SELECT %s, %s, "
-                      "COALESCE(MAX(version), 0) + 1, %s, %s, %s, %s, %s, %s, %s, %s, %s "
-                      "FROM versions WHERE ns = %s AND key = %s",
-                      (*version_values(v), v.ns, v.key))
+            execute_whole(c, f"INSERT INTO versions({VERSION_COLS}) SELECT %s, %s, "
+                          "COALESCE(MAX(version), 0) + 1, %s, %s, %s, %s, %s, %s, %s, %s, %s "
+                          "FROM versions WHERE ns = %s AND key = %s",
+                          (*version_values(v), v.ns, v.key))
         for t in w.transitions:
-            key, value = transition_key(t), transition_value(t)
-            with c.cursor() as cur:
-                cur.executemany(f"UPDATE {t.table} SET {t.column} = %s WHERE {key} = %s",
-                                [(value, i) for i in t.ids])
+            if t.ids:  # one statement for all the rows, not a pipelined batch (insert_rows)
+                c.execute(f"UPDATE {t.table} SET {t.column} = %s "
+                          f"WHERE {transition_key(t)} = ANY(%s)",
+                          (transition_value(t), list(t.ids)))
 
     # -- messages ------------------------------------------------------------
     def claim_messages(self, run: str, fence: int, claim: str, now: float,
