@@ -135,7 +135,10 @@ def test_frozen_worker_is_fenced_off_after_takeover(pg: tuple[str, Path, Postgre
         b = ck.spawn_worker(url, side, tag="b", owner="B", lease_ttl=1.0)
         b.wait_ready()
         freeze_between_commits(a, store)
-        ck.wait_for(lambda: all(owner_of(store, r) == "B" for r in keyed), 30,
+        # Within the lease's expiry, or, if a commit the worker had already sent (BEGIN and
+        # the lock travel in one message) took the lock after the check above, within the
+        # server's 30 s stall timeout that frees it.
+        ck.wait_for(lambda: all(owner_of(store, r) == "B" for r in keyed), 75,
                     "worker B to take the frozen worker's runs")
         before = ck.snapshot(store)
         thawed_at = time.time()

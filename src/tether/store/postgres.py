@@ -6,24 +6,21 @@ The port of :mod:`tether.store.sqlite` behind the same protocol and conformance 
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from tether.core.canonical import dumps, loads
 from tether.core.events import BATCH_GENESIS, Event, genesis
-from tether.errors import StorageError, UsageError
 from tether.store.chains import all_chunks, batches_from, missing_chunk, next_batch
-from tether.store.postgres_base import Combined, Conn, insert_rows
+from tether.store.postgres_backup import dump_schema
+from tether.store.postgres_base import Conn
 from tether.store.postgres_erase import PGErase, PGErasure
 from tether.store.postgres_leases import PGLeases
 from tether.store.postgres_links import PGLinks
 from tether.store.postgres_queues import PGQueues
 from tether.store.postgres_seals import PGSeals
+from tether.store.postgres_send import Combined, insert_rows
 from tether.store.postgres_settings import PGSettings
 from tether.store.postgres_tokens import PGTokens
 from tether.store.postgres_world import PGWorld
@@ -54,7 +51,6 @@ from tether.store.rows import (
     run_values,
     usage_scope,
 )
-from tether.store.urls import libpq_target
 from tether.store.writes import apply_writes, fence_refusal, nul_refusal
 
 
@@ -373,32 +369,4 @@ class PostgresStore(PGLeases, PGQueues, PGWorld, PGLinks, PGSettings, PGTokens, 
         --dbname postgresql://host/copy FILE``, then open ``...copy?schema=NAME``) or into
         the same one after the store's schema was dropped or renamed. The file is written
         aside and moved into place, so a failed dump leaves nothing at ``path``."""
-        dest = Path(path)
-        if dest.exists():
-            raise UsageError(f"backup target {dest} exists; choose a new path")
-        if not dest.parent.is_dir():
-            raise UsageError(f"backup target {dest}: the folder {dest.parent} does not exist; "
-                             "create it, or choose a path in a folder that exists")
-        tool = shutil.which("pg_dump")
-        if tool is None:
-            raise UsageError(f"backing up {self.url} needs pg_dump, the PostgreSQL client "
-                             "tools (e.g. apt install postgresql-client); or run pg_dump "
-                             f"--format=custom --schema={self.schema} yourself")
-        uri, env = libpq_target(self._conninfo)
-        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", dir=dest.parent or ".")
-        os.close(fd)
-        try:
-            done = subprocess.run(  # noqa: S603  # argv of our own, no shell
-                [tool, "--format=custom", f"--schema={self.schema}", "--no-owner",
-                 f"--file={tmp}", f"--dbname={uri}"],
-                env={**os.environ, **env}, capture_output=True, text=True, check=False,
-                timeout=3600)
-            if done.returncode != 0:
-                raise StorageError(f"pg_dump of {self.url} (schema {self.schema}) failed: "
-                                   f"{done.stderr.strip()[-500:]}; {dest} was not written")
-            if dest.exists():  # made while we dumped: never replace it
-                raise UsageError(f"backup target {dest} exists; choose a new path")
-            os.replace(tmp, dest)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        dump_schema(self._conninfo, self.schema, self.url, Path(path))

@@ -23,7 +23,8 @@ from psycopg import pq, sql
 from tether.core.ids import ulid_bytes
 from tether.core.settings import ERASED_KIND, STORE_CHAIN, STORE_SCOPE, StoreEvent
 from tether.store.erase_rows import ErasureRows, Where
-from tether.store.postgres_base import PGBase, execute_whole
+from tether.store.postgres_base import PGBase
+from tether.store.postgres_send import execute_whole
 from tether.store.postgres_settings import append_chain
 from tether.store.rows import id_key
 

@@ -15,7 +15,8 @@ import psycopg
 
 from tether.core.ids import ulid_bytes
 from tether.store.links import LINK_COLS, Row, link_rows, row_link, walk
-from tether.store.postgres_base import PGBase, insert_rows
+from tether.store.postgres_base import PGBase
+from tether.store.postgres_send import insert_rows
 from tether.store.records import EffectRef, Link, MessageRef, Produced, Reached, VersionRef, Write
 
 

@@ -12,7 +12,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from tether.core.canonical import dumps, loads
-from tether.store.postgres_base import PGBase, execute_whole, insert_rows
+from tether.store.postgres_base import PGBase
+from tether.store.postgres_send import execute_whole, insert_rows
 from tether.store.records import Command, Notification
 
 

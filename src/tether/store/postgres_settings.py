@@ -24,7 +24,7 @@ from tether.store.chains import (
     store_events_from,
     store_head,
 )
-from tether.store.postgres_base import execute_whole
+from tether.store.postgres_send import execute_whole
 from tether.store.postgres_tokens import PGTokens
 
 

@@ -16,7 +16,8 @@ from typing import Any
 import psycopg
 
 from tether.core.events import Event
-from tether.store.postgres_base import PGBase, execute_whole, insert_rows
+from tether.store.postgres_base import PGBase
+from tether.store.postgres_send import execute_whole, insert_rows
 from tether.store.records import MessageRow, VersionRow, Write
 from tether.store.rows import (
     EVENT_COLS,
