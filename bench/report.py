@@ -13,6 +13,7 @@ from bench.rollback_cost import FILE_BYTES
 from bench.stats import Summary, percentile, ratio, size, spread, table, us
 from bench.stop_latency import MODEL_SECONDS
 from bench.suite import Results
+from tether.audit.share import SPLIT
 from tether.runtime.worker import Worker
 
 
@@ -318,8 +319,9 @@ def _audit(res: Results) -> str:
             f"verified {len(s.verify_wall)} times each. Verify does every check `tether audit verify` "
             "does (chains, batches, checkpoint bodies, links, rows, projections, SQLite's integrity "
             "check) and the signed checkpoint with the public key, with the helper process the "
-            "command starts on a store this large (it walks the runs past 60% of the events and "
-            "runs the integrity check: `tether/audit/share.py`); events/s is events ÷ median "
+            f"command starts on a store this large (it walks the runs past {SPLIT:.0%} of the "
+            "events, then runs the integrity check: `tether/audit/share.py`); events/s is events "
+            "÷ median "
             "time, on CPU time (verify's and its helper's together) and on wall time. A first "
             "seal reads every event's hash in commit order and hashes the "
             "whole tree, so its cost grows with the store: per 10,000 events is the whole seal's "
