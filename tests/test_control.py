@@ -195,6 +195,11 @@ def test_kill_during_an_effect_then_resolve(tmp_path: Path) -> None:
         doubt = store.effects(run=rid, status="in_doubt")
         assert len(doubt) == 1 and doubt[0].tool == "charge_slowly"
         assert side.read_text().count("charge 42") == 1  # never re-run automatically
+        # A worker that paused the run may still hold it for a moment: the operator's
+        # resolve waits for it to let go rather than fail (it did, under CI's load).
+        token = store.acquire(rid, "worker:elsewhere", 30.0, time.time())
+        assert token is not None
+        threading.Timer(0.5, store.release, (rid, "worker:elsewhere", token)).start()
         resolve_effect(store, doubt[0].id, "done", result="charged 42 (checked by hand)",
                            who="human:ops")
         assert store.get_run(rid).status == "running"  # type: ignore[union-attr]

@@ -25,6 +25,8 @@ from tether.store.records import EffectRow
 from tether.system_clock import SYSTEM_CLOCK
 
 RESOLUTIONS: Final = ("done", "not_done", "retry")
+RESOLVE_WAIT_S: Final = 5.0
+"""How long settling an effect waits for a worker that holds the run to let it go."""
 
 
 def resolve_effect(store: Store, effect_ref: str, resolution: str, *, result: Any = None,
@@ -39,7 +41,9 @@ def resolve_effect(store: Store, effect_ref: str, resolution: str, *, result: An
                          f"{eff.status}, not in doubt; only in-doubt effects can be resolved")
     busy = (f"run {eff.run} is being driven by a worker right now; `tether pause {eff.run}` "
             "first, then resolve")
-    with holding(store, eff.run, busy=busy) as j:
+    # A worker that has just found the doubt and paused the run lets it go within moments:
+    # wait for that rather than send the operator away.
+    with holding(store, eff.run, busy=busy, wait=RESOLVE_WAIT_S) as j:
         assert j is not None
         row = j.row
         by = who or actor(store=store)
