@@ -37,18 +37,36 @@ from tether.errors import (
     ToolFailed,
     UsageError,
 )
-from tether.models import Message, Model, ModelResponse, ScriptedModel, ToolCall, ToolSpec, Usage
+from tether.models import (
+    ForeignResponse,
+    Message,
+    Model,
+    ModelResponse,
+    ScriptedModel,
+    ToolCall,
+    ToolSpec,
+    Usage,
+)
 from tether.ops import RunState, StepCheckpoint, Tether
 from tether.policies import apply_policy
 from tether.runtime.agent import Agent, AgentLike, StepAgent, step_agent
 from tether.runtime.context import StepContext, SyncStepContext
 from tether.runtime.outcome import AwaitMessages, Continue, Done, SleepUntil
 from tether.runtime.runs import load_agent, start_run
-from tether.runtime.step_api import BoardEntry, InboxMessage
+from tether.runtime.step_api import BoardEntry, InboxMessage, current_step
 from tether.runtime.worker import Worker
 from tether.store import SQLiteStore, Store, open_store
 from tether.system_clock import SystemClock
-from tether.tools import Effect, Tool, ToolContext, current, record_after, register_undo, tool
+from tether.tools import (
+    Effect,
+    Tool,
+    ToolContext,
+    current,
+    record_after,
+    register_undo,
+    schema_tool,
+    tool,
+)
 
 
 def __getattr__(name: str) -> object:
@@ -73,6 +91,7 @@ __all__ = [
     "Done",
     "Effect",
     "FixedClock",
+    "ForeignResponse",
     "InboxMessage",
     "InvalidState",
     "Invariant",
@@ -123,6 +142,7 @@ __all__ = [
     "__version__",
     "apply_policy",
     "current",
+    "current_step",
     "invariant",
     "load_agent",
     "load_policy",
@@ -130,6 +150,7 @@ __all__ = [
     "record_after",
     "register_undo",
     "rules_from_python",
+    "schema_tool",
     "start_run",
     "step_agent",
     "tool",

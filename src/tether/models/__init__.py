@@ -1,6 +1,15 @@
 """Models: the protocol agents call, and its adapters."""
 
-from tether.models.base import Message, Model, ModelResponse, ToolCall, ToolSpec, Usage
+from tether.models.base import (
+    ForeignCall,
+    ForeignResponse,
+    Message,
+    Model,
+    ModelResponse,
+    ToolCall,
+    ToolSpec,
+    Usage,
+)
 from tether.models.scripted import ScriptedModel
 
 
@@ -12,5 +21,5 @@ def __getattr__(name: str) -> object:
     raise AttributeError(name)
 
 
-__all__ = ["Message", "Model", "ModelResponse", "OpenAIModel", "ScriptedModel", "ToolCall",
-           "ToolSpec", "Usage"]
+__all__ = ["ForeignCall", "ForeignResponse", "Message", "Model", "ModelResponse", "OpenAIModel",
+           "ScriptedModel", "ToolCall", "ToolSpec", "Usage"]

@@ -7,7 +7,7 @@ other adapters can translate from it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -83,6 +83,22 @@ class ModelResponse:
                 for c in self.tool_calls
             ]
         return msg
+
+
+@dataclass(frozen=True, slots=True)
+class ForeignResponse:
+    """A framework's model response, as an integration hands it to the journal
+    (``StepContext.model_call``)."""
+
+    response: ModelResponse
+    """The response in tether's shape: what monitors, budgets, telemetry, reports and the
+    dashboard read (its text, the tools it asked for, tokens, the model that answered)."""
+    raw: Any
+    """The framework's own response, serialised to JSON: what a replay hands back."""
+
+
+ForeignCall = Callable[[], Awaitable[ForeignResponse]]
+"""Makes a framework's model call and returns it (``StepContext.model_call``)."""
 
 
 @runtime_checkable

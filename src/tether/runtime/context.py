@@ -21,9 +21,9 @@ from typing import Any
 from tether.core.canonical import digest, dumps, journalable, json_safe
 from tether.core.fingerprint import fingerprint
 from tether.core.monitors import Proposal
-from tether.core.redaction import Redactor
-from tether.errors import ModelError, PauseRequested, StopRequested, ToolFailed, UsageError
-from tether.models.base import Message, Model, ModelResponse, ToolSpec
+from tether.errors import StopRequested, ToolFailed, UsageError
+from tether.models.base import ForeignCall, Message, Model, ModelResponse, ToolSpec
+from tether.runtime.model_calls import ModelCalls
 from tether.runtime.outcome import SleepUntil
 from tether.runtime.services import StepServices
 from tether.runtime.step_api import BoardEntry, InboxMessage
@@ -46,6 +46,7 @@ class StepContext:
         self._rt = services.rt
         self.step = step
         self._c = StepCalls(services.rt, step)
+        self._models = ModelCalls(services, self._c, step)
         self._swarm_calls: SwarmCalls | None = None  # made on first use: most steps never do
         self.declared: float | None = None
         """The step's ``progress``, journaled in its ``step.finished``."""
@@ -133,42 +134,25 @@ class StepContext:
     async def model(self, messages: Sequence[Message], tools: Sequence[Tool | ToolSpec] = (),
                     *, model: Model | None = None) -> ModelResponse:
         """Ask the model; the response is journaled before it is returned."""
-        s, rt = self._s, self._rt
-        m = model or s.agent.model
+        m = model or self._s.agent.model
         if m is None:
             raise UsageError(f"run {self.run_id} step {self.step}: ctx.model() needs a model; "
                              "give the agent model=... or pass model=")
         specs = [t.spec() if isinstance(t, Tool) else t for t in tools]
-        i = self._c.next()
-        fp = fingerprint("model", m.name, digest([s.hasher.digest(messages), specs]))
-        rec = self._c.recorded(i, "model.called", fp, f"model {m.name}")
-        if rec is not None:
-            return ModelResponse.from_json(rec.call.payload["response"])
-        await rt.safe_point(self.step)
-        s.budget.check()
-        s.budget.check_priced(m.name)
-        await s.oversight.check_model(m.name, i, self.step)
-        t0 = asyncio.get_running_loop().time()
-        try:
-            with rt:
-                resp = await m.complete(messages, specs)
-        except ModelError as exc:
-            raise PauseRequested(
-                f"model {m.name} failed at step {self.step}: {exc}; the run is paused, "
-                "resume it with `tether resume` once the provider is back",
-                detail={"provider_message": exc.provider_message, "retryable": exc.retryable},
-            ) from exc
-        latency = asyncio.get_running_loop().time() - t0
-        # Price by the name we asked for: it is what the operator configured prices for.
-        cost = s.prices.cost(m.name if m.name in s.prices.prices else (resp.model or m.name),
-                             resp.usage.input_tokens, resp.usage.output_tokens)
-        resp, shown = _redacted(s.redactor, resp)
-        rt.journal.append("model.called", {
-            "i": i, "fp": fp, "model": m.name, "response": shown, "cost_usd": cost,
-            "latency_s": round(latency, 6)}, step=self.step, actor=rt.actor)
-        s.budget.count({"input_tokens": resp.usage.input_tokens,
-                        "output_tokens": resp.usage.output_tokens, "cost_usd": cost})
-        return resp
+        return await self._models.chat(m, messages, specs)
+
+    async def model_call(self, model: str, request: Any, call: ForeignCall) -> Any:
+        """Make a framework's own model call through the journal (for integrations).
+
+        ``model`` names the model (for prices, budgets and the policy's model rules);
+        ``request`` is the request as JSON, which the call's fingerprint covers (a re-run
+        step that asks something else is a nondeterminism error); ``call`` makes the call
+        and returns a :class:`~tether.models.base.ForeignResponse`. It should raise
+        :class:`~tether.errors.ModelError` when the provider fails, which pauses the run.
+        Returns the framework's response as JSON (``ForeignResponse.raw``, secrets
+        redacted), live or, on replay, from the journal without calling.
+        """
+        return await self._models.foreign(model, request, call)
 
     async def _read(self, t: Tool, args: dict[str, Any], args_json: Any, i: int,
                     fp: str) -> Any:
@@ -253,14 +237,6 @@ class StepContext:
         return await effects.execute(t, args, intent, self.step)
 
 
-def _redacted(redactor: Redactor, resp: ModelResponse) -> tuple[ModelResponse, Any]:
-    """A model's response as the step may see it and its journaled form: secrets redacted,
-    so the step sees what the journal keeps, live as on replay."""
-    said = resp.to_json()
-    shown = redactor.redact(said)
-    return (resp if shown is said else ModelResponse.from_json(shown)), shown
-
-
 class SyncStepContext:
     """Passed to sync step functions, which run in a worker thread: each method
     runs the async one on the event loop and waits for it."""
@@ -330,6 +306,9 @@ class SyncStepContext:
               *, model: Model | None = None) -> ModelResponse:
         r: ModelResponse = self._wait(self._inner.model(messages, tools, model=model))
         return r
+
+    def model_call(self, model: str, request: Any, call: ForeignCall) -> Any:
+        return self._wait(self._inner.model_call(model, request, call))
 
     def call(self, tool: Tool | str, /, **arguments: Any) -> Any:
         return self._wait(self._inner.call(tool, **arguments))

@@ -48,6 +48,7 @@ from tether.runtime.pipeline import CommitPipeline
 from tether.runtime.reviews import check_definition, pause_points, review_point
 from tether.runtime.run_budget import RunBudget
 from tether.runtime.services import StepServices
+from tether.runtime.step_api import stepping
 from tether.runtime.stepping import StepRuntime
 from tether.store.records import Command
 from tether.system_clock import SYSTEM_CLOCK
@@ -328,7 +329,8 @@ class RunExecutor:
 
     async def _call_agent(self, ctx: StepContext) -> Any:
         if self._is_async:
-            return await self.agent.step(ctx, self.state)
+            with stepping(ctx):
+                return await self.agent.step(ctx, self.state)
         loop = asyncio.get_running_loop()
         # A sync step blocks its thread on every ctx call, which runs its tools on the
         # default pool: on a pool of its own, many such steps cannot starve their tools.

@@ -7,11 +7,14 @@ step makes, not the runtime that journals them.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import contextvars
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from tether.models.base import Message, Model, ModelResponse, ToolSpec
+from tether.errors import UsageError
+from tether.models.base import ForeignCall, Message, Model, ModelResponse, ToolSpec
 from tether.runtime.outcome import SleepUntil
 from tether.tools.base import Tool
 
@@ -101,6 +104,36 @@ class StepContextLike(Protocol):
     async def model(self, messages: Sequence[Message], tools: Sequence[Tool | ToolSpec] = (),
                     *, model: Model | None = None) -> ModelResponse: ...
 
+    async def model_call(self, model: str, request: Any, call: ForeignCall) -> Any: ...
+
     def reject(self, tool: str, raw_arguments: str, error: str) -> str: ...
 
     async def call(self, tool: Tool | str, /, **arguments: Any) -> Any: ...
+
+
+_CURRENT: contextvars.ContextVar[StepContextLike] = contextvars.ContextVar("tether_step")
+
+
+def current_step() -> StepContextLike:
+    """The context of the async step in progress in this task: how an integration's model
+    and tool wrappers, called deep inside a framework's own loop, reach the journal.
+
+    Raises:
+        UsageError: outside an async step run by tether.
+    """
+    try:
+        return _CURRENT.get()
+    except LookupError:
+        raise UsageError("tether.current_step() was called outside an async step run by "
+                         "tether; run the agent with a tether Worker (or tether run), and "
+                         "make its step async") from None
+
+
+@contextlib.contextmanager
+def stepping(ctx: StepContextLike) -> Iterator[None]:
+    """Make ``ctx`` the current step's context for the code inside (the executor's)."""
+    token = _CURRENT.set(ctx)
+    try:
+        yield
+    finally:
+        _CURRENT.reset(token)

@@ -18,7 +18,8 @@ from tether.tools.base import (
     tool,
 )
 from tether.tools.files import DIR_HASH, FILE_TOOLS, file_hash, resolve
+from tether.tools.schema import schema_tool
 
 __all__ = ["DIR_HASH", "EFFECTS", "FILE_TOOLS", "Effect", "IntentInput", "Prepared", "SettleInput",
            "Settled", "Settlement", "Tool", "ToolContext", "Undo", "current", "file_hash",
-           "record_after", "record_touch", "register_undo", "resolve", "tool"]
+           "record_after", "record_touch", "register_undo", "resolve", "schema_tool", "tool"]

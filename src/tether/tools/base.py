@@ -194,6 +194,9 @@ class Tool:
     before the intent is journaled; what it returns is journaled in the intent."""
     settle: Callable[[SettleInput], Settled] | None = None
     """Called after a crash for an intent without a result that has ``prepared`` facts."""
+    check: Callable[[dict[str, Any]], str | None] | None = None
+    """For a tool described by a JSON schema rather than a signature (:func:`schema_tool`):
+    what is wrong with some arguments (None: nothing), checked instead of ``model``."""
 
     def spec(self) -> dict[str, Any]:
         """The tool as offered to a model."""
@@ -208,6 +211,11 @@ class Tool:
         if not isinstance(arguments, dict):
             raise UsageError(f"tool {self.name}: arguments must be a JSON object, "
                              f"got {type(arguments).__name__}")
+        if self.check is not None:
+            wrong = self.check(arguments)
+            if wrong is not None:
+                raise UsageError(f"tool {self.name}: invalid arguments: {wrong}")
+            return dict(arguments)
         try:
             m = self.model.model_validate(arguments)
         except pydantic.ValidationError as exc:
