@@ -26,7 +26,7 @@ from langgraph.graph import END, START, MessagesState, StateGraph
 from langgraph.prebuilt import ToolNode, tools_condition
 
 from tether import Worker, current
-from tether.integrations.langgraph import TetherChatModel, TetherGraph
+from tether.integrations.langgraph import TetherChatModel, TetherGraph, wrap_tool
 
 MODEL = "gpt-4o-mini"
 
@@ -103,12 +103,37 @@ def build() -> StateGraph[Any, Any, Any, Any]:
 BOOKER = TetherGraph(build(), name="booker", effects={"search": "read"}, idempotent={"notify"})
 REF = "tests.lg_agents:BOOKER"
 
+# A node that asks the model and acts on the answer itself, in one superstep: one tether
+# step holds a model call and two effects (the crash test kills it between them).
+DIARY_BOOK = wrap_tool(book)
+DIARY_NOTIFY = wrap_tool(notify, idempotent=True)
+
+
+async def plan(state: MessagesState) -> dict[str, Any]:
+    reply = await llm().ainvoke(state["messages"])
+    booked = await DIARY_BOOK.langchain.ainvoke({"restaurant": str(reply.text), "time": "19:00"})
+    await DIARY_NOTIFY.langchain.ainvoke({"to": "ops@example.com", "text": booked})
+    return {"messages": [reply]}
+
+
+def build_diary() -> StateGraph[Any, Any, Any, Any]:
+    g = StateGraph(MessagesState)
+    g.add_node("plan", plan)
+    g.add_edge(START, "plan")
+    g.add_edge("plan", END)
+    return g
+
+
+DIARY = TetherGraph(build_diary(), name="diary", tools=[DIARY_BOOK, DIARY_NOTIFY])
+DIARY_REF = "tests.lg_agents:DIARY"
+AGENTS = {REF: BOOKER, DIARY_REF: DIARY}
+
 
 def main(argv: list[str]) -> None:
     from tether.store import open_store
     store = open_store(argv[0])
     try:
-        asyncio.run(Worker(store, agents={REF: BOOKER}, poll_interval=0.01)
+        asyncio.run(Worker(store, agents=AGENTS, poll_interval=0.01, lease_ttl=1.0)
                     .run(until_idle=True))
     finally:
         store.close()

@@ -68,7 +68,7 @@ def wrap_tool(tool: BaseTool, *, effect: Effect = "irreversible",
             runtime, tool call id): tether cannot journal what it does not see.
     """
     schema = call_schema(tool)
-    injected = sorted(set(tool.args) - set(schema.get("properties", {})))
+    injected = sorted(set(_all_arguments(tool)) - set(schema.get("properties", {})))
     if injected:
         raise ToolDefinitionError(
             f"tool {tool.name}: takes injected arguments {injected} (InjectedState, "
@@ -97,6 +97,15 @@ def wrap_tool(tool: BaseTool, *, effect: Effect = "irreversible",
                              return_direct=tool.return_direct, tags=tool.tags,
                              metadata={**(tool.metadata or {}), "tether_effect": effect})
     return WrappedTool(wrapped, t, tool)
+
+
+def _all_arguments(tool: BaseTool) -> dict[str, Any]:
+    """Every argument of the tool, those LangGraph injects included."""
+    full = tool.get_input_schema()
+    if hasattr(full, "model_json_schema"):
+        props: dict[str, Any] = full.model_json_schema().get("properties", {})
+        return props
+    return dict(tool.args)
 
 
 def _result(name: str, out: Any) -> Any:

@@ -1,0 +1,297 @@
+"""LangGraph under tether (tether.integrations.langgraph), on real parts: LangGraph's own
+Pregel loop and ToolNode, LangChain's ChatOpenAI over loopback HTTP to FakeChatServer,
+a real SQLite store and a real Worker. One superstep per tether step."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any
+
+import pytest
+from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
+from langchain_core.tools import tool
+from langgraph.graph import END, START, MessagesState, StateGraph
+from langgraph.prebuilt import InjectedState, ToolNode, tools_condition
+
+from tests import lg_agents as lg
+from tether import Worker, start_run, verify_store
+from tether.approvals import decide
+from tether.core.checkpoint import restore
+from tether.errors import ToolDefinitionError, UsageError
+from tether.integrations.langgraph import TetherGraph, wrap_tool
+from tether.integrations.langgraph.codec import decode, encode
+from tether.store.sqlite import SQLiteStore
+from tether.testing import allow_tools
+from tether.testing.openai_server import FakeChatServer, Reply, completion, error, tool_call
+
+BOOK = tool_call("c2", "book", '{"restaurant": "Chez Tether", "time": "19:00"}')
+
+
+@pytest.fixture
+def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[SQLiteStore]:
+    monkeypatch.setenv("LG_SIDE", str(tmp_path / "side.jsonl"))
+    monkeypatch.delenv("LG_KILL", raising=False)
+    s = SQLiteStore(tmp_path / "t.db")
+    yield s
+    assert verify_store(s).ok
+    s.close()
+
+
+@contextlib.contextmanager
+def serve(monkeypatch: pytest.MonkeyPatch, *replies: Reply) -> Iterator[FakeChatServer]:
+    with FakeChatServer(replies) as server:
+        monkeypatch.setenv("LG_BASE_URL", server.base_url)
+        yield server
+
+
+def drive(store: SQLiteStore, agents: dict[str, Any] | None = None) -> None:
+    asyncio.run(Worker(store, agents=agents or lg.AGENTS, poll_interval=0.01)
+                .run(until_idle=True))
+
+
+def finished(store: SQLiteStore, run: str) -> Any:
+    """The run's result, from its ``run.done`` event (asserting it is done)."""
+    row = store.get_run(run)
+    assert row is not None and row.status == "done", row
+    (done,) = [e for e in store.events(run) if e.kind == "run.done"]
+    return done.payload["result"]
+
+
+def state_of(store: SQLiteStore, run: str) -> dict[str, Any]:
+    row = store.get_run(run)
+    assert row is not None
+    chain = store.checkpoint_chain(run, row.epoch, row.step)
+    assert chain is not None
+    return restore(chain.key_body, store.chunk, chain.deltas)
+
+
+def sent_messages(server: FakeChatServer, n: int) -> list[dict[str, Any]]:
+    messages: list[dict[str, Any]] = server.requests[n].body["messages"]
+    return messages
+
+
+def test_a_tool_calling_loop_runs_one_superstep_a_step_and_waits_for_approval(
+        store: SQLiteStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    with serve(monkeypatch,
+               completion(None, tool_calls=[tool_call("c1", "search", '{"query": "dinner"}')],
+                          usage=(40, 7)),
+               completion(None, tool_calls=[BOOK]),
+               completion("Booked Chez Tether at 19:00.")) as server:
+        run = start_run(store, lg.BOOKER, agent_ref=lg.REF, goal="Book dinner")
+        drive(store)  # agent, tools (search: read, runs), agent, tools (book: irreversible)
+        row = store.get_run(run)
+        assert row is not None and row.status == "awaiting_approval", row
+        assert [x["tool"] for x in lg.ran()] == ["search"]
+        assert len(server.requests) == 2
+        (approval,) = store.approvals(run=run)
+        decide(store, approval.id, approve=True, who="human:test")
+        drive(store)
+        assert finished(store, run) == "Booked Chez Tether at 19:00."
+        assert len(server.requests) == 3, "a journaled model request was sent again"
+    assert [x["tool"] for x in lg.ran()] == ["search", "book"]
+    events = list(store.events(run))
+    # One superstep a step: agent, tools, agent, tools, agent.
+    assert [e.step for e in events if e.kind == "step.finished"] == [1, 2, 3, 4, 5]
+    called = [e for e in events if e.kind == "model.called"]
+    assert [e.step for e in called] == [1, 3, 5]
+    first = called[0].payload
+    assert first["model"] == lg.MODEL and first["cost_usd"] > 0
+    assert first["response"]["tool_calls"] == [
+        {"id": "c1", "name": "search", "arguments": '{"query":"dinner"}'}]
+    assert first["response"]["usage"] == {"input_tokens": 40, "output_tokens": 7}
+    assert first["raw"]["message"]["id"][-1] == "AIMessage"
+    assert [e.payload["tool"] for e in events if e.kind == "effect.intent"] == ["book"]
+    # The ToolNode's results went back to the model as tool messages.
+    assert sent_messages(server, 1)[-1] == {"role": "tool", "tool_call_id": "c1", "content":
+                                            "Chez Tether has a table at 19:00 (dinner)"}
+    # The graph's state is the run's state, as JSON: LangChain's own form of each message.
+    state = state_of(store, run)
+    values = decode(state["graph"]["checkpoint"])["channel_values"]
+    assert [type(m).__name__ for m in values["messages"]] == [
+        "HumanMessage", "AIMessage", "ToolMessage", "AIMessage", "ToolMessage", "AIMessage"]
+    assert json.loads(json.dumps(state)) == state
+
+
+def test_a_denied_tool_is_told_to_the_model_and_the_run_goes_on(
+        store: SQLiteStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    with serve(monkeypatch, completion(None, tool_calls=[BOOK]),
+               completion("I could not book it.")) as server:
+        run = start_run(store, lg.BOOKER, agent_ref=lg.REF, goal="Book dinner")
+        drive(store)
+        (approval,) = store.approvals(run=run)
+        decide(store, approval.id, approve=False, who="human:test", note="too expensive")
+        drive(store)
+        assert finished(store, run) == "I could not book it."
+        told = sent_messages(server, 1)[-1]
+    assert lg.ran() == []
+    assert told["role"] == "tool" and told["tool_call_id"] == "c2"
+    assert "book" in told["content"] and "too expensive" in told["content"]
+
+
+def test_malformed_arguments_are_told_to_the_model_and_nothing_runs(
+        store: SQLiteStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    allow_tools(store)
+    bad = tool_call("c3", "book", '{"restaurant": 3}')
+    with serve(monkeypatch, completion(None, tool_calls=[bad]), completion("Gave up.")) as server:
+        run = start_run(store, lg.BOOKER, agent_ref=lg.REF, goal="Book dinner")
+        drive(store)
+        told = sent_messages(server, 1)[-1]
+    assert finished(store, run) == "Gave up."
+    assert lg.ran() == []
+    assert told["role"] == "tool" and "is not of type 'string'" in told["content"]
+    assert "'time' is a required property" in told["content"]
+    (rejected,) = [e.payload for e in store.events(run) if e.kind == "tool.called"]
+    assert rejected["rejected"] and rejected["tool"] == "book"
+
+
+def test_parallel_tool_calls_are_journaled_in_the_order_the_model_asked(
+        store: SQLiteStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    allow_tools(store)
+    calls = [tool_call("a", "notify", '{"to": "x@example.com", "text": "hi"}'),
+             tool_call("b", "search", '{"query": "q"}'), BOOK]
+    with serve(monkeypatch, completion(None, tool_calls=calls), completion("done")) as server:
+        run = start_run(store, lg.BOOKER, agent_ref=lg.REF, goal="Do three things")
+        drive(store)
+        answered = [m["tool_call_id"] for m in sent_messages(server, 1) if m["role"] == "tool"]
+    journaled = [(e.payload["i"], e.payload["tool"]) for e in store.events(run)
+                 if e.kind in ("tool.called", "effect.intent")]
+    assert journaled == [(0, "notify"), (1, "search"), (2, "book")]
+    assert [x["tool"] for x in lg.ran()] == ["notify", "search", "book"]
+    assert answered == ["a", "b", "c2"]
+
+
+def test_a_budget_stops_the_graph_between_supersteps(
+        store: SQLiteStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    with serve(monkeypatch, completion(None, tool_calls=[tool_call("c1", "search", '{"query": "a"}')],
+                                       usage=(900, 200)),
+               completion("never asked")) as server:
+        run = start_run(store, lg.BOOKER, agent_ref=lg.REF, goal="Search", budget={"tokens": 1000})
+        drive(store)
+        assert len(server.requests) == 1
+    row = store.get_run(run)
+    assert row is not None and row.status == "paused" and "tokens" in row.reason
+
+
+def test_a_failing_provider_pauses_the_run_naming_the_model(
+        store: SQLiteStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    with serve(monkeypatch, error(503, "overloaded")):
+        run = start_run(store, lg.BOOKER, agent_ref=lg.REF, goal="Book dinner")
+        drive(store)
+    row = store.get_run(run)
+    assert row is not None and row.status == "paused"
+    assert f"model {lg.MODEL} failed at step 1" in row.reason and "overloaded" in row.reason
+
+
+# -- signals LangGraph must not swallow ----------------------------------------------
+SWALLOW_NOTE = wrap_tool(lg.book)
+
+
+async def swallowing(state: MessagesState) -> dict[str, Any]:
+    try:  # node code that catches everything must still not carry on past a pause
+        await SWALLOW_NOTE.langchain.ainvoke({"restaurant": "X", "time": "20:00"})
+    except BaseException:
+        return {"messages": [AIMessage("carried on")]}
+    return {"messages": [AIMessage("booked")]}
+
+
+def swallower() -> StateGraph[Any, Any, Any, Any]:
+    g = StateGraph(MessagesState)
+    g.add_node("act", swallowing)
+    g.add_edge(START, "act")
+    g.add_edge("act", END)
+    return g
+
+
+def tolerant() -> StateGraph[Any, Any, Any, Any]:
+    g = StateGraph(MessagesState)
+    g.add_node("agent", lg.agent)
+    g.add_node("tools", ToolNode(lg.TOOLS, handle_tool_errors=True))  # catches Exception
+    g.add_edge(START, "agent")
+    g.add_conditional_edges("agent", tools_condition, ["tools", END])
+    g.add_edge("tools", "agent")
+    return g
+
+
+@pytest.mark.parametrize("which", ["node catches BaseException", "ToolNode handles errors"])
+def test_an_approval_wait_is_never_swallowed_by_langgraph(
+        store: SQLiteStore, monkeypatch: pytest.MonkeyPatch, which: str) -> None:
+    if which == "node catches BaseException":
+        agent = TetherGraph(swallower(), name="swallower", tools=[SWALLOW_NOTE])
+        replies: tuple[Reply, ...] = ()
+    else:
+        agent = TetherGraph(tolerant(), name="tolerant")
+        replies = (completion(None, tool_calls=[BOOK]), completion("ok"))
+    with serve(monkeypatch, *replies):
+        run = start_run(store, agent, agent_ref="x:agent", goal="Book")
+        drive(store, {"x:agent": agent})
+        row = store.get_run(run)
+        assert row is not None and row.status == "awaiting_approval", row
+        assert lg.ran() == []
+        (approval,) = store.approvals(run=run)
+        decide(store, approval.id, approve=True, who="human:test")
+        drive(store, {"x:agent": agent})
+    assert finished(store, run) in ("booked", "ok")
+    assert [x["tool"] for x in lg.ran()] == ["book"]
+
+
+# -- a sync node, bad input, the codec ------------------------------------------------
+def sync_agent(state: MessagesState) -> dict[str, Any]:
+    return {"messages": [lg.llm().invoke(state["messages"])]}
+
+
+def test_a_sync_node_calls_the_model_through_tether(
+        store: SQLiteStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    g = StateGraph(MessagesState)
+    g.add_node("agent", sync_agent)
+    g.add_edge(START, "agent")
+    g.add_edge("agent", END)
+    agent = TetherGraph(g, name="sync")
+    with serve(monkeypatch, completion("hello")) as server:
+        run = start_run(store, agent, agent_ref="x:sync", goal="Say hello")
+        drive(store, {"x:sync": agent})
+        assert len(server.requests) == 1
+    assert finished(store, run) == "hello"
+    assert [e.kind for e in store.events(run)].count("model.called") == 1
+
+
+def test_the_wrappers_outside_a_tether_step_say_how_to_fix_it(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LG_BASE_URL", "http://127.0.0.1:9/v1")
+    with pytest.raises(UsageError, match="outside an async step run by tether"):
+        asyncio.run(lg.llm().ainvoke([HumanMessage("hi")]))
+    with pytest.raises(UsageError, match="synchronously outside a tether step"):
+        lg.llm().invoke([HumanMessage("hi")])
+
+
+@tool
+def peek(key: str, state: Annotated[dict[str, Any], InjectedState]) -> str:
+    """Read the graph's state."""
+    return str(state.get(key))
+
+
+def test_a_tool_with_injected_arguments_is_refused_naming_it() -> None:
+    with pytest.raises(ToolDefinitionError, match=r"tool peek: takes injected arguments \['state'\]"):
+        wrap_tool(peek)
+    with pytest.raises(UsageError, match="effects .* must each be one of"):
+        TetherGraph(lg.build(), name="bad", effects={"search": "harmless"})  # type: ignore[dict-item]
+
+
+@pytest.mark.parametrize("value", [
+    {"messages": [HumanMessage("hi", id="1"), AIMessage("", tool_calls=[
+        {"name": "f", "args": {"a": 1}, "id": "t", "type": "tool_call"}]),
+                  ToolMessage("r", tool_call_id="t")]},
+    {"$ref": 1, "t": (1, "a", None), 3: [1.5, True]},
+    {"s": {1, 2}, "nan": float("nan")},
+])
+def test_the_codec_gives_back_what_it_was_given(value: dict[str, Any]) -> None:
+    encoded = encode(value)
+    assert json.loads(json.dumps(encoded, allow_nan=False)) == encoded
+    back = decode(encoded)
+    if "nan" in value:
+        assert back["s"] == value["s"] and back["nan"] != back["nan"]
+    else:
+        assert back == value
