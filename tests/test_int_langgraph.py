@@ -276,7 +276,7 @@ def peek(key: str, state: Annotated[dict[str, Any], InjectedState]) -> str:
 def test_a_tool_with_injected_arguments_is_refused_naming_it() -> None:
     with pytest.raises(ToolDefinitionError, match=r"tool peek: takes injected arguments \['state'\]"):
         wrap_tool(peek)
-    with pytest.raises(UsageError, match="effects .* must each be one of"):
+    with pytest.raises(UsageError, match=r"effects .* must each be one of"):
         TetherGraph(lg.build(), name="bad", effects={"search": "harmless"})  # type: ignore[dict-item]
 
 
