@@ -16,6 +16,8 @@ from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 from langchain_core.tools import tool
 from langgraph.graph import END, START, MessagesState, StateGraph
 from langgraph.prebuilt import InjectedState, ToolNode, tools_condition
+from langgraph.types import interrupt
+from pydantic import BaseModel
 
 from tests import lg_agents as lg
 from tether import Worker, start_run, verify_store
@@ -295,3 +297,48 @@ def test_the_codec_gives_back_what_it_was_given(value: dict[str, Any]) -> None:
         assert back["s"] == value["s"] and back["nan"] != back["nan"]
     else:
         assert back == value
+
+
+# -- structured output, LangGraph's interrupt() ----------------------------------------
+class Pick(BaseModel):
+    """The restaurant picked."""
+
+    restaurant: str
+
+
+async def picking(state: MessagesState) -> dict[str, Any]:
+    pick = await lg.llm().with_structured_output(Pick).ainvoke(state["messages"])
+    assert isinstance(pick, Pick)
+    return {"messages": [AIMessage(f"picked {pick.restaurant}")]}
+
+
+async def asking(state: MessagesState) -> dict[str, Any]:
+    return {"messages": [AIMessage(str(interrupt("which restaurant?")))]}
+
+
+def one_node(fn: Any) -> StateGraph[Any, Any, Any, Any]:
+    g = StateGraph(MessagesState)
+    g.add_node("only", fn)
+    g.add_edge(START, "only")
+    g.add_edge("only", END)
+    return g
+
+
+def test_structured_output_goes_through_tether(
+        store: SQLiteStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    agent = TetherGraph(one_node(picking), name="picker")
+    answer = completion(None, tool_calls=[tool_call("p", "Pick", '{"restaurant": "Chez Tether"}')])
+    with serve(monkeypatch, answer) as server:
+        run = start_run(store, agent, agent_ref="x:picker", goal="Pick one")
+        drive(store, {"x:picker": agent})
+        assert server.requests[0].body["tools"][0]["function"]["name"] == "Pick"
+    assert finished(store, run) == "picked Chez Tether"
+
+
+def test_langgraph_interrupt_fails_the_run_saying_what_to_use(store: SQLiteStore) -> None:
+    agent = TetherGraph(one_node(asking), name="asker")
+    run = start_run(store, agent, agent_ref="x:asker", goal="Ask")
+    drive(store, {"x:asker": agent})
+    row = store.get_run(run)
+    assert row is not None and row.status == "failed"
+    assert "interrupt()" in row.reason and "tether policy" in row.reason

@@ -84,4 +84,8 @@ def test_a_toolnode_killed_between_parallel_tool_calls_replays_them_in_order(
     assert [m["tool_call_id"] for m in told] == ["a", "b", "c"]
     assert all(not m["content"].startswith("error") for m in told), told
     assert Counter(x["tool"] for x in lg.ran()) == {"search": 1, "book": 1, "notify": 2}
+    journaled = [(e.payload["i"], e.payload["tool"]) for e in store.events(run)
+                 if e.kind in ("tool.called", "effect.intent")]
+    assert journaled == [(0, "search"), (1, "book"), (2, "notify")]  # each once, in order
+    assert [e.kind for e in store.events(run)].count("effect.retried") == 1
     store.close()
