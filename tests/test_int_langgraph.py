@@ -342,3 +342,53 @@ def test_langgraph_interrupt_fails_the_run_saying_what_to_use(store: SQLiteStore
     row = store.get_run(run)
     assert row is not None and row.status == "failed"
     assert "interrupt()" in row.reason and "tether policy" in row.reason
+
+
+def test_effects_naming_no_tool_of_the_graph_are_refused() -> None:
+    with pytest.raises(UsageError, match=r"name tools the graph does not have: \['serach'\]"):
+        TetherGraph(lg.build(), name="typo", effects={"serach": "read"})
+
+
+def test_the_definition_is_the_graphs_shape_code_and_tools() -> None:
+    same = TetherGraph(lg.build(), name="booker", effects={"search": "read"}, idempotent={"notify"})
+    assert same.definition_hash() == lg.BOOKER.definition_hash()
+    other = TetherGraph(lg.build(), name="booker", effects={"search": "read"})
+    assert other.definition_hash() != lg.BOOKER.definition_hash()  # notify not idempotent
+    assert TetherGraph(one_node(picking), name="n").definition_hash() != TetherGraph(
+        one_node(asking), name="n").definition_hash()
+
+
+class Fan(MessagesState):
+    """Two branches' answers."""
+
+    left: str
+    right: str
+
+
+async def left(state: Fan) -> dict[str, Any]:
+    return {"left": str((await lg.llm().ainvoke([HumanMessage("left?")])).text)}
+
+
+async def right(state: Fan) -> dict[str, Any]:
+    return {"right": str((await lg.llm().ainvoke([HumanMessage("right?")])).text)}
+
+
+def test_parallel_nodes_share_a_superstep_and_ask_in_langgraphs_order(
+        store: SQLiteStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    g = StateGraph(Fan)
+    g.add_node("left", left)
+    g.add_node("right", right)
+    g.add_edge(START, "left")
+    g.add_edge(START, "right")
+    g.add_edge("left", END)
+    g.add_edge("right", END)
+    agent = TetherGraph(g, name="fan")
+    with serve(monkeypatch, completion("L"), completion("R")) as server:
+        run = start_run(store, agent, agent_ref="x:fan", goal="Both")
+        drive(store, {"x:fan": agent})
+        asked = [r.body["messages"][-1]["content"] for r in server.requests]
+    assert asked == ["left?", "right?"]
+    assert [(e.step, e.payload["i"]) for e in store.events(run) if e.kind == "model.called"] == [
+        (1, 0), (1, 1)]
+    values = decode(state_of(store, run)["graph"]["checkpoint"])["channel_values"]
+    assert (values["left"], values["right"]) == ("L", "R")

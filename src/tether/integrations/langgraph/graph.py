@@ -21,6 +21,7 @@ The run is done when the graph has nothing left to run.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -89,11 +90,16 @@ class TetherGraph:
         self._idempotent = frozenset(idempotent)
         wrapped = [*self._wrap_tool_nodes(), *tools]
         self.tools: tuple[Tool, ...] = tuple({w.tool.name: w.tool for w in wrapped}.values())
+        unknown = sorted({*self._effects, *self._idempotent} - {t.name for t in self.tools})
+        if unknown:  # a typo would leave the tool irreversible: safe, but not what was meant
+            raise UsageError(f"agent {name}: effects/idempotent name tools the graph does not "
+                             f"have: {unknown}; its tools: {sorted(t.name for t in self.tools)}")
         self.model = None
         self.budget = dict(budget) if budget else None
         self.pause_points = dict(pause_points) if pause_points else None
         self.on_change = on_change
         self._input = input
+        self._definition: str | None = None
 
     def _wrap_tool_nodes(self) -> list[WrappedTool]:
         """Wrap, in place, the tools of every ``ToolNode`` of the graph."""
@@ -104,12 +110,19 @@ class TetherGraph:
                 continue
             by_name = node.tools_by_name  # LangGraph's own dict: replaced entry by entry
             for tool_name, tool in list(by_name.items()):
+                effect = self._effects.get(tool_name, "irreversible")
+                again = tool_name in self._idempotent
                 seen = _WRAPPED.get(id(tool))
                 if seen is None:
-                    seen = wrap_tool(tool, effect=self._effects.get(tool_name, "irreversible"),
-                                     idempotent=tool_name in self._idempotent)
+                    seen = wrap_tool(tool, effect=effect, idempotent=again)
                     _WRAPPED[id(seen.langchain)] = seen
                     by_name[tool_name] = seen.langchain
+                elif (seen.tool.effect, seen.tool.idempotent) != (effect, again):
+                    raise UsageError(
+                        f"agent {self.name}: tool {tool_name} of this graph was already "
+                        f"wrapped as {seen.tool.effect}{' idempotent' if seen.tool.idempotent else ''}"
+                        " by another TetherGraph; build the graph afresh for each, or declare "
+                        "the same effects")
                 out.append(seen)
         return out
 
@@ -121,12 +134,17 @@ class TetherGraph:
         return True
 
     def definition_hash(self) -> str:
-        drawn = self._graph.get_graph()
-        return digest({"graph": "langgraph", "name": self.name,
-                       "nodes": sorted(drawn.nodes),
-                       "edges": sorted([e.source, e.target, e.conditional] for e in drawn.edges),
-                       "tools": [t.spec() for t in self.tools],
-                       "effects": {t.name: t.effect for t in self.tools}})
+        # The graph's shape, its nodes' code and its tools: computed once per agent object
+        # (reading source is slow, and every run asks when a worker takes it).
+        if self._definition is None:
+            drawn = self._graph.get_graph()
+            self._definition = digest({
+                "graph": "langgraph", "name": self.name,
+                "nodes": {n: _source(spec.runnable) for n, spec in self._graph.builder.nodes.items()},
+                "edges": sorted([e.source, e.target, e.conditional] for e in drawn.edges),
+                "tools": [t.spec() for t in self.tools],
+                "effects": {t.name: [t.effect, t.idempotent] for t in self.tools}})
+        return self._definition
 
     async def step(self, ctx: StepContextLike, state: dict[str, Any]) -> Outcome:
         saver = StepSaver(ctx.run_id)
@@ -160,6 +178,20 @@ class TetherGraph:
 
 _WRAPPED: dict[int, WrappedTool] = {}
 """Wrapped LangChain tools by id: a graph wrapped twice (two TetherGraphs) keeps one."""
+
+
+def _source(node: Any) -> str:
+    """A node's code as its definition sees it: the source of the user's function; for a
+    library's node (a ``ToolNode``: its tools are counted apart) its class, so upgrading
+    LangGraph alone does not change the agent's definition."""
+    fn = getattr(node, "afunc", None) or getattr(node, "func", None) or node
+    if inspect.isfunction(fn):
+        try:
+            return inspect.getsource(fn)
+        except (OSError, TypeError):
+            return f"{fn.__module__}.{fn.__qualname__}"
+    kind = type(node)
+    return f"{kind.__module__}.{kind.__qualname__}"
 
 
 def _result(values: Any) -> Any:
