@@ -59,7 +59,7 @@ def finished(store: SQLiteStore, run: str) -> Any:
     """The run's result, from its ``run.done`` event (asserting it is done)."""
     row = store.get_run(run)
     assert row is not None and row.status == "done", row
-    (done,) = [e for e in store.events(run) if e.kind == "run.done"]
+    *_, done = [e for e in store.events(run) if e.kind == "run.done"]  # the last
     return done.payload["result"]
 
 
@@ -392,3 +392,33 @@ def test_parallel_nodes_share_a_superstep_and_ask_in_langgraphs_order(
         (1, 0), (1, 1)]
     values = decode(state_of(store, run)["graph"]["checkpoint"])["channel_values"]
     assert (values["left"], values["right"]) == ("L", "R")
+
+
+def test_pause_points_and_rollback_land_between_supersteps(
+        store: SQLiteStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tether.ops import Tether as Ops
+    from tether.provenance.rollback import rollback
+    agent = TetherGraph(lg.build(), name="reviewed", effects={"search": "read"},
+                        pause_points={"every_steps": 1})
+    agents = {"x:reviewed": agent}
+    search = completion(None, tool_calls=[tool_call("c1", "search", '{"query": "dinner"}')])
+    with serve(monkeypatch, search, completion("Chez Tether."), completion("Chez Tether!")):
+        run = start_run(store, agent, agent_ref="x:reviewed", goal="Find dinner")
+        reviews = 0
+        while store.get_run(run).status != "done":  # type: ignore[union-attr]
+            drive(store, agents)
+            row = store.get_run(run)
+            assert row is not None
+            if row.status == "paused":
+                assert "review point" in row.reason
+                reviews += 1
+                Ops(store, agents=agents).resume(run)
+        assert reviews == 2  # after the agent's superstep and after the tools'
+        assert finished(store, run) == "Chez Tether."
+        rollback(store, run, 2, agents=agents)  # back to after the tools' superstep
+        values = decode(state_of(store, run)["graph"]["checkpoint"])["channel_values"]
+        assert [type(m).__name__ for m in values["messages"]] == [
+            "HumanMessage", "AIMessage", "ToolMessage"]
+        Ops(store, agents=agents).resume(run)
+        drive(store, agents)  # step 3 again: the model is asked again, from the same state
+    assert finished(store, run) == "Chez Tether!"
