@@ -13,6 +13,7 @@ from typing import Annotated, Any
 
 import pytest
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
+from langchain_core.runnables import RunnableConfig
 from langchain_core.tools import tool
 from langgraph.graph import END, START, MessagesState, StateGraph
 from langgraph.prebuilt import InjectedState, ToolNode, tools_condition
@@ -422,3 +423,15 @@ def test_pause_points_and_rollback_land_between_supersteps(
         Ops(store, agents=agents).resume(run)
         drive(store, agents)  # step 3 again: the model is asked again, from the same state
     assert finished(store, run) == "Chez Tether!"
+
+
+async def configured(state: MessagesState, config: RunnableConfig) -> dict[str, Any]:
+    return {"messages": [AIMessage(f"table for {config['configurable']['party']}")]}
+
+
+def test_config_reaches_the_nodes_every_step(store: SQLiteStore) -> None:
+    agent = TetherGraph(one_node(configured), name="configured",
+                        config={"configurable": {"party": 4}})
+    run = start_run(store, agent, agent_ref="x:configured", goal="Book")
+    drive(store, {"x:configured": agent})
+    assert finished(store, run) == "table for 4"

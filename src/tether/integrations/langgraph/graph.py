@@ -63,6 +63,9 @@ class TetherGraph:
         idempotent: names of tools safe to run again with the same idempotency key.
         tools: more tools the graph's own node code calls (``wrap_tool``'s result).
         input: the graph's input from the run's goal (``{"messages": [HumanMessage(goal)]}``).
+        config: a ``RunnableConfig`` for every invocation (``configurable`` values your
+            nodes read, tags); tether sets the thread id and ``max_concurrency``.
+        context: LangGraph's run-time context (``context_schema``), the same every step.
         budget, pause_points, on_change: as for :class:`~tether.StepAgent`.
 
     Example:
@@ -74,6 +77,7 @@ class TetherGraph:
                  *, name: str, effects: Mapping[str, Effect] | None = None,
                  idempotent: Sequence[str] | set[str] = (), tools: Sequence[WrappedTool] = (),
                  input: Callable[[str], Any] = messages_input,
+                 config: RunnableConfig | None = None, context: Any = None,
                  budget: Mapping[str, float] | None = None,
                  pause_points: Mapping[str, Any] | None = None,
                  on_change: str | None = None) -> None:
@@ -99,6 +103,8 @@ class TetherGraph:
         self.pause_points = dict(pause_points) if pause_points else None
         self.on_change = on_change
         self._input = input
+        self._config = dict(config or {})
+        self._context = context
         self._definition: str | None = None
 
     def _wrap_tool_nodes(self) -> list[WrappedTool]:
@@ -148,7 +154,9 @@ class TetherGraph:
 
     async def step(self, ctx: StepContextLike, state: dict[str, Any]) -> Outcome:
         saver = StepSaver(ctx.run_id)
-        config: RunnableConfig = {"configurable": {"thread_id": ctx.run_id},
+        config: RunnableConfig = {**self._config,  # type: ignore[typeddict-item]
+                                  "configurable": {**self._config.get("configurable", {}),
+                                                   "thread_id": ctx.run_id},
                                   "max_concurrency": 1}
         graph = self._graph.copy(update={"checkpointer": saver})
         if state.get("graph"):
@@ -158,7 +166,8 @@ class TetherGraph:
             given = decode(state["input"])
         with turns_for_step() as turns:
             try:
-                await graph.ainvoke(given, config, interrupt_after="*", durability="sync")
+                await graph.ainvoke(given, config, context=self._context, interrupt_after="*",
+                                    durability="sync")
             except Exception as exc:
                 if turns.signal is not None:  # a node turned a tether signal into an error
                     raise turns.signal from exc
