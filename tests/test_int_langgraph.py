@@ -7,12 +7,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
 import pytest
-from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
+from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
 from langchain_core.runnables import RunnableConfig
 from langchain_core.tools import tool
 from langgraph.graph import END, START, MessagesState, StateGraph
@@ -435,3 +436,38 @@ def test_config_reaches_the_nodes_every_step(store: SQLiteStore) -> None:
     run = start_run(store, agent, agent_ref="x:configured", goal="Book")
     drive(store, {"x:configured": agent})
     assert finished(store, run) == "table for 4"
+
+
+# -- a step re-run after an approval: replayed, or paused when it asks something else ----
+PROMPT = ["You book tables."]
+PLAN_BOOK = wrap_tool(lg.book)
+
+
+async def plan_and_book(state: MessagesState) -> dict[str, Any]:
+    reply = await lg.llm().ainvoke([SystemMessage(PROMPT[0]), *state["messages"]])
+    done = await PLAN_BOOK.langchain.ainvoke({"restaurant": str(reply.text), "time": "19:00"})
+    return {"messages": [reply, AIMessage(str(done))]}
+
+
+@pytest.mark.parametrize("changed", [False, True])
+def test_a_step_re_run_after_approval_replays_its_model_call_or_pauses_if_it_changed(
+        store: SQLiteStore, monkeypatch: pytest.MonkeyPatch, changed: bool) -> None:
+    agent = TetherGraph(one_node(plan_and_book), name="planner", tools=[PLAN_BOOK])
+    agents = {"x:planner": agent}
+    with serve(monkeypatch, completion("Chez Tether"), completion("Elsewhere")) as server:
+        run = start_run(store, agent, agent_ref="x:planner", goal="Book")
+        drive(store, agents)  # the model answers, then book waits for a person
+        (approval,) = store.approvals(run=run)
+        decide(store, approval.id, approve=True, who="human:test")
+        if changed:
+            monkeypatch.setattr(sys.modules[__name__], "PROMPT", ["You book tables, cheaply."])
+        drive(store, agents)  # the step again: its model call comes from the journal
+        assert len(server.requests) == 1, "the journaled model request was sent again"
+    row = store.get_run(run)
+    assert row is not None
+    if changed:
+        assert row.status == "paused" and "nondeterminism" in row.reason, row
+        assert lg.ran() == []
+    else:
+        assert finished(store, run) == "booked Chez Tether at 19:00"
+        assert [x["restaurant"] for x in lg.ran()] == ["Chez Tether"]
