@@ -16,9 +16,11 @@ import pytest
 from tests.mcpkit import ROOT, VARIANT_ENV, HttpServerProcess, calls, stdio_args
 from tether import (
     Agent,
+    Continue,
     EffectInDoubt,
     ModelResponse,
     ScriptedModel,
+    StepAgent,
     ToolCall,
     Worker,
     schema_tool,
@@ -37,6 +39,7 @@ from tether.integrations.mcp import (
     mcp_tools,
 )
 from tether.models.openai import OpenAIModel
+from tether.procs import pid_alive
 from tether.store.sqlite import SQLiteStore
 from tether.testing import allow_tools
 from tether.testing.openai_server import FakeChatServer, completion, tool_call
@@ -304,6 +307,31 @@ def test_a_tool_saying_in_doubt_pauses_an_effect_but_fails_a_read(store: SQLiteS
     assert drive(store, agent) == "done"
     msgs = [m["content"] for m in _conversation(store, run) if m["role"] == "tool"]
     assert "the answer never came" in msgs[0]
+
+
+def test_a_step_agent_calls_them_and_a_budget_stops_it(store: SQLiteStore, side: Path,
+                                                        listing: list[ListedTool]) -> None:
+    allow_tools(store)
+    tools = {t.name: t for t in mcp_tools(shop(side), effects={"search": "read"},
+                                          idempotent={"upsert"}, listing=listing)}
+
+    async def step(ctx: Any, state: dict[str, Any]) -> Any:
+        state.setdefault("found", []).append(await ctx.call(tools["search"], query="lamp"))
+        state["set"] = await ctx.call(tools["upsert"], name="a", value=str(ctx.step))
+        return Continue()
+    agent = StepAgent(step, name="stepper", tools=list(tools.values()),
+                      budget={"tool_calls": 4})
+    run = start_run(store, agent, agent_ref=REF, goal="g")
+    # No close_sessions(): the session closes with the worker's loop, its server with it.
+    asyncio.run(Worker(store, agents={REF: agent}, poll_interval=0.01).run(until_idle=True))
+    row = store.get_run(run)
+    assert row is not None and row.status == "paused" and "tool_calls" in row.reason
+    sent = calls(side)
+    assert [c["tool"] for c in sent] == ["search", "upsert", "search", "upsert"]
+    assert len({c["pid"] for c in sent}) == 1  # one session for the whole run
+    assert not pid_alive(sent[0]["pid"])
+    upserts = [e for e in store.effects(run=run) if e.tool == "upsert"]
+    assert [c["key"] for c in sent if c["tool"] == "upsert"] == [e.id for e in upserts]
 
 
 def _conversation(store: SQLiteStore, run: str) -> list[dict[str, Any]]:

@@ -67,7 +67,10 @@ def caller(server: MCPServerSpec, remote: str, local: str, *, effect: str,
         except _Lost as first:
             why = str(first)
         if effect != "read" and idempotent and meta:
-            try:  # the same key on a fresh session: a server that dedupes acts once
+            # The session is not closed here: other runs' calls may be in flight on it (a
+            # timeout is one slow call, not a dead server). The probe before the next call
+            # finds a dead one, and a fresh session is opened for the repeat.
+            try:  # the same key: a server that dedupes acts once
                 return await _call(server, remote, arguments, meta)
             except _Lost as again:
                 why = f"{why}; sent again with the same key: {again}"
@@ -90,12 +93,10 @@ async def _call(server: MCPServerSpec, remote: str, arguments: dict[str, Any],
                                         meta=meta)  # type: ignore[arg-type]
     except MCPError as exc:
         if exc.code in _LOST:
-            await sessions.discard(server)
             raise _Lost(f"{exc.message} (MCP error {exc.code})") from None
         raise CallRefused(f"MCP server {server.name} refused the call of {remote}: "
                          f"{exc.message} (MCP error {exc.code})") from None
     except Exception as exc:  # the transport broke under the call: it may have run
-        await sessions.discard(server)
         raise _Lost(sessions.describe_error(exc)) from None
     if result.is_error:
         raise ToolReportedError(f"MCP server {server.name} says: "

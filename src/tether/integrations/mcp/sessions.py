@@ -137,14 +137,6 @@ async def session_for(server: MCPServerSpec) -> Client:
         return client
 
 
-async def discard(server: MCPServerSpec) -> None:
-    """Close ``server``'s session on this loop (after a call lost its connection)."""
-    pool = _pool()
-    current = pool.sessions.pop(server.key(), None)
-    if current is not None:
-        await current.close()
-
-
 async def close_sessions() -> None:
     """Close every MCP session opened on the running loop (stops stdio server processes).
 
