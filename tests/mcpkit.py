@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import anyio
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp_types import ImageContent, TextContent, ToolAnnotations
@@ -145,6 +146,13 @@ def build(calls_file: Path) -> MCPServer:
             os.kill(os.getpid(), signal.SIGKILL)
         return f"done {item}"
 
+    @server.tool()
+    async def slow(seconds: float, ctx: Context) -> str:
+        """Takes its time."""
+        note(ctx, "slow", seconds=seconds)
+        await anyio.sleep(seconds)
+        return f"slept {seconds}"
+
     if os.environ.get(VARIANT_ENV) == "2":  # the server's tools changed (a new version)
         @server.tool()
         def refund(item: str, ctx: Context) -> str:
@@ -156,7 +164,6 @@ def build(calls_file: Path) -> MCPServer:
 
 
 def _serve_http(calls_file: Path, port_file: Path) -> None:
-    import anyio
     import uvicorn
     server = build(calls_file)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)

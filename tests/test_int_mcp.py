@@ -109,7 +109,7 @@ def test_tools_listed_with_schema_and_irreversible_unless_declared(
         side: Path, listing: list[ListedTool]) -> None:
     tools = {t.name: t for t in mcp_tools(shop(side), prefix="shop_", listing=listing)}
     assert set(tools) == {"shop_search", "shop_book", "shop_upsert", "shop_broken",
-                          "shop_picture", "shop_crash"}
+                          "shop_picture", "shop_crash", "shop_slow"}
     search = tools["shop_search"]
     assert search.description == "Search the catalogue."
     assert search.schema["properties"]["query"]["type"] == "string"
@@ -252,6 +252,24 @@ def test_a_server_killed_mid_call_leaves_the_effect_in_doubt(
     msgs = [m["content"] for m in _conversation(store, run) if m["role"] == "tool"]
     assert "was not performed" in msgs[0] and msgs[1] == '{"result":"3 results for q"}'
     assert verify_store(store).ok
+
+
+def test_an_effect_past_its_timeout_is_in_doubt(store: SQLiteStore, side: Path,
+                                                listing: list[ListedTool]) -> None:
+    allow_tools(store)
+    hasty = StdioServer("shop", sys.executable, stdio_args(side), cwd=ROOT, timeout=1.0)
+    agent = scripted(mcp_tools(hasty, listing=listing), call("slow", '{"seconds": 60}'))
+    run = start_run(store, agent, agent_ref=REF, goal="g")
+    assert drive(store, agent) == "paused"
+    (effect,) = store.effects(run=run)
+    assert effect.status == "in_doubt"
+    reason = next(e for e in store.events(run) if e.kind == "effect.in_doubt").payload["reason"]
+    assert "gave no answer to the call of slow" in reason and "MCP error -32001" in reason
+    resolve_effect(store, effect.id, "done", result="slept 60", who="human:test")
+    assert drive(store, agent) == "done"
+    msgs = [m["content"] for m in _conversation(store, run) if m["role"] == "tool"]
+    assert msgs == ["slept 60"]
+    assert [c["tool"] for c in calls(side)] == ["slow"]
 
 
 def test_an_idempotent_effect_is_sent_again_with_the_same_key(

@@ -63,7 +63,7 @@ def caller(server: MCPServerSpec, remote: str, local: str, *, effect: str,
     async def call_mcp_tool(**arguments: Any) -> Any:
         meta = _meta()
         try:
-            return await _call(server, remote, arguments, meta)
+            return await _call(server, remote, local, arguments, meta)
         except _Lost as first:
             why = str(first)
         if effect != "read" and idempotent and meta:
@@ -71,7 +71,7 @@ def caller(server: MCPServerSpec, remote: str, local: str, *, effect: str,
             # timeout is one slow call, not a dead server). The probe before the next call
             # finds a dead one, and a fresh session is opened for the repeat.
             try:  # the same key: a server that dedupes acts once
-                return await _call(server, remote, arguments, meta)
+                return await _call(server, remote, local, arguments, meta)
             except _Lost as again:
                 why = f"{why}; sent again with the same key: {again}"
             except ServerUnreachable as unsent:  # the first attempt's outcome still unknown
@@ -81,21 +81,22 @@ def caller(server: MCPServerSpec, remote: str, local: str, *, effect: str,
     return call_mcp_tool
 
 
-async def _call(server: MCPServerSpec, remote: str, arguments: dict[str, Any],
+async def _call(server: MCPServerSpec, remote: str, local: str, arguments: dict[str, Any],
                 meta: dict[str, Any] | None) -> Any:
+    """One attempt; ``local`` (the name the model knows) names the tool in messages."""
     try:
         client = await sessions.session_for(server)
     except sessions.Unreachable as exc:
-        raise ServerUnreachable(f"MCP server {server.name} ({server.describe()}) cannot be reached, "
-                         f"so tool {remote} was not called: {exc}") from None
+        raise ServerUnreachable(f"MCP server {server.name} ({server.describe()}) cannot be "
+                                f"reached, so tool {local} was not called: {exc}") from None
     try:
         result = await client.call_tool(remote, arguments, read_timeout_seconds=server.timeout,
                                         meta=meta)  # type: ignore[arg-type]
     except MCPError as exc:
         if exc.code in _LOST:
             raise _Lost(f"{exc.message} (MCP error {exc.code})") from None
-        raise CallRefused(f"MCP server {server.name} refused the call of {remote}: "
-                         f"{exc.message} (MCP error {exc.code})") from None
+        raise CallRefused(f"MCP server {server.name} refused the call of {local}: "
+                          f"{exc.message} (MCP error {exc.code})") from None
     except Exception as exc:  # the transport broke under the call: it may have run
         raise _Lost(sessions.describe_error(exc)) from None
     if result.is_error:

@@ -92,10 +92,11 @@ class HttpServer:
         _check_timeout(self.name, self.timeout)
 
     def describe(self) -> str:
-        """The server in a message: its URL (without any user:password part)."""
+        """The server in a message: its URL without a user:password part nor a query
+        (either may hold a credential)."""
         scheme, _, rest = self.url.partition("://")
         host, slash, path = rest.partition("/")
-        return f"{scheme}://{host.rpartition('@')[2]}{slash}{path}"
+        return f"{scheme}://{host.rpartition('@')[2]}{slash}{path.split('?')[0].split('#')[0]}"
 
     def key(self) -> str:
         """Identity of the server: one session per key per event loop."""

@@ -54,8 +54,8 @@ class _Session:
 
     async def _own(self, ready: asyncio.Future[Client]) -> None:
         try:
-            async with Client(self.server.transport(),
-                              read_timeout_seconds=self.server.timeout) as client:
+            # The handshake's own limit; each call passes the server's call timeout.
+            async with Client(self.server.transport(), read_timeout_seconds=OPEN_TIMEOUT) as client:
                 ready.set_result(client)
                 await self._closing.wait()
         except BaseException as exc:  # the session's end, however it came: told to the opener
