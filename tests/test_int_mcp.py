@@ -356,3 +356,48 @@ def _conversation(store: SQLiteStore, run: str) -> list[dict[str, Any]]:
     from tether.ops import Tether
     state = Tether(store).state(run)
     return list(state.state["messages"])
+
+
+# -- pure parts ---------------------------------------------------------------------------
+
+def test_results_keep_text_and_summarise_binary_content() -> None:
+    from mcp_types import (
+        BlobResourceContents,
+        CallToolResult,
+        EmbeddedResource,
+        ResourceLink,
+        TextContent,
+        TextResourceContents,
+    )
+
+    from tether.integrations.mcp.results import tool_result
+    blocks: list[Any] = [
+        TextContent(text="hello"),
+        EmbeddedResource(resource=TextResourceContents(uri="file:///a.txt", text="inside")),
+        EmbeddedResource(resource=BlobResourceContents(uri="file:///b.bin", blob="AAAA",
+                                                       mime_type="application/pdf")),
+        ResourceLink(uri="file:///c.md", name="notes")]
+    assert tool_result(CallToolResult(content=blocks)) == (
+        "hello\n[resource file:///a.txt]\ninside\n"
+        "[resource file:///b.bin application/pdf, 3 bytes, not shown]\n"
+        "[resource link file:///c.md (notes)]")
+    structured = CallToolResult(content=[TextContent(text='{"n": 1}')], structured_content={"n": 1})
+    assert tool_result(structured) == {"n": 1}
+
+
+@pytest.mark.parametrize(("hints", "trust", "declared", "expected"), [
+    ({"read_only": True}, False, {}, ("irreversible", False, "default")),
+    ({"read_only": True}, True, {}, ("read", False, "annotations")),
+    ({"idempotent": True}, True, {}, ("irreversible", True, "annotations")),
+    ({"read_only": True}, True, {"effects": {"t": "irreversible"}},
+     ("irreversible", False, "declared")),
+    ({}, False, {"idempotent": {"t"}}, ("irreversible", True, "declared")),
+    ({"idempotent": True}, True, {"effects": {"t": "read"}}, ("read", False, "declared")),
+])
+def test_annotations_weaken_nothing_unless_trusted(hints: dict[str, bool], trust: bool,
+                                                   declared: dict[str, Any],
+                                                   expected: tuple[str, bool, str]) -> None:
+    from tether.integrations.mcp.classes import Hints, classify
+    got = classify("t", Hints(**hints), effects=declared.get("effects", {}),
+                   idempotent=declared.get("idempotent", set()), trust_annotations=trust)
+    assert (got.effect, got.idempotent, got.source) == expected
