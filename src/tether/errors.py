@@ -17,7 +17,8 @@
     ├── VerificationFailed          a proof, signature or signed checkpoint does not verify
     ├── ModelError                  a model provider failed after retries (pauses the run)
     └── ToolFailed                  a tool raised; the model is told, the loop goes on
-        └── ToolDenied              the tool was not run: a policy or a person said no
+        ├── ToolDenied              the tool was not run: a policy or a person said no
+        └── EffectInDoubt           a tool cannot tell whether its effect happened (in doubt)
 
     Signal (a BaseException)        control flow, not failures
     ├── PauseRequested              the run must pause (command, budget, nondeterminism)
@@ -138,6 +139,15 @@ class ToolDenied(ToolFailed):
     """The tool was not run: a policy rule denied it, or its approval was denied, expired
     or cancelled. A ``ToolFailed`` (callers that catch that are unchanged): the model is
     told the same way; catch this one to tell a refusal from a tool that raised."""
+
+
+class EffectInDoubt(ToolFailed):
+    """Raised by a tool that cannot tell whether its effect happened: the request left, the
+    answer never came (a connection dropped mid-call, a remote server died, a timeout after
+    sending). For an effect, tether journals ``effect.in_doubt`` and pauses the run for a
+    person (``tether resolve``), exactly as after a crash between intent and result: the
+    effect is neither reported as failed (the model might do it again) nor repeated. From a
+    read tool it is an ordinary failure (the model is told)."""
 
 
 class Signal(BaseException):

@@ -23,7 +23,7 @@ from typing import Any
 
 from tether.core.canonical import json_safe
 from tether.core.events import Event
-from tether.errors import PauseRequested, ToolFailed
+from tether.errors import EffectInDoubt, PauseRequested, ToolFailed
 from tether.runtime.journal import Recorded
 from tether.runtime.stepping import StepRuntime
 from tether.runtime.workspace import file_causes, file_versions, unwritten_since, workspace_lock
@@ -143,6 +143,8 @@ class EffectRunner:
         except asyncio.CancelledError:
             self.mark_in_doubt("cancelled while running (stop or shutdown)")
             raise
+        except EffectInDoubt as exc:  # the tool says it cannot tell: a person decides
+            raise self._said_in_doubt(t, intent, step, exc) from exc
         except Exception as exc:
             self.in_flight = None
             msg = self._redact(f"tool {t.name} failed: {type(exc).__name__}: {exc}")
@@ -191,6 +193,17 @@ class EffectRunner:
             # unlocked: commit its versions now, so the run's next file call sees them.
             await rt.flush()
         return result
+
+    def _said_in_doubt(self, t: Tool, intent: Event, step: int,
+                       exc: EffectInDoubt) -> PauseRequested:
+        """The tool raised :class:`EffectInDoubt`: journal the doubt; the pause to raise.
+        Neither failed (the model might ask again) nor retried (it may have happened)."""
+        why = self._redact(str(exc))
+        self.mark_in_doubt(why)
+        return PauseRequested(
+            f"effect {intent.id} ({t.name}, run {intent.run} step {step}) is in doubt: {why}. "
+            f"Check, then `tether resolve {intent.id} --done|--not-done|--retry`",
+            detail={"effect": intent.id, "in_doubt": True})
 
     def mark_in_doubt(self, why: str) -> None:
         """Journal that the in-flight effect may or may not have happened."""
