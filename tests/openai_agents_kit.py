@@ -32,12 +32,14 @@ set_tracing_disabled(True)  # the SDK's trace export would reach api.openai.com
 
 SIDE_ENV = "OA_SIDE"
 HOLD_ENV = "OA_HOLD"
-"""A file name: ``lookup`` creates it, then sleeps, so a test can kill the worker there."""
+"""A file name: ``notify`` creates it, then sleeps, so a test can kill the worker there
+(after its intent was committed, and with it everything journaled before)."""
 
 
 def _side(tool: str, arg: str) -> None:
     tc = current()
-    line = json.dumps({"tool": tool, "arg": arg, "effect": tc.effect_id, "pid": os.getpid()})
+    line = json.dumps({"tool": tool, "arg": arg, "effect": tc.effect_id,
+                       "key": tc.idempotency_key, "pid": os.getpid()})
     with open(os.environ[SIDE_ENV], "a", encoding="utf-8") as f:
         f.write(line + "\n")
         f.flush()
@@ -54,10 +56,6 @@ def read_side(path: Path) -> list[dict[str, object]]:
 @function_tool
 def lookup(city: str) -> str:
     """Look up the weather in a city."""
-    hold = os.environ.get(HOLD_ENV)
-    if hold:
-        Path(hold).write_text(str(os.getpid()), encoding="utf-8")
-        time.sleep(60)  # killed here by the test
     return f"sunny in {city}"
 
 
@@ -69,20 +67,31 @@ def book(city: str) -> str:
 
 
 @function_tool
+def notify(city: str) -> str:
+    """Tell the traveller (idempotent: the idempotency key makes a retry harmless)."""
+    hold = os.environ.get(HOLD_ENV)
+    if hold:
+        Path(hold).write_text(str(os.getpid()), encoding="utf-8")
+        time.sleep(60)  # killed here by the test
+    _side("notify", city)
+    return f"notified about {city}"
+
+
+@function_tool
 def explode(reason: str) -> str:
     """A tool that always fails."""
     raise RuntimeError(f"exploded: {reason}")
 
 
 def build(base_url: str) -> TetherAgent:
-    """Triage (lookup, book, explode) hands off to billing (book); both on one model."""
+    """Triage (lookup, book, notify, explode) hands off to billing (book); one model."""
     client = AsyncOpenAI(base_url=base_url, api_key="test", max_retries=0)
     model = OpenAIChatCompletionsModel("gpt-4o-mini", openai_client=client)
     billing = Agent(name="billing", instructions="You book trips.", model=model, tools=[book])
     triage = Agent(name="triage", instructions="You help travellers.", model=model,
-                   tools=[lookup, book, explode], handoffs=[billing])
+                   tools=[lookup, book, notify, explode], handoffs=[billing])
     return TetherAgent(triage, name="travel", effects={"lookup": "read", "explode": "read"},
-                       run_config=RunConfig(tracing_disabled=True))
+                       idempotent={"notify"}, run_config=RunConfig(tracing_disabled=True))
 
 
 REF = "tests.openai_agents_kit:travel"

@@ -193,18 +193,22 @@ def test_the_provider_failing_pauses_the_run(world: World) -> None:
     assert "no scripted reply" in row.reason
 
 
-def test_a_budget_of_turns_stops_the_run(world: World) -> None:
-    allow_tools(world.store)
-    agent = kit.build(world.server.base_url)
-    agent.budget = {"steps": 1}
-    world.agent = agent
-    world.server.push(completion(tool_calls=[call("c1", "lookup", {"city": "Oslo"})]),
+@pytest.mark.parametrize(("budget", "asked"), [({"steps": 1}, 1), ({"tool_calls": 1}, 1)])
+def test_a_budget_pauses_the_run_from_inside_the_sdk_loop(
+        world: World, budget: dict[str, float], asked: int) -> None:
+    # steps: the second turn is refused; tool_calls: the second call of turn 1 is, from
+    # inside the SDK's tool execution, and the signal comes out of Runner.run untouched.
+    world.agent = kit.build(world.server.base_url)
+    world.agent.budget = budget
+    world.server.push(completion(tool_calls=[call("c1", "lookup", {"city": "Oslo"}),
+                                             call("c2", "lookup", {"city": "Rome"})]),
                       completion("never asked"))
     run = world.start()
     world.drive()
     row = world.store.get_run(run)
-    assert row is not None and row.status == "paused" and "budget" in row.reason
-    assert len(world.server.requests) == 1
+    assert row is not None and row.status == "paused" and "budget" in row.reason, row
+    assert len(world.server.requests) == asked
+    assert "run.failed" not in world.kinds(run)
 
 
 def test_bad_definitions_are_refused_naming_the_tool_or_agent() -> None:
@@ -221,3 +225,24 @@ def test_bad_definitions_are_refused_naming_the_tool_or_agent() -> None:
         TetherAgent(a, name="x", effects={"bok": "read"})
     with pytest.raises(UsageError, match="two agents are named 'a'"):
         TetherAgent(Agent(name="a", handoffs=[a]), name="x")
+
+
+@pytest.mark.parametrize("book_first", [True, False])
+def test_a_turn_with_two_calls_waits_for_one_approval_and_replays_the_other(
+        world: World, book_first: bool) -> None:
+    calls = [call("c1", "book", {"city": "Rome"}), call("c2", "lookup", {"city": "Rome"})]
+    world.server.push(completion(tool_calls=calls if book_first else calls[::-1]),
+                      completion("Booked; sunny."))
+    run = world.start("book Rome")
+    world.drive()
+    assert world.status(run) == "awaiting_approval"
+    # A call after the one waiting did not run; one before it ran and was journaled.
+    assert len(world.payloads(run, "tool.called")) == (0 if book_first else 1)
+    (approval,) = world.store.approvals(run=run)
+    decide(world.store, approval.id, approve=True, who="human:test")
+    world.drive()
+    assert world.status(run) == "done"
+    assert len(world.server.requests) == 2 and [x["arg"] for x in kit.read_side(world.side)] == ["Rome"]
+    assert len(world.payloads(run, "tool.called")) == 1  # the read, once, live or replayed
+    told = {m["tool_call_id"]: m["content"] for m in world.sent(1) if m["role"] == "tool"}
+    assert told == {"c1": "booked Rome", "c2": "sunny in Rome"}
