@@ -26,7 +26,7 @@ from agents.models.multi_provider import MultiProvider
 from agents.run_context import RunContextWrapper
 from agents.tool import FunctionTool
 
-from tether.core.effect_classes import TOOL_EFFECTS, Effect
+from tether.core.effect_classes import Effect
 from tether.errors import UsageError
 from tether.tools.base import Tool
 
@@ -127,10 +127,6 @@ def _check_declared(effects: Mapping[str, Effect], idempotent: frozenset[str],
     if unknown:
         raise UsageError(f"effects/idempotent name tools no agent has: {', '.join(unknown)}; "
                          f"the tools are {', '.join(sorted(names)) or 'none'}")
-    bad = {n: e for n, e in effects.items() if e not in TOOL_EFFECTS}
-    if bad:
-        raise UsageError(f"effects: {bad} are not effect classes; use one of "
-                         f"{', '.join(TOOL_EFFECTS)}")
 
 
 def _model_of(agent: SDKAgent, provider: ModelProvider) -> TetherModel:
