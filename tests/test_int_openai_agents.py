@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,14 +16,16 @@ from typing import Any
 import pytest
 from agents import Agent, function_tool
 
+from tests import crashkit as ck
 from tests import openai_agents_kit as kit
 from tether import Worker, start_run, verify_store
 from tether.approvals import decide
 from tether.errors import UsageError
 from tether.integrations.openai_agents import TetherAgent
+from tether.runtime.operator import send_command
 from tether.store.sqlite import SQLiteStore
 from tether.testing import allow_tools
-from tether.testing.openai_server import FakeChatServer, completion, tool_call
+from tether.testing.openai_server import FakeChatServer, Reply, completion, tool_call
 
 
 @dataclass
@@ -246,3 +249,27 @@ def test_a_turn_with_two_calls_waits_for_one_approval_and_replays_the_other(
     assert len(world.payloads(run, "tool.called")) == 1  # the read, once, live or replayed
     told = {m["tool_call_id"]: m["content"] for m in world.sent(1) if m["role"] == "tool"}
     assert told == {"c1": "booked Rome", "c2": "sunny in Rome"}
+
+
+def test_a_stop_cancels_the_sdk_model_call_and_stops_the_run(world: World, tmp_path: Path) -> None:
+    world.server.push(Reply(200, completion("late").body, delay=30.0))
+    run = world.start()
+    done = threading.Event()
+
+    def work() -> None:
+        store = SQLiteStore(tmp_path / "t.db")
+        try:
+            asyncio.run(Worker(store, agents={kit.REF: world.agent}, poll_interval=0.01)
+                        .run(until_idle=True))
+        finally:
+            store.close()
+            done.set()
+    t = threading.Thread(target=work, daemon=True)
+    t.start()
+    ck.wait_for(lambda: len(world.server.requests) == 1, 30, "the model call to be in flight")
+    send_command(world.store, run, "stop", who="human:ops")
+    assert done.wait(30), "the worker did not come to rest after the stop"
+    t.join(10)
+    assert world.status(run) == "stopped"
+    kinds = world.kinds(run)
+    assert "run.stopped" in kinds and "model.called" not in kinds and "run.failed" not in kinds

@@ -105,6 +105,11 @@ class TetherModel(Model):
         raise UsageError(f"model {self.name}: streaming (Runner.run_streamed) is not supported "
                          "under tether; a turn is journaled as one whole response")
 
+    async def _cleanup_on_run_end(self, owner: object) -> None:
+        # The SDK's hook for run-scoped resources (a Responses websocket): the inner's own.
+        if self._inner is not None:
+            await self._inner._cleanup_on_run_end(owner)
+
     async def close(self) -> None:
         """Close the inner model, if one was made."""
         if self._inner is not None:

@@ -23,7 +23,7 @@ import asyncio
 import contextlib
 import copy
 import inspect
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextvars import ContextVar
 from typing import Any
 
@@ -69,7 +69,7 @@ class Turn:
                 raise
 
     @contextlib.contextmanager
-    def current(self) -> Any:
+    def current(self) -> Iterator[Turn]:
         """Make this the turn the wrapped tools see (the SDK's tool tasks inherit it)."""
         token = _TURN.set(self)
         try:
