@@ -164,3 +164,25 @@ def test_wrapping_changes_none_of_the_users_objects() -> None:
     assert wrapped.definition_hash() == TetherAgent(triage, name="t").definition_hash()
     assert wrapped.definition_hash() != TetherAgent(triage, name="t",
                                                     effects={"lookup": "read"}).definition_hash()
+
+
+@function_tool(failure_error_function=None)
+def brittle(note: str) -> str:
+    """A tool whose failure should fail the run (as in the SDK)."""
+    raise RuntimeError(f"brittle: {note}")
+
+
+def test_a_tool_built_to_fail_the_run_fails_it_with_tethers_words(tmp_path: Path) -> None:
+    with FakeChatServer([completion(tool_calls=[tool_call("c1", "brittle", '{"note": "x"}')])]
+                        ) as server:
+        model = OpenAIChatCompletionsModel(
+            "gpt-4o-mini", openai_client=AsyncOpenAI(base_url=server.base_url, **NO_RETRIES))
+        agent = TetherAgent(Agent(name="b", model=model, tools=[brittle]), name="b",
+                            effects={"brittle": "read"}, run_config=RunConfig(tracing_disabled=True))
+        store, run = run_to_rest(tmp_path, agent)
+    row = store.get_run(run)
+    assert row is not None and row.status == "failed"
+    # tether's ToolFailed, unwrapped from the SDK's UserError("Error running tool ...")
+    assert f"run {run} step 1: ToolFailed: tool brittle failed: RuntimeError: brittle: x" in row.reason
+    assert "Error running tool" not in row.reason
+    store.close()

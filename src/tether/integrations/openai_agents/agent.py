@@ -20,13 +20,13 @@ from collections.abc import Mapping
 from typing import Any
 
 from agents import Agent, RunConfig, Runner
-from agents.exceptions import MaxTurnsExceeded
+from agents.exceptions import AgentsException, MaxTurnsExceeded
 from agents.lifecycle import RunHooks
 from agents.models.interface import ModelProvider
 
 from tether.core.canonical import digest
 from tether.core.effect_classes import Effect
-from tether.errors import UsageError
+from tether.errors import TetherError, UsageError
 from tether.runtime.outcome import Continue, Done, Outcome
 from tether.runtime.step_api import StepContextLike
 from tether.tools.base import Tool
@@ -127,9 +127,23 @@ class TetherAgent:
                 state.update(agent=data.last_agent.name, items=jsonable(history),
                              turns=state.get("turns", 0) + 1)
                 return Continue()
+            except AgentsException as exc:
+                raise _unwrapped(exc) from exc.__cause__
         state.update(agent=result.last_agent.name, items=jsonable(result.to_input_list()),
                      turns=state.get("turns", 0) + 1)
         return Done(jsonable(result.final_output))
+
+
+def _unwrapped(exc: AgentsException) -> BaseException:
+    """tether's own error where the SDK wrapped it (``UserError("Error running tool ...")``):
+    a store failure must abandon the run, not fail it, and a tether error names the run
+    and says what to do better than the SDK's wrapper."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, TetherError):
+            return seen
+        seen = seen.__cause__
+    return exc
 
 
 def _as_list(items: Any) -> list[Any]:
