@@ -141,6 +141,7 @@ def wire(amount: int) -> str:
      "asks the SDK for approval"),
     (lambda: TetherAgent(Agent(name="a"), name="x", run_config=RunConfig(model="m")),
      "run_config.model overrides"),
+    (lambda: TetherAgent(object(), name="x"), "wraps an OpenAI Agents SDK Agent"),
     (lambda: TetherAgent(Agent(name="a", tools=[kit.book]), name="x", effects={"book": "maybe"}),
      "tool book: effect must be one of"),
 ])
@@ -185,4 +186,43 @@ def test_a_tool_built_to_fail_the_run_fails_it_with_tethers_words(tmp_path: Path
     # tether's ToolFailed, unwrapped from the SDK's UserError("Error running tool ...")
     assert f"run {run} step 1: ToolFailed: tool brittle failed: RuntimeError: brittle: x" in row.reason
     assert "Error running tool" not in row.reason
+    store.close()
+
+
+ASKED = ["Book what is asked."]
+
+
+def _instructions(ctx: Any, agent: Any) -> str:
+    return ASKED[0]
+
+
+def test_a_turn_that_asks_the_model_something_else_on_replay_pauses(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tether.approvals import decide
+    monkeypatch.setenv(kit.SIDE_ENV, str(tmp_path / "side.log"))
+    turn1 = completion(tool_calls=[tool_call("c1", "book", '{"city": "Oslo"}')])
+    with FakeChatServer([turn1, completion("done")]) as server:
+        model = OpenAIChatCompletionsModel(
+            "gpt-4o-mini", openai_client=AsyncOpenAI(base_url=server.base_url, **NO_RETRIES))
+        agent = TetherAgent(Agent(name="d", instructions=_instructions, model=model,
+                                  tools=[kit.book]), name="d",
+                            run_config=RunConfig(tracing_disabled=True))
+        store = SQLiteStore(tmp_path / "t.db")
+        run = start_run(store, agent, agent_ref="x:d", goal="go")
+        asyncio.run(Worker(store, agents={"x:d": agent}, poll_interval=0.01)
+                    .run(until_idle=True))
+        assert store.get_run(run).status == "awaiting_approval"  # type: ignore[union-attr]
+        (approval,) = store.approvals(run=run)
+        decide(store, approval.id, approve=True, who="human:test")
+        ASKED[0] = "Book something else."  # the re-run turn would now ask another question
+        try:
+            asyncio.run(Worker(store, agents={"x:d": agent}, poll_interval=0.01)
+                        .run(until_idle=True))
+        finally:
+            ASKED[0] = "Book what is asked."
+        assert len(server.requests) == 1
+    row = store.get_run(run)
+    assert row is not None and row.status == "paused" and "nondeterminism" in row.reason, row
+    assert not (tmp_path / "side.log").exists()  # the booking never ran
+    assert verify_store(store).ok
     store.close()

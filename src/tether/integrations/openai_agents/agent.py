@@ -68,6 +68,9 @@ class TetherAgent:
                  budget: Mapping[str, float] | None = None, run_config: RunConfig | None = None,
                  model_provider: ModelProvider | None = None, hooks: RunHooks[Any] | None = None,
                  context: Any = None, on_change: str | None = None) -> None:
+        if not isinstance(agent, Agent):
+            raise UsageError(f"agent {name}: TetherAgent wraps an OpenAI Agents SDK Agent "
+                             f"(agents.Agent), not {type(agent).__name__}")
         config = run_config or RunConfig()
         if config.model is not None:
             raise UsageError(f"agent {name}: run_config.model overrides every agent's model; "
