@@ -108,7 +108,8 @@ class TetherAgent:
         """A digest of what defines the agents: names, instructions, models, tools, handoffs."""
         return digest({"start": self._graph.start,
                        "agents": [_definition(a) for a in self._graph.agents.values()],
-                       "tools": [t.spec() | {"effect": t.effect} for t in self.tools]})
+                       "tools": [t.spec() | {"effect": t.effect, "idempotent": t.idempotent}
+                                 for t in self.tools]})
 
     async def step(self, ctx: StepContextLike, state: dict[str, Any]) -> Outcome:
         """One turn of the SDK's loop; the conversation and the next agent go to ``state``."""

@@ -101,7 +101,10 @@ def _runner(raw: FunctionTool) -> Callable[..., Awaitable[Any]]:
         # of this call is the one the invoker set (a replay never gets here).
         out = await invoke_function_tool(function_tool=raw, context=_SDK_CONTEXT.get(),
                                          arguments=orjson.dumps(arguments).decode())
-        return jsonable(out)
+        try:
+            return jsonable(out)  # structured outputs (ToolOutputText...) as their dicts
+        except TypeError:
+            return str(out)  # what the SDK would tell the model of any other object
     run.__name__ = raw.name
     return run
 
