@@ -46,7 +46,7 @@ def chat_model(url: str) -> OpenAIChatModel:
 def trip(url: str, *, instructions: str = "Plan trips. Be brief.", structured: bool = False,
          **options: object) -> TetherAgent:
     """A trip agent: ``forecast`` (declared read), ``book`` (undeclared: irreversible),
-    ``wait`` (read; blocks under ``$PAI_BLOCK``)."""
+    ``wait`` (irreversible but idempotent; blocks under ``$PAI_BLOCK``)."""
     agent: Agent[None, object] = Agent(chat_model(url), name="trip", instructions=instructions,
                                        output_type=Booking if structured else str)
 
@@ -76,7 +76,8 @@ def trip(url: str, *, instructions: str = "Plan trips. Be brief.", structured: b
             time.sleep(60)
         return f"waited for {tag}"
 
-    return TetherAgent(agent, effects={"forecast": "read", "wait": "read"}, **options)  # type: ignore[arg-type]
+    return TetherAgent(agent, effects={"forecast": "read"}, idempotent={"wait"},
+                       **options)  # type: ignore[arg-type]
 
 
 TRIP = trip(os.environ.get("PAI_URL", "http://127.0.0.1:9/v1"))

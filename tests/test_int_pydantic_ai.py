@@ -60,7 +60,7 @@ def test_read_tool_then_an_undeclared_tool_waits_for_approval_and_runs_once(
                completion(tool_calls=[BOOK]), completion("Booked 2 nights in Paris.")) as srv:
         agent = kit.trip(srv.base_url)
         assert {t.name: t.effect for t in agent.tools} == {
-            "forecast": "read", "book": "irreversible", "wait": "read"}
+            "forecast": "read", "book": "irreversible", "wait": "irreversible"}
         run = start_run(store, agent, agent_ref=kit.REF, goal="Book Paris for 2 nights")
         drive(store, agent)
         row = store.get_run(run)

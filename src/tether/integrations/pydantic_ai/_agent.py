@@ -19,6 +19,7 @@ from pydantic_ai import Agent
 from pydantic_ai.agent import AgentRun
 from pydantic_ai.models import Model
 from pydantic_ai.run import AgentRunResult
+from pydantic_ai.tools import ToolDefinition
 from pydantic_ai.toolsets import FunctionToolset
 from pydantic_core import to_jsonable_python
 
@@ -43,7 +44,7 @@ class TetherAgent:
     Args:
         agent: the PydanticAI agent (left untouched: tether plugs in per run).
         name: the tether agent's name (default: the PydanticAI agent's name).
-        effects: effect class by tool name: ``read``, ``write``, ``irreversible``, ...
+        effects: effect class by tool name: ``read``, ``reversible`` or ``irreversible``.
         idempotent: tools safe to retry with the same idempotency key after a crash.
         budget: tether budget caps for each run (``tokens``, ``cost_usd``, ...).
         deps: PydanticAI dependencies passed to every step's run.
@@ -151,9 +152,9 @@ def _signal_in(group: BaseExceptionGroup[Any]) -> BaseException | None:
     return None
 
 
-def _static_tool_defs(agent: Agent[Any, Any]) -> list[Any]:
+def _static_tool_defs(agent: Agent[Any, Any]) -> list[ToolDefinition]:
     """The function tools known before a run (an MCP server's are listed only at run time)."""
-    out = []
+    out: list[ToolDefinition] = []
     for ts in agent.toolsets:
         if isinstance(ts, FunctionToolset):
             out.extend(t.tool_def for t in ts.tools.values())
