@@ -17,7 +17,7 @@ from tether.approvals import decide
 from tether.integrations.pydantic_ai import TetherAgent
 from tether.runtime.operator import send_command
 from tether.store.sqlite import SQLiteStore
-from tether.testing.openai_server import FakeChatServer, Reply, completion, tool_call
+from tether.testing.openai_server import FakeChatServer, Reply, completion, error, tool_call
 
 
 @pytest.fixture
@@ -171,3 +171,45 @@ def test_changed_instructions_pause_the_run(store: SQLiteStore) -> None:
         assert row is not None and row.status == "paused" and "nondeterminism" in row.reason
         assert kit.SENT == [] and len(srv.requests) == 1
     assert json.dumps(events(store, run, "definition.changed"))
+
+
+def test_arguments_an_approver_edited_are_what_the_tool_gets(store: SQLiteStore) -> None:
+    with serve(completion(tool_calls=[BOOK]), completion("Booked one night.")) as srv:
+        agent = kit.trip(srv.base_url)
+        run = start_run(store, agent, agent_ref=kit.REF, goal="Book Paris")
+        drive(store, agent)
+        (approval,) = store.approvals(run=run)
+        decide(store, approval.id, approve=True, who="human:test",
+               arguments={"city": "Lyon", "nights": 1}, agents={kit.REF: agent})
+        drive(store, agent)
+        row = store.get_run(run)
+        assert row is not None and row.status == "done", row
+        assert kit.SENT == ["Lyon"] and len(srv.requests) == 2
+        assert told(srv, 1)[-1]["content"] == "booked 1 nights in Lyon"
+
+
+def test_a_failing_provider_pauses_the_run_naming_the_model(store: SQLiteStore) -> None:
+    with serve(error(400, "this model does not exist here")) as srv:
+        agent = kit.trip(srv.base_url)
+        run = start_run(store, agent, agent_ref=kit.REF, goal="Book Paris")
+        drive(store, agent)
+        row = store.get_run(run)
+        assert row is not None and row.status == "paused", row
+        assert "model gpt-4o-mini failed at step 1" in row.reason
+        assert "this model does not exist here" in row.reason
+        assert events(store, run, "model.called") == []
+
+
+def test_monitors_read_the_tool_calls_pydantic_ai_asked_for(store: SQLiteStore) -> None:
+    same = tool_call("f", "forecast", '{"city": "Paris"}')
+    with serve(*[completion(tool_calls=[same]) for _ in range(6)]) as srv:
+        agent = kit.trip(srv.base_url)
+        run = start_run(store, agent, agent_ref=kit.REF, goal="Watch the weather")
+        drive(store, agent)
+        row = store.get_run(run)
+        assert row is not None and row.status == "paused", row
+        assert "monitor 'loops'" in row.reason and "forecast" in row.reason, row.reason
+        # The 5th identical call was refused (the model was told), the 6th paused the run.
+        assert len(srv.requests) == 6
+        assert "asked for the 5th time" in told(srv, 5)[-1]["content"]
+    assert len(events(store, run, "tool.called")) == 4
