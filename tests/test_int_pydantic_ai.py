@@ -10,10 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic_ai.models.openai import OpenAIChatModel
+from pydantic_ai.providers.openai import OpenAIProvider
 
 from tests import pydantic_ai_kit as kit
 from tether import Worker, start_run, verify_store
 from tether.approvals import decide
+from tether.errors import ToolDefinitionError, UsageError
 from tether.integrations.pydantic_ai import TetherAgent
 from tether.runtime.operator import send_command
 from tether.store.sqlite import SQLiteStore
@@ -213,3 +216,21 @@ def test_monitors_read_the_tool_calls_pydantic_ai_asked_for(store: SQLiteStore) 
         assert len(srv.requests) == 6
         assert "asked for the 5th time" in told(srv, 5)[-1]["content"]
     assert len(events(store, run, "tool.called")) == 4
+
+
+def test_bad_configuration_is_refused_when_the_agent_is_built() -> None:
+    from pydantic_ai import Agent
+    local = Agent(kit.chat_model("http://127.0.0.1:9/v1"), name="local")
+    with pytest.raises(UsageError, match=r"wraps a pydantic_ai\.Agent, not str"):
+        TetherAgent("trip")  # type: ignore[arg-type]
+    with pytest.raises(ToolDefinitionError, match=r"agent local: effects \{'x': 'write'\} are "
+                                                    "not effect classes; use one of read"):
+        TetherAgent(local, effects={"x": "write"})  # type: ignore[dict-item]
+    with pytest.raises(UsageError, match="needs a name"):
+        TetherAgent(Agent(kit.chat_model("http://127.0.0.1:9/v1")))
+    unpriced = Agent(OpenAIChatModel("my-local-llm", provider=OpenAIProvider(
+        base_url="http://127.0.0.1:9/v1", api_key="test")), name="cheap")
+    with pytest.raises(UsageError, match="agent cheap: budget cost_usd caps cost in USD, but "
+                                         "model 'my-local-llm' has no price"):
+        TetherAgent(unpriced, budget={"cost_usd": 1.0})
+    assert TetherAgent(unpriced, budget={"tokens": 1000}).budget == {"tokens": 1000}

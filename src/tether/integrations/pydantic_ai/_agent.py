@@ -25,11 +25,13 @@ from pydantic_core import to_jsonable_python
 
 from tether.core.canonical import digest
 from tether.core.effect_classes import TOOL_EFFECTS, Effect
+from tether.core.pricing import refuse_unpriced
 from tether.errors import Signal, ToolDefinitionError, UsageError
 from tether.integrations.pydantic_ai._capability import TetherStepCapability
 from tether.integrations.pydantic_ai._messages import dump_messages, load_messages
 from tether.integrations.pydantic_ai._toolset import tether_tool
 from tether.runtime.outcome import Continue, Done, Outcome
+from tether.runtime.prices import price_table
 from tether.runtime.step_api import StepContextLike
 from tether.tools.base import Tool
 
@@ -75,6 +77,11 @@ class TetherAgent:
                                       f"classes; use one of {', '.join(TOOL_EFFECTS)}")
         self.idempotent = frozenset(idempotent)
         self.budget = dict(budget) if budget else None
+        model = _model_name(agent.model)
+        if self.budget and model is not None:  # a cost cap on an unpriced model: refused now
+            # Priced by the name the model goes by in requests ("openai:gpt-4o" -> "gpt-4o").
+            refuse_unpriced(model.split(":", 1)[-1], self.budget, price_table(),
+                            f"agent {self.name}")
         self.deps = deps
         self.on_change = on_change
         self.model: None = None  # the PydanticAI agent's model answers, through model_call
