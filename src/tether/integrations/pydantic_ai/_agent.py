@@ -114,6 +114,10 @@ class TetherAgent:
     async def step(self, ctx: StepContextLike, state: dict[str, Any]) -> Outcome:
         """One model turn: the request, then the tool calls it asked for."""
         history = load_messages(state.get("messages") or ())
+        if not history and not isinstance(state.get("prompt"), str):
+            raise UsageError(f"run {ctx.run_id} step {ctx.step}: the state of a PydanticAI "
+                             "run needs a 'prompt' (text) or 'messages' (PydanticAI's message "
+                             "JSON); start it with start_run(..., goal=...)")
         cap = TetherStepCapability(ctx, self._by_name, self.effects, self.idempotent)
         try:
             with Agent.parallel_tool_call_execution_mode("sequential"):

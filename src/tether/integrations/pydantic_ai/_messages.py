@@ -63,6 +63,12 @@ def _steady(message: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _named(value: Any) -> str:
+    # A value JSON cannot hold is fingerprinted by its type: a repr may carry a memory
+    # address, which would differ in the worker that replays the step.
+    return type(value).__qualname__
+
+
 def _tool(d: ToolDefinition) -> dict[str, Any]:
     return {"name": d.name, "description": d.description, "kind": d.kind,
             "parameters": d.parameters_json_schema, "strict": d.strict}
@@ -74,11 +80,11 @@ def request_json(messages: Sequence[ModelMessage], settings: ModelSettings | Non
     run ids), the model settings, the tools offered and how output is asked for."""
     return {
         "messages": [_steady(m) for m in dump_messages(messages)],
-        "settings": to_jsonable_python(settings or {}, fallback=repr),
+        "settings": to_jsonable_python(settings or {}, fallback=_named),
         "tools": [_tool(d) for d in params.function_tools],
         "output_tools": [_tool(d) for d in params.output_tools],
-        "output_object": to_jsonable_python(params.output_object, fallback=repr),
-        "instructions": to_jsonable_python(params.instruction_parts, fallback=repr),
+        "output_object": to_jsonable_python(params.output_object, fallback=_named),
+        "instructions": to_jsonable_python(params.instruction_parts, fallback=_named),
         "output_mode": params.output_mode,
         "allow_text_output": params.allow_text_output,
     }
