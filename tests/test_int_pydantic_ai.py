@@ -6,10 +6,13 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic_ai import Agent
+from pydantic_ai.capabilities import AbstractCapability
 from pydantic_ai.models.openai import OpenAIChatModel
 from pydantic_ai.providers.openai import OpenAIProvider
 
@@ -219,7 +222,6 @@ def test_monitors_read_the_tool_calls_pydantic_ai_asked_for(store: SQLiteStore) 
 
 
 def test_bad_configuration_is_refused_when_the_agent_is_built() -> None:
-    from pydantic_ai import Agent
     local = Agent(kit.chat_model("http://127.0.0.1:9/v1"), name="local")
     with pytest.raises(UsageError, match=r"wraps a pydantic_ai\.Agent, not str"):
         TetherAgent("trip")  # type: ignore[arg-type]
@@ -234,3 +236,38 @@ def test_bad_configuration_is_refused_when_the_agent_is_built() -> None:
                                          "model 'my-local-llm' has no price"):
         TetherAgent(unpriced, budget={"cost_usd": 1.0})
     assert TetherAgent(unpriced, budget={"tokens": 1000}).budget == {"tokens": 1000}
+
+
+@dataclass
+class Swallow(AbstractCapability[Any]):
+    """A user's capability that swallows everything a tool raises (BaseException too)."""
+
+    async def wrap_tool_execute(self, ctx: Any, *, call: Any, tool_def: Any, args: Any,
+                                handler: Any) -> Any:
+        try:
+            return await handler(args)
+        except BaseException:  # what a careless capability does
+            return "swallowed"
+
+
+def test_a_signal_the_framework_swallowed_is_raised_again(store: SQLiteStore) -> None:
+    with serve(completion(tool_calls=[BOOK]), completion("Booked.")) as srv:
+        def book(city: str, nights: int) -> str:
+            """Book a hotel."""
+            kit.SENT.append(city)
+            return "booked"
+        careless = TetherAgent(Agent(kit.chat_model(srv.base_url), name="trip", tools=[book],
+                                     capabilities=[Swallow()]))
+        run = start_run(store, careless, agent_ref=kit.REF, goal="Book Paris")
+        drive(store, careless)
+        row = store.get_run(run)
+        assert row is not None and row.status == "awaiting_approval", row
+        # The step did not finish with the model told "swallowed": it waits for the person.
+        assert [p["outcome"] for p in events(store, run, "step.finished")] == []
+        (approval,) = store.approvals(run=run)
+        decide(store, approval.id, approve=True, who="human:test")
+        drive(store, careless)
+        row = store.get_run(run)
+        assert row is not None and row.status == "done", row
+        assert kit.SENT == ["Paris"] and len(srv.requests) == 2
+        assert told(srv, 1)[-1]["content"] == "booked"

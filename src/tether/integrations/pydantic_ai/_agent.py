@@ -88,14 +88,25 @@ class TetherAgent:
         self.tools: tuple[Tool, ...] = tuple(
             tether_tool(d, self.effects, self.idempotent) for d in _static_tool_defs(agent))
         self._by_name = {t.name: t for t in self.tools}
+        self._definition: str | None = None
 
     def initial_state(self, goal: str) -> dict[str, Any]:
+        """The goal is the user prompt of the first turn; ``messages`` fill as turns pass."""
         return {"prompt": goal, "messages": []}
 
     def is_async(self) -> bool:
+        """Always: PydanticAI's run is async."""
         return True
 
     def definition_hash(self) -> str:
+        """A digest of what defines the agent: model, instructions and system prompts (a
+        function's by its source), tool schemas with their effect classes, output type.
+        A run resumed under another definition is paused (``on_change``)."""
+        if self._definition is None:  # reading function sources is slow: once per agent
+            self._definition = self._digest()
+        return self._definition
+
+    def _digest(self) -> str:
         a = self.agent
         return digest({
             "framework": "pydantic-ai",
@@ -126,7 +137,11 @@ class TetherAgent:
                                            capabilities=[cap]) as run:
                     outcome = await _one_turn(run, state)
         except BaseExceptionGroup as group:  # a task group's wrapping: tether's signal first
-            raise _signal_in(group) or group from None
+            raise _signal_in(group) or cap.signal or group from None
+        except Exception as exc:  # the framework turned a signal into an error of its own
+            if cap.signal is not None:
+                raise cap.signal from exc
+            raise
         if cap.signal is not None:  # raised by a wrapper and swallowed by the framework
             raise cap.signal
         return outcome
