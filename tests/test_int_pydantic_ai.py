@@ -271,3 +271,19 @@ def test_a_signal_the_framework_swallowed_is_raised_again(store: SQLiteStore) ->
         assert row is not None and row.status == "done", row
         assert kit.SENT == ["Paris"] and len(srv.requests) == 2
         assert told(srv, 1)[-1]["content"] == "booked"
+
+
+def test_review_points_count_model_turns(store: SQLiteStore) -> None:
+    forecast = tool_call("f1", "forecast", '{"city": "Paris"}')
+    with serve(completion(tool_calls=[forecast]), completion(tool_calls=[forecast]),
+               completion("Sunny.")) as srv:
+        agent = kit.trip(srv.base_url, pause_points={"every_steps": 2})
+        run = start_run(store, agent, agent_ref=kit.REF, goal="Watch the weather")
+        drive(store, agent)
+        row = store.get_run(run)
+        assert row is not None and row.status == "paused" and row.step == 2, row
+        assert len(srv.requests) == 2
+        send_command(store, run, "resume", None, who="human:test")
+        drive(store, agent)
+        row = store.get_run(run)
+        assert row is not None and row.status == "done" and len(srv.requests) == 3

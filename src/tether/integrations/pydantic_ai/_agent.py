@@ -11,7 +11,7 @@ turn, and a re-run step replays its model call and tool calls from the journal.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from pydantic import TypeAdapter
@@ -25,6 +25,7 @@ from pydantic_core import to_jsonable_python
 
 from tether.core.canonical import digest
 from tether.core.effect_classes import TOOL_EFFECTS, Effect
+from tether.core.monitors import Monitor
 from tether.core.pricing import refuse_unpriced
 from tether.errors import Signal, ToolDefinitionError, UsageError
 from tether.integrations.pydantic_ai._capability import TetherStepCapability
@@ -52,6 +53,8 @@ class TetherAgent:
         deps: PydanticAI dependencies passed to every step's run.
         on_change: what a run does when resumed under a changed definition
             (``refuse``, ``warn`` or ``allow``; default: refuse with irreversible tools).
+        pause_points: review points where each run waits for a person.
+        monitors: monitors of the agent's own, beside the store's.
 
     Example:
         >>> support = TetherAgent(pydantic_agent, name="support",
@@ -62,7 +65,8 @@ class TetherAgent:
     def __init__(self, agent: Agent[Any, Any], *, name: str | None = None,
                  effects: Mapping[str, Effect] | None = None, idempotent: Iterable[str] = (),
                  budget: Mapping[str, float] | None = None, deps: Any = None,
-                 on_change: str | None = None) -> None:
+                 on_change: str | None = None, pause_points: Mapping[str, Any] | None = None,
+                 monitors: Sequence[Callable[[], Monitor]] = ()) -> None:
         if not isinstance(agent, Agent):
             raise UsageError(f"TetherAgent wraps a pydantic_ai.Agent, not {type(agent).__name__}")
         self.agent = agent
@@ -84,6 +88,10 @@ class TetherAgent:
                             f"agent {self.name}")
         self.deps = deps
         self.on_change = on_change
+        self.pause_points = dict(pause_points) if pause_points else None
+        """Review points for every run, e.g. ``{"every_steps": 10}`` (one step = one turn)."""
+        self.monitors = tuple(monitors)
+        """The agent's own monitors: each made afresh (a class or a factory) for every run."""
         self.model: None = None  # the PydanticAI agent's model answers, through model_call
         self.tools: tuple[Tool, ...] = tuple(
             tether_tool(d, self.effects, self.idempotent) for d in _static_tool_defs(agent))
