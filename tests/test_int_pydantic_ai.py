@@ -287,3 +287,14 @@ def test_review_points_count_model_turns(store: SQLiteStore) -> None:
         drive(store, agent)
         row = store.get_run(run)
         assert row is not None and row.status == "done" and len(srv.requests) == 3
+
+
+def test_without_the_extra_the_import_names_the_install_command(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib
+    import sys
+    monkeypatch.setitem(sys.modules, "pydantic_ai", None)  # as if not installed
+    monkeypatch.delitem(sys.modules, "tether.integrations.pydantic_ai")
+    with pytest.raises(ImportError, match=r"needs the pydantic-ai extra: pip install "
+                                          r"'tether\[pydantic-ai\]'"):
+        importlib.import_module("tether.integrations.pydantic_ai")
