@@ -1,0 +1,76 @@
+"""The PydanticAI capability a tether step runs its agent with.
+
+Passed to ``agent.iter(capabilities=[...])`` for one step, it plugs tether into
+PydanticAI's own seams without touching the user's agent: the model that serves
+each request is wrapped (:class:`TetherModel`), the assembled toolset is wrapped
+(:class:`TetherToolset`), tool arguments the model got wrong are journaled as a
+rejected call before PydanticAI tells the model, and the run's ids are stable
+across re-runs of a step. It also keeps the first tether signal a wrapper raised,
+so a signal the framework swallowed is raised again once it returns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+from pydantic_ai.capabilities import AbstractCapability
+from pydantic_ai.exceptions import ModelRetry
+from pydantic_ai.messages import ToolCallPart
+from pydantic_ai.models import Model
+from pydantic_ai.tools import RunContext, ToolDefinition
+from pydantic_ai.toolsets import AbstractToolset
+
+from tether.core.effect_classes import Effect
+from tether.errors import Signal, StoreError
+from tether.integrations.pydantic_ai._messages import raw_arguments
+from tether.integrations.pydantic_ai._model import TetherModel
+from tether.integrations.pydantic_ai._toolset import TetherToolset
+from tether.runtime.step_api import StepContextLike
+from tether.tools.base import Tool
+
+
+@dataclass
+class TetherStepCapability(AbstractCapability[Any]):
+    """Routes one step's model requests and tool calls through tether (internal)."""
+
+    step: StepContextLike
+    tools: Mapping[str, Tool] = field(default_factory=dict)
+    effects: Mapping[str, Effect] = field(default_factory=dict)
+    idempotent: frozenset[str] = frozenset()
+    signal: BaseException | None = None
+    """The first tether signal (or store failure) a wrapper raised in this step."""
+
+    def caught(self, exc: BaseException) -> None:
+        """Keep ``exc`` if it is a signal tether must see, whatever the framework does."""
+        if self.signal is None and isinstance(exc, Signal | StoreError):
+            self.signal = exc
+
+    def get_default_run_id(self) -> str | None:
+        return f"{self.step.run_id}:{self.step.step}"
+
+    def get_default_conversation_id(self, run_id: str) -> str | None:
+        return self.step.run_id
+
+    def get_wrapper_model(self, model: Model) -> Model | None:
+        return TetherModel(model, on_signal=self.caught)
+
+    def get_wrapper_toolset(self, toolset: AbstractToolset[Any]) -> AbstractToolset[Any] | None:
+        return TetherToolset(toolset, tools=self.tools, effects=self.effects,
+                             idempotent=self.idempotent, on_signal=self.caught)
+
+    async def on_tool_validate_error(self, ctx: RunContext[Any], *, call: ToolCallPart,
+                                     tool_def: ToolDefinition, args: Any,
+                                     error: ValidationError | ModelRetry) -> Any:
+        # Journaled like tether's own agent journals a malformed call: nothing ran, and the
+        # record shows what the model sent. PydanticAI then tells the model (a retry prompt).
+        why = str(error.message) if isinstance(error, ModelRetry) else _errors(error)
+        self.step.reject(call.tool_name, raw_arguments(call), why)
+        raise error
+
+
+def _errors(error: ValidationError) -> str:
+    return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '(arguments)'}: {e['msg']}"
+                     for e in error.errors(include_url=False)[:8])
