@@ -33,7 +33,7 @@ from tests.crashkit import SIDE_ENV
 from tests.pgworkers import ROOT, cli, tether_cmd
 from tether.copying import copy_store
 from tether.store import open_store
-from tether.store.layout import LEASES, TABLES
+from tether.store.layout import BATCH, BATCH_BYTES, FETCH, LEASES, TABLES, in_batches
 
 SECRET = "s3cret-pw"  # noqa: S105  # not a credential: trust auth ignores it
 ALLOW = '[[rule]]\nid = "allow-all"\ndecide = "allow"\n'
@@ -366,3 +366,31 @@ def test_copy_help_says_what_it_does() -> None:
     for part in ("SRC", "DST", "--key", "--json", "one snapshot", "one transaction",
                  "stop the workers", "docs/postgres.md#moving-a-store"):
         assert part in text, res.stdout
+
+
+class _Spy:
+    """A real SQLite cursor that remembers how many rows each fetch asked for."""
+
+    def __init__(self, cur: sqlite3.Cursor) -> None:
+        self.cur, self.asked = cur, []  # type: list[int]
+
+    def fetchmany(self, size: int) -> list[Any]:
+        self.asked.append(size)
+        return self.cur.fetchmany(size)
+
+
+def test_batches_stay_bounded_in_rows_and_bytes(tmp_path: Path) -> None:
+    big = 3 << 20
+    values = [b"s"] * 5000 + [bytes(big)] + [b"s"] * 10 + [bytes(big)] * 5 + [b"s"] * 10
+    with sqlite3.connect(tmp_path / "t.db") as c:
+        c.execute("CREATE TABLE t(b BLOB)")
+        c.executemany("INSERT INTO t VALUES(?)", [(v,) for v in values])
+        spy = _Spy(c.execute("SELECT b FROM t ORDER BY rowid"))
+        batches = list(in_batches(spy))
+    c.close()
+    assert [r[0] for b in batches for r in b] == values
+    assert all(len(b) <= BATCH for b in batches)
+    assert all(sum(len(r[0]) for r in b) < BATCH_BYTES + big for b in batches)
+    assert max(spy.asked) == FETCH  # small rows: few round trips
+    first_big = next(i for i, n in enumerate(spy.asked) if sum(spy.asked[:i + 1]) > 5000)
+    assert set(spy.asked[first_big + 1:]) == {1}  # then one at a time, never a table whole

@@ -80,8 +80,15 @@ FRESH_META: Final = frozenset({"schema_version", "x.fingerprint_key"})
 """The meta rows a new, empty store is made with (replaced by the source's in a copy)."""
 
 BATCH: Final = 2000
-"""Rows per batch read and written: large enough for few round trips, small enough that
-a store of any size streams through in bounded memory (a chunk row may be large)."""
+"""Rows per batch read and written at most: few round trips, and bounded memory."""
+
+BATCH_BYTES: Final = 8 << 20
+"""A batch ends sooner once its values hold this many bytes: a row may be large (an event
+payload, a checkpoint, a chunk holding a big state value), and a store of any size must
+stream through in bounded memory."""
+
+FETCH: Final = 250
+"""Rows fetched from a cursor at a time, while a batch fills."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,10 +145,24 @@ class Cursor(Protocol):
     def fetchmany(self, size: int) -> Sequence[Sequence[Any]]: ...
 
 
-def in_batches(rows: Cursor, size: int = BATCH) -> Iterator[list[tuple[Any, ...]]]:
-    """Rows from a cursor (``fetchmany``), ``size`` at a time, until there are no more."""
-    while True:
-        got = rows.fetchmany(size)
-        if not got:
-            return
-        yield [tuple(r) for r in got]
+def in_batches(rows: Cursor) -> Iterator[list[tuple[Any, ...]]]:
+    """Rows from a cursor in batches of at most :data:`BATCH` rows, or fewer once they
+    hold :data:`BATCH_BYTES` of values, until there are no more. A fetch asks for fewer
+    rows once the table has shown a large one (a quarter of the byte budget at the size
+    of the largest row seen), so what is held at once stays near the budget: a batch,
+    and one fetch of rows of that size."""
+    batch: list[tuple[Any, ...]] = []
+    size = largest = 0
+    want = 1  # the first row tells the size of the rows to come
+    while got := rows.fetchmany(want):
+        for r in got:
+            row = tuple(r)
+            n = sum(len(v) for v in row if isinstance(v, (bytes, str)))
+            batch.append(row)
+            size, largest = size + n, max(largest, n)
+            if len(batch) >= BATCH or size >= BATCH_BYTES:
+                yield batch
+                batch, size = [], 0
+        want = max(1, min(FETCH, BATCH_BYTES // (4 * (largest + 1))))
+    if batch:
+        yield batch
