@@ -283,6 +283,21 @@ def test_another_schema_version_is_refused(built: Built, tmp_path: Path) -> None
     assert not (tmp_path / "dst.db").exists()
 
 
+
+@pytest.mark.raw_rows
+def test_a_source_that_does_not_verify_is_copied_as_it_is_and_said(built: Built,
+                                                                  tmp_path: Path) -> None:
+    src, dst = clone(built, tmp_path), tmp_path / "dst.db"
+    with sqlite3.connect(src) as c:
+        c.execute("UPDATE events SET payload = CAST('{\"forged\":1}' AS BLOB) WHERE rowid = "
+                  "(SELECT max(rowid) FROM events WHERE kind = 'tool.called')")
+    c.close()
+    res = cli("store", "copy", str(src), str(dst))
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert "verify FAILED" in res.stdout and "hash mismatch" in res.stdout, res.stdout
+    assert "does not check out" in res.stdout and "audit verify" in res.stdout, res.stdout
+    assert rows(dst) == rows(src)  # as it is: a copy does not mend, nor hide, a forgery
+
 def _spawn_copy(src: str | Path, dst: str | Path, tmp_path: Path) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if k != "TETHER_STORE"}
     env["PYTHONPATH"] = str(ROOT)

@@ -123,3 +123,7 @@ def _print(rep: CopyReport) -> None:
     if rep.mismatched:
         console.print(f"[red]row counts differ[/red] in {', '.join(rep.mismatched)}",
                       highlight=False)
+    if not rep.ok:
+        console.print(f"the copy is written to {rep.destination} but does not check out; "
+                      f"check the source too (`tether --store SRC audit verify`): a source "
+                      "that does not verify is copied as it is", markup=False, highlight=False)
