@@ -28,6 +28,7 @@ import statistics
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,6 +52,8 @@ class CopySample:
     to_sqlite: list[CopyReport]
     rss_before: int
     """Peak memory of the process once the store was built, before any copy."""
+    rss_copied: int
+    """Peak memory when the first copy had written every row, before its verify."""
     rss_after: int
     """Peak memory after every copy and verify."""
 
@@ -72,11 +75,13 @@ def run_copy(workdir: Path, *, work_steps: int = WORK_STEPS, repeats: int = 3) -
         store.close()
     to_pg, to_sqlite = [], []
     before = _peak()
+    copied: list[int] = []
     try:
         for _ in range(repeats):
             with srv.schema("copy_bench") as target:
                 url = target.store_url()
-                to_pg.append(_checked(copy_store(str(path), url, key=signer.verifier)))
+                to_pg.append(_checked(copy_store(str(path), url, key=signer.verifier,
+                                                 progress=_at_verify(copied))))
                 back = fresh_db(workdir, "tether-copy-back")
                 try:
                     to_sqlite.append(_checked(copy_store(url, str(back),
@@ -84,7 +89,7 @@ def run_copy(workdir: Path, *, work_steps: int = WORK_STEPS, repeats: int = 3) -
                 finally:
                     remove_db(back)
         return CopySample(events, to_pg[0].total, path.stat().st_size, to_pg, to_sqlite,
-                          before, _peak())
+                          before, copied[0], _peak())
     finally:
         remove_db(path)
         shutil.rmtree(ws, ignore_errors=True)
@@ -92,6 +97,14 @@ def run_copy(workdir: Path, *, work_steps: int = WORK_STEPS, repeats: int = 3) -
 
 def _peak() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def _at_verify(into: list[int]) -> Callable[[str, int, int], None]:
+    """A progress callback noting the peak memory as the verify starts (once)."""
+    def tick(what: str, done: int, total: int) -> None:
+        if what == "verify" and not into:
+            into.append(_peak())
+    return tick
 
 
 def _checked(rep: CopyReport) -> CopyReport:
@@ -111,6 +124,7 @@ def describe(s: CopySample) -> str:
             f"on disk (SQLite)\n{way('SQLite -> PostgreSQL', s.to_pg)}\n"
             f"{way('PostgreSQL -> SQLite', s.to_sqlite)}\n"
             f"peak memory of the process: {s.rss_before / 2**20:.0f} MB once built, "
+            f"{s.rss_copied / 2**20:.0f} MB when the first copy was written, "
             f"{s.rss_after / 2**20:.0f} MB after every copy and verify")
 
 
