@@ -238,7 +238,7 @@ def test_a_live_lease_is_refused_naming_the_run(built: Built, tmp_path: Path) ->
     assert token is not None
     line = refused(cli("store", "copy", str(src), str(dst)))
     assert "resumable" in line and built.resumable in line and "host-a:4242" in line, line
-    assert "Stop the workers" in line and "SIGTERM" in line, line
+    assert "Stop the workers" in line and "SIGTERM" in line and " UTC)" in line, line
     assert not dst.exists()
     s.release(built.resumable, "host-a:4242", token)
     s.close()

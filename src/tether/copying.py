@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from tether.audit import VerifyReport, verify_store
@@ -166,9 +167,13 @@ def _check_leases(src: Store, clock: WallClock) -> int:
             f"source store {src.url}: a worker holds {len(live)} run(s): "
             f"{', '.join(named)}{more}, held by {live[0][1]}; a copy now would miss what "
             "they do next. Stop the workers of this store first (SIGTERM each `tether "
-            "worker`: it releases its runs as it exits), or wait until their leases expire, "
-            "then copy")
+            "worker`: it releases its runs as it exits), or wait until their leases expire "
+            f"(by {_utc(max(t for _, _, t in live))}), then copy")
     return len(rows)
+
+
+def _utc(t: float) -> str:
+    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def _check_destination(dst: Store, meta: dict[str, str]) -> None:
