@@ -273,3 +273,22 @@ def test_a_batch_row_that_is_not_one_is_named_not_raised(pg: PG) -> None:
         store.close()
     assert not rep.ok
     assert any("batch" in p and "cannot be decoded" in p for p in rep.problems), rep.problems
+
+
+def test_the_helper_gets_a_password_given_only_in_the_url(pg: PG) -> None:
+    """A password in the URL alone (no PGPASSWORD, no ~/.pgpass) reaches verify's helper,
+    over its pipe: without it, the helper could not connect where the server asks for one
+    and verify would walk everything in one process."""
+    _build(pg)
+    with_password = pg.url.replace("://postgres@", "://postgres:S3CRET-pw@", 1)
+    assert with_password != pg.url
+    store = PostgresStore(with_password, readonly=True)
+    try:
+        assert "S3CRET-pw" in (store.reader_url() or "")
+        assert "S3CRET-pw" not in store.url
+        its = [r[0] for r in store.chain_rows(part=(SPLIT, 1.0)) if r[1] == 1]
+        rep = verify_store(store, helper=COMMAND, parallel_from=0)
+    finally:
+        store.close()
+    assert rep.ok and rep.helped == len(its)
+    assert "S3CRET-pw" not in "\n".join(rep.problems)

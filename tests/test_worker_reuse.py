@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -104,5 +105,28 @@ def test_a_heartbeat_during_a_release_does_not_strand_the_run(tmp_path: Path) ->
         assert stats.finished == {"done": 1} and not w.active
         row = store.get_run(rid)
         assert row is not None and row.status == "done"
+    finally:
+        store.close()
+
+
+def test_a_run_finished_elsewhere_between_listing_and_lease_is_skipped_and_let_go(
+        tmp_path: Path) -> None:
+    """Two workers list the same running run; one finishes it and lets it go; the other's
+    lease then lands on a done run: it must not drive it, nor count it as finished by it
+    (the benchmark saw 5 runs 'done' for 4), and must let the lease go at once."""
+    from tether.runtime.loading import SkipRun
+    store = SQLiteStore(tmp_path / "w.db")
+    try:
+        rid = start_run(store, AGENT, agent_ref="twice", goal="g")
+        asyncio.run(Worker(store, agents={"twice": AGENT}).run(until_idle=True))
+        row = store.get_run(rid)
+        assert row is not None and row.status == "done"
+        late = Worker(store, agents={"twice": AGENT})
+        token = store.acquire(rid, late.owner, 30.0, time.time())
+        assert token is not None
+        taken = late.loader._taken(rid, token, (), {})
+        assert taken.executor is None and isinstance(taken.error, SkipRun)
+        assert "is done already" in str(taken.error)
+        assert store.acquire(rid, "worker:other", 30.0, time.time()) is not None, "still held"
     finally:
         store.close()

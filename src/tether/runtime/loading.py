@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from tether.core.clock import Clock, WallClock
 from tether.core.ids import UlidSource, iso_stamper
 from tether.core.pricing import PriceTable
+from tether.core.statuses import TERMINAL_STATUSES
 from tether.errors import LeaseLost, StorageError, StoreLocked, TetherError
 from tether.runtime.agent import AgentLike
 from tether.runtime.committer import GroupCommitter
@@ -123,6 +124,11 @@ class RunLoader:
         row = self.store.get_run(rid)
         if row is None:
             raise SkipRun(f"run {rid} vanished")
+        if row.status in TERMINAL_STATUSES:
+            # Another worker finished it between this pass's listing and its lease: nothing
+            # to drive (counting it would say two workers finished one run).
+            self.store.release(rid, self.owner, token)
+            raise SkipRun(f"run {rid} is {row.status} already")
         j = RunJournal(self.store, row, token, self.ids, self.clock.now, self.stamp)
         try:
             agent = load_agent(row.agent, self.agents)

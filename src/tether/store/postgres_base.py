@@ -97,6 +97,9 @@ class PGBase:
     def __init__(self, url: str, *, create: bool = True, readonly: bool = False,
                  clock: WallClock | None = None, lock_timeout: float = 10.0) -> None:
         self._conninfo, self.schema, self.url = parse_url(url)
+        # As given, password included: only for a process of ours that opens this store
+        # too (verify's helper gets it on its stdin, never on a command line or a screen).
+        self._given_url = url
         self.clock = clock or SYSTEM_CLOCK
         self.readonly = readonly
         self._lock_timeout = lock_timeout

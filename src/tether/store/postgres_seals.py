@@ -98,15 +98,16 @@ class PGSeals(PGBase):
         return snapshot_name(batch[0] if batch else None, ckpt, chunk)
 
     def reader_url(self) -> str | None:
-        """This store's URL for a read-only process; inside :meth:`snapshot`, with the
-        snapshot exported, so that process's snapshots are this one (see the module)."""
+        """This store's URL for a read-only process, password included (it is handed over
+        a pipe, never shown); inside :meth:`snapshot`, with the snapshot exported, so that
+        process's snapshots are this one (see the module)."""
         c = self._conn()
         if c.info.transaction_status != pq.TransactionStatus.INTRANS:
-            return self.url
+            return self._given_url
         with self._guard():
             row = c.execute("SELECT pg_export_snapshot()").fetchone()
         assert row is not None
-        return with_snapshot(self.url, str(row[0]))
+        return with_snapshot(self._given_url, str(row[0]))
 
     def _snapshot_begun(self, c: psycopg.Connection[tuple[Any, ...]]) -> None:
         """In a store opened by a :meth:`reader_url` that names an exported snapshot, the
