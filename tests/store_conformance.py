@@ -1504,4 +1504,44 @@ def test_a_seal_cache_is_kept_beside_the_last_checkpoint(store_factory: StoreFac
     assert store.seal_cache() is None  # the last checkpoint has none: not an older one's
 
 
+
+# -- moving a store (export_rows / import_rows) -------------------------------------------
+
+def _all_rows(store: Store) -> dict[str, list[tuple[Any, ...]]]:
+    from tether.store.layout import TABLES
+    with store.snapshot():
+        return {t.name: [r for b in store.export_rows(t.name).batches for r in b]
+                for t in TABLES}
+
+
+def test_rows_exported_and_imported_make_the_same_store_which_goes_on(
+        store_factory: StoreFactory) -> None:
+    from tether.store.layout import KNOWN, TABLES
+    store, ids = store_factory(), _ids()
+    a, b = _owned(store, ids), _owned(store, ids)
+    assert store.commit([a.write(3, step=1), b.write(2, step=1)]) == [None, None]
+    store.add_command(a.id, "pause", {}, "human:ada", T0)
+    store.set_meta("demo.clock", "42")
+    assert set(store.table_columns()) == KNOWN
+    copy = store_factory()
+    with store.snapshot():
+        written = copy.import_rows(store.export_rows(t.name) for t in TABLES)
+    source = _all_rows(store)
+    assert written == {t: len(r) for t, r in source.items()}
+    assert _all_rows(copy) == source
+    assert copy.events(a.id) == store.events(a.id) and list(copy.batches()) == list(
+        store.batches())
+    assert copy.get_meta("demo.clock") == "42" and copy.lease_of(a.id) is None
+    # Its numbering goes on after the copied rows: new runs, events, commands.
+    c = _owned(copy, ids)
+    a.fence = copy.acquire(a.id, "w2", 60, time.time())
+    assert copy.commit([a.write(1, step=2), c.write(1, step=1)]) == [None, None]
+    assert copy.add_command(c.id, "pause", {}, "human:ada", T0) > max(
+        r[0] for r in source["commands"])
+    with (pytest.raises(Conflict, match="already holds a tether store with rows"),
+          store.snapshot()):
+        copy.import_rows(store.export_rows(t.name) for t in TABLES)
+    assert copy.events(a.id)[-1].step == 2  # the refused import changed nothing
+
+
 __all__ = [name for name in list(globals()) if name.startswith("test_")]

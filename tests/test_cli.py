@@ -203,6 +203,7 @@ HELP = {
     "state": ("Print a run's state (JSON) after a step, restored from its checkpoints",
               "--step"),
     "stop": ("Stop runs now, for good", "--all"),
+    "store copy": ("Copy a whole store into a new one", "--key"),
     "store backup": ("Write a consistent online copy of the store",
                      "Where to write the copy (must not exist)"),
     "swarm": ("Show a swarm (runs, shared budget, pause points), or set its pause points",

@@ -65,6 +65,8 @@ def _register() -> None:
     app.command("export-otel")(telemetry_cmd.export_otel)
     app.command()(telemetry_cmd.metrics)
     store_app.command("backup")(control.backup)
+    from tether.cli import store_cmd
+    store_app.command("copy")(store_cmd.copy)
     from tether.cli import audit_cmd
     audit_app.command("verify")(audit_cmd.verify)
     audit_app.command("keygen")(audit_cmd.keygen)

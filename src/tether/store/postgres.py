@@ -15,6 +15,7 @@ from tether.core.events import BATCH_GENESIS, Event, genesis
 from tether.store.chains import all_chunks, batches_from, missing_chunk, next_batch
 from tether.store.postgres_backup import dump_schema
 from tether.store.postgres_base import Conn
+from tether.store.postgres_copy import PGCopy
 from tether.store.postgres_erase import PGErase, PGErasure
 from tether.store.postgres_leases import PGLeases
 from tether.store.postgres_links import PGLinks
@@ -87,7 +88,7 @@ _APPROVALS_REPLACE = _replace(APPROVAL_COLS)
 
 
 class PostgresStore(PGLeases, PGQueues, PGWorld, PGLinks, PGSettings, PGTokens, PGSeals,
-                    PGErase):
+                    PGErase, PGCopy):
     """A tether store in one schema of a PostgreSQL database (implements
     :class:`tether.store.protocol.Store`).
 

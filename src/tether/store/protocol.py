@@ -4,6 +4,9 @@ Kept narrow on purpose: a PostgreSQL store implements the same methods and
 passes the same conformance suite (``tests/store_conformance.py``).
 """
 
+# long: the one protocol is one class on purpose (DESIGN.md: one storage protocol for every
+# backend); a method per line of docstring, split it would scatter the seam it is.
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
@@ -13,6 +16,7 @@ from typing import Any, Protocol
 from tether.core.events import Event
 from tether.core.identity import TokenInfo
 from tether.core.settings import StoreEvent
+from tether.store.layout import RowStream
 from tether.store.records import (
     ApprovalRow,
     Batch,
@@ -381,6 +385,27 @@ class Store(Protocol):
         """Reads made inside (on this thread) all see the store as it was on entry, whatever
         other writers commit meanwhile: what an audit of a live store needs, or it reads a
         run's events before a commit and its checkpoints or batches after it."""
+        ...
+
+    # -- moving a store (tether store copy; see tether.store.layout) -------------
+    def table_columns(self) -> dict[str, tuple[str, ...]]:
+        """Every table the store's file or schema holds, as its engine lists them, with
+        their columns: what a copy checks against the tables it knows, so a table it does
+        not know is refused, never dropped."""
+        ...
+
+    def export_rows(self, table: str) -> RowStream:
+        """The rows of ``table`` (one of :data:`tether.store.layout.TABLES`, or ``leases``)
+        as stored, in its key order, a batch at a time, with their number. Call it and
+        iterate inside :meth:`snapshot`, so every table read is of one state of the store."""
+        ...
+
+    def import_rows(self, streams: Iterable[RowStream]) -> dict[str, int]:
+        """Write the rows of every stream (as :meth:`export_rows` gave them, of any
+        backend) into this store in one transaction: all of them, or none on any error or
+        a kill. The store must be empty (Conflict, naming where it holds rows, and how to
+        choose an empty one): no rows but the meta rows a new store is made with, which
+        the copied meta replaces. Rows written per table."""
         ...
 
     def check_integrity(self) -> list[str]:

@@ -38,6 +38,7 @@ from tether.store.rows import (
     run_values,
     usage_scope,
 )
+from tether.store.sqlite_copy import SQLiteCopy
 from tether.store.sqlite_erase import SQLiteErasure
 from tether.store.sqlite_leases import SQLiteLeases
 from tether.store.sqlite_links import SQLiteLinks
@@ -56,7 +57,7 @@ def _filtered(select: str, **equal: str | None) -> tuple[str, list[Any]]:
 
 
 class SQLiteStore(SQLiteLeases, SQLiteQueues, SQLiteWorld, SQLiteLinks, SQLiteSettings,
-                  SQLiteSeals):
+                  SQLiteSeals, SQLiteCopy):
     """A tether store in one SQLite file (implements :class:`tether.store.protocol.Store`).
 
     Args:
