@@ -46,12 +46,10 @@ BAD = [
 ]
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A fresh store of each backend."""
-    if request.param == "sqlite":
-        return str(tmp_path / "tether.db")
-    return str(request.getfixturevalue("pg_url"))
+@pytest.fixture
+def url(backend_url: str) -> str:
+    """A fresh store of each backend (tests/conftest.py)."""
+    return backend_url
 
 
 def one_error(res: Any) -> str:

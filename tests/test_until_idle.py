@@ -30,14 +30,12 @@ TTL = 1.0
 """The workers' lease: short, so a killed worker's runs are free again soon."""
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def shared(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, Store]]:
+@pytest.fixture
+def shared(backend_url: str) -> Iterator[tuple[str, Store]]:
     """A store of each backend whose policy allows every tool."""
-    url = str(tmp_path / "tether.db") if request.param == "sqlite" \
-        else str(request.getfixturevalue("pg_url"))
-    store = open_store(url)
+    store = open_store(backend_url)
     allow_tools(store)
-    yield url, store
+    yield backend_url, store
     store.close()
 
 
