@@ -69,6 +69,16 @@ def pg_url(request: pytest.FixtureRequest) -> Iterator[str]:
             assert not problems, f"{url}: {problems}"
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh store's URL on each backend in turn: a SQLite file in the test's tmp_path,
+    then a PostgreSQL schema (``pg_url``: skips where the server cannot be reached, fails
+    under CI)."""
+    if request.param == "sqlite":
+        return str(tmp_path / "tether.db")
+    return str(request.getfixturevalue("pg_url"))
+
+
 def _pg_fold_problems(url: str) -> list[str]:
     from tether.store import open_store
     try:

@@ -9,13 +9,17 @@ the end the schema is dropped with ``CASCADE``, whatever the test left in it.
 Where the server cannot be reached, or psycopg (the ``postgres`` extra) is not installed,
 the tests that need it skip and say why, except under CI (``CI`` set, as ``.ci/run`` runs):
 there they are required, and the missing server fails them (as tests/browserkit.py does for
-Chromium).
+Chromium). That rule lives here only (``require``): every PostgreSQL test module reaches the
+server through ``pg_url``, ``fresh_store_url``, or ``require_server()`` at its top.
 
     def test_x(pg_url: str) -> None:           # the fixture (tests/conftest.py)
         store = open_store(pg_url)
 
     with fresh_store_url("mine") as url:       # or as a context manager, e.g. two stores
         ...
+
+    with connect(autocommit=True) as raw:      # the test database as an intruder sees it
+        raw.execute(f'SET search_path TO "{schema_of(url)}"')
 """
 
 from __future__ import annotations
@@ -78,14 +82,28 @@ def unreachable() -> str | None:
 
 
 def require_server() -> None:
-    """Skip the calling test when the server cannot be used; fail it instead under CI."""
-    why = unreachable()
+    """Skip the calling test (or, called at a module's top, the whole module) when the
+    server cannot be used; fail it instead under CI."""
+    require(unreachable())
+
+
+def require(why: str | None, *, env: str = SERVER_ENV) -> None:
+    """The one rule for a PostgreSQL test whose server is missing (``why`` says what is,
+    None when nothing): skip, except under CI (``CI`` set), where that is a failure. ``env``
+    names the variable that points the test at another server."""
     if why is None:
         return
     if os.environ.get("CI"):
-        pytest.fail(f"{why}; CI requires the PostgreSQL tests (a server at {_shown(server_url())}, "
-                    f"or set ${SERVER_ENV})", pytrace=False)
-    pytest.skip(f"{why}: start one (trust auth, database test) or set ${SERVER_ENV}")
+        pytest.fail(f"{why}; CI requires the PostgreSQL tests (start the server, or set "
+                    f"${env})", pytrace=False)
+    pytest.skip(f"{why}: start one (trust auth, database test) or set ${env}",
+                allow_module_level=True)
+
+
+def database_url(dbname: str) -> str:
+    """The URL of database ``dbname`` on the test server (the same user and options)."""
+    parts = urlsplit(server_url())
+    return parts._replace(path=f"/{dbname}").geturl()
 
 
 def drop_schema(schema: str) -> None:
@@ -155,11 +173,17 @@ def write_lock_holder(url: str) -> str | None:
     (None when no session holds it)."""
     from tether.store.postgres_base import lock_key
 
-    key = lock_key(schema_of(url).lower())
     with connect(autocommit=True) as conn:
-        row = conn.execute(
-            "SELECT a.query FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
-            "WHERE l.locktype = 'advisory' AND l.granted "
-            "AND l.classid = %s AND l.objid = %s AND l.objsubid = 1",
-            ((key >> 32) & 0xFFFFFFFF, key & 0xFFFFFFFF)).fetchone()
-    return None if row is None else str(row[0])
+        held = lock_session(conn, lock_key(schema_of(url).lower()))
+    return None if held is None else held[2]
+
+
+def lock_session(conn: Any, key: int) -> tuple[int, str, str] | None:
+    """(backend pid, state, last statement) of the session holding advisory lock ``key``,
+    asked on ``conn`` (a caller polling in a loop keeps one), or None when none holds it."""
+    row = conn.execute(
+        "SELECT a.pid, a.state, a.query FROM pg_locks l JOIN pg_stat_activity a "
+        "ON a.pid = l.pid WHERE l.locktype = 'advisory' AND l.granted "
+        "AND l.classid = %s AND l.objid = %s AND l.objsubid = 1",
+        ((key >> 32) & 0xFFFFFFFF, key & 0xFFFFFFFF)).fetchone()
+    return None if row is None else (int(row[0]), str(row[1]), str(row[2]))

@@ -426,6 +426,27 @@ def test_runnable_returns_running_and_due_runs_that_no_live_owner_holds(
     assert store.next_wake() == now - 5
 
 
+def test_held_by_others_is_the_runs_a_worker_drives_under_another_live_owner(
+        store_factory: StoreFactory) -> None:
+    store, ids = store_factory(), _ids()
+    now = time.time()
+    assert store.held_by_others("w1", now) == []
+    theirs = [_owned(store, ids, "w2"), _owned(store, ids, "w3", status="sleeping"),
+              _owned(store, ids, "w2", status="waiting")]
+    mine = _owned(store, ids, "w1")
+    for status in ("paused", "awaiting_approval", "stopped", "failed", "done"):
+        _owned(store, ids, "w2", status=status)  # no worker would drive them
+    expired = _started(store, ids)
+    assert store.acquire(expired.id, "w2", 10, now - 100) is not None
+    released = _owned(store, ids, "w2")
+    assert released.fence is not None
+    store.release(released.id, "w2", released.fence)
+
+    assert store.held_by_others("w1", now) == sorted(r.id for r in theirs)
+    assert store.held_by_others("w2", now) == sorted([theirs[1].id, mine.id])
+    assert store.held_by_others("w1", now + 3600) == []  # every lease expired by then
+
+
 # -- commands ------------------------------------------------------------------
 
 def test_commands_are_pending_oldest_first_until_a_commit_applies_them(

@@ -10,9 +10,7 @@ connection as an intruder would, and drops the schema afterwards.
 
 from __future__ import annotations
 
-import os
 import random
-import secrets
 import subprocess
 import sys
 import time
@@ -24,6 +22,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from tests import pgkit
 from tether.audit import verify_store
 from tether.audit.share import SPLIT
 from tether.cli.verify_helper import COMMAND
@@ -35,7 +34,6 @@ from tether.runtime.runs import start_run
 from tether.store import postgres_seals
 from tether.store.postgres import PostgresStore
 
-SERVER = os.environ.get("TETHER_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 RUNS = 6
 
 
@@ -58,20 +56,10 @@ class PG:
 
 @pytest.fixture
 def pg() -> Iterator[PG]:
-    try:
-        raw = psycopg.connect(SERVER, autocommit=True, connect_timeout=5)
-    except psycopg.OperationalError as exc:
-        if os.environ.get("CI"):
-            raise  # CI provides the server (tests/test_store_postgres.py says so too)
-        pytest.skip(f"no PostgreSQL at {SERVER}: {exc}")
-    schema = f"t_audit_{secrets.token_hex(6)}"
-    sep = "&" if "?" in SERVER else "?"
-    raw.execute(f'SET search_path TO "{schema}"')  # the store creates it on first open
-    try:
-        yield PG(f"{SERVER}{sep}schema={schema}", schema, raw)
-    finally:
-        raw.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-        raw.close()
+    with pgkit.fresh_store_url("audit") as url, pgkit.connect(autocommit=True) as raw:
+        schema = pgkit.schema_of(url)
+        raw.execute(f'SET search_path TO "{schema}"')  # the store creates it on first open
+        yield PG(url, schema, raw)
 
 
 def _build(pg: PG) -> list[str]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
-import os
 import re
 from pathlib import Path
 
@@ -21,6 +20,8 @@ from bench import pg_server
 from bench.config import QUICK
 from bench.pg_cost import run_pg
 from bench.pg_report import section
+
+from tests import pgkit
 
 TINY = dataclasses.replace(QUICK, pg_n=12, pg_repeats=1, pg_runs=4, pg_steps=5,
                            pg_workers=(1, 2), pg_rounds=1)
@@ -38,11 +39,7 @@ def _bench_schemas() -> set[str]:
 
 @pytest.fixture
 def server() -> None:
-    why = pg_server.unreachable()
-    if why is not None:
-        if os.environ.get("CI"):
-            pytest.fail(f"{why}; CI must provide one")
-        pytest.skip(why)
+    pgkit.require(pg_server.unreachable(), env="TETHER_BENCH_PG")
 
 
 @pytest.mark.workers

@@ -18,6 +18,7 @@ from tests import readable_agents, sample_agents
 from tether import SQLiteStore, Worker, start_run
 from tether.cli import common
 from tether.cli.app import app
+from tether.core.ids import parse_iso
 
 runner = CliRunner()
 
@@ -111,6 +112,25 @@ def test_approvals_readable_ids_whole(night: str, columns: int) -> None:
         assert "message=Secur" in row  # arguments as key=value, cut to the room left
         assert ("page-at-night" in row) == (columns >= 150)
         assert ("pending" in row) == (columns >= 150 or "--all" in args)
+
+
+def test_approvals_say_when_asked_on_the_runs_clock(night: str, columns: int) -> None:
+    """As the dashboard and the night report: the demo's night runs on a fixed clock (in
+    December 2026), so its request's wall time (``requested_at``) is another."""
+    (req,) = _json(night, "approvals")
+    (asked,) = _json(night, "events", "triage", "--kind", "approval.requested")
+    assert asked["id"] == req["id"] and req["requested_run_time"] == asked["time"]
+    run_clock = common.at(parse_iso(str(asked["time"])))[5:]
+    wall_clock = common.when(float(req["requested_at"]))[5:]  # type: ignore[arg-type]
+    assert run_clock != wall_clock
+    code, out = tether("--store", night, "approvals")
+    assert code == 0, out
+    (row,) = [line for line in out.splitlines() if str(req["id"]) in line]
+    if columns >= 150:
+        assert "requested (run clock)" in out and "expires (wall clock)" in out
+        assert run_clock in row and wall_clock not in row
+    else:  # narrow: no time but the expiry
+        assert run_clock not in row and wall_clock not in row
 
 
 def _commands() -> list[tuple[list[str], Any]]:

@@ -81,8 +81,15 @@ def test_a_lease_expires_on_the_wall_clock_without_waiting(tmp_path: Path) -> No
     try:
         rid = start_run(store, ONCE, agent_ref="once", goal="end")
         # A live owner on another host holds the run for 30 s: nothing reclaims it early.
+        # (--until-idle would wait for it: this worker is stopped after some passes.)
         assert store.acquire(rid, "elsewhere:1:worker", 30.0, store.clock.now()) is not None
-        stats = asyncio.run(Worker(store, agents={"once": ONCE}).run(until_idle=True))
+        assert store.held_by_others("here", store.clock.now()) == [rid]
+
+        async def a_while() -> Any:
+            stop = asyncio.Event()
+            asyncio.get_running_loop().call_later(0.5, stop.set)
+            return await Worker(store, agents={"once": ONCE}).run(until_idle=True, stop=stop)
+        stats = asyncio.run(a_while())
         assert stats.runs_driven == 0
         later = ShiftedClock()
         later.advance(31.0)

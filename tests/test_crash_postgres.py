@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import signal
 import time
-import uuid
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,43 +19,24 @@ from pathlib import Path
 import pytest
 
 from tests import crashkit as ck
+from tests import pgkit
 from tests.test_crash import owner_of, settle, stopped
-
-try:
-    import psycopg
-
-    from tether.store.postgres import PostgresStore
-    from tether.store.postgres_base import lock_key
-except ImportError:  # the dev extra installs it; required under CI as the server is
-    if os.environ.get("CI"):
-        raise
-    pytest.skip("psycopg is not installed (pip install -e '.[dev]')", allow_module_level=True)
-
-SERVER = os.environ.get("TETHER_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
-
-try:
-    psycopg.connect(SERVER, connect_timeout=3).close()
-except psycopg.Error as exc:
-    if os.environ.get("CI"):
-        raise RuntimeError(f"no PostgreSQL server at {SERVER}; CI must provide one") from exc
-    pytest.skip(f"no PostgreSQL server at {SERVER} ({str(exc).strip()[:200]})",
-                allow_module_level=True)
+from tether.store.postgres import PostgresStore
+from tether.store.postgres_base import lock_key
 
 pytestmark = [pytest.mark.crash, pytest.mark.raw_rows]
 
 
 @pytest.fixture
-def pg(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, Path, PostgresStore]]:
+def pg(pg_url: str, tmp_path: Path,
+       monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, Path, PostgresStore]]:
     """A store in a fresh schema (dropped afterwards) and the side channel's file."""
-    schema = f"crash_{os.environ.get('PYTEST_XDIST_WORKER', 'main')}_{uuid.uuid4().hex[:10]}"
-    url, side = f"{SERVER}?schema={schema}", tmp_path / "side.log"
+    side = tmp_path / "side.log"
     monkeypatch.setenv(ck.SIDE_ENV, str(side))
     monkeypatch.delenv(ck.EXIT_ENV, raising=False)
-    store = PostgresStore(url)
-    yield url, side, store
+    store = PostgresStore(pg_url)
+    yield pg_url, side, store
     store.close()
-    with psycopg.connect(SERVER, autocommit=True) as c:
-        c.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -106,7 +86,7 @@ def freeze_between_commits(w: ck.WorkerProc, store: PostgresStore) -> None:
     the store's advisory lock would stall every writer for lock_timeout, which is not
     what is tested here."""
     key = lock_key(store.schema)
-    with psycopg.connect(SERVER, autocommit=True) as c:
+    with pgkit.connect(autocommit=True) as c:
         for _ in range(500):
             os.kill(w.pid, signal.SIGSTOP)
             ck.wait_for(lambda: stopped(w.pid), 10, "the worker to stop", interval=0.001)

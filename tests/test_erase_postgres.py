@@ -10,8 +10,6 @@ overrides), dropped afterwards; rows are read and changed with a plain psycopg c
 from __future__ import annotations
 
 import asyncio
-import os
-import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -19,13 +17,13 @@ from typing import Any
 import psycopg
 import pytest
 
+from tests import pgkit
 from tether import Done, StepAgent, Tether, Worker, start_run, tool, verify_store
 from tether.core.settings import erased_marker
 from tether.errors import StoreError, UsageError
 from tether.store.postgres import PostgresStore
 from tether.testing import allow_tools
 
-SERVER = os.environ.get("TETHER_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 SECRETS = {"message": "patient-0042-diagnosis", "board": "home-address-12-rue-x",
            "argument": "card-4111-2222-3333-4444", "result": "ssn-078-05-1120"}
 COPIES = (("events", "payload"), ("messages", "body"), ("versions", "value"),
@@ -73,28 +71,20 @@ class Night:
 
 @pytest.fixture
 def night() -> Iterator[Night]:
-    try:
-        raw = psycopg.connect(SERVER, autocommit=True, connect_timeout=5)
-    except psycopg.OperationalError as exc:
-        if os.environ.get("CI"):
-            raise  # CI provides the server
-        pytest.skip(f"no PostgreSQL at {SERVER}: {exc}")
-    schema = f"t_erase_{secrets.token_hex(6)}"
-    raw.execute(f'SET search_path TO "{schema}"')
-    store = PostgresStore(f"{SERVER}{'&' if '?' in SERVER else '?'}schema={schema}")
-    try:
-        allow_tools(store)
-        agent = StepAgent(_step, name="clerk", tools=[charge])
-        run = start_run(store, agent, agent_ref="clerk", goal="g", swarm="crew")
-        asyncio.run(Worker(store, agents={"clerk": agent}, poll_interval=0.01).run(
-            until_idle=True))
-        row = store.get_run(run)
-        assert row is not None and row.status == "done"
-        yield Night(store, run, raw)
-    finally:
-        store.close()
-        raw.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-        raw.close()
+    with pgkit.fresh_store_url("erase") as url, pgkit.connect(autocommit=True) as raw:
+        raw.execute(f'SET search_path TO "{pgkit.schema_of(url)}"')
+        store = PostgresStore(url)
+        try:
+            allow_tools(store)
+            agent = StepAgent(_step, name="clerk", tools=[charge])
+            run = start_run(store, agent, agent_ref="clerk", goal="g", swarm="crew")
+            asyncio.run(Worker(store, agents={"clerk": agent}, poll_interval=0.01).run(
+                until_idle=True))
+            row = store.get_run(run)
+            assert row is not None and row.status == "done"
+            yield Night(store, run, raw)
+        finally:
+            store.close()
 
 
 def test_erasure_removes_every_copy_and_verify_still_passes(night: Night) -> None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import re
 import time
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -30,12 +29,10 @@ from tether.runtime.runs import start_run
 from tether.store import open_store
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A fresh store of each backend."""
-    if request.param == "sqlite":
-        return str(tmp_path / "tether.db")
-    return str(request.getfixturevalue("pg_url"))
+@pytest.fixture
+def url(backend_url: str) -> str:
+    """A fresh store of each backend (tests/conftest.py)."""
+    return backend_url
 
 
 def started(res: object) -> str:

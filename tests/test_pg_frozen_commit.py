@@ -18,39 +18,22 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests import pgkit
+
 pytest.register_assert_rewrite("tests.store_conformance")  # as the store tests import it
 
 from tests.store_conformance import _ids, _Run  # noqa: E402
 from tests.test_crash import stopped  # noqa: E402
+from tether.errors import StoreLocked  # noqa: E402
+from tether.store.postgres import PostgresStore  # noqa: E402
+from tether.store.postgres_base import lock_key  # noqa: E402
 
-try:
-    import psycopg
-
-    from tether.errors import StoreLocked
-    from tether.store.postgres import PostgresStore
-    from tether.store.postgres_base import lock_key
-except ImportError:  # the dev extra installs it; required under CI as the server is
-    if os.environ.get("CI"):
-        raise
-    pytest.skip("psycopg is not installed (pip install -e '.[dev]')", allow_module_level=True)
-
-SERVER = os.environ.get("TETHER_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 ROOT = Path(__file__).resolve().parent.parent
-
-try:
-    psycopg.connect(SERVER, connect_timeout=3).close()
-except psycopg.Error as exc:
-    if os.environ.get("CI"):
-        raise RuntimeError(f"no PostgreSQL server at {SERVER}; CI must provide one") from exc
-    pytest.skip(f"no PostgreSQL server at {SERVER} ({str(exc).strip()[:200]})",
-                allow_module_level=True)
 
 pytestmark = [pytest.mark.crash, pytest.mark.raw_rows,
               pytest.mark.skipif(not Path("/proc/self/stat").exists(),
@@ -85,31 +68,12 @@ except Exception as exc:
 """
 
 
-@pytest.fixture
-def url() -> Iterator[str]:
-    schema = f"frozen_{os.environ.get('PYTEST_XDIST_WORKER', 'main')}_{uuid.uuid4().hex[:10]}"
-    yield f"{SERVER}?schema={schema}"
-    with psycopg.connect(SERVER, autocommit=True) as c:
-        c.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-
-
 EVENTS = ("INSERT INTO events", "WITH s0 AS (INSERT INTO events")
 """How the statement that sends a commit's events begins (alone, or with the rest of
 its write)."""
 
 
-def _holder(c: psycopg.Connection[tuple[Any, ...]], key: int) -> tuple[int, str, str] | None:
-    """(pid, state, last statement) of the session holding the store's write lock."""
-    row = c.execute(
-        "SELECT a.pid, a.state, a.query FROM pg_locks l JOIN pg_stat_activity a "
-        "ON a.pid = l.pid WHERE l.locktype = 'advisory' AND l.granted AND l.classid = %s "
-        "AND l.objid = %s AND l.objsubid = 1",
-        ((key >> 32) & 0xFFFFFFFF, key & 0xFFFFFFFF)).fetchone()
-    return None if row is None else (int(row[0]), str(row[1]), str(row[2]))
-
-
-def _freeze_holding_the_lock(proc: subprocess.Popen[str], c: psycopg.Connection[tuple[Any, ...]],
-                             key: int) -> tuple[int, str]:
+def _freeze_holding_the_lock(proc: subprocess.Popen[str], c: Any, key: int) -> tuple[int, str]:
     """SIGSTOP the writer until it is frozen holding the lock, best right after (or in)
     sending its events; the server session's (pid, state) then."""
     caught: tuple[int, str, str] | None = None
@@ -118,7 +82,7 @@ def _freeze_holding_the_lock(proc: subprocess.Popen[str], c: psycopg.Connection[
         deadline = time.monotonic() + 10
         while not stopped(proc.pid) and time.monotonic() < deadline:
             time.sleep(0.001)
-        held = _holder(c, key)
+        held = pgkit.lock_session(c, key)
         # Frozen while (or right after) sending its events is the case that matters;
         # after 1000 tries any moment inside the transaction will do.
         if held is not None and (held[2].lstrip().startswith(EVENTS) or i > 1000):
@@ -132,12 +96,13 @@ def _freeze_holding_the_lock(proc: subprocess.Popen[str], c: psycopg.Connection[
     deadline = time.monotonic() + 5
     while caught[1] != "idle in transaction" and time.monotonic() < deadline:
         time.sleep(0.05)
-        caught = _holder(c, key) or caught
+        caught = pgkit.lock_session(c, key) or caught
     return caught[0], caught[1]
 
 
 def test_a_writer_frozen_mid_commit_holds_the_lock_only_until_the_stall_timeout(
-        url: str) -> None:
+        pg_url: str) -> None:
+    url = pg_url
     proc = subprocess.Popen([sys.executable, "-c", WRITER, url], cwd=ROOT, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     other = None
@@ -149,7 +114,7 @@ def test_a_writer_frozen_mid_commit_holds_the_lock_only_until_the_stall_timeout(
         while other.latest_batch() < 5:  # let it commit a few times first
             time.sleep(0.05)
         key = lock_key(other.schema)
-        with psycopg.connect(SERVER, autocommit=True) as c:
+        with pgkit.connect(autocommit=True) as c:
             pid, state = _freeze_holding_the_lock(proc, c, key)
             assert state == "idle in transaction", (
                 f"the frozen writer's session is {state!r}: the server is waiting for more "

@@ -11,15 +11,13 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-import os
-import secrets
 import threading
 import time
 from collections.abc import Iterator
 
-import psycopg
 import pytest
 
+from tests import pgkit
 from tether import verify_store
 from tether.control import set_swarm_budget, set_swarm_pause_points
 from tether.core.ids import UlidSource, iso
@@ -28,32 +26,18 @@ from tether.errors import UsageError
 from tether.identity import authenticate, create_token, revoke_token
 from tether.store.postgres import PostgresStore
 
-SERVER = os.environ.get("TETHER_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
-
 
 @pytest.fixture
 def url() -> Iterator[str]:
     """A fresh schema's store URL, the schema dropped afterwards."""
-    try:
-        admin = psycopg.connect(SERVER, autocommit=True, connect_timeout=5)
-    except psycopg.OperationalError as exc:
-        if os.environ.get("CI"):
-            raise  # CI provides the server
-        pytest.skip(f"no PostgreSQL at {SERVER}: {exc}")
-    schema = f"t_chain_{secrets.token_hex(6)}"
-    try:
-        yield f"{SERVER}{'&' if '?' in SERVER else '?'}schema={schema}"
-    finally:
-        admin.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-        admin.close()
+    with pgkit.fresh_store_url("chain") as u:
+        yield u
 
 
 def _raw(url: str, sql: str) -> None:
     """Change the store's rows as an intruder would: a plain connection, no tether."""
-    conninfo, _, query = url.partition("?")
-    schema = dict(p.split("=", 1) for p in query.split("&"))["schema"]
-    with psycopg.connect(conninfo, autocommit=True) as c:
-        c.execute(f'SET search_path TO "{schema}"')
+    with pgkit.connect(autocommit=True) as c:
+        c.execute(f'SET search_path TO "{pgkit.schema_of(url)}"')
         c.execute(sql)
 
 

@@ -10,49 +10,27 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import shutil
 import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 
+from tests import pgkit
 from tether.core.checkpoint import CheckpointEncoder
 from tether.errors import SchemaTooNew, StorageError, StoreError, StoreLocked, UsageError
 from tether.store import open_store, postgres_schema, schema
+from tether.store.postgres import PostgresStore
 from tether.store.protocol import Store
 
-try:
-    import psycopg
-
-    from tether.store.postgres import PostgresStore
-except ImportError:  # the dev extra installs it; required under CI as the server is
-    if os.environ.get("CI"):
-        raise
-    pytest.skip("psycopg is not installed (pip install -e '.[dev]')", allow_module_level=True)
-
-SERVER = os.environ.get("TETHER_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
-
-
-def _reason_unreachable() -> str | None:
-    try:
-        psycopg.connect(SERVER, connect_timeout=3).close()
-    except psycopg.Error as exc:
-        return f"no PostgreSQL server at {SERVER} ({str(exc).strip()[:200]})"
-    return None
-
-
-_WHY = _reason_unreachable()
-if _WHY is not None:
-    if os.environ.get("CI"):
-        raise RuntimeError(f"{_WHY}; CI must provide one (the conformance suite runs on it)")
-    pytest.skip(_WHY, allow_module_level=True)
+pgkit.require_server()  # the whole module is about the server: skips it (fails it under CI)
+SERVER = pgkit.server_url()
 
 pytest.register_assert_rewrite("tests.store_conformance")
 
@@ -64,15 +42,9 @@ from tests.store_conformance import _ids, _Run  # noqa: E402
 pytestmark = pytest.mark.raw_rows
 
 
-def _admin(sql: str, *args: Any, dbname: str | None = None) -> None:
-    url = SERVER if dbname is None else SERVER.rsplit("/", 1)[0] + f"/{dbname}"
-    with psycopg.connect(url, autocommit=True) as c:
-        c.execute(sql, args)  # type: ignore[arg-type]
-
-
-def _fresh_name(prefix: str) -> str:
-    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
-    return f"{prefix}_{worker}_{uuid.uuid4().hex[:12]}"
+def _admin(sql: str, *args: object) -> None:
+    with pgkit.connect(autocommit=True) as c:
+        c.execute(sql, args)
 
 
 @pytest.fixture
@@ -81,16 +53,15 @@ def schemas() -> Iterator[Callable[[], str]]:
     made: list[str] = []
 
     def make() -> str:
-        made.append(_fresh_name("t"))
+        made.append(pgkit.new_schema_name())
         return made[-1]
 
     yield make
     for name in made:
-        _admin(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+        pgkit.drop_schema(name)
 
 
-def url_of(name: str) -> str:
-    return f"{SERVER}?schema={name}"
+url_of = pgkit.store_url
 
 
 @pytest.fixture
@@ -114,10 +85,10 @@ def open_backup() -> Iterator[Callable[[str], Store]]:
     databases: list[str] = []
 
     def open_(path: str) -> Store:
-        db = _fresh_name("restore")
+        db = pgkit.new_schema_name("restore")
         _admin(f'CREATE DATABASE "{db}"')
         databases.append(db)
-        target = SERVER.rsplit("/", 1)[0] + f"/{db}"
+        target = pgkit.database_url(db)
         subprocess.run(["pg_restore", "--no-owner", f"--dbname={target}", path], check=True,
                        capture_output=True)
         with psycopg.connect(target) as c:

@@ -9,7 +9,7 @@ recorded once: approving twice, or after expiry, is refused.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from tether.core.canonical import json_safe
@@ -110,5 +110,25 @@ def _validate(store: Store, row: ApprovalRow, arguments: dict[str, Any],
 
 
 def approval_json(a: ApprovalRow) -> dict[str, Any]:
-    """The public JSON form (``tether approvals --json``)."""
+    """The row's own JSON form (what :func:`approval_view` adds to)."""
     return a.to_json()
+
+
+def asked_times(store: Store, ids: Iterable[str]) -> dict[str, str | None]:
+    """When each approval was asked on its run's clock: the time of its
+    ``approval.requested`` event (an approval's id is that event's id; None where that
+    event is gone), as ``tether report`` shows it. An approval row's ``requested_at`` is
+    wall time instead, by design: its expiry is counted in people's time, whatever the
+    run's clock (in a simulated night the two disagree)."""
+    out: dict[str, str | None] = {}
+    for i in ids:
+        asked = store.event(i)
+        out[i] = asked.time if asked is not None else None
+    return out
+
+
+def approval_view(store: Store, a: ApprovalRow) -> dict[str, Any]:
+    """An approval as every surface shows it (``tether approvals --json``, the dashboard's
+    API and pages): the row's JSON and ``requested_run_time``, the ask's time on the run's
+    clock (ISO-8601 UTC, or None), beside ``requested_at``, wall time (:func:`asked_times`)."""
+    return {**approval_json(a), "requested_run_time": asked_times(store, [a.id])[a.id]}

@@ -16,6 +16,10 @@ from tether.reporting import lines as render
 from tether.store.protocol import Store
 from tether.store.records import ApprovalRow
 
+CLOCKS = {"requested": "requested (run clock)", "expires": "expires (wall clock)"}
+"""The time columns' headers, naming their clocks: a request is asked at its
+``approval.requested`` event's time, the run's clock; it expires in people's time."""
+
 AsOpt = Annotated[str | None, typer.Option("--as", help="Decide as NAME (default $TETHER_USER or "
                                                         "the OS user).", metavar="NAME")]
 
@@ -31,7 +35,7 @@ def approvals(json: Annotated[bool, typer.Option("--json", help="JSON lines.")] 
     ops = Tether(store(readonly=None))
     rows = ops.approvals(run=run, pending=not every)
     if json:
-        print_jsonl(ap.approval_json(a) for a in rows)
+        print_jsonl(ap.approval_view(ops.store, a) for a in rows)
         return
     if not rows:
         console.print("no pending approvals" if not every else "no approvals")
@@ -41,7 +45,9 @@ def approvals(json: Annotated[bool, typer.Option("--json", help="JSON lines.")] 
 
 
 def _print_approvals(s: Store, rows: list[ApprovalRow], every: bool) -> None:
-    """The requests as a table, as wide as the terminal allows."""
+    """The requests as a table, as wide as the terminal allows. When a request was asked
+    is on its run's clock (the journal's time, as the night report and the dashboard show
+    it); when it expires, on the wall clock (people's time), each header saying which."""
     t = Table(title="approvals")
     # The id is what people copy into `tether approve`: never cut it. In a narrow terminal
     # the columns one can do without go, rather than every column being cut to nothing.
@@ -52,14 +58,19 @@ def _print_approvals(s: Store, rows: list[ApprovalRow], every: bool) -> None:
     if not wide and every:
         cols[-1] = "status"  # decided requests expire no more: their outcome matters
     for col in cols:
-        t.add_column(col, no_wrap=col in ("status", "requested", "expires"), overflow="fold")
+        # Narrow, the expiry is the only time shown and its clock's name would take the
+        # arguments' room: `--json`, a wide terminal and the dashboard say which clock.
+        t.add_column(CLOCKS.get(col, col) if wide else col, overflow="fold",
+                     no_wrap=col in ("status", "requested", "expires"))
     name = run_namer(s)
+    asked = ap.asked_times(s, [a.id for a in rows])
     table: list[dict[str, str]] = []
     for a in rows:
         table.append({"id": a.id, "run": name(a.run), "step": str(a.step), "tool": a.tool,
                       "arguments": render.arguments(a.arguments), "status": a.status,
-                      "rule": a.rule or "(default)", "requested": when(a.requested_at)[5:],
-                      "expires": when(a.expires_at)[5:] if a.expires_at else "never"})
+                      "rule": a.rule or "(default)",
+                      "requested": _short(render.journal_at(asked[a.id])),
+                      "expires": _short(when(a.expires_at)) if a.expires_at else "never"})
     # Narrow: one line per request, the arguments cut to the room left (`--json` has them
     # whole); rich would otherwise fold every column to a letter a line.
     room = render.room(console.width, table, ("id", *cols), "arguments")
@@ -67,6 +78,11 @@ def _print_approvals(s: Store, rows: list[ApprovalRow], every: bool) -> None:
         args = r["arguments"] if wide else render.cut(r["arguments"], room)
         t.add_row(*(escape(args if c == "arguments" else r[c]) for c in ("id", *cols)))
     console.print(t)
+
+
+def _short(time_text: str) -> str:
+    # A listing's times without the year (a request is days old at most); "-" as it is.
+    return time_text[5:] if time_text[:4].isdigit() else time_text
 
 
 @handle_errors

@@ -139,7 +139,8 @@ def _drive_one(s: Store, rid: str, ref: str, agent: AgentLike, swarm: str | None
 
 @handle_errors
 def worker(until_idle: Annotated[bool, typer.Option(
-               "--until-idle", help="Exit when nothing is runnable.")] = False,
+               "--until-idle", help="Exit when no run is runnable or held by another live "
+                                    "worker (workers started together end together).")] = False,
            concurrency: Annotated[int, typer.Option(help="The most runs driven at once.",
                                                     metavar="N")] = 1000,
            lease_ttl: Annotated[float, typer.Option(help="Lease length in seconds.",

@@ -63,6 +63,7 @@ from tether.core.policy_rules import (
     compile_defaults,
     compile_groups,
     compile_rule,
+    refuse_nul_in,
 )
 from tether.core.policy_time import zone_name
 from tether.core.redaction import DEFAULT as DEFAULT_REDACTION
@@ -290,10 +291,14 @@ def parse_policy(text: str, *, source: str, known_tools: Set[str] | None = None)
 
 def _compile(data: Mapping[str, Any], *, policy_hash: str, source: str,
              known_tools: Set[str] | None, text: str, format: str) -> Policy:
-    """:func:`_build`, with a value nested too deeply for the compiler refused, not raised."""
+    """:func:`_build`, with a NUL character in a text, or a value nested too deeply for the
+    compiler, refused, not raised."""
     try:
+        refuse_nul_in(data, skip=("rule",))  # compile_rule looks into each rule
         return _build(data, policy_hash=policy_hash, source=source, known_tools=known_tools,
                       text=text, format=format)
+    except SpecError as exc:
+        raise PolicyError(f"{source}: {exc}") from None
     except RecursionError:
         raise PolicyError(f"{source}: a value is nested too deeply to check; a policy needs a "
                           "few levels at most") from None

@@ -27,6 +27,7 @@ from tether.core.policy_match import (
     suggest,
 )
 from tether.core.policy_time import Window, zone
+from tether.core.text import nul_in, nul_problem
 
 Verdict = Literal["allow", "deny", "approve", "defer"]
 OnExpiry = Literal["deny", "allow", "escalate"]
@@ -212,10 +213,23 @@ def compile_defaults(spec: object, groups: Groups | None = None) -> Defaults:
         on_expiry=cast(OnExpiry, _choice(spec.get("on_expiry", "deny"), "defaults.on_expiry", ON_EXPIRY)))
 
 
+def refuse_nul_in(spec: object, *, skip: tuple[str, ...] = ()) -> None:
+    """SpecError at the first text of ``spec`` holding a NUL character (a key or a value;
+    not below the keys in ``skip``). PostgreSQL's text cannot hold one: a rule id, reason
+    or tool name holding it would fail every run whose decision the store journals."""
+    found = nul_in(spec, skip=skip)
+    if found is not None:
+        raise SpecError(found[0], nul_problem(found[1]))
+
+
 def compile_rule(spec: object, defaults: Defaults, known_tools: Set[str] | None = None,
                  groups: Groups | None = None) -> Rule:
     """One rule from its spec (``group:NAME`` approvers expanded from ``groups``). Raises
     SpecError naming the key path."""
+    # First, so no message below prints a NUL. Argument matchers are not looked into: a rule
+    # may look for a NUL in an argument (a path holding one, say), and arguments are stored
+    # as JSON bytes, never as text.
+    refuse_nul_in(spec, skip=("args",))
     if not isinstance(spec, Mapping):
         raise SpecError("", f"expected a table of keys ({', '.join(RULE_KEYS)}), got {spec!r}")
     _check_keys(spec, "", RULE_KEYS, "a rule")

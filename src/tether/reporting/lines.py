@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 
 from tether.core.events import Event
+from tether.core.ids import parse_iso
 
 _NOISE = frozenset({"i", "fp", "traceback", "hash", "spec", "checkpoint", "after", "undo",
                     "policy_hash"})
@@ -52,6 +53,17 @@ def at(t: Any) -> str:
         return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M:%S")
     except (OverflowError, OSError, ValueError):
         return str(t)
+
+
+def journal_at(text: Any) -> str:
+    """A time as the journal holds it (ISO-8601 UTC, the run's clock) in :func:`at`'s
+    form, or ``-``; a text that is no such time, as it is."""
+    if not isinstance(text, str):
+        return "-"
+    try:
+        return at(parse_iso(text))
+    except ValueError:
+        return text
 
 
 def arguments(args: Any) -> str:

@@ -21,7 +21,7 @@ from tether.core.clock import Clock, WallClock
 from tether.core.ids import UlidSource, iso_stamper
 from tether.core.pricing import PriceTable
 from tether.core.statuses import TERMINAL_STATUSES
-from tether.errors import LeaseLost, StorageError, StoreLocked, TetherError
+from tether.errors import LeaseLost, StorageError, StoreError, StoreLocked, TetherError
 from tether.runtime.agent import AgentLike
 from tether.runtime.committer import GroupCommitter
 from tether.runtime.executor import RunExecutor
@@ -106,6 +106,17 @@ class RunLoader:
         swarms: dict[str, SwarmSettings] = {}
         return [self._taken(rid, token, tuple(pending.get(rid, ())), swarms)
                 for rid, token in tokens.items()]
+
+    def others_hold(self, only: Collection[str] | None) -> bool:
+        """Whether another live owner holds the lease of a run (of ``only``, if given) that
+        a worker drives: a run this one may yet have to take, if its holder dies or lets it
+        go. A failing store says yes (the next pass backs off, and gives up in the end).
+        Blocking: call it in a thread."""
+        try:
+            held = self.store.held_by_others(self.owner, self.wall.now())
+        except StoreError:
+            return True
+        return any(only is None or rid in only for rid in held)
 
     def _taken(self, rid: str, token: int, commands: tuple[Command, ...],
                swarms: dict[str, SwarmSettings]) -> Taken:

@@ -141,7 +141,8 @@ class Worker:
     # -- public ---------------------------------------------------------------
     async def run(self, *, until_idle: bool = False, stop: asyncio.Event | None = None,
                   handle_signals: bool = False, grace: float = 10.0) -> WorkerStats:
-        """Drive runs until ``stop`` is set (or, with ``until_idle``, nothing is runnable).
+        """Drive runs until ``stop`` is set (or, with ``until_idle``, until no run is runnable
+        here or held by another live worker: workers started together end together).
 
         A worker can run again once a ``run()`` returned; each returns the stats of that
         run only. Two ``run()`` of one worker at once are refused (UsageError).
@@ -160,8 +161,7 @@ class Worker:
         # Fresh per run: the last run's drain and counts must not carry over.
         self._draining, self.runs_driven, self.finished = False, 0, {}
         self.drives = DriveLog(self.drives.on_change)
-        self._delivered, self._lost = set(), set()
-        self._wake = asyncio.Event()
+        self._delivered, self._lost, self._wake = set(), set(), asyncio.Event()
         # Only a worker that is to end gives up on a failing store (and says so).
         self.health.give_up_after = self.committer.storage_patience if until_idle else None
         # Sync step functions get threads of their own (one per run at most), apart from the
@@ -180,9 +180,10 @@ class Worker:
                 started = await self._pass(until_idle, stop)
                 if started is None:
                     continue  # the store failed: the next pass waits (backoff)
-                # A run that ended during the pass (its reads ran in a thread) may wake another.
+                # A run ended in the pass may wake another; one held elsewhere may yet be ours.
                 if until_idle and not self.active and not started \
-                        and sum(self.finished.values()) == left:
+                        and sum(self.finished.values()) == left \
+                        and not await asyncio.to_thread(self.loader.others_hold, self.only):
                     break
                 await self._nap(self.poll)
         finally:
@@ -334,8 +335,7 @@ class Worker:
     async def _fail_unstorable(self, rid: str, token: int, exc: Unstorable) -> str:
         log.warning("%s; failing the run", exc)
         try:
-            return await asyncio.to_thread(fail_held, self.store, rid, token, str(exc),
-                                           self.wall)
+            return await asyncio.to_thread(fail_held, self.store, rid, token, str(exc), self.wall)
         except StoreError as err:  # failing storage, a lease lost: taken again later
             log.warning("run %s: could not journal its failure: %s", rid, err)
             self.health.failed(err)
@@ -375,8 +375,7 @@ def _policies_in_force(store: Store, policy: Policy | None) -> PolicyBook:
     return book
 
 
-def _check_options(concurrency: int, lease_ttl: float, pipeline: int,
-                   give_up_after: float) -> None:
+def _check_options(concurrency: int, lease_ttl: float, pipeline: int, give_up_after: float) -> None:
     if concurrency < 1:
         raise UsageError(f"concurrency must be at least 1, not {concurrency}")
     if not lease_ttl > 0:

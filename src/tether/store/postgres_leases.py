@@ -72,6 +72,13 @@ class PGLeases(PGBase):
             (now, ln, limit if limit >= 0 else None))  # LIMIT NULL: none, as SQLite's -1
         return [r[0] for r in rows]
 
+    def held_by_others(self, owner: str, lease_now: float) -> list[str]:
+        rows = self._read(
+            "SELECT l.run FROM leases l JOIN runs r ON r.id = l.run WHERE l.owner <> %s "
+            "AND l.expires > %s AND r.status IN ('running', 'sleeping', 'waiting') ORDER BY l.run",
+            (owner, lease_now))
+        return [r[0] for r in rows]
+
     def next_wake(self) -> float | None:
         rows = self._read("SELECT MIN(wake_at) FROM runs WHERE status IN ('sleeping', 'waiting')")
         return rows[0][0] if rows else None

@@ -55,8 +55,7 @@ class Store(Protocol):
         """Take the run's lease if free or expired; return the new fencing token."""
         ...
 
-    def acquire_many(self, runs: Sequence[str], owner: str, ttl: float,
-                     now: float) -> dict[str, int]:
+    def acquire_many(self, runs: Sequence[str], owner: str, ttl: float, now: float) -> dict[str, int]:
         """Take every free or expired lease among ``runs`` at once; run -> new token."""
         ...
 
@@ -75,6 +74,10 @@ class Store(Protocol):
     def runnable(self, now: float, limit: int, lease_now: float | None = None) -> list[str]:
         """Runs that are running, or sleeping and due by ``now`` (the run clock), and not
         leased by a live owner at ``lease_now`` (the wall clock; default: the store's)."""
+        ...
+
+    def held_by_others(self, owner: str, lease_now: float) -> list[str]:
+        """Runs running, sleeping or waiting whose lease others than ``owner`` hold at ``lease_now``."""
         ...
 
     def next_wake(self) -> float | None:

@@ -29,6 +29,7 @@ from typing import Any, Literal, overload
 import pydantic
 
 from tether.core.effect_classes import TOOL_EFFECTS, Effect
+from tether.core.text import NUL, nul_problem
 from tether.errors import ToolDefinitionError, UsageError
 
 
@@ -233,6 +234,13 @@ def problems(exc: pydantic.ValidationError) -> str:
                      for err in exc.errors())
 
 
+def check_name(name: str) -> None:
+    """ToolDefinitionError if a tool's name holds a NUL character: the name is stored as
+    text (effects, approvals), which PostgreSQL's cannot hold (:mod:`tether.core.text`)."""
+    if NUL in name:
+        raise ToolDefinitionError(f"a tool's name {nul_problem(name)}")
+
+
 @dataclass(frozen=True, slots=True)
 class _Hooks:
     touches_files: bool = False
@@ -246,6 +254,7 @@ def _build(fn: Callable[..., Any], name: str | None, effect: Effect, idempotent:
         raise ToolDefinitionError(f"tool {name or fn.__name__}: effect must be one of "
                                   f"{', '.join(TOOL_EFFECTS)}, not {effect!r}")
     tool_name = name or fn.__name__
+    check_name(tool_name)
     sig = inspect.signature(fn)
     try:
         hints = inspect.get_annotations(fn, eval_str=True)

@@ -21,7 +21,7 @@ import pydantic
 
 from tether.core.effect_classes import TOOL_EFFECTS, Effect
 from tether.errors import ToolDefinitionError
-from tether.tools.base import Tool
+from tether.tools.base import Tool, check_name
 
 
 class _AnyArguments(pydantic.BaseModel):
@@ -38,14 +38,16 @@ def schema_tool(name: str, fn: Callable[..., Any], *, schema: Mapping[str, Any],
     calls it runs without an allow rule or a granted approval.
 
     Raises:
-        ToolDefinitionError: an effect class tether does not know, or a schema that is
-            not a valid JSON schema for an object, naming the tool.
+        ToolDefinitionError: an effect class tether does not know, a schema that is
+            not a valid JSON schema for an object, or a name holding a NUL character,
+            naming the tool.
 
     Example:
         >>> lookup = schema_tool("lookup", fetch, effect="read", schema={
         ...     "type": "object", "properties": {"city": {"type": "string"}},
         ...     "required": ["city"]})
     """
+    check_name(name)
     if effect not in TOOL_EFFECTS:
         raise ToolDefinitionError(f"tool {name}: effect must be one of "
                                   f"{', '.join(TOOL_EFFECTS)}, not {effect!r}")

@@ -14,7 +14,7 @@ import datetime as dt
 from collections import Counter, defaultdict
 from typing import Any
 
-from tether.approvals import approval_json
+from tether import approvals as ap
 from tether.core.events import Event
 from tether.ops import Tether
 from tether.reporting import lines
@@ -53,23 +53,14 @@ def _spend(row: RunRow) -> str:
 
 
 def asked_times(t: Tether, ids: list[str]) -> dict[str, str | None]:
-    """When each approval was asked on its run's clock: the time of its
-    ``approval.requested`` event (an approval's id is that event's id), as ``tether
-    report`` shows it. An approval row's ``requested_at`` is wall time instead, by design:
-    its expiry is counted in people's time, whatever the run's clock (in a simulated
-    night the two disagree)."""
-    out: dict[str, str | None] = {}
-    for i in ids:
-        asked = t.store.event(i)
-        out[i] = asked.time if asked is not None else None
-    return out
+    """When each approval was asked on its run's clock (:func:`tether.approvals.asked_times`)."""
+    return ap.asked_times(t.store, ids)
 
 
 def approval_view(t: Tether, a: ApprovalRow) -> dict[str, Any]:
     """An approval as the API and the pages show it: ``tether approvals --json``'s object
-    and ``requested_run_time``, the ask's time on the run's clock (ISO-8601 UTC; None if
-    its event is gone), beside ``requested_at``, wall time (:func:`asked_times`)."""
-    return {**approval_json(a), "requested_run_time": asked_times(t, [a.id])[a.id]}
+    (:func:`tether.approvals.approval_view`, with ``requested_run_time``)."""
+    return ap.approval_view(t.store, a)
 
 
 def needs(t: Tether) -> dict[str, Any]:

@@ -16,9 +16,8 @@ from fastapi import Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
-from tether.core.ids import parse_iso
 from tether.errors import TetherError, UsageError
-from tether.reporting.lines import at, compact
+from tether.reporting.lines import at, compact, journal_at
 from tether.ui.context import UiContext
 from tether.ui.deps import csrf_for, set_csrf_cookie
 
@@ -27,20 +26,8 @@ __all__ = ["PART_HEADER", "back", "json_field", "page", "templates", "wants_live
 PART_HEADER = "x-tether-part"
 _HERE = Path(__file__).resolve().parent.parent
 templates = Jinja2Templates(directory=str(_HERE / "templates"))
-
-
-def _journal_time(text: Any) -> str:
-    """A time as the journal holds it (ISO-8601 UTC, the run's clock) in ``at``'s form."""
-    if not isinstance(text, str):
-        return "-"
-    try:
-        return at(parse_iso(text))
-    except ValueError:
-        return text
-
-
 templates.env.filters["when"] = at
-templates.env.filters["run_when"] = _journal_time
+templates.env.filters["run_when"] = journal_at
 templates.env.filters["compact"] = compact
 templates.env.filters["pretty"] = lambda v: orjson.dumps(
     v, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS | orjson.OPT_SORT_KEYS).decode()
