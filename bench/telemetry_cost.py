@@ -25,11 +25,12 @@ Three figures, because the first cannot resolve the target on a shared machine:
   least of :data:`FEEDS` feeds a round (other processes only ever add CPU time). The same
   instructions as in the loop, run hot: it comes out lower, about two thirds.
 
-Neither sink figure shows the garbage collector's extra work on the worker's threads
-while the sink holds a run's writes: under callgrind (instructions, deterministic) the
-whole process ran 126-129k more instructions a step with spans and metrics on and the
-sink alone 120k, so about 7% more (docs/benchmarks.md, 9d). ``python -m
-bench.telemetry_instructions`` counts them.
+Neither sink figure counts what the sink costs the worker's own threads (the collector's
+extra work while the sink holds a run's writes, the committer's clock reads). Under
+callgrind (instructions, which load does not change; ``python -m
+bench.telemetry_instructions``) the whole process ran 106-130k more instructions a step
+with spans and metrics on, and the sink alone 120k: the same, within the end-to-end
+count's run-to-run spread.
 
 Usage: ``python -m bench.telemetry_cost [--steps N] [--rounds R]``.
 """
@@ -241,10 +242,11 @@ def section(t: dict[str, list[float]], steps: int) -> str:
             "resolve the 15 µs target. The verdict is the sink's own CPU in those runs, timed "
             "directly (`thread_time` around its commit hook, on the committer's thread, and "
             "around its round of folding, encoding and sending, once at the run's end); the "
-            "sink alone runs the same instructions hot, and comes out lower. Neither counts "
-            "the collector's extra work while the sink holds the run's writes: about 7% more "
-            "instructions end to end than alone, by `python -m bench.telemetry_instructions` "
-            "(callgrind).\n\n"
+            "sink alone runs the same instructions hot, and comes out lower. What the sink "
+            "costs the worker's own threads is in neither; counted in instructions, which "
+            "load does not change (`python -m bench.telemetry_instructions`, callgrind), the "
+            "whole process's extra with both on matched the sink alone's within the count's "
+            "spread.\n\n"
             + table(["mode", "CPU per step", "vs off (range)"], rows))
 
 

@@ -6,11 +6,12 @@ The telemetry benchmark's rounds (bench/telemetry_cost.py) run under ``valgrind
 ``time.process_time()`` reads are counted (``--dump-before=time_process_time``: the reads
 that time a round natively mark it here): per step with the sink off, with spans and
 metrics on, and for the sink alone fed the same writes. A run takes about a minute a mode
-at 1000 steps (the loop runs some 50 times slower), and the counts agree to about 1% from
-run to run (the group committer's batches vary): the way to tell whether a change moved
-the sink's cost, where the native figures' noise is wider than the 15 µs target. It does
-not see what instructions cost (cache misses, the kernel's share of a step): the native
-figures do.
+at 1000 steps (the loop runs some 50 times slower). The sink alone's count repeats to
+0.3%; a whole round's to about 1% (the group committer's batches vary with the threads'
+timing), so the end-to-end difference to about ±15k a step, some 12% of it: the way to
+tell whether a change moved the sink's cost, where the native figures' noise is wider than
+the 15 µs target. It does not see what instructions cost (cache misses, the kernel's
+share of a step): the native figures do.
 
 Under callgrind a round lasts minutes, so the sink's thread would fold every second, in
 many small rounds; ``OTEL_BSP_SCHEDULE_DELAY`` is set high so that, as in a native round
