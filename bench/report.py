@@ -7,6 +7,7 @@ import statistics
 
 from bench import figures as fg
 from bench import pg_report, why
+from bench import telemetry_cost as tc
 from bench.impact_cost import CROSS_TALK, LANES, STAGES
 from bench.policy_cost import DISTINCT
 from bench.rollback_cost import FILE_BYTES
@@ -352,21 +353,7 @@ def _query(res: Results) -> str:
 
 
 def _telemetry(res: Results) -> str:
-    t = res.telemetry
-    if not t or not t.get("off"):
-        return "## 9d. Telemetry cost\n\nNot run.\n"
-    off = percentile(t["off"], 0.5)
-    rows = [[m, us(percentile(v, 0.5)), f"{(percentile(v, 0.5) - off) * 1e6:+.1f} µs"]
-            for m, v in t.items() if m != "sink alone"]
-    rows.append(["the sink alone (spans + metrics, fed one run's committed writes)",
-                 us(percentile(t["sink alone"], 0.5)), ""])
-    return ("## 9d. Telemetry cost\n\n`bench/telemetry_cost.py`: the core loop (one run, "
-            f"N={res.config.target_n}) with the worker's telemetry sink off, metrics only, "
-            "spans only (OTLP/HTTP protobuf to a receiver in another process on loopback), "
-            "and both; process CPU per step (every thread), median of rounds that alternate "
-            "the modes. The end-to-end difference is within the loop's own noise on a busy "
-            "machine, so the sink is also timed alone.\n\n"
-            + table(["mode", "CPU per step", "vs off"], rows))
+    return tc.section(res.telemetry, res.config.target_n)
 
 
 def _diagnostics(res: Results) -> str:
