@@ -471,3 +471,32 @@ def test_a_step_re_run_after_approval_replays_its_model_call_or_pauses_if_it_cha
     else:
         assert finished(store, run) == "booked Chez Tether at 19:00"
         assert [x["restaurant"] for x in lg.ran()] == ["Chez Tether"]
+
+
+def subgraph_booker() -> StateGraph[Any, Any, Any, Any]:
+    """The booker's tool-calling loop, compiled and added to a parent graph as one node."""
+    outer = StateGraph(MessagesState)
+    outer.add_node("booker", lg.build().compile())
+    outer.add_edge(START, "booker")
+    outer.add_edge("booker", END)
+    return outer
+
+
+def test_a_subgraphs_tool_node_is_gated_like_the_parents(
+        store: SQLiteStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A ToolNode inside a compiled subgraph once ran its tools past the policy, unjournaled.
+    agent = TetherGraph(subgraph_booker(), name="nested", effects={"search": "read"})
+    assert sorted(t.name for t in agent.tools) == ["book", "notify", "search"]
+    with serve(monkeypatch, completion(None, tool_calls=[BOOK]), completion("Booked.")) as server:
+        run = start_run(store, agent, agent_ref="x:nested", goal="Book dinner")
+        drive(store, {"x:nested": agent})
+        row = store.get_run(run)
+        assert row is not None and row.status == "awaiting_approval", row
+        assert lg.ran() == []
+        (approval,) = store.approvals(run=run)
+        decide(store, approval.id, approve=True, who="human:test")
+        drive(store, {"x:nested": agent})
+        assert finished(store, run) == "Booked."
+        assert len(server.requests) == 2, "a journaled model request was sent again"
+    assert [x["tool"] for x in lg.ran()] == ["book"]
+    assert [e.payload["tool"] for e in store.events(run) if e.kind == "effect.intent"] == ["book"]

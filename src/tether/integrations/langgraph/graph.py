@@ -108,12 +108,9 @@ class TetherGraph:
         self._definition: str | None = None
 
     def _wrap_tool_nodes(self) -> list[WrappedTool]:
-        """Wrap, in place, the tools of every ``ToolNode`` of the graph."""
+        """Wrap, in place, the tools of every ``ToolNode`` of the graph and its subgraphs."""
         out = []
-        for spec in self._graph.builder.nodes.values():
-            node = spec.runnable
-            if not isinstance(node, ToolNode):
-                continue
+        for node in _tool_nodes(self._graph, set()):
             by_name = node.tools_by_name  # LangGraph's own dict: replaced entry by entry
             for tool_name, tool in list(by_name.items()):
                 effect = self._effects.get(tool_name, "irreversible")
@@ -185,6 +182,23 @@ class TetherGraph:
         return Continue()
 
 
+def _tool_nodes(graph: CompiledStateGraph[Any, Any, Any, Any], seen: set[int]) -> list[ToolNode]:
+    """The ``ToolNode``\\ s of ``graph`` and of every compiled subgraph added as a node:
+    a subgraph's tools run inside the parent's superstep, and unwrapped they would run
+    past tether's policy and journal."""
+    if id(graph) in seen:
+        return []
+    seen.add(id(graph))
+    found: list[ToolNode] = []
+    for spec in graph.builder.nodes.values():
+        node = spec.runnable
+        if isinstance(node, ToolNode):
+            found.append(node)
+        elif isinstance(node, CompiledStateGraph):
+            found.extend(_tool_nodes(node, seen))
+    return found
+
+
 _WRAPPED: dict[int, WrappedTool] = {}
 """Wrapped LangChain tools by id: a graph wrapped twice (two TetherGraphs) keeps one."""
 
@@ -193,6 +207,8 @@ def _source(node: Any) -> str:
     """A node's code as its definition sees it: the source of the user's function; for a
     library's node (a ``ToolNode``: its tools are counted apart) its class, so upgrading
     LangGraph alone does not change the agent's definition."""
+    if isinstance(node, CompiledStateGraph):  # a subgraph: its nodes define it
+        return digest({n: _source(s.runnable) for n, s in node.builder.nodes.items()})
     fn = getattr(node, "afunc", None) or getattr(node, "func", None) or node
     if inspect.isfunction(fn):
         try:
