@@ -134,6 +134,19 @@ def wire(amount: int) -> str:
     return str(amount)
 
 
+RESEARCH = Agent(name="researcher", tools=[kit.book]).as_tool(
+    tool_name="research", tool_description="Research a trip.")
+
+
+def test_an_agent_tool_with_nothing_to_act_with_may_be_declared_read() -> None:
+    summarise = Agent(name="summariser").as_tool(tool_name="summarise",
+                                                 tool_description="Summarise a text.")
+    wrapped = TetherAgent(Agent(name="a", tools=[summarise, RESEARCH]), name="x",
+                          effects={"summarise": "read"})
+    assert {t.name: t.effect for t in wrapped.tools} == {"summarise": "read",
+                                                         "research": "irreversible"}
+
+
 @pytest.mark.parametrize(("make", "why"), [
     (lambda: TetherAgent(Agent(name="a", tools=[WebSearchTool()]), name="x"),
      "is a WebSearchTool; tether gates function tools only"),
@@ -144,6 +157,13 @@ def wire(amount: int) -> str:
     (lambda: TetherAgent(object(), name="x"), "wraps an OpenAI Agents SDK Agent"),
     (lambda: TetherAgent(Agent(name="a", tools=[kit.book]), name="x", effects={"book": "maybe"}),
      "tool book: effect must be one of"),
+    # An agent as a tool runs its agent's tools inside one call, past the policy: it
+    # once ran an irreversible nested tool with no approval when declared read.
+    (lambda: TetherAgent(Agent(name="a", tools=[RESEARCH]), name="x",
+                         effects={"research": "read"}),
+     "research is an agent used as a tool .* cannot be declared 'read'"),
+    (lambda: TetherAgent(Agent(name="a", tools=[RESEARCH]), name="x", idempotent={"research"}),
+     "cannot be declared 'irreversible' idempotent"),
 ])
 def test_what_tether_could_not_gate_is_refused_when_built(make: Any, why: str) -> None:
     with pytest.raises(UsageError, match=why):
