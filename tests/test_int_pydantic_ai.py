@@ -206,6 +206,21 @@ def test_a_failing_provider_pauses_the_run_naming_the_model(store: SQLiteStore) 
         assert events(store, run, "model.called") == []
 
 
+def test_a_secret_in_a_providers_error_never_reaches_the_store(
+        store: SQLiteStore, tmp_path: Path) -> None:
+    key = "sk-proj-" + "A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q7r8S9t0uvwxyz12"
+    with serve(error(401, f"Incorrect API key provided: {key}")) as srv:
+        agent = kit.trip(srv.base_url)
+        run = start_run(store, agent, agent_ref=kit.REF, goal="Book Paris")
+        drive(store, agent)
+        row = store.get_run(run)
+        assert row is not None and row.status == "paused", row
+        assert "Incorrect API key provided" in row.reason and key not in row.reason
+    store.close()  # the WAL folded into the file: every byte the store keeps is there
+    kept = b"".join(f.read_bytes() for f in tmp_path.glob("t.db*"))
+    assert kept.count(key.encode()) == 0 and kept.count(key[:20].encode()) == 0
+
+
 def test_monitors_read_the_tool_calls_pydantic_ai_asked_for(store: SQLiteStore) -> None:
     same = tool_call("f", "forecast", '{"city": "Paris"}')
     with serve(*[completion(tool_calls=[same]) for _ in range(6)]) as srv:

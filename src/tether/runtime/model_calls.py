@@ -72,10 +72,14 @@ class ModelCalls:
             with rt:
                 got = await call()
         except ModelError as exc:
+            # Redacted: a provider's error may quote the request or the key it refused
+            # ("Incorrect API key provided: sk-..."), and the reason is stored and notified.
+            red = s.redactor.redact
             raise PauseRequested(
-                f"model {name} failed at step {self.step}: {exc}; the run is paused, "
-                "resume it with `tether resume` once the provider is back",
-                detail={"provider_message": exc.provider_message, "retryable": exc.retryable},
+                red(f"model {name} failed at step {self.step}: {exc}; the run is paused, "
+                    "resume it with `tether resume` once the provider is back"),
+                detail={"provider_message": red(exc.provider_message),
+                        "retryable": exc.retryable},
             ) from exc
         latency = asyncio.get_running_loop().time() - t0
         resp = got.response
