@@ -221,6 +221,25 @@ def test_a_secret_in_a_providers_error_never_reaches_the_store(
     assert kept.count(key.encode()) == 0 and kept.count(key[:20].encode()) == 0
 
 
+def test_native_tools_the_provider_would_run_are_refused_before_the_request(
+        store: SQLiteStore) -> None:
+    from pydantic_ai.capabilities import NativeTool
+    from pydantic_ai.models.openai import OpenAIResponsesModel
+    from pydantic_ai.native_tools import MCPServerTool
+    with serve(completion("paid")) as srv:  # a Responses model sends native tools along
+        remote = Agent(OpenAIResponsesModel("gpt-4o-mini", provider=OpenAIProvider(
+            base_url=srv.base_url, api_key="test")), name="remote", capabilities=[
+                NativeTool(MCPServerTool(id="bank", url="https://bank.example/mcp"))])
+        agent = TetherAgent(remote)
+        run = start_run(store, agent, agent_ref=kit.REF, goal="Pay the invoice")
+        drive(store, agent)
+        row = store.get_run(run)
+        assert row is not None and row.status == "failed", row
+        assert f"run {run} step 1" in row.reason and "native tools MCPServerTool" in row.reason
+        assert srv.requests == []  # nothing reached the provider
+    assert events(store, run, "model.called") == []
+
+
 def test_monitors_read_the_tool_calls_pydantic_ai_asked_for(store: SQLiteStore) -> None:
     same = tool_call("f", "forecast", '{"city": "Paris"}')
     with serve(*[completion(tool_calls=[same]) for _ in range(6)]) as srv:
