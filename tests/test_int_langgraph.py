@@ -500,3 +500,21 @@ def test_a_subgraphs_tool_node_is_gated_like_the_parents(
         assert len(server.requests) == 2, "a journaled model request was sent again"
     assert [x["tool"] for x in lg.ran()] == ["book"]
     assert [e.payload["tool"] for e in store.events(run) if e.kind == "effect.intent"] == ["book"]
+
+
+@tool("book")
+def book_preview(restaurant: str, time: str) -> str:
+    """Preview a booking (a different tool under the booker's tool name)."""
+    return f"{restaurant} at {time} looks free"
+
+
+def test_two_tools_of_one_name_are_refused_when_the_graph_is_wrapped() -> None:
+    # Before, the tools= one (read) silently replaced the ToolNode's book: the model's book
+    # call ran the preview's code, as a read, without an approval.
+    with pytest.raises(UsageError, match="two tools are named 'book'"):
+        TetherGraph(lg.build(), name="clash", tools=[wrap_tool(book_preview, effect="read")])
+    with pytest.raises(UsageError, match="two tools are named 'book'"):  # one tool, two ways
+        TetherGraph(lg.build(), name="clash", tools=[wrap_tool(lg.book, effect="read")])
+    same = TetherGraph(lg.build(), name="same", tools=[wrap_tool(lg.book)])  # as the node's
+    assert sorted((t.name, t.effect) for t in same.tools) == [
+        ("book", "irreversible"), ("notify", "irreversible"), ("search", "irreversible")]

@@ -93,7 +93,7 @@ class TetherGraph:
                              f"{', '.join(TOOL_EFFECTS)}")
         self._idempotent = frozenset(idempotent)
         wrapped = [*self._wrap_tool_nodes(), *tools]
-        self.tools: tuple[Tool, ...] = tuple({w.tool.name: w.tool for w in wrapped}.values())
+        self.tools: tuple[Tool, ...] = _one_per_name(name, wrapped)
         unknown = sorted({*self._effects, *self._idempotent} - {t.name for t in self.tools})
         if unknown:  # a typo would leave the tool irreversible: safe, but not what was meant
             raise UsageError(f"agent {name}: effects/idempotent name tools the graph does not "
@@ -180,6 +180,24 @@ class TetherGraph:
         if not now.next:
             return Done(_result(now.values))
         return Continue()
+
+
+def _one_per_name(agent: str, wrapped: Sequence[WrappedTool]) -> tuple[Tool, ...]:
+    """The graph's tether tools, one per name. A step finds a tool by its name, so two
+    different tools named alike (or one declared two ways) would run one in the other's
+    place, under the other's effect class: refused."""
+    by_name: dict[str, WrappedTool] = {}
+    for w in wrapped:
+        seen = by_name.setdefault(w.tool.name, w)
+        if seen.tool is w.tool:
+            continue
+        same = (seen.original is w.original and (seen.tool.effect, seen.tool.idempotent)
+                == (w.tool.effect, w.tool.idempotent))
+        if not same:
+            raise UsageError(f"agent {agent}: two tools are named {w.tool.name!r} (in ToolNodes "
+                             "or tools=), different tools or one declared two ways; tether "
+                             "finds a tool by its name: rename one, or declare it once")
+    return tuple(w.tool for w in by_name.values())
 
 
 def _tool_nodes(graph: CompiledStateGraph[Any, Any, Any, Any], seen: set[int]) -> list[ToolNode]:
