@@ -246,3 +246,43 @@ def test_a_turn_that_asks_the_model_something_else_on_replay_pauses(
     assert not (tmp_path / "side.log").exists()  # the booking never ran
     assert verify_store(store).ok
     store.close()
+
+
+SENT: list[str] = []
+
+
+@function_tool(timeout=0.05)
+async def charge(card: str) -> str:
+    """Charge a card (the request leaves, the answer never comes)."""
+    SENT.append(card)
+    await asyncio.Event().wait()  # never set: only the timeout ends it
+    return "charged"
+
+
+@function_tool(timeout=0.05)
+async def quote(card: str) -> str:
+    """Quote a price (a read that never answers)."""
+    await asyncio.Event().wait()
+    return "42"
+
+
+def test_an_effect_cut_off_by_its_sdk_timeout_is_in_doubt_a_read_is_told(tmp_path: Path) -> None:
+    # Before, the SDK's "timed out" text was journaled as the effect's result (done) and
+    # told to the model, which could charge again though the first charge may have gone.
+    SENT.clear()
+    with FakeChatServer([completion(tool_calls=[tool_call("q", "quote", '{"card": "c1"}'),
+                                                tool_call("c", "charge", '{"card": "c1"}')]),
+                         completion("never asked")]) as server:
+        model = OpenAIChatCompletionsModel("gpt-4o-mini", openai_client=AsyncOpenAI(
+            base_url=server.base_url, **NO_RETRIES))
+        agent = TetherAgent(Agent(name="till", model=model, tools=[quote, charge]), name="till",
+                            effects={"quote": "read"}, run_config=RunConfig(tracing_disabled=True))
+        store, run = run_to_rest(tmp_path, agent)
+        assert len(server.requests) == 1
+    row = store.get_run(run)
+    assert row is not None and row.status == "paused", row
+    assert "cut off by its timeout" in row.reason and "tether resolve" in row.reason
+    (effect,) = store.effects(run=run)
+    assert (effect.tool, effect.status) == ("charge", "in_doubt") and SENT == ["c1"]
+    (read,) = [e for e in store.events(run) if e.kind == "tool.called"]
+    assert read.payload["result"] == "Tool 'quote' timed out after 0.05 seconds."
