@@ -32,7 +32,7 @@ from tether.integrations.openai_agents import TetherAgent, TetherModel
 from tether.integrations.openai_agents.model import dump_response, load_response
 from tether.store.sqlite import SQLiteStore
 from tether.testing import allow_tools
-from tether.testing.openai_server import FakeChatServer, completion, tool_call
+from tether.testing.openai_server import FakeChatServer, Reply, completion, tool_call
 
 NO_RETRIES = {"max_retries": 0, "api_key": "test"}
 
@@ -286,3 +286,20 @@ def test_an_effect_cut_off_by_its_sdk_timeout_is_in_doubt_a_read_is_told(tmp_pat
     assert (effect.tool, effect.status) == ("charge", "in_doubt") and SENT == ["c1"]
     (read,) = [e for e in store.events(run) if e.kind == "tool.called"]
     assert read.payload["result"] == "Tool 'quote' timed out after 0.05 seconds."
+
+
+@pytest.mark.parametrize("garbage", [Reply(200, "<html>bad gateway</html>"),
+                                     Reply(200, {"id": "x", "object": "chat.completion"})])
+def test_a_provider_answering_garbage_pauses_the_run_naming_the_model(
+        tmp_path: Path, garbage: Reply) -> None:
+    # Before, the SDK's JSONDecodeError / ModelBehaviorError failed the run as the agent's bug.
+    with FakeChatServer([garbage]) as server:
+        model = OpenAIChatCompletionsModel("gpt-4o-mini", openai_client=AsyncOpenAI(
+            base_url=server.base_url, **NO_RETRIES))
+        agent = TetherAgent(Agent(name="a", model=model), name="a",
+                            run_config=RunConfig(tracing_disabled=True))
+        store, run = run_to_rest(tmp_path, agent)
+    row = store.get_run(run)
+    assert row is not None and row.status == "paused", row
+    assert "model gpt-4o-mini failed at step 1" in row.reason
+    assert "the provider's answer is not a model response" in row.reason
