@@ -471,3 +471,50 @@ def test_a_step_re_run_after_approval_replays_its_model_call_or_pauses_if_it_cha
     else:
         assert finished(store, run) == "booked Chez Tether at 19:00"
         assert [x["restaurant"] for x in lg.ran()] == ["Chez Tether"]
+
+
+def subgraph_booker() -> StateGraph[Any, Any, Any, Any]:
+    """The booker's tool-calling loop, compiled and added to a parent graph as one node."""
+    outer = StateGraph(MessagesState)
+    outer.add_node("booker", lg.build().compile())
+    outer.add_edge(START, "booker")
+    outer.add_edge("booker", END)
+    return outer
+
+
+def test_a_subgraphs_tool_node_is_gated_like_the_parents(
+        store: SQLiteStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A ToolNode inside a compiled subgraph once ran its tools past the policy, unjournaled.
+    agent = TetherGraph(subgraph_booker(), name="nested", effects={"search": "read"})
+    assert sorted(t.name for t in agent.tools) == ["book", "notify", "search"]
+    with serve(monkeypatch, completion(None, tool_calls=[BOOK]), completion("Booked.")) as server:
+        run = start_run(store, agent, agent_ref="x:nested", goal="Book dinner")
+        drive(store, {"x:nested": agent})
+        row = store.get_run(run)
+        assert row is not None and row.status == "awaiting_approval", row
+        assert lg.ran() == []
+        (approval,) = store.approvals(run=run)
+        decide(store, approval.id, approve=True, who="human:test")
+        drive(store, {"x:nested": agent})
+        assert finished(store, run) == "Booked."
+        assert len(server.requests) == 2, "a journaled model request was sent again"
+    assert [x["tool"] for x in lg.ran()] == ["book"]
+    assert [e.payload["tool"] for e in store.events(run) if e.kind == "effect.intent"] == ["book"]
+
+
+@tool("book")
+def book_preview(restaurant: str, time: str) -> str:
+    """Preview a booking (a different tool under the booker's tool name)."""
+    return f"{restaurant} at {time} looks free"
+
+
+def test_two_tools_of_one_name_are_refused_when_the_graph_is_wrapped() -> None:
+    # Before, the tools= one (read) silently replaced the ToolNode's book: the model's book
+    # call ran the preview's code, as a read, without an approval.
+    with pytest.raises(UsageError, match="two tools are named 'book'"):
+        TetherGraph(lg.build(), name="clash", tools=[wrap_tool(book_preview, effect="read")])
+    with pytest.raises(UsageError, match="two tools are named 'book'"):  # one tool, two ways
+        TetherGraph(lg.build(), name="clash", tools=[wrap_tool(lg.book, effect="read")])
+    same = TetherGraph(lg.build(), name="same", tools=[wrap_tool(lg.book)])  # as the node's
+    assert sorted((t.name, t.effect) for t in same.tools) == [
+        ("book", "irreversible"), ("notify", "irreversible"), ("search", "irreversible")]

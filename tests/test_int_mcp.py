@@ -143,6 +143,9 @@ def test_bad_declarations_and_an_unreachable_server_name_the_server(
         mcp_tools(gone)
     with pytest.raises(UsageError, match="url must start with http"):
         HttpServer("web", "ftp://example.com")
+    # A URL given as text once failed with AttributeError: 'str' object has no attribute 'name'.
+    with pytest.raises(ToolDefinitionError, match="takes a StdioServer or an HttpServer, not str"):
+        mcp_tools("http://127.0.0.1:9/mcp")  # type: ignore[arg-type]
 
 
 def test_the_definition_hash_follows_the_servers_tools(side: Path,

@@ -32,7 +32,7 @@ from tether.integrations.openai_agents import TetherAgent, TetherModel
 from tether.integrations.openai_agents.model import dump_response, load_response
 from tether.store.sqlite import SQLiteStore
 from tether.testing import allow_tools
-from tether.testing.openai_server import FakeChatServer, completion, tool_call
+from tether.testing.openai_server import FakeChatServer, Reply, completion, tool_call
 
 NO_RETRIES = {"max_retries": 0, "api_key": "test"}
 
@@ -134,6 +134,19 @@ def wire(amount: int) -> str:
     return str(amount)
 
 
+RESEARCH = Agent(name="researcher", tools=[kit.book]).as_tool(
+    tool_name="research", tool_description="Research a trip.")
+
+
+def test_an_agent_tool_with_nothing_to_act_with_may_be_declared_read() -> None:
+    summarise = Agent(name="summariser").as_tool(tool_name="summarise",
+                                                 tool_description="Summarise a text.")
+    wrapped = TetherAgent(Agent(name="a", tools=[summarise, RESEARCH]), name="x",
+                          effects={"summarise": "read"})
+    assert {t.name: t.effect for t in wrapped.tools} == {"summarise": "read",
+                                                         "research": "irreversible"}
+
+
 @pytest.mark.parametrize(("make", "why"), [
     (lambda: TetherAgent(Agent(name="a", tools=[WebSearchTool()]), name="x"),
      "is a WebSearchTool; tether gates function tools only"),
@@ -144,6 +157,13 @@ def wire(amount: int) -> str:
     (lambda: TetherAgent(object(), name="x"), "wraps an OpenAI Agents SDK Agent"),
     (lambda: TetherAgent(Agent(name="a", tools=[kit.book]), name="x", effects={"book": "maybe"}),
      "tool book: effect must be one of"),
+    # An agent as a tool runs its agent's tools inside one call, past the policy: it
+    # once ran an irreversible nested tool with no approval when declared read.
+    (lambda: TetherAgent(Agent(name="a", tools=[RESEARCH]), name="x",
+                         effects={"research": "read"}),
+     "research is an agent used as a tool .* cannot be declared 'read'"),
+    (lambda: TetherAgent(Agent(name="a", tools=[RESEARCH]), name="x", idempotent={"research"}),
+     "cannot be declared 'irreversible' idempotent"),
 ])
 def test_what_tether_could_not_gate_is_refused_when_built(make: Any, why: str) -> None:
     with pytest.raises(UsageError, match=why):
@@ -226,3 +246,60 @@ def test_a_turn_that_asks_the_model_something_else_on_replay_pauses(
     assert not (tmp_path / "side.log").exists()  # the booking never ran
     assert verify_store(store).ok
     store.close()
+
+
+SENT: list[str] = []
+
+
+@function_tool(timeout=0.05)
+async def charge(card: str) -> str:
+    """Charge a card (the request leaves, the answer never comes)."""
+    SENT.append(card)
+    await asyncio.Event().wait()  # never set: only the timeout ends it
+    return "charged"
+
+
+@function_tool(timeout=0.05)
+async def quote(card: str) -> str:
+    """Quote a price (a read that never answers)."""
+    await asyncio.Event().wait()
+    return "42"
+
+
+def test_an_effect_cut_off_by_its_sdk_timeout_is_in_doubt_a_read_is_told(tmp_path: Path) -> None:
+    # Before, the SDK's "timed out" text was journaled as the effect's result (done) and
+    # told to the model, which could charge again though the first charge may have gone.
+    SENT.clear()
+    with FakeChatServer([completion(tool_calls=[tool_call("q", "quote", '{"card": "c1"}'),
+                                                tool_call("c", "charge", '{"card": "c1"}')]),
+                         completion("never asked")]) as server:
+        model = OpenAIChatCompletionsModel("gpt-4o-mini", openai_client=AsyncOpenAI(
+            base_url=server.base_url, **NO_RETRIES))
+        agent = TetherAgent(Agent(name="till", model=model, tools=[quote, charge]), name="till",
+                            effects={"quote": "read"}, run_config=RunConfig(tracing_disabled=True))
+        store, run = run_to_rest(tmp_path, agent)
+        assert len(server.requests) == 1
+    row = store.get_run(run)
+    assert row is not None and row.status == "paused", row
+    assert "cut off by its timeout" in row.reason and "tether resolve" in row.reason
+    (effect,) = store.effects(run=run)
+    assert (effect.tool, effect.status) == ("charge", "in_doubt") and SENT == ["c1"]
+    (read,) = [e for e in store.events(run) if e.kind == "tool.called"]
+    assert read.payload["result"] == "Tool 'quote' timed out after 0.05 seconds."
+
+
+@pytest.mark.parametrize("garbage", [Reply(200, "<html>bad gateway</html>"),
+                                     Reply(200, {"id": "x", "object": "chat.completion"})])
+def test_a_provider_answering_garbage_pauses_the_run_naming_the_model(
+        tmp_path: Path, garbage: Reply) -> None:
+    # Before, the SDK's JSONDecodeError / ModelBehaviorError failed the run as the agent's bug.
+    with FakeChatServer([garbage]) as server:
+        model = OpenAIChatCompletionsModel("gpt-4o-mini", openai_client=AsyncOpenAI(
+            base_url=server.base_url, **NO_RETRIES))
+        agent = TetherAgent(Agent(name="a", model=model), name="a",
+                            run_config=RunConfig(tracing_disabled=True))
+        store, run = run_to_rest(tmp_path, agent)
+    row = store.get_run(run)
+    assert row is not None and row.status == "paused", row
+    assert "model gpt-4o-mini failed at step 1" in row.reason
+    assert "the provider's answer is not a model response" in row.reason

@@ -23,6 +23,7 @@ from tether.errors import ToolDefinitionError, UsageError
 from tether.integrations.pydantic_ai import TetherAgent
 from tether.runtime.operator import send_command
 from tether.store.sqlite import SQLiteStore
+from tether.testing import allow_tools
 from tether.testing.openai_server import FakeChatServer, Reply, completion, error, tool_call
 
 
@@ -204,6 +205,68 @@ def test_a_failing_provider_pauses_the_run_naming_the_model(store: SQLiteStore) 
         assert "model gpt-4o-mini failed at step 1" in row.reason
         assert "this model does not exist here" in row.reason
         assert events(store, run, "model.called") == []
+
+
+def test_a_secret_in_a_providers_error_never_reaches_the_store(
+        store: SQLiteStore, tmp_path: Path) -> None:
+    key = "sk-proj-" + "A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q7r8S9t0uvwxyz12"
+    with serve(error(401, f"Incorrect API key provided: {key}")) as srv:
+        agent = kit.trip(srv.base_url)
+        run = start_run(store, agent, agent_ref=kit.REF, goal="Book Paris")
+        drive(store, agent)
+        row = store.get_run(run)
+        assert row is not None and row.status == "paused", row
+        assert "Incorrect API key provided" in row.reason and key not in row.reason
+    store.close()  # the WAL folded into the file: every byte the store keeps is there
+    kept = b"".join(f.read_bytes() for f in tmp_path.glob("t.db*"))
+    assert kept.count(key.encode()) == 0 and kept.count(key[:20].encode()) == 0
+
+
+def test_native_tools_the_provider_would_run_are_refused_before_the_request(
+        store: SQLiteStore) -> None:
+    from pydantic_ai.capabilities import NativeTool
+    from pydantic_ai.models.openai import OpenAIResponsesModel
+    from pydantic_ai.native_tools import MCPServerTool
+    with serve(completion("paid")) as srv:  # a Responses model sends native tools along
+        remote = Agent(OpenAIResponsesModel("gpt-4o-mini", provider=OpenAIProvider(
+            base_url=srv.base_url, api_key="test")), name="remote", capabilities=[
+                NativeTool(MCPServerTool(id="bank", url="https://bank.example/mcp"))])
+        agent = TetherAgent(remote)
+        run = start_run(store, agent, agent_ref=kit.REF, goal="Pay the invoice")
+        drive(store, agent)
+        row = store.get_run(run)
+        assert row is not None and row.status == "failed", row
+        assert f"run {run} step 1" in row.reason and "native tools MCPServerTool" in row.reason
+        assert srv.requests == []  # nothing reached the provider
+    assert events(store, run, "model.called") == []
+
+
+def test_an_effect_cut_off_by_pydantic_ais_tool_timeout_is_in_doubt(store: SQLiteStore) -> None:
+    # Before, the timeout's retry prompt was journaled as the effect's failure and told to
+    # the model, which charged again: two charges sent.
+    sent: list[str] = []
+    charge = tool_call("c", "charge_card", '{"card": "c1"}')
+    with serve(completion(tool_calls=[charge]), completion(tool_calls=[charge]),
+               completion("done")) as srv:
+        till = Agent(OpenAIChatModel("gpt-4o-mini", provider=OpenAIProvider(
+            base_url=srv.base_url, api_key="test")), name="till", tool_timeout=0.05)
+
+        @till.tool_plain
+        async def charge_card(card: str) -> str:
+            """Charge a card (the request leaves, the answer never comes)."""
+            sent.append(card)
+            await asyncio.Event().wait()  # never set: only the timeout ends it
+            return "charged"
+        agent = TetherAgent(till, effects={})
+        allow_tools(store)
+        run = start_run(store, agent, agent_ref=kit.REF, goal="Charge c1")
+        drive(store, agent)
+        assert len(srv.requests) == 1
+    row = store.get_run(run)
+    assert row is not None and row.status == "paused", row
+    assert "charge_card was cut off by its timeout" in row.reason
+    assert [(e.tool, e.status) for e in store.effects(run=run)] == [("charge_card", "in_doubt")]
+    assert sent == ["c1"]
 
 
 def test_monitors_read_the_tool_calls_pydantic_ai_asked_for(store: SQLiteStore) -> None:

@@ -72,11 +72,7 @@ class ModelCalls:
             with rt:
                 got = await call()
         except ModelError as exc:
-            raise PauseRequested(
-                f"model {name} failed at step {self.step}: {exc}; the run is paused, "
-                "resume it with `tether resume` once the provider is back",
-                detail={"provider_message": exc.provider_message, "retryable": exc.retryable},
-            ) from exc
+            raise self._paused(name, exc) from exc
         latency = asyncio.get_running_loop().time() - t0
         resp = got.response
         # Price by the name we asked for: it is what the operator configured prices for.
@@ -95,6 +91,16 @@ class ModelCalls:
         s.budget.count({"input_tokens": resp.usage.input_tokens,
                         "output_tokens": resp.usage.output_tokens, "cost_usd": cost})
         return (resp if shown is said else ModelResponse.from_json(shown)), shown_raw
+
+    def _paused(self, name: str, exc: ModelError) -> PauseRequested:
+        """The pause a provider's failure asks for. Redacted: a provider's error may quote
+        the request or the key it refused ("Incorrect API key provided: sk-..."), and the
+        reason is stored, shown and notified."""
+        red = self._s.redactor.redact
+        return PauseRequested(
+            red(f"model {name} failed at step {self.step}: {exc}; the run is paused, "
+                "resume it with `tether resume` once the provider is back"),
+            detail={"provider_message": red(exc.provider_message), "retryable": exc.retryable})
 
     async def _gate(self, name: str, i: int) -> None:
         """What must hold before a live call: no stop or pause asked, budget left, the

@@ -93,7 +93,7 @@ class TetherGraph:
                              f"{', '.join(TOOL_EFFECTS)}")
         self._idempotent = frozenset(idempotent)
         wrapped = [*self._wrap_tool_nodes(), *tools]
-        self.tools: tuple[Tool, ...] = tuple({w.tool.name: w.tool for w in wrapped}.values())
+        self.tools: tuple[Tool, ...] = _one_per_name(name, wrapped)
         unknown = sorted({*self._effects, *self._idempotent} - {t.name for t in self.tools})
         if unknown:  # a typo would leave the tool irreversible: safe, but not what was meant
             raise UsageError(f"agent {name}: effects/idempotent name tools the graph does not "
@@ -108,12 +108,9 @@ class TetherGraph:
         self._definition: str | None = None
 
     def _wrap_tool_nodes(self) -> list[WrappedTool]:
-        """Wrap, in place, the tools of every ``ToolNode`` of the graph."""
+        """Wrap, in place, the tools of every ``ToolNode`` of the graph and its subgraphs."""
         out = []
-        for spec in self._graph.builder.nodes.values():
-            node = spec.runnable
-            if not isinstance(node, ToolNode):
-                continue
+        for node in _tool_nodes(self._graph, set()):
             by_name = node.tools_by_name  # LangGraph's own dict: replaced entry by entry
             for tool_name, tool in list(by_name.items()):
                 effect = self._effects.get(tool_name, "irreversible")
@@ -185,6 +182,41 @@ class TetherGraph:
         return Continue()
 
 
+def _one_per_name(agent: str, wrapped: Sequence[WrappedTool]) -> tuple[Tool, ...]:
+    """The graph's tether tools, one per name. A step finds a tool by its name, so two
+    different tools named alike (or one declared two ways) would run one in the other's
+    place, under the other's effect class: refused."""
+    by_name: dict[str, WrappedTool] = {}
+    for w in wrapped:
+        seen = by_name.setdefault(w.tool.name, w)
+        if seen.tool is w.tool:
+            continue
+        same = (seen.original is w.original and (seen.tool.effect, seen.tool.idempotent)
+                == (w.tool.effect, w.tool.idempotent))
+        if not same:
+            raise UsageError(f"agent {agent}: two tools are named {w.tool.name!r} (in ToolNodes "
+                             "or tools=), different tools or one declared two ways; tether "
+                             "finds a tool by its name: rename one, or declare it once")
+    return tuple(w.tool for w in by_name.values())
+
+
+def _tool_nodes(graph: CompiledStateGraph[Any, Any, Any, Any], seen: set[int]) -> list[ToolNode]:
+    """The ``ToolNode``\\ s of ``graph`` and of every compiled subgraph added as a node:
+    a subgraph's tools run inside the parent's superstep, and unwrapped they would run
+    past tether's policy and journal."""
+    if id(graph) in seen:
+        return []
+    seen.add(id(graph))
+    found: list[ToolNode] = []
+    for spec in graph.builder.nodes.values():
+        node = spec.runnable
+        if isinstance(node, ToolNode):
+            found.append(node)
+        elif isinstance(node, CompiledStateGraph):
+            found.extend(_tool_nodes(node, seen))
+    return found
+
+
 _WRAPPED: dict[int, WrappedTool] = {}
 """Wrapped LangChain tools by id: a graph wrapped twice (two TetherGraphs) keeps one."""
 
@@ -193,6 +225,8 @@ def _source(node: Any) -> str:
     """A node's code as its definition sees it: the source of the user's function; for a
     library's node (a ``ToolNode``: its tools are counted apart) its class, so upgrading
     LangGraph alone does not change the agent's definition."""
+    if isinstance(node, CompiledStateGraph):  # a subgraph: its nodes define it
+        return digest({n: _source(s.runnable) for n, s in node.builder.nodes.items()})
     fn = getattr(node, "afunc", None) or getattr(node, "func", None) or node
     if inspect.isfunction(fn):
         try:

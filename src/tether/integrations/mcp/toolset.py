@@ -9,7 +9,7 @@ from tether.errors import ToolDefinitionError
 from tether.integrations.mcp.calls import caller
 from tether.integrations.mcp.classes import check_declarations, classify
 from tether.integrations.mcp.listing import ListedTool, list_tools
-from tether.integrations.mcp.servers import MCPServerSpec
+from tether.integrations.mcp.servers import HttpServer, MCPServerSpec, StdioServer
 from tether.tools import Tool, schema_tool
 
 
@@ -56,6 +56,10 @@ def mcp_tools(server: MCPServerSpec, *, prefix: str = "",
         >>> tools = mcp_tools(files, prefix="files_", effects={"read_file": "read"})
         >>> agent = Agent("clerk", model=model, instructions="...", tools=tools)
     """
+    if not isinstance(server, StdioServer | HttpServer):  # a URL or a command line as text
+        raise ToolDefinitionError(f"mcp_tools takes a StdioServer or an HttpServer, not "
+                                  f"{type(server).__name__} {server!r:.80}; e.g. "
+                                  "mcp_tools(HttpServer(\"name\", \"https://host/mcp\"))")
     effects = dict(effects or {})
     listed = list(listing) if listing is not None else list_tools(server, cache=cache)
     names = [t.name for t in listed]

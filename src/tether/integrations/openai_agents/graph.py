@@ -115,10 +115,27 @@ def _wrap_tools(agents: Sequence[SDKAgent], effects: Mapping[str, Effect],
                 raise UsageError(f"agents {owner[t.name][1]} and {a.name} have two different "
                                  f"tools named {t.name!r}; tether names a tool once: rename one")
             owner[t.name] = (id(t), a.name)
+            _check_agent_tool(t, effects.get(t.name, "irreversible"), t.name in idempotent)
             if id(t) not in out:
                 out[id(t)] = wrap_tool(t, effects.get(t.name, "irreversible"), t.name in idempotent)
     _check_declared(effects, idempotent, set(owner))
     return out
+
+
+def _check_agent_tool(t: FunctionTool, effect: Effect, idempotent: bool) -> None:
+    """An agent used as a tool (``agent.as_tool()``) runs its own agent's tools inside the
+    one tether call, past the policy and the journal: only the outer call is gated. So it
+    may be declared ``read`` or idempotent only when its agent has nothing to act with."""
+    if not getattr(t, "_is_agent_tool", False) or (effect == "irreversible" and not idempotent):
+        return
+    inner = getattr(t, "_agent_instance", None)
+    if isinstance(inner, Agent) and not (inner.tools or inner.handoffs or inner.mcp_servers):
+        return
+    raise UsageError(f"tool {t.name} is an agent used as a tool (as_tool()) whose agent has "
+                     "tools or handoffs, which run inside the call unseen by tether's policy; "
+                     f"it cannot be declared {effect!r}{' idempotent' if idempotent else ''}. "
+                     "Leave it irreversible (each call waits for approval) or make that agent "
+                     "a handoff, so tether gates its tools one by one")
 
 
 def _check_declared(effects: Mapping[str, Effect], idempotent: frozenset[str],

@@ -10,11 +10,13 @@ sees the same thing, so a replayed turn goes exactly as the first one did.
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
 import openai
 import orjson
+from agents.exceptions import ModelBehaviorError
 from agents.items import ModelResponse as SDKResponse
 from agents.items import TResponseInputItem, TResponseStreamEvent
 from agents.models.interface import Model, ModelTracing
@@ -91,6 +93,12 @@ class TetherModel(Model):
                 raise ModelError(f"model {self.name}: {provider_message(exc)}",
                                  provider_message=provider_message(exc),
                                  retryable=is_retryable(exc)) from exc
+            except (json.JSONDecodeError, ModelBehaviorError) as exc:
+                # The provider answered with something that is not a response (an HTML
+                # error page, a body with no choices): its failure, not the agent's.
+                said = f"{type(exc).__name__}: {exc}"
+                raise ModelError(f"model {self.name}: the provider's answer is not a model "
+                                 f"response ({said})", provider_message=said) from exc
             return ForeignResponse(summarise(got, self.name), dump_response(got))
 
         return load_response(await ctx.model_call(self.name, request, call))

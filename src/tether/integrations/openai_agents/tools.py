@@ -28,6 +28,7 @@ from contextvars import ContextVar
 from typing import Any
 
 import orjson
+from agents.exceptions import ToolTimeoutError
 from agents.tool import (
     FunctionTool,
     invoke_function_tool,
@@ -37,7 +38,7 @@ from agents.tool import (
 from agents.tool_context import ToolContext as SDKToolContext
 
 from tether.core.effect_classes import Effect
-from tether.errors import Signal, ToolDenied, ToolFailed, UsageError
+from tether.errors import EffectInDoubt, Signal, ToolDenied, ToolFailed, UsageError
 from tether.runtime.agent import json_loads_object
 from tether.runtime.step_api import current_step
 from tether.tools.base import Tool
@@ -86,6 +87,8 @@ def wrap_tool(ft: FunctionTool, effect: Effect, idempotent: bool) -> tuple[Funct
                          "declare it irreversible or drop needs_approval")
     raw = copy.copy(ft)  # the copy raises what the tool raised, so tether sees it fail
     set_function_tool_failure_error_function(raw, None)
+    if effect != "read" and raw.timeout_seconds is not None:
+        raw.timeout_behavior = "raise_exception"  # an effect cut off is in doubt (_runner)
     tool = schema_tool(ft.name, _runner(raw), schema=ft.params_json_schema,
                        description=ft.description, effect=effect, idempotent=idempotent)
     wrapped = copy.copy(ft)
@@ -99,8 +102,12 @@ def _runner(raw: FunctionTool) -> Callable[..., Awaitable[Any]]:
     async def run(**arguments: Any) -> Any:
         # The SDK's own invocation: its argument parsing, its timeout; the SDK's context
         # of this call is the one the invoker set (a replay never gets here).
-        out = await invoke_function_tool(function_tool=raw, context=_SDK_CONTEXT.get(),
-                                         arguments=orjson.dumps(arguments).decode())
+        try:
+            out = await invoke_function_tool(function_tool=raw, context=_SDK_CONTEXT.get(),
+                                             arguments=orjson.dumps(arguments).decode())
+        except ToolTimeoutError as exc:  # raised for effects only (wrap_tool): it may have acted
+            raise EffectInDoubt(f"tool {raw.name} was cut off by its timeout after "
+                                f"{exc.timeout_seconds} s: it may or may not have acted") from exc
         try:
             return jsonable(out)  # structured outputs (ToolOutputText...) as their dicts
         except TypeError:

@@ -59,6 +59,7 @@ class TetherModel(WrapperModel):
     async def request(self, messages: list[ModelMessage], model_settings: ModelSettings | None,
                       model_request_parameters: ModelRequestParameters) -> PydanticResponse:
         ctx = current_step()
+        _refuse_native_tools(ctx.run_id, ctx.step, model_request_parameters)
         body = request_json(messages, model_settings, model_request_parameters)
         wrapped = self.wrapped
 
@@ -86,3 +87,16 @@ class TetherModel(WrapperModel):
         raise UsageError("a PydanticAI agent run by tether is driven node by node "
                          "(agent.iter), not streamed; streaming requests are not journaled")
         yield  # pragma: no cover - makes this an async generator, as the seam expects
+
+
+def _refuse_native_tools(run: str, step: int, params: ModelRequestParameters) -> None:
+    """Native tools (a remote MCP server, code execution, web search...) run on the
+    provider's side, where tether's policy never sees them: refused before the request
+    leaves, as the OpenAI Agents integration refuses hosted tools."""
+    native = getattr(params, "native_tools", None) or ()
+    if native:
+        names = sorted({type(t).__name__ for t in native})
+        raise UsageError(f"run {run} step {step}: the request carries native tools "
+                         f"{', '.join(names)}, which the provider runs where tether cannot gate "
+                         "or journal them; give the agent function tools (for an MCP server, "
+                         "tether.integrations.mcp or a local MCP toolset) instead")

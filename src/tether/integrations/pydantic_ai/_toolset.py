@@ -21,7 +21,7 @@ from pydantic_ai.toolsets import AbstractToolset, ToolsetTool, WrapperToolset
 from pydantic_core import to_jsonable_python
 
 from tether.core.effect_classes import Effect
-from tether.errors import ToolFailed, UsageError
+from tether.errors import EffectInDoubt, ToolFailed, UsageError
 from tether.runtime.step_api import current_step
 from tether.tools.base import Tool
 from tether.tools.schema import schema_tool
@@ -42,7 +42,7 @@ class _Pending:
 _PENDING: contextvars.ContextVar[_Pending] = contextvars.ContextVar("tether_pydantic_ai_call")
 
 
-def _body(name: str) -> Callable[..., Any]:
+def _body(name: str, effect: Effect) -> Callable[..., Any]:
     async def run(**arguments: Any) -> Any:
         try:
             p = _PENDING.get()
@@ -52,7 +52,15 @@ def _body(name: str) -> Callable[..., Any]:
         args = p.args
         if arguments != p.args_json:  # an approver edited the arguments: PydanticAI checks them
             args = p.tool.args_validator.validate_python(arguments)
-        result = await p.toolset.call_tool(name, args, p.ctx, p.tool)
+        try:
+            result = await p.toolset.call_tool(name, args, p.ctx, p.tool)
+        except pai.ModelRetry as exc:
+            if effect != "read" and isinstance(exc.__context__, TimeoutError):
+                # PydanticAI's tool timeout cut the effect off: it may have acted. Told to
+                # the model as a retry, it could be done twice; in doubt, a person settles it.
+                raise EffectInDoubt(f"tool {name} was cut off by its timeout ({exc.message}): "
+                                    "it may or may not have acted") from exc
+            raise
         # The model sees what the journal keeps, live as on replay.
         return to_jsonable_python(result, fallback=str)
     run.__name__ = name
@@ -61,8 +69,9 @@ def _body(name: str) -> Callable[..., Any]:
 
 def tether_tool(d: ToolDefinition, effects: Mapping[str, Effect], idempotent: frozenset[str]) -> Tool:
     """The tether tool for a PydanticAI tool definition; undeclared tools are irreversible."""
-    return schema_tool(d.name, _body(d.name), schema=d.parameters_json_schema,
-                       description=d.description or "", effect=effects.get(d.name, "irreversible"),
+    effect = effects.get(d.name, "irreversible")
+    return schema_tool(d.name, _body(d.name, effect), schema=d.parameters_json_schema,
+                       description=d.description or "", effect=effect,
                        idempotent=d.name in idempotent)
 
 
