@@ -24,9 +24,27 @@ def ms(seconds: float) -> str:
     return f"{seconds * 1e3:.2f} ms"
 
 
+NOISY = 0.2
+"""A figure whose repeats range over more than this fraction of its median is marked noisy."""
+
+
 def _spread(values: Sequence[float]) -> str:
     s = Summary.of(values)
-    return f"{ms(s.median)} ({s.low * 1e3:.2f}–{s.high * 1e3:.2f}, n={s.n})"
+    mark = " †" if s.n > 1 and (s.high - s.low) > NOISY * s.median else ""
+    return f"{ms(s.median)} ({s.low * 1e3:.2f}–{s.high * 1e3:.2f}, n={s.n}){mark}"
+
+
+def _busy(loads: tuple[str, str]) -> str:
+    """What the load averages say of the figures (other work on the 2 cores)."""
+    try:
+        first = max(float(loads[0].split(",")[0]), float(loads[1].split(",")[0]))
+    except ValueError:
+        return ""
+    if first < 1.5:
+        return ""
+    return (" The machine was busy with other work (a 1-minute load of "
+            f"{first:.1f} on 2 cores): wall times include waiting for a core and are noisier "
+            "than CPU times, which are the figures to compare.")
 
 
 def _of(samples: Sequence[IntSample], fw: str, mode: str) -> list[IntSample]:
@@ -94,7 +112,7 @@ def section(samples: Sequence[IntSample], *, loads: tuple[str, str] | None = Non
     if loads is not None:
         alone = (f" Run alone (`make bench-int`){f' on {when} UTC' if when else ''}; load average "
                  f"(1, 5, 15 min) {loads[0]} at its start and {loads[1]} at its end on this "
-                 "2-core machine.")
+                 f"2-core machine.{_busy(loads)}")
     return (f"{TITLE}\n\n`bench/integrations_cost.py`, the agent in `bench/int_agents.py`: the "
             f"same small tool-calling agent in each framework, {turns} turns, each one model "
             "call asking the read tool `lookup` once (its ~200-character answer stays in the "
@@ -113,13 +131,17 @@ def section(samples: Sequence[IntSample], *, loads: tuple[str, str] | None = Non
             "framework and tether do between turns, the next request and its answer. CPU is "
             "the process's, every thread (the server's included, the same in every mode). "
             f"Medians over {reps} repeats that interleave every row (min–max over the repeats' "
-            f"own medians); *more than alone* is this row's median less the framework alone's."
+            f"own medians; † marks a range wider than {NOISY:.0%} of the median: noisy); *more than "
+            "alone* is this row's median less the framework alone's."
             f"{alone}\n\n"
             + table(["framework", "run", "wall per turn", "CPU per turn", "wall more than alone",
                      "CPU more than alone", "tether steps"], _main_rows(samples))
             + f"\nAs the history grows: mean per turn over the 5 turns ending at turn {early} "
               f"and at turn {late} (the request then carries about {2 * early + 2} and "
-              f"{2 * late + 2} messages), medians over the repeats.\n\n"
+              f"{2 * late + 2} messages), medians over the repeats. Each cell rests on 5 turns "
+              "a repeat, so a garbage collection or a busy core weighs more here than above: "
+              "these are the noisiest figures. (The median per turn above is about the cost at "
+              "mid-history.)\n\n"
             + table(["framework", "run", f"wall, turn {early}", f"wall, turn {late}",
                      f"CPU, turn {early}", f"CPU, turn {late}", "wall growth"],
                     _growth_rows(samples, turns)))
