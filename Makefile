@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 
 # `make ui` after `make demo`: the dashboard over the demo's store on http://127.0.0.1:8765/.
-.PHONY: ui demo test test-fast test-phoenix test-browser browser ui-shots lint typecheck bench bench-pg eval clean
+.PHONY: ui demo test test-fast test-phoenix test-browser browser ui-shots lint typecheck bench bench-pg bench-int eval clean
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "tether needs Python 3.11+"'
@@ -85,6 +85,12 @@ bench: $(VENV)/.installed-bench
 # (database test) or $$TETHER_BENCH_PG; `make bench` runs it and writes it into the report.
 bench-pg: $(VENV)/.installed-bench
 	$(BIN)/python -m bench.pg_cost
+
+# Framework agents alone and under tether (bench/integrations_cost.py): PydanticAI, the OpenAI
+# Agents SDK and LangGraph (also with its own AsyncSqliteSaver), cost per turn; `make bench`
+# runs it too. This writes its section alone into docs/benchmarks.md, in place of the last one.
+bench-int: $(VENV)/.installed-bench
+	$(BIN)/python -m bench.integrations_cost --write docs/benchmarks.md
 
 # The monitors' evaluation: the labelled scenarios (bench/eval/labels.json) and the tau-bench
 # transcripts in ../shared/data if present; rewrites docs/monitors.md's Evaluation section.

@@ -72,6 +72,11 @@ class Config:
     pg_rounds: int = 3
     """Rounds of the throughput benchmark (every worker count on both backends per round)."""
 
+    int_turns: int = 50
+    """Turns of the tool-calling agent each framework runs alone and under tether."""
+    int_repeats: int = 5
+    """Rounds of the integrations benchmark (every framework and mode once per round)."""
+
     def steps_text(self) -> str:
         """How the swarm benchmark's ideal is defined, for the report."""
         return (f"{self.swarm_runs} runs × {self.swarm_steps} steps, each step one call to an "
@@ -92,4 +97,5 @@ QUICK = Config(quick=True, sizes=(100, 300), repeats=2, lg_repeats=2, invoke_siz
                rollback_steps=200, rollback_repeats=2, impact_work_steps=16, impact_repeats=5,
                audit_repeats=2, seal_events=30_000, query_events=20_000, telemetry_rounds=1,
                ui_runs=200, ui_pairs=1, ui_steps=500,
-               pg_n=100, pg_repeats=2, pg_runs=8, pg_steps=20, pg_rounds=1)
+               pg_n=100, pg_repeats=2, pg_runs=8, pg_steps=20, pg_rounds=1,
+               int_turns=12, int_repeats=2)

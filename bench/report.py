@@ -6,7 +6,7 @@ import inspect
 import statistics
 
 from bench import figures as fg
-from bench import pg_report, why
+from bench import integrations_report, pg_report, why
 from bench import telemetry_cost as tc
 from bench.impact_cost import CROSS_TALK, LANES, STAGES
 from bench.policy_cost import DISTINCT
@@ -22,7 +22,8 @@ def render(res: Results) -> str:
     parts = [_header(res), _summary(res), _loop_time(res), _loop_bytes(res), _reads(res),
              _concurrent(res), _swarm(res), _policy(res), _stop(res), _rollback(res), _impact(res),
              _audit(res), _query(res), _telemetry(res), _ui(res), _diagnostics(res), _monitors(res),
-             _pg(res), why.section(res), _method(res)]
+             _pg(res), integrations_report.section(res.integrations), why.section(res),
+             _method(res)]
     return "\n".join(parts)
 
 

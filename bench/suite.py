@@ -24,6 +24,8 @@ from bench.audit_cost import describe as describe_audit
 from bench.config import Config
 from bench.diagnostics import Diagnosis, diagnose
 from bench.impact_cost import ImpactSample, describe, run_impact
+from bench.integrations_cost import IntSample
+from bench.integrations_cost import measure as measure_integrations
 from bench.machine import facts, load_average
 from bench.monitor_cost import Costs
 from bench.monitor_cost import measure as measure_monitors
@@ -77,6 +79,8 @@ class Results:
     monitors: list[Costs] = field(default_factory=list)
     """What the built-in monitors cost a step (a list so a run without it renders)."""
     diagnoses: list[Diagnosis] = field(default_factory=list)
+    integrations: list[IntSample] = field(default_factory=list)
+    """Framework agents alone and under tether, every turn timed (empty: not run)."""
     pg: PgResults | None = None
     """The PostgreSQL store beside SQLite (None: not run; ``skipped`` says why it could not)."""
     seconds: float = 0.0
@@ -107,6 +111,7 @@ def run_all(cfg: Config, workdir: Path, *, profile: bool = False) -> Results:
     _telemetry(res)
     _ui(res, workdir)
     _pg(res, workdir)
+    _integrations(res, workdir)
     _diagnose(res, workdir, profile)
     res.seconds = time.perf_counter() - t0
     res.facts["load average at end (1, 5, 15 min)"] = load_average()
@@ -292,6 +297,14 @@ def _pg(res: Results, workdir: Path) -> None:
     log(f"postgres: the loop at N={cfg.pg_n} on SQLite and PostgreSQL (tether, LangGraph), then "
         f"{cfg.pg_runs} runs × {cfg.pg_steps} steps shared by {cfg.pg_workers} worker processes")
     res.pg = run_pg(cfg, workdir, log)
+    gc.collect()
+
+
+def _integrations(res: Results, workdir: Path) -> None:
+    cfg = res.config
+    log(f"integrations: PydanticAI, the OpenAI Agents SDK and LangGraph, {cfg.int_turns} turns "
+        f"alone and under tether, {cfg.int_repeats} rounds")
+    res.integrations = measure_integrations(cfg.int_turns, cfg.int_repeats, workdir, log)
     gc.collect()
 
 

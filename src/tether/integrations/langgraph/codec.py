@@ -13,7 +13,8 @@ and diffable, so values are encoded here:
 - anything else goes through LangGraph's own serialiser (``JsonPlusSerializer``)
   and is kept as ``{"$lg": [type, base64]}``: exact, if not readable.
 
-``decode(encode(v))`` gives back an equal value.
+``decode(encode(v))`` gives back an equal value. Given a :class:`~.memo.Memo`
+(one a step), both skip LangChain's slow path for objects that did not change.
 """
 
 from __future__ import annotations
@@ -28,26 +29,29 @@ from langchain_core.load import dumpd, load
 from langchain_core.load.serializable import Serializable
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 
+from tether.integrations.langgraph.memo import Memo
+
 _SERDE = JsonPlusSerializer()
 _TAGS = ("$lc", "$tuple", "$dict", "$lg")
 
 
-def encode(value: Any) -> Any:
+def encode(value: Any, memo: Memo | None = None) -> Any:
     """``value`` as JSON (see the module docstring)."""
     if value is None or isinstance(value, bool | int | str):
         return value
     if isinstance(value, float):
         return value if math.isfinite(value) else _opaque(value)
     if isinstance(value, list):
-        return [encode(v) for v in value]
+        return [encode(v, memo) for v in value]
     if isinstance(value, tuple) and type(value) is tuple:
-        return {"$tuple": [encode(v) for v in value]}
+        return {"$tuple": [encode(v, memo) for v in value]}
     if isinstance(value, dict) and type(value) is dict:
         if all(isinstance(k, str) and not k.startswith("$") for k in value):
-            return {k: encode(v) for k, v in value.items()}
-        return {"$dict": [[encode(k), encode(v)] for k, v in value.items()]}
+            return {k: encode(v, memo) for k, v in value.items()}
+        return {"$dict": [[encode(k, memo), encode(v, memo)] for k, v in value.items()]}
     if isinstance(value, Serializable) and value.is_lc_serializable():
-        return {"$lc": dumpd(value)}
+        kept = memo.dumped(value) if memo is not None else None
+        return {"$lc": dumpd(value) if kept is None else kept}
     return _opaque(value)
 
 
@@ -64,23 +68,23 @@ def _opaque(value: Any) -> dict[str, Any]:
     return {"$lg": [kind, base64.b64encode(blob).decode("ascii")]}
 
 
-def decode(value: Any) -> Any:
+def decode(value: Any, memo: Memo | None = None) -> Any:
     """The value :func:`encode` encoded."""
     if isinstance(value, list):
-        return [decode(v) for v in value]
+        return [decode(v, memo) for v in value]
     if not isinstance(value, dict):
         return value
     if len(value) == 1:
         ((tag, body),) = value.items()
         if tag == "$lc":
-            return revive(body)
+            return revive(body) if memo is None else memo.revive(body)
         if tag == "$tuple":
-            return tuple(decode(v) for v in body)
+            return tuple(decode(v, memo) for v in body)
         if tag == "$dict":
-            return {decode(k): decode(v) for k, v in body}
+            return {decode(k, memo): decode(v, memo) for k, v in body}
         if tag == "$lg":
             return _SERDE.loads_typed((body[0], base64.b64decode(body[1])))
-    return {k: decode(v) for k, v in value.items()}
+    return {k: decode(v, memo) for k, v in value.items()}
 
 
 def message_dict(message: Any) -> dict[str, Any]:

@@ -24,7 +24,8 @@ from langgraph.checkpoint.base import (
     get_checkpoint_id,
 )
 
-from tether.integrations.langgraph.codec import decode, encode
+from tether.integrations.langgraph.codec import decode, encode, revive
+from tether.integrations.langgraph.memo import Memo
 
 _Key = tuple[str, str]  # (checkpoint namespace, checkpoint id)
 
@@ -42,14 +43,16 @@ class StepSaver(BaseCheckpointSaver[int]):
         self._saved: dict[_Key, tuple[Checkpoint, CheckpointMetadata, str | None]] = {}
         self._writes: dict[_Key, dict[tuple[str, int], tuple[str, str, Any]]] = {}
         self._latest: dict[str, str] = {}  # namespace -> newest checkpoint id
+        self._memo = Memo(revive)  # what restore decoded, re-encoded by snapshot if unchanged
 
     # -- tether's side: the step's start and end ------------------------------------
     def restore(self, saved: dict[str, Any]) -> None:
         """Load the checkpoint :meth:`snapshot` returned (the root namespace's)."""
-        checkpoint = decode(saved["checkpoint"])
+        memo = self._memo
+        checkpoint = decode(saved["checkpoint"], memo)
         key = ("", checkpoint["id"])
-        self._saved[key] = (checkpoint, decode(saved["metadata"]), None)
-        self._writes[key] = {(task, idx): (task, channel, decode(value))
+        self._saved[key] = (checkpoint, decode(saved["metadata"], memo), None)
+        self._writes[key] = {(task, idx): (task, channel, decode(value, memo))
                              for task, idx, channel, value in saved.get("writes", [])}
         self._latest[""] = checkpoint["id"]
 
@@ -59,10 +62,11 @@ class StepSaver(BaseCheckpointSaver[int]):
         if cid is None:
             return None
         checkpoint, metadata, _ = self._saved[("", cid)]
-        writes = [[task, idx, channel, encode(value)]
+        memo = self._memo
+        writes = [[task, idx, channel, encode(value, memo)]
                   for (task, idx), (_, channel, value) in self._writes.get(("", cid), {}).items()]
-        return {"checkpoint": encode(dict(checkpoint)), "metadata": encode(dict(metadata)),
-                "writes": writes}
+        return {"checkpoint": encode(dict(checkpoint), memo),
+                "metadata": encode(dict(metadata), memo), "writes": writes}
 
     # -- LangGraph's side: BaseCheckpointSaver -----------------------------------------
     def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
