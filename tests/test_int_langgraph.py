@@ -18,7 +18,7 @@ from langchain_core.runnables import RunnableConfig
 from langchain_core.tools import tool
 from langgraph.graph import END, START, MessagesState, StateGraph
 from langgraph.prebuilt import InjectedState, ToolNode, tools_condition
-from langgraph.types import interrupt
+from langgraph.types import RetryPolicy, interrupt
 from pydantic import BaseModel
 
 from tests import lg_agents as lg
@@ -518,3 +518,35 @@ def test_two_tools_of_one_name_are_refused_when_the_graph_is_wrapped() -> None:
     same = TetherGraph(lg.build(), name="same", tools=[wrap_tool(lg.book)])  # as the node's
     assert sorted((t.name, t.effect) for t in same.tools) == [
         ("book", "irreversible"), ("notify", "irreversible"), ("search", "irreversible")]
+
+
+RETRY = RetryPolicy(max_attempts=2, initial_interval=0.0, jitter=False, retry_on=ValueError)
+
+
+def test_a_graph_whose_nodes_langgraph_retries_is_refused_naming_them() -> None:
+    # A retry re-ran the node inside the step, and with it the tool calls it had made, as
+    # new calls: a node that booked, then raised, booked twice (measured: two effect.done).
+    async def flaky(state: MessagesState) -> dict[str, Any]:
+        return {}
+
+    why = "a retry re-runs the node and every tool call it made"
+    g = StateGraph(MessagesState)
+    g.add_node("plan", flaky)
+    g.add_node("act", flaky, retry_policy=RETRY)
+    g.add_edge(START, "plan")
+    g.add_edge("plan", "act")
+    g.add_edge("act", END)
+    with pytest.raises(UsageError, match=rf"agent r: node\(s\) act have a LangGraph retry "
+                                         rf"policy .*{why}"):
+        TetherGraph(g, name="r")
+    with pytest.raises(UsageError, match=r"node\(s\) act have"):  # compiled, likewise
+        TetherGraph(g.compile(), name="r")
+    default = one_node(flaky).set_node_defaults(retry_policy=RETRY)
+    with pytest.raises(UsageError, match=r"node\(s\) only have"):
+        TetherGraph(default, name="r")
+    outer = StateGraph(MessagesState)  # in a subgraph, named by its path
+    outer.add_node("booker", g.compile())
+    outer.add_edge(START, "booker")
+    outer.add_edge("booker", END)
+    with pytest.raises(UsageError, match=r"node\(s\) booker/act have"):
+        TetherGraph(outer, name="r")

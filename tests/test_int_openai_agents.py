@@ -6,6 +6,7 @@ what was refused, malformed or failed; handoffs; replay without calling the mode
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import threading
 from collections.abc import Iterator
@@ -14,7 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from agents import Agent, function_tool
+from agents import Agent, OpenAIChatCompletionsModel, RunConfig, function_tool, handoff
+from openai import AsyncOpenAI
+from pydantic import BaseModel
 
 from tests import crashkit as ck
 from tests import openai_agents_kit as kit
@@ -273,3 +276,50 @@ def test_a_stop_cancels_the_sdk_model_call_and_stops_the_run(world: World, tmp_p
     assert world.status(run) == "stopped"
     kinds = world.kinds(run)
     assert "run.stopped" in kinds and "model.called" not in kinds and "run.failed" not in kinds
+
+
+def test_a_call_of_a_tool_that_does_not_exist_is_told_to_the_model(world: World) -> None:
+    # The SDK's default raises ModelBehaviorError and the run fails for the model's mistake;
+    # tether's own agent tells the model which tools exist, journaled as a rejected call.
+    world.server.push(completion(tool_calls=[call("c1", "bok", {"city": "Rome"}),
+                                             call("c2", "lookup", {"city": "Rome"})]),
+                      completion("Rome is sunny; I cannot book."))
+    run = world.start("book Rome")
+    world.drive()
+    assert world.status(run) == "done", world.store.get_run(run)
+    assert kit.read_side(world.side) == []
+    called = {p["tool"]: p for p in world.payloads(run, "tool.called")}
+    assert called["lookup"]["result"] == "sunny in Rome"
+    rejected = called["bok"]
+    why = ("unknown tool 'bok'; available: book, explode, lookup, notify, "
+           "transfer_to_billing")
+    assert rejected["rejected"] and why in rejected["error"]
+    assert rejected["raw_arguments"] == '{"city": "Rome"}'
+    told = {m.get("tool_call_id"): m["content"] for m in world.sent(1) if m["role"] == "tool"}
+    assert told == {"c1": f"error: tool bok: {why}", "c2": "sunny in Rome"}
+
+
+def test_a_handoff_called_with_malformed_input_pauses_naming_it(world: World) -> None:
+    # A handoff's output is its transfer message: the SDK has no way to tell the model its
+    # arguments were wrong. Failing the run for it is wrong; it pauses, saying what to do.
+    class Reason(BaseModel):
+        why: str
+
+    handed: list[str] = []
+    client = AsyncOpenAI(base_url=world.server.base_url, api_key="test", max_retries=0)
+    model = OpenAIChatCompletionsModel("gpt-4o-mini", openai_client=client)
+    billing = Agent(name="billing", instructions="You book trips.", model=model)
+    triage = Agent(name="triage", instructions="You help.", model=model, handoffs=[
+        handoff(billing, input_type=Reason, on_handoff=lambda _c, r: handed.append(r.why))])
+    agent = TetherAgent(triage, name="travel", run_config=RunConfig(tracing_disabled=True))
+    w = dataclasses.replace(world, agent=agent)
+    w.server.push(completion(tool_calls=[call("c1", "transfer_to_billing", '{"why": 3')]))
+    run = w.start("book Rome")
+    w.drive()
+    row = w.store.get_run(run)
+    assert row is not None and row.status == "paused", row
+    assert f"run {run} step 1: the model called handoff transfer_to_billing" in row.reason
+    assert f"tether rollback {run} --to K" in row.reason
+    (rejected,) = w.payloads(run, "tool.called")
+    assert rejected["rejected"] and rejected["tool"] == "transfer_to_billing"
+    assert handed == []

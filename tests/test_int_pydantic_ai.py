@@ -15,6 +15,7 @@ from pydantic_ai import Agent
 from pydantic_ai.capabilities import AbstractCapability
 from pydantic_ai.models.openai import OpenAIChatModel
 from pydantic_ai.providers.openai import OpenAIProvider
+from pydantic_ai.toolsets import FunctionToolset
 
 from tests import pydantic_ai_kit as kit
 from tether import Worker, start_run, verify_store
@@ -361,3 +362,42 @@ def test_without_the_extra_the_import_names_the_install_command(
     with pytest.raises(ImportError, match=r"needs the pydantic-ai extra: pip install "
                                           r"'tether\[pydantic-ai\]'"):
         importlib.import_module("tether.integrations.pydantic_ai")
+
+
+def _lookup(city: str) -> str:
+    """Look a city up."""
+    return f"{city}: 2.1M people"
+
+
+def test_effects_naming_a_tool_the_agent_has_not_are_refused_when_built() -> None:
+    # Before, a typo was ignored: the tool stayed irreversible, not what was declared.
+    local = Agent(kit.chat_model("http://127.0.0.1:9/v1"), name="local", tools=[_lookup])
+    with pytest.raises(ToolDefinitionError, match="agent local: effects/idempotent name tools "
+                                                  "it does not have: lookup, lukup; its tools: "
+                                                  "_lookup"):
+        TetherAgent(local, effects={"lookup": "read"}, idempotent={"lukup"})
+    assert TetherAgent(local, effects={"_lookup": "read"}).tools[0].effect == "read"
+
+
+def test_effects_naming_a_prefixed_toolsets_tool_unprefixed_fail_the_first_step(
+        store: SQLiteStore) -> None:
+    # A prefixed toolset's tools are listed only at run time, under their prefixed names:
+    # effects={"_lookup": ...} named none of them and was silently ignored.
+    with serve(completion(tool_calls=[tool_call("l1", "geo__lookup", '{"city": "Oslo"}')]),
+               completion("Oslo has 2.1M people.")) as srv:
+        geo = Agent(kit.chat_model(srv.base_url), name="geo",
+                    toolsets=[FunctionToolset([_lookup]).prefixed("geo")])
+        wrong = TetherAgent(geo, effects={"_lookup": "read"})  # not known until a run
+        run = start_run(store, wrong, agent_ref=kit.REF, goal="Oslo?")
+        drive(store, wrong)
+        row = store.get_run(run)
+        assert row is not None and row.status == "failed", row
+        assert (f"run {run}: agent geo: effects/idempotent name tools the agent does not offer: "
+                "_lookup; the tools it offers: geo__lookup") in row.reason
+        assert srv.requests == []  # refused before the model was asked
+        right = TetherAgent(geo, effects={"geo__lookup": "read"})
+        run = start_run(store, right, agent_ref=kit.REF, goal="Oslo?")
+        drive(store, right)
+        assert result_of(store, run) == "Oslo has 2.1M people."
+        (read,) = events(store, run, "tool.called")  # a read: no approval asked
+        assert read["tool"] == "geo__lookup" and read["result"] == "Oslo: 2.1M people"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from tether import (
     current_step,
     schema_tool,
     start_run,
+    tool,
 )
 from tether.approvals import decide
 from tether.errors import ModelError, ToolDefinitionError, UsageError
@@ -179,3 +181,21 @@ def test_schema_tool_refuses_a_broken_schema_naming_the_tool(schema: dict[str, A
         schema_tool("broken", send_mail, schema=schema)
     with pytest.raises(ToolDefinitionError, match="effect must be one of"):
         schema_tool("broken", send_mail, schema={"type": "object"}, effect="maybe")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("name", ["", " ", "\t\n"])
+def test_an_empty_or_blank_tool_name_is_refused(name: str) -> None:
+    # A tool the model cannot call and no policy rule can name; tool(name="") took the
+    # function's name silently, schema_tool("") made a nameless tool.
+    said = re.escape(f"a tool's name must not be empty or only whitespace, got {name!r}")
+    with pytest.raises(ToolDefinitionError, match=said):
+        schema_tool(name, send_mail, schema={"type": "object"})
+    with pytest.raises(ToolDefinitionError, match=said):
+        tool(name=name)(send_mail)
+
+
+def test_dotted_and_slashed_tool_names_stay_allowed() -> None:
+    # MCP servers name tools so ("files/read", "db.query"); the MCP docs say providers may not.
+    for name in ("files/read", "db.query"):
+        assert schema_tool(name, send_mail, schema={"type": "object"}).name == name
+        assert tool(name=name)(send_mail).name == name

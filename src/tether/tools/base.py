@@ -235,8 +235,14 @@ def problems(exc: pydantic.ValidationError) -> str:
 
 
 def check_name(name: str) -> None:
-    """ToolDefinitionError if a tool's name holds a NUL character: the name is stored as
-    text (effects, approvals), which PostgreSQL's cannot hold (:mod:`tether.core.text`)."""
+    """ToolDefinitionError if a tool's name is empty or only whitespace (the model could
+    not call it, and policy rules and approvals could not name it) or holds a NUL
+    character: the name is stored as text (effects, approvals), which PostgreSQL's cannot
+    hold (:mod:`tether.core.text`). Dots and slashes stay allowed: MCP servers use them."""
+    if not name.strip():
+        raise ToolDefinitionError(f"a tool's name must not be empty or only whitespace, got "
+                                  f"{name!r}: give the tool a name the model and the "
+                                  "policy can use (name=...)")
     if NUL in name:
         raise ToolDefinitionError(f"a tool's name {nul_problem(name)}")
 
@@ -253,7 +259,8 @@ def _build(fn: Callable[..., Any], name: str | None, effect: Effect, idempotent:
     if effect not in TOOL_EFFECTS:
         raise ToolDefinitionError(f"tool {name or fn.__name__}: effect must be one of "
                                   f"{', '.join(TOOL_EFFECTS)}, not {effect!r}")
-    tool_name = name or fn.__name__
+    # ``name=""`` is a mistake to refuse, not a request for the function's name.
+    tool_name = fn.__name__ if name is None else name
     check_name(tool_name)
     sig = inspect.signature(fn)
     try:

@@ -39,8 +39,8 @@ def schema_tool(name: str, fn: Callable[..., Any], *, schema: Mapping[str, Any],
 
     Raises:
         ToolDefinitionError: an effect class tether does not know, a schema that is
-            not a valid JSON schema for an object, or a name holding a NUL character,
-            naming the tool.
+            not a valid JSON schema for an object, or a name that is empty, only
+            whitespace or holds a NUL character, naming the tool.
 
     Example:
         >>> lookup = schema_tool("lookup", fetch, effect="read", schema={

@@ -91,6 +91,7 @@ class TetherGraph:
         if bad:
             raise UsageError(f"agent {name}: effects {bad} must each be one of "
                              f"{', '.join(TOOL_EFFECTS)}")
+        _refuse_retries(name, self._graph)
         self._idempotent = frozenset(idempotent)
         wrapped = [*self._wrap_tool_nodes(), *tools]
         self.tools: tuple[Tool, ...] = _one_per_name(name, wrapped)
@@ -198,6 +199,36 @@ def _one_per_name(agent: str, wrapped: Sequence[WrappedTool]) -> tuple[Tool, ...
                              "or tools=), different tools or one declared two ways; tether "
                              "finds a tool by its name: rename one, or declare it once")
     return tuple(w.tool for w in by_name.values())
+
+
+def _refuse_retries(agent: str, graph: CompiledStateGraph[Any, Any, Any, Any]) -> None:
+    """Refuse a graph whose nodes LangGraph retries (``retry_policy=``). A retry re-runs the
+    node inside the same step, and with it the tool and model calls it already made, as new
+    calls: an effect already done would run again. tether's replay and in-doubt handling
+    take the place of node retries (a failed model call pauses the run; a step re-run
+    replays what it did)."""
+    retrying = _retrying_nodes(graph, "", set())
+    if retrying:
+        raise UsageError(
+            f"agent {agent}: node(s) {', '.join(retrying)} have a LangGraph retry policy "
+            "(retry_policy=, or a default one); a retry re-runs the node and every tool call "
+            "it made, so an effect already done would run again. Drop the retry policy: "
+            "tether replays a re-run step from its journal and pauses a run whose model or "
+            "effect failed, for `tether resume`")
+
+
+def _retrying_nodes(graph: CompiledStateGraph[Any, Any, Any, Any], prefix: str,
+                    seen: set[int]) -> list[str]:
+    """The nodes (``parent/child`` in subgraphs) that LangGraph would retry."""
+    if id(graph) in seen:
+        return []
+    seen.add(id(graph))
+    found = [f"{prefix}{n}" for n, node in graph.nodes.items()
+             if (node.retry_policy or graph.retry_policy) and n != "__start__"]
+    for n, spec in graph.builder.nodes.items():
+        if isinstance(spec.runnable, CompiledStateGraph):
+            found.extend(_retrying_nodes(spec.runnable, f"{prefix}{n}/", seen))
+    return found
 
 
 def _tool_nodes(graph: CompiledStateGraph[Any, Any, Any, Any], seen: set[int]) -> list[ToolNode]:

@@ -15,11 +15,12 @@ journal instead of being made again.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from collections.abc import Mapping
 from typing import Any
 
-from agents import Agent, RunConfig, Runner
+from agents import Agent, Handoff, RunConfig, Runner
 from agents.exceptions import AgentsException, MaxTurnsExceeded
 from agents.lifecycle import RunHooks
 from agents.models.interface import ModelProvider
@@ -33,7 +34,7 @@ from tether.tools.base import Tool
 
 from .graph import Graph, build
 from .model import jsonable
-from .tools import Turn
+from .turn import Turn, not_found_formatter
 
 
 class TetherAgent:
@@ -82,7 +83,12 @@ class TetherAgent:
         self._graph: Graph = build(agent, effects=dict(effects or {}),
                                    idempotent=frozenset(idempotent),
                                    provider=model_provider or config.model_provider)
-        self._config = config
+        # A call of a tool that does not exist is the model's mistake: it is told (and the
+        # call journaled as rejected), as tether's own agent does; the SDK's default fails
+        # the run with ModelBehaviorError.
+        self._config = dataclasses.replace(
+            config, tool_not_found_behavior="return_error_to_model",
+            tool_error_formatter=not_found_formatter(config.tool_error_formatter))
         self._hooks = hooks
         self._context = context
 
@@ -119,11 +125,9 @@ class TetherAgent:
                              f"not one of {', '.join(self._graph.agents)}; was the agent renamed?")
         if state.get("turns", 0):  # input guardrails run once, at a run's first turn
             agent = agent.clone(input_guardrails=[])
-        with Turn().current():
+        with Turn(_offered(agent)).current() as turn:
             try:
-                result = await Runner.run(agent, jsonable(state["items"]), max_turns=1,
-                                          run_config=self._config, hooks=self._hooks,
-                                          context=self._context)
+                result = await self._turn(agent, state, turn)
             except MaxTurnsExceeded as exc:  # the turn wants another: the next step
                 data = exc.run_data
                 assert data is not None, "the SDK reports its run data with MaxTurnsExceeded"
@@ -136,6 +140,22 @@ class TetherAgent:
         state.update(agent=result.last_agent.name, items=jsonable(result.to_input_list()),
                      turns=state.get("turns", 0) + 1)
         return Done(jsonable(result.final_output))
+
+    async def _turn(self, agent: Agent[Any], state: dict[str, Any], turn: Turn) -> Any:
+        try:
+            return await Runner.run(agent, jsonable(state["items"]), max_turns=1,
+                                    run_config=self._config, hooks=self._hooks,
+                                    context=self._context)
+        finally:
+            if turn.failure is not None:  # raised where the SDK guarded it: raised here
+                raise turn.failure
+
+
+def _offered(agent: Agent[Any]) -> tuple[str, ...]:
+    """The names the agent's model may call: its tools and its handoffs."""
+    return tuple(sorted({*(t.name for t in agent.tools),
+                         *(h.tool_name if isinstance(h, Handoff) else
+                           Handoff.default_tool_name(h) for h in agent.handoffs)}))
 
 
 def _unwrapped(exc: AgentsException) -> BaseException:

@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from agents import Agent, Handoff
+from agents.exceptions import ModelBehaviorError
 from agents.models.default_models import get_default_model
 from agents.models.interface import Model, ModelProvider
 from agents.models.multi_provider import MultiProvider
@@ -27,7 +28,8 @@ from agents.run_context import RunContextWrapper
 from agents.tool import FunctionTool
 
 from tether.core.effect_classes import Effect
-from tether.errors import UsageError
+from tether.errors import PauseRequested, UsageError
+from tether.runtime.step_api import current_step
 from tether.tools.base import Tool
 
 from .model import TetherModel
@@ -160,12 +162,28 @@ def _model_of(agent: SDKAgent, provider: ModelProvider) -> TetherModel:
     return TetherModel(make, name)
 
 
+def _malformed_handoff(name: str, arguments: str, exc: ModelBehaviorError) -> PauseRequested:
+    """The model called a handoff with arguments its input type refuses. The SDK has no way
+    to tell the model (a handoff's output is its transfer message) and would fail the run
+    for the model's mistake: the call is journaled as rejected and the run pauses."""
+    step = current_step()
+    step.reject(name, arguments, str(exc))
+    return PauseRequested(
+        f"run {step.run_id} step {step.step}: the model called handoff {name} with arguments "
+        f"its input type refuses ({exc}); the Agents SDK cannot tell the model of a handoff's "
+        f"error. Roll the run back to an earlier step (tether rollback {step.run_id} --to K) "
+        "so the model is asked again, or stop it", detail={"handoff": name})
+
+
 def _rebind(h: Handoff[Any, Any], memo: Mapping[int, SDKAgent]) -> Handoff[Any, Any]:
     """The handoff, leading to the clone of the agent it led to."""
     original = h.on_invoke_handoff
 
     async def invoke(ctx: RunContextWrapper[Any], arguments: str) -> SDKAgent:
-        target = await original(ctx, arguments)
+        try:
+            target = await original(ctx, arguments)
+        except ModelBehaviorError as exc:
+            raise _malformed_handoff(h.tool_name, arguments, exc) from None
         clone = memo.get(id(target))
         if clone is None:
             raise UsageError(f"handoff {h.tool_name} led to agent {target.name!r}, which tether "

@@ -37,6 +37,8 @@ from tether.models.base import ModelResponse as TetherResponse
 from tether.models.openai import is_retryable, provider_message
 from tether.runtime.step_api import current_step
 
+from .turn import current_turn
+
 if TYPE_CHECKING:
     from agents.agent_output import AgentOutputSchemaBase
     from agents.handoffs import Handoff
@@ -101,7 +103,12 @@ class TetherModel(Model):
                                  f"response ({said})", provider_message=said) from exc
             return ForeignResponse(summarise(got, self.name), dump_response(got))
 
-        return load_response(await ctx.model_call(self.name, request, call))
+        got = load_response(await ctx.model_call(self.name, request, call))
+        turn = current_turn()
+        if turn is not None:  # a call of a tool that does not exist is journaled with these
+            turn.calls.update((item.call_id, item.arguments) for item in got.output
+                              if isinstance(item, ResponseFunctionToolCall))
+        return got
 
     def stream_response(
         self, system_instructions: str | None, input: str | list[TResponseInputItem],

@@ -19,11 +19,9 @@ running: nothing acts after the run was told to stop acting.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import copy
 import inspect
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from typing import Any
 
@@ -38,45 +36,16 @@ from agents.tool import (
 from agents.tool_context import ToolContext as SDKToolContext
 
 from tether.core.effect_classes import Effect
-from tether.errors import EffectInDoubt, Signal, ToolDenied, ToolFailed, UsageError
+from tether.errors import EffectInDoubt, ToolDenied, ToolFailed, UsageError
 from tether.runtime.agent import json_loads_object
 from tether.runtime.step_api import current_step
 from tether.tools.base import Tool
 from tether.tools.schema import schema_tool
 
 from .model import jsonable
+from .turn import current_turn
 
 _SDK_CONTEXT: ContextVar[SDKToolContext[Any]] = ContextVar("tether_openai_agents_tool_context")
-_TURN: ContextVar[Turn] = ContextVar("tether_openai_agents_turn")
-
-
-class Turn:
-    """The tool calls of one step: one at a time; after a signal, none."""
-
-    def __init__(self) -> None:
-        self._lock = asyncio.Lock()
-        self._signal: Signal | None = None
-
-    @contextlib.asynccontextmanager
-    async def one_call(self) -> AsyncIterator[None]:
-        """Hold the turn for one call; re-raise a signal an earlier call of it raised."""
-        async with self._lock:
-            if self._signal is not None:
-                raise self._signal
-            try:
-                yield
-            except Signal as sig:
-                self._signal = sig
-                raise
-
-    @contextlib.contextmanager
-    def current(self) -> Iterator[Turn]:
-        """Make this the turn the wrapped tools see (the SDK's tool tasks inherit it)."""
-        token = _TURN.set(self)
-        try:
-            yield self
-        finally:
-            _TURN.reset(token)
 
 
 def wrap_tool(ft: FunctionTool, effect: Effect, idempotent: bool) -> tuple[FunctionTool, Tool]:
@@ -119,7 +88,7 @@ def _runner(raw: FunctionTool) -> Callable[..., Awaitable[Any]]:
 def _invoker(ft: FunctionTool, tool: Tool) -> Callable[[SDKToolContext[Any], str], Awaitable[Any]]:
     async def invoke(sdk_ctx: SDKToolContext[Any], arguments: str) -> Any:
         ctx = current_step()
-        turn = _TURN.get(None)
+        turn = current_turn()
         if turn is None:
             raise UsageError(f"tool {ft.name} was called outside a turn tether runs; run the "
                              "agent through TetherAgent")

@@ -11,7 +11,7 @@ turn, and a re-run step replays its model call and tool calls from the journal.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 from pydantic import TypeAdapter
@@ -97,6 +97,11 @@ class TetherAgent:
             tether_tool(d, self.effects, self.idempotent) for d in _static_tool_defs(agent))
         self._by_name = {t.name: t for t in self.tools}
         self._definition: str | None = None
+        unknown = sorted((set(self.effects) | self.idempotent) - set(self._by_name))
+        if unknown and _tools_known(agent):  # else checked against what the first step offers
+            raise ToolDefinitionError(
+                f"agent {self.name}: effects/idempotent name tools it does not have: "
+                f"{', '.join(unknown)}; its tools: {', '.join(sorted(self._by_name)) or 'none'}")
 
     def initial_state(self, goal: str) -> dict[str, Any]:
         """The goal is the user prompt of the first turn; ``messages`` fill as turns pass."""
@@ -137,7 +142,8 @@ class TetherAgent:
             raise UsageError(f"run {ctx.run_id} step {ctx.step}: the state of a PydanticAI "
                              "run needs a 'prompt' (text) or 'messages' (PydanticAI's message "
                              "JSON); start it with start_run(..., goal=...)")
-        cap = TetherStepCapability(ctx, self._by_name, self.effects, self.idempotent)
+        cap = TetherStepCapability(ctx, self._by_name, self.effects, self.idempotent,
+                                   offered=None if history else self._check_offered)
         try:
             with Agent.parallel_tool_call_execution_mode("sequential"):
                 async with self.agent.iter(None if history else state["prompt"],
@@ -153,6 +159,28 @@ class TetherAgent:
         if cap.signal is not None:  # raised by a wrapper and swallowed by the framework
             raise cap.signal
         return outcome
+
+    def _check_offered(self, run: str, offered: Collection[str]) -> None:
+        """At a run's first step: refuse ``effects``/``idempotent`` naming a tool that no
+        toolset offers (e.g. a prefixed toolset's tool by its unprefixed name), which would
+        otherwise be ignored, leaving the tool irreversible."""
+        unknown = sorted((set(self.effects) | self.idempotent) - set(offered) - set(self._by_name))
+        if unknown:
+            raise UsageError(
+                f"run {run}: agent {self.name}: effects/idempotent name tools the agent does "
+                f"not offer: {', '.join(unknown)}; the tools it offers: "
+                f"{', '.join(sorted({*offered, *self._by_name})) or 'none'} (a prefixed "
+                "toolset's tools go by their prefixed names)")
+
+
+def _tools_known(agent: Agent[Any, Any]) -> bool:
+    """Whether every tool the agent can offer is known before a run: only function
+    toolsets, none a capability or a function adds at run time."""
+    dynamic = getattr(agent, "_dynamic_toolsets", None)
+    from_capabilities = getattr(agent, "_cap_toolsets", None)
+    return (all(isinstance(ts, FunctionToolset) for ts in agent.toolsets)
+            and isinstance(dynamic, list) and not dynamic
+            and isinstance(from_capabilities, list) and not from_capabilities)
 
 
 async def _one_turn(run: AgentRun[Any, Any], state: dict[str, Any]) -> Outcome:

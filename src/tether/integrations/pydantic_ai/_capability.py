@@ -11,7 +11,7 @@ so a signal the framework swallowed is raised again once it returns.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,6 +40,8 @@ class TetherStepCapability(AbstractCapability[Any]):
     tools: Mapping[str, Tool] = field(default_factory=dict)
     effects: Mapping[str, Effect] = field(default_factory=dict)
     idempotent: frozenset[str] = frozenset()
+    offered: Callable[[str, Collection[str]], None] | None = None
+    """Told the run's id and the names of the tools the step offers (a run's first step)."""
     signal: BaseException | None = None
     """The first tether signal (or store failure) a wrapper raised in this step."""
 
@@ -58,8 +60,11 @@ class TetherStepCapability(AbstractCapability[Any]):
         return TetherModel(model, on_signal=self.caught)
 
     def get_wrapper_toolset(self, toolset: AbstractToolset[Any]) -> AbstractToolset[Any] | None:
+        offered = self.offered
         return TetherToolset(toolset, tools=self.tools, effects=self.effects,
-                             idempotent=self.idempotent, on_signal=self.caught)
+                             idempotent=self.idempotent, on_signal=self.caught,
+                             offered=None if offered is None else
+                             (lambda names: offered(self.step.run_id, names)))
 
     async def on_tool_validate_error(self, ctx: RunContext[Any], *, call: ToolCallPart,
                                      tool_def: ToolDefinition, args: Any,

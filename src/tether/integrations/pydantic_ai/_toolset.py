@@ -11,7 +11,7 @@ tool failure (``pydantic_ai.exceptions.ToolFailed``); tether's signals propagate
 from __future__ import annotations
 
 import contextvars
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -92,6 +92,14 @@ class TetherToolset(WrapperToolset[Any]):
     effects: Mapping[str, Effect] = field(default_factory=dict)
     idempotent: frozenset[str] = frozenset()
     on_signal: Callable[[BaseException], None] | None = None
+    offered: Callable[[Collection[str]], None] | None = None
+    """Told the names of the tools listed (a run's first step checks its declarations)."""
+
+    async def get_tools(self, ctx: RunContext[Any]) -> dict[str, ToolsetTool[Any]]:
+        tools = await super().get_tools(ctx)
+        if self.offered is not None:
+            self.offered(tools.keys())
+        return tools
 
     async def call_tool(self, name: str, tool_args: dict[str, Any], ctx: RunContext[Any],
                         tool: ToolsetTool[Any]) -> Any:
