@@ -48,7 +48,8 @@ def copy(source: Annotated[str, typer.Argument(
     messages, tokens, erasures, the fingerprint key), the source read in one snapshot and
     the destination written in one transaction: a copy that fails or is killed leaves the
     destination empty. Refused while a worker holds a run of the source (stop the workers
-    first), into a store that holds rows, or across schema versions. Afterwards the copy
+    first; the copy is undone, before it commits, if the source changed while it was
+    read), into a store that holds rows, or across schema versions. Afterwards the copy
     is verified (as `tether audit verify`) and its rows counted against the source's:
     exit 0 when both agree, 1 otherwise. See docs/postgres.md#moving-a-store.
     """
