@@ -36,7 +36,8 @@ from tether.system_clock import SYSTEM_CLOCK
 
 Progress = Callable[[str, int, int], None]
 """``progress(what, done, total)``: a table's rows copied so far (``what`` is its name), or
-the runs verified (``what`` is ``"verify"``)."""
+the runs verified (``what`` is ``"verify"``, first with ``total`` 0 as soon as the copy is
+committed)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +106,8 @@ def copy_store(source: str, destination: str, *, key: Verifier | None = None,
                 written = dst.import_rows(_streams(src, totals, progress, lambda: _unmoved(
                     source, totals, clock)))
                 copied = clock.monotonic() - started
+                if progress:
+                    progress("verify", 0, 0)  # committed: say so before anything else
             except BaseException:
                 dst.close()
                 raise

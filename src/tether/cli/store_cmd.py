@@ -5,7 +5,7 @@ shows progress and prints what it found."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 from rich.progress import Progress, TaskID
@@ -21,6 +21,7 @@ from tether.cli.common import (
 )
 from tether.copying import CopyReport, copy_store
 from tether.sealing import load_verifier
+from tether.store.urls import without_password
 
 LARGE = 10_000
 """Rows from which a table's copy gets progress lines when stderr is not a terminal (a
@@ -57,8 +58,11 @@ def copy(source: Annotated[str, typer.Argument(
         check_store_url(url)
     verifier = load_verifier(key) if key is not None else None
     with _Progress() as show:
-        rep = copy_store(source, destination, key=verifier, progress=show,
-                         helper=verify_helper.COMMAND)
+        try:
+            rep = copy_store(source, destination, key=verifier, progress=show,
+                             helper=verify_helper.COMMAND)
+        except KeyboardInterrupt:
+            _interrupted(destination, verifying=show.phase == "verify")
     if json:
         print_jsonl([rep.to_json()])
     else:
@@ -76,6 +80,8 @@ class _Progress:
         self.bar = Progress(console=err_console, transient=True, disable=not self.live)
         self.tasks: dict[str, TaskID] = {}
         self.shown: dict[str, int] = {}
+        self.phase = ""
+        """The table being copied, or ``"verify"`` once the copy is committed."""
 
     def __enter__(self) -> _Progress:
         self.bar.__enter__()
@@ -85,6 +91,7 @@ class _Progress:
         self.bar.__exit__(None, None, None)
 
     def __call__(self, what: str, done: int, total: int) -> None:
+        self.phase = what
         label = "verifying the copy" if what == "verify" else f"copying {what}"
         if self.live:
             if what not in self.tasks:
@@ -95,6 +102,17 @@ class _Progress:
         if quarter >= 0 and self.shown.get(what) != quarter:
             self.shown[what] = quarter
             err_console.print(f"{label}: {done:,} of {total:,}", highlight=False)
+
+
+def _interrupted(destination: str, *, verifying: bool) -> NoReturn:
+    """Ctrl-C: say what the destination holds (the copy commits before it is verified)."""
+    dst = without_password(destination)
+    err_console.print(
+        f"interrupted while verifying the copy: {dst} holds the whole copy, not verified; "
+        f"check it with `tether --store {dst} audit verify`" if verifying else
+        f"interrupted: nothing was copied ({dst} holds no row of it); run the command again "
+        "to copy", markup=False, highlight=False)
+    raise typer.Exit(130)
 
 
 def _print(rep: CopyReport) -> None:
