@@ -90,3 +90,13 @@ def test_a_command_written_mid_copy_undoes_the_copy_and_a_later_copy_works(
     assert _runs(dst) == []
     rep = copy_store(backend_url, str(dst))  # the empty destination takes the copy now
     assert rep.ok and rep.rows["commands"] == (1, 1), rep.to_json()
+
+
+def test_the_report_says_to_run_workers_on_the_copy_only(tmp_path: Path) -> None:
+    src, dst = tmp_path / "src.db", tmp_path / "dst.db"
+    _source(str(src))
+    res = cli("store", "copy", str(src), str(dst))
+    assert res.returncode == 0, res.stdout + res.stderr
+    text = " ".join(res.stdout.split())
+    assert f"next: run the workers on sqlite:///{dst} only" in text, text
+    assert "a second time" in text, text

@@ -142,6 +142,10 @@ def _print(rep: CopyReport) -> None:
     if rep.mismatched:
         console.print(f"[red]row counts differ[/red] in {', '.join(rep.mismatched)}",
                       highlight=False)
+    if rep.ok and v.runs:
+        console.print(f"next: run the workers on {rep.destination} only; the source is left "
+                      "as it was, and a worker started on it again would drive the same runs "
+                      "a second time (their effects twice)", markup=False, highlight=False)
     if not rep.ok:
         console.print(f"the copy is written to {rep.destination} but does not check out; "
                       f"check the source too (`tether --store SRC audit verify`): a source "
