@@ -30,7 +30,9 @@ log): a line as it starts and at each quarter."""
 
 @handle_errors
 def copy(source: Annotated[str, typer.Argument(
-             metavar="SRC", help=f"The store to copy: {STORE_FORMS}. Only read.")],
+             metavar="SRC", help=f"The store to copy: {STORE_FORMS}. Only read (but a SQLite "
+                                  "file of an older schema version is migrated first, in "
+                                  "place, as by any command, when it may be written).")],
          destination: Annotated[str, typer.Argument(
              metavar="DST", help="Where to copy it: a SQLite path that does not exist yet (or "
                                  "an empty store), or an empty PostgreSQL schema "
