@@ -20,6 +20,7 @@ from tether.cli.common import (
     print_jsonl,
 )
 from tether.copying import CopyReport, copy_store
+from tether.core.note import Verifier
 from tether.sealing import load_verifier
 from tether.store.urls import without_password
 
@@ -59,12 +60,7 @@ def copy(source: Annotated[str, typer.Argument(
     for url in (source, destination):
         check_store_url(url)
     verifier = load_verifier(key) if key is not None else None
-    with _Progress() as show:
-        try:
-            rep = copy_store(source, destination, key=verifier, progress=show,
-                             helper=verify_helper.COMMAND)
-        except KeyboardInterrupt:
-            _interrupted(destination, verifying=show.phase == "verify")
+    rep = _copied(source, destination, verifier)
     if json:
         print_jsonl([rep.to_json()])
     else:
@@ -104,6 +100,16 @@ class _Progress:
         if quarter >= 0 and self.shown.get(what) != quarter:
             self.shown[what] = quarter
             err_console.print(f"{label}: {done:,} of {total:,}", highlight=False)
+
+
+def _copied(source: str, destination: str, verifier: Verifier | None) -> CopyReport:
+    """The copy, its progress shown; Ctrl-C says what the destination holds."""
+    with _Progress() as show:
+        try:
+            return copy_store(source, destination, key=verifier, progress=show,
+                              helper=verify_helper.COMMAND)
+        except KeyboardInterrupt:
+            _interrupted(destination, verifying=show.phase == "verify")
 
 
 def _interrupted(destination: str, *, verifying: bool) -> NoReturn:
