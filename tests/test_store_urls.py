@@ -25,6 +25,20 @@ def test_a_password_with_a_reserved_character_is_refused_and_never_shown(url: st
     assert "SEK" not in without_password(url) and "RET" not in without_password(url)
 
 
+@pytest.mark.parametrize("url", [
+    "postgresql://postgres:SEK@RET6@127.0.0.1/test?schema=a",
+    "postgresql://post@gres:SEKRET7@127.0.0.1/test",
+])
+def test_an_unencoded_at_sign_before_the_host_is_refused_and_never_shown(url: str) -> None:
+    """libpq ends the user part at the first '@': the rest of the password was taken for
+    the host, and the failed connection's message printed it ("failed to resolve host
+    'RET6@127.0.0.1'")."""
+    with pytest.raises(UsageError, match="%40") as err:
+        parse_url(url)
+    assert "SEK" not in str(err.value) and "RET" not in str(err.value)
+    assert "SEK" not in without_password(url) and "RET" not in without_password(url)
+
+
 def test_an_empty_host_keeps_its_double_slash() -> None:
     """``postgresql:///db``: the host comes from PGHOST or the local socket, as for psql."""
     conninfo, schema, shown = parse_url("postgresql:///test?schema=a")

@@ -36,7 +36,8 @@ from tether.system_clock import SYSTEM_CLOCK
 
 Progress = Callable[[str, int, int], None]
 """``progress(what, done, total)``: a table's rows copied so far (``what`` is its name), or
-the runs verified (``what`` is ``"verify"``)."""
+the runs verified (``what`` is ``"verify"``, first with ``total`` 0 as soon as the copy is
+committed)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,8 +103,11 @@ def copy_store(source: str, destination: str, *, key: Verifier | None = None,
                 _check_destination(dst, meta)
                 started = clock.monotonic()
                 totals: dict[str, int] = {}
-                written = dst.import_rows(_streams(src, totals, progress))
+                written = dst.import_rows(_streams(src, totals, progress, lambda: _unmoved(
+                    source, totals, clock)))
                 copied = clock.monotonic() - started
+                if progress:
+                    progress("verify", 0, 0)  # committed: say so before anything else
             except BaseException:
                 dst.close()
                 raise
@@ -152,8 +156,9 @@ def _check_source(src: Store, meta: dict[str, str]) -> None:
     check_columns(f"source store {src.url}", src.table_columns())
 
 
-def _check_leases(src: Store, clock: WallClock) -> int:
-    """Refuse while a worker holds a run of the source; the lease rows not copied."""
+def _check_leases(src: Store, clock: WallClock, *, during: bool = False) -> int:
+    """Refuse while a worker holds a run of the source (``during``: one took it while the
+    copy read the source); the lease rows not copied."""
     now = clock.now()
     rows = [r for batch in src.export_rows(LEASES.name).batches for r in batch]
     live = sorted((str(r[0]), str(r[1]), float(r[3])) for r in rows if float(r[3]) > now)
@@ -164,12 +169,36 @@ def _check_leases(src: Store, clock: WallClock) -> int:
             named.append(f"{row.name} ({run})" if row else run)
         more = f" and {len(live) - 5} more" if len(live) > 5 else ""
         raise UsageError(
-            f"source store {src.url}: a worker holds {len(live)} run(s): "
+            f"source store {src.url}: a worker "
+            + ("took, while the copy read the source, " if during else "holds ")
+            + f"{len(live)} run(s): "
             f"{', '.join(named)}{more}, held by {live[0][1]}; a copy now would miss what "
             "they do next. Stop the workers of this store first (SIGTERM each `tether "
             "worker`: it releases its runs as it exits), or wait until their leases expire "
-            f"(by {_utc(max(t for _, _, t in live))}), then copy")
+            f"(by {_utc(max(t for _, _, t in live))}), then copy"
+            + ("; nothing was copied" if during else ""))
     return len(rows)
+
+
+def _unmoved(source: str, totals: dict[str, int], clock: WallClock) -> None:
+    """Refuse the copy, before the destination commits, if the source moved on while it was
+    read: its snapshot is consistent but old, so a worker started on the copy would do again
+    what one did on the source meanwhile (an irreversible effect twice). Read afresh: no
+    live lease (a worker that started mid-copy) and every table's rows as many as copied (a
+    worker, or a command, that wrote and stopped)."""
+    fresh = open_store(source, create=False, readonly=True)
+    try:
+        with fresh.snapshot():
+            _check_leases(fresh, clock, during=True)
+            moved = [t.name for t in TABLES if fresh.export_rows(t.name).total != totals[t.name]]
+    finally:
+        fresh.close()
+    if moved:
+        raise UsageError(
+            f"source store {fresh.url} changed while it was copied (rows of "
+            f"{', '.join(moved[:4])}{'...' if moved[4:] else ''} added or removed): a worker "
+            "or a command wrote to it, and a copy missing that would do it again; nothing was "
+            "copied. Stop every worker of this store (SIGTERM each `tether worker`), then copy")
 
 
 def _utc(t: float) -> str:
@@ -197,10 +226,11 @@ def _check_destination(dst: Store, meta: dict[str, str]) -> None:
                          "empty PostgreSQL schema (?schema=NEW_NAME: the copy creates it)")
 
 
-def _streams(src: Store, totals: dict[str, int], progress: Progress | None
-             ) -> Iterator[RowStream]:
+def _streams(src: Store, totals: dict[str, int], progress: Progress | None,
+             unmoved: Callable[[], None]) -> Iterator[RowStream]:
     """Every copied table of ``src`` in turn, each counted into ``totals`` as it is opened,
-    reporting its progress batch by batch."""
+    reporting its progress batch by batch; then ``unmoved()``, which raises to undo the copy
+    (the destination has not committed yet)."""
     for t in TABLES:
         stream = src.export_rows(t.name)
         totals[t.name] = stream.total
@@ -208,6 +238,7 @@ def _streams(src: Store, totals: dict[str, int], progress: Progress | None
             yield stream
             continue
         yield RowStream(t, stream.total, _counted(t.name, stream, progress))
+    unmoved()
 
 
 def _counted(name: str, stream: RowStream, progress: Progress

@@ -5,7 +5,7 @@ shows progress and prints what it found."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 from rich.progress import Progress, TaskID
@@ -20,7 +20,9 @@ from tether.cli.common import (
     print_jsonl,
 )
 from tether.copying import CopyReport, copy_store
+from tether.core.note import Verifier
 from tether.sealing import load_verifier
+from tether.store.urls import without_password
 
 LARGE = 10_000
 """Rows from which a table's copy gets progress lines when stderr is not a terminal (a
@@ -29,7 +31,9 @@ log): a line as it starts and at each quarter."""
 
 @handle_errors
 def copy(source: Annotated[str, typer.Argument(
-             metavar="SRC", help=f"The store to copy: {STORE_FORMS}. Only read.")],
+             metavar="SRC", help=f"The store to copy: {STORE_FORMS}. Only read (but a SQLite "
+                                  "file of an older schema version is migrated first, in "
+                                  "place, as by any command, when it may be written).")],
          destination: Annotated[str, typer.Argument(
              metavar="DST", help="Where to copy it: a SQLite path that does not exist yet (or "
                                  "an empty store), or an empty PostgreSQL schema "
@@ -48,16 +52,15 @@ def copy(source: Annotated[str, typer.Argument(
     messages, tokens, erasures, the fingerprint key), the source read in one snapshot and
     the destination written in one transaction: a copy that fails or is killed leaves the
     destination empty. Refused while a worker holds a run of the source (stop the workers
-    first), into a store that holds rows, or across schema versions. Afterwards the copy
+    first; the copy is undone, before it commits, if the source changed while it was
+    read), into a store that holds rows, or across schema versions. Afterwards the copy
     is verified (as `tether audit verify`) and its rows counted against the source's:
     exit 0 when both agree, 1 otherwise. See docs/postgres.md#moving-a-store.
     """
     for url in (source, destination):
         check_store_url(url)
     verifier = load_verifier(key) if key is not None else None
-    with _Progress() as show:
-        rep = copy_store(source, destination, key=verifier, progress=show,
-                         helper=verify_helper.COMMAND)
+    rep = _copied(source, destination, verifier)
     if json:
         print_jsonl([rep.to_json()])
     else:
@@ -75,6 +78,8 @@ class _Progress:
         self.bar = Progress(console=err_console, transient=True, disable=not self.live)
         self.tasks: dict[str, TaskID] = {}
         self.shown: dict[str, int] = {}
+        self.phase = ""
+        """The table being copied, or ``"verify"`` once the copy is committed."""
 
     def __enter__(self) -> _Progress:
         self.bar.__enter__()
@@ -84,6 +89,7 @@ class _Progress:
         self.bar.__exit__(None, None, None)
 
     def __call__(self, what: str, done: int, total: int) -> None:
+        self.phase = what
         label = "verifying the copy" if what == "verify" else f"copying {what}"
         if self.live:
             if what not in self.tasks:
@@ -94,6 +100,27 @@ class _Progress:
         if quarter >= 0 and self.shown.get(what) != quarter:
             self.shown[what] = quarter
             err_console.print(f"{label}: {done:,} of {total:,}", highlight=False)
+
+
+def _copied(source: str, destination: str, verifier: Verifier | None) -> CopyReport:
+    """The copy, its progress shown; Ctrl-C says what the destination holds."""
+    with _Progress() as show:
+        try:
+            return copy_store(source, destination, key=verifier, progress=show,
+                              helper=verify_helper.COMMAND)
+        except KeyboardInterrupt:
+            _interrupted(destination, verifying=show.phase == "verify")
+
+
+def _interrupted(destination: str, *, verifying: bool) -> NoReturn:
+    """Ctrl-C: say what the destination holds (the copy commits before it is verified)."""
+    dst = without_password(destination)
+    err_console.print(
+        f"interrupted while verifying the copy: {dst} holds the whole copy, not verified; "
+        f"check it with `tether --store {dst} audit verify`" if verifying else
+        f"interrupted: nothing was copied ({dst} holds no row of it); run the command again "
+        "to copy", markup=False, highlight=False)
+    raise typer.Exit(130)
 
 
 def _print(rep: CopyReport) -> None:
@@ -123,6 +150,10 @@ def _print(rep: CopyReport) -> None:
     if rep.mismatched:
         console.print(f"[red]row counts differ[/red] in {', '.join(rep.mismatched)}",
                       highlight=False)
+    if rep.ok and v.runs:
+        console.print(f"next: run the workers on {rep.destination} only; the source is left "
+                      "as it was, and a worker started on it again would drive the same runs "
+                      "a second time (their effects twice)", markup=False, highlight=False)
     if not rep.ok:
         console.print(f"the copy is written to {rep.destination} but does not check out; "
                       f"check the source too (`tether --store SRC audit verify`): a source "

@@ -30,7 +30,13 @@ def _as_bytes(v: Any) -> Any:
 
 
 def _as_text(v: Any) -> Any:
-    return bytes(v).decode("utf-8") if isinstance(v, (bytes, bytearray, memoryview)) else v
+    text = bytes(v).decode("utf-8") if isinstance(v, (bytes, bytearray, memoryview)) else v
+    if isinstance(text, str) and "\x00" in text:
+        # The server would refuse the whole COPY, naming neither table nor row.
+        raise ValueError("it holds a NUL character (\\x00), which PostgreSQL text cannot "
+                         "keep (a SQLite store of an older tether took one); keep this store "
+                         "on SQLite, or remove the NUL from that row first")
+    return text
 
 
 def _as_float(v: Any) -> Any:
@@ -108,16 +114,20 @@ class PGCopy(PGBase):
             cp.set_types(types)
             for batch in s.batches:
                 for row in batch:
-                    vals = list(row)
-                    for i, f in fix:
-                        vals[i] = f(vals[i])
+                    vals, col = list(row), "?"
                     try:
+                        for i, f in fix:
+                            col = t.columns[i]
+                            vals[i] = f(vals[i])
+                        col = "?"
                         cp.write_row(vals)
                     except (UnicodeError, ValueError, TypeError) as exc:
-                        raise StoreCorrupt(f"table {t.name}, row {n + 1} of the source cannot "
-                                           f"be written to {self.url} ({exc}); check the "
-                                           "source with `tether audit verify`; nothing was "
-                                           "written") from None
+                        at = f", column {col}" if col != "?" else ""
+                        raise StoreCorrupt(f"table {t.name}, row {n + 1} ({t.columns[0]} "
+                                           f"{row[0]!r}){at} of the source cannot be written "
+                                           f"to {self.url}: {exc}; check the source with "
+                                           "`tether audit verify`; nothing was written"
+                                           ) from None
                     n += 1
         return n
 

@@ -11,10 +11,11 @@ from urllib.parse import SplitResult, quote, unquote, urlencode, urlsplit
 
 from tether.errors import UsageError
 
-# Greedy to the last '@': a password written with a reserved character (/ ? #) that
-# should have been percent-encoded is still hidden (a URL with '@' in its query is then
-# shown short, which is the safe way to be wrong).
-_USERINFO_PASSWORD = re.compile(r"(//[^/:@?#]*):.*@")
+# Greedy to the last '@', and the user name may hold an unencoded '@' too: a password
+# written with a reserved character (/ ? # @) that should have been percent-encoded is
+# still hidden (a URL with '@' in its query is then shown short, which is the safe way to
+# be wrong).
+_USERINFO_PASSWORD = re.compile(r"(//[^/:?#]*):.*@")
 _PASSWORD_OPTION = re.compile(r"([?&])(?:ssl)?password=[^&#]*&?")
 _SECRET_OPTIONS = ("password", "sslpassword")
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
@@ -74,6 +75,12 @@ def parse_url(url: str) -> tuple[str, str, str]:
         raise UsageError(f"store {without_password(url)}: the part before '@' holds a "
                          "character URLs reserve (/ ? #); percent-encode it (/ is %2F, ? is "
                          "%3F, # is %23), or give the password by PGPASSWORD or ~/.pgpass")
+    if parts.netloc.count("@") > 1:
+        # libpq ends the user part at the first '@': the rest of the password would be
+        # taken for the host, and a failing connection's message would print it.
+        raise UsageError(f"store {without_password(url)}: the part before the host holds "
+                         "'@' more than once; percent-encode an '@' in a user name or "
+                         "password as %40, or give the password by PGPASSWORD or ~/.pgpass")
     options = _query(parts.query)
     names = [v for k, v in options if k == "schema"]
     name = names[-1] if names else "tether"
