@@ -28,10 +28,12 @@ from tether.audit import VerifyReport, verify_store
 from tether.core.clock import WallClock
 from tether.core.note import Verifier
 from tether.errors import UsageError
-from tether.store import open_store
+from tether.store import open_store, sqlite_target
 from tether.store.layout import FRESH_META, LEASES, TABLES, RowStream, check_columns
 from tether.store.protocol import Store
 from tether.store.schema import VERSION
+from tether.store.sqlite_open import check_path
+from tether.store.urls import is_postgres
 from tether.system_clock import SYSTEM_CLOCK
 
 Progress = Callable[[str, int, int], None]
@@ -92,13 +94,13 @@ def copy_store(source: str, destination: str, *, key: Verifier | None = None,
             the source; the schema versions differ; a table this code does not know.
         StoreError: a store cannot be opened or written (nothing of the copy is written).
     """
-    src = open_store(source, create=False, readonly=True)
+    src = _open(source, "SRC", create=False, readonly=True)
     try:
         with src.snapshot():
             meta = _meta(src)
             _check_source(src, meta)
             skipped = _check_leases(src, clock)
-            dst = open_store(destination, create=True)
+            dst = _open(destination, "DST", create=True)
             try:
                 _check_destination(dst, meta)
                 started = clock.monotonic()
@@ -118,6 +120,14 @@ def copy_store(source: str, destination: str, *, key: Verifier | None = None,
                       clock)
     finally:
         dst.close()
+
+
+def _open(url: str, arg: str, *, create: bool, readonly: bool = False) -> Store:
+    """The store at ``url``; a SQLite path that cannot be one is refused naming ``arg`` (the
+    command's SRC or DST), not the --store option the copy does not take."""
+    if not is_postgres(url):
+        check_path(sqlite_target(url)[0], create=create, readonly=readonly, arg=arg)
+    return open_store(url, create=create, readonly=readonly)
 
 
 def _prove(source: str, dst: Store, totals: dict[str, int], written: dict[str, int],
