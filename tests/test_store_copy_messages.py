@@ -7,6 +7,9 @@ real CLI, each copy run by it (a subprocess).
 
 from __future__ import annotations
 
+import json
+import shlex
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -56,3 +59,58 @@ def test_a_folder_given_as_either_store_is_named(source: Path, tmp_path: Path) -
     assert "is a folder; DST names a SQLite file" in line, line
     line = refused(cli("store", "copy", str(tmp_path), str(tmp_path / "dst.db"), cwd=tmp_path))
     assert "is a folder; SRC names a SQLite file" in line, line
+
+
+@pytest.fixture
+def sealed(source: Path, tmp_path: Path) -> tuple[Path, Path, Path]:
+    """The source with a signed checkpoint; the right public key, and another key's."""
+    for name in ("k", "other"):
+        assert cli("audit", "keygen", str(tmp_path / name), cwd=tmp_path).returncode == 0
+    res = cli("--store", str(source), "audit", "seal", "--key", str(tmp_path / "k.key"),
+              cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    return source, tmp_path / "k.pub", tmp_path / "other.pub"
+
+
+def _failed_then_undone(src: Path, dst: str, right: Path, wrong: Path, cwd: Path) -> str:
+    """Copy with the wrong key (committed, not vouched for), --json then text; each time the
+    command given removes the copy (a copy again is refused until then), and at last the
+    copy with the right key passes. The text message."""
+    def undone(command: str) -> None:
+        again = cli("store", "copy", str(src), dst, "--key", str(right), cwd=cwd)
+        assert "already holds a tether store" in refused(again)
+        subprocess.run(shlex.split(command), cwd=cwd, check=True, capture_output=True)
+
+    res = cli("store", "copy", str(src), dst, "--key", str(wrong), "--json", cwd=cwd)
+    assert res.returncode == 1, res.stdout + res.stderr
+    command = json.loads(res.stdout)["undo"]
+    undone(command)
+    res = cli("store", "copy", str(src), dst, "--key", str(wrong), cwd=cwd)
+    assert res.returncode == 1, res.stdout + res.stderr
+    said = " ".join(res.stdout.split())
+    assert "now holds the whole copy, committed, but it does not check out" in said, said
+    assert "a --key other than the public key of the key that signed the source" in said, said
+    assert said.endswith(f"remove the copy (a copy into a store that holds rows is refused): "
+                         f"`{command}`"), said
+    undone(command)
+    res = cli("store", "copy", str(src), dst, "--key", str(right), cwd=cwd)
+    assert res.returncode == 0 and "verify ok" in res.stdout, res.stdout + res.stderr
+    return said
+
+
+def test_a_copy_that_does_not_verify_says_how_to_remove_it_sqlite(
+        sealed: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    src, right, wrong = sealed
+    said = _failed_then_undone(src, "dst.db", right, wrong, tmp_path)
+    assert "`rm dst.db`" in said and f"--store sqlite:///{src}" in said, said
+
+
+@pytest.mark.skipif(shutil.which("psql") is None, reason="the undo command runs psql")
+def test_a_copy_that_does_not_verify_says_how_to_drop_it_postgresql(
+        sealed: tuple[Path, Path, Path], pg_url: str, tmp_path: Path) -> None:
+    src, right, wrong = sealed
+    secret = "s3cret-pw"  # noqa: S105  # not a credential: trust auth ignores it
+    dst = pg_url.replace("postgresql://postgres@", f"postgresql://postgres:{secret}@", 1)
+    assert secret in dst, pg_url
+    said = _failed_then_undone(src, dst, right, wrong, tmp_path)
+    assert "-c 'DROP SCHEMA " in said and secret not in said, said
