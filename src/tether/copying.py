@@ -19,6 +19,7 @@ whatever the backends, through the store protocol (``export_rows`` / ``import_ro
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -28,10 +29,12 @@ from tether.audit import VerifyReport, verify_store
 from tether.core.clock import WallClock
 from tether.core.note import Verifier
 from tether.errors import UsageError
-from tether.store import open_store
+from tether.store import open_store, sqlite_target
 from tether.store.layout import FRESH_META, LEASES, TABLES, RowStream, check_columns
 from tether.store.protocol import Store
 from tether.store.schema import VERSION
+from tether.store.sqlite_open import check_path
+from tether.store.urls import is_postgres, parse_url, without_password
 from tether.system_clock import SYSTEM_CLOCK
 
 Progress = Callable[[str, int, int], None]
@@ -71,13 +74,32 @@ class CopyReport:
         """Rows copied."""
         return sum(src for src, _ in self.rows.values())
 
+    @property
+    def undo(self) -> str:
+        """The shell command that removes the copy, as :func:`undo_command` gives it."""
+        return undo_command(self.destination)
+
     def to_json(self) -> dict[str, Any]:
-        """The form ``tether store copy --json`` prints."""
-        return {"ok": self.ok, "source": self.source, "destination": self.destination,
-                "rows": {t: {"source": s, "destination": d} for t, (s, d) in self.rows.items()},
-                "mismatched": self.mismatched, "skipped_leases": self.skipped_leases,
-                "copy_seconds": round(self.copy_seconds, 3),
-                "verify_seconds": round(self.verify_seconds, 3), "verify": self.verify.to_json()}
+        """The form ``tether store copy --json`` prints; when the copy does not check out,
+        with ``undo``: the command that removes it (a copy again is refused until then)."""
+        out = {"ok": self.ok, "source": self.source, "destination": self.destination,
+               "rows": {t: {"source": s, "destination": d} for t, (s, d) in self.rows.items()},
+               "mismatched": self.mismatched, "skipped_leases": self.skipped_leases,
+               "copy_seconds": round(self.copy_seconds, 3),
+               "verify_seconds": round(self.verify_seconds, 3), "verify": self.verify.to_json()}
+        return out if self.ok else out | {"undo": self.undo}
+
+
+def undo_command(url: str) -> str:
+    """The shell command that removes the store at ``url``, a copy that must not stay (it
+    holds rows, so a copy into it again is refused): ``rm`` of the SQLite file, or psql
+    dropping the PostgreSQL schema. Never shows a password: psql asks for it, or reads
+    PGPASSWORD or ~/.pgpass."""
+    if is_postgres(url):
+        conninfo, schema, _ = parse_url(url)
+        drop = f"DROP SCHEMA {schema} CASCADE"  # a plain identifier: parse_url checked it
+        return f"psql {shlex.quote(without_password(conninfo))} -c {shlex.quote(drop)}"
+    return f"rm {shlex.quote(str(sqlite_target(url)[0]))}"
 
 
 def copy_store(source: str, destination: str, *, key: Verifier | None = None,
@@ -92,13 +114,13 @@ def copy_store(source: str, destination: str, *, key: Verifier | None = None,
             the source; the schema versions differ; a table this code does not know.
         StoreError: a store cannot be opened or written (nothing of the copy is written).
     """
-    src = open_store(source, create=False, readonly=True)
+    src = _open(source, "SRC", create=False, readonly=True)
     try:
         with src.snapshot():
             meta = _meta(src)
             _check_source(src, meta)
             skipped = _check_leases(src, clock)
-            dst = open_store(destination, create=True)
+            dst = _open(destination, "DST", create=True)
             try:
                 _check_destination(dst, meta)
                 started = clock.monotonic()
@@ -118,6 +140,14 @@ def copy_store(source: str, destination: str, *, key: Verifier | None = None,
                       clock)
     finally:
         dst.close()
+
+
+def _open(url: str, arg: str, *, create: bool, readonly: bool = False) -> Store:
+    """The store at ``url``; a SQLite path that cannot be one is refused naming ``arg`` (the
+    command's SRC or DST), not the --store option the copy does not take."""
+    if not is_postgres(url):
+        check_path(sqlite_target(url)[0], create=create, readonly=readonly, arg=arg)
+    return open_store(url, create=create, readonly=readonly)
 
 
 def _prove(source: str, dst: Store, totals: dict[str, int], written: dict[str, int],

@@ -213,7 +213,11 @@ def show(swarm: SwarmOpt = None,
          history: Annotated[bool, typer.Option(
              "--history", help="Every policy change instead, oldest first.")] = False,
          json: Annotated[bool, typer.Option("--json", help="JSON output.")] = False) -> None:
-    """Show the policy in force: its hash, who applied it and when (or the built-in defaults)."""
+    """Show the policy in force: its hash, who applied it and when (or the built-in defaults).
+
+    An applied policy that cannot be used (it does not compile: written by another tether,
+    or changed outside it) is shown as such, with why and how to fix it, and exits with
+    status 1 so that scripts notice: no worker of the store starts until it is replaced."""
     from tether.cli.common import store
     from tether.runtime.policybook import PolicyBook
     s = store(readonly=True)
@@ -222,17 +226,50 @@ def show(swarm: SwarmOpt = None,
         return
     book = PolicyBook()
     book.refresh(s)
-    shown = [book.for_swarm(swarm)] if swarm is not None else (
-        book.scopes() or [book.for_swarm(None)])
+    bad, shown = _shown(book, swarm)
     if json:
-        print_jsonl([_in_force_json(x) for x in shown])
-        return
-    for x in shown:
-        console.print(escape(x.describe()), highlight=False, soft_wrap=True)
-        console.print(f"  hash {x.policy.hash}, {len(x.policy.rules)} rules", highlight=False)
-        _print_groups(x.policy)
-        if text:
-            console.print(x.policy.text, markup=False, highlight=False, soft_wrap=True)
+        print_jsonl([_unusable_json(x) for x in bad] + [_in_force_json(x) for x in shown])
+    else:
+        for x in bad:
+            _print_unusable(x)
+        for x in shown:
+            console.print(escape(x.describe()), highlight=False, soft_wrap=True)
+            console.print(f"  hash {x.policy.hash}, {len(x.policy.rules)} rules", highlight=False)
+            _print_groups(x.policy)
+            if text:
+                console.print(x.policy.text, markup=False, highlight=False, soft_wrap=True)
+    if bad:
+        raise typer.Exit(1)
+
+
+def _shown(book: Any, swarm: str | None) -> tuple[list[Any], list[Any]]:
+    """Every unusable policy (whatever ``swarm``: one stops every worker of the store), and
+    the usable ones in force (the built-in defaults only when no policy is applied)."""
+    bad = book.unusable()
+    broken = {x.scope for x in bad}
+    good = book.scopes() if swarm is None else [book.for_swarm(swarm)]
+    shown = [x for x in good if x.event is not None and x.scope not in broken]
+    return bad, shown if shown or bad else [book.for_swarm(swarm)]
+
+
+def _print_unusable(x: Any) -> None:
+    e = x.event
+    where = "store-wide" if e.scope == "store" else f"for {e.scope.replace(':', ' ')}"
+    source = (e.payload or {}).get("source") if isinstance(e.payload, dict) else None
+    console.print(
+        f"policy applied {where} by {e.actor} at {e.time} (store event #{e.n}"
+        + (f", from {source}" if source else "") + f") CANNOT BE USED: {x.error}. Workers of "
+        "this store refuse to start until it is replaced (a running one keeps the policy it "
+        f"had); fix: `{x.fix}` with a good policy file (`tether policy check FILE` first)",
+        markup=False, highlight=False, soft_wrap=True)
+
+
+def _unusable_json(x: Any) -> dict[str, Any]:
+    e = x.event
+    return {"scope": x.scope, "status": "unusable", "error": x.error,
+            "workers": "refuse to start", "fix": x.fix, "applied_by": e.actor,
+            "applied_at": e.time, "event": e.n,
+            "source": (e.payload or {}).get("source") if isinstance(e.payload, dict) else None}
 
 
 def _print_groups(pol: Policy) -> None:
@@ -265,7 +302,7 @@ def _history(s: Any, swarm: str | None, *, json: bool) -> None:
 
 def _in_force_json(x: Any) -> dict[str, Any]:
     e = x.event
-    return {"scope": x.scope, "hash": x.policy.hash, "rules": len(x.policy.rules),
+    return {"scope": x.scope, "status": "in force", "hash": x.policy.hash, "rules": len(x.policy.rules),
             "applied_by": e.actor if e else None, "applied_at": e.time if e else None,
             "source": (e.payload or {}).get("source") if e else None,
             "event": e.n if e else None, "groups": {k: list(v) for k, v in x.policy.groups.items()},

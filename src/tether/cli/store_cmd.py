@@ -155,6 +155,19 @@ def _print(rep: CopyReport) -> None:
                       "as it was, and a worker started on it again would drive the same runs "
                       "a second time (their effects twice)", markup=False, highlight=False)
     if not rep.ok:
-        console.print(f"the copy is written to {rep.destination} but does not check out; "
-                      f"check the source too (`tether --store SRC audit verify`): a source "
-                      "that does not verify is copied as it is", markup=False, highlight=False)
+        _not_vouched(rep)
+
+
+def _not_vouched(rep: CopyReport) -> None:
+    """What the destination holds after a copy that committed but does not check out, why
+    that may be, and what to do before copying again (which is refused while it holds it)."""
+    v = rep.verify
+    key = (" a --key other than the public key of the key that signed the source fails its "
+           "signatures;" if v.signatures_checked else "")
+    console.print(
+        f"{rep.destination} now holds the whole copy, committed, but it does not check out: "
+        f"run no worker on it. Why:{key} a source that does not verify is copied as it is "
+        f"(check it: `tether --store {rep.source} audit verify"
+        + (" --key PUBFILE" if v.signatures_checked else "") + "`). Before copying again, "
+        f"remove the copy (a copy into a store that holds rows is refused): `{rep.undo}`",
+        markup=False, highlight=False)

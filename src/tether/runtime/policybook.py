@@ -48,6 +48,28 @@ class InForce:
                 + (f" from {source}" if source else ""))
 
 
+@dataclass(frozen=True, slots=True)
+class Unusable:
+    """A policy applied to a scope (the latest there) that does not compile: no worker of the
+    store starts while it is (a running one keeps the policy it had)."""
+
+    event: StoreEvent
+    """The ``policy.applied`` event that records it."""
+    error: str
+    """Why it cannot be used (the rule and field at fault, when the text names one)."""
+
+    @property
+    def scope(self) -> str:
+        """``store`` or ``swarm:NAME``."""
+        return self.event.scope
+
+    @property
+    def fix(self) -> str:
+        """The command that replaces it (FILE: a good policy)."""
+        swarm = self.scope.partition(":")[2] if self.scope != STORE_SCOPE else ""
+        return "tether policy apply FILE" + (f" --swarm {swarm}" if swarm else "")
+
+
 def compile_event(e: StoreEvent) -> Policy:
     """The policy a ``policy.applied`` event records.
 
@@ -73,6 +95,7 @@ class PolicyBook:
         """The last store event folded in."""
         self._in_force: dict[str, InForce] = {}
         self._builtin = InForce(builtin_policy(), None)
+        self._unusable: dict[str, Unusable] = {}
 
     def refresh(self, store: Store, *, strict: bool = False) -> list[str]:
         """Fold the store events applied since the last call; return what changed, for the log.
@@ -92,17 +115,20 @@ class PolicyBook:
             if cur is not e:
                 if cur is None and e.kind == "policy.cleared":
                     self._in_force.pop(e.scope, None)
+                    self._unusable.pop(e.scope, None)
                     changes.append(f"{e.scope}: the policy applied to it was cleared by {e.actor}")
                 continue  # a later event of this pass changes the same scope again
             try:
                 self._in_force[e.scope] = InForce(compile_event(e), e)
             except (PolicyError, RecursionError, ValueError, TypeError) as exc:
+                self._unusable[e.scope] = Unusable(e, str(exc))
                 if strict:
                     raise UsageError(f"the store's policy cannot be used ({exc}); apply a good one "
                                      "with `tether policy apply FILE`") from None
                 log.error("store event #%d: the new policy for %s cannot be used, keeping the one "
                           "in force: %s", e.n, e.scope, exc)
                 continue
+            self._unusable.pop(e.scope, None)
             changes.append(f"now in force: {self._in_force[e.scope].describe()}")
         self.seen = new[-1].n
         return changes
@@ -125,6 +151,11 @@ class PolicyBook:
                              f"apply {policy.source}` (or add --apply), or leave out --policy to "
                              "run under the store's")
         return cur
+
+    def unusable(self) -> list[Unusable]:
+        """The scopes whose latest applied policy cannot be used, store-wide first: while
+        there is one, a worker refuses to start (:meth:`refresh` with ``strict``)."""
+        return sorted(self._unusable.values(), key=lambda x: (x.scope != STORE_SCOPE, x.scope))
 
     def scopes(self) -> list[InForce]:
         """Every applied policy in force, store-wide first."""

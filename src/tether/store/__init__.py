@@ -42,6 +42,19 @@ def open_store(url: str | None = None, *, create: bool = True,
 
 def _open_sqlite(url: str, *, create: bool, readonly: bool | None) -> Store:
     """The SQLite store at a path or ``sqlite://`` URL, with its ``?synchronous=`` option."""
+    path, sync = sqlite_target(url)
+    if readonly is None:
+        readonly = path.exists() and not os.access(path, os.W_OK)
+    return SQLiteStore(path, create=create and not readonly, synchronous=sync, readonly=readonly)
+
+
+def sqlite_target(url: str) -> tuple[Path, str]:
+    """The file and the ``?synchronous=`` option (default ``FULL``) of a SQLite path or
+    ``sqlite://`` URL.
+
+    Raises:
+        UsageError: an unknown option, or a URL scheme other than ``sqlite://``.
+    """
     sync = "FULL"
     if "?" in url:
         url, _, query = url.partition("?")
@@ -59,10 +72,7 @@ def _open_sqlite(url: str, *, create: bool, readonly: bool | None) -> Store:
     if url.startswith("sqlite://"):
         url = url.removeprefix("sqlite://")
         url = url[1:] if url.startswith("/") else url  # sqlite:///rel.db, sqlite:////abs.db
-    path = Path(url)
-    if readonly is None:
-        readonly = path.exists() and not os.access(path, os.W_OK)
-    return SQLiteStore(path, create=create and not readonly, synchronous=sync, readonly=readonly)
+    return Path(url), sync
 
 
 def _open_postgres(url: str, *, create: bool, readonly: bool) -> Store:
@@ -80,4 +90,4 @@ def _open_postgres(url: str, *, create: bool, readonly: bool) -> Store:
     return PostgresStore(url, create=create and not readonly, readonly=readonly)
 
 
-__all__ = ["DEFAULT_URL", "SQLiteStore", "Store", "open_store"]
+__all__ = ["DEFAULT_URL", "SQLiteStore", "Store", "open_store", "sqlite_target"]

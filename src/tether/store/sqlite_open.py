@@ -14,29 +14,36 @@ from urllib.parse import quote
 
 from tether.errors import StoreError
 
+STORE_ARG = "--store / TETHER_STORE"
+"""What names the store, for messages: the global option, unless a command names it
+by its own argument (`tether store copy SRC DST`)."""
 
-def check_path(path: Path, *, create: bool, readonly: bool = False) -> None:
+
+def check_path(path: Path, *, create: bool, readonly: bool = False, arg: str = STORE_ARG) -> None:
     """Refuse a store path that cannot be (or must not become) a tether store.
 
     Args:
         path: the database file.
         create: the command may create the store (``tether run``, ``tether demo``).
         readonly: the store is opened for reading only.
+        arg: what named the path, for messages (``SRC`` of ``tether store copy``).
 
     Raises:
         StoreError: naming what is wrong with the path and how to fix it.
     """
     if path.is_symlink() and not path.exists():
         raise StoreError(f"store {path} is a symbolic link to {os.readlink(path)}, which does "
-                         "not exist (a dangling link); fix the link, or pass the store file "
-                         "itself with --store / TETHER_STORE")
+                         f"not exist (a dangling link); fix the link, or pass the store file "
+                         f"itself as {arg}")
     if path.is_dir():
-        raise StoreError(f"{path} is a folder; --store names a SQLite file, e.g. ./tether.db")
-    _check_folder(path)
+        raise StoreError(f"{path} is a folder; {arg.partition(' ')[0]} names a SQLite file, "
+                         "e.g. ./tether.db")
+    _check_folder(path, arg)
     if not path.exists():
         if not create:
-            raise StoreError(f"no tether store at {path}; start a run first "
-                             "(tether run / tether demo) or pass --store / TETHER_STORE")
+            raise StoreError(f"no tether store at {path}; " + (
+                "start a run first (tether run / tether demo) or pass --store / TETHER_STORE"
+                if arg == STORE_ARG else f"fix {arg}: it names an existing store"))
         return
     if not readonly and not os.access(path, os.W_OK):
         # Refused before SQLite opens it: its -wal/-shm files, made by us and never removed
@@ -47,10 +54,10 @@ def check_path(path: Path, *, create: bool, readonly: bool = False) -> None:
         # SQLite takes an empty file for an empty database: a read (`tether runs`) would
         # have made it a store without anyone asking for one.
         raise StoreError(f"{path} is empty, not a tether store; `tether run` or `tether demo` "
-                         "create one (or pass the right --store / TETHER_STORE)")
+                         f"create one (or pass the right {arg})")
 
 
-def _check_folder(path: Path) -> None:
+def _check_folder(path: Path, arg: str) -> None:
     # Walk up to the first ancestor that exists: a file there (README.md/x.db) is not
     # "a folder that does not exist".
     for parent in path.parents:
@@ -58,12 +65,12 @@ def _check_folder(path: Path) -> None:
             if parent.is_dir():
                 break
             raise StoreError(f"{parent} is a file, not a folder, so it cannot hold store "
-                             f"{path}; fix --store / TETHER_STORE")
+                             f"{path}; fix {arg}")
     if not path.parent.is_dir():
         # A typo in --store must not quietly grow a tree of folders with a new, empty store
         # in it: the file may be created, its folder must be there already.
         raise StoreError(f"the folder {path.parent} of store {path} does not "
-                         "exist; create it first, or fix --store / TETHER_STORE")
+                         f"exist; create it first, or fix {arg}")
 
 
 def readonly_uri(path: Path) -> str | None:
