@@ -98,3 +98,22 @@ def test_a_swarm_s_unusable_policy_is_shown_beside_the_store_s(db: Path, tmp_pat
     said = " ".join(res.stdout.split())
     assert said.startswith("policy applied for swarm crew by human:old") and "CANNOT" in said
     assert "policy " in said.partition("--swarm crew")[2], said  # then the store's, in force
+
+
+def test_explain_refuses_to_answer_from_a_fallback_no_worker_runs_under(
+        db: Path, tmp_path: Path) -> None:
+    """`policy explain` without --policy used to answer from the built-in defaults (or the
+    last good policy) while the store's applied one cannot be used: an operator asking
+    "would this payment run?" was told by rules no worker enforces (they refuse to start).
+    It now says why it cannot answer and how to fix it; with --policy FILE it still answers."""
+    _record_bad(db, "store")
+    asked = ("policy", "explain", "--agent", "a", "--tool", "pay")
+    res = cli("--store", str(db), *asked, cwd=tmp_path)
+    assert res.returncode == 2, res.stdout + res.stderr
+    said = " ".join(res.stderr.split())
+    assert "cannot be used" in said and "pay\\x00ok" in said and "refuse to start" in said, said
+    assert "tether policy apply" in said and "--policy FILE" in said, said
+    assert "Traceback" not in res.stderr
+    res = cli("--store", str(db), *asked, "--policy", "good.toml", cwd=tmp_path)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "pay-ok" in res.stdout

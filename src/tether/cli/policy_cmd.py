@@ -111,12 +111,7 @@ def explain(agent: Annotated[str, typer.Option(help="The agent's name.", metavar
     # long: most lines are the option signature (typer reads it); the body is ~25 lines
     if effect not in ACTION_EFFECTS:
         raise UsageError(f"--effect {effect!r}: use one of {', '.join(ACTION_EFFECTS)}")
-    if policy is not None:
-        pol = load_policy(policy)
-    else:
-        from tether.cli.common import store
-        from tether.policies import in_force
-        pol = in_force(store(readonly=True), swarm).policy
+    pol = load_policy(policy) if policy is not None else _store_policy(swarm)
     tz = pol.defaults.timezone
     action = Action(run="explain", agent=agent, swarm=swarm, tool=tool, effect=effect,
                     arguments=_arguments(args), at=_instant(at, tz),
@@ -240,6 +235,24 @@ def show(swarm: SwarmOpt = None,
                 console.print(x.policy.text, markup=False, highlight=False, soft_wrap=True)
     if bad:
         raise typer.Exit(1)
+
+
+def _store_policy(swarm: str | None) -> Policy:
+    """The store's policy in force for ``swarm``; refused while an applied one cannot be used:
+    no worker runs under the fallback it would otherwise show (they refuse to start)."""
+    from tether.cli.common import store
+    from tether.runtime.policybook import PolicyBook
+    book = PolicyBook()
+    book.refresh(store(readonly=True))
+    bad = book.unusable()
+    if bad:
+        x = bad[0]
+        raise UsageError(f"the policy applied {x.scope.replace(':', ' ')} (store event "
+                         f"#{x.event.n}) cannot be used: {x.error}; workers of this store "
+                         f"refuse to start until it is replaced, so nothing is decided by it. "
+                         f"Fix: `{x.fix}` with a good policy file, or explain against a file "
+                         "with --policy FILE")
+    return book.for_swarm(swarm).policy
 
 
 def _shown(book: Any, swarm: str | None) -> tuple[list[Any], list[Any]]:
