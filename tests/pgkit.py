@@ -28,6 +28,7 @@ import functools
 import os
 import re
 import secrets
+import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -41,6 +42,25 @@ DEFAULT_SERVER = "postgresql://postgres@127.0.0.1:5432/test"
 CONNECT_TIMEOUT = 3
 """Seconds to wait for the server before calling it unreachable (libpq ``connect_timeout``)."""
 PREFIX = "tt_"
+
+SECRET = "s3cret-pw"  # noqa: S105  # not a credential: trust auth ignores it
+"""A password tests put in store URLs, to check no output ever shows it."""
+
+
+def with_password(url: str) -> str:
+    """``url`` (the test server's, user ``postgres``) with :data:`SECRET` as its password."""
+    return url.replace("postgresql://postgres@", f"postgresql://postgres:{SECRET}@", 1)
+
+
+def one_error(res: subprocess.CompletedProcess[str]) -> str:
+    """The single ``error:`` line a refused command prints (exit 2), nothing else: never a
+    traceback, never the password."""
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert "Traceback" not in res.stderr, res.stderr
+    lines = res.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), res.stderr
+    assert SECRET not in res.stdout + res.stderr
+    return lines[0]
 """Every test schema's name starts so (and nothing of tether's own default, ``tether``)."""
 
 

@@ -20,27 +20,12 @@ from pathlib import Path
 import pytest
 
 from tests import pgkit
+from tests.pgkit import SECRET, one_error, with_password
 from tests.pgworkers import ROOT, cli, tether_cmd
 from tether.store.urls import without_password
 
-SECRET = "s3cret-pw"  # noqa: S105  # not a credential: trust auth ignores it
-"""A password put in URLs: no output may ever show it (trust auth ignores it)."""
-
 ALLOW = '[[rule]]\nid = "allow-all"\ndecide = "allow"\n'
 
-
-def one_error(res: subprocess.CompletedProcess[str]) -> str:
-    """The single ``error:`` line a refused command prints (exit 2), nothing else."""
-    assert res.returncode == 2, res.stdout + res.stderr
-    assert "Traceback" not in res.stderr, res.stderr
-    lines = res.stderr.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), res.stderr
-    assert SECRET not in res.stdout + res.stderr
-    return lines[0]
-
-
-def with_password(url: str) -> str:
-    return url.replace("postgresql://postgres@", f"postgresql://postgres:{SECRET}@", 1)
 
 
 def test_store_help_names_the_postgresql_url() -> None:

@@ -30,12 +30,13 @@ import pytest
 
 from tests import pgkit
 from tests.crashkit import SIDE_ENV
+from tests.pgkit import SECRET, with_password
+from tests.pgkit import one_error as refused
 from tests.pgworkers import ROOT, cli, tether_cmd
 from tether.copying import copy_store
 from tether.store import open_store
 from tether.store.layout import BATCH, BATCH_BYTES, FETCH, LEASES, TABLES, in_batches
 
-SECRET = "s3cret-pw"  # noqa: S105  # not a credential: trust auth ignores it
 ALLOW = '[[rule]]\nid = "allow-all"\ndecide = "allow"\n'
 
 
@@ -43,19 +44,6 @@ def ok(res: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str
     assert res.returncode == 0, res.stdout + res.stderr
     assert SECRET not in res.stdout + res.stderr
     return res
-
-
-def refused(res: subprocess.CompletedProcess[str]) -> str:
-    """The one ``error:`` line of a refused command (exit 2), never a traceback."""
-    assert res.returncode == 2, res.stdout + res.stderr
-    lines = res.stderr.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), res.stderr
-    assert SECRET not in res.stdout + res.stderr
-    return lines[0]
-
-
-def with_password(url: str) -> str:
-    return url.replace("postgresql://postgres@", f"postgresql://postgres:{SECRET}@", 1)
 
 
 @dataclass(frozen=True)

@@ -17,12 +17,11 @@ from pathlib import Path
 import pytest
 
 from tests import pg_agents, pgkit
+from tests.pgkit import SECRET, with_password
 from tests.pgworkers import ROOT, tether_cmd
 from tether import start_run
 from tether.store import open_store
 from tether.testing import allow_tools
-
-SECRET = "s3cret-pw"  # noqa: S105  # not a credential: trust auth ignores it
 
 
 def _wait_blocked(proc: subprocess.Popen[str], query: str) -> None:
@@ -46,7 +45,7 @@ def test_ctrl_c_before_the_commit_says_nothing_was_copied(pg_url: str,
     start_run(s, pg_agents.dwelling, agent_ref="tests.pg_agents:dwelling", goal="steps=1")
     s.close()
     open_store(pg_url).close()  # an empty store: the copy writes into it, or leaves it so
-    dst = pg_url.replace("postgresql://postgres@", f"postgresql://postgres:{SECRET}@", 1)
+    dst = with_password(pg_url)
     env = {k: v for k, v in os.environ.items() if k != "TETHER_STORE"}
     env["PYTHONPATH"] = str(ROOT)
     with pgkit.connect() as holder:
