@@ -86,6 +86,18 @@ class StepContext:
         """How many journaled calls the step has made so far."""
         return self._c.count
 
+    async def ended(self) -> None:
+        """The executor's, when the step returns: refuse further calls, wait for one
+        still in flight, raise a signal one of them raised (and the step caught)."""
+        await self._c.end()
+
+    def raise_kept(self, exc: BaseException) -> None:
+        """The executor's, when the step raised ``exc``: raise instead the signal (or
+        store failure) a call raised first, which the step's code turned into ``exc``."""
+        kept = self._c.signal
+        if kept is not None and kept is not exc:
+            raise kept from exc
+
     def progress(self, value: float) -> None:
         """Declare how far the run has got (any number; the last one in the step counts):
         the ``no_progress`` monitor flags a run whose progress stays flat while it spends."""
@@ -196,9 +208,7 @@ class StepContext:
             ToolFailed: the tool raised (journaled as ``effect.failed``), or the policy
                 or a human did not let it run (:class:`~tether.errors.ToolDenied`).
         """
-        s = self._s
-        t = s.tool(tool)
-        self._rt.suspect_files = ()
+        t = self._s.tool(tool)
         try:
             args = t.validate(arguments)
         except UsageError as exc:
@@ -207,7 +217,15 @@ class StepContext:
                               str(exc).removeprefix(f"tool {t.name}: "))
             raise UsageError(f"{msg.removeprefix('error: ')} (run {self.run_id} step "
                              f"{self.step})") from None
-        i = self._c.next()  # journaled redacted; the tool still gets the real ``args``
+        i = self._c.next()  # numbered as made; the calls' turns come in that order
+        async with self._c.turn():
+            return await self._numbered(t, args, i)
+
+    async def _numbered(self, t: Tool, args: dict[str, Any], i: int) -> Any:
+        """Call ``i`` of the step, in its turn: replayed, or checked and run live."""
+        s = self._s
+        self._rt.suspect_files = ()
+        # Journaled redacted; the tool still gets the real ``args``.
         read = t.effect == "read"
         fp, args_json = s.args_fingerprint("tool" if read else "effect", t.name, json_safe(args))
         kind = "tool.called" if read else "effect.intent"

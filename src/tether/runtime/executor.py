@@ -304,6 +304,7 @@ class RunExecutor:
         ctx = StepContext(self.services, step)
         t0 = self.wall.monotonic()
         out = outcomes.normalize(await self._call_agent(ctx), run=j.run, step=step)
+        await ctx.ended()
         self._stopped_short(step, ctx.calls)
         ck = self.encoder.encode(step, self.state)
         j.checkpoint(ck)
@@ -328,6 +329,13 @@ class RunExecutor:
             await self.flush()
 
     async def _call_agent(self, ctx: StepContext) -> Any:
+        try:
+            return await self._run_step(ctx)
+        except Exception as exc:
+            ctx.raise_kept(exc)  # what a call raised first, that the step turned into this
+            raise
+
+    async def _run_step(self, ctx: StepContext) -> Any:
         if self._is_async:
             with stepping(ctx):
                 return await self.agent.step(ctx, self.state)

@@ -57,8 +57,13 @@ class ModelCalls:
 
     async def _journaled(self, name: str, fp: str, call: ForeignCall,
                          *, raw: bool) -> tuple[ModelResponse, Any]:
+        i = self._c.next()
+        async with self._c.turn():
+            return await self._numbered(i, name, fp, call, raw=raw)
+
+    async def _numbered(self, i: int, name: str, fp: str, call: ForeignCall,
+                        *, raw: bool) -> tuple[ModelResponse, Any]:
         s, c, rt = self._s, self._c, self._c.rt
-        i = c.next()
         rec = c.recorded(i, "model.called", fp, f"model {name}")
         if rec is not None:
             p = rec.call.payload

@@ -11,11 +11,13 @@ loop; the collaborators see this object, never the executor.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from types import TracebackType
 from typing import Any, NoReturn
 
-from tether.errors import PauseRequested, StopRequested
+from tether.errors import PauseRequested, Signal, StopRequested, StoreError, UsageError
 from tether.runtime.journal import Recorded, RunJournal
 
 
@@ -88,25 +90,64 @@ class StepRuntime:
         raise PauseRequested(msg, detail={"nondeterminism": True})
 
 
-class StepCalls:
-    """The journaled calls of one step: their numbering, and what replay returns for one."""
+_HOLDING: contextvars.ContextVar[StepCalls | None] = contextvars.ContextVar(
+    "tether_step_call", default=None)
+"""The step whose call this code runs inside (a call made inside a call goes straight in)."""
 
-    __slots__ = ("count", "rt", "step")
+
+class StepCalls:
+    """The journaled calls of one step: their numbering, their turns, what replay returns
+    for one, and the first signal one of them raised.
+
+    A step's calls are numbered in the order they are made, and a re-run step must make
+    them in the same order. Calls made concurrently (``asyncio.gather`` in a step, a
+    framework running tool calls at once) take turns: each holds the step's lock from
+    before it is numbered until its result is journaled, first come first served, so the
+    order is the order they were started, live and on replay, and only one effect of a
+    step is ever in flight. A :class:`~tether.errors.Signal` (a pause, an approval to
+    wait for, a stop) or a store failure raised by one call is kept: every later call of
+    the step raises it again instead of acting, and the executor raises it when the step
+    returns, so code that catches it (a framework's ``except Exception`` around a group,
+    a user's broad ``except``) cannot let the step act on or finish.
+    """
+
+    __slots__ = ("closed", "count", "lock", "rt", "signal", "step")
 
     def __init__(self, rt: StepRuntime, step: int) -> None:
         self.rt = rt
         self.step = step
         self.count = 0
         """How many journaled calls the step has made so far."""
+        self.lock = asyncio.Lock()
+        self.signal: BaseException | None = None
+        """The first signal (or store failure) a call of the step raised."""
+        self.closed = False
+        """The step has returned: a call made now (from a task it left running) is refused."""
+
+    def turn(self) -> Turn:
+        """``async with calls.turn():`` around one journaled call (see the class)."""
+        return Turn(self)
 
     def next(self) -> int:
-        """The index of a new call (refused once the run is halted)."""
+        """The index of a new call (refused once the run is halted, or after a signal)."""
+        if self.signal is not None:
+            raise self.signal
         if self.rt.halted:
             raise StopRequested(f"run {self.rt.journal.run} step {self.step}: the run was "
                                 "stopped; no further calls are made")
         i = self.count
         self.count += 1
         return i
+
+    async def end(self) -> None:
+        """The step returned: refuse further calls, wait for one still in flight (a task
+        the step started and did not await), and raise a signal a call raised."""
+        self.closed = True
+        if self.lock.locked():
+            async with self.lock:
+                pass
+        if self.signal is not None:
+            raise self.signal
 
     def recorded(self, i: int, kind: str, fp: str, what: str) -> Recorded | None:
         """The journaled call ``i`` if the step made it before (None: run it live); a
@@ -119,3 +160,37 @@ class StepCalls:
             self.rt.nondeterminism(self.step, i, expected=f"{rec.call.kind} {got}",
                                    got=f"{kind} {fp} ({what})")
         return rec
+
+
+class Turn:
+    """One call's hold on its step's turn (:meth:`StepCalls.turn`)."""
+
+    __slots__ = ("calls", "token")
+
+    def __init__(self, calls: StepCalls) -> None:
+        self.calls = calls
+        self.token: contextvars.Token[StepCalls | None] | None = None
+
+    async def __aenter__(self) -> None:
+        c = self.calls
+        if _HOLDING.get() is c:
+            return  # a call made inside one of this step's calls: it already holds the turn
+        await c.lock.acquire()
+        if c.signal is not None or c.closed:
+            c.lock.release()
+            if c.signal is not None:
+                raise c.signal
+            raise UsageError(f"run {c.rt.journal.run} step {c.step}: a call was made after "
+                             "the step returned (from a task it started and did not await); "
+                             "await every ctx call before the step returns")
+        self.token = _HOLDING.set(c)
+
+    async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        c = self.calls
+        if c.signal is None and isinstance(exc, Signal | StoreError):
+            c.signal = exc
+        if self.token is not None:
+            _HOLDING.reset(self.token)
+            self.token = None
+            c.lock.release()

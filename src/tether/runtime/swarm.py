@@ -98,31 +98,32 @@ class SwarmCalls:
         refuse_nul(where, "the recipient", to)
         refuse_nul(where, "the topic", topic)
         i = calls.next()
-        # The fingerprint of [topic, body] is what it always was when neither holds a
-        # secret (journals written before redaction replay unchanged).
-        fp, shown = self._journaled("send", to, [topic, json_safe(body)])
-        topic, body_json = shown
-        rec = calls.recorded(i, "message.sent", fp, f"ctx.send to {to}")
-        if rec is not None:
-            return rec.call.id
-        await rt.safe_point(calls.step)
-        j = rt.journal
-        if not isinstance(to, str) or not to:
-            raise UsageError(f"run {j.run} step {calls.step}: ctx.send needs a run id, run name or "
-                             f"agent name (a non-empty string), not {to!r}")
-        # Not journaled when no run has that name: a re-run of the step (after `tether
-        # resume`, once the recipient was started) looks again and may find it.
-        target = await asyncio.to_thread(resolve_recipient, j.store, j.row, to, calls.step)
-        held = bool(j.row.spec.get("quarantined"))
-        e = j.append("message.sent", {"i": i, "fp": fp, "to": target.id, "to_name": target.name,
-                                      "topic": topic, "body": body_json, "held": held},
-                     step=calls.step, actor=rt.actor)
-        j.message(MessageRow(id=e.id, swarm=j.row.swarm, sender=j.run, epoch=j.row.epoch,
-                             step=calls.step, recipient=target.id, topic=topic, body=body_json,
-                             status="held" if held else "pending", created=rt.clock()))
-        if target.id == j.run:
-            rt.self_mail = True
-        return e.id
+        async with calls.turn():  # numbered as made; turns in that order
+            # The fingerprint of [topic, body] is what it always was when neither holds a
+            # secret (journals written before redaction replay unchanged).
+            fp, shown = self._journaled("send", to, [topic, json_safe(body)])
+            topic, body_json = shown
+            rec = calls.recorded(i, "message.sent", fp, f"ctx.send to {to}")
+            if rec is not None:
+                return rec.call.id
+            await rt.safe_point(calls.step)
+            j = rt.journal
+            if not isinstance(to, str) or not to:
+                raise UsageError(f"run {j.run} step {calls.step}: ctx.send needs a run id, run name or "
+                                 f"agent name (a non-empty string), not {to!r}")
+            # Not journaled when no run has that name: a re-run of the step (after `tether
+            # resume`, once the recipient was started) looks again and may find it.
+            target = await asyncio.to_thread(resolve_recipient, j.store, j.row, to, calls.step)
+            held = bool(j.row.spec.get("quarantined"))
+            e = j.append("message.sent", {"i": i, "fp": fp, "to": target.id, "to_name": target.name,
+                                          "topic": topic, "body": body_json, "held": held},
+                         step=calls.step, actor=rt.actor)
+            j.message(MessageRow(id=e.id, swarm=j.row.swarm, sender=j.run, epoch=j.row.epoch,
+                                 step=calls.step, recipient=target.id, topic=topic, body=body_json,
+                                 status="held" if held else "pending", created=rt.clock()))
+            if target.id == j.run:
+                rt.self_mail = True
+            return e.id
 
     async def receive(self, *, limit: int | None = None) -> list[InboxMessage]:
         rt, calls = self._rt, self._calls
@@ -130,50 +131,52 @@ class SwarmCalls:
             raise UsageError(f"run {rt.journal.run} step {calls.step}: ctx.receive(limit=...) must "
                              f"be a whole number of at least 1, or None for all; not {limit!r}")
         i = calls.next()
-        fp = fingerprint("receive", "inbox", digest(limit))
-        rec = calls.recorded(i, "message.received", fp, "ctx.receive()")
-        if rec is None:
-            await rt.safe_point(calls.step)
-            if rt.self_mail:
-                await rt.flush()  # a message to itself must be in the store to be taken
-                rt.self_mail = False
-            j = rt.journal
-            assert j.fence is not None
-            rows = await asyncio.to_thread(j.store.claim_messages, j.run, j.fence,
-                                           f"{j.row.epoch}:{calls.step}:{i}", rt.clock(), limit)
-            got = [InboxMessage(m.id, m.sender, m.topic, m.body, m.step, m.suspect)
-                   for m in rows]
-            j.append("message.received", {"i": i, "fp": fp,
-                                          "messages": [m.to_json() for m in got]},
-                     step=calls.step, actor=rt.actor, causes=tuple(m.id for m in got))
-            return got
-        return [InboxMessage(m["id"], m["sender"], m.get("topic"), m["body"], int(m["step"]),
-                             bool(m.get("suspect")))
-                for m in rec.call.payload["messages"]]
+        async with calls.turn():  # numbered as made; turns in that order
+            fp = fingerprint("receive", "inbox", digest(limit))
+            rec = calls.recorded(i, "message.received", fp, "ctx.receive()")
+            if rec is None:
+                await rt.safe_point(calls.step)
+                if rt.self_mail:
+                    await rt.flush()  # a message to itself must be in the store to be taken
+                    rt.self_mail = False
+                j = rt.journal
+                assert j.fence is not None
+                rows = await asyncio.to_thread(j.store.claim_messages, j.run, j.fence,
+                                               f"{j.row.epoch}:{calls.step}:{i}", rt.clock(), limit)
+                got = [InboxMessage(m.id, m.sender, m.topic, m.body, m.step, m.suspect)
+                       for m in rows]
+                j.append("message.received", {"i": i, "fp": fp,
+                                              "messages": [m.to_json() for m in got]},
+                         step=calls.step, actor=rt.actor, causes=tuple(m.id for m in got))
+                return got
+            return [InboxMessage(m["id"], m["sender"], m.get("topic"), m["body"], int(m["step"]),
+                                 bool(m.get("suspect")))
+                    for m in rec.call.payload["messages"]]
 
     async def board_get(self, key: str) -> BoardEntry | None:
         rt, calls = self._rt, self._calls
         refuse_nul(f"run {rt.journal.run} step {calls.step}: ctx.board.get", "the blackboard key",
                    key)
         i = calls.next()
-        fp = fingerprint("board.read", key, digest(key))
-        rec = calls.recorded(i, "blackboard.read", fp, f"ctx.board.get({key!r})")
-        if rec is not None:
-            return _entry(rec.call.payload)
-        await rt.safe_point(calls.step)
-        if rt.board_dirty:
-            await rt.flush()  # this run's own writes must be visible to its reads
-            rt.board_dirty = False
-        j = rt.journal
-        current = await asyncio.to_thread(j.store.current_versions, board_ns(j.row.swarm), [key])
-        v = current.get(key)
-        payload: dict[str, Any] = {"i": i, "fp": fp, "key": key, "found": v is not None}
-        if v is not None:
-            payload.update(value=v.value, version=v.version, writer=v.run, write=v.event,
-                           suspect=v.suspect)
-        j.append("blackboard.read", payload, step=calls.step, actor=rt.actor,
-                 causes=(v.event,) if v is not None else ())
-        return _entry(payload)
+        async with calls.turn():  # numbered as made; turns in that order
+            fp = fingerprint("board.read", key, digest(key))
+            rec = calls.recorded(i, "blackboard.read", fp, f"ctx.board.get({key!r})")
+            if rec is not None:
+                return _entry(rec.call.payload)
+            await rt.safe_point(calls.step)
+            if rt.board_dirty:
+                await rt.flush()  # this run's own writes must be visible to its reads
+                rt.board_dirty = False
+            j = rt.journal
+            current = await asyncio.to_thread(j.store.current_versions, board_ns(j.row.swarm), [key])
+            v = current.get(key)
+            payload: dict[str, Any] = {"i": i, "fp": fp, "key": key, "found": v is not None}
+            if v is not None:
+                payload.update(value=v.value, version=v.version, writer=v.run, write=v.event,
+                               suspect=v.suspect)
+            j.append("blackboard.read", payload, step=calls.step, actor=rt.actor,
+                     causes=(v.event,) if v is not None else ())
+            return _entry(payload)
 
     async def board_set(self, key: str, value: Any) -> str:
         rt, calls = self._rt, self._calls
@@ -183,22 +186,23 @@ class SwarmCalls:
         refuse_nul(f"run {rt.journal.run} step {calls.step}: ctx.board.set", "the blackboard key",
                    key)
         i = calls.next()
-        # The key is not redacted: readers look the value up by it.
-        fp, value_json = self._journaled("board.write", key, json_safe(value))
-        rec = calls.recorded(i, "blackboard.write", fp, f"ctx.board.set({key!r})")
-        if rec is not None:
-            return rec.call.id
-        await rt.safe_point(calls.step)
-        j = rt.journal
-        suspect = bool(j.row.spec.get("quarantined"))
-        e = j.append("blackboard.write", {"i": i, "fp": fp, "key": key, "value": value_json,
-                                          "suspect": suspect},
-                     step=calls.step, actor=rt.actor)
-        j.version(VersionRow(ns=board_ns(j.row.swarm), key=key, event=e.id, run=j.run,
-                             epoch=j.row.epoch, step=calls.step, value=value_json,
-                             suspect=suspect, created=rt.clock()))
-        rt.board_dirty = True
-        return e.id
+        async with calls.turn():  # numbered as made; turns in that order
+            # The key is not redacted: readers look the value up by it.
+            fp, value_json = self._journaled("board.write", key, json_safe(value))
+            rec = calls.recorded(i, "blackboard.write", fp, f"ctx.board.set({key!r})")
+            if rec is not None:
+                return rec.call.id
+            await rt.safe_point(calls.step)
+            j = rt.journal
+            suspect = bool(j.row.spec.get("quarantined"))
+            e = j.append("blackboard.write", {"i": i, "fp": fp, "key": key, "value": value_json,
+                                              "suspect": suspect},
+                         step=calls.step, actor=rt.actor)
+            j.version(VersionRow(ns=board_ns(j.row.swarm), key=key, event=e.id, run=j.run,
+                                 epoch=j.row.epoch, step=calls.step, value=value_json,
+                                 suspect=suspect, created=rt.clock()))
+            rt.board_dirty = True
+            return e.id
 
 
 def _entry(p: dict[str, Any]) -> BoardEntry | None:
