@@ -32,8 +32,8 @@ from langchain_core.tools import BaseTool
 from pydantic import ConfigDict
 
 from tether.errors import ModelError, Signal
+from tether.integrations.langgraph.blocking import run_blocking
 from tether.integrations.langgraph.codec import message_dict, plain, revive
-from tether.integrations.langgraph.turns import run_blocking, turn
 from tether.models.base import ForeignResponse, ModelResponse, ToolCall, Usage
 from tether.runtime.step_api import current_step
 
@@ -98,8 +98,7 @@ class TetherChatModel(BaseChatModel):
 
         async def call() -> ForeignResponse:
             return await self._call(messages, stop, run_manager, kwargs)
-        async with turn():
-            raw = await ctx.model_call(name, request, call)
+        raw = await ctx.model_call(name, request, call)
         return ChatResult(
             generations=[ChatGeneration(message=revive(raw["message"]),
                                         generation_info=raw.get("generation_info"))],

@@ -33,10 +33,10 @@ from langgraph.prebuilt import ToolNode
 from tether.core.canonical import digest
 from tether.core.effect_classes import TOOL_EFFECTS, Effect
 from tether.errors import UsageError
+from tether.integrations.langgraph.blocking import on_step_loop
 from tether.integrations.langgraph.codec import decode, encode
 from tether.integrations.langgraph.saver import StepSaver
 from tether.integrations.langgraph.tools import WrappedTool, wrap_tool
-from tether.integrations.langgraph.turns import turns_for_step
 from tether.runtime.outcome import Continue, Done, Outcome
 from tether.runtime.step_api import StepContextLike
 from tether.tools.base import Tool
@@ -162,15 +162,11 @@ class TetherGraph:
             given = None
         else:
             given = decode(state["input"])
-        with turns_for_step() as turns:
-            try:
-                await graph.ainvoke(given, config, context=self._context, interrupt_after="*",
-                                    durability="sync")
-            except Exception as exc:
-                if turns.signal is not None:  # a node turned a tether signal into an error
-                    raise turns.signal from exc
-                raise
-            turns.check()  # a signal a node's own code caught: the step still ends
+        # A signal a node caught or turned into an error still ends the step: the runtime
+        # keeps it and raises it when the step returns (or instead of that error).
+        with on_step_loop():
+            await graph.ainvoke(given, config, context=self._context, interrupt_after="*",
+                                durability="sync")
         state["graph"] = saver.snapshot()
         state.pop("input", None)
         now = await graph.aget_state(config)

@@ -27,7 +27,7 @@ from langchain_core.tools import BaseTool, StructuredTool, ToolException
 
 from tether.core.effect_classes import Effect
 from tether.errors import ToolDefinitionError, ToolFailed, UsageError
-from tether.integrations.langgraph.turns import run_blocking, turn
+from tether.integrations.langgraph.blocking import run_blocking
 from tether.runtime.step_api import current_step
 from tether.tools.base import Tool
 from tether.tools.schema import schema_tool
@@ -84,8 +84,7 @@ def wrap_tool(tool: BaseTool, *, effect: Effect = "irreversible",
     async def through_tether(**arguments: Any) -> Any:
         ctx = current_step()
         try:
-            async with turn():
-                return await ctx.call(t, **arguments)
+            return await ctx.call(t, **arguments)
         except (ToolFailed, UsageError) as exc:  # refused, failed or malformed: the model is told
             raise ToolException(str(exc).removeprefix("error: ")) from None
 

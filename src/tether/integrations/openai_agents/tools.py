@@ -92,22 +92,21 @@ def _invoker(ft: FunctionTool, tool: Tool) -> Callable[[SDKToolContext[Any], str
         if turn is None:
             raise UsageError(f"tool {ft.name} was called outside a turn tether runs; run the "
                              "agent through TetherAgent")
-        async with turn.one_call():
-            try:
-                args = tool.validate(json_loads_object(arguments))
-            except ValueError as exc:  # not JSON: journaled, the model told, nothing ran
-                return ctx.reject(ft.name, arguments, str(exc))
-            except UsageError as exc:  # JSON of the wrong shape: likewise
-                return ctx.reject(ft.name, arguments, str(exc).removeprefix(f"tool {ft.name}: "))
-            token = _SDK_CONTEXT.set(sdk_ctx)
-            try:
-                return await ctx.call(tool, **args)
-            except ToolDenied as exc:  # a policy or a person said no: the model is told why
-                return f"error: {exc}"
-            except ToolFailed as exc:
-                return await _told_failure(ft, sdk_ctx, exc)
-            finally:
-                _SDK_CONTEXT.reset(token)
+        try:
+            args = tool.validate(json_loads_object(arguments))
+        except ValueError as exc:  # not JSON: journaled, the model told, nothing ran
+            return ctx.reject(ft.name, arguments, str(exc))
+        except UsageError as exc:  # JSON of the wrong shape: likewise
+            return ctx.reject(ft.name, arguments, str(exc).removeprefix(f"tool {ft.name}: "))
+        token = _SDK_CONTEXT.set(sdk_ctx)
+        try:
+            return await ctx.call(tool, **args)
+        except ToolDenied as exc:  # a policy or a person said no: the model is told why
+            return f"error: {exc}"
+        except ToolFailed as exc:
+            return await _told_failure(ft, sdk_ctx, exc)
+        finally:
+            _SDK_CONTEXT.reset(token)
     return invoke
 
 

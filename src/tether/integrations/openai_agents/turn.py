@@ -1,51 +1,36 @@
 """One turn (one tether step) of an SDK run: what the wrapped tools and model share.
 
 A :class:`Turn` is made by each step and reached through a context variable, which the
-tasks the SDK spawns for tool calls inherit. It keeps the turn's tool calls one at a time
-(and none after a signal), the function calls the model asked for (so a call of a tool
-that does not exist is journaled with its arguments), the names the model was offered,
-and an error tether raised inside a hook the SDK guards with ``except Exception`` (re-raised
-when ``Runner.run`` returns, so a store failure is not turned into a message).
+tasks the SDK spawns for tool calls inherit. It keeps the function calls the model asked
+for (so a call of a tool that does not exist is journaled with its arguments), the names
+the model was offered, and an error tether raised inside a hook the SDK guards with
+``except Exception`` (re-raised when ``Runner.run`` returns, so a store failure is not
+turned into a message). That the tool calls the SDK runs at once take turns, and that
+none acts after a signal, is the runtime's (:class:`tether.runtime.stepping.StepCalls`).
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from typing import Any
 
 from agents.run_config import ToolErrorFormatterArgs
 
-from tether.errors import Signal
 from tether.runtime.step_api import current_step
 
 _TURN: ContextVar[Turn] = ContextVar("tether_openai_agents_turn")
 
 
 class Turn:
-    """The tool calls of one step: one at a time; after a signal, none."""
+    """What the wrapped model and tools of one step share."""
 
     def __init__(self, offered: tuple[str, ...] = ()) -> None:
-        self._lock = asyncio.Lock()
-        self._signal: Signal | None = None
         self.offered = offered
         self.calls: dict[str, str] = {}
         """Arguments of the function calls the model asked for, by call id."""
         self.failure: Exception | None = None
-
-    @contextlib.asynccontextmanager
-    async def one_call(self) -> AsyncIterator[None]:
-        """Hold the turn for one call; re-raise a signal an earlier call of it raised."""
-        async with self._lock:
-            if self._signal is not None:
-                raise self._signal
-            try:
-                yield
-            except Signal as sig:
-                self._signal = sig
-                raise
 
     @contextlib.contextmanager
     def current(self) -> Iterator[Turn]:

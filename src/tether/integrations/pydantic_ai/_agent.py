@@ -151,13 +151,9 @@ class TetherAgent:
                                            capabilities=[cap]) as run:
                     outcome = await _one_turn(run, state)
         except BaseExceptionGroup as group:  # a task group's wrapping: tether's signal first
-            raise _signal_in(group) or cap.signal or group from None
-        except Exception as exc:  # the framework turned a signal into an error of its own
-            if cap.signal is not None:
-                raise cap.signal from exc
-            raise
-        if cap.signal is not None:  # raised by a wrapper and swallowed by the framework
-            raise cap.signal
+            # (A signal the framework swallowed or turned into an error of its own is
+            # raised by the runtime, which kept it, when the step returns.)
+            raise _signal_in(group) or group from None
         return outcome
 
     def _check_offered(self, run: str, offered: Collection[str]) -> None:

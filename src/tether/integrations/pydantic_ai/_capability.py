@@ -5,8 +5,8 @@ PydanticAI's own seams without touching the user's agent: the model that serves
 each request is wrapped (:class:`TetherModel`), the assembled toolset is wrapped
 (:class:`TetherToolset`), tool arguments the model got wrong are journaled as a
 rejected call before PydanticAI tells the model, and the run's ids are stable
-across re-runs of a step. It also keeps the first tether signal a wrapper raised,
-so a signal the framework swallowed is raised again once it returns.
+across re-runs of a step. (A tether signal a wrapper raised and the framework
+swallowed is raised again by the runtime when the step returns.)
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ from pydantic_ai.tools import RunContext, ToolDefinition
 from pydantic_ai.toolsets import AbstractToolset
 
 from tether.core.effect_classes import Effect
-from tether.errors import Signal, StoreError
 from tether.integrations.pydantic_ai._messages import raw_arguments
 from tether.integrations.pydantic_ai._model import TetherModel
 from tether.integrations.pydantic_ai._toolset import TetherToolset
@@ -42,13 +41,6 @@ class TetherStepCapability(AbstractCapability[Any]):
     idempotent: frozenset[str] = frozenset()
     offered: Callable[[str, Collection[str]], None] | None = None
     """Told the run's id and the names of the tools the step offers (a run's first step)."""
-    signal: BaseException | None = None
-    """The first tether signal (or store failure) a wrapper raised in this step."""
-
-    def caught(self, exc: BaseException) -> None:
-        """Keep ``exc`` if it is a signal tether must see, whatever the framework does."""
-        if self.signal is None and isinstance(exc, Signal | StoreError):
-            self.signal = exc
 
     def get_default_run_id(self) -> str | None:
         return f"{self.step.run_id}:{self.step.step}"
@@ -57,12 +49,12 @@ class TetherStepCapability(AbstractCapability[Any]):
         return self.step.run_id
 
     def get_wrapper_model(self, model: Model) -> Model | None:
-        return TetherModel(model, on_signal=self.caught)
+        return TetherModel(model)
 
     def get_wrapper_toolset(self, toolset: AbstractToolset[Any]) -> AbstractToolset[Any] | None:
         offered = self.offered
         return TetherToolset(toolset, tools=self.tools, effects=self.effects,
-                             idempotent=self.idempotent, on_signal=self.caught,
+                             idempotent=self.idempotent,
                              offered=None if offered is None else
                              (lambda names: offered(self.step.run_id, names)))
 

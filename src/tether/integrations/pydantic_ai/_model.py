@@ -9,7 +9,7 @@ calling the provider.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -48,13 +48,13 @@ class TetherModel(WrapperModel):
 
     Args:
         wrapped: the model that really answers (e.g. an ``OpenAIChatModel``).
-        on_signal: told of a tether signal (pause, approval, budget, stop) raised by a
-            request, so it can be raised again should the framework swallow it.
+
+    A tether signal (pause, approval, budget, stop) a request raises ends the step even
+    if the framework swallows it: the runtime keeps it and raises it when the step returns.
     """
 
-    def __init__(self, wrapped: Model, on_signal: Callable[[BaseException], None] | None = None):
+    def __init__(self, wrapped: Model):
         super().__init__(wrapped)
-        self._on_signal = on_signal
 
     async def request(self, messages: list[ModelMessage], model_settings: ModelSettings | None,
                       model_request_parameters: ModelRequestParameters) -> PydanticResponse:
@@ -71,13 +71,7 @@ class TetherModel(WrapperModel):
                                  retryable=isinstance(exc, _RETRYABLE)) from exc
             return ForeignResponse(summary(resp), dump_response(resp))
 
-        try:
-            raw = await ctx.model_call(self.model_name, body, call)
-        except BaseException as exc:
-            if self._on_signal is not None:
-                self._on_signal(exc)
-            raise
-        return load_response(raw)
+        return load_response(await ctx.model_call(self.model_name, body, call))
 
     @asynccontextmanager
     async def request_stream(self, messages: list[ModelMessage],

@@ -85,13 +85,11 @@ class TetherToolset(WrapperToolset[Any]):
             toolset lists only at run time (an MCP server's) gets one on first call.
         effects: effect class by tool name (undeclared: ``irreversible``).
         idempotent: names of tools safe to retry with the same idempotency key.
-        on_signal: told of a tether signal raised by a call (see ``TetherModel``).
     """
 
     tools: Mapping[str, Tool] = field(default_factory=dict)
     effects: Mapping[str, Effect] = field(default_factory=dict)
     idempotent: frozenset[str] = frozenset()
-    on_signal: Callable[[BaseException], None] | None = None
     offered: Callable[[Collection[str]], None] | None = None
     """Told the names of the tools listed (a run's first step checks its declarations)."""
 
@@ -113,9 +111,5 @@ class TetherToolset(WrapperToolset[Any]):
             raise pai.ToolFailed(str(exc)) from None
         except UsageError as exc:  # tether's schema check refused what PydanticAI accepted
             raise pai.ModelRetry(str(exc)) from None
-        except BaseException as exc:
-            if self.on_signal is not None:
-                self.on_signal(exc)
-            raise
         finally:
             _PENDING.reset(token)
