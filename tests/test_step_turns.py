@@ -61,7 +61,7 @@ async def _gathered(ctx: Any, state: dict[str, Any]) -> Any:
 async def _swallows(ctx: Any, state: dict[str, Any]) -> Any:
     try:
         await ctx.call(pay, who="bob")  # needs an approval: AwaitApproval, a BaseException
-    except BaseException:  # noqa: BLE001 - what a careless agent does
+    except BaseException:  # what a careless agent does
         state["swallowed"] = True
     return Done("finished anyway")
 
@@ -69,7 +69,7 @@ async def _swallows(ctx: Any, state: dict[str, Any]) -> Any:
 async def _converts(ctx: Any, state: dict[str, Any]) -> Any:
     try:
         await ctx.call(pay, who="cy")
-    except BaseException as exc:  # noqa: BLE001 - a framework wrapping what it caught
+    except BaseException as exc:  # a framework wrapping what it caught
         raise RuntimeError(f"tool error: {exc!r}") from exc
     return Done("unreachable")
 
@@ -80,7 +80,7 @@ async def _leaves_a_task(ctx: Any, state: dict[str, Any]) -> Any:
             await asyncio.sleep(0.05)
             try:
                 await ctx.call(ship, what="late")
-            except Exception as exc:  # noqa: BLE001 - kept for the test to read
+            except Exception as exc:  # kept for the test to read
                 state_errors.append(str(exc))
         state_tasks.append(asyncio.create_task(later()))
         return Continue()

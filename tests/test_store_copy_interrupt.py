@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -70,3 +71,61 @@ def test_ctrl_c_before_the_commit_says_nothing_was_copied(pg_url: str,
         assert d.list_runs() == []
     finally:
         d.close()
+
+
+@pytest.mark.raw_rows
+def test_ctrl_c_while_verifying_says_the_copy_is_whole_and_how_to_remove_it(
+        pg_url: str, tmp_path: Path) -> None:
+    src = tmp_path / "src.db"
+    s = open_store(str(src))
+    allow_tools(s)
+    start_run(s, pg_agents.dwelling, agent_ref="tests.pg_agents:dwelling", goal="steps=1")
+    s.close()
+    open_store(pg_url).close()
+    dst = with_password(pg_url)
+    schema = pgkit.schema_of(pg_url)
+    env = {k: v for k, v in os.environ.items() if k != "TETHER_STORE"}
+    env["PYTHONPATH"] = str(ROOT)
+    # The copy is held at its last table; a second session then asks for the events table
+    # outright, queued behind the copy's transaction: granted the moment the copy commits,
+    # it holds the verify's first read of the events there.
+    with pgkit.connect() as holder, pgkit.connect() as blocker:
+        holder.execute(f"LOCK TABLE {schema}.tokens IN SHARE MODE")
+        proc = subprocess.Popen([*tether_cmd(), "store", "copy", str(src), dst], env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            _wait_blocked(proc, 'COPY "tokens"')
+            queued = threading.Thread(target=blocker.execute, args=(
+                f"LOCK TABLE {schema}.events IN ACCESS EXCLUSIVE MODE",))
+            queued.start()
+            _wait_blocked_on(f"LOCK TABLE {schema}.events")
+            holder.rollback()  # the copy goes on, commits, and its verify waits on events
+            queued.join(timeout=60)
+            _wait_blocked(proc, "SELECT")
+            proc.send_signal(signal.SIGINT)
+            out, err = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        blocker.rollback()
+    assert proc.returncode == 130, out + err
+    assert "Traceback" not in err and SECRET not in out + err, err
+    text = " ".join(err.split())
+    assert text.startswith("interrupted while verifying the copy"), err
+    assert "audit verify" in text and f"DROP SCHEMA {schema} CASCADE" in text, err
+    d = open_store(pg_url, create=False, readonly=True)
+    try:
+        assert len(d.list_runs()) == 1  # the whole copy, committed before the verify
+    finally:
+        d.close()
+
+
+def _wait_blocked_on(query: str) -> None:
+    deadline = time.monotonic() + 60  # a bound against a hang, not a timed assertion
+    with pgkit.connect(autocommit=True) as c:
+        while time.monotonic() < deadline:
+            if c.execute("SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                         "AND query LIKE %s", (query + "%",)).fetchone():
+                return
+            time.sleep(0.05)
+    pytest.fail(f"no session waited on the lock at {query!r}")

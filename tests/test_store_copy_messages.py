@@ -46,6 +46,16 @@ def test_a_missing_source_is_named_as_src(tmp_path: Path) -> None:
     assert not (tmp_path / "dst.db").exists()
 
 
+def test_a_postgresql_schema_without_a_store_is_named_as_src(pg_url: str,
+                                                             tmp_path: Path) -> None:
+    secret = "s3cret-pw"  # noqa: S105  # not a credential: trust auth ignores it
+    src = pg_url.replace("postgresql://postgres@", f"postgresql://postgres:{secret}@", 1)
+    line = refused(cli("store", "copy", src, str(tmp_path / "dst.db"), cwd=tmp_path))
+    assert "no tether store in schema" in line and "fix SRC" in line, line
+    assert "create the store" not in line and secret not in line, line
+    assert not (tmp_path / "dst.db").exists()
+
+
 def test_a_missing_destination_folder_is_named_as_dst(source: Path, tmp_path: Path) -> None:
     dst = tmp_path / "no-such-folder" / "dst.db"
     line = refused(cli("store", "copy", str(source), str(dst), cwd=tmp_path))

@@ -28,7 +28,7 @@ from typing import Any
 from tether.audit import VerifyReport, verify_store
 from tether.core.clock import WallClock
 from tether.core.note import Verifier
-from tether.errors import UsageError
+from tether.errors import StoreMissing, UsageError
 from tether.store import open_store, sqlite_target
 from tether.store.layout import FRESH_META, LEASES, TABLES, RowStream, check_columns
 from tether.store.protocol import Store
@@ -147,7 +147,13 @@ def _open(url: str, arg: str, *, create: bool, readonly: bool = False) -> Store:
     command's SRC or DST), not the --store option the copy does not take."""
     if not is_postgres(url):
         check_path(sqlite_target(url)[0], create=create, readonly=readonly, arg=arg)
-    return open_store(url, create=create, readonly=readonly)
+        return open_store(url, create=create, readonly=readonly)
+    try:
+        return open_store(url, create=create, readonly=readonly)
+    except StoreMissing:
+        schema = parse_url(url)[1]
+        raise StoreMissing(f"no tether store in schema {schema} of {without_password(url)}; "
+                           f"fix {arg}: its ?schema= names an existing store") from None
 
 
 def _prove(source: str, dst: Store, totals: dict[str, int], written: dict[str, int],

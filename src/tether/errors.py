@@ -76,6 +76,10 @@ class StoreLocked(StoreError):
     """The store's write lock was held by another process for too long."""
 
 
+class StoreMissing(StoreError):
+    """No tether store where one was named, and the command does not create one."""
+
+
 class StoreCorrupt(StoreError):
     """The file is not a tether store, or it is damaged."""
 

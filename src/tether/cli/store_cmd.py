@@ -19,7 +19,7 @@ from tether.cli.common import (
     handle_errors,
     print_jsonl,
 )
-from tether.copying import CopyReport, copy_store
+from tether.copying import CopyReport, copy_store, undo_command
 from tether.core.note import Verifier
 from tether.sealing import load_verifier
 from tether.store.urls import without_password
@@ -117,7 +117,9 @@ def _interrupted(destination: str, *, verifying: bool) -> NoReturn:
     dst = without_password(destination)
     err_console.print(
         f"interrupted while verifying the copy: {dst} holds the whole copy, not verified; "
-        f"check it with `tether --store {dst} audit verify`" if verifying else
+        f"check it with `tether --store {dst} audit verify`, or remove it with "
+        f"`{undo_command(destination)}` (a copy into it again is refused until then)"
+        if verifying else
         f"interrupted: nothing was copied ({dst} holds no row of it); run the command again "
         "to copy", markup=False, highlight=False)
     raise typer.Exit(130)

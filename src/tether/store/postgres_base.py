@@ -32,6 +32,7 @@ from tether.errors import (
     SchemaTooNew,
     StoreCorrupt,
     StoreError,
+    StoreMissing,
     UsageError,
 )
 from tether.store import postgres_schema as pg_schema
@@ -315,7 +316,7 @@ class PGBase:
             raise SchemaTooNew(f"store {self.url} has schema version {version}, this tether "
                                f"knows up to {pg_schema.VERSION}; upgrade tether")
         if version is None and not create:
-            raise StoreError(f"no tether store in schema {self.schema} of {self.url}; pass the "
+            raise StoreMissing(f"no tether store in schema {self.schema} of {self.url}; pass the "
                              "right ?schema=, or create the store (any command that writes, "
                              "e.g. tether run, creates it)")
         if self.readonly:
