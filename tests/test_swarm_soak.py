@@ -65,6 +65,7 @@ import sys
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -519,10 +520,15 @@ def _check_file(store: SQLiteStore, ws: Path, cell: list[str], runs: dict[str, R
             got = e.payload["result"]
             need(text.startswith(got), f"run {r} read {got!r}, not a prefix of {text!r}")
             # The versions that existed when it read: a late one (settled or resolved after
-            # a crash) committed after the read could not be cited.
+            # a crash) made after the read could not be cited. Made after, not committed
+            # after: a read does not wait for its own commit, so a settling that took the
+            # workspace's lock once the read let it go can commit first (the read of a
+            # line whose effect was in flight at a kill, then that effect settled by the
+            # tool). Under the lock, the worker's clock orders the two; the operator's
+            # settlings run with no worker alive.
+            read_at = datetime.fromisoformat(e.time).timestamp()
             last = next((version_of_line[ln] for ln in reversed(got.splitlines(keepends=True))
-                         if ln in version_of_line
-                         and batch_of[done_ev[version_of_line[ln].event].id] < batch_of[e.id]),
+                         if ln in version_of_line and version_of_line[ln].created < read_at),
                         None)
             want = (last.event,) if last is not None and last.run != r else ()
             need(e.causes == want, f"run {r} step {e.step}: fs_read cites {e.causes}; the last "
