@@ -25,11 +25,12 @@ from tether.store import open_store
 from tether.testing import allow_tools
 
 
-def _wait_blocked(proc: subprocess.Popen[str], query: str) -> None:
+def _wait_blocked(proc: subprocess.Popen[str] | None, query: str) -> None:
+    """Until a session (the copy's, or any with ``proc`` None) waits on a lock at ``query``."""
     deadline = time.monotonic() + 120  # a bound against a hang, not a timed assertion
     with pgkit.connect(autocommit=True) as c:
         while time.monotonic() < deadline:
-            assert proc.poll() is None, "the copy ended before it reached the lock"
+            assert proc is None or proc.poll() is None, "the copy ended before the lock"
             if c.execute("SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
                          "AND query LIKE %s", (query + "%",)).fetchone():
                 return
@@ -98,7 +99,7 @@ def test_ctrl_c_while_verifying_says_the_copy_is_whole_and_how_to_remove_it(
             queued = threading.Thread(target=blocker.execute, args=(
                 f"LOCK TABLE {schema}.events IN ACCESS EXCLUSIVE MODE",))
             queued.start()
-            _wait_blocked_on(f"LOCK TABLE {schema}.events")
+            _wait_blocked(None, f"LOCK TABLE {schema}.events")
             holder.rollback()  # the copy goes on, commits, and its verify waits on events
             queued.join(timeout=60)
             _wait_blocked(proc, "SELECT")
@@ -119,13 +120,3 @@ def test_ctrl_c_while_verifying_says_the_copy_is_whole_and_how_to_remove_it(
     finally:
         d.close()
 
-
-def _wait_blocked_on(query: str) -> None:
-    deadline = time.monotonic() + 60  # a bound against a hang, not a timed assertion
-    with pgkit.connect(autocommit=True) as c:
-        while time.monotonic() < deadline:
-            if c.execute("SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                         "AND query LIKE %s", (query + "%",)).fetchone():
-                return
-            time.sleep(0.05)
-    pytest.fail(f"no session waited on the lock at {query!r}")
