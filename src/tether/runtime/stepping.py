@@ -90,9 +90,11 @@ class StepRuntime:
         raise PauseRequested(msg, detail={"nondeterminism": True})
 
 
-_HOLDING: contextvars.ContextVar[StepCalls | None] = contextvars.ContextVar(
+_HOLDING: contextvars.ContextVar[Turn | None] = contextvars.ContextVar(
     "tether_step_call", default=None)
-"""The step whose call this code runs inside (a call made inside a call goes straight in)."""
+"""The call (turn) this code runs inside: a call made inside it, while it still holds its
+step's turn, goes straight in. A task the call started inherits this and may outlive the
+call, so what counts is whether that turn still holds the lock, not the variable alone."""
 
 
 class StepCalls:
@@ -111,7 +113,7 @@ class StepCalls:
     a user's broad ``except``) cannot let the step act on or finish.
     """
 
-    __slots__ = ("closed", "count", "lock", "rt", "signal", "step")
+    __slots__ = ("closed", "count", "holder", "lock", "rt", "signal", "step")
 
     def __init__(self, rt: StepRuntime, step: int) -> None:
         self.rt = rt
@@ -119,6 +121,8 @@ class StepCalls:
         self.count = 0
         """How many journaled calls the step has made so far."""
         self.lock = asyncio.Lock()
+        self.holder: Turn | None = None
+        """The call holding the lock (a call made inside it goes straight in)."""
         self.signal: BaseException | None = None
         """The first signal (or store failure) a call of the step raised."""
         self.closed = False
@@ -169,11 +173,12 @@ class Turn:
 
     def __init__(self, calls: StepCalls) -> None:
         self.calls = calls
-        self.token: contextvars.Token[StepCalls | None] | None = None
+        self.token: contextvars.Token[Turn | None] | None = None
 
     async def __aenter__(self) -> None:
         c = self.calls
-        if _HOLDING.get() is c:
+        held = _HOLDING.get()
+        if held is not None and held is c.holder:
             return  # a call made inside one of this step's calls: it already holds the turn
         await c.lock.acquire()
         if c.signal is not None or c.closed:
@@ -183,7 +188,8 @@ class Turn:
             raise UsageError(f"run {c.rt.journal.run} step {c.step}: a call was made after "
                              "the step returned (from a task it started and did not await); "
                              "await every ctx call before the step returns")
-        self.token = _HOLDING.set(c)
+        c.holder = self
+        self.token = _HOLDING.set(self)
 
     async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None,
                         tb: TracebackType | None) -> None:
@@ -193,4 +199,5 @@ class Turn:
         if self.token is not None:
             _HOLDING.reset(self.token)
             self.token = None
+            c.holder = None  # a task the call left running now waits its turn like any other
             c.lock.release()

@@ -1,0 +1,236 @@
+"""Edges of a step's turns (tests/test_step_turns.py): calls inside calls, tasks a tool
+starts, sync steps, a stop while calls wait their turn, and what is (not) kept.
+
+Real SQLite store, real Worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import tether
+from tether import Continue, Done, StepAgent, Worker, start_run, tool
+from tether.runtime.operator import send_command
+from tether.store.sqlite import SQLiteStore
+from tether.testing import allow_tools
+
+ACTIVE: list[int] = [0]
+PEAK: list[int] = [0]
+RAN: list[str] = []
+ERRORS: list[str] = []
+TASKS: list[asyncio.Task[Any]] = []
+
+
+async def _acting(name: str, seconds: float) -> str:
+    ACTIVE[0] += 1
+    PEAK[0] = max(PEAK[0], ACTIVE[0])
+    try:
+        await asyncio.sleep(seconds)
+    finally:
+        ACTIVE[0] -= 1
+    RAN.append(name)
+    return f"{name} done"
+
+
+@tool(effect="irreversible")
+async def ship(what: str) -> str:
+    """Ship something."""
+    return await _acting(f"ship {what}", 0.02)
+
+
+@tool(effect="irreversible")
+async def slow_pay(who: str) -> str:
+    """Pay someone (very slow)."""
+    return await _acting(f"pay {who}", 0.4)
+
+
+@tool(effect="read")
+async def nest(what: str) -> str:
+    """A tool whose body makes a call of its own step."""
+    inner = await tether.current_step().call(ship, what=f"inner {what}")
+    return f"outer {what}: {inner}"
+
+
+@tool(effect="read")
+async def nest_in_task(what: str) -> str:
+    """A tool that starts a task making a call of its step, and awaits it."""
+    t = asyncio.create_task(tether.current_step().call(ship, what=f"task {what}"))
+    return str(await t)
+
+
+@tool(effect="read")
+async def leave_behind(what: str) -> str:
+    """A tool that starts a task making a call later and does not await it."""
+    ctx = tether.current_step()
+
+    async def later() -> None:
+        await asyncio.sleep(0.05)
+        try:
+            await ctx.call(ship, what=f"leaked {what}")
+        except Exception as exc:  # kept for the test to read
+            ERRORS.append(f"{type(exc).__name__}: {exc}")
+    TASKS.append(asyncio.create_task(later()))
+    return "started"
+
+
+@tool(effect="irreversible")
+async def broken(what: str) -> str:
+    """Fails."""
+    raise ValueError(f"no {what}")
+
+
+async def _nested(ctx: Any, state: dict[str, Any]) -> Any:
+    state["got"] = list(await asyncio.gather(
+        ctx.call(nest, what="a"), ctx.call(ship, what="b"), ctx.call(nest_in_task, what="c")))
+    return Done("ok")
+
+
+async def _leaks(ctx: Any, state: dict[str, Any]) -> Any:
+    if ctx.step == 1:
+        await ctx.call(leave_behind, what="x")
+        await ctx.call(slow_pay, who="ada")  # the leaked call comes while this is in flight
+        await asyncio.sleep(0.3)  # and again after the step returned, if this were shorter
+        return Continue()
+    await asyncio.sleep(0.3)
+    return Done("ok")
+
+
+async def _leaks_after(ctx: Any, state: dict[str, Any]) -> Any:
+    if ctx.step == 1:
+        await ctx.call(leave_behind, what="y")
+        return Continue()  # the leaked call comes after the step returned
+    await ctx.call(slow_pay, who="bo")
+    return Done("ok")
+
+
+async def _tool_failed(ctx: Any, state: dict[str, Any]) -> Any:
+    try:
+        await ctx.call(broken, what="x")
+    except tether.ToolFailed as exc:
+        state["told"] = str(exc)
+    state["then"] = await ctx.call(ship, what="after")
+    return Done("ok")
+
+
+def _sync(ctx: Any, state: dict[str, Any]) -> Any:
+    out: list[Any] = []
+
+    def one(w: str) -> None:
+        out.append(ctx.call(ship, what=w))
+    threads = [threading.Thread(target=one, args=(w,)) for w in ("s1", "s2", "s3")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    state["got"] = sorted(out)
+    return Done("ok")
+
+
+async def _stop_me(ctx: Any, state: dict[str, Any]) -> Any:
+    await asyncio.gather(ctx.call(slow_pay, who="zed"), ctx.call(ship, what="one"),
+                         ctx.call(ship, what="two"), return_exceptions=True)
+    await ctx.call(ship, what="after gather")
+    return Done("ok")
+
+
+NESTED = StepAgent(_nested, name="nested", tools=[nest, ship, nest_in_task])
+LEAKS = StepAgent(_leaks, name="leaks", tools=[leave_behind, slow_pay, ship])
+LEAKS_AFTER = StepAgent(_leaks_after, name="leaks_after", tools=[leave_behind, slow_pay, ship])
+TOOL_FAILED = StepAgent(_tool_failed, name="tool_failed", tools=[broken, ship])
+SYNC = StepAgent(_sync, name="sync", tools=[ship, nest])
+STOP_ME = StepAgent(_stop_me, name="stop_me", tools=[slow_pay, ship])
+AGENTS = {f"tests.test_step_turns_edges:{n}": a for n, a in
+          [("NESTED", NESTED), ("LEAKS", LEAKS), ("LEAKS_AFTER", LEAKS_AFTER),
+           ("TOOL_FAILED", TOOL_FAILED), ("SYNC", SYNC), ("STOP_ME", STOP_ME)]}
+
+
+def _reset() -> None:
+    ACTIVE[0] = PEAK[0] = 0
+    RAN.clear()
+    ERRORS.clear()
+    TASKS.clear()
+
+
+def _run(tmp_path: Path, name: str) -> tuple[SQLiteStore, str]:
+    _reset()
+    store = SQLiteStore(tmp_path / "t.db")
+    allow_tools(store)
+    run = start_run(store, AGENTS[f"tests.test_step_turns_edges:{name}"],
+                    agent_ref=f"tests.test_step_turns_edges:{name}", goal=name)
+    asyncio.run(asyncio.wait_for(
+        Worker(store, agents=AGENTS, poll_interval=0.01).run(until_idle=True), 20))
+    return store, run
+
+
+def _calls(store: SQLiteStore, run: str) -> list[tuple[int, int, str]]:
+    return [(e.step, e.payload["i"], e.payload.get("tool", "")) for e in store.events(run)
+            if e.kind in ("effect.intent", "tool.called")]
+
+
+def test_a_call_inside_a_call_goes_straight_in(tmp_path: Path) -> None:
+    store, run = _run(tmp_path, "NESTED")
+    row = store.get_run(run)
+    assert row is not None and row.status == "done", row.reason
+    assert sorted(RAN) == ["ship b", "ship inner a", "ship task c"]
+
+
+def test_a_task_a_tool_left_behind_takes_its_turn(tmp_path: Path) -> None:
+    store, run = _run(tmp_path, "LEAKS")
+    row = store.get_run(run)
+    assert row is not None and row.status == "done", row.reason
+    assert PEAK[0] == 1, RAN  # the leaked call did not run beside slow_pay
+
+
+def test_a_task_a_tool_left_behind_is_refused_after_the_step(tmp_path: Path) -> None:
+    store, run = _run(tmp_path, "LEAKS_AFTER")
+    row = store.get_run(run)
+    assert row is not None and row.status == "done", row.reason
+    assert "ship leaked y" not in RAN, _calls(store, run)
+    assert len(ERRORS) == 1 and "after the step returned" in ERRORS[0], ERRORS
+
+
+def test_a_tool_failure_is_not_kept(tmp_path: Path) -> None:
+    store, run = _run(tmp_path, "TOOL_FAILED")
+    row = store.get_run(run)
+    assert row is not None and row.status == "done", row.reason
+    assert RAN == ["ship after"]
+
+
+def test_sync_step_calls_from_threads_take_turns(tmp_path: Path) -> None:
+    store, run = _run(tmp_path, "SYNC")
+    row = store.get_run(run)
+    assert row is not None and row.status == "done", row.reason
+    assert PEAK[0] == 1
+    assert sorted(RAN) == ["ship s1", "ship s2", "ship s3"]
+
+
+def test_stop_during_a_gather_stops_at_once(tmp_path: Path) -> None:
+    _reset()
+    path = tmp_path / "t.db"
+    store = SQLiteStore(path)
+    allow_tools(store)
+    run = start_run(store, STOP_ME, agent_ref="tests.test_step_turns_edges:STOP_ME", goal="stop")
+
+    async def main() -> None:
+        w = Worker(SQLiteStore(path), agents=AGENTS, poll_interval=0.01)
+        task = asyncio.create_task(w.run(until_idle=True))
+        for _ in range(2000):  # until slow_pay is in flight
+            if ACTIVE[0]:
+                break
+            await asyncio.sleep(0.005)
+        t0 = time.monotonic()
+        await asyncio.to_thread(send_command, store, run, "stop", who="human:ops")
+        await asyncio.wait_for(task, 10)
+        assert time.monotonic() - t0 < 0.35  # before slow_pay would have finished
+    asyncio.run(main())
+    row = store.get_run(run)
+    assert row is not None and row.status == "stopped", (row.status, row.reason)
+    assert RAN == [], RAN
+    intents = [e for e in store.events(run) if e.kind == "effect.intent"]
+    assert [e.payload["tool"] for e in intents] == ["slow_pay"]
+    eff = store.effect(intents[0].id)
+    assert eff is not None and eff.status == "in_doubt", eff
