@@ -7,10 +7,16 @@ Real SQLite store, real Worker.
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 import tether
 from tether import Continue, Done, StepAgent, Worker, start_run, tool
@@ -234,3 +240,93 @@ def test_stop_during_a_gather_stops_at_once(tmp_path: Path) -> None:
     assert [e.payload["tool"] for e in intents] == ["slow_pay"]
     eff = store.effect(intents[0].id)
     assert eff is not None and eff.status == "in_doubt", eff
+
+
+# -- a worker killed mid-gather ----------------------------------------------------
+SIDE_ENV = "TURNS_SIDE"
+HANG_ENV = "TURNS_HANG"
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _side(line: str) -> None:
+    with open(os.environ[SIDE_ENV], "a") as f:
+        f.write(f"{line} {os.getpid()}\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+@tool(effect="irreversible", idempotent=True)
+async def mark(what: str) -> str:
+    """Append a line to the side file (idempotent: re-sent after a crash)."""
+    _side(f"mark {what}")
+    if what == os.environ.get(HANG_ENV):
+        _side("hung")  # the test kills the worker on this line
+        await asyncio.sleep(60)  # killed here
+    await asyncio.sleep(0.01)
+    return f"marked {what}"
+
+
+@tool(effect="read")
+async def peek(what: str) -> str:
+    """A read."""
+    _side(f"peek {what}")
+    return f"saw {what}"
+
+
+async def _crash_gather(ctx: Any, state: dict[str, Any]) -> Any:
+    state["got"] = list(await asyncio.gather(
+        ctx.call(mark, what="a"), ctx.call(peek, what="b"), ctx.call(mark, what="c"),
+        ctx.call(mark, what="d")))
+    return Done("ok")
+
+
+CRASH_GATHER = StepAgent(_crash_gather, name="crash_gather", tools=[mark, peek])
+AGENTS["tests.test_step_turns_edges:CRASH_GATHER"] = CRASH_GATHER
+_WORKER = ("import asyncio, sys; from tether import Worker; from tether.store.sqlite import "
+           "SQLiteStore; from tests.test_step_turns_edges import AGENTS; asyncio.run(Worker("
+           "SQLiteStore(sys.argv[1]), agents=AGENTS, poll_interval=0.01).run(until_idle=True))")
+
+
+def _worker(path: Path, side: Path, hang: str = "") -> subprocess.Popen[bytes]:
+    env = {**os.environ, SIDE_ENV: str(side), HANG_ENV: hang, "PYTHONPATH": str(REPO)}
+    return subprocess.Popen([sys.executable, "-c", _WORKER, str(path)], env=env, cwd=REPO)
+
+
+@pytest.mark.parametrize("hang", ["a", "c"])
+def test_a_worker_killed_mid_gather_replays_the_calls_in_order(tmp_path: Path,
+                                                               hang: str) -> None:
+    path, side = tmp_path / "t.db", tmp_path / "side.txt"
+    store = SQLiteStore(path)
+    allow_tools(store)
+    run = start_run(store, CRASH_GATHER, agent_ref="tests.test_step_turns_edges:CRASH_GATHER",
+                    goal="crash")
+    proc = _worker(path, side, hang)
+    try:
+        deadline = time.monotonic() + 20
+        while "hung" not in (side.read_text() if side.exists() else ""):
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    before = [ln.split()[:2] for ln in side.read_text().splitlines() if ln.split()[0] != "hung"]
+    assert before[-1] == ["mark", hang]
+    # the lease of the killed worker must lapse before another takes the run
+    store.close()
+    again = _worker(path, side)
+    assert again.wait(60) == 0
+    store = SQLiteStore(path)
+    row = store.get_run(run)
+    assert row is not None and row.status == "done", (row.status, row.reason)
+    events = store.events(run)
+    assert not any(e.kind == "nondeterminism" for e in events)
+    lines = [" ".join(ln.split()[:2]) for ln in side.read_text().splitlines()
+             if ln.split()[0] != "hung"]
+    assert lines == ["mark a", "peek b", "mark c", "mark d"][: ["a", "c"].index(hang) * 2 + 1] + \
+        ["mark a", "peek b", "mark c", "mark d"][["a", "c"].index(hang) * 2:], lines
+    calls = [(e.payload["i"], e.payload["tool"]) for e in events
+             if e.kind in ("effect.intent", "tool.called")]
+    assert calls == [(0, "mark"), (1, "peek"), (2, "mark"), (3, "mark")], calls
+
