@@ -330,3 +330,44 @@ def test_a_worker_killed_mid_gather_replays_the_calls_in_order(tmp_path: Path,
              if e.kind in ("effect.intent", "tool.called")]
     assert calls == [(0, "mark"), (1, "peek"), (2, "mark"), (3, "mark")], calls
 
+
+@tool(effect="irreversible")
+async def nest_then_wait(what: str) -> str:
+    """An effect whose body makes a call of its step, then acts for a long time."""
+    await tether.current_step().call(ship, what=f"inner {what}")
+    return await _acting(f"long {what}", 5.0)
+
+
+async def _nest_long(ctx: Any, state: dict[str, Any]) -> Any:
+    await ctx.call(nest_then_wait, what="n")
+    return Done("ok")
+
+
+NEST_LONG = StepAgent(_nest_long, name="nest_long", tools=[nest_then_wait, ship])
+AGENTS["tests.test_step_turns_edges:NEST_LONG"] = NEST_LONG
+
+
+def test_a_stop_after_a_nested_call_still_cancels_the_outer_one(tmp_path: Path) -> None:
+    _reset()
+    path = tmp_path / "t.db"
+    store = SQLiteStore(path)
+    allow_tools(store)
+    run = start_run(store, NEST_LONG, agent_ref="tests.test_step_turns_edges:NEST_LONG",
+                    goal="stop")
+
+    async def main() -> float:
+        w = Worker(SQLiteStore(path), agents=AGENTS, poll_interval=0.01)
+        task = asyncio.create_task(w.run(until_idle=True))
+        for _ in range(2000):  # until the outer effect acts, its inner call done
+            if ACTIVE[0] and RAN:
+                break
+            await asyncio.sleep(0.005)
+        t0 = time.monotonic()
+        await asyncio.to_thread(send_command, store, run, "stop", who="human:ops")
+        await asyncio.wait_for(task, 20)
+        return time.monotonic() - t0
+    took = asyncio.run(main())
+    row = store.get_run(run)
+    assert row is not None and row.status == "stopped", (row.status, row.reason)
+    assert RAN == ["ship inner n"], RAN
+    assert took < 2.0, took  # stop means now, not when the 5 s effect is done

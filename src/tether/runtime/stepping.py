@@ -31,7 +31,7 @@ class StepRuntime:
         "clock",
         "flush",
         "halted",
-        "in_call",
+        "in_flight",
         "journal",
         "replay",
         "safe_point",
@@ -58,8 +58,9 @@ class StepRuntime:
         """Apply queued operator commands; raise to pause or stop the run there."""
         self.replay: dict[int, Recorded] = {}
         """The in-flight step's journaled calls, by index (what a re-run step gets back)."""
-        self.in_call = False
-        """A model or tool call is in flight: a stop cancels it rather than waiting."""
+        self.in_flight = 0
+        """How many ``with rt:`` are open: a count, not a flag, because a call made inside
+        a call (a tool's body calling the step's context) ends before the outer one."""
         self.halted = False
         """The run is leaving: no further call may start."""
         self.board_dirty = False
@@ -71,13 +72,18 @@ class StepRuntime:
         self.sync_tasks: set[asyncio.Task[Any]] = set()
         """Calls a sync step function (in a thread) runs on the loop: cancelled on stop."""
 
+    @property
+    def in_call(self) -> bool:
+        """A model or tool call is in flight: a stop cancels it rather than waiting."""
+        return self.in_flight > 0
+
     def __enter__(self) -> StepRuntime:
         """``with rt:`` marks a call in flight (waiting on a model, a tool, a lock)."""
-        self.in_call = True
+        self.in_flight += 1
         return self
 
     def __exit__(self, *_: object) -> None:
-        self.in_call = False
+        self.in_flight -= 1
 
     def nondeterminism(self, step: int, i: int, *, expected: str, got: str) -> NoReturn:
         """Journal that a re-run step's call differs from the journaled one; pause."""
