@@ -371,3 +371,28 @@ def test_a_stop_after_a_nested_call_still_cancels_the_outer_one(tmp_path: Path) 
     assert row is not None and row.status == "stopped", (row.status, row.reason)
     assert RAN == ["ship inner n"], RAN
     assert took < 2.0, took  # stop means now, not when the 5 s effect is done
+
+
+async def _fails_mid_gather(ctx: Any, state: dict[str, Any]) -> Any:
+    # A plain gather: the first error is raised at once, the other calls are left running.
+    await asyncio.gather(ctx.call(broken, what="x"), ctx.call(ship, what="orphan"),
+                         ctx.call(ship, what="queued"))
+    return Done("unreachable")
+
+
+FAILS_MID = StepAgent(_fails_mid_gather, name="fails_mid", tools=[broken, ship])
+AGENTS["tests.test_step_turns_edges:FAILS_MID"] = FAILS_MID
+
+
+def test_a_call_left_running_when_the_step_raised_ends_before_the_run_fails(
+        tmp_path: Path) -> None:
+    # The orphan had its turn before the step saw the error (its wake-up was queued
+    # first): it is waited for, so its result is journaled before run.failed, never
+    # an intent left without one, nor an effect acting for a run already failed.
+    store, run = _run(tmp_path, "FAILS_MID")
+    row = store.get_run(run)
+    assert row is not None and row.status == "failed", (row.status, row.reason)
+    assert "no x" in row.reason, row.reason
+    kinds = [e.kind for e in store.events(run)]
+    assert kinds[-4:] == ["policy.decided", "effect.intent", "effect.done", "run.failed"], kinds
+    assert RAN == ["ship orphan"]  # the call queued behind it was refused

@@ -150,14 +150,13 @@ class StepCalls:
         return i
 
     async def end(self) -> None:
-        """The step returned: refuse further calls, wait for one still in flight (a task
-        the step started and did not await), and raise a signal a call raised."""
+        """The step returned or raised: refuse further calls and wait for one still in
+        flight (a task the step started and did not await, or a call of a group the step
+        raised out of), so none acts or is journaled after the step's outcome."""
         self.closed = True
         if self.lock.locked():
             async with self.lock:
                 pass
-        if self.signal is not None:
-            raise self.signal
 
     def recorded(self, i: int, kind: str, fp: str, what: str) -> Recorded | None:
         """The journaled call ``i`` if the step made it before (None: run it live); a
@@ -192,8 +191,8 @@ class Turn:
             if c.signal is not None:
                 raise c.signal
             raise UsageError(f"run {c.rt.journal.run} step {c.step}: a call was made after "
-                             "the step returned (from a task it started and did not await); "
-                             "await every ctx call before the step returns")
+                             "the step returned (or raised), from a task it started and did "
+                             "not await; await every ctx call before the step returns")
         c.holder = self
         self.token = _HOLDING.set(self)
 
