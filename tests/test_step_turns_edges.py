@@ -396,3 +396,46 @@ def test_a_call_left_running_when_the_step_raised_ends_before_the_run_fails(
     kinds = [e.kind for e in store.events(run)]
     assert kinds[-4:] == ["policy.decided", "effect.intent", "effect.done", "run.failed"], kinds
     assert RAN == ["ship orphan"]  # the call queued behind it was refused
+
+
+@tool(effect="irreversible")
+async def gated(who: str) -> str:
+    """An effect the test's policy makes wait for a person."""
+    return await _acting(f"gated {who}", 0.0)
+
+
+async def _nest_then_gated(ctx: Any, state: dict[str, Any]) -> Any:
+    state["nested"] = await ctx.call(nest, what="r")  # its body makes call #1 of the step
+    state["paid"] = await ctx.call(gated, who="ann")  # waits for approval; the step re-runs
+    return Done("ok")
+
+
+NEST_GATED = StepAgent(_nest_then_gated, name="nest_gated", tools=[nest, ship, gated])
+AGENTS["tests.test_step_turns_edges:NEST_GATED"] = NEST_GATED
+
+
+@pytest.mark.xfail(strict=True, reason="open: a replayed call's body is not run, so the calls "
+                   "made inside it live take no index on replay and every later call of the "
+                   "step is off by their number (nondeterminism pause). Needs the outer call's "
+                   "result event to record the indices made inside it, and replay to skip them")
+def test_a_step_re_run_after_a_call_inside_a_call_replays_without_nondeterminism(
+        tmp_path: Path) -> None:
+    from tether import approvals
+    _reset()
+    store = SQLiteStore(tmp_path / "t.db")
+    allow_tools(store, "nest", "ship")
+    run = start_run(store, NEST_GATED, agent_ref="tests.test_step_turns_edges:NEST_GATED",
+                    goal="nested then gated")
+    drive = Worker(store, agents=AGENTS, poll_interval=0.01).run(until_idle=True)
+    asyncio.run(asyncio.wait_for(drive, 20))
+    row = store.get_run(run)
+    assert row is not None and row.status == "awaiting_approval", (row.status, row.reason)
+    (req,) = store.approvals(status="pending")
+    approvals.decide(store, req.id, approve=True, who="human:ada", agents=AGENTS)
+    drive = Worker(store, agents=AGENTS, poll_interval=0.01).run(until_idle=True)
+    asyncio.run(asyncio.wait_for(drive, 20))
+    row = store.get_run(run)
+    kinds = [e.kind for e in store.events(run)]
+    assert row is not None and row.status == "done", (row.status, row.reason)
+    assert "nondeterminism" not in kinds
+    assert RAN == ["ship inner r", "gated ann"]  # the inner effect ran once
