@@ -90,13 +90,23 @@ class StepContext:
         """The executor's, when the step returns: refuse further calls, wait for one
         still in flight, raise a signal one of them raised (and the step caught)."""
         await self._c.end()
+        if self._c.signal is not None:
+            raise self._c.signal
 
-    def raise_kept(self, exc: BaseException) -> None:
-        """The executor's, when the step raised ``exc``: raise instead the signal (or
-        store failure) a call raised first, which the step's code turned into ``exc``."""
+    async def raised(self, exc: Exception) -> None:
+        """The executor's, when the step raised ``exc``: as :meth:`ended` (a plain
+        ``gather`` raises the first error and leaves the other calls running), then
+        raise instead the signal (or store failure) a call raised first, which the
+        step's code turned into ``exc``."""
+        await self._c.end()
         kept = self._c.signal
         if kept is not None and kept is not exc:
             raise kept from exc
+
+    def abandoned(self) -> None:
+        """The executor's, when a signal or a cancellation left the step: calls still
+        waiting their turn are refused (a stop means now: nothing is waited for)."""
+        self._c.closed = True
 
     def progress(self, value: float) -> None:
         """Declare how far the run has got (any number; the last one in the step counts):

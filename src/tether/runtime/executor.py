@@ -332,7 +332,10 @@ class RunExecutor:
         try:
             return await self._run_step(ctx)
         except Exception as exc:
-            ctx.raise_kept(exc)  # what a call raised first, that the step turned into this
+            await ctx.raised(exc)  # or what a call raised first, that the step turned into this
+            raise
+        except BaseException:
+            ctx.abandoned()
             raise
 
     async def _run_step(self, ctx: StepContext) -> Any:

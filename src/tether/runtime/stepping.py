@@ -31,7 +31,7 @@ class StepRuntime:
         "clock",
         "flush",
         "halted",
-        "in_call",
+        "in_flight",
         "journal",
         "replay",
         "safe_point",
@@ -58,8 +58,9 @@ class StepRuntime:
         """Apply queued operator commands; raise to pause or stop the run there."""
         self.replay: dict[int, Recorded] = {}
         """The in-flight step's journaled calls, by index (what a re-run step gets back)."""
-        self.in_call = False
-        """A model or tool call is in flight: a stop cancels it rather than waiting."""
+        self.in_flight = 0
+        """How many ``with rt:`` are open: a count, not a flag, because a call made inside
+        a call (a tool's body calling the step's context) ends before the outer one."""
         self.halted = False
         """The run is leaving: no further call may start."""
         self.board_dirty = False
@@ -71,13 +72,18 @@ class StepRuntime:
         self.sync_tasks: set[asyncio.Task[Any]] = set()
         """Calls a sync step function (in a thread) runs on the loop: cancelled on stop."""
 
+    @property
+    def in_call(self) -> bool:
+        """A model or tool call is in flight: a stop cancels it rather than waiting."""
+        return self.in_flight > 0
+
     def __enter__(self) -> StepRuntime:
         """``with rt:`` marks a call in flight (waiting on a model, a tool, a lock)."""
-        self.in_call = True
+        self.in_flight += 1
         return self
 
     def __exit__(self, *_: object) -> None:
-        self.in_call = False
+        self.in_flight -= 1
 
     def nondeterminism(self, step: int, i: int, *, expected: str, got: str) -> NoReturn:
         """Journal that a re-run step's call differs from the journaled one; pause."""
@@ -90,9 +96,11 @@ class StepRuntime:
         raise PauseRequested(msg, detail={"nondeterminism": True})
 
 
-_HOLDING: contextvars.ContextVar[StepCalls | None] = contextvars.ContextVar(
+_HOLDING: contextvars.ContextVar[Turn | None] = contextvars.ContextVar(
     "tether_step_call", default=None)
-"""The step whose call this code runs inside (a call made inside a call goes straight in)."""
+"""The call (turn) this code runs inside: a call made inside it, while it still holds its
+step's turn, goes straight in. A task the call started inherits this and may outlive the
+call, so what counts is whether that turn still holds the lock, not the variable alone."""
 
 
 class StepCalls:
@@ -111,7 +119,7 @@ class StepCalls:
     a user's broad ``except``) cannot let the step act on or finish.
     """
 
-    __slots__ = ("closed", "count", "lock", "rt", "signal", "step")
+    __slots__ = ("closed", "count", "holder", "lock", "rt", "signal", "step")
 
     def __init__(self, rt: StepRuntime, step: int) -> None:
         self.rt = rt
@@ -119,6 +127,8 @@ class StepCalls:
         self.count = 0
         """How many journaled calls the step has made so far."""
         self.lock = asyncio.Lock()
+        self.holder: Turn | None = None
+        """The call holding the lock (a call made inside it goes straight in)."""
         self.signal: BaseException | None = None
         """The first signal (or store failure) a call of the step raised."""
         self.closed = False
@@ -140,14 +150,13 @@ class StepCalls:
         return i
 
     async def end(self) -> None:
-        """The step returned: refuse further calls, wait for one still in flight (a task
-        the step started and did not await), and raise a signal a call raised."""
+        """The step returned or raised: refuse further calls and wait for one still in
+        flight (a task the step started and did not await, or a call of a group the step
+        raised out of), so none acts or is journaled after the step's outcome."""
         self.closed = True
         if self.lock.locked():
             async with self.lock:
                 pass
-        if self.signal is not None:
-            raise self.signal
 
     def recorded(self, i: int, kind: str, fp: str, what: str) -> Recorded | None:
         """The journaled call ``i`` if the step made it before (None: run it live); a
@@ -169,11 +178,12 @@ class Turn:
 
     def __init__(self, calls: StepCalls) -> None:
         self.calls = calls
-        self.token: contextvars.Token[StepCalls | None] | None = None
+        self.token: contextvars.Token[Turn | None] | None = None
 
     async def __aenter__(self) -> None:
         c = self.calls
-        if _HOLDING.get() is c:
+        held = _HOLDING.get()
+        if held is not None and held is c.holder:
             return  # a call made inside one of this step's calls: it already holds the turn
         await c.lock.acquire()
         if c.signal is not None or c.closed:
@@ -181,9 +191,10 @@ class Turn:
             if c.signal is not None:
                 raise c.signal
             raise UsageError(f"run {c.rt.journal.run} step {c.step}: a call was made after "
-                             "the step returned (from a task it started and did not await); "
-                             "await every ctx call before the step returns")
-        self.token = _HOLDING.set(c)
+                             "the step returned (or raised), from a task it started and did "
+                             "not await; await every ctx call before the step returns")
+        c.holder = self
+        self.token = _HOLDING.set(self)
 
     async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None,
                         tb: TracebackType | None) -> None:
@@ -193,4 +204,5 @@ class Turn:
         if self.token is not None:
             _HOLDING.reset(self.token)
             self.token = None
+            c.holder = None  # a task the call left running now waits its turn like any other
             c.lock.release()
