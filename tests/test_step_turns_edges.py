@@ -414,10 +414,6 @@ NEST_GATED = StepAgent(_nest_then_gated, name="nest_gated", tools=[nest, ship, g
 AGENTS["tests.test_step_turns_edges:NEST_GATED"] = NEST_GATED
 
 
-@pytest.mark.xfail(strict=True, reason="open: a replayed call's body is not run, so the calls "
-                   "made inside it live take no index on replay and every later call of the "
-                   "step is off by their number (nondeterminism pause). Needs the outer call's "
-                   "result event to record the indices made inside it, and replay to skip them")
 def test_a_step_re_run_after_a_call_inside_a_call_replays_without_nondeterminism(
         tmp_path: Path) -> None:
     from tether import approvals
@@ -439,3 +435,43 @@ def test_a_step_re_run_after_a_call_inside_a_call_replays_without_nondeterminism
     assert row is not None and row.status == "done", (row.status, row.reason)
     assert "nondeterminism" not in kinds
     assert RAN == ["ship inner r", "gated ann"]  # the inner effect ran once
+
+
+@tool(effect="irreversible")
+async def nest_deeper(what: str) -> str:
+    """An effect whose body calls a tool whose body makes a call of the step (two deep)."""
+    got = await tether.current_step().call(nest, what=f"deep {what}")
+    return f"deeper {what}: {got}"
+
+
+async def _deeper_then_gated(ctx: Any, state: dict[str, Any]) -> Any:
+    state["nested"] = await ctx.call(nest_deeper, what="d")  # calls #1 and #2 inside it
+    state["paid"] = await ctx.call(gated, who="bo")
+    return Done("ok")
+
+
+DEEPER_GATED = StepAgent(_deeper_then_gated, name="deeper_gated",
+                         tools=[nest_deeper, nest, ship, gated])
+AGENTS["tests.test_step_turns_edges:DEEPER_GATED"] = DEEPER_GATED
+
+
+def test_calls_two_deep_inside_an_effect_are_passed_over_on_a_re_run(tmp_path: Path) -> None:
+    from tether import approvals
+    _reset()
+    store = SQLiteStore(tmp_path / "t.db")
+    allow_tools(store, "nest_deeper", "nest", "ship")
+    run = start_run(store, DEEPER_GATED, agent_ref="tests.test_step_turns_edges:DEEPER_GATED",
+                    goal="two deep, then gated")
+    asyncio.run(asyncio.wait_for(
+        Worker(store, agents=AGENTS, poll_interval=0.01).run(until_idle=True), 20))
+    (req,) = store.approvals(status="pending")
+    approvals.decide(store, req.id, approve=True, who="human:ada", agents=AGENTS)
+    asyncio.run(asyncio.wait_for(
+        Worker(store, agents=AGENTS, poll_interval=0.01).run(until_idle=True), 20))
+    row = store.get_run(run)
+    assert row is not None and row.status == "done", (row.status, row.reason)
+    assert RAN == ["ship inner deep d", "gated bo"]  # nothing inside ran twice
+    calls = {e.payload["i"]: (e.payload["tool"], e.payload.get("in")) for e in store.events(run)
+             if e.kind in ("effect.intent", "tool.called")}
+    assert calls == {0: ("nest_deeper", None), 1: ("nest", 0), 2: ("ship", 1),
+                     3: ("gated", None)}

@@ -86,6 +86,11 @@ class StepContext:
         """How many journaled calls the step has made so far."""
         return self._c.count
 
+    def unmade(self) -> list[int]:
+        """The executor's, when the step returns: the calls the journal holds for this step
+        that the re-run made neither again nor passed over (it stopped short of them)."""
+        return self._c.unmade()
+
     async def ended(self) -> None:
         """The executor's, when the step returns: refuse further calls, wait for one
         still in flight, raise a signal one of them raised (and the step caught)."""
@@ -130,7 +135,7 @@ class StepContext:
         if rec is not None:
             return float(rec.call.payload["value"])
         v = read()
-        self._rt.journal.append(kind, {"i": i, "fp": fp, "value": v}, step=self.step)
+        self._rt.journal.append(kind, {"i": i, "fp": fp, "value": v, **self._c.within(i)}, step=self.step)
         return v
 
     async def sleep_for(self, seconds: float) -> SleepUntil:
@@ -180,18 +185,18 @@ class StepContext:
                     fp: str) -> Any:
         rt = self._rt
         tc = ToolContext(self.run_id, self.step, None, None, rt.workspace)
+        head = {"i": i, **self._c.within(i), "fp": fp, "tool": t.name, "arguments": args_json}
         try:
             # Redacted before the step sees it: a secret a tool returns never reaches the model.
             result = self._s.redactor.redact(
                 journalable(t.name, await self._s.effects.run_tool(t, args, tc)))
         except Exception as exc:  # the tool's own failure: the model is told
             msg = self._s.redactor.redact(f"tool {t.name} failed: {type(exc).__name__}: {exc}")
-            rt.journal.append("tool.called", {"i": i, "fp": fp, "tool": t.name,
-                                              "arguments": args_json, "error": msg},
-                              step=self.step, actor=rt.actor)
+            rt.journal.append("tool.called", {**head, "error": msg}, step=self.step,
+                              actor=rt.actor)
             raise ToolFailed(msg) from exc
         causes, suspect = await file_causes(rt.journal.store, rt.journal.row, tc)
-        payload = {"i": i, "fp": fp, "tool": t.name, "arguments": args_json, "result": result}
+        payload = {**head, "result": result}
         if suspect:
             payload["suspect"] = suspect
         rt.journal.append("tool.called", payload, step=self.step, actor=rt.actor, causes=causes)
@@ -206,8 +211,9 @@ class StepContext:
         msg = f"error: tool {tool}: {error}"
         if self._c.recorded(i, "tool.called", fp, f"rejected call of {tool}") is None:
             self._rt.journal.append("tool.called", {
-                "i": i, "fp": fp, "tool": tool, "raw_arguments": raw_arguments, "error": msg,
-                "rejected": True}, step=self.step, actor=self._rt.actor)
+                "i": i, **self._c.within(i), "fp": fp, "tool": tool,
+                "raw_arguments": raw_arguments, "error": msg, "rejected": True},
+                step=self.step, actor=self._rt.actor)
         return msg
 
     async def call(self, tool: Tool | str, /, **arguments: Any) -> Any:
@@ -228,7 +234,7 @@ class StepContext:
             raise UsageError(f"{msg.removeprefix('error: ')} (run {self.run_id} step "
                              f"{self.step})") from None
         i = self._c.next()  # numbered as made; the calls' turns come in that order
-        async with self._c.turn():
+        async with self._c.turn(i):
             return await self._numbered(t, args, i)
 
     async def _numbered(self, t: Tool, args: dict[str, Any], i: int) -> Any:
@@ -241,7 +247,12 @@ class StepContext:
         kind = "tool.called" if read else "effect.intent"
         rec = self._c.recorded(i, kind, fp, f"tool {t.name}")
         if rec is not None:
-            return await s.effects.replay(t, args, rec, self.step)
+            ran = s.effects.bodies
+            try:
+                return await s.effects.replay(t, args, rec, self.step)
+            finally:
+                if s.effects.bodies == ran:  # its body is not run: nor the calls made in it
+                    self._c.skip_inner(i)
         await self._rt.safe_point(self.step)
         s.monitors.propose(Proposal(i, t.name, t.effect, args_json, fp), self.step)  # a loop?
         # The operator's rules, before anything runs (an approver's edit is journaled redacted).
@@ -261,7 +272,8 @@ class StepContext:
         if t.effect == "read":
             return await self._read(t, args, args_json, i, fp)
         effects = self._s.effects
-        intent = await effects.intend(t, args, args_json, i, fp, self.step)
+        intent = await effects.intend(t, args, args_json, i, fp, self.step,
+                                      within=self._c.within(i))
         return await effects.execute(t, args, intent, self.step)
 
 

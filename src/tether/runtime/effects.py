@@ -53,10 +53,13 @@ class EffectRunner:
         self._orphan: concurrent.futures.Future[Any] | None = None
         self.done = 0
         """Effects this runner ran to completion (the worker's log counts them)."""
+        self.bodies = 0
+        """Tool bodies run (a replay that runs none returns what the journal holds)."""
 
     async def run_tool(self, t: Tool, args: dict[str, Any], tc: ToolContext) -> Any:
         """Run the tool (the one path: :func:`tether.tools.running.run_tool`), as a call in
         flight: a stop cancels it."""
+        self.bodies += 1
         with self._rt:
             return await run_tool(t, args, tc, orphaned=self._orphaned)
 
@@ -93,11 +96,11 @@ class EffectRunner:
                 lock.release()
 
     async def intend(self, t: Tool, args: dict[str, Any], args_json: dict[str, Any], i: int,
-                     fp: str, step: int) -> Event:
+                     fp: str, step: int, *, within: dict[str, int] | None = None) -> Event:
         """Journal the intent (with the tool's ``prepared`` facts, if it has a ``prepare``
         hook) and make it durable before anything runs."""
         j = self._rt.journal
-        payload = {"i": i, "fp": fp, "tool": t.name, "effect": t.effect,
+        payload = {"i": i, **(within or {}), "fp": fp, "tool": t.name, "effect": t.effect,
                    "idempotent": t.idempotent, "arguments": args_json}
         prepared = await self._prepare(t, args, step)
         if prepared is not None:

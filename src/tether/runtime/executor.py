@@ -305,7 +305,7 @@ class RunExecutor:
         t0 = self.wall.monotonic()
         out = outcomes.normalize(await self._call_agent(ctx), run=j.run, step=step)
         await ctx.ended()
-        self._stopped_short(step, ctx.calls)
+        self._stopped_short(step, ctx.unmade())
         ck = self.encoder.encode(step, self.state)
         j.checkpoint(ck)
         self.budget.count({"steps": 1, "wall_seconds": self.wall.monotonic() - t0})
@@ -349,10 +349,9 @@ class RunExecutor:
                                  SyncStepContext(ctx, loop), self.state)
         return await loop.run_in_executor(self.step_threads, call)
 
-    def _stopped_short(self, step: int, calls: int) -> None:
+    def _stopped_short(self, step: int, left: list[int]) -> None:
         """The re-run step stopped short of calls it made before the crash: its code or
         inputs changed. An effect among them may be in doubt; surface, don't forget."""
-        left = sorted(i for i in self.rt.replay if i >= calls)
         if not left:
             return
         for i in left:

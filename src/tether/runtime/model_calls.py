@@ -58,7 +58,7 @@ class ModelCalls:
     async def _journaled(self, name: str, fp: str, call: ForeignCall,
                          *, raw: bool) -> tuple[ModelResponse, Any]:
         i = self._c.next()
-        async with self._c.turn():
+        async with self._c.turn(i):
             return await self._numbered(i, name, fp, call, raw=raw)
 
     async def _numbered(self, i: int, name: str, fp: str, call: ForeignCall,
@@ -66,6 +66,7 @@ class ModelCalls:
         s, c, rt = self._s, self._c, self._c.rt
         rec = c.recorded(i, "model.called", fp, f"model {name}")
         if rec is not None:
+            c.skip_inner(i)  # the call is not made: nor any call made inside it
             p = rec.call.payload
             if raw and "raw" not in p:
                 rt.nondeterminism(self.step, i, expected="a chat call (ctx.model)",
@@ -87,7 +88,7 @@ class ModelCalls:
         # on replay, and a secret a model repeats never reaches a tool or the store.
         said = resp.to_json()
         shown = s.redactor.redact(said)
-        payload: dict[str, Any] = {"i": i, "fp": fp, "model": name, "response": shown,
+        payload: dict[str, Any] = {"i": i, **c.within(i), "fp": fp, "model": name, "response": shown,
                                    "cost_usd": cost, "latency_s": round(latency, 6)}
         shown_raw = None
         if raw:

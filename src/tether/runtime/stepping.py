@@ -102,6 +102,10 @@ _HOLDING: contextvars.ContextVar[Turn | None] = contextvars.ContextVar(
 step's turn, goes straight in. A task the call started inherits this and may outlive the
 call, so what counts is whether that turn still holds the lock, not the variable alone."""
 
+_CALL: contextvars.ContextVar[int | None] = contextvars.ContextVar("tether_step_call_i",
+                                                                  default=None)
+"""The index of the call whose code runs here (the parent of a call made inside it)."""
+
 
 class StepCalls:
     """The journaled calls of one step: their numbering, their turns, what replay returns
@@ -119,7 +123,8 @@ class StepCalls:
     a user's broad ``except``) cannot let the step act on or finish.
     """
 
-    __slots__ = ("closed", "count", "holder", "lock", "rt", "signal", "step")
+    __slots__ = ("active", "closed", "count", "holder", "lock", "parent", "rt", "signal",
+                 "skip", "step")
 
     def __init__(self, rt: StepRuntime, step: int) -> None:
         self.rt = rt
@@ -133,10 +138,17 @@ class StepCalls:
         """The first signal (or store failure) a call of the step raised."""
         self.closed = False
         """The step has returned: a call made now (from a task it left running) is refused."""
+        self.active: set[int] = set()
+        """The calls in progress (holding the turn, or made inside one that does)."""
+        self.parent: dict[int, int] = {}
+        """Call -> the call it was made inside (a tool's body calling the step's context)."""
+        self.skip: set[int] = set()
+        """Journaled calls made inside a call that a re-run replays without running its
+        body: they are not made again, so the numbering passes over them."""
 
-    def turn(self) -> Turn:
-        """``async with calls.turn():`` around one journaled call (see the class)."""
-        return Turn(self)
+    def turn(self, i: int) -> Turn:
+        """``async with calls.turn(i):`` around call ``i`` (see the class)."""
+        return Turn(self, i)
 
     def next(self) -> int:
         """The index of a new call (refused once the run is halted, or after a signal)."""
@@ -146,8 +158,31 @@ class StepCalls:
             raise StopRequested(f"run {self.rt.journal.run} step {self.step}: the run was "
                                 "stopped; no further calls are made")
         i = self.count
-        self.count += 1
+        while i in self.skip:
+            i += 1
+        self.count = i + 1
+        outer = _CALL.get()
+        if outer is not None and outer in self.active:  # not a task a finished call left
+            self.parent[i] = outer
         return i
+
+    def within(self, i: int) -> dict[str, int]:
+        """What call ``i``'s event says of the call it was made inside (``in``), if any."""
+        outer = self.parent.get(i)
+        return {} if outer is None else {"in": outer}
+
+    def skip_inner(self, i: int) -> None:
+        """Call ``i`` was replayed without running its body: the journaled calls made inside
+        it (and inside those) are not made again; number past them."""
+        inner = {i}
+        for j in sorted(self.rt.replay):
+            if j > i and self.rt.replay[j].call.payload.get("in") in inner:
+                inner.add(j)
+                self.skip.add(j)
+
+    def unmade(self) -> list[int]:
+        """Journaled calls the step has not made (nor passed over) so far."""
+        return sorted(j for j in self.rt.replay if j >= self.count and j not in self.skip)
 
     async def end(self) -> None:
         """The step returned or raised: refuse further calls and wait for one still in
@@ -174,16 +209,19 @@ class StepCalls:
 class Turn:
     """One call's hold on its step's turn (:meth:`StepCalls.turn`)."""
 
-    __slots__ = ("calls", "token")
+    __slots__ = ("calls", "i", "i_token", "token")
 
-    def __init__(self, calls: StepCalls) -> None:
+    def __init__(self, calls: StepCalls, i: int) -> None:
         self.calls = calls
+        self.i = i
         self.token: contextvars.Token[Turn | None] | None = None
+        self.i_token: contextvars.Token[int | None] | None = None
 
     async def __aenter__(self) -> None:
         c = self.calls
         held = _HOLDING.get()
         if held is not None and held is c.holder:
+            self._started()
             return  # a call made inside one of this step's calls: it already holds the turn
         await c.lock.acquire()
         if c.signal is not None or c.closed:
@@ -195,12 +233,21 @@ class Turn:
                              "not await; await every ctx call before the step returns")
         c.holder = self
         self.token = _HOLDING.set(self)
+        self._started()
+
+    def _started(self) -> None:
+        self.calls.active.add(self.i)
+        self.i_token = _CALL.set(self.i)
 
     async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None,
                         tb: TracebackType | None) -> None:
         c = self.calls
         if c.signal is None and isinstance(exc, Signal | StoreError):
             c.signal = exc
+        c.active.discard(self.i)
+        if self.i_token is not None:
+            _CALL.reset(self.i_token)
+            self.i_token = None
         if self.token is not None:
             _HOLDING.reset(self.token)
             self.token = None

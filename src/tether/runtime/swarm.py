@@ -98,7 +98,7 @@ class SwarmCalls:
         refuse_nul(where, "the recipient", to)
         refuse_nul(where, "the topic", topic)
         i = calls.next()
-        async with calls.turn():  # numbered as made; turns in that order
+        async with calls.turn(i):  # numbered as made; turns in that order
             # The fingerprint of [topic, body] is what it always was when neither holds a
             # secret (journals written before redaction replay unchanged).
             fp, shown = self._journaled("send", to, [topic, json_safe(body)])
@@ -115,8 +115,9 @@ class SwarmCalls:
             # resume`, once the recipient was started) looks again and may find it.
             target = await asyncio.to_thread(resolve_recipient, j.store, j.row, to, calls.step)
             held = bool(j.row.spec.get("quarantined"))
-            e = j.append("message.sent", {"i": i, "fp": fp, "to": target.id, "to_name": target.name,
-                                          "topic": topic, "body": body_json, "held": held},
+            e = j.append("message.sent", {"i": i, **calls.within(i), "fp": fp, "to": target.id,
+                                          "to_name": target.name, "topic": topic,
+                                          "body": body_json, "held": held},
                          step=calls.step, actor=rt.actor)
             j.message(MessageRow(id=e.id, swarm=j.row.swarm, sender=j.run, epoch=j.row.epoch,
                                  step=calls.step, recipient=target.id, topic=topic, body=body_json,
@@ -131,7 +132,7 @@ class SwarmCalls:
             raise UsageError(f"run {rt.journal.run} step {calls.step}: ctx.receive(limit=...) must "
                              f"be a whole number of at least 1, or None for all; not {limit!r}")
         i = calls.next()
-        async with calls.turn():  # numbered as made; turns in that order
+        async with calls.turn(i):  # numbered as made; turns in that order
             fp = fingerprint("receive", "inbox", digest(limit))
             rec = calls.recorded(i, "message.received", fp, "ctx.receive()")
             if rec is None:
@@ -145,7 +146,7 @@ class SwarmCalls:
                                                f"{j.row.epoch}:{calls.step}:{i}", rt.clock(), limit)
                 got = [InboxMessage(m.id, m.sender, m.topic, m.body, m.step, m.suspect)
                        for m in rows]
-                j.append("message.received", {"i": i, "fp": fp,
+                j.append("message.received", {"i": i, **calls.within(i), "fp": fp,
                                               "messages": [m.to_json() for m in got]},
                          step=calls.step, actor=rt.actor, causes=tuple(m.id for m in got))
                 return got
@@ -158,7 +159,7 @@ class SwarmCalls:
         refuse_nul(f"run {rt.journal.run} step {calls.step}: ctx.board.get", "the blackboard key",
                    key)
         i = calls.next()
-        async with calls.turn():  # numbered as made; turns in that order
+        async with calls.turn(i):  # numbered as made; turns in that order
             fp = fingerprint("board.read", key, digest(key))
             rec = calls.recorded(i, "blackboard.read", fp, f"ctx.board.get({key!r})")
             if rec is not None:
@@ -170,7 +171,8 @@ class SwarmCalls:
             j = rt.journal
             current = await asyncio.to_thread(j.store.current_versions, board_ns(j.row.swarm), [key])
             v = current.get(key)
-            payload: dict[str, Any] = {"i": i, "fp": fp, "key": key, "found": v is not None}
+            payload: dict[str, Any] = {"i": i, **calls.within(i), "fp": fp, "key": key,
+                                           "found": v is not None}
             if v is not None:
                 payload.update(value=v.value, version=v.version, writer=v.run, write=v.event,
                                suspect=v.suspect)
@@ -186,7 +188,7 @@ class SwarmCalls:
         refuse_nul(f"run {rt.journal.run} step {calls.step}: ctx.board.set", "the blackboard key",
                    key)
         i = calls.next()
-        async with calls.turn():  # numbered as made; turns in that order
+        async with calls.turn(i):  # numbered as made; turns in that order
             # The key is not redacted: readers look the value up by it.
             fp, value_json = self._journaled("board.write", key, json_safe(value))
             rec = calls.recorded(i, "blackboard.write", fp, f"ctx.board.set({key!r})")
@@ -195,8 +197,8 @@ class SwarmCalls:
             await rt.safe_point(calls.step)
             j = rt.journal
             suspect = bool(j.row.spec.get("quarantined"))
-            e = j.append("blackboard.write", {"i": i, "fp": fp, "key": key, "value": value_json,
-                                              "suspect": suspect},
+            e = j.append("blackboard.write", {"i": i, **calls.within(i), "fp": fp, "key": key,
+                                              "value": value_json, "suspect": suspect},
                          step=calls.step, actor=rt.actor)
             j.version(VersionRow(ns=board_ns(j.row.swarm), key=key, event=e.id, run=j.run,
                                  epoch=j.row.epoch, step=calls.step, value=value_json,
