@@ -17,6 +17,7 @@ import struct
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -84,6 +85,49 @@ def test_approve_with_edited_arguments_in_the_page_and_the_open_run_page_goes_on
     (decided,) = [e for e in s.events(run) if e.kind == "approval.decided"]
     assert decided.actor == f"human:{getpass.getuser()}"
     assert s.approval(req.id).edited_arguments == {"to": "carol", "amount": 7}  # type: ignore[union-attr]
+
+
+def test_an_update_arriving_while_arguments_are_edited_keeps_the_edit(
+        tmp_path: Path, chromium: str) -> None:
+    # The page had asked for its live region just before the person began to edit; the
+    # answer arrives after. Swapped in, it put the proposed arguments back under the
+    # person's hands, and the approval ran the call as proposed, not as edited.
+    s = SQLiteStore(tmp_path / "t.db")
+    run = start_run(s, payer, agent_ref=PAYER, goal="pay bob", name="payroll")
+    with dashboard(s.path, tmp_path) as c, \
+            running("--store", str(s.path), "worker", log=tmp_path / "worker.log"), \
+            browse(chromium) as page:
+        req = wait_for(lambda: s.approvals(status="pending"), "the worker asks a person")[0]
+        _open_live(page, f"{c.base_url}/needs")
+        held: list[Any] = []
+        page.route("**/needs*", lambda route: held.append(route)
+                   if route.request.headers.get("x-tether-part") == "live"
+                   else route.continue_())
+        with page.expect_request(lambda r: r.headers.get("x-tether-part") == "live"):
+            start_run(s, payer, agent_ref=PAYER, goal="pay bob", name="payroll-2")  # a commit
+        for _ in range(500):  # Playwright hands the route over while it works: let it
+            if held:
+                break
+            page.evaluate("1")
+        assert held, "the live region's request was not routed"
+        args = page.locator(f'[data-approval="{req.id}"]').get_by_test_id("arguments")
+        edit = '{"to": "carol", "amount": 7}'
+        args.fill(edit)
+        before = page.evaluate("document.getElementById('live').dataset.updated || ''")
+        held.pop().continue_()  # the answer to the request made before the edit
+        page.wait_for_function(
+            "b => document.getElementById('live-status').dataset.state === 'changes waiting'"
+            " || (document.getElementById('live').dataset.updated || '') !== b", arg=before)
+        expect(args).to_have_value(edit)
+        page.unroute("**/needs*")
+        for route in held:
+            route.continue_()
+        page.locator(f'[data-approval="{req.id}"]').get_by_test_id("approve").click()
+        expect(page.get_by_test_id("notice")).to_contain_text("approved")
+        wait_for(lambda: (r := s.get_run(run)) is not None and r.status == "done",
+                 "the run to finish")
+    (done,) = [e for e in s.events(run) if e.kind == "effect.done"]
+    assert done.payload["result"] == "sent 7 to carol"
 
 
 def test_a_schema_misfit_is_shown_in_the_page_and_decides_nothing(

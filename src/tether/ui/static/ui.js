@@ -95,6 +95,10 @@
       if (!r.ok) { throw new Error("HTTP " + r.status); }
       return r.text();
     }).then(function (html) {
+      // Someone began to edit while this was on its way: swapping it in now would put
+      // the old values back under their hands (an approval's edited arguments lost, the
+      // call run as proposed). Keep their edit; fetch again once they are done.
+      if (typingInLive()) { waiting = true; say("changes waiting"); return; }
       live.innerHTML = html;
       var delta = live.querySelector("template#timeline-delta");
       if (delta) {
