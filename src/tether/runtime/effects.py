@@ -262,6 +262,19 @@ class EffectRunner:
                 return await self.execute(t, args, call, step)
         raise self._doubt(t, rec, step)
 
+    def passed_over(self, inner: list[Recorded]) -> None:
+        """The calls made inside a call a re-run replayed without running its code are not
+        made again. An effect among them left without a result (the outer call's result
+        came from an operator or a settle hook, not from its code finishing) may or may not
+        have happened: surface it as in doubt rather than leave a bare intent behind."""
+        for rec in inner:
+            res = rec.result
+            if rec.call.kind == "effect.intent" and (res is None or res.kind == "effect.retried"):
+                self.in_flight = rec.call
+                self.mark_in_doubt("the call it was made inside was replayed from the journal "
+                                   "without running its code, so this one is not made again; "
+                                   "whether it happened is unknown")
+
     def _doubt(self, t: Tool, rec: Recorded, step: int, why: str = "") -> PauseRequested:
         """Journal that the effect is in doubt (unless it already is); the pause to raise."""
         call, res = rec.call, rec.result
