@@ -319,3 +319,48 @@ def test_outer_resolved_done_surfaces_its_unsettled_inner_effect(tmp_path: Path)
                       ("act", 3): "done"}, status
     (inner,) = store.effects(run=run, status="in_doubt")
     assert resolve_effect(store, inner.id, "done", who="human:ops").status == "resolved_done"
+
+
+@tool(effect="irreversible")
+async def act_then_wait(what: str) -> str:
+    """An effect whose body makes an inner effect, then acts for a long time."""
+    await tether.current_step().call(act, what=f"in {what}")
+    STARTED.set()
+    await asyncio.sleep(30)
+    return "late"
+
+
+STARTED = asyncio.Event()
+
+
+async def _long(ctx: Any, state: dict[str, Any]) -> Any:
+    await ctx.call(act_then_wait, what="w")
+    return Done("ok")
+
+
+AGENTS[f"{MOD}:LONG"] = StepAgent(_long, name="long", tools=[act_then_wait, act])
+
+
+def test_a_stop_after_an_inner_effect_leaves_the_outer_one_in_doubt(tmp_path: Path) -> None:
+    # The inner effect settled while the outer one runs on: a stop cancels the outer one,
+    # which may have acted: in doubt, as any effect a stop cuts short (not a bare intent).
+    from tether.runtime.operator import send_command
+    side = tmp_path / "side.txt"
+    os.environ[SIDE_ENV] = str(side)
+    path = tmp_path / "t.db"
+    store = SQLiteStore(path)
+    allow_tools(store)
+    run = start_run(store, AGENTS[f"{MOD}:LONG"], agent_ref=f"{MOD}:LONG", goal="stop")
+
+    async def main() -> None:
+        STARTED.clear()
+        task = asyncio.create_task(
+            Worker(SQLiteStore(path), agents=AGENTS, poll_interval=0.01).run(until_idle=True))
+        await asyncio.wait_for(STARTED.wait(), 20)
+        await asyncio.to_thread(send_command, store, run, "stop", who="human:ops")
+        await asyncio.wait_for(task, 20)
+    asyncio.run(main())
+    row = store.get_run(run)
+    assert row is not None and row.status == "stopped", (row.status, row.reason)
+    status = {(e.tool, e.idx): e.status for e in store.effects(run=run)}
+    assert status == {("act_then_wait", 0): "in_doubt", ("act", 1): "done"}, status
