@@ -364,3 +364,36 @@ def test_a_stop_after_an_inner_effect_leaves_the_outer_one_in_doubt(tmp_path: Pa
     assert row is not None and row.status == "stopped", (row.status, row.reason)
     status = {(e.tool, e.idx): e.status for e in store.effects(run=run)}
     assert status == {("act_then_wait", 0): "in_doubt", ("act", 1): "done"}, status
+
+
+def test_outer_resolved_retry_runs_its_body_and_replays_the_inner_calls(
+        tmp_path: Path) -> None:
+    path, side, run = _killed_mid_outer(tmp_path, "EFF")
+    store = _again(path, side)
+    (outer,) = [e for e in store.effects(run=run) if e.tool == "outer_eff"]
+    resolve_effect(store, outer.id, "retry", who="human:ops")
+    store.close()
+    store = _again(path, side)
+    row = store.get_run(run)
+    assert row is not None and row.status == "done", (row.status, row.reason)
+    assert not any(e.kind == "nondeterminism" for e in store.events(run))
+    # the body ran again; its inner effect did not (replayed); the idempotent note did
+    assert _lines(side) == ["body x", "act in x", "note x", "body x", "note x", "act after"]
+    _check_nested(_calls(store, run), "outer_eff")
+
+
+def test_idempotent_outer_whose_inner_result_was_lost_pauses_on_the_inner(
+        tmp_path: Path) -> None:
+    path, side, run = _killed_mid_outer(tmp_path, "IDEM", hang="x early", wait="effect.intent")
+    store = _again(path, side)
+    row = store.get_run(run)
+    assert row is not None and row.status == "paused", (row.status, row.reason)
+    (inner,) = store.effects(run=run, status="in_doubt")
+    assert (inner.tool, inner.idx) == ("act", 1), inner
+    resolve_effect(store, inner.id, "done", result="acted by hand", who="human:ops")
+    store.close()
+    store = _again(path, side)
+    row = store.get_run(run)
+    assert row is not None and row.status == "done", (row.status, row.reason)
+    assert not any(e.kind == "nondeterminism" for e in store.events(run))
+    assert _lines(side) == ["body x", "act in x", "body x", "body x", "note x", "act after"]
