@@ -249,10 +249,14 @@ class StepContext:
         if rec is not None:
             ran = s.effects.bodies
             try:
-                return await s.effects.replay(t, args, rec, self.step)
-            finally:
-                if s.effects.bodies == ran:  # its body is not run: nor the calls made in it
-                    self._c.skip_inner(i)
+                out = await s.effects.replay(t, args, rec, self.step)
+            except ToolFailed:
+                if s.effects.bodies == ran:  # the step goes on: past the calls made in it
+                    s.effects.passed_over(self._c.skip_inner(i))
+                raise
+            if s.effects.bodies == ran:  # its body is not run: nor the calls made in it
+                s.effects.passed_over(self._c.skip_inner(i))
+            return out
         await self._rt.safe_point(self.step)
         s.monitors.propose(Proposal(i, t.name, t.effect, args_json, fp), self.step)  # a loop?
         # The operator's rules, before anything runs (an approver's edit is journaled redacted).

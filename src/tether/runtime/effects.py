@@ -137,6 +137,17 @@ class EffectRunner:
     async def execute(self, t: Tool, args: dict[str, Any], intent: Event, step: int) -> Any:
         """Run the tool for a durable intent and journal its result (a tool that touches
         workspace files is called inside :meth:`held`)."""
+        # An effect made inside another effect's code (its tool calling the step's context):
+        # once this one is settled the outer one is the one in flight again, so a stop
+        # that cuts it short marks it in doubt.
+        outer = self.in_flight
+        try:
+            return await self._execute(t, args, intent, step)
+        finally:
+            if self.in_flight is None:
+                self.in_flight = outer
+
+    async def _execute(self, t: Tool, args: dict[str, Any], intent: Event, step: int) -> Any:
         rt = self._rt
         tc = ToolContext(intent.run, step, intent.id, intent.id, rt.workspace,
                          chunk=rt.journal.store.chunk)
@@ -208,12 +219,13 @@ class EffectRunner:
             f"Check, then `tether resolve {intent.id} --done|--not-done|--retry`",
             detail={"effect": intent.id, "in_doubt": True})
 
-    def mark_in_doubt(self, why: str) -> None:
-        """Journal that the in-flight effect may or may not have happened."""
-        if self.in_flight is None:
-            return
-        intent = self.in_flight
-        self.in_flight = None
+    def mark_in_doubt(self, why: str, intent: Event | None = None) -> None:
+        """Journal that the in-flight effect (or ``intent``, one not running) may or may
+        not have happened."""
+        if intent is None:
+            if self.in_flight is None:
+                return
+            intent, self.in_flight = self.in_flight, None
         j = self._rt.journal
         j.append("effect.in_doubt", {"i": intent.payload["i"], "tool": intent.payload["tool"],
                                      "reason": why}, step=intent.step, causes=(intent.id,))
@@ -262,13 +274,24 @@ class EffectRunner:
                 return await self.execute(t, args, call, step)
         raise self._doubt(t, rec, step)
 
+    def passed_over(self, inner: list[Recorded]) -> None:
+        """The calls made inside a call a re-run replayed without running its code are not
+        made again. An effect among them left without a result (the outer call's result
+        came from an operator or a settle hook, not from its code finishing) may or may not
+        have happened: surface it as in doubt rather than leave a bare intent behind."""
+        for rec in inner:
+            res = rec.result
+            if rec.call.kind == "effect.intent" and (res is None or res.kind == "effect.retried"):
+                self.mark_in_doubt("the call it was made inside was replayed from the journal "
+                                   "without running its code, so this one is not made again; "
+                                   "whether it happened is unknown", rec.call)
+
     def _doubt(self, t: Tool, rec: Recorded, step: int, why: str = "") -> PauseRequested:
         """Journal that the effect is in doubt (unless it already is); the pause to raise."""
         call, res = rec.call, rec.result
         if res is None or res.kind == "effect.retried":
-            self.in_flight = call
             self.mark_in_doubt("the process stopped after the intent was journaled and before "
-                               "the result was" + (f"; {why}" if why else ""))
+                               "the result was" + (f"; {why}" if why else ""), call)
         return PauseRequested(
             f"effect {call.id} ({t.name}, run {call.run} step {step}) is in doubt: it may or may "
             f"not have happened{f' ({why})' if why else ''}. Check, then "

@@ -66,11 +66,11 @@ class ModelCalls:
         s, c, rt = self._s, self._c, self._c.rt
         rec = c.recorded(i, "model.called", fp, f"model {name}")
         if rec is not None:
-            c.skip_inner(i)  # the call is not made: nor any call made inside it
             p = rec.call.payload
             if raw and "raw" not in p:
                 rt.nondeterminism(self.step, i, expected="a chat call (ctx.model)",
                                   got=f"a framework's call of model {name}")
+            s.effects.passed_over(c.skip_inner(i))  # not made: nor any call made inside it
             return ModelResponse.from_json(p["response"]), p.get("raw")
         await self._gate(name, i)
         t0 = asyncio.get_running_loop().time()

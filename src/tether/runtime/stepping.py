@@ -123,7 +123,7 @@ class StepCalls:
     a user's broad ``except``) cannot let the step act on or finish.
     """
 
-    __slots__ = ("active", "closed", "count", "holder", "lock", "parent", "rt", "signal",
+    __slots__ = ("closed", "count", "holder", "lock", "parent", "rt", "signal",
                  "skip", "step")
 
     def __init__(self, rt: StepRuntime, step: int) -> None:
@@ -138,10 +138,8 @@ class StepCalls:
         """The first signal (or store failure) a call of the step raised."""
         self.closed = False
         """The step has returned: a call made now (from a task it left running) is refused."""
-        self.active: set[int] = set()
-        """The calls in progress (holding the turn, or made inside one that does)."""
         self.parent: dict[int, int] = {}
-        """Call -> the call it was made inside (a tool's body calling the step's context)."""
+        """Call -> the call whose code made it (a tool's body calling the step's context)."""
         self.skip: set[int] = set()
         """Journaled calls made inside a call that a re-run replays without running its
         body: they are not made again, so the numbering passes over them."""
@@ -161,8 +159,11 @@ class StepCalls:
         while i in self.skip:
             i += 1
         self.count = i + 1
+        # Made by code of call ``outer``: inside it, or from a task its code started, even
+        # one that outlives it. A re-run that returns ``outer``'s journaled result does not
+        # run that code, so it makes none of these calls: all of them are passed over.
         outer = _CALL.get()
-        if outer is not None and outer in self.active:  # not a task a finished call left
+        if outer is not None:
             self.parent[i] = outer
         return i
 
@@ -171,14 +172,15 @@ class StepCalls:
         outer = self.parent.get(i)
         return {} if outer is None else {"in": outer}
 
-    def skip_inner(self, i: int) -> None:
+    def skip_inner(self, i: int) -> list[Recorded]:
         """Call ``i`` was replayed without running its body: the journaled calls made inside
-        it (and inside those) are not made again; number past them."""
+        it (and inside those) are not made again; number past them. Returns them."""
         inner = {i}
         for j in sorted(self.rt.replay):
             if j > i and self.rt.replay[j].call.payload.get("in") in inner:
                 inner.add(j)
                 self.skip.add(j)
+        return [self.rt.replay[j] for j in sorted(inner - {i})]
 
     def unmade(self) -> list[int]:
         """Journaled calls the step has not made (nor passed over) so far."""
@@ -236,7 +238,6 @@ class Turn:
         self._started()
 
     def _started(self) -> None:
-        self.calls.active.add(self.i)
         self.i_token = _CALL.set(self.i)
 
     async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None,
@@ -244,7 +245,6 @@ class Turn:
         c = self.calls
         if c.signal is None and isinstance(exc, Signal | StoreError):
             c.signal = exc
-        c.active.discard(self.i)
         if self.i_token is not None:
             _CALL.reset(self.i_token)
             self.i_token = None
