@@ -96,15 +96,12 @@ class StepRuntime:
         raise PauseRequested(msg, detail={"nondeterminism": True})
 
 
-_HOLDING: contextvars.ContextVar[Turn | None] = contextvars.ContextVar(
+_CURRENT: contextvars.ContextVar[Turn | None] = contextvars.ContextVar(
     "tether_step_call", default=None)
-"""The call (turn) this code runs inside: a call made inside it, while it still holds its
-step's turn, goes straight in. A task the call started inherits this and may outlive the
-call, so what counts is whether that turn still holds the lock, not the variable alone."""
-
-_CALL: contextvars.ContextVar[int | None] = contextvars.ContextVar("tether_step_call_i",
-                                                                  default=None)
-"""The index of the call whose code runs here (the parent of a call made inside it)."""
+"""The call whose code runs here (the innermost): a call made inside it is its child, and
+goes straight in while the call it runs inside still holds the step's turn. A task the
+call started inherits this and may outlive the call, so what counts is whether that turn
+still holds the lock, not the variable alone."""
 
 
 class StepCalls:
@@ -162,9 +159,9 @@ class StepCalls:
         # Made by code of call ``outer``: inside it, or from a task its code started, even
         # one that outlives it. A re-run that returns ``outer``'s journaled result does not
         # run that code, so it makes none of these calls: all of them are passed over.
-        outer = _CALL.get()
-        if outer is not None:
-            self.parent[i] = outer
+        outer = _CURRENT.get()
+        if outer is not None and outer.calls is self:
+            self.parent[i] = outer.i
         return i
 
     def within(self, i: int) -> dict[str, int]:
@@ -211,45 +208,41 @@ class StepCalls:
 class Turn:
     """One call's hold on its step's turn (:meth:`StepCalls.turn`)."""
 
-    __slots__ = ("calls", "i", "i_token", "token")
+    __slots__ = ("calls", "i", "token", "top")
 
     def __init__(self, calls: StepCalls, i: int) -> None:
         self.calls = calls
         self.i = i
+        self.top: Turn = self
+        """The call that holds the lock: this one, or the one it was made inside."""
         self.token: contextvars.Token[Turn | None] | None = None
-        self.i_token: contextvars.Token[int | None] | None = None
 
     async def __aenter__(self) -> None:
         c = self.calls
-        held = _HOLDING.get()
-        if held is not None and held is c.holder:
-            self._started()
-            return  # a call made inside one of this step's calls: it already holds the turn
-        await c.lock.acquire()
-        if c.signal is not None or c.closed:
-            c.lock.release()
-            if c.signal is not None:
-                raise c.signal
-            raise UsageError(f"run {c.rt.journal.run} step {c.step}: a call was made after "
-                             "the step returned (or raised), from a task it started and did "
-                             "not await; await every ctx call before the step returns")
-        c.holder = self
-        self.token = _HOLDING.set(self)
-        self._started()
-
-    def _started(self) -> None:
-        self.i_token = _CALL.set(self.i)
+        outer = _CURRENT.get()
+        if outer is not None and outer.top is c.holder:
+            self.top = outer.top  # made inside one of this step's calls: it holds the turn
+        else:
+            await c.lock.acquire()
+            if c.signal is not None or c.closed:
+                c.lock.release()
+                if c.signal is not None:
+                    raise c.signal
+                raise UsageError(f"run {c.rt.journal.run} step {c.step}: a call was made "
+                                 "after the step returned (or raised), from a task it started "
+                                 "and did not await; await every ctx call before the step "
+                                 "returns")
+            c.holder = self
+        self.token = _CURRENT.set(self)
 
     async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None,
                         tb: TracebackType | None) -> None:
         c = self.calls
         if c.signal is None and isinstance(exc, Signal | StoreError):
             c.signal = exc
-        if self.i_token is not None:
-            _CALL.reset(self.i_token)
-            self.i_token = None
         if self.token is not None:
-            _HOLDING.reset(self.token)
+            _CURRENT.reset(self.token)
             self.token = None
+        if self.top is self:
             c.holder = None  # a task the call left running now waits its turn like any other
             c.lock.release()
