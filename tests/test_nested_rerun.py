@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import tether
+from tests import turnkit
 from tether import Done, StepAgent, Worker, start_run, tool
 from tether.control import resolve_effect
 from tether.store.sqlite import SQLiteStore
@@ -229,18 +230,12 @@ def row_state(store: SQLiteStore, run: str) -> dict[str, Any]:
 
 
 def test_gather_with_a_nested_call_re_runs_after_approval(tmp_path: Path) -> None:
-    from tether import approvals
     side = tmp_path / "side.txt"
     os.environ[SIDE_ENV] = str(side)
     store = SQLiteStore(tmp_path / "t.db")
     allow_tools(store, "outer_read", "act", "note")
     run = start_run(store, AGENTS[f"{MOD}:GATHER"], agent_ref=f"{MOD}:GATHER", goal="g")
-    asyncio.run(asyncio.wait_for(
-        Worker(store, agents=AGENTS, poll_interval=0.01).run(until_idle=True), 20))
-    (req,) = store.approvals(status="pending")
-    approvals.decide(store, req.id, approve=True, who="human:ada", agents=AGENTS)
-    asyncio.run(asyncio.wait_for(
-        Worker(store, agents=AGENTS, poll_interval=0.01).run(until_idle=True), 20))
+    turnkit.approve_then_drive(store, AGENTS)
     row = store.get_run(run)
     assert row is not None and row.status == "done", (row.status, row.reason)
     assert not any(e.kind == "nondeterminism" for e in store.events(run))
@@ -281,18 +276,12 @@ AGENTS[f"{MOD}:LEAVES"] = StepAgent(_leaves, name="leaves", tools=[leave_behind,
 
 
 def test_a_call_from_a_task_a_replayed_call_left_is_passed_over(tmp_path: Path) -> None:
-    from tether import approvals
     side = tmp_path / "side.txt"
     os.environ[SIDE_ENV] = str(side)
     store = SQLiteStore(tmp_path / "t.db")
     allow_tools(store, "leave_behind", "act")
     run = start_run(store, AGENTS[f"{MOD}:LEAVES"], agent_ref=f"{MOD}:LEAVES", goal="l")
-    asyncio.run(asyncio.wait_for(
-        Worker(store, agents=AGENTS, poll_interval=0.01).run(until_idle=True), 20))
-    (req,) = store.approvals(status="pending")
-    approvals.decide(store, req.id, approve=True, who="human:ada", agents=AGENTS)
-    asyncio.run(asyncio.wait_for(
-        Worker(store, agents=AGENTS, poll_interval=0.01).run(until_idle=True), 20))
+    turnkit.approve_then_drive(store, AGENTS)
     row = store.get_run(run)
     assert row is not None and row.status == "done", (row.status, row.reason)
     assert not any(e.kind == "nondeterminism" for e in store.events(run))

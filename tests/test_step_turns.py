@@ -14,24 +14,13 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from tether import Continue, Done, StepAgent, Worker, start_run, tool
+from tests import turnkit
+from tether import Continue, Done, StepAgent, start_run, tool
 from tether.store.sqlite import SQLiteStore
 from tether.testing import allow_tools
 
-ACTIVE: list[int] = [0]
-PEAK: list[int] = [0]
-RAN: list[str] = []
-
-
-async def _acting(name: str, seconds: float) -> str:
-    ACTIVE[0] += 1
-    PEAK[0] = max(PEAK[0], ACTIVE[0])
-    try:
-        await asyncio.sleep(seconds)
-    finally:
-        ACTIVE[0] -= 1
-    RAN.append(name)
-    return f"{name} done"
+_acting = turnkit.acting
+PEAK, RAN = turnkit.PEAK, turnkit.RAN
 
 
 @tool(effect="irreversible")
@@ -101,12 +90,11 @@ AGENTS = {f"tests.test_step_turns:{n}": a for n, a in
 
 
 def _drive(store: SQLiteStore) -> None:
-    asyncio.run(Worker(store, agents=AGENTS, poll_interval=0.01).run(until_idle=True))
+    turnkit.drive(store, AGENTS)
 
 
 def _reset() -> None:
-    ACTIVE[0] = PEAK[0] = 0
-    RAN.clear()
+    turnkit.reset()
     state_errors.clear()
     state_tasks.clear()
 

@@ -19,27 +19,16 @@ from typing import Any
 import pytest
 
 import tether
+from tests import turnkit
 from tether import Continue, Done, StepAgent, Worker, start_run, tool
 from tether.runtime.operator import send_command
 from tether.store.sqlite import SQLiteStore
 from tether.testing import allow_tools
 
-ACTIVE: list[int] = [0]
-PEAK: list[int] = [0]
-RAN: list[str] = []
+_acting = turnkit.acting
+ACTIVE, PEAK, RAN = turnkit.ACTIVE, turnkit.PEAK, turnkit.RAN
 ERRORS: list[str] = []
 TASKS: list[asyncio.Task[Any]] = []
-
-
-async def _acting(name: str, seconds: float) -> str:
-    ACTIVE[0] += 1
-    PEAK[0] = max(PEAK[0], ACTIVE[0])
-    try:
-        await asyncio.sleep(seconds)
-    finally:
-        ACTIVE[0] -= 1
-    RAN.append(name)
-    return f"{name} done"
 
 
 @tool(effect="irreversible")
@@ -155,8 +144,7 @@ AGENTS = {f"tests.test_step_turns_edges:{n}": a for n, a in
 
 
 def _reset() -> None:
-    ACTIVE[0] = PEAK[0] = 0
-    RAN.clear()
+    turnkit.reset()
     ERRORS.clear()
     TASKS.clear()
 
@@ -167,8 +155,7 @@ def _run(tmp_path: Path, name: str) -> tuple[SQLiteStore, str]:
     allow_tools(store)
     run = start_run(store, AGENTS[f"tests.test_step_turns_edges:{name}"],
                     agent_ref=f"tests.test_step_turns_edges:{name}", goal=name)
-    asyncio.run(asyncio.wait_for(
-        Worker(store, agents=AGENTS, poll_interval=0.01).run(until_idle=True), 20))
+    turnkit.drive(store, AGENTS)
     return store, run
 
 
@@ -422,14 +409,12 @@ def test_a_step_re_run_after_a_call_inside_a_call_replays_without_nondeterminism
     allow_tools(store, "nest", "ship")
     run = start_run(store, NEST_GATED, agent_ref="tests.test_step_turns_edges:NEST_GATED",
                     goal="nested then gated")
-    drive = Worker(store, agents=AGENTS, poll_interval=0.01).run(until_idle=True)
-    asyncio.run(asyncio.wait_for(drive, 20))
+    turnkit.drive(store, AGENTS)
     row = store.get_run(run)
     assert row is not None and row.status == "awaiting_approval", (row.status, row.reason)
     (req,) = store.approvals(status="pending")
     approvals.decide(store, req.id, approve=True, who="human:ada", agents=AGENTS)
-    drive = Worker(store, agents=AGENTS, poll_interval=0.01).run(until_idle=True)
-    asyncio.run(asyncio.wait_for(drive, 20))
+    turnkit.drive(store, AGENTS)
     row = store.get_run(run)
     kinds = [e.kind for e in store.events(run)]
     assert row is not None and row.status == "done", (row.status, row.reason)
@@ -456,18 +441,12 @@ AGENTS["tests.test_step_turns_edges:DEEPER_GATED"] = DEEPER_GATED
 
 
 def test_calls_two_deep_inside_an_effect_are_passed_over_on_a_re_run(tmp_path: Path) -> None:
-    from tether import approvals
     _reset()
     store = SQLiteStore(tmp_path / "t.db")
     allow_tools(store, "nest_deeper", "nest", "ship")
     run = start_run(store, DEEPER_GATED, agent_ref="tests.test_step_turns_edges:DEEPER_GATED",
                     goal="two deep, then gated")
-    asyncio.run(asyncio.wait_for(
-        Worker(store, agents=AGENTS, poll_interval=0.01).run(until_idle=True), 20))
-    (req,) = store.approvals(status="pending")
-    approvals.decide(store, req.id, approve=True, who="human:ada", agents=AGENTS)
-    asyncio.run(asyncio.wait_for(
-        Worker(store, agents=AGENTS, poll_interval=0.01).run(until_idle=True), 20))
+    turnkit.approve_then_drive(store, AGENTS)
     row = store.get_run(run)
     assert row is not None and row.status == "done", (row.status, row.reason)
     assert RAN == ["ship inner deep d", "gated bo"]  # nothing inside ran twice
